@@ -1,0 +1,182 @@
+/*
+ * backend.h -- the op table every compute backend fills.
+ *
+ * Owns: struct pl_backend_ops (versioned), struct pl_weight (a weight matrix
+ * living in backend memory) and struct pl_attn_meta (the flat, paged attention
+ * metadata of one batch). The model code (src/model/llama.c) is written only
+ * against these ops, so a new backend adds kernels and nothing else.
+ *
+ * Memory: every pointer an op takes is backend memory (from alloc/map_weight,
+ * or offsets into such buffers). On the CPU backend that is host memory; on
+ * CUDA it is device memory. Activations and the KV cache have the backend's
+ * act_dtype (F32 on CPU, BF16 on CUDA); weights have their own dtype.
+ * Ops are enqueued in order; results are visible to the host after sync().
+ *
+ * Shapes are row-major; "[n, d]" means n rows of d contiguous elements.
+ *
+ * KV cache layout (one buffer for K and one for V per layer):
+ *   [n_blocks, block_size, n_kv_heads, head_dim]; token slot s lives at row s,
+ *   slot = block_id * block_size + offset_in_block. slot_mapping[t] < 0 means
+ *   "do not store" (padding).
+ *
+ * Attention over a batch (one op for prefill, chunked prefill and decode):
+ *   sequence s owns query rows [cu_seqlens_q[s], cu_seqlens_q[s+1]) of q/out;
+ *   its context (cached + new tokens) has context_lens[s] tokens, read through
+ *   block_tables[s * max_blocks_per_seq + i]. Query row j of sequence s
+ *   (j counted from the sequence's first query row) sits at position
+ *   p = context_lens[s] - q_len_s + j and attends to context positions
+ *   c <= p (causal) and, when window > 0, c > p - window.
+ */
+#ifndef PL_BACKEND_H
+#define PL_BACKEND_H
+
+#include "util/dtype.h"
+#include "util/err.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define PL_BACKEND_OPS_VERSION 1
+
+struct pl_backend; /* opaque; each backend defines it and puts `ops` first */
+
+/* A weight matrix [rows, cols] (out_features x in_features, as HF stores it),
+ * or a vector [cols] with rows == 1. data is backend memory. */
+struct pl_weight {
+    const void *data;
+    enum pl_dtype dtype;
+    int64_t rows;
+    int64_t cols;
+};
+
+enum pl_op {
+    PL_OP_EMBED,
+    PL_OP_RMSNORM,
+    PL_OP_MATMUL,
+    PL_OP_ROPE,
+    PL_OP_SILU_MUL,
+    PL_OP_STORE_KV,
+    PL_OP_ATTENTION,
+    PL_OP_GET_ROWS,
+    PL_OP_LOGITS,
+    PL_OP_COPY_BLOCKS,
+    PL_OP_COUNT
+};
+
+/* RoPE parameters in backend-ready form (built once by the model from its config). */
+struct pl_rope {
+    int rot_dim;            /* number of rotated dims (head_dim * partial factor), even */
+    const float *inv_freq;  /* backend memory, [rot_dim / 2]: per-pair inverse frequency */
+    float attn_scale;       /* multiplies cos and sin (YaRN's mscale; 1 otherwise) */
+    float pos_scale;        /* positions are multiplied by this (1/factor for linear) */
+    /* dynamic NTK (HF semantics): when > 0, a token whose sequence length L exceeds
+     * dyn_original_max uses base' = theta * ((factor*L/orig) - (factor-1))^(d/(d-2)).
+     * Needs per-token sequence lengths (seq_lens argument of rope()). */
+    int dyn_original_max;
+    float dyn_factor;
+    float dyn_theta;
+};
+
+struct pl_attn_meta {
+    int n_seqs;
+    int n_tokens;                  /* query rows in the batch */
+    const int32_t *cu_seqlens_q;   /* backend memory, [n_seqs + 1] */
+    const int32_t *context_lens;   /* backend memory, [n_seqs] */
+    const int32_t *block_tables;   /* backend memory, [n_seqs, max_blocks_per_seq] */
+    int max_blocks_per_seq;
+    int max_q_len;                 /* max over sequences of q_len (host-known) */
+    int max_context_len;           /* max over sequences of context_lens (host-known) */
+    int block_size;
+    int n_heads;
+    int n_kv_heads;
+    int head_dim;
+    float scale;                   /* softmax scale, usually 1/sqrt(head_dim) */
+    int window;                    /* sliding window in tokens, 0 = none */
+};
+
+struct pl_backend_ops {
+    int version; /* PL_BACKEND_OPS_VERSION */
+    const char *name;
+    enum pl_dtype act_dtype;
+
+    void (*destroy)(struct pl_backend *be);
+
+    /* Memory. alloc returns NULL on failure. map_weight makes host weight bytes
+     * usable by ops: the CPU backend returns `host` itself (no copy, the mmap
+     * stays borrowed); others allocate and upload. unmap_weight undoes it. */
+    void *(*alloc)(struct pl_backend *be, size_t n_bytes);
+    void (*free)(struct pl_backend *be, void *p);
+    void *(*map_weight)(struct pl_backend *be, const void *host, size_t n_bytes);
+    void (*unmap_weight)(struct pl_backend *be, void *p);
+    pl_status (*upload)(struct pl_backend *be, void *dst, const void *src, size_t n_bytes);
+    pl_status (*download)(struct pl_backend *be, void *dst, const void *src, size_t n_bytes);
+    pl_status (*sync)(struct pl_backend *be);
+
+    /* Whether `op` works with weights (or KV/activations) of `dtype`. Checked at load. */
+    bool (*supports)(struct pl_backend *be, enum pl_op op, enum pl_dtype dtype);
+
+    /* out[n, table.cols] = table[ids[i]] (rows of the embedding matrix). */
+    void (*embed)(struct pl_backend *be, void *out, const struct pl_weight *table,
+                  const int32_t *ids, int n);
+
+    /* RMSNorm over rows of `dim` elements: y = x / sqrt(mean(x^2) + eps) * w.
+     * If residual != NULL: residual += x first and the norm reads the sum
+     * (fused residual add); out may alias x. w has `dim` elements. */
+    void (*rmsnorm)(struct pl_backend *be, void *out, void *residual, const void *x,
+                    const struct pl_weight *w, int n_rows, int dim, float eps);
+
+    /* out[n, w.rows] (row stride ld_out elements) = x[n, w.cols] @ w^T (+ bias[w.rows]).
+     * bias may be NULL. */
+    void (*matmul)(struct pl_backend *be, void *out, int ld_out, const void *x,
+                   const struct pl_weight *w, const struct pl_weight *bias, int n);
+
+    /* Rotates q [n, n_heads, head_dim] and k [n, n_kv_heads, head_dim] in place,
+     * HF rotate-half layout over the first rot_dim dims of each head, at positions[i].
+     * seq_lens (per token; may be NULL unless rope->dyn_original_max > 0). */
+    void (*rope)(struct pl_backend *be, void *q, void *k, const int32_t *positions,
+                 const int32_t *seq_lens, int n, int n_heads, int n_kv_heads, int head_dim,
+                 const struct pl_rope *rope);
+
+    /* out[n, dim] = silu(gate[n, dim]) * up[n, dim]. */
+    void (*silu_mul)(struct pl_backend *be, void *out, const void *gate, const void *up,
+                     int n, int dim);
+
+    /* Writes k/v rows [n, kv_dim] into the caches at slot_mapping[i] (skip < 0). */
+    void (*store_kv)(struct pl_backend *be, void *k_cache, void *v_cache, const void *k,
+                     const void *v, const int32_t *slot_mapping, int n, int kv_dim);
+
+    /* out[n_tokens, n_heads * head_dim] = softmax(q k^T * scale) v over the paged
+     * cache, per the rules at the top of this file. q is [n_tokens, n_heads, head_dim]. */
+    void (*attention)(struct pl_backend *be, void *out, const void *q, const void *k_cache,
+                      const void *v_cache, const struct pl_attn_meta *m);
+
+    /* out[i] = x[rows[i]] for rows of `dim` elements (i < n). */
+    void (*get_rows)(struct pl_backend *be, void *out, const void *x, const int32_t *rows,
+                     int n, int dim);
+
+    /* logits (F32, [n, w.rows]) = x[n, w.cols] @ w^T: the LM head, always fp32 out. */
+    void (*logits)(struct pl_backend *be, float *out, const void *x, const struct pl_weight *w,
+                   int n);
+
+    /* Copies whole KV blocks (every row of the block) src_dst[2i] -> src_dst[2i+1]
+     * in one layer's caches; used by copy-on-write. block_bytes = block_size*kv_dim*elem. */
+    void (*copy_blocks)(struct pl_backend *be, void *k_cache, void *v_cache,
+                        const int32_t *src_dst, int n_pairs, size_t block_bytes);
+};
+
+struct pl_backend {
+    const struct pl_backend_ops *ops;
+};
+
+/* Creates the CPU backend with n_threads worker threads (0 = one per core). */
+pl_status pl_backend_cpu_new(int n_threads, struct pl_backend **out, struct pl_err *err);
+
+/* Destroys any backend (NULL is a no-op). */
+static inline void pl_backend_free(struct pl_backend *be)
+{
+    if (be)
+        be->ops->destroy(be);
+}
+
+#endif

@@ -1,0 +1,48 @@
+/*
+ * main.c -- the pagellm command line: dispatches to one file per subcommand.
+ */
+#include "cli/cli.h"
+#include "pagellm.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "pagellm %s -- LLM inference with a paged KV cache\n\n"
+            "usage: pagellm <command> [options]\n\n"
+            "commands:\n"
+            "  generate     offline generation for one or more prompts\n"
+            "  tokenize     text or chat messages -> token ids\n"
+            "  detokenize   token ids -> text\n"
+            "  version      print the version\n\n"
+            "Run 'pagellm <command> --help' for a command's options.\n",
+            PAGELLM_VERSION);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "generate"))
+        return pl_cli_generate(argc - 1, argv + 1);
+    if (!strcmp(cmd, "tokenize"))
+        return pl_cli_tokenize(argc - 1, argv + 1);
+    if (!strcmp(cmd, "detokenize"))
+        return pl_cli_detokenize(argc - 1, argv + 1);
+    if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
+        printf("pagellm %s\n", PAGELLM_VERSION);
+        return 0;
+    }
+    if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
+        usage(stdout);
+        return 0;
+    }
+    fprintf(stderr, "pagellm: unknown command '%s'\n", cmd);
+    usage(stderr);
+    return 2;
+}

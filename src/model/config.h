@@ -1,0 +1,111 @@
+/*
+ * config.h -- a Hugging Face model's config.json and generation_config.json.
+ *
+ * Owns: struct pl_model_config, the plain description of a decoder-only model
+ * (Llama / Mistral / Qwen2 / Qwen3 families) that everything downstream reads.
+ * Invariants after a successful pl_model_config_load:
+ *   - hidden_size, intermediate_size, n_layers, n_heads, n_kv_heads, head_dim,
+ *     vocab_size are > 0; n_heads % n_kv_heads == 0; head_dim is even;
+ *   - n_layers <= PL_MAX_LAYERS; layer_sliding_window[l] is 0 (full attention)
+ *     or the window length in tokens for layer l;
+ *   - anything the loader does not support was refused with a message naming it.
+ */
+#ifndef PL_MODEL_CONFIG_H
+#define PL_MODEL_CONFIG_H
+
+#include "util/dtype.h"
+#include "util/err.h"
+
+#include <stdbool.h>
+
+#define PL_MAX_LAYERS 512
+#define PL_MAX_EOS_IDS 16
+
+enum pl_arch {
+    PL_ARCH_LLAMA = 0, /* LlamaForCausalLM */
+    PL_ARCH_MISTRAL,   /* MistralForCausalLM */
+    PL_ARCH_QWEN2,     /* Qwen2ForCausalLM: q/k/v biases */
+    PL_ARCH_QWEN3      /* Qwen3ForCausalLM: per-head q_norm / k_norm */
+};
+
+enum pl_rope_type {
+    PL_ROPE_DEFAULT = 0,
+    PL_ROPE_LINEAR,  /* positions / factor */
+    PL_ROPE_DYNAMIC, /* NTK-aware base growth past original max positions */
+    PL_ROPE_YARN,
+    PL_ROPE_LLAMA3
+};
+
+struct pl_rope_config {
+    enum pl_rope_type type;
+    double theta;                 /* rope_theta (base) */
+    double factor;                /* scaling factor (linear, dynamic, yarn, llama3) */
+    double low_freq_factor;       /* llama3 */
+    double high_freq_factor;      /* llama3 */
+    int original_max_position;    /* llama3, yarn, dynamic: original_max_position_embeddings */
+    double beta_fast, beta_slow;  /* yarn (defaults 32, 1) */
+    double attention_factor;      /* yarn: multiplies cos/sin; 0 = derive from factor */
+    double mscale, mscale_all_dim;/* yarn (deepseek-style), 0 when absent */
+    bool truncate;                /* yarn: truncate correction range (default true) */
+    double partial_rotary_factor; /* fraction of head_dim rotated (1.0 default) */
+};
+
+/* Fields of generation_config.json; has_* says whether the file set it. */
+struct pl_generation_config {
+    bool has_temperature, has_top_p, has_top_k, has_min_p, has_repetition_penalty,
+        has_max_new_tokens, has_do_sample;
+    float temperature, top_p, min_p, repetition_penalty;
+    int top_k, max_new_tokens;
+    bool do_sample;
+    int eos_token_ids[PL_MAX_EOS_IDS]; /* eos ids from generation_config (may differ from config.json) */
+    int n_eos_token_ids;
+    int bos_token_id; /* -1 when absent */
+};
+
+struct pl_model_config {
+    enum pl_arch arch;
+    char arch_name[64];          /* "LlamaForCausalLM", ... as written in the file */
+    char model_type[32];         /* "llama", "mistral", "qwen2", "qwen3" */
+    int hidden_size;             /* d_model */
+    int intermediate_size;       /* MLP hidden width */
+    int n_layers;                /* num_hidden_layers */
+    int n_heads;                 /* num_attention_heads */
+    int n_kv_heads;              /* num_key_value_heads (defaults to n_heads) */
+    int head_dim;                /* explicit head_dim, else hidden_size / n_heads */
+    int vocab_size;
+    float rms_norm_eps;
+    struct pl_rope_config rope;
+    int max_position_embeddings;
+    int sliding_window;          /* the configured window (0 = none) */
+    int layer_sliding_window[PL_MAX_LAYERS]; /* per layer: 0 = full attention, else window */
+    bool tie_word_embeddings;
+    bool attention_bias;         /* q/k/v (and o when o_bias) biases present (Qwen2: true) */
+    bool o_bias;                 /* o_proj has a bias (attention_bias=true on Llama) */
+    bool mlp_bias;               /* gate/up/down biases (Llama mlp_bias) */
+    bool qk_norm;                /* Qwen3: RMSNorm over each head of q and k before RoPE */
+    enum pl_dtype dtype;         /* torch_dtype / dtype (the checkpoint's compute dtype) */
+    int bos_token_id;            /* -1 when absent */
+    int eos_token_ids[PL_MAX_EOS_IDS]; /* config.json eos ids (single or list) */
+    int n_eos_token_ids;
+    int pad_token_id;            /* -1 when absent */
+    struct pl_generation_config gen; /* generation_config.json (all has_* false when absent) */
+};
+
+/*
+ * Reads <model_dir>/config.json and, if present, <model_dir>/generation_config.json.
+ * Returns PL_STATUS_IO when config.json cannot be read, PL_STATUS_FORMAT when it
+ * is not valid JSON or a field has the wrong type/range, PL_STATUS_UNSUPPORTED for
+ * an architecture or feature pagellm does not run; err names the field.
+ */
+pl_status pl_model_config_load(const char *model_dir, struct pl_model_config *out,
+                               struct pl_err *err);
+
+/* Same, from JSON text already in memory (gen_json may be NULL). */
+pl_status pl_model_config_parse(const char *config_json, size_t config_len,
+                                const char *gen_json, size_t gen_len,
+                                struct pl_model_config *out, struct pl_err *err);
+
+/* The name of an architecture ("LlamaForCausalLM", ...). */
+const char *pl_arch_name(enum pl_arch arch);
+
+#endif

@@ -1,0 +1,57 @@
+/*
+ * weights.h -- Hugging Face tensor names -> the model's weight slots.
+ *
+ * Owns: struct pl_weights, every weight of a Llama-family decoder as a
+ * struct pl_weight in backend memory (made with the backend's map_weight, so
+ * on CPU they point straight into the safetensors mmap: no copy).
+ * Invariants after a successful load:
+ *   - every slot the config needs is present with the exact shape the config
+ *     implies (a missing or mis-shaped tensor is refused, naming the tensor);
+ *   - slots the config does not use are {NULL}; lm_head == embed when tied;
+ *   - every dtype is one the backend supports for its op.
+ * HF names: model.embed_tokens.weight, model.layers.N.{input_layernorm,
+ * self_attn.{q,k,v,o}_proj (+ .bias), self_attn.{q,k}_norm, post_attention_layernorm,
+ * mlp.{gate,up,down}_proj}.weight, model.norm.weight, lm_head.weight.
+ */
+#ifndef PL_MODEL_WEIGHTS_H
+#define PL_MODEL_WEIGHTS_H
+
+#include "backend/backend.h"
+#include "model/config.h"
+#include "model/safetensors.h"
+
+struct pl_layer_weights {
+    struct pl_weight attn_norm;  /* [hidden] */
+    struct pl_weight wq;         /* [n_heads*head_dim, hidden] */
+    struct pl_weight wk;         /* [n_kv_heads*head_dim, hidden] */
+    struct pl_weight wv;         /* [n_kv_heads*head_dim, hidden] */
+    struct pl_weight wo;         /* [hidden, n_heads*head_dim] */
+    struct pl_weight bq, bk, bv; /* [q_dim], [kv_dim], [kv_dim] when attention_bias */
+    struct pl_weight bo;         /* [hidden] when o_bias */
+    struct pl_weight q_norm;     /* [head_dim] when qk_norm */
+    struct pl_weight k_norm;     /* [head_dim] when qk_norm */
+    struct pl_weight ffn_norm;   /* [hidden] */
+    struct pl_weight w_gate;     /* [intermediate, hidden] */
+    struct pl_weight w_up;       /* [intermediate, hidden] */
+    struct pl_weight w_down;     /* [hidden, intermediate] */
+    struct pl_weight b_gate, b_up, b_down; /* when mlp_bias */
+};
+
+struct pl_weights {
+    struct pl_weight embed;      /* [vocab, hidden] */
+    struct pl_weight final_norm; /* [hidden] */
+    struct pl_weight lm_head;    /* [vocab, hidden]; same data as embed when tied */
+    struct pl_layer_weights *layers; /* [n_layers] */
+    int n_layers;
+    struct pl_backend *be;       /* borrowed; used to unmap on free */
+    size_t n_bytes;              /* total weight bytes (tied counted once) */
+};
+
+/* Maps every tensor the config needs from st into backend memory. st must
+ * outlive the weights when the backend maps without copying (CPU). */
+pl_status pl_weights_load(const struct pl_model_config *cfg, const struct pl_safetensors *st,
+                          struct pl_backend *be, struct pl_weights **out, struct pl_err *err);
+
+void pl_weights_free(struct pl_weights *w);
+
+#endif

@@ -1,0 +1,84 @@
+/*
+ * test.h -- a minimal assertion harness for the unit tests.
+ *
+ * Each test file defines test functions, lists them in main via PL_RUN, and
+ * returns pl_test_summary(): it prints "N passed, N failed" and exits non-zero
+ * when anything failed. CHECK records a failure and continues; REQUIRE stops
+ * the current test function.
+ */
+#ifndef PL_TEST_H
+#define PL_TEST_H
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int pl_test_checks_failed;
+static int pl_test_cur_failed;
+static int pl_tests_passed;
+static int pl_tests_failed;
+
+#define CHECK(cond)                                                                   \
+    do {                                                                              \
+        if (!(cond)) {                                                                \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);  \
+            pl_test_checks_failed++;                                                  \
+            pl_test_cur_failed = 1;                                                   \
+        }                                                                             \
+    } while (0)
+
+#define CHECKF(cond, ...)                                                             \
+    do {                                                                              \
+        if (!(cond)) {                                                                \
+            fprintf(stderr, "%s:%d: CHECK failed: %s: ", __FILE__, __LINE__, #cond);  \
+            fprintf(stderr, __VA_ARGS__);                                             \
+            fputc('\n', stderr);                                                      \
+            pl_test_checks_failed++;                                                  \
+            pl_test_cur_failed = 1;                                                   \
+        }                                                                             \
+    } while (0)
+
+#define REQUIRE(cond)                                                                 \
+    do {                                                                              \
+        if (!(cond)) {                                                                \
+            fprintf(stderr, "%s:%d: REQUIRE failed: %s\n", __FILE__, __LINE__, #cond); \
+            pl_test_checks_failed++;                                                  \
+            pl_test_cur_failed = 1;                                                   \
+            return;                                                                   \
+        }                                                                             \
+    } while (0)
+
+#define CHECK_NEAR(a, b, tol)                                                         \
+    CHECKF(fabs((double)(a) - (double)(b)) <= (tol), "%g vs %g (tol %g)", (double)(a), \
+           (double)(b), (double)(tol))
+
+#define PL_RUN(fn)                                                                    \
+    do {                                                                              \
+        pl_test_cur_failed = 0;                                                       \
+        fn();                                                                         \
+        if (pl_test_cur_failed) {                                                     \
+            pl_tests_failed++;                                                        \
+            fprintf(stderr, "FAIL %s\n", #fn);                                        \
+        } else {                                                                      \
+            pl_tests_passed++;                                                        \
+            fprintf(stderr, "ok   %s\n", #fn);                                        \
+        }                                                                             \
+    } while (0)
+
+static inline int pl_test_summary(void)
+{
+    printf("%d passed, %d failed\n", pl_tests_passed, pl_tests_failed);
+    return pl_tests_failed ? 1 : 0;
+}
+
+/* $PL_SOURCE_DIR/rel, or ./rel when unset. Returns a static buffer. */
+static inline const char *pl_test_path(const char *rel)
+{
+    static char buf[4096];
+    const char *root = getenv("PL_SOURCE_DIR");
+    snprintf(buf, sizeof(buf), "%s/%s", root ? root : ".", rel);
+    return buf;
+}
+
+#endif
