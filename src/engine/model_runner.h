@@ -1,0 +1,52 @@
+/*
+ * model_runner.h -- owns the backend, the weights, the model and the KV pool.
+ *
+ * Owns: struct pl_model_runner. Opening one loads config.json, maps the
+ * safetensors, binds weights to the backend, builds the decoder with scratch
+ * space for max_num_batched_tokens tokens and allocates the paged KV pool
+ * (num_kv_blocks blocks of block_size tokens; 0 = size it from kv_cache_bytes).
+ * run() executes one struct pl_batch and returns host fp32 logits.
+ * The block manager (engine issue) decides which blocks a batch uses; the
+ * runner only provides the pool.
+ */
+#ifndef PL_ENGINE_MODEL_RUNNER_H
+#define PL_ENGINE_MODEL_RUNNER_H
+
+#include "backend/backend.h"
+#include "engine/batch.h"
+#include "model/config.h"
+#include "model/llama.h"
+
+#include <stddef.h>
+
+struct pl_model_runner_params {
+    const char *model_dir;
+    int n_threads;              /* CPU backend threads, 0 = one per core */
+    int block_size;             /* tokens per KV block (default 16) */
+    int num_kv_blocks;          /* 0 = from kv_cache_bytes */
+    size_t kv_cache_bytes;      /* CPU KV budget when num_kv_blocks == 0 (default 256 MiB) */
+    int max_num_batched_tokens; /* tokens per forward (default 2048) */
+    int max_num_seqs;           /* sequences per forward (default 256) */
+    int max_model_len;          /* 0 = the config's max_position_embeddings */
+};
+
+void pl_model_runner_params_default(struct pl_model_runner_params *p);
+
+struct pl_model_runner;
+
+pl_status pl_model_runner_new(const struct pl_model_runner_params *p,
+                              struct pl_model_runner **out, struct pl_err *err);
+void pl_model_runner_free(struct pl_model_runner *r);
+
+const struct pl_model_config *pl_model_runner_config(const struct pl_model_runner *r);
+int pl_model_runner_num_blocks(const struct pl_model_runner *r);
+int pl_model_runner_block_size(const struct pl_model_runner *r);
+int pl_model_runner_max_model_len(const struct pl_model_runner *r);
+int pl_model_runner_max_tokens(const struct pl_model_runner *r); /* max_num_batched_tokens */
+int pl_model_runner_max_seqs(const struct pl_model_runner *r);
+
+/* Runs one batch; logits: host [b->n_logits, vocab_size]. */
+pl_status pl_model_runner_run(struct pl_model_runner *r, const struct pl_batch *b,
+                              float *logits, struct pl_err *err);
+
+#endif
