@@ -12,6 +12,7 @@
 #include "engine/scheduler.h"
 
 #include <assert.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,6 +39,24 @@ struct pl_scheduler {
     struct pl_seq_group **plan_preempted;
     const struct pl_block_table **tables; /* scratch for check / kv_waste */
 };
+
+/*
+ * Debug builds verify every invariant after each schedule and update (O(pool +
+ * running sequences) per step); release builds skip it.
+ */
+#ifndef NDEBUG
+static void debug_check(const struct pl_scheduler *s)
+{
+    struct pl_err e;
+    pl_status st = pl_scheduler_check(s, &e);
+    if (st != PL_STATUS_OK)
+        fprintf(stderr, "pagellm: %s\n", e.msg);
+    assert(st == PL_STATUS_OK);
+}
+#define DEBUG_CHECK(s) debug_check(s)
+#else
+#define DEBUG_CHECK(s) ((void)0)
+#endif
 
 /* ---- lists ---- */
 
@@ -532,6 +551,7 @@ pl_status pl_scheduler_schedule(struct pl_scheduler *s, struct pl_sched_plan *pl
         }
     }
     assert(plan->n_tokens <= s->p.max_num_batched_tokens);
+    DEBUG_CHECK(s);
     return PL_STATUS_OK;
 }
 
@@ -584,6 +604,7 @@ pl_status pl_scheduler_update(struct pl_scheduler *s, const struct pl_sched_plan
     if (row != plan->n_samples)
         return pl_err_set(err, PL_STATUS_INTERNAL, "plan has %d sample rows, entries name %d",
                           plan->n_samples, row);
+    DEBUG_CHECK(s);
     return PL_STATUS_OK;
 }
 

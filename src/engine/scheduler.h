@@ -191,7 +191,11 @@ bool pl_scheduler_has_unfinished(const struct pl_scheduler *s);
 
 void pl_scheduler_get_stats(const struct pl_scheduler *s, struct pl_scheduler_stats *out);
 
-/* Checks the invariants above (and the block manager's). PL_STATUS_INTERNAL on a violation. */
+/*
+ * Checks the invariants above (and the block manager's). PL_STATUS_INTERNAL on a
+ * violation. Debug builds (no NDEBUG) also run it, asserting, after every
+ * schedule and update.
+ */
 pl_status pl_scheduler_check(const struct pl_scheduler *s, struct pl_err *err);
 
 #endif

@@ -268,21 +268,21 @@ static uint64_t seed_from_env(void)
 
 static void test_soak_chunked_prefix_cache(void)
 {
-    struct soak_cfg cfg = {"chunked+prefix cache, block 8", 2500, 48, 8, 64, 8, 160,
+    struct soak_cfg cfg = {"chunked+prefix cache, block 8", 5000, 48, 8, 64, 8, 160,
                            true, true, 24};
     run_soak(&cfg, seed_from_env());
 }
 
 static void test_soak_block16_small_budget(void)
 {
-    struct soak_cfg cfg = {"chunked+prefix cache, block 16", 1500, 24, 16, 32, 6, 160,
+    struct soak_cfg cfg = {"chunked+prefix cache, block 16", 3000, 24, 16, 32, 6, 160,
                            true, true, 0};
     run_soak(&cfg, seed_from_env() * 3 + 1);
 }
 
 static void test_soak_no_chunking_no_cache(void)
 {
-    struct soak_cfg cfg = {"no chunking, no prefix cache, block 32", 1500, 16, 32, 160, 8, 160,
+    struct soak_cfg cfg = {"no chunking, no prefix cache, block 32", 3000, 16, 32, 160, 8, 160,
                            false, false, 0};
     run_soak(&cfg, seed_from_env() * 5 + 3);
 }
