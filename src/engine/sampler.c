@@ -127,8 +127,9 @@ void pl_sampler_logprobs(const float *logits, int vocab_size, int32_t token_id, 
     double lse = -INFINITY;
     if (m > -INFINITY) {
         double sum = 0.0;
+        /* float exponentials, double sum: ~1e-7 relative, well inside fp32 output */
         for (int i = 0; i < vocab_size; i++)
-            sum += exp((double)sanitize(logits[i]) - (double)m);
+            sum += (double)expf(sanitize(logits[i]) - m);
         lse = (double)m + log(sum);
     }
     float xt = sanitize(logits[token_id]);
@@ -363,6 +364,58 @@ static pl_status process_logits(struct pl_sampler *s, const struct pl_sampler_ro
     return PL_STATUS_OK;
 }
 
+/*
+ * The k-th value of w in candidate order among entries >= lo, or -inf when
+ * fewer than k qualify. A min-heap of the k best so far (root = the weakest
+ * kept) rejects almost every entry with one comparison: O(V log k) worst case,
+ * about O(V) on real logits. heap has room for k entries.
+ */
+static float kth_value(const float *w, int V, float lo, int k, struct cand *heap)
+{
+    int n = 0;
+    for (int i = 0; i < V; i++) {
+        float x = w[i];
+        if (x == -INFINITY || x < lo)
+            continue;
+        int j;
+        if (n < k) {
+            /* sift up: the parent must not come before the child */
+            j = n++;
+            while (j > 0 && before(heap[(j - 1) / 2].logit, heap[(j - 1) / 2].id, x, i)) {
+                heap[j] = heap[(j - 1) / 2];
+                j = (j - 1) / 2;
+            }
+        } else {
+            if (!before(x, i, heap[0].logit, heap[0].id))
+                continue;
+            /* replace the root, sift down */
+            j = 0;
+            for (;;) {
+                int a = 2 * j + 1, b = a + 1, w_ = j;
+                float wv = x;
+                int32_t wi = i;
+                if (a < n && before(wv, wi, heap[a].logit, heap[a].id)) {
+                    w_ = a;
+                    wv = heap[a].logit;
+                    wi = heap[a].id;
+                }
+                if (b < n && before(wv, wi, heap[b].logit, heap[b].id))
+                    w_ = b;
+                if (w_ == j)
+                    break;
+                heap[j] = heap[w_];
+                j = w_;
+            }
+        }
+        heap[j].logit = x;
+        heap[j].id = i;
+    }
+    return n < k ? -INFINITY : heap[0].logit;
+}
+
+/* top_k values up to this use the heap; larger ones quickselect all candidates */
+#define HEAP_TOP_K_MAX 1024
+
 /* Step 6: temperature, min_p, top_k, top_p and the draw. Returns -1 when all is masked. */
 static int32_t sample_random(struct pl_sampler *s, const struct pl_sampling_params *p,
                              struct pl_rng *rng)
@@ -378,21 +431,29 @@ static int32_t sample_random(struct pl_sampler *s, const struct pl_sampling_para
     }
     if (m == -INFINITY)
         return -1;
-    /* min_p: p_i >= min_p * p_max  <=>  logit_i - max >= log(min_p) */
-    float floor_gap = p->min_p > 0.0f ? logf(p->min_p) : -INFINITY;
+    /* min_p: p_i >= min_p * p_max  <=>  logit_i >= max + log(min_p) */
+    float lo = p->min_p > 0.0f ? m + logf(p->min_p) : -INFINITY;
+    if (lo > m)
+        lo = m; /* rounding must not drop the top token */
     struct cand *c = s->cand;
+    int k = p->top_k > 0 && p->top_k < V ? p->top_k : 0;
+    if (k && k <= HEAP_TOP_K_MAX) {
+        /* vLLM masks logits < the k-th largest: ties with the k-th stay */
+        float kth = kth_value(w, V, lo, k, c);
+        if (kth > lo)
+            lo = kth;
+        k = 0;
+    }
     int n = 0;
     for (int i = 0; i < V; i++) {
-        if (w[i] == -INFINITY || w[i] - m < floor_gap)
+        if (w[i] == -INFINITY || w[i] < lo)
             continue;
         c[n].logit = w[i];
         c[n].id = i;
         n++;
     }
-    int k = p->top_k;
-    if (k > 0 && k < n) {
+    if (k && k < n) {
         select_first_k(c, n, k);
-        /* vLLM masks logits < the k-th largest: ties with the k-th stay */
         float kth = c[0].logit;
         for (int i = 1; i < k; i++)
             if (c[i].logit < kth)
@@ -409,7 +470,19 @@ static int32_t sample_random(struct pl_sampler *s, const struct pl_sampling_para
         total += c[i].e;
     }
     if (p->top_p < 1.0f) {
-        n = select_mass(c, n, (double)p->top_p * total);
+        /*
+         * Exact pre-filter: the candidates with e < tiny hold less than
+         * n * tiny <= (1 - top_p) * total of the mass, so those with e >= tiny
+         * already reach top_p * total and contain the top-p set. On peaked
+         * distributions this leaves few candidates for the selection.
+         */
+        double target = (double)p->top_p * total;
+        double tiny = 0.5 * (total - target) / (double)n;
+        int kept = 0;
+        for (int i = 0; i < n; i++)
+            if (c[i].e >= tiny)
+                c[kept++] = c[i];
+        n = select_mass(c, kept, target);
         total = 0.0;
         for (int i = 0; i < n; i++)
             total += c[i].e;

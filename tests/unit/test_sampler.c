@@ -297,6 +297,39 @@ static void test_top_k(void)
     }
     CHECK(outside == 0);
     CHECK(seen >= 45); /* 4000 draws over 50 tokens of comparable mass */
+    /* a k past the heap's range (full selection) */
+    p.top_k = 2000;
+    draw_counts(s, big, BV, &p, 4000, bc);
+    outside = 0;
+    for (int i = 0; i < BV; i++)
+        outside += bc[i] && big[i] < sorted[1999];
+    CHECK(outside == 0);
+    pl_sampler_free(s);
+
+    /* ties at the k-th value on both selection paths: 1200 tokens at 0 and 800
+     * at -1; any k up to 1200 keeps exactly the 1200 zeros, k above keeps all */
+    enum { TV = 2000, TN = 6000 };
+    static float tv[TV];
+    for (int i = 0; i < TV; i++)
+        tv[i] = (i % 5 < 3) ? 0.0f : -1.0f;
+    s = new_sampler(BATCH, TV, 14);
+    REQUIRE(s);
+    static long tc[TV];
+    const int tks[] = {1000, 1100, 1200, 1300};
+    for (int j = 0; j < 4; j++) {
+        p.top_k = tks[j];
+        draw_counts(s, tv, TV, &p, TN, tc);
+        long at_minus1 = 0;
+        for (int i = 0; i < TV; i++)
+            at_minus1 += tv[i] < 0.0f ? tc[i] : 0;
+        if (tks[j] <= 1200) {
+            CHECKF(at_minus1 == 0, "top_k=%d: %ld draws below the k-th value", tks[j], at_minus1);
+        } else {
+            double want = 800.0 * exp(-1.0) / (1200.0 + 800.0 * exp(-1.0)) * TN;
+            CHECKF(fabs(at_minus1 - want) < 5.0 * sqrt(want), "top_k=%d: %ld vs %.0f", tks[j],
+                   at_minus1, want);
+        }
+    }
     pl_sampler_free(s);
 }
 
