@@ -22,7 +22,8 @@
  * stay O(1) through the layers; q/k use gain 1.5 (attention scores with std
  * ~2, neither uniform nor one-hot) and lm_head gain 5 (logits with std ~5, so
  * the top-1 / top-2 logit gap is usually far above 1e-3 and greedy tokens are
- * stable under fp32 reordering). Norm weights are 1 + N(0, 0.1^2); biases N(0, 0.2^2).
+ * stable under fp32 reordering); tied presets scale o_proj/down_proj by 4 (see
+ * build_tensors). Norm weights are 1 + N(0, 0.1^2); biases N(0, 0.2^2).
  */
 #include "model/tiny_model.h"
 
@@ -249,6 +250,11 @@ static bool build_tensors(const struct preset *p, int vocab, struct tensor_list 
     const int hd = head_dim_of(p);
     const int q_dim = p->n_heads * hd, kv_dim = p->n_kv_heads * hd;
     const double lm_std = 5.0 / sqrt(H);
+    /* With tied embeddings the current token's own embedding, carried by the residual
+     * stream, scores itself |e|^2 ~ 25 at the output and the model just repeats its
+     * input. Larger residual updates from the layers (o_proj, down_proj) dilute that
+     * self-match to about one standard deviation of the logits. */
+    const double out_gain = p->tied ? 4.0 : 1.0;
     bool ok = add_tensor(l, "model.embed_tokens.weight", vocab, p->hidden, INIT_NORMAL,
                          p->tied ? lm_std : 1.0);
     ok = ok && add_tensor(l, "model.norm.weight", p->hidden, 0, INIT_ONE_PLUS, 0.1);
@@ -265,7 +271,7 @@ static bool build_tensors(const struct preset *p, int vocab, struct tensor_list 
         ok = ok && LAYER("self_attn.k_proj.weight", kv_dim, p->hidden, INIT_NORMAL, 1.5 / sqrt(H));
         ok = ok && LAYER("self_attn.v_proj.weight", kv_dim, p->hidden, INIT_NORMAL, 1.0 / sqrt(H));
         ok = ok && LAYER("self_attn.o_proj.weight", p->hidden, q_dim, INIT_NORMAL,
-                         1.0 / sqrt((double)q_dim));
+                         out_gain / sqrt((double)q_dim));
         if (p->arch == ARCH_QWEN2) {
             ok = ok && LAYER("self_attn.q_proj.bias", q_dim, 0, INIT_NORMAL, 0.2);
             ok = ok && LAYER("self_attn.k_proj.bias", kv_dim, 0, INIT_NORMAL, 0.2);
@@ -280,7 +286,7 @@ static bool build_tensors(const struct preset *p, int vocab, struct tensor_list 
         ok = ok && LAYER("mlp.up_proj.weight", p->intermediate, p->hidden, INIT_NORMAL,
                          1.0 / sqrt(H));
         ok = ok && LAYER("mlp.down_proj.weight", p->hidden, p->intermediate, INIT_NORMAL,
-                         1.0 / sqrt(I));
+                         out_gain / sqrt(I));
 #undef LAYER
     }
     if (!ok)
