@@ -546,6 +546,7 @@ pl_status pl_tiny_model_prompts(const char *preset, struct pl_tiny_prompt *out, 
                           preset ? preset : "(null)");
     uint64_t state = p->seed ^ 0x70726f6d707473ull; /* "prompts" */
     for (int i = 0; i < N_PROMPTS; i++) {
+        memset(&out[i], 0, sizeof(out[i]));
         out[i].n_ids = PROMPT_LENS[i];
         out[i].max_tokens = PROMPT_MAX_TOKENS[i];
         for (int k = 0; k < PROMPT_LENS[i]; k++)
