@@ -31,6 +31,8 @@
 #include "model/tiny_tokenizer.h"
 #include "util/dtype.h"
 
+#include <jansson.h>
+
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -644,4 +646,15 @@ pl_status pl_tiny_model_write(const char *preset, const char *out_dir, struct pl
     if (st == PL_STATUS_OK && p->golden)
         st = write_prompts(p, out_dir, err);
     return st;
+}
+
+bool pl_tiny_model_dir_is_tiny(const char *model_dir)
+{
+    char path[4096];
+    if (!model_dir || snprintf(path, sizeof(path), "%s/config.json", model_dir) >= (int)sizeof(path))
+        return false;
+    json_t *cfg = json_load_file(path, 0, NULL);
+    bool tiny = json_is_true(json_object_get(cfg, "pagellm_tiny_test_model"));
+    json_decref(cfg);
+    return tiny;
 }

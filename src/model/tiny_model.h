@@ -50,4 +50,9 @@ bool pl_tiny_model_is_golden(const char *preset);
 pl_status pl_tiny_model_prompts(const char *preset, struct pl_tiny_prompt *out, int *n,
                                 struct pl_err *err);
 
+/* True when model_dir/config.json carries "pagellm_tiny_test_model": true, i.e. the
+ * directory was written by pl_tiny_model_write (the CLI says so before generating,
+ * since such a model's text is random by design). False when unreadable. */
+bool pl_tiny_model_dir_is_tiny(const char *model_dir);
+
 #endif

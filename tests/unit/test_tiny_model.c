@@ -21,6 +21,7 @@
 #include "util/sha256.h"
 
 #include <dirent.h>
+#include <sys/stat.h>
 #include <jansson.h>
 #include <stdint.h>
 #include <unistd.h>
@@ -548,6 +549,20 @@ static void test_default_tokenizer(void)
     /* config covers every id and names the special ids */
     CHECK(jint(cfg, "vocab_size") == 960);
     CHECK(jint(cfg, "bos_token_id") == 956 && jint(cfg, "eos_token_id") == 957);
+    CHECK(pl_tiny_model_dir_is_tiny(dir));
+    CHECK(!pl_tiny_model_dir_is_tiny("/nonexistent/dir"));
+    CHECK(!pl_tiny_model_dir_is_tiny(NULL));
+    char plain[1100];
+    snprintf(plain, sizeof(plain), "%s/plain", g_tmp);
+    CHECK(mkdir(plain, 0777) == 0);
+    snprintf(plain, sizeof(plain), "%s/plain/config.json", g_tmp);
+    FILE *f = fopen(plain, "w");
+    if (f) {
+        fputs("{\"model_type\": \"llama\", \"pagellm_tiny_test_model\": 1}", f);
+        fclose(f);
+    }
+    snprintf(plain, sizeof(plain), "%s/plain", g_tmp);
+    CHECK(!pl_tiny_model_dir_is_tiny(plain)); /* only the JSON literal true counts */
     json_decref(t);
     json_decref(tc);
     json_decref(cfg);
