@@ -292,12 +292,12 @@ static void compare(const struct fixture *f, int pi, const struct pl_greedy_seq 
 }
 
 static pl_status open_runner(const char *model_dir, int block_size, int num_blocks,
-                             struct pl_model_runner **r, struct pl_err *err)
+                             int n_threads, struct pl_model_runner **r, struct pl_err *err)
 {
     struct pl_model_runner_params p;
     pl_model_runner_params_default(&p);
     p.model_dir = model_dir;
-    p.n_threads = 2;
+    p.n_threads = n_threads;
     p.block_size = block_size;
     p.num_kv_blocks = num_blocks;
     p.max_num_seqs = 16;
@@ -308,12 +308,12 @@ static pl_status open_runner(const char *model_dir, int block_size, int num_bloc
 
 /* Runs the fixture's prompts in one shape (together, or one at a time) and compares each. */
 static void run_shape(const struct fixture *f, const char *model_dir, int block_size, int chunk,
-                      bool one_at_a_time, const char *shape)
+                      bool one_at_a_time, int n_threads, const char *shape)
 {
     int blocks = f->n_prompts * ((MAX_MODEL_LEN + block_size - 1) / block_size) + 4;
     struct pl_model_runner *r = NULL;
     struct pl_err err = {0};
-    pl_status st = open_runner(model_dir, block_size, blocks, &r, &err);
+    pl_status st = open_runner(model_dir, block_size, blocks, n_threads, &r, &err);
     CHECKF(st == PL_STATUS_OK, "%s %s: pl_model_runner_new: %s", f->preset, shape, err.msg);
     if (st != PL_STATUS_OK)
         return;
@@ -356,7 +356,7 @@ static void run_tiny_pool(const struct fixture *f, const char *model_dir)
         return;
     struct pl_model_runner *r = NULL;
     struct pl_err err = {0};
-    pl_status st = open_runner(model_dir, 8, 2, &r, &err);
+    pl_status st = open_runner(model_dir, 8, 2, 1, &r, &err);
     if (st != PL_STATUS_OK) { /* refused at start-up: fine if it says why */
         CHECKF(err.msg[0] != '\0', "%s: tiny KV pool refused without a message", f->preset);
         return;
@@ -421,12 +421,13 @@ static void test_fixture(void)
         if (same) {
             check_prompt_table(&f);
             bool dynamic = uses_dynamic_rope(model_dir);
-            run_shape(&f, model_dir, 16, 0, true, "single");
-            run_shape(&f, model_dir, 16, 0, false, "batch");
+            /* one shape with two backend threads: the split of work must not change results */
+            run_shape(&f, model_dir, 16, 0, true, 1, "single");
+            run_shape(&f, model_dir, 16, 0, false, 2, "batch-2threads");
             if (!dynamic) {
-                run_shape(&f, model_dir, 8, 3, false, "batch-chunk3-bs8");
-                run_shape(&f, model_dir, 32, 3, false, "batch-chunk3-bs32");
-                run_shape(&f, model_dir, 8, 3, true, "single-chunk3-bs8");
+                run_shape(&f, model_dir, 8, 3, false, 1, "batch-chunk3-bs8");
+                run_shape(&f, model_dir, 32, 3, false, 1, "batch-chunk3-bs32");
+                run_shape(&f, model_dir, 8, 3, true, 1, "single-chunk3-bs8");
             } else {
                 fprintf(stderr, "note: %s: dynamic rope, chunked-prefill shapes skipped\n",
                         f.preset);
