@@ -143,6 +143,7 @@ struct ct_list {
     size_t n, cap;
     bool is_tuple;
     bool is_gen; /* a Python iterator (map, select, ...): always true, no len() */
+    const char *view; /* "dict_items" / "dict_keys" / "dict_values" for dict views, else NULL */
 };
 
 struct ct_dict {
@@ -171,7 +172,8 @@ enum ct_kind {
  *   N_SETBLOCK    a: target, list: body, c: filter chain applied to the capture (N_FILTER with
  *                 a == NULL at its innermost operand) or NULL
  *   N_MACRO       str: name, names/n_names: params, list2: defaults (NULL entries = none),
- *                 list: body
+ *                 list: body, op: bit 1 the body uses `varargs`, bit 2 `kwargs` (then extra
+ *                 arguments are collected instead of refused, as jinja2 does)
  *   N_CALLBLOCK   a: the call expression, names/list2: caller params and defaults, list: body
  *   N_FILTERBLOCK c: filter chain as in N_SETBLOCK, list: body
  *   N_SCOPE       list: body run in a child scope; names/list2: assignments first (with)

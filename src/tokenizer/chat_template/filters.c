@@ -41,7 +41,8 @@ enum {
     F_ABS, F_ATTR, F_CAPITALIZE, F_COUNT, F_DEFAULT, F_DICTSORT, F_ESCAPE, F_FIRST, F_FLOAT,
     F_INDENT, F_INT, F_ITEMS, F_JOIN, F_LAST, F_LENGTH, F_LIST, F_LOWER, F_MAP, F_MAX, F_MIN,
     F_REJECT, F_REJECTATTR, F_REPLACE, F_REVERSE, F_ROUND, F_SAFE, F_SELECT, F_SELECTATTR,
-    F_SORT, F_STRING, F_SUM, F_TITLE, F_TOJSON, F_TRIM, F_UNIQUE, F_UPPER, F_WORDCOUNT
+    F_SORT, F_STRING, F_SUM, F_TITLE, F_TOJSON, F_TRIM, F_UNIQUE, F_UPPER, F_WORDCOUNT,
+    F_TRUNCATE, F_CENTER
 };
 
 static const struct {
@@ -57,7 +58,7 @@ static const struct {
     {"reverse", F_REVERSE}, {"round", F_ROUND}, {"safe", F_SAFE}, {"select", F_SELECT},
     {"selectattr", F_SELECTATTR}, {"sort", F_SORT}, {"string", F_STRING}, {"sum", F_SUM},
     {"title", F_TITLE}, {"tojson", F_TOJSON}, {"trim", F_TRIM}, {"unique", F_UNIQUE},
-    {"upper", F_UPPER}, {"wordcount", F_WORDCOUNT},
+    {"upper", F_UPPER}, {"wordcount", F_WORDCOUNT}, {"truncate", F_TRUNCATE}, {"center", F_CENTER},
 };
 
 enum {
@@ -363,7 +364,7 @@ static struct ct_val split_str(struct ct_vm *vm, struct ct_val s, struct ct_val 
         if (i >= s.n)
             break;
         if (maxsplit >= 0 && done >= maxsplit) {
-            ct_list_push(vm, l, strip_str(ct_str(s.u.s + i, s.n - i), ct_none(), false, true));
+            ct_list_push(vm, l, ct_str(s.u.s + i, s.n - i));
             break;
         }
         size_t start = i;
@@ -471,8 +472,8 @@ struct ct_val ct_slice(struct ct_vm *vm, struct ct_val obj, struct ct_val start,
 {
     if (obj.type != CT_LIST && obj.type != CT_STR)
         FAIL(vm, pos, "'%s' object is not subscriptable", ct_type_name(obj));
-    if (obj.type == CT_LIST && obj.u.l->is_gen)
-        FAIL(vm, pos, "'generator' object is not subscriptable");
+    if (obj.type == CT_LIST && (obj.u.l->is_gen || obj.u.l->view))
+        FAIL(vm, pos, "'%s' object is not subscriptable", obj.u.l->view ? obj.u.l->view : "generator");
     size_t *off = NULL, count;
     if (obj.type == CT_STR)
         off = cp_offsets(vm, obj.u.s, obj.n, &count);
@@ -624,8 +625,8 @@ struct ct_val ct_getitem(struct ct_vm *vm, struct ct_val obj, struct ct_val key,
         if (v)
             return *v;
     } else if ((obj.type == CT_LIST || obj.type == CT_STR) && is_intlike(key)) {
-        if (obj.type == CT_LIST && obj.u.l->is_gen)
-            FAIL(vm, pos, "'generator' object is not subscriptable");
+        if (obj.type == CT_LIST && (obj.u.l->is_gen || obj.u.l->view))
+            FAIL(vm, pos, "'%s' object is not subscriptable", obj.u.l->view ? obj.u.l->view : "generator");
         int64_t i = ival(key);
         if (obj.type == CT_LIST) {
             int64_t len = (int64_t)obj.u.l->n;
@@ -945,8 +946,11 @@ static struct ct_val call_method(struct ct_vm *vm, struct ct_func *fn, struct ct
         }
         if (a->n_pos || a->n_kw)
             FAIL(vm, pos, "dict.%.*s() takes no arguments", (int)mn, m);
-        if (name_is(m, mn, "items"))
-            return list_val(pairs_of(vm, d));
+        if (name_is(m, mn, "items")) {
+            struct ct_list *l = pairs_of(vm, d);
+            l->view = "dict_items";
+            return list_val(l);
+        }
         if (name_is(m, mn, "copy")) {
             struct ct_dict *c = ct_dict_new(vm);
             for (size_t i = 0; i < d->n; i++)
@@ -954,6 +958,7 @@ static struct ct_val call_method(struct ct_vm *vm, struct ct_func *fn, struct ct
             return (struct ct_val){.type = CT_DICT, .u.d = c};
         }
         struct ct_list *l = ct_list_new(vm, d->n);
+        l->view = m[0] == 'k' ? "dict_keys" : "dict_values";
         for (size_t i = 0; i < d->n; i++)
             l->v[l->n++] = m[0] == 'k' ? d->k[i] : d->v[i];
         return list_val(l);
@@ -1099,6 +1104,15 @@ static bool parse_py_int(struct ct_val s, int base, int64_t *out)
     bool neg = false;
     if (i < n && (p[i] == '+' || p[i] == '-'))
         neg = p[i++] == '-';
+    /* int("0x1A", 16) accepts the prefix of its own base */
+    if (n - i > 2 && p[i] == '0') {
+        char c = (char)tolower((unsigned char)p[i + 1]);
+        if ((c == 'x' && base == 16) || (c == 'o' && base == 8) || (c == 'b' && base == 2)) {
+            i += 2;
+            if (i < n && p[i] == '_')
+                i++;
+        }
+    }
     if (i >= n)
         return false;
     uint64_t v = 0;
@@ -1598,7 +1612,19 @@ struct ct_val ct_apply_filter(struct ct_vm *vm, int id, const char *name, size_t
         if (!items)
             return list_val(ct_list_new(vm, 0));
         struct ct_val *keys = ct_alloc(&vm->fail, (items->n + 1) * sizeof(*keys));
+        /* attribute="a,b": the key is the tuple of those attributes */
+        struct ct_list *attrs = NULL;
+        if (v[2].type == CT_STR && memchr(v[2].u.s, ',', v[2].n))
+            attrs = split_str(vm, v[2], ct_cstr(","), -1, pos).u.l;
         for (size_t i = 0; i < items->n; i++) {
+            if (attrs) {
+                struct ct_list *t = ct_list_new(vm, attrs->n);
+                t->is_tuple = true;
+                for (size_t k = 0; k < attrs->n; k++)
+                    t->v[t->n++] = lowered(vm, attr_path(vm, items->v[i], attrs->v[k], pos), ct_truthy(v[1]));
+                keys[i] = list_val(t);
+                continue;
+            }
             struct ct_val k = given(v[2]) ? attr_path(vm, items->v[i], v[2], pos) : items->v[i];
             keys[i] = lowered(vm, k, ct_truthy(v[1]));
         }
@@ -1654,6 +1680,53 @@ struct ct_val ct_apply_filter(struct ct_vm *vm, int id, const char *name, size_t
             }
         }
         return list_val(out);
+    }
+    case F_TRUNCATE: {
+        static const char *const P[] = {"length", "killwords", "end", "leeway", NULL};
+        bind(vm, a, "truncate", P, v, pos);
+        struct ct_val s = ct_to_str(vm, x);
+        int64_t length = given(v[0]) ? want_int(vm, v[0], "length", pos) : 255;
+        struct ct_val end = given(v[2]) ? want_str(vm, v[2], "end", pos) : ct_cstr("...");
+        int64_t leeway = given(v[3]) && v[3].type != CT_NONE ? want_int(vm, v[3], "leeway", pos) : 5;
+        int64_t end_len = (int64_t)ct_utf8_count(end.u.s, end.n), len = (int64_t)ct_utf8_count(s.u.s, s.n);
+        if (length < end_len || leeway < 0)
+            FAIL(vm, pos, "expected length >= %lld, got %lld", (long long)end_len, (long long)length);
+        if (len <= length + leeway)
+            return s;
+        struct ct_val head = ct_slice(vm, s, ct_none(), ct_int(length - end_len), ct_none(), pos);
+        if (!ct_truthy(v[1])) {
+            const char *sp = NULL;
+            for (size_t k = head.n; k-- > 0;)
+                if (head.u.s[k] == ' ') {
+                    sp = head.u.s + k;
+                    break;
+                }
+            if (sp)
+                head.n = (size_t)(sp - head.u.s);
+        }
+        struct ct_buf b = ct_tmp_buf(vm);
+        ct_buf_put(&vm->fail, &b, head.u.s, head.n, pos);
+        ct_buf_put(&vm->fail, &b, end.u.s, end.n, pos);
+        return ct_str(b.p ? b.p : "", b.n);
+    }
+    case F_CENTER: {
+        static const char *const P[] = {"width", NULL};
+        bind(vm, a, "center", P, v, pos);
+        struct ct_val s = ct_to_str(vm, x);
+        int64_t width = given(v[0]) ? want_int(vm, v[0], "width", pos) : 80;
+        int64_t len = (int64_t)ct_utf8_count(s.u.s, s.n);
+        if (width <= len)
+            return s;
+        if ((uint64_t)width > vm->limits.max_output_bytes)
+            ct_fail_at(&vm->fail, PL_STATUS_LIMIT, pos, "center width too large");
+        int64_t pad = width - len, left = pad / 2 + (pad & width & 1);
+        struct ct_buf b = ct_tmp_buf(vm);
+        for (int64_t k = 0; k < left; k++)
+            ct_buf_putc(&vm->fail, &b, ' ');
+        ct_buf_put(&vm->fail, &b, s.u.s, s.n, pos);
+        for (int64_t k = 0; k < pad - left; k++)
+            ct_buf_putc(&vm->fail, &b, ' ');
+        return ct_str(b.p ? b.p : "", b.n);
     }
     case F_WORDCOUNT: {
         bind(vm, a, "wordcount", (const char *const[]){NULL}, v, pos);

@@ -288,12 +288,20 @@ static struct ct_val call_macro_with(struct ct_vm *vm, struct ct_macro *m, struc
     if (++vm->iterations > vm->limits.max_loop_iterations)
         ct_fail_at(&vm->fail, PL_STATUS_LIMIT, pos, "loop iterations and macro calls exceed %ld",
                    vm->limits.max_loop_iterations);
-    if (a->n_pos > def->n_names)
+    bool va = def->kind == N_MACRO && (def->op & 1), kwa = def->kind == N_MACRO && (def->op & 2);
+    if (a->n_pos > def->n_names && !va)
         ct_fail_at(&vm->fail, PL_STATUS_INVALID_ARGUMENT, pos,
                    "macro '%.*s' takes not more than %zu argument(s)", mname_n, mname, def->n_names);
     struct ct_scope *sc = scope_new(vm, m->closure);
     bool *given = ct_alloc(&vm->fail, (def->n_names + 1) * sizeof(*given));
+    struct ct_list *extra = ct_list_new(vm, 0);
+    extra->is_tuple = true;
+    struct ct_dict *extra_kw = ct_dict_new(vm);
     for (size_t i = 0; i < a->n_pos; i++) {
+        if (i >= def->n_names) {
+            ct_list_push(vm, extra, a->pos[i]);
+            continue;
+        }
         scope_set(vm, sc, def->names[i], def->name_lens[i], a->pos[i]);
         given[i] = true;
     }
@@ -302,6 +310,10 @@ static struct ct_val call_macro_with(struct ct_vm *vm, struct ct_macro *m, struc
         while (i < def->n_names &&
                !(def->name_lens[i] == a->name_lens[k] && memcmp(def->names[i], a->names[k], a->name_lens[k]) == 0))
             i++;
+        if (i == def->n_names && kwa) {
+            ct_dict_set(vm, extra_kw, ct_str(a->names[k], a->name_lens[k]), a->kw[k]);
+            continue;
+        }
         if (i == def->n_names)
             ct_fail_at(&vm->fail, PL_STATUS_INVALID_ARGUMENT, pos,
                        "macro '%.*s' takes no keyword argument '%.*s'", mname_n, mname,
@@ -326,6 +338,10 @@ static struct ct_val call_macro_with(struct ct_vm *vm, struct ct_macro *m, struc
     }
     if (caller.type != CT_UNDEF)
         scope_set(vm, sc, "caller", 6, caller);
+    if (va)
+        scope_set(vm, sc, "varargs", 7, (struct ct_val){.type = CT_LIST, .u.l = extra});
+    if (kwa)
+        scope_set(vm, sc, "kwargs", 6, (struct ct_val){.type = CT_DICT, .u.d = extra_kw});
     struct ct_buf buf = ct_tmp_buf(vm);
     struct ct_buf *saved = vm->out;
     vm->out = &buf;

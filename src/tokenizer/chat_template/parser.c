@@ -25,6 +25,7 @@ struct parser {
     size_t n_t, i;
     int nest;      /* expression / statement nesting */
     int loop_depth; /* enclosing for-loops (break/continue allowed) */
+    int uses_varargs; /* names seen: bit 1 varargs, bit 2 kwargs (for macros) */
 };
 
 /* growable node list */
@@ -236,6 +237,10 @@ static struct ct_node *parse_primary(struct parser *P)
             x->kind = N_NAME;
             x->str = t->s;
             x->n = t->n;
+            if (is_name(t, "varargs"))
+                P->uses_varargs |= 1;
+            else if (is_name(t, "kwargs"))
+                P->uses_varargs |= 2;
         }
         break;
     case TK_STRING: {
@@ -881,10 +886,13 @@ static struct ct_node *parse_statement(struct parser *P)
         expect_block_end(P);
         static const char *const ends[] = {"endmacro", NULL};
         struct nlist body = {0};
-        int saved = P->loop_depth;
+        int saved = P->loop_depth, saved_va = P->uses_varargs;
         P->loop_depth = 0;
+        P->uses_varargs = 0;
         subparse(P, ends, "macro", &body);
+        x->op = P->uses_varargs;
         P->loop_depth = saved;
+        P->uses_varargs = saved_va;
         adv(P);
         expect_block_end(P);
         x->list = body.v;

@@ -424,6 +424,15 @@ static void write_container(struct ct_vm *vm, struct ct_buf *b, struct ct_val v,
         puts_(vm, b, "<generator object>");
         return;
     }
+    if (v.type == CT_LIST && v.u.l->view) {
+        struct ct_list plain = *v.u.l;
+        plain.view = NULL;
+        puts_(vm, b, v.u.l->view);
+        ct_buf_putc(&vm->fail, b, '(');
+        write_container(vm, b, (struct ct_val){.type = CT_LIST, .u.l = &plain}, depth + 1);
+        ct_buf_putc(&vm->fail, b, ')');
+        return;
+    }
     if (v.type == CT_LIST) {
         struct ct_list *l = v.u.l;
         ct_buf_putc(&vm->fail, b, l->is_tuple ? '(' : '[');
@@ -621,6 +630,9 @@ void ct_write_json(struct ct_vm *vm, struct ct_buf *b, struct ct_val v, const ch
     case CT_STR: write_json_str(vm, b, v.u.s, v.n); return;
     case CT_LIST: {
         struct ct_list *l = v.u.l;
+        if (l->view || l->is_gen)
+            ct_fail_at(&vm->fail, PL_STATUS_INVALID_ARGUMENT, pos,
+                       "tojson: Object of type %s is not JSON serializable", l->view ? l->view : "generator");
         if (!l->n) {
             puts_(vm, b, "[]");
             return;
