@@ -188,6 +188,7 @@ const SYNTH = {
   syn_operators: [["multi", ctx(C.multi, {}, SYN)]],
   syn_tests: [["multi", ctx(C.multi, {}, SYN)]],
   syn_whitespace: [["empty", ctx([], {}, SYN)]],
+  syn_scoping: [["multi", ctx(C.multi, { d: { b: 1, a: [1, 2] }, none_value: null }, SYN)]],
   syn_errors: [
     ["ok", ctx(C.multi, {}, SYN)],
     ["no_messages", ctx([], {}, SYN)],

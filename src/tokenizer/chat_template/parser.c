@@ -398,6 +398,10 @@ static struct ct_node *parse_postfix(struct parser *P, struct ct_node *node)
             if (args.n == 1) {
                 key = args.v[0];
             } else {
+                for (size_t k = 0; k < args.n; k++)
+                    if (args.v[k]->kind == N_SLICE)
+                        ct_fail_at(P->f, PL_STATUS_UNSUPPORTED, args.v[k]->pos,
+                                   "slices inside a tuple subscript are not supported");
                 key = mk(P, N_TUPLE, t->pos);
                 key->list = args.v;
                 key->n_list = args.n;
