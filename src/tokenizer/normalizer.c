@@ -130,7 +130,11 @@ static pl_status set_result(struct tok_buf *s, struct tok_buf *r)
 
 static pl_status run_utf8proc(struct tok_buf *s, utf8proc_option_t opts, struct pl_err *err)
 {
-    if (s->n == 0)
+    /* ASCII text is invariant under all four forms: skip the copy. */
+    size_t i = 0;
+    while (i < s->n && (unsigned char)s->p[i] < 0x80)
+        i++;
+    if (i == s->n)
         return PL_STATUS_OK;
     utf8proc_uint8_t *dst = NULL;
     utf8proc_ssize_t r = utf8proc_map((const utf8proc_uint8_t *)s->p, (utf8proc_ssize_t)s->n, &dst,
