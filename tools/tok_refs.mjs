@@ -314,8 +314,94 @@ function decode(tok, ids, skip) {
   return tok.decode(ids, { skip_special_tokens: skip, clean_up_tokenization_spaces: false });
 }
 
+// ---- small real tokenizers for the fuzz targets ----
+// Subsets of the real files: the base alphabet plus the first merges whose parts are
+// already in the vocab (so every merge and its result exist), renumbered densely.
+function subsetBpe(tj, base, nMerges) {
+  const vocab = {};
+  for (const t of base) if (!(t in vocab)) vocab[t] = Object.keys(vocab).length;
+  const merges = [];
+  for (const m of tj.model.merges) {
+    if (merges.length >= nMerges) break;
+    const [a, b] = Array.isArray(m) ? m : [m.slice(0, m.indexOf(" ")), m.slice(m.indexOf(" ") + 1)];
+    if (!(a in vocab) || !(b in vocab)) continue;
+    if (!((a + b) in vocab)) vocab[a + b] = Object.keys(vocab).length;
+    merges.push([a, b]);
+  }
+  return { vocab, merges };
+}
+
+function smallFixtures() {
+  const dir = (n) => path.join(nodeModules, "@lenml", `tokenizer-${n}`, "models", "tokenizer.json");
+  const l3 = JSON.parse(fs.readFileSync(dir("llama3"), "utf8"));
+  const byteChars = [];
+  for (let b = 0; b < 256; b++) {
+    const cp = b <= 32 ? 256 + b : b >= 127 && b <= 160 ? 256 + 33 + (b - 127) : b === 173 ? 323 : b;
+    byteChars.push(String.fromCodePoint(cp));
+  }
+  const a = subsetBpe(l3, byteChars, 3000);
+  let next = Object.keys(a.vocab).length;
+  const added = (content, special, o = {}) => ({
+    id: next++, content, single_word: !!o.single_word, lstrip: !!o.lstrip, rstrip: !!o.rstrip,
+    normalized: !!o.normalized, special,
+  });
+  const bytelevel = {
+    version: "1.0",
+    added_tokens: [
+      added("<|begin_of_text|>", true), added("<|eot_id|>", true), added("<mask>", true, { lstrip: true }),
+      added("[NL]", false, { rstrip: true }), added("ing", false, { single_word: true }),
+      added("Hello", false, { normalized: true }),
+    ],
+    normalizer: null,
+    pre_tokenizer: l3.pre_tokenizer,
+    post_processor: {
+      type: "TemplateProcessing",
+      single: [{ SpecialToken: { id: "<|begin_of_text|>", type_id: 0 } }, { Sequence: { id: "A", type_id: 0 } }],
+      pair: [{ Sequence: { id: "A", type_id: 0 } }],
+      special_tokens: { "<|begin_of_text|>": { id: "<|begin_of_text|>", ids: [], tokens: ["<|begin_of_text|>"] } },
+    },
+    decoder: l3.decoder,
+    model: { type: "BPE", dropout: null, unk_token: null, continuing_subword_prefix: null, end_of_word_suffix: null,
+             fuse_unk: false, byte_fallback: false, ignore_merges: true, vocab: a.vocab, merges: a.merges },
+  };
+  const l2 = JSON.parse(fs.readFileSync(dir("llama2"), "utf8"));
+  const base2 = ["<unk>", "<s>", "</s>"];
+  for (let b = 0; b < 256; b++) base2.push(`<0x${b.toString(16).toUpperCase().padStart(2, "0")}>`);
+  for (const t of Object.keys(l2.model.vocab)) if ([...t].length === 1) base2.push(t);
+  const m = subsetBpe(l2, base2, 3000);
+  const metaspace = {
+    version: "1.0",
+    added_tokens: [
+      { id: 0, content: "<unk>", single_word: false, lstrip: false, rstrip: false, normalized: false, special: true },
+      { id: 1, content: "<s>", single_word: false, lstrip: false, rstrip: false, normalized: false, special: true },
+      { id: 2, content: "</s>", single_word: false, lstrip: false, rstrip: false, normalized: false, special: true },
+      { id: Object.keys(m.vocab).length, content: "<tab>", single_word: false, lstrip: true, rstrip: true, normalized: true, special: false },
+    ],
+    normalizer: { type: "Sequence", normalizers: [{ type: "NFKC" }, { type: "Replace", pattern: { Regex: "\t" }, content: "<tab>" }] },
+    pre_tokenizer: { type: "Metaspace", replacement: "\u2581", prepend_scheme: "first", split: false },
+    post_processor: {
+      type: "TemplateProcessing",
+      single: [{ SpecialToken: { id: "<s>", type_id: 0 } }, { Sequence: { id: "A", type_id: 0 } }, { SpecialToken: { id: "</s>", type_id: 0 } }],
+      pair: [{ Sequence: { id: "A", type_id: 0 } }],
+      special_tokens: { "<s>": { id: "<s>", ids: [1], tokens: ["<s>"] }, "</s>": { id: "</s>", ids: [2], tokens: ["</s>"] } },
+    },
+    decoder: { type: "Sequence", decoders: [
+      { type: "Replace", pattern: { String: "\u2581" }, content: " " }, { type: "ByteFallback" }, { type: "Fuse" },
+      { type: "Strip", content: " ", start: 1, stop: 0 } ] },
+    model: { type: "BPE", dropout: null, unk_token: "<unk>", continuing_subword_prefix: null, end_of_word_suffix: null,
+             fuse_unk: true, byte_fallback: true, vocab: m.vocab, merges: m.merges.map(([x, y]) => `${x} ${y}`) },
+  };
+  bytelevel.post_processor.special_tokens["<|begin_of_text|>"].ids = [bytelevel.added_tokens[0].id];
+  for (const [name, obj] of [["small_bytelevel", bytelevel], ["small_metaspace", metaspace]]) {
+    const file = path.join(outDir, `${name}.json`);
+    fs.writeFileSync(file, JSON.stringify(obj) + "\n");
+    console.log(`${file}: ${Object.keys(obj.model.vocab).length} vocab, ${obj.model.merges.length} merges`);
+  }
+}
+
 const strings = buildStrings();
 fs.mkdirSync(outDir, { recursive: true });
+smallFixtures();
 for (const name of MODELS) {
   const tok = loadModel(name);
   const cases = strings.map((text) => {
