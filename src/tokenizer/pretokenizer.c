@@ -14,6 +14,7 @@
  */
 #include "tokenizer/tok_internal.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,23 +78,24 @@ static int32_t byte_to_cp(unsigned char b)
     return b;
 }
 
+static char byte_table[256][2];
+static int byte_lens[256];
+static pthread_once_t byte_table_once = PTHREAD_ONCE_INIT;
+
+static void build_byte_table(void)
+{
+    for (int i = 0; i < 256; i++) {
+        char u8[4];
+        byte_lens[i] = tok_utf8_encode(byte_to_cp((unsigned char)i), u8);
+        memcpy(byte_table[i], u8, 2);
+    }
+}
+
+/* The table is built once by tok_pretokenizer_parse, before any encode can run. */
 const char *tok_byte_level_char(unsigned char b, int *len)
 {
-    /* Filled on first use; every thread writes the same bytes, so a race is benign
-     * in practice, but we build it at load time (see tok_pretokenizer_parse) anyway. */
-    static char table[256][2];
-    static int lens[256];
-    static int ready;
-    if (!ready) {
-        for (int i = 0; i < 256; i++) {
-            char u8[4];
-            lens[i] = tok_utf8_encode(byte_to_cp((unsigned char)i), u8);
-            memcpy(table[i], u8, 2);
-        }
-        ready = 1;
-    }
-    *len = lens[b];
-    return table[b];
+    *len = byte_lens[b];
+    return byte_table[b];
 }
 
 int tok_byte_level_byte(int32_t cp)
@@ -215,8 +217,7 @@ pl_status tok_pretokenizer_parse(const struct tok_json *v, const char *where,
     struct tok_pretokenizer *p = calloc(1, sizeof(*p));
     if (!p)
         return pl_err_set(err, PL_STATUS_NO_MEMORY, "out of memory");
-    int dummy;
-    (void)tok_byte_level_char(0, &dummy); /* build the table before any thread encodes */
+    pthread_once(&byte_table_once, build_byte_table);
     char sub[256];
     pl_status st = PL_STATUS_OK;
     const char *ty = t->u.str;
