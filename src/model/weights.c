@@ -1,10 +1,205 @@
-/* weights.c -- placeholder (model loading issue replaces it). */
+/*
+ * weights.c -- Hugging Face tensor names -> struct pl_weights slots (see weights.h).
+ *
+ * Owns the weight table of one model: which tensor fills which slot, the
+ * shape each slot must have for the config, and the backend mapping of each.
+ * Invariants:
+ *   1. A slot is either {NULL} (the config does not use it) or holds a pointer
+ *      the backend returned from map_weight for exactly one tensor; the only
+ *      shared pointer is lm_head == embed when the embeddings are tied, and
+ *      pl_weights_free unmaps every mapping exactly once.
+ *   2. A filled slot's tensor had exactly the shape the config implies and a
+ *      dtype the backend supports for the op that reads it.
+ * Tied embeddings: transformers' tie_weights() makes the output projection
+ * share the input embedding's parameter, so when tie_word_embeddings is true
+ * the embedding is used even if the checkpoint also carries lm_head.weight.
+ */
 #include "model/weights.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct loader {
+    const struct pl_safetensors *st;
+    struct pl_backend *be;
+    struct pl_weights *w;
+    struct pl_err *err;
+};
+
+/* Maps tensor `name` into *slot after checking its shape ([rows, cols] for a
+ * matrix, [cols] for a vector when rows == 0) and that the backend runs `op`
+ * on its dtype. */
+static pl_status load_slot(struct loader *L, const char *name, enum pl_op op, int64_t rows,
+                           int64_t cols, struct pl_weight *slot)
+{
+    const struct pl_tensor_info *t = pl_safetensors_find(L->st, name);
+    if (!t)
+        return pl_err_set(L->err, PL_STATUS_NOT_FOUND, "tensor '%s' is missing from the checkpoint",
+                          name);
+    bool is_vector = rows == 0;
+    bool ok = is_vector ? (t->n_dims == 1 && t->shape[0] == cols)
+                        : (t->n_dims == 2 && t->shape[0] == rows && t->shape[1] == cols);
+    if (!ok) {
+        char got[160];
+        int at = snprintf(got, sizeof(got), "[");
+        for (int d = 0; d < t->n_dims && at > 0 && (size_t)at < sizeof(got); d++)
+            at += snprintf(got + at, sizeof(got) - (size_t)at, "%s%lld", d ? ", " : "",
+                           (long long)t->shape[d]);
+        if (at > 0 && (size_t)at < sizeof(got))
+            snprintf(got + at, sizeof(got) - (size_t)at, "]");
+        if (is_vector)
+            return pl_err_set(L->err, PL_STATUS_FORMAT,
+                              "%s: tensor '%s' has shape %s, the config needs [%lld]", t->file,
+                              name, got, (long long)cols);
+        return pl_err_set(L->err, PL_STATUS_FORMAT,
+                          "%s: tensor '%s' has shape %s, the config needs [%lld, %lld]", t->file,
+                          name, got, (long long)rows, (long long)cols);
+    }
+    const struct pl_backend_ops *ops = L->be->ops;
+    if (!ops->supports(L->be, op, t->dtype))
+        return pl_err_set(L->err, PL_STATUS_UNSUPPORTED,
+                          "%s: tensor '%s' has dtype %s, which the %s backend does not support "
+                          "for this op",
+                          t->file, name, pl_dtype_name(t->dtype), ops->name ? ops->name : "?");
+    void *p = ops->map_weight(L->be, t->data, t->n_bytes);
+    if (!p)
+        return pl_err_set(L->err, PL_STATUS_NO_MEMORY,
+                          "tensor '%s': the backend could not map %zu bytes", name, t->n_bytes);
+    *slot = (struct pl_weight){
+        .data = p, .dtype = t->dtype, .rows = is_vector ? 1 : rows, .cols = cols};
+    L->w->n_bytes += t->n_bytes;
+    return PL_STATUS_OK;
+}
+
+/* Loads "model.layers.<l>.<suffix>". */
+static pl_status load_layer_slot(struct loader *L, int l, const char *suffix, enum pl_op op,
+                                 int64_t rows, int64_t cols, struct pl_weight *slot)
+{
+    char name[160];
+    snprintf(name, sizeof(name), "model.layers.%d.%s", l, suffix);
+    return load_slot(L, name, op, rows, cols, slot);
+}
+
+static pl_status load_layer(struct loader *L, const struct pl_model_config *c, int l,
+                            struct pl_layer_weights *lw)
+{
+    const int64_t hidden = c->hidden_size, inter = c->intermediate_size;
+    const int64_t q_dim = (int64_t)c->n_heads * c->head_dim;
+    const int64_t kv_dim = (int64_t)c->n_kv_heads * c->head_dim;
+    pl_status st;
+#define LOAD(suffix, op, rows, cols, slot)                                 \
+    do {                                                                   \
+        if ((st = load_layer_slot(L, l, suffix, op, rows, cols, slot)))    \
+            return st;                                                     \
+    } while (0)
+    LOAD("input_layernorm.weight", PL_OP_RMSNORM, 0, hidden, &lw->attn_norm);
+    LOAD("self_attn.q_proj.weight", PL_OP_MATMUL, q_dim, hidden, &lw->wq);
+    LOAD("self_attn.k_proj.weight", PL_OP_MATMUL, kv_dim, hidden, &lw->wk);
+    LOAD("self_attn.v_proj.weight", PL_OP_MATMUL, kv_dim, hidden, &lw->wv);
+    LOAD("self_attn.o_proj.weight", PL_OP_MATMUL, hidden, q_dim, &lw->wo);
+    if (c->attention_bias) {
+        LOAD("self_attn.q_proj.bias", PL_OP_MATMUL, 0, q_dim, &lw->bq);
+        LOAD("self_attn.k_proj.bias", PL_OP_MATMUL, 0, kv_dim, &lw->bk);
+        LOAD("self_attn.v_proj.bias", PL_OP_MATMUL, 0, kv_dim, &lw->bv);
+    }
+    if (c->o_bias)
+        LOAD("self_attn.o_proj.bias", PL_OP_MATMUL, 0, hidden, &lw->bo);
+    if (c->qk_norm) {
+        LOAD("self_attn.q_norm.weight", PL_OP_RMSNORM, 0, c->head_dim, &lw->q_norm);
+        LOAD("self_attn.k_norm.weight", PL_OP_RMSNORM, 0, c->head_dim, &lw->k_norm);
+    }
+    LOAD("post_attention_layernorm.weight", PL_OP_RMSNORM, 0, hidden, &lw->ffn_norm);
+    LOAD("mlp.gate_proj.weight", PL_OP_MATMUL, inter, hidden, &lw->w_gate);
+    LOAD("mlp.up_proj.weight", PL_OP_MATMUL, inter, hidden, &lw->w_up);
+    LOAD("mlp.down_proj.weight", PL_OP_MATMUL, hidden, inter, &lw->w_down);
+    if (c->mlp_bias) {
+        LOAD("mlp.gate_proj.bias", PL_OP_MATMUL, 0, inter, &lw->b_gate);
+        LOAD("mlp.up_proj.bias", PL_OP_MATMUL, 0, inter, &lw->b_up);
+        LOAD("mlp.down_proj.bias", PL_OP_MATMUL, 0, hidden, &lw->b_down);
+    }
+#undef LOAD
+    return PL_STATUS_OK;
+}
 
 pl_status pl_weights_load(const struct pl_model_config *cfg, const struct pl_safetensors *st,
                           struct pl_backend *be, struct pl_weights **out, struct pl_err *err)
 {
-    return pl_err_set(err, PL_STATUS_UNSUPPORTED, "weights loading is not built yet");
+    *out = NULL;
+    if (cfg->n_layers <= 0 || cfg->n_layers > PL_MAX_LAYERS)
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "weights: config has %d layers",
+                          cfg->n_layers);
+    struct pl_weights *w = calloc(1, sizeof(*w));
+    if (!w)
+        return pl_err_set(err, PL_STATUS_NO_MEMORY, "weights: out of memory");
+    w->be = be;
+    w->layers = calloc((size_t)cfg->n_layers, sizeof(*w->layers));
+    if (!w->layers) {
+        free(w);
+        return pl_err_set(err, PL_STATUS_NO_MEMORY, "weights: out of memory");
+    }
+    /* Set before loading so that pl_weights_free can undo a partial load. */
+    w->n_layers = cfg->n_layers;
+    struct loader L = {.st = st, .be = be, .w = w, .err = err};
+    const int64_t vocab = cfg->vocab_size, hidden = cfg->hidden_size;
+    pl_status status;
+    if ((status = load_slot(&L, "model.embed_tokens.weight", PL_OP_EMBED, vocab, hidden,
+                            &w->embed)))
+        goto fail;
+    for (int l = 0; l < cfg->n_layers; l++)
+        if ((status = load_layer(&L, cfg, l, &w->layers[l])))
+            goto fail;
+    if ((status = load_slot(&L, "model.norm.weight", PL_OP_RMSNORM, 0, hidden, &w->final_norm)))
+        goto fail;
+    if (cfg->tie_word_embeddings) {
+        if (!be->ops->supports(be, PL_OP_LOGITS, w->embed.dtype)) {
+            status = pl_err_set(err, PL_STATUS_UNSUPPORTED,
+                                "tensor 'model.embed_tokens.weight' (tied lm_head) has dtype %s, "
+                                "which the %s backend does not support for logits",
+                                pl_dtype_name(w->embed.dtype),
+                                be->ops->name ? be->ops->name : "?");
+            goto fail;
+        }
+        w->lm_head = w->embed;
+    } else if ((status = load_slot(&L, "lm_head.weight", PL_OP_LOGITS, vocab, hidden,
+                                   &w->lm_head))) {
+        goto fail;
+    }
+    *out = w;
+    return PL_STATUS_OK;
+fail:
+    pl_weights_free(w);
+    return status;
 }
 
-void pl_weights_free(struct pl_weights *w) {}
+static void unmap(struct pl_backend *be, struct pl_weight *s)
+{
+    if (s->data)
+        be->ops->unmap_weight(be, (void *)s->data);
+    *s = (struct pl_weight){0};
+}
+
+void pl_weights_free(struct pl_weights *w)
+{
+    if (!w)
+        return;
+    struct pl_backend *be = w->be;
+    if (w->lm_head.data == w->embed.data) /* tied: one mapping */
+        w->lm_head = (struct pl_weight){0};
+    unmap(be, &w->embed);
+    unmap(be, &w->lm_head);
+    unmap(be, &w->final_norm);
+    for (int l = 0; w->layers && l < w->n_layers; l++) {
+        struct pl_layer_weights *lw = &w->layers[l];
+        struct pl_weight *slots[] = {
+            &lw->attn_norm, &lw->wq,     &lw->wk,     &lw->wv,     &lw->wo,
+            &lw->bq,        &lw->bk,     &lw->bv,     &lw->bo,     &lw->q_norm,
+            &lw->k_norm,    &lw->ffn_norm, &lw->w_gate, &lw->w_up, &lw->w_down,
+            &lw->b_gate,    &lw->b_up,   &lw->b_down,
+        };
+        for (size_t i = 0; i < sizeof(slots) / sizeof(slots[0]); i++)
+            unmap(be, slots[i]);
+    }
+    free(w->layers);
+    free(w);
+}

@@ -46,7 +46,19 @@ pl_status pl_err_prefix(struct pl_err *err, const char *fmt, ...)
     vsnprintf(prefix, sizeof(prefix), fmt, ap);
     va_end(ap);
     memcpy(old, err->msg, sizeof(old));
-    snprintf(err->msg, sizeof(err->msg), "%s: %s", prefix, old);
+    /* Truncation of very long messages is acceptable: build piecewise. */
+    size_t n = strlen(prefix);
+    if (n > sizeof(err->msg) - 3)
+        n = sizeof(err->msg) - 3;
+    memcpy(err->msg, prefix, n);
+    err->msg[n] = ':';
+    err->msg[n + 1] = ' ';
+    size_t rest = sizeof(err->msg) - (n + 2) - 1;
+    size_t m = strnlen(old, sizeof(old));
+    if (m > rest)
+        m = rest;
+    memcpy(err->msg + n + 2, old, m);
+    err->msg[n + 2 + m] = '\0';
     return err->status;
 }
 

@@ -1,0 +1,101 @@
+/*
+ * sampler.h -- logits -> token ids, vLLM's V1 sampler on the host.
+ *
+ * Owns: struct pl_sampler, a handle holding the scratch buffers for rows of
+ * vocab_size logits (reserved at creation; sampling allocates nothing) and
+ * the engine-wide generator that requests without a seed draw from.
+ *
+ * Per row, in vLLM's order (vllm/v1/sample/sampler.py):
+ *   0. logprobs, when requested, come from the raw logits: log_softmax of the
+ *      logits as passed in (vLLM's default logprobs_mode "raw_logprobs");
+ *   1. allowed_token_ids: every other token -> -inf;
+ *   2. min_tokens: while fewer than min_tokens tokens were generated, the eos
+ *      ids and stop_token_ids -> -inf;
+ *   3. logit_bias: bias added to the token's logit;
+ *   4. penalties: repetition (tokens of prompt or output: positive logits
+ *      divided, negative multiplied), then frequency (minus penalty times the
+ *      count in the output), then presence (minus penalty once per token in
+ *      the output);
+ *   5. temperature < 1e-5: greedy argmax, ties to the lowest id, no draw;
+ *   6. otherwise: divide by temperature, then min_p (drop p < min_p * p_max),
+ *      then top_k (keep tokens whose logit is >= the k-th largest: ties with
+ *      the k-th stay, as in vLLM), then top_p (keep the smallest set of most
+ *      likely tokens whose mass reaches top_p, renormalized over what top_k
+ *      kept), then draw one uniform from the row's generator and invert the
+ *      cumulative distribution of the kept tokens.
+ *
+ * Invariants:
+ *   - a row draws exactly one value from its generator when it is sampled
+ *     randomly and none when greedy; a seeded row (row.rng != NULL) touches
+ *     no other generator, so its tokens do not depend on its position in the
+ *     batch or on the other rows. Unseeded rows draw from the sampler's
+ *     generator in row order.
+ *   - candidate selection is a total order (logit descending, id ascending),
+ *     so the result is a deterministic function of (logits, params, state).
+ *   - NaN logits are treated as -inf. When every token of a row is masked
+ *     (e.g. min_tokens masked every allowed token) the row falls back to the
+ *     argmax of its raw logits rather than failing the batch.
+ */
+#ifndef PL_ENGINE_SAMPLER_H
+#define PL_ENGINE_SAMPLER_H
+
+#include "pagellm.h"
+#include "util/err.h"
+#include "util/rng.h"
+
+#include <stdint.h>
+
+struct pl_sampler;
+
+/* What one row needs besides its logits. Everything is borrowed. */
+struct pl_sampler_row {
+    const struct pl_sampling_params *params; /* validated (pl_sampling_params_validate) */
+    const int32_t *prompt_ids;  /* [n_prompt]: for repetition_penalty */
+    int n_prompt;
+    const int32_t *output_ids;  /* [n_output]: tokens generated so far (penalties, min_tokens) */
+    int n_output;
+    const int32_t *eos_ids;     /* [n_eos]: masked with stop_token_ids while n_output < min_tokens */
+    int n_eos;
+    struct pl_rng *rng;         /* the request's own generator (seeded requests), advanced in
+                                   place; NULL: draw from the sampler's generator */
+};
+
+/* One sampled token and, when params->logprobs >= 0, its logprobs. */
+struct pl_sample_result {
+    int32_t token_id;
+    float logprob;  /* raw log_softmax of token_id; 0 when logprobs were not requested */
+    int rank;       /* vLLM's rank: how many tokens have a raw logprob >= token_id's (>= 1) */
+    int n_top;      /* = params->logprobs (or vocab_size when smaller); 0 when not requested */
+    int32_t top_ids[PL_MAX_LOGPROBS];  /* [n_top] most likely raw tokens, descending, ties by id */
+    float top_logprobs[PL_MAX_LOGPROBS]; /* [n_top] their raw logprobs */
+};
+
+/*
+ * Creates a sampler for batches of up to max_rows rows of vocab_size logits;
+ * seed seeds the generator of unseeded requests (the engine seed).
+ */
+pl_status pl_sampler_new(int max_rows, int vocab_size, uint64_t seed, struct pl_sampler **out,
+                         struct pl_err *err);
+void pl_sampler_free(struct pl_sampler *s);
+
+/*
+ * Samples one token per row. logits: [n_rows][vocab_size] fp32, row-major,
+ * not modified. rows: [n_rows]; out: [n_rows]. Returns
+ * PL_STATUS_INVALID_ARGUMENT when n_rows exceeds max_rows, a row has no
+ * params, or a prompt/output/eos id is outside the vocabulary (the message
+ * names the row); rows before the failing one have then consumed randomness.
+ */
+pl_status pl_sampler_sample(struct pl_sampler *s, const float *logits, int n_rows,
+                            const struct pl_sampler_row *rows, struct pl_sample_result *out,
+                            struct pl_err *err);
+
+/*
+ * Logprobs of token_id and the n_top most likely tokens from raw logits
+ * [vocab_size] (the same numbers the sampler reports; used for prompt_logprobs,
+ * where token_id is the next prompt token). n_top is clamped to
+ * [0, min(PL_MAX_LOGPROBS, vocab_size)]; token_id must be in range.
+ */
+void pl_sampler_logprobs(const float *logits, int vocab_size, int32_t token_id, int n_top,
+                         struct pl_sample_result *out);
+
+#endif
