@@ -47,6 +47,29 @@ void pl_model_runner_params_default(struct pl_model_runner_params *p)
 
 static double mib(double bytes) { return bytes / (1024.0 * 1024.0); }
 
+/* The longest sequence the model supports, as vLLM derives it: rope scaling
+ * that stretches positions (linear, dynamic NTK, yarn) multiplies the trained
+ * length by its factor; llama3 already states the extended length. */
+static long long derived_max_len(const struct pl_model_config *c)
+{
+    double len = c->max_position_embeddings;
+    switch (c->rope.type) {
+    case PL_ROPE_LINEAR:
+    case PL_ROPE_DYNAMIC:
+        len *= c->rope.factor;
+        break;
+    case PL_ROPE_YARN:
+        len = (double)(c->rope.original_max_position > 0 ? c->rope.original_max_position
+                                                         : c->max_position_embeddings) *
+              c->rope.factor;
+        break;
+    case PL_ROPE_DEFAULT:
+    case PL_ROPE_LLAMA3:
+        break;
+    }
+    return len > (double)INT32_MAX ? INT32_MAX : (long long)len;
+}
+
 /* Sizes the pool, checks max_model_len, builds the decoder and the KV cache. */
 static pl_status runner_setup(struct pl_model_runner *r, const struct pl_model_runner_params *p,
                               struct pl_err *err)
@@ -90,7 +113,9 @@ static pl_status runner_setup(struct pl_model_runner *r, const struct pl_model_r
                               p->max_model_len, r->n_blocks, r->block_size, capacity, capacity);
         r->max_model_len = p->max_model_len;
     } else {
-        long long len = c->max_position_embeddings > 0 ? c->max_position_embeddings : capacity;
+        long long len = derived_max_len(c);
+        if (len <= 0)
+            len = capacity;
         if (len > capacity) {
             PL_WARN("max_model_len: the model allows %lld tokens but the KV cache holds %lld; "
                     "using %lld (set --max-model-len or --num-kv-blocks to choose)",
