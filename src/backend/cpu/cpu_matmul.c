@@ -30,6 +30,7 @@
 #include <stdint.h>
 
 #if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
 #include <immintrin.h>
 #define PL_HAVE_X86 1
 #else
@@ -43,8 +44,11 @@ bool pl_cpu_has_avx2(void)
 {
 #if PL_HAVE_X86
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-           __builtin_cpu_supports("f16c");
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma"))
+        return false;
+    /* F16C (CPUID.1:ECX bit 29); not every compiler's __builtin_cpu_supports knows it */
+    unsigned a, b, c, d;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
 #else
     return false;
 #endif
