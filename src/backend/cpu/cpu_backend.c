@@ -461,7 +461,10 @@ pl_status pl_backend_cpu_new(int n_threads, struct pl_backend **out, struct pl_e
     if (!c)
         return pl_err_set(err, PL_STATUS_NO_MEMORY, "cpu backend: out of memory");
     c->base.ops = &cpu_ops;
-    c->simd = pl_cpu_has_avx2();
+    /* PAGELLM_CPU_SIMD=0 forces the plain scalar kernels: the reference
+     * implementation benchmarks compare against. */
+    const char *simd_env = getenv("PAGELLM_CPU_SIMD");
+    c->simd = pl_cpu_has_avx2() && !(simd_env && !strcmp(simd_env, "0"));
     pl_status st = pl_threadpool_new(n_threads, &c->pool, err);
     if (st != PL_STATUS_OK) {
         free(c);
