@@ -63,19 +63,47 @@ __attribute__((format(printf, 4, 5))) static pl_status fail(struct pl_openai_err
     return status == 404 ? PL_STATUS_NOT_FOUND : PL_STATUS_INVALID_ARGUMENT;
 }
 
-/* The field a sampling-params message names ("temperature: must be ..."), for "param". */
+/* The field a sampling-params message names, for "param": the quoted name of
+ * "unknown field 'x'", else the first sampling field named as a whole word. */
 static void param_from_message(const char *msg, char *param, size_t cap)
 {
-    size_t n = 0;
-    while (msg[n] && (msg[n] == '_' || (msg[n] >= 'a' && msg[n] <= 'z') ||
-                      (msg[n] >= '0' && msg[n] <= '9')))
-        n++;
-    if (n > 0 && n < cap && msg[n] == ':') {
-        memcpy(param, msg, n);
-        param[n] = '\0';
-    } else {
-        param[0] = '\0';
+    static const char *const fields[] = {
+        "n", "presence_penalty", "frequency_penalty", "repetition_penalty", "temperature",
+        "top_p", "top_k", "min_p", "seed", "stop", "stop_token_ids",
+        "include_stop_str_in_output", "ignore_eos", "max_tokens", "max_completion_tokens",
+        "min_tokens", "logprobs", "top_logprobs", "prompt_logprobs", "skip_special_tokens",
+        "spaces_between_special_tokens", "logit_bias", "allowed_token_ids", "use_beam_search",
+        "beam_width", "length_penalty", "early_stopping", "best_of", NULL};
+    param[0] = '\0';
+    const char *q = strstr(msg, "unknown field '");
+    if (q) {
+        q += strlen("unknown field '");
+        const char *end = strchr(q, '\'');
+        if (end && (size_t)(end - q) < cap) {
+            memcpy(param, q, (size_t)(end - q));
+            param[end - q] = '\0';
+        }
+        return;
     }
+    const char *best = NULL;
+    const char *best_name = NULL;
+    for (int i = 0; fields[i]; i++) {
+        size_t n = strlen(fields[i]);
+        for (const char *p = strstr(msg, fields[i]); p; p = strstr(p + 1, fields[i])) {
+            bool word_start = p == msg || !(p[-1] == '_' || (p[-1] >= 'a' && p[-1] <= 'z'));
+            char c = p[n];
+            bool word_end = !(c == '_' || (c >= 'a' && c <= 'z') || c == '(');
+            if (word_start && word_end) {
+                if (!best || p < best || (p == best && n > strlen(best_name))) {
+                    best = p;
+                    best_name = fields[i];
+                }
+                break;
+            }
+        }
+    }
+    if (best_name && strlen(best_name) < cap)
+        strcpy(param, best_name);
 }
 
 static const char *type_name(const json_t *v)
