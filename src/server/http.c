@@ -80,6 +80,7 @@ struct pl_http_async {
 struct request_ctx {
     struct pl_sbuf body;
     bool too_large;
+    bool responded;                 /* a response was queued before the body was read */
     bool started;                   /* the handler ran */
     struct pl_http_async *async;
     struct pl_http_server *srv;
@@ -382,6 +383,15 @@ static void add_cors(struct pl_http_server *s, struct MHD_Connection *conn,
         MHD_add_response_header(r, "Access-Control-Allow-Credentials", "true");
 }
 
+/* Tells clients how long an idle connection stays open, so that they stop reusing
+ * it before the server closes it (no request lost to that race). */
+static void add_keep_alive(struct pl_http_server *s, struct MHD_Response *r)
+{
+    char v[32];
+    snprintf(v, sizeof(v), "timeout=%u", s->p.timeout_keep_alive_s);
+    MHD_add_response_header(r, "Keep-Alive", v);
+}
+
 static MHD_RESULT send_buffer(struct pl_http_server *s, struct MHD_Connection *conn, int status,
                               const char *content_type, char *body, size_t len,
                               const char *allow)
@@ -399,6 +409,8 @@ static MHD_RESULT send_buffer(struct pl_http_server *s, struct MHD_Connection *c
         MHD_add_response_header(r, "Allow", allow);
     if (atomic_load(&s->draining))
         MHD_add_response_header(r, "Connection", "close");
+    else
+        add_keep_alive(s, r);
     add_cors(s, conn, r);
     MHD_RESULT ret = MHD_queue_response(conn, (unsigned)status, r);
     MHD_destroy_response(r);
@@ -430,6 +442,7 @@ static MHD_RESULT send_stream_headers(struct pl_http_server *s, struct MHD_Conne
     MHD_add_response_header(r, "Content-Type", a->content_type);
     MHD_add_response_header(r, "Cache-Control", "no-cache");
     MHD_add_response_header(r, "X-Accel-Buffering", "no");
+    add_keep_alive(s, r);
     add_cors(s, conn, r);
     MHD_RESULT ret = MHD_queue_response(conn, 200, r);
     MHD_destroy_response(r);
@@ -533,7 +546,9 @@ static MHD_RESULT access_handler(void *cls, struct MHD_Connection *conn, const c
         ctx->srv = s;
         *req_cls = ctx;
         MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT, s->p.timeout_idle_s);
-        /* refuse a body announced too large before reading any of it */
+        /* A body announced too large is read and dropped, then refused (413), so the
+         * client, still sending, can read the answer: closing on unread data resets
+         * the connection. Far beyond the limit, refuse at once and close. */
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
         if (cl) {
             char *end;
@@ -541,7 +556,10 @@ static MHD_RESULT access_handler(void *cls, struct MHD_Connection *conn, const c
             unsigned long long v = strtoull(cl, &end, 10);
             if (errno || end == cl || v > s->p.max_body_bytes) {
                 ctx->too_large = true;
-                return send_error(s, conn, 413, NULL, NULL, "request body too large", NULL);
+                if (errno || end == cl || v / 2 > s->p.max_body_bytes + (1u << 20)) {
+                    ctx->responded = true;
+                    return send_error(s, conn, 413, NULL, NULL, "request body too large", NULL);
+                }
             }
         }
         return MHD_YES;
@@ -559,6 +577,10 @@ static MHD_RESULT access_handler(void *cls, struct MHD_Connection *conn, const c
             if (async_suspend_unless_woken(a))
                 return MHD_YES;
         }
+    }
+    if (ctx->responded) {
+        *upload_data_size = 0;
+        return MHD_YES;
     }
     if (*upload_data_size > 0) {
         if (!ctx->too_large && ctx->body.len + *upload_data_size <= s->p.max_body_bytes)

@@ -1458,8 +1458,8 @@ static void h_health(void *user, const struct pl_http_request *req,
         pl_http_set_error(resp, 503, NULL, NULL, msg);
         return;
     }
-    resp->status = 200;
-    resp->content_type = "application/json";
+    resp->status = 200; /* an empty body, as vLLM answers */
+    resp->content_type = NULL;
     resp->body = NULL;
     resp->body_len = 0;
 }

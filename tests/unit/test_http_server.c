@@ -223,6 +223,16 @@ static void test_routes_and_errors(void)
     REQUIRE(http_request(fx->port, "POST", "/v1/completions", NULL, big, &r));
     check_error(&r, 413, NULL, NULL);
     http_reply_free(&r);
+    /* ... far beyond the limit: refused before any of it is read */
+    int fd0 = http_connect(fx->port);
+    REQUIRE(fd0 >= 0);
+    const char *huge = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                       "Content-Length: 1000000000000\r\n\r\n{";
+    http_send_all(fd0, huge, strlen(huge));
+    REQUIRE(http_read_reply(fd0, &r));
+    close(fd0);
+    check_error(&r, 413, NULL, NULL);
+    http_reply_free(&r);
     /* ... or sent chunked */
     int fd = http_connect(fx->port);
     REQUIRE(fd >= 0);
