@@ -8,5 +8,6 @@
 int pl_cli_generate(int argc, char **argv);
 int pl_cli_tokenize(int argc, char **argv);
 int pl_cli_detokenize(int argc, char **argv);
+int pl_cli_bench(int argc, char **argv);
 
 #endif

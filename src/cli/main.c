@@ -16,6 +16,7 @@ static void usage(FILE *f)
             "  generate     offline generation for one or more prompts\n"
             "  tokenize     text or chat messages -> token ids\n"
             "  detokenize   token ids -> text\n"
+            "  bench        benchmarks: 'bench serve' (HTTP serving latency/throughput)\n"
             "  version      print the version\n\n"
             "Run 'pagellm <command> --help' for a command's options.\n",
             PAGELLM_VERSION);
@@ -34,6 +35,8 @@ int main(int argc, char **argv)
         return pl_cli_tokenize(argc - 1, argv + 1);
     if (!strcmp(cmd, "detokenize"))
         return pl_cli_detokenize(argc - 1, argv + 1);
+    if (!strcmp(cmd, "bench"))
+        return pl_cli_bench(argc - 1, argv + 1);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("pagellm %s\n", PAGELLM_VERSION);
         return 0;
