@@ -81,6 +81,24 @@ code=$(curl -s -o /dev/null -w '%{http_code}' "$base/health")
 [ "$code" = 200 ] && ok "docs: curl /health" || bad "docs: /health $code"
 curl -s "$base/metrics" | grep -q '^vllm:num_requests_running{model_name="tiny",engine="0"} 0$' \
   && ok "docs: curl /metrics" || bad "docs: /metrics"
+# the JS examples of docs/server.md, with the test packages next to them
+mkdir -p "$work/examples"
+cp "$src"/docs/examples/*.mjs "$work/examples/"
+ln -s "$src/tests/node/node_modules" "$work/examples/node_modules"
+if out=$(PAGELLM_BASE_URL=$base/v1 node "$work/examples/openai_client.mjs" 2>&1) \
+   && printf '%s\n' "$out" | grep -q '^chat: "' \
+   && [ "$(printf '%s\n' "$out" | sed -n 's/^completion: //p' | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>process.stdout.write(JSON.parse(s)))')" \
+        = "$("$bin" generate --model "$work/model" --prompt "The capital of France is" --max-tokens 16 --json 2>/dev/null | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>process.stdout.write(JSON.parse(s).outputs[0].text))')" ]; then
+  ok "docs: examples/openai_client.mjs"
+else
+  bad "docs: examples/openai_client.mjs: $out"
+fi
+if out=$(PAGELLM_BASE_URL=$base/v1 PAGELLM_MODEL=tiny node "$work/examples/langchain_rag.mjs" 2>&1) \
+   && printf '%s\n' "$out" | grep -q '^answer: "'; then
+  ok "docs: examples/langchain_rag.mjs"
+else
+  bad "docs: examples/langchain_rag.mjs: $out"
+fi
 unset PAGELLM_API_KEY
 
 # ---- 4a. SIGTERM with a stream in flight: it finishes, then exit 0 ---------------------------
