@@ -667,7 +667,9 @@ static void request_completed(void *cls, struct MHD_Connection *conn, void **req
     }
     pl_sbuf_fini(&ctx->body);
     free(ctx);
-    if (s->daemon)
+    /* the connection waits for its next request: back to the keep-alive timeout (a
+     * connection that is closing is left alone) */
+    if (s->daemon && toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
         MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT, s->p.timeout_keep_alive_s);
 }
 

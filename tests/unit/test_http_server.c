@@ -43,6 +43,7 @@ struct options {
     unsigned keep_alive_s;
     unsigned step_delay_us;
     double stall_s;
+    int max_pending;
 };
 
 static void sleep_ms(int ms)
@@ -63,6 +64,8 @@ static struct fixture *start(const struct options *opt)
     ap.observe_user = fx->metrics;
     if (opt->stall_s > 0)
         ap.stall_timeout_s = opt->stall_s;
+    if (opt->max_pending > 0)
+        ap.max_pending = opt->max_pending;
     if (pl_async_engine_new(&fake_engine_ops, &fx->fake, &ap, &fx->ae, &err) != PL_STATUS_OK)
         goto fail;
     const char *names[] = {"tiny"};
@@ -724,6 +727,36 @@ static void test_many_streams_and_idle_connections(void)
     stop(fx);
 }
 
+static void test_overload_503(void)
+{
+    struct options opt = {.step_delay_us = 2000, .max_pending = 2};
+    struct fixture *fx = start(&opt);
+    struct bg_request a = {fx->port, "{\"prompt\":[1,2],\"max_tokens\":200}", {0}, false};
+    struct bg_request b = a;
+    pthread_t ta, tb;
+    pthread_create(&ta, NULL, bg, &a);
+    pthread_create(&tb, NULL, bg, &b);
+    for (int i = 0; i < 400 && pl_async_engine_num_unfinished(fx->ae) < 2; i++)
+        sleep_ms(5);
+    struct http_reply r;
+    REQUIRE(http_request(fx->port, "POST", "/v1/completions", NULL,
+                         "{\"prompt\":[1,2],\"max_tokens\":2}", &r));
+    check_error(&r, 503, NULL, NULL);
+    CHECK(strstr(r.body, "overloaded") != NULL);
+    http_reply_free(&r);
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    CHECK(a.ok && a.reply.status == 200 && b.ok && b.reply.status == 200);
+    http_reply_free(&a.reply);
+    http_reply_free(&b.reply);
+    /* served again once they are done */
+    REQUIRE(http_request(fx->port, "POST", "/v1/completions", NULL,
+                         "{\"prompt\":[1,2],\"max_tokens\":2}", &r));
+    CHECK(r.status == 200);
+    http_reply_free(&r);
+    stop(fx);
+}
+
 static void test_drain(void)
 {
     struct options opt = {.step_delay_us = 2000};
@@ -770,6 +803,7 @@ int main(void)
     PL_RUN(test_health_stall);
     PL_RUN(test_slow_partial_request);
     PL_RUN(test_many_streams_and_idle_connections);
+    PL_RUN(test_overload_503);
     PL_RUN(test_drain);
     pl_tokenizer_free(tok);
     return pl_test_summary();
