@@ -68,7 +68,8 @@ measured in the same run. Times in ms; throughput in output tokens/s.
 | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
 MD
 fi
-python3 - "$work/serve.jsonl" "$date" "$commit" "$device" "$(basename "$model")" "$offline" >>"$results" <<'PY'
+label=${MODEL:+$(basename "$MODEL")}
+python3 - "$work/serve.jsonl" "$date" "$commit" "$device" "${label:-tiny default}" "$offline" >>"$results" <<'PY'
 import json, sys
 path, date, commit, device, model, offline = sys.argv[1:]
 for line in open(path):
