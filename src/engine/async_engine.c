@@ -283,6 +283,12 @@ static void route(struct pl_async_engine *ae, struct pl_async_request *r, struct
     if (ae->params.observe)
         ae->params.observe(ae->params.observe_user, o);
     bool finished = o->finished;
+    if (finished) {
+        /* counted out before the waiter can see its last delta */
+        pthread_mutex_lock(&ae->mu);
+        ae->n_unfinished--;
+        pthread_mutex_unlock(&ae->mu);
+    }
 
     pthread_mutex_lock(&r->mu);
     if (r->q_len == r->q_cap) {
@@ -321,9 +327,6 @@ static void route(struct pl_async_engine *ae, struct pl_async_request *r, struct
 
     if (finished) {
         table_del(ae, r);
-        pthread_mutex_lock(&ae->mu);
-        ae->n_unfinished--;
-        pthread_mutex_unlock(&ae->mu);
         request_unref(r);
     }
 }

@@ -257,6 +257,27 @@ static void test_routes_and_errors(void)
     http_reply_free(&r);
     free(big);
 
+    /* headers over the limit: MHD answers 431 itself (or closes) and the server goes on */
+    {
+        int hfd = http_connect(fx->port);
+        REQUIRE(hfd >= 0);
+        size_t hn = 100 * 1024;
+        char *hb = malloc(hn + 256);
+        int off = snprintf(hb, 256, "GET /health HTTP/1.1\r\nHost: x\r\nX-Big: ");
+        memset(hb + off, 'a', hn);
+        memcpy(hb + off + hn, "\r\n\r\n", 5);
+        http_send_all(hfd, hb, (size_t)off + hn + 4);
+        char buf[64] = "";
+        ssize_t got = recv(hfd, buf, sizeof(buf) - 1, 0);
+        CHECKF(got <= 0 || !strncmp(buf, "HTTP/1.1 431", 12) || !strncmp(buf, "HTTP/1.1 413", 12),
+               "%s", buf);
+        close(hfd);
+        free(hb);
+        REQUIRE(http_request(fx->port, "GET", "/health", NULL, NULL, &r));
+        CHECK(r.status == 200);
+        http_reply_free(&r);
+    }
+
     /* CORS */
     REQUIRE(http_request(fx->port, "OPTIONS", "/v1/chat/completions",
                          "Origin: http://example.com\r\nAccess-Control-Request-Method: POST\r\n"
