@@ -105,6 +105,7 @@ void pl_async_output_free(struct pl_async_output *o)
         free(o->samples[i].stop_str);
     }
     free(o->samples);
+    free(o->prompt_logprobs);
     free(o->error_msg);
     free(o);
 }

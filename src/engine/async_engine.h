@@ -84,6 +84,8 @@ struct pl_async_output {
     uint64_t request_id;
     int n_prompt_tokens;       /* prompt length (every delta) */
     int num_cached_tokens;     /* prompt tokens served by the prefix cache (first delta) */
+    struct pl_async_logprob *prompt_logprobs; /* [n_prompt_tokens] in the first delta when
+                                  prompt_logprobs was asked, else NULL; n_top -1 = None */
     struct pl_async_sample *samples; /* [n_samples]: samples with news */
     int n_samples;
     bool finished;             /* the request's last delta */

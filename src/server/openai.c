@@ -688,10 +688,9 @@ pl_status pl_openai_parse(const struct pl_openai *o, enum pl_openai_kind kind, c
         }
         if (!get_bool(root, "echo", false, &r->echo, e))
             goto out;
-        if (r->echo && r->logprobs >= 0) {
-            fail(e, 400, "echo", "echo together with logprobs is not supported yet");
-            goto out;
-        }
+        /* echo with logprobs reports the prompt's logprobs too (vLLM asks for them) */
+        if (r->echo && r->logprobs >= 0 && r->sp.prompt_logprobs < r->logprobs)
+            r->sp.prompt_logprobs = r->logprobs;
         if (parse_prompts(o, root, r, e) != PL_STATUS_OK)
             goto out;
     } else {
@@ -766,6 +765,7 @@ void pl_openai_sse_data(struct pl_sbuf *b, const char *payload, size_t len)
 /* ---- generation: per-request state ------------------------------------------------- */
 
 struct choice {
+    bool started;            /* its first sample arrived (echo goes before it) */
     struct pl_sbuf text;     /* all text so far (deferred replies) */
     int n_tokens;
     size_t text_offset;      /* completions logprobs: characters before the next token */
@@ -779,6 +779,8 @@ struct sub {
     struct pl_async_request *r;
     int prompt_index;
     bool finished;
+    struct pl_async_logprob *prompt_lp; /* [n_prompt_lp] from the first delta, or NULL */
+    int n_prompt_lp;
 };
 
 struct gen {
@@ -802,8 +804,10 @@ static void gen_free(struct gen *g)
 {
     if (!g)
         return;
-    for (int i = 0; i < g->n_subs; i++)
+    for (int i = 0; i < g->n_subs; i++) {
         pl_async_request_release(g->subs[i].r);
+        free(g->subs[i].prompt_lp);
+    }
     free(g->subs);
     for (int i = 0; i < g->n_choices; i++) {
         pl_sbuf_fini(&g->choices[i].text);
@@ -875,6 +879,15 @@ static void add_logprob(struct gen *g, struct choice *c, const struct pl_async_l
         }
         size_t n_chars = 0;
         json_t *tok = token_str(o, e->token_id, &n_chars);
+        if (e->n_top < 0) { /* the first prompt token has no logprob (None) */
+            json_array_append_new(json_object_get(*lp, "text_offset"),
+                                  json_integer((json_int_t)c->text_offset));
+            json_array_append_new(json_object_get(*lp, "token_logprobs"), json_null());
+            json_array_append_new(json_object_get(*lp, "tokens"), tok);
+            json_array_append_new(json_object_get(*lp, "top_logprobs"), json_null());
+            c->text_offset += n_chars;
+            return;
+        }
         json_t *top = json_object();
         for (int i = 0; i < e->n_top && i < k; i++) {
             json_t *t = token_str(o, e->top_ids[i], NULL);
@@ -910,6 +923,36 @@ static void add_logprob(struct gen *g, struct choice *c, const struct pl_async_l
         json_object_set_new(entry, "top_logprobs", top);
         json_array_append_new(json_object_get(*lp, "content"), entry);
     }
+}
+
+/* vLLM's prompt_logprobs: [null, {"<id>": {logprob, rank, decoded_token}}, ...]. */
+static json_t *prompt_logprobs_json(const struct gen *g, const struct sub *sb)
+{
+    if (!sb->prompt_lp)
+        return json_null();
+    json_t *a = json_array();
+    for (int i = 0; i < sb->n_prompt_lp; i++) {
+        const struct pl_async_logprob *e = &sb->prompt_lp[i];
+        if (e->n_top < 0) {
+            json_array_append_new(a, json_null());
+            continue;
+        }
+        json_t *d = json_object();
+        for (int k = -1; k < e->n_top; k++) {
+            int32_t id = k < 0 ? e->token_id : e->top_ids[k];
+            char key[16];
+            snprintf(key, sizeof(key), "%d", (int)id);
+            if (json_object_get(d, key))
+                continue;
+            json_t *v = json_object();
+            json_object_set_new(v, "logprob", jreal(k < 0 ? e->logprob : e->top_logprobs[k]));
+            json_object_set_new(v, "rank", json_integer(k < 0 ? e->rank : k + 1));
+            json_object_set_new(v, "decoded_token", token_str(g->o, id, NULL));
+            json_object_set_new(d, key, v);
+        }
+        json_array_append_new(a, d);
+    }
+    return a;
 }
 
 static json_t *usage_json(const struct gen *g)
@@ -991,67 +1034,113 @@ static json_t *stop_reason_json(const struct pl_async_sample *s)
     return json_null();
 }
 
+/* The prompt as echo shows it: its text, or its ids decoded. */
+static void echo_text(const struct gen *g, const struct pl_openai_prompt *p, struct pl_sbuf *b)
+{
+    if (p->text) {
+        pl_sbuf_puts(b, p->text);
+    } else if (g->o->tok) {
+        char *pt = NULL;
+        size_t len = 0;
+        if (pl_tokenizer_decode(g->o->tok, p->ids, p->n_ids, g->req.skip_special_tokens, &pt,
+                                &len, NULL) == PL_STATUS_OK)
+            pl_sbuf_append(b, pt, len);
+        free(pt);
+    }
+}
+
+static void take_error(struct gen *g, const struct pl_async_output *o)
+{
+    if (g->fail_status)
+        return;
+    g->fail_status = o->error_status == PL_STATUS_INVALID_ARGUMENT ? 400
+                     : o->error_status == PL_STATUS_ABORTED || o->error_status == PL_STATUS_LIMIT ||
+                             o->error_status == PL_STATUS_NO_MEMORY
+                         ? 503
+                         : 500;
+    g->fail_msg = strdup(o->error_msg);
+}
+
+/* One sample's news into its choice; streams append a chunk to out. */
+static void take_sample(struct gen *g, struct sub *sb, const struct pl_async_sample *s,
+                        struct pl_sbuf *out)
+{
+    int n = g->req.sp.n > 0 ? g->req.sp.n : 1;
+    if (s->index < 0 || s->index >= n)
+        return;
+    int ci = sb->prompt_index * n + s->index;
+    struct choice *c = &g->choices[ci];
+    bool first = !c->started;
+    c->started = true;
+    c->n_tokens += s->n_token_ids;
+    g->completion_tokens += s->n_token_ids;
+    json_t *lp_delta = NULL;
+    json_t **lp = out ? &lp_delta : &c->lp;
+    if (first && g->req.echo && g->req.logprobs >= 0 && sb->prompt_lp)
+        for (int t = 0; t < sb->n_prompt_lp; t++)
+            add_logprob(g, c, &sb->prompt_lp[t], lp);
+    if (g->req.logprobs >= 0 && s->logprobs)
+        for (int t = 0; t < s->n_token_ids; t++)
+            add_logprob(g, c, &s->logprobs[t], lp);
+    if (s->finish != PL_ASYNC_FINISH_NONE) {
+        c->finish = s->finish;
+        json_decref(c->stop_reason);
+        c->stop_reason = stop_reason_json(s);
+    }
+    if (!out) {
+        if (s->text_len)
+            pl_sbuf_append(&c->text, s->text, s->text_len);
+        return;
+    }
+    struct pl_sbuf text = {0};
+    if (first && g->req.echo)
+        echo_text(g, &g->req.prompts[sb->prompt_index], &text);
+    pl_sbuf_append(&text, s->text ? s->text : "", s->text_len);
+    if (text.len > 0 || s->finish != PL_ASYNC_FINISH_NONE || lp_delta)
+        emit_choice_chunk(g, ci, text.data, text.len, lp_delta, s->finish, c->stop_reason, out);
+    else
+        json_decref(lp_delta);
+    pl_sbuf_fini(&text);
+}
+
 /* Drains every engine request's deltas into the choices; streams append chunks to out. */
 static void drain(struct gen *g, struct pl_sbuf *out)
 {
-    int n = g->req.sp.n > 0 ? g->req.sp.n : 1;
     for (int si = 0; si < g->n_subs; si++) {
         struct sub *sb = &g->subs[si];
-        struct pl_async_output *o;
-        while (!sb->finished && (o = pl_async_request_pop(sb->r)) != NULL) {
-            if (o->error_msg) {
-                if (!g->fail_status) {
-                    g->fail_status = o->error_status == PL_STATUS_INVALID_ARGUMENT ? 400
-                                     : o->error_status == PL_STATUS_ABORTED ||
-                                             o->error_status == PL_STATUS_LIMIT ||
-                                             o->error_status == PL_STATUS_NO_MEMORY
-                                         ? 503
-                                         : 500;
-                    g->fail_msg = strdup(o->error_msg);
+        for (;;) {
+            struct pl_async_output *o;
+            while (!sb->finished && (o = pl_async_request_pop(sb->r)) != NULL) {
+                if (o->error_msg)
+                    take_error(g, o);
+                if (o->is_first && !o->error_msg)
+                    g->prompt_tokens += o->n_prompt_tokens;
+                if (o->prompt_logprobs && !sb->prompt_lp) {
+                    sb->prompt_lp = o->prompt_logprobs;
+                    sb->n_prompt_lp = o->n_prompt_tokens;
+                    o->prompt_logprobs = NULL;
                 }
+                for (int k = 0; k < o->n_samples; k++)
+                    take_sample(g, sb, &o->samples[k], out);
+                if (o->finished)
+                    sb->finished = true;
+                pl_async_output_free(o);
             }
-            if (o->is_first && !o->error_msg)
-                g->prompt_tokens += o->n_prompt_tokens;
-            for (int k = 0; k < o->n_samples; k++) {
-                const struct pl_async_sample *s = &o->samples[k];
-                if (s->index < 0 || s->index >= n)
-                    continue;
-                int ci = sb->prompt_index * n + s->index;
-                struct choice *c = &g->choices[ci];
-                c->n_tokens += s->n_token_ids;
-                g->completion_tokens += s->n_token_ids;
-                json_t *lp_delta = NULL;
-                json_t **lp = out ? &lp_delta : &c->lp;
-                if (g->req.logprobs >= 0 && s->logprobs)
-                    for (int t = 0; t < s->n_token_ids; t++)
-                        add_logprob(g, c, &s->logprobs[t], lp);
-                if (s->finish != PL_ASYNC_FINISH_NONE) {
-                    c->finish = s->finish;
-                    json_decref(c->stop_reason);
-                    c->stop_reason = stop_reason_json(s);
-                }
-                if (out) {
-                    if (s->text_len > 0 || s->finish != PL_ASYNC_FINISH_NONE || lp_delta)
-                        emit_choice_chunk(g, ci, s->text, s->text_len, lp_delta, s->finish,
-                                          c->stop_reason, out);
-                    else
-                        json_decref(lp_delta);
-                } else if (s->text_len) {
-                    pl_sbuf_append(&c->text, s->text, s->text_len);
-                }
-            }
-            if (o->finished)
-                sb->finished = true;
-            pl_async_output_free(o);
-        }
-        if (!sb->finished && pl_async_request_is_finished(sb->r)) {
-            /* finished without a delta (out of memory on the engine side) */
+            if (sb->finished || !pl_async_request_is_finished(sb->r))
+                break;
+            /* finished: its last delta may have landed after the pop above; look again,
+             * and if there is none (the engine ran out of memory) it ends here */
             struct pl_async_output *late = pl_async_request_pop(sb->r);
-            if (late) {
-                pl_async_output_free(late);
-                continue;
+            if (!late) {
+                sb->finished = true;
+                break;
             }
-            sb->finished = true;
+            if (late->error_msg)
+                take_error(g, late);
+            for (int k = 0; k < late->n_samples; k++)
+                take_sample(g, sb, &late->samples[k], out);
+            sb->finished = late->finished;
+            pl_async_output_free(late);
         }
     }
 }
@@ -1132,19 +1221,8 @@ static bool gen_result(void *user, struct pl_http_response *resp)
         json_t *ch = json_object();
         json_object_set_new(ch, "index", json_integer(i));
         struct pl_sbuf text = {0};
-        const struct pl_openai_prompt *p = &g->req.prompts[i / n];
-        if (g->req.echo) {
-            if (p->text) {
-                pl_sbuf_puts(&text, p->text);
-            } else if (g->o->tok) {
-                char *pt = NULL;
-                size_t len = 0;
-                if (pl_tokenizer_decode(g->o->tok, p->ids, p->n_ids, g->req.skip_special_tokens,
-                                        &pt, &len, NULL) == PL_STATUS_OK)
-                    pl_sbuf_append(&text, pt, len);
-                free(pt);
-            }
-        }
+        if (g->req.echo)
+            echo_text(g, &g->req.prompts[i / n], &text);
         pl_sbuf_append(&text, c->text.data ? c->text.data : "", c->text.len);
         json_t *jt = pl_http_json_string_lossy(text.data ? text.data : "", text.len);
         pl_sbuf_fini(&text);
@@ -1160,9 +1238,18 @@ static bool gen_result(void *user, struct pl_http_response *resp)
         json_object_set_new(ch, "finish_reason", finish_json(c->finish));
         json_object_set_new(ch, "stop_reason",
                             c->stop_reason ? json_incref(c->stop_reason) : json_null());
+        if (!chat)
+            json_object_set_new(ch, "prompt_logprobs",
+                                g->req.sp.prompt_logprobs >= 0
+                                    ? prompt_logprobs_json(g, &g->subs[i / n])
+                                    : json_null());
         json_array_append_new(choices, ch);
     }
     json_object_set_new(root, "choices", choices);
+    if (chat)
+        json_object_set_new(root, "prompt_logprobs", g->req.sp.prompt_logprobs >= 0 && g->n_subs
+                                                         ? prompt_logprobs_json(g, &g->subs[0])
+                                                         : json_null());
     json_object_set_new(root, "usage", usage_json(g));
     size_t len = 0;
     char *s = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);

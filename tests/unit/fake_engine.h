@@ -27,7 +27,7 @@ struct fake_req {
     uint64_t id;
     int32_t *prompt;
     int n_prompt;
-    int n, max_tokens, logprobs;
+    int n, max_tokens, logprobs, prompt_logprobs;
     int32_t stop_ids[8];
     int n_stop_ids;
     int n_out[16];
@@ -72,6 +72,7 @@ static pl_status fake_add(void *e, uint64_t id, const int32_t *prompt, int n_pro
     r->n = sp->n;
     r->max_tokens = sp->max_tokens > 0 ? sp->max_tokens : 16;
     r->logprobs = sp->logprobs;
+    r->prompt_logprobs = sp->prompt_logprobs;
     for (int i = 0; i < sp->n_stop_token_ids && i < 8; i++)
         r->stop_ids[r->n_stop_ids++] = sp->stop_token_ids[i];
     f->reqs[f->n_reqs++] = r;
@@ -167,8 +168,22 @@ static pl_status fake_poll(void *e, struct pl_async_output ***outs, int *n_outs,
             done &= r->finish[j] != PL_ASYNC_FINISH_NONE;
         if (r->pending) {
             r->pending->finished = done;
-            if (!r->sent_first)
-                r->pending->num_cached_tokens = 0;
+            if (!r->sent_first && r->prompt_logprobs >= 0) {
+                /* position 0 has none (None); position i: the prompt token at -1.0 and
+                 * ids token+1.. at -1.5, -2.0, ... */
+                struct pl_async_logprob *pl = calloc((size_t)r->n_prompt, sizeof(*pl));
+                for (int k = 0; k < r->n_prompt; k++) {
+                    pl[k].token_id = r->prompt[k];
+                    pl[k].n_top = k == 0 ? -1 : r->prompt_logprobs;
+                    pl[k].logprob = k == 0 ? 0.0f : -1.0f;
+                    pl[k].rank = 1;
+                    for (int t = 0; t < pl[k].n_top; t++) {
+                        pl[k].top_ids[t] = r->prompt[k] + t + 1;
+                        pl[k].top_logprobs[t] = -1.5f - 0.5f * (float)t;
+                    }
+                }
+                r->pending->prompt_logprobs = pl;
+            }
             r->sent_first = true;
             (*outs)[(*n_outs)++] = r->pending;
             r->pending = NULL;

@@ -414,6 +414,57 @@ static void test_completions(void)
     json_decref(j);
     http_reply_free(&r);
 
+    /* echo: the prompt text before the output, streamed or not; with logprobs the prompt
+     * positions come first (the first one None) and prompt_logprobs has vLLM's shape */
+    REQUIRE(http_request(fx->port, "POST", "/v1/completions", NULL,
+                         "{\"prompt\":\"Hi\",\"max_tokens\":2,\"echo\":true,\"logprobs\":1}", &r));
+    CHECKF(r.status == 200, "%s", r.body);
+    j = body_json(&r);
+    c0 = json_array_get(json_object_get(j, "choices"), 0);
+    {
+        int32_t *hi;
+        int nh;
+        REQUIRE(pl_tokenizer_encode(tok, "Hi", 2, true, &hi, &nh, NULL) == PL_STATUS_OK);
+        char wt[256] = "Hi";
+        fake_expected_text(hi, nh, 0, 2, wt + 2, sizeof(wt) - 2);
+        CHECKF(!strcmp(json_string_value(json_object_get(c0, "text")), wt), "%s", r.body);
+        lp = json_object_get(c0, "logprobs");
+        CHECK((int)json_array_size(json_object_get(lp, "tokens")) == nh + 2);
+        CHECK(json_is_null(json_array_get(json_object_get(lp, "token_logprobs"), 0)));
+        CHECK(json_is_null(json_array_get(json_object_get(lp, "top_logprobs"), 0)));
+        CHECK_NEAR(json_real_value(json_array_get(json_object_get(lp, "token_logprobs"), 1)), -1.0,
+                   1e-6);
+        CHECK_NEAR(json_real_value(json_array_get(json_object_get(lp, "token_logprobs"),
+                                                  (size_t)nh)), -0.25, 1e-6);
+        json_t *pl = json_object_get(c0, "prompt_logprobs");
+        CHECK((int)json_array_size(pl) == nh && json_is_null(json_array_get(pl, 0)));
+        char key[16];
+        snprintf(key, sizeof(key), "%d", (int)hi[1]);
+        json_t *ent = json_object_get(json_array_get(pl, 1), key);
+        CHECK(json_integer_value(json_object_get(ent, "rank")) == 1);
+        CHECK_NEAR(json_real_value(json_object_get(ent, "logprob")), -1.0, 1e-6);
+        CHECK(json_is_string(json_object_get(ent, "decoded_token")));
+        json_decref(j);
+        http_reply_free(&r);
+        REQUIRE(http_request(fx->port, "POST", "/v1/completions", NULL,
+                             "{\"prompt\":\"Hi\",\"max_tokens\":2,\"echo\":true,\"stream\":true}",
+                             &r));
+        char **eev;
+        int n_eev;
+        CHECK(sse_events(r.body, &eev, &n_eev));
+        char st[256] = "";
+        for (int i = 0; i < n_eev - 1; i++) {
+            json_t *e = json_loads(eev[i], 0, NULL);
+            strcat(st, json_string_value(
+                           json_object_get(json_array_get(json_object_get(e, "choices"), 0), "text")));
+            json_decref(e);
+        }
+        CHECKF(!strcmp(st, wt), "'%s' vs '%s'", st, wt);
+        free_events(eev, n_eev);
+        http_reply_free(&r);
+        free(hi);
+    }
+
     /* streamed, with the usage chunk */
     REQUIRE(http_request(fx->port, "POST", "/v1/completions", NULL,
                          "{\"prompt\":[5,6,7],\"max_tokens\":5,\"stream\":true,"

@@ -121,8 +121,6 @@ static void test_bad_bodies(void)
                  "stream_options", "bogus");
     expect_error(PL_OPENAI_COMPLETION, "{\"prompt\":\"a\",\"stream\":\"yes\"}", 400, "stream",
                  "boolean");
-    expect_error(PL_OPENAI_COMPLETION, "{\"prompt\":\"a\",\"echo\":true,\"logprobs\":1}", 400,
-                 "echo", "echo");
     expect_error(PL_OPENAI_COMPLETION, "{\"prompt\":\"a\",\"max_completion_tokens\":3}", 400,
                  "max_completion_tokens", "max_completion_tokens");
     expect_error(PL_OPENAI_COMPLETION, "{\"prompt\":\"a\",\"stop_token_ids\":[5000]}", 400,
@@ -199,6 +197,12 @@ static void test_sampling_extras(void)
     CHECK(r.sp.prompt_logprobs == 1 && r.sp.logprobs == 2 && r.logprobs == 2);
     CHECK(r.sp.n_stop == 2 && !strcmp(r.sp.stop[1], "yz"));
     CHECK(r.stream && r.include_usage && !r.continuous_usage);
+    pl_openai_request_fini(&r);
+
+    /* echo with logprobs asks the engine for the prompt's logprobs too (as vLLM does) */
+    REQUIRE(parse(PL_OPENAI_COMPLETION, "{\"prompt\":[1,2],\"echo\":true,\"logprobs\":2}", &r,
+                  &e) == PL_STATUS_OK);
+    CHECK(r.echo && r.logprobs == 2 && r.sp.prompt_logprobs == 2);
     pl_openai_request_fini(&r);
 
     /* "stop" as a single string */
