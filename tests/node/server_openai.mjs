@@ -97,6 +97,29 @@ test('logprobs (completions format) match pagellm generate --logprobs', async ()
   }
 });
 
+test('echo with logprobs: prompt positions first, consistent with prompt_logprobs', async () => {
+  const prompt = 'Hello world';
+  const [ref] = generate([{ text: prompt }], 4);
+  const r = await client.completions.create({ model: MODEL, prompt, max_tokens: 4, temperature: 0, echo: true, logprobs: 2 });
+  const c = r.choices[0];
+  eq(c.text, prompt + ref.outputs[0].text);
+  const np = ref.prompt_token_ids.length;
+  eq(c.logprobs.tokens.length, np + 4);
+  eq(c.logprobs.token_logprobs[0], null);
+  eq(c.logprobs.top_logprobs[0], null);
+  eq(c.prompt_logprobs.length, np);
+  eq(c.prompt_logprobs[0], null);
+  for (let i = 1; i < np; i++) {
+    const e = c.prompt_logprobs[i][String(ref.prompt_token_ids[i])];
+    assert(e && Math.abs(e.logprob - c.logprobs.token_logprobs[i]) < 1e-6, `position ${i}`);
+    assert(e.rank >= 1);
+  }
+  const s = await client.completions.create({ model: MODEL, prompt, max_tokens: 4, temperature: 0, echo: true, stream: true });
+  let text = '';
+  for await (const ch of s) text += ch.choices[0]?.text ?? '';
+  eq(text, c.text);
+});
+
 test('stop string cuts the text and is reported as stop_reason', async () => {
   const prompt = 'Hello world';
   const [ref] = generate([{ text: prompt }], 16, ['--ignore-eos']);
