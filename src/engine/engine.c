@@ -681,7 +681,7 @@ pl_status pl_engine_step(struct pl_engine *e, struct pl_err *err)
         pl_sampler_logprobs(e->logits + (size_t)(n_rows + i) * (size_t)e->vocab, e->vocab,
                             r->prompt[pos + 1], r->params.prompt_logprobs, &res);
         struct pl_logprob_entry *en = &r->plp[pos + 1];
-        en->token_id = res.token_id;
+        en->token_id = r->prompt[pos + 1];
         en->logprob = res.logprob;
         en->rank = res.rank;
         en->n_top = res.n_top;
