@@ -388,6 +388,18 @@ pl_status pl_engine_abort(struct pl_engine *e, uint64_t request_id, struct pl_er
     return pl_scheduler_abort(e->sched, request_id, err);
 }
 
+bool pl_engine_lookup(const struct pl_engine *e, const char *name, uint64_t *request_id,
+                      bool *finished)
+{
+    for (const struct req *r = e->head; r; r = r->next)
+        if (r->name && !strcmp(r->name, name)) {
+            *request_id = r->id;
+            *finished = r->finished;
+            return true;
+        }
+    return false;
+}
+
 bool pl_engine_has_unfinished(const struct pl_engine *e)
 {
     return pl_scheduler_has_unfinished(e->sched);

@@ -137,6 +137,13 @@ pl_status pl_engine_add(struct pl_engine *e, const struct pl_engine_request *r,
 /* Asks for the abort of an unfinished request (takes effect at the next step). */
 pl_status pl_engine_abort(struct pl_engine *e, uint64_t request_id, struct pl_err *err);
 
+/*
+ * Finds an unfinished or unreported request by the name it was added with;
+ * *finished says whether it already finished. False when there is none.
+ */
+bool pl_engine_lookup(const struct pl_engine *e, const char *name, uint64_t *request_id,
+                      bool *finished);
+
 /* Runs one step. Errors are internal (model failure, bugs). */
 pl_status pl_engine_step(struct pl_engine *e, struct pl_err *err);
 

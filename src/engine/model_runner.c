@@ -31,3 +31,8 @@ pl_status pl_model_runner_run(struct pl_model_runner *r, const struct pl_batch *
 {
     return pl_err_set(err, PL_STATUS_UNSUPPORTED, "the model runner is not built yet");
 }
+pl_status pl_model_runner_copy_blocks(struct pl_model_runner *r, const struct pl_block_copy *copies,
+                                      int n_copies, struct pl_err *err)
+{
+    return pl_err_set(err, PL_STATUS_UNSUPPORTED, "the model runner is not built yet");
+}
