@@ -14,6 +14,7 @@ static void usage(FILE *f)
             "usage: pagellm <command> [options]\n\n"
             "commands:\n"
             "  generate     offline generation for one or more prompts\n"
+            "  chat         interactive chat with the model's chat template\n"
             "  tokenize     text or chat messages -> token ids\n"
             "  detokenize   token ids -> text\n"
             "  version      print the version\n\n"
@@ -30,6 +31,8 @@ int main(int argc, char **argv)
     const char *cmd = argv[1];
     if (!strcmp(cmd, "generate"))
         return pl_cli_generate(argc - 1, argv + 1);
+    if (!strcmp(cmd, "chat"))
+        return pl_cli_chat(argc - 1, argv + 1);
     if (!strcmp(cmd, "tokenize"))
         return pl_cli_tokenize(argc - 1, argv + 1);
     if (!strcmp(cmd, "detokenize"))
