@@ -28,9 +28,11 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 if [ "${PL_SKIP_NODE:-0}" != 1 ] && [ -f tests/node/package.json ]; then
-  if [ ! -d tests/node/node_modules ] || [ tests/node/package-lock.json -nt tests/node/node_modules/.package-lock.json ]; then
+  # Reinstall only when the lock file differs from the one last installed.
+  if ! cmp -s tests/node/package-lock.json tests/node/node_modules/.pl-installed-lock; then
     echo "bootstrap: installing test npm packages"
     (cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
+    cp tests/node/package-lock.json tests/node/node_modules/.pl-installed-lock
   fi
 fi
 echo "bootstrap: ok"
