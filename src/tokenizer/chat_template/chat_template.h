@@ -32,7 +32,9 @@ void pl_chat_template_free(struct pl_chat_template *t);
 
 /* Renders with `context`, a JSON object of variables: messages, tools, bos_token,
  * eos_token, add_generation_prompt, and any chat_template_kwargs merged in.
- * limits may be NULL (defaults). *out is malloc'ed, NUL-terminated. */
+ * limits may be NULL (defaults); a field <= 0 takes its default. *out is malloc'ed,
+ * NUL-terminated (the output may itself contain NUL bytes: use *out_len). On error *out is
+ * NULL and err says "line L, column C: ..." (raise_exception's message verbatim). */
 pl_status pl_chat_template_render(const struct pl_chat_template *t, const json_t *context,
                                   const struct pl_chat_template_limits *limits, char **out,
                                   size_t *out_len, struct pl_err *err);
