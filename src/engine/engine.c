@@ -786,7 +786,8 @@ static bool fill_completion(const struct req *r, const struct pl_seq *q, const s
     c->cumulative_logprob = c->has_logprobs ? st->cum_logprob : 0.0;
     if (c->has_logprobs) {
         assert(st->n_lp == n_out);
-        c->logprobs = mem_dup(st->lp + t0, sizeof(*st->lp) * (size_t)c->n_token_ids);
+        c->logprobs = mem_dup(st->lp ? st->lp + t0 : NULL,
+                              sizeof(*st->lp) * (size_t)c->n_token_ids);
         if (!c->logprobs)
             return false;
     }
