@@ -91,6 +91,7 @@ struct pl_engine {
     int32_t *sampled;                  /* [max_rows] */
     bool *stop;                        /* [max_rows] */
     int *row_index;                    /* [max_rows] sample index of each row */
+    int *row_src;                      /* [max_rows] model logits row of each sampler row */
     /* requests */
     struct req *head, *tail;
     int n_reqs;
@@ -213,9 +214,10 @@ pl_status pl_engine_new(const struct pl_engine_params *p, const struct pl_engine
     e->sampled = malloc(mr * sizeof(int32_t));
     e->stop = malloc(mr * sizeof(bool));
     e->row_index = malloc(mr * sizeof(int));
+    e->row_src = malloc(mr * sizeof(int));
     e->eos = malloc(sizeof(int32_t) * (size_t)(p->n_eos > 0 ? p->n_eos : 1));
     if (!e->logits || !e->logits_rows || !e->plp_rows || !e->rows || !e->results ||
-        !e->sampled || !e->stop || !e->row_index || !e->eos) {
+        !e->sampled || !e->stop || !e->row_index || !e->row_src || !e->eos) {
         st = pl_err_set(err, PL_STATUS_NO_MEMORY,
                         "engine: out of memory for step buffers (%d rows of %d logits)",
                         e->max_rows, e->vocab);
@@ -255,6 +257,7 @@ void pl_engine_free(struct pl_engine *e)
     free(e->sampled);
     free(e->stop);
     free(e->row_index);
+    free(e->row_src);
     free(e->eos);
     free(e);
 }
@@ -607,10 +610,20 @@ pl_status pl_engine_step(struct pl_engine *e, struct pl_err *err)
             return st;
     }
 
-    /* logits rows: the sampling rows, then prompt-logprobs positions */
-    int n_rows = b.n_logits;
+    /*
+     * logits rows: each sampling entry's last token once (an n > 1 group's
+     * first sample repeats it in the batch; a model returns at most one row
+     * per token), then the prompt-logprobs positions. After the run the
+     * prompt logprobs are read and the sampling rows expanded in place to one
+     * row per sampler row (row_src[r] <= r, so a backward pass is safe).
+     */
+    int n_rows = b.n_logits, n_uniq = 0;
     assert(n_rows == plan.n_samples && n_rows <= e->max_rows);
-    memcpy(e->logits_rows, b.logits_rows, sizeof(int32_t) * (size_t)n_rows);
+    for (int r = 0; r < n_rows; r++) {
+        if (n_uniq == 0 || e->logits_rows[n_uniq - 1] != b.logits_rows[r])
+            e->logits_rows[n_uniq++] = b.logits_rows[r];
+        e->row_src[r] = n_uniq - 1;
+    }
     int n_plp = 0;
     for (int s = 0; s < plan.n_seqs; s++) {
         const struct pl_sched_seq *en = &plan.seqs[s];
@@ -622,25 +635,46 @@ pl_status pl_engine_step(struct pl_engine *e, struct pl_err *err)
         if (p1 > r->n_prompt - 1)
             p1 = r->n_prompt - 1;
         for (int p = p0; p < p1; p++) {
-            if (e->model.max_logits_rows > 0 && n_rows + n_plp >= e->model.max_logits_rows)
+            if (e->model.max_logits_rows > 0 && n_uniq + n_plp >= e->model.max_logits_rows)
                 return pl_err_set(err, PL_STATUS_LIMIT,
                                   "prompt_logprobs: the model returns at most %d logits rows "
                                   "per step",
                                   e->model.max_logits_rows);
-            e->logits_rows[n_rows + n_plp] = b.cu_seqlens_q[s] + (p - en->start_pos);
+            e->logits_rows[n_uniq + n_plp] = b.cu_seqlens_q[s] + (p - en->start_pos);
             e->plp_rows[n_plp].r = r;
             e->plp_rows[n_plp].pos = p;
             n_plp++;
         }
     }
-    st = ensure_logit_rows(e, n_rows + n_plp, err);
+    st = ensure_logit_rows(e, n_uniq + n_plp, err);
     if (st != PL_STATUS_OK)
         return st;
     b.logits_rows = e->logits_rows;
-    b.n_logits = n_rows + n_plp;
+    b.n_logits = n_uniq + n_plp;
     st = e->model.run(e->model.ctx, &b, e->logits, err);
     if (st != PL_STATUS_OK)
         return pl_err_prefix(err, "model");
+    size_t V = (size_t)e->vocab;
+    for (int i = 0; i < n_plp; i++) {
+        struct req *r = e->plp_rows[i].r;
+        int pos = e->plp_rows[i].pos;
+        struct pl_sample_result res;
+        pl_sampler_logprobs(e->logits + (size_t)(n_uniq + i) * V, e->vocab, r->prompt[pos + 1],
+                            r->params.prompt_logprobs, &res);
+        struct pl_logprob_entry *en = &r->plp[pos + 1];
+        en->token_id = r->prompt[pos + 1];
+        en->logprob = res.logprob;
+        en->rank = res.rank;
+        en->n_top = res.n_top;
+        memcpy(en->top_ids, res.top_ids, sizeof(en->top_ids));
+        memcpy(en->top_logprobs, res.top_logprobs, sizeof(en->top_logprobs));
+        if (pos + 1 > r->plp_next)
+            r->plp_next = pos + 1;
+    }
+    for (int r = n_rows - 1; r >= 0; r--)
+        if (e->row_src[r] != r)
+            memcpy(e->logits + (size_t)r * V, e->logits + (size_t)e->row_src[r] * V,
+                   V * sizeof(float));
 
     /* sampler rows in plan order */
     int row = 0;
@@ -686,23 +720,6 @@ pl_status pl_engine_step(struct pl_engine *e, struct pl_err *err)
             }
         }
     }
-    for (int i = 0; i < n_plp; i++) {
-        struct req *r = e->plp_rows[i].r;
-        int pos = e->plp_rows[i].pos;
-        struct pl_sample_result res;
-        pl_sampler_logprobs(e->logits + (size_t)(n_rows + i) * (size_t)e->vocab, e->vocab,
-                            r->prompt[pos + 1], r->params.prompt_logprobs, &res);
-        struct pl_logprob_entry *en = &r->plp[pos + 1];
-        en->token_id = r->prompt[pos + 1];
-        en->logprob = res.logprob;
-        en->rank = res.rank;
-        en->n_top = res.n_top;
-        memcpy(en->top_ids, res.top_ids, sizeof(en->top_ids));
-        memcpy(en->top_logprobs, res.top_logprobs, sizeof(en->top_logprobs));
-        if (pos + 1 > r->plp_next)
-            r->plp_next = pos + 1;
-    }
-
     st = pl_scheduler_update(e->sched, &plan, e->sampled, e->stop, err);
     if (st != PL_STATUS_OK)
         return st;

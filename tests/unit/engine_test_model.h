@@ -123,6 +123,12 @@ static pl_status tm_run(void *ctx, const struct pl_batch *b, float *logits, stru
     m->n_runs++;
     if (b->n_logits > m->max_logits_seen)
         m->max_logits_seen = b->n_logits;
+    /* like the CPU runner: at most one logits row per token */
+    if (b->n_logits > b->n_tokens) {
+        m->n_errors++;
+        return pl_err_set(err, PL_STATUS_INTERNAL, "%d logits rows for %d tokens", b->n_logits,
+                          b->n_tokens);
+    }
     for (int t = 0; t < b->n_tokens; t++) {
         int slot = b->slot_mapping[t];
         if (slot < 0 || slot >= m->n_blocks * bs) {
