@@ -315,8 +315,9 @@ pl_status pl_engine_add(struct pl_engine *e, const struct pl_engine_request *rq,
     if (st != PL_STATUS_OK)
         goto fail;
     if (pp->use_beam_search) {
-        st = pl_err_set(err, PL_STATUS_UNSUPPORTED, "use_beam_search: beam search is not "
-                                                     "implemented yet");
+        st = pl_err_set(err, PL_STATUS_UNSUPPORTED,
+                        "use_beam_search: beam search runs through generate (pl_llm_generate), "
+                        "not as a streamed request");
         goto fail;
     }
     if (pp->max_tokens < 0)

@@ -17,6 +17,7 @@
  */
 #include "pagellm.h"
 
+#include "engine/beam_search.h"
 #include "engine/engine.h"
 #include "engine/model_runner.h"
 #include "tokenizer/chat_template/chat_template.h"
@@ -39,6 +40,7 @@ struct pl_llm {
     struct pl_engine_detok dt;
     struct pl_sampling_params defaults;
     int vocab, max_model_len;
+    int32_t eos_id;                    /* the primary eos (beam search), -1: none */
     uint64_t next_id;
     pl_llm_progress_fn progress;
     void *progress_user;
@@ -226,6 +228,7 @@ static pl_status llm_open(struct pl_llm *llm, const struct pl_llm_params *p, str
         if (eos[i] >= llm->vocab) /* an eos the model cannot emit is no stop condition */
             eos[i--] = eos[--n_eos];
 
+    llm->eos_id = n_eos > 0 ? eos[0] : -1;
     llm->im.ctx = llm->runner;
     llm->im.vocab_size = llm->vocab;
     llm->im.max_logits_rows = 0;
@@ -491,6 +494,55 @@ void pl_llm_get_stats(const struct pl_llm *llm, struct pl_llm_stats *out)
 
 /* ---- generate / chat ---- */
 
+/* Beam search for every prompt (vLLM's LLM.beam_search): see beam_search.h. */
+static pl_status generate_beam(struct pl_llm *llm, const struct pl_prompt *prompts, int n_prompts,
+                               const struct pl_sampling_params *params, int n_params,
+                               bool add_special, struct pl_outputs *out, struct pl_err *err)
+{
+    size_t n = (size_t)(n_prompts > 0 ? n_prompts : 1);
+    struct pl_beam_prompt *bp = calloc(n, sizeof(*bp));
+    int32_t **owned = calloc(n, sizeof(*owned));
+    struct pl_sampling_params *sp = calloc(n, sizeof(*sp));
+    struct pl_request_output *items = calloc(n, sizeof(*items));
+    pl_status st = PL_STATUS_OK;
+    if (!bp || !owned || !sp || !items)
+        st = pl_err_set(err, PL_STATUS_NO_MEMORY, "out of memory");
+    for (int i = 0; i < n_prompts && st == PL_STATUS_OK; i++) {
+        st = pl_sampling_params_copy(&sp[i], &params[n_params == 1 ? 0 : i], err);
+        if (st == PL_STATUS_OK)
+            st = pl_sampling_params_validate(&sp[i], llm->vocab, err);
+        if (st == PL_STATUS_OK)
+            st = prompt_ids(llm, &prompts[i], add_special, &bp[i].prompt, &bp[i].n_prompt,
+                            &owned[i], err);
+        if (st == PL_STATUS_OK)
+            for (int t = 0; t < bp[i].n_prompt; t++)
+                if (bp[i].prompt[t] < 0 || bp[i].prompt[t] >= llm->vocab)
+                    st = pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                                    "prompt token %d (id %d) is outside the vocabulary", t,
+                                    (int)bp[i].prompt[t]);
+        if (st != PL_STATUS_OK)
+            pl_err_prefix(err, "prompt %d", i);
+        bp[i].prompt_text = prompts[i].token_ids ? NULL : prompts[i].text;
+        bp[i].params = &sp[i];
+    }
+    if (st == PL_STATUS_OK)
+        st = pl_beam_search(llm->engine, llm->tok, llm->eos_id, llm->max_model_len, bp, n_prompts,
+                            items, &llm->next_id, err);
+    out->items = items;
+    out->n = items ? n_prompts : 0;
+    if (st != PL_STATUS_OK)
+        pl_outputs_free(out);
+    for (int i = 0; i < n_prompts; i++) {
+        free(owned ? owned[i] : NULL);
+        if (sp)
+            pl_sampling_params_fini(&sp[i]);
+    }
+    free(owned);
+    free(sp);
+    free(bp);
+    return st;
+}
+
 static pl_status generate(struct pl_llm *llm, const struct pl_prompt *prompts, int n_prompts,
                           const struct pl_sampling_params *params, int n_params, bool add_special,
                           struct pl_outputs *out, struct pl_err *err)
@@ -517,6 +569,15 @@ static pl_status generate(struct pl_llm *llm, const struct pl_prompt *prompts, i
         if (st != PL_STATUS_OK)
             return pl_err_prefix(err, "params[%d]", i);
     }
+    int n_beam = 0;
+    for (int i = 0; params && i < n_prompts; i++)
+        n_beam += params[n_params == 1 ? 0 : i].use_beam_search;
+    if (n_beam > 0 && n_beam < n_prompts)
+        return pl_err_set(err, PL_STATUS_UNSUPPORTED,
+                          "use_beam_search: one generate call runs beam search for all prompts "
+                          "or for none");
+    if (n_beam > 0)
+        return generate_beam(llm, prompts, n_prompts, params, n_params, add_special, out, err);
     struct pl_request_output *items = calloc((size_t)(n_prompts > 0 ? n_prompts : 1),
                                              sizeof(*items));
     bool *have = calloc((size_t)(n_prompts > 0 ? n_prompts : 1), sizeof(bool));
