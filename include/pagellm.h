@@ -260,6 +260,7 @@ struct pl_llm_params {
     size_t kv_cache_bytes;         /* KV memory budget when num_kv_blocks is 0 (256 MiB) */
     bool enable_prefix_caching;    /* true */
     bool enable_chunked_prefill;   /* true */
+    int long_prefill_token_threshold; /* most prefill tokens per sequence per step; 0: no cap */
     uint64_t seed;                 /* seeds the generator of unseeded requests (0) */
     const char *device;            /* "auto", "cpu" or "cuda" ("auto") */
     int n_threads;                 /* CPU threads, 0: one per core */

@@ -161,6 +161,8 @@ int pl_cli_flags_value(struct pl_cli_flags *f, const char *cmd, const char *flag
         {"--num-kv-blocks", &lp->num_kv_blocks, 1, INT_MAX, false},
         {"--max-model-len", &lp->max_model_len, 1, INT_MAX, false},
         {"--threads", &lp->n_threads, 0, 4096, false},
+        {"--long-prefill-token-threshold", &lp->long_prefill_token_threshold, 0, INT_MAX, false},
+        {"--prefill-chunk", &lp->long_prefill_token_threshold, 1, INT_MAX, false},
     };
     for (size_t k = 0; k < sizeof(ints) / sizeof(ints[0]); k++) {
         if (strcmp(flag, ints[k].name))
@@ -315,6 +317,9 @@ const char *pl_cli_flags_help(void)
            "  --kv-cache-bytes B          KV memory budget on CPU (268435456)\n"
            "  --max-model-len N           longest sequence (default: the model's, capped to\n"
            "                              what the KV cache holds)\n"
+           "  --long-prefill-token-threshold N  prefill at most N tokens of a prompt per step\n"
+           "                              (0 = only the step budget limits it)\n"
+           "  --prefill-chunk N           the same (the interim driver's name)\n"
            "  --enable-prefix-caching     automatic prefix caching (on)\n"
            "  --no-enable-prefix-caching  turn it off\n"
            "  --generation-config auto|vllm  sampling defaults from generation_config.json\n"

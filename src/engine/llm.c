@@ -176,10 +176,11 @@ static pl_status llm_open(struct pl_llm *llm, const struct pl_llm_params *p, str
         return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
                           "block_size: %d is not 8, 16 or 32", p->block_size);
     if (p->max_num_seqs < 1 || p->max_num_batched_tokens < 1 || p->num_kv_blocks < 0 ||
-        p->max_model_len < 0 || p->n_threads < 0)
+        p->max_model_len < 0 || p->n_threads < 0 || p->long_prefill_token_threshold < 0)
         return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
                           "max_num_seqs, max_num_batched_tokens must be positive; "
-                          "num_kv_blocks, max_model_len, n_threads not negative");
+                          "num_kv_blocks, max_model_len, n_threads, "
+                          "long_prefill_token_threshold not negative");
     if (p->max_num_batched_tokens < p->max_num_seqs)
         return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
                           "max_num_batched_tokens (%d) must be >= max_num_seqs (%d)",
@@ -249,6 +250,7 @@ static pl_status llm_open(struct pl_llm *llm, const struct pl_llm_params *p, str
     ep.sched.max_model_len = llm->max_model_len;
     ep.sched.enable_prefix_caching = p->enable_prefix_caching;
     ep.sched.enable_chunked_prefill = p->enable_chunked_prefill;
+    ep.sched.long_prefill_token_threshold = p->long_prefill_token_threshold;
     ep.seed = p->seed;
     ep.eos_ids = eos;
     ep.n_eos = n_eos;
