@@ -3,7 +3,8 @@
 #
 # Runs, from a carried copy of the tree: the parity test (every op against the
 # CPU backend + the golden fixtures on CUDA), the timing table
-# (test_cuda_parity --bench) and compute-sanitizer memcheck over the op checks.
+# (test_cuda_parity --bench), compute-sanitizer memcheck over the whole test and
+# racecheck over the op checks.
 # Logs go to $OUT (the device tool's return folder); a short table is printed
 # last. The test binary is built on the development machine and carried
 # (build/test_cuda_parity plus .libs/ with the jansson / pcre2 shared objects
@@ -36,15 +37,20 @@ parity_rc=$?
 "$BIN" --bench >"$OUT/bench.log" 2>&1
 bench_rc=$?
 ms_rc=skipped
+rc_rc=skipped
 if [ "${SANITIZE:-1}" = 1 ] && command -v compute-sanitizer >/dev/null; then
-    timeout 300 compute-sanitizer --tool memcheck --leak-check no "$BIN" --ops >"$OUT/memcheck.log" 2>&1
+    timeout 300 compute-sanitizer --tool memcheck --leak-check no "$BIN" >"$OUT/memcheck.log" 2>&1
     ms_rc=$?
+    timeout 200 compute-sanitizer --tool racecheck "$BIN" --ops >"$OUT/racecheck.log" 2>&1
+    rc_rc=$?
 fi
 
 echo "==== failures / notes (parity.log) ===="
-grep -E "CHECK failed|REQUIRE failed|FAIL|note:" "$OUT/parity.log" | head -40
+grep -E "CHECK failed|REQUIRE failed|FAIL|note:|bf16 error" "$OUT/parity.log" | head -60
 echo "==== memcheck (rc $ms_rc) ===="
 [ -f "$OUT/memcheck.log" ] && grep -E "ERROR SUMMARY|Invalid|passed, " "$OUT/memcheck.log" | head -10
+echo "==== racecheck (rc $rc_rc) ===="
+[ -f "$OUT/racecheck.log" ] && grep -E "ERROR SUMMARY|RACE|hazard|passed, " "$OUT/racecheck.log" | head -10
 echo "==== gpu ===="
 cat "$OUT/gpu.txt"
 echo "==== parity (rc $parity_rc) ===="
