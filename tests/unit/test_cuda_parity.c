@@ -715,6 +715,48 @@ static void emu_attention(struct pl_backend *be, void *out, const void *q, const
     round_bf16(out, (size_t)m->n_tokens * (size_t)m->n_heads * (size_t)m->head_dim);
 }
 
+/* The ops that need no rounding still go to the CPU backend with its own handle. */
+static void *emu_alloc(struct pl_backend *be, size_t n) { return g_cpu->ops->alloc(emu_cpu(be), n); }
+static void emu_free(struct pl_backend *be, void *p) { g_cpu->ops->free(emu_cpu(be), p); }
+static void *emu_map(struct pl_backend *be, const void *h, size_t n)
+{
+    return g_cpu->ops->map_weight(emu_cpu(be), h, n);
+}
+static void emu_unmap(struct pl_backend *be, void *p) { g_cpu->ops->unmap_weight(emu_cpu(be), p); }
+static pl_status emu_upload(struct pl_backend *be, void *d, const void *s, size_t n)
+{
+    return g_cpu->ops->upload(emu_cpu(be), d, s, n);
+}
+static pl_status emu_download(struct pl_backend *be, void *d, const void *s, size_t n)
+{
+    return g_cpu->ops->download(emu_cpu(be), d, s, n);
+}
+static pl_status emu_sync(struct pl_backend *be) { return g_cpu->ops->sync(emu_cpu(be)); }
+static bool emu_supports(struct pl_backend *be, enum pl_op op, enum pl_dtype t)
+{
+    return g_cpu->ops->supports(emu_cpu(be), op, t);
+}
+static void emu_store_kv(struct pl_backend *be, void *kc, void *vc, const void *k, const void *v,
+                         const int32_t *slots, int n, int kv_dim)
+{
+    g_cpu->ops->store_kv(emu_cpu(be), kc, vc, k, v, slots, n, kv_dim);
+}
+static void emu_get_rows(struct pl_backend *be, void *out, const void *x, const int32_t *rows,
+                         int n, int dim)
+{
+    g_cpu->ops->get_rows(emu_cpu(be), out, x, rows, n, dim);
+}
+static void emu_logits(struct pl_backend *be, float *out, const void *x, const struct pl_weight *w,
+                       int n)
+{
+    g_cpu->ops->logits(emu_cpu(be), out, x, w, n);
+}
+static void emu_copy_blocks(struct pl_backend *be, void *kc, void *vc, const int32_t *pairs, int n,
+                            size_t bytes)
+{
+    g_cpu->ops->copy_blocks(emu_cpu(be), kc, vc, pairs, n, bytes);
+}
+
 static void emu_destroy(struct pl_backend *be) { free(be); }
 
 static struct pl_backend *emu_new(void)
@@ -728,6 +770,18 @@ static struct pl_backend *emu_new(void)
     g_emu_ops.rope = emu_rope;
     g_emu_ops.silu_mul = emu_silu_mul;
     g_emu_ops.attention = emu_attention;
+    g_emu_ops.alloc = emu_alloc;
+    g_emu_ops.free = emu_free;
+    g_emu_ops.map_weight = emu_map;
+    g_emu_ops.unmap_weight = emu_unmap;
+    g_emu_ops.upload = emu_upload;
+    g_emu_ops.download = emu_download;
+    g_emu_ops.sync = emu_sync;
+    g_emu_ops.supports = emu_supports;
+    g_emu_ops.store_kv = emu_store_kv;
+    g_emu_ops.get_rows = emu_get_rows;
+    g_emu_ops.logits = emu_logits;
+    g_emu_ops.copy_blocks = emu_copy_blocks;
     struct emu_backend *e = calloc(1, sizeof(*e));
     e->base.ops = &g_emu_ops;
     e->cpu = g_cpu;
