@@ -184,6 +184,7 @@ decode_kernel(struct pl_cuk_attn a, int n_splits, float *partial)
             }
             for (int o = 16; o > 0; o >>= 1)
                 sum += __shfl_xor_sync(0xffffffffu, sum, o);
+            __syncwarp(); /* every lane has read m_s[g] before lane 0 rewrites it */
             if (wl == 0) {
                 float alpha = expf(m_old - m_new); /* 0 on the first tile */
                 alpha_s[g] = alpha;
