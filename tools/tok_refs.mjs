@@ -66,6 +66,12 @@ function applyTransformersRules(tj, cfg) {
       ],
     };
     Object.assign(tj.model, { byte_fallback: true, fuse_unk: true, unk_token: tok(cfg.unk_token) ?? "<unk>", ignore_merges: false });
+    // transformers 5's GemmaTokenizer has mask_token="<mask>" by default: special on decode
+    // (checked against transformers 5.17 with tools/tok_refs_check.py).
+    if (!("mask_token" in cfg)) {
+      const m = tj.added_tokens.find((x) => x.content === "<mask>");
+      if (m) m.special = true;
+    }
   }
   const explicit = "add_bos_token" in cfg || "add_eos_token" in cfg;
   if (explicit || tj.post_processor == null) {

@@ -1,7 +1,37 @@
-/* model_runner.c -- placeholder (the CPU forward pass work replaces it). */
+/*
+ * model_runner.c -- backend + weights + decoder + paged KV pool (see model_runner.h).
+ *
+ * Owns: struct pl_model_runner and the memory plan of a CPU run. The KV pool
+ * is n_blocks blocks of block_size tokens for every layer; one block costs
+ * 2 (K and V) * n_layers * block_size * kv_dim * sizeof(activation) bytes.
+ * Invariants after a successful _new:
+ *   - block_size is 8, 16 or 32;
+ *   - max_model_len <= n_blocks * block_size (one sequence of the longest
+ *     allowed length fits the pool) and the decoder's block tables hold
+ *     ceil(max_model_len / block_size) blocks;
+ *   - the runner owns what it opened (safetensors, weights, backend) and
+ *     borrows what _new_from_parts was given.
+ */
 #include "engine/model_runner.h"
 
-#include <stddef.h>
+#include "model/safetensors.h"
+#include "util/log.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct pl_model_runner {
+    struct pl_model_config cfg;
+    struct pl_safetensors *st;   /* owned; NULL when built from parts */
+    struct pl_weights *w_owned;  /* owned; NULL when built from parts */
+    const struct pl_weights *w;
+    struct pl_backend *be_owned; /* owned; NULL when built from parts */
+    struct pl_backend *be;
+    struct pl_llama *model;
+    struct pl_kv_cache kv;
+    bool has_kv;
+    int block_size, n_blocks, max_model_len, max_tokens, max_seqs;
+};
 
 void pl_model_runner_params_default(struct pl_model_runner_params *p)
 {
@@ -14,22 +44,184 @@ void pl_model_runner_params_default(struct pl_model_runner_params *p)
     p->max_num_seqs = 256;
     p->max_model_len = 0;
 }
+
+static double mib(double bytes) { return bytes / (1024.0 * 1024.0); }
+
+/* The longest sequence the model supports, as vLLM derives it: rope scaling
+ * that stretches positions (linear, dynamic NTK, yarn) multiplies the trained
+ * length by its factor; llama3 already states the extended length. */
+static long long derived_max_len(const struct pl_model_config *c)
+{
+    double len = c->max_position_embeddings;
+    switch (c->rope.type) {
+    case PL_ROPE_LINEAR:
+    case PL_ROPE_DYNAMIC:
+        len *= c->rope.factor;
+        break;
+    case PL_ROPE_YARN:
+        len = (double)(c->rope.original_max_position > 0 ? c->rope.original_max_position
+                                                         : c->max_position_embeddings) *
+              c->rope.factor;
+        break;
+    case PL_ROPE_DEFAULT:
+    case PL_ROPE_LLAMA3:
+        break;
+    }
+    return len > (double)INT32_MAX ? INT32_MAX : (long long)len;
+}
+
+/* Sizes the pool, checks max_model_len, builds the decoder and the KV cache. */
+static pl_status runner_setup(struct pl_model_runner *r, const struct pl_model_runner_params *p,
+                              struct pl_err *err)
+{
+    const struct pl_model_config *c = &r->cfg;
+    if (p->block_size != 8 && p->block_size != 16 && p->block_size != 32)
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                          "block size %d is not supported (use 8, 16 or 32)", p->block_size);
+    if (p->num_kv_blocks < 0 || p->max_num_batched_tokens < 0 || p->max_num_seqs < 0 ||
+        p->max_model_len < 0)
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                          "num_kv_blocks, max_num_batched_tokens, max_num_seqs and max_model_len "
+                          "must not be negative");
+    r->block_size = p->block_size;
+    r->max_tokens = p->max_num_batched_tokens > 0 ? p->max_num_batched_tokens : 2048;
+    r->max_seqs = p->max_num_seqs > 0 ? p->max_num_seqs : 256;
+
+    const size_t kv_dim = (size_t)c->n_kv_heads * (size_t)c->head_dim;
+    const size_t elem = pl_dtype_size(r->be->ops->act_dtype);
+    const size_t block_bytes = 2 * (size_t)c->n_layers * (size_t)r->block_size * kv_dim * elem;
+    if (p->num_kv_blocks > 0) {
+        r->n_blocks = p->num_kv_blocks;
+    } else {
+        size_t n = p->kv_cache_bytes / block_bytes;
+        if (n < 1)
+            return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                              "a KV cache budget of %zu bytes holds no block (one block of %d "
+                              "tokens takes %zu bytes)",
+                              p->kv_cache_bytes, r->block_size, block_bytes);
+        r->n_blocks = n > (size_t)INT32_MAX / (size_t)r->block_size
+                          ? INT32_MAX / r->block_size
+                          : (int)n;
+    }
+    const long long capacity = (long long)r->n_blocks * r->block_size;
+    if (p->max_model_len > 0) {
+        if (p->max_model_len > capacity)
+            return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                              "max_model_len %d does not fit the KV cache: %d blocks of %d tokens "
+                              "hold %lld tokens, so the largest max_model_len that fits is %lld "
+                              "(raise --num-kv-blocks or the KV budget, or lower --max-model-len)",
+                              p->max_model_len, r->n_blocks, r->block_size, capacity, capacity);
+        r->max_model_len = p->max_model_len;
+    } else {
+        long long len = derived_max_len(c);
+        if (len <= 0)
+            len = capacity;
+        if (len > capacity) {
+            PL_WARN("max_model_len: the model allows %lld tokens but the KV cache holds %lld; "
+                    "using %lld (set --max-model-len or --num-kv-blocks to choose)",
+                    len, capacity, capacity);
+            len = capacity;
+        }
+        r->max_model_len = (int)len;
+    }
+    int max_blocks_per_seq = (r->max_model_len + r->block_size - 1) / r->block_size;
+
+    pl_status st = pl_llama_new(&r->cfg, r->w, r->be, r->max_tokens, r->max_seqs,
+                                max_blocks_per_seq, &r->model, err);
+    if (st != PL_STATUS_OK)
+        return st;
+    st = pl_kv_cache_init(&r->kv, r->be, &r->cfg, r->n_blocks, r->block_size, err);
+    if (st != PL_STATUS_OK)
+        return st;
+    r->has_kv = true;
+
+    double kv_bytes = (double)block_bytes * r->n_blocks;
+    PL_INFO("memory plan (%s backend): weights %.1f MiB, KV cache %.1f MiB = %d blocks x %d "
+            "tokens = %lld tokens (%.1f KiB/token), max_model_len %d, max concurrency at "
+            "max_model_len %.2f",
+            r->be->ops->name, mib((double)r->w->n_bytes), mib(kv_bytes), r->n_blocks,
+            r->block_size, capacity, (double)block_bytes / r->block_size / 1024.0,
+            r->max_model_len, (double)capacity / r->max_model_len);
+    return PL_STATUS_OK;
+}
+
 pl_status pl_model_runner_new(const struct pl_model_runner_params *p,
                               struct pl_model_runner **out, struct pl_err *err)
 {
-    return pl_err_set(err, PL_STATUS_UNSUPPORTED, "the model runner is not built yet");
+    if (!p->model_dir)
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "model runner: no model directory");
+    struct pl_model_runner *r = calloc(1, sizeof(*r));
+    if (!r)
+        return pl_err_set(err, PL_STATUS_NO_MEMORY, "model runner: out of memory");
+    pl_status st = pl_model_config_load(p->model_dir, &r->cfg, err);
+    if (st == PL_STATUS_OK)
+        st = pl_safetensors_open_dir(p->model_dir, &r->st, err);
+    if (st == PL_STATUS_OK)
+        st = pl_backend_cpu_new(p->n_threads, &r->be_owned, err);
+    if (st == PL_STATUS_OK) {
+        r->be = r->be_owned;
+        st = pl_weights_load(&r->cfg, r->st, r->be, &r->w_owned, err);
+    }
+    if (st == PL_STATUS_OK) {
+        r->w = r->w_owned;
+        st = runner_setup(r, p, err);
+    }
+    if (st != PL_STATUS_OK) {
+        pl_model_runner_free(r);
+        return st;
+    }
+    *out = r;
+    return PL_STATUS_OK;
 }
-void pl_model_runner_free(struct pl_model_runner *r) {}
-const struct pl_model_config *pl_model_runner_config(const struct pl_model_runner *r) { return NULL; }
-int pl_model_runner_num_blocks(const struct pl_model_runner *r) { return 0; }
-int pl_model_runner_block_size(const struct pl_model_runner *r) { return 0; }
-int pl_model_runner_max_model_len(const struct pl_model_runner *r) { return 0; }
-int pl_model_runner_max_tokens(const struct pl_model_runner *r) { return 0; }
-int pl_model_runner_max_seqs(const struct pl_model_runner *r) { return 0; }
+
+pl_status pl_model_runner_new_from_parts(const struct pl_model_runner_params *p,
+                                         const struct pl_model_config *cfg,
+                                         const struct pl_weights *w, struct pl_backend *be,
+                                         struct pl_model_runner **out, struct pl_err *err)
+{
+    struct pl_model_runner *r = calloc(1, sizeof(*r));
+    if (!r)
+        return pl_err_set(err, PL_STATUS_NO_MEMORY, "model runner: out of memory");
+    r->cfg = *cfg;
+    r->w = w;
+    r->be = be;
+    pl_status st = runner_setup(r, p, err);
+    if (st != PL_STATUS_OK) {
+        pl_model_runner_free(r);
+        return st;
+    }
+    *out = r;
+    return PL_STATUS_OK;
+}
+
+void pl_model_runner_free(struct pl_model_runner *r)
+{
+    if (!r)
+        return;
+    if (r->has_kv)
+        pl_kv_cache_fini(&r->kv, r->be);
+    pl_llama_free(r->model);
+    pl_weights_free(r->w_owned); /* before the backend and the mmaps it borrows from */
+    pl_backend_free(r->be_owned);
+    pl_safetensors_free(r->st);
+    free(r);
+}
+
+const struct pl_model_config *pl_model_runner_config(const struct pl_model_runner *r)
+{
+    return &r->cfg;
+}
+int pl_model_runner_num_blocks(const struct pl_model_runner *r) { return r->n_blocks; }
+int pl_model_runner_block_size(const struct pl_model_runner *r) { return r->block_size; }
+int pl_model_runner_max_model_len(const struct pl_model_runner *r) { return r->max_model_len; }
+int pl_model_runner_max_tokens(const struct pl_model_runner *r) { return r->max_tokens; }
+int pl_model_runner_max_seqs(const struct pl_model_runner *r) { return r->max_seqs; }
+const struct pl_weights *pl_model_runner_weights(const struct pl_model_runner *r) { return r->w; }
+
 pl_status pl_model_runner_run(struct pl_model_runner *r, const struct pl_batch *b, float *logits,
                               struct pl_err *err)
 {
-    return pl_err_set(err, PL_STATUS_UNSUPPORTED, "the model runner is not built yet");
+    return pl_llama_forward(r->model, b, &r->kv, logits, err);
 }
 pl_status pl_model_runner_copy_blocks(struct pl_model_runner *r, const struct pl_block_copy *copies,
                                       int n_copies, struct pl_err *err)

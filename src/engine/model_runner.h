@@ -16,6 +16,7 @@
 #include "engine/batch.h"
 #include "model/config.h"
 #include "model/llama.h"
+#include "model/weights.h"
 
 #include <stddef.h>
 
@@ -36,6 +37,14 @@ struct pl_model_runner;
 
 pl_status pl_model_runner_new(const struct pl_model_runner_params *p,
                               struct pl_model_runner **out, struct pl_err *err);
+
+/* Builds a runner over a model already in memory (tests, benchmarks): cfg is
+ * copied; w and be are borrowed and must outlive the runner; p->model_dir and
+ * p->n_threads are ignored. Sizing, checks and logging are those of _new. */
+pl_status pl_model_runner_new_from_parts(const struct pl_model_runner_params *p,
+                                         const struct pl_model_config *cfg,
+                                         const struct pl_weights *w, struct pl_backend *be,
+                                         struct pl_model_runner **out, struct pl_err *err);
 void pl_model_runner_free(struct pl_model_runner *r);
 
 const struct pl_model_config *pl_model_runner_config(const struct pl_model_runner *r);
@@ -44,6 +53,7 @@ int pl_model_runner_block_size(const struct pl_model_runner *r);
 int pl_model_runner_max_model_len(const struct pl_model_runner *r);
 int pl_model_runner_max_tokens(const struct pl_model_runner *r); /* max_num_batched_tokens */
 int pl_model_runner_max_seqs(const struct pl_model_runner *r);
+const struct pl_weights *pl_model_runner_weights(const struct pl_model_runner *r);
 
 /* Runs one batch; logits: host [b->n_logits, vocab_size]. */
 pl_status pl_model_runner_run(struct pl_model_runner *r, const struct pl_batch *b,

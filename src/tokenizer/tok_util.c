@@ -9,6 +9,7 @@
  * subpart" practice, which is what Rust's from_utf8_lossy and Python's
  * errors="replace" do.
  */
+#include "util/utf8.h"
 #include "tokenizer/tok_internal.h"
 
 #include <stdlib.h>
@@ -332,26 +333,7 @@ int tok_utf8_decode(const char *s, int32_t *cp)
 
 int tok_utf8_encode(int32_t cp, char out[4])
 {
-    if (cp < 0x80) {
-        out[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        out[0] = (char)(0xC0 | (cp >> 6));
-        out[1] = (char)(0x80 | (cp & 0x3F));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        out[0] = (char)(0xE0 | (cp >> 12));
-        out[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        out[2] = (char)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    out[0] = (char)(0xF0 | (cp >> 18));
-    out[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-    out[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
-    out[3] = (char)(0x80 | (cp & 0x3F));
-    return 4;
+    return pl_utf8_encode((uint32_t)cp, out);
 }
 
 bool tok_utf8_lossy_append(struct tok_buf *out, const char *s, size_t n)

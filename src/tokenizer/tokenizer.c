@@ -419,6 +419,18 @@ static pl_status apply_named_specials(struct pl_tokenizer *t, const struct tok_j
                 return st;
         }
     }
+    /* transformers 5's GemmaTokenizer declares mask_token="<mask>" by default, so
+     * "<mask>" counts as special (skipped on decode) even where the files mark it
+     * non-special, as Gemma 3's do (checked against transformers 5.17). */
+    const struct tok_json *cls = tok_json_get(cfg, "tokenizer_class");
+    if (cls && cls->type == TJ_STRING &&
+        (!strcmp(cls->u.str, "GemmaTokenizer") || !strcmp(cls->u.str, "GemmaTokenizerFast")) &&
+        !config_token(cfg, "mask_token") &&
+        tok_strmap_get(&t->bpe.vocab, "<mask>", 6) >= 0) {
+        pl_status st = mark_named_special(t, "<mask>", 6, cap, err);
+        if (st != PL_STATUS_OK)
+            return st;
+    }
     const char *lists[] = {"additional_special_tokens", "extra_special_tokens"};
     for (int l = 0; l < 2; l++) {
         const struct tok_json *arr = tok_json_get(cfg, lists[l]);

@@ -68,7 +68,9 @@ if [ $rc -ne 0 ] && grep -q "not built yet" /tmp/pl_tok_err.$$; then
 elif [ $rc -ne 0 ]; then
   echo "FAIL: chat rendering: $(cat /tmp/pl_tok_err.$$)"; fail=1
 else
-  prompt=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['prompt'], end='')" "$out")
+  # A sentinel keeps the prompt's trailing newlines through command substitution.
+  prompt=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['prompt'] + 'x', end='')" "$out")
+  prompt=${prompt%x}
   want=$(python3 -c "import json,sys; print(' '.join(map(str, json.loads(sys.argv[1])['tokens'])))" "$out")
   got=$("$bin" tokenize --model "$dir" --text "$prompt" --no-special-tokens)
   check "$got" "$want" "chat tokens == encode(prompt, add_special_tokens=False)"

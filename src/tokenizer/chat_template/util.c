@@ -7,6 +7,7 @@
  * ct_fail with PL_STATUS_NO_MEMORY or PL_STATUS_LIMIT); arena memory is zeroed
  * and max_align_t-aligned; arena use never exceeds arena->cap.
  */
+#include "util/utf8.h"
 #include "tokenizer/chat_template/ct_internal.h"
 
 #include <stdarg.h>
@@ -140,26 +141,7 @@ int ct_utf8_dec(const char *s, size_t n, size_t i, uint32_t *cp)
 
 int ct_utf8_enc(uint32_t cp, char out[4])
 {
-    if (cp < 0x80) {
-        out[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        out[0] = (char)(0xC0 | (cp >> 6));
-        out[1] = (char)(0x80 | (cp & 0x3F));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        out[0] = (char)(0xE0 | (cp >> 12));
-        out[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        out[2] = (char)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    out[0] = (char)(0xF0 | (cp >> 18));
-    out[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-    out[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
-    out[3] = (char)(0x80 | (cp & 0x3F));
-    return 4;
+    return pl_utf8_encode((uint32_t)cp, out);
 }
 
 bool ct_utf8_valid(const char *s, size_t n)

@@ -1,0 +1,487 @@
+/*
+ * cpu_backend.c -- the CPU backend: the readable specification of every op.
+ *
+ * Owns: struct cpu_backend (the op table, a persistent thread pool, whether
+ * the AVX2 kernels are in use) and every op of struct pl_backend_ops except
+ * the matmul kernels (cpu_matmul.c). Activations and the KV cache are fp32
+ * host memory; weights are borrowed host memory (map_weight returns the mmap
+ * pointer itself) in F32, F16 or BF16.
+ *
+ * Each op is written to be read first: one loop nest that says what it
+ * computes, split over threads by rows (tokens, or (token, head) pairs for
+ * attention). Every output element is computed by exactly one thread, in an
+ * order that does not depend on the batch, so results are batch-invariant.
+ * Ops run synchronously: sync() has nothing to wait for.
+ */
+#include "backend/cpu/cpu_backend.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct cpu_backend {
+    struct pl_backend base; /* must be first */
+    struct pl_threadpool *pool;
+    bool simd;
+};
+
+static struct cpu_backend *cpu(struct pl_backend *be) { return (struct cpu_backend *)be; }
+
+/* Rows below which an elementwise op is not worth waking the pool. */
+#define PAR_MIN_ELEMS 16384
+
+/* ---- a parallel-for over rows --------------------------------------------------------- */
+
+struct par_rows {
+    void (*fn)(void *ctx, int r0, int r1);
+    void *ctx;
+    int n;
+};
+
+static void par_rows_worker(void *ctx, int ith, int nth)
+{
+    struct par_rows *p = ctx;
+    int r0 = (int)((int64_t)p->n * ith / nth);
+    int r1 = (int)((int64_t)p->n * (ith + 1) / nth);
+    if (r0 < r1)
+        p->fn(p->ctx, r0, r1);
+}
+
+/* Runs fn over [0, n) split in contiguous ranges; inline when the work is small. */
+static void parallel_rows(struct cpu_backend *be, int n, size_t elems_per_row,
+                          void (*fn)(void *ctx, int r0, int r1), void *ctx)
+{
+    if (n <= 0)
+        return;
+    if ((size_t)n * elems_per_row < PAR_MIN_ELEMS || n == 1) {
+        fn(ctx, 0, n);
+        return;
+    }
+    struct par_rows p = {fn, ctx, n};
+    pl_threadpool_run(be->pool, par_rows_worker, &p);
+}
+
+/* ---- memory --------------------------------------------------------------------------- */
+
+static void *cpu_alloc(struct pl_backend *be, size_t n_bytes)
+{
+    void *p = NULL;
+    /* 64-byte alignment: whole cache lines for the kernels' vector loads. */
+    if (posix_memalign(&p, 64, n_bytes ? n_bytes : 64) != 0)
+        return NULL;
+    return p;
+}
+
+static void cpu_free(struct pl_backend *be, void *p) { free(p); }
+
+static void *cpu_map_weight(struct pl_backend *be, const void *host, size_t n_bytes)
+{
+    return (void *)host; /* borrowed: the caller's mapping must outlive its use */
+}
+
+static void cpu_unmap_weight(struct pl_backend *be, void *p) {}
+
+static pl_status cpu_copy(struct pl_backend *be, void *dst, const void *src, size_t n_bytes)
+{
+    if (n_bytes)
+        memmove(dst, src, n_bytes);
+    return PL_STATUS_OK;
+}
+
+static pl_status cpu_sync(struct pl_backend *be) { return PL_STATUS_OK; }
+
+static bool cpu_supports(struct pl_backend *be, enum pl_op op, enum pl_dtype dtype)
+{
+    switch (op) {
+    case PL_OP_EMBED:
+    case PL_OP_RMSNORM:
+    case PL_OP_MATMUL:
+    case PL_OP_LOGITS:
+        return dtype == PL_DTYPE_F32 || dtype == PL_DTYPE_F16 || dtype == PL_DTYPE_BF16;
+    case PL_OP_ROPE:
+    case PL_OP_SILU_MUL:
+    case PL_OP_STORE_KV:
+    case PL_OP_ATTENTION:
+    case PL_OP_GET_ROWS:
+    case PL_OP_COPY_BLOCKS:
+        return dtype == PL_DTYPE_F32;
+    case PL_OP_COUNT:
+        break;
+    }
+    return false;
+}
+
+/* ---- embed ---------------------------------------------------------------------------- */
+
+struct embed_job {
+    float *out;
+    const struct pl_weight *table;
+    const int32_t *ids;
+};
+
+static void embed_rows(void *ctx, int r0, int r1)
+{
+    struct embed_job *j = ctx;
+    size_t d = (size_t)j->table->cols;
+    for (int i = r0; i < r1; i++) {
+        size_t base = (size_t)j->ids[i] * d;
+        for (size_t c = 0; c < d; c++)
+            j->out[(size_t)i * d + c] = pl_dtype_get_f32(j->table->data, j->table->dtype, base + c);
+    }
+}
+
+static void cpu_embed(struct pl_backend *be, void *out, const struct pl_weight *table,
+                      const int32_t *ids, int n)
+{
+    struct embed_job j = {out, table, ids};
+    parallel_rows(cpu(be), n, (size_t)table->cols, embed_rows, &j);
+}
+
+/* ---- rmsnorm -------------------------------------------------------------------------- */
+
+struct rmsnorm_job {
+    float *out;
+    float *residual;
+    const float *x;
+    const struct pl_weight *w;
+    int dim;
+    float eps;
+};
+
+static void rmsnorm_rows(void *ctx, int r0, int r1)
+{
+    struct rmsnorm_job *j = ctx;
+    size_t d = (size_t)j->dim;
+    for (int r = r0; r < r1; r++) {
+        const float *x = j->x + (size_t)r * d;
+        float *out = j->out + (size_t)r * d;
+        const float *src = x;
+        if (j->residual) {
+            float *res = j->residual + (size_t)r * d;
+            for (size_t i = 0; i < d; i++)
+                res[i] += x[i];
+            src = res;
+        }
+        double ss = 0.0;
+        for (size_t i = 0; i < d; i++)
+            ss += (double)src[i] * (double)src[i];
+        float inv = (float)(1.0 / sqrt(ss / (double)d + (double)j->eps));
+        for (size_t i = 0; i < d; i++)
+            out[i] = pl_dtype_get_f32(j->w->data, j->w->dtype, i) * (src[i] * inv);
+    }
+}
+
+static void cpu_rmsnorm(struct pl_backend *be, void *out, void *residual, const void *x,
+                        const struct pl_weight *w, int n_rows, int dim, float eps)
+{
+    struct rmsnorm_job j = {out, residual, x, w, dim, eps};
+    parallel_rows(cpu(be), n_rows, (size_t)dim, rmsnorm_rows, &j);
+}
+
+/* ---- matmul / logits ------------------------------------------------------------------ */
+
+static void cpu_matmul(struct pl_backend *be, void *out, int ld_out, const void *x,
+                       const struct pl_weight *w, const struct pl_weight *bias, int n)
+{
+    pl_cpu_matmul(cpu(be)->pool, cpu(be)->simd, out, ld_out, x, w, bias, n);
+}
+
+static void cpu_logits(struct pl_backend *be, float *out, const void *x, const struct pl_weight *w,
+                       int n)
+{
+    pl_cpu_matmul(cpu(be)->pool, cpu(be)->simd, out, (int)w->rows, x, w, NULL, n);
+}
+
+/* ---- rope ----------------------------------------------------------------------------- */
+
+struct rope_job {
+    float *q, *k;
+    const int32_t *positions;
+    const int32_t *seq_lens;
+    int n_heads, n_kv_heads, head_dim;
+    const struct pl_rope *rope;
+};
+
+/* The inverse frequency of pair i for a token: the table's, unless dynamic NTK
+ * applies to this token's sequence length L (HF's dynamic rule: a larger base). */
+static float rope_inv_freq(const struct pl_rope *r, int i, int32_t seq_len)
+{
+    if (r->dyn_original_max > 0 && seq_len > r->dyn_original_max) {
+        double d = (double)r->rot_dim;
+        double f = (double)r->dyn_factor;
+        double base = (double)r->dyn_theta *
+                      pow(f * (double)seq_len / (double)r->dyn_original_max - (f - 1.0),
+                          d / (d - 2.0));
+        float expo = (float)(2 * i) / (float)r->rot_dim;
+        return (float)(1.0 / pow(base, (double)expo));
+    }
+    return r->inv_freq[i];
+}
+
+static void rotate_heads(float *x, int n_heads, int head_dim, int half, int i, float c, float s)
+{
+    for (int h = 0; h < n_heads; h++) {
+        float *v = x + (size_t)h * (size_t)head_dim;
+        float x1 = v[i], x2 = v[i + half];
+        v[i] = x1 * c - x2 * s;
+        v[i + half] = x2 * c + x1 * s;
+    }
+}
+
+static void rope_rows(void *ctx, int r0, int r1)
+{
+    struct rope_job *j = ctx;
+    const struct pl_rope *r = j->rope;
+    int half = r->rot_dim / 2;
+    for (int t = r0; t < r1; t++) {
+        float pos = (float)j->positions[t] * r->pos_scale;
+        int32_t L = j->seq_lens ? j->seq_lens[t] : 0;
+        float *qt = j->q + (size_t)t * (size_t)j->n_heads * (size_t)j->head_dim;
+        float *kt = j->k + (size_t)t * (size_t)j->n_kv_heads * (size_t)j->head_dim;
+        for (int i = 0; i < half; i++) {
+            float angle = pos * rope_inv_freq(r, i, L); /* fp32, as HF computes freqs */
+            float c = cosf(angle) * r->attn_scale;
+            float s = sinf(angle) * r->attn_scale;
+            rotate_heads(qt, j->n_heads, j->head_dim, half, i, c, s);
+            rotate_heads(kt, j->n_kv_heads, j->head_dim, half, i, c, s);
+        }
+    }
+}
+
+static void cpu_rope(struct pl_backend *be, void *q, void *k, const int32_t *positions,
+                     const int32_t *seq_lens, int n, int n_heads, int n_kv_heads, int head_dim,
+                     const struct pl_rope *rope)
+{
+    struct rope_job j = {q, k, positions, seq_lens, n_heads, n_kv_heads, head_dim, rope};
+    parallel_rows(cpu(be), n, (size_t)(n_heads + n_kv_heads) * (size_t)rope->rot_dim * 4,
+                  rope_rows, &j);
+}
+
+/* ---- silu_mul ------------------------------------------------------------------------- */
+
+struct silu_job {
+    float *out;
+    const float *gate, *up;
+    int dim;
+};
+
+static void silu_rows(void *ctx, int r0, int r1)
+{
+    struct silu_job *j = ctx;
+    size_t a = (size_t)r0 * (size_t)j->dim, b = (size_t)r1 * (size_t)j->dim;
+    for (size_t i = a; i < b; i++) {
+        float g = j->gate[i];
+        j->out[i] = g / (1.0f + expf(-g)) * j->up[i];
+    }
+}
+
+static void cpu_silu_mul(struct pl_backend *be, void *out, const void *gate, const void *up,
+                         int n, int dim)
+{
+    struct silu_job j = {out, gate, up, dim};
+    parallel_rows(cpu(be), n, (size_t)dim, silu_rows, &j);
+}
+
+/* ---- store_kv / copy_blocks / get_rows ------------------------------------------------ */
+
+static void cpu_store_kv(struct pl_backend *be, void *k_cache, void *v_cache, const void *k,
+                         const void *v, const int32_t *slot_mapping, int n, int kv_dim)
+{
+    size_t row = (size_t)kv_dim * sizeof(float);
+    for (int i = 0; i < n; i++) {
+        int32_t slot = slot_mapping[i];
+        if (slot < 0)
+            continue; /* padding: nothing to store */
+        memcpy((char *)k_cache + (size_t)slot * row, (const char *)k + (size_t)i * row, row);
+        memcpy((char *)v_cache + (size_t)slot * row, (const char *)v + (size_t)i * row, row);
+    }
+}
+
+static void cpu_copy_blocks(struct pl_backend *be, void *k_cache, void *v_cache,
+                            const int32_t *src_dst, int n_pairs, size_t block_bytes)
+{
+    for (int i = 0; i < n_pairs; i++) {
+        size_t src = (size_t)src_dst[2 * i] * block_bytes;
+        size_t dst = (size_t)src_dst[2 * i + 1] * block_bytes;
+        memmove((char *)k_cache + dst, (const char *)k_cache + src, block_bytes);
+        memmove((char *)v_cache + dst, (const char *)v_cache + src, block_bytes);
+    }
+}
+
+static void cpu_get_rows(struct pl_backend *be, void *out, const void *x, const int32_t *rows,
+                         int n, int dim)
+{
+    size_t row = (size_t)dim * sizeof(float);
+    for (int i = 0; i < n; i++)
+        memmove((char *)out + (size_t)i * row, (const char *)x + (size_t)rows[i] * row, row);
+}
+
+/* ---- attention ------------------------------------------------------------------------ */
+
+/* Keys scored per softmax chunk (the running max is updated once per chunk). */
+#define ATTN_CHUNK 32
+
+struct attn_job {
+    float *out;
+    const float *q, *k_cache, *v_cache;
+    const struct pl_attn_meta *m;
+    bool simd;
+};
+
+/* The sequence owning query row t: the s with cu[s] <= t < cu[s+1] (binary search). */
+static int seq_of_row(const int32_t *cu, int n_seqs, int t)
+{
+    int lo = 0, hi = n_seqs - 1;
+    while (lo < hi) {
+        int mid = (lo + hi + 1) / 2;
+        if (cu[mid] <= t)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    return lo;
+}
+
+/* One (query row, head): online softmax over the allowed context positions,
+ * accumulating straight into the output row (rescaled when the max grows). */
+static void attend_one(const struct attn_job *j, int t, int h)
+{
+    const struct pl_attn_meta *m = j->m;
+    const int hd = m->head_dim;
+    const int s = seq_of_row(m->cu_seqlens_q, m->n_seqs, t);
+    const int q_len = m->cu_seqlens_q[s + 1] - m->cu_seqlens_q[s];
+    const int pos = m->context_lens[s] - q_len + (t - m->cu_seqlens_q[s]);
+    const int kvh = h / (m->n_heads / m->n_kv_heads);
+    const int32_t *table = m->block_tables + (size_t)s * (size_t)m->max_blocks_per_seq;
+    const size_t kv_row = (size_t)m->n_kv_heads * (size_t)hd;
+
+    const float *q = j->q + ((size_t)t * (size_t)m->n_heads + (size_t)h) * (size_t)hd;
+    float *o = j->out + ((size_t)t * (size_t)m->n_heads + (size_t)h) * (size_t)hd;
+    for (int d = 0; d < hd; d++)
+        o[d] = 0.0f;
+
+    int lo = 0;
+    if (m->window > 0 && pos - m->window + 1 > 0)
+        lo = pos - m->window + 1;
+    float run_max = -FLT_MAX, run_sum = 0.0f;
+    float score[ATTN_CHUNK];
+    const float *vrow[ATTN_CHUNK];
+    for (int c0 = lo; c0 <= pos; c0 += ATTN_CHUNK) {
+        int cn = pos - c0 + 1 < ATTN_CHUNK ? pos - c0 + 1 : ATTN_CHUNK;
+        float chunk_max = -FLT_MAX;
+        for (int i = 0; i < cn; i++) {
+            int c = c0 + i;
+            size_t slot = (size_t)table[c / m->block_size] * (size_t)m->block_size +
+                          (size_t)(c % m->block_size);
+            const float *krow = j->k_cache + slot * kv_row + (size_t)kvh * (size_t)hd;
+            vrow[i] = j->v_cache + slot * kv_row + (size_t)kvh * (size_t)hd;
+            score[i] = pl_cpu_dot(j->simd, q, krow, hd) * m->scale;
+            if (score[i] > chunk_max)
+                chunk_max = score[i];
+        }
+        if (chunk_max > run_max) {
+            float alpha = expf(run_max - chunk_max); /* 0 on the first chunk */
+            run_sum *= alpha;
+            for (int d = 0; d < hd; d++)
+                o[d] *= alpha;
+            run_max = chunk_max;
+        }
+        for (int i = 0; i < cn; i++) {
+            float p = expf(score[i] - run_max);
+            run_sum += p;
+            const float *v = vrow[i];
+            for (int d = 0; d < hd; d++)
+                o[d] += p * v[d];
+        }
+    }
+    float inv = 1.0f / run_sum; /* run_sum >= 1: the max position contributes exp(0) */
+    for (int d = 0; d < hd; d++)
+        o[d] *= inv;
+}
+
+static void attn_rows(void *ctx, int r0, int r1)
+{
+    struct attn_job *j = ctx;
+    int nh = j->m->n_heads;
+    for (int item = r0; item < r1; item++)
+        attend_one(j, item / nh, item % nh);
+}
+
+static void cpu_attention(struct pl_backend *be, void *out, const void *q, const void *k_cache,
+                          const void *v_cache, const struct pl_attn_meta *m)
+{
+    struct attn_job j = {out, q, k_cache, v_cache, m, cpu(be)->simd};
+    /* Work items are (query row, head) pairs; cost grows with the context. */
+    size_t per_item = (size_t)m->head_dim * (size_t)(m->max_context_len > 0 ? m->max_context_len : 1);
+    parallel_rows(cpu(be), m->n_tokens * m->n_heads, per_item, attn_rows, &j);
+}
+
+/* ---- the table ------------------------------------------------------------------------ */
+
+static void cpu_destroy(struct pl_backend *be)
+{
+    struct cpu_backend *c = cpu(be);
+    pl_threadpool_free(c->pool);
+    free(c);
+}
+
+static const struct pl_backend_ops cpu_ops = {
+    .version = PL_BACKEND_OPS_VERSION,
+    .name = "cpu",
+    .act_dtype = PL_DTYPE_F32,
+    .destroy = cpu_destroy,
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .map_weight = cpu_map_weight,
+    .unmap_weight = cpu_unmap_weight,
+    .upload = cpu_copy,
+    .download = cpu_copy,
+    .sync = cpu_sync,
+    .supports = cpu_supports,
+    .embed = cpu_embed,
+    .rmsnorm = cpu_rmsnorm,
+    .matmul = cpu_matmul,
+    .rope = cpu_rope,
+    .silu_mul = cpu_silu_mul,
+    .store_kv = cpu_store_kv,
+    .attention = cpu_attention,
+    .get_rows = cpu_get_rows,
+    .logits = cpu_logits,
+    .copy_blocks = cpu_copy_blocks,
+};
+
+pl_status pl_backend_cpu_new(int n_threads, struct pl_backend **out, struct pl_err *err)
+{
+    if (n_threads < 0)
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "cpu backend: %d threads", n_threads);
+    if (n_threads == 0)
+        n_threads = pl_cpu_count();
+    struct cpu_backend *c = calloc(1, sizeof(*c));
+    if (!c)
+        return pl_err_set(err, PL_STATUS_NO_MEMORY, "cpu backend: out of memory");
+    c->base.ops = &cpu_ops;
+    /* PAGELLM_CPU_SIMD=0 forces the plain scalar kernels: the reference
+     * implementation benchmarks compare against. */
+    const char *simd_env = getenv("PAGELLM_CPU_SIMD");
+    c->simd = pl_cpu_has_avx2() && !(simd_env && !strcmp(simd_env, "0"));
+    pl_status st = pl_threadpool_new(n_threads, &c->pool, err);
+    if (st != PL_STATUS_OK) {
+        free(c);
+        return pl_err_prefix(err, "cpu backend");
+    }
+    *out = &c->base;
+    return PL_STATUS_OK;
+}
+
+bool pl_backend_cpu_set_simd(struct pl_backend *be, bool enable)
+{
+    struct cpu_backend *c = cpu(be);
+    c->simd = enable && pl_cpu_has_avx2();
+    return c->simd;
+}
+
+int pl_backend_cpu_n_threads(const struct pl_backend *be)
+{
+    return pl_threadpool_size(((const struct cpu_backend *)be)->pool);
+}

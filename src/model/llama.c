@@ -1,0 +1,483 @@
+/*
+ * llama.c -- the Llama / Mistral / Qwen2 / Qwen3 decoder on backend ops.
+ *
+ * Owns: struct pl_llama (borrowed config, weights and backend; the rope
+ * table and every scratch activation, sized once for max_tokens tokens) and
+ * the forward pass of one flat batch. Per layer, with the residual stream
+ * `res` and vLLM's fused residual add (norm(h, res): res += h; return
+ * rmsnorm(res)):
+ *
+ *   res = embed(ids)                       (layer 0 normalises res directly)
+ *   x = norm(h, res)                       h: previous layer's MLP output
+ *   q, k, v = x Wq^T (+bq), x Wk^T (+bk), x Wv^T (+bv)
+ *   q, k = per-head rmsnorm (Qwen3 q_norm / k_norm)      before rope
+ *   q, k = rope(q, k, positions)
+ *   cache[slot_mapping] = k, v             then paged attention over the cache
+ *   h = attn Wo^T (+bo);  x = norm(h, res)
+ *   h = (silu(x Wg^T) * x Wu^T) Wd^T
+ *   logits rows: final norm(h, res) on those rows only, then x Wlm^T
+ *
+ * The final norm is applied after gathering the logits rows: rmsnorm works
+ * row by row, so the result equals norm-then-gather and skips the other rows.
+ * Invariants: forward() allocates nothing; every batch is validated before
+ * any kernel indexes the KV cache with it (block ids, slots, token ids).
+ */
+#include "model/llama.h"
+
+#include "model/rope.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Logits rows computed per pass (bounds the [rows, vocab] scratch). */
+#define LOGITS_CHUNK 64
+
+struct pl_llama {
+    const struct pl_model_config *cfg;
+    const struct pl_weights *w;
+    struct pl_backend *be;
+    int max_tokens, max_seqs, max_blocks_per_seq;
+    int q_dim, kv_dim, logits_chunk;
+
+    struct pl_rope rope;  /* rope.inv_freq points at d_inv_freq */
+    float *d_inv_freq;    /* [rot_dim / 2] */
+
+    /* scratch activations (backend memory, the backend's act dtype), T = max_tokens */
+    float *res;    /* [T, hidden] residual stream */
+    float *h;      /* [T, hidden] sublayer output */
+    float *x;      /* [T, hidden] normalised sublayer input */
+    float *q;      /* [T, q_dim] */
+    float *k;      /* [T, kv_dim] */
+    float *v;      /* [T, kv_dim] */
+    float *attn;   /* [T, q_dim] */
+    float *gate;   /* [T, intermediate]; also silu(gate) * up */
+    float *up;     /* [T, intermediate] */
+    float *l_res;  /* [logits_chunk, hidden] gathered rows */
+    float *l_h;    /* [logits_chunk, hidden] */
+    float *l_x;    /* [logits_chunk, hidden] */
+    float *logits; /* [logits_chunk, vocab] */
+
+    /* batch arrays in backend memory */
+    int32_t *d_ids, *d_pos, *d_seq_lens, *d_slots; /* [T] */
+    int32_t *d_cu;                                 /* [max_seqs + 1] */
+    int32_t *d_ctx;                                /* [max_seqs] */
+    int32_t *d_tables;                             /* [max_seqs, max_blocks_per_seq] */
+    int32_t *d_logit_rows;                         /* [T] */
+    int32_t *h_seq_lens;                           /* host [T]: when the batch has none */
+};
+
+static void *be_alloc(struct pl_llama *m, size_t n_bytes, pl_status *st)
+{
+    if (*st != PL_STATUS_OK)
+        return NULL;
+    void *p = m->be->ops->alloc(m->be, n_bytes);
+    if (!p)
+        *st = PL_STATUS_NO_MEMORY;
+    return p;
+}
+
+static void be_release(struct pl_backend *be, void *p)
+{
+    if (p)
+        be->ops->free(be, p);
+}
+
+/* Checks one weight slot: present, shaped [rows, cols], a dtype the backend runs. */
+static pl_status check_weight(struct pl_backend *be, const struct pl_weight *w, const char *name,
+                              int layer, int64_t rows, int64_t cols, enum pl_op op,
+                              struct pl_err *err)
+{
+    char where[96];
+    if (layer >= 0)
+        snprintf(where, sizeof(where), "layer %d %s", layer, name);
+    else
+        snprintf(where, sizeof(where), "%s", name);
+    if (!w->data)
+        return pl_err_set(err, PL_STATUS_NOT_FOUND, "llama: weight %s is missing", where);
+    if (w->rows != rows || w->cols != cols)
+        return pl_err_set(err, PL_STATUS_FORMAT,
+                          "llama: weight %s is [%lld, %lld], the config implies [%lld, %lld]",
+                          where, (long long)w->rows, (long long)w->cols, (long long)rows,
+                          (long long)cols);
+    if (!be->ops->supports(be, op, w->dtype))
+        return pl_err_set(err, PL_STATUS_UNSUPPORTED, "llama: weight %s: the %s backend has no %s kernel",
+                          where, be->ops->name, pl_dtype_name(w->dtype));
+    return PL_STATUS_OK;
+}
+
+static pl_status check_weights(const struct pl_model_config *c, const struct pl_weights *w,
+                               struct pl_backend *be, struct pl_err *err)
+{
+    const int64_t hid = c->hidden_size, qd = (int64_t)c->n_heads * c->head_dim;
+    const int64_t kvd = (int64_t)c->n_kv_heads * c->head_dim, inter = c->intermediate_size;
+    pl_status st;
+#define CHECK_W(W, NAME, L, R, C, OP)                                                          \
+    do {                                                                                       \
+        if ((st = check_weight(be, &(W), NAME, L, R, C, OP, err)) != PL_STATUS_OK)             \
+            return st;                                                                         \
+    } while (0)
+    if (w->n_layers != c->n_layers || !w->layers)
+        return pl_err_set(err, PL_STATUS_FORMAT, "llama: weights have %d layers, config %d",
+                          w->n_layers, c->n_layers);
+    CHECK_W(w->embed, "embed_tokens", -1, c->vocab_size, hid, PL_OP_EMBED);
+    CHECK_W(w->final_norm, "norm", -1, 1, hid, PL_OP_RMSNORM);
+    CHECK_W(w->lm_head, "lm_head", -1, c->vocab_size, hid, PL_OP_LOGITS);
+    for (int l = 0; l < c->n_layers; l++) {
+        const struct pl_layer_weights *L = &w->layers[l];
+        CHECK_W(L->attn_norm, "input_layernorm", l, 1, hid, PL_OP_RMSNORM);
+        CHECK_W(L->wq, "q_proj", l, qd, hid, PL_OP_MATMUL);
+        CHECK_W(L->wk, "k_proj", l, kvd, hid, PL_OP_MATMUL);
+        CHECK_W(L->wv, "v_proj", l, kvd, hid, PL_OP_MATMUL);
+        CHECK_W(L->wo, "o_proj", l, hid, qd, PL_OP_MATMUL);
+        CHECK_W(L->ffn_norm, "post_attention_layernorm", l, 1, hid, PL_OP_RMSNORM);
+        CHECK_W(L->w_gate, "gate_proj", l, inter, hid, PL_OP_MATMUL);
+        CHECK_W(L->w_up, "up_proj", l, inter, hid, PL_OP_MATMUL);
+        CHECK_W(L->w_down, "down_proj", l, hid, inter, PL_OP_MATMUL);
+        if (c->attention_bias) {
+            CHECK_W(L->bq, "q_proj.bias", l, 1, qd, PL_OP_MATMUL);
+            CHECK_W(L->bk, "k_proj.bias", l, 1, kvd, PL_OP_MATMUL);
+            CHECK_W(L->bv, "v_proj.bias", l, 1, kvd, PL_OP_MATMUL);
+        }
+        if (c->o_bias)
+            CHECK_W(L->bo, "o_proj.bias", l, 1, hid, PL_OP_MATMUL);
+        if (c->mlp_bias) {
+            CHECK_W(L->b_gate, "gate_proj.bias", l, 1, inter, PL_OP_MATMUL);
+            CHECK_W(L->b_up, "up_proj.bias", l, 1, inter, PL_OP_MATMUL);
+            CHECK_W(L->b_down, "down_proj.bias", l, 1, hid, PL_OP_MATMUL);
+        }
+        if (c->qk_norm) {
+            CHECK_W(L->q_norm, "q_norm", l, 1, c->head_dim, PL_OP_RMSNORM);
+            CHECK_W(L->k_norm, "k_norm", l, 1, c->head_dim, PL_OP_RMSNORM);
+        }
+    }
+#undef CHECK_W
+    return PL_STATUS_OK;
+}
+
+pl_status pl_llama_new(const struct pl_model_config *cfg, const struct pl_weights *w,
+                       struct pl_backend *be, int max_tokens, int max_seqs,
+                       int max_blocks_per_seq, struct pl_llama **out, struct pl_err *err)
+{
+    if (max_tokens <= 0 || max_seqs <= 0 || max_blocks_per_seq <= 0)
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                          "llama: max_tokens %d, max_seqs %d, max_blocks_per_seq %d must be > 0",
+                          max_tokens, max_seqs, max_blocks_per_seq);
+    if (cfg->hidden_size <= 0 || cfg->intermediate_size <= 0 || cfg->n_layers <= 0 ||
+        cfg->n_heads <= 0 || cfg->n_kv_heads <= 0 || cfg->head_dim <= 0 || cfg->vocab_size <= 0 ||
+        cfg->n_heads % cfg->n_kv_heads != 0 || cfg->n_layers > PL_MAX_LAYERS)
+        return pl_err_set(err, PL_STATUS_FORMAT, "llama: inconsistent config dimensions");
+    if (be->ops->act_dtype != PL_DTYPE_F32 && be->ops->act_dtype != PL_DTYPE_BF16)
+        return pl_err_set(err, PL_STATUS_UNSUPPORTED,
+                          "llama: the %s backend's activation type %s is not supported",
+                          be->ops->name, pl_dtype_name(be->ops->act_dtype));
+    pl_status st = check_weights(cfg, w, be, err);
+    if (st != PL_STATUS_OK)
+        return st;
+
+    struct pl_llama *m = calloc(1, sizeof(*m));
+    if (!m)
+        return pl_err_set(err, PL_STATUS_NO_MEMORY, "llama: out of memory");
+    m->cfg = cfg;
+    m->w = w;
+    m->be = be;
+    m->max_tokens = max_tokens;
+    m->max_seqs = max_seqs;
+    m->max_blocks_per_seq = max_blocks_per_seq;
+    m->q_dim = cfg->n_heads * cfg->head_dim;
+    m->kv_dim = cfg->n_kv_heads * cfg->head_dim;
+    m->logits_chunk = max_tokens < LOGITS_CHUNK ? max_tokens : LOGITS_CHUNK;
+
+    float *inv = malloc(sizeof(float) * (size_t)(cfg->head_dim / 2 + 1));
+    if (!inv) {
+        free(m);
+        return pl_err_set(err, PL_STATUS_NO_MEMORY, "llama: out of memory");
+    }
+    st = pl_rope_build(cfg, inv, &m->rope, err);
+    if (st != PL_STATUS_OK) {
+        free(inv);
+        free(m);
+        return st;
+    }
+
+    /* activations are the backend's act dtype (F32 on CPU, BF16 on CUDA); the rope
+     * table and the logits stay fp32 */
+    const size_t T = (size_t)max_tokens, a = pl_dtype_size(be->ops->act_dtype);
+    const size_t f = sizeof(float), i32 = sizeof(int32_t);
+    const size_t hid = (size_t)cfg->hidden_size, inter = (size_t)cfg->intermediate_size;
+    const size_t lc = (size_t)m->logits_chunk;
+    st = PL_STATUS_OK;
+    m->d_inv_freq = be_alloc(m, f * (size_t)(m->rope.rot_dim / 2), &st);
+    m->res = be_alloc(m, a * T * hid, &st);
+    m->h = be_alloc(m, a * T * hid, &st);
+    m->x = be_alloc(m, a * T * hid, &st);
+    m->q = be_alloc(m, a * T * (size_t)m->q_dim, &st);
+    m->k = be_alloc(m, a * T * (size_t)m->kv_dim, &st);
+    m->v = be_alloc(m, a * T * (size_t)m->kv_dim, &st);
+    m->attn = be_alloc(m, a * T * (size_t)m->q_dim, &st);
+    m->gate = be_alloc(m, a * T * inter, &st);
+    m->up = be_alloc(m, a * T * inter, &st);
+    m->l_res = be_alloc(m, a * lc * hid, &st);
+    m->l_h = be_alloc(m, a * lc * hid, &st);
+    m->l_x = be_alloc(m, a * lc * hid, &st);
+    m->logits = be_alloc(m, f * lc * (size_t)cfg->vocab_size, &st);
+    m->d_ids = be_alloc(m, i32 * T, &st);
+    m->d_pos = be_alloc(m, i32 * T, &st);
+    m->d_seq_lens = be_alloc(m, i32 * T, &st);
+    m->d_slots = be_alloc(m, i32 * T, &st);
+    m->d_logit_rows = be_alloc(m, i32 * T, &st);
+    m->d_cu = be_alloc(m, i32 * ((size_t)max_seqs + 1), &st);
+    m->d_ctx = be_alloc(m, i32 * (size_t)max_seqs, &st);
+    m->d_tables = be_alloc(m, i32 * (size_t)max_seqs * (size_t)max_blocks_per_seq, &st);
+    if (st == PL_STATUS_OK) {
+        m->h_seq_lens = malloc(i32 * T);
+        if (!m->h_seq_lens)
+            st = PL_STATUS_NO_MEMORY;
+    }
+    if (st == PL_STATUS_OK)
+        st = be->ops->upload(be, m->d_inv_freq, inv, f * (size_t)(m->rope.rot_dim / 2));
+    free(inv);
+    if (st != PL_STATUS_OK) {
+        pl_llama_free(m);
+        return pl_err_set(err, st, "llama: cannot allocate scratch for %d tokens (%s)", max_tokens,
+                          pl_status_str(st));
+    }
+    m->rope.inv_freq = m->d_inv_freq;
+    *out = m;
+    return PL_STATUS_OK;
+}
+
+void pl_llama_free(struct pl_llama *m)
+{
+    if (!m)
+        return;
+    struct pl_backend *be = m->be;
+    void *bufs[] = {m->d_inv_freq, m->res, m->h, m->x, m->q, m->k, m->v, m->attn, m->gate, m->up,
+                    m->l_res, m->l_h, m->l_x, m->logits, m->d_ids, m->d_pos, m->d_seq_lens,
+                    m->d_slots, m->d_logit_rows, m->d_cu, m->d_ctx, m->d_tables};
+    for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
+        be_release(be, bufs[i]);
+    free(m->h_seq_lens);
+    free(m);
+}
+
+/* Everything a kernel will index with must be in range before it runs. */
+static pl_status check_batch(const struct pl_llama *m, const struct pl_batch *b,
+                             const struct pl_kv_cache *kv, struct pl_err *err)
+{
+    if (b->n_tokens > m->max_tokens || b->n_seqs > m->max_seqs ||
+        b->max_blocks_per_seq > m->max_blocks_per_seq || b->n_logits > b->n_tokens)
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                          "llama: batch of %d tokens / %d sequences / %d blocks per sequence / %d "
+                          "logits rows exceeds the model's limits (%d / %d / %d / n_tokens)",
+                          b->n_tokens, b->n_seqs, b->max_blocks_per_seq, b->n_logits,
+                          m->max_tokens, m->max_seqs, m->max_blocks_per_seq);
+    if (kv->n_layers != m->cfg->n_layers || kv->kv_dim != m->kv_dim || kv->block_size <= 0)
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                          "llama: KV cache (%d layers, kv_dim %d) does not match the model (%d, %d)",
+                          kv->n_layers, kv->kv_dim, m->cfg->n_layers, m->kv_dim);
+    pl_status st = pl_batch_validate(b, kv->block_size, err);
+    if (st != PL_STATUS_OK)
+        return st;
+    for (int t = 0; t < b->n_tokens; t++)
+        if (b->token_ids[t] < 0 || b->token_ids[t] >= m->cfg->vocab_size)
+            return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                              "llama: token %d has id %d outside the vocabulary (%d)", t,
+                              b->token_ids[t], m->cfg->vocab_size);
+    for (int s = 0; s < b->n_seqs; s++) {
+        int used = (b->context_lens[s] + kv->block_size - 1) / kv->block_size;
+        const int32_t *table = b->block_tables + (size_t)s * (size_t)b->max_blocks_per_seq;
+        for (int i = 0; i < used; i++)
+            if (table[i] >= kv->n_blocks)
+                return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                                  "llama: sequence %d uses block %d, the pool has %d", s, table[i],
+                                  kv->n_blocks);
+    }
+    return PL_STATUS_OK;
+}
+
+static pl_status upload_batch(struct pl_llama *m, const struct pl_batch *b)
+{
+    struct pl_backend *be = m->be;
+    const size_t i32 = sizeof(int32_t), T = (size_t)b->n_tokens, S = (size_t)b->n_seqs;
+    const int32_t *seq_lens = b->seq_lens;
+    if (!seq_lens) { /* derive each token's sequence length from the sequence it belongs to */
+        for (int s = 0; s < b->n_seqs; s++)
+            for (int t = b->cu_seqlens_q[s]; t < b->cu_seqlens_q[s + 1]; t++)
+                m->h_seq_lens[t] = b->context_lens[s];
+        seq_lens = m->h_seq_lens;
+    }
+    pl_status st = be->ops->upload(be, m->d_ids, b->token_ids, i32 * T);
+    if (st == PL_STATUS_OK)
+        st = be->ops->upload(be, m->d_pos, b->positions, i32 * T);
+    if (st == PL_STATUS_OK)
+        st = be->ops->upload(be, m->d_seq_lens, seq_lens, i32 * T);
+    if (st == PL_STATUS_OK)
+        st = be->ops->upload(be, m->d_slots, b->slot_mapping, i32 * T);
+    if (st == PL_STATUS_OK)
+        st = be->ops->upload(be, m->d_cu, b->cu_seqlens_q, i32 * (S + 1));
+    if (st == PL_STATUS_OK)
+        st = be->ops->upload(be, m->d_ctx, b->context_lens, i32 * S);
+    if (st == PL_STATUS_OK)
+        st = be->ops->upload(be, m->d_tables, b->block_tables,
+                             i32 * S * (size_t)b->max_blocks_per_seq);
+    if (st == PL_STATUS_OK && b->n_logits > 0)
+        st = be->ops->upload(be, m->d_logit_rows, b->logits_rows, i32 * (size_t)b->n_logits);
+    return st;
+}
+
+static void attention_block(struct pl_llama *m, int l, const struct pl_batch *b,
+                            const struct pl_kv_cache *kv)
+{
+    const struct pl_backend_ops *op = m->be->ops;
+    struct pl_backend *be = m->be;
+    const struct pl_model_config *c = m->cfg;
+    const struct pl_layer_weights *L = &m->w->layers[l];
+    const int n = b->n_tokens;
+    const struct pl_weight *no_bias = NULL;
+
+    op->matmul(be, m->q, m->q_dim, m->x, &L->wq, c->attention_bias ? &L->bq : no_bias, n);
+    op->matmul(be, m->k, m->kv_dim, m->x, &L->wk, c->attention_bias ? &L->bk : no_bias, n);
+    op->matmul(be, m->v, m->kv_dim, m->x, &L->wv, c->attention_bias ? &L->bv : no_bias, n);
+    if (c->qk_norm) { /* Qwen3: RMSNorm over each head's head_dim values, before rope */
+        op->rmsnorm(be, m->q, NULL, m->q, &L->q_norm, n * c->n_heads, c->head_dim,
+                    c->rms_norm_eps);
+        op->rmsnorm(be, m->k, NULL, m->k, &L->k_norm, n * c->n_kv_heads, c->head_dim,
+                    c->rms_norm_eps);
+    }
+    op->rope(be, m->q, m->k, m->d_pos, m->d_seq_lens, n, c->n_heads, c->n_kv_heads, c->head_dim,
+             &m->rope);
+    op->store_kv(be, kv->k[l], kv->v[l], m->k, m->v, m->d_slots, n, m->kv_dim);
+    struct pl_attn_meta meta = {
+        .n_seqs = b->n_seqs,
+        .n_tokens = n,
+        .cu_seqlens_q = m->d_cu,
+        .context_lens = m->d_ctx,
+        .block_tables = m->d_tables,
+        .max_blocks_per_seq = b->max_blocks_per_seq,
+        .max_q_len = b->max_q_len,
+        .max_context_len = b->max_context_len,
+        .block_size = kv->block_size,
+        .n_heads = c->n_heads,
+        .n_kv_heads = c->n_kv_heads,
+        .head_dim = c->head_dim,
+        .scale = 1.0f / sqrtf((float)c->head_dim),
+        .window = c->layer_sliding_window[l],
+    };
+    op->attention(be, m->attn, m->q, kv->k[l], kv->v[l], &meta);
+    op->matmul(be, m->h, c->hidden_size, m->attn, &L->wo, c->o_bias ? &L->bo : no_bias, n);
+}
+
+static void mlp_block(struct pl_llama *m, int l, int n)
+{
+    const struct pl_backend_ops *op = m->be->ops;
+    struct pl_backend *be = m->be;
+    const struct pl_model_config *c = m->cfg;
+    const struct pl_layer_weights *L = &m->w->layers[l];
+    const struct pl_weight *no_bias = NULL;
+    op->matmul(be, m->gate, c->intermediate_size, m->x, &L->w_gate,
+               c->mlp_bias ? &L->b_gate : no_bias, n);
+    op->matmul(be, m->up, c->intermediate_size, m->x, &L->w_up, c->mlp_bias ? &L->b_up : no_bias,
+               n);
+    op->silu_mul(be, m->gate, m->gate, m->up, n, c->intermediate_size); /* elementwise: may alias */
+    op->matmul(be, m->h, c->hidden_size, m->gate, &L->w_down, c->mlp_bias ? &L->b_down : no_bias,
+               n);
+}
+
+pl_status pl_llama_forward(struct pl_llama *m, const struct pl_batch *b,
+                           const struct pl_kv_cache *kv, float *logits, struct pl_err *err)
+{
+    pl_status st = check_batch(m, b, kv, err);
+    if (st != PL_STATUS_OK)
+        return st;
+    if (b->n_tokens == 0)
+        return PL_STATUS_OK;
+    st = upload_batch(m, b);
+    if (st != PL_STATUS_OK)
+        return pl_err_set(err, st, "llama: uploading the batch failed");
+
+    const struct pl_backend_ops *op = m->be->ops;
+    struct pl_backend *be = m->be;
+    const struct pl_model_config *c = m->cfg;
+    const int n = b->n_tokens, hid = c->hidden_size;
+
+    op->embed(be, m->res, &m->w->embed, m->d_ids, n);
+    for (int l = 0; l < c->n_layers; l++) {
+        const struct pl_layer_weights *L = &m->w->layers[l];
+        if (l == 0)
+            op->rmsnorm(be, m->x, NULL, m->res, &L->attn_norm, n, hid, c->rms_norm_eps);
+        else /* res += previous MLP output; x = norm(res) */
+            op->rmsnorm(be, m->x, m->res, m->h, &L->attn_norm, n, hid, c->rms_norm_eps);
+        attention_block(m, l, b, kv);
+        op->rmsnorm(be, m->x, m->res, m->h, &L->ffn_norm, n, hid, c->rms_norm_eps);
+        mlp_block(m, l, n);
+    }
+
+    const size_t vocab = (size_t)c->vocab_size;
+    for (int r0 = 0; r0 < b->n_logits; r0 += m->logits_chunk) {
+        int rn = b->n_logits - r0 < m->logits_chunk ? b->n_logits - r0 : m->logits_chunk;
+        op->get_rows(be, m->l_res, m->res, m->d_logit_rows + r0, rn, hid);
+        op->get_rows(be, m->l_h, m->h, m->d_logit_rows + r0, rn, hid);
+        op->rmsnorm(be, m->l_x, m->l_res, m->l_h, &m->w->final_norm, rn, hid, c->rms_norm_eps);
+        op->logits(be, m->logits, m->l_x, &m->w->lm_head, rn);
+        st = op->download(be, logits + (size_t)r0 * vocab, m->logits,
+                          sizeof(float) * (size_t)rn * vocab);
+        if (st != PL_STATUS_OK)
+            return pl_err_set(err, st, "llama: downloading logits failed");
+    }
+    st = op->sync(be);
+    if (st != PL_STATUS_OK)
+        return pl_err_set(err, st, "llama: backend sync failed");
+    return PL_STATUS_OK;
+}
+
+pl_status pl_kv_cache_init(struct pl_kv_cache *kv, struct pl_backend *be,
+                           const struct pl_model_config *cfg, int n_blocks, int block_size,
+                           struct pl_err *err)
+{
+    memset(kv, 0, sizeof(*kv));
+    if (n_blocks <= 0 || block_size <= 0)
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                          "kv cache: %d blocks of %d tokens", n_blocks, block_size);
+    kv->n_layers = cfg->n_layers;
+    kv->n_blocks = n_blocks;
+    kv->block_size = block_size;
+    kv->kv_dim = cfg->n_kv_heads * cfg->head_dim;
+    size_t elem = pl_dtype_size(be->ops->act_dtype);
+    size_t per_layer = (size_t)n_blocks * (size_t)block_size * (size_t)kv->kv_dim * elem;
+    if (per_layer / elem / (size_t)kv->kv_dim / (size_t)block_size != (size_t)n_blocks)
+        return pl_err_set(err, PL_STATUS_LIMIT, "kv cache: size overflows");
+    kv->k = calloc((size_t)kv->n_layers, sizeof(void *));
+    kv->v = calloc((size_t)kv->n_layers, sizeof(void *));
+    if (!kv->k || !kv->v) {
+        pl_kv_cache_fini(kv, be);
+        return pl_err_set(err, PL_STATUS_NO_MEMORY, "kv cache: out of memory");
+    }
+    for (int l = 0; l < kv->n_layers; l++) {
+        kv->k[l] = be->ops->alloc(be, per_layer);
+        kv->v[l] = be->ops->alloc(be, per_layer);
+        if (!kv->k[l] || !kv->v[l]) {
+            pl_kv_cache_fini(kv, be);
+            return pl_err_set(err, PL_STATUS_NO_MEMORY,
+                              "kv cache: cannot allocate %zu bytes for layer %d", 2 * per_layer, l);
+        }
+    }
+    return PL_STATUS_OK;
+}
+
+void pl_kv_cache_fini(struct pl_kv_cache *kv, struct pl_backend *be)
+{
+    if (!kv)
+        return;
+    for (int l = 0; l < kv->n_layers; l++) {
+        if (kv->k)
+            be_release(be, kv->k[l]);
+        if (kv->v)
+            be_release(be, kv->v[l]);
+    }
+    free(kv->k);
+    free(kv->v);
+    memset(kv, 0, sizeof(*kv));
+}

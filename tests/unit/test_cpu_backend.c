@@ -1,0 +1,592 @@
+/*
+ * test_cpu_backend.c -- every CPU op against a naive double-precision
+ * reference written here, on random shapes and bf16/f16/f32 weights, with
+ * both the AVX2 kernels and the scalar fallback. Attention is checked as
+ * plain contiguous softmax attention (no paging) against the paged op with
+ * shuffled block tables, chunked prefill, GQA and sliding windows; rope
+ * against the direct rotate-half formula and pl_rope_build against the
+ * transformers formulas re-derived here in double.
+ */
+#include "backend/backend.h"
+#include "backend/cpu/cpu_backend.h"
+#include "model/rope.h"
+#include "test.h"
+
+#include <float.h>
+#include <stdint.h>
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+
+static uint32_t rnd_u32(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (uint32_t)(rng_state >> 11);
+}
+static int rnd_int(int lo, int hi) { return lo + (int)(rnd_u32() % (uint32_t)(hi - lo + 1)); }
+static float rnd_f(void) { return (float)((double)rnd_u32() / 2147483648.0 - 1.0); } /* [-1, 1) */
+
+static void fill(float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] = rnd_f();
+}
+
+/* A random weight of dtype dt; *vals gets the exact fp32 values it holds. */
+static void *make_weight(enum pl_dtype dt, size_t n, float **vals)
+{
+    *vals = malloc(n * sizeof(float));
+    void *w = malloc(n * pl_dtype_size(dt) + 1);
+    for (size_t i = 0; i < n; i++) {
+        float f = rnd_f();
+        if (dt == PL_DTYPE_F32) {
+            ((float *)w)[i] = f;
+        } else if (dt == PL_DTYPE_BF16) {
+            ((uint16_t *)w)[i] = pl_f32_to_bf16(f);
+        } else {
+            ((uint16_t *)w)[i] = pl_f32_to_f16(f);
+        }
+        (*vals)[i] = pl_dtype_get_f32(w, dt, i);
+    }
+    return w;
+}
+
+static const enum pl_dtype dtypes[3] = {PL_DTYPE_F32, PL_DTYPE_BF16, PL_DTYPE_F16};
+
+static struct pl_backend *new_backend(int n_threads)
+{
+    struct pl_backend *be = NULL;
+    struct pl_err err;
+    pl_status st = pl_backend_cpu_new(n_threads, &be, &err);
+    if (st != PL_STATUS_OK) {
+        fprintf(stderr, "backend: %s\n", err.msg);
+        exit(1);
+    }
+    return be;
+}
+
+/* Relative error against the reference, scaled by the magnitude of the terms summed. */
+#define CHECK_REL(got, ref, mag, rel)                                                         \
+    CHECKF(fabs((double)(got) - (double)(ref)) <= (rel) * ((mag) + 1e-30) + 1e-30,         \
+           "%.9g vs %.9g (scale %g)", (double)(got), (double)(ref), (double)(mag))
+
+static void test_matmul_against_reference(void)
+{
+    struct pl_backend *be = new_backend(2);
+    for (int simd = 1; simd >= 0; simd--) {
+        pl_backend_cpu_set_simd(be, simd);
+        for (int iter = 0; iter < 60; iter++) {
+            enum pl_dtype dt = dtypes[iter % 3];
+            int n = rnd_int(1, 11), rows = rnd_int(1, 41), cols = rnd_int(1, 90);
+            if (iter % 4 == 0)
+                cols = 8 * rnd_int(1, 12); /* no scalar tail */
+            int ld_out = rows + rnd_int(0, 3);
+            bool with_bias = iter % 2;
+            float *wv, *bv = NULL;
+            void *w = make_weight(dt, (size_t)rows * cols, &wv);
+            void *b = with_bias ? make_weight(dt, (size_t)rows, &bv) : NULL;
+            float *x = malloc(sizeof(float) * n * cols);
+            float *out = malloc(sizeof(float) * n * ld_out);
+            fill(x, (size_t)n * cols);
+            for (int i = 0; i < n * ld_out; i++)
+                out[i] = 12345.0f;
+            struct pl_weight W = {w, dt, rows, cols}, B = {b, dt, 1, rows};
+            be->ops->matmul(be, out, ld_out, x, &W, with_bias ? &B : NULL, n);
+            for (int t = 0; t < n; t++) {
+                for (int r = 0; r < rows; r++) {
+                    double ref = with_bias ? bv[r] : 0.0, mag = fabs(ref);
+                    for (int k = 0; k < cols; k++) {
+                        ref += (double)x[t * cols + k] * wv[r * cols + k];
+                        mag += fabs((double)x[t * cols + k] * wv[r * cols + k]);
+                    }
+                    CHECK_REL(out[t * ld_out + r], ref, mag, 1e-5);
+                }
+                for (int r = rows; r < ld_out; r++)
+                    CHECK(out[t * ld_out + r] == 12345.0f); /* padding columns untouched */
+            }
+            free(w), free(wv), free(b), free(bv), free(x), free(out);
+        }
+    }
+    pl_backend_free(be);
+}
+
+/* A token's matmul result is bit-identical alone, in any batch, with any thread count. */
+static void test_matmul_batch_invariance(void)
+{
+    struct pl_backend *b1 = new_backend(1), *b3 = new_backend(3);
+    int rows = 37, cols = 77, n = 13;
+    float *wv;
+    void *w = make_weight(PL_DTYPE_BF16, (size_t)rows * cols, &wv);
+    struct pl_weight W = {w, PL_DTYPE_BF16, rows, cols};
+    float *x = malloc(sizeof(float) * n * cols), *all = malloc(sizeof(float) * n * rows);
+    float *one = malloc(sizeof(float) * rows), *all3 = malloc(sizeof(float) * n * rows);
+    fill(x, (size_t)n * cols);
+    b1->ops->matmul(b1, all, rows, x, &W, NULL, n);
+    b3->ops->matmul(b3, all3, rows, x, &W, NULL, n);
+    CHECK(!memcmp(all, all3, sizeof(float) * n * rows));
+    for (int t = 0; t < n; t++) {
+        b3->ops->matmul(b3, one, rows, x + t * cols, &W, NULL, 1);
+        CHECKF(!memcmp(one, all + t * rows, sizeof(float) * rows), "token %d", t);
+    }
+    free(w), free(wv), free(x), free(all), free(one), free(all3);
+    pl_backend_free(b1);
+    pl_backend_free(b3);
+}
+
+static void test_logits_and_embed(void)
+{
+    struct pl_backend *be = new_backend(2);
+    for (int iter = 0; iter < 9; iter++) {
+        enum pl_dtype dt = dtypes[iter % 3];
+        int vocab = rnd_int(3, 70), d = rnd_int(1, 40), n = rnd_int(1, 6);
+        float *tv;
+        void *table = make_weight(dt, (size_t)vocab * d, &tv);
+        struct pl_weight T = {table, dt, vocab, d};
+        int32_t ids[6];
+        for (int i = 0; i < n; i++)
+            ids[i] = rnd_int(0, vocab - 1);
+        float *x = malloc(sizeof(float) * n * d), *lg = malloc(sizeof(float) * n * vocab);
+        be->ops->embed(be, x, &T, ids, n);
+        for (int i = 0; i < n; i++)
+            for (int c = 0; c < d; c++)
+                CHECK(x[i * d + c] == tv[ids[i] * d + c]);
+        be->ops->logits(be, lg, x, &T, n);
+        for (int i = 0; i < n; i++)
+            for (int v = 0; v < vocab; v++) {
+                double ref = 0, mag = 0;
+                for (int c = 0; c < d; c++) {
+                    ref += (double)x[i * d + c] * tv[v * d + c];
+                    mag += fabs((double)x[i * d + c] * tv[v * d + c]);
+                }
+                CHECK_REL(lg[i * vocab + v], ref, mag, 1e-5);
+            }
+        free(table), free(tv), free(x), free(lg);
+    }
+    pl_backend_free(be);
+}
+
+static void test_rmsnorm(void)
+{
+    struct pl_backend *be = new_backend(2);
+    for (int iter = 0; iter < 12; iter++) {
+        enum pl_dtype dt = dtypes[iter % 3];
+        int n = rnd_int(1, 9), d = rnd_int(1, 100);
+        if (iter == 0)
+            n = 400, d = 64; /* large enough to run on the pool */
+        bool with_res = iter % 2, in_place = iter % 4 >= 2;
+        float eps = 1e-6f * (float)rnd_int(1, 10);
+        float *wv;
+        void *w = make_weight(dt, (size_t)d, &wv);
+        struct pl_weight W = {w, dt, 1, d};
+        size_t sz = (size_t)n * d;
+        float *x = malloc(sizeof(float) * sz), *x0 = malloc(sizeof(float) * sz);
+        float *res = malloc(sizeof(float) * sz), *res0 = malloc(sizeof(float) * sz);
+        float *out = malloc(sizeof(float) * sz);
+        fill(x, sz), fill(res, sz);
+        memcpy(x0, x, sizeof(float) * sz), memcpy(res0, res, sizeof(float) * sz);
+        float *dst = in_place ? x : out;
+        be->ops->rmsnorm(be, dst, with_res ? res : NULL, x, &W, n, d, eps);
+        for (int r = 0; r < n; r++) {
+            double ss = 0, src[100];
+            for (int c = 0; c < d; c++) {
+                src[c] = with_res ? (double)res0[r * d + c] + x0[r * d + c] : x0[r * d + c];
+                ss += src[c] * src[c];
+            }
+            double inv = 1.0 / sqrt(ss / d + eps);
+            for (int c = 0; c < d; c++) {
+                if (with_res)
+                    CHECK_REL(res[r * d + c], src[c], fabs(src[c]), 1e-6);
+                double ref = wv[c] * src[c] * inv;
+                CHECK_REL(dst[r * d + c], ref, fabs(ref), 1e-5);
+            }
+        }
+        free(w), free(wv), free(x), free(x0), free(res), free(res0), free(out);
+    }
+    pl_backend_free(be);
+}
+
+static void test_silu_mul_and_get_rows(void)
+{
+    struct pl_backend *be = new_backend(2);
+    int n = 300, d = 70; /* n*d over the pool threshold */
+    float *g = malloc(sizeof(float) * n * d), *u = malloc(sizeof(float) * n * d);
+    float *o = malloc(sizeof(float) * n * d);
+    fill(g, (size_t)n * d), fill(u, (size_t)n * d);
+    for (int i = 0; i < n * d; i++)
+        g[i] *= 8.0f;
+    be->ops->silu_mul(be, o, g, u, n, d);
+    for (int i = 0; i < n * d; i++) {
+        double ref = (double)g[i] / (1.0 + exp(-(double)g[i])) * u[i];
+        CHECK_REL(o[i], ref, fabs(ref), 1e-5);
+    }
+    int32_t rows[4] = {7, 0, 299, 7};
+    float *r = malloc(sizeof(float) * 4 * d);
+    be->ops->get_rows(be, r, g, rows, 4, d);
+    for (int i = 0; i < 4; i++)
+        CHECK(!memcmp(r + i * d, g + rows[i] * d, sizeof(float) * d));
+    free(g), free(u), free(o), free(r);
+    pl_backend_free(be);
+}
+
+static void test_store_kv_and_copy_blocks(void)
+{
+    struct pl_backend *be = new_backend(2);
+    int n_blocks = 6, bs = 4, kv_dim = 5, n = 7;
+    size_t cache_n = (size_t)n_blocks * bs * kv_dim;
+    float *kc = malloc(sizeof(float) * cache_n), *vc = malloc(sizeof(float) * cache_n);
+    for (size_t i = 0; i < cache_n; i++)
+        kc[i] = -1.0f, vc[i] = -2.0f;
+    float k[7 * 5], v[7 * 5];
+    fill(k, 35), fill(v, 35);
+    int32_t slots[7] = {5, -1, 0, 23, 12, -7, 6};
+    be->ops->store_kv(be, kc, vc, k, v, slots, n, kv_dim);
+    for (int s = 0; s < n_blocks * bs; s++) {
+        int src = -1;
+        for (int i = 0; i < n; i++)
+            if (slots[i] == s)
+                src = i;
+        for (int c = 0; c < kv_dim; c++) {
+            CHECK(kc[s * kv_dim + c] == (src >= 0 ? k[src * kv_dim + c] : -1.0f));
+            CHECK(vc[s * kv_dim + c] == (src >= 0 ? v[src * kv_dim + c] : -2.0f));
+        }
+    }
+    float *k0 = malloc(sizeof(float) * cache_n), *v0 = malloc(sizeof(float) * cache_n);
+    memcpy(k0, kc, sizeof(float) * cache_n), memcpy(v0, vc, sizeof(float) * cache_n);
+    int32_t pairs[4] = {1, 4, 5, 2};
+    size_t block_elems = (size_t)bs * kv_dim;
+    be->ops->copy_blocks(be, kc, vc, pairs, 2, block_elems * sizeof(float));
+    for (int b = 0; b < n_blocks; b++) {
+        int from = b == 4 ? 1 : b == 2 ? 5 : b;
+        CHECK(!memcmp(kc + b * block_elems, k0 + from * block_elems, block_elems * 4));
+        CHECK(!memcmp(vc + b * block_elems, v0 + from * block_elems, block_elems * 4));
+    }
+    free(kc), free(vc), free(k0), free(v0);
+    pl_backend_free(be);
+}
+
+/* ---- attention ------------------------------------------------------------------------ */
+
+/* Plain contiguous attention for one query at position pos of a sequence whose
+ * keys/values are k/v [ctx, n_kv, hd]: softmax in double over allowed c. */
+static void ref_attention(double *o, const float *q, const float *k, const float *v, int pos,
+                          int n_kv, int hd, int kvh, float scale, int window)
+{
+    double sc[512], mx = -DBL_MAX, sum = 0;
+    for (int c = 0; c <= pos; c++) {
+        sc[c] = -DBL_MAX;
+        if (window > 0 && c <= pos - window)
+            continue;
+        double d = 0;
+        for (int i = 0; i < hd; i++)
+            d += (double)q[i] * k[(c * n_kv + kvh) * hd + i];
+        sc[c] = d * scale;
+        if (sc[c] > mx)
+            mx = sc[c];
+    }
+    for (int i = 0; i < hd; i++)
+        o[i] = 0;
+    for (int c = 0; c <= pos; c++) {
+        if (sc[c] == -DBL_MAX)
+            continue;
+        double p = exp(sc[c] - mx);
+        sum += p;
+        for (int i = 0; i < hd; i++)
+            o[i] += p * v[(c * n_kv + kvh) * hd + i];
+    }
+    for (int i = 0; i < hd; i++)
+        o[i] /= sum;
+}
+
+static void run_attention_case(struct pl_backend *be, int n_seqs, int n_heads, int n_kv, int hd,
+                               int bs, int window, bool decode_only)
+{
+    int ctx[8], qlen[8], cu[9];
+    float *kseq[8], *vseq[8];
+    int n_tokens = 0, max_q = 0, max_ctx = 0, mbps = 0, total_blocks = 0;
+    cu[0] = 0;
+    for (int s = 0; s < n_seqs; s++) {
+        ctx[s] = rnd_int(1, 90);
+        qlen[s] = decode_only ? 1 : rnd_int(1, ctx[s]); /* q_len < ctx: chunked prefill */
+        n_tokens += qlen[s];
+        cu[s + 1] = n_tokens;
+        if (qlen[s] > max_q)
+            max_q = qlen[s];
+        if (ctx[s] > max_ctx)
+            max_ctx = ctx[s];
+        int nb = (ctx[s] + bs - 1) / bs;
+        if (nb > mbps)
+            mbps = nb;
+        total_blocks += nb;
+        size_t kvn = (size_t)ctx[s] * n_kv * hd;
+        kseq[s] = malloc(sizeof(float) * kvn), vseq[s] = malloc(sizeof(float) * kvn);
+        fill(kseq[s], kvn), fill(vseq[s], kvn);
+        for (size_t i = 0; i < kvn; i++)
+            kseq[s][i] *= 3.0f; /* sharper softmax */
+    }
+    int pool = total_blocks + 3;
+    int *perm = malloc(sizeof(int) * pool);
+    for (int i = 0; i < pool; i++)
+        perm[i] = i;
+    for (int i = pool - 1; i > 0; i--) { /* shuffle: blocks land anywhere in the pool */
+        int j = rnd_int(0, i), t = perm[i];
+        perm[i] = perm[j], perm[j] = t;
+    }
+    int32_t *tables = malloc(sizeof(int32_t) * n_seqs * mbps);
+    size_t row = (size_t)n_kv * hd;
+    float *kc = malloc(sizeof(float) * pool * bs * row), *vc = malloc(sizeof(float) * pool * bs * row);
+    for (size_t i = 0; i < (size_t)pool * bs * row; i++)
+        kc[i] = NAN, vc[i] = NAN; /* a read of an unused slot poisons the result */
+    int next = 0;
+    for (int s = 0; s < n_seqs; s++) {
+        for (int i = 0; i < mbps; i++)
+            tables[s * mbps + i] = i * bs < ctx[s] ? perm[next++] : -1;
+        for (int c = 0; c < ctx[s]; c++) {
+            size_t slot = (size_t)tables[s * mbps + c / bs] * bs + c % bs;
+            memcpy(kc + slot * row, kseq[s] + c * row, sizeof(float) * row);
+            memcpy(vc + slot * row, vseq[s] + c * row, sizeof(float) * row);
+        }
+    }
+    float *q = malloc(sizeof(float) * n_tokens * n_heads * hd);
+    float *out = malloc(sizeof(float) * n_tokens * n_heads * hd);
+    fill(q, (size_t)n_tokens * n_heads * hd);
+    float scale = 1.0f / sqrtf((float)hd);
+    struct pl_attn_meta m = {
+        .n_seqs = n_seqs, .n_tokens = n_tokens, .cu_seqlens_q = cu, .context_lens = ctx,
+        .block_tables = tables, .max_blocks_per_seq = mbps, .max_q_len = max_q,
+        .max_context_len = max_ctx, .block_size = bs, .n_heads = n_heads, .n_kv_heads = n_kv,
+        .head_dim = hd, .scale = scale, .window = window,
+    };
+    be->ops->attention(be, out, q, kc, vc, &m);
+    double ref[256];
+    for (int s = 0; s < n_seqs; s++)
+        for (int t = cu[s]; t < cu[s + 1]; t++) {
+            int pos = ctx[s] - qlen[s] + (t - cu[s]);
+            for (int h = 0; h < n_heads; h++) {
+                int kvh = h / (n_heads / n_kv);
+                ref_attention(ref, q + (t * n_heads + h) * hd, kseq[s], vseq[s], pos, n_kv, hd,
+                              kvh, scale, window);
+                for (int i = 0; i < hd; i++)
+                    CHECK_REL(out[(t * n_heads + h) * hd + i], ref[i], 1.0, 2e-5);
+            }
+        }
+    for (int s = 0; s < n_seqs; s++)
+        free(kseq[s]), free(vseq[s]);
+    free(perm), free(tables), free(kc), free(vc), free(q), free(out);
+}
+
+static void test_attention_paged(void)
+{
+    struct pl_backend *be = new_backend(2);
+    const int bss[3] = {8, 16, 32};
+    for (int simd = 1; simd >= 0; simd--) {
+        pl_backend_cpu_set_simd(be, simd);
+        for (int iter = 0; iter < 12; iter++) {
+            int n_kv = rnd_int(1, 2), group = rnd_int(1, 3); /* group > 1: GQA */
+            int hd = 2 * rnd_int(2, 20);
+            int window = iter % 3 == 2 ? rnd_int(1, 20) : 0;
+            run_attention_case(be, rnd_int(1, 5), n_kv * group, n_kv, hd, bss[iter % 3], window,
+                               iter % 4 == 3);
+        }
+    }
+    pl_backend_free(be);
+}
+
+/* ---- rope ----------------------------------------------------------------------------- */
+
+/* Direct rotate-half rope on a copy, in double, from an explicit inv_freq. */
+static void ref_rope_row(double *out, const float *x, int hd, int rot, const double *inv,
+                         double pos, double attn)
+{
+    int half = rot / 2;
+    for (int i = 0; i < hd; i++)
+        out[i] = x[i];
+    for (int i = 0; i < half; i++) {
+        double a = pos * inv[i], c = cos(a) * attn, s = sin(a) * attn;
+        out[i] = x[i] * c - x[i + half] * s;
+        out[i + half] = x[i + half] * c + x[i] * s;
+    }
+}
+
+static void test_rope_op(void)
+{
+    struct pl_backend *be = new_backend(2);
+    for (int iter = 0; iter < 8; iter++) {
+        int n = rnd_int(1, 9), nh = rnd_int(1, 4), nkv = rnd_int(1, 2), hd = 2 * rnd_int(1, 16);
+        int rot = 2 * rnd_int(1, hd / 2); /* partial rotary when rot < hd */
+        float inv[64];
+        double invd[64];
+        for (int i = 0; i < rot / 2; i++)
+            inv[i] = (float)pow(10000.0, -2.0 * i / rot), invd[i] = inv[i];
+        struct pl_rope r = {.rot_dim = rot, .inv_freq = inv, .attn_scale = 1.0f + 0.1f * (iter % 3),
+                            .pos_scale = iter % 2 ? 0.25f : 1.0f};
+        bool dyn = iter >= 4;
+        if (dyn) {
+            r.dyn_original_max = 20;
+            r.dyn_factor = 2.0f;
+            r.dyn_theta = 10000.0f;
+        }
+        int32_t pos[9], lens[9];
+        for (int t = 0; t < n; t++)
+            pos[t] = rnd_int(0, 60), lens[t] = pos[t] + rnd_int(1, 5);
+        float *q = malloc(sizeof(float) * n * nh * hd), *k = malloc(sizeof(float) * n * nkv * hd);
+        float *q0 = malloc(sizeof(float) * n * nh * hd), *k0 = malloc(sizeof(float) * n * nkv * hd);
+        fill(q, (size_t)n * nh * hd), fill(k, (size_t)n * nkv * hd);
+        memcpy(q0, q, sizeof(float) * n * nh * hd), memcpy(k0, k, sizeof(float) * n * nkv * hd);
+        be->ops->rope(be, q, k, pos, dyn ? lens : NULL, n, nh, nkv, hd, &r);
+        double o[32];
+        for (int t = 0; t < n; t++) {
+            double tinv[64];
+            for (int i = 0; i < rot / 2; i++) {
+                tinv[i] = invd[i];
+                if (dyn && lens[t] > 20) { /* HF dynamic NTK: a larger base */
+                    double base = 10000.0 * pow(2.0 * lens[t] / 20.0 - 1.0, (double)rot / (rot - 2));
+                    tinv[i] = 1.0 / pow(base, 2.0 * i / rot);
+                }
+            }
+            double p = (double)pos[t] * r.pos_scale;
+            for (int h = 0; h < nh; h++) {
+                ref_rope_row(o, q0 + (t * nh + h) * hd, hd, rot, tinv, p, r.attn_scale);
+                for (int i = 0; i < hd; i++) /* fp32 angles: error grows with the angle */
+                    CHECK_NEAR(q[(t * nh + h) * hd + i], o[i], 2e-5 * (1 + pos[t]));
+            }
+            for (int h = 0; h < nkv; h++) {
+                ref_rope_row(o, k0 + (t * nkv + h) * hd, hd, rot, tinv, p, r.attn_scale);
+                for (int i = 0; i < hd; i++)
+                    CHECK_NEAR(k[(t * nkv + h) * hd + i], o[i], 2e-5 * (1 + pos[t]));
+            }
+        }
+        free(q), free(k), free(q0), free(k0);
+    }
+    pl_backend_free(be);
+}
+
+/* pl_rope_build for each scaling type against the formulas, recomputed in double. */
+static void check_inv(const float *got, const double *ref, int half)
+{
+    for (int i = 0; i < half; i++)
+        CHECKF(fabs(got[i] - ref[i]) <= 1e-6 * fabs(ref[i]), "pair %d: %.9g vs %.9g", i,
+               (double)got[i], ref[i]);
+}
+
+static void test_rope_build(void)
+{
+    struct pl_model_config cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.head_dim = 64;
+    cfg.max_position_embeddings = 2048;
+    cfg.rope.theta = 10000.0;
+    cfg.rope.partial_rotary_factor = 1.0;
+    cfg.rope.truncate = true;
+    float inv[32];
+    double ref[32];
+    struct pl_rope r;
+    struct pl_err err;
+    int d = 64, half = 32;
+    double def[32];
+    for (int i = 0; i < half; i++)
+        def[i] = 1.0 / pow(10000.0, 2.0 * i / d);
+
+    cfg.rope.type = PL_ROPE_DEFAULT;
+    REQUIRE(pl_rope_build(&cfg, inv, &r, &err) == PL_STATUS_OK);
+    CHECK(r.rot_dim == 64 && r.attn_scale == 1.0f && r.pos_scale == 1.0f && !r.dyn_original_max);
+    check_inv(inv, def, half);
+
+    cfg.rope.type = PL_ROPE_LINEAR;
+    cfg.rope.factor = 4.0;
+    REQUIRE(pl_rope_build(&cfg, inv, &r, &err) == PL_STATUS_OK);
+    for (int i = 0; i < half; i++)
+        ref[i] = def[i] / 4.0;
+    check_inv(inv, ref, half);
+
+    cfg.rope.type = PL_ROPE_DYNAMIC;
+    REQUIRE(pl_rope_build(&cfg, inv, &r, &err) == PL_STATUS_OK);
+    check_inv(inv, def, half);
+    CHECK(r.dyn_original_max == 2048 && r.dyn_factor == 4.0f && r.dyn_theta == 10000.0f);
+
+    /* yarn: factor 4, original 2048, beta 32/1 -> correction dims from the paper's formula */
+    cfg.rope.type = PL_ROPE_YARN;
+    cfg.rope.original_max_position = 2048;
+    REQUIRE(pl_rope_build(&cfg, inv, &r, &err) == PL_STATUS_OK);
+    double lo = floor(d * log(2048 / (32 * 2 * M_PI)) / (2 * log(10000.0)));
+    double hi = ceil(d * log(2048 / (1 * 2 * M_PI)) / (2 * log(10000.0)));
+    for (int i = 0; i < half; i++) {
+        double ramp = fmin(1.0, fmax(0.0, (i - lo) / (hi - lo)));
+        ref[i] = def[i] / 4.0 * ramp + def[i] * (1.0 - ramp);
+    }
+    check_inv(inv, ref, half);
+    CHECK_NEAR(r.attn_scale, 0.1 * log(4.0) + 1.0, 1e-6);
+    cfg.rope.mscale = 1.0, cfg.rope.mscale_all_dim = 0.5;
+    REQUIRE(pl_rope_build(&cfg, inv, &r, &err) == PL_STATUS_OK);
+    CHECK_NEAR(r.attn_scale, (0.1 * log(4.0) + 1.0) / (0.05 * log(4.0) + 1.0), 1e-6);
+    cfg.rope.attention_factor = 0.7;
+    REQUIRE(pl_rope_build(&cfg, inv, &r, &err) == PL_STATUS_OK);
+    CHECK_NEAR(r.attn_scale, 0.7, 1e-7);
+
+    /* llama3: Llama 3.1's parameters (factor 8, 1, 4, 8192) with theta 500000 */
+    memset(&cfg.rope, 0, sizeof(cfg.rope));
+    cfg.rope.type = PL_ROPE_LLAMA3;
+    cfg.rope.theta = 500000.0;
+    cfg.rope.factor = 8.0;
+    cfg.rope.low_freq_factor = 1.0;
+    cfg.rope.high_freq_factor = 4.0;
+    cfg.rope.original_max_position = 8192;
+    REQUIRE(pl_rope_build(&cfg, inv, &r, &err) == PL_STATUS_OK);
+    int n_low = 0, n_mid = 0, n_high = 0;
+    for (int i = 0; i < half; i++) {
+        double f = 1.0 / pow(500000.0, 2.0 * i / d), wl = 2 * M_PI / f;
+        if (wl < 8192 / 4.0) {
+            ref[i] = f, n_high++;
+        } else if (wl > 8192 / 1.0) {
+            ref[i] = f / 8.0, n_low++;
+        } else {
+            double sm = (8192 / wl - 1.0) / (4.0 - 1.0);
+            ref[i] = (1 - sm) * f / 8.0 + sm * f, n_mid++;
+        }
+    }
+    CHECK(n_low > 0 && n_mid > 0 && n_high > 0); /* all three bands exercised */
+    check_inv(inv, ref, half);
+
+    /* partial rotary: only the first 16 dims rotate */
+    memset(&cfg.rope, 0, sizeof(cfg.rope));
+    cfg.rope.theta = 10000.0;
+    cfg.rope.partial_rotary_factor = 0.25;
+    REQUIRE(pl_rope_build(&cfg, inv, &r, &err) == PL_STATUS_OK);
+    CHECK(r.rot_dim == 16);
+    for (int i = 0; i < 8; i++)
+        ref[i] = 1.0 / pow(10000.0, 2.0 * i / 16);
+    check_inv(inv, ref, 8);
+    cfg.rope.partial_rotary_factor = 0.3; /* 19.2 -> 19: odd, refused */
+    CHECK(pl_rope_build(&cfg, inv, &r, &err) == PL_STATUS_UNSUPPORTED);
+}
+
+static void test_supports(void)
+{
+    struct pl_backend *be = new_backend(1);
+    CHECK(be->ops->version == PL_BACKEND_OPS_VERSION);
+    CHECK(be->ops->act_dtype == PL_DTYPE_F32);
+    CHECK(be->ops->supports(be, PL_OP_MATMUL, PL_DTYPE_BF16));
+    CHECK(be->ops->supports(be, PL_OP_MATMUL, PL_DTYPE_F16));
+    CHECK(!be->ops->supports(be, PL_OP_MATMUL, PL_DTYPE_I32));
+    CHECK(!be->ops->supports(be, PL_OP_ATTENTION, PL_DTYPE_BF16));
+    int x = 5;
+    CHECK(be->ops->map_weight(be, &x, sizeof(x)) == &x); /* no copy */
+    CHECK(pl_backend_cpu_n_threads(be) == 1);
+    pl_backend_free(be);
+    pl_backend_free(NULL);
+}
+
+int main(void)
+{
+    PL_RUN(test_matmul_against_reference);
+    PL_RUN(test_matmul_batch_invariance);
+    PL_RUN(test_logits_and_embed);
+    PL_RUN(test_rmsnorm);
+    PL_RUN(test_silu_mul_and_get_rows);
+    PL_RUN(test_store_kv_and_copy_blocks);
+    PL_RUN(test_attention_paged);
+    PL_RUN(test_rope_op);
+    PL_RUN(test_rope_build);
+    PL_RUN(test_supports);
+    return pl_test_summary();
+}

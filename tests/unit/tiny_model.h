@@ -1,0 +1,134 @@
+/*
+ * tiny_model.h -- a tiny random-weight Llama-family model built in memory
+ * (struct pl_model_config + struct pl_weights with host pointers, no files),
+ * shared by test_llama.c and test_greedy.c.
+ */
+#ifndef PL_TEST_TINY_MODEL_H
+#define PL_TEST_TINY_MODEL_H
+
+#include "model/config.h"
+#include "model/weights.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TINY_MAX_BUFS 256
+
+struct tiny_model {
+    struct pl_model_config cfg;
+    struct pl_weights w;
+    struct pl_layer_weights layers[4];
+    void *bufs[TINY_MAX_BUFS];
+    int n_bufs;
+    uint64_t rng;
+};
+
+struct tiny_opts {
+    enum pl_arch arch;     /* LLAMA, MISTRAL (sliding window), QWEN2 (biases), QWEN3 (qk norm) */
+    enum pl_dtype dtype;   /* weight dtype */
+    bool tied;
+    int window;            /* sliding window (0 = none) */
+    int n_layers;          /* <= 4 */
+};
+
+static float tiny_rnd(struct tiny_model *tm)
+{
+    tm->rng ^= tm->rng << 13;
+    tm->rng ^= tm->rng >> 7;
+    tm->rng ^= tm->rng << 17;
+    return (float)((double)(tm->rng >> 11) / 4503599627370496.0 - 1.0); /* [-1, 1) */
+}
+
+/* A [rows, cols] weight of uniform values in center +- spread. */
+static struct pl_weight tiny_weight(struct tiny_model *tm, enum pl_dtype dt, int64_t rows,
+                                    int64_t cols, float center, float spread)
+{
+    size_t n = (size_t)(rows * cols);
+    void *p = malloc(n * pl_dtype_size(dt));
+    for (size_t i = 0; i < n; i++) {
+        float f = center + spread * tiny_rnd(tm);
+        if (dt == PL_DTYPE_F32)
+            ((float *)p)[i] = f;
+        else if (dt == PL_DTYPE_BF16)
+            ((uint16_t *)p)[i] = pl_f32_to_bf16(f);
+        else
+            ((uint16_t *)p)[i] = pl_f32_to_f16(f);
+    }
+    tm->bufs[tm->n_bufs++] = p;
+    return (struct pl_weight){p, dt, rows, cols};
+}
+
+static void tiny_model_init(struct tiny_model *tm, const struct tiny_opts *o, uint64_t seed)
+{
+    memset(tm, 0, sizeof(*tm));
+    tm->rng = seed * 0x9e3779b97f4a7c15ull + 1;
+    struct pl_model_config *c = &tm->cfg;
+    c->arch = o->arch;
+    c->hidden_size = 32;
+    c->intermediate_size = 48;
+    c->n_layers = o->n_layers > 0 ? o->n_layers : 2;
+    c->n_heads = 4;
+    c->n_kv_heads = 2;
+    c->head_dim = 8;
+    c->vocab_size = 64;
+    c->rms_norm_eps = 1e-6f;
+    c->rope.type = PL_ROPE_DEFAULT;
+    c->rope.theta = 10000.0;
+    c->rope.partial_rotary_factor = 1.0;
+    c->rope.truncate = true;
+    c->max_position_embeddings = 512;
+    c->sliding_window = o->window;
+    for (int l = 0; l < c->n_layers; l++)
+        c->layer_sliding_window[l] = o->window;
+    c->tie_word_embeddings = o->tied;
+    c->attention_bias = o->arch == PL_ARCH_QWEN2;
+    c->qk_norm = o->arch == PL_ARCH_QWEN3;
+    c->dtype = o->dtype;
+    c->bos_token_id = 1;
+    c->eos_token_ids[0] = 2;
+    c->n_eos_token_ids = 1;
+    c->pad_token_id = -1;
+    c->gen.bos_token_id = -1;
+
+    enum pl_dtype dt = o->dtype;
+    int hid = c->hidden_size, qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
+    int inter = c->intermediate_size;
+    tm->w.embed = tiny_weight(tm, dt, c->vocab_size, hid, 0.0f, 1.0f);
+    tm->w.final_norm = tiny_weight(tm, dt, 1, hid, 1.0f, 0.2f);
+    tm->w.lm_head = o->tied ? tm->w.embed : tiny_weight(tm, dt, c->vocab_size, hid, 0.0f, 0.5f);
+    for (int l = 0; l < c->n_layers; l++) {
+        struct pl_layer_weights *L = &tm->layers[l];
+        L->attn_norm = tiny_weight(tm, dt, 1, hid, 1.0f, 0.2f);
+        L->wq = tiny_weight(tm, dt, qd, hid, 0.0f, 0.4f);
+        L->wk = tiny_weight(tm, dt, kvd, hid, 0.0f, 0.4f);
+        L->wv = tiny_weight(tm, dt, kvd, hid, 0.0f, 0.4f);
+        L->wo = tiny_weight(tm, dt, hid, qd, 0.0f, 0.3f);
+        if (c->attention_bias) {
+            L->bq = tiny_weight(tm, dt, 1, qd, 0.0f, 0.3f);
+            L->bk = tiny_weight(tm, dt, 1, kvd, 0.0f, 0.3f);
+            L->bv = tiny_weight(tm, dt, 1, kvd, 0.0f, 0.3f);
+        }
+        if (c->qk_norm) {
+            L->q_norm = tiny_weight(tm, dt, 1, c->head_dim, 1.0f, 0.3f);
+            L->k_norm = tiny_weight(tm, dt, 1, c->head_dim, 1.0f, 0.3f);
+        }
+        L->ffn_norm = tiny_weight(tm, dt, 1, hid, 1.0f, 0.2f);
+        L->w_gate = tiny_weight(tm, dt, inter, hid, 0.0f, 0.4f);
+        L->w_up = tiny_weight(tm, dt, inter, hid, 0.0f, 0.4f);
+        L->w_down = tiny_weight(tm, dt, hid, inter, 0.0f, 0.3f);
+    }
+    tm->w.layers = tm->layers;
+    tm->w.n_layers = c->n_layers;
+    tm->w.be = NULL;
+}
+
+static void tiny_model_fini(struct tiny_model *tm)
+{
+    for (int i = 0; i < tm->n_bufs; i++)
+        free(tm->bufs[i]);
+    tm->n_bufs = 0;
+}
+
+#endif
