@@ -47,7 +47,8 @@ for _ in range(n):
 PY
 mapfile -t gen_args <"$work/args"
 t0=$(date +%s.%N)
-"$bin" generate --model "$model" --max-tokens "$out" --ignore-eos --json "${gen_args[@]}" >/dev/null 2>&1
+"$bin" generate --model "$model" --max-tokens "$out" --temperature 0 --ignore-eos --no-progress --json \
+  "${gen_args[@]}" >/dev/null 2>&1
 t1=$(date +%s.%N)
 offline=$(python3 -c "print(f'{$n * $out / ($t1 - $t0):.1f}')")
 

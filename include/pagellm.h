@@ -10,6 +10,7 @@
 #define PAGELLM_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -160,6 +161,244 @@ void pl_sampling_params_fini(struct pl_sampling_params *p);
  */
 pl_status pl_sampling_params_from_json(const struct json_t *obj, const char *const *extra_keys,
                                        struct pl_sampling_params *p, struct pl_err *err);
+
+
+/* ------------------------------------------------------------------------ */
+/* Outputs (vLLM's RequestOutput / CompletionOutput)                         */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Logprobs at one position: the token there (sampled, or the prompt's token
+ * for prompt_logprobs) with its raw logprob and rank, plus the n_top most
+ * likely tokens (vLLM's dict of Logprob, split into arrays). For the first
+ * prompt position, which has no logprob (vLLM's None), n_top is -1.
+ */
+struct pl_logprob_entry {
+    int32_t token_id;
+    float logprob;                       /* log_softmax of the raw logits */
+    int rank;                            /* tokens with logprob >= this one's (>= 1) */
+    int n_top;                           /* -1: None; else entries in top_* */
+    int32_t top_ids[PL_MAX_LOGPROBS];    /* [n_top] descending logprob, ties by id */
+    float top_logprobs[PL_MAX_LOGPROBS]; /* [n_top] */
+};
+
+enum pl_finish_reason {
+    PL_FINISH_NONE = 0, /* still running */
+    PL_FINISH_STOP,     /* eos, a stop token id or a stop string */
+    PL_FINISH_LENGTH,   /* max_tokens or max_model_len */
+    PL_FINISH_ABORT     /* aborted */
+};
+
+/* "stop", "length", "abort"; NULL for PL_FINISH_NONE. */
+const char *pl_finish_reason_str(enum pl_finish_reason r);
+
+enum pl_stop_reason_kind {
+    PL_STOP_REASON_NONE = 0, /* vLLM's stop_reason None (eos, length, abort, running) */
+    PL_STOP_REASON_STRING,   /* stop_str holds the stop string that matched */
+    PL_STOP_REASON_TOKEN     /* stop_token_id holds the stop token id */
+};
+
+/* One sample of a request (vLLM's CompletionOutput). */
+struct pl_completion_output {
+    int index;                     /* sample index 0..n-1 */
+    char *text;                    /* [text_len] + NUL: generated text (detokenized) */
+    size_t text_len;
+    int32_t *token_ids;            /* [n_token_ids] generated ids */
+    int n_token_ids;
+    bool has_logprobs;             /* logprobs were requested (vLLM: else None) */
+    double cumulative_logprob;     /* sum of the chosen tokens' logprobs (when has_logprobs) */
+    struct pl_logprob_entry *logprobs; /* [n_token_ids] when has_logprobs, else NULL */
+    enum pl_finish_reason finish_reason;
+    enum pl_stop_reason_kind stop_reason_kind;
+    char *stop_str;                /* the matched stop string (PL_STOP_REASON_STRING) */
+    int32_t stop_token_id;         /* the stop token (PL_STOP_REASON_TOKEN) */
+};
+
+/*
+ * One request's output (vLLM's RequestOutput). From pl_llm_generate / chat it
+ * is complete; from pl_llm_poll it is a delta: outputs[] hold only the tokens,
+ * logprobs and text produced since the previous poll (only samples with news
+ * appear), and the prompt fields are filled only in a request's first delta.
+ */
+struct pl_request_output {
+    char *request_id;
+    char *prompt;                  /* the text prompt, or NULL (token-id prompt / later delta) */
+    int32_t *prompt_token_ids;     /* [n_prompt_token_ids] */
+    int n_prompt_token_ids;
+    int num_cached_tokens;         /* prompt tokens served by the prefix cache */
+    bool has_prompt_logprobs;
+    struct pl_logprob_entry *prompt_logprobs; /* [n_prompt_token_ids] when has_prompt_logprobs */
+    struct pl_completion_output *outputs;     /* [n_outputs], by index */
+    int n_outputs;
+    bool finished;                 /* every sample finished (last delta of the request) */
+};
+
+struct pl_outputs {
+    struct pl_request_output *items; /* [n] */
+    int n;
+};
+
+/* Frees what *o holds and zeroes it. NULL is a no-op. */
+void pl_outputs_free(struct pl_outputs *o);
+
+/* Frees memory the API returned (encode ids, decoded text, rendered prompts). */
+void pl_free(void *p);
+
+/* ------------------------------------------------------------------------ */
+/* The LLM handle (vLLM's LLM class)                                         */
+/* ------------------------------------------------------------------------ */
+
+struct pl_llm_params {
+    const char *model;             /* model directory (config.json, safetensors, tokenizer) */
+    const char *tokenizer;         /* tokenizer directory; NULL: the model directory */
+    const char *dtype;             /* "auto" (the checkpoint's dtype); others: unsupported yet */
+    int max_model_len;             /* 0: the config's max_position_embeddings */
+    int max_num_seqs;              /* sequences per step (256) */
+    int max_num_batched_tokens;    /* tokens per step (2048) */
+    int block_size;                /* KV block tokens: 8, 16 or 32 (16) */
+    int num_kv_blocks;             /* KV pool blocks; 0: from kv_cache_bytes */
+    size_t kv_cache_bytes;         /* KV memory budget when num_kv_blocks is 0 (256 MiB) */
+    bool enable_prefix_caching;    /* true */
+    bool enable_chunked_prefill;   /* true */
+    int long_prefill_token_threshold; /* most prefill tokens per sequence per step; 0: no cap */
+    uint64_t seed;                 /* seeds the generator of unseeded requests (0) */
+    const char *device;            /* "auto", "cpu" or "cuda" ("auto") */
+    int n_threads;                 /* CPU threads, 0: one per core */
+    const char *generation_config; /* "auto": defaults from generation_config.json; "vllm" */
+};
+
+void pl_llm_params_default(struct pl_llm_params *p);
+
+struct pl_llm;
+
+/*
+ * Loads the model, tokenizer (when the directory has one) and chat template,
+ * and sizes the KV pool. Like sqlite3_open, *out receives a handle even on
+ * failure (unless memory ran out: then NULL), so pl_llm_errmsg can say what
+ * went wrong; free it with pl_llm_free either way.
+ */
+pl_status pl_llm_new(const struct pl_llm_params *p, struct pl_llm **out);
+void pl_llm_free(struct pl_llm *llm);
+
+/* The message of the last failed call on this handle ("" after success). Never NULL. */
+const char *pl_llm_errmsg(const struct pl_llm *llm);
+
+/*
+ * Fills p with the sampling defaults this LLM applies: vLLM's defaults, then
+ * (generation_config "auto") the model's generation_config.json.
+ */
+void pl_llm_default_sampling_params(const struct pl_llm *llm, struct pl_sampling_params *p);
+
+/* A prompt: text (tokenized with special tokens) or token ids (token_ids non-NULL wins). */
+struct pl_prompt {
+    const char *text;
+    const int32_t *token_ids;
+    int n_token_ids;
+};
+
+/* Called by generate/chat after each step (progress bars); may be NULL. */
+typedef void (*pl_llm_progress_fn)(void *user, int n_done, int n_total,
+                                   uint64_t prompt_tokens, uint64_t generation_tokens);
+void pl_llm_set_progress(struct pl_llm *llm, pl_llm_progress_fn fn, void *user);
+
+/*
+ * Generates for n_prompts prompts and waits for all of them (vLLM's
+ * LLM.generate). params: one shared set (n_params 1) or one per prompt
+ * (n_params == n_prompts); NULL means pl_llm_default_sampling_params. Each
+ * set is validated first; nothing runs when one is invalid (the message names
+ * the prompt and field). out->items are in prompt order; free with
+ * pl_outputs_free. Requests already added through pl_llm_add_request keep
+ * running alongside (their deltas stay queued for pl_llm_poll).
+ */
+pl_status pl_llm_generate(struct pl_llm *llm, const struct pl_prompt *prompts, int n_prompts,
+                          const struct pl_sampling_params *params, int n_params,
+                          struct pl_outputs *out);
+
+/* Options of chat / apply_chat_template (vLLM's LLM.chat keyword arguments). */
+struct pl_chat_options {
+    bool add_generation_prompt;    /* true */
+    bool continue_final_message;   /* false: when true, the last (assistant) message is
+                                      left open for the model to continue */
+    const char *chat_template;     /* template source overriding the model's; NULL: model's */
+    const char *chat_template_kwargs; /* JSON object text of extra template variables, or NULL */
+};
+
+void pl_chat_options_default(struct pl_chat_options *o);
+
+/*
+ * Renders a conversation (JSON text of an array of {"role", "content"}
+ * messages) with the chat template into *prompt (free with pl_free).
+ */
+pl_status pl_llm_apply_chat_template(struct pl_llm *llm, const char *messages_json,
+                                     const struct pl_chat_options *opts, char **prompt);
+
+/*
+ * vLLM's LLM.chat: renders each conversation, tokenizes it without adding
+ * special tokens (the template places them) and generates as pl_llm_generate.
+ * opts may be NULL (defaults).
+ */
+pl_status pl_llm_chat(struct pl_llm *llm, const char *const *conversations, int n_conversations,
+                      const struct pl_sampling_params *params, int n_params,
+                      const struct pl_chat_options *opts, struct pl_outputs *out);
+
+/* ---- the request interface (servers): one thread drives these ---------- */
+
+/*
+ * Queues a request. request_id must be unique among unfinished requests.
+ * params NULL: the defaults. Invalid params or prompts are refused with
+ * PL_STATUS_INVALID_ARGUMENT and a message naming the field.
+ */
+pl_status pl_llm_add_request(struct pl_llm *llm, const char *request_id,
+                             const struct pl_prompt *prompt,
+                             const struct pl_sampling_params *params);
+
+/* Runs one engine step (no-op when nothing is queued). */
+pl_status pl_llm_step(struct pl_llm *llm);
+
+/* True while a request is waiting or running. */
+bool pl_llm_has_unfinished(const struct pl_llm *llm);
+
+/*
+ * Takes the deltas produced since the last poll (see struct pl_request_output)
+ * into *out (free with pl_outputs_free). Streaming text holds back bytes that
+ * may still become a stop string; a request's deltas concatenate to its final
+ * output. A request is forgotten after the delta with finished = true.
+ */
+pl_status pl_llm_poll(struct pl_llm *llm, struct pl_outputs *out);
+
+/* Aborts an unfinished request: its last delta has finish_reason "abort". */
+pl_status pl_llm_abort(struct pl_llm *llm, const char *request_id);
+
+struct pl_llm_stats {
+    int kv_blocks_total;
+    int kv_blocks_used;            /* now */
+    int kv_blocks_peak_used;
+    int kv_blocks_cached_free;     /* free blocks still holding a prefix-cache entry */
+    double kv_waste;               /* time-averaged over steps: unused reserved slots / reserved */
+    double prefix_cache_hit_rate;  /* prompt tokens served from the cache / looked up */
+    uint64_t num_preemptions;
+    uint64_t num_steps;
+    uint64_t prompt_tokens;        /* prompt tokens of the requests added */
+    uint64_t generation_tokens;    /* tokens sampled */
+    int num_waiting;
+    int num_running;
+    double seconds;                /* time spent inside steps */
+    double tokens_per_second;      /* generation_tokens / seconds */
+};
+
+void pl_llm_get_stats(const struct pl_llm *llm, struct pl_llm_stats *out);
+
+/* ---- tokenizer access --------------------------------------------------- */
+
+/* Encodes text; *ids is allocated (pl_free). PL_STATUS_UNSUPPORTED without a tokenizer. */
+pl_status pl_llm_encode(struct pl_llm *llm, const char *text, bool add_special_tokens,
+                        int32_t **ids, int *n_ids);
+/* Decodes ids; *text is allocated, NUL-terminated (pl_free). */
+pl_status pl_llm_decode(struct pl_llm *llm, const int32_t *ids, int n_ids,
+                        bool skip_special_tokens, char **text);
+bool pl_llm_has_tokenizer(const struct pl_llm *llm);
+int pl_llm_vocab_size(const struct pl_llm *llm);
+int pl_llm_max_model_len(const struct pl_llm *llm);
 
 #ifdef __cplusplus
 }

@@ -1,17 +1,17 @@
 /*
- * generate.c -- `pagellm generate`: offline greedy generation for one or more prompts.
+ * generate.c -- `pagellm generate`: offline generation for one or more prompts
+ * through the continuous-batching engine (pl_llm_generate).
  *
- * Owns: the generate subcommand's flags, prompt collection (token-id lists,
- * text, a file of JSON strings), and the output (vLLM-shaped JSON lines with
- * --json, a readable form otherwise). Every prompt runs in ONE static batch
- * through the interim greedy driver (src/engine/greedy.c). Exit codes: 0 ok,
- * 2 bad flags or values, 1 runtime errors (with the library's message).
+ * Owns: the generate subcommand's flags (prompts, output, and the shared
+ * sampling/engine flags of flags.c), prompt collection (token-id lists, text,
+ * a file of JSON strings), the output (vLLM-shaped JSON lines with --json, a
+ * readable form otherwise), the progress bar and --stats. Exit codes: 0 ok,
+ * 2 bad flags or values (the message names the flag or field), 1 runtime
+ * errors (with the library's message).
  */
 #include "cli/cli.h"
-#include "engine/greedy.h"
-#include "engine/model_runner.h"
-#include "tokenizer/tokenizer.h"
-#include "util/log.h"
+#include "model/tiny_model.h"
+#include "util/err.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -25,17 +25,15 @@
 
 struct prompt {
     char *text;     /* NULL for a token-id prompt */
-    int32_t *ids;   /* token ids (parsed or encoded) */
+    int32_t *ids;   /* token ids of a token-id prompt */
     int n_ids;
 };
 
 struct gen_opts {
-    const char *model;
     struct prompt *prompts;
     int n_prompts, cap_prompts;
-    int max_tokens, logprobs, threads, prefill_chunk;
-    bool json, ignore_eos, has_logprobs;
-    struct pl_model_runner_params rp;
+    bool json, stats, no_progress;
+    struct pl_cli_flags fl;
 };
 
 static void usage(FILE *f)
@@ -43,27 +41,19 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: pagellm generate [--model DIR] (--prompt-ids IDS | --prompt TEXT | "
             "--prompts-file F)... [options]\n\n"
-            "Greedy generation for every prompt, all prompts in one batch.\n\n"
+            "Generates for every prompt through the continuous-batching engine.\n\n"
             "prompts (repeatable, any mix, kept in order):\n"
             "  --prompt-ids IDS            comma-separated token ids, e.g. \"1,2,3\"\n"
             "  --prompt TEXT               text, encoded with the model's tokenizer\n"
             "  --prompts-file F            one JSON string per line (text prompts)\n\n"
-            "options:\n"
-            "  --model DIR                 Hugging Face model directory (default: $PAGELLM_MODEL,\n"
-            "                              else models/default)\n"
-            "  --max-tokens N              tokens to generate per prompt (default 16)\n"
-            "  --temperature T             only 0 (greedy) for now (default 0)\n"
-            "  --logprobs K                top-K logprobs for every generated token\n"
-            "  --ignore-eos                do not stop at the model's eos ids\n"
-            "  --json                      one JSON line per prompt (vLLM's output fields)\n"
-            "  --block-size N              KV cache block size: 8, 16 or 32 (default 16)\n"
-            "  --num-kv-blocks N           KV cache blocks (default: from a 256 MiB budget)\n"
-            "  --max-num-batched-tokens N  tokens per forward pass (default 2048)\n"
-            "  --max-model-len N           longest sequence (default: the model's, capped to "
-            "the KV cache)\n"
-            "  --prefill-chunk N           prefill prompts in chunks of N tokens (default: whole)\n"
-            "  --threads N                 CPU threads (default: one per core)\n"
-            "  -h, --help                  this help\n");
+            "output:\n"
+            "  --json                      one JSON line per prompt (vLLM's RequestOutput "
+            "fields)\n"
+            "  --stats                     engine statistics as one JSON object on stderr\n"
+            "  --no-progress               no progress bar (it shows only on a terminal)\n"
+            "  --model DIR                 default: $PAGELLM_MODEL, else models/default\n\n"
+            "%s",
+            pl_cli_flags_help());
 }
 
 static int bad(const char *fmt, const char *a, const char *b)
@@ -72,17 +62,6 @@ static int bad(const char *fmt, const char *a, const char *b)
     fprintf(stderr, fmt, a, b);
     fprintf(stderr, "\n(see pagellm generate --help)\n");
     return 2;
-}
-
-static bool parse_int(const char *s, long lo, long hi, int *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi)
-        return false;
-    *out = (int)v;
-    return true;
 }
 
 static struct prompt *add_prompt(struct gen_opts *o)
@@ -158,8 +137,9 @@ static int read_prompts_file(struct gen_opts *o, const char *path)
         json_error_t jerr;
         json_t *j = json_loadb(line, (size_t)len, JSON_DECODE_ANY, &jerr);
         if (!j || !json_is_string(j)) {
-            fprintf(stderr, "pagellm generate: %s:%d: expected a JSON string per line\n", path,
-                    line_no);
+            fprintf(stderr, "pagellm generate: --prompts-file %s:%d: expected a JSON string per "
+                            "line\n",
+                    path, line_no);
             json_decref(j);
             rc = 2;
             break;
@@ -184,6 +164,7 @@ static void free_opts(struct gen_opts *o)
         free(o->prompts[i].ids);
     }
     free(o->prompts);
+    pl_cli_flags_fini(&o->fl);
 }
 
 /* Parses argv into o; returns 0, or the exit code (2 for bad flags, -1 for --help). */
@@ -202,32 +183,28 @@ static int parse_args(int argc, char **argv, struct gen_opts *o)
         }
         if (!strcmp(flag, "-h") || !strcmp(flag, "--help"))
             return -1;
-        if (!strcmp(flag, "--json") || !strcmp(flag, "--ignore-eos")) {
-            if (val)
-                return bad("%s takes no value%s", flag, "");
-            if (!strcmp(flag, "--json"))
-                o->json = true;
-            else
-                o->ignore_eos = true;
+        bool *bools[] = {&o->json, &o->stats, &o->no_progress};
+        const char *bool_names[] = {"--json", "--stats", "--no-progress"};
+        bool done = false;
+        for (int k = 0; k < 3 && !done; k++)
+            if (!strcmp(flag, bool_names[k])) {
+                if (val)
+                    return bad("%s takes no value%s", flag, "");
+                *bools[k] = true;
+                done = true;
+            }
+        if (done)
             continue;
-        }
-        static const char *const with_value[] = {
-            "--model", "--prompt-ids", "--prompt", "--prompts-file", "--max-tokens",
-            "--temperature", "--logprobs", "--block-size", "--num-kv-blocks",
-            "--max-num-batched-tokens", "--max-model-len", "--threads", "--prefill-chunk"};
-        bool known = false;
-        for (size_t k = 0; k < sizeof(with_value) / sizeof(with_value[0]); k++)
-            known |= !strcmp(flag, with_value[k]);
-        if (!known)
-            return bad("unknown option '%s'%s", argv[i], "");
+        if (!val && pl_cli_flags_bool(&o->fl, flag))
+            continue;
+        if (strncmp(flag, "--", 2))
+            return bad("unexpected argument '%s'%s", argv[i], "");
         if (!val) {
             if (i + 1 >= argc)
-                return bad("%s needs a value%s", flag, "");
+                return bad("%s needs a value (or is unknown)%s", flag, "");
             val = argv[++i];
         }
-        if (!strcmp(flag, "--model")) {
-            o->model = val;
-        } else if (!strcmp(flag, "--prompt-ids")) {
+        if (!strcmp(flag, "--prompt-ids")) {
             struct prompt *p = add_prompt(o);
             if (!p)
                 return 1;
@@ -242,38 +219,12 @@ static int parse_args(int argc, char **argv, struct gen_opts *o)
             int rc = read_prompts_file(o, val);
             if (rc)
                 return rc;
-        } else if (!strcmp(flag, "--temperature")) {
-            char *end;
-            double t = strtod(val, &end);
-            if (end == val || *end || t != t)
-                return bad("--temperature '%s' is not a number%s", val, "");
-            if (t != 0.0)
-                return bad("--temperature %s: only 0 (greedy) is supported for now; sampling "
-                           "arrives with the engine%s",
-                           val, "");
         } else {
-            struct {
-                const char *name;
-                int *dst;
-                long lo, hi;
-            } ints[] = {
-                {"--max-tokens", &o->max_tokens, 0, INT32_MAX},
-                {"--logprobs", &o->logprobs, 0, 1000000},
-                {"--block-size", &o->rp.block_size, 1, 1 << 20},
-                {"--num-kv-blocks", &o->rp.num_kv_blocks, 1, INT32_MAX},
-                {"--max-num-batched-tokens", &o->rp.max_num_batched_tokens, 1, 1 << 24},
-                {"--max-model-len", &o->rp.max_model_len, 1, INT32_MAX},
-                {"--threads", &o->threads, 0, 4096},
-                {"--prefill-chunk", &o->prefill_chunk, 1, INT32_MAX},
-            };
-            for (size_t k = 0; k < sizeof(ints) / sizeof(ints[0]); k++) {
-                if (strcmp(flag, ints[k].name))
-                    continue;
-                if (!parse_int(val, ints[k].lo, ints[k].hi, ints[k].dst))
-                    return bad("%s '%s' is not a valid integer in range", flag, val);
-                if (ints[k].dst == &o->logprobs)
-                    o->has_logprobs = true;
-            }
+            int r = pl_cli_flags_value(&o->fl, "generate", flag, val);
+            if (r < 0)
+                return 2;
+            if (r == 0)
+                return bad("unknown option '%s'%s", flag, "");
         }
     }
     if (o->n_prompts == 0)
@@ -285,17 +236,6 @@ static bool is_dir(const char *path)
 {
     struct stat sb;
     return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
-}
-
-/* True when config.json says "pagellm_tiny_test_model": true. */
-static bool is_tiny_test_model(const char *dir)
-{
-    char path[4096];
-    snprintf(path, sizeof(path), "%s/config.json", dir);
-    json_t *root = json_load_file(path, 0, NULL);
-    bool tiny = root && json_is_true(json_object_get(root, "pagellm_tiny_test_model"));
-    json_decref(root);
-    return tiny;
 }
 
 static json_t *json_ids(const int32_t *ids, int n)
@@ -312,45 +252,81 @@ static json_t *json_text_or_null(const char *s)
     return j ? j : json_null(); /* invalid UTF-8 cannot be a JSON string */
 }
 
-static void print_json(const struct prompt *p, const struct pl_greedy_seq *s, const char *text,
-                       bool with_logprobs)
+/* One position's logprobs: the top entries, then the chosen token when not among them
+   (vLLM's dict holds both). */
+static json_t *json_logprob_entry(const struct pl_logprob_entry *e)
 {
-    json_t *out = json_object();
-    json_object_set_new(out, "index", json_integer(0));
-    json_object_set_new(out, "text", json_text_or_null(text));
-    json_object_set_new(out, "token_ids", json_ids(s->out_tokens, s->n_out));
-    if (with_logprobs) {
-        json_t *steps = json_array();
-        for (int t = 0; t < s->n_out; t++) {
-            json_t *top = json_array();
-            for (int k = 0; k < s->n_logprobs; k++) {
-                json_t *e = json_object();
-                json_object_set_new(e, "token_id",
-                                    json_integer(s->top_ids[(size_t)t * s->n_logprobs + k]));
-                json_object_set_new(e, "logprob",
-                                    json_real(s->top_logprobs[(size_t)t * s->n_logprobs + k]));
-                json_array_append_new(top, e);
-            }
-            json_array_append_new(steps, top);
-        }
-        json_object_set_new(out, "logprobs", steps);
-    } else {
-        json_object_set_new(out, "logprobs", json_null());
+    json_t *a = json_array();
+    bool chosen_in = false;
+    for (int k = 0; k < e->n_top; k++) {
+        json_t *o = json_object();
+        json_object_set_new(o, "token_id", json_integer(e->top_ids[k]));
+        json_object_set_new(o, "logprob", json_real(e->top_logprobs[k]));
+        json_array_append_new(a, o);
+        chosen_in |= e->top_ids[k] == e->token_id;
     }
-    json_object_set_new(out, "cumulative_logprob", json_real(s->cumulative_logprob));
-    json_object_set_new(out, "finish_reason", json_string(s->finished_by_stop ? "stop" : "length"));
+    if (!chosen_in) {
+        json_t *o = json_object();
+        json_object_set_new(o, "token_id", json_integer(e->token_id));
+        json_object_set_new(o, "logprob", json_real(e->logprob));
+        json_array_append_new(a, o);
+    }
+    return a;
+}
 
+static json_t *json_stop_reason(const struct pl_completion_output *c)
+{
+    if (c->stop_reason_kind == PL_STOP_REASON_STRING)
+        return json_text_or_null(c->stop_str);
+    if (c->stop_reason_kind == PL_STOP_REASON_TOKEN)
+        return json_integer(c->stop_token_id);
+    return json_null();
+}
+
+static void print_json(const struct pl_request_output *r, bool has_tokenizer)
+{
     json_t *line = json_object();
-    json_object_set_new(line, "prompt", json_text_or_null(p->text));
-    json_object_set_new(line, "prompt_token_ids", json_ids(p->ids, p->n_ids));
+    json_object_set_new(line, "prompt", json_text_or_null(r->prompt));
+    json_object_set_new(line, "prompt_token_ids",
+                        json_ids(r->prompt_token_ids, r->n_prompt_token_ids));
+    if (r->has_prompt_logprobs) {
+        json_t *pl = json_array();
+        for (int i = 0; i < r->n_prompt_token_ids; i++)
+            json_array_append_new(pl, r->prompt_logprobs[i].n_top < 0
+                                          ? json_null()
+                                          : json_logprob_entry(&r->prompt_logprobs[i]));
+        json_object_set_new(line, "prompt_logprobs", pl);
+    }
+    json_object_set_new(line, "num_cached_tokens", json_integer(r->num_cached_tokens));
     json_t *outs = json_array();
-    json_array_append_new(outs, out);
+    for (int k = 0; k < r->n_outputs; k++) {
+        const struct pl_completion_output *c = &r->outputs[k];
+        json_t *out = json_object();
+        json_object_set_new(out, "index", json_integer(c->index));
+        /* without a tokenizer there is no text: null, as the interim driver printed */
+        json_object_set_new(out, "text", json_text_or_null(has_tokenizer ? c->text : NULL));
+        json_object_set_new(out, "token_ids", json_ids(c->token_ids, c->n_token_ids));
+        if (c->has_logprobs) {
+            json_t *steps = json_array();
+            for (int t = 0; t < c->n_token_ids; t++)
+                json_array_append_new(steps, json_logprob_entry(&c->logprobs[t]));
+            json_object_set_new(out, "logprobs", steps);
+            json_object_set_new(out, "cumulative_logprob", json_real(c->cumulative_logprob));
+        } else {
+            json_object_set_new(out, "logprobs", json_null());
+            json_object_set_new(out, "cumulative_logprob", json_null());
+        }
+        const char *fr = pl_finish_reason_str(c->finish_reason);
+        json_object_set_new(out, "finish_reason", fr ? json_string(fr) : json_null());
+        json_object_set_new(out, "stop_reason", json_stop_reason(c));
+        json_array_append_new(outs, out);
+    }
     json_object_set_new(line, "outputs", outs);
     /* 17 significant digits: every double (and so every float) round-trips */
-    char *s_line = json_dumps(line, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
-    if (s_line)
-        printf("%s\n", s_line);
-    free(s_line);
+    char *s = json_dumps(line, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
+    if (s)
+        printf("%s\n", s);
+    free(s);
     json_decref(line);
 }
 
@@ -362,34 +338,70 @@ static void print_ids(const int32_t *ids, int n)
     printf("]");
 }
 
-static void print_readable(int index, const struct prompt *p, const struct pl_greedy_seq *s,
-                           const char *text)
+static void print_readable(int index, const struct pl_request_output *r)
 {
     printf("prompt %d: ", index);
-    if (p->text)
-        printf("\"%s\" ", p->text);
-    print_ids(p->ids, p->n_ids);
-    printf("\n  output:   ");
-    if (text)
-        printf("\"%s\" ", text);
-    print_ids(s->out_tokens, s->n_out);
-    printf("\n  finish:   %s, %d tokens, cumulative logprob %.4f\n",
-           s->finished_by_stop ? "stop" : "length", s->n_out, s->cumulative_logprob);
-    for (int t = 0; t < s->n_out && s->n_logprobs > 0; t++) {
-        printf("  step %3d:", t);
-        for (int k = 0; k < s->n_logprobs; k++)
-            printf(" %d(%.4f)", s->top_ids[(size_t)t * s->n_logprobs + k],
-                   (double)s->top_logprobs[(size_t)t * s->n_logprobs + k]);
+    if (r->prompt)
+        printf("\"%s\" ", r->prompt);
+    print_ids(r->prompt_token_ids, r->n_prompt_token_ids);
+    printf("\n");
+    for (int k = 0; k < r->n_outputs; k++) {
+        const struct pl_completion_output *c = &r->outputs[k];
+        printf("  output %d: \"%s\" ", c->index, c->text);
+        print_ids(c->token_ids, c->n_token_ids);
+        const char *fr = pl_finish_reason_str(c->finish_reason);
+        printf("\n  finish:   %s, %d tokens", fr ? fr : "none", c->n_token_ids);
+        if (c->stop_reason_kind == PL_STOP_REASON_STRING)
+            printf(", stop string \"%s\"", c->stop_str);
+        else if (c->stop_reason_kind == PL_STOP_REASON_TOKEN)
+            printf(", stop token %d", c->stop_token_id);
+        if (c->has_logprobs)
+            printf(", cumulative logprob %.4f", c->cumulative_logprob);
         printf("\n");
+        for (int t = 0; c->has_logprobs && t < c->n_token_ids; t++) {
+            const struct pl_logprob_entry *e = &c->logprobs[t];
+            printf("  step %3d: %d(%.4f) |", t, e->token_id, (double)e->logprob);
+            for (int j = 0; j < e->n_top; j++)
+                printf(" %d(%.4f)", e->top_ids[j], (double)e->top_logprobs[j]);
+            printf("\n");
+        }
     }
+    if (r->num_cached_tokens > 0)
+        printf("  cached:   %d prompt tokens\n", r->num_cached_tokens);
+}
+
+static void progress_cb(void *user, int done, int total, uint64_t in, uint64_t out)
+{
+    pl_cli_progress_update(user, done, total, in, out);
+}
+
+static void print_stats(const struct pl_llm *llm)
+{
+    struct pl_llm_stats s;
+    pl_llm_get_stats(llm, &s);
+    json_t *j = json_object();
+    json_object_set_new(j, "kv_blocks_total", json_integer(s.kv_blocks_total));
+    json_object_set_new(j, "kv_blocks_peak_used", json_integer(s.kv_blocks_peak_used));
+    json_object_set_new(j, "kv_waste", json_real(s.kv_waste));
+    json_object_set_new(j, "prefix_cache_hit_rate", json_real(s.prefix_cache_hit_rate));
+    json_object_set_new(j, "num_preemptions", json_integer((json_int_t)s.num_preemptions));
+    json_object_set_new(j, "prompt_tokens", json_integer((json_int_t)s.prompt_tokens));
+    json_object_set_new(j, "generation_tokens", json_integer((json_int_t)s.generation_tokens));
+    json_object_set_new(j, "seconds", json_real(s.seconds));
+    json_object_set_new(j, "tokens_per_second", json_real(s.tokens_per_second));
+    json_object_set_new(j, "num_steps", json_integer((json_int_t)s.num_steps));
+    char *txt = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    if (txt)
+        fprintf(stderr, "%s\n", txt);
+    free(txt);
+    json_decref(j);
 }
 
 int pl_cli_generate(int argc, char **argv)
 {
     struct gen_opts o;
     memset(&o, 0, sizeof(o));
-    pl_model_runner_params_default(&o.rp);
-    o.max_tokens = 16;
+    pl_cli_flags_init(&o.fl);
     int rc = parse_args(argc, argv, &o);
     if (rc == -1) {
         usage(stdout);
@@ -400,8 +412,7 @@ int pl_cli_generate(int argc, char **argv)
         free_opts(&o);
         return rc;
     }
-
-    const char *model = o.model ? o.model : getenv("PAGELLM_MODEL");
+    const char *model = o.fl.llm.model ? o.fl.llm.model : getenv("PAGELLM_MODEL");
     if (!model || !*model)
         model = "models/default";
     if (!is_dir(model)) {
@@ -413,99 +424,72 @@ int pl_cli_generate(int argc, char **argv)
         free_opts(&o);
         return 1;
     }
-    if (is_tiny_test_model(model))
+    if (pl_tiny_model_dir_is_tiny(model))
         fprintf(stderr,
                 "pagellm generate: note: %s is a tiny random-weight test model; its output is "
                 "gibberish by design (run a real model with --model DIR)\n",
                 model);
+    o.fl.llm.model = model;
 
-    struct pl_err err = {0};
-    struct pl_tokenizer *tok = NULL;
-    struct pl_model_runner *runner = NULL;
-    struct pl_greedy_seq *seqs = NULL;
-    char **texts = NULL;
-    int32_t *stop_ids = NULL;
+    struct pl_llm *llm = NULL;
+    struct pl_prompt *prompts = NULL;
+    struct pl_outputs out = {0};
+    struct pl_cli_progress prog;
     rc = 1;
-
-    bool need_tok = false;
-    for (int i = 0; i < o.n_prompts; i++)
-        need_tok |= o.prompts[i].text != NULL;
-    if (pl_tokenizer_load(model, &tok, &err) != PL_STATUS_OK) {
-        tok = NULL;
-        if (need_tok) {
-            fprintf(stderr, "pagellm generate: text prompts need the tokenizer: %s\n", err.msg);
-            goto out;
-        }
-    }
-    for (int i = 0; i < o.n_prompts; i++) {
-        struct prompt *p = &o.prompts[i];
-        if (p->text && pl_tokenizer_encode(tok, p->text, strlen(p->text), true, &p->ids,
-                                           &p->n_ids, &err) != PL_STATUS_OK) {
-            fprintf(stderr, "pagellm generate: prompt %d: %s\n", i, err.msg);
-            goto out;
-        }
-    }
-
-    o.rp.model_dir = model;
-    o.rp.n_threads = o.threads;
-    if (pl_model_runner_new(&o.rp, &runner, &err) != PL_STATUS_OK) {
-        fprintf(stderr, "pagellm generate: %s: %s\n", model, err.msg);
+    pl_status st = pl_llm_new(&o.fl.llm, &llm);
+    if (st != PL_STATUS_OK) {
+        fprintf(stderr, "pagellm generate: %s: %s\n", model, pl_llm_errmsg(llm));
+        if (st == PL_STATUS_INVALID_ARGUMENT)
+            rc = 2;
         goto out;
     }
-    const struct pl_model_config *cfg = pl_model_runner_config(runner);
-    const int *eos = cfg->gen.n_eos_token_ids > 0 ? cfg->gen.eos_token_ids : cfg->eos_token_ids;
-    int n_eos = o.ignore_eos ? 0
-                : cfg->gen.n_eos_token_ids > 0 ? cfg->gen.n_eos_token_ids
-                                               : cfg->n_eos_token_ids;
-    stop_ids = malloc(sizeof(int32_t) * (size_t)(n_eos + 1));
-    seqs = calloc((size_t)o.n_prompts, sizeof(*seqs));
-    texts = calloc((size_t)o.n_prompts, sizeof(*texts));
-    if (!stop_ids || !seqs || !texts) {
+    struct pl_sampling_params sp;
+    pl_cli_flags_sampling(&o.fl, llm, &sp);
+    {
+        /* bad values exit 2 before anything runs; the message names the field */
+        struct pl_sampling_params check;
+        struct pl_err err;
+        if (pl_sampling_params_copy(&check, &sp, &err) == PL_STATUS_OK) {
+            st = pl_sampling_params_validate(&check, pl_llm_vocab_size(llm), &err);
+            pl_sampling_params_fini(&check);
+            if (st != PL_STATUS_OK) {
+                fprintf(stderr, "pagellm generate: %s\n", err.msg);
+                rc = 2;
+                goto out;
+            }
+        }
+    }
+    prompts = calloc((size_t)o.n_prompts, sizeof(*prompts));
+    if (!prompts) {
         fprintf(stderr, "pagellm generate: out of memory\n");
         goto out;
     }
-    for (int i = 0; i < n_eos; i++)
-        stop_ids[i] = eos[i];
-    if (o.has_logprobs && o.logprobs > cfg->vocab_size) {
-        fprintf(stderr, "pagellm generate: --logprobs %d exceeds the vocabulary (%d)\n",
-                o.logprobs, cfg->vocab_size);
-        rc = 2;
-        goto out;
-    }
     for (int i = 0; i < o.n_prompts; i++)
-        seqs[i] = (struct pl_greedy_seq){.prompt = o.prompts[i].ids,
-                                         .n_prompt = o.prompts[i].n_ids,
-                                         .max_tokens = o.max_tokens,
-                                         .n_logprobs = o.has_logprobs ? o.logprobs : 0,
-                                         .stop_ids = stop_ids,
-                                         .n_stop_ids = n_eos};
-    if (pl_greedy_generate(runner, seqs, o.n_prompts, o.prefill_chunk, &err) != PL_STATUS_OK) {
-        fprintf(stderr, "pagellm generate: %s\n", err.msg);
+        prompts[i] = (struct pl_prompt){o.prompts[i].text, o.prompts[i].ids, o.prompts[i].n_ids};
+    pl_cli_progress_init(&prog, o.no_progress);
+    pl_llm_set_progress(llm, progress_cb, &prog);
+    st = pl_llm_generate(llm, prompts, o.n_prompts, &sp, 1, &out);
+    pl_cli_progress_finish(&prog);
+    if (st != PL_STATUS_OK) {
+        fprintf(stderr, "pagellm generate: %s\n", pl_llm_errmsg(llm));
+        if (st == PL_STATUS_INVALID_ARGUMENT)
+            rc = 2;
         goto out;
     }
-    for (int i = 0; i < o.n_prompts; i++) {
-        size_t len;
-        if (tok && pl_tokenizer_decode(tok, seqs[i].out_tokens, seqs[i].n_out, true, &texts[i],
-                                       &len, &err) != PL_STATUS_OK)
-            texts[i] = NULL;
+    for (int i = 0; i < out.n; i++) {
         if (o.json)
-            print_json(&o.prompts[i], &seqs[i], texts[i], o.has_logprobs);
+            print_json(&out.items[i], pl_llm_has_tokenizer(llm));
         else
-            print_readable(i, &o.prompts[i], &seqs[i], texts[i]);
+            print_readable(i, &out.items[i]);
     }
+    fflush(stdout);
+    if (o.stats)
+        print_stats(llm);
     rc = 0;
 out:
-    if (seqs)
-        for (int i = 0; i < o.n_prompts; i++)
-            pl_greedy_seq_fini(&seqs[i]);
-    if (texts)
-        for (int i = 0; i < o.n_prompts; i++)
-            free(texts[i]);
-    free(texts);
-    free(seqs);
-    free(stop_ids);
-    pl_model_runner_free(runner);
-    pl_tokenizer_free(tok);
+    pl_outputs_free(&out);
+    free(prompts);
+    pl_llm_free(llm);
     free_opts(&o);
     return rc;
 }

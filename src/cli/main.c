@@ -14,8 +14,10 @@ static void usage(FILE *f)
             "usage: pagellm <command> [options]\n\n"
             "commands:\n"
             "  generate     offline generation for one or more prompts\n"
+            "  chat         interactive chat with the model's chat template\n"
             "  tokenize     text or chat messages -> token ids\n"
             "  detokenize   token ids -> text\n"
+            "  serve        an OpenAI-compatible HTTP server\n"
             "  bench        benchmarks: 'bench serve' (HTTP serving latency/throughput)\n"
             "  version      print the version\n\n"
             "Run 'pagellm <command> --help' for a command's options.\n",
@@ -31,10 +33,14 @@ int main(int argc, char **argv)
     const char *cmd = argv[1];
     if (!strcmp(cmd, "generate"))
         return pl_cli_generate(argc - 1, argv + 1);
+    if (!strcmp(cmd, "chat"))
+        return pl_cli_chat(argc - 1, argv + 1);
     if (!strcmp(cmd, "tokenize"))
         return pl_cli_tokenize(argc - 1, argv + 1);
     if (!strcmp(cmd, "detokenize"))
         return pl_cli_detokenize(argc - 1, argv + 1);
+    if (!strcmp(cmd, "serve"))
+        return pl_cli_serve(argc - 1, argv + 1);
     if (!strcmp(cmd, "bench"))
         return pl_cli_bench(argc - 1, argv + 1);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {

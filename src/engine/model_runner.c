@@ -14,6 +14,7 @@
  */
 #include "engine/model_runner.h"
 
+#include "engine/block_manager.h"
 #include "model/safetensors.h"
 #include "util/log.h"
 
@@ -222,4 +223,32 @@ pl_status pl_model_runner_run(struct pl_model_runner *r, const struct pl_batch *
                               struct pl_err *err)
 {
     return pl_llama_forward(r->model, b, &r->kv, logits, err);
+}
+/*
+ * Copy-on-write for the engine: whole blocks, every layer, K and V. The pairs
+ * go to the backend in groups of COPY_GROUP so no allocation is needed.
+ */
+#define COPY_GROUP 64
+pl_status pl_model_runner_copy_blocks(struct pl_model_runner *r, const struct pl_block_copy *copies,
+                                      int n_copies, struct pl_err *err)
+{
+    if (!r->has_kv)
+        return pl_err_set(err, PL_STATUS_INTERNAL, "copy_blocks: the runner has no KV cache");
+    size_t block_bytes = (size_t)r->block_size * (size_t)r->kv.kv_dim *
+                         pl_dtype_size(r->be->ops->act_dtype);
+    int32_t pairs[2 * COPY_GROUP];
+    for (int i0 = 0; i0 < n_copies; i0 += COPY_GROUP) {
+        int n = n_copies - i0 < COPY_GROUP ? n_copies - i0 : COPY_GROUP;
+        for (int i = 0; i < n; i++) {
+            const struct pl_block_copy *c = &copies[i0 + i];
+            if (c->src < 0 || c->src >= r->n_blocks || c->dst < 0 || c->dst >= r->n_blocks)
+                return pl_err_set(err, PL_STATUS_INTERNAL, "copy_blocks: pair %d -> %d outside "
+                                  "the pool of %d blocks", c->src, c->dst, r->n_blocks);
+            pairs[2 * i] = c->src;
+            pairs[2 * i + 1] = c->dst;
+        }
+        for (int l = 0; l < r->kv.n_layers; l++)
+            r->be->ops->copy_blocks(r->be, r->kv.k[l], r->kv.v[l], pairs, n, block_bytes);
+    }
+    return PL_STATUS_OK;
 }

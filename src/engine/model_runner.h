@@ -59,4 +59,12 @@ const struct pl_weights *pl_model_runner_weights(const struct pl_model_runner *r
 pl_status pl_model_runner_run(struct pl_model_runner *r, const struct pl_batch *b,
                               float *logits, struct pl_err *err);
 
+/*
+ * Copies whole KV blocks (every layer, K and V) src -> dst for each pair, in
+ * order: the engine's copy-on-write before a step runs.
+ */
+struct pl_block_copy;
+pl_status pl_model_runner_copy_blocks(struct pl_model_runner *r, const struct pl_block_copy *copies,
+                                      int n_copies, struct pl_err *err);
+
 #endif

@@ -45,7 +45,7 @@ struct pl_llama {
     struct pl_rope rope;  /* rope.inv_freq points at d_inv_freq */
     float *d_inv_freq;    /* [rot_dim / 2] */
 
-    /* scratch activations (backend memory), T = max_tokens */
+    /* scratch activations (backend memory, the backend's act dtype), T = max_tokens */
     float *res;    /* [T, hidden] residual stream */
     float *h;      /* [T, hidden] sublayer output */
     float *x;      /* [T, hidden] normalised sublayer input */
@@ -169,9 +169,9 @@ pl_status pl_llama_new(const struct pl_model_config *cfg, const struct pl_weight
         cfg->n_heads <= 0 || cfg->n_kv_heads <= 0 || cfg->head_dim <= 0 || cfg->vocab_size <= 0 ||
         cfg->n_heads % cfg->n_kv_heads != 0 || cfg->n_layers > PL_MAX_LAYERS)
         return pl_err_set(err, PL_STATUS_FORMAT, "llama: inconsistent config dimensions");
-    if (be->ops->act_dtype != PL_DTYPE_F32)
+    if (be->ops->act_dtype != PL_DTYPE_F32 && be->ops->act_dtype != PL_DTYPE_BF16)
         return pl_err_set(err, PL_STATUS_UNSUPPORTED,
-                          "llama: the %s backend's activation type %s is not supported yet",
+                          "llama: the %s backend's activation type %s is not supported",
                           be->ops->name, pl_dtype_name(be->ops->act_dtype));
     pl_status st = check_weights(cfg, w, be, err);
     if (st != PL_STATUS_OK)
@@ -202,23 +202,26 @@ pl_status pl_llama_new(const struct pl_model_config *cfg, const struct pl_weight
         return st;
     }
 
-    const size_t T = (size_t)max_tokens, f = sizeof(float), i32 = sizeof(int32_t);
+    /* activations are the backend's act dtype (F32 on CPU, BF16 on CUDA); the rope
+     * table and the logits stay fp32 */
+    const size_t T = (size_t)max_tokens, a = pl_dtype_size(be->ops->act_dtype);
+    const size_t f = sizeof(float), i32 = sizeof(int32_t);
     const size_t hid = (size_t)cfg->hidden_size, inter = (size_t)cfg->intermediate_size;
     const size_t lc = (size_t)m->logits_chunk;
     st = PL_STATUS_OK;
     m->d_inv_freq = be_alloc(m, f * (size_t)(m->rope.rot_dim / 2), &st);
-    m->res = be_alloc(m, f * T * hid, &st);
-    m->h = be_alloc(m, f * T * hid, &st);
-    m->x = be_alloc(m, f * T * hid, &st);
-    m->q = be_alloc(m, f * T * (size_t)m->q_dim, &st);
-    m->k = be_alloc(m, f * T * (size_t)m->kv_dim, &st);
-    m->v = be_alloc(m, f * T * (size_t)m->kv_dim, &st);
-    m->attn = be_alloc(m, f * T * (size_t)m->q_dim, &st);
-    m->gate = be_alloc(m, f * T * inter, &st);
-    m->up = be_alloc(m, f * T * inter, &st);
-    m->l_res = be_alloc(m, f * lc * hid, &st);
-    m->l_h = be_alloc(m, f * lc * hid, &st);
-    m->l_x = be_alloc(m, f * lc * hid, &st);
+    m->res = be_alloc(m, a * T * hid, &st);
+    m->h = be_alloc(m, a * T * hid, &st);
+    m->x = be_alloc(m, a * T * hid, &st);
+    m->q = be_alloc(m, a * T * (size_t)m->q_dim, &st);
+    m->k = be_alloc(m, a * T * (size_t)m->kv_dim, &st);
+    m->v = be_alloc(m, a * T * (size_t)m->kv_dim, &st);
+    m->attn = be_alloc(m, a * T * (size_t)m->q_dim, &st);
+    m->gate = be_alloc(m, a * T * inter, &st);
+    m->up = be_alloc(m, a * T * inter, &st);
+    m->l_res = be_alloc(m, a * lc * hid, &st);
+    m->l_h = be_alloc(m, a * lc * hid, &st);
+    m->l_x = be_alloc(m, a * lc * hid, &st);
     m->logits = be_alloc(m, f * lc * (size_t)cfg->vocab_size, &st);
     m->d_ids = be_alloc(m, i32 * T, &st);
     m->d_pos = be_alloc(m, i32 * T, &st);

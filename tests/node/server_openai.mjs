@@ -97,9 +97,9 @@ test('logprobs (completions format) match pagellm generate --logprobs', async ()
   }
 });
 
-test('echo with logprobs: prompt positions first, consistent with prompt_logprobs', async () => {
+test('echo with logprobs: prompt positions first; prompt_logprobs match pagellm generate', async () => {
   const prompt = 'Hello world';
-  const [ref] = generate([{ text: prompt }], 4);
+  const [ref] = generate([{ text: prompt }], 4, ['--prompt-logprobs', '2']);
   const r = await client.completions.create({ model: MODEL, prompt, max_tokens: 4, temperature: 0, echo: true, logprobs: 2 });
   const c = r.choices[0];
   eq(c.text, prompt + ref.outputs[0].text);
@@ -113,6 +113,10 @@ test('echo with logprobs: prompt positions first, consistent with prompt_logprob
     const e = c.prompt_logprobs[i][String(ref.prompt_token_ids[i])];
     assert(e && Math.abs(e.logprob - c.logprobs.token_logprobs[i]) < 1e-6, `position ${i}`);
     assert(e.rank >= 1);
+    const want = ref.prompt_logprobs[i].find((x) => x.token_id === ref.prompt_token_ids[i]);
+    assert(Math.abs(e.logprob - want.logprob) < 1e-4, `position ${i}: ${e.logprob} vs ${want.logprob}`);
+    const top = ref.prompt_logprobs[i][0];
+    assert(Math.abs(c.prompt_logprobs[i][String(top.token_id)].logprob - top.logprob) < 1e-4, `top at ${i}`);
   }
   const s = await client.completions.create({ model: MODEL, prompt, max_tokens: 4, temperature: 0, echo: true, stream: true });
   let text = '';

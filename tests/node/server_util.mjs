@@ -39,9 +39,10 @@ export function eq(a, b, msg) {
   if (sa !== sb) throw new Error(`${msg ?? 'not equal'}:\n  got:  ${sa}\n  want: ${sb}`);
 }
 
-// `pagellm generate --json` for prompts given as {text} or {ids}: the offline reference.
+// `pagellm generate --json` (greedy) for prompts given as {text} or {ids}: the offline reference.
 export function generate(prompts, maxTokens, extra = []) {
-  const args = ['generate', '--model', MODEL_DIR, '--max-tokens', String(maxTokens), '--json', ...extra];
+  const args = ['generate', '--model', MODEL_DIR, '--max-tokens', String(maxTokens), '--temperature', '0',
+                '--json', '--no-progress', ...extra];
   for (const p of prompts) {
     if (p.ids) args.push('--prompt-ids', p.ids.join(','));
     else args.push('--prompt', p.text);

@@ -1,0 +1,411 @@
+/*
+ * cuda_backend.c -- the CUDA backend: device memory, the op table, errors.
+ *
+ * Owns: struct cuda_backend (the device, its one stream, the cuBLASLt state
+ * of cuda_matmul.c, the preallocated split-decode scratch, the sticky error)
+ * and the dispatch of every op of struct pl_backend_ops to the kernels in
+ * kernels/ (launch wrappers declared in kernels/kernels.h).
+ * Invariants:
+ *   - every op is enqueued on `stream`, in call order, and allocates nothing
+ *     (the only exception is the fp16-weight matmul scratch, see
+ *     cuda_matmul.c), so a step can later be captured as a CUDA graph;
+ *   - activations and the KV cache are bf16; weights keep their dtype;
+ *   - the first failure (a launch error, a cuBLAS status, an unsupported
+ *     shape) is kept in err_msg and every later sync() returns
+ *     PL_STATUS_INTERNAL: ops have no status of their own, and a sticky CUDA
+ *     error poisons the context anyway.
+ */
+#include "backend/cuda/cuda_backend.h"
+
+#include "backend/cuda/kernels/kernels.h"
+
+#include <cuda_runtime.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Split-decode partial results: (seq, head, split) x (head_dim + 2) floats. */
+#define PARTIAL_BYTES ((size_t)32 << 20)
+#define MAX_SPLITS 32
+/* Context tokens below which a split is not worth its reduce. */
+#define MIN_TOKENS_PER_SPLIT 256
+
+struct cuda_backend {
+    struct pl_backend base; /* must be first */
+    int device;
+    int n_sms;
+    char device_name[256];
+    cudaStream_t stream;
+    struct pl_cuda_matmul *mm;
+    float *partial;
+    int forced_splits; /* 0 = choose from the shape */
+    bool failed;
+    char err_msg[512];
+};
+
+static struct cuda_backend *cb(struct pl_backend *be) { return (struct cuda_backend *)be; }
+
+static pl_cuda_stream st(struct pl_backend *be) { return (pl_cuda_stream)cb(be)->stream; }
+
+void pl_cuda_fail(struct pl_backend *be, const char *fmt, ...)
+{
+    struct cuda_backend *c = cb(be);
+    if (c->failed)
+        return;
+    c->failed = true;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->err_msg, sizeof(c->err_msg), fmt, ap);
+    va_end(ap);
+}
+
+/* Records a launch wrapper's result (0 = fine). */
+static void check_launch(struct pl_backend *be, const char *op, int e)
+{
+    if (e)
+        pl_cuda_fail(be, "cuda %s: %s", op, cudaGetErrorString((cudaError_t)e));
+}
+
+int pl_cuda_device_count(void)
+{
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        cudaGetLastError(); /* no driver: not an error of anyone's context */
+        return 0;
+    }
+    return n;
+}
+
+/* ---- memory --------------------------------------------------------------------------- */
+
+static void *cuda_alloc(struct pl_backend *be, size_t n_bytes)
+{
+    void *p = NULL;
+    if (cudaMalloc(&p, n_bytes ? n_bytes : 256) != cudaSuccess) {
+        cudaGetLastError(); /* out of memory is reported by the NULL, not sticky */
+        return NULL;
+    }
+    return p;
+}
+
+static void cuda_free(struct pl_backend *be, void *p)
+{
+    if (p)
+        cudaFree(p);
+}
+
+static void *cuda_map_weight(struct pl_backend *be, const void *host, size_t n_bytes)
+{
+    void *p = cuda_alloc(be, n_bytes);
+    if (!p)
+        return NULL;
+    if (n_bytes && cudaMemcpy(p, host, n_bytes, cudaMemcpyHostToDevice) != cudaSuccess) {
+        pl_cuda_fail(be, "cuda map_weight: %s", cudaGetErrorString(cudaGetLastError()));
+        cudaFree(p);
+        return NULL;
+    }
+    return p;
+}
+
+static void cuda_unmap_weight(struct pl_backend *be, void *p) { cuda_free(be, p); }
+
+static pl_status status_of(struct pl_backend *be) { return cb(be)->failed ? PL_STATUS_INTERNAL : PL_STATUS_OK; }
+
+static pl_status cuda_upload(struct pl_backend *be, void *dst, const void *src, size_t n_bytes)
+{
+    if (n_bytes == 0)
+        return status_of(be);
+    cudaError_t e = cudaMemcpyAsync(dst, src, n_bytes, cudaMemcpyHostToDevice, cb(be)->stream);
+    if (e != cudaSuccess)
+        pl_cuda_fail(be, "cuda upload of %zu bytes: %s", n_bytes, cudaGetErrorString(e));
+    return status_of(be);
+}
+
+static pl_status cuda_sync(struct pl_backend *be)
+{
+    cudaError_t e = cudaStreamSynchronize(cb(be)->stream);
+    if (e == cudaSuccess)
+        e = cudaGetLastError();
+    if (e != cudaSuccess)
+        pl_cuda_fail(be, "cuda: %s", cudaGetErrorString(e));
+    return status_of(be);
+}
+
+static pl_status cuda_download(struct pl_backend *be, void *dst, const void *src, size_t n_bytes)
+{
+    if (n_bytes) {
+        cudaError_t e = cudaMemcpyAsync(dst, src, n_bytes, cudaMemcpyDeviceToHost, cb(be)->stream);
+        if (e != cudaSuccess)
+            pl_cuda_fail(be, "cuda download of %zu bytes: %s", n_bytes, cudaGetErrorString(e));
+    }
+    return cuda_sync(be);
+}
+
+static bool cuda_supports(struct pl_backend *be, enum pl_op op, enum pl_dtype dtype)
+{
+    switch (op) {
+    case PL_OP_EMBED:
+    case PL_OP_RMSNORM:
+        return dtype == PL_DTYPE_F32 || dtype == PL_DTYPE_F16 || dtype == PL_DTYPE_BF16;
+    case PL_OP_MATMUL:
+    case PL_OP_LOGITS:
+        /* cuBLASLt runs bf16 x bf16 and fp16 x fp16; F32 weights are refused at load */
+        return dtype == PL_DTYPE_F16 || dtype == PL_DTYPE_BF16;
+    case PL_OP_ROPE:
+    case PL_OP_SILU_MUL:
+    case PL_OP_STORE_KV:
+    case PL_OP_ATTENTION:
+    case PL_OP_GET_ROWS:
+    case PL_OP_COPY_BLOCKS:
+        return dtype == PL_DTYPE_BF16;
+    case PL_OP_COUNT:
+        break;
+    }
+    return false;
+}
+
+/* ---- ops ------------------------------------------------------------------------------ */
+
+static void cuda_embed(struct pl_backend *be, void *out, const struct pl_weight *table,
+                       const int32_t *ids, int n)
+{
+    check_launch(be, "embed",
+                 pl_cuk_embed(st(be), out, table->data, (int)table->dtype, table->cols, ids, n));
+}
+
+static void cuda_rmsnorm(struct pl_backend *be, void *out, void *residual, const void *x,
+                         const struct pl_weight *w, int n_rows, int dim, float eps)
+{
+    check_launch(be, "rmsnorm", pl_cuk_rmsnorm(st(be), out, residual, x, w->data, (int)w->dtype,
+                                               n_rows, dim, eps));
+}
+
+static void cuda_matmul(struct pl_backend *be, void *out, int ld_out, const void *x,
+                        const struct pl_weight *w, const struct pl_weight *bias, int n)
+{
+    pl_cuda_matmul_run(be, cb(be)->mm, out, ld_out, false, x, w, bias, n);
+}
+
+static void cuda_logits(struct pl_backend *be, float *out, const void *x, const struct pl_weight *w,
+                        int n)
+{
+    pl_cuda_matmul_run(be, cb(be)->mm, out, (int)w->rows, true, x, w, NULL, n);
+}
+
+static void cuda_rope(struct pl_backend *be, void *q, void *k, const int32_t *positions,
+                      const int32_t *seq_lens, int n, int n_heads, int n_kv_heads, int head_dim,
+                      const struct pl_rope *rope)
+{
+    if (rope->dyn_original_max > 0 && !seq_lens) {
+        pl_cuda_fail(be, "cuda rope: dynamic NTK needs per-token sequence lengths");
+        return;
+    }
+    struct pl_cuk_rope r = {
+        .rot_dim = rope->rot_dim,
+        .inv_freq = rope->inv_freq,
+        .attn_scale = rope->attn_scale,
+        .pos_scale = rope->pos_scale,
+        .dyn_original_max = rope->dyn_original_max,
+        .dyn_factor = rope->dyn_factor,
+        .dyn_theta = rope->dyn_theta,
+    };
+    check_launch(be, "rope", pl_cuk_rope(st(be), q, k, positions, seq_lens, n, n_heads,
+                                         n_kv_heads, head_dim, r));
+}
+
+static void cuda_silu_mul(struct pl_backend *be, void *out, const void *gate, const void *up,
+                          int n, int dim)
+{
+    check_launch(be, "silu_mul", pl_cuk_silu_mul(st(be), out, gate, up, (int64_t)n * dim));
+}
+
+static void cuda_store_kv(struct pl_backend *be, void *k_cache, void *v_cache, const void *k,
+                          const void *v, const int32_t *slot_mapping, int n, int kv_dim)
+{
+    size_t row = (size_t)kv_dim * 2;
+    check_launch(be, "store_kv", pl_cuk_copy_rows(st(be), k_cache, slot_mapping, k, NULL, n, row));
+    check_launch(be, "store_kv", pl_cuk_copy_rows(st(be), v_cache, slot_mapping, v, NULL, n, row));
+}
+
+static void cuda_get_rows(struct pl_backend *be, void *out, const void *x, const int32_t *rows,
+                          int n, int dim)
+{
+    check_launch(be, "get_rows", pl_cuk_copy_rows(st(be), out, NULL, x, rows, n, (size_t)dim * 2));
+}
+
+static void cuda_copy_blocks(struct pl_backend *be, void *k_cache, void *v_cache,
+                             const int32_t *src_dst, int n_pairs, size_t block_bytes)
+{
+    check_launch(be, "copy_blocks",
+                 pl_cuk_copy_blocks(st(be), k_cache, v_cache, src_dst, n_pairs, block_bytes));
+}
+
+/* Splits of the decode context: enough CTAs to fill the GPU about twice, each
+ * split at least MIN_TOKENS_PER_SPLIT tokens, within the partial scratch. */
+static int decode_splits(const struct cuda_backend *c, const struct pl_attn_meta *m)
+{
+    int splits;
+    if (c->forced_splits > 0) {
+        splits = c->forced_splits;
+    } else {
+        int ctas = m->n_kv_heads * m->n_seqs;
+        int by_sms = (2 * c->n_sms + ctas - 1) / ctas;
+        int by_len = (m->max_context_len + MIN_TOKENS_PER_SPLIT - 1) / MIN_TOKENS_PER_SPLIT;
+        splits = by_sms < by_len ? by_sms : by_len;
+    }
+    if (splits > MAX_SPLITS)
+        splits = MAX_SPLITS;
+    while (splits > 1 && pl_cuk_attention_partial_floats(m->n_seqs, m->n_heads, m->head_dim,
+                                                         splits) * sizeof(float) > PARTIAL_BYTES)
+        splits--;
+    return splits < 1 ? 1 : splits;
+}
+
+static void cuda_attention(struct pl_backend *be, void *out, const void *q, const void *k_cache,
+                           const void *v_cache, const struct pl_attn_meta *m)
+{
+    struct cuda_backend *c = cb(be);
+    if (m->n_seqs <= 0 || m->n_tokens <= 0)
+        return;
+    if (m->n_kv_heads <= 0 || m->n_heads % m->n_kv_heads != 0 ||
+        !pl_cuk_attention_supported(m->head_dim, m->n_heads / m->n_kv_heads)) {
+        pl_cuda_fail(be, "cuda attention: head_dim %d with %d query heads per kv head is not "
+                         "supported (head_dim must be a power of two in [8, 256], at most 16 "
+                         "heads per group)",
+                     m->head_dim, m->n_kv_heads > 0 ? m->n_heads / m->n_kv_heads : 0);
+        return;
+    }
+    struct pl_cuk_attn a = {
+        .out = out,
+        .q = q,
+        .k_cache = k_cache,
+        .v_cache = v_cache,
+        .cu_seqlens_q = m->cu_seqlens_q,
+        .context_lens = m->context_lens,
+        .block_tables = m->block_tables,
+        .n_seqs = m->n_seqs,
+        .max_blocks_per_seq = m->max_blocks_per_seq,
+        .max_q_len = m->max_q_len,
+        .max_context_len = m->max_context_len,
+        .block_size = m->block_size,
+        .n_heads = m->n_heads,
+        .n_kv_heads = m->n_kv_heads,
+        .head_dim = m->head_dim,
+        .scale = m->scale,
+        .window = m->window,
+    };
+    /* decode rows whenever some sequence may have q_len == 1; prefill rows when
+     * some sequence has more (each kernel skips the other's sequences) */
+    if (m->n_tokens < m->n_seqs * m->max_q_len || m->max_q_len == 1)
+        check_launch(be, "attention (decode)",
+                     pl_cuk_attention_decode(st(be), &a, decode_splits(c, m), c->partial));
+    if (m->max_q_len > 1)
+        check_launch(be, "attention (prefill)", pl_cuk_attention_prefill(st(be), &a));
+}
+
+/* ---- creation ------------------------------------------------------------------------- */
+
+static void cuda_destroy(struct pl_backend *be)
+{
+    struct cuda_backend *c = cb(be);
+    if (c->stream)
+        cudaStreamSynchronize(c->stream);
+    pl_cuda_matmul_free(c->mm);
+    cudaFree(c->partial);
+    if (c->stream)
+        cudaStreamDestroy(c->stream);
+    free(c);
+}
+
+static const struct pl_backend_ops cuda_ops = {
+    .version = PL_BACKEND_OPS_VERSION,
+    .name = "cuda",
+    .act_dtype = PL_DTYPE_BF16,
+    .destroy = cuda_destroy,
+    .alloc = cuda_alloc,
+    .free = cuda_free,
+    .map_weight = cuda_map_weight,
+    .unmap_weight = cuda_unmap_weight,
+    .upload = cuda_upload,
+    .download = cuda_download,
+    .sync = cuda_sync,
+    .supports = cuda_supports,
+    .embed = cuda_embed,
+    .rmsnorm = cuda_rmsnorm,
+    .matmul = cuda_matmul,
+    .rope = cuda_rope,
+    .silu_mul = cuda_silu_mul,
+    .store_kv = cuda_store_kv,
+    .attention = cuda_attention,
+    .get_rows = cuda_get_rows,
+    .logits = cuda_logits,
+    .copy_blocks = cuda_copy_blocks,
+};
+
+pl_status pl_backend_cuda_new(int device, struct pl_backend **out, struct pl_err *err)
+{
+    int n = pl_cuda_device_count();
+    if (n <= 0)
+        return pl_err_set(err, PL_STATUS_UNSUPPORTED, "cuda backend: no CUDA device is available");
+    if (device < 0 || device >= n)
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                          "cuda backend: device %d does not exist (%d present)", device, n);
+    struct cuda_backend *c = calloc(1, sizeof(*c));
+    if (!c)
+        return pl_err_set(err, PL_STATUS_NO_MEMORY, "cuda backend: out of memory");
+    c->base.ops = &cuda_ops;
+    c->device = device;
+    struct cudaDeviceProp prop;
+    cudaError_t e = cudaSetDevice(device);
+    if (e == cudaSuccess)
+        e = cudaGetDeviceProperties(&prop, device);
+    if (e == cudaSuccess) {
+        c->n_sms = prop.multiProcessorCount;
+        snprintf(c->device_name, sizeof(c->device_name), "%s", prop.name);
+        e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking);
+    }
+    if (e == cudaSuccess)
+        e = (cudaError_t)pl_cuk_attention_init();
+    if (e == cudaSuccess)
+        e = cudaMalloc((void **)&c->partial, PARTIAL_BYTES);
+    if (e != cudaSuccess) {
+        pl_status st_ = pl_err_set(err, PL_STATUS_INTERNAL, "cuda backend: device %d: %s", device,
+                                   cudaGetErrorString(e));
+        cudaGetLastError();
+        cuda_destroy(&c->base);
+        return st_;
+    }
+    pl_status s = pl_cuda_matmul_new(c->stream, &c->mm, err);
+    if (s != PL_STATUS_OK) {
+        cuda_destroy(&c->base);
+        return s;
+    }
+    *out = &c->base;
+    return PL_STATUS_OK;
+}
+
+pl_status pl_backend_cuda_mem_info(struct pl_backend *be, size_t *free_bytes, size_t *total_bytes)
+{
+    cudaError_t e = cudaMemGetInfo(free_bytes, total_bytes);
+    if (e != cudaSuccess) {
+        pl_cuda_fail(be, "cudaMemGetInfo: %s", cudaGetErrorString(e));
+        return PL_STATUS_INTERNAL;
+    }
+    return PL_STATUS_OK;
+}
+
+const char *pl_backend_cuda_last_error(const struct pl_backend *be)
+{
+    return ((const struct cuda_backend *)be)->err_msg;
+}
+
+const char *pl_backend_cuda_device_name(const struct pl_backend *be)
+{
+    return ((const struct cuda_backend *)be)->device_name;
+}
+
+void pl_backend_cuda_set_decode_splits(struct pl_backend *be, int n_splits)
+{
+    cb(be)->forced_splits = n_splits > 0 ? n_splits : 0;
+}

@@ -1,0 +1,62 @@
+/*
+ * cuda_backend.h -- the CUDA backend: creation and CUDA-specific helpers.
+ *
+ * Owns: the public entry points of src/backend/cuda beyond the op table
+ * (backend.h), and the internal interface between cuda_backend.c (memory,
+ * op dispatch, the error state) and cuda_matmul.c (cuBLASLt GEMMs).
+ * Activations and the KV cache are bf16 device memory; weights are uploaded
+ * once by map_weight and used in their own dtype (BF16 or F16; F32 weights are
+ * refused by supports() for the matmul ops and accepted for norm vectors and
+ * embeddings). Every op is enqueued on the backend's one stream, allocates
+ * nothing, and records the first CUDA or cuBLAS failure in a sticky error that
+ * sync() reports as PL_STATUS_INTERNAL (pl_backend_cuda_last_error gives the
+ * message).
+ */
+#ifndef PL_BACKEND_CUDA_BACKEND_H
+#define PL_BACKEND_CUDA_BACKEND_H
+
+#include "backend/backend.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* Number of CUDA devices usable here (0 when there is no driver or no GPU). */
+int pl_cuda_device_count(void);
+
+/* Creates the CUDA backend on `device`. PL_STATUS_UNSUPPORTED when there is
+ * no usable GPU (the message says why), PL_STATUS_INTERNAL for other CUDA or
+ * cuBLAS failures. */
+pl_status pl_backend_cuda_new(int device, struct pl_backend **out, struct pl_err *err);
+
+/* Free and total device memory in bytes (cudaMemGetInfo on the backend's device). */
+pl_status pl_backend_cuda_mem_info(struct pl_backend *be, size_t *free_bytes,
+                                   size_t *total_bytes);
+
+/* The message of the first failure since creation ("" when none). */
+const char *pl_backend_cuda_last_error(const struct pl_backend *be);
+
+/* The device's name, e.g. "NVIDIA H100 80GB HBM3". */
+const char *pl_backend_cuda_device_name(const struct pl_backend *be);
+
+/* Forces the number of context splits of the decode attention path (0 = chosen
+ * from the shape and the GPU; for tests and benchmarks). */
+void pl_backend_cuda_set_decode_splits(struct pl_backend *be, int n_splits);
+
+/* ---- internal: shared by cuda_backend.c and cuda_matmul.c --------------------------- */
+
+struct pl_cuda_matmul; /* cuBLASLt handle, workspace, plan cache */
+
+/* Records the first failure (later ones are dropped: the first is the cause). */
+void pl_cuda_fail(struct pl_backend *be, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+pl_status pl_cuda_matmul_new(void *stream, struct pl_cuda_matmul **out, struct pl_err *err);
+void pl_cuda_matmul_free(struct pl_cuda_matmul *mm);
+
+/* out (bf16 [n, w.rows], row stride ld_out; or fp32 when out_f32) = x (bf16) @ w^T (+ bias).
+ * Returns false after recording the failure with pl_cuda_fail. */
+bool pl_cuda_matmul_run(struct pl_backend *be, struct pl_cuda_matmul *mm, void *out, int ld_out,
+                        bool out_f32, const void *x, const struct pl_weight *w,
+                        const struct pl_weight *bias, int n);
+
+#endif

@@ -1,0 +1,345 @@
+/*
+ * cuda_matmul.c -- the CUDA backend's weight GEMMs through cuBLASLt.
+ *
+ * Owns: struct pl_cuda_matmul (the cuBLASLt handle, a preallocated workspace,
+ * a plan cache, and the scratch of the fp16-weight path).
+ *
+ * Layout: row-major out[n, M] = x[n, K] @ W[M, K]^T is, read column-major,
+ * D (M x n, ld = ld_out) = op(A) B with A = W stored (K x M, ld K) and
+ * transa = T, B = x (K x n, ld K): the "TN" GEMM cuBLASLt runs best. Inputs are
+ * bf16 (or fp16), accumulation fp32, output bf16 (or fp32 for logits). A bias
+ * goes through CUBLASLT_EPILOGUE_BIAS; if no algorithm takes the epilogue for
+ * a shape, a separate add kernel does it.
+ *
+ * Plans: a plan (descriptors + the heuristic's algorithm) is built once per
+ * key (n, M, K, ld_out, types, bias, pointer alignments) and kept in a small
+ * open-addressing table, so a steady-state step does no heavy set-up: the
+ * only per-call work is setting the bias pointer and cublasLtMatmul.
+ *
+ * fp16 weights: cuBLASLt has no bf16 x fp16 GEMM, so x is converted to fp16
+ * and the product lands in fp32 scratch before the bias + bf16 conversion.
+ * That scratch grows on demand (cudaMalloc), which happens only in the first
+ * forward of the largest batch; bf16 models never touch it.
+ */
+#include "backend/cuda/cuda_backend.h"
+
+#include "backend/cuda/kernels/kernels.h"
+
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define WORKSPACE_BYTES ((size_t)32 << 20)
+#define N_PLANS 512 /* power of two */
+
+struct plan_key {
+    int64_t n, m, k, ld_out;
+    int a_type, b_type, d_type; /* cudaDataType */
+    int bias_type;              /* cudaDataType of the epilogue bias, -1 = none */
+    int align_a, align_b, align_d;
+};
+
+struct plan {
+    bool used;
+    bool has_algo;
+    bool epilogue_bias; /* the plan applies the bias itself */
+    struct plan_key key;
+    cublasLtMatmulDesc_t desc;
+    cublasLtMatrixLayout_t a, b, d;
+    cublasLtMatmulAlgo_t algo;
+};
+
+struct pl_cuda_matmul {
+    cublasLtHandle_t lt;
+    cudaStream_t stream;
+    void *workspace;
+    struct plan plans[N_PLANS];
+    int next_evict;
+    void *x16;       /* fp16 copy of x (fp16-weight path) */
+    size_t x16_bytes;
+    float *y32;      /* fp32 product before the bf16 conversion (fp16-weight path) */
+    size_t y32_bytes;
+};
+
+pl_status pl_cuda_matmul_new(void *stream, struct pl_cuda_matmul **out, struct pl_err *err)
+{
+    struct pl_cuda_matmul *mm = calloc(1, sizeof(*mm));
+    if (!mm)
+        return pl_err_set(err, PL_STATUS_NO_MEMORY, "cuda matmul: out of memory");
+    mm->stream = (cudaStream_t)stream;
+    cublasStatus_t cs = cublasLtCreate(&mm->lt);
+    if (cs != CUBLAS_STATUS_SUCCESS) {
+        free(mm);
+        return pl_err_set(err, PL_STATUS_INTERNAL, "cuda matmul: cublasLtCreate: %s",
+                          cublasLtGetStatusString(cs));
+    }
+    cudaError_t ce = cudaMalloc(&mm->workspace, WORKSPACE_BYTES);
+    if (ce != cudaSuccess) {
+        cublasLtDestroy(mm->lt);
+        free(mm);
+        return pl_err_set(err, PL_STATUS_NO_MEMORY, "cuda matmul: workspace: %s",
+                          cudaGetErrorString(ce));
+    }
+    *out = mm;
+    return PL_STATUS_OK;
+}
+
+static void plan_destroy(struct plan *p)
+{
+    if (!p->used)
+        return;
+    if (p->desc)
+        cublasLtMatmulDescDestroy(p->desc);
+    if (p->a)
+        cublasLtMatrixLayoutDestroy(p->a);
+    if (p->b)
+        cublasLtMatrixLayoutDestroy(p->b);
+    if (p->d)
+        cublasLtMatrixLayoutDestroy(p->d);
+    memset(p, 0, sizeof(*p));
+}
+
+void pl_cuda_matmul_free(struct pl_cuda_matmul *mm)
+{
+    if (!mm)
+        return;
+    for (int i = 0; i < N_PLANS; i++)
+        plan_destroy(&mm->plans[i]);
+    cudaFree(mm->workspace);
+    cudaFree(mm->x16);
+    cudaFree(mm->y32);
+    cublasLtDestroy(mm->lt);
+    free(mm);
+}
+
+/* Largest power of two (<= 256) dividing the address: what cuBLASLt may assume. */
+static int alignment_of(const void *p)
+{
+    uintptr_t a = (uintptr_t)p;
+    int al = 256;
+    while (al > 1 && (a & (uintptr_t)(al - 1)))
+        al >>= 1;
+    return al;
+}
+
+static uint64_t key_hash(const struct plan_key *k)
+{
+    const unsigned char *b = (const unsigned char *)k;
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (size_t i = 0; i < sizeof(*k); i++)
+        h = (h ^ b[i]) * 1099511628211ull;
+    return h;
+}
+
+static cudaDataType cuda_type(enum pl_dtype t)
+{
+    return t == PL_DTYPE_F16 ? CUDA_R_16F : t == PL_DTYPE_BF16 ? CUDA_R_16BF : CUDA_R_32F;
+}
+
+/* Builds descriptors and asks the heuristic for one algorithm. Returns false
+ * (with the reason in *why) when cuBLASLt refuses the shape outright. */
+static bool plan_build(struct pl_cuda_matmul *mm, struct plan *p, const struct plan_key *k,
+                       cublasStatus_t *why)
+{
+    memset(p, 0, sizeof(*p));
+    p->used = true;
+    p->key = *k;
+    cublasStatus_t s = cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F);
+    cublasOperation_t opT = CUBLAS_OP_T, opN = CUBLAS_OP_N;
+    if (s == CUBLAS_STATUS_SUCCESS)
+        s = cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &opT, sizeof(opT));
+    if (s == CUBLAS_STATUS_SUCCESS)
+        s = cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &opN, sizeof(opN));
+    if (s == CUBLAS_STATUS_SUCCESS)
+        s = cublasLtMatrixLayoutCreate(&p->a, (cudaDataType)k->a_type, (uint64_t)k->k,
+                                       (uint64_t)k->m, k->k);
+    if (s == CUBLAS_STATUS_SUCCESS)
+        s = cublasLtMatrixLayoutCreate(&p->b, (cudaDataType)k->b_type, (uint64_t)k->k,
+                                       (uint64_t)k->n, k->k);
+    if (s == CUBLAS_STATUS_SUCCESS)
+        s = cublasLtMatrixLayoutCreate(&p->d, (cudaDataType)k->d_type, (uint64_t)k->m,
+                                       (uint64_t)k->n, k->ld_out);
+    cublasLtMatmulPreference_t pref = NULL;
+    if (s == CUBLAS_STATUS_SUCCESS)
+        s = cublasLtMatmulPreferenceCreate(&pref);
+    uint64_t ws = WORKSPACE_BYTES;
+    uint32_t al_a = (uint32_t)k->align_a, al_b = (uint32_t)k->align_b,
+             al_d = (uint32_t)k->align_d;
+    if (s == CUBLAS_STATUS_SUCCESS)
+        s = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                 &ws, sizeof(ws));
+    if (s == CUBLAS_STATUS_SUCCESS)
+        s = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
+                                                 &al_a, sizeof(al_a));
+    if (s == CUBLAS_STATUS_SUCCESS)
+        s = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                                                 &al_b, sizeof(al_b));
+    if (s == CUBLAS_STATUS_SUCCESS)
+        s = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
+                                                 &al_d, sizeof(al_d));
+    if (s == CUBLAS_STATUS_SUCCESS)
+        s = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
+                                                 &al_d, sizeof(al_d));
+    cublasLtMatmulHeuristicResult_t res;
+    int n_res = 0;
+    if (s == CUBLAS_STATUS_SUCCESS && k->bias_type >= 0) {
+        cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+        int32_t bt = k->bias_type;
+        s = cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi,
+                                           sizeof(epi));
+        if (s == CUBLAS_STATUS_SUCCESS)
+            s = cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt,
+                                               sizeof(bt));
+        if (s == CUBLAS_STATUS_SUCCESS &&
+            cublasLtMatmulAlgoGetHeuristic(mm->lt, p->desc, p->a, p->b, p->d, p->d, pref, 1, &res,
+                                           &n_res) == CUBLAS_STATUS_SUCCESS &&
+            n_res > 0) {
+            p->epilogue_bias = true;
+        } else if (s == CUBLAS_STATUS_SUCCESS) { /* no algorithm with the epilogue: plain GEMM */
+            epi = CUBLASLT_EPILOGUE_DEFAULT;
+            s = cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi,
+                                               sizeof(epi));
+            n_res = 0;
+        }
+    }
+    if (s == CUBLAS_STATUS_SUCCESS && n_res == 0)
+        s = cublasLtMatmulAlgoGetHeuristic(mm->lt, p->desc, p->a, p->b, p->d, p->d, pref, 1, &res,
+                                           &n_res);
+    if (pref)
+        cublasLtMatmulPreferenceDestroy(pref);
+    if (s == CUBLAS_STATUS_SUCCESS && n_res == 0)
+        s = CUBLAS_STATUS_NOT_SUPPORTED;
+    if (s != CUBLAS_STATUS_SUCCESS) {
+        *why = s;
+        plan_destroy(p);
+        return false;
+    }
+    p->algo = res.algo;
+    p->has_algo = true;
+    return true;
+}
+
+static struct plan *plan_get(struct pl_cuda_matmul *mm, const struct plan_key *k,
+                             cublasStatus_t *why)
+{
+    uint64_t h = key_hash(k);
+    for (int probe = 0; probe < 8; probe++) {
+        struct plan *p = &mm->plans[(h + (uint64_t)probe) & (N_PLANS - 1)];
+        if (!p->used)
+            return plan_build(mm, p, k, why) ? p : NULL;
+        if (!memcmp(&p->key, k, sizeof(*k)))
+            return p;
+    }
+    /* the probe window is full: replace one of its entries (round-robin) */
+    struct plan *victim = &mm->plans[(h + (uint64_t)(mm->next_evict++ & 7)) & (N_PLANS - 1)];
+    plan_destroy(victim);
+    return plan_build(mm, victim, k, why) ? victim : NULL;
+}
+
+/* Grows a scratch buffer (fp16 path only; see the file comment). */
+static bool scratch(void **buf, size_t *have, size_t need)
+{
+    if (*have >= need)
+        return true;
+    cudaFree(*buf);
+    *buf = NULL;
+    *have = 0;
+    if (cudaMalloc(buf, need) != cudaSuccess)
+        return false;
+    *have = need;
+    return true;
+}
+
+static bool gemm(struct pl_backend *be, struct pl_cuda_matmul *mm, void *out, int64_t ld_out,
+                 cudaDataType d_type, const void *x, cudaDataType b_type,
+                 const struct pl_weight *w, const struct pl_weight *bias, int n)
+{
+    struct plan_key k;
+    memset(&k, 0, sizeof(k)); /* padding bytes take part in hashing and memcmp */
+    k.n = n;
+    k.m = w->rows;
+    k.k = w->cols;
+    k.ld_out = ld_out;
+    k.a_type = cuda_type(w->dtype);
+    k.b_type = b_type;
+    k.d_type = d_type;
+    /* the epilogue adds a bias of D's type (or fp32) */
+    bool epi_ok = bias && (cuda_type(bias->dtype) == d_type || bias->dtype == PL_DTYPE_F32);
+    k.bias_type = epi_ok ? (int)cuda_type(bias->dtype) : -1;
+    k.align_a = alignment_of(w->data);
+    k.align_b = alignment_of(x);
+    k.align_d = alignment_of(out);
+    cublasStatus_t why = CUBLAS_STATUS_SUCCESS;
+    struct plan *p = plan_get(mm, &k, &why);
+    if (!p) {
+        pl_cuda_fail(be, "cuBLASLt has no algorithm for [%d x %lld] @ [%lld x %lld]^T: %s", n,
+                     (long long)k.k, (long long)k.m, (long long)k.k, cublasLtGetStatusString(why));
+        return false;
+    }
+    if (p->epilogue_bias) {
+        const void *bp = bias->data;
+        cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bp,
+                                       sizeof(bp));
+    }
+    const float alpha = 1.0f, beta = 0.0f;
+    cublasStatus_t s = cublasLtMatmul(mm->lt, p->desc, &alpha, w->data, p->a, x, p->b, &beta, out,
+                                      p->d, out, p->d, &p->algo, mm->workspace, WORKSPACE_BYTES,
+                                      mm->stream);
+    if (s != CUBLAS_STATUS_SUCCESS) {
+        pl_cuda_fail(be, "cublasLtMatmul [%d x %lld] @ [%lld x %lld]^T: %s", n, (long long)k.k,
+                     (long long)k.m, (long long)k.k, cublasLtGetStatusString(s));
+        return false;
+    }
+    if (bias && !p->epilogue_bias) {
+        int e = pl_cuk_add_bias((pl_cuda_stream)mm->stream, out, (int)ld_out, bias->data,
+                                (int)bias->dtype, n, (int)w->rows);
+        if (e) {
+            pl_cuda_fail(be, "bias add: %s", cudaGetErrorString((cudaError_t)e));
+            return false;
+        }
+    }
+    return true;
+}
+
+bool pl_cuda_matmul_run(struct pl_backend *be, struct pl_cuda_matmul *mm, void *out, int ld_out,
+                        bool out_f32, const void *x, const struct pl_weight *w,
+                        const struct pl_weight *bias, int n)
+{
+    if (n <= 0)
+        return true;
+    if (w->dtype == PL_DTYPE_BF16)
+        return gemm(be, mm, out, ld_out, out_f32 ? CUDA_R_32F : CUDA_R_16BF, x, CUDA_R_16BF, w,
+                    out_f32 ? NULL : bias, n);
+    if (w->dtype != PL_DTYPE_F16) {
+        pl_cuda_fail(be, "matmul: weights of dtype %s are not supported", pl_dtype_name(w->dtype));
+        return false;
+    }
+    /* fp16 weights: x -> fp16, product in fp32, then bias and bf16 */
+    pl_cuda_stream st = (pl_cuda_stream)mm->stream;
+    if (!scratch(&mm->x16, &mm->x16_bytes, (size_t)n * (size_t)w->cols * 2)) {
+        pl_cuda_fail(be, "matmul: cannot allocate fp16 scratch");
+        return false;
+    }
+    int e = pl_cuk_bf16_to_f16(st, mm->x16, x, (int64_t)n * w->cols);
+    if (e) {
+        pl_cuda_fail(be, "bf16 -> fp16: %s", cudaGetErrorString((cudaError_t)e));
+        return false;
+    }
+    if (out_f32)
+        return gemm(be, mm, out, ld_out, CUDA_R_32F, mm->x16, CUDA_R_16F, w, NULL, n);
+    if (!scratch((void **)&mm->y32, &mm->y32_bytes, (size_t)n * (size_t)w->rows * 4)) {
+        pl_cuda_fail(be, "matmul: cannot allocate fp32 scratch");
+        return false;
+    }
+    if (!gemm(be, mm, mm->y32, w->rows, CUDA_R_32F, mm->x16, CUDA_R_16F, w, NULL, n))
+        return false;
+    e = pl_cuk_f32_to_bf16_bias(st, out, ld_out, mm->y32, bias ? bias->data : NULL,
+                                bias ? (int)bias->dtype : 0, n, (int)w->rows);
+    if (e) {
+        pl_cuda_fail(be, "fp32 -> bf16: %s", cudaGetErrorString((cudaError_t)e));
+        return false;
+    }
+    return true;
+}

@@ -1,0 +1,425 @@
+/*
+ * elementwise.cu -- the CUDA backend's row-wise kernels: embed, rmsnorm (with
+ * the fused residual add), rope (every pl_rope variant), silu_mul, row copies
+ * (store_kv, get_rows), copy_blocks and the conversions of the fp16 matmul path.
+ *
+ * Owns: kernels and their extern "C" launch wrappers (kernels.h).
+ * Conventions: activations are bf16, arithmetic is fp32. Where a row is a
+ * multiple of 8 elements and 16-byte aligned, threads move 16 bytes (8 bf16) at
+ * a time; otherwise a scalar loop does the same work. Each output element is
+ * written by exactly one thread, and every reduction runs in a fixed order, so
+ * results do not depend on the batch around a row.
+ */
+#include "kernels.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#define DT_F32 0
+#define DT_F16 1
+#define DT_BF16 2
+
+static __device__ __forceinline__ float load_w(const void *p, int dtype, int64_t i)
+{
+    if (dtype == DT_BF16)
+        return __bfloat162float(((const __nv_bfloat16 *)p)[i]);
+    if (dtype == DT_F16)
+        return __half2float(((const __half *)p)[i]);
+    return ((const float *)p)[i];
+}
+
+static __device__ __forceinline__ void bf16x8_to_f32(uint4 u, float *f)
+{
+    const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        float2 t = __bfloat1622float2(h[i]);
+        f[2 * i] = t.x;
+        f[2 * i + 1] = t.y;
+    }
+}
+
+static __device__ __forceinline__ uint4 f32_to_bf16x8(const float *f)
+{
+    uint4 u;
+    __nv_bfloat162 *h = (__nv_bfloat162 *)&u;
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+        h[i] = __floats2bfloat162_rn(f[2 * i], f[2 * i + 1]);
+    return u;
+}
+
+static inline bool aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
+
+static inline int launch_status(void) { return (int)cudaGetLastError(); }
+
+/* ---- embed ------------------------------------------------------------------------- */
+
+__global__ void embed_kernel(__nv_bfloat16 *out, const void *table, int dtype, int64_t dim,
+                             const int32_t *ids)
+{
+    const int64_t row = blockIdx.x;
+    const int64_t src = (int64_t)ids[row] * dim;
+    for (int64_t c = threadIdx.x; c < dim; c += blockDim.x)
+        out[row * dim + c] = __float2bfloat16(load_w(table, dtype, src + c));
+}
+
+extern "C" int pl_cuk_embed(pl_cuda_stream s, void *out, const void *table, int table_dtype,
+                            int64_t dim, const int32_t *ids, int n)
+{
+    if (n <= 0)
+        return 0;
+    if (table_dtype == DT_BF16) /* a pure row gather */
+        return pl_cuk_copy_rows(s, out, NULL, table, ids, n, (size_t)dim * 2);
+    embed_kernel<<<n, 256, 0, s>>>((__nv_bfloat16 *)out, table, table_dtype, dim, ids);
+    return launch_status();
+}
+
+/* ---- rmsnorm ----------------------------------------------------------------------- */
+
+/* Block-wide sum of v in a fixed order (warp shuffles, then warp 0 over the warps). */
+static __device__ float block_sum(float v, float *red)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    if (lane == 0)
+        red[warp] = v;
+    __syncthreads();
+    const int n_warps = (blockDim.x + 31) >> 5;
+    float t = lane < n_warps ? red[lane] : 0.0f;
+    for (int o = 16; o > 0; o >>= 1)
+        t += __shfl_xor_sync(0xffffffffu, t, o);
+    return t; /* every thread holds the total */
+}
+
+/* One block per row, 8 elements per thread per step (16-byte loads). The
+ * summed row (x + residual, rounded to bf16 as it is stored) is what the norm
+ * reads: the same values the next layer's residual add will see. */
+__global__ void rmsnorm_vec_kernel(__nv_bfloat16 *out, __nv_bfloat16 *residual,
+                                   const __nv_bfloat16 *x, const void *w, int w_dtype, int dim,
+                                   float eps)
+{
+    __shared__ float red[32];
+    const int64_t base = (int64_t)blockIdx.x * dim;
+    const int n_vec = dim / 8;
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < n_vec; i += blockDim.x) {
+        float f[8];
+        bf16x8_to_f32(((const uint4 *)(x + base))[i], f);
+        if (residual) {
+            float r[8];
+            bf16x8_to_f32(((const uint4 *)(residual + base))[i], r);
+#pragma unroll
+            for (int j = 0; j < 8; j++)
+                r[j] += f[j];
+            uint4 packed = f32_to_bf16x8(r);
+            ((uint4 *)(residual + base))[i] = packed;
+            bf16x8_to_f32(packed, f);
+        }
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+            ss += f[j] * f[j];
+    }
+    ss = block_sum(ss, red);
+    const float inv = rsqrtf(ss / (float)dim + eps);
+    const __nv_bfloat16 *src = residual ? residual : x;
+    for (int i = threadIdx.x; i < n_vec; i += blockDim.x) {
+        float f[8];
+        bf16x8_to_f32(((const uint4 *)(src + base))[i], f);
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+            f[j] = load_w(w, w_dtype, (int64_t)i * 8 + j) * (f[j] * inv);
+        ((uint4 *)(out + base))[i] = f32_to_bf16x8(f);
+    }
+}
+
+__global__ void rmsnorm_scalar_kernel(__nv_bfloat16 *out, __nv_bfloat16 *residual,
+                                      const __nv_bfloat16 *x, const void *w, int w_dtype, int dim,
+                                      float eps)
+{
+    __shared__ float red[32];
+    const int64_t base = (int64_t)blockIdx.x * dim;
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+        float f = __bfloat162float(x[base + i]);
+        if (residual) {
+            __nv_bfloat16 r = __float2bfloat16(__bfloat162float(residual[base + i]) + f);
+            residual[base + i] = r;
+            f = __bfloat162float(r);
+        }
+        ss += f * f;
+    }
+    ss = block_sum(ss, red);
+    const float inv = rsqrtf(ss / (float)dim + eps);
+    const __nv_bfloat16 *src = residual ? residual : x;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x)
+        out[base + i] =
+            __float2bfloat16(load_w(w, w_dtype, i) * (__bfloat162float(src[base + i]) * inv));
+}
+
+extern "C" int pl_cuk_rmsnorm(pl_cuda_stream s, void *out, void *residual, const void *x,
+                              const void *w, int w_dtype, int n_rows, int dim, float eps)
+{
+    if (n_rows <= 0)
+        return 0;
+    bool vec = dim % 8 == 0 && aligned16(out) && aligned16(x) &&
+               (residual == NULL || aligned16(residual));
+    int work = vec ? dim / 8 : dim;
+    int threads = (work + 31) / 32 * 32;
+    threads = threads < 32 ? 32 : threads > 256 ? 256 : threads;
+    if (vec)
+        rmsnorm_vec_kernel<<<n_rows, threads, 0, s>>>((__nv_bfloat16 *)out,
+                                                     (__nv_bfloat16 *)residual,
+                                                     (const __nv_bfloat16 *)x, w, w_dtype, dim,
+                                                     eps);
+    else
+        rmsnorm_scalar_kernel<<<n_rows, threads, 0, s>>>((__nv_bfloat16 *)out,
+                                                        (__nv_bfloat16 *)residual,
+                                                        (const __nv_bfloat16 *)x, w, w_dtype,
+                                                        dim, eps);
+    return launch_status();
+}
+
+/* ---- rope -------------------------------------------------------------------------- */
+
+/* One block per token: the cos/sin of each rotated pair are computed once into
+ * shared memory (fp32 angle = position * inv_freq, as the CPU backend and HF
+ * compute it), then every (head, pair) of q and k is rotated. */
+__global__ void rope_kernel(__nv_bfloat16 *q, __nv_bfloat16 *k, const int32_t *positions,
+                            const int32_t *seq_lens, int n_heads, int n_kv_heads, int head_dim,
+                            struct pl_cuk_rope r)
+{
+    extern __shared__ float cs[]; /* [half] cos, then [half] sin */
+    const int t = blockIdx.x;
+    const int half = r.rot_dim / 2;
+    const float pos = (float)positions[t] * r.pos_scale;
+    const int32_t L = seq_lens ? seq_lens[t] : 0;
+    const bool dyn = r.dyn_original_max > 0 && L > r.dyn_original_max;
+    double base = 0.0;
+    if (dyn) {
+        double d = (double)r.rot_dim, f = (double)r.dyn_factor;
+        base = (double)r.dyn_theta *
+               pow(f * (double)L / (double)r.dyn_original_max - (f - 1.0), d / (d - 2.0));
+    }
+    for (int i = threadIdx.x; i < half; i += blockDim.x) {
+        float inv;
+        if (dyn) {
+            float expo = (float)(2 * i) / (float)r.rot_dim;
+            inv = (float)(1.0 / pow(base, (double)expo));
+        } else {
+            inv = r.inv_freq[i];
+        }
+        float angle = pos * inv;
+        cs[i] = cosf(angle) * r.attn_scale;
+        cs[half + i] = sinf(angle) * r.attn_scale;
+    }
+    __syncthreads();
+    const int total = (n_heads + n_kv_heads) * half;
+    for (int idx = threadIdx.x; idx < total; idx += blockDim.x) {
+        int h = idx / half, i = idx % half;
+        __nv_bfloat16 *v = h < n_heads
+                               ? q + ((int64_t)t * n_heads + h) * head_dim
+                               : k + ((int64_t)t * n_kv_heads + (h - n_heads)) * head_dim;
+        float x1 = __bfloat162float(v[i]), x2 = __bfloat162float(v[i + half]);
+        float c = cs[i], sn = cs[half + i];
+        v[i] = __float2bfloat16(x1 * c - x2 * sn);
+        v[i + half] = __float2bfloat16(x2 * c + x1 * sn);
+    }
+}
+
+extern "C" int pl_cuk_rope(pl_cuda_stream s, void *q, void *k, const int32_t *positions,
+                           const int32_t *seq_lens, int n, int n_heads, int n_kv_heads,
+                           int head_dim, struct pl_cuk_rope r)
+{
+    if (n <= 0 || r.rot_dim <= 0)
+        return 0;
+    size_t smem = sizeof(float) * (size_t)r.rot_dim;
+    rope_kernel<<<n, 128, smem, s>>>((__nv_bfloat16 *)q, (__nv_bfloat16 *)k, positions, seq_lens,
+                                     n_heads, n_kv_heads, head_dim, r);
+    return launch_status();
+}
+
+/* ---- silu_mul ---------------------------------------------------------------------- */
+
+static __device__ __forceinline__ float silu_mul1(float g, float u)
+{
+    return g / (1.0f + expf(-g)) * u;
+}
+
+__global__ void silu_mul_vec_kernel(uint4 *out, const uint4 *gate, const uint4 *up, int64_t n_vec)
+{
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n_vec;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        float g[8], u[8];
+        bf16x8_to_f32(gate[i], g);
+        bf16x8_to_f32(up[i], u);
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+            g[j] = silu_mul1(g[j], u[j]);
+        out[i] = f32_to_bf16x8(g);
+    }
+}
+
+__global__ void silu_mul_kernel(__nv_bfloat16 *out, const __nv_bfloat16 *gate,
+                                const __nv_bfloat16 *up, int64_t n)
+{
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        out[i] = __float2bfloat16(silu_mul1(__bfloat162float(gate[i]), __bfloat162float(up[i])));
+}
+
+static int grid_for(int64_t work, int threads)
+{
+    int64_t b = (work + threads - 1) / threads;
+    return (int)(b < 1 ? 1 : b > 65535 ? 65535 : b);
+}
+
+extern "C" int pl_cuk_silu_mul(pl_cuda_stream s, void *out, const void *gate, const void *up,
+                               int64_t n_elems)
+{
+    if (n_elems <= 0)
+        return 0;
+    if (n_elems % 8 == 0 && aligned16(out) && aligned16(gate) && aligned16(up))
+        silu_mul_vec_kernel<<<grid_for(n_elems / 8, 256), 256, 0, s>>>(
+            (uint4 *)out, (const uint4 *)gate, (const uint4 *)up, n_elems / 8);
+    else
+        silu_mul_kernel<<<grid_for(n_elems, 256), 256, 0, s>>>(
+            (__nv_bfloat16 *)out, (const __nv_bfloat16 *)gate, (const __nv_bfloat16 *)up,
+            n_elems);
+    return launch_status();
+}
+
+/* ---- row copies, block copies ------------------------------------------------------ */
+
+__global__ void copy_rows_vec_kernel(uint4 *dst, const int32_t *dst_idx, const uint4 *src,
+                                     const int32_t *src_idx, int64_t row_vecs)
+{
+    const int i = blockIdx.x;
+    const int64_t d = dst_idx ? dst_idx[i] : i;
+    const int64_t sr = src_idx ? src_idx[i] : i;
+    if (d < 0 || sr < 0)
+        return;
+    for (int64_t c = threadIdx.x; c < row_vecs; c += blockDim.x)
+        dst[d * row_vecs + c] = src[sr * row_vecs + c];
+}
+
+__global__ void copy_rows_kernel(unsigned char *dst, const int32_t *dst_idx,
+                                 const unsigned char *src, const int32_t *src_idx,
+                                 int64_t row_bytes)
+{
+    const int i = blockIdx.x;
+    const int64_t d = dst_idx ? dst_idx[i] : i;
+    const int64_t sr = src_idx ? src_idx[i] : i;
+    if (d < 0 || sr < 0)
+        return;
+    for (int64_t c = threadIdx.x; c < row_bytes; c += blockDim.x)
+        dst[d * row_bytes + c] = src[sr * row_bytes + c];
+}
+
+extern "C" int pl_cuk_copy_rows(pl_cuda_stream s, void *dst, const int32_t *dst_idx,
+                                const void *src, const int32_t *src_idx, int n, size_t row_bytes)
+{
+    if (n <= 0 || row_bytes == 0)
+        return 0;
+    if (row_bytes % 16 == 0 && aligned16(dst) && aligned16(src)) {
+        int64_t vecs = (int64_t)(row_bytes / 16);
+        int threads = vecs >= 256 ? 256 : (int)((vecs + 31) / 32 * 32);
+        copy_rows_vec_kernel<<<n, threads, 0, s>>>((uint4 *)dst, dst_idx, (const uint4 *)src,
+                                                   src_idx, vecs);
+    } else {
+        copy_rows_kernel<<<n, 256, 0, s>>>((unsigned char *)dst, dst_idx,
+                                           (const unsigned char *)src, src_idx,
+                                           (int64_t)row_bytes);
+    }
+    return launch_status();
+}
+
+/* blockIdx.y: 0 = K, 1 = V. Pairs are independent (copy-on-write targets are
+ * fresh blocks), so they run in parallel. */
+__global__ void copy_blocks_kernel(unsigned char *k_cache, unsigned char *v_cache,
+                                   const int32_t *src_dst, int64_t block_bytes)
+{
+    unsigned char *cache = blockIdx.y == 0 ? k_cache : v_cache;
+    const int64_t src = (int64_t)src_dst[2 * blockIdx.x] * block_bytes;
+    const int64_t dst = (int64_t)src_dst[2 * blockIdx.x + 1] * block_bytes;
+    if (block_bytes % 16 == 0) {
+        const uint4 *a = (const uint4 *)(cache + src);
+        uint4 *b = (uint4 *)(cache + dst);
+        for (int64_t c = threadIdx.x; c < block_bytes / 16; c += blockDim.x)
+            b[c] = a[c];
+    } else {
+        for (int64_t c = threadIdx.x; c < block_bytes; c += blockDim.x)
+            cache[dst + c] = cache[src + c];
+    }
+}
+
+extern "C" int pl_cuk_copy_blocks(pl_cuda_stream s, void *k_cache, void *v_cache,
+                                  const int32_t *src_dst, int n_pairs, size_t block_bytes)
+{
+    if (n_pairs <= 0 || block_bytes == 0)
+        return 0;
+    dim3 grid((unsigned)n_pairs, 2);
+    copy_blocks_kernel<<<grid, 256, 0, s>>>((unsigned char *)k_cache, (unsigned char *)v_cache,
+                                            src_dst, (int64_t)block_bytes);
+    return launch_status();
+}
+
+/* ---- conversions for the fp16-weight matmul path ----------------------------------- */
+
+__global__ void bf16_to_f16_kernel(__half *out, const __nv_bfloat16 *in, int64_t n)
+{
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        out[i] = __float2half(__bfloat162float(in[i]));
+}
+
+extern "C" int pl_cuk_bf16_to_f16(pl_cuda_stream s, void *out, const void *in, int64_t n_elems)
+{
+    if (n_elems <= 0)
+        return 0;
+    bf16_to_f16_kernel<<<grid_for(n_elems, 256), 256, 0, s>>>((__half *)out,
+                                                              (const __nv_bfloat16 *)in, n_elems);
+    return launch_status();
+}
+
+__global__ void f32_to_bf16_bias_kernel(__nv_bfloat16 *out, int ld_out, const float *in,
+                                        const void *bias, int bias_dtype, int cols)
+{
+    const int64_t r = blockIdx.x;
+    for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+        float v = in[r * cols + c];
+        if (bias)
+            v += load_w(bias, bias_dtype, c);
+        out[r * ld_out + c] = __float2bfloat16(v);
+    }
+}
+
+extern "C" int pl_cuk_f32_to_bf16_bias(pl_cuda_stream s, void *out, int ld_out, const float *in,
+                                       const void *bias, int bias_dtype, int n, int cols)
+{
+    if (n <= 0)
+        return 0;
+    f32_to_bf16_bias_kernel<<<n, 256, 0, s>>>((__nv_bfloat16 *)out, ld_out, in, bias, bias_dtype,
+                                              cols);
+    return launch_status();
+}
+
+__global__ void add_bias_kernel(__nv_bfloat16 *out, int ld_out, const void *bias, int bias_dtype,
+                                int cols)
+{
+    const int64_t r = blockIdx.x;
+    for (int c = threadIdx.x; c < cols; c += blockDim.x)
+        out[r * ld_out + c] =
+            __float2bfloat16(__bfloat162float(out[r * ld_out + c]) + load_w(bias, bias_dtype, c));
+}
+
+extern "C" int pl_cuk_add_bias(pl_cuda_stream s, void *out, int ld_out, const void *bias,
+                               int bias_dtype, int n, int cols)
+{
+    if (n <= 0)
+        return 0;
+    add_bias_kernel<<<n, 256, 0, s>>>((__nv_bfloat16 *)out, ld_out, bias, bias_dtype, cols);
+    return launch_status();
+}

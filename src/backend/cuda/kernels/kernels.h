@@ -1,0 +1,106 @@
+/*
+ * kernels.h -- the launch wrappers of the CUDA backend's kernels (C linkage).
+ *
+ * Owns: the contract between the host side (the .c files of src/backend/cuda, C11) and
+ * the kernels (the .cu files here). Every wrapper enqueues on `stream` and returns
+ * the launch's cudaError_t as an int (0 = success); none synchronises, none
+ * allocates. Pointers are device memory. "act" buffers are bf16; weights are
+ * typed by a pl_dtype code (F32 = 0, F16 = 1, BF16 = 2, as util/dtype.h).
+ * Shapes follow backend.h exactly.
+ */
+#ifndef PL_BACKEND_CUDA_KERNELS_H
+#define PL_BACKEND_CUDA_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The CUDA stream type without including cuda_runtime.h in C headers. */
+typedef struct CUstream_st *pl_cuda_stream;
+
+int pl_cuk_embed(pl_cuda_stream s, void *out, const void *table, int table_dtype, int64_t dim,
+                 const int32_t *ids, int n);
+
+/* out = rmsnorm(x (+ residual, stored back into residual)) * w. out may alias x. */
+int pl_cuk_rmsnorm(pl_cuda_stream s, void *out, void *residual, const void *x, const void *w,
+                   int w_dtype, int n_rows, int dim, float eps);
+
+/* rope: see struct pl_rope; inv_freq device fp32 [rot_dim/2]. */
+struct pl_cuk_rope {
+    int rot_dim;
+    const float *inv_freq;
+    float attn_scale;
+    float pos_scale;
+    int dyn_original_max;
+    float dyn_factor;
+    float dyn_theta;
+};
+int pl_cuk_rope(pl_cuda_stream s, void *q, void *k, const int32_t *positions,
+                const int32_t *seq_lens, int n, int n_heads, int n_kv_heads, int head_dim,
+                struct pl_cuk_rope r);
+
+int pl_cuk_silu_mul(pl_cuda_stream s, void *out, const void *gate, const void *up, int64_t n_elems);
+
+/* Row copies of row_bytes bytes: dst[dst_idx[i] or i] = src[src_idx[i] or i]; a
+ * negative index skips the row. Serves store_kv (twice) and get_rows. */
+int pl_cuk_copy_rows(pl_cuda_stream s, void *dst, const int32_t *dst_idx, const void *src,
+                     const int32_t *src_idx, int n, size_t row_bytes);
+
+int pl_cuk_copy_blocks(pl_cuda_stream s, void *k_cache, void *v_cache, const int32_t *src_dst,
+                       int n_pairs, size_t block_bytes);
+
+/* Conversions for the fp16-weight matmul path. */
+int pl_cuk_bf16_to_f16(pl_cuda_stream s, void *out, const void *in, int64_t n_elems);
+/* out (bf16, row stride ld_out) = in (fp32 [n, cols]) + bias (dtype, [cols] or NULL). */
+int pl_cuk_f32_to_bf16_bias(pl_cuda_stream s, void *out, int ld_out, const float *in,
+                            const void *bias, int bias_dtype, int n, int cols);
+/* out[i, :cols] (+)= bias for a bf16 [n, ld] matrix (the epilogue-less fallback). */
+int pl_cuk_add_bias(pl_cuda_stream s, void *out, int ld_out, const void *bias, int bias_dtype,
+                    int n, int cols);
+
+/* Paged attention, per backend.h. */
+struct pl_cuk_attn {
+    void *out;
+    const void *q;
+    const void *k_cache;
+    const void *v_cache;
+    const int32_t *cu_seqlens_q;
+    const int32_t *context_lens;
+    const int32_t *block_tables;
+    int n_seqs;
+    int max_blocks_per_seq;
+    int max_q_len;
+    int max_context_len;
+    int block_size;
+    int n_heads;
+    int n_kv_heads;
+    int head_dim;
+    float scale;
+    int window;
+};
+
+/* Whether the attention kernels handle this shape (head_dim a power of two in
+ * [8, 256], n_heads / n_kv_heads <= 16). */
+int pl_cuk_attention_supported(int head_dim, int group);
+
+/* Decode rows (q_len == 1): one CTA per (kv head, sequence, split). When
+ * n_splits > 1 the partial results go to `partial` (fp32, at least
+ * pl_cuk_attention_partial_floats(...) floats) and a reduce kernel finishes. */
+size_t pl_cuk_attention_partial_floats(int n_seqs, int n_heads, int head_dim, int n_splits);
+int pl_cuk_attention_decode(pl_cuda_stream s, const struct pl_cuk_attn *a, int n_splits,
+                            float *partial);
+
+/* Rows of sequences with q_len > 1 (prefill, chunked prefill). */
+int pl_cuk_attention_prefill(pl_cuda_stream s, const struct pl_cuk_attn *a);
+
+/* One-time set-up (raises dynamic shared-memory limits); call at backend creation. */
+int pl_cuk_attention_init(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

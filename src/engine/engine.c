@@ -1,0 +1,936 @@
+/*
+ * engine.c -- the engine loop (contract and invariants in engine.h).
+ *
+ * Per request the engine keeps a struct req on one doubly linked list, from
+ * pl_engine_add until the poll that reports it finished; the scheduler's
+ * group points back at it through group->user. Per sequence (indexed by the
+ * sequence's index in its group, so state for the samples of an n > 1 group
+ * exists before the scheduler forks them) a struct seq_st holds the
+ * generator, logprobs, detokenizer and text cursors:
+ *
+ *   text[0, text_len)   everything detokenized (cut at a stop string)
+ *   text[0, visible)    final: may be released to the client
+ *   text[0, text_sent)  already released by a delta poll
+ *   text_sent <= visible <= text_len; visible == text_len once finished.
+ */
+#include "engine/engine.h"
+
+#include "engine/batch_builder.h"
+#include "engine/sampler.h"
+#include "engine/stop.h"
+#include "util/rng.h"
+
+#include <assert.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+struct seq_st {
+    struct pl_rng rng;                 /* the sample's own generator (seeded requests) */
+    double cum_logprob;
+    struct pl_logprob_entry *lp;       /* [cap_lp], n_lp used (one per output token) */
+    int n_lp, cap_lp;
+    void *detok;                       /* detokenizer state, NULL until the first token */
+    char *text;                        /* see the file comment */
+    size_t text_len, visible, checked, text_sent;
+    bool text_final;                   /* flushed or cut at a stop string */
+    enum pl_stop_token_result pending; /* this step's stop-token verdict */
+    enum pl_finish_reason finish;
+    enum pl_stop_reason_kind stop_kind;
+    int stop_index;
+    int32_t stop_token;
+    int n_tok_sent;                    /* output tokens (and logprobs) released by polls */
+    bool finish_sent;
+};
+
+struct req {
+    uint64_t id;
+    char *name;
+    char *prompt_text;
+    int32_t *prompt;                   /* [n_prompt] */
+    int n_prompt;
+    struct pl_sampling_params params;  /* owned copy */
+    struct pl_seq_group *group;        /* scheduler's until finished, then ours */
+    struct seq_st *st;                 /* [n_st] by sequence index */
+    int n_st;
+    struct pl_logprob_entry *plp;      /* [n_prompt] when prompt_logprobs was asked */
+    int plp_next;                      /* logits of positions < plp_next are recorded */
+    bool prompt_sent, plp_sent;
+    bool finished;                     /* the group left the scheduler */
+    bool dirty;                        /* news since the last poll */
+    uint8_t salt[16];                  /* private cache salt (prompt_logprobs) */
+    struct req *prev, *next;
+};
+
+/* A prompt-logprobs logits row of the current step. */
+struct plp_row {
+    struct req *r;
+    int pos;                           /* prompt position whose logits the row holds */
+};
+
+struct pl_engine {
+    struct pl_engine_params p;
+    int32_t *eos;                      /* [n_eos] copy */
+    struct pl_engine_model model;
+    struct pl_engine_detok detok;
+    bool has_detok;
+    struct pl_scheduler *sched;
+    struct pl_batch_builder *bb;
+    struct pl_sampler *sampler;
+    int vocab;
+    int max_rows;                      /* sampling rows per step: max_num_seqs */
+    /* step buffers */
+    float *logits;                     /* [cap_logit_rows][vocab] */
+    int cap_logit_rows;
+    int32_t *logits_rows;              /* [max_rows + max_num_batched_tokens] */
+    struct plp_row *plp_rows;          /* [max_num_batched_tokens] */
+    struct pl_sampler_row *rows;       /* [max_rows] */
+    struct pl_sample_result *results;  /* [max_rows] */
+    int32_t *sampled;                  /* [max_rows] */
+    bool *stop;                        /* [max_rows] */
+    int *row_index;                    /* [max_rows] sample index of each row */
+    int *row_src;                      /* [max_rows] model logits row of each sampler row */
+    /* requests */
+    struct req *head, *tail;
+    int n_reqs;
+    uint64_t salt_counter;
+    /* stats */
+    double waste_slots, reserved_slots, seconds;
+    uint64_t n_prompt_tokens, n_generation_tokens, n_added, n_finished;
+};
+
+void pl_engine_params_default(struct pl_engine_params *p)
+{
+    memset(p, 0, sizeof(*p));
+    pl_scheduler_params_default(&p->sched);
+}
+
+const char *pl_finish_reason_str(enum pl_finish_reason r)
+{
+    switch (r) {
+    case PL_FINISH_STOP:
+        return "stop";
+    case PL_FINISH_LENGTH:
+        return "length";
+    case PL_FINISH_ABORT:
+        return "abort";
+    default:
+        return NULL;
+    }
+}
+
+/* ---- requests ---- */
+
+static void seq_st_fini(struct pl_engine *e, struct seq_st *st)
+{
+    if (st->detok && e->has_detok)
+        e->detok.fini(st->detok);
+    st->detok = NULL;
+    free(st->lp);
+    free(st->text);
+}
+
+static void req_free(struct pl_engine *e, struct req *r)
+{
+    if (!r)
+        return;
+    for (int i = 0; i < r->n_st; i++)
+        seq_st_fini(e, &r->st[i]);
+    free(r->st);
+    free(r->plp);
+    free(r->prompt);
+    free(r->name);
+    free(r->prompt_text);
+    pl_sampling_params_fini(&r->params);
+    free(r);
+}
+
+static void req_unlink(struct pl_engine *e, struct req *r)
+{
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        e->head = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    else
+        e->tail = r->prev;
+    r->prev = r->next = NULL;
+    e->n_reqs--;
+}
+
+static struct req *req_find(struct pl_engine *e, uint64_t id)
+{
+    for (struct req *r = e->head; r; r = r->next)
+        if (r->id == id)
+            return r;
+    return NULL;
+}
+
+/* ---- creation ---- */
+
+pl_status pl_engine_new(const struct pl_engine_params *p, const struct pl_engine_model *model,
+                        const struct pl_engine_detok *detok, struct pl_engine **out,
+                        struct pl_err *err)
+{
+    *out = NULL;
+    if (!model || !model->run || !model->copy_blocks || model->vocab_size < 1)
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                          "engine: the model interface is incomplete");
+    if (p->n_eos < 0 || (p->n_eos > 0 && !p->eos_ids))
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "engine: bad eos ids");
+    struct pl_engine *e = calloc(1, sizeof(*e));
+    if (!e)
+        return pl_err_set(err, PL_STATUS_NO_MEMORY, "engine: out of memory");
+    e->p = *p;
+    e->model = *model;
+    if (detok && detok->init && detok->push && detok->flush && detok->fini) {
+        e->detok = *detok;
+        e->has_detok = true;
+    }
+    e->vocab = model->vocab_size;
+    pl_status st = pl_scheduler_new(&p->sched, &e->sched, err);
+    if (st != PL_STATUS_OK)
+        goto fail;
+    struct pl_batch_builder_params bp = {
+        p->sched.block_size, p->sched.max_num_batched_tokens, p->sched.max_num_seqs,
+        (p->sched.max_model_len + p->sched.block_size - 1) / p->sched.block_size};
+    st = pl_batch_builder_new(&bp, &e->bb, err);
+    if (st != PL_STATUS_OK)
+        goto fail;
+    e->max_rows = p->sched.max_num_seqs;
+    st = pl_sampler_new(e->max_rows, e->vocab, p->seed, &e->sampler, err);
+    if (st != PL_STATUS_OK)
+        goto fail;
+    size_t mr = (size_t)e->max_rows, mt = (size_t)p->sched.max_num_batched_tokens;
+    e->cap_logit_rows = e->max_rows;
+    e->logits = malloc(mr * (size_t)e->vocab * sizeof(float));
+    e->logits_rows = malloc((mr + mt) * sizeof(int32_t));
+    e->plp_rows = malloc(mt * sizeof(*e->plp_rows));
+    e->rows = malloc(mr * sizeof(*e->rows));
+    e->results = malloc(mr * sizeof(*e->results));
+    e->sampled = malloc(mr * sizeof(int32_t));
+    e->stop = malloc(mr * sizeof(bool));
+    e->row_index = malloc(mr * sizeof(int));
+    e->row_src = malloc(mr * sizeof(int));
+    e->eos = malloc(sizeof(int32_t) * (size_t)(p->n_eos > 0 ? p->n_eos : 1));
+    if (!e->logits || !e->logits_rows || !e->plp_rows || !e->rows || !e->results ||
+        !e->sampled || !e->stop || !e->row_index || !e->row_src || !e->eos) {
+        st = pl_err_set(err, PL_STATUS_NO_MEMORY,
+                        "engine: out of memory for step buffers (%d rows of %d logits)",
+                        e->max_rows, e->vocab);
+        goto fail;
+    }
+    if (p->n_eos > 0)
+        memcpy(e->eos, p->eos_ids, sizeof(int32_t) * (size_t)p->n_eos);
+    e->p.eos_ids = e->eos;
+    *out = e;
+    return PL_STATUS_OK;
+fail:
+    pl_engine_free(e);
+    return st;
+}
+
+void pl_engine_free(struct pl_engine *e)
+{
+    if (!e)
+        return;
+    struct req *r = e->head;
+    while (r) {
+        struct req *next = r->next;
+        /* groups still in the scheduler are freed by it; finished ones are ours */
+        if (r->finished)
+            pl_seq_group_free(r->group);
+        req_free(e, r);
+        r = next;
+    }
+    pl_scheduler_free(e->sched);
+    pl_batch_builder_free(e->bb);
+    pl_sampler_free(e->sampler);
+    free(e->logits);
+    free(e->logits_rows);
+    free(e->plp_rows);
+    free(e->rows);
+    free(e->results);
+    free(e->sampled);
+    free(e->stop);
+    free(e->row_index);
+    free(e->row_src);
+    free(e->eos);
+    free(e);
+}
+
+struct pl_scheduler *pl_engine_scheduler(struct pl_engine *e)
+{
+    return e->sched;
+}
+
+static char *str_dup(const char *s)
+{
+    if (!s)
+        return NULL;
+    size_t n = strlen(s);
+    char *d = malloc(n + 1);
+    if (d)
+        memcpy(d, s, n + 1);
+    return d;
+}
+
+/* ---- add / abort ---- */
+
+pl_status pl_engine_add(struct pl_engine *e, const struct pl_engine_request *rq,
+                        struct pl_err *err)
+{
+    const struct pl_scheduler_params *sp = &e->p.sched;
+    if (!rq->params)
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "request has no sampling params");
+    if (rq->n_prompt < 1 || !rq->prompt)
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "the prompt is empty");
+    for (int i = 0; i < rq->n_prompt; i++)
+        if (rq->prompt[i] < 0 || rq->prompt[i] >= e->vocab)
+            return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                              "prompt token %d (id %d) is outside the vocabulary (size %d)", i,
+                              (int)rq->prompt[i], e->vocab);
+    if (rq->n_prompt >= sp->max_model_len)
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                          "the prompt (%d tokens) leaves no room to generate within "
+                          "max_model_len (%d)",
+                          rq->n_prompt, sp->max_model_len);
+    if (req_find(e, rq->request_id))
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "request id %s is already in use",
+                          rq->name ? rq->name : "(number)");
+
+    struct req *r = calloc(1, sizeof(*r));
+    if (!r)
+        return pl_err_set(err, PL_STATUS_NO_MEMORY, "out of memory for a request");
+    pl_status st = pl_sampling_params_copy(&r->params, rq->params, err);
+    if (st != PL_STATUS_OK) {
+        free(r);
+        return st;
+    }
+    struct pl_sampling_params *pp = &r->params;
+    st = pl_sampling_params_validate(pp, e->vocab, err);
+    if (st != PL_STATUS_OK)
+        goto fail;
+    if (pp->use_beam_search) {
+        st = pl_err_set(err, PL_STATUS_UNSUPPORTED,
+                        "use_beam_search: beam search runs through generate (pl_llm_generate), "
+                        "not as a streamed request");
+        goto fail;
+    }
+    if (pp->max_tokens < 0)
+        pp->max_tokens = sp->max_model_len - rq->n_prompt;
+    r->id = rq->request_id;
+    r->n_prompt = rq->n_prompt;
+    r->prompt = malloc(sizeof(int32_t) * (size_t)rq->n_prompt);
+    r->name = str_dup(rq->name);
+    r->prompt_text = str_dup(rq->prompt_text);
+    r->n_st = pp->n;
+    r->st = calloc((size_t)r->n_st, sizeof(*r->st));
+    if (pp->prompt_logprobs >= 0)
+        r->plp = calloc((size_t)rq->n_prompt, sizeof(*r->plp));
+    if (!r->prompt || (rq->name && !r->name) || (rq->prompt_text && !r->prompt_text) || !r->st ||
+        (pp->prompt_logprobs >= 0 && !r->plp)) {
+        st = pl_err_set(err, PL_STATUS_NO_MEMORY, "out of memory for a request");
+        goto fail;
+    }
+    memcpy(r->prompt, rq->prompt, sizeof(int32_t) * (size_t)rq->n_prompt);
+    for (int k = 0; k < r->n_st; k++) {
+        /* vLLM's parallel sampling: child k of a seeded request uses seed + k */
+        if (pp->has_seed)
+            pl_rng_seed(&r->st[k].rng, pp->seed + (uint64_t)k);
+        r->st[k].stop_index = -1;
+    }
+    if (r->plp) {
+        r->plp[0].token_id = r->prompt[0];
+        r->plp[0].n_top = -1;
+    }
+
+    struct pl_seq_group_params gp;
+    pl_seq_group_params_default(&gp);
+    gp.request_id = rq->request_id;
+    gp.prompt = rq->prompt;
+    gp.n_prompt = rq->n_prompt;
+    gp.max_tokens = pp->max_tokens;
+    gp.n = pp->n;
+    gp.cache_salt = rq->cache_salt;
+    gp.n_cache_salt = rq->n_cache_salt;
+    if (r->plp) {
+        /* a private salt: no cache hit may skip a prompt position whose logits we need */
+        uint64_t c = ++e->salt_counter;
+        memcpy(r->salt, "\x01plp-salt", 8);
+        memcpy(r->salt + 8, &c, 8);
+        gp.cache_salt = r->salt;
+        gp.n_cache_salt = sizeof(r->salt);
+    }
+    gp.user = r;
+    st = pl_scheduler_add(e->sched, &gp, &r->group, err);
+    if (st != PL_STATUS_OK)
+        goto fail;
+    r->prev = e->tail;
+    if (e->tail)
+        e->tail->next = r;
+    else
+        e->head = r;
+    e->tail = r;
+    e->n_reqs++;
+    e->n_added++;
+    e->n_prompt_tokens += (uint64_t)rq->n_prompt;
+    return PL_STATUS_OK;
+fail:
+    req_free(e, r);
+    return st;
+}
+
+pl_status pl_engine_abort(struct pl_engine *e, uint64_t request_id, struct pl_err *err)
+{
+    struct req *r = req_find(e, request_id);
+    if (!r || r->finished)
+        return pl_err_set(err, PL_STATUS_NOT_FOUND, "no unfinished request has this id");
+    return pl_scheduler_abort(e->sched, request_id, err);
+}
+
+bool pl_engine_lookup(const struct pl_engine *e, const char *name, uint64_t *request_id,
+                      bool *finished)
+{
+    for (const struct req *r = e->head; r; r = r->next)
+        if (r->name && !strcmp(r->name, name)) {
+            *request_id = r->id;
+            *finished = r->finished;
+            return true;
+        }
+    return false;
+}
+
+bool pl_engine_has_unfinished(const struct pl_engine *e)
+{
+    return pl_scheduler_has_unfinished(e->sched);
+}
+
+bool pl_engine_has_pending(const struct pl_engine *e)
+{
+    return e->head != NULL;
+}
+
+/* ---- post-processing ---- */
+
+static pl_status lp_append(struct seq_st *st, const struct pl_sample_result *res)
+{
+    if (st->n_lp == st->cap_lp) {
+        int cap = st->cap_lp ? st->cap_lp * 2 : 16;
+        void *p = realloc(st->lp, sizeof(*st->lp) * (size_t)cap);
+        if (!p)
+            return PL_STATUS_NO_MEMORY;
+        st->lp = p;
+        st->cap_lp = cap;
+    }
+    struct pl_logprob_entry *en = &st->lp[st->n_lp++];
+    en->token_id = res->token_id;
+    en->logprob = res->logprob;
+    en->rank = res->rank;
+    en->n_top = res->n_top;
+    memcpy(en->top_ids, res->top_ids, sizeof(en->top_ids));
+    memcpy(en->top_logprobs, res->top_logprobs, sizeof(en->top_logprobs));
+    return PL_STATUS_OK;
+}
+
+/* Sets a sequence's finish reason from its scheduler status (first reason wins). */
+static void note_finish(struct seq_st *st, const struct pl_seq *q)
+{
+    if (st->finish != PL_FINISH_NONE)
+        return;
+    switch (q->status) {
+    case PL_SEQ_FINISHED_STOPPED:
+        st->finish = PL_FINISH_STOP;
+        break;
+    case PL_SEQ_FINISHED_LENGTH:
+        st->finish = PL_FINISH_LENGTH;
+        break;
+    case PL_SEQ_FINISHED_ABORTED:
+        st->finish = PL_FINISH_ABORT;
+        break;
+    default:
+        break;
+    }
+}
+
+/*
+ * After pl_scheduler_update appended tok to q: finish reasons, text, stop
+ * strings. A stop string found in this token's text wins over a length
+ * finish in the same step (vLLM's output processor does the same).
+ */
+static pl_status process_token(struct pl_engine *e, struct req *r, struct pl_seq *q, int32_t tok,
+                               struct pl_err *err)
+{
+    struct seq_st *st = &r->st[q->index];
+    const struct pl_sampling_params *pp = &r->params;
+    bool by_token = q->status == PL_SEQ_FINISHED_STOPPED;
+    if (by_token && st->finish == PL_FINISH_NONE && st->pending == PL_STOP_TOKEN_STOP_ID) {
+        st->stop_kind = PL_STOP_REASON_TOKEN;
+        st->stop_token = tok;
+    }
+    note_finish(st, q);
+    r->dirty = true;
+    if (!e->has_detok || st->text_final)
+        return PL_STATUS_OK;
+    pl_status s;
+    if (!st->detok) {
+        s = e->detok.init(e->detok.ctx, r->prompt, r->n_prompt, pp->skip_special_tokens,
+                          &st->detok, err);
+        if (s != PL_STATUS_OK)
+            return s;
+    }
+    /* vLLM leaves the stop token's text out unless include_stop_str_in_output */
+    if (!by_token || pp->include_stop_str_in_output) {
+        s = e->detok.push(st->detok, tok, &st->text, &st->text_len, err);
+        if (s != PL_STATUS_OK)
+            return s;
+    }
+    bool finished = pl_seq_is_finished(q);
+    if (finished) {
+        s = e->detok.flush(st->detok, &st->text, &st->text_len, err);
+        if (s != PL_STATUS_OK)
+            return s;
+    }
+    size_t hold = 0;
+    if (pp->n_stop > 0) {
+        if (pl_seq_num_outputs(q) > pp->min_tokens) { /* vLLM: strictly more */
+            struct pl_stop_match m;
+            pl_stop_check_strings(st->text, st->text_len, st->checked, pp->stop, pp->n_stop,
+                                  pp->include_stop_str_in_output, &m);
+            if (m.matched) {
+                st->text_len = m.text_len;
+                st->finish = PL_FINISH_STOP;
+                st->stop_kind = PL_STOP_REASON_STRING;
+                st->stop_index = m.stop_index;
+                st->stop_token = -1;
+                if (!finished)
+                    pl_scheduler_finish_seq(e->sched, q, PL_SEQ_FINISHED_STOPPED);
+                finished = true;
+            } else {
+                hold = m.hold_back;
+            }
+        }
+        st->checked = st->text_len;
+    }
+    if (finished) {
+        st->text_final = true;
+        hold = 0;
+        if (st->detok) {
+            e->detok.fini(st->detok);
+            st->detok = NULL;
+        }
+    }
+    st->visible = st->text_len - hold;
+    if (st->text_sent > st->visible) /* never: released text was checked already */
+        st->text_sent = st->visible;
+    return PL_STATUS_OK;
+}
+
+/* Takes finished groups off the scheduler and marks their requests. */
+static void collect_finished(struct pl_engine *e)
+{
+    struct pl_seq_group *g;
+    while ((g = pl_scheduler_pop_finished(e->sched)) != NULL) {
+        struct req *r = g->user;
+        assert(r && r->group == g);
+        r->finished = true;
+        r->dirty = true;
+        for (int i = 0; i < g->n_seqs; i++) {
+            struct seq_st *st = &r->st[g->seqs[i].index];
+            note_finish(st, &g->seqs[i]);
+            st->visible = st->text_len; /* aborted: release what was held back */
+            st->text_final = true;
+            if (st->detok && e->has_detok) {
+                e->detok.fini(st->detok);
+                st->detok = NULL;
+            }
+        }
+    }
+}
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static pl_status ensure_logit_rows(struct pl_engine *e, int n, struct pl_err *err)
+{
+    if (n <= e->cap_logit_rows)
+        return PL_STATUS_OK;
+    float *p = realloc(e->logits, (size_t)n * (size_t)e->vocab * sizeof(float));
+    if (!p)
+        return pl_err_set(err, PL_STATUS_NO_MEMORY, "engine: out of memory for %d logits rows",
+                          n);
+    e->logits = p;
+    e->cap_logit_rows = n;
+    return PL_STATUS_OK;
+}
+
+/* The sequence that sampler row k of plan entry en feeds after the update. */
+static struct pl_seq *row_seq(const struct pl_sched_seq *en, int k)
+{
+    if (en->n_samples > 1) {
+        struct pl_seq *q = &en->seq->group->seqs[k];
+        assert(q->index == k);
+        return q;
+    }
+    return en->seq;
+}
+
+pl_status pl_engine_step(struct pl_engine *e, struct pl_err *err)
+{
+    double t0 = now_seconds();
+    struct pl_sched_plan plan;
+    struct pl_batch b;
+    pl_status st = pl_scheduler_schedule(e->sched, &plan, err);
+    if (st != PL_STATUS_OK)
+        return st;
+    collect_finished(e);
+    if (plan.n_seqs == 0)
+        goto done;
+
+    {
+        struct pl_scheduler_stats ss;
+        pl_scheduler_get_stats(e->sched, &ss);
+        double reserved = (double)ss.blocks.n_blocks_used * e->p.sched.block_size;
+        e->reserved_slots += reserved;
+        e->waste_slots += ss.kv_waste * reserved;
+    }
+
+    st = pl_batch_builder_build(e->bb, &plan, &b, err);
+    if (st != PL_STATUS_OK)
+        return st;
+    if (plan.n_copies > 0) {
+        st = e->model.copy_blocks(e->model.ctx, plan.copies, plan.n_copies, err);
+        if (st != PL_STATUS_OK)
+            return st;
+    }
+
+    /*
+     * logits rows: each sampling entry's last token once (an n > 1 group's
+     * first sample repeats it in the batch; a model returns at most one row
+     * per token), then the prompt-logprobs positions. After the run the
+     * prompt logprobs are read and the sampling rows expanded in place to one
+     * row per sampler row (row_src[r] <= r, so a backward pass is safe).
+     */
+    int n_rows = b.n_logits, n_uniq = 0;
+    assert(n_rows == plan.n_samples && n_rows <= e->max_rows);
+    for (int r = 0; r < n_rows; r++) {
+        if (n_uniq == 0 || e->logits_rows[n_uniq - 1] != b.logits_rows[r])
+            e->logits_rows[n_uniq++] = b.logits_rows[r];
+        e->row_src[r] = n_uniq - 1;
+    }
+    int n_plp = 0;
+    for (int s = 0; s < plan.n_seqs; s++) {
+        const struct pl_sched_seq *en = &plan.seqs[s];
+        struct req *r = en->seq->group->user;
+        if (!r->plp || en->is_decode)
+            continue;
+        int p0 = en->start_pos > r->plp_next ? en->start_pos : r->plp_next;
+        int p1 = en->start_pos + en->n_new;
+        if (p1 > r->n_prompt - 1)
+            p1 = r->n_prompt - 1;
+        for (int p = p0; p < p1; p++) {
+            if (e->model.max_logits_rows > 0 && n_uniq + n_plp >= e->model.max_logits_rows)
+                return pl_err_set(err, PL_STATUS_LIMIT,
+                                  "prompt_logprobs: the model returns at most %d logits rows "
+                                  "per step",
+                                  e->model.max_logits_rows);
+            e->logits_rows[n_uniq + n_plp] = b.cu_seqlens_q[s] + (p - en->start_pos);
+            e->plp_rows[n_plp].r = r;
+            e->plp_rows[n_plp].pos = p;
+            n_plp++;
+        }
+    }
+    st = ensure_logit_rows(e, n_uniq + n_plp, err);
+    if (st != PL_STATUS_OK)
+        return st;
+    b.logits_rows = e->logits_rows;
+    b.n_logits = n_uniq + n_plp;
+    st = e->model.run(e->model.ctx, &b, e->logits, err);
+    if (st != PL_STATUS_OK)
+        return pl_err_prefix(err, "model");
+    size_t V = (size_t)e->vocab;
+    for (int i = 0; i < n_plp; i++) {
+        struct req *r = e->plp_rows[i].r;
+        int pos = e->plp_rows[i].pos;
+        struct pl_sample_result res;
+        pl_sampler_logprobs(e->logits + (size_t)(n_uniq + i) * V, e->vocab, r->prompt[pos + 1],
+                            r->params.prompt_logprobs, &res);
+        struct pl_logprob_entry *en = &r->plp[pos + 1];
+        en->token_id = r->prompt[pos + 1];
+        en->logprob = res.logprob;
+        en->rank = res.rank;
+        en->n_top = res.n_top;
+        memcpy(en->top_ids, res.top_ids, sizeof(en->top_ids));
+        memcpy(en->top_logprobs, res.top_logprobs, sizeof(en->top_logprobs));
+        if (pos + 1 > r->plp_next)
+            r->plp_next = pos + 1;
+    }
+    for (int r = n_rows - 1; r >= 0; r--)
+        if (e->row_src[r] != r)
+            memcpy(e->logits + (size_t)r * V, e->logits + (size_t)e->row_src[r] * V,
+                   V * sizeof(float));
+
+    /* sampler rows in plan order */
+    int row = 0;
+    for (int s = 0; s < plan.n_seqs; s++) {
+        const struct pl_sched_seq *en = &plan.seqs[s];
+        const struct pl_seq *q = en->seq;
+        struct req *r = q->group->user;
+        for (int k = 0; k < en->n_samples; k++, row++) {
+            int idx = en->n_samples > 1 ? k : q->index;
+            struct pl_sampler_row *sr = &e->rows[row];
+            sr->params = &r->params;
+            sr->prompt_ids = q->tokens;
+            sr->n_prompt = q->n_prompt;
+            sr->output_ids = q->tokens + q->n_prompt;
+            sr->n_output = pl_seq_num_outputs(q);
+            sr->eos_ids = r->params.ignore_eos ? NULL : e->eos;
+            sr->n_eos = r->params.ignore_eos ? 0 : e->p.n_eos;
+            sr->rng = r->params.has_seed ? &r->st[idx].rng : NULL;
+            e->row_index[row] = idx;
+        }
+    }
+    st = pl_sampler_sample(e->sampler, e->logits, n_rows, e->rows, e->results, err);
+    if (st != PL_STATUS_OK)
+        return pl_err_prefix(err, "sampler");
+    row = 0;
+    for (int s = 0; s < plan.n_seqs; s++) {
+        const struct pl_sched_seq *en = &plan.seqs[s];
+        const struct pl_seq *q = en->seq;
+        struct req *r = q->group->user;
+        for (int k = 0; k < en->n_samples; k++, row++) {
+            struct seq_st *sst = &r->st[e->row_index[row]];
+            int32_t tok = e->results[row].token_id;
+            e->sampled[row] = tok;
+            sst->pending = pl_stop_check_token(&r->params, e->eos, e->p.n_eos, tok,
+                                               pl_seq_num_outputs(q) + 1, q->n_tokens + 1,
+                                               e->p.sched.max_model_len);
+            e->stop[row] = sst->pending == PL_STOP_TOKEN_EOS ||
+                           sst->pending == PL_STOP_TOKEN_STOP_ID;
+            if (r->params.logprobs >= 0) {
+                if (lp_append(sst, &e->results[row]) != PL_STATUS_OK)
+                    return pl_err_set(err, PL_STATUS_NO_MEMORY, "out of memory for logprobs");
+                sst->cum_logprob += e->results[row].logprob;
+            }
+        }
+    }
+    st = pl_scheduler_update(e->sched, &plan, e->sampled, e->stop, err);
+    if (st != PL_STATUS_OK)
+        return st;
+    e->n_generation_tokens += (uint64_t)n_rows;
+
+    row = 0;
+    for (int s = 0; s < plan.n_seqs; s++) {
+        const struct pl_sched_seq *en = &plan.seqs[s];
+        struct req *r = en->seq->group->user;
+        for (int k = 0; k < en->n_samples; k++, row++) {
+            st = process_token(e, r, row_seq(en, k), e->sampled[row], err);
+            if (st != PL_STATUS_OK)
+                return st;
+        }
+    }
+    collect_finished(e);
+done:
+    e->seconds += now_seconds() - t0;
+    return PL_STATUS_OK;
+}
+
+/* ---- outputs ---- */
+
+static void completion_free(struct pl_completion_output *c)
+{
+    free(c->text);
+    free(c->token_ids);
+    free(c->logprobs);
+    free(c->stop_str);
+}
+
+static void request_output_free(struct pl_request_output *o)
+{
+    for (int i = 0; i < o->n_outputs; i++)
+        completion_free(&o->outputs[i]);
+    free(o->outputs);
+    free(o->request_id);
+    free(o->prompt);
+    free(o->prompt_token_ids);
+    free(o->prompt_logprobs);
+}
+
+void pl_outputs_free(struct pl_outputs *o)
+{
+    if (!o)
+        return;
+    for (int i = 0; i < o->n; i++)
+        request_output_free(&o->items[i]);
+    free(o->items);
+    o->items = NULL;
+    o->n = 0;
+}
+
+static void *mem_dup(const void *p, size_t n)
+{
+    void *d = malloc(n ? n : 1);
+    if (d && n)
+        memcpy(d, p, n);
+    return d;
+}
+
+/* Fills c with sequence q's output since its cursors (delta) or all of it. */
+static bool fill_completion(const struct req *r, const struct pl_seq *q, const struct seq_st *st,
+                            bool delta, struct pl_completion_output *c)
+{
+    memset(c, 0, sizeof(*c));
+    c->index = q->index;
+    int t0 = delta ? st->n_tok_sent : 0;
+    int n_out = pl_seq_num_outputs(q);
+    size_t x0 = delta ? st->text_sent : 0;
+    c->n_token_ids = n_out - t0;
+    c->token_ids = mem_dup(q->tokens + q->n_prompt + t0, sizeof(int32_t) * (size_t)c->n_token_ids);
+    c->text_len = st->visible - x0;
+    c->text = malloc(c->text_len + 1);
+    if (!c->token_ids || !c->text)
+        return false;
+    if (c->text_len)
+        memcpy(c->text, st->text + x0, c->text_len);
+    c->text[c->text_len] = '\0';
+    c->has_logprobs = r->params.logprobs >= 0;
+    c->cumulative_logprob = c->has_logprobs ? st->cum_logprob : 0.0;
+    if (c->has_logprobs) {
+        assert(st->n_lp == n_out);
+        c->logprobs = mem_dup(st->lp ? st->lp + t0 : NULL,
+                              sizeof(*st->lp) * (size_t)c->n_token_ids);
+        if (!c->logprobs)
+            return false;
+    }
+    c->finish_reason = st->finish;
+    c->stop_reason_kind = st->stop_kind;
+    c->stop_token_id = st->stop_kind == PL_STOP_REASON_TOKEN ? st->stop_token : -1;
+    if (st->stop_kind == PL_STOP_REASON_STRING) {
+        c->stop_str = str_dup(r->params.stop[st->stop_index]);
+        if (!c->stop_str)
+            return false;
+    }
+    return true;
+}
+
+static bool has_news(const struct pl_seq *q, const struct seq_st *st)
+{
+    return pl_seq_num_outputs(q) > st->n_tok_sent || st->visible > st->text_sent ||
+           (st->finish != PL_FINISH_NONE && !st->finish_sent);
+}
+
+/* Builds r's output into o; on success advances the cursors (delta). */
+static bool fill_request(struct req *r, bool delta, struct pl_request_output *o)
+{
+    memset(o, 0, sizeof(*o));
+    const struct pl_seq_group *g = r->group;
+    char num[32];
+    snprintf(num, sizeof(num), "%llu", (unsigned long long)r->id);
+    o->request_id = str_dup(r->name ? r->name : num);
+    if (!o->request_id)
+        return false;
+    bool send_prompt = !delta || !r->prompt_sent;
+    if (send_prompt) {
+        o->prompt = str_dup(r->prompt_text);
+        o->prompt_token_ids = mem_dup(r->prompt, sizeof(int32_t) * (size_t)r->n_prompt);
+        o->n_prompt_token_ids = r->n_prompt;
+        if ((r->prompt_text && !o->prompt) || !o->prompt_token_ids)
+            return false;
+    }
+    o->num_cached_tokens = g->n_cached_tokens;
+    bool plp_ready = r->plp && r->plp_next >= r->n_prompt - 1;
+    bool send_plp = plp_ready && (!delta || !r->plp_sent);
+    if (send_plp) {
+        o->has_prompt_logprobs = true;
+        o->prompt_logprobs = mem_dup(r->plp, sizeof(*r->plp) * (size_t)r->n_prompt);
+        if (!o->prompt_logprobs)
+            return false;
+        if (!o->prompt_token_ids) { /* the array's length comes with the ids */
+            o->prompt_token_ids = mem_dup(r->prompt, sizeof(int32_t) * (size_t)r->n_prompt);
+            o->n_prompt_token_ids = r->n_prompt;
+            if (!o->prompt_token_ids)
+                return false;
+        }
+    }
+    o->outputs = calloc((size_t)(g->n_seqs > 0 ? g->n_seqs : 1), sizeof(*o->outputs));
+    if (!o->outputs)
+        return false;
+    for (int i = 0; i < g->n_seqs; i++) {
+        const struct pl_seq *q = &g->seqs[i];
+        const struct seq_st *st = &r->st[q->index];
+        if (delta && !has_news(q, st))
+            continue;
+        if (!fill_completion(r, q, st, delta, &o->outputs[o->n_outputs++]))
+            return false;
+    }
+    o->finished = r->finished;
+    /* success: advance the cursors */
+    r->prompt_sent = true;
+    if (send_plp)
+        r->plp_sent = true;
+    for (int i = 0; i < g->n_seqs; i++) {
+        const struct pl_seq *q = &g->seqs[i];
+        struct seq_st *st = &r->st[q->index];
+        st->n_tok_sent = pl_seq_num_outputs(q);
+        st->text_sent = st->visible;
+        if (st->finish != PL_FINISH_NONE)
+            st->finish_sent = true;
+    }
+    r->dirty = false;
+    return true;
+}
+
+pl_status pl_engine_poll(struct pl_engine *e, bool delta, struct pl_outputs *out,
+                         struct pl_err *err)
+{
+    int n_new = 0;
+    for (struct req *r = e->head; r; r = r->next)
+        if (delta ? r->dirty : r->finished)
+            n_new++;
+    if (n_new == 0)
+        return PL_STATUS_OK;
+    struct pl_request_output *items =
+        realloc(out->items, sizeof(*items) * (size_t)(out->n + n_new));
+    if (!items)
+        return pl_err_set(err, PL_STATUS_NO_MEMORY, "out of memory for outputs");
+    out->items = items;
+    struct req *r = e->head;
+    while (r) {
+        struct req *next = r->next;
+        if (delta ? r->dirty : r->finished) {
+            struct pl_request_output *o = &out->items[out->n];
+            if (!fill_request(r, delta, o)) {
+                request_output_free(o);
+                return pl_err_set(err, PL_STATUS_NO_MEMORY, "out of memory for outputs");
+            }
+            out->n++;
+            if (r->finished) {
+                req_unlink(e, r);
+                pl_seq_group_free(r->group);
+                req_free(e, r);
+                e->n_finished++;
+            }
+        }
+        r = next;
+    }
+    return PL_STATUS_OK;
+}
+
+void pl_engine_get_stats(const struct pl_engine *e, struct pl_engine_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    pl_scheduler_get_stats(e->sched, &out->sched);
+    out->kv_waste_avg = e->reserved_slots > 0 ? e->waste_slots / e->reserved_slots : 0.0;
+    out->n_prompt_tokens = e->n_prompt_tokens;
+    out->n_generation_tokens = e->n_generation_tokens;
+    out->n_requests_added = e->n_added;
+    out->n_requests_finished = e->n_finished;
+    out->seconds = e->seconds;
+}

@@ -1,0 +1,835 @@
+/*
+ * llm.c -- the public C API (include/pagellm.h): struct pl_llm, vLLM's LLM
+ * class in C.
+ *
+ * Owns: the model runner, the tokenizer (when the model directory has one),
+ * the parsed default chat template, the engine with its interface adapters
+ * (pl_model_runner behind struct pl_engine_model, pl_detok behind struct
+ * pl_engine_detok), the sampling defaults (vLLM's, then
+ * generation_config.json under "auto") and the handle's last error message.
+ *
+ * Request ids: generate/chat number their requests from a counter (like
+ * vLLM's LLM); the request interface takes the caller's string ids and the
+ * engine keeps them with each request. generate refuses to run while
+ * requests of the request interface are pending, so neither steals the
+ * other's outputs.
+ * Threading: one thread uses a handle at a time (the engine has one owner).
+ */
+#include "pagellm.h"
+
+#include "engine/beam_search.h"
+#include "engine/engine.h"
+#include "engine/model_runner.h"
+#include "tokenizer/chat_template/chat_template.h"
+#include "tokenizer/tokenizer.h"
+#include "util/err.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+struct pl_llm {
+    char errmsg[PL_ERR_MSG_MAX];
+    struct pl_model_runner *runner;
+    struct pl_tokenizer *tok;
+    struct pl_chat_template *tmpl;     /* the tokenizer's template, parsed on first use */
+    struct pl_engine *engine;
+    struct pl_engine_model im;
+    struct pl_engine_detok dt;
+    struct pl_sampling_params defaults;
+    int vocab, max_model_len;
+    int32_t eos_id;                    /* the primary eos (beam search), -1: none */
+    uint64_t next_id;
+    pl_llm_progress_fn progress;
+    void *progress_user;
+};
+
+void pl_free(void *p)
+{
+    free(p);
+}
+
+void pl_llm_params_default(struct pl_llm_params *p)
+{
+    memset(p, 0, sizeof(*p));
+    p->dtype = "auto";
+    p->max_num_seqs = 256;
+    p->max_num_batched_tokens = 2048;
+    p->block_size = 16;
+    p->kv_cache_bytes = (size_t)256 << 20;
+    p->enable_prefix_caching = true;
+    p->enable_chunked_prefill = true;
+    p->device = "auto";
+    p->generation_config = "auto";
+}
+
+void pl_chat_options_default(struct pl_chat_options *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->add_generation_prompt = true;
+}
+
+/* Records err's message on the handle and returns its status. */
+static pl_status fail(struct pl_llm *llm, const struct pl_err *err, pl_status st)
+{
+    snprintf(llm->errmsg, sizeof(llm->errmsg), "%s", err->msg);
+    return st;
+}
+
+static pl_status ok(struct pl_llm *llm)
+{
+    llm->errmsg[0] = '\0';
+    return PL_STATUS_OK;
+}
+
+const char *pl_llm_errmsg(const struct pl_llm *llm)
+{
+    return llm ? llm->errmsg : "out of memory";
+}
+
+/* ---- adapters ---- */
+
+static pl_status runner_run(void *ctx, const struct pl_batch *b, float *logits,
+                            struct pl_err *err)
+{
+    return pl_model_runner_run(ctx, b, logits, err);
+}
+
+static pl_status runner_copy(void *ctx, const struct pl_block_copy *c, int n, struct pl_err *err)
+{
+    return pl_model_runner_copy_blocks(ctx, c, n, err);
+}
+
+static pl_status detok_init(void *ctx, const int32_t *prompt, int n_prompt, bool skip,
+                            void **state, struct pl_err *err)
+{
+    struct pl_detok *d = calloc(1, sizeof(*d));
+    if (!d)
+        return pl_err_set(err, PL_STATUS_NO_MEMORY, "out of memory for a detokenizer");
+    pl_status st = pl_detok_init(d, ctx, prompt, n_prompt, skip, err);
+    if (st != PL_STATUS_OK) {
+        free(d);
+        return st;
+    }
+    *state = d;
+    return PL_STATUS_OK;
+}
+
+static pl_status detok_push(void *state, int32_t id, char **text, size_t *len, struct pl_err *err)
+{
+    return pl_detok_push(state, id, text, len, err);
+}
+
+static pl_status detok_flush(void *state, char **text, size_t *len, struct pl_err *err)
+{
+    return pl_detok_flush(state, text, len, err);
+}
+
+static void detok_fini(void *state)
+{
+    pl_detok_fini(state);
+    free(state);
+}
+
+/* ---- creation ---- */
+
+static bool file_exists(const char *dir, const char *name)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    return access(path, R_OK) == 0;
+}
+
+static void add_eos(int32_t *eos, int *n, int id)
+{
+    if (id < 0)
+        return;
+    for (int i = 0; i < *n; i++)
+        if (eos[i] == id)
+            return;
+    if (*n < 2 * PL_MAX_EOS_IDS + 1)
+        eos[(*n)++] = id;
+}
+
+static pl_status llm_open(struct pl_llm *llm, const struct pl_llm_params *p, struct pl_err *err)
+{
+    if (!p->model || !*p->model)
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "model: no model directory given");
+    const char *dev = p->device ? p->device : "auto";
+    if (!strcmp(dev, "cuda"))
+        return pl_err_set(err, PL_STATUS_UNSUPPORTED,
+                          "device: this build has no CUDA backend (use cpu or auto)");
+    if (strcmp(dev, "auto") && strcmp(dev, "cpu"))
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                          "device: '%s' is not one of auto, cpu, cuda", dev);
+    if (p->dtype && strcmp(p->dtype, "auto"))
+        return pl_err_set(err, PL_STATUS_UNSUPPORTED,
+                          "dtype: '%s': only auto (the checkpoint's dtype) is supported",
+                          p->dtype);
+    const char *gc = p->generation_config ? p->generation_config : "auto";
+    if (strcmp(gc, "auto") && strcmp(gc, "vllm"))
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                          "generation_config: '%s' is not auto or vllm", gc);
+    if (p->block_size != 8 && p->block_size != 16 && p->block_size != 32)
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                          "block_size: %d is not 8, 16 or 32", p->block_size);
+    if (p->max_num_seqs < 1 || p->max_num_batched_tokens < 1 || p->num_kv_blocks < 0 ||
+        p->max_model_len < 0 || p->n_threads < 0 || p->long_prefill_token_threshold < 0)
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                          "max_num_seqs, max_num_batched_tokens must be positive; "
+                          "num_kv_blocks, max_model_len, n_threads, "
+                          "long_prefill_token_threshold not negative");
+    if (p->max_num_batched_tokens < p->max_num_seqs)
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                          "max_num_batched_tokens (%d) must be >= max_num_seqs (%d)",
+                          p->max_num_batched_tokens, p->max_num_seqs);
+
+    struct pl_model_runner_params rp;
+    pl_model_runner_params_default(&rp);
+    rp.model_dir = p->model;
+    rp.n_threads = p->n_threads;
+    rp.block_size = p->block_size;
+    rp.num_kv_blocks = p->num_kv_blocks;
+    if (p->kv_cache_bytes)
+        rp.kv_cache_bytes = p->kv_cache_bytes;
+    rp.max_num_batched_tokens = p->max_num_batched_tokens;
+    rp.max_num_seqs = p->max_num_seqs;
+    rp.max_model_len = p->max_model_len;
+    pl_status st = pl_model_runner_new(&rp, &llm->runner, err);
+    if (st != PL_STATUS_OK)
+        return st;
+    const struct pl_model_config *cfg = pl_model_runner_config(llm->runner);
+
+    const char *tdir = p->tokenizer ? p->tokenizer : p->model;
+    if (p->tokenizer || file_exists(tdir, "tokenizer.json")) {
+        st = pl_tokenizer_load(tdir, &llm->tok, err);
+        if (st != PL_STATUS_OK)
+            return pl_err_prefix(err, "tokenizer");
+    }
+
+    llm->vocab = cfg->vocab_size;
+    llm->max_model_len = pl_model_runner_max_model_len(llm->runner);
+    pl_sampling_params_default(&llm->defaults);
+    if (!strcmp(gc, "auto"))
+        pl_sampling_params_apply_generation_config(&llm->defaults, &cfg->gen);
+
+    /* eos: the tokenizer's (vLLM's primary), then config.json's, then
+       generation_config.json's extra ids (vLLM adds those to stop_token_ids) */
+    int32_t eos[2 * PL_MAX_EOS_IDS + 1];
+    int n_eos = 0;
+    if (llm->tok)
+        add_eos(eos, &n_eos, pl_tokenizer_eos_id(llm->tok));
+    for (int i = 0; i < cfg->n_eos_token_ids; i++)
+        add_eos(eos, &n_eos, cfg->eos_token_ids[i]);
+    for (int i = 0; i < cfg->gen.n_eos_token_ids; i++)
+        add_eos(eos, &n_eos, cfg->gen.eos_token_ids[i]);
+    for (int i = 0; i < n_eos; i++)
+        if (eos[i] >= llm->vocab) /* an eos the model cannot emit is no stop condition */
+            eos[i--] = eos[--n_eos];
+
+    llm->eos_id = n_eos > 0 ? eos[0] : -1;
+    llm->im.ctx = llm->runner;
+    llm->im.vocab_size = llm->vocab;
+    llm->im.max_logits_rows = 0;
+    llm->im.run = runner_run;
+    llm->im.copy_blocks = runner_copy;
+    llm->dt.ctx = llm->tok;
+    llm->dt.init = detok_init;
+    llm->dt.push = detok_push;
+    llm->dt.flush = detok_flush;
+    llm->dt.fini = detok_fini;
+
+    struct pl_engine_params ep;
+    pl_engine_params_default(&ep);
+    ep.sched.n_blocks = pl_model_runner_num_blocks(llm->runner);
+    ep.sched.block_size = pl_model_runner_block_size(llm->runner);
+    ep.sched.max_num_batched_tokens = pl_model_runner_max_tokens(llm->runner);
+    ep.sched.max_num_seqs = pl_model_runner_max_seqs(llm->runner);
+    ep.sched.max_model_len = llm->max_model_len;
+    ep.sched.enable_prefix_caching = p->enable_prefix_caching;
+    ep.sched.enable_chunked_prefill = p->enable_chunked_prefill;
+    ep.sched.long_prefill_token_threshold = p->long_prefill_token_threshold;
+    ep.seed = p->seed;
+    ep.eos_ids = eos;
+    ep.n_eos = n_eos;
+    return pl_engine_new(&ep, &llm->im, llm->tok ? &llm->dt : NULL, &llm->engine, err);
+}
+
+pl_status pl_llm_new(const struct pl_llm_params *p, struct pl_llm **out)
+{
+    struct pl_llm *llm = calloc(1, sizeof(*llm));
+    *out = llm;
+    if (!llm)
+        return PL_STATUS_NO_MEMORY;
+    struct pl_err err;
+    pl_err_clear(&err);
+    pl_status st = llm_open(llm, p, &err);
+    if (st != PL_STATUS_OK) {
+        /* keep only the message: the handle is in its failed state */
+        pl_engine_free(llm->engine);
+        pl_tokenizer_free(llm->tok);
+        pl_model_runner_free(llm->runner);
+        llm->engine = NULL;
+        llm->tok = NULL;
+        llm->runner = NULL;
+        return fail(llm, &err, st);
+    }
+    return ok(llm);
+}
+
+void pl_llm_free(struct pl_llm *llm)
+{
+    if (!llm)
+        return;
+    pl_engine_free(llm->engine);
+    pl_chat_template_free(llm->tmpl);
+    pl_tokenizer_free(llm->tok);
+    pl_model_runner_free(llm->runner);
+    free(llm);
+}
+
+static pl_status not_open(struct pl_llm *llm)
+{
+    if (llm->engine)
+        return PL_STATUS_OK;
+    /* keep the message of the failed open */
+    return PL_STATUS_INVALID_ARGUMENT;
+}
+
+void pl_llm_default_sampling_params(const struct pl_llm *llm, struct pl_sampling_params *p)
+{
+    if (llm && llm->engine)
+        *p = llm->defaults;
+    else
+        pl_sampling_params_default(p);
+}
+
+void pl_llm_set_progress(struct pl_llm *llm, pl_llm_progress_fn fn, void *user)
+{
+    llm->progress = fn;
+    llm->progress_user = user;
+}
+
+bool pl_llm_has_tokenizer(const struct pl_llm *llm)
+{
+    return llm && llm->tok;
+}
+
+int pl_llm_vocab_size(const struct pl_llm *llm)
+{
+    return llm ? llm->vocab : 0;
+}
+
+int pl_llm_max_model_len(const struct pl_llm *llm)
+{
+    return llm ? llm->max_model_len : 0;
+}
+
+/* ---- tokenizer access ---- */
+
+pl_status pl_llm_encode(struct pl_llm *llm, const char *text, bool add_special_tokens,
+                        int32_t **ids, int *n_ids)
+{
+    struct pl_err err;
+    *ids = NULL;
+    *n_ids = 0;
+    if (!llm->tok) {
+        pl_err_set(&err, PL_STATUS_UNSUPPORTED, "the model has no tokenizer (tokenizer.json)");
+        return fail(llm, &err, err.status);
+    }
+    pl_status st = pl_tokenizer_encode(llm->tok, text, strlen(text), add_special_tokens, ids,
+                                       n_ids, &err);
+    return st == PL_STATUS_OK ? ok(llm) : fail(llm, &err, st);
+}
+
+pl_status pl_llm_decode(struct pl_llm *llm, const int32_t *ids, int n_ids,
+                        bool skip_special_tokens, char **text)
+{
+    struct pl_err err;
+    *text = NULL;
+    if (!llm->tok) {
+        pl_err_set(&err, PL_STATUS_UNSUPPORTED, "the model has no tokenizer (tokenizer.json)");
+        return fail(llm, &err, err.status);
+    }
+    size_t len;
+    pl_status st = pl_tokenizer_decode(llm->tok, ids, n_ids, skip_special_tokens, text, &len,
+                                       &err);
+    return st == PL_STATUS_OK ? ok(llm) : fail(llm, &err, st);
+}
+
+/* ---- requests ---- */
+
+/* Tokenizes a prompt when it is text; *owned receives ids to free. */
+static pl_status prompt_ids(struct pl_llm *llm, const struct pl_prompt *p, bool add_special,
+                            const int32_t **ids, int *n, int32_t **owned, struct pl_err *err)
+{
+    *owned = NULL;
+    if (p->token_ids) {
+        *ids = p->token_ids;
+        *n = p->n_token_ids;
+        return PL_STATUS_OK;
+    }
+    if (!p->text)
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "prompt: neither text nor token ids");
+    if (!llm->tok)
+        return pl_err_set(err, PL_STATUS_UNSUPPORTED,
+                          "prompt: text prompts need a tokenizer (tokenizer.json); "
+                          "give token ids");
+    pl_status st = pl_tokenizer_encode(llm->tok, p->text, strlen(p->text), add_special, owned, n,
+                                       err);
+    *ids = *owned;
+    return st;
+}
+
+static pl_status add_one(struct pl_llm *llm, uint64_t id, const char *name,
+                         const struct pl_prompt *p, bool add_special,
+                         const struct pl_sampling_params *sp, struct pl_err *err)
+{
+    const int32_t *ids = NULL;
+    int n = 0;
+    int32_t *owned;
+    pl_status st = prompt_ids(llm, p, add_special, &ids, &n, &owned, err);
+    if (st != PL_STATUS_OK)
+        return st;
+    struct pl_engine_request r = {0};
+    r.request_id = id;
+    r.name = name;
+    r.prompt_text = p->token_ids ? NULL : p->text;
+    r.prompt = ids;
+    r.n_prompt = n;
+    r.params = sp ? sp : &llm->defaults;
+    st = pl_engine_add(llm->engine, &r, err);
+    free(owned);
+    return st;
+}
+
+pl_status pl_llm_add_request(struct pl_llm *llm, const char *request_id,
+                             const struct pl_prompt *prompt,
+                             const struct pl_sampling_params *params)
+{
+    if (not_open(llm))
+        return PL_STATUS_INVALID_ARGUMENT;
+    struct pl_err err;
+    if (!request_id || !*request_id) {
+        pl_err_set(&err, PL_STATUS_INVALID_ARGUMENT, "request_id: empty");
+        return fail(llm, &err, err.status);
+    }
+    uint64_t id;
+    bool fin;
+    if (pl_engine_lookup(llm->engine, request_id, &id, &fin)) {
+        pl_err_set(&err, PL_STATUS_INVALID_ARGUMENT, "request_id: '%s' is already in use",
+                   request_id);
+        return fail(llm, &err, err.status);
+    }
+    pl_status st = add_one(llm, ++llm->next_id, request_id, prompt, true, params, &err);
+    return st == PL_STATUS_OK ? ok(llm) : fail(llm, &err, st);
+}
+
+pl_status pl_llm_step(struct pl_llm *llm)
+{
+    if (not_open(llm))
+        return PL_STATUS_INVALID_ARGUMENT;
+    struct pl_err err;
+    pl_status st = pl_engine_step(llm->engine, &err);
+    return st == PL_STATUS_OK ? ok(llm) : fail(llm, &err, st);
+}
+
+bool pl_llm_has_unfinished(const struct pl_llm *llm)
+{
+    return llm && llm->engine && pl_engine_has_unfinished(llm->engine);
+}
+
+pl_status pl_llm_poll(struct pl_llm *llm, struct pl_outputs *out)
+{
+    out->items = NULL;
+    out->n = 0;
+    if (not_open(llm))
+        return PL_STATUS_INVALID_ARGUMENT;
+    struct pl_err err;
+    pl_status st = pl_engine_poll(llm->engine, true, out, &err);
+    return st == PL_STATUS_OK ? ok(llm) : fail(llm, &err, st);
+}
+
+pl_status pl_llm_abort(struct pl_llm *llm, const char *request_id)
+{
+    if (not_open(llm))
+        return PL_STATUS_INVALID_ARGUMENT;
+    struct pl_err err;
+    uint64_t id;
+    bool fin;
+    if (!request_id || !pl_engine_lookup(llm->engine, request_id, &id, &fin) || fin) {
+        pl_err_set(&err, PL_STATUS_NOT_FOUND, "request_id: no unfinished request '%s'",
+                   request_id ? request_id : "(null)");
+        return fail(llm, &err, err.status);
+    }
+    pl_status st = pl_engine_abort(llm->engine, id, &err);
+    return st == PL_STATUS_OK ? ok(llm) : fail(llm, &err, st);
+}
+
+void pl_llm_get_stats(const struct pl_llm *llm, struct pl_llm_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (!llm || !llm->engine)
+        return;
+    struct pl_engine_stats es;
+    pl_engine_get_stats(llm->engine, &es);
+    const struct pl_block_manager_stats *b = &es.sched.blocks;
+    out->kv_blocks_total = b->n_blocks_total;
+    out->kv_blocks_used = b->n_blocks_used;
+    out->kv_blocks_peak_used = b->n_blocks_peak_used;
+    out->kv_blocks_cached_free = b->n_blocks_cached_free;
+    out->kv_waste = es.kv_waste_avg;
+    out->prefix_cache_hit_rate =
+        b->prefix_query_tokens > 0 ? (double)b->prefix_hit_tokens / (double)b->prefix_query_tokens
+                                   : 0.0;
+    out->num_preemptions = es.sched.n_preemptions;
+    out->num_steps = es.sched.n_steps;
+    out->prompt_tokens = es.n_prompt_tokens;
+    out->generation_tokens = es.n_generation_tokens;
+    out->num_waiting = es.sched.n_waiting_groups;
+    out->num_running = es.sched.n_running_groups;
+    out->seconds = es.seconds;
+    out->tokens_per_second = es.seconds > 0 ? (double)es.n_generation_tokens / es.seconds : 0.0;
+}
+
+/* ---- generate / chat ---- */
+
+/* Beam search for every prompt (vLLM's LLM.beam_search): see beam_search.h. */
+static pl_status generate_beam(struct pl_llm *llm, const struct pl_prompt *prompts, int n_prompts,
+                               const struct pl_sampling_params *params, int n_params,
+                               bool add_special, struct pl_outputs *out, struct pl_err *err)
+{
+    size_t n = (size_t)(n_prompts > 0 ? n_prompts : 1);
+    struct pl_beam_prompt *bp = calloc(n, sizeof(*bp));
+    int32_t **owned = calloc(n, sizeof(*owned));
+    struct pl_sampling_params *sp = calloc(n, sizeof(*sp));
+    struct pl_request_output *items = calloc(n, sizeof(*items));
+    pl_status st = PL_STATUS_OK;
+    if (!bp || !owned || !sp || !items)
+        st = pl_err_set(err, PL_STATUS_NO_MEMORY, "out of memory");
+    for (int i = 0; i < n_prompts && st == PL_STATUS_OK; i++) {
+        st = pl_sampling_params_copy(&sp[i], &params[n_params == 1 ? 0 : i], err);
+        if (st == PL_STATUS_OK)
+            st = pl_sampling_params_validate(&sp[i], llm->vocab, err);
+        if (st == PL_STATUS_OK)
+            st = prompt_ids(llm, &prompts[i], add_special, &bp[i].prompt, &bp[i].n_prompt,
+                            &owned[i], err);
+        if (st == PL_STATUS_OK)
+            for (int t = 0; t < bp[i].n_prompt; t++)
+                if (bp[i].prompt[t] < 0 || bp[i].prompt[t] >= llm->vocab)
+                    st = pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                                    "prompt token %d (id %d) is outside the vocabulary", t,
+                                    (int)bp[i].prompt[t]);
+        if (st != PL_STATUS_OK)
+            pl_err_prefix(err, "prompt %d", i);
+        bp[i].prompt_text = prompts[i].token_ids ? NULL : prompts[i].text;
+        bp[i].params = &sp[i];
+    }
+    if (st == PL_STATUS_OK)
+        st = pl_beam_search(llm->engine, llm->tok, llm->eos_id, llm->max_model_len, bp, n_prompts,
+                            items, &llm->next_id, err);
+    out->items = items;
+    out->n = items ? n_prompts : 0;
+    if (st != PL_STATUS_OK)
+        pl_outputs_free(out);
+    for (int i = 0; i < n_prompts; i++) {
+        free(owned ? owned[i] : NULL);
+        if (sp)
+            pl_sampling_params_fini(&sp[i]);
+    }
+    free(owned);
+    free(sp);
+    free(bp);
+    return st;
+}
+
+static pl_status generate(struct pl_llm *llm, const struct pl_prompt *prompts, int n_prompts,
+                          const struct pl_sampling_params *params, int n_params, bool add_special,
+                          struct pl_outputs *out, struct pl_err *err)
+{
+    out->items = NULL;
+    out->n = 0;
+    if (n_prompts < 0 || (n_prompts > 0 && !prompts))
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "prompts: none given");
+    if (params && n_params != 1 && n_params != n_prompts)
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                          "params: %d sets for %d prompts (give 1 or one per prompt)", n_params,
+                          n_prompts);
+    if (pl_engine_has_pending(llm->engine))
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                          "generate: requests added with pl_llm_add_request are still pending");
+    /* validate everything before anything runs */
+    for (int i = 0; i < (params ? n_params : 0); i++) {
+        struct pl_sampling_params copy;
+        pl_status st = pl_sampling_params_copy(&copy, &params[i], err);
+        if (st != PL_STATUS_OK)
+            return st;
+        st = pl_sampling_params_validate(&copy, llm->vocab, err);
+        pl_sampling_params_fini(&copy);
+        if (st != PL_STATUS_OK)
+            return pl_err_prefix(err, "params[%d]", i);
+    }
+    int n_beam = 0;
+    for (int i = 0; params && i < n_prompts; i++)
+        n_beam += params[n_params == 1 ? 0 : i].use_beam_search;
+    if (n_beam > 0 && n_beam < n_prompts)
+        return pl_err_set(err, PL_STATUS_UNSUPPORTED,
+                          "use_beam_search: one generate call runs beam search for all prompts "
+                          "or for none");
+    if (n_beam > 0)
+        return generate_beam(llm, prompts, n_prompts, params, n_params, add_special, out, err);
+    struct pl_request_output *items = calloc((size_t)(n_prompts > 0 ? n_prompts : 1),
+                                             sizeof(*items));
+    bool *have = calloc((size_t)(n_prompts > 0 ? n_prompts : 1), sizeof(bool));
+    if (!items || !have) {
+        free(items);
+        free(have);
+        return pl_err_set(err, PL_STATUS_NO_MEMORY, "out of memory for outputs");
+    }
+    out->items = items;
+    out->n = n_prompts;
+    uint64_t base = llm->next_id + 1;
+    llm->next_id += (uint64_t)n_prompts;
+    pl_status st = PL_STATUS_OK;
+    for (int i = 0; i < n_prompts && st == PL_STATUS_OK; i++) {
+        const struct pl_sampling_params *sp = params ? &params[n_params == 1 ? 0 : i] : NULL;
+        char name[32];
+        snprintf(name, sizeof(name), "%llu", (unsigned long long)(base + (uint64_t)i));
+        st = add_one(llm, base + (uint64_t)i, name, &prompts[i], add_special, sp, err);
+        if (st != PL_STATUS_OK)
+            pl_err_prefix(err, "prompt %d", i);
+    }
+    int n_done = 0;
+    struct pl_outputs got = {0};
+    while (st == PL_STATUS_OK && n_done < n_prompts) {
+        st = pl_engine_step(llm->engine, err);
+        if (st != PL_STATUS_OK)
+            break;
+        st = pl_engine_poll(llm->engine, false, &got, err);
+        for (int k = 0; k < got.n; k++) {
+            uint64_t id = strtoull(got.items[k].request_id, NULL, 10);
+            int i = (int)(id - base);
+            if (id >= base && i < n_prompts && !have[i]) {
+                items[i] = got.items[k];
+                memset(&got.items[k], 0, sizeof(got.items[k])); /* moved */
+                have[i] = true;
+                n_done++;
+            }
+        }
+        pl_outputs_free(&got);
+        if (llm->progress) {
+            struct pl_engine_stats es;
+            pl_engine_get_stats(llm->engine, &es);
+            llm->progress(llm->progress_user, n_done, n_prompts, es.n_prompt_tokens,
+                          es.n_generation_tokens);
+        }
+        if (!pl_engine_has_unfinished(llm->engine) && n_done < n_prompts &&
+            !pl_engine_has_pending(llm->engine))
+            break;
+    }
+    if (st != PL_STATUS_OK) {
+        /* abort what is left so the engine is clean for the next call */
+        for (int i = 0; i < n_prompts; i++)
+            if (!have[i])
+                pl_engine_abort(llm->engine, base + (uint64_t)i, NULL);
+        struct pl_err e2;
+        while (pl_engine_has_unfinished(llm->engine) &&
+               pl_engine_step(llm->engine, &e2) == PL_STATUS_OK)
+            ;
+        pl_engine_poll(llm->engine, false, &got, &e2);
+        pl_outputs_free(&got);
+        for (int i = 0; i < n_prompts; i++)
+            if (!have[i])
+                memset(&items[i], 0, sizeof(items[i]));
+        pl_outputs_free(out);
+    }
+    free(have);
+    return st;
+}
+
+pl_status pl_llm_generate(struct pl_llm *llm, const struct pl_prompt *prompts, int n_prompts,
+                          const struct pl_sampling_params *params, int n_params,
+                          struct pl_outputs *out)
+{
+    out->items = NULL;
+    out->n = 0;
+    if (not_open(llm))
+        return PL_STATUS_INVALID_ARGUMENT;
+    struct pl_err err;
+    pl_status st = generate(llm, prompts, n_prompts, params, n_params, true, out, &err);
+    return st == PL_STATUS_OK ? ok(llm) : fail(llm, &err, st);
+}
+
+/*
+ * transformers' continue_final_message: cut the rendered text right after the
+ * final message's content (its stripped form when the template trimmed it).
+ */
+static pl_status cut_after_final(char *rendered, const char *content, struct pl_err *err)
+{
+    const char *s = content;
+    while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r')
+        s++;
+    size_t n = strlen(s);
+    size_t n_strip = n;
+    while (n_strip > 0 && strchr(" \t\n\r", s[n_strip - 1]))
+        n_strip--;
+    if (n_strip == 0)
+        return PL_STATUS_OK;
+    char *needle = malloc(n_strip + 1);
+    if (!needle)
+        return pl_err_set(err, PL_STATUS_NO_MEMORY, "out of memory");
+    memcpy(needle, s, n_strip);
+    needle[n_strip] = '\0';
+    char *last = NULL;
+    for (char *p = strstr(rendered, needle); p; p = strstr(p + 1, needle))
+        last = p;
+    free(needle);
+    if (!last)
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                          "continue_final_message: the final message's content does not appear "
+                          "in the rendered chat");
+    /* keep trailing whitespace of the content when the template kept it */
+    size_t keep = strncmp(last, s, n) == 0 ? n : n_strip;
+    last[keep] = '\0';
+    return PL_STATUS_OK;
+}
+
+static pl_status render_chat(struct pl_llm *llm, const char *messages_json,
+                             const struct pl_chat_options *opts, char **prompt,
+                             struct pl_err *err)
+{
+    *prompt = NULL;
+    struct pl_chat_options defaults;
+    if (!opts) {
+        pl_chat_options_default(&defaults);
+        opts = &defaults;
+    }
+    if (opts->continue_final_message && opts->add_generation_prompt)
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                          "continue_final_message and add_generation_prompt cannot both be true");
+    struct pl_chat_template *own = NULL;
+    const struct pl_chat_template *t = NULL;
+    pl_status st;
+    if (opts->chat_template) {
+        st = pl_chat_template_parse(opts->chat_template, strlen(opts->chat_template), &own, err);
+        if (st != PL_STATUS_OK)
+            return pl_err_prefix(err, "chat_template");
+        t = own;
+    } else {
+        if (!llm->tmpl) {
+            const char *src = llm->tok ? pl_tokenizer_chat_template(llm->tok) : NULL;
+            if (!src)
+                return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                                  "chat_template: the model has none; pass one");
+            st = pl_chat_template_parse(src, strlen(src), &llm->tmpl, err);
+            if (st != PL_STATUS_OK)
+                return pl_err_prefix(err, "the model's chat template");
+        }
+        t = llm->tmpl;
+    }
+    json_error_t je;
+    json_t *msgs = json_loads(messages_json ? messages_json : "", 0, &je);
+    json_t *ctx = json_object();
+    json_t *kw = NULL;
+    st = PL_STATUS_OK;
+    if (!msgs || !json_is_array(msgs)) {
+        st = pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                        "messages: not a JSON array of messages%s%s", msgs ? "" : ": ",
+                        msgs ? "" : je.text);
+        goto out;
+    }
+    if (opts->chat_template_kwargs) {
+        kw = json_loads(opts->chat_template_kwargs, 0, &je);
+        if (!kw || !json_is_object(kw)) {
+            st = pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                            "chat_template_kwargs: not a JSON object");
+            goto out;
+        }
+    }
+    const char *bos = llm->tok ? pl_tokenizer_bos_token(llm->tok) : NULL;
+    const char *eos = llm->tok ? pl_tokenizer_eos_token(llm->tok) : NULL;
+    json_object_set_new(ctx, "bos_token", json_string(bos ? bos : ""));
+    json_object_set_new(ctx, "eos_token", json_string(eos ? eos : ""));
+    json_object_set_new(ctx, "add_generation_prompt",
+                        json_boolean(opts->add_generation_prompt));
+    if (kw)
+        json_object_update(ctx, kw);
+    json_object_set(ctx, "messages", msgs);
+    size_t len;
+    st = pl_chat_template_render(t, ctx, NULL, prompt, &len, err);
+    if (st != PL_STATUS_OK) {
+        pl_err_prefix(err, "chat template");
+        goto out;
+    }
+    if (opts->continue_final_message) {
+        json_t *last = json_array_size(msgs) ? json_array_get(msgs, json_array_size(msgs) - 1)
+                                             : NULL;
+        json_t *c = last ? json_object_get(last, "content") : NULL;
+        if (!c || !json_is_string(c)) {
+            st = pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                            "continue_final_message: the final message has no text content");
+            goto out;
+        }
+        st = cut_after_final(*prompt, json_string_value(c), err);
+    }
+out:
+    if (st != PL_STATUS_OK) {
+        free(*prompt);
+        *prompt = NULL;
+    }
+    json_decref(msgs);
+    json_decref(kw);
+    json_decref(ctx);
+    pl_chat_template_free(own);
+    return st;
+}
+
+pl_status pl_llm_apply_chat_template(struct pl_llm *llm, const char *messages_json,
+                                     const struct pl_chat_options *opts, char **prompt)
+{
+    if (not_open(llm))
+        return PL_STATUS_INVALID_ARGUMENT;
+    struct pl_err err;
+    pl_status st = render_chat(llm, messages_json, opts, prompt, &err);
+    return st == PL_STATUS_OK ? ok(llm) : fail(llm, &err, st);
+}
+
+pl_status pl_llm_chat(struct pl_llm *llm, const char *const *conversations, int n_conversations,
+                      const struct pl_sampling_params *params, int n_params,
+                      const struct pl_chat_options *opts, struct pl_outputs *out)
+{
+    out->items = NULL;
+    out->n = 0;
+    if (not_open(llm))
+        return PL_STATUS_INVALID_ARGUMENT;
+    struct pl_err err;
+    pl_status st = PL_STATUS_OK;
+    if (n_conversations < 0 || (n_conversations > 0 && !conversations)) {
+        pl_err_set(&err, PL_STATUS_INVALID_ARGUMENT, "conversations: none given");
+        return fail(llm, &err, err.status);
+    }
+    size_t nc = (size_t)(n_conversations > 0 ? n_conversations : 1);
+    char **texts = calloc(nc, sizeof(char *));
+    struct pl_prompt *prompts = calloc(nc, sizeof(*prompts));
+    if (!texts || !prompts) {
+        st = pl_err_set(&err, PL_STATUS_NO_MEMORY, "out of memory");
+        goto done;
+    }
+    for (int i = 0; i < n_conversations && st == PL_STATUS_OK; i++) {
+        st = render_chat(llm, conversations[i], opts, &texts[i], &err);
+        if (st != PL_STATUS_OK)
+            pl_err_prefix(&err, "conversation %d", i);
+        prompts[i].text = texts[i];
+    }
+    /* the template placed the special tokens: tokenize without adding more */
+    if (st == PL_STATUS_OK)
+        st = generate(llm, prompts, n_conversations, params, n_params, false, out, &err);
+done:
+    for (int i = 0; texts && i < n_conversations; i++)
+        free(texts[i]);
+    free(texts);
+    free(prompts);
+    return st == PL_STATUS_OK ? ok(llm) : fail(llm, &err, st);
+}

@@ -1,0 +1,719 @@
+/*
+ * test_engine.c -- the engine loop against the fake paged model of
+ * engine_test_model.h, whose logits are a pure function of the history it
+ * reads back through the block tables, so its greedy reference
+ * (tm_reference) and logits (tm_logits) are independent of the engine.
+ *
+ * Checks: greedy outputs equal the reference alone, batched, under a tiny pool
+ * (preemption), with small prefill chunks and with prefix-cache hits; seeded
+ * sampling is reproducible and independent of batch composition, and sample k
+ * of a seeded n > 1 request equals the n = 1 request with seed + k; n > 1
+ * shares prompt blocks (block counts) and copies on write; stop strings across
+ * token boundaries, streamed deltas concatenating to the final text; logprobs
+ * and prompt logprobs equal log_softmax of the reference logits; aborts free
+ * blocks; a randomized soak ends with no leaked block.
+ */
+#include "test.h"
+#include "engine_test_model.h"
+
+#include "engine/scheduler.h"
+
+#include <math.h>
+
+struct cfg {
+    int n_blocks, bs, budget, max_seqs, max_len;
+    bool caching;
+};
+
+static const struct cfg CFG_BIG = {256, 16, 512, 32, 256, true};
+
+struct harness {
+    struct test_model m;
+    struct pl_engine *e;
+    struct pl_engine_model im;
+    struct pl_engine_detok dt;
+};
+
+static bool h_init(struct harness *h, const struct cfg *c, uint64_t seed)
+{
+    tm_init(&h->m, c->n_blocks, c->bs, c->max_len + 8);
+    h->im = tm_interface(&h->m);
+    h->dt = tm_detok_interface();
+    struct pl_engine_params p;
+    pl_engine_params_default(&p);
+    p.sched.n_blocks = c->n_blocks;
+    p.sched.block_size = c->bs;
+    p.sched.max_num_batched_tokens = c->budget;
+    p.sched.max_num_seqs = c->max_seqs;
+    p.sched.max_model_len = c->max_len;
+    p.sched.enable_prefix_caching = c->caching;
+    p.seed = seed;
+    int32_t eos = TM_EOS;
+    p.eos_ids = &eos;
+    p.n_eos = 1;
+    struct pl_err err;
+    if (pl_engine_new(&p, &h->im, &h->dt, &h->e, &err) != PL_STATUS_OK) {
+        fprintf(stderr, "engine: %s\n", err.msg);
+        tm_fini(&h->m);
+        return false;
+    }
+    return true;
+}
+
+static void h_fini(struct harness *h)
+{
+    pl_engine_free(h->e);
+    tm_fini(&h->m);
+}
+
+static bool h_add(struct harness *h, uint64_t id, const int32_t *prompt, int n,
+                  const struct pl_sampling_params *sp)
+{
+    struct pl_engine_request r = {0};
+    r.request_id = id;
+    r.prompt = prompt;
+    r.n_prompt = n;
+    r.params = sp;
+    struct pl_err err;
+    if (pl_engine_add(h->e, &r, &err) != PL_STATUS_OK) {
+        fprintf(stderr, "add %llu: %s\n", (unsigned long long)id, err.msg);
+        return false;
+    }
+    return true;
+}
+
+/* Steps until everything finished; collects complete outputs. */
+static bool h_run(struct harness *h, struct pl_outputs *out)
+{
+    struct pl_err err;
+    int guard = 0;
+    while (pl_engine_has_unfinished(h->e)) {
+        if (pl_engine_step(h->e, &err) != PL_STATUS_OK) {
+            fprintf(stderr, "step: %s\n", err.msg);
+            return false;
+        }
+        if (pl_scheduler_check(pl_engine_scheduler(h->e), &err) != PL_STATUS_OK) {
+            fprintf(stderr, "check: %s\n", err.msg);
+            return false;
+        }
+        if (++guard > 100000)
+            return false;
+    }
+    return pl_engine_poll(h->e, false, out, &err) == PL_STATUS_OK;
+}
+
+static const struct pl_request_output *find_out(const struct pl_outputs *o, const char *id)
+{
+    for (int i = 0; i < o->n; i++)
+        if (!strcmp(o->items[i].request_id, id))
+            return &o->items[i];
+    return NULL;
+}
+
+static void greedy_params(struct pl_sampling_params *sp, int max_tokens)
+{
+    pl_sampling_params_default(sp);
+    sp->temperature = 0;
+    sp->max_tokens = max_tokens;
+}
+
+#define N_PROMPTS 8
+static int32_t prompts[N_PROMPTS][80];
+static int prompt_len[N_PROMPTS];
+
+static void make_prompts(void)
+{
+    uint64_t x = 12345;
+    for (int i = 0; i < N_PROMPTS; i++) {
+        prompt_len[i] = 5 + i * 9;
+        for (int j = 0; j < prompt_len[i]; j++) {
+            x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+            prompts[i][j] = (int32_t)(4 + (x >> 33) % (TM_VOCAB - 4));
+        }
+        /* prompts 4..7 share a 32-token prefix with prompt 3 (prefix-cache hits) */
+        if (i >= 4)
+            memcpy(prompts[i], prompts[3], sizeof(int32_t) * 32);
+    }
+}
+
+/* Checks one finished greedy output against the reference. */
+static bool check_greedy(const struct pl_request_output *o, int i, int max_tokens)
+{
+    if (!o || o->n_outputs != 1 || !o->finished)
+        return false;
+    int32_t ref[256];
+    bool eos;
+    int n = tm_reference(prompts[i], prompt_len[i], max_tokens, ref, false, &eos);
+    const struct pl_completion_output *c = &o->outputs[0];
+    bool ok = c->n_token_ids == n && !memcmp(c->token_ids, ref, sizeof(int32_t) * (size_t)n);
+    ok = ok && c->finish_reason == (eos ? PL_FINISH_STOP : PL_FINISH_LENGTH);
+    ok = ok && c->stop_reason_kind == PL_STOP_REASON_NONE;
+    char text[600];
+    tm_text(ref, n, text);
+    ok = ok && !strcmp(c->text, text) && c->text_len == strlen(text);
+    ok = ok && o->n_prompt_token_ids == prompt_len[i] &&
+         !memcmp(o->prompt_token_ids, prompts[i], sizeof(int32_t) * (size_t)prompt_len[i]);
+    if (!ok)
+        fprintf(stderr, "prompt %d: %d tokens (reference %d), finish %d\n", i, c->n_token_ids, n,
+                c->finish_reason);
+    return ok;
+}
+
+/* Runs all prompts under cfg, together or one by one; checks against the reference. */
+static void run_greedy(const struct cfg *c, bool together, int max_tokens,
+                       struct pl_engine_stats *stats_out)
+{
+    struct harness h;
+    REQUIRE(h_init(&h, c, 0));
+    struct pl_sampling_params sp;
+    greedy_params(&sp, max_tokens);
+    struct pl_outputs out = {0};
+    for (int i = 0; i < N_PROMPTS; i++) {
+        char name[16];
+        snprintf(name, sizeof(name), "%d", i);
+        CHECK(h_add(&h, (uint64_t)i, prompts[i], prompt_len[i], &sp));
+        if (!together)
+            CHECK(h_run(&h, &out));
+    }
+    CHECK(h_run(&h, &out));
+    CHECK(out.n == N_PROMPTS);
+    for (int i = 0; i < N_PROMPTS; i++) {
+        char name[16];
+        snprintf(name, sizeof(name), "%d", i);
+        CHECKF(check_greedy(find_out(&out, name), i, max_tokens), "prompt %d", i);
+    }
+    CHECK(h.m.n_errors == 0);
+    pl_engine_get_stats(h.e, stats_out);
+    CHECK(stats_out->sched.blocks.n_blocks_used == 0);
+    CHECK(!pl_engine_has_pending(h.e));
+    pl_outputs_free(&out);
+    h_fini(&h);
+}
+
+static void test_greedy_alone_and_batched(void)
+{
+    struct pl_engine_stats st;
+    run_greedy(&CFG_BIG, false, 40, &st);
+    CHECK(st.sched.n_preemptions == 0);
+    run_greedy(&CFG_BIG, true, 40, &st);
+    CHECK(st.n_generation_tokens > 0);
+    CHECK(st.n_requests_finished == N_PROMPTS);
+}
+
+static void test_greedy_preemption(void)
+{
+    /* 12 blocks of 8: the longest request alone needs 14 blocks of... keep it within
+       the pool: prompt 68 + 40 tokens = 108 tokens = 14 blocks of 8 */
+    struct cfg c = {16, 8, 512, 16, 256, true};
+    struct pl_engine_stats st;
+    run_greedy(&c, true, 40, &st);
+    CHECK(st.sched.n_preemptions > 0);
+}
+
+static void test_greedy_small_chunks(void)
+{
+    struct cfg c = {256, 16, 8, 4, 256, true};
+    struct pl_engine_stats st;
+    run_greedy(&c, true, 30, &st);
+    c.caching = false;
+    run_greedy(&c, true, 30, &st);
+}
+
+static void test_prefix_cache_hits(void)
+{
+    struct harness h;
+    REQUIRE(h_init(&h, &CFG_BIG, 0));
+    struct pl_sampling_params sp;
+    greedy_params(&sp, 20);
+    struct pl_outputs a = {0}, b = {0};
+    CHECK(h_add(&h, 1, prompts[7], prompt_len[7], &sp));
+    CHECK(h_run(&h, &a));
+    CHECK(h_add(&h, 2, prompts[7], prompt_len[7], &sp));
+    CHECK(h_add(&h, 3, prompts[5], prompt_len[5], &sp)); /* shares 32 tokens with 7 */
+    CHECK(h_run(&h, &b));
+    const struct pl_request_output *o1 = find_out(&a, "1"), *o2 = find_out(&b, "2"),
+                                   *o3 = find_out(&b, "3");
+    REQUIRE(o1 && o2 && o3);
+    CHECK(o1->num_cached_tokens == 0);
+    /* 68 prompt tokens: 4 full blocks of 16, all cached */
+    CHECK(o2->num_cached_tokens == 64);
+    CHECK(o3->num_cached_tokens == 32);
+    CHECK(check_greedy(o1, 7, 20) && check_greedy(o2, 7, 20) && check_greedy(o3, 5, 20));
+    struct pl_engine_stats st;
+    pl_engine_get_stats(h.e, &st);
+    CHECK(st.sched.blocks.prefix_hit_tokens == 96);
+    CHECK(h.m.n_errors == 0);
+    pl_outputs_free(&a);
+    pl_outputs_free(&b);
+    h_fini(&h);
+}
+
+/* Runs one sampled request with extra random traffic; returns its outputs (n samples). */
+static void sampled_run(int extra, uint64_t engine_seed, int n, uint64_t seed, int32_t *out,
+                        int *n_out, struct cfg c)
+{
+    struct harness h;
+    REQUIRE(h_init(&h, &c, engine_seed));
+    struct pl_sampling_params sp, other;
+    pl_sampling_params_default(&sp);
+    sp.max_tokens = 24;
+    sp.n = n;
+    sp.has_seed = true;
+    sp.seed = seed;
+    sp.ignore_eos = true;
+    pl_sampling_params_default(&other);
+    other.max_tokens = 17;
+    for (int i = 0; i < extra; i++)
+        CHECK(h_add(&h, 100 + (uint64_t)i, prompts[i % N_PROMPTS], prompt_len[i % N_PROMPTS],
+                    &other));
+    CHECK(h_add(&h, 1, prompts[2], prompt_len[2], &sp));
+    for (int i = 0; i < extra; i++)
+        CHECK(h_add(&h, 200 + (uint64_t)i, prompts[(i + 3) % N_PROMPTS],
+                    prompt_len[(i + 3) % N_PROMPTS], &other));
+    struct pl_outputs o = {0};
+    CHECK(h_run(&h, &o));
+    const struct pl_request_output *r = find_out(&o, "1");
+    REQUIRE(r && r->n_outputs == n);
+    for (int k = 0; k < n; k++) {
+        CHECK(r->outputs[k].index == k);
+        CHECK(r->outputs[k].n_token_ids == 24);
+        n_out[k] = r->outputs[k].n_token_ids;
+        memcpy(out + k * 24, r->outputs[k].token_ids, sizeof(int32_t) * 24);
+    }
+    CHECK(h.m.n_errors == 0);
+    pl_outputs_free(&o);
+    h_fini(&h);
+}
+
+static void test_seeded_sampling(void)
+{
+    int32_t a[24 * 4], b[24 * 4], c[24 * 4];
+    int na[4], nb[4], nc[4];
+    sampled_run(0, 1, 1, 777, a, na, CFG_BIG);
+    sampled_run(0, 1, 1, 777, b, nb, CFG_BIG);
+    CHECK(!memcmp(a, b, sizeof(int32_t) * 24)); /* reproducible */
+    sampled_run(6, 99, 1, 777, c, nc, CFG_BIG);
+    CHECK(!memcmp(a, c, sizeof(int32_t) * 24)); /* independent of the batch and engine seed */
+    struct cfg tiny = {20, 8, 24, 8, 256, true};
+    sampled_run(6, 5, 1, 777, c, nc, tiny);
+    CHECK(!memcmp(a, c, sizeof(int32_t) * 24)); /* ... and of preemption, chunking */
+    sampled_run(0, 1, 1, 778, b, nb, CFG_BIG);
+    CHECK(memcmp(a, b, sizeof(int32_t) * 24) != 0); /* the seed matters */
+
+    /* n = 3 with seed s: sample k equals the n = 1 request with seed s + k */
+    int32_t multi[24 * 3];
+    int nm[3];
+    sampled_run(4, 3, 3, 777, multi, nm, CFG_BIG);
+    CHECK(!memcmp(multi, a, sizeof(int32_t) * 24));
+    CHECK(!memcmp(multi + 24, b, sizeof(int32_t) * 24));
+    sampled_run(0, 1, 1, 779, c, nc, CFG_BIG);
+    CHECK(!memcmp(multi + 48, c, sizeof(int32_t) * 24));
+}
+
+static void test_n_shares_prompt_blocks(void)
+{
+    struct harness h;
+    REQUIRE(h_init(&h, &CFG_BIG, 0));
+    struct pl_sampling_params sp;
+    pl_sampling_params_default(&sp);
+    sp.n = 4;
+    sp.max_tokens = 10;
+    sp.ignore_eos = true;
+    sp.has_seed = true;
+    sp.seed = 5;
+    /* prompt 5 has 50 tokens: blocks 0..2 full, block 3 holds 2 tokens */
+    CHECK(h_add(&h, 1, prompts[5], prompt_len[5], &sp));
+    struct pl_err err;
+    struct pl_engine_stats st;
+    REQUIRE(pl_engine_step(h.e, &err) == PL_STATUS_OK); /* prefill + first samples + fork */
+    pl_engine_get_stats(h.e, &st);
+    CHECK(st.sched.n_running_seqs == 4);
+    CHECK(st.sched.blocks.n_blocks_used == 4); /* shared, not 16 */
+    REQUIRE(pl_engine_step(h.e, &err) == PL_STATUS_OK); /* 4 decodes write into block 3 */
+    pl_engine_get_stats(h.e, &st);
+    CHECK(st.sched.blocks.n_cow_copies == 3);   /* three copy, the last keeps it */
+    CHECK(st.sched.blocks.n_blocks_used == 7);
+    struct pl_outputs o = {0};
+    CHECK(h_run(&h, &o));
+    CHECK(o.n == 1 && o.items[0].n_outputs == 4);
+    CHECK(h.m.n_errors == 0);
+    pl_outputs_free(&o);
+    h_fini(&h);
+}
+
+/* Streams one request with stop strings; returns the concatenated deltas. */
+static void stream_stop(const char *stop, bool include, char *final_text, char *streamed,
+                        struct pl_completion_output *last)
+{
+    struct harness h;
+    REQUIRE(h_init(&h, &CFG_BIG, 0));
+    struct pl_sampling_params sp;
+    greedy_params(&sp, 60);
+    sp.ignore_eos = true;
+    const char *stops[2] = {"zzzzzzzzzz", stop};
+    sp.stop = stops;
+    sp.n_stop = 2;
+    sp.include_stop_str_in_output = include;
+    CHECK(h_add(&h, 1, prompts[1], prompt_len[1], &sp));
+    struct pl_err err;
+    streamed[0] = '\0';
+    bool finished = false;
+    int n_tok = 0;
+    while (!finished) {
+        REQUIRE(pl_engine_step(h.e, &err) == PL_STATUS_OK);
+        struct pl_outputs o = {0};
+        REQUIRE(pl_engine_poll(h.e, true, &o, &err) == PL_STATUS_OK);
+        for (int i = 0; i < o.n; i++) {
+            for (int k = 0; k < o.items[i].n_outputs; k++) {
+                struct pl_completion_output *c = &o.items[i].outputs[k];
+                strcat(streamed, c->text);
+                n_tok += c->n_token_ids;
+                /* what was released never contains the stop string unless asked */
+                if (!include)
+                    CHECK(strstr(streamed, stop) == NULL);
+                if (c->finish_reason != PL_FINISH_NONE) {
+                    *last = *c;
+                    last->stop_str = NULL;
+                    last->n_token_ids = n_tok;
+                    CHECK(c->stop_str && !strcmp(c->stop_str, stop));
+                }
+            }
+            finished = finished || o.items[i].finished;
+        }
+        pl_outputs_free(&o);
+    }
+    (void)final_text;
+    h_fini(&h);
+}
+
+static void test_stop_strings_streaming(void)
+{
+    int32_t ref[60];
+    bool eos;
+    int n = tm_reference(prompts[1], prompt_len[1], 60, ref, true, &eos);
+    char text[200];
+    tm_text(ref, n, text);
+    /* a stop string straddling a token boundary: last char of token k, first of k+1,
+       whose first occurrence is exactly there */
+    int k = -1;
+    char stop[3] = {0};
+    for (int t = 5; t < 40; t++) {
+        stop[0] = text[2 * t + 1];
+        stop[1] = text[2 * t + 2];
+        if (strstr(text, stop) == text + 2 * t + 1) {
+            k = t;
+            break;
+        }
+    }
+    REQUIRE(k >= 0);
+    char streamed[200];
+    struct pl_completion_output last;
+    stream_stop(stop, false, NULL, streamed, &last);
+    CHECK(strlen(streamed) == (size_t)(2 * k + 1));
+    CHECK(!strncmp(streamed, text, (size_t)(2 * k + 1)));
+    CHECK(last.finish_reason == PL_FINISH_STOP);
+    CHECK(last.stop_reason_kind == PL_STOP_REASON_STRING);
+    CHECK(last.n_token_ids == k + 2); /* the token completing the stop string is generated */
+    stream_stop(stop, true, NULL, streamed, &last);
+    CHECK(strlen(streamed) == (size_t)(2 * k + 3));
+    CHECK(!strncmp(streamed, text, (size_t)(2 * k + 3)));
+}
+
+static void test_stop_token_ids_and_min_tokens(void)
+{
+    int32_t ref[60];
+    bool eos;
+    int n = tm_reference(prompts[2], prompt_len[2], 30, ref, true, &eos);
+    REQUIRE(n == 30);
+    struct harness h;
+    REQUIRE(h_init(&h, &CFG_BIG, 0));
+    struct pl_sampling_params sp;
+    greedy_params(&sp, 30);
+    sp.ignore_eos = true;
+    int32_t stop_id = ref[6];
+    sp.stop_token_ids = &stop_id;
+    sp.n_stop_token_ids = 1;
+    CHECK(h_add(&h, 1, prompts[2], prompt_len[2], &sp));
+    struct pl_outputs o = {0};
+    CHECK(h_run(&h, &o));
+    REQUIRE(o.n == 1);
+    const struct pl_completion_output *c = &o.items[0].outputs[0];
+    int first = 0;
+    while (ref[first] != stop_id)
+        first++;
+    CHECK(c->n_token_ids == first + 1);
+    CHECK(c->finish_reason == PL_FINISH_STOP && c->stop_reason_kind == PL_STOP_REASON_TOKEN &&
+          c->stop_token_id == stop_id);
+    char text[200];
+    tm_text(ref, first, text); /* the stop token's text is left out */
+    CHECK(!strcmp(c->text, text));
+    pl_outputs_free(&o);
+    h_fini(&h);
+}
+
+static double log_softmax_at(const float *l, int v, int tok)
+{
+    double mx = -INFINITY, s = 0;
+    for (int i = 0; i < v; i++)
+        mx = l[i] > mx ? l[i] : mx;
+    for (int i = 0; i < v; i++)
+        s += exp((double)l[i] - mx);
+    return (double)l[tok] - mx - log(s);
+}
+
+static void test_logprobs(void)
+{
+    struct harness h;
+    REQUIRE(h_init(&h, &CFG_BIG, 0));
+    struct pl_sampling_params sp;
+    greedy_params(&sp, 12);
+    sp.logprobs = 3;
+    sp.prompt_logprobs = 2;
+    /* first a plain run of the same prompt fills the prefix cache ... */
+    struct pl_sampling_params plain;
+    greedy_params(&plain, 4);
+    struct pl_outputs o = {0};
+    CHECK(h_add(&h, 1, prompts[6], prompt_len[6], &plain));
+    CHECK(h_run(&h, &o));
+    pl_outputs_free(&o);
+    /* ... which a prompt_logprobs request must not use (every position is needed) */
+    CHECK(h_add(&h, 2, prompts[6], prompt_len[6], &sp));
+    CHECK(h_run(&h, &o));
+    REQUIRE(o.n == 1);
+    const struct pl_request_output *r = &o.items[0];
+    CHECK(r->num_cached_tokens == 0);
+    REQUIRE(r->has_prompt_logprobs && r->prompt_logprobs);
+    int np = prompt_len[6];
+    float logits[TM_VOCAB];
+    CHECK(r->prompt_logprobs[0].n_top == -1);
+    for (int p = 1; p < np; p++) {
+        tm_logits(prompts[6], p, logits);
+        const struct pl_logprob_entry *en = &r->prompt_logprobs[p];
+        CHECK(en->token_id == prompts[6][p]);
+        CHECK_NEAR(en->logprob, log_softmax_at(logits, TM_VOCAB, prompts[6][p]), 1e-4);
+        CHECK(en->n_top == 2);
+        CHECK(en->top_ids[0] == tm_preferred(prompts[6], p));
+    }
+    const struct pl_completion_output *c = &r->outputs[0];
+    REQUIRE(c->has_logprobs && c->logprobs);
+    int32_t hist[200];
+    memcpy(hist, prompts[6], sizeof(int32_t) * (size_t)np);
+    double cum = 0;
+    for (int i = 0; i < c->n_token_ids; i++) {
+        tm_logits(hist, np + i, logits);
+        double lp = log_softmax_at(logits, TM_VOCAB, c->token_ids[i]);
+        CHECK_NEAR(c->logprobs[i].logprob, lp, 1e-4);
+        CHECK(c->logprobs[i].token_id == c->token_ids[i]);
+        CHECK(c->logprobs[i].n_top == 3 && c->logprobs[i].top_ids[0] == c->token_ids[i]);
+        CHECK(c->logprobs[i].rank == 1);
+        cum += lp;
+        hist[np + i] = c->token_ids[i];
+    }
+    CHECK_NEAR(c->cumulative_logprob, cum, 1e-3);
+    pl_outputs_free(&o);
+
+    /* prompt logprobs survive small chunks */
+    struct harness h2;
+    struct cfg small = {64, 8, 8, 4, 256, true};
+    REQUIRE(h_init(&h2, &small, 0));
+    CHECK(h_add(&h2, 3, prompts[6], prompt_len[6], &sp));
+    CHECK(h_run(&h2, &o));
+    REQUIRE(o.n == 1 && o.items[0].has_prompt_logprobs);
+    for (int p = 1; p < np; p++) {
+        tm_logits(prompts[6], p, logits);
+        CHECK_NEAR(o.items[0].prompt_logprobs[p].logprob,
+                   log_softmax_at(logits, TM_VOCAB, prompts[6][p]), 1e-4);
+    }
+    pl_outputs_free(&o);
+    h_fini(&h2);
+    h_fini(&h);
+}
+
+static void test_abort_frees_blocks(void)
+{
+    struct harness h;
+    REQUIRE(h_init(&h, &CFG_BIG, 0));
+    struct pl_sampling_params sp;
+    greedy_params(&sp, 50);
+    sp.ignore_eos = true;
+    CHECK(h_add(&h, 1, prompts[7], prompt_len[7], &sp));
+    CHECK(h_add(&h, 2, prompts[6], prompt_len[6], &sp));
+    struct pl_err err;
+    for (int i = 0; i < 5; i++)
+        REQUIRE(pl_engine_step(h.e, &err) == PL_STATUS_OK);
+    struct pl_engine_stats st;
+    pl_engine_get_stats(h.e, &st);
+    CHECK(st.sched.blocks.n_blocks_used > 0);
+    CHECK(pl_engine_abort(h.e, 1, &err) == PL_STATUS_OK);
+    CHECK(pl_engine_abort(h.e, 42, &err) == PL_STATUS_NOT_FOUND);
+    struct pl_outputs o = {0};
+    CHECK(h_run(&h, &o));
+    const struct pl_request_output *a = find_out(&o, "1"), *b = find_out(&o, "2");
+    REQUIRE(a && b);
+    CHECK(a->outputs[0].finish_reason == PL_FINISH_ABORT);
+    CHECK(a->outputs[0].n_token_ids >= 4 && a->outputs[0].n_token_ids < 50);
+    CHECK(b->outputs[0].finish_reason == PL_FINISH_LENGTH && b->outputs[0].n_token_ids == 50);
+    pl_engine_get_stats(h.e, &st);
+    CHECK(st.sched.blocks.n_blocks_used == 0);
+    pl_outputs_free(&o);
+    h_fini(&h);
+}
+
+static void test_refusals(void)
+{
+    struct harness h;
+    REQUIRE(h_init(&h, &CFG_BIG, 0));
+    struct pl_sampling_params sp;
+    greedy_params(&sp, 10);
+    struct pl_engine_request r = {0};
+    struct pl_err err;
+    int32_t bad[2] = {5, TM_VOCAB};
+    r.request_id = 1;
+    r.prompt = bad;
+    r.n_prompt = 2;
+    r.params = &sp;
+    CHECK(pl_engine_add(h.e, &r, &err) == PL_STATUS_INVALID_ARGUMENT);
+    CHECK(strstr(err.msg, "vocabulary") != NULL);
+    sp.temperature = -1;
+    r.prompt = prompts[0];
+    CHECK(pl_engine_add(h.e, &r, &err) == PL_STATUS_INVALID_ARGUMENT);
+    CHECK(strstr(err.msg, "temperature") != NULL);
+    greedy_params(&sp, 300); /* beyond max_model_len */
+    CHECK(pl_engine_add(h.e, &r, &err) == PL_STATUS_INVALID_ARGUMENT);
+    greedy_params(&sp, -1); /* None: up to the context */
+    CHECK(pl_engine_add(h.e, &r, &err) == PL_STATUS_OK);
+    CHECK(pl_engine_add(h.e, &r, &err) == PL_STATUS_INVALID_ARGUMENT); /* duplicate id */
+    h_fini(&h); /* frees the unfinished request */
+}
+
+/* Randomized soak: params, aborts, streaming; no leak at the end. */
+static void test_soak(void)
+{
+    struct cfg c = {40, 8, 64, 16, 160, true};
+    struct harness h;
+    REQUIRE(h_init(&h, &c, 7));
+    uint64_t x = 99;
+#define RND() (x = x * 6364136223846793005ULL + 1442695040888963407ULL, (x >> 33))
+    struct pl_err err;
+    int n_added = 0, n_done = 0, n_aborted = 0;
+    const char *stop_pool[3] = {"ab", "qq", "xyz"};
+    struct live {
+        uint64_t id;
+        int n_tok;
+        size_t n_text;
+        bool greedy;
+        int prompt;
+        int max_tokens;
+        int32_t toks[160];
+    } *live = calloc(400, sizeof(*live));
+    int steps = 0;
+    while ((n_added < 400 || pl_engine_has_unfinished(h.e)) && steps < 20000) {
+        steps++;
+        for (int a = 0; a < (int)(RND() % 3) && n_added < 400; a++) {
+            struct pl_sampling_params sp;
+            pl_sampling_params_default(&sp);
+            int pi = (int)(RND() % N_PROMPTS);
+            struct live *L = &live[n_added];
+            L->id = (uint64_t)n_added;
+            L->prompt = pi;
+            L->greedy = RND() % 2;
+            sp.temperature = L->greedy ? 0.0f : 0.5f + (float)(RND() % 100) / 100.0f;
+            sp.max_tokens = 1 + (int)(RND() % 40);
+            L->max_tokens = sp.max_tokens;
+            if (!L->greedy) {
+                sp.n = 1 + (int)(RND() % 3);
+                sp.top_p = RND() % 2 ? 0.9f : 1.0f;
+                sp.top_k = RND() % 2 ? 20 : 0;
+                if (RND() % 2) {
+                    sp.has_seed = true;
+                    sp.seed = RND();
+                }
+                sp.presence_penalty = RND() % 3 == 0 ? 0.5f : 0.0f;
+            }
+            if (RND() % 4 == 0) {
+                sp.stop = stop_pool;
+                sp.n_stop = 3;
+            }
+            if (RND() % 5 == 0)
+                sp.logprobs = 2;
+            if (RND() % 7 == 0)
+                sp.prompt_logprobs = 1;
+            n_added++;
+            CHECK(h_add(&h, L->id, prompts[pi], prompt_len[pi], &sp));
+        }
+        if (RND() % 20 == 0 && n_added > 0) {
+            uint64_t id = RND() % (uint64_t)n_added;
+            if (pl_engine_abort(h.e, id, &err) == PL_STATUS_OK)
+                n_aborted++;
+        }
+        if (pl_engine_step(h.e, &err) != PL_STATUS_OK) {
+            fprintf(stderr, "soak step %d: %s\n", steps, err.msg);
+            CHECK(0);
+            break;
+        }
+        struct pl_outputs o = {0};
+        CHECK(pl_engine_poll(h.e, true, &o, &err) == PL_STATUS_OK);
+        for (int i = 0; i < o.n; i++) {
+            const struct pl_request_output *r = &o.items[i];
+            struct live *L = &live[atoi(r->request_id)];
+            for (int k = 0; k < r->n_outputs; k++) {
+                const struct pl_completion_output *cc = &r->outputs[k];
+                if (cc->index != 0)
+                    continue;
+                for (int t = 0; t < cc->n_token_ids && L->n_tok < 160; t++)
+                    L->toks[L->n_tok++] = cc->token_ids[t];
+                L->n_text += cc->text_len;
+                if (cc->finish_reason != PL_FINISH_NONE && L->greedy &&
+                    cc->finish_reason != PL_FINISH_ABORT) {
+                    /* greedy: a prefix of the reference (stop strings may cut it) */
+                    int32_t ref[64];
+                    bool eos;
+                    int nr = tm_reference(prompts[L->prompt], prompt_len[L->prompt],
+                                          L->max_tokens, ref, false, &eos);
+                    CHECKF(L->n_tok <= nr &&
+                               !memcmp(ref, L->toks, sizeof(int32_t) * (size_t)L->n_tok),
+                           "request %llu", (unsigned long long)L->id);
+                    if (cc->stop_reason_kind == PL_STOP_REASON_NONE)
+                        CHECK(L->n_tok == nr);
+                }
+            }
+            if (r->finished)
+                n_done++;
+        }
+        pl_outputs_free(&o);
+        if (pl_scheduler_check(pl_engine_scheduler(h.e), &err) != PL_STATUS_OK) {
+            fprintf(stderr, "soak: %s\n", err.msg);
+            CHECK(0);
+            break;
+        }
+    }
+    CHECK(n_done == n_added);
+    CHECK(!pl_engine_has_pending(h.e));
+    struct pl_engine_stats st;
+    pl_engine_get_stats(h.e, &st);
+    CHECK(st.sched.blocks.n_blocks_used == 0);
+    CHECK(st.sched.blocks.n_blocks_free == c.n_blocks);
+    CHECK(st.sched.n_preemptions > 0);
+    CHECK(h.m.n_errors == 0);
+    CHECK(n_aborted > 0);
+    free(live);
+    h_fini(&h);
+}
+
+int main(void)
+{
+    make_prompts();
+    PL_RUN(test_greedy_alone_and_batched);
+    PL_RUN(test_greedy_preemption);
+    PL_RUN(test_greedy_small_chunks);
+    PL_RUN(test_prefix_cache_hits);
+    PL_RUN(test_seeded_sampling);
+    PL_RUN(test_n_shares_prompt_blocks);
+    PL_RUN(test_stop_strings_streaming);
+    PL_RUN(test_stop_token_ids_and_min_tokens);
+    PL_RUN(test_logprobs);
+    PL_RUN(test_abort_frees_blocks);
+    PL_RUN(test_refusals);
+    PL_RUN(test_soak);
+    return pl_test_summary();
+}
