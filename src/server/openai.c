@@ -1103,44 +1103,47 @@ static void take_sample(struct gen *g, struct sub *sb, const struct pl_async_sam
     pl_sbuf_fini(&text);
 }
 
+/* One delta of one engine request into the choices (takes o). */
+static void take_output(struct gen *g, struct sub *sb, struct pl_async_output *o,
+                        struct pl_sbuf *out)
+{
+    if (o->error_msg)
+        take_error(g, o);
+    if (o->is_first && !o->error_msg)
+        g->prompt_tokens += o->n_prompt_tokens;
+    if (o->prompt_logprobs && !sb->prompt_lp) {
+        sb->prompt_lp = o->prompt_logprobs;
+        sb->n_prompt_lp = o->n_prompt_tokens;
+        o->prompt_logprobs = NULL;
+    }
+    for (int k = 0; k < o->n_samples; k++)
+        take_sample(g, sb, &o->samples[k], out);
+    if (o->finished)
+        sb->finished = true;
+    pl_async_output_free(o);
+}
+
 /* Drains every engine request's deltas into the choices; streams append chunks to out. */
 static void drain(struct gen *g, struct pl_sbuf *out)
 {
     for (int si = 0; si < g->n_subs; si++) {
         struct sub *sb = &g->subs[si];
-        for (;;) {
-            struct pl_async_output *o;
-            while (!sb->finished && (o = pl_async_request_pop(sb->r)) != NULL) {
-                if (o->error_msg)
-                    take_error(g, o);
-                if (o->is_first && !o->error_msg)
-                    g->prompt_tokens += o->n_prompt_tokens;
-                if (o->prompt_logprobs && !sb->prompt_lp) {
-                    sb->prompt_lp = o->prompt_logprobs;
-                    sb->n_prompt_lp = o->n_prompt_tokens;
-                    o->prompt_logprobs = NULL;
-                }
-                for (int k = 0; k < o->n_samples; k++)
-                    take_sample(g, sb, &o->samples[k], out);
-                if (o->finished)
-                    sb->finished = true;
-                pl_async_output_free(o);
+        while (!sb->finished) {
+            struct pl_async_output *o = pl_async_request_pop(sb->r);
+            if (o) {
+                take_output(g, sb, o, out);
+                continue;
             }
-            if (sb->finished || !pl_async_request_is_finished(sb->r))
+            if (!pl_async_request_is_finished(sb->r))
                 break;
-            /* finished: its last delta may have landed after the pop above; look again,
+            /* finished: its last deltas may have landed after the pop above; look again,
              * and if there is none (the engine ran out of memory) it ends here */
-            struct pl_async_output *late = pl_async_request_pop(sb->r);
-            if (!late) {
+            o = pl_async_request_pop(sb->r);
+            if (!o) {
                 sb->finished = true;
                 break;
             }
-            if (late->error_msg)
-                take_error(g, late);
-            for (int k = 0; k < late->n_samples; k++)
-                take_sample(g, sb, &late->samples[k], out);
-            sb->finished = late->finished;
-            pl_async_output_free(late);
+            take_output(g, sb, o, out);
         }
     }
 }
