@@ -24,22 +24,7 @@ prompts=(
   "What is the capital of France?"
   "Write a short story about a robot who discovers music."
 )
-# The same prompts as token ids (the default tokenizer's encoding, BOS first),
-# for builds whose generate command does not take text yet.
-prompt_ids=(
-  "956,298,803,773,279,444,412,877,277"
-  "956,679,521,694,277,257,458,520,505"
-  "956,680,277,259,415,280,645,63"
-  "956,681,101,257,577,812,511,412,257,340,455,831,747,365,46"
-)
-
 echo "run-default: $model is a tiny random-weight test model; expect gibberish text"
 args=()
 for p in "${prompts[@]}"; do args+=(--prompt "$p"); done
-if build/pagellm generate --model "$model" "${args[@]}" --max-tokens 32 --temperature 0; then
-  exit 0
-fi
-echo "run-default: text prompts failed; retrying with token ids" >&2
-args=()
-for p in "${prompt_ids[@]}"; do args+=(--prompt-ids "$p"); done
-build/pagellm generate --model "$model" "${args[@]}" --max-tokens 32 --temperature 0
+exec build/pagellm generate --model "$model" "${args[@]}" --max-tokens 32 --temperature 0 "$@"
