@@ -3,7 +3,7 @@
 # Poisson arrivals at 4, 16 and unlimited requests/s (`pagellm bench serve` against
 # `pagellm serve`), and as the baseline measured in the same run, the offline engine
 # (`pagellm generate`) on the same workload shape. Appends one row per rate to
-# bench/results_serve.md (date, commit, device, settings, TTFT / TPOT / ITL p50 and p99,
+# docs/results_serve.md (date, commit, device, settings, TTFT / TPOT / ITL p50 and p99,
 # output tok/s, the offline baseline and the ratio).
 # Env: MODEL (default: the built-in tiny model), N (prompts, 100), IN (128), OUT (64),
 #      RATES ("4 16 inf"), VOCAB (prompt ids drawn from [0, VOCAB), 256), SERVE_ARGS.
@@ -55,7 +55,7 @@ offline=$(python3 -c "print(f'{$n * $out / ($t1 - $t0):.1f}')")
 date=$(date -u +%Y-%m-%d)
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 device="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(nproc) cores"
-results=bench/results_serve.md
+results=docs/results_serve.md
 if [ ! -f "$results" ]; then
   cat >"$results" <<'MD'
 # Serving benchmark results (scenario S3)
