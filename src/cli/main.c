@@ -17,6 +17,7 @@ static void usage(FILE *f)
             "  chat         interactive chat with the model's chat template\n"
             "  tokenize     text or chat messages -> token ids\n"
             "  detokenize   token ids -> text\n"
+            "  worker       RunPod Serverless worker (docs/runpod.md)\n"
             "  version      print the version\n\n"
             "Run 'pagellm <command> --help' for a command's options.\n",
             PAGELLM_VERSION);
@@ -37,6 +38,8 @@ int main(int argc, char **argv)
         return pl_cli_tokenize(argc - 1, argv + 1);
     if (!strcmp(cmd, "detokenize"))
         return pl_cli_detokenize(argc - 1, argv + 1);
+    if (!strcmp(cmd, "worker"))
+        return pl_cli_worker(argc - 1, argv + 1);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("pagellm %s\n", PAGELLM_VERSION);
         return 0;
