@@ -420,7 +420,11 @@ static void http_do(CURL *c, const struct pl_rp_config *cfg, const char *url, co
     curl_easy_reset(c);
     struct curl_slist *h = NULL;
     char line[1024];
-    snprintf(line, sizeof(line), "Authorization: %s", cfg->api_key);
+    /* "Name;" is curl's way to send a header with an empty value (the SDK sends "") */
+    if (*cfg->api_key)
+        snprintf(line, sizeof(line), "Authorization: %s", cfg->api_key);
+    else
+        snprintf(line, sizeof(line), "Authorization;");
     h = curl_slist_append(h, line);
     if (!minimal_headers) {
         if (body) {
