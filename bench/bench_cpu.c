@@ -150,6 +150,7 @@ static void synth_1b(struct synth *s)
 
 struct seqs {
     int n, bs, mbps;
+    int vocab; /* prompt ids are drawn below this */
     int32_t *ids, *pos, *slots, *rows, *cu, *ctx, *tables;
 };
 
@@ -163,7 +164,7 @@ static struct pl_batch make_batch(struct seqs *S, int ctx0, int q, const int32_t
         for (int i = 0; i < S->mbps; i++)
             S->tables[s * S->mbps + i] = s * S->mbps + i;
         for (int p = ctx0; p < ctx0 + q; p++, T++) {
-            S->ids[T] = tok ? tok[s] : (p * 7919 + s * 104729 + 13) % 1000;
+            S->ids[T] = tok ? tok[s] : (p * 7919 + s * 104729 + 13) % S->vocab;
             S->pos[T] = p;
             S->slots[T] = S->tables[s * S->mbps + p / S->bs] * S->bs + p % S->bs;
         }
@@ -278,7 +279,7 @@ int main(int argc, char **argv)
     const struct pl_weights *w = pl_model_runner_weights(r);
     const int V = c->vocab_size;
 
-    struct seqs S = {batch, block_size, mbps, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+    struct seqs S = {batch, block_size, mbps, V, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
     size_t T = (size_t)batch * (size_t)prompt_len;
     S.ids = malloc(4 * T), S.pos = malloc(4 * T), S.slots = malloc(4 * T);
     S.rows = malloc(4 * (size_t)batch), S.cu = malloc(4 * (size_t)(batch + 1));
@@ -335,7 +336,9 @@ int main(int argc, char **argv)
     const char *name = model ? model : "synthetic-1b (bf16, Llama-3.2-1B shape)";
     printf("bench_cpu: %s\n", name);
     printf("  machine            %s, %d threads, AVX2 kernels %s\n", machine, threads,
-           pl_cpu_has_avx2() ? "on" : "off");
+           pl_cpu_has_avx2() && !(getenv("PAGELLM_CPU_SIMD") && !strcmp(getenv("PAGELLM_CPU_SIMD"), "0"))
+               ? "on"
+               : "off (PAGELLM_CPU_SIMD=0: plain scalar reference)");
     printf("  weights            %.1f MiB (%s), load %.2f s\n", (double)w->n_bytes / 1048576.0,
            pl_dtype_name(w->embed.dtype), t_load);
     printf("  memory bandwidth   copy %.1f GB/s, triad %.1f GB/s\n", copy_gbs, triad_gbs);

@@ -262,7 +262,8 @@ struct pl_llm_params {
     bool enable_chunked_prefill;   /* true */
     int long_prefill_token_threshold; /* most prefill tokens per sequence per step; 0: no cap */
     uint64_t seed;                 /* seeds the generator of unseeded requests (0) */
-    const char *device;            /* "auto", "cpu" or "cuda" ("auto") */
+    const char *device;            /* "auto" (cuda when a GPU is present), "cpu" or "cuda" */
+    double gpu_memory_utilization; /* CUDA: share of GPU memory to use; KV gets the rest (0.9) */
     int n_threads;                 /* CPU threads, 0: one per core */
     const char *generation_config; /* "auto": defaults from generation_config.json; "vllm" */
 };

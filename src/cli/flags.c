@@ -222,6 +222,13 @@ int pl_cli_flags_value(struct pl_cli_flags *f, const char *cmd, const char *flag
         lp->device = val;
         return 1;
     }
+    if (!strcmp(flag, "--gpu-memory-utilization")) {
+        float u;
+        if (!parse_float(val, &u) || u <= 0.0f || u > 1.0f)
+            return bad_value(cmd, flag, val, "a number in (0, 1]");
+        lp->gpu_memory_utilization = u;
+        return 1;
+    }
     if (!strcmp(flag, "--dtype")) {
         lp->dtype = val;
         return 1;
@@ -325,6 +332,7 @@ const char *pl_cli_flags_help(void)
            "  --generation-config auto|vllm  sampling defaults from generation_config.json\n"
            "                              (auto) or vLLM's alone (vllm)\n"
            "  --threads N                 CPU threads, 0 = one per core (0)\n"
-           "  --device auto|cpu|cuda      (auto)\n"
+           "  --device auto|cpu|cuda      (auto: cuda when a GPU is present)\n"
+           "  --gpu-memory-utilization F  CUDA: share of GPU memory to use (0.9)\n"
            "  --dtype auto                (auto: the checkpoint's)\n";
 }

@@ -62,6 +62,7 @@ void pl_llm_params_default(struct pl_llm_params *p)
     p->enable_prefix_caching = true;
     p->enable_chunked_prefill = true;
     p->device = "auto";
+    p->gpu_memory_utilization = 0.9;
     p->generation_config = "auto";
 }
 
@@ -158,10 +159,7 @@ static pl_status llm_open(struct pl_llm *llm, const struct pl_llm_params *p, str
     if (!p->model || !*p->model)
         return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "model: no model directory given");
     const char *dev = p->device ? p->device : "auto";
-    if (!strcmp(dev, "cuda"))
-        return pl_err_set(err, PL_STATUS_UNSUPPORTED,
-                          "device: this build has no CUDA backend (use cpu or auto)");
-    if (strcmp(dev, "auto") && strcmp(dev, "cpu"))
+    if (strcmp(dev, "auto") && strcmp(dev, "cpu") && strcmp(dev, "cuda"))
         return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
                           "device: '%s' is not one of auto, cpu, cuda", dev);
     if (p->dtype && strcmp(p->dtype, "auto"))
@@ -197,6 +195,12 @@ static pl_status llm_open(struct pl_llm *llm, const struct pl_llm_params *p, str
     rp.max_num_batched_tokens = p->max_num_batched_tokens;
     rp.max_num_seqs = p->max_num_seqs;
     rp.max_model_len = p->max_model_len;
+    rp.device = dev;
+    if (p->gpu_memory_utilization <= 0.0 || p->gpu_memory_utilization > 1.0)
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                          "gpu_memory_utilization must be in (0, 1], got %g",
+                          p->gpu_memory_utilization);
+    rp.gpu_memory_utilization = p->gpu_memory_utilization;
     pl_status st = pl_model_runner_new(&rp, &llm->runner, err);
     if (st != PL_STATUS_OK)
         return st;

@@ -13,6 +13,9 @@
  *     borrows what _new_from_parts was given.
  */
 #include "engine/model_runner.h"
+#ifdef PL_HAVE_CUDA
+#include "backend/cuda/cuda_backend.h"
+#endif
 
 #include "engine/block_manager.h"
 #include "model/safetensors.h"
@@ -44,6 +47,8 @@ void pl_model_runner_params_default(struct pl_model_runner_params *p)
     p->max_num_batched_tokens = 2048;
     p->max_num_seqs = 256;
     p->max_model_len = 0;
+    p->device = "cpu";
+    p->gpu_memory_utilization = 0.9;
 }
 
 static double mib(double bytes) { return bytes / (1024.0 * 1024.0); }
@@ -91,7 +96,42 @@ static pl_status runner_setup(struct pl_model_runner *r, const struct pl_model_r
     const size_t kv_dim = (size_t)c->n_kv_heads * (size_t)c->head_dim;
     const size_t elem = pl_dtype_size(r->be->ops->act_dtype);
     const size_t block_bytes = 2 * (size_t)c->n_layers * (size_t)r->block_size * kv_dim * elem;
-    if (p->num_kv_blocks > 0) {
+    /* On a GPU with no explicit pool size, the KV pool gets the memory that the weights
+     * and the decoder's activations (allocated by pl_llama_new: the activation peak)
+     * leave under gpu_memory_utilization, so the decoder is built first. */
+    const bool gpu_sized = p->num_kv_blocks <= 0 && !strcmp(r->be->ops->name, "cuda");
+    pl_status st;
+    if (gpu_sized) {
+        long long want = p->max_model_len > 0 ? p->max_model_len : derived_max_len(c);
+        if (want <= 0)
+            want = c->max_position_embeddings;
+        int mbps = (int)((want + r->block_size - 1) / r->block_size);
+        st = pl_llama_new(&r->cfg, r->w, r->be, r->max_tokens, r->max_seqs, mbps, &r->model,
+                          err);
+        if (st != PL_STATUS_OK)
+            return st;
+        double util = p->gpu_memory_utilization > 0 ? p->gpu_memory_utilization : 0.9;
+        if (util > 1.0)
+            return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                              "gpu_memory_utilization %.2f is above 1", util);
+        size_t free_b = 0, total_b = 0;
+#ifdef PL_HAVE_CUDA
+        st = pl_backend_cuda_mem_info(r->be, &free_b, &total_b);
+        if (st != PL_STATUS_OK)
+            return pl_err_set(err, st, "could not read the GPU's free memory");
+#endif
+        double budget = (double)free_b - (1.0 - util) * (double)total_b;
+        if (budget < (double)block_bytes)
+            return pl_err_set(err, PL_STATUS_NO_MEMORY,
+                              "gpu_memory_utilization %.2f leaves no memory for the KV cache "
+                              "(card %.1f GiB, %.1f GiB free after weights %.1f GiB and "
+                              "activations): raise it or use a smaller model",
+                              util, total_b / 1073741824.0, free_b / 1073741824.0,
+                              r->w->n_bytes / 1073741824.0);
+        double nb = budget / (double)block_bytes;
+        r->n_blocks = nb > (double)(INT32_MAX / r->block_size) ? INT32_MAX / r->block_size
+                                                               : (int)nb;
+    } else if (p->num_kv_blocks > 0) {
         r->n_blocks = p->num_kv_blocks;
     } else {
         size_t n = p->kv_cache_bytes / block_bytes;
@@ -110,7 +150,8 @@ static pl_status runner_setup(struct pl_model_runner *r, const struct pl_model_r
             return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
                               "max_model_len %d does not fit the KV cache: %d blocks of %d tokens "
                               "hold %lld tokens, so the largest max_model_len that fits is %lld "
-                              "(raise --num-kv-blocks or the KV budget, or lower --max-model-len)",
+                              "(raise --num-kv-blocks, the KV budget or "
+                              "--gpu-memory-utilization, or lower --max-model-len)",
                               p->max_model_len, r->n_blocks, r->block_size, capacity, capacity);
         r->max_model_len = p->max_model_len;
     } else {
@@ -125,12 +166,13 @@ static pl_status runner_setup(struct pl_model_runner *r, const struct pl_model_r
         }
         r->max_model_len = (int)len;
     }
-    int max_blocks_per_seq = (r->max_model_len + r->block_size - 1) / r->block_size;
-
-    pl_status st = pl_llama_new(&r->cfg, r->w, r->be, r->max_tokens, r->max_seqs,
-                                max_blocks_per_seq, &r->model, err);
-    if (st != PL_STATUS_OK)
-        return st;
+    if (!gpu_sized) {
+        int max_blocks_per_seq = (r->max_model_len + r->block_size - 1) / r->block_size;
+        st = pl_llama_new(&r->cfg, r->w, r->be, r->max_tokens, r->max_seqs, max_blocks_per_seq,
+                          &r->model, err);
+        if (st != PL_STATUS_OK)
+            return st;
+    }
     st = pl_kv_cache_init(&r->kv, r->be, &r->cfg, r->n_blocks, r->block_size, err);
     if (st != PL_STATUS_OK)
         return st;
@@ -146,6 +188,27 @@ static pl_status runner_setup(struct pl_model_runner *r, const struct pl_model_r
     return PL_STATUS_OK;
 }
 
+/* The backend p->device names: cpu, cuda, or auto (cuda when this build has it and a GPU
+ * is present). */
+static pl_status make_backend(const struct pl_model_runner_params *p, struct pl_backend **out,
+                              struct pl_err *err)
+{
+    const char *dev = p->device ? p->device : "cpu";
+    bool want_cuda = !strcmp(dev, "cuda");
+    if (!want_cuda && strcmp(dev, "cpu") && strcmp(dev, "auto"))
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                          "device: '%s' is not one of auto, cpu, cuda", dev);
+#ifdef PL_HAVE_CUDA
+    if (want_cuda || (!strcmp(dev, "auto") && pl_cuda_device_count() > 0))
+        return pl_backend_cuda_new(0, out, err);
+#else
+    if (want_cuda)
+        return pl_err_set(err, PL_STATUS_UNSUPPORTED,
+                          "device: this build has no CUDA backend (built without nvcc)");
+#endif
+    return pl_backend_cpu_new(p->n_threads, out, err);
+}
+
 pl_status pl_model_runner_new(const struct pl_model_runner_params *p,
                               struct pl_model_runner **out, struct pl_err *err)
 {
@@ -158,7 +221,7 @@ pl_status pl_model_runner_new(const struct pl_model_runner_params *p,
     if (st == PL_STATUS_OK)
         st = pl_safetensors_open_dir(p->model_dir, &r->st, err);
     if (st == PL_STATUS_OK)
-        st = pl_backend_cpu_new(p->n_threads, &r->be_owned, err);
+        st = make_backend(p, &r->be_owned, err);
     if (st == PL_STATUS_OK) {
         r->be = r->be_owned;
         st = pl_weights_load(&r->cfg, r->st, r->be, &r->w_owned, err);

@@ -29,6 +29,9 @@ struct pl_model_runner_params {
     int max_num_batched_tokens; /* tokens per forward (default 2048) */
     int max_num_seqs;           /* sequences per forward (default 256) */
     int max_model_len;          /* 0 = the config's max_position_embeddings */
+    const char *device;         /* "cpu" (default), "cuda", or "auto" (cuda when a GPU is present) */
+    double gpu_memory_utilization; /* CUDA: share of the card's memory the process may use (0.9);
+                                      the KV pool gets what weights and activations leave */
 };
 
 void pl_model_runner_params_default(struct pl_model_runner_params *p);
