@@ -66,6 +66,18 @@ static int apply_env(struct pl_llm_params *lp)
     v = getenv("DTYPE");
     if (v && *v)
         lp->dtype = v;
+    /* worker-vllm's default is 0.95 (the engine's own is vLLM's 0.9) */
+    lp->gpu_memory_utilization = 0.95;
+    v = getenv("GPU_MEMORY_UTILIZATION");
+    if (v && *v) {
+        char *end;
+        double u = strtod(v, &end);
+        if (*end || !(u > 0 && u <= 1)) {
+            fprintf(stderr, "pagellm worker: GPU_MEMORY_UTILIZATION='%s' is not in (0, 1]\n", v);
+            return -1;
+        }
+        lp->gpu_memory_utilization = u;
+    }
     v = getenv("TENSOR_PARALLEL_SIZE");
     if (v && *v && strcmp(v, "1"))
         fprintf(stderr, "pagellm worker: TENSOR_PARALLEL_SIZE=%s ignored (one device)\n", v);
