@@ -236,6 +236,29 @@ static struct ljob *parse_job(struct MHD_Connection *c, const struct conn *cn, e
     return j;
 }
 
+/* POST /<RUNPOD_ENDPOINT_ID>/realtime (spec 3.9): {"id", "input"} -> the raw result object. */
+static enum MHD_Result realtime(struct api *a, struct MHD_Connection *c, const struct conn *cn)
+{
+    json_t *doc = cn->len ? json_loadb(cn->body, cn->len, 0, NULL) : NULL;
+    json_t *input = json_object_get(doc, "input");
+    if (!input) {
+        json_decref(doc);
+        return reply_json(c, 422, json_pack("{s:[{s:s, s:[s,s], s:s}]}", "detail", "type",
+                                            "missing", "loc", "body", "input", "msg",
+                                            "Field required"));
+    }
+    const char *jid = json_string_value(json_object_get(doc, "id"));
+    char *own = jid ? NULL : new_id();
+    struct pl_rp_result res;
+    pl_rp_run_job(a->ctx, jid ? jid : own ? own : "realtime", input, NULL, NULL, NULL, &res);
+    json_t *v = res.error ? json_pack("{s:s}", "error", res.error)
+                          : json_pack("{s:O}", "output", res.output ? res.output : json_null());
+    pl_rp_result_fini(&res);
+    free(own);
+    json_decref(doc);
+    return reply_json(c, 200, v);
+}
+
 static struct ljob *stash_take(struct api *a, const char *id, bool remove)
 {
     pthread_mutex_lock(&a->mu);
@@ -329,6 +352,13 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         a->stash = j;
         pthread_mutex_unlock(&a->mu);
         return reply_json(c, 200, v);
+    }
+    const char *ep = a->ctx->cfg->endpoint_id;
+    size_t epn = ep ? strlen(ep) : 0;
+    if (ep && url[0] == '/' && !strncmp(url + 1, ep, epn) && !strcmp(url + 1 + epn, "/realtime")) {
+        if (!post)
+            return reply_json(c, 405, json_pack("{s:s}", "detail", "Method Not Allowed"));
+        return realtime(a, c, cn);
     }
     const char *id = NULL;
     int which = 0;

@@ -354,8 +354,21 @@ void pl_rp_log(const struct pl_rp_config *cfg, enum pl_rp_log_level level, const
         off = snprintf(msg, sizeof(msg), "[batchId=%s] ", batch_id);
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg + off, sizeof(msg) - (size_t)off, fmt, ap);
+    char *full = NULL;
+    int n = vasprintf(&full, fmt, ap);
     va_end(ap);
+    if (n < 0)
+        full = NULL;
+    /* the SDK cuts messages over 4096 characters in the middle */
+    size_t len = full ? strlen(full) : 0;
+    if (len > 4096) {
+        size_t keep = 2048, cut = len - 2 * keep;
+        snprintf(msg + off, sizeof(msg) - (size_t)off, "%.*s...TRUNCATED %zu CHARACTERS...%s",
+                 (int)keep, full, cut, full + len - keep);
+    } else {
+        snprintf(msg + off, sizeof(msg) - (size_t)off, "%s", full ? full : fmt);
+    }
+    free(full);
     pthread_mutex_lock(&log_mu);
     if (cfg && cfg->endpoint_id) {
         json_t *o = json_pack("{s:s?, s:s, s:s}", "requestId", job_id, "message", msg, "level",
@@ -435,7 +448,8 @@ static void http_do(CURL *c, const struct pl_rp_config *cfg, const char *url, co
         } else {
             h = curl_slist_append(h, "Content-Type: application/json");
         }
-        h = curl_slist_append(h, "Accept-Encoding: gzip, deflate");
+        /* through curl's option, not a raw header, so compressed answers are decoded */
+        curl_easy_setopt(c, CURLOPT_ACCEPT_ENCODING, "gzip, deflate");
     }
     h = curl_slist_append(h, "Expect:");
     curl_easy_setopt(c, CURLOPT_URL, url);

@@ -5,12 +5,13 @@
 // body, arrival time in ms) and answers from scripted queues:
 //   takeQ / stopQ: answers for job-take(-batch) / job-stop polls, in order; an
 //     empty queue holds the poll `hold` ms then answers 204. An entry is
-//     {status, ctype, body, delay} or {never: true} (never answered) or a
+//     {status, ctype, body | json, delay, gzip} or {never: true} (never answered) or a
 //     function (rec) -> entry.
 //   postAnswer(rec) -> {status, delay} for job-done / job-stream posts (200).
 //   pingAnswer(rec) -> {status} for pings (200).
 // Each record keeps the answer it got (rec.answer).
 import http from 'node:http';
+import zlib from 'node:zlib';
 
 export class FakeRunPod {
   constructor() {
@@ -101,8 +102,10 @@ export class FakeRunPod {
       const h = {};
       if (a.ctype) h['Content-Type'] = a.ctype;
       if (a.contentLength0) h['Content-Length'] = '0';
+      let payload = a.body ?? '';
+      if (a.gzip) { h['Content-Encoding'] = 'gzip'; payload = zlib.gzipSync(payload); }
       res.writeHead(a.status ?? 200, h);
-      res.end(a.contentLength0 ? undefined : (a.body ?? ''));
+      res.end(a.contentLength0 ? undefined : payload);
     };
     if (a.delay) this.later(a.delay, go); else go();
   }

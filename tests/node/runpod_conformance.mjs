@@ -211,6 +211,12 @@ async function scenarioMain() {
     check(fake.reqs.filter((r) => r.kind === 'job-done').every((r) => !r.path.endsWith('/undefined')), 'TK10', 'job without id processed');
     covered.push('TK7', 'TK9', 'TK10', 'TK11');
 
+    // a gzip-compressed take answer (the worker sends Accept-Encoding: gzip, deflate)
+    fake.takeQ.push({ json: { id: 'gz', input: { prompts: ['a'], max_tokens: 1 } }, gzip: true });
+    d = await fake.waitFor((r) => r.kind === 'job-done' && r.path.endsWith('/gz'), 10000);
+    check(body(d).output.results.length === 1 && /gzip/.test(fake.of('job-take')[0].headers['accept-encoding']), 'GZ', d.body);
+    covered.push('GZ');
+
     // TK13: extra keys; JSON log lines (RUNPOD_ENDPOINT_ID set)
     fake.takeQ.push({ json: { id: 'tk13', input: { prompts: ['a'], max_tokens: 1 }, webhook: null, batchId: 'B1' } });
     await fake.waitFor((r) => r.kind === 'job-done' && r.path.endsWith('/tk13'));
@@ -548,8 +554,10 @@ async function scenarioLocalApi() {
     check(JSON.stringify(r.json) === JSON.stringify({ id: cid, status: 'CANCELLED' }), 'LA14', r.body);
     r = await request(port, 'POST', `/status/${cid}`);
     check(r.json.error === 'Job ID not found', 'LA14', r.body);
+    r = await request(port, 'POST', '/ep/realtime', { id: 'rt1', input: inA });
+    check(JSON.stringify(r.json) === JSON.stringify({ output: { results: [{ prompt: 'a', text: ta.text }] } }), 'RT', r.body);
     check(fake.reqs.filter((x) => x.kind.startsWith('job-take')).length === 0, 'LR7', 'takes while serving the local API');
-    covered.push('LA1', 'LA2', 'LA3', 'LA4', 'LA5', 'LA6', 'LA7', 'LA8', 'LA9', 'LA10', 'LA11', 'LA12', 'LA13', 'LA14', 'LA15', 'LR7');
+    covered.push('LA1', 'LA2', 'LA3', 'LA4', 'LA5', 'LA6', 'LA7', 'LA8', 'LA9', 'LA10', 'LA11', 'LA12', 'LA13', 'LA14', 'LA15', 'LR7', 'RT');
   } finally { await stopWorker(w); await fake.stop(); hook.close(); }
 }
 
