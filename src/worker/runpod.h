@@ -93,6 +93,31 @@ void pl_rp_schedule_next(struct pl_rp_schedule *s);
  */
 int pl_rp_post_retry_delay_ms(int attempts, long status, int scale_pct);
 
+/*
+ * OpenAI-route streaming (spec 4.4): Server-Sent Events from the OpenAI layer
+ * are grouped into stream chunks of k events, k following the batch schedule.
+ * raw: each chunk is one string, the events' text as emitted ("data: ...\n\n",
+ * the last chunk ending with "data: [DONE]\n\n"); else each chunk is an array
+ * of the parsed event objects and [DONE] is dropped. Feed bytes in any pieces;
+ * complete chunks are appended to out (a JSON array).
+ */
+struct pl_rp_sse_batcher {
+    struct pl_rp_schedule sched;
+    bool raw;
+    char *pending;             /* bytes of an incomplete event */
+    size_t n_pending;
+    char *chunk;               /* raw: the current chunk's text */
+    size_t n_chunk;
+    json_t *events;            /* parsed: the current chunk's events */
+    double count;              /* events in the current chunk */
+};
+void pl_rp_sse_init(struct pl_rp_sse_batcher *b, const struct pl_rp_schedule *sched, bool raw);
+/* false: out of memory. */
+bool pl_rp_sse_feed(struct pl_rp_sse_batcher *b, const char *data, size_t len, json_t *out);
+/* Emits the remainder (a final incomplete event counts as one). */
+bool pl_rp_sse_finish(struct pl_rp_sse_batcher *b, json_t *out);
+void pl_rp_sse_fini(struct pl_rp_sse_batcher *b);
+
 /* What to do with a take (or stop) response (spec 1.5). */
 enum pl_rp_take_verdict {
     PL_RP_TAKE_NONE,        /* 204 / 400: poll again at once */

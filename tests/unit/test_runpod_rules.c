@@ -3,7 +3,8 @@
  * values written in shared/specs/runpod-worker.md: URL templating (1.3),
  * take-response handling (1.5), the result-post retry policy (1.7), the
  * stream batch-size schedule (4.5, conformance RS7-RS9) and the input-mode
- * rules R1-R9 (5.3, RS2/RS5/RS6/RS13).
+ * rules R1-R9 (5.3, RS2/RS5/RS6/RS13), and the OpenAI-route SSE chunking (4.4,
+ * OA3/OA4: events per chunk follow 1, 3, 9, ...; raw strings end in [DONE]).
  */
 #include "test.h"
 #include "worker/runpod.h"
@@ -157,6 +158,60 @@ static void test_modes(void)
     CHECK(pl_rp_mode_is_generator(PL_RP_MODE_OPENAI));
 }
 
+/* Five chat.completion.chunk events and [DONE], fed in awkward pieces. */
+static const char *const EVENTS[] = {
+    "data: {\"object\":\"chat.completion.chunk\",\"i\":0}\n\n",
+    "data: {\"object\":\"chat.completion.chunk\",\"i\":1}\n\n",
+    "data: {\"object\":\"chat.completion.chunk\",\"i\":2}\n\n",
+    "data: {\"object\":\"chat.completion.chunk\",\"i\":3}\n\n",
+    "data: {\"object\":\"chat.completion.chunk\",\"i\":4}\n\n",
+    "data: [DONE]\n\n",
+};
+
+static json_t *batch_events(bool raw, size_t piece)
+{
+    char all[2048] = "";
+    for (size_t i = 0; i < 6; i++)
+        strcat(all, EVENTS[i]);
+    struct pl_rp_schedule s;
+    pl_rp_schedule_init(&s, 50, 1, 3);
+    struct pl_rp_sse_batcher b;
+    pl_rp_sse_init(&b, &s, raw);
+    json_t *out = json_array();
+    size_t n = strlen(all);
+    for (size_t off = 0; off < n; off += piece)
+        CHECK(pl_rp_sse_feed(&b, all + off, off + piece <= n ? piece : n - off, out));
+    CHECK(pl_rp_sse_finish(&b, out));
+    pl_rp_sse_fini(&b);
+    return out;
+}
+
+static void test_sse_batches(void)
+{
+    /* raw (RAW_OPENAI_OUTPUT=1): chunks of 1, 3, then the rest (2 events incl. [DONE]);
+       their concatenation is the stream itself, ending in data: [DONE] */
+    for (size_t piece = 1; piece <= 64; piece += 7) {
+        json_t *raw = batch_events(true, piece);
+        REQUIRE(json_array_size(raw) == 3);
+        char want0[256], want1[512], want2[256];
+        snprintf(want0, sizeof(want0), "%s", EVENTS[0]);
+        snprintf(want1, sizeof(want1), "%s%s%s", EVENTS[1], EVENTS[2], EVENTS[3]);
+        snprintf(want2, sizeof(want2), "%s%s", EVENTS[4], EVENTS[5]);
+        CHECK(!strcmp(json_string_value(json_array_get(raw, 0)), want0));
+        CHECK(!strcmp(json_string_value(json_array_get(raw, 1)), want1));
+        CHECK(!strcmp(json_string_value(json_array_get(raw, 2)), want2));
+        json_decref(raw);
+    }
+    /* parsed (RAW_OPENAI_OUTPUT=0): arrays of objects, sizes 1, 3, 1; no [DONE] */
+    json_t *parsed = batch_events(false, 5);
+    REQUIRE(json_array_size(parsed) == 3);
+    CHECK(json_array_size(json_array_get(parsed, 0)) == 1);
+    CHECK(json_array_size(json_array_get(parsed, 1)) == 3);
+    CHECK(json_array_size(json_array_get(parsed, 2)) == 1);
+    CHECK(json_integer_value(json_object_get(json_array_get(json_array_get(parsed, 2), 0), "i")) == 4);
+    json_decref(parsed);
+}
+
 int main(void)
 {
     PL_RUN(test_url_templates);
@@ -165,5 +220,6 @@ int main(void)
     PL_RUN(test_retry_policy);
     PL_RUN(test_schedule);
     PL_RUN(test_modes);
+    PL_RUN(test_sse_batches);
     return pl_test_summary();
 }
