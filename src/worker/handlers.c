@@ -456,12 +456,237 @@ static void run_stream(struct run *r, const json_t *input, enum pl_rp_mode mode)
     free(c.all);
 }
 
+/* Fails an OpenAI-route job with the JSON text of an OpenAI error object. */
+static void openai_fail(struct run *r, const char *message, const char *type, int code)
+{
+    char *t = openai_error_text(message, type, code);
+    set_error(r->res, t ? t : message);
+    free(t);
+}
+
+/* Emits the complete SSE chunks the batcher has produced so far. */
+static bool openai_emit_ready(struct run *r, json_t *ready)
+{
+    size_t i;
+    json_t *c;
+    bool go = true;
+    json_array_foreach(ready, i, c) {
+        if (go)
+            go = emit(r, json_incref(c));
+    }
+    json_array_clear(ready);
+    return go;
+}
+
+/* Appends one SSE event ("data: <json>\n\n") of obj (stolen) to the batcher. */
+static bool openai_event(struct pl_rp_sse_batcher *b, json_t *obj, json_t *ready)
+{
+    char *s = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+    json_decref(obj);
+    if (!s)
+        return false;
+    bool ok = pl_rp_sse_feed(b, "data: ", 6, ready) && pl_rp_sse_feed(b, s, strlen(s), ready) &&
+              pl_rp_sse_feed(b, "\n\n", 2, ready);
+    free(s);
+    return ok;
+}
+
+/*
+ * /v1/chat/completions and /v1/completions on the worker's engine thread: a
+ * stop-gap until the OpenAI server's request handling (src/server/openai.c)
+ * is merged, covering the common fields (model check, messages / prompt,
+ * sampling fields, n, stream with stream_options.include_usage).
+ */
+static void run_openai_generate(struct run *r, const json_t *body, bool chat)
+{
+    const struct pl_rp_config *cfg = r->ctx->cfg;
+    if (!json_is_object(body)) {
+        openai_fail(r, "The request body must be a JSON object", "BadRequestError", 400);
+        return;
+    }
+    const char *model = json_string_value(json_object_get(body, "model"));
+    if (model && strcmp(model, cfg->served_model_name) != 0) {
+        char msg[600];
+        snprintf(msg, sizeof(msg), "The model `%s` does not exist.", model);
+        openai_fail(r, msg, "NotFoundError", 404);
+        return;
+    }
+    const json_t *messages = json_object_get(body, "messages");
+    const json_t *prompt = json_object_get(body, "prompt");
+    if (json_is_array(prompt) && json_array_size(prompt) == 1)
+        prompt = json_array_get(prompt, 0);
+    if (chat ? !json_is_array(messages) : !json_is_string(prompt)) {
+        openai_fail(r, chat ? "messages: a list of messages is required"
+                            : "prompt: a string (or a list of one string) is required",
+                    "BadRequestError", 400);
+        return;
+    }
+    struct pl_sampling_params sp;
+    pl_llm_default_sampling_params(r->ctx->llm, &sp);
+    sp.max_tokens = chat ? -1 : 16; /* vLLM: completions 16, chat up to the context */
+    static const char *const extra[] = {"model", "messages", "prompt", "stream", "stream_options",
+                                        "user", "echo", "suffix", "response_format", "tools",
+                                        "tool_choice", "parallel_tool_calls", NULL};
+    struct pl_err err;
+    pl_err_clear(&err);
+    pl_status st = pl_sampling_params_from_json(body, extra, &sp, &err);
+    if (st == PL_STATUS_OK)
+        st = pl_sampling_params_validate(&sp, pl_llm_vocab_size(r->ctx->llm), &err);
+    if (st != PL_STATUS_OK) {
+        openai_fail(r, err.msg, "BadRequestError", 400);
+        return;
+    }
+    int n = sp.n > 0 ? sp.n : 1;
+    bool stream = json_is_true(json_object_get(body, "stream"));
+    bool usage_in_stream = json_is_true(
+        json_object_get(json_object_get(body, "stream_options"), "include_usage"));
+    char *msgs = chat ? json_dumps(messages, JSON_COMPACT) : NULL;
+    bool good = submit(r, 0, chat ? NULL : json_string_value(prompt), msgs, &sp);
+    free(msgs);
+    pl_sampling_params_fini(&sp);
+    char id[96];
+    snprintf(id, sizeof(id), "%s-%s", chat ? "chatcmpl" : "cmpl", r->job_id);
+    json_int_t created = (json_int_t)time(NULL);
+    const char *object = chat ? (stream ? "chat.completion.chunk" : "chat.completion")
+                              : "text_completion";
+    struct pl_rp_schedule sched;
+    pl_rp_schedule_init(&sched, cfg->batch_max, cfg->batch_min, cfg->batch_growth);
+    struct pl_rp_sse_batcher sse;
+    pl_rp_sse_init(&sse, &sched, cfg->raw_openai_output);
+    json_t *ready = json_array();
+    char **text = calloc((size_t)n, sizeof(char *));
+    size_t *tlen = calloc((size_t)n, sizeof(size_t));
+    const char **finish = calloc((size_t)n, sizeof(char *));
+    json_t **stop_reason = calloc((size_t)n, sizeof(json_t *));
+    bool *started = calloc((size_t)n, sizeof(bool));
+    good = good && ready && text && tlen && finish && stop_reason && started;
+    long n_prompt = 0, n_gen = 0;
+    char errbuf[512];
+    struct pl_request_output o;
+    int ev;
+    while (good && (ev = pl_wbox_next(r->box, &o, errbuf, sizeof(errbuf))) != 0) {
+        if (ev < 0) {
+            openai_fail(r, errbuf, "BadRequestError", 400);
+            good = false;
+            break;
+        }
+        if (o.prompt_token_ids)
+            n_prompt = o.n_prompt_token_ids;
+        for (int k = 0; k < o.n_outputs && good; k++) {
+            const struct pl_completion_output *co = &o.outputs[k];
+            int i = co->index;
+            if (i < 0 || i >= n)
+                continue;
+            n_gen += co->n_token_ids;
+            const char *fr = pl_finish_reason_str(co->finish_reason);
+            json_t *sr = co->stop_reason_kind == PL_STOP_REASON_STRING ? json_string(co->stop_str)
+                         : co->stop_reason_kind == PL_STOP_REASON_TOKEN
+                             ? json_integer(co->stop_token_id)
+                             : json_null();
+            if (fr) {
+                finish[i] = fr;
+                json_decref(stop_reason[i]);
+                stop_reason[i] = json_incref(sr);
+            }
+            if (!stream) {
+                if (co->text_len)
+                    good = append_text(&text[i], &tlen[i], co->text, co->text_len);
+                json_decref(sr);
+                continue;
+            }
+            if (chat && !started[i]) {
+                started[i] = true;
+                good = openai_event(&sse, json_pack("{s:s, s:s, s:I, s:s, s:[{s:i, s:{s:s, s:s}, s:n, s:n}]}",
+                                                    "id", id, "object", object, "created", created,
+                                                    "model", cfg->served_model_name, "choices",
+                                                    "index", i, "delta", "role",
+                                                    cfg->response_role, "content", "",
+                                                    "logprobs", "finish_reason"),
+                                    ready);
+            }
+            if (good && (co->text_len || fr)) {
+                json_t *choice = chat ? json_pack("{s:i, s:{s:s%}, s:n}", "index", i, "delta",
+                                                  "content", co->text ? co->text : "",
+                                                  co->text_len, "logprobs")
+                                      : json_pack("{s:i, s:s%, s:n}", "index", i, "text",
+                                                  co->text ? co->text : "", co->text_len,
+                                                  "logprobs");
+                if (choice) {
+                    json_object_set_new(choice, "finish_reason", fr ? json_string(fr) : json_null());
+                    json_object_set(choice, "stop_reason", fr ? sr : json_null());
+                }
+                good = choice && openai_event(&sse, json_pack("{s:s, s:s, s:I, s:s, s:[o]}", "id", id,
+                                                              "object", object, "created", created,
+                                                              "model", cfg->served_model_name,
+                                                              "choices", choice),
+                                              ready);
+            }
+            json_decref(sr);
+        }
+        pl_request_output_fini(&o);
+        if (good && stream)
+            good = openai_emit_ready(r, ready);
+        if (stopped(r)) {
+            r->res->stopped = true;
+            good = false;
+        }
+    }
+    json_t *usage = json_pack("{s:I, s:I, s:I}", "prompt_tokens", (json_int_t)n_prompt,
+                              "completion_tokens", (json_int_t)n_gen, "total_tokens",
+                              (json_int_t)(n_prompt + n_gen));
+    if (good && stream) {
+        if (usage_in_stream)
+            good = openai_event(&sse, json_pack("{s:s, s:s, s:I, s:s, s:[], s:O}", "id", id, "object",
+                                                object, "created", created, "model",
+                                                cfg->served_model_name, "choices", "usage", usage),
+                                ready);
+        good = good && pl_rp_sse_feed(&sse, "data: [DONE]\n\n", 14, ready) &&
+               pl_rp_sse_finish(&sse, ready) && openai_emit_ready(r, ready);
+    } else if (good) {
+        json_t *choices = json_array();
+        for (int i = 0; i < n; i++) {
+            json_t *c = chat ? json_pack("{s:i, s:{s:s, s:s}, s:n}", "index", i, "message", "role",
+                                         cfg->response_role, "content", text[i] ? text[i] : "",
+                                         "logprobs")
+                             : json_pack("{s:i, s:s, s:n}", "index", i, "text",
+                                         text[i] ? text[i] : "", "logprobs");
+            if (c) {
+                json_object_set_new(c, "finish_reason",
+                                    finish[i] ? json_string(finish[i]) : json_null());
+                json_object_set(c, "stop_reason", stop_reason[i] ? stop_reason[i] : json_null());
+            }
+            json_array_append_new(choices, c);
+        }
+        json_t *resp = json_pack("{s:s, s:s, s:I, s:s, s:o, s:O}", "id", id, "object", object,
+                                 "created", created, "model", cfg->served_model_name, "choices",
+                                 choices, "usage", usage);
+        good = resp && emit(r, resp);
+    }
+    if (!good && !r->res->error && !r->res->stopped)
+        set_error(r->res, "out of memory");
+    json_decref(usage);
+    for (int i = 0; text && i < n; i++)
+        free(text[i]);
+    for (int i = 0; stop_reason && i < n; i++)
+        json_decref(stop_reason[i]);
+    free(text);
+    free(tlen);
+    free(finish);
+    free(stop_reason);
+    free(started);
+    json_decref(ready);
+    pl_rp_sse_fini(&sse);
+}
+
 static void run_openai(struct run *r, const json_t *input)
 {
     const char *route = json_string_value(json_object_get(input, "openai_route"));
-    if (!route)
+    const json_t *body = json_object_get(input, "openai_input");
+    if (!route && json_object_get(input, "route")) {
         route = json_string_value(json_object_get(input, "route"));
-    if (!route)
+        body = json_object_get(input, "body");
+    }
+    if (!route || !*route)
         route = "/v1/chat/completions";
     if (!strcmp(route, "/v1/models")) {
         const struct pl_rp_config *cfg = r->ctx->cfg;
@@ -475,15 +700,11 @@ static void run_openai(struct run *r, const json_t *input)
             emit(r, list);
         return;
     }
-    char *t;
-    if (!strcmp(route, "/v1/chat/completions") || !strcmp(route, "/v1/completions"))
-        t = openai_error_text("This build's worker does not serve this route yet (it needs the "
-                              "OpenAI server's request handling)",
-                              "NotImplementedError", 501);
-    else
-        t = openai_error_text("Invalid route", "BadRequestError", 400);
-    set_error(r->res, t ? t : "Invalid route");
-    free(t);
+    if (!strcmp(route, "/v1/chat/completions") || !strcmp(route, "/v1/completions")) {
+        run_openai_generate(r, body, !strcmp(route, "/v1/chat/completions"));
+        return;
+    }
+    openai_fail(r, "Invalid route", "BadRequestError", 400);
 }
 
 void pl_rp_run_job(struct pl_rp_ctx *ctx, const char *job_id, const json_t *input,

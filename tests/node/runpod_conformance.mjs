@@ -189,6 +189,35 @@ async function scenarioMain() {
       check(Array.isArray(o) && o.length === 1 && o[0].object === 'list' && o[0].data[0].id === MODEL && o[0].data[0].object === 'model' && fake.of('job-stream', id).length === 1, id.toUpperCase(), d.body);
       covered.push(id.toUpperCase());
     }
+    // OA2, OA3, OA5, OA7: chat / completions through the OpenAI route
+    const chatIn = { model: MODEL, messages: [{ role: 'user', content: 'hi' }], max_tokens: 4, ignore_eos: true, temperature: 0 };
+    d = await runJob(fake, 'oa2', { openai_route: '/v1/chat/completions', openai_input: chatIn });
+    let o = body(d).output;
+    check(Array.isArray(o) && o[0].object === 'chat.completion' && o[0].choices[0].message.role === 'assistant' && o[0].usage.completion_tokens === 4 && o[0].model === MODEL, 'OA2', d.body);
+    covered.push('OA2');
+    d = await runJob(fake, 'oa3', { openai_route: '/v1/chat/completions', openai_input: { ...chatIn, max_tokens: 12, stream: true } });
+    chunks = fake.of('job-stream', 'oa3').map((c) => body(c).output);
+    const sse = chunks.join('');
+    const events = sse.split('\n\n').filter((e) => e.length);
+    const parsed = events.slice(0, -1).map((e) => JSON.parse(e.replace(/^data: /, '')));
+    const perChunk = chunks.map((c) => c.split('\n\n').length - 1);
+    let want = [], left = events.length;
+    for (let k = 1; left > 0; k = Math.min(k * 3, 50)) { want.push(Math.min(k, left)); left -= k; }
+    check(chunks.every((c) => typeof c === 'string') && sse.endsWith('data: [DONE]\n\n') && events.every((e) => e.startsWith('data: ')) &&
+      parsed.every((e) => e.object === 'chat.completion.chunk') && JSON.stringify(perChunk) === JSON.stringify(want) &&
+      JSON.stringify(body(d).output) === JSON.stringify(chunks), 'OA3', `events per chunk ${perChunk} want ${want}`);
+    const streamed = parsed.map((e) => e.choices[0].delta.content || '').join('');
+    const whole = (await runJob(fake, 'oa3b', { openai_route: '/v1/chat/completions', openai_input: { ...chatIn, max_tokens: 12 } }));
+    check(streamed === body(whole).output[0].choices[0].message.content, 'OA3', 'streamed text differs from the non-streamed answer');
+    covered.push('OA3');
+    d = await runJob(fake, 'oa5', { openai_route: '/v1/completions', openai_input: { model: MODEL, prompt: 'hi' } });
+    o = body(d).output;
+    check(o[0].object === 'text_completion' && o[0].usage.completion_tokens <= 16 && o[0].usage.completion_tokens >= 1, 'OA5', d.body);
+    covered.push('OA5');
+    d = await runJob(fake, 'oa7', { openai_route: '/v1/chat/completions', openai_input: { ...chatIn, model: 'wrong' } });
+    check(typeof body(d).error === 'string' && body(d).error.includes('wrong') && JSON.parse(body(d).error).code === 404, 'OA7', d.body);
+    covered.push('OA7');
+
     d = await runJob(fake, 'oa6', { openai_route: '/v1/nope', openai_input: { x: 1 } });
     check(typeof body(d).error === 'string' && body(d).error.includes('Invalid route'), 'OA6', d.body);
     covered.push('OA6');
@@ -561,9 +590,9 @@ async function scenarioLocalApi() {
   } finally { await stopWorker(w); await fake.stop(); hook.close(); }
 }
 
-function oneShot(args, cwd) {
+function oneShot(args, cwd, extraEnv = {}) {
   return new Promise((resolve) => {
-    const env = { ...process.env };
+    const env = { ...process.env, ...extraEnv };
     delete env.RUNPOD_WEBHOOK_GET_JOB;
     const p = spawn(PAGELLM, ['worker', '--model', MODEL, ...args], { env, cwd, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '', err = '';
@@ -595,6 +624,12 @@ async function scenarioOneShot() {
     const line = r.out.split('\n').find((l) => l.startsWith('{"output"'));
     check(r.code === 0 && line && JSON.parse(line).output.length === 3, 'LR6', r.out);
     covered.push('LR1', 'LR2', 'LR3', 'LR4', 'LR5', 'LR6');
+    // OA4: RAW_OPENAI_OUTPUT=0 -> arrays of event objects, no [DONE]
+    r = await oneShot(['--test_input', JSON.stringify({ input: { openai_route: '/v1/chat/completions', openai_input: { model: MODEL, messages: [{ role: 'user', content: 'hi' }], max_tokens: 6, ignore_eos: true, stream: true } } })], dir, { RAW_OPENAI_OUTPUT: '0' });
+    const l4 = r.out.split('\n').find((l) => l.startsWith('{"output"'));
+    const o4 = l4 && JSON.parse(l4).output;
+    check(r.code === 0 && o4 && o4.length >= 2 && o4.every((c) => Array.isArray(c) && c.every((e) => e.object === 'chat.completion.chunk')) && o4[0].length === 1 && !l4.includes('[DONE]'), 'OA4', r.out);
+    covered.push('OA4');
   } finally { fs.rmSync(dir, { recursive: true, force: true }); }
 }
 
