@@ -897,10 +897,13 @@ int pl_rp_worker_run(struct pl_rp_ctx *ctx)
             size_t i;
             json_t *jj;
             json_array_foreach(jobs, i, jj) {
+                /* never hold more than the concurrency (spec 1.9): extra jobs are refused */
                 if ((int)i >= needed) {
-                    pl_rp_log(cfg, PL_RP_LOG_ERROR,
-                              json_string_value(json_object_get(jj, "id")), NULL,
-                              "job take returned more jobs than asked for; running it anyway");
+                    const char *xid = json_string_value(json_object_get(jj, "id"));
+                    pl_rp_log(cfg, PL_RP_LOG_ERROR, xid, NULL,
+                              "job %s refused: the job server returned more jobs than the %d "
+                              "asked for", xid, needed);
+                    continue;
                 }
                 accept_job(&w, jj);
             }

@@ -246,6 +246,13 @@ async function scenarioMain() {
     check(body(d).output.results.length === 1 && /gzip/.test(fake.of('job-take')[0].headers['accept-encoding']), 'GZ', d.body);
     covered.push('GZ');
 
+    // more jobs than asked for (one free slot): only the first is held, the other refused and logged
+    fake.takeQ.push({ json: [{ id: 'x1', input: { prompts: ['a'], max_tokens: 1 } }, { id: 'x2', input: { prompts: ['a'], max_tokens: 1 } }] });
+    await fake.waitFor((r) => r.kind === 'job-done' && r.path.endsWith('/x1'), 10000);
+    await sleep(300);
+    check(fake.of('job-done', 'x2').length === 0 && w.out.includes('"requestId":"x2"'), 'CAP', 'a job beyond the concurrency was run or not logged');
+    covered.push('CAP');
+
     // TK13: extra keys; JSON log lines (RUNPOD_ENDPOINT_ID set)
     fake.takeQ.push({ json: { id: 'tk13', input: { prompts: ['a'], max_tokens: 1 }, webhook: null, batchId: 'B1' } });
     await fake.waitFor((r) => r.kind === 'job-done' && r.path.endsWith('/tk13'));
