@@ -17,6 +17,8 @@ static void usage(FILE *f)
             "  chat         interactive chat with the model's chat template\n"
             "  tokenize     text or chat messages -> token ids\n"
             "  detokenize   token ids -> text\n"
+            "  serve        an OpenAI-compatible HTTP server\n"
+            "  bench        benchmarks: 'bench serve' (HTTP serving latency/throughput)\n"
             "  worker       RunPod Serverless worker (docs/runpod.md)\n"
             "  version      print the version\n\n"
             "Run 'pagellm <command> --help' for a command's options.\n",
@@ -38,6 +40,10 @@ int main(int argc, char **argv)
         return pl_cli_tokenize(argc - 1, argv + 1);
     if (!strcmp(cmd, "detokenize"))
         return pl_cli_detokenize(argc - 1, argv + 1);
+    if (!strcmp(cmd, "serve"))
+        return pl_cli_serve(argc - 1, argv + 1);
+    if (!strcmp(cmd, "bench"))
+        return pl_cli_bench(argc - 1, argv + 1);
     if (!strcmp(cmd, "worker"))
         return pl_cli_worker(argc - 1, argv + 1);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {

@@ -1,0 +1,656 @@
+/*
+ * async_engine.c -- the engine thread, its inbox, and per-request outboxes.
+ *
+ * See async_engine.h for the contract. Locks: ae->mu guards the inbox, the
+ * counters, the stats copy and the heartbeat; r->mu guards one request's
+ * outbox, flags and notify pointer. Lock order: a request's lock is never held
+ * while taking ae->mu, except in pl_async_request_abort, which takes r->mu,
+ * reads, releases it and only then takes ae->mu. The id -> request table is
+ * touched by the engine thread only.
+ */
+#include "engine/async_engine.h"
+
+#include "util/log.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+enum cmd_kind { CMD_ADD, CMD_ABORT, CMD_ABORT_ALL };
+
+struct cmd {
+    enum cmd_kind kind;
+    struct pl_async_request *req; /* CMD_ADD: the engine's reference */
+    uint64_t request_id;          /* CMD_ABORT */
+    struct cmd *next;
+};
+
+struct pl_async_request {
+    pthread_mutex_t mu;
+    int refs;                       /* caller + engine; guarded by mu */
+    uint64_t id;
+    struct pl_async_engine *ae;
+    /* until the engine thread adds it: */
+    int32_t *prompt;                /* [n_prompt] */
+    int n_prompt;
+    struct pl_sampling_params sp;   /* owns its arrays */
+    /* outbox (guarded by mu) */
+    struct pl_async_output **q;     /* [q_cap], live entries q_head..q_len */
+    int q_head, q_len, q_cap;
+    bool finished;                  /* finished delta routed */
+    bool abort_sent;
+    pl_async_notify_fn notify;      /* NULL after release */
+    void *notify_user;
+    /* engine thread only */
+    double t_arrival, t_first_token, t_last_token;
+    bool routed_any;
+    struct pl_async_request *hnext; /* id table chain */
+};
+
+struct pl_async_engine {
+    const struct pl_engine_ops *ops;
+    void *engine;
+    struct pl_async_engine_params params;
+    char *stall_file;               /* PAGELLM_TEST_STALL_FILE, or NULL */
+
+    pthread_t thread;
+    bool thread_started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct cmd *inbox_head, *inbox_tail;
+    bool stop;
+    bool thread_exited;
+    int n_unfinished;
+    uint64_t next_id;
+    struct pl_engine_stats stats;
+    double beat_time;               /* monotonic seconds of the last heartbeat */
+    uint64_t beat_steps;
+    double t_step_start;            /* engine thread: start of the current step */
+
+    /* engine thread only: id -> request */
+    struct pl_async_request **table;
+    size_t table_cap;               /* power of two */
+    size_t table_len;
+};
+
+double pl_async_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+const char *pl_async_finish_str(enum pl_async_finish f)
+{
+    switch (f) {
+    case PL_ASYNC_FINISH_STOP: return "stop";
+    case PL_ASYNC_FINISH_LENGTH: return "length";
+    case PL_ASYNC_FINISH_ABORT: return "abort";
+    case PL_ASYNC_FINISH_ERROR: return "error";
+    default: return NULL;
+    }
+}
+
+void pl_async_output_free(struct pl_async_output *o)
+{
+    if (!o)
+        return;
+    for (int i = 0; i < o->n_samples; i++) {
+        free(o->samples[i].text);
+        free(o->samples[i].token_ids);
+        free(o->samples[i].logprobs);
+        free(o->samples[i].stop_str);
+    }
+    free(o->samples);
+    free(o->prompt_logprobs);
+    free(o->error_msg);
+    free(o);
+}
+
+void pl_async_engine_params_default(struct pl_async_engine_params *p)
+{
+    memset(p, 0, sizeof(*p));
+    p->max_pending = 1024;
+    p->stall_timeout_s = 10.0;
+}
+
+/* ---- requests ------------------------------------------------------------ */
+
+static void request_unref(struct pl_async_request *r)
+{
+    pthread_mutex_lock(&r->mu);
+    int refs = --r->refs;
+    pthread_mutex_unlock(&r->mu);
+    if (refs > 0)
+        return;
+    for (int i = r->q_head; i < r->q_len; i++)
+        pl_async_output_free(r->q[i]);
+    free(r->q);
+    free(r->prompt);
+    pl_sampling_params_fini(&r->sp);
+    pthread_mutex_destroy(&r->mu);
+    free(r);
+}
+
+uint64_t pl_async_request_id(const struct pl_async_request *r)
+{
+    return r->id;
+}
+
+struct pl_async_output *pl_async_request_pop(struct pl_async_request *r)
+{
+    struct pl_async_output *o = NULL;
+    pthread_mutex_lock(&r->mu);
+    if (r->q_head < r->q_len) {
+        o = r->q[r->q_head++];
+        if (r->q_head == r->q_len)
+            r->q_head = r->q_len = 0;
+    }
+    pthread_mutex_unlock(&r->mu);
+    return o;
+}
+
+bool pl_async_request_is_finished(struct pl_async_request *r)
+{
+    pthread_mutex_lock(&r->mu);
+    bool f = r->finished;
+    pthread_mutex_unlock(&r->mu);
+    return f;
+}
+
+static void post(struct pl_async_engine *ae, struct cmd *c)
+{
+    c->next = NULL;
+    if (ae->inbox_tail)
+        ae->inbox_tail->next = c;
+    else
+        ae->inbox_head = c;
+    ae->inbox_tail = c;
+    pthread_cond_signal(&ae->cv);
+}
+
+void pl_async_request_abort(struct pl_async_request *r)
+{
+    pthread_mutex_lock(&r->mu);
+    bool send = !r->finished && !r->abort_sent;
+    r->abort_sent = true;
+    pthread_mutex_unlock(&r->mu);
+    if (!send)
+        return;
+    struct cmd *c = calloc(1, sizeof(*c));
+    if (!c)
+        return; /* the request then runs to its end: a waste, not a leak */
+    c->kind = CMD_ABORT;
+    c->request_id = r->id;
+    pthread_mutex_lock(&r->ae->mu);
+    post(r->ae, c);
+    pthread_mutex_unlock(&r->ae->mu);
+}
+
+void pl_async_request_release(struct pl_async_request *r)
+{
+    if (!r)
+        return;
+    pthread_mutex_lock(&r->mu);
+    r->notify = NULL;
+    r->notify_user = NULL;
+    pthread_mutex_unlock(&r->mu);
+    request_unref(r);
+}
+
+/* ---- the id table (engine thread) ----------------------------------------- */
+
+static size_t slot_of(uint64_t id, size_t cap)
+{
+    id ^= id >> 33;
+    id *= 0xff51afd7ed558ccdULL;
+    id ^= id >> 33;
+    return (size_t)id & (cap - 1);
+}
+
+static bool table_put(struct pl_async_engine *ae, struct pl_async_request *r)
+{
+    if (ae->table_len + 1 > ae->table_cap) {
+        size_t cap = ae->table_cap ? ae->table_cap * 2 : 256;
+        struct pl_async_request **t = calloc(cap, sizeof(*t));
+        if (!t)
+            return false;
+        for (size_t i = 0; i < ae->table_cap; i++) {
+            for (struct pl_async_request *e = ae->table[i], *next; e; e = next) {
+                next = e->hnext;
+                size_t s = slot_of(e->id, cap);
+                e->hnext = t[s];
+                t[s] = e;
+            }
+        }
+        free(ae->table);
+        ae->table = t;
+        ae->table_cap = cap;
+    }
+    size_t s = slot_of(r->id, ae->table_cap);
+    r->hnext = ae->table[s];
+    ae->table[s] = r;
+    ae->table_len++;
+    return true;
+}
+
+static struct pl_async_request *table_get(struct pl_async_engine *ae, uint64_t id)
+{
+    if (!ae->table_cap)
+        return NULL;
+    for (struct pl_async_request *e = ae->table[slot_of(id, ae->table_cap)]; e; e = e->hnext)
+        if (e->id == id)
+            return e;
+    return NULL;
+}
+
+static void table_del(struct pl_async_engine *ae, struct pl_async_request *r)
+{
+    if (!ae->table_cap)
+        return;
+    struct pl_async_request **p = &ae->table[slot_of(r->id, ae->table_cap)];
+    while (*p && *p != r)
+        p = &(*p)->hnext;
+    if (*p) {
+        *p = r->hnext;
+        ae->table_len--;
+    }
+}
+
+/* ---- routing (engine thread) ---------------------------------------------- */
+
+/* Queues o on r (takes ownership), notifies, and on the finished delta drops
+ * the engine's reference. */
+static void route(struct pl_async_engine *ae, struct pl_async_request *r, struct pl_async_output *o)
+{
+    double now = pl_async_now();
+    bool has_tokens = false;
+    for (int i = 0; i < o->n_samples; i++)
+        has_tokens |= o->samples[i].n_token_ids > 0;
+    if (has_tokens && r->t_first_token == 0)
+        r->t_first_token = now;
+    o->t_arrival = r->t_arrival;
+    o->t_first_token = r->t_first_token;
+    o->t_prev_token = r->t_last_token;
+    o->t_step_start = ae->t_step_start ? ae->t_step_start : now;
+    o->t_now = now;
+    o->is_first = !r->routed_any;
+    r->routed_any = true;
+    if (has_tokens)
+        r->t_last_token = now;
+    if (ae->params.observe)
+        ae->params.observe(ae->params.observe_user, o);
+    bool finished = o->finished;
+    if (finished) {
+        /* counted out before the waiter can see its last delta */
+        pthread_mutex_lock(&ae->mu);
+        ae->n_unfinished--;
+        pthread_mutex_unlock(&ae->mu);
+    }
+
+    pthread_mutex_lock(&r->mu);
+    if (r->q_len == r->q_cap) {
+        int cap = r->q_cap ? r->q_cap * 2 : 8;
+        struct pl_async_output **q = realloc(r->q, sizeof(*q) * (size_t)cap);
+        if (!q) {
+            /* drop a non-final delta rather than fail: its text is lost, the
+             * request still ends (the final delta is forced through below) */
+            pthread_mutex_unlock(&r->mu);
+            pl_log(PL_LOG_ERROR, "async engine: out of memory routing a delta");
+            if (!finished) {
+                pl_async_output_free(o);
+                return;
+            }
+            o->n_samples = 0;
+            pthread_mutex_lock(&r->mu);
+            /* reuse the slot of the oldest unread delta for the final one */
+            if (r->q_len > r->q_head) {
+                pl_async_output_free(r->q[r->q_len - 1]);
+                r->q_len--;
+            }
+        } else {
+            r->q = q;
+            r->q_cap = cap;
+        }
+    }
+    if (r->q_len < r->q_cap)
+        r->q[r->q_len++] = o;
+    else
+        pl_async_output_free(o);
+    if (finished)
+        r->finished = true;
+    if (r->notify)
+        r->notify(r->notify_user);
+    pthread_mutex_unlock(&r->mu);
+
+    if (finished) {
+        table_del(ae, r);
+        request_unref(r);
+    }
+}
+
+/* A finished delta carrying an error, for a request the engine refused or lost. */
+static void route_error(struct pl_async_engine *ae, struct pl_async_request *r, pl_status st,
+                        const char *msg)
+{
+    struct pl_async_output *o = calloc(1, sizeof(*o));
+    if (!o) {
+        /* last resort: mark finished without a delta so the waiter can end */
+        pthread_mutex_lock(&r->mu);
+        r->finished = true;
+        if (r->notify)
+            r->notify(r->notify_user);
+        pthread_mutex_unlock(&r->mu);
+        table_del(ae, r);
+        pthread_mutex_lock(&ae->mu);
+        ae->n_unfinished--;
+        pthread_mutex_unlock(&ae->mu);
+        request_unref(r);
+        return;
+    }
+    o->request_id = r->id;
+    o->n_prompt_tokens = r->n_prompt;
+    o->finished = true;
+    o->error_status = st;
+    o->error_msg = strdup(msg ? msg : "engine error");
+    route(ae, r, o);
+}
+
+static void heartbeat(struct pl_async_engine *ae, bool stepped)
+{
+    double now = pl_async_now();
+    pthread_mutex_lock(&ae->mu);
+    ae->beat_time = now;
+    if (stepped)
+        ae->beat_steps++;
+    pthread_mutex_unlock(&ae->mu);
+}
+
+static bool stalled_by_test_hook(const struct pl_async_engine *ae)
+{
+    struct stat sb;
+    return ae->stall_file && stat(ae->stall_file, &sb) == 0;
+}
+
+static void apply(struct pl_async_engine *ae, struct cmd *c)
+{
+    struct pl_err err = {0};
+    switch (c->kind) {
+    case CMD_ADD: {
+        struct pl_async_request *r = c->req;
+        if (!table_put(ae, r)) {
+            /* not in the table: route_error's table_del finds nothing */
+            route_error(ae, r, PL_STATUS_NO_MEMORY, "out of memory");
+            break;
+        }
+        pl_status st = ae->ops->add_request(ae->engine, r->id, r->prompt, r->n_prompt, &r->sp,
+                                            &err);
+        free(r->prompt);
+        r->prompt = NULL;
+        pl_sampling_params_fini(&r->sp);
+        if (st != PL_STATUS_OK)
+            route_error(ae, r, st, err.msg);
+        break;
+    }
+    case CMD_ABORT:
+        if (table_get(ae, c->request_id))
+            ae->ops->abort_request(ae->engine, c->request_id);
+        break;
+    case CMD_ABORT_ALL:
+        for (size_t i = 0; i < ae->table_cap; i++)
+            for (struct pl_async_request *e = ae->table[i]; e; e = e->hnext)
+                ae->ops->abort_request(ae->engine, e->id);
+        break;
+    }
+}
+
+static void poll_and_route(struct pl_async_engine *ae)
+{
+    struct pl_err err = {0};
+    struct pl_async_output **outs = NULL;
+    int n = 0;
+    if (ae->ops->poll(ae->engine, &outs, &n, &err) != PL_STATUS_OK) {
+        pl_log(PL_LOG_ERROR, "engine poll failed: %s", err.msg);
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        struct pl_async_request *r = table_get(ae, outs[i]->request_id);
+        if (r)
+            route(ae, r, outs[i]);
+        else
+            pl_async_output_free(outs[i]);
+    }
+    free(outs);
+}
+
+static void *engine_main(void *arg)
+{
+    struct pl_async_engine *ae = arg;
+    struct pl_err err = {0};
+    for (;;) {
+        pthread_mutex_lock(&ae->mu);
+        while (!ae->stop && !ae->inbox_head && !ae->ops->has_unfinished(ae->engine)) {
+            pthread_cond_wait(&ae->cv, &ae->mu);
+            ae->beat_time = pl_async_now(); /* waking up is progress */
+        }
+        struct cmd *cmds = ae->inbox_head;
+        ae->inbox_head = ae->inbox_tail = NULL;
+        bool stop = ae->stop;
+        pthread_mutex_unlock(&ae->mu);
+
+        while (cmds) {
+            struct cmd *next = cmds->next;
+            apply(ae, cmds);
+            free(cmds);
+            cmds = next;
+        }
+        if (stop)
+            break;
+        if (!ae->ops->has_unfinished(ae->engine))
+            continue;
+        if (stalled_by_test_hook(ae)) {
+            struct timespec ts = {0, 20 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+            continue;
+        }
+        ae->t_step_start = pl_async_now();
+        if (ae->ops->step(ae->engine, &err) != PL_STATUS_OK) {
+            /* a backend failure: fail every request rather than spin on it */
+            pl_log(PL_LOG_ERROR, "engine step failed: %s", err.msg);
+            for (size_t i = 0; i < ae->table_cap; i++)
+                for (struct pl_async_request *e = ae->table[i]; e; e = e->hnext)
+                    ae->ops->abort_request(ae->engine, e->id);
+        }
+        poll_and_route(ae);
+        struct pl_engine_stats st;
+        memset(&st, 0, sizeof(st));
+        ae->ops->get_stats(ae->engine, &st);
+        pthread_mutex_lock(&ae->mu);
+        ae->stats = st;
+        pthread_mutex_unlock(&ae->mu);
+        heartbeat(ae, true);
+    }
+
+    /* shutting down: abort what runs, let the engine report it, end the rest */
+    for (size_t i = 0; i < ae->table_cap; i++)
+        for (struct pl_async_request *e = ae->table[i]; e; e = e->hnext)
+            ae->ops->abort_request(ae->engine, e->id);
+    for (int guard = 0; guard < 1000 && ae->ops->has_unfinished(ae->engine); guard++) {
+        if (ae->ops->step(ae->engine, &err) != PL_STATUS_OK)
+            break;
+        poll_and_route(ae);
+    }
+    poll_and_route(ae);
+    for (size_t i = 0; i < ae->table_cap; i++) {
+        while (ae->table[i])
+            route_error(ae, ae->table[i], PL_STATUS_ABORTED, "server shutting down");
+    }
+    pthread_mutex_lock(&ae->mu);
+    ae->thread_exited = true;
+    pthread_mutex_unlock(&ae->mu);
+    return NULL;
+}
+
+/* ---- public -------------------------------------------------------------- */
+
+pl_status pl_async_engine_new(const struct pl_engine_ops *ops, void *engine,
+                              const struct pl_async_engine_params *params,
+                              struct pl_async_engine **out, struct pl_err *err)
+{
+    *out = NULL;
+    struct pl_async_engine *ae = calloc(1, sizeof(*ae));
+    if (!ae)
+        return pl_err_set(err, PL_STATUS_NO_MEMORY, "out of memory");
+    ae->ops = ops;
+    ae->engine = engine;
+    if (params)
+        ae->params = *params;
+    else
+        pl_async_engine_params_default(&ae->params);
+    const char *stall = getenv("PAGELLM_TEST_STALL_FILE");
+    if (stall && *stall)
+        ae->stall_file = strdup(stall);
+    ae->next_id = 1;
+    ae->beat_time = pl_async_now();
+    pthread_mutex_init(&ae->mu, NULL);
+    pthread_cond_init(&ae->cv, NULL);
+    int rc = pthread_create(&ae->thread, NULL, engine_main, ae);
+    if (rc) {
+        pl_async_engine_free(ae);
+        return pl_err_set(err, PL_STATUS_INTERNAL, "cannot start the engine thread: %s",
+                          strerror(rc));
+    }
+    ae->thread_started = true;
+    *out = ae;
+    return PL_STATUS_OK;
+}
+
+void pl_async_engine_free(struct pl_async_engine *ae)
+{
+    if (!ae)
+        return;
+    if (ae->thread_started) {
+        pthread_mutex_lock(&ae->mu);
+        ae->stop = true;
+        pthread_cond_signal(&ae->cv);
+        pthread_mutex_unlock(&ae->mu);
+        pthread_join(ae->thread, NULL);
+    }
+    /* commands posted after the thread left (aborts) */
+    for (struct cmd *c = ae->inbox_head, *next; c; c = next) {
+        next = c->next;
+        if (c->kind == CMD_ADD)
+            request_unref(c->req);
+        free(c);
+    }
+    free(ae->table);
+    free(ae->stall_file);
+    pthread_cond_destroy(&ae->cv);
+    pthread_mutex_destroy(&ae->mu);
+    free(ae);
+}
+
+pl_status pl_async_engine_submit(struct pl_async_engine *ae, const int32_t *prompt_ids,
+                                 int n_prompt, const struct pl_sampling_params *params,
+                                 pl_async_notify_fn notify, void *notify_user,
+                                 struct pl_async_request **out, struct pl_err *err)
+{
+    *out = NULL;
+    struct pl_async_request *r = calloc(1, sizeof(*r));
+    struct cmd *c = calloc(1, sizeof(*c));
+    if (!r || !c || n_prompt < 0)
+        goto oom;
+    r->prompt = malloc(sizeof(int32_t) * (size_t)(n_prompt > 0 ? n_prompt : 1));
+    if (!r->prompt)
+        goto oom;
+    if (n_prompt)
+        memcpy(r->prompt, prompt_ids, sizeof(int32_t) * (size_t)n_prompt);
+    r->n_prompt = n_prompt;
+    pl_sampling_params_default(&r->sp);
+    if (params && pl_sampling_params_copy(&r->sp, params, err) != PL_STATUS_OK) {
+        free(r->prompt);
+        free(r);
+        free(c);
+        return PL_STATUS_NO_MEMORY;
+    }
+    pthread_mutex_init(&r->mu, NULL);
+    r->refs = 2;
+    r->ae = ae;
+    r->notify = notify;
+    r->notify_user = notify_user;
+    r->t_arrival = pl_async_now();
+    c->kind = CMD_ADD;
+    c->req = r;
+
+    pthread_mutex_lock(&ae->mu);
+    pl_status st = PL_STATUS_OK;
+    if (ae->stop || ae->thread_exited)
+        st = pl_err_set(err, PL_STATUS_ABORTED, "the server is shutting down");
+    else if (ae->n_unfinished >= ae->params.max_pending)
+        st = pl_err_set(err, PL_STATUS_LIMIT,
+                        "the server is overloaded: %d requests are already pending",
+                        ae->n_unfinished);
+    if (st == PL_STATUS_OK) {
+        r->id = ae->next_id++;
+        if (ae->n_unfinished++ == 0)
+            ae->beat_time = r->t_arrival; /* idle time is not a stall */
+        post(ae, c);
+    }
+    pthread_mutex_unlock(&ae->mu);
+    if (st != PL_STATUS_OK) {
+        free(c);
+        r->refs = 1;
+        request_unref(r);
+        return st;
+    }
+    *out = r;
+    return PL_STATUS_OK;
+oom:
+    if (r)
+        free(r->prompt);
+    free(r);
+    free(c);
+    return pl_err_set(err, PL_STATUS_NO_MEMORY, "out of memory");
+}
+
+void pl_async_engine_abort_all(struct pl_async_engine *ae)
+{
+    struct cmd *c = calloc(1, sizeof(*c));
+    if (!c)
+        return;
+    c->kind = CMD_ABORT_ALL;
+    pthread_mutex_lock(&ae->mu);
+    post(ae, c);
+    pthread_mutex_unlock(&ae->mu);
+}
+
+int pl_async_engine_num_unfinished(struct pl_async_engine *ae)
+{
+    pthread_mutex_lock(&ae->mu);
+    int n = ae->n_unfinished;
+    pthread_mutex_unlock(&ae->mu);
+    return n;
+}
+
+void pl_async_engine_stats(struct pl_async_engine *ae, struct pl_engine_stats *out)
+{
+    pthread_mutex_lock(&ae->mu);
+    *out = ae->stats;
+    pthread_mutex_unlock(&ae->mu);
+}
+
+bool pl_async_engine_is_healthy(struct pl_async_engine *ae, double *age_s)
+{
+    double now = pl_async_now();
+    pthread_mutex_lock(&ae->mu);
+    double age = now - ae->beat_time;
+    bool ok = !ae->thread_exited &&
+              !(ae->n_unfinished > 0 && age > ae->params.stall_timeout_s);
+    pthread_mutex_unlock(&ae->mu);
+    if (age_s)
+        *age_s = age;
+    return ok;
+}

@@ -1,0 +1,1601 @@
+/*
+ * openai.c -- OpenAI-compatible routes over the async engine (see openai.h).
+ *
+ * Reference for names, defaults and shapes: the OpenAI API reference and
+ * vLLM's entrypoints/openai/protocol.py and serving_{completion,chat}.py.
+ * Defaults: completions max_tokens 16; chat max_tokens (or
+ * max_completion_tokens) the rest of the context; a null field means "not
+ * given". Errors are 400 naming the field, 404 for an unknown model.
+ *
+ * A generation request's life (struct gen, one per HTTP request):
+ *   handler: parse -> submit one engine request per prompt -> return an async
+ *   reply (stream or deferred); engine thread: deltas -> wake;
+ *   transport thread: produce()/result() drain deltas into per-choice state and
+ *   format chunks or the final object; closed(): abort what is unfinished
+ *   (the client went away: the engine frees its blocks), release, free.
+ */
+#include "server/openai.h"
+
+#include "tokenizer/chat_template/chat_template.h"
+#include "tokenizer/tokenizer.h"
+#include "util/log.h"
+
+#include <jansson.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+struct pl_openai {
+    char **names;
+    int n_names;
+    char *model_root;
+    int max_model_len;
+    const struct pl_tokenizer *tok;
+    struct pl_chat_template *tmpl; /* NULL when neither the tokenizer nor the flag has one */
+    char *tmpl_error;              /* why tmpl is NULL */
+    struct pl_sampling_params defaults;
+    int vocab_size;
+    struct pl_async_engine *ae;
+    struct pl_metrics *metrics;
+    time_t created;
+    atomic_ullong next_id;
+    unsigned long long id_salt;
+};
+
+/* ---- errors ---------------------------------------------------------------- */
+
+__attribute__((format(printf, 4, 5))) static pl_status fail(struct pl_openai_error *e, int status,
+                                                             const char *param,
+                                                             const char *fmt, ...)
+{
+    e->status = status;
+    e->type = NULL;
+    snprintf(e->param, sizeof(e->param), "%s", param ? param : "");
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->message, sizeof(e->message), fmt, ap);
+    va_end(ap);
+    return status == 404 ? PL_STATUS_NOT_FOUND : PL_STATUS_INVALID_ARGUMENT;
+}
+
+/* The field a sampling-params message names, for "param": the quoted name of
+ * "unknown field 'x'", else the first sampling field named as a whole word. */
+static void param_from_message(const char *msg, char *param, size_t cap)
+{
+    static const char *const fields[] = {
+        "n", "presence_penalty", "frequency_penalty", "repetition_penalty", "temperature",
+        "top_p", "top_k", "min_p", "seed", "stop", "stop_token_ids",
+        "include_stop_str_in_output", "ignore_eos", "max_tokens", "max_completion_tokens",
+        "min_tokens", "logprobs", "top_logprobs", "prompt_logprobs", "skip_special_tokens",
+        "spaces_between_special_tokens", "logit_bias", "allowed_token_ids", "use_beam_search",
+        "beam_width", "length_penalty", "early_stopping", "best_of", NULL};
+    param[0] = '\0';
+    const char *q = strstr(msg, "unknown field '");
+    if (q) {
+        q += strlen("unknown field '");
+        const char *end = strchr(q, '\'');
+        if (end && (size_t)(end - q) < cap) {
+            memcpy(param, q, (size_t)(end - q));
+            param[end - q] = '\0';
+        }
+        return;
+    }
+    const char *best = NULL;
+    const char *best_name = NULL;
+    for (int i = 0; fields[i]; i++) {
+        size_t n = strlen(fields[i]);
+        for (const char *p = strstr(msg, fields[i]); p; p = strstr(p + 1, fields[i])) {
+            bool word_start = p == msg || !(p[-1] == '_' || (p[-1] >= 'a' && p[-1] <= 'z'));
+            char c = p[n];
+            bool word_end = !(c == '_' || (c >= 'a' && c <= 'z') || c == '(');
+            if (word_start && word_end) {
+                if (!best || p < best || (p == best && n > strlen(best_name))) {
+                    best = p;
+                    best_name = fields[i];
+                }
+                break;
+            }
+        }
+    }
+    if (best_name && strlen(best_name) < cap)
+        strcpy(param, best_name);
+}
+
+static const char *type_name(const json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: return "object";
+    case JSON_ARRAY: return "array";
+    case JSON_STRING: return "string";
+    case JSON_INTEGER: return "integer";
+    case JSON_REAL: return "number";
+    case JSON_TRUE:
+    case JSON_FALSE: return "boolean";
+    default: return "null";
+    }
+}
+
+/* ---- setup ------------------------------------------------------------------- */
+
+pl_status pl_openai_new(const struct pl_openai_params *p, struct pl_openai **out,
+                        struct pl_err *err)
+{
+    *out = NULL;
+    if (!p || p->n_served_names < 1 || p->max_model_len < 1)
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                          "openai: need a served model name and max_model_len");
+    struct pl_openai *o = calloc(1, sizeof(*o));
+    if (!o)
+        return pl_err_set(err, PL_STATUS_NO_MEMORY, "out of memory");
+    pl_sampling_params_default(&o->defaults);
+    o->names = calloc((size_t)p->n_served_names, sizeof(char *));
+    if (!o->names)
+        goto oom;
+    o->n_names = p->n_served_names;
+    for (int i = 0; i < p->n_served_names; i++)
+        if (!(o->names[i] = strdup(p->served_names[i])))
+            goto oom;
+    if (!(o->model_root = strdup(p->model_root ? p->model_root : "")))
+        goto oom;
+    o->max_model_len = p->max_model_len;
+    o->tok = p->tok;
+    o->vocab_size = p->vocab_size > 0 ? p->vocab_size
+                    : p->tok          ? pl_tokenizer_vocab_size(p->tok)
+                                      : 0;
+    o->ae = p->ae;
+    o->metrics = p->metrics;
+    o->created = time(NULL);
+    o->id_salt = ((unsigned long long)getpid() << 32) ^ (unsigned long long)o->created;
+    if (p->defaults && pl_sampling_params_copy(&o->defaults, p->defaults, err) != PL_STATUS_OK) {
+        pl_openai_free(o);
+        return PL_STATUS_NO_MEMORY;
+    }
+    const char *src = p->chat_template ? p->chat_template
+                      : p->tok         ? pl_tokenizer_chat_template(p->tok)
+                                       : NULL;
+    if (src) {
+        struct pl_err terr = {0};
+        if (pl_chat_template_parse(src, strlen(src), &o->tmpl, &terr) != PL_STATUS_OK) {
+            if (p->chat_template) { /* the operator's own template: say so at start-up */
+                pl_openai_free(o);
+                return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "--chat-template: %s",
+                                  terr.msg);
+            }
+            o->tmpl = NULL;
+            o->tmpl_error = strdup(terr.msg);
+        }
+    }
+    *out = o;
+    return PL_STATUS_OK;
+oom:
+    pl_openai_free(o);
+    return pl_err_set(err, PL_STATUS_NO_MEMORY, "out of memory");
+}
+
+void pl_openai_free(struct pl_openai *o)
+{
+    if (!o)
+        return;
+    for (int i = 0; o->names && i < o->n_names; i++)
+        free(o->names[i]);
+    free(o->names);
+    free(o->model_root);
+    pl_chat_template_free(o->tmpl);
+    free(o->tmpl_error);
+    pl_sampling_params_fini(&o->defaults);
+    free(o);
+}
+
+void pl_openai_request_fini(struct pl_openai_request *r)
+{
+    if (!r)
+        return;
+    for (int i = 0; i < r->n_prompts; i++) {
+        free(r->prompts[i].ids);
+        free(r->prompts[i].text);
+    }
+    free(r->prompts);
+    free(r->model);
+    pl_sampling_params_fini(&r->sp);
+    memset(r, 0, sizeof(*r));
+}
+
+/* ---- parsing ------------------------------------------------------------------ */
+
+static const char *const completion_keys[] = {
+    "model", "prompt", "echo", "stream", "stream_options", "suffix", "user",
+    "add_special_tokens", "request_id", "priority", NULL};
+
+static const char *const chat_keys[] = {
+    "model", "messages", "stream", "stream_options", "user", "add_generation_prompt",
+    "continue_final_message", "chat_template", "chat_template_kwargs", "add_special_tokens",
+    "response_format", "tools", "tool_choice", "parallel_tool_calls", "functions",
+    "function_call", "request_id", "priority", "documents", "echo", NULL};
+
+static bool get_bool(const json_t *root, const char *key, bool dflt, bool *out,
+                     struct pl_openai_error *e)
+{
+    json_t *v = json_object_get(root, key);
+    if (!v || json_is_null(v)) {
+        *out = dflt;
+        return true;
+    }
+    if (!json_is_boolean(v)) {
+        fail(e, 400, key, "%s: expected a boolean, got %s", key, type_name(v));
+        return false;
+    }
+    *out = json_is_true(v);
+    return true;
+}
+
+static pl_status check_model(const struct pl_openai *o, const json_t *root,
+                             struct pl_openai_request *r, struct pl_openai_error *e)
+{
+    json_t *m = json_object_get(root, "model");
+    const char *name = o->names[0];
+    if (m && !json_is_null(m)) {
+        if (!json_is_string(m))
+            return fail(e, 400, "model", "model: expected a string, got %s", type_name(m));
+        name = json_string_value(m);
+        bool known = false;
+        for (int i = 0; i < o->n_names && !known; i++)
+            known = !strcmp(o->names[i], name);
+        if (!known) {
+            fail(e, 404, "model", "The model `%s` does not exist.", name);
+            e->type = "NotFoundError";
+            return PL_STATUS_NOT_FOUND;
+        }
+    }
+    r->model = strdup(name);
+    return r->model ? PL_STATUS_OK : fail(e, 503, NULL, "out of memory");
+}
+
+static struct pl_openai_prompt *add_prompt(struct pl_openai_request *r)
+{
+    struct pl_openai_prompt *p =
+        realloc(r->prompts, sizeof(*p) * (size_t)(r->n_prompts + 1));
+    if (!p)
+        return NULL;
+    r->prompts = p;
+    p = &r->prompts[r->n_prompts++];
+    memset(p, 0, sizeof(*p));
+    return p;
+}
+
+static pl_status encode_text(const struct pl_openai *o, const char *text, size_t len,
+                             bool add_special, struct pl_openai_prompt *p, const char *param,
+                             struct pl_openai_error *e)
+{
+    if (!o->tok)
+        return fail(e, 400, param, "%s: this model has no tokenizer; send token ids", param);
+    struct pl_err err = {0};
+    if (pl_tokenizer_encode(o->tok, text, len, add_special, &p->ids, &p->n_ids, &err) !=
+        PL_STATUS_OK)
+        return fail(e, 400, param, "%s: %s", param, err.msg);
+    p->text = malloc(len + 1);
+    if (!p->text)
+        return fail(e, 503, NULL, "out of memory");
+    memcpy(p->text, text, len);
+    p->text[len] = '\0';
+    return PL_STATUS_OK;
+}
+
+static pl_status read_ids(const struct pl_openai *o, const json_t *arr,
+                          struct pl_openai_prompt *p, struct pl_openai_error *e)
+{
+    size_t n = json_array_size(arr);
+    p->ids = malloc(sizeof(int32_t) * (n ? n : 1));
+    if (!p->ids)
+        return fail(e, 503, NULL, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        json_t *v = json_array_get(arr, i);
+        if (!json_is_integer(v))
+            return fail(e, 400, "prompt", "prompt: token ids must be integers, got %s",
+                        type_name(v));
+        json_int_t id = json_integer_value(v);
+        if (id < 0 || (o->vocab_size > 0 && id >= o->vocab_size) || id > INT32_MAX)
+            return fail(e, 400, "prompt", "prompt: token id %lld is out of vocabulary (0..%d)",
+                        (long long)id, o->vocab_size - 1);
+        p->ids[i] = (int32_t)id;
+    }
+    p->n_ids = (int)n;
+    return PL_STATUS_OK;
+}
+
+static pl_status parse_prompts(const struct pl_openai *o, const json_t *root,
+                               struct pl_openai_request *r, struct pl_openai_error *e)
+{
+    bool add_special;
+    if (!get_bool(root, "add_special_tokens", true, &add_special, e))
+        return PL_STATUS_INVALID_ARGUMENT;
+    json_t *pr = json_object_get(root, "prompt");
+    if (!pr || json_is_null(pr))
+        return fail(e, 400, "prompt", "prompt: field required");
+    if (json_is_string(pr)) {
+        struct pl_openai_prompt *p = add_prompt(r);
+        if (!p)
+            return fail(e, 503, NULL, "out of memory");
+        return encode_text(o, json_string_value(pr), json_string_length(pr), add_special, p,
+                           "prompt", e);
+    }
+    if (!json_is_array(pr))
+        return fail(e, 400, "prompt",
+                    "prompt: expected a string, a list of strings, a list of token ids or a "
+                    "list of token-id lists, got %s",
+                    type_name(pr));
+    size_t n = json_array_size(pr);
+    if (n == 0)
+        return fail(e, 400, "prompt", "prompt: must not be empty");
+    json_t *first = json_array_get(pr, 0);
+    if (json_is_integer(first)) {
+        struct pl_openai_prompt *p = add_prompt(r);
+        if (!p)
+            return fail(e, 503, NULL, "out of memory");
+        return read_ids(o, pr, p, e);
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_t *v = json_array_get(pr, i);
+        bool want_str = json_is_string(first);
+        if (want_str ? !json_is_string(v) : !json_is_array(v))
+            return fail(e, 400, "prompt",
+                        "prompt[%zu]: expected %s like prompt[0], got %s", i,
+                        want_str ? "a string" : "a list of token ids", type_name(v));
+        struct pl_openai_prompt *p = add_prompt(r);
+        if (!p)
+            return fail(e, 503, NULL, "out of memory");
+        pl_status st = want_str ? encode_text(o, json_string_value(v), json_string_length(v),
+                                              add_special, p, "prompt", e)
+                                : read_ids(o, v, p, e);
+        if (st != PL_STATUS_OK)
+            return st;
+        if (!want_str && p->n_ids == 0)
+            return fail(e, 400, "prompt", "prompt[%zu]: must not be empty", i);
+    }
+    return PL_STATUS_OK;
+}
+
+/* Cuts the rendered chat right after the final message's content (continue_final_message):
+ * the content's last occurrence, keeping trailing whitespace only if the template kept it. */
+static bool cut_after_final(char *rendered, const char *content)
+{
+    size_t n = strlen(content);
+    size_t n_strip = n;
+    while (n_strip > 0 && strchr(" \t\r\n", content[n_strip - 1]))
+        n_strip--;
+    if (n_strip == 0)
+        return false;
+    char *last = NULL;
+    for (char *p = rendered; (p = strstr(p, content)) != NULL; p++)
+        last = p;
+    size_t keep = n;
+    if (!last) {
+        char *needle = strndup(content, n_strip);
+        if (!needle)
+            return false;
+        for (char *p = rendered; (p = strstr(p, needle)) != NULL; p++)
+            last = p;
+        free(needle);
+        keep = n_strip;
+    }
+    if (!last)
+        return false;
+    last[keep] = '\0';
+    return true;
+}
+
+/* messages -> the template's messages: text-part arrays joined with "\n" (vLLM's "string"
+ * content format); roles checked; other keys passed through. */
+static json_t *normalize_messages(const json_t *msgs, struct pl_openai_error *e)
+{
+    if (!msgs || !json_is_array(msgs)) {
+        fail(e, 400, "messages", "messages: expected a list of messages, got %s",
+             msgs ? type_name(msgs) : "nothing");
+        return NULL;
+    }
+    if (json_array_size(msgs) == 0) {
+        fail(e, 400, "messages", "messages: must not be empty");
+        return NULL;
+    }
+    json_t *out = json_array();
+    size_t i;
+    json_t *m;
+    json_array_foreach(msgs, i, m)
+    {
+        if (!json_is_object(m)) {
+            fail(e, 400, "messages", "messages[%zu]: expected an object, got %s", i, type_name(m));
+            goto bad;
+        }
+        json_t *role = json_object_get(m, "role");
+        if (!json_is_string(role)) {
+            fail(e, 400, "messages", "messages[%zu].role: expected a string", i);
+            goto bad;
+        }
+        json_t *copy = json_copy(m);
+        json_t *content = json_object_get(m, "content");
+        if (content && json_is_array(content)) {
+            struct pl_sbuf b = {0};
+            size_t k;
+            json_t *part;
+            json_array_foreach(content, k, part)
+            {
+                json_t *type = json_object_get(part, "type");
+                json_t *text = json_object_get(part, "text");
+                if (!json_is_object(part) || !json_is_string(type)) {
+                    fail(e, 400, "messages",
+                         "messages[%zu].content[%zu]: expected an object with a \"type\"", i, k);
+                } else if (strcmp(json_string_value(type), "text") || !json_is_string(text)) {
+                    fail(e, 400, "messages",
+                         "messages[%zu].content[%zu]: content parts of type '%s' are not "
+                         "supported (text only)",
+                         i, k, json_string_value(type));
+                } else {
+                    if (b.len)
+                        pl_sbuf_append(&b, "\n", 1);
+                    pl_sbuf_append(&b, json_string_value(text), json_string_length(text));
+                    continue;
+                }
+                pl_sbuf_fini(&b);
+                json_decref(copy);
+                goto bad;
+            }
+            json_object_set_new(copy, "content", json_stringn(b.data ? b.data : "", b.len));
+            pl_sbuf_fini(&b);
+        } else if (content && !json_is_string(content) && !json_is_null(content)) {
+            fail(e, 400, "messages", "messages[%zu].content: expected a string or a list of "
+                                     "content parts, got %s",
+                 i, type_name(content));
+            json_decref(copy);
+            goto bad;
+        }
+        json_array_append_new(out, copy);
+    }
+    return out;
+bad:
+    json_decref(out);
+    return NULL;
+}
+
+static pl_status parse_chat_prompt(const struct pl_openai *o, const json_t *root,
+                                   struct pl_openai_request *r, struct pl_openai_error *e)
+{
+    bool add_gen, cont, add_special;
+    if (!get_bool(root, "add_generation_prompt", true, &add_gen, e) ||
+        !get_bool(root, "continue_final_message", false, &cont, e) ||
+        !get_bool(root, "add_special_tokens", false, &add_special, e))
+        return PL_STATUS_INVALID_ARGUMENT;
+    if (cont && add_gen)
+        return fail(e, 400, "continue_final_message",
+                    "continue_final_message and add_generation_prompt cannot both be true");
+    json_t *v;
+    if ((v = json_object_get(root, "response_format")) && !json_is_null(v)) {
+        json_t *t = json_object_get(v, "type");
+        if (!json_is_object(v) || !json_is_string(t))
+            return fail(e, 400, "response_format", "response_format: expected {\"type\": ...}");
+        if (strcmp(json_string_value(t), "text"))
+            return fail(e, 400, "response_format",
+                        "response_format type '%s' is not supported yet (structured output is "
+                        "not implemented); use \"text\"",
+                        json_string_value(t));
+    }
+    if (((v = json_object_get(root, "tools")) && !json_is_null(v) &&
+         !(json_is_array(v) && json_array_size(v) == 0)) ||
+        ((v = json_object_get(root, "functions")) && !json_is_null(v)))
+        return fail(e, 400, "tools", "tools: tool calling is not supported yet");
+    if ((v = json_object_get(root, "tool_choice")) && !json_is_null(v) &&
+        !(json_is_string(v) && !strcmp(json_string_value(v), "none")))
+        return fail(e, 400, "tool_choice", "tool_choice: tool calling is not supported yet");
+    if ((v = json_object_get(root, "function_call")) && !json_is_null(v))
+        return fail(e, 400, "function_call", "function_call: tool calling is not supported yet");
+    if ((v = json_object_get(root, "echo")) && !json_is_null(v) && !json_is_false(v))
+        return fail(e, 400, "echo", "echo: not supported for chat completions");
+    if ((v = json_object_get(root, "documents")) && !json_is_null(v))
+        return fail(e, 400, "documents", "documents: not supported");
+
+    struct pl_chat_template *own = NULL;
+    const struct pl_chat_template *t = o->tmpl;
+    json_t *tv = json_object_get(root, "chat_template");
+    if (tv && !json_is_null(tv)) {
+        if (!json_is_string(tv))
+            return fail(e, 400, "chat_template", "chat_template: expected a string");
+        struct pl_err err = {0};
+        if (pl_chat_template_parse(json_string_value(tv), json_string_length(tv), &own, &err) !=
+            PL_STATUS_OK)
+            return fail(e, 400, "chat_template", "chat_template: %s", err.msg);
+        t = own;
+    }
+    if (!t) {
+        if (o->tmpl_error)
+            return fail(e, 400, "chat_template", "the model's chat template does not parse: %s",
+                        o->tmpl_error);
+        return fail(e, 400, "chat_template",
+                    "this model has no chat template: pass chat_template or start the server "
+                    "with --chat-template");
+    }
+    pl_status st = PL_STATUS_INVALID_ARGUMENT;
+    json_t *msgs = normalize_messages(json_object_get(root, "messages"), e);
+    json_t *ctx = json_object();
+    char *rendered = NULL;
+    if (!msgs)
+        goto out;
+    json_t *kw = json_object_get(root, "chat_template_kwargs");
+    if (kw && !json_is_null(kw)) {
+        if (!json_is_object(kw)) {
+            fail(e, 400, "chat_template_kwargs", "chat_template_kwargs: expected an object");
+            goto out;
+        }
+        json_object_update(ctx, kw);
+    }
+    const char *bos = o->tok ? pl_tokenizer_bos_token(o->tok) : NULL;
+    const char *eos = o->tok ? pl_tokenizer_eos_token(o->tok) : NULL;
+    json_object_set_new(ctx, "bos_token", json_string(bos ? bos : ""));
+    json_object_set_new(ctx, "eos_token", json_string(eos ? eos : ""));
+    json_object_set_new(ctx, "add_generation_prompt", json_boolean(add_gen));
+    json_object_set(ctx, "messages", msgs);
+    size_t len = 0;
+    struct pl_err err = {0};
+    if (pl_chat_template_render(t, ctx, NULL, &rendered, &len, &err) != PL_STATUS_OK) {
+        fail(e, 400, "messages", "chat template: %s", err.msg);
+        goto out;
+    }
+    if (cont) {
+        json_t *last = json_array_get(msgs, json_array_size(msgs) - 1);
+        json_t *c = json_object_get(last, "content");
+        if (!json_is_string(c) || !cut_after_final(rendered, json_string_value(c))) {
+            fail(e, 400, "continue_final_message",
+                 "continue_final_message: the final message's content does not appear in the "
+                 "rendered chat");
+            goto out;
+        }
+        len = strlen(rendered);
+    }
+    struct pl_openai_prompt *p = add_prompt(r);
+    if (!p) {
+        fail(e, 503, NULL, "out of memory");
+        goto out;
+    }
+    st = encode_text(o, rendered, len, add_special, p, "messages", e);
+out:
+    free(rendered);
+    json_decref(ctx);
+    json_decref(msgs);
+    pl_chat_template_free(own);
+    return st;
+}
+
+pl_status pl_openai_parse(const struct pl_openai *o, enum pl_openai_kind kind, const char *body,
+                          size_t len, struct pl_openai_request *r, struct pl_openai_error *e)
+{
+    memset(r, 0, sizeof(*r));
+    memset(e, 0, sizeof(*e));
+    r->kind = kind;
+    pl_sampling_params_default(&r->sp);
+    json_error_t je;
+    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+    pl_status st = PL_STATUS_INVALID_ARGUMENT;
+    if (!root) {
+        fail(e, 400, NULL, "invalid JSON body: %s (line %d, column %d)", je.text, je.line,
+             je.column);
+        goto out;
+    }
+    if (!json_is_object(root)) {
+        fail(e, 400, NULL, "the request body must be a JSON object, got %s", type_name(root));
+        goto out;
+    }
+    if ((st = check_model(o, root, r, e)) != PL_STATUS_OK)
+        goto out;
+    st = PL_STATUS_INVALID_ARGUMENT;
+
+    /* sampling fields first: they name unknown keys and type errors */
+    struct pl_err err = {0};
+    if (pl_sampling_params_copy(&r->sp, &o->defaults, &err) != PL_STATUS_OK) {
+        fail(e, 503, NULL, "out of memory");
+        goto out;
+    }
+    json_t *lp = json_object_get(root, "logprobs");
+    if (lp && !json_is_null(lp) &&
+        (kind == PL_OPENAI_CHAT ? !json_is_boolean(lp) : !json_is_integer(lp))) {
+        fail(e, 400, "logprobs", "logprobs: expected %s, got %s",
+             kind == PL_OPENAI_CHAT ? "a boolean" : "an integer", type_name(lp));
+        goto out;
+    }
+    if (kind == PL_OPENAI_COMPLETION && json_object_get(root, "top_logprobs")) {
+        fail(e, 400, "top_logprobs", "top_logprobs: unknown field for completions (use logprobs)");
+        goto out;
+    }
+    if (kind == PL_OPENAI_COMPLETION && json_object_get(root, "max_completion_tokens")) {
+        fail(e, 400, "max_completion_tokens",
+             "max_completion_tokens: unknown field for completions (use max_tokens)");
+        goto out;
+    }
+    /* chat's max_tokens default is "the rest of the context" (None), not 16 */
+    bool max_given = false;
+    const char *mk[] = {"max_tokens", "max_completion_tokens"};
+    for (int i = 0; i < 2; i++) {
+        json_t *mv = json_object_get(root, mk[i]);
+        max_given |= mv && !json_is_null(mv);
+    }
+    if (kind == PL_OPENAI_CHAT && r->sp.max_tokens == 16)
+        r->sp.max_tokens = -1;
+    st = pl_sampling_params_from_json(root, kind == PL_OPENAI_CHAT ? chat_keys : completion_keys,
+                                      &r->sp, &err);
+    if (st != PL_STATUS_OK) {
+        param_from_message(err.msg, e->param, sizeof(e->param));
+        e->status = 400;
+        snprintf(e->message, sizeof(e->message), "%s", err.msg);
+        st = PL_STATUS_INVALID_ARGUMENT;
+        goto out;
+    }
+    st = PL_STATUS_INVALID_ARGUMENT;
+    if (r->sp.use_beam_search) {
+        fail(e, 400, "use_beam_search", "use_beam_search: not supported by the server yet");
+        goto out;
+    }
+    if (!max_given && kind == PL_OPENAI_COMPLETION) {
+        json_t *mv = json_object_get(root, "max_tokens");
+        if (mv && json_is_null(mv))
+            r->sp.max_tokens = -1; /* explicit null: the rest of the context, as vLLM */
+    }
+    if (pl_sampling_params_validate(&r->sp, o->vocab_size, &err) != PL_STATUS_OK) {
+        param_from_message(err.msg, e->param, sizeof(e->param));
+        e->status = 400;
+        snprintf(e->message, sizeof(e->message), "%s", err.msg);
+        goto out;
+    }
+    r->logprobs = r->sp.logprobs;
+    r->skip_special_tokens = r->sp.skip_special_tokens;
+
+    if (!get_bool(root, "stream", false, &r->stream, e))
+        goto out;
+    json_t *so = json_object_get(root, "stream_options");
+    if (so && !json_is_null(so)) {
+        if (!r->stream) {
+            fail(e, 400, "stream_options",
+                 "Stream options can only be defined when `stream=True`.");
+            goto out;
+        }
+        if (!json_is_object(so)) {
+            fail(e, 400, "stream_options", "stream_options: expected an object");
+            goto out;
+        }
+        const char *k;
+        json_t *sv;
+        json_object_foreach(so, k, sv)
+        {
+            if (strcmp(k, "include_usage") && strcmp(k, "continuous_usage_stats")) {
+                fail(e, 400, "stream_options", "stream_options.%s: unknown field", k);
+                goto out;
+            }
+        }
+        if (!get_bool(so, "include_usage", false, &r->include_usage, e) ||
+            !get_bool(so, "continuous_usage_stats", false, &r->continuous_usage, e))
+            goto out;
+    }
+    json_t *v;
+    if ((v = json_object_get(root, "user")) && !json_is_null(v) && !json_is_string(v)) {
+        fail(e, 400, "user", "user: expected a string");
+        goto out;
+    }
+
+    if (kind == PL_OPENAI_COMPLETION) {
+        if ((v = json_object_get(root, "suffix")) && !json_is_null(v)) {
+            fail(e, 400, "suffix", "suffix is not currently supported");
+            goto out;
+        }
+        if (!get_bool(root, "echo", false, &r->echo, e))
+            goto out;
+        /* echo with logprobs reports the prompt's logprobs too (vLLM asks for them) */
+        if (r->echo && r->logprobs >= 0 && r->sp.prompt_logprobs < r->logprobs)
+            r->sp.prompt_logprobs = r->logprobs;
+        if (parse_prompts(o, root, r, e) != PL_STATUS_OK)
+            goto out;
+    } else {
+        if (parse_chat_prompt(o, root, r, e) != PL_STATUS_OK)
+            goto out;
+    }
+
+    /* lengths: every prompt must leave room for its output (vLLM's messages) */
+    for (int i = 0; i < r->n_prompts; i++) {
+        struct pl_openai_prompt *p = &r->prompts[i];
+        const char *field = kind == PL_OPENAI_CHAT ? "messages" : "prompt";
+        if (p->n_ids == 0) {
+            fail(e, 400, field, "%s: the prompt is empty (no tokens)", field);
+            goto out;
+        }
+        if (p->n_ids >= o->max_model_len) {
+            fail(e, 400, field,
+                 "This model's maximum context length is %d tokens. However, your request has "
+                 "%d input tokens. Please reduce the length of the input.",
+                 o->max_model_len, p->n_ids);
+            goto out;
+        }
+        int room = o->max_model_len - p->n_ids;
+        if (r->sp.max_tokens < 0) {
+            p->max_tokens = room;
+        } else if (r->sp.max_tokens > room) {
+            fail(e, 400, kind == PL_OPENAI_CHAT && json_object_get(root, "max_completion_tokens")
+                             ? "max_completion_tokens"
+                             : "max_tokens",
+                 "This model's maximum context length is %d tokens. However, you requested %d "
+                 "tokens (%d in the %s, %d in the completion). Please reduce the length of the "
+                 "%s or completion.",
+                 o->max_model_len, p->n_ids + r->sp.max_tokens, p->n_ids,
+                 kind == PL_OPENAI_CHAT ? "messages" : "prompt", r->sp.max_tokens,
+                 kind == PL_OPENAI_CHAT ? "messages" : "prompt");
+            goto out;
+        } else {
+            p->max_tokens = r->sp.max_tokens;
+        }
+    }
+    st = PL_STATUS_OK;
+out:
+    json_decref(root);
+    if (st != PL_STATUS_OK) {
+        if (!e->status)
+            fail(e, 400, NULL, "invalid request");
+        pl_openai_request_fini(r);
+    }
+    return st;
+}
+
+/* ---- SSE ----------------------------------------------------------------------- */
+
+void pl_openai_sse_data(struct pl_sbuf *b, const char *payload, size_t len)
+{
+    /* one "data:" line per payload line, so a payload never breaks the framing */
+    size_t start = 0;
+    for (size_t i = 0; i <= len; i++) {
+        if (i == len || payload[i] == '\n') {
+            size_t end = i;
+            if (end > start && payload[end - 1] == '\r')
+                end--;
+            pl_sbuf_puts(b, "data: ");
+            pl_sbuf_append(b, payload + start, end - start);
+            pl_sbuf_append(b, "\n", 1);
+            start = i + 1;
+        }
+    }
+    pl_sbuf_append(b, "\n", 1);
+}
+
+/* ---- generation: per-request state ------------------------------------------------- */
+
+struct choice {
+    bool started;            /* its first sample arrived (echo goes before it) */
+    struct pl_sbuf text;     /* all text so far (deferred replies) */
+    int n_tokens;
+    size_t text_offset;      /* completions logprobs: characters before the next token */
+    json_t *lp;              /* completions: {tokens, token_logprobs, top_logprobs,
+                                text_offset}; chat: {content: [...]} (deferred replies) */
+    enum pl_async_finish finish;
+    json_t *stop_reason;     /* string, integer or null */
+};
+
+struct sub {
+    struct pl_async_request *r;
+    int prompt_index;
+    bool finished;
+    struct pl_async_logprob *prompt_lp; /* [n_prompt_lp] from the first delta, or NULL */
+    int n_prompt_lp;
+};
+
+struct gen {
+    struct pl_openai *o;
+    struct pl_openai_request req;
+    struct pl_http_async *async;
+    struct sub *subs;        /* [n_subs]: one engine request per prompt */
+    int n_subs;
+    struct choice *choices;  /* [n_choices] = n_prompts * n */
+    int n_choices;
+    char id[48];
+    long long created;
+    long long prompt_tokens, completion_tokens;
+    int fail_status;         /* 0, or the status of an engine refusal */
+    char *fail_msg;
+    bool started;            /* stream: role chunks sent */
+    bool ended;              /* stream: [DONE] sent */
+};
+
+static void gen_free(struct gen *g)
+{
+    if (!g)
+        return;
+    for (int i = 0; i < g->n_subs; i++) {
+        pl_async_request_release(g->subs[i].r);
+        free(g->subs[i].prompt_lp);
+    }
+    free(g->subs);
+    for (int i = 0; i < g->n_choices; i++) {
+        pl_sbuf_fini(&g->choices[i].text);
+        json_decref(g->choices[i].lp);
+        json_decref(g->choices[i].stop_reason);
+    }
+    free(g->choices);
+    free(g->fail_msg);
+    pl_openai_request_fini(&g->req);
+    free(g);
+}
+
+static json_t *jreal(double v)
+{
+    /* JSON has no infinities: vLLM reports -9999.0 for a -inf logprob */
+    if (!(v > -9999.0))
+        v = -9999.0;
+    return json_real(v);
+}
+
+/* The text of one token, for logprobs (special tokens included, as vLLM shows them). */
+static json_t *token_str(const struct pl_openai *o, int32_t id, size_t *n_chars)
+{
+    char buf[32];
+    json_t *j = NULL;
+    if (o->tok) {
+        char *text = NULL;
+        size_t len = 0;
+        if (pl_tokenizer_decode(o->tok, &id, 1, false, &text, &len, NULL) == PL_STATUS_OK)
+            j = pl_http_json_string_lossy(text, len);
+        free(text);
+    }
+    if (!j) {
+        snprintf(buf, sizeof(buf), "token_id:%d", (int)id);
+        j = json_string(buf);
+    }
+    if (n_chars) {
+        /* Python's len(): code points */
+        size_t n = 0;
+        for (const unsigned char *c = (const unsigned char *)json_string_value(j); c && *c; c++)
+            n += (*c & 0xC0) != 0x80;
+        *n_chars = n;
+    }
+    return j;
+}
+
+static json_t *utf8_bytes(const json_t *s)
+{
+    json_t *a = json_array();
+    const unsigned char *c = (const unsigned char *)json_string_value(s);
+    for (size_t i = 0; c && i < json_string_length(s); i++)
+        json_array_append_new(a, json_integer(c[i]));
+    return a;
+}
+
+/* Appends one position's logprobs to lp (creating it): completions or chat format. */
+static void add_logprob(struct gen *g, struct choice *c, const struct pl_async_logprob *e,
+                        json_t **lp)
+{
+    const struct pl_openai *o = g->o;
+    int k = g->req.logprobs;
+    if (g->req.kind == PL_OPENAI_COMPLETION) {
+        if (!*lp) {
+            *lp = json_object();
+            json_object_set_new(*lp, "text_offset", json_array());
+            json_object_set_new(*lp, "token_logprobs", json_array());
+            json_object_set_new(*lp, "tokens", json_array());
+            json_object_set_new(*lp, "top_logprobs", json_array());
+        }
+        size_t n_chars = 0;
+        json_t *tok = token_str(o, e->token_id, &n_chars);
+        if (e->n_top < 0) { /* the first prompt token has no logprob (None) */
+            json_array_append_new(json_object_get(*lp, "text_offset"),
+                                  json_integer((json_int_t)c->text_offset));
+            json_array_append_new(json_object_get(*lp, "token_logprobs"), json_null());
+            json_array_append_new(json_object_get(*lp, "tokens"), tok);
+            json_array_append_new(json_object_get(*lp, "top_logprobs"), json_null());
+            c->text_offset += n_chars;
+            return;
+        }
+        json_t *top = json_object();
+        for (int i = 0; i < e->n_top && i < k; i++) {
+            json_t *t = token_str(o, e->top_ids[i], NULL);
+            json_object_set_new(top, json_string_value(t), jreal(e->top_logprobs[i]));
+            json_decref(t);
+        }
+        json_object_set_new(top, json_string_value(tok), jreal(e->logprob));
+        json_array_append_new(json_object_get(*lp, "text_offset"),
+                              json_integer((json_int_t)c->text_offset));
+        json_array_append_new(json_object_get(*lp, "token_logprobs"), jreal(e->logprob));
+        json_array_append_new(json_object_get(*lp, "tokens"), tok);
+        json_array_append_new(json_object_get(*lp, "top_logprobs"), top);
+        c->text_offset += n_chars;
+    } else {
+        if (!*lp) {
+            *lp = json_object();
+            json_object_set_new(*lp, "content", json_array());
+        }
+        json_t *tok = token_str(o, e->token_id, NULL);
+        json_t *entry = json_object();
+        json_object_set_new(entry, "token", tok);
+        json_object_set_new(entry, "logprob", jreal(e->logprob));
+        json_object_set_new(entry, "bytes", utf8_bytes(tok));
+        json_t *top = json_array();
+        for (int i = 0; i < e->n_top && i < k; i++) {
+            json_t *t = token_str(o, e->top_ids[i], NULL);
+            json_t *te = json_object();
+            json_object_set_new(te, "token", t);
+            json_object_set_new(te, "logprob", jreal(e->top_logprobs[i]));
+            json_object_set_new(te, "bytes", utf8_bytes(t));
+            json_array_append_new(top, te);
+        }
+        json_object_set_new(entry, "top_logprobs", top);
+        json_array_append_new(json_object_get(*lp, "content"), entry);
+    }
+}
+
+/* vLLM's prompt_logprobs: [null, {"<id>": {logprob, rank, decoded_token}}, ...]. */
+static json_t *prompt_logprobs_json(const struct gen *g, const struct sub *sb)
+{
+    if (!sb->prompt_lp)
+        return json_null();
+    json_t *a = json_array();
+    for (int i = 0; i < sb->n_prompt_lp; i++) {
+        const struct pl_async_logprob *e = &sb->prompt_lp[i];
+        if (e->n_top < 0) {
+            json_array_append_new(a, json_null());
+            continue;
+        }
+        json_t *d = json_object();
+        for (int k = -1; k < e->n_top; k++) {
+            int32_t id = k < 0 ? e->token_id : e->top_ids[k];
+            char key[16];
+            snprintf(key, sizeof(key), "%d", (int)id);
+            if (json_object_get(d, key))
+                continue;
+            json_t *v = json_object();
+            json_object_set_new(v, "logprob", jreal(k < 0 ? e->logprob : e->top_logprobs[k]));
+            json_object_set_new(v, "rank", json_integer(k < 0 ? e->rank : k + 1));
+            json_object_set_new(v, "decoded_token", token_str(g->o, id, NULL));
+            json_object_set_new(d, key, v);
+        }
+        json_array_append_new(a, d);
+    }
+    return a;
+}
+
+static json_t *usage_json(const struct gen *g)
+{
+    json_t *u = json_object();
+    json_object_set_new(u, "prompt_tokens", json_integer(g->prompt_tokens));
+    json_object_set_new(u, "total_tokens", json_integer(g->prompt_tokens + g->completion_tokens));
+    json_object_set_new(u, "completion_tokens", json_integer(g->completion_tokens));
+    return u;
+}
+
+static json_t *chunk_base(const struct gen *g)
+{
+    json_t *c = json_object();
+    json_object_set_new(c, "id", json_string(g->id));
+    json_object_set_new(c, "object", json_string(g->req.kind == PL_OPENAI_CHAT
+                                                     ? "chat.completion.chunk"
+                                                     : "text_completion"));
+    json_object_set_new(c, "created", json_integer(g->created));
+    json_object_set_new(c, "model", json_string(g->req.model));
+    return c;
+}
+
+static void emit(struct pl_sbuf *out, json_t *obj)
+{
+    char *s = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(obj);
+    if (!s) {
+        out->failed = true;
+        return;
+    }
+    pl_openai_sse_data(out, s, strlen(s));
+    free(s);
+}
+
+static json_t *finish_json(enum pl_async_finish f)
+{
+    const char *s = pl_async_finish_str(f);
+    return s ? json_string(s) : json_null();
+}
+
+/* One stream chunk for one choice's news. */
+static void emit_choice_chunk(struct gen *g, int index, const char *text, size_t text_len,
+                              json_t *lp, enum pl_async_finish finish, json_t *stop_reason,
+                              struct pl_sbuf *out)
+{
+    json_t *c = chunk_base(g);
+    json_t *ch = json_object();
+    json_object_set_new(ch, "index", json_integer(index));
+    json_t *jt = pl_http_json_string_lossy(text ? text : "", text_len);
+    if (g->req.kind == PL_OPENAI_CHAT) {
+        json_t *delta = json_object();
+        if (text_len > 0 || finish == PL_ASYNC_FINISH_NONE)
+            json_object_set_new(delta, "content", jt);
+        else
+            json_decref(jt);
+        json_object_set_new(ch, "delta", delta);
+        json_object_set_new(ch, "logprobs", lp ? lp : json_null());
+    } else {
+        json_object_set_new(ch, "text", jt);
+        json_object_set_new(ch, "logprobs", lp ? lp : json_null());
+    }
+    json_object_set_new(ch, "finish_reason", finish_json(finish));
+    json_object_set_new(ch, "stop_reason", stop_reason ? json_incref(stop_reason) : json_null());
+    json_t *arr = json_array();
+    json_array_append_new(arr, ch);
+    json_object_set_new(c, "choices", arr);
+    if (g->req.continuous_usage)
+        json_object_set_new(c, "usage", usage_json(g));
+    emit(out, c);
+}
+
+static json_t *stop_reason_json(const struct pl_async_sample *s)
+{
+    if (s->stop_str)
+        return pl_http_json_string_lossy(s->stop_str, strlen(s->stop_str));
+    if (s->stop_token_id >= 0 && s->finish == PL_ASYNC_FINISH_STOP)
+        return json_integer(s->stop_token_id);
+    return json_null();
+}
+
+/* The prompt as echo shows it: its text, or its ids decoded. */
+static void echo_text(const struct gen *g, const struct pl_openai_prompt *p, struct pl_sbuf *b)
+{
+    if (p->text) {
+        pl_sbuf_puts(b, p->text);
+    } else if (g->o->tok) {
+        char *pt = NULL;
+        size_t len = 0;
+        if (pl_tokenizer_decode(g->o->tok, p->ids, p->n_ids, g->req.skip_special_tokens, &pt,
+                                &len, NULL) == PL_STATUS_OK)
+            pl_sbuf_append(b, pt, len);
+        free(pt);
+    }
+}
+
+static void take_error(struct gen *g, const struct pl_async_output *o)
+{
+    if (g->fail_status)
+        return;
+    g->fail_status = o->error_status == PL_STATUS_INVALID_ARGUMENT ? 400
+                     : o->error_status == PL_STATUS_ABORTED || o->error_status == PL_STATUS_LIMIT ||
+                             o->error_status == PL_STATUS_NO_MEMORY
+                         ? 503
+                         : 500;
+    g->fail_msg = strdup(o->error_msg);
+}
+
+/* One sample's news into its choice; streams append a chunk to out. */
+static void take_sample(struct gen *g, struct sub *sb, const struct pl_async_sample *s,
+                        struct pl_sbuf *out)
+{
+    int n = g->req.sp.n > 0 ? g->req.sp.n : 1;
+    if (s->index < 0 || s->index >= n)
+        return;
+    int ci = sb->prompt_index * n + s->index;
+    struct choice *c = &g->choices[ci];
+    bool first = !c->started;
+    c->started = true;
+    c->n_tokens += s->n_token_ids;
+    g->completion_tokens += s->n_token_ids;
+    json_t *lp_delta = NULL;
+    json_t **lp = out ? &lp_delta : &c->lp;
+    if (first && g->req.echo && g->req.logprobs >= 0 && sb->prompt_lp)
+        for (int t = 0; t < sb->n_prompt_lp; t++)
+            add_logprob(g, c, &sb->prompt_lp[t], lp);
+    if (g->req.logprobs >= 0 && s->logprobs)
+        for (int t = 0; t < s->n_token_ids; t++)
+            add_logprob(g, c, &s->logprobs[t], lp);
+    if (s->finish != PL_ASYNC_FINISH_NONE) {
+        c->finish = s->finish;
+        json_decref(c->stop_reason);
+        c->stop_reason = stop_reason_json(s);
+    }
+    if (!out) {
+        if (s->text_len)
+            pl_sbuf_append(&c->text, s->text, s->text_len);
+        return;
+    }
+    struct pl_sbuf text = {0};
+    if (first && g->req.echo)
+        echo_text(g, &g->req.prompts[sb->prompt_index], &text);
+    pl_sbuf_append(&text, s->text ? s->text : "", s->text_len);
+    if (text.len > 0 || s->finish != PL_ASYNC_FINISH_NONE || lp_delta)
+        emit_choice_chunk(g, ci, text.data, text.len, lp_delta, s->finish, c->stop_reason, out);
+    else
+        json_decref(lp_delta);
+    pl_sbuf_fini(&text);
+}
+
+/* One delta of one engine request into the choices (takes o). */
+static void take_output(struct gen *g, struct sub *sb, struct pl_async_output *o,
+                        struct pl_sbuf *out)
+{
+    if (o->error_msg)
+        take_error(g, o);
+    if (o->is_first && !o->error_msg)
+        g->prompt_tokens += o->n_prompt_tokens;
+    if (o->prompt_logprobs && !sb->prompt_lp) {
+        sb->prompt_lp = o->prompt_logprobs;
+        sb->n_prompt_lp = o->n_prompt_tokens;
+        o->prompt_logprobs = NULL;
+    }
+    for (int k = 0; k < o->n_samples; k++)
+        take_sample(g, sb, &o->samples[k], out);
+    if (o->finished)
+        sb->finished = true;
+    pl_async_output_free(o);
+}
+
+/* Drains every engine request's deltas into the choices; streams append chunks to out. */
+static void drain(struct gen *g, struct pl_sbuf *out)
+{
+    for (int si = 0; si < g->n_subs; si++) {
+        struct sub *sb = &g->subs[si];
+        while (!sb->finished) {
+            struct pl_async_output *o = pl_async_request_pop(sb->r);
+            if (o) {
+                take_output(g, sb, o, out);
+                continue;
+            }
+            if (!pl_async_request_is_finished(sb->r))
+                break;
+            /* finished: its last deltas may have landed after the pop above; look again,
+             * and if there is none (the engine ran out of memory) it ends here */
+            o = pl_async_request_pop(sb->r);
+            if (!o) {
+                sb->finished = true;
+                break;
+            }
+            take_output(g, sb, o, out);
+        }
+    }
+}
+
+static bool all_finished(const struct gen *g)
+{
+    for (int i = 0; i < g->n_subs; i++)
+        if (!g->subs[i].finished)
+            return false;
+    return true;
+}
+
+static bool gen_produce(void *user, struct pl_sbuf *out)
+{
+    struct gen *g = user;
+    if (g->ended)
+        return false;
+    if (!g->started) {
+        g->started = true;
+        if (g->req.kind == PL_OPENAI_CHAT) {
+            for (int i = 0; i < g->n_choices; i++) {
+                json_t *c = chunk_base(g);
+                json_t *ch = json_object();
+                json_object_set_new(ch, "index", json_integer(i));
+                json_t *delta = json_object();
+                json_object_set_new(delta, "role", json_string("assistant"));
+                json_object_set_new(delta, "content", json_string(""));
+                json_object_set_new(ch, "delta", delta);
+                json_object_set_new(ch, "logprobs", json_null());
+                json_object_set_new(ch, "finish_reason", json_null());
+                json_t *arr = json_array();
+                json_array_append_new(arr, ch);
+                json_object_set_new(c, "choices", arr);
+                emit(out, c);
+            }
+        }
+    }
+    drain(g, out);
+    if (!all_finished(g))
+        return true;
+    if (g->fail_status) {
+        size_t len = 0;
+        char *e = pl_http_error_json(g->fail_status, NULL, NULL, g->fail_msg, &len);
+        if (e)
+            pl_openai_sse_data(out, e, len);
+        free(e);
+    } else if (g->req.include_usage) {
+        json_t *c = chunk_base(g);
+        json_object_set_new(c, "choices", json_array());
+        json_object_set_new(c, "usage", usage_json(g));
+        emit(out, c);
+    }
+    pl_sbuf_puts(out, "data: [DONE]\n\n");
+    g->ended = true;
+    return false;
+}
+
+static bool gen_result(void *user, struct pl_http_response *resp)
+{
+    struct gen *g = user;
+    drain(g, NULL);
+    if (!all_finished(g))
+        return false;
+    if (g->fail_status) {
+        pl_http_set_error(resp, g->fail_status, NULL, NULL, g->fail_msg);
+        return true;
+    }
+    json_t *root = json_object();
+    bool chat = g->req.kind == PL_OPENAI_CHAT;
+    json_object_set_new(root, "id", json_string(g->id));
+    json_object_set_new(root, "object", json_string(chat ? "chat.completion" : "text_completion"));
+    json_object_set_new(root, "created", json_integer(g->created));
+    json_object_set_new(root, "model", json_string(g->req.model));
+    json_t *choices = json_array();
+    int n = g->req.sp.n > 0 ? g->req.sp.n : 1;
+    for (int i = 0; i < g->n_choices; i++) {
+        struct choice *c = &g->choices[i];
+        json_t *ch = json_object();
+        json_object_set_new(ch, "index", json_integer(i));
+        struct pl_sbuf text = {0};
+        if (g->req.echo)
+            echo_text(g, &g->req.prompts[i / n], &text);
+        pl_sbuf_append(&text, c->text.data ? c->text.data : "", c->text.len);
+        json_t *jt = pl_http_json_string_lossy(text.data ? text.data : "", text.len);
+        pl_sbuf_fini(&text);
+        if (chat) {
+            json_t *msg = json_object();
+            json_object_set_new(msg, "role", json_string("assistant"));
+            json_object_set_new(msg, "content", jt);
+            json_object_set_new(ch, "message", msg);
+        } else {
+            json_object_set_new(ch, "text", jt);
+        }
+        json_object_set_new(ch, "logprobs", c->lp ? json_incref(c->lp) : json_null());
+        json_object_set_new(ch, "finish_reason", finish_json(c->finish));
+        json_object_set_new(ch, "stop_reason",
+                            c->stop_reason ? json_incref(c->stop_reason) : json_null());
+        if (!chat)
+            json_object_set_new(ch, "prompt_logprobs",
+                                g->req.sp.prompt_logprobs >= 0
+                                    ? prompt_logprobs_json(g, &g->subs[i / n])
+                                    : json_null());
+        json_array_append_new(choices, ch);
+    }
+    json_object_set_new(root, "choices", choices);
+    if (chat)
+        json_object_set_new(root, "prompt_logprobs", g->req.sp.prompt_logprobs >= 0 && g->n_subs
+                                                         ? prompt_logprobs_json(g, &g->subs[0])
+                                                         : json_null());
+    json_object_set_new(root, "usage", usage_json(g));
+    size_t len = 0;
+    char *s = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(root);
+    if (s)
+        len = strlen(s);
+    pl_http_set_json(resp, 200, s, len);
+    return true;
+}
+
+static void gen_closed(void *user, bool completed_ok)
+{
+    struct gen *g = user;
+    for (int i = 0; i < g->n_subs; i++)
+        if (!g->subs[i].finished)
+            pl_async_request_abort(g->subs[i].r); /* the client left: free its KV blocks */
+    gen_free(g);
+}
+
+static const struct pl_http_async_ops gen_stream_ops = {NULL, gen_produce, gen_closed};
+static const struct pl_http_async_ops gen_deferred_ops = {gen_result, NULL, gen_closed};
+
+static void on_engine_news(void *user)
+{
+    pl_http_async_wake(user);
+}
+
+static void set_parse_error(struct pl_http_response *resp, const struct pl_openai_error *e)
+{
+    pl_http_set_error(resp, e->status ? e->status : 400, e->type, e->param[0] ? e->param : NULL,
+                      e->message);
+}
+
+static void handle_generate(struct pl_openai *o, enum pl_openai_kind kind,
+                            const struct pl_http_request *hreq, struct pl_http_response *resp)
+{
+    struct pl_openai_error e;
+    struct gen *g = calloc(1, sizeof(*g));
+    if (!g) {
+        pl_http_set_error(resp, 503, NULL, NULL, "out of memory");
+        return;
+    }
+    g->o = o;
+    if (pl_openai_parse(o, kind, hreq->body, hreq->body_len, &g->req, &e) != PL_STATUS_OK) {
+        set_parse_error(resp, &e);
+        free(g);
+        return;
+    }
+    int n = g->req.sp.n > 0 ? g->req.sp.n : 1;
+    g->n_choices = g->req.n_prompts * n;
+    g->choices = calloc((size_t)g->n_choices, sizeof(*g->choices));
+    g->subs = calloc((size_t)g->req.n_prompts, sizeof(*g->subs));
+    g->async = pl_http_async_new(g->req.stream ? &gen_stream_ops : &gen_deferred_ops, g,
+                                 g->req.stream, "text/event-stream");
+    if (!g->choices || !g->subs || !g->async) {
+        pl_http_async_discard(g->async);
+        gen_free(g);
+        pl_http_set_error(resp, 503, NULL, NULL, "out of memory");
+        return;
+    }
+    unsigned long long seq = atomic_fetch_add(&o->next_id, 1);
+    snprintf(g->id, sizeof(g->id), "%s-%016llx%08llx", kind == PL_OPENAI_CHAT ? "chatcmpl" : "cmpl",
+             o->id_salt, seq);
+    g->created = (long long)time(NULL);
+    for (int i = 0; i < g->req.n_prompts; i++) {
+        const struct pl_openai_prompt *p = &g->req.prompts[i];
+        struct pl_sampling_params sp = g->req.sp;
+        sp.owned = NULL;
+        sp.max_tokens = p->max_tokens;
+        struct pl_err err = {0};
+        pl_status st = o->ae ? pl_async_engine_submit(o->ae, p->ids, p->n_ids, &sp, on_engine_news,
+                                                      g->async, &g->subs[i].r, &err)
+                             : pl_err_set(&err, PL_STATUS_ABORTED, "no engine");
+        if (st != PL_STATUS_OK) {
+            for (int k = 0; k < i; k++)
+                pl_async_request_abort(g->subs[k].r);
+            g->n_subs = i;
+            struct pl_http_async *a = g->async;
+            gen_free(g); /* releases the submitted requests: no wake-up after this */
+            pl_http_async_discard(a);
+            pl_http_set_error(resp, st == PL_STATUS_INVALID_ARGUMENT ? 400 : 503, NULL, NULL,
+                              err.msg);
+            return;
+        }
+        g->subs[i].prompt_index = i;
+        g->n_subs = i + 1;
+    }
+    resp->async = g->async;
+}
+
+static void h_completions(void *user, const struct pl_http_request *req,
+                          struct pl_http_response *resp)
+{
+    handle_generate(user, PL_OPENAI_COMPLETION, req, resp);
+}
+
+static void h_chat(void *user, const struct pl_http_request *req, struct pl_http_response *resp)
+{
+    handle_generate(user, PL_OPENAI_CHAT, req, resp);
+}
+
+static void reply_json(struct pl_http_response *resp, int status, json_t *root)
+{
+    char *s = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(root);
+    pl_http_set_json(resp, status, s, s ? strlen(s) : 0);
+}
+
+static void h_models(void *user, const struct pl_http_request *req, struct pl_http_response *resp)
+{
+    struct pl_openai *o = user;
+    json_t *data = json_array();
+    for (int i = 0; i < o->n_names; i++) {
+        json_t *m = json_object();
+        json_object_set_new(m, "id", json_string(o->names[i]));
+        json_object_set_new(m, "object", json_string("model"));
+        json_object_set_new(m, "created", json_integer((json_int_t)o->created));
+        json_object_set_new(m, "owned_by", json_string("pagellm"));
+        json_object_set_new(m, "root", pl_http_json_string_lossy(o->model_root,
+                                                                 strlen(o->model_root)));
+        json_object_set_new(m, "parent", json_null());
+        json_object_set_new(m, "max_model_len", json_integer(o->max_model_len));
+        json_array_append_new(data, m);
+    }
+    json_t *root = json_object();
+    json_object_set_new(root, "object", json_string("list"));
+    json_object_set_new(root, "data", data);
+    reply_json(resp, 200, root);
+}
+
+static json_t *load_object(const struct pl_http_request *req, struct pl_http_response *resp)
+{
+    json_error_t je;
+    json_t *root = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &je);
+    if (!root || !json_is_object(root)) {
+        char msg[256];
+        snprintf(msg, sizeof(msg), "the request body must be a JSON object%s%s",
+                 root ? "" : ": ", root ? "" : je.text);
+        pl_http_set_error(resp, 400, NULL, NULL, msg);
+        json_decref(root);
+        return NULL;
+    }
+    return root;
+}
+
+static bool only_keys(const json_t *root, const char *const *keys, struct pl_http_response *resp)
+{
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)root, k, v)
+    {
+        bool ok = false;
+        for (int i = 0; keys[i] && !ok; i++)
+            ok = !strcmp(keys[i], k);
+        if (!ok) {
+            char msg[160];
+            snprintf(msg, sizeof(msg), "%.64s: unknown field", k);
+            pl_http_set_error(resp, 400, NULL, k, msg);
+            return false;
+        }
+    }
+    return true;
+}
+
+static void h_tokenize(void *user, const struct pl_http_request *req,
+                       struct pl_http_response *resp)
+{
+    struct pl_openai *o = user;
+    json_t *root = load_object(req, resp);
+    if (!root)
+        return;
+    static const char *const keys[] = {"model", "prompt", "messages", "add_special_tokens",
+                                       "add_generation_prompt", "continue_final_message",
+                                       "chat_template", "chat_template_kwargs",
+                                       "return_token_strs", NULL};
+    struct pl_openai_request r;
+    struct pl_openai_error e;
+    memset(&r, 0, sizeof(r));
+    memset(&e, 0, sizeof(e));
+    pl_sampling_params_default(&r.sp);
+    bool strs = false;
+    if (!only_keys(root, keys, resp))
+        goto out;
+    if (!get_bool(root, "return_token_strs", false, &strs, &e) ||
+        check_model(o, root, &r, &e) != PL_STATUS_OK) {
+        set_parse_error(resp, &e);
+        goto out;
+    }
+    pl_status st;
+    if (json_object_get(root, "messages")) {
+        st = parse_chat_prompt(o, root, &r, &e);
+    } else {
+        json_t *pr = json_object_get(root, "prompt");
+        if (!json_is_string(pr)) {
+            pl_http_set_error(resp, 400, NULL, "prompt", "prompt: expected a string");
+            goto out;
+        }
+        st = parse_prompts(o, root, &r, &e);
+    }
+    if (st != PL_STATUS_OK) {
+        set_parse_error(resp, &e);
+        goto out;
+    }
+    json_t *ids = json_array();
+    json_t *ts = strs ? json_array() : json_null();
+    for (int i = 0; i < r.prompts[0].n_ids; i++) {
+        json_array_append_new(ids, json_integer(r.prompts[0].ids[i]));
+        if (strs) {
+            const char *t = pl_tokenizer_id_to_token(o->tok, r.prompts[0].ids[i]);
+            json_array_append_new(ts, t ? pl_http_json_string_lossy(t, strlen(t)) : json_null());
+        }
+    }
+    json_t *out = json_object();
+    json_object_set_new(out, "count", json_integer(r.prompts[0].n_ids));
+    json_object_set_new(out, "max_model_len", json_integer(o->max_model_len));
+    json_object_set_new(out, "tokens", ids);
+    json_object_set_new(out, "token_strs", ts);
+    reply_json(resp, 200, out);
+out:
+    pl_openai_request_fini(&r);
+    json_decref(root);
+}
+
+static void h_detokenize(void *user, const struct pl_http_request *req,
+                         struct pl_http_response *resp)
+{
+    struct pl_openai *o = user;
+    json_t *root = load_object(req, resp);
+    if (!root)
+        return;
+    static const char *const keys[] = {"model", "tokens", NULL};
+    struct pl_openai_request r;
+    struct pl_openai_error e;
+    memset(&r, 0, sizeof(r));
+    memset(&e, 0, sizeof(e));
+    pl_sampling_params_default(&r.sp);
+    struct pl_openai_prompt p = {0};
+    if (!only_keys(root, keys, resp))
+        goto out;
+    if (check_model(o, root, &r, &e) != PL_STATUS_OK) {
+        set_parse_error(resp, &e);
+        goto out;
+    }
+    json_t *toks = json_object_get(root, "tokens");
+    if (!json_is_array(toks)) {
+        pl_http_set_error(resp, 400, NULL, "tokens", "tokens: expected a list of token ids");
+        goto out;
+    }
+    if (read_ids(o, toks, &p, &e) != PL_STATUS_OK) {
+        snprintf(e.param, sizeof(e.param), "tokens");
+        set_parse_error(resp, &e);
+        goto out;
+    }
+    if (!o->tok) {
+        pl_http_set_error(resp, 400, NULL, NULL, "this model has no tokenizer");
+        goto out;
+    }
+    char *text = NULL;
+    size_t len = 0;
+    struct pl_err err = {0};
+    if (pl_tokenizer_decode(o->tok, p.ids, p.n_ids, false, &text, &len, &err) != PL_STATUS_OK) {
+        pl_http_set_error(resp, 400, NULL, "tokens", err.msg);
+        goto out;
+    }
+    json_t *out = json_object();
+    json_object_set_new(out, "prompt", pl_http_json_string_lossy(text, len));
+    free(text);
+    reply_json(resp, 200, out);
+out:
+    free(p.ids);
+    pl_openai_request_fini(&r);
+    json_decref(root);
+}
+
+static void h_version(void *user, const struct pl_http_request *req,
+                      struct pl_http_response *resp)
+{
+    json_t *root = json_object();
+    json_object_set_new(root, "version", json_string(PAGELLM_VERSION));
+    reply_json(resp, 200, root);
+}
+
+static void h_health(void *user, const struct pl_http_request *req,
+                     struct pl_http_response *resp)
+{
+    struct pl_openai *o = user;
+    double age = 0;
+    if (o->ae && !pl_async_engine_is_healthy(o->ae, &age)) {
+        char msg[160];
+        snprintf(msg, sizeof(msg), "the engine loop is not making progress (last step %.1f s ago "
+                                   "with requests pending)",
+                 age);
+        pl_http_set_error(resp, 503, NULL, NULL, msg);
+        return;
+    }
+    resp->status = 200; /* an empty body, as vLLM answers */
+    resp->content_type = NULL;
+    resp->body = NULL;
+    resp->body_len = 0;
+}
+
+static void h_metrics(void *user, const struct pl_http_request *req,
+                      struct pl_http_response *resp)
+{
+    struct pl_openai *o = user;
+    struct pl_engine_stats st;
+    memset(&st, 0, sizeof(st));
+    if (o->ae)
+        pl_async_engine_stats(o->ae, &st);
+    char *text = NULL;
+    size_t len = 0;
+    struct pl_err err = {0};
+    if (!o->metrics || pl_metrics_render(o->metrics, &st, &text, &len, &err) != PL_STATUS_OK) {
+        pl_http_set_error(resp, 503, NULL, NULL, "metrics unavailable");
+        return;
+    }
+    resp->status = 200;
+    resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
+    resp->body = text;
+    resp->body_len = len;
+}
+
+pl_status pl_openai_register(struct pl_openai *o, struct pl_http_server *s, struct pl_err *err)
+{
+    struct {
+        const char *method, *path;
+        bool auth;
+        pl_http_handler_fn fn;
+    } routes[] = {
+        {"POST", "/v1/completions", true, h_completions},
+        {"POST", "/v1/chat/completions", true, h_chat},
+        {"GET", "/v1/models", true, h_models},
+        {"POST", "/tokenize", false, h_tokenize},
+        {"POST", "/detokenize", false, h_detokenize},
+        {"GET", "/version", false, h_version},
+        {"GET", "/health", false, h_health},
+        {"GET", "/metrics", false, h_metrics},
+    };
+    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+        pl_status st = pl_http_server_route(s, routes[i].method, routes[i].path, routes[i].auth,
+                                            routes[i].fn, o, err);
+        if (st != PL_STATUS_OK)
+            return st;
+    }
+    return PL_STATUS_OK;
+}

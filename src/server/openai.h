@@ -1,0 +1,94 @@
+/*
+ * openai.h -- the OpenAI-compatible routes: requests in, engine requests out,
+ * OpenAI response and stream objects back.
+ *
+ * Owns: parsing and validation of /v1/completions and /v1/chat/completions
+ * bodies (vLLM's protocol: OpenAI fields plus vLLM's sampling extras; unknown
+ * fields are a 400 naming them), prompt preparation (chat template rendering,
+ * tokenization: done here, on the HTTP threads, as vLLM's API server does, so
+ * the engine receives token ids), the response objects (text_completion,
+ * chat.completion, their chunks, usage, logprobs in both formats), Server-Sent
+ * Events framing, and the small routes (/v1/models, /tokenize, /detokenize,
+ * /version, /health, /metrics).
+ *
+ * Threads: handlers run on the transport's threads; the tokenizer and chat
+ * template are immutable and shared; the engine is reached only through the
+ * async engine. One HTTP request may become several engine requests (a list
+ * of prompts); choice index = prompt index * n + sample index.
+ */
+#ifndef PL_SERVER_OPENAI_H
+#define PL_SERVER_OPENAI_H
+
+#include "engine/async_engine.h"
+#include "server/http.h"
+#include "server/metrics.h"
+#include "server/sbuf.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct pl_tokenizer;
+
+struct pl_openai_params {
+    const char *const *served_names; /* [n_served_names] model names clients may use (>= 1) */
+    int n_served_names;
+    const char *model_root;          /* the model directory (reported by /v1/models) */
+    int max_model_len;               /* context length: prompt + output tokens */
+    const struct pl_tokenizer *tok;  /* borrowed; NULL: only token-id prompts */
+    const char *chat_template;       /* template source overriding the tokenizer's, or NULL */
+    const struct pl_sampling_params *defaults; /* the model's sampling defaults, or NULL */
+    int vocab_size;                  /* bounds token ids in prompts */
+    struct pl_async_engine *ae;      /* borrowed; NULL only in parsing tests */
+    struct pl_metrics *metrics;      /* borrowed, may be NULL */
+};
+
+struct pl_openai;
+
+pl_status pl_openai_new(const struct pl_openai_params *p, struct pl_openai **out,
+                        struct pl_err *err);
+void pl_openai_free(struct pl_openai *o); /* NULL is a no-op */
+
+/* Registers every route on s (auth on the /v1/ ones). */
+pl_status pl_openai_register(struct pl_openai *o, struct pl_http_server *s, struct pl_err *err);
+
+/* ---- parsing (exposed for tests and fuzzing) ---- */
+
+enum pl_openai_kind { PL_OPENAI_COMPLETION, PL_OPENAI_CHAT };
+
+struct pl_openai_prompt {
+    int32_t *ids;   /* [n_ids] */
+    int n_ids;
+    char *text;     /* the prompt text (echo), NULL for token-id prompts */
+    int max_tokens; /* resolved for this prompt: >= 1 */
+};
+
+struct pl_openai_request {
+    enum pl_openai_kind kind;
+    char *model;                     /* the name responses report */
+    struct pl_openai_prompt *prompts; /* [n_prompts] */
+    int n_prompts;
+    struct pl_sampling_params sp;    /* owned, validated; max_tokens per prompt above */
+    bool stream;
+    bool include_usage;              /* stream_options.include_usage */
+    bool continuous_usage;           /* stream_options.continuous_usage_stats */
+    bool echo;                       /* completions */
+    int logprobs;                    /* -1: none; else top-k per token */
+    bool skip_special_tokens;        /* for token strings in logprobs */
+};
+
+struct pl_openai_error {
+    int status;                      /* 400, 404, ... */
+    const char *type;                /* NULL: from the status */
+    char param[64];                  /* the field at fault, "" when none */
+    char message[PL_ERR_MSG_MAX];
+};
+
+/* Parses and validates a request body. On failure e says the status, field and why. */
+pl_status pl_openai_parse(const struct pl_openai *o, enum pl_openai_kind kind, const char *body,
+                          size_t len, struct pl_openai_request *out, struct pl_openai_error *e);
+void pl_openai_request_fini(struct pl_openai_request *r);
+
+/* Appends one Server-Sent Event: "data: <payload>\n\n" (payload has no newlines). */
+void pl_openai_sse_data(struct pl_sbuf *b, const char *payload, size_t len);
+
+#endif

@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# test_server.sh -- `pagellm serve` black-box on loopback with the built-in tiny model:
+#   1. the official `openai` npm client, LangChain JS, and bad input / load / disconnect
+#      tests (tests/node/server_*.mjs; references: `pagellm generate`, @huggingface/jinja);
+#   2. the curl examples of docs/server.md;
+#   3. /health turning 503 while the engine loop is stalled (test hook), 200 again after;
+#   4. SIGTERM / SIGINT: in-flight streams finish within the grace period (or end with
+#      finish_reason "abort" past it), new connections are refused, exit status 0.
+# Env: PAGELLM (binary; pl-mkmodel sits next to it), PL_SOURCE_DIR (set by CTest).
+set -euo pipefail
+src=${PL_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
+bin=${PAGELLM:?PAGELLM must point at the pagellm binary}
+mkmodel=$(dirname "$bin")/pl-mkmodel
+if ! command -v node >/dev/null || [ ! -d "$src/tests/node/node_modules/openai" ]; then
+  echo "SKIP: node and tests/node/node_modules (openai, @langchain/openai) are needed"
+  exit 0
+fi
+fail=0
+ok() { echo "ok   $1"; }
+bad() { echo "FAIL $1"; fail=1; }
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+"$mkmodel" --preset default --out "$work/model" >/dev/null
+
+# start_server NAME ARGS...: starts it in the background; sets PID and PORT.
+start_server() {
+  local name=$1; shift
+  "$bin" serve --model "$work/model" --port 0 "$@" >"$work/$name.log" 2>&1 &
+  PID=$!
+  pids+=("$PID")
+  for _ in $(seq 1 300); do
+    PORT=$(sed -n 's/.* on http:\/\/127\.0\.0\.1:\([0-9]*\).*/\1/p' "$work/$name.log")
+    [ -n "$PORT" ] && return 0
+    kill -0 "$PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "server $name did not start:"; cat "$work/$name.log"; exit 1
+}
+
+# ---- 1. real clients ---------------------------------------------------------------
+KEY=sk-pagellm-test
+start_server main --served-model-name tiny tiny-alias --api-key "$KEY" --max-body-bytes 65536 \
+  --timeout-keep-alive 2
+MAIN_PID=$PID
+MAIN_PORT=$PORT
+export PL_BASE_URL=http://127.0.0.1:$PORT PL_API_KEY=$KEY PL_MODEL_NAME=tiny PAGELLM=$bin \
+  PL_MODEL_DIR=$work/model PL_MAX_BODY_BYTES=65536 PL_KEEP_ALIVE_S=2
+for t in server_openai server_langchain server_robustness; do
+  echo "-- $t"
+  if node "$src/tests/node/$t.mjs"; then ok "$t"; else bad "$t"; fi
+done
+
+# ---- 2. the curl examples of docs/server.md ----------------------------------------------
+export PAGELLM_API_KEY=$KEY
+base=http://127.0.0.1:$PORT
+out=$(curl -sS "$base/v1/completions" -H "Authorization: Bearer $PAGELLM_API_KEY" \
+  -H "Content-Type: application/json" \
+  -d '{"model": "tiny", "prompt": "The capital of France is", "max_tokens": 8, "temperature": 0}')
+want=$("$bin" generate --model "$work/model" --prompt "The capital of France is" --max-tokens 8 \
+  --temperature 0 --json 2>/dev/null | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).outputs[0].text))')
+got=$(printf '%s' "$out" | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).choices[0].text))')
+[ "$got" = "$want" ] && ok "docs: curl completion equals pagellm generate" || bad "docs: curl completion: '$got' vs '$want'"
+out=$(curl -sS -N "$base/v1/chat/completions" -H "Authorization: Bearer $PAGELLM_API_KEY" \
+  -H "Content-Type: application/json" \
+  -d '{"model": "tiny", "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 8, "stream": true}')
+case "$out" in
+  "data: {"*'"delta":{"role":"assistant"'*'data: [DONE]') ok "docs: curl streaming chat" ;;
+  *) bad "docs: curl streaming chat: $out" ;;
+esac
+code=$(curl -s -o /dev/null -w '%{http_code}' "$base/health")
+[ "$code" = 200 ] && ok "docs: curl /health" || bad "docs: /health $code"
+metrics=$(curl -s "$base/metrics")
+grep -q '^vllm:num_requests_running{model_name="tiny",engine="0"} 0$' <<<"$metrics" \
+  && ok "docs: curl /metrics" || bad "docs: /metrics"
+# the JS examples of docs/server.md, with the test packages next to them
+mkdir -p "$work/examples"
+cp "$src"/docs/examples/*.mjs "$work/examples/"
+ln -s "$src/tests/node/node_modules" "$work/examples/node_modules"
+if out=$(PAGELLM_BASE_URL=$base/v1 node "$work/examples/openai_client.mjs" 2>&1) \
+   && printf '%s\n' "$out" | grep -q '^chat: "' \
+   && [ "$(printf '%s\n' "$out" | sed -n 's/^completion: //p' | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>process.stdout.write(JSON.parse(s)))')" \
+        = "$("$bin" generate --model "$work/model" --prompt "The capital of France is" --max-tokens 16 --temperature 0 --json 2>/dev/null | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>process.stdout.write(JSON.parse(s).outputs[0].text))')" ]; then
+  ok "docs: examples/openai_client.mjs"
+else
+  bad "docs: examples/openai_client.mjs: $out"
+fi
+if out=$(PAGELLM_BASE_URL=$base/v1 PAGELLM_MODEL=tiny node "$work/examples/langchain_rag.mjs" 2>&1) \
+   && printf '%s\n' "$out" | grep -q '^answer: "'; then
+  ok "docs: examples/langchain_rag.mjs"
+else
+  bad "docs: examples/langchain_rag.mjs: $out"
+fi
+unset PAGELLM_API_KEY
+
+# ---- 4a. SIGTERM with a stream in flight: it finishes, then exit 0 ---------------------------
+curl -sS -N "$base/v1/completions" -H "Authorization: Bearer $KEY" -H "Content-Type: application/json" \
+  -d '{"model": "tiny", "prompt": "Once", "max_tokens": 300, "ignore_eos": true, "stream": true}' \
+  >"$work/stream1" 2>/dev/null &
+curl_pid=$!
+for _ in $(seq 1 100); do [ -s "$work/stream1" ] && break; sleep 0.05; done
+kill -TERM "$MAIN_PID"
+sleep 0.3
+if curl -s -o /dev/null "$base/health"; then bad "SIGTERM: still accepting connections"; else ok "SIGTERM: stops accepting"; fi
+wait "$curl_pid" || true
+rc=0; wait "$MAIN_PID" || rc=$?
+[ "$rc" = 0 ] && ok "SIGTERM: exit status 0" || bad "SIGTERM: exit status $rc"
+if tail -c 200 "$work/stream1" | grep -q '"finish_reason":"length"' && [ "$(tail -n 2 "$work/stream1" | head -n 1)" = "data: [DONE]" ]; then
+  ok "SIGTERM: the in-flight stream finished"
+else
+  bad "SIGTERM: stream cut: $(tail -c 300 "$work/stream1")"
+fi
+
+# ---- 4b. SIGINT past the grace period: the stream ends with "abort", exit 0 --------------------
+start_server grace --shutdown-grace-period 0.3
+curl -sS -N "http://127.0.0.1:$PORT/v1/completions" -H "Content-Type: application/json" \
+  -d '{"prompt": "Once", "max_tokens": 1900, "ignore_eos": true, "stream": true}' \
+  >"$work/stream2" 2>/dev/null &
+curl_pid=$!
+for _ in $(seq 1 100); do [ -s "$work/stream2" ] && break; sleep 0.05; done
+kill -INT "$PID"
+wait "$curl_pid" || true
+rc=0; wait "$PID" || rc=$?
+[ "$rc" = 0 ] && ok "SIGINT: exit status 0" || bad "SIGINT: exit status $rc"
+if grep -q '"finish_reason":"abort"' "$work/stream2" && [ "$(tail -n 2 "$work/stream2" | head -n 1)" = "data: [DONE]" ]; then
+  ok "SIGINT: past the grace period the stream ends with abort and [DONE]"
+else
+  bad "SIGINT: $(tail -c 300 "$work/stream2")"
+fi
+
+# ---- 3. /health when the engine loop is stalled ------------------------------------------
+touch "$work/stall"
+PAGELLM_TEST_STALL_FILE=$work/stall start_server stall --health-stall-timeout 0.5
+base=http://127.0.0.1:$PORT
+code=$(curl -s -o /dev/null -w '%{http_code}' "$base/health")
+[ "$code" = 200 ] && ok "health: 200 while idle" || bad "health idle: $code"
+curl -sS "$base/v1/completions" -H "Content-Type: application/json" \
+  -d '{"prompt": "x", "max_tokens": 3}' >"$work/stalled" 2>/dev/null &
+curl_pid=$!
+sleep 1.2
+code=$(curl -s -o "$work/health" -w '%{http_code}' "$base/health")
+[ "$code" = 503 ] && grep -q '"error"' "$work/health" && ok "health: 503 while the loop is stalled" \
+  || bad "health stalled: $code $(cat "$work/health")"
+rm -f "$work/stall"
+wait "$curl_pid" || true
+grep -q '"finish_reason"' "$work/stalled" && ok "health: the stalled request completes after" \
+  || bad "stalled request: $(cat "$work/stalled")"
+code=$(curl -s -o /dev/null -w '%{http_code}' "$base/health")
+[ "$code" = 200 ] && ok "health: 200 again" || bad "health after: $code"
+kill -TERM "$PID"; wait "$PID" || true
+
+exit $fail

@@ -1,0 +1,233 @@
+/*
+ * fake_engine.h -- a deterministic stand-in engine for the async engine and
+ * server tests (header-only, test-only).
+ *
+ * Owns: struct fake_engine, implementing struct pl_engine_ops. Sample j of a
+ * request emits, at its k-th step, the token prompt[(k + j) % n_prompt] with
+ * the text " t<id>", so every test can compute the expected output on its
+ * own. A request finishes with "length" after max_tokens tokens, or "stop"
+ * when the token is in stop_token_ids; aborts finish with "abort". KV usage
+ * is modelled as ceil(tokens / 16) blocks per sample out of 1024, so tests can
+ * watch blocks being freed. step_delay_us slows each step (disconnect tests).
+ */
+#ifndef PL_TEST_FAKE_ENGINE_H
+#define PL_TEST_FAKE_ENGINE_H
+
+#include "engine/async_engine.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define FAKE_MAX_REQS 4096
+#define FAKE_BLOCKS 1024
+
+struct fake_req {
+    uint64_t id;
+    int32_t *prompt;
+    int n_prompt;
+    int n, max_tokens, logprobs, prompt_logprobs;
+    int32_t stop_ids[8];
+    int n_stop_ids;
+    int n_out[16];
+    enum pl_async_finish finish[16];
+    bool aborted;
+    bool sent_first;
+    struct pl_async_output *pending; /* news since the last poll */
+};
+
+struct fake_engine {
+    struct fake_req *reqs[FAKE_MAX_REQS];
+    int n_reqs;
+    unsigned step_delay_us;
+    uint64_t steps;
+    int max_n;                       /* add_request refuses n above this (error path) */
+};
+
+static int fake_blocks_used(const struct fake_engine *f)
+{
+    int used = 0;
+    for (int i = 0; i < f->n_reqs; i++)
+        for (int j = 0; j < f->reqs[i]->n; j++)
+            used += (f->reqs[i]->n_prompt + f->reqs[i]->n_out[j] + 15) / 16;
+    return used;
+}
+
+static pl_status fake_add(void *e, uint64_t id, const int32_t *prompt, int n_prompt,
+                          const struct pl_sampling_params *sp, struct pl_err *err)
+{
+    struct fake_engine *f = e;
+    if (f->n_reqs == FAKE_MAX_REQS)
+        return pl_err_set(err, PL_STATUS_LIMIT, "fake engine full");
+    if (n_prompt < 1)
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "prompt: empty");
+    if (sp->n > (f->max_n ? f->max_n : 16))
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "n: too large for the fake engine");
+    struct fake_req *r = calloc(1, sizeof(*r));
+    r->id = id;
+    r->prompt = malloc(sizeof(int32_t) * (size_t)n_prompt);
+    memcpy(r->prompt, prompt, sizeof(int32_t) * (size_t)n_prompt);
+    r->n_prompt = n_prompt;
+    r->n = sp->n;
+    r->max_tokens = sp->max_tokens > 0 ? sp->max_tokens : 16;
+    r->logprobs = sp->logprobs;
+    r->prompt_logprobs = sp->prompt_logprobs;
+    for (int i = 0; i < sp->n_stop_token_ids && i < 8; i++)
+        r->stop_ids[r->n_stop_ids++] = sp->stop_token_ids[i];
+    f->reqs[f->n_reqs++] = r;
+    return PL_STATUS_OK;
+}
+
+static struct pl_async_sample *fake_sample(struct fake_req *r, int j)
+{
+    if (!r->pending) {
+        r->pending = calloc(1, sizeof(*r->pending));
+        r->pending->request_id = r->id;
+        r->pending->n_prompt_tokens = r->n_prompt;
+        r->pending->samples = calloc((size_t)r->n, sizeof(struct pl_async_sample));
+    }
+    struct pl_async_output *o = r->pending;
+    for (int i = 0; i < o->n_samples; i++)
+        if (o->samples[i].index == j)
+            return &o->samples[i];
+    struct pl_async_sample *s = &o->samples[o->n_samples++];
+    s->index = j;
+    s->stop_token_id = -1;
+    return s;
+}
+
+static pl_status fake_step(void *e, struct pl_err *err)
+{
+    struct fake_engine *f = e;
+    if (f->step_delay_us)
+        usleep(f->step_delay_us);
+    f->steps++;
+    for (int i = 0; i < f->n_reqs; i++) {
+        struct fake_req *r = f->reqs[i];
+        for (int j = 0; j < r->n; j++) {
+            if (r->finish[j] != PL_ASYNC_FINISH_NONE)
+                continue;
+            struct pl_async_sample *s = fake_sample(r, j);
+            if (r->aborted) {
+                r->finish[j] = s->finish = PL_ASYNC_FINISH_ABORT;
+                continue;
+            }
+            int32_t tok = r->prompt[(r->n_out[j] + j) % r->n_prompt];
+            r->n_out[j]++;
+            s->token_ids = realloc(s->token_ids, sizeof(int32_t) * (size_t)(s->n_token_ids + 1));
+            s->token_ids[s->n_token_ids] = tok;
+            if (r->logprobs >= 0) {
+                s->logprobs = realloc(s->logprobs,
+                                      sizeof(struct pl_async_logprob) * (size_t)(s->n_token_ids + 1));
+                struct pl_async_logprob *lp = &s->logprobs[s->n_token_ids];
+                memset(lp, 0, sizeof(*lp));
+                lp->token_id = tok;
+                lp->logprob = -0.25f;
+                lp->rank = 1;
+                lp->n_top = r->logprobs;
+                for (int k = 0; k < r->logprobs; k++) {
+                    lp->top_ids[k] = tok + k;
+                    lp->top_logprobs[k] = -0.25f * (float)(k + 1);
+                }
+            }
+            s->n_token_ids++;
+            char piece[24];
+            int len = snprintf(piece, sizeof(piece), " t%d", (int)tok);
+            s->text = realloc(s->text, s->text_len + (size_t)len + 1);
+            memcpy(s->text + s->text_len, piece, (size_t)len + 1);
+            s->text_len += (size_t)len;
+            for (int k = 0; k < r->n_stop_ids; k++)
+                if (r->stop_ids[k] == tok) {
+                    r->finish[j] = s->finish = PL_ASYNC_FINISH_STOP;
+                    s->stop_token_id = tok;
+                }
+            if (r->finish[j] == PL_ASYNC_FINISH_NONE && r->n_out[j] >= r->max_tokens)
+                r->finish[j] = s->finish = PL_ASYNC_FINISH_LENGTH;
+        }
+    }
+    return PL_STATUS_OK;
+}
+
+static bool fake_has_unfinished(void *e)
+{
+    struct fake_engine *f = e;
+    return f->n_reqs > 0;
+}
+
+static pl_status fake_poll(void *e, struct pl_async_output ***outs, int *n_outs,
+                           struct pl_err *err)
+{
+    struct fake_engine *f = e;
+    *outs = calloc((size_t)(f->n_reqs ? f->n_reqs : 1), sizeof(**outs));
+    *n_outs = 0;
+    for (int i = 0; i < f->n_reqs;) {
+        struct fake_req *r = f->reqs[i];
+        bool done = true;
+        for (int j = 0; j < r->n; j++)
+            done &= r->finish[j] != PL_ASYNC_FINISH_NONE;
+        if (r->pending) {
+            r->pending->finished = done;
+            if (!r->sent_first && r->prompt_logprobs >= 0) {
+                /* position 0 has none (None); position i: the prompt token at -1.0 and
+                 * ids token+1.. at -1.5, -2.0, ... */
+                struct pl_async_logprob *pl = calloc((size_t)r->n_prompt, sizeof(*pl));
+                for (int k = 0; k < r->n_prompt; k++) {
+                    pl[k].token_id = r->prompt[k];
+                    pl[k].n_top = k == 0 ? -1 : r->prompt_logprobs;
+                    pl[k].logprob = k == 0 ? 0.0f : -1.0f;
+                    pl[k].rank = 1;
+                    for (int t = 0; t < pl[k].n_top; t++) {
+                        pl[k].top_ids[t] = r->prompt[k] + t + 1;
+                        pl[k].top_logprobs[t] = -1.5f - 0.5f * (float)t;
+                    }
+                }
+                r->pending->prompt_logprobs = pl;
+            }
+            r->sent_first = true;
+            (*outs)[(*n_outs)++] = r->pending;
+            r->pending = NULL;
+        }
+        if (done) {
+            free(r->prompt);
+            free(r);
+            f->reqs[i] = f->reqs[--f->n_reqs];
+        } else {
+            i++;
+        }
+    }
+    return PL_STATUS_OK;
+}
+
+static void fake_abort(void *e, uint64_t id)
+{
+    struct fake_engine *f = e;
+    for (int i = 0; i < f->n_reqs; i++)
+        if (f->reqs[i]->id == id)
+            f->reqs[i]->aborted = true;
+}
+
+static void fake_stats(void *e, struct pl_engine_stats *st)
+{
+    struct fake_engine *f = e;
+    st->num_running = f->n_reqs;
+    st->num_waiting = 0;
+    st->kv_blocks_total = FAKE_BLOCKS;
+    st->kv_blocks_used = fake_blocks_used(f);
+    st->num_steps = f->steps;
+}
+
+static const struct pl_engine_ops fake_engine_ops = {fake_add,   fake_step,  fake_has_unfinished,
+                                                     fake_poll,  fake_abort, fake_stats};
+
+/* The fake's text for sample j of a prompt after n_tokens tokens. */
+static void fake_expected_text(const int32_t *prompt, int n_prompt, int j, int n_tokens, char *out,
+                               size_t cap)
+{
+    size_t len = 0;
+    out[0] = '\0';
+    for (int k = 0; k < n_tokens && len < cap; k++)
+        len += (size_t)snprintf(out + len, cap - len, " t%d", (int)prompt[(k + j) % n_prompt]);
+}
+
+#endif

@@ -1,0 +1,341 @@
+/*
+ * test_async_engine.c -- the engine thread and its queues, driven with the fake engine:
+ * deltas reach the right request in order and concatenate to the fake's text,
+ * submissions from many threads, aborts end requests with "abort" and free their
+ * blocks, admission control, refusals, the stall hook and the heartbeat.
+ */
+#include "engine/async_engine.h"
+#include "fake_engine.h"
+#include "test.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+struct waiter {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int notified;
+};
+
+static void notify(void *user)
+{
+    struct waiter *w = user;
+    pthread_mutex_lock(&w->mu);
+    w->notified++;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+/* Collects a request's deltas until the finished one; returns the text of sample j. */
+struct collected {
+    char text[16][4096];
+    int n_tokens[16];
+    enum pl_async_finish finish[16];
+    int n_deltas;
+    bool saw_error;
+    int n_prompt_tokens;
+};
+
+static void collect(struct pl_async_request *r, struct waiter *w, struct collected *c)
+{
+    memset(c, 0, sizeof(*c));
+    for (;;) {
+        struct pl_async_output *o = pl_async_request_pop(r);
+        if (!o) {
+            pthread_mutex_lock(&w->mu);
+            while (w->notified == 0)
+                pthread_cond_wait(&w->cv, &w->mu);
+            w->notified = 0;
+            pthread_mutex_unlock(&w->mu);
+            continue;
+        }
+        c->n_deltas++;
+        c->saw_error |= o->error_msg != NULL;
+        c->n_prompt_tokens = o->n_prompt_tokens;
+        for (int i = 0; i < o->n_samples; i++) {
+            struct pl_async_sample *s = &o->samples[i];
+            if (s->text)
+                strncat(c->text[s->index], s->text, sizeof(c->text[0]) - strlen(c->text[s->index]) - 1);
+            c->n_tokens[s->index] += s->n_token_ids;
+            if (s->finish)
+                c->finish[s->index] = s->finish;
+        }
+        bool fin = o->finished;
+        pl_async_output_free(o);
+        if (fin)
+            return;
+    }
+}
+
+static struct pl_async_engine *start(struct fake_engine *f, int max_pending, double stall_s)
+{
+    struct pl_async_engine_params p;
+    pl_async_engine_params_default(&p);
+    p.max_pending = max_pending;
+    p.stall_timeout_s = stall_s;
+    struct pl_async_engine *ae = NULL;
+    struct pl_err err = {0};
+    if (pl_async_engine_new(&fake_engine_ops, f, &p, &ae, &err) != PL_STATUS_OK)
+        fprintf(stderr, "%s\n", err.msg);
+    return ae;
+}
+
+static void test_one_request(void)
+{
+    struct fake_engine f = {0};
+    struct pl_async_engine *ae = start(&f, 16, 10);
+    REQUIRE(ae);
+    int32_t prompt[] = {5, 6, 7};
+    struct pl_sampling_params sp;
+    pl_sampling_params_default(&sp);
+    sp.max_tokens = 5;
+    sp.n = 2;
+    struct waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
+    struct pl_async_request *r = NULL;
+    REQUIRE(pl_async_engine_submit(ae, prompt, 3, &sp, notify, &w, &r, NULL) == PL_STATUS_OK);
+    struct collected c;
+    collect(r, &w, &c);
+    char want[256];
+    for (int j = 0; j < 2; j++) {
+        fake_expected_text(prompt, 3, j, 5, want, sizeof(want));
+        CHECKF(!strcmp(c.text[j], want), "sample %d: '%s' vs '%s'", j, c.text[j], want);
+        CHECK(c.n_tokens[j] == 5);
+        CHECK(c.finish[j] == PL_ASYNC_FINISH_LENGTH);
+    }
+    CHECK(c.n_deltas == 5); /* one per step: the fake makes one token per step */
+    CHECK(c.n_prompt_tokens == 3);
+    CHECK(pl_async_request_is_finished(r));
+    pl_async_request_release(r);
+    CHECK(pl_async_engine_num_unfinished(ae) == 0);
+    pl_async_engine_free(ae);
+}
+
+struct client_arg {
+    struct pl_async_engine *ae;
+    int id;
+    atomic_int *failures;
+};
+
+static void *client(void *arg)
+{
+    struct client_arg *a = arg;
+    for (int k = 0; k < 10; k++) {
+        int32_t prompt[4] = {a->id, a->id + 1, k, 100};
+        struct pl_sampling_params sp;
+        pl_sampling_params_default(&sp);
+        sp.max_tokens = 1 + (a->id + k) % 7;
+        struct waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
+        struct pl_async_request *r = NULL;
+        if (pl_async_engine_submit(a->ae, prompt, 4, &sp, notify, &w, &r, NULL) != PL_STATUS_OK) {
+            atomic_fetch_add(a->failures, 1);
+            continue;
+        }
+        struct collected *c = malloc(sizeof(*c));
+        collect(r, &w, c);
+        char want[512];
+        fake_expected_text(prompt, 4, 0, sp.max_tokens, want, sizeof(want));
+        if (strcmp(c->text[0], want) || c->finish[0] != PL_ASYNC_FINISH_LENGTH)
+            atomic_fetch_add(a->failures, 1);
+        free(c);
+        pl_async_request_release(r);
+    }
+    return NULL;
+}
+
+static void test_many_threads(void)
+{
+    struct fake_engine f = {0};
+    struct pl_async_engine *ae = start(&f, 1024, 10);
+    REQUIRE(ae);
+    atomic_int failures = 0;
+    pthread_t th[16];
+    struct client_arg args[16];
+    for (int i = 0; i < 16; i++) {
+        args[i] = (struct client_arg){ae, i * 10, &failures};
+        pthread_create(&th[i], NULL, client, &args[i]);
+    }
+    for (int i = 0; i < 16; i++)
+        pthread_join(th[i], NULL);
+    CHECK(atomic_load(&failures) == 0);
+    CHECK(pl_async_engine_num_unfinished(ae) == 0);
+    pl_async_engine_free(ae);
+}
+
+static void test_abort_frees_blocks(void)
+{
+    struct fake_engine f = {0};
+    f.step_delay_us = 2000;
+    struct pl_async_engine *ae = start(&f, 16, 10);
+    REQUIRE(ae);
+    int32_t prompt[40];
+    for (int i = 0; i < 40; i++)
+        prompt[i] = i;
+    struct pl_sampling_params sp;
+    pl_sampling_params_default(&sp);
+    sp.max_tokens = 100000;
+    struct waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
+    struct pl_async_request *r = NULL;
+    REQUIRE(pl_async_engine_submit(ae, prompt, 40, &sp, notify, &w, &r, NULL) == PL_STATUS_OK);
+    struct pl_engine_stats st;
+    for (int i = 0; i < 200; i++) {
+        pl_async_engine_stats(ae, &st);
+        if (st.kv_blocks_used > 0)
+            break;
+        sleep_ms(5);
+    }
+    CHECK(st.kv_blocks_used >= 3); /* 40 prompt tokens: 3 blocks of 16 */
+    pl_async_request_abort(r);
+    struct collected c;
+    collect(r, &w, &c);
+    CHECK(c.finish[0] == PL_ASYNC_FINISH_ABORT);
+    CHECK(c.n_tokens[0] < 100000);
+    pl_async_request_release(r);
+    for (int i = 0; i < 200; i++) {
+        pl_async_engine_stats(ae, &st);
+        if (st.kv_blocks_used == 0)
+            break;
+        sleep_ms(5);
+    }
+    CHECK(st.kv_blocks_used == 0);
+    pl_async_engine_free(ae);
+}
+
+static void test_release_without_waiting(void)
+{
+    /* a client that vanishes: abort + release at once; the engine must clean up alone */
+    struct fake_engine f = {0};
+    f.step_delay_us = 500;
+    struct pl_async_engine *ae = start(&f, 64, 10);
+    REQUIRE(ae);
+    int32_t prompt[] = {1, 2};
+    struct pl_sampling_params sp;
+    pl_sampling_params_default(&sp);
+    sp.max_tokens = 1000;
+    for (int i = 0; i < 32; i++) {
+        struct waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
+        struct pl_async_request *r = NULL;
+        REQUIRE(pl_async_engine_submit(ae, prompt, 2, &sp, notify, &w, &r, NULL) == PL_STATUS_OK);
+        if (i % 2)
+            sleep_ms(1);
+        pl_async_request_abort(r);
+        pl_async_request_release(r); /* w goes out of scope: notify must never run again */
+    }
+    for (int i = 0; i < 400 && pl_async_engine_num_unfinished(ae) > 0; i++)
+        sleep_ms(5);
+    CHECK(pl_async_engine_num_unfinished(ae) == 0);
+    pl_async_engine_free(ae);
+}
+
+static void test_admission_and_refusal(void)
+{
+    struct fake_engine f = {0};
+    f.step_delay_us = 20000;
+    f.max_n = 2;
+    struct pl_async_engine *ae = start(&f, 2, 10);
+    REQUIRE(ae);
+    int32_t prompt[] = {1};
+    struct pl_sampling_params sp;
+    pl_sampling_params_default(&sp);
+    sp.max_tokens = 50;
+    struct waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
+    struct pl_async_request *a = NULL, *b = NULL, *c = NULL;
+    struct pl_err err = {0};
+    REQUIRE(pl_async_engine_submit(ae, prompt, 1, &sp, NULL, NULL, &a, &err) == PL_STATUS_OK);
+    REQUIRE(pl_async_engine_submit(ae, prompt, 1, &sp, NULL, NULL, &b, &err) == PL_STATUS_OK);
+    CHECK(pl_async_engine_submit(ae, prompt, 1, &sp, NULL, NULL, &c, &err) == PL_STATUS_LIMIT);
+    CHECK(c == NULL);
+    CHECK(strstr(err.msg, "overloaded") != NULL);
+    pl_async_request_abort(a);
+    pl_async_request_abort(b);
+    pl_async_request_release(a);
+    pl_async_request_release(b);
+    for (int i = 0; i < 400 && pl_async_engine_num_unfinished(ae) > 0; i++)
+        sleep_ms(5);
+    /* the engine refuses n = 3: the request ends with an error delta */
+    sp.n = 3;
+    REQUIRE(pl_async_engine_submit(ae, prompt, 1, &sp, notify, &w, &c, &err) == PL_STATUS_OK);
+    struct collected col;
+    collect(c, &w, &col);
+    CHECK(col.saw_error);
+    pl_async_request_release(c);
+    pl_async_engine_free(ae);
+}
+
+static void test_stall_hook(void)
+{
+    char path[] = "/tmp/pl_stall_XXXXXX";
+    int fd = mkstemp(path);
+    REQUIRE(fd >= 0);
+    close(fd);
+    setenv("PAGELLM_TEST_STALL_FILE", path, 1);
+    struct fake_engine f = {0};
+    struct pl_async_engine *ae = start(&f, 16, 0.2);
+    unsetenv("PAGELLM_TEST_STALL_FILE");
+    REQUIRE(ae);
+    CHECK(pl_async_engine_is_healthy(ae, NULL)); /* idle: healthy even though stalled */
+    int32_t prompt[] = {1, 2, 3};
+    struct pl_sampling_params sp;
+    pl_sampling_params_default(&sp);
+    sp.max_tokens = 3;
+    struct waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
+    struct pl_async_request *r = NULL;
+    REQUIRE(pl_async_engine_submit(ae, prompt, 3, &sp, notify, &w, &r, NULL) == PL_STATUS_OK);
+    CHECK(pl_async_engine_is_healthy(ae, NULL)); /* work just arrived */
+    sleep_ms(400);
+    double age = 0;
+    CHECK(!pl_async_engine_is_healthy(ae, &age));
+    CHECK(age >= 0.2);
+    CHECK(!pl_async_request_is_finished(r));
+    unlink(path);
+    struct collected c;
+    collect(r, &w, &c);
+    CHECK(c.finish[0] == PL_ASYNC_FINISH_LENGTH);
+    CHECK(pl_async_engine_is_healthy(ae, NULL));
+    pl_async_request_release(r);
+    pl_async_engine_free(ae);
+}
+
+static void test_shutdown_aborts(void)
+{
+    struct fake_engine f = {0};
+    f.step_delay_us = 1000;
+    struct pl_async_engine *ae = start(&f, 16, 10);
+    REQUIRE(ae);
+    int32_t prompt[] = {9};
+    struct pl_sampling_params sp;
+    pl_sampling_params_default(&sp);
+    sp.max_tokens = 1000000;
+    struct pl_async_request *r = NULL;
+    REQUIRE(pl_async_engine_submit(ae, prompt, 1, &sp, NULL, NULL, &r, NULL) == PL_STATUS_OK);
+    sleep_ms(10);
+    pl_async_engine_free(ae); /* must not hang on the endless request */
+    CHECK(pl_async_request_is_finished(r));
+    struct pl_async_output *o, *last = NULL;
+    while ((o = pl_async_request_pop(r)) != NULL) {
+        pl_async_output_free(last);
+        last = o;
+    }
+    REQUIRE(last);
+    CHECK(last->finished);
+    pl_async_output_free(last);
+    pl_async_request_release(r);
+}
+
+int main(void)
+{
+    PL_RUN(test_one_request);
+    PL_RUN(test_many_threads);
+    PL_RUN(test_abort_frees_blocks);
+    PL_RUN(test_release_without_waiting);
+    PL_RUN(test_admission_and_refusal);
+    PL_RUN(test_stall_hook);
+    PL_RUN(test_shutdown_aborts);
+    return pl_test_summary();
+}
