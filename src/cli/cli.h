@@ -17,6 +17,7 @@ int pl_cli_tokenize(int argc, char **argv);
 int pl_cli_detokenize(int argc, char **argv);
 int pl_cli_serve(int argc, char **argv);
 int pl_cli_bench(int argc, char **argv);
+int pl_cli_worker(int argc, char **argv);
 
 /* ---- flags.c: sampling and engine flags shared by generate and chat ---- */
 

@@ -1,0 +1,675 @@
+// runpod_conformance.mjs -- drives `pagellm worker` through the conformance
+// cases of shared/specs/runpod-worker.md section 6 against the fake job
+// server (fake_runpod.mjs). Usage: node runpod_conformance.mjs PAGELLM MODEL_DIR
+// Expected texts T(x) come from `pagellm generate` (greedy, ignore_eos): the
+// offline API's generate path, independent of the worker's request path.
+// Test knobs (docs/runpod.md): PL_RUNPOD_TAKE_TIMEOUT_MS shortens the 90 s
+// long-poll abandonment (TK12).
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { spawn, execFileSync } from 'node:child_process';
+import http from 'node:http';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { FakeRunPod } from './fake_runpod.mjs';
+
+const [PAGELLM, MODEL] = process.argv.slice(2);
+// Failures are counted per scenario (AsyncLocalStorage follows each scenario's awaits):
+// a scenario that fails is run once more, alone, because several timing windows of
+// section 6 (+-300 ms pings, < 1 s re-polls) can be missed when the 2 CI cores are
+// busy with other tests; a real defect fails both runs.
+const als = new AsyncLocalStorage();
+const failedBy = new Map();
+const covered = [];
+function check(cond, id, msg) {
+  if (!cond) {
+    const name = als.getStore() || '?';
+    failedBy.set(name, (failedBy.get(name) || 0) + 1);
+    console.log(`FAIL ${id} (${name}): ${msg}`);
+  }
+}
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// T(x, n): computed up front (one `generate` per n) -- a synchronous child
+// process inside a scenario would stall every fake server's event loop.
+const refs = new Map();
+function precompute(byN) {
+  for (const [n, prompts] of Object.entries(byN)) {
+    const args = ['generate', '--model', MODEL, '--temperature', '0', '--ignore-eos', '--max-tokens', String(n), '--json'];
+    for (const p of prompts) args.push('--prompt', p);
+    const out = execFileSync(PAGELLM, args, { stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim().split('\n');
+    out.forEach((line, i) => {
+      const j = JSON.parse(line);
+      refs.set(`${prompts[i]}\u0000${n}`, { text: j.outputs[0].text, nPrompt: j.prompt_token_ids.length });
+    });
+  }
+}
+function T(prompt, n) {
+  const r = refs.get(`${prompt}\u0000${n}`);
+  if (!r) throw new Error(`no reference for ${prompt} / ${n}`);
+  return r;
+}
+precompute({ 2: ['a', 'b'], 3: ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h'], 4: ['a', 'é'], 5: ['hi'], 7: ['hi'], 12: ['hi'] });
+
+function startWorker(fake, extraEnv = {}, args = []) {
+  const env = { ...process.env, ...(fake ? fake.env() : {}), MAX_CONCURRENCY: '1', ...extraEnv };
+  for (const k of Object.keys(env)) if (env[k] === undefined) delete env[k];
+  // one compute thread each: several workers share the 2 CI cores
+  const p = spawn(PAGELLM, ['worker', '--model', MODEL, '--threads', '1', ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  p.out = ''; p.err = '';
+  p.stdout.on('data', (d) => { p.out += d; });
+  p.stderr.on('data', (d) => { p.err += d; });
+  p.exited = new Promise((r) => p.on('exit', (code) => r(code)));
+  return p;
+}
+
+async function stopWorker(p) {
+  if (p.exitCode === null) p.kill('SIGKILL');
+  await p.exited;
+}
+
+// The invariants of 6.1 on every request the fake server saw.
+function invariants(fake, id, key = 'test-key') {
+  for (const r of fake.reqs) {
+    check(r.headers.authorization === key, id, `${r.path}: Authorization '${r.headers.authorization}'`);
+    if (r.kind === 'job-done' || r.kind === 'job-stream') {
+      const jobId = r.path.split('/').pop();
+      check(r.headers['content-type'] === 'application/x-www-form-urlencoded', id, `${r.path}: content-type ${r.headers['content-type']}`);
+      check(r.headers['x-request-id'] === jobId, id, `${r.path}: X-Request-ID ${r.headers['x-request-id']}`);
+      check(r.headers.charset === 'utf-8', id, `${r.path}: charset header`);
+      check(r.path.split('/')[4] === 'w1', id, `${r.path}: worker segment`);
+      let b = null;
+      try { b = JSON.parse(r.body); } catch { check(false, id, `${r.path}: body not JSON: ${r.body}`); }
+      if (b && 'error' in b) check(typeof b.error === 'string', id, `${r.path}: error not a string`);
+    }
+  }
+  const doneAt = {};
+  for (const r of fake.reqs) {
+    if (r.kind !== 'job-done' && r.kind !== 'job-stream') continue;
+    const j = r.path.split('/').pop();
+    if (r.kind === 'job-done' && !(j in doneAt)) doneAt[j] = r;
+    else if (j in doneAt && r !== doneAt[j]) {
+      const retry = r.kind === 'job-done' && r.body === doneAt[j].body;
+      check(retry, id, `post for job ${j} after its final job-done`);
+    }
+  }
+}
+
+const body = (r) => JSON.parse(r.body);
+const jobTake = (id, input, extra = {}) => ({ json: { id, input, ...extra } });
+
+// Pushes one job and waits for its (first) job-done.
+async function runJob(fake, id, input, timeout = 20000) {
+  fake.takeQ.push(jobTake(id, input));
+  return fake.waitFor((r) => r.kind === 'job-done' && r.path.endsWith('/' + id), timeout);
+}
+
+// ---------------------------------------------------------------- scenarios
+
+async function scenarioMain() {
+  const fake = await new FakeRunPod().start();
+  let nStopEmpty = 0;
+  fake.stopQ.push({ json: { jobsToStop: [] } });
+  const t0 = Date.now();
+  const w = startWorker(fake);
+  try {
+    // TK1, HB1, ST1
+    const take1 = await fake.waitFor((r) => r.kind === 'job-take' || r.kind === 'job-take-batch');
+    check(take1.path === '/v2/ep/job-take/w1' && take1.query.gpu === 'SIM' && take1.query.job_in_progress === '0', 'TK1', `first take ${take1.path}?${take1.rawQuery}`);
+    await sleep(2600);
+    const takes = fake.of('job-take');
+    check(takes.length >= 3, 'TK1', `only ${takes.length} takes in 2.6 s`);
+    for (let i = 1; i < takes.length; i++) check(takes[i].t - takes[i - 1].t < 1000, 'TK1', `take gaps ${takes.map((x, k) => (k ? x.t - takes[k - 1].t : 0))} ${w.out}`);
+    const stops = fake.of('job-stop');
+    check(stops.length >= 2 && stops[0].path === '/v2/ep/job-stop/w1' && stops[0].rawQuery === 'gpu=SIM', 'ST1', `stop polls ${stops.map((s) => s.path + '?' + s.rawQuery)}`);
+    if (stops.length >= 2) check(stops[1].t - stops[0].t >= 1000, 'ST1', `poll after an empty list ${stops[1].t - stops[0].t} ms later`);
+    covered.push('TK1', 'ST1');
+
+    // RS1 / RS17: simple batch, T(x) from generate
+    const ta = T('a', 4), tb = T('é', 4);
+    let d = await runJob(fake, 'rs1', { prompts: ['a', 'é'], max_tokens: 4, temperature: 0, sampling_params: { ignore_eos: true } });
+    check(d.query.isStream === 'false', 'RS1', 'isStream');
+    check(JSON.stringify(body(d)) === JSON.stringify({ output: { results: [{ prompt: 'a', text: ta.text }, { prompt: 'é', text: tb.text }] } }), 'RS1', d.body);
+    check(fake.of('job-stream', 'rs1').length === 0, 'RS1', 'stream posts for a batch job');
+    check(d.raw.includes(Buffer.from('é')), 'RS17', 'non-ASCII prompt not sent as raw UTF-8');
+    covered.push('RS1', 'RS17');
+
+    // RS2, RS3, RS13: errors before a mode / in batch mode
+    for (const [id, input, err] of [['rs2', { temperature: 0.5 }, "Missing 'prompts' in input"],
+      ['rs3', { prompts: [] }, "Missing 'prompts' in input"],
+      ['rs13', 'hello', 'Job input must be a JSON object']]) {
+      d = await runJob(fake, id, input);
+      check(d.body === JSON.stringify({ error: err }) && d.query.isStream === 'false', id.toUpperCase(), d.body);
+      covered.push(id.toUpperCase());
+    }
+
+    // RS4: simple streaming, 5 tokens -> chunks of 1, 3, 1 tokens
+    const thi5 = T('hi', 5);
+    d = await runJob(fake, 'rs4', { prompt: 'hi', max_tokens: 5, engine_format: 'simple', sampling_params: { temperature: 0, ignore_eos: true } });
+    let chunks = fake.of('job-stream', 'rs4');
+    check(chunks.length === 3 && chunks.every((c) => c.query.isStream === 'false'), 'RS4', `${chunks.length} chunks`);
+    check(d.query.isStream === 'true', 'RS4', 'final isStream');
+    const texts = chunks.map((c) => body(c).output.text);
+    check(texts.join('') === thi5.text, 'RS4', `texts ${JSON.stringify(texts)} vs ${JSON.stringify(thi5.text)}`);
+    check(JSON.stringify(body(d).output) === JSON.stringify(chunks.map((c) => body(c).output)), 'RS4', 'final aggregate');
+    covered.push('RS4');
+
+    // RS6: bare prompt -> native, non-stream
+    d = await runJob(fake, 'rs6', { prompt: 'hi' });
+    chunks = fake.of('job-stream', 'rs6');
+    const o6 = body(d).output;
+    check(chunks.length === 1 && d.query.isStream === 'true' && JSON.stringify([body(chunks[0]).output]) === JSON.stringify(o6), 'RS6', d.body);
+    check(o6[0].choices.length === 1 && o6[0].choices[0].tokens.length === 1 && o6[0].usage.input === thi5.nPrompt && o6[0].usage.output <= 100 && o6[0].usage.output >= 1, 'RS6', JSON.stringify(o6));
+    covered.push('RS6');
+
+    // RS7-RS9: native streaming with the batch-size schedule
+    const sp = { max_tokens: 5, temperature: 0, ignore_eos: true };
+    for (const [id, extra, n, want] of [['rs7', {}, 5, [1, 3, 1]],
+      ['rs8', { max_batch_size: 2, min_batch_size: 1, batch_size_growth_factor: 2 }, 7, [1, 2, 2, 2]],
+      ['rs9', { batch_size_growth_factor: 1 }, 5, [5]]]) {
+      d = await runJob(fake, id, { prompt: 'hi', stream: true, sampling_params: { ...sp, max_tokens: n }, ...extra });
+      chunks = fake.of('job-stream', id).map((c) => body(c).output);
+      const sizes = chunks.map((c) => c.choices[0].tokens.length);
+      check(JSON.stringify(sizes) === JSON.stringify(want), id.toUpperCase(), `sizes ${sizes}`);
+      let cum = 0;
+      for (const c of chunks) { cum += c.choices[0].tokens.length; check(c.usage.output === cum && c.usage.input === thi5.nPrompt, id.toUpperCase(), JSON.stringify(c.usage)); }
+      const all = chunks.flatMap((c) => c.choices[0].tokens).join('');
+      check(all === T('hi', n).text, id.toUpperCase(), `text ${JSON.stringify(all)}`);
+      check(JSON.stringify(body(d).output) === JSON.stringify(chunks), id.toUpperCase(), 'final aggregate');
+      covered.push(id.toUpperCase());
+    }
+
+    // RS10: messages, n = 2
+    d = await runJob(fake, 'rs10', { messages: [{ role: 'user', content: 'hi' }], sampling_params: { n: 2, max_tokens: 3 } });
+    const o10 = body(d).output;
+    check(o10.length === 1 && o10[0].choices.length === 2 && o10[0].choices.every((c) => c.tokens.length === 1), 'RS10', d.body);
+    covered.push('RS10');
+
+    // RS11, RS12: errors after a mode was chosen (generator kind)
+    d = await runJob(fake, 'rs11', { prompt: 'hi', sampling_params: { bogus: 1 } });
+    check(d.query.isStream === 'true' && typeof body(d).error === 'string' && body(d).error.includes('bogus') && fake.of('job-stream', 'rs11').length === 0, 'RS11', d.body);
+    d = await runJob(fake, 'rs12', { prompt: '' });
+    check(d.body === JSON.stringify({ error: "Missing 'prompt' in input" }), 'RS12', d.body);
+    covered.push('RS11', 'RS12');
+
+    // OA1, OA8, OA6
+    for (const [id, input] of [['oa1', { openai_route: '/v1/models', openai_input: {} }], ['oa8', { route: '/v1/models' }]]) {
+      d = await runJob(fake, id, input);
+      const o = body(d).output;
+      check(Array.isArray(o) && o.length === 1 && o[0].object === 'list' && o[0].data[0].id === MODEL && o[0].data[0].object === 'model' && fake.of('job-stream', id).length === 1, id.toUpperCase(), d.body);
+      covered.push(id.toUpperCase());
+    }
+    // OA2, OA3, OA5, OA7: chat / completions through the OpenAI route
+    const chatIn = { model: MODEL, messages: [{ role: 'user', content: 'hi' }], max_tokens: 4, ignore_eos: true, temperature: 0 };
+    d = await runJob(fake, 'oa2', { openai_route: '/v1/chat/completions', openai_input: chatIn });
+    let o = body(d).output;
+    check(Array.isArray(o) && o[0].object === 'chat.completion' && o[0].choices[0].message.role === 'assistant' && o[0].usage.completion_tokens === 4 && o[0].model === MODEL, 'OA2', d.body);
+    covered.push('OA2');
+    d = await runJob(fake, 'oa3', { openai_route: '/v1/chat/completions', openai_input: { ...chatIn, max_tokens: 12, stream: true } });
+    chunks = fake.of('job-stream', 'oa3').map((c) => body(c).output);
+    const sse = chunks.join('');
+    const events = sse.split('\n\n').filter((e) => e.length);
+    const parsed = events.slice(0, -1).map((e) => JSON.parse(e.replace(/^data: /, '')));
+    const perChunk = chunks.map((c) => c.split('\n\n').length - 1);
+    let want = [], left = events.length;
+    for (let k = 1; left > 0; k = Math.min(k * 3, 50)) { want.push(Math.min(k, left)); left -= k; }
+    check(chunks.every((c) => typeof c === 'string') && sse.endsWith('data: [DONE]\n\n') && events.every((e) => e.startsWith('data: ')) &&
+      parsed.every((e) => e.object === 'chat.completion.chunk') && JSON.stringify(perChunk) === JSON.stringify(want) &&
+      JSON.stringify(body(d).output) === JSON.stringify(chunks), 'OA3', `events per chunk ${perChunk} want ${want}`);
+    const streamed = parsed.map((e) => e.choices[0].delta.content || '').join('');
+    const whole = (await runJob(fake, 'oa3b', { openai_route: '/v1/chat/completions', openai_input: { ...chatIn, max_tokens: 12 } }));
+    check(streamed === body(whole).output[0].choices[0].message.content, 'OA3', 'streamed text differs from the non-streamed answer');
+    covered.push('OA3');
+    d = await runJob(fake, 'oa5', { openai_route: '/v1/completions', openai_input: { model: MODEL, prompt: 'hi' } });
+    o = body(d).output;
+    check(o[0].object === 'text_completion' && o[0].usage.completion_tokens <= 16 && o[0].usage.completion_tokens >= 1, 'OA5', d.body);
+    covered.push('OA5');
+    d = await runJob(fake, 'oa7', { openai_route: '/v1/chat/completions', openai_input: { ...chatIn, model: 'wrong' } });
+    check(typeof body(d).error === 'string' && body(d).error.includes('wrong') && JSON.parse(body(d).error).code === 404, 'OA7', d.body);
+    covered.push('OA7');
+
+    d = await runJob(fake, 'oa6', { openai_route: '/v1/nope', openai_input: { x: 1 } });
+    check(typeof body(d).error === 'string' && body(d).error.includes('Invalid route'), 'OA6', d.body);
+    covered.push('OA6');
+
+    // TK7: a 400 then polling goes on at once, no job-done
+    let n0 = fake.reqs.length;
+    fake.takeQ.push({ status: 400, json: { id: 'tk7', input: { prompts: ['a'] } } });
+    const r400 = await fake.waitFor((r) => r.kind === 'job-take', 5000, n0);
+    const next = await fake.waitFor((r) => r.kind === 'job-take' && r !== r400, 5000, n0);
+    check(next.t - r400.t < 1000, 'TK7', `next take ${next.t - r400.t} ms later`);
+    // TK9, TK10, TK11: ignored bodies
+    fake.takeQ.push({ status: 200, ctype: 'text/html', body: JSON.stringify({ id: 'tk9', input: {} }) });
+    fake.takeQ.push({ json: { input: { prompt: 'hi' } } });
+    fake.takeQ.push({ status: 200, ctype: 'application/json', contentLength0: true });
+    n0 = fake.reqs.length;
+    await fake.waitFor((r) => r.kind === 'job-take', 5000, fake.reqs.length);
+    // the three scripted answers are consumed, then a real job proves polling continued
+    d = await runJob(fake, 'after', { prompts: ['a'], max_tokens: 1 });
+    check(fake.of('job-done', 'tk7').length === 0 && fake.of('job-done', 'tk9').length === 0, 'TK7/TK9', 'job-done for an ignored job');
+    check(fake.reqs.filter((r) => r.kind === 'job-done').every((r) => !r.path.endsWith('/undefined')), 'TK10', 'job without id processed');
+    covered.push('TK7', 'TK9', 'TK10', 'TK11');
+
+    // a gzip-compressed take answer (the worker sends Accept-Encoding: gzip, deflate)
+    fake.takeQ.push({ json: { id: 'gz', input: { prompts: ['a'], max_tokens: 1 } }, gzip: true });
+    d = await fake.waitFor((r) => r.kind === 'job-done' && r.path.endsWith('/gz'), 10000);
+    check(body(d).output.results.length === 1 && /gzip/.test(fake.of('job-take')[0].headers['accept-encoding']), 'GZ', d.body);
+    covered.push('GZ');
+
+    // more jobs than asked for (one free slot): only the first is held, the other refused and logged
+    fake.takeQ.push({ json: [{ id: 'x1', input: { prompts: ['a'], max_tokens: 1 } }, { id: 'x2', input: { prompts: ['a'], max_tokens: 1 } }] });
+    await fake.waitFor((r) => r.kind === 'job-done' && r.path.endsWith('/x1'), 10000);
+    await sleep(300);
+    check(fake.of('job-done', 'x2').length === 0 && w.out.includes('"requestId":"x2"'), 'CAP', 'a job beyond the concurrency was run or not logged');
+    covered.push('CAP');
+
+    // TK13: extra keys; JSON log lines (RUNPOD_ENDPOINT_ID set)
+    fake.takeQ.push({ json: { id: 'tk13', input: { prompts: ['a'], max_tokens: 1 }, webhook: null, batchId: 'B1' } });
+    await fake.waitFor((r) => r.kind === 'job-done' && r.path.endsWith('/tk13'));
+    await sleep(100);
+    const lines = w.out.split('\n').filter((l) => l.includes('"requestId":"tk13"'));
+    check(lines.length > 0 && lines.every((l) => JSON.parse(l).message.startsWith('[batchId=B1] ')), 'TK13', `log lines: ${lines.slice(0, 2)}`);
+    covered.push('TK13');
+    invariants(fake, 'main');
+  } finally {
+    await stopWorker(w);
+    await fake.stop();
+  }
+}
+
+// RS14 (stream 503 twice), RS15 (job-done 500 x3), RS16 (404 once), each on its own worker.
+async function scenarioRetries() {
+  const run = async (id, input, answer, check2) => {
+    const fake = await new FakeRunPod().start();
+    fake.postAnswer = answer;
+    const w = startWorker(fake);
+    try {
+      fake.takeQ.push(jobTake(id, input));
+      await check2(fake);
+      invariants(fake, id);
+    } finally { await stopWorker(w); await fake.stop(); }
+  };
+  const streamInput = { prompt: 'hi', stream: true, sampling_params: { max_tokens: 5, temperature: 0, ignore_eos: true } };
+  let nStream = 0;
+  const p14 = run('rs14', streamInput, (r) => (r.kind === 'job-stream' && ++nStream <= 2 ? { status: 503 } : { status: 200 }), async (fake) => {
+    await fake.waitFor((r) => r.kind === 'job-done', 20000);
+    const s = fake.of('job-stream', 'rs14');
+    check(s.length === 5, 'RS14', `${s.length} stream posts`);
+    if (s.length === 5) {
+      check(s[0].body === s[1].body && s[1].body === s[2].body, 'RS14', 'retried chunk differs');
+      const g1 = s[1].t - s[0].t, g2 = s[2].t - s[1].t;
+      check(g1 >= 1900 && g1 < 2600 && g2 >= 2900 && g2 < 3600, 'RS14', `gaps ${g1} ${g2}`);
+      check(body(s[3]).output.choices[0].tokens.length === 3 && body(s[4]).output.choices[0].tokens.length === 1, 'RS14', 'later chunks out of order');
+      const done = fake.of('job-done', 'rs14')[0];
+      check(done.t >= s[4].t, 'RS14', 'final before the last chunk');
+    }
+    covered.push('RS14');
+  });
+  const p15 = run('rs15', { prompts: ['a'], max_tokens: 2 }, (r) => (r.kind === 'job-done' && r.path.endsWith('/rs15') ? { status: 500 } : { status: 200 }), async (fake) => {
+    await fake.waitFor((r) => r.kind === 'job-done', 20000);
+    await sleep(6500);
+    const d = fake.of('job-done', 'rs15');
+    check(d.length === 3, 'RS15', `${d.length} attempts`);
+    if (d.length === 3) {
+      const g1 = d[1].t - d[0].t, g2 = d[2].t - d[1].t;
+      check(g1 >= 1900 && g1 < 2600 && g2 >= 2900 && g2 < 3600, 'RS15', `gaps ${g1} ${g2}`);
+    }
+    // keeps taking jobs
+    fake.takeQ.push(jobTake('rs15b', { prompts: ['a'], max_tokens: 1 }));
+    await fake.waitFor((r) => r.kind === 'job-done' && r.path.endsWith('/rs15b'), 5000);
+    covered.push('RS15');
+  });
+  const p16 = run('rs16', { prompts: ['a'], max_tokens: 2 }, (r) => (r.kind === 'job-done' ? { status: 404 } : { status: 200 }), async (fake) => {
+    await fake.waitFor((r) => r.kind === 'job-done', 20000);
+    await sleep(2500);
+    check(fake.of('job-done', 'rs16').length === 1, 'RS16', `${fake.of('job-done', 'rs16').length} attempts`);
+    covered.push('RS16');
+  });
+  await Promise.all([p14, p15, p16]);
+}
+
+// TK6 (429 back-off), ST4 (stop 429), TK8 (500), and a server that disappears and comes back.
+async function scenarioBackoff() {
+  const fake = await new FakeRunPod().start();
+  fake.takeQ.push({ status: 429 });
+  fake.stopQ.push({ status: 429 });
+  const w = startWorker(fake);
+  try {
+    const t429 = await fake.waitFor((r) => r.kind === 'job-take');
+    const s429 = await fake.waitFor((r) => r.kind === 'job-stop');
+    const tNext = await fake.waitFor((r) => r.kind === 'job-take' && r !== t429, 10000);
+    const sNext = await fake.waitFor((r) => r.kind === 'job-stop' && r !== s429, 10000);
+    check(tNext.t - t429.t >= 5000, 'TK6', `take after 429: ${tNext.t - t429.t} ms`);
+    check(sNext.t - s429.t >= 5000, 'ST4', `stop poll after 429: ${sNext.t - s429.t} ms`);
+    covered.push('TK6', 'ST4');
+    fake.takeQ.push({ status: 500 });
+    const n0 = fake.reqs.length;
+    const t500 = await fake.waitFor((r) => r.kind === 'job-take', 5000, n0);
+    const after = await fake.waitFor((r) => r.kind === 'job-take' && r !== t500, 10000, n0);
+    check(after.t - t500.t < 10000 && w.exitCode === null, 'TK8', 'no take after a 500');
+    covered.push('TK8');
+    // the job server disappears for 2 s and comes back on the same port
+    const port = fake.port;
+    await fake.stop();
+    await sleep(2000);
+    check(w.exitCode === null, 'DOWN', 'worker exited while the server was down');
+    const back = new FakeRunPod();
+    await back.start(port);
+    back.takeQ.push(jobTake('back', { prompts: ['a'], max_tokens: 1 }));
+    const d = await back.waitFor((r) => r.kind === 'job-done' && r.path.endsWith('/back'), 15000);
+    check(body(d).output.results.length === 1, 'DOWN', d.body);
+    covered.push('DOWN');
+    invariants(fake, 'backoff');
+    invariants(back, 'backoff');
+    await back.stop();
+  } finally { await stopWorker(w); }
+}
+
+// TK2-TK4, HB2 with MAX_CONCURRENCY=4; jobs are kept in flight by slow stream posts.
+async function scenarioConcurrency() {
+  const fake = await new FakeRunPod().start();
+  fake.postAnswer = (r) => (r.kind === 'job-stream' ? { status: 200, delay: 400 } : { status: 200 });
+  const slow = { prompt: 'hi', stream: true, max_batch_size: 1, sampling_params: { max_tokens: 12, temperature: 0, ignore_eos: true } };
+  const w = startWorker(fake, { MAX_CONCURRENCY: '4' });
+  try {
+    const first = await fake.waitFor((r) => r.kind.startsWith('job-take'));
+    check(first.path === '/v2/ep/job-take-batch/w1' && first.rawQuery === 'gpu=SIM&batch_size=4&job_in_progress=0', 'TK2', `${first.path}?${first.rawQuery}`);
+    covered.push('TK2');
+    fake.takeQ.push({ json: [{ id: 'a', input: slow }, { id: 'b', input: slow }] });
+    const n0 = fake.reqs.length;
+    const got = await fake.waitFor((r) => r.kind.startsWith('job-take') && r.answer && r.answer.json, 5000, n0);
+    const t3 = await fake.waitFor((r) => r.kind.startsWith('job-take'), 5000, fake.reqs.indexOf(got) + 1);
+    check(t3.path === '/v2/ep/job-take-batch/w1' && t3.query.batch_size === '2' && t3.query.job_in_progress === '1', 'TK3', `${t3.path}?${t3.rawQuery}`);
+    covered.push('TK3');
+    const ping = await fake.waitFor((r) => r.kind === 'ping' && r.query.job_id, 3000, n0);
+    check(ping.query.job_id.split(',').sort().join(',') === 'a,b' && ping.rawQuery.includes('%2C'), 'HB2', ping.rawQuery);
+    covered.push('HB2');
+    fake.takeQ.push({ json: [{ id: 'c', input: slow }] });
+    const n1 = fake.reqs.length;
+    const t4 = await fake.waitFor((r) => r.kind.startsWith('job-take') && r.query.job_in_progress === '1' && r.path === '/v2/ep/job-take/w1', 5000, n1);
+    check(!!t4, 'TK4', 'no single take with 3 held');
+    covered.push('TK4');
+    for (const id of ['a', 'b', 'c']) await fake.waitFor((r) => r.kind === 'job-done' && r.path.endsWith('/' + id), 20000);
+    for (const id of ['a', 'b', 'c']) {
+      const toks = fake.of('job-stream', id).flatMap((c) => body(c).output.choices[0].tokens).join('');
+      check(toks === T('hi', 12).text, 'CONC', `job ${id} text ${JSON.stringify(toks)}`);
+    }
+    invariants(fake, 'concurrency');
+  } finally { await stopWorker(w); await fake.stop(); }
+}
+
+// ST2, ST3, TK5: stop a long streaming job (concurrency 1).
+async function scenarioStop() {
+  const fake = await new FakeRunPod().start();
+  fake.postAnswer = (r) => (r.kind === 'job-stream' ? { status: 200, delay: 150 } : { status: 200 });
+  const w = startWorker(fake);
+  try {
+    fake.takeQ.push(jobTake('J', { prompt: 'hi', stream: true, max_batch_size: 1, sampling_params: { max_tokens: 200, temperature: 0, ignore_eos: true } }));
+    await fake.waitFor((r) => r.kind === 'job-stream' && r.path.endsWith('/J'), 10000);
+    const accepted = fake.reqs.filter((r) => r.kind.startsWith('job-take')).length;
+    fake.stopQ.push({ json: { jobsToStop: ['zzz'] } });
+    await sleep(1500);
+    check(fake.of('job-stream', 'J').length >= 3, 'ST3', 'job stopped by an unknown id');
+    covered.push('ST3');
+    check(fake.reqs.filter((r) => r.kind.startsWith('job-take')).length === accepted, 'TK5', 'take while the only slot is held');
+    covered.push('TK5');
+    fake.stopQ.push({ json: { jobsToStop: ['J'] } });
+    const stopAt = (await fake.waitFor((r) => r.kind === 'job-stop' && fake.stopQ.length === 0, 5000, fake.reqs.length - 1)).t;
+    await sleep(2500);
+    const late = fake.of('job-stream', 'J').filter((r) => r.t > stopAt + 1000);
+    check(late.length === 0, 'ST2', `${late.length} stream posts > 1 s after the stop`);
+    check(fake.of('job-done', 'J').length === 0, 'ST2', 'job-done for a stopped job');
+    const lastPing = fake.of('ping').pop();
+    check(!('job_id' in lastPing.query), 'ST2', `ping still lists ${lastPing.query.job_id}`);
+    const lastTake = fake.reqs.filter((r) => r.kind.startsWith('job-take')).pop();
+    check(lastTake.query.job_in_progress === '0' && lastTake.t > stopAt, 'ST2', 'slot not reused');
+    covered.push('ST2');
+    invariants(fake, 'stop');
+  } finally { await stopWorker(w); await fake.stop(); }
+}
+
+// HB3: pings stay periodic while decoding at full load; HB4: a 500 ping is retried.
+async function scenarioHeartbeat() {
+  const fake = await new FakeRunPod().start();
+  fake.pingAnswer = () => (fake.of('ping').length === 4 ? { status: 500 } : { status: 200 });
+  const t0 = Date.now();
+  const w = startWorker(fake, { MAX_CONCURRENCY: '4' });
+  try {
+    await sleep(2500);
+    const pings = fake.of('ping');
+    check(pings.length >= 2 && pings[0].t - t0 < 1000, 'HB1', `pings ${pings.length}, first after ${pings[0] && pings[0].t - t0} ms`);
+    for (let i = 1; i < pings.length; i++) check(Math.abs(pings[i].t - pings[i - 1].t - 1000) <= 300, 'HB1', `ping gap ${pings[i].t - pings[i - 1].t}`);
+    for (const p of pings) check(p.path === '/v2/ep/ping/w1' && p.query.gpu === 'SIM' && p.query.runpod_version === '1.12.0' && !('job_id' in p.query), 'HB1', `ping ${p.path}?${p.rawQuery}`);
+    covered.push('HB1');
+    // full load: 4 slots, long greedy generations
+    const big = { prompts: ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h'], max_tokens: 2000, temperature: 0, sampling_params: { ignore_eos: true } };
+    fake.takeQ.push({ json: [{ id: 'h1', input: big }, { id: 'h2', input: big }, { id: 'h3', input: big }, { id: 'h4', input: big }] });
+    await sleep(4500);
+    const all = fake.of('ping');
+    const i500 = all.findIndex((p) => p.answer && p.answer.status === 500);
+    check(i500 >= 0 && all[i500 + 1] && all[i500 + 1].t - all[i500].t <= 1000, 'HB4', `retry after a 500: ${i500 >= 0 && all[i500 + 1] ? all[i500 + 1].t - all[i500].t : 'none'}`);
+    covered.push('HB4');
+    const busy = all.filter((p, i) => p.query.job_id && i !== i500 + 1);
+    let ok = busy.length >= 3;
+    for (let i = 1; i < busy.length; i++) ok = ok && Math.abs(busy[i].t - busy[i - 1].t - 1000) <= 300;
+    const stillBusy = !fake.of('job-done').length;
+    check(ok && stillBusy, 'HB3', `busy ping gaps ${busy.map((p, i) => (i ? p.t - busy[i - 1].t : 0))}, jobs still running: ${stillBusy}`);
+    covered.push('HB3');
+  } finally { await stopWorker(w); await fake.stop(); }
+}
+
+// HB5: no API key -> no pings; HB6: model load failure -> unhealthy ping, exit 1.
+async function scenarioNoKeyAndBadModel() {
+  const fake = await new FakeRunPod().start();
+  const w = startWorker(fake, { RUNPOD_AI_API_KEY: undefined });
+  try {
+    const d = await runJob(fake, 'hb5', { prompts: ['a'], max_tokens: 1 });
+    check(!!d && fake.of('ping').length === 0, 'HB5', `${fake.of('ping').length} pings`);
+    covered.push('HB5');
+    invariants(fake, 'HB5', '');
+  } finally { await stopWorker(w); await fake.stop(); }
+  const fake2 = await new FakeRunPod().start();
+  const env = { ...process.env, ...fake2.env() };
+  const p = spawn(PAGELLM, ['worker', '--model', '/nonexistent/model'], { env, stdio: 'ignore' });
+  const code = await new Promise((r) => p.on('exit', r));
+  await sleep(100);
+  const pings = fake2.of('ping');
+  check(code === 1 && pings.length === 1 && pings[0].query.status === 'unhealthy' && pings[0].query.check && pings[0].query.reason && pings[0].query.reason.length <= 256 && fake2.of('job-take').length === 0, 'HB6', `exit ${code}, pings ${pings.map((x) => x.rawQuery)}`);
+  covered.push('HB6');
+  await fake2.stop();
+}
+
+// SD1: SIGTERM while a job streams; SD2: RP_REFRESH_WORKER=1; TK12: an unanswered take.
+async function scenarioShutdown() {
+  const fake = await new FakeRunPod().start();
+  fake.postAnswer = (r) => (r.kind === 'job-stream' ? { status: 200, delay: 100 } : { status: 200 });
+  const w = startWorker(fake);
+  fake.takeQ.push(jobTake('sd1', { prompt: 'hi', stream: true, max_batch_size: 1, sampling_params: { max_tokens: 20, temperature: 0, ignore_eos: true } }));
+  await fake.waitFor((r) => r.kind === 'job-stream', 10000);
+  w.kill('SIGTERM');
+  const sigAt = Date.now();
+  const code = await w.exited;
+  const takesAfter = fake.reqs.filter((r) => r.kind.startsWith('job-take') && r.t > sigAt + 50);
+  const chunks = fake.of('job-stream', 'sd1');
+  const done = fake.of('job-done', 'sd1');
+  check(code === 0 && takesAfter.length === 0 && chunks.length === 20 && done.length === 1 && body(done[0]).output.length === 20, 'SD1', `exit ${code}, takes after ${takesAfter.length}, chunks ${chunks.length}, done ${done.length}`);
+  covered.push('SD1');
+  await fake.stop();
+
+  const fake2 = await new FakeRunPod().start();
+  const w2 = startWorker(fake2, { RP_REFRESH_WORKER: '1' });
+  fake2.takeQ.push(jobTake('sd2', { prompts: ['a'], max_tokens: 2 }));
+  const code2 = await Promise.race([w2.exited, sleep(10000).then(() => 'timeout')]);
+  const d2 = fake2.of('job-done', 'sd2');
+  const lastTake = fake2.reqs.filter((r) => r.kind.startsWith('job-take')).pop();
+  check(code2 === 0 && d2.length === 1 && body(d2[0]).stopPod === true && lastTake.t <= d2[0].t, 'SD2', `exit ${code2}, ${d2.map((x) => x.body)}`);
+  covered.push('SD2');
+  await stopWorker(w2);
+  await fake2.stop();
+
+  const fake3 = await new FakeRunPod().start();
+  fake3.takeQ.push({ never: true });
+  const w3 = startWorker(fake3, { PL_RUNPOD_TAKE_TIMEOUT_MS: '1500' });
+  try {
+    const t1 = await fake3.waitFor((r) => r.kind === 'job-take');
+    const t2 = await fake3.waitFor((r) => r.kind === 'job-take' && r !== t1, 5000);
+    check(t2.t - t1.t >= 1400 && t2.t - t1.t < 2500, 'TK12', `new take ${t2.t - t1.t} ms later`);
+    covered.push('TK12');
+  } finally { await stopWorker(w3); await fake3.stop(); }
+}
+
+// ------------------------------------------------------------ local API
+
+function request(port, method, p, data) {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port, method, path: p, headers: { 'Content-Type': 'application/json' } }, (res) => {
+      let b = '';
+      res.on('data', (d) => { b += d; });
+      res.on('end', () => { let j = null; try { j = JSON.parse(b); } catch { /* not JSON */ } resolve({ status: res.statusCode, headers: res.headers, body: b, json: j }); });
+    });
+    req.on('error', reject);
+    if (data !== undefined) req.write(typeof data === 'string' ? data : JSON.stringify(data));
+    req.end();
+  });
+}
+
+async function scenarioLocalApi() {
+  const port = 18000 + Math.floor(Math.random() * 2000);
+  const hookHits = [];
+  const hook = http.createServer((req, res) => { let b = ''; req.on('data', (d) => { b += d; }); req.on('end', () => { hookHits.push(b); res.end('ok'); }); });
+  await new Promise((r) => hook.listen(0, '127.0.0.1', r));
+  const fake = await new FakeRunPod().start(); // LR7: GET_JOB set, yet no takes
+  const w = startWorker(fake, {}, ['--rp_serve_api', '--rp_api_port', String(port)]);
+  try {
+    let up = false;
+    for (let i = 0; i < 100 && !up; i++) { try { await request(port, 'GET', '/health'); up = true; } catch { await sleep(50); } }
+    check(up, 'LA', 'local API did not start');
+    const ta = T('a', 3);
+    const inA = { prompts: ['a'], max_tokens: 3, temperature: 0, sampling_params: { ignore_eos: true } };
+    let r = await request(port, 'POST', '/run', { input: inA });
+    const id = r.json && r.json.id;
+    check(r.status === 200 && /^test-[0-9a-f-]{36}$/.test(id) && JSON.stringify(r.json) === JSON.stringify({ id, status: 'IN_PROGRESS' }), 'LA1', r.body);
+    r = await request(port, 'GET', '/health');
+    check(r.json.jobs.inQueue === 1 && r.json.jobs.retried === 0 && r.json.workers.idle === 1, 'LA15', r.body);
+    r = await request(port, 'POST', `/status/${id}`);
+    check(JSON.stringify(r.json) === JSON.stringify({ id, status: 'COMPLETED', output: { results: [{ prompt: 'a', text: ta.text }] } }), 'LA2', r.body);
+    r = await request(port, 'POST', `/status/${id}`);
+    check(JSON.stringify(r.json) === JSON.stringify({ id, status: 'FAILED', error: 'Job ID not found' }), 'LA3', r.body);
+    const inS = { prompt: 'hi', stream: true, sampling_params: { max_tokens: 5, temperature: 0, ignore_eos: true } };
+    r = await request(port, 'POST', '/runsync', { input: inS });
+    check(r.json.status === 'COMPLETED' && r.json.output.length === 3 && r.json.output.flatMap((c) => c.choices[0].tokens).join('') === T('hi', 5).text, 'LA4', r.body);
+    const la4 = r.json.output;
+    r = await request(port, 'POST', '/run', { input: inS });
+    const sid = r.json.id;
+    r = await request(port, 'POST', `/stream/${sid}`);
+    check(JSON.stringify(r.json) === JSON.stringify({ id: sid, status: 'COMPLETED', stream: la4.map((c) => ({ output: c })) }), 'LA5', r.body);
+    r = await request(port, 'POST', '/run', { input: inA });
+    const bid = r.json.id;
+    r = await request(port, 'POST', `/stream/${bid}`);
+    check(JSON.stringify(r.json) === JSON.stringify({ id: bid, status: 'FAILED', error: 'Stream not supported, handler must be a generator.' }), 'LA6', r.body);
+    r = await request(port, 'POST', `/status/${bid}`);
+    check(r.json.status === 'COMPLETED', 'LA6', r.body);
+    r = await request(port, 'POST', '/stream/unknown');
+    check(JSON.stringify(r.json) === JSON.stringify({ id: 'unknown', status: 'FAILED', error: 'Job ID not found' }), 'LA7', r.body);
+    r = await request(port, 'POST', '/runsync', { input: {} });
+    check(r.json.status === 'FAILED' && r.json.error === "Missing 'prompts' in input" && /^test-/.test(r.json.id), 'LA8', r.body);
+    for (const bad of [{}, { input: 'x' }, 'not json']) {
+      r = await request(port, 'POST', '/runsync', bad);
+      check(r.status === 422 && Array.isArray(r.json && r.json.detail), 'LA9', `${r.status} ${r.body}`);
+    }
+    r = await request(port, 'POST', '/run', { input: inA });
+    r = await request(port, 'GET', `/status/${r.json.id}`);
+    check(r.json.status === 'COMPLETED', 'LA10', r.body);
+    r = await request(port, 'PUT', '/runsync', { input: inA });
+    check(r.status === 405 && r.body === '{"detail":"Method Not Allowed"}', 'LA10', r.body);
+    r = await request(port, 'GET', '/nope');
+    check(r.status === 404 && r.body === '{"detail":"Not Found"}', 'LA10', r.body);
+    r = await request(port, 'POST', '/runsync', { input: inA, webhook: `http://127.0.0.1:${hook.address().port}/hook` });
+    for (let i = 0; i < 100 && hookHits.length === 0; i++) await sleep(50);
+    check(r.json.status === 'COMPLETED' && hookHits.length === 1 && JSON.stringify(JSON.parse(hookHits[0])) === JSON.stringify({ output: r.json.output }), 'LA11', hookHits.join('|'));
+    r = await request(port, 'GET', '/docs');
+    check(r.status >= 300 && r.status < 400 && r.headers.location === '/', 'LA12', `${r.status}`);
+    const many = await Promise.all(['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h'].map((p) => request(port, 'POST', '/runsync', { input: { ...inA, prompts: [p] } })));
+    for (const [i, m] of many.entries()) {
+      const p = 'abcdefgh'[i];
+      check(m.json.status === 'COMPLETED' && m.json.output.results[0].text === T(p, 3).text, 'LA13', m.body);
+    }
+    r = await request(port, 'POST', '/run', { input: inA });
+    const cid = r.json.id;
+    r = await request(port, 'POST', `/cancel/${cid}`);
+    check(JSON.stringify(r.json) === JSON.stringify({ id: cid, status: 'CANCELLED' }), 'LA14', r.body);
+    r = await request(port, 'POST', `/status/${cid}`);
+    check(r.json.error === 'Job ID not found', 'LA14', r.body);
+    r = await request(port, 'POST', '/ep/realtime', { id: 'rt1', input: inA });
+    check(JSON.stringify(r.json) === JSON.stringify({ output: { results: [{ prompt: 'a', text: ta.text }] } }), 'RT', r.body);
+    check(fake.reqs.filter((x) => x.kind.startsWith('job-take')).length === 0, 'LR7', 'takes while serving the local API');
+    covered.push('LA1', 'LA2', 'LA3', 'LA4', 'LA5', 'LA6', 'LA7', 'LA8', 'LA9', 'LA10', 'LA11', 'LA12', 'LA13', 'LA14', 'LA15', 'LR7', 'RT');
+  } finally { await stopWorker(w); await fake.stop(); hook.close(); }
+}
+
+function oneShot(args, cwd, extraEnv = {}) {
+  return new Promise((resolve) => {
+    const env = { ...process.env, ...extraEnv };
+    delete env.RUNPOD_WEBHOOK_GET_JOB;
+    const p = spawn(PAGELLM, ['worker', '--model', MODEL, ...args], { env, cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '', err = '';
+    p.stdout.on('data', (d) => { out += d; });
+    p.stderr.on('data', (d) => { err += d; });
+    p.on('exit', (code) => resolve({ code, out, err }));
+  });
+}
+
+async function scenarioOneShot() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pl-rp-'));
+  try {
+    const ta = T('a', 2), tb = T('b', 2);
+    const job = (p) => JSON.stringify({ input: { prompts: [p], max_tokens: 2, temperature: 0, sampling_params: { ignore_eos: true } } });
+    let r = await oneShot(['--test_input', job('a')], dir);
+    check(r.code === 0 && r.out.split('\n').includes(JSON.stringify({ output: { results: [{ prompt: 'a', text: ta.text }] } })), 'LR1', r.out);
+    r = await oneShot(['--test_input', '{"input":{}}'], dir);
+    check(r.code === 1 && (r.out + r.err).includes("Missing 'prompts' in input"), 'LR2', `exit ${r.code} out ${r.out} err ${r.err}`);
+    r = await oneShot(['--test_input', '{"id":"x"}'], dir);
+    check(r.code === 1 && (r.out + r.err).includes('Job has no input parameter'), 'LR3', r.err);
+    r = await oneShot([], dir);
+    check(r.code === 1 && (r.out + r.err).includes('test_input.json not found'), 'LR4', r.err);
+    fs.writeFileSync(path.join(dir, 'test_input.json'), job('a'));
+    r = await oneShot([], dir);
+    check(r.code === 0 && r.out.includes(JSON.stringify(ta.text)), 'LR5', r.out);
+    r = await oneShot(['--test_input', job('b')], dir);
+    check(r.code === 0 && r.out.includes(JSON.stringify({ prompt: 'b', text: tb.text })), 'LR5', r.out);
+    r = await oneShot(['--test_input', '{"input":{"prompt":"hi","stream":true,"sampling_params":{"max_tokens":5,"temperature":0,"ignore_eos":true}}}'], dir);
+    const line = r.out.split('\n').find((l) => l.startsWith('{"output"'));
+    check(r.code === 0 && line && JSON.parse(line).output.length === 3, 'LR6', r.out);
+    covered.push('LR1', 'LR2', 'LR3', 'LR4', 'LR5', 'LR6');
+    // OA4: RAW_OPENAI_OUTPUT=0 -> arrays of event objects, no [DONE]
+    r = await oneShot(['--test_input', JSON.stringify({ input: { openai_route: '/v1/chat/completions', openai_input: { model: MODEL, messages: [{ role: 'user', content: 'hi' }], max_tokens: 6, ignore_eos: true, stream: true } } })], dir, { RAW_OPENAI_OUTPUT: '0' });
+    const l4 = r.out.split('\n').find((l) => l.startsWith('{"output"'));
+    const o4 = l4 && JSON.parse(l4).output;
+    check(r.code === 0 && o4 && o4.length >= 2 && o4.every((c) => Array.isArray(c) && c.every((e) => e.object === 'chat.completion.chunk')) && o4[0].length === 1 && !l4.includes('[DONE]'), 'OA4', r.out);
+    covered.push('OA4');
+  } finally { fs.rmSync(dir, { recursive: true, force: true }); }
+}
+
+const t0 = Date.now();
+// Timing-sensitive heartbeat checks run alone first (2 shared cores), then the rest together.
+const only = process.env.SCEN ? process.env.SCEN.split(',') : null;
+const pick = (fns) => fns.filter((f) => !only || only.includes(f.name));
+const runScenario = (f) => als.run(f.name, async () => {
+  try { await f(); } catch (e) { check(false, 'scenario', e && e.stack); }
+});
+for (const group of [[scenarioHeartbeat], [scenarioMain, scenarioRetries, scenarioBackoff, scenarioConcurrency,
+  scenarioStop, scenarioNoKeyAndBadModel, scenarioShutdown, scenarioLocalApi, scenarioOneShot]])
+  await Promise.all(pick(group).map(runScenario));
+const firstFailed = [...failedBy.keys()];
+if (firstFailed.length) {
+  console.log(`re-running alone: ${firstFailed.join(' ')}`);
+  failedBy.clear();
+  const byName = new Map([scenarioHeartbeat, scenarioMain, scenarioRetries, scenarioBackoff, scenarioConcurrency,
+    scenarioStop, scenarioNoKeyAndBadModel, scenarioShutdown, scenarioLocalApi, scenarioOneShot].map((f) => [f.name, f]));
+  for (const name of firstFailed) if (byName.has(name)) await runScenario(byName.get(name));
+  else failedBy.set(name, 1);
+}
+const failures = [...failedBy.values()].reduce((a, b) => a + b, 0);
+console.log(`covered: ${[...new Set(covered)].join(' ')}`);
+console.log(`${failures} failure(s) in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+process.exit(failures ? 1 : 0);
