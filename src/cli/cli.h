@@ -36,6 +36,10 @@ struct pl_cli_flags {
     int n_stop_ids;
 };
 
+/* Parses a token-id list: "1,2,3", "1 2 3" or "[1, 2, 3]" (non-negative ints).
+ * *out is malloc'ed (may hold 0 ids); false on anything else. */
+bool pl_cli_parse_ids(const char *s, int32_t **out, int *n_out);
+
 void pl_cli_flags_init(struct pl_cli_flags *f);
 void pl_cli_flags_fini(struct pl_cli_flags *f);
 /* A flag without a value: 1 when it is one of ours (applied), 0 otherwise. */

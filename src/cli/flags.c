@@ -79,41 +79,56 @@ int pl_cli_flags_bool(struct pl_cli_flags *f, const char *flag)
     return 1;
 }
 
-/* Comma-separated non-negative ints. */
-static bool parse_id_list(const char *s, int32_t **out, int *n_out)
+bool pl_cli_parse_ids(const char *s, int32_t **out, int *n_out)
 {
-    int cap = 8, n = 0;
+    int cap = 16, n = 0;
     int32_t *ids = malloc(sizeof(int32_t) * (size_t)cap);
+    if (!ids)
+        return false;
     const char *c = s;
-    while (ids) {
-        while (*c == ' ')
-            c++;
+    while (*c == ' ' || *c == '\t' || *c == '[')
+        c++;
+    for (;;) {
         char *end;
         errno = 0;
         long v = strtol(c, &end, 10);
-        if (errno || end == c || v < 0 || v > INT32_MAX)
+        if (end == c)
             break;
+        if (errno || v < 0 || v > INT32_MAX || !(*c >= '0' && *c <= '9')) {
+            free(ids);
+            return false;
+        }
         if (n == cap) {
             int32_t *g = realloc(ids, sizeof(int32_t) * (size_t)(cap *= 2));
-            if (!g)
-                break;
+            if (!g) {
+                free(ids);
+                return false;
+            }
             ids = g;
         }
         ids[n++] = (int32_t)v;
         c = end;
-        while (*c == ' ')
+        while (*c == ' ' || *c == '\t' || *c == '\n')
             c++;
-        if (!*c) {
-            *out = ids;
-            *n_out = n;
-            return true;
+        if (*c == ',') {
+            c++;
+            while (*c == ' ' || *c == '\t' || *c == '\n')
+                c++;
+            if (!(*c >= '0' && *c <= '9')) {
+                free(ids);
+                return false;
+            }
         }
-        if (*c != ',')
-            break;
-        c++;
     }
-    free(ids);
-    return false;
+    while (*c == ' ' || *c == '\t' || *c == '\n' || *c == ']')
+        c++;
+    if (*c) {
+        free(ids);
+        return false;
+    }
+    *out = ids;
+    *n_out = n;
+    return true;
 }
 
 int pl_cli_flags_value(struct pl_cli_flags *f, const char *cmd, const char *flag, const char *val)
@@ -204,7 +219,7 @@ int pl_cli_flags_value(struct pl_cli_flags *f, const char *cmd, const char *flag
     if (!strcmp(flag, "--stop-token-ids")) {
         free(f->stop_ids);
         f->stop_ids = NULL;
-        if (!parse_id_list(val, &f->stop_ids, &f->n_stop_ids))
+        if (!pl_cli_parse_ids(val, &f->stop_ids, &f->n_stop_ids))
             return bad_value(cmd, flag, val, "a comma-separated list of token ids");
         return 1;
     }

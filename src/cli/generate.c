@@ -82,38 +82,7 @@ static struct prompt *add_prompt(struct gen_opts *o)
 /* "1, 2,3" -> ids; false on anything that is not a non-negative int list. */
 static bool parse_ids(const char *s, struct prompt *p)
 {
-    int cap = 16, n = 0;
-    int32_t *ids = malloc(sizeof(int32_t) * (size_t)cap);
-    const char *c = s;
-    while (ids) {
-        while (*c == ' ')
-            c++;
-        char *end;
-        errno = 0;
-        long v = strtol(c, &end, 10);
-        if (errno || end == c || v < 0 || v > INT32_MAX)
-            break;
-        if (n == cap) {
-            int32_t *grown = realloc(ids, sizeof(int32_t) * (size_t)(cap *= 2));
-            if (!grown)
-                break;
-            ids = grown;
-        }
-        ids[n++] = (int32_t)v;
-        c = end;
-        while (*c == ' ')
-            c++;
-        if (*c == '\0') {
-            p->ids = ids;
-            p->n_ids = n;
-            return true;
-        }
-        if (*c != ',')
-            break;
-        c++;
-    }
-    free(ids);
-    return false;
+    return pl_cli_parse_ids(s, &p->ids, &p->n_ids);
 }
 
 /* Appends one text prompt per line of F (each a JSON string). 0, or an exit code. */

@@ -291,32 +291,8 @@ int pl_cli_tokenize(int argc, char **argv)
 /* Parses "1,2,3" or "1 2 3" (or a JSON-style "[1, 2]"). */
 static int parse_ids(const char *s, int32_t **out, int *n)
 {
-    size_t cap = 16;
-    *n = 0;
-    *out = malloc(cap * sizeof(int32_t));
-    if (!*out)
-        return -1;
-    const char *p = s;
-    for (;;) {
-        while (*p == ' ' || *p == ',' || *p == '\t' || *p == '\n' || *p == '[' || *p == ']')
-            p++;
-        if (!*p)
-            return 0;
-        char *end;
-        errno = 0;
-        long v = strtol(p, &end, 10);
-        if (end == p || errno || v < 0 || v > INT32_MAX)
-            return -1;
-        if ((size_t)*n == cap) {
-            cap *= 2;
-            int32_t *nv = realloc(*out, cap * sizeof(int32_t));
-            if (!nv)
-                return -1;
-            *out = nv;
-        }
-        (*out)[(*n)++] = (int32_t)v;
-        p = end;
-    }
+    *out = NULL;
+    return pl_cli_parse_ids(s, out, n) ? 0 : -1;
 }
 
 int pl_cli_detokenize(int argc, char **argv)
