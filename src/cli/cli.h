@@ -9,6 +9,7 @@
 #include "pagellm.h"
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 int pl_cli_generate(int argc, char **argv);
@@ -35,6 +36,10 @@ struct pl_cli_flags {
     int32_t *stop_ids;            /* [n_stop_ids] */
     int n_stop_ids;
 };
+
+/* "--name=value" -> returns "--name" (copied into buf of n bytes) and sets *val to
+ * "value"; any other argument is returned as is and *val is left alone. */
+const char *pl_cli_split_flag(const char *arg, char *buf, size_t n, const char **val);
 
 /* Parses a token-id list: "1,2,3", "1 2 3" or "[1, 2, 3]" (non-negative ints).
  * *out is malloc'ed (may hold 0 ids); false on anything else. */

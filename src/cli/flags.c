@@ -79,6 +79,17 @@ int pl_cli_flags_bool(struct pl_cli_flags *f, const char *flag)
     return 1;
 }
 
+const char *pl_cli_split_flag(const char *arg, char *buf, size_t n, const char **val)
+{
+    const char *eq = strchr(arg, '=');
+    if (strncmp(arg, "--", 2) || !eq || (size_t)(eq - arg) >= n)
+        return arg;
+    memcpy(buf, arg, (size_t)(eq - arg));
+    buf[eq - arg] = '\0';
+    *val = eq + 1;
+    return buf;
+}
+
 bool pl_cli_parse_ids(const char *s, int32_t **out, int *n_out)
 {
     int cap = 16, n = 0;

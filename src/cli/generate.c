@@ -140,16 +140,9 @@ static void free_opts(struct gen_opts *o)
 static int parse_args(int argc, char **argv, struct gen_opts *o)
 {
     for (int i = 1; i < argc; i++) {
-        const char *flag = argv[i];
         const char *val = NULL;
         char name[64];
-        const char *eq = strchr(flag, '=');
-        if (!strncmp(flag, "--", 2) && eq && (size_t)(eq - flag) < sizeof(name)) {
-            memcpy(name, flag, (size_t)(eq - flag));
-            name[eq - flag] = '\0';
-            flag = name;
-            val = eq + 1;
-        }
+        const char *flag = pl_cli_split_flag(argv[i], name, sizeof(name), &val);
         if (!strcmp(flag, "-h") || !strcmp(flag, "--help"))
             return -1;
         bool *bools[] = {&o->json, &o->stats, &o->no_progress};

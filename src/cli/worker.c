@@ -172,16 +172,9 @@ int pl_cli_worker(int argc, char **argv)
     int max_conc = -1;
     int rc = 0;
     for (int i = 1; i < argc; i++) {
-        const char *flag = argv[i];
         const char *val = NULL;
         char name[64];
-        const char *eq = strchr(flag, '=');
-        if (!strncmp(flag, "--", 2) && eq && (size_t)(eq - flag) < sizeof(name)) {
-            memcpy(name, flag, (size_t)(eq - flag));
-            name[eq - flag] = '\0';
-            flag = name;
-            val = eq + 1;
-        }
+        const char *flag = pl_cli_split_flag(argv[i], name, sizeof(name), &val);
         if (!strcmp(flag, "-h") || !strcmp(flag, "--help")) {
             printf("%s\n%s", help, pl_cli_flags_help());
             pl_cli_flags_fini(&fl);
