@@ -24,6 +24,7 @@
  * launches and needs no host knowledge of per-sequence q_len.
  */
 #include "kernels.h"
+#include "bf16_vec.cuh"
 
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -37,26 +38,6 @@
 #define PF_BM 16
 #define PF_BN 32
 
-static __device__ __forceinline__ void bf16x8_to_f32(uint4 u, float *f)
-{
-    const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        float2 t = __bfloat1622float2(h[i]);
-        f[2 * i] = t.x;
-        f[2 * i + 1] = t.y;
-    }
-}
-
-static __device__ __forceinline__ uint4 f32_to_bf16x8(const float *f)
-{
-    uint4 u;
-    __nv_bfloat162 *h = (__nv_bfloat162 *)&u;
-#pragma unroll
-    for (int i = 0; i < 4; i++)
-        h[i] = __floats2bfloat162_rn(f[2 * i], f[2 * i + 1]);
-    return u;
-}
 
 /* Row offset (in elements) of context token c of a sequence for kv head kvh. */
 static __device__ __forceinline__ int64_t kv_offset(const int32_t *table, int block_size, int c,

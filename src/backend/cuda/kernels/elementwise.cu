@@ -11,6 +11,7 @@
  * results do not depend on the batch around a row.
  */
 #include "kernels.h"
+#include "bf16_vec.cuh"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -29,26 +30,6 @@ static __device__ __forceinline__ float load_w(const void *p, int dtype, int64_t
     return ((const float *)p)[i];
 }
 
-static __device__ __forceinline__ void bf16x8_to_f32(uint4 u, float *f)
-{
-    const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        float2 t = __bfloat1622float2(h[i]);
-        f[2 * i] = t.x;
-        f[2 * i + 1] = t.y;
-    }
-}
-
-static __device__ __forceinline__ uint4 f32_to_bf16x8(const float *f)
-{
-    uint4 u;
-    __nv_bfloat162 *h = (__nv_bfloat162 *)&u;
-#pragma unroll
-    for (int i = 0; i < 4; i++)
-        h[i] = __floats2bfloat162_rn(f[2 * i], f[2 * i + 1]);
-    return u;
-}
 
 static inline bool aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
 
