@@ -746,6 +746,24 @@ static struct ct_node *parse_assign_target(struct parser *P, bool allow_ns)
     return tup;
 }
 
+/* Appends a name to x's name list, growing it in the parse arena (*cap tracks its size). */
+static void push_name(struct parser *P, struct ct_node *x, size_t *cap, const struct ct_token *nt)
+{
+    if (x->n_names == *cap) {
+        *cap = *cap ? *cap * 2 : 4;
+        const char **nn = ct_alloc(P->f, *cap * sizeof(*nn));
+        size_t *nl = ct_alloc(P->f, *cap * sizeof(*nl));
+        if (x->n_names) {
+            memcpy(nn, x->names, x->n_names * sizeof(*nn));
+            memcpy(nl, x->name_lens, x->n_names * sizeof(*nl));
+        }
+        x->names = nn;
+        x->name_lens = nl;
+    }
+    x->names[x->n_names] = nt->s;
+    x->name_lens[x->n_names++] = nt->n;
+}
+
 /* Macro / caller parameters "(a, b=1)". */
 static void parse_params(struct parser *P, struct ct_node *x)
 {
@@ -756,19 +774,7 @@ static void parse_params(struct parser *P, struct ct_node *x)
         if (x->n_names)
             expect_op(P, OP_COMMA, "',' or ')'");
         struct ct_token *nt = expect_name(P);
-        if (x->n_names == cap) {
-            cap = cap ? cap * 2 : 4;
-            const char **nn = ct_alloc(P->f, cap * sizeof(*nn));
-            size_t *nl = ct_alloc(P->f, cap * sizeof(*nl));
-            if (x->n_names) {
-                memcpy(nn, x->names, x->n_names * sizeof(*nn));
-                memcpy(nl, x->name_lens, x->n_names * sizeof(*nl));
-            }
-            x->names = nn;
-            x->name_lens = nl;
-        }
-        x->names[x->n_names] = nt->s;
-        x->name_lens[x->n_names++] = nt->n;
+        push_name(P, x, &cap, nt);
         if (is_op(cur(P), OP_ASSIGN)) {
             adv(P);
             nl_push(P, &defs, parse_expression(P));
@@ -939,19 +945,7 @@ static struct ct_node *parse_statement(struct parser *P)
                 expect_op(P, OP_COMMA, "','");
             struct ct_token *nt = expect_name(P);
             expect_op(P, OP_ASSIGN, "'='");
-            if (x->n_names == cap) {
-                cap = cap ? cap * 2 : 4;
-                const char **nn = ct_alloc(P->f, cap * sizeof(*nn));
-                size_t *nl = ct_alloc(P->f, cap * sizeof(*nl));
-                if (x->n_names) {
-                    memcpy(nn, x->names, x->n_names * sizeof(*nn));
-                    memcpy(nl, x->name_lens, x->n_names * sizeof(*nl));
-                }
-                x->names = nn;
-                x->name_lens = nl;
-            }
-            x->names[x->n_names] = nt->s;
-            x->name_lens[x->n_names++] = nt->n;
+            push_name(P, x, &cap, nt);
             nl_push(P, &vals, parse_expression(P));
         }
         expect_block_end(P);
