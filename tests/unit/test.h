@@ -9,10 +9,12 @@
 #ifndef PL_TEST_H
 #define PL_TEST_H
 
+#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static int pl_test_checks_failed;
 static int pl_test_cur_failed;
@@ -79,6 +81,26 @@ static inline const char *pl_test_path(const char *rel)
     const char *root = getenv("PL_SOURCE_DIR");
     snprintf(buf, sizeof(buf), "%s/%s", root ? root : ".", rel);
     return buf;
+}
+
+/* Removes a file or a directory tree (temporary test output). */
+static inline void pl_test_rm_tree(const char *path)
+{
+    DIR *d = opendir(path);
+    if (!d) {
+        unlink(path);
+        return;
+    }
+    struct dirent *e;
+    char sub[4096];
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+            continue;
+        if (snprintf(sub, sizeof(sub), "%s/%s", path, e->d_name) < (int)sizeof(sub))
+            pl_test_rm_tree(sub);
+    }
+    closedir(d);
+    rmdir(path);
 }
 
 #endif

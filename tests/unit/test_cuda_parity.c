@@ -797,23 +797,6 @@ struct golden_totals {
 };
 static struct golden_totals g_gold;
 
-static void remove_dir(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (d) {
-        struct dirent *e;
-        char path[4400];
-        while ((e = readdir(d))) {
-            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-                continue;
-            snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
-            unlink(path);
-        }
-        closedir(d);
-    }
-    rmdir(dir);
-}
-
 struct gseq {
     int32_t *toks;    /* prompt then the reference tokens (teacher forcing) */
     int n_prompt, n_gen, max_gen;
@@ -1099,7 +1082,7 @@ static void golden_fixture(const char *path)
     pl_llama_free(m);
     pl_weights_free(w);
     pl_safetensors_free(sts);
-    remove_dir(dir);
+    pl_test_rm_tree(dir);
     rmdir(tmp);
     json_decref(root);
 }

@@ -162,25 +162,6 @@ static bool parse_fixture(json_t *root, struct fixture *f)
     return true;
 }
 
-/* Removes a flat directory (the generated model) and the temp dir above it. */
-static void remove_model_dir(const char *model_dir, const char *tmp_root)
-{
-    DIR *d = opendir(model_dir);
-    if (d) {
-        struct dirent *e;
-        char path[2048];
-        while ((e = readdir(d))) {
-            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-                continue;
-            snprintf(path, sizeof(path), "%s/%s", model_dir, e->d_name);
-            unlink(path);
-        }
-        closedir(d);
-    }
-    rmdir(model_dir);
-    rmdir(tmp_root);
-}
-
 /* Every model file the fixture lists has the recorded digest, and no model file is unlisted. */
 static bool check_hashes(json_t *root, const char *model_dir)
 {
@@ -434,7 +415,7 @@ static void test_fixture(void)
             }
             run_tiny_pool(&f, model_dir);
         }
-        remove_model_dir(model_dir, tmp_root);
+        pl_test_rm_tree(tmp_root);
     }
     fixture_fini(&f);
     json_decref(root);

@@ -112,23 +112,6 @@ static void fixture_fini(struct fixture *f)
     free(f->p);
 }
 
-static void rm_dir(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (d) {
-        struct dirent *e;
-        char path[4096];
-        while ((e = readdir(d))) {
-            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-                continue;
-            snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
-            unlink(path);
-        }
-        closedir(d);
-    }
-    rmdir(dir);
-}
-
 /* Compares one output with the reference; returns false on a mismatch. */
 static bool compare(const struct fixture *f, int i, const struct pl_request_output *o,
                     const char *shape)
@@ -283,7 +266,7 @@ static void check_fixture(const char *path)
         CHECKF(run_range(llm, &f, 0, f.n, "chunked", NULL), "%s", f.preset);
         pl_llm_free(llm);
     }
-    rm_dir(tmpl);
+    pl_test_rm_tree(tmpl);
     fixture_fini(&f);
 }
 
@@ -408,7 +391,7 @@ static void test_default_model(void)
     CHECK(pl_llm_new(&p, &llm) != PL_STATUS_OK);
     CHECK(strlen(pl_llm_errmsg(llm)) > 0);
     pl_llm_free(llm);
-    rm_dir(tmpl);
+    pl_test_rm_tree(tmpl);
 }
 
 /*
@@ -481,7 +464,7 @@ static void test_beam_search(void)
     pl_outputs_free(&bo);
     pl_outputs_free(&go);
     pl_llm_free(llm);
-    rm_dir(tmpl);
+    pl_test_rm_tree(tmpl);
 }
 
 /*
@@ -527,7 +510,7 @@ static void test_parallel_sampling_cow(void)
     }
     pl_outputs_free(&multi);
     pl_llm_free(llm);
-    rm_dir(tmpl);
+    pl_test_rm_tree(tmpl);
 }
 
 int main(void)

@@ -41,25 +41,6 @@ static const char *write_preset(const char *preset, const char *sub)
     return st == PL_STATUS_OK ? d : NULL;
 }
 
-static void remove_tree(const char *path)
-{
-    DIR *d = opendir(path);
-    if (!d) {
-        unlink(path);
-        return;
-    }
-    struct dirent *e;
-    char sub[2048];
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-            continue;
-        snprintf(sub, sizeof(sub), "%s/%s", path, e->d_name);
-        remove_tree(sub);
-    }
-    closedir(d);
-    rmdir(path);
-}
-
 static json_t *load_json(const char *dir, const char *name)
 {
     char path[2048];
@@ -581,6 +562,6 @@ int main(void)
     PL_RUN(test_config);
     PL_RUN(test_config_variants);
     PL_RUN(test_default_tokenizer);
-    remove_tree(g_tmp);
+    pl_test_rm_tree(g_tmp);
     return pl_test_summary();
 }
