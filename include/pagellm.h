@@ -266,6 +266,8 @@ struct pl_llm_params {
     double gpu_memory_utilization; /* CUDA: share of GPU memory to use; KV gets the rest (0.9) */
     int n_threads;                 /* CPU threads, 0: one per core */
     const char *generation_config; /* "auto": defaults from generation_config.json; "vllm" */
+    const char *load_format;       /* "auto" (safetensors); "dummy": random weights made on the
+                                      device from config.json alone, for benchmarks (vLLM's) */
 };
 
 void pl_llm_params_default(struct pl_llm_params *p);

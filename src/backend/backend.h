@@ -61,6 +61,7 @@ enum pl_op {
     PL_OP_GET_ROWS,
     PL_OP_LOGITS,
     PL_OP_COPY_BLOCKS,
+    PL_OP_FILL,
     PL_OP_COUNT
 };
 
@@ -163,7 +164,23 @@ struct pl_backend_ops {
      * in one layer's caches; used by copy-on-write. block_bytes = block_size*kv_dim*elem. */
     void (*copy_blocks)(struct pl_backend *be, void *k_cache, void *v_cache,
                         const int32_t *src_dst, int n_pairs, size_t block_bytes);
+
+    /* dst[i] (n elements of dtype F32, F16 or BF16) = lo + (hi - lo) * pl_fill_uniform(seed, i),
+     * rounded to dtype: every backend produces the same bits (dummy weights, tests). */
+    void (*fill)(struct pl_backend *be, void *dst, enum pl_dtype dtype, size_t n, uint64_t seed,
+                 float lo, float hi);
 };
+
+/* The fill op's uniform in [0, 1): the top 24 bits of splitmix64(seed + i * golden gamma).
+ * Backends implement exactly this (CUDA has a device copy in kernels/elementwise.cu). */
+static inline float pl_fill_uniform(uint64_t seed, uint64_t i)
+{
+    uint64_t z = seed + (i + 1) * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return (float)(z >> 40) * (1.0f / 16777216.0f);
+}
 
 struct pl_backend {
     const struct pl_backend_ops *ops;

@@ -14,6 +14,7 @@
  * --result-file appends one JSON line per run (with --label, date and the settings).
  */
 #include "cli/cli.h"
+#include "util/clock.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -61,13 +62,6 @@ struct bench {
     pthread_cond_t cv;
     int in_flight;
 };
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static uint64_t rng_next(uint64_t *s)
 {
@@ -206,7 +200,7 @@ static void run_request(struct bench *b, int idx)
                       o->host, len, o->api_key ? "Authorization: Bearer " : "",
                       o->api_key ? o->api_key : "", o->api_key ? "\r\n" : "");
     int fd = dial(b);
-    r->t_send = now_s();
+    r->t_send = pl_clock_seconds();
     if (fd < 0 || !send_all(fd, head, (size_t)hl) || !send_all(fd, body, len)) {
         snprintf(r->err, sizeof(r->err), "connect/send failed: %s", strerror(errno));
         if (fd >= 0)
@@ -236,7 +230,7 @@ static void run_request(struct bench *b, int idx)
         ssize_t n = recv(fd, buf + blen, bcap - blen - 1, 0);
         if (n <= 0)
             break;
-        double t = now_s();
+        double t = pl_clock_seconds();
         blen += (size_t)n;
         buf[blen] = '\0';
         if (!headers_done) {
@@ -504,10 +498,10 @@ static int bench_serve(int argc, char **argv)
     fprintf(stderr, "pagellm bench serve: %d requests, %d in / %d out, rate %s, model %s\n",
             o->num_prompts, o->input_len, o->output_len,
             o->request_rate > 0 ? "poisson" : "inf", o->model);
-    double t0 = now_s(), next = t0;
+    double t0 = pl_clock_seconds(), next = t0;
     for (int i = 0; i < o->num_prompts; i++) {
         if (o->request_rate > 0) {
-            double wait = next - now_s();
+            double wait = next - pl_clock_seconds();
             if (wait > 0) {
                 struct timespec ts = {(time_t)wait, (long)((wait - floor(wait)) * 1e9)};
                 nanosleep(&ts, NULL);
@@ -535,7 +529,7 @@ static int bench_serve(int argc, char **argv)
     for (int i = 0; i < o->num_prompts; i++)
         if (th[i])
             pthread_join(th[i], NULL);
-    double duration = now_s() - t0;
+    double duration = pl_clock_seconds() - t0;
 
     int n_ok = 0, n_itl = 0;
     long long out_tokens = 0;

@@ -255,6 +255,12 @@ int pl_cli_flags_value(struct pl_cli_flags *f, const char *cmd, const char *flag
         lp->gpu_memory_utilization = u;
         return 1;
     }
+    if (!strcmp(flag, "--load-format")) {
+        if (strcmp(val, "auto") && strcmp(val, "safetensors") && strcmp(val, "dummy"))
+            return bad_value(cmd, flag, val, "auto, safetensors or dummy");
+        lp->load_format = val;
+        return 1;
+    }
     if (!strcmp(flag, "--dtype")) {
         lp->dtype = val;
         return 1;
@@ -360,5 +366,6 @@ const char *pl_cli_flags_help(void)
            "  --threads N                 CPU threads, 0 = one per core (0)\n"
            "  --device auto|cpu|cuda      (auto: cuda when a GPU is present)\n"
            "  --gpu-memory-utilization F  CUDA: share of GPU memory to use (0.9)\n"
+           "  --load-format F       auto | safetensors | dummy (random weights from config.json)\n"
            "  --dtype auto                (auto: the checkpoint's)\n";
 }

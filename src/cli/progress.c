@@ -5,22 +5,16 @@
  * terminal and --no-progress was not given, so pipes and logs stay clean.
  */
 #include "cli/cli.h"
+#include "util/clock.h"
 
 #include <stdio.h>
 #include <time.h>
 #include <unistd.h>
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 void pl_cli_progress_init(struct pl_cli_progress *p, bool no_progress)
 {
     p->enabled = !no_progress && isatty(STDERR_FILENO);
-    p->t_start = p->t_last = now();
+    p->t_start = p->t_last = pl_clock_seconds();
     p->last_done = -1;
 }
 
@@ -38,7 +32,7 @@ void pl_cli_progress_update(struct pl_cli_progress *p, int done, int total,
 {
     if (!p->enabled || total <= 0)
         return;
-    double t = now();
+    double t = pl_clock_seconds();
     if (done != total && t - p->t_last < 0.1)
         return;
     p->t_last = t;

@@ -14,6 +14,7 @@
  *   text_sent <= visible <= text_len; visible == text_len once finished.
  */
 #include "engine/engine.h"
+#include "util/clock.h"
 
 #include "engine/batch_builder.h"
 #include "engine/sampler.h"
@@ -551,13 +552,6 @@ static void collect_finished(struct pl_engine *e)
     }
 }
 
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static pl_status ensure_logit_rows(struct pl_engine *e, int n, struct pl_err *err)
 {
     if (n <= e->cap_logit_rows)
@@ -584,7 +578,7 @@ static struct pl_seq *row_seq(const struct pl_sched_seq *en, int k)
 
 pl_status pl_engine_step(struct pl_engine *e, struct pl_err *err)
 {
-    double t0 = now_seconds();
+    double t0 = pl_clock_seconds();
     struct pl_sched_plan plan;
     struct pl_batch b;
     pl_status st = pl_scheduler_schedule(e->sched, &plan, err);
@@ -738,7 +732,7 @@ pl_status pl_engine_step(struct pl_engine *e, struct pl_err *err)
     }
     collect_finished(e);
 done:
-    e->seconds += now_seconds() - t0;
+    e->seconds += pl_clock_seconds() - t0;
     return PL_STATUS_OK;
 }
 

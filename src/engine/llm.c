@@ -63,6 +63,7 @@ void pl_llm_params_default(struct pl_llm_params *p)
     p->enable_chunked_prefill = true;
     p->device = "auto";
     p->gpu_memory_utilization = 0.9;
+    p->load_format = "auto";
     p->generation_config = "auto";
 }
 
@@ -201,6 +202,8 @@ static pl_status llm_open(struct pl_llm *llm, const struct pl_llm_params *p, str
                           "gpu_memory_utilization must be in (0, 1], got %g",
                           p->gpu_memory_utilization);
     rp.gpu_memory_utilization = p->gpu_memory_utilization;
+    rp.load_format = p->load_format ? p->load_format : "auto";
+    rp.seed = p->seed;
     pl_status st = pl_model_runner_new(&rp, &llm->runner, err);
     if (st != PL_STATUS_OK)
         return st;

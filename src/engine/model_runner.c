@@ -19,6 +19,7 @@
 
 #include "engine/block_manager.h"
 #include "model/safetensors.h"
+#include "util/clock.h"
 #include "util/log.h"
 
 #include <stdlib.h>
@@ -49,6 +50,8 @@ void pl_model_runner_params_default(struct pl_model_runner_params *p)
     p->max_model_len = 0;
     p->device = "cpu";
     p->gpu_memory_utilization = 0.9;
+    p->load_format = "auto";
+    p->seed = 0;
 }
 
 static double mib(double bytes) { return bytes / (1024.0 * 1024.0); }
@@ -218,13 +221,24 @@ pl_status pl_model_runner_new(const struct pl_model_runner_params *p,
     if (!r)
         return pl_err_set(err, PL_STATUS_NO_MEMORY, "model runner: out of memory");
     pl_status st = pl_model_config_load(p->model_dir, &r->cfg, err);
-    if (st == PL_STATUS_OK)
+    const char *fmt = p->load_format ? p->load_format : "auto";
+    const bool dummy = !strcmp(fmt, "dummy");
+    if (st == PL_STATUS_OK && !dummy && strcmp(fmt, "auto") && strcmp(fmt, "safetensors"))
+        st = pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                        "load_format: '%s' is not one of auto, safetensors, dummy", fmt);
+    if (st == PL_STATUS_OK && !dummy)
         st = pl_safetensors_open_dir(p->model_dir, &r->st, err);
     if (st == PL_STATUS_OK)
         st = make_backend(p, &r->be_owned, err);
     if (st == PL_STATUS_OK) {
         r->be = r->be_owned;
-        st = pl_weights_load(&r->cfg, r->st, r->be, &r->w_owned, err);
+        double t0 = pl_clock_seconds();
+        st = dummy ? pl_weights_dummy(&r->cfg, r->be, p->seed, &r->w_owned, err)
+                   : pl_weights_load(&r->cfg, r->st, r->be, &r->w_owned, err);
+        if (st == PL_STATUS_OK)
+            PL_INFO("weights: %.2f GiB %s on the %s backend in %.2f s",
+                    r->w_owned->n_bytes / 1073741824.0, dummy ? "generated (dummy)" : "loaded",
+                    r->be->ops->name, pl_clock_seconds() - t0);
     }
     if (st == PL_STATUS_OK) {
         r->w = r->w_owned;

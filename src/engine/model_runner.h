@@ -32,6 +32,9 @@ struct pl_model_runner_params {
     const char *device;         /* "cpu" (default), "cuda", or "auto" (cuda when a GPU is present) */
     double gpu_memory_utilization; /* CUDA: share of the card's memory the process may use (0.9);
                                       the KV pool gets what weights and activations leave */
+    const char *load_format;    /* "auto" / "safetensors" (the checkpoint), "dummy" (random
+                                   weights made on the backend from config.json alone) */
+    uint64_t seed;              /* seeds the dummy weights */
 };
 
 void pl_model_runner_params_default(struct pl_model_runner_params *p);

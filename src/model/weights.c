@@ -16,16 +16,52 @@
  */
 #include "model/weights.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 struct loader {
-    const struct pl_safetensors *st;
+    const struct pl_safetensors *st; /* NULL: dummy weights */
     struct pl_backend *be;
     struct pl_weights *w;
     struct pl_err *err;
+    enum pl_dtype dummy_dtype;
+    uint64_t seed;                   /* dummy: advanced once per tensor */
 };
+
+/* A dummy tensor: allocated on the backend and filled there (no host copy), values as
+ * below; each tensor gets its own seed so no two tensors repeat each other. */
+static pl_status dummy_slot(struct loader *L, const char *name, int64_t rows, int64_t cols,
+                            struct pl_weight *slot)
+{
+    const bool is_vector = rows == 0;
+    const size_t n = (size_t)(is_vector ? 1 : rows) * (size_t)cols;
+    const size_t n_bytes = n * pl_dtype_size(L->dummy_dtype);
+    void *p = L->be->ops->alloc(L->be, n_bytes);
+    if (!p)
+        return pl_err_set(L->err, PL_STATUS_NO_MEMORY,
+                          "dummy tensor '%s': the backend could not allocate %zu bytes", name,
+                          n_bytes);
+    /* norm weights 1 (a real model's start), embeddings U(-1, 1), matrices and biases
+     * U(-a, a) with a = 1/sqrt(in_features), so activations keep their scale layer to
+     * layer and the logits stay finite */
+    float lo, hi;
+    if (strstr(name, "norm")) {
+        lo = hi = 1.0f;
+    } else if (strstr(name, "embed_tokens")) {
+        lo = -1.0f;
+        hi = 1.0f;
+    } else {
+        hi = 1.0f / sqrtf((float)cols);
+        lo = -hi;
+    }
+    L->be->ops->fill(L->be, p, L->dummy_dtype, n, L->seed++ * 0x632BE59BD9B4E019ull, lo, hi);
+    *slot = (struct pl_weight){
+        .data = p, .dtype = L->dummy_dtype, .rows = is_vector ? 1 : rows, .cols = cols};
+    L->w->n_bytes += n_bytes;
+    return PL_STATUS_OK;
+}
 
 /* Maps tensor `name` into *slot after checking its shape ([rows, cols] for a
  * matrix, [cols] for a vector when rows == 0) and that the backend runs `op`
@@ -33,6 +69,8 @@ struct loader {
 static pl_status load_slot(struct loader *L, const char *name, enum pl_op op, int64_t rows,
                            int64_t cols, struct pl_weight *slot)
 {
+    if (!L->st)
+        return dummy_slot(L, name, rows, cols, slot);
     const struct pl_tensor_info *t = pl_safetensors_find(L->st, name);
     if (!t)
         return pl_err_set(L->err, PL_STATUS_NOT_FOUND, "tensor '%s' is missing from the checkpoint",
@@ -122,8 +160,10 @@ static pl_status load_layer(struct loader *L, const struct pl_model_config *c, i
     return PL_STATUS_OK;
 }
 
-pl_status pl_weights_load(const struct pl_model_config *cfg, const struct pl_safetensors *st,
-                          struct pl_backend *be, struct pl_weights **out, struct pl_err *err)
+/* The loader behind pl_weights_load (st != NULL) and pl_weights_dummy (st == NULL). */
+static pl_status weights_build(const struct pl_model_config *cfg, const struct pl_safetensors *st,
+                               struct pl_backend *be, uint64_t seed, struct pl_weights **out,
+                               struct pl_err *err)
 {
     *out = NULL;
     if (cfg->n_layers <= 0 || cfg->n_layers > PL_MAX_LAYERS)
@@ -140,7 +180,19 @@ pl_status pl_weights_load(const struct pl_model_config *cfg, const struct pl_saf
     }
     /* Set before loading so that pl_weights_free can undo a partial load. */
     w->n_layers = cfg->n_layers;
-    struct loader L = {.st = st, .be = be, .w = w, .err = err};
+    w->allocated = st == NULL;
+    struct loader L = {.st = st, .be = be, .w = w, .err = err, .seed = seed};
+    if (!st) {
+        /* the checkpoint's dtype where the backend's matmul runs it, else bf16 */
+        L.dummy_dtype = cfg->dtype;
+        if (!be->ops->supports(be, PL_OP_MATMUL, L.dummy_dtype) ||
+            !be->ops->supports(be, PL_OP_FILL, L.dummy_dtype))
+            L.dummy_dtype = PL_DTYPE_BF16;
+        if (!be->ops->supports(be, PL_OP_FILL, L.dummy_dtype))
+            return pl_err_set(err, PL_STATUS_UNSUPPORTED,
+                              "dummy weights: the %s backend cannot fill %s tensors",
+                              be->ops->name, pl_dtype_name(L.dummy_dtype));
+    }
     const int64_t vocab = cfg->vocab_size, hidden = cfg->hidden_size;
     pl_status status;
     if ((status = load_slot(&L, "model.embed_tokens.weight", PL_OP_EMBED, vocab, hidden,
@@ -172,9 +224,34 @@ fail:
     return status;
 }
 
-static void unmap(struct pl_backend *be, struct pl_weight *s)
+pl_status pl_weights_load(const struct pl_model_config *cfg, const struct pl_safetensors *st,
+                          struct pl_backend *be, struct pl_weights **out, struct pl_err *err)
 {
-    if (s->data)
+    if (!st) {
+        *out = NULL;
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "weights: no checkpoint");
+    }
+    return weights_build(cfg, st, be, 0, out, err);
+}
+
+pl_status pl_weights_dummy(const struct pl_model_config *cfg, struct pl_backend *be,
+                           uint64_t seed, struct pl_weights **out, struct pl_err *err)
+{
+    pl_status st = weights_build(cfg, NULL, be, seed, out, err);
+    if (st == PL_STATUS_OK && be->ops->sync(be) != PL_STATUS_OK) {
+        pl_weights_free(*out);
+        *out = NULL;
+        return pl_err_set(err, PL_STATUS_INTERNAL, "dummy weights: the %s backend failed",
+                          be->ops->name);
+    }
+    return st;
+}
+
+static void unmap(struct pl_backend *be, bool allocated, struct pl_weight *s)
+{
+    if (s->data && allocated)
+        be->ops->free(be, (void *)s->data);
+    else if (s->data)
         be->ops->unmap_weight(be, (void *)s->data);
     *s = (struct pl_weight){0};
 }
@@ -186,9 +263,9 @@ void pl_weights_free(struct pl_weights *w)
     struct pl_backend *be = w->be;
     if (w->lm_head.data == w->embed.data) /* tied: one mapping */
         w->lm_head = (struct pl_weight){0};
-    unmap(be, &w->embed);
-    unmap(be, &w->lm_head);
-    unmap(be, &w->final_norm);
+    unmap(be, w->allocated, &w->embed);
+    unmap(be, w->allocated, &w->lm_head);
+    unmap(be, w->allocated, &w->final_norm);
     for (int l = 0; w->layers && l < w->n_layers; l++) {
         struct pl_layer_weights *lw = &w->layers[l];
         struct pl_weight *slots[] = {
@@ -198,7 +275,7 @@ void pl_weights_free(struct pl_weights *w)
             &lw->b_gate,    &lw->b_up,   &lw->b_down,
         };
         for (size_t i = 0; i < sizeof(slots) / sizeof(slots[0]); i++)
-            unmap(be, slots[i]);
+            unmap(be, w->allocated, slots[i]);
     }
     free(w->layers);
     free(w);

@@ -45,12 +45,20 @@ struct pl_weights {
     int n_layers;
     struct pl_backend *be;       /* borrowed; used to unmap on free */
     size_t n_bytes;              /* total weight bytes (tied counted once) */
+    bool allocated;              /* slots come from alloc (dummy weights), not map_weight */
 };
 
 /* Maps every tensor the config needs from st into backend memory. st must
  * outlive the weights when the backend maps without copying (CPU). */
 pl_status pl_weights_load(const struct pl_model_config *cfg, const struct pl_safetensors *st,
                           struct pl_backend *be, struct pl_weights **out, struct pl_err *err);
+
+/* Dummy weights (vLLM's --load-format dummy): every tensor the config needs, with its
+ * shape, allocated and filled on the backend from `seed` (norm weights 1, embeddings
+ * U(-1, 1), matrices and biases U(-a, a), a = 1/sqrt(in_features)), in the config's dtype
+ * when the backend's matmul runs it, else bf16. For benchmarks without a download. */
+pl_status pl_weights_dummy(const struct pl_model_config *cfg, struct pl_backend *be,
+                           uint64_t seed, struct pl_weights **out, struct pl_err *err);
 
 void pl_weights_free(struct pl_weights *w);
 

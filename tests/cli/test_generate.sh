@@ -248,6 +248,26 @@ want=top_k expect2 --top-k -5
 want=--bogus expect2 --bogus 1
 want=block_size expect2 --block-size 7
 
+# --load-format dummy: the model directory holds config.json alone; the weights are made
+# from --seed (same seed, same tokens; another seed, other weights); a bad value is refused
+mkdir -p "$tmp/cfg-only"
+cp "$tmp/m/config.json" "$tmp/cfg-only/"
+dummy() { PAGELLM_LOG_LEVEL=info "$pl" generate --model "$tmp/cfg-only" --threads 1 --no-progress --json --temperature 0 \
+  --max-tokens 6 --ignore-eos --prompt-ids 1,2,3 --load-format dummy "$@" 2>"$tmp/dummy.err"; }
+dummy --seed 5 >"$tmp/d1.jsonl" || { cat "$tmp/dummy.err"; echo "dummy load failed"; exit 1; }
+dummy --seed 5 >"$tmp/d2.jsonl"
+dummy --seed 6 >"$tmp/d3.jsonl"
+cmp -s "$tmp/d1.jsonl" "$tmp/d2.jsonl" || { echo "dummy weights: same seed, other tokens"; exit 1; }
+grep -q '"token_ids":\[[0-9]*,[0-9]*,[0-9]*,[0-9]*,[0-9]*,[0-9]*\]' "$tmp/d1.jsonl" ||
+  { echo "dummy weights: want 6 tokens"; cat "$tmp/d1.jsonl"; exit 1; }
+grep -q "generated (dummy)" "$tmp/dummy.err" || { echo "dummy: no weights log line"; exit 1; }
+want=--load-format expect2 --load-format npz
+set +e
+"$pl" generate --model "$tmp/cfg-only" --threads 1 --no-progress --prompt-ids 1,2 >/dev/null 2>"$tmp/err"
+rc=$?
+set -e
+[ $rc -ne 0 ] && grep -qi "safetensors" "$tmp/err" || { echo "config-only dir without dummy must fail naming safetensors"; cat "$tmp/err"; exit 1; }
+
 # the quick-start example
 "$bin/example_quickstart" "$tmp/m" >"$tmp/q.out" 2>/dev/null
 [ "$(grep -c '^Prompt: ' "$tmp/q.out")" -eq 4 ] || { echo "quickstart: want 4 prompts"; cat "$tmp/q.out"; exit 1; }

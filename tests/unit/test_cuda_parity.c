@@ -164,9 +164,11 @@ static size_t n_diff(const float *a, const float *b, size_t n)
 }
 
 /* Max relative error seen per op, printed as the parity table at the end. */
-static const char *g_op_names[] = {"embed",     "rmsnorm",   "matmul",   "rope",
-                                   "silu_mul",  "store_kv",  "attention", "get_rows",
-                                   "logits",    "copy_blocks"};
+static const char *g_op_names[PL_OP_COUNT] = {
+    [PL_OP_EMBED] = "embed",         [PL_OP_RMSNORM] = "rmsnorm",   [PL_OP_MATMUL] = "matmul",
+    [PL_OP_ROPE] = "rope",           [PL_OP_SILU_MUL] = "silu_mul", [PL_OP_STORE_KV] = "store_kv",
+    [PL_OP_ATTENTION] = "attention", [PL_OP_GET_ROWS] = "get_rows", [PL_OP_LOGITS] = "logits",
+    [PL_OP_COPY_BLOCKS] = "copy_blocks", [PL_OP_FILL] = "fill"};
 static double g_op_max[PL_OP_COUNT];
 static int g_op_cases[PL_OP_COUNT];
 
@@ -456,6 +458,30 @@ static void shuffle(int32_t *a, int n)
 }
 
 /* store_kv, get_rows and copy_blocks move bytes: the results must be identical. */
+/* fill (dummy weights): the same bits on both backends, for every dtype. */
+static void test_fill(void)
+{
+    const enum pl_dtype dts[] = {PL_DTYPE_F32, PL_DTYPE_F16, PL_DTYPE_BF16};
+    const size_t n = 100003;
+    for (int k = 0; k < 3; k++) {
+        size_t bytes = n * pl_dtype_size(dts[k]);
+        void *hc = malloc(bytes), *hg = malloc(bytes);
+        void *dg = g_gpu->ops->alloc(g_gpu, bytes);
+        REQUIRE(hc && hg && dg);
+        g_cpu->ops->fill(g_cpu, hc, dts[k], n, 1234 + (uint64_t)k, -0.5f, 0.25f);
+        g_gpu->ops->fill(g_gpu, dg, dts[k], n, 1234 + (uint64_t)k, -0.5f, 0.25f);
+        REQUIRE(g_gpu->ops->download(g_gpu, hg, dg, bytes) == PL_STATUS_OK);
+        size_t d = 0;
+        for (size_t i = 0; i < bytes; i++)
+            d += ((unsigned char *)hc)[i] != ((unsigned char *)hg)[i];
+        CHECKF(d == 0, "fill %s: %zu bytes differ", pl_dtype_name(dts[k]), d);
+        record(PL_OP_FILL, d ? 1.0 : 0.0, 0.0, "fill");
+        g_gpu->ops->free(g_gpu, dg);
+        free(hc);
+        free(hg);
+    }
+}
+
 static void test_kv_moves(void)
 {
     const int kv_dims[] = {128, 1024, 36};
@@ -1270,6 +1296,7 @@ int main(int argc, char **argv)
         PL_RUN(test_rope);
         PL_RUN(test_silu_mul);
         PL_RUN(test_kv_moves);
+        PL_RUN(test_fill);
         PL_RUN(test_attention);
         if (!(argc > 1 && !strcmp(argv[1], "--ops")))
             PL_RUN(test_golden);

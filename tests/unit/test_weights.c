@@ -15,6 +15,8 @@
 #include "st_write.h"
 #include "test.h"
 
+#include <math.h>
+
 /* ---- fake backend ---- */
 
 struct fake_backend {
@@ -438,6 +440,90 @@ static void test_refusals(void)
     ckpt_free(&c);
 }
 
+/* Dummy weights on the real CPU backend: every slot with its shape and dtype, values in
+ * the documented ranges, deterministic in the seed, distinct per tensor. */
+static void check_range(const struct pl_weight *w, float lo, float hi, const char *what)
+{
+    size_t n = (size_t)w->rows * (size_t)w->cols;
+    float mn = 1e30f, mx = -1e30f;
+    for (size_t i = 0; i < n; i++) {
+        float x = pl_dtype_get_f32(w->data, w->dtype, i);
+        mn = x < mn ? x : mn;
+        mx = x > mx ? x : mx;
+    }
+    CHECKF(mn >= lo && mx <= hi, "%s: values in [%g, %g], expected within [%g, %g]", what, mn, mx,
+           lo, hi);
+    if (lo < hi) /* random, not constant: both halves of the range are hit */
+        CHECKF(mn < lo + 0.25f * (hi - lo) && mx > hi - 0.25f * (hi - lo),
+               "%s: values [%g, %g] do not spread over [%g, %g]", what, mn, mx, lo, hi);
+}
+
+static void test_dummy(void)
+{
+    static struct ckpt c;
+    build(&c, true, true, false, false, true);
+    char *dir = write_model(&c, "LlamaForCausalLM", "\"tie_word_embeddings\": false, "
+                                                    "\"attention_bias\": true, "
+                                                    "\"torch_dtype\": \"bfloat16\"");
+    REQUIRE(dir);
+    struct pl_model_config cfg;
+    struct pl_err err = {0};
+    REQUIRE(pl_model_config_load(dir, &cfg, &err) == PL_STATUS_OK);
+    cfg.qk_norm = true;
+    struct pl_backend *be = NULL;
+    REQUIRE(pl_backend_cpu_new(1, &be, &err) == PL_STATUS_OK);
+    struct pl_weights *w = NULL, *w2 = NULL, *w3 = NULL;
+    CHECKF(pl_weights_dummy(&cfg, be, 7, &w, &err) == PL_STATUS_OK, "%s", err.msg);
+    REQUIRE(w);
+    CHECK(w->allocated && w->n_layers == LAYERS);
+    CHECK(w->embed.dtype == PL_DTYPE_BF16 && w->embed.rows == VOCAB && w->embed.cols == HIDDEN);
+    CHECK(w->lm_head.data != w->embed.data && w->lm_head.rows == VOCAB);
+    check_range(&w->embed, -1.0f, 1.0f, "embed");
+    check_range(&w->final_norm, 1.0f, 1.0f, "final norm");
+    const float a_h = 1.0f / sqrtf((float)HIDDEN) * 1.01f, a_i = 1.0f / sqrtf((float)INTER) * 1.01f;
+    for (int l = 0; l < LAYERS; l++) {
+        const struct pl_layer_weights *L = &w->layers[l];
+        CHECK(L->wq.rows == HEADS * HEAD_DIM && L->wq.cols == HIDDEN);
+        CHECK(L->wk.rows == KV_HEADS * HEAD_DIM && L->wo.cols == HEADS * HEAD_DIM);
+        CHECK(L->w_down.rows == HIDDEN && L->w_down.cols == INTER);
+        CHECK(L->bq.data && L->bq.cols == HEADS * HEAD_DIM && L->bo.data && !L->b_gate.data);
+        CHECK(L->q_norm.data && L->q_norm.cols == HEAD_DIM);
+        check_range(&L->attn_norm, 1.0f, 1.0f, "attn norm");
+        check_range(&L->q_norm, 1.0f, 1.0f, "q norm");
+        check_range(&L->wq, -a_h, a_h, "q_proj");
+        check_range(&L->w_down, -a_i, a_i, "down_proj");
+    }
+    /* distinct tensors of one shape differ */
+    CHECK(memcmp(w->layers[0].wq.data, w->layers[1].wq.data,
+                 (size_t)HEADS * HEAD_DIM * HIDDEN * 2) != 0);
+    /* the seed decides every bit */
+    REQUIRE(pl_weights_dummy(&cfg, be, 7, &w2, &err) == PL_STATUS_OK);
+    REQUIRE(pl_weights_dummy(&cfg, be, 8, &w3, &err) == PL_STATUS_OK);
+    size_t nb = (size_t)INTER * HIDDEN * 2;
+    CHECK(memcmp(w->layers[1].w_up.data, w2->layers[1].w_up.data, nb) == 0);
+    CHECK(memcmp(w->layers[1].w_up.data, w3->layers[1].w_up.data, nb) != 0);
+    CHECK(w->n_bytes == w2->n_bytes && w->n_bytes > 0);
+    pl_weights_free(w);
+    pl_weights_free(w2);
+    pl_weights_free(w3);
+    pl_backend_free(be);
+    ckpt_free(&c);
+    tw_rmdir(dir);
+}
+
+/* The Llama-3-8B config kept for the benchmarks parses to the shape BENCHMARKS.md names. */
+static void test_bench_8b_config(void)
+{
+    struct pl_model_config cfg;
+    struct pl_err err = {0};
+    REQUIRE(pl_model_config_load(pl_test_path("bench/models/llama-3-8b"), &cfg, &err) ==
+            PL_STATUS_OK);
+    CHECK(cfg.hidden_size == 4096 && cfg.intermediate_size == 14336 && cfg.n_layers == 32);
+    CHECK(cfg.n_heads == 32 && cfg.n_kv_heads == 8 && cfg.head_dim == 128);
+    CHECK(cfg.vocab_size == 128256 && cfg.dtype == PL_DTYPE_BF16 && !cfg.tie_word_embeddings);
+    CHECK(fabs(cfg.rope.theta - 500000.0) < 1.0);
+}
+
 int main(void)
 {
     PL_RUN(test_llama_untied);
@@ -445,5 +531,7 @@ int main(void)
     PL_RUN(test_qwen2_and_qwen3);
     PL_RUN(test_tied_prefers_embed);
     PL_RUN(test_refusals);
+    PL_RUN(test_dummy);
+    PL_RUN(test_bench_8b_config);
     return pl_test_summary();
 }

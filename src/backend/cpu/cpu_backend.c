@@ -15,6 +15,7 @@
  */
 #include "backend/cpu/cpu_backend.h"
 
+#include <assert.h>
 #include <float.h>
 #include <math.h>
 #include <stdlib.h>
@@ -98,6 +99,7 @@ static bool cpu_supports(struct pl_backend *be, enum pl_op op, enum pl_dtype dty
     case PL_OP_RMSNORM:
     case PL_OP_MATMUL:
     case PL_OP_LOGITS:
+    case PL_OP_FILL:
         return dtype == PL_DTYPE_F32 || dtype == PL_DTYPE_F16 || dtype == PL_DTYPE_BF16;
     case PL_OP_ROPE:
     case PL_OP_SILU_MUL:
@@ -317,6 +319,21 @@ static void cpu_get_rows(struct pl_backend *be, void *out, const void *x, const 
         memmove((char *)out + (size_t)i * row, (const char *)x + (size_t)rows[i] * row, row);
 }
 
+static void cpu_fill(struct pl_backend *be, void *dst, enum pl_dtype dtype, size_t n,
+                     uint64_t seed, float lo, float hi)
+{
+    const float span = hi - lo;
+    for (size_t i = 0; i < n; i++) {
+        float x = lo + span * pl_fill_uniform(seed, i);
+        switch (dtype) {
+        case PL_DTYPE_F32: ((float *)dst)[i] = x; break;
+        case PL_DTYPE_F16: ((uint16_t *)dst)[i] = pl_f32_to_f16(x); break;
+        case PL_DTYPE_BF16: ((uint16_t *)dst)[i] = pl_f32_to_bf16(x); break;
+        default: assert(!"fill: dtype not supported"); return;
+        }
+    }
+}
+
 /* ---- attention ------------------------------------------------------------------------ */
 
 /* Keys scored per softmax chunk (the running max is updated once per chunk). */
@@ -449,6 +466,7 @@ static const struct pl_backend_ops cpu_ops = {
     .get_rows = cpu_get_rows,
     .logits = cpu_logits,
     .copy_blocks = cpu_copy_blocks,
+    .fill = cpu_fill,
 };
 
 pl_status pl_backend_cpu_new(int n_threads, struct pl_backend **out, struct pl_err *err)

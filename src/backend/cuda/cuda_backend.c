@@ -147,6 +147,7 @@ static bool cuda_supports(struct pl_backend *be, enum pl_op op, enum pl_dtype dt
     switch (op) {
     case PL_OP_EMBED:
     case PL_OP_RMSNORM:
+    case PL_OP_FILL:
         return dtype == PL_DTYPE_F32 || dtype == PL_DTYPE_F16 || dtype == PL_DTYPE_BF16;
     case PL_OP_MATMUL:
     case PL_OP_LOGITS:
@@ -239,6 +240,16 @@ static void cuda_copy_blocks(struct pl_backend *be, void *k_cache, void *v_cache
 {
     check_launch(be, "copy_blocks",
                  pl_cuk_copy_blocks(st(be), k_cache, v_cache, src_dst, n_pairs, block_bytes));
+}
+
+static void cuda_fill(struct pl_backend *be, void *dst, enum pl_dtype dtype, size_t n,
+                      uint64_t seed, float lo, float hi)
+{
+    if (dtype != PL_DTYPE_F32 && dtype != PL_DTYPE_F16 && dtype != PL_DTYPE_BF16) {
+        pl_cuda_fail(be, "cuda fill: dtype %s is not supported", pl_dtype_name(dtype));
+        return;
+    }
+    check_launch(be, "fill", pl_cuk_fill(st(be), dst, (int)dtype, n, seed, lo, hi));
 }
 
 /* Splits of the decode context: enough CTAs to fill the GPU about twice, each
@@ -341,6 +352,7 @@ static const struct pl_backend_ops cuda_ops = {
     .get_rows = cuda_get_rows,
     .logits = cuda_logits,
     .copy_blocks = cuda_copy_blocks,
+    .fill = cuda_fill,
 };
 
 pl_status pl_backend_cuda_new(int device, struct pl_backend **out, struct pl_err *err)

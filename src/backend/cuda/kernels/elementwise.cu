@@ -1,7 +1,8 @@
 /*
  * elementwise.cu -- the CUDA backend's row-wise kernels: embed, rmsnorm (with
  * the fused residual add), rope (every pl_rope variant), silu_mul, row copies
- * (store_kv, get_rows), copy_blocks and the conversions of the fp16 matmul path.
+ * (store_kv, get_rows), copy_blocks, fill (dummy weights) and the conversions of the
+ * fp16 matmul path.
  *
  * Owns: kernels and their extern "C" launch wrappers (kernels.h).
  * Conventions: activations are bf16, arithmetic is fp32. Where a row is a
@@ -403,4 +404,40 @@ extern "C" int pl_cuk_add_bias(pl_cuda_stream s, void *out, int ld_out, const vo
         return 0;
     add_bias_kernel<<<n, 256, 0, s>>>((__nv_bfloat16 *)out, ld_out, bias, bias_dtype, cols);
     return launch_status();
+}
+
+/* The device copy of pl_fill_uniform (backend.h): bit-identical by construction. */
+static __device__ __forceinline__ float fill_uniform(uint64_t seed, uint64_t i)
+{
+    uint64_t z = seed + (i + 1) * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return (float)(z >> 40) * (1.0f / 16777216.0f);
+}
+
+__global__ void fill_kernel(void *dst, int dtype, uint64_t n, uint64_t seed, float lo, float span)
+{
+    for (uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (uint64_t)gridDim.x * blockDim.x) {
+        float x = lo + span * fill_uniform(seed, i);
+        if (dtype == DT_BF16)
+            ((__nv_bfloat16 *)dst)[i] = __float2bfloat16(x);
+        else if (dtype == DT_F16)
+            ((__half *)dst)[i] = __float2half(x);
+        else
+            ((float *)dst)[i] = x;
+    }
+}
+
+extern "C" int pl_cuk_fill(pl_cuda_stream s, void *dst, int dtype, uint64_t n, uint64_t seed,
+                           float lo, float hi)
+{
+    if (n == 0)
+        return 0;
+    uint64_t blocks = (n + 255) / 256;
+    if (blocks > 132 * 64)
+        blocks = 132 * 64;
+    fill_kernel<<<(unsigned)blocks, 256, 0, s>>>(dst, dtype, n, seed, lo, hi - lo);
+    return (int)cudaGetLastError();
 }

@@ -49,6 +49,11 @@ int pl_cuk_silu_mul(pl_cuda_stream s, void *out, const void *gate, const void *u
 int pl_cuk_copy_rows(pl_cuda_stream s, void *dst, const int32_t *dst_idx, const void *src,
                      const int32_t *src_idx, int n, size_t row_bytes);
 
+/* dst[i] = lo + (hi - lo) * uniform(seed, i) in dtype (0 f32, 1 f16, 2 bf16); see
+ * pl_fill_uniform in backend.h. */
+int pl_cuk_fill(pl_cuda_stream s, void *dst, int dtype, uint64_t n, uint64_t seed, float lo,
+                float hi);
+
 int pl_cuk_copy_blocks(pl_cuda_stream s, void *k_cache, void *v_cache, const int32_t *src_dst,
                        int n_pairs, size_t block_bytes);
 
