@@ -7,6 +7,9 @@
  * Usage: bench_throughput --model DIR [--num-prompts 64] [--input-len 128]
  *        [--output-len 64] [--max-num-seqs 256] [--max-num-batched-tokens 2048]
  *        [--num-kv-blocks N] [--threads N] [--device cpu|cuda|auto] [--seed 0]
+ *        [--load-format auto|dummy] [--gpu-memory-utilization F] [--warmup 0|1]
+ * --warmup 1 runs one short request first (one-time costs such as GEMM plan
+ * selection stay out of the timed run, as in vLLM's start-up).
  * Prints requests/s, total and output tokens/s, and the engine's KV statistics
  * (peak blocks, waste, preemptions) as one table; the last line is a markdown
  * row for docs/results.md.
@@ -30,7 +33,8 @@ static int usage(void)
 {
     fprintf(stderr, "usage: bench_throughput --model DIR [--num-prompts N] [--input-len N] "
                     "[--output-len N] [--max-num-seqs N] [--max-num-batched-tokens N] "
-                    "[--num-kv-blocks N] [--threads N] [--device D] [--seed S]\n");
+                    "[--num-kv-blocks N] [--threads N] [--device D] [--seed S] "
+                    "[--load-format F] [--gpu-memory-utilization F] [--warmup 0|1]\n");
     return 2;
 }
 
@@ -38,7 +42,7 @@ int main(int argc, char **argv)
 {
     struct pl_llm_params lp;
     pl_llm_params_default(&lp);
-    int num_prompts = 64, input_len = 128, output_len = 64;
+    int num_prompts = 64, input_len = 128, output_len = 64, warmup = 0;
     uint64_t seed = 0;
     for (int i = 1; i < argc; i++) {
         if (i + 1 >= argc)
@@ -62,6 +66,12 @@ int main(int argc, char **argv)
             lp.n_threads = atoi(v);
         else if (!strcmp(a, "--device"))
             lp.device = v;
+        else if (!strcmp(a, "--load-format"))
+            lp.load_format = v;
+        else if (!strcmp(a, "--gpu-memory-utilization"))
+            lp.gpu_memory_utilization = atof(v);
+        else if (!strcmp(a, "--warmup"))
+            warmup = atoi(v);
         else if (!strcmp(a, "--seed"))
             seed = strtoull(v, NULL, 10);
         else
@@ -103,6 +113,16 @@ int main(int argc, char **argv)
     }
 
     struct pl_outputs out = {0};
+    if (warmup) {
+        struct pl_sampling_params wp = sp;
+        wp.max_tokens = wp.min_tokens = 4;
+        if (pl_llm_generate(llm, prompts, num_prompts < 8 ? num_prompts : 8, &wp, 1, &out) !=
+            PL_STATUS_OK) {
+            fprintf(stderr, "bench_throughput: warm-up: %s\n", pl_llm_errmsg(llm));
+            return 1;
+        }
+        pl_outputs_free(&out);
+    }
     double t0 = now_s();
     pl_status st = pl_llm_generate(llm, prompts, num_prompts, &sp, 1, &out);
     double secs = now_s() - t0;

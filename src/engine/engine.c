@@ -14,11 +14,12 @@
  *   text_sent <= visible <= text_len; visible == text_len once finished.
  */
 #include "engine/engine.h"
-#include "util/clock.h"
 
 #include "engine/batch_builder.h"
 #include "engine/sampler.h"
 #include "engine/stop.h"
+#include "util/clock.h"
+#include "util/log.h"
 #include "util/rng.h"
 
 #include <assert.h>
@@ -99,6 +100,10 @@ struct pl_engine {
     uint64_t salt_counter;
     /* stats */
     double waste_slots, reserved_slots, seconds;
+    /* PAGELLM_PROFILE=1: wall time per phase of pl_engine_step, printed by pl_engine_free */
+    bool profile;
+    double prof_sched, prof_model, prof_sample, prof_post;
+    long prof_steps;
     uint64_t n_prompt_tokens, n_generation_tokens, n_added, n_finished;
 };
 
@@ -186,6 +191,7 @@ pl_status pl_engine_new(const struct pl_engine_params *p, const struct pl_engine
     if (!e)
         return pl_err_set(err, PL_STATUS_NO_MEMORY, "engine: out of memory");
     e->p = *p;
+    e->profile = getenv("PAGELLM_PROFILE") && strcmp(getenv("PAGELLM_PROFILE"), "0");
     e->model = *model;
     if (detok && detok->init && detok->push && detok->flush && detok->fini) {
         e->detok = *detok;
@@ -238,6 +244,12 @@ void pl_engine_free(struct pl_engine *e)
 {
     if (!e)
         return;
+    if (e->profile && e->prof_steps > 0)
+        PL_INFO("engine profile: %ld steps, %.3f s in steps: schedule+batch %.1f%%, model "
+                "%.1f%%, sampling %.1f%%, update+detokenize %.1f%% (%.3f ms/step)",
+                e->prof_steps, e->seconds, 100 * e->prof_sched / e->seconds,
+                100 * e->prof_model / e->seconds, 100 * e->prof_sample / e->seconds,
+                100 * e->prof_post / e->seconds, 1e3 * e->seconds / (double)e->prof_steps);
     struct req *r = e->head;
     while (r) {
         struct req *next = r->next;
@@ -646,9 +658,11 @@ pl_status pl_engine_step(struct pl_engine *e, struct pl_err *err)
         return st;
     b.logits_rows = e->logits_rows;
     b.n_logits = n_uniq + n_plp;
+    double t_model = pl_clock_seconds();
     st = e->model.run(e->model.ctx, &b, e->logits, err);
     if (st != PL_STATUS_OK)
         return pl_err_prefix(err, "model");
+    double t_sample = pl_clock_seconds();
     size_t V = (size_t)e->vocab;
     for (int i = 0; i < n_plp; i++) {
         struct req *r = e->plp_rows[i].r;
@@ -694,6 +708,7 @@ pl_status pl_engine_step(struct pl_engine *e, struct pl_err *err)
     st = pl_sampler_sample(e->sampler, e->logits, n_rows, e->rows, e->results, err);
     if (st != PL_STATUS_OK)
         return pl_err_prefix(err, "sampler");
+    double t_post = pl_clock_seconds();
     row = 0;
     for (int s = 0; s < plan.n_seqs; s++) {
         const struct pl_sched_seq *en = &plan.seqs[s];
@@ -731,6 +746,14 @@ pl_status pl_engine_step(struct pl_engine *e, struct pl_err *err)
         }
     }
     collect_finished(e);
+    if (e->profile) {
+        double t_end = pl_clock_seconds();
+        e->prof_sched += t_model - t0;
+        e->prof_model += t_sample - t_model;
+        e->prof_sample += t_post - t_sample;
+        e->prof_post += t_end - t_post;
+        e->prof_steps++;
+    }
 done:
     e->seconds += pl_clock_seconds() - t0;
     return PL_STATUS_OK;
