@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# device_bench8b.sh -- BENCHMARKS.md's S4, S2 and S1 on the GPU machine (device tool), on the
+# Llama-3-8B shape with dummy weights (bench/models/llama-3-8b/config.json), and the Hugging
+# Face transformers baseline on the same shape in the same call (bench/hf_baseline.py).
+# Binaries are built on the development machine and carried in .carry/bin with the shared
+# libraries the GPU image lacks in .carry/libs (see docs/cuda.md).
+# Env: HF=0 skips the baseline; S1_PROMPTS (1024), S1_SEQS (max_num_seqs, 256),
+#      S1_TOKENS (max_num_batched_tokens, 8192), PROFILE=1 adds PAGELLM_PROFILE phase times.
+# Logs under $OUT; the table of results is printed last.
+set -uo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+B=$ROOT/.carry/bin
+OUT=${OUT:-/tmp/pl_bench8b}
+mkdir -p "$OUT"
+export LD_LIBRARY_PATH=$ROOT/.carry/libs:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+export PAGELLM_LOG_LEVEL=info
+[ "${PROFILE:-0}" = 1 ] && export PAGELLM_PROFILE=1
+M=$ROOT/bench/models/llama-3-8b
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+ids=$(seq -s, 1 128)
+
+# S4: process start to the first token (the generate process exits right after it)
+t0=$(date +%s.%N)
+"$B/pagellm" generate --model "$M" --load-format dummy --device cuda --prompt-ids "$ids" \
+  --max-tokens 1 --ignore-eos --temperature 0 --max-model-len 4096 --no-progress --json \
+  >"$OUT/s4.jsonl" 2>"$OUT/s4.log"
+s4_rc=$?
+t1=$(date +%s.%N)
+s4=$(python3 -c "print(f'{$t1-$t0:.2f}')")
+
+# S2: batch 1, 128 in / 256 out
+timeout 200 "$B/bench_throughput" --model "$M" --load-format dummy --device cuda --warmup 1 \
+  --num-prompts 1 --input-len 128 --output-len 256 >"$OUT/s2.log" 2>&1
+s2=$(awk '/output tokens\/s/ {print $3}' "$OUT/s2.log")
+
+# S1: 1024 prompts, 512 in / 256 out
+timeout 400 "$B/bench_throughput" --model "$M" --load-format dummy --device cuda --warmup 1 \
+  --num-prompts "${S1_PROMPTS:-1024}" --input-len 512 --output-len 256 \
+  --max-num-seqs "${S1_SEQS:-256}" --max-num-batched-tokens "${S1_TOKENS:-8192}" >"$OUT/s1.log" 2>&1
+s1=$(awk '/output tokens\/s/ {print $3}' "$OUT/s1.log")
+
+hf_s4=- hf_s2=- hf_s1=-
+if [ "${HF:-1}" = 1 ]; then
+  t0=$(date +%s.%N)
+  PYTHONUNBUFFERED=1 timeout 400 python3 "$ROOT/bench/hf_baseline.py" --config "$M" --t0 "$t0" \
+    --s1-batch "${HF_BATCH:-256}" >"$OUT/hf.jsonl" 2>"$OUT/hf.log"
+  get() { python3 -c "
+import json,sys
+for l in open('$OUT/hf.jsonl'):
+    o=json.loads(l)
+    if o['scenario']=='$1': print(o['$2'])" 2>/dev/null; }
+  hf_s4=$(get S4 seconds_to_first_token); hf_s2=$(get S2 output_tok_s); hf_s1=$(get S1 output_tok_s)
+fi
+echo "==== logs"
+grep -h -E "memory plan|weights:|engine profile|cuda graphs" "$OUT"/s4.log "$OUT"/s2.log "$OUT"/s1.log | head -20
+tail -3 "$OUT/hf.log" 2>/dev/null
+echo "==== results ($(cat "$OUT/gpu.txt"))"
+printf "%-4s %-44s %14s %14s\n" id scenario pagellm transformers
+printf "%-4s %-44s %14s %14s\n" S4 "start -> first token, 8B dummy (s)" "$s4 (rc $s4_rc)" "$hf_s4"
+printf "%-4s %-44s %14s %14s\n" S2 "batch 1, 128/256, output tok/s" "${s2:-fail}" "$hf_s2"
+printf "%-4s %-44s %14s %14s\n" S1 "${S1_PROMPTS:-1024} x 512/256, output tok/s" "${s1:-fail}" "$hf_s1 (b ${HF_BATCH:-256})"
