@@ -169,6 +169,23 @@ struct pl_backend_ops {
      * rounded to dtype: every backend produces the same bits (dummy weights, tests). */
     void (*fill)(struct pl_backend *be, void *dst, enum pl_dtype dtype, size_t n, uint64_t seed,
                  float lo, float hi);
+
+    /* Optional (NULL where the backend has none; the CPU backend has none). */
+
+    /* Host memory the backend copies from fastest (CUDA: pinned), for upload staging. */
+    void *(*host_alloc)(struct pl_backend *be, size_t n_bytes);
+    void (*host_free)(struct pl_backend *be, void *p);
+
+    /* Op graphs (CUDA graphs): graph_begin starts recording the ops that follow instead
+     * of running them; graph_end stops and returns a replayable graph (NULL and a failure
+     * status when recording failed: the ops did not run). graph_launch replays every
+     * recorded op with the arguments it was recorded with; backend memory named by those
+     * arguments is read at replay time, so callers change inputs by uploading into the
+     * same buffers. A recorded sequence must not allocate or sync. */
+    pl_status (*graph_begin)(struct pl_backend *be);
+    pl_status (*graph_end)(struct pl_backend *be, void **graph);
+    pl_status (*graph_launch)(struct pl_backend *be, void *graph);
+    void (*graph_free)(struct pl_backend *be, void *graph);
 };
 
 /* The fill op's uniform in [0, 1): the top 24 bits of splitmix64(seed + i * golden gamma).

@@ -19,14 +19,25 @@
  *
  * The final norm is applied after gathering the logits rows: rmsnorm works
  * row by row, so the result equals norm-then-gather and skips the other rows.
- * Invariants: forward() allocates nothing; every batch is validated before
- * any kernel indexes the KV cache with it (block ids, slots, token ids).
+ * Decode steps on backends with op graphs (CUDA): a batch of decodes only
+ * (one token per sequence) is padded to the next of a fixed set of sizes
+ * (1, 2, 4, 8, 16, 24, ... as vLLM captures) and the layer loop is replayed
+ * from a graph recorded the first time that size runs. Padding rows are
+ * sequences of context 0 whose token goes nowhere (slot -1): every op works
+ * row by row, so they cannot change the real rows. The batch arrays are staged
+ * in host memory the backend copies from fastest (pinned on CUDA) and uploaded
+ * into fixed buffers, which is what the recorded ops read.
+ * Invariants: forward() allocates nothing (a graph is recorded once per size);
+ * every batch is validated before any kernel indexes the KV cache with it
+ * (block ids, slots, token ids).
  */
 #include "model/llama.h"
 
 #include "model/rope.h"
 
+#include <assert.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -34,6 +45,8 @@
 
 /* Logits rows computed per pass (bounds the [rows, vocab] scratch). */
 #define LOGITS_CHUNK 64
+/* Recorded decode graphs: sizes 1, 2, 4, then multiples of 8 up to max_seqs. */
+#define MAX_GRAPHS 160
 
 struct pl_llama {
     const struct pl_model_config *cfg;
@@ -66,7 +79,19 @@ struct pl_llama {
     int32_t *d_ctx;                                /* [max_seqs] */
     int32_t *d_tables;                             /* [max_seqs, max_blocks_per_seq] */
     int32_t *d_logit_rows;                         /* [T] */
-    int32_t *h_seq_lens;                           /* host [T]: when the batch has none */
+
+    /* host staging of the batch arrays (pinned where the backend offers it), same
+     * shapes as the device arrays above */
+    int32_t *h_stage;
+    bool h_stage_pinned;
+    int32_t *h_ids, *h_pos, *h_seq_lens, *h_slots, *h_cu, *h_ctx, *h_tables, *h_logit_rows;
+
+    /* decode graphs by padded size; graph_mb: the block-table width they were recorded
+     * with (a batch of another width re-records) */
+    bool use_graphs;
+    void *graphs[MAX_GRAPHS];
+    int graph_mb[MAX_GRAPHS];
+    int n_graphs_recorded;
 };
 
 static void *be_alloc(struct pl_llama *m, size_t n_bytes, pl_status *st)
@@ -157,6 +182,25 @@ static pl_status check_weights(const struct pl_model_config *c, const struct pl_
     return PL_STATUS_OK;
 }
 
+/* Decode graphs need ops that allocate nothing while recording: the backend's bf16
+ * matmuls (fp16 weights take a lazily sized scratch), and PAGELLM_CUDA_GRAPHS != 0
+ * (vLLM's enforce_eager, for debugging). */
+static bool graphs_allowed(const struct pl_model_config *cfg, const struct pl_weights *w)
+{
+    const char *env = getenv("PAGELLM_CUDA_GRAPHS");
+    if (env && !strcmp(env, "0"))
+        return false;
+    for (int l = 0; l < cfg->n_layers; l++) {
+        const struct pl_layer_weights *L = &w->layers[l];
+        const struct pl_weight *mats[] = {&L->wq, &L->wk, &L->wv, &L->wo,
+                                          &L->w_gate, &L->w_up, &L->w_down};
+        for (size_t i = 0; i < sizeof(mats) / sizeof(mats[0]); i++)
+            if (mats[i]->dtype != PL_DTYPE_BF16)
+                return false;
+    }
+    return true;
+}
+
 pl_status pl_llama_new(const struct pl_model_config *cfg, const struct pl_weights *w,
                        struct pl_backend *be, int max_tokens, int max_seqs,
                        int max_blocks_per_seq, struct pl_llama **out, struct pl_err *err)
@@ -232,9 +276,27 @@ pl_status pl_llama_new(const struct pl_model_config *cfg, const struct pl_weight
     m->d_ctx = be_alloc(m, i32 * (size_t)max_seqs, &st);
     m->d_tables = be_alloc(m, i32 * (size_t)max_seqs * (size_t)max_blocks_per_seq, &st);
     if (st == PL_STATUS_OK) {
-        m->h_seq_lens = malloc(i32 * T);
-        if (!m->h_seq_lens)
+        const size_t S = (size_t)max_seqs, MB = (size_t)max_blocks_per_seq;
+        size_t n_stage = 5 * T + (S + 1) + S + S * MB;
+        if (be->ops->host_alloc) {
+            m->h_stage = be->ops->host_alloc(be, i32 * n_stage);
+            m->h_stage_pinned = m->h_stage != NULL;
+        }
+        if (!m->h_stage)
+            m->h_stage = malloc(i32 * n_stage);
+        if (!m->h_stage) {
             st = PL_STATUS_NO_MEMORY;
+        } else {
+            int32_t *p = m->h_stage;
+            m->h_ids = p, p += T;
+            m->h_pos = p, p += T;
+            m->h_seq_lens = p, p += T;
+            m->h_slots = p, p += T;
+            m->h_logit_rows = p, p += T;
+            m->h_cu = p, p += S + 1;
+            m->h_ctx = p, p += S;
+            m->h_tables = p;
+        }
     }
     if (st == PL_STATUS_OK)
         st = be->ops->upload(be, m->d_inv_freq, inv, f * (size_t)(m->rope.rot_dim / 2));
@@ -245,6 +307,7 @@ pl_status pl_llama_new(const struct pl_model_config *cfg, const struct pl_weight
                           pl_status_str(st));
     }
     m->rope.inv_freq = m->d_inv_freq;
+    m->use_graphs = be->ops->graph_begin && graphs_allowed(cfg, w);
     *out = m;
     return PL_STATUS_OK;
 }
@@ -259,7 +322,13 @@ void pl_llama_free(struct pl_llama *m)
                     m->d_slots, m->d_logit_rows, m->d_cu, m->d_ctx, m->d_tables};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
         be_release(be, bufs[i]);
-    free(m->h_seq_lens);
+    for (int i = 0; i < MAX_GRAPHS; i++)
+        if (m->graphs[i])
+            be->ops->graph_free(be, m->graphs[i]);
+    if (m->h_stage_pinned)
+        be->ops->host_free(be, m->h_stage);
+    else
+        free(m->h_stage);
     free(m);
 }
 
@@ -298,37 +367,67 @@ static pl_status check_batch(const struct pl_llama *m, const struct pl_batch *b,
     return PL_STATUS_OK;
 }
 
-static pl_status upload_batch(struct pl_llama *m, const struct pl_batch *b)
+/*
+ * Stages b's arrays, padded to n_pad sequences of one token each when n_pad > n_seqs
+ * (graph sizes; decode batches only), and uploads them into the fixed device buffers.
+ */
+static pl_status upload_batch(struct pl_llama *m, const struct pl_batch *b, int n_pad)
 {
     struct pl_backend *be = m->be;
     const size_t i32 = sizeof(int32_t), T = (size_t)b->n_tokens, S = (size_t)b->n_seqs;
-    const int32_t *seq_lens = b->seq_lens;
-    if (!seq_lens) { /* derive each token's sequence length from the sequence it belongs to */
+    const size_t MB = (size_t)b->max_blocks_per_seq;
+    memcpy(m->h_ids, b->token_ids, i32 * T);
+    memcpy(m->h_pos, b->positions, i32 * T);
+    memcpy(m->h_slots, b->slot_mapping, i32 * T);
+    memcpy(m->h_cu, b->cu_seqlens_q, i32 * (S + 1));
+    memcpy(m->h_ctx, b->context_lens, i32 * S);
+    memcpy(m->h_tables, b->block_tables, i32 * S * MB);
+    if (b->n_logits > 0)
+        memcpy(m->h_logit_rows, b->logits_rows, i32 * (size_t)b->n_logits);
+    if (b->seq_lens) {
+        memcpy(m->h_seq_lens, b->seq_lens, i32 * T);
+    } else { /* each token's sequence length is its sequence's context length */
         for (int s = 0; s < b->n_seqs; s++)
             for (int t = b->cu_seqlens_q[s]; t < b->cu_seqlens_q[s + 1]; t++)
                 m->h_seq_lens[t] = b->context_lens[s];
-        seq_lens = m->h_seq_lens;
     }
-    pl_status st = be->ops->upload(be, m->d_ids, b->token_ids, i32 * T);
+    size_t n_tok = T, n_seq = S;
+    if (n_pad > b->n_seqs) { /* padding sequences: context 0, token 0 stored nowhere */
+        assert(b->n_tokens == b->n_seqs);
+        for (int i = b->n_seqs; i < n_pad; i++) {
+            m->h_ids[i] = 0;
+            m->h_pos[i] = 0;
+            m->h_seq_lens[i] = 0;
+            m->h_slots[i] = -1;
+            m->h_cu[i + 1] = i + 1;
+            m->h_ctx[i] = 0;
+        }
+        n_tok = n_seq = (size_t)n_pad;
+    }
+    pl_status st = be->ops->upload(be, m->d_ids, m->h_ids, i32 * n_tok);
     if (st == PL_STATUS_OK)
-        st = be->ops->upload(be, m->d_pos, b->positions, i32 * T);
+        st = be->ops->upload(be, m->d_pos, m->h_pos, i32 * n_tok);
     if (st == PL_STATUS_OK)
-        st = be->ops->upload(be, m->d_seq_lens, seq_lens, i32 * T);
+        st = be->ops->upload(be, m->d_seq_lens, m->h_seq_lens, i32 * n_tok);
     if (st == PL_STATUS_OK)
-        st = be->ops->upload(be, m->d_slots, b->slot_mapping, i32 * T);
+        st = be->ops->upload(be, m->d_slots, m->h_slots, i32 * n_tok);
     if (st == PL_STATUS_OK)
-        st = be->ops->upload(be, m->d_cu, b->cu_seqlens_q, i32 * (S + 1));
+        st = be->ops->upload(be, m->d_cu, m->h_cu, i32 * (n_seq + 1));
     if (st == PL_STATUS_OK)
-        st = be->ops->upload(be, m->d_ctx, b->context_lens, i32 * S);
-    if (st == PL_STATUS_OK)
-        st = be->ops->upload(be, m->d_tables, b->block_tables,
-                             i32 * S * (size_t)b->max_blocks_per_seq);
+        st = be->ops->upload(be, m->d_ctx, m->h_ctx, i32 * n_seq);
+    if (st == PL_STATUS_OK) /* padding rows' tables are never read (context 0) */
+        st = be->ops->upload(be, m->d_tables, m->h_tables, i32 * S * MB);
     if (st == PL_STATUS_OK && b->n_logits > 0)
-        st = be->ops->upload(be, m->d_logit_rows, b->logits_rows, i32 * (size_t)b->n_logits);
+        st = be->ops->upload(be, m->d_logit_rows, m->h_logit_rows, i32 * (size_t)b->n_logits);
     return st;
 }
 
-static void attention_block(struct pl_llama *m, int l, const struct pl_batch *b,
+/* The shape of one layer-loop run: the batch's, or a padded decode graph's. */
+struct run_shape {
+    int n_tokens, n_seqs, max_blocks_per_seq, max_q_len, max_context_len;
+};
+
+static void attention_block(struct pl_llama *m, int l, const struct run_shape *b,
                             const struct pl_kv_cache *kv)
 {
     const struct pl_backend_ops *op = m->be->ops;
@@ -386,22 +485,14 @@ static void mlp_block(struct pl_llama *m, int l, int n)
                n);
 }
 
-pl_status pl_llama_forward(struct pl_llama *m, const struct pl_batch *b,
-                           const struct pl_kv_cache *kv, float *logits, struct pl_err *err)
+/* Embedding and every layer: leaves the residual stream in res and the last MLP
+ * output in h (the final norm runs on the logits rows only). */
+static void run_layers(struct pl_llama *m, const struct run_shape *sh, const struct pl_kv_cache *kv)
 {
-    pl_status st = check_batch(m, b, kv, err);
-    if (st != PL_STATUS_OK)
-        return st;
-    if (b->n_tokens == 0)
-        return PL_STATUS_OK;
-    st = upload_batch(m, b);
-    if (st != PL_STATUS_OK)
-        return pl_err_set(err, st, "llama: uploading the batch failed");
-
     const struct pl_backend_ops *op = m->be->ops;
     struct pl_backend *be = m->be;
     const struct pl_model_config *c = m->cfg;
-    const int n = b->n_tokens, hid = c->hidden_size;
+    const int n = sh->n_tokens, hid = c->hidden_size;
 
     op->embed(be, m->res, &m->w->embed, m->d_ids, n);
     for (int l = 0; l < c->n_layers; l++) {
@@ -410,10 +501,98 @@ pl_status pl_llama_forward(struct pl_llama *m, const struct pl_batch *b,
             op->rmsnorm(be, m->x, NULL, m->res, &L->attn_norm, n, hid, c->rms_norm_eps);
         else /* res += previous MLP output; x = norm(res) */
             op->rmsnorm(be, m->x, m->res, m->h, &L->attn_norm, n, hid, c->rms_norm_eps);
-        attention_block(m, l, b, kv);
+        attention_block(m, l, sh, kv);
         op->rmsnorm(be, m->x, m->res, m->h, &L->ffn_norm, n, hid, c->rms_norm_eps);
         mlp_block(m, l, n);
     }
+}
+
+/* The graph slot and padded size for a decode batch of n sequences (-1: none fits). */
+static int graph_slot(const struct pl_llama *m, int n, int *n_pad)
+{
+    const int cap = m->max_seqs < m->max_tokens ? m->max_seqs : m->max_tokens;
+    int size = n <= 1 ? 1 : n <= 2 ? 2 : n <= 4 ? 4 : (n + 7) / 8 * 8;
+    if (size > cap)
+        size = cap; /* the last size is the cap itself (>= n), a slot of its own */
+    int slot = size <= 4 ? (size == 4 ? 2 : size - 1) : 2 + (size + 7) / 8;
+    if (slot >= MAX_GRAPHS)
+        return -1;
+    *n_pad = size;
+    return slot;
+}
+
+/* Runs the layer loop of a decode-only batch from its size's graph (recorded now if
+ * this size has none yet). Returns false when graphs cannot serve this batch. */
+static bool run_layers_graph(struct pl_llama *m, const struct pl_batch *b,
+                             const struct pl_kv_cache *kv, pl_status *st)
+{
+    int n_pad = 0;
+    int slot = graph_slot(m, b->n_seqs, &n_pad);
+    if (slot < 0)
+        return false;
+    struct pl_backend *be = m->be;
+    *st = upload_batch(m, b, n_pad);
+    if (*st != PL_STATUS_OK)
+        return true;
+    if (m->graphs[slot] && m->graph_mb[slot] != b->max_blocks_per_seq) {
+        be->ops->graph_free(be, m->graphs[slot]);
+        m->graphs[slot] = NULL;
+    }
+    if (!m->graphs[slot]) {
+        /* recorded with the largest context the tables can describe: the kernels take
+         * each sequence's own length from context_lens at replay */
+        const struct run_shape sh = {
+            .n_tokens = n_pad,
+            .n_seqs = n_pad,
+            .max_blocks_per_seq = b->max_blocks_per_seq,
+            .max_q_len = 1,
+            .max_context_len = b->max_blocks_per_seq * kv->block_size,
+        };
+        *st = be->ops->graph_begin(be);
+        if (*st != PL_STATUS_OK)
+            return true;
+        run_layers(m, &sh, kv);
+        *st = be->ops->graph_end(be, &m->graphs[slot]);
+        if (*st != PL_STATUS_OK)
+            return true;
+        m->graph_mb[slot] = b->max_blocks_per_seq;
+        m->n_graphs_recorded++;
+    }
+    *st = be->ops->graph_launch(be, m->graphs[slot]);
+    return true;
+}
+
+pl_status pl_llama_forward(struct pl_llama *m, const struct pl_batch *b,
+                           const struct pl_kv_cache *kv, float *logits, struct pl_err *err)
+{
+    pl_status st = check_batch(m, b, kv, err);
+    if (st != PL_STATUS_OK)
+        return st;
+    if (b->n_tokens == 0)
+        return PL_STATUS_OK;
+
+    const struct pl_backend_ops *op = m->be->ops;
+    struct pl_backend *be = m->be;
+    const struct pl_model_config *c = m->cfg;
+    const int hid = c->hidden_size;
+
+    bool graphed = m->use_graphs && b->max_q_len == 1 && b->n_tokens == b->n_seqs &&
+                   run_layers_graph(m, b, kv, &st);
+    if (!graphed) {
+        st = upload_batch(m, b, b->n_seqs);
+        if (st == PL_STATUS_OK) {
+            const struct run_shape sh = {
+                .n_tokens = b->n_tokens,
+                .n_seqs = b->n_seqs,
+                .max_blocks_per_seq = b->max_blocks_per_seq,
+                .max_q_len = b->max_q_len,
+                .max_context_len = b->max_context_len,
+            };
+            run_layers(m, &sh, kv);
+        }
+    }
+    if (st != PL_STATUS_OK)
+        return pl_err_set(err, st, "llama: %s failed", graphed ? "the decode graph" : "uploading the batch");
 
     const size_t vocab = (size_t)c->vocab_size;
     for (int r0 = 0; r0 < b->n_logits; r0 += m->logits_chunk) {

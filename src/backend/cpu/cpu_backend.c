@@ -324,7 +324,10 @@ static void cpu_fill(struct pl_backend *be, void *dst, enum pl_dtype dtype, size
 {
     const float span = hi - lo;
     for (size_t i = 0; i < n; i++) {
-        float x = lo + span * pl_fill_uniform(seed, i);
+        /* product and sum rounded separately (two statements: never contracted to an
+         * fma), as the CUDA kernel does */
+        float prod = span * pl_fill_uniform(seed, i);
+        float x = lo + prod;
         switch (dtype) {
         case PL_DTYPE_F32: ((float *)dst)[i] = x; break;
         case PL_DTYPE_F16: ((uint16_t *)dst)[i] = pl_f32_to_f16(x); break;

@@ -252,6 +252,71 @@ static void cuda_fill(struct pl_backend *be, void *dst, enum pl_dtype dtype, siz
     check_launch(be, "fill", pl_cuk_fill(st(be), dst, (int)dtype, n, seed, lo, hi));
 }
 
+/* ---- pinned staging and graphs ------------------------------------------------------- */
+
+static void *cuda_host_alloc(struct pl_backend *be, size_t n_bytes)
+{
+    void *p = NULL;
+    if (cudaHostAlloc(&p, n_bytes ? n_bytes : 64, cudaHostAllocDefault) != cudaSuccess) {
+        cudaGetLastError();
+        return NULL;
+    }
+    return p;
+}
+
+static void cuda_host_free(struct pl_backend *be, void *p)
+{
+    if (p)
+        cudaFreeHost(p);
+}
+
+static pl_status cuda_graph_begin(struct pl_backend *be)
+{
+    struct cuda_backend *c = cb(be);
+    if (c->failed)
+        return PL_STATUS_INTERNAL;
+    /* thread-local: other threads (HTTP workers) may still call the CUDA runtime */
+    cudaError_t e = cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal);
+    if (e != cudaSuccess) {
+        pl_cuda_fail(be, "cuda graph capture: %s", cudaGetErrorString(e));
+        return PL_STATUS_INTERNAL;
+    }
+    return PL_STATUS_OK;
+}
+
+static pl_status cuda_graph_end(struct pl_backend *be, void **graph)
+{
+    struct cuda_backend *c = cb(be);
+    *graph = NULL;
+    cudaGraph_t g = NULL;
+    cudaError_t e = cudaStreamEndCapture(c->stream, &g);
+    if (e == cudaSuccess && !c->failed) {
+        cudaGraphExec_t x = NULL;
+        e = cudaGraphInstantiate(&x, g, 0);
+        if (e == cudaSuccess)
+            *graph = x;
+    }
+    if (g)
+        cudaGraphDestroy(g);
+    if (e != cudaSuccess)
+        pl_cuda_fail(be, "cuda graph capture: %s", cudaGetErrorString(e));
+    return status_of(be);
+}
+
+static pl_status cuda_graph_launch(struct pl_backend *be, void *graph)
+{
+    cudaError_t e = cudaGraphLaunch((cudaGraphExec_t)graph, cb(be)->stream);
+    if (e != cudaSuccess)
+        pl_cuda_fail(be, "cuda graph launch: %s", cudaGetErrorString(e));
+    return status_of(be);
+}
+
+static void cuda_graph_free(struct pl_backend *be, void *graph)
+{
+    if (graph)
+        cudaGraphExecDestroy((cudaGraphExec_t)graph);
+}
+
 /* Splits of the decode context: enough CTAs to fill the GPU about twice, each
  * split at least MIN_TOKENS_PER_SPLIT tokens, within the partial scratch. */
 static int decode_splits(const struct cuda_backend *c, const struct pl_attn_meta *m)
@@ -353,6 +418,12 @@ static const struct pl_backend_ops cuda_ops = {
     .logits = cuda_logits,
     .copy_blocks = cuda_copy_blocks,
     .fill = cuda_fill,
+    .host_alloc = cuda_host_alloc,
+    .host_free = cuda_host_free,
+    .graph_begin = cuda_graph_begin,
+    .graph_end = cuda_graph_end,
+    .graph_launch = cuda_graph_launch,
+    .graph_free = cuda_graph_free,
 };
 
 pl_status pl_backend_cuda_new(int device, struct pl_backend **out, struct pl_err *err)

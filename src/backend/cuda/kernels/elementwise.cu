@@ -420,7 +420,8 @@ __global__ void fill_kernel(void *dst, int dtype, uint64_t n, uint64_t seed, flo
 {
     for (uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (uint64_t)gridDim.x * blockDim.x) {
-        float x = lo + span * fill_uniform(seed, i);
+        /* no fused multiply-add: the host computes a rounded product, then the sum */
+        float x = __fadd_rn(lo, __fmul_rn(span, fill_uniform(seed, i)));
         if (dtype == DT_BF16)
             ((__nv_bfloat16 *)dst)[i] = __float2bfloat16(x);
         else if (dtype == DT_F16)
