@@ -29,7 +29,10 @@
 #define PARTIAL_BYTES ((size_t)32 << 20)
 #define MAX_SPLITS 32
 /* Context tokens below which a split is not worth its reduce. */
-#define MIN_TOKENS_PER_SPLIT 256
+#define MIN_TOKENS_PER_SPLIT 64
+/* CTAs wanted per SM: the decode kernel keeps 3 resident per SM, and several
+ * waves make the last, partial one cheap. */
+#define DECODE_CTAS_PER_SM 8
 
 struct cuda_backend {
     struct pl_backend base; /* must be first */
@@ -241,8 +244,11 @@ static void cuda_copy_blocks(struct pl_backend *be, void *k_cache, void *v_cache
                  pl_cuk_copy_blocks(st(be), k_cache, v_cache, src_dst, n_pairs, block_bytes));
 }
 
-/* Splits of the decode context: enough CTAs to fill the GPU about twice, each
- * split at least MIN_TOKENS_PER_SPLIT tokens, within the partial scratch. */
+/* Splits of the decode context: about DECODE_CTAS_PER_SM CTAs per SM, each
+ * split at least MIN_TOKENS_PER_SPLIT tokens of max_context_len, within the
+ * partial scratch. Reads only host values (n_seqs, max_context_len), so a CUDA
+ * graph captured with upper bounds keeps one split count for every replay;
+ * the kernel divides each sequence's own context among the splits. */
 static int decode_splits(const struct cuda_backend *c, const struct pl_attn_meta *m)
 {
     int splits;
@@ -250,7 +256,7 @@ static int decode_splits(const struct cuda_backend *c, const struct pl_attn_meta
         splits = c->forced_splits;
     } else {
         int ctas = m->n_kv_heads * m->n_seqs;
-        int by_sms = (2 * c->n_sms + ctas - 1) / ctas;
+        int by_sms = (DECODE_CTAS_PER_SM * c->n_sms + ctas - 1) / ctas;
         int by_len = (m->max_context_len + MIN_TOKENS_PER_SPLIT - 1) / MIN_TOKENS_PER_SPLIT;
         splits = by_sms < by_len ? by_sms : by_len;
     }
