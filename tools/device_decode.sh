@@ -20,26 +20,26 @@ VARIANTS=${PL_DEC_VARIANTS:-0}
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,temperature.gpu --format=csv >"$OUT/gpu.txt" 2>&1
 timeout 120 "$BIN" --attention >"$OUT/parity_attention.log" 2>&1
 echo "parity --attention rc $?" >"$OUT/summary.txt"
-if [ "${FULL:-0}" = 1 ]; then
-    timeout 200 "$BIN" >"$OUT/parity_full.log" 2>&1
-    echo "parity full rc $?" >>"$OUT/summary.txt"
-fi
 first=
 for v in $VARIANTS; do
+    PL_DEC_VARIANT=$v timeout 60 "$BIN" --attention >"$OUT/parity_attention_v$v.log" 2>&1
+    echo "parity --attention v$v rc $?" >>"$OUT/summary.txt"
     PL_DEC_VARIANT=$v timeout 60 "$BIN" --bench-decode >"$OUT/bench_v$v.log" 2>&1
     echo "bench v$v rc $?" >>"$OUT/summary.txt"
     [ -z "$first" ] && first=$v
 done
 PL_DEC_VARIANT=$first timeout 60 "$BIN" --bench-decode >"$OUT/bench_v${first}_again.log" 2>&1
-if [ "${FULL:-0}" = 1 ]; then
-    timeout 120 "$BIN" --bench >"$OUT/bench_full.log" 2>&1
-    echo "bench full rc $?" >>"$OUT/summary.txt"
-fi
 if command -v compute-sanitizer >/dev/null; then
     timeout "${RACECHECK_TIMEOUT:-100}" compute-sanitizer --tool racecheck "$BIN" --attention >"$OUT/racecheck.log" 2>&1
     echo "racecheck rc $?" >>"$OUT/summary.txt"
     timeout "${MEMCHECK_TIMEOUT:-60}" compute-sanitizer --tool memcheck --leak-check no "$BIN" --attention >"$OUT/memcheck.log" 2>&1
     echo "memcheck rc $?" >>"$OUT/summary.txt"
+fi
+if [ "${FULL:-0}" = 1 ]; then
+    timeout 120 "$BIN" >"$OUT/parity_full.log" 2>&1
+    echo "parity full rc $?" >>"$OUT/summary.txt"
+    timeout 60 "$BIN" --bench >"$OUT/bench_full.log" 2>&1
+    echo "bench full rc $?" >>"$OUT/summary.txt"
 fi
 
 echo "==== gpu ===="; cat "$OUT/gpu.txt"

@@ -74,17 +74,52 @@ static __device__ __forceinline__ uint4 ld_stream(const __nv_bfloat16 *p)
     return r;
 }
 
+/* 16 bytes global -> shared, bypassing L1; zero-filled when !ok (nothing read). */
+static __device__ __forceinline__ void cp_async16(uint4 *dst, const void *src, bool ok)
+{
+    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(d), "l"(src),
+                 "r"(ok ? 16 : 0)
+                 : "memory");
+}
+
+static __device__ __forceinline__ void cp_async_commit(void)
+{
+    asm volatile("cp.async.commit_group;" ::: "memory");
+}
+
+template <int N> static __device__ __forceinline__ void cp_async_wait(void)
+{
+    asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+
+/* 2^x for x <= 0 (one MUFU op; results below 2^-126 flush to 0, harmless here). */
+static __device__ __forceinline__ float fast_exp2(float x)
+{
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
 /*
  * GM: query heads per CTA (template, registers); HDT: head_dim when
- * specialised, 0 = read a.head_dim at run time; U: slots per warp round.
+ * specialised, 0 = read a.head_dim at run time; U: slots per warp round;
+ * PIPE: rounds streamed through shared memory (cp.async, STAGES deep) instead
+ * of loaded into registers.
  */
-template <int GM, int HDT, int U, int MINB>
+template <int GM, int HDT, int U, int MINB, bool PIPE, int STAGES>
 __global__ void __launch_bounds__(DEC_THREADS, MINB)
 decode_kernel(struct pl_cuk_attn a, int n_splits, int n_chunks, float *partial)
 {
     constexpr int HDS = HDT ? HDT : MAX_HD; /* shared-memory row size */
-    __shared__ float acc_s[DEC_WARPS][GM][HDS];
-    __shared__ float m_s[DEC_WARPS][GM], l_s[DEC_WARPS][GM];
+    constexpr int RING_U4 = PIPE ? DEC_WARPS * STAGES * U * 2 * 32 : 0;
+    constexpr int MERGE_F = DEC_WARPS * GM * (HDS + 2);
+    constexpr int SMEM_U4 = RING_U4 * 4 > MERGE_F ? RING_U4 : (MERGE_F + 3) / 4;
+    /* the rings during the loop, then the warps' (acc, m, l) for the merge */
+    __shared__ uint4 smem_u4[SMEM_U4];
+    float(*acc_s)[GM][HDS] = (float(*)[GM][HDS])smem_u4;
+    float(*m_s)[GM] = (float(*)[GM])((float *)smem_u4 + DEC_WARPS * GM * HDS);
+    float(*l_s)[GM] = m_s + DEC_WARPS;
 
     const int kvh = blockIdx.x / n_chunks, chunk = blockIdx.x % n_chunks;
     const int s = blockIdx.y, split = blockIdx.z;
@@ -154,27 +189,74 @@ decode_kernel(struct pl_cuk_attn a, int n_splits, int n_chunks, float *partial)
             const int c = c0 + u * TPS + tg;
             blk[u] = c < c_end ? table[bs_pow2 ? c >> bs_shift : c / bs] : 0;
         }
-        for (; c0 < c_end; c0 += stride) {
-            uint4 kr[U], vr[U];
+        /* PIPE: each warp streams its rounds through its own STAGES-deep ring
+         * of shared memory with cp.async, STAGES - 1 rounds ahead of the math.
+         * A lane reads back only the 16-byte slots it copied itself, so
+         * cp.async.wait_group orders everything: no barrier in the loop. */
+        uint4 *ring = smem_u4 + warp * (STAGES * U * 2 * 32);
+        const int n_rounds = c0 < c_end ? (c_end - c0 + stride - 1) / stride : 0;
+        auto issue = [&](int r) {
+            const int cr = c0 + r * stride;
+            uint4 *dst = ring + (r % STAGES) * (U * 2 * 32) + lane;
 #pragma unroll
             for (int u = 0; u < U; u++) {
-                const int c = c0 + u * TPS + tg;
-                if (c < c_end) {
-                    const int off = bs_pow2 ? c & (bs - 1) : c % bs;
-                    const int64_t at = ((int64_t)blk[u] * bs + off) * row;
-                    kr[u] = ld_stream(kb + at);
-                    vr[u] = ld_stream(vb + at);
-                } else {
-                    kr[u] = make_uint4(0, 0, 0, 0);
-                    vr[u] = make_uint4(0, 0, 0, 0);
-                }
+                const int c = cr + u * TPS + tg;
+                const bool ok = c < c_end;
+                const int off = bs_pow2 ? c & (bs - 1) : c % bs;
+                const int64_t at = ok ? ((int64_t)blk[u] * bs + off) * row : 0;
+                cp_async16(dst + (u * 2) * 32, kb + at, ok);
+                cp_async16(dst + (u * 2 + 1) * 32, vb + at, ok);
             }
-            /* the next round's block ids, while this round's loads are in flight */
+            /* the block ids of the round after, while these copies fly */
 #pragma unroll
             for (int u = 0; u < U; u++) {
-                const int c = c0 + stride + u * TPS + tg;
+                const int c = cr + stride + u * TPS + tg;
                 blk[u] = c < c_end ? table[bs_pow2 ? c >> bs_shift : c / bs] : 0;
             }
+        };
+        if (PIPE) {
+#pragma unroll
+            for (int r = 0; r < STAGES - 1; r++) {
+                if (r < n_rounds)
+                    issue(r);
+                cp_async_commit();
+            }
+        }
+        for (int r = 0; r < n_rounds; r++, c0 += PIPE ? 0 : stride) {
+            uint4 kr[U], vr[U];
+            if (PIPE) {
+                if (r + STAGES - 1 < n_rounds)
+                    issue(r + STAGES - 1);
+                cp_async_commit();
+                cp_async_wait<STAGES - 1>();
+                const uint4 *src = ring + (r % STAGES) * (U * 2 * 32) + lane;
+#pragma unroll
+                for (int u = 0; u < U; u++) {
+                    kr[u] = src[(u * 2) * 32];
+                    vr[u] = src[(u * 2 + 1) * 32];
+                }
+            } else {
+#pragma unroll
+                for (int u = 0; u < U; u++) {
+                    const int c = c0 + u * TPS + tg;
+                    if (c < c_end) {
+                        const int off = bs_pow2 ? c & (bs - 1) : c % bs;
+                        const int64_t at = ((int64_t)blk[u] * bs + off) * row;
+                        kr[u] = ld_stream(kb + at);
+                        vr[u] = ld_stream(vb + at);
+                    } else {
+                        kr[u] = make_uint4(0, 0, 0, 0);
+                        vr[u] = make_uint4(0, 0, 0, 0);
+                    }
+                }
+                /* the next round's block ids, while this round's loads are in flight */
+#pragma unroll
+                for (int u = 0; u < U; u++) {
+                    const int c = c0 + stride + u * TPS + tg;
+                    blk[u] = c < c_end ? table[bs_pow2 ? c >> bs_shift : c / bs] : 0;
+                }
+            }
+            const int cr = PIPE ? c0 + r * stride : c0;
 
             float sc[U][GM];
 #pragma unroll
@@ -199,7 +281,7 @@ decode_kernel(struct pl_cuk_attn a, int n_splits, int n_chunks, float *partial)
                         sc[u][g] += __shfl_xor_sync(0xffffffffu, sc[u][g], o);
 #pragma unroll
             for (int u = 0; u < U; u++)
-                if (c0 + u * TPS + tg >= c_end)
+                if (cr + u * TPS + tg >= c_end)
 #pragma unroll
                     for (int g = 0; g < GM; g++)
                         sc[u][g] = -INFINITY;
@@ -215,7 +297,7 @@ decode_kernel(struct pl_cuk_attn a, int n_splits, int n_chunks, float *partial)
                 for (int o = LPT; o < 32; o <<= 1)
                     mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
                 const float m_new = fmaxf(m[g], mx);
-                const float alpha = exp2f(m[g] - m_new); /* 0 on the first round */
+                const float alpha = fast_exp2(m[g] - m_new); /* 0 on the first round */
                 m[g] = m_new;
                 l[g] *= alpha;
 #pragma unroll
@@ -228,7 +310,7 @@ decode_kernel(struct pl_cuk_attn a, int n_splits, int n_chunks, float *partial)
                 bf16x8_to_f32(vr[u], v);
 #pragma unroll
                 for (int g = 0; g < GM; g++) {
-                    const float p = exp2f(sc[u][g] - m[g]);
+                    const float p = fast_exp2(sc[u][g] - m[g]);
                     l[g] += p;
 #pragma unroll
                     for (int j = 0; j < 8; j++)
@@ -248,7 +330,10 @@ decode_kernel(struct pl_cuk_attn a, int n_splits, int n_chunks, float *partial)
             }
     }
 
-    /* merge the warps in a fixed order */
+    /* merge the warps in a fixed order (after every warp is done with its ring) */
+    if (PIPE)
+        cp_async_wait<0>();
+    __syncthreads();
     if (tg == 0) {
 #pragma unroll
         for (int g = 0; g < GM; g++)
@@ -333,27 +418,27 @@ static void launch_decode(dim3 grid, pl_cuda_stream st, const struct pl_cuk_attn
 {
     /* fewer slots for 8 heads: q, the accumulators and the scores share the registers */
     constexpr int U = GM >= 8 ? 2 : 4;
-    if (GM == 4 && HDT == 128) {
-        /* TUNING ONLY (removed after the first device run) */
+    constexpr int MINB = GM >= 8 ? 1 : HDT ? 4 : 3;
+    if constexpr (GM == 4 && HDT == 128) {
+        /* TUNING ONLY (removed after the second device run) */
         static int variant = -1;
         if (variant < 0) {
             const char *e = getenv("PL_DEC_VARIANT");
             variant = e ? atoi(e) : 0;
         }
-        if (variant == 1) {
-            decode_kernel<GM, HDT, 8, 1><<<grid, DEC_THREADS, 0, st>>>(*a, n_splits, n_chunks, partial);
-            return;
-        }
         if (variant == 2) {
-            decode_kernel<GM, HDT, 4, 4><<<grid, DEC_THREADS, 0, st>>>(*a, n_splits, n_chunks, partial);
+            decode_kernel<GM, HDT, 4, 4, false, 1>
+                <<<grid, DEC_THREADS, 0, st>>>(*a, n_splits, n_chunks, partial);
             return;
         }
-        if (variant == 3) {
-            decode_kernel<GM, HDT, 2, 4><<<grid, DEC_THREADS, 0, st>>>(*a, n_splits, n_chunks, partial);
+        if (variant == 4) {
+            decode_kernel<GM, HDT, 2, 4, true, 4>
+                <<<grid, DEC_THREADS, 0, st>>>(*a, n_splits, n_chunks, partial);
             return;
         }
     }
-    decode_kernel<GM, HDT, U, 1><<<grid, DEC_THREADS, 0, st>>>(*a, n_splits, n_chunks, partial);
+    decode_kernel<GM, HDT, U, MINB, true, 3>
+        <<<grid, DEC_THREADS, 0, st>>>(*a, n_splits, n_chunks, partial);
 }
 
 template <int GM>
