@@ -8,6 +8,8 @@
 # racecheck and memcheck over the attention cases. FULL=1 also runs the whole
 # parity test (every op + golden fixtures; needs PL_SOURCE_DIR) and --bench.
 # Logs go to $OUT; a short table is printed last.
+# PL_DEC_VARIANT=v is exported to each run: a tuning build may read it to pick a
+# kernel variant (the committed kernel has one, so the runs are repeats).
 # Usage: bash tools/device_decode.sh DIR   (DIR holds bin/; env PL_DEC_VARIANTS="0 1")
 set -uo pipefail
 DIR=$(cd "${1:-.}" && pwd)

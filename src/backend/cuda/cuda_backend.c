@@ -31,9 +31,11 @@
 /* Context tokens below which a split is not worth its reduce (measured: at
  * batch 1, ctx 128 one split beats two; ctx 384 wants 4 to 6). */
 #define MIN_TOKENS_PER_SPLIT 96
-/* CTAs wanted per SM: the decode kernel keeps 4 resident per SM; one full
- * wave beat more splits (their reduce) on the H100. */
-#define DECODE_CTAS_PER_SM 4
+/* CTAs wanted per SM before splitting further (the kernel keeps 4 resident
+ * per SM). Measured on the H100 (docs/cuda.md): 8 x 4096 runs best at 4
+ * splits (256 CTAs), 64 x 1024 at 1 (512 CTAs); more splits lose to their
+ * partial traffic and the reduce. */
+#define DECODE_CTAS_PER_SM 2
 
 struct cuda_backend {
     struct pl_backend base; /* must be first */

@@ -14,18 +14,22 @@
  * so each K row loaded feeds GM dot products from registers.
  * Memory is the bound, so the kernel is built to keep bytes in flight:
  *   - a token row (head_dim bf16) is read by LPT = head_dim/8 lanes, 16 bytes
- *     each; a warp covers 32/LPT tokens per load ("slot") and U slots per
- *     round, and issues all K and V loads of a round before using any
- *     (U x 2 independent 16-byte loads per lane);
- *   - each warp owns its own rounds (round r of the split goes to warp
- *     r mod 4) and runs its own online softmax in registers: no shared-memory
- *     score tile and no barrier inside the loop; the block-table entries of
- *     the next round are loaded one round ahead;
- *   - q (pre-multiplied by scale * log2(e), so the softmax works in base 2
- *     with exp2) and the GM x 8 accumulators live in registers;
+ *     each; a warp covers 32/LPT tokens per 16-byte copy ("slot") and U slots
+ *     per round (head_dim 128: 2 tokens per slot, 8 tokens = 4 KB of K+V per
+ *     round);
+ *   - each warp owns its rounds (round r of the split goes to warp r mod 4)
+ *     and streams them with cp.async through its own 3-stage ring in shared
+ *     memory, two rounds ahead of the math; a lane reads back only what it
+ *     copied, so there is no barrier in the loop; the block-table entries of
+ *     a round are read one round before its copies are issued;
+ *   - q (pre-multiplied by scale * log2(e), so the softmax works in base 2)
+ *     and the GM x 8 accumulators live in registers; each warp runs its own
+ *     online softmax;
  *   - at the end the token groups of a warp are summed by xor shuffles and
  *     the 4 warps are merged through shared memory in a fixed order, so the
  *     result does not depend on timing (deterministic).
+ * Resources (head_dim 128, GM 4): 128 registers, 48 KB of shared memory,
+ * 4 CTAs (16 warps) per SM.
  *
  * Graph safety (CUDA graphs replay one launch with new device arrays): the
  * grid and every by-value parameter may be upper bounds. n_splits is fixed by
@@ -43,7 +47,6 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <math.h>
-#include <stdlib.h>
 
 #define DEC_WARPS 4
 #define DEC_THREADS (DEC_WARPS * 32)
@@ -62,16 +65,6 @@ extern "C" size_t pl_cuk_attention_partial_floats(int n_seqs, int n_heads, int h
 {
     /* per (seq, head, split): head_dim outputs + m + l */
     return (size_t)n_seqs * (size_t)n_heads * (size_t)n_splits * (size_t)(head_dim + 2);
-}
-
-static __device__ __forceinline__ uint4 ld_stream(const __nv_bfloat16 *p)
-{
-    /* K/V are read once per launch: keep them out of L1 */
-    uint4 r;
-    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-                 : "l"(p));
-    return r;
 }
 
 /* 16 bytes global -> shared, bypassing L1; zero-filled when !ok (nothing read). */
@@ -104,15 +97,15 @@ static __device__ __forceinline__ float fast_exp2(float x)
 /*
  * GM: query heads per CTA (template, registers); HDT: head_dim when
  * specialised, 0 = read a.head_dim at run time; U: slots per warp round;
- * PIPE: rounds streamed through shared memory (cp.async, STAGES deep) instead
- * of loaded into registers.
+ * STAGES: depth of each warp's shared-memory ring; MINB: CTAs per SM the
+ * register budget is cut for.
  */
-template <int GM, int HDT, int U, int MINB, bool PIPE, int STAGES>
+template <int GM, int HDT, int U, int MINB, int STAGES>
 __global__ void __launch_bounds__(DEC_THREADS, MINB)
 decode_kernel(struct pl_cuk_attn a, int n_splits, int n_chunks, float *partial)
 {
     constexpr int HDS = HDT ? HDT : MAX_HD; /* shared-memory row size */
-    constexpr int RING_U4 = PIPE ? DEC_WARPS * STAGES * U * 2 * 32 : 0;
+    constexpr int RING_U4 = DEC_WARPS * STAGES * U * 2 * 32;
     constexpr int MERGE_F = DEC_WARPS * GM * (HDS + 2);
     constexpr int SMEM_U4 = RING_U4 * 4 > MERGE_F ? RING_U4 : (MERGE_F + 3) / 4;
     /* the rings during the loop, then the warps' (acc, m, l) for the merge */
@@ -189,7 +182,7 @@ decode_kernel(struct pl_cuk_attn a, int n_splits, int n_chunks, float *partial)
             const int c = c0 + u * TPS + tg;
             blk[u] = c < c_end ? table[bs_pow2 ? c >> bs_shift : c / bs] : 0;
         }
-        /* PIPE: each warp streams its rounds through its own STAGES-deep ring
+        /* Each warp streams its rounds through its own STAGES-deep ring
          * of shared memory with cp.async, STAGES - 1 rounds ahead of the math.
          * A lane reads back only the 16-byte slots it copied itself, so
          * cp.async.wait_group orders everything: no barrier in the loop. */
@@ -214,49 +207,27 @@ decode_kernel(struct pl_cuk_attn a, int n_splits, int n_chunks, float *partial)
                 blk[u] = c < c_end ? table[bs_pow2 ? c >> bs_shift : c / bs] : 0;
             }
         };
-        if (PIPE) {
 #pragma unroll
-            for (int r = 0; r < STAGES - 1; r++) {
-                if (r < n_rounds)
-                    issue(r);
-                cp_async_commit();
-            }
+        for (int r = 0; r < STAGES - 1; r++) {
+            if (r < n_rounds)
+                issue(r);
+            cp_async_commit();
         }
-        for (int r = 0; r < n_rounds; r++, c0 += PIPE ? 0 : stride) {
+        for (int r = 0; r < n_rounds; r++) {
+            /* one commit group per round (empty ones too), so waiting until at
+             * most STAGES - 1 are pending means round r has landed */
+            if (r + STAGES - 1 < n_rounds)
+                issue(r + STAGES - 1);
+            cp_async_commit();
+            cp_async_wait<STAGES - 1>();
             uint4 kr[U], vr[U];
-            if (PIPE) {
-                if (r + STAGES - 1 < n_rounds)
-                    issue(r + STAGES - 1);
-                cp_async_commit();
-                cp_async_wait<STAGES - 1>();
-                const uint4 *src = ring + (r % STAGES) * (U * 2 * 32) + lane;
+            const uint4 *src = ring + (r % STAGES) * (U * 2 * 32) + lane;
 #pragma unroll
-                for (int u = 0; u < U; u++) {
-                    kr[u] = src[(u * 2) * 32];
-                    vr[u] = src[(u * 2 + 1) * 32];
-                }
-            } else {
-#pragma unroll
-                for (int u = 0; u < U; u++) {
-                    const int c = c0 + u * TPS + tg;
-                    if (c < c_end) {
-                        const int off = bs_pow2 ? c & (bs - 1) : c % bs;
-                        const int64_t at = ((int64_t)blk[u] * bs + off) * row;
-                        kr[u] = ld_stream(kb + at);
-                        vr[u] = ld_stream(vb + at);
-                    } else {
-                        kr[u] = make_uint4(0, 0, 0, 0);
-                        vr[u] = make_uint4(0, 0, 0, 0);
-                    }
-                }
-                /* the next round's block ids, while this round's loads are in flight */
-#pragma unroll
-                for (int u = 0; u < U; u++) {
-                    const int c = c0 + stride + u * TPS + tg;
-                    blk[u] = c < c_end ? table[bs_pow2 ? c >> bs_shift : c / bs] : 0;
-                }
+            for (int u = 0; u < U; u++) {
+                kr[u] = src[(u * 2) * 32];
+                vr[u] = src[(u * 2 + 1) * 32];
             }
-            const int cr = PIPE ? c0 + r * stride : c0;
+            const int cr = c0 + r * stride;
 
             float sc[U][GM];
 #pragma unroll
@@ -331,8 +302,7 @@ decode_kernel(struct pl_cuk_attn a, int n_splits, int n_chunks, float *partial)
     }
 
     /* merge the warps in a fixed order (after every warp is done with its ring) */
-    if (PIPE)
-        cp_async_wait<0>();
+    cp_async_wait<0>();
     __syncthreads();
     if (tg == 0) {
 #pragma unroll
@@ -419,25 +389,7 @@ static void launch_decode(dim3 grid, pl_cuda_stream st, const struct pl_cuk_attn
     /* fewer slots for 8 heads: q, the accumulators and the scores share the registers */
     constexpr int U = GM >= 8 ? 2 : 4;
     constexpr int MINB = GM >= 8 ? 1 : HDT ? 4 : 3;
-    if constexpr (GM == 4 && HDT == 128) {
-        /* TUNING ONLY (removed after the second device run) */
-        static int variant = -1;
-        if (variant < 0) {
-            const char *e = getenv("PL_DEC_VARIANT");
-            variant = e ? atoi(e) : 0;
-        }
-        if (variant == 2) {
-            decode_kernel<GM, HDT, 4, 4, false, 1>
-                <<<grid, DEC_THREADS, 0, st>>>(*a, n_splits, n_chunks, partial);
-            return;
-        }
-        if (variant == 4) {
-            decode_kernel<GM, HDT, 2, 4, true, 4>
-                <<<grid, DEC_THREADS, 0, st>>>(*a, n_splits, n_chunks, partial);
-            return;
-        }
-    }
-    decode_kernel<GM, HDT, U, MINB, true, 3>
+    decode_kernel<GM, HDT, U, MINB, 3>
         <<<grid, DEC_THREADS, 0, st>>>(*a, n_splits, n_chunks, partial);
 }
 
