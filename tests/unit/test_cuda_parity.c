@@ -21,7 +21,9 @@
  * bound, and is counted and printed (see golden_fixture). Presets with F32
  * weights are skipped: the CUDA backend refuses F32 matmul weights.
  * Exit code 77 (CTest: skipped) when no CUDA device is present.
- * `test_cuda_parity --bench` prints the timing table instead (device machine).
+ * `test_cuda_parity --bench` prints the timing table instead (device machine);
+ * `--bench-decode` only its decode-attention rows; `--attention` runs only the
+ * attention cases, `--ops` every op check without the golden fixtures.
  */
 #include "test.h"
 
@@ -564,6 +566,11 @@ struct attn_case {
     int ctx_lens[8];
     int n_heads, n_kv_heads, head_dim, block_size, window;
     int splits; /* forced decode splits, 0 = automatic */
+    /* graph-style upper bounds: added to max_context_len and to the block
+     * table's row stride (max_blocks_per_seq); a sequence with context 0 and
+     * q_len 1 is a padding row (table row of -1, NaN query) that must come out
+     * as zeros without reading the cache; only the other rows are compared */
+    int pad_ctx, pad_blocks;
 };
 
 static void run_attention(const struct attn_case *c)
@@ -579,6 +586,7 @@ static void run_attention(const struct attn_case *c)
         max_blocks = nb > max_blocks ? nb : max_blocks;
         total_blocks += nb;
     }
+    max_blocks += c->pad_blocks;
     const int n_tokens = cu[S], pool = total_blocks + 5;
     /* a shuffled pool: sequences own scattered blocks */
     int32_t *ids = malloc(sizeof(int32_t) * (size_t)pool);
@@ -592,6 +600,11 @@ static void run_attention(const struct attn_case *c)
                 b < (c->ctx_lens[i] + bs - 1) / bs ? ids[at++] : -1;
     const size_t NC = (size_t)pool * bs * kv_dim, NQ = (size_t)n_tokens * c->n_heads * hd;
     float *kc = rnd_vec(NC, 1.0f), *vc = rnd_vec(NC, 1.0f), *q = rnd_vec(NQ, 1.0f);
+    const size_t row_elems = (size_t)c->n_heads * hd;
+    for (int s = 0; s < S; s++)
+        if (c->ctx_lens[s] == 0)
+            for (size_t i = (size_t)cu[s] * row_elems; i < (size_t)cu[s + 1] * row_elems; i++)
+                q[i] = NAN;
     float *kcc = cpu_buf(kc, NC), *vcc = cpu_buf(vc, NC), *qc = cpu_buf(q, NQ);
     float *oc = cpu_buf(NULL, NQ);
     void *kcg = gpu_buf(kc, NC), *vcg = gpu_buf(vc, NC), *qg = gpu_buf(q, NQ);
@@ -603,7 +616,7 @@ static void run_attention(const struct attn_case *c)
     struct pl_attn_meta m = {
         .n_seqs = S, .n_tokens = n_tokens, .cu_seqlens_q = cuc, .context_lens = ctc,
         .block_tables = tbc, .max_blocks_per_seq = max_blocks, .max_q_len = max_q,
-        .max_context_len = max_ctx, .block_size = bs, .n_heads = c->n_heads,
+        .max_context_len = max_ctx + c->pad_ctx, .block_size = bs, .n_heads = c->n_heads,
         .n_kv_heads = c->n_kv_heads, .head_dim = hd, .scale = 1.0f / sqrtf((float)hd),
         .window = c->window,
     };
@@ -615,7 +628,34 @@ static void run_attention(const struct attn_case *c)
     g_gpu->ops->attention(g_gpu, og, qg, kcg, vcg, &m);
     pl_backend_cuda_set_decode_splits(g_gpu, 0);
     float *got = gpu_get(og, NQ);
-    record(PL_OP_ATTENTION, rel_err(got, oc, NQ), TOL_BF16, c->name);
+    if (max_q == 1) {
+        /* decode is deterministic: a second launch gives the same bits */
+        void *og2 = gpu_buf(NULL, NQ);
+        pl_backend_cuda_set_decode_splits(g_gpu, c->splits);
+        g_gpu->ops->attention(g_gpu, og2, qg, kcg, vcg, &m);
+        pl_backend_cuda_set_decode_splits(g_gpu, 0);
+        float *got2 = gpu_get(og2, NQ);
+        CHECKF(n_diff(got, got2, NQ) == 0, "attention: %s: two launches differ", c->name);
+        free(got2);
+        g_gpu->ops->free(g_gpu, og2);
+    }
+    /* compare the rows of real sequences; padding rows must be zeros */
+    size_t n_real = 0;
+    for (int s = 0; s < S; s++) {
+        const size_t b = (size_t)cu[s] * row_elems, e = (size_t)cu[s + 1] * row_elems;
+        if (c->ctx_lens[s] > 0) {
+            memmove(got + n_real, got + b, sizeof(float) * (e - b));
+            memmove(oc + n_real, oc + b, sizeof(float) * (e - b));
+            n_real += e - b;
+        } else {
+            size_t bad = 0;
+            for (size_t i = b; i < e; i++)
+                bad += got[i] != 0.0f;
+            CHECKF(bad == 0, "attention: %s: padding sequence %d: %zu of %zu outputs not 0",
+                   c->name, s, bad, e - b);
+        }
+    }
+    record(PL_OP_ATTENTION, rel_err(got, oc, n_real), TOL_BF16, c->name);
     free(got);
     void *cb_[] = {kcc, vcc, qc, oc, cuc, ctc, tbc};
     for (int i = 0; i < 7; i++)
@@ -633,22 +673,46 @@ static void run_attention(const struct attn_case *c)
 static void test_attention(void)
 {
     const struct attn_case cases[] = {
-        {"decode mha hd64 bs16", 5, {1, 1, 1, 1, 1}, {1, 17, 64, 300, 129}, 4, 4, 64, 16, 0, 0},
-        {"decode gqa4 hd128 bs8", 4, {1, 1, 1, 1}, {33, 700, 5, 258}, 32, 8, 128, 8, 0, 0},
-        {"decode gqa8 hd128 bs32 split3", 3, {1, 1, 1}, {1000, 77, 513}, 16, 2, 128, 32, 0, 3},
-        {"decode gqa8 hd64 bs16 split7", 2, {1, 1}, {2000, 9}, 8, 1, 64, 16, 0, 7},
-        {"decode gqa4 window40 bs16", 3, {1, 1, 1}, {200, 30, 41}, 8, 2, 128, 16, 40, 0},
-        {"decode window100 split4", 2, {1, 1}, {900, 120}, 8, 2, 64, 16, 100, 4},
-        {"decode gqa16 hd128", 2, {1, 1}, {150, 600}, 16, 1, 128, 16, 0, 0},
-        {"decode hd16 gqa2", 3, {1, 1, 1}, {5, 40, 63}, 4, 2, 16, 8, 0, 0},
-        {"prefill mha hd64 bs16", 1, {70}, {70}, 4, 4, 64, 16, 0, 0},
-        {"prefill gqa4 hd128 bs32", 2, {100, 37}, {100, 37}, 8, 2, 128, 32, 0, 0},
-        {"chunked prefill cached ctx gqa8 bs8", 2, {19, 5}, {150, 40}, 16, 2, 128, 8, 0, 0},
-        {"prefill window24 gqa4 bs16", 2, {90, 33}, {90, 60}, 8, 2, 64, 16, 24, 0},
+        {"decode mha hd64 bs16", 5, {1, 1, 1, 1, 1}, {1, 17, 64, 300, 129},
+         4, 4, 64, 16, 0, 0, 0, 0},
+        {"decode gqa4 hd128 bs8", 4, {1, 1, 1, 1}, {33, 700, 5, 258}, 32, 8, 128, 8, 0, 0, 0, 0},
+        {"decode gqa8 hd128 bs32 split3", 3, {1, 1, 1}, {1000, 77, 513},
+         16, 2, 128, 32, 0, 3, 0, 0},
+        {"decode gqa8 hd64 bs16 split7", 2, {1, 1}, {2000, 9}, 8, 1, 64, 16, 0, 7, 0, 0},
+        {"decode gqa4 window40 bs16", 3, {1, 1, 1}, {200, 30, 41}, 8, 2, 128, 16, 40, 0, 0, 0},
+        {"decode window100 split4", 2, {1, 1}, {900, 120}, 8, 2, 64, 16, 100, 4, 0, 0},
+        {"decode gqa16 hd128", 2, {1, 1}, {150, 600}, 16, 1, 128, 16, 0, 0, 0, 0},
+        {"decode hd16 gqa2", 3, {1, 1, 1}, {5, 40, 63}, 4, 2, 16, 8, 0, 0, 0, 0},
+        {"prefill mha hd64 bs16", 1, {70}, {70}, 4, 4, 64, 16, 0, 0, 0, 0},
+        {"prefill gqa4 hd128 bs32", 2, {100, 37}, {100, 37}, 8, 2, 128, 32, 0, 0, 0, 0},
+        {"chunked prefill cached ctx gqa8 bs8", 2, {19, 5}, {150, 40}, 16, 2, 128, 8, 0, 0, 0, 0},
+        {"prefill window24 gqa4 bs16", 2, {90, 33}, {90, 60}, 8, 2, 64, 16, 24, 0, 0, 0},
         {"mixed decode+prefill gqa4 hd128", 5, {1, 40, 1, 7, 1}, {300, 40, 12, 99, 1000}, 32, 8,
-         128, 16, 0, 0},
-        {"mixed window50 gqa8 hd64 bs8", 4, {1, 20, 1, 3}, {600, 200, 51, 3}, 8, 1, 64, 8, 50, 2},
-        {"prefill hd16 gqa2 bs8", 2, {21, 2}, {30, 2}, 4, 2, 16, 8, 0, 0},
+         128, 16, 0, 0, 0, 0},
+        {"mixed window50 gqa8 hd64 bs8", 4, {1, 20, 1, 3}, {600, 200, 51, 3},
+         8, 1, 64, 8, 50, 2, 0, 0},
+        {"prefill hd16 gqa2 bs8", 2, {21, 2}, {30, 2}, 4, 2, 16, 8, 0, 0, 0, 0},
+        /* decode paths: generic head_dim (8, 32, 256), head chunks (gqa 12), gqa 3 and 6
+         * (masked heads), a block size that is not a power of two, many empty splits */
+        {"decode mha hd8 bs16", 2, {1, 1}, {100, 33}, 2, 2, 8, 16, 0, 0, 0, 0},
+        {"decode gqa6 hd32 bs8 split5", 3, {1, 1, 1}, {40, 3, 260}, 12, 2, 32, 8, 0, 5, 0, 0},
+        {"decode gqa3 hd256 split2", 3, {1, 1, 1}, {1, 100, 333}, 12, 4, 256, 16, 0, 2, 0, 0},
+        {"decode gqa12 hd64 bs32", 2, {1, 1}, {64, 700}, 24, 2, 64, 32, 0, 0, 0, 0},
+        {"decode gqa4 hd128 bs12 split3", 2, {1, 1}, {250, 37}, 32, 8, 128, 12, 0, 3, 0, 0},
+        {"decode gqa4 hd128 split32 short ctx", 3, {1, 1, 1}, {5, 70, 1},
+         8, 2, 128, 16, 0, 32, 0, 0},
+        {"decode gqa4 hd128 window 1000 of 3000 auto", 2, {1, 1}, {3000, 1200}, 32, 8, 128, 16,
+         1000, 0, 0, 0},
+        /* CUDA-graph shapes: upper-bound max_context_len and table stride, fixed splits,
+         * padding rows of context 0 */
+        {"graph decode pad split8 max_ctx+4000 stride+7", 6, {1, 1, 1, 1, 1, 1},
+         {0, 300, 0, 17, 1, 0}, 32, 8, 128, 16, 0, 8, 4000, 7},
+        {"graph decode pad auto splits max_ctx 8192", 4, {1, 1, 1, 1}, {0, 0, 0, 129}, 32, 8, 128,
+         16, 0, 0, 8192 - 129, 500},
+        {"graph decode pad split1 hd64 gqa2", 3, {1, 1, 1}, {0, 45, 0}, 4, 2, 64, 16, 0, 1, 100,
+         2},
+        {"graph mixed prefill+decode+pad window100 split5", 5, {1, 30, 1, 1, 1},
+         {0, 30, 500, 0, 64}, 8, 2, 64, 8, 100, 5, 2000, 3},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
         run_attention(&cases[i]);
@@ -1181,6 +1245,74 @@ static void *gpu_rand_bf16(size_t n)
     return p;
 }
 
+/*
+ * Decode attention on Llama-3-8B heads (32 query / 8 kv heads, head_dim 128,
+ * blocks of 16): the engine's shapes, automatic and forced splits, and
+ * graph-style upper bounds (max_context_len 8192 while contexts are shorter).
+ * Rate = bytes of K and V read / time. Batch 1 at short contexts fits in L2
+ * and is bound by launch latency: read those rows as microseconds.
+ */
+static int bench_decode(char table[][160], int n_rows)
+{
+    const int nh = 32, nkv = 8, hd = 128, bs = 16;
+    const struct {
+        int S, ctx, splits, max_ctx;
+    } sh[] = {{256, 640, 0, 0},   {64, 1024, 0, 0},  {8, 4096, 0, 0},   {1, 128, 0, 0},
+              {1, 256, 0, 0},     {1, 384, 0, 0},    {1, 8192, 0, 0},   {64, 1024, 0, 8192},
+              {256, 640, 0, 8192}, {1, 128, 1, 0},   {1, 128, 2, 0},    {1, 128, 4, 0},
+              {1, 384, 1, 0},     {1, 384, 3, 0},    {1, 384, 6, 0},    {1, 384, 12, 0},
+              {8, 4096, 4, 0},    {8, 4096, 8, 0},   {8, 4096, 16, 0},  {64, 1024, 2, 0},
+              {64, 1024, 1, 0},   {8, 4096, 6, 0},   {8, 4096, 12, 0},  {1, 8192, 16, 0},
+              {1, 8192, 32, 0},   {1, 128, 0, 8192}};
+    for (size_t i = 0; i < sizeof(sh) / sizeof(sh[0]); i++) {
+        const int S = sh[i].S, ctx = sh[i].ctx, nb = ctx / bs, pool = S * nb;
+        int32_t *ids = malloc(sizeof(int32_t) * (size_t)pool);
+        int32_t *cu = malloc(sizeof(int32_t) * (size_t)(S + 1));
+        int32_t *cl = malloc(sizeof(int32_t) * (size_t)S);
+        for (int b = 0; b < pool; b++)
+            ids[b] = b;
+        shuffle(ids, pool);
+        for (int s = 0; s <= S; s++)
+            cu[s] = s;
+        for (int s = 0; s < S; s++)
+            cl[s] = ctx;
+        void *kc = gpu_rand_bf16((size_t)pool * bs * nkv * hd);
+        void *vc = gpu_rand_bf16((size_t)pool * bs * nkv * hd);
+        void *q = gpu_rand_bf16((size_t)S * nh * hd);
+        void *o = g_gpu->ops->alloc(g_gpu, (size_t)S * nh * hd * 2);
+        void *cug = gpu_i32(cu, S + 1), *clg = gpu_i32(cl, S), *tb = gpu_i32(ids, pool);
+        struct pl_attn_meta m = {
+            .n_seqs = S, .n_tokens = S, .cu_seqlens_q = cug, .context_lens = clg,
+            .block_tables = tb, .max_blocks_per_seq = nb, .max_q_len = 1,
+            .max_context_len = sh[i].max_ctx ? sh[i].max_ctx : ctx, .block_size = bs,
+            .n_heads = nh, .n_kv_heads = nkv, .head_dim = hd,
+            .scale = 1.0f / sqrtf((float)hd), .window = 0,
+        };
+        pl_backend_cuda_set_decode_splits(g_gpu, sh[i].splits);
+        double t;
+        TIME_IT(t, 20, g_gpu->ops->attention(g_gpu, o, q, kc, vc, &m));
+        pl_backend_cuda_set_decode_splits(g_gpu, 0);
+        const double bytes = 2.0 * S * ctx * nkv * hd * 2.0;
+        char sp[16], mc[24] = "";
+        if (sh[i].splits)
+            snprintf(sp, sizeof(sp), "%d", sh[i].splits);
+        else
+            snprintf(sp, sizeof(sp), "auto");
+        if (sh[i].max_ctx)
+            snprintf(mc, sizeof(mc), " max_ctx %d", sh[i].max_ctx);
+        snprintf(table[n_rows++], 160,
+                 "attention decode batch %3d ctx %4d splits %-4s%-14s %9.1f us %7.0f GB/s", S, ctx,
+                 sp, mc, t * 1e6, bytes / t / 1e9);
+        void *bufs[] = {kc, vc, q, o, cug, clg, tb};
+        for (int b = 0; b < 7; b++)
+            g_gpu->ops->free(g_gpu, bufs[b]);
+        free(ids);
+        free(cu);
+        free(cl);
+    }
+    return n_rows;
+}
+
 static void bench(void)
 {
     printf("device: %s\n", pl_backend_cuda_device_name(g_gpu));
@@ -1221,7 +1353,8 @@ static void bench(void)
 
     /* attention, Llama-3-8B heads: 32 query heads, 8 kv heads, head_dim 128, blocks of 16 */
     const int nh = 32, nkv = 8, hd = 128, bs = 16;
-    for (int mode = 0; mode < 2; mode++) {
+    n_rows = bench_decode(table, n_rows);
+    for (int mode = 1; mode < 2; mode++) {
         const int S = mode == 0 ? 64 : 1, ctx = mode == 0 ? 1024 : 2048;
         const int q_len = mode == 0 ? 1 : 2048;
         const int nb = ctx / bs, pool = S * nb;
@@ -1289,6 +1422,16 @@ int main(int argc, char **argv)
     g_rng ^= (uint64_t)time(NULL) * 0x2545f4914f6cdd1dull; /* fresh inputs every run */
     if (argc > 1 && !strcmp(argv[1], "--bench")) {
         bench();
+    } else if (argc > 1 && !strcmp(argv[1], "--bench-decode")) {
+        char table[32][160];
+        int n_rows = bench_decode(table, 0);
+        printf("---- timing (%s) ----\n", pl_backend_cuda_device_name(g_gpu));
+        for (int i = 0; i < n_rows; i++)
+            printf("%s\n", table[i]);
+    } else if (argc > 1 && !strcmp(argv[1], "--attention")) {
+        PL_RUN(test_attention); /* the attention cases alone (e.g. under racecheck) */
+        printf("attention %3d cases  max rel err %.3g\n", g_op_cases[PL_OP_ATTENTION],
+               g_op_max[PL_OP_ATTENTION]);
     } else {
         PL_RUN(test_embed);
         PL_RUN(test_rmsnorm);

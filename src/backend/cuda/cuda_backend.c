@@ -28,8 +28,14 @@
 /* Split-decode partial results: (seq, head, split) x (head_dim + 2) floats. */
 #define PARTIAL_BYTES ((size_t)32 << 20)
 #define MAX_SPLITS 32
-/* Context tokens below which a split is not worth its reduce. */
-#define MIN_TOKENS_PER_SPLIT 256
+/* Context tokens below which a split is not worth its reduce (measured: at
+ * batch 1, ctx 128 one split beats two; ctx 384 wants 4 to 6). */
+#define MIN_TOKENS_PER_SPLIT 96
+/* CTAs wanted per SM before splitting further (the kernel keeps 4 resident
+ * per SM). Measured on the H100 (docs/cuda.md): 8 x 4096 runs best at 4
+ * splits (256 CTAs), 64 x 1024 at 1 (512 CTAs); more splits lose to their
+ * partial traffic and the reduce. */
+#define DECODE_CTAS_PER_SM 2
 
 struct cuda_backend {
     struct pl_backend base; /* must be first */
@@ -317,8 +323,11 @@ static void cuda_graph_free(struct pl_backend *be, void *graph)
         cudaGraphExecDestroy((cudaGraphExec_t)graph);
 }
 
-/* Splits of the decode context: enough CTAs to fill the GPU about twice, each
- * split at least MIN_TOKENS_PER_SPLIT tokens, within the partial scratch. */
+/* Splits of the decode context: about DECODE_CTAS_PER_SM CTAs per SM, each
+ * split at least MIN_TOKENS_PER_SPLIT tokens of max_context_len, within the
+ * partial scratch. Reads only host values (n_seqs, max_context_len), so a CUDA
+ * graph captured with upper bounds keeps one split count for every replay;
+ * the kernel divides each sequence's own context among the splits. */
 static int decode_splits(const struct cuda_backend *c, const struct pl_attn_meta *m)
 {
     int splits;
@@ -326,8 +335,8 @@ static int decode_splits(const struct cuda_backend *c, const struct pl_attn_meta
         splits = c->forced_splits;
     } else {
         int ctas = m->n_kv_heads * m->n_seqs;
-        int by_sms = (2 * c->n_sms + ctas - 1) / ctas;
-        int by_len = (m->max_context_len + MIN_TOKENS_PER_SPLIT - 1) / MIN_TOKENS_PER_SPLIT;
+        int by_sms = DECODE_CTAS_PER_SM * c->n_sms / ctas;
+        int by_len = m->max_context_len / MIN_TOKENS_PER_SPLIT;
         splits = by_sms < by_len ? by_sms : by_len;
     }
     if (splits > MAX_SPLITS)

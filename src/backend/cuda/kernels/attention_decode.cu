@@ -8,16 +8,38 @@
  * decode + prefill batch is two launches with no host knowledge of
  * per-sequence q_len.
  *
- * One CTA per (kv head, sequence, split): the GQA group of G query heads
- * shares every K/V load. Threads are laid out as token groups of
- * LPT = head_dim/8 lanes; a lane loads 16 bytes (8 bf16) of a K or V row.
- * Context is walked in tiles of DEC_TILE tokens: scores -> shared memory,
- * online softmax in fp32 per query head (running max m, sum l), then P.V
- * accumulated in registers (G x 8 floats per thread). The token groups'
- * partial outputs are summed in a fixed order at the end (deterministic).
- * For few sequences and long contexts the context is split
- * (flash-decoding): each split writes its normalised output with (m, l), and
- * decode_reduce combines them.
+ * Grid: (kv head x head chunk, sequence, split); 4 warps per CTA. A CTA
+ * serves GM query heads of one kv head's GQA group (GM = 1, 2, 4 or 8; a
+ * group of more than 8 heads takes several chunks, each reading K/V again),
+ * so each K row loaded feeds GM dot products from registers.
+ * Memory is the bound, so the kernel is built to keep bytes in flight:
+ *   - a token row (head_dim bf16) is read by LPT = head_dim/8 lanes, 16 bytes
+ *     each; a warp covers 32/LPT tokens per 16-byte copy ("slot") and U slots
+ *     per round (head_dim 128: 2 tokens per slot, 8 tokens = 4 KB of K+V per
+ *     round);
+ *   - each warp owns its rounds (round r of the split goes to warp r mod 4)
+ *     and streams them with cp.async through its own 3-stage ring in shared
+ *     memory, two rounds ahead of the math; a lane reads back only what it
+ *     copied, so there is no barrier in the loop; the block-table entries of
+ *     a round are read one round before its copies are issued;
+ *   - q (pre-multiplied by scale * log2(e), so the softmax works in base 2)
+ *     and the GM x 8 accumulators live in registers; each warp runs its own
+ *     online softmax;
+ *   - at the end the token groups of a warp are summed by xor shuffles and
+ *     the 4 warps are merged through shared memory in a fixed order, so the
+ *     result does not depend on timing (deterministic).
+ * Resources (head_dim 128, GM 4): 128 registers, 48 KB of shared memory,
+ * 4 CTAs (16 warps) per SM.
+ *
+ * Graph safety (CUDA graphs replay one launch with new device arrays): the
+ * grid and every by-value parameter may be upper bounds. n_splits is fixed by
+ * the caller and each sequence divides its own context_lens[s] among the
+ * splits; a split with no tokens writes a neutral partial (out 0, m -inf,
+ * l 0) that the reduce ignores; a sequence with context_len <= 0 (a padding
+ * row) reads no K/V and no q and writes zeros. a.max_context_len is not read
+ * here; a.max_blocks_per_seq is only the block table's row stride.
+ * Partials (n_splits > 1): per (sequence, head, split) head_dim floats of
+ * normalised output, then m (the running max, base-2 units) and l (the sum).
  */
 #include "attention_common.cuh"
 #include "bf16_vec.cuh"
@@ -26,8 +48,9 @@
 #include <cuda_runtime.h>
 #include <math.h>
 
-#define DEC_THREADS 128
-#define DEC_TILE 64
+#define DEC_WARPS 4
+#define DEC_THREADS (DEC_WARPS * 32)
+#define LOG2E 1.4426950408889634f
 
 extern "C" int pl_cuk_attention_supported(int head_dim, int group)
 {
@@ -44,189 +67,290 @@ extern "C" size_t pl_cuk_attention_partial_floats(int n_seqs, int n_heads, int h
     return (size_t)n_seqs * (size_t)n_heads * (size_t)n_splits * (size_t)(head_dim + 2);
 }
 
-template <int GM>
-__global__ void __launch_bounds__(DEC_THREADS)
-decode_kernel(struct pl_cuk_attn a, int n_splits, float *partial)
+/* 16 bytes global -> shared, bypassing L1; zero-filled when !ok (nothing read). */
+static __device__ __forceinline__ void cp_async16(uint4 *dst, const void *src, bool ok)
 {
-    __shared__ float q_s[GM * MAX_HD];
-    __shared__ float p_s[GM][DEC_TILE];
-    __shared__ float alpha_s[GM];
-    __shared__ float m_s[GM], l_s[GM];
+    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(d), "l"(src),
+                 "r"(ok ? 16 : 0)
+                 : "memory");
+}
 
-    const int kvh = blockIdx.x, s = blockIdx.y, split = blockIdx.z;
+static __device__ __forceinline__ void cp_async_commit(void)
+{
+    asm volatile("cp.async.commit_group;" ::: "memory");
+}
+
+template <int N> static __device__ __forceinline__ void cp_async_wait(void)
+{
+    asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+
+/* 2^x for x <= 0 (one MUFU op; results below 2^-126 flush to 0, harmless here). */
+static __device__ __forceinline__ float fast_exp2(float x)
+{
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
+/*
+ * GM: query heads per CTA (template, registers); HDT: head_dim when
+ * specialised, 0 = read a.head_dim at run time; U: slots per warp round;
+ * STAGES: depth of each warp's shared-memory ring; MINB: CTAs per SM the
+ * register budget is cut for.
+ */
+template <int GM, int HDT, int U, int MINB, int STAGES>
+__global__ void __launch_bounds__(DEC_THREADS, MINB)
+decode_kernel(struct pl_cuk_attn a, int n_splits, int n_chunks, float *partial)
+{
+    constexpr int HDS = HDT ? HDT : MAX_HD; /* shared-memory row size */
+    constexpr int RING_U4 = DEC_WARPS * STAGES * U * 2 * 32;
+    constexpr int MERGE_F = DEC_WARPS * GM * (HDS + 2);
+    constexpr int SMEM_U4 = RING_U4 * 4 > MERGE_F ? RING_U4 : (MERGE_F + 3) / 4;
+    /* the rings during the loop, then the warps' (acc, m, l) for the merge */
+    __shared__ uint4 smem_u4[SMEM_U4];
+    float(*acc_s)[GM][HDS] = (float(*)[GM][HDS])smem_u4;
+    float(*m_s)[GM] = (float(*)[GM])((float *)smem_u4 + DEC_WARPS * GM * HDS);
+    float(*l_s)[GM] = m_s + DEC_WARPS;
+
+    const int kvh = blockIdx.x / n_chunks, chunk = blockIdx.x % n_chunks;
+    const int s = blockIdx.y, split = blockIdx.z;
     const int q0 = a.cu_seqlens_q[s];
     if (a.cu_seqlens_q[s + 1] - q0 != 1)
-        return; /* a prefill sequence: the prefill kernel owns it */
-    const int HD = a.head_dim, G = a.n_heads / a.n_kv_heads;
-    const int ctx = a.context_lens[s];
-    const int pos = ctx - 1;
-    int lo = 0;
-    if (a.window > 0 && pos - a.window + 1 > 0)
-        lo = pos - a.window + 1;
+        return; /* a prefill sequence (or none): the prefill kernel owns it */
+    const int HD = HDT ? HDT : a.head_dim;
+    const int LPT = HD / 8;   /* lanes per token row */
+    const int TPS = 32 / LPT; /* tokens per slot (one load instruction of the warp) */
+    const int TPR = U * TPS;  /* tokens per warp round */
+    const int G = a.n_heads / a.n_kv_heads;
+    const int h0 = kvh * G + chunk * GM; /* first query head of this CTA */
+    const int gn = min(GM, G - chunk * GM);
+
+    const int ctx = max(a.context_lens[s], 0);
+    const int lo = a.window > 0 ? max(ctx - a.window, 0) : 0;
     const int span = ctx - lo;
-    const int per_split = ((span + n_splits - 1) / n_splits + DEC_TILE - 1) / DEC_TILE * DEC_TILE;
+    const int per_split = ((span + n_splits - 1) / n_splits + TPR - 1) / TPR * TPR;
     const int c_begin = lo + split * per_split;
     const int c_end = min(ctx, c_begin + per_split);
 
-    const int LPT = HD / 8;                 /* lanes per token row */
-    const int TPG = DEC_THREADS / LPT;      /* token groups */
-    const int tg = threadIdx.x / LPT, lane = threadIdx.x % LPT;
-    const int32_t *table = a.block_tables + (int64_t)s * a.max_blocks_per_seq;
-    const __nv_bfloat16 *kc = (const __nv_bfloat16 *)a.k_cache;
-    const __nv_bfloat16 *vc = (const __nv_bfloat16 *)a.v_cache;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int tg = lane / LPT, li = lane % LPT;
 
-    const __nv_bfloat16 *q = (const __nv_bfloat16 *)a.q + ((int64_t)q0 * a.n_heads + kvh * G) * HD;
-    for (int i = threadIdx.x; i < G * HD; i += DEC_THREADS)
-        q_s[i] = __bfloat162float(q[i]);
-    if (threadIdx.x < GM) {
-        m_s[threadIdx.x] = -INFINITY;
-        l_s[threadIdx.x] = 0.0f;
-    }
-    __syncthreads();
-
-    float acc[GM][8];
+    float acc[GM][8], m[GM], l[GM];
 #pragma unroll
-    for (int g = 0; g < GM; g++)
+    for (int g = 0; g < GM; g++) {
+        m[g] = -INFINITY;
+        l[g] = 0.0f;
 #pragma unroll
         for (int j = 0; j < 8; j++)
             acc[g][j] = 0.0f;
+    }
 
-    for (int t0 = c_begin; t0 < c_end; t0 += DEC_TILE) {
-        /* scores of this tile */
-        for (int t = tg; t < DEC_TILE; t += TPG) {
-            const int c = t0 + t;
-            float part[GM];
-            if (c < c_end) {
+    if (c_begin < c_end) {
+        float q[GM][8];
+        const __nv_bfloat16 *qp =
+            (const __nv_bfloat16 *)a.q + ((int64_t)q0 * a.n_heads + h0) * HD + li * 8;
+        const float qscale = a.scale * LOG2E;
+#pragma unroll
+        for (int g = 0; g < GM; g++) {
+            if (g < gn) {
+                bf16x8_to_f32(*(const uint4 *)(qp + (int64_t)g * HD), q[g]);
+#pragma unroll
+                for (int j = 0; j < 8; j++)
+                    q[g][j] *= qscale;
+            } else {
+#pragma unroll
+                for (int j = 0; j < 8; j++)
+                    q[g][j] = 0.0f;
+            }
+        }
+
+        const int bs = a.block_size;
+        const bool bs_pow2 = (bs & (bs - 1)) == 0;
+        const int bs_shift = __ffs(bs) - 1;
+        const int32_t *table = a.block_tables + (int64_t)s * a.max_blocks_per_seq;
+        const int64_t row = (int64_t)a.n_kv_heads * HD; /* elements per cache slot */
+        const __nv_bfloat16 *kb = (const __nv_bfloat16 *)a.k_cache + (int64_t)kvh * HD + li * 8;
+        const __nv_bfloat16 *vb = (const __nv_bfloat16 *)a.v_cache + (int64_t)kvh * HD + li * 8;
+        const int stride = DEC_WARPS * TPR;
+
+        int blk[U];
+        int c0 = c_begin + warp * TPR;
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int c = c0 + u * TPS + tg;
+            blk[u] = c < c_end ? table[bs_pow2 ? c >> bs_shift : c / bs] : 0;
+        }
+        /* Each warp streams its rounds through its own STAGES-deep ring
+         * of shared memory with cp.async, STAGES - 1 rounds ahead of the math.
+         * A lane reads back only the 16-byte slots it copied itself, so
+         * cp.async.wait_group orders everything: no barrier in the loop. */
+        uint4 *ring = smem_u4 + warp * (STAGES * U * 2 * 32);
+        const int n_rounds = c0 < c_end ? (c_end - c0 + stride - 1) / stride : 0;
+        auto issue = [&](int r) {
+            const int cr = c0 + r * stride;
+            uint4 *dst = ring + (r % STAGES) * (U * 2 * 32) + lane;
+#pragma unroll
+            for (int u = 0; u < U; u++) {
+                const int c = cr + u * TPS + tg;
+                const bool ok = c < c_end;
+                const int off = bs_pow2 ? c & (bs - 1) : c % bs;
+                const int64_t at = ok ? ((int64_t)blk[u] * bs + off) * row : 0;
+                cp_async16(dst + (u * 2) * 32, kb + at, ok);
+                cp_async16(dst + (u * 2 + 1) * 32, vb + at, ok);
+            }
+            /* the block ids of the round after, while these copies fly */
+#pragma unroll
+            for (int u = 0; u < U; u++) {
+                const int c = cr + stride + u * TPS + tg;
+                blk[u] = c < c_end ? table[bs_pow2 ? c >> bs_shift : c / bs] : 0;
+            }
+        };
+#pragma unroll
+        for (int r = 0; r < STAGES - 1; r++) {
+            if (r < n_rounds)
+                issue(r);
+            cp_async_commit();
+        }
+        for (int r = 0; r < n_rounds; r++) {
+            /* one commit group per round (empty ones too), so waiting until at
+             * most STAGES - 1 are pending means round r has landed */
+            if (r + STAGES - 1 < n_rounds)
+                issue(r + STAGES - 1);
+            cp_async_commit();
+            cp_async_wait<STAGES - 1>();
+            uint4 kr[U], vr[U];
+            const uint4 *src = ring + (r % STAGES) * (U * 2 * 32) + lane;
+#pragma unroll
+            for (int u = 0; u < U; u++) {
+                kr[u] = src[(u * 2) * 32];
+                vr[u] = src[(u * 2 + 1) * 32];
+            }
+            const int cr = c0 + r * stride;
+
+            float sc[U][GM];
+#pragma unroll
+            for (int u = 0; u < U; u++) {
                 float k[8];
-                bf16x8_to_f32(((const uint4 *)(kc + kv_offset(table, a.block_size, c,
-                                                                a.n_kv_heads, kvh, HD)))[lane],
-                              k);
+                bf16x8_to_f32(kr[u], k);
 #pragma unroll
                 for (int g = 0; g < GM; g++) {
                     float d = 0.0f;
-                    if (g < G) {
-                        const float *qg = q_s + g * HD + lane * 8;
 #pragma unroll
-                        for (int j = 0; j < 8; j++)
-                            d += qg[j] * k[j];
-                    }
-                    part[g] = d;
+                    for (int j = 0; j < 8; j++)
+                        d = fmaf(q[g][j], k[j], d);
+                    sc[u][g] = d;
                 }
-            } else {
-#pragma unroll
-                for (int g = 0; g < GM; g++)
-                    part[g] = 0.0f;
             }
+#pragma unroll
+            for (int o = LPT / 2; o > 0; o >>= 1)
+#pragma unroll
+                for (int u = 0; u < U; u++)
+#pragma unroll
+                    for (int g = 0; g < GM; g++)
+                        sc[u][g] += __shfl_xor_sync(0xffffffffu, sc[u][g], o);
+#pragma unroll
+            for (int u = 0; u < U; u++)
+                if (cr + u * TPS + tg >= c_end)
+#pragma unroll
+                    for (int g = 0; g < GM; g++)
+                        sc[u][g] = -INFINITY;
+
+            /* online softmax: the warp's max over the round (finite: token c0 is valid) */
 #pragma unroll
             for (int g = 0; g < GM; g++) {
-                for (int o = LPT / 2; o > 0; o >>= 1)
-                    part[g] += __shfl_xor_sync(0xffffffffu, part[g], o);
-            }
-            if (lane == 0) {
+                float mx = sc[0][g];
 #pragma unroll
-                for (int g = 0; g < GM; g++)
-                    p_s[g][t] = c < c_end ? part[g] * a.scale : -INFINITY;
-            }
-        }
-        __syncthreads();
-        /* online softmax, one warp per query head */
-        const int warp = threadIdx.x >> 5, wl = threadIdx.x & 31;
-        for (int g = warp; g < G; g += DEC_THREADS / 32) {
-            float mx = -INFINITY;
-            for (int t = wl; t < DEC_TILE; t += 32)
-                mx = fmaxf(mx, p_s[g][t]);
-            for (int o = 16; o > 0; o >>= 1)
-                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-            const float m_old = m_s[g];
-            const float m_new = fmaxf(m_old, mx); /* finite: the tile holds a valid token */
-            float sum = 0.0f;
-            for (int t = wl; t < DEC_TILE; t += 32) {
-                float p = expf(p_s[g][t] - m_new);
-                p_s[g][t] = p;
-                sum += p;
-            }
-            for (int o = 16; o > 0; o >>= 1)
-                sum += __shfl_xor_sync(0xffffffffu, sum, o);
-            __syncwarp(); /* every lane has read m_s[g] before lane 0 rewrites it */
-            if (wl == 0) {
-                float alpha = expf(m_old - m_new); /* 0 on the first tile */
-                alpha_s[g] = alpha;
-                l_s[g] = l_s[g] * alpha + sum;
-                m_s[g] = m_new;
-            }
-        }
-        __syncthreads();
-        /* P.V */
+                for (int u = 1; u < U; u++)
+                    mx = fmaxf(mx, sc[u][g]);
 #pragma unroll
-        for (int g = 0; g < GM; g++) {
-            const float al = g < G ? alpha_s[g] : 0.0f;
-#pragma unroll
-            for (int j = 0; j < 8; j++)
-                acc[g][j] *= al;
-        }
-        for (int t = tg; t < DEC_TILE && t0 + t < c_end; t += TPG) {
-            float v[8];
-            bf16x8_to_f32(((const uint4 *)(vc + kv_offset(table, a.block_size, t0 + t,
-                                                            a.n_kv_heads, kvh, HD)))[lane],
-                          v);
-#pragma unroll
-            for (int g = 0; g < GM; g++) {
-                const float p = g < G ? p_s[g][t] : 0.0f;
+                for (int o = LPT; o < 32; o <<= 1)
+                    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+                const float m_new = fmaxf(m[g], mx);
+                const float alpha = fast_exp2(m[g] - m_new); /* 0 on the first round */
+                m[g] = m_new;
+                l[g] *= alpha;
 #pragma unroll
                 for (int j = 0; j < 8; j++)
-                    acc[g][j] += p * v[j];
+                    acc[g][j] *= alpha;
             }
-        }
-        __syncthreads(); /* p_s is rewritten by the next tile */
-    }
-
-    /* sum the token groups' accumulators in a fixed order (q_s is free now) */
-    float *red = q_s;
-    for (int r = 0; r < TPG; r++) {
-        if (tg == r) {
 #pragma unroll
-            for (int g = 0; g < GM; g++) {
-                if (g < G) {
+            for (int u = 0; u < U; u++) {
+                float v[8];
+                bf16x8_to_f32(vr[u], v);
 #pragma unroll
-                    for (int j = 0; j < 8; j++) {
-                        float *dst = red + g * HD + lane * 8 + j;
-                        *dst = r == 0 ? acc[g][j] : *dst + acc[g][j];
-                    }
+                for (int g = 0; g < GM; g++) {
+                    const float p = fast_exp2(sc[u][g] - m[g]);
+                    l[g] += p;
+#pragma unroll
+                    for (int j = 0; j < 8; j++)
+                        acc[g][j] = fmaf(p, v[j], acc[g][j]);
                 }
             }
         }
-        __syncthreads();
+        /* sum the warp's token groups (they share m) */
+#pragma unroll
+        for (int o = LPT; o < 32; o <<= 1)
+#pragma unroll
+            for (int g = 0; g < GM; g++) {
+                l[g] += __shfl_xor_sync(0xffffffffu, l[g], o);
+#pragma unroll
+                for (int j = 0; j < 8; j++)
+                    acc[g][j] += __shfl_xor_sync(0xffffffffu, acc[g][j], o);
+            }
     }
 
-    const int64_t row = (int64_t)q0 * a.n_heads + kvh * G; /* first head of the group */
-    if (n_splits == 1) {
-        __nv_bfloat16 *out = (__nv_bfloat16 *)a.out + row * HD;
-        for (int i = threadIdx.x; i < G * LPT; i += DEC_THREADS) {
-            const int g = i / LPT, c8 = i % LPT;
-            const float inv = 1.0f / l_s[g];
-            float f[8];
+    /* merge the warps in a fixed order (after every warp is done with its ring) */
+    cp_async_wait<0>();
+    __syncthreads();
+    if (tg == 0) {
+#pragma unroll
+        for (int g = 0; g < GM; g++)
 #pragma unroll
             for (int j = 0; j < 8; j++)
-                f[j] = red[g * HD + c8 * 8 + j] * inv;
-            ((uint4 *)(out + (int64_t)g * HD))[c8] = f32_to_bf16x8(f);
+                acc_s[warp][g][li * 8 + j] = acc[g][j];
+    }
+    if (lane == 0) {
+#pragma unroll
+        for (int g = 0; g < GM; g++) {
+            m_s[warp][g] = m[g];
+            l_s[warp][g] = l[g];
         }
-    } else {
-        for (int i = threadIdx.x; i < G * (HD + 2); i += DEC_THREADS) {
-            const int g = i / (HD + 2), d = i % (HD + 2);
-            const int h = kvh * G + g;
-            float *p = partial + (((int64_t)s * a.n_heads + h) * n_splits + split) * (HD + 2);
-            const float l = l_s[g];
-            if (d < HD)
-                p[d] = l > 0.0f ? red[g * HD + d] / l : 0.0f;
-            else if (d == HD)
-                p[d] = m_s[g];
-            else
-                p[d] = l;
+    }
+    __syncthreads();
+    const int64_t row0 = (int64_t)q0 * a.n_heads + h0; /* output row of head h0 */
+    for (int i = threadIdx.x; i < gn * HD; i += DEC_THREADS) {
+        const int g = i / HD, d = i % HD;
+        float M = -INFINITY;
+#pragma unroll
+        for (int w = 0; w < DEC_WARPS; w++)
+            if (l_s[w][g] > 0.0f)
+                M = fmaxf(M, m_s[w][g]);
+        float L = 0.0f, O = 0.0f;
+#pragma unroll
+        for (int w = 0; w < DEC_WARPS; w++) {
+            if (l_s[w][g] > 0.0f) {
+                const float wt = exp2f(m_s[w][g] - M);
+                L += l_s[w][g] * wt;
+                O += acc_s[w][g][d] * wt;
+            }
+        }
+        const float o = L > 0.0f ? O / L : 0.0f;
+        if (n_splits == 1) {
+            ((__nv_bfloat16 *)a.out)[(row0 + g) * HD + d] = __float2bfloat16(o);
+        } else {
+            float *p = partial + (((int64_t)s * a.n_heads + h0 + g) * n_splits + split) * (HD + 2);
+            p[d] = o;
+            if (d == 0) {
+                p[HD] = L > 0.0f ? M : -INFINITY;
+                p[HD + 1] = L;
+            }
         }
     }
 }
 
-/* Combines the splits of one (sequence, head): weights l_i * exp(m_i - M). */
+/* Combines the splits of one (sequence, head): weights l_i * 2^(m_i - M). */
 __global__ void decode_reduce_kernel(struct pl_cuk_attn a, int n_splits, const float *partial)
 {
     const int h = blockIdx.x, s = blockIdx.y;
@@ -241,20 +365,44 @@ __global__ void decode_reduce_kernel(struct pl_cuk_attn a, int n_splits, const f
             M = fmaxf(M, p[i * (HD + 2) + HD]);
     float wsum = 0.0f;
     for (int i = 0; i < n_splits; i++) {
-        float l = p[i * (HD + 2) + HD + 1];
+        const float l = p[i * (HD + 2) + HD + 1];
         if (l > 0.0f)
-            wsum += l * expf(p[i * (HD + 2) + HD] - M);
+            wsum += l * exp2f(p[i * (HD + 2) + HD] - M);
     }
     __nv_bfloat16 *out = (__nv_bfloat16 *)a.out + ((int64_t)q0 * a.n_heads + h) * HD;
     for (int d = threadIdx.x; d < HD; d += blockDim.x) {
         float acc = 0.0f;
         for (int i = 0; i < n_splits; i++) {
-            float l = p[i * (HD + 2) + HD + 1];
+            const float l = p[i * (HD + 2) + HD + 1];
             if (l > 0.0f)
-                acc += p[i * (HD + 2) + d] * (l * expf(p[i * (HD + 2) + HD] - M));
+                acc += p[i * (HD + 2) + d] * (l * exp2f(p[i * (HD + 2) + HD] - M));
         }
-        out[d] = __float2bfloat16(acc / wsum);
+        /* wsum == 0: a padding sequence (context 0), every split empty */
+        out[d] = __float2bfloat16(wsum > 0.0f ? acc / wsum : 0.0f);
     }
+}
+
+template <int GM, int HDT>
+static void launch_decode(dim3 grid, pl_cuda_stream st, const struct pl_cuk_attn *a,
+                          int n_splits, int n_chunks, float *partial)
+{
+    /* fewer slots for 8 heads: q, the accumulators and the scores share the registers */
+    constexpr int U = GM >= 8 ? 2 : 4;
+    constexpr int MINB = GM >= 8 ? 1 : HDT ? 4 : 3;
+    decode_kernel<GM, HDT, U, MINB, 3>
+        <<<grid, DEC_THREADS, 0, st>>>(*a, n_splits, n_chunks, partial);
+}
+
+template <int GM>
+static void launch_hd(dim3 grid, pl_cuda_stream st, const struct pl_cuk_attn *a, int n_splits,
+                      int n_chunks, float *partial)
+{
+    if (a->head_dim == 128)
+        launch_decode<GM, 128>(grid, st, a, n_splits, n_chunks, partial);
+    else if (a->head_dim == 64)
+        launch_decode<GM, 64>(grid, st, a, n_splits, n_chunks, partial);
+    else
+        launch_decode<GM, 0>(grid, st, a, n_splits, n_chunks, partial);
 }
 
 extern "C" int pl_cuk_attention_decode(pl_cuda_stream st, const struct pl_cuk_attn *a,
@@ -263,17 +411,17 @@ extern "C" int pl_cuk_attention_decode(pl_cuda_stream st, const struct pl_cuk_at
     if (a->n_seqs <= 0)
         return 0;
     const int group = a->n_heads / a->n_kv_heads;
-    dim3 grid((unsigned)a->n_kv_heads, (unsigned)a->n_seqs, (unsigned)n_splits);
-    if (group <= 1)
-        decode_kernel<1><<<grid, DEC_THREADS, 0, st>>>(*a, n_splits, partial);
-    else if (group <= 2)
-        decode_kernel<2><<<grid, DEC_THREADS, 0, st>>>(*a, n_splits, partial);
-    else if (group <= 4)
-        decode_kernel<4><<<grid, DEC_THREADS, 0, st>>>(*a, n_splits, partial);
-    else if (group <= 8)
-        decode_kernel<8><<<grid, DEC_THREADS, 0, st>>>(*a, n_splits, partial);
+    const int gm = group <= 1 ? 1 : group <= 2 ? 2 : group <= 4 ? 4 : 8;
+    const int n_chunks = (group + gm - 1) / gm;
+    dim3 grid((unsigned)(a->n_kv_heads * n_chunks), (unsigned)a->n_seqs, (unsigned)n_splits);
+    if (gm == 1)
+        launch_hd<1>(grid, st, a, n_splits, n_chunks, partial);
+    else if (gm == 2)
+        launch_hd<2>(grid, st, a, n_splits, n_chunks, partial);
+    else if (gm == 4)
+        launch_hd<4>(grid, st, a, n_splits, n_chunks, partial);
     else
-        decode_kernel<16><<<grid, DEC_THREADS, 0, st>>>(*a, n_splits, partial);
+        launch_hd<8>(grid, st, a, n_splits, n_chunks, partial);
     int err = (int)cudaGetLastError();
     if (err || n_splits == 1)
         return err;
