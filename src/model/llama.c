@@ -45,8 +45,12 @@
 
 /* Logits rows computed per pass (bounds the [rows, vocab] scratch). */
 #define LOGITS_CHUNK 64
-/* Recorded decode graphs: sizes 1, 2, 4, then multiples of 8 up to max_seqs. */
+/* Recorded decode graphs: sizes 1, 2, 4, then multiples of 8 up to max_seqs, times
+ * context buckets 256, 512, ... (the attention's split count is chosen from the
+ * recorded context bound: a bound close to the real one keeps short contexts from
+ * being cut into many empty splits). */
 #define MAX_GRAPHS 160
+#define CTX_BUCKETS 12
 
 struct pl_llama {
     const struct pl_model_config *cfg;
@@ -89,8 +93,8 @@ struct pl_llama {
     /* decode graphs by padded size; graph_mb: the block-table width they were recorded
      * with (a batch of another width re-records) */
     bool use_graphs;
-    void *graphs[MAX_GRAPHS];
-    int graph_mb[MAX_GRAPHS];
+    void *graphs[MAX_GRAPHS][CTX_BUCKETS];
+    int graph_mb[MAX_GRAPHS][CTX_BUCKETS];
     int n_graphs_recorded;
 };
 
@@ -323,8 +327,9 @@ void pl_llama_free(struct pl_llama *m)
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
         be_release(be, bufs[i]);
     for (int i = 0; i < MAX_GRAPHS; i++)
-        if (m->graphs[i])
-            be->ops->graph_free(be, m->graphs[i]);
+        for (int j = 0; j < CTX_BUCKETS; j++)
+            if (m->graphs[i][j])
+                be->ops->graph_free(be, m->graphs[i][j]);
     if (m->h_stage_pinned)
         be->ops->host_free(be, m->h_stage);
     else
@@ -521,8 +526,9 @@ static int graph_slot(const struct pl_llama *m, int n, int *n_pad)
     return slot;
 }
 
-/* Runs the layer loop of a decode-only batch from its size's graph (recorded now if
- * this size has none yet). Returns false when graphs cannot serve this batch. */
+/* Runs the layer loop of a decode-only batch from the graph of its (size, context
+ * bucket), recorded now if there is none yet. Returns false when graphs cannot serve
+ * this batch. */
 static bool run_layers_graph(struct pl_llama *m, const struct pl_batch *b,
                              const struct pl_kv_cache *kv, pl_status *st)
 {
@@ -530,35 +536,48 @@ static bool run_layers_graph(struct pl_llama *m, const struct pl_batch *b,
     int slot = graph_slot(m, b->n_seqs, &n_pad);
     if (slot < 0)
         return false;
+    /* the context bound: the next power of two from 256, at most what the tables hold */
+    const int table_ctx = b->max_blocks_per_seq * kv->block_size;
+    int bucket = 0, bound = 256;
+    while (bound < b->max_context_len && bound < table_ctx && bucket + 1 < CTX_BUCKETS) {
+        bound *= 2;
+        bucket++;
+    }
+    if (bound < b->max_context_len || bucket + 1 == CTX_BUCKETS)
+        bound = table_ctx;
+    if (bound < b->max_context_len)
+        return false;
+    if (bound > table_ctx)
+        bound = table_ctx;
     struct pl_backend *be = m->be;
     *st = upload_batch(m, b, n_pad);
     if (*st != PL_STATUS_OK)
         return true;
-    if (m->graphs[slot] && m->graph_mb[slot] != b->max_blocks_per_seq) {
-        be->ops->graph_free(be, m->graphs[slot]);
-        m->graphs[slot] = NULL;
+    void **g = &m->graphs[slot][bucket];
+    if (*g && m->graph_mb[slot][bucket] != b->max_blocks_per_seq) {
+        be->ops->graph_free(be, *g);
+        *g = NULL;
     }
-    if (!m->graphs[slot]) {
-        /* recorded with the largest context the tables can describe: the kernels take
-         * each sequence's own length from context_lens at replay */
+    if (!*g) {
+        /* the kernels take each sequence's own length from context_lens at replay */
         const struct run_shape sh = {
             .n_tokens = n_pad,
             .n_seqs = n_pad,
             .max_blocks_per_seq = b->max_blocks_per_seq,
             .max_q_len = 1,
-            .max_context_len = b->max_blocks_per_seq * kv->block_size,
+            .max_context_len = bound,
         };
         *st = be->ops->graph_begin(be);
         if (*st != PL_STATUS_OK)
             return true;
         run_layers(m, &sh, kv);
-        *st = be->ops->graph_end(be, &m->graphs[slot]);
+        *st = be->ops->graph_end(be, g);
         if (*st != PL_STATUS_OK)
             return true;
-        m->graph_mb[slot] = b->max_blocks_per_seq;
+        m->graph_mb[slot][bucket] = b->max_blocks_per_seq;
         m->n_graphs_recorded++;
     }
-    *st = be->ops->graph_launch(be, m->graphs[slot]);
+    *st = be->ops->graph_launch(be, *g);
     return true;
 }
 
