@@ -612,7 +612,7 @@ static void run_attention(const struct attn_case *c)
     free(got);
     /* prefill rows: every prefill kernel variant on the same inputs (the
      * CUDA-core one only where it is quick enough for the sanitizers) */
-    for (int v = 1; max_q > 1 && v <= 3; v++) {
+    for (int v = 1; max_q > 1 && v <= 4; v++) {
         if (v == 1 && (double)n_tokens * max_ctx * c->n_heads > 4e6)
             continue;
         gpu_poison(og, NQ);
@@ -1285,8 +1285,9 @@ static void bench(void)
         /* causal FLOPs: 4 * head_dim * heads per visible (row, context token) pair */
         const double pairs = (double)S * ((double)q_len * (ctx - q_len) +
                                           (double)q_len * (q_len + 1) / 2.0);
-        static const char *variant_names[] = {"", "cuda-core", "tc 64-row", "tc 128-row"};
-        for (int v = 1; mode > 0 && v <= 3; v++) {
+        static const char *variant_names[] = {"auto", "cuda-core", "tc 64x16", "tc 128x16",
+                                              "tc 128x32"};
+        for (int v = 0; mode > 0 && v <= 4; v++) {
             pl_cuk_attention_prefill_force(v);
             TIME_IT(t, v == 1 ? 3 : 20, g_gpu->ops->attention(g_gpu, o, q, kc, vc, &m));
             pl_cuk_attention_prefill_force(0);

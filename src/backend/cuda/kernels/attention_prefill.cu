@@ -196,8 +196,6 @@ cc_prefill_kernel(struct pl_cuk_attn a)
 /* ---- tensor-core kernel (head_dim 64 and 128) ---------------------------------------- */
 
 #define TC_BN 64 /* context tokens per K/V tile */
-/* the variant pl_cuk_attention_prefill picks for head_dim 64 / 128 (see the force knob) */
-#define TC_AUTO_VARIANT 2
 
 static __device__ __forceinline__ uint32_t smem_addr(const void *p)
 {
@@ -260,10 +258,11 @@ static __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi)
     return *(uint32_t *)&v;
 }
 
-template <int HD, int NW> static constexpr size_t tc_smem(void)
+/* Rows of a CTA's query tile: NW warps of MT m16 tiles each. */
+template <int HD, int NW, int MT> static constexpr size_t tc_smem(void)
 {
     /* q [BM][HD+8], k [2][BN][HD+8], v [2][BN][HD+8], bf16 */
-    return sizeof(__nv_bfloat16) * (size_t)(HD + 8) * (size_t)(16 * NW + 4 * TC_BN);
+    return sizeof(__nv_bfloat16) * (size_t)(HD + 8) * (size_t)(16 * MT * NW + 4 * TC_BN);
 }
 
 /*
@@ -274,13 +273,20 @@ template <int HD, int NW> static constexpr size_t tc_smem(void)
  * ldmatrix.x4: lane l gives the address of row (l % 8) of matrix l / 8; matrix i
  * lands in register i, thread t holding row t / 4, columns 2(t % 4), +1 (or the
  * transpose with .trans).
+ *
+ * A warp owns MT m16 tiles (16 * MT rows). With MT == 1 its Q fragments stay in
+ * registers for the whole kernel; with MT == 2 every K/V fragment read from
+ * shared memory feeds two mma (half the shared-memory traffic per FLOP) and Q
+ * fragments are re-read per tile to leave registers for the second tile's
+ * accumulators.
  */
-template <int HD, int NW>
+template <int HD, int NW, int MT>
 __global__ void __launch_bounds__(NW * 32, NW == 4 ? 2 : 1)
 tc_prefill_kernel(struct pl_cuk_attn a)
 {
-    constexpr int BM = 16 * NW, BN = TC_BN, LD = HD + 8, CH = HD / 8, T = NW * 32;
-    constexpr int STAGE_BYTES = BN * LD * 2;
+    constexpr int WR = 16 * MT, BM = WR * NW, BN = TC_BN, LD = HD + 8, CH = HD / 8;
+    constexpr int T = NW * 32, STAGE_BYTES = BN * LD * 2;
+    constexpr bool QREG = MT == 1;
     static_assert(T % CH == 0 && (BN * CH) % T == 0 && (BM * CH) % T == 0, "copy layout");
     extern __shared__ __align__(16) unsigned char tc_sm[];
     const uint32_t q_base = smem_addr(tc_sm);
@@ -339,29 +345,34 @@ tc_prefill_kernel(struct pl_cuk_attn a)
 
     const int warp = tid / 32, lane = tid % 32;
     const int g = lane / 4, tq = lane % 4;
-    const int wrow0 = warp * 16;
+    const int wrow0 = warp * WR;
     const bool warp_live = wrow0 < n_rows;
-    const int pw_first = p_first + wrow0, pw_last = pw_first + 15;
-    const int pr0 = pw_first + g, pr1 = pr0 + 8; /* positions of this thread's two rows */
+    const int pw_first = p_first + wrow0, pw_last = pw_first + WR - 1;
     const float sl2 = a.scale * 1.4426950408889634f;
+    /* A-fragment address of this lane in Q (row wrow0 + lane % 16, k-half lane / 16) */
+    const uint32_t q_lane = q_base + ((wrow0 + (lane & 15)) * LD + (lane >> 4) * 8) * 2;
 
-    uint32_t qf[HD / 16][4];
-    float o[HD / 8][4];
+    uint32_t qf[QREG ? HD / 16 : 1][4];
+    float o[MT][HD / 8][4];
+    float m[MT][2], l[MT][2];
 #pragma unroll
-    for (int j = 0; j < HD / 8; j++)
-        o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
-    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
+    for (int mt = 0; mt < MT; mt++) {
+        m[mt][0] = m[mt][1] = -INFINITY;
+        l[mt][0] = l[mt][1] = 0.0f;
+#pragma unroll
+        for (int j = 0; j < HD / 8; j++)
+            o[mt][j][0] = o[mt][j][1] = o[mt][j][2] = o[mt][j][3] = 0.0f;
+    }
 
     for (int t = t_begin; t <= t_end; t++) {
         cp_async_wait_all();
         /* tile t (and Q) visible to all; every warp is done with tile t - 1, whose
          * stage the copy below overwrites */
         __syncthreads();
-        if (t == t_begin) {
+        if (QREG && t == t_begin) {
 #pragma unroll
-            for (int kk = 0; kk < HD / 16; kk++)
-                ldmatrix_x4(qf[kk], q_base + ((wrow0 + (lane & 15)) * LD + kk * 16 +
-                                              (lane >> 4) * 8) * 2);
+            for (int kk = 0; kk < (QREG ? HD / 16 : 1); kk++)
+                ldmatrix_x4(qf[kk], q_lane + kk * 32);
         }
         if (t < t_end) {
             load_kv(t + 1, (t + 1 - t_begin) & 1);
@@ -372,133 +383,185 @@ tc_prefill_kernel(struct pl_cuk_attn a)
             continue;
         const uint32_t st_off = (uint32_t)(((t - t_begin) & 1) * STAGE_BYTES);
 
-        /* S = Q K^T: 16 rows x 64 tokens per warp */
-        float sc[BN / 8][4];
+        /* S = Q K^T: WR rows x 64 tokens per warp; one K fragment feeds MT mma */
+        float sc[MT][BN / 8][4];
 #pragma unroll
-        for (int j = 0; j < BN / 8; j++)
-            sc[j][0] = sc[j][1] = sc[j][2] = sc[j][3] = 0.0f;
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+            for (int j = 0; j < BN / 8; j++)
+                sc[mt][j][0] = sc[mt][j][1] = sc[mt][j][2] = sc[mt][j][3] = 0.0f;
 #pragma unroll
         for (int kk = 0; kk < HD / 16; kk++) {
+            uint32_t qa[MT][4];
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++) {
+                if (QREG) {
+#pragma unroll
+                    for (int i = 0; i < 4; i++)
+                        qa[mt][i] = qf[QREG ? kk : 0][i];
+                } else {
+                    ldmatrix_x4(qa[mt], q_lane + (mt * 16 * LD + kk * 16) * 2);
+                }
+            }
 #pragma unroll
             for (int np = 0; np < BN / 16; np++) {
                 uint32_t b[4];
                 const int n = np * 16 + (lane >> 4) * 8 + (lane & 7);
                 const int k = kk * 16 + ((lane >> 3) & 1) * 8;
                 ldmatrix_x4(b, k_base + st_off + (n * LD + k) * 2);
-                mma_bf16(sc[2 * np], qf[kk], b[0], b[1]);
-                mma_bf16(sc[2 * np + 1], qf[kk], b[2], b[3]);
-            }
-        }
-        /* scale into the log2 domain, then mask */
-        const bool need_mask = n0 + BN - 1 > pw_first || (W > 0 && n0 <= pw_last - W);
 #pragma unroll
-        for (int j = 0; j < BN / 8; j++) {
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                sc[j][e] *= sl2;
-                if (need_mask) {
-                    const int c = n0 + j * 8 + 2 * tq + (e & 1);
-                    const int p = e < 2 ? pr0 : pr1;
-                    if (c > p || (W > 0 && c <= p - W))
-                        sc[j][e] = -INFINITY;
+                for (int mt = 0; mt < MT; mt++) {
+                    mma_bf16(sc[mt][2 * np], qa[mt], b[0], b[1]);
+                    mma_bf16(sc[mt][2 * np + 1], qa[mt], b[2], b[3]);
                 }
             }
         }
-        /* online softmax: a row's 64 scores live in the 4 lanes of its quad */
-        float mx0 = -INFINITY, mx1 = -INFINITY;
+        const bool need_mask = n0 + BN - 1 > pw_first || (W > 0 && n0 <= pw_last - W);
 #pragma unroll
-        for (int j = 0; j < BN / 8; j++) {
-            mx0 = fmaxf(mx0, fmaxf(sc[j][0], sc[j][1]));
-            mx1 = fmaxf(mx1, fmaxf(sc[j][2], sc[j][3]));
-        }
+        for (int mt = 0; mt < MT; mt++) {
+            const int pr0 = pw_first + mt * 16 + g, pr1 = pr0 + 8; /* this thread's rows */
+            if (need_mask) {
 #pragma unroll
-        for (int off = 1; off <= 2; off <<= 1) {
-            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, off));
-            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, off));
-        }
-        const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
-        const float ref0 = mn0 == -INFINITY ? 0.0f : mn0;
-        const float ref1 = mn1 == -INFINITY ? 0.0f : mn1;
-        const float al0 = fast_exp2(m0 - ref0), al1 = fast_exp2(m1 - ref1);
-        m0 = mn0;
-        m1 = mn1;
-        float sum0 = 0.0f, sum1 = 0.0f;
+                for (int j = 0; j < BN / 8; j++) {
 #pragma unroll
-        for (int j = 0; j < BN / 8; j++) {
-            sc[j][0] = fast_exp2(sc[j][0] - ref0);
-            sc[j][1] = fast_exp2(sc[j][1] - ref0);
-            sc[j][2] = fast_exp2(sc[j][2] - ref1);
-            sc[j][3] = fast_exp2(sc[j][3] - ref1);
-            sum0 += sc[j][0] + sc[j][1];
-            sum1 += sc[j][2] + sc[j][3];
-        }
-        l0 = l0 * al0 + sum0;
-        l1 = l1 * al1 + sum1;
+                    for (int e = 0; e < 4; e++) {
+                        const int c = n0 + j * 8 + 2 * tq + (e & 1);
+                        const int p = e < 2 ? pr0 : pr1;
+                        if (c > p || (W > 0 && c <= p - W))
+                            sc[mt][j][e] = -INFINITY;
+                    }
+                }
+            }
+            /* online softmax in the log2 domain: a row's 64 scores live in the 4
+             * lanes of its quad; p = 2^(s * scale * log2e - m) */
+            float mx0 = -INFINITY, mx1 = -INFINITY;
 #pragma unroll
-        for (int j = 0; j < HD / 8; j++) {
-            o[j][0] *= al0;
-            o[j][1] *= al0;
-            o[j][2] *= al1;
-            o[j][3] *= al1;
+            for (int j = 0; j < BN / 8; j++) {
+                mx0 = fmaxf(mx0, fmaxf(sc[mt][j][0], sc[mt][j][1]));
+                mx1 = fmaxf(mx1, fmaxf(sc[mt][j][2], sc[mt][j][3]));
+            }
+#pragma unroll
+            for (int off = 1; off <= 2; off <<= 1) {
+                mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, off));
+                mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, off));
+            }
+            const float mn0 = fmaxf(m[mt][0], mx0 * sl2), mn1 = fmaxf(m[mt][1], mx1 * sl2);
+            const float ref0 = mn0 == -INFINITY ? 0.0f : mn0;
+            const float ref1 = mn1 == -INFINITY ? 0.0f : mn1;
+            const float al0 = fast_exp2(m[mt][0] - ref0), al1 = fast_exp2(m[mt][1] - ref1);
+            m[mt][0] = mn0;
+            m[mt][1] = mn1;
+            float sum0 = 0.0f, sum1 = 0.0f;
+#pragma unroll
+            for (int j = 0; j < BN / 8; j++) {
+                sc[mt][j][0] = fast_exp2(fmaf(sc[mt][j][0], sl2, -ref0));
+                sc[mt][j][1] = fast_exp2(fmaf(sc[mt][j][1], sl2, -ref0));
+                sc[mt][j][2] = fast_exp2(fmaf(sc[mt][j][2], sl2, -ref1));
+                sc[mt][j][3] = fast_exp2(fmaf(sc[mt][j][3], sl2, -ref1));
+                sum0 += sc[mt][j][0] + sc[mt][j][1];
+                sum1 += sc[mt][j][2] + sc[mt][j][3];
+            }
+            l[mt][0] = l[mt][0] * al0 + sum0;
+            l[mt][1] = l[mt][1] * al1 + sum1;
+#pragma unroll
+            for (int j = 0; j < HD / 8; j++) {
+                o[mt][j][0] *= al0;
+                o[mt][j][1] *= al0;
+                o[mt][j][2] *= al1;
+                o[mt][j][3] *= al1;
+            }
         }
         /* O += P V: the S accumulators of token tiles 2kk, 2kk+1 are the A
-         * fragment of k-step kk */
+         * fragment of k-step kk; one V fragment feeds MT mma */
 #pragma unroll
         for (int kk = 0; kk < BN / 16; kk++) {
-            uint32_t pa[4];
-            pa[0] = pack_bf16(sc[2 * kk][0], sc[2 * kk][1]);
-            pa[1] = pack_bf16(sc[2 * kk][2], sc[2 * kk][3]);
-            pa[2] = pack_bf16(sc[2 * kk + 1][0], sc[2 * kk + 1][1]);
-            pa[3] = pack_bf16(sc[2 * kk + 1][2], sc[2 * kk + 1][3]);
+            uint32_t pa[MT][4];
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++) {
+                pa[mt][0] = pack_bf16(sc[mt][2 * kk][0], sc[mt][2 * kk][1]);
+                pa[mt][1] = pack_bf16(sc[mt][2 * kk][2], sc[mt][2 * kk][3]);
+                pa[mt][2] = pack_bf16(sc[mt][2 * kk + 1][0], sc[mt][2 * kk + 1][1]);
+                pa[mt][3] = pack_bf16(sc[mt][2 * kk + 1][2], sc[mt][2 * kk + 1][3]);
+            }
 #pragma unroll
             for (int dp = 0; dp < HD / 16; dp++) {
                 uint32_t b[4];
                 const int tok = kk * 16 + ((lane >> 3) & 1) * 8 + (lane & 7);
                 const int d = dp * 16 + (lane >> 4) * 8;
                 ldmatrix_x4_trans(b, v_base + st_off + (tok * LD + d) * 2);
-                mma_bf16(o[2 * dp], pa, b[0], b[1]);
-                mma_bf16(o[2 * dp + 1], pa, b[2], b[3]);
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    mma_bf16(o[mt][2 * dp], pa[mt], b[0], b[1]);
+                    mma_bf16(o[mt][2 * dp + 1], pa[mt], b[2], b[3]);
+                }
             }
         }
     }
     if (!warp_live)
         return;
-#pragma unroll
-    for (int off = 1; off <= 2; off <<= 1) {
-        l0 += __shfl_xor_sync(0xffffffffu, l0, off);
-        l1 += __shfl_xor_sync(0xffffffffu, l1, off);
-    }
-    const float inv0 = l0 > 0.0f ? 1.0f / l0 : 0.0f;
-    const float inv1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
-    const int r0 = wrow0 + g, r1 = r0 + 8;
     __nv_bfloat16 *out = (__nv_bfloat16 *)a.out;
-    __nv_bfloat16 *o0 = out + ((int64_t)(q0 + row0 + r0) * a.n_heads + h) * HD + 2 * tq;
-    __nv_bfloat16 *o1 = out + ((int64_t)(q0 + row0 + r1) * a.n_heads + h) * HD + 2 * tq;
 #pragma unroll
-    for (int j = 0; j < HD / 8; j++) {
-        if (r0 < n_rows)
-            *(__nv_bfloat162 *)(o0 + j * 8) = __floats2bfloat162_rn(o[j][0] * inv0, o[j][1] * inv0);
-        if (r1 < n_rows)
-            *(__nv_bfloat162 *)(o1 + j * 8) = __floats2bfloat162_rn(o[j][2] * inv1, o[j][3] * inv1);
+    for (int mt = 0; mt < MT; mt++) {
+        float l0 = l[mt][0], l1 = l[mt][1];
+#pragma unroll
+        for (int off = 1; off <= 2; off <<= 1) {
+            l0 += __shfl_xor_sync(0xffffffffu, l0, off);
+            l1 += __shfl_xor_sync(0xffffffffu, l1, off);
+        }
+        const float inv0 = l0 > 0.0f ? 1.0f / l0 : 0.0f;
+        const float inv1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
+        const int r0 = wrow0 + mt * 16 + g, r1 = r0 + 8;
+        __nv_bfloat16 *o0 = out + ((int64_t)(q0 + row0 + r0) * a.n_heads + h) * HD + 2 * tq;
+        __nv_bfloat16 *o1 = out + ((int64_t)(q0 + row0 + r1) * a.n_heads + h) * HD + 2 * tq;
+#pragma unroll
+        for (int j = 0; j < HD / 8; j++) {
+            if (r0 < n_rows)
+                *(__nv_bfloat162 *)(o0 + j * 8) =
+                    __floats2bfloat162_rn(o[mt][j][0] * inv0, o[mt][j][1] * inv0);
+            if (r1 < n_rows)
+                *(__nv_bfloat162 *)(o1 + j * 8) =
+                    __floats2bfloat162_rn(o[mt][j][2] * inv1, o[mt][j][3] * inv1);
+        }
     }
 }
 
 /* ---- launch --------------------------------------------------------------------------- */
 
-/* 0 = automatic; 1 = CUDA-core; 2 = tensor cores, 4 warps; 3 = tensor cores, 8 warps */
+/* 0 = automatic; 1 = CUDA cores; 2 / 3 / 4 = tensor cores, see kernels.h */
 static int g_force_variant;
+static int g_n_sms = 132; /* read from the device by pl_cuk_attention_init */
+
+/* Tensor-core variant for head_dim 64 / 128: 128-row tiles of 4 warps x 32 rows
+ * (half the shared-memory reads per FLOP) when they make at least one full wave
+ * at 2 CTAs per SM; otherwise 64-row tiles, twice the CTAs for small batches
+ * (a chunk of a few hundred tokens). */
+static int auto_variant(const struct pl_cuk_attn *a)
+{
+    const long ctas = (long)a->n_heads * a->n_seqs * ((a->max_q_len + 127) / 128);
+    return ctas >= 2L * g_n_sms ? 4 : 2;
+}
 
 extern "C" void pl_cuk_attention_prefill_force(int variant)
 {
     g_force_variant = variant;
 }
 
-template <int HD, int NW> static int launch_tc(pl_cuda_stream st, const struct pl_cuk_attn *a)
+template <int HD, int NW, int MT>
+static int launch_tc(pl_cuda_stream st, const struct pl_cuk_attn *a)
 {
-    constexpr int BM = 16 * NW;
+    constexpr int BM = 16 * MT * NW;
     dim3 grid((unsigned)a->n_heads, (unsigned)a->n_seqs, (unsigned)((a->max_q_len + BM - 1) / BM));
-    tc_prefill_kernel<HD, NW><<<grid, NW * 32, tc_smem<HD, NW>(), st>>>(*a);
+    tc_prefill_kernel<HD, NW, MT><<<grid, NW * 32, tc_smem<HD, NW, MT>(), st>>>(*a);
     return (int)cudaGetLastError();
+}
+
+template <int HD> static int launch_tc_variant(pl_cuda_stream st, const struct pl_cuk_attn *a, int v)
+{
+    if (v == 2)
+        return launch_tc<HD, 4, 1>(st, a);
+    if (v == 3)
+        return launch_tc<HD, 8, 1>(st, a);
+    return launch_tc<HD, 4, 2>(st, a);
 }
 
 extern "C" int pl_cuk_attention_prefill(pl_cuda_stream st, const struct pl_cuk_attn *a)
@@ -508,34 +571,37 @@ extern "C" int pl_cuk_attention_prefill(pl_cuda_stream st, const struct pl_cuk_a
     const bool tc_ok = a->head_dim == 128 || a->head_dim == 64;
     int v = g_force_variant;
     if (v == 0 || (v >= 2 && !tc_ok))
-        v = tc_ok ? TC_AUTO_VARIANT : 1;
-    if (v == 2)
-        return a->head_dim == 128 ? launch_tc<128, 4>(st, a) : launch_tc<64, 4>(st, a);
-    if (v == 3)
-        return a->head_dim == 128 ? launch_tc<128, 8>(st, a) : launch_tc<64, 8>(st, a);
+        v = tc_ok ? auto_variant(a) : 1;
+    if (v >= 2)
+        return a->head_dim == 128 ? launch_tc_variant<128>(st, a, v)
+                                  : launch_tc_variant<64>(st, a, v);
     dim3 grid((unsigned)((a->max_q_len + PF_BM - 1) / PF_BM), (unsigned)a->n_heads,
               (unsigned)a->n_seqs);
     cc_prefill_kernel<<<grid, PF_THREADS, prefill_smem(a->head_dim), st>>>(*a);
     return (int)cudaGetLastError();
 }
 
-template <int HD, int NW> static cudaError_t tc_init(void)
+template <int HD, int NW, int MT> static cudaError_t tc_init(void)
 {
-    return cudaFuncSetAttribute(tc_prefill_kernel<HD, NW>,
-                                cudaFuncAttributeMaxDynamicSharedMemorySize, (int)tc_smem<HD, NW>());
+    return cudaFuncSetAttribute(tc_prefill_kernel<HD, NW, MT>,
+                                cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                (int)tc_smem<HD, NW, MT>());
 }
 
 extern "C" int pl_cuk_attention_init(void)
 {
-    cudaError_t e = cudaFuncSetAttribute(cc_prefill_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         (int)prefill_smem(MAX_HD));
+    cudaError_t e = cudaFuncSetAttribute(
+        cc_prefill_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)prefill_smem(MAX_HD));
+    cudaError_t (*const inits[])(void) = {tc_init<128, 4, 1>, tc_init<128, 8, 1>, tc_init<128, 4, 2>,
+                                          tc_init<64, 4, 1>,  tc_init<64, 8, 1>,  tc_init<64, 4, 2>};
+    for (size_t i = 0; e == cudaSuccess && i < sizeof(inits) / sizeof(inits[0]); i++)
+        e = inits[i]();
+    int dev = 0, n_sms = 0;
     if (e == cudaSuccess)
-        e = tc_init<128, 4>();
+        e = cudaGetDevice(&dev);
     if (e == cudaSuccess)
-        e = tc_init<128, 8>();
-    if (e == cudaSuccess)
-        e = tc_init<64, 4>();
-    if (e == cudaSuccess)
-        e = tc_init<64, 8>();
+        e = cudaDeviceGetAttribute(&n_sms, cudaDevAttrMultiProcessorCount, dev);
+    if (e == cudaSuccess && n_sms > 0)
+        g_n_sms = n_sms;
     return (int)e;
 }
