@@ -8,13 +8,13 @@
  *
  * Two kernels:
  *
- * - tc_prefill_kernel<HD, NW> (head_dim 64 and 128): flash-attention-2 on the
- *   tensor cores. One CTA per (query head, sequence, tile of BM = 16 * NW query
- *   rows); warp w owns rows [16w, 16w + 16) of the tile. Q is staged once in
- *   shared memory and kept in registers as mma A fragments; K/V tiles of 64
- *   context tokens are gathered through the block table by cp.async into a
- *   two-stage shared-memory ring (the copy of tile t+1 runs while tile t is
- *   computed; one barrier per tile). S = Q K^T and O += P V are
+ * - tc_prefill_kernel<HD, NW, MT> (head_dim 64 and 128): flash-attention-2 on
+ *   the tensor cores. One CTA per (query head, sequence, tile of BM = 16 * MT *
+ *   NW query rows); warp w owns rows [16 MT w, 16 MT (w + 1)) of the tile. Q is
+ *   staged once in shared memory (and, with MT == 1, kept in registers as mma
+ *   A fragments); K/V tiles of 64 context tokens are gathered through the
+ *   block table by cp.async into a two-stage shared-memory ring (the copy of
+ *   tile t+1 runs while tile t is computed; one barrier per tile). S = Q K^T and O += P V are
  *   mma.sync.m16n8k16 bf16 with fp32 accumulators; K fragments come from
  *   ldmatrix, V fragments from ldmatrix.trans, P goes from the S accumulators
  *   to A fragments without touching shared memory. The online softmax runs in
@@ -25,7 +25,9 @@
  *   not loaded, tiles no row of a warp can see are skipped by that warp; a row
  *   with nothing visible yet keeps m = -inf and uses 0 as its exp reference, so
  *   no NaN arises. Query tiles are walked last-first (blockIdx.z reversed) so
- *   the longest causal tiles start in the first wave.
+ *   the longest causal tiles start in the first wave. Variants (auto_variant
+ *   picks; pl_cuk_attention_prefill_force overrides): 64 x 16 (NW 4, MT 1),
+ *   128 x 16 (NW 8, MT 1), 128 x 32 (NW 4, MT 2) as rows x rows-per-warp.
  *
  * - cc_prefill_kernel (every other power-of-two head_dim, 8..256): tiled flash
  *   attention on CUDA cores: one CTA per (16 query rows, head, sequence), K/V
@@ -531,14 +533,15 @@ tc_prefill_kernel(struct pl_cuk_attn a)
 static int g_force_variant;
 static int g_n_sms = 132; /* read from the device by pl_cuk_attention_init */
 
-/* Tensor-core variant for head_dim 64 / 128: 128-row tiles of 4 warps x 32 rows
- * (half the shared-memory reads per FLOP) when they make at least one full wave
- * at 2 CTAs per SM; otherwise 64-row tiles, twice the CTAs for small batches
- * (a chunk of a few hundred tokens). */
+/* Tensor-core variant for head_dim 64 / 128 (measured on the H100, docs/cuda.md):
+ * 128-row tiles of 4 warps x 32 rows (half the shared-memory reads per FLOP)
+ * when they make at least one full wave at 2 CTAs per SM; otherwise 128-row
+ * tiles of 8 warps x 16 rows, which beat both others on a lone chunk of a few
+ * hundred tokens (fewer registers per row, 8 warps per CTA). */
 static int auto_variant(const struct pl_cuk_attn *a)
 {
     const long ctas = (long)a->n_heads * a->n_seqs * ((a->max_q_len + 127) / 128);
-    return ctas >= 2L * g_n_sms ? 4 : 2;
+    return ctas >= 2L * g_n_sms ? 4 : 3;
 }
 
 extern "C" void pl_cuk_attention_prefill_force(int variant)
