@@ -22,13 +22,17 @@
  * weights are skipped: the CUDA backend refuses F32 matmul weights.
  * Exit code 77 (CTest: skipped) when no CUDA device is present.
  * `test_cuda_parity --bench` prints the timing table instead (device machine);
- * `--bench-decode` only its decode-attention rows; `--attention` runs only the
- * attention cases, `--ops` every op check without the golden fixtures.
+ * `--bench-decode` only its decode-attention rows; `--attention` (or `--attn`) runs only
+ * the attention cases (sanitizer runs), `--attn-quick` leaves out the cases with over 2e6
+ * (row, context) pairs, `--ops` every op check without the golden fixtures.
+ * Prefill attention cases also run every prefill kernel variant
+ * (pl_cuk_attention_prefill_force) against the same CPU result.
  */
 #include "test.h"
 
 #include "backend/backend.h"
 #include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/kernels/kernels.h"
 #include "engine/batch.h"
 #include "model/config.h"
 #include "model/llama.h"
@@ -114,6 +118,15 @@ static void *gpu_buf(const float *v, size_t n)
     g_gpu->ops->upload(g_gpu, p, h, 2 * n);
     free(h);
     return p;
+}
+
+/* Refills a CUDA bf16 buffer of n values with NaN bytes. */
+static void gpu_poison(void *p, size_t n)
+{
+    void *h = malloc(2 * (n ? n : 1));
+    memset(h, 0xff, 2 * (n ? n : 1));
+    g_gpu->ops->upload(g_gpu, p, h, 2 * n);
+    free(h);
 }
 
 static void *gpu_i32(const int32_t *v, size_t n)
@@ -562,8 +575,8 @@ static void test_kv_moves(void)
 struct attn_case {
     const char *name;
     int n_seqs;
-    int q_lens[8];
-    int ctx_lens[8];
+    int q_lens[16];
+    int ctx_lens[16];
     int n_heads, n_kv_heads, head_dim, block_size, window;
     int splits; /* forced decode splits, 0 = automatic */
     /* graph-style upper bounds: added to max_context_len and to the block
@@ -573,11 +586,14 @@ struct attn_case {
     int pad_ctx, pad_blocks;
 };
 
+/* --attn-quick: leave out the largest attention cases (racecheck's pace). */
+static bool g_attn_quick;
+
 static void run_attention(const struct attn_case *c)
 {
     const int S = c->n_seqs, hd = c->head_dim, bs = c->block_size;
     const int kv_dim = c->n_kv_heads * hd;
-    int cu[9] = {0}, max_q = 0, max_ctx = 0, max_blocks = 0, total_blocks = 0;
+    int cu[17] = {0}, max_q = 0, max_ctx = 0, max_blocks = 0, total_blocks = 0;
     for (int s = 0; s < S; s++) {
         cu[s + 1] = cu[s] + c->q_lens[s];
         max_q = c->q_lens[s] > max_q ? c->q_lens[s] : max_q;
@@ -588,6 +604,8 @@ static void run_attention(const struct attn_case *c)
     }
     max_blocks += c->pad_blocks;
     const int n_tokens = cu[S], pool = total_blocks + 5;
+    if (g_attn_quick && (double)n_tokens * max_ctx > 2e6)
+        return;
     /* a shuffled pool: sequences own scattered blocks */
     int32_t *ids = malloc(sizeof(int32_t) * (size_t)pool);
     for (int i = 0; i < pool; i++)
@@ -657,6 +675,23 @@ static void run_attention(const struct attn_case *c)
     }
     record(PL_OP_ATTENTION, rel_err(got, oc, n_real), TOL_BF16, c->name);
     free(got);
+    /* prefill rows: every prefill kernel variant on the same inputs (the
+     * CUDA-core one only where it is quick enough for the sanitizers) */
+    for (int v = 1; max_q > 1 && v <= 4; v++) {
+        if (v == 1 && (double)n_tokens * max_ctx * c->n_heads > 4e6)
+            continue;
+        gpu_poison(og, NQ);
+        pl_cuk_attention_prefill_force(v);
+        g_gpu->ops->attention(g_gpu, og, qg, kcg, vcg, &m);
+        pl_cuk_attention_prefill_force(0);
+        got = gpu_get(og, NQ);
+        double e = rel_err(got, oc, NQ);
+        char what[160];
+        snprintf(what, sizeof(what), "%s [prefill variant %d]", c->name, v);
+        record(PL_OP_ATTENTION, e, TOL_BF16, what);
+        printf("attention %-52s variant %d  rel err %.3g\n", c->name, v, e);
+        free(got);
+    }
     void *cb_[] = {kcc, vcc, qc, oc, cuc, ctc, tbc};
     for (int i = 0; i < 7; i++)
         g_cpu->ops->free(g_cpu, cb_[i]);
@@ -713,6 +748,22 @@ static void test_attention(void)
          2},
         {"graph mixed prefill+decode+pad window100 split5", 5, {1, 30, 1, 1, 1},
          {0, 30, 500, 0, 64}, 8, 2, 64, 8, 100, 5, 2000, 3},
+        /* tensor-core prefill shapes */
+        {"prefill 16 x 512 gqa4 hd128 bs16", 16,
+         {512, 512, 512, 512, 512, 512, 512, 512, 512, 512, 512, 512, 512, 512, 512, 512},
+         {512, 512, 512, 512, 512, 512, 512, 512, 512, 512, 512, 512, 512, 512, 512, 512}, 8, 2,
+         128, 16, 0, 0, 0, 0},
+        {"prefill 2048 causal gqa8 hd128 bs16", 1, {2048}, {2048}, 16, 2, 128, 16, 0, 0, 0, 0},
+        {"chunked 1000 cached + 300 new gqa4 hd128 bs32", 1, {300}, {1300}, 8, 2, 128, 32, 0, 0, 0, 0},
+        {"chunked 1000+300 window256 gqa8 hd64 bs8", 1, {300}, {1300}, 8, 1, 64, 8, 256, 0, 0, 0},
+        {"prefill 700 window256 gqa4 hd128 bs8", 1, {700}, {700}, 8, 2, 128, 8, 256, 0, 0, 0},
+        {"prefill q333 mha hd64 bs8", 2, {333, 77}, {333, 77}, 4, 4, 64, 8, 0, 0, 0, 0},
+        {"prefill q200 ctx1200 gqa8 hd64 bs32", 2, {200, 130}, {1200, 140}, 16, 2, 64, 32, 0, 0, 0, 0},
+        {"prefill mha hd128 bs16 q129 q2", 3, {129, 2, 65}, {129, 9, 65}, 2, 2, 128, 16, 0, 0, 0, 0},
+        {"mixed decode+chunked window100 gqa4 hd128 bs16", 6, {1, 190, 1, 64, 2, 1},
+         {700, 400, 33, 64, 150, 5}, 16, 4, 128, 16, 100, 0, 0, 0},
+        {"chunked window7 (tile skips) gqa1 hd64 bs16", 2, {150, 90}, {520, 90}, 2, 2, 64, 16, 7,
+         0, 0, 0},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
         run_attention(&cases[i]);
@@ -1354,10 +1405,13 @@ static void bench(void)
     /* attention, Llama-3-8B heads: 32 query heads, 8 kv heads, head_dim 128, blocks of 16 */
     const int nh = 32, nkv = 8, hd = 128, bs = 16;
     n_rows = bench_decode(table, n_rows);
-    for (int mode = 1; mode < 2; mode++) {
-        const int S = mode == 0 ? 64 : 1, ctx = mode == 0 ? 1024 : 2048;
-        const int q_len = mode == 0 ? 1 : 2048;
-        const int nb = ctx / bs, pool = S * nb;
+    /* prefill modes (decode rows come from bench_decode): 1 x 2048 causal; 16 prompts x
+     * 512; chunked prefill of 300 new tokens over 1000 cached */
+    const int mode_s[] = {64, 1, 16, 1}, mode_ctx[] = {1024, 2048, 512, 1300};
+    const int mode_q[] = {1, 2048, 512, 300};
+    for (int mode = 1; mode < 4; mode++) {
+        const int S = mode_s[mode], ctx = mode_ctx[mode], q_len = mode_q[mode];
+        const int nb = (ctx + bs - 1) / bs, pool = S * nb;
         int32_t *ids = malloc(sizeof(int32_t) * (size_t)pool);
         for (int i = 0; i < pool; i++)
             ids[i] = i;
@@ -1379,17 +1433,26 @@ static void bench(void)
             .head_dim = hd, .scale = 1.0f / sqrtf((float)hd), .window = 0,
         };
         double t;
-        TIME_IT(t, mode == 0 ? 20 : 5, g_gpu->ops->attention(g_gpu, o, q, kc, vc, &m));
         if (mode == 0) {
+            TIME_IT(t, 20, g_gpu->ops->attention(g_gpu, o, q, kc, vc, &m));
             double bytes = 2.0 * S * ctx * nkv * hd * 2.0;
             snprintf(table[n_rows++], sizeof(table[0]),
                      "attention decode batch %d ctx %d (32/8 heads, hd 128) %9.1f us %7.0f GB/s",
                      S, ctx, t * 1e6, bytes / t / 1e9);
-        } else {
-            double flops = 4.0 * hd * nh * ((double)ctx * (ctx + 1) / 2.0);
+        }
+        /* causal FLOPs: 4 * head_dim * heads per visible (row, context token) pair */
+        const double pairs = (double)S * ((double)q_len * (ctx - q_len) +
+                                          (double)q_len * (q_len + 1) / 2.0);
+        static const char *variant_names[] = {"auto", "cuda-core", "tc 64x16", "tc 128x16",
+                                              "tc 128x32"};
+        for (int v = 0; mode > 0 && v <= 4; v++) {
+            pl_cuk_attention_prefill_force(v);
+            TIME_IT(t, v == 1 ? 3 : 20, g_gpu->ops->attention(g_gpu, o, q, kc, vc, &m));
+            pl_cuk_attention_prefill_force(0);
             snprintf(table[n_rows++], sizeof(table[0]),
-                     "attention prefill %d tokens causal (32/8 heads, hd 128) %9.1f us %7.2f TFLOP/s",
-                     ctx, t * 1e6, flops / t / 1e12);
+                     "attention prefill %2d x %4d new / %4d ctx (32/8, hd 128) %-10s %9.1f us "
+                     "%7.2f TFLOP/s",
+                     S, q_len, ctx, variant_names[v], t * 1e6, 4.0 * hd * nh * pairs / t / 1e12);
         }
         void *bufs[] = {kc, vc, q, o, cug, clg, tb};
         for (int i = 0; i < 7; i++)
@@ -1428,10 +1491,13 @@ int main(int argc, char **argv)
         printf("---- timing (%s) ----\n", pl_backend_cuda_device_name(g_gpu));
         for (int i = 0; i < n_rows; i++)
             printf("%s\n", table[i]);
-    } else if (argc > 1 && !strcmp(argv[1], "--attention")) {
-        PL_RUN(test_attention); /* the attention cases alone (e.g. under racecheck) */
-        printf("attention %3d cases  max rel err %.3g\n", g_op_cases[PL_OP_ATTENTION],
-               g_op_max[PL_OP_ATTENTION]);
+    } else if (argc > 1 && (!strcmp(argv[1], "--attention") || !strcmp(argv[1], "--attn") ||
+                            !strcmp(argv[1], "--attn-quick"))) {
+        g_attn_quick = !strcmp(argv[1], "--attn-quick");
+        PL_RUN(test_attention); /* attention checks only: the sanitizer runs */
+        printf("---- parity (attention only; %s) ----\n", pl_backend_cuda_device_name(g_gpu));
+        printf("%-12s %3d cases  max rel err %.3g\n", g_op_names[PL_OP_ATTENTION],
+               g_op_cases[PL_OP_ATTENTION], g_op_max[PL_OP_ATTENTION]);
     } else {
         PL_RUN(test_embed);
         PL_RUN(test_rmsnorm);

@@ -101,6 +101,14 @@ int pl_cuk_attention_decode(pl_cuda_stream s, const struct pl_cuk_attn *a, int n
 /* Rows of sequences with q_len > 1 (prefill, chunked prefill). */
 int pl_cuk_attention_prefill(pl_cuda_stream s, const struct pl_cuk_attn *a);
 
+/* Test and benchmark knob: the prefill kernel every later launch uses.
+ * 0 = automatic (tensor cores for head_dim 64 / 128, CUDA cores otherwise),
+ * 1 = CUDA cores, 2 = tensor cores with 64-row query tiles (4 warps x 16 rows),
+ * 3 = tensor cores with 128-row tiles (8 warps x 16 rows), 4 = tensor cores with
+ * 128-row tiles (4 warps x 32 rows). 2..4 fall back to CUDA cores for other
+ * head dims. Not thread-safe; process-wide. */
+void pl_cuk_attention_prefill_force(int variant);
+
 /* One-time set-up (raises dynamic shared-memory limits); call at backend creation. */
 int pl_cuk_attention_init(void);
 
