@@ -46,6 +46,8 @@ struct cuda_backend {
     struct pl_cuda_matmul *mm;
     float *partial;
     int forced_splits; /* 0 = choose from the shape */
+    struct pl_cuda_profile *prof; /* PAGELLM_CUDA_PROFILE; NULL otherwise */
+    bool capturing;               /* between graph_begin and graph_end: no profile events */
     bool failed;
     char err_msg[512];
 };
@@ -53,6 +55,14 @@ struct cuda_backend {
 static struct cuda_backend *cb(struct pl_backend *be) { return (struct cuda_backend *)be; }
 
 static pl_cuda_stream st(struct pl_backend *be) { return (pl_cuda_stream)cb(be)->stream; }
+
+/* Profile label of the op about to be enqueued (nothing unless profiling, and never
+ * inside a graph being recorded). */
+#define PROF(be, ...)                                                                          \
+    do {                                                                                       \
+        if (cb(be)->prof && !cb(be)->capturing)                                                \
+            pl_cuda_profile_mark(cb(be)->prof, __VA_ARGS__);                                   \
+    } while (0)
 
 void pl_cuda_fail(struct pl_backend *be, const char *fmt, ...)
 {
@@ -122,6 +132,7 @@ static pl_status cuda_upload(struct pl_backend *be, void *dst, const void *src, 
 {
     if (n_bytes == 0)
         return status_of(be);
+    PROF(be, "upload");
     cudaError_t e = cudaMemcpyAsync(dst, src, n_bytes, cudaMemcpyHostToDevice, cb(be)->stream);
     if (e != cudaSuccess)
         pl_cuda_fail(be, "cuda upload of %zu bytes: %s", n_bytes, cudaGetErrorString(e));
@@ -130,6 +141,8 @@ static pl_status cuda_upload(struct pl_backend *be, void *dst, const void *src, 
 
 static pl_status cuda_sync(struct pl_backend *be)
 {
+    if (!cb(be)->capturing)
+        pl_cuda_profile_flush(cb(be)->prof);
     cudaError_t e = cudaStreamSynchronize(cb(be)->stream);
     if (e == cudaSuccess)
         e = cudaGetLastError();
@@ -141,6 +154,7 @@ static pl_status cuda_sync(struct pl_backend *be)
 static pl_status cuda_download(struct pl_backend *be, void *dst, const void *src, size_t n_bytes)
 {
     if (n_bytes) {
+        PROF(be, "download");
         cudaError_t e = cudaMemcpyAsync(dst, src, n_bytes, cudaMemcpyDeviceToHost, cb(be)->stream);
         if (e != cudaSuccess)
             pl_cuda_fail(be, "cuda download of %zu bytes: %s", n_bytes, cudaGetErrorString(e));
@@ -177,6 +191,7 @@ static bool cuda_supports(struct pl_backend *be, enum pl_op op, enum pl_dtype dt
 static void cuda_embed(struct pl_backend *be, void *out, const struct pl_weight *table,
                        const int32_t *ids, int n)
 {
+    PROF(be, "embed");
     check_launch(be, "embed",
                  pl_cuk_embed(st(be), out, table->data, (int)table->dtype, table->cols, ids, n));
 }
@@ -184,6 +199,7 @@ static void cuda_embed(struct pl_backend *be, void *out, const struct pl_weight 
 static void cuda_rmsnorm(struct pl_backend *be, void *out, void *residual, const void *x,
                          const struct pl_weight *w, int n_rows, int dim, float eps)
 {
+    PROF(be, "rmsnorm%s", residual ? " +residual" : "");
     check_launch(be, "rmsnorm", pl_cuk_rmsnorm(st(be), out, residual, x, w->data, (int)w->dtype,
                                                n_rows, dim, eps));
 }
@@ -191,12 +207,14 @@ static void cuda_rmsnorm(struct pl_backend *be, void *out, void *residual, const
 static void cuda_matmul(struct pl_backend *be, void *out, int ld_out, const void *x,
                         const struct pl_weight *w, const struct pl_weight *bias, int n)
 {
+    PROF(be, "matmul %lldx%lld n=%d", (long long)w->rows, (long long)w->cols, n);
     pl_cuda_matmul_run(be, cb(be)->mm, out, ld_out, false, x, w, bias, n);
 }
 
 static void cuda_logits(struct pl_backend *be, float *out, const void *x, const struct pl_weight *w,
                         int n)
 {
+    PROF(be, "logits %lldx%lld n=%d", (long long)w->rows, (long long)w->cols, n);
     pl_cuda_matmul_run(be, cb(be)->mm, out, (int)w->rows, true, x, w, NULL, n);
 }
 
@@ -217,6 +235,7 @@ static void cuda_rope(struct pl_backend *be, void *q, void *k, const int32_t *po
         .dyn_factor = rope->dyn_factor,
         .dyn_theta = rope->dyn_theta,
     };
+    PROF(be, "rope");
     check_launch(be, "rope", pl_cuk_rope(st(be), q, k, positions, seq_lens, n, n_heads,
                                          n_kv_heads, head_dim, r));
 }
@@ -224,6 +243,7 @@ static void cuda_rope(struct pl_backend *be, void *q, void *k, const int32_t *po
 static void cuda_silu_mul(struct pl_backend *be, void *out, const void *gate, const void *up,
                           int n, int dim)
 {
+    PROF(be, "silu_mul");
     check_launch(be, "silu_mul", pl_cuk_silu_mul(st(be), out, gate, up, (int64_t)n * dim));
 }
 
@@ -231,6 +251,7 @@ static void cuda_store_kv(struct pl_backend *be, void *k_cache, void *v_cache, c
                           const void *v, const int32_t *slot_mapping, int n, int kv_dim)
 {
     size_t row = (size_t)kv_dim * 2;
+    PROF(be, "store_kv");
     check_launch(be, "store_kv", pl_cuk_copy_rows(st(be), k_cache, slot_mapping, k, NULL, n, row));
     check_launch(be, "store_kv", pl_cuk_copy_rows(st(be), v_cache, slot_mapping, v, NULL, n, row));
 }
@@ -238,6 +259,7 @@ static void cuda_store_kv(struct pl_backend *be, void *k_cache, void *v_cache, c
 static void cuda_get_rows(struct pl_backend *be, void *out, const void *x, const int32_t *rows,
                           int n, int dim)
 {
+    PROF(be, "get_rows");
     check_launch(be, "get_rows", pl_cuk_copy_rows(st(be), out, NULL, x, rows, n, (size_t)dim * 2));
 }
 
@@ -282,11 +304,13 @@ static pl_status cuda_graph_begin(struct pl_backend *be)
     if (c->failed)
         return PL_STATUS_INTERNAL;
     /* thread-local: other threads (HTTP workers) may still call the CUDA runtime */
+    pl_cuda_profile_flush(c->prof); /* no recorded events may be pending in a capture */
     cudaError_t e = cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal);
     if (e != cudaSuccess) {
         pl_cuda_fail(be, "cuda graph capture: %s", cudaGetErrorString(e));
         return PL_STATUS_INTERNAL;
     }
+    c->capturing = true;
     return PL_STATUS_OK;
 }
 
@@ -296,6 +320,7 @@ static pl_status cuda_graph_end(struct pl_backend *be, void **graph)
     *graph = NULL;
     cudaGraph_t g = NULL;
     cudaError_t e = cudaStreamEndCapture(c->stream, &g);
+    c->capturing = false;
     if (e == cudaSuccess && !c->failed) {
         cudaGraphExec_t x = NULL;
         e = cudaGraphInstantiate(&x, g, 0);
@@ -311,6 +336,7 @@ static pl_status cuda_graph_end(struct pl_backend *be, void **graph)
 
 static pl_status cuda_graph_launch(struct pl_backend *be, void *graph)
 {
+    PROF(be, "decode graph replay");
     cudaError_t e = cudaGraphLaunch((cudaGraphExec_t)graph, cb(be)->stream);
     if (e != cudaSuccess)
         pl_cuda_fail(be, "cuda graph launch: %s", cudaGetErrorString(e));
@@ -382,11 +408,15 @@ static void cuda_attention(struct pl_backend *be, void *out, const void *q, cons
     };
     /* decode rows whenever some sequence may have q_len == 1; prefill rows when
      * some sequence has more (each kernel skips the other's sequences) */
-    if (m->n_tokens < m->n_seqs * m->max_q_len || m->max_q_len == 1)
+    if (m->n_tokens < m->n_seqs * m->max_q_len || m->max_q_len == 1) {
+        PROF(be, "attention decode");
         check_launch(be, "attention (decode)",
                      pl_cuk_attention_decode(st(be), &a, decode_splits(c, m), c->partial));
-    if (m->max_q_len > 1)
+    }
+    if (m->max_q_len > 1) {
+        PROF(be, "attention prefill");
         check_launch(be, "attention (prefill)", pl_cuk_attention_prefill(st(be), &a));
+    }
 }
 
 /* ---- creation ------------------------------------------------------------------------- */
@@ -396,6 +426,7 @@ static void cuda_destroy(struct pl_backend *be)
     struct cuda_backend *c = cb(be);
     if (c->stream)
         cudaStreamSynchronize(c->stream);
+    pl_cuda_profile_free(c->prof);
     pl_cuda_matmul_free(c->mm);
     cudaFree(c->partial);
     if (c->stream)
@@ -468,6 +499,7 @@ pl_status pl_backend_cuda_new(int device, struct pl_backend **out, struct pl_err
         cuda_destroy(&c->base);
         return st_;
     }
+    c->prof = pl_cuda_profile_new(c->stream);
     pl_status s = pl_cuda_matmul_new(c->stream, &c->mm, err);
     if (s != PL_STATUS_OK) {
         cuda_destroy(&c->base);

@@ -59,4 +59,14 @@ bool pl_cuda_matmul_run(struct pl_backend *be, struct pl_cuda_matmul *mm, void *
                         bool out_f32, const void *x, const struct pl_weight *w,
                         const struct pl_weight *bias, int n);
 
+/* Per-op GPU time (cuda_profile.c): NULL unless PAGELLM_CUDA_PROFILE is set and not 0;
+ * every function accepts NULL. mark records an event labelled by fmt before an op;
+ * flush reads the events (the stream is synchronised by it); free prints the table. */
+struct pl_cuda_profile;
+struct pl_cuda_profile *pl_cuda_profile_new(void *stream);
+void pl_cuda_profile_mark(struct pl_cuda_profile *p, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void pl_cuda_profile_flush(struct pl_cuda_profile *p);
+void pl_cuda_profile_free(struct pl_cuda_profile *p);
+
 #endif
