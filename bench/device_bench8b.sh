@@ -28,6 +28,32 @@ s4_rc=$?
 t1=$(date +%s.%N)
 s4=$(python3 -c "print(f'{$t1-$t0:.2f}')")
 
+# S4 as a server: process start to the first token of a request served over HTTP
+t0=$(date +%s.%N)
+"$B/pagellm" serve --model "$M" --load-format dummy --device cuda --port 18080 \
+  --served-model-name m --max-model-len 4096 2>"$OUT/s4_serve.log" &
+spid=$!
+s4s=$(python3 - "$t0" <<'PY'
+import json, sys, time, urllib.request
+t0 = float(sys.argv[1])
+body = json.dumps({"model": "m", "prompt": list(range(1, 129)), "max_tokens": 1}).encode()
+while True:
+    try:
+        req = urllib.request.Request("http://127.0.0.1:18080/v1/completions", body,
+                                     {"content-type": "application/json"})
+        out = json.load(urllib.request.urlopen(req, timeout=60))
+        assert out["usage"]["completion_tokens"] == 1
+        print(f"{time.time() - t0:.2f}")
+        break
+    except Exception:
+        if time.time() - t0 > 120:
+            print("fail")
+            break
+        time.sleep(0.02)
+PY
+)
+kill $spid; wait $spid 2>/dev/null
+
 # S2: batch 1, 128 in / 256 out
 timeout 200 "$B/bench_throughput" --model "$M" --load-format dummy --device cuda --warmup 1 \
   --num-prompts 1 --input-len 128 --output-len 256 >"$OUT/s2.log" 2>&1
@@ -56,6 +82,7 @@ grep -h -E "memory plan|weights:|engine profile|cuda graphs" "$OUT"/s4.log "$OUT
 tail -3 "$OUT/hf.log" 2>/dev/null
 echo "==== results ($(cat "$OUT/gpu.txt"))"
 printf "%-4s %-44s %14s %14s\n" id scenario pagellm transformers
-printf "%-4s %-44s %14s %14s\n" S4 "start -> first token, 8B dummy (s)" "$s4 (rc $s4_rc)" "$hf_s4"
+printf "%-4s %-44s %14s %14s\n" S4 "start -> first token, generate (s)" "$s4 (rc $s4_rc)" "$hf_s4"
+printf "%-4s %-44s %14s %14s\n" S4 "start -> first token served, HTTP (s)" "$s4s" "-"
 printf "%-4s %-44s %14s %14s\n" S2 "batch 1, 128/256, output tok/s" "${s2:-fail}" "$hf_s2"
 printf "%-4s %-44s %14s %14s\n" S1 "${S1_PROMPTS:-1024} x 512/256, output tok/s" "${s1:-fail}" "$hf_s1 (b ${HF_BATCH:-256})"
