@@ -17,6 +17,7 @@
 #include "worker/runpod.h"
 
 #include "util/err.h"
+#include "util/fs.h"
 
 #include <curl/curl.h>
 #include <stdio.h>
@@ -90,37 +91,15 @@ static int apply_env(struct pl_llm_params *lp)
     return 0;
 }
 
-static char *read_file(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    size_t cap = 4096, len = 0;
-    char *b = malloc(cap);
-    size_t k;
-    while (b && (k = fread(b + len, 1, cap - len - 1, f)) > 0) {
-        len += k;
-        if (cap - len < 2) {
-            char *nb = realloc(b, cap * 2);
-            if (!nb) {
-                free(b);
-                b = NULL;
-                break;
-            }
-            b = nb;
-            cap *= 2;
-        }
-    }
-    fclose(f);
-    if (b)
-        b[len] = '\0';
-    return b;
-}
-
 /* The local one-shot run (spec 3.8). */
 static int run_test_input(struct pl_rp_ctx *ctx, const char *flag_json)
 {
-    char *text = flag_json ? strdup(flag_json) : read_file("test_input.json");
+    char *text = NULL;
+    size_t len;
+    if (flag_json)
+        text = strdup(flag_json);
+    else if (pl_fs_read_file("test_input.json", 64u << 20, &text, &len, NULL) != PL_STATUS_OK)
+        text = NULL;
     if (!text) {
         pl_rp_log(ctx->cfg, PL_RP_LOG_ERROR, NULL, NULL, "test_input.json not found, exiting.");
         return 1;

@@ -50,25 +50,14 @@ struct conn {
     bool too_big;
 };
 
+/* "test-<uuid4>", as the SDK's local API names jobs. */
 static char *new_id(void)
 {
-    unsigned char b[16];
-    FILE *f = fopen("/dev/urandom", "rb");
-    size_t got = f ? fread(b, 1, sizeof(b), f) : 0;
-    if (f)
-        fclose(f);
-    static unsigned long counter;
-    if (got != sizeof(b))
-        for (int i = 0; i < 16; i++)
-            b[i] = (unsigned char)((unsigned long)time(NULL) * 31u + ++counter * 131u + (unsigned)i);
-    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
-    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
-    char *s = malloc(48);
+    char *u = pl_rp_uuid4();
+    char *s = u ? malloc(strlen(u) + 6) : NULL;
     if (s)
-        snprintf(s, 48,
-                 "test-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
-                 b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12],
-                 b[13], b[14], b[15]);
+        sprintf(s, "test-%s", u);
+    free(u);
     return s;
 }
 

@@ -22,6 +22,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -72,15 +73,17 @@ static bool env_bool(const char *name, bool dflt)
            !strcasecmp(v, "on");
 }
 
-static char *uuid4(void)
+char *pl_rp_uuid4(void)
 {
+    static atomic_ulong counter; /* without /dev/urandom: ids of one second still differ */
     unsigned char b[16];
     FILE *f = fopen("/dev/urandom", "rb");
     size_t got = f ? fread(b, 1, sizeof(b), f) : 0;
     if (f)
         fclose(f);
     if (got != sizeof(b)) {
-        uint64_t x = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+        uint64_t x = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^
+                     ((uint64_t)atomic_fetch_add(&counter, 1) << 20);
         for (int i = 0; i < 16; i++) {
             x = x * 6364136223846793005ULL + 1442695040888963407ULL;
             b[i] = (unsigned char)(x >> 56);
@@ -109,7 +112,7 @@ pl_status pl_rp_config_from_env(struct pl_rp_config *c, struct pl_err *err)
     c->api_key = env_dup("RUNPOD_AI_API_KEY", "");
     c->worker_id = getenv("RUNPOD_POD_ID") && *getenv("RUNPOD_POD_ID")
                        ? strdup(getenv("RUNPOD_POD_ID"))
-                       : uuid4();
+                       : pl_rp_uuid4();
     c->endpoint_id = env_dup("RUNPOD_ENDPOINT_ID", NULL);
     c->hostname = env_dup("RUNPOD_POD_HOSTNAME", "unknown");
     long ping = env_long("RUNPOD_PING_INTERVAL", 10000);

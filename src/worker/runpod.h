@@ -58,6 +58,9 @@ struct pl_rp_config {
 pl_status pl_rp_config_from_env(struct pl_rp_config *c, struct pl_err *err);
 void pl_rp_config_fini(struct pl_rp_config *c);
 
+/* A random UUID4 string (RUNPOD_POD_ID's default, local job ids). malloc'd; NULL: out of memory. */
+char *pl_rp_uuid4(void);
+
 /* ---- pure protocol rules ---- */
 
 /*
