@@ -7,12 +7,14 @@
  * max_completion_tokens) the rest of the context; a null field means "not
  * given". Errors are 400 naming the field, 404 for an unknown model.
  *
- * A generation request's life (struct pl_openai_gen, one per HTTP request):
- *   handler: parse -> submit one engine request per prompt -> return an async
- *   reply (stream or deferred); engine thread: deltas -> wake;
- *   transport thread: produce()/result() drain deltas into per-choice state and
- *   format chunks or the final object; closed(): abort what is unfinished
- *   (the client went away: the engine frees its blocks), release, free.
+ * A generation request's life (struct pl_openai_gen, one per HTTP request or
+ * RunPod job; nothing in it knows the transport):
+ *   gen_new: parse -> gen_submit: one engine request per prompt; engine
+ *   thread: deltas -> notify (the HTTP route wakes its connection, the worker
+ *   its job thread); caller's thread: gen_produce()/gen_result() drain deltas
+ *   into per-choice state and format SSE chunks or the final object;
+ *   gen_free: abort what is unfinished (the client went away: the engine frees
+ *   its blocks), release, free.
  */
 #include "server/openai.h"
 
@@ -908,8 +910,8 @@ static json_t *utf8_bytes(const json_t *s)
 }
 
 /* Appends one position's logprobs to lp (creating it): completions or chat format. */
-static void add_logprob(struct pl_openai_gen *g, struct choice *c, const struct pl_async_logprob *e,
-                        json_t **lp)
+static void add_logprob(struct pl_openai_gen *g, struct choice *c,
+                        const struct pl_async_logprob *e, json_t **lp)
 {
     const struct pl_openai *o = g->o;
     int k = g->req.logprobs;
@@ -1079,7 +1081,8 @@ static json_t *stop_reason_json(const struct pl_async_sample *s)
 }
 
 /* The prompt as echo shows it: its text, or its ids decoded. */
-static void echo_text(const struct pl_openai_gen *g, const struct pl_openai_prompt *p, struct pl_sbuf *b)
+static void echo_text(const struct pl_openai_gen *g, const struct pl_openai_prompt *p,
+                      struct pl_sbuf *b)
 {
     if (p->text) {
         pl_sbuf_puts(b, p->text);

@@ -643,7 +643,7 @@ static void openai_stream(struct run *r, struct pl_openai_gen *g)
 /* /v1/chat/completions and /v1/completions: the OpenAI server's request handling. */
 static void run_openai_generate(struct run *r, const json_t *body, enum pl_openai_kind kind)
 {
-    /* an absent body is parsed as JSON null: the server's "must be a JSON object" error */
+    /* an absent body is sent as JSON null: the server's answer to a body "null" */
     char *text = json_dumps(body ? body : json_null(), JSON_COMPACT | JSON_ENCODE_ANY);
     if (!text) {
         set_error(r->res, "out of memory");

@@ -761,7 +761,8 @@ static void *heartbeat_main(void *arg)
         for (;;) {
             struct timespec now;
             clock_gettime(CLOCK_MONOTONIC, &now);
-            long left = (next.tv_sec - now.tv_sec) * 1000L + (next.tv_nsec - now.tv_nsec) / 1000000L;
+            long left = (next.tv_sec - now.tv_sec) * 1000L +
+                        (next.tv_nsec - now.tv_nsec) / 1000000L;
             if (left <= 0 || h->stop)
                 break;
             nap(left < 50 ? left : 50, false);
