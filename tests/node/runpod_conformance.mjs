@@ -485,7 +485,8 @@ async function scenarioShutdown() {
   fake.postAnswer = (r) => (r.kind === 'job-stream' ? { status: 200, delay: 100 } : { status: 200 });
   const w = startWorker(fake);
   fake.takeQ.push(jobTake('sd1', { prompt: 'hi', stream: true, max_batch_size: 1, sampling_params: { max_tokens: 20, temperature: 0, ignore_eos: true } }));
-  await fake.waitFor((r) => r.kind === 'job-stream', 10000);
+  // a worker that never streams must not outlive the scenario
+  await fake.waitFor((r) => r.kind === 'job-stream', 10000).catch(async (e) => { await stopWorker(w); await fake.stop(); throw e; });
   w.kill('SIGTERM');
   const sigAt = Date.now();
   const code = await w.exited;
