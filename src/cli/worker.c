@@ -5,14 +5,19 @@
  * API; RUNPOD_REALTIME_PORT -> the same API on 0.0.0.0; --test_input or no
  * RUNPOD_WEBHOOK_GET_JOB -> one local job, then exit; else the production job
  * loop. Configuration: worker-vllm's environment variables, then flags.
- * Owns the process-level pieces: curl's global init, the model load, the
- * engine thread's lifetime.
+ * Owns the process-level pieces: curl's global init, the model load, and the
+ * serving stack the OpenAI server also runs on: the async engine thread over
+ * the pl_llm, the tokenizer shared by job threads, the OpenAI layer.
  */
 #include "cli/cli.h"
-#include "worker/engine_loop.h"
+#include "engine/async_engine.h"
+#include "server/llm_engine.h"
+#include "server/openai.h"
+#include "tokenizer/tokenizer.h"
 #include "worker/runpod.h"
 
 #include "util/err.h"
+#include "util/fs.h"
 
 #include <curl/curl.h>
 #include <stdio.h>
@@ -31,6 +36,8 @@ static const char *help =
     "  --rp_api_concurrency N   local API threads (1)\n"
     "  --rp_log_level L         ERROR, WARN, INFO or DEBUG\n"
     "  --test_input JSON        run one job ({\"input\": ...}) and exit 0/1\n"
+    "  --health-stall-timeout S the engine loop counts as stalled after S seconds without a\n"
+    "                           step while work is pending (30): no heartbeat, /health 503\n"
     "Engine flags as for `pagellm generate` (--max-model-len, --max-num-seqs, --block-size,\n"
     "--device, --dtype, --seed, --kv-cache-bytes, ...) override the environment.\n";
 
@@ -84,37 +91,15 @@ static int apply_env(struct pl_llm_params *lp)
     return 0;
 }
 
-static char *read_file(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    size_t cap = 4096, len = 0;
-    char *b = malloc(cap);
-    size_t k;
-    while (b && (k = fread(b + len, 1, cap - len - 1, f)) > 0) {
-        len += k;
-        if (cap - len < 2) {
-            char *nb = realloc(b, cap * 2);
-            if (!nb) {
-                free(b);
-                b = NULL;
-                break;
-            }
-            b = nb;
-            cap *= 2;
-        }
-    }
-    fclose(f);
-    if (b)
-        b[len] = '\0';
-    return b;
-}
-
 /* The local one-shot run (spec 3.8). */
 static int run_test_input(struct pl_rp_ctx *ctx, const char *flag_json)
 {
-    char *text = flag_json ? strdup(flag_json) : read_file("test_input.json");
+    char *text = NULL;
+    size_t len;
+    if (flag_json)
+        text = strdup(flag_json);
+    else if (pl_fs_read_file("test_input.json", 64u << 20, &text, &len, NULL) != PL_STATUS_OK)
+        text = NULL;
     if (!text) {
         pl_rp_log(ctx->cfg, PL_RP_LOG_ERROR, NULL, NULL, "test_input.json not found, exiting.");
         return 1;
@@ -170,6 +155,7 @@ int pl_cli_worker(int argc, char **argv)
     bool serve_api = false;
     struct pl_rp_api_opts api = {"localhost", 8000, 1};
     int max_conc = -1;
+    double stall_s = 30;
     int rc = 0;
     for (int i = 1; i < argc; i++) {
         const char *val = NULL;
@@ -215,7 +201,16 @@ int pl_cli_worker(int argc, char **argv)
             setenv("RUNPOD_LOG_LEVEL", val, 1);
         else if (!strcmp(flag, "--max-concurrency"))
             max_conc = atoi(val);
-        else {
+        else if (!strcmp(flag, "--health-stall-timeout")) {
+            char *end;
+            stall_s = strtod(val, &end);
+            if (*end || !(stall_s > 0)) {
+                fprintf(stderr, "pagellm worker: --health-stall-timeout '%s' is not a positive "
+                                "number of seconds\n", val);
+                rc = 2;
+                break;
+            }
+        } else {
             int r = pl_cli_flags_value(&fl, "worker", flag, val);
             if (r <= 0) {
                 if (r == 0)
@@ -269,9 +264,37 @@ int pl_cli_worker(int argc, char **argv)
         curl_global_cleanup();
         return 1;
     }
-    struct pl_rp_ctx ctx = {&cfg, llm, pl_weng_start(llm)};
-    if (!ctx.eng) {
-        fprintf(stderr, "pagellm worker: could not start the engine thread\n");
+    struct pl_tokenizer *tok = NULL;
+    const char *tok_dir = fl.llm.tokenizer ? fl.llm.tokenizer : model;
+    if (pl_tokenizer_load(tok_dir, &tok, &err) != PL_STATUS_OK) {
+        tok = NULL;
+        pl_rp_log(&cfg, PL_RP_LOG_WARN, NULL, NULL, "no tokenizer (%s): text prompts fail",
+                  err.msg);
+    }
+    struct pl_sampling_params defaults;
+    pl_llm_default_sampling_params(llm, &defaults);
+    struct pl_async_engine_params ap;
+    pl_async_engine_params_default(&ap);
+    ap.max_pending = 4096;
+    ap.stall_timeout_s = stall_s;
+    struct pl_rp_ctx ctx = {&cfg, llm, NULL, NULL};
+    const char *names[] = {cfg.served_model_name};
+    struct pl_openai_params op = {.served_names = names,
+                                  .n_served_names = 1,
+                                  .model_root = model,
+                                  .max_model_len = pl_llm_max_model_len(llm),
+                                  .tok = tok,
+                                  .chat_template = cfg.custom_chat_template,
+                                  .defaults = &defaults,
+                                  .vocab_size = pl_llm_vocab_size(llm),
+                                  .response_role = cfg.response_role};
+    pl_status st = pl_async_engine_new(&pl_llm_engine_ops, llm, &ap, &ctx.ae, &err);
+    if (st == PL_STATUS_OK) {
+        op.ae = ctx.ae;
+        st = pl_openai_new(&op, &ctx.oai, &err);
+    }
+    if (st != PL_STATUS_OK) {
+        pl_rp_log(&cfg, PL_RP_LOG_ERROR, NULL, NULL, "%s", err.msg);
         rc = 1;
     } else if (serve_api || cfg.realtime_port) {
         if (!serve_api) {
@@ -286,7 +309,10 @@ int pl_cli_worker(int argc, char **argv)
     } else {
         rc = pl_rp_worker_run(&ctx);
     }
-    pl_weng_stop(ctx.eng);
+    pl_async_engine_free(ctx.ae);
+    pl_openai_free(ctx.oai);
+    pl_sampling_params_fini(&defaults);
+    pl_tokenizer_free(tok);
     pl_llm_free(llm);
     pl_rp_config_fini(&cfg);
     pl_cli_flags_fini(&fl);

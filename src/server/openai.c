@@ -7,12 +7,14 @@
  * max_completion_tokens) the rest of the context; a null field means "not
  * given". Errors are 400 naming the field, 404 for an unknown model.
  *
- * A generation request's life (struct gen, one per HTTP request):
- *   handler: parse -> submit one engine request per prompt -> return an async
- *   reply (stream or deferred); engine thread: deltas -> wake;
- *   transport thread: produce()/result() drain deltas into per-choice state and
- *   format chunks or the final object; closed(): abort what is unfinished
- *   (the client went away: the engine frees its blocks), release, free.
+ * A generation request's life (struct pl_openai_gen, one per HTTP request or
+ * RunPod job; nothing in it knows the transport):
+ *   gen_new: parse -> gen_submit: one engine request per prompt; engine
+ *   thread: deltas -> notify (the HTTP route wakes its connection, the worker
+ *   its job thread); caller's thread: gen_produce()/gen_result() drain deltas
+ *   into per-choice state and format SSE chunks or the final object;
+ *   gen_free: abort what is unfinished (the client went away: the engine frees
+ *   its blocks), release, free.
  */
 #include "server/openai.h"
 
@@ -42,6 +44,7 @@ struct pl_openai {
     int vocab_size;
     struct pl_async_engine *ae;
     struct pl_metrics *metrics;
+    char *role;                    /* of chat answers */
     time_t created;
     atomic_ullong next_id;
     unsigned long long id_salt;
@@ -140,7 +143,8 @@ pl_status pl_openai_new(const struct pl_openai_params *p, struct pl_openai **out
     for (int i = 0; i < p->n_served_names; i++)
         if (!(o->names[i] = strdup(p->served_names[i])))
             goto oom;
-    if (!(o->model_root = strdup(p->model_root ? p->model_root : "")))
+    if (!(o->model_root = strdup(p->model_root ? p->model_root : "")) ||
+        !(o->role = strdup(p->response_role ? p->response_role : "assistant")))
         goto oom;
     o->max_model_len = p->max_model_len;
     o->tok = p->tok;
@@ -185,6 +189,7 @@ void pl_openai_free(struct pl_openai *o)
         free(o->names[i]);
     free(o->names);
     free(o->model_root);
+    free(o->role);
     pl_chat_template_free(o->tmpl);
     free(o->tmpl_error);
     pl_sampling_params_fini(&o->defaults);
@@ -742,6 +747,40 @@ out:
     return st;
 }
 
+pl_status pl_openai_prepare_prompt(const struct pl_openai *o, enum pl_openai_kind kind,
+                                   const json_t *root, struct pl_openai_prompt *out,
+                                   struct pl_openai_error *e)
+{
+    struct pl_openai_request r;
+    memset(&r, 0, sizeof(r));
+    memset(e, 0, sizeof(*e));
+    memset(out, 0, sizeof(*out));
+    pl_sampling_params_default(&r.sp);
+    r.kind = kind;
+    pl_status st = kind == PL_OPENAI_CHAT ? parse_chat_prompt(o, root, &r, e)
+                                          : parse_prompts(o, root, &r, e);
+    if (st == PL_STATUS_OK && r.n_prompts != 1)
+        st = fail(e, 400, "prompt", "prompt: expected one prompt");
+    if (st == PL_STATUS_OK) {
+        *out = r.prompts[0]; /* moved */
+        r.n_prompts = 0;
+    }
+    pl_openai_request_fini(&r);
+    return st;
+}
+
+char *pl_openai_error_text(const struct pl_openai_error *e)
+{
+    char *full = pl_http_error_json(e->status ? e->status : 400, e->type,
+                                    e->param[0] ? e->param : NULL, e->message, NULL);
+    json_t *root = full ? json_loads(full, 0, NULL) : NULL;
+    free(full);
+    char *s = root ? json_dumps(json_object_get(root, "error"), JSON_COMPACT | JSON_PRESERVE_ORDER)
+                   : NULL;
+    json_decref(root);
+    return s;
+}
+
 /* ---- SSE ----------------------------------------------------------------------- */
 
 void pl_openai_sse_data(struct pl_sbuf *b, const char *payload, size_t len)
@@ -783,10 +822,9 @@ struct sub {
     int n_prompt_lp;
 };
 
-struct gen {
+struct pl_openai_gen {
     struct pl_openai *o;
     struct pl_openai_request req;
-    struct pl_http_async *async;
     struct sub *subs;        /* [n_subs]: one engine request per prompt */
     int n_subs;
     struct choice *choices;  /* [n_choices] = n_prompts * n */
@@ -800,10 +838,18 @@ struct gen {
     bool ended;              /* stream: [DONE] sent */
 };
 
-static void gen_free(struct gen *g)
+void pl_openai_gen_abort(struct pl_openai_gen *g)
+{
+    for (int i = 0; g && i < g->n_subs; i++)
+        if (!g->subs[i].finished)
+            pl_async_request_abort(g->subs[i].r);
+}
+
+void pl_openai_gen_free(struct pl_openai_gen *g)
 {
     if (!g)
         return;
+    pl_openai_gen_abort(g);
     for (int i = 0; i < g->n_subs; i++) {
         pl_async_request_release(g->subs[i].r);
         free(g->subs[i].prompt_lp);
@@ -864,8 +910,8 @@ static json_t *utf8_bytes(const json_t *s)
 }
 
 /* Appends one position's logprobs to lp (creating it): completions or chat format. */
-static void add_logprob(struct gen *g, struct choice *c, const struct pl_async_logprob *e,
-                        json_t **lp)
+static void add_logprob(struct pl_openai_gen *g, struct choice *c,
+                        const struct pl_async_logprob *e, json_t **lp)
 {
     const struct pl_openai *o = g->o;
     int k = g->req.logprobs;
@@ -926,7 +972,7 @@ static void add_logprob(struct gen *g, struct choice *c, const struct pl_async_l
 }
 
 /* vLLM's prompt_logprobs: [null, {"<id>": {logprob, rank, decoded_token}}, ...]. */
-static json_t *prompt_logprobs_json(const struct gen *g, const struct sub *sb)
+static json_t *prompt_logprobs_json(const struct pl_openai_gen *g, const struct sub *sb)
 {
     if (!sb->prompt_lp)
         return json_null();
@@ -955,7 +1001,7 @@ static json_t *prompt_logprobs_json(const struct gen *g, const struct sub *sb)
     return a;
 }
 
-static json_t *usage_json(const struct gen *g)
+static json_t *usage_json(const struct pl_openai_gen *g)
 {
     json_t *u = json_object();
     json_object_set_new(u, "prompt_tokens", json_integer(g->prompt_tokens));
@@ -964,7 +1010,7 @@ static json_t *usage_json(const struct gen *g)
     return u;
 }
 
-static json_t *chunk_base(const struct gen *g)
+static json_t *chunk_base(const struct pl_openai_gen *g)
 {
     json_t *c = json_object();
     json_object_set_new(c, "id", json_string(g->id));
@@ -995,7 +1041,7 @@ static json_t *finish_json(enum pl_async_finish f)
 }
 
 /* One stream chunk for one choice's news. */
-static void emit_choice_chunk(struct gen *g, int index, const char *text, size_t text_len,
+static void emit_choice_chunk(struct pl_openai_gen *g, int index, const char *text, size_t text_len,
                               json_t *lp, enum pl_async_finish finish, json_t *stop_reason,
                               struct pl_sbuf *out)
 {
@@ -1035,7 +1081,8 @@ static json_t *stop_reason_json(const struct pl_async_sample *s)
 }
 
 /* The prompt as echo shows it: its text, or its ids decoded. */
-static void echo_text(const struct gen *g, const struct pl_openai_prompt *p, struct pl_sbuf *b)
+static void echo_text(const struct pl_openai_gen *g, const struct pl_openai_prompt *p,
+                      struct pl_sbuf *b)
 {
     if (p->text) {
         pl_sbuf_puts(b, p->text);
@@ -1049,7 +1096,7 @@ static void echo_text(const struct gen *g, const struct pl_openai_prompt *p, str
     }
 }
 
-static void take_error(struct gen *g, const struct pl_async_output *o)
+static void take_error(struct pl_openai_gen *g, const struct pl_async_output *o)
 {
     if (g->fail_status)
         return;
@@ -1062,7 +1109,7 @@ static void take_error(struct gen *g, const struct pl_async_output *o)
 }
 
 /* One sample's news into its choice; streams append a chunk to out. */
-static void take_sample(struct gen *g, struct sub *sb, const struct pl_async_sample *s,
+static void take_sample(struct pl_openai_gen *g, struct sub *sb, const struct pl_async_sample *s,
                         struct pl_sbuf *out)
 {
     int n = g->req.sp.n > 0 ? g->req.sp.n : 1;
@@ -1104,7 +1151,7 @@ static void take_sample(struct gen *g, struct sub *sb, const struct pl_async_sam
 }
 
 /* One delta of one engine request into the choices (takes o). */
-static void take_output(struct gen *g, struct sub *sb, struct pl_async_output *o,
+static void take_output(struct pl_openai_gen *g, struct sub *sb, struct pl_async_output *o,
                         struct pl_sbuf *out)
 {
     if (o->error_msg)
@@ -1124,7 +1171,7 @@ static void take_output(struct gen *g, struct sub *sb, struct pl_async_output *o
 }
 
 /* Drains every engine request's deltas into the choices; streams append chunks to out. */
-static void drain(struct gen *g, struct pl_sbuf *out)
+static void drain(struct pl_openai_gen *g, struct pl_sbuf *out)
 {
     for (int si = 0; si < g->n_subs; si++) {
         struct sub *sb = &g->subs[si];
@@ -1148,7 +1195,7 @@ static void drain(struct gen *g, struct pl_sbuf *out)
     }
 }
 
-static bool all_finished(const struct gen *g)
+static bool all_finished(const struct pl_openai_gen *g)
 {
     for (int i = 0; i < g->n_subs; i++)
         if (!g->subs[i].finished)
@@ -1156,9 +1203,29 @@ static bool all_finished(const struct gen *g)
     return true;
 }
 
-static bool gen_produce(void *user, struct pl_sbuf *out)
+bool pl_openai_gen_is_stream(const struct pl_openai_gen *g)
 {
-    struct gen *g = user;
+    return g->req.stream;
+}
+
+/* An engine refusal or failure as the error the routes answer. */
+static void fail_error(const struct pl_openai_gen *g, struct pl_openai_error *e)
+{
+    memset(e, 0, sizeof(*e));
+    e->status = g->fail_status;
+    snprintf(e->message, sizeof(e->message), "%s", g->fail_msg ? g->fail_msg : "engine error");
+}
+
+bool pl_openai_gen_failed(const struct pl_openai_gen *g, struct pl_openai_error *e)
+{
+    if (!g->fail_status)
+        return false;
+    fail_error(g, e);
+    return true;
+}
+
+bool pl_openai_gen_produce(struct pl_openai_gen *g, struct pl_sbuf *out)
+{
     if (g->ended)
         return false;
     if (!g->started) {
@@ -1169,7 +1236,7 @@ static bool gen_produce(void *user, struct pl_sbuf *out)
                 json_t *ch = json_object();
                 json_object_set_new(ch, "index", json_integer(i));
                 json_t *delta = json_object();
-                json_object_set_new(delta, "role", json_string("assistant"));
+                json_object_set_new(delta, "role", json_string(g->o->role));
                 json_object_set_new(delta, "content", json_string(""));
                 json_object_set_new(ch, "delta", delta);
                 json_object_set_new(ch, "logprobs", json_null());
@@ -1185,11 +1252,13 @@ static bool gen_produce(void *user, struct pl_sbuf *out)
     if (!all_finished(g))
         return true;
     if (g->fail_status) {
+        struct pl_openai_error e;
+        fail_error(g, &e);
         size_t len = 0;
-        char *e = pl_http_error_json(g->fail_status, NULL, NULL, g->fail_msg, &len);
-        if (e)
-            pl_openai_sse_data(out, e, len);
-        free(e);
+        char *t = pl_http_error_json(e.status, NULL, NULL, e.message, &len);
+        if (t)
+            pl_openai_sse_data(out, t, len);
+        free(t);
     } else if (g->req.include_usage) {
         json_t *c = chunk_base(g);
         json_object_set_new(c, "choices", json_array());
@@ -1201,14 +1270,14 @@ static bool gen_produce(void *user, struct pl_sbuf *out)
     return false;
 }
 
-static bool gen_result(void *user, struct pl_http_response *resp)
+bool pl_openai_gen_result(struct pl_openai_gen *g, json_t **resp, struct pl_openai_error *e)
 {
-    struct gen *g = user;
+    *resp = NULL;
     drain(g, NULL);
     if (!all_finished(g))
         return false;
     if (g->fail_status) {
-        pl_http_set_error(resp, g->fail_status, NULL, NULL, g->fail_msg);
+        fail_error(g, e);
         return true;
     }
     json_t *root = json_object();
@@ -1231,7 +1300,7 @@ static bool gen_result(void *user, struct pl_http_response *resp)
         pl_sbuf_fini(&text);
         if (chat) {
             json_t *msg = json_object();
-            json_object_set_new(msg, "role", json_string("assistant"));
+            json_object_set_new(msg, "role", json_string(g->o->role));
             json_object_set_new(msg, "content", jt);
             json_object_set_new(ch, "message", msg);
         } else {
@@ -1254,30 +1323,73 @@ static bool gen_result(void *user, struct pl_http_response *resp)
                                                          ? prompt_logprobs_json(g, &g->subs[0])
                                                          : json_null());
     json_object_set_new(root, "usage", usage_json(g));
-    size_t len = 0;
-    char *s = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    json_decref(root);
-    if (s)
-        len = strlen(s);
-    pl_http_set_json(resp, 200, s, len);
+    *resp = root;
     return true;
 }
 
-static void gen_closed(void *user, bool completed_ok)
+pl_status pl_openai_gen_new(struct pl_openai *o, enum pl_openai_kind kind, const char *body,
+                            size_t len, struct pl_openai_gen **out, struct pl_openai_error *e)
 {
-    struct gen *g = user;
-    for (int i = 0; i < g->n_subs; i++)
-        if (!g->subs[i].finished)
-            pl_async_request_abort(g->subs[i].r); /* the client left: free its KV blocks */
-    gen_free(g);
+    *out = NULL;
+    struct pl_openai_gen *g = calloc(1, sizeof(*g));
+    if (!g) {
+        memset(e, 0, sizeof(*e));
+        return fail(e, 503, NULL, "out of memory");
+    }
+    g->o = o;
+    pl_status st = pl_openai_parse(o, kind, body, len, &g->req, e);
+    if (st != PL_STATUS_OK) {
+        free(g);
+        return st;
+    }
+    int n = g->req.sp.n > 0 ? g->req.sp.n : 1;
+    g->n_choices = g->req.n_prompts * n;
+    g->choices = calloc((size_t)g->n_choices, sizeof(*g->choices));
+    g->subs = calloc((size_t)g->req.n_prompts, sizeof(*g->subs));
+    if (!g->choices || !g->subs) {
+        pl_openai_gen_free(g);
+        return fail(e, 503, NULL, "out of memory");
+    }
+    unsigned long long seq = atomic_fetch_add(&o->next_id, 1);
+    snprintf(g->id, sizeof(g->id), "%s-%016llx%08llx", kind == PL_OPENAI_CHAT ? "chatcmpl" : "cmpl",
+             o->id_salt, seq);
+    g->created = (long long)time(NULL);
+    *out = g;
+    return PL_STATUS_OK;
 }
 
-static const struct pl_http_async_ops gen_stream_ops = {NULL, gen_produce, gen_closed};
-static const struct pl_http_async_ops gen_deferred_ops = {gen_result, NULL, gen_closed};
-
-static void on_engine_news(void *user)
+pl_status pl_openai_gen_submit(struct pl_openai_gen *g, pl_async_notify_fn notify, void *user,
+                               struct pl_openai_error *e)
 {
-    pl_http_async_wake(user);
+    for (int i = 0; i < g->req.n_prompts; i++) {
+        const struct pl_openai_prompt *p = &g->req.prompts[i];
+        struct pl_sampling_params sp = g->req.sp;
+        sp.owned = NULL;
+        sp.max_tokens = p->max_tokens;
+        struct pl_err err = {0};
+        pl_status st = g->o->ae ? pl_async_engine_submit(g->o->ae, p->ids, p->n_ids, &sp, notify,
+                                                         user, &g->subs[i].r, &err)
+                                : pl_err_set(&err, PL_STATUS_ABORTED, "no engine");
+        if (st != PL_STATUS_OK) {
+            /* nothing stays submitted: abort and release what was (no notify after this) */
+            pl_openai_gen_abort(g);
+            for (int k = 0; k < g->n_subs; k++)
+                pl_async_request_release(g->subs[k].r);
+            g->n_subs = 0;
+            memset(e, 0, sizeof(*e));
+            return fail(e, st == PL_STATUS_INVALID_ARGUMENT ? 400 : 503, NULL, "%s", err.msg);
+        }
+        g->subs[i].prompt_index = i;
+        g->n_subs = i + 1;
+    }
+    return PL_STATUS_OK;
+}
+
+/* ---- the HTTP routes' adapter ------------------------------------------------------ */
+
+static bool http_produce(void *user, struct pl_sbuf *out)
+{
+    return pl_openai_gen_produce(user, out);
 }
 
 static void set_parse_error(struct pl_http_response *resp, const struct pl_openai_error *e)
@@ -1286,61 +1398,59 @@ static void set_parse_error(struct pl_http_response *resp, const struct pl_opena
                       e->message);
 }
 
+static bool http_result(void *user, struct pl_http_response *resp)
+{
+    json_t *root;
+    struct pl_openai_error e;
+    if (!pl_openai_gen_result(user, &root, &e))
+        return false;
+    if (!root) {
+        set_parse_error(resp, &e);
+        return true;
+    }
+    char *s = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(root);
+    pl_http_set_json(resp, 200, s, s ? strlen(s) : 0);
+    return true;
+}
+
+static void http_closed(void *user, bool completed_ok)
+{
+    pl_openai_gen_free(user); /* aborts what is unfinished: the client left, free its KV blocks */
+}
+
+static const struct pl_http_async_ops gen_stream_ops = {NULL, http_produce, http_closed};
+static const struct pl_http_async_ops gen_deferred_ops = {http_result, NULL, http_closed};
+
+static void on_engine_news(void *user)
+{
+    pl_http_async_wake(user);
+}
+
 static void handle_generate(struct pl_openai *o, enum pl_openai_kind kind,
                             const struct pl_http_request *hreq, struct pl_http_response *resp)
 {
     struct pl_openai_error e;
-    struct gen *g = calloc(1, sizeof(*g));
-    if (!g) {
-        pl_http_set_error(resp, 503, NULL, NULL, "out of memory");
-        return;
-    }
-    g->o = o;
-    if (pl_openai_parse(o, kind, hreq->body, hreq->body_len, &g->req, &e) != PL_STATUS_OK) {
+    struct pl_openai_gen *g;
+    if (pl_openai_gen_new(o, kind, hreq->body, hreq->body_len, &g, &e) != PL_STATUS_OK) {
         set_parse_error(resp, &e);
-        free(g);
         return;
     }
-    int n = g->req.sp.n > 0 ? g->req.sp.n : 1;
-    g->n_choices = g->req.n_prompts * n;
-    g->choices = calloc((size_t)g->n_choices, sizeof(*g->choices));
-    g->subs = calloc((size_t)g->req.n_prompts, sizeof(*g->subs));
-    g->async = pl_http_async_new(g->req.stream ? &gen_stream_ops : &gen_deferred_ops, g,
-                                 g->req.stream, "text/event-stream");
-    if (!g->choices || !g->subs || !g->async) {
-        pl_http_async_discard(g->async);
-        gen_free(g);
+    bool stream = g->req.stream;
+    struct pl_http_async *a = pl_http_async_new(stream ? &gen_stream_ops : &gen_deferred_ops, g,
+                                                stream, "text/event-stream");
+    if (!a) {
+        pl_openai_gen_free(g);
         pl_http_set_error(resp, 503, NULL, NULL, "out of memory");
         return;
     }
-    unsigned long long seq = atomic_fetch_add(&o->next_id, 1);
-    snprintf(g->id, sizeof(g->id), "%s-%016llx%08llx", kind == PL_OPENAI_CHAT ? "chatcmpl" : "cmpl",
-             o->id_salt, seq);
-    g->created = (long long)time(NULL);
-    for (int i = 0; i < g->req.n_prompts; i++) {
-        const struct pl_openai_prompt *p = &g->req.prompts[i];
-        struct pl_sampling_params sp = g->req.sp;
-        sp.owned = NULL;
-        sp.max_tokens = p->max_tokens;
-        struct pl_err err = {0};
-        pl_status st = o->ae ? pl_async_engine_submit(o->ae, p->ids, p->n_ids, &sp, on_engine_news,
-                                                      g->async, &g->subs[i].r, &err)
-                             : pl_err_set(&err, PL_STATUS_ABORTED, "no engine");
-        if (st != PL_STATUS_OK) {
-            for (int k = 0; k < i; k++)
-                pl_async_request_abort(g->subs[k].r);
-            g->n_subs = i;
-            struct pl_http_async *a = g->async;
-            gen_free(g); /* releases the submitted requests: no wake-up after this */
-            pl_http_async_discard(a);
-            pl_http_set_error(resp, st == PL_STATUS_INVALID_ARGUMENT ? 400 : 503, NULL, NULL,
-                              err.msg);
-            return;
-        }
-        g->subs[i].prompt_index = i;
-        g->n_subs = i + 1;
+    if (pl_openai_gen_submit(g, on_engine_news, a, &e) != PL_STATUS_OK) {
+        pl_openai_gen_free(g); /* nothing submitted: no wake-up after this */
+        pl_http_async_discard(a);
+        set_parse_error(resp, &e);
+        return;
     }
-    resp->async = g->async;
+    resp->async = a;
 }
 
 static void h_completions(void *user, const struct pl_http_request *req,
@@ -1361,9 +1471,8 @@ static void reply_json(struct pl_http_response *resp, int status, json_t *root)
     pl_http_set_json(resp, status, s, s ? strlen(s) : 0);
 }
 
-static void h_models(void *user, const struct pl_http_request *req, struct pl_http_response *resp)
+json_t *pl_openai_models_json(const struct pl_openai *o)
 {
-    struct pl_openai *o = user;
     json_t *data = json_array();
     for (int i = 0; i < o->n_names; i++) {
         json_t *m = json_object();
@@ -1380,7 +1489,12 @@ static void h_models(void *user, const struct pl_http_request *req, struct pl_ht
     json_t *root = json_object();
     json_object_set_new(root, "object", json_string("list"));
     json_object_set_new(root, "data", data);
-    reply_json(resp, 200, root);
+    return root;
+}
+
+static void h_models(void *user, const struct pl_http_request *req, struct pl_http_response *resp)
+{
+    reply_json(resp, 200, pl_openai_models_json(user));
 }
 
 static json_t *load_object(const struct pl_http_request *req, struct pl_http_response *resp)

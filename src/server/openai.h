@@ -15,6 +15,12 @@
  * template are immutable and shared; the engine is reached only through the
  * async engine. One HTTP request may become several engine requests (a list
  * of prompts); choice index = prompt index * n + sample index.
+ *
+ * Two layers: pl_openai_gen_* below is one generation request independent of
+ * any transport (parse, submit, drain deltas into SSE text or the response
+ * object, abort); the HTTP routes (pl_openai_register) and the RunPod
+ * worker's OpenAI-route jobs (src/worker/handlers.c) both drive it, so their
+ * validation, errors and shapes are the same by construction.
  */
 #ifndef PL_SERVER_OPENAI_H
 #define PL_SERVER_OPENAI_H
@@ -40,6 +46,8 @@ struct pl_openai_params {
     int vocab_size;                  /* bounds token ids in prompts */
     struct pl_async_engine *ae;      /* borrowed; NULL only in parsing tests */
     struct pl_metrics *metrics;      /* borrowed, may be NULL */
+    const char *response_role;       /* role of chat answers (vLLM's --response-role); NULL:
+                                        "assistant" */
 };
 
 struct pl_openai;
@@ -87,6 +95,74 @@ struct pl_openai_error {
 pl_status pl_openai_parse(const struct pl_openai *o, enum pl_openai_kind kind, const char *body,
                           size_t len, struct pl_openai_request *out, struct pl_openai_error *e);
 void pl_openai_request_fini(struct pl_openai_request *r);
+
+/*
+ * Tokenizes one prompt as the routes do, for callers that build engine
+ * requests themselves (the worker's native forms). CHAT renders root's
+ * "messages" with the chat template (root's add_generation_prompt,
+ * chat_template, chat_template_kwargs ... honoured; no special tokens added);
+ * COMPLETION encodes root's "prompt" string (special tokens added unless
+ * root says add_special_tokens: false). out->max_tokens is left 0; free out
+ * with free(out->ids), free(out->text).
+ */
+pl_status pl_openai_prepare_prompt(const struct pl_openai *o, enum pl_openai_kind kind,
+                                   const struct json_t *root, struct pl_openai_prompt *out,
+                                   struct pl_openai_error *e);
+
+/* The /v1/models answer: {"object": "list", "data": [one model per served name]}. */
+struct json_t *pl_openai_models_json(const struct pl_openai *o);
+
+/* The error as its OpenAI JSON object {"message", "type", "param", "code"} (malloc'd text). */
+char *pl_openai_error_text(const struct pl_openai_error *e);
+
+/* ---- one generation request, transport-independent ---- */
+
+/*
+ * Life: gen_new (parse) -> gen_submit -> [notify on the engine thread] ->
+ * gen_produce (stream) or gen_result (not stream) until done -> gen_free.
+ * gen_abort any time (the client left, the job was stopped). Only one thread
+ * at a time calls a gen's functions; notify may run on the engine thread
+ * concurrently with them (it must only signal).
+ */
+struct pl_openai_gen;
+
+/* Parses and validates body (as pl_openai_parse). Nothing is submitted yet. */
+pl_status pl_openai_gen_new(struct pl_openai *o, enum pl_openai_kind kind, const char *body,
+                            size_t len, struct pl_openai_gen **out, struct pl_openai_error *e);
+
+/*
+ * Submits one engine request per prompt; notify(user) is called on the engine
+ * thread after each delta. On failure nothing stays submitted and e says why
+ * (400 for a refused request, 503 when the engine is full or stopping).
+ */
+pl_status pl_openai_gen_submit(struct pl_openai_gen *g, pl_async_notify_fn notify, void *user,
+                               struct pl_openai_error *e);
+
+bool pl_openai_gen_is_stream(const struct pl_openai_gen *g);
+
+/*
+ * Streaming: appends the SSE events for everything that arrived since the
+ * last call (the chat role chunks first; at the end an error event or the
+ * usage chunk, then "data: [DONE]"). Returns false once [DONE] was written.
+ */
+bool pl_openai_gen_produce(struct pl_openai_gen *g, struct pl_sbuf *out);
+
+/*
+ * Non-streaming: false while engine requests are unfinished. Then true and
+ * either *resp is the response object (the caller owns it) or, when the
+ * engine failed the request, *resp is NULL and e says why.
+ */
+bool pl_openai_gen_result(struct pl_openai_gen *g, struct json_t **resp,
+                          struct pl_openai_error *e);
+
+/* True when the engine failed a request of g (e filled); meaningful once it is done. */
+bool pl_openai_gen_failed(const struct pl_openai_gen *g, struct pl_openai_error *e);
+
+/* Asks the engine to abort every unfinished request of g (their KV blocks are freed). */
+void pl_openai_gen_abort(struct pl_openai_gen *g);
+
+/* Aborts what is unfinished, releases g's engine requests and frees g. */
+void pl_openai_gen_free(struct pl_openai_gen *g); /* NULL is a no-op */
 
 /* Appends one Server-Sent Event: "data: <payload>\n\n" (payload has no newlines). */
 void pl_openai_sse_data(struct pl_sbuf *b, const char *payload, size_t len);

@@ -7,14 +7,25 @@
  * (mode defaults < top-level keys < "sampling_params"), the chunk builder
  * that follows the batch-size schedule, and the result of one job.
  * Chunk content depends only on the engine's deltas, never on how fast
- * chunks are posted: the engine thread queues deltas in the job's box and
- * this runner turns them into chunks in order.
+ * chunks are posted: the async engine queues each request's deltas and this
+ * runner (on the job's thread) turns them into chunks in order.
+ *
+ * The engine is reached as the OpenAI server reaches it: prompts are
+ * tokenized here, on the job's thread, through the OpenAI layer (its chat
+ * template, its tokenizer), and token ids go to the async engine. The
+ * OpenAI-route form is the server's request handling itself
+ * (pl_openai_gen_*): same validation and errors, logprobs, n, usage, the same
+ * SSE events, which are then grouped into stream chunks (spec 4.4).
+ * A stopped job aborts its engine requests (their KV blocks are freed at the
+ * engine's next step) and returns without waiting for them.
  */
-#include "worker/engine_loop.h"
 #include "worker/runpod.h"
 
+#include "engine/async_engine.h"
+#include "server/openai.h"
 #include "util/err.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,14 +97,22 @@ static void set_error(struct pl_rp_result *res, const char *msg)
     res->error = strdup(msg ? msg : "unknown error");
 }
 
-/* The JSON text of an OpenAI error object (spec 4.6's recommendation). */
-static char *openai_error_text(const char *message, const char *type, int code)
+/* Fails the job with the JSON text of e's OpenAI error object (spec 4.6's recommendation). */
+static void set_openai_error(struct pl_rp_result *res, const struct pl_openai_error *e)
 {
-    json_t *o = json_pack("{s:s, s:s, s:n, s:i}", "message", message, "type", type, "param",
-                          "code", code);
-    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
-    json_decref(o);
-    return s;
+    char *t = pl_openai_error_text(e);
+    set_error(res, t ? t : e->message);
+    free(t);
+}
+
+/* An OpenAI error object for a message of the worker's own (status 400 unless given). */
+static void set_openai_message(struct pl_rp_result *res, int status, const char *message)
+{
+    struct pl_openai_error e;
+    memset(&e, 0, sizeof(e));
+    e.status = status;
+    snprintf(e.message, sizeof(e.message), "%s", message);
+    set_openai_error(res, &e);
 }
 
 /* ---- sampling parameters ---- */
@@ -160,8 +179,14 @@ struct run {
     pl_rp_chunk_fn on_chunk;
     void *user;
     volatile int *stop_flag;
-    struct pl_wbox *box;
-    const char *job_id;
+    /* engine news: notify (engine thread) sets news, the job thread waits on it */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool news;
+    /* the job's own engine requests (the native and simple forms) */
+    struct pl_async_request **reqs; /* [n_reqs] */
+    bool *done;                      /* [n_reqs] its finished delta was taken */
+    int n_reqs;
 };
 
 static bool stopped(struct run *r)
@@ -185,25 +210,125 @@ static bool emit(struct run *r, json_t *chunk)
     return !r->res->stopped;
 }
 
-/* Submits one request of the job; false (error set) when it could not be queued. */
-static bool submit(struct run *r, size_t idx, const char *text, const char *messages,
+/* The async engine's notify: runs on the engine thread, so it only signals. */
+static void on_news(void *user)
+{
+    struct run *r = user;
+    pthread_mutex_lock(&r->mu);
+    r->news = true;
+    pthread_cond_signal(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+}
+
+/*
+ * Waits for engine news. The stop flag is set by another thread (the stop
+ * channel, /cancel) without a signal, so it is looked at every 50 ms.
+ * False when the job was stopped.
+ */
+static bool wait_news(struct run *r)
+{
+    pthread_mutex_lock(&r->mu);
+    while (!r->news && !stopped(r)) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 50000000L;
+        ts.tv_sec += ts.tv_nsec / 1000000000L;
+        ts.tv_nsec %= 1000000000L;
+        pthread_cond_timedwait(&r->cv, &r->mu, &ts);
+    }
+    r->news = false;
+    pthread_mutex_unlock(&r->mu);
+    if (stopped(r))
+        r->res->stopped = true;
+    return !r->res->stopped;
+}
+
+/* Queues one engine request of the job; false (error set) when it was refused. */
+static bool submit(struct run *r, const struct pl_openai_prompt *p,
                    const struct pl_sampling_params *sp)
 {
-    char rid[600];
-    snprintf(rid, sizeof(rid), "%s#%zu", r->job_id, idx);
-    const char *tmpl = r->ctx->cfg ? r->ctx->cfg->custom_chat_template : NULL;
-    if (pl_wbox_submit(r->box, rid, text, messages, tmpl, sp) != PL_STATUS_OK) {
+    struct pl_async_request **reqs = realloc(r->reqs, sizeof(*reqs) * (size_t)(r->n_reqs + 1));
+    if (reqs)
+        r->reqs = reqs;
+    bool *done = realloc(r->done, sizeof(*done) * (size_t)(r->n_reqs + 1));
+    if (done)
+        r->done = done;
+    if (!reqs || !done) {
         set_error(r->res, "out of memory");
         return false;
     }
+    struct pl_err err;
+    pl_err_clear(&err);
+    if (pl_async_engine_submit(r->ctx->ae, p->ids, p->n_ids, sp, on_news, r,
+                               &r->reqs[r->n_reqs], &err) != PL_STATUS_OK) {
+        set_error(r->res, err.msg);
+        return false;
+    }
+    r->done[r->n_reqs++] = false;
     return true;
 }
 
-/* The request index from "<job>#<i>". */
-static size_t rid_index(const char *rid)
+/*
+ * The next delta of the job's requests (*which = the request's index), waiting
+ * for one. NULL when every request has finished or the job was stopped.
+ */
+static struct pl_async_output *next_output(struct run *r, int *which)
 {
-    const char *h = strrchr(rid, '#');
-    return h ? (size_t)strtoull(h + 1, NULL, 10) : 0;
+    for (;;) {
+        bool all_done = true;
+        for (int i = 0; i < r->n_reqs; i++) {
+            if (r->done[i])
+                continue;
+            struct pl_async_output *o = pl_async_request_pop(r->reqs[i]);
+            /* finished: its last delta may have landed after the pop; look once more */
+            if (!o && pl_async_request_is_finished(r->reqs[i]))
+                o = pl_async_request_pop(r->reqs[i]);
+            if (o) {
+                r->done[i] = o->finished;
+                *which = i;
+                return o;
+            }
+            if (pl_async_request_is_finished(r->reqs[i]))
+                r->done[i] = true; /* ended without a delta (out of memory) */
+            else
+                all_done = false;
+        }
+        if (all_done || !wait_news(r))
+            return NULL;
+    }
+}
+
+/*
+ * Tokenizes a prompt through the OpenAI layer: messages with the chat
+ * template (CUSTOM_CHAT_TEMPLATE or the model's), else text with special
+ * tokens. false (error set) on failure: the OpenAI error object for the
+ * native form (spec 4.6), the plain message for the simple forms.
+ */
+static bool prepare(struct run *r, const json_t *messages, const json_t *text, bool native,
+                    struct pl_openai_prompt *p)
+{
+    json_t *root = messages ? json_pack("{s:O}", "messages", messages)
+                            : json_pack("{s:O}", "prompt", text);
+    struct pl_openai_error e;
+    pl_status st = root ? pl_openai_prepare_prompt(r->ctx->oai,
+                                                   messages ? PL_OPENAI_CHAT : PL_OPENAI_COMPLETION,
+                                                   root, p, &e)
+                        : PL_STATUS_NO_MEMORY;
+    json_decref(root);
+    if (st == PL_STATUS_OK)
+        return true;
+    if (!root)
+        set_error(r->res, "out of memory");
+    else if (native && messages && !strcmp(e.param, "chat_template"))
+        /* worker-vllm's words (spec 4.2) */
+        set_openai_message(r->res, 400,
+                           "Chat template does not exist for this model, you must provide a "
+                           "single string input instead of a list of messages");
+    else if (native)
+        set_openai_error(r->res, &e);
+    else
+        set_error(r->res, e.message);
+    return false;
 }
 
 static bool append_text(char **buf, size_t *len, const char *s, size_t n)
@@ -243,29 +368,34 @@ static void run_simple_batch(struct run *r, const json_t *input)
     char **texts = calloc(n, sizeof(char *));
     size_t *lens = calloc(n, sizeof(size_t));
     bool good = texts && lens;
+    if (!good)
+        set_error(r->res, "out of memory");
     /* every prompt goes into the scheduler at once */
-    for (size_t i = 0; good && i < n; i++)
-        good = submit(r, i, json_string_value(json_array_get(prompts, i)), NULL, &sp);
+    for (size_t i = 0; good && i < n; i++) {
+        struct pl_openai_prompt p = {0};
+        good = prepare(r, NULL, json_array_get(prompts, i), false, &p) && submit(r, &p, &sp);
+        free(p.ids);
+        free(p.text);
+    }
     pl_sampling_params_fini(&sp);
-    char errbuf[512];
-    struct pl_request_output o;
-    int ev;
-    while (good && (ev = pl_wbox_next(r->box, &o, errbuf, sizeof(errbuf))) != 0) {
-        if (ev < 0) {
-            set_error(r->res, errbuf);
+    struct pl_async_output *o;
+    int which;
+    while (good && (o = next_output(r, &which)) != NULL) {
+        if (o->error_msg) {
+            set_error(r->res, o->error_msg);
             good = false;
-            break;
         }
-        size_t i = rid_index(o.request_id);
-        for (int k = 0; k < o.n_outputs && i < n; k++)
-            if (o.outputs[k].index == 0 && o.outputs[k].text_len > 0 &&
-                !append_text(&texts[i], &lens[i], o.outputs[k].text, o.outputs[k].text_len))
+        for (int k = 0; good && k < o->n_samples; k++) {
+            const struct pl_async_sample *sm = &o->samples[k];
+            if (sm->index == 0 && sm->text_len > 0 &&
+                !append_text(&texts[which], &lens[which], sm->text, sm->text_len))
                 good = false;
-        pl_request_output_fini(&o);
-        if (stopped(r)) {
-            r->res->stopped = true;
-            good = false;
         }
+        pl_async_output_free(o);
+    }
+    if (stopped(r)) {
+        r->res->stopped = true;
+        good = false;
     }
     if (good) {
         json_t *results = json_array();
@@ -336,29 +466,29 @@ static void run_stream(struct run *r, const json_t *input, enum pl_rp_mode mode)
     const json_t *messages = json_object_get(input, "messages");
     const json_t *prompt = json_object_get(input, "prompt");
     bool native = mode == PL_RP_MODE_VLLM_NATIVE;
-    char *messages_text = NULL;
+    json_t *wrapped = NULL; /* apply_chat_template: the prompt as one user message */
     if (native && messages) {
         if (!json_is_array(messages)) {
             set_error(r->res, "Input must be a string or a list of messages");
             return;
         }
-        messages_text = json_dumps(messages, JSON_COMPACT);
     } else if (!json_is_string(prompt) || json_string_length(prompt) == 0) {
         set_error(r->res, json_is_string(prompt) || json_is_null(prompt) || !prompt
                               ? "Missing 'prompt' in input"
                               : "Input must be a string or a list of messages");
         return;
     } else if (native && json_is_true(json_object_get(input, "apply_chat_template"))) {
-        json_t *m = json_pack("[{s:s, s:O}]", "role", "user", "content", prompt);
-        messages_text = m ? json_dumps(m, JSON_COMPACT) : NULL;
-        json_decref(m);
+        wrapped = json_pack("[{s:s, s:O}]", "role", "user", "content", prompt);
+        messages = wrapped;
+    } else {
+        messages = NULL;
     }
     struct pl_sampling_params sp;
     char *msg = NULL;
     if (!build_params(r->ctx, mode, input, &sp, &msg)) {
         set_error(r->res, msg);
         free(msg);
-        free(messages_text);
+        json_decref(wrapped);
         return;
     }
     struct chunker c = {0};
@@ -379,25 +509,28 @@ static void run_stream(struct run *r, const json_t *input, enum pl_rp_mode mode)
     size_t *full_len = c.single ? calloc((size_t)c.n_choices, sizeof(size_t)) : NULL;
     bool good = (!native || c.tokens) && (!c.single || (full && full_len));
     bool any = false;
-    if (good)
-        good = submit(r, 0, messages_text ? NULL : json_string_value(prompt), messages_text, &sp);
+    if (!good)
+        set_error(r->res, "out of memory");
+    struct pl_openai_prompt p = {0};
+    good = good && prepare(r, messages, prompt, native, &p) && submit(r, &p, &sp);
+    free(p.ids);
+    free(p.text);
     pl_sampling_params_fini(&sp);
-    free(messages_text);
-    char errbuf[512];
-    struct pl_request_output o;
-    int ev;
-    while (good && (ev = pl_wbox_next(r->box, &o, errbuf, sizeof(errbuf))) != 0) {
-        if (ev < 0) {
-            char *t = native ? openai_error_text(errbuf, "BadRequestError", 400) : NULL;
-            set_error(r->res, t ? t : errbuf);
-            free(t);
+    json_decref(wrapped);
+    struct pl_async_output *o;
+    int which;
+    while (good && (o = next_output(r, &which)) != NULL) {
+        if (o->error_msg) {
+            if (native)
+                set_openai_message(r->res, 400, o->error_msg);
+            else
+                set_error(r->res, o->error_msg);
             good = false;
-            break;
         }
-        if (o.prompt_token_ids)
-            c.n_prompt = o.n_prompt_token_ids;
-        for (int k = 0; k < o.n_outputs && good; k++) {
-            const struct pl_completion_output *co = &o.outputs[k];
+        if (o->is_first) /* later deltas may not repeat the prompt length */
+            c.n_prompt = o->n_prompt_tokens;
+        for (int k = 0; k < o->n_samples && good; k++) {
+            const struct pl_async_sample *co = &o->samples[k];
             int idx = co->index;
             if (idx < 0 || idx >= c.n_choices)
                 continue;
@@ -430,11 +563,11 @@ static void run_stream(struct run *r, const json_t *input, enum pl_rp_mode mode)
                 any = false;
             }
         }
-        pl_request_output_fini(&o);
-        if (stopped(r)) {
-            r->res->stopped = true;
-            good = false;
-        }
+        pl_async_output_free(o);
+    }
+    if (stopped(r)) {
+        r->res->stopped = true;
+        good = false;
     }
     if (good && c.single) {
         for (int i = 0; i < c.n_choices; i++)
@@ -456,14 +589,6 @@ static void run_stream(struct run *r, const json_t *input, enum pl_rp_mode mode)
     free(c.all);
 }
 
-/* Fails an OpenAI-route job with the JSON text of an OpenAI error object. */
-static void openai_fail(struct run *r, const char *message, const char *type, int code)
-{
-    char *t = openai_error_text(message, type, code);
-    set_error(r->res, t ? t : message);
-    free(t);
-}
-
 /* Emits the complete SSE chunks the batcher has produced so far. */
 static bool openai_emit_ready(struct run *r, json_t *ready)
 {
@@ -478,204 +603,73 @@ static bool openai_emit_ready(struct run *r, json_t *ready)
     return go;
 }
 
-/* Appends one SSE event ("data: <json>\n\n") of obj (stolen) to the batcher. */
-static bool openai_event(struct pl_rp_sse_batcher *b, json_t *obj, json_t *ready)
-{
-    char *s = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
-    json_decref(obj);
-    if (!s)
-        return false;
-    bool ok = pl_rp_sse_feed(b, "data: ", 6, ready) && pl_rp_sse_feed(b, s, strlen(s), ready) &&
-              pl_rp_sse_feed(b, "\n\n", 2, ready);
-    free(s);
-    return ok;
-}
-
 /*
- * /v1/chat/completions and /v1/completions on the worker's engine thread: a
- * stop-gap until the OpenAI server's request handling (src/server/openai.c)
- * is merged, covering the common fields (model check, messages / prompt,
- * sampling fields, n, stream with stream_options.include_usage).
+ * Streams g's Server-Sent Events (the server's, byte for byte) grouped into
+ * chunks of k events, k on the env batch schedule (spec 4.4). An engine
+ * failure fails the job (chunks already posted stay posted, spec 1.12).
  */
-static void run_openai_generate(struct run *r, const json_t *body, bool chat)
+static void openai_stream(struct run *r, struct pl_openai_gen *g)
 {
     const struct pl_rp_config *cfg = r->ctx->cfg;
-    if (!json_is_object(body)) {
-        openai_fail(r, "The request body must be a JSON object", "BadRequestError", 400);
-        return;
-    }
-    const char *model = json_string_value(json_object_get(body, "model"));
-    if (model && strcmp(model, cfg->served_model_name) != 0) {
-        char msg[600];
-        snprintf(msg, sizeof(msg), "The model `%s` does not exist.", model);
-        openai_fail(r, msg, "NotFoundError", 404);
-        return;
-    }
-    const json_t *messages = json_object_get(body, "messages");
-    const json_t *prompt = json_object_get(body, "prompt");
-    if (json_is_array(prompt) && json_array_size(prompt) == 1)
-        prompt = json_array_get(prompt, 0);
-    if (chat ? !json_is_array(messages) : !json_is_string(prompt)) {
-        openai_fail(r, chat ? "messages: a list of messages is required"
-                            : "prompt: a string (or a list of one string) is required",
-                    "BadRequestError", 400);
-        return;
-    }
-    struct pl_sampling_params sp;
-    pl_llm_default_sampling_params(r->ctx->llm, &sp);
-    sp.max_tokens = chat ? -1 : 16; /* vLLM: completions 16, chat up to the context */
-    static const char *const extra[] = {"model", "messages", "prompt", "stream", "stream_options",
-                                        "user", "echo", "suffix", "response_format", "tools",
-                                        "tool_choice", "parallel_tool_calls", NULL};
-    struct pl_err err;
-    pl_err_clear(&err);
-    pl_status st = pl_sampling_params_from_json(body, extra, &sp, &err);
-    if (st == PL_STATUS_OK)
-        st = pl_sampling_params_validate(&sp, pl_llm_vocab_size(r->ctx->llm), &err);
-    if (st != PL_STATUS_OK) {
-        openai_fail(r, err.msg, "BadRequestError", 400);
-        return;
-    }
-    int n = sp.n > 0 ? sp.n : 1;
-    bool stream = json_is_true(json_object_get(body, "stream"));
-    bool usage_in_stream = json_is_true(
-        json_object_get(json_object_get(body, "stream_options"), "include_usage"));
-    char *msgs = chat ? json_dumps(messages, JSON_COMPACT) : NULL;
-    bool good = submit(r, 0, chat ? NULL : json_string_value(prompt), msgs, &sp);
-    free(msgs);
-    pl_sampling_params_fini(&sp);
-    char id[96];
-    snprintf(id, sizeof(id), "%s-%s", chat ? "chatcmpl" : "cmpl", r->job_id);
-    json_int_t created = (json_int_t)time(NULL);
-    const char *object = chat ? (stream ? "chat.completion.chunk" : "chat.completion")
-                              : "text_completion";
     struct pl_rp_schedule sched;
     pl_rp_schedule_init(&sched, cfg->batch_max, cfg->batch_min, cfg->batch_growth);
     struct pl_rp_sse_batcher sse;
     pl_rp_sse_init(&sse, &sched, cfg->raw_openai_output);
     json_t *ready = json_array();
-    char **text = calloc((size_t)n, sizeof(char *));
-    size_t *tlen = calloc((size_t)n, sizeof(size_t));
-    const char **finish = calloc((size_t)n, sizeof(char *));
-    json_t **stop_reason = calloc((size_t)n, sizeof(json_t *));
-    bool *started = calloc((size_t)n, sizeof(bool));
-    good = good && ready && text && tlen && finish && stop_reason && started;
-    long n_prompt = 0, n_gen = 0;
-    char errbuf[512];
-    struct pl_request_output o;
-    int ev;
-    while (good && (ev = pl_wbox_next(r->box, &o, errbuf, sizeof(errbuf))) != 0) {
-        if (ev < 0) {
-            openai_fail(r, errbuf, "BadRequestError", 400);
+    bool good = ready != NULL, more = true;
+    while (good && more) {
+        struct pl_sbuf b = {0};
+        more = pl_openai_gen_produce(g, &b);
+        struct pl_openai_error e;
+        if (!more && pl_openai_gen_failed(g, &e)) {
+            set_openai_error(r->res, &e);
             good = false;
-            break;
+        } else {
+            good = !b.failed && (b.len == 0 || pl_rp_sse_feed(&sse, b.data, b.len, ready)) &&
+                   openai_emit_ready(r, ready);
         }
-        if (o.prompt_token_ids)
-            n_prompt = o.n_prompt_token_ids;
-        for (int k = 0; k < o.n_outputs && good; k++) {
-            const struct pl_completion_output *co = &o.outputs[k];
-            int i = co->index;
-            if (i < 0 || i >= n)
-                continue;
-            n_gen += co->n_token_ids;
-            const char *fr = pl_finish_reason_str(co->finish_reason);
-            json_t *sr = co->stop_reason_kind == PL_STOP_REASON_STRING ? json_string(co->stop_str)
-                         : co->stop_reason_kind == PL_STOP_REASON_TOKEN
-                             ? json_integer(co->stop_token_id)
-                             : json_null();
-            if (fr) {
-                finish[i] = fr;
-                json_decref(stop_reason[i]);
-                stop_reason[i] = json_incref(sr);
-            }
-            if (!stream) {
-                if (co->text_len)
-                    good = append_text(&text[i], &tlen[i], co->text, co->text_len);
-                json_decref(sr);
-                continue;
-            }
-            if (chat && !started[i]) {
-                started[i] = true;
-                good = openai_event(&sse, json_pack("{s:s, s:s, s:I, s:s, s:[{s:i, s:{s:s, s:s}, s:n, s:n}]}",
-                                                    "id", id, "object", object, "created", created,
-                                                    "model", cfg->served_model_name, "choices",
-                                                    "index", i, "delta", "role",
-                                                    cfg->response_role, "content", "",
-                                                    "logprobs", "finish_reason"),
-                                    ready);
-            }
-            if (good && (co->text_len || fr)) {
-                json_t *choice = chat ? json_pack("{s:i, s:{s:s%}, s:n}", "index", i, "delta",
-                                                  "content", co->text ? co->text : "",
-                                                  co->text_len, "logprobs")
-                                      : json_pack("{s:i, s:s%, s:n}", "index", i, "text",
-                                                  co->text ? co->text : "", co->text_len,
-                                                  "logprobs");
-                if (choice) {
-                    json_object_set_new(choice, "finish_reason", fr ? json_string(fr) : json_null());
-                    json_object_set(choice, "stop_reason", fr ? sr : json_null());
-                }
-                good = choice && openai_event(&sse, json_pack("{s:s, s:s, s:I, s:s, s:[o]}", "id", id,
-                                                              "object", object, "created", created,
-                                                              "model", cfg->served_model_name,
-                                                              "choices", choice),
-                                              ready);
-            }
-            json_decref(sr);
-        }
-        pl_request_output_fini(&o);
-        if (good && stream)
-            good = openai_emit_ready(r, ready);
-        if (stopped(r)) {
-            r->res->stopped = true;
-            good = false;
-        }
+        pl_sbuf_fini(&b);
+        if (good && more)
+            good = wait_news(r);
     }
-    json_t *usage = json_pack("{s:I, s:I, s:I}", "prompt_tokens", (json_int_t)n_prompt,
-                              "completion_tokens", (json_int_t)n_gen, "total_tokens",
-                              (json_int_t)(n_prompt + n_gen));
-    if (good && stream) {
-        if (usage_in_stream)
-            good = openai_event(&sse, json_pack("{s:s, s:s, s:I, s:s, s:[], s:O}", "id", id, "object",
-                                                object, "created", created, "model",
-                                                cfg->served_model_name, "choices", "usage", usage),
-                                ready);
-        good = good && pl_rp_sse_feed(&sse, "data: [DONE]\n\n", 14, ready) &&
-               pl_rp_sse_finish(&sse, ready) && openai_emit_ready(r, ready);
-    } else if (good) {
-        json_t *choices = json_array();
-        for (int i = 0; i < n; i++) {
-            json_t *c = chat ? json_pack("{s:i, s:{s:s, s:s}, s:n}", "index", i, "message", "role",
-                                         cfg->response_role, "content", text[i] ? text[i] : "",
-                                         "logprobs")
-                             : json_pack("{s:i, s:s, s:n}", "index", i, "text",
-                                         text[i] ? text[i] : "", "logprobs");
-            if (c) {
-                json_object_set_new(c, "finish_reason",
-                                    finish[i] ? json_string(finish[i]) : json_null());
-                json_object_set(c, "stop_reason", stop_reason[i] ? stop_reason[i] : json_null());
-            }
-            json_array_append_new(choices, c);
-        }
-        json_t *resp = json_pack("{s:s, s:s, s:I, s:s, s:o, s:O}", "id", id, "object", object,
-                                 "created", created, "model", cfg->served_model_name, "choices",
-                                 choices, "usage", usage);
-        good = resp && emit(r, resp);
-    }
-    if (!good && !r->res->error && !r->res->stopped)
+    if (good)
+        good = pl_rp_sse_finish(&sse, ready) && openai_emit_ready(r, ready);
+    if (!good && !r->res->error && !stopped(r))
         set_error(r->res, "out of memory");
-    json_decref(usage);
-    for (int i = 0; text && i < n; i++)
-        free(text[i]);
-    for (int i = 0; stop_reason && i < n; i++)
-        json_decref(stop_reason[i]);
-    free(text);
-    free(tlen);
-    free(finish);
-    free(stop_reason);
-    free(started);
     json_decref(ready);
     pl_rp_sse_fini(&sse);
+}
+
+/* /v1/chat/completions and /v1/completions: the OpenAI server's request handling. */
+static void run_openai_generate(struct run *r, const json_t *body, enum pl_openai_kind kind)
+{
+    /* an absent body is sent as JSON null: the server's answer to a body "null" */
+    char *text = json_dumps(body ? body : json_null(), JSON_COMPACT | JSON_ENCODE_ANY);
+    if (!text) {
+        set_error(r->res, "out of memory");
+        return;
+    }
+    struct pl_openai_error e;
+    struct pl_openai_gen *g = NULL;
+    pl_status st = pl_openai_gen_new(r->ctx->oai, kind, text, strlen(text), &g, &e);
+    free(text);
+    if (st == PL_STATUS_OK)
+        st = pl_openai_gen_submit(g, on_news, r, &e);
+    if (st != PL_STATUS_OK) {
+        set_openai_error(r->res, &e);
+    } else if (pl_openai_gen_is_stream(g)) {
+        openai_stream(r, g);
+    } else {
+        json_t *resp = NULL;
+        bool done;
+        while (!(done = pl_openai_gen_result(g, &resp, &e)) && wait_news(r))
+            ;
+        if (done && resp)
+            emit(r, resp);
+        else if (done)
+            set_openai_error(r->res, &e);
+    }
+    pl_openai_gen_free(g); /* a stopped job's requests are aborted here */
 }
 
 static void run_openai(struct run *r, const json_t *input)
@@ -689,22 +683,18 @@ static void run_openai(struct run *r, const json_t *input)
     if (!route || !*route)
         route = "/v1/chat/completions";
     if (!strcmp(route, "/v1/models")) {
-        const struct pl_rp_config *cfg = r->ctx->cfg;
-        json_t *perm = json_array();
-        json_t *list = json_pack("{s:s, s:[{s:s, s:s, s:I, s:s, s:s, s:n, s:i, s:o}]}", "object",
-                                 "list", "data", "id", cfg->served_model_name, "object", "model",
-                                 "created", (json_int_t)time(NULL), "owned_by", "pagellm", "root",
-                                 cfg->served_model_name, "parent", "max_model_len",
-                                 pl_llm_max_model_len(r->ctx->llm), "permission", perm);
+        json_t *list = pl_openai_models_json(r->ctx->oai);
         if (list)
             emit(r, list);
-        return;
+        else
+            set_error(r->res, "out of memory");
+    } else if (!strcmp(route, "/v1/chat/completions")) {
+        run_openai_generate(r, body, PL_OPENAI_CHAT);
+    } else if (!strcmp(route, "/v1/completions")) {
+        run_openai_generate(r, body, PL_OPENAI_COMPLETION);
+    } else {
+        set_openai_message(r->res, 400, "Invalid route");
     }
-    if (!strcmp(route, "/v1/chat/completions") || !strcmp(route, "/v1/completions")) {
-        run_openai_generate(r, body, !strcmp(route, "/v1/chat/completions"));
-        return;
-    }
-    openai_fail(r, "Invalid route", "BadRequestError", 400);
 }
 
 void pl_rp_run_job(struct pl_rp_ctx *ctx, const char *job_id, const json_t *input,
@@ -722,11 +712,16 @@ void pl_rp_run_job(struct pl_rp_ctx *ctx, const char *job_id, const json_t *inpu
     }
     if (res->generator)
         res->output = json_array();
-    struct run r = {ctx, res, on_chunk, user, stop_flag, pl_wbox_new(ctx->eng), job_id};
-    if (!r.box) {
-        set_error(res, "out of memory");
-        return;
-    }
+    struct run r;
+    memset(&r, 0, sizeof(r));
+    r.ctx = ctx;
+    r.res = res;
+    r.on_chunk = on_chunk;
+    r.user = user;
+    r.stop_flag = stop_flag;
+    (void)job_id; /* engine requests are numbered by the async engine; logs name the job */
+    pthread_mutex_init(&r.mu, NULL);
+    pthread_cond_init(&r.cv, NULL);
     switch (mode) {
     case PL_RP_MODE_SIMPLE_BATCH:
         run_simple_batch(&r, input);
@@ -741,5 +736,15 @@ void pl_rp_run_job(struct pl_rp_ctx *ctx, const char *job_id, const json_t *inpu
     default:
         break;
     }
-    pl_wbox_free(r.box);
+    /* unfinished requests (a stop, an error) are aborted: the engine frees their blocks;
+     * after release no notify can reach r */
+    for (int i = 0; i < r.n_reqs; i++) {
+        if (!r.done[i])
+            pl_async_request_abort(r.reqs[i]);
+        pl_async_request_release(r.reqs[i]);
+    }
+    free(r.reqs);
+    free(r.done);
+    pthread_mutex_destroy(&r.mu);
+    pthread_cond_destroy(&r.cv);
 }

@@ -7,9 +7,14 @@
  * Owns: the stash of /run jobs and the list of running jobs (for /cancel and
  * /health), both under one mutex that is never held while a job runs.
  * Jobs run through the same engine thread as production jobs, so concurrent
- * requests are batched together. Job ids are "test-<uuid4>".
+ * requests are batched together. Job ids are "test-<uuid4>". As the SDK does
+ * (spec 3.6), the heartbeat runs when RUNPOD_AI_API_KEY and RUNPOD_POD_ID are
+ * set, listing stashed and running jobs; /health answers 503 (same body)
+ * while the engine loop is stalled, as the server's /health does.
  */
 #include "worker/runpod.h"
+
+#include "engine/async_engine.h"
 
 #include <curl/curl.h>
 #include <arpa/inet.h>
@@ -45,25 +50,14 @@ struct conn {
     bool too_big;
 };
 
+/* "test-<uuid4>", as the SDK's local API names jobs. */
 static char *new_id(void)
 {
-    unsigned char b[16];
-    FILE *f = fopen("/dev/urandom", "rb");
-    size_t got = f ? fread(b, 1, sizeof(b), f) : 0;
-    if (f)
-        fclose(f);
-    static unsigned long counter;
-    if (got != sizeof(b))
-        for (int i = 0; i < 16; i++)
-            b[i] = (unsigned char)((unsigned long)time(NULL) * 31u + ++counter * 131u + (unsigned)i);
-    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
-    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
-    char *s = malloc(48);
+    char *u = pl_rp_uuid4();
+    char *s = u ? malloc(strlen(u) + 6) : NULL;
     if (s)
-        snprintf(s, 48,
-                 "test-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
-                 b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12],
-                 b[13], b[14], b[15]);
+        sprintf(s, "test-%s", u);
+    free(u);
     return s;
 }
 
@@ -336,7 +330,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
                               "retried", 0, "workers", "idle", running ? 0 : 1, "running",
                               running ? 1 : 0);
         pthread_mutex_unlock(&a->mu);
-        return reply_json(c, 200, v);
+        bool healthy = pl_async_engine_is_healthy(a->ctx->ae, NULL);
+        return reply_json(c, healthy ? 200 : 503, v);
     }
     if (!strcmp(url, "/run") || !strcmp(url, "/runsync")) {
         if (!post)
@@ -419,6 +414,29 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     return reply_json(c, 200, json_pack("{s:s, s:s}", "id", id, "status", "CANCELLED"));
 }
 
+/* The heartbeat's job list: stashed and running ids, comma-separated. */
+static char *held_ids(void *user)
+{
+    struct api *a = user;
+    size_t n = 1;
+    pthread_mutex_lock(&a->mu);
+    for (int pass = 0; pass < 2; pass++)
+        for (struct ljob *j = pass ? a->running : a->stash; j; j = j->next)
+            n += strlen(j->id) + 1;
+    char *s = malloc(n);
+    if (s) {
+        s[0] = '\0';
+        for (int pass = 0; pass < 2; pass++)
+            for (struct ljob *j = pass ? a->running : a->stash; j; j = j->next) {
+                if (s[0])
+                    strcat(s, ",");
+                strcat(s, j->id);
+            }
+    }
+    pthread_mutex_unlock(&a->mu);
+    return s;
+}
+
 static void on_done(void *cls, struct MHD_Connection *c, void **con_cls,
                     enum MHD_RequestTerminationCode toe)
 {
@@ -468,10 +486,12 @@ int pl_rp_local_api_run(struct pl_rp_ctx *ctx, const struct pl_rp_api_opts *o)
     }
     pl_rp_log(ctx->cfg, PL_RP_LOG_INFO, NULL, NULL, "local test API on http://%s:%d", o->host,
               o->port);
+    struct pl_rp_heartbeat *hb = pl_rp_heartbeat_start(ctx, held_ids, &a);
     int sig;
     sigwait(&set, &sig);
     pl_rp_log(ctx->cfg, PL_RP_LOG_INFO, NULL, NULL, "local test API: shutting down");
     MHD_stop_daemon(d);
+    pl_rp_heartbeat_stop(hb);
     while (a.stash) {
         struct ljob *n = a.stash->next;
         ljob_free(a.stash);

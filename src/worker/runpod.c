@@ -14,12 +14,15 @@
  */
 #include "worker/runpod.h"
 
+#include "engine/async_engine.h"
+
 #include "util/err.h"
 
 #include <curl/curl.h>
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -70,15 +73,17 @@ static bool env_bool(const char *name, bool dflt)
            !strcasecmp(v, "on");
 }
 
-static char *uuid4(void)
+char *pl_rp_uuid4(void)
 {
+    static atomic_ulong counter; /* without /dev/urandom: ids of one second still differ */
     unsigned char b[16];
     FILE *f = fopen("/dev/urandom", "rb");
     size_t got = f ? fread(b, 1, sizeof(b), f) : 0;
     if (f)
         fclose(f);
     if (got != sizeof(b)) {
-        uint64_t x = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+        uint64_t x = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^
+                     ((uint64_t)atomic_fetch_add(&counter, 1) << 20);
         for (int i = 0; i < 16; i++) {
             x = x * 6364136223846793005ULL + 1442695040888963407ULL;
             b[i] = (unsigned char)(x >> 56);
@@ -107,7 +112,7 @@ pl_status pl_rp_config_from_env(struct pl_rp_config *c, struct pl_err *err)
     c->api_key = env_dup("RUNPOD_AI_API_KEY", "");
     c->worker_id = getenv("RUNPOD_POD_ID") && *getenv("RUNPOD_POD_ID")
                        ? strdup(getenv("RUNPOD_POD_ID"))
-                       : uuid4();
+                       : pl_rp_uuid4();
     c->endpoint_id = env_dup("RUNPOD_ENDPOINT_ID", NULL);
     c->hostname = env_dup("RUNPOD_POD_HOSTNAME", "unknown");
     long ping = env_long("RUNPOD_PING_INTERVAL", 10000);
@@ -507,7 +512,7 @@ struct worker {
     struct job *jobs;            /* held jobs */
     int held;
     bool refresh_done;           /* refresh_worker: a job finished, stop taking */
-    bool stop_threads;           /* heartbeat / stop poller: exit */
+    bool stop_threads;           /* the stop poller: exit */
 };
 
 struct job {
@@ -670,49 +675,73 @@ static void accept_job(struct worker *w, json_t *jobj)
     pthread_attr_destroy(&at);
 }
 
-/* The ids of every held job, comma-separated, percent-encoded ("%2C"); "" when none. */
-static char *held_ids(struct worker *w)
+/* The ids of every held job, comma-separated ("" when none). */
+static char *held_ids(void *user)
 {
+    struct worker *w = user;
     char *b = NULL;
     size_t len = 0, cap = 0;
     buf_add(&b, &len, &cap, "", 0, false);
     pthread_mutex_lock(&w->reg_mu);
     for (struct job *j = w->jobs; j && b; j = j->next) {
         if (len)
-            buf_add(&b, &len, &cap, ",", 1, true);
-        buf_add(&b, &len, &cap, j->id, strlen(j->id), true);
+            buf_add(&b, &len, &cap, ",", 1, false);
+        buf_add(&b, &len, &cap, j->id, strlen(j->id), false);
     }
     pthread_mutex_unlock(&w->reg_mu);
     return b;
 }
 
+struct pl_rp_heartbeat {
+    struct pl_rp_ctx *ctx;
+    char *(*held_ids)(void *user);
+    void *user;
+    volatile bool stop;
+    pthread_t th;
+};
+
+/* The ping URL with job_id (percent-encoded: "," is "%2C") when ids is not empty. */
+static char *ping_url(const char *base, const char *ids)
+{
+    char q[64];
+    snprintf(q, sizeof(q), "runpod_version=%s", PL_RP_SDK_VERSION);
+    if (!ids || !*ids)
+        return pl_rp_url_append(base, q);
+    char *b = NULL;
+    size_t len = 0, cap = 0;
+    bool ok = buf_add(&b, &len, &cap, "job_id=", 7, false) &&
+              buf_add(&b, &len, &cap, ids, strlen(ids), true);
+    char *t = ok ? pl_rp_url_append(base, b) : NULL;
+    char *u = t ? pl_rp_url_append(t, q) : NULL;
+    free(t);
+    free(b);
+    return u;
+}
+
 static void *heartbeat_main(void *arg)
 {
-    struct worker *w = arg;
-    const struct pl_rp_config *cfg = w->cfg;
+    struct pl_rp_heartbeat *h = arg;
+    const struct pl_rp_config *cfg = h->ctx->cfg;
     CURL *c = curl_easy_init();
     char *base = pl_rp_url_expand(cfg->ping, cfg->worker_id, cfg->worker_id);
     struct timespec next;
     clock_gettime(CLOCK_MONOTONIC, &next);
-    while (c && base && !w->stop_threads) {
-        char *ids = held_ids(w);
-        char q[256];
-        snprintf(q, sizeof(q), "runpod_version=%s", PL_RP_SDK_VERSION);
-        char *u1 = ids && *ids ? NULL : pl_rp_url_append(base, q);
-        if (ids && *ids) {
-            size_t n = strlen(ids) + 8;
-            char *jq = malloc(n);
-            if (jq) {
-                snprintf(jq, n, "job_id=%s", ids);
-                char *t = pl_rp_url_append(base, jq);
-                u1 = t ? pl_rp_url_append(t, q) : NULL;
-                free(t);
-                free(jq);
-            }
-        }
+    bool stalled = false;
+    while (c && base && !h->stop) {
+        double age = 0;
+        bool healthy = !h->ctx->ae || pl_async_engine_is_healthy(h->ctx->ae, &age);
+        if (healthy != !stalled)
+            pl_rp_log(cfg, healthy ? PL_RP_LOG_INFO : PL_RP_LOG_ERROR, NULL, NULL,
+                      healthy ? "the engine loop moves again: heartbeat resumed"
+                              : "the engine loop is not making progress (last step %.1f s ago "
+                                "with requests pending): heartbeat paused",
+                      age);
+        stalled = !healthy;
+        char *ids = healthy ? h->held_ids(h->user) : NULL;
+        char *u1 = ids ? ping_url(base, ids) : NULL;
         free(ids);
         /* retries on 429/5xx/network: 0 s, then 2 s, 4 s (the SDK's session) */
-        for (int attempt = 0; u1 && attempt < 4 && !w->stop_threads; attempt++) {
+        for (int attempt = 0; u1 && attempt < 4 && !h->stop; attempt++) {
             struct resp r;
             http_do(c, cfg, u1, NULL, NULL, true, 2L * cfg->ping_interval_ms, true, &r);
             free(r.body);
@@ -732,8 +761,9 @@ static void *heartbeat_main(void *arg)
         for (;;) {
             struct timespec now;
             clock_gettime(CLOCK_MONOTONIC, &now);
-            long left = (next.tv_sec - now.tv_sec) * 1000L + (next.tv_nsec - now.tv_nsec) / 1000000L;
-            if (left <= 0 || w->stop_threads)
+            long left = (next.tv_sec - now.tv_sec) * 1000L +
+                        (next.tv_nsec - now.tv_nsec) / 1000000L;
+            if (left <= 0 || h->stop)
                 break;
             nap(left < 50 ? left : 50, false);
         }
@@ -741,6 +771,36 @@ static void *heartbeat_main(void *arg)
     free(base);
     curl_easy_cleanup(c);
     return NULL;
+}
+
+struct pl_rp_heartbeat *pl_rp_heartbeat_start(struct pl_rp_ctx *ctx,
+                                              char *(*ids_fn)(void *user), void *user)
+{
+    const struct pl_rp_config *cfg = ctx->cfg;
+    const char *pod = getenv("RUNPOD_POD_ID");
+    if (!cfg->ping || !strcmp(cfg->ping, "PING_NOT_SET") || !*cfg->api_key || !pod || !*pod)
+        return NULL;
+    struct pl_rp_heartbeat *h = calloc(1, sizeof(*h));
+    if (!h)
+        return NULL;
+    h->ctx = ctx;
+    h->held_ids = ids_fn;
+    h->user = user;
+    if (pthread_create(&h->th, NULL, heartbeat_main, h) != 0) {
+        pl_rp_log(cfg, PL_RP_LOG_ERROR, NULL, NULL, "could not start the heartbeat thread");
+        free(h);
+        return NULL;
+    }
+    return h;
+}
+
+void pl_rp_heartbeat_stop(struct pl_rp_heartbeat *h)
+{
+    if (!h)
+        return;
+    h->stop = true;
+    pthread_join(h->th, NULL);
+    free(h);
 }
 
 static void stop_jobs(struct worker *w, const json_t *list)
@@ -823,10 +883,8 @@ int pl_rp_worker_run(struct pl_rp_ctx *ctx)
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    pthread_t hb, st;
-    bool have_hb = cfg->ping && *cfg->api_key && getenv("RUNPOD_POD_ID") &&
-                   *getenv("RUNPOD_POD_ID") && strcmp(cfg->ping, "PING_NOT_SET") != 0;
-    have_hb = have_hb && pthread_create(&hb, NULL, heartbeat_main, &w) == 0;
+    pthread_t st;
+    struct pl_rp_heartbeat *hb = pl_rp_heartbeat_start(ctx, held_ids, &w);
     bool have_stop = strstr(cfg->get_job, "/job-take/") != NULL;
     have_stop = have_stop && pthread_create(&st, NULL, stop_main, &w) == 0;
     if (!cfg->post_stream)
@@ -921,8 +979,7 @@ int pl_rp_worker_run(struct pl_rp_ctx *ctx)
     pthread_mutex_unlock(&w.reg_mu);
     if (have_stop)
         pthread_join(st, NULL);
-    if (have_hb)
-        pthread_join(hb, NULL);
+    pl_rp_heartbeat_stop(hb);
     free(take);
     free(take_batch);
     curl_easy_cleanup(c);

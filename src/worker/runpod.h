@@ -8,8 +8,10 @@
  *
  * Files: runpod.c (config, pure rules, HTTP job loop, heartbeat, stop
  * channel), handlers.c (input forms -> engine requests -> output JSON),
- * engine_loop.c (the one thread that owns the pl_llm), local_api.c (the
- * SDK's local test API).
+ * local_api.c (the SDK's local test API). The engine is driven exactly as
+ * the OpenAI server drives it: one async engine thread
+ * (src/engine/async_engine.h) and, for the OpenAI-route form, the server's
+ * transport-independent request layer (src/server/openai.h).
  */
 #ifndef PL_WORKER_RUNPOD_H
 #define PL_WORKER_RUNPOD_H
@@ -55,6 +57,9 @@ struct pl_rp_config {
 /* Reads the environment into c (every string owned; pl_rp_config_fini). */
 pl_status pl_rp_config_from_env(struct pl_rp_config *c, struct pl_err *err);
 void pl_rp_config_fini(struct pl_rp_config *c);
+
+/* A random UUID4 string (RUNPOD_POD_ID's default, local job ids). malloc'd; NULL: out of memory. */
+char *pl_rp_uuid4(void);
 
 /* ---- pure protocol rules ---- */
 
@@ -157,12 +162,15 @@ enum pl_rp_mode pl_rp_choose_mode(const json_t *input, enum pl_rp_profile profil
 /* True for the generator kinds (chunks, then a final post with isStream=true). */
 bool pl_rp_mode_is_generator(enum pl_rp_mode m);
 
-struct pl_weng; /* engine_loop.h */
+struct pl_async_engine; /* engine/async_engine.h */
+struct pl_openai;       /* server/openai.h */
 
 struct pl_rp_ctx {
     const struct pl_rp_config *cfg;
     struct pl_llm *llm;        /* read-only use off the engine thread (defaults, vocab) */
-    struct pl_weng *eng;
+    struct pl_async_engine *ae; /* the engine thread that owns llm */
+    struct pl_openai *oai;     /* the OpenAI layer over ae: OpenAI-route jobs, prompt
+                                  tokenization and chat templates for every form */
 };
 
 /*
@@ -182,7 +190,9 @@ struct pl_rp_result {
 /*
  * Runs one job input to completion. Chunks go to on_chunk (may be NULL) as
  * they are produced; the result is filled in either way (free with
- * pl_rp_result_fini). job_id names the engine requests.
+ * pl_rp_result_fini). job_id is the job's id (for the caller's logs). When
+ * *stop_flag becomes non-zero (any thread may set it) the job's engine
+ * requests are aborted within about 50 ms and res->stopped is set.
  */
 void pl_rp_run_job(struct pl_rp_ctx *ctx, const char *job_id, const json_t *input,
                    pl_rp_chunk_fn on_chunk, void *user, volatile int *stop_flag,
@@ -200,6 +210,20 @@ void pl_rp_log(const struct pl_rp_config *cfg, enum pl_rp_log_level level, const
 
 /* Runs the job loop until shutdown (SIGTERM/SIGINT) or refresh; returns the exit code. */
 int pl_rp_worker_run(struct pl_rp_ctx *ctx);
+
+/*
+ * The heartbeat (spec 1.8): a thread that pings every ping_interval_ms with
+ * the ids held_ids(user) returns (malloc'd, comma-separated, not encoded; ""
+ * when none). It never takes a lock the engine thread holds. While the engine
+ * loop is stalled (pl_async_engine_is_healthy false, as the server's /health
+ * says 503) no ping is sent, so the platform sees the worker as unhealthy;
+ * pings resume when the loop moves again. NULL when the heartbeat is not
+ * configured (ping URL, RUNPOD_AI_API_KEY and RUNPOD_POD_ID all needed).
+ */
+struct pl_rp_heartbeat;
+struct pl_rp_heartbeat *pl_rp_heartbeat_start(struct pl_rp_ctx *ctx,
+                                              char *(*held_ids)(void *user), void *user);
+void pl_rp_heartbeat_stop(struct pl_rp_heartbeat *h); /* joins; NULL is a no-op */
 
 /* The unhealthy report (spec 1.8) before exiting on a failed model load. */
 void pl_rp_report_unhealthy(const struct pl_rp_config *cfg, const char *check, const char *reason);

@@ -485,7 +485,8 @@ async function scenarioShutdown() {
   fake.postAnswer = (r) => (r.kind === 'job-stream' ? { status: 200, delay: 100 } : { status: 200 });
   const w = startWorker(fake);
   fake.takeQ.push(jobTake('sd1', { prompt: 'hi', stream: true, max_batch_size: 1, sampling_params: { max_tokens: 20, temperature: 0, ignore_eos: true } }));
-  await fake.waitFor((r) => r.kind === 'job-stream', 10000);
+  // a worker that never streams must not outlive the scenario
+  await fake.waitFor((r) => r.kind === 'job-stream', 10000).catch(async (e) => { await stopWorker(w); await fake.stop(); throw e; });
   w.kill('SIGTERM');
   const sigAt = Date.now();
   const code = await w.exited;
@@ -516,6 +517,166 @@ async function scenarioShutdown() {
     check(t2.t - t1.t >= 1400 && t2.t - t1.t < 2500, 'TK12', `new take ${t2.t - t1.t} ms later`);
     covered.push('TK12');
   } finally { await stopWorker(w3); await fake3.stop(); }
+}
+
+// ------------------------------------------------------- OpenAI-route parity
+// The worker's OpenAI-route jobs go through the server's request handling, so the
+// reference for each answer is `pagellm serve` on the same model and served name,
+// given the same body (greedy): response objects, SSE events and error objects must
+// be equal but for the per-request id and created time.
+
+function startServer() {
+  return new Promise((resolve, reject) => {
+    const p = spawn(PAGELLM, ['serve', '--model', MODEL, '--port', '0', '--threads', '1'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    p.stderr.on('data', (d) => {
+      err += d;
+      const m = / on http:\/\/127\.0\.0\.1:(\d+)/.exec(err);
+      if (m && !p.port) { p.port = Number(m[1]); resolve(p); }
+    });
+    p.exited = new Promise((r) => p.on('exit', (code) => { reject(new Error(`serve exited ${code}: ${err}`)); r(code); }));
+  });
+}
+
+// Drops what differs between any two answers to one body: the request id and the clock.
+function strip(o) {
+  if (Array.isArray(o)) return o.map(strip);
+  if (o && typeof o === 'object') {
+    const c = {};
+    for (const [k, v] of Object.entries(o)) if (k !== 'id' && k !== 'created') c[k] = strip(v);
+    return c;
+  }
+  return o;
+}
+// An SSE body as its events: parsed (stripped) JSON, or the literal [DONE].
+function sseEvents(text) {
+  return text.split('\n\n').filter((e) => e.length).map((e) => {
+    if (!e.startsWith('data: ')) return `not an event: ${e}`;
+    const d = e.slice(6);
+    return d === '[DONE]' ? d : strip(JSON.parse(d));
+  });
+}
+const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
+
+async function scenarioOpenAIParity() {
+  const srv = await startServer();
+  const fake = await new FakeRunPod().start();
+  const w = startWorker(fake, { MAX_CONCURRENCY: '4' });
+  const chat = '/v1/chat/completions', cmpl = '/v1/completions';
+  const msgs = [{ role: 'user', content: 'hi' }];
+  const greedy = { model: MODEL, temperature: 0, ignore_eos: true };
+  try {
+    // OP1-OP3 answers, OP4-OP9 validation errors (tools, response_format, sampling, types, model)
+    const cases = [
+      ['OP1', chat, { ...greedy, messages: msgs, max_tokens: 5, logprobs: true, top_logprobs: 2 }],
+      ['OP1N', chat, { ...greedy, messages: msgs, max_tokens: 5, temperature: 0.8, seed: 7, n: 2 }],
+      ['OP2', cmpl, { ...greedy, prompt: ['a', 'b'], max_tokens: 3, logprobs: 2, echo: true }],
+      ['OP3', chat, { ...greedy, messages: msgs, max_tokens: 3, tools: [], tool_choice: 'none', response_format: { type: 'text' } }],
+      ['OP4', chat, { ...greedy, messages: msgs, tools: [{ type: 'function', function: { name: 'f', parameters: { type: 'object', properties: {} } } }], tool_choice: 'auto' }],
+      ['OP5', chat, { ...greedy, messages: msgs, response_format: { type: 'json_object' } }],
+      ['OP6', cmpl, { model: MODEL, prompt: 'hi', temperature: -1 }],
+      ['OP7', cmpl, { model: MODEL, prompt: 'hi', bogus: 1 }],
+      ['OP8', chat, { model: MODEL, messages: 'hi' }],
+      ['OP9', cmpl, { model: MODEL, prompt: 'hi', max_tokens: 100000 }],
+    ];
+    for (const [id, route, input] of cases) {
+      const ref = await request(srv.port, 'POST', route, input);
+      const d = await runJob(fake, id.toLowerCase(), { openai_route: route, openai_input: input });
+      const b = body(d);
+      const chunks = fake.of('job-stream', id.toLowerCase());
+      if (id.startsWith('OP1') || id === 'OP2' || id === 'OP3') check(ref.status === 200, id, `server ${ref.body}`);
+      if (ref.status === 200) {
+        check(Array.isArray(b.output) && b.output.length === 1 && same(strip(b.output[0]), strip(ref.json)) && chunks.length === 1,
+          id, `worker ${d.body}\n  server ${ref.body}`);
+      } else {
+        let e = null;
+        try { e = JSON.parse(b.error); } catch { /* not JSON */ }
+        check(d.query.isStream === 'true' && chunks.length === 0 && same(e, ref.json.error), id, `worker ${d.body}\n  server ${ref.status} ${ref.body}`);
+      }
+      covered.push(id);
+    }
+    // OS1, OS2: streams; the concatenated chunk strings are the server's SSE body
+    const streams = [
+      ['OS1', chat, { ...greedy, messages: msgs, max_tokens: 6, stream: true, temperature: 0.8, seed: 7, n: 2, logprobs: true, top_logprobs: 1, stream_options: { include_usage: true } }],
+      ['OS2', cmpl, { ...greedy, prompt: 'hi', max_tokens: 5, stream: true, logprobs: 1 }],
+    ];
+    for (const [id, route, input] of streams) {
+      const ref = await request(srv.port, 'POST', route, input);
+      const d = await runJob(fake, id.toLowerCase(), { openai_route: route, openai_input: input });
+      const chunks = fake.of('job-stream', id.toLowerCase()).map((c) => body(c).output);
+      const mine = sseEvents(chunks.join('')), theirs = sseEvents(ref.body);
+      check(ref.status === 200 && theirs.length > 3 && same(mine, theirs) && same(body(d).output, chunks), id,
+        `worker ${JSON.stringify(mine)}\n  server ${JSON.stringify(theirs)}`);
+      covered.push(id);
+    }
+    // OC: several OpenAI-route jobs in flight at once (batch take), each equal to the server's answer
+    const refC = await request(srv.port, 'POST', chat, { ...greedy, messages: msgs, max_tokens: 8 });
+    const refS = await request(srv.port, 'POST', cmpl, { ...greedy, prompt: 'b', max_tokens: 8, stream: true });
+    fake.takeQ.push({ json: [
+      { id: 'oc1', input: { openai_route: chat, openai_input: { ...greedy, messages: msgs, max_tokens: 8 } } },
+      { id: 'oc2', input: { openai_route: cmpl, openai_input: { ...greedy, prompt: 'b', max_tokens: 8, stream: true } } },
+      { id: 'oc3', input: { openai_route: chat, openai_input: { ...greedy, messages: msgs, max_tokens: 8 } } },
+      { id: 'oc4', input: { prompt: 'hi', stream: true, max_batch_size: 1, sampling_params: { max_tokens: 12, temperature: 0, ignore_eos: true } } }] });
+    for (const id of ['oc1', 'oc2', 'oc3', 'oc4']) await fake.waitFor((r) => r.kind === 'job-done' && r.path.endsWith('/' + id), 20000);
+    for (const id of ['oc1', 'oc3']) check(same(strip(body(fake.of('job-done', id)[0]).output[0]), strip(refC.json)), 'OC', `${id}: ${fake.of('job-done', id)[0].body}`);
+    check(same(sseEvents(fake.of('job-stream', 'oc2').map((c) => body(c).output).join('')), sseEvents(refS.body)), 'OC', 'oc2 stream differs');
+    check(fake.of('job-stream', 'oc4').flatMap((c) => body(c).output.choices[0].tokens).join('') === T('hi', 12).text, 'OC', 'oc4 text');
+    covered.push('OC');
+    invariants(fake, 'openai-parity');
+  } finally {
+    await stopWorker(w);
+    await fake.stop();
+    srv.kill('SIGKILL');
+    await srv.exited.catch(() => {});
+  }
+}
+
+// LV1-LV3: engine liveness (test hook PAGELLM_TEST_STALL_FILE stalls the engine loop):
+// no heartbeat while work is pending and the loop does not step, pings again after;
+// the local API's /health is 503 meanwhile, as the server's /health is.
+async function scenarioLiveness() {
+  const stall = path.join(os.tmpdir(), `pl-rp-stall-${process.pid}`);
+  fs.writeFileSync(stall, '');
+  const fake = await new FakeRunPod().start();
+  const w = startWorker(fake, { PAGELLM_TEST_STALL_FILE: stall }, ['--health-stall-timeout', '0.5']);
+  try {
+    await fake.waitFor((r) => r.kind === 'ping', 15000); // idle: healthy
+    fake.takeQ.push(jobTake('lv', { prompts: ['a'], max_tokens: 2, temperature: 0, sampling_params: { ignore_eos: true } }));
+    const taken = await fake.waitFor((r) => r.kind.startsWith('job-take') && r.answer && r.answer.json, 5000);
+    await sleep(3000);
+    const during = fake.of('ping').filter((p) => p.t > taken.t + 1200);
+    check(during.length === 0 && fake.of('job-done', 'lv').length === 0, 'LV1', `${during.length} pings while the engine loop was stalled`);
+    const freed = Date.now();
+    fs.unlinkSync(stall);
+    const d = await fake.waitFor((r) => r.kind === 'job-done' && r.path.endsWith('/lv'), 10000);
+    await sleep(1500);
+    check(fake.of('ping').some((p) => p.t > freed) && body(d).output.results[0].text === T('a', 2).text, 'LV2', 'no ping after the loop moved again');
+    covered.push('LV1', 'LV2');
+  } finally {
+    await stopWorker(w);
+    await fake.stop();
+    fs.rmSync(stall, { force: true });
+  }
+  fs.writeFileSync(stall, '');
+  const port = 18000 + Math.floor(Math.random() * 2000);
+  const w2 = startWorker(null, { PAGELLM_TEST_STALL_FILE: stall }, ['--rp_serve_api', '--rp_api_port', String(port), '--health-stall-timeout', '0.5']);
+  try {
+    let h = null;
+    for (let i = 0; i < 100 && !h; i++) { try { h = await request(port, 'GET', '/health'); } catch { await sleep(50); } }
+    check(h && h.status === 200, 'LV3', `idle /health ${h && h.status}`);
+    const pending = request(port, 'POST', '/runsync', { input: { prompts: ['a'], max_tokens: 2, temperature: 0, sampling_params: { ignore_eos: true } } });
+    await sleep(1000);
+    h = await request(port, 'GET', '/health');
+    check(h.status === 503 && h.json && h.json.jobs.inProgress === 1, 'LV3', `stalled /health ${h.status} ${h.body}`);
+    fs.unlinkSync(stall);
+    const r = await pending;
+    h = await request(port, 'GET', '/health');
+    check(r.json.status === 'COMPLETED' && h.status === 200, 'LV3', `${r.body} then /health ${h.status}`);
+    covered.push('LV3');
+  } finally {
+    await stopWorker(w2);
+    fs.rmSync(stall, { force: true });
+  }
 }
 
 // ------------------------------------------------------------ local API
@@ -551,6 +712,9 @@ async function scenarioLocalApi() {
     check(r.status === 200 && /^test-[0-9a-f-]{36}$/.test(id) && JSON.stringify(r.json) === JSON.stringify({ id, status: 'IN_PROGRESS' }), 'LA1', r.body);
     r = await request(port, 'GET', '/health');
     check(r.json.jobs.inQueue === 1 && r.json.jobs.retried === 0 && r.json.workers.idle === 1, 'LA15', r.body);
+    // spec 3.6: with RUNPOD_AI_API_KEY and RUNPOD_POD_ID set the local API pings, listing stashed jobs
+    const hb = await fake.waitFor((x) => x.kind === 'ping' && x.query.job_id === id, 3000).catch(() => null);
+    check(hb && hb.query.runpod_version === '1.12.0', 'LA-HB', 'no ping listing the stashed job');
     r = await request(port, 'POST', `/status/${id}`);
     check(JSON.stringify(r.json) === JSON.stringify({ id, status: 'COMPLETED', output: { results: [{ prompt: 'a', text: ta.text }] } }), 'LA2', r.body);
     r = await request(port, 'POST', `/status/${id}`);
@@ -600,10 +764,23 @@ async function scenarioLocalApi() {
     check(JSON.stringify(r.json) === JSON.stringify({ id: cid, status: 'CANCELLED' }), 'LA14', r.body);
     r = await request(port, 'POST', `/status/${cid}`);
     check(r.json.error === 'Job ID not found', 'LA14', r.body);
+    // LA16 (ext): /cancel of a running job (an OpenAI-route stream with the rest of the
+    // context to go): the blocked /status answers CANCELLED at once, the slot is free again
+    r = await request(port, 'POST', '/run', { input: { openai_route: '/v1/chat/completions', openai_input: { model: MODEL, messages: [{ role: 'user', content: 'hi' }], ignore_eos: true, stream: true } } });
+    const rid = r.json.id;
+    const blocked = request(port, 'POST', `/status/${rid}`);
+    for (let i = 0; i < 100; i++) { r = await request(port, 'GET', '/health'); if (r.json.jobs.inProgress === 1) break; await sleep(20); }
+    const tc = Date.now();
+    r = await request(port, 'POST', `/cancel/${rid}`);
+    check(JSON.stringify(r.json) === JSON.stringify({ id: rid, status: 'CANCELLED' }), 'LA16', r.body);
+    const st = await blocked;
+    check(JSON.stringify(st.json) === JSON.stringify({ id: rid, status: 'CANCELLED' }) && Date.now() - tc < 2000, 'LA16', `${st.body} after ${Date.now() - tc} ms`);
+    r = await request(port, 'GET', '/health');
+    check(r.json.jobs.inProgress === 0 && r.json.workers.idle === 1, 'LA16', r.body);
     r = await request(port, 'POST', '/ep/realtime', { id: 'rt1', input: inA });
     check(JSON.stringify(r.json) === JSON.stringify({ output: { results: [{ prompt: 'a', text: ta.text }] } }), 'RT', r.body);
     check(fake.reqs.filter((x) => x.kind.startsWith('job-take')).length === 0, 'LR7', 'takes while serving the local API');
-    covered.push('LA1', 'LA2', 'LA3', 'LA4', 'LA5', 'LA6', 'LA7', 'LA8', 'LA9', 'LA10', 'LA11', 'LA12', 'LA13', 'LA14', 'LA15', 'LR7', 'RT');
+    covered.push('LA1', 'LA2', 'LA3', 'LA4', 'LA5', 'LA6', 'LA7', 'LA8', 'LA9', 'LA10', 'LA11', 'LA12', 'LA13', 'LA14', 'LA15', 'LA16', 'LA-HB', 'LR7', 'RT');
   } finally { await stopWorker(w); await fake.stop(); hook.close(); }
 }
 
@@ -651,21 +828,25 @@ async function scenarioOneShot() {
 }
 
 const t0 = Date.now();
-// Timing-sensitive heartbeat checks run alone first (2 shared cores), then the rest together.
+// Timing-sensitive heartbeat checks run alone first (2 shared cores), then the rest in groups.
 const only = process.env.SCEN ? process.env.SCEN.split(',') : null;
 const pick = (fns) => fns.filter((f) => !only || only.includes(f.name));
 const runScenario = (f) => als.run(f.name, async () => {
   try { await f(); } catch (e) { check(false, 'scenario', e && e.stack); }
 });
+// The OpenAI-parity and liveness scenarios (a server beside a worker, stalled loops) come
+// last, in a group of their own, so the busiest group does not grow.
 for (const group of [[scenarioHeartbeat], [scenarioMain, scenarioRetries, scenarioBackoff, scenarioConcurrency,
-  scenarioStop, scenarioNoKeyAndBadModel, scenarioShutdown, scenarioLocalApi, scenarioOneShot]])
+  scenarioStop, scenarioNoKeyAndBadModel, scenarioShutdown, scenarioLocalApi, scenarioOneShot],
+[scenarioOpenAIParity, scenarioLiveness]])
   await Promise.all(pick(group).map(runScenario));
 const firstFailed = [...failedBy.keys()];
 if (firstFailed.length) {
   console.log(`re-running alone: ${firstFailed.join(' ')}`);
   failedBy.clear();
   const byName = new Map([scenarioHeartbeat, scenarioMain, scenarioRetries, scenarioBackoff, scenarioConcurrency,
-    scenarioStop, scenarioNoKeyAndBadModel, scenarioShutdown, scenarioLocalApi, scenarioOneShot].map((f) => [f.name, f]));
+    scenarioStop, scenarioNoKeyAndBadModel, scenarioShutdown, scenarioLocalApi, scenarioOneShot, scenarioOpenAIParity,
+    scenarioLiveness].map((f) => [f.name, f]));
   for (const name of firstFailed) if (byName.has(name)) await runScenario(byName.get(name));
   else failedBy.set(name, 1);
 }

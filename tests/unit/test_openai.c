@@ -354,9 +354,63 @@ static void test_sse_and_errors(void)
     CHECK(pl_http_secure_equal("", ""));
 }
 
+/* The helpers the RunPod worker shares with the routes: prompt preparation, error objects,
+ * /v1/models; expected ids from the tokenizer module, the ChatML text written by hand. */
+static void test_shared_helpers(void)
+{
+    struct pl_openai_prompt p;
+    struct pl_openai_error e;
+    int32_t *ids;
+    int n;
+    json_t *root = json_pack("{s:s}", "prompt", "Hello world");
+    REQUIRE(pl_openai_prepare_prompt(oai, PL_OPENAI_COMPLETION, root, &p, &e) == PL_STATUS_OK);
+    encode("Hello world", true, &ids, &n);
+    CHECK(p.n_ids == n && !memcmp(p.ids, ids, sizeof(int32_t) * (size_t)n));
+    CHECK(p.text && !strcmp(p.text, "Hello world"));
+    free(ids);
+    free(p.ids);
+    free(p.text);
+    json_decref(root);
+
+    root = json_loads("{\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}]}", 0, NULL);
+    REQUIRE(pl_openai_prepare_prompt(oai, PL_OPENAI_CHAT, root, &p, &e) == PL_STATUS_OK);
+    encode("<|begin_of_text|><|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n", false,
+           &ids, &n);
+    CHECK(p.n_ids == n && !memcmp(p.ids, ids, sizeof(int32_t) * (size_t)n));
+    free(ids);
+    free(p.ids);
+    free(p.text);
+    json_decref(root);
+
+    root = json_loads("{\"messages\":\"hi\"}", 0, NULL);
+    CHECK(pl_openai_prepare_prompt(oai, PL_OPENAI_CHAT, root, &p, &e) != PL_STATUS_OK);
+    CHECK(e.status == 400 && !strcmp(e.param, "messages") && p.ids == NULL);
+    /* the error object is the "error" member of the routes' error body */
+    char *text = pl_openai_error_text(&e);
+    char *full = pl_http_error_json(e.status, e.type, e.param, e.message, NULL);
+    json_t *a = json_loads(text, 0, NULL), *b = json_loads(full, 0, NULL);
+    CHECK(a && b && json_equal(a, json_object_get(b, "error")));
+    CHECK(!strcmp(json_string_value(json_object_get(a, "type")), "BadRequestError"));
+    json_decref(a);
+    json_decref(b);
+    free(text);
+    free(full);
+    json_decref(root);
+
+    json_t *m = pl_openai_models_json(oai);
+    json_t *data = json_object_get(m, "data");
+    CHECK(!strcmp(json_string_value(json_object_get(m, "object")), "list"));
+    CHECK(json_array_size(data) == 2);
+    CHECK(!strcmp(json_string_value(json_object_get(json_array_get(data, 1), "id")), "tiny-alias"));
+    CHECK(!strcmp(json_string_value(json_object_get(json_array_get(data, 0), "root")),
+                  "/models/tiny"));
+    json_decref(m);
+}
+
 int main(void)
 {
     setup();
+    PL_RUN(test_shared_helpers);
     PL_RUN(test_bad_bodies);
     PL_RUN(test_completion_prompts);
     PL_RUN(test_sampling_extras);
