@@ -24,6 +24,7 @@
  */
 #include "model/llama.h"
 
+#include "engine/sampler.h"
 #include "model/rope.h"
 
 #include <math.h>
@@ -67,6 +68,19 @@ struct pl_llama {
     int32_t *d_tables;                             /* [max_seqs, max_blocks_per_seq] */
     int32_t *d_logit_rows;                         /* [T] */
     int32_t *h_seq_lens;                           /* host [T]: when the batch has none */
+
+    /* pl_llama_forward_sample's request to the logits section (NULL: download logits) */
+    const struct sample_job *job;
+    int32_t *h_row_map;                            /* host [T]: a chunk's sampler rows */
+};
+
+/* Sampler rows of one forward (pl_llama_forward_sample's arguments). */
+struct sample_job {
+    const int32_t *row_src;             /* [n_rows] logits row of each, nondecreasing */
+    int n_rows;
+    const struct pl_sampler_row *rows;  /* [n_rows] */
+    const double *uniforms;             /* [n_rows] */
+    struct pl_sample_result *out;       /* [n_rows] */
 };
 
 static void *be_alloc(struct pl_llama *m, size_t n_bytes, pl_status *st)
@@ -233,7 +247,8 @@ pl_status pl_llama_new(const struct pl_model_config *cfg, const struct pl_weight
     m->d_tables = be_alloc(m, i32 * (size_t)max_seqs * (size_t)max_blocks_per_seq, &st);
     if (st == PL_STATUS_OK) {
         m->h_seq_lens = malloc(i32 * T);
-        if (!m->h_seq_lens)
+        m->h_row_map = malloc(i32 * T);
+        if (!m->h_seq_lens || !m->h_row_map)
             st = PL_STATUS_NO_MEMORY;
     }
     if (st == PL_STATUS_OK)
@@ -260,6 +275,7 @@ void pl_llama_free(struct pl_llama *m)
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
         be_release(be, bufs[i]);
     free(m->h_seq_lens);
+    free(m->h_row_map);
     free(m);
 }
 
@@ -386,6 +402,9 @@ static void mlp_block(struct pl_llama *m, int l, int n)
                n);
 }
 
+static pl_status emit_logits(struct pl_llama *m, const struct pl_batch *b, float *logits,
+                             struct pl_err *err);
+
 pl_status pl_llama_forward(struct pl_llama *m, const struct pl_batch *b,
                            const struct pl_kv_cache *kv, float *logits, struct pl_err *err)
 {
@@ -415,22 +434,87 @@ pl_status pl_llama_forward(struct pl_llama *m, const struct pl_batch *b,
         mlp_block(m, l, n);
     }
 
+    return emit_logits(m, b, logits, err);
+}
+
+/*
+ * The logits section of forward: per chunk of at most logits_chunk rows, the
+ * final norm of the gathered rows and the LM head into m->logits, then either
+ * the download into host logits or (m->job) the backend's sample op over the
+ * sampler rows whose logits row lies in the chunk; only their results leave
+ * the backend.
+ */
+static pl_status emit_logits(struct pl_llama *m, const struct pl_batch *b, float *logits,
+                             struct pl_err *err)
+{
+    const struct pl_backend_ops *op = m->be->ops;
+    struct pl_backend *be = m->be;
+    const struct pl_model_config *c = m->cfg;
+    const struct sample_job *job = m->job;
+    const int hid = c->hidden_size;
     const size_t vocab = (size_t)c->vocab_size;
+    pl_status st;
+    int s0 = 0; /* the first sampler row not yet sampled */
     for (int r0 = 0; r0 < b->n_logits; r0 += m->logits_chunk) {
         int rn = b->n_logits - r0 < m->logits_chunk ? b->n_logits - r0 : m->logits_chunk;
         op->get_rows(be, m->l_res, m->res, m->d_logit_rows + r0, rn, hid);
         op->get_rows(be, m->l_h, m->h, m->d_logit_rows + r0, rn, hid);
         op->rmsnorm(be, m->l_x, m->l_res, m->l_h, &m->w->final_norm, rn, hid, c->rms_norm_eps);
         op->logits(be, m->logits, m->l_x, &m->w->lm_head, rn);
-        st = op->download(be, logits + (size_t)r0 * vocab, m->logits,
-                          sizeof(float) * (size_t)rn * vocab);
-        if (st != PL_STATUS_OK)
-            return pl_err_set(err, st, "llama: downloading logits failed");
+        if (!job) {
+            st = op->download(be, logits + (size_t)r0 * vocab, m->logits,
+                              sizeof(float) * (size_t)rn * vocab);
+            if (st != PL_STATUS_OK)
+                return pl_err_set(err, st, "llama: downloading logits failed");
+            continue;
+        }
+        int s1 = s0;
+        while (s1 < job->n_rows && job->row_src[s1] < r0 + rn) {
+            m->h_row_map[s1 - s0] = job->row_src[s1] - r0;
+            s1++;
+        }
+        if (s1 > s0) {
+            st = op->sample(be, m->logits, rn, c->vocab_size, m->h_row_map, s1 - s0,
+                            job->rows + s0, job->uniforms + s0, job->out + s0, err);
+            if (st != PL_STATUS_OK)
+                return pl_err_prefix(err, "llama: sampling");
+        }
+        s0 = s1;
     }
     st = op->sync(be);
     if (st != PL_STATUS_OK)
         return pl_err_set(err, st, "llama: backend sync failed");
     return PL_STATUS_OK;
+}
+
+bool pl_llama_can_sample(const struct pl_llama *m)
+{
+    return m->be->ops->sample != NULL;
+}
+
+pl_status pl_llama_forward_sample(struct pl_llama *m, const struct pl_batch *b,
+                                  const struct pl_kv_cache *kv, const int32_t *row_src,
+                                  int n_rows, const struct pl_sampler_row *rows,
+                                  const double *uniforms, struct pl_sample_result *out,
+                                  struct pl_err *err)
+{
+    if (!m->be->ops->sample)
+        return pl_err_set(err, PL_STATUS_UNSUPPORTED, "llama: the %s backend cannot sample",
+                          m->be->ops->name);
+    if (n_rows < 0 || n_rows > m->max_tokens)
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                          "llama: %d sampler rows (at most %d)", n_rows, m->max_tokens);
+    for (int r = 0; r < n_rows; r++)
+        if (row_src[r] < 0 || row_src[r] >= b->n_logits || (r > 0 && row_src[r] < row_src[r - 1]))
+            return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                              "llama: sampler row %d reads logits row %d (of %d; rows must not "
+                              "decrease)",
+                              r, (int)row_src[r], b->n_logits);
+    struct sample_job job = {row_src, n_rows, rows, uniforms, out};
+    m->job = &job;
+    pl_status st = pl_llama_forward(m, b, kv, NULL, err);
+    m->job = NULL;
+    return st;
 }
 
 pl_status pl_kv_cache_init(struct pl_kv_cache *kv, struct pl_backend *be,
