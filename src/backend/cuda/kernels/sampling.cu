@@ -340,6 +340,7 @@ enum { CUT_COUNT, CUT_MASS };
 struct CutResult {
     int status;   /* CUT_FOUND, CUT_FITS (all in play fit CAP), CUT_NONE (count never reached) */
     u64 key;      /* CUT_FOUND: the cut element's key */
+    long n_kept;  /* CUT_FOUND: elements kept by the cut (-1: not known) */
 };
 enum { CUT_FOUND, CUT_FITS, CUT_NONE };
 
@@ -491,7 +492,7 @@ __device__ CutResult find_cut(const Row &r, const Play &p, int mode, int count, 
         float nhi = sh.bnd[b], nlo = sh.bnd[b + 1];
         __syncthreads();
         if (status == CUT_NONE || status == CUT_FITS)
-            return CutResult{status, 0};
+            return CutResult{status, 0, -1};
         above_cnt = new_above_cnt;
         above_mass = new_above_mass;
         bool stuck = nhi == hi && nlo == lo_excl;
@@ -511,13 +512,23 @@ __device__ CutResult find_cut(const Row &r, const Play &p, int mode, int count, 
             }
             if (i >= n)
                 i = n - 1; /* rounding: the last of the window */
-            return CutResult{CUT_FOUND, sh.keys[i < 0 ? 0 : i]};
+            if (i < 0)
+                i = 0;
+            u64 key = sh.keys[i];
+            long kept = (long)above_cnt + i + 1;
+            if (mode == CUT_COUNT) { /* top_k keeps every tie of the k-th value */
+                float kv = key_val(key);
+                kept = (long)above_cnt +
+                       first_index(n, [&](int k) { return key_val(sh.keys[k]) < kv; }, sh);
+            }
+            return CutResult{CUT_FOUND, key, kept};
         }
         if (stuck)
             break;
     }
     double above = mode == CUT_COUNT ? above_cnt : above_mass;
-    return CutResult{CUT_FOUND, bisect_cut<PEN>(r, p, lo_excl, hi, mode, above, target, strict, sh)};
+    return CutResult{CUT_FOUND,
+                     bisect_cut<PEN>(r, p, lo_excl, hi, mode, above, target, strict, sh), -1};
 }
 
 /* ---- the random path -------------------------------------------------------------------- */
@@ -579,6 +590,9 @@ __device__ int sample_random(const Row &r, float t, int top_k, float top_p, floa
             float kth = key_val(c.key);
             if (kth > p.lo)
                 p.lo = kth;
+            /* the kept set fits: no histogram pass for the later cuts */
+            if (c.n_kept >= 0 && c.n_kept <= CAP)
+                return finish_in_shared<PEN>(r, p, STAGE_TOPP, 0, top_p, u, sh);
         }
     }
     if (top_p < 1.0f) {
@@ -586,6 +600,8 @@ __device__ int sample_random(const Row &r, float t, int top_k, float top_p, floa
         if (c.status == CUT_FITS)
             return finish_in_shared<PEN>(r, p, STAGE_TOPP, 0, top_p, u, sh);
         p.rkey = c.key;
+        if (c.n_kept >= 0 && c.n_kept <= CAP)
+            return finish_in_shared<PEN>(r, p, STAGE_DRAW, 0, 1.0f, u, sh);
     }
     CutResult c = find_cut<PEN>(r, p, CUT_MASS, 0, u, true, sh);
     if (c.status == CUT_FITS)
