@@ -37,9 +37,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define PL_BACKEND_OPS_VERSION 1
+#define PL_BACKEND_OPS_VERSION 2
 
 struct pl_backend; /* opaque; each backend defines it and puts `ops` first */
+struct pl_sampler_row;   /* engine/sampler.h: one row's params and token history */
+struct pl_sample_result; /* engine/sampler.h: a sampled token and its logprobs */
 
 /* A weight matrix [rows, cols] (out_features x in_features, as HF stores it),
  * or a vector [cols] with rows == 1. data is backend memory. */
@@ -169,6 +171,19 @@ struct pl_backend_ops {
      * rounded to dtype: every backend produces the same bits (dummy weights, tests). */
     void (*fill)(struct pl_backend *be, void *dst, enum pl_dtype dtype, size_t n, uint64_t seed,
                  float lo, float hi);
+
+    /* Samples n_rows rows from fp32 logits in backend memory ([n_logits, vocab],
+     * not modified): row r reads logits row row_map[r] (< n_logits) with the
+     * params and token history of rows[r] and the uniform uniforms[r], exactly
+     * as pl_sampler_sample_rows (engine/sampler.h, the specification) does, up
+     * to float rounding. row_map, rows, uniforms and out are host memory; out
+     * is written when the call returns (it synchronises). Backends other than
+     * the CPU take only rows for which pl_sampler_row_is_basic holds
+     * (PL_STATUS_UNSUPPORTED otherwise). Added in version 2. */
+    pl_status (*sample)(struct pl_backend *be, const float *logits, int n_logits, int vocab,
+                        const int32_t *row_map, int n_rows, const struct pl_sampler_row *rows,
+                        const double *uniforms, struct pl_sample_result *out,
+                        struct pl_err *err);
 
     /* Optional (NULL where the backend has none; the CPU backend has none). */
 

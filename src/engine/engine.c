@@ -90,6 +90,7 @@ struct pl_engine {
     struct plp_row *plp_rows;          /* [max_num_batched_tokens] */
     struct pl_sampler_row *rows;       /* [max_rows] */
     struct pl_sample_result *results;  /* [max_rows] */
+    double *uniforms;                  /* [max_rows] the draws of a backend-sampled step */
     int32_t *sampled;                  /* [max_rows] */
     bool *stop;                        /* [max_rows] */
     int *row_index;                    /* [max_rows] sample index of each row */
@@ -102,8 +103,9 @@ struct pl_engine {
     double waste_slots, reserved_slots, seconds;
     /* PAGELLM_PROFILE=1: wall time per phase of pl_engine_step, printed by pl_engine_free */
     bool profile;
-    double prof_sched, prof_model, prof_sample, prof_post;
+    double prof_sched, prof_model, prof_post;
     long prof_steps;
+    uint64_t n_steps_backend_sampling, n_steps_host_sampling;
     uint64_t n_prompt_tokens, n_generation_tokens, n_added, n_finished;
 };
 
@@ -218,12 +220,13 @@ pl_status pl_engine_new(const struct pl_engine_params *p, const struct pl_engine
     e->plp_rows = malloc(mt * sizeof(*e->plp_rows));
     e->rows = malloc(mr * sizeof(*e->rows));
     e->results = malloc(mr * sizeof(*e->results));
+    e->uniforms = malloc(mr * sizeof(*e->uniforms));
     e->sampled = malloc(mr * sizeof(int32_t));
     e->stop = malloc(mr * sizeof(bool));
     e->row_index = malloc(mr * sizeof(int));
     e->row_src = malloc(mr * sizeof(int));
     e->eos = malloc(sizeof(int32_t) * (size_t)(p->n_eos > 0 ? p->n_eos : 1));
-    if (!e->logits || !e->logits_rows || !e->plp_rows || !e->rows || !e->results ||
+    if (!e->logits || !e->logits_rows || !e->plp_rows || !e->rows || !e->results || !e->uniforms ||
         !e->sampled || !e->stop || !e->row_index || !e->row_src || !e->eos) {
         st = pl_err_set(err, PL_STATUS_NO_MEMORY,
                         "engine: out of memory for step buffers (%d rows of %d logits)",
@@ -245,10 +248,12 @@ void pl_engine_free(struct pl_engine *e)
     if (!e)
         return;
     if (e->profile && e->prof_steps > 0)
-        PL_INFO("engine profile: %ld steps, %.3f s in steps: schedule+batch %.1f%%, model "
-                "%.1f%%, sampling %.1f%%, update+detokenize %.1f%% (%.3f ms/step)",
-                e->prof_steps, e->seconds, 100 * e->prof_sched / e->seconds,
-                100 * e->prof_model / e->seconds, 100 * e->prof_sample / e->seconds,
+        PL_INFO("engine profile: %ld steps (%llu sampled on the backend, %llu on the host), "
+                "%.3f s in steps: schedule+batch %.1f%%, model+sampling %.1f%%, "
+                "update+detokenize %.1f%% (%.3f ms/step)",
+                e->prof_steps, (unsigned long long)e->n_steps_backend_sampling,
+                (unsigned long long)e->n_steps_host_sampling, e->seconds,
+                100 * e->prof_sched / e->seconds, 100 * e->prof_model / e->seconds,
                 100 * e->prof_post / e->seconds, 1e3 * e->seconds / (double)e->prof_steps);
     struct req *r = e->head;
     while (r) {
@@ -267,6 +272,7 @@ void pl_engine_free(struct pl_engine *e)
     free(e->plp_rows);
     free(e->rows);
     free(e->results);
+    free(e->uniforms);
     free(e->sampled);
     free(e->stop);
     free(e->row_index);
@@ -588,6 +594,50 @@ static struct pl_seq *row_seq(const struct pl_sched_seq *en, int k)
     return en->seq;
 }
 
+/*
+ * The host path of a step: the model returns logits rows (n_uniq sampling
+ * rows, then n_plp prompt-logprobs rows); prompt logprobs are read, the
+ * sampling rows expanded in place to one row per sampler row (row_src[r] <= r,
+ * so a backward pass is safe) and sampled by the host sampler.
+ */
+static pl_status host_sample_step(struct pl_engine *e, struct pl_batch *b, int n_uniq, int n_plp,
+                                  int n_rows, struct pl_err *err)
+{
+    pl_status st = ensure_logit_rows(e, n_uniq + n_plp, err);
+    if (st != PL_STATUS_OK)
+        return st;
+    b->logits_rows = e->logits_rows;
+    b->n_logits = n_uniq + n_plp;
+    st = e->model.run(e->model.ctx, b, e->logits, err);
+    if (st != PL_STATUS_OK)
+        return pl_err_prefix(err, "model");
+    size_t V = (size_t)e->vocab;
+    for (int i = 0; i < n_plp; i++) {
+        struct req *r = e->plp_rows[i].r;
+        int pos = e->plp_rows[i].pos;
+        struct pl_sample_result res;
+        pl_sampler_logprobs(e->logits + (size_t)(n_uniq + i) * V, e->vocab, r->prompt[pos + 1],
+                            r->params.prompt_logprobs, &res);
+        struct pl_logprob_entry *en = &r->plp[pos + 1];
+        en->token_id = r->prompt[pos + 1];
+        en->logprob = res.logprob;
+        en->rank = res.rank;
+        en->n_top = res.n_top;
+        memcpy(en->top_ids, res.top_ids, sizeof(en->top_ids));
+        memcpy(en->top_logprobs, res.top_logprobs, sizeof(en->top_logprobs));
+        if (pos + 1 > r->plp_next)
+            r->plp_next = pos + 1;
+    }
+    for (int r = n_rows - 1; r >= 0; r--)
+        if (e->row_src[r] != r)
+            memcpy(e->logits + (size_t)r * V, e->logits + (size_t)e->row_src[r] * V,
+                   V * sizeof(float));
+    st = pl_sampler_sample(e->sampler, e->logits, n_rows, e->rows, e->results, err);
+    if (st != PL_STATUS_OK)
+        return pl_err_prefix(err, "sampler");
+    return PL_STATUS_OK;
+}
+
 pl_status pl_engine_step(struct pl_engine *e, struct pl_err *err)
 {
     double t0 = pl_clock_seconds();
@@ -620,9 +670,8 @@ pl_status pl_engine_step(struct pl_engine *e, struct pl_err *err)
     /*
      * logits rows: each sampling entry's last token once (an n > 1 group's
      * first sample repeats it in the batch; a model returns at most one row
-     * per token), then the prompt-logprobs positions. After the run the
-     * prompt logprobs are read and the sampling rows expanded in place to one
-     * row per sampler row (row_src[r] <= r, so a backward pass is safe).
+     * per token), then the prompt-logprobs positions. row_src maps each
+     * sampler row to its logits row (several rows of an n > 1 group share one).
      */
     int n_rows = b.n_logits, n_uniq = 0;
     assert(n_rows == plan.n_samples && n_rows <= e->max_rows);
@@ -653,40 +702,9 @@ pl_status pl_engine_step(struct pl_engine *e, struct pl_err *err)
             n_plp++;
         }
     }
-    st = ensure_logit_rows(e, n_uniq + n_plp, err);
-    if (st != PL_STATUS_OK)
-        return st;
-    b.logits_rows = e->logits_rows;
-    b.n_logits = n_uniq + n_plp;
-    double t_model = pl_clock_seconds();
-    st = e->model.run(e->model.ctx, &b, e->logits, err);
-    if (st != PL_STATUS_OK)
-        return pl_err_prefix(err, "model");
-    double t_sample = pl_clock_seconds();
-    size_t V = (size_t)e->vocab;
-    for (int i = 0; i < n_plp; i++) {
-        struct req *r = e->plp_rows[i].r;
-        int pos = e->plp_rows[i].pos;
-        struct pl_sample_result res;
-        pl_sampler_logprobs(e->logits + (size_t)(n_uniq + i) * V, e->vocab, r->prompt[pos + 1],
-                            r->params.prompt_logprobs, &res);
-        struct pl_logprob_entry *en = &r->plp[pos + 1];
-        en->token_id = r->prompt[pos + 1];
-        en->logprob = res.logprob;
-        en->rank = res.rank;
-        en->n_top = res.n_top;
-        memcpy(en->top_ids, res.top_ids, sizeof(en->top_ids));
-        memcpy(en->top_logprobs, res.top_logprobs, sizeof(en->top_logprobs));
-        if (pos + 1 > r->plp_next)
-            r->plp_next = pos + 1;
-    }
-    for (int r = n_rows - 1; r >= 0; r--)
-        if (e->row_src[r] != r)
-            memcpy(e->logits + (size_t)r * V, e->logits + (size_t)e->row_src[r] * V,
-                   V * sizeof(float));
-
     /* sampler rows in plan order */
     int row = 0;
+    bool basic = true;
     for (int s = 0; s < plan.n_seqs; s++) {
         const struct pl_sched_seq *en = &plan.seqs[s];
         const struct pl_seq *q = en->seq;
@@ -703,11 +721,32 @@ pl_status pl_engine_step(struct pl_engine *e, struct pl_err *err)
             sr->n_eos = r->params.ignore_eos ? 0 : e->p.n_eos;
             sr->rng = r->params.has_seed ? &r->st[idx].rng : NULL;
             e->row_index[row] = idx;
+            basic = basic && pl_sampler_row_is_basic(sr);
         }
     }
-    st = pl_sampler_sample(e->sampler, e->logits, n_rows, e->rows, e->results, err);
-    if (st != PL_STATUS_OK)
-        return pl_err_prefix(err, "sampler");
+
+    double t_model = pl_clock_seconds();
+    if (e->model.run_sample && n_plp == 0 && basic) {
+        /*
+         * Sampling where the logits live: the engine draws the uniforms (the
+         * same draws, in the same order, as the host sampler would take), the
+         * model samples each row from its source logits row, and only the
+         * results come back.
+         */
+        pl_sampler_draw(e->sampler, e->rows, n_rows, e->uniforms);
+        b.logits_rows = e->logits_rows;
+        b.n_logits = n_uniq;
+        st = e->model.run_sample(e->model.ctx, &b, e->row_src, n_rows, e->rows, e->uniforms,
+                                 e->results, err);
+        if (st != PL_STATUS_OK)
+            return pl_err_prefix(err, "model");
+        e->n_steps_backend_sampling++;
+    } else {
+        st = host_sample_step(e, &b, n_uniq, n_plp, n_rows, err);
+        if (st != PL_STATUS_OK)
+            return st;
+        e->n_steps_host_sampling++;
+    }
     double t_post = pl_clock_seconds();
     row = 0;
     for (int s = 0; s < plan.n_seqs; s++) {
@@ -749,8 +788,7 @@ pl_status pl_engine_step(struct pl_engine *e, struct pl_err *err)
     if (e->profile) {
         double t_end = pl_clock_seconds();
         e->prof_sched += t_model - t0;
-        e->prof_model += t_sample - t_model;
-        e->prof_sample += t_post - t_sample;
+        e->prof_model += t_post - t_model;
         e->prof_post += t_end - t_post;
         e->prof_steps++;
     }
@@ -950,4 +988,6 @@ void pl_engine_get_stats(const struct pl_engine *e, struct pl_engine_stats *out)
     out->n_requests_added = e->n_added;
     out->n_requests_finished = e->n_finished;
     out->seconds = e->seconds;
+    out->n_steps_backend_sampling = e->n_steps_backend_sampling;
+    out->n_steps_host_sampling = e->n_steps_host_sampling;
 }

@@ -15,6 +15,13 @@
  *   plan order, per-row params and state) -> stop tokens -> scheduler update
  *   -> detokenize incrementally, stop strings (pl_scheduler_finish_seq) ->
  *   finished groups collected -> outputs ready for pl_engine_poll.
+ * "run -> sample" is one call to model.run_sample when the model has it and
+ * every row of the step is basic (pl_sampler_row_is_basic) and no request of
+ * the step wants prompt logprobs: the engine draws the rows' uniforms and the
+ * model samples where the logits live. Otherwise the whole step takes the
+ * host path: model.run returns logits and the host sampler samples. Both
+ * paths consume the same draws, so seeded requests give the same tokens
+ * either way (up to float rounding on a GPU).
  *
  * Threading: one thread owns an engine; nothing here locks.
  *
@@ -44,6 +51,7 @@
 
 #include "engine/batch.h"
 #include "engine/block_manager.h"
+#include "engine/sampler.h"
 #include "engine/scheduler.h"
 #include "pagellm.h"
 #include "util/err.h"
@@ -62,6 +70,17 @@ struct pl_engine_model {
     /* Copies the KV of whole blocks (all layers, K and V), pairs in order. */
     pl_status (*copy_blocks)(void *ctx, const struct pl_block_copy *copies, int n,
                              struct pl_err *err);
+    /* Optional (NULL: run + host sampler). Runs b and samples where the logits
+     * live: sampler row i reads logits row row_src[i] (nondecreasing, <
+     * b->n_logits) with rows[i] and the uniform uniforms[i] drawn by the
+     * engine (pl_sampler_draw); results: [n_rows]. The engine calls it only
+     * for steps whose rows are all basic (pl_sampler_row_is_basic) and that
+     * need no prompt logprobs; its tokens equal the host sampler's up to float
+     * rounding. */
+    pl_status (*run_sample)(void *ctx, const struct pl_batch *b, const int32_t *row_src,
+                            int n_rows, const struct pl_sampler_row *rows,
+                            const double *uniforms, struct pl_sample_result *results,
+                            struct pl_err *err);
 };
 
 /*
@@ -110,6 +129,8 @@ struct pl_engine_stats {
     uint64_t n_requests_added;
     uint64_t n_requests_finished; /* reported finished by poll */
     double seconds;             /* wall time inside pl_engine_step */
+    uint64_t n_steps_backend_sampling; /* steps sampled by the model (run_sample) */
+    uint64_t n_steps_host_sampling;    /* steps sampled on the host from downloaded logits */
 };
 
 struct pl_engine;

@@ -99,6 +99,14 @@ static pl_status runner_run(void *ctx, const struct pl_batch *b, float *logits,
     return pl_model_runner_run(ctx, b, logits, err);
 }
 
+static pl_status runner_run_sample(void *ctx, const struct pl_batch *b, const int32_t *row_src,
+                                   int n_rows, const struct pl_sampler_row *rows,
+                                   const double *uniforms, struct pl_sample_result *results,
+                                   struct pl_err *err)
+{
+    return pl_model_runner_run_sample(ctx, b, row_src, n_rows, rows, uniforms, results, err);
+}
+
 static pl_status runner_copy(void *ctx, const struct pl_block_copy *c, int n, struct pl_err *err)
 {
     return pl_model_runner_copy_blocks(ctx, c, n, err);
@@ -242,6 +250,12 @@ static pl_status llm_open(struct pl_llm *llm, const struct pl_llm_params *p, str
     llm->im.max_logits_rows = 0;
     llm->im.run = runner_run;
     llm->im.copy_blocks = runner_copy;
+    /* sampling on the backend unless PAGELLM_SAMPLER=host asks for the host
+     * sampler on downloaded logits (the reference path, for comparisons) */
+    const char *sampler_env = getenv("PAGELLM_SAMPLER");
+    bool host_sampler = sampler_env && !strcmp(sampler_env, "host");
+    llm->im.run_sample =
+        pl_model_runner_can_sample(llm->runner) && !host_sampler ? runner_run_sample : NULL;
     llm->dt.ctx = llm->tok;
     llm->dt.init = detok_init;
     llm->dt.push = detok_push;

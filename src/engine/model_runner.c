@@ -301,6 +301,19 @@ pl_status pl_model_runner_run(struct pl_model_runner *r, const struct pl_batch *
 {
     return pl_llama_forward(r->model, b, &r->kv, logits, err);
 }
+bool pl_model_runner_can_sample(const struct pl_model_runner *r)
+{
+    return pl_llama_can_sample(r->model);
+}
+
+pl_status pl_model_runner_run_sample(struct pl_model_runner *r, const struct pl_batch *b,
+                                     const int32_t *row_src, int n_rows,
+                                     const struct pl_sampler_row *rows, const double *uniforms,
+                                     struct pl_sample_result *out, struct pl_err *err)
+{
+    return pl_llama_forward_sample(r->model, b, &r->kv, row_src, n_rows, rows, uniforms, out,
+                                   err);
+}
 /*
  * Copy-on-write for the engine: whole blocks, every layer, K and V. The pairs
  * go to the backend in groups of COPY_GROUP so no allocation is needed.

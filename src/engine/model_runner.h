@@ -65,6 +65,16 @@ const struct pl_weights *pl_model_runner_weights(const struct pl_model_runner *r
 pl_status pl_model_runner_run(struct pl_model_runner *r, const struct pl_batch *b,
                               float *logits, struct pl_err *err);
 
+/* Whether the backend samples (pl_model_runner_run_sample works). */
+bool pl_model_runner_can_sample(const struct pl_model_runner *r);
+
+/* Runs one batch and samples on the backend (pl_llama_forward_sample):
+ * sampler row i reads logits row row_src[i]; out: host [n_rows]. */
+pl_status pl_model_runner_run_sample(struct pl_model_runner *r, const struct pl_batch *b,
+                                     const int32_t *row_src, int n_rows,
+                                     const struct pl_sampler_row *rows, const double *uniforms,
+                                     struct pl_sample_result *out, struct pl_err *err);
+
 /*
  * Copies whole KV blocks (every layer, K and V) src -> dst for each pair, in
  * order: the engine's copy-on-write before a step runs.

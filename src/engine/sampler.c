@@ -10,9 +10,12 @@
  * Invariant: mark and counts are returned to all-zero before a row ends,
  * so no per-row clearing of vocab-sized memory is needed.
  *
+ *   uniforms [max_rows] double  pl_sampler_sample's draws
+ *
  * Cost per random row: O(V) for the copy, the filters and one exp per
- * candidate; top_k and top_p use selection (quickselect, and a mass-weighted
- * quickselect for top_p), never a full O(V log V) sort.
+ * candidate; top_k, top_p and the inversion use selection (quickselect, and
+ * a mass-weighted quickselect for top_p and the draw), never a full
+ * O(V log V) sort.
  */
 #include "engine/sampler.h"
 
@@ -20,8 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* vLLM's _SAMPLING_EPS: temperatures below it mean greedy */
-#define SAMPLING_EPS 1e-5f
+#define SAMPLING_EPS PL_SAMPLER_GREEDY_EPS
 /* below this many candidates, selection switches to insertion sort */
 #define SMALL_RANGE 16
 
@@ -39,6 +41,7 @@ struct pl_sampler {
     struct cand *cand;
     uint8_t *mark;
     int32_t *counts;
+    double *uniforms;
 };
 
 pl_status pl_sampler_new(int max_rows, int vocab_size, uint64_t seed, struct pl_sampler **out,
@@ -60,7 +63,8 @@ pl_status pl_sampler_new(int max_rows, int vocab_size, uint64_t seed, struct pl_
     s->cand = malloc(v * sizeof(*s->cand));
     s->mark = calloc(v, sizeof(*s->mark));
     s->counts = calloc(v, sizeof(*s->counts));
-    if (!s->work || !s->cand || !s->mark || !s->counts) {
+    s->uniforms = malloc((size_t)max_rows * sizeof(*s->uniforms));
+    if (!s->work || !s->cand || !s->mark || !s->counts || !s->uniforms) {
         pl_sampler_free(s);
         return pl_err_set(err, PL_STATUS_NO_MEMORY,
                           "sampler: out of memory for scratch of %d tokens", vocab_size);
@@ -77,6 +81,7 @@ void pl_sampler_free(struct pl_sampler *s)
     free(s->cand);
     free(s->mark);
     free(s->counts);
+    free(s->uniforms);
     free(s);
 }
 
@@ -211,23 +216,31 @@ static void select_first_k(struct cand *c, int n, int k)
     insertion_sort(c, lo, hi);
 }
 
+/* whether accumulated mass acc has reached target: >= for top_p, > for the draw */
+static bool reaches(double acc, double target, bool strict)
+{
+    return strict ? acc > target : acc >= target;
+}
+
 /*
- * top_p: rearranges c[0, n) and returns cut such that c[0, cut) is the
- * smallest set of first candidates (in candidate order) whose mass e reaches
- * target. The kept set is what a full sort would keep, found in O(n) expected.
+ * Rearranges c[0, n) and returns cut such that c[0, cut) is the smallest set
+ * of first candidates (in candidate order) whose mass e reaches target
+ * (reaches(); strict: exceeds it), and c[cut - 1] is the last of them in
+ * candidate order. top_p keeps c[0, cut); the draw takes c[cut - 1]. The set
+ * is what a full sort would give, found in O(n) expected.
  */
-static int select_mass(struct cand *c, int n, double target)
+static int select_mass(struct cand *c, int n, double target, bool strict)
 {
     int lo = 0, hi = n;
-    double acc = 0.0; /* mass of c[0, lo), all of which is kept; acc < target */
+    double acc = 0.0; /* mass of c[0, lo), all of which is kept; acc has not reached target */
     while (hi - lo > SMALL_RANGE) {
         int p = partition(c, lo, hi);
         double before_p = 0.0;
         for (int i = lo; i < p; i++)
             before_p += c[i].e;
-        if (acc + before_p >= target) {
+        if (reaches(acc + before_p, target, strict)) {
             hi = p; /* the cut falls inside c[lo, p) */
-        } else if (acc + before_p + c[p].e >= target) {
+        } else if (reaches(acc + before_p + c[p].e, target, strict)) {
             return p + 1;
         } else {
             acc += before_p + c[p].e;
@@ -237,7 +250,7 @@ static int select_mass(struct cand *c, int n, double target)
     insertion_sort(c, lo, hi);
     for (int i = lo; i < hi; i++) {
         acc += c[i].e;
-        if (acc >= target)
+        if (reaches(acc, target, strict))
             return i + 1;
     }
     return hi; /* rounding: the whole remaining range */
@@ -417,8 +430,7 @@ static float kth_value(const float *w, int V, float lo, int k, struct cand *heap
 #define HEAP_TOP_K_MAX 1024
 
 /* Step 6: temperature, min_p, top_k, top_p and the draw. Returns -1 when all is masked. */
-static int32_t sample_random(struct pl_sampler *s, const struct pl_sampling_params *p,
-                             struct pl_rng *rng)
+static int32_t sample_random(struct pl_sampler *s, const struct pl_sampling_params *p, double u)
 {
     float *w = s->work;
     int V = s->vocab;
@@ -482,24 +494,19 @@ static int32_t sample_random(struct pl_sampler *s, const struct pl_sampling_para
         for (int i = 0; i < n; i++)
             if (c[i].e >= tiny)
                 c[kept++] = c[i];
-        n = select_mass(c, kept, target);
+        n = select_mass(c, kept, target, false);
         total = 0.0;
         for (int i = 0; i < n; i++)
             total += c[i].e;
     }
-    double u = pl_rng_uniform(rng) * total;
-    double acc = 0.0;
-    for (int i = 0; i < n; i++) {
-        acc += c[i].e;
-        if (u < acc)
-            return c[i].id;
-    }
-    /* u landed on the rounding gap at the very end: the last kept candidate */
-    return c[n - 1].id;
+    /* the inversion in candidate order: the first candidate whose cumulative
+     * mass exceeds u * total (a u on the rounding gap at the end takes the last) */
+    int cut = select_mass(c, n, u * total, true);
+    return c[cut - 1].id;
 }
 
 static pl_status sample_row(struct pl_sampler *s, const float *x, const struct pl_sampler_row *row,
-                            int r, struct pl_sample_result *res, struct pl_err *err)
+                            int r, double u, struct pl_sample_result *res, struct pl_err *err)
 {
     const struct pl_sampling_params *p = row->params;
     int V = s->vocab;
@@ -519,7 +526,7 @@ static pl_status sample_row(struct pl_sampler *s, const float *x, const struct p
         if (s->work[tok] == -INFINITY)
             tok = -1;
     } else {
-        tok = sample_random(s, p, row->rng ? row->rng : &s->rng);
+        tok = sample_random(s, p, u);
     }
     if (tok < 0)
         tok = argmax_raw(x, V);
@@ -533,6 +540,32 @@ static pl_status sample_row(struct pl_sampler *s, const float *x, const struct p
     return PL_STATUS_OK;
 }
 
+void pl_sampler_draw(struct pl_sampler *s, const struct pl_sampler_row *rows, int n_rows,
+                     double *uniforms)
+{
+    for (int r = 0; r < n_rows; r++) {
+        const struct pl_sampling_params *p = rows[r].params;
+        uniforms[r] = p && !(p->temperature < SAMPLING_EPS)
+                          ? pl_rng_uniform(rows[r].rng ? rows[r].rng : &s->rng)
+                          : 0.0;
+    }
+}
+
+pl_status pl_sampler_sample_rows(struct pl_sampler *s, const float *logits,
+                                 const int32_t *row_map, int n_rows,
+                                 const struct pl_sampler_row *rows, const double *uniforms,
+                                 struct pl_sample_result *out, struct pl_err *err)
+{
+    for (int r = 0; r < n_rows; r++) {
+        size_t src = row_map ? (size_t)row_map[r] : (size_t)r;
+        pl_status st = sample_row(s, logits + src * (size_t)s->vocab, &rows[r], r, uniforms[r],
+                                  &out[r], err);
+        if (st)
+            return st;
+    }
+    return PL_STATUS_OK;
+}
+
 pl_status pl_sampler_sample(struct pl_sampler *s, const float *logits, int n_rows,
                             const struct pl_sampler_row *rows, struct pl_sample_result *out,
                             struct pl_err *err)
@@ -541,11 +574,16 @@ pl_status pl_sampler_sample(struct pl_sampler *s, const float *logits, int n_row
         return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
                           "sampler: %d rows, but it was created for at most %d", n_rows,
                           s->max_rows);
-    for (int r = 0; r < n_rows; r++) {
-        pl_status st = sample_row(s, logits + (size_t)r * (size_t)s->vocab, &rows[r], r, &out[r],
-                                  err);
-        if (st)
-            return st;
-    }
-    return PL_STATUS_OK;
+    pl_sampler_draw(s, rows, n_rows, s->uniforms);
+    return pl_sampler_sample_rows(s, logits, NULL, n_rows, rows, s->uniforms, out, err);
+}
+
+bool pl_sampler_row_is_basic(const struct pl_sampler_row *row)
+{
+    const struct pl_sampling_params *p = row->params;
+    if (!p)
+        return false;
+    bool min_tokens_mask =
+        row->n_output < p->min_tokens && (row->n_eos > 0 || p->n_stop_token_ids > 0);
+    return !p->allowed_token_ids && p->n_logit_bias == 0 && !min_tokens_mask;
 }

@@ -33,6 +33,7 @@
  */
 #include "model/llama.h"
 
+#include "engine/sampler.h"
 #include "model/rope.h"
 
 #include <assert.h>
@@ -96,6 +97,19 @@ struct pl_llama {
     void *graphs[MAX_GRAPHS][CTX_BUCKETS];
     int graph_mb[MAX_GRAPHS][CTX_BUCKETS];
     int n_graphs_recorded;
+
+    /* pl_llama_forward_sample's request to the logits section (NULL: download logits) */
+    const struct sample_job *job;
+    int32_t *h_row_map;                            /* host [T]: a chunk's sampler rows */
+};
+
+/* Sampler rows of one forward (pl_llama_forward_sample's arguments). */
+struct sample_job {
+    const int32_t *row_src;             /* [n_rows] logits row of each, nondecreasing */
+    int n_rows;
+    const struct pl_sampler_row *rows;  /* [n_rows] */
+    const double *uniforms;             /* [n_rows] */
+    struct pl_sample_result *out;       /* [n_rows] */
 };
 
 static void *be_alloc(struct pl_llama *m, size_t n_bytes, pl_status *st)
@@ -288,7 +302,8 @@ pl_status pl_llama_new(const struct pl_model_config *cfg, const struct pl_weight
         }
         if (!m->h_stage)
             m->h_stage = malloc(i32 * n_stage);
-        if (!m->h_stage) {
+        m->h_row_map = malloc(i32 * T);
+        if (!m->h_stage || !m->h_row_map) {
             st = PL_STATUS_NO_MEMORY;
         } else {
             int32_t *p = m->h_stage;
@@ -334,6 +349,7 @@ void pl_llama_free(struct pl_llama *m)
         be->ops->host_free(be, m->h_stage);
     else
         free(m->h_stage);
+    free(m->h_row_map);
     free(m);
 }
 
@@ -490,6 +506,9 @@ static void mlp_block(struct pl_llama *m, int l, int n)
                n);
 }
 
+static pl_status emit_logits(struct pl_llama *m, const struct pl_batch *b, float *logits,
+                             struct pl_err *err);
+
 /* Embedding and every layer: leaves the residual stream in res and the last MLP
  * output in h (the final norm runs on the logits rows only). */
 static void run_layers(struct pl_llama *m, const struct run_shape *sh, const struct pl_kv_cache *kv)
@@ -590,11 +609,6 @@ pl_status pl_llama_forward(struct pl_llama *m, const struct pl_batch *b,
     if (b->n_tokens == 0)
         return PL_STATUS_OK;
 
-    const struct pl_backend_ops *op = m->be->ops;
-    struct pl_backend *be = m->be;
-    const struct pl_model_config *c = m->cfg;
-    const int hid = c->hidden_size;
-
     bool graphed = m->use_graphs && b->max_q_len == 1 && b->n_tokens == b->n_seqs &&
                    run_layers_graph(m, b, kv, &st);
     if (!graphed) {
@@ -611,24 +625,90 @@ pl_status pl_llama_forward(struct pl_llama *m, const struct pl_batch *b,
         }
     }
     if (st != PL_STATUS_OK)
-        return pl_err_set(err, st, "llama: %s failed", graphed ? "the decode graph" : "uploading the batch");
+        return pl_err_set(err, st, "llama: %s failed",
+                          graphed ? "the decode graph" : "uploading the batch");
 
+    return emit_logits(m, b, logits, err);
+}
+
+/*
+ * The logits section of forward: per chunk of at most logits_chunk rows, the
+ * final norm of the gathered rows and the LM head into m->logits, then either
+ * the download into host logits or (m->job) the backend's sample op over the
+ * sampler rows whose logits row lies in the chunk; only their results leave
+ * the backend.
+ */
+static pl_status emit_logits(struct pl_llama *m, const struct pl_batch *b, float *logits,
+                             struct pl_err *err)
+{
+    const struct pl_backend_ops *op = m->be->ops;
+    struct pl_backend *be = m->be;
+    const struct pl_model_config *c = m->cfg;
+    const struct sample_job *job = m->job;
+    const int hid = c->hidden_size;
     const size_t vocab = (size_t)c->vocab_size;
+    pl_status st;
+    int s0 = 0; /* the first sampler row not yet sampled */
     for (int r0 = 0; r0 < b->n_logits; r0 += m->logits_chunk) {
         int rn = b->n_logits - r0 < m->logits_chunk ? b->n_logits - r0 : m->logits_chunk;
         op->get_rows(be, m->l_res, m->res, m->d_logit_rows + r0, rn, hid);
         op->get_rows(be, m->l_h, m->h, m->d_logit_rows + r0, rn, hid);
         op->rmsnorm(be, m->l_x, m->l_res, m->l_h, &m->w->final_norm, rn, hid, c->rms_norm_eps);
         op->logits(be, m->logits, m->l_x, &m->w->lm_head, rn);
-        st = op->download(be, logits + (size_t)r0 * vocab, m->logits,
-                          sizeof(float) * (size_t)rn * vocab);
-        if (st != PL_STATUS_OK)
-            return pl_err_set(err, st, "llama: downloading logits failed");
+        if (!job) {
+            st = op->download(be, logits + (size_t)r0 * vocab, m->logits,
+                              sizeof(float) * (size_t)rn * vocab);
+            if (st != PL_STATUS_OK)
+                return pl_err_set(err, st, "llama: downloading logits failed");
+            continue;
+        }
+        int s1 = s0;
+        while (s1 < job->n_rows && job->row_src[s1] < r0 + rn) {
+            m->h_row_map[s1 - s0] = job->row_src[s1] - r0;
+            s1++;
+        }
+        if (s1 > s0) {
+            st = op->sample(be, m->logits, rn, c->vocab_size, m->h_row_map, s1 - s0,
+                            job->rows + s0, job->uniforms + s0, job->out + s0, err);
+            if (st != PL_STATUS_OK)
+                return pl_err_prefix(err, "llama: sampling");
+        }
+        s0 = s1;
     }
     st = op->sync(be);
     if (st != PL_STATUS_OK)
         return pl_err_set(err, st, "llama: backend sync failed");
     return PL_STATUS_OK;
+}
+
+bool pl_llama_can_sample(const struct pl_llama *m)
+{
+    return m->be->ops->sample != NULL;
+}
+
+pl_status pl_llama_forward_sample(struct pl_llama *m, const struct pl_batch *b,
+                                  const struct pl_kv_cache *kv, const int32_t *row_src,
+                                  int n_rows, const struct pl_sampler_row *rows,
+                                  const double *uniforms, struct pl_sample_result *out,
+                                  struct pl_err *err)
+{
+    if (!m->be->ops->sample)
+        return pl_err_set(err, PL_STATUS_UNSUPPORTED, "llama: the %s backend cannot sample",
+                          m->be->ops->name);
+    if (n_rows < 0 || n_rows > m->max_tokens)
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                          "llama: %d sampler rows (at most %d)", n_rows, m->max_tokens);
+    for (int r = 0; r < n_rows; r++)
+        if (row_src[r] < 0 || row_src[r] >= b->n_logits || (r > 0 && row_src[r] < row_src[r - 1]))
+            return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                              "llama: sampler row %d reads logits row %d (of %d; rows must not "
+                              "decrease)",
+                              r, (int)row_src[r], b->n_logits);
+    struct sample_job job = {row_src, n_rows, rows, uniforms, out};
+    m->job = &job;
+    pl_status st = pl_llama_forward(m, b, kv, NULL, err);
+    m->job = NULL;
+    return st;
 }
 
 pl_status pl_kv_cache_init(struct pl_kv_cache *kv, struct pl_backend *be,

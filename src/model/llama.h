@@ -6,7 +6,9 @@
  * It owns no KV cache: the caller passes per-layer K/V cache pointers
  * (backend memory, layout in backend.h) so the block manager can own them.
  * forward() runs one flat batch (any mix of prefill chunks and decodes)
- * and writes fp32 logits for the batch's logits_rows to host memory.
+ * and writes fp32 logits for the batch's logits_rows to host memory;
+ * forward_sample() instead samples those rows on the backend and returns
+ * only the sampled tokens (and requested logprobs).
  * No allocation happens inside forward().
  */
 #ifndef PL_MODEL_LLAMA_H
@@ -38,6 +40,23 @@ void pl_llama_free(struct pl_llama *m);
 /* Runs batch b through the model. logits: host [b->n_logits, vocab]. */
 pl_status pl_llama_forward(struct pl_llama *m, const struct pl_batch *b,
                            const struct pl_kv_cache *kv, float *logits, struct pl_err *err);
+
+/* Whether the backend has a sample op (pl_llama_forward_sample works). */
+bool pl_llama_can_sample(const struct pl_llama *m);
+
+/*
+ * Runs batch b like pl_llama_forward, but samples on the backend instead of
+ * returning logits: sampler row r (of n_rows) reads logits row row_src[r] of
+ * the batch (row_src nondecreasing, each < b->n_logits; rows may share one)
+ * and is sampled with rows[r] and uniforms[r] by the backend's sample op
+ * (backend.h); out: host [n_rows]. Only the results cross to the host.
+ * PL_STATUS_UNSUPPORTED when the backend has no sample op.
+ */
+pl_status pl_llama_forward_sample(struct pl_llama *m, const struct pl_batch *b,
+                                  const struct pl_kv_cache *kv, const int32_t *row_src,
+                                  int n_rows, const struct pl_sampler_row *rows,
+                                  const double *uniforms, struct pl_sample_result *out,
+                                  struct pl_err *err);
 
 /* Allocates a KV cache of n_blocks blocks in backend memory (act dtype). */
 pl_status pl_kv_cache_init(struct pl_kv_cache *kv, struct pl_backend *be,

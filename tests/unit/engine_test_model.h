@@ -15,12 +15,17 @@
  * tm_logits computes the same logits from a history alone, with no pool: the
  * independent reference for greedy tokens, logprobs and prompt logprobs.
  *
+ * tm_run_sample is the optional run_sample entry: tm_run's logits handed to
+ * the CPU backend's sample op (what a GPU runner does with device logits), so
+ * engine tests can run every step through backend sampling.
+ *
  * The detokenizer maps token t to two lowercase letters ('a' + t % 26,
  * 'a' + t / 26 % 26); the eos token is special and decodes to nothing.
  */
 #ifndef PL_TEST_ENGINE_TEST_MODEL_H
 #define PL_TEST_ENGINE_TEST_MODEL_H
 
+#include "backend/backend.h"
 #include "engine/engine.h"
 
 #include <math.h>
@@ -97,6 +102,8 @@ struct test_model {
     int n_errors;
     int n_runs;
     int max_logits_seen;
+    struct pl_backend *be; /* tm_run_sample's CPU backend, made at its first call */
+    int n_sample_runs;     /* tm_run_sample calls */
 };
 
 static inline void tm_init(struct test_model *m, int n_blocks, int bs, int max_len)
@@ -112,6 +119,7 @@ static inline void tm_init(struct test_model *m, int n_blocks, int bs, int max_l
 
 static inline void tm_fini(struct test_model *m)
 {
+    pl_backend_free(m->be);
     free(m->kv);
     free(m->hist);
 }
@@ -172,10 +180,41 @@ static pl_status tm_copy(void *ctx, const struct pl_block_copy *c, int n, struct
     return PL_STATUS_OK;
 }
 
+static pl_status tm_run_sample(void *ctx, const struct pl_batch *b, const int32_t *row_src,
+                               int n_rows, const struct pl_sampler_row *rows,
+                               const double *uniforms, struct pl_sample_result *results,
+                               struct pl_err *err)
+{
+    struct test_model *m = ctx;
+    m->n_sample_runs++;
+    if (!m->be) {
+        pl_status st = pl_backend_cpu_new(1, &m->be, err);
+        if (st != PL_STATUS_OK)
+            return st;
+    }
+    int n = b->n_logits > 0 ? b->n_logits : 1;
+    float *logits = m->be->ops->alloc(m->be, sizeof(float) * (size_t)n * TM_VOCAB);
+    if (!logits)
+        return pl_err_set(err, PL_STATUS_NO_MEMORY, "tm_run_sample: out of memory");
+    pl_status st = tm_run(ctx, b, logits, err);
+    if (st == PL_STATUS_OK && n_rows > 0)
+        st = m->be->ops->sample(m->be, logits, b->n_logits, TM_VOCAB, row_src, n_rows, rows,
+                                uniforms, results, err);
+    m->be->ops->free(m->be, logits);
+    return st;
+}
+
+/* The model interface; backend_sampling adds tm_run_sample. */
+static inline struct pl_engine_model tm_interface_ex(struct test_model *m, bool backend_sampling)
+{
+    struct pl_engine_model im = {m, TM_VOCAB, 0, tm_run, tm_copy,
+                                 backend_sampling ? tm_run_sample : NULL};
+    return im;
+}
+
 static inline struct pl_engine_model tm_interface(struct test_model *m)
 {
-    struct pl_engine_model im = {m, TM_VOCAB, 0, tm_run, tm_copy};
-    return im;
+    return tm_interface_ex(m, false);
 }
 
 /* ---- detokenizer ---- */

@@ -20,6 +20,12 @@
  * from the reference is allowed only at a reference top-2 gap below twice that
  * bound, and is counted and printed (see golden_fixture). Presets with F32
  * weights are skipped: the CUDA backend refuses F32 matmul weights.
+ * Sampling (test_sample): the CUDA sample op against the CPU one (the host sampler) on
+ * random logits of vocab 128256 and 32000 (peaked, flat, quantized with ties, all
+ * equal), every parameter family, the same uniforms; tokens must be equal except where
+ * the CPU op itself picks the CUDA token once the uniform or top_p moves by a relative
+ * 1e-5 (a float-rounding boundary; counted and printed); logprobs within 1e-3, ranks and
+ * top ids equal.
  * Exit code 77 (CTest: skipped) when no CUDA device is present.
  * `test_cuda_parity --bench` prints the timing table instead (device machine);
  * `--bench-decode` only its decode-attention rows; `--attention` (or `--attn`) runs only
@@ -34,6 +40,7 @@
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/kernels/kernels.h"
 #include "engine/batch.h"
+#include "engine/sampler.h"
 #include "model/config.h"
 #include "model/llama.h"
 #include "model/safetensors.h"
@@ -1250,6 +1257,180 @@ static void test_golden(void)
     }
 }
 
+/* ---- sampling ---------------------------------------------------------------------------- */
+
+static double unit01(void) { return (double)(rnd() >> 11) * (1.0 / 9007199254740992.0); }
+
+/* Logits of one row: kind 0 LLM-like (a gaussian body, a few peaks), 1 flat (small spread),
+ * 2 quantized to 1/4 (many exact ties), 3 all equal. */
+static void sample_logits(float *x, int V, int kind)
+{
+    for (int i = 0; i < V; i++) {
+        double g = 0.0;
+        for (int k = 0; k < 4; k++)
+            g += unit01() - 0.5;
+        float v = (float)(g * 3.5);
+        if (kind == 0 && rnd() % 4096 == 0)
+            v += 8.0f + 6.0f * (float)unit01();
+        if (kind == 1)
+            v *= 0.05f;
+        if (kind == 2)
+            v = floorf(v * 4.0f) / 4.0f;
+        if (kind == 3)
+            v = 1.5f;
+        x[i] = v;
+    }
+}
+
+struct srow {
+    struct pl_sampling_params p;
+    int32_t ids[256];
+};
+
+static void sample_params(struct srow *d, struct pl_sampler_row *row, int fam, int V)
+{
+    struct pl_sampling_params *p = &d->p;
+    pl_sampling_params_default(p);
+    p->temperature = 0.6f + 0.8f * (float)unit01();
+    switch (fam) {
+    case 0: /* greedy */
+        p->temperature = 0.0f;
+        break;
+    case 1: /* temperature only */
+        break;
+    case 2:
+        p->top_k = 1 + (int)(rnd() % 100);
+        break;
+    case 3:
+        p->top_p = 0.5f + 0.45f * (float)unit01();
+        break;
+    case 4:
+        p->min_p = 0.02f + 0.2f * (float)unit01();
+        break;
+    case 5:
+        p->top_k = 50;
+        p->top_p = 0.9f;
+        break;
+    case 6: /* penalties, random */
+        p->repetition_penalty = 1.2f;
+        p->frequency_penalty = 0.4f;
+        p->presence_penalty = 0.3f;
+        p->top_p = 0.95f;
+        break;
+    case 7: /* penalties, greedy */
+        p->temperature = 0.0f;
+        p->repetition_penalty = 1.5f;
+        p->presence_penalty = -0.5f;
+        break;
+    case 8: /* a large top_k */
+        p->top_k = 3000;
+        break;
+    }
+    p->logprobs = rnd() % 2 ? (int)(rnd() % (PL_MAX_LOGPROBS + 1)) : -1;
+    memset(row, 0, sizeof(*row));
+    row->params = p;
+    row->prompt_ids = d->ids;
+    row->n_prompt = 128;
+    row->output_ids = d->ids + 128;
+    row->n_output = 128;
+    /* repeats, and the row's most likely tokens among them */
+    for (int i = 0; i < 256; i++)
+        d->ids[i] = (int32_t)(rnd() % (uint64_t)(i % 3 ? V : 64));
+}
+
+/* Whether the CPU op picks `tok` for row r once the uniform or top_p moves by ~1e-5. */
+static bool rounding_explains(void *cpu_logits, int n_logits, int V, int32_t lrow,
+                              const struct pl_sampler_row *row, double u, int32_t tok)
+{
+    struct pl_sampling_params p = *row->params;
+    struct pl_sampler_row r2 = *row;
+    r2.params = &p;
+    const double deltas[] = {1e-6, -1e-6, 1e-5, -1e-5};
+    for (int a = 0; a < 4; a++)
+        for (int b = 0; b < 2; b++) {
+            p = *row->params;
+            double u2 = b ? u : u * (1.0 + deltas[a]);
+            if (b && p.top_p < 1.0f)
+                p.top_p = (float)((double)p.top_p * (1.0 + deltas[a]));
+            else if (b && p.min_p > 0.0f)
+                p.min_p = (float)((double)p.min_p * (1.0 + deltas[a]));
+            struct pl_sample_result res;
+            struct pl_err err;
+            if (g_cpu->ops->sample(g_cpu, cpu_logits, n_logits, V, &lrow, 1, &r2, &u2, &res,
+                                   &err) == PL_STATUS_OK &&
+                res.token_id == tok)
+                return true;
+        }
+    return false;
+}
+
+static long g_sample_rows, g_sample_rounding;
+static double g_sample_lp_err;
+
+static void test_sample(void)
+{
+    const int vocabs[] = {128256, 32000};
+    enum { NL = 24, NR = 72 };
+    for (int vi = 0; vi < 2; vi++) {
+        const int V = vocabs[vi];
+        float *h = malloc(sizeof(float) * (size_t)NL * V);
+        for (int l = 0; l < NL; l++)
+            sample_logits(h + (size_t)l * V, V, l < 16 ? 0 : l < 20 ? 1 : l < 23 ? 2 : 3);
+        float *cl = cpu_buf(h, (size_t)NL * V);
+        float *gl = g_gpu->ops->alloc(g_gpu, sizeof(float) * (size_t)NL * V);
+        g_gpu->ops->upload(g_gpu, gl, h, sizeof(float) * (size_t)NL * V);
+        static struct srow d[NR];
+        struct pl_sampler_row rows[NR];
+        struct pl_sample_result a[NR], b[NR];
+        int32_t map[NR];
+        double u[NR];
+        for (int round = 0; round < 3; round++) {
+            for (int r = 0; r < NR; r++) {
+                sample_params(&d[r], &rows[r], r % 9, V);
+                map[r] = r < NL ? (int32_t)r : (int32_t)(rnd() % NL);
+                u[r] = unit01();
+            }
+            struct pl_err err;
+            REQUIRE(g_cpu->ops->sample(g_cpu, cl, NL, V, map, NR, rows, u, a, &err) ==
+                    PL_STATUS_OK);
+            memset(b, 0xff, sizeof(b));
+            pl_status st = g_gpu->ops->sample(g_gpu, gl, NL, V, map, NR, rows, u, b, &err);
+            CHECKF(st == PL_STATUS_OK, "cuda sample: %s", err.msg);
+            if (st != PL_STATUS_OK)
+                return;
+            for (int r = 0; r < NR; r++) {
+                g_sample_rows++;
+                if (a[r].token_id != b[r].token_id) {
+                    bool ok = rows[r].params->temperature >= 1e-5f &&
+                              rounding_explains(cl, NL, V, map[r], &rows[r], u[r], b[r].token_id);
+                    CHECKF(ok, "vocab %d row %d (family %d, logits kind %d): cpu %d cuda %d", V,
+                           r, r % 9, map[r], a[r].token_id, b[r].token_id);
+                    g_sample_rounding += ok;
+                    continue;
+                }
+                if (rows[r].params->logprobs < 0)
+                    continue;
+                double e = fabs((double)a[r].logprob - b[r].logprob);
+                CHECKF(e <= 1e-3 && a[r].rank == b[r].rank && a[r].n_top == b[r].n_top,
+                       "vocab %d row %d: logprob %g vs %g rank %d vs %d", V, r, a[r].logprob,
+                       b[r].logprob, a[r].rank, b[r].rank);
+                for (int k = 0; k < a[r].n_top && k < PL_MAX_LOGPROBS; k++) {
+                    CHECK(a[r].top_ids[k] == b[r].top_ids[k]);
+                    double ek = fabs((double)a[r].top_logprobs[k] - b[r].top_logprobs[k]);
+                    CHECK(ek <= 1e-3);
+                    if (ek > e)
+                        e = ek;
+                }
+                if (e > g_sample_lp_err)
+                    g_sample_lp_err = e;
+            }
+        }
+        g_cpu->ops->free(g_cpu, cl);
+        g_gpu->ops->free(g_gpu, gl);
+        free(h);
+    }
+}
+
 /* ---- timing (--bench) ------------------------------------------------------------------- */
 
 static double now_s(void)
@@ -1364,6 +1545,66 @@ static int bench_decode(char table[][160], int n_rows)
     return n_rows;
 }
 
+/*
+ * Sampling 256 rows x 128256 (Llama-3's vocabulary) on the GPU against the old path:
+ * downloading the logits to the host (through the backend's download, as llama.c did)
+ * plus the host sampler on them, measured in the same run.
+ */
+static void bench_sample(char (*table)[160], int *n_rows)
+{
+    enum { R = 256, VB = 128256 };
+    float *h = malloc(sizeof(float) * (size_t)R * VB);
+    for (int r = 0; r < R; r++)
+        sample_logits(h + (size_t)r * VB, VB, 0);
+    float *gl = g_gpu->ops->alloc(g_gpu, sizeof(float) * (size_t)R * VB);
+    g_gpu->ops->upload(g_gpu, gl, h, sizeof(float) * (size_t)R * VB);
+    static struct srow d[R];
+    struct pl_sampler_row rows[R];
+    static struct pl_sample_result res[R];
+    int32_t map[R];
+    double u[R];
+    struct pl_sampler *hs;
+    struct pl_err err;
+    REQUIRE(pl_sampler_new(R, VB, 1, &hs, &err) == PL_STATUS_OK);
+    const struct {
+        const char *name;
+        int fam;
+        int logprobs;
+    } cases[] = {{"greedy", 0, -1},
+                 {"top_k 50 + top_p 0.9", 5, -1},
+                 {"temperature only", 1, -1},
+                 {"top_p 0.5..0.95", 3, -1},
+                 {"penalties + top_p 0.95", 6, -1},
+                 {"greedy + 5 logprobs", 0, 5}};
+    double t_dl = 0.0;
+    TIME_IT(t_dl, 3, g_gpu->ops->download(g_gpu, h, gl, sizeof(float) * (size_t)R * VB));
+    for (size_t ci = 0; ci < sizeof(cases) / sizeof(cases[0]); ci++) {
+        for (int r = 0; r < R; r++) {
+            sample_params(&d[r], &rows[r], cases[ci].fam, VB);
+            d[r].p.logprobs = cases[ci].logprobs;
+            map[r] = r;
+            u[r] = unit01();
+        }
+        double t_gpu = 0.0;
+        int fails = 0;
+        TIME_IT(t_gpu, 10,
+                fails += g_gpu->ops->sample(g_gpu, gl, R, VB, map, R, rows, u, res, &err) !=
+                         PL_STATUS_OK);
+        CHECKF(fails == 0, "bench sample: %s", err.msg);
+        double t0 = now_s();
+        CHECK(pl_sampler_sample(hs, h, R, rows, res, &err) == PL_STATUS_OK);
+        double t_host = now_s() - t0;
+        snprintf(table[(*n_rows)++], 160,
+                 "sample %-24s %dx%d: cuda %8.1f us | old path %9.1f us (download %7.1f + "
+                 "host sampler %9.1f) x%.0f",
+                 cases[ci].name, R, VB, t_gpu * 1e6, (t_dl + t_host) * 1e6, t_dl * 1e6,
+                 t_host * 1e6, (t_dl + t_host) / t_gpu);
+    }
+    pl_sampler_free(hs);
+    g_gpu->ops->free(g_gpu, gl);
+    free(h);
+}
+
 static void bench(void)
 {
     printf("device: %s\n", pl_backend_cuda_device_name(g_gpu));
@@ -1375,7 +1616,7 @@ static void bench(void)
                   {"gate_up", 28672, 4096, false}, {"down", 4096, 14336, false},
                   {"lm_head", 128256, 4096, true}};
     const int ns[] = {1, 64, 512};
-    char table[64][160];
+    char table[128][160];
     int n_rows = 0;
     void *x = gpu_rand_bf16((size_t)512 * 14336);
     void *out = g_gpu->ops->alloc(g_gpu, (size_t)512 * 128256 * 4);
@@ -1459,6 +1700,7 @@ static void bench(void)
             g_gpu->ops->free(g_gpu, bufs[i]);
         free(ids);
     }
+    bench_sample(table, &n_rows);
     CHECKF(g_gpu->ops->sync(g_gpu) == PL_STATUS_OK, "bench: %s", pl_backend_cuda_last_error(g_gpu));
     printf("---- timing (%s) ----\n", pl_backend_cuda_device_name(g_gpu));
     for (int i = 0; i < n_rows; i++)
@@ -1507,6 +1749,7 @@ int main(int argc, char **argv)
         PL_RUN(test_kv_moves);
         PL_RUN(test_fill);
         PL_RUN(test_attention);
+        PL_RUN(test_sample);
         if (!(argc > 1 && !strcmp(argv[1], "--ops")))
             PL_RUN(test_golden);
         printf("---- parity (max relative error over cases; %s) ----\n",
@@ -1514,6 +1757,9 @@ int main(int argc, char **argv)
         for (int op = 0; op < PL_OP_COUNT; op++)
             printf("%-12s %3d cases  max rel err %.3g\n", g_op_names[op], g_op_cases[op],
                    g_op_max[op]);
+        printf("sample: %ld rows compared, %ld token differences at a float-rounding boundary, "
+               "max logprob error %.2g\n",
+               g_sample_rows, g_sample_rounding, g_sample_lp_err);
         printf("golden on cuda: %d fixtures run, %d skipped (F32 weights), %ld steps compared, "
                "%ld argmax flips (each at a reference top-2 gap below 2 x the bf16 bound)\n",
                g_gold.fixtures_run, g_gold.fixtures_skipped, g_gold.steps, g_gold.flips);

@@ -12,6 +12,12 @@
  * token boundaries, streamed deltas concatenating to the final text; logprobs
  * and prompt logprobs equal log_softmax of the reference logits; aborts free
  * blocks; a randomized soak ends with no leaked block.
+ * The whole suite runs twice: with the host sampler on downloaded logits, and
+ * with the model's run_sample entry (the fake's logits through the CPU
+ * backend's sample op). test_backend_sampling_matches_host runs one mixed
+ * workload (seeded and unseeded rows, penalties, top-k/top-p/min-p, logprobs,
+ * n > 1) both ways and requires identical outputs, and checks which steps
+ * fall back to the host path (min_tokens, logit_bias, prompt_logprobs).
  */
 #include "test.h"
 #include "engine_test_model.h"
@@ -27,6 +33,9 @@ struct cfg {
 
 static const struct cfg CFG_BIG = {256, 16, 512, 32, 256, true};
 
+/* whether harnesses give the engine the model's run_sample entry */
+static bool g_backend_sampling;
+
 struct harness {
     struct test_model m;
     struct pl_engine *e;
@@ -37,7 +46,7 @@ struct harness {
 static bool h_init(struct harness *h, const struct cfg *c, uint64_t seed)
 {
     tm_init(&h->m, c->n_blocks, c->bs, c->max_len + 8);
-    h->im = tm_interface(&h->m);
+    h->im = tm_interface_ex(&h->m, g_backend_sampling);
     h->dt = tm_detok_interface();
     struct pl_engine_params p;
     pl_engine_params_default(&p);
@@ -700,9 +709,96 @@ static void test_soak(void)
     h_fini(&h);
 }
 
-int main(void)
+/* One mixed workload; outputs appended to *o, stats of the engine in *es. */
+static void mixed_run(bool backend, bool host_only_row, struct pl_outputs *o,
+                      struct pl_engine_stats *es)
 {
-    make_prompts();
+    bool saved = g_backend_sampling;
+    g_backend_sampling = backend;
+    struct harness h;
+    REQUIRE(h_init(&h, &CFG_BIG, 4242));
+    g_backend_sampling = saved;
+    struct pl_sampling_params sp[6];
+    for (int i = 0; i < 6; i++) {
+        pl_sampling_params_default(&sp[i]);
+        sp[i].max_tokens = 20;
+        sp[i].ignore_eos = true;
+    }
+    sp[0].temperature = 0; /* greedy with penalties and logprobs */
+    sp[0].repetition_penalty = 1.3f;
+    sp[0].logprobs = 3;
+    sp[1].temperature = 0.8f; /* unseeded, top-k + top-p */
+    sp[1].top_k = 20;
+    sp[1].top_p = 0.9f;
+    sp[2].temperature = 1.2f; /* seeded n = 3 with penalties */
+    sp[2].has_seed = true;
+    sp[2].seed = 99;
+    sp[2].n = 3;
+    sp[2].frequency_penalty = 0.5f;
+    sp[2].presence_penalty = 0.3f;
+    sp[3].min_p = 0.2f; /* unseeded, min-p, logprobs */
+    sp[3].logprobs = 5;
+    sp[4].temperature = 2.0f; /* flat: the draw lands deep in the distribution */
+    sp[4].has_seed = true;
+    sp[4].seed = 7;
+    sp[5].temperature = 0.5f;
+    if (host_only_row) {
+        static const struct pl_logit_bias bias = {5, 1.0f};
+        sp[5].logit_bias = &bias;
+        sp[5].n_logit_bias = 1;
+    }
+    for (int i = 0; i < 6; i++)
+        CHECK(h_add(&h, 1 + (uint64_t)i, prompts[i], prompt_len[i], &sp[i]));
+    CHECK(h_run(&h, o));
+    CHECK(h.m.n_errors == 0);
+    pl_engine_get_stats(h.e, es);
+    if (backend)
+        CHECK(h.m.n_sample_runs == (int)es->n_steps_backend_sampling);
+    else
+        CHECK(h.m.n_sample_runs == 0);
+    h_fini(&h);
+}
+
+static void test_backend_sampling_matches_host(void)
+{
+    for (int host_only = 0; host_only < 2; host_only++) {
+        struct pl_outputs a = {0}, b = {0};
+        struct pl_engine_stats sa, sb;
+        mixed_run(false, host_only, &a, &sa);
+        mixed_run(true, host_only, &b, &sb);
+        CHECK(sa.n_steps_backend_sampling == 0 && sa.n_steps_host_sampling > 0);
+        if (host_only) /* the logit_bias row keeps every step of its life on the host */
+            CHECK(sb.n_steps_host_sampling > 0);
+        else
+            CHECK(sb.n_steps_host_sampling == 0 && sb.n_steps_backend_sampling > 0);
+        REQUIRE(a.n == 6 && b.n == 6);
+        for (int i = 0; i < 6; i++) {
+            const struct pl_request_output *x = &a.items[i];
+            const struct pl_request_output *y = find_out(&b, x->request_id);
+            REQUIRE(y && x->n_outputs == y->n_outputs);
+            for (int k = 0; k < x->n_outputs; k++) {
+                const struct pl_completion_output *cx = &x->outputs[k], *cy = &y->outputs[k];
+                CHECKF(cx->n_token_ids == cy->n_token_ids &&
+                           !memcmp(cx->token_ids, cy->token_ids,
+                                   sizeof(int32_t) * (size_t)cx->n_token_ids),
+                       "request %s sample %d: tokens differ between host and backend sampling",
+                       x->request_id, k);
+                CHECK(cx->has_logprobs == cy->has_logprobs);
+                if (cx->has_logprobs && cy->has_logprobs) {
+                    CHECK(cx->cumulative_logprob == cy->cumulative_logprob);
+                    for (int t = 0; t < cx->n_token_ids; t++)
+                        CHECK(!memcmp(&cx->logprobs[t], &cy->logprobs[t],
+                                      sizeof(cx->logprobs[t])));
+                }
+            }
+        }
+        pl_outputs_free(&a);
+        pl_outputs_free(&b);
+    }
+}
+
+static void run_suite(void)
+{
     PL_RUN(test_greedy_alone_and_batched);
     PL_RUN(test_greedy_preemption);
     PL_RUN(test_greedy_small_chunks);
@@ -715,5 +811,15 @@ int main(void)
     PL_RUN(test_abort_frees_blocks);
     PL_RUN(test_refusals);
     PL_RUN(test_soak);
+}
+
+int main(void)
+{
+    make_prompts();
+    g_backend_sampling = false;
+    run_suite();
+    g_backend_sampling = true;
+    run_suite();
+    PL_RUN(test_backend_sampling_matches_host);
     return pl_test_summary();
 }

@@ -15,6 +15,8 @@
  */
 #include "backend/cpu/cpu_backend.h"
 
+#include "engine/sampler.h"
+
 #include <assert.h>
 #include <float.h>
 #include <math.h>
@@ -25,6 +27,8 @@ struct cpu_backend {
     struct pl_backend base; /* must be first */
     struct pl_threadpool *pool;
     bool simd;
+    struct pl_sampler *sampler; /* sample()'s scratch, made at the first call for its vocab */
+    int sampler_vocab;
 };
 
 static struct cpu_backend *cpu(struct pl_backend *be) { return (struct cpu_backend *)be; }
@@ -437,11 +441,38 @@ static void cpu_attention(struct pl_backend *be, void *out, const void *q, const
     parallel_rows(cpu(be), m->n_tokens * m->n_heads, per_item, attn_rows, &j);
 }
 
+/* ---- sampling ------------------------------------------------------------------------- */
+
+/* The host sampler itself: given the same uniforms it is the specification. */
+static pl_status cpu_sample(struct pl_backend *be, const float *logits, int n_logits, int vocab,
+                            const int32_t *row_map, int n_rows, const struct pl_sampler_row *rows,
+                            const double *uniforms, struct pl_sample_result *out,
+                            struct pl_err *err)
+{
+    struct cpu_backend *c = cpu(be);
+    for (int r = 0; r < n_rows; r++)
+        if (row_map[r] < 0 || row_map[r] >= n_logits)
+            return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                              "cpu sample: row %d reads logits row %d of %d", r, (int)row_map[r],
+                              n_logits);
+    if (!c->sampler || c->sampler_vocab != vocab) {
+        pl_sampler_free(c->sampler);
+        c->sampler = NULL;
+        /* the seed is unused: sample_rows draws nothing */
+        pl_status st = pl_sampler_new(1, vocab, 0, &c->sampler, err);
+        if (st != PL_STATUS_OK)
+            return pl_err_prefix(err, "cpu sample");
+        c->sampler_vocab = vocab;
+    }
+    return pl_sampler_sample_rows(c->sampler, logits, row_map, n_rows, rows, uniforms, out, err);
+}
+
 /* ---- the table ------------------------------------------------------------------------ */
 
 static void cpu_destroy(struct pl_backend *be)
 {
     struct cpu_backend *c = cpu(be);
+    pl_sampler_free(c->sampler);
     pl_threadpool_free(c->pool);
     free(c);
 }
@@ -470,6 +501,7 @@ static const struct pl_backend_ops cpu_ops = {
     .logits = cpu_logits,
     .copy_blocks = cpu_copy_blocks,
     .fill = cpu_fill,
+    .sample = cpu_sample,
 };
 
 pl_status pl_backend_cpu_new(int n_threads, struct pl_backend **out, struct pl_err *err)

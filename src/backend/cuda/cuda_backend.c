@@ -18,6 +18,8 @@
 #include "backend/cuda/cuda_backend.h"
 
 #include "backend/cuda/kernels/kernels.h"
+#include "backend/cuda/kernels/sampling.h"
+#include "engine/sampler.h"
 
 #include <cuda_runtime.h>
 #include <stdarg.h>
@@ -48,6 +50,7 @@ struct cuda_backend {
     int forced_splits; /* 0 = choose from the shape */
     struct pl_cuda_profile *prof; /* PAGELLM_CUDA_PROFILE; NULL otherwise */
     bool capturing;               /* between graph_begin and graph_end: no profile events */
+    struct cuda_sampling *smp; /* the sample op's buffers, made at its first call */
     bool failed;
     char err_msg[512];
 };
@@ -419,6 +422,239 @@ static void cuda_attention(struct pl_backend *be, void *out, const void *q, cons
     }
 }
 
+/* ---- sampling ------------------------------------------------------------------------- */
+
+/*
+ * The sample op's buffers, grown (never shrunk) when a call needs more, so a steady state
+ * allocates nothing: per row the kernel's parameters and result (pinned host staging and
+ * device copies), and the rows' penalised tokens packed as one flat array of distinct ids
+ * followed by their output counts (pinned and device), plus the kernel's pen_val scratch.
+ * seen[vocab] (host) maps a token to 1 + its entry in the row being packed; it is all zero
+ * between rows.
+ */
+struct cuda_sampling {
+    int vocab;
+    int32_t *seen;
+    int cap_rows;
+    struct pl_cuk_sample_row *h_rows, *d_rows;
+    struct pl_cuk_sample_out *h_out, *d_out;
+    size_t cap_pen;
+    int32_t *h_pen, *d_pen; /* [2 * cap_pen]: ids, then counts */
+    float *d_pen_val;       /* [cap_pen] */
+};
+
+static void sampling_free(struct cuda_sampling *m)
+{
+    if (!m)
+        return;
+    free(m->seen);
+    cudaFreeHost(m->h_rows);
+    cudaFree(m->d_rows);
+    cudaFreeHost(m->h_out);
+    cudaFree(m->d_out);
+    cudaFreeHost(m->h_pen);
+    cudaFree(m->d_pen);
+    cudaFree(m->d_pen_val);
+    free(m);
+}
+
+/* Makes room for n_rows rows and n_pen penalty entries over vocab tokens. */
+static pl_status sampling_reserve(struct cuda_backend *c, int vocab, int n_rows, size_t n_pen,
+                                  struct pl_err *err)
+{
+    if (!c->smp && !(c->smp = calloc(1, sizeof(*c->smp))))
+        return pl_err_set(err, PL_STATUS_NO_MEMORY, "cuda sample: out of memory");
+    struct cuda_sampling *m = c->smp;
+    cudaError_t e = cudaSuccess;
+    if (m->vocab != vocab) {
+        free(m->seen);
+        m->seen = calloc((size_t)vocab, sizeof(int32_t));
+        m->vocab = m->seen ? vocab : 0;
+        if (!m->seen)
+            return pl_err_set(err, PL_STATUS_NO_MEMORY, "cuda sample: out of memory");
+    }
+    if (n_rows > m->cap_rows) {
+        int cap = n_rows > 2 * m->cap_rows ? n_rows : 2 * m->cap_rows;
+        cudaFreeHost(m->h_rows);
+        cudaFree(m->d_rows);
+        cudaFreeHost(m->h_out);
+        cudaFree(m->d_out);
+        m->h_rows = NULL, m->d_rows = NULL, m->h_out = NULL, m->d_out = NULL;
+        m->cap_rows = 0;
+        size_t rb = sizeof(*m->h_rows) * (size_t)cap, ob = sizeof(*m->h_out) * (size_t)cap;
+        if ((e = cudaMallocHost((void **)&m->h_rows, rb)) == cudaSuccess &&
+            (e = cudaMalloc((void **)&m->d_rows, rb)) == cudaSuccess &&
+            (e = cudaMallocHost((void **)&m->h_out, ob)) == cudaSuccess &&
+            (e = cudaMalloc((void **)&m->d_out, ob)) == cudaSuccess)
+            m->cap_rows = cap;
+    }
+    if (e == cudaSuccess && n_pen > m->cap_pen) {
+        size_t cap = n_pen > 2 * m->cap_pen ? n_pen : 2 * m->cap_pen;
+        cudaFreeHost(m->h_pen);
+        cudaFree(m->d_pen);
+        cudaFree(m->d_pen_val);
+        m->h_pen = NULL, m->d_pen = NULL, m->d_pen_val = NULL;
+        m->cap_pen = 0;
+        if ((e = cudaMallocHost((void **)&m->h_pen, 2 * sizeof(int32_t) * cap)) == cudaSuccess &&
+            (e = cudaMalloc((void **)&m->d_pen, 2 * sizeof(int32_t) * cap)) == cudaSuccess &&
+            (e = cudaMalloc((void **)&m->d_pen_val, sizeof(float) * cap)) == cudaSuccess)
+            m->cap_pen = cap;
+    }
+    if (e != cudaSuccess) {
+        cudaGetLastError(); /* out of memory is reported here, not sticky */
+        return pl_err_set(err, PL_STATUS_NO_MEMORY,
+                          "cuda sample: cannot allocate buffers for %d rows, %zu penalised tokens "
+                          "(%s)",
+                          n_rows, n_pen, cudaGetErrorString(e));
+    }
+    return PL_STATUS_OK;
+}
+
+static pl_status check_ids(const int32_t *ids, int n, int vocab, int r, const char *what,
+                           struct pl_err *err)
+{
+    if (n < 0 || (n > 0 && !ids))
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "cuda sample row %d: bad %s", r, what);
+    for (int i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= vocab)
+            return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                              "cuda sample row %d: %s[%d] = %d is outside the vocabulary (%d)", r,
+                              what, i, (int)ids[i], vocab);
+    return PL_STATUS_OK;
+}
+
+/* Appends row r's distinct penalised tokens (with their output counts) at m->h_pen[*n]. */
+static void pack_penalties(struct cuda_sampling *m, const struct pl_sampler_row *row, bool rep,
+                           size_t *n)
+{
+    size_t off = *n, cap = m->cap_pen;
+    int32_t *ids = m->h_pen, *cnt = m->h_pen + cap;
+    for (int pass = 0; pass < 2; pass++) {
+        const int32_t *src = pass ? row->output_ids : row->prompt_ids;
+        int ns = pass ? row->n_output : row->n_prompt;
+        if (pass == 0 && !rep)
+            continue; /* prompt tokens matter only to the repetition penalty */
+        for (int i = 0; i < ns; i++) {
+            int32_t id = src[i];
+            if (!m->seen[id]) {
+                ids[*n] = id;
+                cnt[*n] = 0;
+                m->seen[id] = (int32_t)(*n - off) + 1;
+                (*n)++;
+            }
+            if (pass == 1)
+                cnt[off + (size_t)m->seen[id] - 1]++;
+        }
+    }
+    for (size_t j = off; j < *n; j++)
+        m->seen[ids[j]] = 0;
+}
+
+static pl_status cuda_sample(struct pl_backend *be, const float *logits, int n_logits, int vocab,
+                             const int32_t *row_map, int n_rows, const struct pl_sampler_row *rows,
+                             const double *uniforms, struct pl_sample_result *out,
+                             struct pl_err *err)
+{
+    _Static_assert(PL_CUK_MAX_LOGPROBS == PL_MAX_LOGPROBS, "logprob array sizes");
+    struct cuda_backend *c = cb(be);
+    if (n_rows <= 0)
+        return status_of(be);
+    if (vocab < 1 || vocab > PL_CUK_SAMPLE_MAX_VOCAB)
+        return pl_err_set(err, PL_STATUS_UNSUPPORTED,
+                          "cuda sample: a vocabulary of %d tokens (at most %d)", vocab,
+                          PL_CUK_SAMPLE_MAX_VOCAB);
+    size_t n_pen_max = 0;
+    for (int r = 0; r < n_rows; r++) {
+        const struct pl_sampler_row *row = &rows[r];
+        const struct pl_sampling_params *p = row->params;
+        if (!p || !pl_sampler_row_is_basic(row))
+            return pl_err_set(err, PL_STATUS_UNSUPPORTED,
+                              "cuda sample row %d: %s", r,
+                              p ? "needs allowed_token_ids, logit_bias or min_tokens (host only)"
+                                : "no params");
+        if (row_map[r] < 0 || row_map[r] >= n_logits)
+            return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                              "cuda sample: row %d reads logits row %d of %d", r,
+                              (int)row_map[r], n_logits);
+        bool rep = p->repetition_penalty != 1.0f;
+        bool fp = p->frequency_penalty != 0.0f || p->presence_penalty != 0.0f;
+        pl_status ps = PL_STATUS_OK;
+        if (rep)
+            ps = check_ids(row->prompt_ids, row->n_prompt, vocab, r, "prompt_ids", err);
+        if (ps == PL_STATUS_OK && (rep || fp))
+            ps = check_ids(row->output_ids, row->n_output, vocab, r, "output_ids", err);
+        if (ps != PL_STATUS_OK)
+            return ps;
+        n_pen_max += (size_t)(rep ? row->n_prompt : 0) + (size_t)(rep || fp ? row->n_output : 0);
+    }
+    pl_status ps = sampling_reserve(c, vocab, n_rows, n_pen_max > 0 ? n_pen_max : 1, err);
+    if (ps != PL_STATUS_OK)
+        return ps;
+    struct cuda_sampling *m = c->smp;
+    size_t n_pen = 0;
+    for (int r = 0; r < n_rows; r++) {
+        const struct pl_sampler_row *row = &rows[r];
+        const struct pl_sampling_params *p = row->params;
+        bool rep = p->repetition_penalty != 1.0f;
+        bool fp = p->frequency_penalty != 0.0f || p->presence_penalty != 0.0f;
+        struct pl_cuk_sample_row *k = &m->h_rows[r];
+        size_t off = n_pen;
+        if (rep || fp)
+            pack_penalties(m, row, rep, &n_pen);
+        int nl = p->logprobs;
+        if (nl > PL_MAX_LOGPROBS)
+            nl = PL_MAX_LOGPROBS;
+        if (nl > vocab)
+            nl = vocab;
+        *k = (struct pl_cuk_sample_row){
+            .logits_row = row_map[r],
+            .temperature = p->temperature,
+            .top_k = p->top_k > 0 && p->top_k < vocab ? p->top_k : 0,
+            .top_p = p->top_p,
+            .min_p = p->min_p,
+            .rep = p->repetition_penalty,
+            .freq = p->frequency_penalty,
+            .pres = p->presence_penalty,
+            .pen_off = (int32_t)off,
+            .pen_n = (int32_t)(n_pen - off),
+            .n_logprobs = nl < 0 ? -1 : nl,
+            .u = uniforms[r],
+        };
+    }
+    cudaStream_t s = c->stream;
+    cudaError_t e = cudaMemcpyAsync(m->d_rows, m->h_rows, sizeof(*m->h_rows) * (size_t)n_rows,
+                                    cudaMemcpyHostToDevice, s);
+    if (e == cudaSuccess && n_pen > 0) {
+        /* ids, then the counts moved up against them: one copy of 2 * n_pen entries */
+        memmove(m->h_pen + n_pen, m->h_pen + m->cap_pen, sizeof(int32_t) * n_pen);
+        e = cudaMemcpyAsync(m->d_pen, m->h_pen, 2 * sizeof(int32_t) * n_pen,
+                            cudaMemcpyHostToDevice, s);
+    }
+    if (e == cudaSuccess)
+        e = (cudaError_t)pl_cuk_sample(st(be), logits, vocab, m->d_rows, n_rows, m->d_pen,
+                                       m->d_pen + n_pen, m->d_pen_val, m->d_out);
+    if (e == cudaSuccess)
+        e = cudaMemcpyAsync(m->h_out, m->d_out, sizeof(*m->h_out) * (size_t)n_rows,
+                            cudaMemcpyDeviceToHost, s);
+    if (e == cudaSuccess)
+        e = cudaStreamSynchronize(s);
+    if (e != cudaSuccess) {
+        pl_cuda_fail(be, "cuda sample: %s", cudaGetErrorString(e));
+        return pl_err_set(err, PL_STATUS_INTERNAL, "cuda sample: %s", cudaGetErrorString(e));
+    }
+    for (int r = 0; r < n_rows; r++) {
+        const struct pl_cuk_sample_out *o = &m->h_out[r];
+        struct pl_sample_result *res = &out[r];
+        res->token_id = o->token;
+        res->logprob = o->logprob;
+        res->rank = o->rank;
+        res->n_top = o->n_top;
+        memcpy(res->top_ids, o->top_ids, sizeof(int32_t) * (size_t)o->n_top);
+        memcpy(res->top_logprobs, o->top_lp, sizeof(float) * (size_t)o->n_top);
+    }
+    return status_of(be);
+}
+
 /* ---- creation ------------------------------------------------------------------------- */
 
 static void cuda_destroy(struct pl_backend *be)
@@ -428,6 +664,7 @@ static void cuda_destroy(struct pl_backend *be)
         cudaStreamSynchronize(c->stream);
     pl_cuda_profile_free(c->prof);
     pl_cuda_matmul_free(c->mm);
+    sampling_free(c->smp);
     cudaFree(c->partial);
     if (c->stream)
         cudaStreamDestroy(c->stream);
@@ -464,6 +701,7 @@ static const struct pl_backend_ops cuda_ops = {
     .graph_end = cuda_graph_end,
     .graph_launch = cuda_graph_launch,
     .graph_free = cuda_graph_free,
+    .sample = cuda_sample,
 };
 
 pl_status pl_backend_cuda_new(int device, struct pl_backend **out, struct pl_err *err)
