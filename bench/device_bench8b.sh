@@ -4,8 +4,10 @@
 # Face transformers baseline on the same shape in the same call (bench/hf_baseline.py).
 # Binaries are built on the development machine and carried in .carry/bin with the shared
 # libraries the GPU image lacks in .carry/libs (see docs/cuda.md).
-# Env: HF=0 skips the baseline; S1_PROMPTS (1024), S1_SEQS (max_num_seqs, 256),
-#      S1_TOKENS (max_num_batched_tokens, 8192), PROFILE=1 adds PAGELLM_PROFILE phase times.
+# Env: HF=0 skips the baseline; S1_PROMPTS (1024), S1_SEQS (max_num_seqs, 512),
+#      S1_TOKENS (max_num_batched_tokens, 8192), PROFILE=1 adds PAGELLM_PROFILE phase times;
+#      PARITY=1 first runs test_cuda_parity (every op against the CPU backend, the golden
+#      fixtures on CUDA), MEMCHECK=1 compute-sanitizer memcheck over its op checks.
 # Logs under $OUT; the table of results is printed last.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -18,6 +20,17 @@ export PAGELLM_LOG_LEVEL=info
 M=$ROOT/bench/models/llama-3-8b
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 ids=$(seq -s, 1 128)
+export PL_SOURCE_DIR=$ROOT
+parity="not run" memcheck="not run"
+if [ "${PARITY:-0}" = 1 ]; then
+  timeout 240 "$B/test_cuda_parity" >"$OUT/parity.log" 2>&1
+  parity="rc $? ($(tail -1 "$OUT/parity.log"))"
+fi
+if [ "${MEMCHECK:-0}" = 1 ]; then
+  timeout 200 compute-sanitizer --tool memcheck --leak-check no "$B/test_cuda_parity" --ops \
+    >"$OUT/memcheck.log" 2>&1
+  memcheck="rc $? ($(grep -E "ERROR SUMMARY" "$OUT/memcheck.log" | tail -1))"
+fi
 
 # S4: process start to the first token (the generate process exits right after it)
 t0=$(date +%s.%N)
@@ -62,7 +75,7 @@ s2=$(awk '/output tokens\/s/ {print $3}' "$OUT/s2.log")
 # S1: 1024 prompts, 512 in / 256 out
 timeout 400 "$B/bench_throughput" --model "$M" --load-format dummy --device cuda --warmup 1 \
   --num-prompts "${S1_PROMPTS:-1024}" --input-len 512 --output-len 256 \
-  --max-num-seqs "${S1_SEQS:-256}" --max-num-batched-tokens "${S1_TOKENS:-8192}" >"$OUT/s1.log" 2>&1
+  --max-num-seqs "${S1_SEQS:-512}" --max-num-batched-tokens "${S1_TOKENS:-8192}" >"$OUT/s1.log" 2>&1
 s1=$(awk '/output tokens\/s/ {print $3}' "$OUT/s1.log")
 
 hf_s4=- hf_s2=- hf_s1=-
@@ -77,6 +90,9 @@ for l in open('$OUT/hf.jsonl'):
     if o['scenario']=='$1': print(o['$2'])" 2>/dev/null; }
   hf_s4=$(get S4 seconds_to_first_token); hf_s2=$(get S2 output_tok_s); hf_s1=$(get S1 output_tok_s)
 fi
+echo "==== parity: $parity"
+grep -E "max rel err|golden on cuda|top-2 logprob|sample" "$OUT/parity.log" 2>/dev/null | head -20
+echo "==== memcheck: $memcheck"
 echo "==== logs"
 grep -h -E "memory plan|weights:|engine profile|cuda graphs" "$OUT"/s4.log "$OUT"/s2.log "$OUT"/s1.log | head -20
 tail -3 "$OUT/hf.log" 2>/dev/null
