@@ -218,6 +218,22 @@ static void cuda_logits(struct pl_backend *be, float *out, const void *x, const 
     pl_cuda_matmul_run(be, cb(be)->mm, out, (int)w->rows, true, x, w, NULL, n);
 }
 
+static void cuda_matmul_group(struct pl_backend *be, int n_mats, void *outs[], const int ld_outs[],
+                              const void *x, const struct pl_weight *ws[],
+                              const struct pl_weight *biases[], int n)
+{
+    PROF(be, "matmul_group %d x %lld n=%d", n_mats, n_mats > 0 ? (long long)ws[0]->cols : 0LL, n);
+    pl_cuda_matmul_group_run(be, cb(be)->mm, n_mats, outs, ld_outs, x, ws, biases, n);
+}
+
+static void cuda_gate_up_silu(struct pl_backend *be, void *out, const void *x,
+                              const struct pl_weight *wg, const struct pl_weight *wu,
+                              const struct pl_weight *bg, const struct pl_weight *bu, int n, int dim)
+{
+    PROF(be, "gate_up_silu %dx%lld n=%d", dim, (long long)wg->cols, n);
+    pl_cuda_gate_up_silu_run(be, cb(be)->mm, out, x, wg, wu, bg, bu, n, dim);
+}
+
 static void cuda_rope(struct pl_backend *be, void *q, void *k, const int32_t *positions,
                       const int32_t *seq_lens, int n, int n_heads, int n_kv_heads, int head_dim,
                       const struct pl_rope *rope)
@@ -464,6 +480,8 @@ static const struct pl_backend_ops cuda_ops = {
     .graph_end = cuda_graph_end,
     .graph_launch = cuda_graph_launch,
     .graph_free = cuda_graph_free,
+    .matmul_group = cuda_matmul_group,
+    .gate_up_silu = cuda_gate_up_silu,
 };
 
 pl_status pl_backend_cuda_new(int device, struct pl_backend **out, struct pl_err *err)
