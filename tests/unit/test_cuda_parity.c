@@ -27,8 +27,8 @@
  * (row, context) pairs, `--ops` every op check without the golden fixtures.
  * Prefill attention cases also run every prefill kernel variant
  * (pl_cuk_attention_prefill_force) against the same CPU result.
- * `--gemv` runs only the skinny-GEMM checks (test_gemv) and their timing table (bench_gemv,
- * also printed by `--bench`).
+ * `--gemv` runs the skinny-GEMM checks (test_gemv), the golden fixtures and the skinny-GEMM
+ * timing table (bench_gemv, also printed by `--bench`); `--gemv-check` only test_gemv.
  */
 #include "test.h"
 
@@ -1887,14 +1887,25 @@ int main(int argc, char **argv)
     if (argc > 1 && !strcmp(argv[1], "--bench")) {
         bench();
         bench_gemv();
-    } else if (argc > 1 && !strcmp(argv[1], "--gemv")) { /* skinny GEMMs: checks, then timing */
-        test_gemv();
+    } else if (argc > 1 && (!strcmp(argv[1], "--gemv") || !strcmp(argv[1], "--gemv-check"))) {
+        /* skinny GEMMs: their checks; with --gemv also the golden fixtures (the model's use
+         * of matmul_group / gate_up_silu) and the timing table */
+        const bool full = !strcmp(argv[1], "--gemv");
+        PL_RUN(test_gemv);
+        if (full)
+            PL_RUN(test_golden);
         printf("---- gemv parity (%s): matmul %d cases max rel err %.3g; logits %d, %.3g; "
                "matmul_group %d, %.3g; gate_up_silu %d, %.3g ----\n",
                pl_backend_cuda_device_name(g_gpu), g_gemv_cases[0], g_gemv_max[0],
                g_gemv_cases[1], g_gemv_max[1], g_gemv_cases[2], g_gemv_max[2], g_gemv_cases[3],
                g_gemv_max[3]);
-        bench_gemv();
+        if (full) {
+            printf("golden on cuda: %d fixtures run, %ld steps, %ld argmax flips; top-2 logprob "
+                   "error: emulation %.4f, CUDA %.4f, CUDA vs emulation %.4f\n",
+                   g_gold.fixtures_run, g_gold.steps, g_gold.flips, g_gold.max_emu_err,
+                   g_gold.max_cuda_err, g_gold.max_cuda_emu);
+            bench_gemv();
+        }
     } else if (argc > 1 && !strcmp(argv[1], "--bench-decode")) {
         char table[32][160];
         int n_rows = bench_decode(table, 0);
