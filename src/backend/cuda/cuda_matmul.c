@@ -290,8 +290,10 @@ static bool gemm(struct pl_backend *be, struct pl_cuda_matmul *mm, void *out, in
     k.a_type = cuda_type(w->dtype);
     k.b_type = b_type;
     k.d_type = d_type;
-    /* the epilogue adds a bias of D's type (or fp32) */
-    bool epi_ok = bias && (cuda_type(bias->dtype) == d_type || bias->dtype == PL_DTYPE_F32);
+    /* the epilogue adds a bias of D's type; other bias types go through the add kernel
+     * (cuBLASLt 13.0 refused an fp32 bias on a bf16 D with CUBLAS_STATUS_INVALID_VALUE when
+     * setting the descriptor, seen on the H100, which failed the whole plan) */
+    bool epi_ok = bias && cuda_type(bias->dtype) == d_type;
     k.bias_type = epi_ok ? (int)cuda_type(bias->dtype) : -1;
     k.align_a = alignment_of(w->data);
     k.align_b = alignment_of(x);
