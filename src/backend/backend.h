@@ -201,6 +201,25 @@ struct pl_backend_ops {
     pl_status (*graph_end)(struct pl_backend *be, void **graph);
     pl_status (*graph_launch)(struct pl_backend *be, void *graph);
     void (*graph_free)(struct pl_backend *be, void *graph);
+
+    /* Fused weight products for small batches (decode). Optional like the ops above: where
+     * NULL, callers use matmul (and silu_mul), which compute the same functions. Neither
+     * allocates, so both may be recorded into op graphs; both serve any n >= 1. */
+
+    /* For i < n_mats (1..3): outs[i][n, ws[i].rows] (row stride ld_outs[i]) =
+     * x[n, K] @ ws[i]^T (+ biases[i]); every ws[i] has cols == K. biases (the array) or any
+     * biases[i] may be NULL. Equals n_mats matmul calls; on CUDA one launch at small n
+     * (the q, k, v projections, each into its own buffer). */
+    void (*matmul_group)(struct pl_backend *be, int n_mats, void *outs[], const int ld_outs[],
+                         const void *x, const struct pl_weight *ws[],
+                         const struct pl_weight *biases[], int n);
+
+    /* out[n, dim] = silu(x[n, K] @ wg^T (+ bg)) * (x @ wu^T (+ bu)); wg and wu are [dim, K],
+     * bg and bu may be NULL. Equals matmul (gate), matmul (up), silu_mul, except that a
+     * backend may keep gate and up in fp32 instead of rounding them to act_dtype first. */
+    void (*gate_up_silu)(struct pl_backend *be, void *out, const void *x,
+                         const struct pl_weight *wg, const struct pl_weight *wu,
+                         const struct pl_weight *bg, const struct pl_weight *bu, int n, int dim);
 };
 
 /* The fill op's uniform in [0, 1): the top 24 bits of splitmix64(seed + i * golden gamma).

@@ -51,6 +51,8 @@
  * recorded context bound: a bound close to the real one keeps short contexts from
  * being cut into many empty splits). */
 #define MAX_GRAPHS 160
+/* Batches of at most this many rows use the backend's fused gate_up_silu op. */
+#define FUSED_MLP_MAX_ROWS 8
 #define CTX_BUCKETS 12
 
 struct pl_llama {
@@ -458,9 +460,22 @@ static void attention_block(struct pl_llama *m, int l, const struct run_shape *b
     const int n = b->n_tokens;
     const struct pl_weight *no_bias = NULL;
 
-    op->matmul(be, m->q, m->q_dim, m->x, &L->wq, c->attention_bias ? &L->bq : no_bias, n);
-    op->matmul(be, m->k, m->kv_dim, m->x, &L->wk, c->attention_bias ? &L->bk : no_bias, n);
-    op->matmul(be, m->v, m->kv_dim, m->x, &L->wv, c->attention_bias ? &L->bv : no_bias, n);
+    if (op->matmul_group) { /* q, k, v in one op (one launch on CUDA at decode sizes) */
+        void *outs[3] = {m->q, m->k, m->v};
+        const int lds[3] = {m->q_dim, m->kv_dim, m->kv_dim};
+        const struct pl_weight *ws[3] = {&L->wq, &L->wk, &L->wv};
+        const struct pl_weight *bs[3] = {no_bias, no_bias, no_bias};
+        if (c->attention_bias) {
+            bs[0] = &L->bq;
+            bs[1] = &L->bk;
+            bs[2] = &L->bv;
+        }
+        op->matmul_group(be, 3, outs, lds, m->x, ws, bs, n);
+    } else {
+        op->matmul(be, m->q, m->q_dim, m->x, &L->wq, c->attention_bias ? &L->bq : no_bias, n);
+        op->matmul(be, m->k, m->kv_dim, m->x, &L->wk, c->attention_bias ? &L->bk : no_bias, n);
+        op->matmul(be, m->v, m->kv_dim, m->x, &L->wv, c->attention_bias ? &L->bv : no_bias, n);
+    }
     if (c->qk_norm) { /* Qwen3: RMSNorm over each head's head_dim values, before rope */
         op->rmsnorm(be, m->q, NULL, m->q, &L->q_norm, n * c->n_heads, c->head_dim,
                     c->rms_norm_eps);
@@ -497,11 +512,19 @@ static void mlp_block(struct pl_llama *m, int l, int n)
     const struct pl_model_config *c = m->cfg;
     const struct pl_layer_weights *L = &m->w->layers[l];
     const struct pl_weight *no_bias = NULL;
-    op->matmul(be, m->gate, c->intermediate_size, m->x, &L->w_gate,
-               c->mlp_bias ? &L->b_gate : no_bias, n);
-    op->matmul(be, m->up, c->intermediate_size, m->x, &L->w_up, c->mlp_bias ? &L->b_up : no_bias,
-               n);
-    op->silu_mul(be, m->gate, m->gate, m->up, n, c->intermediate_size); /* elementwise: may alias */
+    /* the fused op at decode sizes only: there gate and up stay on chip (CUDA); larger
+     * batches run the two GEMMs at the tensor cores' rate into the activation scratch */
+    if (op->gate_up_silu && n <= FUSED_MLP_MAX_ROWS) {
+        op->gate_up_silu(be, m->gate, m->x, &L->w_gate, &L->w_up,
+                         c->mlp_bias ? &L->b_gate : no_bias, c->mlp_bias ? &L->b_up : no_bias, n,
+                         c->intermediate_size);
+    } else {
+        op->matmul(be, m->gate, c->intermediate_size, m->x, &L->w_gate,
+                   c->mlp_bias ? &L->b_gate : no_bias, n);
+        op->matmul(be, m->up, c->intermediate_size, m->x, &L->w_up,
+                   c->mlp_bias ? &L->b_up : no_bias, n);
+        op->silu_mul(be, m->gate, m->gate, m->up, n, c->intermediate_size); /* may alias */
+    }
     op->matmul(be, m->h, c->hidden_size, m->gate, &L->w_down, c->mlp_bias ? &L->b_down : no_bias,
                n);
 }

@@ -33,11 +33,15 @@
  * (row, context) pairs, `--ops` every op check without the golden fixtures.
  * Prefill attention cases also run every prefill kernel variant
  * (pl_cuk_attention_prefill_force) against the same CPU result.
+ * `--gemv` runs the skinny-GEMM checks (test_gemv) and the golden fixtures, `--gemv-check`
+ * only test_gemv, `--bench-gemv` only the skinny-GEMM timing table (bench_gemv, also
+ * printed by `--bench`).
  */
 #include "test.h"
 
 #include "backend/backend.h"
 #include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/kernels/gemv.h"
 #include "backend/cuda/kernels/kernels.h"
 #include "engine/batch.h"
 #include "engine/sampler.h"
@@ -1707,6 +1711,404 @@ static void bench(void)
         printf("%s\n", table[i]);
 }
 
+/* ---- skinny GEMMs (kernels/gemv.cu) ------------------------------------------------------ */
+
+/* A bf16 weight [rows, cols] with random values, on both backends (the CPU reads the same
+ * bf16 bytes). */
+struct gw {
+    float *v;
+    void *host;
+    struct pl_weight cpu, gpu;
+};
+
+static void gw_make(struct gw *g, int64_t rows, int64_t cols, enum pl_dtype dt, float scale)
+{
+    const size_t n = (size_t)rows * (size_t)cols;
+    g->v = rnd_vec(n, scale);
+    g->host = encode(g->v, n, dt);
+    g->cpu = (struct pl_weight){g->host, dt, rows, cols};
+    g->gpu = (struct pl_weight){g_gpu->ops->map_weight(g_gpu, g->host, n * pl_dtype_size(dt)), dt,
+                                rows, cols};
+}
+
+static void gw_free(struct gw *g)
+{
+    g_gpu->ops->unmap_weight(g_gpu, (void *)g->gpu.data);
+    free(g->host);
+    free(g->v);
+}
+
+/* Compares rows x cols of a CUDA bf16 [rows, ld] output with the CPU's [rows, ld]; the
+ * padding columns must still hold the poison. Returns the relative error. */
+static double gemv_compare(const void *og, const float *oc, int rows, int cols, int ld,
+                           const char *what)
+{
+    float *got = gpu_get(og, (size_t)rows * ld);
+    float *gc = malloc(sizeof(float) * (size_t)rows * cols);
+    float *rc = malloc(sizeof(float) * (size_t)rows * cols);
+    size_t touched = 0;
+    for (int r = 0; r < rows; r++) {
+        memcpy(gc + (size_t)r * cols, got + (size_t)r * ld, sizeof(float) * cols);
+        memcpy(rc + (size_t)r * cols, oc + (size_t)r * ld, sizeof(float) * cols);
+        for (int c = cols; c < ld; c++)
+            touched += !isnan(got[(size_t)r * ld + c]);
+    }
+    CHECKF(touched == 0, "gemv %s wrote %zu padding elements", what, touched);
+    double e = rel_err(gc, rc, (size_t)rows * cols);
+    free(got);
+    free(gc);
+    free(rc);
+    return e;
+}
+
+static double g_gemv_max[4]; /* matmul, logits, matmul_group, gate_up_silu */
+static int g_gemv_cases[4];
+
+static void gemv_record(int kind, enum pl_op op, double e, double tol, const char *what)
+{
+    g_gemv_cases[kind]++;
+    if (e > g_gemv_max[kind] || isnan(e))
+        g_gemv_max[kind] = e;
+    record(op, e, tol, what);
+}
+
+/* matmul and logits at n <= 8 (the GEMV route), against the CPU backend. */
+static void gemv_matmul_case(int M, int K, int n, int bias_kind, bool pad, bool twice)
+{
+    static const enum pl_dtype bias_dt[] = {PL_DTYPE_BF16, PL_DTYPE_BF16, PL_DTYPE_F32,
+                                            PL_DTYPE_F16};
+    const int ld = pad ? M + 24 : M;
+    struct gw w, b;
+    gw_make(&w, M, K, PL_DTYPE_BF16, 0.5f);
+    gw_make(&b, 1, M, bias_dt[bias_kind], 1.0f);
+    b.cpu.rows = b.gpu.rows = 1;
+    float *x = rnd_vec((size_t)n * K, 1.0f);
+    float *xc = cpu_buf(x, (size_t)n * K), *oc = cpu_buf(NULL, (size_t)n * ld);
+    void *xg = gpu_buf(x, (size_t)n * K), *og = gpu_buf(NULL, (size_t)n * ld);
+    const struct pl_weight *bc = bias_kind ? &b.cpu : NULL, *bg = bias_kind ? &b.gpu : NULL;
+    g_cpu->ops->matmul(g_cpu, oc, ld, xc, &w.cpu, bc, n);
+    g_gpu->ops->matmul(g_gpu, og, ld, xg, &w.gpu, bg, n);
+    char what[112];
+    snprintf(what, sizeof(what), "gemv n %d M %d K %d ld %d bias %s", n, M, K, ld,
+             bias_kind ? pl_dtype_name(bias_dt[bias_kind]) : "none");
+    gemv_record(0, PL_OP_MATMUL, gemv_compare(og, oc, n, M, ld, what), TOL_BF16, what);
+    if (twice) { /* fixed reduction order: a second run gives the same bits */
+        float *first = gpu_get(og, (size_t)n * ld);
+        gpu_poison(og, (size_t)n * ld);
+        g_gpu->ops->matmul(g_gpu, og, ld, xg, &w.gpu, bg, n);
+        float *second = gpu_get(og, (size_t)n * ld);
+        CHECKF(n_diff(first, second, (size_t)n * ld) == 0, "%s: not deterministic", what);
+        free(first);
+        free(second);
+    }
+    if (!pad) { /* the LM head on the same inputs: fp32 out */
+        const size_t N = (size_t)n * M;
+        float *lc = malloc(sizeof(float) * N), *lh = malloc(sizeof(float) * N);
+        float *lg = g_gpu->ops->alloc(g_gpu, sizeof(float) * N);
+        g_cpu->ops->logits(g_cpu, lc, xc, &w.cpu, n);
+        g_gpu->ops->logits(g_gpu, lg, xg, &w.gpu, n);
+        for (size_t i = 0; i < N; i++)
+            lh[i] = NAN;
+        g_gpu->ops->download(g_gpu, lh, lg, sizeof(float) * N);
+        gemv_record(1, PL_OP_LOGITS, rel_err(lh, lc, N), TOL_F32, what);
+        free(lc);
+        free(lh);
+        g_gpu->ops->free(g_gpu, lg);
+    }
+    g_cpu->ops->free(g_cpu, xc);
+    g_cpu->ops->free(g_cpu, oc);
+    g_gpu->ops->free(g_gpu, xg);
+    g_gpu->ops->free(g_gpu, og);
+    gw_free(&w);
+    gw_free(&b);
+    free(x);
+}
+
+/* matmul_group of n_mats weights [rows[i], K] against n_mats CPU matmuls. */
+static void gemv_group_case(int n_mats, const int *rows, int K, int n, bool bias, bool pad)
+{
+    struct gw w[3], b[3];
+    void *og[3];
+    float *oc[3];
+    int ld[3];
+    const struct pl_weight *wg[3], *bg[3];
+    float *x = rnd_vec((size_t)n * K, 1.0f);
+    float *xc = cpu_buf(x, (size_t)n * K);
+    void *xg = gpu_buf(x, (size_t)n * K);
+    for (int i = 0; i < n_mats; i++) {
+        ld[i] = pad ? rows[i] + 8 * (i + 1) : rows[i];
+        gw_make(&w[i], rows[i], K, PL_DTYPE_BF16, 0.5f);
+        gw_make(&b[i], 1, rows[i], PL_DTYPE_BF16, 1.0f);
+        oc[i] = cpu_buf(NULL, (size_t)n * ld[i]);
+        og[i] = gpu_buf(NULL, (size_t)n * ld[i]);
+        g_cpu->ops->matmul(g_cpu, oc[i], ld[i], xc, &w[i].cpu, bias ? &b[i].cpu : NULL, n);
+        wg[i] = &w[i].gpu;
+        bg[i] = bias ? &b[i].gpu : NULL;
+    }
+    g_gpu->ops->matmul_group(g_gpu, n_mats, og, ld, xg, wg, bg, n);
+    for (int i = 0; i < n_mats; i++) {
+        char what[112];
+        snprintf(what, sizeof(what), "group %d/%d n %d M %d K %d ld %d bias %d max_n %d", i,
+                 n_mats, n, rows[i], K, ld[i], bias, pl_cuk_gemv_max_n());
+        gemv_record(2, PL_OP_MATMUL, gemv_compare(og[i], oc[i], n, rows[i], ld[i], what),
+                    TOL_BF16, what);
+        g_cpu->ops->free(g_cpu, oc[i]);
+        g_gpu->ops->free(g_gpu, og[i]);
+        gw_free(&w[i]);
+        gw_free(&b[i]);
+    }
+    g_cpu->ops->free(g_cpu, xc);
+    g_gpu->ops->free(g_gpu, xg);
+    free(x);
+}
+
+/* gate_up_silu against the CPU's matmul, matmul, silu_mul. */
+static void gemv_glu_case(int dim, int K, int n, bool bias)
+{
+    struct gw wg, wu, bg, bu;
+    gw_make(&wg, dim, K, PL_DTYPE_BF16, 0.5f);
+    gw_make(&wu, dim, K, PL_DTYPE_BF16, 0.5f);
+    gw_make(&bg, 1, dim, PL_DTYPE_F32, 1.0f);
+    gw_make(&bu, 1, dim, PL_DTYPE_BF16, 1.0f);
+    const size_t N = (size_t)n * dim;
+    float *x = rnd_vec((size_t)n * K, 1.0f);
+    float *xc = cpu_buf(x, (size_t)n * K), *gc = cpu_buf(NULL, N), *uc = cpu_buf(NULL, N);
+    void *xg = gpu_buf(x, (size_t)n * K), *og = gpu_buf(NULL, N);
+    g_cpu->ops->matmul(g_cpu, gc, dim, xc, &wg.cpu, bias ? &bg.cpu : NULL, n);
+    g_cpu->ops->matmul(g_cpu, uc, dim, xc, &wu.cpu, bias ? &bu.cpu : NULL, n);
+    g_cpu->ops->silu_mul(g_cpu, gc, gc, uc, n, dim);
+    g_gpu->ops->gate_up_silu(g_gpu, og, xg, &wg.gpu, &wu.gpu, bias ? &bg.gpu : NULL,
+                             bias ? &bu.gpu : NULL, n, dim);
+    char what[112];
+    snprintf(what, sizeof(what), "gate_up_silu n %d dim %d K %d bias %d max_n %d", n, dim, K,
+             bias, pl_cuk_gemv_max_n());
+    gemv_record(3, PL_OP_SILU_MUL, gemv_compare(og, gc, n, dim, dim, what), TOL_BF16, what);
+    g_cpu->ops->free(g_cpu, xc);
+    g_cpu->ops->free(g_cpu, gc);
+    g_cpu->ops->free(g_cpu, uc);
+    g_gpu->ops->free(g_gpu, xg);
+    g_gpu->ops->free(g_gpu, og);
+    gw_free(&wg);
+    gw_free(&wu);
+    gw_free(&bg);
+    gw_free(&bu);
+    free(x);
+}
+
+/*
+ * The GEMV route of matmul / logits and the fused ops, n = 1..8, against the CPU backend:
+ * K multiples of 256 and not (896, 1000, 16: tails shorter than one chunk), M not a
+ * multiple of the 4-row groups, biases of every dtype, padded ld_out, bf16 and fp32 out,
+ * every tile variant, bitwise repeatability; and the fallbacks (n > 8, GEMV disabled,
+ * K % 8 != 0, the chunked gate-up fallback) through the same ops.
+ */
+static void test_gemv(void)
+{
+    REQUIRE(g_gpu->ops->matmul_group && g_gpu->ops->gate_up_silu);
+    const int small[][2] = {{1024, 4096}, {77, 896}, {333, 1000}}; /* M, K: every n */
+    for (int si = 0; si < 3; si++)
+        for (int n = 1; n <= 8; n++)
+            gemv_matmul_case(small[si][0], small[si][1], n, n % 4, (n + si) % 2 == 1, n == 3);
+    const int big[][2] = {{4096, 4096}, {14336, 4096}, {4096, 14336}, {128256, 1000}};
+    const int big_n[] = {1, 2, 5, 8};
+    for (int si = 0; si < 4; si++)
+        for (int ni = 0; ni < 4; ni++)
+            gemv_matmul_case(big[si][0], big[si][1], big_n[ni], (ni + si) % 4, ni == 1,
+                             ni == 0);
+    for (int v = 1; v <= 3; v++) { /* the other tiles of the plain kernel (n 1, 4, 8) */
+        pl_cuk_gemv_force(-1, v);
+        gemv_matmul_case(4096, 4096, 1, 1, false, true);
+        gemv_matmul_case(1024, 1000, 4, 2, true, false);
+        gemv_matmul_case(333, 896, 8, 3, false, true);
+        pl_cuk_gemv_force(-1, 0);
+    }
+    gemv_matmul_case(100, 1004, 2, 1, false, false); /* K % 8 != 0: cuBLASLt takes it */
+
+    const int qkv[3] = {4096, 1024, 1024}, qwen[3] = {896, 128, 128}, odd[3] = {40, 72, 5};
+    for (int n = 1; n <= 8; n++) {
+        gemv_group_case(3, qkv, 4096, n, n % 2 == 0, n == 5);
+        gemv_group_case(3, qwen, 896, n, true, n % 3 == 0);
+    }
+    gemv_group_case(2, odd, 1000, 3, true, true);
+    gemv_group_case(1, odd + 2, 1000, 7, true, false);
+    gemv_group_case(3, qwen, 896, 20, true, true); /* n > 8: cuBLASLt per weight */
+    pl_cuk_gemv_force(0, 0);
+    gemv_group_case(3, qkv, 4096, 4, true, true); /* GEMV off: the baseline path */
+    pl_cuk_gemv_force(-1, 0);
+
+    for (int n = 1; n <= 8; n++)
+        gemv_glu_case(4864, 896, n, n % 2 == 1);
+    const int glu_n[] = {1, 4, 8};
+    for (int i = 0; i < 3; i++)
+        gemv_glu_case(14336, 4096, glu_n[i], i == 1);
+    gemv_glu_case(1000, 1000, 3, true);
+    gemv_glu_case(4864, 896, 9, true); /* cuBLASLt + silu_mul */
+    /* 32 MiB of scratch holds 32 rows of dim 2^19: the fallback runs chunks 32, 32 and a
+     * last one of 6 rows that the GEMV route takes */
+    gemv_glu_case(1 << 19, 16, 70, true);
+    pl_cuk_gemv_force(0, 0);
+    gemv_glu_case(14336, 4096, 1, true);
+    pl_cuk_gemv_force(-1, 0);
+    gpu_sync_ok();
+}
+
+/* One timed configuration of bench_gemv: which op, weights (several copies, cycled, so
+ * consecutive calls read cold weights as in a forward pass), x, out. */
+struct gbench {
+    int kind; /* 0 matmul, 1 logits, 2 matmul_group (q, k, v), 3 gate_up_silu */
+    int n, n_copies, n_w;
+    struct pl_weight w[16][3];
+    void *x, *out[3];
+    int ld[3];
+};
+
+static void gbench_call(struct gbench *b, int it)
+{
+    struct pl_weight *w = b->w[it % b->n_copies];
+    switch (b->kind) {
+    case 0: g_gpu->ops->matmul(g_gpu, b->out[0], b->ld[0], b->x, &w[0], NULL, b->n); break;
+    case 1: g_gpu->ops->logits(g_gpu, b->out[0], b->x, &w[0], b->n); break;
+    case 2: {
+        const struct pl_weight *ws[3] = {&w[0], &w[1], &w[2]}, *bs[3] = {NULL, NULL, NULL};
+        g_gpu->ops->matmul_group(g_gpu, 3, b->out, b->ld, b->x, ws, bs, b->n);
+        break;
+    }
+    default:
+        g_gpu->ops->gate_up_silu(g_gpu, b->out[0], b->x, &w[0], &w[1], NULL, NULL, b->n,
+                                 (int)w[0].rows);
+        break;
+    }
+}
+
+/* Seconds per call: `iters` calls recorded into one graph (as the decode step runs them),
+ * median of 7 replays. */
+static double gbench_time(struct gbench *b, int iters)
+{
+    void *graph = NULL;
+    if (g_gpu->ops->graph_begin(g_gpu) != PL_STATUS_OK)
+        return NAN;
+    for (int i = 0; i < iters; i++)
+        gbench_call(b, i);
+    if (g_gpu->ops->graph_end(g_gpu, &graph) != PL_STATUS_OK || !graph) {
+        CHECKF(0, "gemv bench graph: %s", pl_backend_cuda_last_error(g_gpu));
+        return NAN;
+    }
+    for (int w = 0; w < 2; w++)
+        g_gpu->ops->graph_launch(g_gpu, graph);
+    g_gpu->ops->sync(g_gpu);
+    double reps[7];
+    for (int r = 0; r < 7; r++) {
+        double t0 = now_s();
+        g_gpu->ops->graph_launch(g_gpu, graph);
+        g_gpu->ops->sync(g_gpu);
+        reps[r] = (now_s() - t0) / iters;
+    }
+    g_gpu->ops->graph_free(g_gpu, graph);
+    for (int i = 0; i < 7; i++)
+        for (int j = i + 1; j < 7; j++)
+            if (reps[j] < reps[i]) {
+                double t = reps[i];
+                reps[i] = reps[j];
+                reps[j] = t;
+            }
+    return reps[3];
+}
+
+/*
+ * Llama-3-8B decode shapes at n = 1, 4, 8: cuBLASLt (pl_cuk_gemv_force(0): the ops' fallback,
+ * i.e. the engine before the GEMV kernels) against the GEMV kernels and their tile variants,
+ * in the same run. GB/s counts the weight bytes plus x and out once.
+ */
+static void bench_gemv(void)
+{
+    const struct {
+        const char *name;
+        int kind, rows[3], n_w, K;
+    } sh[] = {
+        {"q/o  4096x4096", 0, {4096}, 1, 4096},       {"k/v  1024x4096", 0, {1024}, 1, 4096},
+        {"gate 14336x4096", 0, {14336}, 1, 4096},     {"down 4096x14336", 0, {4096}, 1, 14336},
+        {"logits 128256x4096", 1, {128256}, 1, 4096}, {"qkv group", 2, {4096, 1024, 1024}, 3, 4096},
+        {"gate_up_silu", 3, {14336, 14336}, 2, 4096},
+    };
+    const int ns[] = {1, 4, 8};
+    char table[96][160];
+    int n_rows = 0;
+    double layer[3][2] = {{0}}; /* per n: cuBLASLt, GEMV; q k v o gate up silu down */
+    void *x = g_gpu->ops->alloc(g_gpu, (size_t)8 * 14336 * 2);
+    g_gpu->ops->fill(g_gpu, x, PL_DTYPE_BF16, (size_t)8 * 14336, 7, -1.0f, 1.0f);
+    void *out = g_gpu->ops->alloc(g_gpu, (size_t)8 * 128256 * 4);
+    for (size_t si = 0; si < sizeof(sh) / sizeof(sh[0]); si++) {
+        struct gbench b;
+        memset(&b, 0, sizeof(b));
+        b.kind = sh[si].kind;
+        b.n_w = sh[si].n_w;
+        double wbytes = 0;
+        for (int i = 0; i < b.n_w; i++)
+            wbytes += 2.0 * sh[si].rows[i] * sh[si].K;
+        /* enough copies to span 4x the 50 MB L2 */
+        b.n_copies = (int)(200e6 / wbytes) + 1;
+        if (b.n_copies > 16)
+            b.n_copies = 16;
+        uint64_t seed = 100;
+        for (int c = 0; c < b.n_copies; c++)
+            for (int i = 0; i < b.n_w; i++) {
+                size_t ne = (size_t)sh[si].rows[i] * sh[si].K;
+                void *p = g_gpu->ops->alloc(g_gpu, ne * 2);
+                g_gpu->ops->fill(g_gpu, p, PL_DTYPE_BF16, ne, seed++, -0.05f, 0.05f);
+                b.w[c][i] = (struct pl_weight){p, PL_DTYPE_BF16, sh[si].rows[i], sh[si].K};
+            }
+        b.x = x;
+        size_t off = 0;
+        for (int i = 0; i < b.n_w; i++) {
+            b.out[i] = (char *)out + off;
+            b.ld[i] = sh[si].rows[i];
+            off += (size_t)8 * sh[si].rows[i] * 4;
+        }
+        for (int ni = 0; ni < 3; ni++) {
+            b.n = ns[ni];
+            const double bytes = wbytes + 2.0 * b.n * sh[si].K +
+                                 (b.kind == 1 ? 4.0 : 2.0) * b.n * sh[si].rows[0];
+            const int iters = wbytes > 100e6 ? 40 : 200;
+            const int n_var = b.kind == 0 && b.n_w == 1 ? 4 : 1;
+            double t_base;
+            pl_cuk_gemv_force(0, 0);
+            t_base = gbench_time(&b, iters);
+            snprintf(table[n_rows++], 160, "%-19s n=%d  cuBLASLt      %8.1f us %6.0f GB/s",
+                     sh[si].name, b.n, t_base * 1e6, bytes / t_base / 1e9);
+            double t_def = 0;
+            for (int v = 0; v < n_var; v++) {
+                pl_cuk_gemv_force(-1, v);
+                double t = gbench_time(&b, iters);
+                if (v == 0)
+                    t_def = t;
+                snprintf(table[n_rows++], 160,
+                         "%-19s n=%d  gemv v%d       %8.1f us %6.0f GB/s  x%.2f", sh[si].name,
+                         b.n, v, t * 1e6, bytes / t / 1e9, t_base / t);
+            }
+            pl_cuk_gemv_force(-1, 0);
+            /* per layer: qkv group + o (q/o row) + gate_up_silu + down */
+            const double k = si == 0 || si >= 5 || si == 3 ? 1.0 : 0.0;
+            layer[ni][0] += k * t_base;
+            layer[ni][1] += k * t_def;
+        }
+        for (int c = 0; c < b.n_copies; c++)
+            for (int i = 0; i < b.n_w; i++)
+                g_gpu->ops->free(g_gpu, (void *)b.w[c][i].data);
+    }
+    CHECKF(g_gpu->ops->sync(g_gpu) == PL_STATUS_OK, "gemv bench: %s",
+           pl_backend_cuda_last_error(g_gpu));
+    g_gpu->ops->free(g_gpu, x);
+    g_gpu->ops->free(g_gpu, out);
+    printf("---- skinny GEMM timing (%s; graphs of 40-200 calls, cold weights) ----\n",
+           pl_backend_cuda_device_name(g_gpu));
+    for (int i = 0; i < n_rows; i++)
+        printf("%s\n", table[i]);
+    for (int ni = 0; ni < 3; ni++)
+        printf("layer weights (qkv + o + gate_up_silu + down) n=%d: cuBLASLt %.1f us, gemv %.1f "
+               "us (x%.2f)\n",
+               ns[ni], layer[ni][0] * 1e6, layer[ni][1] * 1e6, layer[ni][0] / layer[ni][1]);
+}
+
 /* ---- main ------------------------------------------------------------------------------ */
 
 int main(int argc, char **argv)
@@ -1727,6 +2129,28 @@ int main(int argc, char **argv)
     g_rng ^= (uint64_t)time(NULL) * 0x2545f4914f6cdd1dull; /* fresh inputs every run */
     if (argc > 1 && !strcmp(argv[1], "--bench")) {
         bench();
+        bench_gemv();
+    } else if (argc > 1 && (!strcmp(argv[1], "--gemv") || !strcmp(argv[1], "--gemv-check"))) {
+        /* skinny GEMMs: their checks; with --gemv also the golden fixtures (the model's use
+         * of matmul_group / gate_up_silu). The timing table is --bench-gemv: a separate
+         * process, so that a failed check (a sticky error) cannot void the timing. */
+        const bool full = !strcmp(argv[1], "--gemv");
+        PL_RUN(test_gemv);
+        if (full)
+            PL_RUN(test_golden);
+        printf("---- gemv parity (%s): matmul %d cases max rel err %.3g; logits %d, %.3g; "
+               "matmul_group %d, %.3g; gate_up_silu %d, %.3g ----\n",
+               pl_backend_cuda_device_name(g_gpu), g_gemv_cases[0], g_gemv_max[0],
+               g_gemv_cases[1], g_gemv_max[1], g_gemv_cases[2], g_gemv_max[2], g_gemv_cases[3],
+               g_gemv_max[3]);
+        if (full) {
+            printf("golden on cuda: %d fixtures run, %ld steps, %ld argmax flips; top-2 logprob "
+                   "error: emulation %.4f, CUDA %.4f, CUDA vs emulation %.4f\n",
+                   g_gold.fixtures_run, g_gold.steps, g_gold.flips, g_gold.max_emu_err,
+                   g_gold.max_cuda_err, g_gold.max_cuda_emu);
+        }
+    } else if (argc > 1 && !strcmp(argv[1], "--bench-gemv")) {
+        bench_gemv();
     } else if (argc > 1 && !strcmp(argv[1], "--bench-decode")) {
         char table[32][160];
         int n_rows = bench_decode(table, 0);
@@ -1750,6 +2174,7 @@ int main(int argc, char **argv)
         PL_RUN(test_fill);
         PL_RUN(test_attention);
         PL_RUN(test_sample);
+        PL_RUN(test_gemv);
         if (!(argc > 1 && !strcmp(argv[1], "--ops")))
             PL_RUN(test_golden);
         printf("---- parity (max relative error over cases; %s) ----\n",

@@ -17,6 +17,7 @@
  */
 #include "backend/cuda/cuda_backend.h"
 
+#include "backend/cuda/kernels/gemv.h"
 #include "backend/cuda/kernels/kernels.h"
 #include "backend/cuda/kernels/sampling.h"
 #include "engine/sampler.h"
@@ -219,6 +220,22 @@ static void cuda_logits(struct pl_backend *be, float *out, const void *x, const 
 {
     PROF(be, "logits %lldx%lld n=%d", (long long)w->rows, (long long)w->cols, n);
     pl_cuda_matmul_run(be, cb(be)->mm, out, (int)w->rows, true, x, w, NULL, n);
+}
+
+static void cuda_matmul_group(struct pl_backend *be, int n_mats, void *outs[], const int ld_outs[],
+                              const void *x, const struct pl_weight *ws[],
+                              const struct pl_weight *biases[], int n)
+{
+    PROF(be, "matmul_group %d x %lld n=%d", n_mats, n_mats > 0 ? (long long)ws[0]->cols : 0LL, n);
+    pl_cuda_matmul_group_run(be, cb(be)->mm, n_mats, outs, ld_outs, x, ws, biases, n);
+}
+
+static void cuda_gate_up_silu(struct pl_backend *be, void *out, const void *x,
+                              const struct pl_weight *wg, const struct pl_weight *wu,
+                              const struct pl_weight *bg, const struct pl_weight *bu, int n, int dim)
+{
+    PROF(be, "gate_up_silu %dx%lld n=%d", dim, (long long)wg->cols, n);
+    pl_cuda_gate_up_silu_run(be, cb(be)->mm, out, x, wg, wu, bg, bu, n, dim);
 }
 
 static void cuda_rope(struct pl_backend *be, void *q, void *k, const int32_t *positions,
@@ -702,6 +719,8 @@ static const struct pl_backend_ops cuda_ops = {
     .graph_launch = cuda_graph_launch,
     .graph_free = cuda_graph_free,
     .sample = cuda_sample,
+    .matmul_group = cuda_matmul_group,
+    .gate_up_silu = cuda_gate_up_silu,
 };
 
 pl_status pl_backend_cuda_new(int device, struct pl_backend **out, struct pl_err *err)
@@ -738,6 +757,11 @@ pl_status pl_backend_cuda_new(int device, struct pl_backend **out, struct pl_err
         return st_;
     }
     c->prof = pl_cuda_profile_new(c->stream);
+    /* PAGELLM_CUDA_GEMV=0: every matmul through cuBLASLt (the small-n kernels' baseline,
+     * and a switch to rule them out) */
+    const char *gemv_env = getenv("PAGELLM_CUDA_GEMV");
+    if (gemv_env && !strcmp(gemv_env, "0"))
+        pl_cuk_gemv_force(0, 0);
     pl_status s = pl_cuda_matmul_new(c->stream, &c->mm, err);
     if (s != PL_STATUS_OK) {
         cuda_destroy(&c->base);

@@ -59,6 +59,18 @@ bool pl_cuda_matmul_run(struct pl_backend *be, struct pl_cuda_matmul *mm, void *
                         bool out_f32, const void *x, const struct pl_weight *w,
                         const struct pl_weight *bias, int n);
 
+/* The matmul_group and gate_up_silu ops of backend.h: one GEMV launch (kernels/gemv.h) at
+ * small n with bf16 weights, cuBLASLt GEMMs (+ silu_mul) otherwise. Return false after
+ * recording the failure with pl_cuda_fail. */
+bool pl_cuda_matmul_group_run(struct pl_backend *be, struct pl_cuda_matmul *mm, int n_mats,
+                              void *outs[], const int ld_outs[], const void *x,
+                              const struct pl_weight *ws[], const struct pl_weight *biases[],
+                              int n);
+bool pl_cuda_gate_up_silu_run(struct pl_backend *be, struct pl_cuda_matmul *mm, void *out,
+                              const void *x, const struct pl_weight *wg,
+                              const struct pl_weight *wu, const struct pl_weight *bg,
+                              const struct pl_weight *bu, int n, int dim);
+
 /* Per-op GPU time (cuda_profile.c): NULL unless PAGELLM_CUDA_PROFILE is set and not 0;
  * every function accepts NULL. mark records an event labelled by fmt before an op;
  * flush reads the events (the stream is synchronised by it); free prints the table. */

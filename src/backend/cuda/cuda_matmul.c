@@ -20,9 +20,22 @@
  * and the product lands in fp32 scratch before the bias + bf16 conversion.
  * That scratch grows on demand (cudaMalloc), which happens only in the first
  * forward of the largest batch; bf16 models never touch it.
+ *
+ * Small n (decode): bf16 weights with n <= pl_cuk_gemv_max_n() rows of x go to
+ * the GEMV kernels (kernels/gemv.cu), which stream each weight once at close
+ * to the memory bandwidth where cuBLASLt's small-n tiles do not (docs/cuda.md,
+ * "Skinny GEMMs"); shapes they refuse (K % 8, alignment) stay on cuBLASLt. The
+ * grouped forms (matmul_group: q, k, v in one launch; gate_up_silu: both MLP
+ * products and the activation in one launch) use them too, and otherwise fall
+ * back to cuBLASLt GEMMs (+ the silu_mul kernel), so every n is served. The
+ * gate-up fallback needs one [rows, dim] buffer for the up product: it uses a
+ * scratch allocated here at creation and walks the rows in chunks that fit it,
+ * so no op allocates (each chunk is still a compute-bound GEMM of >= 1000 rows
+ * for Llama-sized dims).
  */
 #include "backend/cuda/cuda_backend.h"
 
+#include "backend/cuda/kernels/gemv.h"
 #include "backend/cuda/kernels/kernels.h"
 
 #include <cublasLt.h>
@@ -33,6 +46,8 @@
 
 #define WORKSPACE_BYTES ((size_t)32 << 20)
 #define N_PLANS 512 /* power of two */
+/* The gate-up fallback's buffer for the up product (see the file comment). */
+#define GLU_SCRATCH_BYTES ((size_t)32 << 20)
 
 struct plan_key {
     int64_t n, m, k, ld_out;
@@ -61,6 +76,7 @@ struct pl_cuda_matmul {
     size_t x16_bytes;
     float *y32;      /* fp32 product before the bf16 conversion (fp16-weight path) */
     size_t y32_bytes;
+    void *glu_up;    /* GLU_SCRATCH_BYTES: the up product of the gate-up fallback */
 };
 
 pl_status pl_cuda_matmul_new(void *stream, struct pl_cuda_matmul **out, struct pl_err *err)
@@ -80,6 +96,14 @@ pl_status pl_cuda_matmul_new(void *stream, struct pl_cuda_matmul **out, struct p
         cublasLtDestroy(mm->lt);
         free(mm);
         return pl_err_set(err, PL_STATUS_NO_MEMORY, "cuda matmul: workspace: %s",
+                          cudaGetErrorString(ce));
+    }
+    ce = cudaMalloc(&mm->glu_up, GLU_SCRATCH_BYTES);
+    if (ce != cudaSuccess) {
+        cudaFree(mm->workspace);
+        cublasLtDestroy(mm->lt);
+        free(mm);
+        return pl_err_set(err, PL_STATUS_NO_MEMORY, "cuda matmul: gate-up scratch: %s",
                           cudaGetErrorString(ce));
     }
     *out = mm;
@@ -110,6 +134,7 @@ void pl_cuda_matmul_free(struct pl_cuda_matmul *mm)
     cudaFree(mm->workspace);
     cudaFree(mm->x16);
     cudaFree(mm->y32);
+    cudaFree(mm->glu_up);
     cublasLtDestroy(mm->lt);
     free(mm);
 }
@@ -265,8 +290,10 @@ static bool gemm(struct pl_backend *be, struct pl_cuda_matmul *mm, void *out, in
     k.a_type = cuda_type(w->dtype);
     k.b_type = b_type;
     k.d_type = d_type;
-    /* the epilogue adds a bias of D's type (or fp32) */
-    bool epi_ok = bias && (cuda_type(bias->dtype) == d_type || bias->dtype == PL_DTYPE_F32);
+    /* the epilogue adds a bias of D's type; other bias types go through the add kernel
+     * (cuBLASLt 13.0 refused an fp32 bias on a bf16 D with CUBLAS_STATUS_INVALID_VALUE when
+     * setting the descriptor, seen on the H100, which failed the whole plan) */
+    bool epi_ok = bias && cuda_type(bias->dtype) == d_type;
     k.bias_type = epi_ok ? (int)cuda_type(bias->dtype) : -1;
     k.align_a = alignment_of(w->data);
     k.align_b = alignment_of(x);
@@ -303,12 +330,32 @@ static bool gemm(struct pl_backend *be, struct pl_cuda_matmul *mm, void *out, in
     return true;
 }
 
+/* Whether the GEMV kernels serve this product (bf16 weights, small n, shapes they take). */
+static bool gemv_takes(const void *x, const struct pl_weight *w, int n)
+{
+    return w->dtype == PL_DTYPE_BF16 && n <= pl_cuk_gemv_max_n() &&
+           pl_cuk_gemv_ok(x, w->data, w->cols, n);
+}
+
+static bool gemv_status(struct pl_backend *be, const char *what, int e)
+{
+    if (e)
+        pl_cuda_fail(be, "cuda %s: %s", what, cudaGetErrorString((cudaError_t)e));
+    return e == 0;
+}
+
 bool pl_cuda_matmul_run(struct pl_backend *be, struct pl_cuda_matmul *mm, void *out, int ld_out,
                         bool out_f32, const void *x, const struct pl_weight *w,
                         const struct pl_weight *bias, int n)
 {
     if (n <= 0)
         return true;
+    if (gemv_takes(x, w, n)) {
+        struct pl_gemv_mat g = {w->data, out_f32 ? NULL : bias ? bias->data : NULL,
+                                bias ? (int)bias->dtype : 0, out, w->rows, ld_out};
+        return gemv_status(be, "gemv", pl_cuk_gemv((pl_cuda_stream)mm->stream, &g, 1, x, w->cols,
+                                                   n, out_f32));
+    }
     if (w->dtype == PL_DTYPE_BF16)
         return gemm(be, mm, out, ld_out, out_f32 ? CUDA_R_32F : CUDA_R_16BF, x, CUDA_R_16BF, w,
                     out_f32 ? NULL : bias, n);
@@ -340,6 +387,71 @@ bool pl_cuda_matmul_run(struct pl_backend *be, struct pl_cuda_matmul *mm, void *
     if (e) {
         pl_cuda_fail(be, "fp32 -> bf16: %s", cudaGetErrorString((cudaError_t)e));
         return false;
+    }
+    return true;
+}
+
+bool pl_cuda_matmul_group_run(struct pl_backend *be, struct pl_cuda_matmul *mm, int n_mats,
+                              void *outs[], const int ld_outs[], const void *x,
+                              const struct pl_weight *ws[], const struct pl_weight *biases[],
+                              int n)
+{
+    if (n <= 0)
+        return true;
+    bool fused = n_mats >= 1 && n_mats <= PL_GEMV_MAX_MATS;
+    for (int i = 0; fused && i < n_mats; i++)
+        fused = gemv_takes(x, ws[i], n) && ws[i]->cols == ws[0]->cols;
+    if (fused) {
+        struct pl_gemv_mat g[PL_GEMV_MAX_MATS];
+        for (int i = 0; i < n_mats; i++) {
+            const struct pl_weight *b = biases ? biases[i] : NULL;
+            g[i] = (struct pl_gemv_mat){ws[i]->data, b ? b->data : NULL, b ? (int)b->dtype : 0,
+                                        outs[i], ws[i]->rows, ld_outs[i]};
+        }
+        return gemv_status(be, "gemv (group)", pl_cuk_gemv((pl_cuda_stream)mm->stream, g, n_mats,
+                                                           x, ws[0]->cols, n, 0));
+    }
+    for (int i = 0; i < n_mats; i++)
+        if (!pl_cuda_matmul_run(be, mm, outs[i], ld_outs[i], false, x, ws[i],
+                                biases ? biases[i] : NULL, n))
+            return false;
+    return true;
+}
+
+bool pl_cuda_gate_up_silu_run(struct pl_backend *be, struct pl_cuda_matmul *mm, void *out,
+                              const void *x, const struct pl_weight *wg,
+                              const struct pl_weight *wu, const struct pl_weight *bg,
+                              const struct pl_weight *bu, int n, int dim)
+{
+    if (n <= 0)
+        return true;
+    pl_cuda_stream st = (pl_cuda_stream)mm->stream;
+    if (gemv_takes(x, wg, n) && gemv_takes(x, wu, n) && wg->cols == wu->cols &&
+        wg->rows == dim && wu->rows == dim) {
+        struct pl_gemv_mat g = {wg->data, bg ? bg->data : NULL, bg ? (int)bg->dtype : 0, NULL,
+                                wg->rows, dim};
+        struct pl_gemv_mat u = {wu->data, bu ? bu->data : NULL, bu ? (int)bu->dtype : 0, NULL,
+                                wu->rows, dim};
+        return gemv_status(be, "gemv (gate-up-silu)",
+                           pl_cuk_gemv_gate_up_silu(st, out, dim, &g, &u, x, wg->cols, n));
+    }
+    /* gate straight into out, up into the scratch a chunk of rows at a time */
+    const int64_t chunk = (int64_t)(GLU_SCRATCH_BYTES / ((size_t)dim * 2));
+    if (chunk < 1) {
+        pl_cuda_fail(be, "cuda gate_up_silu: intermediate size %d exceeds the scratch", dim);
+        return false;
+    }
+    if (!pl_cuda_matmul_run(be, mm, out, dim, false, x, wg, bg, n))
+        return false;
+    for (int r0 = 0; r0 < n; r0 += (int)chunk) {
+        const int c = n - r0 < chunk ? n - r0 : (int)chunk;
+        const char *xr = (const char *)x + (size_t)r0 * (size_t)wu->cols * 2;
+        char *orow = (char *)out + (size_t)r0 * (size_t)dim * 2;
+        if (!pl_cuda_matmul_run(be, mm, mm->glu_up, dim, false, xr, wu, bu, c))
+            return false;
+        if (!gemv_status(be, "silu_mul", pl_cuk_silu_mul(st, orow, orow, mm->glu_up,
+                                                         (int64_t)c * dim)))
+            return false;
     }
     return true;
 }
