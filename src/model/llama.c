@@ -53,8 +53,9 @@
  * recorded context bound: a bound close to the real one keeps short contexts from
  * being cut into many empty splits). */
 #define MAX_GRAPHS 160
-/* Batches of at most this many rows use the backend's fused gate_up_silu op. */
-#define FUSED_MLP_MAX_ROWS 8
+/* Batches of at most this many rows use the backend's fused gate_up_silu op (CUDA routes
+ * n <= 4 to its GEMV kernels, where the fused op keeps gate and up on chip). */
+#define FUSED_MLP_MAX_ROWS 4
 #define CTX_BUCKETS 12
 
 struct pl_llama {

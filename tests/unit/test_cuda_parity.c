@@ -1955,6 +1955,8 @@ static void gemv_glu_case(int dim, int K, int n, bool bias)
 static void test_gemv(void)
 {
     REQUIRE(g_gpu->ops->matmul_group && g_gpu->ops->gate_up_silu);
+    /* the kernels for every n they take (the default route stops at a smaller n) */
+    pl_cuk_gemv_force(PL_GEMV_MAX_N, 0);
     const int small[][2] = {{1024, 4096}, {77, 896}, {333, 1000}}; /* M, K: every n */
     for (int si = 0; si < 3; si++)
         for (int n = 1; n <= 8; n++)
@@ -1966,11 +1968,11 @@ static void test_gemv(void)
             gemv_matmul_case(big[si][0], big[si][1], big_n[ni], (ni + si) % 4, ni == 1,
                              ni == 0);
     for (int v = 1; v <= 3; v++) { /* the other tiles of the plain kernel (n 1, 4, 8) */
-        pl_cuk_gemv_force(-1, v);
+        pl_cuk_gemv_force(PL_GEMV_MAX_N, v);
         gemv_matmul_case(4096, 4096, 1, 1, false, true);
         gemv_matmul_case(1024, 1000, 4, 2, true, false);
         gemv_matmul_case(333, 896, 8, 3, false, true);
-        pl_cuk_gemv_force(-1, 0);
+        pl_cuk_gemv_force(PL_GEMV_MAX_N, 0);
     }
     gemv_matmul_case(100, 1004, 2, 1, false, false); /* K % 8 != 0: cuBLASLt takes it */
 
@@ -1984,7 +1986,7 @@ static void test_gemv(void)
     gemv_group_case(3, qwen, 896, 20, true, true); /* n > 8: cuBLASLt per weight */
     pl_cuk_gemv_force(0, 0);
     gemv_group_case(3, qkv, 4096, 4, true, true); /* GEMV off: the baseline path */
-    pl_cuk_gemv_force(-1, 0);
+    pl_cuk_gemv_force(PL_GEMV_MAX_N, 0);
 
     for (int n = 1; n <= 8; n++)
         gemv_glu_case(4864, 896, n, n % 2 == 1);
@@ -1998,7 +2000,7 @@ static void test_gemv(void)
     gemv_glu_case(1 << 19, 16, 70, true);
     pl_cuk_gemv_force(0, 0);
     gemv_glu_case(14336, 4096, 1, true);
-    pl_cuk_gemv_force(-1, 0);
+    pl_cuk_gemv_force(-1, 0); /* the default route again */
     gpu_sync_ok();
 }
 
@@ -2127,7 +2129,7 @@ static void bench_gemv(void)
                      sh[si].name, b.n, t_base * 1e6, bytes / t_base / 1e9);
             double t_def = 0;
             for (int v = 0; v < n_var; v++) {
-                pl_cuk_gemv_force(-1, v);
+                pl_cuk_gemv_force(PL_GEMV_MAX_N, v);
                 double t = gbench_time(&b, iters);
                 if (v == 0)
                     t_def = t;

@@ -43,7 +43,11 @@ struct gemv_params {
     int n_mats;
 };
 
-int g_max_n = PL_GEMV_MAX_N;
+/* Routed by default up to n = 4: on the H100 a Llama-3-8B layer's weights took 148 / 157 /
+ * 185 us at n = 1 / 4 / 8 against cuBLASLt's 174 / 175 / 176 us (docs/cuda.md), so n = 8
+ * goes back to cuBLASLt. The kernels themselves take n up to PL_GEMV_MAX_N (tests). */
+#define GEMV_ROUTE_N 4
+int g_max_n = GEMV_ROUTE_N;
 int g_variant = 0;
 
 /* A 16-byte weight load that bypasses L1 (each weight byte is read once per launch). */
@@ -331,7 +335,7 @@ extern "C" int pl_cuk_gemv_gate_up_silu(pl_cuda_stream s, void *out, int64_t ld_
 
 extern "C" void pl_cuk_gemv_force(int max_n, int variant)
 {
-    g_max_n = max_n < 0 ? PL_GEMV_MAX_N : max_n > PL_GEMV_MAX_N ? PL_GEMV_MAX_N : max_n;
+    g_max_n = max_n < 0 ? GEMV_ROUTE_N : max_n > PL_GEMV_MAX_N ? PL_GEMV_MAX_N : max_n;
     g_variant = variant;
 }
 
