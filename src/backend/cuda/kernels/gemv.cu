@@ -89,6 +89,21 @@ __device__ __forceinline__ void fma_vec(float (&acc)[R][N], const uint4 (&w)[R],
     }
 }
 
+/* One 256-element chunk c of every row (one 16-byte load per lane per row), no loads ahead. */
+template <int N, int R>
+__device__ __forceinline__ void chunk_fma(float (&acc)[R][N], const uint4 *(&wrow)[R],
+                                          const uint4 *xp, size_t k8, int c)
+{
+    uint4 wv[R], xv[N];
+#pragma unroll
+    for (int r = 0; r < R; r++)
+        wv[r] = ld_stream(wrow[r] + (size_t)c * 32);
+#pragma unroll
+    for (int j = 0; j < N; j++)
+        xv[j] = __ldg(xp + (size_t)j * k8 + (size_t)c * 32);
+    fma_vec<N, R>(acc, wv, xv);
+}
+
 __device__ __forceinline__ float bias_at(const void *b, int dtype, int64_t i)
 {
     if (!b)
@@ -160,26 +175,10 @@ __global__ void __launch_bounds__(NW * 32) gemv_kernel(const gemv_params p)
             fma_vec<N, R>(acc, wv[u], xv);
         }
     }
-    for (; c < c_end; c++) {
-        uint4 wv[R], xv[N];
-#pragma unroll
-        for (int r = 0; r < R; r++)
-            wv[r] = ld_stream(wrow[r] + (size_t)c * 32);
-#pragma unroll
-        for (int j = 0; j < N; j++)
-            xv[j] = __ldg(xp + (size_t)j * k8 + (size_t)c * 32);
-        fma_vec<N, R>(acc, wv, xv);
-    }
-    if (warp == NW - 1 && n_chunks * 32 + lane < p.k8) { /* the K % 256 tail */
-        uint4 wv[R], xv[N];
-#pragma unroll
-        for (int r = 0; r < R; r++)
-            wv[r] = ld_stream(wrow[r] + (size_t)n_chunks * 32);
-#pragma unroll
-        for (int j = 0; j < N; j++)
-            xv[j] = __ldg(xp + (size_t)j * k8 + (size_t)n_chunks * 32);
-        fma_vec<N, R>(acc, wv, xv);
-    }
+    for (; c < c_end; c++)
+        chunk_fma<N, R>(acc, wrow, xp, k8, c);
+    if (warp == NW - 1 && n_chunks * 32 + lane < p.k8) /* the K % 256 tail */
+        chunk_fma<N, R>(acc, wrow, xp, k8, n_chunks);
 
     __shared__ float part[NW][R * N];
 #pragma unroll
