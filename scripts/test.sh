@@ -27,7 +27,13 @@ for f in build-fuzz/fuzz_*; do
   mkdir -p "$corpus"
   work=$(mktemp -d)
   echo "-- $name"
-  "$f" -max_total_time=${PL_FUZZ_SECONDS:-20} -rss_limit_mb=2048 -timeout=10 "$work" "$corpus" 2>&1 | tail -n 2
-  rm -rf "$work"
+  log="$work.log"
+  if ! "$f" -max_total_time=${PL_FUZZ_SECONDS:-20} -rss_limit_mb=2048 -timeout=10 "$work" "$corpus" >"$log" 2>&1; then
+    tail -n 60 "$log"   # the crash report and the input that caused it
+    echo "== fuzz target $name failed"
+    exit 1
+  fi
+  tail -n 2 "$log"
+  rm -rf "$work" "$log"
 done
 echo "== all tests passed"

@@ -16,6 +16,7 @@
 #include "model/config.h"
 #include "pagellm.h"
 #include "util/err.h"
+#include "util/json.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -316,25 +317,10 @@ pl_status pl_sampling_params_copy(struct pl_sampling_params *dst,
 
 /* ---- JSON --------------------------------------------------------------- */
 
-static const char *json_type_name(const json_t *v)
-{
-    switch (json_typeof(v)) {
-    case JSON_OBJECT: return "object";
-    case JSON_ARRAY: return "array";
-    case JSON_STRING: return "string";
-    case JSON_INTEGER: return "integer";
-    case JSON_REAL: return "number";
-    case JSON_TRUE:
-    case JSON_FALSE: return "boolean";
-    case JSON_NULL: return "null";
-    }
-    return "?";
-}
-
 static pl_status get_number(const json_t *v, const char *key, float *out, struct pl_err *err)
 {
     if (!json_is_number(v))
-        return bad(err, "%s must be a number, got %s", key, json_type_name(v));
+        return bad(err, "%s must be a number, got %s", key, pl_json_type_name(v));
     double d = json_number_value(v);
     /* keep out-of-float-range values out of range rather than undefined */
     if (d > 3.0e38)
@@ -360,7 +346,7 @@ static pl_status get_int64(const json_t *v, const char *key, long long *out, str
         }
         return bad(err, "%s must be an integer, got %g", key, d);
     }
-    return bad(err, "%s must be an integer, got %s", key, json_type_name(v));
+    return bad(err, "%s must be an integer, got %s", key, pl_json_type_name(v));
 }
 
 static pl_status get_int(const json_t *v, const char *key, int *out, struct pl_err *err)
@@ -378,7 +364,7 @@ static pl_status get_int(const json_t *v, const char *key, int *out, struct pl_e
 static pl_status get_bool(const json_t *v, const char *key, bool *out, struct pl_err *err)
 {
     if (!json_is_boolean(v))
-        return bad(err, "%s must be a boolean, got %s", key, json_type_name(v));
+        return bad(err, "%s must be a boolean, got %s", key, pl_json_type_name(v));
     *out = json_is_true(v);
     return PL_STATUS_OK;
 }
@@ -388,7 +374,7 @@ static pl_status get_ids(const json_t *v, const char *key, int32_t **out, int *n
                          struct pl_err *err)
 {
     if (!json_is_array(v))
-        return bad(err, "%s must be an array of integers, got %s", key, json_type_name(v));
+        return bad(err, "%s must be an array of integers, got %s", key, pl_json_type_name(v));
     size_t n = json_array_size(v);
     if (n > INT_MAX / 2)
         return bad(err, "%s has too many entries (%zu)", key, n);
@@ -468,7 +454,7 @@ static pl_status read_stop(const json_t *v, struct pl_sampling_params *t, struct
     }
     if (!json_is_array(v))
         return bad(err, "stop must be a string or an array of strings, got %s",
-                   json_type_name(v));
+                   pl_json_type_name(v));
     size_t n = json_array_size(v);
     if (n > INT_MAX / 16)
         return bad(err, "stop has too many entries (%zu)", n);
@@ -478,7 +464,7 @@ static pl_status read_stop(const json_t *v, struct pl_sampling_params *t, struct
     for (size_t i = 0; i < n; i++) {
         const json_t *e = json_array_get(v, i);
         if (!json_is_string(e))
-            return bad(err, "stop[%zu] must be a string, got %s", i, json_type_name(e));
+            return bad(err, "stop[%zu] must be a string, got %s", i, pl_json_type_name(e));
         if (strlen(json_string_value(e)) != json_string_length(e))
             return bad(err, "stop[%zu] must not contain a NUL character", i);
         s->stop[i] = json_string_value(e);
@@ -493,7 +479,7 @@ static pl_status read_logit_bias(const json_t *v, struct pl_sampling_params *t,
 {
     if (!json_is_object(v))
         return bad(err, "logit_bias must be an object mapping token ids to numbers, got %s",
-                   json_type_name(v));
+                   pl_json_type_name(v));
     size_t n = json_object_size(v);
     s->bias = malloc((n ? n : 1) * sizeof(*s->bias));
     if (!s->bias)
@@ -511,7 +497,7 @@ static pl_status read_logit_bias(const json_t *v, struct pl_sampling_params *t,
                        key);
         if (!json_is_number(val))
             return bad(err, "logit_bias[\"%.200s\"] must be a number, got %s", key,
-                       json_type_name(val));
+                       pl_json_type_name(val));
         double b = json_number_value(val);
         b = b > LOGIT_BIAS_MAX ? LOGIT_BIAS_MAX : b < -LOGIT_BIAS_MAX ? -LOGIT_BIAS_MAX : b;
         /* "7" and "07" are one token in vLLM's dict: the later entry wins */
@@ -681,7 +667,7 @@ pl_status pl_sampling_params_from_json(const struct json_t *obj, const char *con
 {
     if (!obj || !json_is_object(obj))
         return bad(err, "sampling parameters must be a JSON object, got %s",
-                   obj ? json_type_name(obj) : "nothing");
+                   obj ? pl_json_type_name(obj) : "nothing");
     struct pl_sampling_params t = *p; /* borrows p's arrays until replaced */
     struct json_scratch s = {0};
     int max_tokens = -1, max_completion_tokens = -1, logprobs_bool = -1, top_logprobs = -1;

@@ -400,25 +400,43 @@ static pl_status check_batch(const struct pl_llama *m, const struct pl_batch *b,
 static pl_status upload_batch(struct pl_llama *m, const struct pl_batch *b, int n_pad)
 {
     struct pl_backend *be = m->be;
-    const size_t i32 = sizeof(int32_t), T = (size_t)b->n_tokens, S = (size_t)b->n_seqs;
-    const size_t MB = (size_t)b->max_blocks_per_seq;
-    memcpy(m->h_ids, b->token_ids, i32 * T);
-    memcpy(m->h_pos, b->positions, i32 * T);
-    memcpy(m->h_slots, b->slot_mapping, i32 * T);
-    memcpy(m->h_cu, b->cu_seqlens_q, i32 * (S + 1));
-    memcpy(m->h_ctx, b->context_lens, i32 * S);
-    memcpy(m->h_tables, b->block_tables, i32 * S * MB);
-    if (b->n_logits > 0)
-        memcpy(m->h_logit_rows, b->logits_rows, i32 * (size_t)b->n_logits);
-    if (b->seq_lens) {
-        memcpy(m->h_seq_lens, b->seq_lens, i32 * T);
-    } else { /* each token's sequence length is its sequence's context length */
+    const size_t T = (size_t)b->n_tokens, S = (size_t)b->n_seqs;
+    const int32_t *seq_lens = b->seq_lens;
+    if (!seq_lens) { /* each token's sequence length is its sequence's context length */
         for (int s = 0; s < b->n_seqs; s++)
             for (int t = b->cu_seqlens_q[s]; t < b->cu_seqlens_q[s + 1]; t++)
                 m->h_seq_lens[t] = b->context_lens[s];
+        seq_lens = m->h_seq_lens;
     }
-    size_t n_tok = T, n_seq = S;
-    if (n_pad > b->n_seqs) { /* padding sequences: context 0, token 0 stored nowhere */
+    /* The arrays go up from the staging buffers when those are pinned (asynchronous
+     * copies) or when padding rows must be appended; otherwise straight from the batch.
+     * Padding rows' block tables are never read (context 0), so tables are not padded. */
+    const bool pad = n_pad > b->n_seqs;
+    const size_t n_tok = pad ? (size_t)n_pad : T, n_seq = pad ? (size_t)n_pad : S;
+    struct {
+        void *dev;
+        int32_t *stage;
+        const int32_t *src;
+        size_t n_src, n_up;
+    } arr[] = {
+        {m->d_ids, m->h_ids, b->token_ids, T, n_tok},
+        {m->d_pos, m->h_pos, b->positions, T, n_tok},
+        {m->d_seq_lens, m->h_seq_lens, seq_lens, T, n_tok},
+        {m->d_slots, m->h_slots, b->slot_mapping, T, n_tok},
+        {m->d_cu, m->h_cu, b->cu_seqlens_q, S + 1, n_seq + 1},
+        {m->d_ctx, m->h_ctx, b->context_lens, S, n_seq},
+        {m->d_tables, m->h_tables, b->block_tables, S * (size_t)b->max_blocks_per_seq,
+         S * (size_t)b->max_blocks_per_seq},
+        {m->d_logit_rows, m->h_logit_rows, b->logits_rows, (size_t)b->n_logits,
+         (size_t)b->n_logits},
+    };
+    const size_t n_arr = sizeof(arr) / sizeof(arr[0]);
+    const bool stage = m->h_stage_pinned || pad;
+    if (stage)
+        for (size_t i = 0; i < n_arr; i++)
+            if (arr[i].n_src > 0 && arr[i].src != arr[i].stage)
+                memcpy(arr[i].stage, arr[i].src, sizeof(int32_t) * arr[i].n_src);
+    if (pad) { /* padding sequences: context 0, token 0 stored nowhere */
         assert(b->n_tokens == b->n_seqs);
         for (int i = b->n_seqs; i < n_pad; i++) {
             m->h_ids[i] = 0;
@@ -428,23 +446,12 @@ static pl_status upload_batch(struct pl_llama *m, const struct pl_batch *b, int 
             m->h_cu[i + 1] = i + 1;
             m->h_ctx[i] = 0;
         }
-        n_tok = n_seq = (size_t)n_pad;
     }
-    pl_status st = be->ops->upload(be, m->d_ids, m->h_ids, i32 * n_tok);
-    if (st == PL_STATUS_OK)
-        st = be->ops->upload(be, m->d_pos, m->h_pos, i32 * n_tok);
-    if (st == PL_STATUS_OK)
-        st = be->ops->upload(be, m->d_seq_lens, m->h_seq_lens, i32 * n_tok);
-    if (st == PL_STATUS_OK)
-        st = be->ops->upload(be, m->d_slots, m->h_slots, i32 * n_tok);
-    if (st == PL_STATUS_OK)
-        st = be->ops->upload(be, m->d_cu, m->h_cu, i32 * (n_seq + 1));
-    if (st == PL_STATUS_OK)
-        st = be->ops->upload(be, m->d_ctx, m->h_ctx, i32 * n_seq);
-    if (st == PL_STATUS_OK) /* padding rows' tables are never read (context 0) */
-        st = be->ops->upload(be, m->d_tables, m->h_tables, i32 * S * MB);
-    if (st == PL_STATUS_OK && b->n_logits > 0)
-        st = be->ops->upload(be, m->d_logit_rows, m->h_logit_rows, i32 * (size_t)b->n_logits);
+    pl_status st = PL_STATUS_OK;
+    for (size_t i = 0; i < n_arr && st == PL_STATUS_OK; i++)
+        if (arr[i].n_up > 0)
+            st = be->ops->upload(be, arr[i].dev, stage ? arr[i].stage : arr[i].src,
+                                 sizeof(int32_t) * arr[i].n_up);
     return st;
 }
 
@@ -582,18 +589,14 @@ static bool run_layers_graph(struct pl_llama *m, const struct pl_batch *b,
     if (slot < 0)
         return false;
     /* the context bound: the next power of two from 256, at most what the tables hold */
-    const int table_ctx = b->max_blocks_per_seq * kv->block_size;
+    const int table_ctx = b->max_blocks_per_seq * kv->block_size; /* >= max_context_len */
     int bucket = 0, bound = 256;
-    while (bound < b->max_context_len && bound < table_ctx && bucket + 1 < CTX_BUCKETS) {
+    while (bound < b->max_context_len && bucket + 1 < CTX_BUCKETS) {
         bound *= 2;
         bucket++;
     }
-    if (bound < b->max_context_len || bucket + 1 == CTX_BUCKETS)
-        bound = table_ctx;
-    if (bound < b->max_context_len)
-        return false;
-    if (bound > table_ctx)
-        bound = table_ctx;
+    if (bucket + 1 == CTX_BUCKETS || bound > table_ctx)
+        bound = table_ctx; /* the last bucket covers whatever the tables can hold */
     struct pl_backend *be = m->be;
     *st = upload_batch(m, b, n_pad);
     if (*st != PL_STATUS_OK)

@@ -32,8 +32,8 @@ struct loader {
 
 /* A dummy tensor: allocated on the backend and filled there (no host copy), values as
  * below; each tensor gets its own seed so no two tensors repeat each other. */
-static pl_status dummy_slot(struct loader *L, const char *name, int64_t rows, int64_t cols,
-                            struct pl_weight *slot)
+static pl_status dummy_slot(struct loader *L, const char *name, enum pl_op op, int64_t rows,
+                            int64_t cols, struct pl_weight *slot)
 {
     const bool is_vector = rows == 0;
     const size_t n = (size_t)(is_vector ? 1 : rows) * (size_t)cols;
@@ -47,9 +47,9 @@ static pl_status dummy_slot(struct loader *L, const char *name, int64_t rows, in
      * U(-a, a) with a = 1/sqrt(in_features), so activations keep their scale layer to
      * layer and the logits stay finite */
     float lo, hi;
-    if (strstr(name, "norm")) {
+    if (op == PL_OP_RMSNORM) {
         lo = hi = 1.0f;
-    } else if (strstr(name, "embed_tokens")) {
+    } else if (op == PL_OP_EMBED) {
         lo = -1.0f;
         hi = 1.0f;
     } else {
@@ -70,7 +70,7 @@ static pl_status load_slot(struct loader *L, const char *name, enum pl_op op, in
                            int64_t cols, struct pl_weight *slot)
 {
     if (!L->st)
-        return dummy_slot(L, name, rows, cols, slot);
+        return dummy_slot(L, name, op, rows, cols, slot);
     const struct pl_tensor_info *t = pl_safetensors_find(L->st, name);
     if (!t)
         return pl_err_set(L->err, PL_STATUS_NOT_FOUND, "tensor '%s' is missing from the checkpoint",

@@ -20,6 +20,7 @@
 
 #include "tokenizer/chat_template/chat_template.h"
 #include "tokenizer/tokenizer.h"
+#include "util/json.h"
 #include "util/log.h"
 
 #include <jansson.h>
@@ -107,20 +108,6 @@ static void param_from_message(const char *msg, char *param, size_t cap)
     }
     if (best_name && strlen(best_name) < cap)
         strcpy(param, best_name);
-}
-
-static const char *type_name(const json_t *v)
-{
-    switch (json_typeof(v)) {
-    case JSON_OBJECT: return "object";
-    case JSON_ARRAY: return "array";
-    case JSON_STRING: return "string";
-    case JSON_INTEGER: return "integer";
-    case JSON_REAL: return "number";
-    case JSON_TRUE:
-    case JSON_FALSE: return "boolean";
-    default: return "null";
-    }
 }
 
 /* ---- setup ------------------------------------------------------------------- */
@@ -231,7 +218,7 @@ static bool get_bool(const json_t *root, const char *key, bool dflt, bool *out,
         return true;
     }
     if (!json_is_boolean(v)) {
-        fail(e, 400, key, "%s: expected a boolean, got %s", key, type_name(v));
+        fail(e, 400, key, "%s: expected a boolean, got %s", key, pl_json_type_name(v));
         return false;
     }
     *out = json_is_true(v);
@@ -245,7 +232,7 @@ static pl_status check_model(const struct pl_openai *o, const json_t *root,
     const char *name = o->names[0];
     if (m && !json_is_null(m)) {
         if (!json_is_string(m))
-            return fail(e, 400, "model", "model: expected a string, got %s", type_name(m));
+            return fail(e, 400, "model", "model: expected a string, got %s", pl_json_type_name(m));
         name = json_string_value(m);
         bool known = false;
         for (int i = 0; i < o->n_names && !known; i++)
@@ -301,7 +288,7 @@ static pl_status read_ids(const struct pl_openai *o, const json_t *arr,
         json_t *v = json_array_get(arr, i);
         if (!json_is_integer(v))
             return fail(e, 400, "prompt", "prompt: token ids must be integers, got %s",
-                        type_name(v));
+                        pl_json_type_name(v));
         json_int_t id = json_integer_value(v);
         if (id < 0 || (o->vocab_size > 0 && id >= o->vocab_size) || id > INT32_MAX)
             return fail(e, 400, "prompt", "prompt: token id %lld is out of vocabulary (0..%d)",
@@ -332,7 +319,7 @@ static pl_status parse_prompts(const struct pl_openai *o, const json_t *root,
         return fail(e, 400, "prompt",
                     "prompt: expected a string, a list of strings, a list of token ids or a "
                     "list of token-id lists, got %s",
-                    type_name(pr));
+                    pl_json_type_name(pr));
     size_t n = json_array_size(pr);
     if (n == 0)
         return fail(e, 400, "prompt", "prompt: must not be empty");
@@ -349,7 +336,7 @@ static pl_status parse_prompts(const struct pl_openai *o, const json_t *root,
         if (want_str ? !json_is_string(v) : !json_is_array(v))
             return fail(e, 400, "prompt",
                         "prompt[%zu]: expected %s like prompt[0], got %s", i,
-                        want_str ? "a string" : "a list of token ids", type_name(v));
+                        want_str ? "a string" : "a list of token ids", pl_json_type_name(v));
         struct pl_openai_prompt *p = add_prompt(r);
         if (!p)
             return fail(e, 503, NULL, "out of memory");
@@ -399,7 +386,7 @@ static json_t *normalize_messages(const json_t *msgs, struct pl_openai_error *e)
 {
     if (!msgs || !json_is_array(msgs)) {
         fail(e, 400, "messages", "messages: expected a list of messages, got %s",
-             msgs ? type_name(msgs) : "nothing");
+             msgs ? pl_json_type_name(msgs) : "nothing");
         return NULL;
     }
     if (json_array_size(msgs) == 0) {
@@ -412,7 +399,8 @@ static json_t *normalize_messages(const json_t *msgs, struct pl_openai_error *e)
     json_array_foreach(msgs, i, m)
     {
         if (!json_is_object(m)) {
-            fail(e, 400, "messages", "messages[%zu]: expected an object, got %s", i, type_name(m));
+            fail(e, 400, "messages", "messages[%zu]: expected an object, got %s", i,
+                 pl_json_type_name(m));
             goto bad;
         }
         json_t *role = json_object_get(m, "role");
@@ -453,7 +441,7 @@ static json_t *normalize_messages(const json_t *msgs, struct pl_openai_error *e)
         } else if (content && !json_is_string(content) && !json_is_null(content)) {
             fail(e, 400, "messages", "messages[%zu].content: expected a string or a list of "
                                      "content parts, got %s",
-                 i, type_name(content));
+                 i, pl_json_type_name(content));
             json_decref(copy);
             goto bad;
         }
@@ -588,7 +576,8 @@ pl_status pl_openai_parse(const struct pl_openai *o, enum pl_openai_kind kind, c
         goto out;
     }
     if (!json_is_object(root)) {
-        fail(e, 400, NULL, "the request body must be a JSON object, got %s", type_name(root));
+        fail(e, 400, NULL, "the request body must be a JSON object, got %s",
+             pl_json_type_name(root));
         goto out;
     }
     if ((st = check_model(o, root, r, e)) != PL_STATUS_OK)
@@ -605,7 +594,7 @@ pl_status pl_openai_parse(const struct pl_openai *o, enum pl_openai_kind kind, c
     if (lp && !json_is_null(lp) &&
         (kind == PL_OPENAI_CHAT ? !json_is_boolean(lp) : !json_is_integer(lp))) {
         fail(e, 400, "logprobs", "logprobs: expected %s, got %s",
-             kind == PL_OPENAI_CHAT ? "a boolean" : "an integer", type_name(lp));
+             kind == PL_OPENAI_CHAT ? "a boolean" : "an integer", pl_json_type_name(lp));
         goto out;
     }
     if (kind == PL_OPENAI_COMPLETION && json_object_get(root, "top_logprobs")) {

@@ -7,9 +7,7 @@
  * framing of whatever message comes out are built too.
  * The first byte picks the route (even: completions, odd: chat).
  */
-#include "model/tiny_tokenizer.h"
-#include "server/openai.h"
-#include "tokenizer/tokenizer.h"
+#include "../unit/openai_fixture.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -28,28 +26,7 @@ static struct pl_openai *oai;
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-    char dir[] = "/tmp/pl_fuzz_openai_XXXXXX";
-    struct pl_err err = {0};
-    struct pl_tiny_tokenizer_info info;
-    if (!mkdtemp(dir) || pl_tiny_tokenizer_write(dir, 300, &info, &err) != PL_STATUS_OK ||
-        pl_tokenizer_load(dir, &tok, &err) != PL_STATUS_OK) {
-        fprintf(stderr, "fuzz_openai_request: setup: %s\n", err.msg);
-        abort();
-    }
-    char path[512];
-    snprintf(path, sizeof(path), "%s/tokenizer.json", dir);
-    unlink(path);
-    snprintf(path, sizeof(path), "%s/tokenizer_config.json", dir);
-    unlink(path);
-    rmdir(dir);
-    const char *names[] = {"tiny", "other"};
-    struct pl_openai_params p = {.served_names = names,
-                                 .n_served_names = 2,
-                                 .model_root = "/m",
-                                 .max_model_len = MAX_MODEL_LEN,
-                                 .tok = tok};
-    if (pl_openai_new(&p, &oai, &err) != PL_STATUS_OK)
-        abort();
+    oai = openai_fixture_new(300, "other", "/m", MAX_MODEL_LEN, &tok);
     return 0;
 }
 

@@ -8,10 +8,8 @@
  * (the string a transformers apply_chat_template call gives for it); prompt ids
  * from the tokenizer module (itself checked against Hugging Face tokenizers).
  */
-#include "model/tiny_tokenizer.h"
-#include "server/openai.h"
+#include "openai_fixture.h"
 #include "test.h"
-#include "tokenizer/tokenizer.h"
 
 #include <jansson.h>
 #include <stdlib.h>
@@ -24,32 +22,7 @@ static struct pl_openai *oai;
 
 static void setup(void)
 {
-    char dir[] = "/tmp/pl_test_openai_XXXXXX";
-    if (!mkdtemp(dir))
-        abort();
-    struct pl_err err = {0};
-    struct pl_tiny_tokenizer_info info;
-    if (pl_tiny_tokenizer_write(dir, 700, &info, &err) != PL_STATUS_OK ||
-        pl_tokenizer_load(dir, &tok, &err) != PL_STATUS_OK) {
-        fprintf(stderr, "setup: %s\n", err.msg);
-        abort();
-    }
-    char path[512];
-    snprintf(path, sizeof(path), "%s/tokenizer.json", dir);
-    unlink(path);
-    snprintf(path, sizeof(path), "%s/tokenizer_config.json", dir);
-    unlink(path);
-    rmdir(dir);
-    const char *names[] = {"tiny", "tiny-alias"};
-    struct pl_openai_params p = {.served_names = names,
-                                 .n_served_names = 2,
-                                 .model_root = "/models/tiny",
-                                 .max_model_len = MAX_MODEL_LEN,
-                                 .tok = tok};
-    if (pl_openai_new(&p, &oai, &err) != PL_STATUS_OK) {
-        fprintf(stderr, "setup: %s\n", err.msg);
-        abort();
-    }
+    oai = openai_fixture_new(700, "tiny-alias", "/models/tiny", MAX_MODEL_LEN, &tok);
 }
 
 static pl_status parse(enum pl_openai_kind kind, const char *body, struct pl_openai_request *r,

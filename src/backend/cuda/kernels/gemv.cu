@@ -232,7 +232,7 @@ __global__ void __launch_bounds__(NW * 32) gemv_kernel(const gemv_params p)
 }
 
 /* The default tile: 4 warps, 4 rows, 2 chunks in flight (8 x 16 B per lane). */
-constexpr int D_NW = 4, D_R = 4, D_U = 2;
+constexpr int D_NW = PL_GEMV_WARPS, D_R = 4, D_U = 2;
 
 template <int NW, int R, int U, int N, int MODE>
 cudaError_t launch_tile(cudaStream_t s, gemv_params &p)

@@ -21,6 +21,9 @@ extern "C" {
 
 #define PL_GEMV_MAX_N 8
 #define PL_GEMV_MAX_MATS 3
+/* Warps of the default tile: warp w sums K's 256-element chunks [w*nc/W, (w+1)*nc/W) and the
+ * last warp the K % 256 tail (the order a bit-exact emulation must follow). */
+#define PL_GEMV_WARPS 4
 
 /* One weight of a launch and where its product goes. */
 struct pl_gemv_mat {
