@@ -17,6 +17,7 @@
 #include "backend/cpu/cpu_backend.h"
 #include "backend/cpu/threadpool.h"
 #include "engine/model_runner.h"
+#include "model/arch.h"
 #include "util/log.h"
 
 #include <stdio.h>
@@ -118,7 +119,7 @@ static void synth_1b(struct synth *s)
     memset(s, 0, sizeof(*s));
     s->rng = 42;
     struct pl_model_config *c = &s->cfg;
-    c->arch = PL_ARCH_LLAMA;
+    c->arch = pl_arch_find("LlamaForCausalLM", false);
     c->hidden_size = 2048, c->intermediate_size = 8192, c->n_layers = 16;
     c->n_heads = 32, c->n_kv_heads = 8, c->head_dim = 64, c->vocab_size = 128256;
     c->rms_norm_eps = 1e-5f;

@@ -3,8 +3,11 @@
  *
  * Owns: struct pl_backend_ops (versioned), struct pl_weight (a weight matrix
  * living in backend memory) and struct pl_attn_meta (the flat, paged attention
- * metadata of one batch). The model code (src/model/llama.c) is written only
- * against these ops, so a new backend adds kernels and nothing else.
+ * metadata of one batch), the device layer (selection by name, memory info, the
+ * error text, the load-time check of a model's shapes) and the ops' registry
+ * pl_backend_new (backend.c). The model code (src/model/) and the model runner
+ * (src/engine/model_runner.c) are written only against these, so a new backend
+ * adds kernels and a line in backend.c, and nothing else names it.
  *
  * Memory: every pointer an op takes is backend memory (from alloc/map_weight,
  * or offsets into such buffers). On the CPU backend that is host memory; on
@@ -30,6 +33,7 @@
 #ifndef PL_BACKEND_H
 #define PL_BACKEND_H
 
+#include "core/types.h"
 #include "util/dtype.h"
 #include "util/err.h"
 
@@ -37,11 +41,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define PL_BACKEND_OPS_VERSION 2
+#define PL_BACKEND_OPS_VERSION 3
 
 struct pl_backend; /* opaque; each backend defines it and puts `ops` first */
-struct pl_sampler_row;   /* engine/sampler.h: one row's params and token history */
-struct pl_sample_result; /* engine/sampler.h: a sampled token and its logprobs */
 
 /* A weight matrix [rows, cols] (out_features x in_features, as HF stores it),
  * or a vector [cols] with rows == 1. data is backend memory. */
@@ -64,6 +66,10 @@ enum pl_op {
     PL_OP_LOGITS,
     PL_OP_COPY_BLOCKS,
     PL_OP_FILL,
+    PL_OP_GELU_TANH_MUL,
+    PL_OP_SCALE,
+    PL_OP_SOFTCAP,
+    PL_OP_MOE,
     PL_OP_COUNT
 };
 
@@ -79,6 +85,10 @@ struct pl_rope {
     int dyn_original_max;
     float dyn_factor;
     float dyn_theta;
+    /* longrope: when > 0, a token whose sequence length exceeds long_original_max uses
+     * long_inv_freq (backend memory, [rot_dim / 2]) instead of inv_freq. Needs seq_lens. */
+    int long_original_max;
+    const float *long_inv_freq;
 };
 
 struct pl_attn_meta {
@@ -96,6 +106,34 @@ struct pl_attn_meta {
     int head_dim;
     float scale;                   /* softmax scale, usually 1/sqrt(head_dim) */
     int window;                    /* sliding window in tokens, 0 = none */
+    float softcap;                 /* scores = softcap * tanh(scores / softcap) after the
+                                      scale, before the mask (Gemma 2); 0 = none */
+};
+
+/* What a model needs from a backend beyond its weights' dtypes, checked once at load
+ * (check_model): the attention shapes and the optional ops its forward calls. */
+struct pl_model_needs {
+    int head_dim, n_heads, n_kv_heads;
+    bool attn_softcap;   /* attention soft-capping */
+    bool long_rope;      /* rope with long_inv_freq */
+    bool partial_rope;   /* rot_dim < head_dim */
+    bool ops[PL_OP_COUNT]; /* ops the forward calls (the optional ones are checked by the
+                              model runner against NULL before check_model runs) */
+};
+
+/* One MoE block's arguments (the moe op). Routing as transformers does it: softmax over
+ * the router logits in fp32, the top_k largest (ties to the lower expert id), renormalised
+ * to sum 1 when norm_topk_prob; out[t] = sum_k p_k * down_e(act(gate_e x) * up_e x)
+ * (+ sigmoid(x . sh_router) * shared(x) when the shared expert is present). */
+struct pl_moe_args {
+    int n_experts, top_k;
+    bool norm_topk_prob;
+    bool gelu_tanh;                     /* the experts' activation: gelu_tanh, else silu */
+    const struct pl_weight *router;     /* [n_experts, hidden] */
+    const struct pl_weight *const *w_gate, *const *w_up, *const *w_down; /* [n_experts] */
+    int inter;                          /* one expert's width */
+    const struct pl_weight *sh_gate, *sh_up, *sh_down, *sh_router; /* NULL: none */
+    int sh_inter;
 };
 
 struct pl_backend_ops {
@@ -118,6 +156,21 @@ struct pl_backend_ops {
 
     /* Whether `op` works with weights (or KV/activations) of `dtype`. Checked at load. */
     bool (*supports)(struct pl_backend *be, enum pl_op op, enum pl_dtype dtype);
+
+    /* The device layer (version 3). */
+
+    /* Whether the backend's memory is a device's own (the KV pool is then sized from
+     * mem_info and gpu_memory_utilization rather than a host budget). */
+    bool device_memory;
+    /* Free and total bytes of the memory the backend allocates from. */
+    pl_status (*mem_info)(struct pl_backend *be, size_t *free_bytes, size_t *total_bytes);
+    /* The text of the first failure since creation ("" when none): what a failed sync()
+     * or op means, for the user's message. NULL: the backend keeps none. */
+    const char *(*last_error)(struct pl_backend *be);
+    /* Whether the backend can run a model with these needs; PL_STATUS_UNSUPPORTED with the
+     * shape or op named otherwise. NULL: everything the op table has. */
+    pl_status (*check_model)(struct pl_backend *be, const struct pl_model_needs *needs,
+                             struct pl_err *err);
 
     /* out[n, table.cols] = table[ids[i]] (rows of the embedding matrix). */
     void (*embed)(struct pl_backend *be, void *out, const struct pl_weight *table,
@@ -144,6 +197,22 @@ struct pl_backend_ops {
     /* out[n, dim] = silu(gate[n, dim]) * up[n, dim]. */
     void (*silu_mul)(struct pl_backend *be, void *out, const void *gate, const void *up,
                      int n, int dim);
+
+    /* Optional ops of the newer families (NULL where the backend lacks them: a model that
+     * needs one is refused at load). */
+
+    /* out[n, dim] = gelu_tanh(gate) * up, gelu_tanh(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x +
+     * 0.044715 x^3))) (PyTorch's gelu approximate="tanh"). */
+    void (*gelu_tanh_mul)(struct pl_backend *be, void *out, const void *gate, const void *up,
+                          int n, int dim);
+    /* x[n_elems] (activations) *= s, rounded to act_dtype. */
+    void (*scale)(struct pl_backend *be, void *x, size_t n_elems, float s);
+    /* x[n_elems] (fp32) = cap * tanh(x / cap). */
+    void (*softcap)(struct pl_backend *be, float *x, size_t n_elems, float cap);
+    /* out[n, hidden] = the MoE block of x[n, hidden] (struct pl_moe_args). scratch: backend
+     * memory of at least moe_scratch_elems(args, n) activation elements. */
+    void (*moe)(struct pl_backend *be, void *out, const void *x, int n, int hidden,
+                const struct pl_moe_args *args, void *scratch);
 
     /* Writes k/v rows [n, kv_dim] into the caches at slot_mapping[i] (skip < 0). */
     void (*store_kv)(struct pl_backend *be, void *k_cache, void *v_cache, const void *k,
@@ -239,6 +308,26 @@ struct pl_backend {
 
 /* Creates the CPU backend with n_threads worker threads (0 = one per core). */
 pl_status pl_backend_cpu_new(int n_threads, struct pl_backend **out, struct pl_err *err);
+
+/* ---- selection by name (backend.c) ---- */
+
+struct pl_backend_params {
+    int n_threads;  /* CPU threads, 0 = one per core */
+    int device;     /* accelerator index */
+};
+
+/* Creates the backend named `name`: "cpu", an accelerator backend built in ("cuda"), or
+ * "auto" (the first built-in accelerator with a device present, else the CPU).
+ * PL_STATUS_INVALID_ARGUMENT for an unknown name (the message lists the known ones),
+ * PL_STATUS_UNSUPPORTED for one this build lacks. */
+pl_status pl_backend_new(const char *name, const struct pl_backend_params *p,
+                         struct pl_backend **out, struct pl_err *err);
+/* Whether `name` is a backend name pl_backend_new knows ("auto" included), built or not. */
+bool pl_backend_name_known(const char *name);
+/* "auto, cpu, cuda" (static storage). */
+const char *pl_backend_names(void);
+/* Elements of the moe op's scratch for n tokens. */
+size_t pl_moe_scratch_elems(const struct pl_moe_args *a, int n);
 
 /* Destroys any backend (NULL is a no-op). */
 static inline void pl_backend_free(struct pl_backend *be)

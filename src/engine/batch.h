@@ -15,26 +15,12 @@
 #ifndef PL_ENGINE_BATCH_H
 #define PL_ENGINE_BATCH_H
 
+#include "core/types.h"
 #include "util/err.h"
 
 #include <stdint.h>
 
-struct pl_batch {
-    int n_tokens;
-    int n_seqs;
-    int32_t *token_ids;      /* [n_tokens] */
-    int32_t *positions;      /* [n_tokens] */
-    int32_t *seq_lens;       /* [n_tokens]: context length of the token's sequence (dynamic rope) */
-    int32_t *slot_mapping;   /* [n_tokens] */
-    int32_t *cu_seqlens_q;   /* [n_seqs + 1] */
-    int32_t *context_lens;   /* [n_seqs] */
-    int32_t *block_tables;   /* [n_seqs, max_blocks_per_seq], unused entries -1 */
-    int max_blocks_per_seq;
-    int max_q_len;
-    int max_context_len;
-    int32_t *logits_rows;    /* [n_logits] token indices whose logits are wanted */
-    int n_logits;
-};
+/* struct pl_batch lives in core/types.h (shared with the model runner and backends). */
 
 /* Checks the invariants above (block_size > 0); PL_STATUS_INTERNAL with a message if broken. */
 pl_status pl_batch_validate(const struct pl_batch *b, int block_size, struct pl_err *err);

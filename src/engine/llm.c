@@ -20,6 +20,7 @@
 #include "engine/beam_search.h"
 #include "engine/engine.h"
 #include "engine/model_runner.h"
+#include "backend/backend.h"
 #include "tokenizer/chat_template/chat_template.h"
 #include "tokenizer/tokenizer.h"
 #include "util/err.h"
@@ -168,9 +169,9 @@ static pl_status llm_open(struct pl_llm *llm, const struct pl_llm_params *p, str
     if (!p->model || !*p->model)
         return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "model: no model directory given");
     const char *dev = p->device ? p->device : "auto";
-    if (strcmp(dev, "auto") && strcmp(dev, "cpu") && strcmp(dev, "cuda"))
-        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
-                          "device: '%s' is not one of auto, cpu, cuda", dev);
+    if (!pl_backend_name_known(dev))
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "device: '%s' is not one of %s", dev,
+                          pl_backend_names());
     if (p->dtype && strcmp(p->dtype, "auto"))
         return pl_err_set(err, PL_STATUS_UNSUPPORTED,
                           "dtype: '%s': only auto (the checkpoint's dtype) is supported",

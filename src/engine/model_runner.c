@@ -1,29 +1,749 @@
 /*
- * model_runner.c -- backend + weights + decoder + paged KV pool (see model_runner.h).
+ * model_runner.c -- the model runner: an architecture's forward on a backend,
+ * and the runner that owns backend + weights + model + paged KV pool (see
+ * model_runner.h).
  *
- * Owns: struct pl_model_runner and the memory plan of a CPU run. The KV pool
- * is n_blocks blocks of block_size tokens for every layer; one block costs
- * 2 (K and V) * n_layers * block_size * kv_dim * sizeof(activation) bytes.
- * Invariants after a successful _new:
- *   - block_size is 8, 16 or 32;
- *   - max_model_len <= n_blocks * block_size (one sequence of the longest
- *     allowed length fits the pool) and the decoder's block tables hold
- *     ceil(max_model_len / block_size) blocks;
- *   - the runner owns what it opened (safetensors, weights, backend) and
- *     borrows what _new_from_parts was given.
+ * Owns: struct pl_model and struct pl_model_runner, and everything between a
+ * batch and its logits that is not a layer's math:
+ *   - load-time checks: every slot the architecture's tensor table needs is
+ *     present, shaped as the config implies, of a dtype the backend runs; the
+ *     backend's check_model (attention shapes, optional ops) and the optional
+ *     ops the config needs; a refusal names the tensor, shape or op;
+ *   - the batch arrays: staged in host memory the backend copies from fastest
+ *     (pinned on CUDA) and uploaded into fixed backend buffers;
+ *   - decode graphs (backends with op graphs, CUDA): a batch of decodes only
+ *     (one token per sequence) is padded to the next of a fixed set of sizes
+ *     (1, 2, 4, 8, 16, 24, ... as vLLM captures) and the layer loop is replayed
+ *     from a graph recorded the first time that size runs. Padding rows are
+ *     sequences of context 0 whose token goes nowhere (slot -1): every op works
+ *     row by row, so they cannot change the real rows;
+ *   - the logits section: per chunk of at most LOGITS_CHUNK rows, the final norm
+ *     of the gathered rows (rmsnorm works row by row, so norm-then-gather equals
+ *     gather-then-norm and the other rows are skipped), the LM head, the final
+ *     soft-cap, then the download or the backend's sample op;
+ *   - the memory plan and the KV pool (one block costs 2 (K and V) * n_layers *
+ *     block_size * kv_dim * sizeof(activation) bytes).
+ * Invariants: forward() allocates nothing (a graph is recorded once per size);
+ * every batch is validated before any kernel indexes the KV cache with it
+ * (block ids, slots, token ids); after a successful pl_model_runner_new:
+ * block_size is 8, 16 or 32; max_model_len <= n_blocks * block_size and the
+ * block tables hold ceil(max_model_len / block_size) blocks; the runner owns
+ * what it opened and borrows what _new_from_parts was given.
  */
 #include "engine/model_runner.h"
-#ifdef PL_HAVE_CUDA
-#include "backend/cuda/cuda_backend.h"
-#endif
 
+#include "engine/batch.h"
 #include "engine/block_manager.h"
+#include "model/rope.h"
 #include "model/safetensors.h"
 #include "util/clock.h"
 #include "util/log.h"
 
+#include <assert.h>
+#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* Logits rows computed per pass (bounds the [rows, vocab] fp32 scratch: 128 MiB for
+ * Llama 3's vocabulary). A decode step of 256 sequences is one LM-head GEMM: in chunks
+ * of 64 the four passes cost 4 x 457 us on the H100 against about 0.9 ms for one. */
+#define LOGITS_CHUNK 256
+/* Recorded decode graphs: sizes 1, 2, 4, then multiples of 8 up to max_seqs, times
+ * context buckets 256, 512, ... (the attention's split count is chosen from the
+ * recorded context bound: a bound close to the real one keeps short contexts from
+ * being cut into many empty splits). */
+#define MAX_GRAPHS 160
+#define CTX_BUCKETS 12
+
+struct pl_model {
+    const struct pl_model_config *cfg;
+    const struct pl_weights *w;
+    const struct pl_arch *arch;
+    struct pl_backend *be;
+    int max_tokens, max_seqs, max_blocks_per_seq;
+    int kv_dim, logits_chunk;
+
+    struct pl_rope rope[2];  /* global, local (sliding) layers; inv_freq in d_rope */
+    float *d_rope;           /* [4][rot_dim / 2]: inv and long inv of each */
+
+    /* the architecture's scratch activations (backend memory, act dtype), [T, per_token] */
+    void *scratch[PL_MAX_SCRATCH];
+    int n_scratch;
+    float *l_res;  /* [logits_chunk, hidden] gathered rows */
+    float *l_h;    /* [logits_chunk, hidden] */
+    float *l_x;    /* [logits_chunk, hidden] */
+    float *logits; /* [logits_chunk, vocab] */
+
+    /* batch arrays in backend memory */
+    int32_t *d_ids, *d_pos, *d_seq_lens, *d_slots; /* [T] */
+    int32_t *d_cu;                                 /* [max_seqs + 1] */
+    int32_t *d_ctx;                                /* [max_seqs] */
+    int32_t *d_tables;                             /* [max_seqs, max_blocks_per_seq] */
+    int32_t *d_logit_rows;                         /* [T] */
+
+    /* host staging of the batch arrays (pinned where the backend offers it), same
+     * shapes as the device arrays above */
+    int32_t *h_stage;
+    bool h_stage_pinned;
+    int32_t *h_ids, *h_pos, *h_seq_lens, *h_slots, *h_cu, *h_ctx, *h_tables, *h_logit_rows;
+
+    /* decode graphs by padded size; graph_mb: the block-table width they were recorded
+     * with (a batch of another width re-records) */
+    bool use_graphs;
+    void *graphs[MAX_GRAPHS][CTX_BUCKETS];
+    int graph_mb[MAX_GRAPHS][CTX_BUCKETS];
+    int n_graphs_recorded;
+
+    /* pl_model_forward_sample's request to the logits section (NULL: download logits) */
+    const struct sample_job *job;
+    int32_t *h_row_map;                            /* host [T]: a chunk's sampler rows */
+};
+
+/* Sampler rows of one forward (pl_model_forward_sample's arguments). */
+struct sample_job {
+    const int32_t *row_src;             /* [n_rows] logits row of each, nondecreasing */
+    int n_rows;
+    const struct pl_sampler_row *rows;  /* [n_rows] */
+    const double *uniforms;             /* [n_rows] */
+    struct pl_sample_result *out;       /* [n_rows] */
+};
+
+static void *be_alloc(struct pl_model *m, size_t n_bytes, pl_status *st)
+{
+    if (*st != PL_STATUS_OK)
+        return NULL;
+    void *p = m->be->ops->alloc(m->be, n_bytes);
+    if (!p)
+        *st = PL_STATUS_NO_MEMORY;
+    return p;
+}
+
+static void be_release(struct pl_backend *be, void *p)
+{
+    if (p)
+        be->ops->free(be, p);
+}
+
+/* The backend's own words for its last failure, for the user's message ("" if none). */
+static const char *backend_error(struct pl_backend *be)
+{
+    const char *e = be->ops->last_error ? be->ops->last_error(be) : NULL;
+    return e ? e : "";
+}
+
+/* Sets err to "<what>: <the backend's error>" (or "<what> failed" when it has none). */
+static pl_status backend_fail(struct pl_backend *be, pl_status st, struct pl_err *err,
+                              const char *what)
+{
+    const char *why = backend_error(be);
+    if (why[0])
+        return pl_err_set(err, st, "model: %s: %s", what, why);
+    return pl_err_set(err, st, "model: %s failed on the %s backend", what, be->ops->name);
+}
+
+/* ---- load-time checks (the tensor table, the backend) ---------------------------------- */
+
+struct weight_check {
+    const struct pl_model_config *cfg;
+    struct pl_backend *be;
+    struct pl_err *err;
+    pl_status st;
+    bool all_bf16_matmuls; /* graph eligibility */
+};
+
+/* One slot: present, shaped [rows, cols] (vectors [1, cols]), a dtype the backend runs. */
+static void check_slot(void *ctx, const struct pl_tensor_spec *t, int layer, int expert,
+                       const struct pl_weight *w)
+{
+    struct weight_check *k = ctx;
+    if (t->op == PL_OP_MATMUL && t->rows != PL_DIM_NONE && w && w->data &&
+        w->dtype != PL_DTYPE_BF16)
+        k->all_bf16_matmuls = false;
+    if (k->st != PL_STATUS_OK)
+        return;
+    char name[192];
+    pl_tensor_spec_name(t, layer, expert, name, sizeof(name));
+    const int64_t rows = t->rows == PL_DIM_NONE ? 1 : pl_arch_dim(k->cfg, t->rows);
+    const int64_t cols = pl_arch_dim(k->cfg, t->cols);
+    if (!w || !w->data) {
+        k->st = pl_err_set(k->err, PL_STATUS_NOT_FOUND, "model: weight %s is missing", name);
+    } else if (w->rows != rows || w->cols != cols) {
+        k->st = pl_err_set(k->err, PL_STATUS_FORMAT,
+                           "model: weight %s is [%lld, %lld], the config implies [%lld, %lld]",
+                           name, (long long)w->rows, (long long)w->cols, (long long)rows,
+                           (long long)cols);
+    } else if (!k->be->ops->supports(k->be, t->op, w->dtype)) {
+        k->st = pl_err_set(k->err, PL_STATUS_UNSUPPORTED,
+                           "model: weight %s: the %s backend has no %s kernel for this op", name,
+                           k->be->ops->name, pl_dtype_name(w->dtype));
+    }
+}
+
+/* What the config needs from the backend beyond weight dtypes: optional ops present,
+ * then the backend's own check of shapes and ops. */
+static pl_status check_backend(const struct pl_model_config *c, const struct pl_rope *rope,
+                               struct pl_backend *be, struct pl_err *err)
+{
+    const struct pl_backend_ops *op = be->ops;
+    struct pl_model_needs n = {.head_dim = c->head_dim, .n_heads = c->n_heads,
+                               .n_kv_heads = c->n_kv_heads};
+    n.attn_softcap = c->attn_softcap > 0;
+    n.long_rope = rope[0].long_original_max > 0 || rope[1].long_original_max > 0;
+    n.partial_rope = rope[0].rot_dim < c->head_dim || rope[1].rot_dim < c->head_dim;
+    static const enum pl_op base_ops[] = {PL_OP_EMBED,    PL_OP_RMSNORM, PL_OP_MATMUL,
+                                          PL_OP_ROPE,     PL_OP_STORE_KV, PL_OP_ATTENTION,
+                                          PL_OP_GET_ROWS, PL_OP_LOGITS};
+    for (size_t i = 0; i < sizeof(base_ops) / sizeof(base_ops[0]); i++)
+        n.ops[base_ops[i]] = true;
+    n.ops[c->act == PL_ACT_GELU_TANH ? PL_OP_GELU_TANH_MUL : PL_OP_SILU_MUL] = true;
+    n.ops[PL_OP_SCALE] = c->embed_scale != 0;
+    n.ops[PL_OP_SOFTCAP] = c->final_softcap > 0;
+    n.ops[PL_OP_MOE] = c->n_experts > 0;
+    const struct {
+        enum pl_op op;
+        bool present;
+        const char *name;
+    } optional[] = {
+        {PL_OP_GELU_TANH_MUL, op->gelu_tanh_mul != NULL, "gelu_tanh_mul"},
+        {PL_OP_SCALE, op->scale != NULL, "scale"},
+        {PL_OP_SOFTCAP, op->softcap != NULL, "softcap"},
+        {PL_OP_MOE, op->moe != NULL, "moe"},
+    };
+    for (size_t i = 0; i < sizeof(optional) / sizeof(optional[0]); i++)
+        if (n.ops[optional[i].op] && !optional[i].present)
+            return pl_err_set(err, PL_STATUS_UNSUPPORTED,
+                              "model: %s needs the %s op, which the %s backend does not have",
+                              c->arch_name, optional[i].name, op->name);
+    if (op->check_model) {
+        pl_status st = op->check_model(be, &n, err);
+        if (st != PL_STATUS_OK)
+            return pl_err_prefix(err, "model: %s on the %s backend", c->arch_name, op->name);
+    }
+    return PL_STATUS_OK;
+}
+
+/* The two rope tables (global, local) in backend memory. */
+static pl_status build_ropes(struct pl_model *m, struct pl_err *err)
+{
+    const struct pl_model_config *c = m->cfg;
+    const size_t half_max = (size_t)c->head_dim / 2 + 1;
+    float *h = calloc(4 * half_max, sizeof(float));
+    if (!h)
+        return pl_err_set(err, PL_STATUS_NO_MEMORY, "model: out of memory");
+    pl_status st = PL_STATUS_OK;
+    for (int i = 0; i < 2 && st == PL_STATUS_OK; i++) {
+        const struct pl_rope_config *rc = i == 1 && c->has_local_rope ? &c->rope_local : &c->rope;
+        st = pl_rope_build(c, rc, h + (2 * i) * half_max, h + (2 * i + 1) * half_max, &m->rope[i],
+                           err);
+    }
+    if (st == PL_STATUS_OK) {
+        m->d_rope = m->be->ops->alloc(m->be, sizeof(float) * 4 * half_max);
+        st = m->d_rope ? m->be->ops->upload(m->be, m->d_rope, h, sizeof(float) * 4 * half_max)
+                       : pl_err_set(err, PL_STATUS_NO_MEMORY, "model: cannot allocate the rope "
+                                                              "tables");
+    }
+    free(h);
+    if (st != PL_STATUS_OK)
+        return st;
+    for (int i = 0; i < 2; i++) {
+        m->rope[i].inv_freq = m->d_rope + (2 * i) * half_max;
+        m->rope[i].long_inv_freq =
+            m->rope[i].long_original_max > 0 ? m->d_rope + (2 * i + 1) * half_max : NULL;
+    }
+    return PL_STATUS_OK;
+}
+
+pl_status pl_model_new(const struct pl_model_config *cfg, const struct pl_weights *w,
+                       struct pl_backend *be, int max_tokens, int max_seqs,
+                       int max_blocks_per_seq, struct pl_model **out, struct pl_err *err)
+{
+    *out = NULL;
+    if (max_tokens <= 0 || max_seqs <= 0 || max_blocks_per_seq <= 0)
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                          "model: max_tokens %d, max_seqs %d, max_blocks_per_seq %d must be > 0",
+                          max_tokens, max_seqs, max_blocks_per_seq);
+    if (!cfg->arch || !cfg->arch->forward || !cfg->arch->scratch)
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "model: the config has no architecture");
+    if (cfg->hidden_size <= 0 || cfg->intermediate_size < 0 || cfg->n_layers <= 0 ||
+        cfg->n_heads <= 0 || cfg->n_kv_heads <= 0 || cfg->head_dim <= 0 || cfg->vocab_size <= 0 ||
+        cfg->n_heads % cfg->n_kv_heads != 0 || cfg->n_layers > PL_MAX_LAYERS)
+        return pl_err_set(err, PL_STATUS_FORMAT, "model: inconsistent config dimensions");
+    if (be->ops->act_dtype != PL_DTYPE_F32 && be->ops->act_dtype != PL_DTYPE_BF16)
+        return pl_err_set(err, PL_STATUS_UNSUPPORTED,
+                          "model: the %s backend's activation type %s is not supported",
+                          be->ops->name, pl_dtype_name(be->ops->act_dtype));
+    if (w->n_layers != cfg->n_layers || !w->layers)
+        return pl_err_set(err, PL_STATUS_FORMAT, "model: weights have %d layers, config %d",
+                          w->n_layers, cfg->n_layers);
+    struct weight_check wc = {cfg, be, err, PL_STATUS_OK, true};
+    pl_weights_foreach(cfg, w, check_slot, &wc);
+    if (wc.st == PL_STATUS_OK && !cfg->tie_word_embeddings && !w->lm_head.data)
+        wc.st = pl_err_set(err, PL_STATUS_NOT_FOUND, "model: weight lm_head.weight is missing");
+    if (wc.st != PL_STATUS_OK)
+        return wc.st;
+
+    struct pl_model *m = calloc(1, sizeof(*m));
+    if (!m)
+        return pl_err_set(err, PL_STATUS_NO_MEMORY, "model: out of memory");
+    m->cfg = cfg;
+    m->w = w;
+    m->arch = cfg->arch;
+    m->be = be;
+    m->max_tokens = max_tokens;
+    m->max_seqs = max_seqs;
+    m->max_blocks_per_seq = max_blocks_per_seq;
+    m->kv_dim = cfg->n_kv_heads * cfg->head_dim;
+    m->logits_chunk = max_tokens < LOGITS_CHUNK ? max_tokens : LOGITS_CHUNK;
+    pl_status st = build_ropes(m, err);
+    if (st == PL_STATUS_OK)
+        st = check_backend(cfg, m->rope, be, err);
+    if (st != PL_STATUS_OK) {
+        pl_model_free(m);
+        return st;
+    }
+
+    /* activations are the backend's act dtype (F32 on CPU, BF16 on CUDA); the logits
+     * stay fp32 */
+    const size_t T = (size_t)max_tokens, a = pl_dtype_size(be->ops->act_dtype);
+    const size_t f = sizeof(float), i32 = sizeof(int32_t);
+    const size_t hid = (size_t)cfg->hidden_size;
+    const size_t lc = (size_t)m->logits_chunk;
+    size_t per_token[PL_MAX_SCRATCH] = {0};
+    m->n_scratch = m->arch->scratch(cfg, per_token);
+    for (int i = 0; i < m->n_scratch; i++)
+        m->scratch[i] = be_alloc(m, a * T * (per_token[i] ? per_token[i] : 1), &st);
+    m->l_res = be_alloc(m, a * lc * hid, &st);
+    m->l_h = be_alloc(m, a * lc * hid, &st);
+    m->l_x = be_alloc(m, a * lc * hid, &st);
+    m->logits = be_alloc(m, f * lc * (size_t)cfg->vocab_size, &st);
+    m->d_ids = be_alloc(m, i32 * T, &st);
+    m->d_pos = be_alloc(m, i32 * T, &st);
+    m->d_seq_lens = be_alloc(m, i32 * T, &st);
+    m->d_slots = be_alloc(m, i32 * T, &st);
+    m->d_logit_rows = be_alloc(m, i32 * T, &st);
+    m->d_cu = be_alloc(m, i32 * ((size_t)max_seqs + 1), &st);
+    m->d_ctx = be_alloc(m, i32 * (size_t)max_seqs, &st);
+    m->d_tables = be_alloc(m, i32 * (size_t)max_seqs * (size_t)max_blocks_per_seq, &st);
+    if (st == PL_STATUS_OK) {
+        const size_t S = (size_t)max_seqs, MB = (size_t)max_blocks_per_seq;
+        size_t n_stage = 5 * T + (S + 1) + S + S * MB;
+        if (be->ops->host_alloc) {
+            m->h_stage = be->ops->host_alloc(be, i32 * n_stage);
+            m->h_stage_pinned = m->h_stage != NULL;
+        }
+        if (!m->h_stage)
+            m->h_stage = malloc(i32 * n_stage);
+        m->h_row_map = malloc(i32 * T);
+        if (!m->h_stage || !m->h_row_map) {
+            st = PL_STATUS_NO_MEMORY;
+        } else {
+            int32_t *p = m->h_stage;
+            m->h_ids = p, p += T;
+            m->h_pos = p, p += T;
+            m->h_seq_lens = p, p += T;
+            m->h_slots = p, p += T;
+            m->h_logit_rows = p, p += T;
+            m->h_cu = p, p += S + 1;
+            m->h_ctx = p, p += S;
+            m->h_tables = p;
+        }
+    }
+    if (st != PL_STATUS_OK) {
+        pl_model_free(m);
+        return pl_err_set(err, st, "model: cannot allocate scratch for %d tokens (%s)", max_tokens,
+                          pl_status_str(st));
+    }
+    /* Decode graphs need ops that allocate nothing while recording: the backend's bf16
+     * matmuls (fp16 weights take a lazily sized scratch), a forward without host-side
+     * decisions, and PAGELLM_CUDA_GRAPHS != 0 (vLLM's enforce_eager, for debugging). */
+    const char *env = getenv("PAGELLM_CUDA_GRAPHS");
+    m->use_graphs = be->ops->graph_begin && wc.all_bf16_matmuls && !m->arch->no_graphs &&
+                    !(env && !strcmp(env, "0"));
+    *out = m;
+    return PL_STATUS_OK;
+}
+
+void pl_model_free(struct pl_model *m)
+{
+    if (!m)
+        return;
+    struct pl_backend *be = m->be;
+    for (int i = 0; i < m->n_scratch; i++)
+        be_release(be, m->scratch[i]);
+    void *bufs[] = {m->d_rope, m->l_res, m->l_h, m->l_x, m->logits, m->d_ids, m->d_pos,
+                    m->d_seq_lens, m->d_slots, m->d_logit_rows, m->d_cu, m->d_ctx, m->d_tables};
+    for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
+        be_release(be, bufs[i]);
+    for (int i = 0; i < MAX_GRAPHS; i++)
+        for (int j = 0; j < CTX_BUCKETS; j++)
+            if (m->graphs[i][j])
+                be->ops->graph_free(be, m->graphs[i][j]);
+    if (m->h_stage_pinned)
+        be->ops->host_free(be, m->h_stage);
+    else
+        free(m->h_stage);
+    free(m->h_row_map);
+    free(m);
+}
+
+/* The shape of one layer-loop run: the batch's, or a padded decode graph's. */
+struct run_shape {
+    int n_tokens, n_seqs, max_blocks_per_seq, max_q_len, max_context_len;
+};
+
+/* The architecture's forward over the uploaded batch arrays: leaves the residual stream
+ * in scratch RES and the last sublayer's output in H. */
+static void run_layers(struct pl_model *m, const struct run_shape *sh, const struct pl_kv_cache *kv)
+{
+    const struct pl_fwd f = {
+        .cfg = m->cfg,
+        .w = m->w,
+        .be = m->be,
+        .kv = kv,
+        .n_tokens = sh->n_tokens,
+        .n_seqs = sh->n_seqs,
+        .max_blocks_per_seq = sh->max_blocks_per_seq,
+        .max_q_len = sh->max_q_len,
+        .max_context_len = sh->max_context_len,
+        .ids = m->d_ids,
+        .pos = m->d_pos,
+        .seq_lens = m->d_seq_lens,
+        .slots = m->d_slots,
+        .cu_seqlens_q = m->d_cu,
+        .context_lens = m->d_ctx,
+        .block_tables = m->d_tables,
+        .rope = m->rope,
+        .scratch = m->scratch,
+    };
+    m->arch->forward(&f);
+}
+
+static pl_status emit_logits(struct pl_model *m, const struct pl_batch *b, float *logits,
+                             struct pl_err *err);
+
+/* Everything a kernel will index with must be in range before it runs. */
+static pl_status check_batch(const struct pl_model *m, const struct pl_batch *b,
+                             const struct pl_kv_cache *kv, struct pl_err *err)
+{
+    if (b->n_tokens > m->max_tokens || b->n_seqs > m->max_seqs ||
+        b->max_blocks_per_seq > m->max_blocks_per_seq || b->n_logits > b->n_tokens)
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                          "model: batch of %d tokens / %d sequences / %d blocks per sequence / %d "
+                          "logits rows exceeds the model's limits (%d / %d / %d / n_tokens)",
+                          b->n_tokens, b->n_seqs, b->max_blocks_per_seq, b->n_logits,
+                          m->max_tokens, m->max_seqs, m->max_blocks_per_seq);
+    if (kv->n_layers != m->cfg->n_layers || kv->kv_dim != m->kv_dim || kv->block_size <= 0)
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                          "model: KV cache (%d layers, kv_dim %d) does not match the model (%d, %d)",
+                          kv->n_layers, kv->kv_dim, m->cfg->n_layers, m->kv_dim);
+    pl_status st = pl_batch_validate(b, kv->block_size, err);
+    if (st != PL_STATUS_OK)
+        return st;
+    for (int t = 0; t < b->n_tokens; t++)
+        if (b->token_ids[t] < 0 || b->token_ids[t] >= m->cfg->vocab_size)
+            return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                              "model: token %d has id %d outside the vocabulary (%d)", t,
+                              b->token_ids[t], m->cfg->vocab_size);
+    for (int s = 0; s < b->n_seqs; s++) {
+        int used = (b->context_lens[s] + kv->block_size - 1) / kv->block_size;
+        const int32_t *table = b->block_tables + (size_t)s * (size_t)b->max_blocks_per_seq;
+        for (int i = 0; i < used; i++)
+            if (table[i] >= kv->n_blocks)
+                return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                                  "model: sequence %d uses block %d, the pool has %d", s, table[i],
+                                  kv->n_blocks);
+    }
+    return PL_STATUS_OK;
+}
+
+/*
+ * Stages b's arrays, padded to n_pad sequences of one token each when n_pad > n_seqs
+ * (graph sizes; decode batches only), and uploads them into the fixed device buffers.
+ */
+static pl_status upload_batch(struct pl_model *m, const struct pl_batch *b, int n_pad)
+{
+    struct pl_backend *be = m->be;
+    const size_t T = (size_t)b->n_tokens, S = (size_t)b->n_seqs;
+    const int32_t *seq_lens = b->seq_lens;
+    if (!seq_lens) { /* each token's sequence length is its sequence's context length */
+        for (int s = 0; s < b->n_seqs; s++)
+            for (int t = b->cu_seqlens_q[s]; t < b->cu_seqlens_q[s + 1]; t++)
+                m->h_seq_lens[t] = b->context_lens[s];
+        seq_lens = m->h_seq_lens;
+    }
+    /* The arrays go up from the staging buffers when those are pinned (asynchronous
+     * copies) or when padding rows must be appended; otherwise straight from the batch.
+     * Padding rows' block tables are never read (context 0), so tables are not padded. */
+    const bool pad = n_pad > b->n_seqs;
+    const size_t n_tok = pad ? (size_t)n_pad : T, n_seq = pad ? (size_t)n_pad : S;
+    struct {
+        void *dev;
+        int32_t *stage;
+        const int32_t *src;
+        size_t n_src, n_up;
+    } arr[] = {
+        {m->d_ids, m->h_ids, b->token_ids, T, n_tok},
+        {m->d_pos, m->h_pos, b->positions, T, n_tok},
+        {m->d_seq_lens, m->h_seq_lens, seq_lens, T, n_tok},
+        {m->d_slots, m->h_slots, b->slot_mapping, T, n_tok},
+        {m->d_cu, m->h_cu, b->cu_seqlens_q, S + 1, n_seq + 1},
+        {m->d_ctx, m->h_ctx, b->context_lens, S, n_seq},
+        {m->d_tables, m->h_tables, b->block_tables, S * (size_t)b->max_blocks_per_seq,
+         S * (size_t)b->max_blocks_per_seq},
+        {m->d_logit_rows, m->h_logit_rows, b->logits_rows, (size_t)b->n_logits,
+         (size_t)b->n_logits},
+    };
+    const size_t n_arr = sizeof(arr) / sizeof(arr[0]);
+    const bool stage = m->h_stage_pinned || pad;
+    if (stage)
+        for (size_t i = 0; i < n_arr; i++)
+            if (arr[i].n_src > 0 && arr[i].src != arr[i].stage)
+                memcpy(arr[i].stage, arr[i].src, sizeof(int32_t) * arr[i].n_src);
+    if (pad) { /* padding sequences: context 0, token 0 stored nowhere */
+        assert(b->n_tokens == b->n_seqs);
+        for (int i = b->n_seqs; i < n_pad; i++) {
+            m->h_ids[i] = 0;
+            m->h_pos[i] = 0;
+            m->h_seq_lens[i] = 0;
+            m->h_slots[i] = -1;
+            m->h_cu[i + 1] = i + 1;
+            m->h_ctx[i] = 0;
+        }
+    }
+    pl_status st = PL_STATUS_OK;
+    for (size_t i = 0; i < n_arr && st == PL_STATUS_OK; i++)
+        if (arr[i].n_up > 0)
+            st = be->ops->upload(be, arr[i].dev, stage ? arr[i].stage : arr[i].src,
+                                 sizeof(int32_t) * arr[i].n_up);
+    return st;
+}
+
+/* The graph slot and padded size for a decode batch of n sequences (-1: none fits). */
+static int graph_slot(const struct pl_model *m, int n, int *n_pad)
+{
+    const int cap = m->max_seqs < m->max_tokens ? m->max_seqs : m->max_tokens;
+    int size = n <= 1 ? 1 : n <= 2 ? 2 : n <= 4 ? 4 : (n + 7) / 8 * 8;
+    if (size > cap)
+        size = cap; /* the last size is the cap itself (>= n), a slot of its own */
+    int slot = size <= 4 ? (size == 4 ? 2 : size - 1) : 2 + (size + 7) / 8;
+    if (slot >= MAX_GRAPHS)
+        return -1;
+    *n_pad = size;
+    return slot;
+}
+
+/* Runs the layer loop of a decode-only batch from the graph of its (size, context
+ * bucket), recorded now if there is none yet. Returns false when graphs cannot serve
+ * this batch. */
+static bool run_layers_graph(struct pl_model *m, const struct pl_batch *b,
+                             const struct pl_kv_cache *kv, pl_status *st)
+{
+    int n_pad = 0;
+    int slot = graph_slot(m, b->n_seqs, &n_pad);
+    if (slot < 0)
+        return false;
+    /* the context bound: the next power of two from 256, at most what the tables hold */
+    const int table_ctx = b->max_blocks_per_seq * kv->block_size; /* >= max_context_len */
+    int bucket = 0, bound = 256;
+    while (bound < b->max_context_len && bucket + 1 < CTX_BUCKETS) {
+        bound *= 2;
+        bucket++;
+    }
+    if (bucket + 1 == CTX_BUCKETS || bound > table_ctx)
+        bound = table_ctx; /* the last bucket covers whatever the tables can hold */
+    struct pl_backend *be = m->be;
+    *st = upload_batch(m, b, n_pad);
+    if (*st != PL_STATUS_OK)
+        return true;
+    void **g = &m->graphs[slot][bucket];
+    if (*g && m->graph_mb[slot][bucket] != b->max_blocks_per_seq) {
+        be->ops->graph_free(be, *g);
+        *g = NULL;
+    }
+    if (!*g) {
+        /* the kernels take each sequence's own length from context_lens at replay */
+        const struct run_shape sh = {
+            .n_tokens = n_pad,
+            .n_seqs = n_pad,
+            .max_blocks_per_seq = b->max_blocks_per_seq,
+            .max_q_len = 1,
+            .max_context_len = bound,
+        };
+        *st = be->ops->graph_begin(be);
+        if (*st != PL_STATUS_OK)
+            return true;
+        run_layers(m, &sh, kv);
+        *st = be->ops->graph_end(be, g);
+        if (*st != PL_STATUS_OK)
+            return true;
+        m->graph_mb[slot][bucket] = b->max_blocks_per_seq;
+        m->n_graphs_recorded++;
+    }
+    *st = be->ops->graph_launch(be, *g);
+    return true;
+}
+
+pl_status pl_model_forward(struct pl_model *m, const struct pl_batch *b,
+                           const struct pl_kv_cache *kv, float *logits, struct pl_err *err)
+{
+    pl_status st = check_batch(m, b, kv, err);
+    if (st != PL_STATUS_OK)
+        return st;
+    if (b->n_tokens == 0)
+        return PL_STATUS_OK;
+
+    bool graphed = m->use_graphs && b->max_q_len == 1 && b->n_tokens == b->n_seqs &&
+                   run_layers_graph(m, b, kv, &st);
+    if (!graphed) {
+        st = upload_batch(m, b, b->n_seqs);
+        if (st == PL_STATUS_OK) {
+            const struct run_shape sh = {
+                .n_tokens = b->n_tokens,
+                .n_seqs = b->n_seqs,
+                .max_blocks_per_seq = b->max_blocks_per_seq,
+                .max_q_len = b->max_q_len,
+                .max_context_len = b->max_context_len,
+            };
+            run_layers(m, &sh, kv);
+        }
+    }
+    if (st != PL_STATUS_OK)
+        return backend_fail(m->be, st, err, graphed ? "the decode graph" : "uploading the batch");
+
+    return emit_logits(m, b, logits, err);
+}
+
+/*
+ * The logits section of forward: per chunk of at most logits_chunk rows, the
+ * final norm of the gathered rows and the LM head into m->logits, then either
+ * the download into host logits or (m->job) the backend's sample op over the
+ * sampler rows whose logits row lies in the chunk; only their results leave
+ * the backend.
+ */
+static pl_status emit_logits(struct pl_model *m, const struct pl_batch *b, float *logits,
+                             struct pl_err *err)
+{
+    const struct pl_backend_ops *op = m->be->ops;
+    struct pl_backend *be = m->be;
+    const struct pl_model_config *c = m->cfg;
+    const struct sample_job *job = m->job;
+    const int hid = c->hidden_size;
+    const size_t vocab = (size_t)c->vocab_size;
+    pl_status st;
+    int s0 = 0; /* the first sampler row not yet sampled */
+    for (int r0 = 0; r0 < b->n_logits; r0 += m->logits_chunk) {
+        int rn = b->n_logits - r0 < m->logits_chunk ? b->n_logits - r0 : m->logits_chunk;
+        op->get_rows(be, m->l_res, m->scratch[PL_SCRATCH_RES], m->d_logit_rows + r0, rn, hid);
+        op->get_rows(be, m->l_h, m->scratch[PL_SCRATCH_H], m->d_logit_rows + r0, rn, hid);
+        op->rmsnorm(be, m->l_x, m->l_res, m->l_h, &m->w->final_norm, rn, hid, c->rms_norm_eps);
+        op->logits(be, m->logits, m->l_x, &m->w->lm_head, rn);
+        if (c->final_softcap > 0) /* Gemma 2: logits = cap * tanh(logits / cap) */
+            op->softcap(be, m->logits, (size_t)rn * vocab, c->final_softcap);
+        if (!job) {
+            st = op->download(be, logits + (size_t)r0 * vocab, m->logits,
+                              sizeof(float) * (size_t)rn * vocab);
+            if (st != PL_STATUS_OK)
+                return backend_fail(be, st, err, "downloading the logits");
+            continue;
+        }
+        int s1 = s0;
+        while (s1 < job->n_rows && job->row_src[s1] < r0 + rn) {
+            m->h_row_map[s1 - s0] = job->row_src[s1] - r0;
+            s1++;
+        }
+        if (s1 > s0) {
+            st = op->sample(be, m->logits, rn, c->vocab_size, m->h_row_map, s1 - s0,
+                            job->rows + s0, job->uniforms + s0, job->out + s0, err);
+            if (st != PL_STATUS_OK)
+                return pl_err_prefix(err, "model: sampling");
+        }
+        s0 = s1;
+    }
+    st = op->sync(be);
+    if (st != PL_STATUS_OK)
+        return backend_fail(be, st, err, "the forward");
+    return PL_STATUS_OK;
+}
+
+bool pl_model_can_sample(const struct pl_model *m)
+{
+    return m->be->ops->sample != NULL;
+}
+
+pl_status pl_model_forward_sample(struct pl_model *m, const struct pl_batch *b,
+                                  const struct pl_kv_cache *kv, const int32_t *row_src,
+                                  int n_rows, const struct pl_sampler_row *rows,
+                                  const double *uniforms, struct pl_sample_result *out,
+                                  struct pl_err *err)
+{
+    if (!m->be->ops->sample)
+        return pl_err_set(err, PL_STATUS_UNSUPPORTED, "model: the %s backend cannot sample",
+                          m->be->ops->name);
+    if (n_rows < 0 || n_rows > m->max_tokens)
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                          "model: %d sampler rows (at most %d)", n_rows, m->max_tokens);
+    for (int r = 0; r < n_rows; r++)
+        if (row_src[r] < 0 || row_src[r] >= b->n_logits || (r > 0 && row_src[r] < row_src[r - 1]))
+            return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                              "model: sampler row %d reads logits row %d (of %d; rows must not "
+                              "decrease)",
+                              r, (int)row_src[r], b->n_logits);
+    struct sample_job job = {row_src, n_rows, rows, uniforms, out};
+    m->job = &job;
+    pl_status st = pl_model_forward(m, b, kv, NULL, err);
+    m->job = NULL;
+    return st;
+}
+
+pl_status pl_kv_cache_init(struct pl_kv_cache *kv, struct pl_backend *be,
+                           const struct pl_model_config *cfg, int n_blocks, int block_size,
+                           struct pl_err *err)
+{
+    memset(kv, 0, sizeof(*kv));
+    if (n_blocks <= 0 || block_size <= 0)
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                          "kv cache: %d blocks of %d tokens", n_blocks, block_size);
+    kv->n_layers = cfg->n_layers;
+    kv->n_blocks = n_blocks;
+    kv->block_size = block_size;
+    kv->kv_dim = cfg->n_kv_heads * cfg->head_dim;
+    size_t elem = pl_dtype_size(be->ops->act_dtype);
+    size_t per_layer = (size_t)n_blocks * (size_t)block_size * (size_t)kv->kv_dim * elem;
+    if (per_layer / elem / (size_t)kv->kv_dim / (size_t)block_size != (size_t)n_blocks)
+        return pl_err_set(err, PL_STATUS_LIMIT, "kv cache: size overflows");
+    kv->k = calloc((size_t)kv->n_layers, sizeof(void *));
+    kv->v = calloc((size_t)kv->n_layers, sizeof(void *));
+    if (!kv->k || !kv->v) {
+        pl_kv_cache_fini(kv, be);
+        return pl_err_set(err, PL_STATUS_NO_MEMORY, "kv cache: out of memory");
+    }
+    for (int l = 0; l < kv->n_layers; l++) {
+        kv->k[l] = be->ops->alloc(be, per_layer);
+        kv->v[l] = be->ops->alloc(be, per_layer);
+        if (!kv->k[l] || !kv->v[l]) {
+            pl_kv_cache_fini(kv, be);
+            return pl_err_set(err, PL_STATUS_NO_MEMORY,
+                              "kv cache: cannot allocate %zu bytes for layer %d", 2 * per_layer, l);
+        }
+    }
+    return PL_STATUS_OK;
+}
+
+void pl_kv_cache_fini(struct pl_kv_cache *kv, struct pl_backend *be)
+{
+    if (!kv)
+        return;
+    for (int l = 0; l < kv->n_layers; l++) {
+        if (kv->k)
+            be_release(be, kv->k[l]);
+        if (kv->v)
+            be_release(be, kv->v[l]);
+    }
+    free(kv->k);
+    free(kv->v);
+    memset(kv, 0, sizeof(*kv));
+}
 
 struct pl_model_runner {
     struct pl_model_config cfg;
@@ -32,7 +752,7 @@ struct pl_model_runner {
     const struct pl_weights *w;
     struct pl_backend *be_owned; /* owned; NULL when built from parts */
     struct pl_backend *be;
-    struct pl_llama *model;
+    struct pl_model *model;
     struct pl_kv_cache kv;
     bool has_kv;
     int block_size, n_blocks, max_model_len, max_tokens, max_seqs;
@@ -74,6 +794,7 @@ static long long derived_max_len(const struct pl_model_config *c)
         break;
     case PL_ROPE_DEFAULT:
     case PL_ROPE_LLAMA3:
+    case PL_ROPE_LONGROPE: /* max_position_embeddings is already the extended length */
         break;
     }
     return len > (double)INT32_MAX ? INT32_MAX : (long long)len;
@@ -100,16 +821,16 @@ static pl_status runner_setup(struct pl_model_runner *r, const struct pl_model_r
     const size_t elem = pl_dtype_size(r->be->ops->act_dtype);
     const size_t block_bytes = 2 * (size_t)c->n_layers * (size_t)r->block_size * kv_dim * elem;
     /* On a GPU with no explicit pool size, the KV pool gets the memory that the weights
-     * and the decoder's activations (allocated by pl_llama_new: the activation peak)
+     * and the decoder's activations (allocated by pl_model_new: the activation peak)
      * leave under gpu_memory_utilization, so the decoder is built first. */
-    const bool gpu_sized = p->num_kv_blocks <= 0 && !strcmp(r->be->ops->name, "cuda");
+    const bool gpu_sized = p->num_kv_blocks <= 0 && r->be->ops->device_memory;
     pl_status st;
     if (gpu_sized) {
         long long want = p->max_model_len > 0 ? p->max_model_len : derived_max_len(c);
         if (want <= 0)
             want = c->max_position_embeddings;
         int mbps = (int)((want + r->block_size - 1) / r->block_size);
-        st = pl_llama_new(&r->cfg, r->w, r->be, r->max_tokens, r->max_seqs, mbps, &r->model,
+        st = pl_model_new(&r->cfg, r->w, r->be, r->max_tokens, r->max_seqs, mbps, &r->model,
                           err);
         if (st != PL_STATUS_OK)
             return st;
@@ -118,11 +839,12 @@ static pl_status runner_setup(struct pl_model_runner *r, const struct pl_model_r
             return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
                               "gpu_memory_utilization %.2f is above 1", util);
         size_t free_b = 0, total_b = 0;
-#ifdef PL_HAVE_CUDA
-        st = pl_backend_cuda_mem_info(r->be, &free_b, &total_b);
+        st = r->be->ops->mem_info ? r->be->ops->mem_info(r->be, &free_b, &total_b)
+                                  : PL_STATUS_UNSUPPORTED;
         if (st != PL_STATUS_OK)
-            return pl_err_set(err, st, "could not read the GPU's free memory");
-#endif
+            return pl_err_set(err, st, "could not read the %s device's free memory: %s",
+                              r->be->ops->name,
+                              r->be->ops->last_error ? r->be->ops->last_error(r->be) : "no mem_info");
         double budget = (double)free_b - (1.0 - util) * (double)total_b;
         if (budget < (double)block_bytes)
             return pl_err_set(err, PL_STATUS_NO_MEMORY,
@@ -171,7 +893,7 @@ static pl_status runner_setup(struct pl_model_runner *r, const struct pl_model_r
     }
     if (!gpu_sized) {
         int max_blocks_per_seq = (r->max_model_len + r->block_size - 1) / r->block_size;
-        st = pl_llama_new(&r->cfg, r->w, r->be, r->max_tokens, r->max_seqs, max_blocks_per_seq,
+        st = pl_model_new(&r->cfg, r->w, r->be, r->max_tokens, r->max_seqs, max_blocks_per_seq,
                           &r->model, err);
         if (st != PL_STATUS_OK)
             return st;
@@ -191,25 +913,12 @@ static pl_status runner_setup(struct pl_model_runner *r, const struct pl_model_r
     return PL_STATUS_OK;
 }
 
-/* The backend p->device names: cpu, cuda, or auto (cuda when this build has it and a GPU
- * is present). */
+/* The backend p->device names (backend.h's pl_backend_new: cpu, an accelerator, auto). */
 static pl_status make_backend(const struct pl_model_runner_params *p, struct pl_backend **out,
                               struct pl_err *err)
 {
-    const char *dev = p->device ? p->device : "cpu";
-    bool want_cuda = !strcmp(dev, "cuda");
-    if (!want_cuda && strcmp(dev, "cpu") && strcmp(dev, "auto"))
-        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
-                          "device: '%s' is not one of auto, cpu, cuda", dev);
-#ifdef PL_HAVE_CUDA
-    if (want_cuda || (!strcmp(dev, "auto") && pl_cuda_device_count() > 0))
-        return pl_backend_cuda_new(0, out, err);
-#else
-    if (want_cuda)
-        return pl_err_set(err, PL_STATUS_UNSUPPORTED,
-                          "device: this build has no CUDA backend (built without nvcc)");
-#endif
-    return pl_backend_cpu_new(p->n_threads, out, err);
+    const struct pl_backend_params bp = {.n_threads = p->n_threads, .device = 0};
+    return pl_backend_new(p->device ? p->device : "cpu", &bp, out, err);
 }
 
 pl_status pl_model_runner_new(const struct pl_model_runner_params *p,
@@ -278,7 +987,7 @@ void pl_model_runner_free(struct pl_model_runner *r)
         return;
     if (r->has_kv)
         pl_kv_cache_fini(&r->kv, r->be);
-    pl_llama_free(r->model);
+    pl_model_free(r->model);
     pl_weights_free(r->w_owned); /* before the backend and the mmaps it borrows from */
     pl_backend_free(r->be_owned);
     pl_safetensors_free(r->st);
@@ -299,11 +1008,11 @@ const struct pl_weights *pl_model_runner_weights(const struct pl_model_runner *r
 pl_status pl_model_runner_run(struct pl_model_runner *r, const struct pl_batch *b, float *logits,
                               struct pl_err *err)
 {
-    return pl_llama_forward(r->model, b, &r->kv, logits, err);
+    return pl_model_forward(r->model, b, &r->kv, logits, err);
 }
 bool pl_model_runner_can_sample(const struct pl_model_runner *r)
 {
-    return pl_llama_can_sample(r->model);
+    return pl_model_can_sample(r->model);
 }
 
 pl_status pl_model_runner_run_sample(struct pl_model_runner *r, const struct pl_batch *b,
@@ -311,7 +1020,7 @@ pl_status pl_model_runner_run_sample(struct pl_model_runner *r, const struct pl_
                                      const struct pl_sampler_row *rows, const double *uniforms,
                                      struct pl_sample_result *out, struct pl_err *err)
 {
-    return pl_llama_forward_sample(r->model, b, &r->kv, row_src, n_rows, rows, uniforms, out,
+    return pl_model_forward_sample(r->model, b, &r->kv, row_src, n_rows, rows, uniforms, out,
                                    err);
 }
 /*

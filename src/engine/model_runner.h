@@ -1,24 +1,71 @@
 /*
- * model_runner.h -- owns the backend, the weights, the model and the KV pool.
+ * model_runner.h -- runs an architecture's forward on a backend: the model runner.
  *
- * Owns: struct pl_model_runner. Opening one loads config.json, maps the
- * safetensors, binds weights to the backend, builds the decoder with scratch
- * space for max_num_batched_tokens tokens and allocates the paged KV pool
- * (num_kv_blocks blocks of block_size tokens; 0 = size it from kv_cache_bytes).
- * run() executes one struct pl_batch and returns host fp32 logits.
- * The block manager (engine issue) decides which blocks a batch uses; the
+ * Owns: struct pl_model (a bound model: config, weights, backend, the scratch
+ * the architecture asks for, the batch arrays in backend memory and their
+ * host staging, the decode graphs, the logits chunks) and struct
+ * pl_model_runner (a pl_model plus what it opened: config.json, the
+ * safetensors, the backend, and the paged KV pool).
+ * The runner's work, for every architecture: load-time checks of the weights
+ * and of the backend (check_model), pinned staging and upload of each batch,
+ * CUDA-graph capture and bucket choice for decode batches, the logits section
+ * (final norm on the logits rows, LM head in chunks, soft-capping) and sampling
+ * on the device. The architecture (model/arch.h) contributes only its layers'
+ * math. The block manager (engine) decides which blocks a batch uses; the
  * runner only provides the pool.
  */
 #ifndef PL_ENGINE_MODEL_RUNNER_H
 #define PL_ENGINE_MODEL_RUNNER_H
 
 #include "backend/backend.h"
-#include "engine/batch.h"
+#include "core/types.h"
+#include "model/arch.h"
 #include "model/config.h"
-#include "model/llama.h"
 #include "model/weights.h"
 
 #include <stddef.h>
+
+/* ---- a bound model (no KV pool, no files) ---------------------------------------------- */
+
+struct pl_model;
+
+/* Binds cfg (its architecture record), w and be, checking every weight the table needs
+ * (present, shaped, a dtype the backend runs) and the backend's check_model; sizes scratch
+ * for max_tokens tokens, max_seqs sequences and block tables of max_blocks_per_seq.
+ * Borrowed: cfg, w, be (must outlive it). */
+pl_status pl_model_new(const struct pl_model_config *cfg, const struct pl_weights *w,
+                       struct pl_backend *be, int max_tokens, int max_seqs,
+                       int max_blocks_per_seq, struct pl_model **out, struct pl_err *err);
+void pl_model_free(struct pl_model *m);
+
+/* Runs batch b through the model. logits: host [b->n_logits, vocab]. */
+pl_status pl_model_forward(struct pl_model *m, const struct pl_batch *b,
+                           const struct pl_kv_cache *kv, float *logits, struct pl_err *err);
+
+/* Whether the backend has a sample op (pl_model_forward_sample works). */
+bool pl_model_can_sample(const struct pl_model *m);
+
+/*
+ * Runs batch b like pl_model_forward, but samples on the backend instead of
+ * returning logits: sampler row r (of n_rows) reads logits row row_src[r] of
+ * the batch (row_src nondecreasing, each < b->n_logits; rows may share one)
+ * and is sampled with rows[r] and uniforms[r] by the backend's sample op
+ * (backend.h); out: host [n_rows]. Only the results cross to the host.
+ * PL_STATUS_UNSUPPORTED when the backend has no sample op.
+ */
+pl_status pl_model_forward_sample(struct pl_model *m, const struct pl_batch *b,
+                                  const struct pl_kv_cache *kv, const int32_t *row_src,
+                                  int n_rows, const struct pl_sampler_row *rows,
+                                  const double *uniforms, struct pl_sample_result *out,
+                                  struct pl_err *err);
+
+/* Allocates a KV cache of n_blocks blocks in backend memory (act dtype). */
+pl_status pl_kv_cache_init(struct pl_kv_cache *kv, struct pl_backend *be,
+                           const struct pl_model_config *cfg, int n_blocks, int block_size,
+                           struct pl_err *err);
+void pl_kv_cache_fini(struct pl_kv_cache *kv, struct pl_backend *be);
+
+/* ---- the runner ---------------------------------------------------------------------- */
 
 struct pl_model_runner_params {
     const char *model_dir;
@@ -68,7 +115,7 @@ pl_status pl_model_runner_run(struct pl_model_runner *r, const struct pl_batch *
 /* Whether the backend samples (pl_model_runner_run_sample works). */
 bool pl_model_runner_can_sample(const struct pl_model_runner *r);
 
-/* Runs one batch and samples on the backend (pl_llama_forward_sample):
+/* Runs one batch and samples on the backend (pl_model_forward_sample):
  * sampler row i reads logits row row_src[i]; out: host [n_rows]. */
 pl_status pl_model_runner_run_sample(struct pl_model_runner *r, const struct pl_batch *b,
                                      const int32_t *row_src, int n_rows,

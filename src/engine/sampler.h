@@ -50,6 +50,7 @@
 #ifndef PL_ENGINE_SAMPLER_H
 #define PL_ENGINE_SAMPLER_H
 
+#include "core/types.h"
 #include "pagellm.h"
 #include "util/err.h"
 #include "util/rng.h"
@@ -62,28 +63,7 @@
 
 struct pl_sampler;
 
-/* What one row needs besides its logits. Everything is borrowed. */
-struct pl_sampler_row {
-    const struct pl_sampling_params *params; /* validated (pl_sampling_params_validate) */
-    const int32_t *prompt_ids;  /* [n_prompt]: for repetition_penalty */
-    int n_prompt;
-    const int32_t *output_ids;  /* [n_output]: tokens generated so far (penalties, min_tokens) */
-    int n_output;
-    const int32_t *eos_ids;     /* [n_eos]: masked with stop_token_ids while n_output < min_tokens */
-    int n_eos;
-    struct pl_rng *rng;         /* the request's own generator (seeded requests), advanced in
-                                   place; NULL: draw from the sampler's generator */
-};
-
-/* One sampled token and, when params->logprobs >= 0, its logprobs. */
-struct pl_sample_result {
-    int32_t token_id;
-    float logprob;  /* raw log_softmax of token_id; 0 when logprobs were not requested */
-    int rank;       /* vLLM's rank: how many tokens have a raw logprob >= token_id's (>= 1) */
-    int n_top;      /* = params->logprobs (or vocab_size when smaller); 0 when not requested */
-    int32_t top_ids[PL_MAX_LOGPROBS];  /* [n_top] most likely raw tokens, descending, ties by id */
-    float top_logprobs[PL_MAX_LOGPROBS]; /* [n_top] their raw logprobs */
-};
+/* struct pl_sampler_row and struct pl_sample_result live in core/types.h. */
 
 /*
  * Creates a sampler for batches of up to max_rows rows of vocab_size logits;

@@ -32,6 +32,9 @@
  */
 #include "model/config.h"
 
+#include "model/arch.h"
+#include "model/config_json.h"
+
 #include "util/fs.h"
 
 #include <float.h>
@@ -46,24 +49,9 @@
 #define GEN_FILE "generation_config.json"
 #define MAX_CONFIG_BYTES (16u * 1024u * 1024u)
 
-static const struct {
-    const char *arch_name;
-    const char *model_type;
-    enum pl_arch arch;
-} arch_table[] = {
-    {"LlamaForCausalLM", "llama", PL_ARCH_LLAMA},
-    {"MistralForCausalLM", "mistral", PL_ARCH_MISTRAL},
-    {"Qwen2ForCausalLM", "qwen2", PL_ARCH_QWEN2},
-    {"Qwen3ForCausalLM", "qwen3", PL_ARCH_QWEN3},
-};
-#define N_ARCH (sizeof(arch_table) / sizeof(arch_table[0]))
-
-const char *pl_arch_name(enum pl_arch arch)
+const char *pl_arch_name(const struct pl_arch *arch)
 {
-    for (size_t i = 0; i < N_ARCH; i++)
-        if (arch_table[i].arch == arch)
-            return arch_table[i].arch_name;
-    return "unknown";
+    return arch && arch->hf_names && arch->hf_names[0] ? arch->hf_names[0] : "unknown";
 }
 
 /* ---- typed field access. "Absent" means missing or JSON null: transformers
@@ -76,7 +64,7 @@ static const json_t *field(const json_t *obj, const char *key)
 }
 
 /* Reads an integer that fits in int. *present says whether the key was set. */
-static pl_status get_int(const char *file, const char *prefix, const json_t *obj, const char *key,
+pl_status pl_cfg_get_int(const char *file, const char *prefix, const json_t *obj, const char *key,
                          int *out, bool *present, struct pl_err *err)
 {
     const json_t *v = field(obj, key);
@@ -94,7 +82,7 @@ static pl_status get_int(const char *file, const char *prefix, const json_t *obj
 }
 
 /* A finite number (integer or real). */
-static pl_status get_num(const char *file, const char *prefix, const json_t *obj, const char *key,
+pl_status pl_cfg_get_num(const char *file, const char *prefix, const json_t *obj, const char *key,
                          double *out, bool *present, struct pl_err *err)
 {
     const json_t *v = field(obj, key);
@@ -107,7 +95,7 @@ static pl_status get_num(const char *file, const char *prefix, const json_t *obj
     return PL_STATUS_OK;
 }
 
-static pl_status get_bool(const char *file, const char *prefix, const json_t *obj,
+pl_status pl_cfg_get_bool(const char *file, const char *prefix, const json_t *obj,
                           const char *key, bool *out, bool *present, struct pl_err *err)
 {
     const json_t *v = field(obj, key);
@@ -120,7 +108,7 @@ static pl_status get_bool(const char *file, const char *prefix, const json_t *ob
     return PL_STATUS_OK;
 }
 
-static pl_status get_str(const char *file, const char *prefix, const json_t *obj, const char *key,
+pl_status pl_cfg_get_str(const char *file, const char *prefix, const json_t *obj, const char *key,
                          const char **out, struct pl_err *err)
 {
     const json_t *v = field(obj, key);
@@ -148,7 +136,7 @@ static pl_status get_size(const char *file, const json_t *obj, const char *key, 
                           struct pl_err *err)
 {
     bool present;
-    pl_status st = get_int(file, "", obj, key, out, &present, err);
+    pl_status st = pl_cfg_get_int(file, "", obj, key, out, &present, err);
     if (st != PL_STATUS_OK)
         return st;
     if (!present)
@@ -200,7 +188,7 @@ static pl_status get_token_id(const char *file, const json_t *obj, const char *k
 {
     bool present;
     int v = -1;
-    pl_status st = get_int(file, "", obj, key, &v, &present, err);
+    pl_status st = pl_cfg_get_int(file, "", obj, key, &v, &present, err);
     if (st != PL_STATUS_OK)
         return st;
     if (present)
@@ -214,52 +202,53 @@ static pl_status parse_arch(const char *file, const json_t *root, struct pl_mode
                             struct pl_err *err)
 {
     const char *model_type;
-    pl_status st = get_str(file, "", root, "model_type", &model_type, err);
+    pl_status st = pl_cfg_get_str(file, "", root, "model_type", &model_type, err);
     if (st != PL_STATUS_OK)
         return st;
     if (model_type)
         snprintf(c->model_type, sizeof(c->model_type), "%s", model_type);
 
     const json_t *archs = field(root, "architectures");
-    const char *name = NULL;
     if (archs) {
         if (!json_is_array(archs) || json_array_size(archs) == 0 ||
             !json_is_string(json_array_get(archs, 0)))
             return pl_err_set(err, PL_STATUS_FORMAT,
                               "%s: architectures is not a non-empty list of strings", file);
-        name = json_string_value(json_array_get(archs, 0));
-        for (size_t i = 0; i < N_ARCH; i++) {
-            if (strcmp(name, arch_table[i].arch_name) == 0) {
-                c->arch = arch_table[i].arch;
-                snprintf(c->arch_name, sizeof(c->arch_name), "%s", name);
-                if (!model_type)
-                    snprintf(c->model_type, sizeof(c->model_type), "%s",
-                             arch_table[i].model_type);
-                return PL_STATUS_OK;
-            }
-        }
-        return pl_err_set(err, PL_STATUS_UNSUPPORTED,
-                          "%s: architecture '%s' is not supported (LlamaForCausalLM, "
-                          "MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)",
-                          file, name);
+        const char *name = json_string_value(json_array_get(archs, 0));
+        c->arch = pl_arch_find(name, false);
+        if (!c->arch)
+            return pl_err_set(err, PL_STATUS_UNSUPPORTED,
+                              "%s: architecture '%s' is not supported (%s)", file, name,
+                              pl_arch_supported_names());
+        snprintf(c->arch_name, sizeof(c->arch_name), "%s", name);
+        if (!model_type)
+            snprintf(c->model_type, sizeof(c->model_type), "%s", c->arch->model_type);
+        return PL_STATUS_OK;
     }
     /* No architectures list: AutoModelForCausalLM picks the class from model_type. */
     if (!model_type)
         return pl_err_set(err, PL_STATUS_FORMAT, "%s: neither architectures nor model_type is set",
                           file);
-    for (size_t i = 0; i < N_ARCH; i++) {
-        if (strcmp(model_type, arch_table[i].model_type) == 0) {
-            c->arch = arch_table[i].arch;
-            snprintf(c->arch_name, sizeof(c->arch_name), "%s", arch_table[i].arch_name);
-            return PL_STATUS_OK;
-        }
-    }
-    return pl_err_set(err, PL_STATUS_UNSUPPORTED, "%s: model_type '%s' is not supported", file,
-                      model_type);
+    c->arch = pl_arch_find(model_type, true);
+    if (!c->arch)
+        return pl_err_set(err, PL_STATUS_UNSUPPORTED, "%s: model_type '%s' is not supported", file,
+                          model_type);
+    snprintf(c->arch_name, sizeof(c->arch_name), "%s", pl_arch_name(c->arch));
+    return PL_STATUS_OK;
+}
+
+/* Whether the architecture's tensor table has experts (it reads the MoE keys). */
+static bool arch_has_experts(const struct pl_arch *a)
+{
+    for (int i = 0; i < a->n_tensors; i++)
+        if (a->tensors[i].scope == PL_SCOPE_EXPERT)
+            return true;
+    return false;
 }
 
 /* Features pagellm does not run, refused by name before anything else. */
-static pl_status refuse_unsupported(const char *file, const json_t *root, struct pl_err *err)
+static pl_status refuse_unsupported(const char *file, const json_t *root,
+                                    struct pl_model_config *c, struct pl_err *err)
 {
     const json_t *q = field(root, "quantization_config");
     if (q) {
@@ -270,25 +259,42 @@ static pl_status refuse_unsupported(const char *file, const json_t *root, struct
                           file, json_is_string(m) ? json_string_value(m) : "unknown method");
     }
     static const char *const moe_keys[] = {"num_experts", "num_local_experts", "n_routed_experts"};
-    for (size_t i = 0; i < sizeof(moe_keys) / sizeof(moe_keys[0]); i++) {
+    for (size_t i = 0; !arch_has_experts(c->arch) && i < sizeof(moe_keys) / sizeof(moe_keys[0]);
+         i++) {
         int n = 0;
         bool present;
-        pl_status st = get_int(file, "", root, moe_keys[i], &n, &present, err);
+        pl_status st = pl_cfg_get_int(file, "", root, moe_keys[i], &n, &present, err);
         if (st != PL_STATUS_OK)
             return st;
         if (present && n > 0)
             return pl_err_set(err, PL_STATUS_UNSUPPORTED,
-                              "%s: %s = %d: mixture-of-experts models are not supported", file,
-                              moe_keys[i], n);
+                              "%s: %s = %d: %s has no mixture-of-experts support", file,
+                              moe_keys[i], n, c->arch_name);
     }
+    /* hidden_act (Gemma's configs also carry hidden_activation, which wins there) */
     const char *act;
-    pl_status st = get_str(file, "", root, "hidden_act", &act, err);
+    pl_status st = pl_cfg_get_str(file, "", root, "hidden_activation", &act, err);
+    if (st == PL_STATUS_OK && !act)
+        st = pl_cfg_get_str(file, "", root, "hidden_act", &act, err);
     if (st != PL_STATUS_OK)
         return st;
+    const char *const *acts = c->arch->defaults.hidden_acts;
+    static const char *const silu_only[] = {"silu", NULL};
+    if (!acts)
+        acts = silu_only;
+    if (!act)
+        act = acts[0];
+    bool known = false;
+    for (int i = 0; acts[i] && !known; i++)
+        known = !strcmp(act, acts[i]);
     /* transformers' ACT2FN maps both "silu" and "swish" to SiLU. */
-    if (act && strcmp(act, "silu") != 0 && strcmp(act, "swish") != 0)
+    if (!known && !strcmp(act, "swish"))
+        known = !strcmp(acts[0], "silu"), act = "silu";
+    if (!known)
         return pl_err_set(err, PL_STATUS_UNSUPPORTED,
-                          "%s: hidden_act '%s' is not supported (silu only)", file, act);
+                          "%s: hidden_act '%s' is not supported for %s (%s)", file, act,
+                          c->arch_name, acts[0]);
+    c->act = !strcmp(act, "gelu_pytorch_tanh") ? PL_ACT_GELU_TANH : PL_ACT_SILU;
     return PL_STATUS_OK;
 }
 
@@ -309,12 +315,11 @@ static pl_status parse_sizes(const char *file, const json_t *root, struct pl_mod
     bool present;
     const json_t *kv = json_object_get(root, "num_key_value_heads");
     if (!kv) /* key missing: the class default */
-        c->n_kv_heads = c->arch == PL_ARCH_MISTRAL ? 8
-                        : (c->arch == PL_ARCH_QWEN2 || c->arch == PL_ARCH_QWEN3) ? 32
-                                                                                 : c->n_heads;
+        c->n_kv_heads = c->arch->defaults.n_kv_heads > 0 ? c->arch->defaults.n_kv_heads
+                                                         : c->n_heads;
     else
         c->n_kv_heads = c->n_heads; /* null, or overwritten just below */
-    if ((st = get_int(file, "", root, "num_key_value_heads", &c->n_kv_heads, &present, err)))
+    if ((st = pl_cfg_get_int(file, "", root, "num_key_value_heads", &c->n_kv_heads, &present, err)))
         return st;
     if (c->n_kv_heads <= 0)
         return pl_err_set(err, PL_STATUS_FORMAT, "%s: num_key_value_heads = %d must be positive",
@@ -325,11 +330,11 @@ static pl_status parse_sizes(const char *file, const json_t *root, struct pl_mod
                           file, c->n_kv_heads, c->n_heads);
 
     const json_t *hd = json_object_get(root, "head_dim");
-    if ((st = get_int(file, "", root, "head_dim", &c->head_dim, &present, err)))
+    if ((st = pl_cfg_get_int(file, "", root, "head_dim", &c->head_dim, &present, err)))
         return st;
     if (!present) {
-        if (!hd && c->arch == PL_ARCH_QWEN3) {
-            c->head_dim = 128; /* Qwen3Config's default, not hidden/heads */
+        if (!hd && c->arch->defaults.head_dim > 0) {
+            c->head_dim = c->arch->defaults.head_dim; /* e.g. Qwen3Config's 128 */
         } else {
             if (c->hidden_size % c->n_heads != 0)
                 return pl_err_set(err, PL_STATUS_FORMAT,
@@ -344,19 +349,15 @@ static pl_status parse_sizes(const char *file, const json_t *root, struct pl_mod
                           file, c->head_dim);
 
     double eps = 1e-6;
-    if ((st = get_num(file, "", root, "rms_norm_eps", &eps, &present, err)))
+    if ((st = pl_cfg_get_num(file, "", root, "rms_norm_eps", &eps, &present, err)))
         return st;
     if (!(eps > 0) || eps > 1)
         return pl_err_set(err, PL_STATUS_FORMAT, "%s: rms_norm_eps = %g must be in (0, 1]", file,
                           eps);
     c->rms_norm_eps = (float)eps;
 
-    switch (c->arch) {
-    case PL_ARCH_LLAMA: c->max_position_embeddings = 2048; break;
-    case PL_ARCH_MISTRAL: c->max_position_embeddings = 4096 * 32; break;
-    default: c->max_position_embeddings = 32768; break;
-    }
-    if ((st = get_int(file, "", root, "max_position_embeddings", &c->max_position_embeddings,
+    c->max_position_embeddings = c->arch->defaults.max_position_embeddings;
+    if ((st = pl_cfg_get_int(file, "", root, "max_position_embeddings", &c->max_position_embeddings,
                       &present, err)))
         return st;
     if (c->max_position_embeddings <= 0)
@@ -371,13 +372,83 @@ static bool is_layer_type_name(const char *k)
     return strcmp(k, "full_attention") == 0 || strcmp(k, "sliding_attention") == 0;
 }
 
+/* One longrope factor list: rot_dim / 2 positive numbers. */
+static pl_status longrope_factors(const char *file, const char *prefix, const json_t *d,
+                                  const char *key, int n_pairs, double *out, struct pl_err *err)
+{
+    const json_t *a = field(d, key);
+    if (!a || !json_is_array(a))
+        return pl_err_set(err, PL_STATUS_FORMAT, "%s: %s%s is missing or not a list for "
+                          "rope_type 'longrope'", file, prefix, key);
+    if (json_array_size(a) != (size_t)n_pairs)
+        return pl_err_set(err, PL_STATUS_FORMAT,
+                          "%s: %s%s has %zu entries, the rotary dimension needs %d", file, prefix,
+                          key, json_array_size(a), n_pairs);
+    for (int i = 0; i < n_pairs; i++) {
+        const json_t *v = json_array_get(a, (size_t)i);
+        if (!json_is_number(v) || !(json_number_value(v) > 0) || !isfinite(json_number_value(v)))
+            return pl_err_set(err, PL_STATUS_FORMAT, "%s: %s%s[%d] is not a positive number",
+                              file, prefix, key, i);
+        out[i] = json_number_value(v);
+    }
+    return PL_STATUS_OK;
+}
+
+/* longrope (Phi-3's "su"), as transformers' _compute_longrope_parameters: short and long
+ * per-pair factors; the scaling factor is max_position_embeddings /
+ * original_max_position_embeddings when the config has the latter at the top level (Phi-3
+ * stretches max_position_embeddings), else the dict's factor (default that same ratio);
+ * attention_factor defaults to sqrt(1 + ln(factor) / ln(original)) when factor > 1. */
+static pl_status parse_longrope(const char *file, const json_t *root, const json_t *d,
+                                const char *prefix, const struct pl_model_config *c,
+                                struct pl_rope_config *r, int rot_dim, struct pl_err *err)
+{
+    pl_status st;
+    bool present;
+    int n_pairs = rot_dim / 2;
+    if (n_pairs > PL_MAX_ROPE_PAIRS)
+        return pl_err_set(err, PL_STATUS_UNSUPPORTED, "%s: longrope over %d rotary dims (at most "
+                          "%d)", file, rot_dim, 2 * PL_MAX_ROPE_PAIRS);
+    if ((st = longrope_factors(file, prefix, d, "short_factor", n_pairs, r->short_factor, err)) ||
+        (st = longrope_factors(file, prefix, d, "long_factor", n_pairs, r->long_factor, err)))
+        return st;
+    r->n_factors = n_pairs;
+    int orig = 0;
+    bool top = false;
+    if ((st = pl_cfg_get_int(file, "", root, "original_max_position_embeddings", &orig, &top,
+                             err)))
+        return st;
+    present = top;
+    if (!present && (st = pl_cfg_get_int(file, prefix, d, "original_max_position_embeddings",
+                                         &orig, &present, err)))
+        return st;
+    if (!present)
+        orig = c->max_position_embeddings;
+    if (orig <= 0)
+        return pl_err_set(err, PL_STATUS_FORMAT,
+                          "%s: original_max_position_embeddings = %d must be positive", file, orig);
+    r->original_max_position = orig;
+    bool has_factor = false;
+    if ((st = pl_cfg_get_num(file, prefix, d, "factor", &r->factor, &has_factor, err)))
+        return st;
+    if (top || !has_factor)
+        r->factor = (double)c->max_position_embeddings / orig;
+    if (!(r->factor > 0))
+        return pl_err_set(err, PL_STATUS_FORMAT, "%s: %sfactor = %g must be positive", file,
+                          prefix, r->factor);
+    double v = 0;
+    if ((st = pl_cfg_get_num(file, prefix, d, "attention_factor", &v, &present, err)))
+        return st;
+    if (present && !(v > 0))
+        return pl_err_set(err, PL_STATUS_FORMAT, "%s: %sattention_factor = %g must be positive",
+                          file, prefix, v);
+    r->attention_factor = present ? v : 0.0;
+    return PL_STATUS_OK;
+}
+
 static pl_status parse_rope(const char *file, const json_t *root, struct pl_model_config *c,
                             struct pl_err *err)
 {
-    struct pl_rope_config *r = &c->rope;
-    pl_status st;
-    bool present;
-
     const json_t *scaling = field(root, "rope_scaling");
     const json_t *params = field(root, "rope_parameters");
     if (scaling && !json_is_object(scaling))
@@ -396,19 +467,37 @@ static pl_status parse_rope(const char *file, const json_t *root, struct pl_mode
     if (d) {
         const char *k;
         const json_t *v;
+        bool per_type = false;
         json_object_foreach((json_t *)d, k, v) {
             if (is_layer_type_name(k) && json_is_object(v))
+                per_type = true;
+            if (per_type && !c->arch->defaults.layer_type_rope)
                 return pl_err_set(err, PL_STATUS_UNSUPPORTED,
-                                  "%s: %s%s: per-layer-type RoPE parameters are not supported",
-                                  file, prefix, k);
+                                  "%s: %s%s: per-layer-type RoPE parameters are not supported "
+                                  "for %s",
+                                  file, prefix, k, c->arch_name);
+        }
+        if (per_type) { /* the global layers' dict; the fix-up reads the sliding one */
+            d = field(d, "full_attention");
+            prefix = "rope_parameters.full_attention.";
+            if (d && !json_is_object(d))
+                return pl_err_set(err, PL_STATUS_FORMAT, "%s: %s is not an object", file, prefix);
         }
     }
+    return pl_cfg_parse_rope(file, root, d, prefix, c, &c->rope, err);
+}
 
+pl_status pl_cfg_parse_rope(const char *file, const json_t *root, const json_t *d,
+                            const char *prefix, const struct pl_model_config *c,
+                            struct pl_rope_config *r, struct pl_err *err)
+{
+    pl_status st;
+    bool present;
     const char *type = NULL;
     if (d) {
-        if ((st = get_str(file, prefix, d, "rope_type", &type, err)))
+        if ((st = pl_cfg_get_str(file, prefix, d, "rope_type", &type, err)))
             return st;
-        if (!type && (st = get_str(file, prefix, d, "type", &type, err)))
+        if (!type && (st = pl_cfg_get_str(file, prefix, d, "type", &type, err)))
             return st;
     }
     if (!type || strcmp(type, "default") == 0)
@@ -421,18 +510,20 @@ static pl_status parse_rope(const char *file, const json_t *root, struct pl_mode
         r->type = PL_ROPE_YARN;
     else if (strcmp(type, "llama3") == 0)
         r->type = PL_ROPE_LLAMA3;
+    else if (strcmp(type, "longrope") == 0 || strcmp(type, "su") == 0)
+        r->type = PL_ROPE_LONGROPE;
     else
         return pl_err_set(err, PL_STATUS_UNSUPPORTED,
                           "%s: %srope_type '%s' is not supported (default, linear, dynamic, yarn, "
-                          "llama3)",
+                          "llama3, longrope)",
                           file, prefix, type);
 
     /* rope_theta: the rope dict, then the top level, then 10000. */
     r->theta = 10000.0;
     present = false;
-    if (d && (st = get_num(file, prefix, d, "rope_theta", &r->theta, &present, err)))
+    if (d && (st = pl_cfg_get_num(file, prefix, d, "rope_theta", &r->theta, &present, err)))
         return st;
-    if (!present && (st = get_num(file, "", root, "rope_theta", &r->theta, &present, err)))
+    if (!present && (st = pl_cfg_get_num(file, "", root, "rope_theta", &r->theta, &present, err)))
         return st;
     if (!(r->theta > 1.0))
         return pl_err_set(err, PL_STATUS_FORMAT, "%s: rope_theta = %g must be greater than 1", file,
@@ -440,10 +531,10 @@ static pl_status parse_rope(const char *file, const json_t *root, struct pl_mode
 
     r->partial_rotary_factor = 1.0;
     present = false;
-    if (d && (st = get_num(file, prefix, d, "partial_rotary_factor", &r->partial_rotary_factor,
+    if (d && (st = pl_cfg_get_num(file, prefix, d, "partial_rotary_factor", &r->partial_rotary_factor,
                            &present, err)))
         return st;
-    if (!present && (st = get_num(file, "", root, "partial_rotary_factor",
+    if (!present && (st = pl_cfg_get_num(file, "", root, "partial_rotary_factor",
                                   &r->partial_rotary_factor, &present, err)))
         return st;
     /* Range first: converting an out-of-range double to int is undefined. */
@@ -463,8 +554,11 @@ static pl_status parse_rope(const char *file, const json_t *root, struct pl_mode
     if (r->type == PL_ROPE_DEFAULT)
         return PL_STATUS_OK;
 
+    if (r->type == PL_ROPE_LONGROPE)
+        return parse_longrope(file, root, d, prefix, c, r, rot_dim, err);
+
     bool has_factor = false;
-    if ((st = get_num(file, prefix, d, "factor", &r->factor, &has_factor, err)))
+    if ((st = pl_cfg_get_num(file, prefix, d, "factor", &r->factor, &has_factor, err)))
         return st;
     if (!has_factor && r->type != PL_ROPE_YARN)
         return pl_err_set(err, PL_STATUS_FORMAT, "%s: %sfactor is missing for rope_type '%s'",
@@ -478,9 +572,9 @@ static pl_status parse_rope(const char *file, const json_t *root, struct pl_mode
     /* llama3 / yarn: original_max_position_embeddings at the top level wins
      * (standardize_rope_params), then the rope dict, then max_position_embeddings. */
     int orig = 0;
-    if ((st = get_int(file, "", root, "original_max_position_embeddings", &orig, &present, err)))
+    if ((st = pl_cfg_get_int(file, "", root, "original_max_position_embeddings", &orig, &present, err)))
         return st;
-    if (!present && (st = get_int(file, prefix, d, "original_max_position_embeddings", &orig,
+    if (!present && (st = pl_cfg_get_int(file, prefix, d, "original_max_position_embeddings", &orig,
                                   &present, err)))
         return st;
     if (present) {
@@ -493,8 +587,8 @@ static pl_status parse_rope(const char *file, const json_t *root, struct pl_mode
 
     if (r->type == PL_ROPE_LLAMA3) {
         bool has_lo, has_hi;
-        if ((st = get_num(file, prefix, d, "low_freq_factor", &r->low_freq_factor, &has_lo, err)) ||
-            (st = get_num(file, prefix, d, "high_freq_factor", &r->high_freq_factor, &has_hi, err)))
+        if ((st = pl_cfg_get_num(file, prefix, d, "low_freq_factor", &r->low_freq_factor, &has_lo, err)) ||
+            (st = pl_cfg_get_num(file, prefix, d, "high_freq_factor", &r->high_freq_factor, &has_hi, err)))
             return st;
         if (!has_lo || !has_hi)
             return pl_err_set(err, PL_STATUS_FORMAT, "%s: %s%s is missing for rope_type 'llama3'",
@@ -512,7 +606,7 @@ static pl_status parse_rope(const char *file, const json_t *root, struct pl_mode
     if (!has_factor)
         r->factor = (double)c->max_position_embeddings / r->original_max_position;
     double v = 0;
-    if ((st = get_num(file, prefix, d, "attention_factor", &v, &present, err)))
+    if ((st = pl_cfg_get_num(file, prefix, d, "attention_factor", &v, &present, err)))
         return st;
     if (present) {
         if (!(v > 0))
@@ -521,18 +615,49 @@ static pl_status parse_rope(const char *file, const json_t *root, struct pl_mode
         r->attention_factor = v;
     }
     /* transformers reads beta_fast/beta_slow with `or`: 0 falls back to the default too. */
-    if ((st = get_num(file, prefix, d, "beta_fast", &v, &present, err)))
+    if ((st = pl_cfg_get_num(file, prefix, d, "beta_fast", &v, &present, err)))
         return st;
     if (present && v != 0)
         r->beta_fast = v;
-    if ((st = get_num(file, prefix, d, "beta_slow", &v, &present, err)))
+    if ((st = pl_cfg_get_num(file, prefix, d, "beta_slow", &v, &present, err)))
         return st;
     if (present && v != 0)
         r->beta_slow = v;
-    if ((st = get_num(file, prefix, d, "mscale", &r->mscale, &present, err)) ||
-        (st = get_num(file, prefix, d, "mscale_all_dim", &r->mscale_all_dim, &present, err)) ||
-        (st = get_bool(file, prefix, d, "truncate", &r->truncate, &present, err)))
+    if ((st = pl_cfg_get_num(file, prefix, d, "mscale", &r->mscale, &present, err)) ||
+        (st = pl_cfg_get_num(file, prefix, d, "mscale_all_dim", &r->mscale_all_dim, &present, err)) ||
+        (st = pl_cfg_get_bool(file, prefix, d, "truncate", &r->truncate, &present, err)))
         return st;
+    return PL_STATUS_OK;
+}
+
+pl_status pl_cfg_layer_types(const json_t *root, struct pl_model_config *c, int window,
+                             bool *present, struct pl_err *err)
+{
+    const char *file = CONFIG_FILE;
+    const json_t *types = field(root, "layer_types");
+    *present = types != NULL;
+    if (!types)
+        return PL_STATUS_OK;
+    if (!json_is_array(types) || json_array_size(types) != (size_t)c->n_layers)
+        return pl_err_set(err, PL_STATUS_FORMAT,
+                          "%s: layer_types is not a list of num_hidden_layers = %d strings", file,
+                          c->n_layers);
+    for (int l = 0; l < c->n_layers; l++) {
+        const json_t *t = json_array_get(types, (size_t)l);
+        const char *s = json_is_string(t) ? json_string_value(t) : NULL;
+        if (!s)
+            return pl_err_set(err, PL_STATUS_FORMAT, "%s: layer_types[%d] is not a string", file,
+                              l);
+        if (strcmp(s, "sliding_attention") == 0)
+            c->layer_sliding_window[l] = window;
+        else if (strcmp(s, "full_attention") == 0)
+            c->layer_sliding_window[l] = 0;
+        else
+            return pl_err_set(err, PL_STATUS_UNSUPPORTED,
+                              "%s: layer_types[%d] = '%s' is not supported (full_attention, "
+                              "sliding_attention)",
+                              file, l, s);
+    }
     return PL_STATUS_OK;
 }
 
@@ -548,12 +673,13 @@ static pl_status parse_sliding(const char *file, const json_t *root, struct pl_m
 {
     pl_status st;
     bool present;
-    if (c->arch == PL_ARCH_LLAMA)
+    const enum pl_window_rule rule = c->arch->defaults.window_rule;
+    if (rule == PL_WINDOW_NONE)
         return PL_STATUS_OK;
 
     const json_t *sw_key = json_object_get(root, "sliding_window");
-    int window = 4096; /* the class default when the key is missing */
-    if ((st = get_int(file, "", root, "sliding_window", &window, &present, err)))
+    int window = c->arch->defaults.sliding_window; /* the class default when missing */
+    if ((st = pl_cfg_get_int(file, "", root, "sliding_window", &window, &present, err)))
         return st;
     if (sw_key && !present)
         window = 0; /* explicit null: no window */
@@ -561,7 +687,7 @@ static pl_status parse_sliding(const char *file, const json_t *root, struct pl_m
         return pl_err_set(err, PL_STATUS_FORMAT, "%s: sliding_window = %d must be positive or null",
                           file, window);
 
-    if (c->arch == PL_ARCH_MISTRAL) {
+    if (rule == PL_WINDOW_ALL) {
         /* MistralConfig only warns about layer_types; the model ignores it. */
         c->sliding_window = window;
         for (int l = 0; l < c->n_layers; l++)
@@ -570,38 +696,17 @@ static pl_status parse_sliding(const char *file, const json_t *root, struct pl_m
     }
 
     bool use_sw = false;
-    if ((st = get_bool(file, "", root, "use_sliding_window", &use_sw, &present, err)))
+    if ((st = pl_cfg_get_bool(file, "", root, "use_sliding_window", &use_sw, &present, err)))
         return st;
     if (!use_sw)
         window = 0;
     c->sliding_window = window;
 
-    const json_t *types = field(root, "layer_types");
-    if (types) {
-        if (!json_is_array(types) || json_array_size(types) != (size_t)c->n_layers)
-            return pl_err_set(err, PL_STATUS_FORMAT,
-                              "%s: layer_types is not a list of num_hidden_layers = %d strings",
-                              file, c->n_layers);
-        for (int l = 0; l < c->n_layers; l++) {
-            const json_t *t = json_array_get(types, (size_t)l);
-            const char *s = json_is_string(t) ? json_string_value(t) : NULL;
-            if (!s)
-                return pl_err_set(err, PL_STATUS_FORMAT, "%s: layer_types[%d] is not a string",
-                                  file, l);
-            if (strcmp(s, "sliding_attention") == 0)
-                c->layer_sliding_window[l] = window;
-            else if (strcmp(s, "full_attention") == 0)
-                c->layer_sliding_window[l] = 0;
-            else
-                return pl_err_set(err, PL_STATUS_UNSUPPORTED,
-                                  "%s: layer_types[%d] = '%s' is not supported (full_attention, "
-                                  "sliding_attention)",
-                                  file, l, s);
-        }
-        return PL_STATUS_OK;
-    }
-    int max_window_layers = 28;
-    if ((st = get_int(file, "", root, "max_window_layers", &max_window_layers, &present, err)))
+    bool have_types;
+    if ((st = pl_cfg_layer_types(root, c, window, &have_types, err)) || have_types)
+        return st;
+    int max_window_layers = c->arch->defaults.max_window_layers;
+    if ((st = pl_cfg_get_int(file, "", root, "max_window_layers", &max_window_layers, &present, err)))
         return st;
     for (int l = 0; l < c->n_layers; l++)
         c->layer_sliding_window[l] = l >= max_window_layers ? window : 0;
@@ -618,34 +723,19 @@ static pl_status parse_layout(const char *file, const json_t *root, struct pl_mo
 {
     pl_status st;
     bool present, attn_bias = false, mlp_bias = false;
-    c->tie_word_embeddings = false;
-    if ((st = get_bool(file, "", root, "tie_word_embeddings", &c->tie_word_embeddings, &present,
+    c->tie_word_embeddings = c->arch->defaults.tie_word_embeddings;
+    if ((st = pl_cfg_get_bool(file, "", root, "tie_word_embeddings", &c->tie_word_embeddings, &present,
                        err)) ||
-        (st = get_bool(file, "", root, "attention_bias", &attn_bias, &present, err)) ||
-        (st = get_bool(file, "", root, "mlp_bias", &mlp_bias, &present, err)))
+        (st = pl_cfg_get_bool(file, "", root, "attention_bias", &attn_bias, &present, err)) ||
+        (st = pl_cfg_get_bool(file, "", root, "mlp_bias", &mlp_bias, &present, err)))
         return st;
-    switch (c->arch) {
-    case PL_ARCH_LLAMA:
-        c->attention_bias = c->o_bias = attn_bias;
-        c->mlp_bias = mlp_bias;
-        break;
-    case PL_ARCH_MISTRAL:
-        break;
-    case PL_ARCH_QWEN2:
-        c->attention_bias = true;
-        break;
-    case PL_ARCH_QWEN3:
-        c->attention_bias = c->o_bias = attn_bias;
-        c->qk_norm = true;
-        break;
-    }
-
+    (void)attn_bias, (void)mlp_bias; /* read again by the architecture's fix-up */
     /* transformers 5 writes "dtype", older versions "torch_dtype". Absent means
      * transformers' own default, float32. */
     const char *dt;
-    if ((st = get_str(file, "", root, "dtype", &dt, err)))
+    if ((st = pl_cfg_get_str(file, "", root, "dtype", &dt, err)))
         return st;
-    if (!dt && (st = get_str(file, "", root, "torch_dtype", &dt, err)))
+    if (!dt && (st = pl_cfg_get_str(file, "", root, "torch_dtype", &dt, err)))
         return st;
     if (!dt || strcmp(dt, "float32") == 0)
         c->dtype = PL_DTYPE_F32;
@@ -664,12 +754,12 @@ static pl_status parse_tokens(const char *file, const json_t *root, struct pl_mo
 {
     pl_status st;
     bool present;
-    bool llama_like = c->arch == PL_ARCH_LLAMA || c->arch == PL_ARCH_MISTRAL;
-    c->bos_token_id = llama_like ? 1 : -1;
+    const struct pl_arch_defaults *d = &c->arch->defaults;
+    c->bos_token_id = d->bos_token_id;
     c->pad_token_id = -1;
     c->n_eos_token_ids = 0;
-    if (llama_like && !json_object_get(root, "eos_token_id")) {
-        c->eos_token_ids[0] = 2;
+    if (d->eos_token_id >= 0 && !json_object_get(root, "eos_token_id")) {
+        c->eos_token_ids[0] = d->eos_token_id;
         c->n_eos_token_ids = 1;
     }
     if (json_is_null(json_object_get(root, "bos_token_id")))
@@ -701,28 +791,28 @@ static pl_status parse_generation(const char *gen_json, size_t gen_len,
         st = pl_err_set(err, PL_STATUS_FORMAT, "%s: not a JSON object", file);
         goto out;
     }
-    if ((st = get_num(file, "", root, "temperature", &v, &g->has_temperature, err)))
+    if ((st = pl_cfg_get_num(file, "", root, "temperature", &v, &g->has_temperature, err)))
         goto out;
     if (g->has_temperature && v < 0) {
         st = pl_err_set(err, PL_STATUS_FORMAT, "%s: temperature = %g is negative", file, v);
         goto out;
     }
     g->temperature = to_float(v);
-    if ((st = get_num(file, "", root, "top_p", &v, &g->has_top_p, err)))
+    if ((st = pl_cfg_get_num(file, "", root, "top_p", &v, &g->has_top_p, err)))
         goto out;
     if (g->has_top_p && !(v > 0 && v <= 1)) {
         st = pl_err_set(err, PL_STATUS_FORMAT, "%s: top_p = %g is not in (0, 1]", file, v);
         goto out;
     }
     g->top_p = to_float(v);
-    if ((st = get_num(file, "", root, "min_p", &v, &g->has_min_p, err)))
+    if ((st = pl_cfg_get_num(file, "", root, "min_p", &v, &g->has_min_p, err)))
         goto out;
     if (g->has_min_p && !(v >= 0 && v <= 1)) {
         st = pl_err_set(err, PL_STATUS_FORMAT, "%s: min_p = %g is not in [0, 1]", file, v);
         goto out;
     }
     g->min_p = to_float(v);
-    if ((st = get_num(file, "", root, "repetition_penalty", &v, &g->has_repetition_penalty, err)))
+    if ((st = pl_cfg_get_num(file, "", root, "repetition_penalty", &v, &g->has_repetition_penalty, err)))
         goto out;
     if (g->has_repetition_penalty && !(v > 0)) {
         st = pl_err_set(err, PL_STATUS_FORMAT, "%s: repetition_penalty = %g must be positive",
@@ -730,13 +820,13 @@ static pl_status parse_generation(const char *gen_json, size_t gen_len,
         goto out;
     }
     g->repetition_penalty = to_float(v);
-    if ((st = get_int(file, "", root, "top_k", &g->top_k, &g->has_top_k, err)))
+    if ((st = pl_cfg_get_int(file, "", root, "top_k", &g->top_k, &g->has_top_k, err)))
         goto out;
     if (g->has_top_k && g->top_k < 0) {
         st = pl_err_set(err, PL_STATUS_FORMAT, "%s: top_k = %d is negative", file, g->top_k);
         goto out;
     }
-    if ((st = get_int(file, "", root, "max_new_tokens", &g->max_new_tokens, &g->has_max_new_tokens,
+    if ((st = pl_cfg_get_int(file, "", root, "max_new_tokens", &g->max_new_tokens, &g->has_max_new_tokens,
                       err)))
         goto out;
     if (g->has_max_new_tokens && g->max_new_tokens < 0) {
@@ -744,7 +834,7 @@ static pl_status parse_generation(const char *gen_json, size_t gen_len,
                         g->max_new_tokens);
         goto out;
     }
-    if ((st = get_bool(file, "", root, "do_sample", &g->do_sample, &g->has_do_sample, err)))
+    if ((st = pl_cfg_get_bool(file, "", root, "do_sample", &g->do_sample, &g->has_do_sample, err)))
         goto out;
     bool present;
     if ((st = get_token_ids(file, root, "eos_token_id", g->eos_token_ids, &g->n_eos_token_ids,
@@ -776,7 +866,7 @@ pl_status pl_model_config_parse(const char *config_json, size_t config_len, cons
     /* Each step runs only when the ones before it succeeded. */
     st = parse_arch(file, root, out, err);
     if (st == PL_STATUS_OK)
-        st = refuse_unsupported(file, root, err);
+        st = refuse_unsupported(file, root, out, err);
     if (st == PL_STATUS_OK)
         st = parse_sizes(file, root, out, err);
     if (st == PL_STATUS_OK)
@@ -787,6 +877,8 @@ pl_status pl_model_config_parse(const char *config_json, size_t config_len, cons
         st = parse_layout(file, root, out, err);
     if (st == PL_STATUS_OK)
         st = parse_tokens(file, root, out, err);
+    if (st == PL_STATUS_OK && out->arch->fixup)
+        st = out->arch->fixup(root, out, err);
     if (st == PL_STATUS_OK)
         st = parse_generation(gen_json, gen_len, &out->gen, err);
 out:

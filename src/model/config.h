@@ -21,11 +21,12 @@
 #define PL_MAX_LAYERS 512
 #define PL_MAX_EOS_IDS 16
 
-enum pl_arch {
-    PL_ARCH_LLAMA = 0, /* LlamaForCausalLM */
-    PL_ARCH_MISTRAL,   /* MistralForCausalLM */
-    PL_ARCH_QWEN2,     /* Qwen2ForCausalLM: q/k/v biases */
-    PL_ARCH_QWEN3      /* Qwen3ForCausalLM: per-head q_norm / k_norm */
+struct pl_arch; /* model/arch.h: the architecture record (registry.c lists them) */
+
+/* The MLP's activation (hidden_act / hidden_activation). */
+enum pl_act {
+    PL_ACT_SILU = 0,  /* "silu", "swish" */
+    PL_ACT_GELU_TANH  /* "gelu_pytorch_tanh" (Gemma) */
 };
 
 enum pl_rope_type {
@@ -33,8 +34,11 @@ enum pl_rope_type {
     PL_ROPE_LINEAR,  /* positions / factor */
     PL_ROPE_DYNAMIC, /* NTK-aware base growth past original max positions */
     PL_ROPE_YARN,
-    PL_ROPE_LLAMA3
+    PL_ROPE_LLAMA3,
+    PL_ROPE_LONGROPE /* Phi-3 "longrope" / "su": short and long per-pair factors */
 };
+
+#define PL_MAX_ROPE_PAIRS 256 /* head_dim / 2 at most, for per-pair factors */
 
 struct pl_rope_config {
     enum pl_rope_type type;
@@ -48,6 +52,10 @@ struct pl_rope_config {
     double mscale, mscale_all_dim;/* yarn (deepseek-style), 0 when absent */
     bool truncate;                /* yarn: truncate correction range (default true) */
     double partial_rotary_factor; /* fraction of head_dim rotated (1.0 default) */
+    /* longrope: per-pair factors ([rot_dim / 2] each); tokens of a sequence longer than
+     * original_max_position use the long ones; attention_factor as in yarn (0: derive) */
+    double short_factor[PL_MAX_ROPE_PAIRS], long_factor[PL_MAX_ROPE_PAIRS];
+    int n_factors;
 };
 
 /* Fields of generation_config.json; has_* says whether the file set it. */
@@ -63,9 +71,9 @@ struct pl_generation_config {
 };
 
 struct pl_model_config {
-    enum pl_arch arch;
+    const struct pl_arch *arch;  /* the architecture record (never NULL after a load) */
     char arch_name[64];          /* "LlamaForCausalLM", ... as written in the file */
-    char model_type[32];         /* "llama", "mistral", "qwen2", "qwen3" */
+    char model_type[32];         /* "llama", "mistral", "qwen2", "qwen3", ... */
     int hidden_size;             /* d_model */
     int intermediate_size;       /* MLP hidden width */
     int n_layers;                /* num_hidden_layers */
@@ -82,7 +90,22 @@ struct pl_model_config {
     bool attention_bias;         /* q/k/v (and o when o_bias) biases present (Qwen2: true) */
     bool o_bias;                 /* o_proj has a bias (attention_bias=true on Llama) */
     bool mlp_bias;               /* gate/up/down biases (Llama mlp_bias) */
-    bool qk_norm;                /* Qwen3: RMSNorm over each head of q and k before RoPE */
+    bool qk_norm;                /* Qwen3, Gemma 3: RMSNorm over each head of q and k before RoPE */
+    enum pl_act act;             /* the MLP's activation */
+    float embed_scale;           /* embeddings multiplied by this (Gemma: sqrt(hidden)); 0: none */
+    float attn_scale;            /* softmax scale (Gemma: query_pre_attn_scalar^-0.5); 0:
+                                    head_dim^-0.5 */
+    float attn_softcap;          /* Gemma 2: scores = cap * tanh(scores / cap); 0: none */
+    float final_softcap;         /* Gemma 2: logits = cap * tanh(logits / cap); 0: none */
+    bool has_local_rope;         /* Gemma 3: sliding layers use rope_local */
+    struct pl_rope_config rope_local;
+    /* mixture of experts (0 experts: dense) */
+    int n_experts;               /* num_local_experts / num_experts */
+    int n_experts_per_tok;       /* top-k */
+    int moe_intermediate_size;   /* one expert's MLP width */
+    int shared_expert_intermediate_size; /* Qwen2-MoE's gated shared expert; 0: none */
+    bool norm_topk_prob;         /* renormalise the top-k routing weights to sum 1 */
+    bool layer_moe[PL_MAX_LAYERS]; /* per layer: sparse MoE block (else the dense MLP) */
     enum pl_dtype dtype;         /* torch_dtype / dtype (the checkpoint's compute dtype) */
     int bos_token_id;            /* -1 when absent */
     int eos_token_ids[PL_MAX_EOS_IDS]; /* config.json eos ids (single or list) */
@@ -105,7 +128,7 @@ pl_status pl_model_config_parse(const char *config_json, size_t config_len,
                                 const char *gen_json, size_t gen_len,
                                 struct pl_model_config *out, struct pl_err *err);
 
-/* The name of an architecture ("LlamaForCausalLM", ...). */
-const char *pl_arch_name(enum pl_arch arch);
+/* The canonical `architectures` name of an architecture ("LlamaForCausalLM", ...). */
+const char *pl_arch_name(const struct pl_arch *arch);
 
 #endif

@@ -1,67 +1,49 @@
 /*
- * llama.h -- the decoder for Llama / Mistral / Qwen2 / Qwen3, on backend ops.
+ * llama.h -- the Llama-family decoder's layers, shared by the architectures
+ * built from them (model/llama.c: Llama, Mistral, Qwen2, Qwen3; model/phi3.c;
+ * the attention of model/moe.c).
  *
- * Owns: struct pl_llama, which binds a config, its weights, the backend and
- * the scratch activations sized for at most max_tokens tokens per forward.
- * It owns no KV cache: the caller passes per-layer K/V cache pointers
- * (backend memory, layout in backend.h) so the block manager can own them.
- * forward() runs one flat batch (any mix of prefill chunks and decodes)
- * and writes fp32 logits for the batch's logits_rows to host memory;
- * forward_sample() instead samples those rows on the backend and returns
- * only the sampled tokens (and requested logprobs).
- * No allocation happens inside forward().
+ * Owns nothing: the records live in their model files, the run-time state in
+ * the model runner (engine/model_runner.c). These are the pieces of the
+ * forward (struct pl_fwd, model/arch.h) other model files reuse.
  */
 #ifndef PL_MODEL_LLAMA_H
 #define PL_MODEL_LLAMA_H
 
-#include "backend/backend.h"
-#include "engine/batch.h"
-#include "model/config.h"
-#include "model/weights.h"
+#include "model/arch.h"
 
-struct pl_llama;
-
-struct pl_kv_cache {
-    int n_layers;
-    int n_blocks;
-    int block_size;
-    int kv_dim;        /* n_kv_heads * head_dim */
-    void **k;          /* [n_layers] backend pointers, each [n_blocks, block_size, kv_dim] */
-    void **v;          /* [n_layers] */
+/* The Llama-family scratch buffers, in this order. */
+enum pl_llama_scratch {
+    PL_LLAMA_RES = PL_SCRATCH_RES, /* [hidden] residual stream */
+    PL_LLAMA_H = PL_SCRATCH_H,     /* [hidden] sublayer output */
+    PL_LLAMA_X,                    /* [hidden] normalised sublayer input */
+    PL_LLAMA_Q,                    /* [q_dim] */
+    PL_LLAMA_K,                    /* [kv_dim] */
+    PL_LLAMA_V,                    /* [kv_dim] */
+    PL_LLAMA_ATTN,                 /* [q_dim] */
+    PL_LLAMA_GATE,                 /* [intermediate]; also act(gate) * up */
+    PL_LLAMA_UP,                   /* [intermediate] */
+    PL_LLAMA_N_SCRATCH
 };
 
-/* max_tokens: the most tokens one forward may carry; max_seqs: the most sequences;
- * max_blocks_per_seq: block-table width. Borrowed: cfg, w, be (must outlive it). */
-pl_status pl_llama_new(const struct pl_model_config *cfg, const struct pl_weights *w,
-                       struct pl_backend *be, int max_tokens, int max_seqs,
-                       int max_blocks_per_seq, struct pl_llama **out, struct pl_err *err);
-void pl_llama_free(struct pl_llama *m);
+/* Scratch sizes of the Llama family (arch.h's scratch hook). */
+int pl_llama_scratch(const struct pl_model_config *c, size_t per_token[PL_MAX_SCRATCH]);
 
-/* Runs batch b through the model. logits: host [b->n_logits, vocab]. */
-pl_status pl_llama_forward(struct pl_llama *m, const struct pl_batch *b,
-                           const struct pl_kv_cache *kv, float *logits, struct pl_err *err);
+/* x (scratch X) -> attention output projected to [hidden] in scratch H, for layer l:
+ * q/k/v projections, the optional per-head q/k norms, rope, the KV store, paged
+ * attention, o_proj. */
+void pl_llama_attention(const struct pl_fwd *f, int l);
 
-/* Whether the backend has a sample op (pl_llama_forward_sample works). */
-bool pl_llama_can_sample(const struct pl_llama *m);
+/* x (scratch X) -> the gated MLP's output in scratch H, for layer l (dense weights). */
+void pl_llama_mlp(const struct pl_fwd *f, int l);
 
-/*
- * Runs batch b like pl_llama_forward, but samples on the backend instead of
- * returning logits: sampler row r (of n_rows) reads logits row row_src[r] of
- * the batch (row_src nondecreasing, each < b->n_logits; rows may share one)
- * and is sampled with rows[r] and uniforms[r] by the backend's sample op
- * (backend.h); out: host [n_rows]. Only the results cross to the host.
- * PL_STATUS_UNSUPPORTED when the backend has no sample op.
- */
-pl_status pl_llama_forward_sample(struct pl_llama *m, const struct pl_batch *b,
-                                  const struct pl_kv_cache *kv, const int32_t *row_src,
-                                  int n_rows, const struct pl_sampler_row *rows,
-                                  const double *uniforms, struct pl_sample_result *out,
-                                  struct pl_err *err);
+/* The whole Llama forward (arch.h's forward hook). */
+void pl_llama_forward(const struct pl_fwd *f);
 
-/* Allocates a KV cache of n_blocks blocks in backend memory (act dtype). */
-pl_status pl_kv_cache_init(struct pl_kv_cache *kv, struct pl_backend *be,
-                           const struct pl_model_config *cfg, int n_blocks, int block_size,
-                           struct pl_err *err);
-void pl_kv_cache_fini(struct pl_kv_cache *kv, struct pl_backend *be);
+/* Tensor-table predicates shared by the families. */
+bool pl_llama_has_qkv_bias(const struct pl_model_config *c, int layer);
+bool pl_llama_has_o_bias(const struct pl_model_config *c, int layer);
+bool pl_llama_has_mlp_bias(const struct pl_model_config *c, int layer);
+bool pl_llama_has_qk_norm(const struct pl_model_config *c, int layer);
 
 #endif

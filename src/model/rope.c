@@ -13,6 +13,10 @@
  *   llama3   low frequencies (wavelength > L0/low_freq_factor) divided by f,
  *            high ones (wavelength < L0/high_freq_factor) kept, a smooth
  *            interpolation between
+ *   longrope inv[i] = 1 / (ext[i] * theta^(2i/d)), ext = short_factor, or
+ *            long_factor for tokens of a sequence longer than L0 (the op picks
+ *            per token from seq_lens); cos and sin times the attention factor
+ *            sqrt(1 + ln(f) / ln(L0)) (f = max_position_embeddings / L0)
  * Like torch, the exponent 2i/d, the powers and the table are fp32.
  */
 #include "model/rope.h"
@@ -32,10 +36,10 @@ static double yarn_correction_dim(double n_rot, int dim, double base, int max_po
     return ((double)dim * log((double)max_pos / (n_rot * 2.0 * M_PI))) / (2.0 * log(base));
 }
 
-pl_status pl_rope_build(const struct pl_model_config *cfg, float *inv_freq, struct pl_rope *out,
+pl_status pl_rope_build(const struct pl_model_config *cfg, const struct pl_rope_config *rc,
+                        float *inv_freq, float *long_inv_freq, struct pl_rope *out,
                         struct pl_err *err)
 {
-    const struct pl_rope_config *rc = &cfg->rope;
     double prf = rc->partial_rotary_factor > 0.0 ? rc->partial_rotary_factor : 1.0;
     int dim = (int)((double)cfg->head_dim * prf);
     if (dim <= 0 || dim % 2 != 0 || dim > cfg->head_dim)
@@ -115,6 +119,28 @@ pl_status pl_rope_build(const struct pl_model_config *cfg, float *inv_freq, stru
             inv_freq[i] = inter * (1.0f - extra_w) + extra * extra_w;
         }
         out->attn_scale = (float)attn;
+        break;
+    }
+    case PL_ROPE_LONGROPE: {
+        if (rc->n_factors != half)
+            return pl_err_set(err, PL_STATUS_UNSUPPORTED,
+                              "rope: longrope has %d factors for %d rotary pairs", rc->n_factors,
+                              half);
+        int orig = rc->original_max_position;
+        if (orig <= 0)
+            return pl_err_set(err, PL_STATUS_UNSUPPORTED,
+                              "rope: longrope needs original_max_position_embeddings > 0");
+        for (int i = 0; i < half; i++) {
+            float pos_freq = powf(theta, (float)(2 * i) / (float)dim); /* base ** (2i/d), fp32 */
+            inv_freq[i] = 1.0f / ((float)rc->short_factor[i] * pos_freq);
+            if (long_inv_freq)
+                long_inv_freq[i] = 1.0f / ((float)rc->long_factor[i] * pos_freq);
+        }
+        double attn = rc->attention_factor;
+        if (!(attn > 0.0))
+            attn = rc->factor <= 1.0 ? 1.0 : sqrt(1.0 + log(rc->factor) / log((double)orig));
+        out->attn_scale = (float)attn;
+        out->long_original_max = orig;
         break;
     }
     case PL_ROPE_LLAMA3: {

@@ -14,13 +14,16 @@
 #include "model/config.h"
 
 /*
- * Fills *out (rot_dim, attn_scale, pos_scale, dynamic-NTK fields) and writes
- * rot_dim / 2 inverse frequencies to inv_freq (host, at least head_dim / 2
- * floats). out->inv_freq is left NULL: the caller places the table in backend
- * memory and points at it. PL_STATUS_UNSUPPORTED for a rotary dimension that
+ * Fills *out from rc (cfg->rope, or cfg->rope_local for sliding layers; cfg gives
+ * head_dim and max_position_embeddings) and writes rot_dim / 2 inverse
+ * frequencies to inv_freq (host, at least head_dim / 2 floats); longrope also
+ * writes its long table to long_inv_freq (same size; may be NULL otherwise).
+ * out->inv_freq and out->long_inv_freq are left NULL: the caller places the
+ * tables in backend memory and points at them. PL_STATUS_UNSUPPORTED for a rotary dimension that
  * is odd or zero, or scaling parameters that make no sense (factor <= 0, ...).
  */
-pl_status pl_rope_build(const struct pl_model_config *cfg, float *inv_freq, struct pl_rope *out,
+pl_status pl_rope_build(const struct pl_model_config *cfg, const struct pl_rope_config *rc,
+                        float *inv_freq, float *long_inv_freq, struct pl_rope *out,
                         struct pl_err *err);
 
 #endif

@@ -1,20 +1,28 @@
 /*
- * weights.c -- Hugging Face tensor names -> struct pl_weights slots (see weights.h).
+ * weights.c -- Hugging Face tensors -> struct pl_weights slots, driven by the
+ * architecture's tensor-spec table (see weights.h and model/arch.h).
  *
- * Owns the weight table of one model: which tensor fills which slot, the
- * shape each slot must have for the config, and the backend mapping of each.
+ * Owns the walk over one table: for each spec, each layer (and expert) it
+ * applies to, the HF name, the shape the config implies, the backend mapping.
+ * The same walk loads a checkpoint, makes dummy weights and frees.
  * Invariants:
  *   1. A slot is either {NULL} (the config does not use it) or holds a pointer
- *      the backend returned from map_weight for exactly one tensor; the only
- *      shared pointer is lm_head == embed when the embeddings are tied, and
- *      pl_weights_free unmaps every mapping exactly once.
+ *      the backend returned for exactly one slot (map_weight, or alloc for dummy
+ *      and PL_TENSOR_PLUS_ONE slots); the only shared pointer is lm_head == embed
+ *      when the embeddings are tied, and pl_weights_free releases every pointer
+ *      exactly once.
  *   2. A filled slot's tensor had exactly the shape the config implies and a
  *      dtype the backend supports for the op that reads it.
+ * Fused checkpoint tensors (Phi-3's qkv_proj, gate_up_proj): each slot maps its
+ * own row range of the tensor, so the model sees plain q/k/v and gate/up weights
+ * (matmul_group runs q, k, v as one launch on CUDA at decode sizes anyway).
  * Tied embeddings: transformers' tie_weights() makes the output projection
  * share the input embedding's parameter, so when tie_word_embeddings is true
  * the embedding is used even if the checkpoint also carries lm_head.weight.
  */
 #include "model/weights.h"
+
+#include "model/arch.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -25,138 +33,205 @@ struct loader {
     const struct pl_safetensors *st; /* NULL: dummy weights */
     struct pl_backend *be;
     struct pl_weights *w;
+    const struct pl_model_config *cfg;
     struct pl_err *err;
     enum pl_dtype dummy_dtype;
     uint64_t seed;                   /* dummy: advanced once per tensor */
 };
 
-/* A dummy tensor: allocated on the backend and filled there (no host copy), values as
- * below; each tensor gets its own seed so no two tensors repeat each other. */
-static pl_status dummy_slot(struct loader *L, const char *name, enum pl_op op, int64_t rows,
-                            int64_t cols, struct pl_weight *slot)
+static void spec_name(const struct pl_tensor_spec *t, int l, int e, char *out, size_t cap)
+{
+    pl_tensor_spec_name(t, l, e, out, cap);
+}
+
+static struct pl_weight *spec_slot(const struct pl_tensor_spec *t, struct pl_weights *w, int l,
+                                   int e)
+{
+    char *base;
+    switch (t->scope) {
+    case PL_SCOPE_MODEL: base = (char *)w; break;
+    case PL_SCOPE_LAYER: base = (char *)&w->layers[l]; break;
+    default:
+        if (!w->layers[l].experts)
+            return NULL;
+        base = (char *)&w->layers[l].experts[e];
+        break;
+    }
+    return (struct pl_weight *)(base + t->slot);
+}
+
+/* Whether the tensor is 1 + w in fp32 (a Gemma norm): stored F32, allocated, not mapped. */
+static bool plus_one(const struct pl_tensor_spec *t) { return t->flags & PL_TENSOR_PLUS_ONE; }
+
+static void dummy_range(enum pl_op op, const struct pl_tensor_spec *t, int64_t cols, float *lo,
+                        float *hi)
+{
+    /* norm weights 1 (a real model's start), embeddings U(-1, 1), matrices and biases
+     * U(-a, a) with a = 1/sqrt(in_features), so activations keep their scale layer to
+     * layer and the logits stay finite */
+    if (op == PL_OP_RMSNORM) {
+        *lo = *hi = 1.0f;
+    } else if (op == PL_OP_EMBED) {
+        *lo = -1.0f;
+        *hi = 1.0f;
+    } else {
+        *hi = 1.0f / sqrtf((float)cols);
+        *lo = -*hi;
+    }
+}
+
+/* A dummy tensor: allocated on the backend and filled there (no host copy); each
+ * tensor gets its own seed so no two tensors repeat each other. */
+static pl_status dummy_slot(struct loader *L, const struct pl_tensor_spec *t, const char *name,
+                            int64_t rows, int64_t cols, struct pl_weight *slot)
 {
     const bool is_vector = rows == 0;
+    const enum pl_dtype dt = plus_one(t) ? PL_DTYPE_F32 : L->dummy_dtype;
     const size_t n = (size_t)(is_vector ? 1 : rows) * (size_t)cols;
-    const size_t n_bytes = n * pl_dtype_size(L->dummy_dtype);
+    const size_t n_bytes = n * pl_dtype_size(dt);
     void *p = L->be->ops->alloc(L->be, n_bytes);
     if (!p)
         return pl_err_set(L->err, PL_STATUS_NO_MEMORY,
                           "dummy tensor '%s': the backend could not allocate %zu bytes", name,
                           n_bytes);
-    /* norm weights 1 (a real model's start), embeddings U(-1, 1), matrices and biases
-     * U(-a, a) with a = 1/sqrt(in_features), so activations keep their scale layer to
-     * layer and the logits stay finite */
     float lo, hi;
-    if (op == PL_OP_RMSNORM) {
-        lo = hi = 1.0f;
-    } else if (op == PL_OP_EMBED) {
-        lo = -1.0f;
-        hi = 1.0f;
-    } else {
-        hi = 1.0f / sqrtf((float)cols);
-        lo = -hi;
-    }
-    L->be->ops->fill(L->be, p, L->dummy_dtype, n, L->seed++ * 0x632BE59BD9B4E019ull, lo, hi);
-    *slot = (struct pl_weight){
-        .data = p, .dtype = L->dummy_dtype, .rows = is_vector ? 1 : rows, .cols = cols};
+    dummy_range(t->op, t, cols, &lo, &hi);
+    L->be->ops->fill(L->be, p, dt, n, L->seed++ * 0x632BE59BD9B4E019ull, lo, hi);
+    *slot = (struct pl_weight){.data = p, .dtype = dt, .rows = is_vector ? 1 : rows, .cols = cols};
     L->w->n_bytes += n_bytes;
     return PL_STATUS_OK;
 }
 
-/* Maps tensor `name` into *slot after checking its shape ([rows, cols] for a
- * matrix, [cols] for a vector when rows == 0) and that the backend runs `op`
- * on its dtype. */
-static pl_status load_slot(struct loader *L, const char *name, enum pl_op op, int64_t rows,
-                           int64_t cols, struct pl_weight *slot)
+static void shape_text(const struct pl_tensor_info *ti, char *got, size_t cap)
 {
-    if (!L->st)
-        return dummy_slot(L, name, op, rows, cols, slot);
-    const struct pl_tensor_info *t = pl_safetensors_find(L->st, name);
-    if (!t)
-        return pl_err_set(L->err, PL_STATUS_NOT_FOUND, "tensor '%s' is missing from the checkpoint",
-                          name);
-    bool is_vector = rows == 0;
-    bool ok = is_vector ? (t->n_dims == 1 && t->shape[0] == cols)
-                        : (t->n_dims == 2 && t->shape[0] == rows && t->shape[1] == cols);
-    if (!ok) {
-        char got[160];
-        int at = snprintf(got, sizeof(got), "[");
-        for (int d = 0; d < t->n_dims && at > 0 && (size_t)at < sizeof(got); d++)
-            at += snprintf(got + at, sizeof(got) - (size_t)at, "%s%lld", d ? ", " : "",
-                           (long long)t->shape[d]);
-        if (at > 0 && (size_t)at < sizeof(got))
-            snprintf(got + at, sizeof(got) - (size_t)at, "]");
-        if (is_vector)
-            return pl_err_set(L->err, PL_STATUS_FORMAT,
-                              "%s: tensor '%s' has shape %s, the config needs [%lld]", t->file,
-                              name, got, (long long)cols);
-        return pl_err_set(L->err, PL_STATUS_FORMAT,
-                          "%s: tensor '%s' has shape %s, the config needs [%lld, %lld]", t->file,
-                          name, got, (long long)rows, (long long)cols);
+    int at = snprintf(got, cap, "[");
+    for (int d = 0; d < ti->n_dims && at > 0 && (size_t)at < cap; d++)
+        at += snprintf(got + at, cap - (size_t)at, "%s%lld", d ? ", " : "",
+                       (long long)ti->shape[d]);
+    if (at > 0 && (size_t)at < cap)
+        snprintf(got + at, cap - (size_t)at, "]");
+}
+
+/* An fp32 copy of 1 + w (computed in fp32, as Gemma's RMSNorm does) in backend memory. */
+static pl_status plus_one_slot(struct loader *L, const struct pl_tensor_info *ti, const char *name,
+                               int64_t cols, struct pl_weight *slot)
+{
+    float *h = malloc(sizeof(float) * (size_t)cols);
+    void *p = h ? L->be->ops->alloc(L->be, sizeof(float) * (size_t)cols) : NULL;
+    if (!p) {
+        free(h);
+        return pl_err_set(L->err, PL_STATUS_NO_MEMORY, "tensor '%s': out of memory", name);
     }
-    const struct pl_backend_ops *ops = L->be->ops;
-    if (!ops->supports(L->be, op, t->dtype))
-        return pl_err_set(L->err, PL_STATUS_UNSUPPORTED,
-                          "%s: tensor '%s' has dtype %s, which the %s backend does not support "
-                          "for this op",
-                          t->file, name, pl_dtype_name(t->dtype), ops->name ? ops->name : "?");
-    void *p = ops->map_weight(L->be, t->data, t->n_bytes);
-    if (!p)
-        return pl_err_set(L->err, PL_STATUS_NO_MEMORY,
-                          "tensor '%s': the backend could not map %zu bytes", name, t->n_bytes);
-    *slot = (struct pl_weight){
-        .data = p, .dtype = t->dtype, .rows = is_vector ? 1 : rows, .cols = cols};
-    L->w->n_bytes += t->n_bytes;
+    for (int64_t i = 0; i < cols; i++)
+        h[i] = 1.0f + pl_dtype_get_f32(ti->data, ti->dtype, (size_t)i);
+    pl_status st = L->be->ops->upload(L->be, p, h, sizeof(float) * (size_t)cols);
+    if (st == PL_STATUS_OK)
+        st = L->be->ops->sync(L->be);
+    free(h);
+    if (st != PL_STATUS_OK) {
+        L->be->ops->free(L->be, p);
+        return pl_err_set(L->err, st, "tensor '%s': the backend could not take it", name);
+    }
+    *slot = (struct pl_weight){.data = p, .dtype = PL_DTYPE_F32, .rows = 1, .cols = cols};
+    L->w->n_bytes += ti->n_bytes;
     return PL_STATUS_OK;
 }
 
-/* Loads "model.layers.<l>.<suffix>". */
-static pl_status load_layer_slot(struct loader *L, int l, const char *suffix, enum pl_op op,
-                                 int64_t rows, int64_t cols, struct pl_weight *slot)
+/* Fills one slot of spec t: from the checkpoint after checking its shape ([rows, cols]
+ * for a matrix, [cols] for a vector when rows == 0; a fused tensor is [src_rows, cols]
+ * and the slot takes rows [row_off, row_off + rows)) and that the backend runs t->op on
+ * its dtype; or with dummy values. */
+static pl_status load_slot(struct loader *L, const struct pl_tensor_spec *t, const char *name,
+                           struct pl_weight *slot)
 {
-    char name[160];
-    snprintf(name, sizeof(name), "model.layers.%d.%s", l, suffix);
-    return load_slot(L, name, op, rows, cols, slot);
+    const struct pl_model_config *c = L->cfg;
+    const int64_t rows = t->rows == PL_DIM_NONE ? 0 : pl_arch_dim(c, t->rows);
+    const int64_t cols = pl_arch_dim(c, t->cols);
+    const bool fused = t->src_rows != PL_DIM_NONE;
+    const int64_t src_rows = fused ? pl_arch_dim(c, t->src_rows) : rows;
+    const int64_t row_off = fused ? pl_arch_dim(c, t->row_off) : 0;
+    if (!L->st)
+        return dummy_slot(L, t, name, rows, cols, slot);
+    const struct pl_tensor_info *ti = pl_safetensors_find(L->st, name);
+    if (!ti)
+        return pl_err_set(L->err, PL_STATUS_NOT_FOUND, "tensor '%s' is missing from the checkpoint",
+                          name);
+    const bool is_vector = rows == 0;
+    bool ok = is_vector ? (ti->n_dims == 1 && ti->shape[0] == cols)
+                        : (ti->n_dims == 2 && ti->shape[0] == src_rows && ti->shape[1] == cols);
+    if (!ok) {
+        char got[160];
+        shape_text(ti, got, sizeof(got));
+        if (is_vector)
+            return pl_err_set(L->err, PL_STATUS_FORMAT,
+                              "%s: tensor '%s' has shape %s, the config needs [%lld]", ti->file,
+                              name, got, (long long)cols);
+        return pl_err_set(L->err, PL_STATUS_FORMAT,
+                          "%s: tensor '%s' has shape %s, the config needs [%lld, %lld]", ti->file,
+                          name, got, (long long)src_rows, (long long)cols);
+    }
+    const struct pl_backend_ops *ops = L->be->ops;
+    if (plus_one(t))
+        return plus_one_slot(L, ti, name, cols, slot);
+    if (!ops->supports(L->be, t->op, ti->dtype))
+        return pl_err_set(L->err, PL_STATUS_UNSUPPORTED,
+                          "%s: tensor '%s' has dtype %s, which the %s backend does not support "
+                          "for this op",
+                          ti->file, name, pl_dtype_name(ti->dtype), ops->name ? ops->name : "?");
+    const size_t esize = pl_dtype_size(ti->dtype);
+    const size_t off = (size_t)row_off * (size_t)cols * esize;
+    const size_t n_bytes = fused ? (size_t)rows * (size_t)cols * esize : ti->n_bytes;
+    void *p = ops->map_weight(L->be, (const char *)ti->data + off, n_bytes);
+    if (!p)
+        return pl_err_set(L->err, PL_STATUS_NO_MEMORY,
+                          "tensor '%s': the backend could not map %zu bytes", name, n_bytes);
+    *slot = (struct pl_weight){
+        .data = p, .dtype = ti->dtype, .rows = is_vector ? 1 : rows, .cols = cols};
+    L->w->n_bytes += n_bytes;
+    return PL_STATUS_OK;
 }
 
-static pl_status load_layer(struct loader *L, const struct pl_model_config *c, int l,
-                            struct pl_layer_weights *lw)
+/* Whether spec t applies to layer l of this config (model-scope specs: l = -1). */
+static bool spec_applies(const struct pl_tensor_spec *t, const struct pl_model_config *c, int l)
 {
-    const int64_t hidden = c->hidden_size, inter = c->intermediate_size;
-    const int64_t q_dim = (int64_t)c->n_heads * c->head_dim;
-    const int64_t kv_dim = (int64_t)c->n_kv_heads * c->head_dim;
+    if (t->flags & PL_TENSOR_TIED && c->tie_word_embeddings)
+        return false; /* the embedding serves */
+    return !t->when || t->when(c, l);
+}
+
+/* Loads every slot of spec t (each layer, each expert). */
+static pl_status load_spec(struct loader *L, const struct pl_tensor_spec *t)
+{
+    const struct pl_model_config *c = L->cfg;
+    struct pl_weights *w = L->w;
+    char name[192];
     pl_status st;
-#define LOAD(suffix, op, rows, cols, slot)                                 \
-    do {                                                                   \
-        if ((st = load_layer_slot(L, l, suffix, op, rows, cols, slot)))    \
-            return st;                                                     \
-    } while (0)
-    LOAD("input_layernorm.weight", PL_OP_RMSNORM, 0, hidden, &lw->attn_norm);
-    LOAD("self_attn.q_proj.weight", PL_OP_MATMUL, q_dim, hidden, &lw->wq);
-    LOAD("self_attn.k_proj.weight", PL_OP_MATMUL, kv_dim, hidden, &lw->wk);
-    LOAD("self_attn.v_proj.weight", PL_OP_MATMUL, kv_dim, hidden, &lw->wv);
-    LOAD("self_attn.o_proj.weight", PL_OP_MATMUL, hidden, q_dim, &lw->wo);
-    if (c->attention_bias) {
-        LOAD("self_attn.q_proj.bias", PL_OP_MATMUL, 0, q_dim, &lw->bq);
-        LOAD("self_attn.k_proj.bias", PL_OP_MATMUL, 0, kv_dim, &lw->bk);
-        LOAD("self_attn.v_proj.bias", PL_OP_MATMUL, 0, kv_dim, &lw->bv);
+    if (t->scope == PL_SCOPE_MODEL) {
+        if (!spec_applies(t, c, -1))
+            return PL_STATUS_OK;
+        spec_name(t, 0, 0, name, sizeof(name));
+        return load_slot(L, t, name, spec_slot(t, w, 0, 0));
     }
-    if (c->o_bias)
-        LOAD("self_attn.o_proj.bias", PL_OP_MATMUL, 0, hidden, &lw->bo);
-    if (c->qk_norm) {
-        LOAD("self_attn.q_norm.weight", PL_OP_RMSNORM, 0, c->head_dim, &lw->q_norm);
-        LOAD("self_attn.k_norm.weight", PL_OP_RMSNORM, 0, c->head_dim, &lw->k_norm);
+    for (int l = 0; l < c->n_layers; l++) {
+        if (!spec_applies(t, c, l))
+            continue;
+        if (t->scope == PL_SCOPE_LAYER) {
+            spec_name(t, l, 0, name, sizeof(name));
+            if ((st = load_slot(L, t, name, spec_slot(t, w, l, 0))))
+                return st;
+            continue;
+        }
+        if (!w->layers[l].experts) {
+            w->layers[l].experts = calloc((size_t)c->n_experts, sizeof(struct pl_expert_weights));
+            if (!w->layers[l].experts)
+                return pl_err_set(L->err, PL_STATUS_NO_MEMORY, "weights: out of memory");
+        }
+        for (int e = 0; e < c->n_experts; e++) {
+            spec_name(t, l, e, name, sizeof(name));
+            if ((st = load_slot(L, t, name, spec_slot(t, w, l, e))))
+                return st;
+        }
     }
-    LOAD("post_attention_layernorm.weight", PL_OP_RMSNORM, 0, hidden, &lw->ffn_norm);
-    LOAD("mlp.gate_proj.weight", PL_OP_MATMUL, inter, hidden, &lw->w_gate);
-    LOAD("mlp.up_proj.weight", PL_OP_MATMUL, inter, hidden, &lw->w_up);
-    LOAD("mlp.down_proj.weight", PL_OP_MATMUL, hidden, inter, &lw->w_down);
-    if (c->mlp_bias) {
-        LOAD("mlp.gate_proj.bias", PL_OP_MATMUL, 0, inter, &lw->b_gate);
-        LOAD("mlp.up_proj.bias", PL_OP_MATMUL, 0, inter, &lw->b_up);
-        LOAD("mlp.down_proj.bias", PL_OP_MATMUL, 0, hidden, &lw->b_down);
-    }
-#undef LOAD
     return PL_STATUS_OK;
 }
 
@@ -166,9 +241,12 @@ static pl_status weights_build(const struct pl_model_config *cfg, const struct p
                                struct pl_err *err)
 {
     *out = NULL;
-    if (cfg->n_layers <= 0 || cfg->n_layers > PL_MAX_LAYERS)
-        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "weights: config has %d layers",
-                          cfg->n_layers);
+    if (cfg->n_layers <= 0 || cfg->n_layers > PL_MAX_LAYERS || !cfg->arch)
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                          "weights: config has %d layers%s", cfg->n_layers,
+                          cfg->arch ? "" : " and no architecture");
+    if (cfg->n_experts < 0 || cfg->n_experts > 4096)
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "weights: %d experts", cfg->n_experts);
     struct pl_weights *w = calloc(1, sizeof(*w));
     if (!w)
         return pl_err_set(err, PL_STATUS_NO_MEMORY, "weights: out of memory");
@@ -180,29 +258,28 @@ static pl_status weights_build(const struct pl_model_config *cfg, const struct p
     }
     /* Set before loading so that pl_weights_free can undo a partial load. */
     w->n_layers = cfg->n_layers;
+    w->n_experts = cfg->n_experts;
+    w->arch = cfg->arch;
     w->allocated = st == NULL;
-    struct loader L = {.st = st, .be = be, .w = w, .err = err, .seed = seed};
+    struct loader L = {.st = st, .be = be, .w = w, .cfg = cfg, .err = err, .seed = seed};
+    pl_status status = PL_STATUS_OK;
     if (!st) {
         /* the checkpoint's dtype where the backend's matmul runs it, else bf16 */
         L.dummy_dtype = cfg->dtype;
         if (!be->ops->supports(be, PL_OP_MATMUL, L.dummy_dtype) ||
             !be->ops->supports(be, PL_OP_FILL, L.dummy_dtype))
             L.dummy_dtype = PL_DTYPE_BF16;
-        if (!be->ops->supports(be, PL_OP_FILL, L.dummy_dtype))
-            return pl_err_set(err, PL_STATUS_UNSUPPORTED,
-                              "dummy weights: the %s backend cannot fill %s tensors",
-                              be->ops->name, pl_dtype_name(L.dummy_dtype));
-    }
-    const int64_t vocab = cfg->vocab_size, hidden = cfg->hidden_size;
-    pl_status status;
-    if ((status = load_slot(&L, "model.embed_tokens.weight", PL_OP_EMBED, vocab, hidden,
-                            &w->embed)))
-        goto fail;
-    for (int l = 0; l < cfg->n_layers; l++)
-        if ((status = load_layer(&L, cfg, l, &w->layers[l])))
+        if (!be->ops->supports(be, PL_OP_FILL, L.dummy_dtype)) {
+            status = pl_err_set(err, PL_STATUS_UNSUPPORTED,
+                                "dummy weights: the %s backend cannot fill %s tensors",
+                                be->ops->name, pl_dtype_name(L.dummy_dtype));
             goto fail;
-    if ((status = load_slot(&L, "model.norm.weight", PL_OP_RMSNORM, 0, hidden, &w->final_norm)))
-        goto fail;
+        }
+    }
+    const struct pl_arch *a = cfg->arch;
+    for (int i = 0; i < a->n_tensors; i++)
+        if ((status = load_spec(&L, &a->tensors[i])))
+            goto fail;
     if (cfg->tie_word_embeddings) {
         if (!be->ops->supports(be, PL_OP_LOGITS, w->embed.dtype)) {
             status = pl_err_set(err, PL_STATUS_UNSUPPORTED,
@@ -213,9 +290,6 @@ static pl_status weights_build(const struct pl_model_config *cfg, const struct p
             goto fail;
         }
         w->lm_head = w->embed;
-    } else if ((status = load_slot(&L, "lm_head.weight", PL_OP_LOGITS, vocab, hidden,
-                                   &w->lm_head))) {
-        goto fail;
     }
     *out = w;
     return PL_STATUS_OK;
@@ -241,13 +315,14 @@ pl_status pl_weights_dummy(const struct pl_model_config *cfg, struct pl_backend 
     if (st == PL_STATUS_OK && be->ops->sync(be) != PL_STATUS_OK) {
         pl_weights_free(*out);
         *out = NULL;
-        return pl_err_set(err, PL_STATUS_INTERNAL, "dummy weights: the %s backend failed",
-                          be->ops->name);
+        const char *why = be->ops->last_error ? be->ops->last_error(be) : "";
+        return pl_err_set(err, PL_STATUS_INTERNAL, "dummy weights: the %s backend failed%s%s",
+                          be->ops->name, why[0] ? ": " : "", why);
     }
     return st;
 }
 
-static void unmap(struct pl_backend *be, bool allocated, struct pl_weight *s)
+static void release(struct pl_backend *be, bool allocated, struct pl_weight *s)
 {
     if (s->data && allocated)
         be->ops->free(be, (void *)s->data);
@@ -261,22 +336,57 @@ void pl_weights_free(struct pl_weights *w)
     if (!w)
         return;
     struct pl_backend *be = w->be;
-    if (w->lm_head.data == w->embed.data) /* tied: one mapping */
+    if (w->lm_head.data && w->lm_head.data == w->embed.data) /* tied: one mapping */
         w->lm_head = (struct pl_weight){0};
-    unmap(be, w->allocated, &w->embed);
-    unmap(be, w->allocated, &w->lm_head);
-    unmap(be, w->allocated, &w->final_norm);
-    for (int l = 0; w->layers && l < w->n_layers; l++) {
-        struct pl_layer_weights *lw = &w->layers[l];
-        struct pl_weight *slots[] = {
-            &lw->attn_norm, &lw->wq,     &lw->wk,     &lw->wv,     &lw->wo,
-            &lw->bq,        &lw->bk,     &lw->bv,     &lw->bo,     &lw->q_norm,
-            &lw->k_norm,    &lw->ffn_norm, &lw->w_gate, &lw->w_up, &lw->w_down,
-            &lw->b_gate,    &lw->b_up,   &lw->b_down,
-        };
-        for (size_t i = 0; i < sizeof(slots) / sizeof(slots[0]); i++)
-            unmap(be, w->allocated, slots[i]);
+    const struct pl_arch *a = w->arch;
+    for (int i = 0; a && i < a->n_tensors; i++) {
+        const struct pl_tensor_spec *t = &a->tensors[i];
+        bool alloc = w->allocated || plus_one(t);
+        if (t->scope == PL_SCOPE_MODEL) {
+            release(be, alloc, spec_slot(t, w, 0, 0));
+            continue;
+        }
+        for (int l = 0; w->layers && l < w->n_layers; l++) {
+            if (t->scope == PL_SCOPE_LAYER)
+                release(be, alloc, spec_slot(t, w, l, 0));
+            else
+                for (int e = 0; w->layers[l].experts && e < w->n_experts; e++)
+                    release(be, alloc, spec_slot(t, w, l, e));
+        }
     }
+    for (int l = 0; w->layers && l < w->n_layers; l++)
+        free(w->layers[l].experts);
     free(w->layers);
     free(w);
+}
+
+/* ---- the table's other readers --------------------------------------------------------- */
+
+void pl_weights_foreach(const struct pl_model_config *c, const struct pl_weights *w,
+                        void (*fn)(void *ctx, const struct pl_tensor_spec *t, int layer,
+                                   int expert, const struct pl_weight *slot),
+                        void *ctx)
+{
+    const struct pl_arch *a = c->arch;
+    struct pl_weights *ww = (struct pl_weights *)w; /* spec_slot's type; nothing is written */
+    for (int i = 0; a && i < a->n_tensors; i++) {
+        const struct pl_tensor_spec *t = &a->tensors[i];
+        if (t->scope == PL_SCOPE_MODEL) {
+            if (spec_applies(t, c, -1))
+                fn(ctx, t, -1, 0, spec_slot(t, ww, 0, 0));
+            continue;
+        }
+        for (int l = 0; l < c->n_layers && l < w->n_layers; l++) {
+            if (!spec_applies(t, c, l))
+                continue;
+            if (t->scope == PL_SCOPE_LAYER) {
+                fn(ctx, t, l, 0, spec_slot(t, ww, l, 0));
+                continue;
+            }
+            if (!w->layers[l].experts)
+                fn(ctx, t, l, 0, NULL); /* expected but absent */
+            for (int e = 0; w->layers[l].experts && e < c->n_experts; e++)
+                fn(ctx, t, l, e, spec_slot(t, ww, l, e));
+        }
+    }
 }

@@ -1,17 +1,16 @@
 /*
- * weights.h -- Hugging Face tensor names -> the model's weight slots.
+ * weights.h -- Hugging Face tensors -> the model's weight slots.
  *
- * Owns: struct pl_weights, every weight of a Llama-family decoder as a
- * struct pl_weight in backend memory (made with the backend's map_weight, so
- * on CPU they point straight into the safetensors mmap: no copy).
+ * Owns: struct pl_weights, every weight of a decoder as a struct pl_weight in
+ * backend memory (made with the backend's map_weight, so on CPU they point
+ * straight into the safetensors mmap: no copy). Which HF tensor fills which slot,
+ * with which shape, is the architecture's tensor-spec table (model/arch.h): the
+ * loader, the dummy generator and pl_weights_free all walk that one table.
  * Invariants after a successful load:
  *   - every slot the config needs is present with the exact shape the config
  *     implies (a missing or mis-shaped tensor is refused, naming the tensor);
  *   - slots the config does not use are {NULL}; lm_head == embed when tied;
- *   - every dtype is one the backend supports for its op.
- * HF names: model.embed_tokens.weight, model.layers.N.{input_layernorm,
- * self_attn.{q,k,v,o}_proj (+ .bias), self_attn.{q,k}_norm, post_attention_layernorm,
- * mlp.{gate,up,down}_proj}.weight, model.norm.weight, lm_head.weight.
+ *   - every dtype is one the backend supports for the op that reads it.
  */
 #ifndef PL_MODEL_WEIGHTS_H
 #define PL_MODEL_WEIGHTS_H
@@ -19,6 +18,13 @@
 #include "backend/backend.h"
 #include "model/config.h"
 #include "model/safetensors.h"
+
+/* One expert's MLP (MoE layers). */
+struct pl_expert_weights {
+    struct pl_weight w_gate;     /* [moe_intermediate, hidden] */
+    struct pl_weight w_up;       /* [moe_intermediate, hidden] */
+    struct pl_weight w_down;     /* [hidden, moe_intermediate] */
+};
 
 struct pl_layer_weights {
     struct pl_weight attn_norm;  /* [hidden] */
@@ -35,6 +41,14 @@ struct pl_layer_weights {
     struct pl_weight w_up;       /* [intermediate, hidden] */
     struct pl_weight w_down;     /* [hidden, intermediate] */
     struct pl_weight b_gate, b_up, b_down; /* when mlp_bias */
+    struct pl_weight attn_post_norm; /* [hidden] sandwich norm after attention (Gemma) */
+    struct pl_weight ffn_post_norm;  /* [hidden] sandwich norm after the MLP (Gemma) */
+    /* mixture of experts (layer_moe[l]) */
+    struct pl_weight router;     /* [n_experts, hidden] */
+    struct pl_expert_weights *experts; /* [n_experts] (owned by struct pl_weights) */
+    struct pl_weight sh_gate, sh_up; /* [shared_inter, hidden] Qwen2-MoE shared expert */
+    struct pl_weight sh_down;        /* [hidden, shared_inter] */
+    struct pl_weight sh_router;      /* [1, hidden] shared_expert_gate */
 };
 
 struct pl_weights {
@@ -46,9 +60,12 @@ struct pl_weights {
     struct pl_backend *be;       /* borrowed; used to unmap on free */
     size_t n_bytes;              /* total weight bytes (tied counted once) */
     bool allocated;              /* slots come from alloc (dummy weights), not map_weight */
+    const struct pl_arch *arch;  /* whose tensor table filled the slots (set by the loaders) */
+    int n_experts;               /* experts per MoE layer (each layer's experts array) */
 };
 
-/* Maps every tensor the config needs from st into backend memory. st must
+/* Maps every tensor the config's architecture needs (its tensor table) from st into
+ * backend memory. st must
  * outlive the weights when the backend maps without copying (CPU). */
 pl_status pl_weights_load(const struct pl_model_config *cfg, const struct pl_safetensors *st,
                           struct pl_backend *be, struct pl_weights **out, struct pl_err *err);

@@ -21,6 +21,7 @@
  *       old spelling of "rope_type").
  */
 #include "model/config.h"
+#include "test_archs.h"
 
 #include "st_write.h"
 #include "test.h"
@@ -144,9 +145,9 @@ static void test_llama32(void)
 {
     struct pl_err err = {0};
     REQUIRE(parse(LLAMA32_1B, LLAMA32_GEN, &cfg, &err) == PL_STATUS_OK);
-    CHECK(cfg.arch == PL_ARCH_LLAMA);
+    CHECK(cfg.arch == PL_TEST_ARCH_LLAMA);
     CHECK(strcmp(cfg.arch_name, "LlamaForCausalLM") == 0 && strcmp(cfg.model_type, "llama") == 0);
-    CHECK(strcmp(pl_arch_name(PL_ARCH_LLAMA), "LlamaForCausalLM") == 0);
+    CHECK(strcmp(pl_arch_name(PL_TEST_ARCH_LLAMA), "LlamaForCausalLM") == 0);
     CHECK(cfg.hidden_size == 2048 && cfg.intermediate_size == 8192 && cfg.n_layers == 16);
     CHECK(cfg.n_heads == 32 && cfg.n_kv_heads == 8 && cfg.head_dim == 64);
     CHECK(cfg.vocab_size == 128256 && cfg.max_position_embeddings == 131072);
@@ -211,7 +212,7 @@ static void test_llama_defaults_and_biases(void)
     CHECK(cfg.n_eos_token_ids == 0 && cfg.bos_token_id == -1 && cfg.pad_token_id == -1);
     /* no architectures list: model_type picks the class */
     REQUIRE(parse_ok(LLAMA32_1B, "{\"architectures\": \"__delete__\"}", &cfg));
-    CHECK(cfg.arch == PL_ARCH_LLAMA && strcmp(cfg.arch_name, "LlamaForCausalLM") == 0);
+    CHECK(cfg.arch == PL_TEST_ARCH_LLAMA && strcmp(cfg.arch_name, "LlamaForCausalLM") == 0);
     /* "swish" is SiLU in transformers' ACT2FN */
     REQUIRE(parse_ok(LLAMA32_1B, "{\"hidden_act\": \"swish\"}", &cfg));
     /* layer_types means nothing to Llama */
@@ -222,7 +223,7 @@ static void test_llama_defaults_and_biases(void)
 static void test_mistral(void)
 {
     REQUIRE(parse_ok(MISTRAL_7B, NULL, &cfg));
-    CHECK(cfg.arch == PL_ARCH_MISTRAL && strcmp(cfg.model_type, "mistral") == 0);
+    CHECK(cfg.arch == PL_TEST_ARCH_MISTRAL && strcmp(cfg.model_type, "mistral") == 0);
     CHECK(cfg.n_heads == 32 && cfg.n_kv_heads == 8 && cfg.head_dim == 128);
     CHECK(cfg.sliding_window == 4096);
     for (int l = 0; l < 32; l++)
@@ -252,7 +253,7 @@ static void test_mistral(void)
 static void test_qwen2(void)
 {
     REQUIRE(parse_ok(QWEN25_05B, NULL, &cfg));
-    CHECK(cfg.arch == PL_ARCH_QWEN2);
+    CHECK(cfg.arch == PL_TEST_ARCH_QWEN2);
     CHECK(cfg.hidden_size == 896 && cfg.n_heads == 14 && cfg.n_kv_heads == 2 && cfg.head_dim == 64);
     CHECK(cfg.attention_bias && !cfg.o_bias && !cfg.mlp_bias && !cfg.qk_norm);
     CHECK(cfg.tie_word_embeddings && cfg.rope.theta == 1e6);
@@ -322,7 +323,7 @@ static void test_qwen3(void)
 {
     struct pl_err err = {0};
     REQUIRE(parse(QWEN3_06B, QWEN3_GEN, &cfg, &err) == PL_STATUS_OK);
-    CHECK(cfg.arch == PL_ARCH_QWEN3);
+    CHECK(cfg.arch == PL_TEST_ARCH_QWEN3);
     CHECK(cfg.hidden_size == 1024 && cfg.n_heads == 16 && cfg.n_kv_heads == 8);
     CHECK(cfg.head_dim == 128); /* explicit, not 1024/16 */
     CHECK(cfg.qk_norm && !cfg.attention_bias && !cfg.o_bias && !cfg.mlp_bias);
@@ -414,10 +415,11 @@ static void test_rope_variants(void)
                      &cfg));
     CHECK(cfg.rope.partial_rotary_factor == 0.25 && cfg.rope.type == PL_ROPE_DEFAULT);
 
+    /* longrope needs one factor per rotary pair (head_dim 64: 32) */
     expect_fail(LLAMA32_1B,
                 "{\"rope_scaling\": {\"rope_type\": \"longrope\", \"short_factor\": [1], "
                 "\"long_factor\": [1]}}",
-                PL_STATUS_UNSUPPORTED, "longrope");
+                PL_STATUS_FORMAT, "short_factor has 1 entries");
     expect_fail(LLAMA32_1B, "{\"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 8.0, "
                             "\"high_freq_factor\": 4.0}}",
                 PL_STATUS_FORMAT, "low_freq_factor");
@@ -573,7 +575,7 @@ static void test_load_from_dir(void)
     CHECK(strstr(err.msg, "config.json") != NULL);
     REQUIRE(tw_write_text(tw_path(dir, "config.json"), QWEN3_06B) == 0);
     CHECK(pl_model_config_load(dir, &cfg, &err) == PL_STATUS_OK);
-    CHECK(cfg.arch == PL_ARCH_QWEN3 && !cfg.gen.has_temperature);
+    CHECK(cfg.arch == PL_TEST_ARCH_QWEN3 && !cfg.gen.has_temperature);
     REQUIRE(tw_write_text(tw_path(dir, "generation_config.json"), QWEN3_GEN) == 0);
     CHECK(pl_model_config_load(dir, &cfg, &err) == PL_STATUS_OK);
     CHECK(cfg.gen.has_top_k && cfg.gen.top_k == 20);

@@ -488,26 +488,26 @@ static void test_rope_build(void)
         def[i] = 1.0 / pow(10000.0, 2.0 * i / d);
 
     cfg.rope.type = PL_ROPE_DEFAULT;
-    REQUIRE(pl_rope_build(&cfg, inv, &r, &err) == PL_STATUS_OK);
+    REQUIRE(pl_rope_build(&cfg, &cfg.rope, inv, NULL, &r, &err) == PL_STATUS_OK);
     CHECK(r.rot_dim == 64 && r.attn_scale == 1.0f && r.pos_scale == 1.0f && !r.dyn_original_max);
     check_inv(inv, def, half);
 
     cfg.rope.type = PL_ROPE_LINEAR;
     cfg.rope.factor = 4.0;
-    REQUIRE(pl_rope_build(&cfg, inv, &r, &err) == PL_STATUS_OK);
+    REQUIRE(pl_rope_build(&cfg, &cfg.rope, inv, NULL, &r, &err) == PL_STATUS_OK);
     for (int i = 0; i < half; i++)
         ref[i] = def[i] / 4.0;
     check_inv(inv, ref, half);
 
     cfg.rope.type = PL_ROPE_DYNAMIC;
-    REQUIRE(pl_rope_build(&cfg, inv, &r, &err) == PL_STATUS_OK);
+    REQUIRE(pl_rope_build(&cfg, &cfg.rope, inv, NULL, &r, &err) == PL_STATUS_OK);
     check_inv(inv, def, half);
     CHECK(r.dyn_original_max == 2048 && r.dyn_factor == 4.0f && r.dyn_theta == 10000.0f);
 
     /* yarn: factor 4, original 2048, beta 32/1 -> correction dims from the paper's formula */
     cfg.rope.type = PL_ROPE_YARN;
     cfg.rope.original_max_position = 2048;
-    REQUIRE(pl_rope_build(&cfg, inv, &r, &err) == PL_STATUS_OK);
+    REQUIRE(pl_rope_build(&cfg, &cfg.rope, inv, NULL, &r, &err) == PL_STATUS_OK);
     double lo = floor(d * log(2048 / (32 * 2 * M_PI)) / (2 * log(10000.0)));
     double hi = ceil(d * log(2048 / (1 * 2 * M_PI)) / (2 * log(10000.0)));
     for (int i = 0; i < half; i++) {
@@ -517,10 +517,10 @@ static void test_rope_build(void)
     check_inv(inv, ref, half);
     CHECK_NEAR(r.attn_scale, 0.1 * log(4.0) + 1.0, 1e-6);
     cfg.rope.mscale = 1.0, cfg.rope.mscale_all_dim = 0.5;
-    REQUIRE(pl_rope_build(&cfg, inv, &r, &err) == PL_STATUS_OK);
+    REQUIRE(pl_rope_build(&cfg, &cfg.rope, inv, NULL, &r, &err) == PL_STATUS_OK);
     CHECK_NEAR(r.attn_scale, (0.1 * log(4.0) + 1.0) / (0.05 * log(4.0) + 1.0), 1e-6);
     cfg.rope.attention_factor = 0.7;
-    REQUIRE(pl_rope_build(&cfg, inv, &r, &err) == PL_STATUS_OK);
+    REQUIRE(pl_rope_build(&cfg, &cfg.rope, inv, NULL, &r, &err) == PL_STATUS_OK);
     CHECK_NEAR(r.attn_scale, 0.7, 1e-7);
 
     /* llama3: Llama 3.1's parameters (factor 8, 1, 4, 8192) with theta 500000 */
@@ -531,7 +531,7 @@ static void test_rope_build(void)
     cfg.rope.low_freq_factor = 1.0;
     cfg.rope.high_freq_factor = 4.0;
     cfg.rope.original_max_position = 8192;
-    REQUIRE(pl_rope_build(&cfg, inv, &r, &err) == PL_STATUS_OK);
+    REQUIRE(pl_rope_build(&cfg, &cfg.rope, inv, NULL, &r, &err) == PL_STATUS_OK);
     int n_low = 0, n_mid = 0, n_high = 0;
     for (int i = 0; i < half; i++) {
         double f = 1.0 / pow(500000.0, 2.0 * i / d), wl = 2 * M_PI / f;
@@ -551,13 +551,13 @@ static void test_rope_build(void)
     memset(&cfg.rope, 0, sizeof(cfg.rope));
     cfg.rope.theta = 10000.0;
     cfg.rope.partial_rotary_factor = 0.25;
-    REQUIRE(pl_rope_build(&cfg, inv, &r, &err) == PL_STATUS_OK);
+    REQUIRE(pl_rope_build(&cfg, &cfg.rope, inv, NULL, &r, &err) == PL_STATUS_OK);
     CHECK(r.rot_dim == 16);
     for (int i = 0; i < 8; i++)
         ref[i] = 1.0 / pow(10000.0, 2.0 * i / 16);
     check_inv(inv, ref, 8);
     cfg.rope.partial_rotary_factor = 0.3; /* 19.2 -> 19: odd, refused */
-    CHECK(pl_rope_build(&cfg, inv, &r, &err) == PL_STATUS_UNSUPPORTED);
+    CHECK(pl_rope_build(&cfg, &cfg.rope, inv, NULL, &r, &err) == PL_STATUS_UNSUPPORTED);
 }
 
 static void test_supports(void)

@@ -46,7 +46,7 @@
 #include "engine/batch.h"
 #include "engine/sampler.h"
 #include "model/config.h"
-#include "model/llama.h"
+#include "engine/model_runner.h"
 #include "model/safetensors.h"
 #include "model/tiny_model.h"
 #include "model/weights.h"
@@ -418,7 +418,7 @@ static void test_rope(void)
         int32_t *pc = cpu_i32(pos, n), *lc = cpu_i32(lens, n);
         void *pg = gpu_i32(pos, n), *lg = gpu_i32(lens, n);
         struct pl_rope r = {rot, ic, cases[ci].attn_scale, cases[ci].pos_scale, cases[ci].dyn_max,
-                            cases[ci].dyn_max ? 2.0f : 0.0f, 10000.0f};
+                            cases[ci].dyn_max ? 2.0f : 0.0f, 10000.0f, 0, NULL};
         g_cpu->ops->rope(g_cpu, qc, kc, pc, lc, n, nh, nkv, hd, &r);
         r.inv_freq = ig;
         g_gpu->ops->rope(g_gpu, qg, kg, pg, lg, n, nh, nkv, hd, &r);
@@ -1083,7 +1083,7 @@ static void ref_top2(json_t *ref, int step, int *ids, double *lps)
  * prefill per step, 0 = whole prompts), teacher-forced with the reference
  * tokens, and records each step in g_steps. */
 static bool golden_run(struct pl_backend *be, const char *preset, json_t *prompts,
-                       const struct pl_model_config *cfg, struct pl_llama *m,
+                       const struct pl_model_config *cfg, struct pl_model *m,
                        const struct pl_kv_cache *kv, int chunk)
 {
     const int n = (int)json_array_size(prompts), bs = kv->block_size, vocab = cfg->vocab_size;
@@ -1163,7 +1163,7 @@ static bool golden_run(struct pl_backend *be, const char *preset, json_t *prompt
         b.max_context_len = max_c;
         b.logits_rows = rows;
         struct pl_err err = {0};
-        pl_status st = pl_llama_forward(m, &b, kv, logits, &err);
+        pl_status st = pl_model_forward(m, &b, kv, logits, &err);
         CHECKF(st == PL_STATUS_OK, "%s on %s: forward: %s (%s)", preset, be->ops->name, err.msg,
                be == g_gpu ? pl_backend_cuda_last_error(g_gpu) : "");
         if (st != PL_STATUS_OK) {
@@ -1199,7 +1199,7 @@ static bool golden_run(struct pl_backend *be, const char *preset, json_t *prompt
 /* Loads a model on `be` and makes its runner and a KV cache (block size bs). */
 static pl_status golden_open(struct pl_backend *be, const char *dir, struct pl_model_config *cfg,
                              struct pl_safetensors **sts, struct pl_weights **w,
-                             struct pl_llama **m, struct pl_err *err)
+                             struct pl_model **m, struct pl_err *err)
 {
     pl_status st = pl_model_config_load(dir, cfg, err);
     if (st == PL_STATUS_OK)
@@ -1207,7 +1207,7 @@ static pl_status golden_open(struct pl_backend *be, const char *dir, struct pl_m
     if (st == PL_STATUS_OK)
         st = pl_weights_load(cfg, *sts, be, w, err);
     if (st == PL_STATUS_OK)
-        st = pl_llama_new(cfg, *w, be, 512, PL_TINY_MAX_PROMPTS, 80 / 8 + 1, m, err);
+        st = pl_model_new(cfg, *w, be, 512, PL_TINY_MAX_PROMPTS, 80 / 8 + 1, m, err);
     return st;
 }
 
@@ -1233,7 +1233,7 @@ static void golden_fixture(const char *path)
     struct pl_model_config cfg_e, cfg;
     struct pl_safetensors *sts_e = NULL, *sts = NULL;
     struct pl_weights *w_e = NULL, *w = NULL;
-    struct pl_llama *m_e = NULL, *m = NULL;
+    struct pl_model *m_e = NULL, *m = NULL;
     struct pl_kv_cache kv;
     static struct step_rec emu_steps[PL_TINY_MAX_PROMPTS][MAX_STEPS];
     double E = 0;
@@ -1259,7 +1259,7 @@ static void golden_fixture(const char *path)
         }
         g_gold.max_emu_err = fmax(g_gold.max_emu_err, E);
     }
-    pl_llama_free(m_e);
+    pl_model_free(m_e);
     pl_weights_free(w_e);
     pl_safetensors_free(sts_e);
     pl_backend_free(emu);
@@ -1327,7 +1327,7 @@ static void golden_fixture(const char *path)
         }
         g_gold.fixtures_run++;
     }
-    pl_llama_free(m);
+    pl_model_free(m);
     pl_weights_free(w);
     pl_safetensors_free(sts);
     pl_test_rm_tree(dir);

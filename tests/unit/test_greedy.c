@@ -225,7 +225,7 @@ static void test_refusals(void)
 
 int main(void)
 {
-    struct tiny_opts o = {PL_ARCH_QWEN2, PL_DTYPE_BF16, false, 0, 2};
+    struct tiny_opts o = {PL_TEST_ARCH_QWEN2, PL_DTYPE_BF16, false, 0, 2};
     tiny_model_init(&tm, &o, 2024);
     for (int i = 0; i < 30; i++)
         prompt_c[i] = (i * 37 + 11) % 64;

@@ -12,7 +12,7 @@
  * 3. Bad batches (out-of-range block or token id) are refused, not run.
  */
 #include "backend/backend.h"
-#include "model/llama.h"
+#include "engine/model_runner.h"
 #include "test.h"
 #include "tiny_model.h"
 
@@ -173,7 +173,7 @@ static void tpool_init(struct tpool *p, int n_blocks, bool shuffle)
 }
 
 /* One forward over seqs[i] advancing by n_new[i] tokens; logits for every new token. */
-static pl_status tstep(struct pl_llama *m, struct pl_kv_cache *kv, struct tpool *pool,
+static pl_status tstep(struct pl_model *m, struct pl_kv_cache *kv, struct tpool *pool,
                        struct tseq **seqs, const int *n_new, int n, float *logits)
 {
     static int32_t ids[MAX_T], pos[MAX_T], slots[MAX_T], lens[MAX_T], rows[MAX_T];
@@ -209,7 +209,7 @@ static pl_status tstep(struct pl_llama *m, struct pl_kv_cache *kv, struct tpool 
         .logits_rows = rows, .n_logits = T,
     };
     struct pl_err err;
-    pl_status st = pl_llama_forward(m, &b, kv, logits, &err);
+    pl_status st = pl_model_forward(m, &b, kv, logits, &err);
     if (st != PL_STATUS_OK)
         fprintf(stderr, "forward: %s\n", err.msg);
     return st;
@@ -218,7 +218,7 @@ static pl_status tstep(struct pl_llama *m, struct pl_kv_cache *kv, struct tpool 
 struct rig {
     struct tiny_model tm;
     struct pl_backend *be;
-    struct pl_llama *m;
+    struct pl_model *m;
     struct pl_kv_cache kv;
     struct tpool pool;
 };
@@ -228,7 +228,7 @@ static bool rig_init(struct rig *r, const struct tiny_opts *o, uint64_t seed, in
     struct pl_err err;
     tiny_model_init(&r->tm, o, seed);
     if (pl_backend_cpu_new(2, &r->be, &err) != PL_STATUS_OK ||
-        pl_llama_new(&r->tm.cfg, &r->tm.w, r->be, MAX_T, MAX_S, MBPS, &r->m, &err) != PL_STATUS_OK ||
+        pl_model_new(&r->tm.cfg, &r->tm.w, r->be, MAX_T, MAX_S, MBPS, &r->m, &err) != PL_STATUS_OK ||
         pl_kv_cache_init(&r->kv, r->be, &r->tm.cfg, 96, bs, &err) != PL_STATUS_OK) {
         fprintf(stderr, "rig: %s\n", err.msg);
         return false;
@@ -240,7 +240,7 @@ static bool rig_init(struct rig *r, const struct tiny_opts *o, uint64_t seed, in
 static void rig_fini(struct rig *r)
 {
     pl_kv_cache_fini(&r->kv, r->be);
-    pl_llama_free(r->m);
+    pl_model_free(r->m);
     pl_backend_free(r->be);
     tiny_model_fini(&r->tm);
 }
@@ -275,10 +275,10 @@ static void check_against_naive(const struct tiny_opts *o, const char *name)
 
 static void test_forward_against_naive(void)
 {
-    struct tiny_opts llama = {PL_ARCH_LLAMA, PL_DTYPE_BF16, false, 0, 2};
-    struct tiny_opts qwen2 = {PL_ARCH_QWEN2, PL_DTYPE_F16, false, 0, 2};
-    struct tiny_opts qwen3 = {PL_ARCH_QWEN3, PL_DTYPE_F32, true, 0, 3};
-    struct tiny_opts mistral = {PL_ARCH_MISTRAL, PL_DTYPE_BF16, false, 5, 2};
+    struct tiny_opts llama = {PL_TEST_ARCH_LLAMA, PL_DTYPE_BF16, false, 0, 2};
+    struct tiny_opts qwen2 = {PL_TEST_ARCH_QWEN2, PL_DTYPE_F16, false, 0, 2};
+    struct tiny_opts qwen3 = {PL_TEST_ARCH_QWEN3, PL_DTYPE_F32, true, 0, 3};
+    struct tiny_opts mistral = {PL_TEST_ARCH_MISTRAL, PL_DTYPE_BF16, false, 5, 2};
     check_against_naive(&llama, "llama bf16");
     check_against_naive(&qwen2, "qwen2 f16 biases");
     check_against_naive(&qwen3, "qwen3 f32 qk-norm tied");
@@ -366,15 +366,15 @@ static void check_invariance(const struct tiny_opts *o, const char *name)
 
 static void test_batch_invariance(void)
 {
-    struct tiny_opts qwen2 = {PL_ARCH_QWEN2, PL_DTYPE_BF16, false, 0, 2};
-    struct tiny_opts mistral = {PL_ARCH_MISTRAL, PL_DTYPE_F16, true, 6, 2};
+    struct tiny_opts qwen2 = {PL_TEST_ARCH_QWEN2, PL_DTYPE_BF16, false, 0, 2};
+    struct tiny_opts mistral = {PL_TEST_ARCH_MISTRAL, PL_DTYPE_F16, true, 6, 2};
     check_invariance(&qwen2, "qwen2");
     check_invariance(&mistral, "mistral window 6");
 }
 
 static void test_bad_batches_refused(void)
 {
-    struct tiny_opts o = {PL_ARCH_LLAMA, PL_DTYPE_F32, false, 0, 1};
+    struct tiny_opts o = {PL_TEST_ARCH_LLAMA, PL_DTYPE_F32, false, 0, 1};
     struct rig r;
     REQUIRE(rig_init(&r, &o, 3, 16, false));
     int32_t ids[2] = {5, 6}, pos[2] = {0, 1}, slots[2] = {0, 1}, cu[2] = {0, 2}, ctx[1] = {2};
@@ -389,33 +389,33 @@ static void test_bad_batches_refused(void)
     };
     float logits[64];
     struct pl_err err;
-    CHECK(pl_llama_forward(r.m, &b, &r.kv, logits, &err) == PL_STATUS_OK);
+    CHECK(pl_model_forward(r.m, &b, &r.kv, logits, &err) == PL_STATUS_OK);
     ids[1] = 64; /* outside the vocabulary */
-    CHECK(pl_llama_forward(r.m, &b, &r.kv, logits, &err) == PL_STATUS_INVALID_ARGUMENT);
+    CHECK(pl_model_forward(r.m, &b, &r.kv, logits, &err) == PL_STATUS_INVALID_ARGUMENT);
     ids[1] = 6;
     table[0] = 96, slots[0] = 96 * 16, slots[1] = 96 * 16 + 1; /* past the pool */
-    CHECK(pl_llama_forward(r.m, &b, &r.kv, logits, &err) == PL_STATUS_INVALID_ARGUMENT);
+    CHECK(pl_model_forward(r.m, &b, &r.kv, logits, &err) == PL_STATUS_INVALID_ARGUMENT);
     table[0] = 0, slots[0] = 0, slots[1] = 2; /* slot does not match the block table */
-    CHECK(pl_llama_forward(r.m, &b, &r.kv, logits, &err) == PL_STATUS_INTERNAL);
+    CHECK(pl_model_forward(r.m, &b, &r.kv, logits, &err) == PL_STATUS_INTERNAL);
     CHECK(strstr(err.msg, "slot") != NULL);
     rig_fini(&r);
 }
 
 static void test_missing_weight_refused(void)
 {
-    struct tiny_opts o = {PL_ARCH_QWEN3, PL_DTYPE_BF16, false, 0, 1};
+    struct tiny_opts o = {PL_TEST_ARCH_QWEN3, PL_DTYPE_BF16, false, 0, 1};
     struct tiny_model tm;
     tiny_model_init(&tm, &o, 1);
     tm.layers[0].k_norm.data = NULL;
     struct pl_backend *be;
-    struct pl_llama *m = NULL;
+    struct pl_model *m = NULL;
     struct pl_err err;
     REQUIRE(pl_backend_cpu_new(1, &be, &err) == PL_STATUS_OK);
-    CHECK(pl_llama_new(&tm.cfg, &tm.w, be, 8, 2, 4, &m, &err) == PL_STATUS_NOT_FOUND);
+    CHECK(pl_model_new(&tm.cfg, &tm.w, be, 8, 2, 4, &m, &err) == PL_STATUS_NOT_FOUND);
     CHECK(strstr(err.msg, "k_norm") != NULL);
     tm.layers[0].k_norm.data = tm.layers[0].q_norm.data;
     tm.layers[0].wq.rows = 31;
-    CHECK(pl_llama_new(&tm.cfg, &tm.w, be, 8, 2, 4, &m, &err) == PL_STATUS_FORMAT);
+    CHECK(pl_model_new(&tm.cfg, &tm.w, be, 8, 2, 4, &m, &err) == PL_STATUS_FORMAT);
     CHECK(m == NULL);
     pl_backend_free(be);
     tiny_model_fini(&tm);

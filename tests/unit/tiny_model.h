@@ -7,6 +7,7 @@
 #define PL_TEST_TINY_MODEL_H
 
 #include "model/config.h"
+#include "test_archs.h"
 #include "model/weights.h"
 
 #include <math.h>
@@ -26,7 +27,7 @@ struct tiny_model {
 };
 
 struct tiny_opts {
-    enum pl_arch arch;     /* LLAMA, MISTRAL (sliding window), QWEN2 (biases), QWEN3 (qk norm) */
+    const struct pl_arch *arch; /* LLAMA, MISTRAL (sliding window), QWEN2 (biases), QWEN3 (qk norm) */
     enum pl_dtype dtype;   /* weight dtype */
     bool tied;
     int window;            /* sliding window (0 = none) */
@@ -83,8 +84,8 @@ static void tiny_model_init(struct tiny_model *tm, const struct tiny_opts *o, ui
     for (int l = 0; l < c->n_layers; l++)
         c->layer_sliding_window[l] = o->window;
     c->tie_word_embeddings = o->tied;
-    c->attention_bias = o->arch == PL_ARCH_QWEN2;
-    c->qk_norm = o->arch == PL_ARCH_QWEN3;
+    c->attention_bias = o->arch == PL_TEST_ARCH_QWEN2;
+    c->qk_norm = o->arch == PL_TEST_ARCH_QWEN3;
     c->dtype = o->dtype;
     c->bos_token_id = 1;
     c->eos_token_ids[0] = 2;

@@ -22,6 +22,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 struct cpu_backend {
     struct pl_backend base; /* must be first */
@@ -111,7 +112,12 @@ static bool cpu_supports(struct pl_backend *be, enum pl_op op, enum pl_dtype dty
     case PL_OP_ATTENTION:
     case PL_OP_GET_ROWS:
     case PL_OP_COPY_BLOCKS:
+    case PL_OP_GELU_TANH_MUL:
+    case PL_OP_SCALE:
+    case PL_OP_SOFTCAP:
         return dtype == PL_DTYPE_F32;
+    case PL_OP_MOE:
+        return dtype == PL_DTYPE_F32 || dtype == PL_DTYPE_F16 || dtype == PL_DTYPE_BF16;
     case PL_OP_COUNT:
         break;
     }
@@ -210,9 +216,12 @@ struct rope_job {
 };
 
 /* The inverse frequency of pair i for a token: the table's, unless dynamic NTK
- * applies to this token's sequence length L (HF's dynamic rule: a larger base). */
+ * applies to this token's sequence length L (HF's dynamic rule: a larger base), or
+ * longrope's long table for a sequence longer than its original length. */
 static float rope_inv_freq(const struct pl_rope *r, int i, int32_t seq_len)
 {
+    if (r->long_original_max > 0 && seq_len > r->long_original_max) /* longrope */
+        return r->long_inv_freq[i];
     if (r->dyn_original_max > 0 && seq_len > r->dyn_original_max) {
         double d = (double)r->rot_dim;
         double f = (double)r->dyn_factor;
@@ -287,6 +296,165 @@ static void cpu_silu_mul(struct pl_backend *be, void *out, const void *gate, con
 {
     struct silu_job j = {out, gate, up, dim};
     parallel_rows(cpu(be), n, (size_t)dim, silu_rows, &j);
+}
+
+/* gelu_tanh(x) * up, PyTorch's gelu(approximate="tanh"):
+ * 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). */
+static void gelu_rows(void *ctx, int r0, int r1)
+{
+    struct silu_job *j = ctx;
+    const float k0 = 0.7978845608028654f, k1 = 0.044715f;
+    size_t a = (size_t)r0 * (size_t)j->dim, b = (size_t)r1 * (size_t)j->dim;
+    for (size_t i = a; i < b; i++) {
+        float g = j->gate[i];
+        float inner = k0 * (g + k1 * g * g * g);
+        j->out[i] = 0.5f * g * (1.0f + tanhf(inner)) * j->up[i];
+    }
+}
+
+static void cpu_gelu_tanh_mul(struct pl_backend *be, void *out, const void *gate, const void *up,
+                              int n, int dim)
+{
+    struct silu_job j = {out, gate, up, dim};
+    parallel_rows(cpu(be), n, (size_t)dim, gelu_rows, &j);
+}
+
+static void cpu_scale(struct pl_backend *be, void *x, size_t n, float s)
+{
+    float *v = x;
+    for (size_t i = 0; i < n; i++)
+        v[i] *= s;
+}
+
+static void cpu_softcap(struct pl_backend *be, float *x, size_t n, float cap)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] = tanhf(x[i] / cap) * cap;
+}
+
+/* ---- moe: the reference MoE block ---------------------------------------------------- */
+
+struct moe_job {
+    struct cpu_backend *be;
+    float *out;
+    const float *x;
+    int hidden;
+    const struct pl_moe_args *a;
+    float *scratch; /* per token: [n_experts] probs, [2 * inter] gate/up, [2 * sh_inter] */
+    size_t per_token;
+};
+
+static float act_of(bool gelu_tanh, float g)
+{
+    if (gelu_tanh) {
+        float inner = 0.7978845608028654f * (g + 0.044715f * g * g * g);
+        return 0.5f * g * (1.0f + tanhf(inner));
+    }
+    return g / (1.0f + expf(-g));
+}
+
+/* out[r] = w[r, :] . x for r < w->rows, fp32 accumulation in index order. */
+static void matvec(float *out, const struct pl_weight *w, const float *x)
+{
+    for (int64_t r = 0; r < w->rows; r++) {
+        float acc = 0.0f;
+        size_t base = (size_t)r * (size_t)w->cols;
+        for (int64_t c = 0; c < w->cols; c++)
+            acc += pl_dtype_get_f32(w->data, w->dtype, base + (size_t)c) * x[c];
+        out[r] = acc;
+    }
+}
+
+/* out[hid] += w * down(act(gate x) * up x) for one expert (or the shared one);
+ * gu: [2 * inter + hid] scratch. */
+static void expert_mlp(const float *x, int hid, const struct pl_weight *wg,
+                       const struct pl_weight *wu, const struct pl_weight *wd, int inter,
+                       bool gelu, float w, float *gu, float *out)
+{
+    float *g = gu, *u = gu + inter;
+    matvec(g, wg, x);
+    matvec(u, wu, x);
+    for (int i = 0; i < inter; i++)
+        g[i] = act_of(gelu, g[i]) * u[i];
+    for (int r = 0; r < hid; r++) {
+        float acc = 0.0f;
+        size_t base = (size_t)r * (size_t)inter;
+        for (int i = 0; i < inter; i++)
+            acc += pl_dtype_get_f32(wd->data, wd->dtype, base + (size_t)i) * g[i];
+        out[r] += w * acc;
+    }
+}
+
+static void moe_rows(void *ctx, int r0, int r1)
+{
+    struct moe_job *j = ctx;
+    const struct pl_moe_args *a = j->a;
+    const int hid = j->hidden, E = a->n_experts;
+    for (int t = r0; t < r1; t++) {
+        const float *x = j->x + (size_t)t * (size_t)hid;
+        float *o = j->out + (size_t)t * (size_t)hid;
+        float *p = j->scratch + (size_t)t * j->per_token;
+        float *gu = p + E;
+        /* router logits, softmax in fp32 */
+        matvec(p, a->router, x);
+        float mx = -FLT_MAX, sum = 0.0f;
+        for (int e = 0; e < E; e++)
+            mx = p[e] > mx ? p[e] : mx;
+        for (int e = 0; e < E; e++)
+            sum += (p[e] = expf(p[e] - mx));
+        for (int e = 0; e < E; e++)
+            p[e] /= sum;
+        /* top-k by probability, ties to the lower expert id (torch.topk's order) */
+        int ids[64];
+        float ws[64], wsum = 0.0f;
+        int k = a->top_k < 64 ? a->top_k : 64;
+        for (int i = 0; i < k; i++) {
+            int best = -1;
+            for (int e = 0; e < E; e++) {
+                bool taken = false;
+                for (int q = 0; q < i && !taken; q++)
+                    taken = ids[q] == e;
+                if (!taken && (best < 0 || p[e] > p[best]))
+                    best = e;
+            }
+            ids[i] = best;
+            ws[i] = p[best];
+            wsum += p[best];
+        }
+        if (a->norm_topk_prob)
+            for (int i = 0; i < k; i++)
+                ws[i] /= wsum;
+        memset(o, 0, sizeof(float) * (size_t)hid);
+        for (int i = 0; i < k; i++)
+            expert_mlp(x, hid, a->w_gate[ids[i]], a->w_up[ids[i]], a->w_down[ids[i]], a->inter,
+                       a->gelu_tanh, ws[i], gu, o);
+        if (a->sh_gate) { /* Qwen2-MoE: sigmoid(x . g) * shared_expert(x) */
+            float gl = 0.0f;
+            matvec(&gl, a->sh_router, x);
+            float gate = 1.0f / (1.0f + expf(-gl));
+            expert_mlp(x, hid, a->sh_gate, a->sh_up, a->sh_down, a->sh_inter, a->gelu_tanh, gate,
+                       gu, o);
+        }
+    }
+}
+
+static void cpu_moe(struct pl_backend *be, void *out, const void *x, int n, int hidden,
+                    const struct pl_moe_args *a, void *scratch)
+{
+    struct moe_job j = {cpu(be), out, x, hidden, a, scratch, pl_moe_scratch_elems(a, 1)};
+    parallel_rows(cpu(be), n, (size_t)hidden * (size_t)(a->inter + 1) * (size_t)a->top_k,
+                  moe_rows, &j);
+}
+
+static pl_status cpu_mem_info(struct pl_backend *be, size_t *free_bytes, size_t *total_bytes)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), avail = sysconf(_SC_AVPHYS_PAGES);
+    long page = sysconf(_SC_PAGESIZE);
+    if (pages <= 0 || avail < 0 || page <= 0)
+        return PL_STATUS_INTERNAL;
+    *total_bytes = (size_t)pages * (size_t)page;
+    *free_bytes = (size_t)avail * (size_t)page;
+    return PL_STATUS_OK;
 }
 
 /* ---- store_kv / copy_blocks / get_rows ------------------------------------------------ */
@@ -401,6 +569,8 @@ static void attend_one(const struct attn_job *j, int t, int h)
             const float *krow = j->k_cache + slot * kv_row + (size_t)kvh * (size_t)hd;
             vrow[i] = j->v_cache + slot * kv_row + (size_t)kvh * (size_t)hd;
             score[i] = pl_cpu_dot(j->simd, q, krow, hd) * m->scale;
+            if (m->softcap > 0) /* Gemma 2: the scaled score, soft-capped */
+                score[i] = tanhf(score[i] / m->softcap) * m->softcap;
             if (score[i] > chunk_max)
                 chunk_max = score[i];
         }
@@ -502,6 +672,12 @@ static const struct pl_backend_ops cpu_ops = {
     .copy_blocks = cpu_copy_blocks,
     .fill = cpu_fill,
     .sample = cpu_sample,
+    .device_memory = false,
+    .mem_info = cpu_mem_info,
+    .gelu_tanh_mul = cpu_gelu_tanh_mul,
+    .scale = cpu_scale,
+    .softcap = cpu_softcap,
+    .moe = cpu_moe,
 };
 
 pl_status pl_backend_cpu_new(int n_threads, struct pl_backend **out, struct pl_err *err)

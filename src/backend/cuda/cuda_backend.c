@@ -184,6 +184,10 @@ static bool cuda_supports(struct pl_backend *be, enum pl_op op, enum pl_dtype dt
     case PL_OP_GET_ROWS:
     case PL_OP_COPY_BLOCKS:
         return dtype == PL_DTYPE_BF16;
+    case PL_OP_GELU_TANH_MUL: /* not implemented yet: the op pointers are NULL */
+    case PL_OP_SCALE:
+    case PL_OP_SOFTCAP:
+    case PL_OP_MOE:
     case PL_OP_COUNT:
         break;
     }
@@ -666,6 +670,8 @@ static pl_status cuda_sample(struct pl_backend *be, const float *logits, int n_l
         res->logprob = o->logprob;
         res->rank = o->rank;
         res->n_top = o->n_top;
+        memset(res->top_ids, 0, sizeof(res->top_ids)); /* the tail is defined too */
+        memset(res->top_logprobs, 0, sizeof(res->top_logprobs));
         memcpy(res->top_ids, o->top_ids, sizeof(int32_t) * (size_t)o->n_top);
         memcpy(res->top_logprobs, o->top_lp, sizeof(float) * (size_t)o->n_top);
     }
@@ -687,6 +693,11 @@ static void cuda_destroy(struct pl_backend *be)
         cudaStreamDestroy(c->stream);
     free(c);
 }
+
+static pl_status cuda_mem_info_op(struct pl_backend *be, size_t *free_bytes, size_t *total_bytes);
+static const char *cuda_last_error_op(struct pl_backend *be);
+static pl_status cuda_check_model(struct pl_backend *be, const struct pl_model_needs *n,
+                                  struct pl_err *err);
 
 static const struct pl_backend_ops cuda_ops = {
     .version = PL_BACKEND_OPS_VERSION,
@@ -721,6 +732,10 @@ static const struct pl_backend_ops cuda_ops = {
     .sample = cuda_sample,
     .matmul_group = cuda_matmul_group,
     .gate_up_silu = cuda_gate_up_silu,
+    .device_memory = true,
+    .mem_info = cuda_mem_info_op,
+    .last_error = cuda_last_error_op,
+    .check_model = cuda_check_model,
 };
 
 pl_status pl_backend_cuda_new(int device, struct pl_backend **out, struct pl_err *err)
@@ -768,6 +783,36 @@ pl_status pl_backend_cuda_new(int device, struct pl_backend **out, struct pl_err
         return s;
     }
     *out = &c->base;
+    return PL_STATUS_OK;
+}
+
+static pl_status cuda_mem_info_op(struct pl_backend *be, size_t *free_bytes, size_t *total_bytes)
+{
+    return pl_backend_cuda_mem_info(be, free_bytes, total_bytes);
+}
+
+static const char *cuda_last_error_op(struct pl_backend *be) { return cb(be)->err_msg; }
+
+/* The shapes and ops the kernels take (kernels.h); everything else is refused at load,
+ * naming what is missing, instead of failing at the first forward. */
+static pl_status cuda_check_model(struct pl_backend *be, const struct pl_model_needs *n,
+                                  struct pl_err *err)
+{
+    int group = n->n_kv_heads > 0 ? n->n_heads / n->n_kv_heads : 0;
+    if (n->n_kv_heads <= 0 || n->n_heads % n->n_kv_heads != 0 ||
+        !pl_cuk_attention_supported(n->head_dim, group))
+        return pl_err_set(err, PL_STATUS_UNSUPPORTED,
+                          "attention with head_dim %d and %d query heads per kv head is not "
+                          "supported by the CUDA kernels (head_dim must be a power of two in "
+                          "[8, 256], at most 16 heads per group)",
+                          n->head_dim, group);
+    if (n->attn_softcap)
+        return pl_err_set(err, PL_STATUS_UNSUPPORTED,
+                          "attention soft-capping is not supported by the CUDA kernels yet");
+    if (n->long_rope)
+        return pl_err_set(err, PL_STATUS_UNSUPPORTED,
+                          "longrope (short and long factors) is not supported by the CUDA rope "
+                          "kernel yet");
     return PL_STATUS_OK;
 }
 

@@ -1,0 +1,14 @@
+/*
+ * test_archs.h -- the registered architecture records by name, for tests.
+ */
+#ifndef PL_TEST_ARCHS_H
+#define PL_TEST_ARCHS_H
+
+#include "model/arch.h"
+
+#define PL_TEST_ARCH_LLAMA pl_arch_find("LlamaForCausalLM", false)
+#define PL_TEST_ARCH_MISTRAL pl_arch_find("MistralForCausalLM", false)
+#define PL_TEST_ARCH_QWEN2 pl_arch_find("Qwen2ForCausalLM", false)
+#define PL_TEST_ARCH_QWEN3 pl_arch_find("Qwen3ForCausalLM", false)
+
+#endif
