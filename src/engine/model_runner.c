@@ -214,11 +214,11 @@ static pl_status check_backend(const struct pl_model_config *c, const struct pl_
         if (n.ops[optional[i].op] && !optional[i].present)
             return pl_err_set(err, PL_STATUS_UNSUPPORTED,
                               "model: %s needs the %s op, which the %s backend does not have",
-                              c->arch_name, optional[i].name, op->name);
+                              pl_arch_name(c->arch), optional[i].name, op->name);
     if (op->check_model) {
         pl_status st = op->check_model(be, &n, err);
         if (st != PL_STATUS_OK)
-            return pl_err_prefix(err, "model: %s on the %s backend", c->arch_name, op->name);
+            return pl_err_prefix(err, "model: %s on the %s backend", pl_arch_name(c->arch), op->name);
     }
     return PL_STATUS_OK;
 }
