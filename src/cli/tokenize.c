@@ -167,17 +167,15 @@ static char *render_chat(const struct pl_tokenizer *tok, json_t *messages, bool 
         free(file_src);
         return NULL;
     }
-    json_t *ctx = json_object();
-    json_object_set(ctx, "messages", messages);
-    json_object_set_new(ctx, "add_generation_prompt", json_boolean(gen_prompt));
-    const char *bos = pl_tokenizer_bos_token(tok), *eos = pl_tokenizer_eos_token(tok);
-    json_object_set_new(ctx, "bos_token", json_string(bos ? bos : ""));
-    json_object_set_new(ctx, "eos_token", json_string(eos ? eos : ""));
-    if (pl_chat_template_render(tpl, ctx, NULL, &out, len, &err) != PL_STATUS_OK) {
-        fprintf(stderr, "pagellm tokenize: chat template: %s\n", err.msg);
+    const struct pl_chat_apply apply = {
+        .bos_token = pl_tokenizer_bos_token(tok),
+        .eos_token = pl_tokenizer_eos_token(tok),
+        .add_generation_prompt = gen_prompt,
+    };
+    if (pl_apply_chat_template(tpl, messages, &apply, &out, len, NULL, &err) != PL_STATUS_OK) {
+        fprintf(stderr, "pagellm tokenize: %s\n", err.msg);
         out = NULL;
     }
-    json_decref(ctx);
     pl_chat_template_free(tpl);
     free(file_src);
     return out;

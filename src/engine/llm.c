@@ -684,40 +684,6 @@ pl_status pl_llm_generate(struct pl_llm *llm, const struct pl_prompt *prompts, i
     return st == PL_STATUS_OK ? ok(llm) : fail(llm, &err, st);
 }
 
-/*
- * transformers' continue_final_message: cut the rendered text right after the
- * final message's content (its stripped form when the template trimmed it).
- */
-static pl_status cut_after_final(char *rendered, const char *content, struct pl_err *err)
-{
-    const char *s = content;
-    while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r')
-        s++;
-    size_t n = strlen(s);
-    size_t n_strip = n;
-    while (n_strip > 0 && strchr(" \t\n\r", s[n_strip - 1]))
-        n_strip--;
-    if (n_strip == 0)
-        return PL_STATUS_OK;
-    char *needle = malloc(n_strip + 1);
-    if (!needle)
-        return pl_err_set(err, PL_STATUS_NO_MEMORY, "out of memory");
-    memcpy(needle, s, n_strip);
-    needle[n_strip] = '\0';
-    char *last = NULL;
-    for (char *p = strstr(rendered, needle); p; p = strstr(p + 1, needle))
-        last = p;
-    free(needle);
-    if (!last)
-        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
-                          "continue_final_message: the final message's content does not appear "
-                          "in the rendered chat");
-    /* keep trailing whitespace of the content when the template kept it */
-    size_t keep = strncmp(last, s, n) == 0 ? n : n_strip;
-    last[keep] = '\0';
-    return PL_STATUS_OK;
-}
-
 static pl_status render_chat(struct pl_llm *llm, const char *messages_json,
                              const struct pl_chat_options *opts, char **prompt,
                              struct pl_err *err)
@@ -728,9 +694,6 @@ static pl_status render_chat(struct pl_llm *llm, const char *messages_json,
         pl_chat_options_default(&defaults);
         opts = &defaults;
     }
-    if (opts->continue_final_message && opts->add_generation_prompt)
-        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
-                          "continue_final_message and add_generation_prompt cannot both be true");
     struct pl_chat_template *own = NULL;
     const struct pl_chat_template *t = NULL;
     pl_status st;
@@ -753,7 +716,6 @@ static pl_status render_chat(struct pl_llm *llm, const char *messages_json,
     }
     json_error_t je;
     json_t *msgs = json_loads(messages_json ? messages_json : "", 0, &je);
-    json_t *ctx = json_object();
     json_t *kw = NULL;
     st = PL_STATUS_OK;
     if (!msgs || !json_is_array(msgs)) {
@@ -770,40 +732,17 @@ static pl_status render_chat(struct pl_llm *llm, const char *messages_json,
             goto out;
         }
     }
-    const char *bos = llm->tok ? pl_tokenizer_bos_token(llm->tok) : NULL;
-    const char *eos = llm->tok ? pl_tokenizer_eos_token(llm->tok) : NULL;
-    json_object_set_new(ctx, "bos_token", json_string(bos ? bos : ""));
-    json_object_set_new(ctx, "eos_token", json_string(eos ? eos : ""));
-    json_object_set_new(ctx, "add_generation_prompt",
-                        json_boolean(opts->add_generation_prompt));
-    if (kw)
-        json_object_update(ctx, kw);
-    json_object_set(ctx, "messages", msgs);
-    size_t len;
-    st = pl_chat_template_render(t, ctx, NULL, prompt, &len, err);
-    if (st != PL_STATUS_OK) {
-        pl_err_prefix(err, "chat template");
-        goto out;
-    }
-    if (opts->continue_final_message) {
-        json_t *last = json_array_size(msgs) ? json_array_get(msgs, json_array_size(msgs) - 1)
-                                             : NULL;
-        json_t *c = last ? json_object_get(last, "content") : NULL;
-        if (!c || !json_is_string(c)) {
-            st = pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
-                            "continue_final_message: the final message has no text content");
-            goto out;
-        }
-        st = cut_after_final(*prompt, json_string_value(c), err);
-    }
+    const struct pl_chat_apply apply = {
+        .bos_token = llm->tok ? pl_tokenizer_bos_token(llm->tok) : NULL,
+        .eos_token = llm->tok ? pl_tokenizer_eos_token(llm->tok) : NULL,
+        .add_generation_prompt = opts->add_generation_prompt,
+        .continue_final_message = opts->continue_final_message,
+        .kwargs = kw,
+    };
+    st = pl_apply_chat_template(t, msgs, &apply, prompt, NULL, NULL, err);
 out:
-    if (st != PL_STATUS_OK) {
-        free(*prompt);
-        *prompt = NULL;
-    }
     json_decref(msgs);
     json_decref(kw);
-    json_decref(ctx);
     pl_chat_template_free(own);
     return st;
 }

@@ -351,108 +351,6 @@ static pl_status parse_prompts(const struct pl_openai *o, const json_t *root,
     return PL_STATUS_OK;
 }
 
-/* Cuts the rendered chat right after the final message's content (continue_final_message):
- * the content's last occurrence, keeping trailing whitespace only if the template kept it. */
-static bool cut_after_final(char *rendered, const char *content)
-{
-    size_t n = strlen(content);
-    size_t n_strip = n;
-    while (n_strip > 0 && strchr(" \t\r\n", content[n_strip - 1]))
-        n_strip--;
-    if (n_strip == 0)
-        return false;
-    char *last = NULL;
-    for (char *p = rendered; (p = strstr(p, content)) != NULL; p++)
-        last = p;
-    size_t keep = n;
-    if (!last) {
-        char *needle = strndup(content, n_strip);
-        if (!needle)
-            return false;
-        for (char *p = rendered; (p = strstr(p, needle)) != NULL; p++)
-            last = p;
-        free(needle);
-        keep = n_strip;
-    }
-    if (!last)
-        return false;
-    last[keep] = '\0';
-    return true;
-}
-
-/* messages -> the template's messages: text-part arrays joined with "\n" (vLLM's "string"
- * content format); roles checked; other keys passed through. */
-static json_t *normalize_messages(const json_t *msgs, struct pl_openai_error *e)
-{
-    if (!msgs || !json_is_array(msgs)) {
-        fail(e, 400, "messages", "messages: expected a list of messages, got %s",
-             msgs ? pl_json_type_name(msgs) : "nothing");
-        return NULL;
-    }
-    if (json_array_size(msgs) == 0) {
-        fail(e, 400, "messages", "messages: must not be empty");
-        return NULL;
-    }
-    json_t *out = json_array();
-    size_t i;
-    json_t *m;
-    json_array_foreach(msgs, i, m)
-    {
-        if (!json_is_object(m)) {
-            fail(e, 400, "messages", "messages[%zu]: expected an object, got %s", i,
-                 pl_json_type_name(m));
-            goto bad;
-        }
-        json_t *role = json_object_get(m, "role");
-        if (!json_is_string(role)) {
-            fail(e, 400, "messages", "messages[%zu].role: expected a string", i);
-            goto bad;
-        }
-        json_t *copy = json_copy(m);
-        json_t *content = json_object_get(m, "content");
-        if (content && json_is_array(content)) {
-            struct pl_sbuf b = {0};
-            size_t k;
-            json_t *part;
-            json_array_foreach(content, k, part)
-            {
-                json_t *type = json_object_get(part, "type");
-                json_t *text = json_object_get(part, "text");
-                if (!json_is_object(part) || !json_is_string(type)) {
-                    fail(e, 400, "messages",
-                         "messages[%zu].content[%zu]: expected an object with a \"type\"", i, k);
-                } else if (strcmp(json_string_value(type), "text") || !json_is_string(text)) {
-                    fail(e, 400, "messages",
-                         "messages[%zu].content[%zu]: content parts of type '%s' are not "
-                         "supported (text only)",
-                         i, k, json_string_value(type));
-                } else {
-                    if (b.len)
-                        pl_sbuf_append(&b, "\n", 1);
-                    pl_sbuf_append(&b, json_string_value(text), json_string_length(text));
-                    continue;
-                }
-                pl_sbuf_fini(&b);
-                json_decref(copy);
-                goto bad;
-            }
-            json_object_set_new(copy, "content", json_stringn(b.data ? b.data : "", b.len));
-            pl_sbuf_fini(&b);
-        } else if (content && !json_is_string(content) && !json_is_null(content)) {
-            fail(e, 400, "messages", "messages[%zu].content: expected a string or a list of "
-                                     "content parts, got %s",
-                 i, pl_json_type_name(content));
-            json_decref(copy);
-            goto bad;
-        }
-        json_array_append_new(out, copy);
-    }
-    return out;
-bad:
-    json_decref(out);
-    return NULL;
-}
-
 static pl_status parse_chat_prompt(const struct pl_openai *o, const json_t *root,
                                    struct pl_openai_request *r, struct pl_openai_error *e)
 {
@@ -510,41 +408,22 @@ static pl_status parse_chat_prompt(const struct pl_openai *o, const json_t *root
                     "with --chat-template");
     }
     pl_status st = PL_STATUS_INVALID_ARGUMENT;
-    json_t *msgs = normalize_messages(json_object_get(root, "messages"), e);
-    json_t *ctx = json_object();
     char *rendered = NULL;
-    if (!msgs)
-        goto out;
-    json_t *kw = json_object_get(root, "chat_template_kwargs");
-    if (kw && !json_is_null(kw)) {
-        if (!json_is_object(kw)) {
-            fail(e, 400, "chat_template_kwargs", "chat_template_kwargs: expected an object");
-            goto out;
-        }
-        json_object_update(ctx, kw);
-    }
-    const char *bos = o->tok ? pl_tokenizer_bos_token(o->tok) : NULL;
-    const char *eos = o->tok ? pl_tokenizer_eos_token(o->tok) : NULL;
-    json_object_set_new(ctx, "bos_token", json_string(bos ? bos : ""));
-    json_object_set_new(ctx, "eos_token", json_string(eos ? eos : ""));
-    json_object_set_new(ctx, "add_generation_prompt", json_boolean(add_gen));
-    json_object_set(ctx, "messages", msgs);
     size_t len = 0;
+    json_t *kw = json_object_get(root, "chat_template_kwargs");
+    const char *param = NULL;
     struct pl_err err = {0};
-    if (pl_chat_template_render(t, ctx, NULL, &rendered, &len, &err) != PL_STATUS_OK) {
-        fail(e, 400, "messages", "chat template: %s", err.msg);
+    const struct pl_chat_apply apply = {
+        .bos_token = o->tok ? pl_tokenizer_bos_token(o->tok) : NULL,
+        .eos_token = o->tok ? pl_tokenizer_eos_token(o->tok) : NULL,
+        .add_generation_prompt = add_gen,
+        .continue_final_message = cont,
+        .kwargs = json_is_null(kw) ? NULL : kw,
+    };
+    if (pl_apply_chat_template(t, json_object_get(root, "messages"), &apply, &rendered, &len,
+                               &param, &err) != PL_STATUS_OK) {
+        fail(e, err.status == PL_STATUS_NO_MEMORY ? 503 : 400, param, "%s", err.msg);
         goto out;
-    }
-    if (cont) {
-        json_t *last = json_array_get(msgs, json_array_size(msgs) - 1);
-        json_t *c = json_object_get(last, "content");
-        if (!json_is_string(c) || !cut_after_final(rendered, json_string_value(c))) {
-            fail(e, 400, "continue_final_message",
-                 "continue_final_message: the final message's content does not appear in the "
-                 "rendered chat");
-            goto out;
-        }
-        len = strlen(rendered);
     }
     struct pl_openai_prompt *p = add_prompt(r);
     if (!p) {
@@ -554,8 +433,6 @@ static pl_status parse_chat_prompt(const struct pl_openai *o, const json_t *root
     st = encode_text(o, rendered, len, add_special, p, "messages", e);
 out:
     free(rendered);
-    json_decref(ctx);
-    json_decref(msgs);
     pl_chat_template_free(own);
     return st;
 }

@@ -275,6 +275,82 @@ static void test_api(void)
     pl_chat_template_free(t);
 }
 
+/* pl_apply_chat_template: one rendering for every front end (render.c). */
+static char *apply(const char *tmpl, const char *msgs, const char *kwargs, bool gen, bool cont,
+                   const char **param, struct pl_err *err)
+{
+    struct pl_chat_template *t = NULL;
+    if (pl_chat_template_parse(tmpl, strlen(tmpl), &t, err) != PL_STATUS_OK)
+        return NULL;
+    json_t *m = json_loads(msgs, 0, NULL), *kw = kwargs ? json_loads(kwargs, 0, NULL) : NULL;
+    const struct pl_chat_apply o = {.bos_token = "<s>", .eos_token = "</s>",
+                                    .add_generation_prompt = gen, .continue_final_message = cont,
+                                    .kwargs = kw};
+    char *out = NULL;
+    size_t len = 0;
+    pl_apply_chat_template(t, m, &o, &out, &len, param, err);
+    if (out)
+        CHECK(strlen(out) == len);
+    json_decref(m);
+    json_decref(kw);
+    pl_chat_template_free(t);
+    return out;
+}
+
+static void test_apply_chat_template(void)
+{
+    const char *T = "{{ bos_token }}{% for m in messages %}[{{ m.role }}:{{ m.content }}]"
+                    "{% endfor %}{% if add_generation_prompt %}[assistant:{% endif %}";
+    struct pl_err err = {0};
+    const char *param = NULL;
+    char *s = apply(T, "[{\"role\":\"user\",\"content\":\"hi\"}]", NULL, true, false, &param,
+                    &err);
+    CHECK(s && !strcmp(s, "<s>[user:hi][assistant:"));
+    free(s);
+    /* text parts are joined with a newline */
+    s = apply(T, "[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"a\"},"
+                 "{\"type\":\"text\",\"text\":\"b\"}]}]",
+              NULL, false, false, &param, &err);
+    CHECK(s && !strcmp(s, "<s>[user:a\nb]"));
+    free(s);
+    /* chat_template_kwargs are merged over the defaults, as vLLM does */
+    s = apply(T, "[{\"role\":\"user\",\"content\":\"hi\"}]",
+              "{\"add_generation_prompt\": false, \"bos_token\": \"B\"}", true, false, &param,
+              &err);
+    CHECK(s && !strcmp(s, "B[user:hi]"));
+    free(s);
+    /* continue_final_message as transformers: leading whitespace never kept in the length,
+     * trailing whitespace kept only when the message has no leading whitespace */
+    s = apply(T, "[{\"role\":\"assistant\",\"content\":\"  hi \"}]", NULL, false, true,
+              &param, &err);
+    CHECKF(s && !strcmp(s, "<s>[assistant:  hi"), "%s", s ? s : err.msg);
+    free(s);
+    s = apply(T, "[{\"role\":\"assistant\",\"content\":\"hi \"}]", NULL, false, true, &param,
+              &err);
+    CHECKF(s && !strcmp(s, "<s>[assistant:hi "), "%s", s ? s : err.msg);
+    free(s);
+    s = apply("{% for m in messages %}{{ m.content | trim }}|{% endfor %}",
+              "[{\"role\":\"assistant\",\"content\":\"hi \"}]", NULL, false, true, &param,
+              &err);
+    CHECKF(s && !strcmp(s, "hi"), "%s", s ? s : err.msg);
+    free(s);
+    /* refusals name the request field */
+    s = apply(T, "[{\"role\":\"assistant\",\"content\":\"hi\"}]", NULL, true, true, &param,
+              &err);
+    CHECK(!s && param && !strcmp(param, "continue_final_message"));
+    s = apply(T, "[]", NULL, true, false, &param, &err);
+    CHECK(!s && param && !strcmp(param, "messages") && strstr(err.msg, "empty"));
+    s = apply(T, "[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\"}]}]", NULL, true,
+              false, &param, &err);
+    CHECK(!s && param && !strcmp(param, "messages") && strstr(err.msg, "image_url"));
+    s = apply(T, "[{\"role\":\"user\",\"content\":\"hi\"}]", "[1]", true, false, &param, &err);
+    CHECK(!s && param && !strcmp(param, "chat_template_kwargs"));
+    s = apply(T, "[{\"role\":\"assistant\",\"content\":\"zz\"}]", NULL, false, true, &param,
+              &err);
+    CHECKF(s && !strcmp(s, "<s>[assistant:zz"), "%s", s ? s : err.msg);
+    free(s);
+}
+
 int main(void)
 {
     PL_RUN(test_fixtures);
@@ -282,5 +358,6 @@ int main(void)
     PL_RUN(test_render_errors);
     PL_RUN(test_limits);
     PL_RUN(test_api);
+    PL_RUN(test_apply_chat_template);
     return pl_test_summary();
 }

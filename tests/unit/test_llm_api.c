@@ -368,6 +368,14 @@ static void test_default_model(void)
     char *rendered = NULL;
     CHECK(pl_llm_apply_chat_template(llm, conv, NULL, &rendered) == PL_STATUS_OK);
     CHECK(rendered && strstr(rendered, "What is the capital of France?"));
+    /* the same conversation as text parts renders the same (one apply_chat_template for
+     * the C API and the server: parts joined with a newline) */
+    const char *parts = "[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":"
+                        "\"What is the capital\"},{\"type\":\"text\",\"text\":\"of France?\"}]}]";
+    char *rendered_parts = NULL;
+    CHECK(pl_llm_apply_chat_template(llm, parts, NULL, &rendered_parts) == PL_STATUS_OK);
+    CHECK(rendered_parts && strstr(rendered_parts, "What is the capital\nof France?"));
+    pl_free(rendered_parts);
     pl_free(rendered);
     struct pl_outputs co;
     sp.max_tokens = 8;

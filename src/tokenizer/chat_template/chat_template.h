@@ -39,4 +39,32 @@ pl_status pl_chat_template_render(const struct pl_chat_template *t, const json_t
                                   const struct pl_chat_template_limits *limits, char **out,
                                   size_t *out_len, struct pl_err *err);
 
+/* ---- apply_chat_template (render.c): the one place a conversation becomes a prompt ---- */
+
+/* What a caller knows besides the template and the messages. */
+struct pl_chat_apply {
+    const char *bos_token, *eos_token;  /* the tokenizer's, "" when NULL */
+    bool add_generation_prompt;
+    bool continue_final_message;        /* cut after the final message (both true: refused) */
+    const json_t *kwargs;               /* chat_template_kwargs: a JSON object, or NULL */
+};
+
+/*
+ * transformers' apply_chat_template(tokenize=False) as vLLM calls it, used by the C API,
+ * the CLI, the OpenAI server and the RunPod worker alike:
+ *   - messages: a non-empty JSON array of objects with a string "role"; a "content" that is
+ *     a list of parts is joined with "\n" from its text parts (vLLM's "string" content
+ *     format; other part types are refused); other keys pass through;
+ *   - the context: bos_token, eos_token, add_generation_prompt, then chat_template_kwargs
+ *     merged over them (the request's kwargs win, as in vLLM), then messages;
+ *   - continue_final_message: the render is cut after the final message's content exactly
+ *     as transformers does (its last occurrence of the stripped content; the content's
+ *     trailing whitespace kept only when the template kept it).
+ * On failure *out is NULL, err says why and *param (may be NULL) names the request field
+ * at fault: "messages", "chat_template_kwargs" or "continue_final_message".
+ */
+pl_status pl_apply_chat_template(const struct pl_chat_template *t, const json_t *messages,
+                                 const struct pl_chat_apply *opts, char **out, size_t *out_len,
+                                 const char **param, struct pl_err *err);
+
 #endif
