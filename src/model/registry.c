@@ -11,13 +11,15 @@
 #include <stdio.h>
 #include <string.h>
 
-extern const struct pl_arch pl_arch_llama, pl_arch_mistral, pl_arch_qwen2, pl_arch_qwen3;
+extern const struct pl_arch pl_arch_llama, pl_arch_mistral, pl_arch_qwen2, pl_arch_qwen3,
+    pl_arch_phi3;
 
 static const struct pl_arch *const ARCHS[] = {
     &pl_arch_llama,
     &pl_arch_mistral,
     &pl_arch_qwen2,
     &pl_arch_qwen3,
+    &pl_arch_phi3,
 };
 #define N_ARCHS ((int)(sizeof(ARCHS) / sizeof(ARCHS[0])))
 

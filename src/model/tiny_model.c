@@ -41,7 +41,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
-enum arch { ARCH_LLAMA, ARCH_MISTRAL, ARCH_QWEN2, ARCH_QWEN3 };
+enum arch { ARCH_LLAMA, ARCH_MISTRAL, ARCH_QWEN2, ARCH_QWEN3, ARCH_PHI3 };
 
 struct preset {
     const char *name;
@@ -64,59 +64,85 @@ struct preset {
     bool golden;            /* has golden prompts */
     bool tokenizer;         /* trains and writes the default tokenizer */
     uint64_t seed;
+    /* newer families: config.json keys to add or replace ("key", "JSON text" pairs,
+     * NULL-terminated; NULL: none) */
+    const char *const *extra;
 };
 
 #define NO_SCALING NULL
 
+/* Phi-3: longrope over head_dim 24 (12 pairs), original length 16 so the longer prompts
+ * and generations switch to the long factors; no sliding window. */
+static const char *const PHI3_EXTRA[] = {
+    "original_max_position_embeddings", "16",
+    "pad_token_id", "0", /* Phi3Config's default 32000 is outside this vocabulary */
+    "sliding_window", "null",
+    "embd_pdrop", "0.0",
+    "resid_pdrop", "0.0",
+    NULL};
+/* Phi-4-mini-like: half of each head rotated, tied embeddings. */
+static const char *const PHI3_PARTIAL_EXTRA[] = {
+    "partial_rotary_factor", "0.5",
+    "pad_token_id", "0",
+    "sliding_window", "null",
+    NULL};
+
 static const struct preset PRESETS[] = {
     {"llama", "Llama, GQA 4:2, untied, bf16", ARCH_LLAMA, 64, 2, 4, 2, 0, 128, 512, 512,
      "10000.0", NO_SCALING, false, "1e-05", PL_DTYPE_BF16, false, 0, false, 0, 1, true, false,
-     0x1001},
+     0x1001, NULL},
     {"llama-mha-tied", "Llama, MHA 4:4, tied embeddings, bf16", ARCH_LLAMA, 64, 2, 4, 4, 0, 128,
      512, 512, "10000.0", NO_SCALING, false, "1e-05", PL_DTYPE_BF16, true, 0, false, 0, 1, true,
-     false, 0x1002},
+     false, 0x1002, NULL},
     {"llama3-rope", "Llama, llama3 rope scaling (original 64), head_dim 32 != 64/4", ARCH_LLAMA,
      64, 2, 4, 2, 32, 128, 512, 512, "10000.0",
      "{\"factor\": 8.0, \"high_freq_factor\": 4.0, \"low_freq_factor\": 1.0, "
      "\"original_max_position_embeddings\": 64, \"rope_type\": \"llama3\"}",
-     false, "1e-05", PL_DTYPE_BF16, false, 0, false, 0, 1, true, false, 0x1003},
+     false, "1e-05", PL_DTYPE_BF16, false, 0, false, 0, 1, true, false, 0x1003, NULL},
     {"llama-linear-rope", "Llama, linear rope scaling factor 2", ARCH_LLAMA, 64, 2, 4, 2, 0, 128,
      512, 512, "10000.0", "{\"factor\": 2.0, \"rope_type\": \"linear\"}", false, "1e-05",
-     PL_DTYPE_BF16, false, 0, false, 0, 1, true, false, 0x1004},
+     PL_DTYPE_BF16, false, 0, false, 0, 1, true, false, 0x1004, NULL},
     {"llama-yarn-rope", "Llama, yarn rope scaling factor 4 (original 32, max 128)", ARCH_LLAMA, 64,
      2, 4, 2, 0, 128, 512, 128, "10000.0",
      "{\"factor\": 4.0, \"original_max_position_embeddings\": 32, \"rope_type\": \"yarn\"}",
-     false, "1e-05", PL_DTYPE_BF16, false, 0, false, 0, 1, true, false, 0x1005},
+     false, "1e-05", PL_DTYPE_BF16, false, 0, false, 0, 1, true, false, 0x1005, NULL},
     {"llama-dynamic-rope", "Llama, dynamic NTK rope factor 4, max positions 32 (prompts exceed it)",
      ARCH_LLAMA, 64, 2, 4, 2, 0, 128, 512, 32, "10000.0",
      "{\"factor\": 4.0, \"rope_type\": \"dynamic\"}", false, "1e-05", PL_DTYPE_BF16, false, 0,
-     false, 0, 1, true, false, 0x1006},
+     false, 0, 1, true, false, 0x1006, NULL},
     {"llama-f16", "Llama, float16 weights", ARCH_LLAMA, 64, 2, 4, 2, 0, 128, 512, 512, "10000.0",
-     NO_SCALING, false, "1e-05", PL_DTYPE_F16, false, 0, false, 0, 1, true, false, 0x1007},
+     NO_SCALING, false, "1e-05", PL_DTYPE_F16, false, 0, false, 0, 1, true, false, 0x1007, NULL},
     {"llama-f32", "Llama, float32 weights", ARCH_LLAMA, 64, 2, 4, 2, 0, 128, 512, 512, "10000.0",
-     NO_SCALING, false, "1e-05", PL_DTYPE_F32, false, 0, false, 0, 1, true, false, 0x1008},
+     NO_SCALING, false, "1e-05", PL_DTYPE_F32, false, 0, false, 0, 1, true, false, 0x1008, NULL},
     {"llama-sharded", "Llama, 3 layers in 2 safetensors shards + index", ARCH_LLAMA, 64, 3, 4, 2,
      0, 128, 512, 512, "10000.0", NO_SCALING, false, "1e-05", PL_DTYPE_BF16, false, 0, false, 0,
-     2, true, false, 0x1009},
+     2, true, false, 0x1009, NULL},
     {"mistral-swa", "Mistral, sliding window 8, GQA 8:2", ARCH_MISTRAL, 128, 2, 8, 2, 0, 256, 512,
      512, "10000.0", NO_SCALING, false, "1e-05", PL_DTYPE_BF16, false, 8, false, 0, 1, true,
-     false, 0x100a},
+     false, 0x100a, NULL},
     {"qwen2", "Qwen2, q/k/v biases, tied, GQA 4:2, window 16 configured but off", ARCH_QWEN2, 64, 2,
      4, 2, 0, 128, 512, 512, "1000000.0", NO_SCALING, false, "1e-06", PL_DTYPE_BF16, true, 16,
-     false, 1, 1, true, false, 0x100b},
+     false, 1, 1, true, false, 0x100b, NULL},
     {"qwen3", "Qwen3, q_norm/k_norm, head_dim 32, GQA 4:2, transformers 5 config spelling",
      ARCH_QWEN3, 64, 2, 4, 2, 32, 128, 512, 512, "1000000.0", NO_SCALING, true, "1e-06",
-     PL_DTYPE_BF16, false, 0, false, 2, 1, true, false, 0x100c},
+     PL_DTYPE_BF16, false, 0, false, 2, 1, true, false, 0x100c, NULL},
     {"qwen2-swa", "Qwen2, sliding window 8 on layers >= max_window_layers 1 of 3", ARCH_QWEN2, 64,
      3, 4, 2, 0, 128, 512, 512, "1000000.0", NO_SCALING, false, "1e-06", PL_DTYPE_BF16, true, 8,
-     true, 1, 1, true, false, 0x100d},
+     true, 1, 1, true, false, 0x100d, NULL},
+    {"phi3", "Phi-3, fused qkv/gate_up, head_dim 24, longrope (original 16, max 64)", ARCH_PHI3,
+     96, 2, 4, 2, 0, 160, 512, 64, "10000.0",
+     "{\"long_factor\": [1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 5.5, 6.0, 6.5, 7.0], \"short_factor\": [1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.7, 1.8, 1.9, 2.0, 2.1], \"type\": \"longrope\"}",
+     false, "1e-05", PL_DTYPE_BF16, false, 0, false, 0, 1, true, false, 0x100e, PHI3_EXTRA},
+    {"phi3-partial", "Phi-4-mini-like Phi-3: partial_rotary_factor 0.5 of head_dim 32, tied",
+     ARCH_PHI3, 128, 2, 4, 2, 0, 192, 512, 512, "10000.0", NO_SCALING, false, "1e-05",
+     PL_DTYPE_BF16, true, 0, false, 0, 1, true, false, 0x100f, PHI3_PARTIAL_EXTRA},
     {"bench-100m", "Llama ~100M parameters (768 x 12 layers, vocab 32000), bf16, for CPU benchmarks",
      ARCH_LLAMA, 768, 12, 12, 4, 0, 2048, 32000, 2048, "10000.0", NO_SCALING, false, "1e-05",
-     PL_DTYPE_BF16, true, 0, false, 0, 1, false, false, 0x2001},
+     PL_DTYPE_BF16, true, 0, false, 0, 1, false, false, 0x2001, NULL},
     {"default", "the built-in default model: Llama 256 x 4 layers, 8:4 heads, byte-level BPE "
                 "tokenizer (960 ids), ChatML template",
      ARCH_LLAMA, 256, 4, 8, 4, 32, 768, 0 /* from the tokenizer */, 2048, "500000.0", NO_SCALING,
-     false, "1e-05", PL_DTYPE_BF16, false, 0, false, 0, 1, false, true, 0x3001},
+     false, "1e-05", PL_DTYPE_BF16, false, 0, false, 0, 1, false, true, 0x3001, NULL},
 };
 
 #define N_PRESETS ((int)(sizeof(PRESETS) / sizeof(PRESETS[0])))
@@ -154,6 +180,14 @@ const char *pl_tiny_model_describe(const char *preset)
 {
     const struct preset *p = find_preset(preset);
     return p ? p->about : NULL;
+}
+
+static const char *const MODEL_TYPE_OF[] = {"llama", "mistral", "qwen2", "qwen3", "phi3"};
+
+const char *pl_tiny_model_family(const char *preset)
+{
+    const struct preset *p = find_preset(preset);
+    return p ? MODEL_TYPE_OF[p->arch] : NULL;
 }
 
 bool pl_tiny_model_is_golden(const char *preset)
@@ -269,9 +303,17 @@ static bool build_tensors(const struct preset *p, int vocab, struct tensor_list 
      add_tensor(l, n, d0, d1, init, std))
         ok = ok && LAYER("input_layernorm.weight", p->hidden, 0, INIT_ONE_PLUS, 0.1);
         ok = ok && LAYER("post_attention_layernorm.weight", p->hidden, 0, INIT_ONE_PLUS, 0.1);
-        ok = ok && LAYER("self_attn.q_proj.weight", q_dim, p->hidden, INIT_NORMAL, 1.5 / sqrt(H));
-        ok = ok && LAYER("self_attn.k_proj.weight", kv_dim, p->hidden, INIT_NORMAL, 1.5 / sqrt(H));
-        ok = ok && LAYER("self_attn.v_proj.weight", kv_dim, p->hidden, INIT_NORMAL, 1.0 / sqrt(H));
+        if (p->arch == ARCH_PHI3) { /* fused q|k|v rows */
+            ok = ok && LAYER("self_attn.qkv_proj.weight", q_dim + 2 * kv_dim, p->hidden,
+                             INIT_NORMAL, 1.5 / sqrt(H));
+        } else {
+            ok = ok && LAYER("self_attn.q_proj.weight", q_dim, p->hidden, INIT_NORMAL,
+                             1.5 / sqrt(H));
+            ok = ok && LAYER("self_attn.k_proj.weight", kv_dim, p->hidden, INIT_NORMAL,
+                             1.5 / sqrt(H));
+            ok = ok && LAYER("self_attn.v_proj.weight", kv_dim, p->hidden, INIT_NORMAL,
+                             1.0 / sqrt(H));
+        }
         ok = ok && LAYER("self_attn.o_proj.weight", p->hidden, q_dim, INIT_NORMAL,
                          out_gain / sqrt((double)q_dim));
         if (p->arch == ARCH_QWEN2) {
@@ -283,10 +325,15 @@ static bool build_tensors(const struct preset *p, int vocab, struct tensor_list 
             ok = ok && LAYER("self_attn.q_norm.weight", hd, 0, INIT_ONE_PLUS, 0.1);
             ok = ok && LAYER("self_attn.k_norm.weight", hd, 0, INIT_ONE_PLUS, 0.1);
         }
-        ok = ok && LAYER("mlp.gate_proj.weight", p->intermediate, p->hidden, INIT_NORMAL,
-                         1.0 / sqrt(H));
-        ok = ok && LAYER("mlp.up_proj.weight", p->intermediate, p->hidden, INIT_NORMAL,
-                         1.0 / sqrt(H));
+        if (p->arch == ARCH_PHI3) { /* fused gate|up rows */
+            ok = ok && LAYER("mlp.gate_up_proj.weight", 2 * p->intermediate, p->hidden,
+                             INIT_NORMAL, 1.0 / sqrt(H));
+        } else {
+            ok = ok && LAYER("mlp.gate_proj.weight", p->intermediate, p->hidden, INIT_NORMAL,
+                             1.0 / sqrt(H));
+            ok = ok && LAYER("mlp.up_proj.weight", p->intermediate, p->hidden, INIT_NORMAL,
+                             1.0 / sqrt(H));
+        }
         ok = ok && LAYER("mlp.down_proj.weight", p->hidden, p->intermediate, INIT_NORMAL,
                          out_gain / sqrt(I));
 #undef LAYER
@@ -457,8 +504,8 @@ static pl_status write_config(const struct preset *p, const struct config_ids *i
                               const char *dir, struct pl_err *err)
 {
     static const char *const ARCH_NAMES[] = {"LlamaForCausalLM", "MistralForCausalLM",
-                                             "Qwen2ForCausalLM", "Qwen3ForCausalLM"};
-    static const char *const MODEL_TYPES[] = {"llama", "mistral", "qwen2", "qwen3"};
+                                             "Qwen2ForCausalLM", "Qwen3ForCausalLM",
+                                             "Phi3ForCausalLM"};
     struct kv kv[48];
     int n = 0;
 #define SET(k, ...) (kv[n].key = (k), snprintf(kv[n].value, sizeof(kv[n].value), __VA_ARGS__), n++)
@@ -471,7 +518,7 @@ static pl_status write_config(const struct preset *p, const struct config_ids *i
     SET("initializer_range", "0.02");
     SET("intermediate_size", "%d", p->intermediate);
     SET("max_position_embeddings", "%d", p->max_pos);
-    SET("model_type", "\"%s\"", MODEL_TYPES[p->arch]);
+    SET("model_type", "\"%s\"", MODEL_TYPE_OF[p->arch]);
     SET("num_attention_heads", "%d", p->n_heads);
     SET("num_hidden_layers", "%d", p->n_layers);
     SET("num_key_value_heads", "%d", p->n_kv_heads);
@@ -511,6 +558,20 @@ static pl_status write_config(const struct preset *p, const struct config_ids *i
             SET("sliding_window", "null");
         SET("max_window_layers", "%d", p->max_window_layers);
         break;
+    case ARCH_PHI3:
+        break;
+    }
+    for (int e = 0; p->extra && p->extra[e]; e += 2) { /* add, or replace a key set above */
+        int at = n;
+        for (int i = 0; i < n; i++)
+            if (!strcmp(kv[i].key, p->extra[e]))
+                at = i;
+        if (at == n && n == (int)(sizeof(kv) / sizeof(kv[0])))
+            return pl_err_set(err, PL_STATUS_INTERNAL, "preset %s: too many config keys", p->name);
+        kv[at].key = p->extra[e];
+        snprintf(kv[at].value, sizeof(kv[at].value), "%s", p->extra[e + 1]);
+        if (at == n)
+            n++;
     }
 #undef SET
     qsort(kv, (size_t)n, sizeof(kv[0]), cmp_kv);

@@ -42,6 +42,10 @@ const char *const *pl_tiny_model_list_presets(int *n);
 /* A one-line description of a preset (NULL when unknown). */
 const char *pl_tiny_model_describe(const char *preset);
 
+/* The preset's family: the model_type its config.json carries ("llama", "phi3", ...);
+ * NULL when unknown. Golden fixtures are made per family (tools/golden_refs.py --family). */
+const char *pl_tiny_model_family(const char *preset);
+
 /* True for the presets the golden tests use (they have prompts and no tokenizer). */
 bool pl_tiny_model_is_golden(const char *preset);
 

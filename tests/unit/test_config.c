@@ -41,6 +41,19 @@ static const char *LLAMA32_1B =
     "\"rope_theta\": 500000.0, \"tie_word_embeddings\": true, \"torch_dtype\": \"bfloat16\", "
     "\"transformers_version\": \"4.45.0.dev0\", \"use_cache\": true, \"vocab_size\": 128256}";
 
+/* Phi-3-mini-128k-instruct's shape (factors shortened to simple values). */
+static const char *PHI3_MINI_128K =
+    "{\"architectures\": [\"Phi3ForCausalLM\"], \"attention_dropout\": 0.0, "
+    "\"bos_token_id\": 1, \"embd_pdrop\": 0.0, \"eos_token_id\": 32000, \"hidden_act\": \"silu\", "
+    "\"hidden_size\": 3072, \"initializer_range\": 0.02, \"intermediate_size\": 8192, "
+    "\"max_position_embeddings\": 131072, \"model_type\": \"phi3\", \"num_attention_heads\": 32, "
+    "\"num_hidden_layers\": 32, \"num_key_value_heads\": 32, "
+    "\"original_max_position_embeddings\": 4096, \"pad_token_id\": 32000, "
+    "\"resid_pdrop\": 0.0, \"rms_norm_eps\": 1e-05, \"rope_scaling\": {\"long_factor\": [1.00, 1.25, 1.50, 1.75, 2.00, 2.25, 2.50, 2.75, 3.00, 3.25, 3.50, 3.75, 4.00, 4.25, 4.50, 4.75, 5.00, 5.25, 5.50, 5.75, 6.00, 6.25, 6.50, 6.75, 7.00, 7.25, 7.50, 7.75, 8.00, 8.25, 8.50, 8.75, 9.00, 9.25, 9.50, 9.75, 10.00, 10.25, 10.50, 10.75, 11.00, 11.25, 11.50, 11.75, 12.00, 12.25, 12.50, 12.75], "
+    "\"short_factor\": [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0], \"type\": \"longrope\"}, \"rope_theta\": 10000.0, "
+    "\"sliding_window\": 262144, \"tie_word_embeddings\": false, \"torch_dtype\": \"bfloat16\", "
+    "\"use_cache\": true, \"vocab_size\": 32064}";
+
 static const char *LLAMA32_GEN =
     "{\"bos_token_id\": 128000, \"do_sample\": true, \"eos_token_id\": [128001, 128008, 128009], "
     "\"temperature\": 0.6, \"top_p\": 0.9, \"transformers_version\": \"4.45.0.dev0\"}";
@@ -444,6 +457,37 @@ static void test_rope_variants(void)
                 PL_STATUS_UNSUPPORTED, "full_attention");
 }
 
+static void test_phi3(void)
+{
+    REQUIRE(parse_ok(PHI3_MINI_128K, NULL, &cfg));
+    CHECK(cfg.arch == pl_arch_find("Phi3ForCausalLM", false) && !strcmp(cfg.model_type, "phi3"));
+    CHECK(cfg.head_dim == 96 && cfg.n_kv_heads == 32 && !cfg.tie_word_embeddings);
+    CHECK(cfg.rope.type == PL_ROPE_LONGROPE && cfg.rope.n_factors == 48);
+    CHECK(cfg.rope.original_max_position == 4096 && cfg.rope.factor == 32.0);
+    CHECK(cfg.rope.short_factor[0] == 1.0 && cfg.rope.long_factor[47] == 1.0 + 0.25 * 47);
+    CHECK(cfg.layer_sliding_window[0] == 262144 && cfg.layer_sliding_window[31] == 262144);
+    CHECK(!cfg.attention_bias && !cfg.mlp_bias && cfg.act == PL_ACT_SILU);
+    /* no sliding_window: none; missing keys take Phi3Config's defaults */
+    REQUIRE(parse_ok(PHI3_MINI_128K,
+                     "{\"sliding_window\": \"__delete__\", \"num_key_value_heads\": "
+                     "\"__delete__\", \"eos_token_id\": \"__delete__\", \"rope_scaling\": null}",
+                     &cfg));
+    CHECK(cfg.layer_sliding_window[0] == 0 && cfg.n_kv_heads == 32);
+    CHECK(cfg.n_eos_token_ids == 1 && cfg.eos_token_ids[0] == 32000);
+    CHECK(cfg.rope.type == PL_ROPE_DEFAULT);
+    /* Phi-4-mini: partial rotary 0.75 of head_dim 128 -> 48 pairs of factors */
+    REQUIRE(parse_ok(PHI3_MINI_128K,
+                     "{\"partial_rotary_factor\": 0.75, \"hidden_size\": 4096, "
+                     "\"tie_word_embeddings\": true}",
+                     &cfg));
+    CHECK(cfg.head_dim == 128 && cfg.rope.partial_rotary_factor == 0.75 &&
+          cfg.rope.n_factors == 48 && cfg.tie_word_embeddings);
+    expect_fail(PHI3_MINI_128K, "{\"partial_rotary_factor\": 0.5}", PL_STATUS_FORMAT,
+                "short_factor has 48 entries, the rotary dimension needs 24");
+    expect_fail(PHI3_MINI_128K, "{\"num_local_experts\": 8}", PL_STATUS_UNSUPPORTED,
+                "mixture-of-experts");
+}
+
 static void test_malformed(void)
 {
     expect_fail(LLAMA32_1B, "{\"hidden_size\": \"2048\"}", PL_STATUS_FORMAT, "hidden_size");
@@ -594,6 +638,7 @@ int main(void)
     PL_RUN(test_layer_types);
     PL_RUN(test_qwen3);
     PL_RUN(test_rope_variants);
+    PL_RUN(test_phi3);
     PL_RUN(test_malformed);
     PL_RUN(test_unsupported);
     PL_RUN(test_generation_config);

@@ -558,6 +558,62 @@ static void test_rope_build(void)
     check_inv(inv, ref, 8);
     cfg.rope.partial_rotary_factor = 0.3; /* 19.2 -> 19: odd, refused */
     CHECK(pl_rope_build(&cfg, &cfg.rope, inv, NULL, &r, &err) == PL_STATUS_UNSUPPORTED);
+
+    /* longrope (Phi-3): inv = 1 / (ext[i] * theta^(2i/d)), short and long tables, the
+     * attention factor sqrt(1 + ln(f) / ln(orig)) with f = max_pos / orig */
+    memset(&cfg.rope, 0, sizeof(cfg.rope));
+    cfg.rope.type = PL_ROPE_LONGROPE;
+    cfg.rope.theta = 10000.0;
+    cfg.rope.partial_rotary_factor = 1.0;
+    cfg.rope.original_max_position = 512;
+    cfg.rope.factor = 2048.0 / 512.0;
+    cfg.rope.n_factors = half;
+    for (int i = 0; i < half; i++) {
+        cfg.rope.short_factor[i] = 1.0 + 0.01 * i;
+        cfg.rope.long_factor[i] = 2.0 + 0.5 * i;
+    }
+    float long_inv[32];
+    REQUIRE(pl_rope_build(&cfg, &cfg.rope, inv, long_inv, &r, &err) == PL_STATUS_OK);
+    for (int i = 0; i < half; i++)
+        ref[i] = def[i] / (1.0 + 0.01 * i);
+    check_inv(inv, ref, half);
+    for (int i = 0; i < half; i++)
+        ref[i] = def[i] / (2.0 + 0.5 * i);
+    check_inv(long_inv, ref, half);
+    CHECK(r.long_original_max == 512);
+    CHECK_NEAR(r.attn_scale, sqrt(1.0 + log(4.0) / log(512.0)), 1e-6);
+    cfg.rope.attention_factor = 1.25;
+    REQUIRE(pl_rope_build(&cfg, &cfg.rope, inv, long_inv, &r, &err) == PL_STATUS_OK);
+    CHECK_NEAR(r.attn_scale, 1.25, 1e-7);
+    cfg.rope.n_factors = 3; /* one factor per pair, or refused */
+    CHECK(pl_rope_build(&cfg, &cfg.rope, inv, long_inv, &r, &err) == PL_STATUS_UNSUPPORTED);
+}
+
+/* The rope op takes longrope's long table for tokens of sequences longer than the
+ * original length, the short one otherwise (transformers decides per forward from the
+ * largest position, i.e. the sequence's length at that step). */
+static void test_rope_longrope_switch(void)
+{
+    struct pl_backend *be = new_backend(1);
+    const int hd = 8, half = 4;
+    float short_inv[4] = {1.0f, 0.5f, 0.25f, 0.125f}, long_inv[4] = {0.1f, 0.05f, 0.02f, 0.01f};
+    struct pl_rope r = {.rot_dim = hd, .inv_freq = short_inv, .attn_scale = 1.5f,
+                        .pos_scale = 1.0f, .long_original_max = 16, .long_inv_freq = long_inv};
+    int32_t pos[2] = {7, 7}, lens[2] = {16, 17};
+    float q[2 * 8], k[2 * 8];
+    for (int i = 0; i < 16; i++)
+        q[i] = k[i] = (float)(i % 8) + 1.0f;
+    be->ops->rope(be, q, k, pos, lens, 2, 1, 1, hd, &r);
+    for (int t = 0; t < 2; t++) {
+        const float *inv = lens[t] > 16 ? long_inv : short_inv;
+        for (int i = 0; i < half; i++) {
+            float x1 = (float)i + 1.0f, x2 = (float)(i + half) + 1.0f;
+            float a = 7.0f * inv[i], c = cosf(a) * 1.5f, s = sinf(a) * 1.5f;
+            CHECK_NEAR(q[t * 8 + i], x1 * c - x2 * s, 1e-5);
+            CHECK_NEAR(q[t * 8 + i + half], x2 * c + x1 * s, 1e-5);
+        }
+    }
+    pl_backend_free(be);
 }
 
 static void test_supports(void)
@@ -587,6 +643,7 @@ int main(void)
     PL_RUN(test_attention_paged);
     PL_RUN(test_rope_op);
     PL_RUN(test_rope_build);
+    PL_RUN(test_rope_longrope_switch);
     PL_RUN(test_supports);
     return pl_test_summary();
 }

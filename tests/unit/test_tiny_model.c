@@ -67,8 +67,11 @@ static void test_preset_list(void)
     for (int i = 0; i < n; i++) {
         CHECKF(pl_tiny_model_describe(names[i]) != NULL, "%s", names[i]);
         golden += pl_tiny_model_is_golden(names[i]);
+        CHECKF(pl_tiny_model_family(names[i]) != NULL, "%s", names[i]);
     }
-    CHECK(golden == 13);
+    CHECK(golden == 15); /* 13 Llama-family presets, 2 Phi-3 */
+    CHECK(!strcmp(pl_tiny_model_family("phi3-partial"), "phi3"));
+    CHECK(pl_tiny_model_family("no-such-preset") == NULL);
     CHECK(!pl_tiny_model_is_golden("default") && !pl_tiny_model_is_golden("bench-100m"));
     struct pl_err err = {0};
     CHECK(pl_tiny_model_write("no-such-preset", "/tmp/unused", &err) == PL_STATUS_NOT_FOUND);

@@ -1,0 +1,176 @@
+/*
+ * test_families.c -- the newer architectures on the CPU backend, checked by
+ * construction against the Llama decoder (whose golden fixtures pin it to
+ * transformers).
+ *
+ * Phi-3: a Llama checkpoint rewritten the way Phi-3 stores it (q|k|v rows in one
+ * qkv_proj, gate|up rows in one gate_up_proj, Phi3ForCausalLM) must generate the
+ * very same tokens and logprobs: the fused tensors' row ranges map onto the same
+ * slots. (Phi-3's own features -- longrope, partial rotary -- are checked in
+ * test_cpu_backend against their formulas and by the golden fixtures of the
+ * phi3 presets once those are made.)
+ */
+#include "engine/greedy.h"
+#include "engine/model_runner.h"
+#include "model/safetensors.h"
+#include "model/tiny_model.h"
+#include "st_write.h"
+#include "test.h"
+
+#include <jansson.h>
+
+#define MAX_TENSORS 64
+#define N_PROMPTS 3
+
+/* Runs the same prompts through model_dir; fills tokens and logprobs. */
+static bool run_model(const char *model_dir, int32_t tokens[N_PROMPTS][12],
+                      float lps[N_PROMPTS][12 * 3])
+{
+    struct pl_model_runner_params p;
+    pl_model_runner_params_default(&p);
+    p.model_dir = model_dir;
+    p.n_threads = 1;
+    p.num_kv_blocks = 64;
+    p.max_model_len = 64;
+    p.max_num_seqs = 4;
+    p.max_num_batched_tokens = 128;
+    struct pl_model_runner *r = NULL;
+    struct pl_err err = {0};
+    if (pl_model_runner_new(&p, &r, &err) != PL_STATUS_OK) {
+        fprintf(stderr, "%s: %s\n", model_dir, err.msg);
+        return false;
+    }
+    static const int32_t prompts[N_PROMPTS][8] = {
+        {3, 17, 99, 4, 250, 7, 1, 42}, {11}, {300, 301, 5, 9, 77}};
+    static const int lens[N_PROMPTS] = {8, 1, 5};
+    struct pl_greedy_seq s[N_PROMPTS];
+    memset(s, 0, sizeof(s));
+    for (int i = 0; i < N_PROMPTS; i++) {
+        s[i].prompt = prompts[i];
+        s[i].n_prompt = lens[i];
+        s[i].max_tokens = 12;
+        s[i].n_logprobs = 3;
+    }
+    bool ok = pl_greedy_generate(r, s, N_PROMPTS, 3, &err) == PL_STATUS_OK;
+    if (!ok)
+        fprintf(stderr, "%s: %s\n", model_dir, err.msg);
+    for (int i = 0; ok && i < N_PROMPTS; i++) {
+        ok = s[i].n_out == 12;
+        memcpy(tokens[i], s[i].out_tokens, sizeof(int32_t) * 12);
+        memcpy(lps[i], s[i].top_logprobs, sizeof(float) * 12 * 3);
+    }
+    for (int i = 0; i < N_PROMPTS; i++)
+        pl_greedy_seq_fini(&s[i]);
+    pl_model_runner_free(r);
+    return ok;
+}
+
+/* Concatenates the rows of two or three same-width tensors into one buffer. */
+static void *concat_rows(const struct pl_tensor_info *const *parts, int n, int64_t *rows,
+                         size_t *n_bytes)
+{
+    *rows = 0;
+    *n_bytes = 0;
+    for (int i = 0; i < n; i++) {
+        *rows += parts[i]->shape[0];
+        *n_bytes += parts[i]->n_bytes;
+    }
+    char *buf = malloc(*n_bytes);
+    size_t off = 0;
+    for (int i = 0; buf && i < n; i++) {
+        memcpy(buf + off, parts[i]->data, parts[i]->n_bytes);
+        off += parts[i]->n_bytes;
+    }
+    return buf;
+}
+
+static const char *st_dtype(enum pl_dtype d)
+{
+    return d == PL_DTYPE_F32 ? "F32" : d == PL_DTYPE_F16 ? "F16" : "BF16";
+}
+
+/* Writes llama_dir's model as a Phi-3 checkpoint into phi_dir. */
+static bool write_as_phi3(const char *llama_dir, const char *phi_dir, int n_layers)
+{
+    struct pl_safetensors *st = NULL;
+    struct pl_err err = {0};
+    if (pl_safetensors_open_dir(llama_dir, &st, &err) != PL_STATUS_OK)
+        return false;
+    struct tw_tensor t[MAX_TENSORS];
+    void *owned[MAX_TENSORS];
+    char names[MAX_TENSORS][96];
+    int n = 0, n_owned = 0;
+    for (int i = 0; i < pl_safetensors_count(st); i++) {
+        const struct pl_tensor_info *ti = pl_safetensors_at(st, i);
+        if (strstr(ti->name, "q_proj") || strstr(ti->name, "k_proj") ||
+            strstr(ti->name, "v_proj") || strstr(ti->name, "gate_proj") ||
+            strstr(ti->name, "up_proj"))
+            continue; /* fused below */
+        t[n++] = (struct tw_tensor){ti->name, st_dtype(ti->dtype), ti->n_dims,
+                                    {ti->shape[0], ti->shape[1]}, ti->data, ti->n_bytes};
+    }
+    for (int l = 0; l < n_layers; l++) {
+        static const char *const groups[2][4] = {
+            {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.qkv_proj"},
+            {"mlp.gate_proj", "mlp.up_proj", NULL, "mlp.gate_up_proj"}};
+        for (int g = 0; g < 2; g++) {
+            const struct pl_tensor_info *parts[3];
+            int np = 0;
+            for (int k = 0; k < 3 && groups[g][k]; k++) {
+                char nm[96];
+                snprintf(nm, sizeof(nm), "model.layers.%d.%s.weight", l, groups[g][k]);
+                parts[np++] = pl_safetensors_find(st, nm);
+                if (!parts[np - 1])
+                    return false;
+            }
+            int64_t rows;
+            size_t nb;
+            owned[n_owned] = concat_rows(parts, np, &rows, &nb);
+            snprintf(names[n], sizeof(names[n]), "model.layers.%d.%s.weight", l, groups[g][3]);
+            t[n] = (struct tw_tensor){names[n], st_dtype(parts[0]->dtype), 2,
+                                      {rows, parts[0]->shape[1]}, owned[n_owned], nb};
+            n++, n_owned++;
+        }
+    }
+    bool ok = tw_write_tensors(tw_path(phi_dir, "model.safetensors"), t, n) == 0;
+    for (int i = 0; i < n_owned; i++)
+        free(owned[i]);
+    pl_safetensors_free(st);
+    /* the same config, as Phi-3 */
+    json_t *cfg = json_load_file(tw_path(llama_dir, "config.json"), 0, NULL);
+    ok = ok && cfg;
+    if (ok) {
+        json_object_set_new(cfg, "architectures", json_pack("[s]", "Phi3ForCausalLM"));
+        json_object_set_new(cfg, "model_type", json_string("phi3"));
+        json_object_set_new(cfg, "sliding_window", json_null());
+        ok = json_dump_file(cfg, tw_path(phi_dir, "config.json"), 0) == 0;
+    }
+    json_decref(cfg);
+    return ok;
+}
+
+static void test_phi3_is_llama_with_fused_tensors(void)
+{
+    char *dir = tw_mkdtemp();
+    REQUIRE(dir);
+    char llama_dir[600], phi_dir[600];
+    snprintf(llama_dir, sizeof(llama_dir), "%s/llama", dir);
+    snprintf(phi_dir, sizeof(phi_dir), "%s/phi3", dir);
+    struct pl_err err = {0};
+    REQUIRE(pl_tiny_model_write("llama", llama_dir, &err) == PL_STATUS_OK);
+    REQUIRE(mkdir(phi_dir, 0777) == 0);
+    REQUIRE(write_as_phi3(llama_dir, phi_dir, 2));
+    static int32_t ta[N_PROMPTS][12], tb[N_PROMPTS][12];
+    static float la[N_PROMPTS][36], lb[N_PROMPTS][36];
+    REQUIRE(run_model(llama_dir, ta, la));
+    REQUIRE(run_model(phi_dir, tb, lb));
+    CHECK(!memcmp(ta, tb, sizeof(ta)));
+    CHECK(!memcmp(la, lb, sizeof(la)));
+    tw_rmdir(dir);
+}
+
+int main(void)
+{
+    PL_RUN(test_phi3_is_llama_with_fused_tensors);
+    return pl_test_summary();
+}
