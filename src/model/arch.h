@@ -134,6 +134,7 @@ struct pl_arch_defaults {
     const char *const *hidden_acts; /* the accepted hidden_act values (NULL-terminated);
                                        the first is the default; NULL: silu */
     bool tie_word_embeddings;    /* when missing */
+    double rope_theta;           /* when missing; 0: 10000 */
     bool layer_type_rope;        /* rope_parameters may hold per-layer-type dicts (the
                                     fix-up reads "sliding_attention") */
 };

@@ -518,8 +518,9 @@ pl_status pl_cfg_parse_rope(const char *file, const json_t *root, const json_t *
                           "llama3, longrope)",
                           file, prefix, type);
 
-    /* rope_theta: the rope dict, then the top level, then 10000. */
-    r->theta = 10000.0;
+    /* rope_theta: the rope dict, then the top level, then the class default (10000). */
+    r->theta = c->arch && c->arch->defaults.rope_theta > 0 ? c->arch->defaults.rope_theta
+                                                           : 10000.0;
     present = false;
     if (d && (st = pl_cfg_get_num(file, prefix, d, "rope_theta", &r->theta, &present, err)))
         return st;

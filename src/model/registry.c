@@ -12,7 +12,7 @@
 #include <string.h>
 
 extern const struct pl_arch pl_arch_llama, pl_arch_mistral, pl_arch_qwen2, pl_arch_qwen3,
-    pl_arch_phi3;
+    pl_arch_phi3, pl_arch_gemma2, pl_arch_gemma3;
 
 static const struct pl_arch *const ARCHS[] = {
     &pl_arch_llama,
@@ -20,6 +20,8 @@ static const struct pl_arch *const ARCHS[] = {
     &pl_arch_qwen2,
     &pl_arch_qwen3,
     &pl_arch_phi3,
+    &pl_arch_gemma2,
+    &pl_arch_gemma3,
 };
 #define N_ARCHS ((int)(sizeof(ARCHS) / sizeof(ARCHS[0])))
 

@@ -41,7 +41,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
-enum arch { ARCH_LLAMA, ARCH_MISTRAL, ARCH_QWEN2, ARCH_QWEN3, ARCH_PHI3 };
+enum arch { ARCH_LLAMA, ARCH_MISTRAL, ARCH_QWEN2, ARCH_QWEN3, ARCH_PHI3, ARCH_GEMMA2, ARCH_GEMMA3 };
 
 struct preset {
     const char *name;
@@ -85,6 +85,34 @@ static const char *const PHI3_PARTIAL_EXTRA[] = {
     "partial_rotary_factor", "0.5",
     "pad_token_id", "0",
     "sliding_window", "null",
+    NULL};
+
+/* Gemma 2: sandwich norms, gelu_pytorch_tanh, query_pre_attn_scalar 24 (not head_dim),
+ * soft-capping small enough to bite, layers sliding / global / sliding (transformers'
+ * default pattern), window 8. */
+static const char *const GEMMA2_EXTRA[] = {
+    "hidden_act", "\"gelu_pytorch_tanh\"",
+    "hidden_activation", "\"gelu_pytorch_tanh\"",
+    "query_pre_attn_scalar", "24",
+    "attn_logit_softcapping", "5.0",
+    "final_logit_softcapping", "10.0",
+    "sliding_window", "8",
+    "attention_bias", "false",
+    "pad_token_id", "0",
+    NULL};
+/* Gemma 3 text: q/k norms, MQA, one global layer in two (pattern 2), the global rope
+ * 1e6 with linear scaling 2, the local rope 10000, window 8. */
+static const char *const GEMMA3_EXTRA[] = {
+    "hidden_act", "\"gelu_pytorch_tanh\"",
+    "hidden_activation", "\"gelu_pytorch_tanh\"",
+    "query_pre_attn_scalar", "32",
+    "sliding_window", "8",
+    "sliding_window_pattern", "2",
+    "rope_local_base_freq", "10000.0",
+    "attention_bias", "false",
+    "final_logit_softcapping", "null",
+    "attn_logit_softcapping", "null",
+    "pad_token_id", "0",
     NULL};
 
 static const struct preset PRESETS[] = {
@@ -136,6 +164,14 @@ static const struct preset PRESETS[] = {
     {"phi3-partial", "Phi-4-mini-like Phi-3: partial_rotary_factor 0.5 of head_dim 32, tied",
      ARCH_PHI3, 128, 2, 4, 2, 0, 192, 512, 512, "10000.0", NO_SCALING, false, "1e-05",
      PL_DTYPE_BF16, true, 0, false, 0, 1, true, false, 0x100f, PHI3_PARTIAL_EXTRA},
+    {"gemma2", "Gemma 2: sandwich norms, gelu-tanh, soft-capping, sliding/global, head_dim 32, "
+               "untied (a tied tiny model only repeats its input)",
+     ARCH_GEMMA2, 64, 3, 4, 2, 32, 128, 512, 512, "10000.0", NO_SCALING, false, "1e-06",
+     PL_DTYPE_BF16, false, 0, false, 0, 1, true, false, 0x1010, GEMMA2_EXTRA},
+    {"gemma3", "Gemma 3 text: q/k norms, MQA, local and global rope (linear 2), pattern 2",
+     ARCH_GEMMA3, 64, 3, 4, 1, 32, 128, 512, 512, "1000000.0",
+     "{\"factor\": 2.0, \"rope_type\": \"linear\"}", false, "1e-06", PL_DTYPE_BF16, false,
+     0, false, 0, 1, true, false, 0x1011, GEMMA3_EXTRA},
     {"bench-100m", "Llama ~100M parameters (768 x 12 layers, vocab 32000), bf16, for CPU benchmarks",
      ARCH_LLAMA, 768, 12, 12, 4, 0, 2048, 32000, 2048, "10000.0", NO_SCALING, false, "1e-05",
      PL_DTYPE_BF16, true, 0, false, 0, 1, false, false, 0x2001, NULL},
@@ -182,7 +218,8 @@ const char *pl_tiny_model_describe(const char *preset)
     return p ? p->about : NULL;
 }
 
-static const char *const MODEL_TYPE_OF[] = {"llama", "mistral", "qwen2", "qwen3", "phi3"};
+static const char *const MODEL_TYPE_OF[] = {"llama", "mistral", "qwen2", "qwen3", "phi3",
+                                            "gemma2", "gemma3_text"};
 
 const char *pl_tiny_model_family(const char *preset)
 {
@@ -230,7 +267,10 @@ static double noise_scale(double std) { return std * sqrt(3.0) / 4294967296.0; }
 
 /* ---- tensors ---------------------------------------------------------------------------- */
 
-enum init { INIT_NORMAL, INIT_ONE_PLUS };
+/* INIT_NORMAL: N(0, std^2); INIT_ONE_PLUS: 1 + N(0, std^2); INIT_THREE_PLUS: 3 + N(0, std^2)
+ * (Gemma's post-sublayer norms, applied as 1 + w: about 4, so that the layers' updates
+ * are not drowned by the sqrt(hidden)-scaled embedding in the residual stream). */
+enum init { INIT_NORMAL, INIT_ONE_PLUS, INIT_THREE_PLUS };
 
 struct tensor {
     char name[96];
@@ -293,7 +333,10 @@ static bool build_tensors(const struct preset *p, int vocab, struct tensor_list 
     const double out_gain = p->tied ? 4.0 : 1.0;
     bool ok = add_tensor(l, "model.embed_tokens.weight", vocab, p->hidden, INIT_NORMAL,
                          p->tied ? lm_std : 1.0);
-    ok = ok && add_tensor(l, "model.norm.weight", p->hidden, 0, INIT_ONE_PLUS, 0.1);
+    ok = ok && add_tensor(l, "model.norm.weight", p->hidden, 0,
+                          p->arch == ARCH_GEMMA2 || p->arch == ARCH_GEMMA3 ? INIT_NORMAL
+                                                                           : INIT_ONE_PLUS,
+                          0.1);
     if (!p->tied)
         ok = ok && add_tensor(l, "lm_head.weight", vocab, p->hidden, INIT_NORMAL, lm_std);
     for (int i = 0; ok && i < p->n_layers; i++) {
@@ -301,8 +344,17 @@ static bool build_tensors(const struct preset *p, int vocab, struct tensor_list 
 #define LAYER(suffix, d0, d1, init, std)                                                      \
     (snprintf(n, sizeof(n), "model.layers.%d.%s", i, suffix),                                 \
      add_tensor(l, n, d0, d1, init, std))
-        ok = ok && LAYER("input_layernorm.weight", p->hidden, 0, INIT_ONE_PLUS, 0.1);
-        ok = ok && LAYER("post_attention_layernorm.weight", p->hidden, 0, INIT_ONE_PLUS, 0.1);
+        const bool gemma = p->arch == ARCH_GEMMA2 || p->arch == ARCH_GEMMA3;
+        /* Gemma stores w and applies 1 + w: small noise around 0 */
+        const enum init norm_init = gemma ? INIT_NORMAL : INIT_ONE_PLUS;
+        ok = ok && LAYER("input_layernorm.weight", p->hidden, 0, norm_init, 0.1);
+        ok = ok && LAYER("post_attention_layernorm.weight", p->hidden, 0,
+                         gemma ? INIT_THREE_PLUS : INIT_ONE_PLUS, 0.1);
+        if (gemma) {
+            ok = ok && LAYER("pre_feedforward_layernorm.weight", p->hidden, 0, norm_init, 0.1);
+            ok = ok && LAYER("post_feedforward_layernorm.weight", p->hidden, 0, INIT_THREE_PLUS,
+                             0.1);
+        }
         if (p->arch == ARCH_PHI3) { /* fused q|k|v rows */
             ok = ok && LAYER("self_attn.qkv_proj.weight", q_dim + 2 * kv_dim, p->hidden,
                              INIT_NORMAL, 1.5 / sqrt(H));
@@ -321,9 +373,9 @@ static bool build_tensors(const struct preset *p, int vocab, struct tensor_list 
             ok = ok && LAYER("self_attn.k_proj.bias", kv_dim, 0, INIT_NORMAL, 0.2);
             ok = ok && LAYER("self_attn.v_proj.bias", kv_dim, 0, INIT_NORMAL, 0.2);
         }
-        if (p->arch == ARCH_QWEN3) {
-            ok = ok && LAYER("self_attn.q_norm.weight", hd, 0, INIT_ONE_PLUS, 0.1);
-            ok = ok && LAYER("self_attn.k_norm.weight", hd, 0, INIT_ONE_PLUS, 0.1);
+        if (p->arch == ARCH_QWEN3 || p->arch == ARCH_GEMMA3) {
+            ok = ok && LAYER("self_attn.q_norm.weight", hd, 0, norm_init, 0.1);
+            ok = ok && LAYER("self_attn.k_norm.weight", hd, 0, norm_init, 0.1);
         }
         if (p->arch == ARCH_PHI3) { /* fused gate|up rows */
             ok = ok && LAYER("mlp.gate_up_proj.weight", 2 * p->intermediate, p->hidden,
@@ -367,7 +419,9 @@ static bool write_tensor_data(FILE *f, const struct tensor *t, enum pl_dtype dty
     splitmix64(&state); /* decorrelate nearby seeds */
     const double scale = noise_scale(t->std);
     /* 1 + noise as (one + k) * scale: an integer add, then the single rounding */
-    const int64_t one = t->init == INIT_ONE_PLUS ? llround(1.0 / scale) : 0;
+    const int64_t one = t->init == INIT_ONE_PLUS     ? llround(1.0 / scale)
+                        : t->init == INIT_THREE_PLUS ? llround(3.0 / scale)
+                                                     : 0;
     const size_t esize = pl_dtype_size(dtype);
     const uint64_t n = t->n_bytes / esize;
     unsigned char buf[8192];
@@ -505,7 +559,8 @@ static pl_status write_config(const struct preset *p, const struct config_ids *i
 {
     static const char *const ARCH_NAMES[] = {"LlamaForCausalLM", "MistralForCausalLM",
                                              "Qwen2ForCausalLM", "Qwen3ForCausalLM",
-                                             "Phi3ForCausalLM"};
+                                             "Phi3ForCausalLM", "Gemma2ForCausalLM",
+                                             "Gemma3ForCausalLM"};
     struct kv kv[48];
     int n = 0;
 #define SET(k, ...) (kv[n].key = (k), snprintf(kv[n].value, sizeof(kv[n].value), __VA_ARGS__), n++)
@@ -559,6 +614,8 @@ static pl_status write_config(const struct preset *p, const struct config_ids *i
         SET("max_window_layers", "%d", p->max_window_layers);
         break;
     case ARCH_PHI3:
+    case ARCH_GEMMA2:
+    case ARCH_GEMMA3:
         break;
     }
     for (int e = 0; p->extra && p->extra[e]; e += 2) { /* add, or replace a key set above */

@@ -10,5 +10,7 @@
 #define PL_TEST_ARCH_MISTRAL pl_arch_find("MistralForCausalLM", false)
 #define PL_TEST_ARCH_QWEN2 pl_arch_find("Qwen2ForCausalLM", false)
 #define PL_TEST_ARCH_QWEN3 pl_arch_find("Qwen3ForCausalLM", false)
+#define PL_TEST_ARCH_GEMMA2 pl_arch_find("Gemma2ForCausalLM", false)
+#define PL_TEST_ARCH_GEMMA3 pl_arch_find("Gemma3ForCausalLM", false)
 
 #endif

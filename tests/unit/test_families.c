@@ -12,7 +12,9 @@
  */
 #include "engine/greedy.h"
 #include "engine/model_runner.h"
+#include "model/config.h"
 #include "model/safetensors.h"
+#include "model/weights.h"
 #include "model/tiny_model.h"
 #include "st_write.h"
 #include "test.h"
@@ -169,8 +171,61 @@ static void test_phi3_is_llama_with_fused_tensors(void)
     tw_rmdir(dir);
 }
 
+/* Gemma's configs as transformers reads them, and its (1 + w) norms loaded as fp32. */
+static void test_gemma_load(void)
+{
+    char *dir = tw_mkdtemp();
+    REQUIRE(dir);
+    struct pl_err err = {0};
+    static struct pl_model_config c2, c3;
+    char d2[600], d3[600];
+    snprintf(d2, sizeof(d2), "%s/g2", dir);
+    snprintf(d3, sizeof(d3), "%s/g3", dir);
+    REQUIRE(pl_tiny_model_write("gemma2", d2, &err) == PL_STATUS_OK);
+    REQUIRE(pl_tiny_model_write("gemma3", d3, &err) == PL_STATUS_OK);
+    REQUIRE(pl_model_config_load(d2, &c2, &err) == PL_STATUS_OK);
+    REQUIRE(pl_model_config_load(d3, &c3, &err) == PL_STATUS_OK);
+    /* Gemma 2: layers sliding, global, sliding; caps; scale 24^-0.5; sqrt(64) */
+    CHECK(c2.layer_sliding_window[0] == 8 && c2.layer_sliding_window[1] == 0 &&
+          c2.layer_sliding_window[2] == 8);
+    CHECK(c2.attn_softcap == 5.0f && c2.final_softcap == 10.0f);
+    CHECK(fabsf(c2.attn_scale - 1.0f / sqrtf(24.0f)) < 1e-7f && c2.embed_scale == 8.0f);
+    CHECK(c2.act == PL_ACT_GELU_TANH && !c2.qk_norm && !c2.has_local_rope);
+    /* Gemma 3: pattern 2, no caps, q/k norms, local rope 10000 default, global 1e6 linear 2 */
+    CHECK(c3.layer_sliding_window[0] == 8 && c3.layer_sliding_window[1] == 0);
+    CHECK(c3.attn_softcap == 0 && c3.final_softcap == 0 && c3.qk_norm && c3.has_local_rope);
+    CHECK(c3.rope.theta == 1e6 && c3.rope.type == PL_ROPE_LINEAR && c3.rope.factor == 2.0);
+    CHECK(c3.rope_local.theta == 10000.0 && c3.rope_local.type == PL_ROPE_DEFAULT);
+    /* the norms: fp32 copies of 1 + w */
+    struct pl_safetensors *st = NULL;
+    struct pl_backend *be = NULL;
+    struct pl_weights *w = NULL;
+    REQUIRE(pl_safetensors_open_dir(d3, &st, &err) == PL_STATUS_OK);
+    REQUIRE(pl_backend_cpu_new(1, &be, &err) == PL_STATUS_OK);
+    REQUIRE(pl_weights_load(&c3, st, be, &w, &err) == PL_STATUS_OK);
+    static const char *const names[] = {"model.layers.1.post_feedforward_layernorm.weight",
+                                        "model.layers.0.self_attn.k_norm.weight",
+                                        "model.norm.weight"};
+    const struct pl_weight *slots[] = {&w->layers[1].ffn_post_norm, &w->layers[0].k_norm,
+                                       &w->final_norm};
+    for (int i = 0; i < 3; i++) {
+        const struct pl_tensor_info *ti = pl_safetensors_find(st, names[i]);
+        REQUIRE(ti);
+        CHECK(slots[i]->dtype == PL_DTYPE_F32 && slots[i]->cols == ti->shape[0]);
+        for (int64_t k = 0; k < ti->shape[0]; k++)
+            CHECKF(((const float *)slots[i]->data)[k] ==
+                       1.0f + pl_dtype_get_f32(ti->data, ti->dtype, (size_t)k),
+                   "%s[%lld]", names[i], (long long)k);
+    }
+    pl_weights_free(w);
+    pl_backend_free(be);
+    pl_safetensors_free(st);
+    tw_rmdir(dir);
+}
+
 int main(void)
 {
     PL_RUN(test_phi3_is_llama_with_fused_tensors);
+    PL_RUN(test_gemma_load);
     return pl_test_summary();
 }

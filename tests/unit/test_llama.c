@@ -47,6 +47,7 @@ static void ref_linear(double *y, const double *x, const struct pl_weight *w, co
 
 static void ref_rope(double *v, int hd, int pos, double theta)
 {
+    /* (rotates all head_dim dims: the test models use no partial rotary) */
     int half = hd / 2;
     for (int i = 0; i < half; i++) {
         double a = pos / pow(theta, 2.0 * i / hd);
@@ -67,12 +68,18 @@ static void ref_forward(const struct tiny_model *tm, const int32_t *toks, int le
     double *V = malloc(sizeof(double) * len * kvd), *A = malloc(sizeof(double) * qd);
     double *o = malloc(sizeof(double) * hid), *g = malloc(sizeof(double) * inter);
     double *u = malloc(sizeof(double) * inter), *sc = malloc(sizeof(double) * len);
+    const bool sandwich = c->arch == PL_TEST_ARCH_GEMMA2 || c->arch == PL_TEST_ARCH_GEMMA3;
     for (int t = 0; t < len; t++)
-        for (int i = 0; i < hid; i++)
+        for (int i = 0; i < hid; i++) {
             X[t * hid + i] = wget(&tm->w.embed, (size_t)toks[t] * hid + i);
+            if (c->embed_scale != 0) /* Gemma: rounded to fp32 like the activations */
+                X[t * hid + i] = (float)X[t * hid + i] * c->embed_scale;
+        }
     for (int l = 0; l < c->n_layers; l++) {
         const struct pl_layer_weights *L = &tm->w.layers[l];
         int window = c->layer_sliding_window[l];
+        double theta = window > 0 && c->has_local_rope ? c->rope_local.theta : c->rope.theta;
+        double scale = c->attn_scale > 0 ? c->attn_scale : 1.0 / sqrt((double)hd);
         for (int t = 0; t < len; t++) {
             ref_rmsnorm(xn, X + t * hid, hid, &L->attn_norm, c->rms_norm_eps);
             ref_linear(Q + t * qd, xn, &L->wq, c->attention_bias ? &L->bq : NULL);
@@ -81,12 +88,12 @@ static void ref_forward(const struct tiny_model *tm, const int32_t *toks, int le
             for (int h = 0; h < nh; h++) {
                 if (c->qk_norm)
                     ref_rmsnorm(Q + t * qd + h * hd, Q + t * qd + h * hd, hd, &L->q_norm, c->rms_norm_eps);
-                ref_rope(Q + t * qd + h * hd, hd, t, c->rope.theta);
+                ref_rope(Q + t * qd + h * hd, hd, t, theta);
             }
             for (int h = 0; h < nkv; h++) {
                 if (c->qk_norm)
                     ref_rmsnorm(K + t * kvd + h * hd, K + t * kvd + h * hd, hd, &L->k_norm, c->rms_norm_eps);
-                ref_rope(K + t * kvd + h * hd, hd, t, c->rope.theta);
+                ref_rope(K + t * kvd + h * hd, hd, t, theta);
             }
         }
         for (int t = 0; t < len; t++) {
@@ -97,7 +104,9 @@ static void ref_forward(const struct tiny_model *tm, const int32_t *toks, int le
                     double d = 0;
                     for (int i = 0; i < hd; i++)
                         d += Q[t * qd + h * hd + i] * K[s * kvd + kh * hd + i];
-                    sc[s] = d / sqrt((double)hd);
+                    sc[s] = d * scale;
+                    if (c->attn_softcap > 0)
+                        sc[s] = tanh(sc[s] / c->attn_softcap) * c->attn_softcap;
                     bool in_window = window == 0 || s > t - window;
                     if (!in_window)
                         sc[s] = -INFINITY;
@@ -116,6 +125,8 @@ static void ref_forward(const struct tiny_model *tm, const int32_t *toks, int le
                     A[h * hd + i] /= sum;
             }
             ref_linear(o, A, &L->wo, NULL);
+            if (sandwich)
+                ref_rmsnorm(o, o, hid, &L->attn_post_norm, c->rms_norm_eps);
             for (int i = 0; i < hid; i++)
                 X[t * hid + i] += o[i];
         }
@@ -123,16 +134,27 @@ static void ref_forward(const struct tiny_model *tm, const int32_t *toks, int le
             ref_rmsnorm(xn, X + t * hid, hid, &L->ffn_norm, c->rms_norm_eps);
             ref_linear(g, xn, &L->w_gate, NULL);
             ref_linear(u, xn, &L->w_up, NULL);
-            for (int i = 0; i < inter; i++)
-                g[i] = g[i] / (1.0 + exp(-g[i])) * u[i];
+            for (int i = 0; i < inter; i++) {
+                if (c->act == PL_ACT_GELU_TANH)
+                    g[i] = 0.5 * g[i] *
+                           (1.0 + tanh(sqrt(2.0 / M_PI) * (g[i] + 0.044715 * g[i] * g[i] * g[i]))) *
+                           u[i];
+                else
+                    g[i] = g[i] / (1.0 + exp(-g[i])) * u[i];
+            }
             ref_linear(o, g, &L->w_down, NULL);
+            if (sandwich)
+                ref_rmsnorm(o, o, hid, &L->ffn_post_norm, c->rms_norm_eps);
             for (int i = 0; i < hid; i++)
                 X[t * hid + i] += o[i];
         }
     }
     for (int t = 0; t < len; t++) {
         ref_rmsnorm(xn, X + t * hid, hid, &tm->w.final_norm, c->rms_norm_eps);
-        ref_linear(logits + (size_t)t * c->vocab_size, xn, &tm->w.lm_head, NULL);
+        double *lg = logits + (size_t)t * c->vocab_size;
+        ref_linear(lg, xn, &tm->w.lm_head, NULL);
+        for (int v = 0; c->final_softcap > 0 && v < c->vocab_size; v++)
+            lg[v] = tanh(lg[v] / c->final_softcap) * c->final_softcap;
     }
     free(X), free(xn), free(Q), free(K), free(V), free(A), free(o), free(g), free(u), free(sc);
 }
@@ -283,6 +305,10 @@ static void test_forward_against_naive(void)
     check_against_naive(&qwen2, "qwen2 f16 biases");
     check_against_naive(&qwen3, "qwen3 f32 qk-norm tied");
     check_against_naive(&mistral, "mistral sliding window 5");
+    struct tiny_opts gemma2 = {PL_TEST_ARCH_GEMMA2, PL_DTYPE_BF16, false, 5, 3};
+    struct tiny_opts gemma3 = {PL_TEST_ARCH_GEMMA3, PL_DTYPE_F32, true, 6, 3};
+    check_against_naive(&gemma2, "gemma2 sandwich softcap gelu window 5");
+    check_against_naive(&gemma3, "gemma3 qk-norm local rope window 6 tied");
 }
 
 /* Runs the target (and optional companions) with per-step chunk sizes; collects the

@@ -85,7 +85,25 @@ static void tiny_model_init(struct tiny_model *tm, const struct tiny_opts *o, ui
         c->layer_sliding_window[l] = o->window;
     c->tie_word_embeddings = o->tied;
     c->attention_bias = o->arch == PL_TEST_ARCH_QWEN2;
-    c->qk_norm = o->arch == PL_TEST_ARCH_QWEN3;
+    c->qk_norm = o->arch == PL_TEST_ARCH_QWEN3 || o->arch == PL_TEST_ARCH_GEMMA3;
+    const bool gemma = o->arch == PL_TEST_ARCH_GEMMA2 || o->arch == PL_TEST_ARCH_GEMMA3;
+    if (gemma) { /* the Gemma features, at values that change the result */
+        c->act = PL_ACT_GELU_TANH;
+        c->embed_scale = sqrtf((float)c->hidden_size);
+        c->attn_scale = 1.0f / sqrtf(6.0f);
+        for (int l = 0; l < c->n_layers; l++) /* sliding, global, sliding, ... */
+            c->layer_sliding_window[l] = l % 2 ? 0 : (o->window > 0 ? o->window : 4);
+    }
+    if (o->arch == PL_TEST_ARCH_GEMMA2) {
+        c->attn_softcap = 3.0f;
+        c->final_softcap = 8.0f;
+    }
+    if (o->arch == PL_TEST_ARCH_GEMMA3) {
+        c->rope.theta = 1e6;
+        c->has_local_rope = true;
+        c->rope_local = c->rope;
+        c->rope_local.theta = 500.0;
+    }
     c->dtype = o->dtype;
     c->bos_token_id = 1;
     c->eos_token_ids[0] = 2;
@@ -116,6 +134,10 @@ static void tiny_model_init(struct tiny_model *tm, const struct tiny_opts *o, ui
             L->k_norm = tiny_weight(tm, dt, 1, c->head_dim, 1.0f, 0.3f);
         }
         L->ffn_norm = tiny_weight(tm, dt, 1, hid, 1.0f, 0.2f);
+        if (gemma) {
+            L->attn_post_norm = tiny_weight(tm, dt, 1, hid, 2.0f, 0.3f);
+            L->ffn_post_norm = tiny_weight(tm, dt, 1, hid, 2.0f, 0.3f);
+        }
         L->w_gate = tiny_weight(tm, dt, inter, hid, 0.0f, 0.4f);
         L->w_up = tiny_weight(tm, dt, inter, hid, 0.0f, 0.4f);
         L->w_down = tiny_weight(tm, dt, hid, inter, 0.0f, 0.3f);
