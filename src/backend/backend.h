@@ -130,7 +130,10 @@ struct pl_moe_args {
     bool norm_topk_prob;
     bool gelu_tanh;                     /* the experts' activation: gelu_tanh, else silu */
     const struct pl_weight *router;     /* [n_experts, hidden] */
-    const struct pl_weight *const *w_gate, *const *w_up, *const *w_down; /* [n_experts] */
+    /* expert e's weights are at (const char *)w_x + e * expert_stride: [inter, hidden] gate
+     * and up, [hidden, inter] down */
+    const struct pl_weight *w_gate, *w_up, *w_down;
+    size_t expert_stride;
     int inter;                          /* one expert's width */
     const struct pl_weight *sh_gate, *sh_up, *sh_down, *sh_router; /* NULL: none */
     int sh_inter;

@@ -12,7 +12,8 @@
 #include <string.h>
 
 extern const struct pl_arch pl_arch_llama, pl_arch_mistral, pl_arch_qwen2, pl_arch_qwen3,
-    pl_arch_phi3, pl_arch_gemma2, pl_arch_gemma3;
+    pl_arch_phi3, pl_arch_gemma2, pl_arch_gemma3, pl_arch_mixtral, pl_arch_qwen2_moe,
+    pl_arch_qwen3_moe;
 
 static const struct pl_arch *const ARCHS[] = {
     &pl_arch_llama,
@@ -22,6 +23,9 @@ static const struct pl_arch *const ARCHS[] = {
     &pl_arch_phi3,
     &pl_arch_gemma2,
     &pl_arch_gemma3,
+    &pl_arch_mixtral,
+    &pl_arch_qwen2_moe,
+    &pl_arch_qwen3_moe,
 };
 #define N_ARCHS ((int)(sizeof(ARCHS) / sizeof(ARCHS[0])))
 

@@ -41,7 +41,18 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
-enum arch { ARCH_LLAMA, ARCH_MISTRAL, ARCH_QWEN2, ARCH_QWEN3, ARCH_PHI3, ARCH_GEMMA2, ARCH_GEMMA3 };
+enum arch {
+    ARCH_LLAMA,
+    ARCH_MISTRAL,
+    ARCH_QWEN2,
+    ARCH_QWEN3,
+    ARCH_PHI3,
+    ARCH_GEMMA2,
+    ARCH_GEMMA3,
+    ARCH_MIXTRAL,
+    ARCH_QWEN2_MOE,
+    ARCH_QWEN3_MOE
+};
 
 struct preset {
     const char *name;
@@ -67,6 +78,11 @@ struct preset {
     /* newer families: config.json keys to add or replace ("key", "JSON text" pairs,
      * NULL-terminated; NULL: none) */
     const char *const *extra;
+    /* mixture of experts: experts, expert width, shared expert width (0: none), the
+     * layers with a sparse block (bit l), whether q/k/v have biases */
+    int n_experts, moe_inter, shared_inter;
+    unsigned moe_layers;
+    bool qkv_bias;
 };
 
 #define NO_SCALING NULL
@@ -115,70 +131,118 @@ static const char *const GEMMA3_EXTRA[] = {
     "pad_token_id", "0",
     NULL};
 
+/* MoE presets: routers with a large gain (decisive top-k, no near-tied routing). */
+static const char *const MIXTRAL_EXTRA[] = {
+    "num_local_experts", "4",
+    "num_experts_per_tok", "2",
+    "sliding_window", "null",
+    "output_router_logits", "false",
+    "router_aux_loss_coef", "0.02",
+    NULL};
+static const char *const QWEN2_MOE_EXTRA[] = {
+    "num_experts", "8",
+    "num_experts_per_tok", "2",
+    "moe_intermediate_size", "48",
+    "shared_expert_intermediate_size", "64",
+    "norm_topk_prob", "false",
+    "decoder_sparse_step", "1",
+    "mlp_only_layers", "[\n    1\n  ]",
+    "use_sliding_window", "false",
+    "sliding_window", "null",
+    "max_window_layers", "2",
+    "output_router_logits", "false",
+    NULL};
+static const char *const QWEN3_MOE_EXTRA[] = {
+    "num_experts", "8",
+    "num_experts_per_tok", "3",
+    "moe_intermediate_size", "40",
+    "norm_topk_prob", "true",
+    "decoder_sparse_step", "2",
+    "mlp_only_layers", "[]",
+    "use_sliding_window", "false",
+    "sliding_window", "null",
+    "max_window_layers", "2",
+    "attention_bias", "false",
+    "output_router_logits", "false",
+    NULL};
+
 static const struct preset PRESETS[] = {
     {"llama", "Llama, GQA 4:2, untied, bf16", ARCH_LLAMA, 64, 2, 4, 2, 0, 128, 512, 512,
      "10000.0", NO_SCALING, false, "1e-05", PL_DTYPE_BF16, false, 0, false, 0, 1, true, false,
-     0x1001, NULL},
+     0x1001, NULL, 0, 0, 0, 0, false},
     {"llama-mha-tied", "Llama, MHA 4:4, tied embeddings, bf16", ARCH_LLAMA, 64, 2, 4, 4, 0, 128,
      512, 512, "10000.0", NO_SCALING, false, "1e-05", PL_DTYPE_BF16, true, 0, false, 0, 1, true,
-     false, 0x1002, NULL},
+     false, 0x1002, NULL, 0, 0, 0, 0, false},
     {"llama3-rope", "Llama, llama3 rope scaling (original 64), head_dim 32 != 64/4", ARCH_LLAMA,
      64, 2, 4, 2, 32, 128, 512, 512, "10000.0",
      "{\"factor\": 8.0, \"high_freq_factor\": 4.0, \"low_freq_factor\": 1.0, "
      "\"original_max_position_embeddings\": 64, \"rope_type\": \"llama3\"}",
-     false, "1e-05", PL_DTYPE_BF16, false, 0, false, 0, 1, true, false, 0x1003, NULL},
+     false, "1e-05", PL_DTYPE_BF16, false, 0, false, 0, 1, true, false, 0x1003, NULL, 0, 0, 0, 0, false},
     {"llama-linear-rope", "Llama, linear rope scaling factor 2", ARCH_LLAMA, 64, 2, 4, 2, 0, 128,
      512, 512, "10000.0", "{\"factor\": 2.0, \"rope_type\": \"linear\"}", false, "1e-05",
-     PL_DTYPE_BF16, false, 0, false, 0, 1, true, false, 0x1004, NULL},
+     PL_DTYPE_BF16, false, 0, false, 0, 1, true, false, 0x1004, NULL, 0, 0, 0, 0, false},
     {"llama-yarn-rope", "Llama, yarn rope scaling factor 4 (original 32, max 128)", ARCH_LLAMA, 64,
      2, 4, 2, 0, 128, 512, 128, "10000.0",
      "{\"factor\": 4.0, \"original_max_position_embeddings\": 32, \"rope_type\": \"yarn\"}",
-     false, "1e-05", PL_DTYPE_BF16, false, 0, false, 0, 1, true, false, 0x1005, NULL},
+     false, "1e-05", PL_DTYPE_BF16, false, 0, false, 0, 1, true, false, 0x1005, NULL, 0, 0, 0, 0, false},
     {"llama-dynamic-rope", "Llama, dynamic NTK rope factor 4, max positions 32 (prompts exceed it)",
      ARCH_LLAMA, 64, 2, 4, 2, 0, 128, 512, 32, "10000.0",
      "{\"factor\": 4.0, \"rope_type\": \"dynamic\"}", false, "1e-05", PL_DTYPE_BF16, false, 0,
-     false, 0, 1, true, false, 0x1006, NULL},
+     false, 0, 1, true, false, 0x1006, NULL, 0, 0, 0, 0, false},
     {"llama-f16", "Llama, float16 weights", ARCH_LLAMA, 64, 2, 4, 2, 0, 128, 512, 512, "10000.0",
-     NO_SCALING, false, "1e-05", PL_DTYPE_F16, false, 0, false, 0, 1, true, false, 0x1007, NULL},
+     NO_SCALING, false, "1e-05", PL_DTYPE_F16, false, 0, false, 0, 1, true, false, 0x1007, NULL, 0, 0, 0, 0, false},
     {"llama-f32", "Llama, float32 weights", ARCH_LLAMA, 64, 2, 4, 2, 0, 128, 512, 512, "10000.0",
-     NO_SCALING, false, "1e-05", PL_DTYPE_F32, false, 0, false, 0, 1, true, false, 0x1008, NULL},
+     NO_SCALING, false, "1e-05", PL_DTYPE_F32, false, 0, false, 0, 1, true, false, 0x1008, NULL, 0, 0, 0, 0, false},
     {"llama-sharded", "Llama, 3 layers in 2 safetensors shards + index", ARCH_LLAMA, 64, 3, 4, 2,
      0, 128, 512, 512, "10000.0", NO_SCALING, false, "1e-05", PL_DTYPE_BF16, false, 0, false, 0,
-     2, true, false, 0x1009, NULL},
+     2, true, false, 0x1009, NULL, 0, 0, 0, 0, false},
     {"mistral-swa", "Mistral, sliding window 8, GQA 8:2", ARCH_MISTRAL, 128, 2, 8, 2, 0, 256, 512,
      512, "10000.0", NO_SCALING, false, "1e-05", PL_DTYPE_BF16, false, 8, false, 0, 1, true,
-     false, 0x100a, NULL},
+     false, 0x100a, NULL, 0, 0, 0, 0, false},
     {"qwen2", "Qwen2, q/k/v biases, tied, GQA 4:2, window 16 configured but off", ARCH_QWEN2, 64, 2,
      4, 2, 0, 128, 512, 512, "1000000.0", NO_SCALING, false, "1e-06", PL_DTYPE_BF16, true, 16,
-     false, 1, 1, true, false, 0x100b, NULL},
+     false, 1, 1, true, false, 0x100b, NULL, 0, 0, 0, 0, false},
     {"qwen3", "Qwen3, q_norm/k_norm, head_dim 32, GQA 4:2, transformers 5 config spelling",
      ARCH_QWEN3, 64, 2, 4, 2, 32, 128, 512, 512, "1000000.0", NO_SCALING, true, "1e-06",
-     PL_DTYPE_BF16, false, 0, false, 2, 1, true, false, 0x100c, NULL},
+     PL_DTYPE_BF16, false, 0, false, 2, 1, true, false, 0x100c, NULL, 0, 0, 0, 0, false},
     {"qwen2-swa", "Qwen2, sliding window 8 on layers >= max_window_layers 1 of 3", ARCH_QWEN2, 64,
      3, 4, 2, 0, 128, 512, 512, "1000000.0", NO_SCALING, false, "1e-06", PL_DTYPE_BF16, true, 8,
-     true, 1, 1, true, false, 0x100d, NULL},
+     true, 1, 1, true, false, 0x100d, NULL, 0, 0, 0, 0, false},
     {"phi3", "Phi-3, fused qkv/gate_up, head_dim 24, longrope (original 16, max 64)", ARCH_PHI3,
      96, 2, 4, 2, 0, 160, 512, 64, "10000.0",
      "{\"long_factor\": [1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 5.5, 6.0, 6.5, 7.0], \"short_factor\": [1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.7, 1.8, 1.9, 2.0, 2.1], \"type\": \"longrope\"}",
-     false, "1e-05", PL_DTYPE_BF16, false, 0, false, 0, 1, true, false, 0x100e, PHI3_EXTRA},
+     false, "1e-05", PL_DTYPE_BF16, false, 0, false, 0, 1, true, false, 0x100e, PHI3_EXTRA, 0, 0, 0, 0, false},
     {"phi3-partial", "Phi-4-mini-like Phi-3: partial_rotary_factor 0.5 of head_dim 32, tied",
      ARCH_PHI3, 128, 2, 4, 2, 0, 192, 512, 512, "10000.0", NO_SCALING, false, "1e-05",
-     PL_DTYPE_BF16, true, 0, false, 0, 1, true, false, 0x100f, PHI3_PARTIAL_EXTRA},
+     PL_DTYPE_BF16, true, 0, false, 0, 1, true, false, 0x100f, PHI3_PARTIAL_EXTRA, 0, 0, 0, 0, false},
     {"gemma2", "Gemma 2: sandwich norms, gelu-tanh, soft-capping, sliding/global, head_dim 32, "
                "untied (a tied tiny model only repeats its input)",
      ARCH_GEMMA2, 64, 3, 4, 2, 32, 128, 512, 512, "10000.0", NO_SCALING, false, "1e-06",
-     PL_DTYPE_BF16, false, 0, false, 0, 1, true, false, 0x1010, GEMMA2_EXTRA},
+     PL_DTYPE_BF16, false, 0, false, 0, 1, true, false, 0x1010, GEMMA2_EXTRA, 0, 0, 0, 0, false},
     {"gemma3", "Gemma 3 text: q/k norms, MQA, local and global rope (linear 2), pattern 2",
      ARCH_GEMMA3, 64, 3, 4, 1, 32, 128, 512, 512, "1000000.0",
      "{\"factor\": 2.0, \"rope_type\": \"linear\"}", false, "1e-06", PL_DTYPE_BF16, false,
-     0, false, 0, 1, true, false, 0x1011, GEMMA3_EXTRA},
+     0, false, 0, 1, true, false, 0x1011, GEMMA3_EXTRA, 0, 0, 0, 0, false},
+    {"mixtral", "Mixtral: 4 experts top-2 (renormalised), block_sparse_moe w1/w2/w3", ARCH_MIXTRAL,
+     64, 2, 4, 2, 0, 96, 512, 512, "1000000.0", NO_SCALING, false, "1e-05", PL_DTYPE_BF16, false,
+     0, false, 0, 1, true, false, 0x1012, MIXTRAL_EXTRA, 4, 96, 0, 0x3, false},
+    {"qwen2moe", "Qwen2-MoE: 8 experts top-2 (not renormalised), gated shared expert, layer 1 "
+                 "dense (mlp_only_layers), q/k/v biases",
+     ARCH_QWEN2_MOE, 64, 2, 4, 2, 0, 128, 512, 512, "1000000.0", NO_SCALING, false, "1e-06",
+     PL_DTYPE_BF16, false, 0, false, 2, 1, true, false, 0x1013, QWEN2_MOE_EXTRA, 8, 48, 64, 0x1,
+     true},
+    {"qwen3moe", "Qwen3-MoE: 8 experts top-3 (norm_topk_prob), decoder_sparse_step 2 (layer 0 "
+                 "dense), q/k norms, head_dim 32",
+     ARCH_QWEN3_MOE, 64, 2, 4, 2, 32, 128, 512, 512, "1000000.0", NO_SCALING, false, "1e-06",
+     PL_DTYPE_BF16, false, 0, false, 2, 1, true, false, 0x1014, QWEN3_MOE_EXTRA, 8, 40, 0, 0x2,
+     false},
     {"bench-100m", "Llama ~100M parameters (768 x 12 layers, vocab 32000), bf16, for CPU benchmarks",
      ARCH_LLAMA, 768, 12, 12, 4, 0, 2048, 32000, 2048, "10000.0", NO_SCALING, false, "1e-05",
-     PL_DTYPE_BF16, true, 0, false, 0, 1, false, false, 0x2001, NULL},
+     PL_DTYPE_BF16, true, 0, false, 0, 1, false, false, 0x2001, NULL, 0, 0, 0, 0, false},
     {"default", "the built-in default model: Llama 256 x 4 layers, 8:4 heads, byte-level BPE "
                 "tokenizer (960 ids), ChatML template",
      ARCH_LLAMA, 256, 4, 8, 4, 32, 768, 0 /* from the tokenizer */, 2048, "500000.0", NO_SCALING,
-     false, "1e-05", PL_DTYPE_BF16, false, 0, false, 0, 1, false, true, 0x3001, NULL},
+     false, "1e-05", PL_DTYPE_BF16, false, 0, false, 0, 1, false, true, 0x3001, NULL, 0, 0, 0, 0, false},
 };
 
 #define N_PRESETS ((int)(sizeof(PRESETS) / sizeof(PRESETS[0])))
@@ -219,7 +283,8 @@ const char *pl_tiny_model_describe(const char *preset)
 }
 
 static const char *const MODEL_TYPE_OF[] = {"llama", "mistral", "qwen2", "qwen3", "phi3",
-                                            "gemma2", "gemma3_text"};
+                                            "gemma2", "gemma3_text", "mixtral", "qwen2_moe",
+                                            "qwen3_moe"};
 
 const char *pl_tiny_model_family(const char *preset)
 {
@@ -368,16 +433,46 @@ static bool build_tensors(const struct preset *p, int vocab, struct tensor_list 
         }
         ok = ok && LAYER("self_attn.o_proj.weight", p->hidden, q_dim, INIT_NORMAL,
                          out_gain / sqrt((double)q_dim));
-        if (p->arch == ARCH_QWEN2) {
+        if (p->arch == ARCH_QWEN2 || p->qkv_bias) {
             ok = ok && LAYER("self_attn.q_proj.bias", q_dim, 0, INIT_NORMAL, 0.2);
             ok = ok && LAYER("self_attn.k_proj.bias", kv_dim, 0, INIT_NORMAL, 0.2);
             ok = ok && LAYER("self_attn.v_proj.bias", kv_dim, 0, INIT_NORMAL, 0.2);
         }
-        if (p->arch == ARCH_QWEN3 || p->arch == ARCH_GEMMA3) {
+        if (p->arch == ARCH_QWEN3 || p->arch == ARCH_GEMMA3 || p->arch == ARCH_QWEN3_MOE) {
             ok = ok && LAYER("self_attn.q_norm.weight", hd, 0, norm_init, 0.1);
             ok = ok && LAYER("self_attn.k_norm.weight", hd, 0, norm_init, 0.1);
         }
-        if (p->arch == ARCH_PHI3) { /* fused gate|up rows */
+        const bool sparse = p->n_experts > 0 && (p->moe_layers >> i & 1u);
+        if (sparse) { /* the Hub's per-expert layout */
+            const bool mixtral = p->arch == ARCH_MIXTRAL;
+            const char *blk = mixtral ? "block_sparse_moe" : "mlp";
+            char nm[64];
+            const double MI = p->moe_inter;
+            snprintf(nm, sizeof(nm), "%s.gate.weight", blk);
+            ok = ok && LAYER(nm, p->n_experts, p->hidden, INIT_NORMAL, 4.0 / sqrt(H));
+            for (int e = 0; ok && e < p->n_experts; e++) {
+                snprintf(nm, sizeof(nm), "%s.experts.%d.%s.weight", blk, e,
+                         mixtral ? "w1" : "gate_proj");
+                ok = ok && LAYER(nm, p->moe_inter, p->hidden, INIT_NORMAL, 1.0 / sqrt(H));
+                snprintf(nm, sizeof(nm), "%s.experts.%d.%s.weight", blk, e,
+                         mixtral ? "w3" : "up_proj");
+                ok = ok && LAYER(nm, p->moe_inter, p->hidden, INIT_NORMAL, 1.0 / sqrt(H));
+                snprintf(nm, sizeof(nm), "%s.experts.%d.%s.weight", blk, e,
+                         mixtral ? "w2" : "down_proj");
+                ok = ok && LAYER(nm, p->hidden, p->moe_inter, INIT_NORMAL, out_gain / sqrt(MI));
+            }
+            if (p->shared_inter > 0) {
+                const double SI = p->shared_inter;
+                ok = ok && LAYER("mlp.shared_expert.gate_proj.weight", p->shared_inter, p->hidden,
+                                 INIT_NORMAL, 1.0 / sqrt(H));
+                ok = ok && LAYER("mlp.shared_expert.up_proj.weight", p->shared_inter, p->hidden,
+                                 INIT_NORMAL, 1.0 / sqrt(H));
+                ok = ok && LAYER("mlp.shared_expert.down_proj.weight", p->hidden, p->shared_inter,
+                                 INIT_NORMAL, out_gain / sqrt(SI));
+                ok = ok && LAYER("mlp.shared_expert_gate.weight", 1, p->hidden, INIT_NORMAL,
+                                 2.0 / sqrt(H));
+            }
+        } else if (p->arch == ARCH_PHI3) { /* fused gate|up rows */
             ok = ok && LAYER("mlp.gate_up_proj.weight", 2 * p->intermediate, p->hidden,
                              INIT_NORMAL, 1.0 / sqrt(H));
         } else {
@@ -386,8 +481,9 @@ static bool build_tensors(const struct preset *p, int vocab, struct tensor_list 
             ok = ok && LAYER("mlp.up_proj.weight", p->intermediate, p->hidden, INIT_NORMAL,
                              1.0 / sqrt(H));
         }
-        ok = ok && LAYER("mlp.down_proj.weight", p->hidden, p->intermediate, INIT_NORMAL,
-                         out_gain / sqrt(I));
+        if (!sparse)
+            ok = ok && LAYER("mlp.down_proj.weight", p->hidden, p->intermediate, INIT_NORMAL,
+                             out_gain / sqrt(I));
 #undef LAYER
     }
     if (!ok)
@@ -560,7 +656,8 @@ static pl_status write_config(const struct preset *p, const struct config_ids *i
     static const char *const ARCH_NAMES[] = {"LlamaForCausalLM", "MistralForCausalLM",
                                              "Qwen2ForCausalLM", "Qwen3ForCausalLM",
                                              "Phi3ForCausalLM", "Gemma2ForCausalLM",
-                                             "Gemma3ForCausalLM"};
+                                             "Gemma3ForCausalLM", "MixtralForCausalLM",
+                                             "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM"};
     struct kv kv[48];
     int n = 0;
 #define SET(k, ...) (kv[n].key = (k), snprintf(kv[n].value, sizeof(kv[n].value), __VA_ARGS__), n++)
@@ -616,7 +713,11 @@ static pl_status write_config(const struct preset *p, const struct config_ids *i
     case ARCH_PHI3:
     case ARCH_GEMMA2:
     case ARCH_GEMMA3:
+    case ARCH_MIXTRAL:
         break;
+    case ARCH_QWEN2_MOE:
+    case ARCH_QWEN3_MOE:
+        break; /* their keys are all in the preset's extra list */
     }
     for (int e = 0; p->extra && p->extra[e]; e += 2) { /* add, or replace a key set above */
         int at = n;

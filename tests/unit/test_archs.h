@@ -12,5 +12,8 @@
 #define PL_TEST_ARCH_QWEN3 pl_arch_find("Qwen3ForCausalLM", false)
 #define PL_TEST_ARCH_GEMMA2 pl_arch_find("Gemma2ForCausalLM", false)
 #define PL_TEST_ARCH_GEMMA3 pl_arch_find("Gemma3ForCausalLM", false)
+#define PL_TEST_ARCH_MIXTRAL pl_arch_find("MixtralForCausalLM", false)
+#define PL_TEST_ARCH_QWEN2_MOE pl_arch_find("Qwen2MoeForCausalLM", false)
+#define PL_TEST_ARCH_QWEN3_MOE pl_arch_find("Qwen3MoeForCausalLM", false)
 
 #endif

@@ -223,9 +223,62 @@ static void test_gemma_load(void)
     tw_rmdir(dir);
 }
 
+/* The MoE presets: which layers are sparse, routing flags, experts read per expert. */
+static void test_moe_load(void)
+{
+    char *dir = tw_mkdtemp();
+    REQUIRE(dir);
+    static const struct {
+        const char *preset;
+        int n_experts, top_k, shared;
+        bool norm, moe0, moe1;
+    } cases[] = {
+        {"mixtral", 4, 2, 0, true, true, true},
+        {"qwen2moe", 8, 2, 64, false, true, false},  /* mlp_only_layers [1] */
+        {"qwen3moe", 8, 3, 0, true, false, true},    /* decoder_sparse_step 2 */
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char d[600];
+        snprintf(d, sizeof(d), "%s/%s", dir, cases[i].preset);
+        struct pl_err err = {0};
+        static struct pl_model_config c;
+        REQUIRE(pl_tiny_model_write(cases[i].preset, d, &err) == PL_STATUS_OK);
+        REQUIRE(pl_model_config_load(d, &c, &err) == PL_STATUS_OK);
+        CHECKF(c.n_experts == cases[i].n_experts && c.n_experts_per_tok == cases[i].top_k &&
+                   c.norm_topk_prob == cases[i].norm &&
+                   c.shared_expert_intermediate_size == cases[i].shared,
+               "%s", cases[i].preset);
+        CHECKF(c.layer_moe[0] == cases[i].moe0 && c.layer_moe[1] == cases[i].moe1, "%s",
+               cases[i].preset);
+        struct pl_safetensors *st = NULL;
+        struct pl_backend *be = NULL;
+        struct pl_weights *w = NULL;
+        REQUIRE(pl_safetensors_open_dir(d, &st, &err) == PL_STATUS_OK);
+        REQUIRE(pl_backend_cpu_new(1, &be, &err) == PL_STATUS_OK);
+        CHECKF(pl_weights_load(&c, st, be, &w, &err) == PL_STATUS_OK, "%s", err.msg);
+        for (int l = 0; w && l < 2; l++) {
+            const struct pl_layer_weights *L = &w->layers[l];
+            if (c.layer_moe[l]) {
+                CHECK(L->experts && L->router.rows == c.n_experts && !L->w_gate.data);
+                const struct pl_expert_weights *e = &L->experts[c.n_experts - 1];
+                CHECK(e->w_gate.rows == c.moe_intermediate_size && e->w_down.cols ==
+                                                                   c.moe_intermediate_size);
+                CHECK((L->sh_gate.data != NULL) == (cases[i].shared > 0));
+            } else {
+                CHECK(!L->experts && L->w_gate.rows == c.intermediate_size);
+            }
+        }
+        pl_weights_free(w);
+        pl_backend_free(be);
+        pl_safetensors_free(st);
+    }
+    tw_rmdir(dir);
+}
+
 int main(void)
 {
     PL_RUN(test_phi3_is_llama_with_fused_tensors);
     PL_RUN(test_gemma_load);
+    PL_RUN(test_moe_load);
     return pl_test_summary();
 }

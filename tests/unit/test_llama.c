@@ -57,6 +57,70 @@ static void ref_rope(double *v, int hd, int pos, double theta)
     }
 }
 
+/* The gated MLP (gate, up, down) of one token into o[hid]. */
+static void ref_mlp(double *o, const double *xn, const struct pl_weight *wg,
+                    const struct pl_weight *wu, const struct pl_weight *wd, int inter, bool gelu)
+{
+    double *g = malloc(sizeof(double) * (size_t)inter), *u = malloc(sizeof(double) * (size_t)inter);
+    ref_linear(g, xn, wg, NULL);
+    ref_linear(u, xn, wu, NULL);
+    for (int i = 0; i < inter; i++) {
+        if (gelu)
+            g[i] = 0.5 * g[i] * (1.0 + tanh(sqrt(2.0 / M_PI) * (g[i] + 0.044715 * g[i] * g[i] * g[i]))) *
+                   u[i];
+        else
+            g[i] = g[i] / (1.0 + exp(-g[i])) * u[i];
+    }
+    ref_linear(o, g, wd, NULL);
+    free(g), free(u);
+}
+
+/* The sparse MoE block as transformers computes it: softmax, top-k, optional renorm,
+ * weighted sum of the experts (+ the sigmoid-gated shared expert). */
+static void ref_moe(double *o, const double *xn, const struct pl_model_config *c,
+                    const struct pl_layer_weights *L, int hid)
+{
+    const int E = c->n_experts, K = c->n_experts_per_tok;
+    double p[16], sum = 0, mx = -1e300, *eo = malloc(sizeof(double) * (size_t)hid);
+    bool used[16] = {false};
+    ref_linear(p, xn, &L->router, NULL);
+    for (int e = 0; e < E; e++)
+        mx = fmax(mx, p[e]);
+    for (int e = 0; e < E; e++)
+        sum += (p[e] = exp(p[e] - mx));
+    for (int e = 0; e < E; e++)
+        p[e] /= sum;
+    int ids[16];
+    double w[16], wsum = 0;
+    for (int k = 0; k < K; k++) {
+        int best = -1;
+        for (int e = 0; e < E; e++)
+            if (!used[e] && (best < 0 || p[e] > p[best]))
+                best = e;
+        used[best] = true;
+        ids[k] = best;
+        wsum += (w[k] = p[best]);
+    }
+    for (int i = 0; i < hid; i++)
+        o[i] = 0;
+    for (int k = 0; k < K; k++) {
+        const struct pl_expert_weights *x = &L->experts[ids[k]];
+        ref_mlp(eo, xn, &x->w_gate, &x->w_up, &x->w_down, c->moe_intermediate_size,
+                c->act == PL_ACT_GELU_TANH);
+        for (int i = 0; i < hid; i++)
+            o[i] += (c->norm_topk_prob ? w[k] / wsum : w[k]) * eo[i];
+    }
+    if (c->shared_expert_intermediate_size > 0) {
+        double gl;
+        ref_linear(&gl, xn, &L->sh_router, NULL);
+        ref_mlp(eo, xn, &L->sh_gate, &L->sh_up, &L->sh_down, c->shared_expert_intermediate_size,
+                false);
+        for (int i = 0; i < hid; i++)
+            o[i] += eo[i] / (1.0 + exp(-gl));
+    }
+    free(eo);
+}
+
 /* logits[len, vocab] for every position of toks. */
 static void ref_forward(const struct tiny_model *tm, const int32_t *toks, int len, double *logits)
 {
@@ -132,6 +196,12 @@ static void ref_forward(const struct tiny_model *tm, const int32_t *toks, int le
         }
         for (int t = 0; t < len; t++) {
             ref_rmsnorm(xn, X + t * hid, hid, &L->ffn_norm, c->rms_norm_eps);
+            if (c->layer_moe[l]) {
+                ref_moe(o, xn, c, L, hid);
+                for (int i = 0; i < hid; i++)
+                    X[t * hid + i] += o[i];
+                continue;
+            }
             ref_linear(g, xn, &L->w_gate, NULL);
             ref_linear(u, xn, &L->w_up, NULL);
             for (int i = 0; i < inter; i++) {
@@ -309,6 +379,12 @@ static void test_forward_against_naive(void)
     struct tiny_opts gemma3 = {PL_TEST_ARCH_GEMMA3, PL_DTYPE_F32, true, 6, 3};
     check_against_naive(&gemma2, "gemma2 sandwich softcap gelu window 5");
     check_against_naive(&gemma3, "gemma3 qk-norm local rope window 6 tied");
+    struct tiny_opts mixtral = {PL_TEST_ARCH_MIXTRAL, PL_DTYPE_BF16, false, 0, 2};
+    struct tiny_opts qwen2moe = {PL_TEST_ARCH_QWEN2_MOE, PL_DTYPE_F16, false, 0, 2};
+    struct tiny_opts qwen3moe = {PL_TEST_ARCH_QWEN3_MOE, PL_DTYPE_F32, false, 0, 3};
+    check_against_naive(&mixtral, "mixtral top-2 renormalised");
+    check_against_naive(&qwen2moe, "qwen2-moe shared expert, dense layer 1");
+    check_against_naive(&qwen3moe, "qwen3-moe top-3 norm_topk_prob, dense layers 0 and 2");
 }
 
 /* Runs the target (and optional companions) with per-step chunk sizes; collects the

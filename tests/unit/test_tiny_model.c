@@ -69,7 +69,7 @@ static void test_preset_list(void)
         golden += pl_tiny_model_is_golden(names[i]);
         CHECKF(pl_tiny_model_family(names[i]) != NULL, "%s", names[i]);
     }
-    CHECK(golden == 17); /* 13 Llama-family presets, 2 Phi-3, 2 Gemma */
+    CHECK(golden == 20); /* 13 Llama-family presets, 2 Phi-3, 2 Gemma, 3 MoE */
     CHECK(!strcmp(pl_tiny_model_family("phi3-partial"), "phi3"));
     CHECK(pl_tiny_model_family("no-such-preset") == NULL);
     CHECK(!pl_tiny_model_is_golden("default") && !pl_tiny_model_is_golden("bench-100m"));

@@ -84,8 +84,20 @@ static void tiny_model_init(struct tiny_model *tm, const struct tiny_opts *o, ui
     for (int l = 0; l < c->n_layers; l++)
         c->layer_sliding_window[l] = o->window;
     c->tie_word_embeddings = o->tied;
-    c->attention_bias = o->arch == PL_TEST_ARCH_QWEN2;
-    c->qk_norm = o->arch == PL_TEST_ARCH_QWEN3 || o->arch == PL_TEST_ARCH_GEMMA3;
+    c->attention_bias = o->arch == PL_TEST_ARCH_QWEN2 || o->arch == PL_TEST_ARCH_QWEN2_MOE;
+    c->qk_norm = o->arch == PL_TEST_ARCH_QWEN3 || o->arch == PL_TEST_ARCH_GEMMA3 ||
+                 o->arch == PL_TEST_ARCH_QWEN3_MOE;
+    if (o->arch == PL_TEST_ARCH_MIXTRAL || o->arch == PL_TEST_ARCH_QWEN2_MOE ||
+        o->arch == PL_TEST_ARCH_QWEN3_MOE) { /* 4 experts, top 2 (qwen3: 3) */
+        c->n_experts = 4;
+        c->n_experts_per_tok = o->arch == PL_TEST_ARCH_QWEN3_MOE ? 3 : 2;
+        c->moe_intermediate_size = 24;
+        c->norm_topk_prob = o->arch != PL_TEST_ARCH_QWEN2_MOE;
+        c->shared_expert_intermediate_size = o->arch == PL_TEST_ARCH_QWEN2_MOE ? 20 : 0;
+        for (int l = 0; l < c->n_layers; l++) /* mixtral all; qwen2: even; qwen3: odd */
+            c->layer_moe[l] = o->arch == PL_TEST_ARCH_MIXTRAL ||
+                              (o->arch == PL_TEST_ARCH_QWEN2_MOE ? l % 2 == 0 : l % 2 == 1);
+    }
     const bool gemma = o->arch == PL_TEST_ARCH_GEMMA2 || o->arch == PL_TEST_ARCH_GEMMA3;
     if (gemma) { /* the Gemma features, at values that change the result */
         c->act = PL_ACT_GELU_TANH;
@@ -138,12 +150,32 @@ static void tiny_model_init(struct tiny_model *tm, const struct tiny_opts *o, ui
             L->attn_post_norm = tiny_weight(tm, dt, 1, hid, 2.0f, 0.3f);
             L->ffn_post_norm = tiny_weight(tm, dt, 1, hid, 2.0f, 0.3f);
         }
+        if (c->layer_moe[l]) {
+            const int E = c->n_experts, mi = c->moe_intermediate_size;
+            L->router = tiny_weight(tm, dt, E, hid, 0.0f, 1.5f);
+            L->experts = calloc((size_t)E, sizeof(*L->experts));
+            tm->bufs[tm->n_bufs++] = L->experts;
+            for (int e = 0; e < E; e++) {
+                L->experts[e].w_gate = tiny_weight(tm, dt, mi, hid, 0.0f, 0.4f);
+                L->experts[e].w_up = tiny_weight(tm, dt, mi, hid, 0.0f, 0.4f);
+                L->experts[e].w_down = tiny_weight(tm, dt, hid, mi, 0.0f, 0.3f);
+            }
+            if (c->shared_expert_intermediate_size > 0) {
+                const int si = c->shared_expert_intermediate_size;
+                L->sh_gate = tiny_weight(tm, dt, si, hid, 0.0f, 0.4f);
+                L->sh_up = tiny_weight(tm, dt, si, hid, 0.0f, 0.4f);
+                L->sh_down = tiny_weight(tm, dt, hid, si, 0.0f, 0.3f);
+                L->sh_router = tiny_weight(tm, dt, 1, hid, 0.0f, 0.5f);
+            }
+            continue;
+        }
         L->w_gate = tiny_weight(tm, dt, inter, hid, 0.0f, 0.4f);
         L->w_up = tiny_weight(tm, dt, inter, hid, 0.0f, 0.4f);
         L->w_down = tiny_weight(tm, dt, hid, inter, 0.0f, 0.3f);
     }
     tm->w.layers = tm->layers;
     tm->w.n_layers = c->n_layers;
+    tm->w.n_experts = c->n_experts;
     tm->w.be = NULL;
 }
 

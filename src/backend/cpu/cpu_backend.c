@@ -425,9 +425,11 @@ static void moe_rows(void *ctx, int r0, int r1)
             for (int i = 0; i < k; i++)
                 ws[i] /= wsum;
         memset(o, 0, sizeof(float) * (size_t)hid);
+#define EXPERT(w, e) ((const struct pl_weight *)((const char *)(w) + (size_t)(e) * a->expert_stride))
         for (int i = 0; i < k; i++)
-            expert_mlp(x, hid, a->w_gate[ids[i]], a->w_up[ids[i]], a->w_down[ids[i]], a->inter,
-                       a->gelu_tanh, ws[i], gu, o);
+            expert_mlp(x, hid, EXPERT(a->w_gate, ids[i]), EXPERT(a->w_up, ids[i]),
+                       EXPERT(a->w_down, ids[i]), a->inter, a->gelu_tanh, ws[i], gu, o);
+#undef EXPERT
         if (a->sh_gate) { /* Qwen2-MoE: sigmoid(x . g) * shared_expert(x) */
             float gl = 0.0f;
             matvec(&gl, a->sh_router, x);
