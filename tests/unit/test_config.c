@@ -488,6 +488,40 @@ static void test_phi3(void)
                 "mixture-of-experts");
 }
 
+/* Qwen3-30B-A3B's config (the MoE shape of the H100 figures). */
+static void test_moe_configs(void)
+{
+    const char *q3 =
+        "{\"architectures\": [\"Qwen3MoeForCausalLM\"], \"attention_bias\": false, "
+        "\"bos_token_id\": 151643, \"decoder_sparse_step\": 1, \"eos_token_id\": 151645, "
+        "\"head_dim\": 128, \"hidden_act\": \"silu\", \"hidden_size\": 2048, "
+        "\"intermediate_size\": 6144, \"max_position_embeddings\": 40960, "
+        "\"max_window_layers\": 48, \"mlp_only_layers\": [], \"model_type\": \"qwen3_moe\", "
+        "\"moe_intermediate_size\": 768, \"norm_topk_prob\": true, \"num_attention_heads\": 32, "
+        "\"num_experts\": 128, \"num_experts_per_tok\": 8, \"num_hidden_layers\": 48, "
+        "\"num_key_value_heads\": 4, \"rms_norm_eps\": 1e-06, \"rope_scaling\": null, "
+        "\"rope_theta\": 1000000.0, \"sliding_window\": null, \"tie_word_embeddings\": false, "
+        "\"torch_dtype\": \"bfloat16\", \"use_sliding_window\": false, \"vocab_size\": 151936}";
+    REQUIRE(parse_ok(q3, NULL, &cfg));
+    CHECK(cfg.arch == pl_arch_find("Qwen3MoeForCausalLM", false) && cfg.qk_norm);
+    CHECK(cfg.n_experts == 128 && cfg.n_experts_per_tok == 8 && cfg.norm_topk_prob);
+    CHECK(cfg.moe_intermediate_size == 768 && cfg.shared_expert_intermediate_size == 0);
+    CHECK(cfg.layer_moe[0] && cfg.layer_moe[47]);
+    REQUIRE(parse_ok(q3, "{\"mlp_only_layers\": [0, 3], \"decoder_sparse_step\": 2}", &cfg));
+    CHECK(!cfg.layer_moe[0] && cfg.layer_moe[1] && !cfg.layer_moe[2] && !cfg.layer_moe[3] &&
+          cfg.layer_moe[5]);
+    expect_fail(q3, "{\"num_experts_per_tok\": 129}", PL_STATUS_UNSUPPORTED,
+                "num_experts_per_tok");
+    /* Mixtral: every layer sparse, the experts intermediate_size wide, renormalised */
+    REQUIRE(parse_ok(MISTRAL_7B, "{\"architectures\": [\"MixtralForCausalLM\"], "
+                                 "\"model_type\": \"mixtral\", \"num_local_experts\": 8, "
+                                 "\"num_experts_per_tok\": 2, \"sliding_window\": null}",
+                     &cfg));
+    CHECK(cfg.n_experts == 8 && cfg.n_experts_per_tok == 2 && cfg.norm_topk_prob);
+    CHECK(cfg.moe_intermediate_size == cfg.intermediate_size && cfg.layer_moe[31]);
+    CHECK(cfg.layer_sliding_window[0] == 0);
+}
+
 static void test_malformed(void)
 {
     expect_fail(LLAMA32_1B, "{\"hidden_size\": \"2048\"}", PL_STATUS_FORMAT, "hidden_size");
@@ -546,8 +580,8 @@ static void test_unsupported(void)
 {
     expect_fail(LLAMA32_1B, "{\"architectures\": [\"GPT2LMHeadModel\"]}", PL_STATUS_UNSUPPORTED,
                 "GPT2LMHeadModel");
-    expect_fail(LLAMA32_1B, "{\"architectures\": [\"MixtralForCausalLM\"]}", PL_STATUS_UNSUPPORTED,
-                "MixtralForCausalLM");
+    expect_fail(LLAMA32_1B, "{\"architectures\": [\"DeepseekV3ForCausalLM\"]}",
+                PL_STATUS_UNSUPPORTED, "DeepseekV3ForCausalLM");
     expect_fail(LLAMA32_1B, "{\"architectures\": \"__delete__\", \"model_type\": \"gpt2\"}",
                 PL_STATUS_UNSUPPORTED, "gpt2");
     expect_fail(LLAMA32_1B, "{\"hidden_act\": \"gelu\"}", PL_STATUS_UNSUPPORTED, "hidden_act");
@@ -639,6 +673,7 @@ int main(void)
     PL_RUN(test_qwen3);
     PL_RUN(test_rope_variants);
     PL_RUN(test_phi3);
+    PL_RUN(test_moe_configs);
     PL_RUN(test_malformed);
     PL_RUN(test_unsupported);
     PL_RUN(test_generation_config);
