@@ -194,7 +194,9 @@ static const char *g_op_names[PL_OP_COUNT] = {
     [PL_OP_EMBED] = "embed",         [PL_OP_RMSNORM] = "rmsnorm",   [PL_OP_MATMUL] = "matmul",
     [PL_OP_ROPE] = "rope",           [PL_OP_SILU_MUL] = "silu_mul", [PL_OP_STORE_KV] = "store_kv",
     [PL_OP_ATTENTION] = "attention", [PL_OP_GET_ROWS] = "get_rows", [PL_OP_LOGITS] = "logits",
-    [PL_OP_COPY_BLOCKS] = "copy_blocks", [PL_OP_FILL] = "fill"};
+    [PL_OP_COPY_BLOCKS] = "copy_blocks", [PL_OP_FILL] = "fill",
+    [PL_OP_GELU_TANH_MUL] = "gelu_tanh_mul", [PL_OP_SCALE] = "scale", [PL_OP_SOFTCAP] = "softcap",
+    [PL_OP_MOE] = "moe"};
 static double g_op_max[PL_OP_COUNT];
 static int g_op_cases[PL_OP_COUNT];
 
@@ -392,18 +394,22 @@ static void test_rope(void)
         int head_dim, rot_dim, n_heads, n_kv_heads;
         float attn_scale, pos_scale;
         int dyn_max;
+        int long_max; /* longrope: sequences longer than this take the long table */
     } cases[] = {
-        {64, 64, 8, 2, 1.0f, 1.0f, 0},     {128, 128, 32, 8, 1.0f, 1.0f, 0},
-        {128, 64, 4, 4, 1.0f, 1.0f, 0},    {64, 64, 8, 1, 1.2f, 0.25f, 0},
-        {128, 128, 8, 2, 1.0f, 1.0f, 16},  {16, 8, 4, 2, 1.0f, 1.0f, 0},
+        {64, 64, 8, 2, 1.0f, 1.0f, 0, 0},     {128, 128, 32, 8, 1.0f, 1.0f, 0, 0},
+        {128, 64, 4, 4, 1.0f, 1.0f, 0, 0},    {64, 64, 8, 1, 1.2f, 0.25f, 0, 0},
+        {128, 128, 8, 2, 1.0f, 1.0f, 16, 0},  {16, 8, 4, 2, 1.0f, 1.0f, 0, 0},
+        {96, 72, 8, 2, 1.19f, 1.0f, 0, 2000}, /* Phi-3-like: head_dim 96, partial, longrope */
     };
     for (size_t ci = 0; ci < sizeof(cases) / sizeof(cases[0]); ci++) {
         const int n = 29, hd = cases[ci].head_dim, rot = cases[ci].rot_dim;
         const int nh = cases[ci].n_heads, nkv = cases[ci].n_kv_heads;
         const size_t NQ = (size_t)n * nh * hd, NK = (size_t)n * nkv * hd;
-        float inv[64];
-        for (int i = 0; i < rot / 2; i++)
+        float inv[128]; /* [rot / 2] short, then [rot / 2] long */
+        for (int i = 0; i < rot / 2; i++) {
             inv[i] = (float)(1.0 / pow(10000.0, (double)(2 * i) / rot));
+            inv[rot / 2 + i] = inv[i] / (1.0f + 0.5f * (float)i);
+        }
         int32_t pos[29], lens[29];
         for (int i = 0; i < n; i++) {
             pos[i] = rnd_int(i < 3 ? 8 : 5000);
@@ -412,21 +418,23 @@ static void test_rope(void)
         float *q = rnd_vec(NQ, 1.0f), *k = rnd_vec(NK, 1.0f);
         float *qc = cpu_buf(q, NQ), *kc = cpu_buf(k, NK);
         void *qg = gpu_buf(q, NQ), *kg = gpu_buf(k, NK);
-        float *ic = cpu_buf(inv, (size_t)rot / 2);
-        float *ig = g_gpu->ops->alloc(g_gpu, sizeof(float) * (size_t)rot / 2);
-        g_gpu->ops->upload(g_gpu, ig, inv, sizeof(float) * (size_t)rot / 2);
+        float *ic = cpu_buf(inv, (size_t)rot);
+        float *ig = g_gpu->ops->alloc(g_gpu, sizeof(float) * (size_t)rot);
+        g_gpu->ops->upload(g_gpu, ig, inv, sizeof(float) * (size_t)rot);
         int32_t *pc = cpu_i32(pos, n), *lc = cpu_i32(lens, n);
         void *pg = gpu_i32(pos, n), *lg = gpu_i32(lens, n);
         struct pl_rope r = {rot, ic, cases[ci].attn_scale, cases[ci].pos_scale, cases[ci].dyn_max,
-                            cases[ci].dyn_max ? 2.0f : 0.0f, 10000.0f, 0, NULL};
+                            cases[ci].dyn_max ? 2.0f : 0.0f, 10000.0f, cases[ci].long_max,
+                            cases[ci].long_max ? ic + rot / 2 : NULL};
         g_cpu->ops->rope(g_cpu, qc, kc, pc, lc, n, nh, nkv, hd, &r);
         r.inv_freq = ig;
+        r.long_inv_freq = cases[ci].long_max ? ig + rot / 2 : NULL;
         g_gpu->ops->rope(g_gpu, qg, kg, pg, lg, n, nh, nkv, hd, &r);
         float *gq = gpu_get(qg, NQ), *gk = gpu_get(kg, NK);
         char what[96];
-        snprintf(what, sizeof(what), "hd %d rot %d heads %d/%d scale %.2f pos %.2f dyn %d", hd,
-                 rot, nh, nkv, (double)cases[ci].attn_scale, (double)cases[ci].pos_scale,
-                 cases[ci].dyn_max);
+        snprintf(what, sizeof(what), "hd %d rot %d heads %d/%d scale %.2f pos %.2f dyn %d long %d",
+                 hd, rot, nh, nkv, (double)cases[ci].attn_scale, (double)cases[ci].pos_scale,
+                 cases[ci].dyn_max, cases[ci].long_max);
         record(PL_OP_ROPE, rel_err(gq, qc, NQ), TOL_BF16, what);
         record(PL_OP_ROPE, rel_err(gk, kc, NK), TOL_BF16, what);
         free(gq);
@@ -471,6 +479,34 @@ static void test_silu_mul(void)
         free(g);
         free(u);
     }
+}
+
+/* Gemma's gelu_tanh_mul and the embedding scale. */
+static void test_gemma_ops(void)
+{
+    const int n = 7, dim = 3000;
+    const size_t N = (size_t)n * dim;
+    float *g = rnd_vec(N, 6.0f), *u = rnd_vec(N, 2.0f);
+    float *gc = cpu_buf(g, N), *uc = cpu_buf(u, N), *oc = cpu_buf(NULL, N);
+    void *gg = gpu_buf(g, N), *ug = gpu_buf(u, N), *og = gpu_buf(NULL, N);
+    g_cpu->ops->gelu_tanh_mul(g_cpu, oc, gc, uc, n, dim);
+    g_gpu->ops->gelu_tanh_mul(g_gpu, og, gg, ug, n, dim);
+    float *got = gpu_get(og, N);
+    record(PL_OP_GELU_TANH_MUL, rel_err(got, oc, N), TOL_BF16, "n 7 dim 3000");
+    free(got);
+    g_cpu->ops->scale(g_cpu, gc, N, 48.0f);
+    g_gpu->ops->scale(g_gpu, gg, N, 48.0f);
+    got = gpu_get(gg, N);
+    record(PL_OP_SCALE, rel_err(got, gc, N), TOL_BF16, "x 48 (sqrt(2304))");
+    free(got);
+    g_cpu->ops->free(g_cpu, gc);
+    g_cpu->ops->free(g_cpu, uc);
+    g_cpu->ops->free(g_cpu, oc);
+    g_gpu->ops->free(g_gpu, gg);
+    g_gpu->ops->free(g_gpu, ug);
+    g_gpu->ops->free(g_gpu, og);
+    free(g);
+    free(u);
 }
 
 static void shuffle(int32_t *a, int n)
@@ -2268,6 +2304,7 @@ int main(int argc, char **argv)
         PL_RUN(test_matmul);
         PL_RUN(test_rope);
         PL_RUN(test_silu_mul);
+        PL_RUN(test_gemma_ops);
         PL_RUN(test_kv_moves);
         PL_RUN(test_fill);
         PL_RUN(test_attention);

@@ -184,10 +184,12 @@ static bool cuda_supports(struct pl_backend *be, enum pl_op op, enum pl_dtype dt
     case PL_OP_GET_ROWS:
     case PL_OP_COPY_BLOCKS:
         return dtype == PL_DTYPE_BF16;
-    case PL_OP_GELU_TANH_MUL: /* not implemented yet: the op pointers are NULL */
+    case PL_OP_GELU_TANH_MUL:
     case PL_OP_SCALE:
+        return dtype == PL_DTYPE_BF16;
     case PL_OP_SOFTCAP:
-    case PL_OP_MOE:
+        return dtype == PL_DTYPE_F32;
+    case PL_OP_MOE: /* not implemented yet: the moe op is NULL (refused at load) */
     case PL_OP_COUNT:
         break;
     }
@@ -246,8 +248,8 @@ static void cuda_rope(struct pl_backend *be, void *q, void *k, const int32_t *po
                       const int32_t *seq_lens, int n, int n_heads, int n_kv_heads, int head_dim,
                       const struct pl_rope *rope)
 {
-    if (rope->dyn_original_max > 0 && !seq_lens) {
-        pl_cuda_fail(be, "cuda rope: dynamic NTK needs per-token sequence lengths");
+    if ((rope->dyn_original_max > 0 || rope->long_original_max > 0) && !seq_lens) {
+        pl_cuda_fail(be, "cuda rope: dynamic NTK and longrope need per-token sequence lengths");
         return;
     }
     struct pl_cuk_rope r = {
@@ -258,6 +260,8 @@ static void cuda_rope(struct pl_backend *be, void *q, void *k, const int32_t *po
         .dyn_original_max = rope->dyn_original_max,
         .dyn_factor = rope->dyn_factor,
         .dyn_theta = rope->dyn_theta,
+        .long_original_max = rope->long_original_max,
+        .long_inv_freq = rope->long_inv_freq,
     };
     PROF(be, "rope");
     check_launch(be, "rope", pl_cuk_rope(st(be), q, k, positions, seq_lens, n, n_heads,
@@ -269,6 +273,26 @@ static void cuda_silu_mul(struct pl_backend *be, void *out, const void *gate, co
 {
     PROF(be, "silu_mul");
     check_launch(be, "silu_mul", pl_cuk_silu_mul(st(be), out, gate, up, (int64_t)n * dim));
+}
+
+static void cuda_gelu_tanh_mul(struct pl_backend *be, void *out, const void *gate, const void *up,
+                               int n, int dim)
+{
+    PROF(be, "gelu_tanh_mul");
+    check_launch(be, "gelu_tanh_mul",
+                 pl_cuk_gelu_tanh_mul(st(be), out, gate, up, (int64_t)n * dim));
+}
+
+static void cuda_scale(struct pl_backend *be, void *x, size_t n, float s)
+{
+    PROF(be, "scale");
+    check_launch(be, "scale", pl_cuk_scale(st(be), x, (int64_t)n, s));
+}
+
+static void cuda_softcap(struct pl_backend *be, float *x, size_t n, float cap)
+{
+    PROF(be, "softcap");
+    check_launch(be, "softcap", pl_cuk_softcap(st(be), x, (int64_t)n, cap));
 }
 
 static void cuda_store_kv(struct pl_backend *be, void *k_cache, void *v_cache, const void *k,
@@ -732,6 +756,9 @@ static const struct pl_backend_ops cuda_ops = {
     .sample = cuda_sample,
     .matmul_group = cuda_matmul_group,
     .gate_up_silu = cuda_gate_up_silu,
+    .gelu_tanh_mul = cuda_gelu_tanh_mul,
+    .scale = cuda_scale,
+    .softcap = cuda_softcap,
     .device_memory = true,
     .mem_info = cuda_mem_info_op,
     .last_error = cuda_last_error_op,
@@ -809,10 +836,6 @@ static pl_status cuda_check_model(struct pl_backend *be, const struct pl_model_n
     if (n->attn_softcap)
         return pl_err_set(err, PL_STATUS_UNSUPPORTED,
                           "attention soft-capping is not supported by the CUDA kernels yet");
-    if (n->long_rope)
-        return pl_err_set(err, PL_STATUS_UNSUPPORTED,
-                          "longrope (short and long factors) is not supported by the CUDA rope "
-                          "kernel yet");
     return PL_STATUS_OK;
 }
 

@@ -190,6 +190,8 @@ __global__ void rope_kernel(__nv_bfloat16 *q, __nv_bfloat16 *k, const int32_t *p
         if (dyn) {
             float expo = (float)(2 * i) / (float)r.rot_dim;
             inv = (float)(1.0 / pow(base, (double)expo));
+        } else if (r.long_original_max > 0 && L > r.long_original_max) {
+            inv = r.long_inv_freq[i]; /* longrope, a sequence past the original length */
         } else {
             inv = r.inv_freq[i];
         }
@@ -270,6 +272,63 @@ extern "C" int pl_cuk_silu_mul(pl_cuda_stream s, void *out, const void *gate, co
         silu_mul_kernel<<<grid_for(n_elems, 256), 256, 0, s>>>(
             (__nv_bfloat16 *)out, (const __nv_bfloat16 *)gate, (const __nv_bfloat16 *)up,
             n_elems);
+    return launch_status();
+}
+
+/* ---- gelu_tanh_mul, scale, softcap (Gemma) ----------------------------------------- */
+
+static __device__ __forceinline__ float gelu_tanh_mul1(float g, float u)
+{
+    const float k0 = 0.7978845608028654f, k1 = 0.044715f;
+    return 0.5f * g * (1.0f + tanhf(k0 * (g + k1 * g * g * g))) * u;
+}
+
+__global__ void gelu_tanh_mul_kernel(__nv_bfloat16 *out, const __nv_bfloat16 *gate,
+                                     const __nv_bfloat16 *up, int64_t n)
+{
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        out[i] = __float2bfloat16(
+            gelu_tanh_mul1(__bfloat162float(gate[i]), __bfloat162float(up[i])));
+}
+
+extern "C" int pl_cuk_gelu_tanh_mul(pl_cuda_stream s, void *out, const void *gate, const void *up,
+                                    int64_t n_elems)
+{
+    if (n_elems <= 0)
+        return 0;
+    gelu_tanh_mul_kernel<<<grid_for(n_elems, 256), 256, 0, s>>>(
+        (__nv_bfloat16 *)out, (const __nv_bfloat16 *)gate, (const __nv_bfloat16 *)up, n_elems);
+    return launch_status();
+}
+
+__global__ void scale_kernel(__nv_bfloat16 *x, int64_t n, float scale)
+{
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        x[i] = __float2bfloat16(__bfloat162float(x[i]) * scale);
+}
+
+extern "C" int pl_cuk_scale(pl_cuda_stream s, void *x, int64_t n_elems, float scale)
+{
+    if (n_elems <= 0)
+        return 0;
+    scale_kernel<<<grid_for(n_elems, 256), 256, 0, s>>>((__nv_bfloat16 *)x, n_elems, scale);
+    return launch_status();
+}
+
+__global__ void softcap_kernel(float *x, int64_t n, float cap)
+{
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        x[i] = tanhf(x[i] / cap) * cap;
+}
+
+extern "C" int pl_cuk_softcap(pl_cuda_stream s, float *x, int64_t n_elems, float cap)
+{
+    if (n_elems <= 0)
+        return 0;
+    softcap_kernel<<<grid_for(n_elems, 256), 256, 0, s>>>(x, n_elems, cap);
     return launch_status();
 }
 

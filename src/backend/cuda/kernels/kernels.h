@@ -37,12 +37,24 @@ struct pl_cuk_rope {
     int dyn_original_max;
     float dyn_factor;
     float dyn_theta;
+    int long_original_max;      /* longrope: > 0 picks long_inv_freq for longer sequences */
+    const float *long_inv_freq; /* device fp32 [rot_dim/2] */
 };
 int pl_cuk_rope(pl_cuda_stream s, void *q, void *k, const int32_t *positions,
                 const int32_t *seq_lens, int n, int n_heads, int n_kv_heads, int head_dim,
                 struct pl_cuk_rope r);
 
 int pl_cuk_silu_mul(pl_cuda_stream s, void *out, const void *gate, const void *up, int64_t n_elems);
+
+/* out = gelu_tanh(gate) * up (PyTorch's gelu approximate="tanh"), bf16. */
+int pl_cuk_gelu_tanh_mul(pl_cuda_stream s, void *out, const void *gate, const void *up,
+                         int64_t n_elems);
+
+/* x (bf16) *= scale. */
+int pl_cuk_scale(pl_cuda_stream s, void *x, int64_t n_elems, float scale);
+
+/* x (fp32) = cap * tanh(x / cap). */
+int pl_cuk_softcap(pl_cuda_stream s, float *x, int64_t n_elems, float cap);
 
 /* Row copies of row_bytes bytes: dst[dst_idx[i] or i] = src[src_idx[i] or i]; a
  * negative index skips the row. Serves store_kv (twice) and get_rows. */
