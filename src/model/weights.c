@@ -133,7 +133,7 @@ static pl_status plus_one_slot(struct loader *L, const struct pl_tensor_info *ti
         return pl_err_set(L->err, st, "tensor '%s': the backend could not take it", name);
     }
     *slot = (struct pl_weight){.data = p, .dtype = PL_DTYPE_F32, .rows = 1, .cols = cols};
-    L->w->n_bytes += ti->n_bytes;
+    L->w->n_bytes += sizeof(float) * (size_t)cols; /* what the backend holds */
     return PL_STATUS_OK;
 }
 
