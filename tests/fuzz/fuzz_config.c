@@ -33,7 +33,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *buf, size_t size)
         cfg.gen.n_eos_token_ids < 0 || cfg.gen.n_eos_token_ids > PL_MAX_EOS_IDS)
         abort();
     for (int l = 0; l < cfg.n_layers; l++)
-        if (cfg.layer_sliding_window[l] < 0)
+        if (cfg.layer_sliding_window[l] < 0 || (cfg.layer_moe[l] && cfg.n_experts <= 0))
             abort();
+    if (!cfg.arch || cfg.n_experts < 0 ||
+        (cfg.n_experts > 0 && (cfg.n_experts_per_tok < 1 || cfg.n_experts_per_tok > cfg.n_experts)))
+        abort();
+    if (cfg.rope.n_factors < 0 || cfg.rope.n_factors > PL_MAX_ROPE_PAIRS ||
+        (cfg.rope.type == PL_ROPE_LONGROPE && cfg.rope.n_factors * 2 > cfg.head_dim))
+        abort();
     return 0;
 }

@@ -522,6 +522,31 @@ static void test_moe_configs(void)
     CHECK(cfg.layer_sliding_window[0] == 0);
 }
 
+/* Gemma 3 in transformers 5's spelling: per-layer-type rope parameters. */
+static void test_gemma3_v5(void)
+{
+    const char *g3 =
+        "{\"architectures\": [\"Gemma3ForCausalLM\"], \"model_type\": \"gemma3_text\", "
+        "\"hidden_size\": 1152, \"intermediate_size\": 6912, \"num_hidden_layers\": 26, "
+        "\"num_attention_heads\": 4, \"num_key_value_heads\": 1, \"head_dim\": 256, "
+        "\"vocab_size\": 262144, \"query_pre_attn_scalar\": 256, \"sliding_window\": 512, "
+        "\"rope_parameters\": {\"full_attention\": {\"rope_type\": \"linear\", \"factor\": 8.0, "
+        "\"rope_theta\": 1000000.0}, \"sliding_attention\": {\"rope_type\": \"default\", "
+        "\"rope_theta\": 10000.0}}, \"hidden_activation\": \"gelu_pytorch_tanh\", "
+        "\"final_logit_softcapping\": null, \"attn_logit_softcapping\": null, "
+        "\"dtype\": \"bfloat16\"}";
+    REQUIRE(parse_ok(g3, NULL, &cfg));
+    CHECK(cfg.rope.type == PL_ROPE_LINEAR && cfg.rope.factor == 8.0 && cfg.rope.theta == 1e6);
+    CHECK(cfg.has_local_rope && cfg.rope_local.type == PL_ROPE_DEFAULT &&
+          cfg.rope_local.theta == 10000.0);
+    CHECK(cfg.act == PL_ACT_GELU_TANH && cfg.tie_word_embeddings && cfg.qk_norm);
+    CHECK(cfg.bos_token_id == 2 && cfg.eos_token_ids[0] == 1);
+    /* sliding_window_pattern 6 by default: layers 5, 11, ... global */
+    CHECK(cfg.layer_sliding_window[4] == 512 && cfg.layer_sliding_window[5] == 0 &&
+          cfg.layer_sliding_window[11] == 0 && cfg.layer_sliding_window[12] == 512);
+    CHECK(cfg.attn_softcap == 0 && cfg.final_softcap == 0 && cfg.embed_scale > 33.9f);
+}
+
 static void test_malformed(void)
 {
     expect_fail(LLAMA32_1B, "{\"hidden_size\": \"2048\"}", PL_STATUS_FORMAT, "hidden_size");
@@ -674,6 +699,7 @@ int main(void)
     PL_RUN(test_rope_variants);
     PL_RUN(test_phi3);
     PL_RUN(test_moe_configs);
+    PL_RUN(test_gemma3_v5);
     PL_RUN(test_malformed);
     PL_RUN(test_unsupported);
     PL_RUN(test_generation_config);
