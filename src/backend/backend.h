@@ -247,7 +247,7 @@ struct pl_backend_ops {
     /* Samples n_rows rows from fp32 logits in backend memory ([n_logits, vocab],
      * not modified): row r reads logits row row_map[r] (< n_logits) with the
      * params and token history of rows[r] and the uniform uniforms[r], exactly
-     * as pl_sampler_sample_rows (engine/sampler.h, the specification) does, up
+     * as pl_sampler_sample_rows (core/sampler.h, the specification) does, up
      * to float rounding. row_map, rows, uniforms and out are host memory; out
      * is written when the call returns (it synchronises). Backends other than
      * the CPU take only rows for which pl_sampler_row_is_basic holds

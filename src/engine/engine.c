@@ -16,7 +16,7 @@
 #include "engine/engine.h"
 
 #include "engine/batch_builder.h"
-#include "engine/sampler.h"
+#include "core/sampler.h"
 #include "engine/stop.h"
 #include "util/clock.h"
 #include "util/log.h"

@@ -51,7 +51,7 @@
 
 #include "engine/batch.h"
 #include "engine/block_manager.h"
-#include "engine/sampler.h"
+#include "core/sampler.h"
 #include "engine/scheduler.h"
 #include "pagellm.h"
 #include "util/err.h"

@@ -44,7 +44,7 @@
 #include "backend/cuda/kernels/gemv.h"
 #include "backend/cuda/kernels/kernels.h"
 #include "engine/batch.h"
-#include "engine/sampler.h"
+#include "core/sampler.h"
 #include "model/config.h"
 #include "engine/model_runner.h"
 #include "model/safetensors.h"

@@ -12,7 +12,7 @@
  * ascending) order, whose cumulative probability exceeds the uniform.
  */
 #include "backend/backend.h"
-#include "engine/sampler.h"
+#include "core/sampler.h"
 #include "test.h"
 #include "util/rng.h"
 

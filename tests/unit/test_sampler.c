@@ -10,7 +10,7 @@
  * ~1e-4 significance and that the wrong distribution fails by far, which the
  * temperature test demonstrates).
  */
-#include "engine/sampler.h"
+#include "core/sampler.h"
 #include "test.h"
 #include "util/rng.h"
 

@@ -15,7 +15,7 @@
  */
 #include "backend/cpu/cpu_backend.h"
 
-#include "engine/sampler.h"
+#include "core/sampler.h"
 
 #include <assert.h>
 #include <float.h>

@@ -20,7 +20,7 @@
 #include "backend/cuda/kernels/gemv.h"
 #include "backend/cuda/kernels/kernels.h"
 #include "backend/cuda/kernels/sampling.h"
-#include "engine/sampler.h"
+#include "core/sampler.h"
 
 #include <cuda_runtime.h>
 #include <stdarg.h>

@@ -2,7 +2,7 @@
  * sampling.cu -- sampling rows of fp32 logits on the GPU: one CTA of 1024 threads per row.
  *
  * Owns: the kernel behind the backend's sample op. It computes what pl_sampler_sample_rows
- * (engine/sampler.c, the specification) computes, from the same uniforms, up to float
+ * (core/sampler.c, the specification) computes, from the same uniforms, up to float
  * rounding; the logits are only read.
  *
  * Order of candidates: the host's total order (value descending, id ascending) is the

@@ -5,7 +5,7 @@
  * (cuda_backend.c) turns struct pl_sampler_row into struct pl_cuk_sample_row, packs each
  * row's penalised tokens (deduplicated, with their output counts) into one flat array,
  * uploads, launches, downloads the results. Semantics are those of
- * pl_sampler_sample_rows (engine/sampler.h); the kernel file's header says how.
+ * pl_sampler_sample_rows (core/sampler.h); the kernel file's header says how.
  */
 #ifndef PL_BACKEND_CUDA_KERNELS_SAMPLING_H
 #define PL_BACKEND_CUDA_KERNELS_SAMPLING_H

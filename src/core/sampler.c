@@ -17,7 +17,7 @@
  * a mass-weighted quickselect for top_p and the draw), never a full
  * O(V log V) sort.
  */
-#include "engine/sampler.h"
+#include "core/sampler.h"
 
 #include <math.h>
 #include <stdlib.h>

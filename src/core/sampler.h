@@ -1,5 +1,6 @@
 /*
- * sampler.h -- logits -> token ids, vLLM's V1 sampler on the host.
+ * sampler.h -- logits -> token ids, vLLM's V1 sampler on the host (the specification the
+ * backends' sample ops follow; in core/ so that backends and the engine both use it).
  *
  * Owns: struct pl_sampler, a handle holding the scratch buffers for rows of
  * vocab_size logits (reserved at creation; sampling allocates nothing) and
@@ -47,8 +48,8 @@
  *     argmax of its raw logits rather than failing the batch (a random row
  *     has still consumed its draw).
  */
-#ifndef PL_ENGINE_SAMPLER_H
-#define PL_ENGINE_SAMPLER_H
+#ifndef PL_CORE_SAMPLER_H
+#define PL_CORE_SAMPLER_H
 
 #include "core/types.h"
 #include "pagellm.h"
