@@ -223,6 +223,25 @@ static pl_status check_backend(const struct pl_model_config *c, const struct pl_
     return PL_STATUS_OK;
 }
 
+/* check_backend before any weight is loaded: the rope parameters built on the host (a
+ * model the backend cannot run is refused before gigabytes are read or uploaded). */
+static pl_status precheck_backend(const struct pl_model_config *c, struct pl_backend *be,
+                                  struct pl_err *err)
+{
+    const size_t half_max = (size_t)(c->head_dim > 0 ? c->head_dim : 2) / 2 + 1;
+    float *h = calloc(2 * half_max, sizeof(float));
+    if (!h)
+        return pl_err_set(err, PL_STATUS_NO_MEMORY, "model: out of memory");
+    struct pl_rope rope[2];
+    pl_status st = PL_STATUS_OK;
+    for (int i = 0; i < 2 && st == PL_STATUS_OK; i++) {
+        const struct pl_rope_config *rc = i == 1 && c->has_local_rope ? &c->rope_local : &c->rope;
+        st = pl_rope_build(c, rc, h, h + half_max, &rope[i], err);
+    }
+    free(h);
+    return st == PL_STATUS_OK ? check_backend(c, rope, be, err) : st;
+}
+
 /* The two rope tables (global, local) in backend memory. */
 static pl_status build_ropes(struct pl_model *m, struct pl_err *err)
 {
@@ -941,6 +960,9 @@ pl_status pl_model_runner_new(const struct pl_model_runner_params *p,
         st = make_backend(p, &r->be_owned, err);
     if (st == PL_STATUS_OK) {
         r->be = r->be_owned;
+        st = precheck_backend(&r->cfg, r->be, err);
+    }
+    if (st == PL_STATUS_OK) {
         double t0 = pl_clock_seconds();
         st = dummy ? pl_weights_dummy(&r->cfg, r->be, p->seed, &r->w_owned, err)
                    : pl_weights_load(&r->cfg, r->st, r->be, &r->w_owned, err);
