@@ -7,21 +7,19 @@
  * configuration_<family>.py and modeling_<family>.py / modular_<family>.py,
  * src/transformers/modeling_rope_utils.py, transformers 4.5x and 5.x):
  *
- *   field                 Llama          Mistral        Qwen2          Qwen3
- *   num_key_value_heads   = heads        8              32             32      (absent; null = heads)
- *   head_dim              hidden/heads   hidden/heads   hidden/heads   128     (absent; null = hidden/heads)
- *   max_position_emb.     2048           131072         32768          32768
- *   bos / eos             1 / 2          1 / 2          none / none    none / none
- *   sliding_window        never          all layers     layers >= max_window_layers, only with
- *                                        (absent: 4096) use_sliding_window (layer_types decides when given)
- *   q/k/v bias, o bias    attention_bias attention_bias... no biases   always / never  attention_bias
- *   mlp bias              mlp_bias       never          never          never
- *   rms_norm_eps 1e-6, rope_theta 10000, tie_word_embeddings false, hidden_act silu for all four.
+ * The keys every family shares are read here, with the family's defaults taken
+ * from its architecture record (model/arch.h: struct pl_arch_defaults); the
+ * family's own keys (biases, q/k norms, soft-capping, experts...) are read by
+ * the record's fix-up, which runs last. The per-family tables of defaults are in
+ * the model files (llama.c, phi3.c, gemma.c, moe.c). The architecture is found
+ * in the registry (registry.c) by `architectures`, else by model_type.
  *
  * RoPE: "rope_scaling" (older files) wins over "rope_parameters" (transformers 5)
  * when both are set, as RotaryEmbeddingConfigMixin.convert_rope_params_to_dict
  * does; rope_theta and partial_rotary_factor are read from that dict first,
- * then from the top level.
+ * then from the top level. Per-layer-type dicts ({"full_attention": {...},
+ * "sliding_attention": {...}}) are accepted for records that say so (Gemma 3).
+ * longrope ("su") reads short_factor / long_factor (one per rotary pair).
  *
  * Unlike transformers, the five core sizes (hidden_size, intermediate_size,
  * num_hidden_layers, num_attention_heads, vocab_size) are required: every real

@@ -2,12 +2,14 @@
  * config.h -- a Hugging Face model's config.json and generation_config.json.
  *
  * Owns: struct pl_model_config, the plain description of a decoder-only model
- * (Llama / Mistral / Qwen2 / Qwen3 families) that everything downstream reads.
+ * (every family in the registry, model/registry.c) that everything downstream reads.
  * Invariants after a successful pl_model_config_load:
  *   - hidden_size, intermediate_size, n_layers, n_heads, n_kv_heads, head_dim,
  *     vocab_size are > 0; n_heads % n_kv_heads == 0; head_dim is even;
  *   - n_layers <= PL_MAX_LAYERS; layer_sliding_window[l] is 0 (full attention)
  *     or the window length in tokens for layer l;
+ *   - arch is the record of a registered architecture; layer_moe[l] only when
+ *     n_experts > 0, and then 1 <= n_experts_per_tok <= n_experts;
  *   - anything the loader does not support was refused with a message naming it.
  */
 #ifndef PL_MODEL_CONFIG_H
