@@ -164,6 +164,31 @@ pl_status pl_sampling_params_from_json(const struct json_t *obj, const char *con
 
 
 /* ------------------------------------------------------------------------ */
+/* Pooling (vLLM's --task embed on decoder models)                           */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A pooling request runs its prompt through the model (prefill only, batched
+ * with other requests) and returns one vector built from the final hidden
+ * states, after the model's final norm (the rows the LM head would read):
+ * the last prompt token's (LAST) or the mean over every prompt token (MEAN),
+ * then L2-normalized when normalize is set. vLLM's embed task for decoder
+ * models defaults to LAST with normalize.
+ */
+enum pl_pooling_type {
+    PL_POOLING_LAST = 1,
+    PL_POOLING_MEAN
+};
+
+struct pl_pooling_params {
+    enum pl_pooling_type type;
+    bool normalize;
+};
+
+/* LAST, normalize (vLLM's defaults for the embed task of decoder models). */
+void pl_pooling_params_default(struct pl_pooling_params *p);
+
+/* ------------------------------------------------------------------------ */
 /* Outputs (vLLM's RequestOutput / CompletionOutput)                         */
 /* ------------------------------------------------------------------------ */
 
@@ -231,6 +256,11 @@ struct pl_request_output {
     struct pl_completion_output *outputs;     /* [n_outputs], by index */
     int n_outputs;
     bool finished;                 /* every sample finished (last delta of the request) */
+    /* pooling requests: the pooled vector in the finished output ([n_embedding] =
+     * the model's hidden size), NULL otherwise (and when the request was aborted);
+     * their outputs[] carry no tokens, only the finish reason */
+    float *embedding;
+    int n_embedding;
 };
 
 struct pl_outputs {
@@ -354,6 +384,20 @@ pl_status pl_llm_chat(struct pl_llm *llm, const char *const *conversations, int 
 pl_status pl_llm_add_request(struct pl_llm *llm, const char *request_id,
                              const struct pl_prompt *prompt,
                              const struct pl_sampling_params *params);
+
+/*
+ * Queues a pooling request (see struct pl_pooling_params): it runs as part of
+ * the same steps as generation requests and its finished output carries the
+ * embedding. params NULL: pl_pooling_params_default. The prompt must be
+ * shorter than max_model_len. PL_STATUS_UNSUPPORTED when the model returns no
+ * hidden states.
+ */
+pl_status pl_llm_add_pooling_request(struct pl_llm *llm, const char *request_id,
+                                     const struct pl_prompt *prompt,
+                                     const struct pl_pooling_params *params);
+
+/* The width of the pooled vectors (the model's hidden size); 0 when not open. */
+int pl_llm_hidden_size(const struct pl_llm *llm);
 
 /* Runs one engine step (no-op when nothing is queued). */
 pl_status pl_llm_step(struct pl_llm *llm);

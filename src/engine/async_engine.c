@@ -37,6 +37,8 @@ struct pl_async_request {
     int32_t *prompt;                /* [n_prompt] */
     int n_prompt;
     struct pl_sampling_params sp;   /* owns its arrays */
+    bool pooling;                   /* a pooling request: pool, not sp */
+    struct pl_pooling_params pool;
     /* outbox (guarded by mu) */
     struct pl_async_output **q;     /* [q_cap], live entries q_head..q_len */
     int q_head, q_len, q_cap;
@@ -107,6 +109,7 @@ void pl_async_output_free(struct pl_async_output *o)
     free(o->samples);
     free(o->prompt_logprobs);
     free(o->error_msg);
+    free(o->embedding);
     free(o);
 }
 
@@ -386,8 +389,14 @@ static void apply(struct pl_async_engine *ae, struct cmd *c)
             route_error(ae, r, PL_STATUS_NO_MEMORY, "out of memory");
             break;
         }
-        pl_status st = ae->ops->add_request(ae->engine, r->id, r->prompt, r->n_prompt, &r->sp,
-                                            &err);
+        pl_status st;
+        if (!r->pooling)
+            st = ae->ops->add_request(ae->engine, r->id, r->prompt, r->n_prompt, &r->sp, &err);
+        else if (ae->ops->add_pooling_request)
+            st = ae->ops->add_pooling_request(ae->engine, r->id, r->prompt, r->n_prompt, &r->pool,
+                                              &err);
+        else
+            st = pl_err_set(&err, PL_STATUS_UNSUPPORTED, "this engine cannot run pooling requests");
         free(r->prompt);
         r->prompt = NULL;
         pl_sampling_params_fini(&r->sp);
@@ -553,10 +562,34 @@ void pl_async_engine_free(struct pl_async_engine *ae)
     free(ae);
 }
 
+static pl_status submit(struct pl_async_engine *ae, const int32_t *prompt_ids, int n_prompt,
+                        const struct pl_sampling_params *params,
+                        const struct pl_pooling_params *pooling, pl_async_notify_fn notify,
+                        void *notify_user, struct pl_async_request **out, struct pl_err *err);
+
 pl_status pl_async_engine_submit(struct pl_async_engine *ae, const int32_t *prompt_ids,
                                  int n_prompt, const struct pl_sampling_params *params,
                                  pl_async_notify_fn notify, void *notify_user,
                                  struct pl_async_request **out, struct pl_err *err)
+{
+    return submit(ae, prompt_ids, n_prompt, params, NULL, notify, notify_user, out, err);
+}
+
+pl_status pl_async_engine_submit_pooling(struct pl_async_engine *ae, const int32_t *prompt_ids,
+                                         int n_prompt, const struct pl_pooling_params *params,
+                                         pl_async_notify_fn notify, void *notify_user,
+                                         struct pl_async_request **out, struct pl_err *err)
+{
+    struct pl_pooling_params dflt;
+    pl_pooling_params_default(&dflt);
+    return submit(ae, prompt_ids, n_prompt, NULL, params ? params : &dflt, notify, notify_user,
+                  out, err);
+}
+
+static pl_status submit(struct pl_async_engine *ae, const int32_t *prompt_ids, int n_prompt,
+                        const struct pl_sampling_params *params,
+                        const struct pl_pooling_params *pooling, pl_async_notify_fn notify,
+                        void *notify_user, struct pl_async_request **out, struct pl_err *err)
 {
     *out = NULL;
     struct pl_async_request *r = calloc(1, sizeof(*r));
@@ -570,6 +603,10 @@ pl_status pl_async_engine_submit(struct pl_async_engine *ae, const int32_t *prom
         memcpy(r->prompt, prompt_ids, sizeof(int32_t) * (size_t)n_prompt);
     r->n_prompt = n_prompt;
     pl_sampling_params_default(&r->sp);
+    if (pooling) {
+        r->pooling = true;
+        r->pool = *pooling;
+    }
     if (params && pl_sampling_params_copy(&r->sp, params, err) != PL_STATUS_OK) {
         free(r->prompt);
         free(r);

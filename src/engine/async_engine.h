@@ -91,6 +91,9 @@ struct pl_async_output {
     bool finished;             /* the request's last delta */
     char *error_msg;           /* set when the engine refused or failed the request */
     pl_status error_status;    /* its status (PL_STATUS_OK otherwise) */
+    float *embedding;          /* pooling requests: the pooled vector in the finished delta
+                                  (malloc'ed, [n_embedding]); NULL otherwise or when aborted */
+    int n_embedding;
     /* stamped by the async engine (monotonic seconds) */
     double t_arrival;          /* submit() */
     double t_first_token;      /* when the first token was routed (0: none yet) */
@@ -127,6 +130,11 @@ struct pl_engine_ops {
                       struct pl_err *err);
     void (*abort_request)(void *engine, uint64_t request_id);
     void (*get_stats)(void *engine, struct pl_engine_stats *out);
+    /* Optional (NULL: pooling requests are refused): queues a pooling request
+     * (pagellm.h's struct pl_pooling_params); its finished delta carries the embedding. */
+    pl_status (*add_pooling_request)(void *engine, uint64_t request_id, const int32_t *prompt_ids,
+                                     int n_prompt, const struct pl_pooling_params *params,
+                                     struct pl_err *err);
 };
 
 struct pl_async_engine;
@@ -165,6 +173,17 @@ pl_status pl_async_engine_submit(struct pl_async_engine *ae, const int32_t *prom
                                  int n_prompt, const struct pl_sampling_params *params,
                                  pl_async_notify_fn notify, void *notify_user,
                                  struct pl_async_request **out, struct pl_err *err);
+
+/*
+ * Queues a pooling request (embeddings; see pagellm.h), otherwise exactly as
+ * pl_async_engine_submit: the same admission control, handle and deltas; its
+ * finished delta carries the embedding (or error_msg when the engine refused it,
+ * e.g. an engine without add_pooling_request).
+ */
+pl_status pl_async_engine_submit_pooling(struct pl_async_engine *ae, const int32_t *prompt_ids,
+                                         int n_prompt, const struct pl_pooling_params *params,
+                                         pl_async_notify_fn notify, void *notify_user,
+                                         struct pl_async_request **out, struct pl_err *err);
 
 /* Asks the engine to abort every unfinished request (shutdown past its grace period). */
 void pl_async_engine_abort_all(struct pl_async_engine *ae);

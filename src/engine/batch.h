@@ -10,7 +10,9 @@
  *   - q_len_s = cu_seqlens_q[s+1] - cu_seqlens_q[s] >= 1 and <= context_lens[s];
  *   - positions of sequence s's tokens are context_lens[s]-q_len_s .. context_lens[s]-1;
  *   - slot_mapping[t] = block_tables[s][pos / block_size] * block_size + pos % block_size;
- *   - logits_rows are token indices (usually each sequence's last token).
+ *   - logits_rows are token indices (usually each sequence's last token);
+ *   - hidden_rows are token indices too (pooling requests: the rows whose final
+ *     hidden state, after the final norm, the run also returns in `hidden`).
  */
 #ifndef PL_ENGINE_BATCH_H
 #define PL_ENGINE_BATCH_H
@@ -34,6 +36,12 @@ struct pl_batch {
     int max_context_len;
     int32_t *logits_rows;    /* [n_logits] token indices whose logits are wanted */
     int n_logits;
+    /* Pooling (engine.h): rows whose final hidden state is wanted, and where the run
+     * writes them: hidden [n_hidden, hidden_size] fp32 host memory, rows in
+     * hidden_rows order. n_hidden 0 (the default): none. */
+    int32_t *hidden_rows;    /* [n_hidden] token indices */
+    int n_hidden;
+    float *hidden;           /* output, [n_hidden, hidden_size] */
 };
 
 /* Checks the invariants above (block_size > 0); PL_STATUS_INTERNAL with a message if broken. */

@@ -24,6 +24,7 @@
 
 #include <assert.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,14 +63,19 @@ struct req {
     bool prompt_sent, plp_sent;
     bool finished;                     /* the group left the scheduler */
     bool dirty;                        /* news since the last poll */
-    uint8_t salt[16];                  /* private cache salt (prompt_logprobs) */
+    uint8_t salt[16];                  /* private cache salt (prompt_logprobs, MEAN pooling) */
+    /* pooling requests (engine.h) */
+    bool pooling;
+    struct pl_pooling_params pool;
+    double *pool_acc;                  /* [hidden_size]: the sum (MEAN) or the last row (LAST) */
+    int pool_next;                     /* prompt positions < pool_next are in pool_acc */
     struct req *prev, *next;
 };
 
-/* A prompt-logprobs logits row of the current step. */
+/* A prompt-logprobs logits row (or a pooling hidden row) of the current step. */
 struct plp_row {
     struct req *r;
-    int pos;                           /* prompt position whose logits the row holds */
+    int pos;                           /* prompt position whose logits (hidden state) the row holds */
 };
 
 struct pl_engine {
@@ -95,6 +101,10 @@ struct pl_engine {
     bool *stop;                        /* [max_rows] */
     int *row_index;                    /* [max_rows] sample index of each row */
     int *row_src;                      /* [max_rows] model logits row of each sampler row */
+    /* pooling: allocated with the first pooling request */
+    float *hidden;                     /* [max_num_batched_tokens][hidden_size] */
+    int32_t *hidden_rows;              /* [max_num_batched_tokens] token index of each row */
+    struct plp_row *pool_rows;         /* [max_num_batched_tokens] request and position */
     /* requests */
     struct req *head, *tail;
     int n_reqs;
@@ -106,7 +116,7 @@ struct pl_engine {
     double prof_sched, prof_model, prof_post;
     long prof_steps;
     uint64_t n_steps_backend_sampling, n_steps_host_sampling;
-    uint64_t n_prompt_tokens, n_generation_tokens, n_added, n_finished;
+    uint64_t n_prompt_tokens, n_generation_tokens, n_added, n_finished, n_pooling;
 };
 
 void pl_engine_params_default(struct pl_engine_params *p)
@@ -148,6 +158,7 @@ static void req_free(struct pl_engine *e, struct req *r)
         seq_st_fini(e, &r->st[i]);
     free(r->st);
     free(r->plp);
+    free(r->pool_acc);
     free(r->prompt);
     free(r->name);
     free(r->prompt_text);
@@ -277,6 +288,9 @@ void pl_engine_free(struct pl_engine *e)
     free(e->stop);
     free(e->row_index);
     free(e->row_src);
+    free(e->hidden);
+    free(e->hidden_rows);
+    free(e->pool_rows);
     free(e->eos);
     free(e);
 }
@@ -299,11 +313,61 @@ static char *str_dup(const char *s)
 
 /* ---- add / abort ---- */
 
+void pl_pooling_params_default(struct pl_pooling_params *p)
+{
+    p->type = PL_POOLING_LAST;
+    p->normalize = true;
+}
+
+/* A pooling request's checks and, with the first one, the hidden-state buffers (outside the
+ * step loop). *params becomes the one-greedy-token params it is scheduled with. */
+static pl_status pooling_prepare(struct pl_engine *e, const struct pl_engine_request *rq,
+                                 struct pl_sampling_params *params, struct pl_err *err)
+{
+    const struct pl_pooling_params *pp = rq->pooling;
+    if (e->model.hidden_size < 1)
+        return pl_err_set(err, PL_STATUS_UNSUPPORTED,
+                          "pooling: this model returns no hidden states");
+    if (pp->type != PL_POOLING_LAST && pp->type != PL_POOLING_MEAN)
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "pooling: unknown pooling type %d",
+                          (int)pp->type);
+    if (rq->n_prompt >= e->p.sched.max_model_len)
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                          "the input (%d tokens) must be shorter than max_model_len (%d)",
+                          rq->n_prompt, e->p.sched.max_model_len);
+    if (!e->hidden) {
+        size_t mt = (size_t)e->p.sched.max_num_batched_tokens;
+        e->hidden = malloc(mt * (size_t)e->model.hidden_size * sizeof(float));
+        e->hidden_rows = malloc(mt * sizeof(int32_t));
+        e->pool_rows = malloc(mt * sizeof(*e->pool_rows));
+        if (!e->hidden || !e->hidden_rows || !e->pool_rows) {
+            free(e->hidden), free(e->hidden_rows), free(e->pool_rows);
+            e->hidden = NULL, e->hidden_rows = NULL, e->pool_rows = NULL;
+            return pl_err_set(err, PL_STATUS_NO_MEMORY,
+                              "pooling: out of memory for %zu hidden-state rows", mt);
+        }
+    }
+    pl_sampling_params_default(params);
+    params->temperature = 0.0f;
+    params->max_tokens = 1;
+    params->ignore_eos = true;
+    params->skip_special_tokens = false;
+    return PL_STATUS_OK;
+}
+
 pl_status pl_engine_add(struct pl_engine *e, const struct pl_engine_request *rq,
                         struct pl_err *err)
 {
     const struct pl_scheduler_params *sp = &e->p.sched;
-    if (!rq->params)
+    struct pl_sampling_params pool_params;
+    const struct pl_sampling_params *params = rq->params;
+    if (rq->pooling) {
+        pl_status pst = pooling_prepare(e, rq, &pool_params, err);
+        if (pst != PL_STATUS_OK)
+            return pst;
+        params = &pool_params;
+    }
+    if (!params)
         return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "request has no sampling params");
     if (rq->n_prompt < 1 || !rq->prompt)
         return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "the prompt is empty");
@@ -324,7 +388,7 @@ pl_status pl_engine_add(struct pl_engine *e, const struct pl_engine_request *rq,
     struct req *r = calloc(1, sizeof(*r));
     if (!r)
         return pl_err_set(err, PL_STATUS_NO_MEMORY, "out of memory for a request");
-    pl_status st = pl_sampling_params_copy(&r->params, rq->params, err);
+    pl_status st = pl_sampling_params_copy(&r->params, params, err);
     if (st != PL_STATUS_OK) {
         free(r);
         return st;
@@ -350,8 +414,13 @@ pl_status pl_engine_add(struct pl_engine *e, const struct pl_engine_request *rq,
     r->st = calloc((size_t)r->n_st, sizeof(*r->st));
     if (pp->prompt_logprobs >= 0)
         r->plp = calloc((size_t)rq->n_prompt, sizeof(*r->plp));
+    if (rq->pooling) {
+        r->pooling = true;
+        r->pool = *rq->pooling;
+        r->pool_acc = calloc((size_t)e->model.hidden_size, sizeof(double));
+    }
     if (!r->prompt || (rq->name && !r->name) || (rq->prompt_text && !r->prompt_text) || !r->st ||
-        (pp->prompt_logprobs >= 0 && !r->plp)) {
+        (pp->prompt_logprobs >= 0 && !r->plp) || (r->pooling && !r->pool_acc)) {
         st = pl_err_set(err, PL_STATUS_NO_MEMORY, "out of memory for a request");
         goto fail;
     }
@@ -376,8 +445,9 @@ pl_status pl_engine_add(struct pl_engine *e, const struct pl_engine_request *rq,
     gp.n = pp->n;
     gp.cache_salt = rq->cache_salt;
     gp.n_cache_salt = rq->n_cache_salt;
-    if (r->plp) {
-        /* a private salt: no cache hit may skip a prompt position whose logits we need */
+    if (r->plp || (r->pooling && r->pool.type == PL_POOLING_MEAN)) {
+        /* a private salt: no cache hit may skip a prompt position whose logits (or hidden
+         * state) we need */
         uint64_t c = ++e->salt_counter;
         memcpy(r->salt, "\x01plp-salt", 8);
         memcpy(r->salt + 8, &c, 8);
@@ -396,6 +466,7 @@ pl_status pl_engine_add(struct pl_engine *e, const struct pl_engine_request *rq,
     e->tail = r;
     e->n_reqs++;
     e->n_added++;
+    e->n_pooling += r->pooling;
     e->n_prompt_tokens += (uint64_t)rq->n_prompt;
     return PL_STATUS_OK;
 fail:
@@ -492,7 +563,7 @@ static pl_status process_token(struct pl_engine *e, struct req *r, struct pl_seq
     }
     note_finish(st, q);
     r->dirty = true;
-    if (!e->has_detok || st->text_final)
+    if (!e->has_detok || st->text_final || r->pooling) /* a pooling request's token is no text */
         return PL_STATUS_OK;
     pl_status s;
     if (!st->detok) {
@@ -702,8 +773,32 @@ pl_status pl_engine_step(struct pl_engine *e, struct pl_err *err)
             n_plp++;
         }
     }
+    /* pooling: the prompt positions of pooling requests this step computes, not yet pooled */
+    int n_hid = 0;
+    for (int s = 0; e->hidden && s < plan.n_seqs; s++) {
+        const struct pl_sched_seq *en = &plan.seqs[s];
+        struct req *r = en->seq->group->user;
+        if (!r->pooling || en->is_decode)
+            continue;
+        int end = en->start_pos + en->n_new < r->n_prompt ? en->start_pos + en->n_new
+                                                          : r->n_prompt;
+        int p0 = r->pool.type == PL_POOLING_LAST ? r->n_prompt - 1 : en->start_pos;
+        if (p0 < r->pool_next)
+            p0 = r->pool_next;
+        if (p0 < en->start_pos)
+            p0 = en->start_pos;
+        for (int p = p0; p < end; p++) {
+            e->hidden_rows[n_hid] = b.cu_seqlens_q[s] + (p - en->start_pos);
+            e->pool_rows[n_hid].r = r;
+            e->pool_rows[n_hid].pos = p;
+            n_hid++;
+        }
+    }
+    b.hidden_rows = e->hidden_rows;
+    b.n_hidden = n_hid;
+    b.hidden = n_hid ? e->hidden : NULL;
     /* sampler rows in plan order */
-    int row = 0;
+    int row = 0, n_pool_rows = 0;
     bool basic = true;
     for (int s = 0; s < plan.n_seqs; s++) {
         const struct pl_sched_seq *en = &plan.seqs[s];
@@ -721,6 +816,7 @@ pl_status pl_engine_step(struct pl_engine *e, struct pl_err *err)
             sr->n_eos = r->params.ignore_eos ? 0 : e->p.n_eos;
             sr->rng = r->params.has_seed ? &r->st[idx].rng : NULL;
             e->row_index[row] = idx;
+            n_pool_rows += r->pooling;
             basic = basic && pl_sampler_row_is_basic(sr);
         }
     }
@@ -748,6 +844,13 @@ pl_status pl_engine_step(struct pl_engine *e, struct pl_err *err)
         e->n_steps_host_sampling++;
     }
     double t_post = pl_clock_seconds();
+    for (int i = 0; i < n_hid; i++) { /* positions in order: a deterministic sum */
+        struct req *r = e->pool_rows[i].r;
+        const float *h = e->hidden + (size_t)i * (size_t)e->model.hidden_size;
+        for (int k = 0; k < e->model.hidden_size; k++)
+            r->pool_acc[k] = r->pool.type == PL_POOLING_MEAN ? r->pool_acc[k] + h[k] : h[k];
+        r->pool_next = e->pool_rows[i].pos + 1;
+    }
     row = 0;
     for (int s = 0; s < plan.n_seqs; s++) {
         const struct pl_sched_seq *en = &plan.seqs[s];
@@ -772,7 +875,7 @@ pl_status pl_engine_step(struct pl_engine *e, struct pl_err *err)
     st = pl_scheduler_update(e->sched, &plan, e->sampled, e->stop, err);
     if (st != PL_STATUS_OK)
         return st;
-    e->n_generation_tokens += (uint64_t)n_rows;
+    e->n_generation_tokens += (uint64_t)(n_rows - n_pool_rows);
 
     row = 0;
     for (int s = 0; s < plan.n_seqs; s++) {
@@ -809,6 +912,7 @@ static void completion_free(struct pl_completion_output *c)
 
 static void request_output_free(struct pl_request_output *o)
 {
+    free(o->embedding);
     for (int i = 0; i < o->n_outputs; i++)
         completion_free(&o->outputs[i]);
     free(o->outputs);
@@ -843,8 +947,8 @@ static bool fill_completion(const struct req *r, const struct pl_seq *q, const s
 {
     memset(c, 0, sizeof(*c));
     c->index = q->index;
-    int t0 = delta ? st->n_tok_sent : 0;
-    int n_out = pl_seq_num_outputs(q);
+    int n_out = r->pooling ? 0 : pl_seq_num_outputs(q); /* a pooling request's token is no output */
+    int t0 = delta && !r->pooling ? st->n_tok_sent : 0;
     size_t x0 = delta ? st->text_sent : 0;
     c->n_token_ids = n_out - t0;
     c->token_ids = mem_dup(q->tokens + q->n_prompt + t0, sizeof(int32_t) * (size_t)c->n_token_ids);
@@ -881,8 +985,31 @@ static bool has_news(const struct pl_seq *q, const struct seq_st *st)
            (st->finish != PL_FINISH_NONE && !st->finish_sent);
 }
 
+/* A finished pooling request's vector (NULL when it did not pool every position it needed:
+ * aborted). MEAN divides by the prompt length; normalize divides by the L2 norm. */
+static float *pooled_vector(const struct pl_engine *e, const struct req *r)
+{
+    if (r->pool_next < r->n_prompt)
+        return NULL;
+    int H = e->model.hidden_size;
+    float *v = malloc(sizeof(float) * (size_t)H);
+    if (!v)
+        return NULL;
+    double scale = r->pool.type == PL_POOLING_MEAN ? 1.0 / r->n_prompt : 1.0;
+    double norm = 0;
+    for (int k = 0; k < H; k++)
+        norm += (r->pool_acc[k] * scale) * (r->pool_acc[k] * scale);
+    norm = sqrt(norm);
+    if (r->pool.normalize && norm > 0) /* vLLM's F.normalize: x / max(||x||, eps) */
+        scale /= norm > 1e-12 ? norm : 1e-12;
+    for (int k = 0; k < H; k++)
+        v[k] = (float)(r->pool_acc[k] * scale);
+    return v;
+}
+
 /* Builds r's output into o; on success advances the cursors (delta). */
-static bool fill_request(struct req *r, bool delta, struct pl_request_output *o)
+static bool fill_request(const struct pl_engine *e, struct req *r, bool delta,
+                         struct pl_request_output *o)
 {
     memset(o, 0, sizeof(*o));
     const struct pl_seq_group *g = r->group;
@@ -926,6 +1053,12 @@ static bool fill_request(struct req *r, bool delta, struct pl_request_output *o)
             return false;
     }
     o->finished = r->finished;
+    if (r->pooling && r->finished) {
+        o->embedding = pooled_vector(e, r);
+        o->n_embedding = o->embedding ? e->model.hidden_size : 0;
+        if (!o->embedding && r->pool_next >= r->n_prompt)
+            return false; /* out of memory: the poll is retried */
+    }
     /* success: advance the cursors */
     r->prompt_sent = true;
     if (send_plp)
@@ -961,7 +1094,7 @@ pl_status pl_engine_poll(struct pl_engine *e, bool delta, struct pl_outputs *out
         struct req *next = r->next;
         if (delta ? r->dirty : r->finished) {
             struct pl_request_output *o = &out->items[out->n];
-            if (!fill_request(r, delta, o)) {
+            if (!fill_request(e, r, delta, o)) {
                 request_output_free(o);
                 return pl_err_set(err, PL_STATUS_NO_MEMORY, "out of memory for outputs");
             }
@@ -987,6 +1120,7 @@ void pl_engine_get_stats(const struct pl_engine *e, struct pl_engine_stats *out)
     out->n_generation_tokens = e->n_generation_tokens;
     out->n_requests_added = e->n_added;
     out->n_requests_finished = e->n_finished;
+    out->n_pooling_requests = e->n_pooling;
     out->seconds = e->seconds;
     out->n_steps_backend_sampling = e->n_steps_backend_sampling;
     out->n_steps_host_sampling = e->n_steps_host_sampling;

@@ -42,6 +42,20 @@
  * (vLLM skips cache reads for them); positions already reported are not
  * reported again after a preemption recomputes them.
  *
+ * Pooling requests (struct pl_engine_request.pooling, vLLM's embed task): a
+ * prefill-only request. It is scheduled like a generation request of one
+ * greedy output token, so it shares steps, chunked prefill, preemption and
+ * the KV pool with everything else; the steps that compute its prompt
+ * positions also ask the model for those rows' final hidden states (struct
+ * pl_batch's hidden_rows: every position for MEAN, the last for LAST), which
+ * are accumulated in double on the host. The one sampled token only ends the
+ * request: it is never detokenized, counted or reported. The finished output
+ * carries the pooled (and, if asked, L2-normalized) vector. MEAN requests get
+ * a private prefix-cache salt (a cache hit would skip positions whose hidden
+ * states are needed) and, like prompt logprobs, count positions recomputed
+ * after a preemption once. The hidden-state buffer ([max_num_batched_tokens,
+ * hidden_size] fp32) is allocated when the first pooling request is added.
+ *
  * Invariants: every live request is on the engine's list exactly once, from
  * pl_engine_add until the poll that reports it finished; its group is owned
  * by the scheduler until finished, then by the engine until reported.
@@ -81,6 +95,9 @@ struct pl_engine_model {
                             int n_rows, const struct pl_sampler_row *rows,
                             const double *uniforms, struct pl_sample_result *results,
                             struct pl_err *err);
+    /* Width of the final hidden states run / run_sample write for b->hidden_rows
+     * (struct pl_batch); 0: the model returns none (pooling requests are refused). */
+    int hidden_size;
 };
 
 /*
@@ -119,6 +136,8 @@ struct pl_engine_request {
     const struct pl_sampling_params *params; /* validated against the vocabulary */
     const void *cache_salt;     /* extra prefix-cache key (NULL: the shared cache) */
     size_t n_cache_salt;
+    const struct pl_pooling_params *pooling; /* non-NULL: a pooling request (params is then
+                                                ignored and may be NULL) */
 };
 
 struct pl_engine_stats {
@@ -129,6 +148,7 @@ struct pl_engine_stats {
     uint64_t n_requests_added;
     uint64_t n_requests_finished; /* reported finished by poll */
     double seconds;             /* wall time inside pl_engine_step */
+    uint64_t n_pooling_requests;       /* pooling requests added */
     uint64_t n_steps_backend_sampling; /* steps sampled by the model (run_sample) */
     uint64_t n_steps_host_sampling;    /* steps sampled on the host from downloaded logits */
 };

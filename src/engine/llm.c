@@ -247,6 +247,7 @@ static pl_status llm_open(struct pl_llm *llm, const struct pl_llm_params *p, str
     llm->eos_id = n_eos > 0 ? eos[0] : -1;
     llm->im.ctx = llm->runner;
     llm->im.vocab_size = llm->vocab;
+    llm->im.hidden_size = cfg->hidden_size; /* the runner returns hidden rows (pooling) */
     llm->im.max_logits_rows = 0;
     llm->im.run = runner_run;
     llm->im.copy_blocks = runner_copy;
@@ -406,7 +407,8 @@ static pl_status prompt_ids(struct pl_llm *llm, const struct pl_prompt *p, bool 
 
 static pl_status add_one(struct pl_llm *llm, uint64_t id, const char *name,
                          const struct pl_prompt *p, bool add_special,
-                         const struct pl_sampling_params *sp, struct pl_err *err)
+                         const struct pl_sampling_params *sp,
+                         const struct pl_pooling_params *pooling, struct pl_err *err)
 {
     const int32_t *ids = NULL;
     int n = 0;
@@ -421,14 +423,16 @@ static pl_status add_one(struct pl_llm *llm, uint64_t id, const char *name,
     r.prompt = ids;
     r.n_prompt = n;
     r.params = sp ? sp : &llm->defaults;
+    r.pooling = pooling;
     st = pl_engine_add(llm->engine, &r, err);
     free(owned);
     return st;
 }
 
-pl_status pl_llm_add_request(struct pl_llm *llm, const char *request_id,
-                             const struct pl_prompt *prompt,
-                             const struct pl_sampling_params *params)
+/* The request interface's add: a generation request (params) or a pooling request. */
+static pl_status add_named(struct pl_llm *llm, const char *request_id,
+                           const struct pl_prompt *prompt, const struct pl_sampling_params *params,
+                           const struct pl_pooling_params *pooling)
 {
     if (not_open(llm))
         return PL_STATUS_INVALID_ARGUMENT;
@@ -444,8 +448,29 @@ pl_status pl_llm_add_request(struct pl_llm *llm, const char *request_id,
                    request_id);
         return fail(llm, &err, err.status);
     }
-    pl_status st = add_one(llm, ++llm->next_id, request_id, prompt, true, params, &err);
+    pl_status st = add_one(llm, ++llm->next_id, request_id, prompt, true, params, pooling, &err);
     return st == PL_STATUS_OK ? ok(llm) : fail(llm, &err, st);
+}
+
+pl_status pl_llm_add_request(struct pl_llm *llm, const char *request_id,
+                             const struct pl_prompt *prompt,
+                             const struct pl_sampling_params *params)
+{
+    return add_named(llm, request_id, prompt, params, NULL);
+}
+
+pl_status pl_llm_add_pooling_request(struct pl_llm *llm, const char *request_id,
+                                     const struct pl_prompt *prompt,
+                                     const struct pl_pooling_params *params)
+{
+    struct pl_pooling_params dflt;
+    pl_pooling_params_default(&dflt);
+    return add_named(llm, request_id, prompt, NULL, params ? params : &dflt);
+}
+
+int pl_llm_hidden_size(const struct pl_llm *llm)
+{
+    return llm && llm->runner ? pl_model_runner_config(llm->runner)->hidden_size : 0;
 }
 
 pl_status pl_llm_step(struct pl_llm *llm)
@@ -618,7 +643,7 @@ static pl_status generate(struct pl_llm *llm, const struct pl_prompt *prompts, i
         const struct pl_sampling_params *sp = params ? &params[n_params == 1 ? 0 : i] : NULL;
         char name[32];
         snprintf(name, sizeof(name), "%llu", (unsigned long long)(base + (uint64_t)i));
-        st = add_one(llm, base + (uint64_t)i, name, &prompts[i], add_special, sp, err);
+        st = add_one(llm, base + (uint64_t)i, name, &prompts[i], add_special, sp, NULL, err);
         if (st != PL_STATUS_OK)
             pl_err_prefix(err, "prompt %d", i);
     }

@@ -16,6 +16,7 @@
  *   h = attn Wo^T (+bo);  x = norm(h, res)
  *   h = (silu(x Wg^T) * x Wu^T) Wd^T
  *   logits rows: final norm(h, res) on those rows only, then x Wlm^T
+ *   hidden rows (pooling): final norm(h, res) on those rows, downloaded as fp32
  *
  * The final norm is applied after gathering the logits rows: rmsnorm works
  * row by row, so the result equals norm-then-gather and skips the other rows.
@@ -541,6 +542,8 @@ static void mlp_block(struct pl_llama *m, int l, int n)
 
 static pl_status emit_logits(struct pl_llama *m, const struct pl_batch *b, float *logits,
                              struct pl_err *err);
+static pl_status emit_hidden(struct pl_llama *m, const struct pl_batch *b, struct pl_err *err);
+static void widen_hidden(struct pl_llama *m, const struct pl_batch *b);
 
 /* Embedding and every layer: leaves the residual stream in res and the last MLP
  * output in h (the final norm runs on the logits rows only). */
@@ -661,6 +664,61 @@ pl_status pl_llama_forward(struct pl_llama *m, const struct pl_batch *b,
 }
 
 /*
+ * The pooling section of forward: the final norm of the rows b->hidden_rows
+ * (gathered in chunks of logits_chunk rows through the logits scratch)
+ * downloaded into b->hidden. The row indices go up into d_logit_rows, which
+ * the logits section is done with (ops run in order). Activations narrower
+ * than fp32 (bf16 on CUDA) come down into the back half of each chunk's fp32
+ * rows and are widened in place after the sync (widen_hidden), so no staging
+ * buffer is needed.
+ */
+static pl_status emit_hidden(struct pl_llama *m, const struct pl_batch *b, struct pl_err *err)
+{
+    const struct pl_backend_ops *op = m->be->ops;
+    struct pl_backend *be = m->be;
+    const struct pl_model_config *c = m->cfg;
+    const int hid = c->hidden_size;
+    const size_t elem = pl_dtype_size(op->act_dtype);
+    pl_status st = op->upload(be, m->d_logit_rows, b->hidden_rows,
+                              sizeof(int32_t) * (size_t)b->n_hidden);
+    if (st != PL_STATUS_OK)
+        return pl_err_set(err, st, "llama: uploading the hidden rows failed");
+    for (int r0 = 0; r0 < b->n_hidden; r0 += m->logits_chunk) {
+        int rn = b->n_hidden - r0 < m->logits_chunk ? b->n_hidden - r0 : m->logits_chunk;
+        op->get_rows(be, m->l_res, m->res, m->d_logit_rows + r0, rn, hid);
+        op->get_rows(be, m->l_h, m->h, m->d_logit_rows + r0, rn, hid);
+        op->rmsnorm(be, m->l_x, m->l_res, m->l_h, &m->w->final_norm, rn, hid, c->rms_norm_eps);
+        size_t n = (size_t)rn * (size_t)hid;
+        char *dst = (char *)(b->hidden + (size_t)r0 * (size_t)hid) + n * (sizeof(float) - elem);
+        st = op->download(be, dst, m->l_x, n * elem);
+        if (st != PL_STATUS_OK)
+            return pl_err_set(err, st, "llama: downloading hidden states failed");
+    }
+    return PL_STATUS_OK;
+}
+
+/* After the sync: each chunk's act-dtype values (in the back half of its fp32 rows) widened
+ * to fp32 front to back. Element i is read from byte n*(4-e) + e*i and written at bytes
+ * [4i, 4i+4), which never reaches an element not yet read (4i+3 < n*(4-e) + e*(i+1) for
+ * e = 2, i < n). */
+static void widen_hidden(struct pl_llama *m, const struct pl_batch *b)
+{
+    const enum pl_dtype dt = m->be->ops->act_dtype;
+    const size_t elem = pl_dtype_size(dt);
+    if (dt == PL_DTYPE_F32)
+        return;
+    const int hid = m->cfg->hidden_size;
+    for (int r0 = 0; r0 < b->n_hidden; r0 += m->logits_chunk) {
+        int rn = b->n_hidden - r0 < m->logits_chunk ? b->n_hidden - r0 : m->logits_chunk;
+        size_t n = (size_t)rn * (size_t)hid;
+        float *out = b->hidden + (size_t)r0 * (size_t)hid;
+        const void *src = (const char *)out + n * (sizeof(float) - elem);
+        for (size_t i = 0; i < n; i++)
+            out[i] = pl_dtype_get_f32(src, dt, i);
+    }
+}
+
+/*
  * The logits section of forward: per chunk of at most logits_chunk rows, the
  * final norm of the gathered rows and the LM head into m->logits, then either
  * the download into host logits or (m->job) the backend's sample op over the
@@ -704,9 +762,13 @@ static pl_status emit_logits(struct pl_llama *m, const struct pl_batch *b, float
         }
         s0 = s1;
     }
+    if (b->n_hidden > 0 && (st = emit_hidden(m, b, err)) != PL_STATUS_OK)
+        return st;
     st = op->sync(be);
     if (st != PL_STATUS_OK)
         return pl_err_set(err, st, "llama: backend sync failed");
+    if (b->n_hidden > 0)
+        widen_hidden(m, b);
     return PL_STATUS_OK;
 }
 

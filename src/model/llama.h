@@ -37,7 +37,9 @@ pl_status pl_llama_new(const struct pl_model_config *cfg, const struct pl_weight
                        int max_blocks_per_seq, struct pl_llama **out, struct pl_err *err);
 void pl_llama_free(struct pl_llama *m);
 
-/* Runs batch b through the model. logits: host [b->n_logits, vocab]. */
+/* Runs batch b through the model. logits: host [b->n_logits, vocab]. When b->n_hidden > 0,
+ * also writes the final hidden states (after the final norm, fp32) of b->hidden_rows to
+ * b->hidden ([n_hidden, hidden_size]); pl_llama_forward_sample does the same. */
 pl_status pl_llama_forward(struct pl_llama *m, const struct pl_batch *b,
                            const struct pl_kv_cache *kv, float *logits, struct pl_err *err);
 

@@ -29,6 +29,20 @@ static pl_status llm_add(void *engine, uint64_t request_id, const int32_t *promp
     return PL_STATUS_OK;
 }
 
+static pl_status llm_add_pooling(void *engine, uint64_t request_id, const int32_t *prompt_ids,
+                                 int n_prompt, const struct pl_pooling_params *params,
+                                 struct pl_err *err)
+{
+    struct pl_llm *llm = engine;
+    char id[24];
+    id_str(request_id, id);
+    struct pl_prompt p = {.text = NULL, .token_ids = prompt_ids, .n_token_ids = n_prompt};
+    pl_status st = pl_llm_add_pooling_request(llm, id, &p, params);
+    if (st != PL_STATUS_OK)
+        return pl_err_set(err, st, "%s", pl_llm_errmsg(llm));
+    return PL_STATUS_OK;
+}
+
 static pl_status llm_step(void *engine, struct pl_err *err)
 {
     struct pl_llm *llm = engine;
@@ -75,6 +89,9 @@ static struct pl_async_output *convert(struct pl_request_output *src)
     o->n_prompt_tokens = src->n_prompt_token_ids;
     o->num_cached_tokens = src->num_cached_tokens;
     o->finished = src->finished;
+    o->embedding = src->embedding; /* moved */
+    o->n_embedding = src->n_embedding;
+    src->embedding = NULL;
     if (src->has_prompt_logprobs && src->prompt_logprobs && src->n_prompt_token_ids > 0) {
         o->prompt_logprobs = calloc((size_t)src->n_prompt_token_ids, sizeof(*o->prompt_logprobs));
         for (int i = 0; o->prompt_logprobs && i < src->n_prompt_token_ids; i++)
@@ -163,5 +180,5 @@ static void llm_stats(void *engine, struct pl_engine_stats *out)
     out->num_steps = st.num_steps;
 }
 
-const struct pl_engine_ops pl_llm_engine_ops = {llm_add,  llm_step,  llm_has_unfinished,
-                                                llm_poll, llm_abort, llm_stats};
+const struct pl_engine_ops pl_llm_engine_ops = {
+    llm_add, llm_step, llm_has_unfinished, llm_poll, llm_abort, llm_stats, llm_add_pooling};

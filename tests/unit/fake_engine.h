@@ -9,6 +9,8 @@
  * when the token is in stop_token_ids; aborts finish with "abort". KV usage
  * is modelled as ceil(tokens / 16) blocks per sample out of 1024, so tests can
  * watch blocks being freed. step_delay_us slows each step (disconnect tests).
+ * Pooling requests finish at their first step with the embedding
+ * fake_embedding(prompt) (FAKE_EMBED_DIM values) and no tokens.
  */
 #ifndef PL_TEST_FAKE_ENGINE_H
 #define PL_TEST_FAKE_ENGINE_H
@@ -22,6 +24,7 @@
 
 #define FAKE_MAX_REQS 4096
 #define FAKE_BLOCKS 1024
+#define FAKE_EMBED_DIM 4
 
 struct fake_req {
     uint64_t id;
@@ -34,6 +37,7 @@ struct fake_req {
     enum pl_async_finish finish[16];
     bool aborted;
     bool sent_first;
+    bool pooling;
     struct pl_async_output *pending; /* news since the last poll */
 };
 
@@ -79,6 +83,25 @@ static pl_status fake_add(void *e, uint64_t id, const int32_t *prompt, int n_pro
     return PL_STATUS_OK;
 }
 
+/* The fake's embedding of a prompt: v[k] = prompt[k % n] + k / 2. */
+static void fake_embedding(const int32_t *prompt, int n_prompt, float *v)
+{
+    for (int k = 0; k < FAKE_EMBED_DIM; k++)
+        v[k] = (float)prompt[k % n_prompt] + 0.5f * (float)k;
+}
+
+static pl_status fake_add_pooling(void *e, uint64_t id, const int32_t *prompt, int n_prompt,
+                                  const struct pl_pooling_params *pp, struct pl_err *err)
+{
+    struct pl_sampling_params sp;
+    pl_sampling_params_default(&sp);
+    sp.max_tokens = 1;
+    pl_status st = fake_add(e, id, prompt, n_prompt, &sp, err);
+    if (st == PL_STATUS_OK)
+        ((struct fake_engine *)e)->reqs[((struct fake_engine *)e)->n_reqs - 1]->pooling = true;
+    return st;
+}
+
 static struct pl_async_sample *fake_sample(struct fake_req *r, int j)
 {
     if (!r->pending) {
@@ -111,6 +134,13 @@ static pl_status fake_step(void *e, struct pl_err *err)
             struct pl_async_sample *s = fake_sample(r, j);
             if (r->aborted) {
                 r->finish[j] = s->finish = PL_ASYNC_FINISH_ABORT;
+                continue;
+            }
+            if (r->pooling) {
+                r->finish[j] = s->finish = PL_ASYNC_FINISH_LENGTH;
+                r->pending->embedding = malloc(sizeof(float) * FAKE_EMBED_DIM);
+                r->pending->n_embedding = FAKE_EMBED_DIM;
+                fake_embedding(r->prompt, r->n_prompt, r->pending->embedding);
                 continue;
             }
             int32_t tok = r->prompt[(r->n_out[j] + j) % r->n_prompt];
@@ -217,8 +247,8 @@ static void fake_stats(void *e, struct pl_engine_stats *st)
     st->num_steps = f->steps;
 }
 
-static const struct pl_engine_ops fake_engine_ops = {fake_add,   fake_step,  fake_has_unfinished,
-                                                     fake_poll,  fake_abort, fake_stats};
+static const struct pl_engine_ops fake_engine_ops = {
+    fake_add, fake_step, fake_has_unfinished, fake_poll, fake_abort, fake_stats, fake_add_pooling};
 
 /* The fake's text for sample j of a prompt after n_tokens tokens. */
 static void fake_expected_text(const int32_t *prompt, int n_prompt, int j, int n_tokens, char *out,
