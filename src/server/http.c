@@ -49,6 +49,16 @@ struct route {
     void *user;
 };
 
+/* A route path matches the URL exactly; one ending in a slash and an asterisk matches its
+ * prefix (up to the slash) plus one or more bytes. */
+static bool path_matches(const char *route, const char *url)
+{
+    size_t n = strlen(route);
+    if (n >= 2 && route[n - 1] == '*' && route[n - 2] == '/')
+        return !strncmp(route, url, n - 1) && url[n - 1] != '\0';
+    return !strcmp(route, url);
+}
+
 struct pl_http_server {
     struct pl_http_params p;
     char *api_key;
@@ -606,7 +616,7 @@ static MHD_RESULT access_handler(void *cls, struct MHD_Connection *conn, const c
     char allow[128] = "";
     for (int i = 0; i < s->n_routes; i++) {
         const struct route *r = &s->routes[i];
-        if (strcmp(r->path, url))
+        if (!path_matches(r->path, url))
             continue;
         if (!strcmp(r->method, method) || (!strcmp(method, "HEAD") && !strcmp(r->method, "GET"))) {
             match = r;

@@ -2,7 +2,7 @@
  * http.h -- the HTTP transport of the server (libmicrohttpd underneath).
  *
  * Owns: the listening socket and MHD daemon (a small pool of event-loop
- * threads, epoll; no thread per connection), routing (exact paths; 404 for
+ * threads, epoll; no thread per connection), routing (exact paths, or every path under a prefix; 404 for
  * unknown paths, 405 with Allow for a known path and another method), request
  * bodies (bounded: 413 past max_body_bytes), header bounds (MHD's memory pool:
  * 431 past it), timeouts, keep-alive, CORS, Bearer authentication for /v1/
@@ -103,7 +103,9 @@ void pl_http_params_default(struct pl_http_params *p);
 pl_status pl_http_server_new(const struct pl_http_params *p, struct pl_http_server **out,
                              struct pl_err *err);
 
-/* Registers a route; call before pl_http_server_start. auth: needs the API key. */
+/* Registers a route; call before pl_http_server_start. auth: needs the API key. A path
+ * ending in a slash and an asterisk matches every longer path under it (the handler reads
+ * req->path, which MHD has percent-decoded): /v1/models/{id}. */
 pl_status pl_http_server_route(struct pl_http_server *s, const char *method, const char *path,
                                bool auth, pl_http_handler_fn fn, void *user, struct pl_err *err);
 
