@@ -38,6 +38,7 @@ static const char *help =
     "  --test_input JSON        run one job ({\"input\": ...}) and exit 0/1\n"
     "  --health-stall-timeout S the engine loop counts as stalled after S seconds without a\n"
     "                           step while work is pending (30): no heartbeat, /health 503\n"
+    "Env REASONING_PARSER (qwen3, deepseek_r1) splits reasoning_content out of chat answers.\n"
     "Engine flags as for `pagellm generate` (--max-model-len, --max-num-seqs, --block-size,\n"
     "--device, --dtype, --seed, --kv-cache-bytes, ...) override the environment.\n";
 
@@ -287,7 +288,10 @@ int pl_cli_worker(int argc, char **argv)
                                   .chat_template = cfg.custom_chat_template,
                                   .defaults = &defaults,
                                   .vocab_size = pl_llm_vocab_size(llm),
-                                  .response_role = cfg.response_role};
+                                  .response_role = cfg.response_role,
+                                  /* worker-vllm's REASONING_PARSER: reasoning_content in the
+                                   * OpenAI-route answers, as the server's --reasoning-parser */
+                                  .reasoning_parser = getenv("REASONING_PARSER")};
     pl_status st = pl_async_engine_new(&pl_llm_engine_ops, llm, &ap, &ctx.ae, &err);
     if (st == PL_STATUS_OK) {
         op.ae = ctx.ae;

@@ -86,6 +86,7 @@ bool pl_serving_log_tick(struct pl_serving_log *s, double now, char *buf, size_t
     double hit = s->sum_queries > 0 ? 100.0 * (double)s->sum_hits / (double)s->sum_queries : 0.0;
     s->prompt_tokens = s->generation_tokens = 0;
     s->last_tick = now;
+    struct pl_async_engine *ae = s->p.ae;
     pthread_mutex_unlock(&s->mu);
     double prompt_tps = dt > 0 ? (double)pt / dt : 0.0;
     double gen_tps = dt > 0 ? (double)gt / dt : 0.0;
@@ -96,8 +97,8 @@ bool pl_serving_log_tick(struct pl_serving_log *s, double now, char *buf, size_t
         return false;
     struct pl_engine_stats st;
     memset(&st, 0, sizeof(st));
-    if (s->p.ae)
-        pl_async_engine_stats(s->p.ae, &st);
+    if (ae)
+        pl_async_engine_stats(ae, &st);
     double kv = st.kv_blocks_total > 0 ? 100.0 * st.kv_blocks_used / st.kv_blocks_total : 0.0;
     pl_serving_log_format(buf, cap, prompt_tps, gen_tps, st.num_running, 0, st.num_waiting, kv,
                           hit);
@@ -126,6 +127,13 @@ static void *stats_main(void *arg)
     }
     pthread_mutex_unlock(&s->mu);
     return NULL;
+}
+
+void pl_serving_log_set_engine(struct pl_serving_log *s, struct pl_async_engine *ae)
+{
+    pthread_mutex_lock(&s->mu);
+    s->p.ae = ae;
+    pthread_mutex_unlock(&s->mu);
 }
 
 pl_status pl_serving_log_new(const struct pl_serving_log_params *p, struct pl_serving_log **out,

@@ -51,6 +51,10 @@ pl_status pl_serving_log_new(const struct pl_serving_log_params *p, struct pl_se
                              struct pl_err *err);
 void pl_serving_log_free(struct pl_serving_log *s); /* stops the thread; NULL is a no-op */
 
+/* Sets the engine whose stats the line shows (it is created after the log: the log
+ * observes its deltas). */
+void pl_serving_log_set_engine(struct pl_serving_log *s, struct pl_async_engine *ae);
+
 /* Records one routed delta (an async engine observe callback; see serve.c). */
 void pl_serving_log_observe(void *serving_log, const struct pl_async_output *o);
 

@@ -640,7 +640,8 @@ static void openai_stream(struct run *r, struct pl_openai_gen *g)
     pl_rp_sse_fini(&sse);
 }
 
-/* /v1/chat/completions and /v1/completions: the OpenAI server's request handling. */
+/* /v1/chat/completions, /v1/completions, /v1/embeddings and /v1/responses: the OpenAI
+ * server's request handling. */
 static void run_openai_generate(struct run *r, const json_t *body, enum pl_openai_kind kind)
 {
     /* an absent body is sent as JSON null: the server's answer to a body "null" */
@@ -688,10 +689,22 @@ static void run_openai(struct run *r, const json_t *input)
             emit(r, list);
         else
             set_error(r->res, "out of memory");
+    } else if (!strncmp(route, "/v1/models/", 11) && route[11]) {
+        struct pl_openai_error e;
+        json_t *m = pl_openai_model_json(r->ctx->oai, route + 11, &e);
+        if (m)
+            emit(r, m);
+        else
+            set_openai_error(r->res, &e);
     } else if (!strcmp(route, "/v1/chat/completions")) {
         run_openai_generate(r, body, PL_OPENAI_CHAT);
     } else if (!strcmp(route, "/v1/completions")) {
         run_openai_generate(r, body, PL_OPENAI_COMPLETION);
+    } else if (!strcmp(route, "/v1/embeddings")) {
+        /* the server's request kinds: the same layer, so the same answers and errors */
+        run_openai_generate(r, body, PL_OPENAI_EMBEDDING);
+    } else if (!strcmp(route, "/v1/responses")) {
+        run_openai_generate(r, body, PL_OPENAI_RESPONSES);
     } else {
         set_openai_message(r->res, 400, "Invalid route");
     }

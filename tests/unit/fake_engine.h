@@ -251,7 +251,7 @@ static const struct pl_engine_ops fake_engine_ops = {
     fake_add, fake_step, fake_has_unfinished, fake_poll, fake_abort, fake_stats, fake_add_pooling};
 
 /* The fake's text for sample j of a prompt after n_tokens tokens. */
-static void fake_expected_text(const int32_t *prompt, int n_prompt, int j, int n_tokens, char *out,
+static inline void fake_expected_text(const int32_t *prompt, int n_prompt, int j, int n_tokens, char *out,
                                size_t cap)
 {
     size_t len = 0;
