@@ -89,9 +89,6 @@ static struct pl_async_output *convert(struct pl_request_output *src)
     o->n_prompt_tokens = src->n_prompt_token_ids;
     o->num_cached_tokens = src->num_cached_tokens;
     o->finished = src->finished;
-    o->embedding = src->embedding; /* moved */
-    o->n_embedding = src->n_embedding;
-    src->embedding = NULL;
     if (src->has_prompt_logprobs && src->prompt_logprobs && src->n_prompt_token_ids > 0) {
         o->prompt_logprobs = calloc((size_t)src->n_prompt_token_ids, sizeof(*o->prompt_logprobs));
         for (int i = 0; o->prompt_logprobs && i < src->n_prompt_token_ids; i++)
@@ -105,6 +102,9 @@ static struct pl_async_output *convert(struct pl_request_output *src)
             return NULL;
         }
     }
+    o->embedding = src->embedding; /* moved */
+    o->n_embedding = src->n_embedding;
+    src->embedding = NULL;
     for (int i = 0; i < src->n_outputs; i++) {
         struct pl_completion_output *c = &src->outputs[i];
         struct pl_async_sample *s = &o->samples[o->n_samples++];
