@@ -296,8 +296,14 @@ static pl_status fetch_one(struct dl *d, void *curl, const struct job *jb, bool 
         hub_resp_fini(&r);
         return st;
     }
-    char etag[136];
+    char etag[136], check[136];
     snprintf(etag, sizeof(etag), "%s", r.linked_etag[0] ? r.linked_etag : r.etag);
+    /* What the bytes are checked against: the linked etag of a redirect, the ETag of
+     * a file served directly; a redirect without X-Linked-Etag (not the Hub's way)
+     * says nothing about the bytes, so the listing's LFS sha256 is used if any. */
+    bool redirected = r.status >= 300 && r.status < 400;
+    snprintf(check, sizeof(check), "%s",
+             r.linked_etag[0] ? r.linked_etag : !redirected ? r.etag : hf->lfs_sha256);
     int64_t size = r.linked_size >= 0 ? r.linked_size
                    : (r.status == 200 && r.content_length >= 0) ? r.content_length
                                                                  : hf->size;
@@ -313,6 +319,7 @@ static pl_status fetch_one(struct dl *d, void *curl, const struct job *jb, bool 
     bool own = hub_origin(location, origin, sizeof(origin)) &&
                !strcmp(origin, d->endpoint_origin);
     const char *token = own ? d->token : NULL; /* never to the storage host */
+    int refreshes = 0;
 
     char *blob = hub_path(d->repo_dir, "blobs", etag, NULL);
     char *blobs_dir = hub_path(d->repo_dir, "blobs", NULL, NULL);
@@ -362,8 +369,8 @@ static pl_status fetch_one(struct dl *d, void *curl, const struct job *jb, bool 
         have = 0;
     }
     /* what the name promises: sha256 (LFS), the git blob sha1 (needs the size), else size */
-    bool use256 = is_hex_n(etag, 64);
-    bool use1 = !use256 && is_hex_n(etag, 40) && size >= 0;
+    bool use256 = is_hex_n(check, 64);
+    bool use1 = !use256 && is_hex_n(check, 40) && size >= 0;
     struct pl_sha256 s256;
     struct pl_sha1 s1;
     bool fresh_retry_done = false;
@@ -447,7 +454,24 @@ restart:
         if (complete)
             break;
         if (r.status >= 400 && !hub_transient(&r)) {
-            st = http_error(d, &r, d->commit, file, err);
+            if (!own && refreshes++ < 2) {
+                /* the storage host's signed URL may have expired: ask the Hub again */
+                char fresh[2048];
+                struct hub_resp m = {0};
+                st = file_meta(d, curl, file, &m, fresh, sizeof(fresh), err);
+                hub_resp_fini(&m);
+                if (st != PL_STATUS_OK)
+                    goto out;
+                snprintf(location, sizeof(location), "%s", fresh);
+                continue;
+            }
+            if (!own)
+                st = pl_err_set(err, PL_STATUS_IO,
+                                "%s: the storage host answered %ld for %s (after asking the Hub "
+                                "for a fresh link)",
+                                d->repo_id, r.status, file);
+            else
+                st = http_error(d, &r, d->commit, file, err);
             goto out;
         }
         /* a cut, a reset, a stall, a 5xx: try again from where the file is */
@@ -482,7 +506,7 @@ restart:
         pl_sha1_hex(dg, got);
     }
     bool size_ok = size < 0 || have == size;
-    if ((got[0] && strcmp(got, etag)) || !size_ok) {
+    if ((got[0] && strcmp(got, check)) || !size_ok) {
         if (resumed && !fresh_retry_done) {
             /* the kept part may be what is wrong: fetch the whole file once more */
             fresh_retry_done = true;
@@ -503,7 +527,7 @@ restart:
                             "%s: checksum mismatch for %s: the Hub says %s %s, the %lld bytes "
                             "received hash to %s; the file was removed and not used (run the "
                             "command again; if it repeats, the copy on the server is damaged)",
-                            d->repo_id, file, use256 ? "sha256" : "git blob sha1", etag,
+                            d->repo_id, file, use256 ? "sha256" : "git blob sha1", check,
                             (long long)have, got);
         goto out;
     }
@@ -689,8 +713,27 @@ static bool snapshot_complete(const char *snap, bool default_mode, char *missing
     return ok;
 }
 
+/* Which snapshot files go to a local dir: the chosen ones (online), or what the
+ * options want (from the cache). */
+struct want {
+    const struct pl_hub_info *info; /* with sel: exactly the chosen files */
+    const char *sel;
+    const struct pl_hub_opts *o;    /* else: pl_hub_path_wanted */
+};
+
+static bool wanted(const struct want *w, const char *rel)
+{
+    if (w->info) {
+        for (int i = 0; i < w->info->n_files; i++)
+            if (w->sel[i] && !strcmp(w->info->files[i].name, rel))
+                return true;
+        return false;
+    }
+    return pl_hub_path_wanted(w->o, rel);
+}
+
 static pl_status copy_to_local_dir(const char *snap, const char *local_dir, const char *commit,
-                                   struct pl_err *err);
+                                   const struct want *w, struct pl_err *err);
 
 /* The snapshot the cache holds for revision, or an error naming the path looked up. */
 static pl_status from_cache(const char *who, const char *repo_id, const char *rev,
@@ -738,7 +781,8 @@ static pl_status from_cache(const char *who, const char *repo_id, const char *re
     if (o->progress != PL_HUB_PROGRESS_QUIET)
         fprintf(stderr, "%s: %s: using the cached snapshot %s (%s)\n", who, repo_id, snap, why);
     if (o->local_dir) {
-        pl_status st = copy_to_local_dir(snap, o->local_dir, commit, err);
+        struct want w = {NULL, NULL, o};
+        pl_status st = copy_to_local_dir(snap, o->local_dir, commit, &w, err);
         free(snap);
         if (st != PL_STATUS_OK)
             return st;
@@ -751,14 +795,29 @@ static pl_status from_cache(const char *who, const char *repo_id, const char *re
 
 /* ---- --local-dir ---- */
 
+static pl_status make_parent(const char *path, struct pl_err *err)
+{
+    char *dir = strdup(path);
+    if (!dir)
+        return pl_err_set(err, PL_STATUS_NO_MEMORY, "out of memory");
+    char *slash = strrchr(dir, '/');
+    pl_status st = PL_STATUS_OK;
+    if (slash && slash != dir) {
+        *slash = '\0';
+        st = hub_mkdirs(dir, err);
+    }
+    free(dir);
+    return st;
+}
+
 /* Copies each file of a snapshot (recursively) into local_dir, with
  * huggingface_hub's metadata (.cache/huggingface/download/<f>.metadata:
  * commit, etag, time) so Python sees them as downloaded. */
 static pl_status copy_tree(const char *snap, const char *rel, const char *local_dir,
-                           const char *commit, struct pl_err *err);
+                           const char *commit, const struct want *w, struct pl_err *err);
 
 static pl_status copy_to_local_dir(const char *snap, const char *local_dir, const char *commit,
-                                   struct pl_err *err)
+                                   const struct want *w, struct pl_err *err)
 {
     pl_status st = hub_mkdirs(local_dir, err);
     if (st != PL_STATUS_OK)
@@ -774,11 +833,11 @@ static pl_status copy_to_local_dir(const char *snap, const char *local_dir, cons
         free(gi);
     }
     free(hfdir);
-    return copy_tree(snap, NULL, local_dir, commit, err);
+    return copy_tree(snap, NULL, local_dir, commit, w, err);
 }
 
 static pl_status copy_tree(const char *snap, const char *rel, const char *local_dir,
-                           const char *commit, struct pl_err *err)
+                           const char *commit, const struct want *w, struct pl_err *err)
 {
     char *dir = hub_path(snap, rel, NULL, NULL);
     DIR *dh = dir ? opendir(dir) : NULL;
@@ -802,8 +861,11 @@ static pl_status copy_tree(const char *snap, const char *rel, const char *local_
             if (stat(src, &sb) != 0) {
                 /* a dangling entry: skip */
             } else if (S_ISDIR(sb.st_mode)) {
-                if ((st = hub_mkdirs(dst, err)) == PL_STATUS_OK)
-                    st = copy_tree(snap, r, local_dir, commit, err);
+                st = copy_tree(snap, r, local_dir, commit, w, err);
+            } else if (!wanted(w, r)) {
+                /* not asked for */
+            } else if ((st = make_parent(dst, err)) != PL_STATUS_OK) {
+                /* reported */
             } else {
                 char target[512] = "";
                 ssize_t n = readlink(src, target, sizeof(target) - 1);
@@ -835,13 +897,13 @@ static pl_status copy_tree(const char *snap, const char *rel, const char *local_
                         if (mdir) {
                             *strrchr(mdir, '/') = '\0';
                             if (hub_mkdirs(mdir, NULL) == PL_STATUS_OK) {
-                                FILE *w = fopen(meta, "wb");
-                                if (w) {
+                                FILE *mw = fopen(meta, "wb");
+                                if (mw) {
                                     struct timespec ts;
                                     clock_gettime(CLOCK_REALTIME, &ts);
-                                    fprintf(w, "%s\n%s\n%.6f\n", commit, etag,
+                                    fprintf(mw, "%s\n%s\n%.6f\n", commit, etag,
                                             (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9);
-                                    fclose(w);
+                                    fclose(mw);
                                 }
                             }
                             free(mdir);
@@ -916,7 +978,11 @@ static pl_status plan(struct dl *d, const char *sel, int64_t *need, int *n_cache
     *need = 0;
     *n_cached = 0;
     d->n_jobs = 0;
+    d->next_job = 0;
     d->total_bytes = 0;
+    d->done_bytes = 0;
+    d->transferred = 0;
+    d->files_done = 0;
     for (int i = 0; i < d->info->n_files; i++) {
         if (!sel[i])
             continue;
@@ -1152,9 +1218,14 @@ pl_status pl_hub_download(const char *repo_id, const char *revision, const struc
         goto out;
     if (o->local_dir) {
         int64_t all = 0;
-        for (int i = 0; i < info.n_files; i++)
-            if (sel[i] && info.files[i].size > 0)
-                all += info.files[i].size;
+        for (int i = 0; i < info.n_files; i++) {
+            if (!sel[i] || info.files[i].size <= 0)
+                continue;
+            char *there = hub_path(o->local_dir, info.files[i].name, NULL, NULL);
+            if (!there || hub_file_size(there) != info.files[i].size)
+                all += info.files[i].size; /* not there yet (or another version) */
+            free(there);
+        }
         struct stat a, b;
         /* the same file system holds both copies: count them together */
         if (stat(cache, &a) == 0 && stat(o->local_dir, &b) == 0 && a.st_dev == b.st_dev)
@@ -1192,7 +1263,8 @@ pl_status pl_hub_download(const char *repo_id, const char *revision, const struc
         goto out;
     }
     if (o->local_dir) {
-        st = copy_to_local_dir(snap, o->local_dir, info.sha, err);
+        struct want w = {&info, sel, NULL};
+        st = copy_to_local_dir(snap, o->local_dir, info.sha, &w, err);
         free(snap);
         if (st == PL_STATUS_OK && !(*path_out = strdup(o->local_dir)))
             st = pl_err_set(err, PL_STATUS_NO_MEMORY, "out of memory");

@@ -141,6 +141,11 @@ pl_status pl_hub_select(const struct pl_hub_info *info, const struct pl_hub_opts
                         char *const *shards, int n_shards, char *sel, bool *need_index,
                         int *n_pickles, const char *repo_id, struct pl_err *err);
 
+/* Whether the options want a path: no pickle, not excluded, and included (when
+ * include globs are given). Used on a cached snapshot, where no listing says
+ * which files are the model's. */
+bool pl_hub_path_wanted(const struct pl_hub_opts *o, const char *path);
+
 /* Whether a repo path names a pickle file pagellm refuses to download. */
 bool pl_hub_is_pickle(const char *path);
 

@@ -468,3 +468,10 @@ pl_status pl_hub_select(const struct pl_hub_info *info, const struct pl_hub_opts
     }
     return PL_STATUS_OK;
 }
+
+bool pl_hub_path_wanted(const struct pl_hub_opts *o, const char *path)
+{
+    if (pl_hub_is_pickle(path) || any_match(o->exclude, o->n_exclude, path))
+        return false;
+    return o->n_include == 0 || any_match(o->include, o->n_include, path);
+}

@@ -177,6 +177,8 @@ check '[ "$(log_count "r.url.includes(\"tiny/pickles/resolve\")")" = 0 ] && [ ! 
 s=$(cat "$w/s.out")
 check '[ $rc = 0 ] && [ -f "$s/model-00001-of-00002.safetensors" ] && [ -f "$s/model-00002-of-00002.safetensors" ] && [ -f "$s/model.safetensors.index.json" ]' \
   "sharded: the index and its shards"
+check '[ -f "$s/config.json" ] && [ -f "$s/generation_config.json" ]' \
+  "sharded: the small files too (after the index was fetched on its own)"
 check '[ ! -e "$s/consolidated.safetensors" ]' "sharded: a .safetensors the index does not name is not fetched"
 "$bin" generate --model tiny/sharded --prompt-ids 1,2 --max-tokens 2 --temperature 0 >/dev/null 2>&1 \
   && ok "generate --model tiny/sharded (from the cache)" || bad "generate --model tiny/sharded"
@@ -197,6 +199,11 @@ check '[ $rc = 0 ] && [ "$(cat "$w/l.out")" = "$w/plain" ] && [ -f "$w/plain/mod
   "--local-dir: plain files"
 check '[ "$(head -1 "$w/plain/.cache/huggingface/download/config.json.metadata")" = "$MAIN" ]' \
   "--local-dir: huggingface_hub's metadata"
+"$bin" download tiny/llama --include 'config.json' --local-dir "$w/plain2" >/dev/null 2>"$w/e" && rc=0 || rc=$?
+check '[ $rc = 0 ] && [ "$(ls "$w/plain2")" = config.json ]' "--local-dir gets only the files asked for (the snapshot has more)"
+HF_HUB_OFFLINE=1 "$bin" download tiny/llama --include 'tokenizer*' --local-dir "$w/plain3" >/dev/null 2>"$w/e" && rc=0 || rc=$?
+check '[ $rc = 0 ] && [ "$(ls "$w/plain3" | tr "\n" " ")" = "tokenizer.json tokenizer_config.json " ]' \
+  "--local-dir from the cache offline: only the files asked for"
 "$bin" generate --model "$w/plain" --prompt-ids 1,2 --max-tokens 2 --temperature 0 >/dev/null 2>&1 \
   && ok "the local dir loads" || bad "the local dir loads"
 "$bin" download tiny/llama --progress --download-dir "$w/prog" >/dev/null 2>"$w/e" && rc=0 || rc=$?
@@ -328,7 +335,7 @@ start_server() {
   pids+=("$PID")
   PORT=
   for _ in $(seq 1 1200); do
-    PORT=$(sed -n 's/.* on http:\/\/127\.0\.0\.1:\([0-9]*\).*/\1/p' "$w/$name.log")
+    PORT=$(sed -n 's/.* on http:\/\/127\.0\.0\.1:\([0-9]*\).*/\1/p' "$w/$name.log" 2>/dev/null)
     [ -n "$PORT" ] && return 0
     kill -0 "$PID" 2>/dev/null || break
     sleep 0.1
