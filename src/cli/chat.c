@@ -163,7 +163,8 @@ int pl_cli_chat(int argc, char **argv)
         rc = 2;
         goto out;
     }
-    if (pl_cli_hub_model("chat", fl.llm.model, fl.revision, fl.download_dir, false, &model_dir)) {
+    if (pl_cli_hub_model("chat", fl.llm.model, fl.revision, fl.download_dir, false, &model_dir,
+                         NULL)) {
         rc = 1;
         goto out;
     }

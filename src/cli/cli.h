@@ -7,6 +7,7 @@
 #define PL_CLI_H
 
 #include "pagellm.h"
+#include "util/err.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -27,10 +28,11 @@ int pl_cli_download(int argc, char **argv);
  * repo id (org/name) at revision (NULL: main), downloaded into the cache
  * (download_dir, NULL: $HF_HUB_CACHE or ~/.cache/huggingface/hub) or found
  * there; tokenizer_only fetches just the tokenizer and config files.
- * *path_out is malloc'ed. Prints the error as "pagellm CMD: ..." and returns
- * 1; 0 on success. */
+ * *path_out is malloc'ed. Prints the error as "pagellm CMD: ..." (also into
+ * err when not NULL) and returns 1; 0 on success. */
 int pl_cli_hub_model(const char *cmd, const char *name, const char *revision,
-                     const char *download_dir, bool tokenizer_only, char **path_out);
+                     const char *download_dir, bool tokenizer_only, char **path_out,
+                     struct pl_err *err);
 
 /* ---- flags.c: sampling and engine flags shared by generate and chat ---- */
 

@@ -16,7 +16,8 @@
 #include <string.h>
 
 int pl_cli_hub_model(const char *cmd, const char *name, const char *revision,
-                     const char *download_dir, bool tokenizer_only, char **path_out)
+                     const char *download_dir, bool tokenizer_only, char **path_out,
+                     struct pl_err *err_out)
 {
     static const char *const tokenizer_files[] = {
         "tokenizer.json",      "tokenizer_config.json", "special_tokens_map.json",
@@ -35,6 +36,8 @@ int pl_cli_hub_model(const char *cmd, const char *name, const char *revision,
     struct pl_err err = {0};
     if (pl_hub_resolve_model(name, revision, &o, path_out, &err) != PL_STATUS_OK) {
         fprintf(stderr, "%s: %s\n", who, err.msg);
+        if (err_out)
+            *err_out = err;
         return 1;
     }
     return 0;

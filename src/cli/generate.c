@@ -392,7 +392,7 @@ int pl_cli_generate(int argc, char **argv)
     }
     char *model_dir = NULL;
     if (pl_cli_hub_model("generate", model, o.fl.revision, o.fl.download_dir, false,
-                         &model_dir)) {
+                         &model_dir, NULL)) {
         free_opts(&o);
         return 1;
     }

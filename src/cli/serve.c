@@ -318,7 +318,7 @@ int pl_cli_serve(int argc, char **argv)
      * Resolved before signals are blocked, so Ctrl-C stops a download. */
     model_arg = o.fl.llm.model;
     if (pl_cli_hub_model("serve", model_arg, o.fl.revision, o.fl.download_dir, false,
-                         &model_dir)) {
+                         &model_dir, NULL)) {
         rc = 1;
         goto out_opts;
     }

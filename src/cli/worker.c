@@ -298,10 +298,12 @@ int pl_cli_worker(int argc, char **argv)
     /* MODEL_NAME may be a Hub id: into the network volume's cache when there is one */
     cache_dir = worker_cache_dir(fl.download_dir);
     struct pl_llm *llm = NULL;
-    if (pl_cli_hub_model("worker", model, fl.revision, cache_dir, false, &model_dir)) {
-        if (production)
-            pl_rp_report_unhealthy(&cfg, "model_load", "ModelLoadError: the model could not be "
-                                                       "downloaded (see the worker log)");
+    if (pl_cli_hub_model("worker", model, fl.revision, cache_dir, false, &model_dir, &err)) {
+        if (production) {
+            char reason[300];
+            snprintf(reason, sizeof(reason), "ModelLoadError: %.280s", err.msg);
+            pl_rp_report_unhealthy(&cfg, "model_load", reason);
+        }
         pl_rp_config_fini(&cfg);
         pl_cli_flags_fini(&fl);
         free(cache_dir);

@@ -327,6 +327,9 @@ tsnap=$HF_HOME/hub/models--tiny--llama/snapshots/$MAIN
 check '[ $rc = 0 ] && [ "$out" = "$want" ] && [ -e "$tsnap/tokenizer.json" ] && [ ! -e "$tsnap/model.safetensors" ]' \
   "tokenize --model ORG/NAME fetches only the tokenizer files"
 
+out=$(printf 'hi\n' | HF_HOME=$w/home HF_HUB_OFFLINE=1 "$bin" chat --model tiny/llama --max-tokens 3 2>"$w/e") && rc=0 || rc=$?
+check '[ $rc = 0 ] && [ -n "$out" ]' "chat --model ORG/NAME (from the cache)"
+
 export HF_HOME=$w/serve-home
 start_server() {
   local name=$1; shift
@@ -388,6 +391,9 @@ HOME=$w/worker-home BASE_PATH=$w/no-volume MODEL_NAME=tiny/llama \
   "$bin" worker --test_input "$job" --threads 1 >/dev/null 2>"$w/e" && rc=0 || rc=$?
 check '[ $rc = 0 ] && [ -e "$w/worker-home/.cache/huggingface/hub/models--tiny--llama/refs/main" ]' \
   "worker without a volume: huggingface_hub's default cache"
+
+# the production job loop (fake RunPod job server): download at start, and a gated model
+if node "$src/tests/node/hub_worker.mjs" "$bin" "$w"; then ok "worker job loop with MODEL_NAME"; else bad "worker job loop with MODEL_NAME"; fi
 
 # ---- 8. optional: huggingface_hub itself reads our cache and we read its (not in CI) -------
 if [ -n "${PL_HF_PYTHON:-}" ]; then
