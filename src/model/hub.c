@@ -708,6 +708,21 @@ static bool snapshot_complete(const char *snap, bool default_mode, char *missing
     p = hub_path(snap, "model.safetensors", NULL, NULL);
     ok = p && hub_exists(p);
     free(p);
+    if (!ok) {
+        /* no index and no model.safetensors: any top-level *.safetensors (see pl_hub_select) */
+        DIR *dh = opendir(snap);
+        struct dirent *de;
+        while (dh && !ok && (de = readdir(dh))) {
+            size_t n = strlen(de->d_name);
+            char *f = n > 12 && !strcmp(de->d_name + n - 12, ".safetensors")
+                          ? hub_path(snap, de->d_name, NULL, NULL)
+                          : NULL;
+            ok = f && hub_exists(f);
+            free(f);
+        }
+        if (dh)
+            closedir(dh);
+    }
     if (!ok)
         snprintf(missing, cap, "model.safetensors");
     return ok;

@@ -26,7 +26,7 @@ ok() { echo "ok   $1"; }
 bad() { echo "FAIL $1"; fail=1; }
 check() { if eval "$1"; then ok "$2"; else bad "$2"; fi; }
 # has FILE TEXT: FILE contains TEXT (fixed string)
-has() { grep -qF -- "$2" "$1"; }
+has() { grep -qF -- "$2" "$1" 2>/dev/null; }
 
 w=$(mktemp -d)
 pids=()

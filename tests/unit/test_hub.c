@@ -543,6 +543,68 @@ static void test_resolve_local_and_bad_names(void)
     pl_test_rm_tree(tmp_root);
 }
 
+static void touch(const char *dir, const char *name)
+{
+    char p[700];
+    snprintf(p, sizeof(p), "%s/%s", dir, name);
+    FILE *f = fopen(p, "w");
+    if (f)
+        fclose(f);
+}
+
+/* A snapshot another tool left in the cache, used offline: complete or not. */
+static void test_offline_snapshots(void)
+{
+    setup_tmp();
+    const char *commit = "89abcdef0123456789abcdef0123456789abcdef";
+    char *repo = hub_repo_dir(tmp_root, "org/m");
+    REQUIRE(repo && hub_write_ref(repo, "main", commit, NULL) == PL_STATUS_OK);
+    char snap[600];
+    snprintf(snap, sizeof(snap), "%s/snapshots/%s", repo, commit);
+    REQUIRE(hub_mkdirs(snap, NULL) == PL_STATUS_OK);
+    struct pl_hub_opts o;
+    pl_hub_opts_default(&o);
+    o.offline = 1;
+    o.cache_dir = tmp_root;
+    o.progress = PL_HUB_PROGRESS_QUIET;
+    char *path = NULL;
+    struct pl_err err = {0};
+    CHECK(pl_hub_download("org/m", NULL, &o, &path, &err) == PL_STATUS_NOT_FOUND);
+    CHECKF(strstr(err.msg, "only partly in the cache") && strstr(err.msg, "/config.json does not"),
+           "%s", err.msg);
+    touch(snap, "config.json");
+    CHECK(pl_hub_download("org/m", NULL, &o, &path, &err) == PL_STATUS_NOT_FOUND);
+    CHECKF(strstr(err.msg, "/model.safetensors does not exist"), "%s", err.msg);
+    /* weights under another name (no index, no model.safetensors) are the weights */
+    touch(snap, "weights-a.safetensors");
+    REQUIRE(pl_hub_download("org/m", "main", &o, &path, &err) == PL_STATUS_OK);
+    CHECK(path && !strcmp(path, snap));
+    free(path);
+    /* an index whose shard is missing */
+    char idx[700];
+    snprintf(idx, sizeof(idx), "%s/model.safetensors.index.json", snap);
+    FILE *f = fopen(idx, "w");
+    REQUIRE(f);
+    fputs("{\"weight_map\": {\"w\": \"model-00001-of-00001.safetensors\"}}", f);
+    fclose(f);
+    CHECK(pl_hub_download("org/m", commit, &o, &path, &err) == PL_STATUS_NOT_FOUND);
+    CHECKF(strstr(err.msg, "/model-00001-of-00001.safetensors does not exist"), "%s", err.msg);
+    touch(snap, "model-00001-of-00001.safetensors");
+    REQUIRE(pl_hub_download("org/m", commit, &o, &path, &err) == PL_STATUS_OK);
+    free(path);
+    /* include mode (the tokenizer only) does not ask for weights */
+    const char *inc[] = {"tokenizer.json"};
+    o.include = inc;
+    o.n_include = 1;
+    unlink(idx);
+    snprintf(idx, sizeof(idx), "%s/config.json", snap);
+    unlink(idx);
+    CHECK(pl_hub_download("org/m", NULL, &o, &path, &err) == PL_STATUS_OK);
+    free(path);
+    free(repo);
+    pl_test_rm_tree(tmp_root);
+}
+
 int main(void)
 {
     PL_RUN(test_sha1_vectors);
@@ -556,5 +618,6 @@ int main(void)
     PL_RUN(test_env_cache_dir_and_token);
     PL_RUN(test_refs_links_lock);
     PL_RUN(test_resolve_local_and_bad_names);
+    PL_RUN(test_offline_snapshots);
     return pl_test_summary();
 }
