@@ -118,6 +118,7 @@ int pl_cli_chat(int argc, char **argv)
     pl_cli_flags_init(&fl);
     const char *system = NULL, *template_path = NULL;
     int rc = 0;
+    char *model_dir = NULL; /* the directory --model names (a Hub id resolved) */
     for (int i = 1; i < argc; i++) {
         const char *flag = argv[i];
         if (!strcmp(flag, "-h") || !strcmp(flag, "--help")) {
@@ -162,6 +163,12 @@ int pl_cli_chat(int argc, char **argv)
         rc = 2;
         goto out;
     }
+    if (pl_cli_hub_model("chat", fl.llm.model, fl.revision, fl.download_dir, false, &model_dir,
+                         NULL)) {
+        rc = 1;
+        goto out;
+    }
+    fl.llm.model = model_dir;
 
     char *tmpl = NULL;
     if (template_path && !(tmpl = read_file(template_path))) {
@@ -262,5 +269,6 @@ done:
     free(tmpl);
 out:
     pl_cli_flags_fini(&fl);
+    free(model_dir);
     return rc;
 }

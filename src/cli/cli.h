@@ -7,6 +7,7 @@
 #define PL_CLI_H
 
 #include "pagellm.h"
+#include "util/err.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -19,6 +20,19 @@ int pl_cli_detokenize(int argc, char **argv);
 int pl_cli_serve(int argc, char **argv);
 int pl_cli_bench(int argc, char **argv);
 int pl_cli_worker(int argc, char **argv);
+int pl_cli_download(int argc, char **argv);
+
+/* ---- download.c: models by name ---- */
+
+/* --model NAME -> a model directory: an existing directory as is, else a Hub
+ * repo id (org/name) at revision (NULL: main), downloaded into the cache
+ * (download_dir, NULL: $HF_HUB_CACHE or ~/.cache/huggingface/hub) or found
+ * there; tokenizer_only fetches just the tokenizer and config files.
+ * *path_out is malloc'ed. Prints the error as "pagellm CMD: ..." (also into
+ * err when not NULL) and returns 1; 0 on success. */
+int pl_cli_hub_model(const char *cmd, const char *name, const char *revision,
+                     const char *download_dir, bool tokenizer_only, char **path_out,
+                     struct pl_err *err);
 
 /* ---- flags.c: sampling and engine flags shared by generate and chat ---- */
 
@@ -35,6 +49,8 @@ struct pl_cli_flags {
     int n_stop;
     int32_t *stop_ids;            /* [n_stop_ids] */
     int n_stop_ids;
+    const char *revision;         /* --revision: the Hub revision of --model */
+    const char *download_dir;     /* --download-dir: the Hub cache root */
 };
 
 /* "--name=value" -> returns "--name" (copied into buf of n bytes) and sets *val to

@@ -244,6 +244,14 @@ int pl_cli_flags_value(struct pl_cli_flags *f, const char *cmd, const char *flag
         lp->model = val;
         return 1;
     }
+    if (!strcmp(flag, "--revision")) {
+        f->revision = val;
+        return 1;
+    }
+    if (!strcmp(flag, "--download-dir")) {
+        f->download_dir = val;
+        return 1;
+    }
     if (!strcmp(flag, "--device")) {
         lp->device = val;
         return 1;
@@ -348,7 +356,11 @@ const char *pl_cli_flags_help(void)
            "  --length-penalty X          beam search length penalty (1.0)\n"
            "  --early-stopping            accepted; no effect (as vLLM's offline beam search)\n"
            "engine:\n"
-           "  --model DIR                 Hugging Face model directory (required)\n"
+           "  --model DIR|ORG/NAME        a model directory, or a Hugging Face Hub model id\n"
+           "                              (downloaded into the cache; docs/models.md)\n"
+           "  --revision R                Hub branch, tag or commit of --model (main)\n"
+           "  --download-dir DIR          Hub cache root (default $HF_HUB_CACHE, else\n"
+           "                              ~/.cache/huggingface/hub)\n"
            "  --max-num-seqs N            sequences per step (256)\n"
            "  --max-num-batched-tokens N  tokens per step (2048)\n"
            "  --block-size N              KV block size: 8, 16 or 32 (16)\n"

@@ -10,6 +10,7 @@
  * errors (with the library's message).
  */
 #include "cli/cli.h"
+#include "model/hub.h"
 #include "model/tiny_model.h"
 #include "util/err.h"
 
@@ -375,23 +376,32 @@ int pl_cli_generate(int argc, char **argv)
         return rc;
     }
     const char *model = o.fl.llm.model ? o.fl.llm.model : getenv("PAGELLM_MODEL");
-    if (!model || !*model)
+    bool named = model && *model;
+    if (!named)
         model = "models/default";
-    if (!is_dir(model)) {
+    /* a name that is neither a directory nor a Hub id (or the implicit default) */
+    if (!is_dir(model) && !(named && pl_hub_is_repo_id(model))) {
         fprintf(stderr,
                 "pagellm generate: no model directory at '%s'.\n"
                 "  Create pagellm's built-in tiny test model there with ./scripts/run-default.sh,\n"
-                "  or run a real Hugging Face model with --model DIR (or $PAGELLM_MODEL=DIR).\n",
+                "  or run a real Hugging Face model with --model DIR or --model ORG/NAME\n"
+                "  (or $PAGELLM_MODEL).\n",
                 model);
         free_opts(&o);
         return 1;
     }
-    if (pl_tiny_model_dir_is_tiny(model))
+    char *model_dir = NULL;
+    if (pl_cli_hub_model("generate", model, o.fl.revision, o.fl.download_dir, false,
+                         &model_dir, NULL)) {
+        free_opts(&o);
+        return 1;
+    }
+    if (pl_tiny_model_dir_is_tiny(model_dir))
         fprintf(stderr,
                 "pagellm generate: note: %s is a tiny random-weight test model; its output is "
                 "gibberish by design (run a real model with --model DIR)\n",
                 model);
-    o.fl.llm.model = model;
+    o.fl.llm.model = model_dir;
 
     struct pl_llm *llm = NULL;
     struct pl_prompt *prompts = NULL;
@@ -453,5 +463,6 @@ out:
     free(prompts);
     pl_llm_free(llm);
     free_opts(&o);
+    free(model_dir);
     return rc;
 }

@@ -61,7 +61,7 @@ struct serve_opts {
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: pagellm serve [--model] DIR [options]\n\n"
+            "usage: pagellm serve [--model] DIR|ORG/NAME [options]\n\n"
             "An OpenAI-compatible HTTP server: /v1/completions, /v1/chat/completions,\n"
             "/v1/embeddings, /v1/responses, /v1/models[/ID], /tokenize, /detokenize, /health,\n"
             "/metrics, /version.\n\n"
@@ -433,6 +433,8 @@ int pl_cli_serve(int argc, char **argv)
     o.stall_s = 30;
     o.log_stats = true;
     o.log_stats_interval_s = 10;
+    const char *model_arg = NULL;
+    char *model_dir = NULL;
     int rc = parse_args(argc, argv, &o);
     if (rc == -1) {
         usage(stdout);
@@ -441,6 +443,15 @@ int pl_cli_serve(int argc, char **argv)
     }
     if (rc)
         goto out_opts;
+    /* --model as given (a directory or a Hub id) names the model to clients, as in vLLM.
+     * Resolved before signals are blocked, so Ctrl-C stops a download. */
+    model_arg = o.fl.llm.model;
+    if (pl_cli_hub_model("serve", model_arg, o.fl.revision, o.fl.download_dir, false,
+                         &model_dir, NULL)) {
+        rc = 1;
+        goto out_opts;
+    }
+    o.fl.llm.model = model_dir;
 
     /* every thread created from here on inherits the blocked signals */
     sigset_t sigs;
@@ -479,8 +490,8 @@ int pl_cli_serve(int argc, char **argv)
         fprintf(stderr, "pagellm serve: cannot read --chat-template %s\n", o.chat_template);
         goto out;
     }
-    const char *model_name = o.n_names ? o.names[0] : o.fl.llm.model;
-    const char *const *names = o.n_names ? o.names : &o.fl.llm.model;
+    const char *model_name = o.n_names ? o.names[0] : model_arg;
+    const char *const *names = o.n_names ? o.names : &model_arg;
     int n_names = o.n_names ? o.n_names : 1;
     metrics = pl_metrics_new(model_name);
     if (!metrics) {
@@ -510,7 +521,7 @@ int pl_cli_serve(int argc, char **argv)
     pl_llm_default_sampling_params(llm, &defaults);
     struct pl_openai_params op = {.served_names = names,
                                   .n_served_names = n_names,
-                                  .model_root = o.fl.llm.model,
+                                  .model_root = model_arg,
                                   .max_model_len = pl_llm_max_model_len(llm),
                                   .tok = tok,
                                   .chat_template = tmpl,
@@ -563,6 +574,7 @@ out:
     pl_llm_free(llm);
     free(tmpl);
 out_opts:
+    free(model_dir);
     free(o.names);
     free(o.origins);
     free(o.methods);

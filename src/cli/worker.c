@@ -23,11 +23,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 static const char *help =
     "usage: pagellm worker [--model DIR] [options]\n\n"
     "Runs pagellm as a RunPod Serverless worker (see docs/runpod.md).\n\n"
-    "  --model DIR              model directory (env MODEL_NAME)\n"
+    "  --model DIR|ORG/NAME     model directory or Hugging Face Hub id (env MODEL_NAME)\n"
+    "  --revision R             Hub branch, tag or commit (env MODEL_REVISION; main)\n"
+    "  --download-dir DIR       Hub cache (default: $BASE_PATH/huggingface-cache/hub when\n"
+    "                           BASE_PATH, default /runpod-volume, exists; else\n"
+    "                           ~/.cache/huggingface/hub)\n"
     "  --max-concurrency N      jobs held at once (env MAX_CONCURRENCY, 30)\n"
     "  --served-model-name S    name in OpenAI-route answers (env OPENAI_SERVED_MODEL_NAME_OVERRIDE)\n"
     "  --rp_serve_api           serve the SDK's local test API instead of taking jobs\n"
@@ -92,6 +98,42 @@ static int apply_env(struct pl_llm_params *lp)
     return 0;
 }
 
+/*
+ * The Hub cache of the worker: --download-dir; else $HF_HUB_CACHE (or
+ * HUGGINGFACE_HUB_CACHE) when set; else worker-vllm's place on the network
+ * volume, $BASE_PATH/huggingface-cache/hub (BASE_PATH defaults to
+ * /runpod-volume, where RunPod mounts a network volume), when that directory
+ * exists or can be made; else NULL (huggingface_hub's default,
+ * ~/.cache/huggingface/hub on the container disk). Malloc'ed or NULL.
+ */
+static char *worker_cache_dir(const char *flag)
+{
+    if (flag && *flag)
+        return strdup(flag);
+    const char *v = getenv("HF_HUB_CACHE");
+    if (!v || !*v)
+        v = getenv("HUGGINGFACE_HUB_CACHE");
+    if (v && *v)
+        return NULL; /* the hub module reads them */
+    const char *base = getenv("BASE_PATH");
+    if (!base || !*base)
+        base = "/runpod-volume";
+    struct stat sb;
+    if (stat(base, &sb) != 0 || !S_ISDIR(sb.st_mode))
+        return NULL;
+    size_t n = strlen(base) + 32;
+    char *dir = malloc(n);
+    if (!dir)
+        return NULL;
+    snprintf(dir, n, "%s/huggingface-cache/hub", base);
+    if ((stat(dir, &sb) == 0 && S_ISDIR(sb.st_mode)) || access(base, W_OK) == 0)
+        return dir;
+    fprintf(stderr, "pagellm worker: %s is not writable; models go to the container's own "
+                    "cache instead\n", base);
+    free(dir);
+    return NULL;
+}
+
 /* The local one-shot run (spec 3.8). */
 static int run_test_input(struct pl_rp_ctx *ctx, const char *flag_json)
 {
@@ -152,6 +194,10 @@ int pl_cli_worker(int argc, char **argv)
     if (apply_env(&fl.llm) < 0)
         return 2;
     const char *model = getenv("MODEL_NAME");
+    const char *rev_env = getenv("MODEL_REVISION");
+    if (rev_env && *rev_env)
+        fl.revision = rev_env; /* worker-vllm's name; --revision overrides */
+    char *model_dir = NULL, *cache_dir = NULL;
     const char *test_input = NULL, *served = NULL;
     bool serve_api = false;
     struct pl_rp_api_opts api = {"localhost", 8000, 1};
@@ -250,7 +296,22 @@ int pl_cli_worker(int argc, char **argv)
     curl_global_init(CURL_GLOBAL_DEFAULT);
     bool production = !serve_api && cfg.realtime_port == 0 && !test_input && cfg.get_job;
 
+    /* MODEL_NAME may be a Hub id: into the network volume's cache when there is one */
+    cache_dir = worker_cache_dir(fl.download_dir);
     struct pl_llm *llm = NULL;
+    if (pl_cli_hub_model("worker", model, fl.revision, cache_dir, false, &model_dir, &err)) {
+        if (production) {
+            char reason[300];
+            snprintf(reason, sizeof(reason), "ModelLoadError: %.280s", err.msg);
+            pl_rp_report_unhealthy(&cfg, "model_load", reason);
+        }
+        pl_rp_config_fini(&cfg);
+        pl_cli_flags_fini(&fl);
+        free(cache_dir);
+        curl_global_cleanup();
+        return 1;
+    }
+    fl.llm.model = model_dir;
     if (pl_llm_new(&fl.llm, &llm) != PL_STATUS_OK) {
         const char *m = pl_llm_errmsg(llm);
         pl_rp_log(&cfg, PL_RP_LOG_ERROR, NULL, NULL, "model load failed: %s", m);
@@ -262,11 +323,13 @@ int pl_cli_worker(int argc, char **argv)
         pl_llm_free(llm);
         pl_rp_config_fini(&cfg);
         pl_cli_flags_fini(&fl);
+        free(model_dir);
+        free(cache_dir);
         curl_global_cleanup();
         return 1;
     }
     struct pl_tokenizer *tok = NULL;
-    const char *tok_dir = fl.llm.tokenizer ? fl.llm.tokenizer : model;
+    const char *tok_dir = fl.llm.tokenizer ? fl.llm.tokenizer : model_dir;
     if (pl_tokenizer_load(tok_dir, &tok, &err) != PL_STATUS_OK) {
         tok = NULL;
         pl_rp_log(&cfg, PL_RP_LOG_WARN, NULL, NULL, "no tokenizer (%s): text prompts fail",
@@ -320,6 +383,8 @@ int pl_cli_worker(int argc, char **argv)
     pl_llm_free(llm);
     pl_rp_config_fini(&cfg);
     pl_cli_flags_fini(&fl);
+    free(model_dir);
+    free(cache_dir);
     curl_global_cleanup();
     return rc;
 }
