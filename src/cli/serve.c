@@ -52,6 +52,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: pagellm serve [--model] DIR [options]\n\n"
+            "  --model DIR                 Hugging Face model directory (or $PAGELLM_MODEL)\n\n"
             "An OpenAI-compatible HTTP server: /v1/completions, /v1/chat/completions,\n"
             "/v1/models, /tokenize, /detokenize, /health, /metrics, /version.\n\n"
             "server options:\n"
@@ -81,9 +82,9 @@ static void usage(FILE *f)
             "  --health-stall-timeout S    /health is 503 when the engine loop has not "
             "stepped for S\n"
             "                              seconds with work pending (default 30)\n\n"
-            "engine options:\n%s"
+            "%s%s"
             "  -h, --help                  this help\n",
-            pl_cli_flags_help());
+            pl_cli_flags_help_server_sampling(), pl_cli_flags_help_engine());
 }
 
 static int bad(const char *what, const char *val)
@@ -152,12 +153,8 @@ static int parse_args(int argc, char **argv, struct serve_opts *o)
             o->http.allow_credentials = true;
             continue;
         }
-        int r = val ? 0 : pl_cli_flags_bool(&o->fl, flag);
-        if (r == 1) {
-            if (o->fl.sp_set)
-                return bad("sampling flags are per request; not a server option:", flag);
-            continue;
-        }
+        if (!val && pl_cli_flags_bool(&o->fl, flag))
+            continue; /* per-request ones are refused by pl_cli_flags_check */
         if (!val) {
             if (i + 1 >= argc)
                 return bad("missing value for", flag);
@@ -236,16 +233,22 @@ static int parse_args(int argc, char **argv, struct serve_opts *o)
                 return 2;
             if (rv == 0)
                 return bad("unknown option", argv[i]);
-            if (o->fl.sp_set)
-                return bad("sampling flags are per request; not a server option:", flag);
         }
     }
+    int rc = pl_cli_flags_check(&o->fl, "serve", PL_CLI_SAMPLING_SERVER);
+    if (rc)
+        return rc;
     if (!o->fl.llm.model) {
         const char *env = getenv("PAGELLM_MODEL");
         o->fl.llm.model = env && *env ? env : NULL;
     }
-    if (!o->fl.llm.model)
-        return bad("no model: pass --model DIR", "");
+    if (!o->fl.llm.model) {
+        fprintf(stderr, "pagellm serve: no model: pass --model DIR (or DIR alone, or set "
+                        "$PAGELLM_MODEL)\n(see pagellm serve --help)\n");
+        return 2;
+    }
+    if (pl_cli_check_model_dir("serve", o->fl.llm.model))
+        return 1;
     if (!o->http.api_key) {
         const char *env = getenv("PAGELLM_API_KEY");
         if (env && *env)
@@ -334,9 +337,11 @@ int pl_cli_serve(int argc, char **argv)
     pl_sampling_params_default(&defaults);
     struct pl_err err = {0};
 
-    if (pl_llm_new(&o.fl.llm, &llm) != PL_STATUS_OK) {
-        fprintf(stderr, "pagellm serve: %s: %s\n", o.fl.llm.model,
-                llm ? pl_llm_errmsg(llm) : "out of memory");
+    pl_status lst = pl_llm_new(&o.fl.llm, &llm);
+    if (lst != PL_STATUS_OK) {
+        /* the library's messages name the file or field at fault */
+        fprintf(stderr, "pagellm serve: %s\n", pl_llm_errmsg(llm));
+        rc = pl_cli_exit_code(lst);
         goto out;
     }
     const char *tok_dir = o.fl.llm.tokenizer ? o.fl.llm.tokenizer : o.fl.llm.model;
