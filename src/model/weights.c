@@ -246,6 +246,20 @@ static pl_status weights_build(const struct pl_model_config *cfg, const struct p
     w->n_layers = cfg->n_layers;
     w->allocated = st == NULL;
     struct loader L = {.st = st, .be = be, .w = w, .err = err, .seed = seed, .want = want};
+    if (want != PL_WEIGHTS_DTYPE_AS_STORED) {
+        /* refuse up front, before converting anything, a dtype the backend cannot run */
+        static const enum pl_op ops[] = {PL_OP_EMBED, PL_OP_RMSNORM, PL_OP_MATMUL, PL_OP_LOGITS};
+        for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++)
+            if (!be->ops->supports(be, ops[i], (enum pl_dtype)want)) {
+                pl_weights_free(w);
+                return pl_err_set(err, PL_STATUS_UNSUPPORTED,
+                                  "dtype %s: the %s backend does not run %s weights (it "
+                                  "computes in %s)",
+                                  pl_dtype_torch_name((enum pl_dtype)want), be->ops->name,
+                                  pl_dtype_torch_name((enum pl_dtype)want),
+                                  pl_dtype_torch_name(be->ops->act_dtype));
+            }
+    }
     if (st && want != PL_WEIGHTS_DTYPE_AS_STORED) {
         /* every slot at most once: embed, final norm, lm_head and 18 per layer */
         L.max_converted = 3 + 18 * cfg->n_layers;
@@ -257,13 +271,11 @@ static pl_status weights_build(const struct pl_model_config *cfg, const struct p
     }
     if (!st && want != PL_WEIGHTS_DTYPE_AS_STORED) {
         L.dummy_dtype = (enum pl_dtype)want;
-        if (!be->ops->supports(be, PL_OP_MATMUL, L.dummy_dtype) ||
-            !be->ops->supports(be, PL_OP_FILL, L.dummy_dtype)) {
+        if (!be->ops->supports(be, PL_OP_FILL, L.dummy_dtype)) {
             pl_weights_free(w);
             return pl_err_set(err, PL_STATUS_UNSUPPORTED,
-                              "dtype %s: the %s backend does not run %s weights",
-                              pl_dtype_torch_name(L.dummy_dtype), be->ops->name,
-                              pl_dtype_torch_name(L.dummy_dtype));
+                              "dummy weights: the %s backend cannot fill %s tensors",
+                              be->ops->name, pl_dtype_torch_name(L.dummy_dtype));
         }
     } else if (!st) {
         /* the checkpoint's dtype where the backend's matmul runs it, else bf16 */
