@@ -187,6 +187,8 @@ static struct pl_tokenizer *load_model(const char *cmd, const char *dir)
 {
     struct pl_err err = {0};
     struct pl_tokenizer *tok = NULL;
+    if (pl_cli_check_model_dir(cmd, dir))
+        return NULL;
     if (pl_tokenizer_load(dir, &tok, &err) != PL_STATUS_OK) {
         fprintf(stderr, "pagellm %s: %s\n", cmd, err.msg);
         return NULL;
