@@ -21,7 +21,10 @@ static void usage(FILE *f)
             "  bench        benchmarks: 'bench serve' (HTTP serving latency/throughput)\n"
             "  worker       RunPod Serverless worker (docs/runpod.md)\n"
             "  version      print the version\n\n"
-            "Run 'pagellm <command> --help' for a command's options.\n",
+            "Run 'pagellm <command> --help' for a command's options.\n\n"
+            "exit status: 0 success; 1 a runtime failure (missing or unusable model or file,\n"
+            "out of memory, engine or network failure); 2 a wrong command line (unknown flag,\n"
+            "bad or out-of-range value, or a value the model refuses), named in the message\n",
             PAGELLM_VERSION);
 }
 

@@ -91,6 +91,7 @@ run 2 "vocabulary" "$PAGELLM" generate --model "$m" --prompt-ids 1,99999 --no-pr
 run 2 "" "$PAGELLM"
 run 2 "unknown command" "$PAGELLM" frobnicate
 run 0 "" "$PAGELLM" help
+grep -q "exit status: 0 success; 1 a runtime failure" "$dir/out" || fail "pagellm help does not state the exit codes"
 # a value only the model can judge is still a bad value: 2, from every command
 run 2 "max_model_len 4096 is above the model's length 2048" "$PAGELLM" generate --model "$m" --prompt-ids 1 --max-model-len 4096
 run 2 "max_model_len 4096 is above the model's length 2048" "$PAGELLM" chat --model "$m" --max-model-len 4096
