@@ -35,7 +35,7 @@ if ! command -v node >/dev/null || [ ! -d "$src/tests/node/node_modules/openai" 
 fi
 work=$(mktemp -d)
 pid=
-trap 'if [ -n "$pid" ]; then kill -KILL "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; fi; rm -rf "$work"' EXIT
+trap 'if [ -n "$pid" ]; then kill -KILL "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi; rm -rf "$work"' EXIT
 "$(dirname "$PAGELLM")/pl-mkmodel" --preset default --out "$work/model" >/dev/null
 "$PAGELLM" serve --model "$work/model" --port 0 --threads 1 >"$work/serve.log" 2>&1 &
 pid=$!
