@@ -16,7 +16,7 @@ if ! command -v python3 >/dev/null; then
 fi
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
-fail() { echo "test_dtype: FAIL: $*"; exit 1; }
+fail() { echo "test_dtype: FAIL: $*" >&2; exit 1; }
 export PAGELLM_LOG_LEVEL=warn
 
 # a tiny Llama per checkpoint; grid: values k/128 with |k| < 256 (8 significant bits: exact in
@@ -93,7 +93,7 @@ run() { # run MODEL [flags...]: greedy tokens with their top-5 logprobs, as JSON
   local m=$1; shift
   "$PAGELLM" generate --model "$m" --threads 1 --no-progress --json --temperature 0 --ignore-eos \
     --max-tokens 12 --logprobs 5 --prompt-ids 3,4,5,6 --prompt-ids 9,10,11 "$@" 2>"$dir/err" ||
-    { cat "$dir/err"; fail "generate $m $*"; }
+    { cat "$dir/err" >&2; fail "generate $m $*"; }
 }
 
 # 1. bf16 + --dtype float32 == the float32 checkpoint of the same values
