@@ -134,6 +134,15 @@ void pl_sampling_params_apply_generation_config(struct pl_sampling_params *p,
                                                 const struct pl_generation_config *gen);
 
 /*
+ * Applies an operator's override (vLLM's --override-generation-config, parsed
+ * by pl_generation_config_parse_override): every field it sets replaces p's,
+ * as given (unlike the file's defaults, a value equal to transformers' default
+ * still counts); max_new_tokens sets max_tokens. gen may be NULL.
+ */
+void pl_sampling_params_apply_generation_override(struct pl_sampling_params *p,
+                                                  const struct pl_generation_config *gen);
+
+/*
  * Deep-copies src into *dst as one allocation (dst owns it; free it with
  * pl_sampling_params_fini). dst may not alias src. PL_STATUS_NO_MEMORY on
  * allocation failure (dst is then left borrowed and empty of arrays).
@@ -281,7 +290,11 @@ void pl_free(void *p);
 struct pl_llm_params {
     const char *model;             /* model directory (config.json, safetensors, tokenizer) */
     const char *tokenizer;         /* tokenizer directory; NULL: the model directory */
-    const char *dtype;             /* "auto" (the checkpoint's dtype); others: unsupported yet */
+    const char *dtype;             /* vLLM's --dtype: "auto" (the checkpoint's dtype),
+                                      "bfloat16", "float16" / "half", "float32" / "float":
+                                      the weights are converted at load; activations have
+                                      the backend's dtype (CPU float32, CUDA bfloat16, so
+                                      CUDA refuses float32) */
     int max_model_len;             /* 0: the config's max_position_embeddings */
     int max_num_seqs;              /* sequences per step (256) */
     int max_num_batched_tokens;    /* tokens per step (2048) */
@@ -298,6 +311,14 @@ struct pl_llm_params {
     const char *generation_config; /* "auto": defaults from generation_config.json; "vllm" */
     const char *load_format;       /* "auto" (safetensors); "dummy": random weights made on the
                                       device from config.json alone, for benchmarks (vLLM's) */
+    const char *override_generation_config; /* vLLM's --override-generation-config: JSON
+                                      text of an object with any of temperature, top_p,
+                                      top_k, min_p, repetition_penalty, max_new_tokens; each
+                                      replaces the default of requests that do not set the
+                                      field (after generation_config.json). NULL: none */
+    bool allow_long_max_model_len; /* max_model_len above the model's length (max_position_
+                                      embeddings, rope-scaled) is refused unless true (vLLM's
+                                      VLLM_ALLOW_LONG_MAX_MODEL_LEN=1) */
 };
 
 void pl_llm_params_default(struct pl_llm_params *p);
@@ -322,6 +343,14 @@ const char *pl_llm_errmsg(const struct pl_llm *llm);
  */
 void pl_llm_default_sampling_params(const struct pl_llm *llm, struct pl_sampling_params *p);
 
+/*
+ * Applies the operator's override_generation_config (pl_llm_params) to p: for
+ * callers that put defaults of their own over pl_llm_default_sampling_params
+ * (the RunPod worker's per-mode defaults) so that the operator's values still
+ * win. No-op without an override.
+ */
+void pl_llm_override_sampling_params(const struct pl_llm *llm, struct pl_sampling_params *p);
+
 /* A prompt: text (tokenized with special tokens) or token ids (token_ids non-NULL wins). */
 struct pl_prompt {
     const char *text;
@@ -329,7 +358,10 @@ struct pl_prompt {
     int n_token_ids;
 };
 
-/* Called by generate/chat after each step (progress bars); may be NULL. */
+/* Called by generate/chat after each step (progress bars); may be NULL.
+ * prompt_tokens: prompt tokens computed by prefill so far (prefix-cache hits
+ * excluded); generation_tokens: tokens sampled so far. Both count from the
+ * handle's creation, as pl_llm_get_stats does. */
 typedef void (*pl_llm_progress_fn)(void *user, int n_done, int n_total,
                                    uint64_t prompt_tokens, uint64_t generation_tokens);
 void pl_llm_set_progress(struct pl_llm *llm, pl_llm_progress_fn fn, void *user);

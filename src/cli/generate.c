@@ -22,7 +22,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 struct prompt {
     char *text;     /* NULL for a token-id prompt */
@@ -51,10 +50,15 @@ static void usage(FILE *f)
             "  --json                      one JSON line per prompt (vLLM's RequestOutput "
             "fields)\n"
             "  --stats                     engine statistics as one JSON object on stderr\n"
-            "  --no-progress               no progress bar (it shows only on a terminal)\n"
-            "  --model DIR                 default: $PAGELLM_MODEL, else models/default\n\n"
-            "%s",
-            pl_cli_flags_help());
+            "  --no-progress               no progress bar (it shows only on a terminal)\n\n"
+            "model:\n"
+            "  --model DIR|ORG/NAME        model directory or Hugging Face Hub id (default:\n"
+            "                              $PAGELLM_MODEL, else models/default)\n"
+            "  --override-generation-config JSON  sampling defaults over generation_config.json\n"
+            "                              (keys: temperature, top_p, top_k, min_p,\n"
+            "                              repetition_penalty, max_new_tokens)\n\n"
+            "%s%s",
+            pl_cli_flags_help_sampling(), pl_cli_flags_help_engine());
 }
 
 static int bad(const char *fmt, const char *a, const char *b)
@@ -192,13 +196,7 @@ static int parse_args(int argc, char **argv, struct gen_opts *o)
     }
     if (o->n_prompts == 0)
         return bad("no prompt: give --prompt-ids, --prompt or --prompts-file%s%s", "", "");
-    return 0;
-}
-
-static bool is_dir(const char *path)
-{
-    struct stat sb;
-    return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
+    return pl_cli_flags_check(&o->fl, "generate", PL_CLI_SAMPLING_REQUEST);
 }
 
 static json_t *json_ids(const int32_t *ids, int n)
@@ -376,17 +374,14 @@ int pl_cli_generate(int argc, char **argv)
         return rc;
     }
     const char *model = o.fl.llm.model ? o.fl.llm.model : getenv("PAGELLM_MODEL");
-    bool named = model && *model;
-    if (!named)
+    const bool default_model = !model || !*model;
+    if (default_model)
         model = "models/default";
-    /* a name that is neither a directory nor a Hub id (or the implicit default) */
-    if (!is_dir(model) && !(named && pl_hub_is_repo_id(model))) {
-        fprintf(stderr,
-                "pagellm generate: no model directory at '%s'.\n"
-                "  Create pagellm's built-in tiny test model there with ./scripts/run-default.sh,\n"
-                "  or run a real Hugging Face model with --model DIR or --model ORG/NAME\n"
-                "  (or $PAGELLM_MODEL).\n",
-                model);
+    if (pl_cli_check_model_dir("generate", model)) {
+        if (default_model)
+            fprintf(stderr, "  No --model or $PAGELLM_MODEL was given, so generate looked for "
+                            "models/default:\n  ./scripts/run-default.sh creates pagellm's "
+                            "built-in tiny test model there.\n");
         free_opts(&o);
         return 1;
     }
@@ -410,9 +405,9 @@ int pl_cli_generate(int argc, char **argv)
     rc = 1;
     pl_status st = pl_llm_new(&o.fl.llm, &llm);
     if (st != PL_STATUS_OK) {
-        fprintf(stderr, "pagellm generate: %s: %s\n", model, pl_llm_errmsg(llm));
-        if (st == PL_STATUS_INVALID_ARGUMENT)
-            rc = 2;
+        /* the library's messages name the file or field at fault */
+        fprintf(stderr, "pagellm generate: %s\n", pl_llm_errmsg(llm));
+        rc = pl_cli_exit_code(st);
         goto out;
     }
     struct pl_sampling_params sp;
@@ -444,8 +439,7 @@ int pl_cli_generate(int argc, char **argv)
     pl_cli_progress_finish(&prog);
     if (st != PL_STATUS_OK) {
         fprintf(stderr, "pagellm generate: %s\n", pl_llm_errmsg(llm));
-        if (st == PL_STATUS_INVALID_ARGUMENT)
-            rc = 2;
+        rc = pl_cli_exit_code(st);
         goto out;
     }
     for (int i = 0; i < out.n; i++) {

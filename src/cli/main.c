@@ -22,7 +22,10 @@ static void usage(FILE *f)
             "  worker       RunPod Serverless worker (docs/runpod.md)\n"
             "  download     fetch a model from the Hugging Face Hub into the cache\n"
             "  version      print the version\n\n"
-            "Run 'pagellm <command> --help' for a command's options.\n",
+            "Run 'pagellm <command> --help' for a command's options.\n\n"
+            "exit status: 0 success; 1 a runtime failure (missing or unusable model or file,\n"
+            "out of memory, engine or network failure); 2 a wrong command line (unknown flag,\n"
+            "bad or out-of-range value, or a value the model refuses), named in the message\n",
             PAGELLM_VERSION);
 }
 

@@ -62,6 +62,8 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: pagellm serve [--model] DIR|ORG/NAME [options]\n\n"
+            "  --model DIR|ORG/NAME        a model directory or a Hugging Face Hub model id\n"
+            "                              (or $PAGELLM_MODEL)\n\n"
             "An OpenAI-compatible HTTP server: /v1/completions, /v1/chat/completions,\n"
             "/v1/embeddings, /v1/responses, /v1/models[/ID], /tokenize, /detokenize, /health,\n"
             "/metrics, /version.\n\n"
@@ -109,9 +111,9 @@ static void usage(FILE *f)
             "  --max-log-len N             with --enable-log-requests: also log the first N "
             "bytes of\n"
             "                              the prompt (default: the prompt is never logged)\n\n"
-            "engine options:\n%s"
+            "%s%s"
             "  -h, --help                  this help\n",
-            pl_cli_flags_help());
+            pl_cli_flags_help_server_sampling(), pl_cli_flags_help_engine());
 }
 
 static int bad(const char *what, const char *val)
@@ -239,12 +241,8 @@ static int parse_args(int argc, char **argv, struct serve_opts *o)
                 o->log_requests = !strcmp(flag, "--enable-log-requests");
             continue;
         }
-        int r = val ? 0 : pl_cli_flags_bool(&o->fl, flag);
-        if (r == 1) {
-            if (o->fl.sp_set)
-                return bad("sampling flags are per request; not a server option:", flag);
-            continue;
-        }
+        if (!val && pl_cli_flags_bool(&o->fl, flag))
+            continue; /* per-request ones are refused by pl_cli_flags_check */
         if (!val) {
             if (i + 1 >= argc)
                 return bad("missing value for", flag);
@@ -350,16 +348,22 @@ static int parse_args(int argc, char **argv, struct serve_opts *o)
                 return 2;
             if (rv == 0)
                 return bad("unknown option", argv[i]);
-            if (o->fl.sp_set)
-                return bad("sampling flags are per request; not a server option:", flag);
         }
     }
+    int rc = pl_cli_flags_check(&o->fl, "serve", PL_CLI_SAMPLING_SERVER);
+    if (rc)
+        return rc;
     if (!o->fl.llm.model) {
         const char *env = getenv("PAGELLM_MODEL");
         o->fl.llm.model = env && *env ? env : NULL;
     }
-    if (!o->fl.llm.model)
-        return bad("no model: pass --model DIR", "");
+    if (!o->fl.llm.model) {
+        fprintf(stderr, "pagellm serve: no model: pass --model DIR (or DIR alone, or set "
+                        "$PAGELLM_MODEL)\n(see pagellm serve --help)\n");
+        return 2;
+    }
+    if (pl_cli_check_model_dir("serve", o->fl.llm.model))
+        return 1;
     if (!o->http.api_key) {
         const char *env = getenv("PAGELLM_API_KEY");
         if (env && *env)
@@ -475,9 +479,11 @@ int pl_cli_serve(int argc, char **argv)
     pl_sampling_params_default(&defaults);
     struct pl_err err = {0};
 
-    if (pl_llm_new(&o.fl.llm, &llm) != PL_STATUS_OK) {
-        fprintf(stderr, "pagellm serve: %s: %s\n", o.fl.llm.model,
-                llm ? pl_llm_errmsg(llm) : "out of memory");
+    pl_status lst = pl_llm_new(&o.fl.llm, &llm);
+    if (lst != PL_STATUS_OK) {
+        /* the library's messages name the file or field at fault */
+        fprintf(stderr, "pagellm serve: %s\n", pl_llm_errmsg(llm));
+        rc = pl_cli_exit_code(lst);
         goto out;
     }
     const char *tok_dir = o.fl.llm.tokenizer ? o.fl.llm.tokenizer : o.fl.llm.model;

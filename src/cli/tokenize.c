@@ -196,7 +196,8 @@ static struct pl_tokenizer *load_model(const char *cmd, const char *name, const 
     struct pl_err err = {0};
     struct pl_tokenizer *tok = NULL;
     char *dir = NULL;
-    if (pl_cli_hub_model(cmd, name, revision, download_dir, true, &dir, NULL))
+    if (pl_cli_check_model_dir(cmd, name) ||
+        pl_cli_hub_model(cmd, name, revision, download_dir, true, &dir, NULL))
         return NULL;
     if (pl_tokenizer_load(dir, &tok, &err) != PL_STATUS_OK) {
         fprintf(stderr, "pagellm %s: %s\n", cmd, err.msg);

@@ -1,7 +1,7 @@
 /*
  * engine.h -- the engine loop: add_request / step / abort / outputs.
  *
- * Owns: struct pl_engine, the only engine loop (DESIGN.md section 2). It
+ * Owns: struct pl_engine, the only engine loop (docs/architecture.md, "One engine step"). It
  * holds the scheduler (and through it the block manager), the batch builder,
  * the sampler, every request's per-sequence state (generator, logprobs,
  * incremental detokenizer, text and its stop-string cursor) and the step

@@ -39,6 +39,7 @@ struct pl_llm {
     struct pl_engine_model im;
     struct pl_engine_detok dt;
     struct pl_sampling_params defaults;
+    struct pl_generation_config override; /* override_generation_config (has_* all false: none) */
     int vocab, max_model_len;
     int32_t eos_id;                    /* the primary eos (beam search), -1: none */
     uint64_t next_id;
@@ -171,10 +172,18 @@ static pl_status llm_open(struct pl_llm *llm, const struct pl_llm_params *p, str
     if (strcmp(dev, "auto") && strcmp(dev, "cpu") && strcmp(dev, "cuda"))
         return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
                           "device: '%s' is not one of auto, cpu, cuda", dev);
-    if (p->dtype && strcmp(p->dtype, "auto"))
-        return pl_err_set(err, PL_STATUS_UNSUPPORTED,
-                          "dtype: '%s': only auto (the checkpoint's dtype) is supported",
+    enum pl_dtype dtype = PL_DTYPE_F32;
+    const bool convert_dtype = p->dtype && strcmp(p->dtype, "auto");
+    if (convert_dtype && !pl_dtype_parse_torch(p->dtype, &dtype))
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                          "dtype: '%s' is not one of auto, bfloat16, float16, half, float32, "
+                          "float",
                           p->dtype);
+    pl_status st = pl_generation_config_parse_override(p->override_generation_config,
+                                                       "override_generation_config",
+                                                       &llm->override, err);
+    if (st != PL_STATUS_OK)
+        return st;
     const char *gc = p->generation_config ? p->generation_config : "auto";
     if (strcmp(gc, "auto") && strcmp(gc, "vllm"))
         return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
@@ -212,7 +221,10 @@ static pl_status llm_open(struct pl_llm *llm, const struct pl_llm_params *p, str
     rp.gpu_memory_utilization = p->gpu_memory_utilization;
     rp.load_format = p->load_format ? p->load_format : "auto";
     rp.seed = p->seed;
-    pl_status st = pl_model_runner_new(&rp, &llm->runner, err);
+    rp.convert_dtype = convert_dtype;
+    rp.dtype = dtype;
+    rp.allow_long_max_model_len = p->allow_long_max_model_len;
+    st = pl_model_runner_new(&rp, &llm->runner, err);
     if (st != PL_STATUS_OK)
         return st;
     const struct pl_model_config *cfg = pl_model_runner_config(llm->runner);
@@ -229,6 +241,13 @@ static pl_status llm_open(struct pl_llm *llm, const struct pl_llm_params *p, str
     pl_sampling_params_default(&llm->defaults);
     if (!strcmp(gc, "auto"))
         pl_sampling_params_apply_generation_config(&llm->defaults, &cfg->gen);
+    pl_sampling_params_apply_generation_override(&llm->defaults, &llm->override);
+    if (p->override_generation_config) {
+        /* the operator's values must make valid requests (ids unchecked: none here) */
+        struct pl_sampling_params check = llm->defaults;
+        if (pl_sampling_params_validate(&check, cfg->vocab_size, err) != PL_STATUS_OK)
+            return pl_err_prefix(err, "override_generation_config");
+    }
 
     /* eos: the tokenizer's (vLLM's primary), then config.json's, then
        generation_config.json's extra ids (vLLM adds those to stop_token_ids) */
@@ -326,6 +345,12 @@ void pl_llm_default_sampling_params(const struct pl_llm *llm, struct pl_sampling
         *p = llm->defaults;
     else
         pl_sampling_params_default(p);
+}
+
+void pl_llm_override_sampling_params(const struct pl_llm *llm, struct pl_sampling_params *p)
+{
+    if (llm && llm->engine)
+        pl_sampling_params_apply_generation_override(p, &llm->override);
 }
 
 void pl_llm_set_progress(struct pl_llm *llm, pl_llm_progress_fn fn, void *user)
@@ -668,7 +693,7 @@ static pl_status generate(struct pl_llm *llm, const struct pl_prompt *prompts, i
         if (llm->progress) {
             struct pl_engine_stats es;
             pl_engine_get_stats(llm->engine, &es);
-            llm->progress(llm->progress_user, n_done, n_prompts, es.n_prompt_tokens,
+            llm->progress(llm->progress_user, n_done, n_prompts, es.sched.n_prompt_tokens,
                           es.n_generation_tokens);
         }
         if (!pl_engine_has_unfinished(llm->engine) && n_done < n_prompts &&

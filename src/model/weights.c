@@ -10,6 +10,10 @@
  *      pl_weights_free unmaps every mapping exactly once.
  *   2. A filled slot's tensor had exactly the shape the config implies and a
  *      dtype the backend supports for the op that reads it.
+ * Conversion (vLLM's --dtype): with a target dtype, a tensor stored in another
+ * dtype is converted on the host one tensor at a time and copied into memory
+ * from the backend's alloc; its pointer is listed in `converted` so that free
+ * releases it with the backend's free instead of unmapping it.
  * Tied embeddings: transformers' tie_weights() makes the output projection
  * share the input embedding's parameter, so when tie_word_embeddings is true
  * the embedding is used even if the checkpoint also carries lm_head.weight.
@@ -28,7 +32,48 @@ struct loader {
     struct pl_err *err;
     enum pl_dtype dummy_dtype;
     uint64_t seed;                   /* dummy: advanced once per tensor */
+    int want;                        /* target dtype, or PL_WEIGHTS_DTYPE_AS_STORED */
+    int max_converted;               /* capacity of w->converted */
 };
+
+/* A tensor stored as `from`, converted to `to` into backend memory (see the top). */
+static pl_status convert_slot(struct loader *L, const struct pl_tensor_info *t, const char *name,
+                              enum pl_dtype to, void **out, size_t *out_bytes)
+{
+    const struct pl_backend_ops *ops = L->be->ops;
+    const size_t n = t->n_bytes / pl_dtype_size(t->dtype);
+    const size_t n_bytes = n * pl_dtype_size(to);
+    if (L->w->n_converted >= L->max_converted)
+        return pl_err_set(L->err, PL_STATUS_INTERNAL, "weights: conversion table full at '%s'",
+                          name);
+    void *host = malloc(n_bytes ? n_bytes : 1);
+    void *p = host ? ops->alloc(L->be, n_bytes) : NULL;
+    if (!p) {
+        free(host);
+        return pl_err_set(L->err, PL_STATUS_NO_MEMORY,
+                          "tensor '%s': out of memory converting %zu bytes to %s", name, n_bytes,
+                          pl_dtype_torch_name(to));
+    }
+    pl_status st = PL_STATUS_OK;
+    if (!pl_dtype_convert(host, to, t->data, t->dtype, n))
+        st = pl_err_set(L->err, PL_STATUS_UNSUPPORTED, "%s: tensor '%s' of dtype %s cannot be "
+                        "converted to %s", t->file, name, pl_dtype_name(t->dtype),
+                        pl_dtype_torch_name(to));
+    /* sync: the host copy is freed next, so the upload must have read it */
+    else if (ops->upload(L->be, p, host, n_bytes) != PL_STATUS_OK ||
+             ops->sync(L->be) != PL_STATUS_OK)
+        st = pl_err_set(L->err, PL_STATUS_INTERNAL, "tensor '%s': the %s backend failed to take "
+                        "%zu bytes", name, ops->name, n_bytes);
+    free(host);
+    if (st != PL_STATUS_OK) {
+        ops->free(L->be, p);
+        return st;
+    }
+    L->w->converted[L->w->n_converted++] = p;
+    *out = p;
+    *out_bytes = n_bytes;
+    return PL_STATUS_OK;
+}
 
 /* A dummy tensor: allocated on the backend and filled there (no host copy), values as
  * below; each tensor gets its own seed so no two tensors repeat each other. */
@@ -95,18 +140,31 @@ static pl_status load_slot(struct loader *L, const char *name, enum pl_op op, in
                           name, got, (long long)rows, (long long)cols);
     }
     const struct pl_backend_ops *ops = L->be->ops;
-    if (!ops->supports(L->be, op, t->dtype))
+    const enum pl_dtype dtype = L->want >= 0 ? (enum pl_dtype)L->want : t->dtype;
+    if (!ops->supports(L->be, op, dtype)) {
+        if (dtype != t->dtype)
+            return pl_err_set(L->err, PL_STATUS_UNSUPPORTED,
+                              "dtype %s: the %s backend does not run %s weights (tensor '%s')",
+                              pl_dtype_torch_name(dtype), ops->name ? ops->name : "?",
+                              pl_dtype_torch_name(dtype), name);
         return pl_err_set(L->err, PL_STATUS_UNSUPPORTED,
                           "%s: tensor '%s' has dtype %s, which the %s backend does not support "
-                          "for this op",
+                          "for this op (--dtype can convert it at load)",
                           t->file, name, pl_dtype_name(t->dtype), ops->name ? ops->name : "?");
-    void *p = ops->map_weight(L->be, t->data, t->n_bytes);
-    if (!p)
+    }
+    void *p = NULL;
+    size_t n_bytes = t->n_bytes;
+    if (dtype != t->dtype) {
+        pl_status st = convert_slot(L, t, name, dtype, &p, &n_bytes);
+        if (st != PL_STATUS_OK)
+            return st;
+    } else if (!(p = ops->map_weight(L->be, t->data, t->n_bytes))) {
         return pl_err_set(L->err, PL_STATUS_NO_MEMORY,
                           "tensor '%s': the backend could not map %zu bytes", name, t->n_bytes);
+    }
     *slot = (struct pl_weight){
-        .data = p, .dtype = t->dtype, .rows = is_vector ? 1 : rows, .cols = cols};
-    L->w->n_bytes += t->n_bytes;
+        .data = p, .dtype = dtype, .rows = is_vector ? 1 : rows, .cols = cols};
+    L->w->n_bytes += n_bytes;
     return PL_STATUS_OK;
 }
 
@@ -162,9 +220,15 @@ static pl_status load_layer(struct loader *L, const struct pl_model_config *c, i
 
 /* The loader behind pl_weights_load (st != NULL) and pl_weights_dummy (st == NULL). */
 static pl_status weights_build(const struct pl_model_config *cfg, const struct pl_safetensors *st,
-                               struct pl_backend *be, uint64_t seed, struct pl_weights **out,
-                               struct pl_err *err)
+                               struct pl_backend *be, uint64_t seed, int want,
+                               struct pl_weights **out, struct pl_err *err)
 {
+    if (want != PL_WEIGHTS_DTYPE_AS_STORED && want != PL_DTYPE_F32 && want != PL_DTYPE_F16 &&
+        want != PL_DTYPE_BF16) {
+        *out = NULL;
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "weights: dtype %d is not a float type",
+                          want);
+    }
     *out = NULL;
     if (cfg->n_layers <= 0 || cfg->n_layers > PL_MAX_LAYERS)
         return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "weights: config has %d layers",
@@ -181,8 +245,39 @@ static pl_status weights_build(const struct pl_model_config *cfg, const struct p
     /* Set before loading so that pl_weights_free can undo a partial load. */
     w->n_layers = cfg->n_layers;
     w->allocated = st == NULL;
-    struct loader L = {.st = st, .be = be, .w = w, .err = err, .seed = seed};
-    if (!st) {
+    struct loader L = {.st = st, .be = be, .w = w, .err = err, .seed = seed, .want = want};
+    if (want != PL_WEIGHTS_DTYPE_AS_STORED) {
+        /* refuse up front, before converting anything, a dtype the backend cannot run */
+        static const enum pl_op ops[] = {PL_OP_EMBED, PL_OP_RMSNORM, PL_OP_MATMUL, PL_OP_LOGITS};
+        for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++)
+            if (!be->ops->supports(be, ops[i], (enum pl_dtype)want)) {
+                pl_weights_free(w);
+                return pl_err_set(err, PL_STATUS_UNSUPPORTED,
+                                  "dtype %s: the %s backend does not run %s weights (it "
+                                  "computes in %s)",
+                                  pl_dtype_torch_name((enum pl_dtype)want), be->ops->name,
+                                  pl_dtype_torch_name((enum pl_dtype)want),
+                                  pl_dtype_torch_name(be->ops->act_dtype));
+            }
+    }
+    if (st && want != PL_WEIGHTS_DTYPE_AS_STORED) {
+        /* every slot at most once: embed, final norm, lm_head and 18 per layer */
+        L.max_converted = 3 + 18 * cfg->n_layers;
+        w->converted = calloc((size_t)L.max_converted, sizeof(*w->converted));
+        if (!w->converted) {
+            pl_weights_free(w);
+            return pl_err_set(err, PL_STATUS_NO_MEMORY, "weights: out of memory");
+        }
+    }
+    if (!st && want != PL_WEIGHTS_DTYPE_AS_STORED) {
+        L.dummy_dtype = (enum pl_dtype)want;
+        if (!be->ops->supports(be, PL_OP_FILL, L.dummy_dtype)) {
+            pl_weights_free(w);
+            return pl_err_set(err, PL_STATUS_UNSUPPORTED,
+                              "dummy weights: the %s backend cannot fill %s tensors",
+                              be->ops->name, pl_dtype_torch_name(L.dummy_dtype));
+        }
+    } else if (!st) {
         /* the checkpoint's dtype where the backend's matmul runs it, else bf16 */
         L.dummy_dtype = cfg->dtype;
         if (!be->ops->supports(be, PL_OP_MATMUL, L.dummy_dtype) ||
@@ -231,13 +326,31 @@ pl_status pl_weights_load(const struct pl_model_config *cfg, const struct pl_saf
         *out = NULL;
         return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "weights: no checkpoint");
     }
-    return weights_build(cfg, st, be, 0, out, err);
+    return weights_build(cfg, st, be, 0, PL_WEIGHTS_DTYPE_AS_STORED, out, err);
+}
+
+pl_status pl_weights_load_as(const struct pl_model_config *cfg, const struct pl_safetensors *st,
+                             struct pl_backend *be, int dtype, struct pl_weights **out,
+                             struct pl_err *err)
+{
+    if (!st) {
+        *out = NULL;
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "weights: no checkpoint");
+    }
+    return weights_build(cfg, st, be, 0, dtype, out, err);
 }
 
 pl_status pl_weights_dummy(const struct pl_model_config *cfg, struct pl_backend *be,
                            uint64_t seed, struct pl_weights **out, struct pl_err *err)
 {
-    pl_status st = weights_build(cfg, NULL, be, seed, out, err);
+    return pl_weights_dummy_as(cfg, be, seed, PL_WEIGHTS_DTYPE_AS_STORED, out, err);
+}
+
+pl_status pl_weights_dummy_as(const struct pl_model_config *cfg, struct pl_backend *be,
+                              uint64_t seed, int dtype, struct pl_weights **out,
+                              struct pl_err *err)
+{
+    pl_status st = weights_build(cfg, NULL, be, seed, dtype, out, err);
     if (st == PL_STATUS_OK && be->ops->sync(be) != PL_STATUS_OK) {
         pl_weights_free(*out);
         *out = NULL;
@@ -247,9 +360,17 @@ pl_status pl_weights_dummy(const struct pl_model_config *cfg, struct pl_backend 
     return st;
 }
 
-static void unmap(struct pl_backend *be, bool allocated, struct pl_weight *s)
+static bool was_converted(const struct pl_weights *w, const void *p)
 {
-    if (s->data && allocated)
+    for (int i = 0; i < w->n_converted; i++)
+        if (w->converted[i] == p)
+            return true;
+    return false;
+}
+
+static void unmap(struct pl_backend *be, const struct pl_weights *w, struct pl_weight *s)
+{
+    if (s->data && (w->allocated || was_converted(w, s->data)))
         be->ops->free(be, (void *)s->data);
     else if (s->data)
         be->ops->unmap_weight(be, (void *)s->data);
@@ -263,9 +384,9 @@ void pl_weights_free(struct pl_weights *w)
     struct pl_backend *be = w->be;
     if (w->lm_head.data == w->embed.data) /* tied: one mapping */
         w->lm_head = (struct pl_weight){0};
-    unmap(be, w->allocated, &w->embed);
-    unmap(be, w->allocated, &w->lm_head);
-    unmap(be, w->allocated, &w->final_norm);
+    unmap(be, w, &w->embed);
+    unmap(be, w, &w->lm_head);
+    unmap(be, w, &w->final_norm);
     for (int l = 0; w->layers && l < w->n_layers; l++) {
         struct pl_layer_weights *lw = &w->layers[l];
         struct pl_weight *slots[] = {
@@ -275,8 +396,9 @@ void pl_weights_free(struct pl_weights *w)
             &lw->b_gate,    &lw->b_up,   &lw->b_down,
         };
         for (size_t i = 0; i < sizeof(slots) / sizeof(slots[0]); i++)
-            unmap(be, w->allocated, slots[i]);
+            unmap(be, w, slots[i]);
     }
+    free(w->converted);
     free(w->layers);
     free(w);
 }

@@ -118,8 +118,8 @@ static void set_openai_message(struct pl_rp_result *res, int status, const char 
 /* ---- sampling parameters ---- */
 
 /*
- * mode defaults, then top-level temperature/top_p/max_tokens, then the
- * "sampling_params" object; validated. On error *msg (malloc'd) says why.
+ * mode defaults, then the operator's overrides, then top-level
+ * temperature/top_p/max_tokens, then the "sampling_params" object; validated. On error *msg (malloc'd) says why.
  */
 static bool build_params(struct pl_rp_ctx *ctx, enum pl_rp_mode mode, const json_t *input,
                          struct pl_sampling_params *sp, char **msg)
@@ -132,6 +132,8 @@ static bool build_params(struct pl_rp_ctx *ctx, enum pl_rp_mode mode, const json
     } else {
         sp->max_tokens = 100; /* worker-vllm's default when sampling_params lacks it */
     }
+    /* the operator's --override-generation-config wins over those mode defaults */
+    pl_llm_override_sampling_params(ctx->llm, sp);
     json_t *merged = json_object();
     static const char *const top[] = {"temperature", "top_p", "max_tokens"};
     for (size_t i = 0; i < 3; i++) {

@@ -1,5 +1,5 @@
 // runpod_conformance.mjs -- drives `pagellm worker` through the conformance
-// cases of shared/specs/runpod-worker.md section 6 against the fake job
+// cases of docs/runpod-protocol.md section 6 against the fake job
 // server (fake_runpod.mjs). Usage: node runpod_conformance.mjs PAGELLM MODEL_DIR
 // Expected texts T(x) come from `pagellm generate` (greedy, ignore_eos): the
 // offline API's generate path, independent of the worker's request path.
