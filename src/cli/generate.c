@@ -20,6 +20,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -375,13 +376,19 @@ int pl_cli_generate(int argc, char **argv)
     }
     const char *model = o.fl.llm.model ? o.fl.llm.model : getenv("PAGELLM_MODEL");
     const bool default_model = !model || !*model;
-    if (default_model)
+    if (default_model) {
+        /* the implicit default is a local path, never a Hub id */
         model = "models/default";
-    if (pl_cli_check_model_dir("generate", model)) {
-        if (default_model)
-            fprintf(stderr, "  No --model or $PAGELLM_MODEL was given, so generate looked for "
+        struct stat sb;
+        if (stat(model, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+            fprintf(stderr, "pagellm generate: no model directory at 'models/default'.\n"
+                            "  No --model or $PAGELLM_MODEL was given, so generate looked for "
                             "models/default:\n  ./scripts/run-default.sh creates pagellm's "
                             "built-in tiny test model there.\n");
+            free_opts(&o);
+            return 1;
+        }
+    } else if (pl_cli_check_model_dir("generate", model)) {
         free_opts(&o);
         return 1;
     }

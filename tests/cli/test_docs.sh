@@ -13,7 +13,7 @@ fail() { echo "test_docs: FAIL: $*"; exit 1; }
 cd "$src"
 pattern='(\.\./shared|shared/(specs|DESIGN|STYLE|BENCHMARKS|peers|hooks|seed-examples))'
 if hits=$(grep -rnE "$pattern" README.md docs src tests tools bench docker scripts examples include \
-            CMakeLists.txt --exclude=test_docs.sh 2>/dev/null); then
+            CMakeLists.txt --exclude=test_docs.sh --exclude-dir=node_modules 2>/dev/null); then
   echo "$hits"
   fail "references to files outside the repository"
 fi

@@ -102,15 +102,17 @@ run 1 "no model directory" "$PAGELLM" serve "$none"
 run 2 "no model: pass --model DIR" "$PAGELLM" chat
 run 2 "no model: pass --model DIR or set MODEL_NAME" env -u MODEL_NAME "$PAGELLM" worker
 
-# ---- 3. a Hub id ----
+# ---- 3. a Hub id: resolved through the Hub cache (offline here: the message names the path) ----
+export HF_HUB_OFFLINE=1 HF_HUB_CACHE="$dir/hub-cache"
 for cmd in "generate --prompt hi --model" "chat --model" "serve --model" "worker --model" "tokenize --text hi --model"; do
   # shellcheck disable=SC2086
-  run 1 "looks like a Hugging Face Hub model id, and pagellm cannot download from the Hub yet" \
+  run 1 "Qwen/Qwen2.5-0.5B-Instruct is not in the cache (HF_HUB_OFFLINE is set)" \
     "$PAGELLM" $cmd Qwen/Qwen2.5-0.5B-Instruct
-  grep -qF "huggingface-cli download Qwen/Qwen2.5-0.5B-Instruct --local-dir models/Qwen2.5-0.5B-Instruct" "$dir/err" ||
-    fail "$cmd: no download hint"
+  grep -qF "$dir/hub-cache/models--Qwen--Qwen2.5-0.5B-Instruct/refs/main" "$dir/err" ||
+    fail "$cmd: the cache path looked up is not named"
 done
-(cd "$dir" && MODEL_NAME=meta-llama/Llama-3.1-8B run 1 "cannot download from the Hub yet" "$PAGELLM" worker --test_input '{"input":{}}')
+(cd "$dir" && MODEL_NAME=meta-llama/Llama-3.1-8B run 1 "is not in the cache" "$PAGELLM" worker --test_input '{"input":{}}')
+unset HF_HUB_OFFLINE HF_HUB_CACHE
 # a local directory shaped like an id is a directory, not an id
 mkdir -p "$dir/org" && cp -r "$m" "$dir/org/name"
 (cd "$dir" && run 0 "" "$PAGELLM" generate --model org/name --prompt-ids 1,2 --max-tokens 1 --no-progress)
