@@ -20,6 +20,7 @@
 #include "engine/beam_search.h"
 #include "engine/engine.h"
 #include "engine/model_runner.h"
+#include "engine/vocab_check.h"
 #include "tokenizer/chat_template/chat_template.h"
 #include "tokenizer/tokenizer.h"
 #include "util/err.h"
@@ -348,6 +349,21 @@ int pl_llm_max_model_len(const struct pl_llm *llm)
     return llm ? llm->max_model_len : 0;
 }
 
+/* The token ids requests may name (vocab_check.h): one rule for every entry point. */
+static struct pl_vocab_check vocab_of(const struct pl_llm *llm)
+{
+    struct pl_vocab_check v = {llm->vocab, llm->tok};
+    return v;
+}
+
+bool pl_llm_token_id_exists(const struct pl_llm *llm, int32_t id)
+{
+    if (!llm || !llm->engine)
+        return false;
+    struct pl_vocab_check v = vocab_of(llm);
+    return pl_vocab_check_has(&v, id);
+}
+
 /* ---- tokenizer access ---- */
 
 pl_status pl_llm_encode(struct pl_llm *llm, const char *text, bool add_special_tokens,
@@ -414,6 +430,16 @@ static pl_status add_one(struct pl_llm *llm, uint64_t id, const char *name,
     pl_status st = prompt_ids(llm, p, add_special, &ids, &n, &owned, err);
     if (st != PL_STATUS_OK)
         return st;
+    /* ids the model has rows for but the tokenizer no token: refused here, at
+     * admission, rather than sampled around later */
+    struct pl_vocab_check v = vocab_of(llm);
+    st = pl_vocab_check_prompt(&v, ids, n, err);
+    if (st == PL_STATUS_OK)
+        st = pl_vocab_check_params(&v, sp ? sp : &llm->defaults, err);
+    if (st != PL_STATUS_OK) {
+        free(owned);
+        return st;
+    }
     struct pl_engine_request r = {0};
     r.request_id = id;
     r.name = name;
@@ -537,12 +563,12 @@ static pl_status generate_beam(struct pl_llm *llm, const struct pl_prompt *promp
         if (st == PL_STATUS_OK)
             st = prompt_ids(llm, &prompts[i], add_special, &bp[i].prompt, &bp[i].n_prompt,
                             &owned[i], err);
-        if (st == PL_STATUS_OK)
-            for (int t = 0; t < bp[i].n_prompt; t++)
-                if (bp[i].prompt[t] < 0 || bp[i].prompt[t] >= llm->vocab)
-                    st = pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
-                                    "prompt token %d (id %d) is outside the vocabulary", t,
-                                    (int)bp[i].prompt[t]);
+        if (st == PL_STATUS_OK) {
+            struct pl_vocab_check v = vocab_of(llm);
+            st = pl_vocab_check_prompt(&v, bp[i].prompt, bp[i].n_prompt, err);
+            if (st == PL_STATUS_OK)
+                st = pl_vocab_check_params(&v, &sp[i], err);
+        }
         if (st != PL_STATUS_OK)
             pl_err_prefix(err, "prompt %d", i);
         bp[i].prompt_text = prompts[i].token_ids ? NULL : prompts[i].text;
@@ -588,6 +614,10 @@ static pl_status generate(struct pl_llm *llm, const struct pl_prompt *prompts, i
         if (st != PL_STATUS_OK)
             return st;
         st = pl_sampling_params_validate(&copy, llm->vocab, err);
+        if (st == PL_STATUS_OK) {
+            struct pl_vocab_check v = vocab_of(llm);
+            st = pl_vocab_check_params(&v, &copy, err);
+        }
         pl_sampling_params_fini(&copy);
         if (st != PL_STATUS_OK)
             return pl_err_prefix(err, "params[%d]", i);
@@ -625,9 +655,10 @@ static pl_status generate(struct pl_llm *llm, const struct pl_prompt *prompts, i
     int n_done = 0;
     struct pl_outputs got = {0};
     while (st == PL_STATUS_OK && n_done < n_prompts) {
-        st = pl_engine_step(llm->engine, err);
-        if (st != PL_STATUS_OK)
-            break;
+        /* a failed step has failed the requests it ran (their outputs say so,
+         * below); the others go on, so this loop goes on too */
+        struct pl_err step_err;
+        pl_engine_step(llm->engine, &step_err);
         st = pl_engine_poll(llm->engine, false, &got, err);
         for (int k = 0; k < got.n; k++) {
             uint64_t id = strtoull(got.items[k].request_id, NULL, 10);
@@ -655,10 +686,11 @@ static pl_status generate(struct pl_llm *llm, const struct pl_prompt *prompts, i
         for (int i = 0; i < n_prompts; i++)
             if (!have[i])
                 pl_engine_abort(llm->engine, base + (uint64_t)i, NULL);
+        /* aborts take effect at the next schedule, failed steps end their
+         * requests too: each step makes progress, the guard is only a guard */
         struct pl_err e2;
-        while (pl_engine_has_unfinished(llm->engine) &&
-               pl_engine_step(llm->engine, &e2) == PL_STATUS_OK)
-            ;
+        for (int guard = 0; pl_engine_has_unfinished(llm->engine) && guard < 1000; guard++)
+            pl_engine_step(llm->engine, &e2);
         pl_engine_poll(llm->engine, false, &got, &e2);
         pl_outputs_free(&got);
         for (int i = 0; i < n_prompts; i++)
@@ -667,6 +699,13 @@ static pl_status generate(struct pl_llm *llm, const struct pl_prompt *prompts, i
         pl_outputs_free(out);
     }
     free(have);
+    if (st == PL_STATUS_OK) {
+        /* every prompt has its output; the first that failed makes the status */
+        for (int i = 0; i < n_prompts; i++)
+            if (items[i].error)
+                return pl_err_set(err, items[i].error_status, "prompt %d: %s", i,
+                                  items[i].error);
+    }
     return st;
 }
 
