@@ -441,6 +441,22 @@ bool pl_engine_has_pending(const struct pl_engine *e)
 
 /* ---- post-processing ---- */
 
+/* One logprobs entry from a sampler result: entries past n_top are zeroed, so
+ * outputs never carry bytes the sampler left unwritten (and compare equal
+ * whichever path sampled them). */
+static void lp_entry(struct pl_logprob_entry *en, int32_t token_id,
+                     const struct pl_sample_result *res)
+{
+    memset(en, 0, sizeof(*en));
+    en->token_id = token_id;
+    en->logprob = res->logprob;
+    en->rank = res->rank;
+    en->n_top = res->n_top;
+    int n = res->n_top < 0 ? 0 : res->n_top > PL_MAX_LOGPROBS ? PL_MAX_LOGPROBS : res->n_top;
+    memcpy(en->top_ids, res->top_ids, sizeof(en->top_ids[0]) * (size_t)n);
+    memcpy(en->top_logprobs, res->top_logprobs, sizeof(en->top_logprobs[0]) * (size_t)n);
+}
+
 static pl_status lp_append(struct seq_st *st, const struct pl_sample_result *res)
 {
     if (st->n_lp == st->cap_lp) {
@@ -451,13 +467,7 @@ static pl_status lp_append(struct seq_st *st, const struct pl_sample_result *res
         st->lp = p;
         st->cap_lp = cap;
     }
-    struct pl_logprob_entry *en = &st->lp[st->n_lp++];
-    en->token_id = res->token_id;
-    en->logprob = res->logprob;
-    en->rank = res->rank;
-    en->n_top = res->n_top;
-    memcpy(en->top_ids, res->top_ids, sizeof(en->top_ids));
-    memcpy(en->top_logprobs, res->top_logprobs, sizeof(en->top_logprobs));
+    lp_entry(&st->lp[st->n_lp++], res->token_id, res);
     return PL_STATUS_OK;
 }
 
@@ -624,13 +634,7 @@ static pl_status host_sample_step(struct pl_engine *e, struct pl_batch *b, int n
         struct pl_sample_result res;
         pl_sampler_logprobs(e->logits + (size_t)(n_uniq + i) * V, e->vocab, r->prompt[pos + 1],
                             r->params.prompt_logprobs, &res);
-        struct pl_logprob_entry *en = &r->plp[pos + 1];
-        en->token_id = r->prompt[pos + 1];
-        en->logprob = res.logprob;
-        en->rank = res.rank;
-        en->n_top = res.n_top;
-        memcpy(en->top_ids, res.top_ids, sizeof(en->top_ids));
-        memcpy(en->top_logprobs, res.top_logprobs, sizeof(en->top_logprobs));
+        lp_entry(&r->plp[pos + 1], r->prompt[pos + 1], &res);
         if (pos + 1 > r->plp_next)
             r->plp_next = pos + 1;
     }

@@ -45,6 +45,7 @@ struct pl_llm {
     uint64_t next_id;
     pl_llm_progress_fn progress;
     void *progress_user;
+    char *fail_file;                   /* PAGELLM_TEST_FAIL_STEP_FILE (test hook), or NULL */
 };
 
 void pl_free(void *p)
@@ -94,10 +95,37 @@ const char *pl_llm_errmsg(const struct pl_llm *llm)
 
 /* ---- adapters ---- */
 
+/*
+ * Test hook (like the async engine's PAGELLM_TEST_STALL_FILE): while the file
+ * named by PAGELLM_TEST_FAIL_STEP_FILE exists, model runs fail as a broken
+ * backend's would -- every run when the file holds no number, else only runs
+ * whose batch holds that token id (so a test can fail one prompt's steps and
+ * not another's). Black-box tests use it to check how failures reach clients.
+ */
+static pl_status test_hook_fail(const struct pl_llm *llm, const struct pl_batch *b,
+                                struct pl_err *err)
+{
+    if (!llm->fail_file)
+        return PL_STATUS_OK;
+    FILE *f = fopen(llm->fail_file, "r");
+    if (!f)
+        return PL_STATUS_OK;
+    long id = -1;
+    bool fail = fscanf(f, "%ld", &id) != 1;
+    fclose(f);
+    for (int t = 0; !fail && b && t < b->n_tokens; t++)
+        fail = b->token_ids[t] == id;
+    return fail ? pl_err_set(err, PL_STATUS_INTERNAL,
+                             "backend failure (test hook PAGELLM_TEST_FAIL_STEP_FILE)")
+                : PL_STATUS_OK;
+}
+
 static pl_status runner_run(void *ctx, const struct pl_batch *b, float *logits,
                             struct pl_err *err)
 {
-    return pl_model_runner_run(ctx, b, logits, err);
+    struct pl_llm *llm = ctx;
+    pl_status st = test_hook_fail(llm, b, err);
+    return st != PL_STATUS_OK ? st : pl_model_runner_run(llm->runner, b, logits, err);
 }
 
 static pl_status runner_run_sample(void *ctx, const struct pl_batch *b, const int32_t *row_src,
@@ -105,12 +133,17 @@ static pl_status runner_run_sample(void *ctx, const struct pl_batch *b, const in
                                    const double *uniforms, struct pl_sample_result *results,
                                    struct pl_err *err)
 {
-    return pl_model_runner_run_sample(ctx, b, row_src, n_rows, rows, uniforms, results, err);
+    struct pl_llm *llm = ctx;
+    pl_status st = test_hook_fail(llm, b, err);
+    return st != PL_STATUS_OK ? st
+                              : pl_model_runner_run_sample(llm->runner, b, row_src, n_rows, rows,
+                                                           uniforms, results, err);
 }
 
 static pl_status runner_copy(void *ctx, const struct pl_block_copy *c, int n, struct pl_err *err)
 {
-    return pl_model_runner_copy_blocks(ctx, c, n, err);
+    struct pl_llm *llm = ctx;
+    return pl_model_runner_copy_blocks(llm->runner, c, n, err);
 }
 
 static pl_status detok_init(void *ctx, const int32_t *prompt, int n_prompt, bool skip,
@@ -246,7 +279,10 @@ static pl_status llm_open(struct pl_llm *llm, const struct pl_llm_params *p, str
             eos[i--] = eos[--n_eos];
 
     llm->eos_id = n_eos > 0 ? eos[0] : -1;
-    llm->im.ctx = llm->runner;
+    const char *fail_file = getenv("PAGELLM_TEST_FAIL_STEP_FILE");
+    if (fail_file && *fail_file && !(llm->fail_file = strdup(fail_file)))
+        return pl_err_set(err, PL_STATUS_NO_MEMORY, "out of memory");
+    llm->im.ctx = llm;
     llm->im.vocab_size = llm->vocab;
     llm->im.max_logits_rows = 0;
     llm->im.run = runner_run;
@@ -309,6 +345,7 @@ void pl_llm_free(struct pl_llm *llm)
     pl_chat_template_free(llm->tmpl);
     pl_tokenizer_free(llm->tok);
     pl_model_runner_free(llm->runner);
+    free(llm->fail_file);
     free(llm);
 }
 
