@@ -695,8 +695,12 @@ static pl_status generate(struct pl_llm *llm, const struct pl_prompt *prompts, i
         /* a failed step has failed the requests it ran (their outputs say so,
          * below); the others go on, so this loop goes on too */
         struct pl_err step_err;
-        pl_engine_step(llm->engine, &step_err);
+        pl_status step_st = pl_engine_step(llm->engine, &step_err);
         st = pl_engine_poll(llm->engine, false, &got, err);
+        if (st == PL_STATUS_OK && step_st != PL_STATUS_OK && got.n == 0) {
+            /* a failed step that ended nothing would fail again for ever: give up */
+            st = pl_err_set(err, step_st, "%s", step_err.msg);
+        }
         for (int k = 0; k < got.n; k++) {
             uint64_t id = strtoull(got.items[k].request_id, NULL, 10);
             int i = (int)(id - base);
