@@ -278,7 +278,8 @@ static pl_status encode_text(const struct pl_openai *o, const char *text, size_t
     return PL_STATUS_OK;
 }
 
-static pl_status read_ids(const struct pl_openai *o, const json_t *arr,
+/* A list of token ids (field: "prompt", or "tokens" for /detokenize) into p->ids. */
+static pl_status read_ids(const struct pl_openai *o, const json_t *arr, const char *field,
                           struct pl_openai_prompt *p, struct pl_openai_error *e)
 {
     size_t n = json_array_size(arr);
@@ -288,13 +289,15 @@ static pl_status read_ids(const struct pl_openai *o, const json_t *arr,
     for (size_t i = 0; i < n; i++) {
         json_t *v = json_array_get(arr, i);
         if (!json_is_integer(v))
-            return fail(e, 400, "prompt", "prompt: token ids must be integers, got %s",
+            return fail(e, 400, field, "%s: token ids must be integers, got %s", field,
                         pl_json_type_name(v));
         json_int_t id = json_integer_value(v);
         struct pl_vocab_check vc = {o->vocab_size, o->tok};
         struct pl_err err = {0};
-        if (pl_vocab_check_id(&vc, id, "prompt:", &err) != PL_STATUS_OK)
-            return fail(e, 400, "prompt", "%s", err.msg);
+        char what[32];
+        snprintf(what, sizeof(what), "%s:", field);
+        if (pl_vocab_check_id(&vc, id, what, &err) != PL_STATUS_OK)
+            return fail(e, 400, field, "%s", err.msg);
         p->ids[i] = (int32_t)id;
     }
     p->n_ids = (int)n;
@@ -330,7 +333,7 @@ static pl_status parse_prompts(const struct pl_openai *o, const json_t *root,
         struct pl_openai_prompt *p = add_prompt(r);
         if (!p)
             return fail(e, 503, NULL, "out of memory");
-        return read_ids(o, pr, p, e);
+        return read_ids(o, pr, "prompt", p, e);
     }
     for (size_t i = 0; i < n; i++) {
         json_t *v = json_array_get(pr, i);
@@ -344,7 +347,7 @@ static pl_status parse_prompts(const struct pl_openai *o, const json_t *root,
             return fail(e, 503, NULL, "out of memory");
         pl_status st = want_str ? encode_text(o, json_string_value(v), json_string_length(v),
                                               add_special, p, "prompt", e)
-                                : read_ids(o, v, p, e);
+                                : read_ids(o, v, "prompt", p, e);
         if (st != PL_STATUS_OK)
             return st;
         if (!want_str && p->n_ids == 0)
@@ -1637,8 +1640,7 @@ static void h_detokenize(void *user, const struct pl_http_request *req,
         pl_http_set_error(resp, 400, NULL, "tokens", "tokens: expected a list of token ids");
         goto out;
     }
-    if (read_ids(o, toks, &p, &e) != PL_STATUS_OK) {
-        snprintf(e.param, sizeof(e.param), "tokens");
+    if (read_ids(o, toks, "tokens", &p, &e) != PL_STATUS_OK) {
         set_parse_error(resp, &e);
         goto out;
     }
