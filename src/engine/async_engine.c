@@ -602,16 +602,15 @@ void pl_async_engine_free(struct pl_async_engine *ae)
     free(ae);
 }
 
-/* A request handle and its add command, not yet posted; NULL when out of memory. */
-static struct pl_async_request *request_new(const struct pl_async_submission *sub,
-                                            pl_async_notify_fn notify, void *notify_user,
-                                            struct cmd **cmd_out, struct pl_err *err)
+/* A request handle (*out) and its add command (*cmd_out), not yet posted. */
+static pl_status request_new(const struct pl_async_submission *sub, pl_async_notify_fn notify,
+                             void *notify_user, struct pl_async_request **out,
+                             struct cmd **cmd_out, struct pl_err *err)
 {
+    *out = NULL;
     *cmd_out = NULL;
-    if (sub->n_prompt < 0 || (sub->n_prompt > 0 && !sub->prompt_ids)) {
-        pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "prompt: bad token ids");
-        return NULL;
-    }
+    if (sub->n_prompt < 0 || (sub->n_prompt > 0 && !sub->prompt_ids))
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "prompt: bad token ids");
     struct pl_async_request *r = calloc(1, sizeof(*r));
     struct cmd *c = calloc(1, sizeof(*c));
     if (r)
@@ -621,8 +620,7 @@ static struct pl_async_request *request_new(const struct pl_async_submission *su
             free(r->prompt);
         free(r);
         free(c);
-        pl_err_set(err, PL_STATUS_NO_MEMORY, "out of memory");
-        return NULL;
+        return pl_err_set(err, PL_STATUS_NO_MEMORY, "out of memory");
     }
     if (sub->n_prompt)
         memcpy(r->prompt, sub->prompt_ids, sizeof(int32_t) * (size_t)sub->n_prompt);
@@ -632,7 +630,7 @@ static struct pl_async_request *request_new(const struct pl_async_submission *su
         free(r->prompt);
         free(r);
         free(c);
-        return NULL;
+        return PL_STATUS_NO_MEMORY;
     }
     pthread_mutex_init(&r->mu, NULL);
     r->refs = 2;
@@ -641,8 +639,9 @@ static struct pl_async_request *request_new(const struct pl_async_submission *su
     r->t_arrival = pl_async_now();
     c->kind = CMD_ADD;
     c->req = r;
+    *out = r;
     *cmd_out = c;
-    return r;
+    return PL_STATUS_OK;
 }
 
 pl_status pl_async_engine_submit_all(struct pl_async_engine *ae,
@@ -665,11 +664,8 @@ pl_status pl_async_engine_submit_all(struct pl_async_engine *ae,
     if (!cmds)
         return pl_err_set(err, PL_STATUS_NO_MEMORY, "out of memory");
     pl_status st = PL_STATUS_OK;
-    for (int i = 0; i < n && st == PL_STATUS_OK; i++) {
-        out[i] = request_new(&subs[i], notify, notify_user, &cmds[i], err);
-        if (!out[i])
-            st = err ? err->status : PL_STATUS_NO_MEMORY;
-    }
+    for (int i = 0; i < n && st == PL_STATUS_OK; i++)
+        st = request_new(&subs[i], notify, notify_user, &out[i], &cmds[i], err);
     if (st == PL_STATUS_OK) {
         /* all or nothing, under one lock: nobody else is admitted or refused
          * because of half of this request */
