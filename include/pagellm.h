@@ -220,10 +220,12 @@ enum pl_finish_reason {
     PL_FINISH_NONE = 0, /* still running */
     PL_FINISH_STOP,     /* eos, a stop token id or a stop string */
     PL_FINISH_LENGTH,   /* max_tokens or max_model_len */
-    PL_FINISH_ABORT     /* aborted */
+    PL_FINISH_ABORT,    /* aborted */
+    PL_FINISH_ERROR     /* the engine failed this request: its output is incomplete and the
+                           request output's error says why */
 };
 
-/* "stop", "length", "abort"; NULL for PL_FINISH_NONE. */
+/* "stop", "length", "abort", "error"; NULL for PL_FINISH_NONE. */
 const char *pl_finish_reason_str(enum pl_finish_reason r);
 
 enum pl_stop_reason_kind {
@@ -270,6 +272,11 @@ struct pl_request_output {
      * their outputs[] carry no tokens, only the finish reason */
     float *embedding;
     int n_embedding;
+    /* Set (with finished) when the engine failed the request, e.g. a backend failure
+     * in a step that ran it: its unfinished samples end with PL_FINISH_ERROR. Other
+     * requests are not affected. NULL and PL_STATUS_OK otherwise. */
+    char *error;
+    pl_status error_status;
 };
 
 struct pl_outputs {
@@ -370,10 +377,16 @@ void pl_llm_set_progress(struct pl_llm *llm, pl_llm_progress_fn fn, void *user);
  * Generates for n_prompts prompts and waits for all of them (vLLM's
  * LLM.generate). params: one shared set (n_params 1) or one per prompt
  * (n_params == n_prompts); NULL means pl_llm_default_sampling_params. Each
- * set is validated first; nothing runs when one is invalid (the message names
- * the prompt and field). out->items are in prompt order; free with
- * pl_outputs_free. Requests already added through pl_llm_add_request keep
- * running alongside (their deltas stay queued for pl_llm_poll).
+ * set and prompt is validated first; nothing runs when one is invalid (the
+ * message names the prompt and field; out stays empty). out->items are in
+ * prompt order; free with pl_outputs_free. Requests already added through
+ * pl_llm_add_request keep running alongside (their deltas stay queued for
+ * pl_llm_poll).
+ * When the engine fails some requests while running (a backend failure in a
+ * step), the others still run to their end: the call returns the first
+ * failure's status (pl_llm_errmsg names the prompt) and out holds every
+ * prompt's output anyway, the failed ones with error set and finish_reason
+ * PL_FINISH_ERROR. So free out whatever the status.
  */
 pl_status pl_llm_generate(struct pl_llm *llm, const struct pl_prompt *prompts, int n_prompts,
                           const struct pl_sampling_params *params, int n_params,
@@ -411,7 +424,9 @@ pl_status pl_llm_chat(struct pl_llm *llm, const char *const *conversations, int 
 /*
  * Queues a request. request_id must be unique among unfinished requests.
  * params NULL: the defaults. Invalid params or prompts are refused with
- * PL_STATUS_INVALID_ARGUMENT and a message naming the field.
+ * PL_STATUS_INVALID_ARGUMENT and a message naming the field; token ids (the
+ * prompt's, logit_bias', allowed_token_ids') must be ids that exist
+ * (pl_llm_token_id_exists).
  */
 pl_status pl_llm_add_request(struct pl_llm *llm, const char *request_id,
                              const struct pl_prompt *prompt,
@@ -431,7 +446,12 @@ pl_status pl_llm_add_pooling_request(struct pl_llm *llm, const char *request_id,
 /* The width of the pooled vectors (the model's hidden size); 0 when not open. */
 int pl_llm_hidden_size(const struct pl_llm *llm);
 
-/* Runs one engine step (no-op when nothing is queued). */
+/*
+ * Runs one engine step (no-op when nothing is queued). A failure (backend,
+ * internal) is returned, and the requests that step ran are already finished
+ * with an error (their last delta, at the next poll, has error set); the rest
+ * keep running, so keep stepping and polling.
+ */
 pl_status pl_llm_step(struct pl_llm *llm);
 
 /* True while a request is waiting or running. */
@@ -477,6 +497,11 @@ pl_status pl_llm_decode(struct pl_llm *llm, const int32_t *ids, int n_ids,
                         bool skip_special_tokens, char **text);
 bool pl_llm_has_tokenizer(const struct pl_llm *llm);
 int pl_llm_vocab_size(const struct pl_llm *llm);
+/* True when requests may name token id: below the model's vocab_size (config.json,
+ * the embedding rows) and, with a tokenizer, an id the tokenizer has a token for. A
+ * model's vocab is often padded past its tokenizer (Qwen2: 151936 rows, ~151670
+ * tokens): ids in that gap are refused in requests, and decode to "" when sampled. */
+bool pl_llm_token_id_exists(const struct pl_llm *llm, int32_t id);
 int pl_llm_max_model_len(const struct pl_llm *llm);
 
 #ifdef __cplusplus

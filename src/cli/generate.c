@@ -284,6 +284,8 @@ static void print_json(const struct pl_request_output *r, bool has_tokenizer)
         json_array_append_new(outs, out);
     }
     json_object_set_new(line, "outputs", outs);
+    if (r->error) /* the engine failed this prompt: its outputs end with finish_reason "error" */
+        json_object_set_new(line, "error", json_text_or_null(r->error));
     /* 17 significant digits: every double (and so every float) round-trips */
     char *s = json_dumps(line, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
     if (s)
@@ -330,6 +332,8 @@ static void print_readable(int index, const struct pl_request_output *r)
     }
     if (r->num_cached_tokens > 0)
         printf("  cached:   %d prompt tokens\n", r->num_cached_tokens);
+    if (r->error)
+        printf("  error:    %s\n", r->error);
 }
 
 static void progress_cb(void *user, int done, int total, uint64_t in, uint64_t out)
@@ -444,11 +448,14 @@ int pl_cli_generate(int argc, char **argv)
     pl_llm_set_progress(llm, progress_cb, &prog);
     st = pl_llm_generate(llm, prompts, o.n_prompts, &sp, 1, &out);
     pl_cli_progress_finish(&prog);
-    if (st != PL_STATUS_OK) {
+    if (st != PL_STATUS_OK && out.n == 0) { /* refused before anything ran */
         fprintf(stderr, "pagellm generate: %s\n", pl_llm_errmsg(llm));
         rc = pl_cli_exit_code(st);
         goto out;
     }
+    /* The engine failed some prompts while running (a backend failure): the others
+     * completed. Every output is printed, the failed ones marked, and the failures
+     * are named on stderr: a runtime error (exit 1). */
     for (int i = 0; i < out.n; i++) {
         if (o.json)
             print_json(&out.items[i], pl_llm_has_tokenizer(llm));
@@ -456,9 +463,12 @@ int pl_cli_generate(int argc, char **argv)
             print_readable(i, &out.items[i]);
     }
     fflush(stdout);
+    for (int i = 0; i < out.n; i++)
+        if (out.items[i].error)
+            fprintf(stderr, "pagellm generate: prompt %d failed: %s\n", i, out.items[i].error);
     if (o.stats)
         print_stats(llm);
-    rc = 0;
+    rc = st == PL_STATUS_OK ? 0 : 1;
 out:
     pl_outputs_free(&out);
     free(prompts);

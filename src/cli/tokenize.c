@@ -369,7 +369,18 @@ int pl_cli_detokenize(int argc, char **argv)
     char *text = NULL;
     size_t len = 0;
     int rc = 0;
-    if (pl_tokenizer_decode(tok, ids, n, skip, &text, &len, &err) != PL_STATUS_OK) {
+    /* decode gives "" for an id past the tokenizer (a model's padded vocab, as
+     * transformers does); asked to detokenize one, say it is no token */
+    for (int i = 0; i < n && rc == 0; i++)
+        if (!pl_tokenizer_has_id(tok, ids[i])) {
+            fprintf(stderr, "pagellm detokenize: token id %d (position %d) is not in the "
+                            "tokenizer (%d ids)\n",
+                    (int)ids[i], i, pl_tokenizer_vocab_size(tok));
+            rc = 1;
+        }
+    if (rc != 0) {
+        /* refused above */
+    } else if (pl_tokenizer_decode(tok, ids, n, skip, &text, &len, &err) != PL_STATUS_OK) {
         fprintf(stderr, "pagellm detokenize: %s\n", err.msg);
         rc = 1;
     } else if (as_json) {

@@ -63,6 +63,9 @@ struct req {
     bool prompt_sent, plp_sent;
     bool finished;                     /* the group left the scheduler */
     bool dirty;                        /* news since the last poll */
+    bool failed;                       /* req_fail ran: error and error_status say why */
+    pl_status error_status;
+    char *error;                       /* NULL when failed but out of memory for the text */
     uint8_t salt[16];                  /* private cache salt (prompt_logprobs, MEAN pooling) */
     /* pooling requests (engine.h) */
     bool pooling;
@@ -134,6 +137,8 @@ const char *pl_finish_reason_str(enum pl_finish_reason r)
         return "length";
     case PL_FINISH_ABORT:
         return "abort";
+    case PL_FINISH_ERROR:
+        return "error";
     default:
         return NULL;
     }
@@ -162,6 +167,7 @@ static void req_free(struct pl_engine *e, struct req *r)
     free(r->prompt);
     free(r->name);
     free(r->prompt_text);
+    free(r->error);
     pl_sampling_params_fini(&r->params);
     free(r);
 }
@@ -506,6 +512,22 @@ bool pl_engine_has_pending(const struct pl_engine *e)
 
 /* ---- post-processing ---- */
 
+/* One logprobs entry from a sampler result: entries past n_top are zeroed, so
+ * outputs never carry bytes the sampler left unwritten (and compare equal
+ * whichever path sampled them). */
+static void lp_entry(struct pl_logprob_entry *en, int32_t token_id,
+                     const struct pl_sample_result *res)
+{
+    memset(en, 0, sizeof(*en));
+    en->token_id = token_id;
+    en->logprob = res->logprob;
+    en->rank = res->rank;
+    en->n_top = res->n_top;
+    int n = res->n_top < 0 ? 0 : res->n_top > PL_MAX_LOGPROBS ? PL_MAX_LOGPROBS : res->n_top;
+    memcpy(en->top_ids, res->top_ids, sizeof(en->top_ids[0]) * (size_t)n);
+    memcpy(en->top_logprobs, res->top_logprobs, sizeof(en->top_logprobs[0]) * (size_t)n);
+}
+
 static pl_status lp_append(struct seq_st *st, const struct pl_sample_result *res)
 {
     if (st->n_lp == st->cap_lp) {
@@ -516,13 +538,7 @@ static pl_status lp_append(struct seq_st *st, const struct pl_sample_result *res
         st->lp = p;
         st->cap_lp = cap;
     }
-    struct pl_logprob_entry *en = &st->lp[st->n_lp++];
-    en->token_id = res->token_id;
-    en->logprob = res->logprob;
-    en->rank = res->rank;
-    en->n_top = res->n_top;
-    memcpy(en->top_ids, res->top_ids, sizeof(en->top_ids));
-    memcpy(en->top_logprobs, res->top_logprobs, sizeof(en->top_logprobs));
+    lp_entry(&st->lp[st->n_lp++], res->token_id, res);
     return PL_STATUS_OK;
 }
 
@@ -689,13 +705,7 @@ static pl_status host_sample_step(struct pl_engine *e, struct pl_batch *b, int n
         struct pl_sample_result res;
         pl_sampler_logprobs(e->logits + (size_t)(n_uniq + i) * V, e->vocab, r->prompt[pos + 1],
                             r->params.prompt_logprobs, &res);
-        struct pl_logprob_entry *en = &r->plp[pos + 1];
-        en->token_id = r->prompt[pos + 1];
-        en->logprob = res.logprob;
-        en->rank = res.rank;
-        en->n_top = res.n_top;
-        memcpy(en->top_ids, res.top_ids, sizeof(en->top_ids));
-        memcpy(en->top_logprobs, res.top_logprobs, sizeof(en->top_logprobs));
+        lp_entry(&r->plp[pos + 1], r->prompt[pos + 1], &res);
         if (pos + 1 > r->plp_next)
             r->plp_next = pos + 1;
     }
@@ -709,18 +719,63 @@ static pl_status host_sample_step(struct pl_engine *e, struct pl_batch *b, int n
     return PL_STATUS_OK;
 }
 
-pl_status pl_engine_step(struct pl_engine *e, struct pl_err *err)
+/*
+ * Fails one request (and only it): its sequences leave the scheduler (their
+ * blocks are freed), and every sample whose text is not final -- still
+ * running, or finished in this step but not yet detokenized -- ends with
+ * PL_FINISH_ERROR; samples that had already ended keep their reason. The
+ * first failure's status and message are kept. The request is reported
+ * finished by the next poll, like any other (collect_finished).
+ */
+static void req_fail(struct pl_engine *e, struct req *r, pl_status st, const char *msg)
 {
-    double t0 = pl_clock_seconds();
-    struct pl_sched_plan plan;
-    struct pl_batch b;
-    pl_status st = pl_scheduler_schedule(e->sched, &plan, err);
-    if (st != PL_STATUS_OK)
-        return st;
-    collect_finished(e);
-    if (plan.n_seqs == 0)
-        goto done;
+    if (r->failed || r->finished)
+        return;
+    r->failed = true;
+    r->error_status = st != PL_STATUS_OK ? st : PL_STATUS_INTERNAL;
+    r->error = str_dup(msg && *msg ? msg : pl_status_str(r->error_status));
+    struct pl_seq_group *g = r->group;
+    for (int i = 0; i < g->n_seqs; i++) {
+        struct pl_seq *q = &g->seqs[i];
+        struct seq_st *sst = &r->st[q->index];
+        if (!sst->text_final) {
+            sst->finish = PL_FINISH_ERROR;
+            sst->stop_kind = PL_STOP_REASON_NONE;
+            sst->stop_token = -1;
+        }
+        if (!pl_seq_is_finished(q))
+            pl_scheduler_finish_seq(e->sched, q, PL_SEQ_FINISHED_ABORTED);
+    }
+    r->dirty = true;
+    PL_WARN("engine: request %s failed: %s", r->name ? r->name : "(unnamed)",
+            r->error ? r->error : pl_status_str(r->error_status));
+}
 
+/* A failed step ends the requests it was running (each once), no others. */
+static void fail_plan(struct pl_engine *e, const struct pl_sched_plan *plan, pl_status st,
+                      const char *msg)
+{
+    for (int s = 0; s < plan->n_seqs; s++)
+        req_fail(e, plan->seqs[s].seq->group->user, st, msg);
+}
+
+/* A failure before any plan exists (a scheduler bug): every unfinished request. */
+static void fail_unfinished(struct pl_engine *e, pl_status st, const char *msg)
+{
+    for (struct req *r = e->head; r; r = r->next)
+        req_fail(e, r, st, msg);
+}
+
+/*
+ * The body of a step after schedule produced plan. A failure that concerns
+ * one request (its detokenizer, its logprob memory, its prompt_logprobs rows)
+ * fails that request here and the step goes on; a returned error concerns
+ * the whole step (batch, model, sampler, scheduler update).
+ */
+static pl_status run_plan(struct pl_engine *e, struct pl_sched_plan *plan, double t0,
+                          struct pl_err *err)
+{
+    struct pl_batch b;
     {
         struct pl_scheduler_stats ss;
         pl_scheduler_get_stats(e->sched, &ss);
@@ -729,13 +784,13 @@ pl_status pl_engine_step(struct pl_engine *e, struct pl_err *err)
         e->waste_slots += ss.kv_waste * reserved;
     }
 
-    st = pl_batch_builder_build(e->bb, &plan, &b, err);
+    pl_status st = pl_batch_builder_build(e->bb, plan, &b, err);
     if (st != PL_STATUS_OK)
-        return st;
-    if (plan.n_copies > 0) {
-        st = e->model.copy_blocks(e->model.ctx, plan.copies, plan.n_copies, err);
+        return pl_err_prefix(err, "batch");
+    if (plan->n_copies > 0) {
+        st = e->model.copy_blocks(e->model.ctx, plan->copies, plan->n_copies, err);
         if (st != PL_STATUS_OK)
-            return st;
+            return pl_err_prefix(err, "model: copy blocks");
     }
 
     /*
@@ -745,28 +800,35 @@ pl_status pl_engine_step(struct pl_engine *e, struct pl_err *err)
      * sampler row to its logits row (several rows of an n > 1 group share one).
      */
     int n_rows = b.n_logits, n_uniq = 0;
-    assert(n_rows == plan.n_samples && n_rows <= e->max_rows);
+    assert(n_rows == plan->n_samples && n_rows <= e->max_rows);
     for (int r = 0; r < n_rows; r++) {
         if (n_uniq == 0 || e->logits_rows[n_uniq - 1] != b.logits_rows[r])
             e->logits_rows[n_uniq++] = b.logits_rows[r];
         e->row_src[r] = n_uniq - 1;
     }
     int n_plp = 0;
-    for (int s = 0; s < plan.n_seqs; s++) {
-        const struct pl_sched_seq *en = &plan.seqs[s];
+    for (int s = 0; s < plan->n_seqs; s++) {
+        const struct pl_sched_seq *en = &plan->seqs[s];
         struct req *r = en->seq->group->user;
-        if (!r->plp || en->is_decode)
+        if (!r->plp || en->is_decode || r->failed)
             continue;
         int p0 = en->start_pos > r->plp_next ? en->start_pos : r->plp_next;
         int p1 = en->start_pos + en->n_new;
         if (p1 > r->n_prompt - 1)
             p1 = r->n_prompt - 1;
+        int mark = n_plp;
         for (int p = p0; p < p1; p++) {
-            if (e->model.max_logits_rows > 0 && n_uniq + n_plp >= e->model.max_logits_rows)
-                return pl_err_set(err, PL_STATUS_LIMIT,
-                                  "prompt_logprobs: the model returns at most %d logits rows "
-                                  "per step",
-                                  e->model.max_logits_rows);
+            if (e->model.max_logits_rows > 0 && n_uniq + n_plp >= e->model.max_logits_rows) {
+                /* this request's rows do not fit: it fails, the step goes on without
+                 * them (the model still computes its tokens; they are dropped) */
+                char msg[160];
+                snprintf(msg, sizeof(msg),
+                         "prompt_logprobs: the model returns at most %d logits rows per step",
+                         e->model.max_logits_rows);
+                n_plp = mark;
+                req_fail(e, r, PL_STATUS_LIMIT, msg);
+                break;
+            }
             e->logits_rows[n_uniq + n_plp] = b.cu_seqlens_q[s] + (p - en->start_pos);
             e->plp_rows[n_plp].r = r;
             e->plp_rows[n_plp].pos = p;
@@ -775,8 +837,8 @@ pl_status pl_engine_step(struct pl_engine *e, struct pl_err *err)
     }
     /* pooling: the prompt positions of pooling requests this step computes, not yet pooled */
     int n_hid = 0;
-    for (int s = 0; e->hidden && s < plan.n_seqs; s++) {
-        const struct pl_sched_seq *en = &plan.seqs[s];
+    for (int s = 0; e->hidden && s < plan->n_seqs; s++) {
+        const struct pl_sched_seq *en = &plan->seqs[s];
         struct req *r = en->seq->group->user;
         if (!r->pooling || en->is_decode)
             continue;
@@ -798,10 +860,10 @@ pl_status pl_engine_step(struct pl_engine *e, struct pl_err *err)
     b.n_hidden = n_hid;
     b.hidden = n_hid ? e->hidden : NULL;
     /* sampler rows in plan order */
-    int row = 0, n_pool_rows = 0;
+    int row = 0;
     bool basic = true;
-    for (int s = 0; s < plan.n_seqs; s++) {
-        const struct pl_sched_seq *en = &plan.seqs[s];
+    for (int s = 0; s < plan->n_seqs; s++) {
+        const struct pl_sched_seq *en = &plan->seqs[s];
         const struct pl_seq *q = en->seq;
         struct req *r = q->group->user;
         for (int k = 0; k < en->n_samples; k++, row++) {
@@ -816,7 +878,6 @@ pl_status pl_engine_step(struct pl_engine *e, struct pl_err *err)
             sr->n_eos = r->params.ignore_eos ? 0 : e->p.n_eos;
             sr->rng = r->params.has_seed ? &r->st[idx].rng : NULL;
             e->row_index[row] = idx;
-            n_pool_rows += r->pooling;
             basic = basic && pl_sampler_row_is_basic(sr);
         }
     }
@@ -852,42 +913,56 @@ pl_status pl_engine_step(struct pl_engine *e, struct pl_err *err)
         r->pool_next = e->pool_rows[i].pos + 1;
     }
     row = 0;
-    for (int s = 0; s < plan.n_seqs; s++) {
-        const struct pl_sched_seq *en = &plan.seqs[s];
+    int n_applied = 0;
+    for (int s = 0; s < plan->n_seqs; s++) {
+        const struct pl_sched_seq *en = &plan->seqs[s];
         const struct pl_seq *q = en->seq;
         struct req *r = q->group->user;
         for (int k = 0; k < en->n_samples; k++, row++) {
             struct seq_st *sst = &r->st[e->row_index[row]];
             int32_t tok = e->results[row].token_id;
             e->sampled[row] = tok;
+            e->stop[row] = false;
+            if (r->failed) /* its sequences left the scheduler: update skips the row */
+                continue;
+            /* the model's side of the contract: ids it returns index its vocab */
+            if (tok < 0 || tok >= e->vocab)
+                return pl_err_set(err, PL_STATUS_INTERNAL,
+                                  "model: sampled token id %d is outside the vocabulary (%d)",
+                                  (int)tok, e->vocab);
             sst->pending = pl_stop_check_token(&r->params, e->eos, e->p.n_eos, tok,
                                                pl_seq_num_outputs(q) + 1, q->n_tokens + 1,
                                                e->p.sched.max_model_len);
             e->stop[row] = sst->pending == PL_STOP_TOKEN_EOS ||
                            sst->pending == PL_STOP_TOKEN_STOP_ID;
             if (r->params.logprobs >= 0) {
-                if (lp_append(sst, &e->results[row]) != PL_STATUS_OK)
-                    return pl_err_set(err, PL_STATUS_NO_MEMORY, "out of memory for logprobs");
+                if (lp_append(sst, &e->results[row]) != PL_STATUS_OK) {
+                    req_fail(e, r, PL_STATUS_NO_MEMORY, "out of memory for logprobs");
+                    continue;
+                }
                 sst->cum_logprob += e->results[row].logprob;
             }
+            n_applied += !r->pooling; /* a pooling request's one token is never reported */
         }
     }
-    st = pl_scheduler_update(e->sched, &plan, e->sampled, e->stop, err);
+    st = pl_scheduler_update(e->sched, plan, e->sampled, e->stop, err);
     if (st != PL_STATUS_OK)
-        return st;
-    e->n_generation_tokens += (uint64_t)(n_rows - n_pool_rows);
+        return pl_err_prefix(err, "scheduler update");
+    e->n_generation_tokens += (uint64_t)n_applied;
 
     row = 0;
-    for (int s = 0; s < plan.n_seqs; s++) {
-        const struct pl_sched_seq *en = &plan.seqs[s];
+    for (int s = 0; s < plan->n_seqs; s++) {
+        const struct pl_sched_seq *en = &plan->seqs[s];
         struct req *r = en->seq->group->user;
         for (int k = 0; k < en->n_samples; k++, row++) {
-            st = process_token(e, r, row_seq(en, k), e->sampled[row], err);
-            if (st != PL_STATUS_OK)
-                return st;
+            if (r->failed) /* an n > 1 group failed before its fork has no sequence k */
+                continue;
+            struct pl_err rerr;
+            pl_err_clear(&rerr);
+            if (process_token(e, r, row_seq(en, k), e->sampled[row], &rerr) != PL_STATUS_OK)
+                req_fail(e, r, rerr.status, rerr.msg); /* its detokenizer: only its problem */
         }
     }
-    collect_finished(e);
     if (e->profile) {
         double t_end = pl_clock_seconds();
         e->prof_sched += t_model - t0;
@@ -895,9 +970,32 @@ pl_status pl_engine_step(struct pl_engine *e, struct pl_err *err)
         e->prof_post += t_end - t_post;
         e->prof_steps++;
     }
-done:
-    e->seconds += pl_clock_seconds() - t0;
     return PL_STATUS_OK;
+}
+
+pl_status pl_engine_step(struct pl_engine *e, struct pl_err *err)
+{
+    struct pl_err local;
+    if (!err)
+        err = &local;
+    double t0 = pl_clock_seconds();
+    struct pl_sched_plan plan;
+    pl_status st = pl_scheduler_schedule(e->sched, &plan, err);
+    if (st != PL_STATUS_OK) {
+        fail_unfinished(e, st, err->msg);
+    } else {
+        collect_finished(e);
+        if (plan.n_seqs > 0) {
+            st = run_plan(e, &plan, t0, err);
+            if (st != PL_STATUS_OK)
+                fail_plan(e, &plan, st, err->msg);
+        }
+    }
+    /* every request this step ended -- normally, by a stop string, by a failure --
+     * is reported by the poll that follows it, never a step later */
+    collect_finished(e);
+    e->seconds += pl_clock_seconds() - t0;
+    return st;
 }
 
 /* ---- outputs ---- */
@@ -920,6 +1018,7 @@ static void request_output_free(struct pl_request_output *o)
     free(o->prompt);
     free(o->prompt_token_ids);
     free(o->prompt_logprobs);
+    free(o->error);
 }
 
 void pl_outputs_free(struct pl_outputs *o)
@@ -962,7 +1061,8 @@ static bool fill_completion(const struct req *r, const struct pl_seq *q, const s
     c->has_logprobs = r->params.logprobs >= 0;
     c->cumulative_logprob = c->has_logprobs ? st->cum_logprob : 0.0;
     if (c->has_logprobs) {
-        assert(st->n_lp == n_out);
+        /* a request failed between sampling and its update may hold one more */
+        assert(st->n_lp >= n_out);
         c->logprobs = mem_dup(st->lp ? st->lp + t0 : NULL,
                               sizeof(*st->lp) * (size_t)c->n_token_ids);
         if (!c->logprobs)
@@ -1053,7 +1153,12 @@ static bool fill_request(const struct pl_engine *e, struct req *r, bool delta,
             return false;
     }
     o->finished = r->finished;
-    if (r->pooling && r->finished) {
+    if (r->failed && r->finished) {
+        o->error_status = r->error_status;
+        o->error = str_dup(r->error ? r->error : pl_status_str(r->error_status));
+        if (!o->error)
+            return false;
+    } else if (r->pooling && r->finished) {
         o->embedding = pooled_vector(e, r);
         o->n_embedding = o->embedding ? e->model.hidden_size : 0;
         if (!o->embedding && r->pool_next >= r->n_prompt)

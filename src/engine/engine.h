@@ -55,6 +55,17 @@
  * states are needed) and, like prompt logprobs, count positions recomputed
  * after a preemption once. The hidden-state buffer ([max_num_batched_tokens,
  * hidden_size] fp32) is allocated when the first pooling request is added.
+ * Faults: no error while handling one request's output ends another request.
+ * A failure that concerns one request (its detokenizer, memory for its
+ * logprobs or text, its prompt_logprobs rows) fails that request alone: its
+ * sequences leave the scheduler (blocks freed) and its unfinished samples end
+ * with PL_FINISH_ERROR, the request output carrying error and error_status. A
+ * failure of the step itself (batch building, the model run, the sampler, the
+ * scheduler update) fails exactly the requests that step ran, the same way;
+ * waiting requests are untouched and the next step runs as usual (if the
+ * backend is broken for good, every request fails in turn: none hangs). A
+ * sampled id with no token (a vocab padded past the tokenizer) is no failure:
+ * it decodes to "" (tokenizer.h).
  *
  * Invariants: every live request is on the engine's list exactly once, from
  * pl_engine_add until the poll that reports it finished; its group is owned
@@ -185,7 +196,15 @@ pl_status pl_engine_abort(struct pl_engine *e, uint64_t request_id, struct pl_er
 bool pl_engine_lookup(const struct pl_engine *e, const char *name, uint64_t *request_id,
                       bool *finished);
 
-/* Runs one step. Errors are internal (model failure, bugs). */
+/*
+ * Runs one step. Every request the step ends is collected before it returns,
+ * so the poll that follows reports it (its end is never a step late).
+ * Failures are isolated (see "Faults" above): a request-level failure fails
+ * that request and the step returns PL_STATUS_OK; a step-level failure (batch,
+ * model, sampler, scheduler) fails the requests of that step, which the next
+ * poll reports finished with error set, and is returned. Either way the engine
+ * stays usable and the other requests go on.
+ */
 pl_status pl_engine_step(struct pl_engine *e, struct pl_err *err);
 
 /* True while a request is waiting or running. */

@@ -20,6 +20,7 @@
 #include "engine/beam_search.h"
 #include "engine/engine.h"
 #include "engine/model_runner.h"
+#include "engine/vocab_check.h"
 #include "tokenizer/chat_template/chat_template.h"
 #include "tokenizer/tokenizer.h"
 #include "util/err.h"
@@ -45,6 +46,7 @@ struct pl_llm {
     uint64_t next_id;
     pl_llm_progress_fn progress;
     void *progress_user;
+    char *fail_file;                   /* PAGELLM_TEST_FAIL_STEP_FILE (test hook), or NULL */
 };
 
 void pl_free(void *p)
@@ -94,10 +96,37 @@ const char *pl_llm_errmsg(const struct pl_llm *llm)
 
 /* ---- adapters ---- */
 
+/*
+ * Test hook (like the async engine's PAGELLM_TEST_STALL_FILE): while the file
+ * named by PAGELLM_TEST_FAIL_STEP_FILE exists, model runs fail as a broken
+ * backend's would -- every run when the file holds no number, else only runs
+ * whose batch holds that token id (so a test can fail one prompt's steps and
+ * not another's). Black-box tests use it to check how failures reach clients.
+ */
+static pl_status test_hook_fail(const struct pl_llm *llm, const struct pl_batch *b,
+                                struct pl_err *err)
+{
+    if (!llm->fail_file)
+        return PL_STATUS_OK;
+    FILE *f = fopen(llm->fail_file, "r");
+    if (!f)
+        return PL_STATUS_OK;
+    long id = -1;
+    bool fail = fscanf(f, "%ld", &id) != 1;
+    fclose(f);
+    for (int t = 0; !fail && b && t < b->n_tokens; t++)
+        fail = b->token_ids[t] == id;
+    return fail ? pl_err_set(err, PL_STATUS_INTERNAL,
+                             "backend failure (test hook PAGELLM_TEST_FAIL_STEP_FILE)")
+                : PL_STATUS_OK;
+}
+
 static pl_status runner_run(void *ctx, const struct pl_batch *b, float *logits,
                             struct pl_err *err)
 {
-    return pl_model_runner_run(ctx, b, logits, err);
+    struct pl_llm *llm = ctx;
+    pl_status st = test_hook_fail(llm, b, err);
+    return st != PL_STATUS_OK ? st : pl_model_runner_run(llm->runner, b, logits, err);
 }
 
 static pl_status runner_run_sample(void *ctx, const struct pl_batch *b, const int32_t *row_src,
@@ -105,12 +134,17 @@ static pl_status runner_run_sample(void *ctx, const struct pl_batch *b, const in
                                    const double *uniforms, struct pl_sample_result *results,
                                    struct pl_err *err)
 {
-    return pl_model_runner_run_sample(ctx, b, row_src, n_rows, rows, uniforms, results, err);
+    struct pl_llm *llm = ctx;
+    pl_status st = test_hook_fail(llm, b, err);
+    return st != PL_STATUS_OK ? st
+                              : pl_model_runner_run_sample(llm->runner, b, row_src, n_rows, rows,
+                                                           uniforms, results, err);
 }
 
 static pl_status runner_copy(void *ctx, const struct pl_block_copy *c, int n, struct pl_err *err)
 {
-    return pl_model_runner_copy_blocks(ctx, c, n, err);
+    struct pl_llm *llm = ctx;
+    return pl_model_runner_copy_blocks(llm->runner, c, n, err);
 }
 
 static pl_status detok_init(void *ctx, const int32_t *prompt, int n_prompt, bool skip,
@@ -264,7 +298,10 @@ static pl_status llm_open(struct pl_llm *llm, const struct pl_llm_params *p, str
             eos[i--] = eos[--n_eos];
 
     llm->eos_id = n_eos > 0 ? eos[0] : -1;
-    llm->im.ctx = llm->runner;
+    const char *fail_file = getenv("PAGELLM_TEST_FAIL_STEP_FILE");
+    if (fail_file && *fail_file && !(llm->fail_file = strdup(fail_file)))
+        return pl_err_set(err, PL_STATUS_NO_MEMORY, "out of memory");
+    llm->im.ctx = llm;
     llm->im.vocab_size = llm->vocab;
     llm->im.hidden_size = cfg->hidden_size; /* the runner returns hidden rows (pooling) */
     llm->im.max_logits_rows = 0;
@@ -328,6 +365,7 @@ void pl_llm_free(struct pl_llm *llm)
     pl_chat_template_free(llm->tmpl);
     pl_tokenizer_free(llm->tok);
     pl_model_runner_free(llm->runner);
+    free(llm->fail_file);
     free(llm);
 }
 
@@ -372,6 +410,21 @@ int pl_llm_vocab_size(const struct pl_llm *llm)
 int pl_llm_max_model_len(const struct pl_llm *llm)
 {
     return llm ? llm->max_model_len : 0;
+}
+
+/* The token ids requests may name (vocab_check.h): one rule for every entry point. */
+static struct pl_vocab_check vocab_of(const struct pl_llm *llm)
+{
+    struct pl_vocab_check v = {llm->vocab, llm->tok};
+    return v;
+}
+
+bool pl_llm_token_id_exists(const struct pl_llm *llm, int32_t id)
+{
+    if (!llm || !llm->engine)
+        return false;
+    struct pl_vocab_check v = vocab_of(llm);
+    return pl_vocab_check_has(&v, id);
 }
 
 /* ---- tokenizer access ---- */
@@ -441,6 +494,16 @@ static pl_status add_one(struct pl_llm *llm, uint64_t id, const char *name,
     pl_status st = prompt_ids(llm, p, add_special, &ids, &n, &owned, err);
     if (st != PL_STATUS_OK)
         return st;
+    /* ids the model has rows for but the tokenizer no token: refused here, at
+     * admission, rather than sampled around later */
+    struct pl_vocab_check v = vocab_of(llm);
+    st = pl_vocab_check_prompt(&v, ids, n, err);
+    if (st == PL_STATUS_OK)
+        st = pl_vocab_check_params(&v, sp ? sp : &llm->defaults, err);
+    if (st != PL_STATUS_OK) {
+        free(owned);
+        return st;
+    }
     struct pl_engine_request r = {0};
     r.request_id = id;
     r.name = name;
@@ -587,12 +650,12 @@ static pl_status generate_beam(struct pl_llm *llm, const struct pl_prompt *promp
         if (st == PL_STATUS_OK)
             st = prompt_ids(llm, &prompts[i], add_special, &bp[i].prompt, &bp[i].n_prompt,
                             &owned[i], err);
-        if (st == PL_STATUS_OK)
-            for (int t = 0; t < bp[i].n_prompt; t++)
-                if (bp[i].prompt[t] < 0 || bp[i].prompt[t] >= llm->vocab)
-                    st = pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
-                                    "prompt token %d (id %d) is outside the vocabulary", t,
-                                    (int)bp[i].prompt[t]);
+        if (st == PL_STATUS_OK) {
+            struct pl_vocab_check v = vocab_of(llm);
+            st = pl_vocab_check_prompt(&v, bp[i].prompt, bp[i].n_prompt, err);
+            if (st == PL_STATUS_OK)
+                st = pl_vocab_check_params(&v, &sp[i], err);
+        }
         if (st != PL_STATUS_OK)
             pl_err_prefix(err, "prompt %d", i);
         bp[i].prompt_text = prompts[i].token_ids ? NULL : prompts[i].text;
@@ -638,6 +701,10 @@ static pl_status generate(struct pl_llm *llm, const struct pl_prompt *prompts, i
         if (st != PL_STATUS_OK)
             return st;
         st = pl_sampling_params_validate(&copy, llm->vocab, err);
+        if (st == PL_STATUS_OK) {
+            struct pl_vocab_check v = vocab_of(llm);
+            st = pl_vocab_check_params(&v, &copy, err);
+        }
         pl_sampling_params_fini(&copy);
         if (st != PL_STATUS_OK)
             return pl_err_prefix(err, "params[%d]", i);
@@ -675,10 +742,15 @@ static pl_status generate(struct pl_llm *llm, const struct pl_prompt *prompts, i
     int n_done = 0;
     struct pl_outputs got = {0};
     while (st == PL_STATUS_OK && n_done < n_prompts) {
-        st = pl_engine_step(llm->engine, err);
-        if (st != PL_STATUS_OK)
-            break;
+        /* a failed step has failed the requests it ran (their outputs say so,
+         * below); the others go on, so this loop goes on too */
+        struct pl_err step_err;
+        pl_status step_st = pl_engine_step(llm->engine, &step_err);
         st = pl_engine_poll(llm->engine, false, &got, err);
+        if (st == PL_STATUS_OK && step_st != PL_STATUS_OK && got.n == 0) {
+            /* a failed step that ended nothing would fail again for ever: give up */
+            st = pl_err_set(err, step_st, "%s", step_err.msg);
+        }
         for (int k = 0; k < got.n; k++) {
             uint64_t id = strtoull(got.items[k].request_id, NULL, 10);
             int i = (int)(id - base);
@@ -705,10 +777,11 @@ static pl_status generate(struct pl_llm *llm, const struct pl_prompt *prompts, i
         for (int i = 0; i < n_prompts; i++)
             if (!have[i])
                 pl_engine_abort(llm->engine, base + (uint64_t)i, NULL);
+        /* aborts take effect at the next schedule, failed steps end their
+         * requests too: each step makes progress, the guard is only a guard */
         struct pl_err e2;
-        while (pl_engine_has_unfinished(llm->engine) &&
-               pl_engine_step(llm->engine, &e2) == PL_STATUS_OK)
-            ;
+        for (int guard = 0; pl_engine_has_unfinished(llm->engine) && guard < 1000; guard++)
+            pl_engine_step(llm->engine, &e2);
         pl_engine_poll(llm->engine, false, &got, &e2);
         pl_outputs_free(&got);
         for (int i = 0; i < n_prompts; i++)
@@ -717,6 +790,13 @@ static pl_status generate(struct pl_llm *llm, const struct pl_prompt *prompts, i
         pl_outputs_free(out);
     }
     free(have);
+    if (st == PL_STATUS_OK) {
+        /* every prompt has its output; the first that failed makes the status */
+        for (int i = 0; i < n_prompts; i++)
+            if (items[i].error)
+                return pl_err_set(err, items[i].error_status, "prompt %d: %s", i,
+                                  items[i].error);
+    }
     return st;
 }
 

@@ -64,6 +64,9 @@ struct preset {
     bool golden;            /* has golden prompts */
     bool tokenizer;         /* trains and writes the default tokenizer */
     uint64_t seed;
+    int vocab_pad_to;       /* tokenizer presets: config vocab_size (embedding and lm_head
+                               rows) rounded up to a multiple of this, past the tokenizer's
+                               ids, as Qwen pads 151670 tokens to 151936 rows (0: no pad) */
 };
 
 #define NO_SCALING NULL
@@ -71,52 +74,57 @@ struct preset {
 static const struct preset PRESETS[] = {
     {"llama", "Llama, GQA 4:2, untied, bf16", ARCH_LLAMA, 64, 2, 4, 2, 0, 128, 512, 512,
      "10000.0", NO_SCALING, false, "1e-05", PL_DTYPE_BF16, false, 0, false, 0, 1, true, false,
-     0x1001},
+     0x1001, 0},
     {"llama-mha-tied", "Llama, MHA 4:4, tied embeddings, bf16", ARCH_LLAMA, 64, 2, 4, 4, 0, 128,
      512, 512, "10000.0", NO_SCALING, false, "1e-05", PL_DTYPE_BF16, true, 0, false, 0, 1, true,
-     false, 0x1002},
+     false, 0x1002, 0},
     {"llama3-rope", "Llama, llama3 rope scaling (original 64), head_dim 32 != 64/4", ARCH_LLAMA,
      64, 2, 4, 2, 32, 128, 512, 512, "10000.0",
      "{\"factor\": 8.0, \"high_freq_factor\": 4.0, \"low_freq_factor\": 1.0, "
      "\"original_max_position_embeddings\": 64, \"rope_type\": \"llama3\"}",
-     false, "1e-05", PL_DTYPE_BF16, false, 0, false, 0, 1, true, false, 0x1003},
+     false, "1e-05", PL_DTYPE_BF16, false, 0, false, 0, 1, true, false, 0x1003, 0},
     {"llama-linear-rope", "Llama, linear rope scaling factor 2", ARCH_LLAMA, 64, 2, 4, 2, 0, 128,
      512, 512, "10000.0", "{\"factor\": 2.0, \"rope_type\": \"linear\"}", false, "1e-05",
-     PL_DTYPE_BF16, false, 0, false, 0, 1, true, false, 0x1004},
+     PL_DTYPE_BF16, false, 0, false, 0, 1, true, false, 0x1004, 0},
     {"llama-yarn-rope", "Llama, yarn rope scaling factor 4 (original 32, max 128)", ARCH_LLAMA, 64,
      2, 4, 2, 0, 128, 512, 128, "10000.0",
      "{\"factor\": 4.0, \"original_max_position_embeddings\": 32, \"rope_type\": \"yarn\"}",
-     false, "1e-05", PL_DTYPE_BF16, false, 0, false, 0, 1, true, false, 0x1005},
+     false, "1e-05", PL_DTYPE_BF16, false, 0, false, 0, 1, true, false, 0x1005, 0},
     {"llama-dynamic-rope", "Llama, dynamic NTK rope factor 4, max positions 32 (prompts exceed it)",
      ARCH_LLAMA, 64, 2, 4, 2, 0, 128, 512, 32, "10000.0",
      "{\"factor\": 4.0, \"rope_type\": \"dynamic\"}", false, "1e-05", PL_DTYPE_BF16, false, 0,
-     false, 0, 1, true, false, 0x1006},
+     false, 0, 1, true, false, 0x1006, 0},
     {"llama-f16", "Llama, float16 weights", ARCH_LLAMA, 64, 2, 4, 2, 0, 128, 512, 512, "10000.0",
-     NO_SCALING, false, "1e-05", PL_DTYPE_F16, false, 0, false, 0, 1, true, false, 0x1007},
+     NO_SCALING, false, "1e-05", PL_DTYPE_F16, false, 0, false, 0, 1, true, false, 0x1007, 0},
     {"llama-f32", "Llama, float32 weights", ARCH_LLAMA, 64, 2, 4, 2, 0, 128, 512, 512, "10000.0",
-     NO_SCALING, false, "1e-05", PL_DTYPE_F32, false, 0, false, 0, 1, true, false, 0x1008},
+     NO_SCALING, false, "1e-05", PL_DTYPE_F32, false, 0, false, 0, 1, true, false, 0x1008, 0},
     {"llama-sharded", "Llama, 3 layers in 2 safetensors shards + index", ARCH_LLAMA, 64, 3, 4, 2,
      0, 128, 512, 512, "10000.0", NO_SCALING, false, "1e-05", PL_DTYPE_BF16, false, 0, false, 0,
-     2, true, false, 0x1009},
+     2, true, false, 0x1009, 0},
     {"mistral-swa", "Mistral, sliding window 8, GQA 8:2", ARCH_MISTRAL, 128, 2, 8, 2, 0, 256, 512,
      512, "10000.0", NO_SCALING, false, "1e-05", PL_DTYPE_BF16, false, 8, false, 0, 1, true,
-     false, 0x100a},
+     false, 0x100a, 0},
     {"qwen2", "Qwen2, q/k/v biases, tied, GQA 4:2, window 16 configured but off", ARCH_QWEN2, 64, 2,
      4, 2, 0, 128, 512, 512, "1000000.0", NO_SCALING, false, "1e-06", PL_DTYPE_BF16, true, 16,
-     false, 1, 1, true, false, 0x100b},
+     false, 1, 1, true, false, 0x100b, 0},
     {"qwen3", "Qwen3, q_norm/k_norm, head_dim 32, GQA 4:2, transformers 5 config spelling",
      ARCH_QWEN3, 64, 2, 4, 2, 32, 128, 512, 512, "1000000.0", NO_SCALING, true, "1e-06",
-     PL_DTYPE_BF16, false, 0, false, 2, 1, true, false, 0x100c},
+     PL_DTYPE_BF16, false, 0, false, 2, 1, true, false, 0x100c, 0},
     {"qwen2-swa", "Qwen2, sliding window 8 on layers >= max_window_layers 1 of 3", ARCH_QWEN2, 64,
      3, 4, 2, 0, 128, 512, 512, "1000000.0", NO_SCALING, false, "1e-06", PL_DTYPE_BF16, true, 8,
-     true, 1, 1, true, false, 0x100d},
+     true, 1, 1, true, false, 0x100d, 0},
     {"bench-100m", "Llama ~100M parameters (768 x 12 layers, vocab 32000), bf16, for CPU benchmarks",
      ARCH_LLAMA, 768, 12, 12, 4, 0, 2048, 32000, 2048, "10000.0", NO_SCALING, false, "1e-05",
-     PL_DTYPE_BF16, true, 0, false, 0, 1, false, false, 0x2001},
+     PL_DTYPE_BF16, true, 0, false, 0, 1, false, false, 0x2001, 0},
     {"default", "the built-in default model: Llama 256 x 4 layers, 8:4 heads, byte-level BPE "
                 "tokenizer (960 ids), ChatML template",
      ARCH_LLAMA, 256, 4, 8, 4, 32, 768, 0 /* from the tokenizer */, 2048, "500000.0", NO_SCALING,
-     false, "1e-05", PL_DTYPE_BF16, false, 0, false, 0, 1, false, true, 0x3001},
+     false, "1e-05", PL_DTYPE_BF16, false, 0, false, 0, 1, false, true, 0x3001, 0},
+    {"default-padded", "the default model with its vocab padded past the tokenizer: 1024 "
+                       "embedding rows for 960 token ids (ids 960..1023 have no token), as "
+                       "Qwen checkpoints are",
+     ARCH_LLAMA, 256, 4, 8, 4, 32, 768, 0 /* from the tokenizer */, 2048, "500000.0", NO_SCALING,
+     false, "1e-05", PL_DTYPE_BF16, false, 0, false, 0, 1, false, true, 0x3001, 128},
 };
 
 #define N_PRESETS ((int)(sizeof(PRESETS) / sizeof(PRESETS[0])))
@@ -624,6 +632,8 @@ pl_status pl_tiny_model_write(const char *preset, const char *out_dir, struct pl
         if (st != PL_STATUS_OK)
             return pl_err_prefix(err, "preset %s", p->name);
         ids.vocab = info.n_vocab;
+        if (p->vocab_pad_to > 0)
+            ids.vocab = (info.n_vocab + p->vocab_pad_to - 1) / p->vocab_pad_to * p->vocab_pad_to;
         ids.bos = info.bos_id;
         ids.eos = info.eos_id;
         ids.eos_list[0] = info.eos_id;

@@ -21,6 +21,7 @@
 #include "server/openai_ext.h"
 #include "server/reasoning.h"
 #include "server/serving_log.h"
+#include "engine/vocab_check.h"
 #include "tokenizer/chat_template/chat_template.h"
 #include "tokenizer/tokenizer.h"
 #include "util/json.h"
@@ -380,6 +381,7 @@ static pl_status encode_text(const struct pl_openai *o, const char *text, size_t
     return PL_STATUS_OK;
 }
 
+/* A list of token ids (field: "prompt", or "tokens" for /detokenize) into p->ids. */
 static pl_status read_ids(const struct pl_openai *o, const json_t *arr, const char *field,
                           struct pl_openai_prompt *p, struct pl_openai_error *e)
 {
@@ -393,9 +395,12 @@ static pl_status read_ids(const struct pl_openai *o, const json_t *arr, const ch
             return fail(e, 400, field, "%s: token ids must be integers, got %s", field,
                         pl_json_type_name(v));
         json_int_t id = json_integer_value(v);
-        if (id < 0 || (o->vocab_size > 0 && id >= o->vocab_size) || id > INT32_MAX)
-            return fail(e, 400, field, "%s: token id %lld is out of vocabulary (0..%d)", field,
-                        (long long)id, o->vocab_size - 1);
+        struct pl_vocab_check vc = {o->vocab_size, o->tok};
+        struct pl_err err = {0};
+        char what[32];
+        snprintf(what, sizeof(what), "%s:", field);
+        if (pl_vocab_check_id(&vc, id, what, &err) != PL_STATUS_OK)
+            return fail(e, 400, field, "%s", err.msg);
         p->ids[i] = (int32_t)id;
     }
     p->n_ids = (int)n;
@@ -753,7 +758,9 @@ pl_status pl_openai_parse(const struct pl_openai *o, enum pl_openai_kind kind, c
         if (mv && json_is_null(mv))
             r->sp.max_tokens = -1; /* explicit null: the rest of the context, as vLLM */
     }
-    if (pl_sampling_params_validate(&r->sp, o->vocab_size, &err) != PL_STATUS_OK) {
+    struct pl_vocab_check vc = {o->vocab_size, o->tok};
+    if (pl_sampling_params_validate(&r->sp, o->vocab_size, &err) != PL_STATUS_OK ||
+        pl_vocab_check_params(&vc, &r->sp, &err) != PL_STATUS_OK) {
         param_from_message(err.msg, e->param, sizeof(e->param));
         e->status = 400;
         snprintf(e->message, sizeof(e->message), "%s", err.msg);
@@ -1223,15 +1230,26 @@ static void echo_text(const struct pl_openai_gen *g, const struct pl_openai_prom
     }
 }
 
+int pl_openai_status_of(pl_status st)
+{
+    switch (st) {
+    case PL_STATUS_INVALID_ARGUMENT:
+    case PL_STATUS_UNSUPPORTED:
+        return 400;
+    case PL_STATUS_ABORTED:
+    case PL_STATUS_LIMIT:
+    case PL_STATUS_NO_MEMORY:
+        return 503;
+    default:
+        return 500; /* the engine failed (backend, internal): vLLM's InternalServerError */
+    }
+}
+
 static void take_error(struct pl_openai_gen *g, const struct pl_async_output *o)
 {
     if (g->fail_status)
         return;
-    g->fail_status = o->error_status == PL_STATUS_INVALID_ARGUMENT ? 400
-                     : o->error_status == PL_STATUS_ABORTED || o->error_status == PL_STATUS_LIMIT ||
-                             o->error_status == PL_STATUS_NO_MEMORY
-                         ? 503
-                         : 500;
+    g->fail_status = pl_openai_status_of(o->error_status);
     g->fail_msg = strdup(o->error_msg);
 }
 
@@ -1256,8 +1274,12 @@ static void take_sample(struct pl_openai_gen *g, struct sub *sb, const struct pl
     if (g->req.logprobs >= 0 && s->logprobs)
         for (int t = 0; t < s->n_token_ids; t++)
             add_logprob(g, c, &s->logprobs[t], lp);
-    if (s->finish != PL_ASYNC_FINISH_NONE) {
-        c->finish = s->finish;
+    /* a failed sample gets no finish_reason: the request ends with an error
+     * (the response object, or the stream's error event), never "abort" */
+    enum pl_async_finish finish = s->finish == PL_ASYNC_FINISH_ERROR ? PL_ASYNC_FINISH_NONE
+                                                                    : s->finish;
+    if (finish != PL_ASYNC_FINISH_NONE) {
+        c->finish = finish;
         json_decref(c->stop_reason);
         c->stop_reason = stop_reason_json(s);
     }
@@ -1277,8 +1299,8 @@ static void take_sample(struct pl_openai_gen *g, struct sub *sb, const struct pl
     } else {
         pl_sbuf_append(&text, s->text ? s->text : "", s->text_len);
     }
-    if (text.len > 0 || reasoning.len > 0 || s->finish != PL_ASYNC_FINISH_NONE || lp_delta)
-        emit_choice_chunk(g, ci, text.data, text.len, &reasoning, lp_delta, s->finish,
+    if (text.len > 0 || reasoning.len > 0 || finish != PL_ASYNC_FINISH_NONE || lp_delta)
+        emit_choice_chunk(g, ci, text.data, text.len, &reasoning, lp_delta, finish,
                           c->stop_reason, out);
     else
         json_decref(lp_delta);
@@ -1631,26 +1653,40 @@ pl_status pl_openai_gen_submit(struct pl_openai_gen *g, pl_async_notify_fn notif
 {
     if (g->ext)
         return g->ext->submit(g->ext_state, notify, user, e);
-    for (int i = 0; i < g->req.n_prompts; i++) {
+    int n = g->req.n_prompts;
+    struct pl_async_submission *subs = calloc((size_t)(n > 0 ? n : 1), sizeof(*subs));
+    struct pl_sampling_params *sps = calloc((size_t)(n > 0 ? n : 1), sizeof(*sps));
+    struct pl_async_request **reqs = calloc((size_t)(n > 0 ? n : 1), sizeof(*reqs));
+    struct pl_err err = {0};
+    pl_status st = PL_STATUS_OK;
+    if (!subs || !sps || !reqs)
+        st = pl_err_set(&err, PL_STATUS_NO_MEMORY, "out of memory");
+    for (int i = 0; st == PL_STATUS_OK && i < n; i++) {
         const struct pl_openai_prompt *p = &g->req.prompts[i];
-        struct pl_sampling_params sp = g->req.sp;
-        sp.owned = NULL;
-        sp.max_tokens = p->max_tokens;
-        struct pl_err err = {0};
-        pl_status st = g->o->ae ? pl_async_engine_submit(g->o->ae, p->ids, p->n_ids, &sp, notify,
-                                                         user, &g->subs[i].r, &err)
-                                : pl_err_set(&err, PL_STATUS_ABORTED, "no engine");
-        if (st != PL_STATUS_OK) {
-            /* nothing stays submitted: abort and release what was (no notify after this) */
-            pl_openai_gen_abort(g);
-            for (int k = 0; k < g->n_subs; k++)
-                pl_async_request_release(g->subs[k].r);
-            g->n_subs = 0;
-            memset(e, 0, sizeof(*e));
-            return fail(e, st == PL_STATUS_INVALID_ARGUMENT ? 400 : 503, NULL, "%s", err.msg);
+        sps[i] = g->req.sp;
+        sps[i].owned = NULL;
+        sps[i].max_tokens = p->max_tokens;
+        subs[i] = (struct pl_async_submission){p->ids, p->n_ids, &sps[i], NULL};
+    }
+    /* every prompt is admitted at once or none is: more prompts than the server
+     * admits is refused here, before anything runs (pl_async_engine_submit_all) */
+    if (st == PL_STATUS_OK)
+        st = g->o->ae ? pl_async_engine_submit_all(g->o->ae, subs, n, notify, user, reqs, &err)
+                      : pl_err_set(&err, PL_STATUS_ABORTED, "no engine");
+    if (st == PL_STATUS_OK) {
+        for (int i = 0; i < n; i++) {
+            g->subs[i].r = reqs[i];
+            g->subs[i].prompt_index = i;
         }
-        g->subs[i].prompt_index = i;
-        g->n_subs = i + 1;
+        g->n_subs = n;
+    }
+    free(subs);
+    free(sps);
+    free(reqs);
+    if (st != PL_STATUS_OK) {
+        memset(e, 0, sizeof(*e));
+        return fail(e, st == PL_STATUS_INVALID_ARGUMENT ? 400 : 503,
+                    st == PL_STATUS_INVALID_ARGUMENT ? "prompt" : NULL, "%s", err.msg);
     }
     if (g->o->log_requests)
         log_received(g);

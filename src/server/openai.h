@@ -135,6 +135,9 @@ struct json_t *pl_openai_models_json(const struct pl_openai *o);
  * ("The model `x` does not exist."). */
 struct json_t *pl_openai_model_json(const struct pl_openai *o, const char *id,
                                     struct pl_openai_error *e);
+/* The HTTP status an engine refusal or failure answers: 400 for a refused request,
+ * 503 for overload, shutdown or memory, 500 when the engine failed it. */
+int pl_openai_status_of(pl_status st);
 
 /* The error as its OpenAI JSON object {"message", "type", "param", "code"} (malloc'd text). */
 char *pl_openai_error_text(const struct pl_openai_error *e);
@@ -156,9 +159,11 @@ pl_status pl_openai_gen_new(struct pl_openai *o, enum pl_openai_kind kind, const
                             size_t len, struct pl_openai_gen **out, struct pl_openai_error *e);
 
 /*
- * Submits one engine request per prompt; notify(user) is called on the engine
- * thread after each delta. On failure nothing stays submitted and e says why
- * (400 for a refused request, 503 when the engine is full or stopping).
+ * Submits one engine request per prompt, all or none (pl_async_engine_submit_all);
+ * notify(user) is called on the engine thread after each delta. On failure
+ * nothing was submitted and e says why (400 for a refused request or more
+ * prompts than the server ever admits at once, 503 when the engine is full or
+ * stopping).
  */
 pl_status pl_openai_gen_submit(struct pl_openai_gen *g, pl_async_notify_fn notify, void *user,
                                struct pl_openai_error *e);

@@ -523,8 +523,10 @@ static void run_stream(struct run *r, const json_t *input, enum pl_rp_mode mode)
     int which;
     while (good && (o = next_output(r, &which)) != NULL) {
         if (o->error_msg) {
+            /* a refusal (400) or an engine failure (500): the job fails either way,
+             * never completes with its text cut short */
             if (native)
-                set_openai_message(r->res, 400, o->error_msg);
+                set_openai_message(r->res, pl_openai_status_of(o->error_status), o->error_msg);
             else
                 set_error(r->res, o->error_msg);
             good = false;

@@ -11,12 +11,18 @@
  * watch blocks being freed. step_delay_us slows each step (disconnect tests).
  * Pooling requests finish at their first step with the embedding
  * fake_embedding(prompt) (FAKE_EMBED_DIM values) and no tokens.
+ * Faults: while fail_steps > 0 a step fails; it ends every unfinished request
+ * with an error, as the real engine ends the requests of a failed step, or
+ * (fail_silently) ends nothing, leaving the async engine to fail them.
+ * split_finish reports a request's last sample finish one poll before its
+ * finished delta, which then carries no sample. n_added counts add_request.
  */
 #ifndef PL_TEST_FAKE_ENGINE_H
 #define PL_TEST_FAKE_ENGINE_H
 
 #include "engine/async_engine.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +44,7 @@ struct fake_req {
     bool aborted;
     bool sent_first;
     bool pooling;
+    bool split_sent;                 /* split_finish: the finishes went out, not yet finished */
     struct pl_async_output *pending; /* news since the last poll */
 };
 
@@ -47,6 +54,10 @@ struct fake_engine {
     unsigned step_delay_us;
     uint64_t steps;
     int max_n;                       /* add_request refuses n above this (error path) */
+    int fail_steps;                  /* the next fail_steps steps fail (see above) */
+    bool fail_silently;
+    bool split_finish;
+    atomic_int n_added;
 };
 
 static int fake_blocks_used(const struct fake_engine *f)
@@ -80,6 +91,7 @@ static pl_status fake_add(void *e, uint64_t id, const int32_t *prompt, int n_pro
     for (int i = 0; i < sp->n_stop_token_ids && i < 8; i++)
         r->stop_ids[r->n_stop_ids++] = sp->stop_token_ids[i];
     f->reqs[f->n_reqs++] = r;
+    atomic_fetch_add(&f->n_added, 1);
     return PL_STATUS_OK;
 }
 
@@ -126,6 +138,22 @@ static pl_status fake_step(void *e, struct pl_err *err)
     if (f->step_delay_us)
         usleep(f->step_delay_us);
     f->steps++;
+    if (f->fail_steps > 0) {
+        f->fail_steps--;
+        for (int i = 0; i < f->n_reqs && !f->fail_silently; i++) {
+            struct fake_req *r = f->reqs[i];
+            for (int j = 0; j < r->n; j++) {
+                if (r->finish[j] != PL_ASYNC_FINISH_NONE)
+                    continue;
+                r->finish[j] = fake_sample(r, j)->finish = PL_ASYNC_FINISH_ERROR;
+                if (!r->pending->error_msg) {
+                    r->pending->error_msg = strdup("device lost (fake)");
+                    r->pending->error_status = PL_STATUS_INTERNAL;
+                }
+            }
+        }
+        return pl_err_set(err, PL_STATUS_INTERNAL, "device lost (fake)");
+    }
     for (int i = 0; i < f->n_reqs; i++) {
         struct fake_req *r = f->reqs[i];
         for (int j = 0; j < r->n; j++) {
@@ -196,6 +224,15 @@ static pl_status fake_poll(void *e, struct pl_async_output ***outs, int *n_outs,
         bool done = true;
         for (int j = 0; j < r->n; j++)
             done &= r->finish[j] != PL_ASYNC_FINISH_NONE;
+        if (f->split_finish && done && !r->split_sent) {
+            /* the finishes now, the finished delta (empty) at the next poll */
+            r->split_sent = true;
+            done = false;
+        } else if (f->split_finish && done && !r->pending) {
+            r->pending = calloc(1, sizeof(*r->pending));
+            r->pending->request_id = r->id;
+            r->pending->n_prompt_tokens = r->n_prompt;
+        }
         if (r->pending) {
             r->pending->finished = done;
             if (!r->sent_first && r->prompt_logprobs >= 0) {

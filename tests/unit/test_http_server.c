@@ -44,6 +44,7 @@ struct options {
     unsigned step_delay_us;
     double stall_s;
     int max_pending;
+    int vocab_size; /* the model's (0: the tokenizer's), > the tokenizer's: a padded vocab */
 };
 
 static void sleep_ms(int ms)
@@ -74,6 +75,7 @@ static struct fixture *start(const struct options *opt)
                                   .model_root = "/models/tiny",
                                   .max_model_len = 100000,
                                   .tok = tok,
+                                  .vocab_size = opt->vocab_size,
                                   .ae = fx->ae,
                                   .metrics = fx->metrics};
     if (pl_openai_new(&op, &fx->oai, &err) != PL_STATUS_OK)
@@ -854,6 +856,166 @@ static void test_drain(void)
     stop(fx);
 }
 
+/*
+ * An engine step that fails -- here one that ends nothing itself, so the async
+ * engine fails its requests -- reaches every client as an error: a 500 error
+ * object, or an SSE error event then [DONE]; never a normal or "abort" finish,
+ * never a request that waits for the next one. The server goes on serving.
+ */
+static void test_engine_failure_errors(void)
+{
+    struct options opt = {0};
+    struct fixture *fx = start(&opt);
+    fx->fake.fail_silently = true;
+    fx->fake.fail_steps = 1; /* read by the engine thread after the submit below */
+    struct http_reply r;
+    REQUIRE(http_request(fx->port, "POST", "/v1/completions", NULL,
+                         "{\"prompt\":[5,6],\"max_tokens\":3}", &r));
+    check_error(&r, 500, NULL, NULL);
+    CHECKF(strstr(r.body, "device lost"), "%s", r.body);
+    http_reply_free(&r);
+
+    fx->fake.fail_steps = 1;
+    REQUIRE(http_request(fx->port, "POST", "/v1/completions", NULL,
+                         "{\"prompt\":[5,6],\"max_tokens\":3,\"stream\":true}", &r));
+    CHECK(r.status == 200);
+    char **ev;
+    int n_ev;
+    REQUIRE(sse_events(r.body, &ev, &n_ev));
+    REQUIRE(n_ev >= 2);
+    CHECK(!strcmp(ev[n_ev - 1], "[DONE]"));
+    json_t *e = json_loads(ev[n_ev - 2], 0, NULL);
+    json_t *eo = json_object_get(e, "error");
+    CHECKF(json_is_object(eo) && json_integer_value(json_object_get(eo, "code")) == 500 &&
+               strstr(json_string_value(json_object_get(eo, "message")), "device lost"),
+           "no error event before [DONE]: %s", r.body);
+    json_decref(e);
+    CHECKF(!strstr(r.body, "\"finish_reason\":\"abort\"") &&
+               !strstr(r.body, "\"finish_reason\":\"length\"") &&
+               !strstr(r.body, "\"finish_reason\":\"error\""),
+           "a failed request got a finish_reason: %s", r.body);
+    free_events(ev, n_ev);
+    http_reply_free(&r);
+
+    /* chat, streamed: the role chunk, then the error event, then [DONE] */
+    fx->fake.fail_steps = 1;
+    REQUIRE(http_request(fx->port, "POST", "/v1/chat/completions", NULL,
+                         "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
+                         "\"max_tokens\":3,\"stream\":true}",
+                         &r));
+    CHECK(r.status == 200 && strstr(r.body, "\"error\":{") &&
+          strstr(r.body, "data: [DONE]\n\n") && !strstr(r.body, "\"finish_reason\":\"abort\""));
+    http_reply_free(&r);
+
+    /* served again */
+    REQUIRE(http_request(fx->port, "POST", "/v1/completions", NULL,
+                         "{\"prompt\":[5,6],\"max_tokens\":3}", &r));
+    CHECKF(r.status == 200 && strstr(r.body, "\"finish_reason\":\"length\""), "%s", r.body);
+    http_reply_free(&r);
+    CHECK(metric(fx->port, "vllm:request_success_total{model_name=\"tiny\",engine=\"0\","
+                           "finished_reason=\"abort\"}") == 0);
+    CHECK(metric(fx->port, "vllm:request_success_total{model_name=\"tiny\",engine=\"0\","
+                           "finished_reason=\"length\"}") == 1);
+    CHECK(pl_async_engine_num_unfinished(fx->ae) == 0);
+    REQUIRE(http_request(fx->port, "GET", "/health", NULL, NULL, &r));
+    CHECK(r.status == 200);
+    http_reply_free(&r);
+    stop(fx);
+}
+
+/*
+ * A request with more prompts than the server ever admits at once is a 400
+ * before anything is queued; one that does not fit beside the running ones is a
+ * 503, and none of its prompts is queued meanwhile.
+ */
+static void test_prompts_beyond_admission(void)
+{
+    struct options opt = {.step_delay_us = 2000, .max_pending = 4};
+    struct fixture *fx = start(&opt);
+    struct http_reply r;
+    REQUIRE(http_request(fx->port, "POST", "/v1/completions", NULL,
+                         "{\"prompt\":[[1],[2],[3],[4],[5]],\"max_tokens\":2}", &r));
+    check_error(&r, 400, NULL, "prompt");
+    CHECKF(strstr(r.body, "5 prompts"), "%s", r.body);
+    http_reply_free(&r);
+    CHECK(atomic_load(&fx->fake.n_added) == 0);
+    struct bg_request a = {fx->port, "{\"prompt\":[1,2],\"max_tokens\":200}", {0}, false};
+    struct bg_request b = a;
+    pthread_t ta, tb;
+    pthread_create(&ta, NULL, bg, &a);
+    pthread_create(&tb, NULL, bg, &b);
+    for (int i = 0; i < 4000 && atomic_load(&fx->fake.n_added) < 2; i++)
+        sleep_ms(5);
+    REQUIRE(atomic_load(&fx->fake.n_added) == 2);
+    REQUIRE(http_request(fx->port, "POST", "/v1/completions", NULL,
+                         "{\"prompt\":[[1],[2],[3]],\"max_tokens\":2}", &r));
+    check_error(&r, 503, NULL, NULL);
+    http_reply_free(&r);
+    /* one more fits; once it is done every add the engine saw is known */
+    REQUIRE(http_request(fx->port, "POST", "/v1/completions", NULL,
+                         "{\"prompt\":[3],\"max_tokens\":2}", &r));
+    CHECK(r.status == 200);
+    http_reply_free(&r);
+    CHECKF(atomic_load(&fx->fake.n_added) == 3, "%d engine requests added, want 3",
+           atomic_load(&fx->fake.n_added));
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    CHECK(a.ok && a.reply.status == 200 && b.ok && b.reply.status == 200);
+    http_reply_free(&a.reply);
+    http_reply_free(&b.reply);
+    stop(fx);
+}
+
+/*
+ * The model's vocab (1024 rows) padded past the tokenizer (960 ids): token ids
+ * in the gap are refused in logit_bias, allowed_token_ids and prompts with a 400
+ * naming the field and the id; ids past the model are refused too; nothing
+ * reaches the engine.
+ */
+static void test_vocab_gap_validation(void)
+{
+    struct options opt = {.vocab_size = 1024};
+    struct fixture *fx = start(&opt);
+    REQUIRE(pl_tokenizer_vocab_size(tok) == 960);
+    struct {
+        const char *body, *param, *needle;
+    } bad[] = {
+        {"{\"prompt\":\"hi\",\"max_tokens\":1,\"logit_bias\":{\"1000\":100}}", "logit_bias",
+         "1000"},
+        {"{\"prompt\":\"hi\",\"max_tokens\":1,\"logit_bias\":{\"5\":1,\"960\":100}}",
+         "logit_bias", "960"},
+        {"{\"prompt\":\"hi\",\"max_tokens\":1,\"allowed_token_ids\":[5,1023]}",
+         "allowed_token_ids", "1023"},
+        {"{\"prompt\":[5,1000],\"max_tokens\":1}", "prompt", "1000"},
+        {"{\"prompt\":[[5],[7,961]],\"max_tokens\":1}", "prompt", "961"},
+        {"{\"prompt\":[5,1024],\"max_tokens\":1}", "prompt", "1024"},
+        {"{\"prompt\":\"hi\",\"max_tokens\":1,\"logit_bias\":{\"1024\":1}}", "logit_bias",
+         "1024"},
+    };
+    struct http_reply r;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        REQUIRE(http_request(fx->port, "POST", "/v1/completions", NULL, bad[i].body, &r));
+        check_error(&r, 400, NULL, bad[i].param);
+        CHECKF(strstr(r.body, bad[i].needle), "%s -> %s", bad[i].body, r.body);
+        http_reply_free(&r);
+    }
+    REQUIRE(http_request(fx->port, "POST", "/v1/chat/completions", NULL,
+                         "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
+                         "\"max_tokens\":1,\"logit_bias\":{\"1000\":100}}",
+                         &r));
+    check_error(&r, 400, NULL, "logit_bias");
+    http_reply_free(&r);
+    CHECK(atomic_load(&fx->fake.n_added) == 0);
+    /* the last id the tokenizer has is fine */
+    REQUIRE(http_request(fx->port, "POST", "/v1/completions", NULL,
+                         "{\"prompt\":[5,959],\"max_tokens\":1,\"logit_bias\":{\"959\":1},"
+                         "\"allowed_token_ids\":[959]}",
+                         &r));
+    CHECKF(r.status == 200, "%s", r.body);
+    http_reply_free(&r);
+    stop(fx);
+}
+
 int main(void)
 {
     char dir[] = "/tmp/pl_test_http_XXXXXX";
@@ -882,6 +1044,9 @@ int main(void)
     PL_RUN(test_many_streams_and_idle_connections);
     PL_RUN(test_overload_503);
     PL_RUN(test_drain);
+    PL_RUN(test_engine_failure_errors);
+    PL_RUN(test_prompts_beyond_admission);
+    PL_RUN(test_vocab_gap_validation);
     pl_tokenizer_free(tok);
     return pl_test_summary();
 }
