@@ -2,8 +2,10 @@
  * serve.c -- `pagellm serve`: the OpenAI-compatible HTTP server.
  *
  * Owns: the serve subcommand's flags (vLLM's names where vLLM has one), the
- * start-up order (model -> engine thread -> routes -> listening socket), the
- * signal handling and the graceful shutdown:
+ * start-up order (listening socket -> model -> engine thread -> routes ->
+ * serving: the port is bound first, as vLLM does, so "address in use" comes
+ * at once rather than after a long model load; connections made meanwhile
+ * wait in the listen backlog), the signal handling and the graceful shutdown:
  *
  *   SIGTERM / SIGINT -> stop accepting (listening socket closed, requests on
  *   open connections get 503) -> wait for in-flight requests up to
@@ -68,12 +70,17 @@ static void usage(FILE *f)
             "  --allowed-methods LIST      CORS methods (default [\"*\"])\n"
             "  --allowed-headers LIST      CORS headers (default [\"*\"])\n"
             "  --allow-credentials         CORS: allow credentials\n"
-            "  --timeout-keep-alive S      idle keep-alive and header timeout (default 5)\n"
+            "  --timeout-keep-alive S      the header deadline: a request's whole header must "
+            "arrive\n"
+            "                              within S seconds of the connection opening or its\n"
+            "                              previous request ending (default 5)\n"
             "  --timeout-idle S            a stalled request body or response (default 60)\n"
             "  --max-body-bytes N          413 above this (default 33554432)\n"
             "  --max-header-bytes N        431 above this (default 65536)\n"
             "  --max-connections N         open connections (default 10000)\n"
             "  --http-threads N            HTTP event-loop threads (default 2)\n"
+            "  --handler-threads N         threads parsing and tokenizing request bodies "
+            "(default 4)\n"
             "  --max-pending-requests N    503 when this many requests are unfinished "
             "(default 4096)\n"
             "  --shutdown-grace-period S   on SIGTERM/SIGINT, let requests finish this long "
@@ -220,6 +227,10 @@ static int parse_args(int argc, char **argv, struct serve_opts *o)
             if (!parse_uint(val, 1, 256, &u))
                 return bad("--http-threads is not a count (1..256):", val);
             o->http.n_threads = (unsigned)u;
+        } else if (!strcmp(flag, "--handler-threads")) {
+            if (!parse_uint(val, 1, 256, &u))
+                return bad("--handler-threads is not a count (1..256):", val);
+            o->http.n_handler_threads = (unsigned)u;
         } else if (!strcmp(flag, "--max-pending-requests")) {
             if (!parse_uint(val, 1, 1000000, &u))
                 return bad("--max-pending-requests is not a count:", val);
@@ -334,6 +345,12 @@ int pl_cli_serve(int argc, char **argv)
     pl_sampling_params_default(&defaults);
     struct pl_err err = {0};
 
+    /* the port first: a port in use is reported before the model loads */
+    if (pl_http_server_new(&o.http, &http, &err) != PL_STATUS_OK ||
+        pl_http_server_listen(http, &err) != PL_STATUS_OK) {
+        fprintf(stderr, "pagellm serve: %s\n", err.msg);
+        goto out;
+    }
     if (pl_llm_new(&o.fl.llm, &llm) != PL_STATUS_OK) {
         fprintf(stderr, "pagellm serve: %s: %s\n", o.fl.llm.model,
                 llm ? pl_llm_errmsg(llm) : "out of memory");
@@ -379,7 +396,6 @@ int pl_cli_serve(int argc, char **argv)
                                   .ae = ae,
                                   .metrics = metrics};
     if (pl_openai_new(&op, &oai, &err) != PL_STATUS_OK ||
-        pl_http_server_new(&o.http, &http, &err) != PL_STATUS_OK ||
         pl_openai_register(oai, http, &err) != PL_STATUS_OK ||
         pl_http_server_start(http, &err) != PL_STATUS_OK) {
         fprintf(stderr, "pagellm serve: %s\n", err.msg);

@@ -5,13 +5,14 @@
  * Owns: parsing and validation of /v1/completions and /v1/chat/completions
  * bodies (vLLM's protocol: OpenAI fields plus vLLM's sampling extras; unknown
  * fields are a 400 naming them), prompt preparation (chat template rendering,
- * tokenization: done here, on the HTTP threads, as vLLM's API server does, so
- * the engine receives token ids), the response objects (text_completion,
+ * tokenization: done here, in the API server as vLLM does, so the engine
+ * receives token ids), the response objects (text_completion,
  * chat.completion, their chunks, usage, logprobs in both formats), Server-Sent
  * Events framing, and the small routes (/v1/models, /tokenize, /detokenize,
  * /version, /health, /metrics).
  *
- * Threads: handlers run on the transport's threads; the tokenizer and chat
+ * Threads: handlers run on the transport's threads (those of requests with a
+ * body on its handler pool, off the event loop); the tokenizer and chat
  * template are immutable and shared; the engine is reached only through the
  * async engine. One HTTP request may become several engine requests (a list
  * of prompts); choice index = prompt index * n + sample index.
@@ -56,7 +57,7 @@ pl_status pl_openai_new(const struct pl_openai_params *p, struct pl_openai **out
                         struct pl_err *err);
 void pl_openai_free(struct pl_openai *o); /* NULL is a no-op */
 
-/* Registers every route on s (auth on the /v1/ ones). */
+/* Registers every route on s (the API key guards the /v1/ ones and /tokenize, /detokenize). */
 pl_status pl_openai_register(struct pl_openai *o, struct pl_http_server *s, struct pl_err *err);
 
 /* ---- parsing (exposed for tests and fuzzing) ---- */
