@@ -10,7 +10,11 @@
  * back to 0 in /metrics, an "abort" in request_success_total), /health turning
  * 503 while the engine loop is stalled, a slow partial request timing out while
  * others are served, 200 concurrent streams, idle keep-alive connections, and
- * draining.
+ * draining; and hostile clients: requests refused from their headers alone
+ * (401 before 404/405 under /v1/, no body read), NUL bytes that C strings would
+ * cut at, 411/501 transfer codings, 431 at the exact header limit, a trickled
+ * header cut at the header deadline, the connection limit not held by
+ * connections that never finish a header, and handlers kept off the event loop.
  */
 #include "fake_engine.h"
 #include "http_client.h"
@@ -42,6 +46,7 @@ struct options {
     const char *api_key;
     size_t max_body;
     unsigned keep_alive_s;
+    unsigned idle_s;
     unsigned step_delay_us;
     double stall_s;
     int max_pending;
@@ -94,6 +99,8 @@ static struct fixture *start(const struct options *opt)
         hp.timeout_keep_alive_s = opt->keep_alive_s;
     if (opt->max_connections)
         hp.max_connections = opt->max_connections;
+    if (opt->idle_s)
+        hp.timeout_idle_s = opt->idle_s;
     if (pl_http_server_new(&hp, &fx->http, &err) != PL_STATUS_OK ||
         pl_openai_register(fx->oai, fx->http, &err) != PL_STATUS_OK ||
         (opt->extra_path && pl_http_server_route(fx->http, "POST", opt->extra_path, false,
@@ -725,7 +732,7 @@ static void test_health_stall(void)
 
 static void test_slow_partial_request(void)
 {
-    struct options opt = {.keep_alive_s = 1};
+    struct options opt = {.keep_alive_s = 1, .idle_s = 1};
     struct fixture *fx = start(&opt);
     int fd = http_connect(fx->port);
     REQUIRE(fd >= 0);
@@ -737,22 +744,25 @@ static void test_slow_partial_request(void)
                          "{\"prompt\":[3],\"max_tokens\":2}", &r));
     CHECK(r.status == 200);
     http_reply_free(&r);
-    /* and the slow one is cut after the header timeout */
-    struct timeval tv = {4, 0};
+    /* and the slow one is cut after the header deadline (60 s: only a hang guard) */
+    struct timeval tv = {60, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     char buf[256];
-    double t0 = (double)time(NULL);
+    errno = 0;
     ssize_t n = recv(fd, buf, sizeof(buf), 0);
-    CHECKF(n <= 0 || !strncmp(buf, "HTTP/1.1 4", 10), "got %zd bytes", n);
-    CHECK((double)time(NULL) - t0 < 4);
+    CHECKF(n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) ||
+               (n > 0 && !strncmp(buf, "HTTP/1.1 4", 10)),
+           "got %zd bytes", n);
     close(fd);
-    /* a request whose body never completes is cut too */
+    /* a request whose body stalls is cut too (--timeout-idle) */
     fd = http_connect(fx->port);
     const char *head = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"pr";
     http_send_all(fd, head, strlen(head));
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    errno = 0;
     n = recv(fd, buf, sizeof(buf), 0);
-    CHECK(n <= 0 || !strncmp(buf, "HTTP/1.1 4", 10));
+    CHECK(n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) ||
+          (n > 0 && !strncmp(buf, "HTTP/1.1 4", 10)));
     close(fd);
     stop(fx);
 }
