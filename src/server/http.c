@@ -1148,6 +1148,23 @@ static void request_completed(void *cls, struct MHD_Connection *conn, void **req
     *req_cls = NULL;
     if (!ctx)
         return;
+    if (ctx->job_queued && !ctx->job_delivered) {
+        /* the client went away while its handler ran: the connection closed on resuming,
+         * before the answer could be delivered. (A queued job keeps its connection
+         * suspended, so it is done by now.) */
+        struct pl_http_response *r = &ctx->job_resp;
+        if (r->async) {
+            struct pl_http_async *a = r->async;
+            pthread_mutex_lock(&a->mu);
+            a->closed = true;
+            pthread_mutex_unlock(&a->mu);
+            if (a->ops->closed)
+                a->ops->closed(a->user, false); /* the producer stops and releases its side */
+            async_unref(a);
+        }
+        free(r->body);
+        atomic_fetch_sub(&s->n_active, 1);
+    }
     if (ctx->async) {
         struct pl_http_async *a = ctx->async;
         pthread_mutex_lock(&a->mu);

@@ -1224,6 +1224,86 @@ static void test_handlers_off_event_loop(void)
     stop(fx);
 }
 
+/* Clients that leave while their requests wait for a handler thread: nothing stays
+ * behind (engine requests, in-flight counts; ASan checks the memory). */
+static void test_client_gone_while_queued(void)
+{
+    struct blocker b = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    struct options opt = {.extra_path = "/test/block", .extra_fn = h_block, .extra_user = &b};
+    struct fixture *fx = start(&opt);
+    enum { N_BLOCK = 4, N_GONE = 6 }; /* 4: every handler thread busy */
+    int gone[N_GONE];
+    pthread_t th[N_BLOCK];
+    struct block_client cl[N_BLOCK];
+    for (int i = 0; i < N_BLOCK; i++) {
+        cl[i] = (struct block_client){fx->port, 0};
+        pthread_create(&th[i], NULL, block_client_main, &cl[i]);
+    }
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 60;
+    pthread_mutex_lock(&b.mu);
+    while (b.entered < N_BLOCK)
+        if (pthread_cond_timedwait(&b.cv, &b.mu, &until) != 0)
+            break;
+    pthread_mutex_unlock(&b.mu);
+    /* requests queued behind them, streamed or not, whose clients then leave */
+    for (int i = 0; i < N_GONE; i++) {
+        int fd = http_connect(fx->port);
+        REQUIRE(fd >= 0);
+        http_send_request(fd, "POST", i % 2 ? "/v1/completions" : "/tokenize", NULL,
+                          i % 3 ? "{\"prompt\":[1,2],\"max_tokens\":5}"
+                                : "{\"prompt\":[1,2],\"max_tokens\":5,\"stream\":true}");
+        if (i < N_GONE / 2)
+            shutdown(fd, SHUT_WR); /* half-closed: the server sees the end of input */
+        else
+            close(fd);
+        gone[i] = fd;
+    }
+    /* ... and pipelined behind an answered request, the client leaving after that answer */
+    for (int i = 0; i < N_GONE; i++) {
+        int fd = http_connect(fx->port);
+        REQUIRE(fd >= 0);
+        static const char two[] = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+                                  "POST /v1/completions HTTP/1.1\r\nHost: x\r\n"
+                                  "Content-Length: 31\r\n\r\n{\"prompt\":[1,2],\"max_tokens\":5}";
+        http_send_all(fd, two, sizeof(two) - 1);
+        shutdown(fd, SHUT_WR);
+        char buf[512] = "";
+        size_t got = 0;
+        while (got < sizeof(buf) - 1 && !strstr(buf, "Content-Length: 0\r\n\r\n")) {
+            ssize_t n = recv(fd, buf + got, sizeof(buf) - 1 - got, 0);
+            if (n <= 0)
+                break;
+            got += (size_t)n;
+            buf[got] = '\0';
+        }
+        close(fd);
+    }
+    pthread_mutex_lock(&b.mu);
+    b.released = true;
+    pthread_cond_broadcast(&b.cv);
+    pthread_mutex_unlock(&b.mu);
+    for (int i = 0; i < N_BLOCK; i++) {
+        pthread_join(th[i], NULL);
+        CHECK(cl[i].status == 200);
+    }
+    for (int i = 0; i < N_GONE / 2; i++)
+        close(gone[i]);
+    for (int i = 0; i < 6000 && (pl_http_server_num_active(fx->http) > 0 ||
+                                 pl_async_engine_num_unfinished(fx->ae) > 0);
+         i++)
+        sleep_ms(10);
+    CHECK(pl_http_server_num_active(fx->http) == 0);
+    CHECK(pl_async_engine_num_unfinished(fx->ae) == 0);
+    struct http_reply r;
+    REQUIRE(http_request(fx->port, "POST", "/v1/completions", NULL,
+                         "{\"prompt\":[3],\"max_tokens\":2}", &r));
+    CHECK(r.status == 200);
+    http_reply_free(&r);
+    stop(fx);
+}
+
 int main(void)
 {
     char dir[] = "/tmp/pl_test_http_XXXXXX";
@@ -1257,6 +1337,7 @@ int main(void)
     PL_RUN(test_header_deadline);
     PL_RUN(test_connection_limit_not_held);
     PL_RUN(test_handlers_off_event_loop);
+    PL_RUN(test_client_gone_while_queued);
     pl_tokenizer_free(tok);
     return pl_test_summary();
 }
