@@ -62,7 +62,8 @@ struct pl_http_server;
 struct pl_http_async;
 struct pl_http_conn; /* an MHD connection, opaque */
 
-/* A request as a handler sees it; valid only during the handler call. */
+/* A request as a handler sees it; valid only during the handler call. Handlers of
+ * GET routes run on an event-loop thread, the others on the handler pool. */
 struct pl_http_request {
     const char *method;
     const char *path;     /* without the query string */
@@ -71,7 +72,8 @@ struct pl_http_request {
     struct pl_http_conn *conn;
 };
 
-/* A header's value (case-insensitive name), or NULL. */
+/* A header's value (case-insensitive name), or NULL. Handlers on the handler pool may
+ * call it too: their connection is suspended, so nothing else touches its headers. */
 const char *pl_http_header(const struct pl_http_request *req, const char *name);
 
 /* What a handler answers: either a complete body or an asynchronous reply. */
@@ -113,7 +115,7 @@ struct pl_http_params {
     const char *allowed_methods; /* CORS preflight: "*" or a list ("*") */
     const char *allowed_headers; /* CORS preflight: "*" or a list ("*") */
     size_t max_body_bytes;      /* 413 beyond (32 MiB) */
-    size_t max_header_bytes;    /* request line + headers (64 KiB): MHD answers 431 beyond */
+    size_t max_header_bytes;    /* request line + headers (64 KiB): 431 beyond */
     unsigned timeout_keep_alive_s; /* the header deadline: idle keep-alive time plus the
                                    time to receive a request's whole header (5) */
     unsigned timeout_idle_s;    /* a request's body or response stalling (60) */
@@ -128,7 +130,9 @@ void pl_http_params_default(struct pl_http_params *p);
 pl_status pl_http_server_new(const struct pl_http_params *p, struct pl_http_server **out,
                              struct pl_err *err);
 
-/* Registers a route; call before pl_http_server_start. auth: needs the API key. */
+/* Registers a route; call before pl_http_server_start. auth: needs the API key (every
+ * path under /v1/ needs it anyway, registered or not: 401 comes before 404 / 405).
+ * GET routes take no body and run on an event-loop thread; keep them cheap. */
 pl_status pl_http_server_route(struct pl_http_server *s, const char *method, const char *path,
                                bool auth, pl_http_handler_fn fn, void *user, struct pl_err *err);
 

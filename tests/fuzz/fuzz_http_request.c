@@ -78,13 +78,17 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     return 0;
 }
 
-/* True once buf[0..got) holds a complete response (or cannot tell: only the close says). */
-static bool reply_complete(const char *buf, size_t got)
+/* True once buf[0..got) holds a complete response (or cannot tell: only the close says).
+ * A reply to HEAD and a 1xx, 204 or 304 reply end with their header. */
+static bool reply_complete(const char *buf, size_t got, bool head_request)
 {
     const char *end = memmem(buf, got, "\r\n\r\n", 4);
     if (!end)
         return false;
     size_t head = (size_t)(end - buf) + 4;
+    if (head_request || (got > 12 && (buf[9] == '1' || !strncmp(buf + 9, "204", 3) ||
+                                      !strncmp(buf + 9, "304", 3))))
+        return true;
     const char *cl = memmem(buf, head, "Content-Length: ", 16);
     if (cl)
         return got >= head + strtoul(cl + 16, NULL, 10);
@@ -135,7 +139,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     shutdown(fd, SHUT_WR);
     char buf[8192];
     size_t got = 0;
-    while (got < sizeof(buf) - 1 && !reply_complete(buf, got)) {
+    bool head_request = size >= 5 && !memcmp(data, "HEAD ", 5);
+    while (got < sizeof(buf) - 1 && !reply_complete(buf, got, head_request)) {
         ssize_t n = recv(fd, buf + got, sizeof(buf) - 1 - got, 0);
         if (n <= 0)
             break;
