@@ -11,7 +11,7 @@
  * the request line, to the request-completed callback):
  *
  *   request line -> headers -> first access-handler call: every check that
- *   needs no body (431, 400, 411/501, 401, 404/405, 413 by Content-Length);
+ *   needs no body (431, 400, 501, 401, 404/405, 413 by Content-Length);
  *   GET routes answer here -> body bytes (bounded) -> final call: the job
  *   goes to the pool, the connection is suspended -> the worker runs the
  *   handler, resumes -> the response (or an async reply) is delivered.
@@ -132,6 +132,7 @@ struct request_ctx {
     struct pl_sbuf body;
     bool headers_checked;           /* the first access-handler call happened */
     bool too_large;
+    unsigned long long body_seen;   /* body bytes received, kept or dropped */
     bool responded;                 /* a response was queued before the body was read */
     bool started;                   /* the body is complete and the handler was started */
     bool preflight;                 /* a CORS preflight, answered at the final call */
@@ -998,20 +999,18 @@ static MHD_RESULT on_headers(struct pl_http_server *s, struct MHD_Connection *co
     if (ctx->nul_in_uri || hidden_nul(conn, ctx, method, version))
         return refuse(s, conn, ctx, 400, NULL, "a NUL byte in the request line or a header",
                       NULL);
-    /* MHD cannot bound a chunk's announced size before the chunk arrives (a chunk
-     * of 2^64-1 bytes would hold the connection), and decodes no other coding */
+    /* MHD decodes chunked bodies only. A length given both ways is refused: which one
+     * counts is where request smuggling between a proxy and a server starts. */
     const char *te = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Transfer-Encoding");
-    if (te) {
-        if (!strcasecmp(te, "chunked"))
-            return refuse(s, conn, ctx, 411, "LengthRequired",
-                          "chunked request bodies are not accepted: send a Content-Length",
-                          NULL);
+    const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
+    if (te && strcasecmp(te, "chunked"))
         return refuse(s, conn, ctx, 501, NULL, "unsupported Transfer-Encoding", NULL);
-    }
+    if (te && cl)
+        return refuse(s, conn, ctx, 400, NULL,
+                      "both Content-Length and Transfer-Encoding: send one of them", NULL);
     /* a response queued now closes the connection after it (MHD will not read a request
      * past an early response): cheap answers without a body wait for the final call */
-    const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
-    bool has_body = cl && strspn(cl, "0") != strlen(cl);
+    bool has_body = te || (cl && strspn(cl, "0") != strlen(cl));
     if (!strcmp(method, "OPTIONS")) {
         ctx->preflight = true;
         if (!has_body)
@@ -1109,12 +1108,17 @@ static MHD_RESULT access_handler(void *cls, struct MHD_Connection *conn, const c
         return MHD_YES;
     }
     if (*upload_data_size > 0) {
-        if (!ctx->too_large && ctx->body.len + *upload_data_size <= s->p.max_body_bytes)
-            pl_sbuf_append(&ctx->body, upload_data, *upload_data_size);
-        else
-            ctx->too_large = true;
+        size_t n = *upload_data_size;
         *upload_data_size = 0;
-        return MHD_YES;
+        ctx->body_seen += n;
+        if (!ctx->too_large && ctx->body.len + n <= s->p.max_body_bytes) {
+            pl_sbuf_append(&ctx->body, upload_data, n);
+            return MHD_YES;
+        }
+        /* over the limit: dropped (the 413 comes at the end), but only so far; a chunked
+         * body has no announced end, and one far past the limit is cut at once */
+        ctx->too_large = true;
+        return ctx->body_seen / 2 > s->p.max_body_bytes + (1u << 20) ? MHD_NO : MHD_YES;
     }
     if (ctx->job_queued) {
         /* resumed by the worker that ran the handler */

@@ -4,9 +4,9 @@
  * Owns: the listening socket and MHD daemon (a small pool of event-loop
  * threads, epoll; no thread per connection), routing (exact paths; 404 for
  * unknown paths, 405 with Allow for a known path and another method), request
- * bodies (bounded: 413 past max_body_bytes; a Content-Length is required:
- * chunked uploads get 411, other transfer codings 501), header bounds (431
- * past max_header_bytes), timeouts, keep-alive, CORS, Bearer authentication
+ * bodies (bounded: 413 past max_body_bytes; Content-Length or chunked, other
+ * transfer codings get 501, both lengths 400), header bounds (431 past
+ * max_header_bytes), timeouts, keep-alive, CORS, Bearer authentication
  * (constant-time compare), OpenAI-shaped error bodies, asynchronous replies (a
  * handler answers later from another thread) and streams (chunked bodies such
  * as Server-Sent Events, produced as data arrives), and draining for a

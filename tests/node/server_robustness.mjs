@@ -90,13 +90,17 @@ test('a request without the key is refused before its body is read', async () =>
   await stillServing();
 });
 
-test('malformed framing: chunked 411, other codings 501, NUL bytes 400', async () => {
-  const head = (extra) => `POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n` +
+test('framing: chunked bodies work, other codings 501, both lengths 400, NUL bytes 400', async () => {
+  const head = (extra) => `POST /tokenize HTTP/1.1\r\nHost: x\r\nConnection: close\r\n` +
     `Authorization: Bearer ${API_KEY}\r\n${extra}\r\n`;
-  let got = await rawExchange(head('Transfer-Encoding: chunked\r\n') + 'ffffffffffffffff\r\n');
-  assert(got?.startsWith('HTTP/1.1 411'), `chunk of 2^64-1: ${got?.slice(0, 100)}`);
+  const body = JSON.stringify({ model: MODEL, prompt: 'Hello world' });
+  let got = await rawExchange(head('Transfer-Encoding: chunked\r\n') +
+    `${(5).toString(16)}\r\n${body.slice(0, 5)}\r\n${(body.length - 5).toString(16)}\r\n${body.slice(5)}\r\n0\r\n\r\n`);
+  assert(got?.startsWith('HTTP/1.1 200') && got.includes('"tokens"'), `chunked: ${got?.slice(0, 200)}`);
   got = await rawExchange(head('Transfer-Encoding: gzip\r\n'));
   assert(got?.startsWith('HTTP/1.1 501'), `gzip: ${got?.slice(0, 100)}`);
+  got = await rawExchange(head('Transfer-Encoding: chunked\r\nContent-Length: 5\r\n'));
+  assert(got?.startsWith('HTTP/1.1 400'), `both lengths: ${got?.slice(0, 100)}`);
   got = await rawExchange(`GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n` +
     `Authorization: Bearer ${API_KEY}\0x\r\n\r\n`);
   assert(got?.startsWith('HTTP/1.1 400'), `NUL in Authorization: ${got?.slice(0, 100)}`);

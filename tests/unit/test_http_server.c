@@ -12,9 +12,10 @@
  * others are served, 200 concurrent streams, idle keep-alive connections, and
  * draining; and hostile clients: requests refused from their headers alone
  * (401 before 404/405 under /v1/, no body read), NUL bytes that C strings would
- * cut at, 411/501 transfer codings, 431 at the exact header limit, a trickled
- * header cut at the header deadline, the connection limit not held by
- * connections that never finish a header, and handlers kept off the event loop.
+ * cut at, transfer codings (chunked bodies bounded, others 501), 431 at the
+ * exact header limit, a trickled header cut at the header deadline, the
+ * connection limit not held by connections that never finish a header, and
+ * handlers kept off the event loop.
  */
 #include "fake_engine.h"
 #include "http_client.h"
@@ -254,16 +255,61 @@ static void test_routes_and_errors(void)
     close(fd0);
     check_error(&r, 413, NULL, NULL);
     http_reply_free(&r);
-    /* ... or sent chunked: refused at once (411), before any chunk is read. A chunk of
-     * 2^64-1 bytes announced and never sent would otherwise hold the connection */
+    /* ... or sent chunked: read and dropped past the limit, then refused (413) */
     int fd = http_connect(fx->port);
     REQUIRE(fd >= 0);
     const char *head = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-                       "Transfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\n";
+                       "Transfer-Encoding: chunked\r\n\r\n";
+    http_send_all(fd, head, strlen(head));
+    for (int i = 0; i < 4; i++) {
+        char chunk[2100];
+        snprintf(chunk, sizeof(chunk), "800\r\n");
+        size_t l = strlen(chunk);
+        memset(chunk + l, ' ', 0x800);
+        memcpy(chunk + l + 0x800, "\r\n", 2);
+        http_send_all(fd, chunk, l + 0x800 + 2);
+    }
+    http_send_all(fd, "0\r\n\r\n", 5);
+    REQUIRE(http_read_reply(fd, &r));
+    close(fd);
+    check_error(&r, 413, NULL, NULL);
+    http_reply_free(&r);
+    /* ... and far past the limit, cut at once: a chunked body has no announced end */
+    fd = http_connect(fx->port);
+    REQUIRE(fd >= 0);
+    http_send_all(fd, head, strlen(head));
+    {
+        size_t cap = 64 * 1024 + 16, sent = 0, total = (size_t)64 << 20;
+        char *chunk = malloc(cap);
+        int l = snprintf(chunk, cap, "%x\r\n", 64 * 1024);
+        memset(chunk + l, ' ', 64 * 1024);
+        memcpy(chunk + l + 64 * 1024, "\r\n", 2);
+        while (sent < total && http_send_all(fd, chunk, (size_t)l + 64 * 1024 + 2))
+            sent += 64 * 1024;
+        free(chunk);
+        CHECKF(sent < total, "a %zu-byte chunked body was read to its end", sent);
+    }
+    close(fd);
+    /* a chunked body within the limit is served */
+    fd = http_connect(fx->port);
+    REQUIRE(fd >= 0);
+    head = "POST /tokenize HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+           "Transfer-Encoding: chunked\r\n\r\n"
+           "5\r\n{\"pro\r\n14\r\nmpt\": \"Hello world\"}\r\n0\r\n\r\n";
     http_send_all(fd, head, strlen(head));
     REQUIRE(http_read_reply(fd, &r));
     close(fd);
-    check_error(&r, 411, NULL, NULL);
+    CHECKF(r.status == 200 && strstr(r.body, "\"tokens\""), "%d %s", r.status, r.body);
+    http_reply_free(&r);
+    /* both lengths: refused */
+    fd = http_connect(fx->port);
+    REQUIRE(fd >= 0);
+    head = "POST /tokenize HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+           "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n";
+    http_send_all(fd, head, strlen(head));
+    REQUIRE(http_read_reply(fd, &r));
+    close(fd);
+    check_error(&r, 400, NULL, NULL);
     http_reply_free(&r);
     /* another transfer coding: 501 at once */
     fd = http_connect(fx->port);
