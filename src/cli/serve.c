@@ -2,8 +2,10 @@
  * serve.c -- `pagellm serve`: the OpenAI-compatible HTTP server.
  *
  * Owns: the serve subcommand's flags (vLLM's names where vLLM has one), the
- * start-up order (model -> engine thread -> routes -> listening socket), the
- * signal handling and the graceful shutdown:
+ * start-up order (listening socket -> model -> engine thread -> routes ->
+ * serving: the port is bound first, as vLLM does, so "address in use" comes
+ * at once rather than after a long model load; connections made meanwhile
+ * wait in the listen backlog), the signal handling and the graceful shutdown:
  *
  *   SIGTERM / SIGINT -> stop accepting (listening socket closed, requests on
  *   open connections get 503) -> wait for in-flight requests up to
@@ -81,12 +83,17 @@ static void usage(FILE *f)
             "  --allowed-methods LIST      CORS methods (default [\"*\"])\n"
             "  --allowed-headers LIST      CORS headers (default [\"*\"])\n"
             "  --allow-credentials         CORS: allow credentials\n"
-            "  --timeout-keep-alive S      idle keep-alive and header timeout (default 5)\n"
+            "  --timeout-keep-alive S      the header deadline: a request's whole header must "
+            "arrive\n"
+            "                              within S seconds of the connection opening or its\n"
+            "                              previous request ending (default 5)\n"
             "  --timeout-idle S            a stalled request body or response (default 60)\n"
             "  --max-body-bytes N          413 above this (default 33554432)\n"
             "  --max-header-bytes N        431 above this (default 65536)\n"
             "  --max-connections N         open connections (default 10000)\n"
             "  --http-threads N            HTTP event-loop threads (default 2)\n"
+            "  --handler-threads N         threads parsing and tokenizing request bodies "
+            "(default 4)\n"
             "  --max-pending-requests N    503 when this many requests are unfinished "
             "(default 4096)\n"
             "  --shutdown-grace-period S   on SIGTERM/SIGINT, let requests finish this long "
@@ -305,6 +312,10 @@ static int parse_args(int argc, char **argv, struct serve_opts *o)
             if (!parse_uint(val, 1, 256, &u))
                 return bad("--http-threads is not a count (1..256):", val);
             o->http.n_threads = (unsigned)u;
+        } else if (!strcmp(flag, "--handler-threads")) {
+            if (!parse_uint(val, 1, 256, &u))
+                return bad("--handler-threads is not a count (1..256):", val);
+            o->http.n_handler_threads = (unsigned)u;
         } else if (!strcmp(flag, "--max-pending-requests")) {
             if (!parse_uint(val, 1, 1000000, &u))
                 return bad("--max-pending-requests is not a count:", val);
@@ -362,8 +373,6 @@ static int parse_args(int argc, char **argv, struct serve_opts *o)
                         "$PAGELLM_MODEL)\n(see pagellm serve --help)\n");
         return 2;
     }
-    if (pl_cli_check_model_dir("serve", o->fl.llm.model))
-        return 1;
     if (!o->http.api_key) {
         const char *env = getenv("PAGELLM_API_KEY");
         if (env && *env)
@@ -447,11 +456,24 @@ int pl_cli_serve(int argc, char **argv)
     }
     if (rc)
         goto out_opts;
+    /* the port first: a port in use is reported before the model is looked at (or
+     * downloaded) */
+    struct pl_http_server *http = NULL;
+    struct pl_err err = {0};
+    if (pl_http_server_new(&o.http, &http, &err) != PL_STATUS_OK ||
+        pl_http_server_listen(http, &err) != PL_STATUS_OK) {
+        fprintf(stderr, "pagellm serve: %s\n", err.msg);
+        pl_http_server_free(http);
+        rc = 1;
+        goto out_opts;
+    }
     /* --model as given (a directory or a Hub id) names the model to clients, as in vLLM.
      * Resolved before signals are blocked, so Ctrl-C stops a download. */
     model_arg = o.fl.llm.model;
-    if (pl_cli_hub_model("serve", model_arg, o.fl.revision, o.fl.download_dir, false,
+    if (pl_cli_check_model_dir("serve", model_arg) ||
+        pl_cli_hub_model("serve", model_arg, o.fl.revision, o.fl.download_dir, false,
                          &model_dir, NULL)) {
+        pl_http_server_free(http);
         rc = 1;
         goto out_opts;
     }
@@ -473,11 +495,9 @@ int pl_cli_serve(int argc, char **argv)
     struct pl_serving_log *slog = NULL;
     struct pl_async_engine *ae = NULL;
     struct pl_openai *oai = NULL;
-    struct pl_http_server *http = NULL;
     char *tmpl = NULL;
     struct pl_sampling_params defaults;
     pl_sampling_params_default(&defaults);
-    struct pl_err err = {0};
 
     pl_status lst = pl_llm_new(&o.fl.llm, &llm);
     if (lst != PL_STATUS_OK) {
@@ -540,7 +560,6 @@ int pl_cli_serve(int argc, char **argv)
                                   .log_requests = o.log_requests,
                                   .max_log_len = o.max_log_len};
     if (pl_openai_new(&op, &oai, &err) != PL_STATUS_OK ||
-        pl_http_server_new(&o.http, &http, &err) != PL_STATUS_OK ||
         pl_openai_register(oai, http, &err) != PL_STATUS_OK ||
         pl_http_server_start(http, &err) != PL_STATUS_OK) {
         fprintf(stderr, "pagellm serve: %s\n", err.msg);

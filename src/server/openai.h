@@ -17,7 +17,8 @@
  * /metrics). /v1/embeddings (embeddings.c) and /v1/responses (responses.c)
  * are request kinds of their own behind the same generation interface.
  *
- * Threads: handlers run on the transport's threads; the tokenizer and chat
+ * Threads: handlers run on the transport's threads (those of requests with a
+ * body on its handler pool, off the event loop); the tokenizer and chat
  * template are immutable and shared; the engine is reached only through the
  * async engine. One HTTP request may become several engine requests (a list
  * of prompts); choice index = prompt index * n + sample index.
@@ -68,7 +69,7 @@ pl_status pl_openai_new(const struct pl_openai_params *p, struct pl_openai **out
                         struct pl_err *err);
 void pl_openai_free(struct pl_openai *o); /* NULL is a no-op */
 
-/* Registers every route on s (auth on the /v1/ ones). */
+/* Registers every route on s (the API key guards the /v1/ ones and /tokenize, /detokenize). */
 pl_status pl_openai_register(struct pl_openai *o, struct pl_http_server *s, struct pl_err *err);
 
 /* ---- parsing (exposed for tests and fuzzing) ---- */

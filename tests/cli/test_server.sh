@@ -10,6 +10,7 @@
 #      finish_reason "abort" past it), new connections are refused, exit status 0;
 #   5. the serving log: vLLM's stats line and its fields, the per-request lines (no prompt
 #      text unless --max-log-len), --disable-log-stats, the unknown-field warning.
+#   6. the port is bound before the model loads: a port in use is the error reported.
 # Env: PAGELLM (binary; pl-mkmodel sits next to it), PL_SOURCE_DIR (set by CTest).
 set -euo pipefail
 src=${PL_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
@@ -71,6 +72,15 @@ for t in server_openai server_langchain server_robustness server_api; do
   echo "-- $t"
   if node "$src/tests/node/$t.mjs"; then ok "$t"; else bad "$t"; fi
 done
+
+# ---- 5. a port in use is reported before the model is even looked at -----------------------
+rc=0
+out=$("$bin" serve --model "$work/no-such-model" --port "$MAIN_PORT" 2>&1) || rc=$?
+if [ "$rc" != 0 ] && grep -q "cannot listen on .*:$MAIN_PORT" <<<"$out" && ! grep -q "no-such-model" <<<"$out"; then
+  ok "port in use: reported before loading the model"
+else
+  bad "port in use: rc $rc: $out"
+fi
 
 # ---- 2. the curl examples of docs/server.md ----------------------------------------------
 export PAGELLM_API_KEY=$KEY

@@ -27,7 +27,7 @@ async function rejects(promise, status, needle) {
 }
 
 async function tokenCount(text) {
-  const r = await http('POST', '/tokenize', { prompt: text });
+  const r = await http('POST', '/tokenize', { prompt: text }, auth);
   eq(r.status, 200, 'tokenize');
   return r.json.count;
 }
@@ -93,7 +93,7 @@ test('embeddings.create: a batch in order, each equal to its single embedding', 
   // different inputs give different vectors
   assert(batch.data[0].embedding.some((x, k) => Math.abs(x - batch.data[1].embedding[k]) > 1e-3), 'distinct');
   // token ids as input: the same vector as the text they encode
-  const ids = (await http('POST', '/tokenize', { prompt: inputs[0] })).json.tokens;
+  const ids = (await http('POST', '/tokenize', { prompt: inputs[0] }, auth)).json.tokens;
   const byIds = await client.embeddings.create({ model: MODEL, input: [ids], encoding_format: 'float' });
   close(byIds.data[0].embedding, batch.data[0].embedding, 1e-5, 'token ids');
 });
