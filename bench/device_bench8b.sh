@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# device_bench8b.sh -- BENCHMARKS.md's S4, S2 and S1 on the GPU machine (device tool), on the
+# device_bench8b.sh -- docs/benchmarks.md's S4, S2 and S1 on the GPU machine (device tool), on the
 # Llama-3-8B shape with dummy weights (bench/models/llama-3-8b/config.json), and the Hugging
 # Face transformers baseline on the same shape in the same call (bench/hf_baseline.py).
 # Binaries are built on the development machine and carried in .carry/bin with the shared

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""hf_baseline.py -- the Hugging Face transformers baseline of BENCHMARKS.md's scenarios.
+"""hf_baseline.py -- the Hugging Face transformers baseline of docs/benchmarks.md's scenarios.
 
 Builds the model shape of a config.json (default: bench/models/llama-3-8b) with
 transformers' LlamaConfig and random bf16 weights made on the GPU (no download, the
@@ -9,7 +9,7 @@ to max_new_tokens (min_new_tokens = max_new_tokens, i.e. ignore_eos):
 
   s4: process start (the shell passes its clock as --t0) to the first generated token
   s2: batch 1, 128 in / 256 out: output tok/s
-  s1: batch B (default 256; BENCHMARKS.md's best HF batch), 512 in / 256 out: output
+  s1: batch B (default 256; docs/benchmarks.md's best HF batch), 512 in / 256 out: output
       tok/s. The S1 workload is 1024 prompts; static batches of B run it in 1024/B
       rounds of the same cost, so one round's rate is HF's rate for the whole workload.
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# run_serve.sh [BUILD_DIR] -- scenario S3 of ../shared/BENCHMARKS.md: serving over HTTP with
+# run_serve.sh [BUILD_DIR] -- scenario S3 of docs/benchmarks.md: serving over HTTP with
 # Poisson arrivals at 4, 16 and unlimited requests/s (`pagellm bench serve` against
 # `pagellm serve`), and as the baseline measured in the same run, the offline engine
 # (`pagellm generate`) on the same workload shape. Appends one row per rate to

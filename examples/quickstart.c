@@ -49,6 +49,7 @@ int main(int argc, char **argv)
     struct pl_outputs out;
     if (pl_llm_generate(llm, prompts, N, &sp, 1, &out) != PL_STATUS_OK) {
         fprintf(stderr, "pagellm: %s\n", pl_llm_errmsg(llm));
+        pl_outputs_free(&out); /* outputs of the prompts that ran, when some failed */
         pl_llm_free(llm);
         return 1;
     }

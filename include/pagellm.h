@@ -134,6 +134,15 @@ void pl_sampling_params_apply_generation_config(struct pl_sampling_params *p,
                                                 const struct pl_generation_config *gen);
 
 /*
+ * Applies an operator's override (vLLM's --override-generation-config, parsed
+ * by pl_generation_config_parse_override): every field it sets replaces p's,
+ * as given (unlike the file's defaults, a value equal to transformers' default
+ * still counts); max_new_tokens sets max_tokens. gen may be NULL.
+ */
+void pl_sampling_params_apply_generation_override(struct pl_sampling_params *p,
+                                                  const struct pl_generation_config *gen);
+
+/*
  * Deep-copies src into *dst as one allocation (dst owns it; free it with
  * pl_sampling_params_fini). dst may not alias src. PL_STATUS_NO_MEMORY on
  * allocation failure (dst is then left borrowed and empty of arrays).
@@ -164,6 +173,31 @@ pl_status pl_sampling_params_from_json(const struct json_t *obj, const char *con
 
 
 /* ------------------------------------------------------------------------ */
+/* Pooling (vLLM's --task embed on decoder models)                           */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A pooling request runs its prompt through the model (prefill only, batched
+ * with other requests) and returns one vector built from the final hidden
+ * states, after the model's final norm (the rows the LM head would read):
+ * the last prompt token's (LAST) or the mean over every prompt token (MEAN),
+ * then L2-normalized when normalize is set. vLLM's embed task for decoder
+ * models defaults to LAST with normalize.
+ */
+enum pl_pooling_type {
+    PL_POOLING_LAST = 1,
+    PL_POOLING_MEAN
+};
+
+struct pl_pooling_params {
+    enum pl_pooling_type type;
+    bool normalize;
+};
+
+/* LAST, normalize (vLLM's defaults for the embed task of decoder models). */
+void pl_pooling_params_default(struct pl_pooling_params *p);
+
+/* ------------------------------------------------------------------------ */
 /* Outputs (vLLM's RequestOutput / CompletionOutput)                         */
 /* ------------------------------------------------------------------------ */
 
@@ -186,10 +220,12 @@ enum pl_finish_reason {
     PL_FINISH_NONE = 0, /* still running */
     PL_FINISH_STOP,     /* eos, a stop token id or a stop string */
     PL_FINISH_LENGTH,   /* max_tokens or max_model_len */
-    PL_FINISH_ABORT     /* aborted */
+    PL_FINISH_ABORT,    /* aborted */
+    PL_FINISH_ERROR     /* the engine failed this request: its output is incomplete and the
+                           request output's error says why */
 };
 
-/* "stop", "length", "abort"; NULL for PL_FINISH_NONE. */
+/* "stop", "length", "abort", "error"; NULL for PL_FINISH_NONE. */
 const char *pl_finish_reason_str(enum pl_finish_reason r);
 
 enum pl_stop_reason_kind {
@@ -231,6 +267,16 @@ struct pl_request_output {
     struct pl_completion_output *outputs;     /* [n_outputs], by index */
     int n_outputs;
     bool finished;                 /* every sample finished (last delta of the request) */
+    /* pooling requests: the pooled vector in the finished output ([n_embedding] =
+     * the model's hidden size), NULL otherwise (and when the request was aborted);
+     * their outputs[] carry no tokens, only the finish reason */
+    float *embedding;
+    int n_embedding;
+    /* Set (with finished) when the engine failed the request, e.g. a backend failure
+     * in a step that ran it: its unfinished samples end with PL_FINISH_ERROR. Other
+     * requests are not affected. NULL and PL_STATUS_OK otherwise. */
+    char *error;
+    pl_status error_status;
 };
 
 struct pl_outputs {
@@ -251,7 +297,11 @@ void pl_free(void *p);
 struct pl_llm_params {
     const char *model;             /* model directory (config.json, safetensors, tokenizer) */
     const char *tokenizer;         /* tokenizer directory; NULL: the model directory */
-    const char *dtype;             /* "auto" (the checkpoint's dtype); others: unsupported yet */
+    const char *dtype;             /* vLLM's --dtype: "auto" (the checkpoint's dtype),
+                                      "bfloat16", "float16" / "half", "float32" / "float":
+                                      the weights are converted at load; activations have
+                                      the backend's dtype (CPU float32, CUDA bfloat16, so
+                                      CUDA refuses float32) */
     int max_model_len;             /* 0: the config's max_position_embeddings */
     int max_num_seqs;              /* sequences per step (256) */
     int max_num_batched_tokens;    /* tokens per step (2048) */
@@ -268,6 +318,14 @@ struct pl_llm_params {
     const char *generation_config; /* "auto": defaults from generation_config.json; "vllm" */
     const char *load_format;       /* "auto" (safetensors); "dummy": random weights made on the
                                       device from config.json alone, for benchmarks (vLLM's) */
+    const char *override_generation_config; /* vLLM's --override-generation-config: JSON
+                                      text of an object with any of temperature, top_p,
+                                      top_k, min_p, repetition_penalty, max_new_tokens; each
+                                      replaces the default of requests that do not set the
+                                      field (after generation_config.json). NULL: none */
+    bool allow_long_max_model_len; /* max_model_len above the model's length (max_position_
+                                      embeddings, rope-scaled) is refused unless true (vLLM's
+                                      VLLM_ALLOW_LONG_MAX_MODEL_LEN=1) */
 };
 
 void pl_llm_params_default(struct pl_llm_params *p);
@@ -292,6 +350,14 @@ const char *pl_llm_errmsg(const struct pl_llm *llm);
  */
 void pl_llm_default_sampling_params(const struct pl_llm *llm, struct pl_sampling_params *p);
 
+/*
+ * Applies the operator's override_generation_config (pl_llm_params) to p: for
+ * callers that put defaults of their own over pl_llm_default_sampling_params
+ * (the RunPod worker's per-mode defaults) so that the operator's values still
+ * win. No-op without an override.
+ */
+void pl_llm_override_sampling_params(const struct pl_llm *llm, struct pl_sampling_params *p);
+
 /* A prompt: text (tokenized with special tokens) or token ids (token_ids non-NULL wins). */
 struct pl_prompt {
     const char *text;
@@ -299,7 +365,10 @@ struct pl_prompt {
     int n_token_ids;
 };
 
-/* Called by generate/chat after each step (progress bars); may be NULL. */
+/* Called by generate/chat after each step (progress bars); may be NULL.
+ * prompt_tokens: prompt tokens computed by prefill so far (prefix-cache hits
+ * excluded); generation_tokens: tokens sampled so far. Both count from the
+ * handle's creation, as pl_llm_get_stats does. */
 typedef void (*pl_llm_progress_fn)(void *user, int n_done, int n_total,
                                    uint64_t prompt_tokens, uint64_t generation_tokens);
 void pl_llm_set_progress(struct pl_llm *llm, pl_llm_progress_fn fn, void *user);
@@ -308,10 +377,16 @@ void pl_llm_set_progress(struct pl_llm *llm, pl_llm_progress_fn fn, void *user);
  * Generates for n_prompts prompts and waits for all of them (vLLM's
  * LLM.generate). params: one shared set (n_params 1) or one per prompt
  * (n_params == n_prompts); NULL means pl_llm_default_sampling_params. Each
- * set is validated first; nothing runs when one is invalid (the message names
- * the prompt and field). out->items are in prompt order; free with
- * pl_outputs_free. Requests already added through pl_llm_add_request keep
- * running alongside (their deltas stay queued for pl_llm_poll).
+ * set and prompt is validated first; nothing runs when one is invalid (the
+ * message names the prompt and field; out stays empty). out->items are in
+ * prompt order; free with pl_outputs_free. Requests already added through
+ * pl_llm_add_request keep running alongside (their deltas stay queued for
+ * pl_llm_poll).
+ * When the engine fails some requests while running (a backend failure in a
+ * step), the others still run to their end: the call returns the first
+ * failure's status (pl_llm_errmsg names the prompt) and out holds every
+ * prompt's output anyway, the failed ones with error set and finish_reason
+ * PL_FINISH_ERROR. So free out whatever the status.
  */
 pl_status pl_llm_generate(struct pl_llm *llm, const struct pl_prompt *prompts, int n_prompts,
                           const struct pl_sampling_params *params, int n_params,
@@ -349,13 +424,34 @@ pl_status pl_llm_chat(struct pl_llm *llm, const char *const *conversations, int 
 /*
  * Queues a request. request_id must be unique among unfinished requests.
  * params NULL: the defaults. Invalid params or prompts are refused with
- * PL_STATUS_INVALID_ARGUMENT and a message naming the field.
+ * PL_STATUS_INVALID_ARGUMENT and a message naming the field; token ids (the
+ * prompt's, logit_bias', allowed_token_ids') must be ids that exist
+ * (pl_llm_token_id_exists).
  */
 pl_status pl_llm_add_request(struct pl_llm *llm, const char *request_id,
                              const struct pl_prompt *prompt,
                              const struct pl_sampling_params *params);
 
-/* Runs one engine step (no-op when nothing is queued). */
+/*
+ * Queues a pooling request (see struct pl_pooling_params): it runs as part of
+ * the same steps as generation requests and its finished output carries the
+ * embedding. params NULL: pl_pooling_params_default. The prompt must be
+ * shorter than max_model_len. PL_STATUS_UNSUPPORTED when the model returns no
+ * hidden states.
+ */
+pl_status pl_llm_add_pooling_request(struct pl_llm *llm, const char *request_id,
+                                     const struct pl_prompt *prompt,
+                                     const struct pl_pooling_params *params);
+
+/* The width of the pooled vectors (the model's hidden size); 0 when not open. */
+int pl_llm_hidden_size(const struct pl_llm *llm);
+
+/*
+ * Runs one engine step (no-op when nothing is queued). A failure (backend,
+ * internal) is returned, and the requests that step ran are already finished
+ * with an error (their last delta, at the next poll, has error set); the rest
+ * keep running, so keep stepping and polling.
+ */
 pl_status pl_llm_step(struct pl_llm *llm);
 
 /* True while a request is waiting or running. */
@@ -401,6 +497,11 @@ pl_status pl_llm_decode(struct pl_llm *llm, const int32_t *ids, int n_ids,
                         bool skip_special_tokens, char **text);
 bool pl_llm_has_tokenizer(const struct pl_llm *llm);
 int pl_llm_vocab_size(const struct pl_llm *llm);
+/* True when requests may name token id: below the model's vocab_size (config.json,
+ * the embedding rows) and, with a tokenizer, an id the tokenizer has a token for. A
+ * model's vocab is often padded past its tokenizer (Qwen2: 151936 rows, ~151670
+ * tokens): ids in that gap are refused in requests, and decode to "" when sampled. */
+bool pl_llm_token_id_exists(const struct pl_llm *llm, int32_t id);
 int pl_llm_max_model_len(const struct pl_llm *llm);
 
 #ifdef __cplusplus

@@ -5,9 +5,9 @@ import { ChatPromptTemplate } from '@langchain/core/prompts';
 import { StringOutputParser } from '@langchain/core/output_parsers';
 
 const llm = new ChatOpenAI({
-  model: process.env.PAGELLM_MODEL ?? 'tiny',
-  apiKey: process.env.PAGELLM_API_KEY ?? 'EMPTY',
-  configuration: { baseURL: process.env.PAGELLM_BASE_URL ?? 'http://127.0.0.1:8000/v1' },
+  model: process.env.PAGELLM_MODEL || 'tiny',
+  apiKey: process.env.PAGELLM_API_KEY || 'EMPTY', // empty or unset: any string will do without --api-key
+  configuration: { baseURL: process.env.PAGELLM_BASE_URL || 'http://127.0.0.1:8000/v1' },
   temperature: 0,
   maxTokens: 32,
 });

@@ -3,8 +3,8 @@
 import OpenAI from 'openai';
 
 const client = new OpenAI({
-  baseURL: process.env.PAGELLM_BASE_URL ?? 'http://127.0.0.1:8000/v1',
-  apiKey: process.env.PAGELLM_API_KEY ?? 'EMPTY', // any string when the server has no --api-key
+  baseURL: process.env.PAGELLM_BASE_URL || 'http://127.0.0.1:8000/v1',
+  apiKey: process.env.PAGELLM_API_KEY || 'EMPTY', // empty or unset: any string will do without --api-key
 });
 
 const [model] = (await client.models.list()).data.map((m) => m.id);

@@ -11,6 +11,10 @@
  * Metrics per request, as vLLM defines them: TTFT = first text chunk - send;
  * ITL = gaps between text chunks; TPOT = (latency - TTFT) / (output tokens - 1);
  * E2E latency. Reported: mean, median and p99 of each, request and token throughput.
+ * A request succeeds only when its stream ends with [DONE] after a choice finished with
+ * "length" and --output-len tokens (usage.completion_tokens, else the text chunks):
+ * an aborted, errored or short reply is a failure, reported by kind, and is left out
+ * of every latency and throughput figure.
  * --result-file appends one JSON line per run (with --label, date and the settings).
  */
 #include "cli/cli.h"
@@ -44,11 +48,17 @@ struct bench_opts {
     uint64_t seed;
 };
 
+enum req_failure { REQ_OK = 0, REQ_ERROR, REQ_ABORTED, REQ_SHORT };
+
 struct req_result {
     bool ok;
+    enum req_failure failure;
     char err[160];
     double t_send, ttft, latency;
-    int output_tokens;
+    int output_tokens;     /* usage.completion_tokens, -1 until a usage chunk came */
+    int n_chunks;          /* chunks with text */
+    char finish[16];       /* choices[0].finish_reason of the last chunk that had one */
+    bool done;             /* [DONE] arrived */
     double *itl; /* [n_itl] */
     int n_itl, cap_itl;
 };
@@ -146,8 +156,10 @@ static bool send_all(int fd, const char *p, size_t n)
 /* Handles one SSE event payload; returns false on [DONE]. */
 static bool on_event(struct req_result *r, const char *data, size_t n, double t)
 {
-    if (n == 6 && !memcmp(data, "[DONE]", 6))
+    if (n == 6 && !memcmp(data, "[DONE]", 6)) {
+        r->done = true;
         return false;
+    }
     json_t *j = json_loadb(data, n, 0, NULL);
     if (!j)
         return true;
@@ -160,8 +172,12 @@ static bool on_event(struct req_result *r, const char *data, size_t n, double t)
     if (json_is_object(usage))
         r->output_tokens = (int)json_integer_value(json_object_get(usage, "completion_tokens"));
     json_t *ch = json_array_get(json_object_get(j, "choices"), 0);
+    const char *fr = json_string_value(json_object_get(ch, "finish_reason"));
+    if (fr)
+        snprintf(r->finish, sizeof(r->finish), "%s", fr);
     const char *text = json_string_value(json_object_get(ch, "text"));
     if (text && *text) {
+        r->n_chunks++;
         if (r->ttft == 0) {
             r->ttft = t - r->t_send;
         } else {
@@ -178,10 +194,36 @@ static bool on_event(struct req_result *r, const char *data, size_t n, double t)
     return true;
 }
 
+/* Decides whether a finished request counts (see the top of the file). */
+static void judge(struct req_result *r, int want_tokens, int status)
+{
+    if (r->output_tokens < 0)
+        r->output_tokens = r->n_chunks; /* no usage chunk: one token per text chunk */
+    if (r->err[0]) {
+        r->failure = REQ_ERROR;
+    } else if (!strcmp(r->finish, "abort")) {
+        r->failure = REQ_ABORTED;
+        snprintf(r->err, sizeof(r->err), "aborted (finish_reason abort) after %d of %d tokens",
+                 r->output_tokens, want_tokens);
+    } else if (!r->done || !r->finish[0]) {
+        r->failure = REQ_ERROR;
+        snprintf(r->err, sizeof(r->err), "incomplete response (HTTP %d, %s)", status,
+                 r->done ? "no finish_reason" : "no [DONE]");
+    } else if (r->output_tokens < want_tokens || r->ttft <= 0) {
+        r->failure = REQ_SHORT;
+        snprintf(r->err, sizeof(r->err), "short: %d of %d tokens (finish_reason %s)",
+                 r->output_tokens, want_tokens, r->finish);
+    } else {
+        r->latency -= r->t_send;
+        r->ok = true;
+    }
+}
+
 static void run_request(struct bench *b, int idx)
 {
     struct req_result *r = &b->res[idx];
     const struct bench_opts *o = &b->o;
+    r->output_tokens = -1;
     /* body: token ids, exact output length, streaming with usage */
     size_t cap = (size_t)o->input_len * 12 + 512;
     char *body = malloc(cap);
@@ -297,12 +339,7 @@ static void run_request(struct bench *b, int idx)
     close(fd);
     free(buf);
     free(sse);
-    if (!r->err[0] && r->ttft > 0 && r->output_tokens > 0) {
-        r->latency -= r->t_send;
-        r->ok = true;
-    } else if (!r->err[0]) {
-        snprintf(r->err, sizeof(r->err), "incomplete response (HTTP %d)", status);
-    }
+    judge(r, o->output_len, status);
 }
 
 struct worker_arg {
@@ -531,17 +568,21 @@ static int bench_serve(int argc, char **argv)
             pthread_join(th[i], NULL);
     double duration = pl_clock_seconds() - t0;
 
-    int n_ok = 0, n_itl = 0;
-    long long out_tokens = 0;
+    int n_ok = 0, n_itl = 0, n_fail[4] = {0};
+    long long out_tokens = 0, failed_tokens = 0;
     for (int i = 0; i < o->num_prompts; i++) {
         if (b.res[i].ok) {
             n_ok++;
             out_tokens += b.res[i].output_tokens;
             n_itl += b.res[i].n_itl;
-        } else if (i == 0 || !b.res[i - 1].err[0] || strcmp(b.res[i].err, b.res[i - 1].err)) {
-            fprintf(stderr, "request %d failed: %s\n", i, b.res[i].err);
+        } else {
+            n_fail[b.res[i].failure]++;
+            failed_tokens += b.res[i].output_tokens > 0 ? b.res[i].output_tokens : 0;
+            if (n_fail[REQ_ERROR] + n_fail[REQ_ABORTED] + n_fail[REQ_SHORT] <= 10)
+                fprintf(stderr, "request %d failed: %s\n", i, b.res[i].err);
         }
     }
+    const int n_failed = o->num_prompts - n_ok;
     double *ttft = malloc(sizeof(double) * (size_t)(n_ok + 1));
     double *tpot = malloc(sizeof(double) * (size_t)(n_ok + 1));
     double *e2e = malloc(sizeof(double) * (size_t)(n_ok + 1));
@@ -567,7 +608,13 @@ static int bench_serve(int argc, char **argv)
 
     printf("============ Serving Benchmark Result ============\n");
     printf("%-40s %d\n", "Successful requests:", n_ok);
-    printf("%-40s %d\n", "Failed requests:", o->num_prompts - n_ok);
+    printf("%-40s %d\n", "Failed requests:", n_failed);
+    if (n_failed) {
+        printf("%-40s %d\n", "  aborted (finish_reason abort):", n_fail[REQ_ABORTED]);
+        printf("%-40s %d\n", "  short (fewer tokens than asked):", n_fail[REQ_SHORT]);
+        printf("%-40s %d\n", "  errors (HTTP, connection, no [DONE]):", n_fail[REQ_ERROR]);
+        printf("%-40s %lld\n", "  tokens they generated (not counted):", failed_tokens);
+    }
     printf("%-40s %.2f\n", "Benchmark duration (s):", duration);
     printf("%-40s %lld\n", "Total input tokens:", in_tokens);
     printf("%-40s %lld\n", "Total generated tokens:", out_tokens);
@@ -604,6 +651,10 @@ static int bench_serve(int argc, char **argv)
         json_object_set_new(j, "input_len", json_integer(o->input_len));
         json_object_set_new(j, "output_len", json_integer(o->output_len));
         json_object_set_new(j, "completed", json_integer(n_ok));
+        json_object_set_new(j, "failed", json_integer(n_failed));
+        json_object_set_new(j, "failed_aborted", json_integer(n_fail[REQ_ABORTED]));
+        json_object_set_new(j, "failed_short", json_integer(n_fail[REQ_SHORT]));
+        json_object_set_new(j, "failed_error", json_integer(n_fail[REQ_ERROR]));
         json_object_set_new(j, "duration_s", json_real(duration));
         json_object_set_new(j, "request_throughput", json_real(req_tput));
         json_object_set_new(j, "output_throughput", json_real(out_tput));

@@ -1,14 +1,26 @@
 /*
- * flags.c -- the sampling and engine flags shared by `pagellm generate` and
- * `pagellm chat`, named as vLLM names them.
+ * flags.c -- the sampling and engine flags shared by `pagellm generate`,
+ * `chat`, `serve` and `worker`, named as vLLM names them, and the checks every
+ * model command runs before loading (model directory, exit codes).
  *
  * Owns: struct pl_cli_flags (the parsed values plus the storage behind the
- * sampling params' arrays: stop strings, stop token ids). Values are checked
- * for syntax here (an integer, a number, a list); ranges are checked by
- * pl_sampling_params_validate and pl_llm_new, whose messages name the field.
+ * sampling params' arrays: stop strings, stop token ids, the merged
+ * override). A value is checked here as far as it can be without the model:
+ * syntax (an integer, a number, a list), enums and engine ranges in
+ * pl_cli_flags_value; sampling ranges through pl_sampling_params_validate in
+ * pl_cli_flags_check (its messages name the field, ours the flag). What needs
+ * the model (vocabulary, max_position_embeddings, KV memory) is checked by
+ * pl_llm_new after loading.
  */
 #include "cli/cli.h"
+#include "backend/backend.h"
+#include "engine/block_manager.h"
+#include "model/config.h"
+#include "model/hub.h"
+#include "util/dtype.h"
 
+#include <jansson.h>
+#include <sys/stat.h>
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -16,18 +28,35 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* An environment switch: set and not "0" / "false" (vLLM reads its env flags so). */
+static bool env_true(const char *name)
+{
+    const char *v = getenv(name);
+    return v && *v && strcmp(v, "0") && strcasecmp(v, "false");
+}
+
 void pl_cli_flags_init(struct pl_cli_flags *f)
 {
     memset(f, 0, sizeof(*f));
     pl_llm_params_default(&f->llm);
     pl_sampling_params_default(&f->sp);
+    /* vLLM's variable, so a deployment's environment carries over */
+    f->llm.allow_long_max_model_len = env_true("VLLM_ALLOW_LONG_MAX_MODEL_LEN");
 }
 
 void pl_cli_flags_fini(struct pl_cli_flags *f)
 {
     free(f->stop);
     free(f->stop_ids);
+    free(f->override_owned);
     memset(f, 0, sizeof(*f));
+}
+
+/* Records the first sampling flag a server cannot take as a default. */
+static void per_request(struct pl_cli_flags *f, const char *flag)
+{
+    if (!f->per_request_flag)
+        f->per_request_flag = flag;
 }
 
 static bool parse_long(const char *s, long lo, long hi, long *out)
@@ -58,24 +87,32 @@ static int bad_value(const char *cmd, const char *flag, const char *val, const c
     return -1;
 }
 
-/* The flags that take no value; *is_bool set when flag is one. */
 int pl_cli_flags_bool(struct pl_cli_flags *f, const char *flag)
 {
+    if (!strcmp(flag, "--enable-prefix-caching")) {
+        f->llm.enable_prefix_caching = true;
+        return 1;
+    }
+    if (!strcmp(flag, "--no-enable-prefix-caching")) {
+        f->llm.enable_prefix_caching = false;
+        return 1;
+    }
+    if (!strcmp(flag, "--allow-long-max-model-len")) {
+        f->llm.allow_long_max_model_len = true;
+        return 1;
+    }
     if (!strcmp(flag, "--ignore-eos"))
         f->sp.ignore_eos = true;
     else if (!strcmp(flag, "--include-stop-str-in-output"))
         f->sp.include_stop_str_in_output = true;
     else if (!strcmp(flag, "--no-skip-special-tokens"))
         f->sp.skip_special_tokens = false;
-    else if (!strcmp(flag, "--enable-prefix-caching"))
-        f->llm.enable_prefix_caching = true;
-    else if (!strcmp(flag, "--no-enable-prefix-caching"))
-        f->llm.enable_prefix_caching = false;
     else if (!strcmp(flag, "--early-stopping"))
         f->sp.early_stopping = true;
     else
         return 0;
     f->sp_set = true;
+    per_request(f, flag);
     return 1;
 }
 
@@ -147,62 +184,85 @@ int pl_cli_flags_value(struct pl_cli_flags *f, const char *cmd, const char *flag
     struct pl_sampling_params *sp = &f->sp;
     struct pl_llm_params *lp = &f->llm;
     long v;
+    /* server: the flag is a generation_config key a server may take as a default */
     struct {
         const char *name;
         float *dst;
-    } floats[] = {
-        {"--temperature", &sp->temperature},
-        {"--top-p", &sp->top_p},
-        {"--min-p", &sp->min_p},
-        {"--presence-penalty", &sp->presence_penalty},
-        {"--frequency-penalty", &sp->frequency_penalty},
-        {"--repetition-penalty", &sp->repetition_penalty},
-        {"--length-penalty", &sp->length_penalty},
+        bool server;
+    } floats[PL_CLI_N_FLOAT_FLAGS] = {
+        [PL_CLI_TEMPERATURE] = {"--temperature", &sp->temperature, true},
+        [PL_CLI_TOP_P] = {"--top-p", &sp->top_p, true},
+        [PL_CLI_MIN_P] = {"--min-p", &sp->min_p, true},
+        [PL_CLI_PRESENCE_PENALTY] = {"--presence-penalty", &sp->presence_penalty, false},
+        [PL_CLI_FREQUENCY_PENALTY] = {"--frequency-penalty", &sp->frequency_penalty, false},
+        [PL_CLI_REPETITION_PENALTY] = {"--repetition-penalty", &sp->repetition_penalty, true},
+        [PL_CLI_LENGTH_PENALTY] = {"--length-penalty", &sp->length_penalty, false},
     };
-    for (size_t k = 0; k < sizeof(floats) / sizeof(floats[0]); k++) {
+    for (size_t k = 0; k < PL_CLI_N_FLOAT_FLAGS; k++) {
         if (strcmp(flag, floats[k].name))
             continue;
         if (!parse_float(val, floats[k].dst))
             return bad_value(cmd, flag, val, "a number");
         f->sp_set = true;
         f->float_set[k] = true;
+        if (!floats[k].server)
+            per_request(f, floats[k].name);
+        return 1;
+    }
+    struct {
+        const char *name;
+        int *dst;
+        bool server;
+    } sampling_ints[PL_CLI_N_INT_FLAGS] = {
+        [PL_CLI_N] = {"--n", &sp->n, false},
+        [PL_CLI_TOP_K] = {"--top-k", &sp->top_k, true},
+        [PL_CLI_MAX_TOKENS] = {"--max-tokens", &sp->max_tokens, true},
+        [PL_CLI_MIN_TOKENS] = {"--min-tokens", &sp->min_tokens, false},
+        [PL_CLI_LOGPROBS] = {"--logprobs", &sp->logprobs, false},
+        [PL_CLI_PROMPT_LOGPROBS] = {"--prompt-logprobs", &sp->prompt_logprobs, false},
+        [PL_CLI_BEAM_WIDTH] = {"--beam-width", &sp->beam_width, false},
+    };
+    for (size_t k = 0; k < PL_CLI_N_INT_FLAGS; k++) {
+        if (strcmp(flag, sampling_ints[k].name))
+            continue;
+        if (!parse_long(val, INT_MIN, INT_MAX, &v))
+            return bad_value(cmd, flag, val, "an integer");
+        *sampling_ints[k].dst = (int)v;
+        f->sp_set = true;
+        f->int_set[k] = true;
+        if (!sampling_ints[k].server)
+            per_request(f, sampling_ints[k].name);
+        if (k == PL_CLI_BEAM_WIDTH)
+            sp->use_beam_search = true;
         return 1;
     }
     struct {
         const char *name;
         int *dst;
         long lo, hi;
-        bool sampling;
+        const char *what;
     } ints[] = {
-        {"--n", &sp->n, INT_MIN, INT_MAX, true},
-        {"--top-k", &sp->top_k, INT_MIN, INT_MAX, true},
-        {"--max-tokens", &sp->max_tokens, INT_MIN, INT_MAX, true},
-        {"--min-tokens", &sp->min_tokens, INT_MIN, INT_MAX, true},
-        {"--logprobs", &sp->logprobs, INT_MIN, INT_MAX, true},
-        {"--prompt-logprobs", &sp->prompt_logprobs, INT_MIN, INT_MAX, true},
-        {"--beam-width", &sp->beam_width, INT_MIN, INT_MAX, true},
-        {"--max-num-seqs", &lp->max_num_seqs, 1, INT_MAX, false},
-        {"--max-num-batched-tokens", &lp->max_num_batched_tokens, 1, INT_MAX, false},
-        {"--block-size", &lp->block_size, 1, INT_MAX, false},
-        {"--num-kv-blocks", &lp->num_kv_blocks, 1, INT_MAX, false},
-        {"--max-model-len", &lp->max_model_len, 1, INT_MAX, false},
-        {"--threads", &lp->n_threads, 0, 4096, false},
-        {"--long-prefill-token-threshold", &lp->long_prefill_token_threshold, 0, INT_MAX, false},
-        {"--prefill-chunk", &lp->long_prefill_token_threshold, 1, INT_MAX, false},
+        {"--max-num-seqs", &lp->max_num_seqs, 1, INT_MAX, "a positive integer"},
+        {"--max-num-batched-tokens", &lp->max_num_batched_tokens, 1, INT_MAX,
+         "a positive integer"},
+        {"--block-size", &lp->block_size, 8, 32, "one of 8, 16, 32"},
+        {"--num-kv-blocks", &lp->num_kv_blocks, 1, PL_KV_MAX_BLOCKS, NULL},
+        {"--max-model-len", &lp->max_model_len, 1, INT_MAX, "a positive integer"},
+        {"--threads", &lp->n_threads, 0, 4096, "an integer in 0..4096 (0: one per core)"},
+        {"--long-prefill-token-threshold", &lp->long_prefill_token_threshold, 0, INT_MAX,
+         "a non-negative integer"},
+        {"--prefill-chunk", &lp->long_prefill_token_threshold, 1, INT_MAX, "a positive integer"},
     };
     for (size_t k = 0; k < sizeof(ints) / sizeof(ints[0]); k++) {
         if (strcmp(flag, ints[k].name))
             continue;
-        if (!parse_long(val, ints[k].lo, ints[k].hi, &v))
-            return bad_value(cmd, flag, val,
-                             ints[k].lo > 0 ? "a positive integer" : "an integer in range");
-        *ints[k].dst = (int)v;
-        if (ints[k].sampling) {
-            f->sp_set = true;
-            f->int_set[k] = true;
+        if (!parse_long(val, ints[k].lo, ints[k].hi, &v) ||
+            (ints[k].dst == &lp->block_size && v != 8 && v != 16 && v != 32)) {
+            char what[64];
+            snprintf(what, sizeof(what), "an integer in %ld..%ld", ints[k].lo, ints[k].hi);
+            return bad_value(cmd, flag, val, ints[k].what ? ints[k].what : what);
         }
-        if (ints[k].dst == &sp->beam_width)
-            sp->use_beam_search = true;
+        *ints[k].dst = (int)v;
         return 1;
     }
     if (!strcmp(flag, "--seed")) {
@@ -218,13 +278,15 @@ int pl_cli_flags_value(struct pl_cli_flags *f, const char *cmd, const char *flag
         return 1;
     }
     if (!strcmp(flag, "--stop")) {
+        if (!*val)
+            return bad_value(cmd, flag, val, "a non-empty string");
         const char **g = realloc(f->stop, sizeof(char *) * (size_t)(f->n_stop + 1));
         if (!g)
             return -1;
         f->stop = g;
         f->stop[f->n_stop++] = val;
-        if (!*val)
-            return bad_value(cmd, flag, val, "a non-empty string");
+        f->sp_set = true;
+        per_request(f, "--stop");
         return 1;
     }
     if (!strcmp(flag, "--stop-token-ids")) {
@@ -232,6 +294,12 @@ int pl_cli_flags_value(struct pl_cli_flags *f, const char *cmd, const char *flag
         f->stop_ids = NULL;
         if (!pl_cli_parse_ids(val, &f->stop_ids, &f->n_stop_ids))
             return bad_value(cmd, flag, val, "a comma-separated list of token ids");
+        f->sp_set = true;
+        per_request(f, "--stop-token-ids");
+        return 1;
+    }
+    if (!strcmp(flag, "--override-generation-config")) {
+        f->override_json = val;
         return 1;
     }
     if (!strcmp(flag, "--generation-config")) {
@@ -244,7 +312,20 @@ int pl_cli_flags_value(struct pl_cli_flags *f, const char *cmd, const char *flag
         lp->model = val;
         return 1;
     }
+    if (!strcmp(flag, "--revision")) {
+        f->revision = val;
+        return 1;
+    }
+    if (!strcmp(flag, "--download-dir")) {
+        f->download_dir = val;
+        return 1;
+    }
     if (!strcmp(flag, "--device")) {
+        if (!pl_backend_name_known(val)) {
+            char what[96];
+            snprintf(what, sizeof(what), "one of %s", pl_backend_names());
+            return bad_value(cmd, flag, val, what);
+        }
         lp->device = val;
         return 1;
     }
@@ -262,6 +343,10 @@ int pl_cli_flags_value(struct pl_cli_flags *f, const char *cmd, const char *flag
         return 1;
     }
     if (!strcmp(flag, "--dtype")) {
+        enum pl_dtype t;
+        if (strcmp(val, "auto") && !pl_dtype_parse_torch(val, &t))
+            return bad_value(cmd, flag, val,
+                             "one of auto, bfloat16, float16, half, float32, float");
         lp->dtype = val;
         return 1;
     }
@@ -278,6 +363,184 @@ int pl_cli_flags_value(struct pl_cli_flags *f, const char *cmd, const char *flag
     return 0;
 }
 
+/* Validates p (vLLM's defaults plus some flags) without a vocabulary; prints
+ * "pagellm CMD: WHAT: message" and returns false when it is refused. */
+static bool sampling_ok(const char *cmd, const char *what, const struct pl_sampling_params *p)
+{
+    struct pl_sampling_params check = *p; /* validate normalizes: work on a copy */
+    struct pl_err err;
+    if (pl_sampling_params_validate(&check, 0, &err) == PL_STATUS_OK)
+        return true;
+    fprintf(stderr, "pagellm %s: %s: %s\n", cmd, what, err.msg);
+    return false;
+}
+
+/* The defaults a flag is checked against: vLLM's, with max_tokens None, since the
+ * real default (16, generation_config, or chat's "rest of the context") is not known
+ * before loading and must not make e.g. --min-tokens 20 look wrong. */
+static void check_base(struct pl_sampling_params *p)
+{
+    pl_sampling_params_default(p);
+    p->max_tokens = -1;
+}
+
+/* --override-generation-config plus, for servers, the default flags -> one JSON text
+ * in f->override_owned. 0 or 2. */
+static int merge_override(struct pl_cli_flags *f, const char *cmd, bool server)
+{
+    json_t *o = NULL;
+    if (f->override_json) {
+        json_error_t je;
+        o = json_loads(f->override_json, 0, &je);
+        if (!json_is_object(o)) {
+            fprintf(stderr, "pagellm %s: --override-generation-config: %s%s\n", cmd,
+                    o ? "not a JSON object" : "not valid JSON: ", o ? "" : je.text);
+            json_decref(o);
+            return 2;
+        }
+    } else if (server && f->sp_set) {
+        o = json_object();
+    }
+    if (!o)
+        return 0;
+    if (server) {
+        const struct pl_sampling_params *sp = &f->sp;
+        if (f->float_set[PL_CLI_TEMPERATURE])
+            json_object_set_new(o, "temperature", json_real(sp->temperature));
+        if (f->float_set[PL_CLI_TOP_P])
+            json_object_set_new(o, "top_p", json_real(sp->top_p));
+        if (f->float_set[PL_CLI_MIN_P])
+            json_object_set_new(o, "min_p", json_real(sp->min_p));
+        if (f->float_set[PL_CLI_REPETITION_PENALTY])
+            json_object_set_new(o, "repetition_penalty", json_real(sp->repetition_penalty));
+        if (f->int_set[PL_CLI_TOP_K])
+            json_object_set_new(o, "top_k", json_integer(sp->top_k));
+        if (f->int_set[PL_CLI_MAX_TOKENS])
+            json_object_set_new(o, "max_new_tokens", json_integer(sp->max_tokens));
+    }
+    /* float values: 9 significant digits give the float back exactly */
+    f->override_owned = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(9));
+    json_decref(o);
+    if (!f->override_owned) {
+        fprintf(stderr, "pagellm %s: out of memory\n", cmd);
+        return 1;
+    }
+    struct pl_generation_config g;
+    struct pl_err err;
+    const char *what = f->override_json ? "--override-generation-config" : "sampling defaults";
+    if (pl_generation_config_parse_override(f->override_owned, what, &g, &err) != PL_STATUS_OK) {
+        fprintf(stderr, "pagellm %s: %s\n", cmd, err.msg);
+        return 2;
+    }
+    struct pl_sampling_params p;
+    check_base(&p);
+    pl_sampling_params_apply_generation_override(&p, &g);
+    if (!sampling_ok(cmd, what, &p))
+        return 2;
+    f->llm.override_generation_config = f->override_owned;
+    return 0;
+}
+
+int pl_cli_flags_check(struct pl_cli_flags *f, const char *cmd, enum pl_cli_sampling_use use)
+{
+    const struct pl_llm_params *lp = &f->llm;
+    if (lp->max_num_batched_tokens < lp->max_num_seqs) {
+        fprintf(stderr,
+                "pagellm %s: --max-num-batched-tokens (%d) must be at least --max-num-seqs "
+                "(%d)\n",
+                cmd, lp->max_num_batched_tokens, lp->max_num_seqs);
+        return 2;
+    }
+    const bool server = use == PL_CLI_SAMPLING_SERVER;
+    if (server && f->per_request_flag) {
+        fprintf(stderr,
+                "pagellm %s: %s is a per-request sampling field, not a server option (server "
+                "defaults: --temperature, --top-p, --top-k, --min-p, --repetition-penalty, "
+                "--max-tokens, --override-generation-config)\n",
+                cmd, f->per_request_flag);
+        return 2;
+    }
+    int rc = merge_override(f, cmd, server);
+    if (rc || server)
+        return rc;
+    /* each flag alone on the defaults: a refusal names the flag */
+    static const char *const float_names[PL_CLI_N_FLOAT_FLAGS] = {
+        "--temperature", "--top-p", "--min-p", "--presence-penalty", "--frequency-penalty",
+        "--repetition-penalty", "--length-penalty"};
+    static const char *const int_names[PL_CLI_N_INT_FLAGS] = {
+        "--n", "--top-k", "--max-tokens", "--min-tokens", "--logprobs", "--prompt-logprobs",
+        "--beam-width"};
+    struct pl_sampling_params all;
+    pl_cli_flags_sampling(f, NULL, &all);
+    if (!f->int_set[PL_CLI_MAX_TOKENS])
+        all.max_tokens = -1;
+    for (int k = 0; k < PL_CLI_N_FLOAT_FLAGS; k++) {
+        if (!f->float_set[k])
+            continue;
+        struct pl_sampling_params p;
+        check_base(&p);
+        float *dst[PL_CLI_N_FLOAT_FLAGS] = {&p.temperature,       &p.top_p,
+                                            &p.min_p,             &p.presence_penalty,
+                                            &p.frequency_penalty, &p.repetition_penalty,
+                                            &p.length_penalty};
+        const float src[PL_CLI_N_FLOAT_FLAGS] = {all.temperature,       all.top_p,
+                                                 all.min_p,             all.presence_penalty,
+                                                 all.frequency_penalty, all.repetition_penalty,
+                                                 all.length_penalty};
+        *dst[k] = src[k];
+        p.use_beam_search = k == PL_CLI_LENGTH_PENALTY;
+        if (!sampling_ok(cmd, float_names[k], &p))
+            return 2;
+    }
+    for (int k = 0; k < PL_CLI_N_INT_FLAGS; k++) {
+        if (!f->int_set[k])
+            continue;
+        struct pl_sampling_params p;
+        check_base(&p);
+        int *dst[PL_CLI_N_INT_FLAGS] = {&p.n,        &p.top_k,           &p.max_tokens,
+                                        &p.min_tokens, &p.logprobs,      &p.prompt_logprobs,
+                                        &p.beam_width};
+        const int src[PL_CLI_N_INT_FLAGS] = {all.n,        all.top_k,           all.max_tokens,
+                                             all.min_tokens, all.logprobs,      all.prompt_logprobs,
+                                             all.beam_width};
+        *dst[k] = src[k];
+        p.use_beam_search = k == PL_CLI_BEAM_WIDTH;
+        if (k == PL_CLI_BEAM_WIDTH && (src[k] < 1 || src[k] > PL_MAX_LOGPROBS / 2)) {
+            /* beam search reads 2 x beam_width logprobs per step (beam_search.c) */
+            fprintf(stderr, "pagellm %s: --beam-width: must be in 1..%d, got %d\n", cmd,
+                    PL_MAX_LOGPROBS / 2, src[k]);
+            return 2;
+        }
+        if (!sampling_ok(cmd, int_names[k], &p))
+            return 2;
+    }
+    /* then together (min_tokens <= max_tokens, greedy with n > 1, ...) */
+    if (!sampling_ok(cmd, "sampling flags", &all))
+        return 2;
+    return 0;
+}
+
+int pl_cli_exit_code(pl_status st)
+{
+    return st == PL_STATUS_INVALID_ARGUMENT ? 2 : 1;
+}
+
+int pl_cli_check_model_dir(const char *cmd, const char *model)
+{
+    struct stat sb;
+    if (stat(model, &sb) == 0 && S_ISDIR(sb.st_mode))
+        return 0;
+    if (errno == ENOENT && pl_hub_is_repo_id(model))
+        return 0; /* a Hub id: pl_cli_hub_model resolves it (download.c) */
+    if (stat(model, &sb) == 0)
+        fprintf(stderr, "pagellm %s: model '%s' is not a directory (pass the folder that holds "
+                        "config.json)\n", cmd, model);
+    else
+        fprintf(stderr, "pagellm %s: no model directory at '%s': %s\n", cmd, model,
+                strerror(errno));
+    return 1;
+}
+
 /*
  * The request's sampling params: the LLM's defaults (vLLM's, then the
  * generation config) with every flag given on the command line on top.
@@ -287,23 +550,23 @@ void pl_cli_flags_sampling(struct pl_cli_flags *f, const struct pl_llm *llm,
 {
     pl_llm_default_sampling_params(llm, out);
     const struct pl_sampling_params *sp = &f->sp;
-    float *const out_floats[] = {&out->temperature,      &out->top_p,
+    float *const out_floats[PL_CLI_N_FLOAT_FLAGS] = {&out->temperature,      &out->top_p,
                                  &out->min_p,            &out->presence_penalty,
                                  &out->frequency_penalty, &out->repetition_penalty,
                                  &out->length_penalty};
-    const float in_floats[] = {sp->temperature,       sp->top_p,
+    const float in_floats[PL_CLI_N_FLOAT_FLAGS] = {sp->temperature,       sp->top_p,
                                sp->min_p,             sp->presence_penalty,
                                sp->frequency_penalty, sp->repetition_penalty,
                                sp->length_penalty};
-    for (int k = 0; k < 7; k++)
+    for (int k = 0; k < PL_CLI_N_FLOAT_FLAGS; k++)
         if (f->float_set[k])
             *out_floats[k] = in_floats[k];
-    int *const out_ints[] = {&out->n,        &out->top_k,           &out->max_tokens,
+    int *const out_ints[PL_CLI_N_INT_FLAGS] = {&out->n,        &out->top_k,           &out->max_tokens,
                              &out->min_tokens, &out->logprobs,        &out->prompt_logprobs,
                              &out->beam_width};
-    const int in_ints[] = {sp->n,        sp->top_k,           sp->max_tokens, sp->min_tokens,
+    const int in_ints[PL_CLI_N_INT_FLAGS] = {sp->n,        sp->top_k,           sp->max_tokens, sp->min_tokens,
                            sp->logprobs, sp->prompt_logprobs, sp->beam_width};
-    for (int k = 0; k < 7; k++)
+    for (int k = 0; k < PL_CLI_N_INT_FLAGS; k++)
         if (f->int_set[k])
             *out_ints[k] = in_ints[k];
     if (f->seed_set) {
@@ -321,10 +584,11 @@ void pl_cli_flags_sampling(struct pl_cli_flags *f, const struct pl_llm *llm,
     out->n_stop_token_ids = f->n_stop_ids;
 }
 
-const char *pl_cli_flags_help(void)
+const char *pl_cli_flags_help_sampling(void)
 {
     return "sampling (vLLM's SamplingParams; defaults: vLLM's, then the model's\n"
-           "generation_config.json unless --generation-config vllm):\n"
+           "generation_config.json unless --generation-config vllm, then\n"
+           "--override-generation-config):\n"
            "  --n N                       samples per prompt (1)\n"
            "  --temperature T             0 = greedy (1.0)\n"
            "  --top-p P                   nucleus mass (1.0)\n"
@@ -346,16 +610,37 @@ const char *pl_cli_flags_help(void)
            "  --no-skip-special-tokens    keep special tokens in the text\n"
            "  --beam-width N              beam search with N beams (1..10), N outputs\n"
            "  --length-penalty X          beam search length penalty (1.0)\n"
-           "  --early-stopping            accepted; no effect (as vLLM's offline beam search)\n"
-           "engine:\n"
-           "  --model DIR                 Hugging Face model directory (required)\n"
+           "  --early-stopping            accepted; no effect (as vLLM's offline beam search)\n";
+}
+
+const char *pl_cli_flags_help_server_sampling(void)
+{
+    return "sampling defaults (for requests that do not set the field; replace the\n"
+           "model's generation_config.json values, as vLLM's --override-generation-config):\n"
+           "  --override-generation-config JSON  e.g. '{\"temperature\": 0.5}'; keys:\n"
+           "                              temperature, top_p, top_k, min_p,\n"
+           "                              repetition_penalty, max_new_tokens\n"
+           "  --temperature T, --top-p P, --top-k K, --min-p P, --repetition-penalty X,\n"
+           "  --max-tokens N              the same, one key each (a flag wins over the JSON)\n"
+           "  (other sampling fields are per request: set them in the request body)\n";
+}
+
+const char *pl_cli_flags_help_engine(void)
+{
+    return "engine:\n"
+           "  --revision R                Hub branch, tag or commit of --model ORG/NAME (main)\n"
+           "  --download-dir DIR          Hub cache root (default $HF_HUB_CACHE, else\n"
+           "                              ~/.cache/huggingface/hub)\n"
            "  --max-num-seqs N            sequences per step (256)\n"
-           "  --max-num-batched-tokens N  tokens per step (2048)\n"
+           "  --max-num-batched-tokens N  tokens per step, >= --max-num-seqs (2048)\n"
            "  --block-size N              KV block size: 8, 16 or 32 (16)\n"
-           "  --num-kv-blocks N           KV blocks (default: from --kv-cache-bytes)\n"
+           "  --num-kv-blocks N           KV blocks (default: from --kv-cache-bytes, or on\n"
+           "                              CUDA from --gpu-memory-utilization)\n"
            "  --kv-cache-bytes B          KV memory budget on CPU (268435456)\n"
            "  --max-model-len N           longest sequence (default: the model's, capped to\n"
-           "                              what the KV cache holds)\n"
+           "                              what the KV cache holds); above the model's\n"
+           "                              max_position_embeddings only with:\n"
+           "  --allow-long-max-model-len  (or VLLM_ALLOW_LONG_MAX_MODEL_LEN=1)\n"
            "  --long-prefill-token-threshold N  prefill at most N tokens of a prompt per step\n"
            "                              (0 = only the step budget limits it)\n"
            "  --prefill-chunk N           the same (the interim driver's name)\n"
@@ -366,6 +651,10 @@ const char *pl_cli_flags_help(void)
            "  --threads N                 CPU threads, 0 = one per core (0)\n"
            "  --device auto|cpu|cuda      (auto: cuda when a GPU is present)\n"
            "  --gpu-memory-utilization F  CUDA: share of GPU memory to use (0.9)\n"
-           "  --load-format F       auto | safetensors | dummy (random weights from config.json)\n"
-           "  --dtype auto                (auto: the checkpoint's)\n";
+           "  --load-format F             auto | safetensors | dummy (random weights from\n"
+           "                              config.json)\n"
+           "  --dtype D                   weights' dtype, converted at load: auto (the\n"
+           "                              checkpoint's), bfloat16, float16 (half), float32\n"
+           "                              (float); CPU computes in float32, CUDA in bfloat16\n"
+           "                              (so CUDA refuses float32)\n";
 }

@@ -10,6 +10,7 @@
  * errors (with the library's message).
  */
 #include "cli/cli.h"
+#include "model/hub.h"
 #include "model/tiny_model.h"
 #include "util/err.h"
 
@@ -19,9 +20,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 struct prompt {
     char *text;     /* NULL for a token-id prompt */
@@ -50,10 +51,15 @@ static void usage(FILE *f)
             "  --json                      one JSON line per prompt (vLLM's RequestOutput "
             "fields)\n"
             "  --stats                     engine statistics as one JSON object on stderr\n"
-            "  --no-progress               no progress bar (it shows only on a terminal)\n"
-            "  --model DIR                 default: $PAGELLM_MODEL, else models/default\n\n"
-            "%s",
-            pl_cli_flags_help());
+            "  --no-progress               no progress bar (it shows only on a terminal)\n\n"
+            "model:\n"
+            "  --model DIR|ORG/NAME        model directory or Hugging Face Hub id (default:\n"
+            "                              $PAGELLM_MODEL, else models/default)\n"
+            "  --override-generation-config JSON  sampling defaults over generation_config.json\n"
+            "                              (keys: temperature, top_p, top_k, min_p,\n"
+            "                              repetition_penalty, max_new_tokens)\n\n"
+            "%s%s",
+            pl_cli_flags_help_sampling(), pl_cli_flags_help_engine());
 }
 
 static int bad(const char *fmt, const char *a, const char *b)
@@ -191,13 +197,7 @@ static int parse_args(int argc, char **argv, struct gen_opts *o)
     }
     if (o->n_prompts == 0)
         return bad("no prompt: give --prompt-ids, --prompt or --prompts-file%s%s", "", "");
-    return 0;
-}
-
-static bool is_dir(const char *path)
-{
-    struct stat sb;
-    return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
+    return pl_cli_flags_check(&o->fl, "generate", PL_CLI_SAMPLING_REQUEST);
 }
 
 static json_t *json_ids(const int32_t *ids, int n)
@@ -284,6 +284,8 @@ static void print_json(const struct pl_request_output *r, bool has_tokenizer)
         json_array_append_new(outs, out);
     }
     json_object_set_new(line, "outputs", outs);
+    if (r->error) /* the engine failed this prompt: its outputs end with finish_reason "error" */
+        json_object_set_new(line, "error", json_text_or_null(r->error));
     /* 17 significant digits: every double (and so every float) round-trips */
     char *s = json_dumps(line, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
     if (s)
@@ -330,6 +332,8 @@ static void print_readable(int index, const struct pl_request_output *r)
     }
     if (r->num_cached_tokens > 0)
         printf("  cached:   %d prompt tokens\n", r->num_cached_tokens);
+    if (r->error)
+        printf("  error:    %s\n", r->error);
 }
 
 static void progress_cb(void *user, int done, int total, uint64_t in, uint64_t out)
@@ -375,23 +379,35 @@ int pl_cli_generate(int argc, char **argv)
         return rc;
     }
     const char *model = o.fl.llm.model ? o.fl.llm.model : getenv("PAGELLM_MODEL");
-    if (!model || !*model)
+    const bool default_model = !model || !*model;
+    if (default_model) {
+        /* the implicit default is a local path, never a Hub id */
         model = "models/default";
-    if (!is_dir(model)) {
-        fprintf(stderr,
-                "pagellm generate: no model directory at '%s'.\n"
-                "  Create pagellm's built-in tiny test model there with ./scripts/run-default.sh,\n"
-                "  or run a real Hugging Face model with --model DIR (or $PAGELLM_MODEL=DIR).\n",
-                model);
+        struct stat sb;
+        if (stat(model, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+            fprintf(stderr, "pagellm generate: no model directory at 'models/default'.\n"
+                            "  No --model or $PAGELLM_MODEL was given, so generate looked for "
+                            "models/default:\n  ./scripts/run-default.sh creates pagellm's "
+                            "built-in tiny test model there.\n");
+            free_opts(&o);
+            return 1;
+        }
+    } else if (pl_cli_check_model_dir("generate", model)) {
         free_opts(&o);
         return 1;
     }
-    if (pl_tiny_model_dir_is_tiny(model))
+    char *model_dir = NULL;
+    if (pl_cli_hub_model("generate", model, o.fl.revision, o.fl.download_dir, false,
+                         &model_dir, NULL)) {
+        free_opts(&o);
+        return 1;
+    }
+    if (pl_tiny_model_dir_is_tiny(model_dir))
         fprintf(stderr,
                 "pagellm generate: note: %s is a tiny random-weight test model; its output is "
                 "gibberish by design (run a real model with --model DIR)\n",
                 model);
-    o.fl.llm.model = model;
+    o.fl.llm.model = model_dir;
 
     struct pl_llm *llm = NULL;
     struct pl_prompt *prompts = NULL;
@@ -400,9 +416,9 @@ int pl_cli_generate(int argc, char **argv)
     rc = 1;
     pl_status st = pl_llm_new(&o.fl.llm, &llm);
     if (st != PL_STATUS_OK) {
-        fprintf(stderr, "pagellm generate: %s: %s\n", model, pl_llm_errmsg(llm));
-        if (st == PL_STATUS_INVALID_ARGUMENT)
-            rc = 2;
+        /* the library's messages name the file or field at fault */
+        fprintf(stderr, "pagellm generate: %s\n", pl_llm_errmsg(llm));
+        rc = pl_cli_exit_code(st);
         goto out;
     }
     struct pl_sampling_params sp;
@@ -432,12 +448,14 @@ int pl_cli_generate(int argc, char **argv)
     pl_llm_set_progress(llm, progress_cb, &prog);
     st = pl_llm_generate(llm, prompts, o.n_prompts, &sp, 1, &out);
     pl_cli_progress_finish(&prog);
-    if (st != PL_STATUS_OK) {
+    if (st != PL_STATUS_OK && out.n == 0) { /* refused before anything ran */
         fprintf(stderr, "pagellm generate: %s\n", pl_llm_errmsg(llm));
-        if (st == PL_STATUS_INVALID_ARGUMENT)
-            rc = 2;
+        rc = pl_cli_exit_code(st);
         goto out;
     }
+    /* The engine failed some prompts while running (a backend failure): the others
+     * completed. Every output is printed, the failed ones marked, and the failures
+     * are named on stderr: a runtime error (exit 1). */
     for (int i = 0; i < out.n; i++) {
         if (o.json)
             print_json(&out.items[i], pl_llm_has_tokenizer(llm));
@@ -445,13 +463,17 @@ int pl_cli_generate(int argc, char **argv)
             print_readable(i, &out.items[i]);
     }
     fflush(stdout);
+    for (int i = 0; i < out.n; i++)
+        if (out.items[i].error)
+            fprintf(stderr, "pagellm generate: prompt %d failed: %s\n", i, out.items[i].error);
     if (o.stats)
         print_stats(llm);
-    rc = 0;
+    rc = st == PL_STATUS_OK ? 0 : 1;
 out:
     pl_outputs_free(&out);
     free(prompts);
     pl_llm_free(llm);
     free_opts(&o);
+    free(model_dir);
     return rc;
 }

@@ -20,8 +20,12 @@ static void usage(FILE *f)
             "  serve        an OpenAI-compatible HTTP server\n"
             "  bench        benchmarks: 'bench serve' (HTTP serving latency/throughput)\n"
             "  worker       RunPod Serverless worker (docs/runpod.md)\n"
+            "  download     fetch a model from the Hugging Face Hub into the cache\n"
             "  version      print the version\n\n"
-            "Run 'pagellm <command> --help' for a command's options.\n",
+            "Run 'pagellm <command> --help' for a command's options.\n\n"
+            "exit status: 0 success; 1 a runtime failure (missing or unusable model or file,\n"
+            "out of memory, engine or network failure); 2 a wrong command line (unknown flag,\n"
+            "bad or out-of-range value, or a value the model refuses), named in the message\n",
             PAGELLM_VERSION);
 }
 
@@ -46,6 +50,8 @@ int main(int argc, char **argv)
         return pl_cli_bench(argc - 1, argv + 1);
     if (!strcmp(cmd, "worker"))
         return pl_cli_worker(argc - 1, argv + 1);
+    if (!strcmp(cmd, "download"))
+        return pl_cli_download(argc - 1, argv + 1);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("pagellm %s\n", PAGELLM_VERSION);
         return 0;

@@ -28,7 +28,10 @@ static void tokenize_usage(FILE *f)
             "usage: pagellm tokenize --model DIR --text TEXT [--no-special-tokens] [--json]\n"
             "       pagellm tokenize --model DIR --messages JSON_OR_FILE [--no-generation-prompt]\n"
             "                        [--chat-template FILE] [--json]\n\n"
-            "  --model DIR             folder with tokenizer.json (and tokenizer_config.json)\n"
+            "  --model DIR             folder with tokenizer.json (and tokenizer_config.json),\n"
+            "                          or a Hub id ORG/NAME (only its tokenizer files are fetched)\n"
+            "  --revision R            Hub branch, tag or commit (main)\n"
+            "  --download-dir DIR      Hub cache root\n"
             "  --text TEXT             text to encode\n"
             "  --no-special-tokens     do not add BOS/EOS (add_special_tokens=False)\n"
             "  --messages JSON_OR_FILE chat messages: a JSON array, or a file holding one\n"
@@ -40,7 +43,10 @@ static void tokenize_usage(FILE *f)
 static void detokenize_usage(FILE *f)
 {
     fprintf(f, "usage: pagellm detokenize --model DIR --ids \"1,2,3\" [--skip-special-tokens] [--json]\n\n"
-               "  --model DIR             folder with tokenizer.json (and tokenizer_config.json)\n"
+               "  --model DIR             folder with tokenizer.json (and tokenizer_config.json),\n"
+               "                          or a Hub id ORG/NAME (only its tokenizer files are fetched)\n"
+               "  --revision R            Hub branch, tag or commit (main)\n"
+               "  --download-dir DIR      Hub cache root\n"
                "  --ids LIST              token ids separated by commas or spaces\n"
                "  --skip-special-tokens   leave special tokens out of the text\n"
                "  --json                  print {\"text\": ...}\n");
@@ -181,14 +187,21 @@ static char *render_chat(const struct pl_tokenizer *tok, json_t *messages, bool 
     return out;
 }
 
-static struct pl_tokenizer *load_model(const char *cmd, const char *dir)
+/* --model (a directory or a Hub id: only its tokenizer files are fetched) -> tokenizer */
+static struct pl_tokenizer *load_model(const char *cmd, const char *name, const char *revision,
+                                       const char *download_dir)
 {
     struct pl_err err = {0};
     struct pl_tokenizer *tok = NULL;
+    char *dir = NULL;
+    if (pl_cli_check_model_dir(cmd, name) ||
+        pl_cli_hub_model(cmd, name, revision, download_dir, true, &dir, NULL))
+        return NULL;
     if (pl_tokenizer_load(dir, &tok, &err) != PL_STATUS_OK) {
         fprintf(stderr, "pagellm %s: %s\n", cmd, err.msg);
-        return NULL;
+        tok = NULL;
     }
+    free(dir);
     return tok;
 }
 
@@ -205,6 +218,7 @@ static const char *flag_value(const char *cmd, int argc, char **argv, int *i)
 int pl_cli_tokenize(int argc, char **argv)
 {
     const char *model = NULL, *text = NULL, *messages_arg = NULL, *template_file = NULL;
+    const char *revision = NULL, *download_dir = NULL;
     bool special = true, gen_prompt = true, as_json = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -213,6 +227,12 @@ int pl_cli_tokenize(int argc, char **argv)
             return 0;
         } else if (!strcmp(a, "--model")) {
             if (!(model = flag_value("tokenize", argc, argv, &i)))
+                return 2;
+        } else if (!strcmp(a, "--revision")) {
+            if (!(revision = flag_value("tokenize", argc, argv, &i)))
+                return 2;
+        } else if (!strcmp(a, "--download-dir")) {
+            if (!(download_dir = flag_value("tokenize", argc, argv, &i)))
                 return 2;
         } else if (!strcmp(a, "--text")) {
             if (!(text = flag_value("tokenize", argc, argv, &i)))
@@ -240,7 +260,7 @@ int pl_cli_tokenize(int argc, char **argv)
         tokenize_usage(stderr);
         return 2;
     }
-    struct pl_tokenizer *tok = load_model("tokenize", model);
+    struct pl_tokenizer *tok = load_model("tokenize", model, revision, download_dir);
     if (!tok)
         return 1;
     char *prompt = NULL;
@@ -296,6 +316,7 @@ static int parse_ids(const char *s, int32_t **out, int *n)
 int pl_cli_detokenize(int argc, char **argv)
 {
     const char *model = NULL, *ids_arg = NULL;
+    const char *revision = NULL, *download_dir = NULL;
     bool skip = false, as_json = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -304,6 +325,12 @@ int pl_cli_detokenize(int argc, char **argv)
             return 0;
         } else if (!strcmp(a, "--model")) {
             if (!(model = flag_value("detokenize", argc, argv, &i)))
+                return 2;
+        } else if (!strcmp(a, "--revision")) {
+            if (!(revision = flag_value("detokenize", argc, argv, &i)))
+                return 2;
+        } else if (!strcmp(a, "--download-dir")) {
+            if (!(download_dir = flag_value("detokenize", argc, argv, &i)))
                 return 2;
         } else if (!strcmp(a, "--ids")) {
             if (!(ids_arg = flag_value("detokenize", argc, argv, &i)))
@@ -331,7 +358,7 @@ int pl_cli_detokenize(int argc, char **argv)
         free(ids);
         return 2;
     }
-    struct pl_tokenizer *tok = load_model("detokenize", model);
+    struct pl_tokenizer *tok = load_model("detokenize", model, revision, download_dir);
     if (!tok) {
         free(ids);
         return 1;
@@ -340,7 +367,18 @@ int pl_cli_detokenize(int argc, char **argv)
     char *text = NULL;
     size_t len = 0;
     int rc = 0;
-    if (pl_tokenizer_decode(tok, ids, n, skip, &text, &len, &err) != PL_STATUS_OK) {
+    /* decode gives "" for an id past the tokenizer (a model's padded vocab, as
+     * transformers does); asked to detokenize one, say it is no token */
+    for (int i = 0; i < n && rc == 0; i++)
+        if (!pl_tokenizer_has_id(tok, ids[i])) {
+            fprintf(stderr, "pagellm detokenize: token id %d (position %d) is not in the "
+                            "tokenizer (%d ids)\n",
+                    (int)ids[i], i, pl_tokenizer_vocab_size(tok));
+            rc = 1;
+        }
+    if (rc != 0) {
+        /* refused above */
+    } else if (pl_tokenizer_decode(tok, ids, n, skip, &text, &len, &err) != PL_STATUS_OK) {
         fprintf(stderr, "pagellm detokenize: %s\n", err.msg);
         rc = 1;
     } else if (as_json) {

@@ -16,18 +16,27 @@
 #include "tokenizer/tokenizer.h"
 #include "worker/runpod.h"
 
+#include "util/dtype.h"
 #include "util/err.h"
 #include "util/fs.h"
 
 #include <curl/curl.h>
+#include <errno.h>
+#include <strings.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 static const char *help =
     "usage: pagellm worker [--model DIR] [options]\n\n"
     "Runs pagellm as a RunPod Serverless worker (see docs/runpod.md).\n\n"
-    "  --model DIR              model directory (env MODEL_NAME)\n"
+    "  --model DIR|ORG/NAME     model directory or Hugging Face Hub id (env MODEL_NAME)\n"
+    "  --revision R             Hub branch, tag or commit (env MODEL_REVISION; main)\n"
+    "  --download-dir DIR       Hub cache (default: $BASE_PATH/huggingface-cache/hub when\n"
+    "                           BASE_PATH, default /runpod-volume, exists; else\n"
+    "                           ~/.cache/huggingface/hub)\n"
     "  --max-concurrency N      jobs held at once (env MAX_CONCURRENCY, 30)\n"
     "  --served-model-name S    name in OpenAI-route answers (env OPENAI_SERVED_MODEL_NAME_OVERRIDE)\n"
     "  --rp_serve_api           serve the SDK's local test API instead of taking jobs\n"
@@ -38,8 +47,26 @@ static const char *help =
     "  --test_input JSON        run one job ({\"input\": ...}) and exit 0/1\n"
     "  --health-stall-timeout S the engine loop counts as stalled after S seconds without a\n"
     "                           step while work is pending (30): no heartbeat, /health 503\n"
-    "Engine flags as for `pagellm generate` (--max-model-len, --max-num-seqs, --block-size,\n"
-    "--device, --dtype, --seed, --kv-cache-bytes, ...) override the environment.\n";
+    "Env REASONING_PARSER (qwen3, deepseek_r1) splits reasoning_content out of chat answers.\n"
+    "Engine flags (below) override the environment (MAX_MODEL_LEN, MAX_NUM_SEQS,\n"
+    "MAX_NUM_BATCHED_TOKENS, BLOCK_SIZE, SEED, ENABLE_PREFIX_CACHING, DTYPE,\n"
+    "GPU_MEMORY_UTILIZATION, OVERRIDE_GENERATION_CONFIG). Sampling defaults apply to\n"
+    "jobs that do not set the field, over the worker's per-mode defaults too.\n\n";
+
+/* A flag's integer value in [lo, hi]; false (with a message) otherwise. */
+static bool parse_count(const char *flag, const char *val, long lo, long hi, int *out)
+{
+    char *end;
+    errno = 0;
+    long x = strtol(val, &end, 10);
+    if (errno || end == val || *end || x < lo || x > hi) {
+        fprintf(stderr, "pagellm worker: %s '%s' is not an integer in %ld..%ld\n", flag, val, lo,
+                hi);
+        return false;
+    }
+    *out = (int)x;
+    return true;
+}
 
 static int env_int(const char *name, int *out)
 {
@@ -56,9 +83,10 @@ static int env_int(const char *name, int *out)
     return 1;
 }
 
-/* worker-vllm's engine variables (spec 4.7) onto the LLM params. */
-static int apply_env(struct pl_llm_params *lp)
+/* worker-vllm's engine variables (docs/runpod.md) onto the flags. */
+static int apply_env(struct pl_cli_flags *f)
 {
+    struct pl_llm_params *lp = &f->llm;
     if (env_int("MAX_MODEL_LEN", &lp->max_model_len) < 0 ||
         env_int("MAX_NUM_SEQS", &lp->max_num_seqs) < 0 ||
         env_int("MAX_NUM_BATCHED_TOKENS", &lp->max_num_batched_tokens) < 0 ||
@@ -71,8 +99,15 @@ static int apply_env(struct pl_llm_params *lp)
     if (v && *v)
         lp->enable_prefix_caching = !strcmp(v, "1") || !strcasecmp(v, "true");
     v = getenv("DTYPE");
-    if (v && *v)
+    if (v && *v) {
+        enum pl_dtype t;
+        if (strcmp(v, "auto") && !pl_dtype_parse_torch(v, &t)) {
+            fprintf(stderr, "pagellm worker: DTYPE='%s' is not one of auto, bfloat16, float16, "
+                            "half, float32, float\n", v);
+            return -1;
+        }
         lp->dtype = v;
+    }
     /* worker-vllm's default is 0.95 (the engine's own is vLLM's 0.9) */
     lp->gpu_memory_utilization = 0.95;
     v = getenv("GPU_MEMORY_UTILIZATION");
@@ -85,10 +120,49 @@ static int apply_env(struct pl_llm_params *lp)
         }
         lp->gpu_memory_utilization = u;
     }
+    v = getenv("OVERRIDE_GENERATION_CONFIG");
+    if (v && *v)
+        f->override_json = v; /* checked with the flags (pl_cli_flags_check) */
     v = getenv("TENSOR_PARALLEL_SIZE");
     if (v && *v && strcmp(v, "1"))
         fprintf(stderr, "pagellm worker: TENSOR_PARALLEL_SIZE=%s ignored (one device)\n", v);
     return 0;
+}
+
+/*
+ * The Hub cache of the worker: --download-dir; else $HF_HUB_CACHE (or
+ * HUGGINGFACE_HUB_CACHE) when set; else worker-vllm's place on the network
+ * volume, $BASE_PATH/huggingface-cache/hub (BASE_PATH defaults to
+ * /runpod-volume, where RunPod mounts a network volume), when that directory
+ * exists or can be made; else NULL (huggingface_hub's default,
+ * ~/.cache/huggingface/hub on the container disk). Malloc'ed or NULL.
+ */
+static char *worker_cache_dir(const char *flag)
+{
+    if (flag && *flag)
+        return strdup(flag);
+    const char *v = getenv("HF_HUB_CACHE");
+    if (!v || !*v)
+        v = getenv("HUGGINGFACE_HUB_CACHE");
+    if (v && *v)
+        return NULL; /* the hub module reads them */
+    const char *base = getenv("BASE_PATH");
+    if (!base || !*base)
+        base = "/runpod-volume";
+    struct stat sb;
+    if (stat(base, &sb) != 0 || !S_ISDIR(sb.st_mode))
+        return NULL;
+    size_t n = strlen(base) + 32;
+    char *dir = malloc(n);
+    if (!dir)
+        return NULL;
+    snprintf(dir, n, "%s/huggingface-cache/hub", base);
+    if ((stat(dir, &sb) == 0 && S_ISDIR(sb.st_mode)) || access(base, W_OK) == 0)
+        return dir;
+    fprintf(stderr, "pagellm worker: %s is not writable; models go to the container's own "
+                    "cache instead\n", base);
+    free(dir);
+    return NULL;
 }
 
 /* The local one-shot run (spec 3.8). */
@@ -148,9 +222,15 @@ int pl_cli_worker(int argc, char **argv)
 {
     struct pl_cli_flags fl;
     pl_cli_flags_init(&fl);
-    if (apply_env(&fl.llm) < 0)
+    if (apply_env(&fl) < 0) {
+        pl_cli_flags_fini(&fl);
         return 2;
+    }
     const char *model = getenv("MODEL_NAME");
+    const char *rev_env = getenv("MODEL_REVISION");
+    if (rev_env && *rev_env)
+        fl.revision = rev_env; /* worker-vllm's name; --revision overrides */
+    char *model_dir = NULL, *cache_dir = NULL;
     const char *test_input = NULL, *served = NULL;
     bool serve_api = false;
     struct pl_rp_api_opts api = {"localhost", 8000, 1};
@@ -162,7 +242,8 @@ int pl_cli_worker(int argc, char **argv)
         char name[64];
         const char *flag = pl_cli_split_flag(argv[i], name, sizeof(name), &val);
         if (!strcmp(flag, "-h") || !strcmp(flag, "--help")) {
-            printf("%s\n%s", help, pl_cli_flags_help());
+            printf("%s%s%s", help, pl_cli_flags_help_server_sampling(),
+                   pl_cli_flags_help_engine());
             pl_cli_flags_fini(&fl);
             return 0;
         }
@@ -193,15 +274,31 @@ int pl_cli_worker(int argc, char **argv)
             served = val;
         else if (!strcmp(flag, "--rp_api_host"))
             api.host = val;
-        else if (!strcmp(flag, "--rp_api_port"))
-            api.port = atoi(val);
-        else if (!strcmp(flag, "--rp_api_concurrency"))
-            api.concurrency = atoi(val);
-        else if (!strcmp(flag, "--rp_log_level"))
+        else if (!strcmp(flag, "--rp_api_port")) {
+            if (!parse_count(flag, val, 0, 65535, &api.port)) {
+                rc = 2;
+                break;
+            }
+        } else if (!strcmp(flag, "--rp_api_concurrency")) {
+            if (!parse_count(flag, val, 1, 4096, &api.concurrency)) {
+                rc = 2;
+                break;
+            }
+        } else if (!strcmp(flag, "--rp_log_level")) {
+            if (strcasecmp(val, "ERROR") && strcasecmp(val, "WARN") && strcasecmp(val, "INFO") &&
+                strcasecmp(val, "DEBUG")) {
+                fprintf(stderr, "pagellm worker: --rp_log_level '%s' is not one of ERROR, WARN, "
+                                "INFO, DEBUG\n", val);
+                rc = 2;
+                break;
+            }
             setenv("RUNPOD_LOG_LEVEL", val, 1);
-        else if (!strcmp(flag, "--max-concurrency"))
-            max_conc = atoi(val);
-        else if (!strcmp(flag, "--health-stall-timeout")) {
+        } else if (!strcmp(flag, "--max-concurrency")) {
+            if (!parse_count(flag, val, 1, 1 << 20, &max_conc)) {
+                rc = 2;
+                break;
+            }
+        } else if (!strcmp(flag, "--health-stall-timeout")) {
             char *end;
             stall_s = strtod(val, &end);
             if (*end || !(stall_s > 0)) {
@@ -220,14 +317,15 @@ int pl_cli_worker(int argc, char **argv)
             }
         }
     }
+    if (!rc)
+        rc = pl_cli_flags_check(&fl, "worker", PL_CLI_SAMPLING_SERVER);
+    if (!rc && (!model || !*model)) {
+        fprintf(stderr, "pagellm worker: no model: pass --model DIR or set MODEL_NAME\n");
+        rc = 2;
+    }
     if (rc) {
         pl_cli_flags_fini(&fl);
         return rc;
-    }
-    if (!model || !*model) {
-        fprintf(stderr, "pagellm worker: no model: give --model DIR or set MODEL_NAME\n");
-        pl_cli_flags_fini(&fl);
-        return 2;
     }
     fl.llm.model = model;
     struct pl_rp_config cfg;
@@ -248,9 +346,37 @@ int pl_cli_worker(int argc, char **argv)
         cfg.served_model_name = strdup(model);
     curl_global_init(CURL_GLOBAL_DEFAULT);
     bool production = !serve_api && cfg.realtime_port == 0 && !test_input && cfg.get_job;
+    if (pl_cli_check_model_dir("worker", model)) {
+        if (production) {
+            char reason[300];
+            snprintf(reason, sizeof(reason), "ModelLoadError: no model directory at '%.200s'",
+                     model);
+            pl_rp_report_unhealthy(&cfg, "model_load", reason);
+        }
+        pl_rp_config_fini(&cfg);
+        pl_cli_flags_fini(&fl);
+        curl_global_cleanup();
+        return 1;
+    }
 
+    /* MODEL_NAME may be a Hub id: into the network volume's cache when there is one */
+    cache_dir = worker_cache_dir(fl.download_dir);
     struct pl_llm *llm = NULL;
-    if (pl_llm_new(&fl.llm, &llm) != PL_STATUS_OK) {
+    if (pl_cli_hub_model("worker", model, fl.revision, cache_dir, false, &model_dir, &err)) {
+        if (production) {
+            char reason[300];
+            snprintf(reason, sizeof(reason), "ModelLoadError: %.280s", err.msg);
+            pl_rp_report_unhealthy(&cfg, "model_load", reason);
+        }
+        pl_rp_config_fini(&cfg);
+        pl_cli_flags_fini(&fl);
+        free(cache_dir);
+        curl_global_cleanup();
+        return 1;
+    }
+    fl.llm.model = model_dir;
+    pl_status lst = pl_llm_new(&fl.llm, &llm);
+    if (lst != PL_STATUS_OK) {
         const char *m = pl_llm_errmsg(llm);
         pl_rp_log(&cfg, PL_RP_LOG_ERROR, NULL, NULL, "model load failed: %s", m);
         if (production) {
@@ -261,11 +387,13 @@ int pl_cli_worker(int argc, char **argv)
         pl_llm_free(llm);
         pl_rp_config_fini(&cfg);
         pl_cli_flags_fini(&fl);
+        free(model_dir);
+        free(cache_dir);
         curl_global_cleanup();
-        return 1;
+        return pl_cli_exit_code(lst);
     }
     struct pl_tokenizer *tok = NULL;
-    const char *tok_dir = fl.llm.tokenizer ? fl.llm.tokenizer : model;
+    const char *tok_dir = fl.llm.tokenizer ? fl.llm.tokenizer : model_dir;
     if (pl_tokenizer_load(tok_dir, &tok, &err) != PL_STATUS_OK) {
         tok = NULL;
         pl_rp_log(&cfg, PL_RP_LOG_WARN, NULL, NULL, "no tokenizer (%s): text prompts fail",
@@ -287,7 +415,10 @@ int pl_cli_worker(int argc, char **argv)
                                   .chat_template = cfg.custom_chat_template,
                                   .defaults = &defaults,
                                   .vocab_size = pl_llm_vocab_size(llm),
-                                  .response_role = cfg.response_role};
+                                  .response_role = cfg.response_role,
+                                  /* worker-vllm's REASONING_PARSER: reasoning_content in the
+                                   * OpenAI-route answers, as the server's --reasoning-parser */
+                                  .reasoning_parser = getenv("REASONING_PARSER")};
     pl_status st = pl_async_engine_new(&pl_llm_engine_ops, llm, &ap, &ctx.ae, &err);
     if (st == PL_STATUS_OK) {
         op.ae = ctx.ae;
@@ -316,6 +447,8 @@ int pl_cli_worker(int argc, char **argv)
     pl_llm_free(llm);
     pl_rp_config_fini(&cfg);
     pl_cli_flags_fini(&fl);
+    free(model_dir);
+    free(cache_dir);
     curl_global_cleanup();
     return rc;
 }

@@ -148,11 +148,6 @@ void pl_sampler_logprobs(const float *logits, int vocab_size, int32_t token_id, 
         out->top_ids[j] = top_i[j];
         out->top_logprobs[j] = (float)((double)top_v[j] - lse);
     }
-    /* every byte of a result is defined (results are copied and compared whole) */
-    for (int j = n_kept; j < PL_MAX_LOGPROBS; j++) {
-        out->top_ids[j] = 0;
-        out->top_logprobs[j] = 0.0f;
-    }
 }
 
 /* ---- selection -------------------------------------------------------------- */
@@ -540,8 +535,6 @@ static pl_status sample_row(struct pl_sampler *s, const float *x, const struct p
     res->logprob = 0.0f;
     res->rank = 0;
     res->n_top = 0;
-    memset(res->top_ids, 0, sizeof(res->top_ids));
-    memset(res->top_logprobs, 0, sizeof(res->top_logprobs));
     if (p->logprobs >= 0)
         pl_sampler_logprobs(x, V, tok, p->logprobs, res);
     return PL_STATUS_OK;

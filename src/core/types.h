@@ -16,7 +16,9 @@
  *   - q_len_s = cu_seqlens_q[s+1] - cu_seqlens_q[s] >= 1 and <= context_lens[s];
  *   - positions of sequence s's tokens are context_lens[s]-q_len_s .. context_lens[s]-1;
  *   - slot_mapping[t] = block_tables[s][pos / block_size] * block_size + pos % block_size;
- *   - logits_rows are token indices (usually each sequence's last token).
+ *   - logits_rows are token indices (usually each sequence's last token);
+ *   - hidden_rows are token indices too (pooling requests: the rows whose final
+ *     hidden state, after the final norm, the run also returns in `hidden`).
  */
 #ifndef PL_CORE_TYPES_H
 #define PL_CORE_TYPES_H
@@ -42,6 +44,12 @@ struct pl_batch {
     int max_context_len;
     int32_t *logits_rows;    /* [n_logits] token indices whose logits are wanted */
     int n_logits;
+    /* Pooling (engine.h): rows whose final hidden state is wanted, and where the run
+     * writes them: hidden [n_hidden, hidden_size] fp32 host memory, rows in
+     * hidden_rows order. n_hidden 0 (the default): none. */
+    int32_t *hidden_rows;    /* [n_hidden] token indices */
+    int n_hidden;
+    float *hidden;           /* output, [n_hidden, hidden_size] */
 };
 
 struct pl_rng; /* util/rng.h */
@@ -59,7 +67,10 @@ struct pl_sampler_row {
                                    place; NULL: draw from the sampler's generator */
 };
 
-/* One sampled token and, when params->logprobs >= 0, its logprobs. */
+/* One sampled token and, when params->logprobs >= 0, its logprobs. Entries of top_ids and
+ * top_logprobs past n_top are unspecified: the engine copies n_top of them into outputs and
+ * zeroes the rest (engine.c, lp_entry), the one place that makes outputs defined in every
+ * byte whichever sampler (host or device) made the result. */
 struct pl_sample_result {
     int32_t token_id;
     float logprob;  /* raw log_softmax of token_id; 0 when logprobs were not requested */

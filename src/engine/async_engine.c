@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -37,6 +38,8 @@ struct pl_async_request {
     int32_t *prompt;                /* [n_prompt] */
     int n_prompt;
     struct pl_sampling_params sp;   /* owns its arrays */
+    bool pooling;                   /* a pooling request: pool, not sp */
+    struct pl_pooling_params pool;
     /* outbox (guarded by mu) */
     struct pl_async_output **q;     /* [q_cap], live entries q_head..q_len */
     int q_head, q_len, q_cap;
@@ -47,6 +50,7 @@ struct pl_async_request {
     /* engine thread only */
     double t_arrival, t_first_token, t_last_token;
     bool routed_any;
+    enum pl_async_finish finish;    /* the first sample finish routed (the request's reason) */
     struct pl_async_request *hnext; /* id table chain */
 };
 
@@ -69,6 +73,7 @@ struct pl_async_engine {
     double beat_time;               /* monotonic seconds of the last heartbeat */
     uint64_t beat_steps;
     double t_step_start;            /* engine thread: start of the current step */
+    bool repoll;                    /* engine thread: the last poll failed, outputs wait */
 
     /* engine thread only: id -> request */
     struct pl_async_request **table;
@@ -107,6 +112,7 @@ void pl_async_output_free(struct pl_async_output *o)
     free(o->samples);
     free(o->prompt_logprobs);
     free(o->error_msg);
+    free(o->embedding);
     free(o);
 }
 
@@ -281,6 +287,14 @@ static void route(struct pl_async_engine *ae, struct pl_async_request *r, struct
     r->routed_any = true;
     if (has_tokens)
         r->t_last_token = now;
+    /* the request's reason is the first sample finish it routed, whichever delta
+     * carried it (the last delta may hold no sample at all); an error wins */
+    for (int i = 0; i < o->n_samples && r->finish == PL_ASYNC_FINISH_NONE; i++)
+        r->finish = o->samples[i].finish;
+    if (o->error_msg)
+        r->finish = PL_ASYNC_FINISH_ERROR;
+    if (o->finished)
+        o->finish = r->finish != PL_ASYNC_FINISH_NONE ? r->finish : PL_ASYNC_FINISH_ABORT;
     if (ae->params.observe)
         ae->params.observe(ae->params.observe_user, o);
     bool finished = o->finished;
@@ -386,8 +400,14 @@ static void apply(struct pl_async_engine *ae, struct cmd *c)
             route_error(ae, r, PL_STATUS_NO_MEMORY, "out of memory");
             break;
         }
-        pl_status st = ae->ops->add_request(ae->engine, r->id, r->prompt, r->n_prompt, &r->sp,
-                                            &err);
+        pl_status st;
+        if (!r->pooling)
+            st = ae->ops->add_request(ae->engine, r->id, r->prompt, r->n_prompt, &r->sp, &err);
+        else if (ae->ops->add_pooling_request)
+            st = ae->ops->add_pooling_request(ae->engine, r->id, r->prompt, r->n_prompt, &r->pool,
+                                              &err);
+        else
+            st = pl_err_set(&err, PL_STATUS_UNSUPPORTED, "this engine cannot run pooling requests");
         free(r->prompt);
         r->prompt = NULL;
         pl_sampling_params_fini(&r->sp);
@@ -407,23 +427,40 @@ static void apply(struct pl_async_engine *ae, struct cmd *c)
     }
 }
 
-static void poll_and_route(struct pl_async_engine *ae)
+/* Routes everything the engine has; returns how many requests it finished. A
+ * failed poll (out of memory: nothing is lost) is retried by the loop. */
+static int poll_and_route(struct pl_async_engine *ae)
 {
     struct pl_err err = {0};
     struct pl_async_output **outs = NULL;
-    int n = 0;
+    int n = 0, n_finished = 0;
     if (ae->ops->poll(ae->engine, &outs, &n, &err) != PL_STATUS_OK) {
-        pl_log(PL_LOG_ERROR, "engine poll failed: %s", err.msg);
-        return;
+        pl_log(PL_LOG_ERROR, "engine poll failed (retrying): %s", err.msg);
+        ae->repoll = true;
+        return 0;
     }
+    ae->repoll = false;
     for (int i = 0; i < n; i++) {
         struct pl_async_request *r = table_get(ae, outs[i]->request_id);
+        n_finished += r && outs[i]->finished;
         if (r)
             route(ae, r, outs[i]);
         else
             pl_async_output_free(outs[i]);
     }
     free(outs);
+    return n_finished;
+}
+
+/* Ends every request still in the table with an error (the engine will not). */
+static void fail_all(struct pl_async_engine *ae, pl_status st, const char *msg)
+{
+    for (size_t i = 0; i < ae->table_cap; i++) {
+        while (ae->table[i]) {
+            ae->ops->abort_request(ae->engine, ae->table[i]->id); /* frees its blocks */
+            route_error(ae, ae->table[i], st, msg);
+        }
+    }
 }
 
 static void *engine_main(void *arg)
@@ -432,7 +469,8 @@ static void *engine_main(void *arg)
     struct pl_err err = {0};
     for (;;) {
         pthread_mutex_lock(&ae->mu);
-        while (!ae->stop && !ae->inbox_head && !ae->ops->has_unfinished(ae->engine)) {
+        while (!ae->stop && !ae->inbox_head && !ae->repoll &&
+               !ae->ops->has_unfinished(ae->engine)) {
             pthread_cond_wait(&ae->cv, &ae->mu);
             ae->beat_time = pl_async_now(); /* waking up is progress */
         }
@@ -449,22 +487,43 @@ static void *engine_main(void *arg)
         }
         if (stop)
             break;
-        if (!ae->ops->has_unfinished(ae->engine))
+        if (ae->repoll) {
+            poll_and_route(ae);
+            if (ae->repoll) { /* still out of memory: give the rest of the process a moment */
+                struct timespec ts = {0, 10 * 1000 * 1000};
+                nanosleep(&ts, NULL);
+            }
+        }
+        if (!ae->ops->has_unfinished(ae->engine)) {
+            /* Nothing runs and every output was taken: a request still waiting here
+             * was lost by the engine (out of memory on its way out). End it rather
+             * than let its client wait for ever. */
+            if (!ae->repoll && ae->table_len > 0) {
+                pl_log(PL_LOG_ERROR, "async engine: %zu requests ended without a last delta",
+                       ae->table_len);
+                fail_all(ae, PL_STATUS_INTERNAL, "the engine lost this request");
+            }
             continue;
+        }
         if (stalled_by_test_hook(ae)) {
             struct timespec ts = {0, 20 * 1000 * 1000};
             nanosleep(&ts, NULL);
             continue;
         }
         ae->t_step_start = pl_async_now();
-        if (ae->ops->step(ae->engine, &err) != PL_STATUS_OK) {
-            /* a backend failure: fail every request rather than spin on it */
+        pl_status step_st = ae->ops->step(ae->engine, &err);
+        if (step_st != PL_STATUS_OK)
             pl_log(PL_LOG_ERROR, "engine step failed: %s", err.msg);
-            for (size_t i = 0; i < ae->table_cap; i++)
-                for (struct pl_async_request *e = ae->table[i]; e; e = e->hnext)
-                    ae->ops->abort_request(ae->engine, e->id);
+        /* the step's ends -- normal or failed -- go out now, not with a later step */
+        int n_finished = poll_and_route(ae);
+        if (step_st != PL_STATUS_OK && n_finished == 0 && !ae->repoll) {
+            /* The engine failed the step but ended nothing: it cannot tell which
+             * requests the failure touched, so all of them fail, with the error
+             * (never a normal finish), rather than spin on it. */
+            char msg[PL_ERR_MSG_MAX + 32];
+            snprintf(msg, sizeof(msg), "engine step failed: %s", err.msg);
+            fail_all(ae, step_st, msg);
         }
-        poll_and_route(ae);
         struct pl_engine_stats st;
         memset(&st, 0, sizeof(st));
         ae->ops->get_stats(ae->engine, &st);
@@ -479,8 +538,7 @@ static void *engine_main(void *arg)
         for (struct pl_async_request *e = ae->table[i]; e; e = e->hnext)
             ae->ops->abort_request(ae->engine, e->id);
     for (int guard = 0; guard < 1000 && ae->ops->has_unfinished(ae->engine); guard++) {
-        if (ae->ops->step(ae->engine, &err) != PL_STATUS_OK)
-            break;
+        ae->ops->step(ae->engine, &err); /* a failed step ends its requests too */
         poll_and_route(ae);
     }
     poll_and_route(ae);
@@ -553,24 +611,35 @@ void pl_async_engine_free(struct pl_async_engine *ae)
     free(ae);
 }
 
-pl_status pl_async_engine_submit(struct pl_async_engine *ae, const int32_t *prompt_ids,
-                                 int n_prompt, const struct pl_sampling_params *params,
-                                 pl_async_notify_fn notify, void *notify_user,
-                                 struct pl_async_request **out, struct pl_err *err)
+/* A request handle (*out) and its add command (*cmd_out), not yet posted. */
+static pl_status request_new(const struct pl_async_submission *sub, pl_async_notify_fn notify,
+                             void *notify_user, struct pl_async_request **out,
+                             struct cmd **cmd_out, struct pl_err *err)
 {
     *out = NULL;
+    *cmd_out = NULL;
+    if (sub->n_prompt < 0 || (sub->n_prompt > 0 && !sub->prompt_ids))
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "prompt: bad token ids");
     struct pl_async_request *r = calloc(1, sizeof(*r));
     struct cmd *c = calloc(1, sizeof(*c));
-    if (!r || !c || n_prompt < 0)
-        goto oom;
-    r->prompt = malloc(sizeof(int32_t) * (size_t)(n_prompt > 0 ? n_prompt : 1));
-    if (!r->prompt)
-        goto oom;
-    if (n_prompt)
-        memcpy(r->prompt, prompt_ids, sizeof(int32_t) * (size_t)n_prompt);
-    r->n_prompt = n_prompt;
+    if (r)
+        r->prompt = malloc(sizeof(int32_t) * (size_t)(sub->n_prompt > 0 ? sub->n_prompt : 1));
+    if (!r || !c || !r->prompt) {
+        if (r)
+            free(r->prompt);
+        free(r);
+        free(c);
+        return pl_err_set(err, PL_STATUS_NO_MEMORY, "out of memory");
+    }
+    if (sub->n_prompt)
+        memcpy(r->prompt, sub->prompt_ids, sizeof(int32_t) * (size_t)sub->n_prompt);
+    r->n_prompt = sub->n_prompt;
     pl_sampling_params_default(&r->sp);
-    if (params && pl_sampling_params_copy(&r->sp, params, err) != PL_STATUS_OK) {
+    if (sub->pooling) {
+        r->pooling = true;
+        r->pool = *sub->pooling;
+    }
+    if (sub->params && pl_sampling_params_copy(&r->sp, sub->params, err) != PL_STATUS_OK) {
         free(r->prompt);
         free(r);
         free(c);
@@ -578,42 +647,92 @@ pl_status pl_async_engine_submit(struct pl_async_engine *ae, const int32_t *prom
     }
     pthread_mutex_init(&r->mu, NULL);
     r->refs = 2;
-    r->ae = ae;
     r->notify = notify;
     r->notify_user = notify_user;
     r->t_arrival = pl_async_now();
     c->kind = CMD_ADD;
     c->req = r;
-
-    pthread_mutex_lock(&ae->mu);
-    pl_status st = PL_STATUS_OK;
-    if (ae->stop || ae->thread_exited)
-        st = pl_err_set(err, PL_STATUS_ABORTED, "the server is shutting down");
-    else if (ae->n_unfinished >= ae->params.max_pending)
-        st = pl_err_set(err, PL_STATUS_LIMIT,
-                        "the server is overloaded: %d requests are already pending",
-                        ae->n_unfinished);
-    if (st == PL_STATUS_OK) {
-        r->id = ae->next_id++;
-        if (ae->n_unfinished++ == 0)
-            ae->beat_time = r->t_arrival; /* idle time is not a stall */
-        post(ae, c);
-    }
-    pthread_mutex_unlock(&ae->mu);
-    if (st != PL_STATUS_OK) {
-        free(c);
-        r->refs = 1;
-        request_unref(r);
-        return st;
-    }
     *out = r;
+    *cmd_out = c;
     return PL_STATUS_OK;
-oom:
-    if (r)
-        free(r->prompt);
-    free(r);
-    free(c);
-    return pl_err_set(err, PL_STATUS_NO_MEMORY, "out of memory");
+}
+
+pl_status pl_async_engine_submit_all(struct pl_async_engine *ae,
+                                     const struct pl_async_submission *subs, int n,
+                                     pl_async_notify_fn notify, void *notify_user,
+                                     struct pl_async_request **out, struct pl_err *err)
+{
+    if (n < 1)
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "nothing to submit");
+    for (int i = 0; i < n; i++)
+        out[i] = NULL;
+    /* a request larger than the whole admission limit can never be admitted:
+     * refuse it before building anything (not a retryable overload) */
+    if (n > 1 && n > ae->params.max_pending)
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                          "this request has %d prompts; the server admits at most %d pending "
+                          "requests at once (--max-pending-requests)",
+                          n, ae->params.max_pending);
+    struct cmd **cmds = calloc((size_t)n, sizeof(*cmds));
+    if (!cmds)
+        return pl_err_set(err, PL_STATUS_NO_MEMORY, "out of memory");
+    pl_status st = PL_STATUS_OK;
+    for (int i = 0; i < n && st == PL_STATUS_OK; i++)
+        st = request_new(&subs[i], notify, notify_user, &out[i], &cmds[i], err);
+    if (st == PL_STATUS_OK) {
+        /* all or nothing, under one lock: nobody else is admitted or refused
+         * because of half of this request */
+        pthread_mutex_lock(&ae->mu);
+        if (ae->stop || ae->thread_exited)
+            st = pl_err_set(err, PL_STATUS_ABORTED, "the server is shutting down");
+        else if (ae->n_unfinished + n > ae->params.max_pending)
+            st = pl_err_set(err, PL_STATUS_LIMIT,
+                            "the server is overloaded: %d requests are already pending",
+                            ae->n_unfinished);
+        if (st == PL_STATUS_OK) {
+            if (ae->n_unfinished == 0)
+                ae->beat_time = out[0]->t_arrival; /* idle time is not a stall */
+            for (int i = 0; i < n; i++) {
+                out[i]->id = ae->next_id++;
+                out[i]->ae = ae;
+                ae->n_unfinished++;
+                post(ae, cmds[i]);
+            }
+        }
+        pthread_mutex_unlock(&ae->mu);
+    }
+    if (st != PL_STATUS_OK) {
+        for (int i = 0; i < n; i++) {
+            free(cmds[i]);
+            if (out[i]) {
+                out[i]->refs = 1;
+                request_unref(out[i]);
+                out[i] = NULL;
+            }
+        }
+    }
+    free(cmds);
+    return st;
+}
+
+pl_status pl_async_engine_submit(struct pl_async_engine *ae, const int32_t *prompt_ids,
+                                 int n_prompt, const struct pl_sampling_params *params,
+                                 pl_async_notify_fn notify, void *notify_user,
+                                 struct pl_async_request **out, struct pl_err *err)
+{
+    struct pl_async_submission sub = {prompt_ids, n_prompt, params, NULL};
+    return pl_async_engine_submit_all(ae, &sub, 1, notify, notify_user, out, err);
+}
+
+pl_status pl_async_engine_submit_pooling(struct pl_async_engine *ae, const int32_t *prompt_ids,
+                                         int n_prompt, const struct pl_pooling_params *params,
+                                         pl_async_notify_fn notify, void *notify_user,
+                                         struct pl_async_request **out, struct pl_err *err)
+{
+    struct pl_pooling_params dflt;
+    pl_pooling_params_default(&dflt);
+    struct pl_async_submission sub = {prompt_ids, n_prompt, NULL, params ? params : &dflt};
+    return pl_async_engine_submit_all(ae, &sub, 1, notify, notify_user, out, err);
 }
 
 void pl_async_engine_abort_all(struct pl_async_engine *ae)

@@ -23,6 +23,11 @@
  * (a client went away): the engine aborts the request at its next iteration,
  * which frees its KV blocks, and the request still ends with a finished delta.
  *
+ * Faults: the deltas of a step's ends are routed right after that step (a
+ * request's end is never held until another request arrives); a failed step
+ * ends only the requests the engine failed, with an error delta; a failed poll
+ * is retried without waiting for new work.
+ *
  * Invariants: every submitted request gets exactly one finished delta;
  * notify runs on the engine thread with the request's lock held, so it must
  * only signal (e.g. resume an HTTP connection) and never call back into this
@@ -89,8 +94,15 @@ struct pl_async_output {
     struct pl_async_sample *samples; /* [n_samples]: samples with news */
     int n_samples;
     bool finished;             /* the request's last delta */
+    enum pl_async_finish finish; /* on the last delta: how the request ended, stamped by the
+                                  async engine -- the first sample finish any of its deltas
+                                  carried (the last delta may carry none), ERROR when
+                                  error_msg is set; NONE on other deltas */
     char *error_msg;           /* set when the engine refused or failed the request */
     pl_status error_status;    /* its status (PL_STATUS_OK otherwise) */
+    float *embedding;          /* pooling requests: the pooled vector in the finished delta
+                                  (malloc'ed, [n_embedding]); NULL otherwise or when aborted */
+    int n_embedding;
     /* stamped by the async engine (monotonic seconds) */
     double t_arrival;          /* submit() */
     double t_first_token;      /* when the first token was routed (0: none yet) */
@@ -116,6 +128,12 @@ struct pl_engine_stats {
  * What the engine thread drives. Every function is called on the engine
  * thread only. poll hands over a malloc'ed array of malloc'ed outputs (*outs, each
  * element's contents; the async engine frees them).
+ * Faults: a step that fails should have finished the requests the failure
+ * touched with an error (a delta with error_msg at the next poll) and only
+ * those; when a failed step ends no request, the async engine fails every
+ * request it holds, with the step's error. An engine whose has_unfinished is
+ * false after a successful poll must have delivered every request's last
+ * delta; requests it did not are ended with an error ("lost").
  */
 struct pl_engine_ops {
     pl_status (*add_request)(void *engine, uint64_t request_id, const int32_t *prompt_ids,
@@ -127,6 +145,11 @@ struct pl_engine_ops {
                       struct pl_err *err);
     void (*abort_request)(void *engine, uint64_t request_id);
     void (*get_stats)(void *engine, struct pl_engine_stats *out);
+    /* Optional (NULL: pooling requests are refused): queues a pooling request
+     * (pagellm.h's struct pl_pooling_params); its finished delta carries the embedding. */
+    pl_status (*add_pooling_request)(void *engine, uint64_t request_id, const int32_t *prompt_ids,
+                                     int n_prompt, const struct pl_pooling_params *params,
+                                     struct pl_err *err);
 };
 
 struct pl_async_engine;
@@ -165,6 +188,38 @@ pl_status pl_async_engine_submit(struct pl_async_engine *ae, const int32_t *prom
                                  int n_prompt, const struct pl_sampling_params *params,
                                  pl_async_notify_fn notify, void *notify_user,
                                  struct pl_async_request **out, struct pl_err *err);
+
+/*
+ * Queues a pooling request (embeddings; see pagellm.h), otherwise exactly as
+ * pl_async_engine_submit: the same admission control, handle and deltas; its
+ * finished delta carries the embedding (or error_msg when the engine refused it,
+ * e.g. an engine without add_pooling_request).
+ */
+pl_status pl_async_engine_submit_pooling(struct pl_async_engine *ae, const int32_t *prompt_ids,
+                                         int n_prompt, const struct pl_pooling_params *params,
+                                         pl_async_notify_fn notify, void *notify_user,
+                                         struct pl_async_request **out, struct pl_err *err);
+/* One request of pl_async_engine_submit_all (everything is copied). */
+struct pl_async_submission {
+    const int32_t *prompt_ids;
+    int n_prompt;
+    const struct pl_sampling_params *params;
+    const struct pl_pooling_params *pooling; /* non-NULL: a pooling request (params unused) */
+};
+
+/*
+ * Queues n requests all or nothing (one HTTP request with several prompts):
+ * they are admitted together, under one lock, or none is, so a big request
+ * neither half-runs nor refuses others while it is being queued. out[n]
+ * receives the handles (all NULL on failure). PL_STATUS_INVALID_ARGUMENT when n
+ * (> 1) exceeds max_pending (it could never be admitted: the server answers
+ * 400), PL_STATUS_LIMIT when the n do not fit beside the unfinished ones (503),
+ * PL_STATUS_ABORTED while shutting down.
+ */
+pl_status pl_async_engine_submit_all(struct pl_async_engine *ae,
+                                     const struct pl_async_submission *subs, int n,
+                                     pl_async_notify_fn notify, void *notify_user,
+                                     struct pl_async_request **out, struct pl_err *err);
 
 /* Asks the engine to abort every unfinished request (shutdown past its grace period). */
 void pl_async_engine_abort_all(struct pl_async_engine *ae);

@@ -22,9 +22,10 @@ pl_status pl_batch_validate(const struct pl_batch *b, int block_size, struct pl_
             return pl_err_set(err, PL_STATUS_INTERNAL,
                               "batch: %d tokens for %d sequences (both or neither must be 0)",
                               b->n_tokens, b->n_seqs);
-        if (b->n_logits != 0)
-            return pl_err_set(err, PL_STATUS_INTERNAL, "batch: %d logits rows in an empty batch",
-                              b->n_logits);
+        if (b->n_logits != 0 || b->n_hidden != 0)
+            return pl_err_set(err, PL_STATUS_INTERNAL,
+                              "batch: %d logits rows / %d hidden rows in an empty batch",
+                              b->n_logits, b->n_hidden);
         return PL_STATUS_OK;
     }
     if (!b->token_ids || !b->positions || !b->slot_mapping || !b->cu_seqlens_q ||
@@ -98,5 +99,13 @@ pl_status pl_batch_validate(const struct pl_batch *b, int block_size, struct pl_
             return pl_err_set(err, PL_STATUS_INTERNAL,
                               "batch: logits_rows[%d] = %d outside the %d tokens", i,
                               b->logits_rows[i], b->n_tokens);
+    if (b->n_hidden < 0 || (b->n_hidden > 0 && (!b->hidden_rows || !b->hidden)))
+        return pl_err_set(err, PL_STATUS_INTERNAL,
+                          "batch: %d hidden rows without the row or output array", b->n_hidden);
+    for (int i = 0; i < b->n_hidden; i++)
+        if (b->hidden_rows[i] < 0 || b->hidden_rows[i] >= b->n_tokens)
+            return pl_err_set(err, PL_STATUS_INTERNAL,
+                              "batch: hidden_rows[%d] = %d outside the %d tokens", i,
+                              b->hidden_rows[i], b->n_tokens);
     return PL_STATUS_OK;
 }

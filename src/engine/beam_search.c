@@ -175,8 +175,9 @@ static void drain(struct pl_engine *e)
 {
     struct pl_err err;
     struct pl_outputs o = {0};
-    while (pl_engine_has_unfinished(e) && pl_engine_step(e, &err) == PL_STATUS_OK)
-        ;
+    /* a failed step ends the requests it ran, so every step makes progress */
+    for (int guard = 0; pl_engine_has_unfinished(e) && guard < 1000; guard++)
+        pl_engine_step(e, &err);
     pl_engine_poll(e, false, &o, &err);
     pl_outputs_free(&o);
 }
@@ -281,6 +282,10 @@ pl_status pl_beam_search(struct pl_engine *e, const struct pl_tokenizer *tok, in
                     if (strtoull(got.items[k].request_id, NULL, 10) ==
                         (uint64_t)in->req_of_live[b])
                         o = &got.items[k];
+                if (o && o->error) { /* the engine failed this beam's request */
+                    st = pl_err_set(err, o->error_status, "beam search: %s", o->error);
+                    break;
+                }
                 if (!o || o->n_outputs != 1 || !o->outputs[0].logprobs) {
                     st = pl_err_set(err, PL_STATUS_INTERNAL, "beam search: a beam got no output");
                     break;

@@ -57,10 +57,10 @@ pl_status pl_block_manager_new(const struct pl_block_manager_params *p,
     if (p->block_size != 8 && p->block_size != 16 && p->block_size != 32)
         return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
                           "block_size %d is not supported (use 8, 16 or 32)", p->block_size);
-    if (p->n_blocks < 1 || p->n_blocks > (INT32_MAX / 32))
+    if (p->n_blocks < 1 || p->n_blocks > PL_KV_MAX_BLOCKS)
         return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
                           "number of KV blocks %d is out of range (1..%d)", p->n_blocks,
-                          INT32_MAX / 32);
+                          PL_KV_MAX_BLOCKS);
     struct pl_block_manager *bm = calloc(1, sizeof(*bm));
     if (!bm)
         goto oom;

@@ -58,6 +58,11 @@
 
 typedef int32_t pl_block_id;
 
+/* The most blocks a pool may have: a global slot (block id * block_size + offset)
+ * is an int32 for every supported block size (8, 16, 32). The model runner caps the
+ * pool it sizes from memory at this (model_runner.c). */
+#define PL_KV_MAX_BLOCKS (INT32_MAX / 32)
+
 /*
  * A sequence's block table. Memory comes from pl_block_table_init (once, at
  * request admission) so appends during a step never allocate.

@@ -24,6 +24,7 @@
 
 #include <assert.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,14 +63,22 @@ struct req {
     bool prompt_sent, plp_sent;
     bool finished;                     /* the group left the scheduler */
     bool dirty;                        /* news since the last poll */
-    uint8_t salt[16];                  /* private cache salt (prompt_logprobs) */
+    bool failed;                       /* req_fail ran: error and error_status say why */
+    pl_status error_status;
+    char *error;                       /* NULL when failed but out of memory for the text */
+    uint8_t salt[16];                  /* private cache salt (prompt_logprobs, MEAN pooling) */
+    /* pooling requests (engine.h) */
+    bool pooling;
+    struct pl_pooling_params pool;
+    double *pool_acc;                  /* [hidden_size]: the sum (MEAN) or the last row (LAST) */
+    int pool_next;                     /* prompt positions < pool_next are in pool_acc */
     struct req *prev, *next;
 };
 
-/* A prompt-logprobs logits row of the current step. */
+/* A prompt-logprobs logits row (or a pooling hidden row) of the current step. */
 struct plp_row {
     struct req *r;
-    int pos;                           /* prompt position whose logits the row holds */
+    int pos;                           /* prompt position whose logits (hidden state) the row holds */
 };
 
 struct pl_engine {
@@ -95,6 +104,10 @@ struct pl_engine {
     bool *stop;                        /* [max_rows] */
     int *row_index;                    /* [max_rows] sample index of each row */
     int *row_src;                      /* [max_rows] model logits row of each sampler row */
+    /* pooling: allocated with the first pooling request */
+    float *hidden;                     /* [max_num_batched_tokens][hidden_size] */
+    int32_t *hidden_rows;              /* [max_num_batched_tokens] token index of each row */
+    struct plp_row *pool_rows;         /* [max_num_batched_tokens] request and position */
     /* requests */
     struct req *head, *tail;
     int n_reqs;
@@ -106,7 +119,7 @@ struct pl_engine {
     double prof_sched, prof_model, prof_post;
     long prof_steps;
     uint64_t n_steps_backend_sampling, n_steps_host_sampling;
-    uint64_t n_prompt_tokens, n_generation_tokens, n_added, n_finished;
+    uint64_t n_prompt_tokens, n_generation_tokens, n_added, n_finished, n_pooling;
 };
 
 void pl_engine_params_default(struct pl_engine_params *p)
@@ -124,6 +137,8 @@ const char *pl_finish_reason_str(enum pl_finish_reason r)
         return "length";
     case PL_FINISH_ABORT:
         return "abort";
+    case PL_FINISH_ERROR:
+        return "error";
     default:
         return NULL;
     }
@@ -148,9 +163,11 @@ static void req_free(struct pl_engine *e, struct req *r)
         seq_st_fini(e, &r->st[i]);
     free(r->st);
     free(r->plp);
+    free(r->pool_acc);
     free(r->prompt);
     free(r->name);
     free(r->prompt_text);
+    free(r->error);
     pl_sampling_params_fini(&r->params);
     free(r);
 }
@@ -277,6 +294,9 @@ void pl_engine_free(struct pl_engine *e)
     free(e->stop);
     free(e->row_index);
     free(e->row_src);
+    free(e->hidden);
+    free(e->hidden_rows);
+    free(e->pool_rows);
     free(e->eos);
     free(e);
 }
@@ -299,11 +319,61 @@ static char *str_dup(const char *s)
 
 /* ---- add / abort ---- */
 
+void pl_pooling_params_default(struct pl_pooling_params *p)
+{
+    p->type = PL_POOLING_LAST;
+    p->normalize = true;
+}
+
+/* A pooling request's checks and, with the first one, the hidden-state buffers (outside the
+ * step loop). *params becomes the one-greedy-token params it is scheduled with. */
+static pl_status pooling_prepare(struct pl_engine *e, const struct pl_engine_request *rq,
+                                 struct pl_sampling_params *params, struct pl_err *err)
+{
+    const struct pl_pooling_params *pp = rq->pooling;
+    if (e->model.hidden_size < 1)
+        return pl_err_set(err, PL_STATUS_UNSUPPORTED,
+                          "pooling: this model returns no hidden states");
+    if (pp->type != PL_POOLING_LAST && pp->type != PL_POOLING_MEAN)
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "pooling: unknown pooling type %d",
+                          (int)pp->type);
+    if (rq->n_prompt >= e->p.sched.max_model_len)
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                          "the input (%d tokens) must be shorter than max_model_len (%d)",
+                          rq->n_prompt, e->p.sched.max_model_len);
+    if (!e->hidden) {
+        size_t mt = (size_t)e->p.sched.max_num_batched_tokens;
+        e->hidden = malloc(mt * (size_t)e->model.hidden_size * sizeof(float));
+        e->hidden_rows = malloc(mt * sizeof(int32_t));
+        e->pool_rows = malloc(mt * sizeof(*e->pool_rows));
+        if (!e->hidden || !e->hidden_rows || !e->pool_rows) {
+            free(e->hidden), free(e->hidden_rows), free(e->pool_rows);
+            e->hidden = NULL, e->hidden_rows = NULL, e->pool_rows = NULL;
+            return pl_err_set(err, PL_STATUS_NO_MEMORY,
+                              "pooling: out of memory for %zu hidden-state rows", mt);
+        }
+    }
+    pl_sampling_params_default(params);
+    params->temperature = 0.0f;
+    params->max_tokens = 1;
+    params->ignore_eos = true;
+    params->skip_special_tokens = false;
+    return PL_STATUS_OK;
+}
+
 pl_status pl_engine_add(struct pl_engine *e, const struct pl_engine_request *rq,
                         struct pl_err *err)
 {
     const struct pl_scheduler_params *sp = &e->p.sched;
-    if (!rq->params)
+    struct pl_sampling_params pool_params;
+    const struct pl_sampling_params *params = rq->params;
+    if (rq->pooling) {
+        pl_status pst = pooling_prepare(e, rq, &pool_params, err);
+        if (pst != PL_STATUS_OK)
+            return pst;
+        params = &pool_params;
+    }
+    if (!params)
         return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "request has no sampling params");
     if (rq->n_prompt < 1 || !rq->prompt)
         return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "the prompt is empty");
@@ -324,7 +394,7 @@ pl_status pl_engine_add(struct pl_engine *e, const struct pl_engine_request *rq,
     struct req *r = calloc(1, sizeof(*r));
     if (!r)
         return pl_err_set(err, PL_STATUS_NO_MEMORY, "out of memory for a request");
-    pl_status st = pl_sampling_params_copy(&r->params, rq->params, err);
+    pl_status st = pl_sampling_params_copy(&r->params, params, err);
     if (st != PL_STATUS_OK) {
         free(r);
         return st;
@@ -350,8 +420,13 @@ pl_status pl_engine_add(struct pl_engine *e, const struct pl_engine_request *rq,
     r->st = calloc((size_t)r->n_st, sizeof(*r->st));
     if (pp->prompt_logprobs >= 0)
         r->plp = calloc((size_t)rq->n_prompt, sizeof(*r->plp));
+    if (rq->pooling) {
+        r->pooling = true;
+        r->pool = *rq->pooling;
+        r->pool_acc = calloc((size_t)e->model.hidden_size, sizeof(double));
+    }
     if (!r->prompt || (rq->name && !r->name) || (rq->prompt_text && !r->prompt_text) || !r->st ||
-        (pp->prompt_logprobs >= 0 && !r->plp)) {
+        (pp->prompt_logprobs >= 0 && !r->plp) || (r->pooling && !r->pool_acc)) {
         st = pl_err_set(err, PL_STATUS_NO_MEMORY, "out of memory for a request");
         goto fail;
     }
@@ -376,8 +451,9 @@ pl_status pl_engine_add(struct pl_engine *e, const struct pl_engine_request *rq,
     gp.n = pp->n;
     gp.cache_salt = rq->cache_salt;
     gp.n_cache_salt = rq->n_cache_salt;
-    if (r->plp) {
-        /* a private salt: no cache hit may skip a prompt position whose logits we need */
+    if (r->plp || (r->pooling && r->pool.type == PL_POOLING_MEAN)) {
+        /* a private salt: no cache hit may skip a prompt position whose logits (or hidden
+         * state) we need */
         uint64_t c = ++e->salt_counter;
         memcpy(r->salt, "\x01plp-salt", 8);
         memcpy(r->salt + 8, &c, 8);
@@ -396,6 +472,7 @@ pl_status pl_engine_add(struct pl_engine *e, const struct pl_engine_request *rq,
     e->tail = r;
     e->n_reqs++;
     e->n_added++;
+    e->n_pooling += r->pooling;
     e->n_prompt_tokens += (uint64_t)rq->n_prompt;
     return PL_STATUS_OK;
 fail:
@@ -435,6 +512,22 @@ bool pl_engine_has_pending(const struct pl_engine *e)
 
 /* ---- post-processing ---- */
 
+/* One logprobs entry from a sampler result: entries past n_top are zeroed, so
+ * outputs never carry bytes the sampler left unwritten (and compare equal
+ * whichever path sampled them). */
+static void lp_entry(struct pl_logprob_entry *en, int32_t token_id,
+                     const struct pl_sample_result *res)
+{
+    memset(en, 0, sizeof(*en));
+    en->token_id = token_id;
+    en->logprob = res->logprob;
+    en->rank = res->rank;
+    en->n_top = res->n_top;
+    int n = res->n_top < 0 ? 0 : res->n_top > PL_MAX_LOGPROBS ? PL_MAX_LOGPROBS : res->n_top;
+    memcpy(en->top_ids, res->top_ids, sizeof(en->top_ids[0]) * (size_t)n);
+    memcpy(en->top_logprobs, res->top_logprobs, sizeof(en->top_logprobs[0]) * (size_t)n);
+}
+
 static pl_status lp_append(struct seq_st *st, const struct pl_sample_result *res)
 {
     if (st->n_lp == st->cap_lp) {
@@ -445,13 +538,7 @@ static pl_status lp_append(struct seq_st *st, const struct pl_sample_result *res
         st->lp = p;
         st->cap_lp = cap;
     }
-    struct pl_logprob_entry *en = &st->lp[st->n_lp++];
-    en->token_id = res->token_id;
-    en->logprob = res->logprob;
-    en->rank = res->rank;
-    en->n_top = res->n_top;
-    memcpy(en->top_ids, res->top_ids, sizeof(en->top_ids));
-    memcpy(en->top_logprobs, res->top_logprobs, sizeof(en->top_logprobs));
+    lp_entry(&st->lp[st->n_lp++], res->token_id, res);
     return PL_STATUS_OK;
 }
 
@@ -492,7 +579,7 @@ static pl_status process_token(struct pl_engine *e, struct req *r, struct pl_seq
     }
     note_finish(st, q);
     r->dirty = true;
-    if (!e->has_detok || st->text_final)
+    if (!e->has_detok || st->text_final || r->pooling) /* a pooling request's token is no text */
         return PL_STATUS_OK;
     pl_status s;
     if (!st->detok) {
@@ -618,13 +705,7 @@ static pl_status host_sample_step(struct pl_engine *e, struct pl_batch *b, int n
         struct pl_sample_result res;
         pl_sampler_logprobs(e->logits + (size_t)(n_uniq + i) * V, e->vocab, r->prompt[pos + 1],
                             r->params.prompt_logprobs, &res);
-        struct pl_logprob_entry *en = &r->plp[pos + 1];
-        en->token_id = r->prompt[pos + 1];
-        en->logprob = res.logprob;
-        en->rank = res.rank;
-        en->n_top = res.n_top;
-        memcpy(en->top_ids, res.top_ids, sizeof(en->top_ids));
-        memcpy(en->top_logprobs, res.top_logprobs, sizeof(en->top_logprobs));
+        lp_entry(&r->plp[pos + 1], r->prompt[pos + 1], &res);
         if (pos + 1 > r->plp_next)
             r->plp_next = pos + 1;
     }
@@ -638,18 +719,63 @@ static pl_status host_sample_step(struct pl_engine *e, struct pl_batch *b, int n
     return PL_STATUS_OK;
 }
 
-pl_status pl_engine_step(struct pl_engine *e, struct pl_err *err)
+/*
+ * Fails one request (and only it): its sequences leave the scheduler (their
+ * blocks are freed), and every sample whose text is not final -- still
+ * running, or finished in this step but not yet detokenized -- ends with
+ * PL_FINISH_ERROR; samples that had already ended keep their reason. The
+ * first failure's status and message are kept. The request is reported
+ * finished by the next poll, like any other (collect_finished).
+ */
+static void req_fail(struct pl_engine *e, struct req *r, pl_status st, const char *msg)
 {
-    double t0 = pl_clock_seconds();
-    struct pl_sched_plan plan;
-    struct pl_batch b;
-    pl_status st = pl_scheduler_schedule(e->sched, &plan, err);
-    if (st != PL_STATUS_OK)
-        return st;
-    collect_finished(e);
-    if (plan.n_seqs == 0)
-        goto done;
+    if (r->failed || r->finished)
+        return;
+    r->failed = true;
+    r->error_status = st != PL_STATUS_OK ? st : PL_STATUS_INTERNAL;
+    r->error = str_dup(msg && *msg ? msg : pl_status_str(r->error_status));
+    struct pl_seq_group *g = r->group;
+    for (int i = 0; i < g->n_seqs; i++) {
+        struct pl_seq *q = &g->seqs[i];
+        struct seq_st *sst = &r->st[q->index];
+        if (!sst->text_final) {
+            sst->finish = PL_FINISH_ERROR;
+            sst->stop_kind = PL_STOP_REASON_NONE;
+            sst->stop_token = -1;
+        }
+        if (!pl_seq_is_finished(q))
+            pl_scheduler_finish_seq(e->sched, q, PL_SEQ_FINISHED_ABORTED);
+    }
+    r->dirty = true;
+    PL_WARN("engine: request %s failed: %s", r->name ? r->name : "(unnamed)",
+            r->error ? r->error : pl_status_str(r->error_status));
+}
 
+/* A failed step ends the requests it was running (each once), no others. */
+static void fail_plan(struct pl_engine *e, const struct pl_sched_plan *plan, pl_status st,
+                      const char *msg)
+{
+    for (int s = 0; s < plan->n_seqs; s++)
+        req_fail(e, plan->seqs[s].seq->group->user, st, msg);
+}
+
+/* A failure before any plan exists (a scheduler bug): every unfinished request. */
+static void fail_unfinished(struct pl_engine *e, pl_status st, const char *msg)
+{
+    for (struct req *r = e->head; r; r = r->next)
+        req_fail(e, r, st, msg);
+}
+
+/*
+ * The body of a step after schedule produced plan. A failure that concerns
+ * one request (its detokenizer, its logprob memory, its prompt_logprobs rows)
+ * fails that request here and the step goes on; a returned error concerns
+ * the whole step (batch, model, sampler, scheduler update).
+ */
+static pl_status run_plan(struct pl_engine *e, struct pl_sched_plan *plan, double t0,
+                          struct pl_err *err)
+{
+    struct pl_batch b;
     {
         struct pl_scheduler_stats ss;
         pl_scheduler_get_stats(e->sched, &ss);
@@ -658,13 +784,13 @@ pl_status pl_engine_step(struct pl_engine *e, struct pl_err *err)
         e->waste_slots += ss.kv_waste * reserved;
     }
 
-    st = pl_batch_builder_build(e->bb, &plan, &b, err);
+    pl_status st = pl_batch_builder_build(e->bb, plan, &b, err);
     if (st != PL_STATUS_OK)
-        return st;
-    if (plan.n_copies > 0) {
-        st = e->model.copy_blocks(e->model.ctx, plan.copies, plan.n_copies, err);
+        return pl_err_prefix(err, "batch");
+    if (plan->n_copies > 0) {
+        st = e->model.copy_blocks(e->model.ctx, plan->copies, plan->n_copies, err);
         if (st != PL_STATUS_OK)
-            return st;
+            return pl_err_prefix(err, "model: copy blocks");
     }
 
     /*
@@ -674,39 +800,70 @@ pl_status pl_engine_step(struct pl_engine *e, struct pl_err *err)
      * sampler row to its logits row (several rows of an n > 1 group share one).
      */
     int n_rows = b.n_logits, n_uniq = 0;
-    assert(n_rows == plan.n_samples && n_rows <= e->max_rows);
+    assert(n_rows == plan->n_samples && n_rows <= e->max_rows);
     for (int r = 0; r < n_rows; r++) {
         if (n_uniq == 0 || e->logits_rows[n_uniq - 1] != b.logits_rows[r])
             e->logits_rows[n_uniq++] = b.logits_rows[r];
         e->row_src[r] = n_uniq - 1;
     }
     int n_plp = 0;
-    for (int s = 0; s < plan.n_seqs; s++) {
-        const struct pl_sched_seq *en = &plan.seqs[s];
+    for (int s = 0; s < plan->n_seqs; s++) {
+        const struct pl_sched_seq *en = &plan->seqs[s];
         struct req *r = en->seq->group->user;
-        if (!r->plp || en->is_decode)
+        if (!r->plp || en->is_decode || r->failed)
             continue;
         int p0 = en->start_pos > r->plp_next ? en->start_pos : r->plp_next;
         int p1 = en->start_pos + en->n_new;
         if (p1 > r->n_prompt - 1)
             p1 = r->n_prompt - 1;
+        int mark = n_plp;
         for (int p = p0; p < p1; p++) {
-            if (e->model.max_logits_rows > 0 && n_uniq + n_plp >= e->model.max_logits_rows)
-                return pl_err_set(err, PL_STATUS_LIMIT,
-                                  "prompt_logprobs: the model returns at most %d logits rows "
-                                  "per step",
-                                  e->model.max_logits_rows);
+            if (e->model.max_logits_rows > 0 && n_uniq + n_plp >= e->model.max_logits_rows) {
+                /* this request's rows do not fit: it fails, the step goes on without
+                 * them (the model still computes its tokens; they are dropped) */
+                char msg[160];
+                snprintf(msg, sizeof(msg),
+                         "prompt_logprobs: the model returns at most %d logits rows per step",
+                         e->model.max_logits_rows);
+                n_plp = mark;
+                req_fail(e, r, PL_STATUS_LIMIT, msg);
+                break;
+            }
             e->logits_rows[n_uniq + n_plp] = b.cu_seqlens_q[s] + (p - en->start_pos);
             e->plp_rows[n_plp].r = r;
             e->plp_rows[n_plp].pos = p;
             n_plp++;
         }
     }
+    /* pooling: the prompt positions of pooling requests this step computes, not yet pooled */
+    int n_hid = 0;
+    for (int s = 0; e->hidden && s < plan->n_seqs; s++) {
+        const struct pl_sched_seq *en = &plan->seqs[s];
+        struct req *r = en->seq->group->user;
+        if (!r->pooling || en->is_decode)
+            continue;
+        int end = en->start_pos + en->n_new < r->n_prompt ? en->start_pos + en->n_new
+                                                          : r->n_prompt;
+        int p0 = r->pool.type == PL_POOLING_LAST ? r->n_prompt - 1 : en->start_pos;
+        if (p0 < r->pool_next)
+            p0 = r->pool_next;
+        if (p0 < en->start_pos)
+            p0 = en->start_pos;
+        for (int p = p0; p < end; p++) {
+            e->hidden_rows[n_hid] = b.cu_seqlens_q[s] + (p - en->start_pos);
+            e->pool_rows[n_hid].r = r;
+            e->pool_rows[n_hid].pos = p;
+            n_hid++;
+        }
+    }
+    b.hidden_rows = e->hidden_rows;
+    b.n_hidden = n_hid;
+    b.hidden = n_hid ? e->hidden : NULL;
     /* sampler rows in plan order */
     int row = 0;
     bool basic = true;
-    for (int s = 0; s < plan.n_seqs; s++) {
-        const struct pl_sched_seq *en = &plan.seqs[s];
+    for (int s = 0; s < plan->n_seqs; s++) {
+        const struct pl_sched_seq *en = &plan->seqs[s];
         const struct pl_seq *q = en->seq;
         struct req *r = q->group->user;
         for (int k = 0; k < en->n_samples; k++, row++) {
@@ -748,43 +905,64 @@ pl_status pl_engine_step(struct pl_engine *e, struct pl_err *err)
         e->n_steps_host_sampling++;
     }
     double t_post = pl_clock_seconds();
+    for (int i = 0; i < n_hid; i++) { /* positions in order: a deterministic sum */
+        struct req *r = e->pool_rows[i].r;
+        const float *h = e->hidden + (size_t)i * (size_t)e->model.hidden_size;
+        for (int k = 0; k < e->model.hidden_size; k++)
+            r->pool_acc[k] = r->pool.type == PL_POOLING_MEAN ? r->pool_acc[k] + h[k] : h[k];
+        r->pool_next = e->pool_rows[i].pos + 1;
+    }
     row = 0;
-    for (int s = 0; s < plan.n_seqs; s++) {
-        const struct pl_sched_seq *en = &plan.seqs[s];
+    int n_applied = 0;
+    for (int s = 0; s < plan->n_seqs; s++) {
+        const struct pl_sched_seq *en = &plan->seqs[s];
         const struct pl_seq *q = en->seq;
         struct req *r = q->group->user;
         for (int k = 0; k < en->n_samples; k++, row++) {
             struct seq_st *sst = &r->st[e->row_index[row]];
             int32_t tok = e->results[row].token_id;
             e->sampled[row] = tok;
+            e->stop[row] = false;
+            if (r->failed) /* its sequences left the scheduler: update skips the row */
+                continue;
+            /* the model's side of the contract: ids it returns index its vocab */
+            if (tok < 0 || tok >= e->vocab)
+                return pl_err_set(err, PL_STATUS_INTERNAL,
+                                  "model: sampled token id %d is outside the vocabulary (%d)",
+                                  (int)tok, e->vocab);
             sst->pending = pl_stop_check_token(&r->params, e->eos, e->p.n_eos, tok,
                                                pl_seq_num_outputs(q) + 1, q->n_tokens + 1,
                                                e->p.sched.max_model_len);
             e->stop[row] = sst->pending == PL_STOP_TOKEN_EOS ||
                            sst->pending == PL_STOP_TOKEN_STOP_ID;
             if (r->params.logprobs >= 0) {
-                if (lp_append(sst, &e->results[row]) != PL_STATUS_OK)
-                    return pl_err_set(err, PL_STATUS_NO_MEMORY, "out of memory for logprobs");
+                if (lp_append(sst, &e->results[row]) != PL_STATUS_OK) {
+                    req_fail(e, r, PL_STATUS_NO_MEMORY, "out of memory for logprobs");
+                    continue;
+                }
                 sst->cum_logprob += e->results[row].logprob;
             }
+            n_applied += !r->pooling; /* a pooling request's one token is never reported */
         }
     }
-    st = pl_scheduler_update(e->sched, &plan, e->sampled, e->stop, err);
+    st = pl_scheduler_update(e->sched, plan, e->sampled, e->stop, err);
     if (st != PL_STATUS_OK)
-        return st;
-    e->n_generation_tokens += (uint64_t)n_rows;
+        return pl_err_prefix(err, "scheduler update");
+    e->n_generation_tokens += (uint64_t)n_applied;
 
     row = 0;
-    for (int s = 0; s < plan.n_seqs; s++) {
-        const struct pl_sched_seq *en = &plan.seqs[s];
+    for (int s = 0; s < plan->n_seqs; s++) {
+        const struct pl_sched_seq *en = &plan->seqs[s];
         struct req *r = en->seq->group->user;
         for (int k = 0; k < en->n_samples; k++, row++) {
-            st = process_token(e, r, row_seq(en, k), e->sampled[row], err);
-            if (st != PL_STATUS_OK)
-                return st;
+            if (r->failed) /* an n > 1 group failed before its fork has no sequence k */
+                continue;
+            struct pl_err rerr;
+            pl_err_clear(&rerr);
+            if (process_token(e, r, row_seq(en, k), e->sampled[row], &rerr) != PL_STATUS_OK)
+                req_fail(e, r, rerr.status, rerr.msg); /* its detokenizer: only its problem */
         }
     }
-    collect_finished(e);
     if (e->profile) {
         double t_end = pl_clock_seconds();
         e->prof_sched += t_model - t0;
@@ -792,9 +970,32 @@ pl_status pl_engine_step(struct pl_engine *e, struct pl_err *err)
         e->prof_post += t_end - t_post;
         e->prof_steps++;
     }
-done:
-    e->seconds += pl_clock_seconds() - t0;
     return PL_STATUS_OK;
+}
+
+pl_status pl_engine_step(struct pl_engine *e, struct pl_err *err)
+{
+    struct pl_err local;
+    if (!err)
+        err = &local;
+    double t0 = pl_clock_seconds();
+    struct pl_sched_plan plan;
+    pl_status st = pl_scheduler_schedule(e->sched, &plan, err);
+    if (st != PL_STATUS_OK) {
+        fail_unfinished(e, st, err->msg);
+    } else {
+        collect_finished(e);
+        if (plan.n_seqs > 0) {
+            st = run_plan(e, &plan, t0, err);
+            if (st != PL_STATUS_OK)
+                fail_plan(e, &plan, st, err->msg);
+        }
+    }
+    /* every request this step ended -- normally, by a stop string, by a failure --
+     * is reported by the poll that follows it, never a step later */
+    collect_finished(e);
+    e->seconds += pl_clock_seconds() - t0;
+    return st;
 }
 
 /* ---- outputs ---- */
@@ -809,6 +1010,7 @@ static void completion_free(struct pl_completion_output *c)
 
 static void request_output_free(struct pl_request_output *o)
 {
+    free(o->embedding);
     for (int i = 0; i < o->n_outputs; i++)
         completion_free(&o->outputs[i]);
     free(o->outputs);
@@ -816,6 +1018,7 @@ static void request_output_free(struct pl_request_output *o)
     free(o->prompt);
     free(o->prompt_token_ids);
     free(o->prompt_logprobs);
+    free(o->error);
 }
 
 void pl_outputs_free(struct pl_outputs *o)
@@ -843,8 +1046,8 @@ static bool fill_completion(const struct req *r, const struct pl_seq *q, const s
 {
     memset(c, 0, sizeof(*c));
     c->index = q->index;
-    int t0 = delta ? st->n_tok_sent : 0;
-    int n_out = pl_seq_num_outputs(q);
+    int n_out = r->pooling ? 0 : pl_seq_num_outputs(q); /* a pooling request's token is no output */
+    int t0 = delta && !r->pooling ? st->n_tok_sent : 0;
     size_t x0 = delta ? st->text_sent : 0;
     c->n_token_ids = n_out - t0;
     c->token_ids = mem_dup(q->tokens + q->n_prompt + t0, sizeof(int32_t) * (size_t)c->n_token_ids);
@@ -858,7 +1061,8 @@ static bool fill_completion(const struct req *r, const struct pl_seq *q, const s
     c->has_logprobs = r->params.logprobs >= 0;
     c->cumulative_logprob = c->has_logprobs ? st->cum_logprob : 0.0;
     if (c->has_logprobs) {
-        assert(st->n_lp == n_out);
+        /* a request failed between sampling and its update may hold one more */
+        assert(st->n_lp >= n_out);
         c->logprobs = mem_dup(st->lp ? st->lp + t0 : NULL,
                               sizeof(*st->lp) * (size_t)c->n_token_ids);
         if (!c->logprobs)
@@ -881,8 +1085,31 @@ static bool has_news(const struct pl_seq *q, const struct seq_st *st)
            (st->finish != PL_FINISH_NONE && !st->finish_sent);
 }
 
+/* A finished pooling request's vector (NULL when it did not pool every position it needed:
+ * aborted). MEAN divides by the prompt length; normalize divides by the L2 norm. */
+static float *pooled_vector(const struct pl_engine *e, const struct req *r)
+{
+    if (r->pool_next < r->n_prompt)
+        return NULL;
+    int H = e->model.hidden_size;
+    float *v = malloc(sizeof(float) * (size_t)H);
+    if (!v)
+        return NULL;
+    double scale = r->pool.type == PL_POOLING_MEAN ? 1.0 / r->n_prompt : 1.0;
+    double norm = 0;
+    for (int k = 0; k < H; k++)
+        norm += (r->pool_acc[k] * scale) * (r->pool_acc[k] * scale);
+    norm = sqrt(norm);
+    if (r->pool.normalize && norm > 0) /* vLLM's F.normalize: x / max(||x||, eps) */
+        scale /= norm > 1e-12 ? norm : 1e-12;
+    for (int k = 0; k < H; k++)
+        v[k] = (float)(r->pool_acc[k] * scale);
+    return v;
+}
+
 /* Builds r's output into o; on success advances the cursors (delta). */
-static bool fill_request(struct req *r, bool delta, struct pl_request_output *o)
+static bool fill_request(const struct pl_engine *e, struct req *r, bool delta,
+                         struct pl_request_output *o)
 {
     memset(o, 0, sizeof(*o));
     const struct pl_seq_group *g = r->group;
@@ -926,6 +1153,17 @@ static bool fill_request(struct req *r, bool delta, struct pl_request_output *o)
             return false;
     }
     o->finished = r->finished;
+    if (r->failed && r->finished) {
+        o->error_status = r->error_status;
+        o->error = str_dup(r->error ? r->error : pl_status_str(r->error_status));
+        if (!o->error)
+            return false;
+    } else if (r->pooling && r->finished) {
+        o->embedding = pooled_vector(e, r);
+        o->n_embedding = o->embedding ? e->model.hidden_size : 0;
+        if (!o->embedding && r->pool_next >= r->n_prompt)
+            return false; /* out of memory: the poll is retried */
+    }
     /* success: advance the cursors */
     r->prompt_sent = true;
     if (send_plp)
@@ -961,7 +1199,7 @@ pl_status pl_engine_poll(struct pl_engine *e, bool delta, struct pl_outputs *out
         struct req *next = r->next;
         if (delta ? r->dirty : r->finished) {
             struct pl_request_output *o = &out->items[out->n];
-            if (!fill_request(r, delta, o)) {
+            if (!fill_request(e, r, delta, o)) {
                 request_output_free(o);
                 return pl_err_set(err, PL_STATUS_NO_MEMORY, "out of memory for outputs");
             }
@@ -987,6 +1225,7 @@ void pl_engine_get_stats(const struct pl_engine *e, struct pl_engine_stats *out)
     out->n_generation_tokens = e->n_generation_tokens;
     out->n_requests_added = e->n_added;
     out->n_requests_finished = e->n_finished;
+    out->n_pooling_requests = e->n_pooling;
     out->seconds = e->seconds;
     out->n_steps_backend_sampling = e->n_steps_backend_sampling;
     out->n_steps_host_sampling = e->n_steps_host_sampling;

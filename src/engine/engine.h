@@ -1,7 +1,7 @@
 /*
  * engine.h -- the engine loop: add_request / step / abort / outputs.
  *
- * Owns: struct pl_engine, the only engine loop (DESIGN.md section 2). It
+ * Owns: struct pl_engine, the only engine loop (docs/architecture.md, "One engine step"). It
  * holds the scheduler (and through it the block manager), the batch builder,
  * the sampler, every request's per-sequence state (generator, logprobs,
  * incremental detokenizer, text and its stop-string cursor) and the step
@@ -42,6 +42,31 @@
  * (vLLM skips cache reads for them); positions already reported are not
  * reported again after a preemption recomputes them.
  *
+ * Pooling requests (struct pl_engine_request.pooling, vLLM's embed task): a
+ * prefill-only request. It is scheduled like a generation request of one
+ * greedy output token, so it shares steps, chunked prefill, preemption and
+ * the KV pool with everything else; the steps that compute its prompt
+ * positions also ask the model for those rows' final hidden states (struct
+ * pl_batch's hidden_rows: every position for MEAN, the last for LAST), which
+ * are accumulated in double on the host. The one sampled token only ends the
+ * request: it is never detokenized, counted or reported. The finished output
+ * carries the pooled (and, if asked, L2-normalized) vector. MEAN requests get
+ * a private prefix-cache salt (a cache hit would skip positions whose hidden
+ * states are needed) and, like prompt logprobs, count positions recomputed
+ * after a preemption once. The hidden-state buffer ([max_num_batched_tokens,
+ * hidden_size] fp32) is allocated when the first pooling request is added.
+ * Faults: no error while handling one request's output ends another request.
+ * A failure that concerns one request (its detokenizer, memory for its
+ * logprobs or text, its prompt_logprobs rows) fails that request alone: its
+ * sequences leave the scheduler (blocks freed) and its unfinished samples end
+ * with PL_FINISH_ERROR, the request output carrying error and error_status. A
+ * failure of the step itself (batch building, the model run, the sampler, the
+ * scheduler update) fails exactly the requests that step ran, the same way;
+ * waiting requests are untouched and the next step runs as usual (if the
+ * backend is broken for good, every request fails in turn: none hangs). A
+ * sampled id with no token (a vocab padded past the tokenizer) is no failure:
+ * it decodes to "" (tokenizer.h).
+ *
  * Invariants: every live request is on the engine's list exactly once, from
  * pl_engine_add until the poll that reports it finished; its group is owned
  * by the scheduler until finished, then by the engine until reported.
@@ -81,6 +106,9 @@ struct pl_engine_model {
                             int n_rows, const struct pl_sampler_row *rows,
                             const double *uniforms, struct pl_sample_result *results,
                             struct pl_err *err);
+    /* Width of the final hidden states run / run_sample write for b->hidden_rows
+     * (struct pl_batch); 0: the model returns none (pooling requests are refused). */
+    int hidden_size;
 };
 
 /*
@@ -119,6 +147,8 @@ struct pl_engine_request {
     const struct pl_sampling_params *params; /* validated against the vocabulary */
     const void *cache_salt;     /* extra prefix-cache key (NULL: the shared cache) */
     size_t n_cache_salt;
+    const struct pl_pooling_params *pooling; /* non-NULL: a pooling request (params is then
+                                                ignored and may be NULL) */
 };
 
 struct pl_engine_stats {
@@ -129,6 +159,7 @@ struct pl_engine_stats {
     uint64_t n_requests_added;
     uint64_t n_requests_finished; /* reported finished by poll */
     double seconds;             /* wall time inside pl_engine_step */
+    uint64_t n_pooling_requests;       /* pooling requests added */
     uint64_t n_steps_backend_sampling; /* steps sampled by the model (run_sample) */
     uint64_t n_steps_host_sampling;    /* steps sampled on the host from downloaded logits */
 };
@@ -165,7 +196,15 @@ pl_status pl_engine_abort(struct pl_engine *e, uint64_t request_id, struct pl_er
 bool pl_engine_lookup(const struct pl_engine *e, const char *name, uint64_t *request_id,
                       bool *finished);
 
-/* Runs one step. Errors are internal (model failure, bugs). */
+/*
+ * Runs one step. Every request the step ends is collected before it returns,
+ * so the poll that follows reports it (its end is never a step late).
+ * Failures are isolated (see "Faults" above): a request-level failure fails
+ * that request and the step returns PL_STATUS_OK; a step-level failure (batch,
+ * model, sampler, scheduler) fails the requests of that step, which the next
+ * poll reports finished with error set, and is returned. Either way the engine
+ * stays usable and the other requests go on.
+ */
 pl_status pl_engine_step(struct pl_engine *e, struct pl_err *err);
 
 /* True while a request is waiting or running. */

@@ -17,10 +17,11 @@
  */
 #include "pagellm.h"
 
+#include "backend/backend.h"
 #include "engine/beam_search.h"
 #include "engine/engine.h"
 #include "engine/model_runner.h"
-#include "backend/backend.h"
+#include "engine/vocab_check.h"
 #include "tokenizer/chat_template/chat_template.h"
 #include "tokenizer/tokenizer.h"
 #include "util/err.h"
@@ -40,11 +41,13 @@ struct pl_llm {
     struct pl_engine_model im;
     struct pl_engine_detok dt;
     struct pl_sampling_params defaults;
+    struct pl_generation_config override; /* override_generation_config (has_* all false: none) */
     int vocab, max_model_len;
     int32_t eos_id;                    /* the primary eos (beam search), -1: none */
     uint64_t next_id;
     pl_llm_progress_fn progress;
     void *progress_user;
+    char *fail_file;                   /* PAGELLM_TEST_FAIL_STEP_FILE (test hook), or NULL */
 };
 
 void pl_free(void *p)
@@ -94,10 +97,37 @@ const char *pl_llm_errmsg(const struct pl_llm *llm)
 
 /* ---- adapters ---- */
 
+/*
+ * Test hook (like the async engine's PAGELLM_TEST_STALL_FILE): while the file
+ * named by PAGELLM_TEST_FAIL_STEP_FILE exists, model runs fail as a broken
+ * backend's would -- every run when the file holds no number, else only runs
+ * whose batch holds that token id (so a test can fail one prompt's steps and
+ * not another's). Black-box tests use it to check how failures reach clients.
+ */
+static pl_status test_hook_fail(const struct pl_llm *llm, const struct pl_batch *b,
+                                struct pl_err *err)
+{
+    if (!llm->fail_file)
+        return PL_STATUS_OK;
+    FILE *f = fopen(llm->fail_file, "r");
+    if (!f)
+        return PL_STATUS_OK;
+    long id = -1;
+    bool fail = fscanf(f, "%ld", &id) != 1;
+    fclose(f);
+    for (int t = 0; !fail && b && t < b->n_tokens; t++)
+        fail = b->token_ids[t] == id;
+    return fail ? pl_err_set(err, PL_STATUS_INTERNAL,
+                             "backend failure (test hook PAGELLM_TEST_FAIL_STEP_FILE)")
+                : PL_STATUS_OK;
+}
+
 static pl_status runner_run(void *ctx, const struct pl_batch *b, float *logits,
                             struct pl_err *err)
 {
-    return pl_model_runner_run(ctx, b, logits, err);
+    struct pl_llm *llm = ctx;
+    pl_status st = test_hook_fail(llm, b, err);
+    return st != PL_STATUS_OK ? st : pl_model_runner_run(llm->runner, b, logits, err);
 }
 
 static pl_status runner_run_sample(void *ctx, const struct pl_batch *b, const int32_t *row_src,
@@ -105,12 +135,17 @@ static pl_status runner_run_sample(void *ctx, const struct pl_batch *b, const in
                                    const double *uniforms, struct pl_sample_result *results,
                                    struct pl_err *err)
 {
-    return pl_model_runner_run_sample(ctx, b, row_src, n_rows, rows, uniforms, results, err);
+    struct pl_llm *llm = ctx;
+    pl_status st = test_hook_fail(llm, b, err);
+    return st != PL_STATUS_OK ? st
+                              : pl_model_runner_run_sample(llm->runner, b, row_src, n_rows, rows,
+                                                           uniforms, results, err);
 }
 
 static pl_status runner_copy(void *ctx, const struct pl_block_copy *c, int n, struct pl_err *err)
 {
-    return pl_model_runner_copy_blocks(ctx, c, n, err);
+    struct pl_llm *llm = ctx;
+    return pl_model_runner_copy_blocks(llm->runner, c, n, err);
 }
 
 static pl_status detok_init(void *ctx, const int32_t *prompt, int n_prompt, bool skip,
@@ -172,10 +207,18 @@ static pl_status llm_open(struct pl_llm *llm, const struct pl_llm_params *p, str
     if (!pl_backend_name_known(dev))
         return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "device: '%s' is not one of %s", dev,
                           pl_backend_names());
-    if (p->dtype && strcmp(p->dtype, "auto"))
-        return pl_err_set(err, PL_STATUS_UNSUPPORTED,
-                          "dtype: '%s': only auto (the checkpoint's dtype) is supported",
+    enum pl_dtype dtype = PL_DTYPE_F32;
+    const bool convert_dtype = p->dtype && strcmp(p->dtype, "auto");
+    if (convert_dtype && !pl_dtype_parse_torch(p->dtype, &dtype))
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                          "dtype: '%s' is not one of auto, bfloat16, float16, half, float32, "
+                          "float",
                           p->dtype);
+    pl_status st = pl_generation_config_parse_override(p->override_generation_config,
+                                                       "override_generation_config",
+                                                       &llm->override, err);
+    if (st != PL_STATUS_OK)
+        return st;
     const char *gc = p->generation_config ? p->generation_config : "auto";
     if (strcmp(gc, "auto") && strcmp(gc, "vllm"))
         return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
@@ -213,7 +256,10 @@ static pl_status llm_open(struct pl_llm *llm, const struct pl_llm_params *p, str
     rp.gpu_memory_utilization = p->gpu_memory_utilization;
     rp.load_format = p->load_format ? p->load_format : "auto";
     rp.seed = p->seed;
-    pl_status st = pl_model_runner_new(&rp, &llm->runner, err);
+    rp.convert_dtype = convert_dtype;
+    rp.dtype = dtype;
+    rp.allow_long_max_model_len = p->allow_long_max_model_len;
+    st = pl_model_runner_new(&rp, &llm->runner, err);
     if (st != PL_STATUS_OK)
         return st;
     const struct pl_model_config *cfg = pl_model_runner_config(llm->runner);
@@ -230,6 +276,13 @@ static pl_status llm_open(struct pl_llm *llm, const struct pl_llm_params *p, str
     pl_sampling_params_default(&llm->defaults);
     if (!strcmp(gc, "auto"))
         pl_sampling_params_apply_generation_config(&llm->defaults, &cfg->gen);
+    pl_sampling_params_apply_generation_override(&llm->defaults, &llm->override);
+    if (p->override_generation_config) {
+        /* the operator's values must make valid requests (ids unchecked: none here) */
+        struct pl_sampling_params check = llm->defaults;
+        if (pl_sampling_params_validate(&check, cfg->vocab_size, err) != PL_STATUS_OK)
+            return pl_err_prefix(err, "override_generation_config");
+    }
 
     /* eos: the tokenizer's (vLLM's primary), then config.json's, then
        generation_config.json's extra ids (vLLM adds those to stop_token_ids) */
@@ -246,8 +299,12 @@ static pl_status llm_open(struct pl_llm *llm, const struct pl_llm_params *p, str
             eos[i--] = eos[--n_eos];
 
     llm->eos_id = n_eos > 0 ? eos[0] : -1;
-    llm->im.ctx = llm->runner;
+    const char *fail_file = getenv("PAGELLM_TEST_FAIL_STEP_FILE");
+    if (fail_file && *fail_file && !(llm->fail_file = strdup(fail_file)))
+        return pl_err_set(err, PL_STATUS_NO_MEMORY, "out of memory");
+    llm->im.ctx = llm;
     llm->im.vocab_size = llm->vocab;
+    llm->im.hidden_size = cfg->hidden_size; /* the runner returns hidden rows (pooling) */
     llm->im.max_logits_rows = 0;
     llm->im.run = runner_run;
     llm->im.copy_blocks = runner_copy;
@@ -309,6 +366,7 @@ void pl_llm_free(struct pl_llm *llm)
     pl_chat_template_free(llm->tmpl);
     pl_tokenizer_free(llm->tok);
     pl_model_runner_free(llm->runner);
+    free(llm->fail_file);
     free(llm);
 }
 
@@ -326,6 +384,12 @@ void pl_llm_default_sampling_params(const struct pl_llm *llm, struct pl_sampling
         *p = llm->defaults;
     else
         pl_sampling_params_default(p);
+}
+
+void pl_llm_override_sampling_params(const struct pl_llm *llm, struct pl_sampling_params *p)
+{
+    if (llm && llm->engine)
+        pl_sampling_params_apply_generation_override(p, &llm->override);
 }
 
 void pl_llm_set_progress(struct pl_llm *llm, pl_llm_progress_fn fn, void *user)
@@ -347,6 +411,21 @@ int pl_llm_vocab_size(const struct pl_llm *llm)
 int pl_llm_max_model_len(const struct pl_llm *llm)
 {
     return llm ? llm->max_model_len : 0;
+}
+
+/* The token ids requests may name (vocab_check.h): one rule for every entry point. */
+static struct pl_vocab_check vocab_of(const struct pl_llm *llm)
+{
+    struct pl_vocab_check v = {llm->vocab, llm->tok};
+    return v;
+}
+
+bool pl_llm_token_id_exists(const struct pl_llm *llm, int32_t id)
+{
+    if (!llm || !llm->engine)
+        return false;
+    struct pl_vocab_check v = vocab_of(llm);
+    return pl_vocab_check_has(&v, id);
 }
 
 /* ---- tokenizer access ---- */
@@ -407,7 +486,8 @@ static pl_status prompt_ids(struct pl_llm *llm, const struct pl_prompt *p, bool 
 
 static pl_status add_one(struct pl_llm *llm, uint64_t id, const char *name,
                          const struct pl_prompt *p, bool add_special,
-                         const struct pl_sampling_params *sp, struct pl_err *err)
+                         const struct pl_sampling_params *sp,
+                         const struct pl_pooling_params *pooling, struct pl_err *err)
 {
     const int32_t *ids = NULL;
     int n = 0;
@@ -415,6 +495,16 @@ static pl_status add_one(struct pl_llm *llm, uint64_t id, const char *name,
     pl_status st = prompt_ids(llm, p, add_special, &ids, &n, &owned, err);
     if (st != PL_STATUS_OK)
         return st;
+    /* ids the model has rows for but the tokenizer no token: refused here, at
+     * admission, rather than sampled around later */
+    struct pl_vocab_check v = vocab_of(llm);
+    st = pl_vocab_check_prompt(&v, ids, n, err);
+    if (st == PL_STATUS_OK)
+        st = pl_vocab_check_params(&v, sp ? sp : &llm->defaults, err);
+    if (st != PL_STATUS_OK) {
+        free(owned);
+        return st;
+    }
     struct pl_engine_request r = {0};
     r.request_id = id;
     r.name = name;
@@ -422,14 +512,16 @@ static pl_status add_one(struct pl_llm *llm, uint64_t id, const char *name,
     r.prompt = ids;
     r.n_prompt = n;
     r.params = sp ? sp : &llm->defaults;
+    r.pooling = pooling;
     st = pl_engine_add(llm->engine, &r, err);
     free(owned);
     return st;
 }
 
-pl_status pl_llm_add_request(struct pl_llm *llm, const char *request_id,
-                             const struct pl_prompt *prompt,
-                             const struct pl_sampling_params *params)
+/* The request interface's add: a generation request (params) or a pooling request. */
+static pl_status add_named(struct pl_llm *llm, const char *request_id,
+                           const struct pl_prompt *prompt, const struct pl_sampling_params *params,
+                           const struct pl_pooling_params *pooling)
 {
     if (not_open(llm))
         return PL_STATUS_INVALID_ARGUMENT;
@@ -445,8 +537,29 @@ pl_status pl_llm_add_request(struct pl_llm *llm, const char *request_id,
                    request_id);
         return fail(llm, &err, err.status);
     }
-    pl_status st = add_one(llm, ++llm->next_id, request_id, prompt, true, params, &err);
+    pl_status st = add_one(llm, ++llm->next_id, request_id, prompt, true, params, pooling, &err);
     return st == PL_STATUS_OK ? ok(llm) : fail(llm, &err, st);
+}
+
+pl_status pl_llm_add_request(struct pl_llm *llm, const char *request_id,
+                             const struct pl_prompt *prompt,
+                             const struct pl_sampling_params *params)
+{
+    return add_named(llm, request_id, prompt, params, NULL);
+}
+
+pl_status pl_llm_add_pooling_request(struct pl_llm *llm, const char *request_id,
+                                     const struct pl_prompt *prompt,
+                                     const struct pl_pooling_params *params)
+{
+    struct pl_pooling_params dflt;
+    pl_pooling_params_default(&dflt);
+    return add_named(llm, request_id, prompt, NULL, params ? params : &dflt);
+}
+
+int pl_llm_hidden_size(const struct pl_llm *llm)
+{
+    return llm && llm->runner ? pl_model_runner_config(llm->runner)->hidden_size : 0;
 }
 
 pl_status pl_llm_step(struct pl_llm *llm)
@@ -538,12 +651,12 @@ static pl_status generate_beam(struct pl_llm *llm, const struct pl_prompt *promp
         if (st == PL_STATUS_OK)
             st = prompt_ids(llm, &prompts[i], add_special, &bp[i].prompt, &bp[i].n_prompt,
                             &owned[i], err);
-        if (st == PL_STATUS_OK)
-            for (int t = 0; t < bp[i].n_prompt; t++)
-                if (bp[i].prompt[t] < 0 || bp[i].prompt[t] >= llm->vocab)
-                    st = pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
-                                    "prompt token %d (id %d) is outside the vocabulary", t,
-                                    (int)bp[i].prompt[t]);
+        if (st == PL_STATUS_OK) {
+            struct pl_vocab_check v = vocab_of(llm);
+            st = pl_vocab_check_prompt(&v, bp[i].prompt, bp[i].n_prompt, err);
+            if (st == PL_STATUS_OK)
+                st = pl_vocab_check_params(&v, &sp[i], err);
+        }
         if (st != PL_STATUS_OK)
             pl_err_prefix(err, "prompt %d", i);
         bp[i].prompt_text = prompts[i].token_ids ? NULL : prompts[i].text;
@@ -589,6 +702,10 @@ static pl_status generate(struct pl_llm *llm, const struct pl_prompt *prompts, i
         if (st != PL_STATUS_OK)
             return st;
         st = pl_sampling_params_validate(&copy, llm->vocab, err);
+        if (st == PL_STATUS_OK) {
+            struct pl_vocab_check v = vocab_of(llm);
+            st = pl_vocab_check_params(&v, &copy, err);
+        }
         pl_sampling_params_fini(&copy);
         if (st != PL_STATUS_OK)
             return pl_err_prefix(err, "params[%d]", i);
@@ -619,17 +736,22 @@ static pl_status generate(struct pl_llm *llm, const struct pl_prompt *prompts, i
         const struct pl_sampling_params *sp = params ? &params[n_params == 1 ? 0 : i] : NULL;
         char name[32];
         snprintf(name, sizeof(name), "%llu", (unsigned long long)(base + (uint64_t)i));
-        st = add_one(llm, base + (uint64_t)i, name, &prompts[i], add_special, sp, err);
+        st = add_one(llm, base + (uint64_t)i, name, &prompts[i], add_special, sp, NULL, err);
         if (st != PL_STATUS_OK)
             pl_err_prefix(err, "prompt %d", i);
     }
     int n_done = 0;
     struct pl_outputs got = {0};
     while (st == PL_STATUS_OK && n_done < n_prompts) {
-        st = pl_engine_step(llm->engine, err);
-        if (st != PL_STATUS_OK)
-            break;
+        /* a failed step has failed the requests it ran (their outputs say so,
+         * below); the others go on, so this loop goes on too */
+        struct pl_err step_err;
+        pl_status step_st = pl_engine_step(llm->engine, &step_err);
         st = pl_engine_poll(llm->engine, false, &got, err);
+        if (st == PL_STATUS_OK && step_st != PL_STATUS_OK && got.n == 0) {
+            /* a failed step that ended nothing would fail again for ever: give up */
+            st = pl_err_set(err, step_st, "%s", step_err.msg);
+        }
         for (int k = 0; k < got.n; k++) {
             uint64_t id = strtoull(got.items[k].request_id, NULL, 10);
             int i = (int)(id - base);
@@ -644,7 +766,7 @@ static pl_status generate(struct pl_llm *llm, const struct pl_prompt *prompts, i
         if (llm->progress) {
             struct pl_engine_stats es;
             pl_engine_get_stats(llm->engine, &es);
-            llm->progress(llm->progress_user, n_done, n_prompts, es.n_prompt_tokens,
+            llm->progress(llm->progress_user, n_done, n_prompts, es.sched.n_prompt_tokens,
                           es.n_generation_tokens);
         }
         if (!pl_engine_has_unfinished(llm->engine) && n_done < n_prompts &&
@@ -656,10 +778,11 @@ static pl_status generate(struct pl_llm *llm, const struct pl_prompt *prompts, i
         for (int i = 0; i < n_prompts; i++)
             if (!have[i])
                 pl_engine_abort(llm->engine, base + (uint64_t)i, NULL);
+        /* aborts take effect at the next schedule, failed steps end their
+         * requests too: each step makes progress, the guard is only a guard */
         struct pl_err e2;
-        while (pl_engine_has_unfinished(llm->engine) &&
-               pl_engine_step(llm->engine, &e2) == PL_STATUS_OK)
-            ;
+        for (int guard = 0; pl_engine_has_unfinished(llm->engine) && guard < 1000; guard++)
+            pl_engine_step(llm->engine, &e2);
         pl_engine_poll(llm->engine, false, &got, &e2);
         pl_outputs_free(&got);
         for (int i = 0; i < n_prompts; i++)
@@ -668,6 +791,13 @@ static pl_status generate(struct pl_llm *llm, const struct pl_prompt *prompts, i
         pl_outputs_free(out);
     }
     free(have);
+    if (st == PL_STATUS_OK) {
+        /* every prompt has its output; the first that failed makes the status */
+        for (int i = 0; i < n_prompts; i++)
+            if (items[i].error)
+                return pl_err_set(err, items[i].error_status, "prompt %d: %s", i,
+                                  items[i].error);
+    }
     return st;
 }
 

@@ -20,7 +20,8 @@
  *   - the logits section: per chunk of at most LOGITS_CHUNK rows, the final norm
  *     of the gathered rows (rmsnorm works row by row, so norm-then-gather equals
  *     gather-then-norm and the other rows are skipped), the LM head, the final
- *     soft-cap, then the download or the backend's sample op;
+ *     soft-cap, then the download or the backend's sample op; then, for pooling
+ *     requests, the same final norm on the hidden rows, downloaded as fp32;
  *   - the memory plan and the KV pool (one block costs 2 (K and V) * n_layers *
  *     block_size * kv_dim * sizeof(activation) bytes).
  * Invariants: forward() allocates nothing (a graph is recorded once per size);
@@ -440,17 +441,21 @@ static void run_layers(struct pl_model *m, const struct run_shape *sh, const str
 
 static pl_status emit_logits(struct pl_model *m, const struct pl_batch *b, float *logits,
                              struct pl_err *err);
+static pl_status emit_hidden(struct pl_model *m, const struct pl_batch *b, struct pl_err *err);
+static void widen_hidden(struct pl_model *m, const struct pl_batch *b);
 
 /* Everything a kernel will index with must be in range before it runs. */
 static pl_status check_batch(const struct pl_model *m, const struct pl_batch *b,
                              const struct pl_kv_cache *kv, struct pl_err *err)
 {
     if (b->n_tokens > m->max_tokens || b->n_seqs > m->max_seqs ||
-        b->max_blocks_per_seq > m->max_blocks_per_seq || b->n_logits > b->n_tokens)
+        b->max_blocks_per_seq > m->max_blocks_per_seq || b->n_logits > b->n_tokens ||
+        b->n_hidden > b->n_tokens)
         return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
                           "model: batch of %d tokens / %d sequences / %d blocks per sequence / %d "
-                          "logits rows exceeds the model's limits (%d / %d / %d / n_tokens)",
-                          b->n_tokens, b->n_seqs, b->max_blocks_per_seq, b->n_logits,
+                          "logits rows / %d hidden rows exceeds the model's limits (%d / %d / %d "
+                          "/ n_tokens / n_tokens)",
+                          b->n_tokens, b->n_seqs, b->max_blocks_per_seq, b->n_logits, b->n_hidden,
                           m->max_tokens, m->max_seqs, m->max_blocks_per_seq);
     if (kv->n_layers != m->cfg->n_layers || kv->kv_dim != m->kv_dim || kv->block_size <= 0)
         return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
@@ -679,10 +684,70 @@ static pl_status emit_logits(struct pl_model *m, const struct pl_batch *b, float
         }
         s0 = s1;
     }
+    if (b->n_hidden > 0 && (st = emit_hidden(m, b, err)) != PL_STATUS_OK)
+        return st;
     st = op->sync(be);
     if (st != PL_STATUS_OK)
         return backend_fail(be, st, err, "the forward");
+    if (b->n_hidden > 0)
+        widen_hidden(m, b);
     return PL_STATUS_OK;
+}
+
+/*
+ * The pooling section of forward, for every architecture: the final norm of the
+ * rows b->hidden_rows (gathered in chunks of logits_chunk rows through the logits
+ * scratch, as the logits rows are) downloaded into b->hidden. The row indices go
+ * up into d_logit_rows, which the logits section is done with (ops run in order);
+ * straight from b->hidden_rows, not through the staging buffer, whose logits rows
+ * an asynchronous copy may still be reading. Activations narrower than fp32 (bf16
+ * on CUDA) come down into the back half of each chunk's fp32 rows and are widened
+ * in place after the sync (widen_hidden), so no staging buffer is needed.
+ */
+static pl_status emit_hidden(struct pl_model *m, const struct pl_batch *b, struct pl_err *err)
+{
+    const struct pl_backend_ops *op = m->be->ops;
+    struct pl_backend *be = m->be;
+    const struct pl_model_config *c = m->cfg;
+    const int hid = c->hidden_size;
+    const size_t elem = pl_dtype_size(op->act_dtype);
+    pl_status st = op->upload(be, m->d_logit_rows, b->hidden_rows,
+                              sizeof(int32_t) * (size_t)b->n_hidden);
+    if (st != PL_STATUS_OK)
+        return backend_fail(be, st, err, "uploading the hidden rows");
+    for (int r0 = 0; r0 < b->n_hidden; r0 += m->logits_chunk) {
+        int rn = b->n_hidden - r0 < m->logits_chunk ? b->n_hidden - r0 : m->logits_chunk;
+        op->get_rows(be, m->l_res, m->scratch[PL_SCRATCH_RES], m->d_logit_rows + r0, rn, hid);
+        op->get_rows(be, m->l_h, m->scratch[PL_SCRATCH_H], m->d_logit_rows + r0, rn, hid);
+        op->rmsnorm(be, m->l_x, m->l_res, m->l_h, &m->w->final_norm, rn, hid, c->rms_norm_eps);
+        size_t n = (size_t)rn * (size_t)hid;
+        char *dst = (char *)(b->hidden + (size_t)r0 * (size_t)hid) + n * (sizeof(float) - elem);
+        st = op->download(be, dst, m->l_x, n * elem);
+        if (st != PL_STATUS_OK)
+            return backend_fail(be, st, err, "downloading the hidden states");
+    }
+    return PL_STATUS_OK;
+}
+
+/* After the sync: each chunk's act-dtype values (in the back half of its fp32 rows) widened
+ * to fp32 front to back. Element i is read from byte n*(4-e) + e*i and written at bytes
+ * [4i, 4i+4), which never reaches an element not yet read (4i+3 < n*(4-e) + e*(i+1) for
+ * e = 2, i < n). */
+static void widen_hidden(struct pl_model *m, const struct pl_batch *b)
+{
+    const enum pl_dtype dt = m->be->ops->act_dtype;
+    const size_t elem = pl_dtype_size(dt);
+    if (dt == PL_DTYPE_F32)
+        return;
+    const int hid = m->cfg->hidden_size;
+    for (int r0 = 0; r0 < b->n_hidden; r0 += m->logits_chunk) {
+        int rn = b->n_hidden - r0 < m->logits_chunk ? b->n_hidden - r0 : m->logits_chunk;
+        size_t n = (size_t)rn * (size_t)hid;
+        float *out = b->hidden + (size_t)r0 * (size_t)hid;
+        const void *src = (const char *)out + n * (sizeof(float) - elem);
+        for (size_t i = 0; i < n; i++)
+            out[i] = pl_dtype_get_f32(src, dt, i);
+    }
 }
 
 bool pl_model_can_sample(const struct pl_model *m)
@@ -791,9 +856,18 @@ void pl_model_runner_params_default(struct pl_model_runner_params *p)
     p->gpu_memory_utilization = 0.9;
     p->load_format = "auto";
     p->seed = 0;
+    p->convert_dtype = false;
+    p->dtype = PL_DTYPE_F32;
+    p->allow_long_max_model_len = false;
 }
 
 static double mib(double bytes) { return bytes / (1024.0 * 1024.0); }
+
+/* The weights' dtype for the memory plan: the matrices' (q_proj of layer 0). */
+static const char *weights_dtype_name(const struct pl_weights *w)
+{
+    return w->n_layers > 0 && w->layers ? pl_dtype_torch_name(w->layers[0].wq.dtype) : "?";
+}
 
 /* The longest sequence the model supports, as vLLM derives it: rope scaling
  * that stretches positions (linear, dynamic NTK, yarn) multiplies the trained
@@ -819,6 +893,72 @@ static long long derived_max_len(const struct pl_model_config *c)
     return len > (double)INT32_MAX ? INT32_MAX : (long long)len;
 }
 
+void pl_kv_pool_plan(double budget_bytes, size_t block_bytes, int block_size,
+                     long long max_model_len, int max_num_seqs, struct pl_kv_pool_plan *out)
+{
+    memset(out, 0, sizeof(*out));
+    double nb = block_bytes > 0 && budget_bytes > 0 ? budget_bytes / (double)block_bytes : 0;
+    out->budget_blocks = nb >= 9e18 ? (long long)9e18 : (long long)nb;
+    long long n = out->budget_blocks;
+    out->limit = PL_KV_POOL_LIMIT_MEMORY;
+    if (max_model_len > 0 && max_num_seqs > 0 && block_size > 0) {
+        out->seq_blocks = (long long)max_num_seqs * ((max_model_len + block_size - 1) / block_size);
+        if (n > out->seq_blocks) {
+            n = out->seq_blocks;
+            out->limit = PL_KV_POOL_LIMIT_SEQS;
+        }
+    }
+    if (n > PL_KV_MAX_BLOCKS) {
+        n = PL_KV_MAX_BLOCKS;
+        out->limit = PL_KV_POOL_LIMIT_BLOCK_IDS;
+    }
+    out->n_blocks = (int)n;
+}
+
+/* Refuses a max_model_len beyond what the model was trained for (vLLM's rule), unless
+ * the caller opted in; then it only warns. */
+static pl_status check_long_max_model_len(const struct pl_model_config *c,
+                                          const struct pl_model_runner_params *p,
+                                          struct pl_err *err)
+{
+    const long long derived = derived_max_len(c);
+    if (p->max_model_len <= 0 || derived <= 0 || p->max_model_len <= derived)
+        return PL_STATUS_OK;
+    char source[160];
+    if (derived != c->max_position_embeddings)
+        snprintf(source, sizeof(source), "max_position_embeddings %d with rope scaling",
+                 c->max_position_embeddings);
+    else
+        snprintf(source, sizeof(source), "max_position_embeddings in config.json");
+    if (p->allow_long_max_model_len) {
+        PL_WARN("max_model_len %d is above the model's length %lld (%s): positions past it "
+                "were never trained, so the output may be wrong (allowed by "
+                "--allow-long-max-model-len / VLLM_ALLOW_LONG_MAX_MODEL_LEN)",
+                p->max_model_len, derived, source);
+        return PL_STATUS_OK;
+    }
+    return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                      "max_model_len %d is above the model's length %lld (%s); positions past "
+                      "it were never trained, so the output may be wrong. To use it anyway, "
+                      "pass --allow-long-max-model-len or set VLLM_ALLOW_LONG_MAX_MODEL_LEN=1",
+                      p->max_model_len, derived, source);
+}
+
+/* The memory plan's note on a capped pool ("" when the budget alone set it). */
+static void cap_note(const struct pl_kv_pool_plan *pl, int max_num_seqs, long long len,
+                     char *buf, size_t n)
+{
+    if (pl->limit == PL_KV_POOL_LIMIT_SEQS)
+        snprintf(buf, n, " (capped: the budget holds %lld blocks, but %d sequences x %lld "
+                 "tokens use at most %lld)", pl->budget_blocks, max_num_seqs, len,
+                 pl->seq_blocks);
+    else if (pl->limit == PL_KV_POOL_LIMIT_BLOCK_IDS)
+        snprintf(buf, n, " (capped at the block-id limit %d; the budget holds %lld blocks)",
+                 PL_KV_MAX_BLOCKS, pl->budget_blocks);
+    else
+        buf[0] = '\0';
+}
+
 /* Sizes the pool, checks max_model_len, builds the decoder and the KV cache. */
 static pl_status runner_setup(struct pl_model_runner *r, const struct pl_model_runner_params *p,
                               struct pl_err *err)
@@ -832,6 +972,13 @@ static pl_status runner_setup(struct pl_model_runner *r, const struct pl_model_r
         return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
                           "num_kv_blocks, max_num_batched_tokens, max_num_seqs and max_model_len "
                           "must not be negative");
+    if (p->num_kv_blocks > PL_KV_MAX_BLOCKS)
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                          "num_kv_blocks %d is above the most a pool may have (%d)",
+                          p->num_kv_blocks, PL_KV_MAX_BLOCKS);
+    pl_status st = check_long_max_model_len(c, p, err);
+    if (st != PL_STATUS_OK)
+        return st;
     r->block_size = p->block_size;
     r->max_tokens = p->max_num_batched_tokens > 0 ? p->max_num_batched_tokens : 2048;
     r->max_seqs = p->max_num_seqs > 0 ? p->max_num_seqs : 256;
@@ -839,16 +986,17 @@ static pl_status runner_setup(struct pl_model_runner *r, const struct pl_model_r
     const size_t kv_dim = (size_t)c->n_kv_heads * (size_t)c->head_dim;
     const size_t elem = pl_dtype_size(r->be->ops->act_dtype);
     const size_t block_bytes = 2 * (size_t)c->n_layers * (size_t)r->block_size * kv_dim * elem;
+    /* the longest sequence asked for (or the model's): what one sequence may need */
+    long long want_len = p->max_model_len > 0 ? p->max_model_len : derived_max_len(c);
+    if (want_len <= 0)
+        want_len = c->max_position_embeddings;
     /* On a GPU with no explicit pool size, the KV pool gets the memory that the weights
      * and the decoder's activations (allocated by pl_model_new: the activation peak)
      * leave under gpu_memory_utilization, so the decoder is built first. */
     const bool gpu_sized = p->num_kv_blocks <= 0 && r->be->ops->device_memory;
-    pl_status st;
+    struct pl_kv_pool_plan plan = {0};
     if (gpu_sized) {
-        long long want = p->max_model_len > 0 ? p->max_model_len : derived_max_len(c);
-        if (want <= 0)
-            want = c->max_position_embeddings;
-        int mbps = (int)((want + r->block_size - 1) / r->block_size);
+        int mbps = (int)((want_len + r->block_size - 1) / r->block_size);
         st = pl_model_new(&r->cfg, r->w, r->be, r->max_tokens, r->max_seqs, mbps, &r->model,
                           err);
         if (st != PL_STATUS_OK)
@@ -865,29 +1013,26 @@ static pl_status runner_setup(struct pl_model_runner *r, const struct pl_model_r
                               r->be->ops->name,
                               r->be->ops->last_error ? r->be->ops->last_error(r->be) : "no mem_info");
         double budget = (double)free_b - (1.0 - util) * (double)total_b;
-        if (budget < (double)block_bytes)
+        pl_kv_pool_plan(budget, block_bytes, r->block_size, want_len, r->max_seqs, &plan);
+        if (plan.n_blocks < 1)
             return pl_err_set(err, PL_STATUS_NO_MEMORY,
                               "gpu_memory_utilization %.2f leaves no memory for the KV cache "
                               "(card %.1f GiB, %.1f GiB free after weights %.1f GiB and "
                               "activations): raise it or use a smaller model",
                               util, total_b / 1073741824.0, free_b / 1073741824.0,
                               r->w->n_bytes / 1073741824.0);
-        double nb = budget / (double)block_bytes;
-        r->n_blocks = nb > (double)(INT32_MAX / r->block_size) ? INT32_MAX / r->block_size
-                                                               : (int)nb;
     } else if (p->num_kv_blocks > 0) {
-        r->n_blocks = p->num_kv_blocks;
+        plan.n_blocks = plan.budget_blocks = p->num_kv_blocks;
     } else {
-        size_t n = p->kv_cache_bytes / block_bytes;
-        if (n < 1)
+        pl_kv_pool_plan((double)p->kv_cache_bytes, block_bytes, r->block_size, want_len,
+                        r->max_seqs, &plan);
+        if (plan.n_blocks < 1)
             return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
                               "a KV cache budget of %zu bytes holds no block (one block of %d "
                               "tokens takes %zu bytes)",
                               p->kv_cache_bytes, r->block_size, block_bytes);
-        r->n_blocks = n > (size_t)INT32_MAX / (size_t)r->block_size
-                          ? INT32_MAX / r->block_size
-                          : (int)n;
     }
+    r->n_blocks = plan.n_blocks;
     const long long capacity = (long long)r->n_blocks * r->block_size;
     if (p->max_model_len > 0) {
         if (p->max_model_len > capacity)
@@ -923,12 +1068,15 @@ static pl_status runner_setup(struct pl_model_runner *r, const struct pl_model_r
     r->has_kv = true;
 
     double kv_bytes = (double)block_bytes * r->n_blocks;
-    PL_INFO("memory plan (%s backend): weights %.1f MiB, KV cache %.1f MiB = %d blocks x %d "
-            "tokens = %lld tokens (%.1f KiB/token), max_model_len %d, max concurrency at "
+    char note[200];
+    cap_note(&plan, r->max_seqs, want_len, note, sizeof(note));
+    PL_INFO("memory plan (%s backend): weights %.1f MiB (%s), KV cache %.1f MiB = %d blocks x "
+            "%d tokens = %lld tokens (%.1f KiB/token)%s, max_model_len %d, max concurrency at "
             "max_model_len %.2f",
-            r->be->ops->name, mib((double)r->w->n_bytes), mib(kv_bytes), r->n_blocks,
-            r->block_size, capacity, (double)block_bytes / r->block_size / 1024.0,
-            r->max_model_len, (double)capacity / r->max_model_len);
+            r->be->ops->name, mib((double)r->w->n_bytes), weights_dtype_name(r->w),
+            mib(kv_bytes), r->n_blocks, r->block_size, capacity,
+            (double)block_bytes / r->block_size / 1024.0, note, r->max_model_len,
+            (double)capacity / r->max_model_len);
     return PL_STATUS_OK;
 }
 
@@ -964,12 +1112,15 @@ pl_status pl_model_runner_new(const struct pl_model_runner_params *p,
     }
     if (st == PL_STATUS_OK) {
         double t0 = pl_clock_seconds();
-        st = dummy ? pl_weights_dummy(&r->cfg, r->be, p->seed, &r->w_owned, err)
-                   : pl_weights_load(&r->cfg, r->st, r->be, &r->w_owned, err);
+        const int dtype = p->convert_dtype ? (int)p->dtype : PL_WEIGHTS_DTYPE_AS_STORED;
+        st = dummy ? pl_weights_dummy_as(&r->cfg, r->be, p->seed, dtype, &r->w_owned, err)
+                   : pl_weights_load_as(&r->cfg, r->st, r->be, dtype, &r->w_owned, err);
         if (st == PL_STATUS_OK)
-            PL_INFO("weights: %.2f GiB %s on the %s backend in %.2f s",
+            PL_INFO("weights: %.2f GiB %s on the %s backend in %.2f s (%s%s%s)",
                     r->w_owned->n_bytes / 1073741824.0, dummy ? "generated (dummy)" : "loaded",
-                    r->be->ops->name, pl_clock_seconds() - t0);
+                    r->be->ops->name, pl_clock_seconds() - t0, weights_dtype_name(r->w_owned),
+                    r->w_owned->n_converted ? ", converted from the checkpoint's " : "",
+                    r->w_owned->n_converted ? pl_dtype_torch_name(r->cfg.dtype) : "");
     }
     if (st == PL_STATUS_OK) {
         r->w = r->w_owned;

@@ -23,6 +23,7 @@
 #include "model/config.h"
 #include "model/weights.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /* ---- a bound model (no KV pool, no files) ---------------------------------------------- */
@@ -38,7 +39,10 @@ pl_status pl_model_new(const struct pl_model_config *cfg, const struct pl_weight
                        int max_blocks_per_seq, struct pl_model **out, struct pl_err *err);
 void pl_model_free(struct pl_model *m);
 
-/* Runs batch b through the model. logits: host [b->n_logits, vocab]. */
+/* Runs batch b through the model. logits: host [b->n_logits, vocab]. When b->n_hidden > 0,
+ * also writes the final hidden states (after the final norm, fp32) of b->hidden_rows to
+ * b->hidden ([n_hidden, hidden_size]), whatever the architecture; pl_model_forward_sample
+ * does the same. */
 pl_status pl_model_forward(struct pl_model *m, const struct pl_batch *b,
                            const struct pl_kv_cache *kv, float *logits, struct pl_err *err);
 
@@ -82,7 +86,37 @@ struct pl_model_runner_params {
     const char *load_format;    /* "auto" / "safetensors" (the checkpoint), "dummy" (random
                                    weights made on the backend from config.json alone) */
     uint64_t seed;              /* seeds the dummy weights */
+    bool convert_dtype;         /* false: weights as stored (vLLM's --dtype auto) */
+    enum pl_dtype dtype;        /* when convert_dtype: every weight in this dtype,
+                                   converted at load (vLLM's --dtype bfloat16, ...) */
+    bool allow_long_max_model_len; /* max_model_len may exceed the model's length (vLLM's
+                                      VLLM_ALLOW_LONG_MAX_MODEL_LEN); else it is refused */
 };
+
+/* What set the KV pool's size (the memory plan reports it). */
+enum pl_kv_pool_limit {
+    PL_KV_POOL_LIMIT_MEMORY = 0, /* the memory budget */
+    PL_KV_POOL_LIMIT_SEQS,       /* max_num_seqs sequences of max_model_len tokens: the
+                                    scheduler never holds more, so more blocks would idle */
+    PL_KV_POOL_LIMIT_BLOCK_IDS   /* PL_KV_MAX_BLOCKS (block ids, global slot numbers) */
+};
+
+struct pl_kv_pool_plan {
+    int n_blocks;              /* the pool's size; 0 when the budget holds no block */
+    long long budget_blocks;   /* blocks the budget alone would hold */
+    long long seq_blocks;      /* max_num_seqs x ceil(max_model_len / block_size); 0: no cap */
+    enum pl_kv_pool_limit limit;
+};
+
+/*
+ * Sizes a KV pool from a memory budget: the blocks of block_bytes that fit
+ * budget_bytes, capped at what max_num_seqs sequences of max_model_len tokens
+ * can ever hold at once (max_model_len <= 0: no such cap) and at
+ * PL_KV_MAX_BLOCKS. Pure arithmetic (no backend): the runner's GPU and CPU
+ * sizing both go through it.
+ */
+void pl_kv_pool_plan(double budget_bytes, size_t block_bytes, int block_size,
+                     long long max_model_len, int max_num_seqs, struct pl_kv_pool_plan *out);
 
 void pl_model_runner_params_default(struct pl_model_runner_params *p);
 

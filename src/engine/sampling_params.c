@@ -240,6 +240,25 @@ void pl_sampling_params_apply_generation_config(struct pl_sampling_params *p,
         p->max_tokens = gen->max_new_tokens;
 }
 
+void pl_sampling_params_apply_generation_override(struct pl_sampling_params *p,
+                                                  const struct pl_generation_config *gen)
+{
+    if (!gen)
+        return;
+    if (gen->has_temperature)
+        p->temperature = gen->temperature;
+    if (gen->has_top_p)
+        p->top_p = gen->top_p;
+    if (gen->has_top_k)
+        p->top_k = gen->top_k;
+    if (gen->has_min_p)
+        p->min_p = gen->min_p;
+    if (gen->has_repetition_penalty)
+        p->repetition_penalty = gen->repetition_penalty;
+    if (gen->has_max_new_tokens)
+        p->max_tokens = gen->max_new_tokens;
+}
+
 /* ---- copies ------------------------------------------------------------- */
 
 void pl_sampling_params_fini(struct pl_sampling_params *p)

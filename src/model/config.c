@@ -771,6 +771,48 @@ static pl_status parse_tokens(const char *file, const json_t *root, struct pl_mo
     return PL_STATUS_OK;
 }
 
+/* The sampling fields of a generation config object (the file's, or an override when
+ * `file` names the override: then top_k may be -1, vLLM's "off"). */
+static pl_status parse_generation_sampling(const char *file, bool is_override, const json_t *root,
+                                           struct pl_generation_config *g, struct pl_err *err)
+{
+    pl_status st;
+    double v = 0;
+    if ((st = pl_cfg_get_num(file, "", root, "temperature", &v, &g->has_temperature, err)))
+        return st;
+    if (g->has_temperature && v < 0)
+        return pl_err_set(err, PL_STATUS_FORMAT, "%s: temperature = %g is negative", file, v);
+    g->temperature = to_float(v);
+    if ((st = pl_cfg_get_num(file, "", root, "top_p", &v, &g->has_top_p, err)))
+        return st;
+    if (g->has_top_p && !(v > 0 && v <= 1))
+        return pl_err_set(err, PL_STATUS_FORMAT, "%s: top_p = %g is not in (0, 1]", file, v);
+    g->top_p = to_float(v);
+    if ((st = pl_cfg_get_num(file, "", root, "min_p", &v, &g->has_min_p, err)))
+        return st;
+    if (g->has_min_p && !(v >= 0 && v <= 1))
+        return pl_err_set(err, PL_STATUS_FORMAT, "%s: min_p = %g is not in [0, 1]", file, v);
+    g->min_p = to_float(v);
+    if ((st = pl_cfg_get_num(file, "", root, "repetition_penalty", &v,
+                             &g->has_repetition_penalty, err)))
+        return st;
+    if (g->has_repetition_penalty && !(v > 0))
+        return pl_err_set(err, PL_STATUS_FORMAT, "%s: repetition_penalty = %g must be positive",
+                          file, v);
+    g->repetition_penalty = to_float(v);
+    if ((st = pl_cfg_get_int(file, "", root, "top_k", &g->top_k, &g->has_top_k, err)))
+        return st;
+    if (g->has_top_k && g->top_k < (is_override ? -1 : 0))
+        return pl_err_set(err, PL_STATUS_FORMAT, "%s: top_k = %d is negative", file, g->top_k);
+    if ((st = pl_cfg_get_int(file, "", root, "max_new_tokens", &g->max_new_tokens,
+                             &g->has_max_new_tokens, err)))
+        return st;
+    if (g->has_max_new_tokens && g->max_new_tokens < (is_override ? 1 : 0))
+        return pl_err_set(err, PL_STATUS_FORMAT, "%s: max_new_tokens = %d is %s", file,
+                          g->max_new_tokens, is_override ? "not positive" : "negative");
+    return PL_STATUS_OK;
+}
+
 static pl_status parse_generation(const char *gen_json, size_t gen_len,
                                   struct pl_generation_config *g, struct pl_err *err)
 {
@@ -785,54 +827,12 @@ static pl_status parse_generation(const char *gen_json, size_t gen_len,
         return pl_err_set(err, PL_STATUS_FORMAT, "%s: not valid JSON: %s (line %d, column %d)",
                           file, jerr.text, jerr.line, jerr.column);
     pl_status st = PL_STATUS_OK;
-    double v = 0;
     if (!json_is_object(root)) {
         st = pl_err_set(err, PL_STATUS_FORMAT, "%s: not a JSON object", file);
         goto out;
     }
-    if ((st = pl_cfg_get_num(file, "", root, "temperature", &v, &g->has_temperature, err)))
+    if ((st = parse_generation_sampling(file, false, root, g, err)))
         goto out;
-    if (g->has_temperature && v < 0) {
-        st = pl_err_set(err, PL_STATUS_FORMAT, "%s: temperature = %g is negative", file, v);
-        goto out;
-    }
-    g->temperature = to_float(v);
-    if ((st = pl_cfg_get_num(file, "", root, "top_p", &v, &g->has_top_p, err)))
-        goto out;
-    if (g->has_top_p && !(v > 0 && v <= 1)) {
-        st = pl_err_set(err, PL_STATUS_FORMAT, "%s: top_p = %g is not in (0, 1]", file, v);
-        goto out;
-    }
-    g->top_p = to_float(v);
-    if ((st = pl_cfg_get_num(file, "", root, "min_p", &v, &g->has_min_p, err)))
-        goto out;
-    if (g->has_min_p && !(v >= 0 && v <= 1)) {
-        st = pl_err_set(err, PL_STATUS_FORMAT, "%s: min_p = %g is not in [0, 1]", file, v);
-        goto out;
-    }
-    g->min_p = to_float(v);
-    if ((st = pl_cfg_get_num(file, "", root, "repetition_penalty", &v, &g->has_repetition_penalty, err)))
-        goto out;
-    if (g->has_repetition_penalty && !(v > 0)) {
-        st = pl_err_set(err, PL_STATUS_FORMAT, "%s: repetition_penalty = %g must be positive",
-                        file, v);
-        goto out;
-    }
-    g->repetition_penalty = to_float(v);
-    if ((st = pl_cfg_get_int(file, "", root, "top_k", &g->top_k, &g->has_top_k, err)))
-        goto out;
-    if (g->has_top_k && g->top_k < 0) {
-        st = pl_err_set(err, PL_STATUS_FORMAT, "%s: top_k = %d is negative", file, g->top_k);
-        goto out;
-    }
-    if ((st = pl_cfg_get_int(file, "", root, "max_new_tokens", &g->max_new_tokens, &g->has_max_new_tokens,
-                      err)))
-        goto out;
-    if (g->has_max_new_tokens && g->max_new_tokens < 0) {
-        st = pl_err_set(err, PL_STATUS_FORMAT, "%s: max_new_tokens = %d is negative", file,
-                        g->max_new_tokens);
-        goto out;
-    }
     if ((st = pl_cfg_get_bool(file, "", root, "do_sample", &g->do_sample, &g->has_do_sample, err)))
         goto out;
     bool present;
@@ -840,6 +840,47 @@ static pl_status parse_generation(const char *gen_json, size_t gen_len,
                             &present, err)))
         goto out;
     st = get_token_id(file, root, "bos_token_id", &g->bos_token_id, err);
+out:
+    json_decref(root);
+    return st;
+}
+
+pl_status pl_generation_config_parse_override(const char *json, const char *what,
+                                              struct pl_generation_config *g, struct pl_err *err)
+{
+    static const char *const keys[] = {"temperature", "top_p",          "top_k",
+                                       "min_p",       "repetition_penalty", "max_new_tokens"};
+    memset(g, 0, sizeof(*g));
+    g->bos_token_id = -1;
+    if (!json)
+        return PL_STATUS_OK;
+    json_error_t jerr;
+    json_t *root = json_loads(json, 0, &jerr);
+    if (!root)
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "%s: not valid JSON: %s (column %d)",
+                          what, jerr.text, jerr.column);
+    pl_status st = PL_STATUS_OK;
+    if (!json_is_object(root)) {
+        st = pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "%s: not a JSON object", what);
+        goto out;
+    }
+    const char *k;
+    json_t *v;
+    json_object_foreach(root, k, v)
+    {
+        bool known = false;
+        for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+            known |= !strcmp(k, keys[i]);
+        if (!known) {
+            st = pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                            "%s: unknown key '%s' (pagellm applies temperature, top_p, top_k, "
+                            "min_p, repetition_penalty and max_new_tokens)",
+                            what, k);
+            goto out;
+        }
+    }
+    if ((st = parse_generation_sampling(what, true, root, g, err)))
+        st = err ? (err->status = PL_STATUS_INVALID_ARGUMENT) : PL_STATUS_INVALID_ARGUMENT;
 out:
     json_decref(root);
     return st;

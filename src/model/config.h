@@ -122,6 +122,19 @@ struct pl_model_config {
  * is not valid JSON or a field has the wrong type/range, PL_STATUS_UNSUPPORTED for
  * an architecture or feature pagellm does not run; err names the field.
  */
+/*
+ * vLLM's --override-generation-config: a JSON object whose keys are the
+ * generation_config.json fields pagellm applies (temperature, top_p, top_k,
+ * min_p, repetition_penalty, max_new_tokens; null means not set) -> *out
+ * (has_* say which). Values are checked as in generation_config.json (top_k
+ * may also be -1, vLLM's "off"); any other key, or a text that is not a JSON
+ * object, is refused with PL_STATUS_INVALID_ARGUMENT naming it. Messages
+ * start with `what`, the caller's name for the text (a flag, a field).
+ */
+pl_status pl_generation_config_parse_override(const char *json, const char *what,
+                                              struct pl_generation_config *out,
+                                              struct pl_err *err);
+
 pl_status pl_model_config_load(const char *model_dir, struct pl_model_config *out,
                                struct pl_err *err);
 

@@ -17,7 +17,8 @@
  *   h = attn Wo^T (+bo);  x = norm(h, res)
  *   h = (act(x Wg^T) * x Wu^T) Wd^T
  *
- * and the runner finishes with final_norm(h, res) on the logits rows.
+ * and the runner finishes with final_norm(h, res) on the logits rows (and on the
+ * hidden rows of pooling requests, for every architecture).
  * Config sources: transformers' configuration_<family>.py / modeling_<family>.py
  * (see config.c for the common keys):
  *   field                 Llama          Mistral        Qwen2          Qwen3

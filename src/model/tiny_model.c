@@ -83,6 +83,9 @@ struct preset {
     int n_experts, moe_inter, shared_inter;
     unsigned moe_layers;
     bool qkv_bias;
+    int vocab_pad_to;       /* tokenizer presets: config vocab_size (embedding and lm_head
+                               rows) rounded up to a multiple of this, past the tokenizer's
+                               ids, as Qwen pads 151670 tokens to 151936 rows (0: no pad) */
 };
 
 #define NO_SCALING NULL
@@ -169,80 +172,86 @@ static const char *const QWEN3_MOE_EXTRA[] = {
 static const struct preset PRESETS[] = {
     {"llama", "Llama, GQA 4:2, untied, bf16", ARCH_LLAMA, 64, 2, 4, 2, 0, 128, 512, 512,
      "10000.0", NO_SCALING, false, "1e-05", PL_DTYPE_BF16, false, 0, false, 0, 1, true, false,
-     0x1001, NULL, 0, 0, 0, 0, false},
+     0x1001, NULL, 0, 0, 0, 0, false, 0},
     {"llama-mha-tied", "Llama, MHA 4:4, tied embeddings, bf16", ARCH_LLAMA, 64, 2, 4, 4, 0, 128,
      512, 512, "10000.0", NO_SCALING, false, "1e-05", PL_DTYPE_BF16, true, 0, false, 0, 1, true,
-     false, 0x1002, NULL, 0, 0, 0, 0, false},
+     false, 0x1002, NULL, 0, 0, 0, 0, false, 0},
     {"llama3-rope", "Llama, llama3 rope scaling (original 64), head_dim 32 != 64/4", ARCH_LLAMA,
      64, 2, 4, 2, 32, 128, 512, 512, "10000.0",
      "{\"factor\": 8.0, \"high_freq_factor\": 4.0, \"low_freq_factor\": 1.0, "
      "\"original_max_position_embeddings\": 64, \"rope_type\": \"llama3\"}",
-     false, "1e-05", PL_DTYPE_BF16, false, 0, false, 0, 1, true, false, 0x1003, NULL, 0, 0, 0, 0, false},
+     false, "1e-05", PL_DTYPE_BF16, false, 0, false, 0, 1, true, false, 0x1003, NULL, 0, 0, 0, 0, false, 0},
     {"llama-linear-rope", "Llama, linear rope scaling factor 2", ARCH_LLAMA, 64, 2, 4, 2, 0, 128,
      512, 512, "10000.0", "{\"factor\": 2.0, \"rope_type\": \"linear\"}", false, "1e-05",
-     PL_DTYPE_BF16, false, 0, false, 0, 1, true, false, 0x1004, NULL, 0, 0, 0, 0, false},
+     PL_DTYPE_BF16, false, 0, false, 0, 1, true, false, 0x1004, NULL, 0, 0, 0, 0, false, 0},
     {"llama-yarn-rope", "Llama, yarn rope scaling factor 4 (original 32, max 128)", ARCH_LLAMA, 64,
      2, 4, 2, 0, 128, 512, 128, "10000.0",
      "{\"factor\": 4.0, \"original_max_position_embeddings\": 32, \"rope_type\": \"yarn\"}",
-     false, "1e-05", PL_DTYPE_BF16, false, 0, false, 0, 1, true, false, 0x1005, NULL, 0, 0, 0, 0, false},
+     false, "1e-05", PL_DTYPE_BF16, false, 0, false, 0, 1, true, false, 0x1005, NULL, 0, 0, 0, 0, false, 0},
     {"llama-dynamic-rope", "Llama, dynamic NTK rope factor 4, max positions 32 (prompts exceed it)",
      ARCH_LLAMA, 64, 2, 4, 2, 0, 128, 512, 32, "10000.0",
      "{\"factor\": 4.0, \"rope_type\": \"dynamic\"}", false, "1e-05", PL_DTYPE_BF16, false, 0,
-     false, 0, 1, true, false, 0x1006, NULL, 0, 0, 0, 0, false},
+     false, 0, 1, true, false, 0x1006, NULL, 0, 0, 0, 0, false, 0},
     {"llama-f16", "Llama, float16 weights", ARCH_LLAMA, 64, 2, 4, 2, 0, 128, 512, 512, "10000.0",
-     NO_SCALING, false, "1e-05", PL_DTYPE_F16, false, 0, false, 0, 1, true, false, 0x1007, NULL, 0, 0, 0, 0, false},
+     NO_SCALING, false, "1e-05", PL_DTYPE_F16, false, 0, false, 0, 1, true, false, 0x1007, NULL, 0, 0, 0, 0, false, 0},
     {"llama-f32", "Llama, float32 weights", ARCH_LLAMA, 64, 2, 4, 2, 0, 128, 512, 512, "10000.0",
-     NO_SCALING, false, "1e-05", PL_DTYPE_F32, false, 0, false, 0, 1, true, false, 0x1008, NULL, 0, 0, 0, 0, false},
+     NO_SCALING, false, "1e-05", PL_DTYPE_F32, false, 0, false, 0, 1, true, false, 0x1008, NULL, 0, 0, 0, 0, false, 0},
     {"llama-sharded", "Llama, 3 layers in 2 safetensors shards + index", ARCH_LLAMA, 64, 3, 4, 2,
      0, 128, 512, 512, "10000.0", NO_SCALING, false, "1e-05", PL_DTYPE_BF16, false, 0, false, 0,
-     2, true, false, 0x1009, NULL, 0, 0, 0, 0, false},
+     2, true, false, 0x1009, NULL, 0, 0, 0, 0, false, 0},
     {"mistral-swa", "Mistral, sliding window 8, GQA 8:2", ARCH_MISTRAL, 128, 2, 8, 2, 0, 256, 512,
      512, "10000.0", NO_SCALING, false, "1e-05", PL_DTYPE_BF16, false, 8, false, 0, 1, true,
-     false, 0x100a, NULL, 0, 0, 0, 0, false},
+     false, 0x100a, NULL, 0, 0, 0, 0, false, 0},
     {"qwen2", "Qwen2, q/k/v biases, tied, GQA 4:2, window 16 configured but off", ARCH_QWEN2, 64, 2,
      4, 2, 0, 128, 512, 512, "1000000.0", NO_SCALING, false, "1e-06", PL_DTYPE_BF16, true, 16,
-     false, 1, 1, true, false, 0x100b, NULL, 0, 0, 0, 0, false},
+     false, 1, 1, true, false, 0x100b, NULL, 0, 0, 0, 0, false, 0},
     {"qwen3", "Qwen3, q_norm/k_norm, head_dim 32, GQA 4:2, transformers 5 config spelling",
      ARCH_QWEN3, 64, 2, 4, 2, 32, 128, 512, 512, "1000000.0", NO_SCALING, true, "1e-06",
-     PL_DTYPE_BF16, false, 0, false, 2, 1, true, false, 0x100c, NULL, 0, 0, 0, 0, false},
+     PL_DTYPE_BF16, false, 0, false, 2, 1, true, false, 0x100c, NULL, 0, 0, 0, 0, false, 0},
     {"qwen2-swa", "Qwen2, sliding window 8 on layers >= max_window_layers 1 of 3", ARCH_QWEN2, 64,
      3, 4, 2, 0, 128, 512, 512, "1000000.0", NO_SCALING, false, "1e-06", PL_DTYPE_BF16, true, 8,
-     true, 1, 1, true, false, 0x100d, NULL, 0, 0, 0, 0, false},
+     true, 1, 1, true, false, 0x100d, NULL, 0, 0, 0, 0, false, 0},
     {"phi3", "Phi-3, fused qkv/gate_up, head_dim 24, longrope (original 16, max 64)", ARCH_PHI3,
      96, 2, 4, 2, 0, 160, 512, 64, "10000.0",
      "{\"long_factor\": [1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 5.5, 6.0, 6.5, 7.0], \"short_factor\": [1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.7, 1.8, 1.9, 2.0, 2.1], \"type\": \"longrope\"}",
-     false, "1e-05", PL_DTYPE_BF16, false, 0, false, 0, 1, true, false, 0x100e, PHI3_EXTRA, 0, 0, 0, 0, false},
+     false, "1e-05", PL_DTYPE_BF16, false, 0, false, 0, 1, true, false, 0x100e, PHI3_EXTRA, 0, 0, 0, 0, false, 0},
     {"phi3-partial", "Phi-4-mini-like Phi-3: partial_rotary_factor 0.5 of head_dim 32, tied",
      ARCH_PHI3, 128, 2, 4, 2, 0, 192, 512, 512, "10000.0", NO_SCALING, false, "1e-05",
-     PL_DTYPE_BF16, true, 0, false, 0, 1, true, false, 0x100f, PHI3_PARTIAL_EXTRA, 0, 0, 0, 0, false},
+     PL_DTYPE_BF16, true, 0, false, 0, 1, true, false, 0x100f, PHI3_PARTIAL_EXTRA, 0, 0, 0, 0, false, 0},
     {"gemma2", "Gemma 2: sandwich norms, gelu-tanh, soft-capping, sliding/global, head_dim 32, "
                "untied (a tied tiny model only repeats its input)",
      ARCH_GEMMA2, 64, 3, 4, 2, 32, 128, 512, 512, "10000.0", NO_SCALING, false, "1e-06",
-     PL_DTYPE_BF16, false, 0, false, 0, 1, true, false, 0x1010, GEMMA2_EXTRA, 0, 0, 0, 0, false},
+     PL_DTYPE_BF16, false, 0, false, 0, 1, true, false, 0x1010, GEMMA2_EXTRA, 0, 0, 0, 0, false, 0},
     {"gemma3", "Gemma 3 text: q/k norms, MQA, local and global rope (linear 2), pattern 2",
      ARCH_GEMMA3, 64, 3, 4, 1, 32, 128, 512, 512, "1000000.0",
      "{\"factor\": 2.0, \"rope_type\": \"linear\"}", false, "1e-06", PL_DTYPE_BF16, false,
-     0, false, 0, 1, true, false, 0x1011, GEMMA3_EXTRA, 0, 0, 0, 0, false},
+     0, false, 0, 1, true, false, 0x1011, GEMMA3_EXTRA, 0, 0, 0, 0, false, 0},
     {"mixtral", "Mixtral: 4 experts top-2 (renormalised), block_sparse_moe w1/w2/w3", ARCH_MIXTRAL,
      64, 2, 4, 2, 0, 96, 512, 512, "1000000.0", NO_SCALING, false, "1e-05", PL_DTYPE_BF16, false,
-     0, false, 0, 1, true, false, 0x1012, MIXTRAL_EXTRA, 4, 96, 0, 0x3, false},
+     0, false, 0, 1, true, false, 0x1012, MIXTRAL_EXTRA, 4, 96, 0, 0x3, false, 0},
     {"qwen2moe", "Qwen2-MoE: 8 experts top-2 (not renormalised), gated shared expert, layer 1 "
                  "dense (mlp_only_layers), q/k/v biases",
      ARCH_QWEN2_MOE, 64, 2, 4, 2, 0, 128, 512, 512, "1000000.0", NO_SCALING, false, "1e-06",
      PL_DTYPE_BF16, false, 0, false, 2, 1, true, false, 0x1013, QWEN2_MOE_EXTRA, 8, 48, 64, 0x1,
-     true},
+     true, 0},
     {"qwen3moe", "Qwen3-MoE: 8 experts top-3 (norm_topk_prob), decoder_sparse_step 2 (layer 0 "
                  "dense), q/k norms, head_dim 32",
      ARCH_QWEN3_MOE, 64, 2, 4, 2, 32, 128, 512, 512, "1000000.0", NO_SCALING, false, "1e-06",
      PL_DTYPE_BF16, false, 0, false, 2, 1, true, false, 0x1014, QWEN3_MOE_EXTRA, 8, 40, 0, 0x2,
-     false},
+     false, 0},
     {"bench-100m", "Llama ~100M parameters (768 x 12 layers, vocab 32000), bf16, for CPU benchmarks",
      ARCH_LLAMA, 768, 12, 12, 4, 0, 2048, 32000, 2048, "10000.0", NO_SCALING, false, "1e-05",
-     PL_DTYPE_BF16, true, 0, false, 0, 1, false, false, 0x2001, NULL, 0, 0, 0, 0, false},
+     PL_DTYPE_BF16, true, 0, false, 0, 1, false, false, 0x2001, NULL, 0, 0, 0, 0, false, 0},
     {"default", "the built-in default model: Llama 256 x 4 layers, 8:4 heads, byte-level BPE "
                 "tokenizer (960 ids), ChatML template",
      ARCH_LLAMA, 256, 4, 8, 4, 32, 768, 0 /* from the tokenizer */, 2048, "500000.0", NO_SCALING,
-     false, "1e-05", PL_DTYPE_BF16, false, 0, false, 0, 1, false, true, 0x3001, NULL, 0, 0, 0, 0, false},
+     false, "1e-05", PL_DTYPE_BF16, false, 0, false, 0, 1, false, true, 0x3001, NULL, 0, 0, 0, 0, false, 0},
+    {"default-padded", "the default model with its vocab padded past the tokenizer: 1024 "
+                       "embedding rows for 960 token ids (ids 960..1023 have no token), as "
+                       "Qwen checkpoints are",
+     ARCH_LLAMA, 256, 4, 8, 4, 32, 768, 0 /* from the tokenizer */, 2048, "500000.0", NO_SCALING,
+     false, "1e-05", PL_DTYPE_BF16, false, 0, false, 0, 1, false, true, 0x3001, NULL, 0, 0, 0, 0,
+     false, 128},
 };
 
 #define N_PRESETS ((int)(sizeof(PRESETS) / sizeof(PRESETS[0])))
@@ -843,6 +852,8 @@ pl_status pl_tiny_model_write(const char *preset, const char *out_dir, struct pl
         if (st != PL_STATUS_OK)
             return pl_err_prefix(err, "preset %s", p->name);
         ids.vocab = info.n_vocab;
+        if (p->vocab_pad_to > 0)
+            ids.vocab = (info.n_vocab + p->vocab_pad_to - 1) / p->vocab_pad_to * p->vocab_pad_to;
         ids.bos = info.bos_id;
         ids.eos = info.eos_id;
         ids.eos_list[0] = info.eos_id;

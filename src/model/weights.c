@@ -13,6 +13,11 @@
  *      exactly once.
  *   2. A filled slot's tensor had exactly the shape the config implies and a
  *      dtype the backend supports for the op that reads it.
+ * Conversion (vLLM's --dtype): with a target dtype, a tensor stored in another
+ * dtype is converted on the host one tensor (or fused row range) at a time in
+ * load_slot and copied into memory from the backend's alloc; its pointer is
+ * listed in `converted` so that free releases it with the backend's free
+ * instead of unmapping it. (1 + w) norms stay fp32 whatever the target.
  * Fused checkpoint tensors (Phi-3's qkv_proj, gate_up_proj): each slot maps its
  * own row range of the tensor, so the model sees plain q/k/v and gate/up weights
  * (matmul_group runs q, k, v as one launch on CUDA at decode sizes anyway).
@@ -37,6 +42,8 @@ struct loader {
     struct pl_err *err;
     enum pl_dtype dummy_dtype;
     uint64_t seed;                   /* dummy: advanced once per tensor */
+    int want;                        /* target dtype, or PL_WEIGHTS_DTYPE_AS_STORED */
+    int cap_converted;               /* capacity of w->converted */
 };
 
 static void spec_name(const struct pl_tensor_spec *t, int l, int e, char *out, size_t cap)
@@ -137,10 +144,57 @@ static pl_status plus_one_slot(struct loader *L, const struct pl_tensor_info *ti
     return PL_STATUS_OK;
 }
 
+/* n elements of a tensor stored as `from` (at src), converted to `to` into backend memory
+ * (see the top). */
+static pl_status convert_slot(struct loader *L, const struct pl_tensor_info *ti, const char *name,
+                              const void *src, size_t n, enum pl_dtype to, void **out,
+                              size_t *out_bytes)
+{
+    const struct pl_backend_ops *ops = L->be->ops;
+    struct pl_weights *w = L->w;
+    const size_t n_bytes = n * pl_dtype_size(to);
+    if (w->n_converted == L->cap_converted) {
+        int cap = L->cap_converted ? 2 * L->cap_converted : 64;
+        const void **grown = realloc(w->converted, sizeof(*grown) * (size_t)cap);
+        if (!grown)
+            return pl_err_set(L->err, PL_STATUS_NO_MEMORY, "weights: out of memory");
+        w->converted = grown;
+        L->cap_converted = cap;
+    }
+    void *host = malloc(n_bytes ? n_bytes : 1);
+    void *p = host ? ops->alloc(L->be, n_bytes) : NULL;
+    if (!p) {
+        free(host);
+        return pl_err_set(L->err, PL_STATUS_NO_MEMORY,
+                          "tensor '%s': out of memory converting %zu bytes to %s", name, n_bytes,
+                          pl_dtype_torch_name(to));
+    }
+    pl_status st = PL_STATUS_OK;
+    if (!pl_dtype_convert(host, to, src, ti->dtype, n))
+        st = pl_err_set(L->err, PL_STATUS_UNSUPPORTED, "%s: tensor '%s' of dtype %s cannot be "
+                        "converted to %s", ti->file, name, pl_dtype_name(ti->dtype),
+                        pl_dtype_torch_name(to));
+    /* sync: the host copy is freed next, so the upload must have read it */
+    else if (ops->upload(L->be, p, host, n_bytes) != PL_STATUS_OK ||
+             ops->sync(L->be) != PL_STATUS_OK)
+        st = pl_err_set(L->err, PL_STATUS_INTERNAL, "tensor '%s': the %s backend failed to take "
+                        "%zu bytes", name, ops->name, n_bytes);
+    free(host);
+    if (st != PL_STATUS_OK) {
+        ops->free(L->be, p);
+        return st;
+    }
+    w->converted[w->n_converted++] = p;
+    *out = p;
+    *out_bytes = n_bytes;
+    return PL_STATUS_OK;
+}
+
 /* Fills one slot of spec t: from the checkpoint after checking its shape ([rows, cols]
  * for a matrix, [cols] for a vector when rows == 0; a fused tensor is [src_rows, cols]
  * and the slot takes rows [row_off, row_off + rows)) and that the backend runs t->op on
- * its dtype; or with dummy values. */
+ * its dtype (the target dtype when converting: then converted here); or with dummy
+ * values. */
 static pl_status load_slot(struct loader *L, const struct pl_tensor_spec *t, const char *name,
                            struct pl_weight *slot)
 {
@@ -173,20 +227,33 @@ static pl_status load_slot(struct loader *L, const struct pl_tensor_spec *t, con
     const struct pl_backend_ops *ops = L->be->ops;
     if (plus_one(t))
         return plus_one_slot(L, ti, name, cols, slot);
-    if (!ops->supports(L->be, t->op, ti->dtype))
+    const enum pl_dtype dtype = L->want >= 0 ? (enum pl_dtype)L->want : ti->dtype;
+    if (!ops->supports(L->be, t->op, dtype)) {
+        if (dtype != ti->dtype)
+            return pl_err_set(L->err, PL_STATUS_UNSUPPORTED,
+                              "dtype %s: the %s backend does not run %s weights (tensor '%s')",
+                              pl_dtype_torch_name(dtype), ops->name ? ops->name : "?",
+                              pl_dtype_torch_name(dtype), name);
         return pl_err_set(L->err, PL_STATUS_UNSUPPORTED,
                           "%s: tensor '%s' has dtype %s, which the %s backend does not support "
-                          "for this op",
+                          "for this op (--dtype can convert it at load)",
                           ti->file, name, pl_dtype_name(ti->dtype), ops->name ? ops->name : "?");
+    }
     const size_t esize = pl_dtype_size(ti->dtype);
     const size_t off = (size_t)row_off * (size_t)cols * esize;
-    const size_t n_bytes = fused ? (size_t)rows * (size_t)cols * esize : ti->n_bytes;
-    void *p = ops->map_weight(L->be, (const char *)ti->data + off, n_bytes);
-    if (!p)
+    size_t n_bytes = fused ? (size_t)rows * (size_t)cols * esize : ti->n_bytes;
+    const void *src = (const char *)ti->data + off;
+    void *p = NULL;
+    if (dtype != ti->dtype) {
+        pl_status st = convert_slot(L, ti, name, src, n_bytes / esize, dtype, &p, &n_bytes);
+        if (st != PL_STATUS_OK)
+            return st;
+    } else if (!(p = ops->map_weight(L->be, src, n_bytes))) {
         return pl_err_set(L->err, PL_STATUS_NO_MEMORY,
                           "tensor '%s': the backend could not map %zu bytes", name, n_bytes);
+    }
     *slot = (struct pl_weight){
-        .data = p, .dtype = ti->dtype, .rows = is_vector ? 1 : rows, .cols = cols};
+        .data = p, .dtype = dtype, .rows = is_vector ? 1 : rows, .cols = cols};
     L->w->n_bytes += n_bytes;
     return PL_STATUS_OK;
 }
@@ -237,10 +304,14 @@ static pl_status load_spec(struct loader *L, const struct pl_tensor_spec *t)
 
 /* The loader behind pl_weights_load (st != NULL) and pl_weights_dummy (st == NULL). */
 static pl_status weights_build(const struct pl_model_config *cfg, const struct pl_safetensors *st,
-                               struct pl_backend *be, uint64_t seed, struct pl_weights **out,
-                               struct pl_err *err)
+                               struct pl_backend *be, uint64_t seed, int want,
+                               struct pl_weights **out, struct pl_err *err)
 {
     *out = NULL;
+    if (want != PL_WEIGHTS_DTYPE_AS_STORED && want != PL_DTYPE_F32 && want != PL_DTYPE_F16 &&
+        want != PL_DTYPE_BF16)
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "weights: dtype %d is not a float type",
+                          want);
     if (cfg->n_layers <= 0 || cfg->n_layers > PL_MAX_LAYERS || !cfg->arch)
         return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
                           "weights: config has %d layers%s", cfg->n_layers,
@@ -261,9 +332,32 @@ static pl_status weights_build(const struct pl_model_config *cfg, const struct p
     w->n_experts = cfg->n_experts;
     w->arch = cfg->arch;
     w->allocated = st == NULL;
-    struct loader L = {.st = st, .be = be, .w = w, .cfg = cfg, .err = err, .seed = seed};
+    struct loader L = {
+        .st = st, .be = be, .w = w, .cfg = cfg, .err = err, .seed = seed, .want = want};
     pl_status status = PL_STATUS_OK;
-    if (!st) {
+    if (want != PL_WEIGHTS_DTYPE_AS_STORED) {
+        /* refuse up front, before converting anything, a dtype the backend cannot run */
+        static const enum pl_op ops[] = {PL_OP_EMBED, PL_OP_RMSNORM, PL_OP_MATMUL, PL_OP_LOGITS};
+        for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++)
+            if (!be->ops->supports(be, ops[i], (enum pl_dtype)want)) {
+                status = pl_err_set(err, PL_STATUS_UNSUPPORTED,
+                                    "dtype %s: the %s backend does not run %s weights (it "
+                                    "computes in %s)",
+                                    pl_dtype_torch_name((enum pl_dtype)want), be->ops->name,
+                                    pl_dtype_torch_name((enum pl_dtype)want),
+                                    pl_dtype_torch_name(be->ops->act_dtype));
+                goto fail;
+            }
+    }
+    if (!st && want != PL_WEIGHTS_DTYPE_AS_STORED) {
+        L.dummy_dtype = (enum pl_dtype)want;
+        if (!be->ops->supports(be, PL_OP_FILL, L.dummy_dtype)) {
+            status = pl_err_set(err, PL_STATUS_UNSUPPORTED,
+                                "dummy weights: the %s backend cannot fill %s tensors",
+                                be->ops->name, pl_dtype_torch_name(L.dummy_dtype));
+            goto fail;
+        }
+    } else if (!st) {
         /* the checkpoint's dtype where the backend's matmul runs it, else bf16 */
         L.dummy_dtype = cfg->dtype;
         if (!be->ops->supports(be, PL_OP_MATMUL, L.dummy_dtype) ||
@@ -305,13 +399,31 @@ pl_status pl_weights_load(const struct pl_model_config *cfg, const struct pl_saf
         *out = NULL;
         return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "weights: no checkpoint");
     }
-    return weights_build(cfg, st, be, 0, out, err);
+    return weights_build(cfg, st, be, 0, PL_WEIGHTS_DTYPE_AS_STORED, out, err);
+}
+
+pl_status pl_weights_load_as(const struct pl_model_config *cfg, const struct pl_safetensors *st,
+                             struct pl_backend *be, int dtype, struct pl_weights **out,
+                             struct pl_err *err)
+{
+    if (!st) {
+        *out = NULL;
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "weights: no checkpoint");
+    }
+    return weights_build(cfg, st, be, 0, dtype, out, err);
 }
 
 pl_status pl_weights_dummy(const struct pl_model_config *cfg, struct pl_backend *be,
                            uint64_t seed, struct pl_weights **out, struct pl_err *err)
 {
-    pl_status st = weights_build(cfg, NULL, be, seed, out, err);
+    return pl_weights_dummy_as(cfg, be, seed, PL_WEIGHTS_DTYPE_AS_STORED, out, err);
+}
+
+pl_status pl_weights_dummy_as(const struct pl_model_config *cfg, struct pl_backend *be,
+                              uint64_t seed, int dtype, struct pl_weights **out,
+                              struct pl_err *err)
+{
+    pl_status st = weights_build(cfg, NULL, be, seed, dtype, out, err);
     if (st == PL_STATUS_OK && be->ops->sync(be) != PL_STATUS_OK) {
         pl_weights_free(*out);
         *out = NULL;
@@ -322,9 +434,23 @@ pl_status pl_weights_dummy(const struct pl_model_config *cfg, struct pl_backend 
     return st;
 }
 
-static void release(struct pl_backend *be, bool allocated, struct pl_weight *s)
+static int cmp_ptr(const void *a, const void *b)
 {
-    if (s->data && allocated)
+    const char *x = *(const char *const *)a, *y = *(const char *const *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Whether p came from a dtype conversion (w->converted, sorted by pl_weights_free). */
+static bool was_converted(const struct pl_weights *w, const void *p)
+{
+    return w->n_converted > 0 &&
+           bsearch(&p, w->converted, (size_t)w->n_converted, sizeof(*w->converted), cmp_ptr);
+}
+
+static void release(struct pl_weights *w, bool allocated, struct pl_weight *s)
+{
+    struct pl_backend *be = w->be;
+    if (s->data && (allocated || was_converted(w, s->data)))
         be->ops->free(be, (void *)s->data);
     else if (s->data)
         be->ops->unmap_weight(be, (void *)s->data);
@@ -335,7 +461,8 @@ void pl_weights_free(struct pl_weights *w)
 {
     if (!w)
         return;
-    struct pl_backend *be = w->be;
+    if (w->n_converted > 1) /* a MoE checkpoint converts thousands: bsearch, not a scan */
+        qsort(w->converted, (size_t)w->n_converted, sizeof(*w->converted), cmp_ptr);
     if (w->lm_head.data && w->lm_head.data == w->embed.data) /* tied: one mapping */
         w->lm_head = (struct pl_weight){0};
     const struct pl_arch *a = w->arch;
@@ -343,19 +470,20 @@ void pl_weights_free(struct pl_weights *w)
         const struct pl_tensor_spec *t = &a->tensors[i];
         bool alloc = w->allocated || plus_one(t);
         if (t->scope == PL_SCOPE_MODEL) {
-            release(be, alloc, spec_slot(t, w, 0, 0));
+            release(w, alloc, spec_slot(t, w, 0, 0));
             continue;
         }
         for (int l = 0; w->layers && l < w->n_layers; l++) {
             if (t->scope == PL_SCOPE_LAYER)
-                release(be, alloc, spec_slot(t, w, l, 0));
+                release(w, alloc, spec_slot(t, w, l, 0));
             else
                 for (int e = 0; w->layers[l].experts && e < w->n_experts; e++)
-                    release(be, alloc, spec_slot(t, w, l, e));
+                    release(w, alloc, spec_slot(t, w, l, e));
         }
     }
     for (int l = 0; w->layers && l < w->n_layers; l++)
         free(w->layers[l].experts);
+    free(w->converted);
     free(w->layers);
     free(w);
 }

@@ -62,13 +62,28 @@ struct pl_weights {
     bool allocated;              /* slots come from alloc (dummy weights), not map_weight */
     const struct pl_arch *arch;  /* whose tensor table filled the slots (set by the loaders) */
     int n_experts;               /* experts per MoE layer (each layer's experts array) */
+    const void **converted;      /* [n_converted] slot data allocated for a dtype conversion
+                                    (freed, not unmapped); NULL when nothing was converted */
+    int n_converted;
 };
 
+/* The dtype to hold the weights in: as stored (the checkpoint's, auto) or one dtype
+ * for every tensor, converted at load as torch's Tensor.to does (vLLM's --dtype). */
+#define PL_WEIGHTS_DTYPE_AS_STORED (-1)
+
 /* Maps every tensor the config's architecture needs (its tensor table) from st into
- * backend memory. st must
- * outlive the weights when the backend maps without copying (CPU). */
+ * backend memory. st must outlive the weights when the backend maps without copying
+ * (CPU). */
 pl_status pl_weights_load(const struct pl_model_config *cfg, const struct pl_safetensors *st,
                           struct pl_backend *be, struct pl_weights **out, struct pl_err *err);
+
+/* As pl_weights_load, with every tensor in `dtype` (an enum pl_dtype, or
+ * PL_WEIGHTS_DTYPE_AS_STORED): a tensor of another dtype is converted on the host and
+ * copied into backend memory (the others are mapped as usual; (1 + w) norms stay fp32).
+ * The backend must run every op on that dtype, else PL_STATUS_UNSUPPORTED naming it. */
+pl_status pl_weights_load_as(const struct pl_model_config *cfg, const struct pl_safetensors *st,
+                             struct pl_backend *be, int dtype, struct pl_weights **out,
+                             struct pl_err *err);
 
 /* Dummy weights (vLLM's --load-format dummy): every tensor the config needs, with its
  * shape, allocated and filled on the backend from `seed` (norm weights 1, embeddings
@@ -76,6 +91,11 @@ pl_status pl_weights_load(const struct pl_model_config *cfg, const struct pl_saf
  * when the backend's matmul runs it, else bf16. For benchmarks without a download. */
 pl_status pl_weights_dummy(const struct pl_model_config *cfg, struct pl_backend *be,
                            uint64_t seed, struct pl_weights **out, struct pl_err *err);
+
+/* As pl_weights_dummy, in `dtype` (PL_WEIGHTS_DTYPE_AS_STORED: the rule above). */
+pl_status pl_weights_dummy_as(const struct pl_model_config *cfg, struct pl_backend *be,
+                              uint64_t seed, int dtype, struct pl_weights **out,
+                              struct pl_err *err);
 
 void pl_weights_free(struct pl_weights *w);
 

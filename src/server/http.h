@@ -2,14 +2,37 @@
  * http.h -- the HTTP transport of the server (libmicrohttpd underneath).
  *
  * Owns: the listening socket and MHD daemon (a small pool of event-loop
- * threads, epoll; no thread per connection), routing (exact paths; 404 for
+ * threads, epoll; no thread per connection), routing (exact paths, or every path under a prefix; 404 for
  * unknown paths, 405 with Allow for a known path and another method), request
- * bodies (bounded: 413 past max_body_bytes), header bounds (MHD's memory pool:
- * 431 past it), timeouts, keep-alive, CORS, Bearer authentication for /v1/
- * paths (constant-time compare), OpenAI-shaped error bodies, asynchronous
- * replies (a handler answers later from another thread) and streams (chunked
- * bodies such as Server-Sent Events, produced as data arrives), and draining
- * for a graceful shutdown.
+ * bodies (bounded: 413 past max_body_bytes; Content-Length or chunked, other
+ * transfer codings get 501, both lengths 400), header bounds (431 past
+ * max_header_bytes), timeouts, keep-alive, CORS, Bearer authentication
+ * (constant-time compare), OpenAI-shaped error bodies, asynchronous replies (a
+ * handler answers later from another thread) and streams (chunked bodies such
+ * as Server-Sent Events, produced as data arrives), and draining for a
+ * graceful shutdown.
+ *
+ * What a client can make the server hold (see docs/server.md, "Protection
+ * and limits"):
+ *   - Everything that decides a request's fate without its body (header size,
+ *     malformed line, transfer coding, route, method, API key, announced
+ *     length) is checked when the headers arrive, before any body byte is
+ *     read: a client without the key never makes the server buffer a body.
+ *     Under /v1/ (and on routes registered with auth) a missing or wrong key
+ *     is a 401 whatever the route, so unauthenticated probing learns nothing.
+ *   - The header deadline: a connection must deliver a request's whole header
+ *     within timeout_keep_alive_s of being accepted or of finishing its
+ *     previous request (idle keep-alive time counts), however slowly bytes
+ *     trickle in; a sweeper thread closes it otherwise.
+ *   - The connection limit cannot be held by connections that have not sent
+ *     a complete header: when fewer than 1/16 of max_connections (1..64) are
+ *     free, the longest-waiting such connections (waiting 1 s at least) are
+ *     closed to make room. Connections with a request in progress are never
+ *     closed for this.
+ *   - Handlers of requests with a body (parsing, chat templates,
+ *     tokenization) run on a pool of n_handler_threads workers while their
+ *     connection is suspended, so a large prompt never stalls the event loop
+ *     (/health, streams, other connections). GET routes run inline.
  *
  * Asynchronous replies: a handler that cannot answer at once creates a
  * struct pl_http_async with its ops and returns it. The connection is then
@@ -39,7 +62,8 @@ struct pl_http_server;
 struct pl_http_async;
 struct pl_http_conn; /* an MHD connection, opaque */
 
-/* A request as a handler sees it; valid only during the handler call. */
+/* A request as a handler sees it; valid only during the handler call. Handlers of
+ * GET routes run on an event-loop thread, the others on the handler pool. */
 struct pl_http_request {
     const char *method;
     const char *path;     /* without the query string */
@@ -48,7 +72,8 @@ struct pl_http_request {
     struct pl_http_conn *conn;
 };
 
-/* A header's value (case-insensitive name), or NULL. */
+/* A header's value (case-insensitive name), or NULL. Handlers on the handler pool may
+ * call it too: their connection is suspended, so nothing else touches its headers. */
 const char *pl_http_header(const struct pl_http_request *req, const char *name);
 
 /* What a handler answers: either a complete body or an asynchronous reply. */
@@ -90,11 +115,13 @@ struct pl_http_params {
     const char *allowed_methods; /* CORS preflight: "*" or a list ("*") */
     const char *allowed_headers; /* CORS preflight: "*" or a list ("*") */
     size_t max_body_bytes;      /* 413 beyond (32 MiB) */
-    size_t max_header_bytes;    /* request line + headers (64 KiB): MHD answers 431 beyond */
-    unsigned timeout_keep_alive_s; /* idle keep-alive and header reading (5) */
+    size_t max_header_bytes;    /* request line + headers (64 KiB): 431 beyond */
+    unsigned timeout_keep_alive_s; /* the header deadline: idle keep-alive time plus the
+                                   time to receive a request's whole header (5) */
     unsigned timeout_idle_s;    /* a request's body or response stalling (60) */
     unsigned max_connections;   /* open connections (10000) */
     unsigned n_threads;         /* event-loop threads (2) */
+    unsigned n_handler_threads; /* workers running the handlers of requests with a body (4) */
     int backlog;                /* listen backlog (1024) */
 };
 
@@ -103,14 +130,23 @@ void pl_http_params_default(struct pl_http_params *p);
 pl_status pl_http_server_new(const struct pl_http_params *p, struct pl_http_server **out,
                              struct pl_err *err);
 
-/* Registers a route; call before pl_http_server_start. auth: needs the API key. */
+/* Registers a route; call before pl_http_server_start. auth: needs the API key (every
+ * path under /v1/ needs it anyway, registered or not: 401 comes before 404 / 405).
+ * A path ending in a slash and an asterisk matches every longer path under it (the
+ * handler reads req->path, which MHD has percent-decoded): /v1/models/{id}.
+ * GET routes take no body and run on an event-loop thread; keep them cheap. */
 pl_status pl_http_server_route(struct pl_http_server *s, const char *method, const char *path,
                                bool auth, pl_http_handler_fn fn, void *user, struct pl_err *err);
 
-/* Binds and starts serving. */
+/* Creates the listening socket (bind + listen) without serving yet: connections
+ * wait in the backlog until pl_http_server_start. Lets a program report an
+ * address in use before slow start-up work (loading a model). Optional. */
+pl_status pl_http_server_listen(struct pl_http_server *s, struct pl_err *err);
+
+/* Starts serving (listens first if pl_http_server_listen was not called). */
 pl_status pl_http_server_start(struct pl_http_server *s, struct pl_err *err);
 
-/* The bound port (after start). */
+/* The bound port (after listen or start). */
 int pl_http_server_port(const struct pl_http_server *s);
 
 /* Stops accepting connections; requests on open connections get 503 from now on. */

@@ -1,5 +1,10 @@
 /*
  * llm_engine.c -- struct pl_engine_ops over the public pl_llm request interface.
+ *
+ * Faults: a failed pl_llm_step has already finished the requests it ran with
+ * an error (pagellm.h); llm_poll turns that error into the delta's error_msg
+ * and error_status, and PL_FINISH_ERROR into PL_ASYNC_FINISH_ERROR, so the
+ * clients of exactly those requests see an error, never a normal finish.
  */
 #include "server/llm_engine.h"
 
@@ -29,6 +34,20 @@ static pl_status llm_add(void *engine, uint64_t request_id, const int32_t *promp
     return PL_STATUS_OK;
 }
 
+static pl_status llm_add_pooling(void *engine, uint64_t request_id, const int32_t *prompt_ids,
+                                 int n_prompt, const struct pl_pooling_params *params,
+                                 struct pl_err *err)
+{
+    struct pl_llm *llm = engine;
+    char id[24];
+    id_str(request_id, id);
+    struct pl_prompt p = {.text = NULL, .token_ids = prompt_ids, .n_token_ids = n_prompt};
+    pl_status st = pl_llm_add_pooling_request(llm, id, &p, params);
+    if (st != PL_STATUS_OK)
+        return pl_err_set(err, st, "%s", pl_llm_errmsg(llm));
+    return PL_STATUS_OK;
+}
+
 static pl_status llm_step(void *engine, struct pl_err *err)
 {
     struct pl_llm *llm = engine;
@@ -49,6 +68,7 @@ static enum pl_async_finish finish_of(enum pl_finish_reason r)
     case PL_FINISH_STOP: return PL_ASYNC_FINISH_STOP;
     case PL_FINISH_LENGTH: return PL_ASYNC_FINISH_LENGTH;
     case PL_FINISH_ABORT: return PL_ASYNC_FINISH_ABORT;
+    case PL_FINISH_ERROR: return PL_ASYNC_FINISH_ERROR;
     default: return PL_ASYNC_FINISH_NONE;
     }
 }
@@ -75,6 +95,13 @@ static struct pl_async_output *convert(struct pl_request_output *src)
     o->n_prompt_tokens = src->n_prompt_token_ids;
     o->num_cached_tokens = src->num_cached_tokens;
     o->finished = src->finished;
+    if (src->error) {
+        /* the engine failed this request (only it): its last delta says why */
+        o->error_msg = src->error;
+        o->error_status = src->error_status != PL_STATUS_OK ? src->error_status
+                                                             : PL_STATUS_INTERNAL;
+        src->error = NULL;
+    }
     if (src->has_prompt_logprobs && src->prompt_logprobs && src->n_prompt_token_ids > 0) {
         o->prompt_logprobs = calloc((size_t)src->n_prompt_token_ids, sizeof(*o->prompt_logprobs));
         for (int i = 0; o->prompt_logprobs && i < src->n_prompt_token_ids; i++)
@@ -83,11 +110,21 @@ static struct pl_async_output *convert(struct pl_request_output *src)
     if (src->n_outputs > 0) {
         o->samples = calloc((size_t)src->n_outputs, sizeof(*o->samples));
         if (!o->samples) {
-            free(o->prompt_logprobs);
-            free(o);
-            return NULL;
+            /* the news is lost, but a last delta must still end its request */
+            if (!o->finished) {
+                pl_async_output_free(o);
+                return NULL;
+            }
+            if (!o->error_msg) {
+                o->error_msg = strdup("out of memory for the request's output");
+                o->error_status = PL_STATUS_NO_MEMORY;
+            }
+            return o;
         }
     }
+    o->embedding = src->embedding; /* moved */
+    o->n_embedding = src->n_embedding;
+    src->embedding = NULL;
     for (int i = 0; i < src->n_outputs; i++) {
         struct pl_completion_output *c = &src->outputs[i];
         struct pl_async_sample *s = &o->samples[o->n_samples++];
@@ -163,5 +200,5 @@ static void llm_stats(void *engine, struct pl_engine_stats *out)
     out->num_steps = st.num_steps;
 }
 
-const struct pl_engine_ops pl_llm_engine_ops = {llm_add,  llm_step,  llm_has_unfinished,
-                                                llm_poll, llm_abort, llm_stats};
+const struct pl_engine_ops pl_llm_engine_ops = {
+    llm_add, llm_step, llm_has_unfinished, llm_poll, llm_abort, llm_stats, llm_add_pooling};

@@ -12,7 +12,9 @@
  *                         (the engine interface does not report the exact moment of
  *                         scheduling; with whole-prompt prefill this is it)
  *   prefix_cache_queries / hits   prompt tokens looked up / served from the cache
- * Requests the engine refused (error deltas) count in no success counter.
+ * Requests the engine refused or failed (error deltas) count in no success
+ * counter; a request counts under the reason the async engine stamped on its
+ * last delta (pl_async_output.finish), the one its client saw.
  */
 #include "server/metrics.h"
 
@@ -152,13 +154,9 @@ void pl_metrics_observe(void *metrics, const struct pl_async_output *o)
     }
     if (o->finished && !o->error_msg) {
         hist_observe(&m->h[H_E2E], o->t_now - o->t_arrival);
-        /* the request's reason: the first finished sample's (vLLM reports one per request) */
-        enum pl_async_finish f = PL_ASYNC_FINISH_ABORT;
-        for (int i = 0; i < o->n_samples; i++)
-            if (o->samples[i].finish != PL_ASYNC_FINISH_NONE) {
-                f = o->samples[i].finish;
-                break;
-            }
+        /* the request's reason, as the async engine stamped it over all its deltas
+         * (vLLM reports one per request): the last delta alone may carry no sample */
+        enum pl_async_finish f = o->finish;
         if (f == PL_ASYNC_FINISH_STOP)
             m->success[0]++;
         else if (f == PL_ASYNC_FINISH_LENGTH)

@@ -18,6 +18,10 @@
  */
 #include "server/openai.h"
 
+#include "server/openai_ext.h"
+#include "server/reasoning.h"
+#include "server/serving_log.h"
+#include "engine/vocab_check.h"
 #include "tokenizer/chat_template/chat_template.h"
 #include "tokenizer/tokenizer.h"
 #include "util/json.h"
@@ -46,6 +50,10 @@ struct pl_openai {
     struct pl_async_engine *ae;
     struct pl_metrics *metrics;
     char *role;                    /* of chat answers */
+    enum pl_reasoning_kind reasoning; /* --reasoning-parser */
+    struct pl_pooling_params pooling; /* /v1/embeddings */
+    bool log_requests;             /* --enable-log-requests */
+    int max_log_len;               /* --max-log-len (-1: no prompt text) */
     time_t created;
     atomic_ullong next_id;
     unsigned long long id_salt;
@@ -53,18 +61,35 @@ struct pl_openai {
 
 /* ---- errors ---------------------------------------------------------------- */
 
-__attribute__((format(printf, 4, 5))) static pl_status fail(struct pl_openai_error *e, int status,
-                                                             const char *param,
-                                                             const char *fmt, ...)
+static pl_status vfail(struct pl_openai_error *e, int status, const char *param, const char *fmt,
+                       va_list ap)
 {
     e->status = status;
     e->type = NULL;
     snprintf(e->param, sizeof(e->param), "%s", param ? param : "");
+    vsnprintf(e->message, sizeof(e->message), fmt, ap);
+    return status == 404 ? PL_STATUS_NOT_FOUND : PL_STATUS_INVALID_ARGUMENT;
+}
+
+__attribute__((format(printf, 4, 5))) static pl_status fail(struct pl_openai_error *e, int status,
+                                                             const char *param,
+                                                             const char *fmt, ...)
+{
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(e->message, sizeof(e->message), fmt, ap);
+    pl_status st = vfail(e, status, param, fmt, ap);
     va_end(ap);
-    return status == 404 ? PL_STATUS_NOT_FOUND : PL_STATUS_INVALID_ARGUMENT;
+    return st;
+}
+
+pl_status pl_openai_fail(struct pl_openai_error *e, int status, const char *param,
+                         const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    pl_status st = vfail(e, status, param, fmt, ap);
+    va_end(ap);
+    return st;
 }
 
 /* The field a sampling-params message names, for "param": the quoted name of
@@ -140,6 +165,17 @@ pl_status pl_openai_new(const struct pl_openai_params *p, struct pl_openai **out
                                       : 0;
     o->ae = p->ae;
     o->metrics = p->metrics;
+    if (!pl_reasoning_kind_from_name(p->reasoning_parser, &o->reasoning)) {
+        pl_openai_free(o);
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                          "--reasoning-parser: '%s' is not one of %s", p->reasoning_parser,
+                          pl_reasoning_kind_names());
+    }
+    pl_pooling_params_default(&o->pooling);
+    if (p->pooling.type)
+        o->pooling = p->pooling;
+    o->log_requests = p->log_requests;
+    o->max_log_len = p->log_requests && p->max_log_len > 0 ? p->max_log_len : -1;
     o->created = time(NULL);
     o->id_salt = ((unsigned long long)getpid() << 32) ^ (unsigned long long)o->created;
     if (p->defaults && pl_sampling_params_copy(&o->defaults, p->defaults, err) != PL_STATUS_OK) {
@@ -209,6 +245,64 @@ static const char *const chat_keys[] = {
     "response_format", "tools", "tool_choice", "parallel_tool_calls", "functions",
     "function_call", "request_id", "priority", "documents", "echo", NULL};
 
+/* Whether the sampling-params reader knows key (asked with the key alone, so that the
+ * reader stays the one list of sampling fields: only an unknown key gets "unknown field"). */
+static bool sampling_key(const char *key, json_t *value)
+{
+    json_t *one = json_object();
+    if (!one || json_object_set(one, key, value) != 0) {
+        json_decref(one);
+        return true; /* out of memory: keep the key, the real parse will say what it is */
+    }
+    struct pl_sampling_params sp;
+    pl_sampling_params_default(&sp);
+    struct pl_err err = {0};
+    pl_status st = pl_sampling_params_from_json(one, NULL, &sp, &err);
+    pl_sampling_params_fini(&sp);
+    json_decref(one);
+    return st == PL_STATUS_OK || strncmp(err.msg, "unknown field '", 15) != 0;
+}
+
+void pl_openai_ignore_unknown(json_t *root, const char *const *keys, bool sampling)
+{
+    struct pl_sbuf names = {0};
+    const char *k;
+    json_t *v;
+    void *tmp;
+    json_object_foreach_safe(root, tmp, k, v)
+    {
+        bool known = false;
+        for (int i = 0; keys && keys[i] && !known; i++)
+            known = !strcmp(keys[i], k);
+        if (known || (sampling && sampling_key(k, v)))
+            continue;
+        pl_sbuf_printf(&names, "%s'%.64s'", names.len ? ", " : "", k);
+        json_object_del(root, k);
+    }
+    if (names.len)
+        PL_WARN("The following fields were present in the request but ignored: {%s}",
+                names.data);
+    pl_sbuf_fini(&names);
+}
+
+json_t *pl_openai_load_body(const char *body, size_t len, struct pl_openai_error *e)
+{
+    json_error_t je;
+    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+    if (!root) {
+        fail(e, 400, NULL, "invalid JSON body: %s (line %d, column %d)", je.text, je.line,
+             je.column);
+        return NULL;
+    }
+    if (!json_is_object(root)) {
+        fail(e, 400, NULL, "the request body must be a JSON object, got %s",
+             pl_json_type_name(root));
+        json_decref(root);
+        return NULL;
+    }
+    return root;
+}
+
 static bool get_bool(const json_t *root, const char *key, bool dflt, bool *out,
                      struct pl_openai_error *e)
 {
@@ -247,6 +341,16 @@ static pl_status check_model(const struct pl_openai *o, const json_t *root,
     return r->model ? PL_STATUS_OK : fail(e, 503, NULL, "out of memory");
 }
 
+pl_status pl_openai_check_model_field(const struct pl_openai *o, const json_t *root,
+                                      char **model, struct pl_openai_error *e)
+{
+    struct pl_openai_request r;
+    memset(&r, 0, sizeof(r));
+    pl_status st = check_model(o, root, &r, e);
+    *model = r.model;
+    return st;
+}
+
 static struct pl_openai_prompt *add_prompt(struct pl_openai_request *r)
 {
     struct pl_openai_prompt *p =
@@ -277,7 +381,8 @@ static pl_status encode_text(const struct pl_openai *o, const char *text, size_t
     return PL_STATUS_OK;
 }
 
-static pl_status read_ids(const struct pl_openai *o, const json_t *arr,
+/* A list of token ids (field: "prompt", or "tokens" for /detokenize) into p->ids. */
+static pl_status read_ids(const struct pl_openai *o, const json_t *arr, const char *field,
                           struct pl_openai_prompt *p, struct pl_openai_error *e)
 {
     size_t n = json_array_size(arr);
@@ -287,16 +392,76 @@ static pl_status read_ids(const struct pl_openai *o, const json_t *arr,
     for (size_t i = 0; i < n; i++) {
         json_t *v = json_array_get(arr, i);
         if (!json_is_integer(v))
-            return fail(e, 400, "prompt", "prompt: token ids must be integers, got %s",
+            return fail(e, 400, field, "%s: token ids must be integers, got %s", field,
                         pl_json_type_name(v));
         json_int_t id = json_integer_value(v);
-        if (id < 0 || (o->vocab_size > 0 && id >= o->vocab_size) || id > INT32_MAX)
-            return fail(e, 400, "prompt", "prompt: token id %lld is out of vocabulary (0..%d)",
-                        (long long)id, o->vocab_size - 1);
+        struct pl_vocab_check vc = {o->vocab_size, o->tok};
+        struct pl_err err = {0};
+        char what[32];
+        snprintf(what, sizeof(what), "%s:", field);
+        if (pl_vocab_check_id(&vc, id, what, &err) != PL_STATUS_OK)
+            return fail(e, 400, field, "%s", err.msg);
         p->ids[i] = (int32_t)id;
     }
     p->n_ids = (int)n;
     return PL_STATUS_OK;
+}
+
+/* A prompt value (see pl_openai_parse_input); field names it in errors. */
+static pl_status parse_input(const struct pl_openai *o, const json_t *pr, bool add_special,
+                             const char *field, struct pl_openai_request *r,
+                             struct pl_openai_error *e)
+{
+    if (!pr || json_is_null(pr))
+        return fail(e, 400, field, "%s: field required", field);
+    if (json_is_string(pr)) {
+        struct pl_openai_prompt *p = add_prompt(r);
+        if (!p)
+            return fail(e, 503, NULL, "out of memory");
+        return encode_text(o, json_string_value(pr), json_string_length(pr), add_special, p,
+                           field, e);
+    }
+    if (!json_is_array(pr))
+        return fail(e, 400, field,
+                    "%s: expected a string, a list of strings, a list of token ids or a "
+                    "list of token-id lists, got %s",
+                    field, pl_json_type_name(pr));
+    size_t n = json_array_size(pr);
+    if (n == 0)
+        return fail(e, 400, field, "%s: must not be empty", field);
+    json_t *first = json_array_get(pr, 0);
+    if (json_is_integer(first)) {
+        struct pl_openai_prompt *p = add_prompt(r);
+        if (!p)
+            return fail(e, 503, NULL, "out of memory");
+        return read_ids(o, pr, field, p, e);
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_t *v = json_array_get(pr, i);
+        bool want_str = json_is_string(first);
+        if (want_str ? !json_is_string(v) : !json_is_array(v))
+            return fail(e, 400, field, "%s[%zu]: expected %s like %s[0], got %s", field, i,
+                        want_str ? "a string" : "a list of token ids", field,
+                        pl_json_type_name(v));
+        struct pl_openai_prompt *p = add_prompt(r);
+        if (!p)
+            return fail(e, 503, NULL, "out of memory");
+        pl_status st = want_str ? encode_text(o, json_string_value(v), json_string_length(v),
+                                              add_special, p, field, e)
+                                : read_ids(o, v, field, p, e);
+        if (st != PL_STATUS_OK)
+            return st;
+        if (!want_str && p->n_ids == 0)
+            return fail(e, 400, field, "%s[%zu]: must not be empty", field, i);
+    }
+    return PL_STATUS_OK;
+}
+
+pl_status pl_openai_parse_input(const struct pl_openai *o, const json_t *value, bool add_special,
+                                const char *field, struct pl_openai_request *r,
+                                struct pl_openai_error *e)
+{
+    return parse_input(o, value, add_special, field, r, e);
 }
 
 static pl_status parse_prompts(const struct pl_openai *o, const json_t *root,
@@ -305,50 +470,7 @@ static pl_status parse_prompts(const struct pl_openai *o, const json_t *root,
     bool add_special;
     if (!get_bool(root, "add_special_tokens", true, &add_special, e))
         return PL_STATUS_INVALID_ARGUMENT;
-    json_t *pr = json_object_get(root, "prompt");
-    if (!pr || json_is_null(pr))
-        return fail(e, 400, "prompt", "prompt: field required");
-    if (json_is_string(pr)) {
-        struct pl_openai_prompt *p = add_prompt(r);
-        if (!p)
-            return fail(e, 503, NULL, "out of memory");
-        return encode_text(o, json_string_value(pr), json_string_length(pr), add_special, p,
-                           "prompt", e);
-    }
-    if (!json_is_array(pr))
-        return fail(e, 400, "prompt",
-                    "prompt: expected a string, a list of strings, a list of token ids or a "
-                    "list of token-id lists, got %s",
-                    pl_json_type_name(pr));
-    size_t n = json_array_size(pr);
-    if (n == 0)
-        return fail(e, 400, "prompt", "prompt: must not be empty");
-    json_t *first = json_array_get(pr, 0);
-    if (json_is_integer(first)) {
-        struct pl_openai_prompt *p = add_prompt(r);
-        if (!p)
-            return fail(e, 503, NULL, "out of memory");
-        return read_ids(o, pr, p, e);
-    }
-    for (size_t i = 0; i < n; i++) {
-        json_t *v = json_array_get(pr, i);
-        bool want_str = json_is_string(first);
-        if (want_str ? !json_is_string(v) : !json_is_array(v))
-            return fail(e, 400, "prompt",
-                        "prompt[%zu]: expected %s like prompt[0], got %s", i,
-                        want_str ? "a string" : "a list of token ids", pl_json_type_name(v));
-        struct pl_openai_prompt *p = add_prompt(r);
-        if (!p)
-            return fail(e, 503, NULL, "out of memory");
-        pl_status st = want_str ? encode_text(o, json_string_value(v), json_string_length(v),
-                                              add_special, p, "prompt", e)
-                                : read_ids(o, v, p, e);
-        if (st != PL_STATUS_OK)
-            return st;
-        if (!want_str && p->n_ids == 0)
-            return fail(e, 400, "prompt", "prompt[%zu]: must not be empty", i);
-    }
-    return PL_STATUS_OK;
+    return parse_input(o, json_object_get(root, "prompt"), add_special, "prompt", r, e);
 }
 
 static pl_status parse_chat_prompt(const struct pl_openai *o, const json_t *root,
@@ -457,11 +579,13 @@ pl_status pl_openai_parse(const struct pl_openai *o, enum pl_openai_kind kind, c
              pl_json_type_name(root));
         goto out;
     }
+    /* fields neither the route nor the sampling parameters know: ignored, as vLLM */
+    pl_openai_ignore_unknown(root, kind == PL_OPENAI_CHAT ? chat_keys : completion_keys, true);
     if ((st = check_model(o, root, r, e)) != PL_STATUS_OK)
         goto out;
     st = PL_STATUS_INVALID_ARGUMENT;
 
-    /* sampling fields first: they name unknown keys and type errors */
+    /* sampling fields first: they name type errors */
     struct pl_err err = {0};
     if (pl_sampling_params_copy(&r->sp, &o->defaults, &err) != PL_STATUS_OK) {
         fail(e, 503, NULL, "out of memory");
@@ -511,7 +635,9 @@ pl_status pl_openai_parse(const struct pl_openai *o, enum pl_openai_kind kind, c
         if (mv && json_is_null(mv))
             r->sp.max_tokens = -1; /* explicit null: the rest of the context, as vLLM */
     }
-    if (pl_sampling_params_validate(&r->sp, o->vocab_size, &err) != PL_STATUS_OK) {
+    struct pl_vocab_check vc = {o->vocab_size, o->tok};
+    if (pl_sampling_params_validate(&r->sp, o->vocab_size, &err) != PL_STATUS_OK ||
+        pl_vocab_check_params(&vc, &r->sp, &err) != PL_STATUS_OK) {
         param_from_message(err.msg, e->param, sizeof(e->param));
         e->status = 400;
         snprintf(e->message, sizeof(e->message), "%s", err.msg);
@@ -533,15 +659,8 @@ pl_status pl_openai_parse(const struct pl_openai *o, enum pl_openai_kind kind, c
             fail(e, 400, "stream_options", "stream_options: expected an object");
             goto out;
         }
-        const char *k;
-        json_t *sv;
-        json_object_foreach(so, k, sv)
-        {
-            if (strcmp(k, "include_usage") && strcmp(k, "continuous_usage_stats")) {
-                fail(e, 400, "stream_options", "stream_options.%s: unknown field", k);
-                goto out;
-            }
-        }
+        static const char *const so_keys[] = {"include_usage", "continuous_usage_stats", NULL};
+        pl_openai_ignore_unknown(so, so_keys, false);
         if (!get_bool(so, "include_usage", false, &r->include_usage, e) ||
             !get_bool(so, "continuous_usage_stats", false, &r->continuous_usage, e))
             goto out;
@@ -678,6 +797,7 @@ struct choice {
                                 text_offset}; chat: {content: [...]} (deferred replies) */
     enum pl_async_finish finish;
     json_t *stop_reason;     /* string, integer or null */
+    struct pl_reasoning rp;  /* chat with --reasoning-parser: the stream's splitter */
 };
 
 struct sub {
@@ -702,19 +822,39 @@ struct pl_openai_gen {
     char *fail_msg;
     bool started;            /* stream: role chunks sent */
     bool ended;              /* stream: [DONE] sent */
+    /* another request kind (openai_ext.h): every gen function goes to ext */
+    const struct pl_openai_gen_ops *ext;
+    void *ext_state;
+    /* per-request log lines (--enable-log-requests) */
+    const char *route;       /* "/v1/chat/completions", ... */
+    bool logged;             /* "Received" was logged: "Finished" follows in gen_free */
+    double t_submit;
 };
 
 void pl_openai_gen_abort(struct pl_openai_gen *g)
 {
+    if (g && g->ext) {
+        g->ext->abort(g->ext_state);
+        return;
+    }
     for (int i = 0; g && i < g->n_subs; i++)
         if (!g->subs[i].finished)
             pl_async_request_abort(g->subs[i].r);
 }
 
+static void log_finished(struct pl_openai_gen *g);
+
 void pl_openai_gen_free(struct pl_openai_gen *g)
 {
     if (!g)
         return;
+    if (g->ext) {
+        g->ext->free(g->ext_state);
+        free(g);
+        return;
+    }
+    if (g->logged)
+        log_finished(g);
     pl_openai_gen_abort(g);
     for (int i = 0; i < g->n_subs; i++) {
         pl_async_request_release(g->subs[i].r);
@@ -908,7 +1048,8 @@ static json_t *finish_json(enum pl_async_finish f)
 
 /* One stream chunk for one choice's news. */
 static void emit_choice_chunk(struct pl_openai_gen *g, int index, const char *text, size_t text_len,
-                              json_t *lp, enum pl_async_finish finish, json_t *stop_reason,
+                              const struct pl_sbuf *reasoning, json_t *lp,
+                              enum pl_async_finish finish, json_t *stop_reason,
                               struct pl_sbuf *out)
 {
     json_t *c = chunk_base(g);
@@ -917,7 +1058,11 @@ static void emit_choice_chunk(struct pl_openai_gen *g, int index, const char *te
     json_t *jt = pl_http_json_string_lossy(text ? text : "", text_len);
     if (g->req.kind == PL_OPENAI_CHAT) {
         json_t *delta = json_object();
-        if (text_len > 0 || finish == PL_ASYNC_FINISH_NONE)
+        bool has_reasoning = reasoning && reasoning->len > 0;
+        if (has_reasoning) /* vLLM's DeltaMessage.reasoning_content */
+            json_object_set_new(delta, "reasoning_content",
+                                pl_http_json_string_lossy(reasoning->data, reasoning->len));
+        if (text_len > 0 || (finish == PL_ASYNC_FINISH_NONE && !has_reasoning))
             json_object_set_new(delta, "content", jt);
         else
             json_decref(jt);
@@ -962,15 +1107,26 @@ static void echo_text(const struct pl_openai_gen *g, const struct pl_openai_prom
     }
 }
 
+int pl_openai_status_of(pl_status st)
+{
+    switch (st) {
+    case PL_STATUS_INVALID_ARGUMENT:
+    case PL_STATUS_UNSUPPORTED:
+        return 400;
+    case PL_STATUS_ABORTED:
+    case PL_STATUS_LIMIT:
+    case PL_STATUS_NO_MEMORY:
+        return 503;
+    default:
+        return 500; /* the engine failed (backend, internal): vLLM's InternalServerError */
+    }
+}
+
 static void take_error(struct pl_openai_gen *g, const struct pl_async_output *o)
 {
     if (g->fail_status)
         return;
-    g->fail_status = o->error_status == PL_STATUS_INVALID_ARGUMENT ? 400
-                     : o->error_status == PL_STATUS_ABORTED || o->error_status == PL_STATUS_LIMIT ||
-                             o->error_status == PL_STATUS_NO_MEMORY
-                         ? 503
-                         : 500;
+    g->fail_status = pl_openai_status_of(o->error_status);
     g->fail_msg = strdup(o->error_msg);
 }
 
@@ -995,8 +1151,12 @@ static void take_sample(struct pl_openai_gen *g, struct sub *sb, const struct pl
     if (g->req.logprobs >= 0 && s->logprobs)
         for (int t = 0; t < s->n_token_ids; t++)
             add_logprob(g, c, &s->logprobs[t], lp);
-    if (s->finish != PL_ASYNC_FINISH_NONE) {
-        c->finish = s->finish;
+    /* a failed sample gets no finish_reason: the request ends with an error
+     * (the response object, or the stream's error event), never "abort" */
+    enum pl_async_finish finish = s->finish == PL_ASYNC_FINISH_ERROR ? PL_ASYNC_FINISH_NONE
+                                                                    : s->finish;
+    if (finish != PL_ASYNC_FINISH_NONE) {
+        c->finish = finish;
         json_decref(c->stop_reason);
         c->stop_reason = stop_reason_json(s);
     }
@@ -1005,15 +1165,24 @@ static void take_sample(struct pl_openai_gen *g, struct sub *sb, const struct pl
             pl_sbuf_append(&c->text, s->text, s->text_len);
         return;
     }
-    struct pl_sbuf text = {0};
+    struct pl_sbuf text = {0}, reasoning = {0};
     if (first && g->req.echo)
         echo_text(g, &g->req.prompts[sb->prompt_index], &text);
-    pl_sbuf_append(&text, s->text ? s->text : "", s->text_len);
-    if (text.len > 0 || s->finish != PL_ASYNC_FINISH_NONE || lp_delta)
-        emit_choice_chunk(g, ci, text.data, text.len, lp_delta, s->finish, c->stop_reason, out);
+    if (g->req.kind == PL_OPENAI_CHAT && g->o->reasoning != PL_REASONING_NONE) {
+        /* the splitter holds back what may begin a tag; the last delta releases it */
+        pl_reasoning_feed(&c->rp, s->text ? s->text : "", s->text_len, &reasoning, &text);
+        if (s->finish != PL_ASYNC_FINISH_NONE)
+            pl_reasoning_finish(&c->rp, &reasoning, &text);
+    } else {
+        pl_sbuf_append(&text, s->text ? s->text : "", s->text_len);
+    }
+    if (text.len > 0 || reasoning.len > 0 || finish != PL_ASYNC_FINISH_NONE || lp_delta)
+        emit_choice_chunk(g, ci, text.data, text.len, &reasoning, lp_delta, finish,
+                          c->stop_reason, out);
     else
         json_decref(lp_delta);
     pl_sbuf_fini(&text);
+    pl_sbuf_fini(&reasoning);
 }
 
 /* One delta of one engine request into the choices (takes o). */
@@ -1071,7 +1240,7 @@ static bool all_finished(const struct pl_openai_gen *g)
 
 bool pl_openai_gen_is_stream(const struct pl_openai_gen *g)
 {
-    return g->req.stream;
+    return g->ext ? g->ext->is_stream(g->ext_state) : g->req.stream;
 }
 
 /* An engine refusal or failure as the error the routes answer. */
@@ -1084,6 +1253,8 @@ static void fail_error(const struct pl_openai_gen *g, struct pl_openai_error *e)
 
 bool pl_openai_gen_failed(const struct pl_openai_gen *g, struct pl_openai_error *e)
 {
+    if (g->ext)
+        return g->ext->failed(g->ext_state, e);
     if (!g->fail_status)
         return false;
     fail_error(g, e);
@@ -1092,6 +1263,8 @@ bool pl_openai_gen_failed(const struct pl_openai_gen *g, struct pl_openai_error 
 
 bool pl_openai_gen_produce(struct pl_openai_gen *g, struct pl_sbuf *out)
 {
+    if (g->ext)
+        return g->ext->produce(g->ext_state, out);
     if (g->ended)
         return false;
     if (!g->started) {
@@ -1138,6 +1311,8 @@ bool pl_openai_gen_produce(struct pl_openai_gen *g, struct pl_sbuf *out)
 
 bool pl_openai_gen_result(struct pl_openai_gen *g, json_t **resp, struct pl_openai_error *e)
 {
+    if (g->ext)
+        return g->ext->result(g->ext_state, resp, e);
     *resp = NULL;
     drain(g, NULL);
     if (!all_finished(g))
@@ -1164,7 +1339,26 @@ bool pl_openai_gen_result(struct pl_openai_gen *g, json_t **resp, struct pl_open
         pl_sbuf_append(&text, c->text.data ? c->text.data : "", c->text.len);
         json_t *jt = pl_http_json_string_lossy(text.data ? text.data : "", text.len);
         pl_sbuf_fini(&text);
-        if (chat) {
+        if (chat && g->o->reasoning != PL_REASONING_NONE) {
+            /* the same splitter as the stream, over the whole text */
+            json_decref(jt);
+            struct pl_sbuf rs = {0}, ct = {0};
+            pl_reasoning_split(g->o->reasoning, c->text.data ? c->text.data : "", c->text.len,
+                               &rs, &ct);
+            json_t *msg = json_object();
+            json_object_set_new(msg, "role", json_string(g->o->role));
+            /* vLLM: content None when the answer is all reasoning */
+            json_object_set_new(msg, "content",
+                                ct.len > 0 || rs.len == 0
+                                    ? pl_http_json_string_lossy(ct.data ? ct.data : "", ct.len)
+                                    : json_null());
+            json_object_set_new(msg, "reasoning_content",
+                                rs.len > 0 ? pl_http_json_string_lossy(rs.data, rs.len)
+                                           : json_null());
+            json_object_set_new(ch, "message", msg);
+            pl_sbuf_fini(&rs);
+            pl_sbuf_fini(&ct);
+        } else if (chat) {
             json_t *msg = json_object();
             json_object_set_new(msg, "role", json_string(g->o->role));
             json_object_set_new(msg, "content", jt);
@@ -1203,6 +1397,20 @@ pl_status pl_openai_gen_new(struct pl_openai *o, enum pl_openai_kind kind, const
         return fail(e, 503, NULL, "out of memory");
     }
     g->o = o;
+    if (kind == PL_OPENAI_EMBEDDING || kind == PL_OPENAI_RESPONSES) {
+        memset(e, 0, sizeof(*e));
+        g->req.kind = kind;
+        pl_status st = kind == PL_OPENAI_EMBEDDING
+                           ? pl_openai_embedding_new(o, body, len, &g->ext_state, &g->ext, e)
+                           : pl_openai_responses_new(o, body, len, &g->ext_state, &g->ext, e);
+        if (st != PL_STATUS_OK) {
+            free(g);
+            return st;
+        }
+        *out = g;
+        return PL_STATUS_OK;
+    }
+    g->route = kind == PL_OPENAI_CHAT ? "/v1/chat/completions" : "/v1/completions";
     pl_status st = pl_openai_parse(o, kind, body, len, &g->req, e);
     if (st != PL_STATUS_OK) {
         free(g);
@@ -1220,34 +1428,145 @@ pl_status pl_openai_gen_new(struct pl_openai *o, enum pl_openai_kind kind, const
     snprintf(g->id, sizeof(g->id), "%s-%016llx%08llx", kind == PL_OPENAI_CHAT ? "chatcmpl" : "cmpl",
              o->id_salt, seq);
     g->created = (long long)time(NULL);
+    for (int i = 0; i < g->n_choices; i++)
+        pl_reasoning_init(&g->choices[i].rp, kind == PL_OPENAI_CHAT ? o->reasoning
+                                                                    : PL_REASONING_NONE);
     *out = g;
     return PL_STATUS_OK;
+}
+
+void pl_openai_make_id(struct pl_openai *o, const char *prefix, char *buf, size_t cap)
+{
+    unsigned long long seq = atomic_fetch_add(&o->next_id, 1);
+    snprintf(buf, cap, "%s-%016llx%08llx", prefix, o->id_salt, seq);
+}
+
+void pl_openai_gen_set_label(struct pl_openai_gen *g, const char *id, const char *route)
+{
+    if (g->ext)
+        return;
+    snprintf(g->id, sizeof(g->id), "%s", id);
+    g->route = route;
+}
+
+int pl_openai_max_model_len(const struct pl_openai *o)
+{
+    return o->max_model_len;
+}
+
+struct pl_async_engine *pl_openai_engine(const struct pl_openai *o)
+{
+    return o->ae;
+}
+
+struct pl_pooling_params pl_openai_pooling(const struct pl_openai *o)
+{
+    return o->pooling;
+}
+
+bool pl_openai_log_requests(const struct pl_openai *o, int *max_log_len)
+{
+    if (max_log_len)
+        *max_log_len = o->max_log_len;
+    return o->log_requests;
+}
+
+char *pl_openai_params_text(const struct pl_sampling_params *sp)
+{
+    json_t *j = json_object();
+    json_object_set_new(j, "n", json_integer(sp->n));
+    json_object_set_new(j, "temperature", json_real(sp->temperature));
+    json_object_set_new(j, "top_p", json_real(sp->top_p));
+    json_object_set_new(j, "top_k", json_integer(sp->top_k));
+    json_object_set_new(j, "min_p", json_real(sp->min_p));
+    json_object_set_new(j, "presence_penalty", json_real(sp->presence_penalty));
+    json_object_set_new(j, "frequency_penalty", json_real(sp->frequency_penalty));
+    json_object_set_new(j, "repetition_penalty", json_real(sp->repetition_penalty));
+    json_object_set_new(j, "seed", sp->has_seed ? json_integer((json_int_t)sp->seed) : json_null());
+    json_object_set_new(j, "max_tokens", sp->max_tokens >= 0 ? json_integer(sp->max_tokens)
+                                                             : json_null());
+    json_object_set_new(j, "min_tokens", json_integer(sp->min_tokens));
+    json_object_set_new(j, "n_stop", json_integer(sp->n_stop));
+    json_object_set_new(j, "ignore_eos", json_boolean(sp->ignore_eos));
+    json_object_set_new(j, "logprobs", sp->logprobs >= 0 ? json_integer(sp->logprobs)
+                                                         : json_null());
+    char *s = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
+    json_decref(j);
+    return s;
+}
+
+/* The "Received request" line (stop strings and the prompt text stay out unless asked). */
+static void log_received(struct pl_openai_gen *g)
+{
+    long long n_tokens = 0;
+    for (int i = 0; i < g->req.n_prompts; i++)
+        n_tokens += g->req.prompts[i].n_ids;
+    char *params = pl_openai_params_text(&g->req.sp);
+    const struct pl_openai_prompt *p0 = g->req.n_prompts ? &g->req.prompts[0] : NULL;
+    pl_serving_log_received(g->id, g->route, g->req.n_prompts, n_tokens, params,
+                            p0 ? p0->text : NULL, p0 && p0->text ? strlen(p0->text) : 0,
+                            g->o->max_log_len);
+    free(params);
+    g->logged = true;
+    g->t_submit = pl_async_now();
+}
+
+static void log_finished(struct pl_openai_gen *g)
+{
+    bool done = true, aborted = false;
+    for (int i = 0; i < g->n_subs; i++)
+        done &= g->subs[i].finished;
+    for (int i = 0; i < g->n_choices; i++)
+        aborted |= g->choices[i].finish == PL_ASYNC_FINISH_ABORT;
+    const char *outcome = g->fail_status ? "failed"
+                          : !done || aborted ? "aborted"
+                                             : "completed";
+    pl_serving_log_finished(g->id, outcome, g->prompt_tokens, g->completion_tokens,
+                            pl_async_now() - g->t_submit);
 }
 
 pl_status pl_openai_gen_submit(struct pl_openai_gen *g, pl_async_notify_fn notify, void *user,
                                struct pl_openai_error *e)
 {
-    for (int i = 0; i < g->req.n_prompts; i++) {
+    if (g->ext)
+        return g->ext->submit(g->ext_state, notify, user, e);
+    int n = g->req.n_prompts;
+    struct pl_async_submission *subs = calloc((size_t)(n > 0 ? n : 1), sizeof(*subs));
+    struct pl_sampling_params *sps = calloc((size_t)(n > 0 ? n : 1), sizeof(*sps));
+    struct pl_async_request **reqs = calloc((size_t)(n > 0 ? n : 1), sizeof(*reqs));
+    struct pl_err err = {0};
+    pl_status st = PL_STATUS_OK;
+    if (!subs || !sps || !reqs)
+        st = pl_err_set(&err, PL_STATUS_NO_MEMORY, "out of memory");
+    for (int i = 0; st == PL_STATUS_OK && i < n; i++) {
         const struct pl_openai_prompt *p = &g->req.prompts[i];
-        struct pl_sampling_params sp = g->req.sp;
-        sp.owned = NULL;
-        sp.max_tokens = p->max_tokens;
-        struct pl_err err = {0};
-        pl_status st = g->o->ae ? pl_async_engine_submit(g->o->ae, p->ids, p->n_ids, &sp, notify,
-                                                         user, &g->subs[i].r, &err)
-                                : pl_err_set(&err, PL_STATUS_ABORTED, "no engine");
-        if (st != PL_STATUS_OK) {
-            /* nothing stays submitted: abort and release what was (no notify after this) */
-            pl_openai_gen_abort(g);
-            for (int k = 0; k < g->n_subs; k++)
-                pl_async_request_release(g->subs[k].r);
-            g->n_subs = 0;
-            memset(e, 0, sizeof(*e));
-            return fail(e, st == PL_STATUS_INVALID_ARGUMENT ? 400 : 503, NULL, "%s", err.msg);
-        }
-        g->subs[i].prompt_index = i;
-        g->n_subs = i + 1;
+        sps[i] = g->req.sp;
+        sps[i].owned = NULL;
+        sps[i].max_tokens = p->max_tokens;
+        subs[i] = (struct pl_async_submission){p->ids, p->n_ids, &sps[i], NULL};
     }
+    /* every prompt is admitted at once or none is: more prompts than the server
+     * admits is refused here, before anything runs (pl_async_engine_submit_all) */
+    if (st == PL_STATUS_OK)
+        st = g->o->ae ? pl_async_engine_submit_all(g->o->ae, subs, n, notify, user, reqs, &err)
+                      : pl_err_set(&err, PL_STATUS_ABORTED, "no engine");
+    if (st == PL_STATUS_OK) {
+        for (int i = 0; i < n; i++) {
+            g->subs[i].r = reqs[i];
+            g->subs[i].prompt_index = i;
+        }
+        g->n_subs = n;
+    }
+    free(subs);
+    free(sps);
+    free(reqs);
+    if (st != PL_STATUS_OK) {
+        memset(e, 0, sizeof(*e));
+        return fail(e, st == PL_STATUS_INVALID_ARGUMENT ? 400 : 503,
+                    st == PL_STATUS_INVALID_ARGUMENT ? "prompt" : NULL, "%s", err.msg);
+    }
+    if (g->o->log_requests)
+        log_received(g);
     return PL_STATUS_OK;
 }
 
@@ -1302,7 +1621,7 @@ static void handle_generate(struct pl_openai *o, enum pl_openai_kind kind,
         set_parse_error(resp, &e);
         return;
     }
-    bool stream = g->req.stream;
+    bool stream = pl_openai_gen_is_stream(g);
     struct pl_http_async *a = pl_http_async_new(stream ? &gen_stream_ops : &gen_deferred_ops, g,
                                                 stream, "text/event-stream");
     if (!a) {
@@ -1330,6 +1649,18 @@ static void h_chat(void *user, const struct pl_http_request *req, struct pl_http
     handle_generate(user, PL_OPENAI_CHAT, req, resp);
 }
 
+static void h_embeddings(void *user, const struct pl_http_request *req,
+                         struct pl_http_response *resp)
+{
+    handle_generate(user, PL_OPENAI_EMBEDDING, req, resp);
+}
+
+static void h_responses(void *user, const struct pl_http_request *req,
+                        struct pl_http_response *resp)
+{
+    handle_generate(user, PL_OPENAI_RESPONSES, req, resp);
+}
+
 static void reply_json(struct pl_http_response *resp, int status, json_t *root)
 {
     char *s = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
@@ -1337,30 +1668,58 @@ static void reply_json(struct pl_http_response *resp, int status, json_t *root)
     pl_http_set_json(resp, status, s, s ? strlen(s) : 0);
 }
 
+static json_t *model_object(const struct pl_openai *o, int i)
+{
+    json_t *m = json_object();
+    json_object_set_new(m, "id", json_string(o->names[i]));
+    json_object_set_new(m, "object", json_string("model"));
+    json_object_set_new(m, "created", json_integer((json_int_t)o->created));
+    json_object_set_new(m, "owned_by", json_string("pagellm"));
+    json_object_set_new(m, "root", pl_http_json_string_lossy(o->model_root,
+                                                             strlen(o->model_root)));
+    json_object_set_new(m, "parent", json_null());
+    json_object_set_new(m, "max_model_len", json_integer(o->max_model_len));
+    return m;
+}
+
 json_t *pl_openai_models_json(const struct pl_openai *o)
 {
     json_t *data = json_array();
-    for (int i = 0; i < o->n_names; i++) {
-        json_t *m = json_object();
-        json_object_set_new(m, "id", json_string(o->names[i]));
-        json_object_set_new(m, "object", json_string("model"));
-        json_object_set_new(m, "created", json_integer((json_int_t)o->created));
-        json_object_set_new(m, "owned_by", json_string("pagellm"));
-        json_object_set_new(m, "root", pl_http_json_string_lossy(o->model_root,
-                                                                 strlen(o->model_root)));
-        json_object_set_new(m, "parent", json_null());
-        json_object_set_new(m, "max_model_len", json_integer(o->max_model_len));
-        json_array_append_new(data, m);
-    }
+    for (int i = 0; i < o->n_names; i++)
+        json_array_append_new(data, model_object(o, i));
     json_t *root = json_object();
     json_object_set_new(root, "object", json_string("list"));
     json_object_set_new(root, "data", data);
     return root;
 }
 
+json_t *pl_openai_model_json(const struct pl_openai *o, const char *id, struct pl_openai_error *e)
+{
+    for (int i = 0; i < o->n_names; i++)
+        if (!strcmp(o->names[i], id))
+            return model_object(o, i);
+    memset(e, 0, sizeof(*e));
+    fail(e, 404, "model", "The model `%.200s` does not exist.", id);
+    e->type = "NotFoundError";
+    return NULL;
+}
+
 static void h_models(void *user, const struct pl_http_request *req, struct pl_http_response *resp)
 {
     reply_json(resp, 200, pl_openai_models_json(user));
+}
+
+/* GET /v1/models/{id}: the id is the rest of the (decoded) path; names may hold slashes. */
+static void h_model(void *user, const struct pl_http_request *req, struct pl_http_response *resp)
+{
+    const char *id = req->path + strlen("/v1/models/");
+    struct pl_openai_error e;
+    json_t *m = pl_openai_model_json(user, id, &e);
+    if (!m) {
+        set_parse_error(resp, &e);
+        return;
+    }
+    reply_json(resp, 200, m);
 }
 
 static json_t *load_object(const struct pl_http_request *req, struct pl_http_response *resp)
@@ -1376,25 +1735,6 @@ static json_t *load_object(const struct pl_http_request *req, struct pl_http_res
         return NULL;
     }
     return root;
-}
-
-static bool only_keys(const json_t *root, const char *const *keys, struct pl_http_response *resp)
-{
-    const char *k;
-    json_t *v;
-    json_object_foreach((json_t *)root, k, v)
-    {
-        bool ok = false;
-        for (int i = 0; keys[i] && !ok; i++)
-            ok = !strcmp(keys[i], k);
-        if (!ok) {
-            char msg[160];
-            snprintf(msg, sizeof(msg), "%.64s: unknown field", k);
-            pl_http_set_error(resp, 400, NULL, k, msg);
-            return false;
-        }
-    }
-    return true;
 }
 
 static void h_tokenize(void *user, const struct pl_http_request *req,
@@ -1414,8 +1754,7 @@ static void h_tokenize(void *user, const struct pl_http_request *req,
     memset(&e, 0, sizeof(e));
     pl_sampling_params_default(&r.sp);
     bool strs = false;
-    if (!only_keys(root, keys, resp))
-        goto out;
+    pl_openai_ignore_unknown(root, keys, false);
     if (!get_bool(root, "return_token_strs", false, &strs, &e) ||
         check_model(o, root, &r, &e) != PL_STATUS_OK) {
         set_parse_error(resp, &e);
@@ -1470,8 +1809,7 @@ static void h_detokenize(void *user, const struct pl_http_request *req,
     memset(&e, 0, sizeof(e));
     pl_sampling_params_default(&r.sp);
     struct pl_openai_prompt p = {0};
-    if (!only_keys(root, keys, resp))
-        goto out;
+    pl_openai_ignore_unknown(root, keys, false);
     if (check_model(o, root, &r, &e) != PL_STATUS_OK) {
         set_parse_error(resp, &e);
         goto out;
@@ -1481,8 +1819,7 @@ static void h_detokenize(void *user, const struct pl_http_request *req,
         pl_http_set_error(resp, 400, NULL, "tokens", "tokens: expected a list of token ids");
         goto out;
     }
-    if (read_ids(o, toks, &p, &e) != PL_STATUS_OK) {
-        snprintf(e.param, sizeof(e.param), "tokens");
+    if (read_ids(o, toks, "tokens", &p, &e) != PL_STATUS_OK) {
         set_parse_error(resp, &e);
         goto out;
     }
@@ -1565,8 +1902,11 @@ pl_status pl_openai_register(struct pl_openai *o, struct pl_http_server *s, stru
         {"POST", "/v1/completions", true, h_completions},
         {"POST", "/v1/chat/completions", true, h_chat},
         {"GET", "/v1/models", true, h_models},
-        {"POST", "/tokenize", false, h_tokenize},
-        {"POST", "/detokenize", false, h_detokenize},
+        {"GET", "/v1/models/*", true, h_model},
+        {"POST", "/v1/embeddings", true, h_embeddings},
+        {"POST", "/v1/responses", true, h_responses},
+        {"POST", "/tokenize", true, h_tokenize},
+        {"POST", "/detokenize", true, h_detokenize},
         {"GET", "/version", false, h_version},
         {"GET", "/health", false, h_health},
         {"GET", "/metrics", false, h_metrics},

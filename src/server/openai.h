@@ -3,15 +3,22 @@
  * OpenAI response and stream objects back.
  *
  * Owns: parsing and validation of /v1/completions and /v1/chat/completions
- * bodies (vLLM's protocol: OpenAI fields plus vLLM's sampling extras; unknown
- * fields are a 400 naming them), prompt preparation (chat template rendering,
+ * bodies (vLLM's protocol: OpenAI fields plus vLLM's sampling extras; fields
+ * neither knows, such as store, metadata or service_tier, are ignored with
+ * one logged warning per request, as vLLM does, while known fields of the
+ * wrong type are a 400 naming them), prompt preparation (chat template rendering,
  * tokenization: done here, on the HTTP threads, as vLLM's API server does, so
  * the engine receives token ids), the response objects (text_completion,
  * chat.completion, their chunks, usage, logprobs in both formats), Server-Sent
- * Events framing, and the small routes (/v1/models, /tokenize, /detokenize,
- * /version, /health, /metrics).
+ * Events framing, the reasoning parser applied to chat answers
+ * (message.reasoning_content / delta.reasoning_content, see reasoning.h),
+ * optional per-request log lines (serving_log.h), and the small routes
+ * (/v1/models, /v1/models/{id}, /tokenize, /detokenize, /version, /health,
+ * /metrics). /v1/embeddings (embeddings.c) and /v1/responses (responses.c)
+ * are request kinds of their own behind the same generation interface.
  *
- * Threads: handlers run on the transport's threads; the tokenizer and chat
+ * Threads: handlers run on the transport's threads (those of requests with a
+ * body on its handler pool, off the event loop); the tokenizer and chat
  * template are immutable and shared; the engine is reached only through the
  * async engine. One HTTP request may become several engine requests (a list
  * of prompts); choice index = prompt index * n + sample index.
@@ -48,6 +55,12 @@ struct pl_openai_params {
     struct pl_metrics *metrics;      /* borrowed, may be NULL */
     const char *response_role;       /* role of chat answers (vLLM's --response-role); NULL:
                                         "assistant" */
+    const char *reasoning_parser;    /* "qwen3", "deepseek_r1" (--reasoning-parser) or NULL */
+    struct pl_pooling_params pooling; /* /v1/embeddings' pooling; type 0: the default (LAST,
+                                        normalize) */
+    bool log_requests;               /* per-request log lines (--enable-log-requests) */
+    int max_log_len;                 /* prompt bytes in those lines (--max-log-len); <= 0:
+                                        no prompt text */
 };
 
 struct pl_openai;
@@ -56,12 +69,19 @@ pl_status pl_openai_new(const struct pl_openai_params *p, struct pl_openai **out
                         struct pl_err *err);
 void pl_openai_free(struct pl_openai *o); /* NULL is a no-op */
 
-/* Registers every route on s (auth on the /v1/ ones). */
+/* Registers every route on s (the API key guards the /v1/ ones and /tokenize, /detokenize). */
 pl_status pl_openai_register(struct pl_openai *o, struct pl_http_server *s, struct pl_err *err);
 
 /* ---- parsing (exposed for tests and fuzzing) ---- */
 
-enum pl_openai_kind { PL_OPENAI_COMPLETION, PL_OPENAI_CHAT };
+/* COMPLETION and CHAT are parsed by pl_openai_parse; EMBEDDING (embeddings.c) and
+ * RESPONSES (responses.c) only run through the generation interface below. */
+enum pl_openai_kind {
+    PL_OPENAI_COMPLETION,
+    PL_OPENAI_CHAT,
+    PL_OPENAI_EMBEDDING,
+    PL_OPENAI_RESPONSES
+};
 
 struct pl_openai_prompt {
     int32_t *ids;   /* [n_ids] */
@@ -112,6 +132,14 @@ pl_status pl_openai_prepare_prompt(const struct pl_openai *o, enum pl_openai_kin
 /* The /v1/models answer: {"object": "list", "data": [one model per served name]}. */
 struct json_t *pl_openai_models_json(const struct pl_openai *o);
 
+/* The /v1/models/{id} answer: the model object of a served name, or NULL with e a 404
+ * ("The model `x` does not exist."). */
+struct json_t *pl_openai_model_json(const struct pl_openai *o, const char *id,
+                                    struct pl_openai_error *e);
+/* The HTTP status an engine refusal or failure answers: 400 for a refused request,
+ * 503 for overload, shutdown or memory, 500 when the engine failed it. */
+int pl_openai_status_of(pl_status st);
+
 /* The error as its OpenAI JSON object {"message", "type", "param", "code"} (malloc'd text). */
 char *pl_openai_error_text(const struct pl_openai_error *e);
 
@@ -126,14 +154,17 @@ char *pl_openai_error_text(const struct pl_openai_error *e);
  */
 struct pl_openai_gen;
 
-/* Parses and validates body (as pl_openai_parse). Nothing is submitted yet. */
+/* Parses and validates body (as pl_openai_parse for COMPLETION and CHAT; embeddings.c and
+ * responses.c for the other kinds). Nothing is submitted yet. */
 pl_status pl_openai_gen_new(struct pl_openai *o, enum pl_openai_kind kind, const char *body,
                             size_t len, struct pl_openai_gen **out, struct pl_openai_error *e);
 
 /*
- * Submits one engine request per prompt; notify(user) is called on the engine
- * thread after each delta. On failure nothing stays submitted and e says why
- * (400 for a refused request, 503 when the engine is full or stopping).
+ * Submits one engine request per prompt, all or none (pl_async_engine_submit_all);
+ * notify(user) is called on the engine thread after each delta. On failure
+ * nothing was submitted and e says why (400 for a refused request or more
+ * prompts than the server ever admits at once, 503 when the engine is full or
+ * stopping).
  */
 pl_status pl_openai_gen_submit(struct pl_openai_gen *g, pl_async_notify_fn notify, void *user,
                                struct pl_openai_error *e);

@@ -49,10 +49,10 @@ pl_status pl_detok_init(struct pl_detok *d, const struct pl_tokenizer *tok,
     d->skip_special_tokens = skip_special_tokens;
     int start = n_prompt > DETOK_INITIAL_OFFSET ? n_prompt - DETOK_INITIAL_OFFSET : 0;
     for (int i = start; i < n_prompt; i++) {
-        if (prompt_ids[i] < 0 || prompt_ids[i] >= tok->n_ids) {
+        if (prompt_ids[i] < 0) {
             pl_detok_fini(d);
             return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
-                              "detok: prompt token id %d is out of range", prompt_ids[i]);
+                              "detok: prompt token id %d is negative", prompt_ids[i]);
         }
         if (!push_id(d, prompt_ids[i])) {
             pl_detok_fini(d);
@@ -127,9 +127,10 @@ pl_status pl_detok_push(struct pl_detok *d, int32_t id, char **out, size_t *out_
 {
     if (!d || !d->tok || !out || !out_len)
         return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "detok: bad arguments");
-    if (id < 0 || id >= d->tok->n_ids)
-        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "detok: token id %d is out of range",
-                          id);
+    /* an id past the tokenizer (a padded model vocab) has no token: it stays in the
+     * window and decodes to "" there, as in transformers and vLLM */
+    if (id < 0)
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "detok: token id %d is negative", id);
     if (!push_id(d, id))
         return pl_err_set(err, PL_STATUS_NO_MEMORY, "out of memory");
     return step(d, false, out, out_len, err);

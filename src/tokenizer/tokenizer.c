@@ -1232,6 +1232,8 @@ pl_status tok_decode_ids(const struct pl_tokenizer *t, const int32_t *ids, int n
     struct tok_strlist l = {0};
     for (int i = 0; i < n; i++) {
         int32_t id = ids[i];
+        if (id < 0 || id >= t->n_ids)
+            continue; /* no token has this id (a model's padded vocab): "", as HF */
         int32_t a = t->added_index_by_id[id];
         const char *s;
         size_t sl;
@@ -1273,11 +1275,13 @@ pl_status pl_tokenizer_decode(const struct pl_tokenizer *t, const int32_t *ids, 
         *len = 0;
     if (!t || n_ids < 0 || (!ids && n_ids))
         return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "decode: no tokenizer or ids");
+    /* ids past the tokenizer (a model vocab padded beyond it, as Qwen's 151936 over
+     * ~151670 tokens) have no token and decode to "" as in transformers and vLLM;
+     * a negative id is no token id at all */
     for (int i = 0; i < n_ids; i++)
-        if (ids[i] < 0 || ids[i] >= t->n_ids)
+        if (ids[i] < 0)
             return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
-                              "decode: token id %d at position %d is out of range [0, %d)", ids[i],
-                              i, t->n_ids);
+                              "decode: token id %d at position %d is negative", ids[i], i);
     struct tok_buf out = {0};
     pl_status st = tok_decode_ids(t, ids, n_ids, skip_special_tokens, &out, err);
     if (st == PL_STATUS_OK && !out.p && !tok_buf_reserve(&out, 0))
@@ -1295,6 +1299,11 @@ pl_status pl_tokenizer_decode(const struct pl_tokenizer *t, const int32_t *ids, 
 /* ---- queries ---- */
 
 int pl_tokenizer_vocab_size(const struct pl_tokenizer *t) { return t ? t->n_ids : 0; }
+
+bool pl_tokenizer_has_id(const struct pl_tokenizer *t, int32_t id)
+{
+    return pl_tokenizer_id_to_token(t, id) != NULL;
+}
 
 int32_t pl_tokenizer_token_to_id(const struct pl_tokenizer *t, const char *s)
 {

@@ -39,8 +39,9 @@ pl_status pl_tokenizer_encode(const struct pl_tokenizer *tok, const char *text, 
                               bool add_special_tokens, int32_t **ids, int *n_ids,
                               struct pl_err *err);
 
-/* Decodes ids to text (malloc'ed, NUL-terminated; caller frees). Out-of-range ids
- * are an error (PL_STATUS_INVALID_ARGUMENT). */
+/* Decodes ids to text (malloc'ed, NUL-terminated; caller frees). An id with no
+ * token (past the tokenizer's size, or a hole in its vocab) decodes to "", as in
+ * transformers and vLLM; a negative id is PL_STATUS_INVALID_ARGUMENT. */
 pl_status pl_tokenizer_decode(const struct pl_tokenizer *tok, const int32_t *ids, int n_ids,
                               bool skip_special_tokens, char **text, size_t *len,
                               struct pl_err *err);
@@ -50,6 +51,8 @@ int pl_tokenizer_vocab_size(const struct pl_tokenizer *tok); /* max id + 1 (adde
 int32_t pl_tokenizer_token_to_id(const struct pl_tokenizer *tok, const char *s);
 /* The token's string as stored in the vocab (e.g. "Ġthe"), NULL when out of range. */
 const char *pl_tokenizer_id_to_token(const struct pl_tokenizer *tok, int32_t id);
+/* True when some token (vocab or added) has this id. */
+bool pl_tokenizer_has_id(const struct pl_tokenizer *tok, int32_t id);
 bool pl_tokenizer_is_special(const struct pl_tokenizer *tok, int32_t id);
 
 /* From tokenizer_config.json (NULL / -1 when absent). */
@@ -82,7 +85,9 @@ pl_status pl_detok_init(struct pl_detok *d, const struct pl_tokenizer *tok,
                         const int32_t *prompt_ids, int n_prompt, bool skip_special_tokens,
                         struct pl_err *err);
 /* Adds one generated token; appends newly stable text to *out (malloc'ed or
- * realloc'ed by the callee; *out_len updated). */
+ * realloc'ed by the callee; *out_len updated). An id >= the tokenizer's size (a
+ * padded model vocab) has no token and adds "" (as pl_tokenizer_decode); a
+ * negative id is PL_STATUS_INVALID_ARGUMENT. */
 pl_status pl_detok_push(struct pl_detok *d, int32_t id, char **out, size_t *out_len,
                         struct pl_err *err);
 /* Emits whatever is left at the end of the sequence. */

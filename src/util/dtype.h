@@ -9,6 +9,7 @@
 #ifndef PL_UTIL_DTYPE_H
 #define PL_UTIL_DTYPE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -34,6 +35,25 @@ static inline size_t pl_dtype_size(enum pl_dtype t)
 
 /* "F32", "F16", "BF16", "I32": the safetensors spelling. */
 const char *pl_dtype_name(enum pl_dtype t);
+
+/* "float32", "float16", "bfloat16", "int32": torch's spelling (messages, --dtype). */
+const char *pl_dtype_torch_name(enum pl_dtype t);
+
+/*
+ * vLLM's --dtype values other than "auto": bfloat16; float16 and half; float32
+ * and float. Sets *out and returns true for one of them, false for anything
+ * else ("auto" included: the caller decides what auto means).
+ */
+bool pl_dtype_parse_torch(const char *name, enum pl_dtype *out);
+
+/*
+ * Converts n floating-point elements (F32, F16 or BF16) from src into dst,
+ * as torch's Tensor.to(dtype) does: widening is exact, narrowing rounds to
+ * nearest even (fp16 overflow gives inf, NaN stays NaN). dst and src must not
+ * overlap unless the types are equal. Returns false for other dtypes.
+ */
+bool pl_dtype_convert(void *dst, enum pl_dtype dst_t, const void *src, enum pl_dtype src_t,
+                      size_t n);
 
 static inline float pl_bf16_to_f32(uint16_t h)
 {

@@ -118,8 +118,8 @@ static void set_openai_message(struct pl_rp_result *res, int status, const char 
 /* ---- sampling parameters ---- */
 
 /*
- * mode defaults, then top-level temperature/top_p/max_tokens, then the
- * "sampling_params" object; validated. On error *msg (malloc'd) says why.
+ * mode defaults, then the operator's overrides, then top-level
+ * temperature/top_p/max_tokens, then the "sampling_params" object; validated. On error *msg (malloc'd) says why.
  */
 static bool build_params(struct pl_rp_ctx *ctx, enum pl_rp_mode mode, const json_t *input,
                          struct pl_sampling_params *sp, char **msg)
@@ -132,6 +132,8 @@ static bool build_params(struct pl_rp_ctx *ctx, enum pl_rp_mode mode, const json
     } else {
         sp->max_tokens = 100; /* worker-vllm's default when sampling_params lacks it */
     }
+    /* the operator's --override-generation-config wins over those mode defaults */
+    pl_llm_override_sampling_params(ctx->llm, sp);
     json_t *merged = json_object();
     static const char *const top[] = {"temperature", "top_p", "max_tokens"};
     for (size_t i = 0; i < 3; i++) {
@@ -521,8 +523,10 @@ static void run_stream(struct run *r, const json_t *input, enum pl_rp_mode mode)
     int which;
     while (good && (o = next_output(r, &which)) != NULL) {
         if (o->error_msg) {
+            /* a refusal (400) or an engine failure (500): the job fails either way,
+             * never completes with its text cut short */
             if (native)
-                set_openai_message(r->res, 400, o->error_msg);
+                set_openai_message(r->res, pl_openai_status_of(o->error_status), o->error_msg);
             else
                 set_error(r->res, o->error_msg);
             good = false;
@@ -640,7 +644,8 @@ static void openai_stream(struct run *r, struct pl_openai_gen *g)
     pl_rp_sse_fini(&sse);
 }
 
-/* /v1/chat/completions and /v1/completions: the OpenAI server's request handling. */
+/* /v1/chat/completions, /v1/completions, /v1/embeddings and /v1/responses: the OpenAI
+ * server's request handling. */
 static void run_openai_generate(struct run *r, const json_t *body, enum pl_openai_kind kind)
 {
     /* an absent body is sent as JSON null: the server's answer to a body "null" */
@@ -688,10 +693,22 @@ static void run_openai(struct run *r, const json_t *input)
             emit(r, list);
         else
             set_error(r->res, "out of memory");
+    } else if (!strncmp(route, "/v1/models/", 11) && route[11]) {
+        struct pl_openai_error e;
+        json_t *m = pl_openai_model_json(r->ctx->oai, route + 11, &e);
+        if (m)
+            emit(r, m);
+        else
+            set_openai_error(r->res, &e);
     } else if (!strcmp(route, "/v1/chat/completions")) {
         run_openai_generate(r, body, PL_OPENAI_CHAT);
     } else if (!strcmp(route, "/v1/completions")) {
         run_openai_generate(r, body, PL_OPENAI_COMPLETION);
+    } else if (!strcmp(route, "/v1/embeddings")) {
+        /* the server's request kinds: the same layer, so the same answers and errors */
+        run_openai_generate(r, body, PL_OPENAI_EMBEDDING);
+    } else if (!strcmp(route, "/v1/responses")) {
+        run_openai_generate(r, body, PL_OPENAI_RESPONSES);
     } else {
         set_openai_message(r->res, 400, "Invalid route");
     }

@@ -1,6 +1,6 @@
 /*
- * runpod.h -- the RunPod Serverless worker (docs/runpod.md,
- * shared/specs/runpod-worker.md): configuration, the protocol's pure rules
+ * runpod.h -- the RunPod Serverless worker (docs/runpod.md; the protocol
+ * reference is docs/runpod-protocol.md, cited as "spec N.M"): configuration, the protocol's pure rules
  * (URL templating, the stream chunk schedule, the result-post retry policy,
  * take-response classification, input-mode selection), the job runner that
  * turns one job input into chunks and a final result through the engine

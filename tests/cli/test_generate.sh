@@ -133,15 +133,16 @@ expect_rc 2 "$PAGELLM" generate --model "$model" --temperature 0 --prompt-ids 1,
 expect_rc 2 "$PAGELLM" generate --model "$model" --temperature 0 --prompt-ids 1,2 --max-tokens -3
 expect_rc 2 "$PAGELLM" generate --model "$model" --temperature 0
 expect_rc 2 "$PAGELLM" generate --model "$model" --temperature 0 --prompt-ids 1,2 --block-size 12
-grep -q "block_size: 12" "$dir/err" || fail "block size message"
+grep -q -- "--block-size '12' is not one of 8, 16, 32" "$dir/err" || fail "block size message"
 expect_rc 2 "$PAGELLM" generate --model "$model" --temperature 0 --prompt-ids 1,2 --num-kv-blocks 2 --max-model-len 100
 grep -q "largest max_model_len that fits is 32" "$dir/err" || fail "max_model_len message"
 expect_rc 2 "$PAGELLM" generate --model "$model" --temperature 0 --prompt-ids 1,99
 grep -q "vocabulary" "$dir/err" || fail "out-of-vocabulary message"
 expect_rc 1 "$PAGELLM" generate --model "$dir/nowhere" --prompt-ids 1,2
-grep -q "run-default.sh" "$dir/err" || fail "missing-model hint"
+grep -q "no model directory at '$dir/nowhere'" "$dir/err" || fail "missing-model message"
 (cd "$dir" && PAGELLM_MODEL= expect_rc 1 "$PAGELLM" generate --prompt-ids 1,2)
 grep -q "models/default" "$dir/err" || fail "default model path"
+grep -q "run-default.sh" "$dir/err" || fail "missing default model hint"
 expect_rc 1 "$PAGELLM" generate --model "$model" --temperature 0 --prompt "hello"
 grep -qi "tokenizer" "$dir/err" || fail "text prompt without a tokenizer"
 expect_rc 0 "$PAGELLM" generate --help
@@ -246,7 +247,7 @@ want=top_p expect2 --top-p 1.5
 want=--max-tokens expect2 --max-tokens abc
 want=top_k expect2 --top-k -5
 want=--bogus expect2 --bogus 1
-want=block_size expect2 --block-size 7
+want=--block-size expect2 --block-size 7
 
 # --load-format dummy: the model directory holds config.json alone; the weights are made
 # from --seed (same seed, same tokens; another seed, other weights); a bad value is refused

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# test_runpod.sh -- the RunPod worker's conformance cases (shared/specs/runpod-worker.md
+# test_runpod.sh -- the RunPod worker's conformance cases (docs/runpod-protocol.md
 # section 6) against a fake job server on loopback (tests/node/fake_runpod.mjs),
 # on the default tiny model; see tests/node/runpod_conformance.mjs.
 set -euo pipefail

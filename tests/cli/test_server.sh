@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # test_server.sh -- `pagellm serve` black-box on loopback with the built-in tiny model:
 #   1. the official `openai` npm client, LangChain JS, and bad input / load / disconnect
-#      tests (tests/node/server_*.mjs; references: `pagellm generate`, @huggingface/jinja);
+#      tests (tests/node/server_*.mjs; references: `pagellm generate`, @huggingface/jinja),
+#      the embeddings / Responses / models.retrieve / lenient-body tests with a second
+#      server running --reasoning-parser deepseek_r1 under a template that opens <think>;
 #   2. the curl examples of docs/server.md;
 #   3. /health turning 503 while the engine loop is stalled (test hook), 200 again after;
 #   4. SIGTERM / SIGINT: in-flight streams finish within the grace period (or end with
-#      finish_reason "abort" past it), new connections are refused, exit status 0.
+#      finish_reason "abort" past it), new connections are refused, exit status 0;
+#   5. the serving log: vLLM's stats line and its fields, the per-request lines (no prompt
+#      text unless --max-log-len), --disable-log-stats, the unknown-field warning.
+#   6. the port is bound before the model loads: a port in use is the error reported.
 # Env: PAGELLM (binary; pl-mkmodel sits next to it), PL_SOURCE_DIR (set by CTest).
 set -euo pipefail
 src=${PL_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
@@ -49,12 +54,33 @@ start_server main --served-model-name tiny tiny-alias --api-key "$KEY" --max-bod
   --timeout-keep-alive 2
 MAIN_PID=$PID
 MAIN_PORT=$PORT
-export PL_BASE_URL=http://127.0.0.1:$PORT PL_API_KEY=$KEY PL_MODEL_NAME=tiny PAGELLM=$bin \
-  PL_MODEL_DIR=$work/model PL_MAX_BODY_BYTES=65536 PL_KEEP_ALIVE_S=2
-for t in server_openai server_langchain server_robustness; do
+# a chat template whose generation prompt opens the think block (DeepSeek-R1's way)
+THINK_TEMPLATE='{% for m in messages %}<|im_start|>{{ m.role }}
+{{ m.content }}<|im_end|>
+{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant
+<think>
+{% endif %}'
+printf '%s' "$THINK_TEMPLATE" >"$work/think.jinja"
+start_server reason --served-model-name tiny --reasoning-parser deepseek_r1 \
+  --chat-template "$work/think.jinja"
+REASON_PID=$PID
+export PL_BASE_URL=http://127.0.0.1:$MAIN_PORT PL_API_KEY=$KEY PL_MODEL_NAME=tiny PAGELLM=$bin \
+  PL_MODEL_DIR=$work/model PL_MAX_BODY_BYTES=65536 PL_KEEP_ALIVE_S=2 \
+  PL_REASONING_BASE_URL=http://127.0.0.1:$PORT PL_THINK_TEMPLATE=$THINK_TEMPLATE
+PORT=$MAIN_PORT
+for t in server_openai server_langchain server_robustness server_api; do
   echo "-- $t"
   if node "$src/tests/node/$t.mjs"; then ok "$t"; else bad "$t"; fi
 done
+
+# ---- 5. a port in use is reported before the model is even looked at -----------------------
+rc=0
+out=$("$bin" serve --model "$work/no-such-model" --port "$MAIN_PORT" 2>&1) || rc=$?
+if [ "$rc" != 0 ] && grep -q "cannot listen on .*:$MAIN_PORT" <<<"$out" && ! grep -q "no-such-model" <<<"$out"; then
+  ok "port in use: reported before loading the model"
+else
+  bad "port in use: rc $rc: $out"
+fi
 
 # ---- 2. the curl examples of docs/server.md ----------------------------------------------
 export PAGELLM_API_KEY=$KEY
@@ -97,6 +123,11 @@ else
   bad "docs: examples/langchain_rag.mjs: $out"
 fi
 unset PAGELLM_API_KEY
+kill -TERM "$REASON_PID"; wait "$REASON_PID" || true
+grep -q "The following fields were present in the request but ignored: {.*'store'.*}" "$work/main.log" \
+  && ok "log: unknown fields warned" || bad "log: no warning about ignored fields"
+grep -q 'Received request' "$work/main.log" && bad "log: request lines without --enable-log-requests" \
+  || ok "log: no request lines by default"
 
 # ---- 4a. SIGTERM with a stream in flight: it finishes, then exit 0 ---------------------------
 curl -sS -N "$base/v1/completions" -H "Authorization: Bearer $KEY" -H "Content-Type: application/json" \
@@ -132,6 +163,61 @@ if grep -q '"finish_reason":"abort"' "$work/stream2" && [ "$(tail -n 2 "$work/st
 else
   bad "SIGINT: $(tail -c 300 "$work/stream2")"
 fi
+
+# ---- 5. serving logs ---------------------------------------------------------------------------
+# wait_log FILE REGEX: polls the server log (hang guard 60 s)
+wait_log() {
+  for _ in $(seq 1 600); do grep -qE "$2" "$1" && return 0; sleep 0.1; done
+  return 1
+}
+start_server logs --log-stats-interval 0.5 --enable-log-requests
+base=http://127.0.0.1:$PORT
+curl -sS "$base/v1/completions" -H "Content-Type: application/json" \
+  -d '{"prompt": "Secret prompt text", "max_tokens": 6, "temperature": 0}' >/dev/null
+num='[0-9]+\.[0-9]'
+line_re="Avg prompt throughput: $num tokens/s, Avg generation throughput: $num tokens/s, Running: [0-9]+ reqs, Swapped: 0 reqs, Pending: [0-9]+ reqs, GPU KV cache usage: $num%, Prefix cache hit rate: $num%"
+if wait_log "$work/logs.log" "$line_re"; then
+  ok "log: the stats line has every field"
+else
+  bad "log: no stats line: $(cat "$work/logs.log")"
+fi
+# the line that saw the request counts its tokens (the prompt is several tokens, 6 generated)
+if wait_log "$work/logs.log" "Avg prompt throughput: [1-9][0-9]*\.[0-9] tokens/s" \
+   && grep -E "$line_re" "$work/logs.log" | grep -qE "Avg generation throughput: [1-9][0-9]*\.[0-9]"; then
+  ok "log: throughput counted"
+else
+  bad "log: throughput: $(grep -E 'Avg prompt' "$work/logs.log")"
+fi
+# quiet when idle: after the trailing zero line no more lines come
+n1=$(grep -cE "$line_re" "$work/logs.log")
+wait_log "$work/logs.log" "Avg prompt throughput: 0\.0 tokens/s, Avg generation throughput: 0\.0" || true
+sleep 2
+n2=$(grep -cE "$line_re" "$work/logs.log"); sleep 2; n3=$(grep -cE "$line_re" "$work/logs.log")
+[ "$n3" = "$n2" ] && [ "$n2" -ge "$n1" ] && ok "log: quiet while idle" || bad "log: lines while idle ($n1 $n2 $n3)"
+if wait_log "$work/logs.log" 'Received request cmpl-[0-9a-f-]+: route /v1/completions, prompts 1, prompt_tokens [0-9]+, params \{' \
+   && wait_log "$work/logs.log" 'Finished request cmpl-[0-9a-f-]+: completed, prompt_tokens [0-9]+, completion_tokens 6'; then
+  ok "log: request lines"
+else
+  bad "log: request lines: $(cat "$work/logs.log")"
+fi
+grep -q "Secret" "$work/logs.log" && bad "log: the prompt text was logged" || ok "log: no prompt text"
+kill -TERM "$PID"; wait "$PID" || true
+start_server logs2 --enable-log-requests --max-log-len 6 --disable-log-stats --log-stats-interval 0.2
+base=http://127.0.0.1:$PORT
+curl -sS "$base/v1/embeddings" -H "Content-Type: application/json" -d '{"input": "Secret prompt text"}' >/dev/null
+if wait_log "$work/logs2.log" 'Received request embd-[0-9a-f-]+: route /v1/embeddings, prompts 1, prompt_tokens [0-9]+, params \{"pooling":"last","normalize":true\}, prompt: "Secret"$'; then
+  ok "log: --max-log-len shows that many bytes of the prompt"
+else
+  bad "log: --max-log-len: $(cat "$work/logs2.log")"
+fi
+sleep 1.5
+grep -q "Avg prompt throughput" "$work/logs2.log" && bad "log: --disable-log-stats printed stats" \
+  || ok "log: --disable-log-stats"
+kill -TERM "$PID"; wait "$PID" || true
+# bad flag values are refused
+timeout 60 "$bin" serve --model "$work/model" --reasoning-parser granite >/dev/null 2>&1 && bad "flags: bad --reasoning-parser accepted" || ok "flags: bad --reasoning-parser refused"
+timeout 60 "$bin" serve --model "$work/model" --override-pooler-config '{"pooling_type":"CLS"}' >/dev/null 2>&1 \
+  && bad "flags: CLS pooling accepted" || ok "flags: unsupported pooling refused"
 
 # ---- 3. /health when the engine loop is stalled ------------------------------------------
 touch "$work/stall"

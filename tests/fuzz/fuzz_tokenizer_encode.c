@@ -7,7 +7,8 @@
  * Gemma style: Replace normalizer, byte_fallback, fuse_unk, Metaspace decoder
  * chain). The first input byte picks the tokenizer, the rest is the text.
  * Checked properties: encode never fails on any bytes; decode of the ids
- * succeeds; streaming the ids through pl_detok equals the one-shot decode;
+ * succeeds; streaming the ids through pl_detok equals the one-shot decode,
+ * also with ids past the tokenizer (a padded model vocab) pushed in between;
  * for the byte-level tokenizer (no normalizer) decode(encode(text)) == text
  * whenever text is valid UTF-8 and holds none of its lstrip/rstrip tokens
  * ("<mask>", "[NL]"), which swallow the whitespace next to them by design.
@@ -98,6 +99,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 abort();
             if (s_len != out_len || (out_len && memcmp(streamed, out, out_len)))
                 abort(); /* the stream must equal the one-shot decode */
+            pl_detok_fini(&d);
+            free(streamed);
+            /* ids past the tokenizer (a padded model vocab) add nothing, wherever they
+             * fall, even inside a character split over tokens */
+            streamed = NULL;
+            s_len = 0;
+            int every = 1 + (data[0] >> 1) % 4;
+            int32_t gap = pl_tokenizer_vocab_size(t) + (data[0] >> 3);
+            if (pl_detok_init(&d, t, NULL, 0, skip, &err) != PL_STATUS_OK)
+                abort();
+            for (int i = 0; i < n; i++)
+                if (pl_detok_push(&d, ids[i], &streamed, &s_len, &err) != PL_STATUS_OK ||
+                    (i % every == 0 && pl_detok_push(&d, gap, &streamed, &s_len, &err)))
+                    abort();
+            if (pl_detok_flush(&d, &streamed, &s_len, &err) != PL_STATUS_OK)
+                abort();
+            if (s_len != out_len || (out_len && memcmp(streamed, out, out_len)))
+                abort(); /* gap ids must decode to nothing */
             pl_detok_fini(&d);
             free(streamed);
             free(out);

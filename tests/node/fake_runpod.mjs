@@ -1,5 +1,5 @@
 // fake_runpod.mjs -- a fake RunPod job server on loopback for the worker's
-// conformance tests (shared/specs/runpod-worker.md section 6.1).
+// conformance tests (docs/runpod-protocol.md section 6.1).
 //
 // Records every request (method, path, parsed query, raw query, headers, raw
 // body, arrival time in ms) and answers from scripted queues:

@@ -1,5 +1,5 @@
 // runpod_conformance.mjs -- drives `pagellm worker` through the conformance
-// cases of shared/specs/runpod-worker.md section 6 against the fake job
+// cases of docs/runpod-protocol.md section 6 against the fake job
 // server (fake_runpod.mjs). Usage: node runpod_conformance.mjs PAGELLM MODEL_DIR
 // Expected texts T(x) come from `pagellm generate` (greedy, ignore_eos): the
 // offline API's generate path, independent of the worker's request path.
@@ -543,7 +543,8 @@ function strip(o) {
   if (Array.isArray(o)) return o.map(strip);
   if (o && typeof o === 'object') {
     const c = {};
-    for (const [k, v] of Object.entries(o)) if (k !== 'id' && k !== 'created') c[k] = strip(v);
+    // ids and times differ between any two answers (Responses items too)
+    for (const [k, v] of Object.entries(o)) if (!['id', 'created', 'created_at', 'item_id'].includes(k)) c[k] = strip(v);
     return c;
   }
   return o;
@@ -551,9 +552,13 @@ function strip(o) {
 // An SSE body as its events: parsed (stripped) JSON, or the literal [DONE].
 function sseEvents(text) {
   return text.split('\n\n').filter((e) => e.length).map((e) => {
-    if (!e.startsWith('data: ')) return `not an event: ${e}`;
-    const d = e.slice(6);
-    return d === '[DONE]' ? d : strip(JSON.parse(d));
+    // the Responses stream names each event: "event: <type>\ndata: <json>"
+    const named = /^event: ([^\n]*)\n(data: .*)$/s.exec(e);
+    const ev = named ? named[2] : e;
+    if (!ev.startsWith('data: ')) return `not an event: ${e}`;
+    const d = ev.slice(6);
+    const j = d === '[DONE]' ? d : strip(JSON.parse(d));
+    return named ? [named[1], j] : j;
   });
 }
 const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
@@ -566,7 +571,8 @@ async function scenarioOpenAIParity() {
   const msgs = [{ role: 'user', content: 'hi' }];
   const greedy = { model: MODEL, temperature: 0, ignore_eos: true };
   try {
-    // OP1-OP3 answers, OP4-OP9 validation errors (tools, response_format, sampling, types, model)
+    // OP1-OP3 answers, OP4-OP9 validation errors (tools, response_format, sampling, types, model);
+    // OP7 unknown fields (ignored); OP10-OP14 embeddings and responses through the same layer
     const cases = [
       ['OP1', chat, { ...greedy, messages: msgs, max_tokens: 5, logprobs: true, top_logprobs: 2 }],
       ['OP1N', chat, { ...greedy, messages: msgs, max_tokens: 5, temperature: 0.8, seed: 7, n: 2 }],
@@ -575,16 +581,22 @@ async function scenarioOpenAIParity() {
       ['OP4', chat, { ...greedy, messages: msgs, tools: [{ type: 'function', function: { name: 'f', parameters: { type: 'object', properties: {} } } }], tool_choice: 'auto' }],
       ['OP5', chat, { ...greedy, messages: msgs, response_format: { type: 'json_object' } }],
       ['OP6', cmpl, { model: MODEL, prompt: 'hi', temperature: -1 }],
-      ['OP7', cmpl, { model: MODEL, prompt: 'hi', bogus: 1 }],
+      ['OP7', cmpl, { ...greedy, prompt: 'hi', max_tokens: 3, bogus: 1, store: false, metadata: { a: 'b' } }],
       ['OP8', chat, { model: MODEL, messages: 'hi' }],
       ['OP9', cmpl, { model: MODEL, prompt: 'hi', max_tokens: 100000 }],
+      ['OP10', '/v1/embeddings', { model: MODEL, input: ['a', 'bc'], encoding_format: 'float' }],
+      ['OP11', '/v1/embeddings', { model: MODEL, input: 'hello', encoding_format: 'base64' }],
+      ['OP12', '/v1/embeddings', { model: MODEL, input: 'hello', dimensions: 8 }],
+      ['OP13', '/v1/responses', { model: MODEL, input: 'hi', instructions: 'be brief', max_output_tokens: 5, temperature: 0 }],
+      ['OP14', '/v1/responses', { model: MODEL, input: 'hi', previous_response_id: 'resp_1' }],
     ];
     for (const [id, route, input] of cases) {
       const ref = await request(srv.port, 'POST', route, input);
       const d = await runJob(fake, id.toLowerCase(), { openai_route: route, openai_input: input });
       const b = body(d);
       const chunks = fake.of('job-stream', id.toLowerCase());
-      if (id.startsWith('OP1') || id === 'OP2' || id === 'OP3') check(ref.status === 200, id, `server ${ref.body}`);
+      if (['OP1', 'OP1N', 'OP2', 'OP3', 'OP7', 'OP10', 'OP11', 'OP13'].includes(id)) check(ref.status === 200, id, `server ${ref.body}`);
+      if (['OP12', 'OP14'].includes(id)) check(ref.status === 400, id, `server ${ref.body}`);
       if (ref.status === 200) {
         check(Array.isArray(b.output) && b.output.length === 1 && same(strip(b.output[0]), strip(ref.json)) && chunks.length === 1,
           id, `worker ${d.body}\n  server ${ref.body}`);
@@ -599,6 +611,7 @@ async function scenarioOpenAIParity() {
     const streams = [
       ['OS1', chat, { ...greedy, messages: msgs, max_tokens: 6, stream: true, temperature: 0.8, seed: 7, n: 2, logprobs: true, top_logprobs: 1, stream_options: { include_usage: true } }],
       ['OS2', cmpl, { ...greedy, prompt: 'hi', max_tokens: 5, stream: true, logprobs: 1 }],
+      ['OS3', '/v1/responses', { model: MODEL, input: 'hi', max_output_tokens: 6, temperature: 0, stream: true }],
     ];
     for (const [id, route, input] of streams) {
       const ref = await request(srv.port, 'POST', route, input);
@@ -607,6 +620,20 @@ async function scenarioOpenAIParity() {
       const mine = sseEvents(chunks.join('')), theirs = sseEvents(ref.body);
       check(ref.status === 200 && theirs.length > 3 && same(mine, theirs) && same(body(d).output, chunks), id,
         `worker ${JSON.stringify(mine)}\n  server ${JSON.stringify(theirs)}`);
+      covered.push(id);
+    }
+    // OM1, OM2: /v1/models/{id} (a served name; an unknown one is the server's 404 error)
+    for (const [id, name] of [['OM1', MODEL], ['OM2', 'no-such-model']]) {
+      const ref = await request(srv.port, 'GET', `/v1/models/${encodeURIComponent(name)}`);
+      const d = await runJob(fake, id.toLowerCase(), { openai_route: `/v1/models/${name}` });
+      const b = body(d);
+      if (id === 'OM1') {
+        check(ref.status === 200 && ref.json.id === MODEL && Array.isArray(b.output) && same(strip(b.output[0]), strip(ref.json)), id, `worker ${d.body}\n  server ${ref.body}`);
+      } else {
+        let e = null;
+        try { e = JSON.parse(b.error); } catch { /* not JSON */ }
+        check(ref.status === 404 && same(e, ref.json.error), id, `worker ${d.body}\n  server ${ref.status} ${ref.body}`);
+      }
       covered.push(id);
     }
     // OC: several OpenAI-route jobs in flight at once (batch take), each equal to the server's answer

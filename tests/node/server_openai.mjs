@@ -16,7 +16,7 @@ async function chatPromptIds(messages) {
   const rendered = new Template(tcfg.chat_template).render({
     messages, bos_token: tcfg.bos_token, eos_token: tcfg.eos_token, add_generation_prompt: true,
   });
-  const r = await http('POST', '/tokenize', { prompt: rendered, add_special_tokens: false });
+  const r = await http('POST', '/tokenize', { prompt: rendered, add_special_tokens: false }, auth);
   eq(r.status, 200, 'tokenize');
   return r.json.tokens;
 }

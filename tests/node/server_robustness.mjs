@@ -37,7 +37,8 @@ test('malformed JSON, wrong types and out-of-range values: 400 naming the field'
   isError(await http('POST', '/v1/completions', { model: MODEL, prompt: 'x', n: -1 }, auth), 400, 'n');
   isError(await http('POST', '/v1/completions', { model: MODEL, prompt: 'x', logprobs: 100 }, auth), 400, 'logprobs');
   isError(await http('POST', '/v1/completions', { model: MODEL, prompt: [1, 2, 99999999] }, auth), 400, 'prompt');
-  isError(await http('POST', '/v1/completions', { model: MODEL, prompt: 'x', frobnicate: true }, auth), 400, 'frobnicate');
+  // an unknown field is ignored (vLLM's leniency: server_api.mjs); a known one beside it is checked
+  isError(await http('POST', '/v1/completions', { model: MODEL, prompt: 'x', frobnicate: true, presence_penalty: 'lots' }, auth), 400, 'presence_penalty');
   isError(await http('POST', '/v1/chat/completions', { model: MODEL, messages: 'hi' }, auth), 400, 'messages');
   isError(await http('POST', '/v1/chat/completions', { model: MODEL, messages: [{ role: 'user', content: 'x' }], temperature: -0.5 }, auth), 400, 'temperature');
   await stillServing();
@@ -53,13 +54,80 @@ test('unknown model 404, unknown route 404, wrong method 405', async () => {
   await stillServing();
 });
 
-test('missing or wrong API key: 401; /health and /metrics stay open', async () => {
+test('missing or wrong API key: 401, also on /tokenize and unknown /v1/ routes; /health and /metrics stay open', async () => {
   if (API_KEY === 'EMPTY') return;
   isError(await http('POST', '/v1/completions', { model: MODEL, prompt: 'x' }), 401);
   isError(await http('POST', '/v1/completions', { model: MODEL, prompt: 'x' }, { Authorization: `Bearer ${API_KEY}0` }), 401);
   isError(await http('GET', '/v1/models', undefined, { Authorization: API_KEY }), 401);
+  isError(await http('POST', '/tokenize', { model: MODEL, prompt: 'x' }), 401);
+  isError(await http('POST', '/detokenize', { model: MODEL, tokens: [1] }), 401);
+  isError(await http('GET', '/v1/nothing-here'), 401);
+  isError(await http('GET', '/v1/chat/completions'), 401);
   eq((await http('GET', '/health')).status, 200);
   eq((await http('GET', '/metrics')).status, 200);
+});
+
+// Raw HTTP on one connection: writes `head`, resolves with what the server sent before it
+// closed (or null after the hang guard).
+function rawExchange(head, guardMs = 30000) {
+  return new Promise((resolve) => {
+    const sock = net.connect(Number(url.port), url.hostname);
+    let got = '';
+    const timer = setTimeout(() => { sock.destroy(); resolve(null); }, guardMs);
+    sock.on('connect', () => sock.write(head));
+    sock.on('data', (d) => { got += d.toString('latin1'); });
+    sock.on('error', () => {});
+    sock.on('close', () => { clearTimeout(timer); resolve(got); });
+  });
+}
+
+test('a request without the key is refused before its body is read', async () => {
+  if (API_KEY === 'EMPTY') return;
+  // a megabyte announced, never sent: the answer can only come from the headers
+  const got = await rawExchange('POST /v1/completions HTTP/1.1\r\nHost: x\r\n' +
+    'Content-Type: application/json\r\nContent-Length: 1000000\r\n\r\n');
+  assert(got !== null, 'no answer before the body');
+  assert(got.startsWith('HTTP/1.1 401'), got.slice(0, 200));
+  await stillServing();
+});
+
+test('framing: chunked bodies work, other codings 501, both lengths 400, NUL bytes 400', async () => {
+  const head = (extra) => `POST /tokenize HTTP/1.1\r\nHost: x\r\nConnection: close\r\n` +
+    `Authorization: Bearer ${API_KEY}\r\n${extra}\r\n`;
+  const body = JSON.stringify({ model: MODEL, prompt: 'Hello world' });
+  let got = await rawExchange(head('Transfer-Encoding: chunked\r\n') +
+    `${(5).toString(16)}\r\n${body.slice(0, 5)}\r\n${(body.length - 5).toString(16)}\r\n${body.slice(5)}\r\n0\r\n\r\n`);
+  assert(got?.startsWith('HTTP/1.1 200') && got.includes('"tokens"'), `chunked: ${got?.slice(0, 200)}`);
+  got = await rawExchange(head('Transfer-Encoding: gzip\r\n'));
+  assert(got?.startsWith('HTTP/1.1 501'), `gzip: ${got?.slice(0, 100)}`);
+  got = await rawExchange(head('Transfer-Encoding: chunked\r\nContent-Length: 5\r\n'));
+  assert(got?.startsWith('HTTP/1.1 400'), `both lengths: ${got?.slice(0, 100)}`);
+  got = await rawExchange(`GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n` +
+    `Authorization: Bearer ${API_KEY}\0x\r\n\r\n`);
+  assert(got?.startsWith('HTTP/1.1 400'), `NUL in Authorization: ${got?.slice(0, 100)}`);
+  got = await rawExchange(`GET /v1/models%00 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n` +
+    `Authorization: Bearer ${API_KEY}\r\n\r\n`);
+  assert(got?.startsWith('HTTP/1.1 400'), `%00: ${got?.slice(0, 100)}`);
+  await stillServing();
+});
+
+test('a header trickled byte by byte is cut at the header deadline', async () => {
+  const sock = net.connect(Number(url.port), url.hostname);
+  await new Promise((r) => sock.once('connect', r));
+  let closed = false;
+  sock.on('close', () => { closed = true; });
+  sock.on('error', () => {});
+  sock.on('data', () => {});
+  sock.write('GET /health HTTP/1.1\r\nHost: x\r\n');
+  // one byte every 200 ms (each would restart a per-byte timeout); bounded: 60 s
+  const line = 'X-Trickle: abcdefghijklmnopqrstuvwxyz\r\n';
+  for (let i = 0; i < 300 && !closed; i++) {
+    await sleep(200);
+    if (!closed) sock.write(line[i % line.length]);
+  }
+  assert(closed, 'the trickled header was never cut');
+  sock.destroy();
+  await stillServing();
 });
 
 test('huge bodies: 413', async () => {
@@ -84,10 +152,10 @@ test('a slow partial request is cut after the header timeout; others are served 
 });
 
 test('/tokenize and /detokenize round-trip; /version', async () => {
-  const t = await http('POST', '/tokenize', { model: MODEL, prompt: 'Hello world' });
+  const t = await http('POST', '/tokenize', { model: MODEL, prompt: 'Hello world' }, auth);
   eq(t.status, 200);
   eq(t.json.count, t.json.tokens.length);
-  const d = await http('POST', '/detokenize', { model: MODEL, tokens: t.json.tokens });
+  const d = await http('POST', '/detokenize', { model: MODEL, tokens: t.json.tokens }, auth);
   eq(d.status, 200);
   assert(d.json.prompt.endsWith('Hello world'), d.json.prompt);
   const v = await http('GET', '/version');

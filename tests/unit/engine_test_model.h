@@ -208,7 +208,7 @@ static pl_status tm_run_sample(void *ctx, const struct pl_batch *b, const int32_
 static inline struct pl_engine_model tm_interface_ex(struct test_model *m, bool backend_sampling)
 {
     struct pl_engine_model im = {m, TM_VOCAB, 0, tm_run, tm_copy,
-                                 backend_sampling ? tm_run_sample : NULL};
+                                 backend_sampling ? tm_run_sample : NULL, 0};
     return im;
 }
 

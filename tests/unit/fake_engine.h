@@ -9,12 +9,20 @@
  * when the token is in stop_token_ids; aborts finish with "abort". KV usage
  * is modelled as ceil(tokens / 16) blocks per sample out of 1024, so tests can
  * watch blocks being freed. step_delay_us slows each step (disconnect tests).
+ * Pooling requests finish at their first step with the embedding
+ * fake_embedding(prompt) (FAKE_EMBED_DIM values) and no tokens.
+ * Faults: while fail_steps > 0 a step fails; it ends every unfinished request
+ * with an error, as the real engine ends the requests of a failed step, or
+ * (fail_silently) ends nothing, leaving the async engine to fail them.
+ * split_finish reports a request's last sample finish one poll before its
+ * finished delta, which then carries no sample. n_added counts add_request.
  */
 #ifndef PL_TEST_FAKE_ENGINE_H
 #define PL_TEST_FAKE_ENGINE_H
 
 #include "engine/async_engine.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +30,7 @@
 
 #define FAKE_MAX_REQS 4096
 #define FAKE_BLOCKS 1024
+#define FAKE_EMBED_DIM 4
 
 struct fake_req {
     uint64_t id;
@@ -34,6 +43,8 @@ struct fake_req {
     enum pl_async_finish finish[16];
     bool aborted;
     bool sent_first;
+    bool pooling;
+    bool split_sent;                 /* split_finish: the finishes went out, not yet finished */
     struct pl_async_output *pending; /* news since the last poll */
 };
 
@@ -43,6 +54,10 @@ struct fake_engine {
     unsigned step_delay_us;
     uint64_t steps;
     int max_n;                       /* add_request refuses n above this (error path) */
+    int fail_steps;                  /* the next fail_steps steps fail (see above) */
+    bool fail_silently;
+    bool split_finish;
+    atomic_int n_added;
 };
 
 static int fake_blocks_used(const struct fake_engine *f)
@@ -76,7 +91,27 @@ static pl_status fake_add(void *e, uint64_t id, const int32_t *prompt, int n_pro
     for (int i = 0; i < sp->n_stop_token_ids && i < 8; i++)
         r->stop_ids[r->n_stop_ids++] = sp->stop_token_ids[i];
     f->reqs[f->n_reqs++] = r;
+    atomic_fetch_add(&f->n_added, 1);
     return PL_STATUS_OK;
+}
+
+/* The fake's embedding of a prompt: v[k] = prompt[k % n] + k / 2. */
+static void fake_embedding(const int32_t *prompt, int n_prompt, float *v)
+{
+    for (int k = 0; k < FAKE_EMBED_DIM; k++)
+        v[k] = (float)prompt[k % n_prompt] + 0.5f * (float)k;
+}
+
+static pl_status fake_add_pooling(void *e, uint64_t id, const int32_t *prompt, int n_prompt,
+                                  const struct pl_pooling_params *pp, struct pl_err *err)
+{
+    struct pl_sampling_params sp;
+    pl_sampling_params_default(&sp);
+    sp.max_tokens = 1;
+    pl_status st = fake_add(e, id, prompt, n_prompt, &sp, err);
+    if (st == PL_STATUS_OK)
+        ((struct fake_engine *)e)->reqs[((struct fake_engine *)e)->n_reqs - 1]->pooling = true;
+    return st;
 }
 
 static struct pl_async_sample *fake_sample(struct fake_req *r, int j)
@@ -103,6 +138,22 @@ static pl_status fake_step(void *e, struct pl_err *err)
     if (f->step_delay_us)
         usleep(f->step_delay_us);
     f->steps++;
+    if (f->fail_steps > 0) {
+        f->fail_steps--;
+        for (int i = 0; i < f->n_reqs && !f->fail_silently; i++) {
+            struct fake_req *r = f->reqs[i];
+            for (int j = 0; j < r->n; j++) {
+                if (r->finish[j] != PL_ASYNC_FINISH_NONE)
+                    continue;
+                r->finish[j] = fake_sample(r, j)->finish = PL_ASYNC_FINISH_ERROR;
+                if (!r->pending->error_msg) {
+                    r->pending->error_msg = strdup("device lost (fake)");
+                    r->pending->error_status = PL_STATUS_INTERNAL;
+                }
+            }
+        }
+        return pl_err_set(err, PL_STATUS_INTERNAL, "device lost (fake)");
+    }
     for (int i = 0; i < f->n_reqs; i++) {
         struct fake_req *r = f->reqs[i];
         for (int j = 0; j < r->n; j++) {
@@ -111,6 +162,13 @@ static pl_status fake_step(void *e, struct pl_err *err)
             struct pl_async_sample *s = fake_sample(r, j);
             if (r->aborted) {
                 r->finish[j] = s->finish = PL_ASYNC_FINISH_ABORT;
+                continue;
+            }
+            if (r->pooling) {
+                r->finish[j] = s->finish = PL_ASYNC_FINISH_LENGTH;
+                r->pending->embedding = malloc(sizeof(float) * FAKE_EMBED_DIM);
+                r->pending->n_embedding = FAKE_EMBED_DIM;
+                fake_embedding(r->prompt, r->n_prompt, r->pending->embedding);
                 continue;
             }
             int32_t tok = r->prompt[(r->n_out[j] + j) % r->n_prompt];
@@ -166,6 +224,15 @@ static pl_status fake_poll(void *e, struct pl_async_output ***outs, int *n_outs,
         bool done = true;
         for (int j = 0; j < r->n; j++)
             done &= r->finish[j] != PL_ASYNC_FINISH_NONE;
+        if (f->split_finish && done && !r->split_sent) {
+            /* the finishes now, the finished delta (empty) at the next poll */
+            r->split_sent = true;
+            done = false;
+        } else if (f->split_finish && done && !r->pending) {
+            r->pending = calloc(1, sizeof(*r->pending));
+            r->pending->request_id = r->id;
+            r->pending->n_prompt_tokens = r->n_prompt;
+        }
         if (r->pending) {
             r->pending->finished = done;
             if (!r->sent_first && r->prompt_logprobs >= 0) {
@@ -217,11 +284,11 @@ static void fake_stats(void *e, struct pl_engine_stats *st)
     st->num_steps = f->steps;
 }
 
-static const struct pl_engine_ops fake_engine_ops = {fake_add,   fake_step,  fake_has_unfinished,
-                                                     fake_poll,  fake_abort, fake_stats};
+static const struct pl_engine_ops fake_engine_ops = {
+    fake_add, fake_step, fake_has_unfinished, fake_poll, fake_abort, fake_stats, fake_add_pooling};
 
 /* The fake's text for sample j of a prompt after n_tokens tokens. */
-static void fake_expected_text(const int32_t *prompt, int n_prompt, int j, int n_tokens, char *out,
+static inline void fake_expected_text(const int32_t *prompt, int n_prompt, int j, int n_tokens, char *out,
                                size_t cap)
 {
     size_t len = 0;

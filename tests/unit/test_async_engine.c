@@ -6,6 +6,7 @@
  */
 #include "engine/async_engine.h"
 #include "fake_engine.h"
+#include "server/metrics.h"
 #include "test.h"
 
 #include <pthread.h>
@@ -41,6 +42,8 @@ struct collected {
     int n_deltas;
     bool saw_error;
     int n_prompt_tokens;
+    enum pl_async_finish request_finish; /* the last delta's stamped reason */
+    bool timed_out;                      /* no last delta within the hang guard */
 };
 
 static void collect(struct pl_async_request *r, struct waiter *w, struct collected *c)
@@ -49,11 +52,20 @@ static void collect(struct pl_async_request *r, struct waiter *w, struct collect
     for (;;) {
         struct pl_async_output *o = pl_async_request_pop(r);
         if (!o) {
+            /* a hang guard only: a request's end must come without more traffic */
+            struct timespec deadline;
+            clock_gettime(CLOCK_REALTIME, &deadline);
+            deadline.tv_sec += 120;
             pthread_mutex_lock(&w->mu);
-            while (w->notified == 0)
-                pthread_cond_wait(&w->cv, &w->mu);
+            int rc = 0;
+            while (w->notified == 0 && rc == 0)
+                rc = pthread_cond_timedwait(&w->cv, &w->mu, &deadline);
             w->notified = 0;
             pthread_mutex_unlock(&w->mu);
+            if (rc != 0 && !pl_async_request_is_finished(r)) {
+                c->timed_out = true;
+                return;
+            }
             continue;
         }
         c->n_deltas++;
@@ -68,6 +80,8 @@ static void collect(struct pl_async_request *r, struct waiter *w, struct collect
                 c->finish[s->index] = s->finish;
         }
         bool fin = o->finished;
+        if (fin)
+            c->request_finish = o->finish;
         pl_async_output_free(o);
         if (fin)
             return;
@@ -328,6 +342,139 @@ static void test_shutdown_aborts(void)
     pl_async_request_release(r);
 }
 
+/* A failed step's requests end with the engine's error: error delta, "error" finish. */
+static void test_step_failure_errors(void)
+{
+    for (int silent = 0; silent < 2; silent++) {
+        struct fake_engine f = {0};
+        f.fail_steps = 1;
+        /* silent: the engine ends nothing on its failure; the async engine must */
+        f.fail_silently = silent;
+        struct pl_async_engine *ae = start(&f, 16, 10);
+        REQUIRE(ae);
+        int32_t prompt[] = {4, 5};
+        struct pl_sampling_params sp;
+        pl_sampling_params_default(&sp);
+        sp.max_tokens = 3;
+        struct waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
+        struct pl_async_request *r = NULL;
+        REQUIRE(pl_async_engine_submit(ae, prompt, 2, &sp, notify, &w, &r, NULL) ==
+                PL_STATUS_OK);
+        struct collected *c = malloc(sizeof(*c));
+        collect(r, &w, c);
+        CHECKF(!c->timed_out && c->saw_error, "silent %d: no error delta", silent);
+        CHECKF(c->request_finish == PL_ASYNC_FINISH_ERROR, "silent %d: ended with '%s'", silent,
+               pl_async_finish_str(c->request_finish));
+        CHECK(c->finish[0] != PL_ASYNC_FINISH_ABORT && c->finish[0] != PL_ASYNC_FINISH_LENGTH);
+        pl_async_request_release(r);
+        /* the engine goes on: the next request runs normally */
+        REQUIRE(pl_async_engine_submit(ae, prompt, 2, &sp, notify, &w, &r, NULL) ==
+                PL_STATUS_OK);
+        collect(r, &w, c);
+        CHECK(!c->timed_out && !c->saw_error && c->finish[0] == PL_ASYNC_FINISH_LENGTH &&
+              c->request_finish == PL_ASYNC_FINISH_LENGTH);
+        pl_async_request_release(r);
+        free(c);
+        for (int i = 0; i < 400 && pl_async_engine_num_unfinished(ae) > 0; i++)
+            sleep_ms(5);
+        CHECK(pl_async_engine_num_unfinished(ae) == 0);
+        pl_async_engine_free(ae);
+    }
+}
+
+/*
+ * A request whose samples' finishes arrive a delta before its (empty) last
+ * delta: the last delta still names the reason the client saw, and /metrics
+ * counts it under that reason, not as an abort.
+ */
+static void test_finish_reason_across_deltas(void)
+{
+    struct fake_engine f = {0};
+    f.split_finish = true;
+    struct pl_metrics *m = pl_metrics_new("tiny");
+    REQUIRE(m);
+    struct pl_async_engine_params p;
+    pl_async_engine_params_default(&p);
+    p.observe = pl_metrics_observe;
+    p.observe_user = m;
+    struct pl_async_engine *ae = NULL;
+    REQUIRE(pl_async_engine_new(&fake_engine_ops, &f, &p, &ae, NULL) == PL_STATUS_OK);
+    int32_t prompt[] = {3, 8};
+    struct pl_sampling_params sp;
+    pl_sampling_params_default(&sp);
+    sp.max_tokens = 2;
+    struct waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
+    struct pl_async_request *r = NULL;
+    REQUIRE(pl_async_engine_submit(ae, prompt, 2, &sp, notify, &w, &r, NULL) == PL_STATUS_OK);
+    struct collected c;
+    collect(r, &w, &c);
+    CHECK(!c.timed_out && c.finish[0] == PL_ASYNC_FINISH_LENGTH);
+    CHECK(c.request_finish == PL_ASYNC_FINISH_LENGTH);
+    pl_async_request_release(r);
+    struct pl_engine_stats st = {0};
+    char *text = NULL;
+    size_t len = 0;
+    REQUIRE(pl_metrics_render(m, &st, &text, &len, NULL) == PL_STATUS_OK);
+    CHECKF(strstr(text, "finished_reason=\"length\"} 1") &&
+               strstr(text, "finished_reason=\"abort\"} 0"),
+           "metrics:\n%s", text);
+    free(text);
+    pl_async_engine_free(ae);
+    pl_metrics_free(m);
+}
+
+/* Several requests are admitted all together or not at all. */
+static void test_submit_all_or_nothing(void)
+{
+    char path[] = "/tmp/pl_stall_all_XXXXXX";
+    int fd = mkstemp(path);
+    REQUIRE(fd >= 0);
+    close(fd);
+    setenv("PAGELLM_TEST_STALL_FILE", path, 1); /* admitted requests stay unfinished */
+    struct fake_engine f = {0};
+    struct pl_async_engine *ae = start(&f, 4, 1000);
+    unsetenv("PAGELLM_TEST_STALL_FILE");
+    REQUIRE(ae);
+    int32_t prompt[] = {1, 2};
+    struct pl_sampling_params sp;
+    pl_sampling_params_default(&sp);
+    sp.max_tokens = 2;
+    struct pl_async_submission subs[5];
+    for (int i = 0; i < 5; i++)
+        subs[i] = (struct pl_async_submission){prompt, 2, &sp, NULL};
+    struct pl_async_request *rs[5];
+    struct pl_err err = {0};
+    /* more than the limit can ever admit: refused as a bad request, nothing queued */
+    CHECK(pl_async_engine_submit_all(ae, subs, 5, NULL, NULL, rs, &err) ==
+          PL_STATUS_INVALID_ARGUMENT);
+    CHECK(strstr(err.msg, "5 prompts") && strstr(err.msg, "4"));
+    CHECK(rs[0] == NULL && rs[4] == NULL);
+    CHECK(pl_async_engine_num_unfinished(ae) == 0);
+    struct pl_async_request *a = NULL, *b = NULL;
+    REQUIRE(pl_async_engine_submit(ae, prompt, 2, &sp, NULL, NULL, &a, NULL) == PL_STATUS_OK);
+    REQUIRE(pl_async_engine_submit(ae, prompt, 2, &sp, NULL, NULL, &b, NULL) == PL_STATUS_OK);
+    for (int i = 0; i < 4000 && atomic_load(&f.n_added) < 2; i++)
+        sleep_ms(5);
+    REQUIRE(atomic_load(&f.n_added) == 2);
+    /* three more do not fit beside two: none is queued (overload) */
+    CHECK(pl_async_engine_submit_all(ae, subs, 3, NULL, NULL, rs, &err) == PL_STATUS_LIMIT);
+    CHECK(rs[0] == NULL && rs[1] == NULL && rs[2] == NULL);
+    CHECK(pl_async_engine_num_unfinished(ae) == 2);
+    /* two do */
+    CHECK(pl_async_engine_submit_all(ae, subs, 2, NULL, NULL, rs, &err) == PL_STATUS_OK);
+    CHECK(pl_async_engine_num_unfinished(ae) == 4);
+    unlink(path);
+    for (int i = 0; i < 4000 && pl_async_engine_num_unfinished(ae) > 0; i++)
+        sleep_ms(5);
+    CHECK(pl_async_engine_num_unfinished(ae) == 0);
+    CHECK(atomic_load(&f.n_added) == 4);
+    pl_async_request_release(a);
+    pl_async_request_release(b);
+    pl_async_request_release(rs[0]);
+    pl_async_request_release(rs[1]);
+    pl_async_engine_free(ae);
+}
+
 int main(void)
 {
     PL_RUN(test_one_request);
@@ -337,5 +484,8 @@ int main(void)
     PL_RUN(test_admission_and_refusal);
     PL_RUN(test_stall_hook);
     PL_RUN(test_shutdown_aborts);
+    PL_RUN(test_step_failure_errors);
+    PL_RUN(test_finish_reason_across_deltas);
+    PL_RUN(test_submit_all_or_nothing);
     return pl_test_summary();
 }

@@ -23,8 +23,11 @@
 #include "engine_test_model.h"
 
 #include "engine/scheduler.h"
+#include "model/tiny_tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 #include <math.h>
+#include <unistd.h>
 
 struct cfg {
     int n_blocks, bs, budget, max_seqs, max_len;
@@ -43,11 +46,13 @@ struct harness {
     struct pl_engine_detok dt;
 };
 
-static bool h_init(struct harness *h, const struct cfg *c, uint64_t seed)
+/* Creates the engine over im / dt (NULL: the fake model's own interfaces). */
+static bool h_init_with(struct harness *h, const struct cfg *c, uint64_t seed,
+                        const struct pl_engine_model *im, const struct pl_engine_detok *dt)
 {
     tm_init(&h->m, c->n_blocks, c->bs, c->max_len + 8);
-    h->im = tm_interface_ex(&h->m, g_backend_sampling);
-    h->dt = tm_detok_interface();
+    h->im = im ? *im : tm_interface_ex(&h->m, g_backend_sampling);
+    h->dt = dt ? *dt : tm_detok_interface();
     struct pl_engine_params p;
     pl_engine_params_default(&p);
     p.sched.n_blocks = c->n_blocks;
@@ -67,6 +72,11 @@ static bool h_init(struct harness *h, const struct cfg *c, uint64_t seed)
         return false;
     }
     return true;
+}
+
+static bool h_init(struct harness *h, const struct cfg *c, uint64_t seed)
+{
+    return h_init_with(h, c, seed, NULL, NULL);
 }
 
 static void h_fini(struct harness *h)
@@ -797,6 +807,332 @@ static void test_backend_sampling_matches_host(void)
     }
 }
 
+/* ---- fault isolation ---- */
+
+/*
+ * A detokenizer that fails on the second token of any sequence whose prompt
+ * starts with POISON (out of memory, a bug: a failure of that request alone),
+ * and otherwise is the fake model's.
+ */
+#define POISON 7
+struct poison_state {
+    void *inner;
+    bool poison;
+    int n_pushed;
+};
+
+static pl_status poison_init(void *ctx, const int32_t *prompt, int n_prompt, bool skip,
+                             void **state, struct pl_err *err)
+{
+    struct poison_state *s = calloc(1, sizeof(*s));
+    s->poison = n_prompt > 0 && prompt[0] == POISON;
+    pl_status st = tm_detok_init(ctx, prompt, n_prompt, skip, &s->inner, err);
+    if (st != PL_STATUS_OK)
+        free(s);
+    else
+        *state = s;
+    return st;
+}
+
+static pl_status poison_push(void *state, int32_t id, char **text, size_t *len,
+                             struct pl_err *err)
+{
+    struct poison_state *s = state;
+    if (s->poison && ++s->n_pushed == 2)
+        return pl_err_set(err, PL_STATUS_NO_MEMORY, "poisoned detokenizer");
+    return tm_detok_push(s->inner, id, text, len, err);
+}
+
+static pl_status poison_flush(void *state, char **text, size_t *len, struct pl_err *err)
+{
+    return tm_detok_flush(((struct poison_state *)state)->inner, text, len, err);
+}
+
+static void poison_fini(void *state)
+{
+    struct poison_state *s = state;
+    tm_detok_fini(s->inner);
+    free(s);
+}
+
+/* Steps once and takes the deltas; the step's status goes to *step_st. */
+static void step_poll(struct harness *h, pl_status *step_st, struct pl_outputs *out)
+{
+    struct pl_err err;
+    *step_st = pl_engine_step(h->e, &err);
+    REQUIRE(pl_scheduler_check(pl_engine_scheduler(h->e), &err) == PL_STATUS_OK);
+    REQUIRE(pl_engine_poll(h->e, true, out, &err) == PL_STATUS_OK);
+}
+
+/*
+ * One request's detokenizer fails in the very step where another request ends
+ * (max_tokens): that step still succeeds, the failing request alone ends with an
+ * error, the other's end ("length") is in the poll right after that step -- not
+ * held for a later step -- and a third request runs on to its reference output.
+ */
+static void test_request_failure_is_isolated(void)
+{
+    struct pl_engine_detok dt = {NULL, poison_init, poison_push, poison_flush, poison_fini};
+    struct harness h;
+    REQUIRE(h_init_with(&h, &CFG_BIG, 0, NULL, &dt));
+    int32_t poisoned[6];
+    memcpy(poisoned, prompts[1], sizeof(poisoned));
+    poisoned[0] = POISON;
+    REQUIRE(prompts[0][0] != POISON && prompts[2][0] != POISON);
+    struct pl_sampling_params sp_x, sp_y, sp_z;
+    greedy_params(&sp_x, 2);
+    sp_x.ignore_eos = true;
+    greedy_params(&sp_y, 10);
+    sp_y.ignore_eos = true;
+    greedy_params(&sp_z, 12);
+    CHECK(h_add(&h, 1, prompts[0], prompt_len[0], &sp_x));
+    CHECK(h_add(&h, 2, poisoned, 6, &sp_y));
+    CHECK(h_add(&h, 3, prompts[2], prompt_len[2], &sp_z));
+    struct pl_outputs out = {0};
+    pl_status st;
+    step_poll(&h, &st, &out); /* prefill: each samples its first token */
+    CHECK(st == PL_STATUS_OK);
+    pl_outputs_free(&out);
+    step_poll(&h, &st, &out); /* x's second (last) token; y's detokenizer fails */
+    CHECKF(st == PL_STATUS_OK, "a request's failure failed the step (%d)", st);
+    const struct pl_request_output *x = find_out(&out, "1");
+    const struct pl_request_output *y = find_out(&out, "2");
+    CHECKF(x && x->finished && x->n_outputs == 1 &&
+               x->outputs[0].finish_reason == PL_FINISH_LENGTH && !x->error,
+           "the request that ended in the failing step is not reported ended after it");
+    CHECK(y && y->finished && y->error && strstr(y->error, "poisoned detokenizer") &&
+          y->error_status == PL_STATUS_NO_MEMORY && y->n_outputs == 1 &&
+          y->outputs[0].finish_reason == PL_FINISH_ERROR);
+    const struct pl_request_output *z = find_out(&out, "3");
+    CHECK(!z || (!z->finished && !z->error));
+    pl_outputs_free(&out);
+    struct pl_outputs rest = {0};
+    CHECK(h_run(&h, &rest));
+    CHECK(rest.n == 1 && check_greedy(find_out(&rest, "3"), 2, 12));
+    struct pl_engine_stats es;
+    pl_engine_get_stats(h.e, &es);
+    CHECK(es.sched.blocks.n_blocks_used == 0);
+    CHECK(!pl_engine_has_pending(h.e));
+    pl_outputs_free(&rest);
+    h_fini(&h);
+}
+
+/* A model whose runs fail while fail_runs > 0 (a broken backend), else the fake's. */
+struct failing_model {
+    struct test_model *m;
+    int fail_runs;
+};
+
+static pl_status failing_run(void *ctx, const struct pl_batch *b, float *logits,
+                             struct pl_err *err)
+{
+    struct failing_model *f = ctx;
+    if (f->fail_runs > 0) {
+        f->fail_runs--;
+        return pl_err_set(err, PL_STATUS_INTERNAL, "device lost (injected)");
+    }
+    return tm_run(f->m, b, logits, err);
+}
+
+static pl_status failing_run_sample(void *ctx, const struct pl_batch *b, const int32_t *row_src,
+                                    int n_rows, const struct pl_sampler_row *rows,
+                                    const double *uniforms, struct pl_sample_result *results,
+                                    struct pl_err *err)
+{
+    struct failing_model *f = ctx;
+    if (f->fail_runs > 0) {
+        f->fail_runs--;
+        return pl_err_set(err, PL_STATUS_INTERNAL, "device lost (injected)");
+    }
+    return tm_run_sample(f->m, b, row_src, n_rows, rows, uniforms, results, err);
+}
+
+static pl_status failing_copy(void *ctx, const struct pl_block_copy *c, int n, struct pl_err *err)
+{
+    return tm_copy(((struct failing_model *)ctx)->m, c, n, err);
+}
+
+/*
+ * A step whose model run fails ends exactly the requests that step ran, with an
+ * error (not "abort", not a normal finish), in the poll right after it; a request
+ * still waiting is untouched and later runs to its reference output; the blocks
+ * of the failed ones are freed. An n > 1 request failed before its samples were
+ * forked ends cleanly too.
+ */
+static void test_step_failure_fails_its_requests(void)
+{
+    struct cfg c = CFG_BIG;
+    c.max_seqs = 2; /* two run, the third waits */
+    struct failing_model fm = {0};
+    struct pl_engine_model im = {&fm, TM_VOCAB, 0, failing_run, failing_copy,
+                                 g_backend_sampling ? failing_run_sample : NULL, 0};
+    struct harness h;
+    REQUIRE(h_init_with(&h, &c, 0, &im, NULL));
+    fm.m = &h.m;
+    struct pl_sampling_params sp;
+    greedy_params(&sp, 8);
+    CHECK(h_add(&h, 1, prompts[0], prompt_len[0], &sp));
+    CHECK(h_add(&h, 2, prompts[1], prompt_len[1], &sp));
+    CHECK(h_add(&h, 3, prompts[2], prompt_len[2], &sp));
+    struct pl_outputs out = {0};
+    pl_status st;
+    step_poll(&h, &st, &out);
+    CHECK(st == PL_STATUS_OK);
+    CHECK(!find_out(&out, "3")); /* waiting */
+    pl_outputs_free(&out);
+    fm.fail_runs = 1;
+    step_poll(&h, &st, &out);
+    CHECK(st == PL_STATUS_INTERNAL);
+    for (int i = 1; i <= 2; i++) {
+        char name[8];
+        snprintf(name, sizeof(name), "%d", i);
+        const struct pl_request_output *o = find_out(&out, name);
+        CHECKF(o && o->finished && o->error && strstr(o->error, "device lost") &&
+                   o->error_status == PL_STATUS_INTERNAL && o->n_outputs == 1 &&
+                   o->outputs[0].finish_reason == PL_FINISH_ERROR,
+               "request %d: not ended with the step's error", i);
+    }
+    CHECK(!find_out(&out, "3"));
+    pl_outputs_free(&out);
+    struct pl_outputs rest = {0};
+    CHECK(h_run(&h, &rest));
+    CHECK(rest.n == 1 && check_greedy(find_out(&rest, "3"), 2, 8));
+    pl_outputs_free(&rest);
+    struct pl_engine_stats es;
+    pl_engine_get_stats(h.e, &es);
+    CHECK(es.sched.blocks.n_blocks_used == 0);
+
+    /* n = 2, failing at its first (prefill) step, before the fork */
+    struct pl_sampling_params sn;
+    pl_sampling_params_default(&sn);
+    sn.n = 2;
+    sn.has_seed = true;
+    sn.seed = 5;
+    sn.max_tokens = 4;
+    CHECK(h_add(&h, 4, prompts[3], prompt_len[3], &sn));
+    fm.fail_runs = 1;
+    step_poll(&h, &st, &out);
+    CHECK(st == PL_STATUS_INTERNAL);
+    const struct pl_request_output *o = find_out(&out, "4");
+    CHECK(o && o->finished && o->error && o->n_outputs >= 1);
+    for (int k = 0; o && k < o->n_outputs; k++)
+        CHECK(o->outputs[k].finish_reason == PL_FINISH_ERROR);
+    pl_outputs_free(&out);
+    CHECK(!pl_engine_has_unfinished(h.e) && !pl_engine_has_pending(h.e));
+    pl_engine_get_stats(h.e, &es);
+    CHECK(es.sched.blocks.n_blocks_used == 0);
+    h_fini(&h);
+}
+
+/* pl_detok behind the engine's interface (as llm.c plugs it in). */
+static pl_status real_detok_init(void *ctx, const int32_t *prompt, int n_prompt, bool skip,
+                                 void **state, struct pl_err *err)
+{
+    struct pl_detok *d = calloc(1, sizeof(*d));
+    pl_status st = pl_detok_init(d, ctx, prompt, n_prompt, skip, err);
+    if (st != PL_STATUS_OK)
+        free(d);
+    else
+        *state = d;
+    return st;
+}
+
+static pl_status real_detok_push(void *state, int32_t id, char **text, size_t *len,
+                                 struct pl_err *err)
+{
+    return pl_detok_push(state, id, text, len, err);
+}
+
+static pl_status real_detok_flush(void *state, char **text, size_t *len, struct pl_err *err)
+{
+    return pl_detok_flush(state, text, len, err);
+}
+
+static void real_detok_fini(void *state)
+{
+    pl_detok_fini(state);
+    free(state);
+}
+
+/* Runs request 2 greedily (ignore_eos) under dt, alone or beside request 1, which
+ * can only sample the gap id; returns the outputs. */
+static void run_gap_batch(const struct pl_engine_detok *dt, bool with_gap, int32_t gap,
+                          struct pl_outputs *out)
+{
+    struct harness h;
+    REQUIRE(h_init_with(&h, &CFG_BIG, 0, NULL, dt));
+    struct pl_sampling_params sb;
+    greedy_params(&sb, 10);
+    sb.ignore_eos = true;
+    if (with_gap) {
+        struct pl_sampling_params sa;
+        pl_sampling_params_default(&sa);
+        sa.temperature = 1.0f;
+        sa.max_tokens = 6;
+        sa.ignore_eos = true;
+        sa.allowed_token_ids = &gap;
+        sa.n_allowed_token_ids = 1;
+        CHECK(h_add(&h, 1, prompts[0], prompt_len[0], &sa));
+    }
+    CHECK(h_add(&h, 2, prompts[1], prompt_len[1], &sb));
+    CHECK(h_run(&h, out));
+    CHECK(h.m.n_errors == 0);
+    h_fini(&h);
+}
+
+/*
+ * The model's vocab (TM_VOCAB rows) is padded past the tokenizer (a byte-level
+ * BPE of fewer ids), as Qwen's is: a request forced onto an id in the gap
+ * (allowed_token_ids; random weights or logit_bias reach it the same way) gets
+ * "" for it and ends normally, and the request beside it finishes exactly as it
+ * does alone.
+ */
+static void test_gap_token_decodes_empty(void)
+{
+    char dir[] = "/tmp/pl_engine_gap_XXXXXX";
+    REQUIRE(mkdtemp(dir));
+    struct pl_tiny_tokenizer_info info;
+    struct pl_err err;
+    struct pl_tokenizer *tok = NULL;
+    REQUIRE(pl_tiny_tokenizer_write(dir, 100, &info, &err) == PL_STATUS_OK);
+    REQUIRE(pl_tokenizer_load(dir, &tok, &err) == PL_STATUS_OK);
+    char path[600];
+    snprintf(path, sizeof(path), "%s/tokenizer.json", dir);
+    unlink(path);
+    snprintf(path, sizeof(path), "%s/tokenizer_config.json", dir);
+    unlink(path);
+    rmdir(dir);
+    int n_tok = pl_tokenizer_vocab_size(tok);
+    REQUIRE(n_tok < TM_VOCAB - 10);
+    int32_t gap = (int32_t)n_tok + 5;
+    struct pl_engine_detok dt = {tok, real_detok_init, real_detok_push, real_detok_flush,
+                                 real_detok_fini};
+    struct pl_outputs both = {0}, alone = {0};
+    run_gap_batch(&dt, true, gap, &both);
+    run_gap_batch(&dt, false, gap, &alone);
+    const struct pl_request_output *a = find_out(&both, "1");
+    CHECKF(a && a->finished && !a->error && a->n_outputs == 1, "gap request: %s",
+           a && a->error ? a->error : "missing");
+    if (a && a->n_outputs == 1) {
+        const struct pl_completion_output *c = &a->outputs[0];
+        CHECK(c->finish_reason == PL_FINISH_LENGTH && c->n_token_ids == 6);
+        for (int t = 0; t < c->n_token_ids; t++)
+            CHECK(c->token_ids[t] == gap);
+        CHECK(c->text_len == 0 && !strcmp(c->text, ""));
+    }
+    const struct pl_request_output *b = find_out(&both, "2");
+    const struct pl_request_output *b1 = find_out(&alone, "2");
+    REQUIRE(b && b1 && b->n_outputs == 1 && b1->n_outputs == 1);
+    const struct pl_completion_output *cb = &b->outputs[0], *cb1 = &b1->outputs[0];
+    CHECK(!b->error && cb->finish_reason == PL_FINISH_LENGTH && cb->n_token_ids == 10);
+    CHECK(cb->n_token_ids == cb1->n_token_ids &&
+          !memcmp(cb->token_ids, cb1->token_ids, sizeof(int32_t) * (size_t)cb->n_token_ids));
+    CHECK(cb->text_len == cb1->text_len && !strcmp(cb->text, cb1->text));
+    pl_outputs_free(&both);
+    pl_outputs_free(&alone);
+    pl_tokenizer_free(tok);
+}
+
 static void run_suite(void)
 {
     PL_RUN(test_greedy_alone_and_batched);
@@ -811,6 +1147,9 @@ static void run_suite(void)
     PL_RUN(test_abort_frees_blocks);
     PL_RUN(test_refusals);
     PL_RUN(test_soak);
+    PL_RUN(test_request_failure_is_isolated);
+    PL_RUN(test_step_failure_fails_its_requests);
+    PL_RUN(test_gap_token_decodes_empty);
 }
 
 int main(void)

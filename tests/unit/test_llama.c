@@ -1,233 +1,28 @@
 /*
  * test_llama.c -- the decoder on tiny in-memory models.
  *
- * 1. Against an independent naive forward written here in double: full
- *    causal attention over contiguous K/V (no paging, no KV cache), rope from
- *    the textbook formula, for Llama (bf16), Qwen2 biases (f16), Qwen3 q/k
+ * 1. Against the independent naive forward of ref_forward.h (double: full
+ *    causal attention over contiguous K/V, no paging, no KV cache, rope from
+ *    the textbook formula), for Llama (bf16), Qwen2 biases (f16), Qwen3 q/k
  *    norms (f32), Mistral sliding window and tied embeddings.
  * 2. Batch invariance: one sequence's logits at every position are the same
  *    (within 1e-4) when run alone, batched with other sequences, prefilled in
  *    chunks of various sizes, decoded one token at a time, with shuffled block
  *    assignments and block sizes 8, 16 and 32.
- * 3. Bad batches (out-of-range block or token id) are refused, not run.
+ *    The same forward also returns the final hidden states of chosen rows
+ *    (pooling), checked against the reference's, for every architecture.
+ * 3. Bad batches (out-of-range block or token id, more hidden rows than
+ *    tokens) are refused, not run.
  */
 #include "backend/backend.h"
 #include "engine/model_runner.h"
 #include "test.h"
 #include "tiny_model.h"
+#include "ref_forward.h"
 
 #define MAX_T 256
 #define MAX_S 8
 #define MBPS 16
-
-/* ---- naive reference forward (double, contiguous) --------------------------------------- */
-
-static double wget(const struct pl_weight *w, size_t i) { return pl_dtype_get_f32(w->data, w->dtype, i); }
-
-static void ref_rmsnorm(double *y, const double *x, int d, const struct pl_weight *w, double eps)
-{
-    double ss = 0;
-    for (int i = 0; i < d; i++)
-        ss += x[i] * x[i];
-    double inv = 1.0 / sqrt(ss / d + eps);
-    for (int i = 0; i < d; i++)
-        y[i] = wget(w, (size_t)i) * x[i] * inv;
-}
-
-/* y[rows] = W x (+ b) */
-static void ref_linear(double *y, const double *x, const struct pl_weight *w, const struct pl_weight *b)
-{
-    for (int64_t r = 0; r < w->rows; r++) {
-        double s = b && b->data ? wget(b, (size_t)r) : 0.0;
-        for (int64_t c = 0; c < w->cols; c++)
-            s += wget(w, (size_t)(r * w->cols + c)) * x[c];
-        y[r] = s;
-    }
-}
-
-static void ref_rope(double *v, int hd, int pos, double theta)
-{
-    /* (rotates all head_dim dims: the test models use no partial rotary) */
-    int half = hd / 2;
-    for (int i = 0; i < half; i++) {
-        double a = pos / pow(theta, 2.0 * i / hd);
-        double x1 = v[i], x2 = v[i + half];
-        v[i] = x1 * cos(a) - x2 * sin(a);
-        v[i + half] = x2 * cos(a) + x1 * sin(a);
-    }
-}
-
-/* The gated MLP (gate, up, down) of one token into o[hid]. */
-static void ref_mlp(double *o, const double *xn, const struct pl_weight *wg,
-                    const struct pl_weight *wu, const struct pl_weight *wd, int inter, bool gelu)
-{
-    double *g = malloc(sizeof(double) * (size_t)inter), *u = malloc(sizeof(double) * (size_t)inter);
-    ref_linear(g, xn, wg, NULL);
-    ref_linear(u, xn, wu, NULL);
-    for (int i = 0; i < inter; i++) {
-        if (gelu)
-            g[i] = 0.5 * g[i] * (1.0 + tanh(sqrt(2.0 / M_PI) * (g[i] + 0.044715 * g[i] * g[i] * g[i]))) *
-                   u[i];
-        else
-            g[i] = g[i] / (1.0 + exp(-g[i])) * u[i];
-    }
-    ref_linear(o, g, wd, NULL);
-    free(g), free(u);
-}
-
-/* The sparse MoE block as transformers computes it: softmax, top-k, optional renorm,
- * weighted sum of the experts (+ the sigmoid-gated shared expert). */
-static void ref_moe(double *o, const double *xn, const struct pl_model_config *c,
-                    const struct pl_layer_weights *L, int hid)
-{
-    const int E = c->n_experts, K = c->n_experts_per_tok;
-    double p[16], sum = 0, mx = -1e300, *eo = malloc(sizeof(double) * (size_t)hid);
-    bool used[16] = {false};
-    ref_linear(p, xn, &L->router, NULL);
-    for (int e = 0; e < E; e++)
-        mx = fmax(mx, p[e]);
-    for (int e = 0; e < E; e++)
-        sum += (p[e] = exp(p[e] - mx));
-    for (int e = 0; e < E; e++)
-        p[e] /= sum;
-    int ids[16];
-    double w[16], wsum = 0;
-    for (int k = 0; k < K; k++) {
-        int best = -1;
-        for (int e = 0; e < E; e++)
-            if (!used[e] && (best < 0 || p[e] > p[best]))
-                best = e;
-        used[best] = true;
-        ids[k] = best;
-        wsum += (w[k] = p[best]);
-    }
-    for (int i = 0; i < hid; i++)
-        o[i] = 0;
-    for (int k = 0; k < K; k++) {
-        const struct pl_expert_weights *x = &L->experts[ids[k]];
-        ref_mlp(eo, xn, &x->w_gate, &x->w_up, &x->w_down, c->moe_intermediate_size,
-                c->act == PL_ACT_GELU_TANH);
-        for (int i = 0; i < hid; i++)
-            o[i] += (c->norm_topk_prob ? w[k] / wsum : w[k]) * eo[i];
-    }
-    if (c->shared_expert_intermediate_size > 0) {
-        double gl;
-        ref_linear(&gl, xn, &L->sh_router, NULL);
-        ref_mlp(eo, xn, &L->sh_gate, &L->sh_up, &L->sh_down, c->shared_expert_intermediate_size,
-                false);
-        for (int i = 0; i < hid; i++)
-            o[i] += eo[i] / (1.0 + exp(-gl));
-    }
-    free(eo);
-}
-
-/* logits[len, vocab] for every position of toks. */
-static void ref_forward(const struct tiny_model *tm, const int32_t *toks, int len, double *logits)
-{
-    const struct pl_model_config *c = &tm->cfg;
-    int hid = c->hidden_size, hd = c->head_dim, nh = c->n_heads, nkv = c->n_kv_heads;
-    int qd = nh * hd, kvd = nkv * hd, inter = c->intermediate_size;
-    double *X = calloc((size_t)len * hid, sizeof(double)), *xn = malloc(sizeof(double) * hid);
-    double *Q = malloc(sizeof(double) * len * qd), *K = malloc(sizeof(double) * len * kvd);
-    double *V = malloc(sizeof(double) * len * kvd), *A = malloc(sizeof(double) * qd);
-    double *o = malloc(sizeof(double) * hid), *g = malloc(sizeof(double) * inter);
-    double *u = malloc(sizeof(double) * inter), *sc = malloc(sizeof(double) * len);
-    const bool sandwich = c->arch == PL_TEST_ARCH_GEMMA2 || c->arch == PL_TEST_ARCH_GEMMA3;
-    for (int t = 0; t < len; t++)
-        for (int i = 0; i < hid; i++) {
-            X[t * hid + i] = wget(&tm->w.embed, (size_t)toks[t] * hid + i);
-            if (c->embed_scale != 0) /* Gemma: rounded to fp32 like the activations */
-                X[t * hid + i] = (float)X[t * hid + i] * c->embed_scale;
-        }
-    for (int l = 0; l < c->n_layers; l++) {
-        const struct pl_layer_weights *L = &tm->w.layers[l];
-        int window = c->layer_sliding_window[l];
-        double theta = window > 0 && c->has_local_rope ? c->rope_local.theta : c->rope.theta;
-        double scale = c->attn_scale > 0 ? c->attn_scale : 1.0 / sqrt((double)hd);
-        for (int t = 0; t < len; t++) {
-            ref_rmsnorm(xn, X + t * hid, hid, &L->attn_norm, c->rms_norm_eps);
-            ref_linear(Q + t * qd, xn, &L->wq, c->attention_bias ? &L->bq : NULL);
-            ref_linear(K + t * kvd, xn, &L->wk, c->attention_bias ? &L->bk : NULL);
-            ref_linear(V + t * kvd, xn, &L->wv, c->attention_bias ? &L->bv : NULL);
-            for (int h = 0; h < nh; h++) {
-                if (c->qk_norm)
-                    ref_rmsnorm(Q + t * qd + h * hd, Q + t * qd + h * hd, hd, &L->q_norm, c->rms_norm_eps);
-                ref_rope(Q + t * qd + h * hd, hd, t, theta);
-            }
-            for (int h = 0; h < nkv; h++) {
-                if (c->qk_norm)
-                    ref_rmsnorm(K + t * kvd + h * hd, K + t * kvd + h * hd, hd, &L->k_norm, c->rms_norm_eps);
-                ref_rope(K + t * kvd + h * hd, hd, t, theta);
-            }
-        }
-        for (int t = 0; t < len; t++) {
-            for (int h = 0; h < nh; h++) {
-                int kh = h / (nh / nkv);
-                double mx = -1e300, sum = 0;
-                for (int s = 0; s <= t; s++) {
-                    double d = 0;
-                    for (int i = 0; i < hd; i++)
-                        d += Q[t * qd + h * hd + i] * K[s * kvd + kh * hd + i];
-                    sc[s] = d * scale;
-                    if (c->attn_softcap > 0)
-                        sc[s] = tanh(sc[s] / c->attn_softcap) * c->attn_softcap;
-                    bool in_window = window == 0 || s > t - window;
-                    if (!in_window)
-                        sc[s] = -INFINITY;
-                    if (sc[s] > mx)
-                        mx = sc[s];
-                }
-                for (int i = 0; i < hd; i++)
-                    A[h * hd + i] = 0;
-                for (int s = 0; s <= t; s++) {
-                    double p = exp(sc[s] - mx);
-                    sum += p;
-                    for (int i = 0; i < hd; i++)
-                        A[h * hd + i] += p * V[s * kvd + kh * hd + i];
-                }
-                for (int i = 0; i < hd; i++)
-                    A[h * hd + i] /= sum;
-            }
-            ref_linear(o, A, &L->wo, NULL);
-            if (sandwich)
-                ref_rmsnorm(o, o, hid, &L->attn_post_norm, c->rms_norm_eps);
-            for (int i = 0; i < hid; i++)
-                X[t * hid + i] += o[i];
-        }
-        for (int t = 0; t < len; t++) {
-            ref_rmsnorm(xn, X + t * hid, hid, &L->ffn_norm, c->rms_norm_eps);
-            if (c->layer_moe[l]) {
-                ref_moe(o, xn, c, L, hid);
-                for (int i = 0; i < hid; i++)
-                    X[t * hid + i] += o[i];
-                continue;
-            }
-            ref_linear(g, xn, &L->w_gate, NULL);
-            ref_linear(u, xn, &L->w_up, NULL);
-            for (int i = 0; i < inter; i++) {
-                if (c->act == PL_ACT_GELU_TANH)
-                    g[i] = 0.5 * g[i] *
-                           (1.0 + tanh(sqrt(2.0 / M_PI) * (g[i] + 0.044715 * g[i] * g[i] * g[i]))) *
-                           u[i];
-                else
-                    g[i] = g[i] / (1.0 + exp(-g[i])) * u[i];
-            }
-            ref_linear(o, g, &L->w_down, NULL);
-            if (sandwich)
-                ref_rmsnorm(o, o, hid, &L->ffn_post_norm, c->rms_norm_eps);
-            for (int i = 0; i < hid; i++)
-                X[t * hid + i] += o[i];
-        }
-    }
-    for (int t = 0; t < len; t++) {
-        ref_rmsnorm(xn, X + t * hid, hid, &tm->w.final_norm, c->rms_norm_eps);
-        double *lg = logits + (size_t)t * c->vocab_size;
-        ref_linear(lg, xn, &tm->w.lm_head, NULL);
-        for (int v = 0; c->final_softcap > 0 && v < c->vocab_size; v++)
-            lg[v] = tanh(lg[v] / c->final_softcap) * c->final_softcap;
-    }
-    free(X), free(xn), free(Q), free(K), free(V), free(A), free(o), free(g), free(u), free(sc);
-}
 
 /* ---- a tiny paged driver ---------------------------------------------------------------- */
 
@@ -264,9 +59,18 @@ static void tpool_init(struct tpool *p, int n_blocks, bool shuffle)
         }
 }
 
-/* One forward over seqs[i] advancing by n_new[i] tokens; logits for every new token. */
+/* What a step also asks for: the final hidden states of batch rows (pooling). */
+struct thidden {
+    const int32_t *rows;
+    int n;
+    float *out; /* [n, hidden] */
+};
+
+/* One forward over seqs[i] advancing by n_new[i] tokens; logits for every new token, and
+ * hidden states when hid is not NULL. */
 static pl_status tstep(struct pl_model *m, struct pl_kv_cache *kv, struct tpool *pool,
-                       struct tseq **seqs, const int *n_new, int n, float *logits)
+                       struct tseq **seqs, const int *n_new, int n, float *logits,
+                       const struct thidden *hid)
 {
     static int32_t ids[MAX_T], pos[MAX_T], slots[MAX_T], lens[MAX_T], rows[MAX_T];
     static int32_t cu[MAX_S + 1], ctx[MAX_S], tables[MAX_S * MBPS];
@@ -300,6 +104,11 @@ static pl_status tstep(struct pl_model *m, struct pl_kv_cache *kv, struct tpool 
         .max_blocks_per_seq = MBPS, .max_q_len = max_q, .max_context_len = max_ctx,
         .logits_rows = rows, .n_logits = T,
     };
+    if (hid) {
+        b.hidden_rows = (int32_t *)hid->rows;
+        b.n_hidden = hid->n;
+        b.hidden = hid->out;
+    }
     struct pl_err err;
     pl_status st = pl_model_forward(m, &b, kv, logits, &err);
     if (st != PL_STATUS_OK)
@@ -352,8 +161,16 @@ static void check_against_naive(const struct tiny_opts *o, const char *name)
     struct tseq s = {toks, 37, 0, {0}, 0};
     struct tseq *sp = &s;
     int n_new = 37;
-    REQUIRE(tstep(r.m, &r.kv, &r.pool, &sp, &n_new, 1, got) == PL_STATUS_OK);
-    ref_forward(&r.tm, toks, 37, ref);
+    /* pooling rows in the same forward: any order, repeats allowed */
+    const int H = r.tm.cfg.hidden_size;
+    const int32_t hrows[5] = {36, 0, 17, 5, 36};
+    float *got_h = malloc(sizeof(float) * 5 * (size_t)H);
+    double *ref_h = malloc(sizeof(double) * 37 * (size_t)H);
+    for (int i = 0; i < 5 * H; i++)
+        got_h[i] = NAN;
+    const struct thidden hid = {hrows, 5, got_h};
+    REQUIRE(tstep(r.m, &r.kv, &r.pool, &sp, &n_new, 1, got, &hid) == PL_STATUS_OK);
+    ref_forward_ex(&r.tm, toks, 37, ref, ref_h);
     double max_err = 0;
     for (int i = 0; i < 37 * V; i++) {
         double e = fabs(got[i] - ref[i]) / (1.0 + fabs(ref[i]));
@@ -361,7 +178,18 @@ static void check_against_naive(const struct tiny_opts *o, const char *name)
             max_err = e;
     }
     CHECKF(max_err < 1e-4, "%s: max relative logit error %g", name, max_err);
-    free(got), free(ref);
+    /* the final hidden states come from the runner's shared final-norm path, for every
+     * architecture (pooling requests, embeddings) */
+    double max_h = 0;
+    for (int k = 0; k < 5; k++)
+        for (int i = 0; i < H; i++) {
+            double want = ref_h[(size_t)hrows[k] * H + i], g = got_h[(size_t)k * H + i];
+            double e = isnan(g) ? INFINITY : fabs(g - want) / (1.0 + fabs(want));
+            if (e > max_h)
+                max_h = e;
+        }
+    CHECKF(max_h < 1e-4, "%s: max relative hidden-state error %g", name, max_h);
+    free(got), free(ref), free(got_h), free(ref_h);
     rig_fini(&r);
 }
 
@@ -431,7 +259,7 @@ static bool run_schedule(const struct tiny_opts *o, int bs, bool shuffle, const 
         for (int i = 0; i < n; i++)
             if (order[i] == &tgt)
                 tgt_new = n_new[i];
-        if (tstep(r.m, &r.kv, &r.pool, order, n_new, n, lg) != PL_STATUS_OK) {
+        if (tstep(r.m, &r.kv, &r.pool, order, n_new, n, lg, NULL) != PL_STATUS_OK) {
             ok = false;
             break;
         }
@@ -500,6 +328,15 @@ static void test_bad_batches_refused(void)
     table[0] = 0, slots[0] = 0, slots[1] = 2; /* slot does not match the block table */
     CHECK(pl_model_forward(r.m, &b, &r.kv, logits, &err) == PL_STATUS_INTERNAL);
     CHECK(strstr(err.msg, "slot") != NULL);
+    slots[1] = 1;
+    /* more hidden rows than tokens: the row indices would overrun the runner's row buffer */
+    int32_t hrows[3] = {0, 1, 1};
+    float hidden[3 * 64];
+    b.hidden_rows = hrows, b.hidden = hidden, b.n_hidden = 3;
+    CHECK(pl_model_forward(r.m, &b, &r.kv, logits, &err) == PL_STATUS_INVALID_ARGUMENT);
+    CHECKF(strstr(err.msg, "hidden rows") != NULL, "%s", err.msg);
+    b.n_hidden = 2;
+    CHECKF(pl_model_forward(r.m, &b, &r.kv, logits, &err) == PL_STATUS_OK, "%s", err.msg);
     rig_fini(&r);
 }
 

@@ -521,11 +521,160 @@ static void test_parallel_sampling_cow(void)
     pl_test_rm_tree(tmpl);
 }
 
+/* Removes a model directory written by pl_tiny_model_write (flat). */
+static void rm_dir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    while (d && (de = readdir(d)) != NULL) {
+        if (de->d_name[0] == '.')
+            continue;
+        char path[1024];
+        snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+        unlink(path);
+    }
+    if (d)
+        closedir(d);
+    rmdir(dir);
+}
+
+/*
+ * A model whose vocab (1024 rows) is padded past its tokenizer (960 ids), as
+ * Qwen's: ids in the gap are no ids requests may name -- refused in prompts,
+ * logit_bias and allowed_token_ids by generate and the request interface alike,
+ * with the field and id named -- while ids the tokenizer has are fine, and a
+ * gap id decodes to "".
+ */
+static void test_padded_vocab(void)
+{
+    char dir[] = "/tmp/pl_llm_padded_XXXXXX";
+    REQUIRE(mkdtemp(dir));
+    struct pl_err err;
+    REQUIRE(pl_tiny_model_write("default-padded", dir, &err) == PL_STATUS_OK);
+    struct pl_llm *llm = open_llm(dir, 16, 0, 256, 16, 128);
+    REQUIRE(llm);
+    CHECK(pl_llm_vocab_size(llm) == 1024);
+    CHECK(pl_llm_token_id_exists(llm, 0) && pl_llm_token_id_exists(llm, 959));
+    CHECK(!pl_llm_token_id_exists(llm, 960) && !pl_llm_token_id_exists(llm, 1023) &&
+          !pl_llm_token_id_exists(llm, 1024) && !pl_llm_token_id_exists(llm, -1));
+    char *text = NULL;
+    CHECK(pl_llm_decode(llm, (const int32_t[]){1000}, 1, true, &text) == PL_STATUS_OK);
+    CHECK(text && !strcmp(text, ""));
+    pl_free(text);
+
+    struct pl_sampling_params sp;
+    pl_llm_default_sampling_params(llm, &sp);
+    sp.temperature = 0;
+    sp.max_tokens = 2;
+    struct pl_outputs out;
+    int32_t gap_prompt[] = {5, 1000};
+    struct pl_prompt pr = {NULL, gap_prompt, 2};
+    CHECK(pl_llm_generate(llm, &pr, 1, &sp, 1, &out) == PL_STATUS_INVALID_ARGUMENT);
+    CHECKF(strstr(pl_llm_errmsg(llm), "prompt") && strstr(pl_llm_errmsg(llm), "1000"), "%s",
+           pl_llm_errmsg(llm));
+    CHECK(out.n == 0);
+    CHECK(pl_llm_add_request(llm, "g", &pr, &sp) == PL_STATUS_INVALID_ARGUMENT);
+    struct pl_prompt hi = {"hi", NULL, 0};
+    struct pl_logit_bias bias = {1000, 100.0f};
+    sp.logit_bias = &bias;
+    sp.n_logit_bias = 1;
+    CHECK(pl_llm_generate(llm, &hi, 1, &sp, 1, &out) == PL_STATUS_INVALID_ARGUMENT);
+    CHECKF(strstr(pl_llm_errmsg(llm), "logit_bias") && strstr(pl_llm_errmsg(llm), "1000"), "%s",
+           pl_llm_errmsg(llm));
+    CHECK(pl_llm_add_request(llm, "g", &hi, &sp) == PL_STATUS_INVALID_ARGUMENT);
+    CHECK(strstr(pl_llm_errmsg(llm), "logit_bias") != NULL);
+    sp.logit_bias = NULL;
+    sp.n_logit_bias = 0;
+    int32_t allowed[] = {7, 1023};
+    sp.allowed_token_ids = allowed;
+    sp.n_allowed_token_ids = 2;
+    CHECK(pl_llm_generate(llm, &hi, 1, &sp, 1, &out) == PL_STATUS_INVALID_ARGUMENT);
+    CHECK(strstr(pl_llm_errmsg(llm), "allowed_token_ids") &&
+          strstr(pl_llm_errmsg(llm), "1023"));
+    /* ids the tokenizer has */
+    allowed[1] = 959;
+    bias.token_id = 959;
+    sp.logit_bias = &bias;
+    sp.n_logit_bias = 1;
+    gap_prompt[1] = 959;
+    CHECK(pl_llm_generate(llm, &pr, 1, &sp, 1, &out) == PL_STATUS_OK);
+    CHECK(out.n == 1 && out.items[0].n_outputs == 1 && !out.items[0].error);
+    pl_outputs_free(&out);
+    pl_llm_free(llm);
+    rm_dir(dir);
+}
+
+/*
+ * A backend failure in the steps of one prompt (the test hook fails runs whose
+ * batch holds token 77; one sequence per step keeps the prompts apart): generate
+ * returns the failure, naming the prompt, yet every prompt has its output -- the
+ * failed one with the error and finish "error", the other complete and equal to
+ * what it gives alone. The request interface reports the failure the same way.
+ */
+static void test_backend_failure_isolated(void)
+{
+    char dir[] = "/tmp/pl_llm_fail_XXXXXX";
+    REQUIRE(mkdtemp(dir));
+    struct pl_err err;
+    REQUIRE(pl_tiny_model_write("default", dir, &err) == PL_STATUS_OK);
+    char hook[600];
+    snprintf(hook, sizeof(hook), "%s/fail-step", dir);
+    FILE *f = fopen(hook, "w");
+    REQUIRE(f);
+    fputs("77\n", f);
+    fclose(f);
+    setenv("PAGELLM_TEST_FAIL_STEP_FILE", hook, 1);
+    struct pl_llm *llm = open_llm(dir, 16, 0, 256, 1, 128);
+    unsetenv("PAGELLM_TEST_FAIL_STEP_FILE");
+    REQUIRE(llm);
+    struct pl_sampling_params sp;
+    pl_llm_default_sampling_params(llm, &sp);
+    sp.temperature = 0;
+    sp.max_tokens = 6;
+    sp.ignore_eos = true;
+    int32_t pa[] = {10, 77, 12}, pb[] = {10, 11, 12};
+    struct pl_prompt prs[2] = {{NULL, pa, 3}, {NULL, pb, 3}};
+    struct pl_outputs alone;
+    REQUIRE(pl_llm_generate(llm, &prs[1], 1, &sp, 1, &alone) == PL_STATUS_OK);
+    struct pl_outputs out;
+    CHECK(pl_llm_generate(llm, prs, 2, &sp, 1, &out) == PL_STATUS_INTERNAL);
+    CHECKF(strstr(pl_llm_errmsg(llm), "prompt 0") &&
+               strstr(pl_llm_errmsg(llm), "backend failure"),
+           "%s", pl_llm_errmsg(llm));
+    REQUIRE(out.n == 2);
+    const struct pl_request_output *a = &out.items[0], *b = &out.items[1];
+    CHECK(a->finished && a->error && strstr(a->error, "backend failure") &&
+          a->error_status == PL_STATUS_INTERNAL && a->n_outputs == 1 &&
+          a->outputs[0].finish_reason == PL_FINISH_ERROR);
+    CHECK(b->finished && !b->error && b->n_outputs == 1 &&
+          b->outputs[0].finish_reason == PL_FINISH_LENGTH);
+    const struct pl_completion_output *cb = &b->outputs[0], *c1 = &alone.items[0].outputs[0];
+    CHECK(cb->n_token_ids == 6 && cb->n_token_ids == c1->n_token_ids &&
+          !memcmp(cb->token_ids, c1->token_ids, sizeof(int32_t) * 6) &&
+          !strcmp(cb->text, c1->text));
+    pl_outputs_free(&out);
+    pl_outputs_free(&alone);
+
+    /* the request interface: the failed step says so, and its request ends with the error */
+    CHECK(pl_llm_add_request(llm, "x", &prs[0], &sp) == PL_STATUS_OK);
+    CHECK(pl_llm_step(llm) == PL_STATUS_INTERNAL);
+    CHECK(!pl_llm_has_unfinished(llm));
+    struct pl_outputs d;
+    REQUIRE(pl_llm_poll(llm, &d) == PL_STATUS_OK);
+    CHECK(d.n == 1 && d.items[0].finished && d.items[0].error &&
+          d.items[0].n_outputs == 1 && d.items[0].outputs[0].finish_reason == PL_FINISH_ERROR);
+    pl_outputs_free(&d);
+    pl_llm_free(llm);
+    rm_dir(dir);
+}
+
 int main(void)
 {
     PL_RUN(test_golden_fixtures);
     PL_RUN(test_default_model);
     PL_RUN(test_beam_search);
     PL_RUN(test_parallel_sampling_cow);
+    PL_RUN(test_padded_vocab);
+    PL_RUN(test_backend_failure_isolated);
     return pl_test_summary();
 }

@@ -60,8 +60,6 @@ static void test_bad_bodies(void)
     expect_error(PL_OPENAI_COMPLETION, "{\"prompt\": ", 400, "", "invalid JSON");
     expect_error(PL_OPENAI_COMPLETION, "[1,2]", 400, "", "JSON object");
     expect_error(PL_OPENAI_COMPLETION, "{\"prompt\":\"a\",\"prompt\":\"b\"}", 400, "", "duplicate");
-    expect_error(PL_OPENAI_COMPLETION, "{\"prompt\":\"a\",\"bogus_field\":1}", 400, "bogus_field",
-                 "bogus_field");
     expect_error(PL_OPENAI_COMPLETION, "{\"prompt\":\"a\",\"temperature\":\"hot\"}", 400,
                  "temperature", "temperature");
     expect_error(PL_OPENAI_COMPLETION, "{\"prompt\":\"a\",\"temperature\":7}", 400,
@@ -89,9 +87,6 @@ static void test_bad_bodies(void)
                  "suffix");
     expect_error(PL_OPENAI_COMPLETION, "{\"prompt\":\"a\",\"stream_options\":{\"include_usage\":true}}",
                  400, "stream_options", "stream=True");
-    expect_error(PL_OPENAI_COMPLETION,
-                 "{\"prompt\":\"a\",\"stream\":true,\"stream_options\":{\"bogus\":true}}", 400,
-                 "stream_options", "bogus");
     expect_error(PL_OPENAI_COMPLETION, "{\"prompt\":\"a\",\"stream\":\"yes\"}", 400, "stream",
                  "boolean");
     expect_error(PL_OPENAI_COMPLETION, "{\"prompt\":\"a\",\"max_completion_tokens\":3}", 400,
@@ -280,8 +275,115 @@ static void test_chat(void)
                  "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"chat_template\":"
                  "\"{% for %}\"}",
                  400, "chat_template", "chat_template");
-    expect_error(PL_OPENAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"prompt\":\"y\"}",
-                 400, "prompt", "prompt");
+}
+
+/* Runs fn with stderr going to a temporary file; returns what was written (malloc'd). */
+static char *capture_stderr(void (*fn)(void *), void *arg)
+{
+    char path[] = "/tmp/pl_openai_stderr_XXXXXX";
+    int fd = mkstemp(path);
+    if (fd < 0)
+        abort();
+    fflush(stderr);
+    int saved = dup(2);
+    dup2(fd, 2);
+    fn(arg);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    FILE *f = fopen(path, "rb");
+    char *buf = calloc(1, 65536);
+    size_t n = f ? fread(buf, 1, 65535, f) : 0;
+    buf[n] = '\0';
+    if (f)
+        fclose(f);
+    close(fd);
+    unlink(path);
+    return buf;
+}
+
+struct parse_job {
+    enum pl_openai_kind kind;
+    const char *body;
+    struct pl_openai_request r;
+    struct pl_openai_error e;
+    pl_status st;
+};
+
+static void run_parse(void *arg)
+{
+    struct parse_job *j = arg;
+    j->st = parse(j->kind, j->body, &j->r, &j->e);
+}
+
+static int count_of(const char *hay, const char *needle)
+{
+    int n = 0;
+    for (const char *p = hay; (p = strstr(p, needle)) != NULL; p++)
+        n++;
+    return n;
+}
+
+/* vLLM's leniency: fields the request model does not know are ignored with one warning per
+ * request naming them; known fields keep their type checks. */
+static void test_unknown_fields_ignored(void)
+{
+    struct parse_job plain = {.kind = PL_OPENAI_COMPLETION,
+                              .body = "{\"prompt\":\"abc\",\"max_tokens\":5,\"temperature\":0.5}"};
+    struct parse_job extra = {
+        .kind = PL_OPENAI_COMPLETION,
+        .body = "{\"prompt\":\"abc\",\"store\":false,\"metadata\":{\"k\":\"v\"},"
+                "\"service_tier\":\"auto\",\"max_tokens\":5,\"bogus\":[1,2],"
+                "\"temperature\":0.5,\"user\":\"u1\"}"};
+    char *log_plain = capture_stderr(run_parse, &plain);
+    char *log_extra = capture_stderr(run_parse, &extra);
+    CHECKF(plain.st == PL_STATUS_OK && extra.st == PL_STATUS_OK, "%s / %s", plain.e.message,
+           extra.e.message);
+    if (plain.st == PL_STATUS_OK && extra.st == PL_STATUS_OK) {
+        CHECK(extra.r.n_prompts == 1 && extra.r.prompts[0].n_ids == plain.r.prompts[0].n_ids &&
+              !memcmp(extra.r.prompts[0].ids, plain.r.prompts[0].ids,
+                      sizeof(int32_t) * (size_t)plain.r.prompts[0].n_ids));
+        CHECK(extra.r.prompts[0].max_tokens == 5 && extra.r.sp.temperature == 0.5f);
+    }
+    CHECKF(!strstr(log_plain, "ignored"), "warned without unknown fields: %s", log_plain);
+    CHECKF(count_of(log_extra, "The following fields were present in the request but ignored") ==
+               1,
+           "one warning per request: %s", log_extra);
+    CHECKF(strstr(log_extra, "'store'") && strstr(log_extra, "'metadata'") &&
+               strstr(log_extra, "'service_tier'") && strstr(log_extra, "'bogus'"),
+           "%s", log_extra);
+    CHECKF(count_of(log_extra, "'store'") == 1 && !strstr(log_extra, "'user'") &&
+               !strstr(log_extra, "'temperature'") && !strstr(log_extra, "'max_tokens'"),
+           "known fields named: %s", log_extra);
+    pl_openai_request_fini(&plain.r);
+    pl_openai_request_fini(&extra.r);
+    free(log_plain);
+    free(log_extra);
+
+    /* known fields of the wrong type are still refused, unknown ones beside them or not */
+    expect_error(PL_OPENAI_COMPLETION, "{\"prompt\":\"a\",\"store\":true,\"temperature\":\"hot\"}",
+                 400, "temperature", "temperature");
+    expect_error(PL_OPENAI_COMPLETION, "{\"prompt\":\"a\",\"metadata\":1,\"user\":5}", 400, "user",
+                 "string");
+    expect_error(PL_OPENAI_CHAT,
+                 "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"store\":false,"
+                 "\"max_completion_tokens\":\"many\"}",
+                 400, "max_completion_tokens", "max_completion_tokens");
+    /* unknown stream_options keys too; the known one still counts */
+    struct pl_openai_request r;
+    struct pl_openai_error e;
+    REQUIRE(parse(PL_OPENAI_COMPLETION,
+                  "{\"prompt\":\"a\",\"stream\":true,\"stream_options\":{\"include_usage\":true,"
+                  "\"bogus\":true}}",
+                  &r, &e) == PL_STATUS_OK);
+    CHECK(r.include_usage);
+    pl_openai_request_fini(&r);
+    /* chat with a completions field: ignored, as vLLM's ChatCompletionRequest does */
+    REQUIRE(parse(PL_OPENAI_CHAT,
+                  "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"prompt\":\"y\","
+                  "\"store\":false,\"service_tier\":\"default\"}",
+                  &r, &e) == PL_STATUS_OK);
+    pl_openai_request_fini(&r);
 }
 
 static void test_sse_and_errors(void)
@@ -389,6 +491,7 @@ int main(void)
     PL_RUN(test_sampling_extras);
     PL_RUN(test_lengths);
     PL_RUN(test_chat);
+    PL_RUN(test_unknown_fields_ignored);
     PL_RUN(test_sse_and_errors);
     pl_openai_free(oai);
     pl_tokenizer_free(tok);

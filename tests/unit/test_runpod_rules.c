@@ -1,6 +1,6 @@
 /*
  * test_runpod_rules.c -- the RunPod worker's pure protocol rules against the
- * values written in shared/specs/runpod-worker.md: URL templating (1.3),
+ * values written in docs/runpod-protocol.md: URL templating (1.3),
  * take-response handling (1.5), the result-post retry policy (1.7), the
  * stream batch-size schedule (4.5, conformance RS7-RS9) and the input-mode
  * rules R1-R9 (5.3, RS2/RS5/RS6/RS13), and the OpenAI-route SSE chunking (4.4,

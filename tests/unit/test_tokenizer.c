@@ -373,13 +373,14 @@ static void test_added_tokens(void)
     CHECK(pl_tokenizer_vocab_size(t) == 9);
     CHECK(!strcmp(pl_tokenizer_id_to_token(t, 4), "bc"));
     CHECK(pl_tokenizer_id_to_token(t, 9) == NULL);
-    /* Out-of-range ids are refused. */
+    /* Ids past the tokenizer decode to nothing (test_decode_vocab_gap); negative ids
+     * are refused. */
     struct pl_err e = {0};
     char *out = NULL;
     size_t len;
-    CHECK(pl_tokenizer_decode(t, (int32_t[]){1, 99}, 2, false, &out, &len, &e) ==
+    CHECK(pl_tokenizer_decode(t, (int32_t[]){1, -99}, 2, false, &out, &len, &e) ==
           PL_STATUS_INVALID_ARGUMENT);
-    CHECK(strstr(e.msg, "99") != NULL);
+    CHECK(strstr(e.msg, "-99") != NULL);
     pl_tokenizer_free(t);
 
     /* lstrip / rstrip / single_word, with the HF documentation's examples:
@@ -585,12 +586,51 @@ static void test_detok(void)
     out = NULL;
     len = 0;
     CHECK(pl_detok_push(&d, 6, &out, &len, &e) == PL_STATUS_OK);
-    CHECK(pl_detok_push(&d, 99, &out, &len, &e) == PL_STATUS_INVALID_ARGUMENT);
+    CHECK(pl_detok_push(&d, -1, &out, &len, &e) == PL_STATUS_INVALID_ARGUMENT);
     CHECK(pl_detok_flush(&d, &out, &len, &e) == PL_STATUS_OK);
     CHECK(out && len == 2 && !memcmp(out, " H", 2));
     free(out);
     pl_detok_fini(&d);
     pl_detok_fini(&d); /* fini twice is harmless */
+    pl_tokenizer_free(t);
+}
+
+/* A model vocab padded past the tokenizer (Qwen: 151936 rows, ~151670 tokens):
+ * an id in the gap has no token and decodes to "", as in transformers and vLLM,
+ * one-shot and streamed, before, between and after real tokens; the prompt may
+ * hold one too. Negative ids are no ids. */
+static void test_decode_vocab_gap(void)
+{
+    const char *json =
+        "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"H\":0,\"i\":1,\"\\u0120\":2,\"\\u00e6\":3,"
+        "\"\\u0139\":4,\"\\u00a5\":5,\"\\u0120H\":6},\"merges\":[]},"
+        "\"decoder\":{\"type\":\"ByteLevel\"}}";
+    struct pl_err e = {0};
+    struct pl_tokenizer *t = load(json, NULL, NULL, &e);
+    REQUIRE(t);
+    REQUIRE(pl_tokenizer_vocab_size(t) == 7);
+    CHECK(pl_tokenizer_has_id(t, 6) && !pl_tokenizer_has_id(t, 7) && !pl_tokenizer_has_id(t, -1));
+    int32_t gap_only[] = {7};
+    CHECK_STR(decode(t, gap_only, 1, false), "");
+    int32_t mixed[] = {100, 0, 1, 151900, 6, 7};
+    CHECK_STR(decode(t, mixed, 6, true), "Hi H");
+    int32_t neg[] = {0, -3};
+    CHECK(decode(t, neg, 2, false) == NULL);
+
+    /* streamed: the same text, a gap id inside a split character does not break it */
+    int32_t gen[] = {0, 9, 3, 4, 12, 5, 6, 1, 1000};
+    struct pl_detok d;
+    int32_t prompt[] = {0, 8};
+    REQUIRE(pl_detok_init(&d, t, prompt, 2, false, &e) == PL_STATUS_OK);
+    char *out = NULL;
+    size_t len = 0;
+    for (int i = 0; i < 9; i++)
+        CHECKF(pl_detok_push(&d, gen[i], &out, &len, &e) == PL_STATUS_OK, "push %d: %s",
+               (int)gen[i], e.msg);
+    CHECK(pl_detok_flush(&d, &out, &len, &e) == PL_STATUS_OK);
+    CHECK(out && len == strlen("H\xE6\x97\xA5 Hi") && !memcmp(out, "H\xE6\x97\xA5 Hi", len));
+    free(out);
+    pl_detok_fini(&d);
     pl_tokenizer_free(t);
 }
 
@@ -606,5 +646,6 @@ int main(void)
     PL_RUN(test_invalid_utf8_input);
     PL_RUN(test_malformed);
     PL_RUN(test_detok);
+    PL_RUN(test_decode_vocab_gap);
     return pl_test_summary();
 }

@@ -511,7 +511,7 @@ static void test_dummy(void)
     tw_rmdir(dir);
 }
 
-/* The Llama-3-8B config kept for the benchmarks parses to the shape BENCHMARKS.md names. */
+/* The Llama-3-8B config kept for the benchmarks parses to the shape docs/benchmarks.md names. */
 static void test_bench_8b_config(void)
 {
     struct pl_model_config cfg;

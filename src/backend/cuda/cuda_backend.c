@@ -694,8 +694,6 @@ static pl_status cuda_sample(struct pl_backend *be, const float *logits, int n_l
         res->logprob = o->logprob;
         res->rank = o->rank;
         res->n_top = o->n_top;
-        memset(res->top_ids, 0, sizeof(res->top_ids)); /* the tail is defined too */
-        memset(res->top_logprobs, 0, sizeof(res->top_logprobs));
         memcpy(res->top_ids, o->top_ids, sizeof(int32_t) * (size_t)o->n_top);
         memcpy(res->top_logprobs, o->top_lp, sizeof(float) * (size_t)o->n_top);
     }

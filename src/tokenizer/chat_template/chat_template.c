@@ -23,20 +23,19 @@ pl_status pl_chat_template_parse(const char *source, size_t len, struct pl_chat_
 {
     *out = NULL;
     if (!source && len)
-        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "chat template: NULL source");
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "NULL source");
     if (len > ((size_t)64 << 20))
-        return pl_err_set(err, PL_STATUS_LIMIT, "chat template: source larger than 64 MiB");
+        return pl_err_set(err, PL_STATUS_LIMIT, "source larger than 64 MiB");
     if (!ct_utf8_valid(source, len))
-        return pl_err_set(err, PL_STATUS_FORMAT, "chat template: source is not valid UTF-8");
+        return pl_err_set(err, PL_STATUS_FORMAT, "source is not valid UTF-8");
     struct pl_chat_template *t = calloc(1, sizeof(*t));
     if (!t)
-        return pl_err_set(err, PL_STATUS_NO_MEMORY, "chat template: out of memory");
+        return pl_err_set(err, PL_STATUS_NO_MEMORY, "out of memory");
     /* tokens and nodes are a bounded multiple of the source size */
     t->arena.cap = ((size_t)8 << 20) + len * 512;
     struct ct_fail f = {.err = err, .arena = &t->arena};
     if (setjmp(f.jb)) {
         pl_status st = f.status;
-        pl_err_prefix(err, "chat template");
         ct_arena_fini(&t->arena);
         free(t);
         return st;
@@ -80,12 +79,12 @@ pl_status pl_chat_template_render(const struct pl_chat_template *t, const json_t
     if (out_len)
         *out_len = 0;
     if (!t)
-        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "chat template: NULL template");
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "NULL template");
     if (context && !json_is_object(context))
-        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "chat template: context must be a JSON object");
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "context must be a JSON object");
     struct ct_vm *vm = calloc(1, sizeof(*vm));
     if (!vm)
-        return pl_err_set(err, PL_STATUS_NO_MEMORY, "chat template: out of memory");
+        return pl_err_set(err, PL_STATUS_NO_MEMORY, "out of memory");
     vm->t = t;
     vm->limits.max_loop_iterations = limits && limits->max_loop_iterations > 0
                                          ? limits->max_loop_iterations : CT_DEFAULT_ITERATIONS;
@@ -104,7 +103,6 @@ pl_status pl_chat_template_render(const struct pl_chat_template *t, const json_t
     vm->out = &main_out;
     if (setjmp(vm->fail.jb)) {
         pl_status st = vm->fail.status;
-        pl_err_prefix(err, "chat template");
         free(main_out.p);
         ct_arena_fini(&vm->arena);
         free(vm);

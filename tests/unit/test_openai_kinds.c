@@ -1,0 +1,807 @@
+/*
+ * test_openai_kinds.c -- the reasoning parser, and the chat / Responses /
+ * embeddings request kinds assembled from engine deltas (the generation
+ * interface of server/openai.h, as the HTTP routes and the worker drive it).
+ *
+ * References: the parser rules of reasoning.h checked on hand-made texts and
+ * on every split of them into two and three pieces and byte by byte; a
+ * scripted engine whose outputs are known text pieces (tags cut across
+ * pieces), so chat and Responses answers, full and streamed, can be checked
+ * against the script's split; the fake engine's embedding function
+ * (fake_engine.h) for /v1/embeddings, with base64 decoded here independently.
+ */
+#include "engine/async_engine.h"
+#include "fake_engine.h"
+#include "openai_fixture.h"
+#include "server/reasoning.h"
+#include "server/serving_log.h"
+#include "test.h"
+
+#include <jansson.h>
+#include <pthread.h>
+#include <time.h>
+
+#define MAX_MODEL_LEN 256
+
+/* ---- the parser -------------------------------------------------------------- */
+
+struct split {
+    char r[512], c[512];
+};
+
+static void split_pieces(enum pl_reasoning_kind k, const char *text, const size_t *cuts, int n_cuts,
+                         struct split *out)
+{
+    struct pl_reasoning p;
+    pl_reasoning_init(&p, k);
+    struct pl_sbuf r = {0}, c = {0};
+    size_t prev = 0, len = strlen(text);
+    for (int i = 0; i <= n_cuts; i++) {
+        size_t end = i < n_cuts ? cuts[i] : len;
+        pl_reasoning_feed(&p, text + prev, end - prev, &r, &c);
+        prev = end;
+    }
+    pl_reasoning_finish(&p, &r, &c);
+    snprintf(out->r, sizeof(out->r), "%s", r.data ? r.data : "");
+    snprintf(out->c, sizeof(out->c), "%s", c.data ? c.data : "");
+    pl_sbuf_fini(&r);
+    pl_sbuf_fini(&c);
+}
+
+static void expect_split(enum pl_reasoning_kind k, const char *text, const char *want_r,
+                         const char *want_c)
+{
+    struct split whole;
+    split_pieces(k, text, NULL, 0, &whole);
+    CHECKF(!strcmp(whole.r, want_r) && !strcmp(whole.c, want_c),
+           "'%s': reasoning '%s' content '%s', want '%s' / '%s'", text, whole.r, whole.c, want_r,
+           want_c);
+    size_t len = strlen(text);
+    int bad = 0;
+    for (size_t a = 0; a <= len; a++) {
+        for (size_t b = a; b <= len; b++) {
+            size_t cuts[2] = {a, b};
+            struct split s;
+            split_pieces(k, text, cuts, 2, &s);
+            bad += strcmp(s.r, whole.r) != 0 || strcmp(s.c, whole.c) != 0;
+        }
+    }
+    size_t bytes[512];
+    for (size_t i = 0; i < len; i++)
+        bytes[i] = i + 1;
+    struct split s;
+    split_pieces(k, text, bytes, len ? (int)len - 1 : 0, &s);
+    bad += strcmp(s.r, whole.r) != 0 || strcmp(s.c, whole.c) != 0;
+    CHECKF(bad == 0, "'%s': %d splits into pieces disagree with the whole", text, bad);
+}
+
+static void test_parser(void)
+{
+    enum pl_reasoning_kind k;
+    CHECK(pl_reasoning_kind_from_name("qwen3", &k) && k == PL_REASONING_QWEN3);
+    CHECK(pl_reasoning_kind_from_name("deepseek_r1", &k) && k == PL_REASONING_DEEPSEEK_R1);
+    CHECK(pl_reasoning_kind_from_name(NULL, &k) && k == PL_REASONING_NONE);
+    CHECK(!pl_reasoning_kind_from_name("granite", &k));
+
+    const enum pl_reasoning_kind Q = PL_REASONING_QWEN3, D = PL_REASONING_DEEPSEEK_R1;
+    /* qwen3: only an opened block is reasoning */
+    expect_split(Q, "<think>\nabc\n</think>\n\nThe answer.", "\nabc\n", "\n\nThe answer.");
+    expect_split(Q, "no tags here", "", "no tags here");
+    expect_split(Q, "abc</think>def", "", "abc</think>def");
+    expect_split(Q, "pre<think>in</think>post", "in", "prepost");
+    expect_split(Q, "<think>cut off", "cut off", "");
+    expect_split(Q, "<thin", "", "<thin");
+    expect_split(Q, "a<<think>>b</think></think>c", ">b", "a<</think>c");
+    /* deepseek_r1: the block is open from the start */
+    expect_split(D, "reasoning</think>content", "reasoning", "content");
+    expect_split(D, "<think>r</think>c", "r", "c");
+    expect_split(D, "all reasoning", "all reasoning", "");
+    expect_split(D, "x<think>y</think>z", "x<think>y", "z");
+    expect_split(D, "</think>", "", "");
+    expect_split(D, "<thi", "<thi", "");
+    expect_split(D, "r</th", "r</th", "");
+    expect_split(D, "</think><think>after", "", "<think>after");
+    /* NONE: everything is content */
+    expect_split(PL_REASONING_NONE, "<think>x</think>", "", "<think>x</think>");
+}
+
+/* ---- a scripted engine: each sample emits the script's pieces, one per step -------- */
+
+#define SCRIPT_MAX 16
+
+struct script_req {
+    uint64_t id;
+    int n, max_tokens, step;
+    bool aborted, done;
+};
+
+struct script_engine {
+    const char *pieces[SCRIPT_MAX];
+    int n_pieces;
+    struct script_req reqs[64];
+    int n_reqs;
+    char last_prompt[4096]; /* the decoded prompt of the last request */
+};
+
+static struct script_engine se;
+static struct pl_tokenizer *tok;
+
+static pl_status se_add(void *e, uint64_t id, const int32_t *prompt, int n_prompt,
+                        const struct pl_sampling_params *sp, struct pl_err *err)
+{
+    struct script_engine *s = e;
+    if (s->n_reqs == 64)
+        return pl_err_set(err, PL_STATUS_LIMIT, "script engine full");
+    char *text = NULL;
+    size_t len = 0;
+    if (pl_tokenizer_decode(tok, prompt, n_prompt, false, &text, &len, NULL) == PL_STATUS_OK)
+        snprintf(s->last_prompt, sizeof(s->last_prompt), "%s", text);
+    free(text);
+    struct script_req *r = &s->reqs[s->n_reqs++];
+    memset(r, 0, sizeof(*r));
+    r->id = id;
+    r->n = sp->n;
+    r->max_tokens = sp->max_tokens > 0 ? sp->max_tokens : 1000;
+    return PL_STATUS_OK;
+}
+
+static pl_status se_step(void *e, struct pl_err *err)
+{
+    return PL_STATUS_OK;
+}
+
+static bool se_has_unfinished(void *e)
+{
+    struct script_engine *s = e;
+    return s->n_reqs > 0;
+}
+
+static pl_status se_poll(void *e, struct pl_async_output ***outs, int *n_outs, struct pl_err *err)
+{
+    struct script_engine *s = e;
+    *outs = calloc((size_t)(s->n_reqs ? s->n_reqs : 1), sizeof(**outs));
+    *n_outs = 0;
+    for (int i = 0; i < s->n_reqs;) {
+        struct script_req *r = &s->reqs[i];
+        struct pl_async_output *o = calloc(1, sizeof(*o));
+        o->request_id = r->id;
+        o->n_prompt_tokens = 3;
+        o->samples = calloc((size_t)r->n, sizeof(*o->samples));
+        o->n_samples = r->n;
+        bool last = r->aborted || r->step + 1 >= s->n_pieces || r->step + 1 >= r->max_tokens;
+        for (int j = 0; j < r->n; j++) {
+            struct pl_async_sample *sm = &o->samples[j];
+            sm->index = j;
+            sm->stop_token_id = -1;
+            if (!r->aborted) {
+                sm->text = strdup(s->pieces[r->step]);
+                sm->text_len = strlen(sm->text);
+                sm->token_ids = malloc(sizeof(int32_t));
+                sm->token_ids[0] = 5;
+                sm->n_token_ids = 1;
+            }
+            sm->finish = !last                     ? PL_ASYNC_FINISH_NONE
+                         : r->aborted              ? PL_ASYNC_FINISH_ABORT
+                         : r->step + 1 >= s->n_pieces ? PL_ASYNC_FINISH_STOP
+                                                      : PL_ASYNC_FINISH_LENGTH;
+        }
+        o->finished = last;
+        (*outs)[(*n_outs)++] = o;
+        r->step++;
+        if (last)
+            s->reqs[i] = s->reqs[--s->n_reqs];
+        else
+            i++;
+    }
+    return PL_STATUS_OK;
+}
+
+static void se_abort(void *e, uint64_t id)
+{
+    struct script_engine *s = e;
+    for (int i = 0; i < s->n_reqs; i++)
+        if (s->reqs[i].id == id)
+            s->reqs[i].aborted = true;
+}
+
+static void se_stats(void *e, struct pl_engine_stats *st)
+{
+    st->num_running = ((struct script_engine *)e)->n_reqs;
+}
+
+static const struct pl_engine_ops se_ops = {se_add,   se_step,  se_has_unfinished,
+                                            se_poll,  se_abort, se_stats, NULL};
+
+/* ---- driving a generation request to its end --------------------------------------- */
+
+struct waiter {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int news;
+};
+
+static void on_news(void *user)
+{
+    struct waiter *w = user;
+    pthread_mutex_lock(&w->mu);
+    w->news++;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+/* Waits for news (a 60 s hang guard); false when none came. */
+static bool wait_news(struct waiter *w)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 60;
+    pthread_mutex_lock(&w->mu);
+    int rc = 0;
+    while (w->news == 0 && rc == 0)
+        rc = pthread_cond_timedwait(&w->cv, &w->mu, &ts);
+    bool got = w->news > 0;
+    w->news = 0;
+    pthread_mutex_unlock(&w->mu);
+    return got;
+}
+
+/* Runs body as a request of kind: the full answer (*resp, or *e on failure) or, for a stream,
+ * the SSE text (*sse, malloc'd). Returns false when parsing or submitting failed (e set). */
+static bool run_gen(struct pl_openai *o, enum pl_openai_kind kind, const char *body, json_t **resp,
+                    char **sse, struct pl_openai_error *e)
+{
+    struct pl_openai_gen *g = NULL;
+    *resp = NULL;
+    *sse = NULL;
+    if (pl_openai_gen_new(o, kind, body, strlen(body), &g, e) != PL_STATUS_OK)
+        return false;
+    struct waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
+    if (pl_openai_gen_submit(g, on_news, &w, e) != PL_STATUS_OK) {
+        pl_openai_gen_free(g);
+        return false;
+    }
+    if (pl_openai_gen_is_stream(g)) {
+        struct pl_sbuf b = {0};
+        while (pl_openai_gen_produce(g, &b))
+            if (!wait_news(&w))
+                break;
+        *sse = pl_sbuf_take(&b, NULL);
+    } else {
+        while (!pl_openai_gen_result(g, resp, e))
+            if (!wait_news(&w))
+                break;
+    }
+    pl_openai_gen_free(g);
+    return true;
+}
+
+/* The data payloads of an SSE text (each with its "event:" name or NULL), as JSON. */
+static json_t *sse_events(const char *sse)
+{
+    json_t *list = json_array();
+    const char *p = sse;
+    while (p && *p) {
+        const char *end = strstr(p, "\n\n");
+        if (!end)
+            break;
+        char ev[128] = "";
+        const char *data = p;
+        if (!strncmp(p, "event: ", 7)) {
+            const char *nl = strchr(p, '\n');
+            snprintf(ev, sizeof(ev), "%.*s", (int)(nl - p - 7), p + 7);
+            data = nl + 1;
+        }
+        json_t *item = json_object();
+        json_object_set_new(item, "event", ev[0] ? json_string(ev) : json_null());
+        if (!strncmp(data, "data: ", 6)) {
+            json_t *j = json_loadb(data + 6, (size_t)(end - data - 6), 0, NULL);
+            json_object_set_new(item, "data", j ? j : json_stringn(data + 6, (size_t)(end - data - 6)));
+        }
+        json_array_append_new(list, item);
+        p = end + 2;
+    }
+    return list;
+}
+
+static const char *jstr(const json_t *j, const char *path)
+{
+    /* "a.b.0.c": object keys and array indexes */
+    char buf[256];
+    snprintf(buf, sizeof(buf), "%s", path);
+    const json_t *cur = j;
+    for (char *tok_s = strtok(buf, "."); tok_s && cur; tok_s = strtok(NULL, "."))
+        cur = json_is_array(cur) ? json_array_get(cur, (size_t)atoi(tok_s))
+                                 : json_object_get(cur, tok_s);
+    return json_string_value(cur);
+}
+
+static struct pl_openai *new_openai(struct pl_async_engine *ae, const char *parser,
+                                    const char *tmpl)
+{
+    const char *names[] = {"tiny"};
+    struct pl_openai_params p = {.served_names = names,
+                                 .n_served_names = 1,
+                                 .model_root = "/m",
+                                 .max_model_len = MAX_MODEL_LEN,
+                                 .tok = tok,
+                                 .chat_template = tmpl,
+                                 .ae = ae,
+                                 .reasoning_parser = parser};
+    struct pl_openai *o = NULL;
+    struct pl_err err = {0};
+    if (pl_openai_new(&p, &o, &err) != PL_STATUS_OK)
+        fprintf(stderr, "openai: %s\n", err.msg);
+    return o;
+}
+
+/* A ChatML template whose generation prompt opens the think block (DeepSeek-R1's way). */
+static const char *const think_template =
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}";
+
+static void set_script(const char *const *pieces, int n)
+{
+    for (int i = 0; i < n; i++)
+        se.pieces[i] = pieces[i];
+    se.n_pieces = n;
+}
+
+/* Chat, full and streamed: message.reasoning_content / content and the deltas' concatenations. */
+static void check_chat(struct pl_openai *o, const char *want_r, const char *want_c, int n)
+{
+    char body[256];
+    snprintf(body, sizeof(body),
+             "{\"messages\":[{\"role\":\"user\",\"content\":\"What is 2+2?\"}],\"n\":%d%s}", n,
+             "");
+    json_t *resp;
+    char *sse;
+    struct pl_openai_error e;
+    REQUIRE(run_gen(o, PL_OPENAI_CHAT, body, &resp, &sse, &e));
+    REQUIRE(resp);
+    for (int i = 0; i < n; i++) {
+        char path[64];
+        snprintf(path, sizeof(path), "choices.%d.message.reasoning_content", i);
+        const char *r = jstr(resp, path);
+        snprintf(path, sizeof(path), "choices.%d.message.content", i);
+        const char *c = jstr(resp, path);
+        CHECKF(want_r[0] ? r && !strcmp(r, want_r) : r == NULL, "full: reasoning '%s', want '%s'",
+               r ? r : "(null)", want_r);
+        CHECKF(want_c[0] || !want_r[0] ? c && !strcmp(c, want_c) : c == NULL,
+               "full: content '%s', want '%s'", c ? c : "(null)", want_c);
+    }
+    json_decref(resp);
+
+    snprintf(body, sizeof(body),
+             "{\"messages\":[{\"role\":\"user\",\"content\":\"What is 2+2?\"}],\"n\":%d,"
+             "\"stream\":true}",
+             n);
+    REQUIRE(run_gen(o, PL_OPENAI_CHAT, body, &resp, &sse, &e));
+    REQUIRE(sse);
+    json_t *evs = sse_events(sse);
+    struct pl_sbuf r[4] = {{0}}, c[4] = {{0}};
+    int n_finish = 0;
+    size_t i;
+    json_t *ev;
+    json_array_foreach(evs, i, ev)
+    {
+        json_t *ch = json_array_get(json_object_get(json_object_get(ev, "data"), "choices"), 0);
+        if (!ch)
+            continue;
+        int idx = (int)json_integer_value(json_object_get(ch, "index"));
+        REQUIRE(idx >= 0 && idx < n);
+        json_t *d = json_object_get(ch, "delta");
+        const char *dr = json_string_value(json_object_get(d, "reasoning_content"));
+        const char *dc = json_string_value(json_object_get(d, "content"));
+        if (dr) {
+            CHECKF(dr[0], "an empty reasoning delta");
+            pl_sbuf_puts(&r[idx], dr);
+        }
+        if (dc)
+            pl_sbuf_puts(&c[idx], dc);
+        n_finish += json_string_value(json_object_get(ch, "finish_reason")) != NULL;
+    }
+    CHECK(n_finish == n);
+    for (int k = 0; k < n; k++) {
+        CHECKF(!strcmp(r[k].data ? r[k].data : "", want_r), "stream %d: reasoning '%s', want '%s'",
+               k, r[k].data ? r[k].data : "", want_r);
+        CHECKF(!strcmp(c[k].data ? c[k].data : "", want_c), "stream %d: content '%s', want '%s'",
+               k, c[k].data ? c[k].data : "", want_c);
+        pl_sbuf_fini(&r[k]);
+        pl_sbuf_fini(&c[k]);
+    }
+    json_decref(evs);
+    free(sse);
+}
+
+static void test_chat_reasoning(void)
+{
+    struct pl_err err;
+    struct pl_async_engine *ae = NULL;
+    REQUIRE(pl_async_engine_new(&se_ops, &se, NULL, &ae, &err) == PL_STATUS_OK);
+
+    /* deepseek_r1 with a template that opens the block: no <think> in the output */
+    struct pl_openai *o = new_openai(ae, "deepseek_r1", think_template);
+    REQUIRE(o);
+    static const char *const ds[] = {"Two and", " two make four.</", "thi", "nk>\n\nThe ans",
+                                     "wer is 4."};
+    set_script(ds, 5);
+    check_chat(o, "Two and two make four.", "\n\nThe answer is 4.", 1);
+    size_t lp = strlen(se.last_prompt);
+    CHECKF(lp > 8 && !strcmp(se.last_prompt + lp - 8, "<think>\n"), "prompt ends '%s'",
+           lp > 20 ? se.last_prompt + lp - 20 : se.last_prompt);
+    check_chat(o, "Two and two make four.", "\n\nThe answer is 4.", 2);
+    /* cut before </think> (max_tokens): all reasoning, content null */
+    static const char *const cut[] = {"still ", "thinking", " <", "/thi"};
+    set_script(cut, 4);
+    check_chat(o, "still thinking </thi", "", 1);
+    pl_openai_free(o);
+
+    /* qwen3: reasoning only in an opened block; text without tags is content */
+    o = new_openai(ae, "qwen3", NULL);
+    REQUIRE(o);
+    static const char *const qw[] = {"<th", "ink>\nLet me see", ".\n</", "think>", "\n\nIt is 4."};
+    set_script(qw, 5);
+    check_chat(o, "\nLet me see.\n", "\n\nIt is 4.", 1);
+    static const char *const plain[] = {"It is", " 4 <t", "oo>."};
+    set_script(plain, 3);
+    check_chat(o, "", "It is 4 <too>.", 1);
+    pl_openai_free(o);
+
+    /* no parser: the text as it is, no reasoning_content key */
+    o = new_openai(ae, NULL, NULL);
+    REQUIRE(o);
+    set_script(qw, 5);
+    json_t *resp;
+    char *sse;
+    struct pl_openai_error e;
+    REQUIRE(run_gen(o, PL_OPENAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}",
+                    &resp, &sse, &e) && resp);
+    CHECK(!json_object_get(json_object_get(json_array_get(json_object_get(resp, "choices"), 0),
+                                           "message"),
+                           "reasoning_content"));
+    const char *c = jstr(resp, "choices.0.message.content");
+    CHECK(c && !strcmp(c, "<think>\nLet me see.\n</think>\n\nIt is 4."));
+    json_decref(resp);
+    pl_openai_free(o);
+    pl_async_engine_free(ae);
+}
+
+/* ---- Responses ------------------------------------------------------------------ */
+
+static void test_responses(void)
+{
+    struct pl_err err;
+    struct pl_async_engine *ae = NULL;
+    REQUIRE(pl_async_engine_new(&se_ops, &se, NULL, &ae, &err) == PL_STATUS_OK);
+    struct pl_openai *o = new_openai(ae, "deepseek_r1", think_template);
+    REQUIRE(o);
+    static const char *const ds[] = {"Two and", " two.</", "think>", "Four", "."};
+    set_script(ds, 5);
+    json_t *resp;
+    char *sse;
+    struct pl_openai_error e;
+    const char *body = "{\"model\":\"tiny\",\"input\":\"What is 2+2?\",\"instructions\":\"Be "
+                       "brief.\",\"store\":false,\"metadata\":{\"k\":\"v\"}}";
+    REQUIRE(run_gen(o, PL_OPENAI_RESPONSES, body, &resp, &sse, &e) && resp);
+    CHECKF(strstr(se.last_prompt, "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n"
+                                  "What is 2+2?<|im_end|>"),
+           "prompt: %s", se.last_prompt);
+    CHECK(!strcmp(jstr(resp, "object"), "response") && !strcmp(jstr(resp, "status"), "completed"));
+    CHECK(!strncmp(jstr(resp, "id"), "resp_", 5));
+    CHECK(!strcmp(jstr(resp, "output.0.type"), "reasoning"));
+    CHECK(!strcmp(jstr(resp, "output.0.content.0.text"), "Two and two."));
+    CHECK(!strcmp(jstr(resp, "output.1.type"), "message"));
+    CHECK(!strcmp(jstr(resp, "output.1.role"), "assistant"));
+    CHECK(!strcmp(jstr(resp, "output.1.content.0.type"), "output_text"));
+    CHECK(!strcmp(jstr(resp, "output.1.content.0.text"), "Four."));
+    CHECK(!strcmp(jstr(resp, "metadata.k"), "v") && !strcmp(jstr(resp, "instructions"), "Be brief."));
+    CHECK(json_is_false(json_object_get(resp, "store")));
+    json_t *usage = json_object_get(resp, "usage");
+    CHECK(json_integer_value(json_object_get(usage, "output_tokens")) == 5 &&
+          json_integer_value(json_object_get(usage, "input_tokens")) == 3 &&
+          json_integer_value(json_object_get(usage, "total_tokens")) == 8);
+
+    /* the stream: the event sequence, deltas agreeing with the full answer */
+    const char *sbody = "{\"model\":\"tiny\",\"input\":\"What is 2+2?\",\"instructions\":\"Be "
+                        "brief.\",\"store\":false,\"metadata\":{\"k\":\"v\"},\"stream\":true}";
+    json_t *none;
+    REQUIRE(run_gen(o, PL_OPENAI_RESPONSES, sbody, &none, &sse, &e) && sse);
+    json_t *evs = sse_events(sse);
+    struct pl_sbuf order = {0}, rtext = {0}, ctext = {0};
+    size_t i;
+    json_t *ev;
+    json_t *final = NULL;
+    json_array_foreach(evs, i, ev)
+    {
+        const char *name = json_string_value(json_object_get(ev, "event"));
+        json_t *d = json_object_get(ev, "data");
+        REQUIRE(name && json_is_object(d));
+        CHECKF(!strcmp(name, jstr(d, "type")), "event %s carries type %s", name, jstr(d, "type"));
+        CHECKF(json_integer_value(json_object_get(d, "sequence_number")) == (json_int_t)i,
+               "sequence_number of event %zu", i);
+        if (!strcmp(name, "response.reasoning_text.delta"))
+            pl_sbuf_puts(&rtext, jstr(d, "delta"));
+        else if (!strcmp(name, "response.output_text.delta"))
+            pl_sbuf_puts(&ctext, jstr(d, "delta"));
+        else {
+            pl_sbuf_printf(&order, "%s%s", order.len ? " " : "", name + strlen("response."));
+            if (!strcmp(name, "response.completed"))
+                final = json_object_get(d, "response");
+        }
+    }
+    const char *want_order =
+        "created in_progress output_item.added content_part.added output_item.added "
+        "content_part.added reasoning_text.done content_part.done output_item.done "
+        "output_text.done content_part.done output_item.done completed";
+    CHECKF(order.data && !strcmp(order.data, want_order), "events: %s", order.data);
+    CHECK(rtext.data && !strcmp(rtext.data, "Two and two."));
+    CHECK(ctext.data && !strcmp(ctext.data, "Four."));
+    REQUIRE(final);
+    /* the final object equals the non-streamed one but for ids and times */
+    json_t *a = json_deep_copy(final), *b = json_deep_copy(resp);
+    json_t *objs[2] = {a, b};
+    for (int k = 0; k < 2; k++) {
+        json_object_del(objs[k], "id");
+        json_object_del(objs[k], "created_at");
+        json_t *out = json_object_get(objs[k], "output");
+        size_t j;
+        json_t *item;
+        json_array_foreach(out, j, item) json_object_del(item, "id");
+    }
+    char *sa = json_dumps(a, JSON_SORT_KEYS), *sb = json_dumps(b, JSON_SORT_KEYS);
+    CHECKF(!strcmp(sa, sb), "stream final %s\nfull %s", sa, sb);
+    free(sa), free(sb);
+    json_decref(a), json_decref(b);
+    pl_sbuf_fini(&order), pl_sbuf_fini(&rtext), pl_sbuf_fini(&ctext);
+    json_decref(evs);
+    free(sse);
+    json_decref(resp);
+
+    /* cut by max_output_tokens: incomplete */
+    REQUIRE(run_gen(o, PL_OPENAI_RESPONSES, "{\"input\":\"x\",\"max_output_tokens\":2}", &resp,
+                    &sse, &e) && resp);
+    CHECK(!strcmp(jstr(resp, "status"), "incomplete"));
+    CHECK(!strcmp(jstr(resp, "incomplete_details.reason"), "max_output_tokens"));
+    json_decref(resp);
+
+    /* input as a message list with content parts */
+    REQUIRE(run_gen(o, PL_OPENAI_RESPONSES,
+                    "{\"input\":[{\"role\":\"user\",\"content\":[{\"type\":\"input_text\",\"text\":"
+                    "\"Hi\"}]},{\"type\":\"message\",\"role\":\"assistant\",\"content\":[{\"type\":"
+                    "\"output_text\",\"text\":\"Hello\"}]},{\"type\":\"reasoning\",\"summary\":[]},"
+                    "{\"role\":\"user\",\"content\":\"More\"}]}",
+                    &resp, &sse, &e) && resp);
+    CHECKF(strstr(se.last_prompt, "user\nHi<|im_end|>\n<|im_start|>assistant\nHello<|im_end|>\n"
+                                  "<|im_start|>user\nMore<|im_end|>"),
+           "prompt: %s", se.last_prompt);
+    json_decref(resp);
+
+    /* refusals, named by the Responses field */
+    struct {
+        const char *body, *param, *needle;
+    } bad[] = {
+        {"{\"input\":\"x\",\"previous_response_id\":\"resp_1\"}", "previous_response_id", "stored"},
+        {"{\"input\":\"x\",\"tools\":[{\"type\":\"function\",\"name\":\"f\"}]}", "tools", "tool"},
+        {"{\"input\":\"x\",\"background\":true}", "background", "background"},
+        {"{\"input\":[{\"role\":\"user\",\"content\":[{\"type\":\"input_image\",\"image_url\":"
+         "\"u\"}]}]}",
+         "input", "input_image"},
+        {"{\"input\":[{\"type\":\"function_call_output\",\"call_id\":\"c\",\"output\":\"o\"}]}",
+         "input", "function_call_output"},
+        {"{\"input\":\"x\",\"max_output_tokens\":0}", "max_output_tokens", "max_output_tokens"},
+        {"{\"input\":\"x\",\"text\":{\"format\":{\"type\":\"json_schema\"}}}", "text", "text"},
+        {"{\"instructions\":\"x\"}", "input", "required"},
+        {"{\"input\":\"x\",\"model\":\"gpt-5\"}", "model", "does not exist"},
+        {"{\"input\":\"x\",\"temperature\":\"hot\"}", "temperature", "temperature"},
+    };
+    for (size_t k = 0; k < sizeof(bad) / sizeof(bad[0]); k++) {
+        bool ok = run_gen(o, PL_OPENAI_RESPONSES, bad[k].body, &resp, &sse, &e);
+        CHECKF(!ok && (e.status == 400 || e.status == 404) && !strcmp(e.param, bad[k].param) &&
+                   strstr(e.message, bad[k].needle),
+               "%s: ok %d status %d param '%s' message '%s'", bad[k].body, ok, e.status, e.param,
+               e.message);
+        json_decref(resp);
+        free(sse);
+    }
+    pl_openai_free(o);
+    pl_async_engine_free(ae);
+}
+
+/* ---- embeddings over the fake engine ---------------------------------------------------- */
+
+static int b64val(char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    return c == '+' ? 62 : c == '/' ? 63 : -1;
+}
+
+/* Decodes base64 of little-endian float32 values; returns the count. */
+static int decode_floats(const char *s, float *out, int cap)
+{
+    unsigned char bytes[1024];
+    size_t nb = 0, len = strlen(s);
+    for (size_t i = 0; i + 3 < len + 3 && i < len; i += 4) {
+        int v[4];
+        for (int k = 0; k < 4; k++)
+            v[k] = s[i + k] == '=' ? 0 : b64val(s[i + k]);
+        unsigned x = (unsigned)v[0] << 18 | (unsigned)v[1] << 12 | (unsigned)v[2] << 6 | (unsigned)v[3];
+        bytes[nb++] = (unsigned char)(x >> 16);
+        if (s[i + 2] != '=')
+            bytes[nb++] = (unsigned char)(x >> 8);
+        if (s[i + 3] != '=')
+            bytes[nb++] = (unsigned char)x;
+    }
+    int n = (int)(nb / 4);
+    for (int k = 0; k < n && k < cap; k++) {
+        uint32_t u = (uint32_t)bytes[4 * k] | (uint32_t)bytes[4 * k + 1] << 8 |
+                     (uint32_t)bytes[4 * k + 2] << 16 | (uint32_t)bytes[4 * k + 3] << 24;
+        memcpy(&out[k], &u, sizeof(float));
+    }
+    return n;
+}
+
+static void test_embeddings(void)
+{
+    struct fake_engine *fe = calloc(1, sizeof(*fe));
+    struct pl_err err;
+    struct pl_async_engine *ae = NULL;
+    REQUIRE(pl_async_engine_new(&fake_engine_ops, fe, NULL, &ae, &err) == PL_STATUS_OK);
+    struct pl_openai *o = new_openai(ae, NULL, NULL);
+    REQUIRE(o);
+    json_t *resp;
+    char *sse;
+    struct pl_openai_error e;
+    const char *inputs[2] = {"ab", "c d"};
+    int32_t *ids[2];
+    int n_ids[2];
+    for (int i = 0; i < 2; i++)
+        REQUIRE(pl_tokenizer_encode(tok, inputs[i], strlen(inputs[i]), true, &ids[i], &n_ids[i],
+                                    NULL) == PL_STATUS_OK);
+    for (int fmt = 0; fmt < 2; fmt++) {
+        char body[256];
+        snprintf(body, sizeof(body),
+                 "{\"model\":\"tiny\",\"input\":[\"ab\",\"c d\"],\"encoding_format\":\"%s\","
+                 "\"user\":\"u\",\"store\":false}",
+                 fmt ? "base64" : "float");
+        REQUIRE(run_gen(o, PL_OPENAI_EMBEDDING, body, &resp, &sse, &e) && resp);
+        CHECK(!strcmp(jstr(resp, "object"), "list") && !strcmp(jstr(resp, "model"), "tiny"));
+        json_t *data = json_object_get(resp, "data");
+        REQUIRE(json_array_size(data) == 2);
+        for (int i = 0; i < 2; i++) {
+            json_t *item = json_array_get(data, (size_t)i);
+            CHECK(json_integer_value(json_object_get(item, "index")) == i);
+            CHECK(!strcmp(jstr(item, "object"), "embedding"));
+            float want[FAKE_EMBED_DIM], got[FAKE_EMBED_DIM + 4];
+            fake_embedding(ids[i], n_ids[i], want);
+            json_t *emb = json_object_get(item, "embedding");
+            int n;
+            if (fmt) {
+                REQUIRE(json_is_string(emb));
+                n = decode_floats(json_string_value(emb), got, FAKE_EMBED_DIM + 4);
+            } else {
+                REQUIRE(json_is_array(emb));
+                n = (int)json_array_size(emb);
+                for (int k = 0; k < n && k < FAKE_EMBED_DIM + 4; k++)
+                    got[k] = (float)json_real_value(json_array_get(emb, (size_t)k));
+            }
+            CHECKF(n == FAKE_EMBED_DIM, "%d values", n);
+            for (int k = 0; k < FAKE_EMBED_DIM && k < n; k++)
+                CHECKF(got[k] == want[k], "input %d value %d: %g vs %g (%s)", i, k, got[k],
+                       want[k], fmt ? "base64" : "float");
+        }
+        json_t *u = json_object_get(resp, "usage");
+        CHECK(json_integer_value(json_object_get(u, "prompt_tokens")) == n_ids[0] + n_ids[1]);
+        CHECK(json_integer_value(json_object_get(u, "total_tokens")) == n_ids[0] + n_ids[1]);
+        json_decref(resp);
+    }
+    /* token-id inputs */
+    REQUIRE(run_gen(o, PL_OPENAI_EMBEDDING, "{\"input\":[[7,8,9],[4]]}", &resp, &sse, &e) && resp);
+    json_t *v = json_object_get(json_array_get(json_object_get(resp, "data"), 1), "embedding");
+    CHECK(json_real_value(json_array_get(v, 0)) == 4.0 && json_real_value(json_array_get(v, 3)) == 5.5);
+    json_decref(resp);
+    /* truncate_prompt_tokens keeps the last tokens */
+    REQUIRE(run_gen(o, PL_OPENAI_EMBEDDING, "{\"input\":[7,8,9],\"truncate_prompt_tokens\":2}",
+                    &resp, &sse, &e) && resp);
+    v = json_object_get(json_array_get(json_object_get(resp, "data"), 0), "embedding");
+    CHECK(json_real_value(json_array_get(v, 0)) == 8.0 &&
+          json_integer_value(json_object_get(json_object_get(resp, "usage"), "prompt_tokens")) == 2);
+    json_decref(resp);
+
+    struct {
+        const char *body, *param, *needle;
+    } bad[] = {
+        {"{\"input\":\"x\",\"dimensions\":8}", "dimensions", "fixed size"},
+        {"{\"input\":\"x\",\"encoding_format\":\"hex\"}", "encoding_format", "base64"},
+        {"{\"input\":[]}", "input", "empty"},
+        {"{\"model\":\"tiny\"}", "input", "required"},
+        {"{\"input\":[1,99999]}", "input", "vocabulary"},
+        {"{\"input\":{\"a\":1}}", "input", "got object"},
+        {"{\"input\":\"x\",\"model\":\"nope\"}", "model", "does not exist"},
+        {"{\"input\":\"x\",\"user\":3}", "user", "string"},
+    };
+    for (size_t k = 0; k < sizeof(bad) / sizeof(bad[0]); k++) {
+        bool ok = run_gen(o, PL_OPENAI_EMBEDDING, bad[k].body, &resp, &sse, &e);
+        CHECKF(!ok && !strcmp(e.param, bad[k].param) && strstr(e.message, bad[k].needle),
+               "%s: ok %d param '%s' message '%s'", bad[k].body, ok, e.param, e.message);
+        json_decref(resp);
+    }
+    /* too long for the context */
+    struct pl_sbuf big = {0};
+    pl_sbuf_puts(&big, "{\"input\":[");
+    for (int i = 0; i < MAX_MODEL_LEN; i++)
+        pl_sbuf_printf(&big, "%s7", i ? "," : "");
+    pl_sbuf_puts(&big, "]}");
+    CHECK(!run_gen(o, PL_OPENAI_EMBEDDING, big.data, &resp, &sse, &e) &&
+          strstr(e.message, "maximum context length"));
+    pl_sbuf_fini(&big);
+    for (int i = 0; i < 2; i++)
+        free(ids[i]);
+    pl_openai_free(o);
+    pl_async_engine_free(ae);
+    free(fe);
+}
+
+/* ---- the serving log's line ---------------------------------------------------------- */
+
+static void test_serving_log(void)
+{
+    struct pl_serving_log_params p;
+    pl_serving_log_params_default(&p);
+    CHECK(p.interval_s == 10.0 && p.stats);
+    p.stats = false; /* no thread: the test ticks */
+    struct pl_serving_log *s = NULL;
+    struct pl_err err;
+    REQUIRE(pl_serving_log_new(&p, &s, &err) == PL_STATUS_OK);
+    char line[512];
+    double t0 = pl_async_now() + 1000; /* ticks at made-up times after creation */
+    CHECK(!pl_serving_log_tick(s, t0, line, sizeof(line))); /* idle: quiet */
+    /* a request of 40 prompt tokens (10 cached) and 30 generated tokens in the interval */
+    struct pl_async_sample smp = {.n_token_ids = 10};
+    struct pl_async_output o1 = {.n_prompt_tokens = 40, .num_cached_tokens = 10, .is_first = true,
+                                 .samples = &smp, .n_samples = 1};
+    struct pl_async_output o2 = {.n_prompt_tokens = 40, .samples = &smp, .n_samples = 1};
+    pl_serving_log_observe(s, &o1);
+    pl_serving_log_observe(s, &o2);
+    pl_serving_log_observe(s, &o2);
+    REQUIRE(pl_serving_log_tick(s, t0 + 10, line, sizeof(line)));
+    CHECKF(!strcmp(line, "Avg prompt throughput: 4.0 tokens/s, Avg generation throughput: 3.0 "
+                         "tokens/s, Running: 0 reqs, Swapped: 0 reqs, Pending: 0 reqs, GPU KV "
+                         "cache usage: 0.0%, Prefix cache hit rate: 25.0%"),
+           "%s", line);
+    /* the interval after a busy one is printed (with zeros), then quiet again */
+    CHECK(pl_serving_log_tick(s, t0 + 20, line, sizeof(line)));
+    CHECKF(strstr(line, "Avg prompt throughput: 0.0 tokens/s, Avg generation throughput: 0.0"),
+           "%s", line);
+    CHECK(!pl_serving_log_tick(s, t0 + 30, line, sizeof(line)));
+    /* a refused request counts nothing */
+    struct pl_async_output bad = {.n_prompt_tokens = 99, .is_first = true, .error_msg = "no"};
+    pl_serving_log_observe(s, &bad);
+    CHECK(!pl_serving_log_tick(s, t0 + 40, line, sizeof(line)));
+    pl_serving_log_format(line, sizeof(line), 1.25, 2, 3, 0, 4, 56.78, 9);
+    CHECKF(!strcmp(line, "Avg prompt throughput: 1.2 tokens/s, Avg generation throughput: 2.0 "
+                         "tokens/s, Running: 3 reqs, Swapped: 0 reqs, Pending: 4 reqs, GPU KV "
+                         "cache usage: 56.8%, Prefix cache hit rate: 9.0%"),
+           "%s", line);
+    pl_serving_log_free(s);
+    pl_serving_log_free(NULL);
+    CHECK(pl_serving_log_new(&(struct pl_serving_log_params){.interval_s = 0}, &s, &err) ==
+          PL_STATUS_INVALID_ARGUMENT);
+}
+
+int main(void)
+{
+    struct pl_openai *fx = openai_fixture_new(700, "alias", "/m", MAX_MODEL_LEN, &tok);
+    pl_openai_free(fx); /* only its tokenizer: every test opens its own layer */
+    PL_RUN(test_parser);
+    PL_RUN(test_chat_reasoning);
+    PL_RUN(test_responses);
+    PL_RUN(test_embeddings);
+    PL_RUN(test_serving_log);
+    pl_tokenizer_free(tok);
+    return pl_test_summary();
+}
