@@ -20,6 +20,9 @@
 #include "util/fs.h"
 
 #include <curl/curl.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +37,9 @@ static const char *help =
     "  --rp_api_host H          local API address (localhost)\n"
     "  --rp_api_port P          local API port (8000)\n"
     "  --rp_api_concurrency N   local API threads (1)\n"
+    "  --rp_api_max_queue N     local API: jobs waiting to run at most (1024); 429 beyond\n"
+    "  --rp_api_max_queue_bytes B  local API: their request bodies' bytes at most\n"
+    "                           (268435456); 429 beyond\n"
     "  --rp_log_level L         ERROR, WARN, INFO or DEBUG\n"
     "  --test_input JSON        run one job ({\"input\": ...}) and exit 0/1\n"
     "  --health-stall-timeout S the engine loop counts as stalled after S seconds without a\n"
@@ -153,7 +159,8 @@ int pl_cli_worker(int argc, char **argv)
     const char *model = getenv("MODEL_NAME");
     const char *test_input = NULL, *served = NULL;
     bool serve_api = false;
-    struct pl_rp_api_opts api = {"localhost", 8000, 1};
+    struct pl_rp_api_opts api;
+    pl_rp_api_opts_default(&api);
     int max_conc = -1;
     double stall_s = 30;
     int rc = 0;
@@ -197,6 +204,21 @@ int pl_cli_worker(int argc, char **argv)
             api.port = atoi(val);
         else if (!strcmp(flag, "--rp_api_concurrency"))
             api.concurrency = atoi(val);
+        else if (!strcmp(flag, "--rp_api_max_queue") ||
+                 !strcmp(flag, "--rp_api_max_queue_bytes")) {
+            char *end;
+            errno = 0;
+            long long v = strtoll(val, &end, 10);
+            if (errno || *end || end == val || v < 1) {
+                fprintf(stderr, "pagellm worker: %s '%s' is not a positive integer\n", flag, val);
+                rc = 2;
+                break;
+            }
+            if (!strcmp(flag, "--rp_api_max_queue"))
+                api.max_queue = v > LONG_MAX ? LONG_MAX : (long)v;
+            else
+                api.max_queue_bytes = (unsigned long long)v > SIZE_MAX ? SIZE_MAX : (size_t)v;
+        }
         else if (!strcmp(flag, "--rp_log_level"))
             setenv("RUNPOD_LOG_LEVEL", val, 1);
         else if (!strcmp(flag, "--max-concurrency"))

@@ -55,6 +55,7 @@ struct pl_http_server {
     char *allowed_origins, *allowed_methods, *allowed_headers;
     struct route *routes;
     int n_routes;
+    struct route fallback;   /* fn NULL: none (404/405) */
     struct MHD_Daemon *daemon;
     int listen_fd;
     int port;
@@ -426,6 +427,22 @@ static MHD_RESULT send_error(struct pl_http_server *s, struct MHD_Connection *co
     return send_buffer(s, conn, status, "application/json", body, len, allow);
 }
 
+/* A redirect to location, without a body. */
+static MHD_RESULT send_redirect(struct pl_http_server *s, struct MHD_Connection *conn, int status,
+                                const char *location)
+{
+    struct MHD_Response *r = MHD_create_response_from_buffer(0, (char *)"",
+                                                             MHD_RESPMEM_PERSISTENT);
+    if (!r)
+        return MHD_NO;
+    MHD_add_response_header(r, "Location", location);
+    add_keep_alive(s, r);
+    add_cors(s, conn, r);
+    MHD_RESULT ret = MHD_queue_response(conn, (unsigned)status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
 static MHD_RESULT send_stream_headers(struct pl_http_server *s, struct MHD_Connection *conn,
                                       struct pl_http_async *a)
 {
@@ -472,6 +489,10 @@ static MHD_RESULT deliver(struct pl_http_server *s, struct MHD_Connection *conn,
             if (async_suspend_unless_woken(a))
                 return MHD_YES;
         }
+    }
+    if (resp->location) {
+        free(resp->body);
+        return send_redirect(s, conn, resp->status, resp->location);
     }
     return send_buffer(s, conn, resp->status, resp->content_type, resp->body, resp->body_len,
                        NULL);
@@ -615,6 +636,8 @@ static MHD_RESULT access_handler(void *cls, struct MHD_Connection *conn, const c
         size_t used = strlen(allow);
         snprintf(allow + used, sizeof(allow) - used, "%s%s", used ? ", " : "", r->method);
     }
+    if (!match && s->fallback.fn)
+        match = &s->fallback;
     if (!match) {
         if (allow[0])
             return send_error(s, conn, 405, NULL, NULL, "Method Not Allowed", allow);
@@ -738,6 +761,12 @@ pl_status pl_http_server_route(struct pl_http_server *s, const char *method, con
     r->user = user;
     s->n_routes++;
     return PL_STATUS_OK;
+}
+
+void pl_http_server_fallback(struct pl_http_server *s, pl_http_handler_fn fn, void *user)
+{
+    s->fallback.fn = fn;
+    s->fallback.user = user;
 }
 
 static pl_status open_listener(struct pl_http_server *s, struct pl_err *err)

@@ -269,14 +269,59 @@ void pl_rp_schedule_next(struct pl_rp_schedule *s)
         s->size = s->max;
 }
 
-int pl_rp_post_retry_delay_ms(int attempts, long status, int scale_pct)
+int pl_rp_post_retry_delay_ms(int attempts, long status, long retry_after_s, int scale_pct)
 {
-    if (attempts >= 3)
+    bool server_error = status >= 500;
+    bool transient = status == 0 || status == 429;
+    if (!server_error && !transient)
         return -1;
-    if (status != 0 && status < 500)
+    if (attempts >= (server_error ? 3 : PL_RP_POST_MAX_ATTEMPTS))
         return -1;
-    int base = attempts == 1 ? 2000 : 3000;
-    return (int)((long)base * (scale_pct > 0 ? scale_pct : 100) / 100);
+    /* Fibonacci steps of 1 s from 2 s (2, 3, 5, 8, ...), capped at 30 s */
+    long a = 1000, b = 2000;
+    for (int i = 1; i < attempts && b < 30000; i++) {
+        long n = a + b;
+        a = b;
+        b = n;
+    }
+    long wait = (b < 30000 ? b : 30000) * (scale_pct > 0 ? scale_pct : 100) / 100;
+    if (status == 429 && retry_after_s > 0) {
+        long ra = (retry_after_s < 60 ? retry_after_s : 60) * 1000;
+        if (ra > wait)
+            wait = ra;
+    }
+    return (int)wait;
+}
+
+const char *pl_rp_webhook_url_problem(const char *url)
+{
+    CURLU *u = curl_url();
+    if (!u)
+        return "out of memory";
+    const char *why = NULL;
+    char *scheme = NULL, *host = NULL;
+    if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK)
+        why = "webhook must be an http:// or https:// URL (this one does not parse)";
+    else if (curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+             (strcasecmp(scheme, "http") && strcasecmp(scheme, "https")))
+        why = "webhook must be an http:// or https:// URL";
+    else if (curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK || !*host)
+        why = "webhook URL has no host";
+    curl_free(scheme);
+    curl_free(host);
+    curl_url_cleanup(u);
+    return why;
+}
+
+void pl_rp_curl_http_only(CURL *c)
+{
+#if LIBCURL_VERSION_NUM >= 0x075500 /* 7.85.0 */
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+#else
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+    curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
 }
 
 enum pl_rp_take_verdict pl_rp_take_classify(long status, const char *content_type, size_t body_len)
@@ -396,6 +441,7 @@ void pl_rp_log(const struct pl_rp_config *cfg, enum pl_rp_log_level level, const
 
 struct resp {
     long status;                  /* 0: network failure */
+    long retry_after_s;           /* a Retry-After header in seconds (0: none) */
     char *body;
     size_t len;
     char ctype[128];
@@ -436,6 +482,7 @@ static void http_do(CURL *c, const struct pl_rp_config *cfg, const char *url, co
 {
     memset(r, 0, sizeof(*r));
     curl_easy_reset(c);
+    pl_rp_curl_http_only(c);
     struct curl_slist *h = NULL;
     char line[1024];
     /* "Name;" is curl's way to send a header with an empty value (the SDK sends "") */
@@ -477,6 +524,9 @@ static void http_do(CURL *c, const struct pl_rp_config *cfg, const char *url, co
     CURLcode rc = curl_easy_perform(c);
     if (rc == CURLE_OK) {
         curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
+        curl_off_t ra = 0;
+        if (curl_easy_getinfo(c, CURLINFO_RETRY_AFTER, &ra) == CURLE_OK && ra > 0)
+            r->retry_after_s = ra > 3600 ? 3600 : (long)ra;
         char *ct = NULL;
         curl_easy_getinfo(c, CURLINFO_CONTENT_TYPE, &ct);
         if (ct)
@@ -540,10 +590,16 @@ static void reg_remove(struct worker *w, struct job *j)
     pthread_mutex_unlock(&w->reg_mu);
 }
 
-/* Posts body with the result-post retry policy; true when a 2xx came back. */
-static bool post_with_retry(CURL *c, struct job *j, const char *url, const char *body)
+/*
+ * Posts body with the result-post retry policy (pl_rp_post_retry_delay_ms);
+ * true when a 2xx came back. On false, why (n bytes) says how the last
+ * attempt ended, for the caller's log line.
+ */
+static bool post_with_retry(CURL *c, struct job *j, const char *url, const char *body,
+                            char *why, size_t n)
 {
     const struct pl_rp_config *cfg = j->w->cfg;
+    snprintf(why, n, "the job was stopped");
     for (int attempt = 1;; attempt++) {
         if (j->stop)
             return false;
@@ -552,13 +608,19 @@ static bool post_with_retry(CURL *c, struct job *j, const char *url, const char 
         free(r.body);
         if (r.status >= 200 && r.status < 300)
             return true;
-        int wait = pl_rp_post_retry_delay_ms(attempt, r.status, cfg->retry_scale_pct);
+        int wait = pl_rp_post_retry_delay_ms(attempt, r.status, r.retry_after_s,
+                                             cfg->retry_scale_pct);
         if (r.status)
-            pl_rp_log(cfg, PL_RP_LOG_WARN, j->id, j->batch_id, "post attempt %d: HTTP %ld",
-                      attempt, r.status);
+            snprintf(why, n, "%d attempt(s), the last answered HTTP %ld", attempt, r.status);
         else
-            pl_rp_log(cfg, PL_RP_LOG_WARN, j->id, j->batch_id, "post attempt %d: %s", attempt,
-                      r.err);
+            snprintf(why, n, "%d attempt(s), the last failed: %s", attempt, r.err);
+        const char *after = wait < 0 ? " (giving up)" : "";
+        if (r.status)
+            pl_rp_log(cfg, PL_RP_LOG_WARN, j->id, j->batch_id, "post attempt %d: HTTP %ld%s",
+                      attempt, r.status, after);
+        else
+            pl_rp_log(cfg, PL_RP_LOG_WARN, j->id, j->batch_id, "post attempt %d: %s%s", attempt,
+                      r.err, after);
         if (wait < 0)
             return false;
         nap(wait, false);
@@ -582,9 +644,11 @@ static bool on_chunk(void *user, json_t *chunk)
     json_t *body = json_pack("{s:O}", "output", chunk);
     char *s = body ? json_dumps(body, JSON_COMPACT) : NULL;
     json_decref(body);
-    if (s && !post_with_retry(p->c, j, p->stream_url, s) && !j->stop)
+    char why[CURL_ERROR_SIZE + 64];
+    if (s && !post_with_retry(p->c, j, p->stream_url, s, why, sizeof(why)) && !j->stop)
         pl_rp_log(j->w->cfg, PL_RP_LOG_ERROR, j->id, j->batch_id,
-                  "stream chunk could not be posted; it is lost");
+                  "a stream chunk of job %s could not be posted (%s)%s", j->id, why,
+                  j->w->cfg->return_aggregate ? "; the final result still carries it" : "");
     free(s);
     return !j->stop;
 }
@@ -623,10 +687,12 @@ static void *job_main(void *arg)
         char *url = u ? pl_rp_url_append(u, res.generator ? "isStream=true" : "isStream=false")
                       : NULL;
         free(u);
-        bool ok = s && url && post_with_retry(c, j, url, s);
+        char why[CURL_ERROR_SIZE + 64];
+        snprintf(why, sizeof(why), "out of memory");
+        bool ok = s && url && post_with_retry(c, j, url, s, why, sizeof(why));
         if (!ok)
             pl_rp_log(cfg, PL_RP_LOG_ERROR, j->id, j->batch_id,
-                      "the result of job %s could not be posted and is dropped", j->id);
+                      "the result of job %s could not be posted (%s) and is dropped", j->id, why);
         else
             pl_rp_log(cfg, PL_RP_LOG_INFO, j->id, j->batch_id, "Finished%s.",
                       res.error ? " (failed)" : "");
@@ -646,13 +712,24 @@ static void *job_main(void *arg)
 
 static void accept_job(struct worker *w, json_t *jobj)
 {
-    struct job *j = calloc(1, sizeof(*j));
-    if (!j)
-        return;
-    j->w = w;
-    j->id = strdup(json_string_value(json_object_get(jobj, "id")));
+    const char *id = json_string_value(json_object_get(jobj, "id"));
     const char *b = json_string_value(json_object_get(jobj, "batchId"));
-    j->batch_id = b ? strdup(b) : NULL;
+    struct job *j = calloc(1, sizeof(*j));
+    if (j) {
+        j->id = strdup(id);
+        j->batch_id = b ? strdup(b) : NULL;
+    }
+    if (!j || !j->id || (b && !j->batch_id)) {
+        /* taken from the job server, so never dropped silently */
+        pl_rp_log(w->cfg, PL_RP_LOG_ERROR, id, b, "out of memory: job %s is dropped", id);
+        if (j) {
+            free(j->id);
+            free(j->batch_id);
+            free(j);
+        }
+        return;
+    }
+    j->w = w;
     j->job = json_incref(jobj);
     pthread_mutex_lock(&w->reg_mu);
     j->next = w->jobs;
