@@ -451,7 +451,7 @@ static struct ljob *parse_job(const struct pl_http_request *req, struct pl_http_
     json_t *hook = json_object_get(doc, "webhook");
     const char *w = json_string_value(hook);
     if (hook && !json_is_null(hook)) {
-        const char *why = w ? pl_rp_webhook_url_problem(w) : "webhook must be a string URL";
+        const char *why = w ? pl_rp_webhook_url_problem(w) : "webhook must be an http:// or https:// URL string";
         if (why) {
             set_422(resp, "value_error", "webhook", why);
             json_decref(doc);
