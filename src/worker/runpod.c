@@ -269,13 +269,14 @@ void pl_rp_schedule_next(struct pl_rp_schedule *s)
         s->size = s->max;
 }
 
-int pl_rp_post_retry_delay_ms(int attempts, long status, long retry_after_s, int scale_pct)
+int pl_rp_post_retry_delay_ms(int attempts, int server_errors, long status, long retry_after_s,
+                              int scale_pct)
 {
     bool server_error = status >= 500;
     bool transient = status == 0 || status == 429;
     if (!server_error && !transient)
         return -1;
-    if (attempts >= (server_error ? 3 : PL_RP_POST_MAX_ATTEMPTS))
+    if ((server_error && server_errors >= 3) || attempts >= PL_RP_POST_MAX_ATTEMPTS)
         return -1;
     /* Fibonacci steps of 1 s from 2 s (2, 3, 5, 8, ...), capped at 30 s */
     long a = 1000, b = 2000;
@@ -600,6 +601,7 @@ static bool post_with_retry(CURL *c, struct job *j, const char *url, const char 
 {
     const struct pl_rp_config *cfg = j->w->cfg;
     snprintf(why, n, "the job was stopped");
+    int server_errors = 0;
     for (int attempt = 1;; attempt++) {
         if (j->stop)
             return false;
@@ -608,7 +610,8 @@ static bool post_with_retry(CURL *c, struct job *j, const char *url, const char 
         free(r.body);
         if (r.status >= 200 && r.status < 300)
             return true;
-        int wait = pl_rp_post_retry_delay_ms(attempt, r.status, r.retry_after_s,
+        server_errors += r.status >= 500;
+        int wait = pl_rp_post_retry_delay_ms(attempt, server_errors, r.status, r.retry_after_s,
                                              cfg->retry_scale_pct);
         if (r.status)
             snprintf(why, n, "%d attempt(s), the last answered HTTP %ld", attempt, r.status);

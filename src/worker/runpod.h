@@ -91,12 +91,13 @@ double pl_rp_schedule_size(const struct pl_rp_schedule *s);
 void pl_rp_schedule_next(struct pl_rp_schedule *s);
 
 /*
- * The result/stream post retry policy: given attempts made so far (>= 1), the
- * last outcome (HTTP status, or 0 for a network failure) and a 429's
- * Retry-After in seconds (0: none), the wait in ms before the next attempt,
- * or -1 to stop (the caller then logs the job id: the result is dropped).
- *  - >= 500: the SDK's FibonacciRetry(attempts=3) (spec 1.7, RS14/RS15): at
- *    most 3 attempts, waits 2000 then 3000 ms.
+ * The result/stream post retry policy: given attempts made so far (>= 1), how
+ * many of them were answered >= 500 (the last one included), the last outcome
+ * (HTTP status, or 0 for a network failure) and a 429's Retry-After in seconds
+ * (0: none), the wait in ms before the next attempt, or -1 to stop (the
+ * caller then logs the job id: the result is dropped).
+ *  - >= 500: the SDK's FibonacciRetry(attempts=3) (spec 1.7, RS14/RS15): the
+ *    third such answer is final; waits 2000 then 3000 ms.
  *  - 429 and network failures (connection refused or reset mid-post, a job
  *    server restarting): an improvement over the SDK, which drops the result
  *    at once: the Fibonacci waits go on (2, 3, 5, 8, 13, 21 s, then 30 s) for
@@ -106,7 +107,8 @@ void pl_rp_schedule_next(struct pl_rp_schedule *s);
  * The Fibonacci waits are scaled by scale_pct (a test knob); Retry-After is not.
  */
 #define PL_RP_POST_MAX_ATTEMPTS 10
-int pl_rp_post_retry_delay_ms(int attempts, long status, long retry_after_s, int scale_pct);
+int pl_rp_post_retry_delay_ms(int attempts, int server_errors, long status, long retry_after_s,
+                              int scale_pct);
 
 /*
  * OpenAI-route streaming (spec 4.4): Server-Sent Events from the OpenAI layer

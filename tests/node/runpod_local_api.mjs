@@ -11,7 +11,7 @@
 import net from 'node:net';
 import http from 'node:http';
 import { execFileSync } from 'node:child_process';
-import { startWorker, stopWorker, apiPort, request, waitLog, until, check, failed, sleep } from './worker_util.mjs';
+import { startWorker, stopWorker, apiPort, request, waitLog, until, check, failed, report, sleep } from './worker_util.mjs';
 
 const [PAGELLM, MODEL] = process.argv.slice(2);
 const inA = { prompts: ['a'], max_tokens: 2, temperature: 0, sampling_params: { ignore_eos: true } };
@@ -173,5 +173,5 @@ try {
 for (const [id, f] of [['WH2', productionSchemes], ['Q', queueBounds], ['C1', manyConnections]]) {
   try { await f(); } catch (e) { check(false, id, e.stack); }
 }
-console.log(`${failed()} failure(s)`);
+console.log(report());
 process.exit(failed() ? 1 : 0);

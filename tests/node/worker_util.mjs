@@ -10,11 +10,14 @@ export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 // The hang guard of every wait (ms): only a hang or a real defect takes this long.
 export const GUARD = 120000;
 
-let failures = 0;
+let failures = 0, checks = 0;
+const passedIds = new Set();
 export function check(cond, id, msg) {
-  if (!cond) { failures++; console.log(`FAIL ${id}: ${msg}`); } else console.log(`ok   ${id}`);
+  checks++;
+  if (!cond) { failures++; console.log(`FAIL ${id}: ${msg}`); } else passedIds.add(id);
 }
 export const failed = () => failures;
+export const report = () => `${checks} checks (${[...passedIds].join(' ')}), ${failures} failure(s)`;
 
 // Starts a worker; p.log() is stdout + stderr so far.
 export function startWorker(pagellm, model, env = {}, args = []) {

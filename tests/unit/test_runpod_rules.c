@@ -79,37 +79,40 @@ static void test_parse_jobs(void)
 
 static void test_retry_policy(void)
 {
-    /* 5xx: FibonacciRetry(attempts=3): waits 2 s then 3 s, then give up (RS14, RS15) */
-    CHECK(pl_rp_post_retry_delay_ms(1, 503, 0, 100) == 2000);
-    CHECK(pl_rp_post_retry_delay_ms(2, 500, 0, 100) == 3000);
-    CHECK(pl_rp_post_retry_delay_ms(3, 500, 0, 100) == -1);
-    CHECK(pl_rp_post_retry_delay_ms(2, 502, 0, 10) == 300);
+    /* 5xx: FibonacciRetry(attempts=3): waits 2 s then 3 s, the third 5xx is final (RS14, RS15) */
+    CHECK(pl_rp_post_retry_delay_ms(1, 1, 503, 0, 100) == 2000);
+    CHECK(pl_rp_post_retry_delay_ms(2, 2, 500, 0, 100) == 3000);
+    CHECK(pl_rp_post_retry_delay_ms(3, 3, 500, 0, 100) == -1);
+    CHECK(pl_rp_post_retry_delay_ms(2, 2, 502, 0, 10) == 300);
     /* other answers are final (RS16) */
-    CHECK(pl_rp_post_retry_delay_ms(1, 404, 0, 100) == -1);
-    CHECK(pl_rp_post_retry_delay_ms(1, 400, 5, 100) == -1);
-    CHECK(pl_rp_post_retry_delay_ms(1, 200, 0, 100) == -1);
+    CHECK(pl_rp_post_retry_delay_ms(1, 0, 404, 0, 100) == -1);
+    CHECK(pl_rp_post_retry_delay_ms(1, 0, 400, 5, 100) == -1);
+    CHECK(pl_rp_post_retry_delay_ms(1, 0, 200, 0, 100) == -1);
     /* 429 and network failures (reset mid-post, a restarting job server): the Fibonacci
      * waits go on, capped at 30 s, for PL_RP_POST_MAX_ATTEMPTS attempts */
     static const int fib[] = {2000, 3000, 5000, 8000, 13000, 21000, 30000, 30000, 30000};
     long total = 0;
     for (int a = 1; a < PL_RP_POST_MAX_ATTEMPTS; a++) {
-        CHECKF(pl_rp_post_retry_delay_ms(a, 0, 0, 100) == fib[a - 1], "attempt %d: %d", a,
-               pl_rp_post_retry_delay_ms(a, 0, 0, 100));
-        CHECK(pl_rp_post_retry_delay_ms(a, 429, 0, 100) == fib[a - 1]);
+        CHECKF(pl_rp_post_retry_delay_ms(a, 0, 0, 0, 100) == fib[a - 1], "attempt %d: %d", a,
+               pl_rp_post_retry_delay_ms(a, 0, 0, 0, 100));
+        CHECK(pl_rp_post_retry_delay_ms(a, 0, 429, 0, 100) == fib[a - 1]);
         total += fib[a - 1];
     }
     CHECK(total >= 120000); /* a job server down for two minutes loses no result */
-    CHECK(pl_rp_post_retry_delay_ms(PL_RP_POST_MAX_ATTEMPTS, 0, 0, 100) == -1);
-    CHECK(pl_rp_post_retry_delay_ms(PL_RP_POST_MAX_ATTEMPTS, 429, 0, 100) == -1);
-    CHECK(pl_rp_post_retry_delay_ms(4, 0, 0, 10) == 800);
-    /* a 5xx after network failures: the 5xx limit applies */
-    CHECK(pl_rp_post_retry_delay_ms(3, 503, 0, 100) == -1);
+    CHECK(pl_rp_post_retry_delay_ms(PL_RP_POST_MAX_ATTEMPTS, 0, 0, 0, 100) == -1);
+    CHECK(pl_rp_post_retry_delay_ms(PL_RP_POST_MAX_ATTEMPTS, 0, 429, 0, 100) == -1);
+    CHECK(pl_rp_post_retry_delay_ms(4, 0, 0, 0, 10) == 800);
+    /* 5xx answers among other failures: only the third 5xx is final */
+    CHECK(pl_rp_post_retry_delay_ms(3, 1, 503, 0, 100) == 5000);
+    CHECK(pl_rp_post_retry_delay_ms(5, 2, 503, 0, 100) == 13000);
+    CHECK(pl_rp_post_retry_delay_ms(5, 3, 503, 0, 100) == -1);
+    CHECK(pl_rp_post_retry_delay_ms(PL_RP_POST_MAX_ATTEMPTS, 1, 503, 0, 100) == -1);
     /* Retry-After (429 only): honoured when longer, capped at 60 s, never scaled */
-    CHECK(pl_rp_post_retry_delay_ms(1, 429, 7, 100) == 7000);
-    CHECK(pl_rp_post_retry_delay_ms(1, 429, 1, 100) == 2000);
-    CHECK(pl_rp_post_retry_delay_ms(1, 429, 1, 10) == 1000);
-    CHECK(pl_rp_post_retry_delay_ms(1, 429, 3600, 100) == 60000);
-    CHECK(pl_rp_post_retry_delay_ms(1, 503, 7, 100) == 2000);
+    CHECK(pl_rp_post_retry_delay_ms(1, 0, 429, 7, 100) == 7000);
+    CHECK(pl_rp_post_retry_delay_ms(1, 0, 429, 1, 100) == 2000);
+    CHECK(pl_rp_post_retry_delay_ms(1, 0, 429, 1, 10) == 1000);
+    CHECK(pl_rp_post_retry_delay_ms(1, 0, 429, 3600, 100) == 60000);
+    CHECK(pl_rp_post_retry_delay_ms(1, 1, 503, 7, 100) == 2000);
 }
 
 static void test_webhook_urls(void)
