@@ -346,6 +346,20 @@ enum pl_rp_take_verdict pl_rp_take_classify(long status, const char *content_typ
     return PL_RP_TAKE_JOBS;
 }
 
+long pl_rp_take_wait_ms(enum pl_rp_take_verdict v, bool timed_out, int backoff_429_ms)
+{
+    switch (v) {
+    case PL_RP_TAKE_BACKOFF_429:
+        return backoff_429_ms;
+    case PL_RP_TAKE_ERROR_AUTH:
+        return 5000;
+    case PL_RP_TAKE_ERROR:
+        return timed_out ? 0 : 1000;
+    default:
+        return 0;
+    }
+}
+
 static bool job_valid(const json_t *j)
 {
     return json_is_object(j) && json_is_string(json_object_get(j, "id")) &&
@@ -1010,22 +1024,20 @@ int pl_rp_worker_run(struct pl_rp_ctx *ctx)
         http_do(c, cfg, url, NULL, NULL, false, cfg->take_timeout_ms, false, &r);
         free(url);
         enum pl_rp_take_verdict v = pl_rp_take_classify(r.status, r.ctype, r.len);
+        bool timed_out = !r.status && (strstr(r.err, "imed out") || strstr(r.err, "Timeout"));
         switch (v) {
         case PL_RP_TAKE_NONE:
         case PL_RP_TAKE_IGNORED:
             break;
         case PL_RP_TAKE_BACKOFF_429:
             pl_rp_log(cfg, PL_RP_LOG_WARN, NULL, NULL, "job take: 429, backing off");
-            nap(cfg->backoff_429_ms, true);
             break;
         case PL_RP_TAKE_ERROR_AUTH:
         case PL_RP_TAKE_ERROR:
             if (r.status)
                 pl_rp_log(cfg, PL_RP_LOG_ERROR, NULL, NULL, "job take: HTTP %ld", r.status);
-            else if (!strstr(r.err, "imed out") && !strstr(r.err, "Timeout"))
+            else if (!timed_out)
                 pl_rp_log(cfg, PL_RP_LOG_ERROR, NULL, NULL, "job take: %s", r.err);
-            if (r.status || (!strstr(r.err, "imed out") && !strstr(r.err, "Timeout")))
-                nap(v == PL_RP_TAKE_ERROR_AUTH ? 5000 : 1000, true);
             break;
         case PL_RP_TAKE_JOBS: {
             const char *why = NULL;
@@ -1049,6 +1061,7 @@ int pl_rp_worker_run(struct pl_rp_ctx *ctx)
             break;
         }
         }
+        nap(pl_rp_take_wait_ms(v, timed_out, cfg->backoff_429_ms), true);
         free(r.body);
     }
     pl_rp_log(cfg, PL_RP_LOG_INFO, NULL, NULL, "no more takes; draining %d job(s)", w.held);

@@ -147,6 +147,14 @@ enum pl_rp_take_verdict {
 enum pl_rp_take_verdict pl_rp_take_classify(long status, const char *content_type, size_t body_len);
 
 /*
+ * How long the taker waits before its next take (spec 1.5, TK1/TK6/TK7/TK12):
+ * 0 -- poll again at once -- after 204/400, an ignored body, jobs, and a long
+ * poll abandoned after take_timeout_ms (timed_out); backoff_429_ms after a
+ * 429; 5000 after 401/403/404; 1000 after any other error.
+ */
+long pl_rp_take_wait_ms(enum pl_rp_take_verdict v, bool timed_out, int backoff_429_ms);
+
+/*
  * Parses a take body into jobs: an object (one job) or an array. Every job
  * must be an object with a string "id" and an "input"; bad entries are
  * skipped with a message in *why (static text). Returns a new array of the

@@ -162,7 +162,7 @@ export class FakeRunPod {
   }
 
   // Resolves with the first request (now or later, from index `from`) matching pred.
-  waitFor(pred, timeoutMs = 10000, from = 0) {
+  waitFor(pred, timeoutMs = 120000, from = 0) {
     const hit = this.reqs.slice(from).find(pred);
     if (hit) return Promise.resolve(hit);
     return new Promise((resolve, reject) => {

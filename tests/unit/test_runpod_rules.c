@@ -55,6 +55,22 @@ static void test_take_classify(void)
     CHECK(pl_rp_take_classify(200, "application/json; charset=utf-8", 5) == PL_RP_TAKE_JOBS);
 }
 
+static void test_take_wait(void)
+{
+    /* TK1, TK7, TK9-TK11: poll again at once; TK12: an abandoned long poll too */
+    CHECK(pl_rp_take_wait_ms(pl_rp_take_classify(204, NULL, 0), false, 5000) == 0);
+    CHECK(pl_rp_take_wait_ms(pl_rp_take_classify(400, "application/json", 9), false, 5000) == 0);
+    CHECK(pl_rp_take_wait_ms(pl_rp_take_classify(200, "text/html", 20), false, 5000) == 0);
+    CHECK(pl_rp_take_wait_ms(pl_rp_take_classify(200, "application/json", 5), false, 5000) == 0);
+    CHECK(pl_rp_take_wait_ms(pl_rp_take_classify(0, NULL, 0), true, 5000) == 0);
+    /* TK6: the 429 back-off; TK8: 1 s after other errors (no hot loop), 5 s on auth errors */
+    CHECK(pl_rp_take_wait_ms(pl_rp_take_classify(429, NULL, 0), false, 5000) == 5000);
+    CHECK(pl_rp_take_wait_ms(pl_rp_take_classify(429, NULL, 0), false, 700) == 700);
+    CHECK(pl_rp_take_wait_ms(pl_rp_take_classify(500, NULL, 0), false, 5000) == 1000);
+    CHECK(pl_rp_take_wait_ms(pl_rp_take_classify(0, NULL, 0), false, 5000) == 1000);
+    CHECK(pl_rp_take_wait_ms(pl_rp_take_classify(404, NULL, 0), false, 5000) == 5000);
+}
+
 static void test_parse_jobs(void)
 {
     const char *why;
@@ -255,6 +271,7 @@ int main(void)
 {
     PL_RUN(test_url_templates);
     PL_RUN(test_take_classify);
+    PL_RUN(test_take_wait);
     PL_RUN(test_parse_jobs);
     PL_RUN(test_retry_policy);
     PL_RUN(test_webhook_urls);
