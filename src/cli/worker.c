@@ -36,7 +36,7 @@ static const char *help =
     "  --rp_serve_api           serve the SDK's local test API instead of taking jobs\n"
     "  --rp_api_host H          local API address (localhost)\n"
     "  --rp_api_port P          local API port (8000)\n"
-    "  --rp_api_concurrency N   local API threads (1)\n"
+    "  --rp_api_concurrency N   local API HTTP event-loop threads (2)\n"
     "  --rp_api_max_queue N     local API: jobs waiting to run at most (1024); 429 beyond\n"
     "  --rp_api_max_queue_bytes B  local API: their request bodies' bytes at most\n"
     "                           (268435456); 429 beyond\n"

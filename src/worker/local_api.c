@@ -700,7 +700,8 @@ int pl_rp_local_api_run(struct pl_rp_ctx *ctx, const struct pl_rp_api_opts *o)
     hp.host = !strcmp(o->host, "localhost") ? "127.0.0.1" : o->host;
     hp.port = o->port;
     hp.max_body_bytes = LOCAL_API_MAX_BODY;
-    hp.n_threads = o->concurrency > 0 ? (unsigned)o->concurrency : 1;
+    /* event-loop threads; at least two (libmicrohttpd warns about a pool of one) */
+    hp.n_threads = o->concurrency > 2 ? (unsigned)o->concurrency : 2;
     struct pl_http_server *srv = NULL;
     struct pl_err err = {0};
     pl_status st = pl_http_server_new(&hp, &srv, &err);

@@ -253,7 +253,7 @@ void pl_rp_report_unhealthy(const struct pl_rp_config *cfg, const char *check, c
 struct pl_rp_api_opts {
     const char *host;          /* "localhost" */
     int port;                  /* 8000; 0: an ephemeral port (logged) */
-    int concurrency;           /* HTTP event-loop threads (1) */
+    int concurrency;           /* HTTP event-loop threads (1: the SDK's default; at least 2 run) */
     long max_queue;            /* jobs waiting to run (/run stash + blocked calls), 1024 */
     size_t max_queue_bytes;    /* their request bodies' bytes, 256 MiB */
 };
