@@ -301,7 +301,10 @@ const char *pl_rp_webhook_url_problem(const char *url)
         return "out of memory";
     const char *why = NULL;
     char *scheme = NULL, *host = NULL;
-    if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK)
+    /* the literal prefix, then curl's own reading of it (which is lenient about slashes) */
+    if (strncasecmp(url, "http://", 7) && strncasecmp(url, "https://", 8))
+        why = "webhook must be an http:// or https:// URL";
+    else if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK)
         why = "webhook must be an http:// or https:// URL (this one does not parse)";
     else if (curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
              (strcasecmp(scheme, "http") && strcasecmp(scheme, "https")))

@@ -139,7 +139,8 @@ static void test_webhook_urls(void)
     static const char *bad[] = {"gopher://127.0.0.1:6379/_SET%20x%201", "file:///etc/passwd",
                                 "dict://127.0.0.1:11211/stat", "ftp://127.0.0.1/x",
                                 "smtp://127.0.0.1/", "telnet://127.0.0.1:23", "ldap://x/",
-                                "127.0.0.1:8080/hook", "", "http://", "javascript:alert(1)"};
+                                "127.0.0.1:8080/hook", "", "http://", "javascript:alert(1)",
+                                "HTTPS:/W/example.com/hook", "http:/x", " http://x/"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         CHECKF(pl_rp_webhook_url_problem(bad[i]) != NULL, "'%s' accepted", bad[i]);
     CHECK(strstr(pl_rp_webhook_url_problem("gopher://127.0.0.1:1/_x"), "http://") != NULL);
