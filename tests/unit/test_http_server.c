@@ -876,6 +876,58 @@ static void test_drain(void)
     stop(fx);
 }
 
+/* A fallback handler (the worker's local API routes ids itself): echoes the method and
+ * path; "/r" is a redirect. */
+static void echo_fallback(void *user, const struct pl_http_request *req,
+                          struct pl_http_response *resp)
+{
+    (void)user;
+    if (!strcmp(req->path, "/r")) {
+        resp->status = 307;
+        resp->location = "/";
+        return;
+    }
+    char *b = malloc(256);
+    snprintf(b, 256, "{\"fallback\":\"%s %s\"}", req->method, req->path);
+    pl_http_set_json(resp, 200, b, strlen(b));
+}
+
+static void route_a(void *user, const struct pl_http_request *req, struct pl_http_response *resp)
+{
+    (void)user;
+    (void)req;
+    pl_http_set_json(resp, 200, strdup("{\"route\":\"a\"}"), 13);
+}
+
+static void test_fallback_and_redirect(void)
+{
+    struct pl_http_params hp;
+    pl_http_params_default(&hp);
+    hp.port = 0;
+    struct pl_http_server *s = NULL;
+    struct pl_err err = {0};
+    REQUIRE(pl_http_server_new(&hp, &s, &err) == PL_STATUS_OK);
+    REQUIRE(pl_http_server_route(s, "GET", "/a", false, route_a, NULL, &err) == PL_STATUS_OK);
+    pl_http_server_fallback(s, echo_fallback, NULL);
+    REQUIRE(pl_http_server_start(s, &err) == PL_STATUS_OK);
+    int port = pl_http_server_port(s);
+    struct http_reply r;
+    REQUIRE(http_request(port, "GET", "/a", NULL, NULL, &r));
+    CHECK(r.status == 200 && !strcmp(r.body, "{\"route\":\"a\"}"));
+    http_reply_free(&r);
+    /* no route: the fallback, not 404; a routed path with another method too, not 405 */
+    REQUIRE(http_request(port, "GET", "/status/x-1", NULL, NULL, &r));
+    CHECKF(r.status == 200 && !strcmp(r.body, "{\"fallback\":\"GET /status/x-1\"}"), "%s", r.body);
+    http_reply_free(&r);
+    REQUIRE(http_request(port, "POST", "/a", NULL, "{}", &r));
+    CHECKF(r.status == 200 && !strcmp(r.body, "{\"fallback\":\"POST /a\"}"), "%s", r.body);
+    http_reply_free(&r);
+    REQUIRE(http_request(port, "GET", "/r", NULL, NULL, &r));
+    CHECK(r.status == 307 && r.headers && strstr(r.headers, "Location: /\r\n"));
+    http_reply_free(&r);
+    pl_http_server_free(s);
+}
+
 int main(void)
 {
     char dir[] = "/tmp/pl_test_http_XXXXXX";
@@ -904,6 +956,7 @@ int main(void)
     PL_RUN(test_many_streams_and_idle_connections);
     PL_RUN(test_overload_503);
     PL_RUN(test_drain);
+    PL_RUN(test_fallback_and_redirect);
     pl_tokenizer_free(tok);
     return pl_test_summary();
 }
