@@ -28,7 +28,7 @@ for f in build-fuzz/fuzz_*; do
   work=$(mktemp -d)
   echo "-- $name"
   log="$work.log"
-  if ! "$f" -max_total_time=${PL_FUZZ_SECONDS:-20} -rss_limit_mb=2048 -timeout=10 "$work" "$corpus" >"$log" 2>&1; then
+  if ! "$f" -max_total_time=${PL_FUZZ_SECONDS:-20} -rss_limit_mb=2048 -timeout=60 "$work" "$corpus" >"$log" 2>&1; then
     tail -n 60 "$log"   # the crash report and the input that caused it
     echo "== fuzz target $name failed"
     exit 1

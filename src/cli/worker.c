@@ -23,6 +23,8 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <strings.h>
+#include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,7 +44,10 @@ static const char *help =
     "  --rp_serve_api           serve the SDK's local test API instead of taking jobs\n"
     "  --rp_api_host H          local API address (localhost)\n"
     "  --rp_api_port P          local API port (8000)\n"
-    "  --rp_api_concurrency N   local API threads (1)\n"
+    "  --rp_api_concurrency N   local API HTTP event-loop threads (2)\n"
+    "  --rp_api_max_queue N     local API: jobs waiting to run at most (1024); 429 beyond\n"
+    "  --rp_api_max_queue_bytes B  local API: their request bodies' bytes at most\n"
+    "                           (268435456); 429 beyond\n"
     "  --rp_log_level L         ERROR, WARN, INFO or DEBUG\n"
     "  --test_input JSON        run one job ({\"input\": ...}) and exit 0/1\n"
     "  --health-stall-timeout S the engine loop counts as stalled after S seconds without a\n"
@@ -233,7 +238,8 @@ int pl_cli_worker(int argc, char **argv)
     char *model_dir = NULL, *cache_dir = NULL;
     const char *test_input = NULL, *served = NULL;
     bool serve_api = false;
-    struct pl_rp_api_opts api = {"localhost", 8000, 1};
+    struct pl_rp_api_opts api;
+    pl_rp_api_opts_default(&api);
     int max_conc = -1;
     double stall_s = 30;
     int rc = 0;
@@ -284,6 +290,20 @@ int pl_cli_worker(int argc, char **argv)
                 rc = 2;
                 break;
             }
+        } else if (!strcmp(flag, "--rp_api_max_queue") ||
+                   !strcmp(flag, "--rp_api_max_queue_bytes")) {
+            char *end;
+            errno = 0;
+            long long v = strtoll(val, &end, 10);
+            if (errno || *end || end == val || v < 1) {
+                fprintf(stderr, "pagellm worker: %s '%s' is not a positive integer\n", flag, val);
+                rc = 2;
+                break;
+            }
+            if (!strcmp(flag, "--rp_api_max_queue"))
+                api.max_queue = v > LONG_MAX ? LONG_MAX : (long)v;
+            else
+                api.max_queue_bytes = (unsigned long long)v > SIZE_MAX ? SIZE_MAX : (size_t)v;
         } else if (!strcmp(flag, "--rp_log_level")) {
             if (strcasecmp(val, "ERROR") && strcasecmp(val, "WARN") && strcasecmp(val, "INFO") &&
                 strcasecmp(val, "DEBUG")) {

@@ -94,6 +94,7 @@ struct pl_http_server {
     char *allowed_origins, *allowed_methods, *allowed_headers;
     struct route *routes;
     int n_routes;
+    struct route fallback;   /* fn NULL: none (404/405) */
     struct MHD_Daemon *daemon;
     int listen_fd;
     int port;
@@ -154,6 +155,7 @@ struct request_ctx {
     struct request_ctx *job_next;
     struct MHD_Connection *conn;
     const char *method, *url;       /* MHD's strings, valid while the request lives */
+    bool inline_route;              /* GET (or the fallback's GET / HEAD): run on the event loop */
     atomic_bool job_done;           /* the worker filled job_resp */
     bool job_queued, job_delivered;
     struct pl_http_response job_resp;
@@ -509,6 +511,22 @@ static MHD_RESULT send_error(struct pl_http_server *s, struct MHD_Connection *co
     return send_buffer(s, conn, status, "application/json", body, len, allow);
 }
 
+/* A redirect to location, without a body. */
+static MHD_RESULT send_redirect(struct pl_http_server *s, struct MHD_Connection *conn, int status,
+                                const char *location)
+{
+    struct MHD_Response *r = MHD_create_response_from_buffer(0, (char *)"",
+                                                             MHD_RESPMEM_PERSISTENT);
+    if (!r)
+        return MHD_NO;
+    MHD_add_response_header(r, "Location", location);
+    add_keep_alive(s, r);
+    add_cors(s, conn, r);
+    MHD_RESULT ret = MHD_queue_response(conn, (unsigned)status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
 static MHD_RESULT send_stream_headers(struct pl_http_server *s, struct MHD_Connection *conn,
                                       struct pl_http_async *a)
 {
@@ -555,6 +573,10 @@ static MHD_RESULT deliver(struct pl_http_server *s, struct MHD_Connection *conn,
             if (async_suspend_unless_woken(a))
                 return MHD_YES;
         }
+    }
+    if (resp->location) {
+        free(resp->body);
+        return send_redirect(s, conn, resp->status, resp->location);
     }
     return send_buffer(s, conn, resp->status, resp->content_type, resp->body, resp->body_len,
                        NULL);
@@ -1053,17 +1075,22 @@ static MHD_RESULT on_headers(struct pl_http_server *s, struct MHD_Connection *co
                       "Unauthorized: a valid 'Authorization: Bearer <api key>' header is "
                       "required",
                       NULL);
+    if (!match && s->fallback.fn)
+        match = &s->fallback; /* a caller that routes itself (the worker's local API) */
     if (!match) {
         if (path_known)
             return refuse(s, conn, ctx, 405, NULL, "Method Not Allowed", allow);
         return refuse(s, conn, ctx, 404, NULL, "Not Found", NULL);
     }
     ctx->route = match;
+    ctx->inline_route = match == &s->fallback
+                            ? !strcmp(method, "GET") || !strcmp(method, "HEAD")
+                            : !strcmp(match->method, "GET");
 
     /* GET routes take no body and are cheap: they run on this thread. One that comes
      * with a body is answered now, so the body is never read (MHD then closes the
      * connection: a response queued before the body means no keep-alive). */
-    if (!strcmp(match->method, "GET")) {
+    if (ctx->inline_route) {
         if (has_body) {
             ctx->responded = true;
             return run_inline(s, conn, ctx);
@@ -1146,7 +1173,7 @@ static MHD_RESULT access_handler(void *cls, struct MHD_Connection *conn, const c
         return send_error(s, conn, 413, NULL, NULL, "request body too large", NULL);
     if (ctx->body.failed)
         return send_error(s, conn, 503, NULL, NULL, "out of memory reading the request", NULL);
-    if (!strcmp(ctx->route->method, "GET"))
+    if (ctx->inline_route)
         return run_inline(s, conn, ctx);
     if (!queue_job(s, conn, ctx))
         return send_error(s, conn, 503, NULL, NULL, "the server is shutting down", NULL);
@@ -1283,6 +1310,12 @@ pl_status pl_http_server_route(struct pl_http_server *s, const char *method, con
     r->user = user;
     s->n_routes++;
     return PL_STATUS_OK;
+}
+
+void pl_http_server_fallback(struct pl_http_server *s, pl_http_handler_fn fn, void *user)
+{
+    s->fallback.fn = fn;
+    s->fallback.user = user;
 }
 
 static pl_status open_listener(struct pl_http_server *s, struct pl_err *err)

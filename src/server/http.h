@@ -83,6 +83,7 @@ struct pl_http_response {
     char *body;               /* malloc'ed; the transport frees it */
     size_t body_len;
     struct pl_http_async *async; /* non-NULL: deferred or streamed reply (see above) */
+    const char *location;     /* static string or NULL: a redirect's Location (no body sent) */
 };
 
 struct pl_http_async_ops {
@@ -137,6 +138,13 @@ pl_status pl_http_server_new(const struct pl_http_params *p, struct pl_http_serv
  * GET routes take no body and run on an event-loop thread; keep them cheap. */
 pl_status pl_http_server_route(struct pl_http_server *s, const char *method, const char *path,
                                bool auth, pl_http_handler_fn fn, void *user, struct pl_err *err);
+
+/*
+ * Requests that match no route go to fn (no API key check) instead of being
+ * answered 404/405: for a caller that routes itself (the worker's local API,
+ * whose paths carry ids). Call before pl_http_server_start.
+ */
+void pl_http_server_fallback(struct pl_http_server *s, pl_http_handler_fn fn, void *user);
 
 /* Creates the listening socket (bind + listen) without serving yet: connections
  * wait in the backlog until pl_http_server_start. Lets a program report an

@@ -269,14 +269,63 @@ void pl_rp_schedule_next(struct pl_rp_schedule *s)
         s->size = s->max;
 }
 
-int pl_rp_post_retry_delay_ms(int attempts, long status, int scale_pct)
+int pl_rp_post_retry_delay_ms(int attempts, int server_errors, long status, long retry_after_s,
+                              int scale_pct)
 {
-    if (attempts >= 3)
+    bool server_error = status >= 500;
+    bool transient = status == 0 || status == 429;
+    if (!server_error && !transient)
         return -1;
-    if (status != 0 && status < 500)
+    if ((server_error && server_errors >= 3) || attempts >= PL_RP_POST_MAX_ATTEMPTS)
         return -1;
-    int base = attempts == 1 ? 2000 : 3000;
-    return (int)((long)base * (scale_pct > 0 ? scale_pct : 100) / 100);
+    /* Fibonacci steps of 1 s from 2 s (2, 3, 5, 8, ...), capped at 30 s */
+    long a = 1000, b = 2000;
+    for (int i = 1; i < attempts && b < 30000; i++) {
+        long n = a + b;
+        a = b;
+        b = n;
+    }
+    long wait = (b < 30000 ? b : 30000) * (scale_pct > 0 ? scale_pct : 100) / 100;
+    if (status == 429 && retry_after_s > 0) {
+        long ra = (retry_after_s < 60 ? retry_after_s : 60) * 1000;
+        if (ra > wait)
+            wait = ra;
+    }
+    return (int)wait;
+}
+
+const char *pl_rp_webhook_url_problem(const char *url)
+{
+    CURLU *u = curl_url();
+    if (!u)
+        return "out of memory";
+    const char *why = NULL;
+    char *scheme = NULL, *host = NULL;
+    /* the literal prefix, then curl's own reading of it (which is lenient about slashes) */
+    if (strncasecmp(url, "http://", 7) && strncasecmp(url, "https://", 8))
+        why = "webhook must be an http:// or https:// URL";
+    else if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK)
+        why = "webhook must be an http:// or https:// URL (this one does not parse)";
+    else if (curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+             (strcasecmp(scheme, "http") && strcasecmp(scheme, "https")))
+        why = "webhook must be an http:// or https:// URL";
+    else if (curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK || !*host)
+        why = "webhook URL has no host";
+    curl_free(scheme);
+    curl_free(host);
+    curl_url_cleanup(u);
+    return why;
+}
+
+void pl_rp_curl_http_only(CURL *c)
+{
+#if LIBCURL_VERSION_NUM >= 0x075500 /* 7.85.0 */
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+#else
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+    curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
 }
 
 enum pl_rp_take_verdict pl_rp_take_classify(long status, const char *content_type, size_t body_len)
@@ -298,6 +347,20 @@ enum pl_rp_take_verdict pl_rp_take_classify(long status, const char *content_typ
     if (body_len == 0)
         return PL_RP_TAKE_IGNORED;
     return PL_RP_TAKE_JOBS;
+}
+
+long pl_rp_take_wait_ms(enum pl_rp_take_verdict v, bool timed_out, int backoff_429_ms)
+{
+    switch (v) {
+    case PL_RP_TAKE_BACKOFF_429:
+        return backoff_429_ms;
+    case PL_RP_TAKE_ERROR_AUTH:
+        return 5000;
+    case PL_RP_TAKE_ERROR:
+        return timed_out ? 0 : 1000;
+    default:
+        return 0;
+    }
 }
 
 static bool job_valid(const json_t *j)
@@ -396,6 +459,7 @@ void pl_rp_log(const struct pl_rp_config *cfg, enum pl_rp_log_level level, const
 
 struct resp {
     long status;                  /* 0: network failure */
+    long retry_after_s;           /* a Retry-After header in seconds (0: none) */
     char *body;
     size_t len;
     char ctype[128];
@@ -436,6 +500,7 @@ static void http_do(CURL *c, const struct pl_rp_config *cfg, const char *url, co
 {
     memset(r, 0, sizeof(*r));
     curl_easy_reset(c);
+    pl_rp_curl_http_only(c);
     struct curl_slist *h = NULL;
     char line[1024];
     /* "Name;" is curl's way to send a header with an empty value (the SDK sends "") */
@@ -477,6 +542,9 @@ static void http_do(CURL *c, const struct pl_rp_config *cfg, const char *url, co
     CURLcode rc = curl_easy_perform(c);
     if (rc == CURLE_OK) {
         curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
+        curl_off_t ra = 0;
+        if (curl_easy_getinfo(c, CURLINFO_RETRY_AFTER, &ra) == CURLE_OK && ra > 0)
+            r->retry_after_s = ra > 3600 ? 3600 : (long)ra;
         char *ct = NULL;
         curl_easy_getinfo(c, CURLINFO_CONTENT_TYPE, &ct);
         if (ct)
@@ -540,10 +608,17 @@ static void reg_remove(struct worker *w, struct job *j)
     pthread_mutex_unlock(&w->reg_mu);
 }
 
-/* Posts body with the result-post retry policy; true when a 2xx came back. */
-static bool post_with_retry(CURL *c, struct job *j, const char *url, const char *body)
+/*
+ * Posts body with the result-post retry policy (pl_rp_post_retry_delay_ms);
+ * true when a 2xx came back. On false, why (n bytes) says how the last
+ * attempt ended, for the caller's log line.
+ */
+static bool post_with_retry(CURL *c, struct job *j, const char *url, const char *body,
+                            char *why, size_t n)
 {
     const struct pl_rp_config *cfg = j->w->cfg;
+    snprintf(why, n, "the job was stopped");
+    int server_errors = 0;
     for (int attempt = 1;; attempt++) {
         if (j->stop)
             return false;
@@ -552,13 +627,20 @@ static bool post_with_retry(CURL *c, struct job *j, const char *url, const char 
         free(r.body);
         if (r.status >= 200 && r.status < 300)
             return true;
-        int wait = pl_rp_post_retry_delay_ms(attempt, r.status, cfg->retry_scale_pct);
+        server_errors += r.status >= 500;
+        int wait = pl_rp_post_retry_delay_ms(attempt, server_errors, r.status, r.retry_after_s,
+                                             cfg->retry_scale_pct);
         if (r.status)
-            pl_rp_log(cfg, PL_RP_LOG_WARN, j->id, j->batch_id, "post attempt %d: HTTP %ld",
-                      attempt, r.status);
+            snprintf(why, n, "%d attempt(s), the last answered HTTP %ld", attempt, r.status);
         else
-            pl_rp_log(cfg, PL_RP_LOG_WARN, j->id, j->batch_id, "post attempt %d: %s", attempt,
-                      r.err);
+            snprintf(why, n, "%d attempt(s), the last failed: %s", attempt, r.err);
+        const char *after = wait < 0 ? " (giving up)" : "";
+        if (r.status)
+            pl_rp_log(cfg, PL_RP_LOG_WARN, j->id, j->batch_id, "post attempt %d: HTTP %ld%s",
+                      attempt, r.status, after);
+        else
+            pl_rp_log(cfg, PL_RP_LOG_WARN, j->id, j->batch_id, "post attempt %d: %s%s", attempt,
+                      r.err, after);
         if (wait < 0)
             return false;
         nap(wait, false);
@@ -582,9 +664,11 @@ static bool on_chunk(void *user, json_t *chunk)
     json_t *body = json_pack("{s:O}", "output", chunk);
     char *s = body ? json_dumps(body, JSON_COMPACT) : NULL;
     json_decref(body);
-    if (s && !post_with_retry(p->c, j, p->stream_url, s) && !j->stop)
+    char why[CURL_ERROR_SIZE + 64];
+    if (s && !post_with_retry(p->c, j, p->stream_url, s, why, sizeof(why)) && !j->stop)
         pl_rp_log(j->w->cfg, PL_RP_LOG_ERROR, j->id, j->batch_id,
-                  "stream chunk could not be posted; it is lost");
+                  "a stream chunk of job %s could not be posted (%s)%s", j->id, why,
+                  j->w->cfg->return_aggregate ? "; the final result still carries it" : "");
     free(s);
     return !j->stop;
 }
@@ -623,10 +707,12 @@ static void *job_main(void *arg)
         char *url = u ? pl_rp_url_append(u, res.generator ? "isStream=true" : "isStream=false")
                       : NULL;
         free(u);
-        bool ok = s && url && post_with_retry(c, j, url, s);
+        char why[CURL_ERROR_SIZE + 64];
+        snprintf(why, sizeof(why), "out of memory");
+        bool ok = s && url && post_with_retry(c, j, url, s, why, sizeof(why));
         if (!ok)
             pl_rp_log(cfg, PL_RP_LOG_ERROR, j->id, j->batch_id,
-                      "the result of job %s could not be posted and is dropped", j->id);
+                      "the result of job %s could not be posted (%s) and is dropped", j->id, why);
         else
             pl_rp_log(cfg, PL_RP_LOG_INFO, j->id, j->batch_id, "Finished%s.",
                       res.error ? " (failed)" : "");
@@ -646,13 +732,24 @@ static void *job_main(void *arg)
 
 static void accept_job(struct worker *w, json_t *jobj)
 {
-    struct job *j = calloc(1, sizeof(*j));
-    if (!j)
-        return;
-    j->w = w;
-    j->id = strdup(json_string_value(json_object_get(jobj, "id")));
+    const char *id = json_string_value(json_object_get(jobj, "id"));
     const char *b = json_string_value(json_object_get(jobj, "batchId"));
-    j->batch_id = b ? strdup(b) : NULL;
+    struct job *j = calloc(1, sizeof(*j));
+    if (j) {
+        j->id = strdup(id);
+        j->batch_id = b ? strdup(b) : NULL;
+    }
+    if (!j || !j->id || (b && !j->batch_id)) {
+        /* taken from the job server, so never dropped silently */
+        pl_rp_log(w->cfg, PL_RP_LOG_ERROR, id, b, "out of memory: job %s is dropped", id);
+        if (j) {
+            free(j->id);
+            free(j->batch_id);
+            free(j);
+        }
+        return;
+    }
+    j->w = w;
     j->job = json_incref(jobj);
     pthread_mutex_lock(&w->reg_mu);
     j->next = w->jobs;
@@ -930,22 +1027,20 @@ int pl_rp_worker_run(struct pl_rp_ctx *ctx)
         http_do(c, cfg, url, NULL, NULL, false, cfg->take_timeout_ms, false, &r);
         free(url);
         enum pl_rp_take_verdict v = pl_rp_take_classify(r.status, r.ctype, r.len);
+        bool timed_out = !r.status && (strstr(r.err, "imed out") || strstr(r.err, "Timeout"));
         switch (v) {
         case PL_RP_TAKE_NONE:
         case PL_RP_TAKE_IGNORED:
             break;
         case PL_RP_TAKE_BACKOFF_429:
             pl_rp_log(cfg, PL_RP_LOG_WARN, NULL, NULL, "job take: 429, backing off");
-            nap(cfg->backoff_429_ms, true);
             break;
         case PL_RP_TAKE_ERROR_AUTH:
         case PL_RP_TAKE_ERROR:
             if (r.status)
                 pl_rp_log(cfg, PL_RP_LOG_ERROR, NULL, NULL, "job take: HTTP %ld", r.status);
-            else if (!strstr(r.err, "imed out") && !strstr(r.err, "Timeout"))
+            else if (!timed_out)
                 pl_rp_log(cfg, PL_RP_LOG_ERROR, NULL, NULL, "job take: %s", r.err);
-            if (r.status || (!strstr(r.err, "imed out") && !strstr(r.err, "Timeout")))
-                nap(v == PL_RP_TAKE_ERROR_AUTH ? 5000 : 1000, true);
             break;
         case PL_RP_TAKE_JOBS: {
             const char *why = NULL;
@@ -969,6 +1064,7 @@ int pl_rp_worker_run(struct pl_rp_ctx *ctx)
             break;
         }
         }
+        nap(pl_rp_take_wait_ms(v, timed_out, cfg->backoff_429_ms), true);
         free(r.body);
     }
     pl_rp_log(cfg, PL_RP_LOG_INFO, NULL, NULL, "no more takes; draining %d job(s)", w.held);

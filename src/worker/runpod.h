@@ -18,6 +18,7 @@
 
 #include "pagellm.h"
 
+#include <curl/curl.h>
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -90,13 +91,24 @@ double pl_rp_schedule_size(const struct pl_rp_schedule *s);
 void pl_rp_schedule_next(struct pl_rp_schedule *s);
 
 /*
- * The result/stream post retry policy (spec 1.7: FibonacciRetry(attempts=3)):
- * given attempts made so far (>= 1) and the last outcome (HTTP status, or 0
- * for a network failure), the wait in ms before the next attempt, or -1 to
- * stop. Retries on >= 500 and (an improvement over the SDK) network failures;
- * never on a 2xx-4xx answer; waits 2000 then 3000 ms, scaled by scale_pct.
+ * The result/stream post retry policy: given attempts made so far (>= 1), how
+ * many of them were answered >= 500 (the last one included), the last outcome
+ * (HTTP status, or 0 for a network failure) and a 429's Retry-After in seconds
+ * (0: none), the wait in ms before the next attempt, or -1 to stop (the
+ * caller then logs the job id: the result is dropped).
+ *  - >= 500: the SDK's FibonacciRetry(attempts=3) (spec 1.7, RS14/RS15): the
+ *    third such answer is final; waits 2000 then 3000 ms.
+ *  - 429 and network failures (connection refused or reset mid-post, a job
+ *    server restarting): an improvement over the SDK, which drops the result
+ *    at once: the Fibonacci waits go on (2, 3, 5, 8, 13, 21 s, then 30 s) for
+ *    up to PL_RP_POST_MAX_ATTEMPTS attempts (about 2.5 minutes in all); a
+ *    longer Retry-After is honoured, up to 60 s.
+ *  - any other answer (2xx-4xx): final.
+ * The Fibonacci waits are scaled by scale_pct (a test knob); Retry-After is not.
  */
-int pl_rp_post_retry_delay_ms(int attempts, long status, int scale_pct);
+#define PL_RP_POST_MAX_ATTEMPTS 10
+int pl_rp_post_retry_delay_ms(int attempts, int server_errors, long status, long retry_after_s,
+                              int scale_pct);
 
 /*
  * OpenAI-route streaming (spec 4.4): Server-Sent Events from the OpenAI layer
@@ -133,6 +145,14 @@ enum pl_rp_take_verdict {
     PL_RP_TAKE_JOBS         /* 2xx JSON: parse jobs */
 };
 enum pl_rp_take_verdict pl_rp_take_classify(long status, const char *content_type, size_t body_len);
+
+/*
+ * How long the taker waits before its next take (spec 1.5, TK1/TK6/TK7/TK12):
+ * 0 -- poll again at once -- after 204/400, an ignored body, jobs, and a long
+ * poll abandoned after take_timeout_ms (timed_out); backoff_429_ms after a
+ * 429; 5000 after 401/403/404; 1000 after any other error.
+ */
+long pl_rp_take_wait_ms(enum pl_rp_take_verdict v, bool timed_out, int backoff_429_ms);
 
 /*
  * Parses a take body into jobs: an object (one job) or an array. Every job
@@ -232,9 +252,27 @@ void pl_rp_report_unhealthy(const struct pl_rp_config *cfg, const char *check, c
 
 struct pl_rp_api_opts {
     const char *host;          /* "localhost" */
-    int port;                  /* 8000 */
-    int concurrency;           /* HTTP threads (1) */
+    int port;                  /* 8000; 0: an ephemeral port (logged) */
+    int concurrency;           /* HTTP event-loop threads (1: the SDK's default; at least 2 run) */
+    long max_queue;            /* jobs waiting to run (/run stash + blocked calls), 1024 */
+    size_t max_queue_bytes;    /* their request bodies' bytes, 256 MiB */
 };
+
+/* The defaults above (the flags' defaults in docs/runpod.md). */
+void pl_rp_api_opts_default(struct pl_rp_api_opts *o);
+
+/*
+ * A webhook URL the local API accepts: http:// or https:// only (any other
+ * scheme, e.g. gopher:// or file://, could make libcurl send raw bytes to a
+ * local port). NULL when url is acceptable, else the static reason.
+ */
+const char *pl_rp_webhook_url_problem(const char *url);
+
+/*
+ * Restricts a curl handle to HTTP(S), redirects included; every curl handle
+ * given a URL from outside (job server, webhook) goes through it.
+ */
+void pl_rp_curl_http_only(CURL *curl);
 
 /* Serves the SDK's local API until SIGTERM/SIGINT; returns the exit code. */
 int pl_rp_local_api_run(struct pl_rp_ctx *ctx, const struct pl_rp_api_opts *o);

@@ -9,6 +9,12 @@
 //     function (rec) -> entry.
 //   postAnswer(rec) -> {status, delay} for job-done / job-stream posts (200).
 //   pingAnswer(rec) -> {status} for pings (200).
+// Every answer may also carry headers: {...} (e.g. Retry-After), until: a promise
+// (answered once it resolves: a test holds a job in flight as long as it needs),
+// or reset: true (the connection is destroyed without an answer: a reset mid-post).
+// Fault modes for the reliability test: storm(n) answers the next n requests of any
+// kind 503; restart(downMs) closes the server and every connection and listens again
+// on the same port downMs later (a job-server restart; the record survives).
 // Each record keeps the answer it got (rec.answer).
 import http from 'node:http';
 import zlib from 'node:zlib';
@@ -24,6 +30,25 @@ export class FakeRunPod {
     this.waiters = [];
     this.sockets = new Set();
     this.pending = new Set();
+    this.stormLeft = 0;
+    this.faults = { storm503: 0, restarts: 0 };
+  }
+
+  storm(n) { this.stormLeft += n; }
+
+  // Down for downMs (from when every connection is closed), then back on the same port.
+  async restart(downMs) {
+    const port = this.port;
+    await this.stop();
+    this.faults.restarts++;
+    await new Promise((r) => setTimeout(r, downMs));
+    // the port is free again unless another socket grabbed it meanwhile: try until it is
+    for (let i = 0; ; i++) {
+      try { await this.start(port); return; } catch (e) {
+        if (e.code !== 'EADDRINUSE' || i > 1200) throw e;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
   }
 
   url(kind) {
@@ -58,10 +83,13 @@ export class FakeRunPod {
     this.server = http.createServer((req, res) => this.handle(req, res));
     this.server.keepAliveTimeout = 60000;
     this.server.on('connection', (s) => { this.sockets.add(s); s.on('close', () => this.sockets.delete(s)); });
-    return new Promise((resolve) => this.server.listen(port, '127.0.0.1', () => {
-      this.port = this.server.address().port;
-      resolve(this);
-    }));
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(port, '127.0.0.1', () => {
+        this.port = this.server.address().port;
+        resolve(this);
+      });
+    });
   }
 
   // Closes the server and every connection (a job server that disappears).
@@ -97,9 +125,11 @@ export class FakeRunPod {
 
   send(res, a) {
     if (a.never) return;
+    if (a.reset) { res.socket?.destroy(); return; }
+    if (a.until) { a.until.then(() => this.send(res, { ...a, until: undefined })); return; }
     const go = () => {
       if (res.destroyed) return;
-      const h = {};
+      const h = { ...(a.headers ?? {}) };
       if (a.ctype) h['Content-Type'] = a.ctype;
       if (a.contentLength0) h['Content-Length'] = '0';
       let payload = a.body ?? '';
@@ -111,6 +141,12 @@ export class FakeRunPod {
   }
 
   answer(rec, res) {
+    if (this.stormLeft > 0) {
+      this.stormLeft--;
+      this.faults.storm503++;
+      rec.answer = { status: 503, storm: true };
+      return this.send(res, rec.answer);
+    }
     if (rec.kind === 'job-take' || rec.kind === 'job-take-batch' || rec.kind === 'job-stop') {
       const q = rec.kind === 'job-stop' ? this.stopQ : this.takeQ;
       let a = q.shift();
@@ -126,7 +162,7 @@ export class FakeRunPod {
   }
 
   // Resolves with the first request (now or later, from index `from`) matching pred.
-  waitFor(pred, timeoutMs = 10000, from = 0) {
+  waitFor(pred, timeoutMs = 120000, from = 0) {
     const hit = this.reqs.slice(from).find(pred);
     if (hit) return Promise.resolve(hit);
     return new Promise((resolve, reject) => {

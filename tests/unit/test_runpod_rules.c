@@ -55,6 +55,22 @@ static void test_take_classify(void)
     CHECK(pl_rp_take_classify(200, "application/json; charset=utf-8", 5) == PL_RP_TAKE_JOBS);
 }
 
+static void test_take_wait(void)
+{
+    /* TK1, TK7, TK9-TK11: poll again at once; TK12: an abandoned long poll too */
+    CHECK(pl_rp_take_wait_ms(pl_rp_take_classify(204, NULL, 0), false, 5000) == 0);
+    CHECK(pl_rp_take_wait_ms(pl_rp_take_classify(400, "application/json", 9), false, 5000) == 0);
+    CHECK(pl_rp_take_wait_ms(pl_rp_take_classify(200, "text/html", 20), false, 5000) == 0);
+    CHECK(pl_rp_take_wait_ms(pl_rp_take_classify(200, "application/json", 5), false, 5000) == 0);
+    CHECK(pl_rp_take_wait_ms(pl_rp_take_classify(0, NULL, 0), true, 5000) == 0);
+    /* TK6: the 429 back-off; TK8: 1 s after other errors (no hot loop), 5 s on auth errors */
+    CHECK(pl_rp_take_wait_ms(pl_rp_take_classify(429, NULL, 0), false, 5000) == 5000);
+    CHECK(pl_rp_take_wait_ms(pl_rp_take_classify(429, NULL, 0), false, 700) == 700);
+    CHECK(pl_rp_take_wait_ms(pl_rp_take_classify(500, NULL, 0), false, 5000) == 1000);
+    CHECK(pl_rp_take_wait_ms(pl_rp_take_classify(0, NULL, 0), false, 5000) == 1000);
+    CHECK(pl_rp_take_wait_ms(pl_rp_take_classify(404, NULL, 0), false, 5000) == 5000);
+}
+
 static void test_parse_jobs(void)
 {
     const char *why;
@@ -79,15 +95,55 @@ static void test_parse_jobs(void)
 
 static void test_retry_policy(void)
 {
-    /* FibonacciRetry(attempts=3): waits 2 s then 3 s, only on >= 500 (RS14, RS15, RS16) */
-    CHECK(pl_rp_post_retry_delay_ms(1, 503, 100) == 2000);
-    CHECK(pl_rp_post_retry_delay_ms(2, 500, 100) == 3000);
-    CHECK(pl_rp_post_retry_delay_ms(3, 500, 100) == -1);
-    CHECK(pl_rp_post_retry_delay_ms(1, 404, 100) == -1);
-    CHECK(pl_rp_post_retry_delay_ms(1, 429, 100) == -1);
-    CHECK(pl_rp_post_retry_delay_ms(1, 200, 100) == -1);
-    CHECK(pl_rp_post_retry_delay_ms(1, 0, 100) == 2000); /* network errors: same schedule */
-    CHECK(pl_rp_post_retry_delay_ms(2, 502, 10) == 300);
+    /* 5xx: FibonacciRetry(attempts=3): waits 2 s then 3 s, the third 5xx is final (RS14, RS15) */
+    CHECK(pl_rp_post_retry_delay_ms(1, 1, 503, 0, 100) == 2000);
+    CHECK(pl_rp_post_retry_delay_ms(2, 2, 500, 0, 100) == 3000);
+    CHECK(pl_rp_post_retry_delay_ms(3, 3, 500, 0, 100) == -1);
+    CHECK(pl_rp_post_retry_delay_ms(2, 2, 502, 0, 10) == 300);
+    /* other answers are final (RS16) */
+    CHECK(pl_rp_post_retry_delay_ms(1, 0, 404, 0, 100) == -1);
+    CHECK(pl_rp_post_retry_delay_ms(1, 0, 400, 5, 100) == -1);
+    CHECK(pl_rp_post_retry_delay_ms(1, 0, 200, 0, 100) == -1);
+    /* 429 and network failures (reset mid-post, a restarting job server): the Fibonacci
+     * waits go on, capped at 30 s, for PL_RP_POST_MAX_ATTEMPTS attempts */
+    static const int fib[] = {2000, 3000, 5000, 8000, 13000, 21000, 30000, 30000, 30000};
+    long total = 0;
+    for (int a = 1; a < PL_RP_POST_MAX_ATTEMPTS; a++) {
+        CHECKF(pl_rp_post_retry_delay_ms(a, 0, 0, 0, 100) == fib[a - 1], "attempt %d: %d", a,
+               pl_rp_post_retry_delay_ms(a, 0, 0, 0, 100));
+        CHECK(pl_rp_post_retry_delay_ms(a, 0, 429, 0, 100) == fib[a - 1]);
+        total += fib[a - 1];
+    }
+    CHECK(total >= 120000); /* a job server down for two minutes loses no result */
+    CHECK(pl_rp_post_retry_delay_ms(PL_RP_POST_MAX_ATTEMPTS, 0, 0, 0, 100) == -1);
+    CHECK(pl_rp_post_retry_delay_ms(PL_RP_POST_MAX_ATTEMPTS, 0, 429, 0, 100) == -1);
+    CHECK(pl_rp_post_retry_delay_ms(4, 0, 0, 0, 10) == 800);
+    /* 5xx answers among other failures: only the third 5xx is final */
+    CHECK(pl_rp_post_retry_delay_ms(3, 1, 503, 0, 100) == 5000);
+    CHECK(pl_rp_post_retry_delay_ms(5, 2, 503, 0, 100) == 13000);
+    CHECK(pl_rp_post_retry_delay_ms(5, 3, 503, 0, 100) == -1);
+    CHECK(pl_rp_post_retry_delay_ms(PL_RP_POST_MAX_ATTEMPTS, 1, 503, 0, 100) == -1);
+    /* Retry-After (429 only): honoured when longer, capped at 60 s, never scaled */
+    CHECK(pl_rp_post_retry_delay_ms(1, 0, 429, 7, 100) == 7000);
+    CHECK(pl_rp_post_retry_delay_ms(1, 0, 429, 1, 100) == 2000);
+    CHECK(pl_rp_post_retry_delay_ms(1, 0, 429, 1, 10) == 1000);
+    CHECK(pl_rp_post_retry_delay_ms(1, 0, 429, 3600, 100) == 60000);
+    CHECK(pl_rp_post_retry_delay_ms(1, 1, 503, 7, 100) == 2000);
+}
+
+static void test_webhook_urls(void)
+{
+    CHECK(pl_rp_webhook_url_problem("http://127.0.0.1:8080/hook") == NULL);
+    CHECK(pl_rp_webhook_url_problem("HTTPS://example.com/x?y=1") == NULL);
+    /* every other scheme could make curl talk raw to a local port or read a file */
+    static const char *bad[] = {"gopher://127.0.0.1:6379/_SET%20x%201", "file:///etc/passwd",
+                                "dict://127.0.0.1:11211/stat", "ftp://127.0.0.1/x",
+                                "smtp://127.0.0.1/", "telnet://127.0.0.1:23", "ldap://x/",
+                                "127.0.0.1:8080/hook", "", "http://", "javascript:alert(1)",
+                                "HTTPS:/W/example.com/hook", "http:/x", " http://x/"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        CHECKF(pl_rp_webhook_url_problem(bad[i]) != NULL, "'%s' accepted", bad[i]);
+    CHECK(strstr(pl_rp_webhook_url_problem("gopher://127.0.0.1:1/_x"), "http://") != NULL);
 }
 
 static void sizes(double max, double min, double growth, const double *want, int n)
@@ -216,8 +272,10 @@ int main(void)
 {
     PL_RUN(test_url_templates);
     PL_RUN(test_take_classify);
+    PL_RUN(test_take_wait);
     PL_RUN(test_parse_jobs);
     PL_RUN(test_retry_policy);
+    PL_RUN(test_webhook_urls);
     PL_RUN(test_schedule);
     PL_RUN(test_modes);
     PL_RUN(test_sse_batches);
