@@ -31,26 +31,11 @@
 #include <unistd.h>
 
 static volatile sig_atomic_t interrupted;
-/* While the loop waits for a line: PROMPT_PLAIN, or PROMPT_TTY when it shows "> ". */
-static volatile sig_atomic_t at_prompt;
-enum { PROMPT_NONE, PROMPT_PLAIN, PROMPT_TTY };
 
-#define LEAVE_HINT "\n(/exit or Ctrl-D leaves the chat)\n"
-
-/* At the prompt the handler itself says how to leave (and shows the prompt again): a
- * Ctrl-C that lands after the prompt is shown but before the read blocks interrupts no
- * read, so a hint left to the loop would never come (the read would just go on waiting). */
 static void on_sigint(int sig)
 {
     (void)sig;
     interrupted = 1;
-    const int mode = at_prompt;
-    if (mode != PROMPT_NONE) {
-        ssize_t w = write(STDERR_FILENO, LEAVE_HINT, sizeof(LEAVE_HINT) - 1);
-        if (mode == PROMPT_TTY)
-            w = write(STDOUT_FILENO, "> ", 2);
-        (void)w;
-    }
 }
 
 static void usage(FILE *f)
@@ -338,28 +323,20 @@ int pl_cli_chat(int argc, char **argv)
     size_t cap = 0;
     int turn = 0;
     install_sigint();
-    bool show_prompt = true;
     for (;;) {
-        fflush(stdout); /* the handler writes to the descriptors directly */
-        fflush(stderr);
-        interrupted = 0;
-        at_prompt = tty ? PROMPT_TTY : PROMPT_PLAIN;
-        if (tty && show_prompt) {
+        if (tty) {
             fputs("> ", stdout);
             fflush(stdout);
         }
-        show_prompt = true;
+        interrupted = 0;
         errno = 0;
         ssize_t len = getline(&line, &cap, stdin);
-        at_prompt = PROMPT_NONE;
         if (len < 0 && errno == EINTR && interrupted) {
-            /* Ctrl-C at the prompt: nothing to stop; the handler said how to leave and
-             * showed the prompt again */
+            /* Ctrl-C at the prompt: nothing to stop; say how to leave */
             clearerr(stdin);
-            show_prompt = false;
+            note("\n(/exit or Ctrl-D leaves the chat)\n");
             continue;
         }
-        interrupted = 0; /* a Ctrl-C at the prompt does not stop the reply to come */
         if (len < 0) {
             if (tty)
                 fputc('\n', stdout); /* end the prompt's line: the shell's starts clean */
