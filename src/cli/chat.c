@@ -22,6 +22,8 @@
 #include "util/err.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <jansson.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -31,11 +33,47 @@
 #include <unistd.h>
 
 static volatile sig_atomic_t interrupted;
+/* The handler also writes a byte here, so a prompt waiting in poll() wakes whatever
+ * thread the signal was delivered to (the engine's threads do not block SIGINT). */
+static int sigint_pipe[2] = {-1, -1};
 
 static void on_sigint(int sig)
 {
     (void)sig;
     interrupted = 1;
+    if (sigint_pipe[1] >= 0) {
+        int saved = errno;
+        ssize_t w = write(sigint_pipe[1], "", 1); /* full pipe: already signalled */
+        (void)w;
+        errno = saved;
+    }
+}
+
+/* Discards Ctrl-Cs that arrived before now (during a reply or before a prompt). */
+static void drain_sigint_pipe(void)
+{
+    char buf[64];
+    while (sigint_pipe[0] >= 0 && read(sigint_pipe[0], buf, sizeof(buf)) > 0)
+        ;
+}
+
+/* Waits until stdin has a line or Ctrl-C comes; true for Ctrl-C. A Ctrl-C between the
+ * prompt and the read is seen too (the pipe keeps it), unlike an EINTR from read. */
+static bool wait_line_or_sigint(void)
+{
+    struct pollfd fds[2] = {{STDIN_FILENO, POLLIN, 0}, {sigint_pipe[0], POLLIN, 0}};
+    for (;;) {
+        int n = poll(fds, 2, -1);
+        if (n < 0 && errno == EINTR)
+            continue; /* the handler ran here; the pipe says so on the next poll */
+        if (n < 0)
+            return false; /* let getline report what is wrong */
+        if (fds[1].revents & POLLIN) {
+            drain_sigint_pipe();
+            return true;
+        }
+        return false;
+    }
 }
 
 static void usage(FILE *f)
@@ -199,9 +237,12 @@ static int refuse_flags(const struct pl_cli_flags *fl)
     return 2;
 }
 
-/* Ctrl-C sets `interrupted` and interrupts a blocking read (no SA_RESTART). */
+/* Ctrl-C sets `interrupted`, wakes the prompt (the pipe) and interrupts a blocking read
+ * (no SA_RESTART). */
 static void install_sigint(void)
 {
+    if (sigint_pipe[0] < 0 && pipe2(sigint_pipe, O_NONBLOCK | O_CLOEXEC) != 0)
+        sigint_pipe[0] = sigint_pipe[1] = -1; /* then only EINTR reports it */
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_sigint;
@@ -324,16 +365,25 @@ int pl_cli_chat(int argc, char **argv)
     int turn = 0;
     install_sigint();
     for (;;) {
+        drain_sigint_pipe(); /* a Ctrl-C that came as the reply ended is spent */
         if (tty) {
             fputs("> ", stdout);
             fflush(stdout);
         }
         interrupted = 0;
         errno = 0;
+        /* on a terminal each read returns one line, so stdin's buffer is empty here and
+         * poll sees what getline would read; piped input is read as it comes */
+        if (tty && wait_line_or_sigint()) {
+            /* Ctrl-C at the prompt: nothing to stop; say how to leave */
+            interrupted = 0;
+            note("\n(/exit or Ctrl-D leaves the chat)\n");
+            continue;
+        }
         ssize_t len = getline(&line, &cap, stdin);
         if (len < 0 && errno == EINTR && interrupted) {
-            /* Ctrl-C at the prompt: nothing to stop; say how to leave */
             clearerr(stdin);
+            interrupted = 0;
             note("\n(/exit or Ctrl-D leaves the chat)\n");
             continue;
         }
