@@ -1439,12 +1439,24 @@ static void test_client_gone_while_queued(void)
  * object, or an SSE error event then [DONE]; never a normal or "abort" finish,
  * never a request that waits for the next one. The server goes on serving.
  */
+/* Arms the fake engine's next step to fail once the engine thread is idle: after a failed
+ * request's reply, the engine thread still runs one step to retire the aborted request
+ * (fail_all aborts it in the engine), and a fault armed before that step would be spent
+ * on it instead of on the next request. Polls; 60 s is only a hang guard. */
+static void arm_failing_step(struct fixture *fx)
+{
+    for (int i = 0; i < 6000 && __atomic_load_n(&fx->fake.n_reqs, __ATOMIC_SEQ_CST) > 0; i++)
+        sleep_ms(10);
+    REQUIRE(__atomic_load_n(&fx->fake.n_reqs, __ATOMIC_SEQ_CST) == 0);
+    fx->fake.fail_steps = 1; /* read by the engine thread after the next submit */
+}
+
 static void test_engine_failure_errors(void)
 {
     struct options opt = {0};
     struct fixture *fx = start(&opt);
     fx->fake.fail_silently = true;
-    fx->fake.fail_steps = 1; /* read by the engine thread after the submit below */
+    arm_failing_step(fx);
     struct http_reply r;
     REQUIRE(http_request(fx->port, "POST", "/v1/completions", NULL,
                          "{\"prompt\":[5,6],\"max_tokens\":3}", &r));
@@ -1452,7 +1464,7 @@ static void test_engine_failure_errors(void)
     CHECKF(strstr(r.body, "device lost"), "%s", r.body);
     http_reply_free(&r);
 
-    fx->fake.fail_steps = 1;
+    arm_failing_step(fx);
     REQUIRE(http_request(fx->port, "POST", "/v1/completions", NULL,
                          "{\"prompt\":[5,6],\"max_tokens\":3,\"stream\":true}", &r));
     CHECK(r.status == 200);
@@ -1475,7 +1487,7 @@ static void test_engine_failure_errors(void)
     http_reply_free(&r);
 
     /* chat, streamed: the role chunk, then the error event, then [DONE] */
-    fx->fake.fail_steps = 1;
+    arm_failing_step(fx);
     REQUIRE(http_request(fx->port, "POST", "/v1/chat/completions", NULL,
                          "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
                          "\"max_tokens\":3,\"stream\":true}",
