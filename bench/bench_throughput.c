@@ -8,8 +8,13 @@
  *        [--output-len 64] [--max-num-seqs 256] [--max-num-batched-tokens 2048]
  *        [--num-kv-blocks N] [--threads N] [--device cpu|cuda|auto] [--seed 0]
  *        [--load-format auto|dummy] [--gpu-memory-utilization F] [--warmup 0|1]
+ *        [--ttft 0|1]
  * --warmup 1 runs one short request first (one-time costs such as GEMM plan
  * selection stay out of the timed run, as in vLLM's start-up).
+ * --ttft 1 first times the same prompts with one output token each (the time to
+ * the first token: prefill plus one step), then the full run; it also prints the
+ * decode rate after the first token, (output - first tokens) / (full - first
+ * seconds): for one long prompt, decode speed at that context (scenario S6).
  * Prints requests/s, total and output tokens/s, and the engine's KV statistics
  * (peak blocks, waste, preemptions) as one table; the last line is a markdown
  * row for docs/results.md.
@@ -34,7 +39,7 @@ static int usage(void)
     fprintf(stderr, "usage: bench_throughput --model DIR [--num-prompts N] [--input-len N] "
                     "[--output-len N] [--max-num-seqs N] [--max-num-batched-tokens N] "
                     "[--num-kv-blocks N] [--threads N] [--device D] [--seed S] "
-                    "[--load-format F] [--gpu-memory-utilization F] [--warmup 0|1]\n");
+                    "[--load-format F] [--gpu-memory-utilization F] [--warmup 0|1] [--ttft 0|1]\n");
     return 2;
 }
 
@@ -42,7 +47,7 @@ int main(int argc, char **argv)
 {
     struct pl_llm_params lp;
     pl_llm_params_default(&lp);
-    int num_prompts = 64, input_len = 128, output_len = 64, warmup = 0;
+    int num_prompts = 64, input_len = 128, output_len = 64, warmup = 0, ttft = 0;
     uint64_t seed = 0;
     for (int i = 1; i < argc; i++) {
         if (i + 1 >= argc)
@@ -72,6 +77,8 @@ int main(int argc, char **argv)
             lp.gpu_memory_utilization = atof(v);
         else if (!strcmp(a, "--warmup"))
             warmup = atoi(v);
+        else if (!strcmp(a, "--ttft"))
+            ttft = atoi(v);
         else if (!strcmp(a, "--seed"))
             seed = strtoull(v, NULL, 10);
         else
@@ -123,6 +130,18 @@ int main(int argc, char **argv)
         }
         pl_outputs_free(&out);
     }
+    double first_s = 0.0;
+    if (ttft) {
+        struct pl_sampling_params fp = sp;
+        fp.max_tokens = fp.min_tokens = 1;
+        double t = now_s();
+        if (pl_llm_generate(llm, prompts, num_prompts, &fp, 1, &out) != PL_STATUS_OK) {
+            fprintf(stderr, "bench_throughput: first-token run: %s\n", pl_llm_errmsg(llm));
+            return 1;
+        }
+        first_s = now_s() - t;
+        pl_outputs_free(&out);
+    }
     double t0 = now_s();
     pl_status st = pl_llm_generate(llm, prompts, num_prompts, &sp, 1, &out);
     double secs = now_s() - t0;
@@ -144,6 +163,12 @@ int main(int argc, char **argv)
     printf("  %-28s %10.2f\n", "requests/s", num_prompts / secs);
     printf("  %-28s %10.1f\n", "total tokens/s", total_tps);
     printf("  %-28s %10.1f\n", "output tokens/s", (double)gen / secs);
+    if (ttft) {
+        printf("  %-28s %10.4f\n", "time to first token (s)", first_s);
+        printf("  %-28s %10.1f\n", "decode tokens/s after first",
+               secs > first_s && gen > num_prompts ? (double)(gen - num_prompts) / (secs - first_s)
+                                                   : 0.0);
+    }
     printf("  %-28s %10d / %d\n", "KV blocks peak / total", s.kv_blocks_peak_used,
            s.kv_blocks_total);
     printf("  %-28s %10.4f\n", "KV waste (time-averaged)", s.kv_waste);

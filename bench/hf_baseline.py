@@ -2,8 +2,9 @@
 """hf_baseline.py -- the Hugging Face transformers baseline of docs/benchmarks.md's scenarios.
 
 Builds the model shape of a config.json (default: bench/models/llama-3-8b) with
-transformers' LlamaConfig and random bf16 weights made on the GPU (no download, the
-same shape pagellm's --load-format dummy runs), then times greedy generate() with
+transformers' AutoConfig / AutoModelForCausalLM (Llama, Gemma 3, Qwen3-MoE, ...) and random
+bf16 weights made on the GPU (no download, the same shape pagellm's --load-format dummy
+runs), then times greedy generate() with
 SDPA attention and the default dynamic cache, static batches, every sequence running
 to max_new_tokens (min_new_tokens = max_new_tokens, i.e. ignore_eos):
 
@@ -12,10 +13,12 @@ to max_new_tokens (min_new_tokens = max_new_tokens, i.e. ignore_eos):
   s1: batch B (default 256; docs/benchmarks.md's best HF batch), 512 in / 256 out: output
       tok/s. The S1 workload is 1024 prompts; static batches of B run it in 1024/B
       rounds of the same cost, so one round's rate is HF's rate for the whole workload.
+  --run LABEL:B:IN:OUT (repeatable): batch B, IN in / OUT out, output tok/s, as s1 (a
+      16-token warm-up of batch 1 runs once before the first of them).
 
 Prints one JSON object per scenario (one line each) and nothing else on stdout.
 Usage: python3 bench/hf_baseline.py [--config DIR] [--scenarios s4,s2,s1] [--s1-batch 256]
-                                    [--t0 EPOCH_SECONDS]
+                                    [--t0 EPOCH_SECONDS] [--run LABEL:B:IN:OUT ...]
 """
 import argparse
 import json
@@ -33,15 +36,20 @@ def main():
     ap.add_argument("--scenarios", default="s4,s2,s1")
     ap.add_argument("--s1-batch", type=int, default=256)
     ap.add_argument("--t0", type=float, default=None, help="process start (epoch seconds)")
+    ap.add_argument("--run", action="append", default=[], help="LABEL:B:IN:OUT")
     a = ap.parse_args()
-    scen = a.scenarios.split(",")
+    scen = [x for x in a.scenarios.split(",") if x]
+    runs = []
+    for r in a.run:
+        label, b, n_in, n_out = r.split(":")
+        runs.append((label, int(b), int(n_in), int(n_out)))
     t0 = a.t0 if a.t0 is not None else T_IMPORT
 
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
     import transformers
 
-    cfg = LlamaConfig.from_pretrained(a.config)
+    cfg = AutoConfig.from_pretrained(a.config)
     try:
         cfg._attn_implementation = "sdpa"  # transformers' default on CUDA anyway
     except Exception as e:  # noqa: BLE001 - older/newer config classes
@@ -49,7 +57,7 @@ def main():
     torch.manual_seed(0)
     torch.set_default_dtype(torch.bfloat16)  # built in bf16 directly (no fp32 copy)
     with torch.device("cuda"):
-        model = LlamaForCausalLM(cfg)
+        model = AutoModelForCausalLM.from_config(cfg)
     torch.set_default_dtype(torch.float32)
     model.eval()
     model.generation_config.pad_token_id = 0
@@ -70,7 +78,8 @@ def main():
         return dt
 
     common = {"baseline": "transformers %s, torch %s, sdpa, dynamic cache, greedy" %
-              (transformers.__version__, torch.__version__), "device": torch.cuda.get_device_name()}
+              (transformers.__version__, torch.__version__), "device": torch.cuda.get_device_name(),
+              "model_type": cfg.model_type}
     if "s4" in scen:
         run(1, 128, 1)
         now = time.time()
@@ -86,6 +95,13 @@ def main():
         dt = run(b, 512, 256)
         print(json.dumps(dict(common, scenario="S1", batch=b, input_len=512, output_len=256,
                               seconds=round(dt, 2), output_tok_s=round(b * 256 / dt, 1))),
+              flush=True)
+    for i, (label, b, n_in, n_out) in enumerate(runs):
+        if i == 0:
+            run(1, 16, 8)  # warm-up
+        dt = run(b, n_in, n_out)
+        print(json.dumps(dict(common, scenario=label, batch=b, input_len=n_in, output_len=n_out,
+                              seconds=round(dt, 2), output_tok_s=round(b * n_out / dt, 1))),
               flush=True)
 
 
