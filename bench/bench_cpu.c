@@ -4,6 +4,8 @@
  *   bench_cpu --model DIR [--threads N] [--prompt-len 128] [--gen-len 64] [--batch 1]
  *             [--block-size 16] [--results FILE]
  *   bench_cpu --synthetic 1b ...   (a random bf16 model of Llama-3.2-1B's shape, no files)
+ *   bench_cpu --model DIR --load-format dummy [--dtype float16] ...   (random weights of
+ *             DIR/config.json's shape, in the config's dtype or --dtype)
  *
  * Measures, in one run: STREAM-style copy and triad bandwidth over arrays far
  * larger than the caches (the ceiling for decode), prefill tokens/s (batch
@@ -204,13 +206,15 @@ static void machine_name(char *out, size_t n)
 static void die_usage(void)
 {
     fprintf(stderr, "usage: bench_cpu (--model DIR | --synthetic 1b) [--threads N] [--prompt-len 128] "
-                    "[--gen-len 64] [--batch 1] [--block-size 16] [--results FILE]\n");
+                    "[--gen-len 64] [--batch 1] [--block-size 16] [--results FILE] "
+                    "[--load-format auto|dummy] [--dtype bfloat16|float16|float32]\n");
     exit(2);
 }
 
 int main(int argc, char **argv)
 {
-    const char *model = NULL, *results = NULL, *synthetic = NULL;
+    const char *model = NULL, *results = NULL, *synthetic = NULL, *load_format = NULL;
+    const char *dtype = NULL;
     int threads = 0, prompt_len = 128, gen_len = 64, batch = 1, block_size = 16;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -233,6 +237,10 @@ int main(int argc, char **argv)
             batch = atoi(v);
         else if (!strcmp(a, "--block-size"))
             block_size = atoi(v);
+        else if (!strcmp(a, "--load-format"))
+            load_format = v;
+        else if (!strcmp(a, "--dtype"))
+            dtype = v;
         else
             die_usage();
     }
@@ -251,6 +259,13 @@ int main(int argc, char **argv)
     int max_len = prompt_len + gen_len + 1;
     int mbps = (max_len + block_size - 1) / block_size;
     p.model_dir = model;
+    if (load_format)
+        p.load_format = load_format;
+    if (dtype) {
+        if (!pl_dtype_parse_torch(dtype, &p.dtype))
+            die_usage();
+        p.convert_dtype = true;
+    }
     p.n_threads = threads;
     p.block_size = block_size;
     p.num_kv_blocks = batch * mbps;

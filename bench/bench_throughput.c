@@ -8,7 +8,7 @@
  *        [--output-len 64] [--max-num-seqs 256] [--max-num-batched-tokens 2048]
  *        [--num-kv-blocks N] [--threads N] [--device cpu|cuda|auto] [--seed 0]
  *        [--load-format auto|dummy] [--gpu-memory-utilization F] [--warmup 0|1]
- *        [--ttft 0|1]
+ *        [--ttft 0|1] [--dtype auto|bfloat16|float16|float32]
  * --warmup 1 runs one short request first (one-time costs such as GEMM plan
  * selection stay out of the timed run, as in vLLM's start-up).
  * --ttft 1 first times the same prompts with one output token each (the time to
@@ -39,7 +39,7 @@ static int usage(void)
     fprintf(stderr, "usage: bench_throughput --model DIR [--num-prompts N] [--input-len N] "
                     "[--output-len N] [--max-num-seqs N] [--max-num-batched-tokens N] "
                     "[--num-kv-blocks N] [--threads N] [--device D] [--seed S] "
-                    "[--load-format F] [--gpu-memory-utilization F] [--warmup 0|1] [--ttft 0|1]\n");
+                    "[--load-format F] [--gpu-memory-utilization F] [--warmup 0|1] [--ttft 0|1] [--dtype T]\n");
     return 2;
 }
 
@@ -77,6 +77,8 @@ int main(int argc, char **argv)
             lp.gpu_memory_utilization = atof(v);
         else if (!strcmp(a, "--warmup"))
             warmup = atoi(v);
+        else if (!strcmp(a, "--dtype"))
+            lp.dtype = v;
         else if (!strcmp(a, "--ttft"))
             ttft = atoi(v);
         else if (!strcmp(a, "--seed"))

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """gguf_write.py -- a random-weight GGUF of a Llama-family shape, for llama.cpp beside pagellm.
 
-Writes an f16 GGUF (llama architecture) of the shape in a Hugging Face config.json, with
+Writes an f16 (or --dtype bf16) GGUF (llama architecture) of the shape in a Hugging Face config.json, with
 random weights and the tokenizer metadata of a tokenizer.json (+ tokenizer_config.json):
 the byte-level BPE vocabulary, merges, token types, BOS/EOS and the chat template. The
 weights' values do not matter to a speed benchmark, only their shapes and dtype: one
@@ -13,7 +13,7 @@ with --gguf-py (or put it on PYTHONPATH). pagellm's own loader never reads GGUF;
 file only feeds the peer (bench/llamacpp_cpu.sh, bench/llamacpp_gpu.sh).
 
 Usage: gguf_write.py --config DIR/config.json --tokenizer DIR_WITH_TOKENIZER_JSON
-                     --out model.gguf [--gguf-py LLAMA_CPP/gguf-py] [--check]
+                     --out model.gguf [--dtype f16|bf16] [--gguf-py LLAMA_CPP/gguf-py] [--check]
 --check reads the written file back with gguf-py's reader and verifies every tensor's
 shape and type and the vocabulary's size; it prints one summary line either way.
 """
@@ -83,6 +83,7 @@ def main():
     ap.add_argument("--tokenizer", required=True, help="folder with tokenizer.json")
     ap.add_argument("--out", required=True)
     ap.add_argument("--gguf-py", default=None)
+    ap.add_argument("--dtype", choices=("f16", "bf16"), default="f16")
     ap.add_argument("--check", action="store_true")
     a = ap.parse_args()
     if a.gguf_py:
@@ -104,7 +105,8 @@ def main():
 
     w = gguf.GGUFWriter(a.out, "llama")
     w.add_name("pagellm-bench random %s" % os.path.basename(os.path.dirname(os.path.abspath(a.config))))
-    w.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
+    bf16 = a.dtype == "bf16"
+    w.add_file_type(gguf.LlamaFileType.MOSTLY_BF16 if bf16 else gguf.LlamaFileType.MOSTLY_F16)
     w.add_context_length(c.get("max_position_embeddings", 8192))
     w.add_embedding_length(c["hidden_size"])
     w.add_block_count(c["num_hidden_layers"])
@@ -129,14 +131,24 @@ def main():
     if template:
         w.add_chat_template(template)
     for name, shape, is_norm in tensors:
-        dt = np.float32 if is_norm else np.float16
         n = int(np.prod(shape))
-        w.add_tensor_info(name, shape, np.dtype(dt), n * np.dtype(dt).itemsize)
+        if is_norm:
+            w.add_tensor_info(name, shape, np.dtype(np.float32), 4 * n)
+        elif bf16:  # raw 16-bit words, typed BF16
+            w.add_tensor_info(name, shape, np.dtype(np.uint16), 2 * n,
+                              raw_dtype=gguf.GGMLQuantizationType.BF16)
+        else:
+            w.add_tensor_info(name, shape, np.dtype(np.float16), 2 * n)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_ti_data_to_file()
     rng = np.random.default_rng(0)
-    block = (rng.standard_normal(1 << 22, dtype=np.float32) * 0.02).astype(np.float16)
+    noise = rng.standard_normal(1 << 22, dtype=np.float32) * 0.02
+    if bf16:  # round to nearest even on the upper 16 bits
+        u = noise.view(np.uint32)
+        block = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+    else:
+        block = noise.astype(np.float16)
     for name, shape, is_norm in tensors:
         if is_norm:
             w.write_tensor_data(np.ones(shape, dtype=np.float32))
@@ -153,7 +165,8 @@ def main():
         got = {t.name: t for t in r.tensors}
         for name, shape, is_norm in tensors:
             t = got.get(name)
-            want = gguf.GGMLQuantizationType.F32 if is_norm else gguf.GGMLQuantizationType.F16
+            want = (gguf.GGMLQuantizationType.F32 if is_norm else
+                    gguf.GGMLQuantizationType.BF16 if bf16 else gguf.GGMLQuantizationType.F16)
             if t is None or list(t.shape) != list(reversed(shape)) or t.tensor_type != want:
                 raise SystemExit("gguf_write: check failed on %s" % name)
         toks = r.fields["tokenizer.ggml.tokens"]

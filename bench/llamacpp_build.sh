@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# llamacpp_build.sh SOURCE WORK cpu|cuda [JOBS] -- builds llama.cpp, the benchmark peer,
+# llamacpp_build.sh SOURCE WORK cpu|cuda|src [JOBS] -- builds llama.cpp, the benchmark peer,
 # from a git bundle of its source (or the .tar.gz that bench/carry_prep.sh --peer makes
 # from a clone of it): clones or unpacks SOURCE into WORK/src (once), configures
 # WORK/build-<kind> and builds only llama-bench and llama-batched-bench (static, Release;
 # cuda: sm_90 with flash attention, the way the H100 runs it). Idempotent: a finished
-# build is reused. Prints the directory holding the two binaries on its last line.
+# build is reused. Prints the directory holding the two binaries on its last line (src:
+# only unpacks, and prints the source directory).
 # Used by bench/llamacpp_cpu.sh and bench/llamacpp_gpu.sh; never part of pagellm's build.
 set -euo pipefail
 bundle=$1 work=$2 kind=$3 jobs=${4:-$(nproc)}
@@ -16,6 +17,10 @@ if [ ! -f "$src/CMakeLists.txt" ]; then
     *.tar.gz) mkdir -p "$src" && tar -xzf "$bundle" -C "$src" ;;
     *) git clone -q "$bundle" "$src" 2>/dev/null ;;
   esac || { echo "llamacpp_build: cannot unpack $bundle" >&2; exit 1; }
+fi
+if [ "$kind" = src ]; then
+  echo "$src"
+  exit 0
 fi
 if [ -x "$build/bin/llama-bench" ] && [ -x "$build/bin/llama-batched-bench" ]; then
   echo "$build/bin"
