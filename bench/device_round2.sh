@@ -14,7 +14,7 @@
 # Env: BUDGET (seconds, 540): optional steps (the MoE transformers baseline, the profile) are
 #      skipped when the time left is short; HF=0 skips every transformers baseline; FIGURES=0
 #      skips the issue-13 figures; PROFILE=0 skips the per-op profile of S1 at 256 prompts;
-#      ONLY="S2 S3 ..." runs only those steps (S4 S2 S1 S6 S3 S7 FIG HF PROF).
+#      ONLY="S2 S3 ..." runs only those steps (DEC S4 S2 S1 S6 S3 S7 FIG HF PROF).
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 B=${BIN:-$ROOT/.carry/bin}
@@ -84,6 +84,10 @@ BT=$B/bench_throughput
 num() { awk -v k="$2" 'index($0, k) { print $NF; exit }' "$1" 2>/dev/null; }
 
 s4=- s4s=- s2= s1= s6_ttft= s6_dec=
+# ---- decode attention timing (with the 32K rows of S6), a few seconds
+if want DEC && [ "$DEV" = cuda ] && [ -x "$B/test_cuda_parity" ]; then
+  timeout 60 "$B/test_cuda_parity" --bench-decode >"$OUT/bench_decode.log" 2>&1
+fi
 # ---- the GEMV kernels' checks first: if they fail, every run goes through cuBLASLt
 gemv=on
 if [ "$DEV" = cuda ] && [ -x "$B/test_cuda_parity" ]; then
@@ -245,6 +249,10 @@ if [ -f "$OUT/s1_profile.log" ]; then
   echo "==== S1 profile ($(( S1_N / 4 )) prompts)"
   grep -E "engine profile|output tokens/s" "$OUT/s1_profile.log"
   grep -A14 "cuda profile" "$OUT/s1_profile.log" | head -15
+fi
+if [ -f "$OUT/bench_decode.log" ]; then
+  echo "==== decode attention (test_cuda_parity --bench-decode)"
+  grep -E "ctx (8192|32768)|batch 256 ctx  640 splits auto  " "$OUT/bench_decode.log"
 fi
 echo "==== logs"
 grep -h -E "memory plan|cuda graphs|error|refused" "$OUT"/s1.log "$OUT"/s6.log "$OUT"/gemma_b1.log \

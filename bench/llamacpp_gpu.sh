@@ -2,7 +2,8 @@
 # llamacpp_gpu.sh -- pagellm beside llama.cpp on the GPU, in ONE device call (about 6-7 minutes
 # on an H100): builds llama.cpp from its source (CUDA, sm_90, only llama-bench and
 # llama-batched-bench, -j16) while bench/gguf_write.py writes an f16 GGUF of the Llama-3-8B
-# shape (random weights, the Llama-3 tokenizer's metadata), then runs, one process at a time:
+# shape (random weights, the Llama-3 tokenizer's metadata); pagellm's rows run first, then
+# llama.cpp's, one process at a time:
 #   batch-1 decode     llama-bench tg256 (flash attention on, all layers on the GPU) and
 #                      llama-batched-bench B=1 | pagellm 1 x 512/256 (bf16 dummy weights)
 #   batch 256          llama-batched-bench 256 x 512/256 | pagellm 256 x 512/256, output tok/s
@@ -18,7 +19,8 @@
 # Dry run on a CPU (tiny shape, a CPU build of llama.cpp):  SMALL=1 DEVICE=cpu BIN=build
 #   PEER=<bundle or tar.gz> LLAMACPP_WORK=/tmp/pl_llamacpp bash bench/llamacpp_gpu.sh
 # Env: PEER (.carry/peers/llama.cpp-src.tar.gz), LLAMACPP_WORK (/tmp/pl_llamacpp: the source
-#      and builds; a finished build there is reused), JOBS (16), PYTHON (python3, with numpy).
+#      and builds; a finished build there is reused), JOBS (16), PYTHON (python3, with numpy),
+#      BUDGET (570 s: every step's timeout ends before it).
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 B=${BIN:-$ROOT/.carry/bin}
@@ -34,6 +36,8 @@ mkdir -p "$OUT" "$WORK"
 export LD_LIBRARY_PATH=$ROOT/.carry/libs:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 export PAGELLM_LOG_LEVEL=info
 T0=$(date +%s)
+BUDGET=${BUDGET:-570} # seconds: a step's timeout never runs past it (the call's limit is 600)
+lim() { local l=$((BUDGET - ($(date +%s) - T0) - 15)); [ $l -lt $1 ] && echo $(( l > 5 ? l : 5 )) || echo $1; }
 note() { echo "[$(( $(date +%s) - T0 ))s] $*" | tee -a "$OUT/steps.txt"; }
 if [ "$DEV" = cuda ]; then
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >"$OUT/device.txt" 2>&1
@@ -62,6 +66,17 @@ else
   IN=512 OUTL=256 NB=256 CTX=32768 TG=128
 fi
 
+# ---- pagellm first, same shapes (bf16 dummy weights): a slow build cannot starve its rows
+note "pagellm"
+ENG=(--device "$DEV" --load-format dummy)
+timeout $(lim 90) "$B/bench_throughput" --model "$M" "${ENG[@]}" --warmup 1 --num-prompts 1 --input-len $IN \
+  --output-len $OUTL >"$OUT/pl_b1.log" 2>&1
+timeout $(lim 120) "$B/bench_throughput" --model "$M" "${ENG[@]}" --warmup 1 --num-prompts $NB --input-len $IN \
+  --output-len $OUTL --max-num-seqs $NB --max-num-batched-tokens 8192 >"$OUT/pl_b$NB.log" 2>&1
+timeout $(lim 120) "$B/bench_throughput" --model "$M" "${ENG[@]}" --warmup 1 --ttft 1 --num-prompts 1 \
+  --input-len $CTX --output-len $(( TG + 1 )) --max-num-seqs 8 --max-num-batched-tokens 8192 \
+  >"$OUT/pl_ctx.log" 2>&1
+
 # ---- the source, then the GGUF (background) beside the build
 note "unpack + GGUF + build"
 bash "$ROOT/bench/llamacpp_build.sh" "$PEER" "$WORK" src >/dev/null || exit 1
@@ -70,9 +85,10 @@ gguf_pid=
 if [ ! -s "$GGUF" ]; then
   $PY "$ROOT/bench/gguf_write.py" --config "$M/config.json" --tokenizer "$M" --out "$GGUF.tmp" \
     --gguf-py "$WORK/src/gguf-py" >"$OUT/gguf.log" 2>&1 && mv "$GGUF.tmp" "$GGUF" &
+  # (the build below takes every core for minutes; the writer needs one and the disk)
   gguf_pid=$!
 fi
-bin=$(timeout 480 bash "$ROOT/bench/llamacpp_build.sh" "$PEER" "$WORK" "$DEV" "${JOBS:-16}" 2>"$OUT/build.err" | tail -1)
+bin=$(timeout $(lim 480) bash "$ROOT/bench/llamacpp_build.sh" "$PEER" "$WORK" "$DEV" "${JOBS:-16}" 2>"$OUT/build.err" | tail -1)
 [ -n "$gguf_pid" ] && wait $gguf_pid
 note "built: ${bin:-FAILED ($(tail -3 "$OUT/build.err" | tr '\n' ' '))}; gguf: $(tail -1 "$OUT/gguf.log" 2>/dev/null)"
 cp "$WORK"/build-"$DEV".log "$OUT/" 2>/dev/null
@@ -80,28 +96,18 @@ cp "$WORK"/build-"$DEV".log "$OUT/" 2>/dev/null
 # ---- llama.cpp
 if [ -n "$bin" ] && [ -x "$bin/llama-bench" ] && [ -s "$GGUF" ]; then
   note "llama-bench 512/256"
-  timeout 120 "$bin/llama-bench" -m "$GGUF" "${NGL[@]}" -fa 1 -p $IN -n $OUTL -r 3 -o jsonl \
+  timeout $(lim 120) "$bin/llama-bench" -m "$GGUF" "${NGL[@]}" -fa 1 -p $IN -n $OUTL -r 3 -o jsonl \
     >"$OUT/lb_short.jsonl" 2>"$OUT/lb_short.log"
   note "llama-batched-bench B=1,$NB"
-  timeout 180 "$bin/llama-batched-bench" -m "$GGUF" "${NGL[@]}" -fa on -c $(( NB * (IN + OUTL) + 256 )) \
+  timeout $(lim 180) "$bin/llama-batched-bench" -m "$GGUF" "${NGL[@]}" -fa on -c $(( NB * (IN + OUTL) + 256 )) \
     -b 2048 -ub 512 -npp $IN -ntg $OUTL -npl 1,$NB --output-format jsonl >"$OUT/bb.log" 2>&1
   note "llama-bench pp$CTX, tg$TG at depth $CTX"
-  timeout 150 "$bin/llama-bench" -m "$GGUF" "${NGL[@]}" -fa 1 -p $CTX -n 0 -ub 512,2048 -r 1 -o jsonl \
+  timeout $(lim 150) "$bin/llama-bench" -m "$GGUF" "${NGL[@]}" -fa 1 -p $CTX -n 0 -ub 512,2048 -r 1 -o jsonl \
     >"$OUT/lb_pp.jsonl" 2>"$OUT/lb_pp.log"
-  timeout 150 "$bin/llama-bench" -m "$GGUF" "${NGL[@]}" -fa 1 -p 0 -n $TG -d $CTX -r 2 -o jsonl \
+  timeout $(lim 150) "$bin/llama-bench" -m "$GGUF" "${NGL[@]}" -fa 1 -p 0 -n $TG -d $CTX -r 2 -o jsonl \
     >"$OUT/lb_depth.jsonl" 2>"$OUT/lb_depth.log"
 fi
 
-# ---- pagellm, same shapes (bf16 dummy weights), after llama.cpp
-note "pagellm"
-ENG=(--device "$DEV" --load-format dummy)
-timeout 90 "$B/bench_throughput" --model "$M" "${ENG[@]}" --warmup 1 --num-prompts 1 --input-len $IN \
-  --output-len $OUTL >"$OUT/pl_b1.log" 2>&1
-timeout 120 "$B/bench_throughput" --model "$M" "${ENG[@]}" --warmup 1 --num-prompts $NB --input-len $IN \
-  --output-len $OUTL --max-num-seqs $NB --max-num-batched-tokens 8192 >"$OUT/pl_b$NB.log" 2>&1
-timeout 120 "$B/bench_throughput" --model "$M" "${ENG[@]}" --warmup 1 --ttft 1 --num-prompts 1 \
-  --input-len $CTX --output-len $(( TG + 1 )) --max-num-seqs 8 --max-num-batched-tokens 8192 \
-  >"$OUT/pl_ctx.log" 2>&1
 note "done"
 
 $PY - "$OUT" "$IN" "$OUTL" "$NB" "$CTX" "$TG" <<'PY' | tee "$OUT/table.txt"

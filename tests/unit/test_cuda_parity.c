@@ -1631,7 +1631,9 @@ static int bench_decode(char table[][160], int n_rows)
               {1, 384, 1, 0},     {1, 384, 3, 0},    {1, 384, 6, 0},    {1, 384, 12, 0},
               {8, 4096, 4, 0},    {8, 4096, 8, 0},   {8, 4096, 16, 0},  {64, 1024, 2, 0},
               {64, 1024, 1, 0},   {8, 4096, 6, 0},   {8, 4096, 12, 0},  {1, 8192, 16, 0},
-              {1, 8192, 32, 0},   {1, 128, 0, 8192}};
+              {1, 8192, 32, 0},   {1, 128, 0, 8192},
+              /* scenario S6: one sequence at a 32K context (8 kv heads of parallelism) */
+              {1, 32768, 0, 0},   {1, 32768, 8, 0},  {1, 32768, 16, 0},  {4, 32768, 0, 0}};
     for (size_t i = 0; i < sizeof(sh) / sizeof(sh[0]); i++) {
         const int S = sh[i].S, ctx = sh[i].ctx, nb = ctx / bs, pool = S * nb;
         int32_t *ids = malloc(sizeof(int32_t) * (size_t)pool);
@@ -2286,7 +2288,7 @@ int main(int argc, char **argv)
     } else if (argc > 1 && !strcmp(argv[1], "--bench-gemv")) {
         bench_gemv();
     } else if (argc > 1 && !strcmp(argv[1], "--bench-decode")) {
-        char table[32][160];
+        char table[40][160];
         int n_rows = bench_decode(table, 0);
         printf("---- timing (%s) ----\n", pl_backend_cuda_device_name(g_gpu));
         for (int i = 0; i < n_rows; i++)
