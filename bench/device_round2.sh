@@ -139,7 +139,8 @@ server=
 serve_start() { # serve_start LOG extra-flags...
   local log=$1; shift
   rm -f "$log" # (else a stale port could be read before the child truncates it)
-  "$B/pagellm" serve --model "$M" "${ENG[@]}" --port 0 --served-model-name m "$@" >"$log" 2>&1 &
+  PAGELLM_PROFILE=1 "$B/pagellm" serve --model "$M" "${ENG[@]}" --port 0 --served-model-name m "$@" \
+    >"$log" 2>&1 &
   server=$!
   PORT=
   for _ in $(seq 1 1200); do
@@ -254,6 +255,9 @@ if [ -f "$OUT/bench_decode.log" ]; then
   echo "==== decode attention (test_cuda_parity --bench-decode)"
   grep -E "ctx (8192|32768)|batch 256 ctx  640 splits auto  " "$OUT/bench_decode.log"
 fi
+echo "==== served: engine-thread profiles (S3 at all rates, then S7 on / off)"
+grep -h -E "async engine profile|engine profile" "$OUT"/s3_serve.log "$OUT"/s7_serve_on.log \
+  "$OUT"/s7_serve_off.log 2>/dev/null | sed 's/^\[pagellm INFO\] //' | cut -c1-260
 echo "==== logs"
 grep -h -E "memory plan|cuda graphs|error|refused" "$OUT"/s1.log "$OUT"/s6.log "$OUT"/gemma_b1.log \
   "$OUT"/moe_b1.log 2>/dev/null | cut -c1-220 | head -12

@@ -74,6 +74,27 @@ struct pl_async_engine {
     uint64_t beat_steps;
     double t_step_start;            /* engine thread: start of the current step */
     bool repoll;                    /* engine thread: the last poll failed, outputs wait */
+    /* PAGELLM_PROFILE=1 (engine thread only; logged when the thread exits): where the
+     * thread's busy time goes, steps against the host work between them, which is time
+     * the device idles (the gap an overlapped step would hide) */
+    bool profile;
+    long prof_steps;
+    double prof_step, prof_route, prof_cmds, prof_other; /* seconds */
+    double prof_poll; /* the engine's poll, the part of prof_route that builds the deltas */
+
+    /* The notifier thread calls the requests' notify (waking an HTTP connection costs
+     * a syscall and a thread wake-up each, per request per step) so that the engine
+     * thread can start the next step: the engine thread collects the requests routed
+     * in a phase in nb (each with a reference), then hands them over into nq. */
+    pthread_t notifier;
+    bool notifier_started;          /* engine thread: false -> notify inline */
+    pthread_mutex_t nmu;            /* guards nq, nq_len, nq_cap, nstop */
+    pthread_cond_t ncv;
+    struct pl_async_request **nq;   /* [nq_cap], nq_len waiting for the notifier */
+    size_t nq_len, nq_cap;
+    bool nstop;
+    struct pl_async_request **nb;   /* engine thread: [nb_cap], nb_len to hand over */
+    size_t nb_len, nb_cap;
 
     /* engine thread only: id -> request */
     struct pl_async_request **table;
@@ -266,6 +287,98 @@ static void table_del(struct pl_async_engine *ae, struct pl_async_request *r)
     }
 }
 
+/* ---- the notifier thread -------------------------------------------------- */
+
+/* Notifies each request of list and drops the reference the engine thread took. */
+static void notify_all(struct pl_async_request **list, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        struct pl_async_request *r = list[i];
+        pthread_mutex_lock(&r->mu);
+        if (r->notify)
+            r->notify(r->notify_user);
+        pthread_mutex_unlock(&r->mu);
+        request_unref(r);
+    }
+}
+
+static void *notifier_main(void *arg)
+{
+    struct pl_async_engine *ae = arg;
+    struct pl_async_request **work = NULL;
+    size_t work_cap = 0;
+    for (;;) {
+        pthread_mutex_lock(&ae->nmu);
+        while (!ae->nq_len && !ae->nstop)
+            pthread_cond_wait(&ae->ncv, &ae->nmu);
+        if (!ae->nq_len) { /* stopping, and nothing is left */
+            pthread_mutex_unlock(&ae->nmu);
+            break;
+        }
+        /* swap the buffers: the engine thread appends to the other one meanwhile */
+        struct pl_async_request **list = ae->nq;
+        size_t n = ae->nq_len, list_cap = ae->nq_cap;
+        ae->nq = work;
+        ae->nq_cap = work_cap;
+        ae->nq_len = 0;
+        work = list;
+        work_cap = list_cap;
+        pthread_mutex_unlock(&ae->nmu);
+        notify_all(work, n);
+    }
+    free(work);
+    return NULL;
+}
+
+/* Engine thread: queues r's notify for the notifier (r->mu held). False when it
+ * must be called inline (no notifier, or no memory for the list). */
+static bool defer_notify(struct pl_async_engine *ae, struct pl_async_request *r)
+{
+    if (!ae->notifier_started)
+        return false;
+    if (ae->nb_len == ae->nb_cap) {
+        size_t cap = ae->nb_cap ? 2 * ae->nb_cap : 64;
+        struct pl_async_request **nb = realloc(ae->nb, sizeof(*nb) * cap);
+        if (!nb)
+            return false;
+        ae->nb = nb;
+        ae->nb_cap = cap;
+    }
+    r->refs++; /* dropped by the notifier */
+    ae->nb[ae->nb_len++] = r;
+    return true;
+}
+
+/* Engine thread: hands the phase's notifies to the notifier (inline on no memory). */
+static void flush_notifies(struct pl_async_engine *ae)
+{
+    if (!ae->nb_len)
+        return;
+    pthread_mutex_lock(&ae->nmu);
+    bool ok = true;
+    if (ae->nq_len + ae->nb_len > ae->nq_cap) {
+        size_t cap = ae->nq_cap ? 2 * ae->nq_cap : 64;
+        while (cap < ae->nq_len + ae->nb_len)
+            cap *= 2;
+        struct pl_async_request **nq = realloc(ae->nq, sizeof(*nq) * cap);
+        if (nq) {
+            ae->nq = nq;
+            ae->nq_cap = cap;
+        } else {
+            ok = false;
+        }
+    }
+    if (ok) {
+        memcpy(ae->nq + ae->nq_len, ae->nb, sizeof(*ae->nb) * ae->nb_len);
+        ae->nq_len += ae->nb_len;
+        pthread_cond_signal(&ae->ncv);
+    }
+    pthread_mutex_unlock(&ae->nmu);
+    if (!ok) /* a late wake-up is still a wake-up: its deltas are already queued */
+        notify_all(ae->nb, ae->nb_len);
+    ae->nb_len = 0;
+}
+
 /* ---- routing (engine thread) ---------------------------------------------- */
 
 /* Queues o on r (takes ownership), notifies, and on the finished delta drops
@@ -336,7 +449,7 @@ static void route(struct pl_async_engine *ae, struct pl_async_request *r, struct
         pl_async_output_free(o);
     if (finished)
         r->finished = true;
-    if (r->notify)
+    if (r->notify && !defer_notify(ae, r))
         r->notify(r->notify_user);
     pthread_mutex_unlock(&r->mu);
 
@@ -434,7 +547,11 @@ static int poll_and_route(struct pl_async_engine *ae)
     struct pl_err err = {0};
     struct pl_async_output **outs = NULL;
     int n = 0, n_finished = 0;
-    if (ae->ops->poll(ae->engine, &outs, &n, &err) != PL_STATUS_OK) {
+    double t0 = ae->profile ? pl_async_now() : 0.0;
+    pl_status pst = ae->ops->poll(ae->engine, &outs, &n, &err);
+    if (ae->profile)
+        ae->prof_poll += pl_async_now() - t0;
+    if (pst != PL_STATUS_OK) {
         pl_log(PL_LOG_ERROR, "engine poll failed (retrying): %s", err.msg);
         ae->repoll = true;
         return 0;
@@ -449,6 +566,7 @@ static int poll_and_route(struct pl_async_engine *ae)
             pl_async_output_free(outs[i]);
     }
     free(outs);
+    flush_notifies(ae);
     return n_finished;
 }
 
@@ -461,12 +579,15 @@ static void fail_all(struct pl_async_engine *ae, pl_status st, const char *msg)
             route_error(ae, ae->table[i], st, msg);
         }
     }
+    flush_notifies(ae);
 }
 
 static void *engine_main(void *arg)
 {
     struct pl_async_engine *ae = arg;
     struct pl_err err = {0};
+    /* without a notifier thread, notify runs inline: slower, never wrong */
+    ae->notifier_started = pthread_create(&ae->notifier, NULL, notifier_main, ae) == 0;
     for (;;) {
         pthread_mutex_lock(&ae->mu);
         while (!ae->stop && !ae->inbox_head && !ae->repoll &&
@@ -479,12 +600,16 @@ static void *engine_main(void *arg)
         bool stop = ae->stop;
         pthread_mutex_unlock(&ae->mu);
 
+        double t_cmds = ae->profile ? pl_async_now() : 0.0;
         while (cmds) {
             struct cmd *next = cmds->next;
             apply(ae, cmds);
             free(cmds);
             cmds = next;
         }
+        flush_notifies(ae);
+        if (ae->profile)
+            ae->prof_cmds += pl_async_now() - t_cmds;
         if (stop)
             break;
         if (ae->repoll) {
@@ -512,10 +637,12 @@ static void *engine_main(void *arg)
         }
         ae->t_step_start = pl_async_now();
         pl_status step_st = ae->ops->step(ae->engine, &err);
+        double t_route = ae->profile ? pl_async_now() : 0.0;
         if (step_st != PL_STATUS_OK)
             pl_log(PL_LOG_ERROR, "engine step failed: %s", err.msg);
         /* the step's ends -- normal or failed -- go out now, not with a later step */
         int n_finished = poll_and_route(ae);
+        double t_other = ae->profile ? pl_async_now() : 0.0;
         if (step_st != PL_STATUS_OK && n_finished == 0 && !ae->repoll) {
             /* The engine failed the step but ended nothing: it cannot tell which
              * requests the failure touched, so all of them fail, with the error
@@ -531,6 +658,21 @@ static void *engine_main(void *arg)
         ae->stats = st;
         pthread_mutex_unlock(&ae->mu);
         heartbeat(ae, true);
+        if (ae->profile) {
+            ae->prof_steps++;
+            ae->prof_step += t_route - ae->t_step_start;
+            ae->prof_route += t_other - t_route;
+            ae->prof_other += pl_async_now() - t_other;
+        }
+    }
+    if (ae->profile && ae->prof_steps > 0) {
+        const double n = (double)ae->prof_steps, ms = 1e3;
+        PL_INFO("async engine profile: %ld steps, %.3f ms per step in the engine; between "
+                "steps (the device idles): routing outputs %.3f ms (of which the engine's "
+                "poll %.3f ms), applying commands %.3f ms, stats and heartbeat %.3f ms per step",
+                ae->prof_steps, ae->prof_step / n * ms, ae->prof_route / n * ms,
+                ae->prof_poll / n * ms,
+                ae->prof_cmds / n * ms, ae->prof_other / n * ms);
     }
 
     /* shutting down: abort what runs, let the engine report it, end the rest */
@@ -545,6 +687,15 @@ static void *engine_main(void *arg)
     for (size_t i = 0; i < ae->table_cap; i++) {
         while (ae->table[i])
             route_error(ae, ae->table[i], PL_STATUS_ABORTED, "server shutting down");
+    }
+    flush_notifies(ae);
+    if (ae->notifier_started) { /* every wake-up is delivered before the thread counts as gone */
+        pthread_mutex_lock(&ae->nmu);
+        ae->nstop = true;
+        pthread_cond_signal(&ae->ncv);
+        pthread_mutex_unlock(&ae->nmu);
+        pthread_join(ae->notifier, NULL);
+        ae->notifier_started = false;
     }
     pthread_mutex_lock(&ae->mu);
     ae->thread_exited = true;
@@ -568,6 +719,8 @@ pl_status pl_async_engine_new(const struct pl_engine_ops *ops, void *engine,
         ae->params = *params;
     else
         pl_async_engine_params_default(&ae->params);
+    const char *prof = getenv("PAGELLM_PROFILE");
+    ae->profile = prof && strcmp(prof, "0");
     const char *stall = getenv("PAGELLM_TEST_STALL_FILE");
     if (stall && *stall)
         ae->stall_file = strdup(stall);
@@ -575,6 +728,8 @@ pl_status pl_async_engine_new(const struct pl_engine_ops *ops, void *engine,
     ae->beat_time = pl_async_now();
     pthread_mutex_init(&ae->mu, NULL);
     pthread_cond_init(&ae->cv, NULL);
+    pthread_mutex_init(&ae->nmu, NULL);
+    pthread_cond_init(&ae->ncv, NULL);
     int rc = pthread_create(&ae->thread, NULL, engine_main, ae);
     if (rc) {
         pl_async_engine_free(ae);
@@ -606,6 +761,10 @@ void pl_async_engine_free(struct pl_async_engine *ae)
     }
     free(ae->table);
     free(ae->stall_file);
+    free(ae->nq);
+    free(ae->nb);
+    pthread_cond_destroy(&ae->ncv);
+    pthread_mutex_destroy(&ae->nmu);
     pthread_cond_destroy(&ae->cv);
     pthread_mutex_destroy(&ae->mu);
     free(ae);

@@ -13,7 +13,8 @@
  *     lock; wait on the condition variable while the inbox is empty and the
  *     engine has no unfinished work; take the inbox; unlock
  *     apply adds and aborts -> ops.step -> ops.poll -> route each delta to its
- *     request's outbox and call the request's notify -> heartbeat = (now, ++steps)
+ *     request's outbox -> hand the routed requests to the notifier thread, which
+ *     calls their notify while the engine thread goes on -> heartbeat = (now, ++steps)
  *
  * Request handle life cycle: pl_async_engine_submit returns a handle with two
  * references, the caller's and the engine's. The engine drops its reference
@@ -29,9 +30,15 @@
  * is retried without waiting for new work.
  *
  * Invariants: every submitted request gets exactly one finished delta;
- * notify runs on the engine thread with the request's lock held, so it must
- * only signal (e.g. resume an HTTP connection) and never call back into this
- * module; deltas of one request arrive in engine order.
+ * notify runs on the notifier thread (the engine thread when that thread could
+ * not start or memory ran out) with the request's lock held, after the delta it
+ * announces is in the outbox, so it must only signal (e.g. resume an HTTP
+ * connection) and never call back into this module; a wake-up may come late or
+ * cover several deltas, never before its delta; deltas of one request arrive in
+ * engine order; every notify is delivered before the engine thread exits.
+ * Why a notifier: waking an HTTP connection costs a syscall and a thread
+ * wake-up per request per step, which the device would otherwise wait for
+ * between steps (PAGELLM_PROFILE=1 logs that gap when the thread exits).
  *
  * Liveness (GET /health): the engine thread stamps a heartbeat (monotonic
  * time, step counter) after every iteration. pl_async_engine_is_healthy is

@@ -2,7 +2,8 @@
  * test_async_engine.c -- the engine thread and its queues, driven with the fake engine:
  * deltas reach the right request in order and concatenate to the fake's text,
  * submissions from many threads, aborts end requests with "abort" and free their
- * blocks, admission control, refusals, the stall hook and the heartbeat.
+ * blocks, admission control, refusals, the stall hook and the heartbeat; a notify
+ * that blocks does not hold up the engine's steps (the notifier thread).
  */
 #include "engine/async_engine.h"
 #include "fake_engine.h"
@@ -497,6 +498,76 @@ static void test_submit_all_or_nothing(void)
     pl_async_engine_free(ae);
 }
 
+/* A notify that blocks until the test opens its gate, noting that it was entered. */
+struct gate {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool entered, open;
+    int calls;
+};
+
+static void gated_notify(void *user)
+{
+    struct gate *g = user;
+    pthread_mutex_lock(&g->mu);
+    g->entered = true;
+    g->calls++;
+    pthread_cond_broadcast(&g->cv);
+    while (!g->open)
+        pthread_cond_wait(&g->cv, &g->mu);
+    pthread_mutex_unlock(&g->mu);
+}
+
+/*
+ * The engine goes on stepping while a request's notify is stuck: notifies run on
+ * the notifier thread, after the engine thread has routed the delta. With notify
+ * on the engine thread, request b could never finish while a's notify blocks.
+ */
+static void test_blocked_notify_does_not_stall_steps(void)
+{
+    struct fake_engine f = {0};
+    struct pl_async_engine *ae = start(&f, 16, 10);
+    REQUIRE(ae);
+    int32_t prompt[] = {3, 4};
+    struct pl_sampling_params sp;
+    pl_sampling_params_default(&sp);
+    sp.max_tokens = 1; /* a's only delta is its last one: the engine is then done with a */
+    struct gate g = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, false, 0};
+    struct pl_async_request *a = NULL, *b = NULL;
+    REQUIRE(pl_async_engine_submit(ae, prompt, 2, &sp, gated_notify, &g, &a, NULL) == PL_STATUS_OK);
+    pthread_mutex_lock(&g.mu);
+    for (int i = 0; i < GUARD_POLLS && !g.entered; i++) {
+        pthread_mutex_unlock(&g.mu);
+        sleep_ms(5);
+        pthread_mutex_lock(&g.mu);
+    }
+    bool entered = g.entered;
+    pthread_mutex_unlock(&g.mu);
+    REQUIRE(entered);
+    /* a's notify is stuck; b needs five more steps */
+    sp.max_tokens = 5;
+    REQUIRE(pl_async_engine_submit(ae, prompt, 2, &sp, NULL, NULL, &b, NULL) == PL_STATUS_OK);
+    for (int i = 0; i < GUARD_POLLS && !pl_async_request_is_finished(b); i++)
+        sleep_ms(5);
+    CHECK(pl_async_request_is_finished(b));
+    int n_b = 0;
+    for (struct pl_async_output *o; (o = pl_async_request_pop(b)) != NULL; pl_async_output_free(o))
+        n_b += o->n_samples > 0 ? o->samples[0].n_token_ids : 0;
+    CHECK(n_b == 5);
+    pthread_mutex_lock(&g.mu);
+    g.open = true;
+    pthread_cond_broadcast(&g.cv);
+    pthread_mutex_unlock(&g.mu);
+    struct pl_async_output *o = pl_async_request_pop(a);
+    REQUIRE(o);
+    CHECK(o->finished && o->n_samples == 1 && o->samples[0].n_token_ids == 1);
+    pl_async_output_free(o);
+    pl_async_request_release(a);
+    pl_async_request_release(b);
+    pl_async_engine_free(ae); /* joins the notifier: a's wake-up was delivered */
+    CHECK(g.calls == 1);
+}
+
 int main(void)
 {
     PL_RUN(test_one_request);
@@ -509,5 +580,6 @@ int main(void)
     PL_RUN(test_step_failure_errors);
     PL_RUN(test_finish_reason_across_deltas);
     PL_RUN(test_submit_all_or_nothing);
+    PL_RUN(test_blocked_notify_does_not_stall_steps);
     return pl_test_summary();
 }
