@@ -5,7 +5,9 @@
  * plain contiguous softmax attention (no paging) against the paged op with
  * shuffled block tables, chunked prefill, GQA and sliding windows; rope
  * against the direct rotate-half formula and pl_rope_build against the
- * transformers formulas re-derived here in double.
+ * transformers formulas re-derived here in double. map_weight: a large weight is
+ * copied (byte for byte, 2 MiB-aligned) unless PAGELLM_CPU_WEIGHTS=mmap, a small
+ * one is borrowed, and a matmul over the copy equals one over the mapping.
  */
 #include "backend/backend.h"
 #include "backend/cpu/cpu_backend.h"
@@ -632,6 +634,48 @@ static void test_supports(void)
     pl_backend_free(NULL);
 }
 
+/* map_weight's placement: a copy of a large weight, the mapping itself for a small one or
+ * with PAGELLM_CPU_WEIGHTS=mmap; the copy computes exactly what the mapping does. */
+static void test_map_weight_copies(void)
+{
+    const int rows = 640, cols = 4096; /* 5 MiB of bf16: over the copy threshold */
+    float *vals;
+    void *host = make_weight(PL_DTYPE_BF16, (size_t)rows * cols, &vals);
+    const size_t n_bytes = (size_t)rows * cols * 2;
+    for (int mode = 0; mode < 2; mode++) {
+        if (mode == 1)
+            setenv("PAGELLM_CPU_WEIGHTS", "mmap", 1);
+        struct pl_backend *be = NULL;
+        struct pl_err err;
+        REQUIRE(pl_backend_cpu_new(2, &be, &err) == PL_STATUS_OK);
+        void *w = be->ops->map_weight(be, host, n_bytes);
+        REQUIRE(w);
+        if (mode == 0) {
+            CHECK(w != host);
+            CHECK(((uintptr_t)w & ((2u << 20) - 1)) == 0);
+            CHECK(memcmp(w, host, n_bytes) == 0);
+        } else {
+            CHECK(w == host);
+        }
+        void *small = be->ops->map_weight(be, host, 4096);
+        CHECK(small == host);
+        /* the same product through the placed weight and through the caller's bytes */
+        float x[2 * 4096], y0[2 * 640], y1[2 * 640];
+        fill(x, 2 * (size_t)cols);
+        struct pl_weight wa = {.data = w, .dtype = PL_DTYPE_BF16, .rows = rows, .cols = cols};
+        struct pl_weight wb = {.data = host, .dtype = PL_DTYPE_BF16, .rows = rows, .cols = cols};
+        be->ops->matmul(be, y0, rows, x, &wa, NULL, 2);
+        be->ops->matmul(be, y1, rows, x, &wb, NULL, 2);
+        CHECK(memcmp(y0, y1, sizeof(y0)) == 0);
+        be->ops->unmap_weight(be, small);
+        be->ops->unmap_weight(be, w); /* frees the copy (ASan: no leak, no double free) */
+        be->ops->destroy(be);
+    }
+    unsetenv("PAGELLM_CPU_WEIGHTS");
+    free(host);
+    free(vals);
+}
+
 int main(void)
 {
     PL_RUN(test_matmul_against_reference);
@@ -645,5 +689,6 @@ int main(void)
     PL_RUN(test_rope_build);
     PL_RUN(test_rope_longrope_switch);
     PL_RUN(test_supports);
+    PL_RUN(test_map_weight_copies);
     return pl_test_summary();
 }

@@ -4,8 +4,16 @@
  * Owns: struct cpu_backend (the op table, a persistent thread pool, whether
  * the AVX2 kernels are in use) and every op of struct pl_backend_ops except
  * the matmul kernels (cpu_matmul.c). Activations and the KV cache are fp32
- * host memory; weights are borrowed host memory (map_weight returns the mmap
- * pointer itself) in F32, F16 or BF16.
+ * host memory; weights are host memory in F32, F16 or BF16.
+ *
+ * Memory placement (decode streams every weight once per step, so where the
+ * bytes live decides how much of the memory bandwidth a step gets): allocations
+ * of HUGE_MIN_BYTES or more are 2 MiB-aligned and madvised for transparent huge
+ * pages, and map_weight copies checkpoint weights out of the file mapping into
+ * such memory (PAGELLM_CPU_WEIGHTS=copy, the default) while the copies stay
+ * within half the free memory at creation; past that, or with
+ * PAGELLM_CPU_WEIGHTS=mmap, it borrows the mapping (4 KiB page-cache pages:
+ * one TLB entry and one stop of the hardware prefetchers per 4 KiB).
  *
  * Each op is written to be read first: one loop nest that says what it
  * computes, split over threads by rows (tokens, or (token, head) pairs for
@@ -22,7 +30,12 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
+
+/* Transparent huge pages for large buffers (see the header comment). */
+#define HUGE_PAGE ((size_t)2 << 20)
+#define HUGE_MIN_BYTES ((size_t)4 << 20)
 
 struct cpu_backend {
     struct pl_backend base; /* must be first */
@@ -30,6 +43,11 @@ struct cpu_backend {
     bool simd;
     struct pl_sampler *sampler; /* sample()'s scratch, made at the first call for its vocab */
     int sampler_vocab;
+    /* map_weight: copies made (freed by unmap_weight), their bytes and the budget */
+    bool copy_weights;
+    size_t copy_budget, copied_bytes;
+    void **copies; /* [n_copies] */
+    size_t n_copies, cap_copies;
 };
 
 static struct cpu_backend *cpu(struct pl_backend *be) { return (struct cpu_backend *)be; }
@@ -73,20 +91,55 @@ static void parallel_rows(struct cpu_backend *be, int n, size_t elems_per_row,
 static void *cpu_alloc(struct pl_backend *be, size_t n_bytes)
 {
     void *p = NULL;
-    /* 64-byte alignment: whole cache lines for the kernels' vector loads. */
-    if (posix_memalign(&p, 64, n_bytes ? n_bytes : 64) != 0)
+    /* 64-byte alignment: whole cache lines for the kernels' vector loads; large
+     * buffers on 2 MiB boundaries, so that whole huge pages cover them */
+    const size_t align = n_bytes >= HUGE_MIN_BYTES ? HUGE_PAGE : 64;
+    if (posix_memalign(&p, align, n_bytes ? n_bytes : 64) != 0)
         return NULL;
+#ifdef MADV_HUGEPAGE
+    if (align == HUGE_PAGE) /* advice only: without THP the memory is the same memory */
+        madvise(p, n_bytes / HUGE_PAGE * HUGE_PAGE, MADV_HUGEPAGE);
+#endif
     return p;
 }
 
 static void cpu_free(struct pl_backend *be, void *p) { free(p); }
 
+/* A copy of host in huge-page memory while the budget allows; else the mapping itself
+ * (borrowed: the caller's mapping must outlive its use). */
 static void *cpu_map_weight(struct pl_backend *be, const void *host, size_t n_bytes)
 {
-    return (void *)host; /* borrowed: the caller's mapping must outlive its use */
+    struct cpu_backend *c = cpu(be);
+    if (!c->copy_weights || n_bytes < HUGE_MIN_BYTES || c->copied_bytes + n_bytes > c->copy_budget)
+        return (void *)host;
+    if (c->n_copies == c->cap_copies) {
+        size_t cap = c->cap_copies ? 2 * c->cap_copies : 64;
+        void **v = realloc(c->copies, sizeof(*v) * cap);
+        if (!v)
+            return (void *)host;
+        c->copies = v;
+        c->cap_copies = cap;
+    }
+    void *p = cpu_alloc(be, n_bytes);
+    if (!p)
+        return (void *)host;
+    memcpy(p, host, n_bytes);
+    c->copies[c->n_copies++] = p;
+    c->copied_bytes += n_bytes;
+    return p;
 }
 
-static void cpu_unmap_weight(struct pl_backend *be, void *p) {}
+static void cpu_unmap_weight(struct pl_backend *be, void *p)
+{
+    struct cpu_backend *c = cpu(be);
+    for (size_t i = c->n_copies; i-- > 0;) {
+        if (c->copies[i] == p) {
+            free(p);
+            c->copies[i] = c->copies[--c->n_copies];
+            return;
+        }
+    }
+}
 
 static pl_status cpu_copy(struct pl_backend *be, void *dst, const void *src, size_t n_bytes)
 {
@@ -646,6 +699,9 @@ static void cpu_destroy(struct pl_backend *be)
     struct cpu_backend *c = cpu(be);
     pl_sampler_free(c->sampler);
     pl_threadpool_free(c->pool);
+    for (size_t i = 0; i < c->n_copies; i++) /* weights never unmapped */
+        free(c->copies[i]);
+    free(c->copies);
     free(c);
 }
 
@@ -696,6 +752,11 @@ pl_status pl_backend_cpu_new(int n_threads, struct pl_backend **out, struct pl_e
      * implementation benchmarks compare against. */
     const char *simd_env = getenv("PAGELLM_CPU_SIMD");
     c->simd = pl_cpu_has_avx2() && !(simd_env && !strcmp(simd_env, "0"));
+    const char *w_env = getenv("PAGELLM_CPU_WEIGHTS");
+    c->copy_weights = !(w_env && !strcmp(w_env, "mmap"));
+    size_t free_b = 0, total_b = 0;
+    if (cpu_mem_info(&c->base, &free_b, &total_b) == PL_STATUS_OK)
+        c->copy_budget = free_b / 2;
     pl_status st = pl_threadpool_new(n_threads, &c->pool, err);
     if (st != PL_STATUS_OK) {
         free(c);
