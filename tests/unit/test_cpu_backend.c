@@ -7,10 +7,14 @@
  * against the direct rotate-half formula and pl_rope_build against the
  * transformers formulas re-derived here in double. map_weight: a large weight is
  * copied (byte for byte, 2 MiB-aligned) unless PAGELLM_CPU_WEIGHTS=mmap, a small
- * one is borrowed, and a matmul over the copy equals one over the mapping.
+ * one is borrowed, and a matmul over the copy equals one over the mapping. The pool
+ * counts the CPUs of the affinity mask and, with PAGELLM_CPU_AFFINITY=1, runs
+ * thread ith on the ith of them.
  */
+#include <sched.h>
 #include "backend/backend.h"
 #include "backend/cpu/cpu_backend.h"
+#include "backend/cpu/threadpool.h"
 #include "model/rope.h"
 #include "test.h"
 
@@ -676,6 +680,39 @@ static void test_map_weight_copies(void)
     free(vals);
 }
 
+static void record_cpu(void *ctx, int ith, int nth)
+{
+    ((int *)ctx)[ith] = sched_getcpu();
+}
+
+static void test_thread_placement(void)
+{
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    REQUIRE(sched_getaffinity(0, sizeof(set), &set) == 0);
+    CHECK(pl_cpu_count() == CPU_COUNT(&set));
+    int allowed[8], n_allowed = 0;
+    for (int c = 0; c < CPU_SETSIZE && n_allowed < 8; c++)
+        if (CPU_ISSET(c, &set))
+            allowed[n_allowed++] = c;
+    setenv("PAGELLM_CPU_AFFINITY", "1", 1);
+    struct pl_threadpool *tp = NULL;
+    struct pl_err err;
+    const int n = n_allowed < 4 ? n_allowed : 4;
+    REQUIRE(pl_threadpool_new(n, &tp, &err) == PL_STATUS_OK);
+    int where[8];
+    for (int rep = 0; rep < 3; rep++) { /* pinned: the same CPU every time */
+        pl_threadpool_run(tp, record_cpu, where);
+        for (int i = 0; i < n; i++)
+            CHECKF(where[i] == allowed[i], "thread %d ran on cpu %d, pinned to %d", i, where[i],
+                   allowed[i]);
+    }
+    pl_threadpool_free(tp);
+    unsetenv("PAGELLM_CPU_AFFINITY");
+    /* the test's own thread was pinned as thread 0: give it its whole mask back */
+    sched_setaffinity(0, sizeof(set), &set);
+}
+
 int main(void)
 {
     PL_RUN(test_matmul_against_reference);
@@ -690,5 +727,6 @@ int main(void)
     PL_RUN(test_rope_longrope_switch);
     PL_RUN(test_supports);
     PL_RUN(test_map_weight_copies);
+    PL_RUN(test_thread_placement);
     return pl_test_summary();
 }

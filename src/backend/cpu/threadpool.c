@@ -7,6 +7,13 @@
  * the number of workers. A worker first spins on `generation` (ops arrive
  * microseconds apart inside a forward pass), then sleeps on `cond`.
  * `n_sleeping` lets run() skip the broadcast syscall when nobody sleeps.
+ *
+ * Placement: the pool counts the CPUs the process may run on (its affinity
+ * mask: a container's cpuset, taskset), not every CPU online. With
+ * PAGELLM_CPU_AFFINITY=1 thread ith is pinned to the ith of those CPUs (the
+ * caller, thread 0, at its first run), so the compute threads never share a
+ * core nor migrate mid-op; off by default, because on a machine shared with
+ * other work a pinned thread cannot move away from a busy core.
  */
 #include "backend/cpu/threadpool.h"
 
@@ -15,6 +22,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 /* Spin iterations before a worker sleeps (~tens of microseconds). */
@@ -37,7 +45,37 @@ struct pl_threadpool {
     atomic_int n_done;
     atomic_int n_sleeping;
     atomic_bool stop;
+    /* PAGELLM_CPU_AFFINITY=1: thread ith runs on cpus[ith % n_cpus] */
+    bool pin, caller_pinned;
+    int *cpus;
+    int n_cpus;
 };
+
+/* The CPUs of the process's affinity mask, in order (*n = 0 when unknown). */
+static int *allowed_cpus(int *n)
+{
+    *n = 0;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof(set), &set) != 0 || CPU_COUNT(&set) == 0)
+        return NULL;
+    int *cpus = malloc(sizeof(int) * (size_t)CPU_COUNT(&set));
+    if (!cpus)
+        return NULL;
+    for (int c = 0; c < CPU_SETSIZE; c++)
+        if (CPU_ISSET(c, &set))
+            cpus[(*n)++] = c;
+    return cpus;
+}
+
+/* Pins the calling thread to cpu (a hint: on failure the thread stays where it is). */
+static void pin_self(int cpu)
+{
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+}
 
 static inline void cpu_relax(void)
 {
@@ -51,6 +89,8 @@ static void *worker_main(void *arg)
     struct worker *w = arg;
     struct pl_threadpool *tp = w->tp;
     unsigned seen = 0; /* the generation at creation: a job may be posted before we start */
+    if (tp->pin)
+        pin_self(tp->cpus[w->ith % tp->n_cpus]);
     for (;;) {
         int spins = 0;
         unsigned gen;
@@ -78,6 +118,10 @@ static void *worker_main(void *arg)
 
 int pl_cpu_count(void)
 {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0)
+        return CPU_COUNT(&set);
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n > 0 ? (int)n : 1;
 }
@@ -96,6 +140,11 @@ pl_status pl_threadpool_new(int n_threads, struct pl_threadpool **out, struct pl
     atomic_init(&tp->n_done, 0);
     atomic_init(&tp->n_sleeping, 0);
     atomic_init(&tp->stop, false);
+    const char *pin = getenv("PAGELLM_CPU_AFFINITY");
+    if (pin && !strcmp(pin, "1")) {
+        tp->cpus = allowed_cpus(&tp->n_cpus);
+        tp->pin = tp->n_cpus > 0;
+    }
     if (n_threads > 1) {
         tp->workers = calloc((size_t)n_threads - 1, sizeof(*tp->workers));
         if (!tp->workers) {
@@ -131,6 +180,7 @@ void pl_threadpool_free(struct pl_threadpool *tp)
     pthread_cond_destroy(&tp->cond);
     pthread_mutex_destroy(&tp->mutex);
     free(tp->workers);
+    free(tp->cpus);
     free(tp);
 }
 
@@ -138,6 +188,10 @@ int pl_threadpool_size(const struct pl_threadpool *tp) { return tp->n_threads; }
 
 void pl_threadpool_run(struct pl_threadpool *tp, pl_threadpool_fn fn, void *ctx)
 {
+    if (tp->pin && !tp->caller_pinned) { /* the caller is thread 0 (one caller: the header) */
+        pin_self(tp->cpus[0]);
+        tp->caller_pinned = true;
+    }
     if (tp->n_threads == 1) {
         fn(ctx, 0, 1);
         return;
