@@ -110,8 +110,8 @@ fi
 # ---- S2: batch 1, 128 / 256
 if want S2; then
 note "S2"
-timeout 90 "$BT" --model "$M" "${ENG[@]}" --warmup 1 --num-prompts 1 --input-len 128 \
-  --output-len $S2_OUT >"$OUT/s2.log" 2>&1
+PAGELLM_PROFILE=1 timeout 90 "$BT" --model "$M" "${ENG[@]}" --warmup 1 --num-prompts 1 \
+  --input-len 128 --output-len $S2_OUT >"$OUT/s2.log" 2>&1
 s2=$(num "$OUT/s2.log" "output tokens/s")
 fi
 
@@ -126,7 +126,7 @@ fi
 # ---- S6: one 32,768-token prompt: time to the first token, then decode at that context
 if want S6; then
 note "S6"
-timeout 120 "$BT" --model "$M" "${ENG[@]}" --warmup 1 --ttft 1 --num-prompts 1 --input-len $S6_IN \
+PAGELLM_PROFILE=1 timeout 120 "$BT" --model "$M" "${ENG[@]}" --warmup 1 --ttft 1 --num-prompts 1 --input-len $S6_IN \
   --output-len $S6_OUT --max-num-seqs 8 --max-num-batched-tokens 8192 >"$OUT/s6.log" 2>&1
 s6_ttft=$(num "$OUT/s6.log" "time to first token")
 s6_dec=$(num "$OUT/s6.log" "decode tokens/s after first")
@@ -255,6 +255,8 @@ if [ -f "$OUT/bench_decode.log" ]; then
   echo "==== decode attention (test_cuda_parity --bench-decode)"
   grep -E "ctx (8192|32768)|batch 256 ctx  640 splits auto  " "$OUT/bench_decode.log"
 fi
+echo "==== offline engine profiles (S2, S6)"
+grep -h "engine profile" "$OUT"/s2.log "$OUT"/s6.log 2>/dev/null | sed 's/^\[pagellm INFO\] //' | cut -c1-260
 echo "==== served: engine-thread profiles (S3 at all rates, then S7 on / off)"
 grep -h -E "async engine profile|engine profile" "$OUT"/s3_serve.log "$OUT"/s7_serve_on.log \
   "$OUT"/s7_serve_off.log 2>/dev/null | sed 's/^\[pagellm INFO\] //' | cut -c1-260
