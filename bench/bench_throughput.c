@@ -9,6 +9,8 @@
  *        [--num-kv-blocks N] [--threads N] [--device cpu|cuda|auto] [--seed 0]
  *        [--load-format auto|dummy] [--gpu-memory-utilization F] [--warmup 0|1]
  *        [--ttft 0|1] [--dtype auto|bfloat16|float16|float32]
+ *        [--allow-long-max-model-len 0|1]   (VLLM_ALLOW_LONG_MAX_MODEL_LEN=1 too: a context
+ *        past the config's max_position_embeddings, e.g. 32K on the Llama-3-8B shape)
  * --warmup 1 runs one short request first (one-time costs such as GEMM plan
  * selection stay out of the timed run, as in vLLM's start-up).
  * --ttft 1 first times the same prompts with one output token each (the time to
@@ -39,7 +41,8 @@ static int usage(void)
     fprintf(stderr, "usage: bench_throughput --model DIR [--num-prompts N] [--input-len N] "
                     "[--output-len N] [--max-num-seqs N] [--max-num-batched-tokens N] "
                     "[--num-kv-blocks N] [--threads N] [--device D] [--seed S] "
-                    "[--load-format F] [--gpu-memory-utilization F] [--warmup 0|1] [--ttft 0|1] [--dtype T]\n");
+                    "[--load-format F] [--gpu-memory-utilization F] [--warmup 0|1] [--ttft 0|1] [--dtype T] "
+                    "[--allow-long-max-model-len 0|1]\n");
     return 2;
 }
 
@@ -77,6 +80,8 @@ int main(int argc, char **argv)
             lp.gpu_memory_utilization = atof(v);
         else if (!strcmp(a, "--warmup"))
             warmup = atoi(v);
+        else if (!strcmp(a, "--allow-long-max-model-len"))
+            lp.allow_long_max_model_len = atoi(v) != 0;
         else if (!strcmp(a, "--dtype"))
             lp.dtype = v;
         else if (!strcmp(a, "--ttft"))
@@ -89,6 +94,9 @@ int main(int argc, char **argv)
     if (!lp.model || num_prompts < 1 || input_len < 1 || output_len < 1)
         return usage();
     lp.max_model_len = input_len + output_len;
+    const char *long_env = getenv("VLLM_ALLOW_LONG_MAX_MODEL_LEN");
+    if (long_env && (!strcmp(long_env, "1") || !strcmp(long_env, "true")))
+        lp.allow_long_max_model_len = true;
     lp.enable_prefix_caching = false; /* random prompts share nothing; measure the engine */
 
     struct pl_llm *llm = NULL;

@@ -73,7 +73,8 @@ timeout $(lim 90) "$B/bench_throughput" --model "$M" "${ENG[@]}" --warmup 1 --nu
   --output-len $OUTL >"$OUT/pl_b1.log" 2>&1
 timeout $(lim 120) "$B/bench_throughput" --model "$M" "${ENG[@]}" --warmup 1 --num-prompts $NB --input-len $IN \
   --output-len $OUTL --max-num-seqs $NB --max-num-batched-tokens 8192 >"$OUT/pl_b$NB.log" 2>&1
-timeout $(lim 120) "$B/bench_throughput" --model "$M" "${ENG[@]}" --warmup 1 --ttft 1 --num-prompts 1 \
+VLLM_ALLOW_LONG_MAX_MODEL_LEN=1 timeout $(lim 120) "$B/bench_throughput" --model "$M" "${ENG[@]}" \
+  --warmup 1 --ttft 1 --num-prompts 1 \
   --input-len $CTX --output-len $(( TG + 1 )) --max-num-seqs 8 --max-num-batched-tokens 8192 \
   >"$OUT/pl_ctx.log" 2>&1
 
