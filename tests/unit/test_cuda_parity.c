@@ -1505,9 +1505,9 @@ static double g_sample_lp_err;
 
 static void test_sample(void)
 {
-    const int vocabs[] = {128256, 32000};
+    const int vocabs[] = {128256, 32000, 262208}; /* Llama 3, Llama 2, Gemma 3 (> 2^18) */
     enum { NL = 24, NR = 72 };
-    for (int vi = 0; vi < 2; vi++) {
+    for (int vi = 0; vi < (int)(sizeof(vocabs) / sizeof(vocabs[0])); vi++) {
         const int V = vocabs[vi];
         float *h = malloc(sizeof(float) * (size_t)NL * V);
         for (int l = 0; l < NL; l++)

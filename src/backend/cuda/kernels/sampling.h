@@ -44,8 +44,9 @@ struct pl_cuk_sample_out {
     float top_lp[PL_CUK_MAX_LOGPROBS];
 };
 
-/* Largest vocabulary the kernel takes (its penalty bitmap lives in shared memory). */
-#define PL_CUK_SAMPLE_MAX_VOCAB (1 << 18)
+/* Largest vocabulary the kernel takes (its penalty bitmap lives in shared memory: 64 KiB
+ * at 2^19 ids; Gemma 3's 262,208 ids are past 2^18). */
+#define PL_CUK_SAMPLE_MAX_VOCAB (1 << 19)
 
 /*
  * Samples n_rows rows: row r reads logits + rows[r].logits_row * vocab (fp32, not
