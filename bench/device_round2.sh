@@ -29,6 +29,8 @@ export LD_LIBRARY_PATH=$ROOT/.carry/libs:/usr/local/cuda/lib64:${LD_LIBRARY_PATH
 export PAGELLM_LOG_LEVEL=info PL_SOURCE_DIR=$ROOT
 T0=$(date +%s)
 left() { echo $((BUDGET - ($(date +%s) - T0))); }
+# a step's timeout: its own, cut so that it ends 15 s before the budget (the call's limit is 600 s)
+lim() { local l=$(( $(left) - 15 )); [ $l -lt $1 ] && echo $(( l > 5 ? l : 5 )) || echo $1; }
 want() { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]]; }
 note() { echo "[$(( $(date +%s) - T0 ))s] $*" | tee -a "$OUT/steps.txt"; }
 W=$(mktemp -d /tmp/pl_round2.XXXX)
@@ -99,7 +101,7 @@ fi
 if want S4; then
 note "S4"
 t=$(date +%s.%N)
-timeout 60 "$B/pagellm" generate --model "$M" "${ENG[@]}" --prompt-ids "$(seq -s, 1 128)" \
+timeout $(lim 60) "$B/pagellm" generate --model "$M" "${ENG[@]}" --prompt-ids "$(seq -s, 1 128)" \
   --max-tokens 1 --ignore-eos --temperature 0 --max-model-len 4096 --no-progress --json \
   >"$OUT/s4.jsonl" 2>"$OUT/s4.log"
 s4_rc=$?
@@ -110,7 +112,7 @@ fi
 # ---- S2: batch 1, 128 / 256
 if want S2; then
 note "S2"
-PAGELLM_PROFILE=1 timeout 90 "$BT" --model "$M" "${ENG[@]}" --warmup 1 --num-prompts 1 \
+PAGELLM_PROFILE=1 timeout $(lim 90) "$BT" --model "$M" "${ENG[@]}" --warmup 1 --num-prompts 1 \
   --input-len 128 --output-len $S2_OUT >"$OUT/s2.log" 2>&1
 s2=$(num "$OUT/s2.log" "output tokens/s")
 fi
@@ -118,7 +120,7 @@ fi
 # ---- S1: 1024 x 512 / 256 offline
 if want S1; then
 note "S1"
-timeout 180 "$BT" --model "$M" "${ENG[@]}" --warmup 1 --num-prompts $S1_N --input-len $S1_IN \
+timeout $(lim 180) "$BT" --model "$M" "${ENG[@]}" --warmup 1 --num-prompts $S1_N --input-len $S1_IN \
   --output-len $S1_OUT --max-num-seqs 512 --max-num-batched-tokens 8192 >"$OUT/s1.log" 2>&1
 s1=$(num "$OUT/s1.log" "output tokens/s")
 fi
@@ -127,7 +129,7 @@ fi
 if want S6; then
 note "S6"
 # (the 8B config says 8192 positions; a 32K context is the Llama-3.1 shape's, same cost)
-VLLM_ALLOW_LONG_MAX_MODEL_LEN=1 PAGELLM_PROFILE=1 timeout 120 "$BT" --model "$M" "${ENG[@]}" \
+VLLM_ALLOW_LONG_MAX_MODEL_LEN=1 PAGELLM_PROFILE=1 timeout $(lim 120) "$BT" --model "$M" "${ENG[@]}" \
   --warmup 1 --ttft 1 --num-prompts 1 --input-len $S6_IN \
   --output-len $S6_OUT --max-num-seqs 8 --max-num-batched-tokens 8192 >"$OUT/s6.log" 2>&1
 s6_ttft=$(num "$OUT/s6.log" "time to first token")
@@ -141,7 +143,8 @@ server=
 serve_start() { # serve_start LOG extra-flags...
   local log=$1; shift
   rm -f "$log" # (else a stale port could be read before the child truncates it)
-  PAGELLM_PROFILE=1 "$B/pagellm" serve --model "$M" "${ENG[@]}" --port 0 --served-model-name m "$@" \
+  PAGELLM_PROFILE=1 "$B/pagellm" serve --model "$M" "${ENG[@]}" --port 0 --served-model-name m \
+    --shutdown-grace-period 2 "$@" \
     >"$log" 2>&1 &
   server=$!
   PORT=
@@ -180,12 +183,22 @@ if serve_start "$OUT/s3_serve.log" --max-model-len 2048 --max-num-seqs 512 --max
   rm -f "$OUT/s3.jsonl"
   for run in $S3_RUNS; do
     rate=${run%:*} n=${run#*:}
-    timeout 150 "$B/pagellm" bench serve --port "$PORT" --model m --num-prompts "$n" \
+    timeout $(lim 150) "$B/pagellm" bench serve --port "$PORT" --model m --num-prompts "$n" \
       --input-len $S3_IN --output-len $S3_OUT --vocab-size 128000 --request-rate "$rate" \
       --result-file "$OUT/s3.jsonl" --label "$rate" >"$OUT/s3_$rate.log" 2>&1
   done
 fi
 serve_stop
+fi
+
+# ---- the transformers baseline of S4, S2 and S1 (after pagellm's runs, its own process)
+hf_ok=0
+if [ "${HF:-1}" = 1 ] && want HF && python3 -c "import torch, transformers" 2>/dev/null; then
+  hf_ok=1
+  note "transformers 8B"
+  t=$(date +%s.%N)
+  PYTHONUNBUFFERED=1 timeout $(lim 200) python3 "$ROOT/bench/hf_baseline.py" --config "$M" --t0 "$t" \
+    --s1-batch 256 >"$OUT/hf_8b.jsonl" 2>"$OUT/hf_8b.log"
 fi
 
 # ---- S7: multi-turn chat, prefix caching on, then off (same workload, fresh servers)
@@ -197,7 +210,7 @@ for pc in on off; do
   if serve_start "$OUT/s7_serve_$pc.log" $flag --max-model-len 4096 --max-num-seqs 256 \
        --max-num-batched-tokens 8192; then
     # shellcheck disable=SC2086
-    timeout 200 python3 "$ROOT/bench/multiturn.py" --port "$PORT" --model m $S7_ARGS --label "$pc" \
+    timeout $(lim 150) python3 "$ROOT/bench/multiturn.py" --port "$PORT" --model m $S7_ARGS --label "$pc" \
       >"$OUT/s7_$pc.json" 2>"$OUT/s7_$pc.err"
   fi
   serve_stop
@@ -208,25 +221,19 @@ fi
 moe_ok=0
 if [ "${FIGURES:-1}" = 1 ] && want FIG; then
   note "figures"
-  timeout 120 "$BT" --model "$W/gemma-3-12b" "${ENG[@]}" --warmup 1 --num-prompts 1 --input-len 128 \
+  timeout $(lim 120) "$BT" --model "$W/gemma-3-12b" "${ENG[@]}" --warmup 1 --num-prompts 1 --input-len 128 \
     --output-len $FIG_OUT >"$OUT/gemma_b1.log" 2>&1
-  timeout 120 "$BT" --model "$W/qwen3-30b-a3b" "${ENG[@]}" --warmup 1 --num-prompts 1 --input-len 128 \
+  timeout $(lim 120) "$BT" --model "$W/qwen3-30b-a3b" "${ENG[@]}" --warmup 1 --num-prompts 1 --input-len 128 \
     --output-len $FIG_OUT >"$OUT/moe_b1.log" 2>&1 && moe_ok=1
   if [ $moe_ok = 1 ]; then
-    timeout 200 "$BT" --model "$W/qwen3-30b-a3b" "${ENG[@]}" --warmup 1 --num-prompts $MOE_N \
+    timeout $(lim 200) "$BT" --model "$W/qwen3-30b-a3b" "${ENG[@]}" --warmup 1 --num-prompts $MOE_N \
       --input-len $MOE_IN --output-len $MOE_OUT --max-num-seqs 512 --max-num-batched-tokens 8192 \
       >"$OUT/moe_offline.log" 2>&1
   fi
 fi
 
-# ---- the transformers baselines (same call, after pagellm's runs, one process per shape)
-hf_ok=0
-if [ "${HF:-1}" = 1 ] && want HF && python3 -c "import torch, transformers" 2>/dev/null; then
-  hf_ok=1
-  note "transformers 8B"
-  t=$(date +%s.%N)
-  PYTHONUNBUFFERED=1 timeout 200 python3 "$ROOT/bench/hf_baseline.py" --config "$M" --t0 "$t" \
-    --s1-batch 256 >"$OUT/hf_8b.jsonl" 2>"$OUT/hf_8b.log"
+# ---- the transformers baselines of the figures (after pagellm's runs, one process per shape)
+if [ $hf_ok = 1 ]; then
   if [ "${FIGURES:-1}" = 1 ] && [ "$(left)" -gt 90 ]; then
     note "transformers Gemma-3-12B"
     PYTHONUNBUFFERED=1 timeout $(( $(left) > 150 ? 120 : $(left) - 30 )) python3 "$ROOT/bench/hf_baseline.py" \
@@ -243,7 +250,7 @@ fi
 # ---- where S1's time goes (optional)
 if [ "${PROFILE:-1}" = 1 ] && want PROF && [ "$(left)" -gt 60 ]; then
   note "profile"
-  PAGELLM_PROFILE=1 PAGELLM_CUDA_PROFILE=1 timeout 60 "$BT" --model "$M" "${ENG[@]}" --warmup 1 \
+  PAGELLM_PROFILE=1 PAGELLM_CUDA_PROFILE=1 timeout $(lim 60) "$BT" --model "$M" "${ENG[@]}" --warmup 1 \
     --num-prompts $(( S1_N / 4 )) --input-len $S1_IN --output-len $S1_OUT --max-num-seqs 512 \
     --max-num-batched-tokens 8192 >"$OUT/s1_profile.log" 2>&1
 fi
