@@ -35,7 +35,8 @@ static pl_status cpu_create(const struct pl_backend_params *p, struct pl_backend
 static pl_status cuda_create(const struct pl_backend_params *p, struct pl_backend **out,
                              struct pl_err *err)
 {
-    return pl_backend_cuda_new(p ? p->device : 0, out, err);
+    return pl_backend_cuda_new_act(p ? p->device : 0, p && p->float32 ? PL_DTYPE_F32 : PL_DTYPE_BF16,
+                                   out, err);
 }
 #define CUDA_CREATE cuda_create
 #define CUDA_COUNT pl_cuda_device_count

@@ -318,6 +318,8 @@ pl_status pl_backend_cpu_new(int n_threads, struct pl_backend **out, struct pl_e
 struct pl_backend_params {
     int n_threads;  /* CPU threads, 0 = one per core */
     int device;     /* accelerator index */
+    bool float32;   /* compute in float32: an accelerator's float32 mode (CUDA: fp32
+                       activations, KV cache and products); the CPU always does */
 };
 
 /* Creates the backend named `name`: "cpu", an accelerator backend built in ("cuda"), or

@@ -1084,7 +1084,10 @@ static pl_status runner_setup(struct pl_model_runner *r, const struct pl_model_r
 static pl_status make_backend(const struct pl_model_runner_params *p, struct pl_backend **out,
                               struct pl_err *err)
 {
-    const struct pl_backend_params bp = {.n_threads = p->n_threads, .device = 0};
+    /* --dtype float32 asks for float32 compute: an accelerator's float32 mode */
+    const struct pl_backend_params bp = {.n_threads = p->n_threads, .device = 0,
+                                         .float32 = p->convert_dtype &&
+                                                    p->dtype == PL_DTYPE_F32};
     return pl_backend_new(p->device ? p->device : "cpu", &bp, out, err);
 }
 
@@ -1112,7 +1115,12 @@ pl_status pl_model_runner_new(const struct pl_model_runner_params *p,
     }
     if (st == PL_STATUS_OK) {
         double t0 = pl_clock_seconds();
-        const int dtype = p->convert_dtype ? (int)p->dtype : PL_WEIGHTS_DTYPE_AS_STORED;
+        int dtype = p->convert_dtype ? (int)p->dtype : PL_WEIGHTS_DTYPE_AS_STORED;
+        /* --dtype auto on a backend that computes in bfloat16: a float32 checkpoint is
+         * cast to bfloat16 at load (vLLM's auto does the same on GPUs) */
+        if (!p->convert_dtype && r->be->ops->act_dtype == PL_DTYPE_BF16 &&
+            r->cfg.dtype == PL_DTYPE_F32)
+            dtype = PL_DTYPE_BF16;
         st = dummy ? pl_weights_dummy_as(&r->cfg, r->be, p->seed, dtype, &r->w_owned, err)
                    : pl_weights_load_as(&r->cfg, r->st, r->be, dtype, &r->w_owned, err);
         if (st == PL_STATUS_OK)

@@ -16,7 +16,8 @@
  *   5. the shared expert (Qwen2-MoE) over every token, its sigmoid gate through the
  *      logits op;
  *   6. out[t] = the weighted sum of its choices' rows (+ the gated shared output).
- * Activations are bf16 like every op's; router logits and weights stay fp32.
+ * Activations are the backend's (bf16, or fp32 in the float32 mode); router logits and
+ * weights stay fp32.
  */
 #include "backend/cuda/cuda_backend.h"
 
@@ -74,7 +75,9 @@ void pl_cuda_moe(struct pl_backend *be, void *out, const void *x, int n, int hid
     }
     pl_cuda_stream s = (pl_cuda_stream)pl_cuda_stream_of(be);
     const size_t nk = (size_t)n * (size_t)k;
-    struct carve c = {scratch, (char *)scratch + 2 * pl_moe_scratch_elems(a, n)};
+    /* bytes of an activation element: 2 (bf16), 4 in the float32 mode */
+    const size_t es = be->ops->act_dtype == PL_DTYPE_F32 ? 4 : 2;
+    struct carve c = {scratch, (char *)scratch + es * pl_moe_scratch_elems(a, n)};
     float *logits = take(&c, sizeof(float) * (size_t)n * (size_t)E);
     int32_t *ids = take(&c, sizeof(int32_t) * nk);
     float *w = take(&c, sizeof(float) * nk);
@@ -83,17 +86,17 @@ void pl_cuda_moe(struct pl_backend *be, void *out, const void *x, int n, int hid
     int32_t *counts = take(&c, sizeof(int32_t) * (size_t)E);
     int32_t *offsets = take(&c, sizeof(int32_t) * (size_t)E);
     int32_t *cursor = take(&c, sizeof(int32_t) * (size_t)E);
-    char *xg = take(&c, 2 * nk * (size_t)hidden);
-    char *y = take(&c, 2 * nk * (size_t)hidden);
-    char *g = take(&c, 2 * nk * (size_t)a->inter);
-    char *u = take(&c, 2 * nk * (size_t)a->inter);
+    char *xg = take(&c, es * nk * (size_t)hidden);
+    char *y = take(&c, es * nk * (size_t)hidden);
+    char *g = take(&c, es * nk * (size_t)a->inter);
+    char *u = take(&c, es * nk * (size_t)a->inter);
     float *sh_logit = NULL;
     char *sh_g = NULL, *sh_u = NULL, *sh_y = NULL;
     if (a->sh_gate) {
         sh_logit = take(&c, sizeof(float) * (size_t)n);
-        sh_g = take(&c, 2 * (size_t)n * (size_t)a->sh_inter);
-        sh_u = take(&c, 2 * (size_t)n * (size_t)a->sh_inter);
-        sh_y = take(&c, 2 * (size_t)n * (size_t)hidden);
+        sh_g = take(&c, es * (size_t)n * (size_t)a->sh_inter);
+        sh_u = take(&c, es * (size_t)n * (size_t)a->sh_inter);
+        sh_y = take(&c, es * (size_t)n * (size_t)hidden);
     }
     if (!u || (a->sh_gate && !sh_y)) {
         pl_cuda_fail(be, "cuda moe: the scratch is too small for %d tokens", n);
@@ -105,7 +108,7 @@ void pl_cuda_moe(struct pl_backend *be, void *out, const void *x, int n, int hid
     if (!e)
         e = pl_cuk_moe_group(s, ids, counts, (int)nk, E, k, offsets, cursor, src, inv);
     if (!e)
-        e = pl_cuk_copy_rows(s, xg, NULL, x, src, (int)nk, 2 * (size_t)hidden);
+        e = pl_cuk_copy_rows(s, xg, NULL, x, src, (int)nk, es * (size_t)hidden);
     int32_t *host = pl_cuda_moe_host_counts(be);
     if (!e)
         e = (int)cudaMemcpyAsync(host, counts, sizeof(int32_t) * (size_t)E,
@@ -125,10 +128,10 @@ void pl_cuda_moe(struct pl_backend *be, void *out, const void *x, int n, int hid
             pl_cuda_fail(be, "cuda moe: expert counts exceed the %zu choices", nk);
             return;
         }
-        expert_rows(be, y + 2 * at * (size_t)hidden, xg + 2 * at * (size_t)hidden, cnt, hidden,
+        expert_rows(be, y + es * at * (size_t)hidden, xg + es * at * (size_t)hidden, cnt, hidden,
                     EXPERT(a->w_gate, x_e), EXPERT(a->w_up, x_e), EXPERT(a->w_down, x_e),
-                    a->inter, a->gelu_tanh, g + 2 * at * (size_t)a->inter,
-                    u + 2 * at * (size_t)a->inter);
+                    a->inter, a->gelu_tanh, g + es * at * (size_t)a->inter,
+                    u + es * at * (size_t)a->inter);
         at += (size_t)cnt;
     }
     if (a->sh_gate) {
@@ -136,7 +139,8 @@ void pl_cuda_moe(struct pl_backend *be, void *out, const void *x, int n, int hid
                     a->gelu_tanh, sh_g, sh_u);
         be->ops->logits(be, sh_logit, x, a->sh_router, n);
     }
-    e = pl_cuk_moe_combine(s, out, y, w, inv, n, k, hidden, sh_logit, sh_y);
+    e = (es == 4 ? pl_cuk_moe_combine_f32 : pl_cuk_moe_combine)(s, out, y, w, inv, n, k, hidden,
+                                                                sh_logit, sh_y);
     if (e)
         pl_cuda_fail(be, "cuda moe combine: %s", cudaGetErrorString((cudaError_t)e));
 }

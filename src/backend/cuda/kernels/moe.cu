@@ -104,9 +104,14 @@ __global__ void moe_place_kernel(const int32_t *ids, int n_entries, int k, int32
 
 /* out[t] = sum_i w[t, i] * y[inv[t, i]] (+ sigmoid(gl[t]) * sh[t]), fp32 sums in choice
  * order, rounded once. */
-__global__ void moe_combine_kernel(__nv_bfloat16 *out, const __nv_bfloat16 *y, const float *w,
-                                   const int32_t *inv, int k, int hidden, const float *gl,
-                                   const __nv_bfloat16 *sh)
+static __device__ __forceinline__ float ldf(__nv_bfloat16 v) { return __bfloat162float(v); }
+static __device__ __forceinline__ float ldf(float v) { return v; }
+static __device__ __forceinline__ void stf(__nv_bfloat16 *p, float f) { *p = __float2bfloat16(f); }
+static __device__ __forceinline__ void stf(float *p, float f) { *p = f; }
+
+template <typename T>
+__global__ void moe_combine_kernel(T *out, const T *y, const float *w, const int32_t *inv, int k,
+                                   int hidden, const float *gl, const T *sh)
 {
     const int t = blockIdx.x;
     __shared__ int rows[64];
@@ -122,10 +127,10 @@ __global__ void moe_combine_kernel(__nv_bfloat16 *out, const __nv_bfloat16 *y, c
     for (int d = threadIdx.x; d < hidden; d += blockDim.x) {
         float acc = 0.0f;
         for (int i = 0; i < k; i++)
-            acc += ws[i] * __bfloat162float(y[(int64_t)rows[i] * hidden + d]);
+            acc += ws[i] * ldf(y[(int64_t)rows[i] * hidden + d]);
         if (sh)
-            acc += gate * __bfloat162float(sh[(int64_t)t * hidden + d]);
-        out[(int64_t)t * hidden + d] = __float2bfloat16(acc);
+            acc += gate * ldf(sh[(int64_t)t * hidden + d]);
+        stf(&out[(int64_t)t * hidden + d], acc);
     }
 }
 
@@ -166,5 +171,18 @@ extern "C" int pl_cuk_moe_combine(pl_cuda_stream s, void *out, const void *y, co
     moe_combine_kernel<<<n, 256, 0, s>>>((__nv_bfloat16 *)out, (const __nv_bfloat16 *)y, w, inv,
                                          top_k, hidden, shared_gate_logit,
                                          (const __nv_bfloat16 *)shared_out);
+    return launch_status();
+}
+
+extern "C" int pl_cuk_moe_combine_f32(pl_cuda_stream s, void *out, const void *y, const float *w,
+                                      const int32_t *inv, int n, int top_k, int hidden,
+                                      const float *shared_gate_logit, const void *shared_out)
+{
+    if (n <= 0)
+        return 0;
+    if (top_k > 64)
+        return (int)cudaErrorInvalidValue;
+    moe_combine_kernel<<<n, 256, 0, s>>>((float *)out, (const float *)y, w, inv, top_k, hidden,
+                                         shared_gate_logit, (const float *)shared_out);
     return launch_status();
 }
