@@ -109,7 +109,8 @@ static bool make_variant(const char *src, json_t *overrides, char *dir, size_t c
         return false;
     snprintf(a, sizeof(a), "%s/tokenizer_config.json", src);
     json_error_t je;
-    json_t *cfg = json_load_file(a, 0, &je);
+    /* as reals: configs hold integers past 64 bits (model_max_length 1e30) */
+    json_t *cfg = json_load_file(a, JSON_DECODE_INT_AS_REAL, &je);
     if (!cfg)
         return false;
     const char *key;
@@ -122,7 +123,7 @@ static bool make_variant(const char *src, json_t *overrides, char *dir, size_t c
             json_object_set(cfg, key, v);
     }
     snprintf(b, sizeof(b), "%s/tokenizer_config.json", dir);
-    int rc = json_dump_file(cfg, b, 0);
+    int rc = json_dump_file(cfg, b, JSON_REAL_PRECISION(17));
     json_decref(cfg);
     return rc == 0;
 }
