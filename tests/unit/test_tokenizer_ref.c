@@ -10,7 +10,8 @@
  * A fixture's "config_overrides" are applied to a copy of tokenizer_config.json
  * (null removes the key), so one real vocabulary checks each configuration the
  * families ship (legacy, add_prefix_space, add_bos_token, the file's own
- * pipeline). For every fixture string: encode with and without
+ * pipeline); a fixture's "model_type" adds a config.json naming it, as in a
+ * model directory. For every fixture string: encode with and without
  * special tokens gives the reference ids; decode of the ids (with and without
  * skip_special_tokens) gives the reference text; streaming the ids through
  * pl_detok gives the one-shot decode. Each tokenizer is loaded once.
@@ -95,9 +96,11 @@ static char *stream(const struct pl_tokenizer *t, const int32_t *prompt, int n_p
     return out;
 }
 
-/* A temporary tokenizer folder: the package's tokenizer.json (linked) and its
- * tokenizer_config.json with `overrides` applied. Returns false on failure. */
-static bool make_variant(const char *src, json_t *overrides, char *dir, size_t cap)
+/* A temporary tokenizer folder: the package's tokenizer.json (linked), its
+ * tokenizer_config.json with `overrides` applied and, when model_type is given, a
+ * config.json naming it (as the reference's folder). Returns false on failure. */
+static bool make_variant(const char *src, json_t *overrides, const char *model_type, char *dir,
+                         size_t cap)
 {
     snprintf(dir, cap, "/tmp/pl_tokref_XXXXXX");
     if (!mkdtemp(dir))
@@ -125,6 +128,12 @@ static bool make_variant(const char *src, json_t *overrides, char *dir, size_t c
     snprintf(b, sizeof(b), "%s/tokenizer_config.json", dir);
     int rc = json_dump_file(cfg, b, JSON_REAL_PRECISION(17));
     json_decref(cfg);
+    if (rc == 0 && model_type) {
+        json_t *mc = json_pack("{s:s}", "model_type", model_type);
+        snprintf(b, sizeof(b), "%s/config.json", dir);
+        rc = mc ? json_dump_file(mc, b, 0) : -1;
+        json_decref(mc);
+    }
     return rc == 0;
 }
 
@@ -134,6 +143,8 @@ static void remove_variant(const char *dir)
     snprintf(p, sizeof(p), "%s/tokenizer.json", dir);
     unlink(p);
     snprintf(p, sizeof(p), "%s/tokenizer_config.json", dir);
+    unlink(p);
+    snprintf(p, sizeof(p), "%s/config.json", dir);
     unlink(p);
     rmdir(dir);
 }
@@ -147,10 +158,11 @@ static void check_model(const char *name)
     REQUIRE(fx != NULL);
     const char *package = json_string_value(json_object_get(fx, "package"));
     json_t *overrides = json_object_get(fx, "config_overrides");
+    const char *model_type = json_string_value(json_object_get(fx, "model_type"));
     char src[4096], variant[64] = "";
     snprintf(src, sizeof(src), "%s", model_dir(package ? package : name));
-    if (json_object_size(overrides) > 0) {
-        bool made = make_variant(src, overrides, variant, sizeof(variant));
+    if (json_object_size(overrides) > 0 || model_type) {
+        bool made = make_variant(src, overrides, model_type, variant, sizeof(variant));
         CHECKF(made, "%s: cannot make the tokenizer folder with its config overrides", name);
         if (!made) {
             json_decref(fx);
