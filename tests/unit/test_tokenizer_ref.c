@@ -288,9 +288,70 @@ static void test_fixtures_present(void)
 
 static void test_fixture(void) { check_model(g_name); }
 
+/* Text that starts with spaces or is only spaces, on the real SentencePiece-style files
+ * (Mistral v0.1's; Llama 2 and Phi-3 ship the same pipeline): the transformers 5
+ * LlamaTokenizer class rebuilds it with a Metaspace pre-tokenizer that prepends U+2581
+ * only where the text does not already start with one, so " " is [BOS, "▁"]; the
+ * file's own Prepend + Replace normalizer (no class: PreTrainedTokenizerFast) always
+ * prepends, so " " is [BOS, "▁▁"]. Ids from @huggingface/tokenizers on the same files
+ * (28705 "▁", 259 "▁▁", 2287 "▁▁▁", 22557 "▁Hello"). */
+static void test_leading_spaces(void)
+{
+    static const struct {
+        const char *cls; /* tokenizer_class override, NULL: the file's LlamaTokenizer */
+        const char *text;
+        int n;
+        int32_t ids[4];
+    } cases[] = {
+        {NULL, " ", 2, {1, 28705}},
+        {NULL, "  ", 2, {1, 259}},
+        {NULL, "   ", 2, {1, 2287}},
+        {NULL, " Hello", 2, {1, 22557}},
+        {NULL, "Hello", 2, {1, 22557}},
+        {NULL, "", 1, {1}},
+        {"PreTrainedTokenizerFast", " ", 2, {1, 259}},
+        {"PreTrainedTokenizerFast", "  ", 2, {1, 2287}},
+        {"PreTrainedTokenizerFast", " Hello", 3, {1, 28705, 22557}},
+        {"PreTrainedTokenizerFast", "Hello", 2, {1, 22557}},
+        {"PreTrainedTokenizerFast", "", 1, {1}},
+    };
+    char src[4096];
+    snprintf(src, sizeof(src), "%s", model_dir("llama2"));
+    for (int pass = 0; pass < 2; pass++) {
+        const char *cls = pass ? "PreTrainedTokenizerFast" : NULL;
+        json_t *ov = cls ? json_pack("{s:s}", "tokenizer_class", cls) : json_object();
+        char dir[64];
+        bool made = make_variant(src, ov, NULL, dir, sizeof(dir));
+        json_decref(ov);
+        REQUIRE(made);
+        struct pl_tokenizer *t = NULL;
+        struct pl_err e = {0};
+        pl_status st = pl_tokenizer_load(dir, &t, &e);
+        remove_variant(dir);
+        CHECKF(st == PL_STATUS_OK, "%s", e.msg);
+        if (st != PL_STATUS_OK)
+            return;
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+            if ((cases[i].cls == NULL) != (cls == NULL))
+                continue;
+            int32_t *ids = NULL;
+            int n = 0;
+            st = pl_tokenizer_encode(t, cases[i].text, strlen(cases[i].text), true, &ids, &n, &e);
+            bool same = st == PL_STATUS_OK && n == cases[i].n &&
+                        !memcmp(ids, cases[i].ids, sizeof(int32_t) * (size_t)n);
+            CHECKF(same, "%s: \"%s\"", cls ? cls : "LlamaTokenizer", cases[i].text);
+            if (!same && st == PL_STATUS_OK)
+                print_ids("got", ids, n);
+            free(ids);
+        }
+        pl_tokenizer_free(t);
+    }
+}
+
 int main(void)
 {
     PL_RUN(test_fixtures_present);
+    PL_RUN(test_leading_spaces);
     for (int i = 0; i < g_n_names; i++) {
         fprintf(stderr, "-- %s\n", g_names[i]);
         g_name = g_names[i];
