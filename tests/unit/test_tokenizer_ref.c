@@ -288,13 +288,38 @@ static void test_fixtures_present(void)
 
 static void test_fixture(void) { check_model(g_name); }
 
+/* A model directory's config.json that is not JSON fails the load, naming the file. */
+static void test_bad_model_config(void)
+{
+    char src[4096], dir[64], p[4200];
+    snprintf(src, sizeof(src), "%s", model_dir("llama2"));
+    json_t *ov = json_object();
+    bool made = make_variant(src, ov, "phi3", dir, sizeof(dir));
+    json_decref(ov);
+    REQUIRE(made);
+    snprintf(p, sizeof(p), "%s/config.json", dir);
+    FILE *f = fopen(p, "w");
+    REQUIRE(f != NULL);
+    fputs("{\"model_type\": ", f);
+    fclose(f);
+    struct pl_tokenizer *t = NULL;
+    struct pl_err e = {0};
+    pl_status st = pl_tokenizer_load(dir, &t, &e);
+    remove_variant(dir);
+    CHECK(st != PL_STATUS_OK && t == NULL);
+    CHECKF(strstr(e.msg, "config.json") != NULL, "%s", e.msg);
+    pl_tokenizer_free(t);
+}
+
 /* Text that starts with spaces or is only spaces, on the real SentencePiece-style files
  * (Mistral v0.1's; Llama 2 and Phi-3 ship the same pipeline): the transformers 5
  * LlamaTokenizer class rebuilds it with a Metaspace pre-tokenizer that prepends U+2581
  * only where the text does not already start with one, so " " is [BOS, "▁"]; the
  * file's own Prepend + Replace normalizer (no class: PreTrainedTokenizerFast) always
- * prepends, so " " is [BOS, "▁▁"]. Ids from @huggingface/tokenizers on the same files
- * (28705 "▁", 259 "▁▁", 2287 "▁▁▁", 22557 "▁Hello"). */
+ * prepends, so " " is [BOS, "▁▁"]. In a model directory of a type whose tokenizer_class
+ * transformers ignores (phi3) the file's pipeline applies; in a Mistral directory the
+ * class does. Ids from @huggingface/tokenizers on the same files (28705 "▁", 259 "▁▁",
+ * 2287 "▁▁▁", 22557 "▁Hello"). */
 static void test_leading_spaces(void)
 {
     static const struct {
@@ -315,13 +340,22 @@ static void test_leading_spaces(void)
         {"PreTrainedTokenizerFast", "Hello", 2, {1, 22557}},
         {"PreTrainedTokenizerFast", "", 1, {1}},
     };
+    static const struct {
+        const char *cls, *model_type;
+        bool file_pipeline;
+    } passes[] = {
+        {NULL, NULL, false},
+        {"PreTrainedTokenizerFast", NULL, true},
+        {NULL, "phi3", true},
+        {NULL, "mistral", false},
+    };
     char src[4096];
     snprintf(src, sizeof(src), "%s", model_dir("llama2"));
-    for (int pass = 0; pass < 2; pass++) {
-        const char *cls = pass ? "PreTrainedTokenizerFast" : NULL;
+    for (size_t pass = 0; pass < sizeof(passes) / sizeof(passes[0]); pass++) {
+        const char *cls = passes[pass].cls;
         json_t *ov = cls ? json_pack("{s:s}", "tokenizer_class", cls) : json_object();
         char dir[64];
-        bool made = make_variant(src, ov, NULL, dir, sizeof(dir));
+        bool made = make_variant(src, ov, passes[pass].model_type, dir, sizeof(dir));
         json_decref(ov);
         REQUIRE(made);
         struct pl_tokenizer *t = NULL;
@@ -332,14 +366,15 @@ static void test_leading_spaces(void)
         if (st != PL_STATUS_OK)
             return;
         for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-            if ((cases[i].cls == NULL) != (cls == NULL))
+            if ((cases[i].cls == NULL) == passes[pass].file_pipeline)
                 continue;
             int32_t *ids = NULL;
             int n = 0;
             st = pl_tokenizer_encode(t, cases[i].text, strlen(cases[i].text), true, &ids, &n, &e);
             bool same = st == PL_STATUS_OK && n == cases[i].n &&
                         !memcmp(ids, cases[i].ids, sizeof(int32_t) * (size_t)n);
-            CHECKF(same, "%s: \"%s\"", cls ? cls : "LlamaTokenizer", cases[i].text);
+            CHECKF(same, "%s in a %s directory: \"%s\"", cls ? cls : "LlamaTokenizer",
+                   passes[pass].model_type ? passes[pass].model_type : "bare", cases[i].text);
             if (!same && st == PL_STATUS_OK)
                 print_ids("got", ids, n);
             free(ids);
@@ -352,6 +387,7 @@ int main(void)
 {
     PL_RUN(test_fixtures_present);
     PL_RUN(test_leading_spaces);
+    PL_RUN(test_bad_model_config);
     for (int i = 0; i < g_n_names; i++) {
         fprintf(stderr, "-- %s\n", g_names[i]);
         g_name = g_names[i];
