@@ -836,21 +836,6 @@ static void test_attention(void)
          2.0f},
         {"softcap2 graph mixed pad split4", 4, {1, 20, 1, 1}, {0, 20, 300, 64}, 8, 2, 64, 8, 0,
          4, 1000, 3, 2.0f},
-        /* head_dim not a power of two (Phi-3's 96; 80, 40, 200): the decode kernel pads the
-         * row to the next power of two with idle lanes, prefill takes the CUDA-core kernel */
-        {"decode mha hd96 bs16", 4, {1, 1, 1, 1}, {1, 33, 300, 129}, 4, 4, 96, 16, 0, 0, 0, 0,
-         0.0f},
-        {"decode gqa3 hd96 split4", 2, {1, 1}, {700, 45}, 12, 4, 96, 16, 0, 4, 0, 0, 0.0f},
-        {"decode gqa2 hd80 window30 bs8", 3, {1, 1, 1}, {100, 31, 7}, 4, 2, 80, 8, 30, 0, 0, 0,
-         0.0f},
-        {"decode gqa8 hd40 bs12", 2, {1, 1}, {90, 250}, 16, 2, 40, 12, 0, 0, 0, 0, 0.0f},
-        {"decode gqa2 hd200 split2", 2, {1, 1}, {300, 12}, 4, 2, 200, 16, 0, 2, 0, 0, 0.0f},
-        {"graph decode pad hd96 split3", 3, {1, 1, 1}, {0, 80, 0}, 4, 4, 96, 16, 0, 3, 500, 2,
-         0.0f},
-        {"softcap2 decode hd96 gqa2", 2, {1, 1}, {150, 9}, 8, 4, 96, 16, 0, 0, 0, 0, 2.0f},
-        {"prefill mha hd96 bs16", 2, {70, 5}, {70, 5}, 4, 4, 96, 16, 0, 0, 0, 0, 0.0f},
-        {"mixed decode+chunked gqa3 hd96 bs8", 3, {1, 40, 1}, {300, 140, 2}, 12, 4, 96, 8, 0, 0,
-         0, 0, 0.0f},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
         run_attention(&cases[i]);

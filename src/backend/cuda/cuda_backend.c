@@ -430,7 +430,7 @@ static void cuda_attention(struct pl_backend *be, void *out, const void *q, cons
     if (m->n_kv_heads <= 0 || m->n_heads % m->n_kv_heads != 0 ||
         !pl_cuk_attention_supported(m->head_dim, m->n_heads / m->n_kv_heads)) {
         pl_cuda_fail(be, "cuda attention: head_dim %d with %d query heads per kv head is not "
-                         "supported (head_dim must be a multiple of 8 in [8, 256], at most 16 "
+                         "supported (head_dim must be a power of two in [8, 256], at most 16 "
                          "heads per group)",
                      m->head_dim, m->n_kv_heads > 0 ? m->n_heads / m->n_kv_heads : 0);
         return;
@@ -829,7 +829,7 @@ static pl_status cuda_check_model(struct pl_backend *be, const struct pl_model_n
         !pl_cuk_attention_supported(n->head_dim, group))
         return pl_err_set(err, PL_STATUS_UNSUPPORTED,
                           "attention with head_dim %d and %d query heads per kv head is not "
-                          "supported by the CUDA kernels (head_dim must be a multiple of 8 in "
+                          "supported by the CUDA kernels (head_dim must be a power of two in "
                           "[8, 256], at most 16 heads per group)",
                           n->head_dim, group);
     return PL_STATUS_OK;

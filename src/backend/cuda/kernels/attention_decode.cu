@@ -16,10 +16,7 @@
  *   - a token row (head_dim bf16) is read by LPT = head_dim/8 lanes, 16 bytes
  *     each; a warp covers 32/LPT tokens per 16-byte copy ("slot") and U slots
  *     per round (head_dim 128: 2 tokens per slot, 8 tokens = 4 KB of K+V per
- *     round); a head_dim that is not a power of two (Phi-3's 96) is laid out
- *     as the next power of two, its extra lanes reading nothing and holding
- *     zeros in q and the accumulators, so the shuffle reductions stay in
- *     power-of-two lane groups;
+ *     round);
  *   - each warp owns its rounds (round r of the split goes to warp r mod 4)
  *     and streams them with cp.async through its own 3-stage ring in shared
  *     memory, two rounds ahead of the math; a lane reads back only what it
@@ -57,8 +54,8 @@
 
 extern "C" int pl_cuk_attention_supported(int head_dim, int group)
 {
-    bool ok = head_dim >= 8 && head_dim <= MAX_HD && head_dim % 8 == 0;
-    return ok && group >= 1 && group <= 16;
+    bool pow2 = head_dim >= 8 && head_dim <= MAX_HD && (head_dim & (head_dim - 1)) == 0;
+    return pow2 && group >= 1 && group <= 16;
 }
 
 /* ---- decode ------------------------------------------------------------------------ */
@@ -123,10 +120,7 @@ decode_kernel(struct pl_cuk_attn a, int n_splits, int n_chunks, float *partial)
     if (a.cu_seqlens_q[s + 1] - q0 != 1)
         return; /* a prefill sequence (or none): the prefill kernel owns it */
     const int HD = HDT ? HDT : a.head_dim;
-    /* lanes per token row: the row padded to a power of two; lanes past HD are idle */
-    const int HDL = HDT ? HDT : HD <= 8 ? 8 : HD <= 16 ? 16 : HD <= 32 ? 32 : HD <= 64 ? 64
-                                : HD <= 128 ? 128 : 256;
-    const int LPT = HDL / 8;
+    const int LPT = HD / 8;   /* lanes per token row */
     const int TPS = 32 / LPT; /* tokens per slot (one load instruction of the warp) */
     const int TPR = U * TPS;  /* tokens per warp round */
     const int G = a.n_heads / a.n_kv_heads;
@@ -142,7 +136,6 @@ decode_kernel(struct pl_cuk_attn a, int n_splits, int n_chunks, float *partial)
 
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int tg = lane / LPT, li = lane % LPT;
-    const bool live = li * 8 < HD; /* this lane's 8 elements are inside the row */
 
     float acc[GM][8], m[GM], l[GM];
 #pragma unroll
@@ -157,11 +150,11 @@ decode_kernel(struct pl_cuk_attn a, int n_splits, int n_chunks, float *partial)
     if (c_begin < c_end) {
         float q[GM][8];
         const __nv_bfloat16 *qp =
-            (const __nv_bfloat16 *)a.q + ((int64_t)q0 * a.n_heads + h0) * HD + (live ? li * 8 : 0);
+            (const __nv_bfloat16 *)a.q + ((int64_t)q0 * a.n_heads + h0) * HD + li * 8;
         const float qscale = a.scale * LOG2E;
 #pragma unroll
         for (int g = 0; g < GM; g++) {
-            if (g < gn && live) {
+            if (g < gn) {
                 bf16x8_to_f32(*(const uint4 *)(qp + (int64_t)g * HD), q[g]);
 #pragma unroll
                 for (int j = 0; j < 8; j++)
@@ -178,9 +171,8 @@ decode_kernel(struct pl_cuk_attn a, int n_splits, int n_chunks, float *partial)
         const int bs_shift = __ffs(bs) - 1;
         const int32_t *table = a.block_tables + (int64_t)s * a.max_blocks_per_seq;
         const int64_t row = (int64_t)a.n_kv_heads * HD; /* elements per cache slot */
-        const int lo8 = live ? li * 8 : 0; /* an idle lane's copies read nothing */
-        const __nv_bfloat16 *kb = (const __nv_bfloat16 *)a.k_cache + (int64_t)kvh * HD + lo8;
-        const __nv_bfloat16 *vb = (const __nv_bfloat16 *)a.v_cache + (int64_t)kvh * HD + lo8;
+        const __nv_bfloat16 *kb = (const __nv_bfloat16 *)a.k_cache + (int64_t)kvh * HD + li * 8;
+        const __nv_bfloat16 *vb = (const __nv_bfloat16 *)a.v_cache + (int64_t)kvh * HD + li * 8;
         const int stride = DEC_WARPS * TPR;
 
         int blk[U];
@@ -202,7 +194,7 @@ decode_kernel(struct pl_cuk_attn a, int n_splits, int n_chunks, float *partial)
 #pragma unroll
             for (int u = 0; u < U; u++) {
                 const int c = cr + u * TPS + tg;
-                const bool ok = c < c_end && live;
+                const bool ok = c < c_end;
                 const int off = bs_pow2 ? c & (bs - 1) : c % bs;
                 const int64_t at = ok ? ((int64_t)blk[u] * bs + off) * row : 0;
                 cp_async16(dst + (u * 2) * 32, kb + at, ok);

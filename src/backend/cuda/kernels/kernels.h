@@ -100,7 +100,7 @@ struct pl_cuk_attn {
     float softcap; /* scores = softcap * tanh(scores / softcap) after the scale (Gemma 2); 0 = none */
 };
 
-/* Whether the attention kernels handle this shape (head_dim a multiple of 8 in
+/* Whether the attention kernels handle this shape (head_dim a power of two in
  * [8, 256], n_heads / n_kv_heads <= 16). */
 int pl_cuk_attention_supported(int head_dim, int group);
 
