@@ -453,7 +453,6 @@ static void cuda_attention(struct pl_backend *be, void *out, const void *q, cons
         .head_dim = m->head_dim,
         .scale = m->scale,
         .window = m->window,
-        .softcap = m->softcap,
     };
     /* decode rows whenever some sequence may have q_len == 1; prefill rows when
      * some sequence has more (each kernel skips the other's sequences) */
@@ -832,6 +831,9 @@ static pl_status cuda_check_model(struct pl_backend *be, const struct pl_model_n
                           "supported by the CUDA kernels (head_dim must be a power of two in "
                           "[8, 256], at most 16 heads per group)",
                           n->head_dim, group);
+    if (n->attn_softcap)
+        return pl_err_set(err, PL_STATUS_UNSUPPORTED,
+                          "attention soft-capping is not supported by the CUDA kernels yet");
     return PL_STATUS_OK;
 }
 

@@ -250,16 +250,6 @@ decode_kernel(struct pl_cuk_attn a, int n_splits, int n_chunks, float *partial)
 #pragma unroll
                     for (int g = 0; g < GM; g++)
                         sc[u][g] += __shfl_xor_sync(0xffffffffu, sc[u][g], o);
-            if (a.softcap > 0.0f) {
-                /* Gemma 2: cap * tanh(s / cap) of the scaled score s; here the scores
-                 * are s * log2(e), so the cap is taken in that unit */
-                const float capl = a.softcap * LOG2E;
-#pragma unroll
-                for (int u = 0; u < U; u++)
-#pragma unroll
-                    for (int g = 0; g < GM; g++)
-                        sc[u][g] = capl * tanhf(sc[u][g] / capl);
-            }
 #pragma unroll
             for (int u = 0; u < U; u++)
                 if (cr + u * TPS + tg >= c_end)

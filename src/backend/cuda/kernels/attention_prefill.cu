@@ -155,8 +155,6 @@ cc_prefill_kernel(struct pl_cuk_attn a)
                 for (int e = 0; e < HD; e++)
                     d += qr[e] * kr[e];
                 d *= a.scale;
-                if (a.softcap > 0.0f) /* Gemma 2 */
-                    d = a.softcap * tanhf(d / a.softcap);
             }
             sc[j] = d;
             mx = fmaxf(mx, d);
@@ -421,18 +419,6 @@ tc_prefill_kernel(struct pl_cuk_attn a)
             }
         }
         const bool need_mask = n0 + BN - 1 > pw_first || (W > 0 && n0 <= pw_last - W);
-        if (a.softcap > 0.0f) {
-            /* Gemma 2: the raw scores are scaled later (by sl2), so cap * tanh(s * scale
-             * / cap) is written as (cap / scale) * tanh(s * (scale / cap)) */
-            const float capr = a.softcap / a.scale, inv = a.scale / a.softcap;
-#pragma unroll
-            for (int mt = 0; mt < MT; mt++)
-#pragma unroll
-                for (int j = 0; j < BN / 8; j++)
-#pragma unroll
-                    for (int e = 0; e < 4; e++)
-                        sc[mt][j][e] = capr * tanhf(sc[mt][j][e] * inv);
-        }
 #pragma unroll
         for (int mt = 0; mt < MT; mt++) {
             const int pr0 = pw_first + mt * 16 + g, pr1 = pr0 + 8; /* this thread's rows */

@@ -97,7 +97,6 @@ struct pl_cuk_attn {
     int head_dim;
     float scale;
     int window;
-    float softcap; /* scores = softcap * tanh(scores / softcap) after the scale (Gemma 2); 0 = none */
 };
 
 /* Whether the attention kernels handle this shape (head_dim a power of two in
