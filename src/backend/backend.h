@@ -127,6 +127,7 @@ struct pl_model_needs {
  * (+ sigmoid(x . sh_router) * shared(x) when the shared expert is present). */
 struct pl_moe_args {
     int n_experts, top_k;
+    int hidden;                         /* the model's width (sizes the op's scratch) */
     bool norm_topk_prob;
     bool gelu_tanh;                     /* the experts' activation: gelu_tanh, else silu */
     const struct pl_weight *router;     /* [n_experts, hidden] */

@@ -52,6 +52,7 @@ struct cuda_backend {
     struct pl_cuda_profile *prof; /* PAGELLM_CUDA_PROFILE; NULL otherwise */
     bool capturing;               /* between graph_begin and graph_end: no profile events */
     struct cuda_sampling *smp; /* the sample op's buffers, made at its first call */
+    int32_t *moe_counts; /* pinned [PL_CUDA_MOE_MAX_EXPERTS]: the moe op's counts per expert */
     bool failed;
     char err_msg[512];
 };
@@ -189,7 +190,8 @@ static bool cuda_supports(struct pl_backend *be, enum pl_op op, enum pl_dtype dt
         return dtype == PL_DTYPE_BF16;
     case PL_OP_SOFTCAP:
         return dtype == PL_DTYPE_F32;
-    case PL_OP_MOE: /* not implemented yet: the moe op is NULL (refused at load) */
+    case PL_OP_MOE:
+        return dtype == PL_DTYPE_BF16;
     case PL_OP_COUNT:
         break;
     }
@@ -430,7 +432,7 @@ static void cuda_attention(struct pl_backend *be, void *out, const void *q, cons
     if (m->n_kv_heads <= 0 || m->n_heads % m->n_kv_heads != 0 ||
         !pl_cuk_attention_supported(m->head_dim, m->n_heads / m->n_kv_heads)) {
         pl_cuda_fail(be, "cuda attention: head_dim %d with %d query heads per kv head is not "
-                         "supported (head_dim must be a power of two in [8, 256], at most 16 "
+                         "supported (head_dim must be a multiple of 8 in [8, 256], at most 16 "
                          "heads per group)",
                      m->head_dim, m->n_kv_heads > 0 ? m->n_heads / m->n_kv_heads : 0);
         return;
@@ -453,6 +455,7 @@ static void cuda_attention(struct pl_backend *be, void *out, const void *q, cons
         .head_dim = m->head_dim,
         .scale = m->scale,
         .window = m->window,
+        .softcap = m->softcap,
     };
     /* decode rows whenever some sequence may have q_len == 1; prefill rows when
      * some sequence has more (each kernel skips the other's sequences) */
@@ -711,6 +714,8 @@ static void cuda_destroy(struct pl_backend *be)
     pl_cuda_matmul_free(c->mm);
     sampling_free(c->smp);
     cudaFree(c->partial);
+    if (c->moe_counts)
+        cudaFreeHost(c->moe_counts);
     if (c->stream)
         cudaStreamDestroy(c->stream);
     free(c);
@@ -757,6 +762,7 @@ static const struct pl_backend_ops cuda_ops = {
     .gelu_tanh_mul = cuda_gelu_tanh_mul,
     .scale = cuda_scale,
     .softcap = cuda_softcap,
+    .moe = pl_cuda_moe,
     .device_memory = true,
     .mem_info = cuda_mem_info_op,
     .last_error = cuda_last_error_op,
@@ -789,6 +795,9 @@ pl_status pl_backend_cuda_new(int device, struct pl_backend **out, struct pl_err
         e = (cudaError_t)pl_cuk_attention_init();
     if (e == cudaSuccess)
         e = cudaMalloc((void **)&c->partial, PARTIAL_BYTES);
+    if (e == cudaSuccess)
+        e = cudaHostAlloc((void **)&c->moe_counts, sizeof(int32_t) * PL_CUDA_MOE_MAX_EXPERTS,
+                          cudaHostAllocDefault);
     if (e != cudaSuccess) {
         pl_status st_ = pl_err_set(err, PL_STATUS_INTERNAL, "cuda backend: device %d: %s", device,
                                    cudaGetErrorString(e));
@@ -811,6 +820,10 @@ pl_status pl_backend_cuda_new(int device, struct pl_backend **out, struct pl_err
     return PL_STATUS_OK;
 }
 
+void *pl_cuda_stream_of(struct pl_backend *be) { return cb(be)->stream; }
+
+int32_t *pl_cuda_moe_host_counts(struct pl_backend *be) { return cb(be)->moe_counts; }
+
 static pl_status cuda_mem_info_op(struct pl_backend *be, size_t *free_bytes, size_t *total_bytes)
 {
     return pl_backend_cuda_mem_info(be, free_bytes, total_bytes);
@@ -828,12 +841,9 @@ static pl_status cuda_check_model(struct pl_backend *be, const struct pl_model_n
         !pl_cuk_attention_supported(n->head_dim, group))
         return pl_err_set(err, PL_STATUS_UNSUPPORTED,
                           "attention with head_dim %d and %d query heads per kv head is not "
-                          "supported by the CUDA kernels (head_dim must be a power of two in "
+                          "supported by the CUDA kernels (head_dim must be a multiple of 8 in "
                           "[8, 256], at most 16 heads per group)",
                           n->head_dim, group);
-    if (n->attn_softcap)
-        return pl_err_set(err, PL_STATUS_UNSUPPORTED,
-                          "attention soft-capping is not supported by the CUDA kernels yet");
     return PL_STATUS_OK;
 }
 

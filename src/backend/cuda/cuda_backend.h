@@ -19,6 +19,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* Number of CUDA devices usable here (0 when there is no driver or no GPU). */
 int pl_cuda_device_count(void);
@@ -70,6 +71,16 @@ bool pl_cuda_gate_up_silu_run(struct pl_backend *be, struct pl_cuda_matmul *mm, 
                               const void *x, const struct pl_weight *wg,
                               const struct pl_weight *wu, const struct pl_weight *bg,
                               const struct pl_weight *bu, int n, int dim);
+
+/* The backend's stream (a cudaStream_t). */
+void *pl_cuda_stream_of(struct pl_backend *be);
+
+/* The moe op (cuda_moe.c) and the pinned host array of PL_CUDA_MOE_MAX_EXPERTS counts it
+ * reads the experts' token counts into. */
+#define PL_CUDA_MOE_MAX_EXPERTS 1024
+void pl_cuda_moe(struct pl_backend *be, void *out, const void *x, int n, int hidden,
+                 const struct pl_moe_args *a, void *scratch);
+int32_t *pl_cuda_moe_host_counts(struct pl_backend *be);
 
 /* Per-op GPU time (cuda_profile.c): NULL unless PAGELLM_CUDA_PROFILE is set and not 0;
  * every function accepts NULL. mark records an event labelled by fmt before an op;
