@@ -15,6 +15,7 @@
 #include "engine/async_engine.h"
 
 #include "util/clock.h"
+#include "util/debug_env.h"
 #include "util/log.h"
 
 #include <errno.h>
@@ -547,9 +548,10 @@ pl_status pl_async_engine_new(const struct pl_engine_ops *ops, void *engine,
         ae->params = *params;
     else
         pl_async_engine_params_default(&ae->params);
-    const char *stall = getenv("PAGELLM_TEST_STALL_FILE");
-    if (stall && *stall)
-        ae->stall_file = strdup(stall);
+    struct pl_debug_env dbg;
+    pl_debug_env_read(&dbg);
+    if (dbg.test_stall_file)
+        ae->stall_file = strdup(dbg.test_stall_file);
     ae->next_id = 1;
     ae->beat_time = pl_async_now();
     ae->poll_buf = calloc(POLL_CAP, sizeof(*ae->poll_buf));
