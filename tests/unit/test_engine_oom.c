@@ -47,7 +47,6 @@ void *realloc(void *p, size_t n)
 {
     return atomic_load(&g_fail_allocs) ? NULL : __libc_realloc(p, n);
 }
-#endif
 
 static struct pl_engine *engine_new(struct test_model *m, struct pl_engine_model *im)
 {
@@ -143,6 +142,8 @@ static void test_finish_survives_oom(void)
     pl_engine_free(e);
     tm_fini(&m);
 }
+
+#endif /* !PL_TEST_ASAN */
 
 int main(void)
 {
