@@ -26,9 +26,9 @@
 #define PL_TEST_ASAN 1
 #endif
 
+#ifndef PL_TEST_ASAN
 static atomic_bool g_fail_allocs;
 
-#ifndef PL_TEST_ASAN
 extern void *__libc_malloc(size_t n);
 extern void *__libc_calloc(size_t n, size_t size);
 extern void *__libc_realloc(void *p, size_t n);
