@@ -137,6 +137,10 @@ static void embed_rows(void *ctx, int r0, int r1)
     struct embed_job *j = ctx;
     size_t d = (size_t)j->table->cols;
     for (int i = r0; i < r1; i++) {
+        if (j->ids[i] < 0) { /* a row another tensor-parallel rank holds */
+            memset(j->out + (size_t)i * d, 0, sizeof(float) * d);
+            continue;
+        }
         size_t base = (size_t)j->ids[i] * d;
         for (size_t c = 0; c < d; c++)
             j->out[(size_t)i * d + c] = pl_dtype_get_f32(j->table->data, j->table->dtype, base + c);

@@ -861,3 +861,9 @@ void pl_backend_cuda_set_decode_splits(struct pl_backend *be, int n_splits)
 {
     cb(be)->forced_splits = n_splits > 0 ? n_splits : 0;
 }
+
+void *pl_backend_cuda_stream(struct pl_backend *be) { return cb(be)->stream; }
+int pl_backend_cuda_device(const struct pl_backend *be)
+{
+    return ((const struct cuda_backend *)be)->device;
+}
