@@ -326,6 +326,9 @@ struct pl_llm_params {
     bool allow_long_max_model_len; /* max_model_len above the model's length (max_position_
                                       embeddings, rope-scaled) is refused unless true (vLLM's
                                       VLLM_ALLOW_LONG_MAX_MODEL_LEN=1) */
+    int tensor_parallel_size;      /* vLLM's --tensor-parallel-size (1): the model is sharded
+                                      over this many GPUs (the first of CUDA_VISIBLE_DEVICES),
+                                      or CPU ranks; docs/parallel.md */
 };
 
 void pl_llm_params_default(struct pl_llm_params *p);

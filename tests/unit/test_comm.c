@@ -20,7 +20,7 @@ struct rank_job {
     size_t n;
     int n_calls;
     pl_status st;
-    char msg[512];
+    char msg[1024];
 };
 
 static void *rank_main(void *arg)
