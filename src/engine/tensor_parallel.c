@@ -122,6 +122,8 @@ static void *rank_main(void *arg)
         pthread_mutex_unlock(&tp->mu);
         if (cmd != CMD_EXIT)
             rank_run(k);
+        else
+            k->st = PL_STATUS_OK;
         pthread_mutex_lock(&tp->mu);
         k->done_gen = gen;
         tp->n_done++;
@@ -321,7 +323,11 @@ void pl_tp_free(struct pl_tp *tp)
         /* ranks left behind by a timed-out step cannot take a command: abort first */
         if (tp->broken && tp->group)
             pl_comm_group_abort(tp->group, "the engine is shutting down");
-        stuck = dispatch(tp, CMD_EXIT, tp->broken ? 30.0 : 0, &e) != PL_STATUS_OK && tp->broken;
+        dispatch(tp, CMD_EXIT, tp->broken ? 30.0 : 0, &e);
+        pthread_mutex_lock(&tp->mu);
+        for (int r = 0; r < tp->n; r++)
+            stuck = stuck || (tp->ranks[r].started && tp->ranks[r].done_gen != tp->gen);
+        pthread_mutex_unlock(&tp->mu);
     }
     for (int r = 0; r < tp->n; r++) {
         struct tp_rank *k = &tp->ranks[r];
