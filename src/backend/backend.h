@@ -293,6 +293,13 @@ struct pl_backend_ops {
     void (*gate_up_silu)(struct pl_backend *be, void *out, const void *x,
                          const struct pl_weight *wg, const struct pl_weight *wu,
                          const struct pl_weight *bg, const struct pl_weight *bu, int n, int dim);
+
+    /* Optional: height rows of width bytes from src (row pitch src_pitch bytes) to dst (row
+     * pitch dst_pitch), backend memory both; enqueued like an op. Tensor parallelism places
+     * each rank's vocabulary columns of the gathered logits with it (NULL: the host samples
+     * at TP > 1). */
+    void (*copy_2d)(struct pl_backend *be, void *dst, size_t dst_pitch, const void *src,
+                    size_t src_pitch, size_t width, size_t height);
 };
 
 /* The fill op's uniform in [0, 1): the top 24 bits of splitmix64(seed + i * golden gamma).

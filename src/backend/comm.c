@@ -139,6 +139,21 @@ void pl_comm_all_reduce(struct pl_comm *c, struct pl_backend *be, void *x, size_
         c->group->vt->all_reduce(c, be, x, n, dt);
 }
 
+void pl_comm_gather(struct pl_comm *c, struct pl_backend *be, const void *send, void *recv,
+                    size_t n, enum pl_dtype dt)
+{
+    if (c->status != PL_STATUS_OK)
+        return;
+    if (atomic_load(&c->group->aborted)) {
+        pthread_mutex_lock(&c->group->mu);
+        pl_comm_fail(c, "the group was aborted: %s", c->group->why);
+        pthread_mutex_unlock(&c->group->mu);
+        return;
+    }
+    if (n > 0)
+        c->group->vt->gather(c, be, send, recv, n, dt);
+}
+
 pl_status pl_comm_error(struct pl_comm *c, struct pl_err *err)
 {
     if (c->status == PL_STATUS_OK)

@@ -65,6 +65,11 @@ const char *pl_comm_group_describe(const struct pl_comm_group *g);
  * reports it. */
 void pl_comm_all_reduce(struct pl_comm *c, struct pl_backend *be, void *x, size_t n,
                         enum pl_dtype dt);
+/* recv[size][n] (on rank 0; NULL elsewhere) = every rank's send[n], in rank order: the
+ * vocab-parallel logits of a step, gathered on rank 0 for its sampler. Backend memory of
+ * be, dtype dt; enqueued like all_reduce, failures recorded the same way. */
+void pl_comm_gather(struct pl_comm *c, struct pl_backend *be, const void *send, void *recv,
+                    size_t n, enum pl_dtype dt);
 /* The rank's first failure (PL_STATUS_OK when none), its message into err. */
 pl_status pl_comm_error(struct pl_comm *c, struct pl_err *err);
 int pl_comm_rank(const struct pl_comm *c);

@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 struct cpu_group {
@@ -123,6 +124,31 @@ static void cpu_all_reduce(struct pl_comm *c, struct pl_backend *be, void *x, si
     rendezvous(c, "all_reduce");
 }
 
+/* Rank 0 copies every rank's posted buffer between two rendezvous (host memory). */
+static void cpu_gather(struct pl_comm *c, struct pl_backend *be, const void *send, void *recv,
+                       size_t n, enum pl_dtype dt)
+{
+    (void)be;
+    struct pl_comm_group *g = c->group;
+    struct cpu_group *s = cg(g);
+    const size_t bytes = n * pl_dtype_size(dt);
+    s->bufs[c->rank] = (float *)send; /* read only */
+    s->lens[c->rank] = n;
+    if (g->n > 1 && !rendezvous(c, "gather"))
+        return;
+    if (c->rank == 0)
+        for (int r = 0; r < g->n; r++) {
+            if (s->lens[r] != n) {
+                pl_comm_fail(c, "gather of %zu elements, rank %d posted %zu", n, r, s->lens[r]);
+                pl_comm_group_abort(g, c->msg);
+                return;
+            }
+            memcpy((char *)recv + (size_t)r * bytes, s->bufs[r], bytes);
+        }
+    if (g->n > 1)
+        rendezvous(c, "gather");
+}
+
 static void cpu_free_impl(struct pl_comm_group *g)
 {
     struct cpu_group *s = cg(g);
@@ -136,6 +162,7 @@ static void cpu_free_impl(struct pl_comm_group *g)
 
 static const struct pl_comm_vt CPU_VT = {
     .all_reduce = cpu_all_reduce,
+    .gather = cpu_gather,
     .on_abort = NULL,
     .free_impl = cpu_free_impl,
 };

@@ -18,6 +18,8 @@
 struct pl_comm_vt {
     void (*all_reduce)(struct pl_comm *c, struct pl_backend *be, void *x, size_t n,
                        enum pl_dtype dt);
+    void (*gather)(struct pl_comm *c, struct pl_backend *be, const void *send, void *recv,
+                   size_t n, enum pl_dtype dt);
     /* after the group is marked aborted (outside the lock): unblock what the lock and
      * condition variable cannot (NCCL: ncclCommAbort) */
     void (*on_abort)(struct pl_comm_group *g);

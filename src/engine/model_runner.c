@@ -105,6 +105,11 @@ struct pl_model {
     int tp_rank;
     int vocab_start, vocab_full;
     float *h_logits;
+    /* sampling at TP > 1 (the backend has sample and copy_2d): every rank's logits chunk is
+     * gathered on rank 0 into d_gather [size][logits_chunk * vocab], placed column-wise in
+     * d_full [logits_chunk, vocab_full], and rank 0 samples (backend memory, rank 0 only) */
+    bool tp_can_sample;
+    float *d_gather, *d_full;
 
     /* pl_model_forward_sample's request to the logits section (NULL: download logits) */
     const struct sample_job *job;
@@ -416,6 +421,8 @@ void pl_model_free(struct pl_model *m)
         free(m->h_stage);
     free(m->h_row_map);
     free(m->h_logits);
+    be_release(be, m->d_gather);
+    be_release(be, m->d_full);
     free(m);
 }
 
@@ -434,6 +441,18 @@ pl_status pl_model_set_tp(struct pl_model *m, struct pl_comm *comm, int vocab_st
     m->tp_rank = comm ? pl_comm_rank(comm) : 0;
     m->vocab_start = vocab_start;
     m->vocab_full = vocab_full;
+    const struct pl_backend_ops *op = m->be->ops;
+    m->tp_can_sample = comm && op->sample && op->copy_2d;
+    if (m->tp_can_sample && m->tp_rank == 0) {
+        const size_t lc = (size_t)m->logits_chunk;
+        pl_status st = PL_STATUS_OK;
+        m->d_gather = be_alloc(m, sizeof(float) * (size_t)pl_comm_size(comm) * lc *
+                                      (size_t)m->cfg->vocab_size, &st);
+        m->d_full = be_alloc(m, sizeof(float) * lc * (size_t)vocab_full, &st);
+        if (st != PL_STATUS_OK)
+            return pl_err_set(err, st, "model: cannot allocate rank 0's gathered logits (%d x "
+                              "%d floats)", m->logits_chunk, vocab_full);
+    }
     return PL_STATUS_OK;
 }
 
@@ -727,13 +746,29 @@ static pl_status emit_logits(struct pl_model *m, const struct pl_batch *b, float
                 return backend_fail(be, st, err, "downloading the logits");
             continue;
         }
+        const float *sample_logits = m->logits;
+        int sample_vocab = c->vocab_size;
+        if (m->vocab_full != c->vocab_size) {
+            /* vocab-parallel: the chunk's slices meet on rank 0, which places each rank's
+             * columns and samples over the whole vocabulary; the other ranks are done */
+            pl_comm_gather(m->comm, be, m->logits, m->tp_rank == 0 ? m->d_gather : NULL,
+                           (size_t)rn * vocab, PL_DTYPE_F32);
+            if (m->tp_rank == 0)
+                for (int k = 0; k < pl_comm_size(m->comm); k++)
+                    op->copy_2d(be, m->d_full + (size_t)k * vocab,
+                                sizeof(float) * (size_t)m->vocab_full,
+                                m->d_gather + (size_t)k * (size_t)rn * vocab,
+                                sizeof(float) * vocab, sizeof(float) * vocab, (size_t)rn);
+            sample_logits = m->d_full;
+            sample_vocab = m->vocab_full;
+        }
         int s1 = s0;
         while (s1 < job->n_rows && job->row_src[s1] < r0 + rn) {
             m->h_row_map[s1 - s0] = job->row_src[s1] - r0;
             s1++;
         }
-        if (s1 > s0) {
-            st = op->sample(be, m->logits, rn, c->vocab_size, m->h_row_map, s1 - s0,
+        if (s1 > s0 && m->tp_rank == 0) {
+            st = op->sample(be, sample_logits, rn, sample_vocab, m->h_row_map, s1 - s0,
                             job->rows + s0, job->uniforms + s0, job->out + s0, err);
             if (st != PL_STATUS_OK)
                 return pl_err_prefix(err, "model: sampling");
@@ -810,7 +845,8 @@ static void widen_hidden(struct pl_model *m, const struct pl_batch *b)
 
 bool pl_model_can_sample(const struct pl_model *m)
 {
-    return m->be->ops->sample != NULL && m->vocab_full == m->cfg->vocab_size;
+    return m->be->ops->sample != NULL &&
+           (m->vocab_full == m->cfg->vocab_size || m->tp_can_sample);
 }
 
 pl_status pl_model_forward_sample(struct pl_model *m, const struct pl_batch *b,
@@ -1364,7 +1400,7 @@ pl_status pl_model_runner_run(struct pl_model_runner *r, const struct pl_batch *
 }
 bool pl_model_runner_can_sample(const struct pl_model_runner *r)
 {
-    return !r->tp && pl_model_can_sample(r->model); /* tensor parallel: the host samples */
+    return pl_model_can_sample(sizes(r)->model); /* tensor parallel: rank 0 samples */
 }
 
 pl_status pl_model_runner_run_sample(struct pl_model_runner *r, const struct pl_batch *b,
@@ -1373,8 +1409,7 @@ pl_status pl_model_runner_run_sample(struct pl_model_runner *r, const struct pl_
                                      struct pl_sample_result *out, struct pl_err *err)
 {
     if (r->tp)
-        return pl_err_set(err, PL_STATUS_UNSUPPORTED,
-                          "model runner: tensor-parallel ranks return logits; the host samples");
+        return pl_tp_run_sample(r->tp, b, row_src, n_rows, rows, uniforms, out, err);
     return pl_model_forward_sample(r->model, b, &r->kv, row_src, n_rows, rows, uniforms, out,
                                    err);
 }

@@ -43,8 +43,10 @@ void pl_model_free(struct pl_model *m);
  * after the row-parallel products, its cfg->vocab_size rows are [vocab_start, ...) of
  * vocab_full (token ids are checked against vocab_full, the embedding reads the rank's
  * rows, and pl_model_forward writes the rank's columns of [n_logits, vocab_full] host
- * logits); the hidden rows of pooling requests are written by rank 0 only, and it has no
- * device sampling (pl_model_can_sample is false). comm is borrowed. */
+ * logits); the hidden rows of pooling requests are written by rank 0 only. With the
+ * backend's sample and copy_2d ops, pl_model_forward_sample gathers every rank's logits on
+ * rank 0, which alone samples (and writes out); the other ranks only send. comm is
+ * borrowed. */
 pl_status pl_model_set_tp(struct pl_model *m, struct pl_comm *comm, int vocab_start,
                           int vocab_full, struct pl_err *err);
 

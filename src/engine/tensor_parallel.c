@@ -26,7 +26,7 @@
 #include <string.h>
 #include <time.h>
 
-enum tp_cmd { CMD_NONE, CMD_CREATE, CMD_RUN, CMD_COPY, CMD_RESIZE, CMD_EXIT };
+enum tp_cmd { CMD_NONE, CMD_CREATE, CMD_RUN, CMD_SAMPLE, CMD_COPY, CMD_RESIZE, CMD_EXIT };
 
 struct tp_rank {
     struct pl_tp *tp;
@@ -56,6 +56,11 @@ struct pl_tp {
     enum tp_cmd cmd;
     const struct pl_batch *batch;
     float *logits;
+    const int32_t *row_src; /* CMD_SAMPLE */
+    int n_rows;
+    const struct pl_sampler_row *rows;
+    const double *uniforms;
+    struct pl_sample_result *out;
     const struct pl_block_copy *copies;
     int n_copies;
     int resize_blocks, resize_len;
@@ -79,12 +84,17 @@ static void rank_run(struct tp_rank *k)
         break;
     }
     case CMD_RUN:
+    case CMD_SAMPLE:
         if (k->fail_once) {
             k->fail_once = false;
             k->st = pl_err_set(&k->err, PL_STATUS_INTERNAL, "injected failure (test)");
             break;
         }
-        k->st = pl_model_runner_run(k->runner, tp->batch, tp->logits, &k->err);
+        if (tp->cmd == CMD_SAMPLE)
+            k->st = pl_model_runner_run_sample(k->runner, tp->batch, tp->row_src, tp->n_rows,
+                                               tp->rows, tp->uniforms, tp->out, &k->err);
+        else
+            k->st = pl_model_runner_run(k->runner, tp->batch, tp->logits, &k->err);
         break;
     case CMD_COPY:
         k->st = pl_model_runner_copy_blocks(k->runner, tp->copies, tp->n_copies, &k->err);
@@ -102,7 +112,7 @@ static void rank_run(struct tp_rank *k)
      * a refused batch (every rank refuses it the same way, before any collective) is
      * not a failure of the group */
     if (k->st != PL_STATUS_OK && k->st != PL_STATUS_INVALID_ARGUMENT && tp->group &&
-        tp->cmd == CMD_RUN) {
+        (tp->cmd == CMD_RUN || tp->cmd == CMD_SAMPLE)) {
         char why[1100];
         snprintf(why, sizeof(why), "rank %d failed: %s", k->rank, k->err.msg);
         pl_comm_group_abort(tp->group, why);
@@ -212,7 +222,7 @@ static pl_status dispatch(struct pl_tp *tp, enum tp_cmd cmd, double timeout_s, s
     pl_err_set(err, k->st, "%s", k->err.msg);
     if (!strstr(k->err.msg, "tensor parallel rank"))
         pl_err_prefix(err, "tensor parallel rank %d", first);
-    if (cmd == CMD_RUN && k->st != PL_STATUS_INVALID_ARGUMENT)
+    if ((cmd == CMD_RUN || cmd == CMD_SAMPLE) && k->st != PL_STATUS_INVALID_ARGUMENT)
         set_broken(tp, err);
     return k->st;
 }
@@ -367,6 +377,24 @@ pl_status pl_tp_run(struct pl_tp *tp, const struct pl_batch *b, float *logits,
     pl_status st = dispatch(tp, CMD_RUN, tp->step_timeout_s, err);
     tp->batch = NULL;
     tp->logits = NULL;
+    return st;
+}
+
+pl_status pl_tp_run_sample(struct pl_tp *tp, const struct pl_batch *b, const int32_t *row_src,
+                           int n_rows, const struct pl_sampler_row *rows, const double *uniforms,
+                           struct pl_sample_result *out, struct pl_err *err)
+{
+    if (tp->broken)
+        return pl_err_set(err, PL_STATUS_INTERNAL, "%s", tp->broken_err.msg);
+    tp->batch = b;
+    tp->row_src = row_src;
+    tp->n_rows = n_rows;
+    tp->rows = rows;
+    tp->uniforms = uniforms;
+    tp->out = out;
+    pl_status st = dispatch(tp, CMD_SAMPLE, tp->step_timeout_s, err);
+    tp->batch = NULL;
+    tp->out = NULL;
     return st;
 }
 

@@ -11,10 +11,11 @@
  * Each rank thread creates its runner (its backend: a CUDA device is per thread)
  * and runs every command for it, so a rank's device work always comes from the
  * same thread. A step: the caller posts the batch, every rank runs the same
- * forward on its share (the collectives meet inside), each writes its columns of
- * the host logits (vocab-parallel LM head), and the caller returns when all are
- * done; the host samples once (the engine's sampler and random stream, on the
- * caller's thread).
+ * forward on its share (the collectives meet inside) and the caller returns when
+ * all are done. The logits are either written into the caller's host matrix,
+ * each rank its columns (vocab-parallel LM head), for the host sampler; or
+ * gathered on rank 0's device, which samples with the rows and uniforms the
+ * engine drew (one random stream, the engine's).
  * Failure: a rank whose command fails aborts the communicator, so the others
  * stop at their next collective instead of waiting; a step not done within the
  * step timeout (PAGELLM_TP_TIMEOUT_S, default 300 s) aborts it too. Either way
@@ -40,6 +41,11 @@ const struct pl_model_runner *pl_tp_rank_runner(const struct pl_tp *tp, int r);
  * columns). */
 pl_status pl_tp_run(struct pl_tp *tp, const struct pl_batch *b, float *logits,
                     struct pl_err *err);
+/* Runs b on every rank and samples on rank 0 (pl_model_runner_run_sample's arguments; out
+ * written by rank 0). */
+pl_status pl_tp_run_sample(struct pl_tp *tp, const struct pl_batch *b, const int32_t *row_src,
+                           int n_rows, const struct pl_sampler_row *rows, const double *uniforms,
+                           struct pl_sample_result *out, struct pl_err *err);
 pl_status pl_tp_copy_blocks(struct pl_tp *tp, const struct pl_block_copy *copies, int n_copies,
                             struct pl_err *err);
 

@@ -109,6 +109,14 @@ for tp in 2 4; do
     --max-tokens 6 --json --ignore-eos --tensor-parallel-size $tp --threads $tp 2>/dev/null | ids_of)
   [ "$batch" = "$sharded" ] || fail "--tensor-parallel-size $tp tokens differ: $sharded"
 done
+# seeded sampling: rank 0 samples the gathered logits with the engine's draws (and the host
+# sampler on the ranks' logits columns gives the same)
+sampled() { "$PAGELLM" generate --model "$model" --temperature 0.8 --top-p 0.9 --seed 3 --prompt-ids 3,4,5,6 \
+  --prompt-ids 9,10 --max-tokens 6 --json --ignore-eos "$@" 2>/dev/null | ids_of; }
+s1=$(sampled)
+[ "$(sampled --tensor-parallel-size 2 --threads 2)" = "$s1" ] || fail "TP=2 seeded sampling differs"
+[ "$(PAGELLM_SAMPLER=host sampled --tensor-parallel-size 2 --threads 2)" = "$s1" ] \
+  || fail "TP=2 seeded sampling on the host differs"
 set +e
 "$PAGELLM" generate --model "$model" --temperature 0 --prompt-ids 3,4 --tensor-parallel-size 3 >/dev/null 2>"$dir/tp3.err"
 rc=$?

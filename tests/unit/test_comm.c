@@ -148,6 +148,54 @@ static void test_abort_fails_later_calls(void)
     pl_comm_group_free(g);
 }
 
+struct gather_job {
+    struct pl_comm *c;
+    const float *send;
+    float *recv;
+    pl_status st;
+};
+
+static void *gather_main(void *arg)
+{
+    struct gather_job *j = arg;
+    pl_comm_gather(j->c, NULL, j->send, j->recv, 37, PL_DTYPE_F32);
+    j->st = pl_comm_error(j->c, NULL);
+    return NULL;
+}
+
+/* Rank 0 receives every rank's buffer in rank order; the others' buffers are untouched. */
+static void test_gather(void)
+{
+    for (int n = 1; n <= MAX_RANKS; n++) {
+        struct pl_comm_group *g = NULL;
+        struct pl_err err = {0};
+        struct pl_comm_params p = {.n_ranks = n};
+        REQUIRE(pl_comm_group_new("cpu", &p, &g, &err) == PL_STATUS_OK);
+        static float send[MAX_RANKS][37], recv[MAX_RANKS * 37];
+        for (int r = 0; r < n; r++)
+            for (int i = 0; i < 37; i++)
+                send[r][i] = value(r, (size_t)i);
+        memset(recv, 0, sizeof(recv));
+        struct gather_job jobs[MAX_RANKS];
+        pthread_t th[MAX_RANKS];
+        for (int r = 0; r < n; r++) {
+            jobs[r] = (struct gather_job){pl_comm_group_rank(g, r), send[r], r ? NULL : recv,
+                                          PL_STATUS_OK};
+            REQUIRE(pthread_create(&th[r], NULL, gather_main, &jobs[r]) == 0);
+        }
+        for (int r = 0; r < n; r++) {
+            pthread_join(th[r], NULL);
+            CHECK(jobs[r].st == PL_STATUS_OK);
+        }
+        for (int r = 0; r < n; r++)
+            CHECKF(!memcmp(recv + r * 37, send[r], sizeof(send[r])), "n=%d: rank %d's share", n,
+                   r);
+        for (int i = 0; i < 37; i++) /* unchanged */
+            CHECK(send[n - 1][i] == value(n - 1, (size_t)i));
+        pl_comm_group_free(g);
+    }
+}
+
 static void test_bad_arguments(void)
 {
     struct pl_comm_group *g = NULL;
@@ -173,6 +221,7 @@ static void test_bad_arguments(void)
 int main(void)
 {
     PL_RUN(test_all_reduce_sums_in_rank_order);
+    PL_RUN(test_gather);
     PL_RUN(test_hung_rank_fails_everyone);
     PL_RUN(test_abort_fails_later_calls);
     PL_RUN(test_bad_arguments);

@@ -2,6 +2,7 @@
  * test_cuda_comm.c -- the NCCL communicator (backend/cuda/comm_nccl.c) on the GPU
  * machine: NCCL found and loaded at run time, all-reduce of bf16 buffers on every
  * visible GPU (up to 4; one GPU is a group of one) equal to the exact sum, the
+ * gather on rank 0 (the logits of device sampling), the
  * all-reduce recorded into a CUDA graph with the backend's graph ops and replayed,
  * and an aborted group failing the next collective with a message.
  * Exit 77 (skipped) without a GPU or without NCCL (the reason is printed).
@@ -70,6 +71,28 @@ static void *rank_main(void *arg)
                 want += value(r, i, round); /* small integers: exact in bf16 */
             if (pl_dtype_get_f32(h, PL_DTYPE_BF16, (size_t)i) != want)
                 j->bad++;
+        }
+    }
+    /* gather on rank 0: every rank's h (its own values of round 0) in rank order */
+    if (j->st == PL_STATUS_OK && !j->graph) {
+        for (int i = 0; i < N_ELEMS; i++)
+            h[i] = pl_f32_to_bf16(value(j->rank, i, 0));
+        be->ops->upload(be, d, h, sizeof(uint16_t) * N_ELEMS);
+        void *all = j->rank == 0 ? be->ops->alloc(be, sizeof(uint16_t) * N_ELEMS * j->n_ranks)
+                                 : NULL;
+        pl_comm_gather(j->c, be, d, all, N_ELEMS, PL_DTYPE_BF16);
+        if (j->rank == 0) {
+            uint16_t *hall = malloc(sizeof(uint16_t) * N_ELEMS * j->n_ranks);
+            be->ops->download(be, hall, all, sizeof(uint16_t) * N_ELEMS * j->n_ranks);
+            if (be->ops->sync(be) == PL_STATUS_OK)
+                for (int r = 0; r < j->n_ranks; r++)
+                    for (int i = 0; i < N_ELEMS; i++)
+                        if (pl_bf16_to_f32(hall[(size_t)r * N_ELEMS + i]) != value(r, i, 0))
+                            j->bad++;
+            free(hall);
+            be->ops->free(be, all);
+        } else {
+            be->ops->sync(be);
         }
     }
     if (j->st == PL_STATUS_OK)

@@ -320,6 +320,8 @@ static void test_dummy_and_pool(void)
     /* each rank holds half the KV heads, so a 1 MiB budget holds twice a whole model's */
     CHECK(pl_model_runner_config(r)->vocab_size == 512);
     CHECK(pl_model_runner_config(pl_tp_rank_runner(tp, 1))->n_kv_heads == 1);
+    /* the CPU backend samples: rank 0 samples the gathered logits */
+    CHECK(pl_model_runner_can_sample(r));
     static const int32_t prompt[] = {1, 2, 3};
     struct pl_greedy_seq s;
     memset(&s, 0, sizeof(s));

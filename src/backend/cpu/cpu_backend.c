@@ -478,6 +478,14 @@ static void cpu_store_kv(struct pl_backend *be, void *k_cache, void *v_cache, co
     }
 }
 
+static void cpu_copy_2d(struct pl_backend *be, void *dst, size_t dst_pitch, const void *src,
+                        size_t src_pitch, size_t width, size_t height)
+{
+    (void)be;
+    for (size_t r = 0; r < height; r++)
+        memcpy((char *)dst + r * dst_pitch, (const char *)src + r * src_pitch, width);
+}
+
 static void cpu_copy_blocks(struct pl_backend *be, void *k_cache, void *v_cache,
                             const int32_t *src_dst, int n_pairs, size_t block_bytes)
 {
@@ -676,6 +684,7 @@ static const struct pl_backend_ops cpu_ops = {
     .get_rows = cpu_get_rows,
     .logits = cpu_logits,
     .copy_blocks = cpu_copy_blocks,
+    .copy_2d = cpu_copy_2d,
     .fill = cpu_fill,
     .sample = cpu_sample,
     .device_memory = false,

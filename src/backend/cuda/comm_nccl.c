@@ -59,6 +59,10 @@ struct nccl_api {
     ncclResult_t (*CommGetAsyncError)(ncclComm_t, ncclResult_t *);
     ncclResult_t (*AllReduce)(const void *, void *, size_t, ncclDataType_t, ncclRedOp_t,
                               ncclComm_t, cudaStream_t);
+    ncclResult_t (*Send)(const void *, size_t, ncclDataType_t, int, ncclComm_t, cudaStream_t);
+    ncclResult_t (*Recv)(void *, size_t, ncclDataType_t, int, ncclComm_t, cudaStream_t);
+    ncclResult_t (*GroupStart)(void);
+    ncclResult_t (*GroupEnd)(void);
 };
 
 static struct nccl_api g_nccl;
@@ -154,6 +158,10 @@ static pl_status nccl_load(struct pl_err *err)
     SYM(CommAbort, "ncclCommAbort");
     SYM(CommGetAsyncError, "ncclCommGetAsyncError");
     SYM(AllReduce, "ncclAllReduce");
+    SYM(Send, "ncclSend");
+    SYM(Recv, "ncclRecv");
+    SYM(GroupStart, "ncclGroupStart");
+    SYM(GroupEnd, "ncclGroupEnd");
 #undef SYM
     if (a.GetVersion(&a.version) != ncclSuccess)
         a.version = 0;
@@ -193,6 +201,43 @@ static void nccl_all_reduce(struct pl_comm *c, struct pl_backend *be, void *x, s
     }
 }
 
+/* Rank 0 receives every other rank's buffer (point-to-point in one group call) and copies
+ * its own on the stream. */
+static void nccl_gather(struct pl_comm *c, struct pl_backend *be, const void *send, void *recv,
+                        size_t n, enum pl_dtype dt)
+{
+    if (dt != PL_DTYPE_F32 && dt != PL_DTYPE_BF16 && dt != PL_DTYPE_F16) {
+        pl_comm_fail(c, "NCCL gather of %s is not supported", pl_dtype_name(dt));
+        return;
+    }
+    const ncclDataType_t t = dt == PL_DTYPE_BF16 ? ncclBfloat16
+                           : dt == PL_DTYPE_F16  ? ncclFloat16
+                                                 : ncclFloat32;
+    cudaStream_t s = (cudaStream_t)pl_backend_cuda_stream(be);
+    const size_t bytes = n * pl_dtype_size(dt);
+    ncclResult_t r = ncclSuccess;
+    if (c->rank == 0) {
+        cudaError_t e = cudaMemcpyAsync(recv, send, bytes, cudaMemcpyDeviceToDevice, s);
+        if (e != cudaSuccess) {
+            pl_comm_fail(c, "gather: %s", cudaGetErrorString(e));
+            pl_cuda_fail(be, "%s", c->msg);
+            return;
+        }
+        r = g_nccl.GroupStart();
+        for (int k = 1; k < c->group->n && r == ncclSuccess; k++)
+            r = g_nccl.Recv((char *)recv + (size_t)k * bytes, n, t, k, nr(c)->comm, s);
+        ncclResult_t r2 = g_nccl.GroupEnd();
+        if (r == ncclSuccess)
+            r = r2;
+    } else {
+        r = g_nccl.Send(send, n, t, 0, nr(c)->comm, s);
+    }
+    if (r != ncclSuccess) {
+        pl_comm_fail(c, "NCCL gather: %s", g_nccl.GetErrorString(r));
+        pl_cuda_fail(be, "%s", c->msg);
+    }
+}
+
 static void nccl_on_abort(struct pl_comm_group *g)
 {
     for (int r = 0; r < g->n; r++) {
@@ -216,6 +261,7 @@ static void nccl_free_impl(struct pl_comm_group *g)
 
 static const struct pl_comm_vt NCCL_VT = {
     .all_reduce = nccl_all_reduce,
+    .gather = nccl_gather,
     .on_abort = nccl_on_abort,
     .free_impl = nccl_free_impl,
 };
