@@ -4,16 +4,17 @@
 # Machine kind: nvidia-h100-x4 (4 x H100; the TP=2 runs use GPUs 0 and 1). On fewer
 # GPUs every part that needs more is reported "not run (needs N GPUs)".
 # Binaries are built on the development machine (with nvcc) and carried in
-# .carry/bin, with the shared libraries the GPU image lacks in .carry/libs:
-#   mkdir -p .carry/bin .carry/libs
-#   cp build/{pagellm,bench_throughput,bench_allreduce,test_cuda_comm,test_cuda_parity,test_tensor_parallel} .carry/bin/
-#   cp -L /lib/x86_64-linux-gnu/lib{jansson.so.4,pcre2-8.so.0,utf8proc.so.2,microhttpd.so.12} .carry/libs/
-#   device run (kind nvidia-h100-x4, carry [".carry"]): bash tools/device_tp.sh
+# .carry/tp/bin, with the shared libraries the GPU image lacks in .carry/tp/libs
+# (run from the checkout the device tool copies):
+#   ./scripts/build.sh build && mkdir -p .carry/tp/bin .carry/tp/libs
+#   cp build/{pagellm,bench_throughput,bench_allreduce,test_cuda_comm,test_tensor_parallel} .carry/tp/bin/
+#   cp -L /lib/x86_64-linux-gnu/lib{jansson.so.4,pcre2-8.so.0,utf8proc.so.2,microhttpd.so.12} .carry/tp/libs/
+#   device run (kind nvidia-h100-x4, carry [".carry/tp"]): bash tools/device_tp.sh
 # NCCL comes from the machine (libnccl.so.2 on the loader's path, or PyTorch's
 # nvidia-nccl wheel, found by the runtime search; PAGELLM_NCCL_LIBRARY overrides).
 # Parts (logs under $OUT, a table printed last; about 4 minutes on 4 x H100):
 #   1. test_cuda_comm: NCCL found and loaded, bf16 all-reduce on every GPU, recorded in a
-#      CUDA graph and replayed;  test_cuda_parity --gemv-check is not needed here.
+#      CUDA graph and replayed, and gathered on rank 0;
 #   2. golden presets: PL_TP_DEVICE=cuda test_tensor_parallel, TP=2 (and 4) tokens equal
 #      TP=1 on the GPU, logprobs within the bf16 bound;
 #   3. Llama-3-8B shape, dummy weights, S2 (batch 1, 128 in / 256 out) at TP=1 and TP=2,
@@ -24,10 +25,11 @@
 # Env: SKIP_70B=1, SKIP_GOLDEN=1; S1_SEQS (256), S1_TOKENS (8192) for the offline run.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-B=$ROOT/.carry/bin
+C=${CARRY:-$ROOT/.carry/tp}
+B=$C/bin
 OUT=${OUT:-/tmp/pl_tp_out}
 mkdir -p "$OUT"
-export LD_LIBRARY_PATH=$ROOT/.carry/libs:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+export LD_LIBRARY_PATH=$C/libs:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 export PL_SOURCE_DIR=$ROOT
 export PAGELLM_LOG_LEVEL=info
 nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader | tee "$OUT/gpus.txt"
