@@ -1226,7 +1226,9 @@ static pl_status runner_open(struct pl_model_runner *r, const struct pl_model_ru
             PL_INFO("%sweights: %.2f GiB %s on the %s backend in %.2f s (%s%s%s)", r->log_prefix,
                     r->w_owned->n_bytes / 1073741824.0, dummy ? "generated (dummy)" : "loaded",
                     r->be->ops->name, pl_clock_seconds() - t0, weights_dtype_name(r->w_owned),
-                    r->w_owned->n_converted ? ", converted or gathered from the checkpoint's " : "",
+                    !r->w_owned->n_converted ? ""
+                    : r->comm                ? ", its share converted or gathered from the checkpoint's "
+                                             : ", converted from the checkpoint's ",
                     r->w_owned->n_converted ? pl_dtype_torch_name(r->cfg.dtype) : "");
     }
     if (st == PL_STATUS_OK) {
