@@ -15,6 +15,8 @@
 # Parts (logs under $OUT, a table printed last; about 4 minutes on 4 x H100):
 #   1. test_cuda_comm: NCCL found and loaded, bf16 all-reduce on every GPU, recorded in a
 #      CUDA graph and replayed, and gathered on rank 0;
+#   2a. on any GPU machine: the golden comparison below with 4 ranks sharing GPU 0 through
+#      the staged communicator (PAGELLM_TP_COMM=host PAGELLM_TP_DEVICES=0,0,0,0);
 #   2. golden presets: PL_TP_DEVICE=cuda test_tensor_parallel, TP=2 (and 4) tokens equal
 #      TP=1 on the GPU, logprobs within the bf16 bound;
 #   3. Llama-3-8B shape, dummy weights, S2 (batch 1, 128 in / 256 out) at TP=1 and TP=2,
@@ -40,6 +42,12 @@ declare -A R
 timeout 120 "$B/test_cuda_comm" >"$OUT/comm.log" 2>&1
 rc=$?
 R[comm]="rc $rc: $(grep -m1 communicator "$OUT/comm.log") $(tail -1 "$OUT/comm.log")"
+
+# 2a. one GPU is enough: the sharded CUDA path (weights, zero embedding rows, the logits
+# gather and rank-0 sampling) with 4 ranks on GPU 0 through the staged communicator
+PL_TP_DEVICE=cuda PAGELLM_TP_COMM=host PAGELLM_TP_DEVICES=0,0,0,0 timeout 300 \
+  "$B/test_tensor_parallel" >"$OUT/golden_tp_staged.log" 2>&1
+R[staged]="rc $?: $(tail -1 "$OUT/golden_tp_staged.log")"
 
 # 2. golden presets on the GPU: TP=2 (4) == TP=1
 if [ "${SKIP_GOLDEN:-0}" = 1 ]; then R[golden]="skipped"
@@ -81,6 +89,7 @@ else for k in s2_70b_tp4 ar_70b_tp4 s1_70b_tp4; do R[$k]="not run (needs 4 GPUs)
 echo
 echo "== tensor parallelism ($NGPU GPUs: $(head -1 "$OUT/gpus.txt" | cut -d, -f2)) =="
 echo "communicator test           ${R[comm]}"
+echo "golden TP=N == TP=1, 1 GPU  ${R[staged]} (staged communicator)"
 echo "golden TP=N == TP=1 (cuda)  ${R[golden]}"
 echo "8B S2 TP=1 (tok/s)          ${R[s2_8b_tp1]:-fail, see s2_8b_tp1.log}"
 echo "8B S2 TP=2 (tok/s)          ${R[s2_8b_tp2]:-fail, see s2_8b_tp2.log}"

@@ -21,6 +21,7 @@ static const struct {
     const struct pl_comm_impl *impl;
 } IMPLS[] = {
     {"cpu", &pl_comm_cpu_impl},
+    {"host", &pl_comm_host_impl},
 #ifdef PL_HAVE_CUDA
     {"cuda", &pl_comm_nccl_impl},
 #endif
@@ -108,6 +109,9 @@ void pl_comm_group_abort(struct pl_comm_group *g, const char *why)
     if (first && g->vt->on_abort)
         g->vt->on_abort(g);
 }
+
+bool pl_comm_group_graph_safe(const struct pl_comm_group *g) { return g->vt->graph_safe; }
+bool pl_comm_graph_safe(const struct pl_comm *c) { return c->group->vt->graph_safe; }
 
 bool pl_comm_group_aborted(struct pl_comm_group *g) { return atomic_load(&g->aborted); }
 

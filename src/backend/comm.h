@@ -43,7 +43,11 @@ struct pl_comm_params {
 
 /* Creates the communicators of the backend named `backend` ("cpu" or "cuda") for
  * p->n_ranks ranks. PL_STATUS_UNSUPPORTED (with why) when this build or machine has
- * no implementation for it (e.g. NCCL absent). */
+ * no implementation for it (e.g. NCCL absent). "host" (any backend): the staged
+ * communicator of comm_cpu.c, which copies each buffer to the host, sums there in rank
+ * order and copies it back: slow, synchronous (never in a CUDA graph), but needs no
+ * NCCL and lets several ranks share one GPU (a check of the sharded CUDA path on one
+ * card: PAGELLM_TP_COMM=host PAGELLM_TP_DEVICES=0,0). */
 pl_status pl_comm_group_new(const char *backend, const struct pl_comm_params *p,
                             struct pl_comm_group **out, struct pl_err *err);
 /* Frees every rank's communicator (no collective may be running). NULL: nothing. */
@@ -54,6 +58,10 @@ struct pl_comm *pl_comm_group_rank(struct pl_comm_group *g, int r);
 /* Fails every pending and later collective of every rank, recording `why` (the first
  * reason wins). Callable from any thread; idempotent. */
 void pl_comm_group_abort(struct pl_comm_group *g, const char *why);
+/* Whether the group's collectives may be recorded into op graphs (NCCL, CPU: yes; the
+ * staged one synchronises: no). */
+bool pl_comm_group_graph_safe(const struct pl_comm_group *g);
+bool pl_comm_graph_safe(const struct pl_comm *c);
 /* Whether the group was aborted. */
 bool pl_comm_group_aborted(struct pl_comm_group *g);
 /* The implementation's name ("cpu", "nccl") and, for NCCL, its version and library. */
@@ -83,8 +91,10 @@ struct pl_comm_impl {
                            struct pl_err *err);
 };
 
-/* The in-process implementation over the CPU backend (comm_cpu.c). */
+/* The in-process implementation over the CPU backend, and the staged one over any
+ * backend (comm_cpu.c). */
 extern const struct pl_comm_impl pl_comm_cpu_impl;
+extern const struct pl_comm_impl pl_comm_host_impl;
 /* NCCL, loaded at run time (cuda/comm_nccl.c; only in builds with CUDA). */
 extern const struct pl_comm_impl pl_comm_nccl_impl;
 /* Test hook of the CPU implementation: rank r's next collectives never arrive (the

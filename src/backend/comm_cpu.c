@@ -13,6 +13,8 @@
  * A rank that waits at a rendezvous longer than the group's timeout aborts the
  * group (naming itself and how long it waited): the ranks still waiting wake
  * and fail, and the ranks that come later fail at once.
+ * The staged communicator ("host") runs the same sums on host copies of any
+ * backend's buffers (download, sum in fp32, upload, each with a sync).
  */
 #include "backend/comm_impl.h"
 
@@ -29,6 +31,8 @@ struct cpu_group {
     float **bufs;        /* [n] posted buffers */
     size_t *lens;        /* [n] posted lengths */
     bool *hung;          /* [n] test hook: the rank never arrives */
+    void **stage;        /* [n] staged: fp32 values then raw bytes (host) */
+    size_t *stage_cap;   /* [n] bytes */
 };
 
 static struct cpu_group *cg(struct pl_comm_group *g) { return g->impl; }
@@ -154,6 +158,10 @@ static void cpu_free_impl(struct pl_comm_group *g)
     struct cpu_group *s = cg(g);
     if (!s)
         return;
+    free(s->stage);
+    free(s->stage_cap);
+    s->stage = NULL;
+    s->stage_cap = NULL;
     free(s->bufs);
     free(s->lens);
     free(s->hung);
@@ -165,12 +173,126 @@ static const struct pl_comm_vt CPU_VT = {
     .gather = cpu_gather,
     .on_abort = NULL,
     .free_impl = cpu_free_impl,
+    .graph_safe = true,
 };
 
-static pl_status cpu_group_new(const struct pl_comm_params *p, struct pl_comm_group **out,
-                               struct pl_err *err)
+/* ---- the staged communicator: any backend, through host copies ----------------------- */
+
+/* Rank c's host staging of at least n elements of dt (fp32 copy + raw bytes): grown on
+ * first use of a size, so a steady state allocates nothing. */
+static bool stage_reserve(struct pl_comm *c, size_t n, enum pl_dtype dt)
 {
-    pl_status st = pl_comm_group_alloc(&CPU_VT, p, out, err);
+    struct cpu_group *s = cg(c->group);
+    const size_t need = n * (sizeof(float) + pl_dtype_size(dt)) * (size_t)c->group->n;
+    if (s->stage_cap[c->rank] >= need)
+        return true;
+    void *p = realloc(s->stage[c->rank], need);
+    if (!p) {
+        pl_comm_fail(c, "out of memory staging %zu elements", n);
+        pl_comm_group_abort(c->group, c->msg);
+        return false;
+    }
+    s->stage[c->rank] = p;
+    s->stage_cap[c->rank] = need;
+    return true;
+}
+
+/* Downloads x[n] (dt) into the rank's fp32 staging (bufs[rank]); false on failure. */
+static bool stage_down(struct pl_comm *c, struct pl_backend *be, const void *x, size_t n,
+                       enum pl_dtype dt)
+{
+    struct cpu_group *s = cg(c->group);
+    float *f = s->stage[c->rank];
+    void *raw = f + n * (size_t)c->group->n;
+    if (be->ops->download(be, raw, x, n * pl_dtype_size(dt)) != PL_STATUS_OK ||
+        be->ops->sync(be) != PL_STATUS_OK) {
+        pl_comm_fail(c, "staging: the %s backend failed to copy %zu elements", be->ops->name, n);
+        pl_comm_group_abort(c->group, c->msg);
+        return false;
+    }
+    for (size_t i = 0; i < n; i++)
+        f[i] = pl_dtype_get_f32(raw, dt, i);
+    s->bufs[c->rank] = f;
+    s->lens[c->rank] = n;
+    return true;
+}
+
+/* Uploads n fp32 values as dt into x (backend memory); false on failure. */
+static bool stage_up(struct pl_comm *c, struct pl_backend *be, void *x, const float *f, size_t n,
+                     enum pl_dtype dt)
+{
+    struct cpu_group *s = cg(c->group);
+    void *raw = (float *)s->stage[c->rank] + n * (size_t)c->group->n;
+    if (!pl_dtype_convert(raw, dt, f, PL_DTYPE_F32, n) ||
+        be->ops->upload(be, x, raw, n * pl_dtype_size(dt)) != PL_STATUS_OK ||
+        be->ops->sync(be) != PL_STATUS_OK) {
+        pl_comm_fail(c, "staging: the %s backend failed to take %zu elements", be->ops->name, n);
+        pl_comm_group_abort(c->group, c->msg);
+        return false;
+    }
+    return true;
+}
+
+static void host_all_reduce(struct pl_comm *c, struct pl_backend *be, void *x, size_t n,
+                            enum pl_dtype dt)
+{
+    struct pl_comm_group *g = c->group;
+    struct cpu_group *s = cg(g);
+    if (!stage_reserve(c, n, dt) || !stage_down(c, be, x, n, dt) || !rendezvous(c, "all_reduce"))
+        return;
+    const size_t lo = n * (size_t)c->rank / (size_t)g->n;
+    const size_t hi = n * (size_t)(c->rank + 1) / (size_t)g->n;
+    for (size_t i = lo; i < hi; i++) { /* as cpu_all_reduce: rank order, every rank's copy */
+        float sum = s->bufs[0][i];
+        for (int r = 1; r < g->n; r++)
+            sum += s->bufs[r][i];
+        for (int r = 0; r < g->n; r++)
+            s->bufs[r][i] = sum;
+    }
+    if (rendezvous(c, "all_reduce"))
+        stage_up(c, be, x, s->bufs[c->rank], n, dt);
+}
+
+static void host_gather(struct pl_comm *c, struct pl_backend *be, const void *send, void *recv,
+                        size_t n, enum pl_dtype dt)
+{
+    struct pl_comm_group *g = c->group;
+    struct cpu_group *s = cg(g);
+    /* rank 0 needs room for everyone's values: n * size fp32 in its staging */
+    if (!stage_reserve(c, n * (size_t)g->n, dt) || !stage_down(c, be, send, n, dt) ||
+        !rendezvous(c, "gather"))
+        return;
+    if (c->rank == 0) {
+        float *all = (float *)s->stage[0] + n; /* after its own values */
+        for (int r = 1; r < g->n; r++)
+            memcpy(all + (size_t)(r - 1) * n, s->bufs[r], sizeof(float) * n);
+    }
+    if (!rendezvous(c, "gather"))
+        return;
+    if (c->rank == 0) /* own values, then the others', contiguous from stage[0] */
+        stage_up(c, be, recv, s->stage[0], n * (size_t)g->n, dt);
+}
+
+static void host_free_impl(struct pl_comm_group *g)
+{
+    struct cpu_group *s = cg(g);
+    for (int r = 0; s && s->stage && r < g->n; r++)
+        free(s->stage[r]);
+    cpu_free_impl(g); /* the arrays */
+}
+
+static const struct pl_comm_vt HOST_VT = {
+    .all_reduce = host_all_reduce,
+    .gather = host_gather,
+    .on_abort = NULL,
+    .free_impl = host_free_impl,
+    .graph_safe = false,
+};
+
+static pl_status group_new(const struct pl_comm_vt *vt, const struct pl_comm_params *p,
+                           struct pl_comm_group **out, struct pl_err *err)
+{
+    pl_status st = pl_comm_group_alloc(vt, p, out, err);
     if (st != PL_STATUS_OK)
         return st;
     struct pl_comm_group *g = *out;
@@ -179,18 +301,34 @@ static pl_status cpu_group_new(const struct pl_comm_params *p, struct pl_comm_gr
         s->bufs = calloc((size_t)g->n, sizeof(*s->bufs));
         s->lens = calloc((size_t)g->n, sizeof(*s->lens));
         s->hung = calloc((size_t)g->n, sizeof(*s->hung));
+        s->stage = calloc((size_t)g->n, sizeof(*s->stage));
+        s->stage_cap = calloc((size_t)g->n, sizeof(*s->stage_cap));
     }
     g->impl = s;
-    if (!s || !s->bufs || !s->lens || !s->hung) {
+    if (!s || !s->bufs || !s->lens || !s->hung || !s->stage || !s->stage_cap) {
         pl_comm_group_free(g);
         *out = NULL;
         return pl_err_set(err, PL_STATUS_NO_MEMORY, "communicator: out of memory");
     }
-    snprintf(g->desc, sizeof(g->desc), "cpu (in-process, %d ranks)", g->n);
+    snprintf(g->desc, sizeof(g->desc), "%s (in-process, %d ranks)",
+             vt == &CPU_VT ? "cpu" : "host-staged", g->n);
     return PL_STATUS_OK;
 }
 
+static pl_status cpu_group_new(const struct pl_comm_params *p, struct pl_comm_group **out,
+                               struct pl_err *err)
+{
+    return group_new(&CPU_VT, p, out, err);
+}
+
+static pl_status host_group_new(const struct pl_comm_params *p, struct pl_comm_group **out,
+                                struct pl_err *err)
+{
+    return group_new(&HOST_VT, p, out, err);
+}
+
 const struct pl_comm_impl pl_comm_cpu_impl = {"cpu", cpu_group_new};
+const struct pl_comm_impl pl_comm_host_impl = {"host", host_group_new};
 
 void pl_comm_cpu_hang_rank(struct pl_comm_group *g, int r)
 {

@@ -24,6 +24,7 @@ struct pl_comm_vt {
      * condition variable cannot (NCCL: ncclCommAbort) */
     void (*on_abort)(struct pl_comm_group *g);
     void (*free_impl)(struct pl_comm_group *g);
+    bool graph_safe; /* collectives may be recorded into op graphs */
 };
 
 struct pl_comm {

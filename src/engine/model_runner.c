@@ -442,6 +442,8 @@ pl_status pl_model_set_tp(struct pl_model *m, struct pl_comm *comm, int vocab_st
     m->vocab_start = vocab_start;
     m->vocab_full = vocab_full;
     const struct pl_backend_ops *op = m->be->ops;
+    if (comm && !pl_comm_graph_safe(comm))
+        m->use_graphs = false; /* the staged communicator synchronises */
     m->tp_can_sample = comm && op->sample && op->copy_2d;
     if (m->tp_can_sample && m->tp_rank == 0) {
         const size_t lc = (size_t)m->logits_chunk;

@@ -47,6 +47,7 @@ struct pl_tp {
     const struct pl_safetensors *st;
     struct pl_comm_group *group;
     struct tp_rank *ranks;
+    int devices[PL_TP_MAX_RANKS]; /* rank -> accelerator index */
     double step_timeout_s;
 
     pthread_mutex_t mu;
@@ -80,7 +81,7 @@ static void rank_run(struct tp_rank *k)
         if (p->n_threads > 0 && threads < 1)
             threads = 1;
         k->st = pl_model_runner_new_rank(p, tp->cfg, tp->st, pl_comm_group_rank(tp->group, k->rank),
-                                         k->rank, threads, &k->runner, &k->err);
+                                         tp->devices[k->rank], threads, &k->runner, &k->err);
         break;
     }
     case CMD_RUN:
@@ -227,6 +228,29 @@ static pl_status dispatch(struct pl_tp *tp, enum tp_cmd cmd, double timeout_s, s
     return k->st;
 }
 
+/* Rank r's accelerator: r, or the r-th entry of PAGELLM_TP_DEVICES ("0,0": two ranks on
+ * GPU 0, with the staged communicator; a check of the sharded path on one card). */
+static pl_status parse_devices(int n, int n_dev, int *devices, struct pl_err *err)
+{
+    const char *e = getenv("PAGELLM_TP_DEVICES");
+    for (int r = 0; r < n; r++)
+        devices[r] = r;
+    if (!e || !*e)
+        return PL_STATUS_OK;
+    const char *p = e;
+    for (int r = 0; r < n; r++) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || v < 0 || (n_dev > 0 && v >= n_dev) || (*end && *end != ','))
+            return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                              "PAGELLM_TP_DEVICES='%s': want %d device indices below %d, "
+                              "comma-separated", e, n, n_dev);
+        devices[r] = (int)v;
+        p = *end ? end + 1 : end;
+    }
+    return PL_STATUS_OK;
+}
+
 static double step_timeout(void)
 {
     const char *e = getenv("PAGELLM_TP_TIMEOUT_S");
@@ -247,7 +271,11 @@ pl_status pl_tp_new(const struct pl_model_runner_params *p, const struct pl_mode
             return s;
     }
     const int n_dev = pl_backend_device_count(backend);
-    if (strcmp(backend, "cpu") && n_dev < n) {
+    int devices[PL_TP_MAX_RANKS];
+    pl_status s = parse_devices(n, strcmp(backend, "cpu") ? n_dev : 0, devices, err);
+    if (s != PL_STATUS_OK)
+        return s;
+    if (strcmp(backend, "cpu") && n_dev < n && !getenv("PAGELLM_TP_DEVICES")) {
         const char *vis = getenv("CUDA_VISIBLE_DEVICES");
         return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
                           "tensor_parallel_size %d needs %d %s devices, %d visible%s%s%s", n, n,
@@ -272,8 +300,12 @@ pl_status pl_tp_new(const struct pl_model_runner_params *p, const struct pl_mode
     tp->cfg = cfg;
     tp->st = st;
     tp->step_timeout_s = step_timeout();
-    struct pl_comm_params cp = {.n_ranks = n, .timeout_s = tp->step_timeout_s};
-    pl_status s = pl_comm_group_new(backend, &cp, &tp->group, err);
+    memcpy(tp->devices, devices, sizeof(devices));
+    const char *comm = getenv("PAGELLM_TP_COMM");
+    struct pl_comm_params cp = {.n_ranks = n, .devices = devices,
+                                .timeout_s = tp->step_timeout_s};
+    s = pl_comm_group_new(comm && !strcmp(comm, "host") ? "host" : backend, &cp, &tp->group,
+                          err);
     for (int r = 0; s == PL_STATUS_OK && r < n; r++) {
         ranks[r].tp = tp;
         ranks[r].rank = r;

@@ -264,6 +264,7 @@ static const struct pl_comm_vt NCCL_VT = {
     .gather = nccl_gather,
     .on_abort = nccl_on_abort,
     .free_impl = nccl_free_impl,
+    .graph_safe = true,
 };
 
 static pl_status nccl_group_new(const struct pl_comm_params *p, struct pl_comm_group **out,
