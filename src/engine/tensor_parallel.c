@@ -442,6 +442,11 @@ pl_status pl_tp_copy_blocks(struct pl_tp *tp, const struct pl_block_copy *copies
     return st;
 }
 
+void pl_tp_hang_rank(struct pl_tp *tp, int r)
+{
+    pl_comm_cpu_hang_rank(tp->group, r);
+}
+
 void pl_tp_fail_rank_once(struct pl_tp *tp, int r)
 {
     if (r >= 0 && r < tp->n)

@@ -52,5 +52,7 @@ pl_status pl_tp_copy_blocks(struct pl_tp *tp, const struct pl_block_copy *copies
 /* Test hook: rank r fails its next step with an error (before its collectives), as a
  * rank whose device failed. */
 void pl_tp_fail_rank_once(struct pl_tp *tp, int r);
+/* Test hook: rank r's collectives never complete (as a hung GPU), CPU communicator only. */
+void pl_tp_hang_rank(struct pl_tp *tp, int r);
 
 #endif

@@ -297,6 +297,39 @@ static void test_failing_rank_stops_engine(void)
     }
 }
 
+/* A rank that hangs inside a collective: the step fails once the step timeout passes
+ * (PAGELLM_TP_TIMEOUT_S, short here: the rank never comes, so the deadline always passes),
+ * naming the hang, the engine stays stopped, and freeing it does not hang either. */
+static void test_hung_rank_times_out(void)
+{
+    char dir[256];
+    snprintf(dir, sizeof(dir), "%s/llama", g_root);
+    struct pl_err err = {0};
+    setenv("PAGELLM_TP_TIMEOUT_S", "0.3", 1);
+    struct pl_model_runner *r = NULL;
+    pl_status st = open_runner(dir, 2, 16, &r, &err);
+    unsetenv("PAGELLM_TP_TIMEOUT_S");
+    REQUIRE(st == PL_STATUS_OK);
+    pl_tp_hang_rank(pl_model_runner_tp(r), 1);
+    static const int32_t prompt[] = {5, 6, 7, 8};
+    struct pl_greedy_seq s;
+    memset(&s, 0, sizeof(s));
+    s.prompt = prompt;
+    s.n_prompt = 4;
+    s.max_tokens = 2;
+    CHECK(pl_greedy_generate(r, &s, 1, 0, &err) == PL_STATUS_INTERNAL);
+    CHECKF(strstr(err.msg, "hung") != NULL, "%s", err.msg);
+    pl_greedy_seq_fini(&s);
+    memset(&s, 0, sizeof(s));
+    s.prompt = prompt;
+    s.n_prompt = 4;
+    s.max_tokens = 1;
+    CHECK(pl_greedy_generate(r, &s, 1, 0, &err) == PL_STATUS_INTERNAL);
+    CHECKF(strstr(err.msg, "hung") != NULL, "%s", err.msg);
+    pl_greedy_seq_fini(&s);
+    pl_model_runner_free(r);
+}
+
 /* A refused batch (a token outside the vocabulary) is refused by every rank alike and
  * does not stop the engine. */
 static void test_bad_batch_is_not_fatal(void)
@@ -391,6 +424,7 @@ int main(void)
     PL_RUN(test_splits_refused_at_load);
     PL_RUN(test_failing_rank_stops_engine);
     PL_RUN(test_bad_batch_is_not_fatal);
+    PL_RUN(test_hung_rank_times_out);
     PL_RUN(test_dummy_and_pool);
     PL_RUN(test_staged_communicator);
     PL_RUN(test_presets_match_tp1);
