@@ -127,6 +127,7 @@ struct pl_model_needs {
  * (+ sigmoid(x . sh_router) * shared(x) when the shared expert is present). */
 struct pl_moe_args {
     int n_experts, top_k;
+    int hidden;                         /* the model's width (sizes the op's scratch) */
     bool norm_topk_prob;
     bool gelu_tanh;                     /* the experts' activation: gelu_tanh, else silu */
     const struct pl_weight *router;     /* [n_experts, hidden] */
@@ -325,6 +326,8 @@ pl_status pl_backend_cpu_new(int n_threads, struct pl_backend **out, struct pl_e
 struct pl_backend_params {
     int n_threads;  /* CPU threads, 0 = one per core */
     int device;     /* accelerator index */
+    bool float32;   /* compute in float32: an accelerator's float32 mode (CUDA: fp32
+                       activations, KV cache and products); the CPU always does */
 };
 
 /* Creates the backend named `name`: "cpu", an accelerator backend built in ("cuda"), or

@@ -657,7 +657,9 @@ const char *pl_cli_flags_help_engine(void)
            "  --load-format F             auto | safetensors | dummy (random weights from\n"
            "                              config.json)\n"
            "  --dtype D                   weights' dtype, converted at load: auto (the\n"
-           "                              checkpoint's), bfloat16, float16 (half), float32\n"
-           "                              (float); CPU computes in float32, CUDA in bfloat16\n"
-           "                              (so CUDA refuses float32)\n";
+           "                              checkpoint's; a float32 one runs in bfloat16 on\n"
+           "                              CUDA), bfloat16, float16 (half), float32 (float:\n"
+           "                              on CUDA the float32 mode, every op in fp32, for\n"
+           "                              comparing with transformers; the CPU always\n"
+           "                              computes in float32)\n";
 }

@@ -1200,7 +1200,10 @@ static pl_status runner_setup(struct pl_model_runner *r, const struct pl_model_r
 static pl_status make_backend(const struct pl_model_runner_params *p, int device, int n_threads,
                               struct pl_backend **out, struct pl_err *err)
 {
-    const struct pl_backend_params bp = {.n_threads = n_threads, .device = device};
+    /* --dtype float32 asks for float32 compute: an accelerator's float32 mode */
+    const struct pl_backend_params bp = {.n_threads = n_threads, .device = device,
+                                         .float32 = p->convert_dtype &&
+                                                    p->dtype == PL_DTYPE_F32};
     return pl_backend_new(p->device ? p->device : "cpu", &bp, out, err);
 }
 
@@ -1217,7 +1220,12 @@ static pl_status runner_open(struct pl_model_runner *r, const struct pl_model_ru
     }
     if (st == PL_STATUS_OK) {
         double t0 = pl_clock_seconds();
-        const int dtype = p->convert_dtype ? (int)p->dtype : PL_WEIGHTS_DTYPE_AS_STORED;
+        int dtype = p->convert_dtype ? (int)p->dtype : PL_WEIGHTS_DTYPE_AS_STORED;
+        /* --dtype auto on a backend that computes in bfloat16: a float32 checkpoint is
+         * cast to bfloat16 at load (vLLM's auto does the same on GPUs) */
+        if (!p->convert_dtype && r->be->ops->act_dtype == PL_DTYPE_BF16 &&
+            r->cfg.dtype == PL_DTYPE_F32)
+            dtype = PL_DTYPE_BF16;
         if (r->comm)
             st = pl_weights_load_shard(&r->cfg, &r->shard, dummy ? NULL : st_files, r->be, dtype,
                                        p->seed, &r->w_owned, err);

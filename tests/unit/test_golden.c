@@ -22,12 +22,13 @@
  * those shapes are skipped for dynamic presets.
  * Longrope switches tables by the length of the forward's sequence (transformers
  * decides per forward from its largest position), so it is skipped there too.
+ * With --device cuda the same checks run on the CUDA backend's float32 mode (the GPU
+ * machine's check; CI runs the CPU).
  * Fixtures are made per family (the preset's model_type) by
  * `python3 tools/golden_refs.py --family NAME --out tests/fixtures/golden/` on a
- * machine with torch and transformers. A golden preset without a fixture fails the
- * test when its family has fixtures (the family's set is incomplete) and is
- * skipped, with that command in the message, when the family has none yet (a new
- * family whose references are still to be made). No fixtures at all is a failure.
+ * machine with torch and transformers (tools/device_golden.sh on the GPU machine).
+ * Every golden preset must have its fixture: a missing one fails the test with
+ * that command in the message.
  */
 #include "test.h"
 
@@ -47,6 +48,10 @@
 #define NEAR_TIE 1e-4
 #define MAX_MODEL_LEN 64
 #define MAX_FIXTURES 64
+
+/* --device NAME: the backend the fixtures run on (default cpu; an accelerator runs in its
+ * float32 mode, where the same bounds hold: the GPU machine's check of CUDA's fp32 path). */
+static const char *g_device = "cpu";
 
 struct ref_prompt {
     int32_t *prompt;
@@ -290,6 +295,11 @@ static pl_status open_runner(const char *model_dir, int block_size, int num_bloc
     pl_model_runner_params_default(&p);
     p.model_dir = model_dir;
     p.n_threads = n_threads;
+    if (strcmp(g_device, "cpu")) { /* an accelerator in its float32 mode (--dtype float32) */
+        p.device = g_device;
+        p.convert_dtype = true;
+        p.dtype = PL_DTYPE_F32;
+    }
     p.block_size = block_size;
     p.num_kv_blocks = num_blocks;
     p.max_num_seqs = 16;
@@ -419,13 +429,16 @@ static void test_fixture(void)
             /* one shape with two backend threads: the split of work must not change results */
             run_shape(&f, model_dir, 16, 0, true, 1, "single");
             run_shape(&f, model_dir, 16, 0, false, 2, "batch-2threads");
-            /* tensor parallelism (docs/parallel.md): 2 ranks split the KV heads, 4 replicate
-             * them; the same references, the same bounds */
-            g_tp = 2;
-            run_shape(&f, model_dir, 16, 0, false, 2, "batch-tp2");
-            g_tp = 4;
-            run_shape(&f, model_dir, 16, 0, false, 4, "batch-tp4");
-            g_tp = 1;
+            /* tensor parallelism (docs/parallel.md), CPU ranks: 2 split the KV heads, 4
+             * replicate them; the same references, the same bounds (on GPUs: tools/
+             * device_tp.sh) */
+            if (!strcmp(g_device, "cpu")) {
+                g_tp = 2;
+                run_shape(&f, model_dir, 16, 0, false, 2, "batch-tp2");
+                g_tp = 4;
+                run_shape(&f, model_dir, 16, 0, false, 4, "batch-tp4");
+                g_tp = 1;
+            }
             if (!dynamic) {
                 run_shape(&f, model_dir, 8, 3, false, 1, "batch-chunk3-bs8");
                 run_shape(&f, model_dir, 32, 3, false, 1, "batch-chunk3-bs32");
@@ -466,26 +479,21 @@ static void test_fixtures_present(void)
         if (!pl_tiny_model_is_golden(names[i]) || has_fixture(names[i]))
             continue;
         const char *family = pl_tiny_model_family(names[i]);
-        bool family_started = false;
-        for (int k = 0; k < n && !family_started; k++)
-            family_started = pl_tiny_model_is_golden(names[k]) &&
-                             !strcmp(pl_tiny_model_family(names[k]), family) &&
-                             has_fixture(names[k]);
-        if (family_started) {
-            CHECKF(0, "golden preset '%s' has no fixture (its family %s has some): run "
-                      "python3 tools/golden_refs.py --family %s --out tests/fixtures/golden/",
-                   names[i], family, family);
-        } else {
-            fprintf(stderr, "skip: golden preset '%s' (family %s) has no fixture yet; make it "
-                            "with python3 tools/golden_refs.py --family %s --out "
-                            "tests/fixtures/golden/\n",
-                    names[i], family, family);
-        }
+        CHECKF(0, "golden preset '%s' has no fixture: make its family's with python3 "
+                  "tools/golden_refs.py --family %s --out tests/fixtures/golden/ (or "
+                  "tools/device_golden.sh on the GPU machine) and commit them",
+               names[i], family);
     }
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    if (argc == 3 && !strcmp(argv[1], "--device"))
+        g_device = argv[2];
+    else if (argc != 1) {
+        fprintf(stderr, "usage: test_golden [--device cpu|cuda]\n");
+        return 2;
+    }
     find_fixtures();
     PL_RUN(test_fixtures_present);
     for (int i = 0; i < g_n_fixtures; i++) {
