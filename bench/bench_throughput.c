@@ -7,6 +7,7 @@
  * Usage: bench_throughput --model DIR [--num-prompts 64] [--input-len 128]
  *        [--output-len 64] [--max-num-seqs 256] [--max-num-batched-tokens 2048]
  *        [--num-kv-blocks N] [--threads N] [--device cpu|cuda|auto] [--seed 0]
+ *        [--tensor-parallel-size N]
  *        [--load-format auto|dummy] [--gpu-memory-utilization F] [--warmup 0|1]
  * --warmup 1 runs one short request first (one-time costs such as GEMM plan
  * selection stay out of the timed run, as in vLLM's start-up).
@@ -34,7 +35,7 @@ static int usage(void)
 {
     fprintf(stderr, "usage: bench_throughput --model DIR [--num-prompts N] [--input-len N] "
                     "[--output-len N] [--max-num-seqs N] [--max-num-batched-tokens N] "
-                    "[--num-kv-blocks N] [--threads N] [--device D] [--seed S] "
+                    "[--num-kv-blocks N] [--threads N] [--device D] [--seed S] [--tensor-parallel-size N] "
                     "[--load-format F] [--gpu-memory-utilization F] [--warmup 0|1]\n");
     return 2;
 }
@@ -72,6 +73,8 @@ int main(int argc, char **argv)
             lp.load_format = v;
         else if (!strcmp(a, "--gpu-memory-utilization"))
             lp.gpu_memory_utilization = atof(v);
+        else if (!strcmp(a, "--tensor-parallel-size"))
+            lp.tensor_parallel_size = atoi(v);
         else if (!strcmp(a, "--warmup"))
             warmup = atoi(v);
         else if (!strcmp(a, "--seed"))

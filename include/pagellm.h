@@ -315,6 +315,9 @@ struct pl_llm_params {
                                       implementation) instead of AVX2/FMA ones */
     bool cuda_cublas_only;         /* CUDA: every matmul through cuBLASLt, none through the
                                       small-batch GEMV kernels (process-wide) */
+    int tensor_parallel_size;      /* vLLM's --tensor-parallel-size (1): the model is sharded
+                                      over this many GPUs (the first of CUDA_VISIBLE_DEVICES),
+                                      or CPU ranks; docs/parallel.md */
 };
 
 PL_API void pl_llm_params_default(struct pl_llm_params *p);

@@ -97,6 +97,29 @@ pl_status pl_backend_new(const char *name, const struct pl_backend_params *p,
                       pl_backend_names());
 }
 
+const char *pl_backend_resolve(const char *name)
+{
+    const char *n = name ? name : "cpu";
+    if (strcmp(n, "auto"))
+        return n;
+    for (size_t i = 0; i < N_BACKENDS; i++) {
+        const struct backend_entry *b = &BACKENDS[i];
+        if (b->create && (!b->accelerator || (b->n_devices && b->n_devices() > 0)))
+            return b->name;
+    }
+    return "cpu";
+}
+
+int pl_backend_device_count(const char *name)
+{
+    const char *n = pl_backend_resolve(name);
+    for (size_t i = 0; i < N_BACKENDS; i++)
+        if (!strcmp(n, BACKENDS[i].name))
+            return BACKENDS[i].accelerator ? (BACKENDS[i].n_devices ? BACKENDS[i].n_devices() : 0)
+                                           : 1;
+    return 0;
+}
+
 size_t pl_moe_scratch_elems(const struct pl_moe_args *a, int n)
 {
     /* per token, the larger of two layouts:

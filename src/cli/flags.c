@@ -272,6 +272,7 @@ int pl_cli_flags_value(struct pl_cli_flags *f, const char *cmd, const char *flag
         {"--num-kv-blocks", &lp->num_kv_blocks, 1, PL_KV_MAX_BLOCKS, NULL},
         {"--max-model-len", &lp->max_model_len, 1, INT_MAX, "a positive integer"},
         {"--threads", &lp->n_threads, 0, 4096, "an integer in 0..4096 (0: one per core)"},
+        {"--tensor-parallel-size", &lp->tensor_parallel_size, 1, 64, "an integer in 1..64"},
         {"--long-prefill-token-threshold", &lp->long_prefill_token_threshold, 0, INT_MAX,
          "a non-negative integer"},
         {"--prefill-chunk", &lp->long_prefill_token_threshold, 1, INT_MAX, "a positive integer"},
@@ -676,6 +677,8 @@ const char *pl_cli_flags_help_engine(void)
            "  --threads N                 CPU threads, 0 = one per core (0)\n"
            "  --device auto|cpu|cuda      (auto: cuda when a GPU is present)\n"
            "  --gpu-memory-utilization F  CUDA: share of GPU memory to use (0.9)\n"
+           "  --tensor-parallel-size N    shard the model over N GPUs (of CUDA_VISIBLE_DEVICES)\n"
+           "                              or N CPU ranks (1; docs/parallel.md)\n"
            "  --load-format F             auto | safetensors | dummy (random weights from\n"
            "                              config.json)\n"
            "  --dtype D                   weights' dtype, converted at load: auto (the\n"

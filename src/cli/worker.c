@@ -9,6 +9,7 @@
  * serving stack the OpenAI server also runs on: the async engine thread over
  * the pl_llm, the tokenizer shared by job threads, the OpenAI layer.
  */
+#include "backend/backend.h"
 #include "cli/cli.h"
 #include "engine/async_engine.h"
 #include "engine/llm_internal.h"
@@ -128,9 +129,17 @@ static int apply_env(struct pl_cli_flags *f)
     v = getenv("OVERRIDE_GENERATION_CONFIG");
     if (v && *v)
         f->override_json = v; /* checked with the flags (pl_cli_flags_check) */
-    v = getenv("TENSOR_PARALLEL_SIZE");
-    if (v && *v && strcmp(v, "1"))
-        fprintf(stderr, "pagellm worker: TENSOR_PARALLEL_SIZE=%s ignored (one device)\n", v);
+    /* worker-vllm: TENSOR_PARALLEL_SIZE, by default every visible GPU of the pod */
+    int n_gpus = pl_backend_device_count(lp->device ? lp->device : "auto");
+    if (strcmp(pl_backend_resolve(lp->device ? lp->device : "auto"), "cpu") && n_gpus > 1)
+        lp->tensor_parallel_size = n_gpus;
+    if (env_int("TENSOR_PARALLEL_SIZE", &lp->tensor_parallel_size) < 0)
+        return -1;
+    if (lp->tensor_parallel_size < 1 || lp->tensor_parallel_size > 64) {
+        fprintf(stderr, "pagellm worker: TENSOR_PARALLEL_SIZE=%d is not in 1..64\n",
+                lp->tensor_parallel_size);
+        return -1;
+    }
     return 0;
 }
 

@@ -81,6 +81,7 @@ void pl_llm_params_default(struct pl_llm_params *p)
     p->device = "auto";
     p->gpu_memory_utilization = 0.9;
     p->load_format = "auto";
+    p->tensor_parallel_size = 1;
     p->generation_config = "auto";
 }
 
@@ -282,6 +283,7 @@ static pl_status llm_open(struct pl_llm *llm, const struct pl_llm_params *p, str
     rp.max_num_seqs = p->max_num_seqs;
     rp.max_model_len = p->max_model_len;
     rp.device = dev;
+    rp.tensor_parallel_size = p->tensor_parallel_size > 0 ? p->tensor_parallel_size : 1;
     if (p->gpu_memory_utilization <= 0.0 || p->gpu_memory_utilization > 1.0)
         return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
                           "gpu_memory_utilization must be in (0, 1], got %g",

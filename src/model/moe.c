@@ -70,7 +70,7 @@ static void moe_forward(const struct pl_fwd *f)
     void *const *s = f->scratch;
     const int n = f->n_tokens, hid = c->hidden_size;
 
-    op->embed(be, s[PL_LLAMA_RES], &f->w->embed, f->ids, n);
+    pl_fwd_embed(f, s[PL_LLAMA_RES]);
     for (int l = 0; l < c->n_layers; l++) {
         const struct pl_layer_weights *L = &f->w->layers[l];
         if (l == 0)
@@ -85,6 +85,9 @@ static void moe_forward(const struct pl_fwd *f)
         if (c->layer_moe[l]) {
             const struct pl_moe_args a = moe_args(c, L);
             op->moe(be, s[PL_LLAMA_H], s[PL_LLAMA_X], n, hid, &a, s[MOE_SCRATCH]);
+            /* each rank's experts hold its share of every expert's width (and of the
+             * shared expert's): the block is linear in those partial down products */
+            pl_fwd_all_reduce(f, s[PL_LLAMA_H], (size_t)n * (size_t)hid);
         } else {
             pl_llama_mlp(f, l);
         }

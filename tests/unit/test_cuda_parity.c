@@ -230,8 +230,8 @@ static void test_embed(void)
             struct pl_weight wc = {bytes, types[ti], vocab, dim};
             struct pl_weight wg = {g_gpu->ops->map_weight(g_gpu, bytes, nb), types[ti], vocab, dim};
             int32_t ids[37];
-            for (int i = 0; i < n; i++)
-                ids[i] = rnd_int(vocab);
+            for (int i = 0; i < n; i++) /* every 5th id < 0: a zero row (vocab-parallel) */
+                ids[i] = i % 5 == 3 ? -1 : rnd_int(vocab);
             float *oc = cpu_buf(NULL, (size_t)n * dim);
             void *og = gpu_buf(NULL, (size_t)n * dim);
             int32_t *idc = cpu_i32(ids, n);

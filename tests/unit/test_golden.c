@@ -8,7 +8,8 @@
  *      generator would make every later comparison meaningless);
  *   2. run the fixture's prompts through pl_model_runner + pl_greedy_generate in
  *      several shapes -- one prompt at a time, all prompts in one batch, with a
- *      3-token prefill chunk at block sizes 8 and 32 -- and compare each with
+ *      3-token prefill chunk at block sizes 8 and 32, tensor-parallel over 2 and 4
+ *      CPU ranks -- and compare each with
  *      the reference: greedy ids exactly, top-5 logprobs within 1e-3, top-5 ids
  *      where the neighbouring logprobs are more than 1e-3 apart;
  *   3. give the runner a KV pool too small for the longest prompt and require a
@@ -285,6 +286,9 @@ static void compare(const struct fixture *f, int pi, const struct pl_greedy_seq 
     }
 }
 
+/* Tensor-parallel ranks of the next open_runner (run_shape_tp). */
+static int g_tp = 1;
+
 static pl_status open_runner(const char *model_dir, int block_size, int num_blocks,
                              int n_threads, struct pl_model_runner **r, struct pl_err *err)
 {
@@ -302,6 +306,7 @@ static pl_status open_runner(const char *model_dir, int block_size, int num_bloc
     p.max_num_seqs = 16;
     p.max_num_batched_tokens = 512;
     p.max_model_len = MAX_MODEL_LEN;
+    p.tensor_parallel_size = g_tp;
     return pl_model_runner_new(&p, r, err);
 }
 
@@ -425,6 +430,16 @@ static void test_fixture(void)
             /* one shape with two backend threads: the split of work must not change results */
             run_shape(&f, model_dir, 16, 0, true, 1, "single");
             run_shape(&f, model_dir, 16, 0, false, 2, "batch-2threads");
+            /* tensor parallelism (docs/parallel.md), CPU ranks: 2 split the KV heads, 4
+             * replicate them; the same references, the same bounds (on GPUs: tools/
+             * device_tp.sh) */
+            if (!strcmp(g_device, "cpu")) {
+                g_tp = 2;
+                run_shape(&f, model_dir, 16, 0, false, 2, "batch-tp2");
+                g_tp = 4;
+                run_shape(&f, model_dir, 16, 0, false, 4, "batch-tp4");
+                g_tp = 1;
+            }
             if (!dynamic) {
                 run_shape(&f, model_dir, 8, 3, false, 1, "batch-chunk3-bs8");
                 run_shape(&f, model_dir, 32, 3, false, 1, "batch-chunk3-bs32");

@@ -137,6 +137,10 @@ static void embed_rows(void *ctx, int r0, int r1)
     struct embed_job *j = ctx;
     size_t d = (size_t)j->table->cols;
     for (int i = r0; i < r1; i++) {
+        if (j->ids[i] < 0) { /* a row another tensor-parallel rank holds */
+            memset(j->out + (size_t)i * d, 0, sizeof(float) * d);
+            continue;
+        }
         size_t base = (size_t)j->ids[i] * d;
         for (size_t c = 0; c < d; c++)
             j->out[(size_t)i * d + c] = pl_dtype_get_f32(j->table->data, j->table->dtype, base + c);
@@ -474,6 +478,14 @@ static void cpu_store_kv(struct pl_backend *be, void *k_cache, void *v_cache, co
     }
 }
 
+static void cpu_copy_2d(struct pl_backend *be, void *dst, size_t dst_pitch, const void *src,
+                        size_t src_pitch, size_t width, size_t height)
+{
+    (void)be;
+    for (size_t r = 0; r < height; r++)
+        memcpy((char *)dst + r * dst_pitch, (const char *)src + r * src_pitch, width);
+}
+
 static void cpu_copy_blocks(struct pl_backend *be, void *k_cache, void *v_cache,
                             const int32_t *src_dst, int n_pairs, size_t block_bytes)
 {
@@ -672,6 +684,7 @@ static const struct pl_backend_ops cpu_ops = {
     .get_rows = cpu_get_rows,
     .logits = cpu_logits,
     .copy_blocks = cpu_copy_blocks,
+    .copy_2d = cpu_copy_2d,
     .fill = cpu_fill,
     .sample = cpu_sample,
     .device_memory = false,

@@ -340,6 +340,17 @@ static void cuda_copy_blocks(struct pl_backend *be, void *k_cache, void *v_cache
                  pl_cuk_copy_blocks(st(be), k_cache, v_cache, src_dst, n_pairs, block_bytes));
 }
 
+static void cuda_copy_2d(struct pl_backend *be, void *dst, size_t dst_pitch, const void *src,
+                         size_t src_pitch, size_t width, size_t height)
+{
+    if (width == 0 || height == 0)
+        return;
+    cudaError_t e = cudaMemcpy2DAsync(dst, dst_pitch, src, src_pitch, width, height,
+                                      cudaMemcpyDeviceToDevice, cb(be)->stream);
+    if (e != cudaSuccess)
+        pl_cuda_fail(be, "cuda copy_2d: %s", cudaGetErrorString(e));
+}
+
 static void cuda_fill(struct pl_backend *be, void *dst, enum pl_dtype dtype, size_t n,
                       uint64_t seed, float lo, float hi)
 {
@@ -784,6 +795,7 @@ static const struct pl_backend_ops cuda_ops = {
     .sample = cuda_sample,
     .matmul_group = cuda_matmul_group,
     .gate_up_silu = cuda_gate_up_silu,
+    .copy_2d = cuda_copy_2d,
     .gelu_tanh_mul = cuda_gelu_tanh_mul,
     .scale = cuda_scale,
     .softcap = cuda_softcap,
@@ -946,4 +958,10 @@ const char *pl_backend_cuda_device_name(const struct pl_backend *be)
 void pl_backend_cuda_set_decode_splits(struct pl_backend *be, int n_splits)
 {
     cb(be)->forced_splits = n_splits > 0 ? n_splits : 0;
+}
+
+void *pl_backend_cuda_stream(struct pl_backend *be) { return cb(be)->stream; }
+int pl_backend_cuda_device(const struct pl_backend *be)
+{
+    return ((const struct cuda_backend *)be)->device;
 }

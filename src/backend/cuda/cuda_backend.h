@@ -45,6 +45,12 @@ const char *pl_backend_cuda_last_error(const struct pl_backend *be);
 /* The device's name, e.g. "NVIDIA H100 80GB HBM3". */
 const char *pl_backend_cuda_device_name(const struct pl_backend *be);
 
+/* The backend's one stream (a cudaStream_t): the NCCL communicator enqueues its
+ * collectives on it, in order with the ops (cuda/comm_nccl.c). */
+void *pl_backend_cuda_stream(struct pl_backend *be);
+/* The device index the backend was created on. */
+int pl_backend_cuda_device(const struct pl_backend *be);
+
 /* Forces the number of context splits of the decode attention path (0 = chosen
  * from the shape and the GPU; for tests and benchmarks). */
 void pl_backend_cuda_set_decode_splits(struct pl_backend *be, int n_splits);

@@ -55,8 +55,18 @@ __global__ void embed_kernel(T *out, const void *table, int dtype, int64_t dim, 
 {
     const int64_t row = blockIdx.x;
     const int64_t src = (int64_t)ids[row] * dim;
-    for (int64_t c = threadIdx.x; c < dim; c += blockDim.x)
-        out[row * dim + c] = st<T>(load_w(table, dtype, src + c));
+    for (int64_t c = threadIdx.x; c < dim; c += blockDim.x) /* id < 0: zeros (backend.h) */
+        out[row * dim + c] = ids[row] < 0 ? st<T>(0.0f) : st<T>(load_w(table, dtype, src + c));
+}
+
+/* bf16 tables with 16-byte rows: a row gather 8 elements at a time, zeros for id < 0. */
+__global__ void embed_bf16_vec_kernel(uint4 *out, const uint4 *table, const int32_t *ids,
+                                      int64_t row_vecs)
+{
+    const int64_t row = blockIdx.x;
+    const int64_t id = ids[row];
+    for (int64_t c = threadIdx.x; c < row_vecs; c += blockDim.x)
+        out[row * row_vecs + c] = id < 0 ? make_uint4(0, 0, 0, 0) : table[id * row_vecs + c];
 }
 
 extern "C" int pl_cuk_embed(pl_cuda_stream s, void *out, const void *table, int table_dtype,
@@ -64,8 +74,10 @@ extern "C" int pl_cuk_embed(pl_cuda_stream s, void *out, const void *table, int 
 {
     if (n <= 0)
         return 0;
-    if (table_dtype == DT_BF16) /* a pure row gather */
-        return pl_cuk_copy_rows(s, out, NULL, table, ids, n, (size_t)dim * 2);
+    if (table_dtype == DT_BF16 && dim % 8 == 0 && aligned16(out) && aligned16(table)) {
+        embed_bf16_vec_kernel<<<n, 128, 0, s>>>((uint4 *)out, (const uint4 *)table, ids, dim / 8);
+        return launch_status();
+    }
     embed_kernel<<<n, 256, 0, s>>>((__nv_bfloat16 *)out, table, table_dtype, dim, ids);
     return launch_status();
 }
