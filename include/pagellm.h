@@ -19,6 +19,17 @@ extern "C" {
 
 #define PAGELLM_VERSION "0.1.0"
 
+/*
+ * PL_API marks the functions libpagellm.so exports. The library is built
+ * with -fvisibility=hidden, so everything else (the engine's internals)
+ * stays out of its dynamic symbol table.
+ */
+#if defined(__GNUC__) || defined(__clang__)
+#define PL_API __attribute__((visibility("default")))
+#else
+#define PL_API
+#endif
+
 typedef enum pl_status {
     PL_STATUS_OK = 0,
     PL_STATUS_INVALID_ARGUMENT, /* a caller passed a bad value (request data included) */
@@ -33,7 +44,7 @@ typedef enum pl_status {
 } pl_status;
 
 /* A static English name for a status ("ok", "invalid argument", ...). */
-const char *pl_status_str(pl_status s);
+PL_API const char *pl_status_str(pl_status s);
 
 /* ------------------------------------------------------------------------ */
 /* Sampling parameters (vLLM's SamplingParams, same names and defaults)      */
@@ -107,7 +118,7 @@ struct pl_sampling_params {
 };
 
 /* Fills p with vLLM's SamplingParams defaults (borrowed, empty arrays). */
-void pl_sampling_params_default(struct pl_sampling_params *p);
+PL_API void pl_sampling_params_default(struct pl_sampling_params *p);
 
 /*
  * Checks p against vLLM's rules (SamplingParams._verify_args and verify(),
@@ -118,7 +129,7 @@ void pl_sampling_params_default(struct pl_sampling_params *p);
  * allowed_token_ids (pass <= 0 to skip those checks).
  * Returns PL_STATUS_INVALID_ARGUMENT with a message naming the field.
  */
-pl_status pl_sampling_params_validate(struct pl_sampling_params *p, int vocab_size,
+PL_API pl_status pl_sampling_params_validate(struct pl_sampling_params *p, int vocab_size,
                                       struct pl_err *err);
 
 /*
@@ -130,7 +141,7 @@ pl_status pl_sampling_params_validate(struct pl_sampling_params *p, int vocab_si
  * before the request's own fields are read (pl_sampling_params_from_json).
  * gen may be NULL (nothing to apply).
  */
-void pl_sampling_params_apply_generation_config(struct pl_sampling_params *p,
+PL_API void pl_sampling_params_apply_generation_config(struct pl_sampling_params *p,
                                                 const struct pl_generation_config *gen);
 
 /*
@@ -139,7 +150,7 @@ void pl_sampling_params_apply_generation_config(struct pl_sampling_params *p,
  * as given (unlike the file's defaults, a value equal to transformers' default
  * still counts); max_new_tokens sets max_tokens. gen may be NULL.
  */
-void pl_sampling_params_apply_generation_override(struct pl_sampling_params *p,
+PL_API void pl_sampling_params_apply_generation_override(struct pl_sampling_params *p,
                                                   const struct pl_generation_config *gen);
 
 /*
@@ -147,11 +158,11 @@ void pl_sampling_params_apply_generation_override(struct pl_sampling_params *p,
  * pl_sampling_params_fini). dst may not alias src. PL_STATUS_NO_MEMORY on
  * allocation failure (dst is then left borrowed and empty of arrays).
  */
-pl_status pl_sampling_params_copy(struct pl_sampling_params *dst,
+PL_API pl_status pl_sampling_params_copy(struct pl_sampling_params *dst,
                                   const struct pl_sampling_params *src, struct pl_err *err);
 
 /* Frees what p owns (if anything) and leaves p with empty borrowed arrays. */
-void pl_sampling_params_fini(struct pl_sampling_params *p);
+PL_API void pl_sampling_params_fini(struct pl_sampling_params *p);
 
 /*
  * Reads the sampling fields of a vLLM / OpenAI request body (completions or
@@ -168,7 +179,7 @@ void pl_sampling_params_fini(struct pl_sampling_params *p);
  * pagellm does not implement (bad_words, structured outputs, ...); on error
  * *p is unchanged.
  */
-pl_status pl_sampling_params_from_json(const struct json_t *obj, const char *const *extra_keys,
+PL_API pl_status pl_sampling_params_from_json(const struct json_t *obj, const char *const *extra_keys,
                                        struct pl_sampling_params *p, struct pl_err *err);
 
 
@@ -195,7 +206,7 @@ struct pl_pooling_params {
 };
 
 /* LAST, normalize (vLLM's defaults for the embed task of decoder models). */
-void pl_pooling_params_default(struct pl_pooling_params *p);
+PL_API void pl_pooling_params_default(struct pl_pooling_params *p);
 
 /* ------------------------------------------------------------------------ */
 /* Outputs (vLLM's RequestOutput / CompletionOutput)                         */
@@ -226,7 +237,7 @@ enum pl_finish_reason {
 };
 
 /* "stop", "length", "abort", "error"; NULL for PL_FINISH_NONE. */
-const char *pl_finish_reason_str(enum pl_finish_reason r);
+PL_API const char *pl_finish_reason_str(enum pl_finish_reason r);
 
 enum pl_stop_reason_kind {
     PL_STOP_REASON_NONE = 0, /* vLLM's stop_reason None (eos, length, abort, running) */
@@ -285,10 +296,10 @@ struct pl_outputs {
 };
 
 /* Frees what *o holds and zeroes it. NULL is a no-op. */
-void pl_outputs_free(struct pl_outputs *o);
+PL_API void pl_outputs_free(struct pl_outputs *o);
 
 /* Frees memory the API returned (encode ids, decoded text, rendered prompts). */
-void pl_free(void *p);
+PL_API void pl_free(void *p);
 
 /* ------------------------------------------------------------------------ */
 /* The LLM handle (vLLM's LLM class)                                         */
@@ -328,7 +339,7 @@ struct pl_llm_params {
                                       VLLM_ALLOW_LONG_MAX_MODEL_LEN=1) */
 };
 
-void pl_llm_params_default(struct pl_llm_params *p);
+PL_API void pl_llm_params_default(struct pl_llm_params *p);
 
 struct pl_llm;
 
@@ -338,17 +349,17 @@ struct pl_llm;
  * failure (unless memory ran out: then NULL), so pl_llm_errmsg can say what
  * went wrong; free it with pl_llm_free either way.
  */
-pl_status pl_llm_new(const struct pl_llm_params *p, struct pl_llm **out);
-void pl_llm_free(struct pl_llm *llm);
+PL_API pl_status pl_llm_new(const struct pl_llm_params *p, struct pl_llm **out);
+PL_API void pl_llm_free(struct pl_llm *llm);
 
 /* The message of the last failed call on this handle ("" after success). Never NULL. */
-const char *pl_llm_errmsg(const struct pl_llm *llm);
+PL_API const char *pl_llm_errmsg(const struct pl_llm *llm);
 
 /*
  * Fills p with the sampling defaults this LLM applies: vLLM's defaults, then
  * (generation_config "auto") the model's generation_config.json.
  */
-void pl_llm_default_sampling_params(const struct pl_llm *llm, struct pl_sampling_params *p);
+PL_API void pl_llm_default_sampling_params(const struct pl_llm *llm, struct pl_sampling_params *p);
 
 /*
  * Applies the operator's override_generation_config (pl_llm_params) to p: for
@@ -356,7 +367,7 @@ void pl_llm_default_sampling_params(const struct pl_llm *llm, struct pl_sampling
  * (the RunPod worker's per-mode defaults) so that the operator's values still
  * win. No-op without an override.
  */
-void pl_llm_override_sampling_params(const struct pl_llm *llm, struct pl_sampling_params *p);
+PL_API void pl_llm_override_sampling_params(const struct pl_llm *llm, struct pl_sampling_params *p);
 
 /* A prompt: text (tokenized with special tokens) or token ids (token_ids non-NULL wins). */
 struct pl_prompt {
@@ -371,7 +382,7 @@ struct pl_prompt {
  * handle's creation, as pl_llm_get_stats does. */
 typedef void (*pl_llm_progress_fn)(void *user, int n_done, int n_total,
                                    uint64_t prompt_tokens, uint64_t generation_tokens);
-void pl_llm_set_progress(struct pl_llm *llm, pl_llm_progress_fn fn, void *user);
+PL_API void pl_llm_set_progress(struct pl_llm *llm, pl_llm_progress_fn fn, void *user);
 
 /*
  * Generates for n_prompts prompts and waits for all of them (vLLM's
@@ -388,7 +399,7 @@ void pl_llm_set_progress(struct pl_llm *llm, pl_llm_progress_fn fn, void *user);
  * prompt's output anyway, the failed ones with error set and finish_reason
  * PL_FINISH_ERROR. So free out whatever the status.
  */
-pl_status pl_llm_generate(struct pl_llm *llm, const struct pl_prompt *prompts, int n_prompts,
+PL_API pl_status pl_llm_generate(struct pl_llm *llm, const struct pl_prompt *prompts, int n_prompts,
                           const struct pl_sampling_params *params, int n_params,
                           struct pl_outputs *out);
 
@@ -401,13 +412,13 @@ struct pl_chat_options {
     const char *chat_template_kwargs; /* JSON object text of extra template variables, or NULL */
 };
 
-void pl_chat_options_default(struct pl_chat_options *o);
+PL_API void pl_chat_options_default(struct pl_chat_options *o);
 
 /*
  * Renders a conversation (JSON text of an array of {"role", "content"}
  * messages) with the chat template into *prompt (free with pl_free).
  */
-pl_status pl_llm_apply_chat_template(struct pl_llm *llm, const char *messages_json,
+PL_API pl_status pl_llm_apply_chat_template(struct pl_llm *llm, const char *messages_json,
                                      const struct pl_chat_options *opts, char **prompt);
 
 /*
@@ -415,7 +426,7 @@ pl_status pl_llm_apply_chat_template(struct pl_llm *llm, const char *messages_js
  * special tokens (the template places them) and generates as pl_llm_generate.
  * opts may be NULL (defaults).
  */
-pl_status pl_llm_chat(struct pl_llm *llm, const char *const *conversations, int n_conversations,
+PL_API pl_status pl_llm_chat(struct pl_llm *llm, const char *const *conversations, int n_conversations,
                       const struct pl_sampling_params *params, int n_params,
                       const struct pl_chat_options *opts, struct pl_outputs *out);
 
@@ -428,7 +439,7 @@ pl_status pl_llm_chat(struct pl_llm *llm, const char *const *conversations, int 
  * prompt's, logit_bias', allowed_token_ids') must be ids that exist
  * (pl_llm_token_id_exists).
  */
-pl_status pl_llm_add_request(struct pl_llm *llm, const char *request_id,
+PL_API pl_status pl_llm_add_request(struct pl_llm *llm, const char *request_id,
                              const struct pl_prompt *prompt,
                              const struct pl_sampling_params *params);
 
@@ -439,12 +450,12 @@ pl_status pl_llm_add_request(struct pl_llm *llm, const char *request_id,
  * shorter than max_model_len. PL_STATUS_UNSUPPORTED when the model returns no
  * hidden states.
  */
-pl_status pl_llm_add_pooling_request(struct pl_llm *llm, const char *request_id,
+PL_API pl_status pl_llm_add_pooling_request(struct pl_llm *llm, const char *request_id,
                                      const struct pl_prompt *prompt,
                                      const struct pl_pooling_params *params);
 
 /* The width of the pooled vectors (the model's hidden size); 0 when not open. */
-int pl_llm_hidden_size(const struct pl_llm *llm);
+PL_API int pl_llm_hidden_size(const struct pl_llm *llm);
 
 /*
  * Runs one engine step (no-op when nothing is queued). A failure (backend,
@@ -452,10 +463,10 @@ int pl_llm_hidden_size(const struct pl_llm *llm);
  * with an error (their last delta, at the next poll, has error set); the rest
  * keep running, so keep stepping and polling.
  */
-pl_status pl_llm_step(struct pl_llm *llm);
+PL_API pl_status pl_llm_step(struct pl_llm *llm);
 
 /* True while a request is waiting or running. */
-bool pl_llm_has_unfinished(const struct pl_llm *llm);
+PL_API bool pl_llm_has_unfinished(const struct pl_llm *llm);
 
 /*
  * Takes the deltas produced since the last poll (see struct pl_request_output)
@@ -463,10 +474,10 @@ bool pl_llm_has_unfinished(const struct pl_llm *llm);
  * may still become a stop string; a request's deltas concatenate to its final
  * output. A request is forgotten after the delta with finished = true.
  */
-pl_status pl_llm_poll(struct pl_llm *llm, struct pl_outputs *out);
+PL_API pl_status pl_llm_poll(struct pl_llm *llm, struct pl_outputs *out);
 
 /* Aborts an unfinished request: its last delta has finish_reason "abort". */
-pl_status pl_llm_abort(struct pl_llm *llm, const char *request_id);
+PL_API pl_status pl_llm_abort(struct pl_llm *llm, const char *request_id);
 
 struct pl_llm_stats {
     int kv_blocks_total;
@@ -485,24 +496,24 @@ struct pl_llm_stats {
     double tokens_per_second;      /* generation_tokens / seconds */
 };
 
-void pl_llm_get_stats(const struct pl_llm *llm, struct pl_llm_stats *out);
+PL_API void pl_llm_get_stats(const struct pl_llm *llm, struct pl_llm_stats *out);
 
 /* ---- tokenizer access --------------------------------------------------- */
 
 /* Encodes text; *ids is allocated (pl_free). PL_STATUS_UNSUPPORTED without a tokenizer. */
-pl_status pl_llm_encode(struct pl_llm *llm, const char *text, bool add_special_tokens,
+PL_API pl_status pl_llm_encode(struct pl_llm *llm, const char *text, bool add_special_tokens,
                         int32_t **ids, int *n_ids);
 /* Decodes ids; *text is allocated, NUL-terminated (pl_free). */
-pl_status pl_llm_decode(struct pl_llm *llm, const int32_t *ids, int n_ids,
+PL_API pl_status pl_llm_decode(struct pl_llm *llm, const int32_t *ids, int n_ids,
                         bool skip_special_tokens, char **text);
-bool pl_llm_has_tokenizer(const struct pl_llm *llm);
-int pl_llm_vocab_size(const struct pl_llm *llm);
+PL_API bool pl_llm_has_tokenizer(const struct pl_llm *llm);
+PL_API int pl_llm_vocab_size(const struct pl_llm *llm);
 /* True when requests may name token id: below the model's vocab_size (config.json,
  * the embedding rows) and, with a tokenizer, an id the tokenizer has a token for. A
  * model's vocab is often padded past its tokenizer (Qwen2: 151936 rows, ~151670
  * tokens): ids in that gap are refused in requests, and decode to "" when sampled. */
-bool pl_llm_token_id_exists(const struct pl_llm *llm, int32_t id);
-int pl_llm_max_model_len(const struct pl_llm *llm);
+PL_API bool pl_llm_token_id_exists(const struct pl_llm *llm, int32_t id);
+PL_API int pl_llm_max_model_len(const struct pl_llm *llm);
 
 #ifdef __cplusplus
 }
