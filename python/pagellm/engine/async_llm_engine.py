@@ -73,7 +73,10 @@ class AsyncLLMEngine:
         q: asyncio.Queue = asyncio.Queue()
 
         def cb(out, err):
-            loop.call_soon_threadsafe(q.put_nowait, (out, err))
+            try:
+                loop.call_soon_threadsafe(q.put_nowait, (out, err))
+            except RuntimeError:
+                pass  # the loop is gone (the consumer left; its abort's delta lands here)
 
         internal = self._core.new_id()
         with self._ids_lock:
