@@ -9,7 +9,6 @@ The struct mirrors must match include/pagellm.h field for field: tests/python ch
 every size and offset against the C compiler's (abi_layout.c).
 """
 import ctypes
-import ctypes.util
 import glob
 import os
 import subprocess
@@ -286,7 +285,7 @@ _FUNCTIONS = {
 
 # ---- finding the library --------------------------------------------------------
 
-_NAMES = ("libpagellm.so", "libpagellm.so.0")
+_NAMES = ("libpagellm.so", "libpagellm.so.0")  # in-tree: the link; installed: the SONAME first
 
 
 def _source_tree_candidates():
@@ -311,33 +310,31 @@ def _source_tree_candidates():
 
 
 def _installed_candidates():
-    """An installed copy: pkg-config's libdir for pagellm, the interpreter's prefix,
-    /usr/local and /usr, then whatever the dynamic loader finds by name."""
-    dirs = []
+    """An installed copy: in pkg-config's libdir for pagellm (PKG_CONFIG_PATH), then by
+    name through the dynamic loader (LD_LIBRARY_PATH, the ldconfig cache), then in the
+    interpreter's prefix (a virtual environment), /usr/local and /usr."""
+    out = []
     try:
         r = subprocess.run(["pkg-config", "--variable=libdir", "pagellm"], capture_output=True,
                            text=True, timeout=10)
         if r.returncode == 0 and r.stdout.strip():
-            dirs.append(r.stdout.strip())
+            d = os.path.normpath(r.stdout.strip())
+            out += [os.path.join(d, n) for n in reversed(_NAMES)
+                    if os.path.isfile(os.path.join(d, n))][:1]
     except (OSError, subprocess.SubprocessError):
         pass
+    out += list(reversed(_NAMES))  # bare names: the loader's search
     multiarch = getattr(sys.implementation, "_multiarch", None)
     for prefix in (sys.prefix, "/usr/local", "/usr"):
-        dirs.append(os.path.join(prefix, "lib"))
+        dirs = [os.path.join(prefix, "lib"), os.path.join(prefix, "lib64")]
         if multiarch:
-            dirs.append(os.path.join(prefix, "lib", multiarch))
-        dirs.append(os.path.join(prefix, "lib64"))
-    out = []
-    for d in dirs:
-        for name in _NAMES:
-            p = os.path.join(d, name)
-            if os.path.isfile(p) and p not in out:
-                out.append(p)
-                break
-    found = ctypes.util.find_library("pagellm")
-    if found:
-        out.append(found)
-    out.append("libpagellm.so")  # LD_LIBRARY_PATH, the ldconfig cache
+            dirs.insert(1, os.path.join(prefix, "lib", multiarch))
+        for d in dirs:
+            for name in reversed(_NAMES):
+                p = os.path.join(d, name)
+                if os.path.isfile(p) and p not in out:
+                    out.append(p)
+                    break
     return out
 
 
@@ -347,6 +344,26 @@ _lib = None
 
 class LibraryNotFoundError(ImportError):
     """No loadable libpagellm.so was found (see library_path())."""
+
+
+class _DlInfo(ctypes.Structure):
+    _fields_ = [("dli_fname", ctypes.c_char_p), ("dli_fbase", ctypes.c_void_p),
+                ("dli_sname", ctypes.c_char_p), ("dli_saddr", ctypes.c_void_p)]
+
+
+def _loaded_path(lib, name):
+    """The file the loader picked for a library loaded by bare name (dladdr)."""
+    for libname in (None, "libdl.so.2"):
+        try:
+            dladdr = ctypes.CDLL(libname).dladdr
+        except (OSError, AttributeError):
+            continue
+        dladdr.argtypes = [ctypes.c_void_p, ctypes.POINTER(_DlInfo)]
+        info = _DlInfo()
+        addr = ctypes.cast(lib.pl_llm_new, ctypes.c_void_p)
+        if dladdr(addr, ctypes.byref(info)) and info.dli_fname:
+            return os.fsdecode(info.dli_fname)
+    return name
 
 
 def _declare(lib, path):
@@ -359,7 +376,7 @@ def _declare(lib, path):
                 "version, or it was built without the public API" % (path, name)) from None
         fn.restype = restype
         fn.argtypes = argtypes
-    lib.pagellm_path = path
+    lib.pagellm_path = path if os.sep in path else _loaded_path(lib, path)
     return lib
 
 
