@@ -245,6 +245,22 @@ enum pl_stop_reason_kind {
     PL_STOP_REASON_TOKEN     /* stop_token_id holds the stop token id */
 };
 
+/*
+ * A request's times (vLLM's RequestMetrics) as of one output, in seconds of
+ * CLOCK_MONOTONIC (clock_gettime); 0 where it has not happened yet.
+ */
+struct pl_request_metrics {
+    double arrival_time;          /* the request was added (submitted) */
+    double first_scheduled_time;  /* the step that first produced output for it began
+                                     (time in queue = first_scheduled_time - arrival_time) */
+    double first_token_time;      /* its first output token was reported */
+    double last_token_time;       /* this output's tokens were reported (vLLM's
+                                     last_token_time); the latest earlier one if it has none */
+    double prev_token_time;       /* the output before this one with tokens was reported (0:
+                                     none): inter-token latency = last - prev */
+    double finished_time;         /* the request finished (its last output) */
+};
+
 /* One sample of a request (vLLM's CompletionOutput). */
 struct pl_completion_output {
     int index;                     /* sample index 0..n-1 */
@@ -288,6 +304,15 @@ struct pl_request_output {
      * requests are not affected. NULL and PL_STATUS_OK otherwise. */
     char *error;
     pl_status error_status;
+    /* Appended in round 2 (the fields above keep their layout): */
+    uint64_t request_num;          /* the engine's number for the request: unique per handle,
+                                      the key servers route deltas by (request_id is the
+                                      caller's name for it) */
+    enum pl_finish_reason finish_reason; /* with finished: how the request ended: ERROR when
+                                      error is set, else the first finish one of its samples
+                                      reported (the last delta may carry no sample), ABORT
+                                      when none; PL_FINISH_NONE before */
+    struct pl_request_metrics metrics;
 };
 
 struct pl_outputs {
@@ -352,7 +377,8 @@ struct pl_llm;
 PL_API pl_status pl_llm_new(const struct pl_llm_params *p, struct pl_llm **out);
 PL_API void pl_llm_free(struct pl_llm *llm);
 
-/* The message of the last failed call on this handle ("" after success). Never NULL. */
+/* The message of the calling thread's last failed call on this handle ("" after
+ * success; a failed pl_llm_new's message in any thread). Never NULL. */
 PL_API const char *pl_llm_errmsg(const struct pl_llm *llm);
 
 /*
@@ -478,6 +504,95 @@ PL_API pl_status pl_llm_poll(struct pl_llm *llm, struct pl_outputs *out);
 
 /* Aborts an unfinished request: its last delta has finish_reason "abort". */
 PL_API pl_status pl_llm_abort(struct pl_llm *llm, const char *request_id);
+
+/* ---- streaming: thread-safe, one request at a time per stream ---------- */
+
+/*
+ * The streaming interface (what the Python package and servers built on the
+ * library use; vLLM's AsyncLLMEngine.generate in C). pl_llm_submit hands a
+ * request to the handle's engine thread, started on the first submit; the
+ * returned stream yields the request's deltas (struct pl_request_output, as
+ * pl_llm_poll's: new tokens, text and logprobs only; the prompt fields in the
+ * first) until the one with finished = true. Concatenating a request's deltas
+ * (pl_request_output_append does it) gives its complete output.
+ *
+ * Threads: any number of threads may submit, and read, abort and free
+ * streams, each stream used by one thread at a time. Once the engine thread
+ * runs, the synchronous calls (pl_llm_generate, pl_llm_chat, and the request
+ * interface above) still work: they wait while the engine thread steps, and
+ * refuse with PL_STATUS_INVALID_ARGUMENT while streamed requests are
+ * unfinished.
+ *
+ * Every submitted request ends with exactly one finished delta, whatever
+ * happens (abort, an engine failure: error set; memory for it is reserved
+ * when the request is admitted).
+ *
+ *     struct pl_llm_stream *s;
+ *     if (pl_llm_submit(llm, NULL, &prompt, &params, &s) != PL_STATUS_OK)
+ *         fprintf(stderr, "%s\n", pl_llm_errmsg(llm));   // s is NULL
+ *     struct pl_request_output *d;
+ *     while (pl_llm_stream_next(s, -1, &d) == PL_STATUS_OK && d) {
+ *         fwrite(d->outputs[0].text, 1, d->outputs[0].text_len, stdout); // if n_outputs > 0
+ *         bool done = d->finished;
+ *         pl_request_output_free(d);
+ *         if (done) break;
+ *     }
+ *     pl_llm_stream_free(s);
+ */
+struct pl_llm_stream;
+
+/*
+ * Validates and queues a request on the engine thread. request_id: the name
+ * its outputs carry (unique among unfinished requests; NULL: the engine's
+ * number in decimal). params NULL: pl_llm_default_sampling_params. Refusals
+ * (bad params or prompt: PL_STATUS_INVALID_ARGUMENT naming the field; too
+ * many unfinished requests: PL_STATUS_LIMIT; beam search:
+ * PL_STATUS_UNSUPPORTED) leave *out NULL, with the message in pl_llm_errmsg
+ * (which is per thread, so concurrent callers each read their own).
+ */
+PL_API pl_status pl_llm_submit(struct pl_llm *llm, const char *request_id,
+                               const struct pl_prompt *prompt,
+                               const struct pl_sampling_params *params,
+                               struct pl_llm_stream **out);
+
+/*
+ * Takes the stream's next delta, waiting up to timeout_s seconds for one
+ * (< 0: as long as it takes; 0: no wait). *out: the delta (free with
+ * pl_request_output_free), or NULL when none came in time or the finished
+ * delta was already taken (pl_llm_stream_is_finished). Returns PL_STATUS_OK;
+ * errors of the request itself arrive in its last delta (error, error_status).
+ */
+PL_API pl_status pl_llm_stream_next(struct pl_llm_stream *s, double timeout_s,
+                                    struct pl_request_output **out);
+
+/* True once the finished delta has been taken by pl_llm_stream_next. */
+PL_API bool pl_llm_stream_is_finished(const struct pl_llm_stream *s);
+
+/* The engine's number for the stream's request (request_num of its outputs). */
+PL_API uint64_t pl_llm_stream_request_num(const struct pl_llm_stream *s);
+
+/* Asks for the request's abort (idempotent): it still ends with a finished
+ * delta, finish_reason PL_FINISH_ABORT. */
+PL_API void pl_llm_stream_abort(struct pl_llm_stream *s);
+
+/* Aborts the request if unfinished and frees the stream and its queued deltas. NULL: no-op. */
+PL_API void pl_llm_stream_free(struct pl_llm_stream *s);
+
+/* Frees a delta of pl_llm_stream_next (the struct and what it holds). NULL: no-op. */
+PL_API void pl_request_output_free(struct pl_request_output *o);
+
+/*
+ * Appends delta to acc, making acc the request's cumulative output (vLLM's
+ * RequestOutputKind.CUMULATIVE): text, token ids and logprobs concatenate per
+ * sample index, the prompt fields and finish state are taken from the delta
+ * when it has them. acc starts zeroed (memset) and is freed with
+ * pl_request_output_fini. PL_STATUS_NO_MEMORY leaves acc as it was.
+ */
+PL_API pl_status pl_request_output_append(struct pl_request_output *acc,
+                                          const struct pl_request_output *delta);
+
+/* Frees what o holds (not o itself) and zeroes it. */
+PL_API void pl_request_output_fini(struct pl_request_output *o);
 
 struct pl_llm_stats {
     int kv_blocks_total;
