@@ -402,7 +402,19 @@ class EngineCore:
     def _merge(self, lib, h, req, item):
         now = time.time()
         m = req.metrics
-        if m.first_scheduled_time is None:
+        cm = item.metrics
+        if cm.arrival_time > 0:
+            # the library's times are CLOCK_MONOTONIC (time.monotonic); vLLM's are time.time()
+            off = now - time.monotonic()
+            m.arrival_time = cm.arrival_time + off
+            for name in ("first_scheduled_time", "first_token_time", "last_token_time",
+                         "finished_time"):
+                v = getattr(cm, name)
+                setattr(m, name, v + off if v > 0 else (m.arrival_time if
+                                                        name == "last_token_time" else None))
+            if m.first_scheduled_time is not None:
+                m.time_in_queue = m.first_scheduled_time - m.arrival_time
+        elif m.first_scheduled_time is None:
             m.first_scheduled_time = now
             m.time_in_queue = now - m.arrival_time
         if item.n_prompt_token_ids > 0 and item.prompt_token_ids:
@@ -422,9 +434,10 @@ class EngineCore:
                 s.text += ctypes.string_at(c.text, c.text_len)
             if c.n_token_ids > 0:
                 s.token_ids.extend(c.token_ids[:c.n_token_ids])
-                if m.first_token_time is None:
-                    m.first_token_time = now
-                m.last_token_time = now
+                if cm.arrival_time <= 0:
+                    if m.first_token_time is None:
+                        m.first_token_time = now
+                    m.last_token_time = now
             if c.has_logprobs:
                 if s.logprobs is None:
                     s.logprobs = []
@@ -442,7 +455,8 @@ class EngineCore:
         err = None
         if item.finished:
             req.finished = True
-            m.finished_time = now
+            if m.finished_time is None:
+                m.finished_time = now
             if item.error:
                 err = _lib.make_error(item.error_status or _lib.PL_STATUS_INTERNAL,
                                       item.error.decode("utf-8", "replace"))

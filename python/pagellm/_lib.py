@@ -159,6 +159,17 @@ class CCompletionOutput(ctypes.Structure):
     ]
 
 
+class CRequestMetrics(ctypes.Structure):
+    _fields_ = [
+        ("arrival_time", ctypes.c_double),
+        ("first_scheduled_time", ctypes.c_double),
+        ("first_token_time", ctypes.c_double),
+        ("last_token_time", ctypes.c_double),
+        ("prev_token_time", ctypes.c_double),
+        ("finished_time", ctypes.c_double),
+    ]
+
+
 class CRequestOutput(ctypes.Structure):
     _fields_ = [
         ("request_id", ctypes.c_char_p),
@@ -175,6 +186,9 @@ class CRequestOutput(ctypes.Structure):
         ("n_embedding", ctypes.c_int),
         ("error", ctypes.c_char_p),
         ("error_status", ctypes.c_int),
+        ("request_num", ctypes.c_uint64),
+        ("finish_reason", ctypes.c_int),
+        ("metrics", CRequestMetrics),
     ]
 
 
@@ -243,7 +257,7 @@ class CLLMStats(ctypes.Structure):
 # The mirrors by their C names (the layout test walks this table).
 STRUCTS = {
     "pl_logit_bias": LogitBias, "pl_sampling_params": CSamplingParams,
-    "pl_logprob_entry": CLogprobEntry, "pl_completion_output": CCompletionOutput,
+    "pl_logprob_entry": CLogprobEntry, "pl_request_metrics": CRequestMetrics, "pl_completion_output": CCompletionOutput,
     "pl_request_output": CRequestOutput, "pl_outputs": COutputs, "pl_llm_params": CLLMParams,
     "pl_prompt": CPrompt, "pl_chat_options": CChatOptions, "pl_llm_stats": CLLMStats,
 }

@@ -49,6 +49,11 @@ int main(void)
     F(pl_completion_output, finish_reason); F(pl_completion_output, stop_reason_kind);
     F(pl_completion_output, stop_str); F(pl_completion_output, stop_token_id);
 
+    S(pl_request_metrics);
+    F(pl_request_metrics, arrival_time); F(pl_request_metrics, first_scheduled_time);
+    F(pl_request_metrics, first_token_time); F(pl_request_metrics, last_token_time);
+    F(pl_request_metrics, prev_token_time); F(pl_request_metrics, finished_time);
+
     S(pl_request_output);
     F(pl_request_output, request_id); F(pl_request_output, prompt);
     F(pl_request_output, prompt_token_ids); F(pl_request_output, n_prompt_token_ids);
@@ -57,6 +62,8 @@ int main(void)
     F(pl_request_output, n_outputs); F(pl_request_output, finished);
     F(pl_request_output, embedding); F(pl_request_output, n_embedding);
     F(pl_request_output, error); F(pl_request_output, error_status);
+    F(pl_request_output, request_num); F(pl_request_output, finish_reason);
+    F(pl_request_output, metrics);
 
     S(pl_outputs);
     F(pl_outputs, items); F(pl_outputs, n);

@@ -40,6 +40,12 @@ class TestGenerate(unittest.TestCase):
             self.assertIsNone(c.logprobs)
             self.assertIsNone(c.cumulative_logprob)
             self.assertEqual(len(c.token_ids), 12)
+            m = out.metrics
+            self.assertLessEqual(m.arrival_time, m.first_scheduled_time)
+            self.assertLessEqual(m.first_scheduled_time, m.first_token_time)
+            self.assertLessEqual(m.first_token_time, m.last_token_time)
+            self.assertLessEqual(m.last_token_time, m.finished_time)
+            self.assertAlmostEqual(m.time_in_queue, m.first_scheduled_time - m.arrival_time)
 
     def test_default_params_equal_cli_defaults(self):
         # no sampling_params: the model's defaults (vLLM's, generation_config.json),
