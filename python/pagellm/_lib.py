@@ -257,7 +257,8 @@ class CLLMStats(ctypes.Structure):
 # The mirrors by their C names (the layout test walks this table).
 STRUCTS = {
     "pl_logit_bias": LogitBias, "pl_sampling_params": CSamplingParams,
-    "pl_logprob_entry": CLogprobEntry, "pl_request_metrics": CRequestMetrics, "pl_completion_output": CCompletionOutput,
+    "pl_logprob_entry": CLogprobEntry, "pl_request_metrics": CRequestMetrics,
+    "pl_completion_output": CCompletionOutput,
     "pl_request_output": CRequestOutput, "pl_outputs": COutputs, "pl_llm_params": CLLMParams,
     "pl_prompt": CPrompt, "pl_chat_options": CChatOptions, "pl_llm_stats": CLLMStats,
 }
@@ -276,13 +277,6 @@ _FUNCTIONS = {
     "pl_llm_free": (None, [_handle]),
     "pl_llm_errmsg": (ctypes.c_char_p, [_handle]),
     "pl_llm_default_sampling_params": (None, [_handle, _P(CSamplingParams)]),
-    "pl_llm_add_request": (ctypes.c_int, [_handle, ctypes.c_char_p, _P(CPrompt),
-                                          _P(CSamplingParams)]),
-    "pl_llm_step": (ctypes.c_int, [_handle]),
-    "pl_llm_has_unfinished": (ctypes.c_bool, [_handle]),
-    "pl_llm_poll": (ctypes.c_int, [_handle, _P(COutputs)]),
-    "pl_llm_abort": (ctypes.c_int, [_handle, ctypes.c_char_p]),
-    "pl_outputs_free": (None, [_P(COutputs)]),
     "pl_free": (None, [ctypes.c_void_p]),
     "pl_llm_get_stats": (None, [_handle, _P(CLLMStats)]),
     "pl_llm_encode": (ctypes.c_int, [_handle, ctypes.c_char_p, ctypes.c_bool,
@@ -295,6 +289,14 @@ _FUNCTIONS = {
     "pl_llm_vocab_size": (ctypes.c_int, [_handle]),
     "pl_llm_max_model_len": (ctypes.c_int, [_handle]),
     "pl_llm_token_id_exists": (ctypes.c_bool, [_handle, ctypes.c_int32]),
+    # streaming
+    "pl_llm_submit": (ctypes.c_int, [_handle, ctypes.c_char_p, _P(CPrompt), _P(CSamplingParams),
+                                     _P(ctypes.c_void_p)]),
+    "pl_llm_stream_next": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_double,
+                                          _P(_P(CRequestOutput))]),
+    "pl_llm_stream_abort": (None, [ctypes.c_void_p]),
+    "pl_llm_stream_free": (None, [ctypes.c_void_p]),
+    "pl_request_output_free": (None, [_P(CRequestOutput)]),
 }
 
 # ---- finding the library --------------------------------------------------------

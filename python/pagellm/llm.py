@@ -6,7 +6,6 @@ engine itself (thread, C handle) is pagellm._engine.EngineCore: any number of
 threads may call one LLM at the same time; their requests are batched together.
 """
 import itertools
-import queue
 import sys
 import threading
 import weakref
@@ -115,27 +114,21 @@ class LLM:
         if len(parsed) != 1:
             raise ValueError("stream() takes one prompt, got %d" % len(parsed))
         (text, ids), = parsed
-        q = queue.SimpleQueue()
         rid = request_id if request_id is not None else self._next_id()
-        req = _Request(rid, text, ids, sampling_params, True, lambda o, e: q.put((o, e)))
-        internal = self._core.new_id()
+        req = _Request(rid, text, ids, sampling_params, True)
         text, ids = self._truncate(text, ids, sampling_params)
-        self._core.add([(internal, req, text, ids, sampling_params)])
-        finished = False
+        stream, = self._core.submit([(req, text, ids, sampling_params)])
         try:
             while True:
-                out, err = q.get()
+                out, err = stream.read()
                 if out is not None:
-                    finished = out.finished
                     yield out
                 if err is not None:
-                    finished = True
                     raise err
-                if finished:
+                if req.finished:
                     return
         finally:
-            if not finished:
-                self._core.abort(internal)
+            stream.free()  # aborts the request when the consumer left early
 
     def get_stats(self) -> dict:
         """The engine's counters (struct pl_llm_stats: KV blocks, tokens, steps, ...)."""
@@ -181,53 +174,44 @@ class LLM:
                                 % type(p).__name__)
         if n == 0:
             return []
-        results = [None] * n
-        errors = [None] * n
-        lock = threading.Lock()
-        done = threading.Event()
-        left = [n]
-        bar = _progress_bar(use_tqdm, n)
-
-        def collector(i):
-            def cb(out, err):
-                with lock:
-                    if out is not None:
-                        results[i] = out
-                    if err is not None:
-                        errors[i] = err
-                    left[0] -= 1
-                    if bar is not None:
-                        bar.update(1)
-                    if left[0] == 0:
-                        done.set()
-            return cb
-
         items = []
-        internal_ids = []
-        for i, ((text, ids), p) in enumerate(zip(prompts, params)):
+        for (text, ids), p in zip(prompts, params):
             if p is not None and p.output_kind != RequestOutputKind.CUMULATIVE:
                 p = p.clone()  # generate() returns whole outputs whatever the kind
                 p.output_kind = RequestOutputKind.CUMULATIVE
+            req = _Request(self._next_id(), text, ids, p, False)
             text, ids = self._truncate(text, ids, p)
-            req = _Request(self._next_id(), text, ids, p, False, collector(i))
-            internal = self._core.new_id()
-            internal_ids.append(internal)
-            items.append((internal, req, text, ids, p))
+            items.append((req, text, ids, p))
+        streams = self._core.submit(items)
+        bar = None
+        results = []
+        failed = None
         try:
-            self._core.add(items)
-            done.wait()
-        except BaseException:
-            for internal in internal_ids:
-                self._core.abort(internal)
-            raise
+            bar = _progress_bar(use_tqdm, n)
+            # in prompt order: the others' deltas wait in their streams meanwhile
+            for i, s in enumerate(streams):
+                out = None
+                while not s.req.finished:
+                    out, err = s.read()
+                    if err is not None:
+                        if failed is None:
+                            failed = (i, err)
+                        if out is None:
+                            break
+                results.append(out)
+                s.free()
+                if bar is not None:
+                    bar.update(1)
         finally:
+            for s in streams:
+                s.free()
             if bar is not None:
                 bar.close()
-        for i, e in enumerate(errors):
-            if e is not None:
-                if n > 1:
-                    e.args = ("prompt %d: %s" % (i, e.args[0] if e.args else ""),) + e.args[1:]
-                raise e
+        if failed is not None:
+            i, e = failed
+            if n > 1:
+                e.args = ("prompt %d: %s" % (i, e.args[0] if e.args else ""),) + e.args[1:]
+            raise e
         return results
 
 

@@ -1,9 +1,10 @@
 """async_llm_engine -- vLLM's AsyncLLMEngine: streaming generation for asyncio code.
 
 Owns: the asyncio face of an engine: generate() as an async generator of
-RequestOutputs (text cumulative, as vLLM's), abort(), and the mapping of the
-caller's request ids to the engine's. Outputs cross from the engine thread to the
-event loop through loop.call_soon_threadsafe, so the loop never blocks on a step.
+RequestOutputs (text cumulative, as vLLM's), abort(), and the caller's request ids
+in flight. Each request's stream is read by a thread of its own, which waits on the
+library without the GIL and hands outputs to the event loop through
+loop.call_soon_threadsafe, so the loop never blocks on a step.
 """
 import asyncio
 import threading
@@ -26,6 +27,33 @@ class _Done:
         return iter(())
 
 
+class _Entry:
+    """A request id in flight: its stream once submitted, and whether abort() came
+    before that."""
+    __slots__ = ("stream", "aborted")
+
+    def __init__(self):
+        self.stream = None
+        self.aborted = False
+
+
+def _read(stream, loop, q):
+    """A request's reader thread: waits for each output (without the GIL) and hands it
+    to the event loop; frees the stream after the finished one."""
+    try:
+        while True:
+            out, err = stream.read()
+            if out is not None or err is not None:
+                try:
+                    loop.call_soon_threadsafe(q.put_nowait, (out, err))
+                except RuntimeError:
+                    pass  # the loop is gone (its consumer left and the request was aborted)
+            if err is not None or stream.req.finished:
+                return
+    finally:
+        stream.free()
+
+
 class AsyncLLMEngine:
     """vLLM's AsyncLLMEngine. Create it with from_engine_args(AsyncEngineArgs(model=...))."""
 
@@ -33,7 +61,7 @@ class AsyncLLMEngine:
         self.engine_args = engine_args
         self._core = engine_args._create_core()
         self._finalizer = weakref.finalize(self, self._core.close)
-        self._ids: Dict[str, str] = {}  # the caller's request id -> the engine's
+        self._ids: Dict[str, _Entry] = {}  # the caller's request ids in flight
         self._ids_lock = threading.Lock()
         self._tokenizer = Tokenizer(self._core, engine_args.tokenizer or engine_args.model)
 
@@ -71,23 +99,23 @@ class AsyncLLMEngine:
         request_id = str(request_id)
         loop = asyncio.get_running_loop()
         q: asyncio.Queue = asyncio.Queue()
-
-        def cb(out, err):
-            try:
-                loop.call_soon_threadsafe(q.put_nowait, (out, err))
-            except RuntimeError:
-                pass  # the loop is gone (the consumer left; its abort's delta lands here)
-
-        internal = self._core.new_id()
+        entry = _Entry()
         with self._ids_lock:
             if request_id in self._ids:
                 raise ValueError("Request id %s already running" % request_id)
-            self._ids[request_id] = internal
+            self._ids[request_id] = entry
+        req = _Request(request_id, text, ids, sampling_params, True)
         finished = False
         try:
-            req = _Request(request_id, text, ids, sampling_params, True, cb)
-            await asyncio.wrap_future(self._core.submit_add(
-                [(internal, req, text, ids, sampling_params)]))
+            # submitting may wait for the engine thread's current step: not on the loop
+            stream, = await loop.run_in_executor(
+                None, self._core.submit, [(req, text, ids, sampling_params)])
+            with self._ids_lock:
+                entry.stream = stream
+                if entry.aborted:
+                    stream.abort()
+            threading.Thread(target=_read, args=(stream, loop, q), daemon=True,
+                             name="pagellm-reader").start()
             while True:
                 out, err = await q.get()
                 if out is not None:
@@ -100,18 +128,21 @@ class AsyncLLMEngine:
                     return
         finally:
             with self._ids_lock:
-                if self._ids.get(request_id) == internal:
+                if self._ids.get(request_id) is entry:
                     del self._ids[request_id]
-            if not finished:
-                self._core.abort(internal)
+                stream = entry.stream
+            if not finished and stream is not None:
+                stream.abort()  # the reader gets the finished delta and frees the stream
 
     def abort(self, request_id: str) -> _Done:
         """Aborts a request in flight (no-op when unknown or finished): its generator
         yields a last output with finish_reason "abort". Awaitable, as vLLM's."""
         with self._ids_lock:
-            internal = self._ids.get(str(request_id))
-        if internal is not None:
-            self._core.abort(internal)
+            entry = self._ids.get(str(request_id))
+            if entry is not None:
+                entry.aborted = True
+                if entry.stream is not None:
+                    entry.stream.abort()
         return _Done()
 
     async def get_tokenizer(self, lora_request: Any = None) -> Tokenizer:
