@@ -50,9 +50,6 @@ PL_API const char *pl_status_str(pl_status s);
 /* Sampling parameters (vLLM's SamplingParams, same names and defaults)      */
 /* ------------------------------------------------------------------------ */
 
-struct pl_err;               /* src/util/err.h: a status plus a message buffer */
-struct pl_generation_config; /* src/model/config.h: generation_config.json fields */
-struct json_t;               /* jansson's json_t */
 
 /* vLLM's default --max-logprobs: the most logprobs a request may ask for. */
 #define PL_MAX_LOGPROBS 20
@@ -71,10 +68,10 @@ struct pl_logit_bias {
  *
  * Memory: the arrays (stop, stop_token_ids, logit_bias, allowed_token_ids) are
  * borrowed pointers with counts unless the params own them. A params struct
- * owns its arrays only when it came from pl_sampling_params_copy or
- * pl_sampling_params_from_json: then `owned` points at the single allocation
- * holding every array and string, and pl_sampling_params_fini frees it. For
- * borrowed params fini is a no-op, so calling it is always safe.
+ * owns its arrays only when the library made it (pl_llm_default_sampling_params
+ * gives borrowed ones): then `owned` points at the single allocation holding
+ * every array and string, and pl_sampling_params_fini frees it. For borrowed
+ * params fini is a no-op, so calling it is always safe.
  *
  * Optional values: seed has has_seed; max_tokens, logprobs and
  * prompt_logprobs use -1 for vLLM's None; allowed_token_ids uses NULL for
@@ -120,67 +117,12 @@ struct pl_sampling_params {
 /* Fills p with vLLM's SamplingParams defaults (borrowed, empty arrays). */
 PL_API void pl_sampling_params_default(struct pl_sampling_params *p);
 
-/*
- * Checks p against vLLM's rules (SamplingParams._verify_args and verify(),
- * with max_logprobs = PL_MAX_LOGPROBS) and applies vLLM's normalizations:
- * a temperature in (0, 0.01) is raised to 0.01, and greedy requests
- * (temperature < 1e-5) get top_p = 1, top_k = 0, min_p = 0.
- * vocab_size bounds the token ids of stop_token_ids, logit_bias and
- * allowed_token_ids (pass <= 0 to skip those checks).
- * Returns PL_STATUS_INVALID_ARGUMENT with a message naming the field.
- */
-PL_API pl_status pl_sampling_params_validate(struct pl_sampling_params *p, int vocab_size,
-                                      struct pl_err *err);
 
-/*
- * Applies a model's generation_config.json defaults the way vLLM does with
- * --generation-config auto (ModelConfig.get_diff_sampling_param): temperature,
- * top_p, top_k, min_p, repetition_penalty and max_new_tokens (-> max_tokens),
- * each only when the file sets it to a value other than transformers'
- * GenerationConfig default (vLLM reads to_diff_dict()). Call it on defaults,
- * before the request's own fields are read (pl_sampling_params_from_json).
- * gen may be NULL (nothing to apply).
- */
-PL_API void pl_sampling_params_apply_generation_config(struct pl_sampling_params *p,
-                                                const struct pl_generation_config *gen);
 
-/*
- * Applies an operator's override (vLLM's --override-generation-config, parsed
- * by pl_generation_config_parse_override): every field it sets replaces p's,
- * as given (unlike the file's defaults, a value equal to transformers' default
- * still counts); max_new_tokens sets max_tokens. gen may be NULL.
- */
-PL_API void pl_sampling_params_apply_generation_override(struct pl_sampling_params *p,
-                                                  const struct pl_generation_config *gen);
-
-/*
- * Deep-copies src into *dst as one allocation (dst owns it; free it with
- * pl_sampling_params_fini). dst may not alias src. PL_STATUS_NO_MEMORY on
- * allocation failure (dst is then left borrowed and empty of arrays).
- */
-PL_API pl_status pl_sampling_params_copy(struct pl_sampling_params *dst,
-                                  const struct pl_sampling_params *src, struct pl_err *err);
 
 /* Frees what p owns (if anything) and leaves p with empty borrowed arrays. */
 PL_API void pl_sampling_params_fini(struct pl_sampling_params *p);
 
-/*
- * Reads the sampling fields of a vLLM / OpenAI request body (completions or
- * chat) into *p, which the caller has initialized (defaults, then the
- * generation config): only the keys present change p; JSON null means "not
- * given" as in vLLM's request models. Names: every pl_sampling_params field,
- * plus "max_completion_tokens" (chat, preferred over max_tokens),
- * "top_logprobs" with boolean "logprobs" (chat), and "beam_width".
- * Keys listed in extra_keys (NULL-terminated, may be NULL) are the caller's
- * and skipped; any other key is an error naming it. On success p owns its
- * arrays (pl_sampling_params_fini). Types are checked, not ranges: call
- * pl_sampling_params_validate afterwards. Errors: PL_STATUS_INVALID_ARGUMENT
- * naming the key and what was wrong; PL_STATUS_UNSUPPORTED for vLLM fields
- * pagellm does not implement (bad_words, structured outputs, ...); on error
- * *p is unchanged.
- */
-PL_API pl_status pl_sampling_params_from_json(const struct json_t *obj, const char *const *extra_keys,
-                                       struct pl_sampling_params *p, struct pl_err *err);
 
 
 /* ------------------------------------------------------------------------ */

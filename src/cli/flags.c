@@ -12,6 +12,7 @@
  * the model (vocabulary, max_position_embeddings, KV memory) is checked by
  * pl_llm_new after loading.
  */
+#include "engine/sampling_params.h"
 #include "cli/cli.h"
 #include "backend/backend.h"
 #include "engine/block_manager.h"

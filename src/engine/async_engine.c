@@ -11,6 +11,7 @@
  * buffer (ae->poll_buf, sized at creation) into a heap struct per delta --
  * the request's reserved one (r->final) for its last -- and queued.
  */
+#include "engine/sampling_params.h"
 #include "engine/async_engine.h"
 
 #include "util/clock.h"

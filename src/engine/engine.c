@@ -13,6 +13,7 @@
  *   text[0, text_sent)  already released by a delta poll
  *   text_sent <= visible <= text_len; visible == text_len once finished.
  */
+#include "engine/sampling_params.h"
 #include "engine/engine.h"
 
 #include "engine/batch_builder.h"

@@ -21,6 +21,7 @@
  * else takes its outputs, and generate/chat run only while no submitted
  * request is unfinished. Error messages are kept per thread (tl_err).
  */
+#include "engine/sampling_params.h"
 #include "pagellm.h"
 
 #include "backend/backend.h"

@@ -16,6 +16,7 @@
  *   gen_free: abort what is unfinished (the client went away: the engine frees
  *   its blocks), release, free.
  */
+#include "engine/sampling_params.h"
 #include "server/openai.h"
 
 #include "server/openai_ext.h"
@@ -1543,7 +1544,8 @@ pl_status pl_openai_gen_submit(struct pl_openai_gen *g, pl_async_notify_fn notif
         sps[i] = g->req.sp;
         sps[i].owned = NULL;
         sps[i].max_tokens = p->max_tokens;
-        subs[i] = (struct pl_async_submission){p->ids, p->n_ids, &sps[i], NULL};
+        subs[i] = (struct pl_async_submission){.prompt_ids = p->ids, .n_prompt = p->n_ids,
+                                               .params = &sps[i]};
     }
     /* every prompt is admitted at once or none is: more prompts than the server
      * admits is refused here, before anything runs (pl_async_engine_submit_all) */

@@ -19,6 +19,7 @@
  * A stopped job aborts its engine requests (their KV blocks are freed at the
  * engine's next step) and returns without waiting for them.
  */
+#include "engine/sampling_params.h"
 #include "worker/runpod.h"
 
 #include "engine/async_engine.h"
