@@ -186,50 +186,46 @@ class EngineCore:
 
     def submit(self, items):
         """Submits requests: items are (_Request, prompt_text, token_ids, SamplingParams
-        or None). Returns their _Streams. All or none: on the first refusal the ones
-        already submitted are aborted and freed, and the refusal is raised (naming the
-        prompt when there are several)."""
+        or None). Returns their _Streams. All or none, and admitted together
+        (pl_llm_submit_all), so a batch's unseeded sampling is reproducible; a refusal
+        is raised with the library's message (naming the prompt when there are several)."""
         lib = self.lib
         h = self._handle()
-        done = []
-        try:
-            for k, (req, text, ids, params) in enumerate(items):
-                cprompt = _lib.CPrompt()
-                keep = []
-                if ids is not None:
-                    arr = (ctypes.c_int32 * max(len(ids), 1))(*ids)
-                    keep.append(arr)
-                    cprompt.token_ids = arr
-                    cprompt.n_token_ids = len(ids)
-                else:
-                    cprompt.text = text.encode("utf-8")
-                cp = None
-                if params is not None:
-                    cp, pkeep = params._to_c()
-                    keep.append(pkeep)
-                ptr = ctypes.c_void_p()
-                st = lib.pl_llm_submit(h, None, ctypes.byref(cprompt),
-                                       ctypes.byref(cp) if cp is not None else None,
-                                       ctypes.byref(ptr))
-                if st != _lib.PL_STATUS_OK:
-                    msg = lib.pl_llm_errmsg(h).decode("utf-8", "replace")
-                    if len(items) > 1:
-                        msg = "prompt %d: %s" % (k, msg)
-                    raise _lib.make_error(st, msg)
-                s = _Stream(self, ptr, req)
-                with self._streams_lock:
-                    closed = self._closed
-                    if not closed:
-                        self._streams.add(s)
-                if closed:
-                    lib.pl_llm_stream_free(ptr)
-                    raise RuntimeError("the pagellm engine is closed")
-                done.append(s)
-        except BaseException:
-            for s in done:
-                s.free()
-            raise
-        return done
+        n = len(items)
+        prompts = (_lib.CPrompt * n)()
+        keep = []
+        any_params = any(p is not None for _, _, _, p in items)
+        cparams = (_lib.CSamplingParams * n)() if any_params else None
+        for k, (req, text, ids, params) in enumerate(items):
+            if ids is not None:
+                arr = (ctypes.c_int32 * max(len(ids), 1))(*ids)
+                keep.append(arr)
+                prompts[k].token_ids = arr
+                prompts[k].n_token_ids = len(ids)
+            else:
+                b = text.encode("utf-8")
+                keep.append(b)
+                prompts[k].text = b
+            if params is not None:
+                cp, pkeep = params._to_c()
+                keep.append(pkeep)
+                cparams[k] = cp
+            elif any_params:  # None beside explicit sets: the defaults, as alone
+                lib.pl_llm_default_sampling_params(h, ctypes.byref(cparams[k]))
+        ptrs = (ctypes.c_void_p * n)()
+        st = lib.pl_llm_submit_all(h, None, prompts, n, cparams, n if any_params else 0, ptrs)
+        if st != _lib.PL_STATUS_OK:
+            raise _lib.make_error(st, lib.pl_llm_errmsg(h).decode("utf-8", "replace"))
+        streams = [_Stream(self, ctypes.c_void_p(ptrs[k]), items[k][0]) for k in range(n)]
+        with self._streams_lock:
+            closed = self._closed
+            if not closed:
+                self._streams.update(streams)
+        if closed:
+            for s in streams:
+                lib.pl_llm_stream_free(s.ptr)
+            raise RuntimeError("the pagellm engine is closed")
+        return streams
 
     def close(self):
         """Asks every live stream's abort, frees each once its reader lets go, then

@@ -292,6 +292,8 @@ _FUNCTIONS = {
     # streaming
     "pl_llm_submit": (ctypes.c_int, [_handle, ctypes.c_char_p, _P(CPrompt), _P(CSamplingParams),
                                      _P(ctypes.c_void_p)]),
+    "pl_llm_submit_all": (ctypes.c_int, [_handle, _P(ctypes.c_char_p), _P(CPrompt), ctypes.c_int,
+                                         _P(CSamplingParams), ctypes.c_int, _P(ctypes.c_void_p)]),
     "pl_llm_stream_next": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_double,
                                           _P(_P(CRequestOutput))]),
     "pl_llm_stream_abort": (None, [ctypes.c_void_p]),
