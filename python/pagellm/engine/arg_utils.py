@@ -7,7 +7,7 @@ pl_llm_params. A default of None means "the C library's default"
 """
 import ctypes
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any, Dict, Optional
 
 from .. import _hub, _lib

@@ -16,7 +16,7 @@ from ..inputs import parse_prompts
 from ..outputs import RequestOutput
 from ..sampling_params import SamplingParams
 from ..tokenizer import Tokenizer
-from .arg_utils import AsyncEngineArgs, EngineArgs
+from .arg_utils import EngineArgs
 
 
 class _Done:

@@ -4,4 +4,6 @@ and prints each job's result as one JSON line on stdout, prefixed "RESULT ".
 Handlers may be functions, generators, coroutines or async generators (the last two
 are run with asyncio.run, one event loop per job); a generator's result is the list
 of what it yielded."""
-from . import serverless  # noqa: F401
+from . import serverless
+
+__all__ = ["serverless"]
