@@ -304,6 +304,17 @@ struct pl_llm_params {
     bool allow_long_max_model_len; /* max_model_len above the model's length (max_position_
                                       embeddings, rope-scaled) is refused unless true (vLLM's
                                       VLLM_ALLOW_LONG_MAX_MODEL_LEN=1) */
+    /* Appended in round 2 (the fields above keep their layout). Each is false by
+     * default; the pagellm CLI also reads them from PAGELLM_* variables
+     * (docs/library.md, "Engine parameters that were environment variables"). */
+    bool enforce_eager;            /* vLLM's: run every step eagerly, no CUDA graphs for
+                                      decode */
+    bool host_sampling;            /* sample on the host from downloaded logits (the
+                                      reference path) instead of on the backend */
+    bool cpu_scalar_kernels;       /* CPU: the plain scalar kernels (the reference
+                                      implementation) instead of AVX2/FMA ones */
+    bool cuda_cublas_only;         /* CUDA: every matmul through cuBLASLt, none through the
+                                      small-batch GEMV kernels (process-wide) */
 };
 
 PL_API void pl_llm_params_default(struct pl_llm_params *p);

@@ -11,6 +11,7 @@
 
 #ifdef PL_HAVE_CUDA
 #include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/kernels/gemv.h"
 #endif
 
 #include <string.h>
@@ -28,13 +29,18 @@ struct backend_entry {
 static pl_status cpu_create(const struct pl_backend_params *p, struct pl_backend **out,
                             struct pl_err *err)
 {
-    return pl_backend_cpu_new(p ? p->n_threads : 0, out, err);
+    pl_status st = pl_backend_cpu_new(p ? p->n_threads : 0, out, err);
+    if (st == PL_STATUS_OK && p && p->cpu_scalar_kernels)
+        pl_backend_cpu_use_simd(*out, false);
+    return st;
 }
 
 #ifdef PL_HAVE_CUDA
 static pl_status cuda_create(const struct pl_backend_params *p, struct pl_backend **out,
                              struct pl_err *err)
 {
+    if (p && p->cuda_cublas_only)
+        pl_cuk_gemv_force(0, 0);
     return pl_backend_cuda_new(p ? p->device : 0, out, err);
 }
 #define CUDA_CREATE cuda_create

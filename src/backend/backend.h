@@ -311,12 +311,17 @@ struct pl_backend {
 
 /* Creates the CPU backend with n_threads worker threads (0 = one per core). */
 pl_status pl_backend_cpu_new(int n_threads, struct pl_backend **out, struct pl_err *err);
+/* on: the AVX2/FMA kernels where the CPU has them (the default); off: the plain scalar
+ * kernels, the reference implementation benchmarks compare against. */
+void pl_backend_cpu_use_simd(struct pl_backend *be, bool on);
 
 /* ---- selection by name (backend.c) ---- */
 
 struct pl_backend_params {
     int n_threads;  /* CPU threads, 0 = one per core */
     int device;     /* accelerator index */
+    bool cpu_scalar_kernels; /* CPU: scalar reference kernels only (no AVX2/FMA) */
+    bool cuda_cublas_only;   /* CUDA: no small-batch GEMV kernels (process-wide switch) */
 };
 
 /* Creates the backend named `name`: "cpu", an accelerator backend built in ("cuda"), or

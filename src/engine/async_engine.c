@@ -15,6 +15,7 @@
 #include "engine/async_engine.h"
 
 #include "util/clock.h"
+#include "util/debug_env.h"
 #include "util/log.h"
 
 #include <errno.h>
@@ -547,9 +548,10 @@ pl_status pl_async_engine_new(const struct pl_engine_ops *ops, void *engine,
         ae->params = *params;
     else
         pl_async_engine_params_default(&ae->params);
-    const char *stall = getenv("PAGELLM_TEST_STALL_FILE");
-    if (stall && *stall)
-        ae->stall_file = strdup(stall);
+    struct pl_debug_env dbg;
+    pl_debug_env_read(&dbg);
+    if (dbg.test_stall_file)
+        ae->stall_file = strdup(dbg.test_stall_file);
     ae->next_id = 1;
     ae->beat_time = pl_async_now();
     ae->poll_buf = calloc(POLL_CAP, sizeof(*ae->poll_buf));
@@ -608,22 +610,27 @@ static pl_status request_new(const struct pl_async_submission *sub, pl_async_not
         return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "prompt: bad token ids");
     struct pl_async_request *r = calloc(1, sizeof(*r));
     struct cmd *c = calloc(1, sizeof(*c));
-    if (r) {
+    bool ok = r && c;
+    if (ok) {
         r->prompt = malloc(sizeof(int32_t) * (size_t)(sub->n_prompt > 0 ? sub->n_prompt : 1));
         r->final = calloc(1, sizeof(*r->final));
         r->q_cap = 4;
         r->q = malloc(sizeof(*r->q) * (size_t)r->q_cap);
         r->name = sub->name ? strdup(sub->name) : NULL;
         r->prompt_text = sub->prompt_text ? strdup(sub->prompt_text) : NULL;
+        pl_sampling_params_default(&r->sp);
+        ok = r->prompt && r->final && r->q && (!sub->name || r->name) &&
+             (!sub->prompt_text || r->prompt_text) &&
+             (!sub->params || pl_sampling_params_copy(&r->sp, sub->params, err) == PL_STATUS_OK);
     }
-    if (!r || !c || !r->prompt || !r->final || !r->q || (sub->name && !r->name) ||
-        (sub->prompt_text && !r->prompt_text)) {
+    if (!ok) {
         if (r) {
             free(r->prompt);
             free(r->final);
             free(r->q);
             free(r->name);
             free(r->prompt_text);
+            pl_sampling_params_fini(&r->sp);
         }
         free(r);
         free(c);
@@ -632,20 +639,9 @@ static pl_status request_new(const struct pl_async_submission *sub, pl_async_not
     if (sub->n_prompt)
         memcpy(r->prompt, sub->prompt_ids, sizeof(int32_t) * (size_t)sub->n_prompt);
     r->n_prompt = sub->n_prompt;
-    pl_sampling_params_default(&r->sp);
     if (sub->pooling) {
         r->pooling = true;
         r->pool = *sub->pooling;
-    }
-    if (sub->params && pl_sampling_params_copy(&r->sp, sub->params, err) != PL_STATUS_OK) {
-        free(r->prompt);
-        free(r->final);
-        free(r->q);
-        free(r->name);
-        free(r->prompt_text);
-        free(r);
-        free(c);
-        return PL_STATUS_NO_MEMORY;
     }
     pthread_mutex_init(&r->mu, NULL);
     pthread_cond_init(&r->cv, NULL);

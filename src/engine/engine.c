@@ -20,6 +20,7 @@
 #include "core/sampler.h"
 #include "engine/stop.h"
 #include "util/clock.h"
+#include "util/debug_env.h"
 #include "util/log.h"
 #include "util/rng.h"
 
@@ -223,7 +224,9 @@ pl_status pl_engine_new(const struct pl_engine_params *p, const struct pl_engine
     if (!e)
         return pl_err_set(err, PL_STATUS_NO_MEMORY, "engine: out of memory");
     e->p = *p;
-    e->profile = getenv("PAGELLM_PROFILE") && strcmp(getenv("PAGELLM_PROFILE"), "0");
+    struct pl_debug_env dbg;
+    pl_debug_env_read(&dbg);
+    e->profile = dbg.profile;
     e->model = *model;
     if (detok && detok->init && detok->push && detok->flush && detok->fini) {
         e->detok = *detok;

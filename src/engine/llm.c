@@ -33,6 +33,7 @@
 #include "engine/vocab_check.h"
 #include "tokenizer/chat_template/chat_template.h"
 #include "tokenizer/tokenizer.h"
+#include "util/debug_env.h"
 #include "util/err.h"
 
 #include <jansson.h>
@@ -291,6 +292,9 @@ static pl_status llm_open(struct pl_llm *llm, const struct pl_llm_params *p, str
     rp.convert_dtype = convert_dtype;
     rp.dtype = dtype;
     rp.allow_long_max_model_len = p->allow_long_max_model_len;
+    rp.enforce_eager = p->enforce_eager;
+    rp.cpu_scalar_kernels = p->cpu_scalar_kernels;
+    rp.cuda_cublas_only = p->cuda_cublas_only;
     st = pl_model_runner_new(&rp, &llm->runner, err);
     if (st != PL_STATUS_OK)
         return st;
@@ -331,8 +335,9 @@ static pl_status llm_open(struct pl_llm *llm, const struct pl_llm_params *p, str
             eos[i--] = eos[--n_eos];
 
     llm->eos_id = n_eos > 0 ? eos[0] : -1;
-    const char *fail_file = getenv("PAGELLM_TEST_FAIL_STEP_FILE");
-    if (fail_file && *fail_file && !(llm->fail_file = strdup(fail_file)))
+    struct pl_debug_env dbg;
+    pl_debug_env_read(&dbg);
+    if (dbg.test_fail_step_file && !(llm->fail_file = strdup(dbg.test_fail_step_file)))
         return pl_err_set(err, PL_STATUS_NO_MEMORY, "out of memory");
     llm->im.ctx = llm;
     llm->im.vocab_size = llm->vocab;
@@ -340,12 +345,11 @@ static pl_status llm_open(struct pl_llm *llm, const struct pl_llm_params *p, str
     llm->im.max_logits_rows = 0;
     llm->im.run = runner_run;
     llm->im.copy_blocks = runner_copy;
-    /* sampling on the backend unless PAGELLM_SAMPLER=host asks for the host
-     * sampler on downloaded logits (the reference path, for comparisons) */
-    const char *sampler_env = getenv("PAGELLM_SAMPLER");
-    bool host_sampler = sampler_env && !strcmp(sampler_env, "host");
-    llm->im.run_sample =
-        pl_model_runner_can_sample(llm->runner) && !host_sampler ? runner_run_sample : NULL;
+    /* sampling on the backend unless host_sampling asks for the host sampler on
+     * downloaded logits (the reference path, for comparisons) */
+    llm->im.run_sample = pl_model_runner_can_sample(llm->runner) && !p->host_sampling
+                             ? runner_run_sample
+                             : NULL;
     llm->dt.ctx = llm->tok;
     llm->dt.init = detok_init;
     llm->dt.push = detok_push;

@@ -797,11 +797,6 @@ pl_status pl_backend_cuda_new(int device, struct pl_backend **out, struct pl_err
         return st_;
     }
     c->prof = pl_cuda_profile_new(c->stream);
-    /* PAGELLM_CUDA_GEMV=0: every matmul through cuBLASLt (the small-n kernels' baseline,
-     * and a switch to rule them out) */
-    const char *gemv_env = getenv("PAGELLM_CUDA_GEMV");
-    if (gemv_env && !strcmp(gemv_env, "0"))
-        pl_cuk_gemv_force(0, 0);
     pl_status s = pl_cuda_matmul_new(c->stream, &c->mm, err);
     if (s != PL_STATUS_OK) {
         cuda_destroy(&c->base);
