@@ -218,6 +218,10 @@ class CLLMParams(ctypes.Structure):
         ("load_format", ctypes.c_char_p),
         ("override_generation_config", ctypes.c_char_p),
         ("allow_long_max_model_len", ctypes.c_bool),
+        ("enforce_eager", ctypes.c_bool),
+        ("host_sampling", ctypes.c_bool),
+        ("cpu_scalar_kernels", ctypes.c_bool),
+        ("cuda_cublas_only", ctypes.c_bool),
     ]
 
 

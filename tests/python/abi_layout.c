@@ -78,7 +78,9 @@ int main(void)
     F(pl_llm_params, device); F(pl_llm_params, gpu_memory_utilization);
     F(pl_llm_params, n_threads); F(pl_llm_params, generation_config);
     F(pl_llm_params, load_format); F(pl_llm_params, override_generation_config);
-    F(pl_llm_params, allow_long_max_model_len);
+    F(pl_llm_params, allow_long_max_model_len); F(pl_llm_params, enforce_eager);
+    F(pl_llm_params, host_sampling); F(pl_llm_params, cpu_scalar_kernels);
+    F(pl_llm_params, cuda_cublas_only);
 
     S(pl_prompt);
     F(pl_prompt, text); F(pl_prompt, token_ids); F(pl_prompt, n_token_ids);

@@ -137,6 +137,17 @@ class TestOptions(unittest.TestCase):
         finally:
             small.close()
 
+    def test_reference_paths_agree(self):
+        # the reference paths (scalar kernels, host sampling) give the same greedy tokens
+        ref = llm.generate(["Hello"], SamplingParams(temperature=0, max_tokens=8))[0]
+        other = LLM(model=pltest.tiny_model(), enforce_eager=True, host_sampling=True,
+                    cpu_scalar_kernels=True)
+        try:
+            out = other.generate(["Hello"], SamplingParams(temperature=0, max_tokens=8))[0]
+        finally:
+            other.close()
+        self.assertEqual(out.outputs[0].token_ids, ref.outputs[0].token_ids)
+
     def test_library_not_found(self):
         env = dict(os.environ, PAGELLM_LIBRARY="/no/such/libpagellm.so",
                    PYTHONPATH=pltest.PYTHON_DIR)

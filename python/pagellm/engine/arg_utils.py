@@ -27,9 +27,10 @@ class EngineArgs:
     seed: the generator of unseeded requests. device: "auto", "cpu" or "cuda".
     gpu_memory_utilization: CUDA's share of GPU memory. load_format: "auto",
     "safetensors" or "dummy". generation_config: "auto" or "vllm";
-    override_generation_config: a dict of sampling defaults. pagellm's own:
-    kv_cache_bytes (KV memory on the CPU backend), n_threads (CPU threads, 0: one per
-    core), allow_long_max_model_len. Options pagellm cannot honour (tensor parallelism,
+    override_generation_config: a dict of sampling defaults. enforce_eager: no CUDA
+    graphs. pagellm's own: kv_cache_bytes (KV memory on the CPU backend), n_threads (CPU
+    threads, 0: one per core), allow_long_max_model_len, and the reference paths
+    host_sampling, cpu_scalar_kernels, cuda_cublas_only (docs/library.md). Options pagellm cannot honour (tensor parallelism,
     quantization methods, LoRA, ...) are refused when the engine is created.
     """
     model: str = "facebook/opt-125m"
@@ -77,6 +78,9 @@ class EngineArgs:
     kv_cache_bytes: Optional[int] = None
     n_threads: int = 0
     allow_long_max_model_len: bool = False
+    host_sampling: bool = False
+    cpu_scalar_kernels: bool = False
+    cuda_cublas_only: bool = False
 
     def _check(self):
         """Refuses what pagellm cannot do, naming the option."""
@@ -157,9 +161,9 @@ class EngineArgs:
         p.seed = int(self.seed or 0)
         p.gpu_memory_utilization = float(self.gpu_memory_utilization)
         p.n_threads = int(self.n_threads)
-        p.allow_long_max_model_len = bool(self.allow_long_max_model_len)
-        if self.enforce_eager and any(f[0] == "enforce_eager" for f in p._fields_):
-            p.enforce_eager = True
+        for name in ("allow_long_max_model_len", "enforce_eager", "host_sampling",
+                     "cpu_scalar_kernels", "cuda_cublas_only"):
+            setattr(p, name, bool(getattr(self, name)))
         return p, keep
 
     def _create_core(self):
