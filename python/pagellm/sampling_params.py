@@ -162,7 +162,8 @@ class SamplingParams:
                      "spaces_between_special_tokens", "use_beam_search", "beam_width",
                      "length_penalty", "early_stopping"):
             v = getattr(self, name)
-            _check_c_range(name, v, c)
+            if isinstance(v, int) and not isinstance(v, bool):
+                _c_int(name, v)
             setattr(c, name, v)
         c.has_seed = self.seed is not None
         c.seed = self.seed or 0
@@ -242,11 +243,6 @@ def _c_int(name, v):
     if not -(1 << 31) <= v < 1 << 31:
         raise ValueError("SamplingParams.%s is out of range: %d" % (name, v))
     return v
-
-
-def _check_c_range(name, v, c):
-    if isinstance(v, int) and not isinstance(v, bool):
-        _c_int(name, v)
 
 
 def _int32_array(name, vs):
