@@ -496,12 +496,13 @@ struct pl_llm_stream;
 
 /*
  * Validates and queues a request on the engine thread. request_id: the name
- * its outputs carry (unique among unfinished requests; NULL: the engine's
- * number in decimal). params NULL: pl_llm_default_sampling_params. Refusals
- * (bad params or prompt: PL_STATUS_INVALID_ARGUMENT naming the field; too
- * many unfinished requests: PL_STATUS_LIMIT; beam search:
- * PL_STATUS_UNSUPPORTED) leave *out NULL, with the message in pl_llm_errmsg
- * (which is per thread, so concurrent callers each read their own).
+ * its outputs carry (NULL: the engine's number in decimal); streams are told
+ * apart by the engine's number, so names need not be unique. params NULL:
+ * pl_llm_default_sampling_params. Refusals (bad params or prompt, or prompt +
+ * max_tokens beyond max_model_len: PL_STATUS_INVALID_ARGUMENT naming the
+ * field; beam search: PL_STATUS_UNSUPPORTED) leave *out NULL, with the
+ * message in pl_llm_errmsg (which is per thread, so concurrent callers each
+ * read their own).
  */
 PL_API pl_status pl_llm_submit(struct pl_llm *llm, const char *request_id,
                                const struct pl_prompt *prompt,

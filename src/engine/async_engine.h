@@ -1,8 +1,10 @@
 /*
- * async_engine.h -- the engine thread and the thread-safe queues between it and servers.
+ * async_engine.h -- the engine thread and the thread-safe queues between it and its
+ * callers (the server, the worker, the library's streams).
  *
  * Owns: one thread that owns an engine (any struct pl_engine_ops implementation:
- * the real pl_llm adapter in production, fakes in tests), an inbox of commands
+ * a pl_llm handle's ops in production (engine/llm.c, started by pl_llm_submit or
+ * pl_llm_start_async), fakes in tests), an inbox of commands
  * (add, abort) that any thread may post, and one outbox per request that the
  * engine thread fills with deltas. Nothing outside the engine thread ever calls
  * the engine; other threads see it only through request handles, counters and

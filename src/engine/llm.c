@@ -580,7 +580,10 @@ static pl_status add_one(struct pl_llm *llm, uint64_t id, const char *name,
 /* True (with the message in err) once the engine thread owns the request interface. */
 static bool threaded(struct pl_llm *llm, struct pl_err *err)
 {
-    if (!llm->ae)
+    lock(llm);
+    bool has_thread = llm->ae != NULL;
+    unlock(llm);
+    if (!has_thread)
         return false;
     pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
                "the request interface is closed: this handle streams its requests "
@@ -1100,8 +1103,13 @@ pl_status pl_llm_start_async(struct pl_llm *llm, const struct pl_async_engine_pa
 void pl_llm_stop_async(struct pl_llm *llm)
 {
     /* not under mu: the engine thread takes it while it winds down */
-    pl_async_engine_free(llm->ae);
+    lock(llm);
+    struct pl_async_engine *ae = llm->ae;
+    unlock(llm);
+    pl_async_engine_free(ae);
+    lock(llm);
     llm->ae = NULL;
+    unlock(llm);
 }
 
 /* ---- streams ---- */

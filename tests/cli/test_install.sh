@@ -51,6 +51,14 @@ else
   bad "exports differ from PL_API (< header only, > exported only):"
   cat "$work/exports.diff"
 fi
+# every function the header declares is exported: a declaration without PL_API would
+# compile for callers and then fail to link against libpagellm.so
+if unmarked=$(grep -nE '^[a-z][a-z_ *]* \**pl_[a-z_0-9]+\(' "$src/include/pagellm.h"); then
+  bad "pagellm.h declares functions without PL_API:"
+  echo "$unmarked"
+else
+  ok "pagellm.h: every function is PL_API"
+fi
 printf '#include <pagellm.h>\nint main(void) { return pl_status_str(PL_STATUS_OK) == 0; }\n' \
   >"$work/alone.c"
 if cc -std=c11 -Wall -Wextra -Werror -I"$work/prefix/include" -c "$work/alone.c" \

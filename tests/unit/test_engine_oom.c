@@ -7,12 +7,15 @@
  * built from memory reserved when the request was added, with its samples'
  * finish reasons, finish_reason PL_FINISH_ERROR and error "out of memory for
  * the request's output" (PL_STATUS_NO_MEMORY). A request that is still running
- * loses nothing either: its news waits for a later poll. Under AddressSanitizer
- * (which owns malloc) the test skips.
+ * loses nothing either: its news waits for a later poll. The async engine does
+ * the same with what it routes: with allocations failing, a non-final delta is
+ * dropped but the last one arrives, in the struct and outbox slot reserved at
+ * submit. Under AddressSanitizer (which owns malloc) the test skips.
  */
 #include "test.h"
 
 #include "engine_test_model.h"
+#include "engine/async_engine.h"
 #include "engine/engine.h"
 
 #include <stdatomic.h>
@@ -26,9 +29,9 @@
 #define PL_TEST_ASAN 1
 #endif
 
+#ifndef PL_TEST_ASAN
 static atomic_bool g_fail_allocs;
 
-#ifndef PL_TEST_ASAN
 extern void *__libc_malloc(size_t n);
 extern void *__libc_calloc(size_t n, size_t size);
 extern void *__libc_realloc(void *p, size_t n);
@@ -47,7 +50,6 @@ void *realloc(void *p, size_t n)
 {
     return atomic_load(&g_fail_allocs) ? NULL : __libc_realloc(p, n);
 }
-#endif
 
 static struct pl_engine *engine_new(struct test_model *m, struct pl_engine_model *im)
 {
@@ -144,6 +146,87 @@ static void test_finish_survives_oom(void)
     tm_fini(&m);
 }
 
+/* An engine for the async engine whose one request yields a delta and its last
+ * delta in one poll, turning allocation failure on as it hands them over (the
+ * observer turns it off once the last one is routed). */
+struct oom_engine {
+    uint64_t id;
+    bool added, done;
+};
+
+static pl_status oe_add(void *e, const struct pl_engine_request *r, struct pl_err *err)
+{
+    struct oom_engine *o = e;
+    o->id = r->request_id;
+    o->added = true;
+    return PL_STATUS_OK;
+}
+
+static pl_status oe_step(void *e, struct pl_err *err)
+{
+    return PL_STATUS_OK;
+}
+
+static bool oe_has_unfinished(void *e)
+{
+    struct oom_engine *o = e;
+    return o->added && !o->done;
+}
+
+static int oe_poll(void *e, struct pl_request_output *items, int cap)
+{
+    struct oom_engine *o = e;
+    if (!o->added || o->done || cap < 2)
+        return 0;
+    o->done = true;
+    memset(items, 0, 2 * sizeof(*items));
+    items[0].request_num = items[1].request_num = o->id;
+    items[1].finished = true;
+    items[1].finish_reason = PL_FINISH_LENGTH;
+    atomic_store(&g_fail_allocs, true);
+    return 2;
+}
+
+static void oe_abort(void *e, uint64_t id) {}
+
+static void oe_stats(void *e, struct pl_llm_stats *out) {}
+
+static const struct pl_engine_ops oom_ops = {oe_add,   oe_step,  oe_has_unfinished,
+                                             oe_poll,  oe_abort, oe_stats};
+
+static void observe_end(void *user, const struct pl_request_output *o)
+{
+    if (o->finished)
+        atomic_store(&g_fail_allocs, false);
+}
+
+static void test_async_last_delta_reserved(void)
+{
+    struct oom_engine oe = {0};
+    struct pl_async_engine_params p;
+    pl_async_engine_params_default(&p);
+    p.observe = observe_end;
+    struct pl_async_engine *ae = NULL;
+    struct pl_err err;
+    REQUIRE(pl_async_engine_new(&oom_ops, &oe, &p, &ae, &err) == PL_STATUS_OK);
+    int32_t prompt[] = {1, 2};
+    struct pl_sampling_params sp;
+    pl_sampling_params_default(&sp);
+    struct pl_async_request *r = NULL;
+    REQUIRE(pl_async_engine_submit(ae, prompt, 2, &sp, NULL, NULL, &r, &err) == PL_STATUS_OK);
+    struct pl_request_output *d = pl_async_request_wait(r, 120.0); /* hang guard only */
+    atomic_store(&g_fail_allocs, false);
+    REQUIRE(d);
+    CHECK(d->finished && d->finish_reason == PL_FINISH_LENGTH); /* the first was dropped */
+    pl_request_output_free(d);
+    CHECK(pl_async_request_wait(r, 0) == NULL);
+    CHECK(pl_async_request_is_finished(r));
+    pl_async_request_release(r);
+    pl_async_engine_free(ae);
+}
+
+#endif /* !PL_TEST_ASAN */
+
 int main(void)
 {
 #ifdef PL_TEST_ASAN
@@ -151,6 +234,7 @@ int main(void)
     return 0;
 #else
     PL_RUN(test_finish_survives_oom);
+    PL_RUN(test_async_last_delta_reserved);
     return pl_test_summary();
 #endif
 }
