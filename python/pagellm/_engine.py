@@ -212,8 +212,10 @@ class EngineCore:
                 cparams[k] = cp
             elif any_params:  # None beside explicit sets: the defaults, as alone
                 lib.pl_llm_default_sampling_params(h, ctypes.byref(cparams[k]))
+        # the outputs carry the consumer's request ids (names need not be unique)
+        names = (ctypes.c_char_p * n)(*[str(it[0].request_id).encode("utf-8") for it in items])
         ptrs = (ctypes.c_void_p * n)()
-        st = lib.pl_llm_submit_all(h, None, prompts, n, cparams, n if any_params else 0, ptrs)
+        st = lib.pl_llm_submit_all(h, names, prompts, n, cparams, n if any_params else 0, ptrs)
         if st != _lib.PL_STATUS_OK:
             raise _lib.make_error(st, lib.pl_llm_errmsg(h).decode("utf-8", "replace"))
         streams = [_Stream(self, ctypes.c_void_p(ptrs[k]), items[k][0]) for k in range(n)]
