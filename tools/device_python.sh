@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # device_python.sh -- the Python package (python/pagellm) on the GPU machine (device tool),
-# over a CUDA-enabled libpagellm.so built on the development machine and carried with the
-# other binaries: .carry/bin/{pagellm,pl-mkmodel,libpagellm.so.0}, the shared libraries the
-# GPU image lacks in .carry/libs (jansson, pcre2, utf8proc).
+# over the CUDA-enabled libpagellm.so installed into .carry by `tools/device_library.sh
+# prepare` (run here after a build with nvcc): .carry/lib-prefix/lib/libpagellm.so.0,
+# .carry/libbin/{pagellm,pl-mkmodel}, the shared libraries the GPU image lacks in .carry/libs.
 #   1. greedy: Python's LLM.generate on --device cuda against `pagellm generate --device cuda
 #      --json` (token for token) on the tiny model, 4 prompts, 32 tokens;
 #   2. the same Python run on cpu (CUDA and CPU greedy tokens compared, reported only);
@@ -11,11 +11,14 @@
 # Logs and results.json under $OUT; a summary last. Under a minute on one H100.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-B=$ROOT/.carry/bin
+C=$ROOT/.carry
+B=$C/libbin
 OUT=${OUT:-/tmp/pl_python}
 mkdir -p "$OUT"
-export LD_LIBRARY_PATH=$ROOT/.carry/libs:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
-export PAGELLM_LIBRARY=${PAGELLM_LIBRARY:-$B/libpagellm.so.0} PAGELLM=$B/pagellm
+# the installed library, found by the dynamic loader (no PAGELLM_LIBRARY)
+export LD_LIBRARY_PATH=$C/lib-prefix/lib:$C/libs:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+unset PAGELLM_LIBRARY
+export PAGELLM=$B/pagellm
 export PYTHONPATH=$ROOT/python PAGELLM_LOG_LEVEL=warn
 M=/tmp/pl_python_model
 "$B/pl-mkmodel" --preset default --out "$M" >/dev/null || { echo "mkmodel failed"; exit 1; }
@@ -31,7 +34,8 @@ model, out = sys.argv[1], sys.argv[2]
 prompts = ["The best way to learn about AI is", "San Francisco is a city known for",
            "What is the capital of France?", "Hello"]
 greedy = SamplingParams(temperature=0, max_tokens=32, ignore_eos=True)
-res = {"library": library_path()}
+res = {"library": library_path(),
+       "library_is_installed_copy": "/.carry/lib-prefix/" in library_path()}
 cli = [json.loads(l)["outputs"][0]["token_ids"] for l in open(out + "/cli_cuda.jsonl")]
 ids = {}
 for dev in ("cuda", "cpu"):
