@@ -184,13 +184,10 @@ class EngineCore:
 
     # ---- requests (any thread) ----
 
-    def submit(self, items):
-        """Submits requests: items are (_Request, prompt_text, token_ids, SamplingParams
-        or None). Returns their _Streams. All or none, and admitted together
-        (pl_llm_submit_all), so a batch's unseeded sampling is reproducible; a refusal
-        is raised with the library's message (naming the prompt when there are several)."""
-        lib = self.lib
-        h = self._handle()
+    def _c_requests(self, items):
+        """(prompts, params or None, keep-alive) C arrays for items (see submit); a None
+        params beside explicit ones gets the handle's defaults, as alone."""
+        lib, h = self.lib, self._handle()
         n = len(items)
         prompts = (_lib.CPrompt * n)()
         keep = []
@@ -210,8 +207,42 @@ class EngineCore:
                 cp, pkeep = params._to_c()
                 keep.append(pkeep)
                 cparams[k] = cp
-            elif any_params:  # None beside explicit sets: the defaults, as alone
+            elif any_params:
                 lib.pl_llm_default_sampling_params(h, ctypes.byref(cparams[k]))
+        return prompts, cparams, keep
+
+    def generate_complete(self, items):
+        """Runs items through pl_llm_generate (beam search, which the streaming interface
+        does not run): waits for all and returns their RequestOutputs. The library
+        refuses while streamed requests are unfinished."""
+        lib, h = self.lib, self._handle()
+        n = len(items)
+        prompts, cparams, keep = self._c_requests(items)
+        outs = _lib.COutputs()
+        st = lib.pl_llm_generate(h, prompts, n, cparams, n if cparams is not None else 0,
+                                 ctypes.byref(outs))
+        try:
+            if st != _lib.PL_STATUS_OK:
+                raise _lib.make_error(st, lib.pl_llm_errmsg(h).decode("utf-8", "replace"))
+            results = []
+            for k in range(outs.n):
+                req = items[k][0]
+                self._merge(req, outs.items[k])
+                results.append(req.output())
+            return results
+        finally:
+            lib.pl_outputs_free(ctypes.byref(outs))
+
+    def submit(self, items):
+        """Submits requests: items are (_Request, prompt_text, token_ids, SamplingParams
+        or None). Returns their _Streams. All or none, and admitted together
+        (pl_llm_submit_all), so a batch's unseeded sampling is reproducible; a refusal
+        is raised with the library's message (naming the prompt when there are several)."""
+        lib = self.lib
+        h = self._handle()
+        n = len(items)
+        prompts, cparams, keep = self._c_requests(items)
+        any_params = cparams is not None
         # the outputs carry the consumer's request ids (names need not be unique)
         names = (ctypes.c_char_p * n)(*[str(it[0].request_id).encode("utf-8") for it in items])
         ptrs = (ctypes.c_void_p * n)()

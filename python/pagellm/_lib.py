@@ -293,6 +293,9 @@ _FUNCTIONS = {
     "pl_llm_vocab_size": (ctypes.c_int, [_handle]),
     "pl_llm_max_model_len": (ctypes.c_int, [_handle]),
     "pl_llm_token_id_exists": (ctypes.c_bool, [_handle, ctypes.c_int32]),
+    "pl_llm_generate": (ctypes.c_int, [_handle, _P(CPrompt), ctypes.c_int, _P(CSamplingParams),
+                                       ctypes.c_int, _P(COutputs)]),
+    "pl_outputs_free": (None, [_P(COutputs)]),
     # streaming
     "pl_llm_submit": (ctypes.c_int, [_handle, ctypes.c_char_p, _P(CPrompt), _P(CSamplingParams),
                                      _P(ctypes.c_void_p)]),

@@ -182,6 +182,9 @@ class LLM:
             req = _Request(self._next_id(), text, ids, p, False)
             text, ids = self._truncate(text, ids, p)
             items.append((req, text, ids, p))
+        if any(p is not None and p.use_beam_search for p in params):
+            # beam search runs through pl_llm_generate: whole outputs, no stream
+            return self._core.generate_complete(items)
         streams = self._core.submit(items)
         bar = None
         results = []

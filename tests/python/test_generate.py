@@ -181,6 +181,21 @@ class TestGenerate(unittest.TestCase):
                                                         truncate_prompt_tokens=3))[0]
         self.assertEqual(out.prompt_token_ids, ids[-3:])
 
+    def test_beam_search_equals_cli(self):
+        params = SamplingParams(use_beam_search=True, beam_width=3, max_tokens=8,
+                                ignore_eos=True)
+        outs = llm.generate(PROMPTS[:2], params)
+        ref = pltest.cli_generate(pltest.tiny_model(), PROMPTS[:2], "--beam-width", 3,
+                                  "--max-tokens", 8, "--ignore-eos")
+        for out, r in zip(outs, ref):
+            self.assertTrue(out.finished)
+            self.assertEqual([c.token_ids for c in out.outputs],
+                             [o["token_ids"] for o in r["outputs"]])
+            self.assertEqual([c.text for c in out.outputs], [o["text"] for o in r["outputs"]])
+        # streaming does not run beam search: refused with the library's message
+        with self.assertRaisesRegex(NotImplementedError, "beam"):
+            next(llm.stream("Hello", params))
+
     def test_default_sampling_params(self):
         self.assertEqual(SamplingParams(), llm.get_default_sampling_params())
         self.assertEqual(SamplingParams().output_kind, RequestOutputKind.CUMULATIVE)
