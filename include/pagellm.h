@@ -513,6 +513,21 @@ PL_API pl_status pl_llm_submit(struct pl_llm *llm, const char *request_id,
                                struct pl_llm_stream **out);
 
 /*
+ * pl_llm_submit for n_prompts requests at once, all or none: each is checked
+ * first (a refusal names the prompt: "prompt 2: ..."), then they are queued
+ * together, so the engine thread admits them in the same iteration, as
+ * pl_llm_generate does with its prompts. That keeps unseeded sampling (the
+ * engine's generator) reproducible for a batch, whatever the timing.
+ * request_ids: [n_prompts] names, or NULL (the engine's numbers). params: one
+ * set (n_params 1), one per prompt (n_params == n_prompts), or NULL (the
+ * defaults). out: [n_prompts] streams, all NULL on failure.
+ */
+PL_API pl_status pl_llm_submit_all(struct pl_llm *llm, const char *const *request_ids,
+                                   const struct pl_prompt *prompts, int n_prompts,
+                                   const struct pl_sampling_params *params, int n_params,
+                                   struct pl_llm_stream **out);
+
+/*
  * Takes the stream's next delta, waiting up to timeout_s seconds for one
  * (< 0: as long as it takes; 0: no wait). *out: the delta (free with
  * pl_request_output_free), or NULL when none came in time or the finished

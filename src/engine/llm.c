@@ -1138,58 +1138,111 @@ static pl_status stream_engine(struct pl_llm *llm, struct pl_async_engine **ae,
     return st;
 }
 
-static pl_status submit(struct pl_llm *llm, const char *request_id, const struct pl_prompt *prompt,
-                        const struct pl_sampling_params *params, struct pl_llm_stream **out,
-                        struct pl_err *err)
+/* One request of a submission, checked in the caller's thread. */
+struct prepared {
+    struct pl_sampling_params sp; /* an owned copy */
+    const int32_t *ids;
+    int n;
+    int32_t *owned;                /* ids when they were encoded here */
+};
+
+static void prepared_fini(struct prepared *p)
 {
+    free(p->owned);
+    pl_sampling_params_fini(&p->sp);
+}
+
+/* Everything a refusal can be found here, in the caller's thread. On failure p
+ * holds nothing (no fini needed). */
+static pl_status prepare(struct pl_llm *llm, const struct pl_prompt *prompt,
+                         const struct pl_sampling_params *params, struct prepared *p,
+                         struct pl_err *err)
+{
+    memset(p, 0, sizeof(*p));
     if (!prompt)
         return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "prompt: none given");
-    /* everything a refusal can be found here, in the caller's thread */
-    struct pl_sampling_params sp;
-    pl_status st = pl_sampling_params_copy(&sp, params ? params : &llm->defaults, err);
+    pl_status st = pl_sampling_params_copy(&p->sp, params ? params : &llm->defaults, err);
     if (st != PL_STATUS_OK)
         return st;
-    st = pl_sampling_params_validate(&sp, llm->vocab, err);
-    if (st == PL_STATUS_OK && sp.use_beam_search)
+    st = pl_sampling_params_validate(&p->sp, llm->vocab, err);
+    if (st == PL_STATUS_OK && p->sp.use_beam_search)
         st = pl_err_set(err, PL_STATUS_UNSUPPORTED,
                         "use_beam_search: beam search runs through pl_llm_generate, not as a "
                         "streamed request");
-    const int32_t *ids = NULL;
-    int n = 0;
-    int32_t *owned = NULL;
     if (st == PL_STATUS_OK)
-        st = prompt_ids(llm, prompt, true, &ids, &n, &owned, err);
+        st = prompt_ids(llm, prompt, true, &p->ids, &p->n, &p->owned, err);
     struct pl_vocab_check v = vocab_of(llm);
     if (st == PL_STATUS_OK)
-        st = pl_vocab_check_prompt(&v, ids, n, err);
+        st = pl_vocab_check_prompt(&v, p->ids, p->n, err);
     if (st == PL_STATUS_OK)
-        st = pl_vocab_check_params(&v, &sp, err);
-    if (st == PL_STATUS_OK && n >= llm->max_model_len)
+        st = pl_vocab_check_params(&v, &p->sp, err);
+    if (st == PL_STATUS_OK && p->n >= llm->max_model_len)
         st = pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
                         "the prompt (%d tokens) leaves no room to generate within "
-                        "max_model_len (%d)", n, llm->max_model_len);
-    if (st == PL_STATUS_OK && sp.max_tokens >= 1 && (int64_t)n + sp.max_tokens > llm->max_model_len)
+                        "max_model_len (%d)", p->n, llm->max_model_len);
+    if (st == PL_STATUS_OK && p->sp.max_tokens >= 1 &&
+        (int64_t)p->n + p->sp.max_tokens > llm->max_model_len)
         st = pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
                         "max_tokens: the prompt (%d tokens) + max_tokens (%d) exceeds "
-                        "max_model_len (%d)", n, sp.max_tokens, llm->max_model_len);
+                        "max_model_len (%d)", p->n, p->sp.max_tokens, llm->max_model_len);
+    if (st != PL_STATUS_OK)
+        prepared_fini(p);
+    return st;
+}
+
+/* Checks n requests, then queues them together (pl_async_engine_submit_all: the
+ * engine thread admits them in one iteration) or none. */
+static pl_status submit(struct pl_llm *llm, const char *const *request_ids,
+                        const struct pl_prompt *prompts, int n,
+                        const struct pl_sampling_params *params, int n_params,
+                        struct pl_llm_stream **out, struct pl_err *err)
+{
+    if (n < 1 || !prompts)
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "prompts: none given");
+    if (params && n_params != 1 && n_params != n)
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                          "params: %d sets for %d prompts (give 1 or one per prompt)",
+                          n_params, n);
+    struct prepared *preps = calloc((size_t)n, sizeof(*preps));
+    struct pl_async_submission *subs = calloc((size_t)n, sizeof(*subs));
+    struct pl_async_request **reqs = calloc((size_t)n, sizeof(*reqs));
+    pl_status st = preps && subs && reqs ? PL_STATUS_OK
+                                         : pl_err_set(err, PL_STATUS_NO_MEMORY, "out of memory");
+    int n_prep = 0;
+    for (; st == PL_STATUS_OK && n_prep < n; n_prep++) {
+        int i = n_prep;
+        const struct pl_sampling_params *p = params ? &params[n_params == 1 ? 0 : i] : NULL;
+        st = prepare(llm, &prompts[i], p, &preps[i], err);
+        if (st != PL_STATUS_OK) {
+            if (n > 1)
+                pl_err_prefix(err, "prompt %d", i);
+            break;
+        }
+        subs[i] = (struct pl_async_submission){
+            preps[i].ids, preps[i].n, &preps[i].sp, NULL, request_ids ? request_ids[i] : NULL,
+            prompts[i].token_ids ? NULL : prompts[i].text};
+    }
     struct pl_async_engine *ae = NULL;
     if (st == PL_STATUS_OK)
         st = stream_engine(llm, &ae, err);
-    struct pl_llm_stream *s = NULL;
-    if (st == PL_STATUS_OK && !(s = calloc(1, sizeof(*s))))
-        st = pl_err_set(err, PL_STATUS_NO_MEMORY, "out of memory");
-    if (st == PL_STATUS_OK) {
-        struct pl_async_submission sub = {ids, n, &sp, NULL, request_id,
-                                          prompt->token_ids ? NULL : prompt->text};
-        st = pl_async_engine_submit_all(ae, &sub, 1, NULL, NULL, &s->req, err);
+    for (int i = 0; st == PL_STATUS_OK && i < n; i++)
+        if (!(out[i] = calloc(1, sizeof(*out[i]))))
+            st = pl_err_set(err, PL_STATUS_NO_MEMORY, "out of memory");
+    if (st == PL_STATUS_OK)
+        st = pl_async_engine_submit_all(ae, subs, n, NULL, NULL, reqs, err);
+    for (int i = 0; i < n; i++) {
+        if (st == PL_STATUS_OK) {
+            out[i]->req = reqs[i];
+        } else {
+            free(out[i]);
+            out[i] = NULL;
+        }
     }
-    if (st != PL_STATUS_OK) {
-        free(s);
-        s = NULL;
-    }
-    *out = s;
-    free(owned);
-    pl_sampling_params_fini(&sp);
+    for (int i = 0; i < n_prep; i++) /* the async engine copied what it kept */
+        prepared_fini(&preps[i]);
+    free(preps);
+    free(subs);
+    free(reqs);
     return st;
 }
 
@@ -1201,7 +1254,28 @@ pl_status pl_llm_submit(struct pl_llm *llm, const char *request_id,
     if (not_open(llm))
         return PL_STATUS_INVALID_ARGUMENT;
     struct pl_err err;
-    pl_status st = submit(llm, request_id, prompt, params, out, &err);
+    if (!prompt)
+        return fail(llm, &err, pl_err_set(&err, PL_STATUS_INVALID_ARGUMENT,
+                                          "prompt: none given"));
+    pl_status st = submit(llm, request_id ? &request_id : NULL, prompt, 1, params, 1, out,
+                          &err);
+    return st == PL_STATUS_OK ? ok(llm) : fail(llm, &err, st);
+}
+
+pl_status pl_llm_submit_all(struct pl_llm *llm, const char *const *request_ids,
+                            const struct pl_prompt *prompts, int n_prompts,
+                            const struct pl_sampling_params *params, int n_params,
+                            struct pl_llm_stream **out)
+{
+    for (int i = 0; out && i < n_prompts; i++)
+        out[i] = NULL;
+    if (not_open(llm))
+        return PL_STATUS_INVALID_ARGUMENT;
+    struct pl_err err;
+    if (!out)
+        return fail(llm, &err, pl_err_set(&err, PL_STATUS_INVALID_ARGUMENT,
+                                          "out: no array for the streams"));
+    pl_status st = submit(llm, request_ids, prompts, n_prompts, params, n_params, out, &err);
     return st == PL_STATUS_OK ? ok(llm) : fail(llm, &err, st);
 }
 
