@@ -222,6 +222,7 @@ class CLLMParams(ctypes.Structure):
         ("host_sampling", ctypes.c_bool),
         ("cpu_scalar_kernels", ctypes.c_bool),
         ("cuda_cublas_only", ctypes.c_bool),
+        ("tensor_parallel_size", ctypes.c_int),
     ]
 
 

@@ -96,7 +96,8 @@ class TestEngineFailure(unittest.TestCase):
 class TestOptions(unittest.TestCase):
     def test_unsupported_options_are_refused(self):
         model = pltest.tiny_model()
-        for kwargs, word in (({"tensor_parallel_size": 2}, "tensor_parallel_size"),
+        for kwargs, word in (({"pipeline_parallel_size": 2}, "pipeline_parallel_size"),
+                             ({"tensor_parallel_size": 0}, "tensor_parallel_size"),
                              ({"quantization": "awq"}, "quantization"),
                              ({"dtype": "int8"}, "dtype"),
                              ({"enable_lora": True}, "LoRA"),
@@ -105,6 +106,22 @@ class TestOptions(unittest.TestCase):
                 LLM(model=model, **kwargs)
         with self.assertRaisesRegex(TypeError, "no_such_option"):
             LLM(model=model, no_such_option=1)
+
+    def test_tensor_parallel_gives_tp1_tokens(self):
+        # tensor_parallel_size reaches the C engine: on the CPU backend 2 ranks of the
+        # tiny model must give the greedy tokens of one
+        model = pltest.tiny_model()
+        sp = SamplingParams(temperature=0, max_tokens=8)
+        prompts = [[1, 2, 3, 4], [5, 6, 7]]
+        one = LLM(model=model, device="cpu")
+        want = [o.outputs[0].token_ids for o in one.generate(prompts, sp, use_tqdm=False)]
+        del one
+        two = LLM(model=model, device="cpu", tensor_parallel_size=2)
+        got = [o.outputs[0].token_ids for o in two.generate(prompts, sp, use_tqdm=False)]
+        self.assertEqual(got, want)
+        with self.assertRaises(pagellm.PagellmError) as cm:  # 8 heads do not split 3 ways
+            LLM(model=model, device="cpu", tensor_parallel_size=3)
+        self.assertIn("3", str(cm.exception))
 
     def test_model_errors_carry_the_c_message(self):
         with self.assertRaisesRegex(ValueError, "no such directory"):

@@ -89,9 +89,12 @@ class EngineArgs:
                              % (name, getattr(self, name), why))
         if not isinstance(self.model, str) or not self.model:
             raise ValueError("model must be a model directory or a Hub id (a non-empty str)")
-        for name in ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size"):
+        tp = self.tensor_parallel_size
+        if tp is not None and (isinstance(tp, bool) or not isinstance(tp, int) or tp < 1):
+            raise ValueError("tensor_parallel_size must be a positive int, got %r" % (tp,))
+        for name in ("pipeline_parallel_size", "data_parallel_size"):
             if getattr(self, name) not in (1, None):
-                refuse(name, "a model runs on one device")
+                refuse(name, "only tensor parallelism is implemented (docs/parallel.md)")
         if self.distributed_executor_backend not in (None, "mp", "uni"):
             refuse("distributed_executor_backend", "a model runs on one device")
         if self.quantization is not None:
@@ -161,6 +164,7 @@ class EngineArgs:
         p.seed = int(self.seed or 0)
         p.gpu_memory_utilization = float(self.gpu_memory_utilization)
         p.n_threads = int(self.n_threads)
+        p.tensor_parallel_size = int(self.tensor_parallel_size or 1)
         for name in ("allow_long_max_model_len", "enforce_eager", "host_sampling",
                      "cpu_scalar_kernels", "cuda_cublas_only"):
             setattr(p, name, bool(getattr(self, name)))
