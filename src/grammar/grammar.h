@@ -119,6 +119,8 @@ struct pl_grammar_cache;
 pl_status pl_grammar_cache_new(const struct pl_grammar_vocab *vocab, int max_grammars,
                                struct pl_grammar_cache **out, struct pl_err *err);
 void pl_grammar_cache_free(struct pl_grammar_cache *c);
+/* Mask lookups answered from the cache, and masks computed (benchmarks, tests). */
+void pl_grammar_cache_stats(const struct pl_grammar_cache *c, uint64_t *hits, uint64_t *misses);
 
 /* ---- matchers: one per constrained sequence ----------------------------------------- */
 
