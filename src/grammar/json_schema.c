@@ -19,7 +19,7 @@
  *   - annotations (title, description, default, examples, $schema, $id, ...)
  *     are ignored. Any other keyword is refused naming it and where it is.
  * Properties are generated in the schema's order; numbers have at most 16
- * integer digits, 16 fraction digits and a 3-digit exponent, so that a
+ * integer digits, 16 fraction digits and a 2-digit exponent (1e99 fits a double), so that a
  * constrained output cannot run on forever inside one number.
  */
 #include "grammar/grammar_internal.h"
@@ -94,10 +94,14 @@ static void need_char(struct js *j)
     if (j->have_char)
         return;
     j->have_char = true;
+    /* escapes of code points only: \uXXXX outside the surrogates, or a surrogate pair */
+    const char *p = j->px;
+    gr_buf_printf(&j->out, "%shex ::= [0-9a-fA-F]\n", p);
     gr_buf_printf(&j->out,
                   "%schar ::= [^\"\\\\\\x00-\\x1F] | \"\\\\\" ([\"\\\\/bfnrt] | \"u\" "
-                  "[0-9a-fA-F]{4})\n",
-                  j->px);
+                  "([0-9a-cA-CefEF] %shex %shex %shex | [dD] [0-7] %shex %shex | [dD] [89abAB] "
+                  "%shex %shex \"\\\\u\" [dD] [c-fC-F] %shex %shex))\n",
+                  p, p, p, p, p, p, p, p, p, p);
 }
 
 static void need_string(struct js *j)
@@ -125,7 +129,7 @@ static void need_number(struct js *j)
     j->have_number = true;
     need_integer(j);
     gr_buf_printf(&j->out,
-                  "%snumber ::= %sinteger (\".\" [0-9]{1,16})? ([eE] [-+]? [0-9]{1,3})?\n",
+                  "%snumber ::= %sinteger (\".\" [0-9]{1,16})? ([eE] [-+]? [0-9]{1,2})?\n",
                   j->px, j->px);
 }
 

@@ -229,7 +229,7 @@ struct level {
 };
 
 struct cgram {
-    struct pl_grammar *g; /* NULL: free entry */
+    struct pl_grammar *g;
     char *key;            /* kind byte + text + NUL + ws */
     size_t key_len;
     uint32_t uid;
@@ -246,8 +246,9 @@ struct mslot {
 
 struct pl_grammar_cache {
     const struct pl_grammar_vocab *v;
-    struct cgram *grams; /* [max_grams] */
-    int max_grams;
+    struct cgram **grams; /* [n_grams]: entries stay put (matchers point at them) */
+    int n_grams, cap_grams;
+    int max_grams;        /* grammars kept that no matcher uses */
     uint32_t next_uid;
     uint64_t tick;
     /* mask cache: n_msets sets of MASK_WAYS slots */
@@ -297,7 +298,6 @@ pl_status pl_grammar_cache_new(const struct pl_grammar_vocab *v, int max_grams,
         n_slots = 16384;
     c->n_msets = (int)(n_slots / MASK_WAYS);
     n_slots = (size_t)c->n_msets * MASK_WAYS;
-    c->grams = calloc((size_t)c->max_grams, sizeof(*c->grams));
     c->slots = calloc(n_slots, sizeof(*c->slots));
     c->masks = malloc(n_slots * c->W * sizeof(uint32_t));
     c->nodes = malloc((size_t)NODE_CAP * sizeof(*c->nodes));
@@ -306,7 +306,7 @@ pl_status pl_grammar_cache_new(const struct pl_grammar_vocab *v, int max_grams,
     c->levels = malloc((size_t)(v->max_len + 2) * sizeof(*c->levels));
     c->tmp = malloc(MAX_LEAVES_PER_LEVEL * sizeof(uint64_t));
     c->next_uid = 1;
-    if (!c->grams || !c->slots || !c->masks || !c->nodes || !c->leaves || !c->levels || !c->tmp) {
+    if (!c->slots || !c->masks || !c->nodes || !c->leaves || !c->levels || !c->tmp) {
         pl_grammar_cache_free(c);
         return pl_err_set(err, PL_STATUS_NO_MEMORY, "grammar cache: out of memory");
     }
@@ -318,9 +318,10 @@ void pl_grammar_cache_free(struct pl_grammar_cache *c)
 {
     if (!c)
         return;
-    for (int i = 0; c->grams && i < c->max_grams; i++) {
-        pl_grammar_free(c->grams[i].g);
-        free(c->grams[i].key);
+    for (int i = 0; i < c->n_grams; i++) {
+        pl_grammar_free(c->grams[i]->g);
+        free(c->grams[i]->key);
+        free(c->grams[i]);
     }
     free(c->grams);
     free(c->slots);
@@ -538,37 +539,54 @@ static struct cgram *get_grammar(struct pl_grammar_cache *c, enum pl_constraint_
         memcpy(key + 2 + tl, ws, wl);
     kl = 2 + tl + wl;
     c->tick++;
-    int victim = -1;
-    for (int i = 0; i < c->max_grams; i++) {
-        struct cgram *g = &c->grams[i];
-        if (g->g && g->key_len == kl && !memcmp(g->key, key, kl)) {
+    for (int i = 0; i < c->n_grams; i++) {
+        struct cgram *g = c->grams[i];
+        if (g->key_len == kl && !memcmp(g->key, key, kl)) {
             free(key);
             g->last_use = c->tick;
             return g;
         }
-    }
-    for (int i = 0; i < c->max_grams && victim < 0; i++)
-        if (!c->grams[i].g)
-            victim = i;
-    if (victim < 0)
-        for (int i = 0; i < c->max_grams; i++)
-            if (c->grams[i].refs == 0 &&
-                (victim < 0 || c->grams[i].last_use < c->grams[victim].last_use))
-                victim = i;
-    if (victim < 0) {
-        free(key);
-        pl_err_set(err, PL_STATUS_LIMIT, "grammar: %d different grammars are in use at once",
-                   c->max_grams);
-        return NULL;
     }
     struct pl_grammar *G;
     if (pl_grammar_compile(kind, text, ws, &G, err) != PL_STATUS_OK) {
         free(key);
         return NULL;
     }
-    struct cgram *g = &c->grams[victim];
-    pl_grammar_free(g->g);
-    free(g->key);
+    /* past max_grams unused grammars, the least recently used unused one goes */
+    int n_unused = 0, victim = -1;
+    for (int i = 0; i < c->n_grams; i++) {
+        if (c->grams[i]->refs)
+            continue;
+        n_unused++;
+        if (victim < 0 || c->grams[i]->last_use < c->grams[victim]->last_use)
+            victim = i;
+    }
+    if (n_unused >= c->max_grams && victim >= 0) {
+        struct cgram *old = c->grams[victim];
+        pl_grammar_free(old->g);
+        free(old->key);
+        free(old);
+        c->grams[victim] = c->grams[--c->n_grams];
+    }
+    struct cgram *g = calloc(1, sizeof(*g));
+    if (g && c->n_grams == c->cap_grams) {
+        int cap = c->cap_grams ? c->cap_grams * 2 : 16;
+        struct cgram **a = realloc(c->grams, (size_t)cap * sizeof(*a));
+        if (a) {
+            c->grams = a;
+            c->cap_grams = cap;
+        } else {
+            free(g);
+            g = NULL;
+        }
+    }
+    if (!g) {
+        pl_grammar_free(G);
+        free(key);
+        pl_err_set(err, PL_STATUS_NO_MEMORY, "grammar: out of memory");
+        return NULL;
+    }
+    c->grams[c->n_grams++] = g;
     g->g = G;
     g->key = key;
     g->key_len = kl;
