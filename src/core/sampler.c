@@ -591,5 +591,5 @@ bool pl_sampler_row_is_basic(const struct pl_sampler_row *row)
         return false;
     bool min_tokens_mask =
         row->n_output < p->min_tokens && (row->n_eos > 0 || p->n_stop_token_ids > 0);
-    return !p->allowed_token_ids && p->n_logit_bias == 0 && !min_tokens_mask && !row->token_mask;
+    return !p->allowed_token_ids && p->n_logit_bias == 0 && !min_tokens_mask;
 }

@@ -107,8 +107,9 @@ pl_status pl_sampler_sample_rows(struct pl_sampler *s, const float *logits,
 
 /*
  * True when the row uses only what every backend sample op implements:
- * temperature, top_k, top_p, min_p, the three penalties and logprobs. False
- * when it needs allowed_token_ids, logit_bias, a token_mask or an active min_tokens mask
+ * temperature, top_k, top_p, min_p, the three penalties, logprobs and the
+ * token_mask of structured output. False when it needs allowed_token_ids,
+ * logit_bias or an active min_tokens mask
  * (those rows go through the host sampler).
  */
 bool pl_sampler_row_is_basic(const struct pl_sampler_row *row);
