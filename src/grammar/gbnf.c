@@ -873,6 +873,67 @@ static bool find_left_cycle(struct gb *g, const bool *nullable, int r, char *mar
     return false;
 }
 
+/*
+ * first[] / tail_nullable[] / rule_nullable[] by a fixpoint: each alternative is
+ * walked backwards (an element's tail is the element then the next one's tail), and
+ * the rules' sets grow until nothing changes.
+ */
+static bool derive_first(struct pl_grammar *G)
+{
+    G->first = calloc((size_t)G->n_el, sizeof(*G->first));
+    G->tail_nullable = calloc((size_t)G->n_el, sizeof(bool));
+    G->rule_nullable = calloc((size_t)G->n_rules, sizeof(bool));
+    uint32_t(*rfirst)[8] = calloc((size_t)G->n_rules, sizeof(*rfirst));
+    if (!G->first || !G->tail_nullable || !G->rule_nullable || !rfirst) {
+        free(rfirst);
+        return false;
+    }
+    for (bool changed = true; changed;) {
+        changed = false;
+        for (int r = 0; r < G->n_rules; r++) {
+            for (int a = G->rule_alt0[r]; a < G->rule_alt0[r + 1]; a++) {
+                int p0 = G->alt_start[a], end = p0;
+                while (G->el[end].kind != GR_END)
+                    end++;
+                G->tail_nullable[end] = true;
+                for (int p = end - 1; p >= p0; p--) {
+                    uint32_t f[8];
+                    bool nul;
+                    if (G->el[p].kind == GR_BYTES) {
+                        memcpy(f, G->sets[G->el[p].arg], sizeof(f));
+                        nul = false;
+                    } else {
+                        int q = G->el[p].arg;
+                        memcpy(f, rfirst[q], sizeof(f));
+                        nul = G->rule_nullable[q] && G->tail_nullable[p + 1];
+                        if (G->rule_nullable[q])
+                            for (int w = 0; w < 8; w++)
+                                f[w] |= G->first[p + 1][w];
+                    }
+                    if (memcmp(f, G->first[p], sizeof(f)) || nul != G->tail_nullable[p]) {
+                        memcpy(G->first[p], f, sizeof(f));
+                        G->tail_nullable[p] = nul;
+                        changed = true;
+                    }
+                }
+                for (int w = 0; w < 8; w++) {
+                    uint32_t v = rfirst[r][w] | G->first[p0][w];
+                    if (v != rfirst[r][w]) {
+                        rfirst[r][w] = v;
+                        changed = true;
+                    }
+                }
+                if (G->tail_nullable[p0] && !G->rule_nullable[r]) {
+                    G->rule_nullable[r] = true;
+                    changed = true;
+                }
+            }
+        }
+    }
+    free(rfirst);
+    return true;
+}
+
 static pl_status finish(struct gb *g, struct pl_grammar **out)
 {
     for (int r = 0; r < g->n_rules; r++)
@@ -950,6 +1011,10 @@ static pl_status finish(struct gb *g, struct pl_grammar **out)
     G->n_alts = k;
     G->n_rules = g->n_rules;
     G->root = root;
+    if (!derive_first(G)) {
+        pl_grammar_free(G);
+        return oom(g);
+    }
     *out = G;
     return PL_STATUS_OK;
 }
@@ -984,5 +1049,8 @@ void pl_grammar_free(struct pl_grammar *G)
     free(G->alt_start);
     free(G->rule_alt0);
     free(G->sets);
+    free(G->first);
+    free(G->tail_nullable);
+    free(G->rule_nullable);
     free(G);
 }

@@ -36,6 +36,12 @@ struct pl_grammar {
     int32_t *rule_alt0;  /* [n_rules + 1] first alternative of each rule */
     int n_rules;
     int root;            /* the start rule */
+    /* derived (the matcher's pruning): per element position p, the bytes that can come
+     * first in the rest of its alternative from p (first[p]) and whether that rest can
+     * match nothing (tail_nullable[p]); per rule, whether it can match nothing */
+    uint32_t (*first)[8];  /* [n_el] */
+    bool *tail_nullable;   /* [n_el] */
+    bool *rule_nullable;   /* [n_rules] */
 };
 
 static inline bool gr_set_has(const uint32_t *set, unsigned b)
@@ -45,7 +51,7 @@ static inline bool gr_set_has(const uint32_t *set, unsigned b)
 
 /* Limits that keep a request from asking for unbounded work at compile time. */
 #define GR_MAX_TEXT (1 << 20)      /* bytes of grammar / schema / regex text */
-#define GR_MAX_ELEMENTS (1 << 21)  /* elements of a compiled grammar */
+#define GR_MAX_ELEMENTS (1 << 19)  /* elements of a compiled grammar */
 #define GR_MAX_REPEAT 10000        /* the largest {m,n} bound */
 #define GR_MAX_DEPTH 200           /* nesting of groups / schemas */
 

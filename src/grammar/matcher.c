@@ -4,11 +4,13 @@
  * Owns: struct pl_grammar_vocab, struct pl_grammar_cache, struct pl_grammar_matcher.
  *
  * A state is a set of stacks; each stack is a chain of nodes (pos, parent), the
- * top node's pos being the next element to match. States are kept normalized:
- * every top is a byte class (references are expanded into their alternatives,
- * ends of alternatives pop), plus an "accepting" flag when some stack emptied.
- * A reference in tail position (followed by the end of its alternative) does not
- * push its continuation, so `R ::= X R | ()` repeats at a fixed depth. A node's
+ * top node's pos being the next element to match, plus an "accepting" flag when
+ * some stack can end there. Stacks are lazy: a top may be a rule reference, and a
+ * byte expands a reference only into the alternatives whose first bytes
+ * (grammar_internal.h: first[], from a fixpoint at compile time) include it, so a
+ * byte that cannot come costs one bit test. A reference in tail position
+ * (followed by the end of its alternative) does not push its continuation, so
+ * `R ::= X R | ()` repeats at a fixed depth. A node's
  * hash covers its whole chain, so equal stacks have equal hashes: duplicates are
  * dropped, and a state's key (its sorted stack hashes, the accepting flag and the
  * grammar) indexes the mask cache.
@@ -49,7 +51,8 @@ struct pl_grammar_vocab {
     int32_t *lcp;          /* [n_sorted] common prefix with the previous sorted token */
     int32_t *id_off;       /* [n_tokens] */
     int32_t *id_len;       /* [n_tokens]; -1: never allowed */
-    char *bytes;
+    char *bytes;           /* by id */
+    char *sbytes;          /* the same in sorted order (the mask walk reads it in sequence) */
     int max_len;
     int32_t *eos;          /* [n_eos] */
     int n_eos;
@@ -81,6 +84,7 @@ void pl_grammar_vocab_free(struct pl_grammar_vocab *v)
     free(v->id_off);
     free(v->id_len);
     free(v->bytes);
+    free(v->sbytes);
     free(v->eos);
     free(v);
 }
@@ -151,13 +155,21 @@ pl_status pl_grammar_vocab_new(int n_tokens, const char *const *tokens, const in
     g_sort_len = v->id_len;
     qsort(v->sorted_id, (size_t)n_sorted, sizeof(int32_t), cmp_tok);
     free(off_by_id);
+    v->sbytes = malloc(total ? total : 1);
+    if (!v->sbytes) {
+        pl_grammar_vocab_free(v);
+        return pl_err_set(err, PL_STATUS_NO_MEMORY, "grammar vocab: out of memory");
+    }
+    uint32_t so = 0;
     for (int i = 0; i < n_sorted; i++) {
         int32_t id = v->sorted_id[i];
-        v->sorted_off[i] = (uint32_t)v->id_off[id];
+        memcpy(v->sbytes + so, v->bytes + v->id_off[id], (size_t)v->id_len[id]);
+        v->sorted_off[i] = so;
+        so += (uint32_t)v->id_len[id];
         v->sorted_len[i] = v->id_len[id];
         int l = 0;
         if (i > 0) {
-            const char *a = v->bytes + v->sorted_off[i - 1], *b = v->bytes + v->sorted_off[i];
+            const char *a = v->sbytes + v->sorted_off[i - 1], *b = v->sbytes + v->sorted_off[i];
             int n = v->sorted_len[i - 1] < v->sorted_len[i] ? v->sorted_len[i - 1]
                                                             : v->sorted_len[i];
             while (l < n && a[l] == b[l])
@@ -220,6 +232,7 @@ struct snode {
     int32_t pos;
     int32_t parent; /* node index, -1: bottom */
     uint64_t h;     /* hash of the chain */
+    bool cn;        /* the whole stack can match nothing more (accepting) */
 };
 
 struct level {
@@ -356,12 +369,36 @@ static int new_node(struct pl_grammar_cache *c, int32_t pos, int32_t parent)
     c->nodes[n].parent = parent;
     uint64_t ph = parent >= 0 ? c->nodes[parent].h : 0x5bd1e9955bd1e995ull;
     c->nodes[n].h = mix64(ph * 0x9e3779b97f4a7c15ull + (uint64_t)pos + 1);
+    c->nodes[n].cn = c->G->tail_nullable[pos] && (parent < 0 || c->nodes[parent].cn);
     return n;
 }
 
-/* Adds node as a leaf of the level being built (leaves from `first`), without duplicates. */
-static void add_leaf(struct pl_grammar_cache *c, int first, int node)
+static bool first_empty(const struct pl_grammar *G, int32_t pos)
 {
+    const uint32_t *f = G->first[pos];
+    return !(f[0] | f[1] | f[2] | f[3] | f[4] | f[5] | f[6] | f[7]);
+}
+
+/*
+ * Adds the stack whose top is node as a leaf of the level being built (leaves from
+ * `first`), without duplicates. A top that can consume no byte is popped when the
+ * rest of its alternative can be empty (down to an empty stack: *acc), else dropped.
+ * *acc is also set when the whole stack can match nothing more.
+ */
+static void add_leaf(struct pl_grammar_cache *c, int first, int node, bool *acc)
+{
+    const struct pl_grammar *G = c->G;
+    while (first_empty(G, c->nodes[node].pos)) {
+        if (!G->tail_nullable[c->nodes[node].pos])
+            return;
+        node = c->nodes[node].parent;
+        if (node < 0) {
+            *acc = true;
+            return;
+        }
+    }
+    if (c->nodes[node].cn)
+        *acc = true;
     uint64_t h = c->nodes[node].h;
     for (int i = first; i < c->n_leaves; i++)
         if (c->nodes[c->leaves[i]].h == h)
@@ -373,63 +410,71 @@ static void add_leaf(struct pl_grammar_cache *c, int first, int node)
     c->leaves[c->n_leaves++] = node;
 }
 
-/* Normalizes the stack whose top is node into leaves of the level being built. */
-static void expand(struct pl_grammar_cache *c, int first, int node, bool *acc, int depth)
+/*
+ * Consumes byte b from the stack whose top is node, adding the resulting stacks as
+ * leaves. Stacks stay lazy: a reference is expanded only into the alternatives whose
+ * first bytes include b. exit_ok: the rest of node's alternative may be skipped (when
+ * it can be empty) to consume b in the parent; false for an alternative just entered,
+ * whose skipping is the enclosing reference's (rule_nullable) case, so that no
+ * derivation is walked twice.
+ */
+static void step(struct pl_grammar_cache *c, int node, unsigned b, bool exit_ok, int first,
+                 bool *acc, int depth)
 {
     const struct pl_grammar *G = c->G;
     if (depth > MAX_EXPAND_DEPTH) {
         c->overflow = true;
         return;
     }
-    while (node >= 0) {
-        struct gr_elem e = G->el[c->nodes[node].pos];
-        if (e.kind == GR_BYTES) {
-            add_leaf(c, first, node);
+    int32_t p = c->nodes[node].pos;
+    int parent = c->nodes[node].parent;
+    if (exit_ok && G->tail_nullable[p] && parent >= 0)
+        step(c, parent, b, true, first, acc, depth + 1);
+    if (!gr_set_has(G->first[p], b))
+        return;
+    struct gr_elem e = G->el[p];
+    if (e.kind == GR_BYTES) {
+        if (G->el[p + 1].kind == GR_END) {
+            if (parent < 0)
+                *acc = true;
+            else
+                add_leaf(c, first, parent, acc);
             return;
         }
-        if (e.kind == GR_END) {
-            int parent = c->nodes[node].parent;
-            if (parent < 0) {
-                *acc = true;
-                return;
-            }
-            node = parent; /* the parent's pos is the continuation */
-            continue;
-        }
-        int32_t cont = c->nodes[node].pos + 1;
-        int base = c->nodes[node].parent;
-        if (G->el[cont].kind != GR_END) {
-            base = new_node(c, cont, base);
-            if (base < 0)
-                return;
-        }
-        for (int a = G->rule_alt0[e.arg]; a < G->rule_alt0[e.arg + 1]; a++) {
-            int child = new_node(c, G->alt_start[a], base);
-            if (child < 0)
-                return;
-            expand(c, first, child, acc, depth + 1);
-        }
+        int n = new_node(c, p + 1, parent);
+        if (n >= 0)
+            add_leaf(c, first, n, acc);
         return;
+    }
+    int32_t cont = p + 1;
+    bool tail = G->el[cont].kind == GR_END;
+    if (!tail && G->rule_nullable[e.arg] && gr_set_has(G->first[cont], b)) {
+        int n = new_node(c, cont, parent);
+        if (n >= 0)
+            step(c, n, b, false, first, acc, depth + 1);
+    }
+    int base = parent;
+    for (int a = G->rule_alt0[e.arg]; a < G->rule_alt0[e.arg + 1]; a++) {
+        if (!gr_set_has(G->first[G->alt_start[a]], b))
+            continue;
+        if (base == parent && !tail && (base = new_node(c, cont, parent)) < 0)
+            return;
+        int child = new_node(c, G->alt_start[a], base);
+        if (child < 0)
+            return;
+        step(c, child, b, false, first, acc, depth + 1);
     }
 }
 
 /* Builds level d + 1 from level d by byte b. */
 static void advance(struct pl_grammar_cache *c, int d, unsigned b)
 {
-    const struct pl_grammar *G = c->G;
     int from = d > 0 ? c->levels[d - 1].leaf_end : 0;
     int to = c->levels[d].leaf_end;
     int first = c->n_leaves;
     bool acc = false;
-    for (int i = from; i < to; i++) {
-        int leaf = c->leaves[i];
-        int32_t pos = c->nodes[leaf].pos;
-        if (!gr_set_has(G->sets[G->el[pos].arg], b))
-            continue;
-        int n = new_node(c, pos + 1, c->nodes[leaf].parent);
-        if (n >= 0)
-            expand(c, first, n, &acc, 0);
-    }
+    for (int i = from; i < to; i++)
+        step(c, c->leaves[i], b, true, first, &acc, 0);
     c->levels[d + 1].leaf_end = c->n_leaves;
     c->levels[d + 1].node_end = c->n_nodes;
     c->levels[d + 1].acc = acc;
@@ -460,8 +505,10 @@ static void load(struct pl_grammar_cache *c, const struct pl_grammar_matcher *m)
         for (int i = 0; i < depth; i++)
             parent = new_node(c, s[i], parent);
         s += depth;
-        if (parent >= 0)
-            add_leaf(c, 0, parent);
+        if (parent >= 0) {
+            bool acc = false;
+            add_leaf(c, 0, parent, &acc);
+        }
     }
     c->levels[0].leaf_end = c->n_leaves;
     c->levels[0].node_end = c->n_nodes;
@@ -615,11 +662,11 @@ pl_status pl_grammar_matcher_new(struct pl_grammar_cache *c, enum pl_constraint_
     c->n_nodes = 0;
     c->n_leaves = 0;
     c->overflow = false;
-    bool acc = false;
+    bool acc = G->rule_nullable[G->root];
     for (int a = G->rule_alt0[G->root]; a < G->rule_alt0[G->root + 1]; a++) {
         int n = new_node(c, G->alt_start[a], -1);
         if (n >= 0)
-            expand(c, 0, n, &acc, 0);
+            add_leaf(c, 0, n, &acc);
     }
     c->levels[0].leaf_end = c->n_leaves;
     c->levels[0].node_end = c->n_nodes;
@@ -734,7 +781,7 @@ static void compute_mask(struct pl_grammar_cache *c, bool acc, uint32_t *mask)
     if (level_size(c, 0) > 0) {
         for (int i = 0; i < v->n_sorted;) {
             int len = v->sorted_len[i];
-            const unsigned char *t = (const unsigned char *)v->bytes + v->sorted_off[i];
+            const unsigned char *t = (const unsigned char *)v->sbytes + v->sorted_off[i];
             int L = v->lcp[i] < valid ? v->lcp[i] : valid;
             truncate_to(c, L);
             int d = L;
