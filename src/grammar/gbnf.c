@@ -993,7 +993,8 @@ static pl_status finish(struct gb *g, struct pl_grammar **out)
         pl_grammar_free(G);
         return oom(g);
     }
-    memcpy(G->sets, g->sets, (size_t)g->n_sets * sizeof(*G->sets));
+    if (g->n_sets > 0)
+        memcpy(G->sets, g->sets, (size_t)g->n_sets * sizeof(*G->sets));
     G->n_sets = g->n_sets;
     int e = 0, k = 0;
     for (int r = 0; r < g->n_rules; r++) {

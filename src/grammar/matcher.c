@@ -530,8 +530,8 @@ static bool store(struct pl_grammar_cache *c, struct pl_grammar_matcher *m, int 
         for (int n = c->leaves[i]; n >= 0; n = c->nodes[n].parent)
             need++;
     need += to - from;
-    if (need > m->state_cap) {
-        int cap = need * 2;
+    if (need > m->state_cap || !m->state) {
+        int cap = need * 2 > 64 ? need * 2 : 64;
         int32_t *s = realloc(m->state, (size_t)cap * sizeof(int32_t));
         if (!s)
             return false;
