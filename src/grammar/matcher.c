@@ -58,19 +58,18 @@ struct pl_grammar_vocab {
     int n_eos;
 };
 
-static const char *g_sort_bytes;
-static const uint32_t *g_sort_off;
-static const int32_t *g_sort_len;
+struct sort_tok {
+    const char *p;
+    int32_t len, id;
+};
 
 static int cmp_tok(const void *a, const void *b)
 {
-    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
-    int lx = g_sort_len[x], ly = g_sort_len[y];
-    int c = memcmp(g_sort_bytes + g_sort_off[x], g_sort_bytes + g_sort_off[y],
-                   (size_t)(lx < ly ? lx : ly));
+    const struct sort_tok *x = a, *y = b;
+    int c = memcmp(x->p, y->p, (size_t)(x->len < y->len ? x->len : y->len));
     if (c)
         return c;
-    return lx != ly ? (lx < ly ? -1 : 1) : (x < y ? -1 : x > y);
+    return x->len != y->len ? (x->len < y->len ? -1 : 1) : (x->id < y->id ? -1 : x->id > y->id);
 }
 
 void pl_grammar_vocab_free(struct pl_grammar_vocab *v)
@@ -150,10 +149,20 @@ pl_status pl_grammar_vocab_new(int n_tokens, const char *const *tokens, const in
         if (v->id_len[v->sorted_id[i]] > 0)
             v->sorted_id[m++] = v->sorted_id[i];
     n_sorted = m;
-    g_sort_bytes = v->bytes;
-    g_sort_off = off_by_id;
-    g_sort_len = v->id_len;
-    qsort(v->sorted_id, (size_t)n_sorted, sizeof(int32_t), cmp_tok);
+    struct sort_tok *st = malloc((size_t)(n_sorted ? n_sorted : 1) * sizeof(*st));
+    if (!st) {
+        free(off_by_id);
+        pl_grammar_vocab_free(v);
+        return pl_err_set(err, PL_STATUS_NO_MEMORY, "grammar vocab: out of memory");
+    }
+    for (int i = 0; i < n_sorted; i++) {
+        int32_t id = v->sorted_id[i];
+        st[i] = (struct sort_tok){v->bytes + off_by_id[id], v->id_len[id], id};
+    }
+    qsort(st, (size_t)n_sorted, sizeof(*st), cmp_tok);
+    for (int i = 0; i < n_sorted; i++)
+        v->sorted_id[i] = st[i].id;
+    free(st);
     free(off_by_id);
     v->sbytes = malloc(total ? total : 1);
     if (!v->sbytes) {

@@ -441,6 +441,37 @@ static void test_masks_tokenizer(void)
     pl_tokenizer_free(tok);
 }
 
+/* Schemas translated with rule prefixes compose into one grammar (a tool call's wrapper). */
+static void test_compose(void)
+{
+    struct pl_err err;
+    char *a = NULL, *b = NULL;
+    REQUIRE(pl_grammar_json_schema_to_gbnf(
+                "{\"type\": \"object\", \"properties\": {\"city\": {\"type\": \"string\"}}, "
+                "\"required\": [\"city\"]}",
+                NULL, "a-", &a, &err) == PL_STATUS_OK);
+    REQUIRE(pl_grammar_json_schema_to_gbnf("{\"type\": \"array\", \"items\": {\"type\": "
+                                           "\"integer\"}, \"maxItems\": 2}",
+                                           NULL, "b-", &b, &err) == PL_STATUS_OK);
+    size_t n = strlen(a) + strlen(b) + 256;
+    char *g = malloc(n);
+    snprintf(g, n,
+             "root ::= \"<tool_call>\" (\"{\\\"name\\\": \\\"weather\\\", \\\"arguments\\\": \" "
+             "a-root | \"{\\\"name\\\": \\\"sum\\\", \\\"arguments\\\": \" b-root) "
+             "\"}</tool_call>\"\n%s%s",
+             a, b);
+    CHECK(matches(g_cache, PL_CONSTRAINT_GRAMMAR, g,
+                  "<tool_call>{\"name\": \"weather\", \"arguments\": {\"city\": \"Oslo\"}}"
+                  "</tool_call>"));
+    CHECK(matches(g_cache, PL_CONSTRAINT_GRAMMAR, g,
+                  "<tool_call>{\"name\": \"sum\", \"arguments\": [1, 2]}</tool_call>"));
+    CHECK(!matches(g_cache, PL_CONSTRAINT_GRAMMAR, g,
+                   "<tool_call>{\"name\": \"sum\", \"arguments\": {\"city\": \"x\"}}</tool_call>"));
+    free(g);
+    free(a);
+    free(b);
+}
+
 static void test_params(void)
 {
     struct pl_sampling_params p;
@@ -504,6 +535,7 @@ int main(void)
     PL_RUN(test_json_schema);
     PL_RUN(test_masks_synthetic);
     PL_RUN(test_masks_tokenizer);
+    PL_RUN(test_compose);
     PL_RUN(test_params);
     pl_grammar_cache_free(g_cache);
     pl_grammar_vocab_free(g_vocab);
