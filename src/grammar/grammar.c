@@ -5,6 +5,7 @@
  * translation, pl_grammar_check and pl_sampling_params_set_constraint.
  */
 #include "grammar/grammar_internal.h"
+#include "engine/sampling_params.h"
 
 #include <jansson.h>
 #include <stdlib.h>

@@ -3,6 +3,7 @@
  * automaton, and token masks checked token by token against a brute-force
  * check of every vocabulary entry.
  */
+#include "engine/sampling_params.h"
 #include "grammar/grammar.h"
 #include "tokenizer/tokenizer.h"
 #include "util/rng.h"
