@@ -20,6 +20,7 @@
  * engine's next step) and returns without waiting for them.
  */
 #include "engine/sampling_params.h"
+#include "grammar/grammar.h"
 #include "worker/runpod.h"
 
 #include "engine/async_engine.h"
@@ -156,6 +157,8 @@ static bool build_params(struct pl_rp_ctx *ctx, enum pl_rp_mode mode, const json
     json_decref(merged);
     if (st == PL_STATUS_OK)
         st = pl_sampling_params_validate(sp, pl_llm_vocab_size(ctx->llm), &err);
+    if (st == PL_STATUS_OK) /* structured output: a schema the compiler refuses, named now */
+        st = pl_grammar_check(sp->constraint_kind, sp->constraint, sp->whitespace_pattern, &err);
     if (st != PL_STATUS_OK) {
         char buf[PL_ERR_MSG_MAX + 64];
         snprintf(buf, sizeof(buf), "Invalid sampling parameters: %s", err.msg);

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # test_server.sh -- `pagellm serve` black-box on loopback with the built-in tiny model:
-#   1. the official `openai` npm client, LangChain JS, and bad input / load / disconnect
+#   1. the official `openai` npm client, LangChain JS, structured output (server_structured),
+#      and bad input / load / disconnect
 #      tests (tests/node/server_*.mjs; references: `pagellm generate`, @huggingface/jinja),
 #      the embeddings / Responses / models.retrieve / lenient-body tests with a second
 #      server running --reasoning-parser deepseek_r1 under a template that opens <think>;
@@ -78,7 +79,7 @@ export PL_BASE_URL=http://127.0.0.1:$MAIN_PORT PL_API_KEY=$KEY PL_MODEL_NAME=tin
   PL_MODEL_DIR=$work/model PL_MAX_BODY_BYTES=65536 PL_KEEP_ALIVE_S=2 \
   PL_REASONING_BASE_URL=http://127.0.0.1:$PORT PL_THINK_TEMPLATE=$THINK_TEMPLATE
 PORT=$MAIN_PORT
-for t in server_openai server_langchain server_robustness server_api; do
+for t in server_openai server_langchain server_robustness server_api server_structured; do
   echo "-- $t"
   if node "$src/tests/node/$t.mjs"; then ok "$t"; else bad "$t"; fi
 done

@@ -241,6 +241,18 @@ async function scenarioMain() {
     check(typeof body(d).error === 'string' && body(d).error.includes('wrong') && JSON.parse(body(d).error).code === 404, 'OA7', d.body);
     covered.push('OA7');
 
+    // SO1, SO2: structured output in the native form's sampling_params (vLLM's guided_json),
+    // sampled: the text is JSON of the schema; a schema the compiler refuses names the keyword
+    const schema = { type: 'object', properties: { n: { type: 'integer', minimum: 0, maximum: 9 }, s: { enum: ['x', 'y'] } }, required: ['n', 's'], additionalProperties: false };
+    d = await runJob(fake, 'so1', { prompt: 'hi', sampling_params: { max_tokens: 100, temperature: 1, seed: 4, guided_json: schema } });
+    const so1 = body(d).output[0].choices[0].tokens.join('');
+    let v1 = null;
+    try { v1 = JSON.parse(so1); } catch { /* checked below */ }
+    check(v1 && Number.isInteger(v1.n) && v1.n >= 0 && v1.n <= 9 && ['x', 'y'].includes(v1.s) && Object.keys(v1).length === 2, 'SO1', so1);
+    d = await runJob(fake, 'so2', { prompt: 'hi', sampling_params: { guided_json: { type: 'string', format: 'color' } } });
+    check(typeof body(d).error === 'string' && body(d).error.includes('color'), 'SO2', d.body);
+    covered.push('SO1', 'SO2');
+
     d = await runJob(fake, 'oa6', { openai_route: '/v1/nope', openai_input: { x: 1 } });
     check(typeof body(d).error === 'string' && body(d).error.includes('Invalid route'), 'OA6', d.body);
     covered.push('OA6');
@@ -618,7 +630,7 @@ async function scenarioOpenAIParity() {
       ['OP2', cmpl, { ...greedy, prompt: ['a', 'b'], max_tokens: 3, logprobs: 2, echo: true }],
       ['OP3', chat, { ...greedy, messages: msgs, max_tokens: 3, tools: [], tool_choice: 'none', response_format: { type: 'text' } }],
       ['OP4', chat, { ...greedy, messages: msgs, tools: [{ type: 'function', function: { name: 'f', parameters: { type: 'object', properties: {} } } }], tool_choice: 'auto' }],
-      ['OP5', chat, { ...greedy, messages: msgs, response_format: { type: 'json_object' } }],
+      ['OP5', chat, { ...greedy, messages: msgs, response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { not: {} } } } }],
       ['OP6', cmpl, { model: MODEL, prompt: 'hi', temperature: -1 }],
       ['OP7', cmpl, { ...greedy, prompt: 'hi', max_tokens: 3, bogus: 1, store: false, metadata: { a: 'b' } }],
       ['OP8', chat, { model: MODEL, messages: 'hi' }],
@@ -628,13 +640,14 @@ async function scenarioOpenAIParity() {
       ['OP12', '/v1/embeddings', { model: MODEL, input: 'hello', dimensions: 8 }],
       ['OP13', '/v1/responses', { model: MODEL, input: 'hi', instructions: 'be brief', max_output_tokens: 5, temperature: 0 }],
       ['OP14', '/v1/responses', { model: MODEL, input: 'hi', previous_response_id: 'resp_1' }],
+      ['OP15', chat, { model: MODEL, temperature: 0, messages: msgs, max_tokens: 200, response_format: { type: 'json_schema', json_schema: { name: 'x', strict: true, schema: { type: 'object', properties: { a: { type: 'array', items: { type: 'boolean' }, maxItems: 3 }, b: { type: ['null', 'integer'] } }, required: ['a', 'b'], additionalProperties: false } } } }],
     ];
     for (const [id, route, input] of cases) {
       const ref = await request(srv.port, 'POST', route, input);
       const d = await runJob(fake, id.toLowerCase(), { openai_route: route, openai_input: input });
       const b = body(d);
       const chunks = fake.of('job-stream', id.toLowerCase());
-      if (['OP1', 'OP1N', 'OP2', 'OP3', 'OP7', 'OP10', 'OP11', 'OP13'].includes(id)) check(ref.status === 200, id, `server ${ref.body}`);
+      if (['OP1', 'OP1N', 'OP2', 'OP3', 'OP7', 'OP10', 'OP11', 'OP13', 'OP15'].includes(id)) check(ref.status === 200, id, `server ${ref.body}`);
       if (['OP12', 'OP14'].includes(id)) check(ref.status === 400, id, `server ${ref.body}`);
       if (ref.status === 200) {
         check(Array.isArray(b.output) && b.output.length === 1 && same(strip(b.output[0]), strip(ref.json)) && chunks.length === 1,

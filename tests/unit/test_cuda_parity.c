@@ -20,7 +20,8 @@
  * from the reference is allowed only at a reference top-2 gap below twice that
  * bound, and is counted and printed (see golden_fixture). Presets with F32
  * weights are skipped: the CUDA backend refuses F32 matmul weights.
- * Sampling (test_sample): the CUDA sample op against the CPU one (the host sampler) on
+ * Sampling (test_sample): the CUDA sample op against the CPU one (the host sampler), with
+ * and without structured-output token masks, on
  * random logits of vocab 128256 and 32000 (peaked, flat, quantized with ties, all
  * equal), every parameter family, the same uniforms; tokens must be equal except where
  * the CPU op itself picks the CUDA token once the uniform or top_p moves by a relative
@@ -1689,11 +1690,29 @@ static void test_sample(void)
         struct pl_sample_result a[NR], b[NR];
         int32_t map[NR];
         double u[NR];
+        static uint32_t masks[NR][(128256 + 31) / 32];
         for (int round = 0; round < 3; round++) {
             for (int r = 0; r < NR; r++) {
                 sample_params(&d[r], &rows[r], r % 9, V);
                 map[r] = r < NL ? (int32_t)r : (int32_t)(rnd() % NL);
                 u[r] = unit01();
+                /* structured output: from round 1 on, every third row has a token mask,
+                 * half of them dense (about half the tokens), half sparse (40 tokens, as
+                 * in a grammar state), so masked rows share logits rows with free ones */
+                if (round > 0 && r % 3 == 1) {
+                    size_t W = ((size_t)V + 31) / 32;
+                    if (r % 2) {
+                        for (size_t w = 0; w < W; w++)
+                            masks[r][w] = (uint32_t)rnd();
+                    } else {
+                        memset(masks[r], 0, W * sizeof(uint32_t));
+                        for (int k = 0; k < 40; k++) {
+                            int id = (int)(rnd() % (uint64_t)V);
+                            masks[r][id >> 5] |= 1u << (id & 31);
+                        }
+                    }
+                    rows[r].token_mask = masks[r];
+                }
             }
             struct pl_err err;
             REQUIRE(g_cpu->ops->sample(g_cpu, cl, NL, V, map, NR, rows, u, a, &err) ==
@@ -2459,6 +2478,11 @@ int main(int argc, char **argv)
                "emulation %.4f\n",
                g_gold.fixtures_run, g_gold.fixtures_skipped, g_gold.steps, g_gold.flips,
                g_gold.max_emu_err, g_gold.max_cuda_err, g_gold.max_cuda_emu);
+    } else if (argc > 1 && !strcmp(argv[1], "--sample")) {
+        PL_RUN(test_sample); /* the sample op alone (token masks included) */
+        printf("sample: %ld rows compared, %ld token differences at a float-rounding boundary, "
+               "max logprob error %.2g\n",
+               g_sample_rows, g_sample_rounding, g_sample_lp_err);
     } else if (argc > 1 && !strcmp(argv[1], "--bench-gemv")) {
         bench_gemv();
     } else if (argc > 1 && !strcmp(argv[1], "--bench-decode")) {

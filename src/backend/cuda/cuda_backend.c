@@ -525,6 +525,8 @@ struct cuda_sampling {
     size_t cap_pen;
     int32_t *h_pen, *d_pen; /* [2 * cap_pen]: ids, then counts */
     float *d_pen_val;       /* [cap_pen] */
+    int cap_masks;          /* token masks (structured output) of as many rows */
+    uint32_t *h_masks, *d_masks; /* [cap_masks][ceil(vocab / 32)] */
 };
 
 static void sampling_free(struct cuda_sampling *m)
@@ -539,18 +541,24 @@ static void sampling_free(struct cuda_sampling *m)
     cudaFreeHost(m->h_pen);
     cudaFree(m->d_pen);
     cudaFree(m->d_pen_val);
+    cudaFreeHost(m->h_masks);
+    cudaFree(m->d_masks);
     free(m);
 }
 
 /* Makes room for n_rows rows and n_pen penalty entries over vocab tokens. */
 static pl_status sampling_reserve(struct cuda_backend *c, int vocab, int n_rows, size_t n_pen,
-                                  struct pl_err *err)
+                                  int n_masks, struct pl_err *err)
 {
     if (!c->smp && !(c->smp = calloc(1, sizeof(*c->smp))))
         return pl_err_set(err, PL_STATUS_NO_MEMORY, "cuda sample: out of memory");
     struct cuda_sampling *m = c->smp;
     cudaError_t e = cudaSuccess;
     if (m->vocab != vocab) {
+        cudaFreeHost(m->h_masks);
+        cudaFree(m->d_masks);
+        m->h_masks = NULL, m->d_masks = NULL;
+        m->cap_masks = 0;
         free(m->seen);
         m->seen = calloc((size_t)vocab, sizeof(int32_t));
         m->vocab = m->seen ? vocab : 0;
@@ -583,6 +591,17 @@ static pl_status sampling_reserve(struct cuda_backend *c, int vocab, int n_rows,
             (e = cudaMalloc((void **)&m->d_pen, 2 * sizeof(int32_t) * cap)) == cudaSuccess &&
             (e = cudaMalloc((void **)&m->d_pen_val, sizeof(float) * cap)) == cudaSuccess)
             m->cap_pen = cap;
+    }
+    if (e == cudaSuccess && n_masks > m->cap_masks) {
+        int cap = n_masks > 2 * m->cap_masks ? n_masks : 2 * m->cap_masks;
+        size_t bytes = (size_t)cap * ((size_t)vocab + 31) / 32 * sizeof(uint32_t);
+        cudaFreeHost(m->h_masks);
+        cudaFree(m->d_masks);
+        m->h_masks = NULL, m->d_masks = NULL;
+        m->cap_masks = 0;
+        if ((e = cudaMallocHost((void **)&m->h_masks, bytes)) == cudaSuccess &&
+            (e = cudaMalloc((void **)&m->d_masks, bytes)) == cudaSuccess)
+            m->cap_masks = cap;
     }
     if (e != cudaSuccess) {
         cudaGetLastError(); /* out of memory is reported here, not sticky */
@@ -648,6 +667,7 @@ static pl_status cuda_sample(struct pl_backend *be, const float *logits, int n_l
                           "cuda sample: a vocabulary of %d tokens (at most %d)", vocab,
                           PL_CUK_SAMPLE_MAX_VOCAB);
     size_t n_pen_max = 0;
+    int n_masks = 0;
     for (int r = 0; r < n_rows; r++) {
         const struct pl_sampler_row *row = &rows[r];
         const struct pl_sampling_params *p = row->params;
@@ -670,12 +690,14 @@ static pl_status cuda_sample(struct pl_backend *be, const float *logits, int n_l
         if (ps != PL_STATUS_OK)
             return ps;
         n_pen_max += (size_t)(rep ? row->n_prompt : 0) + (size_t)(rep || fp ? row->n_output : 0);
+        n_masks += row->token_mask != NULL;
     }
-    pl_status ps = sampling_reserve(c, vocab, n_rows, n_pen_max > 0 ? n_pen_max : 1, err);
+    pl_status ps = sampling_reserve(c, vocab, n_rows, n_pen_max > 0 ? n_pen_max : 1, n_masks, err);
     if (ps != PL_STATUS_OK)
         return ps;
     struct cuda_sampling *m = c->smp;
-    size_t n_pen = 0;
+    size_t n_pen = 0, W = ((size_t)vocab + 31) / 32;
+    int n_mask_rows = 0;
     for (int r = 0; r < n_rows; r++) {
         const struct pl_sampler_row *row = &rows[r];
         const struct pl_sampling_params *p = row->params;
@@ -702,8 +724,12 @@ static pl_status cuda_sample(struct pl_backend *be, const float *logits, int n_l
             .pen_off = (int32_t)off,
             .pen_n = (int32_t)(n_pen - off),
             .n_logprobs = nl < 0 ? -1 : nl,
+            .mask_row = row->token_mask ? n_mask_rows : -1,
             .u = uniforms[r],
         };
+        if (row->token_mask)
+            memcpy(m->h_masks + (size_t)n_mask_rows++ * W, row->token_mask,
+                   W * sizeof(uint32_t));
     }
     cudaStream_t s = c->stream;
     cudaError_t e = cudaMemcpyAsync(m->d_rows, m->h_rows, sizeof(*m->h_rows) * (size_t)n_rows,
@@ -714,9 +740,12 @@ static pl_status cuda_sample(struct pl_backend *be, const float *logits, int n_l
         e = cudaMemcpyAsync(m->d_pen, m->h_pen, 2 * sizeof(int32_t) * n_pen,
                             cudaMemcpyHostToDevice, s);
     }
+    if (e == cudaSuccess && n_mask_rows > 0)
+        e = cudaMemcpyAsync(m->d_masks, m->h_masks, (size_t)n_mask_rows * W * sizeof(uint32_t),
+                            cudaMemcpyHostToDevice, s);
     if (e == cudaSuccess)
         e = (cudaError_t)pl_cuk_sample(st(be), logits, vocab, m->d_rows, n_rows, m->d_pen,
-                                       m->d_pen + n_pen, m->d_pen_val, m->d_out);
+                                       m->d_pen + n_pen, m->d_pen_val, m->d_masks, m->d_out);
     if (e == cudaSuccess)
         e = cudaMemcpyAsync(m->h_out, m->d_out, sizeof(*m->h_out) * (size_t)n_rows,
                             cudaMemcpyDeviceToHost, s);
