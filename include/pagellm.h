@@ -55,6 +55,22 @@ struct pl_logit_bias {
 };
 
 /*
+ * Structured output (vLLM's StructuredOutputsParams / guided_*): what the output must
+ * match. Every kind is compiled to one grammar (src/grammar/grammar.h) and enforced
+ * by masking the logits before each token is sampled; eos is allowed only where the
+ * grammar accepts.
+ */
+enum pl_constraint_kind {
+    PL_CONSTRAINT_NONE = 0,
+    PL_CONSTRAINT_JSON,        /* constraint: a JSON Schema (JSON text) */
+    PL_CONSTRAINT_JSON_OBJECT, /* any JSON object (response_format json_object); text unused */
+    PL_CONSTRAINT_REGEX,       /* constraint: a regular expression the whole output matches */
+    PL_CONSTRAINT_CHOICE,      /* constraint: JSON text of an array of strings, one of which
+                                  is the output */
+    PL_CONSTRAINT_GRAMMAR      /* constraint: GBNF / EBNF grammar text, start rule "root" */
+};
+
+/*
  * Per-request sampling parameters, field for field vLLM's SamplingParams
  * (vllm/sampling_params.py); pl_sampling_params_default gives vLLM's defaults.
  *
@@ -102,6 +118,12 @@ struct pl_sampling_params {
     int beam_width;            /* beams when use_beam_search; 0: take n (vLLM's server does) */
     float length_penalty;      /* 1.0 */
     bool early_stopping;       /* false */
+    /* Structured output (enum pl_constraint_kind). */
+    enum pl_constraint_kind constraint_kind; /* PL_CONSTRAINT_NONE */
+    const char *constraint;    /* NUL-terminated text of the constraint (see the kinds) */
+    const char *whitespace_pattern; /* JSON kinds: a regex for the whitespace between JSON
+                                  tokens (vLLM's guided_whitespace_pattern); NULL: at most
+                                  one space */
 
     void *owned;               /* the allocation behind the arrays, or NULL when borrowed */
 };
@@ -159,13 +181,18 @@ void pl_sampling_params_fini(struct pl_sampling_params *p);
  * generation config): only the keys present change p; JSON null means "not
  * given" as in vLLM's request models. Names: every pl_sampling_params field,
  * plus "max_completion_tokens" (chat, preferred over max_tokens),
- * "top_logprobs" with boolean "logprobs" (chat), and "beam_width".
+ * "top_logprobs" with boolean "logprobs" (chat), and "beam_width"; structured output
+ * as vLLM names it: "guided_json" (schema object or text), "guided_regex",
+ * "guided_choice", "guided_grammar", "guided_whitespace_pattern" and the
+ * "structured_outputs" object (json, regex, choice, grammar, json_object,
+ * whitespace_pattern); at most one constraint per request. The constraint is
+ * checked when the request is added (pl_grammar_check for an early answer).
  * Keys listed in extra_keys (NULL-terminated, may be NULL) are the caller's
  * and skipped; any other key is an error naming it. On success p owns its
  * arrays (pl_sampling_params_fini). Types are checked, not ranges: call
  * pl_sampling_params_validate afterwards. Errors: PL_STATUS_INVALID_ARGUMENT
  * naming the key and what was wrong; PL_STATUS_UNSUPPORTED for vLLM fields
- * pagellm does not implement (bad_words, structured outputs, ...); on error
+ * pagellm does not implement (bad_words, logits_processors, ...); on error
  * *p is unchanged.
  */
 pl_status pl_sampling_params_from_json(const struct json_t *obj, const char *const *extra_keys,
