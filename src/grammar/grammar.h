@@ -115,10 +115,14 @@ int pl_grammar_vocab_size(const struct pl_grammar_vocab *v);
 
 struct pl_grammar_cache;
 
-/* A cache of compiled grammars with their mask caches for one vocabulary (borrowed). */
+/* A cache of compiled grammars with their mask caches for one vocabulary (borrowed):
+ * every grammar a matcher uses, plus up to max_grams unused ones (least recently used
+ * go first). */
 pl_status pl_grammar_cache_new(const struct pl_grammar_vocab *vocab, int max_grammars,
                                struct pl_grammar_cache **out, struct pl_err *err);
 void pl_grammar_cache_free(struct pl_grammar_cache *c);
+/* Mask lookups answered from the cache, and masks computed (benchmarks, tests). */
+void pl_grammar_cache_stats(const struct pl_grammar_cache *c, uint64_t *hits, uint64_t *misses);
 
 /* ---- matchers: one per constrained sequence ----------------------------------------- */
 

@@ -17,6 +17,7 @@
  *   its blocks), release, free.
  */
 #include "server/openai.h"
+#include "grammar/grammar.h"
 
 #include "server/openai_ext.h"
 #include "server/reasoning.h"
@@ -263,7 +264,7 @@ void pl_openai_request_fini(struct pl_openai_request *r)
 
 static const char *const completion_keys[] = {
     "model", "prompt", "echo", "stream", "stream_options", "suffix", "user",
-    "add_special_tokens", "request_id", "priority", NULL};
+    "add_special_tokens", "request_id", "priority", "response_format", NULL};
 
 static const char *const chat_keys[] = {
     "model", "messages", "stream", "stream_options", "user", "add_generation_prompt",
@@ -499,6 +500,77 @@ static pl_status parse_prompts(const struct pl_openai *o, const json_t *root,
     return parse_input(o, json_object_get(root, "prompt"), add_special, "prompt", r, e);
 }
 
+/*
+ * OpenAI's response_format (text, json_object, json_schema with its schema and
+ * strict) onto the params' constraint, after vLLM's guided_* / structured_outputs
+ * were read; a constraint from those is checked here too, so that a schema or
+ * grammar the compiler refuses is a 400 naming the keyword.
+ */
+static bool parse_response_format(const json_t *root, struct pl_sampling_params *sp,
+                                  struct pl_openai_error *e)
+{
+    struct pl_err err;
+    json_t *v = json_object_get(root, "response_format");
+    if (v && !json_is_null(v)) {
+        json_t *t = json_object_get(v, "type");
+        if (!json_is_object(v) || !json_is_string(t))
+            return fail(e, 400, "response_format", "response_format: expected {\"type\": ...}"),
+                   false;
+        const char *type = json_string_value(t);
+        if (!strcmp(type, "text"))
+            goto check;
+        if (sp->constraint_kind != PL_CONSTRAINT_NONE)
+            return fail(e, 400, "response_format",
+                        "response_format: a structured output constraint is already given "
+                        "(guided_* or structured_outputs)"),
+                   false;
+        pl_status st;
+        if (!strcmp(type, "json_object")) {
+            st = pl_sampling_params_set_constraint(sp, PL_CONSTRAINT_JSON_OBJECT, NULL,
+                                                   sp->whitespace_pattern, &err);
+        } else if (!strcmp(type, "json_schema")) {
+            json_t *js = json_object_get(v, "json_schema");
+            if (!json_is_object(js))
+                return fail(e, 400, "response_format",
+                            "response_format: type json_schema needs a json_schema object"),
+                       false;
+            json_t *strict = json_object_get(js, "strict");
+            if (strict && !json_is_null(strict) && !json_is_boolean(strict))
+                return fail(e, 400, "response_format",
+                            "response_format.json_schema.strict: expected a boolean"),
+                       false;
+            json_t *schema = json_object_get(js, "schema");
+            if (!schema || json_is_null(schema))
+                schema = json_object_get(js, "json_schema"); /* some clients nest it so */
+            char *text = schema && !json_is_null(schema)
+                             ? json_dumps(schema, JSON_COMPACT | JSON_ENCODE_ANY)
+                             : strdup("{}");
+            if (!text)
+                return fail(e, 503, NULL, "out of memory"), false;
+            st = pl_sampling_params_set_constraint(sp, PL_CONSTRAINT_JSON, text,
+                                                   sp->whitespace_pattern, &err);
+            free(text);
+        } else {
+            return fail(e, 400, "response_format",
+                        "response_format type '%s' is not supported (text, json_object, "
+                        "json_schema)",
+                        type),
+                   false;
+        }
+        if (st != PL_STATUS_OK)
+            return fail(e, st == PL_STATUS_NO_MEMORY ? 503 : 400, "response_format",
+                        "response_format: %s", err.msg),
+                   false;
+        return true;
+    }
+check:
+    if (sp->constraint_kind != PL_CONSTRAINT_NONE &&
+        pl_grammar_check(sp->constraint_kind, sp->constraint, sp->whitespace_pattern, &err) !=
+            PL_STATUS_OK)
+        return fail(e, 400, "structured_outputs", "%s", err.msg), false;
+    return true;
+}
+
 static pl_status parse_chat_prompt(const struct pl_openai *o, const json_t *root,
                                    struct pl_openai_request *r, struct pl_openai_error *e)
 {
@@ -511,16 +583,6 @@ static pl_status parse_chat_prompt(const struct pl_openai *o, const json_t *root
         return fail(e, 400, "continue_final_message",
                     "continue_final_message and add_generation_prompt cannot both be true");
     json_t *v;
-    if ((v = json_object_get(root, "response_format")) && !json_is_null(v)) {
-        json_t *t = json_object_get(v, "type");
-        if (!json_is_object(v) || !json_is_string(t))
-            return fail(e, 400, "response_format", "response_format: expected {\"type\": ...}");
-        if (strcmp(json_string_value(t), "text"))
-            return fail(e, 400, "response_format",
-                        "response_format type '%s' is not supported yet (structured output is "
-                        "not implemented); use \"text\"",
-                        json_string_value(t));
-    }
     if ((v = json_object_get(root, "functions")) && !json_is_null(v))
         return fail(e, 400, "functions", "functions: deprecated and not supported; use tools");
     if ((v = json_object_get(root, "function_call")) && !json_is_null(v))
@@ -667,6 +729,8 @@ pl_status pl_openai_parse(const struct pl_openai *o, enum pl_openai_kind kind, c
         fail(e, 400, "use_beam_search", "use_beam_search: not supported by the server yet");
         goto out;
     }
+    if (!parse_response_format(root, &r->sp, e))
+        goto out;
     if (!max_given && kind == PL_OPENAI_COMPLETION) {
         json_t *mv = json_object_get(root, "max_tokens");
         if (mv && json_is_null(mv))
@@ -1848,7 +1912,7 @@ static void h_tokenize(void *user, const struct pl_http_request *req,
     static const char *const keys[] = {"model", "prompt", "messages", "add_special_tokens",
                                        "add_generation_prompt", "continue_final_message",
                                        "chat_template", "chat_template_kwargs",
-                                       "return_token_strs", NULL};
+                                       "return_token_strs", "tools", NULL};
     struct pl_openai_request r;
     struct pl_openai_error e;
     memset(&r, 0, sizeof(r));
@@ -1856,6 +1920,8 @@ static void h_tokenize(void *user, const struct pl_http_request *req,
     pl_sampling_params_default(&r.sp);
     bool strs = false;
     pl_openai_ignore_unknown(root, keys, false);
+    /* tools only shape the prompt here (vLLM's TokenizeChatRequest): no tool_choice rules */
+    json_object_set_new(root, "tool_choice", json_string("none"));
     if (!get_bool(root, "return_token_strs", false, &strs, &e) ||
         check_model(o, root, &r, &e) != PL_STATUS_OK) {
         set_parse_error(resp, &e);

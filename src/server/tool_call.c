@@ -4,6 +4,7 @@
  */
 #include "server/tool_call.h"
 
+#include "grammar/grammar.h"
 #include "server/openai_ext.h"
 
 #include <stdio.h>
@@ -113,8 +114,9 @@ char *pl_tool_required_schema(const json_t *tools, int max_calls, struct pl_open
                                    "parameters", "additionalProperties", 0);
         json_array_append_new(any, branch);
     }
-    json_t *schema = json_pack("{s:s, s:i, s:{s:s, s:o}}", "type", "array", "minItems", 1, "items",
-                               "type", "object", "anyOf", any);
+    /* vLLM also writes "type": "object" beside anyOf; each branch says it instead */
+    json_t *schema = json_pack("{s:s, s:i, s:{s:o}}", "type", "array", "minItems", 1, "items",
+                               "anyOf", any);
     if (max_calls > 0)
         json_object_set_new(schema, "maxItems", json_integer(max_calls));
     if (json_object_size(defs))
@@ -127,18 +129,19 @@ char *pl_tool_required_schema(const json_t *tools, int max_calls, struct pl_open
     return s;
 }
 
-/* sp with a JSON-schema constraint (sp owns the text afterwards). */
+/* sp with a JSON-schema constraint, checked by the grammar compiler (a keyword it cannot
+ * express is a 400 naming it). */
 static pl_status constrain(struct pl_sampling_params *sp, const char *schema,
                            struct pl_openai_error *e)
 {
-    struct pl_sampling_params tmp = *sp, out;
-    tmp.constraint_kind = PL_CONSTRAINT_JSON;
-    tmp.constraint = schema;
     struct pl_err err = {0};
-    if (pl_sampling_params_copy(&out, &tmp, &err) != PL_STATUS_OK)
+    pl_status st = pl_sampling_params_set_constraint(sp, PL_CONSTRAINT_JSON, schema,
+                                                     sp->whitespace_pattern, &err);
+    if (st == PL_STATUS_NO_MEMORY)
         return pl_openai_fail(e, 503, NULL, "out of memory");
-    pl_sampling_params_fini(sp);
-    *sp = out;
+    if (st != PL_STATUS_OK)
+        return pl_openai_fail(e, 400, "tools", "tools: a parameter schema cannot be enforced: %s",
+                              err.msg);
     return PL_STATUS_OK;
 }
 

@@ -618,7 +618,7 @@ async function scenarioOpenAIParity() {
       ['OP2', cmpl, { ...greedy, prompt: ['a', 'b'], max_tokens: 3, logprobs: 2, echo: true }],
       ['OP3', chat, { ...greedy, messages: msgs, max_tokens: 3, tools: [], tool_choice: 'none', response_format: { type: 'text' } }],
       ['OP4', chat, { ...greedy, messages: msgs, tools: [{ type: 'function', function: { name: 'f', parameters: { type: 'object', properties: {} } } }], tool_choice: 'auto' }],
-      ['OP5', chat, { ...greedy, messages: msgs, response_format: { type: 'json_object' } }],
+      ['OP5', chat, { ...greedy, messages: msgs, response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { not: {} } } } }],
       ['OP6', cmpl, { model: MODEL, prompt: 'hi', temperature: -1 }],
       ['OP7', cmpl, { ...greedy, prompt: 'hi', max_tokens: 3, bogus: 1, store: false, metadata: { a: 'b' } }],
       ['OP8', chat, { model: MODEL, messages: 'hi' }],

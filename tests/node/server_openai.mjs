@@ -242,8 +242,8 @@ test('errors map to the client error classes', async () => {
   await client.completions.create({ model: MODEL, prompt: 'x', suffix: 'y' }).then(
     () => { throw new Error('accepted suffix'); },
     (e) => { assert(e instanceof OpenAI.BadRequestError); eq(e.error.param, 'suffix'); });
-  await client.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: 'x' }], response_format: { type: 'json_object' } }).then(
-    () => { throw new Error('accepted json_object'); },
+  await client.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: 'x' }], response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'object', properties: { a: { not: {} } } } } } }).then(
+    () => { throw new Error('accepted a schema with not'); },
     (e) => { assert(e instanceof OpenAI.BadRequestError); eq(e.error.param, 'response_format'); });
   await client.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: 'x' }], tools: [{ type: 'function', function: { name: 'f', parameters: {} } }] }).then(
     () => { throw new Error('accepted tools'); },

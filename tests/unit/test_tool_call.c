@@ -175,7 +175,7 @@ static void test_request_rules(void)
     REQUIRE(r.sp.constraint_kind == PL_CONSTRAINT_JSON && r.sp.constraint);
     json_t *s = json_loads(r.sp.constraint, 0, NULL);
     json_t *want = json_loads(
-        "{\"type\":\"array\",\"minItems\":1,\"items\":{\"type\":\"object\",\"anyOf\":["
+        "{\"type\":\"array\",\"minItems\":1,\"items\":{\"anyOf\":["
         "{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\",\"enum\":["
         "\"get_weather\"]},\"parameters\":{\"type\":\"object\",\"properties\":{\"city\":{\"type\":"
         "\"string\"}},\"required\":[\"city\"]}},\"required\":[\"name\",\"parameters\"],"
