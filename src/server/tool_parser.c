@@ -261,6 +261,12 @@ static void emit_args(struct pl_tool_parser *p, const char *s, size_t n, struct 
         pl_sbuf_append(&d->args, s, n);
 }
 
+/* Where content goes on: formats that may open calls later look for their marker again. */
+static int content_state(const struct pl_tool_parser *p)
+{
+    return p->marker ? ST_TEXT : ST_FINAL;
+}
+
 /* The state after a call (or a list of calls) ended, per format. */
 static int after_call_state(const struct pl_tool_parser *p)
 {
@@ -270,14 +276,8 @@ static int after_call_state(const struct pl_tool_parser *p)
     case PL_TOOL_PARSER_LLAMA3_JSON:
         return ST_LNEXT;
     default:
-        return p->in_array ? ST_ANEXT : ST_TEXT;
+        return p->in_array ? ST_ANEXT : content_state(p);
     }
-}
-
-/* Where content goes on: formats that may open calls later look for their marker again. */
-static int content_state(const struct pl_tool_parser *p)
-{
-    return p->marker ? ST_TEXT : ST_FINAL;
 }
 
 /* What looked like a call is not one: its bytes are content. */

@@ -173,6 +173,9 @@ static void test_json_array_and_named(void)
            "|f({\"a\": \"x\"})|g({})");
     expect(A, " [ {\"name\":\"f\",\"parameters\":{}} ] ", "|f({})");
     expect(A, "nope", "nope");
+    /* a bare object (no list) is one call; what follows it is content */
+    expect(A, " {\"name\": \"a\", \"parameters\": {}}, {\"name\": \"b\"}]",
+           ", {\"name\": \"b\"}]|a({})");
     expect(A, "[1]", "[1]");
     expect_named(PL_TOOL_PARSER_NAMED, "get_weather", 0, "{\"city\": \"Paris\"}",
                  "|get_weather({\"city\": \"Paris\"})");
