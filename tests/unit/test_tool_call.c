@@ -10,6 +10,7 @@
 #include "openai_fixture.h"
 #include "server/tool_call.h"
 #include "test.h"
+#include "tokenizer/chat_template/chat_template.h"
 
 #include <jansson.h>
 #include <pthread.h>
@@ -496,6 +497,61 @@ static void test_answers(void)
     free(fe);
 }
 
+/* Tool conversations render as transformers renders them after vLLM's preprocessing
+ * (tests/fixtures/tool_calls/render.json, from tools/tool_template_refs.py): the server's
+ * tools normalisation (pl_tool_request_parse) and pl_apply_chat_template together. */
+static void test_render_references(void)
+{
+    json_error_t je;
+    json_t *fx = json_load_file(pl_test_path("tests/fixtures/tool_calls/render.json"), 0, &je);
+    REQUIRE(fx);
+    size_t i;
+    json_t *c;
+    int n = 0;
+    json_array_foreach(json_object_get(fx, "cases"), i, c)
+    {
+        const char *name = json_string_value(json_object_get(c, "name"));
+        FILE *f = fopen(pl_test_path(json_string_value(json_object_get(c, "template_file"))), "rb");
+        REQUIRE(f);
+        static char src[65536];
+        size_t len = fread(src, 1, sizeof(src) - 1, f);
+        fclose(f);
+        src[len] = '\0';
+        struct pl_err err = {0};
+        struct pl_chat_template *t = NULL;
+        REQUIRE(pl_chat_template_parse(src, len, &t, &err) == PL_STATUS_OK);
+        json_t *root = json_deep_copy(json_object_get(c, "request"));
+        json_object_set_new(root, "tool_choice", json_string("none"));
+        struct pl_sampling_params sp;
+        pl_sampling_params_default(&sp);
+        struct pl_tool_request tr;
+        struct pl_openai_error e;
+        REQUIRE(pl_tool_request_parse(root, PL_TOOL_PARSER_NONE, &sp, &tr, &e) == PL_STATUS_OK);
+        const struct pl_chat_apply apply = {
+            .bos_token = json_string_value(json_object_get(c, "bos_token")),
+            .eos_token = json_string_value(json_object_get(c, "eos_token")),
+            .add_generation_prompt = json_is_true(json_object_get(c, "add_generation_prompt")),
+            .kwargs = json_object_get(c, "chat_template_kwargs"),
+            .tools = tr.tools,
+        };
+        char *out = NULL;
+        size_t n_out = 0;
+        pl_status st = pl_apply_chat_template(t, json_object_get(root, "messages"), &apply, &out,
+                                              &n_out, NULL, &err);
+        const char *want = json_string_value(json_object_get(c, "expected"));
+        CHECKF(st == PL_STATUS_OK && out && !strcmp(out, want), "%s:\n  got:  %s\n  want: %s",
+               name, out ? out : err.msg, want);
+        n++;
+        free(out);
+        pl_tool_request_fini(&tr);
+        pl_sampling_params_fini(&sp);
+        json_decref(root);
+        pl_chat_template_free(t);
+    }
+    CHECK(n >= 10);
+    json_decref(fx);
+}
+
 /* With the mistral parser the ids are nine letters and digits (Mistral's templates). */
 static void test_ids(void)
 {
@@ -523,6 +579,7 @@ int main(void)
     PL_RUN(test_request_rules);
     PL_RUN(test_answers);
     PL_RUN(test_ids);
+    PL_RUN(test_render_references);
     pl_tokenizer_free(tok);
     return pl_test_summary();
 }
