@@ -75,8 +75,9 @@ static void expect_named(enum pl_tool_parser_kind kind, const char *named, int m
         char *got = split(kind, named, max_calls, text, piece);
         CHECKF(got && !strcmp(got, want), "%s, pieces of %zu:\n  text: %s\n  got:  %s\n  want: %s",
                pl_tool_parser_kind_name(kind), piece, text, got ? got : "(null)", want);
+        bool same = got && !strcmp(got, want);
         free(got);
-        if (!got || strcmp(got, want))
+        if (!same)
             return; /* one report per case */
     }
 }
