@@ -75,6 +75,7 @@ printf '%s' "$THINK_TEMPLATE" >"$work/think.jinja"
 start_server reason --served-model-name tiny --reasoning-parser deepseek_r1 \
   --chat-template "$work/think.jinja"
 REASON_PID=$PID
+REASON_PORT=$PORT
 # tool calling: --enable-auto-tool-choice, the parser taken from a Hermes-style template
 TOOLS_TEMPLATE=$src/tests/fixtures/chat_template/templates/hermes_tools.jinja
 start_server tools --served-model-name tiny --api-key "$KEY" --enable-auto-tool-choice \
@@ -83,7 +84,7 @@ TOOLS_PORT=$PORT
 export PL_TOOLS_BASE_URL=http://127.0.0.1:$TOOLS_PORT PL_TOOLS_TEMPLATE=$TOOLS_TEMPLATE
 export PL_BASE_URL=http://127.0.0.1:$MAIN_PORT PL_API_KEY=$KEY PL_MODEL_NAME=tiny PAGELLM=$bin \
   PL_MODEL_DIR=$work/model PL_MAX_BODY_BYTES=65536 PL_KEEP_ALIVE_S=2 \
-  PL_REASONING_BASE_URL=http://127.0.0.1:$PORT PL_THINK_TEMPLATE=$THINK_TEMPLATE
+  PL_REASONING_BASE_URL=http://127.0.0.1:$REASON_PORT PL_THINK_TEMPLATE=$THINK_TEMPLATE
 PORT=$MAIN_PORT
 for t in server_openai server_langchain server_robustness server_api server_tools; do
   echo "-- $t"
