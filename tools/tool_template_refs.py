@@ -127,27 +127,41 @@ def vllm_tools(tools):
 
 
 def renderer():
+    """transformers' render_jinja_template when it is there and callable as in 4.5x / 5.x,
+    else transformers' _compile_jinja_template, else the jinja2 replica."""
     try:
         import transformers
-        from transformers.utils.chat_template_utils import render_jinja_template
+        from transformers.utils import chat_template_utils as ctu
 
-        def render(source, messages, tools, agp, kwargs):
-            rendered, _ = render_jinja_template(conversations=[messages], tools=tools, documents=None,
-                                                chat_template=source, add_generation_prompt=agp,
-                                                bos_token=BOS, eos_token=EOS, **kwargs)
+        def render_rjt(source, messages, tools, agp, kwargs):
+            rendered, _ = ctu.render_jinja_template(conversations=[messages], tools=tools, documents=None,
+                                                    chat_template=source, add_generation_prompt=agp,
+                                                    bos_token=BOS, eos_token=EOS, **kwargs)
             return rendered[0]
 
-        return render, "transformers %s render_jinja_template" % transformers.__version__
+        def render_compiled(source, messages, tools, agp, kwargs):
+            return ctu._compile_jinja_template(source).render(
+                messages=messages, tools=tools, documents=None, add_generation_prompt=agp,
+                bos_token=BOS, eos_token=EOS, **kwargs)
+
+        probe = [{"role": "user", "content": "x"}]
+        for fn, what in ((render_rjt, "render_jinja_template"), (render_compiled, "_compile_jinja_template")):
+            try:
+                if fn("{{ messages[0].content }}", probe, None, False, {}) == "x":
+                    return fn, "transformers %s %s" % (transformers.__version__, what)
+            except Exception:
+                pass
     except Exception:
-        import jinja2
-        from template_refs_check import replica_compile
+        pass
+    import jinja2
+    from template_refs_check import replica_compile
 
-        def render(source, messages, tools, agp, kwargs):
-            return replica_compile(source).render(messages=messages, tools=tools, documents=None,
-                                                  add_generation_prompt=agp, bos_token=BOS,
-                                                  eos_token=EOS, **kwargs)
+    def render(source, messages, tools, agp, kwargs):
+        return replica_compile(source).render(messages=messages, tools=tools, documents=None,
+                                              add_generation_prompt=agp, bos_token=BOS,
+                                              eos_token=EOS, **kwargs)
 
-        return render, "jinja2 %s, environment built as transformers builds it" % jinja2.__version__
+    return render, "jinja2 %s, environment built as transformers builds it" % jinja2.__version__
 
 
 def build():
