@@ -63,6 +63,22 @@ struct pl_logit_bias {
 };
 
 /*
+ * Structured output (vLLM's StructuredOutputsParams / guided_*): what the output must
+ * match. Every kind is compiled to one grammar (src/grammar/grammar.h) and enforced
+ * by masking the logits before each token is sampled; eos is allowed only where the
+ * grammar accepts.
+ */
+enum pl_constraint_kind {
+    PL_CONSTRAINT_NONE = 0,
+    PL_CONSTRAINT_JSON,        /* constraint: a JSON Schema (JSON text) */
+    PL_CONSTRAINT_JSON_OBJECT, /* any JSON object (response_format json_object); text unused */
+    PL_CONSTRAINT_REGEX,       /* constraint: a regular expression the whole output matches */
+    PL_CONSTRAINT_CHOICE,      /* constraint: JSON text of an array of strings, one of which
+                                  is the output */
+    PL_CONSTRAINT_GRAMMAR      /* constraint: GBNF / EBNF grammar text, start rule "root" */
+};
+
+/*
  * Per-request sampling parameters, field for field vLLM's SamplingParams
  * (vllm/sampling_params.py); pl_sampling_params_default gives vLLM's defaults.
  *
@@ -110,6 +126,12 @@ struct pl_sampling_params {
     int beam_width;            /* beams when use_beam_search; 0: take n (vLLM's server does) */
     float length_penalty;      /* 1.0 */
     bool early_stopping;       /* false */
+    /* Structured output (enum pl_constraint_kind). */
+    enum pl_constraint_kind constraint_kind; /* PL_CONSTRAINT_NONE */
+    const char *constraint;    /* NUL-terminated text of the constraint (see the kinds) */
+    const char *whitespace_pattern; /* JSON kinds: a regex for the whitespace between JSON
+                                  tokens (vLLM's guided_whitespace_pattern); NULL: at most
+                                  one space */
 
     void *owned;               /* the allocation behind the arrays, or NULL when borrowed */
 };

@@ -74,6 +74,11 @@ struct pl_cli_flags {
     const char *per_request_flag;
     const char *override_json;    /* --override-generation-config, borrowed from argv */
     char *override_owned;         /* the merged override (pl_cli_flags_check), owned */
+    /* structured output: --json-schema FILE, --regex R, --choice A,B, --grammar FILE */
+    enum pl_constraint_kind constraint_kind;
+    char *constraint;             /* the constraint's text (a file's contents, the choices
+                                     as a JSON array), owned */
+    const char *constraint_flag;  /* the flag that set it (one per run) */
 };
 
 /* "--name=value" -> returns "--name" (copied into buf of n bytes) and sets *val to

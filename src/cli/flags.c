@@ -14,6 +14,8 @@
  */
 #include "engine/sampling_params.h"
 #include "cli/cli.h"
+#include "util/fs.h"
+#include "grammar/grammar.h"
 #include "backend/backend.h"
 #include "engine/block_manager.h"
 #include "model/config.h"
@@ -68,6 +70,7 @@ void pl_cli_flags_fini(struct pl_cli_flags *f)
     free(f->stop);
     free(f->stop_ids);
     free(f->override_owned);
+    free(f->constraint);
     memset(f, 0, sizeof(*f));
 }
 
@@ -319,6 +322,58 @@ int pl_cli_flags_value(struct pl_cli_flags *f, const char *cmd, const char *flag
             return bad_value(cmd, flag, val, "a comma-separated list of token ids");
         f->sp_set = true;
         per_request(f, "--stop-token-ids");
+        return 1;
+    }
+    if (!strcmp(flag, "--json-schema") || !strcmp(flag, "--regex") ||
+        !strcmp(flag, "--choice") || !strcmp(flag, "--grammar")) {
+        if (f->constraint_flag) {
+            fprintf(stderr, "pagellm %s: %s and %s: give one structured output constraint\n",
+                    cmd, f->constraint_flag, flag);
+            return -1;
+        }
+        char *text = NULL;
+        enum pl_constraint_kind kind;
+        if (!strcmp(flag, "--regex")) {
+            kind = PL_CONSTRAINT_REGEX;
+            text = strdup(val);
+        } else if (!strcmp(flag, "--choice")) {
+            kind = PL_CONSTRAINT_CHOICE;
+            json_t *a = json_array();
+            for (const char *p = val; a;) {
+                const char *c = strchr(p, ',');
+                size_t n = c ? (size_t)(c - p) : strlen(p);
+                if (json_array_append_new(a, json_stringn(p, n)) != 0) {
+                    json_decref(a);
+                    a = NULL;
+                }
+                if (!c)
+                    break;
+                p = c + 1;
+            }
+            text = a ? json_dumps(a, JSON_COMPACT) : NULL;
+            json_decref(a);
+        } else {
+            kind = !strcmp(flag, "--json-schema") ? PL_CONSTRAINT_JSON : PL_CONSTRAINT_GRAMMAR;
+            struct pl_err err;
+            size_t len;
+            if (pl_fs_read_file(val, (size_t)1 << 20, &text, &len, &err) != PL_STATUS_OK) {
+                fprintf(stderr, "pagellm %s: %s %s: %s\n", cmd, flag, val, err.msg);
+                return -1;
+            }
+        }
+        if (!text)
+            return -1;
+        struct pl_err err;
+        if (pl_grammar_check(kind, text, NULL, &err) != PL_STATUS_OK) {
+            fprintf(stderr, "pagellm %s: %s: %s\n", cmd, flag, err.msg);
+            free(text);
+            return -1;
+        }
+        f->constraint_kind = kind;
+        f->constraint = text;
+        f->constraint_flag = flag;
+        f->sp_set = true;
+        per_request(f, flag);
         return 1;
     }
     if (!strcmp(flag, "--override-generation-config")) {
@@ -605,6 +660,10 @@ void pl_cli_flags_sampling(struct pl_cli_flags *f, const struct pl_llm *llm,
     out->n_stop = f->n_stop;
     out->stop_token_ids = f->stop_ids;
     out->n_stop_token_ids = f->n_stop_ids;
+    if (f->constraint_flag) {
+        out->constraint_kind = f->constraint_kind;
+        out->constraint = f->constraint;
+    }
 }
 
 const char *pl_cli_flags_help_sampling(void)
@@ -633,7 +692,12 @@ const char *pl_cli_flags_help_sampling(void)
            "  --no-skip-special-tokens    keep special tokens in the text\n"
            "  --beam-width N              beam search with N beams (1..10), N outputs\n"
            "  --length-penalty X          beam search length penalty (1.0)\n"
-           "  --early-stopping            accepted; no effect (as vLLM's offline beam search)\n";
+           "  --early-stopping            accepted; no effect (as vLLM's offline beam search)\n"
+           "  --json-schema FILE          structured output: the text is JSON matching the\n"
+           "                              schema in FILE (docs/structured-output.md)\n"
+           "  --regex R                   the text matches the regular expression R\n"
+           "  --choice A,B,...            the text is one of the comma-separated choices\n"
+           "  --grammar FILE              the text matches the GBNF grammar in FILE\n";
 }
 
 const char *pl_cli_flags_help_server_sampling(void)

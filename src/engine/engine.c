@@ -19,6 +19,7 @@
 #include "engine/batch_builder.h"
 #include "core/sampler.h"
 #include "engine/stop.h"
+#include "grammar/grammar.h"
 #include "util/clock.h"
 #include "util/debug_env.h"
 #include "util/log.h"
@@ -46,6 +47,7 @@ struct seq_st {
     enum pl_stop_reason_kind stop_kind;
     int stop_index;
     int32_t stop_token;
+    struct pl_grammar_matcher *gm;     /* structured output: the sample's automaton, or NULL */
     int n_tok_sent;                    /* output tokens (and logprobs) released by polls */
     bool finish_sent;
 };
@@ -115,6 +117,10 @@ struct pl_engine {
     bool *stop;                        /* [max_rows] */
     int *row_index;                    /* [max_rows] sample index of each row */
     int *row_src;                      /* [max_rows] model logits row of each sampler row */
+    /* structured output: made with the first constrained request (outside the step loop) */
+    struct pl_grammar_cache *gcache;
+    uint32_t *masks;                   /* [max_rows][mask_words] token masks of this step */
+    size_t mask_words;
     /* pooling: allocated with the first pooling request */
     float *hidden;                     /* [max_num_batched_tokens][hidden_size] */
     int32_t *hidden_rows;              /* [max_num_batched_tokens] token index of each row */
@@ -164,6 +170,8 @@ static void seq_st_fini(struct pl_engine *e, struct seq_st *st)
     st->detok = NULL;
     free(st->lp);
     free(st->text);
+    pl_grammar_matcher_free(st->gm);
+    st->gm = NULL;
 }
 
 static void req_free(struct pl_engine *e, struct req *r)
@@ -310,6 +318,8 @@ void pl_engine_free(struct pl_engine *e)
     free(e->stop);
     free(e->row_index);
     free(e->row_src);
+    free(e->masks);
+    pl_grammar_cache_free(e->gcache);
     free(e->hidden);
     free(e->hidden_rows);
     free(e->pool_rows);
@@ -375,6 +385,32 @@ static pl_status pooling_prepare(struct pl_engine *e, const struct pl_engine_req
     params->ignore_eos = true;
     params->skip_special_tokens = false;
     return PL_STATUS_OK;
+}
+
+/*
+ * Structured output: the grammar cache and the step's mask rows (with the first
+ * constrained request), then one matcher per sample, compiled through the cache.
+ */
+static pl_status constraint_prepare(struct pl_engine *e, struct req *r, struct pl_err *err)
+{
+    if (!e->p.grammar_vocab)
+        return pl_err_set(err, PL_STATUS_UNSUPPORTED,
+                          "structured outputs need the model's tokenizer");
+    pl_status st;
+    if (!e->gcache) {
+        e->mask_words = PL_GRAMMAR_MASK_WORDS(e->vocab);
+        e->masks = malloc((size_t)e->max_rows * e->mask_words * sizeof(uint32_t));
+        if (!e->masks)
+            return pl_err_set(err, PL_STATUS_NO_MEMORY, "out of memory for token masks");
+        if ((st = pl_grammar_cache_new(e->p.grammar_vocab, 64, &e->gcache, err)))
+            return st;
+    }
+    const struct pl_sampling_params *pp = &r->params;
+    st = pl_grammar_matcher_new(e->gcache, pp->constraint_kind, pp->constraint,
+                                pp->whitespace_pattern, &r->st[0].gm, err);
+    for (int k = 1; st == PL_STATUS_OK && k < r->n_st; k++)
+        st = pl_grammar_matcher_clone(r->st[0].gm, &r->st[k].gm, err);
+    return st;
 }
 
 pl_status pl_engine_add(struct pl_engine *e, const struct pl_engine_request *rq,
@@ -464,6 +500,9 @@ pl_status pl_engine_add(struct pl_engine *e, const struct pl_engine_request *rq,
         r->plp[0].token_id = r->prompt[0];
         r->plp[0].n_top = -1;
     }
+    if (pp->constraint_kind != PL_CONSTRAINT_NONE &&
+        (st = constraint_prepare(e, r, err)) != PL_STATUS_OK)
+        goto fail;
 
     struct pl_seq_group_params gp;
     pl_seq_group_params_default(&gp);
@@ -900,6 +939,12 @@ static pl_status run_plan(struct pl_engine *e, struct pl_sched_plan *plan, doubl
             sr->eos_ids = r->params.ignore_eos ? NULL : e->eos;
             sr->n_eos = r->params.ignore_eos ? 0 : e->p.n_eos;
             sr->rng = r->params.has_seed ? &r->st[idx].rng : NULL;
+            sr->token_mask = NULL;
+            if (r->st[idx].gm) {
+                uint32_t *mask = e->masks + (size_t)row * e->mask_words;
+                pl_grammar_matcher_fill_mask(r->st[idx].gm, mask);
+                sr->token_mask = mask;
+            }
             e->row_index[row] = idx;
             basic = basic && pl_sampler_row_is_basic(sr);
         }
@@ -956,6 +1001,12 @@ static pl_status run_plan(struct pl_engine *e, struct pl_sched_plan *plan, doubl
             sst->pending = pl_stop_check_token(&r->params, e->eos, e->p.n_eos, tok,
                                                pl_seq_num_outputs(q) + 1, q->n_tokens + 1,
                                                e->p.sched.max_model_len);
+            if (sst->gm && !pl_grammar_matcher_accept_token(sst->gm, tok) &&
+                sst->pending == PL_STOP_TOKEN_NONE) {
+                /* only when no token was allowed (the sampler's all-masked fallback, e.g.
+                 * ignore_eos after the grammar completed): the output ends here */
+                sst->pending = PL_STOP_TOKEN_EOS;
+            }
             e->stop[row] = sst->pending == PL_STOP_TOKEN_EOS ||
                            sst->pending == PL_STOP_TOKEN_STOP_ID;
             if (r->params.logprobs >= 0) {

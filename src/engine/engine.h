@@ -128,11 +128,17 @@ struct pl_engine_detok {
     void (*fini)(void *state);
 };
 
+struct pl_grammar_vocab;
+
 struct pl_engine_params {
     struct pl_scheduler_params sched; /* n_blocks, block_size, budgets, max_model_len, caching */
     uint64_t seed;                    /* engine generator (unseeded requests) */
     const int32_t *eos_ids;           /* [n_eos] eos_ids[0] the primary one (copied) */
     int n_eos;
+    /* Structured output (src/grammar/grammar.h): the tokenizer's vocabulary as bytes, with
+     * the same eos ids; borrowed, must outlive the engine. NULL: constrained requests are
+     * refused (no tokenizer). */
+    const struct pl_grammar_vocab *grammar_vocab;
 };
 
 void pl_engine_params_default(struct pl_engine_params *p);

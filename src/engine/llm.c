@@ -31,6 +31,7 @@
 #include "engine/llm_internal.h"
 #include "engine/model_runner.h"
 #include "engine/vocab_check.h"
+#include "grammar/grammar.h"
 #include "tokenizer/chat_template/chat_template.h"
 #include "tokenizer/tokenizer.h"
 #include "util/debug_env.h"
@@ -49,6 +50,7 @@ struct pl_llm {
     struct pl_async_engine *ae;        /* the engine thread, or NULL before pl_llm_submit */
     struct pl_model_runner *runner;
     struct pl_tokenizer *tok;
+    struct pl_grammar_vocab *gvocab;   /* structured output: the tokenizer's bytes (with tok) */
     struct pl_chat_template *tmpl;     /* the tokenizer's template, parsed on first use */
     struct pl_engine *engine;
     struct pl_engine_model im;
@@ -369,6 +371,13 @@ static pl_status llm_open(struct pl_llm *llm, const struct pl_llm_params *p, str
     ep.seed = p->seed;
     ep.eos_ids = eos;
     ep.n_eos = n_eos;
+    if (llm->tok) {
+        pl_status gst = pl_grammar_vocab_from_tokenizer(llm->tok, llm->vocab, eos, n_eos,
+                                                        &llm->gvocab, err);
+        if (gst != PL_STATUS_OK)
+            return pl_err_prefix(err, "structured output vocabulary");
+        ep.grammar_vocab = llm->gvocab;
+    }
     return pl_engine_new(&ep, &llm->im, llm->tok ? &llm->dt : NULL, &llm->engine, err);
 }
 
@@ -391,8 +400,10 @@ pl_status pl_llm_new(const struct pl_llm_params *p, struct pl_llm **out)
     if (st != PL_STATUS_OK) {
         /* keep only the message: the handle is in its failed state */
         pl_engine_free(llm->engine);
+        pl_grammar_vocab_free(llm->gvocab);
         pl_tokenizer_free(llm->tok);
         pl_model_runner_free(llm->runner);
+        llm->gvocab = NULL;
         llm->engine = NULL;
         llm->tok = NULL;
         llm->runner = NULL;
@@ -411,6 +422,7 @@ void pl_llm_free(struct pl_llm *llm)
     pthread_mutex_destroy(&llm->mu);
     if (tl_err.llm == llm)
         tl_err.llm = NULL;
+    pl_grammar_vocab_free(llm->gvocab);
     pl_chat_template_free(llm->tmpl);
     pl_tokenizer_free(llm->tok);
     pl_model_runner_free(llm->runner);

@@ -65,13 +65,18 @@ pl_status pl_sampling_params_copy(struct pl_sampling_params *dst,
  * generation config): only the keys present change p; JSON null means "not
  * given" as in vLLM's request models. Names: every pl_sampling_params field,
  * plus "max_completion_tokens" (chat, preferred over max_tokens),
- * "top_logprobs" with boolean "logprobs" (chat), and "beam_width".
+ * "top_logprobs" with boolean "logprobs" (chat), and "beam_width"; structured output
+ * as vLLM names it: "guided_json" (schema object or text), "guided_regex",
+ * "guided_choice", "guided_grammar", "guided_whitespace_pattern" and the
+ * "structured_outputs" object (json, regex, choice, grammar, json_object,
+ * whitespace_pattern); at most one constraint per request. The constraint is
+ * checked when the request is added (pl_grammar_check for an early answer).
  * Keys listed in extra_keys (NULL-terminated, may be NULL) are the caller's
  * and skipped; any other key is an error naming it. On success p owns its
  * arrays (pl_sampling_params_fini). Types are checked, not ranges: call
  * pl_sampling_params_validate afterwards. Errors: PL_STATUS_INVALID_ARGUMENT
  * naming the key and what was wrong; PL_STATUS_UNSUPPORTED for vLLM fields
- * pagellm does not implement (bad_words, structured outputs, ...); on error
+ * pagellm does not implement (bad_words, logits_processors, ...); on error
  * *p is unchanged.
  */
 pl_status pl_sampling_params_from_json(const json_t *obj, const char *const *extra_keys,

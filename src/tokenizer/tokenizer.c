@@ -1391,6 +1391,72 @@ const char *pl_tokenizer_id_to_token(const struct pl_tokenizer *t, int32_t id)
     return id < t->bpe.n_ids ? t->bpe.id_to_token[id] : NULL;
 }
 
+static void decoder_kinds(const struct tok_decoder *d, bool *byte_level, bool *byte_fallback,
+                          int32_t *space_char)
+{
+    if (!d)
+        return;
+    if (d->type == TOK_DEC_BYTE_LEVEL)
+        *byte_level = true;
+    else if (d->type == TOK_DEC_BYTE_FALLBACK)
+        *byte_fallback = true;
+    else if (d->type == TOK_DEC_METASPACE)
+        *space_char = d->replacement;
+    else if (d->type == TOK_DEC_REPLACE)
+        *space_char = 0x2581; /* SentencePiece's Replace("\u2581", " ") */
+    for (int i = 0; i < d->n_items; i++)
+        decoder_kinds(d->items[i], byte_level, byte_fallback, space_char);
+}
+
+int pl_tokenizer_token_bytes(const struct pl_tokenizer *t, int32_t id, char *buf, int cap)
+{
+    const char *s = pl_tokenizer_id_to_token(t, id);
+    if (!s)
+        return -1;
+    int n = 0;
+#define PUT(c)                                                                                     \
+    do {                                                                                           \
+        if (n < cap)                                                                               \
+            buf[n] = (char)(c);                                                                    \
+        n++;                                                                                       \
+    } while (0)
+    if (t->added_index_by_id[id] >= 0) {
+        const struct tok_added *a = &t->added[t->added_index_by_id[id]];
+        for (size_t i = 0; i < a->len; i++)
+            PUT(a->content[i]);
+        return n;
+    }
+    bool byte_level = false, byte_fallback = false;
+    int32_t space_char = -1;
+    decoder_kinds(t->decoder, &byte_level, &byte_fallback, &space_char);
+    size_t len = strlen(s);
+    if (byte_fallback && len == 6 && !memcmp(s, "<0x", 3) && s[5] == '>') {
+        unsigned v;
+        if (sscanf(s + 3, "%2x", &v) == 1) {
+            PUT(v);
+            return n;
+        }
+    }
+    for (size_t i = 0; i < len;) {
+        int32_t cp;
+        int k = tok_utf8_decode(s + i, &cp);
+        if (k <= 0)
+            k = 1, cp = -1;
+        int b = byte_level && cp >= 0 ? tok_byte_level_byte(cp) : -1;
+        if (b >= 0) {
+            PUT(b);
+        } else if (cp >= 0 && cp == space_char) {
+            PUT(' ');
+        } else {
+            for (int j = 0; j < k; j++)
+                PUT(s[i + (size_t)j]);
+        }
+        i += (size_t)k;
+    }
+#undef PUT
+    return n;
+}
+
 bool pl_tokenizer_is_special(const struct pl_tokenizer *t, int32_t id)
 {
     if (!t || id < 0 || id >= t->n_ids)

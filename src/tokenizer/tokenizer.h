@@ -61,6 +61,14 @@ const char *pl_tokenizer_id_to_token(const struct pl_tokenizer *tok, int32_t id)
 /* True when some token (vocab or added) has this id. */
 bool pl_tokenizer_has_id(const struct pl_tokenizer *tok, int32_t id);
 bool pl_tokenizer_is_special(const struct pl_tokenizer *tok, int32_t id);
+/*
+ * The bytes token id stands for inside a text (structured output matches
+ * tokens byte by byte): an added token's content; a ByteLevel vocab token's
+ * characters mapped back to bytes; a byte-fallback "<0xNN>" token's byte; a
+ * Metaspace token with its replacement character as a space. Writes up to cap
+ * bytes into buf and returns the full length, or -1 when the id has no token.
+ */
+int pl_tokenizer_token_bytes(const struct pl_tokenizer *tok, int32_t id, char *buf, int cap);
 
 /* From tokenizer_config.json (NULL / -1 when absent). */
 const char *pl_tokenizer_bos_token(const struct pl_tokenizer *tok);
