@@ -47,6 +47,9 @@ wait_for() {
 # start_server NAME ARGS...: starts it in the background; sets PID and PORT.
 start_server() {
   local name=$1; shift
+  # the log exists before the poll below reads it (the child opens it after the fork, and
+  # under set -e a failed sed would end the test)
+  : >"$work/$name.log"
   "$bin" serve --model "$work/model" --port 0 "$@" >"$work/$name.log" 2>&1 &
   PID=$!
   pids+=("$PID")
