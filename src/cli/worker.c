@@ -53,7 +53,9 @@ static const char *help =
     "  --test_input JSON        run one job ({\"input\": ...}) and exit 0/1\n"
     "  --health-stall-timeout S the engine loop counts as stalled after S seconds without a\n"
     "                           step while work is pending (30): no heartbeat, /health 503\n"
-    "Env REASONING_PARSER (qwen3, deepseek_r1) splits reasoning_content out of chat answers.\n"
+    "Env REASONING_PARSER (qwen3, deepseek_r1) splits reasoning_content out of chat answers;\n"
+    "ENABLE_AUTO_TOOL_CHOICE=true serves tool_choice \"auto\" with TOOL_CALL_PARSER (hermes,\n"
+    "llama3_json, mistral; default: the one the chat template shows).\n"
     "Engine flags (below) override the environment (MAX_MODEL_LEN, MAX_NUM_SEQS,\n"
     "MAX_NUM_BATCHED_TOKENS, BLOCK_SIZE, SEED, ENABLE_PREFIX_CACHING, DTYPE,\n"
     "GPU_MEMORY_UTILIZATION, OVERRIDE_GENERATION_CONFIG). Sampling defaults apply to\n"
@@ -430,6 +432,11 @@ int pl_cli_worker(int argc, char **argv)
     }
     struct pl_sampling_params defaults;
     pl_llm_default_sampling_params(llm, &defaults);
+    const char *v = getenv("ENABLE_AUTO_TOOL_CHOICE");
+    bool auto_tools = v && (!strcmp(v, "1") || !strcasecmp(v, "true"));
+    const char *tool_parser = getenv("TOOL_CALL_PARSER");
+    if (tool_parser && !*tool_parser)
+        tool_parser = NULL;
     struct pl_async_engine_params ap;
     pl_async_engine_params_default(&ap);
     ap.max_pending = 4096;
@@ -447,7 +454,11 @@ int pl_cli_worker(int argc, char **argv)
                                   .response_role = cfg.response_role,
                                   /* worker-vllm's REASONING_PARSER: reasoning_content in the
                                    * OpenAI-route answers, as the server's --reasoning-parser */
-                                  .reasoning_parser = getenv("REASONING_PARSER")};
+                                  .reasoning_parser = getenv("REASONING_PARSER"),
+                                  /* worker-vllm's ENABLE_AUTO_TOOL_CHOICE / TOOL_CALL_PARSER,
+                                   * as the server's flags of the same names */
+                                  .enable_auto_tool_choice = auto_tools,
+                                  .tool_call_parser = tool_parser};
     pl_status st = pl_llm_start_async(llm, &ap, &ctx.ae, &err);
     if (st == PL_STATUS_OK) {
         op.ae = ctx.ae;

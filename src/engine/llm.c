@@ -31,9 +31,9 @@
 #include "engine/llm_internal.h"
 #include "engine/model_runner.h"
 #include "engine/vocab_check.h"
+#include "grammar/grammar.h"
 #include "tokenizer/chat_template/chat_template.h"
 #include "tokenizer/tokenizer.h"
-#include "grammar/grammar.h"
 #include "util/debug_env.h"
 #include "util/err.h"
 

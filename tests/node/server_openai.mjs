@@ -246,8 +246,8 @@ test('errors map to the client error classes', async () => {
     () => { throw new Error('accepted a schema with not'); },
     (e) => { assert(e instanceof OpenAI.BadRequestError); eq(e.error.param, 'response_format'); });
   await client.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: 'x' }], tools: [{ type: 'function', function: { name: 'f', parameters: {} } }] }).then(
-    () => { throw new Error('accepted tools'); },
-    (e) => { assert(e instanceof OpenAI.BadRequestError); eq(e.error.param, 'tools'); });
+    () => { throw new Error('accepted tool_choice auto without --enable-auto-tool-choice'); },
+    (e) => { assert(e instanceof OpenAI.BadRequestError); eq(e.error.param, 'tool_choice'); assert(e.message.includes('--enable-auto-tool-choice'), e.message); });
   if (API_KEY !== 'EMPTY') {
     const wrong = new OpenAI({ baseURL: `${BASE_URL}/v1`, apiKey: API_KEY + 'x', maxRetries: 0 });
     await wrong.models.list().then(

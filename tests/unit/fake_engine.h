@@ -18,6 +18,10 @@
  * finished delta, which then carries no sample. n_added counts add_request.
  * Deltas are what the real engine's are: the prompt ids in the first, the
  * request's finish_reason and metrics (arrival, token and finish times) set.
+ * script: when set, every sample's text is this string instead, script_piece
+ * bytes per step (token ids count up from 1), finishing "stop" when it is all
+ * out (or "length" at max_tokens). last_* record the sampling params of the
+ * latest request added (the server's constraint, skip_special_tokens).
  */
 #ifndef PL_TEST_FAKE_ENGINE_H
 #define PL_TEST_FAKE_ENGINE_H
@@ -42,6 +46,7 @@ struct fake_req {
     int32_t stop_ids[8];
     int n_stop_ids;
     int n_out[16];
+    size_t script_at[16];
     enum pl_finish_reason finish[16];
     bool aborted;
     bool sent_first;
@@ -62,6 +67,11 @@ struct fake_engine {
     bool fail_silently;
     bool split_finish;
     atomic_int n_added;
+    const char *script;
+    int script_piece;
+    int last_constraint_kind;
+    char last_constraint[4096];
+    bool last_skip_special;
 };
 
 static int fake_blocks_used(const struct fake_engine *f)
@@ -95,6 +105,10 @@ static pl_status fake_add_params(void *e, uint64_t id, const int32_t *prompt, in
     for (int i = 0; i < sp->n_stop_token_ids && i < 8; i++)
         r->stop_ids[r->n_stop_ids++] = sp->stop_token_ids[i];
     f->reqs[f->n_reqs++] = r;
+    f->last_constraint_kind = (int)sp->constraint_kind;
+    snprintf(f->last_constraint, sizeof(f->last_constraint), "%s",
+             sp->constraint ? sp->constraint : "");
+    f->last_skip_special = sp->skip_special_tokens;
     atomic_fetch_add(&f->n_added, 1);
     return PL_STATUS_OK;
 }
@@ -175,6 +189,24 @@ static pl_status fake_step(void *e, struct pl_err *err)
                 r->pending->embedding = malloc(sizeof(float) * FAKE_EMBED_DIM);
                 r->pending->n_embedding = FAKE_EMBED_DIM;
                 fake_embedding(r->prompt, r->n_prompt, r->pending->embedding);
+                continue;
+            }
+            if (f->script) {
+                size_t n = strlen(f->script), at = r->script_at[j];
+                size_t k = f->script_piece > 0 ? (size_t)f->script_piece : n;
+                if (k > n - at)
+                    k = n - at;
+                s->token_ids = realloc(s->token_ids, sizeof(int32_t) * (size_t)(s->n_token_ids + 1));
+                s->token_ids[s->n_token_ids++] = ++r->n_out[j];
+                s->text = realloc(s->text, s->text_len + k + 1);
+                memcpy(s->text + s->text_len, f->script + at, k);
+                s->text_len += k;
+                s->text[s->text_len] = '\0';
+                r->script_at[j] = at + k;
+                if (r->script_at[j] == n)
+                    r->finish[j] = s->finish_reason = PL_FINISH_STOP;
+                else if (r->n_out[j] >= r->max_tokens)
+                    r->finish[j] = s->finish_reason = PL_FINISH_LENGTH;
                 continue;
             }
             int32_t tok = r->prompt[(r->n_out[j] + j) % r->n_prompt];

@@ -281,7 +281,7 @@ static void test_chat(void)
     expect_error(PL_OPENAI_CHAT,
                  "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":"
                  "\"function\",\"function\":{\"name\":\"f\"}}]}",
-                 400, "tools", "tool calling");
+                 400, "tool_choice", "--enable-auto-tool-choice");
     expect_error(PL_OPENAI_CHAT,
                  "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logprobs\":2}", 400,
                  "logprobs", "boolean");
