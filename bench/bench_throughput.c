@@ -7,6 +7,7 @@
  * Usage: bench_throughput --model DIR [--num-prompts 64] [--input-len 128]
  *        [--output-len 64] [--max-num-seqs 256] [--max-num-batched-tokens 2048]
  *        [--num-kv-blocks N] [--threads N] [--device cpu|cuda|auto] [--seed 0]
+ *        [--tensor-parallel-size N]
  *        [--load-format auto|dummy] [--gpu-memory-utilization F] [--warmup 0|1]
  *        [--ttft 0|1] [--dtype auto|bfloat16|float16|float32]
  *        [--allow-long-max-model-len 0|1]   (VLLM_ALLOW_LONG_MAX_MODEL_LEN=1 too: a context
@@ -21,6 +22,7 @@
  * (peak blocks, waste, preemptions) as one table; the last line is a markdown
  * row for docs/results.md.
  */
+#include "cli/cli.h"
 #include "pagellm.h"
 
 #include <stdint.h>
@@ -40,7 +42,7 @@ static int usage(void)
 {
     fprintf(stderr, "usage: bench_throughput --model DIR [--num-prompts N] [--input-len N] "
                     "[--output-len N] [--max-num-seqs N] [--max-num-batched-tokens N] "
-                    "[--num-kv-blocks N] [--threads N] [--device D] [--seed S] "
+                    "[--num-kv-blocks N] [--threads N] [--device D] [--seed S] [--tensor-parallel-size N] "
                     "[--load-format F] [--gpu-memory-utilization F] [--warmup 0|1] [--ttft 0|1] [--dtype T] "
                     "[--allow-long-max-model-len 0|1]\n");
     return 2;
@@ -50,6 +52,7 @@ int main(int argc, char **argv)
 {
     struct pl_llm_params lp;
     pl_llm_params_default(&lp);
+    pl_cli_llm_params_from_env(&lp); /* PAGELLM_CUDA_GEMV=0, VLLM_ALLOW_LONG_MAX_MODEL_LEN, ... */
     int num_prompts = 64, input_len = 128, output_len = 64, warmup = 0, ttft = 0;
     uint64_t seed = 0;
     for (int i = 1; i < argc; i++) {
@@ -78,6 +81,8 @@ int main(int argc, char **argv)
             lp.load_format = v;
         else if (!strcmp(a, "--gpu-memory-utilization"))
             lp.gpu_memory_utilization = atof(v);
+        else if (!strcmp(a, "--tensor-parallel-size"))
+            lp.tensor_parallel_size = atoi(v);
         else if (!strcmp(a, "--warmup"))
             warmup = atoi(v);
         else if (!strcmp(a, "--allow-long-max-model-len"))
@@ -94,9 +99,6 @@ int main(int argc, char **argv)
     if (!lp.model || num_prompts < 1 || input_len < 1 || output_len < 1)
         return usage();
     lp.max_model_len = input_len + output_len;
-    const char *long_env = getenv("VLLM_ALLOW_LONG_MAX_MODEL_LEN");
-    if (long_env && (!strcmp(long_env, "1") || !strcmp(long_env, "true")))
-        lp.allow_long_max_model_len = true;
     lp.enable_prefix_caching = false; /* random prompts share nothing; measure the engine */
 
     struct pl_llm *llm = NULL;

@@ -127,6 +127,7 @@ struct pl_model_needs {
  * (+ sigmoid(x . sh_router) * shared(x) when the shared expert is present). */
 struct pl_moe_args {
     int n_experts, top_k;
+    int hidden;                         /* the model's width (sizes the op's scratch) */
     bool norm_topk_prob;
     bool gelu_tanh;                     /* the experts' activation: gelu_tanh, else silu */
     const struct pl_weight *router;     /* [n_experts, hidden] */
@@ -175,7 +176,8 @@ struct pl_backend_ops {
     pl_status (*check_model)(struct pl_backend *be, const struct pl_model_needs *needs,
                              struct pl_err *err);
 
-    /* out[n, table.cols] = table[ids[i]] (rows of the embedding matrix). */
+    /* out[n, table.cols] = table[ids[i]] (rows of the embedding matrix); a row of zeros
+     * where ids[i] < 0 (a vocab-parallel shard's rows held by another rank). */
     void (*embed)(struct pl_backend *be, void *out, const struct pl_weight *table,
                   const int32_t *ids, int n);
 
@@ -292,6 +294,13 @@ struct pl_backend_ops {
     void (*gate_up_silu)(struct pl_backend *be, void *out, const void *x,
                          const struct pl_weight *wg, const struct pl_weight *wu,
                          const struct pl_weight *bg, const struct pl_weight *bu, int n, int dim);
+
+    /* Optional: height rows of width bytes from src (row pitch src_pitch bytes) to dst (row
+     * pitch dst_pitch), backend memory both; enqueued like an op. Tensor parallelism places
+     * each rank's vocabulary columns of the gathered logits with it (NULL: the host samples
+     * at TP > 1). */
+    void (*copy_2d)(struct pl_backend *be, void *dst, size_t dst_pitch, const void *src,
+                    size_t src_pitch, size_t width, size_t height);
 };
 
 /* The fill op's uniform in [0, 1): the top 24 bits of splitmix64(seed + i * golden gamma).
@@ -311,12 +320,19 @@ struct pl_backend {
 
 /* Creates the CPU backend with n_threads worker threads (0 = one per core). */
 pl_status pl_backend_cpu_new(int n_threads, struct pl_backend **out, struct pl_err *err);
+/* on: the AVX2/FMA kernels where the CPU has them (the default); off: the plain scalar
+ * kernels, the reference implementation benchmarks compare against. */
+void pl_backend_cpu_use_simd(struct pl_backend *be, bool on);
 
 /* ---- selection by name (backend.c) ---- */
 
 struct pl_backend_params {
     int n_threads;  /* CPU threads, 0 = one per core */
     int device;     /* accelerator index */
+    bool float32;   /* compute in float32: an accelerator's float32 mode (CUDA: fp32
+                       activations, KV cache and products); the CPU always does */
+    bool cpu_scalar_kernels; /* CPU: scalar reference kernels only (no AVX2/FMA) */
+    bool cuda_cublas_only;   /* CUDA: no small-batch GEMV kernels (process-wide switch) */
 };
 
 /* Creates the backend named `name`: "cpu", an accelerator backend built in ("cuda"), or
@@ -329,6 +345,12 @@ pl_status pl_backend_new(const char *name, const struct pl_backend_params *p,
 bool pl_backend_name_known(const char *name);
 /* "auto, cpu, cuda" (static storage). */
 const char *pl_backend_names(void);
+/* The backend "auto" stands for here ("cuda" when a GPU is present, else "cpu"); other
+ * names unchanged (static storage or `name` itself). */
+const char *pl_backend_resolve(const char *name);
+/* Devices the backend `name` ("auto" resolved) can use: accelerators visible to this
+ * process (CUDA_VISIBLE_DEVICES applies), 1 for the CPU, 0 for one not built in. */
+int pl_backend_device_count(const char *name);
 /* Elements of the moe op's scratch for n tokens. */
 size_t pl_moe_scratch_elems(const struct pl_moe_args *a, int n);
 

@@ -12,7 +12,10 @@
  * the model (vocabulary, max_position_embeddings, KV memory) is checked by
  * pl_llm_new after loading.
  */
+#include "engine/sampling_params.h"
 #include "cli/cli.h"
+#include "util/fs.h"
+#include "grammar/grammar.h"
 #include "backend/backend.h"
 #include "engine/block_manager.h"
 #include "model/config.h"
@@ -35,13 +38,31 @@ static bool env_true(const char *name)
     return v && *v && strcmp(v, "0") && strcasecmp(v, "false");
 }
 
+/* An environment variable set to exactly `value`. */
+static bool env_is(const char *name, const char *value)
+{
+    const char *v = getenv(name);
+    return v && !strcmp(v, value);
+}
+
+void pl_cli_llm_params_from_env(struct pl_llm_params *p)
+{
+    /* vLLM's variable, so a deployment's environment carries over */
+    p->allow_long_max_model_len = env_true("VLLM_ALLOW_LONG_MAX_MODEL_LEN");
+    /* pagellm's former engine variables (now pl_llm_params fields): the programs
+     * still read them, so scripts and deployments that set them keep working */
+    p->enforce_eager = env_is("PAGELLM_CUDA_GRAPHS", "0");
+    p->host_sampling = env_is("PAGELLM_SAMPLER", "host");
+    p->cpu_scalar_kernels = env_is("PAGELLM_CPU_SIMD", "0");
+    p->cuda_cublas_only = env_is("PAGELLM_CUDA_GEMV", "0");
+}
+
 void pl_cli_flags_init(struct pl_cli_flags *f)
 {
     memset(f, 0, sizeof(*f));
     pl_llm_params_default(&f->llm);
     pl_sampling_params_default(&f->sp);
-    /* vLLM's variable, so a deployment's environment carries over */
-    f->llm.allow_long_max_model_len = env_true("VLLM_ALLOW_LONG_MAX_MODEL_LEN");
+    pl_cli_llm_params_from_env(&f->llm);
 }
 
 void pl_cli_flags_fini(struct pl_cli_flags *f)
@@ -49,6 +70,7 @@ void pl_cli_flags_fini(struct pl_cli_flags *f)
     free(f->stop);
     free(f->stop_ids);
     free(f->override_owned);
+    free(f->constraint);
     memset(f, 0, sizeof(*f));
 }
 
@@ -99,6 +121,10 @@ int pl_cli_flags_bool(struct pl_cli_flags *f, const char *flag)
     }
     if (!strcmp(flag, "--allow-long-max-model-len")) {
         f->llm.allow_long_max_model_len = true;
+        return 1;
+    }
+    if (!strcmp(flag, "--enforce-eager")) {
+        f->llm.enforce_eager = true;
         return 1;
     }
     if (!strcmp(flag, "--ignore-eos"))
@@ -249,6 +275,7 @@ int pl_cli_flags_value(struct pl_cli_flags *f, const char *cmd, const char *flag
         {"--num-kv-blocks", &lp->num_kv_blocks, 1, PL_KV_MAX_BLOCKS, NULL},
         {"--max-model-len", &lp->max_model_len, 1, INT_MAX, "a positive integer"},
         {"--threads", &lp->n_threads, 0, 4096, "an integer in 0..4096 (0: one per core)"},
+        {"--tensor-parallel-size", &lp->tensor_parallel_size, 1, 64, "an integer in 1..64"},
         {"--long-prefill-token-threshold", &lp->long_prefill_token_threshold, 0, INT_MAX,
          "a non-negative integer"},
         {"--prefill-chunk", &lp->long_prefill_token_threshold, 1, INT_MAX, "a positive integer"},
@@ -296,6 +323,58 @@ int pl_cli_flags_value(struct pl_cli_flags *f, const char *cmd, const char *flag
             return bad_value(cmd, flag, val, "a comma-separated list of token ids");
         f->sp_set = true;
         per_request(f, "--stop-token-ids");
+        return 1;
+    }
+    if (!strcmp(flag, "--json-schema") || !strcmp(flag, "--regex") ||
+        !strcmp(flag, "--choice") || !strcmp(flag, "--grammar")) {
+        if (f->constraint_flag) {
+            fprintf(stderr, "pagellm %s: %s and %s: give one structured output constraint\n",
+                    cmd, f->constraint_flag, flag);
+            return -1;
+        }
+        char *text = NULL;
+        enum pl_constraint_kind kind;
+        if (!strcmp(flag, "--regex")) {
+            kind = PL_CONSTRAINT_REGEX;
+            text = strdup(val);
+        } else if (!strcmp(flag, "--choice")) {
+            kind = PL_CONSTRAINT_CHOICE;
+            json_t *a = json_array();
+            for (const char *p = val; a;) {
+                const char *c = strchr(p, ',');
+                size_t n = c ? (size_t)(c - p) : strlen(p);
+                if (json_array_append_new(a, json_stringn(p, n)) != 0) {
+                    json_decref(a);
+                    a = NULL;
+                }
+                if (!c)
+                    break;
+                p = c + 1;
+            }
+            text = a ? json_dumps(a, JSON_COMPACT) : NULL;
+            json_decref(a);
+        } else {
+            kind = !strcmp(flag, "--json-schema") ? PL_CONSTRAINT_JSON : PL_CONSTRAINT_GRAMMAR;
+            struct pl_err err;
+            size_t len;
+            if (pl_fs_read_file(val, (size_t)1 << 20, &text, &len, &err) != PL_STATUS_OK) {
+                fprintf(stderr, "pagellm %s: %s %s: %s\n", cmd, flag, val, err.msg);
+                return -1;
+            }
+        }
+        if (!text)
+            return -1;
+        struct pl_err err;
+        if (pl_grammar_check(kind, text, NULL, &err) != PL_STATUS_OK) {
+            fprintf(stderr, "pagellm %s: %s: %s\n", cmd, flag, err.msg);
+            free(text);
+            return -1;
+        }
+        f->constraint_kind = kind;
+        f->constraint = text;
+        f->constraint_flag = flag;
+        f->sp_set = true;
+        per_request(f, flag);
         return 1;
     }
     if (!strcmp(flag, "--override-generation-config")) {
@@ -582,6 +661,10 @@ void pl_cli_flags_sampling(struct pl_cli_flags *f, const struct pl_llm *llm,
     out->n_stop = f->n_stop;
     out->stop_token_ids = f->stop_ids;
     out->n_stop_token_ids = f->n_stop_ids;
+    if (f->constraint_flag) {
+        out->constraint_kind = f->constraint_kind;
+        out->constraint = f->constraint;
+    }
 }
 
 const char *pl_cli_flags_help_sampling(void)
@@ -610,7 +693,12 @@ const char *pl_cli_flags_help_sampling(void)
            "  --no-skip-special-tokens    keep special tokens in the text\n"
            "  --beam-width N              beam search with N beams (1..10), N outputs\n"
            "  --length-penalty X          beam search length penalty (1.0)\n"
-           "  --early-stopping            accepted; no effect (as vLLM's offline beam search)\n";
+           "  --early-stopping            accepted; no effect (as vLLM's offline beam search)\n"
+           "  --json-schema FILE          structured output: the text is JSON matching the\n"
+           "                              schema in FILE (docs/structured-output.md)\n"
+           "  --regex R                   the text matches the regular expression R\n"
+           "  --choice A,B,...            the text is one of the comma-separated choices\n"
+           "  --grammar FILE              the text matches the GBNF grammar in FILE\n";
 }
 
 const char *pl_cli_flags_help_server_sampling(void)
@@ -641,6 +729,8 @@ const char *pl_cli_flags_help_engine(void)
            "                              what the KV cache holds); above the model's\n"
            "                              max_position_embeddings only with:\n"
            "  --allow-long-max-model-len  (or VLLM_ALLOW_LONG_MAX_MODEL_LEN=1)\n"
+           "  --enforce-eager             no CUDA graphs: every step eager (or\n"
+           "                              PAGELLM_CUDA_GRAPHS=0)\n"
            "  --long-prefill-token-threshold N  prefill at most N tokens of a prompt per step\n"
            "                              (0 = only the step budget limits it)\n"
            "  --prefill-chunk N           the same (the interim driver's name)\n"
@@ -651,10 +741,14 @@ const char *pl_cli_flags_help_engine(void)
            "  --threads N                 CPU threads, 0 = one per core (0)\n"
            "  --device auto|cpu|cuda      (auto: cuda when a GPU is present)\n"
            "  --gpu-memory-utilization F  CUDA: share of GPU memory to use (0.9)\n"
+           "  --tensor-parallel-size N    shard the model over N GPUs (of CUDA_VISIBLE_DEVICES)\n"
+           "                              or N CPU ranks (1; docs/parallel.md)\n"
            "  --load-format F             auto | safetensors | dummy (random weights from\n"
            "                              config.json)\n"
            "  --dtype D                   weights' dtype, converted at load: auto (the\n"
-           "                              checkpoint's), bfloat16, float16 (half), float32\n"
-           "                              (float); CPU computes in float32, CUDA in bfloat16\n"
-           "                              (so CUDA refuses float32)\n";
+           "                              checkpoint's; a float32 one runs in bfloat16 on\n"
+           "                              CUDA), bfloat16, float16 (half), float32 (float:\n"
+           "                              on CUDA the float32 mode, every op in fp32, for\n"
+           "                              comparing with transformers; the CPU always\n"
+           "                              computes in float32)\n";
 }

@@ -17,11 +17,12 @@
  */
 #include "cli/cli.h"
 #include "engine/async_engine.h"
+#include "engine/llm_internal.h"
 #include "server/http.h"
-#include "server/llm_engine.h"
 #include "server/metrics.h"
 #include "server/openai.h"
 #include "server/reasoning.h"
+#include "server/tool_parser.h"
 #include "server/serving_log.h"
 #include "tokenizer/tokenizer.h"
 #include "util/log.h"
@@ -53,6 +54,8 @@ struct serve_opts {
     char *methods;
     char *headers;
     const char *reasoning_parser;
+    bool enable_auto_tool_choice;
+    const char *tool_call_parser;
     struct pl_pooling_params pooling; /* type 0: the default */
     bool log_stats;
     double log_stats_interval_s;
@@ -103,6 +106,10 @@ static void usage(FILE *f)
             "                              seconds with work pending (default 30)\n"
             "  --reasoning-parser NAME     qwen3 or deepseek_r1: <think>...</think> goes to\n"
             "                              reasoning_content in chat answers and deltas\n"
+            "  --enable-auto-tool-choice   serve tool_choice \"auto\": the model's tool calls are\n"
+            "                              parsed into message.tool_calls\n"
+            "  --tool-call-parser NAME     hermes, llama3_json or mistral (default: the format\n"
+            "                              the chat template shows)\n"
             "  --pooling last|mean         /v1/embeddings: the last token's or the mean final "
             "hidden\n"
             "                              state, L2-normalized (default last)\n"
@@ -238,6 +245,12 @@ static int parse_args(int argc, char **argv, struct serve_opts *o)
             o->http.allow_credentials = true;
             continue;
         }
+        if (!strcmp(flag, "--enable-auto-tool-choice")) {
+            if (val)
+                return bad("this flag takes no value:", argv[i]);
+            o->enable_auto_tool_choice = true;
+            continue;
+        }
         if (!strcmp(flag, "--disable-log-stats") || !strcmp(flag, "--enable-log-requests") ||
             !strcmp(flag, "--disable-log-requests")) {
             if (val)
@@ -331,6 +344,11 @@ static int parse_args(int argc, char **argv, struct serve_opts *o)
             if (!pl_reasoning_kind_from_name(val, &rk) || rk == PL_REASONING_NONE)
                 return bad("--reasoning-parser must be qwen3 or deepseek_r1, not", val);
             o->reasoning_parser = val;
+        } else if (!strcmp(flag, "--tool-call-parser")) {
+            enum pl_tool_parser_kind tk;
+            if (!pl_tool_parser_kind_from_name(val, &tk) || tk == PL_TOOL_PARSER_NONE)
+                return bad("--tool-call-parser must be hermes, llama3_json or mistral, not", val);
+            o->tool_call_parser = val;
         } else if (!strcmp(flag, "--pooling")) {
             bool norm = o->pooling.type ? o->pooling.normalize : true;
             if (!pooling_type_from(val, &o->pooling.type))
@@ -415,7 +433,7 @@ struct observers {
     struct pl_serving_log *log;
 };
 
-static void observe_all(void *user, const struct pl_async_output *o)
+static void observe_all(void *user, const struct pl_request_output *o)
 {
     struct observers *obs = user;
     pl_metrics_observe(obs->metrics, o);
@@ -539,7 +557,7 @@ int pl_cli_serve(int argc, char **argv)
     ap.stall_timeout_s = o.stall_s;
     ap.observe = observe_all;
     ap.observe_user = &obs;
-    if (pl_async_engine_new(&pl_llm_engine_ops, llm, &ap, &ae, &err) != PL_STATUS_OK) {
+    if (pl_llm_start_async(llm, &ap, &ae, &err) != PL_STATUS_OK) {
         fprintf(stderr, "pagellm serve: %s\n", err.msg);
         goto out;
     }
@@ -556,6 +574,8 @@ int pl_cli_serve(int argc, char **argv)
                                   .ae = ae,
                                   .metrics = metrics,
                                   .reasoning_parser = o.reasoning_parser,
+                                  .enable_auto_tool_choice = o.enable_auto_tool_choice,
+                                  .tool_call_parser = o.tool_call_parser,
                                   .pooling = o.pooling,
                                   .log_requests = o.log_requests,
                                   .max_log_len = o.max_log_len};
@@ -590,7 +610,8 @@ int pl_cli_serve(int argc, char **argv)
     fprintf(stderr, "pagellm serve: stopped\n");
 out:
     pl_http_server_free(http);
-    pl_async_engine_free(ae);
+    if (llm)
+        pl_llm_stop_async(llm); /* the engine thread (ae) */
     pl_serving_log_free(slog); /* after the engine thread: it observes into the log */
     pl_openai_free(oai);
     pl_metrics_free(metrics);

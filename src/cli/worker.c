@@ -9,9 +9,10 @@
  * serving stack the OpenAI server also runs on: the async engine thread over
  * the pl_llm, the tokenizer shared by job threads, the OpenAI layer.
  */
+#include "backend/backend.h"
 #include "cli/cli.h"
 #include "engine/async_engine.h"
-#include "server/llm_engine.h"
+#include "engine/llm_internal.h"
 #include "server/openai.h"
 #include "tokenizer/tokenizer.h"
 #include "worker/runpod.h"
@@ -52,7 +53,9 @@ static const char *help =
     "  --test_input JSON        run one job ({\"input\": ...}) and exit 0/1\n"
     "  --health-stall-timeout S the engine loop counts as stalled after S seconds without a\n"
     "                           step while work is pending (30): no heartbeat, /health 503\n"
-    "Env REASONING_PARSER (qwen3, deepseek_r1) splits reasoning_content out of chat answers.\n"
+    "Env REASONING_PARSER (qwen3, deepseek_r1) splits reasoning_content out of chat answers;\n"
+    "ENABLE_AUTO_TOOL_CHOICE=true serves tool_choice \"auto\" with TOOL_CALL_PARSER (hermes,\n"
+    "llama3_json, mistral; default: the one the chat template shows).\n"
     "Engine flags (below) override the environment (MAX_MODEL_LEN, MAX_NUM_SEQS,\n"
     "MAX_NUM_BATCHED_TOKENS, BLOCK_SIZE, SEED, ENABLE_PREFIX_CACHING, DTYPE,\n"
     "GPU_MEMORY_UTILIZATION, OVERRIDE_GENERATION_CONFIG). Sampling defaults apply to\n"
@@ -128,9 +131,17 @@ static int apply_env(struct pl_cli_flags *f)
     v = getenv("OVERRIDE_GENERATION_CONFIG");
     if (v && *v)
         f->override_json = v; /* checked with the flags (pl_cli_flags_check) */
-    v = getenv("TENSOR_PARALLEL_SIZE");
-    if (v && *v && strcmp(v, "1"))
-        fprintf(stderr, "pagellm worker: TENSOR_PARALLEL_SIZE=%s ignored (one device)\n", v);
+    /* worker-vllm: TENSOR_PARALLEL_SIZE, by default every visible GPU of the pod */
+    int n_gpus = pl_backend_device_count(lp->device ? lp->device : "auto");
+    if (strcmp(pl_backend_resolve(lp->device ? lp->device : "auto"), "cpu") && n_gpus > 1)
+        lp->tensor_parallel_size = n_gpus;
+    if (env_int("TENSOR_PARALLEL_SIZE", &lp->tensor_parallel_size) < 0)
+        return -1;
+    if (lp->tensor_parallel_size < 1 || lp->tensor_parallel_size > 64) {
+        fprintf(stderr, "pagellm worker: TENSOR_PARALLEL_SIZE=%d is not in 1..64\n",
+                lp->tensor_parallel_size);
+        return -1;
+    }
     return 0;
 }
 
@@ -421,6 +432,11 @@ int pl_cli_worker(int argc, char **argv)
     }
     struct pl_sampling_params defaults;
     pl_llm_default_sampling_params(llm, &defaults);
+    const char *v = getenv("ENABLE_AUTO_TOOL_CHOICE");
+    bool auto_tools = v && (!strcmp(v, "1") || !strcasecmp(v, "true"));
+    const char *tool_parser = getenv("TOOL_CALL_PARSER");
+    if (tool_parser && !*tool_parser)
+        tool_parser = NULL;
     struct pl_async_engine_params ap;
     pl_async_engine_params_default(&ap);
     ap.max_pending = 4096;
@@ -438,8 +454,12 @@ int pl_cli_worker(int argc, char **argv)
                                   .response_role = cfg.response_role,
                                   /* worker-vllm's REASONING_PARSER: reasoning_content in the
                                    * OpenAI-route answers, as the server's --reasoning-parser */
-                                  .reasoning_parser = getenv("REASONING_PARSER")};
-    pl_status st = pl_async_engine_new(&pl_llm_engine_ops, llm, &ap, &ctx.ae, &err);
+                                  .reasoning_parser = getenv("REASONING_PARSER"),
+                                  /* worker-vllm's ENABLE_AUTO_TOOL_CHOICE / TOOL_CALL_PARSER,
+                                   * as the server's flags of the same names */
+                                  .enable_auto_tool_choice = auto_tools,
+                                  .tool_call_parser = tool_parser};
+    pl_status st = pl_llm_start_async(llm, &ap, &ctx.ae, &err);
     if (st == PL_STATUS_OK) {
         op.ae = ctx.ae;
         st = pl_openai_new(&op, &ctx.oai, &err);
@@ -460,7 +480,7 @@ int pl_cli_worker(int argc, char **argv)
     } else {
         rc = pl_rp_worker_run(&ctx);
     }
-    pl_async_engine_free(ctx.ae);
+    pl_llm_stop_async(llm); /* the engine thread (ctx.ae) */
     pl_openai_free(ctx.oai);
     pl_sampling_params_fini(&defaults);
     pl_tokenizer_free(tok);

@@ -316,6 +316,12 @@ static pl_status process_logits(struct pl_sampler *s, const struct pl_sampler_ro
             s->mark[i] = 0;
         }
     }
+    if (row->token_mask) {
+        const uint32_t *m = row->token_mask;
+        for (int i = 0; i < V; i++)
+            if (!((m[i >> 5] >> (i & 31)) & 1u))
+                w[i] = -INFINITY;
+    }
     if (row->n_output < p->min_tokens) {
         if ((st = check_ids(row->eos_ids, row->n_eos, V, r, "eos_ids", err)) ||
             (st = check_ids(p->stop_token_ids, p->n_stop_token_ids, V, r, "stop_token_ids", err)))

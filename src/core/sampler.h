@@ -9,7 +9,8 @@
  * Per row, in vLLM's order (vllm/v1/sample/sampler.py):
  *   0. logprobs, when requested, come from the raw logits: log_softmax of the
  *      logits as passed in (vLLM's default logprobs_mode "raw_logprobs");
- *   1. allowed_token_ids: every other token -> -inf;
+ *   1. allowed_token_ids: every other token -> -inf; then the row's token_mask
+ *      (structured output): every token whose bit is clear -> -inf;
  *   2. min_tokens: while fewer than min_tokens tokens were generated, the eos
  *      ids and stop_token_ids -> -inf;
  *   3. logit_bias: bias added to the token's logit;
@@ -106,8 +107,9 @@ pl_status pl_sampler_sample_rows(struct pl_sampler *s, const float *logits,
 
 /*
  * True when the row uses only what every backend sample op implements:
- * temperature, top_k, top_p, min_p, the three penalties and logprobs. False
- * when it needs allowed_token_ids, logit_bias or an active min_tokens mask
+ * temperature, top_k, top_p, min_p, the three penalties, logprobs and the
+ * token_mask of structured output. False when it needs allowed_token_ids,
+ * logit_bias or an active min_tokens mask
  * (those rows go through the host sampler).
  */
 bool pl_sampler_row_is_basic(const struct pl_sampler_row *row);

@@ -65,6 +65,9 @@ struct pl_sampler_row {
     int n_eos;
     struct pl_rng *rng;         /* the request's own generator (seeded requests), advanced in
                                    place; NULL: draw from the sampler's generator */
+    const uint32_t *token_mask; /* [ceil(vocab_size / 32)] packed: bit i % 32 of word i / 32
+                                   set = token i may be sampled (structured output, applied
+                                   with allowed_token_ids); NULL: no mask */
 };
 
 /* One sampled token and, when params->logprobs >= 0, its logprobs. Entries of top_ids and

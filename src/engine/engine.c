@@ -13,12 +13,15 @@
  *   text[0, text_sent)  already released by a delta poll
  *   text_sent <= visible <= text_len; visible == text_len once finished.
  */
+#include "engine/sampling_params.h"
 #include "engine/engine.h"
 
 #include "engine/batch_builder.h"
 #include "core/sampler.h"
 #include "engine/stop.h"
+#include "grammar/grammar.h"
 #include "util/clock.h"
+#include "util/debug_env.h"
 #include "util/log.h"
 #include "util/rng.h"
 
@@ -44,6 +47,7 @@ struct seq_st {
     enum pl_stop_reason_kind stop_kind;
     int stop_index;
     int32_t stop_token;
+    struct pl_grammar_matcher *gm;     /* structured output: the sample's automaton, or NULL */
     int n_tok_sent;                    /* output tokens (and logprobs) released by polls */
     bool finish_sent;
 };
@@ -72,6 +76,15 @@ struct req {
     struct pl_pooling_params pool;
     double *pool_acc;                  /* [hidden_size]: the sum (MEAN) or the last row (LAST) */
     int pool_next;                     /* prompt positions < pool_next are in pool_acc */
+    /* metrics (pl_request_metrics; monotonic seconds, 0: not yet) */
+    double t_arrival, t_first_sched, t_first_tok, t_last_tok, t_prev_tok;
+    enum pl_finish_reason first_finish; /* the first sample finish a poll reported */
+    /* Reserved at admission so that the finished output can always be built,
+     * even when memory runs out then (fill_reserved): moved into it, or freed
+     * with the request. */
+    struct pl_completion_output *res_outputs; /* [n_st] zeroed */
+    char *res_id;                      /* request_id text */
+    char *res_error;                   /* the out-of-memory message */
     struct req *prev, *next;
 };
 
@@ -104,6 +117,10 @@ struct pl_engine {
     bool *stop;                        /* [max_rows] */
     int *row_index;                    /* [max_rows] sample index of each row */
     int *row_src;                      /* [max_rows] model logits row of each sampler row */
+    /* structured output: made with the first constrained request (outside the step loop) */
+    struct pl_grammar_cache *gcache;
+    uint32_t *masks;                   /* [max_rows][mask_words] token masks of this step */
+    size_t mask_words;
     /* pooling: allocated with the first pooling request */
     float *hidden;                     /* [max_num_batched_tokens][hidden_size] */
     int32_t *hidden_rows;              /* [max_num_batched_tokens] token index of each row */
@@ -153,6 +170,8 @@ static void seq_st_fini(struct pl_engine *e, struct seq_st *st)
     st->detok = NULL;
     free(st->lp);
     free(st->text);
+    pl_grammar_matcher_free(st->gm);
+    st->gm = NULL;
 }
 
 static void req_free(struct pl_engine *e, struct req *r)
@@ -168,6 +187,9 @@ static void req_free(struct pl_engine *e, struct req *r)
     free(r->name);
     free(r->prompt_text);
     free(r->error);
+    free(r->res_outputs);
+    free(r->res_id);
+    free(r->res_error);
     pl_sampling_params_fini(&r->params);
     free(r);
 }
@@ -210,7 +232,9 @@ pl_status pl_engine_new(const struct pl_engine_params *p, const struct pl_engine
     if (!e)
         return pl_err_set(err, PL_STATUS_NO_MEMORY, "engine: out of memory");
     e->p = *p;
-    e->profile = getenv("PAGELLM_PROFILE") && strcmp(getenv("PAGELLM_PROFILE"), "0");
+    struct pl_debug_env dbg;
+    pl_debug_env_read(&dbg);
+    e->profile = dbg.profile;
     e->model = *model;
     if (detok && detok->init && detok->push && detok->flush && detok->fini) {
         e->detok = *detok;
@@ -294,6 +318,8 @@ void pl_engine_free(struct pl_engine *e)
     free(e->stop);
     free(e->row_index);
     free(e->row_src);
+    free(e->masks);
+    pl_grammar_cache_free(e->gcache);
     free(e->hidden);
     free(e->hidden_rows);
     free(e->pool_rows);
@@ -361,6 +387,32 @@ static pl_status pooling_prepare(struct pl_engine *e, const struct pl_engine_req
     return PL_STATUS_OK;
 }
 
+/*
+ * Structured output: the grammar cache and the step's mask rows (with the first
+ * constrained request), then one matcher per sample, compiled through the cache.
+ */
+static pl_status constraint_prepare(struct pl_engine *e, struct req *r, struct pl_err *err)
+{
+    if (!e->p.grammar_vocab)
+        return pl_err_set(err, PL_STATUS_UNSUPPORTED,
+                          "structured outputs need the model's tokenizer");
+    pl_status st;
+    if (!e->gcache) {
+        e->mask_words = PL_GRAMMAR_MASK_WORDS(e->vocab);
+        e->masks = malloc((size_t)e->max_rows * e->mask_words * sizeof(uint32_t));
+        if (!e->masks)
+            return pl_err_set(err, PL_STATUS_NO_MEMORY, "out of memory for token masks");
+        if ((st = pl_grammar_cache_new(e->p.grammar_vocab, 64, &e->gcache, err)))
+            return st;
+    }
+    const struct pl_sampling_params *pp = &r->params;
+    st = pl_grammar_matcher_new(e->gcache, pp->constraint_kind, pp->constraint,
+                                pp->whitespace_pattern, &r->st[0].gm, err);
+    for (int k = 1; st == PL_STATUS_OK && k < r->n_st; k++)
+        st = pl_grammar_matcher_clone(r->st[0].gm, &r->st[k].gm, err);
+    return st;
+}
+
 pl_status pl_engine_add(struct pl_engine *e, const struct pl_engine_request *rq,
                         struct pl_err *err)
 {
@@ -412,6 +464,7 @@ pl_status pl_engine_add(struct pl_engine *e, const struct pl_engine_request *rq,
     if (pp->max_tokens < 0)
         pp->max_tokens = sp->max_model_len - rq->n_prompt;
     r->id = rq->request_id;
+    r->t_arrival = rq->arrival_time > 0 ? rq->arrival_time : pl_clock_seconds();
     r->n_prompt = rq->n_prompt;
     r->prompt = malloc(sizeof(int32_t) * (size_t)rq->n_prompt);
     r->name = str_dup(rq->name);
@@ -425,8 +478,14 @@ pl_status pl_engine_add(struct pl_engine *e, const struct pl_engine_request *rq,
         r->pool = *rq->pooling;
         r->pool_acc = calloc((size_t)e->model.hidden_size, sizeof(double));
     }
+    char num[32];
+    snprintf(num, sizeof(num), "%llu", (unsigned long long)r->id);
+    r->res_outputs = calloc((size_t)r->n_st, sizeof(*r->res_outputs));
+    r->res_id = str_dup(rq->name ? rq->name : num);
+    r->res_error = str_dup("out of memory for the request's output");
     if (!r->prompt || (rq->name && !r->name) || (rq->prompt_text && !r->prompt_text) || !r->st ||
-        (pp->prompt_logprobs >= 0 && !r->plp) || (r->pooling && !r->pool_acc)) {
+        (pp->prompt_logprobs >= 0 && !r->plp) || (r->pooling && !r->pool_acc) ||
+        !r->res_outputs || !r->res_id || !r->res_error) {
         st = pl_err_set(err, PL_STATUS_NO_MEMORY, "out of memory for a request");
         goto fail;
     }
@@ -441,6 +500,9 @@ pl_status pl_engine_add(struct pl_engine *e, const struct pl_engine_request *rq,
         r->plp[0].token_id = r->prompt[0];
         r->plp[0].n_top = -1;
     }
+    if (pp->constraint_kind != PL_CONSTRAINT_NONE &&
+        (st = constraint_prepare(e, r, err)) != PL_STATUS_OK)
+        goto fail;
 
     struct pl_seq_group_params gp;
     pl_seq_group_params_default(&gp);
@@ -877,6 +939,12 @@ static pl_status run_plan(struct pl_engine *e, struct pl_sched_plan *plan, doubl
             sr->eos_ids = r->params.ignore_eos ? NULL : e->eos;
             sr->n_eos = r->params.ignore_eos ? 0 : e->p.n_eos;
             sr->rng = r->params.has_seed ? &r->st[idx].rng : NULL;
+            sr->token_mask = NULL;
+            if (r->st[idx].gm) {
+                uint32_t *mask = e->masks + (size_t)row * e->mask_words;
+                pl_grammar_matcher_fill_mask(r->st[idx].gm, mask);
+                sr->token_mask = mask;
+            }
             e->row_index[row] = idx;
             basic = basic && pl_sampler_row_is_basic(sr);
         }
@@ -933,6 +1001,12 @@ static pl_status run_plan(struct pl_engine *e, struct pl_sched_plan *plan, doubl
             sst->pending = pl_stop_check_token(&r->params, e->eos, e->p.n_eos, tok,
                                                pl_seq_num_outputs(q) + 1, q->n_tokens + 1,
                                                e->p.sched.max_model_len);
+            if (sst->gm && !pl_grammar_matcher_accept_token(sst->gm, tok) &&
+                sst->pending == PL_STOP_TOKEN_NONE) {
+                /* only when no token was allowed (the sampler's all-masked fallback, e.g.
+                 * ignore_eos after the grammar completed): the output ends here */
+                sst->pending = PL_STOP_TOKEN_EOS;
+            }
             e->stop[row] = sst->pending == PL_STOP_TOKEN_EOS ||
                            sst->pending == PL_STOP_TOKEN_STOP_ID;
             if (r->params.logprobs >= 0) {
@@ -985,6 +1059,11 @@ pl_status pl_engine_step(struct pl_engine *e, struct pl_err *err)
         fail_unfinished(e, st, err->msg);
     } else {
         collect_finished(e);
+        for (int i = 0; i < plan.n_seqs; i++) {
+            struct req *r = plan.seqs[i].seq->group->user;
+            if (r->t_first_sched == 0)
+                r->t_first_sched = t0;
+        }
         if (plan.n_seqs > 0) {
             st = run_plan(e, &plan, t0, err);
             if (st != PL_STATUS_OK)
@@ -999,38 +1078,6 @@ pl_status pl_engine_step(struct pl_engine *e, struct pl_err *err)
 }
 
 /* ---- outputs ---- */
-
-static void completion_free(struct pl_completion_output *c)
-{
-    free(c->text);
-    free(c->token_ids);
-    free(c->logprobs);
-    free(c->stop_str);
-}
-
-static void request_output_free(struct pl_request_output *o)
-{
-    free(o->embedding);
-    for (int i = 0; i < o->n_outputs; i++)
-        completion_free(&o->outputs[i]);
-    free(o->outputs);
-    free(o->request_id);
-    free(o->prompt);
-    free(o->prompt_token_ids);
-    free(o->prompt_logprobs);
-    free(o->error);
-}
-
-void pl_outputs_free(struct pl_outputs *o)
-{
-    if (!o)
-        return;
-    for (int i = 0; i < o->n; i++)
-        request_output_free(&o->items[i]);
-    free(o->items);
-    o->items = NULL;
-    o->n = 0;
-}
 
 static void *mem_dup(const void *p, size_t n)
 {
@@ -1107,15 +1154,96 @@ static float *pooled_vector(const struct pl_engine *e, const struct req *r)
     return v;
 }
 
-/* Builds r's output into o; on success advances the cursors (delta). */
-static bool fill_request(const struct pl_engine *e, struct req *r, bool delta,
-                         struct pl_request_output *o)
+/* Marks every sample's finish as sent and advances the cursors (a poll reported r). */
+static void advance_cursors(struct req *r)
+{
+    const struct pl_seq_group *g = r->group;
+    for (int i = 0; i < g->n_seqs; i++) {
+        const struct pl_seq *q = &g->seqs[i];
+        struct seq_st *st = &r->st[q->index];
+        st->n_tok_sent = pl_seq_num_outputs(q);
+        st->text_sent = st->visible;
+        if (st->finish != PL_FINISH_NONE)
+            st->finish_sent = true;
+    }
+    r->dirty = false;
+}
+
+/* The request-level fields of an output about to be reported: its finish and its times. */
+static void finish_output(struct req *r, struct pl_request_output *o, double now)
+{
+    bool has_tokens = false;
+    for (int i = 0; i < o->n_outputs; i++) {
+        has_tokens |= o->outputs[i].n_token_ids > 0;
+        if (r->first_finish == PL_FINISH_NONE)
+            r->first_finish = o->outputs[i].finish_reason;
+    }
+    if (has_tokens) {
+        if (r->t_first_tok == 0)
+            r->t_first_tok = now;
+        r->t_prev_tok = r->t_last_tok;
+        r->t_last_tok = now;
+    }
+    if (o->finished)
+        o->finish_reason = r->failed ? PL_FINISH_ERROR
+                           : r->first_finish != PL_FINISH_NONE ? r->first_finish
+                                                               : PL_FINISH_ABORT;
+    o->metrics.arrival_time = r->t_arrival;
+    o->metrics.first_scheduled_time = r->t_first_sched;
+    o->metrics.first_token_time = r->t_first_tok;
+    o->metrics.last_token_time = r->t_last_tok;
+    o->metrics.prev_token_time = r->t_prev_tok;
+    o->metrics.finished_time = o->finished ? now : 0;
+}
+
+/*
+ * r's finished output built from what was reserved at admission only (no
+ * allocation): every sample whose finish was not reported yet, without the
+ * text and tokens the failed fill could not copy, and the error saying why.
+ * So a finish is never lost to a lack of memory.
+ */
+static void fill_reserved(struct req *r, struct pl_request_output *o, double now)
 {
     memset(o, 0, sizeof(*o));
     const struct pl_seq_group *g = r->group;
-    char num[32];
-    snprintf(num, sizeof(num), "%llu", (unsigned long long)r->id);
-    o->request_id = str_dup(r->name ? r->name : num);
+    o->request_num = r->id;
+    o->request_id = r->res_id;
+    o->outputs = r->res_outputs;
+    r->res_id = NULL;
+    r->res_outputs = NULL;
+    for (int i = 0; i < g->n_seqs; i++) {
+        const struct pl_seq *q = &g->seqs[i];
+        const struct seq_st *st = &r->st[q->index];
+        if (st->finish_sent)
+            continue;
+        struct pl_completion_output *c = &o->outputs[o->n_outputs++];
+        c->index = q->index;
+        c->finish_reason = st->finish != PL_FINISH_NONE ? st->finish : PL_FINISH_ERROR;
+        c->stop_token_id = -1;
+    }
+    o->num_cached_tokens = g->n_cached_tokens;
+    o->finished = true;
+    if (r->failed && r->error) {
+        o->error = r->error; /* the first failure's message wins */
+        r->error = NULL;
+    } else {
+        o->error = r->res_error;
+        r->res_error = NULL;
+    }
+    o->error_status = r->failed ? r->error_status : PL_STATUS_NO_MEMORY;
+    r->failed = true;
+    finish_output(r, o, now);
+    advance_cursors(r);
+}
+
+/* Builds r's output into o; on success advances the cursors (delta). */
+static bool fill_request(const struct pl_engine *e, struct req *r, bool delta,
+                         struct pl_request_output *o, double now)
+{
+    memset(o, 0, sizeof(*o));
+    const struct pl_seq_group *g = r->group;
+    o->request_num = r->id;
+    o->request_id = str_dup(r->res_id);
     if (!o->request_id)
         return false;
     bool send_prompt = !delta || !r->prompt_sent;
@@ -1165,19 +1293,44 @@ static bool fill_request(const struct pl_engine *e, struct req *r, bool delta,
             return false; /* out of memory: the poll is retried */
     }
     /* success: advance the cursors */
+    finish_output(r, o, now);
     r->prompt_sent = true;
     if (send_plp)
         r->plp_sent = true;
-    for (int i = 0; i < g->n_seqs; i++) {
-        const struct pl_seq *q = &g->seqs[i];
-        struct seq_st *st = &r->st[q->index];
-        st->n_tok_sent = pl_seq_num_outputs(q);
-        st->text_sent = st->visible;
-        if (st->finish != PL_FINISH_NONE)
-            st->finish_sent = true;
-    }
-    r->dirty = false;
+    advance_cursors(r);
     return true;
+}
+
+int pl_engine_poll_into(struct pl_engine *e, bool delta, struct pl_request_output *items,
+                        int cap)
+{
+    int n = 0;
+    double now = pl_clock_seconds();
+    struct req *r = e->head;
+    while (r && n < cap) {
+        struct req *next = r->next;
+        if (delta ? r->dirty : r->finished) {
+            struct pl_request_output *o = &items[n];
+            bool reported = fill_request(e, r, delta, o, now);
+            if (!reported) {
+                pl_request_output_fini(o);
+                if (r->finished) { /* its end is never lost: the reserve carries it */
+                    fill_reserved(r, o, now);
+                    reported = true;
+                }
+                /* else: nothing was taken; its news waits for the next poll */
+            }
+            n += reported;
+            if (reported && r->finished) {
+                req_unlink(e, r);
+                pl_seq_group_free(r->group);
+                req_free(e, r);
+                e->n_finished++;
+            }
+        }
+        r = next;
+    }
+    return n;
 }
 
 pl_status pl_engine_poll(struct pl_engine *e, bool delta, struct pl_outputs *out,
@@ -1194,25 +1347,7 @@ pl_status pl_engine_poll(struct pl_engine *e, bool delta, struct pl_outputs *out
     if (!items)
         return pl_err_set(err, PL_STATUS_NO_MEMORY, "out of memory for outputs");
     out->items = items;
-    struct req *r = e->head;
-    while (r) {
-        struct req *next = r->next;
-        if (delta ? r->dirty : r->finished) {
-            struct pl_request_output *o = &out->items[out->n];
-            if (!fill_request(e, r, delta, o)) {
-                request_output_free(o);
-                return pl_err_set(err, PL_STATUS_NO_MEMORY, "out of memory for outputs");
-            }
-            out->n++;
-            if (r->finished) {
-                req_unlink(e, r);
-                pl_seq_group_free(r->group);
-                req_free(e, r);
-                e->n_finished++;
-            }
-        }
-        r = next;
-    }
+    out->n += pl_engine_poll_into(e, delta, items + out->n, n_new);
     return PL_STATUS_OK;
 }
 

@@ -35,8 +35,10 @@
 
 #include "engine/batch.h"
 #include "engine/block_manager.h"
+#include "engine/tensor_parallel.h"
 #include "model/rope.h"
 #include "model/safetensors.h"
+#include "model/shard.h"
 #include "util/clock.h"
 #include "util/log.h"
 
@@ -95,6 +97,19 @@ struct pl_model {
     void *graphs[MAX_GRAPHS][CTX_BUCKETS];
     int graph_mb[MAX_GRAPHS][CTX_BUCKETS];
     int n_graphs_recorded;
+
+    /* tensor parallelism (pl_model_set_tp): this rank's communicator, its vocabulary rows
+     * [vocab_start, vocab_start + cfg->vocab_size) of vocab_full; h_logits: host
+     * [logits_chunk, cfg->vocab_size], a chunk's slice before it goes into its columns */
+    struct pl_comm *comm;
+    int tp_rank;
+    int vocab_start, vocab_full;
+    float *h_logits;
+    /* sampling at TP > 1 (the backend has sample and copy_2d): every rank's logits chunk is
+     * gathered on rank 0 into d_gather [size][logits_chunk * vocab], placed column-wise in
+     * d_full [logits_chunk, vocab_full], and rank 0 samples (backend memory, rank 0 only) */
+    bool tp_can_sample;
+    float *d_gather, *d_full;
 
     /* pl_model_forward_sample's request to the logits section (NULL: download logits) */
     const struct sample_job *job;
@@ -315,6 +330,7 @@ pl_status pl_model_new(const struct pl_model_config *cfg, const struct pl_weight
     m->max_blocks_per_seq = max_blocks_per_seq;
     m->kv_dim = cfg->n_kv_heads * cfg->head_dim;
     m->logits_chunk = max_tokens < LOGITS_CHUNK ? max_tokens : LOGITS_CHUNK;
+    m->vocab_full = cfg->vocab_size;
     pl_status st = build_ropes(m, err);
     if (st == PL_STATUS_OK)
         st = check_backend(cfg, m->rope, be, err);
@@ -375,13 +391,16 @@ pl_status pl_model_new(const struct pl_model_config *cfg, const struct pl_weight
                           pl_status_str(st));
     }
     /* Decode graphs need ops that allocate nothing while recording: the backend's bf16
-     * matmuls (fp16 weights take a lazily sized scratch), a forward without host-side
-     * decisions, and PAGELLM_CUDA_GRAPHS != 0 (vLLM's enforce_eager, for debugging). */
-    const char *env = getenv("PAGELLM_CUDA_GRAPHS");
-    m->use_graphs = be->ops->graph_begin && wc.all_bf16_matmuls && !m->arch->no_graphs &&
-                    !(env && !strcmp(env, "0"));
+     * matmuls (fp16 weights take a lazily sized scratch) and a forward without host-side
+     * decisions; pl_model_set_eager turns them off (vLLM's enforce_eager). */
+    m->use_graphs = be->ops->graph_begin && wc.all_bf16_matmuls && !m->arch->no_graphs;
     *out = m;
     return PL_STATUS_OK;
+}
+
+void pl_model_set_eager(struct pl_model *m)
+{
+    m->use_graphs = false;
 }
 
 void pl_model_free(struct pl_model *m)
@@ -404,7 +423,42 @@ void pl_model_free(struct pl_model *m)
     else
         free(m->h_stage);
     free(m->h_row_map);
+    free(m->h_logits);
+    be_release(be, m->d_gather);
+    be_release(be, m->d_full);
     free(m);
+}
+
+pl_status pl_model_set_tp(struct pl_model *m, struct pl_comm *comm, int vocab_start,
+                          int vocab_full, struct pl_err *err)
+{
+    if (vocab_start < 0 || vocab_start + m->cfg->vocab_size > vocab_full)
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                          "model: vocabulary rows [%d, %d) outside the vocabulary of %d",
+                          vocab_start, vocab_start + m->cfg->vocab_size, vocab_full);
+    free(m->h_logits);
+    m->h_logits = malloc(sizeof(float) * (size_t)m->logits_chunk * (size_t)m->cfg->vocab_size);
+    if (!m->h_logits)
+        return pl_err_set(err, PL_STATUS_NO_MEMORY, "model: out of memory");
+    m->comm = comm;
+    m->tp_rank = comm ? pl_comm_rank(comm) : 0;
+    m->vocab_start = vocab_start;
+    m->vocab_full = vocab_full;
+    const struct pl_backend_ops *op = m->be->ops;
+    if (comm && !pl_comm_graph_safe(comm))
+        m->use_graphs = false; /* the staged communicator synchronises */
+    m->tp_can_sample = comm && op->sample && op->copy_2d;
+    if (m->tp_can_sample && m->tp_rank == 0) {
+        const size_t lc = (size_t)m->logits_chunk;
+        pl_status st = PL_STATUS_OK;
+        m->d_gather = be_alloc(m, sizeof(float) * (size_t)pl_comm_size(comm) * lc *
+                                      (size_t)m->cfg->vocab_size, &st);
+        m->d_full = be_alloc(m, sizeof(float) * lc * (size_t)vocab_full, &st);
+        if (st != PL_STATUS_OK)
+            return pl_err_set(err, st, "model: cannot allocate rank 0's gathered logits (%d x "
+                              "%d floats)", m->logits_chunk, vocab_full);
+    }
+    return PL_STATUS_OK;
 }
 
 /* The shape of one layer-loop run: the batch's, or a padded decode graph's. */
@@ -435,6 +489,8 @@ static void run_layers(struct pl_model *m, const struct run_shape *sh, const str
         .block_tables = m->d_tables,
         .rope = m->rope,
         .scratch = m->scratch,
+        .comm = m->comm,
+        .tp_rank = m->tp_rank,
     };
     m->arch->forward(&f);
 }
@@ -465,10 +521,10 @@ static pl_status check_batch(const struct pl_model *m, const struct pl_batch *b,
     if (st != PL_STATUS_OK)
         return st;
     for (int t = 0; t < b->n_tokens; t++)
-        if (b->token_ids[t] < 0 || b->token_ids[t] >= m->cfg->vocab_size)
+        if (b->token_ids[t] < 0 || b->token_ids[t] >= m->vocab_full)
             return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
                               "model: token %d has id %d outside the vocabulary (%d)", t,
-                              b->token_ids[t], m->cfg->vocab_size);
+                              b->token_ids[t], m->vocab_full);
     for (int s = 0; s < b->n_seqs; s++) {
         int used = (b->context_lens[s] + kv->block_size - 1) / kv->block_size;
         const int32_t *table = b->block_tables + (size_t)s * (size_t)b->max_blocks_per_seq;
@@ -490,6 +546,14 @@ static pl_status upload_batch(struct pl_model *m, const struct pl_batch *b, int 
     struct pl_backend *be = m->be;
     const size_t T = (size_t)b->n_tokens, S = (size_t)b->n_seqs;
     const int32_t *seq_lens = b->seq_lens;
+    const int32_t *ids = b->token_ids;
+    if (m->vocab_full != m->cfg->vocab_size) { /* vocab-parallel: local rows, -1 elsewhere */
+        for (size_t t = 0; t < T; t++) {
+            int32_t id = b->token_ids[t] - m->vocab_start;
+            m->h_ids[t] = id >= 0 && id < m->cfg->vocab_size ? id : -1;
+        }
+        ids = m->h_ids;
+    }
     if (!seq_lens) { /* each token's sequence length is its sequence's context length */
         for (int s = 0; s < b->n_seqs; s++)
             for (int t = b->cu_seqlens_q[s]; t < b->cu_seqlens_q[s + 1]; t++)
@@ -507,7 +571,7 @@ static pl_status upload_batch(struct pl_model *m, const struct pl_batch *b, int 
         const int32_t *src;
         size_t n_src, n_up;
     } arr[] = {
-        {m->d_ids, m->h_ids, b->token_ids, T, n_tok},
+        {m->d_ids, m->h_ids, ids, T, n_tok},
         {m->d_pos, m->h_pos, b->positions, T, n_tok},
         {m->d_seq_lens, m->h_seq_lens, seq_lens, T, n_tok},
         {m->d_slots, m->h_slots, b->slot_mapping, T, n_tok},
@@ -635,7 +699,11 @@ pl_status pl_model_forward(struct pl_model *m, const struct pl_batch *b,
     if (st != PL_STATUS_OK)
         return backend_fail(m->be, st, err, graphed ? "the decode graph" : "uploading the batch");
 
-    return emit_logits(m, b, logits, err);
+    st = emit_logits(m, b, logits, err);
+    /* a failed collective is the cause of whatever else failed after it */
+    if (m->comm && pl_comm_error(m->comm, NULL) != PL_STATUS_OK)
+        return pl_comm_error(m->comm, err);
+    return st;
 }
 
 /*
@@ -664,6 +732,18 @@ static pl_status emit_logits(struct pl_model *m, const struct pl_batch *b, float
         op->logits(be, m->logits, m->l_x, &m->w->lm_head, rn);
         if (c->final_softcap > 0) /* Gemma 2: logits = cap * tanh(logits / cap) */
             op->softcap(be, m->logits, (size_t)rn * vocab, c->final_softcap);
+        if (!job && m->vocab_full != c->vocab_size) {
+            /* vocab-parallel: this rank's columns of the caller's [n_logits, vocab_full] */
+            st = op->download(be, m->h_logits, m->logits, sizeof(float) * (size_t)rn * vocab);
+            if (st == PL_STATUS_OK)
+                st = op->sync(be);
+            if (st != PL_STATUS_OK)
+                return backend_fail(be, st, err, "downloading the logits");
+            for (int i = 0; i < rn; i++)
+                memcpy(logits + (size_t)(r0 + i) * (size_t)m->vocab_full + m->vocab_start,
+                       m->h_logits + (size_t)i * vocab, sizeof(float) * vocab);
+            continue;
+        }
         if (!job) {
             st = op->download(be, logits + (size_t)r0 * vocab, m->logits,
                               sizeof(float) * (size_t)rn * vocab);
@@ -671,25 +751,43 @@ static pl_status emit_logits(struct pl_model *m, const struct pl_batch *b, float
                 return backend_fail(be, st, err, "downloading the logits");
             continue;
         }
+        const float *sample_logits = m->logits;
+        int sample_vocab = c->vocab_size;
+        if (m->vocab_full != c->vocab_size) {
+            /* vocab-parallel: the chunk's slices meet on rank 0, which places each rank's
+             * columns and samples over the whole vocabulary; the other ranks are done */
+            pl_comm_gather(m->comm, be, m->logits, m->tp_rank == 0 ? m->d_gather : NULL,
+                           (size_t)rn * vocab, PL_DTYPE_F32);
+            if (m->tp_rank == 0)
+                for (int k = 0; k < pl_comm_size(m->comm); k++)
+                    op->copy_2d(be, m->d_full + (size_t)k * vocab,
+                                sizeof(float) * (size_t)m->vocab_full,
+                                m->d_gather + (size_t)k * (size_t)rn * vocab,
+                                sizeof(float) * vocab, sizeof(float) * vocab, (size_t)rn);
+            sample_logits = m->d_full;
+            sample_vocab = m->vocab_full;
+        }
         int s1 = s0;
         while (s1 < job->n_rows && job->row_src[s1] < r0 + rn) {
             m->h_row_map[s1 - s0] = job->row_src[s1] - r0;
             s1++;
         }
-        if (s1 > s0) {
-            st = op->sample(be, m->logits, rn, c->vocab_size, m->h_row_map, s1 - s0,
+        if (s1 > s0 && m->tp_rank == 0) {
+            st = op->sample(be, sample_logits, rn, sample_vocab, m->h_row_map, s1 - s0,
                             job->rows + s0, job->uniforms + s0, job->out + s0, err);
             if (st != PL_STATUS_OK)
                 return pl_err_prefix(err, "model: sampling");
         }
         s0 = s1;
     }
-    if (b->n_hidden > 0 && (st = emit_hidden(m, b, err)) != PL_STATUS_OK)
+    /* the hidden states are the same on every rank (after the all-reduces): rank 0's */
+    const bool hidden = b->n_hidden > 0 && m->tp_rank == 0;
+    if (hidden && (st = emit_hidden(m, b, err)) != PL_STATUS_OK)
         return st;
     st = op->sync(be);
     if (st != PL_STATUS_OK)
         return backend_fail(be, st, err, "the forward");
-    if (b->n_hidden > 0)
+    if (hidden)
         widen_hidden(m, b);
     return PL_STATUS_OK;
 }
@@ -752,7 +850,8 @@ static void widen_hidden(struct pl_model *m, const struct pl_batch *b)
 
 bool pl_model_can_sample(const struct pl_model *m)
 {
-    return m->be->ops->sample != NULL;
+    return m->be->ops->sample != NULL &&
+           (m->vocab_full == m->cfg->vocab_size || m->tp_can_sample);
 }
 
 pl_status pl_model_forward_sample(struct pl_model *m, const struct pl_batch *b,
@@ -761,9 +860,10 @@ pl_status pl_model_forward_sample(struct pl_model *m, const struct pl_batch *b,
                                   const double *uniforms, struct pl_sample_result *out,
                                   struct pl_err *err)
 {
-    if (!m->be->ops->sample)
-        return pl_err_set(err, PL_STATUS_UNSUPPORTED, "model: the %s backend cannot sample",
-                          m->be->ops->name);
+    if (!pl_model_can_sample(m))
+        return pl_err_set(err, PL_STATUS_UNSUPPORTED, "model: the %s backend cannot sample%s",
+                          m->be->ops->name, m->vocab_full != m->cfg->vocab_size
+                                                ? " a vocab-parallel shard" : "");
     if (n_rows < 0 || n_rows > m->max_tokens)
         return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
                           "model: %d sampler rows (at most %d)", n_rows, m->max_tokens);
@@ -840,7 +940,26 @@ struct pl_model_runner {
     struct pl_kv_cache kv;
     bool has_kv;
     int block_size, n_blocks, max_model_len, max_tokens, max_seqs;
+    /* a tensor-parallel rank (pl_model_runner_new_rank): its communicator and shard; the
+     * coordinator of the ranks (tp != NULL) forwards every call to tensor_parallel.c */
+    struct pl_comm *comm;
+    struct pl_shard shard;
+    struct pl_model_config full_cfg;
+    char log_prefix[48];   /* "rank 1/4: " or "" */
+    struct pl_tp *tp;
 };
+
+/* pl_model_new, then the rank's tensor-parallel binding when it is one. */
+static pl_status bind_model(struct pl_model_runner *r, int max_blocks_per_seq, struct pl_err *err)
+{
+    pl_status st = pl_model_new(&r->cfg, r->w, r->be, r->max_tokens, r->max_seqs,
+                                max_blocks_per_seq, &r->model, err);
+    if (st == PL_STATUS_OK && r->comm)
+        st = pl_model_set_tp(r->model, r->comm,
+                             (int)pl_shard_start(&r->shard, &r->cfg, PL_DIM_VOCAB),
+                             r->full_cfg.vocab_size, err);
+    return st;
+}
 
 void pl_model_runner_params_default(struct pl_model_runner_params *p)
 {
@@ -859,6 +978,10 @@ void pl_model_runner_params_default(struct pl_model_runner_params *p)
     p->convert_dtype = false;
     p->dtype = PL_DTYPE_F32;
     p->allow_long_max_model_len = false;
+    p->enforce_eager = false;
+    p->cpu_scalar_kernels = false;
+    p->cuda_cublas_only = false;
+    p->tensor_parallel_size = 1;
 }
 
 static double mib(double bytes) { return bytes / (1024.0 * 1024.0); }
@@ -997,10 +1120,11 @@ static pl_status runner_setup(struct pl_model_runner *r, const struct pl_model_r
     struct pl_kv_pool_plan plan = {0};
     if (gpu_sized) {
         int mbps = (int)((want_len + r->block_size - 1) / r->block_size);
-        st = pl_model_new(&r->cfg, r->w, r->be, r->max_tokens, r->max_seqs, mbps, &r->model,
-                          err);
+        st = bind_model(r, mbps, err);
         if (st != PL_STATUS_OK)
             return st;
+        if (p->enforce_eager)
+            pl_model_set_eager(r->model);
         double util = p->gpu_memory_utilization > 0 ? p->gpu_memory_utilization : 0.9;
         if (util > 1.0)
             return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
@@ -1057,10 +1181,11 @@ static pl_status runner_setup(struct pl_model_runner *r, const struct pl_model_r
     }
     if (!gpu_sized) {
         int max_blocks_per_seq = (r->max_model_len + r->block_size - 1) / r->block_size;
-        st = pl_model_new(&r->cfg, r->w, r->be, r->max_tokens, r->max_seqs, max_blocks_per_seq,
-                          &r->model, err);
+        st = bind_model(r, max_blocks_per_seq, err);
         if (st != PL_STATUS_OK)
             return st;
+        if (p->enforce_eager)
+            pl_model_set_eager(r->model);
     }
     st = pl_kv_cache_init(&r->kv, r->be, &r->cfg, r->n_blocks, r->block_size, err);
     if (st != PL_STATUS_OK)
@@ -1070,22 +1195,81 @@ static pl_status runner_setup(struct pl_model_runner *r, const struct pl_model_r
     double kv_bytes = (double)block_bytes * r->n_blocks;
     char note[200];
     cap_note(&plan, r->max_seqs, want_len, note, sizeof(note));
-    PL_INFO("memory plan (%s backend): weights %.1f MiB (%s), KV cache %.1f MiB = %d blocks x "
+    PL_INFO("%smemory plan (%s backend): weights %.1f MiB (%s), KV cache %.1f MiB = %d blocks x "
             "%d tokens = %lld tokens (%.1f KiB/token)%s, max_model_len %d, max concurrency at "
             "max_model_len %.2f",
-            r->be->ops->name, mib((double)r->w->n_bytes), weights_dtype_name(r->w),
+            r->log_prefix, r->be->ops->name, mib((double)r->w->n_bytes), weights_dtype_name(r->w),
             mib(kv_bytes), r->n_blocks, r->block_size, capacity,
             (double)block_bytes / r->block_size / 1024.0, note, r->max_model_len,
             (double)capacity / r->max_model_len);
     return PL_STATUS_OK;
 }
 
-/* The backend p->device names (backend.h's pl_backend_new: cpu, an accelerator, auto). */
-static pl_status make_backend(const struct pl_model_runner_params *p, struct pl_backend **out,
-                              struct pl_err *err)
+/* The backend p->device names (backend.h's pl_backend_new: cpu, an accelerator, auto), on
+ * accelerator `device` (a tensor-parallel rank's), with n_threads CPU threads. */
+static pl_status make_backend(const struct pl_model_runner_params *p, int device, int n_threads,
+                              struct pl_backend **out, struct pl_err *err)
 {
-    const struct pl_backend_params bp = {.n_threads = p->n_threads, .device = 0};
+    /* --dtype float32 asks for float32 compute: an accelerator's float32 mode */
+    const struct pl_backend_params bp = {.n_threads = n_threads,
+                                         .device = device,
+                                         .float32 = p->convert_dtype && p->dtype == PL_DTYPE_F32,
+                                         .cpu_scalar_kernels = p->cpu_scalar_kernels,
+                                         .cuda_cublas_only = p->cuda_cublas_only};
     return pl_backend_new(p->device ? p->device : "cpu", &bp, out, err);
+}
+
+/* The backend, the precheck, the weights (the rank's share when r->comm is set; from st,
+ * or dummy) and the setup, for a runner whose cfg is set. */
+static pl_status runner_open(struct pl_model_runner *r, const struct pl_model_runner_params *p,
+                             const struct pl_safetensors *st_files, bool dummy, int device,
+                             int n_threads, struct pl_err *err)
+{
+    pl_status st = make_backend(p, device, n_threads, &r->be_owned, err);
+    if (st == PL_STATUS_OK) {
+        r->be = r->be_owned;
+        st = precheck_backend(&r->cfg, r->be, err);
+    }
+    if (st == PL_STATUS_OK) {
+        double t0 = pl_clock_seconds();
+        int dtype = p->convert_dtype ? (int)p->dtype : PL_WEIGHTS_DTYPE_AS_STORED;
+        /* --dtype auto on a backend that computes in bfloat16: a float32 checkpoint is
+         * cast to bfloat16 at load (vLLM's auto does the same on GPUs) */
+        if (!p->convert_dtype && r->be->ops->act_dtype == PL_DTYPE_BF16 &&
+            r->cfg.dtype == PL_DTYPE_F32)
+            dtype = PL_DTYPE_BF16;
+        if (r->comm)
+            st = pl_weights_load_shard(&r->cfg, &r->shard, dummy ? NULL : st_files, r->be, dtype,
+                                       p->seed, &r->w_owned, err);
+        else
+            st = dummy ? pl_weights_dummy_as(&r->cfg, r->be, p->seed, dtype, &r->w_owned, err)
+                       : pl_weights_load_as(&r->cfg, st_files, r->be, dtype, &r->w_owned, err);
+        if (st == PL_STATUS_OK)
+            PL_INFO("%sweights: %.2f GiB %s on the %s backend in %.2f s (%s%s%s)", r->log_prefix,
+                    r->w_owned->n_bytes / 1073741824.0, dummy ? "generated (dummy)" : "loaded",
+                    r->be->ops->name, pl_clock_seconds() - t0, weights_dtype_name(r->w_owned),
+                    !r->w_owned->n_converted ? ""
+                    : r->comm                ? ", its share converted or gathered from the checkpoint's "
+                                             : ", converted from the checkpoint's ",
+                    r->w_owned->n_converted ? pl_dtype_torch_name(r->cfg.dtype) : "");
+    }
+    if (st == PL_STATUS_OK) {
+        r->w = r->w_owned;
+        st = runner_setup(r, p, err);
+    }
+    return st;
+}
+
+/* "auto", "safetensors" or "dummy"; sets *dummy. */
+static pl_status check_load_format(const struct pl_model_runner_params *p, bool *dummy,
+                                   struct pl_err *err)
+{
+    const char *fmt = p->load_format ? p->load_format : "auto";
+    *dummy = !strcmp(fmt, "dummy");
+    if (!*dummy && strcmp(fmt, "auto") && strcmp(fmt, "safetensors"))
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                          "load_format: '%s' is not one of auto, safetensors, dummy", fmt);
+    return PL_STATUS_OK;
 }
 
 pl_status pl_model_runner_new(const struct pl_model_runner_params *p,
@@ -1093,44 +1277,78 @@ pl_status pl_model_runner_new(const struct pl_model_runner_params *p,
 {
     if (!p->model_dir)
         return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "model runner: no model directory");
+    if (p->tensor_parallel_size < 0 || p->tensor_parallel_size > PL_TP_MAX_RANKS)
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                          "tensor_parallel_size %d is not in 1..%d", p->tensor_parallel_size,
+                          PL_TP_MAX_RANKS);
     struct pl_model_runner *r = calloc(1, sizeof(*r));
     if (!r)
         return pl_err_set(err, PL_STATUS_NO_MEMORY, "model runner: out of memory");
+    bool dummy = false;
     pl_status st = pl_model_config_load(p->model_dir, &r->cfg, err);
-    const char *fmt = p->load_format ? p->load_format : "auto";
-    const bool dummy = !strcmp(fmt, "dummy");
-    if (st == PL_STATUS_OK && !dummy && strcmp(fmt, "auto") && strcmp(fmt, "safetensors"))
-        st = pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
-                        "load_format: '%s' is not one of auto, safetensors, dummy", fmt);
+    if (st == PL_STATUS_OK)
+        st = check_load_format(p, &dummy, err);
     if (st == PL_STATUS_OK && !dummy)
         st = pl_safetensors_open_dir(p->model_dir, &r->st, err);
-    if (st == PL_STATUS_OK)
-        st = make_backend(p, &r->be_owned, err);
-    if (st == PL_STATUS_OK) {
-        r->be = r->be_owned;
-        st = precheck_backend(&r->cfg, r->be, err);
-    }
-    if (st == PL_STATUS_OK) {
-        double t0 = pl_clock_seconds();
-        const int dtype = p->convert_dtype ? (int)p->dtype : PL_WEIGHTS_DTYPE_AS_STORED;
-        st = dummy ? pl_weights_dummy_as(&r->cfg, r->be, p->seed, dtype, &r->w_owned, err)
-                   : pl_weights_load_as(&r->cfg, r->st, r->be, dtype, &r->w_owned, err);
-        if (st == PL_STATUS_OK)
-            PL_INFO("weights: %.2f GiB %s on the %s backend in %.2f s (%s%s%s)",
-                    r->w_owned->n_bytes / 1073741824.0, dummy ? "generated (dummy)" : "loaded",
-                    r->be->ops->name, pl_clock_seconds() - t0, weights_dtype_name(r->w_owned),
-                    r->w_owned->n_converted ? ", converted from the checkpoint's " : "",
-                    r->w_owned->n_converted ? pl_dtype_torch_name(r->cfg.dtype) : "");
-    }
-    if (st == PL_STATUS_OK) {
-        r->w = r->w_owned;
-        st = runner_setup(r, p, err);
-    }
+    if (st == PL_STATUS_OK && p->tensor_parallel_size > 1)
+        st = pl_tp_new(p, &r->cfg, r->st, &r->tp, err);
+    else if (st == PL_STATUS_OK)
+        st = runner_open(r, p, r->st, dummy, 0, p->n_threads, err);
     if (st != PL_STATUS_OK) {
         pl_model_runner_free(r);
         return st;
     }
     *out = r;
+    return PL_STATUS_OK;
+}
+
+pl_status pl_model_runner_new_rank(const struct pl_model_runner_params *p,
+                                   const struct pl_model_config *full,
+                                   const struct pl_safetensors *st_files, struct pl_comm *comm,
+                                   int device, int n_threads, struct pl_model_runner **out,
+                                   struct pl_err *err)
+{
+    *out = NULL;
+    struct pl_model_runner *r = calloc(1, sizeof(*r));
+    if (!r)
+        return pl_err_set(err, PL_STATUS_NO_MEMORY, "model runner: out of memory");
+    const int rank = pl_comm_rank(comm), size = pl_comm_size(comm);
+    r->full_cfg = *full;
+    r->comm = comm;
+    r->shard = (struct pl_shard){.rank = rank, .size = size, .full = &r->full_cfg};
+    snprintf(r->log_prefix, sizeof(r->log_prefix), "rank %d/%d: ", rank, size);
+    bool dummy = false;
+    pl_status st = pl_shard_config(full, rank, size, &r->cfg, err);
+    if (st == PL_STATUS_OK)
+        st = check_load_format(p, &dummy, err);
+    if (st == PL_STATUS_OK)
+        st = runner_open(r, p, st_files, dummy, device, n_threads, err);
+    if (st != PL_STATUS_OK) {
+        pl_model_runner_free(r);
+        return st;
+    }
+    *out = r;
+    return PL_STATUS_OK;
+}
+
+pl_status pl_model_runner_resize_pool(struct pl_model_runner *r, int n_blocks, int max_model_len,
+                                      struct pl_err *err)
+{
+    if (n_blocks > r->n_blocks || n_blocks < 1 || max_model_len > r->max_model_len ||
+        max_model_len > n_blocks * r->block_size)
+        return pl_err_set(err, PL_STATUS_INTERNAL, "model runner: a pool of %d blocks (max_model_len "
+                          "%d) from %d (%d)", n_blocks, max_model_len, r->n_blocks,
+                          r->max_model_len);
+    if (n_blocks < r->n_blocks) {
+        pl_kv_cache_fini(&r->kv, r->be);
+        r->has_kv = false;
+        pl_status st = pl_kv_cache_init(&r->kv, r->be, &r->cfg, n_blocks, r->block_size, err);
+        if (st != PL_STATUS_OK)
+            return st;
+        r->has_kv = true;
+        r->n_blocks = n_blocks;
+    }
+    r->max_model_len = max_model_len;
     return PL_STATUS_OK;
 }
 
@@ -1158,6 +1376,7 @@ void pl_model_runner_free(struct pl_model_runner *r)
 {
     if (!r)
         return;
+    pl_tp_free(r->tp); /* the ranks borrow the mmap: before it is closed */
     if (r->has_kv)
         pl_kv_cache_fini(&r->kv, r->be);
     pl_model_free(r->model);
@@ -1169,23 +1388,43 @@ void pl_model_runner_free(struct pl_model_runner *r)
 
 const struct pl_model_config *pl_model_runner_config(const struct pl_model_runner *r)
 {
-    return &r->cfg;
+    return &r->cfg; /* the full config, also for the coordinator of tensor-parallel ranks */
 }
-int pl_model_runner_num_blocks(const struct pl_model_runner *r) { return r->n_blocks; }
-int pl_model_runner_block_size(const struct pl_model_runner *r) { return r->block_size; }
-int pl_model_runner_max_model_len(const struct pl_model_runner *r) { return r->max_model_len; }
-int pl_model_runner_max_tokens(const struct pl_model_runner *r) { return r->max_tokens; }
-int pl_model_runner_max_seqs(const struct pl_model_runner *r) { return r->max_seqs; }
-const struct pl_weights *pl_model_runner_weights(const struct pl_model_runner *r) { return r->w; }
+
+/* The runner whose sizes answer for r: itself, or rank 0 of its tensor-parallel ranks
+ * (every rank has the same pool, lengths and limits). */
+static const struct pl_model_runner *sizes(const struct pl_model_runner *r)
+{
+    return r->tp ? pl_tp_rank_runner(r->tp, 0) : r;
+}
+int pl_model_runner_num_blocks(const struct pl_model_runner *r) { return sizes(r)->n_blocks; }
+int pl_model_runner_block_size(const struct pl_model_runner *r) { return sizes(r)->block_size; }
+int pl_model_runner_max_model_len(const struct pl_model_runner *r)
+{
+    return sizes(r)->max_model_len;
+}
+int pl_model_runner_max_tokens(const struct pl_model_runner *r) { return sizes(r)->max_tokens; }
+int pl_model_runner_max_seqs(const struct pl_model_runner *r) { return sizes(r)->max_seqs; }
+const struct pl_weights *pl_model_runner_weights(const struct pl_model_runner *r)
+{
+    return sizes(r)->w; /* tensor parallel: rank 0's share */
+}
+struct pl_tp *pl_model_runner_tp(struct pl_model_runner *r) { return r->tp; }
+int pl_model_runner_tensor_parallel_size(const struct pl_model_runner *r)
+{
+    return r->tp ? pl_tp_size(r->tp) : 1;
+}
 
 pl_status pl_model_runner_run(struct pl_model_runner *r, const struct pl_batch *b, float *logits,
                               struct pl_err *err)
 {
+    if (r->tp)
+        return pl_tp_run(r->tp, b, logits, err);
     return pl_model_forward(r->model, b, &r->kv, logits, err);
 }
 bool pl_model_runner_can_sample(const struct pl_model_runner *r)
 {
-    return pl_model_can_sample(r->model);
+    return pl_model_can_sample(sizes(r)->model); /* tensor parallel: rank 0 samples */
 }
 
 pl_status pl_model_runner_run_sample(struct pl_model_runner *r, const struct pl_batch *b,
@@ -1193,6 +1432,8 @@ pl_status pl_model_runner_run_sample(struct pl_model_runner *r, const struct pl_
                                      const struct pl_sampler_row *rows, const double *uniforms,
                                      struct pl_sample_result *out, struct pl_err *err)
 {
+    if (r->tp)
+        return pl_tp_run_sample(r->tp, b, row_src, n_rows, rows, uniforms, out, err);
     return pl_model_forward_sample(r->model, b, &r->kv, row_src, n_rows, rows, uniforms, out,
                                    err);
 }
@@ -1204,6 +1445,8 @@ pl_status pl_model_runner_run_sample(struct pl_model_runner *r, const struct pl_
 pl_status pl_model_runner_copy_blocks(struct pl_model_runner *r, const struct pl_block_copy *copies,
                                       int n_copies, struct pl_err *err)
 {
+    if (r->tp)
+        return pl_tp_copy_blocks(r->tp, copies, n_copies, err);
     if (!r->has_kv)
         return pl_err_set(err, PL_STATUS_INTERNAL, "copy_blocks: the runner has no KV cache");
     size_t block_bytes = (size_t)r->block_size * (size_t)r->kv.kv_dim *

@@ -38,6 +38,20 @@ pl_status pl_model_new(const struct pl_model_config *cfg, const struct pl_weight
                        struct pl_backend *be, int max_tokens, int max_seqs,
                        int max_blocks_per_seq, struct pl_model **out, struct pl_err *err);
 void pl_model_free(struct pl_model *m);
+/* Runs every step eagerly from now on: no CUDA graph is recorded or replayed (vLLM's
+ * enforce_eager). */
+void pl_model_set_eager(struct pl_model *m);
+
+/* Makes m one tensor-parallel rank's model (model/shard.h): its forward sums over comm
+ * after the row-parallel products, its cfg->vocab_size rows are [vocab_start, ...) of
+ * vocab_full (token ids are checked against vocab_full, the embedding reads the rank's
+ * rows, and pl_model_forward writes the rank's columns of [n_logits, vocab_full] host
+ * logits); the hidden rows of pooling requests are written by rank 0 only. With the
+ * backend's sample and copy_2d ops, pl_model_forward_sample gathers every rank's logits on
+ * rank 0, which alone samples (and writes out); the other ranks only send. comm is
+ * borrowed. */
+pl_status pl_model_set_tp(struct pl_model *m, struct pl_comm *comm, int vocab_start,
+                          int vocab_full, struct pl_err *err);
 
 /* Runs batch b through the model. logits: host [b->n_logits, vocab]. When b->n_hidden > 0,
  * also writes the final hidden states (after the final norm, fp32) of b->hidden_rows to
@@ -91,7 +105,16 @@ struct pl_model_runner_params {
                                    converted at load (vLLM's --dtype bfloat16, ...) */
     bool allow_long_max_model_len; /* max_model_len may exceed the model's length (vLLM's
                                       VLLM_ALLOW_LONG_MAX_MODEL_LEN); else it is refused */
+    bool enforce_eager;         /* vLLM's: no CUDA graphs, every step eager */
+    bool cpu_scalar_kernels;    /* backend params (backend.h) */
+    bool cuda_cublas_only;
+    int tensor_parallel_size;   /* ranks (GPUs 0..N-1 of the visible ones, or CPU backends
+                                   of n_threads / N threads each) the model is sharded over
+                                   (vLLM's --tensor-parallel-size; default 1); see
+                                   engine/tensor_parallel.h */
 };
+
+#define PL_TP_MAX_RANKS 64
 
 /* What set the KV pool's size (the memory plan reports it). */
 enum pl_kv_pool_limit {
@@ -133,6 +156,27 @@ pl_status pl_model_runner_new_from_parts(const struct pl_model_runner_params *p,
                                          const struct pl_weights *w, struct pl_backend *be,
                                          struct pl_model_runner **out, struct pl_err *err);
 void pl_model_runner_free(struct pl_model_runner *r);
+
+/* ---- tensor parallelism's ranks (engine/tensor_parallel.c; not for other callers) ---- */
+
+/* One rank's runner: full sharded by comm's rank and size (pl_shard_config), its backend
+ * on accelerator `device` (CPU: n_threads threads), its share of the weights from st_files
+ * (borrowed; unused with load_format dummy), its own KV pool sized as a whole runner's.
+ * Call it on the thread that will run the rank (a CUDA device is per thread). */
+struct pl_comm;
+pl_status pl_model_runner_new_rank(const struct pl_model_runner_params *p,
+                                   const struct pl_model_config *full,
+                                   const struct pl_safetensors *st_files, struct pl_comm *comm,
+                                   int device, int n_threads, struct pl_model_runner **out,
+                                   struct pl_err *err);
+/* Shrinks the rank's pool to n_blocks (<= its own) and max_model_len (<= its own): the
+ * pool of every rank is sized on the smallest card. */
+pl_status pl_model_runner_resize_pool(struct pl_model_runner *r, int n_blocks, int max_model_len,
+                                      struct pl_err *err);
+/* The coordinator of the runner's ranks (NULL: not tensor parallel); for tests. */
+struct pl_tp *pl_model_runner_tp(struct pl_model_runner *r);
+/* The number of ranks the model runs on (1: not sharded). */
+int pl_model_runner_tensor_parallel_size(const struct pl_model_runner *r);
 
 const struct pl_model_config *pl_model_runner_config(const struct pl_model_runner *r);
 int pl_model_runner_num_blocks(const struct pl_model_runner *r);

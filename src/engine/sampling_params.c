@@ -6,13 +6,15 @@
  * Owns: nothing global. A params struct either borrows its arrays (owned ==
  * NULL) or owns exactly one allocation holding all of them (owned != NULL),
  * laid out as: stop pointer array | logit_bias | stop_token_ids |
- * allowed_token_ids | the stop strings' bytes. fini frees that one block.
+ * allowed_token_ids | the stop strings' bytes | the constraint's text | the
+ * whitespace pattern. fini frees that one block.
  *
  * Reference: vllm/sampling_params.py (SamplingParams defaults, __post_init__,
  * _verify_args, _verify_greedy_sampling, verify/_validate_*), vLLM's
  * ModelConfig.get_diff_sampling_param for generation_config.json, and the
  * OpenAI request models in vllm/entrypoints/openai for the JSON names.
  */
+#include "engine/sampling_params.h"
 #include "model/config.h"
 #include "pagellm.h"
 #include "util/err.h"
@@ -201,6 +203,15 @@ pl_status pl_sampling_params_validate(struct pl_sampling_params *p, int vocab_si
             return bad(err, "length_penalty must be a finite number, got %g.", p->length_penalty);
     }
 
+    if ((int)p->constraint_kind < (int)PL_CONSTRAINT_NONE ||
+        (int)p->constraint_kind > (int)PL_CONSTRAINT_GRAMMAR)
+        return bad(err, "structured outputs: unknown constraint kind %d", (int)p->constraint_kind);
+    if (p->constraint_kind != PL_CONSTRAINT_NONE && p->constraint_kind != PL_CONSTRAINT_JSON_OBJECT &&
+        !p->constraint)
+        return bad(err, "structured outputs: the constraint has no text");
+    if (p->constraint_kind != PL_CONSTRAINT_NONE && p->use_beam_search)
+        return bad(err, "structured outputs cannot be combined with beam search");
+
     if (p->temperature < SAMPLING_EPS) {
         /* _verify_greedy_sampling; beam search is deterministic but wants n beams */
         if (p->n > 1 && !p->use_beam_search)
@@ -276,6 +287,8 @@ void pl_sampling_params_fini(struct pl_sampling_params *p)
         p->n_logit_bias = 0;
         p->allowed_token_ids = NULL;
         p->n_allowed_token_ids = 0;
+        p->constraint = NULL;
+        p->whitespace_pattern = NULL;
     }
 }
 
@@ -295,6 +308,10 @@ pl_status pl_sampling_params_copy(struct pl_sampling_params *dst,
             return bad(err, "stop[%d] is NULL", i);
         n_str_bytes += strlen(src->stop[i]) + 1;
     }
+    if (src->constraint)
+        n_str_bytes += strlen(src->constraint) + 1;
+    if (src->whitespace_pattern)
+        n_str_bytes += strlen(src->whitespace_pattern) + 1;
     size_t off_ptrs = 0;
     size_t off_bias = off_ptrs + (size_t)src->n_stop * sizeof(char *);
     size_t off_stop_ids = off_bias + (size_t)src->n_logit_bias * sizeof(struct pl_logit_bias);
@@ -318,6 +335,18 @@ pl_status pl_sampling_params_copy(struct pl_sampling_params *dst,
         chars += len;
     }
     dst->stop = src->n_stop ? ptrs : NULL;
+    if (src->constraint) {
+        size_t len = strlen(src->constraint) + 1;
+        memcpy(chars, src->constraint, len);
+        dst->constraint = chars;
+        chars += len;
+    }
+    if (src->whitespace_pattern) {
+        size_t len = strlen(src->whitespace_pattern) + 1;
+        memcpy(chars, src->whitespace_pattern, len);
+        dst->whitespace_pattern = chars;
+        chars += len;
+    }
     struct pl_logit_bias *bias = (struct pl_logit_bias *)(void *)(block + off_bias);
     if (src->n_logit_bias)
         memcpy(bias, src->logit_bias, (size_t)src->n_logit_bias * sizeof(*bias));
@@ -438,8 +467,7 @@ static bool parse_token_key(const char *s, int32_t *out)
 
 /* vLLM fields pagellm does not implement: refused, not silently ignored. */
 static const char *const unsupported_keys[] = {
-    "bad_words",       "structured_outputs", "guided_json",       "guided_regex",
-    "guided_choice",   "guided_grammar",     "guided_decoding_backend", "logits_processors",
+    "bad_words",       "logits_processors",
     "logprob_token_ids", "prompt_logprob_token_ids", "thinking_token_budget", NULL};
 
 struct json_scratch {
@@ -447,6 +475,8 @@ struct json_scratch {
     int32_t *stop_ids;
     struct pl_logit_bias *bias;
     int32_t *allowed;
+    char *constraint;      /* JSON text made from a guided_json object / guided_choice array */
+    const char *set_by;    /* the key that set the constraint (one kind per request) */
 };
 
 static void scratch_free(struct json_scratch *s)
@@ -455,6 +485,119 @@ static void scratch_free(struct json_scratch *s)
     free(s->stop_ids);
     free(s->bias);
     free(s->allowed);
+    free(s->constraint);
+}
+
+/*
+ * One structured-output key (vLLM's guided_* parameters, or a field of the
+ * structured_outputs object: where names "structured_outputs.json" etc.). A
+ * request carries one constraint: a second kind is refused naming both keys.
+ */
+static pl_status read_constraint(const char *where, enum pl_constraint_kind kind, const json_t *v,
+                                 struct pl_sampling_params *t, struct json_scratch *s,
+                                 struct pl_err *err)
+{
+    if (s->set_by)
+        return bad(err, "%s: only one structured output constraint per request (%s is given "
+                        "too)", where, s->set_by);
+    const char *text = NULL;
+    if (kind == PL_CONSTRAINT_JSON_OBJECT) {
+        if (!json_is_boolean(v))
+            return bad(err, "%s must be a boolean, got %s", where, pl_json_type_name(v));
+        if (!json_is_true(v))
+            return PL_STATUS_OK;
+    } else if (kind == PL_CONSTRAINT_JSON && (json_is_object(v) || json_is_boolean(v))) {
+        s->constraint = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+        if (!s->constraint)
+            return pl_err_set(err, PL_STATUS_NO_MEMORY, "%s: out of memory", where);
+        text = s->constraint;
+    } else if (kind == PL_CONSTRAINT_CHOICE) {
+        if (!json_is_array(v) || json_array_size(v) == 0)
+            return bad(err, "%s must be a non-empty array of strings, got %s", where,
+                       json_is_array(v) ? "an empty array" : pl_json_type_name(v));
+        size_t i;
+        json_t *e;
+        json_array_foreach(v, i, e)
+        {
+            if (!json_is_string(e))
+                return bad(err, "%s[%zu] must be a string, got %s", where, i,
+                           pl_json_type_name(e));
+        }
+        s->constraint = json_dumps(v, JSON_COMPACT);
+        if (!s->constraint)
+            return pl_err_set(err, PL_STATUS_NO_MEMORY, "%s: out of memory", where);
+        text = s->constraint;
+    } else {
+        if (!json_is_string(v))
+            return bad(err, "%s must be a string%s, got %s", where,
+                       kind == PL_CONSTRAINT_JSON ? " or an object" : "", pl_json_type_name(v));
+        if (strlen(json_string_value(v)) != json_string_length(v))
+            return bad(err, "%s must not contain a NUL character", where);
+        text = json_string_value(v);
+    }
+    t->constraint_kind = kind;
+    t->constraint = text;
+    s->set_by = where;
+    return PL_STATUS_OK;
+}
+
+static pl_status read_whitespace(const char *where, const json_t *v, struct pl_sampling_params *t,
+                                 struct pl_err *err)
+{
+    if (!json_is_string(v))
+        return bad(err, "%s must be a string, got %s", where, pl_json_type_name(v));
+    if (strlen(json_string_value(v)) != json_string_length(v))
+        return bad(err, "%s must not contain a NUL character", where);
+    t->whitespace_pattern = json_string_value(v);
+    return PL_STATUS_OK;
+}
+
+/* vLLM's StructuredOutputsParams as the structured_outputs object. */
+static pl_status read_structured_outputs(const json_t *v, struct pl_sampling_params *t,
+                                         struct json_scratch *s, struct pl_err *err)
+{
+    static const struct {
+        const char *key, *where;
+        enum pl_constraint_kind kind;
+    } kinds[] = {
+        {"json", "structured_outputs.json", PL_CONSTRAINT_JSON},
+        {"regex", "structured_outputs.regex", PL_CONSTRAINT_REGEX},
+        {"choice", "structured_outputs.choice", PL_CONSTRAINT_CHOICE},
+        {"grammar", "structured_outputs.grammar", PL_CONSTRAINT_GRAMMAR},
+        {"json_object", "structured_outputs.json_object", PL_CONSTRAINT_JSON_OBJECT},
+    };
+    if (!json_is_object(v))
+        return bad(err, "structured_outputs must be an object, got %s", pl_json_type_name(v));
+    const char *key;
+    json_t *f;
+    json_object_foreach((json_t *)v, key, f)
+    {
+        if (json_is_null(f))
+            continue;
+        size_t k;
+        for (k = 0; k < sizeof(kinds) / sizeof(kinds[0]) && strcmp(key, kinds[k].key); k++)
+            ;
+        pl_status st;
+        if (k < sizeof(kinds) / sizeof(kinds[0])) {
+            if ((st = read_constraint(kinds[k].where, kinds[k].kind, f, t, s, err)))
+                return st;
+        } else if (!strcmp(key, "whitespace_pattern")) {
+            if ((st = read_whitespace("structured_outputs.whitespace_pattern", f, t, err)))
+                return st;
+        } else if (!strcmp(key, "disable_fallback") || !strcmp(key, "disable_any_whitespace") ||
+                   !strcmp(key, "disable_additional_properties")) {
+            /* backend hints of vLLM's: pagellm has one backend, which never falls back,
+             * uses the compact whitespace unless a pattern is given, and follows the
+             * schema's own additionalProperties */
+            if (!json_is_boolean(f))
+                return bad(err, "structured_outputs.%s must be a boolean, got %s", key,
+                           pl_json_type_name(f));
+        } else {
+            return pl_err_set(err, PL_STATUS_UNSUPPORTED,
+                              "structured_outputs.%.100s is not supported by pagellm", key);
+        }
+    }
+    return PL_STATUS_OK;
 }
 
 static pl_status read_stop(const json_t *v, struct pl_sampling_params *t, struct json_scratch *s,
@@ -674,6 +817,24 @@ static pl_status read_key(const char *key, const json_t *v, struct pl_sampling_p
         if (x != 1)
             return pl_err_set(err, PL_STATUS_UNSUPPORTED,
                               "best_of is not supported (vLLM V1 removed it), got %d", x);
+        return PL_STATUS_OK;
+    }
+    if (!strcmp(key, "guided_json"))
+        return read_constraint(key, PL_CONSTRAINT_JSON, v, t, s, err);
+    if (!strcmp(key, "guided_regex"))
+        return read_constraint(key, PL_CONSTRAINT_REGEX, v, t, s, err);
+    if (!strcmp(key, "guided_choice"))
+        return read_constraint(key, PL_CONSTRAINT_CHOICE, v, t, s, err);
+    if (!strcmp(key, "guided_grammar"))
+        return read_constraint(key, PL_CONSTRAINT_GRAMMAR, v, t, s, err);
+    if (!strcmp(key, "guided_whitespace_pattern"))
+        return read_whitespace(key, v, t, err);
+    if (!strcmp(key, "structured_outputs"))
+        return read_structured_outputs(v, t, s, err);
+    if (!strcmp(key, "guided_decoding_backend")) {
+        /* vLLM picks xgrammar / guidance / outlines with it; pagellm has one backend */
+        if (!json_is_string(v))
+            return bad(err, "%s must be a string, got %s", key, pl_json_type_name(v));
         return PL_STATUS_OK;
     }
     if (in_list(key, unsupported_keys))

@@ -29,6 +29,7 @@
 #define PL_MODEL_ARCH_H
 
 #include "backend/backend.h"
+#include "backend/comm.h"
 #include "model/config.h"
 #include "model/weights.h"
 
@@ -112,7 +113,35 @@ struct pl_fwd {
     const int32_t *block_tables;                  /* [n_seqs, max_blocks_per_seq] */
     const struct pl_rope *rope;        /* [2]: global layers, sliding (local) layers */
     void *const *scratch;              /* the arch's buffers, [n_tokens, per_token[i]] each */
+    /* tensor parallelism (model/shard.h): cfg and w are this rank's share; comm NULL when
+     * the model is whole */
+    struct pl_comm *comm;
+    int tp_rank;
 };
+
+/* Sums x[n] (activations) over the tensor-parallel ranks, in place: after a
+ * row-parallel product (o_proj, down, the experts) and the vocab-parallel embedding.
+ * Nothing when the model is whole. */
+static inline void pl_fwd_all_reduce(const struct pl_fwd *f, void *x, size_t n)
+{
+    if (f->comm)
+        pl_comm_all_reduce(f->comm, f->be, x, n, f->be->ops->act_dtype);
+}
+
+/* A row-parallel product's bias: added by rank 0 only, so the all-reduce adds it once. */
+static inline const struct pl_weight *pl_fwd_row_bias(const struct pl_fwd *f,
+                                                      const struct pl_weight *b)
+{
+    return b->data && f->tp_rank == 0 ? b : NULL;
+}
+
+/* out[n, hidden] = the embedding rows of f->ids (vocab-parallel: each rank's rows, ids it
+ * does not hold give zero rows, then the sum over ranks). */
+static inline void pl_fwd_embed(const struct pl_fwd *f, void *out)
+{
+    f->be->ops->embed(f->be, out, &f->w->embed, f->ids, f->n_tokens);
+    pl_fwd_all_reduce(f, out, (size_t)f->n_tokens * (size_t)f->cfg->hidden_size);
+}
 
 /* ---- the record -------------------------------------------------------------------- */
 

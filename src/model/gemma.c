@@ -41,7 +41,7 @@ static void gemma_forward(const struct pl_fwd *f)
     const int n = f->n_tokens, hid = c->hidden_size;
     const float eps = c->rms_norm_eps;
 
-    op->embed(be, s[PL_LLAMA_RES], &f->w->embed, f->ids, n);
+    pl_fwd_embed(f, s[PL_LLAMA_RES]);
     op->scale(be, s[PL_LLAMA_RES], (size_t)n * (size_t)hid, c->embed_scale);
     for (int l = 0; l < c->n_layers; l++) {
         const struct pl_layer_weights *L = &f->w->layers[l];

@@ -30,6 +30,10 @@
  *                                        (absent: 4096) use_sliding_window (layer_types decides)
  *   q/k/v bias, o bias    attention_bias never          always / never  attention_bias
  *   mlp bias              mlp_bias       never          never          never
+ * Tensor parallelism (model/shard.h): q/k/v and gate/up are column-parallel (each
+ * rank's heads and MLP share), o_proj and down row-parallel, followed by the sum
+ * over ranks (pl_fwd_all_reduce; their biases added by rank 0 only), the
+ * embedding vocab-parallel (pl_fwd_embed): the same code runs whole or sharded.
  * Invariant: the forward allocates nothing and never synchronises.
  */
 #include "model/llama.h"
@@ -121,7 +125,8 @@ void pl_llama_attention(const struct pl_fwd *f, int l)
     };
     op->attention(be, s[PL_LLAMA_ATTN], s[PL_LLAMA_Q], f->kv->k[l], f->kv->v[l], &meta);
     op->matmul(be, s[PL_LLAMA_H], c->hidden_size, s[PL_LLAMA_ATTN], &L->wo,
-               L->bo.data ? &L->bo : no_bias, n);
+               pl_fwd_row_bias(f, &L->bo), n);
+    pl_fwd_all_reduce(f, s[PL_LLAMA_H], (size_t)n * (size_t)c->hidden_size);
 }
 
 void pl_llama_mlp(const struct pl_fwd *f, int l)
@@ -150,7 +155,8 @@ void pl_llama_mlp(const struct pl_fwd *f, int l)
             op->silu_mul(be, s[PL_LLAMA_GATE], s[PL_LLAMA_GATE], s[PL_LLAMA_UP], n, inter);
     }
     op->matmul(be, s[PL_LLAMA_H], c->hidden_size, s[PL_LLAMA_GATE], &L->w_down,
-               bias ? &L->b_down : no_bias, n);
+               pl_fwd_row_bias(f, &L->b_down), n);
+    pl_fwd_all_reduce(f, s[PL_LLAMA_H], (size_t)n * (size_t)c->hidden_size);
 }
 
 void pl_llama_forward(const struct pl_fwd *f)
@@ -161,7 +167,7 @@ void pl_llama_forward(const struct pl_fwd *f)
     void *const *s = f->scratch;
     const int n = f->n_tokens, hid = c->hidden_size;
 
-    op->embed(be, s[PL_LLAMA_RES], &f->w->embed, f->ids, n);
+    pl_fwd_embed(f, s[PL_LLAMA_RES]);
     for (int l = 0; l < c->n_layers; l++) {
         const struct pl_layer_weights *L = &f->w->layers[l];
         if (l == 0)

@@ -21,6 +21,11 @@
  * Fused checkpoint tensors (Phi-3's qkv_proj, gate_up_proj): each slot maps its
  * own row range of the tensor, so the model sees plain q/k/v and gate/up weights
  * (matmul_group runs q, k, v as one launch on CUDA at decode sizes anyway).
+ * Tensor parallelism (model/shard.h): with a shard, cfg is the rank's config and
+ * the checkpoint's shapes are the full config's; a column-parallel slot maps its
+ * contiguous row range of the tensor (no copy on the CPU), a row-parallel slot
+ * gathers its columns on the host into backend memory (listed in `converted`,
+ * like a conversion), so each rank reads only its share of the mmap.
  * Tied embeddings: transformers' tie_weights() makes the output projection
  * share the input embedding's parameter, so when tie_word_embeddings is true
  * the embedding is used even if the checkpoint also carries lm_head.weight.
@@ -28,6 +33,7 @@
 #include "model/weights.h"
 
 #include "model/arch.h"
+#include "model/shard.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -44,6 +50,7 @@ struct loader {
     uint64_t seed;                   /* dummy: advanced once per tensor */
     int want;                        /* target dtype, or PL_WEIGHTS_DTYPE_AS_STORED */
     int cap_converted;               /* capacity of w->converted */
+    const struct pl_shard *shard;    /* tensor parallelism: the rank's share; NULL: whole */
 };
 
 static void spec_name(const struct pl_tensor_spec *t, int l, int e, char *out, size_t cap)
@@ -90,7 +97,7 @@ static void dummy_range(enum pl_op op, const struct pl_tensor_spec *t, int64_t c
 /* A dummy tensor: allocated on the backend and filled there (no host copy); each
  * tensor gets its own seed so no two tensors repeat each other. */
 static pl_status dummy_slot(struct loader *L, const struct pl_tensor_spec *t, const char *name,
-                            int64_t rows, int64_t cols, struct pl_weight *slot)
+                            int64_t rows, int64_t cols, int64_t full_cols, struct pl_weight *slot)
 {
     const bool is_vector = rows == 0;
     const enum pl_dtype dt = plus_one(t) ? PL_DTYPE_F32 : L->dummy_dtype;
@@ -102,7 +109,7 @@ static pl_status dummy_slot(struct loader *L, const struct pl_tensor_spec *t, co
                           "dummy tensor '%s': the backend could not allocate %zu bytes", name,
                           n_bytes);
     float lo, hi;
-    dummy_range(t->op, t, cols, &lo, &hi);
+    dummy_range(t->op, t, full_cols, &lo, &hi); /* the full fan-in, sharded or not */
     L->be->ops->fill(L->be, p, dt, n, L->seed++ * 0x632BE59BD9B4E019ull, lo, hi);
     *slot = (struct pl_weight){.data = p, .dtype = dt, .rows = is_vector ? 1 : rows, .cols = cols};
     L->w->n_bytes += n_bytes;
@@ -121,7 +128,7 @@ static void shape_text(const struct pl_tensor_info *ti, char *got, size_t cap)
 
 /* An fp32 copy of 1 + w (computed in fp32, as Gemma's RMSNorm does) in backend memory. */
 static pl_status plus_one_slot(struct loader *L, const struct pl_tensor_info *ti, const char *name,
-                               int64_t cols, struct pl_weight *slot)
+                               int64_t off, int64_t cols, struct pl_weight *slot)
 {
     float *h = malloc(sizeof(float) * (size_t)cols);
     void *p = h ? L->be->ops->alloc(L->be, sizeof(float) * (size_t)cols) : NULL;
@@ -130,7 +137,7 @@ static pl_status plus_one_slot(struct loader *L, const struct pl_tensor_info *ti
         return pl_err_set(L->err, PL_STATUS_NO_MEMORY, "tensor '%s': out of memory", name);
     }
     for (int64_t i = 0; i < cols; i++)
-        h[i] = 1.0f + pl_dtype_get_f32(ti->data, ti->dtype, (size_t)i);
+        h[i] = 1.0f + pl_dtype_get_f32(ti->data, ti->dtype, (size_t)(off + i));
     pl_status st = L->be->ops->upload(L->be, p, h, sizeof(float) * (size_t)cols);
     if (st == PL_STATUS_OK)
         st = L->be->ops->sync(L->be);
@@ -170,7 +177,9 @@ static pl_status convert_slot(struct loader *L, const struct pl_tensor_info *ti,
                           pl_dtype_torch_name(to));
     }
     pl_status st = PL_STATUS_OK;
-    if (!pl_dtype_convert(host, to, src, ti->dtype, n))
+    if (to == ti->dtype) /* a gathered shard: copied, not converted */
+        memcpy(host, src, n_bytes);
+    if (to != ti->dtype && !pl_dtype_convert(host, to, src, ti->dtype, n))
         st = pl_err_set(L->err, PL_STATUS_UNSUPPORTED, "%s: tensor '%s' of dtype %s cannot be "
                         "converted to %s", ti->file, name, pl_dtype_name(ti->dtype),
                         pl_dtype_torch_name(to));
@@ -191,42 +200,48 @@ static pl_status convert_slot(struct loader *L, const struct pl_tensor_info *ti,
 }
 
 /* Fills one slot of spec t: from the checkpoint after checking its shape ([rows, cols]
- * for a matrix, [cols] for a vector when rows == 0; a fused tensor is [src_rows, cols]
- * and the slot takes rows [row_off, row_off + rows)) and that the backend runs t->op on
- * its dtype (the target dtype when converting: then converted here); or with dummy
- * values. */
+ * for a matrix, [cols] for a vector when rows == 0, in the full config's dimensions; a
+ * fused tensor is [src_rows, cols] and the slot takes rows [row_off, row_off + rows))
+ * and that the backend runs t->op on its dtype (the target dtype when converting: then
+ * converted here); or with dummy values. With a shard, the slot takes the rank's rows
+ * (column-parallel) or columns (row-parallel, gathered) of the tensor. */
 static pl_status load_slot(struct loader *L, const struct pl_tensor_spec *t, const char *name,
                            struct pl_weight *slot)
 {
     const struct pl_model_config *c = L->cfg;
+    const struct pl_model_config *F = L->shard ? L->shard->full : c; /* the checkpoint's */
     const int64_t rows = t->rows == PL_DIM_NONE ? 0 : pl_arch_dim(c, t->rows);
     const int64_t cols = pl_arch_dim(c, t->cols);
+    const int64_t full_cols = pl_arch_dim(F, t->cols);
     const bool fused = t->src_rows != PL_DIM_NONE;
-    const int64_t src_rows = fused ? pl_arch_dim(c, t->src_rows) : rows;
-    const int64_t row_off = fused ? pl_arch_dim(c, t->row_off) : 0;
+    const int64_t src_rows = fused ? pl_arch_dim(F, t->src_rows)
+                             : rows ? pl_arch_dim(F, t->rows) : 0;
+    const int64_t row_off = (fused ? pl_arch_dim(F, t->row_off) : 0) +
+                            (rows ? pl_shard_start(L->shard, c, t->rows) : 0);
+    const int64_t col_off = pl_shard_start(L->shard, c, t->cols);
     if (!L->st)
-        return dummy_slot(L, t, name, rows, cols, slot);
+        return dummy_slot(L, t, name, rows, cols, full_cols, slot);
     const struct pl_tensor_info *ti = pl_safetensors_find(L->st, name);
     if (!ti)
         return pl_err_set(L->err, PL_STATUS_NOT_FOUND, "tensor '%s' is missing from the checkpoint",
                           name);
     const bool is_vector = rows == 0;
-    bool ok = is_vector ? (ti->n_dims == 1 && ti->shape[0] == cols)
-                        : (ti->n_dims == 2 && ti->shape[0] == src_rows && ti->shape[1] == cols);
+    bool ok = is_vector ? (ti->n_dims == 1 && ti->shape[0] == full_cols)
+                        : (ti->n_dims == 2 && ti->shape[0] == src_rows && ti->shape[1] == full_cols);
     if (!ok) {
         char got[160];
         shape_text(ti, got, sizeof(got));
         if (is_vector)
             return pl_err_set(L->err, PL_STATUS_FORMAT,
                               "%s: tensor '%s' has shape %s, the config needs [%lld]", ti->file,
-                              name, got, (long long)cols);
+                              name, got, (long long)full_cols);
         return pl_err_set(L->err, PL_STATUS_FORMAT,
                           "%s: tensor '%s' has shape %s, the config needs [%lld, %lld]", ti->file,
-                          name, got, (long long)src_rows, (long long)cols);
+                          name, got, (long long)src_rows, (long long)full_cols);
     }
     const struct pl_backend_ops *ops = L->be->ops;
     if (plus_one(t))
-        return plus_one_slot(L, ti, name, cols, slot);
+        return plus_one_slot(L, ti, name, col_off, cols, slot);
     const enum pl_dtype dtype = L->want >= 0 ? (enum pl_dtype)L->want : ti->dtype;
     if (!ops->supports(L->be, t->op, dtype)) {
         if (dtype != ti->dtype)
@@ -240,18 +255,33 @@ static pl_status load_slot(struct loader *L, const struct pl_tensor_spec *t, con
                           ti->file, name, pl_dtype_name(ti->dtype), ops->name ? ops->name : "?");
     }
     const size_t esize = pl_dtype_size(ti->dtype);
-    const size_t off = (size_t)row_off * (size_t)cols * esize;
-    size_t n_bytes = fused ? (size_t)rows * (size_t)cols * esize : ti->n_bytes;
-    const void *src = (const char *)ti->data + off;
-    void *p = NULL;
-    if (dtype != ti->dtype) {
-        pl_status st = convert_slot(L, ti, name, src, n_bytes / esize, dtype, &p, &n_bytes);
-        if (st != PL_STATUS_OK)
-            return st;
-    } else if (!(p = ops->map_weight(L->be, src, n_bytes))) {
-        return pl_err_set(L->err, PL_STATUS_NO_MEMORY,
-                          "tensor '%s': the backend could not map %zu bytes", name, n_bytes);
+    const size_t n_elems = (size_t)(is_vector ? 1 : rows) * (size_t)cols;
+    size_t n_bytes = n_elems * esize;
+    const void *src = (const char *)ti->data +
+                      (is_vector ? (size_t)col_off : (size_t)row_off * (size_t)full_cols) * esize;
+    void *gathered = NULL;
+    if (!is_vector && cols != full_cols) { /* row-parallel: the rank's columns of each row */
+        gathered = malloc(n_bytes ? n_bytes : 1);
+        if (!gathered)
+            return pl_err_set(L->err, PL_STATUS_NO_MEMORY, "tensor '%s': out of memory", name);
+        for (int64_t r = 0; r < rows; r++)
+            memcpy((char *)gathered + (size_t)r * (size_t)cols * esize,
+                   (const char *)ti->data +
+                       ((size_t)(row_off + r) * (size_t)full_cols + (size_t)col_off) * esize,
+                   (size_t)cols * esize);
+        src = gathered;
     }
+    void *p = NULL;
+    pl_status st = PL_STATUS_OK;
+    if (dtype != ti->dtype || gathered) {
+        st = convert_slot(L, ti, name, src, n_elems, dtype, &p, &n_bytes);
+    } else if (!(p = ops->map_weight(L->be, src, n_bytes))) {
+        st = pl_err_set(L->err, PL_STATUS_NO_MEMORY, "tensor '%s': the backend could not map %zu "
+                        "bytes", name, n_bytes);
+    }
+    free(gathered);
+    if (st != PL_STATUS_OK)
+        return st;
     *slot = (struct pl_weight){
         .data = p, .dtype = dtype, .rows = is_vector ? 1 : rows, .cols = cols};
     L->w->n_bytes += n_bytes;
@@ -305,7 +335,8 @@ static pl_status load_spec(struct loader *L, const struct pl_tensor_spec *t)
 /* The loader behind pl_weights_load (st != NULL) and pl_weights_dummy (st == NULL). */
 static pl_status weights_build(const struct pl_model_config *cfg, const struct pl_safetensors *st,
                                struct pl_backend *be, uint64_t seed, int want,
-                               struct pl_weights **out, struct pl_err *err)
+                               const struct pl_shard *shard, struct pl_weights **out,
+                               struct pl_err *err)
 {
     *out = NULL;
     if (want != PL_WEIGHTS_DTYPE_AS_STORED && want != PL_DTYPE_F32 && want != PL_DTYPE_F16 &&
@@ -333,7 +364,8 @@ static pl_status weights_build(const struct pl_model_config *cfg, const struct p
     w->arch = cfg->arch;
     w->allocated = st == NULL;
     struct loader L = {
-        .st = st, .be = be, .w = w, .cfg = cfg, .err = err, .seed = seed, .want = want};
+        .st = st, .be = be, .w = w, .cfg = cfg, .err = err, .seed = seed, .want = want,
+        .shard = shard && shard->size > 1 ? shard : NULL};
     pl_status status = PL_STATUS_OK;
     if (want != PL_WEIGHTS_DTYPE_AS_STORED) {
         /* refuse up front, before converting anything, a dtype the backend cannot run */
@@ -399,7 +431,7 @@ pl_status pl_weights_load(const struct pl_model_config *cfg, const struct pl_saf
         *out = NULL;
         return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "weights: no checkpoint");
     }
-    return weights_build(cfg, st, be, 0, PL_WEIGHTS_DTYPE_AS_STORED, out, err);
+    return weights_build(cfg, st, be, 0, PL_WEIGHTS_DTYPE_AS_STORED, NULL, out, err);
 }
 
 pl_status pl_weights_load_as(const struct pl_model_config *cfg, const struct pl_safetensors *st,
@@ -410,7 +442,7 @@ pl_status pl_weights_load_as(const struct pl_model_config *cfg, const struct pl_
         *out = NULL;
         return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "weights: no checkpoint");
     }
-    return weights_build(cfg, st, be, 0, dtype, out, err);
+    return weights_build(cfg, st, be, 0, dtype, NULL, out, err);
 }
 
 pl_status pl_weights_dummy(const struct pl_model_config *cfg, struct pl_backend *be,
@@ -423,7 +455,7 @@ pl_status pl_weights_dummy_as(const struct pl_model_config *cfg, struct pl_backe
                               uint64_t seed, int dtype, struct pl_weights **out,
                               struct pl_err *err)
 {
-    pl_status st = weights_build(cfg, NULL, be, seed, dtype, out, err);
+    pl_status st = weights_build(cfg, NULL, be, seed, dtype, NULL, out, err);
     if (st == PL_STATUS_OK && be->ops->sync(be) != PL_STATUS_OK) {
         pl_weights_free(*out);
         *out = NULL;
@@ -432,6 +464,27 @@ pl_status pl_weights_dummy_as(const struct pl_model_config *cfg, struct pl_backe
                           be->ops->name, why[0] ? ": " : "", why);
     }
     return st;
+}
+
+pl_status pl_weights_load_shard(const struct pl_model_config *cfg, const struct pl_shard *shard,
+                                const struct pl_safetensors *st, struct pl_backend *be, int dtype,
+                                uint64_t seed, struct pl_weights **out, struct pl_err *err)
+{
+    if (shard && shard->size > 1 && !shard->full) {
+        *out = NULL;
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "weights: a shard without its config");
+    }
+    /* dummy shards: each rank's own stream of values */
+    const uint64_t rank_seed = seed + (shard ? (uint64_t)shard->rank : 0) * 0x9E3779B97F4A7C15ull;
+    pl_status s = weights_build(cfg, st, be, st ? 0 : rank_seed, dtype, shard, out, err);
+    if (s == PL_STATUS_OK && !st && be->ops->sync(be) != PL_STATUS_OK) {
+        pl_weights_free(*out);
+        *out = NULL;
+        const char *why = be->ops->last_error ? be->ops->last_error(be) : "";
+        return pl_err_set(err, PL_STATUS_INTERNAL, "dummy weights: the %s backend failed%s%s",
+                          be->ops->name, why[0] ? ": " : "", why);
+    }
+    return s;
 }
 
 static int cmp_ptr(const void *a, const void *b)

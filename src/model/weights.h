@@ -63,7 +63,7 @@ struct pl_weights {
     const struct pl_arch *arch;  /* whose tensor table filled the slots (set by the loaders) */
     int n_experts;               /* experts per MoE layer (each layer's experts array) */
     const void **converted;      /* [n_converted] slot data allocated for a dtype conversion
-                                    (freed, not unmapped); NULL when nothing was converted */
+                                    or a gathered shard (freed, not unmapped); NULL when none */
     int n_converted;
 };
 
@@ -96,6 +96,16 @@ pl_status pl_weights_dummy(const struct pl_model_config *cfg, struct pl_backend 
 pl_status pl_weights_dummy_as(const struct pl_model_config *cfg, struct pl_backend *be,
                               uint64_t seed, int dtype, struct pl_weights **out,
                               struct pl_err *err);
+
+/* Tensor parallelism: rank shard->rank's share of the model (model/shard.h), cfg being
+ * that rank's sharded config (pl_shard_config); from st, or dummy (st NULL, from seed and
+ * the rank). Each rank reads only its share of the checkpoint: column-parallel slots map
+ * their rows, row-parallel slots gather their columns. dtype as in pl_weights_load_as.
+ * shard NULL or of size 1: the whole model. */
+struct pl_shard;
+pl_status pl_weights_load_shard(const struct pl_model_config *cfg, const struct pl_shard *shard,
+                                const struct pl_safetensors *st, struct pl_backend *be, int dtype,
+                                uint64_t seed, struct pl_weights **out, struct pl_err *err);
 
 void pl_weights_free(struct pl_weights *w);
 

@@ -16,11 +16,14 @@
  *   gen_free: abort what is unfinished (the client went away: the engine frees
  *   its blocks), release, free.
  */
+#include "engine/sampling_params.h"
 #include "server/openai.h"
+#include "grammar/grammar.h"
 
 #include "server/openai_ext.h"
 #include "server/reasoning.h"
 #include "server/serving_log.h"
+#include "server/tool_call.h"
 #include "engine/vocab_check.h"
 #include "tokenizer/chat_template/chat_template.h"
 #include "tokenizer/tokenizer.h"
@@ -51,6 +54,8 @@ struct pl_openai {
     struct pl_metrics *metrics;
     char *role;                    /* of chat answers */
     enum pl_reasoning_kind reasoning; /* --reasoning-parser */
+    enum pl_tool_parser_kind tool_parser; /* tool_choice "auto"'s parser; NONE: "auto" refused */
+    enum pl_tool_parser_kind tool_format; /* the template's call format (ids follow it) */
     struct pl_pooling_params pooling; /* /v1/embeddings */
     bool log_requests;             /* --enable-log-requests */
     int max_log_len;               /* --max-log-len (-1: no prompt text) */
@@ -185,6 +190,29 @@ pl_status pl_openai_new(const struct pl_openai_params *p, struct pl_openai **out
     const char *src = p->chat_template ? p->chat_template
                       : p->tok         ? pl_tokenizer_chat_template(p->tok)
                                        : NULL;
+    if (p->tool_call_parser && !p->enable_auto_tool_choice) {
+        pl_openai_free(o);
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                          "--tool-call-parser needs --enable-auto-tool-choice");
+    }
+    if (!pl_tool_parser_kind_from_name(p->tool_call_parser, &o->tool_parser)) {
+        pl_openai_free(o);
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                          "--tool-call-parser: '%s' is not one of %s", p->tool_call_parser,
+                          pl_tool_parser_kind_names());
+    }
+    o->tool_format = o->tool_parser ? o->tool_parser : pl_tool_parser_detect(src);
+    if (p->enable_auto_tool_choice && o->tool_parser == PL_TOOL_PARSER_NONE) {
+        o->tool_parser = pl_tool_parser_detect(src);
+        if (o->tool_parser == PL_TOOL_PARSER_NONE) {
+            pl_openai_free(o);
+            return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                              "--enable-auto-tool-choice: the chat template shows no tool-call "
+                              "format (<tool_call>, [TOOL_CALLS] or <|python_tag|>): pass "
+                              "--tool-call-parser (%s)",
+                              pl_tool_parser_kind_names());
+        }
+    }
     if (src) {
         struct pl_err terr = {0};
         if (pl_chat_template_parse(src, strlen(src), &o->tmpl, &terr) != PL_STATUS_OK) {
@@ -237,7 +265,7 @@ void pl_openai_request_fini(struct pl_openai_request *r)
 
 static const char *const completion_keys[] = {
     "model", "prompt", "echo", "stream", "stream_options", "suffix", "user",
-    "add_special_tokens", "request_id", "priority", NULL};
+    "add_special_tokens", "request_id", "priority", "response_format", NULL};
 
 static const char *const chat_keys[] = {
     "model", "messages", "stream", "stream_options", "user", "add_generation_prompt",
@@ -473,6 +501,77 @@ static pl_status parse_prompts(const struct pl_openai *o, const json_t *root,
     return parse_input(o, json_object_get(root, "prompt"), add_special, "prompt", r, e);
 }
 
+/*
+ * OpenAI's response_format (text, json_object, json_schema with its schema and
+ * strict) onto the params' constraint, after vLLM's guided_* / structured_outputs
+ * were read; a constraint from those is checked here too, so that a schema or
+ * grammar the compiler refuses is a 400 naming the keyword.
+ */
+static bool parse_response_format(const json_t *root, struct pl_sampling_params *sp,
+                                  struct pl_openai_error *e)
+{
+    struct pl_err err;
+    json_t *v = json_object_get(root, "response_format");
+    if (v && !json_is_null(v)) {
+        json_t *t = json_object_get(v, "type");
+        if (!json_is_object(v) || !json_is_string(t))
+            return fail(e, 400, "response_format", "response_format: expected {\"type\": ...}"),
+                   false;
+        const char *type = json_string_value(t);
+        if (!strcmp(type, "text"))
+            goto check;
+        if (sp->constraint_kind != PL_CONSTRAINT_NONE)
+            return fail(e, 400, "response_format",
+                        "response_format: a structured output constraint is already given "
+                        "(guided_* or structured_outputs)"),
+                   false;
+        pl_status st;
+        if (!strcmp(type, "json_object")) {
+            st = pl_sampling_params_set_constraint(sp, PL_CONSTRAINT_JSON_OBJECT, NULL,
+                                                   sp->whitespace_pattern, &err);
+        } else if (!strcmp(type, "json_schema")) {
+            json_t *js = json_object_get(v, "json_schema");
+            if (!json_is_object(js))
+                return fail(e, 400, "response_format",
+                            "response_format: type json_schema needs a json_schema object"),
+                       false;
+            json_t *strict = json_object_get(js, "strict");
+            if (strict && !json_is_null(strict) && !json_is_boolean(strict))
+                return fail(e, 400, "response_format",
+                            "response_format.json_schema.strict: expected a boolean"),
+                       false;
+            json_t *schema = json_object_get(js, "schema");
+            if (!schema || json_is_null(schema))
+                schema = json_object_get(js, "json_schema"); /* some clients nest it so */
+            char *text = schema && !json_is_null(schema)
+                             ? json_dumps(schema, JSON_COMPACT | JSON_ENCODE_ANY)
+                             : strdup("{}");
+            if (!text)
+                return fail(e, 503, NULL, "out of memory"), false;
+            st = pl_sampling_params_set_constraint(sp, PL_CONSTRAINT_JSON, text,
+                                                   sp->whitespace_pattern, &err);
+            free(text);
+        } else {
+            return fail(e, 400, "response_format",
+                        "response_format type '%s' is not supported (text, json_object, "
+                        "json_schema)",
+                        type),
+                   false;
+        }
+        if (st != PL_STATUS_OK)
+            return fail(e, st == PL_STATUS_NO_MEMORY ? 503 : 400, "response_format",
+                        "response_format: %s", err.msg),
+                   false;
+        return true;
+    }
+check:
+    if (sp->constraint_kind != PL_CONSTRAINT_NONE &&
+        pl_grammar_check(sp->constraint_kind, sp->constraint, sp->whitespace_pattern, &err) !=
+            PL_STATUS_OK)
+        return fail(e, 400, "structured_outputs", "%s", err.msg), false;
+    return true;
+}
+
 static pl_status parse_chat_prompt(const struct pl_openai *o, const json_t *root,
                                    struct pl_openai_request *r, struct pl_openai_error *e)
 {
@@ -485,52 +584,51 @@ static pl_status parse_chat_prompt(const struct pl_openai *o, const json_t *root
         return fail(e, 400, "continue_final_message",
                     "continue_final_message and add_generation_prompt cannot both be true");
     json_t *v;
-    if ((v = json_object_get(root, "response_format")) && !json_is_null(v)) {
-        json_t *t = json_object_get(v, "type");
-        if (!json_is_object(v) || !json_is_string(t))
-            return fail(e, 400, "response_format", "response_format: expected {\"type\": ...}");
-        if (strcmp(json_string_value(t), "text"))
-            return fail(e, 400, "response_format",
-                        "response_format type '%s' is not supported yet (structured output is "
-                        "not implemented); use \"text\"",
-                        json_string_value(t));
-    }
-    if (((v = json_object_get(root, "tools")) && !json_is_null(v) &&
-         !(json_is_array(v) && json_array_size(v) == 0)) ||
-        ((v = json_object_get(root, "functions")) && !json_is_null(v)))
-        return fail(e, 400, "tools", "tools: tool calling is not supported yet");
-    if ((v = json_object_get(root, "tool_choice")) && !json_is_null(v) &&
-        !(json_is_string(v) && !strcmp(json_string_value(v), "none")))
-        return fail(e, 400, "tool_choice", "tool_choice: tool calling is not supported yet");
+    if ((v = json_object_get(root, "functions")) && !json_is_null(v))
+        return fail(e, 400, "functions", "functions: deprecated and not supported; use tools");
     if ((v = json_object_get(root, "function_call")) && !json_is_null(v))
-        return fail(e, 400, "function_call", "function_call: tool calling is not supported yet");
+        return fail(e, 400, "function_call",
+                    "function_call: deprecated and not supported; use tool_choice");
     if ((v = json_object_get(root, "echo")) && !json_is_null(v) && !json_is_false(v))
         return fail(e, 400, "echo", "echo: not supported for chat completions");
     if ((v = json_object_get(root, "documents")) && !json_is_null(v))
         return fail(e, 400, "documents", "documents: not supported");
 
+    struct pl_tool_request tools;
+    if (pl_tool_request_parse(root, o->tool_parser, &r->sp, &tools, e) != PL_STATUS_OK)
+        return PL_STATUS_INVALID_ARGUMENT;
+    r->tool_parser = tools.parser;
+    r->tool_max_calls = tools.max_calls;
+    memcpy(r->tool_named, tools.named, sizeof(r->tool_named));
+
+    pl_status st = PL_STATUS_INVALID_ARGUMENT;
     struct pl_chat_template *own = NULL;
     const struct pl_chat_template *t = o->tmpl;
     json_t *tv = json_object_get(root, "chat_template");
+    char *rendered = NULL;
     if (tv && !json_is_null(tv)) {
-        if (!json_is_string(tv))
-            return fail(e, 400, "chat_template", "chat_template: expected a string");
         struct pl_err err = {0};
+        if (!json_is_string(tv)) {
+            fail(e, 400, "chat_template", "chat_template: expected a string");
+            goto out;
+        }
         if (pl_chat_template_parse(json_string_value(tv), json_string_length(tv), &own, &err) !=
-            PL_STATUS_OK)
-            return fail(e, 400, "chat_template", "chat_template: %s", err.msg);
+            PL_STATUS_OK) {
+            fail(e, 400, "chat_template", "chat_template: %s", err.msg);
+            goto out;
+        }
         t = own;
     }
     if (!t) {
         if (o->tmpl_error)
-            return fail(e, 400, "chat_template", "the model's chat template does not parse: %s",
-                        o->tmpl_error);
-        return fail(e, 400, "chat_template",
-                    "this model has no chat template: pass chat_template or start the server "
-                    "with --chat-template");
+            fail(e, 400, "chat_template", "the model's chat template does not parse: %s",
+                 o->tmpl_error);
+        else
+            fail(e, 400, "chat_template",
+                 "this model has no chat template: pass chat_template or start the server "
+                 "with --chat-template");
+        goto out;
     }
-    pl_status st = PL_STATUS_INVALID_ARGUMENT;
-    char *rendered = NULL;
     size_t len = 0;
     json_t *kw = json_object_get(root, "chat_template_kwargs");
     const char *param = NULL;
@@ -541,6 +639,7 @@ static pl_status parse_chat_prompt(const struct pl_openai *o, const json_t *root
         .add_generation_prompt = add_gen,
         .continue_final_message = cont,
         .kwargs = json_is_null(kw) ? NULL : kw,
+        .tools = tools.tools,
     };
     if (pl_apply_chat_template(t, json_object_get(root, "messages"), &apply, &rendered, &len,
                                &param, &err) != PL_STATUS_OK) {
@@ -556,6 +655,7 @@ static pl_status parse_chat_prompt(const struct pl_openai *o, const json_t *root
 out:
     free(rendered);
     pl_chat_template_free(own);
+    pl_tool_request_fini(&tools);
     return st;
 }
 
@@ -630,6 +730,8 @@ pl_status pl_openai_parse(const struct pl_openai *o, enum pl_openai_kind kind, c
         fail(e, 400, "use_beam_search", "use_beam_search: not supported by the server yet");
         goto out;
     }
+    if (!parse_response_format(root, &r->sp, e))
+        goto out;
     if (!max_given && kind == PL_OPENAI_COMPLETION) {
         json_t *mv = json_object_get(root, "max_tokens");
         if (mv && json_is_null(mv))
@@ -795,16 +897,17 @@ struct choice {
     size_t text_offset;      /* completions logprobs: characters before the next token */
     json_t *lp;              /* completions: {tokens, token_logprobs, top_logprobs,
                                 text_offset}; chat: {content: [...]} (deferred replies) */
-    enum pl_async_finish finish;
+    enum pl_finish_reason finish;
     json_t *stop_reason;     /* string, integer or null */
     struct pl_reasoning rp;  /* chat with --reasoning-parser: the stream's splitter */
+    struct pl_tool_parser *tp; /* chat with tool calls to split out: the stream's splitter */
 };
 
 struct sub {
     struct pl_async_request *r;
     int prompt_index;
     bool finished;
-    struct pl_async_logprob *prompt_lp; /* [n_prompt_lp] from the first delta, or NULL */
+    struct pl_logprob_entry *prompt_lp; /* [n_prompt_lp] from the first delta, or NULL */
     int n_prompt_lp;
 };
 
@@ -863,6 +966,7 @@ void pl_openai_gen_free(struct pl_openai_gen *g)
     free(g->subs);
     for (int i = 0; i < g->n_choices; i++) {
         pl_sbuf_fini(&g->choices[i].text);
+        pl_tool_parser_free(g->choices[i].tp);
         json_decref(g->choices[i].lp);
         json_decref(g->choices[i].stop_reason);
     }
@@ -917,7 +1021,7 @@ static json_t *utf8_bytes(const json_t *s)
 
 /* Appends one position's logprobs to lp (creating it): completions or chat format. */
 static void add_logprob(struct pl_openai_gen *g, struct choice *c,
-                        const struct pl_async_logprob *e, json_t **lp)
+                        const struct pl_logprob_entry *e, json_t **lp)
 {
     const struct pl_openai *o = g->o;
     int k = g->req.logprobs;
@@ -984,7 +1088,7 @@ static json_t *prompt_logprobs_json(const struct pl_openai_gen *g, const struct 
         return json_null();
     json_t *a = json_array();
     for (int i = 0; i < sb->n_prompt_lp; i++) {
-        const struct pl_async_logprob *e = &sb->prompt_lp[i];
+        const struct pl_logprob_entry *e = &sb->prompt_lp[i];
         if (e->n_top < 0) {
             json_array_append_new(a, json_null());
             continue;
@@ -1040,17 +1144,20 @@ static void emit(struct pl_sbuf *out, json_t *obj)
     free(s);
 }
 
-static json_t *finish_json(enum pl_async_finish f)
+/* A choice's finish_reason: "tool_calls" when auto or required tool calling made calls and
+ * the output stopped on its own (tool_call.h). NULL while unfinished. */
+static const char *choice_finish(const struct pl_openai_gen *g, enum pl_finish_reason f,
+                                 int n_calls)
 {
-    const char *s = pl_async_finish_str(f);
-    return s ? json_string(s) : json_null();
+    if (f == PL_FINISH_STOP && n_calls > 0 && g->req.tool_parser != PL_TOOL_PARSER_NAMED)
+        return "tool_calls";
+    return pl_finish_reason_str(f);
 }
 
 /* One stream chunk for one choice's news. */
 static void emit_choice_chunk(struct pl_openai_gen *g, int index, const char *text, size_t text_len,
-                              const struct pl_sbuf *reasoning, json_t *lp,
-                              enum pl_async_finish finish, json_t *stop_reason,
-                              struct pl_sbuf *out)
+                              const struct pl_sbuf *reasoning, json_t *tool_calls, json_t *lp,
+                              const char *finish, json_t *stop_reason, struct pl_sbuf *out)
 {
     json_t *c = chunk_base(g);
     json_t *ch = json_object();
@@ -1062,17 +1169,19 @@ static void emit_choice_chunk(struct pl_openai_gen *g, int index, const char *te
         if (has_reasoning) /* vLLM's DeltaMessage.reasoning_content */
             json_object_set_new(delta, "reasoning_content",
                                 pl_http_json_string_lossy(reasoning->data, reasoning->len));
-        if (text_len > 0 || (finish == PL_ASYNC_FINISH_NONE && !has_reasoning))
+        if (text_len > 0 || (!finish && !has_reasoning && !tool_calls))
             json_object_set_new(delta, "content", jt);
         else
             json_decref(jt);
+        if (tool_calls)
+            json_object_set_new(delta, "tool_calls", tool_calls);
         json_object_set_new(ch, "delta", delta);
         json_object_set_new(ch, "logprobs", lp ? lp : json_null());
     } else {
         json_object_set_new(ch, "text", jt);
         json_object_set_new(ch, "logprobs", lp ? lp : json_null());
     }
-    json_object_set_new(ch, "finish_reason", finish_json(finish));
+    json_object_set_new(ch, "finish_reason", finish ? json_string(finish) : json_null());
     json_object_set_new(ch, "stop_reason", stop_reason ? json_incref(stop_reason) : json_null());
     json_t *arr = json_array();
     json_array_append_new(arr, ch);
@@ -1082,11 +1191,11 @@ static void emit_choice_chunk(struct pl_openai_gen *g, int index, const char *te
     emit(out, c);
 }
 
-static json_t *stop_reason_json(const struct pl_async_sample *s)
+static json_t *stop_reason_json(const struct pl_completion_output *s)
 {
     if (s->stop_str)
         return pl_http_json_string_lossy(s->stop_str, strlen(s->stop_str));
-    if (s->stop_token_id >= 0 && s->finish == PL_ASYNC_FINISH_STOP)
+    if (s->stop_token_id >= 0 && s->finish_reason == PL_FINISH_STOP)
         return json_integer(s->stop_token_id);
     return json_null();
 }
@@ -1122,16 +1231,16 @@ int pl_openai_status_of(pl_status st)
     }
 }
 
-static void take_error(struct pl_openai_gen *g, const struct pl_async_output *o)
+static void take_error(struct pl_openai_gen *g, const struct pl_request_output *o)
 {
     if (g->fail_status)
         return;
     g->fail_status = pl_openai_status_of(o->error_status);
-    g->fail_msg = strdup(o->error_msg);
+    g->fail_msg = strdup(o->error);
 }
 
 /* One sample's news into its choice; streams append a chunk to out. */
-static void take_sample(struct pl_openai_gen *g, struct sub *sb, const struct pl_async_sample *s,
+static void take_sample(struct pl_openai_gen *g, struct sub *sb, const struct pl_completion_output *s,
                         struct pl_sbuf *out)
 {
     int n = g->req.sp.n > 0 ? g->req.sp.n : 1;
@@ -1153,9 +1262,9 @@ static void take_sample(struct pl_openai_gen *g, struct sub *sb, const struct pl
             add_logprob(g, c, &s->logprobs[t], lp);
     /* a failed sample gets no finish_reason: the request ends with an error
      * (the response object, or the stream's error event), never "abort" */
-    enum pl_async_finish finish = s->finish == PL_ASYNC_FINISH_ERROR ? PL_ASYNC_FINISH_NONE
-                                                                    : s->finish;
-    if (finish != PL_ASYNC_FINISH_NONE) {
+    enum pl_finish_reason finish = s->finish_reason == PL_FINISH_ERROR ? PL_FINISH_NONE
+                                                                      : s->finish_reason;
+    if (finish != PL_FINISH_NONE) {
         c->finish = finish;
         json_decref(c->stop_reason);
         c->stop_reason = stop_reason_json(s);
@@ -1171,13 +1280,37 @@ static void take_sample(struct pl_openai_gen *g, struct sub *sb, const struct pl
     if (g->req.kind == PL_OPENAI_CHAT && g->o->reasoning != PL_REASONING_NONE) {
         /* the splitter holds back what may begin a tag; the last delta releases it */
         pl_reasoning_feed(&c->rp, s->text ? s->text : "", s->text_len, &reasoning, &text);
-        if (s->finish != PL_ASYNC_FINISH_NONE)
+        if (s->finish_reason != PL_FINISH_NONE)
             pl_reasoning_finish(&c->rp, &reasoning, &text);
     } else {
         pl_sbuf_append(&text, s->text ? s->text : "", s->text_len);
     }
-    if (text.len > 0 || reasoning.len > 0 || finish != PL_ASYNC_FINISH_NONE || lp_delta)
-        emit_choice_chunk(g, ci, text.data, text.len, &reasoning, lp_delta, finish,
+    json_t *calls = NULL;
+    if (c->tp) {
+        /* the content goes on through the tool-call splitter (it holds back what may be
+         * a call until it knows) */
+        struct pl_tool_out to = {0};
+        pl_tool_parser_feed(c->tp, text.data ? text.data : "", text.len, &to);
+        if (s->finish_reason != PL_FINISH_NONE)
+            pl_tool_parser_finish(c->tp, &to);
+        pl_sbuf_fini(&text);
+        text = to.content;
+        memset(&to.content, 0, sizeof(to.content));
+        for (int k = 0; k < to.n_calls; k++) {
+            char id[64] = "";
+            if (to.calls[k].is_first)
+                pl_tool_call_id(g->o, g->o->tool_format, id, sizeof(id));
+            if (!calls)
+                calls = json_array();
+            json_array_append_new(calls, pl_tool_call_delta_json(&to.calls[k], id));
+        }
+        pl_tool_out_fini(&to);
+    }
+    const char *fin = finish == PL_FINISH_NONE
+                          ? NULL
+                          : choice_finish(g, finish, pl_tool_parser_n_calls(c->tp));
+    if (text.len > 0 || reasoning.len > 0 || fin || lp_delta || calls)
+        emit_choice_chunk(g, ci, text.data, text.len, &reasoning, calls, lp_delta, fin,
                           c->stop_reason, out);
     else
         json_decref(lp_delta);
@@ -1186,23 +1319,23 @@ static void take_sample(struct pl_openai_gen *g, struct sub *sb, const struct pl
 }
 
 /* One delta of one engine request into the choices (takes o). */
-static void take_output(struct pl_openai_gen *g, struct sub *sb, struct pl_async_output *o,
+static void take_output(struct pl_openai_gen *g, struct sub *sb, struct pl_request_output *o,
                         struct pl_sbuf *out)
 {
-    if (o->error_msg)
+    if (o->error)
         take_error(g, o);
-    if (o->is_first && !o->error_msg)
-        g->prompt_tokens += o->n_prompt_tokens;
+    if ((o->prompt_token_ids != NULL) && !o->error)
+        g->prompt_tokens += o->n_prompt_token_ids;
     if (o->prompt_logprobs && !sb->prompt_lp) {
         sb->prompt_lp = o->prompt_logprobs;
-        sb->n_prompt_lp = o->n_prompt_tokens;
+        sb->n_prompt_lp = o->n_prompt_token_ids;
         o->prompt_logprobs = NULL;
     }
-    for (int k = 0; k < o->n_samples; k++)
-        take_sample(g, sb, &o->samples[k], out);
+    for (int k = 0; k < o->n_outputs; k++)
+        take_sample(g, sb, &o->outputs[k], out);
     if (o->finished)
         sb->finished = true;
-    pl_async_output_free(o);
+    pl_request_output_free(o);
 }
 
 /* Drains every engine request's deltas into the choices; streams append chunks to out. */
@@ -1211,7 +1344,7 @@ static void drain(struct pl_openai_gen *g, struct pl_sbuf *out)
     for (int si = 0; si < g->n_subs; si++) {
         struct sub *sb = &g->subs[si];
         while (!sb->finished) {
-            struct pl_async_output *o = pl_async_request_pop(sb->r);
+            struct pl_request_output *o = pl_async_request_pop(sb->r);
             if (o) {
                 take_output(g, sb, o, out);
                 continue;
@@ -1339,35 +1472,61 @@ bool pl_openai_gen_result(struct pl_openai_gen *g, json_t **resp, struct pl_open
         pl_sbuf_append(&text, c->text.data ? c->text.data : "", c->text.len);
         json_t *jt = pl_http_json_string_lossy(text.data ? text.data : "", text.len);
         pl_sbuf_fini(&text);
-        if (chat && g->o->reasoning != PL_REASONING_NONE) {
-            /* the same splitter as the stream, over the whole text */
+        int n_calls = 0;
+        if (chat) {
+            /* the same splitters as the stream, over the whole text */
             json_decref(jt);
             struct pl_sbuf rs = {0}, ct = {0};
-            pl_reasoning_split(g->o->reasoning, c->text.data ? c->text.data : "", c->text.len,
-                               &rs, &ct);
+            if (g->o->reasoning != PL_REASONING_NONE)
+                pl_reasoning_split(g->o->reasoning, c->text.data ? c->text.data : "",
+                                   c->text.len, &rs, &ct);
+            else
+                pl_sbuf_append(&ct, c->text.data ? c->text.data : "", c->text.len);
+            json_t *calls = NULL;
+            if (g->req.tool_parser != PL_TOOL_PARSER_NONE) {
+                struct pl_tool_parser *tp = pl_tool_parser_new(
+                    g->req.tool_parser, g->req.tool_named, g->req.tool_max_calls);
+                struct pl_tool_out to = {0};
+                pl_tool_parser_feed(tp, ct.data ? ct.data : "", ct.len, &to);
+                pl_tool_parser_finish(tp, &to);
+                n_calls = pl_tool_parser_n_calls(tp);
+                pl_tool_parser_free(tp);
+                pl_sbuf_fini(&ct);
+                ct = to.content;
+                memset(&to.content, 0, sizeof(to.content));
+                for (int k = 0; k < to.n_calls; k++) {
+                    char id[64];
+                    pl_tool_call_id(g->o, g->o->tool_format, id, sizeof(id));
+                    if (!calls)
+                        calls = json_array();
+                    json_array_append_new(calls, pl_tool_call_json(id, to.calls[k].name,
+                                                                   to.calls[k].args.data,
+                                                                   to.calls[k].args.len));
+                }
+                pl_tool_out_fini(&to);
+            }
             json_t *msg = json_object();
             json_object_set_new(msg, "role", json_string(g->o->role));
-            /* vLLM: content None when the answer is all reasoning */
+            /* vLLM: content None when the answer is all reasoning or all tool calls */
             json_object_set_new(msg, "content",
-                                ct.len > 0 || rs.len == 0
+                                ct.len > 0 || (rs.len == 0 && !calls)
                                     ? pl_http_json_string_lossy(ct.data ? ct.data : "", ct.len)
                                     : json_null());
-            json_object_set_new(msg, "reasoning_content",
-                                rs.len > 0 ? pl_http_json_string_lossy(rs.data, rs.len)
-                                           : json_null());
+            if (g->o->reasoning != PL_REASONING_NONE)
+                json_object_set_new(msg, "reasoning_content",
+                                    rs.len > 0 ? pl_http_json_string_lossy(rs.data, rs.len)
+                                               : json_null());
+            if (calls)
+                json_object_set_new(msg, "tool_calls", calls);
             json_object_set_new(ch, "message", msg);
             pl_sbuf_fini(&rs);
             pl_sbuf_fini(&ct);
-        } else if (chat) {
-            json_t *msg = json_object();
-            json_object_set_new(msg, "role", json_string(g->o->role));
-            json_object_set_new(msg, "content", jt);
-            json_object_set_new(ch, "message", msg);
         } else {
             json_object_set_new(ch, "text", jt);
         }
         json_object_set_new(ch, "logprobs", c->lp ? json_incref(c->lp) : json_null());
-        json_object_set_new(ch, "finish_reason", finish_json(c->finish));
+        const char *fin = choice_finish(g, c->finish, n_calls);
+        json_object_set_new(ch, "finish_reason", fin ? json_string(fin) : json_null());
         json_object_set_new(ch, "stop_reason",
                             c->stop_reason ? json_incref(c->stop_reason) : json_null());
         if (!chat)
@@ -1428,9 +1587,16 @@ pl_status pl_openai_gen_new(struct pl_openai *o, enum pl_openai_kind kind, const
     snprintf(g->id, sizeof(g->id), "%s-%016llx%08llx", kind == PL_OPENAI_CHAT ? "chatcmpl" : "cmpl",
              o->id_salt, seq);
     g->created = (long long)time(NULL);
-    for (int i = 0; i < g->n_choices; i++)
+    for (int i = 0; i < g->n_choices; i++) {
         pl_reasoning_init(&g->choices[i].rp, kind == PL_OPENAI_CHAT ? o->reasoning
                                                                     : PL_REASONING_NONE);
+        if (g->req.tool_parser != PL_TOOL_PARSER_NONE && g->req.stream &&
+            !(g->choices[i].tp = pl_tool_parser_new(g->req.tool_parser, g->req.tool_named,
+                                                     g->req.tool_max_calls))) {
+            pl_openai_gen_free(g);
+            return fail(e, 503, NULL, "out of memory");
+        }
+    }
     *out = g;
     return PL_STATUS_OK;
 }
@@ -1517,7 +1683,7 @@ static void log_finished(struct pl_openai_gen *g)
     for (int i = 0; i < g->n_subs; i++)
         done &= g->subs[i].finished;
     for (int i = 0; i < g->n_choices; i++)
-        aborted |= g->choices[i].finish == PL_ASYNC_FINISH_ABORT;
+        aborted |= g->choices[i].finish == PL_FINISH_ABORT;
     const char *outcome = g->fail_status ? "failed"
                           : !done || aborted ? "aborted"
                                              : "completed";
@@ -1543,7 +1709,8 @@ pl_status pl_openai_gen_submit(struct pl_openai_gen *g, pl_async_notify_fn notif
         sps[i] = g->req.sp;
         sps[i].owned = NULL;
         sps[i].max_tokens = p->max_tokens;
-        subs[i] = (struct pl_async_submission){p->ids, p->n_ids, &sps[i], NULL};
+        subs[i] = (struct pl_async_submission){.prompt_ids = p->ids, .n_prompt = p->n_ids,
+                                               .params = &sps[i]};
     }
     /* every prompt is admitted at once or none is: more prompts than the server
      * admits is refused here, before anything runs (pl_async_engine_submit_all) */
@@ -1747,7 +1914,7 @@ static void h_tokenize(void *user, const struct pl_http_request *req,
     static const char *const keys[] = {"model", "prompt", "messages", "add_special_tokens",
                                        "add_generation_prompt", "continue_final_message",
                                        "chat_template", "chat_template_kwargs",
-                                       "return_token_strs", NULL};
+                                       "return_token_strs", "tools", NULL};
     struct pl_openai_request r;
     struct pl_openai_error e;
     memset(&r, 0, sizeof(r));
@@ -1755,6 +1922,8 @@ static void h_tokenize(void *user, const struct pl_http_request *req,
     pl_sampling_params_default(&r.sp);
     bool strs = false;
     pl_openai_ignore_unknown(root, keys, false);
+    /* tools only shape the prompt here (vLLM's TokenizeChatRequest): no tool_choice rules */
+    json_object_set_new(root, "tool_choice", json_string("none"));
     if (!get_bool(root, "return_token_strs", false, &strs, &e) ||
         check_model(o, root, &r, &e) != PL_STATUS_OK) {
         set_parse_error(resp, &e);
@@ -1875,7 +2044,7 @@ static void h_metrics(void *user, const struct pl_http_request *req,
                       struct pl_http_response *resp)
 {
     struct pl_openai *o = user;
-    struct pl_engine_stats st;
+    struct pl_llm_stats st;
     memset(&st, 0, sizeof(st));
     if (o->ae)
         pl_async_engine_stats(o->ae, &st);

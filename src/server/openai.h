@@ -56,6 +56,10 @@ struct pl_openai_params {
     const char *response_role;       /* role of chat answers (vLLM's --response-role); NULL:
                                         "assistant" */
     const char *reasoning_parser;    /* "qwen3", "deepseek_r1" (--reasoning-parser) or NULL */
+    bool enable_auto_tool_choice;    /* tool_choice "auto" is served (--enable-auto-tool-choice) */
+    const char *tool_call_parser;    /* "hermes", "llama3_json", "mistral"
+                                        (--tool-call-parser) or NULL: the one the chat
+                                        template shows (tool_parser.h) */
     struct pl_pooling_params pooling; /* /v1/embeddings' pooling; type 0: the default (LAST,
                                         normalize) */
     bool log_requests;               /* per-request log lines (--enable-log-requests) */
@@ -102,6 +106,11 @@ struct pl_openai_request {
     bool echo;                       /* completions */
     int logprobs;                    /* -1: none; else top-k per token */
     bool skip_special_tokens;        /* for token strings in logprobs */
+    /* chat tool calling (tool_call.h) */
+    int tool_parser;                 /* enum pl_tool_parser_kind: how answers are split
+                                        into content and tool_calls; 0: not at all */
+    char tool_named[256];            /* a named tool_choice's function */
+    int tool_max_calls;              /* 1 with parallel_tool_calls false, else 0 */
 };
 
 struct pl_openai_error {

@@ -3,16 +3,23 @@
  */
 #include "util/log.h"
 
+#include "util/debug_env.h"
+
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static int g_level = -1;
+/* atomic: the ranks of tensor parallelism log from their own threads (the first reader
+ * may set it from the environment while another reads it) */
+static atomic_int g_level = -1;
 
 static enum pl_log_level level_from_env(void)
 {
-    const char *s = getenv("PAGELLM_LOG_LEVEL");
+    struct pl_debug_env d;
+    pl_debug_env_read(&d);
+    const char *s = d.log_level;
     if (!s)
         return PL_LOG_INFO;
     if (!strcmp(s, "debug")) return PL_LOG_DEBUG;
@@ -22,13 +29,16 @@ static enum pl_log_level level_from_env(void)
     return PL_LOG_INFO;
 }
 
-void pl_log_set_level(enum pl_log_level level) { g_level = (int)level; }
+void pl_log_set_level(enum pl_log_level level) { atomic_store(&g_level, (int)level); }
 
 enum pl_log_level pl_log_get_level(void)
 {
-    if (g_level < 0)
-        g_level = (int)level_from_env();
-    return (enum pl_log_level)g_level;
+    int level = atomic_load(&g_level);
+    if (level < 0) {
+        level = (int)level_from_env();
+        atomic_store(&g_level, level);
+    }
+    return (enum pl_log_level)level;
 }
 
 void pl_log(enum pl_log_level level, const char *fmt, ...)

@@ -103,6 +103,27 @@ alone=$( { "$PAGELLM" generate --model "$model" --temperature 0 --prompt-ids 3,4
 chunked=$("$PAGELLM" generate --model "$model" --temperature 0 --prompt-ids 3,4,5,6 --prompt-ids 9,10 --max-tokens 6 \
   --json --ignore-eos --prefill-chunk 1 --block-size 8 --threads 1 2>/dev/null | ids_of)
 [ "$batch" = "$chunked" ] || fail "chunked tokens differ: $chunked"
+# tensor parallelism on the CPU backend: 2 ranks (KV heads split) and 4 (replicated)
+for tp in 2 4; do
+  sharded=$("$PAGELLM" generate --model "$model" --temperature 0 --prompt-ids 3,4,5,6 --prompt-ids 9,10 \
+    --max-tokens 6 --json --ignore-eos --tensor-parallel-size $tp --threads $tp 2>/dev/null | ids_of)
+  [ "$batch" = "$sharded" ] || fail "--tensor-parallel-size $tp tokens differ: $sharded"
+done
+# seeded sampling: rank 0 samples the gathered logits with the engine's draws (and the host
+# sampler on the ranks' logits columns gives the same)
+sampled() { "$PAGELLM" generate --model "$model" --temperature 0.8 --top-p 0.9 --seed 3 --prompt-ids 3,4,5,6 \
+  --prompt-ids 9,10 --max-tokens 6 --json --ignore-eos "$@" 2>/dev/null | ids_of; }
+s1=$(sampled)
+[ "$(sampled --tensor-parallel-size 2 --threads 2)" = "$s1" ] || fail "TP=2 seeded sampling differs"
+[ "$(PAGELLM_SAMPLER=host sampled --tensor-parallel-size 2 --threads 2)" = "$s1" ] \
+  || fail "TP=2 seeded sampling on the host differs"
+set +e
+"$PAGELLM" generate --model "$model" --temperature 0 --prompt-ids 3,4 --tensor-parallel-size 3 >/dev/null 2>"$dir/tp3.err"
+rc=$?
+set -e
+[ "$rc" != 0 ] || fail "--tensor-parallel-size 3 over 4 heads was accepted"
+grep -q "tensor_parallel_size 3 does not divide num_attention_heads 4" "$dir/tp3.err" \
+  || fail "--tensor-parallel-size 3 message: $(cat "$dir/tp3.err")"
 
 # 3. stop ids: generation_config's eos list wins over config.json's
 first=$(python3 -c 'import json,sys; print(json.loads(sys.stdin.readline())["outputs"][0]["token_ids"][2])' <"$dir/batch.jsonl")
@@ -134,6 +155,8 @@ expect_rc 2 "$PAGELLM" generate --model "$model" --temperature 0 --prompt-ids 1,
 expect_rc 2 "$PAGELLM" generate --model "$model" --temperature 0
 expect_rc 2 "$PAGELLM" generate --model "$model" --temperature 0 --prompt-ids 1,2 --block-size 12
 grep -q -- "--block-size '12' is not one of 8, 16, 32" "$dir/err" || fail "block size message"
+expect_rc 2 "$PAGELLM" generate --model "$model" --temperature 0 --prompt-ids 1,2 --tensor-parallel-size 0
+grep -q "tensor-parallel-size" "$dir/err" || fail "--tensor-parallel-size 0 message"
 expect_rc 2 "$PAGELLM" generate --model "$model" --temperature 0 --prompt-ids 1,2 --num-kv-blocks 2 --max-model-len 100
 grep -q "largest max_model_len that fits is 32" "$dir/err" || fail "max_model_len message"
 expect_rc 2 "$PAGELLM" generate --model "$model" --temperature 0 --prompt-ids 1,99

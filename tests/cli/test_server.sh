@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # test_server.sh -- `pagellm serve` black-box on loopback with the built-in tiny model:
-#   1. the official `openai` npm client, LangChain JS, and bad input / load / disconnect
+#   1. the official `openai` npm client, LangChain JS, structured output (server_structured),
+#      and bad input / load / disconnect
 #      tests (tests/node/server_*.mjs; references: `pagellm generate`, @huggingface/jinja),
+#      tool calling on a third server (--enable-auto-tool-choice, a Hermes-style template),
 #      the embeddings / Responses / models.retrieve / lenient-body tests with a second
 #      server running --reasoning-parser deepseek_r1 under a template that opens <think>;
 #   2. the curl examples of docs/server.md;
@@ -46,6 +48,9 @@ wait_for() {
 # start_server NAME ARGS...: starts it in the background; sets PID and PORT.
 start_server() {
   local name=$1; shift
+  # the log exists before the poll below reads it (the child opens it after the fork, and
+  # under set -e a failed sed would end the test)
+  : >"$work/$name.log"
   "$bin" serve --model "$work/model" --port 0 "$@" >"$work/$name.log" 2>&1 &
   PID=$!
   pids+=("$PID")
@@ -74,11 +79,18 @@ printf '%s' "$THINK_TEMPLATE" >"$work/think.jinja"
 start_server reason --served-model-name tiny --reasoning-parser deepseek_r1 \
   --chat-template "$work/think.jinja"
 REASON_PID=$PID
+REASON_PORT=$PORT
+# tool calling: --enable-auto-tool-choice, the parser taken from a Hermes-style template
+TOOLS_TEMPLATE=$src/tests/fixtures/chat_template/templates/hermes_tools.jinja
+start_server tools --served-model-name tiny --api-key "$KEY" --enable-auto-tool-choice \
+  --chat-template "$TOOLS_TEMPLATE"
+TOOLS_PORT=$PORT
+export PL_TOOLS_BASE_URL=http://127.0.0.1:$TOOLS_PORT PL_TOOLS_TEMPLATE=$TOOLS_TEMPLATE
 export PL_BASE_URL=http://127.0.0.1:$MAIN_PORT PL_API_KEY=$KEY PL_MODEL_NAME=tiny PAGELLM=$bin \
   PL_MODEL_DIR=$work/model PL_MAX_BODY_BYTES=65536 PL_KEEP_ALIVE_S=2 \
-  PL_REASONING_BASE_URL=http://127.0.0.1:$PORT PL_THINK_TEMPLATE=$THINK_TEMPLATE
+  PL_REASONING_BASE_URL=http://127.0.0.1:$REASON_PORT PL_THINK_TEMPLATE=$THINK_TEMPLATE
 PORT=$MAIN_PORT
-for t in server_openai server_langchain server_robustness server_api; do
+for t in server_openai server_langchain server_robustness server_api server_structured server_tools; do
   echo "-- $t"
   if node "$src/tests/node/$t.mjs"; then ok "$t"; else bad "$t"; fi
 done
@@ -227,6 +239,13 @@ grep -q "Avg prompt throughput" "$work/logs2.log" && bad "log: --disable-log-sta
 kill -TERM "$PID"; wait "$PID" || true
 # bad flag values are refused
 timeout 60 "$bin" serve --model "$work/model" --reasoning-parser granite >/dev/null 2>&1 && bad "flags: bad --reasoning-parser accepted" || ok "flags: bad --reasoning-parser refused"
+timeout 60 "$bin" serve --model "$work/model" --tool-call-parser pythonic --enable-auto-tool-choice \
+  >/dev/null 2>&1 && bad "flags: bad --tool-call-parser accepted" || ok "flags: bad --tool-call-parser refused"
+# the tiny model's ChatML template shows no tool-call format: auto needs --tool-call-parser
+out=$(timeout 60 "$bin" serve --model "$work/model" --port 0 --enable-auto-tool-choice 2>&1) \
+  && bad "flags: --enable-auto-tool-choice with no format started" \
+  || { grep -q -- "--tool-call-parser" <<<"$out" && ok "flags: --enable-auto-tool-choice needs a format" \
+       || bad "flags: --enable-auto-tool-choice: $out"; }
 timeout 60 "$bin" serve --model "$work/model" --override-pooler-config '{"pooling_type":"CLS"}' >/dev/null 2>&1 \
   && bad "flags: CLS pooling accepted" || ok "flags: unsupported pooling refused"
 

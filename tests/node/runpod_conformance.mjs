@@ -241,6 +241,18 @@ async function scenarioMain() {
     check(typeof body(d).error === 'string' && body(d).error.includes('wrong') && JSON.parse(body(d).error).code === 404, 'OA7', d.body);
     covered.push('OA7');
 
+    // SO1, SO2: structured output in the native form's sampling_params (vLLM's guided_json),
+    // sampled: the text is JSON of the schema; a schema the compiler refuses names the keyword
+    const schema = { type: 'object', properties: { n: { type: 'integer', minimum: 0, maximum: 9 }, s: { enum: ['x', 'y'] } }, required: ['n', 's'], additionalProperties: false };
+    d = await runJob(fake, 'so1', { prompt: 'hi', sampling_params: { max_tokens: 100, temperature: 1, seed: 4, guided_json: schema } });
+    const so1 = body(d).output[0].choices[0].tokens.join('');
+    let v1 = null;
+    try { v1 = JSON.parse(so1); } catch { /* checked below */ }
+    check(v1 && Number.isInteger(v1.n) && v1.n >= 0 && v1.n <= 9 && ['x', 'y'].includes(v1.s) && Object.keys(v1).length === 2, 'SO1', so1);
+    d = await runJob(fake, 'so2', { prompt: 'hi', sampling_params: { guided_json: { type: 'string', format: 'color' } } });
+    check(typeof body(d).error === 'string' && body(d).error.includes('color'), 'SO2', d.body);
+    covered.push('SO1', 'SO2');
+
     d = await runJob(fake, 'oa6', { openai_route: '/v1/nope', openai_input: { x: 1 } });
     check(typeof body(d).error === 'string' && body(d).error.includes('Invalid route'), 'OA6', d.body);
     covered.push('OA6');
@@ -564,9 +576,9 @@ async function scenarioShutdown() {
 // given the same body (greedy): response objects, SSE events and error objects must
 // be equal but for the per-request id and created time.
 
-function startServer() {
+function startServer(args = []) {
   return new Promise((resolve, reject) => {
-    const p = spawn(PAGELLM, ['serve', '--model', MODEL, '--port', '0', '--threads', '1'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const p = spawn(PAGELLM, ['serve', '--model', MODEL, '--port', '0', '--threads', '1', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
     let err = '';
     p.stderr.on('data', (d) => {
       err += d;
@@ -603,12 +615,15 @@ function sseEvents(text) {
 const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
 
 async function scenarioOpenAIParity() {
-  const srv = await startServer();
+  // auto tool choice on both: the server's flags, worker-vllm's variables
+  const srv = await startServer(['--enable-auto-tool-choice', '--tool-call-parser', 'hermes']);
   const fake = await new FakeRunPod().start();
-  const w = startWorker(fake, { MAX_CONCURRENCY: '4' });
+  const w = startWorker(fake, { MAX_CONCURRENCY: '4', ENABLE_AUTO_TOOL_CHOICE: 'true', TOOL_CALL_PARSER: 'hermes' });
   const chat = '/v1/chat/completions', cmpl = '/v1/completions';
   const msgs = [{ role: 'user', content: 'hi' }];
   const greedy = { model: MODEL, temperature: 0, ignore_eos: true };
+  const tools = [{ type: 'function', function: { name: 'get_weather', parameters: { type: 'object', properties: { city: { type: 'string', maxLength: 10 } }, required: ['city'], additionalProperties: false } } },
+    { type: 'function', function: { name: 'get_time', parameters: { type: 'object', properties: { tz: { type: 'integer' } }, required: ['tz'] } } }];
   try {
     // OP1-OP3 answers, OP4-OP9 validation errors (tools, response_format, sampling, types, model);
     // OP7 unknown fields (ignored); OP10-OP14 embeddings and responses through the same layer
@@ -617,8 +632,8 @@ async function scenarioOpenAIParity() {
       ['OP1N', chat, { ...greedy, messages: msgs, max_tokens: 5, temperature: 0.8, seed: 7, n: 2 }],
       ['OP2', cmpl, { ...greedy, prompt: ['a', 'b'], max_tokens: 3, logprobs: 2, echo: true }],
       ['OP3', chat, { ...greedy, messages: msgs, max_tokens: 3, tools: [], tool_choice: 'none', response_format: { type: 'text' } }],
-      ['OP4', chat, { ...greedy, messages: msgs, tools: [{ type: 'function', function: { name: 'f', parameters: { type: 'object', properties: {} } } }], tool_choice: 'auto' }],
-      ['OP5', chat, { ...greedy, messages: msgs, response_format: { type: 'json_object' } }],
+      ['OP4', chat, { ...greedy, messages: msgs, tools: [{ type: 'function', function: { name: 'f', parameters: { type: 'object', properties: {} } } }], tool_choice: { type: 'function', function: { name: 'g' } } }],
+      ['OP5', chat, { ...greedy, messages: msgs, response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { not: {} } } } }],
       ['OP6', cmpl, { model: MODEL, prompt: 'hi', temperature: -1 }],
       ['OP7', cmpl, { ...greedy, prompt: 'hi', max_tokens: 3, bogus: 1, store: false, metadata: { a: 'b' } }],
       ['OP8', chat, { model: MODEL, messages: 'hi' }],
@@ -628,14 +643,20 @@ async function scenarioOpenAIParity() {
       ['OP12', '/v1/embeddings', { model: MODEL, input: 'hello', dimensions: 8 }],
       ['OP13', '/v1/responses', { model: MODEL, input: 'hi', instructions: 'be brief', max_output_tokens: 5, temperature: 0 }],
       ['OP14', '/v1/responses', { model: MODEL, input: 'hi', previous_response_id: 'resp_1' }],
+      ['OP15', chat, { model: MODEL, temperature: 0, messages: msgs, max_tokens: 200, response_format: { type: 'json_schema', json_schema: { name: 'x', strict: true, schema: { type: 'object', properties: { a: { type: 'array', items: { type: 'boolean' }, maxItems: 3 }, b: { type: ['null', 'integer'] } }, required: ['a', 'b'], additionalProperties: false } } } }],
+      // OT1: tool calling (tool_choice required: grammar-constrained calls, message.tool_calls)
+      ['OT1', chat, { model: MODEL, temperature: 0, messages: msgs, tools, tool_choice: 'required', max_tokens: 60 }],
+      // OT3: auto (ENABLE_AUTO_TOOL_CHOICE / TOOL_CALL_PARSER on the worker): a Hermes call forced by guided_choice
+      ['OT3', chat, { model: MODEL, temperature: 0, messages: msgs, tools, max_tokens: 300, guided_choice: ['<tool_call>\n{"name": "get_time", "arguments": {"tz": 2}}\n</tool_call>'] }],
     ];
     for (const [id, route, input] of cases) {
       const ref = await request(srv.port, 'POST', route, input);
       const d = await runJob(fake, id.toLowerCase(), { openai_route: route, openai_input: input });
       const b = body(d);
       const chunks = fake.of('job-stream', id.toLowerCase());
-      if (['OP1', 'OP1N', 'OP2', 'OP3', 'OP7', 'OP10', 'OP11', 'OP13'].includes(id)) check(ref.status === 200, id, `server ${ref.body}`);
-      if (['OP12', 'OP14'].includes(id)) check(ref.status === 400, id, `server ${ref.body}`);
+      if (['OP1', 'OP1N', 'OP2', 'OP3', 'OP7', 'OP10', 'OP11', 'OP13', 'OP15', 'OT1', 'OT3'].includes(id)) check(ref.status === 200, id, `server ${ref.body}`);
+      if (['OP4', 'OP12', 'OP14'].includes(id)) check(ref.status === 400, id, `server ${ref.body}`);
+      if (['OT1', 'OT3'].includes(id)) check(ref.json.choices[0].message.tool_calls?.length >= 1, id, `no tool calls: ${ref.body}`);
       if (ref.status === 200) {
         check(Array.isArray(b.output) && b.output.length === 1 && same(strip(b.output[0]), strip(ref.json)) && chunks.length === 1,
           id, `worker ${d.body}\n  server ${ref.body}`);
@@ -651,6 +672,8 @@ async function scenarioOpenAIParity() {
       ['OS1', chat, { ...greedy, messages: msgs, max_tokens: 6, stream: true, temperature: 0.8, seed: 7, n: 2, logprobs: true, top_logprobs: 1, stream_options: { include_usage: true } }],
       ['OS2', cmpl, { ...greedy, prompt: 'hi', max_tokens: 5, stream: true, logprobs: 1 }],
       ['OS3', '/v1/responses', { model: MODEL, input: 'hi', max_output_tokens: 6, temperature: 0, stream: true }],
+      // OT2: a named tool_choice streamed: tool_calls deltas (ids stripped: each answer has its own)
+      ['OT2', chat, { model: MODEL, temperature: 0, messages: msgs, tools, tool_choice: { type: 'function', function: { name: 'get_weather' } }, max_tokens: 40, stream: true }],
     ];
     for (const [id, route, input] of streams) {
       const ref = await request(srv.port, 'POST', route, input);

@@ -242,12 +242,12 @@ test('errors map to the client error classes', async () => {
   await client.completions.create({ model: MODEL, prompt: 'x', suffix: 'y' }).then(
     () => { throw new Error('accepted suffix'); },
     (e) => { assert(e instanceof OpenAI.BadRequestError); eq(e.error.param, 'suffix'); });
-  await client.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: 'x' }], response_format: { type: 'json_object' } }).then(
-    () => { throw new Error('accepted json_object'); },
+  await client.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: 'x' }], response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'object', properties: { a: { not: {} } } } } } }).then(
+    () => { throw new Error('accepted a schema with not'); },
     (e) => { assert(e instanceof OpenAI.BadRequestError); eq(e.error.param, 'response_format'); });
   await client.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: 'x' }], tools: [{ type: 'function', function: { name: 'f', parameters: {} } }] }).then(
-    () => { throw new Error('accepted tools'); },
-    (e) => { assert(e instanceof OpenAI.BadRequestError); eq(e.error.param, 'tools'); });
+    () => { throw new Error('accepted tool_choice auto without --enable-auto-tool-choice'); },
+    (e) => { assert(e instanceof OpenAI.BadRequestError); eq(e.error.param, 'tool_choice'); assert(e.message.includes('--enable-auto-tool-choice'), e.message); });
   if (API_KEY !== 'EMPTY') {
     const wrong = new OpenAI({ baseURL: `${BASE_URL}/v1`, apiKey: API_KEY + 'x', maxRetries: 0 });
     await wrong.models.list().then(

@@ -351,6 +351,77 @@ static void test_apply_chat_template(void)
     free(s);
 }
 
+/* Tools and tool calls reach the template as transformers passes them after vLLM's
+ * message preprocessing (render.c). */
+static void test_apply_tools(void)
+{
+    const char *T = "{{ tools is none }}|{{ documents is none }}|{% if tools %}{{ tools | tojson }}"
+                    "{% endif %}{% for m in messages %}[{{ m.role }}:{{ m.content }}"
+                    "{% for c in m.tool_calls or [] %} {{ c.function.name }}"
+                    "{{ c.function.arguments | tojson }}{{ c.function.arguments is mapping }}"
+                    "{% endfor %}{% if m.tool_call_id %} id={{ m.tool_call_id }}{% endif %}]"
+                    "{% endfor %}";
+    struct pl_err err = {0};
+    const char *param = NULL;
+    /* no tools: tools and documents are None (defined), as transformers passes them */
+    char *s = apply(T, "[{\"role\":\"user\",\"content\":\"hi\"}]", NULL, false, false, &param,
+                    &err);
+    CHECKF(s && !strcmp(s, "True|True|[user:hi]"), "%s", s ? s : err.msg);
+    free(s);
+    /* arguments as JSON text become a mapping; null content is "" (vLLM's string format) */
+    const char *msgs =
+        "[{\"role\":\"user\",\"content\":\"w?\"},"
+        "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"c1\",\"type\":"
+        "\"function\",\"function\":{\"name\":\"get\",\"arguments\":\"{\\\"city\\\": \\\"Paris\\\"}\"}},"
+        "{\"id\":\"c2\",\"type\":\"function\",\"function\":{\"name\":\"now\",\"arguments\":\"\"}}]},"
+        "{\"role\":\"tool\",\"tool_call_id\":\"c1\",\"content\":\"sunny\"}]";
+    struct pl_chat_template *t = NULL;
+    REQUIRE(pl_chat_template_parse(T, strlen(T), &t, &err) == PL_STATUS_OK);
+    json_t *m = json_loads(msgs, 0, NULL);
+    REQUIRE(m);
+    json_t *tools = json_loads("[{\"type\":\"function\",\"function\":{\"name\":\"get\"}}]",
+                               0, NULL);
+    const struct pl_chat_apply o = {.bos_token = "<s>", .eos_token = "</s>", .tools = tools};
+    size_t len = 0;
+    CHECK(pl_apply_chat_template(t, m, &o, &s, &len, &param, &err) == PL_STATUS_OK);
+    CHECKF(s && !strcmp(s, "False|True|[{\"type\": \"function\", \"function\": {\"name\": "
+                           "\"get\"}}][user:w?][assistant: get{\"city\": \"Paris\"}True now{}True]"
+                           "[tool:sunny id=c1]"),
+           "%s", s ? s : err.msg);
+    free(s);
+    /* the caller's messages are not changed */
+    json_t *args = json_object_get(
+        json_object_get(json_array_get(json_object_get(json_array_get(m, 1), "tool_calls"), 0),
+                        "function"),
+        "arguments");
+    CHECK(json_is_string(args));
+    /* arguments that are not JSON are refused naming the message */
+    json_object_set_new(
+        json_object_get(json_array_get(json_object_get(json_array_get(m, 1), "tool_calls"), 0),
+                        "function"),
+        "arguments", json_string("{oops"));
+    CHECK(pl_apply_chat_template(t, m, &o, &s, &len, &param, &err) == PL_STATUS_INVALID_ARGUMENT);
+    CHECKF(!s && param && !strcmp(param, "messages") &&
+               strstr(err.msg, "messages[1].tool_calls[0].function.arguments"),
+           "%s", err.msg);
+    json_decref(m);
+    /* the request's tools win over chat_template_kwargs' */
+    m = json_loads("[{\"role\":\"user\",\"content\":\"x\"}]", 0, NULL);
+    json_t *kw = json_loads("{\"tools\": [1]}", 0, NULL);
+    const struct pl_chat_apply o2 = {.kwargs = kw, .tools = tools};
+    CHECK(pl_apply_chat_template(t, m, &o2, &s, &len, &param, &err) == PL_STATUS_OK);
+    CHECKF(s && strstr(s, "\"get\""), "%s", s ? s : err.msg);
+    free(s);
+    const struct pl_chat_apply o3 = {.kwargs = kw};
+    CHECK(pl_apply_chat_template(t, m, &o3, &s, &len, &param, &err) == PL_STATUS_OK);
+    CHECKF(s && !strncmp(s, "False|True|[1]", 14), "%s", s ? s : err.msg);
+    free(s);
+    json_decref(kw);
+    json_decref(m);
+    json_decref(tools);
+    pl_chat_template_free(t);
+}
+
 int main(void)
 {
     PL_RUN(test_fixtures);
@@ -359,5 +430,6 @@ int main(void)
     PL_RUN(test_limits);
     PL_RUN(test_api);
     PL_RUN(test_apply_chat_template);
+    PL_RUN(test_apply_tools);
     return pl_test_summary();
 }

@@ -8,7 +8,8 @@
  *      generator would make every later comparison meaningless);
  *   2. run the fixture's prompts through pl_model_runner + pl_greedy_generate in
  *      several shapes -- one prompt at a time, all prompts in one batch, with a
- *      3-token prefill chunk at block sizes 8 and 32 -- and compare each with
+ *      3-token prefill chunk at block sizes 8 and 32, tensor-parallel over 2 and 4
+ *      CPU ranks -- and compare each with
  *      the reference: greedy ids exactly, top-5 logprobs within 1e-3, top-5 ids
  *      where the neighbouring logprobs are more than 1e-3 apart;
  *   3. give the runner a KV pool too small for the longest prompt and require a
@@ -21,6 +22,8 @@
  * those shapes are skipped for dynamic presets.
  * Longrope switches tables by the length of the forward's sequence (transformers
  * decides per forward from its largest position), so it is skipped there too.
+ * With --device cuda the same checks run on the CUDA backend's float32 mode (the GPU
+ * machine's check; CI runs the CPU).
  * Fixtures are made per family (the preset's model_type) by
  * `python3 tools/golden_refs.py --family NAME --out tests/fixtures/golden/` on a
  * machine with torch and transformers. A golden preset without a fixture fails the
@@ -46,6 +49,10 @@
 #define NEAR_TIE 1e-4
 #define MAX_MODEL_LEN 64
 #define MAX_FIXTURES 64
+
+/* --device NAME: the backend the fixtures run on (default cpu; an accelerator runs in its
+ * float32 mode, where the same bounds hold: the GPU machine's check of CUDA's fp32 path). */
+static const char *g_device = "cpu";
 
 struct ref_prompt {
     int32_t *prompt;
@@ -279,6 +286,9 @@ static void compare(const struct fixture *f, int pi, const struct pl_greedy_seq 
     }
 }
 
+/* Tensor-parallel ranks of the next open_runner (run_shape_tp). */
+static int g_tp = 1;
+
 static pl_status open_runner(const char *model_dir, int block_size, int num_blocks,
                              int n_threads, struct pl_model_runner **r, struct pl_err *err)
 {
@@ -286,11 +296,17 @@ static pl_status open_runner(const char *model_dir, int block_size, int num_bloc
     pl_model_runner_params_default(&p);
     p.model_dir = model_dir;
     p.n_threads = n_threads;
+    if (strcmp(g_device, "cpu")) { /* an accelerator in its float32 mode (--dtype float32) */
+        p.device = g_device;
+        p.convert_dtype = true;
+        p.dtype = PL_DTYPE_F32;
+    }
     p.block_size = block_size;
     p.num_kv_blocks = num_blocks;
     p.max_num_seqs = 16;
     p.max_num_batched_tokens = 512;
     p.max_model_len = MAX_MODEL_LEN;
+    p.tensor_parallel_size = g_tp;
     return pl_model_runner_new(&p, r, err);
 }
 
@@ -414,6 +430,16 @@ static void test_fixture(void)
             /* one shape with two backend threads: the split of work must not change results */
             run_shape(&f, model_dir, 16, 0, true, 1, "single");
             run_shape(&f, model_dir, 16, 0, false, 2, "batch-2threads");
+            /* tensor parallelism (docs/parallel.md), CPU ranks: 2 split the KV heads, 4
+             * replicate them; the same references, the same bounds (on GPUs: tools/
+             * device_tp.sh) */
+            if (!strcmp(g_device, "cpu")) {
+                g_tp = 2;
+                run_shape(&f, model_dir, 16, 0, false, 2, "batch-tp2");
+                g_tp = 4;
+                run_shape(&f, model_dir, 16, 0, false, 4, "batch-tp4");
+                g_tp = 1;
+            }
             if (!dynamic) {
                 run_shape(&f, model_dir, 8, 3, false, 1, "batch-chunk3-bs8");
                 run_shape(&f, model_dir, 32, 3, false, 1, "batch-chunk3-bs32");
@@ -472,8 +498,14 @@ static void test_fixtures_present(void)
     }
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    if (argc == 3 && !strcmp(argv[1], "--device"))
+        g_device = argv[2];
+    else if (argc != 1) {
+        fprintf(stderr, "usage: test_golden [--device cpu|cuda]\n");
+        return 2;
+    }
     find_fixtures();
     PL_RUN(test_fixtures_present);
     for (int i = 0; i < g_n_fixtures; i++) {

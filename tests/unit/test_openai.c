@@ -255,12 +255,33 @@ static void test_chat(void)
                  400, "messages", "image_url");
     expect_error(PL_OPENAI_CHAT,
                  "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":"
-                 "{\"type\":\"json_object\"}}",
-                 400, "response_format", "json_object");
+                 "{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"a\",\"schema\":"
+                 "{\"type\":\"object\",\"properties\":{\"a\":{\"not\":{}}}}}}}",
+                 400, "response_format", "'not'");
+    expect_error(PL_OPENAI_CHAT,
+                 "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":"
+                 "{\"type\":\"json_object\"},\"guided_regex\":\"a\"}",
+                 400, "response_format", "already");
+    expect_error(PL_OPENAI_CHAT,
+                 "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"guided_grammar\":"
+                 "\"root ::= nope\"}",
+                 400, "structured_outputs", "nope");
+    expect_error(PL_OPENAI_CHAT,
+                 "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":"
+                 "{\"type\":\"yaml\"}}",
+                 400, "response_format", "yaml");
+    REQUIRE(parse(PL_OPENAI_CHAT,
+                  "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":"
+                  "{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"a\",\"strict\":true,"
+                  "\"schema\":{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"}},"
+                  "\"required\":[\"a\"]}}}}",
+                  &r, &e) == PL_STATUS_OK);
+    CHECK(r.sp.constraint_kind == PL_CONSTRAINT_JSON && strstr(r.sp.constraint, "integer"));
+    pl_openai_request_fini(&r);
     expect_error(PL_OPENAI_CHAT,
                  "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":"
                  "\"function\",\"function\":{\"name\":\"f\"}}]}",
-                 400, "tools", "tool calling");
+                 400, "tool_choice", "--enable-auto-tool-choice");
     expect_error(PL_OPENAI_CHAT,
                  "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logprobs\":2}", 400,
                  "logprobs", "boolean");

@@ -592,6 +592,61 @@ static void test_logit_bias_and_allowed(void)
     pl_sampler_free(s);
 }
 
+/* Structured output's token mask: masked tokens never come, the rest keep their
+ * renormalized probabilities, and logprobs stay raw (computed before the mask). */
+static void test_token_mask(void)
+{
+    enum { V = 40, N = 12000 };
+    struct pl_sampler *s = new_sampler(BATCH, V, 41);
+    REQUIRE(s);
+    float logits[V];
+    for (int i = 0; i < V; i++)
+        logits[i] = (float)((i * 7) % 11) * 0.3f;
+    uint32_t mask[2] = {0, 0};
+    const int keep[] = {1, 4, 33, 38};
+    for (int k = 0; k < 4; k++)
+        mask[keep[k] >> 5] |= 1u << (keep[k] & 31);
+    struct pl_sampling_params p;
+    pl_sampling_params_default(&p);
+    struct pl_sampler_row rows[BATCH];
+    static float buf[BATCH * V];
+    struct pl_sample_result out[BATCH];
+    memset(rows, 0, sizeof(rows));
+    for (int r = 0; r < BATCH; r++) {
+        memcpy(buf + (size_t)r * V, logits, sizeof(logits));
+        rows[r].params = &p;
+        rows[r].token_mask = r % 2 ? mask : NULL; /* masked and free rows in one batch */
+    }
+    long counts[V] = {0}, n_masked = 0;
+    for (int done = 0; done < N; done += BATCH) {
+        struct pl_err e;
+        REQUIRE(pl_sampler_sample(s, buf, BATCH, rows, out, &e) == PL_STATUS_OK);
+        for (int r = 1; r < BATCH; r += 2) {
+            counts[out[r].token_id]++;
+            n_masked++;
+        }
+    }
+    double x[V], prob[V];
+    for (int i = 0; i < V; i++)
+        x[i] = (mask[i >> 5] >> (i & 31)) & 1u ? logits[i] : -INFINITY;
+    softmax(x, V, prob);
+    CHECK(fits(counts, prob, V, n_masked, "token_mask"));
+    /* greedy picks the best allowed token; logprobs are the unmasked ones */
+    p.temperature = 0.0f;
+    p.logprobs = 2;
+    struct pl_sampler_row row = {.params = &p, .token_mask = mask};
+    struct pl_sample_result a = sample_one(s, logits, &row);
+    row.token_mask = NULL;
+    struct pl_sample_result b = sample_one(s, logits, &row);
+    int best = keep[0];
+    for (int k = 1; k < 4; k++)
+        if (logits[keep[k]] > logits[best])
+            best = keep[k];
+    CHECK(a.token_id == best);
+    CHECK(a.n_top == 2 && a.top_ids[0] == b.top_ids[0] && a.top_logprobs[0] == b.top_logprobs[0]);
+    pl_sampler_free(s);
+}
+
 static void test_min_tokens(void)
 {
     enum { V = 6 };
@@ -835,6 +890,7 @@ int main(void)
     PL_RUN(test_min_p);
     PL_RUN(test_penalties);
     PL_RUN(test_logit_bias_and_allowed);
+    PL_RUN(test_token_mask);
     PL_RUN(test_min_tokens);
     PL_RUN(test_seed_independent_of_batch);
     PL_RUN(test_logprobs_raw);

@@ -24,6 +24,7 @@
 #include "backend/cpu/cpu_backend.h"
 
 #include "core/sampler.h"
+#include "util/debug_env.h"
 
 #include <assert.h>
 #include <float.h>
@@ -190,6 +191,10 @@ static void embed_rows(void *ctx, int r0, int r1)
     struct embed_job *j = ctx;
     size_t d = (size_t)j->table->cols;
     for (int i = r0; i < r1; i++) {
+        if (j->ids[i] < 0) { /* a row another tensor-parallel rank holds */
+            memset(j->out + (size_t)i * d, 0, sizeof(float) * d);
+            continue;
+        }
         size_t base = (size_t)j->ids[i] * d;
         for (size_t c = 0; c < d; c++)
             j->out[(size_t)i * d + c] = pl_dtype_get_f32(j->table->data, j->table->dtype, base + c);
@@ -527,6 +532,14 @@ static void cpu_store_kv(struct pl_backend *be, void *k_cache, void *v_cache, co
     }
 }
 
+static void cpu_copy_2d(struct pl_backend *be, void *dst, size_t dst_pitch, const void *src,
+                        size_t src_pitch, size_t width, size_t height)
+{
+    (void)be;
+    for (size_t r = 0; r < height; r++)
+        memcpy((char *)dst + r * dst_pitch, (const char *)src + r * src_pitch, width);
+}
+
 static void cpu_copy_blocks(struct pl_backend *be, void *k_cache, void *v_cache,
                             const int32_t *src_dst, int n_pairs, size_t block_bytes)
 {
@@ -728,6 +741,7 @@ static const struct pl_backend_ops cpu_ops = {
     .get_rows = cpu_get_rows,
     .logits = cpu_logits,
     .copy_blocks = cpu_copy_blocks,
+    .copy_2d = cpu_copy_2d,
     .fill = cpu_fill,
     .sample = cpu_sample,
     .device_memory = false,
@@ -737,6 +751,11 @@ static const struct pl_backend_ops cpu_ops = {
     .softcap = cpu_softcap,
     .moe = cpu_moe,
 };
+
+void pl_backend_cpu_use_simd(struct pl_backend *be, bool on)
+{
+    cpu(be)->simd = on && pl_cpu_has_avx2();
+}
 
 pl_status pl_backend_cpu_new(int n_threads, struct pl_backend **out, struct pl_err *err)
 {
@@ -748,12 +767,10 @@ pl_status pl_backend_cpu_new(int n_threads, struct pl_backend **out, struct pl_e
     if (!c)
         return pl_err_set(err, PL_STATUS_NO_MEMORY, "cpu backend: out of memory");
     c->base.ops = &cpu_ops;
-    /* PAGELLM_CPU_SIMD=0 forces the plain scalar kernels: the reference
-     * implementation benchmarks compare against. */
-    const char *simd_env = getenv("PAGELLM_CPU_SIMD");
-    c->simd = pl_cpu_has_avx2() && !(simd_env && !strcmp(simd_env, "0"));
-    const char *w_env = getenv("PAGELLM_CPU_WEIGHTS");
-    c->copy_weights = !(w_env && !strcmp(w_env, "mmap"));
+    c->simd = pl_cpu_has_avx2(); /* pl_backend_cpu_use_simd turns them off */
+    struct pl_debug_env dbg;
+    pl_debug_env_read(&dbg);
+    c->copy_weights = !dbg.cpu_weights_mmap;
     size_t free_b = 0, total_b = 0;
     if (cpu_mem_info(&c->base, &free_b, &total_b) == PL_STATUS_OK)
         c->copy_budget = free_b / 2;

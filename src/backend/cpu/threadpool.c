@@ -17,6 +17,8 @@
  */
 #include "backend/cpu/threadpool.h"
 
+#include "util/debug_env.h"
+
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -140,8 +142,9 @@ pl_status pl_threadpool_new(int n_threads, struct pl_threadpool **out, struct pl
     atomic_init(&tp->n_done, 0);
     atomic_init(&tp->n_sleeping, 0);
     atomic_init(&tp->stop, false);
-    const char *pin = getenv("PAGELLM_CPU_AFFINITY");
-    if (pin && !strcmp(pin, "1")) {
+    struct pl_debug_env dbg;
+    pl_debug_env_read(&dbg);
+    if (dbg.cpu_affinity) {
         tp->cpus = allowed_cpus(&tp->n_cpus);
         tp->pin = tp->n_cpus > 0;
     }

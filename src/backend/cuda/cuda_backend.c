@@ -52,6 +52,8 @@ struct cuda_backend {
     struct pl_cuda_profile *prof; /* PAGELLM_CUDA_PROFILE; NULL otherwise */
     bool capturing;               /* between graph_begin and graph_end: no profile events */
     struct cuda_sampling *smp; /* the sample op's buffers, made at its first call */
+    int32_t *moe_counts; /* pinned [PL_CUDA_MOE_MAX_EXPERTS]: the moe op's counts per expert */
+    bool f32; /* the float32 mode: fp32 activations, KV cache and weights (cuda_ops_f32) */
     bool failed;
     char err_msg[512];
 };
@@ -168,6 +170,11 @@ static pl_status cuda_download(struct pl_backend *be, void *dst, const void *src
 
 static bool cuda_supports(struct pl_backend *be, enum pl_op op, enum pl_dtype dtype)
 {
+    if (cb(be)->f32) { /* fp32 products (cuBLASLt 32F) and fp32 activation kernels */
+        if (op == PL_OP_EMBED || op == PL_OP_RMSNORM || op == PL_OP_FILL)
+            return dtype == PL_DTYPE_F32 || dtype == PL_DTYPE_F16 || dtype == PL_DTYPE_BF16;
+        return op < PL_OP_COUNT && dtype == PL_DTYPE_F32;
+    }
     switch (op) {
     case PL_OP_EMBED:
     case PL_OP_RMSNORM:
@@ -189,7 +196,8 @@ static bool cuda_supports(struct pl_backend *be, enum pl_op op, enum pl_dtype dt
         return dtype == PL_DTYPE_BF16;
     case PL_OP_SOFTCAP:
         return dtype == PL_DTYPE_F32;
-    case PL_OP_MOE: /* not implemented yet: the moe op is NULL (refused at load) */
+    case PL_OP_MOE:
+        return dtype == PL_DTYPE_BF16;
     case PL_OP_COUNT:
         break;
     }
@@ -203,29 +211,38 @@ static void cuda_embed(struct pl_backend *be, void *out, const struct pl_weight 
 {
     PROF(be, "embed");
     check_launch(be, "embed",
-                 pl_cuk_embed(st(be), out, table->data, (int)table->dtype, table->cols, ids, n));
+                 (cb(be)->f32 ? pl_cuk_embed_f32 : pl_cuk_embed)(st(be), out, table->data,
+                                                                 (int)table->dtype, table->cols,
+                                                                 ids, n));
 }
 
 static void cuda_rmsnorm(struct pl_backend *be, void *out, void *residual, const void *x,
                          const struct pl_weight *w, int n_rows, int dim, float eps)
 {
     PROF(be, "rmsnorm%s", residual ? " +residual" : "");
-    check_launch(be, "rmsnorm", pl_cuk_rmsnorm(st(be), out, residual, x, w->data, (int)w->dtype,
-                                               n_rows, dim, eps));
+    check_launch(be, "rmsnorm",
+                 (cb(be)->f32 ? pl_cuk_rmsnorm_f32 : pl_cuk_rmsnorm)(
+                     st(be), out, residual, x, w->data, (int)w->dtype, n_rows, dim, eps));
 }
 
 static void cuda_matmul(struct pl_backend *be, void *out, int ld_out, const void *x,
                         const struct pl_weight *w, const struct pl_weight *bias, int n)
 {
     PROF(be, "matmul %lldx%lld n=%d", (long long)w->rows, (long long)w->cols, n);
-    pl_cuda_matmul_run(be, cb(be)->mm, out, ld_out, false, x, w, bias, n);
+    if (cb(be)->f32)
+        pl_cuda_matmul_run_f32(be, cb(be)->mm, out, ld_out, x, w, bias, n);
+    else
+        pl_cuda_matmul_run(be, cb(be)->mm, out, ld_out, false, x, w, bias, n);
 }
 
 static void cuda_logits(struct pl_backend *be, float *out, const void *x, const struct pl_weight *w,
                         int n)
 {
     PROF(be, "logits %lldx%lld n=%d", (long long)w->rows, (long long)w->cols, n);
-    pl_cuda_matmul_run(be, cb(be)->mm, out, (int)w->rows, true, x, w, NULL, n);
+    if (cb(be)->f32)
+        pl_cuda_matmul_run_f32(be, cb(be)->mm, out, (int)w->rows, x, w, NULL, n);
+    else
+        pl_cuda_matmul_run(be, cb(be)->mm, out, (int)w->rows, true, x, w, NULL, n);
 }
 
 static void cuda_matmul_group(struct pl_backend *be, int n_mats, void *outs[], const int ld_outs[],
@@ -264,15 +281,17 @@ static void cuda_rope(struct pl_backend *be, void *q, void *k, const int32_t *po
         .long_inv_freq = rope->long_inv_freq,
     };
     PROF(be, "rope");
-    check_launch(be, "rope", pl_cuk_rope(st(be), q, k, positions, seq_lens, n, n_heads,
-                                         n_kv_heads, head_dim, r));
+    check_launch(be, "rope", (cb(be)->f32 ? pl_cuk_rope_f32 : pl_cuk_rope)(
+                                 st(be), q, k, positions, seq_lens, n, n_heads, n_kv_heads,
+                                 head_dim, r));
 }
 
 static void cuda_silu_mul(struct pl_backend *be, void *out, const void *gate, const void *up,
                           int n, int dim)
 {
     PROF(be, "silu_mul");
-    check_launch(be, "silu_mul", pl_cuk_silu_mul(st(be), out, gate, up, (int64_t)n * dim));
+    check_launch(be, "silu_mul", (cb(be)->f32 ? pl_cuk_silu_mul_f32 : pl_cuk_silu_mul)(
+                                     st(be), out, gate, up, (int64_t)n * dim));
 }
 
 static void cuda_gelu_tanh_mul(struct pl_backend *be, void *out, const void *gate, const void *up,
@@ -280,13 +299,15 @@ static void cuda_gelu_tanh_mul(struct pl_backend *be, void *out, const void *gat
 {
     PROF(be, "gelu_tanh_mul");
     check_launch(be, "gelu_tanh_mul",
-                 pl_cuk_gelu_tanh_mul(st(be), out, gate, up, (int64_t)n * dim));
+                 (cb(be)->f32 ? pl_cuk_gelu_tanh_mul_f32 : pl_cuk_gelu_tanh_mul)(
+                     st(be), out, gate, up, (int64_t)n * dim));
 }
 
 static void cuda_scale(struct pl_backend *be, void *x, size_t n, float s)
 {
     PROF(be, "scale");
-    check_launch(be, "scale", pl_cuk_scale(st(be), x, (int64_t)n, s));
+    check_launch(be, "scale",
+                 (cb(be)->f32 ? pl_cuk_scale_f32 : pl_cuk_scale)(st(be), x, (int64_t)n, s));
 }
 
 static void cuda_softcap(struct pl_backend *be, float *x, size_t n, float cap)
@@ -298,7 +319,7 @@ static void cuda_softcap(struct pl_backend *be, float *x, size_t n, float cap)
 static void cuda_store_kv(struct pl_backend *be, void *k_cache, void *v_cache, const void *k,
                           const void *v, const int32_t *slot_mapping, int n, int kv_dim)
 {
-    size_t row = (size_t)kv_dim * 2;
+    size_t row = (size_t)kv_dim * (cb(be)->f32 ? 4 : 2);
     PROF(be, "store_kv");
     check_launch(be, "store_kv", pl_cuk_copy_rows(st(be), k_cache, slot_mapping, k, NULL, n, row));
     check_launch(be, "store_kv", pl_cuk_copy_rows(st(be), v_cache, slot_mapping, v, NULL, n, row));
@@ -308,7 +329,8 @@ static void cuda_get_rows(struct pl_backend *be, void *out, const void *x, const
                           int n, int dim)
 {
     PROF(be, "get_rows");
-    check_launch(be, "get_rows", pl_cuk_copy_rows(st(be), out, NULL, x, rows, n, (size_t)dim * 2));
+    check_launch(be, "get_rows", pl_cuk_copy_rows(st(be), out, NULL, x, rows, n,
+                                                  (size_t)dim * (cb(be)->f32 ? 4 : 2)));
 }
 
 static void cuda_copy_blocks(struct pl_backend *be, void *k_cache, void *v_cache,
@@ -316,6 +338,17 @@ static void cuda_copy_blocks(struct pl_backend *be, void *k_cache, void *v_cache
 {
     check_launch(be, "copy_blocks",
                  pl_cuk_copy_blocks(st(be), k_cache, v_cache, src_dst, n_pairs, block_bytes));
+}
+
+static void cuda_copy_2d(struct pl_backend *be, void *dst, size_t dst_pitch, const void *src,
+                         size_t src_pitch, size_t width, size_t height)
+{
+    if (width == 0 || height == 0)
+        return;
+    cudaError_t e = cudaMemcpy2DAsync(dst, dst_pitch, src, src_pitch, width, height,
+                                      cudaMemcpyDeviceToDevice, cb(be)->stream);
+    if (e != cudaSuccess)
+        pl_cuda_fail(be, "cuda copy_2d: %s", cudaGetErrorString(e));
 }
 
 static void cuda_fill(struct pl_backend *be, void *dst, enum pl_dtype dtype, size_t n,
@@ -430,7 +463,7 @@ static void cuda_attention(struct pl_backend *be, void *out, const void *q, cons
     if (m->n_kv_heads <= 0 || m->n_heads % m->n_kv_heads != 0 ||
         !pl_cuk_attention_supported(m->head_dim, m->n_heads / m->n_kv_heads)) {
         pl_cuda_fail(be, "cuda attention: head_dim %d with %d query heads per kv head is not "
-                         "supported (head_dim must be a power of two in [8, 256], at most 16 "
+                         "supported (head_dim must be a multiple of 8 in [8, 256], at most 16 "
                          "heads per group)",
                      m->head_dim, m->n_kv_heads > 0 ? m->n_heads / m->n_kv_heads : 0);
         return;
@@ -453,7 +486,13 @@ static void cuda_attention(struct pl_backend *be, void *out, const void *q, cons
         .head_dim = m->head_dim,
         .scale = m->scale,
         .window = m->window,
+        .softcap = m->softcap,
     };
+    if (c->f32) {
+        PROF(be, "attention f32");
+        check_launch(be, "attention (f32)", pl_cuk_attention_f32(st(be), &a));
+        return;
+    }
     /* decode rows whenever some sequence may have q_len == 1; prefill rows when
      * some sequence has more (each kernel skips the other's sequences) */
     if (m->n_tokens < m->n_seqs * m->max_q_len || m->max_q_len == 1) {
@@ -486,6 +525,8 @@ struct cuda_sampling {
     size_t cap_pen;
     int32_t *h_pen, *d_pen; /* [2 * cap_pen]: ids, then counts */
     float *d_pen_val;       /* [cap_pen] */
+    int cap_masks;          /* token masks (structured output) of as many rows */
+    uint32_t *h_masks, *d_masks; /* [cap_masks][ceil(vocab / 32)] */
 };
 
 static void sampling_free(struct cuda_sampling *m)
@@ -500,18 +541,24 @@ static void sampling_free(struct cuda_sampling *m)
     cudaFreeHost(m->h_pen);
     cudaFree(m->d_pen);
     cudaFree(m->d_pen_val);
+    cudaFreeHost(m->h_masks);
+    cudaFree(m->d_masks);
     free(m);
 }
 
 /* Makes room for n_rows rows and n_pen penalty entries over vocab tokens. */
 static pl_status sampling_reserve(struct cuda_backend *c, int vocab, int n_rows, size_t n_pen,
-                                  struct pl_err *err)
+                                  int n_masks, struct pl_err *err)
 {
     if (!c->smp && !(c->smp = calloc(1, sizeof(*c->smp))))
         return pl_err_set(err, PL_STATUS_NO_MEMORY, "cuda sample: out of memory");
     struct cuda_sampling *m = c->smp;
     cudaError_t e = cudaSuccess;
     if (m->vocab != vocab) {
+        cudaFreeHost(m->h_masks);
+        cudaFree(m->d_masks);
+        m->h_masks = NULL, m->d_masks = NULL;
+        m->cap_masks = 0;
         free(m->seen);
         m->seen = calloc((size_t)vocab, sizeof(int32_t));
         m->vocab = m->seen ? vocab : 0;
@@ -544,6 +591,17 @@ static pl_status sampling_reserve(struct cuda_backend *c, int vocab, int n_rows,
             (e = cudaMalloc((void **)&m->d_pen, 2 * sizeof(int32_t) * cap)) == cudaSuccess &&
             (e = cudaMalloc((void **)&m->d_pen_val, sizeof(float) * cap)) == cudaSuccess)
             m->cap_pen = cap;
+    }
+    if (e == cudaSuccess && n_masks > m->cap_masks) {
+        int cap = n_masks > 2 * m->cap_masks ? n_masks : 2 * m->cap_masks;
+        size_t bytes = (size_t)cap * ((size_t)vocab + 31) / 32 * sizeof(uint32_t);
+        cudaFreeHost(m->h_masks);
+        cudaFree(m->d_masks);
+        m->h_masks = NULL, m->d_masks = NULL;
+        m->cap_masks = 0;
+        if ((e = cudaMallocHost((void **)&m->h_masks, bytes)) == cudaSuccess &&
+            (e = cudaMalloc((void **)&m->d_masks, bytes)) == cudaSuccess)
+            m->cap_masks = cap;
     }
     if (e != cudaSuccess) {
         cudaGetLastError(); /* out of memory is reported here, not sticky */
@@ -609,6 +667,7 @@ static pl_status cuda_sample(struct pl_backend *be, const float *logits, int n_l
                           "cuda sample: a vocabulary of %d tokens (at most %d)", vocab,
                           PL_CUK_SAMPLE_MAX_VOCAB);
     size_t n_pen_max = 0;
+    int n_masks = 0;
     for (int r = 0; r < n_rows; r++) {
         const struct pl_sampler_row *row = &rows[r];
         const struct pl_sampling_params *p = row->params;
@@ -631,12 +690,14 @@ static pl_status cuda_sample(struct pl_backend *be, const float *logits, int n_l
         if (ps != PL_STATUS_OK)
             return ps;
         n_pen_max += (size_t)(rep ? row->n_prompt : 0) + (size_t)(rep || fp ? row->n_output : 0);
+        n_masks += row->token_mask != NULL;
     }
-    pl_status ps = sampling_reserve(c, vocab, n_rows, n_pen_max > 0 ? n_pen_max : 1, err);
+    pl_status ps = sampling_reserve(c, vocab, n_rows, n_pen_max > 0 ? n_pen_max : 1, n_masks, err);
     if (ps != PL_STATUS_OK)
         return ps;
     struct cuda_sampling *m = c->smp;
-    size_t n_pen = 0;
+    size_t n_pen = 0, W = ((size_t)vocab + 31) / 32;
+    int n_mask_rows = 0;
     for (int r = 0; r < n_rows; r++) {
         const struct pl_sampler_row *row = &rows[r];
         const struct pl_sampling_params *p = row->params;
@@ -663,8 +724,12 @@ static pl_status cuda_sample(struct pl_backend *be, const float *logits, int n_l
             .pen_off = (int32_t)off,
             .pen_n = (int32_t)(n_pen - off),
             .n_logprobs = nl < 0 ? -1 : nl,
+            .mask_row = row->token_mask ? n_mask_rows : -1,
             .u = uniforms[r],
         };
+        if (row->token_mask)
+            memcpy(m->h_masks + (size_t)n_mask_rows++ * W, row->token_mask,
+                   W * sizeof(uint32_t));
     }
     cudaStream_t s = c->stream;
     cudaError_t e = cudaMemcpyAsync(m->d_rows, m->h_rows, sizeof(*m->h_rows) * (size_t)n_rows,
@@ -675,9 +740,12 @@ static pl_status cuda_sample(struct pl_backend *be, const float *logits, int n_l
         e = cudaMemcpyAsync(m->d_pen, m->h_pen, 2 * sizeof(int32_t) * n_pen,
                             cudaMemcpyHostToDevice, s);
     }
+    if (e == cudaSuccess && n_mask_rows > 0)
+        e = cudaMemcpyAsync(m->d_masks, m->h_masks, (size_t)n_mask_rows * W * sizeof(uint32_t),
+                            cudaMemcpyHostToDevice, s);
     if (e == cudaSuccess)
         e = (cudaError_t)pl_cuk_sample(st(be), logits, vocab, m->d_rows, n_rows, m->d_pen,
-                                       m->d_pen + n_pen, m->d_pen_val, m->d_out);
+                                       m->d_pen + n_pen, m->d_pen_val, m->d_masks, m->d_out);
     if (e == cudaSuccess)
         e = cudaMemcpyAsync(m->h_out, m->d_out, sizeof(*m->h_out) * (size_t)n_rows,
                             cudaMemcpyDeviceToHost, s);
@@ -711,6 +779,8 @@ static void cuda_destroy(struct pl_backend *be)
     pl_cuda_matmul_free(c->mm);
     sampling_free(c->smp);
     cudaFree(c->partial);
+    if (c->moe_counts)
+        cudaFreeHost(c->moe_counts);
     if (c->stream)
         cudaStreamDestroy(c->stream);
     free(c);
@@ -754,9 +824,54 @@ static const struct pl_backend_ops cuda_ops = {
     .sample = cuda_sample,
     .matmul_group = cuda_matmul_group,
     .gate_up_silu = cuda_gate_up_silu,
+    .copy_2d = cuda_copy_2d,
     .gelu_tanh_mul = cuda_gelu_tanh_mul,
     .scale = cuda_scale,
     .softcap = cuda_softcap,
+    .moe = pl_cuda_moe,
+    .device_memory = true,
+    .mem_info = cuda_mem_info_op,
+    .last_error = cuda_last_error_op,
+    .check_model = cuda_check_model,
+};
+
+/* The float32 mode's table: the same ops, fp32 activations; no fused small-batch products
+ * (their kernels are bf16), so callers use matmul and silu_mul. */
+static const struct pl_backend_ops cuda_ops_f32 = {
+    .version = PL_BACKEND_OPS_VERSION,
+    .name = "cuda",
+    .act_dtype = PL_DTYPE_F32,
+    .destroy = cuda_destroy,
+    .alloc = cuda_alloc,
+    .free = cuda_free,
+    .map_weight = cuda_map_weight,
+    .unmap_weight = cuda_unmap_weight,
+    .upload = cuda_upload,
+    .download = cuda_download,
+    .sync = cuda_sync,
+    .supports = cuda_supports,
+    .embed = cuda_embed,
+    .rmsnorm = cuda_rmsnorm,
+    .matmul = cuda_matmul,
+    .rope = cuda_rope,
+    .silu_mul = cuda_silu_mul,
+    .store_kv = cuda_store_kv,
+    .attention = cuda_attention,
+    .get_rows = cuda_get_rows,
+    .logits = cuda_logits,
+    .copy_blocks = cuda_copy_blocks,
+    .fill = cuda_fill,
+    .host_alloc = cuda_host_alloc,
+    .host_free = cuda_host_free,
+    .graph_begin = cuda_graph_begin,
+    .graph_end = cuda_graph_end,
+    .graph_launch = cuda_graph_launch,
+    .graph_free = cuda_graph_free,
+    .sample = cuda_sample,
+    .gelu_tanh_mul = cuda_gelu_tanh_mul,
+    .scale = cuda_scale,
+    .softcap = cuda_softcap,
+    .moe = pl_cuda_moe,
     .device_memory = true,
     .mem_info = cuda_mem_info_op,
     .last_error = cuda_last_error_op,
@@ -764,6 +879,12 @@ static const struct pl_backend_ops cuda_ops = {
 };
 
 pl_status pl_backend_cuda_new(int device, struct pl_backend **out, struct pl_err *err)
+{
+    return pl_backend_cuda_new_act(device, PL_DTYPE_BF16, out, err);
+}
+
+pl_status pl_backend_cuda_new_act(int device, enum pl_dtype act, struct pl_backend **out,
+                                  struct pl_err *err)
 {
     int n = pl_cuda_device_count();
     if (n <= 0)
@@ -774,7 +895,14 @@ pl_status pl_backend_cuda_new(int device, struct pl_backend **out, struct pl_err
     struct cuda_backend *c = calloc(1, sizeof(*c));
     if (!c)
         return pl_err_set(err, PL_STATUS_NO_MEMORY, "cuda backend: out of memory");
-    c->base.ops = &cuda_ops;
+    if (act != PL_DTYPE_BF16 && act != PL_DTYPE_F32) {
+        free(c);
+        return pl_err_set(err, PL_STATUS_UNSUPPORTED,
+                          "cuda backend: activations in %s are not supported (bfloat16, float32)",
+                          pl_dtype_torch_name(act));
+    }
+    c->f32 = act == PL_DTYPE_F32;
+    c->base.ops = c->f32 ? &cuda_ops_f32 : &cuda_ops;
     c->device = device;
     struct cudaDeviceProp prop;
     cudaError_t e = cudaSetDevice(device);
@@ -789,6 +917,9 @@ pl_status pl_backend_cuda_new(int device, struct pl_backend **out, struct pl_err
         e = (cudaError_t)pl_cuk_attention_init();
     if (e == cudaSuccess)
         e = cudaMalloc((void **)&c->partial, PARTIAL_BYTES);
+    if (e == cudaSuccess)
+        e = cudaHostAlloc((void **)&c->moe_counts, sizeof(int32_t) * PL_CUDA_MOE_MAX_EXPERTS,
+                          cudaHostAllocDefault);
     if (e != cudaSuccess) {
         pl_status st_ = pl_err_set(err, PL_STATUS_INTERNAL, "cuda backend: device %d: %s", device,
                                    cudaGetErrorString(e));
@@ -797,11 +928,6 @@ pl_status pl_backend_cuda_new(int device, struct pl_backend **out, struct pl_err
         return st_;
     }
     c->prof = pl_cuda_profile_new(c->stream);
-    /* PAGELLM_CUDA_GEMV=0: every matmul through cuBLASLt (the small-n kernels' baseline,
-     * and a switch to rule them out) */
-    const char *gemv_env = getenv("PAGELLM_CUDA_GEMV");
-    if (gemv_env && !strcmp(gemv_env, "0"))
-        pl_cuk_gemv_force(0, 0);
     pl_status s = pl_cuda_matmul_new(c->stream, &c->mm, err);
     if (s != PL_STATUS_OK) {
         cuda_destroy(&c->base);
@@ -810,6 +936,10 @@ pl_status pl_backend_cuda_new(int device, struct pl_backend **out, struct pl_err
     *out = &c->base;
     return PL_STATUS_OK;
 }
+
+void *pl_cuda_stream_of(struct pl_backend *be) { return cb(be)->stream; }
+
+int32_t *pl_cuda_moe_host_counts(struct pl_backend *be) { return cb(be)->moe_counts; }
 
 static pl_status cuda_mem_info_op(struct pl_backend *be, size_t *free_bytes, size_t *total_bytes)
 {
@@ -828,12 +958,9 @@ static pl_status cuda_check_model(struct pl_backend *be, const struct pl_model_n
         !pl_cuk_attention_supported(n->head_dim, group))
         return pl_err_set(err, PL_STATUS_UNSUPPORTED,
                           "attention with head_dim %d and %d query heads per kv head is not "
-                          "supported by the CUDA kernels (head_dim must be a power of two in "
+                          "supported by the CUDA kernels (head_dim must be a multiple of 8 in "
                           "[8, 256], at most 16 heads per group)",
                           n->head_dim, group);
-    if (n->attn_softcap)
-        return pl_err_set(err, PL_STATUS_UNSUPPORTED,
-                          "attention soft-capping is not supported by the CUDA kernels yet");
     return PL_STATUS_OK;
 }
 
@@ -860,4 +987,10 @@ const char *pl_backend_cuda_device_name(const struct pl_backend *be)
 void pl_backend_cuda_set_decode_splits(struct pl_backend *be, int n_splits)
 {
     cb(be)->forced_splits = n_splits > 0 ? n_splits : 0;
+}
+
+void *pl_backend_cuda_stream(struct pl_backend *be) { return cb(be)->stream; }
+int pl_backend_cuda_device(const struct pl_backend *be)
+{
+    return ((const struct cuda_backend *)be)->device;
 }

@@ -47,16 +47,24 @@ struct pl_chat_apply {
     bool add_generation_prompt;
     bool continue_final_message;        /* cut after the final message (both true: refused) */
     const json_t *kwargs;               /* chat_template_kwargs: a JSON object, or NULL */
+    const json_t *tools;                /* the request's tools (a JSON array of
+                                           {type, function}), or NULL: the template's
+                                           `tools` is then None */
 };
 
 /*
  * transformers' apply_chat_template(tokenize=False) as vLLM calls it, used by the C API,
  * the CLI, the OpenAI server and the RunPod worker alike:
  *   - messages: a non-empty JSON array of objects with a string "role"; a "content" that is
- *     a list of parts is joined with "\n" from its text parts (vLLM's "string" content
- *     format; other part types are refused); other keys pass through;
- *   - the context: bos_token, eos_token, add_generation_prompt, then chat_template_kwargs
- *     merged over them (the request's kwargs win, as in vLLM), then messages;
+ *     a list of parts is joined with "\n" from its text parts, a null or absent content is
+ *     "" (vLLM's "string" content format; other part types are refused); an assistant
+ *     message's tool_calls[].function.arguments given as a JSON text is parsed into its
+ *     value, and a missing, null or empty one is {} (vLLM: templates expect a mapping);
+ *     other keys pass through;
+ *   - the context: bos_token, eos_token, add_generation_prompt, tools and documents (None
+ *     unless given, as transformers always passes both), then chat_template_kwargs merged
+ *     over them (the request's kwargs win, as in vLLM), then the request's tools when
+ *     given, then messages;
  *   - continue_final_message: the render is cut after the final message's content exactly
  *     as transformers does (its last occurrence of the stripped content; the content's
  *     trailing whitespace kept only when the template kept it).

@@ -105,6 +105,56 @@ static pl_status cut_after_final(char *rendered, size_t *len, const char *m, siz
     return PL_STATUS_OK;
 }
 
+/* An assistant message's tool_calls (m is the message's own copy): each
+ * function.arguments given as JSON text becomes its value, a missing, null or empty one
+ * {} (vLLM parses them so that templates see a mapping, as transformers documents). A
+ * null tool_calls is dropped. */
+static pl_status normalize_tool_calls(json_t *m, size_t i, struct pl_err *err)
+{
+    json_t *calls = json_object_get(m, "tool_calls");
+    if (!calls)
+        return PL_STATUS_OK;
+    if (json_is_null(calls)) {
+        json_object_del(m, "tool_calls");
+        return PL_STATUS_OK;
+    }
+    if (!json_is_array(calls))
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                          "messages[%zu].tool_calls: expected a list", i);
+    json_t *own = json_deep_copy(calls);
+    if (!own)
+        return pl_err_set(err, PL_STATUS_NO_MEMORY, "messages: out of memory");
+    json_object_set_new(m, "tool_calls", own);
+    size_t k;
+    json_t *call;
+    json_array_foreach(own, k, call)
+    {
+        json_t *fn = json_object_get(call, "function");
+        if (!json_is_object(call) || !json_is_object(fn) ||
+            !json_is_string(json_object_get(fn, "name")))
+            return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                              "messages[%zu].tool_calls[%zu]: expected {\"function\": "
+                              "{\"name\": ..., \"arguments\": ...}}",
+                              i, k);
+        json_t *args = json_object_get(fn, "arguments");
+        if (!args || json_is_null(args) ||
+            (json_is_string(args) && json_string_length(args) == 0)) {
+            json_object_set_new(fn, "arguments", json_object());
+        } else if (json_is_string(args)) {
+            json_error_t je;
+            json_t *v = json_loadb(json_string_value(args), json_string_length(args),
+                                   JSON_DECODE_ANY, &je);
+            if (!v)
+                return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                                  "messages[%zu].tool_calls[%zu].function.arguments: not valid "
+                                  "JSON: %s",
+                                  i, k, je.text);
+            json_object_set_new(fn, "arguments", v);
+        }
+    }
+    return PL_STATUS_OK;
+}
+
 /* messages -> the template's messages (see chat_template.h). */
 static json_t *normalize_messages(const json_t *msgs, struct pl_err *err)
 {
@@ -173,6 +223,13 @@ static json_t *normalize_messages(const json_t *msgs, struct pl_err *err)
                        "messages[%zu].content: expected a string or a list of content parts", i);
             json_decref(copy);
             goto bad;
+        } else if (!content || json_is_null(content)) {
+            json_object_set_new(copy, "content", json_string(""));
+        }
+        if (!strcmp(json_string_value(json_object_get(m, "role")), "assistant") &&
+            normalize_tool_calls(copy, i, err) != PL_STATUS_OK) {
+            json_decref(copy);
+            goto bad;
         }
         json_array_append_new(out, copy);
     }
@@ -230,8 +287,12 @@ pl_status pl_apply_chat_template(const struct pl_chat_template *t, const json_t 
     json_object_set_new(ctx, "bos_token", json_string(o->bos_token ? o->bos_token : ""));
     json_object_set_new(ctx, "eos_token", json_string(o->eos_token ? o->eos_token : ""));
     json_object_set_new(ctx, "add_generation_prompt", json_boolean(o->add_generation_prompt));
+    json_object_set_new(ctx, "tools", json_null());
+    json_object_set_new(ctx, "documents", json_null());
     if (o->kwargs)
         json_object_update(ctx, (json_t *)o->kwargs);
+    if (o->tools && !json_is_null(o->tools))
+        json_object_set(ctx, "tools", (json_t *)o->tools);
     json_object_set(ctx, "messages", msgs);
     size_t len = 0;
     pl_status st = pl_chat_template_render(t, ctx, NULL, out, &len, err);

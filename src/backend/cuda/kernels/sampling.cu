@@ -11,6 +11,8 @@
  * max of keys, so ties go to the lowest id as on the host.
  *
  * Per row:
+ *   0. structured output: a row with a token mask (mask_row >= 0) reads every token whose
+ *      bit is clear as -inf in every sampling pass (not in the logprobs, which are raw).
  *   1. penalties: the row's distinct penalised tokens (host-deduplicated, with their
  *      output counts) get their penalised values in pen_val and a bit in a shared-memory
  *      bitmap; every pass reads the row skipping marked ids and then the pen_val list, so
@@ -187,13 +189,21 @@ struct Row {
     const float *pen_val;    /* [pen_n] their penalised values */
     int pen_n;
     const unsigned *bitmap;  /* shared: bit id set when id is penalised */
+    const unsigned *mask;    /* structured output: bit id clear = id is -inf; NULL: none */
 };
+
+__device__ __forceinline__ bool masked_out(const Row &r, int id)
+{
+    return r.mask && !((__ldg(r.mask + (id >> 5)) >> (id & 31)) & 1u);
+}
 
 template <bool PEN, class F>
 __device__ __forceinline__ void visit_one(const Row &r, F &f, bool ok, float v, int id)
 {
     if (PEN && ok && ((r.bitmap[id >> 5] >> (id & 31)) & 1u))
         ok = false; /* its penalised value comes from the pen list */
+    if (ok && masked_out(r, id))
+        v = -INFINITY;
     f(ok, sanitize(v), id);
 }
 
@@ -229,7 +239,8 @@ template <bool PEN, class F> __device__ void visit(const Row &r, F &f)
         for (int base = wbase; base < r.pen_n; base += THREADS) {
             int j = base + lane;
             bool ok = j < r.pen_n;
-            f(ok, ok ? r.pen_val[j] : 0.f, ok ? r.pen_ids[j] : 0);
+            int id = ok ? r.pen_ids[j] : 0;
+            f(ok, ok ? (masked_out(r, id) ? -INFINITY : r.pen_val[j]) : 0.f, id);
         }
 }
 
@@ -630,13 +641,15 @@ template <bool PEN> __device__ int sample_greedy(const Row &r, Shared &sh)
 __global__ void __launch_bounds__(THREADS)
     sample_kernel(const float *logits, int V, const struct pl_cuk_sample_row *rows,
                   const int32_t *pen_ids, const int32_t *pen_cnt, float *pen_val,
-                  struct pl_cuk_sample_out *out)
+                  const unsigned *masks, struct pl_cuk_sample_out *out)
 {
     __shared__ Shared sh;
     extern __shared__ unsigned bitmap[];
     const struct pl_cuk_sample_row R = rows[blockIdx.x];
     const float *x = logits + (size_t)R.logits_row * (size_t)V;
-    Row row = {x, V, pen_ids + R.pen_off, pen_val + R.pen_off, R.pen_n, bitmap};
+    const unsigned *mask =
+        R.mask_row >= 0 ? masks + (size_t)R.mask_row * (size_t)((V + 31) / 32) : nullptr;
+    Row row = {x, V, pen_ids + R.pen_off, pen_val + R.pen_off, R.pen_n, bitmap, mask};
 
     if (R.pen_n > 0) {
         for (int i = threadIdx.x; i < (V + 31) / 32; i += THREADS)
@@ -678,7 +691,9 @@ __global__ void __launch_bounds__(THREADS)
         }
         return;
     }
-    /* raw logprobs: top-n rounds, then log-sum-exp and rank in one pass */
+    /* raw logprobs (before any mask, as the host): top-n rounds, then log-sum-exp and rank
+     * in one pass */
+    row.mask = nullptr;
     u64 prev = ~0ull;
     float mx = -INFINITY;
     for (int k = 0; k < R.n_logprobs; k++) {
@@ -734,7 +749,7 @@ __global__ void __launch_bounds__(THREADS)
 extern "C" int pl_cuk_sample(pl_cuda_stream s, const float *logits, int vocab,
                              const struct pl_cuk_sample_row *rows, int n_rows,
                              const int32_t *pen_ids, const int32_t *pen_cnt, float *pen_val,
-                             struct pl_cuk_sample_out *out)
+                             const uint32_t *masks, struct pl_cuk_sample_out *out)
 {
     if (n_rows <= 0)
         return 0;
@@ -751,6 +766,7 @@ extern "C" int pl_cuk_sample(pl_cuda_stream s, const float *logits, int vocab,
         attr_set = true;
     }
     sample_kernel<<<n_rows, THREADS, bitmap_bytes, (cudaStream_t)s>>>(logits, vocab, rows, pen_ids,
-                                                                     pen_cnt, pen_val, out);
+                                                                     pen_cnt, pen_val,
+                                                                     (const unsigned *)masks, out);
     return (int)cudaGetLastError();
 }

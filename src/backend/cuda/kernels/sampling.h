@@ -31,7 +31,7 @@ struct pl_cuk_sample_row {
     int32_t pen_off;     /* this row's entries in pen_ids / pen_cnt / pen_val */
     int32_t pen_n;       /* distinct penalised tokens (0: no penalty) */
     int32_t n_logprobs;  /* -1: none; else top-n (<= PL_CUK_MAX_LOGPROBS, <= vocab) */
-    int32_t pad_;
+    int32_t mask_row;    /* row of masks (structured output), -1: no mask */
     double u;            /* the row's uniform in [0, 1) (random rows) */
 };
 
@@ -51,11 +51,14 @@ struct pl_cuk_sample_out {
 /*
  * Samples n_rows rows: row r reads logits + rows[r].logits_row * vocab (fp32, not
  * modified). pen_ids / pen_cnt: the rows' distinct penalised tokens and their counts in
- * the output (0: prompt only); pen_val: scratch of the same length. All device memory.
+ * the output (0: prompt only); pen_val: scratch of the same length. masks: packed token
+ * masks, ceil(vocab / 32) words per row, read at rows[r].mask_row (may be NULL when no
+ * row has one). All device memory.
  */
 int pl_cuk_sample(pl_cuda_stream s, const float *logits, int vocab,
                   const struct pl_cuk_sample_row *rows, int n_rows, const int32_t *pen_ids,
-                  const int32_t *pen_cnt, float *pen_val, struct pl_cuk_sample_out *out);
+                  const int32_t *pen_cnt, float *pen_val, const uint32_t *masks,
+                  struct pl_cuk_sample_out *out);
 
 #ifdef __cplusplus
 }
