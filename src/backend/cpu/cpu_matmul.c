@@ -109,13 +109,13 @@ TGT_INLINE float hsum8(__m256 v)
                                   size_t ldw, int K, float *out, size_t ldo, const float *bias, \
                                   const int NT, const int NR)                                  \
     {                                                                                          \
-        __m256 acc[4][4];                                                                      \
+        __m256 acc[4][8];                                                                      \
         for (int i = 0; i < NT; i++)                                                           \
             for (int j = 0; j < NR; j++)                                                       \
                 acc[i][j] = _mm256_setzero_ps();                                               \
         int k = 0;                                                                             \
         for (; k + 8 <= K; k += 8) {                                                           \
-            __m256 wv[4];                                                                      \
+            __m256 wv[8];                                                                      \
             for (int j = 0; j < NR; j++)                                                       \
                 wv[j] = load8_##SUFFIX(w, (row0 + (size_t)j) * ldw + (size_t)k);               \
             for (int i = 0; i < NT; i++) {                                                     \
@@ -139,21 +139,27 @@ TGT_INLINE float hsum8(__m256 v)
                                    size_t ldw, int K, float *out, size_t ldo,                  \
                                    const float *bias, int nt, int nr)                          \
     {                                                                                          \
-        switch (nt * 8 + nr) {                                                                 \
-        case 1 * 8 + 1: tile_##SUFFIX(x, ldx, w, row0, ldw, K, out, ldo, bias, 1, 1); break;   \
-        case 1 * 8 + 2: tile_##SUFFIX(x, ldx, w, row0, ldw, K, out, ldo, bias, 1, 2); break;   \
-        case 1 * 8 + 3: tile_##SUFFIX(x, ldx, w, row0, ldw, K, out, ldo, bias, 1, 3); break;   \
-        case 1 * 8 + 4: tile_##SUFFIX(x, ldx, w, row0, ldw, K, out, ldo, bias, 1, 4); break;   \
-        case 2 * 8 + 1: tile_##SUFFIX(x, ldx, w, row0, ldw, K, out, ldo, bias, 2, 1); break;   \
-        case 2 * 8 + 2: tile_##SUFFIX(x, ldx, w, row0, ldw, K, out, ldo, bias, 2, 2); break;   \
-        case 2 * 8 + 3: tile_##SUFFIX(x, ldx, w, row0, ldw, K, out, ldo, bias, 2, 3); break;   \
-        case 2 * 8 + 4: tile_##SUFFIX(x, ldx, w, row0, ldw, K, out, ldo, bias, 2, 4); break;   \
-        case 3 * 8 + 1: tile_##SUFFIX(x, ldx, w, row0, ldw, K, out, ldo, bias, 3, 1); break;   \
-        case 3 * 8 + 2: tile_##SUFFIX(x, ldx, w, row0, ldw, K, out, ldo, bias, 3, 2); break;   \
-        case 3 * 8 + 3: tile_##SUFFIX(x, ldx, w, row0, ldw, K, out, ldo, bias, 3, 3); break;   \
-        case 4 * 8 + 1: tile_##SUFFIX(x, ldx, w, row0, ldw, K, out, ldo, bias, 4, 1); break;   \
-        case 4 * 8 + 2: tile_##SUFFIX(x, ldx, w, row0, ldw, K, out, ldo, bias, 4, 2); break;   \
-        case 4 * 8 + 3: tile_##SUFFIX(x, ldx, w, row0, ldw, K, out, ldo, bias, 4, 3); break;   \
+        switch (nt * 16 + nr) {                                                                \
+        case 1 * 16 + 1: tile_##SUFFIX(x, ldx, w, row0, ldw, K, out, ldo, bias, 1, 1); break;  \
+        case 1 * 16 + 2: tile_##SUFFIX(x, ldx, w, row0, ldw, K, out, ldo, bias, 1, 2); break;  \
+        case 1 * 16 + 3: tile_##SUFFIX(x, ldx, w, row0, ldw, K, out, ldo, bias, 1, 3); break;  \
+        case 1 * 16 + 4: tile_##SUFFIX(x, ldx, w, row0, ldw, K, out, ldo, bias, 1, 4); break;  \
+        case 1 * 16 + 5: tile_##SUFFIX(x, ldx, w, row0, ldw, K, out, ldo, bias, 1, 5); break;  \
+        case 1 * 16 + 6: tile_##SUFFIX(x, ldx, w, row0, ldw, K, out, ldo, bias, 1, 6); break;  \
+        case 1 * 16 + 7: tile_##SUFFIX(x, ldx, w, row0, ldw, K, out, ldo, bias, 1, 7); break;  \
+        case 1 * 16 + 8: tile_##SUFFIX(x, ldx, w, row0, ldw, K, out, ldo, bias, 1, 8); break;  \
+        case 2 * 16 + 1: tile_##SUFFIX(x, ldx, w, row0, ldw, K, out, ldo, bias, 2, 1); break;  \
+        case 2 * 16 + 2: tile_##SUFFIX(x, ldx, w, row0, ldw, K, out, ldo, bias, 2, 2); break;  \
+        case 2 * 16 + 3: tile_##SUFFIX(x, ldx, w, row0, ldw, K, out, ldo, bias, 2, 3); break;  \
+        case 2 * 16 + 4: tile_##SUFFIX(x, ldx, w, row0, ldw, K, out, ldo, bias, 2, 4); break;  \
+        case 3 * 16 + 1: tile_##SUFFIX(x, ldx, w, row0, ldw, K, out, ldo, bias, 3, 1); break;  \
+        case 3 * 16 + 2: tile_##SUFFIX(x, ldx, w, row0, ldw, K, out, ldo, bias, 3, 2); break;  \
+        case 3 * 16 + 3: tile_##SUFFIX(x, ldx, w, row0, ldw, K, out, ldo, bias, 3, 3); break;  \
+        case 3 * 16 + 4: tile_##SUFFIX(x, ldx, w, row0, ldw, K, out, ldo, bias, 3, 4); break;  \
+        case 4 * 16 + 1: tile_##SUFFIX(x, ldx, w, row0, ldw, K, out, ldo, bias, 4, 1); break;  \
+        case 4 * 16 + 2: tile_##SUFFIX(x, ldx, w, row0, ldw, K, out, ldo, bias, 4, 2); break;  \
+        case 4 * 16 + 3: tile_##SUFFIX(x, ldx, w, row0, ldw, K, out, ldo, bias, 4, 3); break;  \
+        case 4 * 16 + 4: tile_##SUFFIX(x, ldx, w, row0, ldw, K, out, ldo, bias, 4, 4); break;  \
         default: tile_scalar(x, ldx, w, DT, row0, ldw, K, out, ldo, bias, nt, nr); break;      \
         }                                                                                      \
     }
@@ -229,12 +235,14 @@ static void mm_worker(void *ctx, int ith, int nth)
     /* Tokens per block: x block within X_BLOCK_BYTES, a multiple of 4, at least 4. */
     int tb = (int)(X_BLOCK_BYTES / ((size_t)K * sizeof(float)));
     tb = tb < 4 ? 4 : tb & ~3;
-    /* Up to 12 accumulators: 4 tokens x 3 rows for prefill, 1-2 tokens x 4 rows for decode. */
+    /* Up to 12 accumulators: 4 tokens x 3 rows for prefill, 2 tokens x 4 rows, and 1 token x
+     * 8 rows for decode (8 independent FMA chains cover the FMA latency, and short rows -- a
+     * vocabulary of 128K rows of a few hundred columns -- pay one call per 8 rows). */
     const int n = job->n;
-    float bias_buf[4];
+    float bias_buf[8];
     for (int t0 = 0; t0 < n; t0 += tb) {
         int t_end = t0 + tb < n ? t0 + tb : n;
-        int nr_max = (t_end - t0) >= 3 ? 3 : 4;
+        int nr_max = (t_end - t0) >= 3 ? 3 : (t_end - t0) == 2 ? 4 : 8;
         for (int64_t r = r0; r < r1; r += nr_max) {
             int nr = (int)(r1 - r < nr_max ? r1 - r : nr_max);
             const float *bias = NULL;
