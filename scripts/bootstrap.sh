@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 PKGS=(build-essential cmake pkg-config git clang libclang-rt-dev llvm
       libjansson-dev libpcre2-dev libutf8proc-dev libcurl4-openssl-dev libmicrohttpd-dev
       python3 python3-pip python3-setuptools python3-wheel python3-venv
+      python3-numpy  # bench/gguf_write.py (the llama.cpp comparison)
       nodejs npm)
 
 SUDO=""
