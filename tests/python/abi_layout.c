@@ -35,6 +35,8 @@ int main(void)
     F(pl_sampling_params, allowed_token_ids); F(pl_sampling_params, n_allowed_token_ids);
     F(pl_sampling_params, use_beam_search); F(pl_sampling_params, beam_width);
     F(pl_sampling_params, length_penalty); F(pl_sampling_params, early_stopping);
+    F(pl_sampling_params, constraint_kind); F(pl_sampling_params, constraint);
+    F(pl_sampling_params, whitespace_pattern);
     F(pl_sampling_params, owned);
 
     S(pl_logprob_entry);
