@@ -326,6 +326,13 @@ struct pl_llm_params {
     bool allow_long_max_model_len; /* max_model_len above the model's length (max_position_
                                       embeddings, rope-scaled) is refused unless true (vLLM's
                                       VLLM_ALLOW_LONG_MAX_MODEL_LEN=1) */
+    const char *quantization;      /* vLLM's --quantization: NULL / "none": the checkpoint's
+                                      quantization_config; its method name (awq, gptq,
+                                      compressed-tensors, fp8 and vLLM's *_marlin aliases) must
+                                      match it; "fp8" on an unquantized checkpoint quantizes
+                                      the weights to FP8 at load (docs/quantization.md) */
+    const char *kv_cache_dtype;    /* vLLM's --kv-cache-dtype: NULL / "auto"; "fp8" /
+                                      "fp8_e4m3" where the backend has an FP8 KV cache */
 };
 
 void pl_llm_params_default(struct pl_llm_params *p);

@@ -17,6 +17,7 @@
 #include "engine/block_manager.h"
 #include "model/config.h"
 #include "model/hub.h"
+#include "model/quant.h"
 #include "util/dtype.h"
 
 #include <jansson.h>
@@ -350,6 +351,22 @@ int pl_cli_flags_value(struct pl_cli_flags *f, const char *cmd, const char *flag
         lp->dtype = val;
         return 1;
     }
+    if (!strcmp(flag, "--quantization")) {
+        if (!pl_quant_flag_known(val)) {
+            char what[160];
+            snprintf(what, sizeof(what), "one of %s", pl_quant_flag_values());
+            return bad_value(cmd, flag, val, what);
+        }
+        lp->quantization = val;
+        return 1;
+    }
+    if (!strcmp(flag, "--kv-cache-dtype")) {
+        enum pl_kv_cache_dtype kd;
+        if (!pl_kv_cache_dtype_parse(val, &kd))
+            return bad_value(cmd, flag, val, "one of auto, fp8, fp8_e4m3");
+        lp->kv_cache_dtype = val;
+        return 1;
+    }
     if (!strcmp(flag, "--kv-cache-bytes")) {
         long long b;
         char *end;
@@ -656,5 +673,10 @@ const char *pl_cli_flags_help_engine(void)
            "  --dtype D                   weights' dtype, converted at load: auto (the\n"
            "                              checkpoint's), bfloat16, float16 (half), float32\n"
            "                              (float); CPU computes in float32, CUDA in bfloat16\n"
-           "                              (so CUDA refuses float32)\n";
+           "                              (so CUDA refuses float32)\n"
+           "  --quantization Q            none (the checkpoint's quantization_config), awq,\n"
+           "                              gptq, compressed-tensors, fp8 (fp8 also quantizes an\n"
+           "                              unquantized checkpoint at load); docs/quantization.md\n"
+           "  --kv-cache-dtype D          auto | fp8 | fp8_e4m3 (an FP8 KV cache where the\n"
+           "                              backend has one)\n";
 }

@@ -1097,6 +1097,8 @@ pl_status pl_model_runner_new(const struct pl_model_runner_params *p,
     if (!r)
         return pl_err_set(err, PL_STATUS_NO_MEMORY, "model runner: out of memory");
     pl_status st = pl_model_config_load(p->model_dir, &r->cfg, err);
+    if (st == PL_STATUS_OK)
+        st = pl_quant_config_apply_flag(&r->cfg.quant, p->quantization, err);
     const char *fmt = p->load_format ? p->load_format : "auto";
     const bool dummy = !strcmp(fmt, "dummy");
     if (st == PL_STATUS_OK && !dummy && strcmp(fmt, "auto") && strcmp(fmt, "safetensors"))
@@ -1109,6 +1111,22 @@ pl_status pl_model_runner_new(const struct pl_model_runner_params *p,
     if (st == PL_STATUS_OK) {
         r->be = r->be_owned;
         st = precheck_backend(&r->cfg, r->be, err);
+    }
+    if (st == PL_STATUS_OK && p->kv_cache_dtype == PL_KV_CACHE_FP8_E4M3 &&
+        !(r->be->ops->supports(r->be, PL_OP_STORE_KV, PL_DTYPE_F8_E4M3) &&
+          r->be->ops->supports(r->be, PL_OP_ATTENTION, PL_DTYPE_F8_E4M3)))
+        st = pl_err_set(err, PL_STATUS_UNSUPPORTED,
+                        "--kv-cache-dtype fp8: the %s backend has no FP8 KV cache (it keeps the "
+                        "KV cache in %s); use --kv-cache-dtype auto",
+                        r->be->ops->name, pl_dtype_torch_name(r->be->ops->act_dtype));
+    if (st == PL_STATUS_OK && r->cfg.quant.method != PL_QUANT_NONE) {
+        char what[160];
+        pl_quant_describe(&r->cfg.quant, what, sizeof(what));
+        if (dummy)
+            PL_WARN("quantization: %s in config.json, but --load-format dummy makes unquantized "
+                    "weights", what);
+        else
+            PL_INFO("quantization: %s, dequantized at load (the reference path)", what);
     }
     if (st == PL_STATUS_OK) {
         double t0 = pl_clock_seconds();

@@ -91,6 +91,10 @@ struct pl_model_runner_params {
                                    converted at load (vLLM's --dtype bfloat16, ...) */
     bool allow_long_max_model_len; /* max_model_len may exceed the model's length (vLLM's
                                       VLLM_ALLOW_LONG_MAX_MODEL_LEN); else it is refused */
+    const char *quantization;   /* vLLM's --quantization (model/quant.h's
+                                   pl_quant_config_apply_flag); NULL: the checkpoint's */
+    enum pl_kv_cache_dtype kv_cache_dtype; /* vLLM's --kv-cache-dtype; FP8 is refused by a
+                                   backend without an FP8 KV cache */
 };
 
 /* What set the KV pool's size (the memory plan reports it). */

@@ -28,6 +28,7 @@
 #include "model/weights.h"
 
 #include "model/arch.h"
+#include "model/quant.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -144,11 +145,11 @@ static pl_status plus_one_slot(struct loader *L, const struct pl_tensor_info *ti
     return PL_STATUS_OK;
 }
 
-/* n elements of a tensor stored as `from` (at src), converted to `to` into backend memory
- * (see the top). */
-static pl_status convert_slot(struct loader *L, const struct pl_tensor_info *ti, const char *name,
-                              const void *src, size_t n, enum pl_dtype to, void **out,
-                              size_t *out_bytes)
+/* n elements of type `from` at src (host memory; a tensor of `file`, or dequantized
+ * weights), converted to `to` into backend memory (see the top). */
+static pl_status convert_from(struct loader *L, const char *file, enum pl_dtype from,
+                              const char *name, const void *src, size_t n, enum pl_dtype to,
+                              void **out, size_t *out_bytes)
 {
     const struct pl_backend_ops *ops = L->be->ops;
     struct pl_weights *w = L->w;
@@ -170,9 +171,9 @@ static pl_status convert_slot(struct loader *L, const struct pl_tensor_info *ti,
                           pl_dtype_torch_name(to));
     }
     pl_status st = PL_STATUS_OK;
-    if (!pl_dtype_convert(host, to, src, ti->dtype, n))
+    if (!pl_dtype_convert(host, to, src, from, n))
         st = pl_err_set(L->err, PL_STATUS_UNSUPPORTED, "%s: tensor '%s' of dtype %s cannot be "
-                        "converted to %s", ti->file, name, pl_dtype_name(ti->dtype),
+                        "converted to %s", file, name, pl_dtype_name(from),
                         pl_dtype_torch_name(to));
     /* sync: the host copy is freed next, so the upload must have read it */
     else if (ops->upload(L->be, p, host, n_bytes) != PL_STATUS_OK ||
@@ -188,6 +189,103 @@ static pl_status convert_slot(struct loader *L, const struct pl_tensor_info *ti,
     *out = p;
     *out_bytes = n_bytes;
     return PL_STATUS_OK;
+}
+
+static pl_status convert_slot(struct loader *L, const struct pl_tensor_info *ti, const char *name,
+                              const void *src, size_t n, enum pl_dtype to, void **out,
+                              size_t *out_bytes)
+{
+    return convert_from(L, ti->file, ti->dtype, name, src, n, to, out, out_bytes);
+}
+
+/* The dtype dequantized weights are held in: the target dtype when converting, else fp32
+ * where the backend computes in fp32 (the CPU: the reference is exact), else the
+ * checkpoint's dtype where the backend's matmul runs it, else bf16. */
+static enum pl_dtype dequant_dtype(const struct loader *L)
+{
+    struct pl_backend *be = L->be;
+    if (L->want >= 0)
+        return (enum pl_dtype)L->want;
+    if (be->ops->act_dtype == PL_DTYPE_F32 && be->ops->supports(be, PL_OP_MATMUL, PL_DTYPE_F32))
+        return PL_DTYPE_F32;
+    if (be->ops->supports(be, PL_OP_MATMUL, L->cfg->dtype))
+        return L->cfg->dtype;
+    return PL_DTYPE_BF16;
+}
+
+/* A quantizable slot the quantization_config stores packed (module: the HF name without
+ * ".weight"): the dequantizing reference (model/quant.h) makes the slot's rows in fp32 on
+ * the host, which are converted and copied into backend memory as a --dtype conversion
+ * is. --quantization fp8 (online) reads the float tensor and rounds it through e4m3 with
+ * one scale per checkpoint tensor. */
+static pl_status quant_slot(struct loader *L, const struct pl_tensor_spec *t, const char *name,
+                            const char *module, int64_t rows, int64_t cols, int64_t src_rows,
+                            int64_t row_off, struct pl_weight *slot)
+{
+    const struct pl_quant_config *q = &L->cfg->quant;
+    const enum pl_dtype to = dequant_dtype(L);
+    if (!L->be->ops->supports(L->be, t->op, to))
+        return pl_err_set(L->err, PL_STATUS_UNSUPPORTED,
+                          "tensor '%s': the %s backend does not run %s weights", name,
+                          L->be->ops->name, pl_dtype_torch_name(to));
+    const size_t n = (size_t)rows * (size_t)cols;
+    float *host;
+    pl_status st = PL_STATUS_OK;
+    const char *file = "dequantized";
+    if (q->online) {
+        const struct pl_tensor_info *ti = pl_safetensors_find(L->st, name);
+        if (!ti)
+            return pl_err_set(L->err, PL_STATUS_NOT_FOUND,
+                              "tensor '%s' is missing from the checkpoint", name);
+        if (ti->n_dims != 2 || ti->shape[0] != src_rows || ti->shape[1] != cols)
+            return pl_err_set(L->err, PL_STATUS_FORMAT,
+                              "%s: tensor '%s' has the wrong shape, the config needs [%lld, %lld]",
+                              ti->file, name, (long long)src_rows, (long long)cols);
+        const size_t all = (size_t)src_rows * (size_t)cols;
+        host = malloc(sizeof(float) * (all ? all : 1));
+        if (!host)
+            return pl_err_set(L->err, PL_STATUS_NO_MEMORY, "tensor '%s': out of memory", name);
+        if (!pl_dtype_convert(host, PL_DTYPE_F32, ti->data, ti->dtype, all)) {
+            free(host);
+            return pl_err_set(L->err, PL_STATUS_UNSUPPORTED,
+                              "%s: tensor '%s' has dtype %s; --quantization fp8 quantizes float "
+                              "checkpoints", ti->file, name, pl_dtype_name(ti->dtype));
+        }
+        pl_quant_fp8_roundtrip(host, all);
+        memmove(host, host + (size_t)row_off * (size_t)cols, sizeof(float) * n);
+        file = ti->file;
+    } else {
+        host = malloc(sizeof(float) * (n ? n : 1));
+        if (!host)
+            return pl_err_set(L->err, PL_STATUS_NO_MEMORY, "tensor '%s': out of memory", name);
+        st = pl_quant_dequant(q, L->st, module, src_rows, cols, row_off, row_off + rows, host,
+                              L->err);
+    }
+    void *p = NULL;
+    size_t n_bytes = 0;
+    if (st == PL_STATUS_OK)
+        st = convert_from(L, file, PL_DTYPE_F32, name, host, n, to, &p, &n_bytes);
+    free(host);
+    if (st != PL_STATUS_OK)
+        return st;
+    *slot = (struct pl_weight){.data = p, .dtype = to, .rows = rows, .cols = cols};
+    L->w->n_bytes += n_bytes;
+    return PL_STATUS_OK;
+}
+
+/* The module a quantizable weight belongs to ("model.layers.0.mlp.up_proj" for
+ * "...up_proj.weight") when the quantization_config stores it quantized; false else. */
+static bool quantized_module(const struct loader *L, const struct pl_tensor_spec *t,
+                             const char *name, char *module, size_t cap)
+{
+    if (L->cfg->quant.method == PL_QUANT_NONE || !(t->flags & PL_TENSOR_QUANTIZABLE))
+        return false;
+    const size_t len = strlen(name), suf = strlen(".weight");
+    if (len <= suf || len - suf >= cap || strcmp(name + len - suf, ".weight"))
+        return false;
+    memcpy(module, name, len - suf);
+    module[len - suf] = '\0';
+    return pl_quant_module_is_quantized(&L->cfg->quant, module);
 }
 
 /* Fills one slot of spec t: from the checkpoint after checking its shape ([rows, cols]
@@ -206,6 +304,9 @@ static pl_status load_slot(struct loader *L, const struct pl_tensor_spec *t, con
     const int64_t row_off = fused ? pl_arch_dim(c, t->row_off) : 0;
     if (!L->st)
         return dummy_slot(L, t, name, rows, cols, slot);
+    char module[192];
+    if (quantized_module(L, t, name, module, sizeof(module)))
+        return quant_slot(L, t, name, module, rows, cols, src_rows, row_off, slot);
     const struct pl_tensor_info *ti = pl_safetensors_find(L->st, name);
     if (!ti)
         return pl_err_set(L->err, PL_STATUS_NOT_FOUND, "tensor '%s' is missing from the checkpoint",
