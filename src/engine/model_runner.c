@@ -844,6 +844,7 @@ struct pl_model_runner {
 
 void pl_model_runner_params_default(struct pl_model_runner_params *p)
 {
+    memset(p, 0, sizeof(*p)); /* fields added later default to zero */
     p->model_dir = NULL;
     p->n_threads = 0;
     p->block_size = 16;
