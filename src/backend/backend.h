@@ -292,7 +292,17 @@ struct pl_backend_ops {
     void (*gate_up_silu)(struct pl_backend *be, void *out, const void *x,
                          const struct pl_weight *wg, const struct pl_weight *wu,
                          const struct pl_weight *bg, const struct pl_weight *bu, int n, int dim);
+
+    /* The KV cache's element type (vLLM's --kv-cache-dtype). Optional: where NULL, the KV
+     * cache has act_dtype. set_kv_dtype, called before any KV buffer is sized, makes
+     * store_kv, attention and copy_blocks use `dtype` for every KV buffer from then on
+     * (PL_DTYPE_F8_E4M3: e4m3 values x / scale on store, x * scale on read, vLLM's
+     * k_scale / v_scale); PL_STATUS_UNSUPPORTED for a dtype the backend cannot hold. */
+    pl_status (*set_kv_dtype)(struct pl_backend *be, enum pl_dtype dtype, float k_scale,
+                              float v_scale);
+    enum pl_dtype (*kv_dtype)(struct pl_backend *be);
 };
+
 
 /* The fill op's uniform in [0, 1): the top 24 bits of splitmix64(seed + i * golden gamma).
  * Backends implement exactly this (CUDA has a device copy in kernels/elementwise.cu). */
@@ -308,6 +318,12 @@ static inline float pl_fill_uniform(uint64_t seed, uint64_t i)
 struct pl_backend {
     const struct pl_backend_ops *ops;
 };
+
+/* The KV cache's element type on this backend (act_dtype unless set_kv_dtype changed it). */
+static inline enum pl_dtype pl_backend_kv_dtype(struct pl_backend *be)
+{
+    return be->ops->kv_dtype ? be->ops->kv_dtype(be) : be->ops->act_dtype;
+}
 
 /* Creates the CPU backend with n_threads worker threads (0 = one per core). */
 pl_status pl_backend_cpu_new(int n_threads, struct pl_backend **out, struct pl_err *err);

@@ -792,7 +792,7 @@ pl_status pl_kv_cache_init(struct pl_kv_cache *kv, struct pl_backend *be,
     kv->n_blocks = n_blocks;
     kv->block_size = block_size;
     kv->kv_dim = cfg->n_kv_heads * cfg->head_dim;
-    size_t elem = pl_dtype_size(be->ops->act_dtype);
+    size_t elem = pl_dtype_size(pl_backend_kv_dtype(be));
     size_t per_layer = (size_t)n_blocks * (size_t)block_size * (size_t)kv->kv_dim * elem;
     if (per_layer / elem / (size_t)kv->kv_dim / (size_t)block_size != (size_t)n_blocks)
         return pl_err_set(err, PL_STATUS_LIMIT, "kv cache: size overflows");
@@ -985,7 +985,7 @@ static pl_status runner_setup(struct pl_model_runner *r, const struct pl_model_r
     r->max_seqs = p->max_num_seqs > 0 ? p->max_num_seqs : 256;
 
     const size_t kv_dim = (size_t)c->n_kv_heads * (size_t)c->head_dim;
-    const size_t elem = pl_dtype_size(r->be->ops->act_dtype);
+    const size_t elem = pl_dtype_size(pl_backend_kv_dtype(r->be));
     const size_t block_bytes = 2 * (size_t)c->n_layers * (size_t)r->block_size * kv_dim * elem;
     /* the longest sequence asked for (or the model's): what one sequence may need */
     long long want_len = p->max_model_len > 0 ? p->max_model_len : derived_max_len(c);
@@ -1071,12 +1071,15 @@ static pl_status runner_setup(struct pl_model_runner *r, const struct pl_model_r
     double kv_bytes = (double)block_bytes * r->n_blocks;
     char note[200];
     cap_note(&plan, r->max_seqs, want_len, note, sizeof(note));
+    const enum pl_dtype kvt = pl_backend_kv_dtype(r->be);
     PL_INFO("memory plan (%s backend): weights %.1f MiB (%s), KV cache %.1f MiB = %d blocks x "
-            "%d tokens = %lld tokens (%.1f KiB/token)%s, max_model_len %d, max concurrency at "
-            "max_model_len %.2f",
+            "%d tokens = %lld tokens (%.1f KiB/token%s%s)%s, max_model_len %d, max concurrency "
+            "at max_model_len %.2f",
             r->be->ops->name, mib((double)r->w->n_bytes), weights_dtype_name(r->w),
             mib(kv_bytes), r->n_blocks, r->block_size, capacity,
-            (double)block_bytes / r->block_size / 1024.0, note, r->max_model_len,
+            (double)block_bytes / r->block_size / 1024.0,
+            kvt != r->be->ops->act_dtype ? ", " : "",
+            kvt != r->be->ops->act_dtype ? pl_dtype_torch_name(kvt) : "", note, r->max_model_len,
             (double)capacity / r->max_model_len);
     return PL_STATUS_OK;
 }
@@ -1113,13 +1116,16 @@ pl_status pl_model_runner_new(const struct pl_model_runner_params *p,
         r->be = r->be_owned;
         st = precheck_backend(&r->cfg, r->be, err);
     }
-    if (st == PL_STATUS_OK && p->kv_cache_dtype == PL_KV_CACHE_FP8_E4M3 &&
-        !(r->be->ops->supports(r->be, PL_OP_STORE_KV, PL_DTYPE_F8_E4M3) &&
-          r->be->ops->supports(r->be, PL_OP_ATTENTION, PL_DTYPE_F8_E4M3)))
-        st = pl_err_set(err, PL_STATUS_UNSUPPORTED,
-                        "--kv-cache-dtype fp8: the %s backend has no FP8 KV cache (it keeps the "
-                        "KV cache in %s); use --kv-cache-dtype auto",
-                        r->be->ops->name, pl_dtype_torch_name(r->be->ops->act_dtype));
+    if (st == PL_STATUS_OK && p->kv_cache_dtype == PL_KV_CACHE_FP8_E4M3) {
+        /* vLLM's scales without calibrated ones: 1.0 for k and v */
+        const struct pl_backend_ops *o = r->be->ops;
+        if (!o->set_kv_dtype || !o->supports(r->be, PL_OP_ATTENTION, PL_DTYPE_F8_E4M3) ||
+            o->set_kv_dtype(r->be, PL_DTYPE_F8_E4M3, 1.0f, 1.0f) != PL_STATUS_OK)
+            st = pl_err_set(err, PL_STATUS_UNSUPPORTED,
+                            "--kv-cache-dtype fp8: the %s backend has no FP8 KV cache (it keeps "
+                            "the KV cache in %s); use --kv-cache-dtype auto",
+                            o->name, pl_dtype_torch_name(o->act_dtype));
+    }
     if (st == PL_STATUS_OK && r->cfg.quant.method != PL_QUANT_NONE) {
         char what[160];
         pl_quant_describe(&r->cfg.quant, what, sizeof(what));
@@ -1226,7 +1232,7 @@ pl_status pl_model_runner_copy_blocks(struct pl_model_runner *r, const struct pl
     if (!r->has_kv)
         return pl_err_set(err, PL_STATUS_INTERNAL, "copy_blocks: the runner has no KV cache");
     size_t block_bytes = (size_t)r->block_size * (size_t)r->kv.kv_dim *
-                         pl_dtype_size(r->be->ops->act_dtype);
+                         pl_dtype_size(pl_backend_kv_dtype(r->be));
     int32_t pairs[2 * COPY_GROUP];
     for (int i0 = 0; i0 < n_copies; i0 += COPY_GROUP) {
         int n = n_copies - i0 < COPY_GROUP ? n_copies - i0 : COPY_GROUP;

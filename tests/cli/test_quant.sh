@@ -4,7 +4,7 @@
 #      for an int4 (AWQ), a GPTQ act-order and an FP8 format;
 #   2. --quantization fp8 quantizes an unquantized model at load; a method the checkpoint
 #      does not have is refused; an unknown value is a usage error (exit 2);
-#   3. --kv-cache-dtype fp8 is refused on the CPU backend, naming the flag;
+#   3. --kv-cache-dtype fp8 runs on the CPU backend (the memory plan names the e4m3 cache);
 #   4. the worker's QUANTIZATION / KV_CACHE_DTYPE are checked like the flags.
 set -euo pipefail
 src=${PL_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
@@ -42,11 +42,13 @@ gen --model "$dir/plain" --quantization int3 >/dev/null; rc=$?
 set -e
 [ $rc -eq 2 ] && grep -q -- "--quantization 'int3' is not one of" "$dir/err" ||
   fail "--quantization int3: rc $rc, $(cat "$dir/err")"
+gen --model "$dir/plain" --kv-cache-dtype fp8 --kv-cache-bytes 1048576 >/dev/null ||
+  fail "--kv-cache-dtype fp8: $(cat "$dir/err")"
+grep -q "KiB/token, float8_e4m3fn)" "$dir/err" || fail "memory plan of an fp8 KV cache: $(cat "$dir/err")"
 set +e
-gen --model "$dir/plain" --kv-cache-dtype fp8 >/dev/null; rc=$?
+gen --model "$dir/plain" --kv-cache-dtype fp8_e5m2 >/dev/null; rc=$?
 set -e
-[ $rc -ne 0 ] && grep -q -- "--kv-cache-dtype fp8: the cpu backend has no FP8 KV cache" "$dir/err" ||
-  fail "--kv-cache-dtype fp8 on cpu: rc $rc, $(cat "$dir/err")"
+[ $rc -eq 2 ] || fail "--kv-cache-dtype fp8_e5m2: rc $rc"
 
 set +e
 QUANTIZATION=bogus "$PAGELLM" worker --model "$dir/plain" --test_input '{}' >/dev/null 2>"$dir/err"
