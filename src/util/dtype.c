@@ -13,6 +13,8 @@ const char *pl_dtype_name(enum pl_dtype t)
     case PL_DTYPE_I32: return "I32";
     case PL_DTYPE_I64: return "I64";
     case PL_DTYPE_F8_E4M3: return "F8_E4M3";
+    case PL_DTYPE_I8: return "I8";
+    case PL_DTYPE_U8: return "U8";
     default: return "?";
     }
 }
@@ -26,6 +28,8 @@ const char *pl_dtype_torch_name(enum pl_dtype t)
     case PL_DTYPE_I32: return "int32";
     case PL_DTYPE_I64: return "int64";
     case PL_DTYPE_F8_E4M3: return "float8_e4m3fn";
+    case PL_DTYPE_I8: return "int8";
+    case PL_DTYPE_U8: return "uint8";
     default: return "?";
     }
 }

@@ -21,6 +21,8 @@ enum pl_dtype {
     PL_DTYPE_I32,
     PL_DTYPE_I64,     /* quantized checkpoints' index tensors (compressed-tensors weight_shape) */
     PL_DTYPE_F8_E4M3, /* OCP fp8 e4m3 ("fn": no inf, NaN 0x7f/0xff, max 448): FP8 checkpoints */
+    PL_DTYPE_I8,      /* tensors quantized checkpoints carry beside the ones pagellm reads */
+    PL_DTYPE_U8,      /* (compressed-tensors' unpacked zero points of symmetric schemes) */
     PL_DTYPE_COUNT
 };
 
@@ -33,11 +35,13 @@ static inline size_t pl_dtype_size(enum pl_dtype t)
     case PL_DTYPE_I32: return 4;
     case PL_DTYPE_I64: return 8;
     case PL_DTYPE_F8_E4M3: return 1;
+    case PL_DTYPE_I8: return 1;
+    case PL_DTYPE_U8: return 1;
     default: return 0;
     }
 }
 
-/* "F32", "F16", "BF16", "I32", "I64", "F8_E4M3": the safetensors spelling. */
+/* "F32", "F16", "BF16", "I32", "I64", "F8_E4M3", "I8", "U8": the safetensors spelling. */
 const char *pl_dtype_name(enum pl_dtype t);
 
 /* "float32", "float16", "bfloat16", "int32": torch's spelling (messages, --dtype). */
