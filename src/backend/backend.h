@@ -46,13 +46,41 @@
 struct pl_backend; /* opaque; each backend defines it and puts `ops` first */
 
 /* A weight matrix [rows, cols] (out_features x in_features, as HF stores it),
- * or a vector [cols] with rows == 1. data is backend memory. */
+ * or a vector [cols] with rows == 1. data is backend memory.
+ * PL_DTYPE_Q4 (packed int4 weights, only where supports(PL_OP_MATMUL, PL_DTYPE_Q4)): data
+ * is one buffer laid out as pl_q4_layout says. */
 struct pl_weight {
     const void *data;
     enum pl_dtype dtype;
     int64_t rows;
     int64_t cols;
 };
+
+/* The PL_DTYPE_Q4 buffer of a [rows, cols] weight (cols % 8 == 0) with n_groups scale
+ * groups per row, every section 16-byte aligned:
+ *   header int32[4] = {group, n_groups, has_gidx, 0} at 0;
+ *   codes  uint32 [rows, cols / 8] at 16: input k at bits 4 (k % 8) of word k / 8;
+ *   scales fp32 [rows, n_groups] at scale_off;
+ *   zeros  uint8 [rows, n_groups] at zero_off;
+ *   gidx   int32 [cols] at gidx_off when has_gidx (act-order: input k's group), else the
+ *          group of k is k / group.
+ * w[r][k] = (code - zero) * scale, exactly model/quant.h's dequantizing reference. */
+struct pl_q4_layout {
+    int64_t scale_off, zero_off, gidx_off, n_bytes;
+};
+
+static inline int64_t pl_q4_align16(int64_t x) { return (x + 15) & ~(int64_t)15; }
+
+static inline struct pl_q4_layout pl_q4_layout_of(int64_t rows, int64_t cols, int64_t n_groups,
+                                                  int has_gidx)
+{
+    struct pl_q4_layout l;
+    l.scale_off = 16 + pl_q4_align16(rows * (cols / 8) * 4);
+    l.zero_off = l.scale_off + pl_q4_align16(rows * n_groups * 4);
+    l.gidx_off = l.zero_off + pl_q4_align16(rows * n_groups);
+    l.n_bytes = l.gidx_off + (has_gidx ? pl_q4_align16(cols * 4) : 0);
+    return l;
+}
 
 enum pl_op {
     PL_OP_EMBED,

@@ -141,6 +141,21 @@ pl_status pl_quant_dequant(const struct pl_quant_config *q, const struct pl_safe
                            const char *module, int64_t n_out, int64_t n_in, int64_t row_begin,
                            int64_t row_end, float *out, struct pl_err *err);
 
+/* The int4 device layout (a backend's packed weights, PL_DTYPE_Q4 in backend.h): for
+ * output rows [row_begin, row_end) of an int4 module (AWQ, GPTQ 4-bit, compressed-tensors
+ * pack-quantized 4-bit), codes uint32 [rows, n_in / 8] (input k at bits 4 (k % 8) of word
+ * k / 8, unsigned codes), zeros uint8 [rows, groups] and scales fp32 [rows, groups] such
+ * that w[r][k] = (code - zero) * scale of group g(k) exactly as pl_quant_dequant gives it;
+ * g(k) = gidx[k] when *has_gidx (act-order: gidx int32 [n_in] written), else k / *group.
+ * *n_groups receives the groups per row. Whether a config has this layout:
+ * pl_quant_is_int4. */
+bool pl_quant_is_int4(const struct pl_quant_config *q);
+pl_status pl_quant_repack_int4(const struct pl_quant_config *q, const struct pl_safetensors *st,
+                               const char *module, int64_t n_out, int64_t n_in, int64_t row_begin,
+                               int64_t row_end, uint32_t *codes, uint8_t *zeros, float *scales,
+                               int32_t *gidx, bool *has_gidx, int *group, int64_t *n_groups,
+                               struct pl_err *err);
+
 /* Online FP8 (--quantization fp8) of one float weight w[n, k] in place, as vLLM's
  * per-tensor dynamic quantization does: scale = max|w| / 448 (1 when w is all zero),
  * w = e4m3(w / scale) * scale. Returns the scale. */

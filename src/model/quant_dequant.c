@@ -41,7 +41,44 @@ struct ctx {
     const struct pl_safetensors *st;
     const char *module;
     struct pl_err *err;
+    const struct repack *rp; /* non-NULL: write the int4 device layout instead of floats */
 };
+
+/* pl_quant_repack_int4's outputs. */
+struct repack {
+    uint32_t *codes;
+    uint8_t *zeros;
+    float *scales;
+    int32_t *gidx;
+    bool *has_gidx;
+    int *group;
+    int64_t *n_groups;
+};
+
+/* Writes the device layout of rows [r0, r1): code(r, k), zero(r, g), scale(r, g) come from
+ * the format's accessors (expressions of r, i (the input) and gg (the group)); gk NULL
+ * means group i / group_. */
+#define REPACK_ROWS(c, r0, r1, k, G, group_, gk, CODE, ZERO, SCALE)                             \
+    do {                                                                                          \
+        const struct repack *rp_ = (c)->rp;                                                       \
+        *rp_->group = (int)(group_);                                                              \
+        *rp_->n_groups = (G);                                                                     \
+        *rp_->has_gidx = (gk) != NULL;                                                            \
+        if (gk)                                                                                   \
+            memcpy(rp_->gidx, (gk), sizeof(int32_t) * (size_t)(k));                              \
+        for (int64_t r = (r0); r < (r1); r++) {                                                   \
+            uint32_t *cw = rp_->codes + (r - (r0)) * ((k) / 8);                                   \
+            for (int64_t i = 0; i < (k); i++) {                                                   \
+                if (i % 8 == 0)                                                                   \
+                    cw[i / 8] = 0;                                                                \
+                cw[i / 8] |= (uint32_t)(CODE) << (4 * (i % 8));                                   \
+            }                                                                                     \
+            for (int64_t gg = 0; gg < (G); gg++) {                                                \
+                rp_->zeros[(r - (r0)) * (G) + gg] = (uint8_t)(ZERO);                              \
+                rp_->scales[(r - (r0)) * (G) + gg] = (SCALE);                                     \
+            }                                                                                     \
+        }                                                                                         \
+    } while (0)
 
 static void shape_text(const struct pl_tensor_info *ti, char *out, size_t cap)
 {
@@ -170,6 +207,14 @@ static pl_status dequant_awq(struct ctx *c, const struct pl_quant_config *q, int
     if (!(sc = find(c, "scales", true, true, 0, &st)) || (st = check_shape(c, sc, g, n)) ||
         (st = check_scales(c, sc)))
         return st;
+    if (c->rp) {
+        const int32_t *no_gidx = NULL;
+        REPACK_ROWS(c, r0, r1, k, g, q->group_size, no_gidx,
+                    (word(qw->data, i * np + r / 8) >> (4 * AWQ_REVERSE[r % 8])) & 15u,
+                    (word(qz->data, gg * np + r / 8) >> (4 * AWQ_REVERSE[r % 8])) & 15u,
+                    scale_at(sc, gg * n + r));
+        return PL_STATUS_OK;
+    }
     for (int64_t r = r0; r < r1; r++) {
         const int shift = 4 * AWQ_REVERSE[r % 8];
         float *o = out + (r - r0) * k;
@@ -212,6 +257,15 @@ static pl_status dequant_gptq(struct ctx *c, const struct pl_quant_config *q, in
             return st;
     }
     const int zero_add = q->gptq_v2 ? 0 : 1;
+    if (c->rp) {
+        const int32_t *gk = gi ? (const int32_t *)gi->data : NULL;
+        REPACK_ROWS(c, r0, r1, k, g, q->group_size == -1 ? k : q->group_size, gk,
+                    (word(qw->data, (i / pack) * n + r) >> ((i % pack) * bits)) & mask,
+                    ((word(qz->data, gg * (n / pack) + r / pack) >> ((int)(r % pack) * bits)) &
+                     mask) + (uint32_t)zero_add,
+                    scale_at(sc, gg * n + r));
+        return PL_STATUS_OK;
+    }
     for (int64_t r = r0; r < r1; r++) {
         float *o = out + (r - r0) * k;
         const int zshift = (int)(r % pack) * bits;
@@ -270,6 +324,15 @@ static pl_status dequant_ct_packed(struct ctx *c, const struct pl_quant_config *
             return st;
     } else if (st) {
         return st;
+    }
+    if (c->rp) {
+        const int32_t *gk = gi ? (const int32_t *)gi->data : NULL;
+        REPACK_ROWS(c, r0, r1, k, g, q->group_size == -1 ? k : q->group_size, gk,
+                    (word(wp->data, r * kp + i / pack) >> ((i % pack) * bits)) & mask,
+                    zp ? (word(zp->data, (r / pack) * g + gg) >> ((r % pack) * bits)) & mask
+                       : (uint32_t)offset,
+                    scale_at(sc, r * g + gg));
+        return PL_STATUS_OK;
     }
     for (int64_t r = r0; r < r1; r++) {
         float *o = out + (r - r0) * k;
@@ -365,6 +428,33 @@ pl_status pl_quant_dequant(const struct pl_quant_config *q, const struct pl_safe
     case PL_QUANT_NONE: break;
     }
     return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "%s: not a packed format", module);
+}
+
+bool pl_quant_is_int4(const struct pl_quant_config *q)
+{
+    return q->bits == 4 && (q->method == PL_QUANT_AWQ || q->method == PL_QUANT_GPTQ ||
+                            q->method == PL_QUANT_CT_PACKED);
+}
+
+pl_status pl_quant_repack_int4(const struct pl_quant_config *q, const struct pl_safetensors *st,
+                               const char *module, int64_t n_out, int64_t n_in, int64_t row_begin,
+                               int64_t row_end, uint32_t *codes, uint8_t *zeros, float *scales,
+                               int32_t *gidx, bool *has_gidx, int *group, int64_t *n_groups,
+                               struct pl_err *err)
+{
+    const struct repack rp = {codes, zeros, scales, gidx, has_gidx, group, n_groups};
+    struct ctx c = {.st = st, .module = module, .err = err, .rp = &rp};
+    if (!pl_quant_is_int4(q) || n_in % 8)
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "%s: not an int4 layout with %lld "
+                          "inputs", module, (long long)n_in);
+    if (row_begin < 0 || row_end > n_out || row_begin > row_end)
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "%s: rows [%lld, %lld) of %lld",
+                          module, (long long)row_begin, (long long)row_end, (long long)n_out);
+    switch (q->method) {
+    case PL_QUANT_AWQ: return dequant_awq(&c, q, n_out, n_in, row_begin, row_end, NULL);
+    case PL_QUANT_GPTQ: return dequant_gptq(&c, q, n_out, n_in, row_begin, row_end, NULL);
+    default: return dequant_ct_packed(&c, q, n_out, n_in, row_begin, row_end, NULL);
+    }
 }
 
 float pl_quant_fp8_roundtrip(float *w, size_t n)

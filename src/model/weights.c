@@ -171,7 +171,9 @@ static pl_status convert_from(struct loader *L, const char *file, enum pl_dtype 
                           pl_dtype_torch_name(to));
     }
     pl_status st = PL_STATUS_OK;
-    if (!pl_dtype_convert(host, to, src, from, n))
+    if (from == to) /* a plain copy (the int4 layout's bytes) */
+        memcpy(host, src, n_bytes);
+    if (from != to && !pl_dtype_convert(host, to, src, from, n))
         st = pl_err_set(L->err, PL_STATUS_UNSUPPORTED, "%s: tensor '%s' of dtype %s cannot be "
                         "converted to %s", file, name, pl_dtype_name(from),
                         pl_dtype_torch_name(to));
@@ -196,6 +198,61 @@ static pl_status convert_slot(struct loader *L, const struct pl_tensor_info *ti,
                               size_t *out_bytes)
 {
     return convert_from(L, ti->file, ti->dtype, name, src, n, to, out, out_bytes);
+}
+
+/* An int4 module kept packed where the backend multiplies PL_DTYPE_Q4 weights itself
+ * (backend.h): the checkpoint's codes, zeros and scales in the layout of pl_q4_layout_of
+ * (act-order kept as a g_idx table, so no permutation of the inputs), one buffer. */
+static pl_status q4_slot(struct loader *L, const char *name, const char *module, int64_t rows,
+                         int64_t cols, int64_t src_rows, int64_t row_off, struct pl_weight *slot)
+{
+    const struct pl_quant_config *q = &L->cfg->quant;
+    const int64_t max_groups = cols / 8; /* group >= 32 in every int4 format; ample */
+    uint32_t *codes = malloc(sizeof(uint32_t) * (size_t)(rows * (cols / 8)));
+    uint8_t *zeros = malloc((size_t)(rows * max_groups));
+    float *scales = malloc(sizeof(float) * (size_t)(rows * max_groups));
+    int32_t *gidx = malloc(sizeof(int32_t) * (size_t)cols);
+    char *buf = NULL;
+    bool has_gidx = false;
+    int group = 0;
+    int64_t n_groups = 0;
+    pl_status st = PL_STATUS_OK;
+    if (!codes || !zeros || !scales || !gidx)
+        st = pl_err_set(L->err, PL_STATUS_NO_MEMORY, "tensor '%s': out of memory", name);
+    if (st == PL_STATUS_OK)
+        st = pl_quant_repack_int4(q, L->st, module, src_rows, cols, row_off, row_off + rows,
+                                  codes, zeros, scales, gidx, &has_gidx, &group, &n_groups,
+                                  L->err);
+    if (st == PL_STATUS_OK && (n_groups < 1 || n_groups > max_groups))
+        st = pl_err_set(L->err, PL_STATUS_FORMAT, "%s: %lld groups per row", module,
+                        (long long)n_groups);
+    const struct pl_q4_layout lay = pl_q4_layout_of(rows, cols, n_groups, has_gidx);
+    if (st == PL_STATUS_OK && !(buf = calloc(1, (size_t)lay.n_bytes)))
+        st = pl_err_set(L->err, PL_STATUS_NO_MEMORY, "tensor '%s': out of memory", name);
+    void *p = NULL;
+    size_t n_bytes = 0;
+    if (st == PL_STATUS_OK) {
+        const int32_t head[4] = {group, (int32_t)n_groups, has_gidx, 0};
+        memcpy(buf, head, sizeof(head));
+        memcpy(buf + 16, codes, sizeof(uint32_t) * (size_t)(rows * (cols / 8)));
+        memcpy(buf + lay.scale_off, scales, sizeof(float) * (size_t)(rows * n_groups));
+        memcpy(buf + lay.zero_off, zeros, (size_t)(rows * n_groups));
+        if (has_gidx)
+            memcpy(buf + lay.gidx_off, gidx, sizeof(int32_t) * (size_t)cols);
+        /* a byte copy: "converting" U8 to U8 is not a float conversion, so upload directly */
+        st = convert_from(L, "packed", PL_DTYPE_U8, name, buf, (size_t)lay.n_bytes, PL_DTYPE_U8,
+                          &p, &n_bytes);
+    }
+    free(codes);
+    free(zeros);
+    free(scales);
+    free(gidx);
+    free(buf);
+    if (st != PL_STATUS_OK)
+        return st;
+    *slot = (struct pl_weight){.data = p, .dtype = PL_DTYPE_Q4, .rows = rows, .cols = cols};
+    L->w->n_bytes += n_bytes;
+    return PL_STATUS_OK;
 }
 
 /* The dtype dequantized weights are held in: the target dtype when converting, else fp32
@@ -223,6 +280,9 @@ static pl_status quant_slot(struct loader *L, const struct pl_tensor_spec *t, co
                             int64_t row_off, struct pl_weight *slot)
 {
     const struct pl_quant_config *q = &L->cfg->quant;
+    if (pl_quant_is_int4(q) && t->scope != PL_SCOPE_EXPERT && cols % 8 == 0 &&
+        L->be->ops->supports(L->be, t->op, PL_DTYPE_Q4))
+        return q4_slot(L, name, module, rows, cols, src_rows, row_off, slot);
     const enum pl_dtype to = dequant_dtype(L);
     if (!L->be->ops->supports(L->be, t->op, to))
         return pl_err_set(L->err, PL_STATUS_UNSUPPORTED,

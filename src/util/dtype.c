@@ -15,6 +15,7 @@ const char *pl_dtype_name(enum pl_dtype t)
     case PL_DTYPE_F8_E4M3: return "F8_E4M3";
     case PL_DTYPE_I8: return "I8";
     case PL_DTYPE_U8: return "U8";
+    case PL_DTYPE_Q4: return "Q4";
     default: return "?";
     }
 }
@@ -30,6 +31,7 @@ const char *pl_dtype_torch_name(enum pl_dtype t)
     case PL_DTYPE_F8_E4M3: return "float8_e4m3fn";
     case PL_DTYPE_I8: return "int8";
     case PL_DTYPE_U8: return "uint8";
+    case PL_DTYPE_Q4: return "int4";
     default: return "?";
     }
 }

@@ -23,6 +23,8 @@ enum pl_dtype {
     PL_DTYPE_F8_E4M3, /* OCP fp8 e4m3 ("fn": no inf, NaN 0x7f/0xff, max 448): FP8 checkpoints */
     PL_DTYPE_I8,      /* tensors quantized checkpoints carry beside the ones pagellm reads */
     PL_DTYPE_U8,      /* (compressed-tensors' unpacked zero points of symmetric schemes) */
+    PL_DTYPE_Q4,      /* a backend's packed int4 weights (backend.h's struct pl_weight); no
+                         element size (pl_dtype_size 0) */
     PL_DTYPE_COUNT
 };
 

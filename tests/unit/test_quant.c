@@ -407,6 +407,66 @@ static void test_formats_match_dequantized_reference(void)
     }
 }
 
+/* The int4 device layout (pl_quant_repack_int4, what a backend's packed matmul reads) gives
+ * back the reference's weights exactly, for every int4 format. */
+static void test_int4_repack_matches_reference(void)
+{
+    int n = 0;
+    const char *const *formats = pl_quant_format_list(&n);
+    for (int f = 0; f < n; f++) {
+        struct pl_quant_config q = parse_ok(pl_quant_format_config(formats[f]));
+        if (!pl_quant_is_int4(&q))
+            continue;
+        char path[600];
+        snprintf(path, sizeof(path), "%s/%s/model.safetensors", g_root, formats[f]);
+        struct pl_safetensors *st = NULL;
+        struct pl_err err = {0};
+        REQUIRE(pl_safetensors_open_file(path, &st, &err) == PL_STATUS_OK);
+        static const struct {
+            const char *module;
+            int64_t n, k;
+        } mods[] = {{"model.layers.0.mlp.down_proj", 256, 512},
+                    {"model.layers.1.self_attn.k_proj", 128, 256}};
+        for (int m = 0; m < 2; m++) {
+            const int64_t N = mods[m].n, K = mods[m].k, r0 = 8, r1 = N - 8;
+            float *ref = malloc(sizeof(float) * (size_t)(N * K));
+            uint32_t *codes = malloc(sizeof(uint32_t) * (size_t)(N * K / 8));
+            uint8_t *zeros = malloc((size_t)(N * K / 8));
+            float *scales = malloc(sizeof(float) * (size_t)(N * K / 8));
+            int32_t *gidx = malloc(sizeof(int32_t) * (size_t)K);
+            bool has_gidx = false;
+            int group = 0;
+            int64_t groups = 0;
+            REQUIRE(ref && codes && zeros && scales && gidx);
+            CHECK(pl_quant_dequant(&q, st, mods[m].module, N, K, 0, N, ref, &err) == PL_STATUS_OK);
+            CHECKF(pl_quant_repack_int4(&q, st, mods[m].module, N, K, r0, r1, codes, zeros, scales,
+                                        gidx, &has_gidx, &group, &groups, &err) == PL_STATUS_OK,
+                   "%s: %s", formats[f], err.msg);
+            CHECK(has_gidx == q.desc_act);
+            int bad = 0;
+            for (int64_t r = r0; r < r1 && !bad; r++)
+                for (int64_t k = 0; k < K; k++) {
+                    int64_t g = has_gidx ? gidx[k] : k / group;
+                    int code = (int)((codes[(r - r0) * (K / 8) + k / 8] >> (4 * (k % 8))) & 15u);
+                    float w = (float)(code - zeros[(r - r0) * groups + g]) *
+                              scales[(r - r0) * groups + g];
+                    if (w != ref[r * K + k]) {
+                        CHECKF(0, "%s %s [%lld][%lld]: %g, reference %g", formats[f],
+                               mods[m].module, (long long)r, (long long)k, w, ref[r * K + k]);
+                        bad = 1;
+                        break;
+                    }
+                }
+            free(ref);
+            free(codes);
+            free(zeros);
+            free(scales);
+            free(gidx);
+        }
+        pl_safetensors_free(st);
+    }
+}
+
 /* The quantization is real: a 4-bit model's logprobs move away from the bf16 model's. */
 static void test_quantized_differs_from_dense(void)
 {
@@ -654,6 +714,7 @@ int main(void)
     if (!g_root)
         return 1;
     PL_RUN(test_formats_match_dequantized_reference);
+    PL_RUN(test_int4_repack_matches_reference);
     PL_RUN(test_quantized_differs_from_dense);
     PL_RUN(test_online_fp8);
     PL_RUN(test_kv_cache_fp8_attention);
