@@ -156,6 +156,13 @@ pl_status pl_quant_repack_int4(const struct pl_quant_config *q, const struct pl_
                                int32_t *gidx, bool *has_gidx, int *group, int64_t *n_groups,
                                struct pl_err *err);
 
+/* The whole PL_DTYPE_Q4 buffer (backend.h's pl_q4_layout_of: header, codes, scales,
+ * zeros, g_idx) of rows [row_begin, row_end) of an int4 module, malloc'ed into *out
+ * (*n_bytes long; the caller frees it), ready to copy into backend memory. */
+pl_status pl_quant_q4_buffer(const struct pl_quant_config *q, const struct pl_safetensors *st,
+                             const char *module, int64_t n_out, int64_t n_in, int64_t row_begin,
+                             int64_t row_end, void **out, size_t *n_bytes, struct pl_err *err);
+
 /* Online FP8 (--quantization fp8) of one float weight w[n, k] in place, as vLLM's
  * per-tensor dynamic quantization does: scale = max|w| / 448 (1 when w is all zero),
  * w = e4m3(w / scale) * scale. Returns the scale. */

@@ -31,8 +31,11 @@
  */
 #include "model/quant.h"
 
+#include "backend/backend.h"
+
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const int AWQ_REVERSE[8] = {0, 4, 1, 5, 2, 6, 3, 7};
@@ -455,6 +458,51 @@ pl_status pl_quant_repack_int4(const struct pl_quant_config *q, const struct pl_
     case PL_QUANT_GPTQ: return dequant_gptq(&c, q, n_out, n_in, row_begin, row_end, NULL);
     default: return dequant_ct_packed(&c, q, n_out, n_in, row_begin, row_end, NULL);
     }
+}
+
+pl_status pl_quant_q4_buffer(const struct pl_quant_config *q, const struct pl_safetensors *st,
+                             const char *module, int64_t n_out, int64_t n_in, int64_t row_begin,
+                             int64_t row_end, void **out, size_t *n_bytes, struct pl_err *err)
+{
+    *out = NULL;
+    *n_bytes = 0;
+    const int64_t rows = row_end - row_begin, max_groups = n_in / 8 > 0 ? n_in / 8 : 1;
+    uint32_t *codes = malloc(sizeof(uint32_t) * (size_t)(rows * (n_in / 8) + 1));
+    uint8_t *zeros = malloc((size_t)(rows * max_groups + 1));
+    float *scales = malloc(sizeof(float) * (size_t)(rows * max_groups + 1));
+    int32_t *gidx = malloc(sizeof(int32_t) * (size_t)(n_in + 1));
+    char *buf = NULL;
+    bool has_gidx = false;
+    int group = 0;
+    int64_t n_groups = 0;
+    pl_status s = PL_STATUS_OK;
+    if (!codes || !zeros || !scales || !gidx)
+        s = pl_err_set(err, PL_STATUS_NO_MEMORY, "%s: out of memory", module);
+    if (s == PL_STATUS_OK)
+        s = pl_quant_repack_int4(q, st, module, n_out, n_in, row_begin, row_end, codes, zeros,
+                                 scales, gidx, &has_gidx, &group, &n_groups, err);
+    if (s == PL_STATUS_OK && (n_groups < 1 || n_groups > max_groups))
+        s = pl_err_set(err, PL_STATUS_FORMAT, "%s: %lld groups per row", module,
+                       (long long)n_groups);
+    const struct pl_q4_layout lay = pl_q4_layout_of(rows, n_in, n_groups, has_gidx);
+    if (s == PL_STATUS_OK && !(buf = calloc(1, (size_t)lay.n_bytes)))
+        s = pl_err_set(err, PL_STATUS_NO_MEMORY, "%s: out of memory", module);
+    if (s == PL_STATUS_OK) {
+        const int32_t head[4] = {group, (int32_t)n_groups, has_gidx, 0};
+        memcpy(buf, head, sizeof(head));
+        memcpy(buf + 16, codes, sizeof(uint32_t) * (size_t)(rows * (n_in / 8)));
+        memcpy(buf + lay.scale_off, scales, sizeof(float) * (size_t)(rows * n_groups));
+        memcpy(buf + lay.zero_off, zeros, (size_t)(rows * n_groups));
+        if (has_gidx)
+            memcpy(buf + lay.gidx_off, gidx, sizeof(int32_t) * (size_t)n_in);
+        *out = buf;
+        *n_bytes = (size_t)lay.n_bytes;
+    }
+    free(codes);
+    free(zeros);
+    free(scales);
+    free(gidx);
+    return s;
 }
 
 float pl_quant_fp8_roundtrip(float *w, size_t n)

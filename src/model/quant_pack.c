@@ -154,26 +154,31 @@ static void quantize_int(const struct int_layout *L, const float *w, int64_t n, 
                          uint8_t *q, int32_t *zero, float *scale, float *deq)
 {
     const int maxq = (1 << L->bits) - 1;
+    float *lo = malloc(sizeof(float) * 3 * (size_t)L->n_groups), *hi = lo + L->n_groups,
+          *amax = hi + L->n_groups;
+    if (!lo)
+        abort(); /* a few floats per group: a test tool's allocation */
     for (int64_t r = 0; r < n; r++) {
+        /* one pass over the row: each group's range (always holding 0, as GPTQ's) */
+        for (int64_t g = 0; g < L->n_groups; g++)
+            lo[g] = hi[g] = amax[g] = 0.0f;
+        for (int64_t i = 0; i < k; i++) {
+            const int64_t g = L->g_idx ? L->g_idx[i] : (L->group < 0 ? 0 : i / L->group);
+            const float x = w[r * k + i];
+            lo[g] = fminf(lo[g], x);
+            hi[g] = fmaxf(hi[g], x);
+            amax[g] = fmaxf(amax[g], fabsf(x));
+        }
         for (int64_t g = 0; g < L->n_groups; g++) {
-            float lo = 0.0f, hi = 0.0f, amax = 0.0f; /* the range always holds 0, as GPTQ's */
-            for (int64_t i = 0; i < k; i++) {
-                int64_t gi = L->g_idx ? L->g_idx[i] : (L->group < 0 ? 0 : i / L->group);
-                if (gi != g)
-                    continue;
-                float x = w[r * k + i];
-                lo = fminf(lo, x);
-                hi = fmaxf(hi, x);
-                amax = fmaxf(amax, fabsf(x));
-            }
             float s;
             int z;
             if (L->sym) {
-                s = round_to(amax > 0 ? 2.0f * amax / (float)maxq : 1e-3f, L->scale_dtype);
+                s = round_to(amax[g] > 0 ? 2.0f * amax[g] / (float)maxq : 1e-3f, L->scale_dtype);
                 z = (maxq + 1) / 2;
             } else {
-                s = round_to(hi > lo ? (hi - lo) / (float)maxq : 1e-3f, L->scale_dtype);
-                z = rnd(-lo / s);
+                s = round_to(hi[g] > lo[g] ? (hi[g] - lo[g]) / (float)maxq : 1e-3f,
+                             L->scale_dtype);
+                z = rnd(-lo[g] / s);
                 z = z < (L->zero_min_one ? 1 : 0) ? (L->zero_min_one ? 1 : 0) : z > maxq ? maxq : z;
             }
             scale[r * L->n_groups + g] = s;
@@ -189,6 +194,7 @@ static void quantize_int(const struct int_layout *L, const float *w, int64_t n, 
             deq[r * k + i] = (float)(v - z) * s;
         }
     }
+    free(lo);
 }
 
 static const int AWQ_ORDER[8] = {0, 2, 4, 6, 1, 3, 5, 7}; /* nibble i holds column ORDER[i] */

@@ -201,52 +201,18 @@ static pl_status convert_slot(struct loader *L, const struct pl_tensor_info *ti,
 }
 
 /* An int4 module kept packed where the backend multiplies PL_DTYPE_Q4 weights itself
- * (backend.h): the checkpoint's codes, zeros and scales in the layout of pl_q4_layout_of
- * (act-order kept as a g_idx table, so no permutation of the inputs), one buffer. */
+ * (backend.h): the checkpoint's codes, zeros and scales in pl_q4_layout_of's one buffer
+ * (act-order kept as a g_idx table, so no permutation of the inputs). */
 static pl_status q4_slot(struct loader *L, const char *name, const char *module, int64_t rows,
                          int64_t cols, int64_t src_rows, int64_t row_off, struct pl_weight *slot)
 {
-    const struct pl_quant_config *q = &L->cfg->quant;
-    const int64_t max_groups = cols / 8; /* group >= 32 in every int4 format; ample */
-    uint32_t *codes = malloc(sizeof(uint32_t) * (size_t)(rows * (cols / 8)));
-    uint8_t *zeros = malloc((size_t)(rows * max_groups));
-    float *scales = malloc(sizeof(float) * (size_t)(rows * max_groups));
-    int32_t *gidx = malloc(sizeof(int32_t) * (size_t)cols);
-    char *buf = NULL;
-    bool has_gidx = false;
-    int group = 0;
-    int64_t n_groups = 0;
-    pl_status st = PL_STATUS_OK;
-    if (!codes || !zeros || !scales || !gidx)
-        st = pl_err_set(L->err, PL_STATUS_NO_MEMORY, "tensor '%s': out of memory", name);
+    void *buf = NULL, *p = NULL;
+    size_t len = 0, n_bytes = 0;
+    pl_status st = pl_quant_q4_buffer(&L->cfg->quant, L->st, module, src_rows, cols, row_off,
+                                      row_off + rows, &buf, &len, L->err);
+    /* bytes as they are: U8 to U8 is a plain copy */
     if (st == PL_STATUS_OK)
-        st = pl_quant_repack_int4(q, L->st, module, src_rows, cols, row_off, row_off + rows,
-                                  codes, zeros, scales, gidx, &has_gidx, &group, &n_groups,
-                                  L->err);
-    if (st == PL_STATUS_OK && (n_groups < 1 || n_groups > max_groups))
-        st = pl_err_set(L->err, PL_STATUS_FORMAT, "%s: %lld groups per row", module,
-                        (long long)n_groups);
-    const struct pl_q4_layout lay = pl_q4_layout_of(rows, cols, n_groups, has_gidx);
-    if (st == PL_STATUS_OK && !(buf = calloc(1, (size_t)lay.n_bytes)))
-        st = pl_err_set(L->err, PL_STATUS_NO_MEMORY, "tensor '%s': out of memory", name);
-    void *p = NULL;
-    size_t n_bytes = 0;
-    if (st == PL_STATUS_OK) {
-        const int32_t head[4] = {group, (int32_t)n_groups, has_gidx, 0};
-        memcpy(buf, head, sizeof(head));
-        memcpy(buf + 16, codes, sizeof(uint32_t) * (size_t)(rows * (cols / 8)));
-        memcpy(buf + lay.scale_off, scales, sizeof(float) * (size_t)(rows * n_groups));
-        memcpy(buf + lay.zero_off, zeros, (size_t)(rows * n_groups));
-        if (has_gidx)
-            memcpy(buf + lay.gidx_off, gidx, sizeof(int32_t) * (size_t)cols);
-        /* a byte copy: "converting" U8 to U8 is not a float conversion, so upload directly */
-        st = convert_from(L, "packed", PL_DTYPE_U8, name, buf, (size_t)lay.n_bytes, PL_DTYPE_U8,
-                          &p, &n_bytes);
-    }
-    free(codes);
-    free(zeros);
-    free(scales);
-    free(gidx);
+        st = convert_from(L, "packed", PL_DTYPE_U8, name, buf, len, PL_DTYPE_U8, &p, &n_bytes);
     free(buf);
     if (st != PL_STATUS_OK)
         return st;
