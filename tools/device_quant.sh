@@ -6,14 +6,15 @@
 #      the dequantizing reference, every int4 format and group size, shapes up to 28672;
 #   2. every int4 test format of llama-quant through `pagellm generate`, cuda against cpu
 #      (the CPU path is the reference): greedy tokens compared;
-#   3. bench_throughput on bench-100m, bf16 against AWQ int4 (pl-mkmodel --quant awq_g128), in
-#      the same call: batch-1 decode 128 in / 256 out, and 64 prompts x 128/64.
+#   3. figures with dummy weights (bench/models/*/config.json) in the same call: Llama-3-8B
+#      bf16 against AWQ int4 at batch 1 (128 in / 256 out) and offline (S1=0 skips it;
+#      S1_PROMPTS, 256 by default, of 512 in / 256 out), and Llama-3-70B AWQ at batch 1.
 # Prepare (development machine):
 #   ./scripts/build.sh build && mkdir -p .carry/bin .carry/libs &&
 #   cp build/pl-mkmodel build/pagellm build/bench_throughput build/test_cuda_quant .carry/bin/ &&
 #   cp /lib/x86_64-linux-gnu/libjansson.so.4 /lib/x86_64-linux-gnu/libpcre2-8.so.0 \
 #     /lib/x86_64-linux-gnu/libutf8proc.so.2 .carry/libs/
-# Run (device tool, carry [".carry"]): tools/device_quant.sh   (about 3 minutes)
+# Run (device tool, carry [".carry"]): tools/device_quant.sh   (about 4 minutes)
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 B=$ROOT/.carry/bin
@@ -43,14 +44,24 @@ print(f'{tok}/{tot} tokens equal')" 2>&1)
   summary+="$f: $r"$'\n'
 done
 echo "==== llama-quant int4 formats, cuda vs cpu greedy"; printf "%s" "$summary"
-"$B/pl-mkmodel" --preset bench-100m --out "$M/b100" >/dev/null
-"$B/pl-mkmodel" --preset bench-100m --quant awq_g128 --out "$M/b100-awq" >/dev/null
-echo "==== bench_throughput bench-100m (cuda): bf16 vs AWQ int4"
-for m in b100 b100-awq; do
-  timeout 120 "$B/bench_throughput" --model "$M/$m" --device cuda --num-prompts 1 \
-    --input-len 128 --output-len 256 >"$OUT/tput1_$m.log" 2>&1
-  timeout 120 "$B/bench_throughput" --model "$M/$m" --device cuda --num-prompts 64 \
-    --input-len 128 --output-len 64 >"$OUT/tput64_$m.log" 2>&1
-  echo "$m batch-1 128/256: $(tail -1 "$OUT/tput1_$m.log")"
-  echo "$m 64 x 128/64:     $(tail -1 "$OUT/tput64_$m.log")"
-done
+# figures: Llama-3-8B shape with dummy weights, bf16 against AWQ int4 (packed dummies), and
+# the 70B AWQ shape at batch 1 (one card), in this one call
+BM=$ROOT/bench/models
+bench() { # name model extra-args...
+  local name=$1 model=$2; shift 2
+  timeout 150 "$B/bench_throughput" --model "$BM/$model" --load-format dummy --device cuda \
+    --warmup 1 "$@" >"$OUT/$name.log" 2>&1
+  echo "$name: $(awk '/output tokens\/s/ {print $3}' "$OUT/$name.log") output tok/s" \
+    "($(grep -m1 -o 'weights [0-9.]* MiB' "$OUT/$name.log" || true))"
+}
+echo "==== figures (dummy weights, cuda)"
+bench s2_8b_bf16 llama-3-8b --num-prompts 1 --input-len 128 --output-len 256
+bench s2_8b_awq llama-3-8b-awq --num-prompts 1 --input-len 128 --output-len 256
+if [ "${S1:-1}" = 1 ]; then
+  bench s1_8b_bf16 llama-3-8b --num-prompts "${S1_PROMPTS:-256}" --input-len 512 --output-len 256 \
+    --max-num-seqs 256 --max-num-batched-tokens 8192
+  bench s1_8b_awq llama-3-8b-awq --num-prompts "${S1_PROMPTS:-256}" --input-len 512 \
+    --output-len 256 --max-num-seqs 256 --max-num-batched-tokens 8192
+fi
+bench s2_70b_awq llama-3-70b-awq --num-prompts 1 --input-len 128 --output-len 256 \
+  --gpu-memory-utilization 0.95

@@ -1130,8 +1130,8 @@ pl_status pl_model_runner_new(const struct pl_model_runner_params *p,
         char what[160];
         pl_quant_describe(&r->cfg.quant, what, sizeof(what));
         if (dummy)
-            PL_WARN("quantization: %s in config.json, but --load-format dummy makes unquantized "
-                    "weights", what);
+            PL_INFO("quantization: %s; dummy weights: int4 modules packed where the %s backend "
+                    "runs them packed, the rest unquantized", what, r->be->ops->name);
         else
             PL_INFO("quantization: %s, dequantized at load (the reference path)", what);
     }

@@ -88,6 +88,52 @@ static void dummy_range(enum pl_op op, const struct pl_tensor_spec *t, int64_t c
     }
 }
 
+static pl_status convert_from(struct loader *L, const char *file, enum pl_dtype from,
+                              const char *name, const void *src, size_t n, enum pl_dtype to,
+                              void **out, size_t *out_bytes);
+
+/* A packed int4 dummy weight (PL_DTYPE_Q4) for a quantization_config the backend runs
+ * packed: random codes, zero 8 and scales a / 7.5 per group (weights within +-a, a =
+ * 1/sqrt(in_features) as the dense dummies), no act-order; built on the host. */
+static pl_status dummy_q4_slot(struct loader *L, const char *name, int64_t rows, int64_t cols,
+                               struct pl_weight *slot)
+{
+    const int group = L->cfg->quant.group_size > 0 ? L->cfg->quant.group_size : (int)cols;
+    const int64_t n_groups = (cols + group - 1) / group;
+    const struct pl_q4_layout lay = pl_q4_layout_of(rows, cols, n_groups, 0);
+    char *buf = malloc((size_t)lay.n_bytes);
+    if (!buf)
+        return pl_err_set(L->err, PL_STATUS_NO_MEMORY, "dummy tensor '%s': out of memory", name);
+    const int32_t head[4] = {group, (int32_t)n_groups, 0, 0};
+    memcpy(buf, head, sizeof(head));
+    uint32_t *codes = (uint32_t *)(buf + 16);
+    uint64_t s = L->seed++ * 0x632BE59BD9B4E019ull;
+    for (int64_t i = 0; i < rows * (cols / 8); i += 2) {
+        uint64_t z = (s += 0x9E3779B97F4A7C15ull);
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        z ^= z >> 31;
+        codes[i] = (uint32_t)z;
+        if (i + 1 < rows * (cols / 8))
+            codes[i + 1] = (uint32_t)(z >> 32);
+    }
+    const float sc = 1.0f / sqrtf((float)cols) / 7.5f;
+    for (int64_t i = 0; i < rows * n_groups; i++) {
+        ((float *)(buf + lay.scale_off))[i] = sc;
+        ((uint8_t *)(buf + lay.zero_off))[i] = 8;
+    }
+    void *p = NULL;
+    size_t n_bytes = 0;
+    pl_status st = convert_from(L, "dummy", PL_DTYPE_U8, name, buf, (size_t)lay.n_bytes,
+                                PL_DTYPE_U8, &p, &n_bytes);
+    free(buf);
+    if (st != PL_STATUS_OK)
+        return st;
+    *slot = (struct pl_weight){.data = p, .dtype = PL_DTYPE_Q4, .rows = rows, .cols = cols};
+    L->w->n_bytes += n_bytes;
+    return PL_STATUS_OK;
+}
+
 /* A dummy tensor: allocated on the backend and filled there (no host copy); each
  * tensor gets its own seed so no two tensors repeat each other. */
 static pl_status dummy_slot(struct loader *L, const struct pl_tensor_spec *t, const char *name,
@@ -328,9 +374,13 @@ static pl_status load_slot(struct loader *L, const struct pl_tensor_spec *t, con
     const bool fused = t->src_rows != PL_DIM_NONE;
     const int64_t src_rows = fused ? pl_arch_dim(c, t->src_rows) : rows;
     const int64_t row_off = fused ? pl_arch_dim(c, t->row_off) : 0;
+    char module[192];
+    if (!L->st && quantized_module(L, t, name, module, sizeof(module)) &&
+        pl_quant_is_int4(&c->quant) && t->scope != PL_SCOPE_EXPERT && cols % 8 == 0 &&
+        L->be->ops->supports(L->be, t->op, PL_DTYPE_Q4))
+        return dummy_q4_slot(L, name, rows, cols, slot);
     if (!L->st)
         return dummy_slot(L, t, name, rows, cols, slot);
-    char module[192];
     if (quantized_module(L, t, name, module, sizeof(module)))
         return quant_slot(L, t, name, module, rows, cols, src_rows, row_off, slot);
     const struct pl_tensor_info *ti = pl_safetensors_find(L->st, name);
