@@ -49,7 +49,7 @@ echo "==== llama-quant int4 formats, cuda vs cpu greedy"; printf "%s" "$summary"
 BM=$ROOT/bench/models
 bench() { # name model extra-args...
   local name=$1 model=$2; shift 2
-  timeout 150 "$B/bench_throughput" --model "$BM/$model" --load-format dummy --device cuda \
+  PAGELLM_LOG_LEVEL=info timeout 150 "$B/bench_throughput" --model "$BM/$model" --load-format dummy --device cuda \
     --warmup 1 "$@" >"$OUT/$name.log" 2>&1
   echo "$name: $(awk '/output tokens\/s/ {print $3}' "$OUT/$name.log") output tok/s" \
     "($(grep -m1 -o 'weights [0-9.]* MiB' "$OUT/$name.log" || true))"
