@@ -57,6 +57,37 @@ static pl_status refuse(const char *file, const json_t *q, const char *what, str
                       json_is_string(m) ? json_string_value(m) : "missing", keys, what);
 }
 
+/* Whether a "re:" pattern is one pagellm compiles: POSIX ERE that regcomp accepts, with at
+ * most 16 repetition operators and no operator repeating another ("a++", "a*{3}"): glibc's
+ * regcomp copies a subtree per nested repetition, so a hostile pattern could exhaust
+ * memory. The producers' patterns (".*mlp\\.gate$", "model.layers.[0-9]+.mlp") pass. */
+static bool regex_ok(const char *pat)
+{
+    int n_rep = 0;
+    bool prev_rep = false;
+    for (const char *p = pat; *p; p++) {
+        if (*p == '\\' && p[1]) {
+            p++;
+            prev_rep = false;
+            continue;
+        }
+        const bool rep = *p == '*' || *p == '+' || *p == '?' || *p == '{';
+        if (rep && (prev_rep || ++n_rep > 16))
+            return false;
+        if (*p == '{')
+            while (p[1] && *p != '}')
+                p++;
+        prev_rep = rep;
+    }
+    regex_t re;
+    char full[PL_QUANT_NAME_LEN + 8];
+    snprintf(full, sizeof(full), "^(%s)", pat);
+    if (regcomp(&re, full, REG_EXTENDED | REG_NOSUB))
+        return false;
+    regfree(&re);
+    return true;
+}
+
 /* A list of module names (or null) appended to q->ignore. */
 static pl_status read_ignore(const char *file, const json_t *q, const char *key,
                              struct pl_quant_config *out, struct pl_err *err)
@@ -81,16 +112,10 @@ static pl_status read_ignore(const char *file, const json_t *q, const char *key,
             return pl_err_set(err, PL_STATUS_UNSUPPORTED,
                               "%s: " P "%s lists more than %d modules", file, key,
                               PL_QUANT_MAX_IGNORE);
-        if (!strncmp(s, "re:", 3)) {
-            regex_t re;
-            char pat[PL_QUANT_NAME_LEN + 8];
-            snprintf(pat, sizeof(pat), "^(%s)", s + 3);
-            if (regcomp(&re, pat, REG_EXTENDED | REG_NOSUB))
-                return pl_err_set(err, PL_STATUS_UNSUPPORTED,
-                                  "%s: " P "%s[%zu] '%s' is not a regular expression pagellm "
-                                  "reads (POSIX extended)", file, key, i, s);
-            regfree(&re);
-        }
+        if (!strncmp(s, "re:", 3) && !regex_ok(s + 3))
+            return pl_err_set(err, PL_STATUS_UNSUPPORTED,
+                              "%s: " P "%s[%zu] '%s' is not a regular expression pagellm "
+                              "reads (POSIX extended, at most 16 repetitions)", file, key, i, s);
         snprintf(out->ignore[out->n_ignore++], PL_QUANT_NAME_LEN, "%s", s);
     }
     return PL_STATUS_OK;
@@ -269,7 +294,7 @@ static pl_status parse_ct(const char *file, const json_t *q, struct pl_quant_con
         if (s && !strcmp(s, "Linear")) {
             linear = true;
         } else if (s && !strncmp(s, "re:", 3) && strlen(s) < PL_QUANT_NAME_LEN &&
-                   o->n_targets < 8) {
+                   o->n_targets < 8 && regex_ok(s + 3)) {
             snprintf(o->targets[o->n_targets++], PL_QUANT_NAME_LEN, "%s", s);
         } else {
             char what[256];

@@ -119,6 +119,9 @@ static void test_parse_refusals(void)
                 "ignored_layers");
     parse_fails("{\"quant_method\": \"fp8\", \"ignored_layers\": [\"re:[\"]}",
                 PL_STATUS_UNSUPPORTED, "re:[");
+    /* nested repetitions make glibc's regcomp copy subtrees without bound (fuzzer-found) */
+    parse_fails("{\"quant_method\": \"fp8\", \"ignored_layers\": [\"re:a+++++++++\"]}",
+                PL_STATUS_UNSUPPORTED, "at most 16 repetitions");
     parse_fails("{\"quant_method\": \"compressed-tensors\", \"format\": \"int-quantized\", "
                 "\"config_groups\": {\"g\": {\"targets\": [\"Linear\"], \"weights\": {\"num_bits\": "
                 "8, \"type\": \"int\", \"strategy\": \"channel\"}}}}",
