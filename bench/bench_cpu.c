@@ -13,6 +13,7 @@
  * and as a fraction of the measured bandwidth. --results appends a markdown
  * row (date, commit, machine, figures) to FILE.
  */
+#include "cli/cli.h"
 #include "backend/backend.h"
 #include "backend/cpu/cpu_backend.h"
 #include "backend/cpu/threadpool.h"
@@ -257,6 +258,10 @@ int main(int argc, char **argv)
     p.max_num_batched_tokens = batch * prompt_len;
     p.max_num_seqs = batch;
     p.max_model_len = mbps * block_size;
+    struct pl_llm_params env;
+    pl_llm_params_default(&env);
+    pl_cli_llm_params_from_env(&env); /* PAGELLM_CPU_SIMD=0: the scalar reference kernels */
+    p.cpu_scalar_kernels = env.cpu_scalar_kernels;
     struct pl_err err;
     struct pl_model_runner *r = NULL;
     struct pl_backend *be = NULL;
@@ -266,6 +271,8 @@ int main(int argc, char **argv)
     if (synthetic) {
         synth_1b(&syn);
         st = pl_backend_cpu_new(threads, &be, &err);
+        if (st == PL_STATUS_OK)
+            pl_backend_cpu_use_simd(be, !p.cpu_scalar_kernels);
         if (st == PL_STATUS_OK)
             st = pl_model_runner_new_from_parts(&p, &syn.cfg, &syn.w, be, &r, &err);
     } else {
@@ -337,7 +344,7 @@ int main(int argc, char **argv)
     const char *name = model ? model : "synthetic-1b (bf16, Llama-3.2-1B shape)";
     printf("bench_cpu: %s\n", name);
     printf("  machine            %s, %d threads, AVX2 kernels %s\n", machine, threads,
-           pl_cpu_has_avx2() && !(getenv("PAGELLM_CPU_SIMD") && !strcmp(getenv("PAGELLM_CPU_SIMD"), "0"))
+           pl_cpu_has_avx2() && !p.cpu_scalar_kernels
                ? "on"
                : "off (PAGELLM_CPU_SIMD=0: plain scalar reference)");
     printf("  weights            %.1f MiB (%s), load %.2f s\n", (double)w->n_bytes / 1048576.0,

@@ -14,6 +14,7 @@
  * (peak blocks, waste, preemptions) as one table; the last line is a markdown
  * row for docs/results.md.
  */
+#include "cli/cli.h"
 #include "pagellm.h"
 
 #include <stdint.h>
@@ -42,6 +43,7 @@ int main(int argc, char **argv)
 {
     struct pl_llm_params lp;
     pl_llm_params_default(&lp);
+    pl_cli_llm_params_from_env(&lp); /* PAGELLM_CUDA_GEMV=0, PAGELLM_CUDA_GRAPHS=0, ... */
     int num_prompts = 64, input_len = 128, output_len = 64, warmup = 0;
     uint64_t seed = 0;
     for (int i = 1; i < argc; i++) {

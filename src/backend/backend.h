@@ -155,6 +155,7 @@ struct pl_model_needs {
  * (+ sigmoid(x . sh_router) * shared(x) when the shared expert is present). */
 struct pl_moe_args {
     int n_experts, top_k;
+    int hidden;                         /* the model's width (sizes the op's scratch) */
     bool norm_topk_prob;
     bool gelu_tanh;                     /* the experts' activation: gelu_tanh, else silu */
     const struct pl_weight *router;     /* [n_experts, hidden] */
@@ -355,12 +356,19 @@ static inline enum pl_dtype pl_backend_kv_dtype(struct pl_backend *be)
 
 /* Creates the CPU backend with n_threads worker threads (0 = one per core). */
 pl_status pl_backend_cpu_new(int n_threads, struct pl_backend **out, struct pl_err *err);
+/* on: the AVX2/FMA kernels where the CPU has them (the default); off: the plain scalar
+ * kernels, the reference implementation benchmarks compare against. */
+void pl_backend_cpu_use_simd(struct pl_backend *be, bool on);
 
 /* ---- selection by name (backend.c) ---- */
 
 struct pl_backend_params {
     int n_threads;  /* CPU threads, 0 = one per core */
     int device;     /* accelerator index */
+    bool float32;   /* compute in float32: an accelerator's float32 mode (CUDA: fp32
+                       activations, KV cache and products); the CPU always does */
+    bool cpu_scalar_kernels; /* CPU: scalar reference kernels only (no AVX2/FMA) */
+    bool cuda_cublas_only;   /* CUDA: no small-batch GEMV kernels (process-wide switch) */
 };
 
 /* Creates the backend named `name`: "cpu", an accelerator backend built in ("cuda"), or

@@ -18,6 +18,7 @@
  * ("[conversation reset]", "[cut at --max-tokens N]", "[interrupted]") go to
  * stderr, after stdout is flushed, so stdout holds only the replies.
  */
+#include "engine/sampling_params.h"
 #include "cli/cli.h"
 #include "util/err.h"
 

@@ -85,6 +85,11 @@ const char *pl_cli_split_flag(const char *arg, char *buf, size_t n, const char *
 bool pl_cli_parse_ids(const char *s, int32_t **out, int *n_out);
 
 void pl_cli_flags_init(struct pl_cli_flags *f);
+/* The environment's engine settings (VLLM_ALLOW_LONG_MAX_MODEL_LEN=1; PAGELLM_CUDA_GRAPHS=0
+ * -> enforce_eager, PAGELLM_SAMPLER=host -> host_sampling, PAGELLM_CPU_SIMD=0 ->
+ * cpu_scalar_kernels, PAGELLM_CUDA_GEMV=0 -> cuda_cublas_only) over p: the one place
+ * the programs (CLI, benchmarks) read them; the library never does. */
+void pl_cli_llm_params_from_env(struct pl_llm_params *p);
 void pl_cli_flags_fini(struct pl_cli_flags *f);
 /* A flag without a value: 1 when it is one of ours (applied), 0 otherwise. */
 int pl_cli_flags_bool(struct pl_cli_flags *f, const char *flag);

@@ -12,6 +12,7 @@
  * the model (vocabulary, max_position_embeddings, KV memory) is checked by
  * pl_llm_new after loading.
  */
+#include "engine/sampling_params.h"
 #include "cli/cli.h"
 #include "backend/backend.h"
 #include "engine/block_manager.h"
@@ -36,13 +37,31 @@ static bool env_true(const char *name)
     return v && *v && strcmp(v, "0") && strcasecmp(v, "false");
 }
 
+/* An environment variable set to exactly `value`. */
+static bool env_is(const char *name, const char *value)
+{
+    const char *v = getenv(name);
+    return v && !strcmp(v, value);
+}
+
+void pl_cli_llm_params_from_env(struct pl_llm_params *p)
+{
+    /* vLLM's variable, so a deployment's environment carries over */
+    p->allow_long_max_model_len = env_true("VLLM_ALLOW_LONG_MAX_MODEL_LEN");
+    /* pagellm's former engine variables (now pl_llm_params fields): the programs
+     * still read them, so scripts and deployments that set them keep working */
+    p->enforce_eager = env_is("PAGELLM_CUDA_GRAPHS", "0");
+    p->host_sampling = env_is("PAGELLM_SAMPLER", "host");
+    p->cpu_scalar_kernels = env_is("PAGELLM_CPU_SIMD", "0");
+    p->cuda_cublas_only = env_is("PAGELLM_CUDA_GEMV", "0");
+}
+
 void pl_cli_flags_init(struct pl_cli_flags *f)
 {
     memset(f, 0, sizeof(*f));
     pl_llm_params_default(&f->llm);
     pl_sampling_params_default(&f->sp);
-    /* vLLM's variable, so a deployment's environment carries over */
-    f->llm.allow_long_max_model_len = env_true("VLLM_ALLOW_LONG_MAX_MODEL_LEN");
+    pl_cli_llm_params_from_env(&f->llm);
 }
 
 void pl_cli_flags_fini(struct pl_cli_flags *f)
@@ -100,6 +119,10 @@ int pl_cli_flags_bool(struct pl_cli_flags *f, const char *flag)
     }
     if (!strcmp(flag, "--allow-long-max-model-len")) {
         f->llm.allow_long_max_model_len = true;
+        return 1;
+    }
+    if (!strcmp(flag, "--enforce-eager")) {
+        f->llm.enforce_eager = true;
         return 1;
     }
     if (!strcmp(flag, "--ignore-eos"))
@@ -658,6 +681,8 @@ const char *pl_cli_flags_help_engine(void)
            "                              what the KV cache holds); above the model's\n"
            "                              max_position_embeddings only with:\n"
            "  --allow-long-max-model-len  (or VLLM_ALLOW_LONG_MAX_MODEL_LEN=1)\n"
+           "  --enforce-eager             no CUDA graphs: every step eager (or\n"
+           "                              PAGELLM_CUDA_GRAPHS=0)\n"
            "  --long-prefill-token-threshold N  prefill at most N tokens of a prompt per step\n"
            "                              (0 = only the step budget limits it)\n"
            "  --prefill-chunk N           the same (the interim driver's name)\n"
@@ -671,9 +696,11 @@ const char *pl_cli_flags_help_engine(void)
            "  --load-format F             auto | safetensors | dummy (random weights from\n"
            "                              config.json)\n"
            "  --dtype D                   weights' dtype, converted at load: auto (the\n"
-           "                              checkpoint's), bfloat16, float16 (half), float32\n"
-           "                              (float); CPU computes in float32, CUDA in bfloat16\n"
-           "                              (so CUDA refuses float32)\n"
+           "                              checkpoint's; a float32 one runs in bfloat16 on\n"
+           "                              CUDA), bfloat16, float16 (half), float32 (float:\n"
+           "                              on CUDA the float32 mode, every op in fp32, for\n"
+           "                              comparing with transformers; the CPU always\n"
+           "                              computes in float32)\n"
            "  --quantization Q            none (the checkpoint's quantization_config), awq,\n"
            "                              gptq, compressed-tensors, fp8 (fp8 also quantizes an\n"
            "                              unquantized checkpoint at load); docs/quantization.md\n"

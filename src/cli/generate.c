@@ -9,6 +9,7 @@
  * 2 bad flags or values (the message names the flag or field), 1 runtime
  * errors (with the library's message).
  */
+#include "engine/sampling_params.h"
 #include "cli/cli.h"
 #include "model/hub.h"
 #include "model/tiny_model.h"

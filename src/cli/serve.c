@@ -17,8 +17,8 @@
  */
 #include "cli/cli.h"
 #include "engine/async_engine.h"
+#include "engine/llm_internal.h"
 #include "server/http.h"
-#include "server/llm_engine.h"
 #include "server/metrics.h"
 #include "server/openai.h"
 #include "server/reasoning.h"
@@ -415,7 +415,7 @@ struct observers {
     struct pl_serving_log *log;
 };
 
-static void observe_all(void *user, const struct pl_async_output *o)
+static void observe_all(void *user, const struct pl_request_output *o)
 {
     struct observers *obs = user;
     pl_metrics_observe(obs->metrics, o);
@@ -539,7 +539,7 @@ int pl_cli_serve(int argc, char **argv)
     ap.stall_timeout_s = o.stall_s;
     ap.observe = observe_all;
     ap.observe_user = &obs;
-    if (pl_async_engine_new(&pl_llm_engine_ops, llm, &ap, &ae, &err) != PL_STATUS_OK) {
+    if (pl_llm_start_async(llm, &ap, &ae, &err) != PL_STATUS_OK) {
         fprintf(stderr, "pagellm serve: %s\n", err.msg);
         goto out;
     }
@@ -590,7 +590,8 @@ int pl_cli_serve(int argc, char **argv)
     fprintf(stderr, "pagellm serve: stopped\n");
 out:
     pl_http_server_free(http);
-    pl_async_engine_free(ae);
+    if (llm)
+        pl_llm_stop_async(llm); /* the engine thread (ae) */
     pl_serving_log_free(slog); /* after the engine thread: it observes into the log */
     pl_openai_free(oai);
     pl_metrics_free(metrics);

@@ -11,7 +11,7 @@
  */
 #include "cli/cli.h"
 #include "engine/async_engine.h"
-#include "server/llm_engine.h"
+#include "engine/llm_internal.h"
 #include "server/openai.h"
 #include "model/quant.h"
 #include "tokenizer/tokenizer.h"
@@ -460,7 +460,7 @@ int pl_cli_worker(int argc, char **argv)
                                   /* worker-vllm's REASONING_PARSER: reasoning_content in the
                                    * OpenAI-route answers, as the server's --reasoning-parser */
                                   .reasoning_parser = getenv("REASONING_PARSER")};
-    pl_status st = pl_async_engine_new(&pl_llm_engine_ops, llm, &ap, &ctx.ae, &err);
+    pl_status st = pl_llm_start_async(llm, &ap, &ctx.ae, &err);
     if (st == PL_STATUS_OK) {
         op.ae = ctx.ae;
         st = pl_openai_new(&op, &ctx.oai, &err);
@@ -481,7 +481,7 @@ int pl_cli_worker(int argc, char **argv)
     } else {
         rc = pl_rp_worker_run(&ctx);
     }
-    pl_async_engine_free(ctx.ae);
+    pl_llm_stop_async(llm); /* the engine thread (ctx.ae) */
     pl_openai_free(ctx.oai);
     pl_sampling_params_fini(&defaults);
     pl_tokenizer_free(tok);

@@ -7,9 +7,15 @@
  * while taking ae->mu, except in pl_async_request_abort, which takes r->mu,
  * reads, releases it and only then takes ae->mu. The id -> request table is
  * touched by the engine thread only.
+ * Deltas are the engine's struct pl_request_output, moved from the poll
+ * buffer (ae->poll_buf, sized at creation) into a heap struct per delta --
+ * the request's reserved one (r->final) for its last -- and queued.
  */
+#include "engine/sampling_params.h"
 #include "engine/async_engine.h"
 
+#include "util/clock.h"
+#include "util/debug_env.h"
 #include "util/log.h"
 
 #include <errno.h>
@@ -40,17 +46,18 @@ struct pl_async_request {
     struct pl_sampling_params sp;   /* owns its arrays */
     bool pooling;                   /* a pooling request: pool, not sp */
     struct pl_pooling_params pool;
+    char *name, *prompt_text;       /* or NULL */
+    double t_arrival;
     /* outbox (guarded by mu) */
-    struct pl_async_output **q;     /* [q_cap], live entries q_head..q_len */
+    pthread_cond_t cv;              /* signalled when a delta is queued */
+    struct pl_request_output **q;   /* [q_cap], live entries q_head..q_len */
     int q_head, q_len, q_cap;
     bool finished;                  /* finished delta routed */
     bool abort_sent;
     pl_async_notify_fn notify;      /* NULL after release */
     void *notify_user;
     /* engine thread only */
-    double t_arrival, t_first_token, t_last_token;
-    bool routed_any;
-    enum pl_async_finish finish;    /* the first sample finish routed (the request's reason) */
+    struct pl_request_output *final; /* reserved at submit for the last delta; NULL once used */
     struct pl_async_request *hnext; /* id table chain */
 };
 
@@ -69,11 +76,10 @@ struct pl_async_engine {
     bool thread_exited;
     int n_unfinished;
     uint64_t next_id;
-    struct pl_engine_stats stats;
+    struct pl_llm_stats stats;
     double beat_time;               /* monotonic seconds of the last heartbeat */
     uint64_t beat_steps;
-    double t_step_start;            /* engine thread: start of the current step */
-    bool repoll;                    /* engine thread: the last poll failed, outputs wait */
+    struct pl_request_output *poll_buf; /* engine thread: [POLL_CAP] */
 
     /* engine thread only: id -> request */
     struct pl_async_request **table;
@@ -81,39 +87,12 @@ struct pl_async_engine {
     size_t table_len;
 };
 
+/* Deltas taken from the engine per poll call (more are taken by calling again). */
+#define POLL_CAP 64
+
 double pl_async_now(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-const char *pl_async_finish_str(enum pl_async_finish f)
-{
-    switch (f) {
-    case PL_ASYNC_FINISH_STOP: return "stop";
-    case PL_ASYNC_FINISH_LENGTH: return "length";
-    case PL_ASYNC_FINISH_ABORT: return "abort";
-    case PL_ASYNC_FINISH_ERROR: return "error";
-    default: return NULL;
-    }
-}
-
-void pl_async_output_free(struct pl_async_output *o)
-{
-    if (!o)
-        return;
-    for (int i = 0; i < o->n_samples; i++) {
-        free(o->samples[i].text);
-        free(o->samples[i].token_ids);
-        free(o->samples[i].logprobs);
-        free(o->samples[i].stop_str);
-    }
-    free(o->samples);
-    free(o->prompt_logprobs);
-    free(o->error_msg);
-    free(o->embedding);
-    free(o);
+    return pl_clock_seconds();
 }
 
 void pl_async_engine_params_default(struct pl_async_engine_params *p)
@@ -133,10 +112,14 @@ static void request_unref(struct pl_async_request *r)
     if (refs > 0)
         return;
     for (int i = r->q_head; i < r->q_len; i++)
-        pl_async_output_free(r->q[i]);
+        pl_request_output_free(r->q[i]);
     free(r->q);
+    free(r->final);
     free(r->prompt);
+    free(r->name);
+    free(r->prompt_text);
     pl_sampling_params_fini(&r->sp);
+    pthread_cond_destroy(&r->cv);
     pthread_mutex_destroy(&r->mu);
     free(r);
 }
@@ -146,15 +129,46 @@ uint64_t pl_async_request_id(const struct pl_async_request *r)
     return r->id;
 }
 
-struct pl_async_output *pl_async_request_pop(struct pl_async_request *r)
+/* With r->mu held. */
+static struct pl_request_output *pop_locked(struct pl_async_request *r)
 {
-    struct pl_async_output *o = NULL;
-    pthread_mutex_lock(&r->mu);
+    struct pl_request_output *o = NULL;
     if (r->q_head < r->q_len) {
         o = r->q[r->q_head++];
         if (r->q_head == r->q_len)
             r->q_head = r->q_len = 0;
     }
+    return o;
+}
+
+struct pl_request_output *pl_async_request_pop(struct pl_async_request *r)
+{
+    pthread_mutex_lock(&r->mu);
+    struct pl_request_output *o = pop_locked(r);
+    pthread_mutex_unlock(&r->mu);
+    return o;
+}
+
+struct pl_request_output *pl_async_request_wait(struct pl_async_request *r, double timeout_s)
+{
+    struct timespec deadline;
+    if (timeout_s > 0) {
+        clock_gettime(CLOCK_REALTIME, &deadline); /* pthread_cond_timedwait's clock */
+        double t = (double)deadline.tv_sec + (double)deadline.tv_nsec * 1e-9 + timeout_s;
+        deadline.tv_sec = (time_t)t;
+        deadline.tv_nsec = (long)((t - (double)deadline.tv_sec) * 1e9);
+    }
+    pthread_mutex_lock(&r->mu);
+    struct pl_request_output *o = pop_locked(r);
+    while (!o && !r->finished && timeout_s != 0) {
+        if (timeout_s < 0)
+            pthread_cond_wait(&r->cv, &r->mu);
+        else if (pthread_cond_timedwait(&r->cv, &r->mu, &deadline) == ETIMEDOUT)
+            timeout_s = 0;
+        o = pop_locked(r);
+    }
+    if (!o)
+        o = pop_locked(r);
     pthread_mutex_unlock(&r->mu);
     return o;
 }
@@ -268,36 +282,30 @@ static void table_del(struct pl_async_engine *ae, struct pl_async_request *r)
 
 /* ---- routing (engine thread) ---------------------------------------------- */
 
-/* Queues o on r (takes ownership), notifies, and on the finished delta drops
- * the engine's reference. */
-static void route(struct pl_async_engine *ae, struct pl_async_request *r, struct pl_async_output *o)
+/* Moves *item (zeroed afterwards) to r's outbox, notifies, and on the finished
+ * delta drops the engine's reference. The last delta goes into the struct and
+ * outbox slot reserved at submit: it is never dropped. */
+static void route(struct pl_async_engine *ae, struct pl_async_request *r,
+                  struct pl_request_output *item)
 {
-    double now = pl_async_now();
-    bool has_tokens = false;
-    for (int i = 0; i < o->n_samples; i++)
-        has_tokens |= o->samples[i].n_token_ids > 0;
-    if (has_tokens && r->t_first_token == 0)
-        r->t_first_token = now;
-    o->t_arrival = r->t_arrival;
-    o->t_first_token = r->t_first_token;
-    o->t_prev_token = r->t_last_token;
-    o->t_step_start = ae->t_step_start ? ae->t_step_start : now;
-    o->t_now = now;
-    o->is_first = !r->routed_any;
-    r->routed_any = true;
-    if (has_tokens)
-        r->t_last_token = now;
-    /* the request's reason is the first sample finish it routed, whichever delta
-     * carried it (the last delta may hold no sample at all); an error wins */
-    for (int i = 0; i < o->n_samples && r->finish == PL_ASYNC_FINISH_NONE; i++)
-        r->finish = o->samples[i].finish;
-    if (o->error_msg)
-        r->finish = PL_ASYNC_FINISH_ERROR;
-    if (o->finished)
-        o->finish = r->finish != PL_ASYNC_FINISH_NONE ? r->finish : PL_ASYNC_FINISH_ABORT;
+    bool finished = item->finished;
+    struct pl_request_output *o;
+    if (finished && r->final) {
+        o = r->final;
+        r->final = NULL;
+    } else {
+        o = malloc(sizeof(*o));
+    }
+    if (!o) {
+        /* a non-final delta: its news is lost, the request still ends */
+        pl_log(PL_LOG_ERROR, "async engine: out of memory routing a delta");
+        pl_request_output_fini(item);
+        return;
+    }
+    *o = *item;
+    memset(item, 0, sizeof(*item));
     if (ae->params.observe)
         ae->params.observe(ae->params.observe_user, o);
-    bool finished = o->finished;
     if (finished) {
         /* counted out before the waiter can see its last delta */
         pthread_mutex_lock(&ae->mu);
@@ -307,37 +315,28 @@ static void route(struct pl_async_engine *ae, struct pl_async_request *r, struct
 
     pthread_mutex_lock(&r->mu);
     if (r->q_len == r->q_cap) {
-        int cap = r->q_cap ? r->q_cap * 2 : 8;
-        struct pl_async_output **q = realloc(r->q, sizeof(*q) * (size_t)cap);
-        if (!q) {
-            /* drop a non-final delta rather than fail: its text is lost, the
-             * request still ends (the final delta is forced through below) */
-            pthread_mutex_unlock(&r->mu);
-            pl_log(PL_LOG_ERROR, "async engine: out of memory routing a delta");
-            if (!finished) {
-                pl_async_output_free(o);
-                return;
-            }
-            o->n_samples = 0;
-            pthread_mutex_lock(&r->mu);
-            /* reuse the slot of the oldest unread delta for the final one */
-            if (r->q_len > r->q_head) {
-                pl_async_output_free(r->q[r->q_len - 1]);
-                r->q_len--;
-            }
-        } else {
+        int cap = r->q_cap * 2;
+        struct pl_request_output **q = realloc(r->q, sizeof(*q) * (size_t)cap);
+        if (q) {
             r->q = q;
             r->q_cap = cap;
+        } else if (!finished) {
+            pthread_mutex_unlock(&r->mu);
+            pl_log(PL_LOG_ERROR, "async engine: out of memory queueing a delta");
+            pl_request_output_free(o);
+            return;
+        } else {
+            /* the last delta takes the newest unread one's slot (its news is lost) */
+            pl_log(PL_LOG_ERROR, "async engine: out of memory queueing a delta");
+            pl_request_output_free(r->q[--r->q_len]);
         }
     }
-    if (r->q_len < r->q_cap)
-        r->q[r->q_len++] = o;
-    else
-        pl_async_output_free(o);
+    r->q[r->q_len++] = o;
     if (finished)
         r->finished = true;
     if (r->notify)
         r->notify(r->notify_user);
+    pthread_cond_broadcast(&r->cv);
     pthread_mutex_unlock(&r->mu);
 
     if (finished) {
@@ -346,31 +345,24 @@ static void route(struct pl_async_engine *ae, struct pl_async_request *r, struct
     }
 }
 
-/* A finished delta carrying an error, for a request the engine refused or lost. */
+/* A finished delta carrying an error, for a request the engine refused or lost
+ * (built in the reserved struct: only its texts may be missing). */
 static void route_error(struct pl_async_engine *ae, struct pl_async_request *r, pl_status st,
                         const char *msg)
 {
-    struct pl_async_output *o = calloc(1, sizeof(*o));
-    if (!o) {
-        /* last resort: mark finished without a delta so the waiter can end */
-        pthread_mutex_lock(&r->mu);
-        r->finished = true;
-        if (r->notify)
-            r->notify(r->notify_user);
-        pthread_mutex_unlock(&r->mu);
-        table_del(ae, r);
-        pthread_mutex_lock(&ae->mu);
-        ae->n_unfinished--;
-        pthread_mutex_unlock(&ae->mu);
-        request_unref(r);
-        return;
-    }
-    o->request_id = r->id;
-    o->n_prompt_tokens = r->n_prompt;
-    o->finished = true;
-    o->error_status = st;
-    o->error_msg = strdup(msg ? msg : "engine error");
-    route(ae, r, o);
+    struct pl_request_output o;
+    memset(&o, 0, sizeof(o));
+    char num[24];
+    snprintf(num, sizeof(num), "%llu", (unsigned long long)r->id);
+    o.request_num = r->id;
+    o.request_id = strdup(r->name ? r->name : num);
+    o.finished = true;
+    o.finish_reason = PL_FINISH_ERROR;
+    o.error_status = st != PL_STATUS_OK ? st : PL_STATUS_INTERNAL;
+    o.error = strdup(msg ? msg : "engine error");
+    o.metrics.arrival_time = r->t_arrival;
+    o.metrics.finished_time = pl_async_now();
+    route(ae, r, &o);
 }
 
 static void heartbeat(struct pl_async_engine *ae, bool stepped)
@@ -400,14 +392,16 @@ static void apply(struct pl_async_engine *ae, struct cmd *c)
             route_error(ae, r, PL_STATUS_NO_MEMORY, "out of memory");
             break;
         }
-        pl_status st;
-        if (!r->pooling)
-            st = ae->ops->add_request(ae->engine, r->id, r->prompt, r->n_prompt, &r->sp, &err);
-        else if (ae->ops->add_pooling_request)
-            st = ae->ops->add_pooling_request(ae->engine, r->id, r->prompt, r->n_prompt, &r->pool,
-                                              &err);
-        else
-            st = pl_err_set(&err, PL_STATUS_UNSUPPORTED, "this engine cannot run pooling requests");
+        struct pl_engine_request er = {0};
+        er.request_id = r->id;
+        er.name = r->name;
+        er.prompt_text = r->prompt_text;
+        er.prompt = r->prompt;
+        er.n_prompt = r->n_prompt;
+        er.params = r->pooling ? NULL : &r->sp;
+        er.pooling = r->pooling ? &r->pool : NULL;
+        er.arrival_time = r->t_arrival;
+        pl_status st = ae->ops->add_request(ae->engine, &er, &err);
         free(r->prompt);
         r->prompt = NULL;
         pl_sampling_params_fini(&r->sp);
@@ -427,28 +421,22 @@ static void apply(struct pl_async_engine *ae, struct cmd *c)
     }
 }
 
-/* Routes everything the engine has; returns how many requests it finished. A
- * failed poll (out of memory: nothing is lost) is retried by the loop. */
+/* Routes everything the engine has; returns how many requests it finished. */
 static int poll_and_route(struct pl_async_engine *ae)
 {
-    struct pl_err err = {0};
-    struct pl_async_output **outs = NULL;
-    int n = 0, n_finished = 0;
-    if (ae->ops->poll(ae->engine, &outs, &n, &err) != PL_STATUS_OK) {
-        pl_log(PL_LOG_ERROR, "engine poll failed (retrying): %s", err.msg);
-        ae->repoll = true;
-        return 0;
-    }
-    ae->repoll = false;
-    for (int i = 0; i < n; i++) {
-        struct pl_async_request *r = table_get(ae, outs[i]->request_id);
-        n_finished += r && outs[i]->finished;
-        if (r)
-            route(ae, r, outs[i]);
-        else
-            pl_async_output_free(outs[i]);
-    }
-    free(outs);
+    int n, n_finished = 0;
+    do {
+        n = ae->ops->poll(ae->engine, ae->poll_buf, POLL_CAP);
+        for (int i = 0; i < n; i++) {
+            struct pl_request_output *o = &ae->poll_buf[i];
+            struct pl_async_request *r = table_get(ae, o->request_num);
+            n_finished += r && o->finished;
+            if (r)
+                route(ae, r, o);
+            else
+                pl_request_output_fini(o);
+        }
+    } while (n == POLL_CAP);
     return n_finished;
 }
 
@@ -469,8 +457,7 @@ static void *engine_main(void *arg)
     struct pl_err err = {0};
     for (;;) {
         pthread_mutex_lock(&ae->mu);
-        while (!ae->stop && !ae->inbox_head && !ae->repoll &&
-               !ae->ops->has_unfinished(ae->engine)) {
+        while (!ae->stop && !ae->inbox_head && !ae->ops->has_unfinished(ae->engine)) {
             pthread_cond_wait(&ae->cv, &ae->mu);
             ae->beat_time = pl_async_now(); /* waking up is progress */
         }
@@ -487,18 +474,12 @@ static void *engine_main(void *arg)
         }
         if (stop)
             break;
-        if (ae->repoll) {
-            poll_and_route(ae);
-            if (ae->repoll) { /* still out of memory: give the rest of the process a moment */
-                struct timespec ts = {0, 10 * 1000 * 1000};
-                nanosleep(&ts, NULL);
-            }
-        }
         if (!ae->ops->has_unfinished(ae->engine)) {
-            /* Nothing runs and every output was taken: a request still waiting here
-             * was lost by the engine (out of memory on its way out). End it rather
-             * than let its client wait for ever. */
-            if (!ae->repoll && ae->table_len > 0) {
+            /* Nothing runs: a request still waiting here was lost by the engine
+             * (which breaks its contract). End it rather than let its client
+             * wait for ever. */
+            poll_and_route(ae);
+            if (ae->table_len > 0) {
                 pl_log(PL_LOG_ERROR, "async engine: %zu requests ended without a last delta",
                        ae->table_len);
                 fail_all(ae, PL_STATUS_INTERNAL, "the engine lost this request");
@@ -510,13 +491,12 @@ static void *engine_main(void *arg)
             nanosleep(&ts, NULL);
             continue;
         }
-        ae->t_step_start = pl_async_now();
         pl_status step_st = ae->ops->step(ae->engine, &err);
         if (step_st != PL_STATUS_OK)
             pl_log(PL_LOG_ERROR, "engine step failed: %s", err.msg);
         /* the step's ends -- normal or failed -- go out now, not with a later step */
         int n_finished = poll_and_route(ae);
-        if (step_st != PL_STATUS_OK && n_finished == 0 && !ae->repoll) {
+        if (step_st != PL_STATUS_OK && n_finished == 0) {
             /* The engine failed the step but ended nothing: it cannot tell which
              * requests the failure touched, so all of them fail, with the error
              * (never a normal finish), rather than spin on it. */
@@ -524,7 +504,7 @@ static void *engine_main(void *arg)
             snprintf(msg, sizeof(msg), "engine step failed: %s", err.msg);
             fail_all(ae, step_st, msg);
         }
-        struct pl_engine_stats st;
+        struct pl_llm_stats st;
         memset(&st, 0, sizeof(st));
         ae->ops->get_stats(ae->engine, &st);
         pthread_mutex_lock(&ae->mu);
@@ -568,11 +548,18 @@ pl_status pl_async_engine_new(const struct pl_engine_ops *ops, void *engine,
         ae->params = *params;
     else
         pl_async_engine_params_default(&ae->params);
-    const char *stall = getenv("PAGELLM_TEST_STALL_FILE");
-    if (stall && *stall)
-        ae->stall_file = strdup(stall);
+    struct pl_debug_env dbg;
+    pl_debug_env_read(&dbg);
+    if (dbg.test_stall_file)
+        ae->stall_file = strdup(dbg.test_stall_file);
     ae->next_id = 1;
     ae->beat_time = pl_async_now();
+    ae->poll_buf = calloc(POLL_CAP, sizeof(*ae->poll_buf));
+    if (!ae->poll_buf) {
+        free(ae->stall_file);
+        free(ae);
+        return pl_err_set(err, PL_STATUS_NO_MEMORY, "out of memory");
+    }
     pthread_mutex_init(&ae->mu, NULL);
     pthread_cond_init(&ae->cv, NULL);
     int rc = pthread_create(&ae->thread, NULL, engine_main, ae);
@@ -605,6 +592,7 @@ void pl_async_engine_free(struct pl_async_engine *ae)
         free(c);
     }
     free(ae->table);
+    free(ae->poll_buf);
     free(ae->stall_file);
     pthread_cond_destroy(&ae->cv);
     pthread_mutex_destroy(&ae->mu);
@@ -622,11 +610,28 @@ static pl_status request_new(const struct pl_async_submission *sub, pl_async_not
         return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "prompt: bad token ids");
     struct pl_async_request *r = calloc(1, sizeof(*r));
     struct cmd *c = calloc(1, sizeof(*c));
-    if (r)
+    bool ok = r && c;
+    if (ok) {
         r->prompt = malloc(sizeof(int32_t) * (size_t)(sub->n_prompt > 0 ? sub->n_prompt : 1));
-    if (!r || !c || !r->prompt) {
-        if (r)
+        r->final = calloc(1, sizeof(*r->final));
+        r->q_cap = 4;
+        r->q = malloc(sizeof(*r->q) * (size_t)r->q_cap);
+        r->name = sub->name ? strdup(sub->name) : NULL;
+        r->prompt_text = sub->prompt_text ? strdup(sub->prompt_text) : NULL;
+        pl_sampling_params_default(&r->sp);
+        ok = r->prompt && r->final && r->q && (!sub->name || r->name) &&
+             (!sub->prompt_text || r->prompt_text) &&
+             (!sub->params || pl_sampling_params_copy(&r->sp, sub->params, err) == PL_STATUS_OK);
+    }
+    if (!ok) {
+        if (r) {
             free(r->prompt);
+            free(r->final);
+            free(r->q);
+            free(r->name);
+            free(r->prompt_text);
+            pl_sampling_params_fini(&r->sp);
+        }
         free(r);
         free(c);
         return pl_err_set(err, PL_STATUS_NO_MEMORY, "out of memory");
@@ -634,18 +639,12 @@ static pl_status request_new(const struct pl_async_submission *sub, pl_async_not
     if (sub->n_prompt)
         memcpy(r->prompt, sub->prompt_ids, sizeof(int32_t) * (size_t)sub->n_prompt);
     r->n_prompt = sub->n_prompt;
-    pl_sampling_params_default(&r->sp);
     if (sub->pooling) {
         r->pooling = true;
         r->pool = *sub->pooling;
     }
-    if (sub->params && pl_sampling_params_copy(&r->sp, sub->params, err) != PL_STATUS_OK) {
-        free(r->prompt);
-        free(r);
-        free(c);
-        return PL_STATUS_NO_MEMORY;
-    }
     pthread_mutex_init(&r->mu, NULL);
+    pthread_cond_init(&r->cv, NULL);
     r->refs = 2;
     r->notify = notify;
     r->notify_user = notify_user;
@@ -720,7 +719,7 @@ pl_status pl_async_engine_submit(struct pl_async_engine *ae, const int32_t *prom
                                  pl_async_notify_fn notify, void *notify_user,
                                  struct pl_async_request **out, struct pl_err *err)
 {
-    struct pl_async_submission sub = {prompt_ids, n_prompt, params, NULL};
+    struct pl_async_submission sub = {prompt_ids, n_prompt, params, NULL, NULL, NULL};
     return pl_async_engine_submit_all(ae, &sub, 1, notify, notify_user, out, err);
 }
 
@@ -731,7 +730,8 @@ pl_status pl_async_engine_submit_pooling(struct pl_async_engine *ae, const int32
 {
     struct pl_pooling_params dflt;
     pl_pooling_params_default(&dflt);
-    struct pl_async_submission sub = {prompt_ids, n_prompt, NULL, params ? params : &dflt};
+    struct pl_async_submission sub = {prompt_ids, n_prompt, NULL, params ? params : &dflt, NULL,
+                                      NULL};
     return pl_async_engine_submit_all(ae, &sub, 1, notify, notify_user, out, err);
 }
 
@@ -754,7 +754,7 @@ int pl_async_engine_num_unfinished(struct pl_async_engine *ae)
     return n;
 }
 
-void pl_async_engine_stats(struct pl_async_engine *ae, struct pl_engine_stats *out)
+void pl_async_engine_stats(struct pl_async_engine *ae, struct pl_llm_stats *out)
 {
     pthread_mutex_lock(&ae->mu);
     *out = ae->stats;

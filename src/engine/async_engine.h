@@ -1,8 +1,10 @@
 /*
- * async_engine.h -- the engine thread and the thread-safe queues between it and servers.
+ * async_engine.h -- the engine thread and the thread-safe queues between it and its
+ * callers (the server, the worker, the library's streams).
  *
  * Owns: one thread that owns an engine (any struct pl_engine_ops implementation:
- * the real pl_llm adapter in production, fakes in tests), an inbox of commands
+ * a pl_llm handle's ops in production (engine/llm.c, started by pl_llm_submit or
+ * pl_llm_start_async), fakes in tests), an inbox of commands
  * (add, abort) that any thread may post, and one outbox per request that the
  * engine thread fills with deltas. Nothing outside the engine thread ever calls
  * the engine; other threads see it only through request handles, counters and
@@ -25,8 +27,10 @@
  *
  * Faults: the deltas of a step's ends are routed right after that step (a
  * request's end is never held until another request arrives); a failed step
- * ends only the requests the engine failed, with an error delta; a failed poll
- * is retried without waiting for new work.
+ * ends only the requests the engine failed, with an error delta. Memory for a
+ * request's last delta (the struct and its outbox slot) is reserved at
+ * submit, so running out of memory may drop a delta's news but never a
+ * request's end.
  *
  * Invariants: every submitted request gets exactly one finished delta;
  * notify runs on the engine thread with the request's lock held, so it must
@@ -43,6 +47,7 @@
 #ifndef PL_ENGINE_ASYNC_ENGINE_H
 #define PL_ENGINE_ASYNC_ENGINE_H
 
+#include "engine/engine.h"
 #include "pagellm.h"
 #include "util/err.h"
 
@@ -50,106 +55,31 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Logprobs at one position (the sampled token plus the n_top most likely ones). */
-struct pl_async_logprob {
-    int32_t token_id;
-    float logprob;
-    int rank;                            /* >= 1 */
-    int n_top;                           /* entries in top_* (-1: none, e.g. first prompt token) */
-    int32_t top_ids[PL_MAX_LOGPROBS];    /* [n_top], descending logprob */
-    float top_logprobs[PL_MAX_LOGPROBS]; /* [n_top] */
-};
-
-enum pl_async_finish {
-    PL_ASYNC_FINISH_NONE = 0, /* still running */
-    PL_ASYNC_FINISH_STOP,     /* eos, stop token or stop string */
-    PL_ASYNC_FINISH_LENGTH,   /* max_tokens or the context length */
-    PL_ASYNC_FINISH_ABORT,    /* aborted (client gone, shutdown) */
-    PL_ASYNC_FINISH_ERROR     /* the engine refused or failed the request: see error_msg */
-};
-
-/* "stop", "length", "abort", "error"; NULL for NONE. */
-const char *pl_async_finish_str(enum pl_async_finish f);
-
-/* What one sample of a request produced since its previous delta. */
-struct pl_async_sample {
-    int index;                         /* sample 0..n-1 */
-    char *text;                        /* [text_len] + NUL: new text (malloc'ed, may be NULL) */
-    size_t text_len;
-    int32_t *token_ids;                /* [n_token_ids] new tokens (malloc'ed) */
-    int n_token_ids;
-    struct pl_async_logprob *logprobs; /* [n_token_ids] when logprobs were asked, else NULL */
-    enum pl_async_finish finish;
-    char *stop_str;                    /* the stop string that matched, or NULL */
-    int32_t stop_token_id;             /* the stop token that matched, or -1 */
-};
-
-/* One delta of one request. */
-struct pl_async_output {
-    uint64_t request_id;
-    int n_prompt_tokens;       /* prompt length (every delta) */
-    int num_cached_tokens;     /* prompt tokens served by the prefix cache (first delta) */
-    struct pl_async_logprob *prompt_logprobs; /* [n_prompt_tokens] in the first delta when
-                                  prompt_logprobs was asked, else NULL; n_top -1 = None */
-    struct pl_async_sample *samples; /* [n_samples]: samples with news */
-    int n_samples;
-    bool finished;             /* the request's last delta */
-    enum pl_async_finish finish; /* on the last delta: how the request ended, stamped by the
-                                  async engine -- the first sample finish any of its deltas
-                                  carried (the last delta may carry none), ERROR when
-                                  error_msg is set; NONE on other deltas */
-    char *error_msg;           /* set when the engine refused or failed the request */
-    pl_status error_status;    /* its status (PL_STATUS_OK otherwise) */
-    float *embedding;          /* pooling requests: the pooled vector in the finished delta
-                                  (malloc'ed, [n_embedding]); NULL otherwise or when aborted */
-    int n_embedding;
-    /* stamped by the async engine (monotonic seconds) */
-    double t_arrival;          /* submit() */
-    double t_first_token;      /* when the first token was routed (0: none yet) */
-    double t_prev_token;       /* when the previous delta with tokens was routed (0: none) */
-    double t_step_start;       /* start of the engine step that produced this delta */
-    double t_now;              /* when this delta was routed */
-    bool is_first;             /* the request's first routed delta */
-};
-
-void pl_async_output_free(struct pl_async_output *o); /* NULL is a no-op */
-
-/* Engine counters sampled after each step (vLLM's scheduler stats). */
-struct pl_engine_stats {
-    int num_running;
-    int num_waiting;
-    int kv_blocks_total;
-    int kv_blocks_used;
-    uint64_t num_preemptions;   /* since start */
-    uint64_t num_steps;
-};
-
 /*
  * What the engine thread drives. Every function is called on the engine
- * thread only. poll hands over a malloc'ed array of malloc'ed outputs (*outs, each
- * element's contents; the async engine frees them).
+ * thread only. The deltas are the engine's own struct pl_request_output
+ * (engine.h), routed to their request by request_num and handed to the
+ * request's reader unchanged.
  * Faults: a step that fails should have finished the requests the failure
- * touched with an error (a delta with error_msg at the next poll) and only
+ * touched with an error (a delta with error set at the next poll) and only
  * those; when a failed step ends no request, the async engine fails every
  * request it holds, with the step's error. An engine whose has_unfinished is
- * false after a successful poll must have delivered every request's last
+ * false after polling everything must have delivered every request's last
  * delta; requests it did not are ended with an error ("lost").
  */
 struct pl_engine_ops {
-    pl_status (*add_request)(void *engine, uint64_t request_id, const int32_t *prompt_ids,
-                             int n_prompt, const struct pl_sampling_params *params,
+    /* Queues r (r->request_id: the async engine's number; r->pooling non-NULL
+     * for a pooling request, which an engine may refuse: PL_STATUS_UNSUPPORTED). */
+    pl_status (*add_request)(void *engine, const struct pl_engine_request *r,
                              struct pl_err *err);
     pl_status (*step)(void *engine, struct pl_err *err);
     bool (*has_unfinished)(void *engine);
-    pl_status (*poll)(void *engine, struct pl_async_output ***outs, int *n_outs,
-                      struct pl_err *err);
+    /* pl_engine_poll_into's contract: up to cap deltas into items[] (contents
+     * malloc'ed, taken over by the async engine), no array allocated, a
+     * finished request's last delta never lost. */
+    int (*poll)(void *engine, struct pl_request_output *items, int cap);
     void (*abort_request)(void *engine, uint64_t request_id);
-    void (*get_stats)(void *engine, struct pl_engine_stats *out);
-    /* Optional (NULL: pooling requests are refused): queues a pooling request
-     * (pagellm.h's struct pl_pooling_params); its finished delta carries the embedding. */
-    pl_status (*add_pooling_request)(void *engine, uint64_t request_id, const int32_t *prompt_ids,
-                                     int n_prompt, const struct pl_pooling_params *params,
-                                     struct pl_err *err);
+    void (*get_stats)(void *engine, struct pl_llm_stats *out);
 };
 
 struct pl_async_engine;
@@ -159,7 +89,7 @@ struct pl_async_request;
 typedef void (*pl_async_notify_fn)(void *user);
 
 /* Called on the engine thread for every routed delta before it is queued (metrics). */
-typedef void (*pl_async_observe_fn)(void *user, const struct pl_async_output *o);
+typedef void (*pl_async_observe_fn)(void *user, const struct pl_request_output *o);
 
 struct pl_async_engine_params {
     int max_pending;            /* unfinished requests admitted at once; more: PL_STATUS_LIMIT */
@@ -192,8 +122,7 @@ pl_status pl_async_engine_submit(struct pl_async_engine *ae, const int32_t *prom
 /*
  * Queues a pooling request (embeddings; see pagellm.h), otherwise exactly as
  * pl_async_engine_submit: the same admission control, handle and deltas; its
- * finished delta carries the embedding (or error_msg when the engine refused it,
- * e.g. an engine without add_pooling_request).
+ * finished delta carries the embedding (or error when the engine refused it).
  */
 pl_status pl_async_engine_submit_pooling(struct pl_async_engine *ae, const int32_t *prompt_ids,
                                          int n_prompt, const struct pl_pooling_params *params,
@@ -205,6 +134,8 @@ struct pl_async_submission {
     int n_prompt;
     const struct pl_sampling_params *params;
     const struct pl_pooling_params *pooling; /* non-NULL: a pooling request (params unused) */
+    const char *name;        /* request_id of its outputs (NULL: the number in decimal) */
+    const char *prompt_text; /* echoed as the first delta's prompt (may be NULL) */
 };
 
 /*
@@ -228,15 +159,20 @@ void pl_async_engine_abort_all(struct pl_async_engine *ae);
 int pl_async_engine_num_unfinished(struct pl_async_engine *ae);
 
 /* Latest engine stats (copied after each step). */
-void pl_async_engine_stats(struct pl_async_engine *ae, struct pl_engine_stats *out);
+void pl_async_engine_stats(struct pl_async_engine *ae, struct pl_llm_stats *out);
 
 /* See the header comment. age_s (may be NULL) receives the heartbeat's age. */
 bool pl_async_engine_is_healthy(struct pl_async_engine *ae, double *age_s);
 
 uint64_t pl_async_request_id(const struct pl_async_request *r);
 
-/* Takes the next delta, or NULL when none is queued. The caller frees it. */
-struct pl_async_output *pl_async_request_pop(struct pl_async_request *r);
+/* Takes the next delta, or NULL when none is queued. The caller frees it
+ * (pl_request_output_free). */
+struct pl_request_output *pl_async_request_pop(struct pl_async_request *r);
+
+/* pl_async_request_pop, waiting up to timeout_s seconds for a delta (< 0: no
+ * limit); NULL when none came or the finished delta was already taken. */
+struct pl_request_output *pl_async_request_wait(struct pl_async_request *r, double timeout_s);
 
 /* True once the finished delta has been routed (it may still be queued). */
 bool pl_async_request_is_finished(struct pl_async_request *r);

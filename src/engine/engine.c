@@ -13,12 +13,14 @@
  *   text[0, text_sent)  already released by a delta poll
  *   text_sent <= visible <= text_len; visible == text_len once finished.
  */
+#include "engine/sampling_params.h"
 #include "engine/engine.h"
 
 #include "engine/batch_builder.h"
 #include "core/sampler.h"
 #include "engine/stop.h"
 #include "util/clock.h"
+#include "util/debug_env.h"
 #include "util/log.h"
 #include "util/rng.h"
 
@@ -72,6 +74,15 @@ struct req {
     struct pl_pooling_params pool;
     double *pool_acc;                  /* [hidden_size]: the sum (MEAN) or the last row (LAST) */
     int pool_next;                     /* prompt positions < pool_next are in pool_acc */
+    /* metrics (pl_request_metrics; monotonic seconds, 0: not yet) */
+    double t_arrival, t_first_sched, t_first_tok, t_last_tok, t_prev_tok;
+    enum pl_finish_reason first_finish; /* the first sample finish a poll reported */
+    /* Reserved at admission so that the finished output can always be built,
+     * even when memory runs out then (fill_reserved): moved into it, or freed
+     * with the request. */
+    struct pl_completion_output *res_outputs; /* [n_st] zeroed */
+    char *res_id;                      /* request_id text */
+    char *res_error;                   /* the out-of-memory message */
     struct req *prev, *next;
 };
 
@@ -168,6 +179,9 @@ static void req_free(struct pl_engine *e, struct req *r)
     free(r->name);
     free(r->prompt_text);
     free(r->error);
+    free(r->res_outputs);
+    free(r->res_id);
+    free(r->res_error);
     pl_sampling_params_fini(&r->params);
     free(r);
 }
@@ -210,7 +224,9 @@ pl_status pl_engine_new(const struct pl_engine_params *p, const struct pl_engine
     if (!e)
         return pl_err_set(err, PL_STATUS_NO_MEMORY, "engine: out of memory");
     e->p = *p;
-    e->profile = getenv("PAGELLM_PROFILE") && strcmp(getenv("PAGELLM_PROFILE"), "0");
+    struct pl_debug_env dbg;
+    pl_debug_env_read(&dbg);
+    e->profile = dbg.profile;
     e->model = *model;
     if (detok && detok->init && detok->push && detok->flush && detok->fini) {
         e->detok = *detok;
@@ -412,6 +428,7 @@ pl_status pl_engine_add(struct pl_engine *e, const struct pl_engine_request *rq,
     if (pp->max_tokens < 0)
         pp->max_tokens = sp->max_model_len - rq->n_prompt;
     r->id = rq->request_id;
+    r->t_arrival = rq->arrival_time > 0 ? rq->arrival_time : pl_clock_seconds();
     r->n_prompt = rq->n_prompt;
     r->prompt = malloc(sizeof(int32_t) * (size_t)rq->n_prompt);
     r->name = str_dup(rq->name);
@@ -425,8 +442,14 @@ pl_status pl_engine_add(struct pl_engine *e, const struct pl_engine_request *rq,
         r->pool = *rq->pooling;
         r->pool_acc = calloc((size_t)e->model.hidden_size, sizeof(double));
     }
+    char num[32];
+    snprintf(num, sizeof(num), "%llu", (unsigned long long)r->id);
+    r->res_outputs = calloc((size_t)r->n_st, sizeof(*r->res_outputs));
+    r->res_id = str_dup(rq->name ? rq->name : num);
+    r->res_error = str_dup("out of memory for the request's output");
     if (!r->prompt || (rq->name && !r->name) || (rq->prompt_text && !r->prompt_text) || !r->st ||
-        (pp->prompt_logprobs >= 0 && !r->plp) || (r->pooling && !r->pool_acc)) {
+        (pp->prompt_logprobs >= 0 && !r->plp) || (r->pooling && !r->pool_acc) ||
+        !r->res_outputs || !r->res_id || !r->res_error) {
         st = pl_err_set(err, PL_STATUS_NO_MEMORY, "out of memory for a request");
         goto fail;
     }
@@ -985,6 +1008,11 @@ pl_status pl_engine_step(struct pl_engine *e, struct pl_err *err)
         fail_unfinished(e, st, err->msg);
     } else {
         collect_finished(e);
+        for (int i = 0; i < plan.n_seqs; i++) {
+            struct req *r = plan.seqs[i].seq->group->user;
+            if (r->t_first_sched == 0)
+                r->t_first_sched = t0;
+        }
         if (plan.n_seqs > 0) {
             st = run_plan(e, &plan, t0, err);
             if (st != PL_STATUS_OK)
@@ -999,38 +1027,6 @@ pl_status pl_engine_step(struct pl_engine *e, struct pl_err *err)
 }
 
 /* ---- outputs ---- */
-
-static void completion_free(struct pl_completion_output *c)
-{
-    free(c->text);
-    free(c->token_ids);
-    free(c->logprobs);
-    free(c->stop_str);
-}
-
-static void request_output_free(struct pl_request_output *o)
-{
-    free(o->embedding);
-    for (int i = 0; i < o->n_outputs; i++)
-        completion_free(&o->outputs[i]);
-    free(o->outputs);
-    free(o->request_id);
-    free(o->prompt);
-    free(o->prompt_token_ids);
-    free(o->prompt_logprobs);
-    free(o->error);
-}
-
-void pl_outputs_free(struct pl_outputs *o)
-{
-    if (!o)
-        return;
-    for (int i = 0; i < o->n; i++)
-        request_output_free(&o->items[i]);
-    free(o->items);
-    o->items = NULL;
-    o->n = 0;
-}
 
 static void *mem_dup(const void *p, size_t n)
 {
@@ -1107,15 +1103,96 @@ static float *pooled_vector(const struct pl_engine *e, const struct req *r)
     return v;
 }
 
-/* Builds r's output into o; on success advances the cursors (delta). */
-static bool fill_request(const struct pl_engine *e, struct req *r, bool delta,
-                         struct pl_request_output *o)
+/* Marks every sample's finish as sent and advances the cursors (a poll reported r). */
+static void advance_cursors(struct req *r)
+{
+    const struct pl_seq_group *g = r->group;
+    for (int i = 0; i < g->n_seqs; i++) {
+        const struct pl_seq *q = &g->seqs[i];
+        struct seq_st *st = &r->st[q->index];
+        st->n_tok_sent = pl_seq_num_outputs(q);
+        st->text_sent = st->visible;
+        if (st->finish != PL_FINISH_NONE)
+            st->finish_sent = true;
+    }
+    r->dirty = false;
+}
+
+/* The request-level fields of an output about to be reported: its finish and its times. */
+static void finish_output(struct req *r, struct pl_request_output *o, double now)
+{
+    bool has_tokens = false;
+    for (int i = 0; i < o->n_outputs; i++) {
+        has_tokens |= o->outputs[i].n_token_ids > 0;
+        if (r->first_finish == PL_FINISH_NONE)
+            r->first_finish = o->outputs[i].finish_reason;
+    }
+    if (has_tokens) {
+        if (r->t_first_tok == 0)
+            r->t_first_tok = now;
+        r->t_prev_tok = r->t_last_tok;
+        r->t_last_tok = now;
+    }
+    if (o->finished)
+        o->finish_reason = r->failed ? PL_FINISH_ERROR
+                           : r->first_finish != PL_FINISH_NONE ? r->first_finish
+                                                               : PL_FINISH_ABORT;
+    o->metrics.arrival_time = r->t_arrival;
+    o->metrics.first_scheduled_time = r->t_first_sched;
+    o->metrics.first_token_time = r->t_first_tok;
+    o->metrics.last_token_time = r->t_last_tok;
+    o->metrics.prev_token_time = r->t_prev_tok;
+    o->metrics.finished_time = o->finished ? now : 0;
+}
+
+/*
+ * r's finished output built from what was reserved at admission only (no
+ * allocation): every sample whose finish was not reported yet, without the
+ * text and tokens the failed fill could not copy, and the error saying why.
+ * So a finish is never lost to a lack of memory.
+ */
+static void fill_reserved(struct req *r, struct pl_request_output *o, double now)
 {
     memset(o, 0, sizeof(*o));
     const struct pl_seq_group *g = r->group;
-    char num[32];
-    snprintf(num, sizeof(num), "%llu", (unsigned long long)r->id);
-    o->request_id = str_dup(r->name ? r->name : num);
+    o->request_num = r->id;
+    o->request_id = r->res_id;
+    o->outputs = r->res_outputs;
+    r->res_id = NULL;
+    r->res_outputs = NULL;
+    for (int i = 0; i < g->n_seqs; i++) {
+        const struct pl_seq *q = &g->seqs[i];
+        const struct seq_st *st = &r->st[q->index];
+        if (st->finish_sent)
+            continue;
+        struct pl_completion_output *c = &o->outputs[o->n_outputs++];
+        c->index = q->index;
+        c->finish_reason = st->finish != PL_FINISH_NONE ? st->finish : PL_FINISH_ERROR;
+        c->stop_token_id = -1;
+    }
+    o->num_cached_tokens = g->n_cached_tokens;
+    o->finished = true;
+    if (r->failed && r->error) {
+        o->error = r->error; /* the first failure's message wins */
+        r->error = NULL;
+    } else {
+        o->error = r->res_error;
+        r->res_error = NULL;
+    }
+    o->error_status = r->failed ? r->error_status : PL_STATUS_NO_MEMORY;
+    r->failed = true;
+    finish_output(r, o, now);
+    advance_cursors(r);
+}
+
+/* Builds r's output into o; on success advances the cursors (delta). */
+static bool fill_request(const struct pl_engine *e, struct req *r, bool delta,
+                         struct pl_request_output *o, double now)
+{
+    memset(o, 0, sizeof(*o));
+    const struct pl_seq_group *g = r->group;
+    o->request_num = r->id;
+    o->request_id = str_dup(r->res_id);
     if (!o->request_id)
         return false;
     bool send_prompt = !delta || !r->prompt_sent;
@@ -1165,19 +1242,44 @@ static bool fill_request(const struct pl_engine *e, struct req *r, bool delta,
             return false; /* out of memory: the poll is retried */
     }
     /* success: advance the cursors */
+    finish_output(r, o, now);
     r->prompt_sent = true;
     if (send_plp)
         r->plp_sent = true;
-    for (int i = 0; i < g->n_seqs; i++) {
-        const struct pl_seq *q = &g->seqs[i];
-        struct seq_st *st = &r->st[q->index];
-        st->n_tok_sent = pl_seq_num_outputs(q);
-        st->text_sent = st->visible;
-        if (st->finish != PL_FINISH_NONE)
-            st->finish_sent = true;
-    }
-    r->dirty = false;
+    advance_cursors(r);
     return true;
+}
+
+int pl_engine_poll_into(struct pl_engine *e, bool delta, struct pl_request_output *items,
+                        int cap)
+{
+    int n = 0;
+    double now = pl_clock_seconds();
+    struct req *r = e->head;
+    while (r && n < cap) {
+        struct req *next = r->next;
+        if (delta ? r->dirty : r->finished) {
+            struct pl_request_output *o = &items[n];
+            bool reported = fill_request(e, r, delta, o, now);
+            if (!reported) {
+                pl_request_output_fini(o);
+                if (r->finished) { /* its end is never lost: the reserve carries it */
+                    fill_reserved(r, o, now);
+                    reported = true;
+                }
+                /* else: nothing was taken; its news waits for the next poll */
+            }
+            n += reported;
+            if (reported && r->finished) {
+                req_unlink(e, r);
+                pl_seq_group_free(r->group);
+                req_free(e, r);
+                e->n_finished++;
+            }
+        }
+        r = next;
+    }
+    return n;
 }
 
 pl_status pl_engine_poll(struct pl_engine *e, bool delta, struct pl_outputs *out,
@@ -1194,25 +1296,7 @@ pl_status pl_engine_poll(struct pl_engine *e, bool delta, struct pl_outputs *out
     if (!items)
         return pl_err_set(err, PL_STATUS_NO_MEMORY, "out of memory for outputs");
     out->items = items;
-    struct req *r = e->head;
-    while (r) {
-        struct req *next = r->next;
-        if (delta ? r->dirty : r->finished) {
-            struct pl_request_output *o = &out->items[out->n];
-            if (!fill_request(e, r, delta, o)) {
-                request_output_free(o);
-                return pl_err_set(err, PL_STATUS_NO_MEMORY, "out of memory for outputs");
-            }
-            out->n++;
-            if (r->finished) {
-                req_unlink(e, r);
-                pl_seq_group_free(r->group);
-                req_free(e, r);
-                e->n_finished++;
-            }
-        }
-        r = next;
-    }
+    out->n += pl_engine_poll_into(e, delta, items + out->n, n_new);
     return PL_STATUS_OK;
 }
 

@@ -149,6 +149,7 @@ struct pl_engine_request {
     size_t n_cache_salt;
     const struct pl_pooling_params *pooling; /* non-NULL: a pooling request (params is then
                                                 ignored and may be NULL) */
+    double arrival_time;        /* pl_clock_seconds() when it arrived (0: now) */
 };
 
 struct pl_engine_stats {
@@ -214,12 +215,22 @@ bool pl_engine_has_unfinished(const struct pl_engine *e);
 bool pl_engine_has_pending(const struct pl_engine *e);
 
 /*
- * Appends outputs to *out (items realloc'ed; free with pl_outputs_free).
- * delta: every request with news since its last poll, as a delta (see struct
- * pl_request_output). !delta: only finished requests, each complete. A
- * request is forgotten after it was reported finished.
- * PL_STATUS_NO_MEMORY when copying fails (nothing is lost: retry).
+ * Writes up to cap outputs into items[] (their contents malloc'ed: free each
+ * with pl_request_output_fini) and returns how many. delta: every request
+ * with news since its last poll, as a delta (see struct pl_request_output).
+ * !delta: only finished requests, each complete. A request is forgotten after
+ * it was reported finished; the rest wait for the next poll (so do requests
+ * whose output could not be copied for lack of memory: nothing is lost).
+ * Allocates no array, and never loses a finish: when memory for a finished
+ * request's output runs out, its output is built from memory reserved when
+ * it was added, with its finish reasons, no new text, and error "out of
+ * memory for the request's output" (PL_STATUS_NO_MEMORY).
  */
+int pl_engine_poll_into(struct pl_engine *e, bool delta, struct pl_request_output *items,
+                        int cap);
+
+/* pl_engine_poll_into appending to *out (items realloc'ed; free with pl_outputs_free).
+ * PL_STATUS_NO_MEMORY when the array cannot grow (nothing is lost: retry). */
 pl_status pl_engine_poll(struct pl_engine *e, bool delta, struct pl_outputs *out,
                          struct pl_err *err);
 

@@ -13,27 +13,40 @@
  * engine keeps them with each request. generate refuses to run while
  * requests of the request interface are pending, so neither steals the
  * other's outputs.
- * Threading: one thread uses a handle at a time (the engine has one owner).
+ * Threading: a recursive mutex (mu) guards the engine: every call that
+ * touches it holds mu, generate/chat for their whole run. pl_llm_submit
+ * starts the handle's engine thread (the async engine, over llm_ops below);
+ * from then on that thread steps and polls the engine (each op under mu), the
+ * request interface (add_request / step / poll / abort) is refused so nobody
+ * else takes its outputs, and generate/chat run only while no submitted
+ * request is unfinished. Error messages are kept per thread (tl_err).
  */
+#include "engine/sampling_params.h"
 #include "pagellm.h"
 
 #include "backend/backend.h"
+#include "engine/async_engine.h"
 #include "engine/beam_search.h"
 #include "engine/engine.h"
+#include "engine/llm_internal.h"
 #include "engine/model_runner.h"
 #include "engine/vocab_check.h"
 #include "tokenizer/chat_template/chat_template.h"
 #include "tokenizer/tokenizer.h"
+#include "util/debug_env.h"
 #include "util/err.h"
 
 #include <jansson.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 struct pl_llm {
-    char errmsg[PL_ERR_MSG_MAX];
+    char errmsg[PL_ERR_MSG_MAX];       /* a failed open's message (every thread sees it) */
+    pthread_mutex_t mu;                /* recursive: guards the engine (see the top) */
+    struct pl_async_engine *ae;        /* the engine thread, or NULL before pl_llm_submit */
     struct pl_model_runner *runner;
     struct pl_tokenizer *tok;
     struct pl_chat_template *tmpl;     /* the tokenizer's template, parsed on first use */
@@ -77,22 +90,42 @@ void pl_chat_options_default(struct pl_chat_options *o)
     o->add_generation_prompt = true;
 }
 
-/* Records err's message on the handle and returns its status. */
+/* The calling thread's last message, and the handle it belongs to. */
+static _Thread_local struct {
+    const struct pl_llm *llm;
+    char msg[PL_ERR_MSG_MAX];
+} tl_err;
+
+/* Records err's message for this thread and handle and returns its status. */
 static pl_status fail(struct pl_llm *llm, const struct pl_err *err, pl_status st)
 {
-    snprintf(llm->errmsg, sizeof(llm->errmsg), "%s", err->msg);
+    tl_err.llm = llm;
+    snprintf(tl_err.msg, sizeof(tl_err.msg), "%s", err->msg);
     return st;
 }
 
 static pl_status ok(struct pl_llm *llm)
 {
-    llm->errmsg[0] = '\0';
+    if (tl_err.llm == llm)
+        tl_err.msg[0] = '\0';
     return PL_STATUS_OK;
 }
 
 const char *pl_llm_errmsg(const struct pl_llm *llm)
 {
-    return llm ? llm->errmsg : "out of memory";
+    if (!llm)
+        return "out of memory";
+    return tl_err.llm == llm ? tl_err.msg : llm->errmsg;
+}
+
+static void lock(const struct pl_llm *llm)
+{
+    pthread_mutex_lock((pthread_mutex_t *)&llm->mu);
+}
+
+static void unlock(const struct pl_llm *llm)
+{
+    pthread_mutex_unlock((pthread_mutex_t *)&llm->mu);
 }
 
 /* ---- adapters ---- */
@@ -259,6 +292,9 @@ static pl_status llm_open(struct pl_llm *llm, const struct pl_llm_params *p, str
     rp.convert_dtype = convert_dtype;
     rp.dtype = dtype;
     rp.allow_long_max_model_len = p->allow_long_max_model_len;
+    rp.enforce_eager = p->enforce_eager;
+    rp.cpu_scalar_kernels = p->cpu_scalar_kernels;
+    rp.cuda_cublas_only = p->cuda_cublas_only;
     rp.quantization = p->quantization;
     if (!pl_quant_flag_known(p->quantization))
         return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
@@ -308,8 +344,9 @@ static pl_status llm_open(struct pl_llm *llm, const struct pl_llm_params *p, str
             eos[i--] = eos[--n_eos];
 
     llm->eos_id = n_eos > 0 ? eos[0] : -1;
-    const char *fail_file = getenv("PAGELLM_TEST_FAIL_STEP_FILE");
-    if (fail_file && *fail_file && !(llm->fail_file = strdup(fail_file)))
+    struct pl_debug_env dbg;
+    pl_debug_env_read(&dbg);
+    if (dbg.test_fail_step_file && !(llm->fail_file = strdup(dbg.test_fail_step_file)))
         return pl_err_set(err, PL_STATUS_NO_MEMORY, "out of memory");
     llm->im.ctx = llm;
     llm->im.vocab_size = llm->vocab;
@@ -317,12 +354,11 @@ static pl_status llm_open(struct pl_llm *llm, const struct pl_llm_params *p, str
     llm->im.max_logits_rows = 0;
     llm->im.run = runner_run;
     llm->im.copy_blocks = runner_copy;
-    /* sampling on the backend unless PAGELLM_SAMPLER=host asks for the host
-     * sampler on downloaded logits (the reference path, for comparisons) */
-    const char *sampler_env = getenv("PAGELLM_SAMPLER");
-    bool host_sampler = sampler_env && !strcmp(sampler_env, "host");
-    llm->im.run_sample =
-        pl_model_runner_can_sample(llm->runner) && !host_sampler ? runner_run_sample : NULL;
+    /* sampling on the backend unless host_sampling asks for the host sampler on
+     * downloaded logits (the reference path, for comparisons) */
+    llm->im.run_sample = pl_model_runner_can_sample(llm->runner) && !p->host_sampling
+                             ? runner_run_sample
+                             : NULL;
     llm->dt.ctx = llm->tok;
     llm->dt.init = detok_init;
     llm->dt.push = detok_push;
@@ -351,6 +387,13 @@ pl_status pl_llm_new(const struct pl_llm_params *p, struct pl_llm **out)
     *out = llm;
     if (!llm)
         return PL_STATUS_NO_MEMORY;
+    if (tl_err.llm == llm) /* a message of a freed handle that had this address */
+        tl_err.llm = NULL;
+    pthread_mutexattr_t ma;
+    pthread_mutexattr_init(&ma);
+    pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_RECURSIVE);
+    pthread_mutex_init(&llm->mu, &ma);
+    pthread_mutexattr_destroy(&ma);
     struct pl_err err;
     pl_err_clear(&err);
     pl_status st = llm_open(llm, p, &err);
@@ -362,7 +405,8 @@ pl_status pl_llm_new(const struct pl_llm_params *p, struct pl_llm **out)
         llm->engine = NULL;
         llm->tok = NULL;
         llm->runner = NULL;
-        return fail(llm, &err, st);
+        snprintf(llm->errmsg, sizeof(llm->errmsg), "%s", err.msg);
+        return st;
     }
     return ok(llm);
 }
@@ -371,7 +415,11 @@ void pl_llm_free(struct pl_llm *llm)
 {
     if (!llm)
         return;
+    pl_async_engine_free(llm->ae); /* stops the engine thread first */
     pl_engine_free(llm->engine);
+    pthread_mutex_destroy(&llm->mu);
+    if (tl_err.llm == llm)
+        tl_err.llm = NULL;
     pl_chat_template_free(llm->tmpl);
     pl_tokenizer_free(llm->tok);
     pl_model_runner_free(llm->runner);
@@ -493,6 +541,27 @@ static pl_status prompt_ids(struct pl_llm *llm, const struct pl_prompt *p, bool 
     return st;
 }
 
+/* Adds r to the engine after the vocabulary checks (params NULL: the defaults). */
+static pl_status add_checked(struct pl_llm *llm, const struct pl_engine_request *r,
+                             struct pl_err *err)
+{
+    struct pl_engine_request rq = *r;
+    if (!rq.params && !rq.pooling)
+        rq.params = &llm->defaults;
+    /* ids the model has rows for but the tokenizer no token: refused here, at
+     * admission, rather than sampled around later */
+    struct pl_vocab_check v = vocab_of(llm);
+    pl_status st = pl_vocab_check_prompt(&v, rq.prompt, rq.n_prompt, err);
+    if (st == PL_STATUS_OK && rq.params)
+        st = pl_vocab_check_params(&v, rq.params, err);
+    if (st != PL_STATUS_OK)
+        return st;
+    lock(llm);
+    st = pl_engine_add(llm->engine, &rq, err);
+    unlock(llm);
+    return st;
+}
+
 static pl_status add_one(struct pl_llm *llm, uint64_t id, const char *name,
                          const struct pl_prompt *p, bool add_special,
                          const struct pl_sampling_params *sp,
@@ -504,27 +573,31 @@ static pl_status add_one(struct pl_llm *llm, uint64_t id, const char *name,
     pl_status st = prompt_ids(llm, p, add_special, &ids, &n, &owned, err);
     if (st != PL_STATUS_OK)
         return st;
-    /* ids the model has rows for but the tokenizer no token: refused here, at
-     * admission, rather than sampled around later */
-    struct pl_vocab_check v = vocab_of(llm);
-    st = pl_vocab_check_prompt(&v, ids, n, err);
-    if (st == PL_STATUS_OK)
-        st = pl_vocab_check_params(&v, sp ? sp : &llm->defaults, err);
-    if (st != PL_STATUS_OK) {
-        free(owned);
-        return st;
-    }
     struct pl_engine_request r = {0};
     r.request_id = id;
     r.name = name;
     r.prompt_text = p->token_ids ? NULL : p->text;
     r.prompt = ids;
     r.n_prompt = n;
-    r.params = sp ? sp : &llm->defaults;
+    r.params = sp;
     r.pooling = pooling;
-    st = pl_engine_add(llm->engine, &r, err);
+    st = add_checked(llm, &r, err);
     free(owned);
     return st;
+}
+
+/* True (with the message in err) once the engine thread owns the request interface. */
+static bool threaded(struct pl_llm *llm, struct pl_err *err)
+{
+    lock(llm);
+    bool has_thread = llm->ae != NULL;
+    unlock(llm);
+    if (!has_thread)
+        return false;
+    pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+               "the request interface is closed: this handle streams its requests "
+               "(pl_llm_submit) on its engine thread");
+    return true;
 }
 
 /* The request interface's add: a generation request (params) or a pooling request. */
@@ -535,18 +608,22 @@ static pl_status add_named(struct pl_llm *llm, const char *request_id,
     if (not_open(llm))
         return PL_STATUS_INVALID_ARGUMENT;
     struct pl_err err;
+    if (threaded(llm, &err))
+        return fail(llm, &err, err.status);
     if (!request_id || !*request_id) {
         pl_err_set(&err, PL_STATUS_INVALID_ARGUMENT, "request_id: empty");
         return fail(llm, &err, err.status);
     }
     uint64_t id;
     bool fin;
-    if (pl_engine_lookup(llm->engine, request_id, &id, &fin)) {
-        pl_err_set(&err, PL_STATUS_INVALID_ARGUMENT, "request_id: '%s' is already in use",
-                   request_id);
-        return fail(llm, &err, err.status);
-    }
-    pl_status st = add_one(llm, ++llm->next_id, request_id, prompt, true, params, pooling, &err);
+    lock(llm);
+    pl_status st = PL_STATUS_OK;
+    if (pl_engine_lookup(llm->engine, request_id, &id, &fin))
+        st = pl_err_set(&err, PL_STATUS_INVALID_ARGUMENT, "request_id: '%s' is already in use",
+                        request_id);
+    else
+        st = add_one(llm, ++llm->next_id, request_id, prompt, true, params, pooling, &err);
+    unlock(llm);
     return st == PL_STATUS_OK ? ok(llm) : fail(llm, &err, st);
 }
 
@@ -576,13 +653,22 @@ pl_status pl_llm_step(struct pl_llm *llm)
     if (not_open(llm))
         return PL_STATUS_INVALID_ARGUMENT;
     struct pl_err err;
+    if (threaded(llm, &err))
+        return fail(llm, &err, err.status);
+    lock(llm);
     pl_status st = pl_engine_step(llm->engine, &err);
+    unlock(llm);
     return st == PL_STATUS_OK ? ok(llm) : fail(llm, &err, st);
 }
 
 bool pl_llm_has_unfinished(const struct pl_llm *llm)
 {
-    return llm && llm->engine && pl_engine_has_unfinished(llm->engine);
+    if (!llm || !llm->engine)
+        return false;
+    lock(llm);
+    bool u = pl_engine_has_unfinished(llm->engine);
+    unlock(llm);
+    return u;
 }
 
 pl_status pl_llm_poll(struct pl_llm *llm, struct pl_outputs *out)
@@ -592,7 +678,11 @@ pl_status pl_llm_poll(struct pl_llm *llm, struct pl_outputs *out)
     if (not_open(llm))
         return PL_STATUS_INVALID_ARGUMENT;
     struct pl_err err;
+    if (threaded(llm, &err))
+        return fail(llm, &err, err.status);
+    lock(llm);
     pl_status st = pl_engine_poll(llm->engine, true, out, &err);
+    unlock(llm);
     return st == PL_STATUS_OK ? ok(llm) : fail(llm, &err, st);
 }
 
@@ -601,14 +691,18 @@ pl_status pl_llm_abort(struct pl_llm *llm, const char *request_id)
     if (not_open(llm))
         return PL_STATUS_INVALID_ARGUMENT;
     struct pl_err err;
+    if (threaded(llm, &err))
+        return fail(llm, &err, err.status);
     uint64_t id;
     bool fin;
-    if (!request_id || !pl_engine_lookup(llm->engine, request_id, &id, &fin) || fin) {
-        pl_err_set(&err, PL_STATUS_NOT_FOUND, "request_id: no unfinished request '%s'",
-                   request_id ? request_id : "(null)");
-        return fail(llm, &err, err.status);
-    }
-    pl_status st = pl_engine_abort(llm->engine, id, &err);
+    lock(llm);
+    pl_status st;
+    if (!request_id || !pl_engine_lookup(llm->engine, request_id, &id, &fin) || fin)
+        st = pl_err_set(&err, PL_STATUS_NOT_FOUND, "request_id: no unfinished request '%s'",
+                        request_id ? request_id : "(null)");
+    else
+        st = pl_engine_abort(llm->engine, id, &err);
+    unlock(llm);
     return st == PL_STATUS_OK ? ok(llm) : fail(llm, &err, st);
 }
 
@@ -618,7 +712,9 @@ void pl_llm_get_stats(const struct pl_llm *llm, struct pl_llm_stats *out)
     if (!llm || !llm->engine)
         return;
     struct pl_engine_stats es;
+    lock(llm);
     pl_engine_get_stats(llm->engine, &es);
+    unlock(llm);
     const struct pl_block_manager_stats *b = &es.sched.blocks;
     out->kv_blocks_total = b->n_blocks_total;
     out->kv_blocks_used = b->n_blocks_used;
@@ -703,7 +799,10 @@ static pl_status generate(struct pl_llm *llm, const struct pl_prompt *prompts, i
                           n_prompts);
     if (pl_engine_has_pending(llm->engine))
         return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
-                          "generate: requests added with pl_llm_add_request are still pending");
+                          llm->ae ? "generate: requests submitted with pl_llm_submit are still "
+                                    "unfinished"
+                                  : "generate: requests added with pl_llm_add_request are "
+                                    "still pending");
     /* validate everything before anything runs */
     for (int i = 0; i < (params ? n_params : 0); i++) {
         struct pl_sampling_params copy;
@@ -762,7 +861,7 @@ static pl_status generate(struct pl_llm *llm, const struct pl_prompt *prompts, i
             st = pl_err_set(err, step_st, "%s", step_err.msg);
         }
         for (int k = 0; k < got.n; k++) {
-            uint64_t id = strtoull(got.items[k].request_id, NULL, 10);
+            uint64_t id = got.items[k].request_num;
             int i = (int)(id - base);
             if (id >= base && i < n_prompts && !have[i]) {
                 items[i] = got.items[k];
@@ -819,7 +918,9 @@ pl_status pl_llm_generate(struct pl_llm *llm, const struct pl_prompt *prompts, i
     if (not_open(llm))
         return PL_STATUS_INVALID_ARGUMENT;
     struct pl_err err;
+    lock(llm);
     pl_status st = generate(llm, prompts, n_prompts, params, n_params, true, out, &err);
+    unlock(llm);
     return st == PL_STATUS_OK ? ok(llm) : fail(llm, &err, st);
 }
 
@@ -892,7 +993,9 @@ pl_status pl_llm_apply_chat_template(struct pl_llm *llm, const char *messages_js
     if (not_open(llm))
         return PL_STATUS_INVALID_ARGUMENT;
     struct pl_err err;
+    lock(llm); /* the model's template is parsed on first use */
     pl_status st = render_chat(llm, messages_json, opts, prompt, &err);
+    unlock(llm);
     return st == PL_STATUS_OK ? ok(llm) : fail(llm, &err, st);
 }
 
@@ -918,18 +1021,230 @@ pl_status pl_llm_chat(struct pl_llm *llm, const char *const *conversations, int 
         goto done;
     }
     for (int i = 0; i < n_conversations && st == PL_STATUS_OK; i++) {
+        lock(llm);
         st = render_chat(llm, conversations[i], opts, &texts[i], &err);
+        unlock(llm);
         if (st != PL_STATUS_OK)
             pl_err_prefix(&err, "conversation %d", i);
         prompts[i].text = texts[i];
     }
     /* the template placed the special tokens: tokenize without adding more */
-    if (st == PL_STATUS_OK)
+    if (st == PL_STATUS_OK) {
+        lock(llm);
         st = generate(llm, prompts, n_conversations, params, n_params, false, out, &err);
+        unlock(llm);
+    }
 done:
     for (int i = 0; texts && i < n_conversations; i++)
         free(texts[i]);
     free(texts);
     free(prompts);
     return st == PL_STATUS_OK ? ok(llm) : fail(llm, &err, st);
+}
+
+/* ---- the engine thread: struct pl_engine_ops over the handle's engine ---- */
+
+static pl_status ops_add(void *h, const struct pl_engine_request *r, struct pl_err *err)
+{
+    return add_checked(h, r, err);
+}
+
+static pl_status ops_step(void *h, struct pl_err *err)
+{
+    struct pl_llm *llm = h;
+    lock(llm);
+    pl_status st = pl_engine_step(llm->engine, err);
+    unlock(llm);
+    return st;
+}
+
+static bool ops_has_unfinished(void *h)
+{
+    return pl_llm_has_unfinished(h);
+}
+
+static int ops_poll(void *h, struct pl_request_output *items, int cap)
+{
+    struct pl_llm *llm = h;
+    lock(llm);
+    int n = pl_engine_poll_into(llm->engine, true, items, cap);
+    unlock(llm);
+    return n;
+}
+
+static void ops_abort(void *h, uint64_t request_id)
+{
+    struct pl_llm *llm = h;
+    lock(llm);
+    pl_engine_abort(llm->engine, request_id, NULL); /* already finished: nothing to do */
+    unlock(llm);
+}
+
+static void ops_stats(void *h, struct pl_llm_stats *out)
+{
+    pl_llm_get_stats(h, out);
+}
+
+static const struct pl_engine_ops llm_ops = {
+    ops_add, ops_step, ops_has_unfinished, ops_poll, ops_abort, ops_stats};
+
+pl_status pl_llm_start_async(struct pl_llm *llm, const struct pl_async_engine_params *params,
+                             struct pl_async_engine **out, struct pl_err *err)
+{
+    *out = NULL;
+    if (!llm->engine)
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "the model is not open: %s",
+                          llm->errmsg);
+    lock(llm);
+    pl_status st = PL_STATUS_OK;
+    if (llm->ae)
+        st = pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "the engine thread already runs");
+    else if (pl_engine_has_pending(llm->engine))
+        st = pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                        "requests added with pl_llm_add_request are still pending");
+    else
+        st = pl_async_engine_new(&llm_ops, llm, params, &llm->ae, err);
+    *out = llm->ae;
+    unlock(llm);
+    return st;
+}
+
+void pl_llm_stop_async(struct pl_llm *llm)
+{
+    /* not under mu: the engine thread takes it while it winds down */
+    lock(llm);
+    struct pl_async_engine *ae = llm->ae;
+    unlock(llm);
+    pl_async_engine_free(ae);
+    lock(llm);
+    llm->ae = NULL;
+    unlock(llm);
+}
+
+/* ---- streams ---- */
+
+struct pl_llm_stream {
+    struct pl_async_request *req;
+    bool finished;                     /* the finished delta was taken */
+};
+
+/* The engine thread of the library's own streams (started on the first submit). */
+static pl_status stream_engine(struct pl_llm *llm, struct pl_async_engine **ae,
+                               struct pl_err *err)
+{
+    lock(llm);
+    pl_status st = PL_STATUS_OK;
+    if (!llm->ae) {
+        struct pl_async_engine_params ap;
+        pl_async_engine_params_default(&ap);
+        ap.max_pending = 1 << 20; /* the library queues what it is given */
+        st = pl_llm_start_async(llm, &ap, ae, err);
+    }
+    *ae = llm->ae;
+    unlock(llm);
+    return st;
+}
+
+static pl_status submit(struct pl_llm *llm, const char *request_id, const struct pl_prompt *prompt,
+                        const struct pl_sampling_params *params, struct pl_llm_stream **out,
+                        struct pl_err *err)
+{
+    if (!prompt)
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "prompt: none given");
+    /* everything a refusal can be found here, in the caller's thread */
+    struct pl_sampling_params sp;
+    pl_status st = pl_sampling_params_copy(&sp, params ? params : &llm->defaults, err);
+    if (st != PL_STATUS_OK)
+        return st;
+    st = pl_sampling_params_validate(&sp, llm->vocab, err);
+    if (st == PL_STATUS_OK && sp.use_beam_search)
+        st = pl_err_set(err, PL_STATUS_UNSUPPORTED,
+                        "use_beam_search: beam search runs through pl_llm_generate, not as a "
+                        "streamed request");
+    const int32_t *ids = NULL;
+    int n = 0;
+    int32_t *owned = NULL;
+    if (st == PL_STATUS_OK)
+        st = prompt_ids(llm, prompt, true, &ids, &n, &owned, err);
+    struct pl_vocab_check v = vocab_of(llm);
+    if (st == PL_STATUS_OK)
+        st = pl_vocab_check_prompt(&v, ids, n, err);
+    if (st == PL_STATUS_OK)
+        st = pl_vocab_check_params(&v, &sp, err);
+    if (st == PL_STATUS_OK && n >= llm->max_model_len)
+        st = pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                        "the prompt (%d tokens) leaves no room to generate within "
+                        "max_model_len (%d)", n, llm->max_model_len);
+    if (st == PL_STATUS_OK && sp.max_tokens >= 1 && (int64_t)n + sp.max_tokens > llm->max_model_len)
+        st = pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                        "max_tokens: the prompt (%d tokens) + max_tokens (%d) exceeds "
+                        "max_model_len (%d)", n, sp.max_tokens, llm->max_model_len);
+    struct pl_async_engine *ae = NULL;
+    if (st == PL_STATUS_OK)
+        st = stream_engine(llm, &ae, err);
+    struct pl_llm_stream *s = NULL;
+    if (st == PL_STATUS_OK && !(s = calloc(1, sizeof(*s))))
+        st = pl_err_set(err, PL_STATUS_NO_MEMORY, "out of memory");
+    if (st == PL_STATUS_OK) {
+        struct pl_async_submission sub = {ids, n, &sp, NULL, request_id,
+                                          prompt->token_ids ? NULL : prompt->text};
+        st = pl_async_engine_submit_all(ae, &sub, 1, NULL, NULL, &s->req, err);
+    }
+    if (st != PL_STATUS_OK) {
+        free(s);
+        s = NULL;
+    }
+    *out = s;
+    free(owned);
+    pl_sampling_params_fini(&sp);
+    return st;
+}
+
+pl_status pl_llm_submit(struct pl_llm *llm, const char *request_id,
+                        const struct pl_prompt *prompt, const struct pl_sampling_params *params,
+                        struct pl_llm_stream **out)
+{
+    *out = NULL;
+    if (not_open(llm))
+        return PL_STATUS_INVALID_ARGUMENT;
+    struct pl_err err;
+    pl_status st = submit(llm, request_id, prompt, params, out, &err);
+    return st == PL_STATUS_OK ? ok(llm) : fail(llm, &err, st);
+}
+
+pl_status pl_llm_stream_next(struct pl_llm_stream *s, double timeout_s,
+                             struct pl_request_output **out)
+{
+    *out = NULL;
+    if (s->finished)
+        return PL_STATUS_OK;
+    *out = pl_async_request_wait(s->req, timeout_s);
+    if (*out && (*out)->finished)
+        s->finished = true;
+    return PL_STATUS_OK;
+}
+
+bool pl_llm_stream_is_finished(const struct pl_llm_stream *s)
+{
+    return s->finished;
+}
+
+uint64_t pl_llm_stream_request_num(const struct pl_llm_stream *s)
+{
+    return pl_async_request_id(s->req);
+}
+
+void pl_llm_stream_abort(struct pl_llm_stream *s)
+{
+    pl_async_request_abort(s->req);
+}
+
+void pl_llm_stream_free(struct pl_llm_stream *s)
+{
+    if (!s)
+        return;
+    if (!s->finished)
+        pl_async_request_abort(s->req);
+    pl_async_request_release(s->req);
+    free(s);
 }

@@ -375,13 +375,16 @@ pl_status pl_model_new(const struct pl_model_config *cfg, const struct pl_weight
                           pl_status_str(st));
     }
     /* Decode graphs need ops that allocate nothing while recording: the backend's bf16
-     * matmuls (fp16 weights take a lazily sized scratch), a forward without host-side
-     * decisions, and PAGELLM_CUDA_GRAPHS != 0 (vLLM's enforce_eager, for debugging). */
-    const char *env = getenv("PAGELLM_CUDA_GRAPHS");
-    m->use_graphs = be->ops->graph_begin && wc.all_bf16_matmuls && !m->arch->no_graphs &&
-                    !(env && !strcmp(env, "0"));
+     * matmuls (fp16 weights take a lazily sized scratch) and a forward without host-side
+     * decisions; pl_model_set_eager turns them off (vLLM's enforce_eager). */
+    m->use_graphs = be->ops->graph_begin && wc.all_bf16_matmuls && !m->arch->no_graphs;
     *out = m;
     return PL_STATUS_OK;
+}
+
+void pl_model_set_eager(struct pl_model *m)
+{
+    m->use_graphs = false;
 }
 
 void pl_model_free(struct pl_model *m)
@@ -860,6 +863,9 @@ void pl_model_runner_params_default(struct pl_model_runner_params *p)
     p->convert_dtype = false;
     p->dtype = PL_DTYPE_F32;
     p->allow_long_max_model_len = false;
+    p->enforce_eager = false;
+    p->cpu_scalar_kernels = false;
+    p->cuda_cublas_only = false;
 }
 
 static double mib(double bytes) { return bytes / (1024.0 * 1024.0); }
@@ -1002,6 +1008,8 @@ static pl_status runner_setup(struct pl_model_runner *r, const struct pl_model_r
                           err);
         if (st != PL_STATUS_OK)
             return st;
+        if (p->enforce_eager)
+            pl_model_set_eager(r->model);
         double util = p->gpu_memory_utilization > 0 ? p->gpu_memory_utilization : 0.9;
         if (util > 1.0)
             return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
@@ -1062,6 +1070,8 @@ static pl_status runner_setup(struct pl_model_runner *r, const struct pl_model_r
                           &r->model, err);
         if (st != PL_STATUS_OK)
             return st;
+        if (p->enforce_eager)
+            pl_model_set_eager(r->model);
     }
     st = pl_kv_cache_init(&r->kv, r->be, &r->cfg, r->n_blocks, r->block_size, err);
     if (st != PL_STATUS_OK)
@@ -1088,7 +1098,12 @@ static pl_status runner_setup(struct pl_model_runner *r, const struct pl_model_r
 static pl_status make_backend(const struct pl_model_runner_params *p, struct pl_backend **out,
                               struct pl_err *err)
 {
-    const struct pl_backend_params bp = {.n_threads = p->n_threads, .device = 0};
+    /* --dtype float32 asks for float32 compute: an accelerator's float32 mode */
+    const struct pl_backend_params bp = {.n_threads = p->n_threads,
+                                         .device = 0,
+                                         .float32 = p->convert_dtype && p->dtype == PL_DTYPE_F32,
+                                         .cpu_scalar_kernels = p->cpu_scalar_kernels,
+                                         .cuda_cublas_only = p->cuda_cublas_only};
     return pl_backend_new(p->device ? p->device : "cpu", &bp, out, err);
 }
 
@@ -1137,7 +1152,12 @@ pl_status pl_model_runner_new(const struct pl_model_runner_params *p,
     }
     if (st == PL_STATUS_OK) {
         double t0 = pl_clock_seconds();
-        const int dtype = p->convert_dtype ? (int)p->dtype : PL_WEIGHTS_DTYPE_AS_STORED;
+        int dtype = p->convert_dtype ? (int)p->dtype : PL_WEIGHTS_DTYPE_AS_STORED;
+        /* --dtype auto on a backend that computes in bfloat16: a float32 checkpoint is
+         * cast to bfloat16 at load (vLLM's auto does the same on GPUs) */
+        if (!p->convert_dtype && r->be->ops->act_dtype == PL_DTYPE_BF16 &&
+            r->cfg.dtype == PL_DTYPE_F32)
+            dtype = PL_DTYPE_BF16;
         st = dummy ? pl_weights_dummy_as(&r->cfg, r->be, p->seed, dtype, &r->w_owned, err)
                    : pl_weights_load_as(&r->cfg, r->st, r->be, dtype, &r->w_owned, err);
         if (st == PL_STATUS_OK)

@@ -38,6 +38,9 @@ pl_status pl_model_new(const struct pl_model_config *cfg, const struct pl_weight
                        struct pl_backend *be, int max_tokens, int max_seqs,
                        int max_blocks_per_seq, struct pl_model **out, struct pl_err *err);
 void pl_model_free(struct pl_model *m);
+/* Runs every step eagerly from now on: no CUDA graph is recorded or replayed (vLLM's
+ * enforce_eager). */
+void pl_model_set_eager(struct pl_model *m);
 
 /* Runs batch b through the model. logits: host [b->n_logits, vocab]. When b->n_hidden > 0,
  * also writes the final hidden states (after the final norm, fp32) of b->hidden_rows to
@@ -91,6 +94,9 @@ struct pl_model_runner_params {
                                    converted at load (vLLM's --dtype bfloat16, ...) */
     bool allow_long_max_model_len; /* max_model_len may exceed the model's length (vLLM's
                                       VLLM_ALLOW_LONG_MAX_MODEL_LEN); else it is refused */
+    bool enforce_eager;         /* vLLM's: no CUDA graphs, every step eager */
+    bool cpu_scalar_kernels;    /* backend params (backend.h) */
+    bool cuda_cublas_only;
     const char *quantization;   /* vLLM's --quantization (model/quant.h's
                                    pl_quant_config_apply_flag); NULL: the checkpoint's */
     enum pl_kv_cache_dtype kv_cache_dtype; /* vLLM's --kv-cache-dtype; FP8 is refused by a

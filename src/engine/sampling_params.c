@@ -13,6 +13,7 @@
  * ModelConfig.get_diff_sampling_param for generation_config.json, and the
  * OpenAI request models in vllm/entrypoints/openai for the JSON names.
  */
+#include "engine/sampling_params.h"
 #include "model/config.h"
 #include "pagellm.h"
 #include "util/err.h"

@@ -38,6 +38,7 @@ static struct pl_moe_args moe_args(const struct pl_model_config *c,
         .w_down = L->experts ? &L->experts[0].w_down : NULL,
         .expert_stride = sizeof(struct pl_expert_weights),
         .inter = c->moe_intermediate_size,
+        .hidden = c->hidden_size,
     };
     if (c->shared_expert_intermediate_size > 0) {
         a.sh_gate = &L->sh_gate;
@@ -53,6 +54,8 @@ static int moe_scratch(const struct pl_model_config *c, size_t per_token[PL_MAX_
 {
     int n = pl_llama_scratch(c, per_token);
     struct pl_moe_args a = {.n_experts = c->n_experts,
+                            .top_k = c->n_experts_per_tok,
+                            .hidden = c->hidden_size,
                             .inter = c->moe_intermediate_size,
                             .sh_inter = c->shared_expert_intermediate_size};
     per_token[n] = pl_moe_scratch_elems(&a, 1);
@@ -299,6 +302,7 @@ const struct pl_arch pl_arch_mixtral = {
     .n_tensors = (int)(sizeof(MIXTRAL_TENSORS) / sizeof(MIXTRAL_TENSORS[0])),
     .scratch = moe_scratch,
     .forward = moe_forward,
+    .no_graphs = true, /* the CUDA moe op reads the experts' token counts on the host */
 };
 
 const struct pl_arch pl_arch_qwen2_moe = {
@@ -314,6 +318,7 @@ const struct pl_arch pl_arch_qwen2_moe = {
     .n_tensors = (int)(sizeof(QWEN_MOE_TENSORS) / sizeof(QWEN_MOE_TENSORS[0])),
     .scratch = moe_scratch,
     .forward = moe_forward,
+    .no_graphs = true, /* the CUDA moe op reads the experts' token counts on the host */
 };
 
 const struct pl_arch pl_arch_qwen3_moe = {
@@ -329,4 +334,5 @@ const struct pl_arch pl_arch_qwen3_moe = {
     .n_tensors = (int)(sizeof(QWEN_MOE_TENSORS) / sizeof(QWEN_MOE_TENSORS[0])),
     .scratch = moe_scratch,
     .forward = moe_forward,
+    .no_graphs = true, /* the CUDA moe op reads the experts' token counts on the host */
 };

@@ -161,7 +161,7 @@ static const char *const QWEN3_MOE_EXTRA[] = {
     "moe_intermediate_size", "40",
     "norm_topk_prob", "true",
     "decoder_sparse_step", "2",
-    "mlp_only_layers", "[]",
+    "mlp_only_layers", "[\n    3\n  ]",
     "use_sliding_window", "false",
     "sliding_window", "null",
     "max_window_layers", "2",
@@ -238,9 +238,9 @@ static const struct preset PRESETS[] = {
      ARCH_QWEN2_MOE, 64, 2, 4, 2, 0, 128, 512, 512, "1000000.0", NO_SCALING, false, "1e-06",
      PL_DTYPE_BF16, false, 0, false, 2, 1, true, false, 0x1013, QWEN2_MOE_EXTRA, 8, 48, 64, 0x1,
      true, 0},
-    {"qwen3moe", "Qwen3-MoE: 8 experts top-3 (norm_topk_prob), decoder_sparse_step 2 (layer 0 "
-                 "dense), q/k norms, head_dim 32",
-     ARCH_QWEN3_MOE, 64, 2, 4, 2, 32, 128, 512, 512, "1000000.0", NO_SCALING, false, "1e-06",
+    {"qwen3moe", "Qwen3-MoE: 8 experts top-3 (norm_topk_prob), decoder_sparse_step 2 and "
+                 "mlp_only_layers [3] (only layer 1 of 4 sparse), q/k norms, head_dim 32",
+     ARCH_QWEN3_MOE, 64, 4, 4, 2, 32, 128, 512, 512, "1000000.0", NO_SCALING, false, "1e-06",
      PL_DTYPE_BF16, false, 0, false, 2, 1, true, false, 0x1014, QWEN3_MOE_EXTRA, 8, 40, 0, 0x2,
      false, 0},
     {"bench-100m", "Llama ~100M parameters (768 x 12 layers, vocab 32000), bf16, for CPU benchmarks",

@@ -173,13 +173,13 @@ static bool drain(struct emb *m)
     for (int i = 0; i < m->n_reqs; i++) {
         if (m->done[i])
             continue;
-        struct pl_async_output *d;
+        struct pl_request_output *d;
         while (!m->done[i] && (d = pl_async_request_pop(m->reqs[i])) != NULL) {
-            if (d->error_msg && !m->fail_status) {
+            if (d->error && !m->fail_status) {
                 m->fail_status = d->error_status == PL_STATUS_INVALID_ARGUMENT ? 400
                                  : d->error_status == PL_STATUS_UNSUPPORTED   ? 400
                                                                                : 503;
-                m->fail_msg = strdup(d->error_msg);
+                m->fail_msg = strdup(d->error);
             }
             if (d->finished) {
                 m->done[i] = true;
@@ -187,7 +187,7 @@ static bool drain(struct emb *m)
                 m->n_vec[i] = d->n_embedding;
                 d->embedding = NULL;
             }
-            pl_async_output_free(d);
+            pl_request_output_free(d);
         }
         if (!m->done[i] && pl_async_request_is_finished(m->reqs[i])) {
             /* finished without a delta left to take (out of memory routing it) */
@@ -198,7 +198,7 @@ static bool drain(struct emb *m)
                     m->n_vec[i] = d->n_embedding;
                     d->embedding = NULL;
                 }
-                pl_async_output_free(d);
+                pl_request_output_free(d);
             }
             m->done[i] = true;
         }

@@ -8,13 +8,12 @@
  *                         the same observations are exported a second time as
  *                         the older vllm:time_per_output_token_seconds
  *   e2e_request_latency   finished delta - arrival
- *   request_queue_time    start of the step that produced the first token - arrival
- *                         (the engine interface does not report the exact moment of
- *                         scheduling; with whole-prompt prefill this is it)
+ *   request_queue_time    start of the first step that scheduled it - arrival
+ *                         (vLLM's time_in_queue)
  *   prefix_cache_queries / hits   prompt tokens looked up / served from the cache
  * Requests the engine refused or failed (error deltas) count in no success
- * counter; a request counts under the reason the async engine stamped on its
- * last delta (pl_async_output.finish), the one its client saw.
+ * counter; a request counts under the reason the engine gave its last delta
+ * (pl_request_output.finish_reason), the one its client saw.
  */
 #include "server/metrics.h"
 
@@ -127,41 +126,42 @@ void pl_metrics_free(struct pl_metrics *m)
     free(m);
 }
 
-void pl_metrics_observe(void *metrics, const struct pl_async_output *o)
+void pl_metrics_observe(void *metrics, const struct pl_request_output *o)
 {
     struct pl_metrics *m = metrics;
     if (!m)
         return;
     int n_tokens = 0;
-    for (int i = 0; i < o->n_samples; i++)
-        n_tokens += o->samples[i].n_token_ids;
+    for (int i = 0; i < o->n_outputs; i++)
+        n_tokens += o->outputs[i].n_token_ids;
     pthread_mutex_lock(&m->mu);
-    if (o->is_first && !o->error_msg) {
-        m->prompt_tokens += (uint64_t)o->n_prompt_tokens;
-        m->prefix_queries += (uint64_t)o->n_prompt_tokens;
+    if ((o->prompt_token_ids != NULL) && !o->error) {
+        m->prompt_tokens += (uint64_t)o->n_prompt_token_ids;
+        m->prefix_queries += (uint64_t)o->n_prompt_token_ids;
         m->prefix_hits += (uint64_t)o->num_cached_tokens;
     }
     m->generation_tokens += (uint64_t)n_tokens;
+    const struct pl_request_metrics *t = &o->metrics;
     if (n_tokens > 0) {
-        if (o->t_prev_token == 0) {
-            hist_observe(&m->h[H_TTFT], o->t_first_token - o->t_arrival);
-            double q = o->t_step_start - o->t_arrival;
+        if (t->prev_token_time == 0) {
+            hist_observe(&m->h[H_TTFT], t->first_token_time - t->arrival_time);
+            double q = t->first_scheduled_time - t->arrival_time;
             hist_observe(&m->h[H_QUEUE], q > 0 ? q : 0);
         } else {
-            hist_observe(&m->h[H_ITL], o->t_now - o->t_prev_token);
-            hist_observe(&m->h[H_TPOT], o->t_now - o->t_prev_token);
+            hist_observe(&m->h[H_ITL], t->last_token_time - t->prev_token_time);
+            hist_observe(&m->h[H_TPOT], t->last_token_time - t->prev_token_time);
         }
     }
-    if (o->finished && !o->error_msg) {
-        hist_observe(&m->h[H_E2E], o->t_now - o->t_arrival);
-        /* the request's reason, as the async engine stamped it over all its deltas
+    if (o->finished && !o->error) {
+        hist_observe(&m->h[H_E2E], t->finished_time - t->arrival_time);
+        /* the request's reason, as the engine reports it over all its deltas
          * (vLLM reports one per request): the last delta alone may carry no sample */
-        enum pl_async_finish f = o->finish;
-        if (f == PL_ASYNC_FINISH_STOP)
+        enum pl_finish_reason f = o->finish_reason;
+        if (f == PL_FINISH_STOP)
             m->success[0]++;
-        else if (f == PL_ASYNC_FINISH_LENGTH)
+        else if (f == PL_FINISH_LENGTH)
             m->success[1]++;
-        else if (f == PL_ASYNC_FINISH_ABORT)
+        else if (f == PL_FINISH_ABORT)
             m->success[2]++;
     }
     pthread_mutex_unlock(&m->mu);
@@ -199,7 +199,7 @@ static void render_hist(struct pl_sbuf *b, const struct histogram *h, const char
     pl_sbuf_printf(b, "%s_count{%s} %llu\n", h->name, labels, (unsigned long long)h->count);
 }
 
-pl_status pl_metrics_render(struct pl_metrics *m, const struct pl_engine_stats *st, char **out,
+pl_status pl_metrics_render(struct pl_metrics *m, const struct pl_llm_stats *st, char **out,
                             size_t *len, struct pl_err *err)
 {
     struct pl_sbuf b = {0};

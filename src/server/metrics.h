@@ -23,10 +23,10 @@ struct pl_metrics *pl_metrics_new(const char *model_name);
 void pl_metrics_free(struct pl_metrics *m); /* NULL is a no-op */
 
 /* Records one routed delta (use as the async engine's observe callback). */
-void pl_metrics_observe(void *metrics, const struct pl_async_output *o);
+void pl_metrics_observe(void *metrics, const struct pl_request_output *o);
 
 /* Renders the text exposition into *out (malloc'ed, NUL-terminated). */
-pl_status pl_metrics_render(struct pl_metrics *m, const struct pl_engine_stats *st, char **out,
+pl_status pl_metrics_render(struct pl_metrics *m, const struct pl_llm_stats *st, char **out,
                             size_t *len, struct pl_err *err);
 
 #endif

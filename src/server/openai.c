@@ -16,6 +16,7 @@
  *   gen_free: abort what is unfinished (the client went away: the engine frees
  *   its blocks), release, free.
  */
+#include "engine/sampling_params.h"
 #include "server/openai.h"
 
 #include "server/openai_ext.h"
@@ -795,7 +796,7 @@ struct choice {
     size_t text_offset;      /* completions logprobs: characters before the next token */
     json_t *lp;              /* completions: {tokens, token_logprobs, top_logprobs,
                                 text_offset}; chat: {content: [...]} (deferred replies) */
-    enum pl_async_finish finish;
+    enum pl_finish_reason finish;
     json_t *stop_reason;     /* string, integer or null */
     struct pl_reasoning rp;  /* chat with --reasoning-parser: the stream's splitter */
 };
@@ -804,7 +805,7 @@ struct sub {
     struct pl_async_request *r;
     int prompt_index;
     bool finished;
-    struct pl_async_logprob *prompt_lp; /* [n_prompt_lp] from the first delta, or NULL */
+    struct pl_logprob_entry *prompt_lp; /* [n_prompt_lp] from the first delta, or NULL */
     int n_prompt_lp;
 };
 
@@ -917,7 +918,7 @@ static json_t *utf8_bytes(const json_t *s)
 
 /* Appends one position's logprobs to lp (creating it): completions or chat format. */
 static void add_logprob(struct pl_openai_gen *g, struct choice *c,
-                        const struct pl_async_logprob *e, json_t **lp)
+                        const struct pl_logprob_entry *e, json_t **lp)
 {
     const struct pl_openai *o = g->o;
     int k = g->req.logprobs;
@@ -984,7 +985,7 @@ static json_t *prompt_logprobs_json(const struct pl_openai_gen *g, const struct 
         return json_null();
     json_t *a = json_array();
     for (int i = 0; i < sb->n_prompt_lp; i++) {
-        const struct pl_async_logprob *e = &sb->prompt_lp[i];
+        const struct pl_logprob_entry *e = &sb->prompt_lp[i];
         if (e->n_top < 0) {
             json_array_append_new(a, json_null());
             continue;
@@ -1040,16 +1041,16 @@ static void emit(struct pl_sbuf *out, json_t *obj)
     free(s);
 }
 
-static json_t *finish_json(enum pl_async_finish f)
+static json_t *finish_json(enum pl_finish_reason f)
 {
-    const char *s = pl_async_finish_str(f);
+    const char *s = pl_finish_reason_str(f);
     return s ? json_string(s) : json_null();
 }
 
 /* One stream chunk for one choice's news. */
 static void emit_choice_chunk(struct pl_openai_gen *g, int index, const char *text, size_t text_len,
                               const struct pl_sbuf *reasoning, json_t *lp,
-                              enum pl_async_finish finish, json_t *stop_reason,
+                              enum pl_finish_reason finish, json_t *stop_reason,
                               struct pl_sbuf *out)
 {
     json_t *c = chunk_base(g);
@@ -1062,7 +1063,7 @@ static void emit_choice_chunk(struct pl_openai_gen *g, int index, const char *te
         if (has_reasoning) /* vLLM's DeltaMessage.reasoning_content */
             json_object_set_new(delta, "reasoning_content",
                                 pl_http_json_string_lossy(reasoning->data, reasoning->len));
-        if (text_len > 0 || (finish == PL_ASYNC_FINISH_NONE && !has_reasoning))
+        if (text_len > 0 || (finish == PL_FINISH_NONE && !has_reasoning))
             json_object_set_new(delta, "content", jt);
         else
             json_decref(jt);
@@ -1082,11 +1083,11 @@ static void emit_choice_chunk(struct pl_openai_gen *g, int index, const char *te
     emit(out, c);
 }
 
-static json_t *stop_reason_json(const struct pl_async_sample *s)
+static json_t *stop_reason_json(const struct pl_completion_output *s)
 {
     if (s->stop_str)
         return pl_http_json_string_lossy(s->stop_str, strlen(s->stop_str));
-    if (s->stop_token_id >= 0 && s->finish == PL_ASYNC_FINISH_STOP)
+    if (s->stop_token_id >= 0 && s->finish_reason == PL_FINISH_STOP)
         return json_integer(s->stop_token_id);
     return json_null();
 }
@@ -1122,16 +1123,16 @@ int pl_openai_status_of(pl_status st)
     }
 }
 
-static void take_error(struct pl_openai_gen *g, const struct pl_async_output *o)
+static void take_error(struct pl_openai_gen *g, const struct pl_request_output *o)
 {
     if (g->fail_status)
         return;
     g->fail_status = pl_openai_status_of(o->error_status);
-    g->fail_msg = strdup(o->error_msg);
+    g->fail_msg = strdup(o->error);
 }
 
 /* One sample's news into its choice; streams append a chunk to out. */
-static void take_sample(struct pl_openai_gen *g, struct sub *sb, const struct pl_async_sample *s,
+static void take_sample(struct pl_openai_gen *g, struct sub *sb, const struct pl_completion_output *s,
                         struct pl_sbuf *out)
 {
     int n = g->req.sp.n > 0 ? g->req.sp.n : 1;
@@ -1153,9 +1154,9 @@ static void take_sample(struct pl_openai_gen *g, struct sub *sb, const struct pl
             add_logprob(g, c, &s->logprobs[t], lp);
     /* a failed sample gets no finish_reason: the request ends with an error
      * (the response object, or the stream's error event), never "abort" */
-    enum pl_async_finish finish = s->finish == PL_ASYNC_FINISH_ERROR ? PL_ASYNC_FINISH_NONE
-                                                                    : s->finish;
-    if (finish != PL_ASYNC_FINISH_NONE) {
+    enum pl_finish_reason finish = s->finish_reason == PL_FINISH_ERROR ? PL_FINISH_NONE
+                                                                      : s->finish_reason;
+    if (finish != PL_FINISH_NONE) {
         c->finish = finish;
         json_decref(c->stop_reason);
         c->stop_reason = stop_reason_json(s);
@@ -1171,12 +1172,12 @@ static void take_sample(struct pl_openai_gen *g, struct sub *sb, const struct pl
     if (g->req.kind == PL_OPENAI_CHAT && g->o->reasoning != PL_REASONING_NONE) {
         /* the splitter holds back what may begin a tag; the last delta releases it */
         pl_reasoning_feed(&c->rp, s->text ? s->text : "", s->text_len, &reasoning, &text);
-        if (s->finish != PL_ASYNC_FINISH_NONE)
+        if (s->finish_reason != PL_FINISH_NONE)
             pl_reasoning_finish(&c->rp, &reasoning, &text);
     } else {
         pl_sbuf_append(&text, s->text ? s->text : "", s->text_len);
     }
-    if (text.len > 0 || reasoning.len > 0 || finish != PL_ASYNC_FINISH_NONE || lp_delta)
+    if (text.len > 0 || reasoning.len > 0 || finish != PL_FINISH_NONE || lp_delta)
         emit_choice_chunk(g, ci, text.data, text.len, &reasoning, lp_delta, finish,
                           c->stop_reason, out);
     else
@@ -1186,23 +1187,23 @@ static void take_sample(struct pl_openai_gen *g, struct sub *sb, const struct pl
 }
 
 /* One delta of one engine request into the choices (takes o). */
-static void take_output(struct pl_openai_gen *g, struct sub *sb, struct pl_async_output *o,
+static void take_output(struct pl_openai_gen *g, struct sub *sb, struct pl_request_output *o,
                         struct pl_sbuf *out)
 {
-    if (o->error_msg)
+    if (o->error)
         take_error(g, o);
-    if (o->is_first && !o->error_msg)
-        g->prompt_tokens += o->n_prompt_tokens;
+    if ((o->prompt_token_ids != NULL) && !o->error)
+        g->prompt_tokens += o->n_prompt_token_ids;
     if (o->prompt_logprobs && !sb->prompt_lp) {
         sb->prompt_lp = o->prompt_logprobs;
-        sb->n_prompt_lp = o->n_prompt_tokens;
+        sb->n_prompt_lp = o->n_prompt_token_ids;
         o->prompt_logprobs = NULL;
     }
-    for (int k = 0; k < o->n_samples; k++)
-        take_sample(g, sb, &o->samples[k], out);
+    for (int k = 0; k < o->n_outputs; k++)
+        take_sample(g, sb, &o->outputs[k], out);
     if (o->finished)
         sb->finished = true;
-    pl_async_output_free(o);
+    pl_request_output_free(o);
 }
 
 /* Drains every engine request's deltas into the choices; streams append chunks to out. */
@@ -1211,7 +1212,7 @@ static void drain(struct pl_openai_gen *g, struct pl_sbuf *out)
     for (int si = 0; si < g->n_subs; si++) {
         struct sub *sb = &g->subs[si];
         while (!sb->finished) {
-            struct pl_async_output *o = pl_async_request_pop(sb->r);
+            struct pl_request_output *o = pl_async_request_pop(sb->r);
             if (o) {
                 take_output(g, sb, o, out);
                 continue;
@@ -1517,7 +1518,7 @@ static void log_finished(struct pl_openai_gen *g)
     for (int i = 0; i < g->n_subs; i++)
         done &= g->subs[i].finished;
     for (int i = 0; i < g->n_choices; i++)
-        aborted |= g->choices[i].finish == PL_ASYNC_FINISH_ABORT;
+        aborted |= g->choices[i].finish == PL_FINISH_ABORT;
     const char *outcome = g->fail_status ? "failed"
                           : !done || aborted ? "aborted"
                                              : "completed";
@@ -1543,7 +1544,8 @@ pl_status pl_openai_gen_submit(struct pl_openai_gen *g, pl_async_notify_fn notif
         sps[i] = g->req.sp;
         sps[i].owned = NULL;
         sps[i].max_tokens = p->max_tokens;
-        subs[i] = (struct pl_async_submission){p->ids, p->n_ids, &sps[i], NULL};
+        subs[i] = (struct pl_async_submission){.prompt_ids = p->ids, .n_prompt = p->n_ids,
+                                               .params = &sps[i]};
     }
     /* every prompt is admitted at once or none is: more prompts than the server
      * admits is refused here, before anything runs (pl_async_engine_submit_all) */
@@ -1875,7 +1877,7 @@ static void h_metrics(void *user, const struct pl_http_request *req,
                       struct pl_http_response *resp)
 {
     struct pl_openai *o = user;
-    struct pl_engine_stats st;
+    struct pl_llm_stats st;
     memset(&st, 0, sizeof(st));
     if (o->ae)
         pl_async_engine_stats(o->ae, &st);

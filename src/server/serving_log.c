@@ -41,27 +41,27 @@ void pl_serving_log_params_default(struct pl_serving_log_params *p)
     p->stats = true;
 }
 
-void pl_serving_log_observe(void *user, const struct pl_async_output *o)
+void pl_serving_log_observe(void *user, const struct pl_request_output *o)
 {
     struct pl_serving_log *s = user;
     if (!s)
         return;
     unsigned long long gen = 0;
-    for (int i = 0; i < o->n_samples; i++)
-        gen += (unsigned long long)o->samples[i].n_token_ids;
+    for (int i = 0; i < o->n_outputs; i++)
+        gen += (unsigned long long)o->outputs[i].n_token_ids;
     pthread_mutex_lock(&s->mu);
     s->generation_tokens += gen;
-    if (o->is_first && !o->error_msg) {
-        s->prompt_tokens += (unsigned long long)o->n_prompt_tokens;
+    if ((o->prompt_token_ids != NULL) && !o->error) {
+        s->prompt_tokens += (unsigned long long)o->n_prompt_token_ids;
         if (s->win_n == HIT_WINDOW) {
             s->sum_queries -= s->win_queries[s->win_next];
             s->sum_hits -= s->win_hits[s->win_next];
         } else {
             s->win_n++;
         }
-        s->win_queries[s->win_next] = o->n_prompt_tokens;
+        s->win_queries[s->win_next] = o->n_prompt_token_ids;
         s->win_hits[s->win_next] = o->num_cached_tokens;
-        s->sum_queries += o->n_prompt_tokens;
+        s->sum_queries += o->n_prompt_token_ids;
         s->sum_hits += o->num_cached_tokens;
         s->win_next = (s->win_next + 1) % HIT_WINDOW;
     }
@@ -95,7 +95,7 @@ bool pl_serving_log_tick(struct pl_serving_log *s, double now, char *buf, size_t
     s->last_gen_tps = gen_tps;
     if (!due)
         return false;
-    struct pl_engine_stats st;
+    struct pl_llm_stats st;
     memset(&st, 0, sizeof(st));
     if (ae)
         pl_async_engine_stats(ae, &st);

@@ -56,7 +56,7 @@ void pl_serving_log_free(struct pl_serving_log *s); /* stops the thread; NULL is
 void pl_serving_log_set_engine(struct pl_serving_log *s, struct pl_async_engine *ae);
 
 /* Records one routed delta (an async engine observe callback; see serve.c). */
-void pl_serving_log_observe(void *serving_log, const struct pl_async_output *o);
+void pl_serving_log_observe(void *serving_log, const struct pl_request_output *o);
 
 /*
  * One interval ending at `now` (monotonic seconds): true and the line in buf

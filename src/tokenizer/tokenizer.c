@@ -26,6 +26,13 @@
  *     additional_special_tokens, extra_special_tokens) count as special.
  *  4. clean_up_tokenization_spaces is ignored on decode for BPE models (every
  *     model we load), so decode is the backend decode unchanged.
+ *  5. In a model directory whose config.json names a model_type transformers
+ *     lists as shipping a wrong tokenizer_class (its tokenization_auto
+ *     MODELS_WITH_INCORRECT_HUB_TOKENIZER_CLASS: phi3, deepseek_v2/v3), the
+ *     class is ignored and tokenizer.json is used as written (TokenizersBackend):
+ *     a Phi-3 directory keeps its Prepend + Replace normalizer, so " " is
+ *     [BOS, "▁▁"] there while the bare files give [BOS, "▁"] (rule 1).
+ *     pl_tokenizer_load reads model_type from the directory's config.json for this.
  * Invariants: after load nothing changes, so encode/decode are thread-safe;
  * ids in added tokens, vocab and templates are all < n_ids.
  */
@@ -631,13 +638,23 @@ static pl_status parse_literal(const char *json, char *buf, size_t cap, struct t
     return tok_json_parse(buf, n, doc, err);
 }
 
+/* Model types whose tokenizer_class transformers 5 ignores (rule 5 of the file comment). */
+static bool class_ignored_for(const char *model_type)
+{
+    static const char *const types[] = {"phi3", "deepseek_v2", "deepseek_v3"};
+    for (size_t i = 0; model_type && i < sizeof(types) / sizeof(types[0]); i++)
+        if (!strcmp(model_type, types[i]))
+            return true;
+    return false;
+}
+
 /* Replaces normalizer / pre-tokenizer / decoder / BPE options as the
  * transformers 5 class named by tokenizer_class does (see file comment). */
 static pl_status apply_class_pipeline(struct pl_tokenizer *t, const struct tok_json *cfg,
-                                      struct pl_err *err)
+                                      const char *model_type, struct pl_err *err)
 {
     const struct tok_json *cls = tok_json_get(cfg, "tokenizer_class");
-    if (!cls || cls->type != TJ_STRING)
+    if (!cls || cls->type != TJ_STRING || class_ignored_for(model_type))
         return PL_STATUS_OK;
     bool llama = !strcmp(cls->u.str, "LlamaTokenizer") || !strcmp(cls->u.str, "LlamaTokenizerFast");
     bool gemma = !strcmp(cls->u.str, "GemmaTokenizer") || !strcmp(cls->u.str, "GemmaTokenizerFast");
@@ -712,7 +729,7 @@ static pl_status apply_class_pipeline(struct pl_tokenizer *t, const struct tok_j
 /* ---- loading ---- */
 
 static pl_status load_json(const struct tok_json *root, const struct tok_json *cfg,
-                           struct pl_tokenizer *t, struct pl_err *err)
+                           const char *model_type, struct pl_tokenizer *t, struct pl_err *err)
 {
     if (root->type != TJ_OBJECT)
         return pl_err_set(err, PL_STATUS_FORMAT, "expected a JSON object at the top level");
@@ -729,7 +746,7 @@ static pl_status load_json(const struct tok_json *root, const struct tok_json *c
     v = tok_json_get(root, "decoder");
     if (!tok_json_is_null(v) && (st = tok_decoder_parse(v, "decoder", &t->decoder, err)))
         return st;
-    if (cfg && (st = apply_class_pipeline(t, cfg, err)))
+    if (cfg && (st = apply_class_pipeline(t, cfg, model_type, err)))
         return st;
 
     int cap = 0;
@@ -795,7 +812,8 @@ static pl_status load_json(const struct tok_json *root, const struct tok_json *c
 
 /* Loads from writable buffers that the JSON reader may decode in place. */
 static pl_status load_owned(char *tokenizer_json, size_t len, char *config_json, size_t config_len,
-                            struct pl_tokenizer **out, struct pl_err *err)
+                            const char *model_type, struct pl_tokenizer **out,
+                            struct pl_err *err)
 {
     *out = NULL;
     struct tok_json_doc *doc = NULL, *cdoc = NULL;
@@ -819,7 +837,7 @@ static pl_status load_owned(char *tokenizer_json, size_t len, char *config_json,
     if (!t) {
         st = pl_err_set(err, PL_STATUS_NO_MEMORY, "out of memory");
     } else {
-        st = load_json(tok_json_root(doc), cdoc ? tok_json_root(cdoc) : NULL, t, err);
+        st = load_json(tok_json_root(doc), cdoc ? tok_json_root(cdoc) : NULL, model_type, t, err);
         if (st != PL_STATUS_OK && !strstr(err ? err->msg : "", "tokenizer_config.json"))
             pl_err_prefix(err, "tokenizer.json");
     }
@@ -833,8 +851,9 @@ static pl_status load_owned(char *tokenizer_json, size_t len, char *config_json,
     return PL_STATUS_OK;
 }
 
-pl_status pl_tokenizer_load_mem(const char *tokenizer_json, size_t len, const char *config_json,
-                                size_t config_len, struct pl_tokenizer **out, struct pl_err *err)
+pl_status pl_tokenizer_load_mem_as(const char *tokenizer_json, size_t len, const char *config_json,
+                                   size_t config_len, const char *model_type,
+                                   struct pl_tokenizer **out, struct pl_err *err)
 {
     *out = NULL;
     if (!tokenizer_json)
@@ -848,7 +867,7 @@ pl_status pl_tokenizer_load_mem(const char *tokenizer_json, size_t len, const ch
     memcpy(tj, tokenizer_json, len);
     if (cj)
         memcpy(cj, config_json, config_len);
-    pl_status st = load_owned(tj, len, cj, config_len, out, err);
+    pl_status st = load_owned(tj, len, cj, config_len, model_type, out, err);
     free(tj);
     free(cj);
     return st;
@@ -902,8 +921,44 @@ static pl_status read_file(const char *path, char **data, size_t *len, struct pl
     return PL_STATUS_OK;
 }
 
-pl_status pl_tokenizer_load_files(const char *tokenizer_json_path, const char *config_path,
-                                  struct pl_tokenizer **out, struct pl_err *err)
+pl_status pl_tokenizer_load_mem(const char *tokenizer_json, size_t len, const char *config_json,
+                                size_t config_len, struct pl_tokenizer **out, struct pl_err *err)
+{
+    return pl_tokenizer_load_mem_as(tokenizer_json, len, config_json, config_len, NULL, out, err);
+}
+
+/* model_type of the model directory's config.json, into buf ("" when the file is absent
+ * or names none); only a malformed file that exists is an error. */
+static pl_status read_model_type(const char *path, char *buf, size_t cap, struct pl_err *err)
+{
+    buf[0] = 0;
+    char *data = NULL;
+    size_t len = 0;
+    pl_status st = read_file(path, &data, &len, err);
+    if (st == PL_STATUS_NOT_FOUND) {
+        if (err)
+            err->msg[0] = 0;
+        return PL_STATUS_OK;
+    }
+    if (st != PL_STATUS_OK)
+        return st;
+    struct tok_json_doc *doc = NULL;
+    st = tok_json_parse(data, len, &doc, err);
+    if (st == PL_STATUS_OK) {
+        const struct tok_json *mt = tok_json_get(tok_json_root(doc), "model_type");
+        if (mt && mt->type == TJ_STRING)
+            snprintf(buf, cap, "%s", mt->u.str);
+        tok_json_free(doc);
+    } else {
+        pl_err_prefix(err, path);
+    }
+    free(data);
+    return st;
+}
+
+static pl_status load_files_as(const char *tokenizer_json_path, const char *config_path,
+                               const char *model_type, struct pl_tokenizer **out,
+                               struct pl_err *err)
 {
     *out = NULL;
     char *tj = NULL, *cj = NULL;
@@ -915,10 +970,16 @@ pl_status pl_tokenizer_load_files(const char *tokenizer_json_path, const char *c
         free(tj);
         return st;
     }
-    st = load_owned(tj, tl, cj, cl, out, err);
+    st = load_owned(tj, tl, cj, cl, model_type, out, err);
     free(tj);
     free(cj);
     return st;
+}
+
+pl_status pl_tokenizer_load_files(const char *tokenizer_json_path, const char *config_path,
+                                  struct pl_tokenizer **out, struct pl_err *err)
+{
+    return load_files_as(tokenizer_json_path, config_path, NULL, out, err);
 }
 
 pl_status pl_tokenizer_load(const char *dir, struct pl_tokenizer **out, struct pl_err *err)
@@ -930,13 +991,21 @@ pl_status pl_tokenizer_load(const char *dir, struct pl_tokenizer **out, struct p
         free(cp);
         return pl_err_set(err, PL_STATUS_NO_MEMORY, "out of memory");
     }
+    char model_type[64];
+    snprintf(cp, n, "%s/config.json", dir);
+    pl_status st = read_model_type(cp, model_type, sizeof(model_type), err);
+    if (st != PL_STATUS_OK) {
+        free(tp);
+        free(cp);
+        return st;
+    }
     snprintf(tp, n, "%s/tokenizer.json", dir);
     snprintf(cp, n, "%s/tokenizer_config.json", dir);
     FILE *f = fopen(cp, "rb");
     bool has_cfg = f != NULL;
     if (f)
         fclose(f);
-    pl_status st = pl_tokenizer_load_files(tp, has_cfg ? cp : NULL, out, err);
+    st = load_files_as(tp, has_cfg ? cp : NULL, model_type[0] ? model_type : NULL, out, err);
     free(tp);
     free(cp);
     return st;

@@ -20,7 +20,8 @@
 
 struct pl_tokenizer;
 
-/* Loads <dir>/tokenizer.json and, if present, <dir>/tokenizer_config.json. */
+/* Loads <dir>/tokenizer.json and, if present, <dir>/tokenizer_config.json; the model_type
+ * of <dir>/config.json, if present, selects the class rules (tokenizer.c, rule 5). */
 pl_status pl_tokenizer_load(const char *dir, struct pl_tokenizer **out, struct pl_err *err);
 
 /* Loads from explicit paths; config_path may be NULL. */
@@ -30,6 +31,12 @@ pl_status pl_tokenizer_load_files(const char *tokenizer_json_path, const char *c
 /* Loads from JSON text in memory; config_json may be NULL. */
 pl_status pl_tokenizer_load_mem(const char *tokenizer_json, size_t len, const char *config_json,
                                 size_t config_len, struct pl_tokenizer **out, struct pl_err *err);
+
+/* The same, as inside a model directory whose config.json names model_type (NULL: none):
+ * transformers ignores tokenizer_class for a few model types (tokenizer.c, rule 5). */
+pl_status pl_tokenizer_load_mem_as(const char *tokenizer_json, size_t len, const char *config_json,
+                                   size_t config_len, const char *model_type,
+                                   struct pl_tokenizer **out, struct pl_err *err);
 
 void pl_tokenizer_free(struct pl_tokenizer *tok);
 

@@ -3,6 +3,8 @@
  */
 #include "util/log.h"
 
+#include "util/debug_env.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,7 +14,9 @@ static int g_level = -1;
 
 static enum pl_log_level level_from_env(void)
 {
-    const char *s = getenv("PAGELLM_LOG_LEVEL");
+    struct pl_debug_env d;
+    pl_debug_env_read(&d);
+    const char *s = d.log_level;
     if (!s)
         return PL_LOG_INFO;
     if (!strcmp(s, "debug")) return PL_LOG_DEBUG;

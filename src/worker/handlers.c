@@ -19,6 +19,7 @@
  * A stopped job aborts its engine requests (their KV blocks are freed at the
  * engine's next step) and returns without waiting for them.
  */
+#include "engine/sampling_params.h"
 #include "worker/runpod.h"
 
 #include "engine/async_engine.h"
@@ -274,14 +275,14 @@ static bool submit(struct run *r, const struct pl_openai_prompt *p,
  * The next delta of the job's requests (*which = the request's index), waiting
  * for one. NULL when every request has finished or the job was stopped.
  */
-static struct pl_async_output *next_output(struct run *r, int *which)
+static struct pl_request_output *next_output(struct run *r, int *which)
 {
     for (;;) {
         bool all_done = true;
         for (int i = 0; i < r->n_reqs; i++) {
             if (r->done[i])
                 continue;
-            struct pl_async_output *o = pl_async_request_pop(r->reqs[i]);
+            struct pl_request_output *o = pl_async_request_pop(r->reqs[i]);
             /* finished: its last delta may have landed after the pop; look once more */
             if (!o && pl_async_request_is_finished(r->reqs[i]))
                 o = pl_async_request_pop(r->reqs[i]);
@@ -380,20 +381,20 @@ static void run_simple_batch(struct run *r, const json_t *input)
         free(p.text);
     }
     pl_sampling_params_fini(&sp);
-    struct pl_async_output *o;
+    struct pl_request_output *o;
     int which;
     while (good && (o = next_output(r, &which)) != NULL) {
-        if (o->error_msg) {
-            set_error(r->res, o->error_msg);
+        if (o->error) {
+            set_error(r->res, o->error);
             good = false;
         }
-        for (int k = 0; good && k < o->n_samples; k++) {
-            const struct pl_async_sample *sm = &o->samples[k];
+        for (int k = 0; good && k < o->n_outputs; k++) {
+            const struct pl_completion_output *sm = &o->outputs[k];
             if (sm->index == 0 && sm->text_len > 0 &&
                 !append_text(&texts[which], &lens[which], sm->text, sm->text_len))
                 good = false;
         }
-        pl_async_output_free(o);
+        pl_request_output_free(o);
     }
     if (stopped(r)) {
         r->res->stopped = true;
@@ -519,22 +520,22 @@ static void run_stream(struct run *r, const json_t *input, enum pl_rp_mode mode)
     free(p.text);
     pl_sampling_params_fini(&sp);
     json_decref(wrapped);
-    struct pl_async_output *o;
+    struct pl_request_output *o;
     int which;
     while (good && (o = next_output(r, &which)) != NULL) {
-        if (o->error_msg) {
+        if (o->error) {
             /* a refusal (400) or an engine failure (500): the job fails either way,
              * never completes with its text cut short */
             if (native)
-                set_openai_message(r->res, pl_openai_status_of(o->error_status), o->error_msg);
+                set_openai_message(r->res, pl_openai_status_of(o->error_status), o->error);
             else
-                set_error(r->res, o->error_msg);
+                set_error(r->res, o->error);
             good = false;
         }
-        if (o->is_first) /* later deltas may not repeat the prompt length */
-            c.n_prompt = o->n_prompt_tokens;
-        for (int k = 0; k < o->n_samples && good; k++) {
-            const struct pl_async_sample *co = &o->samples[k];
+        if ((o->prompt_token_ids != NULL)) /* later deltas may not repeat the prompt length */
+            c.n_prompt = o->n_prompt_token_ids;
+        for (int k = 0; k < o->n_outputs && good; k++) {
+            const struct pl_completion_output *co = &o->outputs[k];
             int idx = co->index;
             if (idx < 0 || idx >= c.n_choices)
                 continue;
@@ -567,7 +568,7 @@ static void run_stream(struct run *r, const json_t *input, enum pl_rp_mode mode)
                 any = false;
             }
         }
-        pl_async_output_free(o);
+        pl_request_output_free(o);
     }
     if (stopped(r)) {
         r->res->stopped = true;

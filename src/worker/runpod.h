@@ -17,6 +17,7 @@
 #define PL_WORKER_RUNPOD_H
 
 #include "pagellm.h"
+#include "util/err.h"
 
 #include <curl/curl.h>
 #include <jansson.h>

@@ -7,6 +7,7 @@
  * applying it to sampling defaults must keep them within what validation accepts
  * for the fields it sets; a violation aborts so that the fuzzer reports it.
  */
+#include "engine/sampling_params.h"
 #include "model/config.h"
 #include "pagellm.h"
 

@@ -3,6 +3,7 @@
  * then validation and a deep copy: no crash, no leak, and the invariants that
  * a successful parse owns its arrays and that an error leaves the input as is.
  */
+#include "engine/sampling_params.h"
 #include "pagellm.h"
 #include "util/err.h"
 

@@ -16,6 +16,8 @@
  * (fail_silently) ends nothing, leaving the async engine to fail them.
  * split_finish reports a request's last sample finish one poll before its
  * finished delta, which then carries no sample. n_added counts add_request.
+ * Deltas are what the real engine's are: the prompt ids in the first, the
+ * request's finish_reason and metrics (arrival, token and finish times) set.
  */
 #ifndef PL_TEST_FAKE_ENGINE_H
 #define PL_TEST_FAKE_ENGINE_H
@@ -40,12 +42,14 @@ struct fake_req {
     int32_t stop_ids[8];
     int n_stop_ids;
     int n_out[16];
-    enum pl_async_finish finish[16];
+    enum pl_finish_reason finish[16];
     bool aborted;
     bool sent_first;
     bool pooling;
     bool split_sent;                 /* split_finish: the finishes went out, not yet finished */
-    struct pl_async_output *pending; /* news since the last poll */
+    enum pl_finish_reason req_finish; /* the first sample finish polled */
+    double t_arrival, t_first, t_last;
+    struct pl_request_output *pending; /* news since the last poll */
 };
 
 struct fake_engine {
@@ -69,8 +73,8 @@ static int fake_blocks_used(const struct fake_engine *f)
     return used;
 }
 
-static pl_status fake_add(void *e, uint64_t id, const int32_t *prompt, int n_prompt,
-                          const struct pl_sampling_params *sp, struct pl_err *err)
+static pl_status fake_add_params(void *e, uint64_t id, const int32_t *prompt, int n_prompt,
+                                 const struct pl_sampling_params *sp, struct pl_err *err)
 {
     struct fake_engine *f = e;
     if (f->n_reqs == FAKE_MAX_REQS)
@@ -102,31 +106,33 @@ static void fake_embedding(const int32_t *prompt, int n_prompt, float *v)
         v[k] = (float)prompt[k % n_prompt] + 0.5f * (float)k;
 }
 
-static pl_status fake_add_pooling(void *e, uint64_t id, const int32_t *prompt, int n_prompt,
-                                  const struct pl_pooling_params *pp, struct pl_err *err)
+static pl_status fake_add(void *e, const struct pl_engine_request *rq, struct pl_err *err)
 {
-    struct pl_sampling_params sp;
-    pl_sampling_params_default(&sp);
-    sp.max_tokens = 1;
-    pl_status st = fake_add(e, id, prompt, n_prompt, &sp, err);
-    if (st == PL_STATUS_OK)
-        ((struct fake_engine *)e)->reqs[((struct fake_engine *)e)->n_reqs - 1]->pooling = true;
+    struct fake_engine *f = e;
+    struct pl_sampling_params pool_sp;
+    pl_sampling_params_default(&pool_sp);
+    pool_sp.max_tokens = 1;
+    pl_status st = fake_add_params(e, rq->request_id, rq->prompt, rq->n_prompt,
+                                   rq->pooling ? &pool_sp : rq->params, err);
+    if (st == PL_STATUS_OK) {
+        f->reqs[f->n_reqs - 1]->pooling = rq->pooling != NULL;
+        f->reqs[f->n_reqs - 1]->t_arrival = rq->arrival_time;
+    }
     return st;
 }
 
-static struct pl_async_sample *fake_sample(struct fake_req *r, int j)
+static struct pl_completion_output *fake_sample(struct fake_req *r, int j)
 {
     if (!r->pending) {
         r->pending = calloc(1, sizeof(*r->pending));
-        r->pending->request_id = r->id;
-        r->pending->n_prompt_tokens = r->n_prompt;
-        r->pending->samples = calloc((size_t)r->n, sizeof(struct pl_async_sample));
+        r->pending->request_num = r->id;
+        r->pending->outputs = calloc((size_t)r->n, sizeof(struct pl_completion_output));
     }
-    struct pl_async_output *o = r->pending;
-    for (int i = 0; i < o->n_samples; i++)
-        if (o->samples[i].index == j)
-            return &o->samples[i];
-    struct pl_async_sample *s = &o->samples[o->n_samples++];
+    struct pl_request_output *o = r->pending;
+    for (int i = 0; i < o->n_outputs; i++)
+        if (o->outputs[i].index == j)
+            return &o->outputs[i];
+    struct pl_completion_output *s = &o->outputs[o->n_outputs++];
     s->index = j;
     s->stop_token_id = -1;
     return s;
@@ -143,11 +149,11 @@ static pl_status fake_step(void *e, struct pl_err *err)
         for (int i = 0; i < f->n_reqs && !f->fail_silently; i++) {
             struct fake_req *r = f->reqs[i];
             for (int j = 0; j < r->n; j++) {
-                if (r->finish[j] != PL_ASYNC_FINISH_NONE)
+                if (r->finish[j] != PL_FINISH_NONE)
                     continue;
-                r->finish[j] = fake_sample(r, j)->finish = PL_ASYNC_FINISH_ERROR;
-                if (!r->pending->error_msg) {
-                    r->pending->error_msg = strdup("device lost (fake)");
+                r->finish[j] = fake_sample(r, j)->finish_reason = PL_FINISH_ERROR;
+                if (!r->pending->error) {
+                    r->pending->error = strdup("device lost (fake)");
                     r->pending->error_status = PL_STATUS_INTERNAL;
                 }
             }
@@ -157,15 +163,15 @@ static pl_status fake_step(void *e, struct pl_err *err)
     for (int i = 0; i < f->n_reqs; i++) {
         struct fake_req *r = f->reqs[i];
         for (int j = 0; j < r->n; j++) {
-            if (r->finish[j] != PL_ASYNC_FINISH_NONE)
+            if (r->finish[j] != PL_FINISH_NONE)
                 continue;
-            struct pl_async_sample *s = fake_sample(r, j);
+            struct pl_completion_output *s = fake_sample(r, j);
             if (r->aborted) {
-                r->finish[j] = s->finish = PL_ASYNC_FINISH_ABORT;
+                r->finish[j] = s->finish_reason = PL_FINISH_ABORT;
                 continue;
             }
             if (r->pooling) {
-                r->finish[j] = s->finish = PL_ASYNC_FINISH_LENGTH;
+                r->finish[j] = s->finish_reason = PL_FINISH_LENGTH;
                 r->pending->embedding = malloc(sizeof(float) * FAKE_EMBED_DIM);
                 r->pending->n_embedding = FAKE_EMBED_DIM;
                 fake_embedding(r->prompt, r->n_prompt, r->pending->embedding);
@@ -177,8 +183,8 @@ static pl_status fake_step(void *e, struct pl_err *err)
             s->token_ids[s->n_token_ids] = tok;
             if (r->logprobs >= 0) {
                 s->logprobs = realloc(s->logprobs,
-                                      sizeof(struct pl_async_logprob) * (size_t)(s->n_token_ids + 1));
-                struct pl_async_logprob *lp = &s->logprobs[s->n_token_ids];
+                                      sizeof(struct pl_logprob_entry) * (size_t)(s->n_token_ids + 1));
+                struct pl_logprob_entry *lp = &s->logprobs[s->n_token_ids];
                 memset(lp, 0, sizeof(*lp));
                 lp->token_id = tok;
                 lp->logprob = -0.25f;
@@ -197,11 +203,11 @@ static pl_status fake_step(void *e, struct pl_err *err)
             s->text_len += (size_t)len;
             for (int k = 0; k < r->n_stop_ids; k++)
                 if (r->stop_ids[k] == tok) {
-                    r->finish[j] = s->finish = PL_ASYNC_FINISH_STOP;
+                    r->finish[j] = s->finish_reason = PL_FINISH_STOP;
                     s->stop_token_id = tok;
                 }
-            if (r->finish[j] == PL_ASYNC_FINISH_NONE && r->n_out[j] >= r->max_tokens)
-                r->finish[j] = s->finish = PL_ASYNC_FINISH_LENGTH;
+            if (r->finish[j] == PL_FINISH_NONE && r->n_out[j] >= r->max_tokens)
+                r->finish[j] = s->finish_reason = PL_FINISH_LENGTH;
         }
     }
     return PL_STATUS_OK;
@@ -213,32 +219,55 @@ static bool fake_has_unfinished(void *e)
     return f->n_reqs > 0;
 }
 
-static pl_status fake_poll(void *e, struct pl_async_output ***outs, int *n_outs,
-                           struct pl_err *err)
+/* The request-level fields the real engine fills (engine.c's finish_output). */
+static void fake_stamp(struct fake_req *r, struct pl_request_output *o)
+{
+    double now = pl_async_now();
+    int n_tok = 0;
+    for (int i = 0; i < o->n_outputs; i++) {
+        n_tok += o->outputs[i].n_token_ids;
+        if (r->req_finish == PL_FINISH_NONE)
+            r->req_finish = o->outputs[i].finish_reason;
+    }
+    o->metrics.arrival_time = r->t_arrival;
+    o->metrics.first_scheduled_time = r->t_arrival;
+    o->metrics.prev_token_time = n_tok ? r->t_last : 0;
+    if (n_tok)
+        r->t_last = now;
+    if (n_tok && !r->t_first)
+        r->t_first = now;
+    o->metrics.first_token_time = r->t_first;
+    o->metrics.last_token_time = r->t_last;
+    if (o->finished) {
+        o->metrics.finished_time = now;
+        o->finish_reason = o->error ? PL_FINISH_ERROR
+                           : r->req_finish ? r->req_finish : PL_FINISH_ABORT;
+    }
+}
+
+static int fake_poll(void *e, struct pl_request_output *items, int cap)
 {
     struct fake_engine *f = e;
-    *outs = calloc((size_t)(f->n_reqs ? f->n_reqs : 1), sizeof(**outs));
-    *n_outs = 0;
-    for (int i = 0; i < f->n_reqs;) {
+    int n_outs = 0;
+    for (int i = 0; i < f->n_reqs && n_outs < cap;) {
         struct fake_req *r = f->reqs[i];
         bool done = true;
         for (int j = 0; j < r->n; j++)
-            done &= r->finish[j] != PL_ASYNC_FINISH_NONE;
+            done &= r->finish[j] != PL_FINISH_NONE;
         if (f->split_finish && done && !r->split_sent) {
             /* the finishes now, the finished delta (empty) at the next poll */
             r->split_sent = true;
             done = false;
         } else if (f->split_finish && done && !r->pending) {
             r->pending = calloc(1, sizeof(*r->pending));
-            r->pending->request_id = r->id;
-            r->pending->n_prompt_tokens = r->n_prompt;
+            r->pending->request_num = r->id;
         }
         if (r->pending) {
             r->pending->finished = done;
             if (!r->sent_first && r->prompt_logprobs >= 0) {
                 /* position 0 has none (None); position i: the prompt token at -1.0 and
                  * ids token+1.. at -1.5, -2.0, ... */
-                struct pl_async_logprob *pl = calloc((size_t)r->n_prompt, sizeof(*pl));
+                struct pl_logprob_entry *pl = calloc((size_t)r->n_prompt, sizeof(*pl));
                 for (int k = 0; k < r->n_prompt; k++) {
                     pl[k].token_id = r->prompt[k];
                     pl[k].n_top = k == 0 ? -1 : r->prompt_logprobs;
@@ -250,9 +279,18 @@ static pl_status fake_poll(void *e, struct pl_async_output ***outs, int *n_outs,
                     }
                 }
                 r->pending->prompt_logprobs = pl;
+                r->pending->has_prompt_logprobs = true;
+            }
+            if (!r->sent_first) {
+                r->pending->prompt_token_ids = malloc(sizeof(int32_t) * (size_t)r->n_prompt);
+                memcpy(r->pending->prompt_token_ids, r->prompt,
+                       sizeof(int32_t) * (size_t)r->n_prompt);
+                r->pending->n_prompt_token_ids = r->n_prompt;
             }
             r->sent_first = true;
-            (*outs)[(*n_outs)++] = r->pending;
+            fake_stamp(r, r->pending);
+            items[n_outs++] = *r->pending;
+            free(r->pending);
             r->pending = NULL;
         }
         if (done) {
@@ -263,7 +301,7 @@ static pl_status fake_poll(void *e, struct pl_async_output ***outs, int *n_outs,
             i++;
         }
     }
-    return PL_STATUS_OK;
+    return n_outs;
 }
 
 static void fake_abort(void *e, uint64_t id)
@@ -274,7 +312,7 @@ static void fake_abort(void *e, uint64_t id)
             f->reqs[i]->aborted = true;
 }
 
-static void fake_stats(void *e, struct pl_engine_stats *st)
+static void fake_stats(void *e, struct pl_llm_stats *st)
 {
     struct fake_engine *f = e;
     st->num_running = f->n_reqs;
@@ -285,7 +323,7 @@ static void fake_stats(void *e, struct pl_engine_stats *st)
 }
 
 static const struct pl_engine_ops fake_engine_ops = {
-    fake_add, fake_step, fake_has_unfinished, fake_poll, fake_abort, fake_stats, fake_add_pooling};
+    fake_add, fake_step, fake_has_unfinished, fake_poll, fake_abort, fake_stats};
 
 /* The fake's text for sample j of a prompt after n_tokens tokens. */
 static inline void fake_expected_text(const int32_t *prompt, int n_prompt, int j, int n_tokens, char *out,

@@ -49,11 +49,11 @@ static void notify(void *user)
 struct collected {
     char text[16][4096];
     int n_tokens[16];
-    enum pl_async_finish finish[16];
+    enum pl_finish_reason finish[16];
     int n_deltas;
     bool saw_error;
     int n_prompt_tokens;
-    enum pl_async_finish request_finish; /* the last delta's stamped reason */
+    enum pl_finish_reason request_finish; /* the last delta's stamped reason */
     bool timed_out;                      /* no last delta within the hang guard */
 };
 
@@ -61,7 +61,7 @@ static void collect(struct pl_async_request *r, struct waiter *w, struct collect
 {
     memset(c, 0, sizeof(*c));
     for (;;) {
-        struct pl_async_output *o = pl_async_request_pop(r);
+        struct pl_request_output *o = pl_async_request_pop(r);
         if (!o) {
             /* a hang guard only: a request's end must come without more traffic */
             struct timespec deadline;
@@ -80,20 +80,21 @@ static void collect(struct pl_async_request *r, struct waiter *w, struct collect
             continue;
         }
         c->n_deltas++;
-        c->saw_error |= o->error_msg != NULL;
-        c->n_prompt_tokens = o->n_prompt_tokens;
-        for (int i = 0; i < o->n_samples; i++) {
-            struct pl_async_sample *s = &o->samples[i];
+        c->saw_error |= o->error != NULL;
+        if (o->prompt_token_ids)
+            c->n_prompt_tokens = o->n_prompt_token_ids;
+        for (int i = 0; i < o->n_outputs; i++) {
+            struct pl_completion_output *s = &o->outputs[i];
             if (s->text)
                 strncat(c->text[s->index], s->text, sizeof(c->text[0]) - strlen(c->text[s->index]) - 1);
             c->n_tokens[s->index] += s->n_token_ids;
-            if (s->finish)
-                c->finish[s->index] = s->finish;
+            if (s->finish_reason)
+                c->finish[s->index] = s->finish_reason;
         }
         bool fin = o->finished;
         if (fin)
-            c->request_finish = o->finish;
-        pl_async_output_free(o);
+            c->request_finish = o->finish_reason;
+        pl_request_output_free(o);
         if (fin)
             return;
     }
@@ -132,7 +133,7 @@ static void test_one_request(void)
         fake_expected_text(prompt, 3, j, 5, want, sizeof(want));
         CHECKF(!strcmp(c.text[j], want), "sample %d: '%s' vs '%s'", j, c.text[j], want);
         CHECK(c.n_tokens[j] == 5);
-        CHECK(c.finish[j] == PL_ASYNC_FINISH_LENGTH);
+        CHECK(c.finish[j] == PL_FINISH_LENGTH);
     }
     CHECK(c.n_deltas == 5); /* one per step: the fake makes one token per step */
     CHECK(c.n_prompt_tokens == 3);
@@ -166,7 +167,7 @@ static void *client(void *arg)
         collect(r, &w, c);
         char want[512];
         fake_expected_text(prompt, 4, 0, sp.max_tokens, want, sizeof(want));
-        if (strcmp(c->text[0], want) || c->finish[0] != PL_ASYNC_FINISH_LENGTH)
+        if (strcmp(c->text[0], want) || c->finish[0] != PL_FINISH_LENGTH)
             atomic_fetch_add(a->failures, 1);
         free(c);
         pl_async_request_release(r);
@@ -208,7 +209,7 @@ static void test_abort_frees_blocks(void)
     struct waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
     struct pl_async_request *r = NULL;
     REQUIRE(pl_async_engine_submit(ae, prompt, 40, &sp, notify, &w, &r, NULL) == PL_STATUS_OK);
-    struct pl_engine_stats st;
+    struct pl_llm_stats st;
     for (int i = 0; i < GUARD_POLLS; i++) {
         pl_async_engine_stats(ae, &st);
         if (st.kv_blocks_used > 0)
@@ -219,7 +220,7 @@ static void test_abort_frees_blocks(void)
     pl_async_request_abort(r);
     struct collected c;
     collect(r, &w, &c);
-    CHECK(c.finish[0] == PL_ASYNC_FINISH_ABORT);
+    CHECK(c.finish[0] == PL_FINISH_ABORT);
     CHECK(c.n_tokens[0] < 100000);
     pl_async_request_release(r);
     for (int i = 0; i < GUARD_POLLS; i++) {
@@ -332,7 +333,7 @@ static void test_stall_hook(void)
     unlink(path);
     struct collected c;
     collect(r, &w, &c);
-    CHECK(c.finish[0] == PL_ASYNC_FINISH_LENGTH);
+    CHECK(c.finish[0] == PL_FINISH_LENGTH);
     CHECK(pl_async_engine_is_healthy(ae, NULL));
     pl_async_request_release(r);
     pl_async_engine_free(ae);
@@ -353,14 +354,14 @@ static void test_shutdown_aborts(void)
     sleep_ms(10);
     pl_async_engine_free(ae); /* must not hang on the endless request */
     CHECK(pl_async_request_is_finished(r));
-    struct pl_async_output *o, *last = NULL;
+    struct pl_request_output *o, *last = NULL;
     while ((o = pl_async_request_pop(r)) != NULL) {
-        pl_async_output_free(last);
+        pl_request_output_free(last);
         last = o;
     }
     REQUIRE(last);
     CHECK(last->finished);
-    pl_async_output_free(last);
+    pl_request_output_free(last);
     pl_async_request_release(r);
 }
 
@@ -385,16 +386,16 @@ static void test_step_failure_errors(void)
         struct collected *c = malloc(sizeof(*c));
         collect(r, &w, c);
         CHECKF(!c->timed_out && c->saw_error, "silent %d: no error delta", silent);
-        CHECKF(c->request_finish == PL_ASYNC_FINISH_ERROR, "silent %d: ended with '%s'", silent,
-               pl_async_finish_str(c->request_finish));
-        CHECK(c->finish[0] != PL_ASYNC_FINISH_ABORT && c->finish[0] != PL_ASYNC_FINISH_LENGTH);
+        CHECKF(c->request_finish == PL_FINISH_ERROR, "silent %d: ended with '%s'", silent,
+               pl_finish_reason_str(c->request_finish));
+        CHECK(c->finish[0] != PL_FINISH_ABORT && c->finish[0] != PL_FINISH_LENGTH);
         pl_async_request_release(r);
         /* the engine goes on: the next request runs normally */
         REQUIRE(pl_async_engine_submit(ae, prompt, 2, &sp, notify, &w, &r, NULL) ==
                 PL_STATUS_OK);
         collect(r, &w, c);
-        CHECK(!c->timed_out && !c->saw_error && c->finish[0] == PL_ASYNC_FINISH_LENGTH &&
-              c->request_finish == PL_ASYNC_FINISH_LENGTH);
+        CHECK(!c->timed_out && !c->saw_error && c->finish[0] == PL_FINISH_LENGTH &&
+              c->request_finish == PL_FINISH_LENGTH);
         pl_async_request_release(r);
         free(c);
         for (int i = 0; i < 400 && pl_async_engine_num_unfinished(ae) > 0; i++)
@@ -430,10 +431,10 @@ static void test_finish_reason_across_deltas(void)
     REQUIRE(pl_async_engine_submit(ae, prompt, 2, &sp, notify, &w, &r, NULL) == PL_STATUS_OK);
     struct collected c;
     collect(r, &w, &c);
-    CHECK(!c.timed_out && c.finish[0] == PL_ASYNC_FINISH_LENGTH);
-    CHECK(c.request_finish == PL_ASYNC_FINISH_LENGTH);
+    CHECK(!c.timed_out && c.finish[0] == PL_FINISH_LENGTH);
+    CHECK(c.request_finish == PL_FINISH_LENGTH);
     pl_async_request_release(r);
-    struct pl_engine_stats st = {0};
+    struct pl_llm_stats st = {0};
     char *text = NULL;
     size_t len = 0;
     REQUIRE(pl_metrics_render(m, &st, &text, &len, NULL) == PL_STATUS_OK);
@@ -463,7 +464,7 @@ static void test_submit_all_or_nothing(void)
     sp.max_tokens = 2;
     struct pl_async_submission subs[5];
     for (int i = 0; i < 5; i++)
-        subs[i] = (struct pl_async_submission){prompt, 2, &sp, NULL};
+        subs[i] = (struct pl_async_submission){prompt, 2, &sp, NULL, NULL, NULL};
     struct pl_async_request *rs[5];
     struct pl_err err = {0};
     /* more than the limit can ever admit: refused as a bad request, nothing queued */

@@ -509,6 +509,121 @@ static void test_gemma_ops(void)
     free(u);
 }
 
+
+/* The moe op: CUDA (routing on the device, tokens grouped by expert, GEMMs per expert)
+ * against the CPU reference, for Mixtral-, Qwen2-MoE- (shared expert) and Qwen3-MoE-like
+ * shapes, batch sizes from one decode row to a prefill chunk. Router weights are scaled
+ * so routing is decisive (a near-tie between two experts may pick either in bf16). */
+static void run_moe(int n, int hidden, int E, int k, int inter, int sh_inter, bool norm,
+                    bool gelu, const char *what)
+{
+    const size_t xh = (size_t)n * hidden;
+    float *x = rnd_vec(xh, 1.0f);
+    float *router = rnd_vec((size_t)E * hidden, 0.5f);
+    struct pl_expert_w {
+        struct pl_weight g, u, d;
+    };
+    struct pl_expert_w *ec = calloc((size_t)E, sizeof(*ec)), *eg = calloc((size_t)E, sizeof(*eg));
+    void **host_bufs = calloc((size_t)E * 3 + 8, sizeof(void *));
+    int nb = 0;
+#define MKW(cpu_w, gpu_w, rows, cols, scale)                                                       \
+    do {                                                                                          \
+        float *v_ = rnd_vec((size_t)(rows) * (cols), scale);                                     \
+        void *b_ = encode(v_, (size_t)(rows) * (cols), PL_DTYPE_BF16);                            \
+        host_bufs[nb++] = b_;                                                                     \
+        (cpu_w) = (struct pl_weight){b_, PL_DTYPE_BF16, rows, cols};                              \
+        (gpu_w) = (struct pl_weight){g_gpu->ops->map_weight(g_gpu, b_, (size_t)(rows) * (cols) * 2), \
+                                     PL_DTYPE_BF16, rows, cols};                                  \
+        free(v_);                                                                                 \
+    } while (0)
+    for (int e = 0; e < E; e++) {
+        MKW(ec[e].g, eg[e].g, inter, hidden, 0.05f);
+        MKW(ec[e].u, eg[e].u, inter, hidden, 0.05f);
+        MKW(ec[e].d, eg[e].d, hidden, inter, 0.05f);
+    }
+    struct pl_weight rc, rg, shc[4], shg[4];
+    {
+        void *b_ = encode(router, (size_t)E * hidden, PL_DTYPE_BF16);
+        host_bufs[nb++] = b_;
+        rc = (struct pl_weight){b_, PL_DTYPE_BF16, E, hidden};
+        rg = (struct pl_weight){g_gpu->ops->map_weight(g_gpu, b_, (size_t)E * hidden * 2),
+                                PL_DTYPE_BF16, E, hidden};
+    }
+    if (sh_inter > 0) {
+        MKW(shc[0], shg[0], sh_inter, hidden, 0.05f);
+        MKW(shc[1], shg[1], sh_inter, hidden, 0.05f);
+        MKW(shc[2], shg[2], hidden, sh_inter, 0.05f);
+        MKW(shc[3], shg[3], 1, hidden, 0.1f);
+    }
+#undef MKW
+    struct pl_moe_args ac = {
+        .n_experts = E, .top_k = k, .hidden = hidden, .norm_topk_prob = norm, .gelu_tanh = gelu,
+        .router = &rc, .w_gate = &ec[0].g, .w_up = &ec[0].u, .w_down = &ec[0].d,
+        .expert_stride = sizeof(struct pl_expert_w), .inter = inter,
+    };
+    struct pl_moe_args ag = ac;
+    ag.router = &rg;
+    ag.w_gate = &eg[0].g;
+    ag.w_up = &eg[0].u;
+    ag.w_down = &eg[0].d;
+    if (sh_inter > 0) {
+        ac.sh_gate = &shc[0], ac.sh_up = &shc[1], ac.sh_down = &shc[2], ac.sh_router = &shc[3];
+        ag.sh_gate = &shg[0], ag.sh_up = &shg[1], ag.sh_down = &shg[2], ag.sh_router = &shg[3];
+        ac.sh_inter = ag.sh_inter = sh_inter;
+    }
+    const size_t se = pl_moe_scratch_elems(&ac, n);
+    float *xc = cpu_buf(x, xh), *oc = cpu_buf(NULL, xh), *sc = cpu_buf(NULL, se);
+    void *xg = gpu_buf(x, xh), *og = gpu_buf(NULL, xh);
+    void *sg = g_gpu->ops->alloc(g_gpu, 2 * se);
+    g_cpu->ops->moe(g_cpu, oc, xc, n, hidden, &ac, sc);
+    g_gpu->ops->moe(g_gpu, og, xg, n, hidden, &ag, sg);
+    float *got = gpu_get(og, xh);
+    record(PL_OP_MOE, rel_err(got, oc, xh), TOL_BF16, what);
+    printf("moe %-44s rel err %.3g\n", what, rel_err(got, oc, xh));
+    free(got);
+    /* a second run gives the same bits (the grouping's atomics must not show) */
+    void *og2 = gpu_buf(NULL, xh);
+    g_gpu->ops->moe(g_gpu, og2, xg, n, hidden, &ag, sg);
+    float *a1 = gpu_get(og, xh), *a2 = gpu_get(og2, xh);
+    CHECKF(n_diff(a1, a2, xh) == 0, "moe: %s: two runs differ", what);
+    free(a1);
+    free(a2);
+    g_gpu->ops->free(g_gpu, og2);
+    g_cpu->ops->free(g_cpu, xc);
+    g_cpu->ops->free(g_cpu, oc);
+    g_cpu->ops->free(g_cpu, sc);
+    g_gpu->ops->free(g_gpu, xg);
+    g_gpu->ops->free(g_gpu, og);
+    g_gpu->ops->free(g_gpu, sg);
+    for (int e = 0; e < E; e++) {
+        g_gpu->ops->unmap_weight(g_gpu, (void *)eg[e].g.data);
+        g_gpu->ops->unmap_weight(g_gpu, (void *)eg[e].u.data);
+        g_gpu->ops->unmap_weight(g_gpu, (void *)eg[e].d.data);
+    }
+    g_gpu->ops->unmap_weight(g_gpu, (void *)rg.data);
+    for (int i = 0; sh_inter > 0 && i < 4; i++)
+        g_gpu->ops->unmap_weight(g_gpu, (void *)shg[i].data);
+    for (int i = 0; i < nb; i++)
+        free(host_bufs[i]);
+    free(host_bufs);
+    free(ec);
+    free(eg);
+    free(x);
+    free(router);
+}
+
+static void test_moe(void)
+{
+    run_moe(1, 256, 8, 2, 512, 0, true, false, "mixtral-like 8 x top2 n=1");
+    run_moe(37, 256, 8, 2, 512, 0, true, false, "mixtral-like 8 x top2 n=37");
+    run_moe(5, 128, 16, 4, 96, 320, false, false, "qwen2-moe-like shared expert n=5");
+    run_moe(130, 128, 16, 4, 96, 320, false, false, "qwen2-moe-like shared expert n=130");
+    run_moe(3, 256, 64, 8, 64, 0, true, false, "qwen3-moe-like 64 x top8 n=3");
+    run_moe(300, 256, 64, 8, 64, 0, true, false, "qwen3-moe-like 64 x top8 n=300");
+    run_moe(9, 128, 8, 2, 128, 0, true, true, "gelu-tanh experts n=9");
+    gpu_sync_ok();
+}
+
 static void shuffle(int32_t *a, int n)
 {
     for (int i = n - 1; i > 0; i--) {
@@ -636,7 +751,8 @@ struct attn_case {
 /* --attn-quick: leave out the largest attention cases (racecheck's pace). */
 static bool g_attn_quick;
 
-static void run_attention(const struct attn_case *c)
+/* softcap: attention soft-capping (Gemma 2), 0 = none. */
+static void run_attention(const struct attn_case *c, float softcap)
 {
     const int S = c->n_seqs, hd = c->head_dim, bs = c->block_size;
     const int kv_dim = c->n_kv_heads * hd;
@@ -683,7 +799,7 @@ static void run_attention(const struct attn_case *c)
         .block_tables = tbc, .max_blocks_per_seq = max_blocks, .max_q_len = max_q,
         .max_context_len = max_ctx + c->pad_ctx, .block_size = bs, .n_heads = c->n_heads,
         .n_kv_heads = c->n_kv_heads, .head_dim = hd, .scale = 1.0f / sqrtf((float)hd),
-        .window = c->window,
+        .window = c->window, .softcap = softcap,
     };
     g_cpu->ops->attention(g_cpu, oc, qc, kcc, vcc, &m);
     m.cu_seqlens_q = cug;
@@ -820,9 +936,34 @@ static void test_attention(void)
          {700, 400, 33, 64, 150, 5}, 16, 4, 128, 16, 100, 0, 0, 0},
         {"chunked window7 (tile skips) gqa1 hd64 bs16", 2, {150, 90}, {520, 90}, 2, 2, 64, 16, 7,
          0, 0, 0},
+        /* head sizes that are not powers of two (Phi-3's 96, 40, 80) and soft-capping
+         * (Gemma 2: 50 on head_dim 256, also on 128 where prefill leaves the tensor cores) */
+        {"decode gqa3 hd96 bs16", 3, {1, 1, 1}, {1, 77, 500}, 24, 8, 96, 16, 0, 0, 0, 0},
+        {"decode mha hd96 split4", 2, {1, 1}, {900, 31}, 8, 8, 96, 16, 0, 4, 0, 0},
+        {"prefill + decode mha hd96 bs16", 3, {60, 1, 17}, {60, 200, 40}, 8, 8, 96, 16, 0, 0, 0, 0},
+        {"decode + prefill gqa2 hd40", 2, {1, 33}, {129, 33}, 4, 2, 40, 16, 0, 0, 0, 0},
+        {"prefill hd80 window30", 1, {90}, {90}, 4, 2, 80, 8, 30, 0, 0, 0},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
-        run_attention(&cases[i]);
+        run_attention(&cases[i], 0.0f);
+    /* soft-capping: 50 as Gemma 2 has it, and caps near the scores' size so the tanh bends */
+    const struct {
+        struct attn_case c;
+        float softcap;
+    } capped[] = {
+        {{"decode gqa2 hd256 softcap50", 3, {1, 1, 1}, {5, 300, 64}, 8, 4, 256, 16, 0, 0, 0, 0},
+         50.0f},
+        {{"decode gqa2 hd256 softcap0.2 split3", 2, {1, 1}, {700, 64}, 8, 4, 256, 16, 0, 3, 0, 0},
+         0.2f},
+        {{"prefill gqa2 hd256 softcap0.3 window40", 2, {70, 20}, {70, 100}, 8, 4, 256, 16, 40, 0,
+          0, 0},
+         0.3f},
+        {{"mixed gqa4 hd128 softcap0.25 split3", 3, {1, 50, 1}, {400, 80, 9}, 8, 2, 128, 16, 0, 3,
+          0, 0},
+         0.25f},
+    };
+    for (size_t i = 0; i < sizeof(capped) / sizeof(capped[0]); i++)
+        run_attention(&capped[i].c, capped[i].softcap);
     gpu_sync_ok();
 }
 
@@ -996,6 +1137,30 @@ static void emu_attention(struct pl_backend *be, void *out, const void *q, const
 }
 
 /* The ops that need no rounding still go to the CPU backend with its own handle. */
+/* The newer families' ops: the CPU op on the wrapped backend, bf16 outputs rounded (the
+ * moe op's insides stay fp32: CUDA rounds its gate/up/expert rows too, a difference the
+ * emulation leaves in EMU_TOL). */
+static void emu_gelu_tanh_mul(struct pl_backend *be, void *out, const void *g, const void *u,
+                              int n, int dim)
+{
+    g_cpu->ops->gelu_tanh_mul(emu_cpu(be), out, g, u, n, dim);
+    round_bf16(out, (size_t)n * (size_t)dim);
+}
+static void emu_scale(struct pl_backend *be, void *x, size_t n, float s)
+{
+    g_cpu->ops->scale(emu_cpu(be), x, n, s);
+    round_bf16(x, n);
+}
+static void emu_softcap(struct pl_backend *be, float *x, size_t n, float cap)
+{
+    g_cpu->ops->softcap(emu_cpu(be), x, n, cap);
+}
+static void emu_moe(struct pl_backend *be, void *out, const void *x, int n, int hidden,
+                    const struct pl_moe_args *a, void *scratch)
+{
+    g_cpu->ops->moe(emu_cpu(be), out, x, n, hidden, a, scratch);
+    round_bf16(out, (size_t)n * (size_t)hidden);
+}
 static void *emu_alloc(struct pl_backend *be, size_t n) { return g_cpu->ops->alloc(emu_cpu(be), n); }
 static void emu_free(struct pl_backend *be, void *p) { g_cpu->ops->free(emu_cpu(be), p); }
 static void *emu_map(struct pl_backend *be, const void *h, size_t n)
@@ -1066,6 +1231,10 @@ static struct pl_backend *emu_new(void)
     g_emu_ops.get_rows = emu_get_rows;
     g_emu_ops.logits = emu_logits;
     g_emu_ops.copy_blocks = emu_copy_blocks;
+    g_emu_ops.gelu_tanh_mul = emu_gelu_tanh_mul;
+    g_emu_ops.scale = emu_scale;
+    g_emu_ops.softcap = emu_softcap;
+    g_emu_ops.moe = emu_moe;
     struct emu_backend *e = calloc(1, sizeof(*e));
     e->base.ops = &g_emu_ops;
     e->cpu = g_cpu;
@@ -2283,6 +2452,13 @@ int main(int argc, char **argv)
                    g_gold.fixtures_run, g_gold.steps, g_gold.flips, g_gold.max_emu_err,
                    g_gold.max_cuda_err, g_gold.max_cuda_emu);
         }
+    } else if (argc > 1 && !strcmp(argv[1], "--golden")) {
+        PL_RUN(test_golden); /* the golden fixtures on CUDA only */
+        printf("golden on cuda: %d fixtures run, %d skipped (F32 weights), %ld steps compared, "
+               "%ld argmax flips; top-2 logprob error: emulation %.4f, CUDA %.4f, CUDA vs "
+               "emulation %.4f\n",
+               g_gold.fixtures_run, g_gold.fixtures_skipped, g_gold.steps, g_gold.flips,
+               g_gold.max_emu_err, g_gold.max_cuda_err, g_gold.max_cuda_emu);
     } else if (argc > 1 && !strcmp(argv[1], "--bench-gemv")) {
         bench_gemv();
     } else if (argc > 1 && !strcmp(argv[1], "--bench-decode")) {
@@ -2305,6 +2481,7 @@ int main(int argc, char **argv)
         PL_RUN(test_rope);
         PL_RUN(test_silu_mul);
         PL_RUN(test_gemma_ops);
+        PL_RUN(test_moe);
         PL_RUN(test_kv_moves);
         PL_RUN(test_fill);
         PL_RUN(test_attention);

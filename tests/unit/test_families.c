@@ -244,11 +244,14 @@ static void test_moe_load(void)
     static const struct {
         const char *preset;
         int n_experts, top_k, shared;
-        bool norm, moe0, moe1;
+        bool norm;
+        int n_layers;
+        unsigned sparse; /* bit l: layer l has the sparse block */
     } cases[] = {
-        {"mixtral", 4, 2, 0, true, true, true},
-        {"qwen2moe", 8, 2, 64, false, true, false},  /* mlp_only_layers [1] */
-        {"qwen3moe", 8, 3, 0, true, false, true},    /* decoder_sparse_step 2 */
+        {"mixtral", 4, 2, 0, true, 2, 0x3},
+        {"qwen2moe", 8, 2, 64, false, 2, 0x1}, /* mlp_only_layers [1] */
+        /* decoder_sparse_step 2 (layers 1 and 3), mlp_only_layers [3]: only layer 1 */
+        {"qwen3moe", 8, 3, 0, true, 4, 0x2},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char d[600];
@@ -261,15 +264,17 @@ static void test_moe_load(void)
                    c.norm_topk_prob == cases[i].norm &&
                    c.shared_expert_intermediate_size == cases[i].shared,
                "%s", cases[i].preset);
-        CHECKF(c.layer_moe[0] == cases[i].moe0 && c.layer_moe[1] == cases[i].moe1, "%s",
-               cases[i].preset);
+        CHECKF(c.n_layers == cases[i].n_layers, "%s: %d layers", cases[i].preset, c.n_layers);
+        for (int l = 0; l < c.n_layers && l < cases[i].n_layers; l++)
+            CHECKF(c.layer_moe[l] == ((cases[i].sparse >> l & 1u) != 0), "%s layer %d",
+                   cases[i].preset, l);
         struct pl_safetensors *st = NULL;
         struct pl_backend *be = NULL;
         struct pl_weights *w = NULL;
         REQUIRE(pl_safetensors_open_dir(d, &st, &err) == PL_STATUS_OK);
         REQUIRE(pl_backend_cpu_new(1, &be, &err) == PL_STATUS_OK);
         CHECKF(pl_weights_load(&c, st, be, &w, &err) == PL_STATUS_OK, "%s", err.msg);
-        for (int l = 0; w && l < 2; l++) {
+        for (int l = 0; w && l < c.n_layers; l++) {
             const struct pl_layer_weights *L = &w->layers[l];
             if (c.layer_moe[l]) {
                 CHECK(L->experts && L->router.rows == c.n_experts && !L->w_gate.data);

@@ -4,6 +4,7 @@
  * defaults (engine/sampling_params.c), unlike the file's defaults even where a value
  * equals transformers' own default.
  */
+#include "engine/sampling_params.h"
 #include "model/config.h"
 #include "pagellm.h"
 #include "test.h"

@@ -21,6 +21,8 @@
  * those shapes are skipped for dynamic presets.
  * Longrope switches tables by the length of the forward's sequence (transformers
  * decides per forward from its largest position), so it is skipped there too.
+ * With --device cuda the same checks run on the CUDA backend's float32 mode (the GPU
+ * machine's check; CI runs the CPU).
  * Fixtures are made per family (the preset's model_type) by
  * `python3 tools/golden_refs.py --family NAME --out tests/fixtures/golden/` on a
  * machine with torch and transformers. A golden preset without a fixture fails the
@@ -46,6 +48,10 @@
 #define NEAR_TIE 1e-4
 #define MAX_MODEL_LEN 64
 #define MAX_FIXTURES 64
+
+/* --device NAME: the backend the fixtures run on (default cpu; an accelerator runs in its
+ * float32 mode, where the same bounds hold: the GPU machine's check of CUDA's fp32 path). */
+static const char *g_device = "cpu";
 
 struct ref_prompt {
     int32_t *prompt;
@@ -286,6 +292,11 @@ static pl_status open_runner(const char *model_dir, int block_size, int num_bloc
     pl_model_runner_params_default(&p);
     p.model_dir = model_dir;
     p.n_threads = n_threads;
+    if (strcmp(g_device, "cpu")) { /* an accelerator in its float32 mode (--dtype float32) */
+        p.device = g_device;
+        p.convert_dtype = true;
+        p.dtype = PL_DTYPE_F32;
+    }
     p.block_size = block_size;
     p.num_kv_blocks = num_blocks;
     p.max_num_seqs = 16;
@@ -472,8 +483,14 @@ static void test_fixtures_present(void)
     }
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    if (argc == 3 && !strcmp(argv[1], "--device"))
+        g_device = argv[2];
+    else if (argc != 1) {
+        fprintf(stderr, "usage: test_golden [--device cpu|cuda]\n");
+        return 2;
+    }
     find_fixtures();
     PL_RUN(test_fixtures_present);
     for (int i = 0; i < g_n_fixtures; i++) {

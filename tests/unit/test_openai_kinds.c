@@ -126,10 +126,15 @@ struct script_engine {
 static struct script_engine se;
 static struct pl_tokenizer *tok;
 
-static pl_status se_add(void *e, uint64_t id, const int32_t *prompt, int n_prompt,
-                        const struct pl_sampling_params *sp, struct pl_err *err)
+static pl_status se_add(void *e, const struct pl_engine_request *rq, struct pl_err *err)
 {
     struct script_engine *s = e;
+    uint64_t id = rq->request_id;
+    const int32_t *prompt = rq->prompt;
+    int n_prompt = rq->n_prompt;
+    const struct pl_sampling_params *sp = rq->params;
+    if (!sp)
+        return pl_err_set(err, PL_STATUS_UNSUPPORTED, "the script engine does not pool");
     if (s->n_reqs == 64)
         return pl_err_set(err, PL_STATUS_LIMIT, "script engine full");
     char *text = NULL;
@@ -156,21 +161,24 @@ static bool se_has_unfinished(void *e)
     return s->n_reqs > 0;
 }
 
-static pl_status se_poll(void *e, struct pl_async_output ***outs, int *n_outs, struct pl_err *err)
+static int se_poll(void *e, struct pl_request_output *items, int cap)
 {
     struct script_engine *s = e;
-    *outs = calloc((size_t)(s->n_reqs ? s->n_reqs : 1), sizeof(**outs));
-    *n_outs = 0;
-    for (int i = 0; i < s->n_reqs;) {
+    int n_outs = 0;
+    for (int i = 0; i < s->n_reqs && n_outs < cap;) {
         struct script_req *r = &s->reqs[i];
-        struct pl_async_output *o = calloc(1, sizeof(*o));
-        o->request_id = r->id;
-        o->n_prompt_tokens = 3;
-        o->samples = calloc((size_t)r->n, sizeof(*o->samples));
-        o->n_samples = r->n;
+        struct pl_request_output *o = &items[n_outs++];
+        memset(o, 0, sizeof(*o));
+        o->request_num = r->id;
+        if (r->step == 0) {
+            o->prompt_token_ids = calloc(3, sizeof(int32_t));
+            o->n_prompt_token_ids = 3;
+        }
+        o->outputs = calloc((size_t)r->n, sizeof(*o->outputs));
+        o->n_outputs = r->n;
         bool last = r->aborted || r->step + 1 >= s->n_pieces || r->step + 1 >= r->max_tokens;
         for (int j = 0; j < r->n; j++) {
-            struct pl_async_sample *sm = &o->samples[j];
+            struct pl_completion_output *sm = &o->outputs[j];
             sm->index = j;
             sm->stop_token_id = -1;
             if (!r->aborted) {
@@ -180,20 +188,20 @@ static pl_status se_poll(void *e, struct pl_async_output ***outs, int *n_outs, s
                 sm->token_ids[0] = 5;
                 sm->n_token_ids = 1;
             }
-            sm->finish = !last                     ? PL_ASYNC_FINISH_NONE
-                         : r->aborted              ? PL_ASYNC_FINISH_ABORT
-                         : r->step + 1 >= s->n_pieces ? PL_ASYNC_FINISH_STOP
-                                                      : PL_ASYNC_FINISH_LENGTH;
+            sm->finish_reason = !last                     ? PL_FINISH_NONE
+                         : r->aborted              ? PL_FINISH_ABORT
+                         : r->step + 1 >= s->n_pieces ? PL_FINISH_STOP
+                                                      : PL_FINISH_LENGTH;
         }
         o->finished = last;
-        (*outs)[(*n_outs)++] = o;
+        o->finish_reason = last ? o->outputs[0].finish_reason : PL_FINISH_NONE;
         r->step++;
         if (last)
             s->reqs[i] = s->reqs[--s->n_reqs];
         else
             i++;
     }
-    return PL_STATUS_OK;
+    return n_outs;
 }
 
 static void se_abort(void *e, uint64_t id)
@@ -204,13 +212,13 @@ static void se_abort(void *e, uint64_t id)
             s->reqs[i].aborted = true;
 }
 
-static void se_stats(void *e, struct pl_engine_stats *st)
+static void se_stats(void *e, struct pl_llm_stats *st)
 {
     st->num_running = ((struct script_engine *)e)->n_reqs;
 }
 
-static const struct pl_engine_ops se_ops = {se_add,   se_step,  se_has_unfinished,
-                                            se_poll,  se_abort, se_stats, NULL};
+static const struct pl_engine_ops se_ops = {se_add,  se_step,  se_has_unfinished,
+                                            se_poll, se_abort, se_stats};
 
 /* ---- driving a generation request to its end --------------------------------------- */
 
@@ -761,10 +769,11 @@ static void test_serving_log(void)
     double t0 = pl_async_now() + 1000; /* ticks at made-up times after creation */
     CHECK(!pl_serving_log_tick(s, t0, line, sizeof(line))); /* idle: quiet */
     /* a request of 40 prompt tokens (10 cached) and 30 generated tokens in the interval */
-    struct pl_async_sample smp = {.n_token_ids = 10};
-    struct pl_async_output o1 = {.n_prompt_tokens = 40, .num_cached_tokens = 10, .is_first = true,
-                                 .samples = &smp, .n_samples = 1};
-    struct pl_async_output o2 = {.n_prompt_tokens = 40, .samples = &smp, .n_samples = 1};
+    struct pl_completion_output smp = {.n_token_ids = 10};
+    int32_t ids[40] = {0};
+    struct pl_request_output o1 = {.prompt_token_ids = ids, .n_prompt_token_ids = 40,
+                                   .num_cached_tokens = 10, .outputs = &smp, .n_outputs = 1};
+    struct pl_request_output o2 = {.outputs = &smp, .n_outputs = 1};
     pl_serving_log_observe(s, &o1);
     pl_serving_log_observe(s, &o2);
     pl_serving_log_observe(s, &o2);
@@ -779,7 +788,9 @@ static void test_serving_log(void)
            "%s", line);
     CHECK(!pl_serving_log_tick(s, t0 + 30, line, sizeof(line)));
     /* a refused request counts nothing */
-    struct pl_async_output bad = {.n_prompt_tokens = 99, .is_first = true, .error_msg = "no"};
+    int32_t ids99[99] = {0};
+    struct pl_request_output bad = {.prompt_token_ids = ids99, .n_prompt_token_ids = 99,
+                                    .error = "no"};
     pl_serving_log_observe(s, &bad);
     CHECK(!pl_serving_log_tick(s, t0 + 40, line, sizeof(line)));
     pl_serving_log_format(line, sizeof(line), 1.25, 2, 3, 0, 4, 56.78, 9);

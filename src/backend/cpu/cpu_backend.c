@@ -748,6 +748,11 @@ static const struct pl_backend_ops cpu_ops = {
     .moe = cpu_moe,
 };
 
+void pl_backend_cpu_use_simd(struct pl_backend *be, bool on)
+{
+    cpu(be)->simd = on && pl_cpu_has_avx2();
+}
+
 pl_status pl_backend_cpu_new(int n_threads, struct pl_backend **out, struct pl_err *err)
 {
     if (n_threads < 0)
@@ -758,10 +763,7 @@ pl_status pl_backend_cpu_new(int n_threads, struct pl_backend **out, struct pl_e
     if (!c)
         return pl_err_set(err, PL_STATUS_NO_MEMORY, "cpu backend: out of memory");
     c->base.ops = &cpu_ops;
-    /* PAGELLM_CPU_SIMD=0 forces the plain scalar kernels: the reference
-     * implementation benchmarks compare against. */
-    const char *simd_env = getenv("PAGELLM_CPU_SIMD");
-    c->simd = pl_cpu_has_avx2() && !(simd_env && !strcmp(simd_env, "0"));
+    c->simd = pl_cpu_has_avx2(); /* pl_backend_cpu_use_simd turns them off */
     pl_status st = pl_threadpool_new(n_threads, &c->pool, err);
     if (st != PL_STATUS_OK) {
         free(c);

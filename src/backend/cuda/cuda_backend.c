@@ -52,6 +52,8 @@ struct cuda_backend {
     struct pl_cuda_profile *prof; /* PAGELLM_CUDA_PROFILE; NULL otherwise */
     bool capturing;               /* between graph_begin and graph_end: no profile events */
     struct cuda_sampling *smp; /* the sample op's buffers, made at its first call */
+    int32_t *moe_counts; /* pinned [PL_CUDA_MOE_MAX_EXPERTS]: the moe op's counts per expert */
+    bool f32; /* the float32 mode: fp32 activations, KV cache and weights (cuda_ops_f32) */
     bool failed;
     char err_msg[512];
 };
@@ -168,6 +170,11 @@ static pl_status cuda_download(struct pl_backend *be, void *dst, const void *src
 
 static bool cuda_supports(struct pl_backend *be, enum pl_op op, enum pl_dtype dtype)
 {
+    if (cb(be)->f32) { /* fp32 products (cuBLASLt 32F) and fp32 activation kernels */
+        if (op == PL_OP_EMBED || op == PL_OP_RMSNORM || op == PL_OP_FILL)
+            return dtype == PL_DTYPE_F32 || dtype == PL_DTYPE_F16 || dtype == PL_DTYPE_BF16;
+        return op < PL_OP_COUNT && dtype == PL_DTYPE_F32;
+    }
     switch (op) {
     case PL_OP_EMBED:
     case PL_OP_RMSNORM:
@@ -193,7 +200,8 @@ static bool cuda_supports(struct pl_backend *be, enum pl_op op, enum pl_dtype dt
         return dtype == PL_DTYPE_BF16;
     case PL_OP_SOFTCAP:
         return dtype == PL_DTYPE_F32;
-    case PL_OP_MOE: /* not implemented yet: the moe op is NULL (refused at load) */
+    case PL_OP_MOE:
+        return dtype == PL_DTYPE_BF16;
     case PL_OP_COUNT:
         break;
     }
@@ -207,29 +215,38 @@ static void cuda_embed(struct pl_backend *be, void *out, const struct pl_weight 
 {
     PROF(be, "embed");
     check_launch(be, "embed",
-                 pl_cuk_embed(st(be), out, table->data, (int)table->dtype, table->cols, ids, n));
+                 (cb(be)->f32 ? pl_cuk_embed_f32 : pl_cuk_embed)(st(be), out, table->data,
+                                                                 (int)table->dtype, table->cols,
+                                                                 ids, n));
 }
 
 static void cuda_rmsnorm(struct pl_backend *be, void *out, void *residual, const void *x,
                          const struct pl_weight *w, int n_rows, int dim, float eps)
 {
     PROF(be, "rmsnorm%s", residual ? " +residual" : "");
-    check_launch(be, "rmsnorm", pl_cuk_rmsnorm(st(be), out, residual, x, w->data, (int)w->dtype,
-                                               n_rows, dim, eps));
+    check_launch(be, "rmsnorm",
+                 (cb(be)->f32 ? pl_cuk_rmsnorm_f32 : pl_cuk_rmsnorm)(
+                     st(be), out, residual, x, w->data, (int)w->dtype, n_rows, dim, eps));
 }
 
 static void cuda_matmul(struct pl_backend *be, void *out, int ld_out, const void *x,
                         const struct pl_weight *w, const struct pl_weight *bias, int n)
 {
     PROF(be, "matmul %lldx%lld n=%d", (long long)w->rows, (long long)w->cols, n);
-    pl_cuda_matmul_run(be, cb(be)->mm, out, ld_out, false, x, w, bias, n);
+    if (cb(be)->f32)
+        pl_cuda_matmul_run_f32(be, cb(be)->mm, out, ld_out, x, w, bias, n);
+    else
+        pl_cuda_matmul_run(be, cb(be)->mm, out, ld_out, false, x, w, bias, n);
 }
 
 static void cuda_logits(struct pl_backend *be, float *out, const void *x, const struct pl_weight *w,
                         int n)
 {
     PROF(be, "logits %lldx%lld n=%d", (long long)w->rows, (long long)w->cols, n);
-    pl_cuda_matmul_run(be, cb(be)->mm, out, (int)w->rows, true, x, w, NULL, n);
+    if (cb(be)->f32)
+        pl_cuda_matmul_run_f32(be, cb(be)->mm, out, (int)w->rows, x, w, NULL, n);
+    else
+        pl_cuda_matmul_run(be, cb(be)->mm, out, (int)w->rows, true, x, w, NULL, n);
 }
 
 static void cuda_matmul_group(struct pl_backend *be, int n_mats, void *outs[], const int ld_outs[],
@@ -268,15 +285,17 @@ static void cuda_rope(struct pl_backend *be, void *q, void *k, const int32_t *po
         .long_inv_freq = rope->long_inv_freq,
     };
     PROF(be, "rope");
-    check_launch(be, "rope", pl_cuk_rope(st(be), q, k, positions, seq_lens, n, n_heads,
-                                         n_kv_heads, head_dim, r));
+    check_launch(be, "rope", (cb(be)->f32 ? pl_cuk_rope_f32 : pl_cuk_rope)(
+                                 st(be), q, k, positions, seq_lens, n, n_heads, n_kv_heads,
+                                 head_dim, r));
 }
 
 static void cuda_silu_mul(struct pl_backend *be, void *out, const void *gate, const void *up,
                           int n, int dim)
 {
     PROF(be, "silu_mul");
-    check_launch(be, "silu_mul", pl_cuk_silu_mul(st(be), out, gate, up, (int64_t)n * dim));
+    check_launch(be, "silu_mul", (cb(be)->f32 ? pl_cuk_silu_mul_f32 : pl_cuk_silu_mul)(
+                                     st(be), out, gate, up, (int64_t)n * dim));
 }
 
 static void cuda_gelu_tanh_mul(struct pl_backend *be, void *out, const void *gate, const void *up,
@@ -284,13 +303,15 @@ static void cuda_gelu_tanh_mul(struct pl_backend *be, void *out, const void *gat
 {
     PROF(be, "gelu_tanh_mul");
     check_launch(be, "gelu_tanh_mul",
-                 pl_cuk_gelu_tanh_mul(st(be), out, gate, up, (int64_t)n * dim));
+                 (cb(be)->f32 ? pl_cuk_gelu_tanh_mul_f32 : pl_cuk_gelu_tanh_mul)(
+                     st(be), out, gate, up, (int64_t)n * dim));
 }
 
 static void cuda_scale(struct pl_backend *be, void *x, size_t n, float s)
 {
     PROF(be, "scale");
-    check_launch(be, "scale", pl_cuk_scale(st(be), x, (int64_t)n, s));
+    check_launch(be, "scale",
+                 (cb(be)->f32 ? pl_cuk_scale_f32 : pl_cuk_scale)(st(be), x, (int64_t)n, s));
 }
 
 static void cuda_softcap(struct pl_backend *be, float *x, size_t n, float cap)
@@ -302,7 +323,7 @@ static void cuda_softcap(struct pl_backend *be, float *x, size_t n, float cap)
 static void cuda_store_kv(struct pl_backend *be, void *k_cache, void *v_cache, const void *k,
                           const void *v, const int32_t *slot_mapping, int n, int kv_dim)
 {
-    size_t row = (size_t)kv_dim * 2;
+    size_t row = (size_t)kv_dim * (cb(be)->f32 ? 4 : 2);
     PROF(be, "store_kv");
     check_launch(be, "store_kv", pl_cuk_copy_rows(st(be), k_cache, slot_mapping, k, NULL, n, row));
     check_launch(be, "store_kv", pl_cuk_copy_rows(st(be), v_cache, slot_mapping, v, NULL, n, row));
@@ -312,7 +333,8 @@ static void cuda_get_rows(struct pl_backend *be, void *out, const void *x, const
                           int n, int dim)
 {
     PROF(be, "get_rows");
-    check_launch(be, "get_rows", pl_cuk_copy_rows(st(be), out, NULL, x, rows, n, (size_t)dim * 2));
+    check_launch(be, "get_rows", pl_cuk_copy_rows(st(be), out, NULL, x, rows, n,
+                                                  (size_t)dim * (cb(be)->f32 ? 4 : 2)));
 }
 
 static void cuda_copy_blocks(struct pl_backend *be, void *k_cache, void *v_cache,
@@ -434,7 +456,7 @@ static void cuda_attention(struct pl_backend *be, void *out, const void *q, cons
     if (m->n_kv_heads <= 0 || m->n_heads % m->n_kv_heads != 0 ||
         !pl_cuk_attention_supported(m->head_dim, m->n_heads / m->n_kv_heads)) {
         pl_cuda_fail(be, "cuda attention: head_dim %d with %d query heads per kv head is not "
-                         "supported (head_dim must be a power of two in [8, 256], at most 16 "
+                         "supported (head_dim must be a multiple of 8 in [8, 256], at most 16 "
                          "heads per group)",
                      m->head_dim, m->n_kv_heads > 0 ? m->n_heads / m->n_kv_heads : 0);
         return;
@@ -457,7 +479,13 @@ static void cuda_attention(struct pl_backend *be, void *out, const void *q, cons
         .head_dim = m->head_dim,
         .scale = m->scale,
         .window = m->window,
+        .softcap = m->softcap,
     };
+    if (c->f32) {
+        PROF(be, "attention f32");
+        check_launch(be, "attention (f32)", pl_cuk_attention_f32(st(be), &a));
+        return;
+    }
     /* decode rows whenever some sequence may have q_len == 1; prefill rows when
      * some sequence has more (each kernel skips the other's sequences) */
     if (m->n_tokens < m->n_seqs * m->max_q_len || m->max_q_len == 1) {
@@ -715,6 +743,8 @@ static void cuda_destroy(struct pl_backend *be)
     pl_cuda_matmul_free(c->mm);
     sampling_free(c->smp);
     cudaFree(c->partial);
+    if (c->moe_counts)
+        cudaFreeHost(c->moe_counts);
     if (c->stream)
         cudaStreamDestroy(c->stream);
     free(c);
@@ -761,6 +791,50 @@ static const struct pl_backend_ops cuda_ops = {
     .gelu_tanh_mul = cuda_gelu_tanh_mul,
     .scale = cuda_scale,
     .softcap = cuda_softcap,
+    .moe = pl_cuda_moe,
+    .device_memory = true,
+    .mem_info = cuda_mem_info_op,
+    .last_error = cuda_last_error_op,
+    .check_model = cuda_check_model,
+};
+
+/* The float32 mode's table: the same ops, fp32 activations; no fused small-batch products
+ * (their kernels are bf16), so callers use matmul and silu_mul. */
+static const struct pl_backend_ops cuda_ops_f32 = {
+    .version = PL_BACKEND_OPS_VERSION,
+    .name = "cuda",
+    .act_dtype = PL_DTYPE_F32,
+    .destroy = cuda_destroy,
+    .alloc = cuda_alloc,
+    .free = cuda_free,
+    .map_weight = cuda_map_weight,
+    .unmap_weight = cuda_unmap_weight,
+    .upload = cuda_upload,
+    .download = cuda_download,
+    .sync = cuda_sync,
+    .supports = cuda_supports,
+    .embed = cuda_embed,
+    .rmsnorm = cuda_rmsnorm,
+    .matmul = cuda_matmul,
+    .rope = cuda_rope,
+    .silu_mul = cuda_silu_mul,
+    .store_kv = cuda_store_kv,
+    .attention = cuda_attention,
+    .get_rows = cuda_get_rows,
+    .logits = cuda_logits,
+    .copy_blocks = cuda_copy_blocks,
+    .fill = cuda_fill,
+    .host_alloc = cuda_host_alloc,
+    .host_free = cuda_host_free,
+    .graph_begin = cuda_graph_begin,
+    .graph_end = cuda_graph_end,
+    .graph_launch = cuda_graph_launch,
+    .graph_free = cuda_graph_free,
+    .sample = cuda_sample,
+    .gelu_tanh_mul = cuda_gelu_tanh_mul,
+    .scale = cuda_scale,
+    .softcap = cuda_softcap,
+    .moe = pl_cuda_moe,
     .device_memory = true,
     .mem_info = cuda_mem_info_op,
     .last_error = cuda_last_error_op,
@@ -768,6 +842,12 @@ static const struct pl_backend_ops cuda_ops = {
 };
 
 pl_status pl_backend_cuda_new(int device, struct pl_backend **out, struct pl_err *err)
+{
+    return pl_backend_cuda_new_act(device, PL_DTYPE_BF16, out, err);
+}
+
+pl_status pl_backend_cuda_new_act(int device, enum pl_dtype act, struct pl_backend **out,
+                                  struct pl_err *err)
 {
     int n = pl_cuda_device_count();
     if (n <= 0)
@@ -778,7 +858,14 @@ pl_status pl_backend_cuda_new(int device, struct pl_backend **out, struct pl_err
     struct cuda_backend *c = calloc(1, sizeof(*c));
     if (!c)
         return pl_err_set(err, PL_STATUS_NO_MEMORY, "cuda backend: out of memory");
-    c->base.ops = &cuda_ops;
+    if (act != PL_DTYPE_BF16 && act != PL_DTYPE_F32) {
+        free(c);
+        return pl_err_set(err, PL_STATUS_UNSUPPORTED,
+                          "cuda backend: activations in %s are not supported (bfloat16, float32)",
+                          pl_dtype_torch_name(act));
+    }
+    c->f32 = act == PL_DTYPE_F32;
+    c->base.ops = c->f32 ? &cuda_ops_f32 : &cuda_ops;
     c->device = device;
     struct cudaDeviceProp prop;
     cudaError_t e = cudaSetDevice(device);
@@ -793,6 +880,9 @@ pl_status pl_backend_cuda_new(int device, struct pl_backend **out, struct pl_err
         e = (cudaError_t)pl_cuk_attention_init();
     if (e == cudaSuccess)
         e = cudaMalloc((void **)&c->partial, PARTIAL_BYTES);
+    if (e == cudaSuccess)
+        e = cudaHostAlloc((void **)&c->moe_counts, sizeof(int32_t) * PL_CUDA_MOE_MAX_EXPERTS,
+                          cudaHostAllocDefault);
     if (e != cudaSuccess) {
         pl_status st_ = pl_err_set(err, PL_STATUS_INTERNAL, "cuda backend: device %d: %s", device,
                                    cudaGetErrorString(e));
@@ -801,11 +891,6 @@ pl_status pl_backend_cuda_new(int device, struct pl_backend **out, struct pl_err
         return st_;
     }
     c->prof = pl_cuda_profile_new(c->stream);
-    /* PAGELLM_CUDA_GEMV=0: every matmul through cuBLASLt (the small-n kernels' baseline,
-     * and a switch to rule them out) */
-    const char *gemv_env = getenv("PAGELLM_CUDA_GEMV");
-    if (gemv_env && !strcmp(gemv_env, "0"))
-        pl_cuk_gemv_force(0, 0);
     pl_status s = pl_cuda_matmul_new(c->stream, &c->mm, err);
     if (s != PL_STATUS_OK) {
         cuda_destroy(&c->base);
@@ -814,6 +899,10 @@ pl_status pl_backend_cuda_new(int device, struct pl_backend **out, struct pl_err
     *out = &c->base;
     return PL_STATUS_OK;
 }
+
+void *pl_cuda_stream_of(struct pl_backend *be) { return cb(be)->stream; }
+
+int32_t *pl_cuda_moe_host_counts(struct pl_backend *be) { return cb(be)->moe_counts; }
 
 static pl_status cuda_mem_info_op(struct pl_backend *be, size_t *free_bytes, size_t *total_bytes)
 {
@@ -832,12 +921,9 @@ static pl_status cuda_check_model(struct pl_backend *be, const struct pl_model_n
         !pl_cuk_attention_supported(n->head_dim, group))
         return pl_err_set(err, PL_STATUS_UNSUPPORTED,
                           "attention with head_dim %d and %d query heads per kv head is not "
-                          "supported by the CUDA kernels (head_dim must be a power of two in "
+                          "supported by the CUDA kernels (head_dim must be a multiple of 8 in "
                           "[8, 256], at most 16 heads per group)",
                           n->head_dim, group);
-    if (n->attn_softcap)
-        return pl_err_set(err, PL_STATUS_UNSUPPORTED,
-                          "attention soft-capping is not supported by the CUDA kernels yet");
     return PL_STATUS_OK;
 }
 

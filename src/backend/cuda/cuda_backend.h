@@ -19,6 +19,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* Number of CUDA devices usable here (0 when there is no driver or no GPU). */
 int pl_cuda_device_count(void);
@@ -27,6 +28,12 @@ int pl_cuda_device_count(void);
  * no usable GPU (the message says why), PL_STATUS_INTERNAL for other CUDA or
  * cuBLAS failures. */
 pl_status pl_backend_cuda_new(int device, struct pl_backend **out, struct pl_err *err);
+/* The same with activations, KV cache and products in `act`: PL_DTYPE_BF16 (the default,
+ * above) or PL_DTYPE_F32, the float32 mode: every op in fp32 (cuBLASLt's fp32 compute, no
+ * TF32), for checking against transformers in float32; it needs F32 weights (--dtype
+ * float32) and is several times slower. */
+pl_status pl_backend_cuda_new_act(int device, enum pl_dtype act, struct pl_backend **out,
+                                  struct pl_err *err);
 
 /* Free and total device memory in bytes (cudaMemGetInfo on the backend's device). */
 pl_status pl_backend_cuda_mem_info(struct pl_backend *be, size_t *free_bytes,
@@ -62,6 +69,12 @@ bool pl_cuda_matmul_run(struct pl_backend *be, struct pl_cuda_matmul *mm, void *
 /* The matmul_group and gate_up_silu ops of backend.h: one GEMV launch (kernels/gemv.h) at
  * small n with bf16 weights, cuBLASLt GEMMs (+ silu_mul) otherwise. Return false after
  * recording the failure with pl_cuda_fail. */
+/* The float32 mode's products: out (fp32 [n, w.rows], row stride ld_out) = x (fp32) @ w^T
+ * (+ bias), w and bias F32. */
+bool pl_cuda_matmul_run_f32(struct pl_backend *be, struct pl_cuda_matmul *mm, void *out,
+                            int ld_out, const void *x, const struct pl_weight *w,
+                            const struct pl_weight *bias, int n);
+
 bool pl_cuda_matmul_group_run(struct pl_backend *be, struct pl_cuda_matmul *mm, int n_mats,
                               void *outs[], const int ld_outs[], const void *x,
                               const struct pl_weight *ws[], const struct pl_weight *biases[],
@@ -70,6 +83,16 @@ bool pl_cuda_gate_up_silu_run(struct pl_backend *be, struct pl_cuda_matmul *mm, 
                               const void *x, const struct pl_weight *wg,
                               const struct pl_weight *wu, const struct pl_weight *bg,
                               const struct pl_weight *bu, int n, int dim);
+
+/* The backend's stream (a cudaStream_t). */
+void *pl_cuda_stream_of(struct pl_backend *be);
+
+/* The moe op (cuda_moe.c) and the pinned host array of PL_CUDA_MOE_MAX_EXPERTS counts it
+ * reads the experts' token counts into. */
+#define PL_CUDA_MOE_MAX_EXPERTS 1024
+void pl_cuda_moe(struct pl_backend *be, void *out, const void *x, int n, int hidden,
+                 const struct pl_moe_args *a, void *scratch);
+int32_t *pl_cuda_moe_host_counts(struct pl_backend *be);
 
 /* Per-op GPU time (cuda_profile.c): NULL unless PAGELLM_CUDA_PROFILE is set and not 0;
  * every function accepts NULL. mark records an event labelled by fmt before an op;

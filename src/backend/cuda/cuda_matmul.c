@@ -421,6 +421,20 @@ bool pl_cuda_matmul_run(struct pl_backend *be, struct pl_cuda_matmul *mm, void *
     return true;
 }
 
+bool pl_cuda_matmul_run_f32(struct pl_backend *be, struct pl_cuda_matmul *mm, void *out,
+                            int ld_out, const void *x, const struct pl_weight *w,
+                            const struct pl_weight *bias, int n)
+{
+    if (n <= 0)
+        return true;
+    if (w->dtype != PL_DTYPE_F32 || (bias && bias->dtype != PL_DTYPE_F32)) {
+        pl_cuda_fail(be, "matmul (float32 mode): weights of dtype %s (the mode needs float32)",
+                     pl_dtype_name(w->dtype));
+        return false;
+    }
+    return gemm(be, mm, out, ld_out, CUDA_R_32F, x, CUDA_R_32F, w, bias, n);
+}
+
 bool pl_cuda_matmul_group_run(struct pl_backend *be, struct pl_cuda_matmul *mm, int n_mats,
                               void *outs[], const int ld_outs[], const void *x,
                               const struct pl_weight *ws[], const struct pl_weight *biases[],

@@ -12,6 +12,7 @@
  * (pl_cuda_profile_flush is called from the backend's sync).
  */
 #include "backend/cuda/cuda_backend.h"
+#include "util/debug_env.h"
 
 #include "util/log.h"
 
@@ -38,8 +39,9 @@ struct pl_cuda_profile {
 
 struct pl_cuda_profile *pl_cuda_profile_new(void *stream)
 {
-    const char *env = getenv("PAGELLM_CUDA_PROFILE");
-    if (!env || !strcmp(env, "0"))
+    struct pl_debug_env dbg;
+    pl_debug_env_read(&dbg);
+    if (!dbg.cuda_profile)
         return NULL;
     struct pl_cuda_profile *p = calloc(1, sizeof(*p));
     if (!p)

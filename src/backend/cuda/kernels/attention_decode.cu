@@ -13,7 +13,8 @@
  * group of more than 8 heads takes several chunks, each reading K/V again),
  * so each K row loaded feeds GM dot products from registers.
  * Memory is the bound, so the kernel is built to keep bytes in flight:
- *   - a token row (head_dim bf16) is read by LPT = head_dim/8 lanes, 16 bytes
+ *   - a token row (head_dim bf16) is read by LPT = head_dim/8 lanes (rounded up
+ *     to a power of two; the extra lanes idle: head_dim 96 takes 16), 16 bytes
  *     each; a warp covers 32/LPT tokens per 16-byte copy ("slot") and U slots
  *     per round (head_dim 128: 2 tokens per slot, 8 tokens = 4 KB of K+V per
  *     round);
@@ -54,8 +55,8 @@
 
 extern "C" int pl_cuk_attention_supported(int head_dim, int group)
 {
-    bool pow2 = head_dim >= 8 && head_dim <= MAX_HD && (head_dim & (head_dim - 1)) == 0;
-    return pow2 && group >= 1 && group <= 16;
+    bool ok = head_dim >= 8 && head_dim <= MAX_HD && head_dim % 8 == 0;
+    return ok && group >= 1 && group <= 16;
 }
 
 /* ---- decode ------------------------------------------------------------------------ */
@@ -120,7 +121,10 @@ decode_kernel(struct pl_cuk_attn a, int n_splits, int n_chunks, float *partial)
     if (a.cu_seqlens_q[s + 1] - q0 != 1)
         return; /* a prefill sequence (or none): the prefill kernel owns it */
     const int HD = HDT ? HDT : a.head_dim;
-    const int LPT = HD / 8;   /* lanes per token row */
+    /* lanes per token row: HD / 8 rounded up to a power of two; the lanes past HD / 8
+     * (head_dim 96, 40, ...) hold zeros and read nothing */
+    const int LPT = HDT ? HDT / 8 : (HD <= 64 ? (HD <= 32 ? (HD <= 16 ? (HD <= 8 ? 1 : 2) : 4) : 8)
+                                                : (HD <= 128 ? 16 : 32));
     const int TPS = 32 / LPT; /* tokens per slot (one load instruction of the warp) */
     const int TPR = U * TPS;  /* tokens per warp round */
     const int G = a.n_heads / a.n_kv_heads;
@@ -136,6 +140,8 @@ decode_kernel(struct pl_cuk_attn a, int n_splits, int n_chunks, float *partial)
 
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int tg = lane / LPT, li = lane % LPT;
+    const bool lane_ok = li * 8 < HD;
+    const float cap = a.softcap;
 
     float acc[GM][8], m[GM], l[GM];
 #pragma unroll
@@ -151,10 +157,11 @@ decode_kernel(struct pl_cuk_attn a, int n_splits, int n_chunks, float *partial)
         float q[GM][8];
         const __nv_bfloat16 *qp =
             (const __nv_bfloat16 *)a.q + ((int64_t)q0 * a.n_heads + h0) * HD + li * 8;
-        const float qscale = a.scale * LOG2E;
+        /* with soft-capping the scores are capped in natural units, then moved to base 2 */
+        const float qscale = cap > 0.0f ? a.scale : a.scale * LOG2E;
 #pragma unroll
         for (int g = 0; g < GM; g++) {
-            if (g < gn) {
+            if (g < gn && lane_ok) {
                 bf16x8_to_f32(*(const uint4 *)(qp + (int64_t)g * HD), q[g]);
 #pragma unroll
                 for (int j = 0; j < 8; j++)
@@ -194,7 +201,7 @@ decode_kernel(struct pl_cuk_attn a, int n_splits, int n_chunks, float *partial)
 #pragma unroll
             for (int u = 0; u < U; u++) {
                 const int c = cr + u * TPS + tg;
-                const bool ok = c < c_end;
+                const bool ok = c < c_end && lane_ok;
                 const int off = bs_pow2 ? c & (bs - 1) : c % bs;
                 const int64_t at = ok ? ((int64_t)blk[u] * bs + off) * row : 0;
                 cp_async16(dst + (u * 2) * 32, kb + at, ok);
@@ -250,6 +257,12 @@ decode_kernel(struct pl_cuk_attn a, int n_splits, int n_chunks, float *partial)
 #pragma unroll
                     for (int g = 0; g < GM; g++)
                         sc[u][g] += __shfl_xor_sync(0xffffffffu, sc[u][g], o);
+            if (cap > 0.0f)
+#pragma unroll
+                for (int u = 0; u < U; u++)
+#pragma unroll
+                    for (int g = 0; g < GM; g++)
+                        sc[u][g] = cap * tanhf(sc[u][g] / cap) * LOG2E;
 #pragma unroll
             for (int u = 0; u < U; u++)
                 if (cr + u * TPS + tg >= c_end)
@@ -304,7 +317,7 @@ decode_kernel(struct pl_cuk_attn a, int n_splits, int n_chunks, float *partial)
     /* merge the warps in a fixed order (after every warp is done with its ring) */
     cp_async_wait<0>();
     __syncthreads();
-    if (tg == 0) {
+    if (tg == 0 && lane_ok) {
 #pragma unroll
         for (int g = 0; g < GM; g++)
 #pragma unroll

@@ -155,6 +155,8 @@ cc_prefill_kernel(struct pl_cuk_attn a)
                 for (int e = 0; e < HD; e++)
                     d += qr[e] * kr[e];
                 d *= a.scale;
+                if (a.softcap > 0.0f)
+                    d = a.softcap * tanhf(d / a.softcap);
             }
             sc[j] = d;
             mx = fmaxf(mx, d);
@@ -571,7 +573,8 @@ extern "C" int pl_cuk_attention_prefill(pl_cuda_stream st, const struct pl_cuk_a
 {
     if (a->n_seqs <= 0 || a->max_q_len <= 1)
         return 0;
-    const bool tc_ok = a->head_dim == 128 || a->head_dim == 64;
+    /* the tensor-core kernel: head_dim 64 / 128 without soft-capping */
+    const bool tc_ok = (a->head_dim == 128 || a->head_dim == 64) && !(a->softcap > 0.0f);
     int v = g_force_variant;
     if (v == 0 || (v >= 2 && !tc_ok))
         v = tc_ok ? auto_variant(a) : 1;

@@ -5,7 +5,8 @@
  * fp16 matmul path.
  *
  * Owns: kernels and their extern "C" launch wrappers (kernels.h).
- * Conventions: activations are bf16, arithmetic is fp32. Where a row is a
+ * Conventions: activations are bf16 (the _f32 wrappers: fp32, the backend's float32
+ * mode, through the same templated kernels), arithmetic is fp32. Where a row is a
  * multiple of 8 elements and 16-byte aligned, threads move 16 bytes (8 bf16) at
  * a time; otherwise a scalar loop does the same work. Each output element is
  * written by exactly one thread, and every reduction runs in a fixed order, so
@@ -32,19 +33,30 @@ static __device__ __forceinline__ float load_w(const void *p, int dtype, int64_t
 }
 
 
+/* Activation element access: the kernels below that serve both activation types
+ * (bf16, and fp32 for the backend's float32 mode) read and write through these. */
+static __device__ __forceinline__ float ld(__nv_bfloat16 v) { return __bfloat162float(v); }
+static __device__ __forceinline__ float ld(float v) { return v; }
+template <typename T> static __device__ __forceinline__ T st(float f);
+template <> __device__ __forceinline__ __nv_bfloat16 st<__nv_bfloat16>(float f)
+{
+    return __float2bfloat16(f);
+}
+template <> __device__ __forceinline__ float st<float>(float f) { return f; }
+
 static inline bool aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
 
 static inline int launch_status(void) { return (int)cudaGetLastError(); }
 
 /* ---- embed ------------------------------------------------------------------------- */
 
-__global__ void embed_kernel(__nv_bfloat16 *out, const void *table, int dtype, int64_t dim,
-                             const int32_t *ids)
+template <typename T>
+__global__ void embed_kernel(T *out, const void *table, int dtype, int64_t dim, const int32_t *ids)
 {
     const int64_t row = blockIdx.x;
     const int64_t src = (int64_t)ids[row] * dim;
     for (int64_t c = threadIdx.x; c < dim; c += blockDim.x)
-        out[row * dim + c] = __float2bfloat16(load_w(table, dtype, src + c));
+        out[row * dim + c] = st<T>(load_w(table, dtype, src + c));
 }
 
 extern "C" int pl_cuk_embed(pl_cuda_stream s, void *out, const void *table, int table_dtype,
@@ -55,6 +67,15 @@ extern "C" int pl_cuk_embed(pl_cuda_stream s, void *out, const void *table, int 
     if (table_dtype == DT_BF16) /* a pure row gather */
         return pl_cuk_copy_rows(s, out, NULL, table, ids, n, (size_t)dim * 2);
     embed_kernel<<<n, 256, 0, s>>>((__nv_bfloat16 *)out, table, table_dtype, dim, ids);
+    return launch_status();
+}
+
+extern "C" int pl_cuk_embed_f32(pl_cuda_stream s, void *out, const void *table, int table_dtype,
+                                int64_t dim, const int32_t *ids, int n)
+{
+    if (n <= 0)
+        return 0;
+    embed_kernel<<<n, 256, 0, s>>>((float *)out, table, table_dtype, dim, ids);
     return launch_status();
 }
 
@@ -117,28 +138,27 @@ __global__ void rmsnorm_vec_kernel(__nv_bfloat16 *out, __nv_bfloat16 *residual,
     }
 }
 
-__global__ void rmsnorm_scalar_kernel(__nv_bfloat16 *out, __nv_bfloat16 *residual,
-                                      const __nv_bfloat16 *x, const void *w, int w_dtype, int dim,
-                                      float eps)
+template <typename T>
+__global__ void rmsnorm_scalar_kernel(T *out, T *residual, const T *x, const void *w, int w_dtype,
+                                      int dim, float eps)
 {
     __shared__ float red[32];
     const int64_t base = (int64_t)blockIdx.x * dim;
     float ss = 0.0f;
     for (int i = threadIdx.x; i < dim; i += blockDim.x) {
-        float f = __bfloat162float(x[base + i]);
+        float f = ld(x[base + i]);
         if (residual) {
-            __nv_bfloat16 r = __float2bfloat16(__bfloat162float(residual[base + i]) + f);
+            T r = st<T>(ld(residual[base + i]) + f);
             residual[base + i] = r;
-            f = __bfloat162float(r);
+            f = ld(r);
         }
         ss += f * f;
     }
     ss = block_sum(ss, red);
     const float inv = rsqrtf(ss / (float)dim + eps);
-    const __nv_bfloat16 *src = residual ? residual : x;
+    const T *src = residual ? residual : x;
     for (int i = threadIdx.x; i < dim; i += blockDim.x)
-        out[base + i] =
-            __float2bfloat16(load_w(w, w_dtype, i) * (__bfloat162float(src[base + i]) * inv));
+        out[base + i] = st<T>(load_w(w, w_dtype, i) * (ld(src[base + i]) * inv));
 }
 
 extern "C" int pl_cuk_rmsnorm(pl_cuda_stream s, void *out, void *residual, const void *x,
@@ -164,12 +184,25 @@ extern "C" int pl_cuk_rmsnorm(pl_cuda_stream s, void *out, void *residual, const
     return launch_status();
 }
 
+extern "C" int pl_cuk_rmsnorm_f32(pl_cuda_stream s, void *out, void *residual, const void *x,
+                                  const void *w, int w_dtype, int n_rows, int dim, float eps)
+{
+    if (n_rows <= 0)
+        return 0;
+    int threads = (dim + 31) / 32 * 32;
+    threads = threads < 32 ? 32 : threads > 256 ? 256 : threads;
+    rmsnorm_scalar_kernel<<<n_rows, threads, 0, s>>>((float *)out, (float *)residual,
+                                                    (const float *)x, w, w_dtype, dim, eps);
+    return launch_status();
+}
+
 /* ---- rope -------------------------------------------------------------------------- */
 
 /* One block per token: the cos/sin of each rotated pair are computed once into
  * shared memory (fp32 angle = position * inv_freq, as the CPU backend and HF
  * compute it), then every (head, pair) of q and k is rotated. */
-__global__ void rope_kernel(__nv_bfloat16 *q, __nv_bfloat16 *k, const int32_t *positions,
+template <typename T>
+__global__ void rope_kernel(T *q, T *k, const int32_t *positions,
                             const int32_t *seq_lens, int n_heads, int n_kv_heads, int head_dim,
                             struct pl_cuk_rope r)
 {
@@ -203,13 +236,12 @@ __global__ void rope_kernel(__nv_bfloat16 *q, __nv_bfloat16 *k, const int32_t *p
     const int total = (n_heads + n_kv_heads) * half;
     for (int idx = threadIdx.x; idx < total; idx += blockDim.x) {
         int h = idx / half, i = idx % half;
-        __nv_bfloat16 *v = h < n_heads
-                               ? q + ((int64_t)t * n_heads + h) * head_dim
-                               : k + ((int64_t)t * n_kv_heads + (h - n_heads)) * head_dim;
-        float x1 = __bfloat162float(v[i]), x2 = __bfloat162float(v[i + half]);
+        T *v = h < n_heads ? q + ((int64_t)t * n_heads + h) * head_dim
+                           : k + ((int64_t)t * n_kv_heads + (h - n_heads)) * head_dim;
+        float x1 = ld(v[i]), x2 = ld(v[i + half]);
         float c = cs[i], sn = cs[half + i];
-        v[i] = __float2bfloat16(x1 * c - x2 * sn);
-        v[i + half] = __float2bfloat16(x2 * c + x1 * sn);
+        v[i] = st<T>(x1 * c - x2 * sn);
+        v[i + half] = st<T>(x2 * c + x1 * sn);
     }
 }
 
@@ -222,6 +254,18 @@ extern "C" int pl_cuk_rope(pl_cuda_stream s, void *q, void *k, const int32_t *po
     size_t smem = sizeof(float) * (size_t)r.rot_dim;
     rope_kernel<<<n, 128, smem, s>>>((__nv_bfloat16 *)q, (__nv_bfloat16 *)k, positions, seq_lens,
                                      n_heads, n_kv_heads, head_dim, r);
+    return launch_status();
+}
+
+extern "C" int pl_cuk_rope_f32(pl_cuda_stream s, void *q, void *k, const int32_t *positions,
+                               const int32_t *seq_lens, int n, int n_heads, int n_kv_heads,
+                               int head_dim, struct pl_cuk_rope r)
+{
+    if (n <= 0 || r.rot_dim <= 0)
+        return 0;
+    size_t smem = sizeof(float) * (size_t)r.rot_dim;
+    rope_kernel<<<n, 128, smem, s>>>((float *)q, (float *)k, positions, seq_lens, n_heads,
+                                     n_kv_heads, head_dim, r);
     return launch_status();
 }
 
@@ -246,12 +290,12 @@ __global__ void silu_mul_vec_kernel(uint4 *out, const uint4 *gate, const uint4 *
     }
 }
 
-__global__ void silu_mul_kernel(__nv_bfloat16 *out, const __nv_bfloat16 *gate,
-                                const __nv_bfloat16 *up, int64_t n)
+template <typename T>
+__global__ void silu_mul_kernel(T *out, const T *gate, const T *up, int64_t n)
 {
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x)
-        out[i] = __float2bfloat16(silu_mul1(__bfloat162float(gate[i]), __bfloat162float(up[i])));
+        out[i] = st<T>(silu_mul1(ld(gate[i]), ld(up[i])));
 }
 
 static int grid_for(int64_t work, int threads)
@@ -275,6 +319,16 @@ extern "C" int pl_cuk_silu_mul(pl_cuda_stream s, void *out, const void *gate, co
     return launch_status();
 }
 
+extern "C" int pl_cuk_silu_mul_f32(pl_cuda_stream s, void *out, const void *gate, const void *up,
+                                   int64_t n_elems)
+{
+    if (n_elems <= 0)
+        return 0;
+    silu_mul_kernel<<<grid_for(n_elems, 256), 256, 0, s>>>((float *)out, (const float *)gate,
+                                                           (const float *)up, n_elems);
+    return launch_status();
+}
+
 /* ---- gelu_tanh_mul, scale, softcap (Gemma) ----------------------------------------- */
 
 static __device__ __forceinline__ float gelu_tanh_mul1(float g, float u)
@@ -283,13 +337,12 @@ static __device__ __forceinline__ float gelu_tanh_mul1(float g, float u)
     return 0.5f * g * (1.0f + tanhf(k0 * (g + k1 * g * g * g))) * u;
 }
 
-__global__ void gelu_tanh_mul_kernel(__nv_bfloat16 *out, const __nv_bfloat16 *gate,
-                                     const __nv_bfloat16 *up, int64_t n)
+template <typename T>
+__global__ void gelu_tanh_mul_kernel(T *out, const T *gate, const T *up, int64_t n)
 {
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x)
-        out[i] = __float2bfloat16(
-            gelu_tanh_mul1(__bfloat162float(gate[i]), __bfloat162float(up[i])));
+        out[i] = st<T>(gelu_tanh_mul1(ld(gate[i]), ld(up[i])));
 }
 
 extern "C" int pl_cuk_gelu_tanh_mul(pl_cuda_stream s, void *out, const void *gate, const void *up,
@@ -302,11 +355,21 @@ extern "C" int pl_cuk_gelu_tanh_mul(pl_cuda_stream s, void *out, const void *gat
     return launch_status();
 }
 
-__global__ void scale_kernel(__nv_bfloat16 *x, int64_t n, float scale)
+extern "C" int pl_cuk_gelu_tanh_mul_f32(pl_cuda_stream s, void *out, const void *gate,
+                                        const void *up, int64_t n_elems)
+{
+    if (n_elems <= 0)
+        return 0;
+    gelu_tanh_mul_kernel<<<grid_for(n_elems, 256), 256, 0, s>>>(
+        (float *)out, (const float *)gate, (const float *)up, n_elems);
+    return launch_status();
+}
+
+template <typename T> __global__ void scale_kernel(T *x, int64_t n, float scale)
 {
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x)
-        x[i] = __float2bfloat16(__bfloat162float(x[i]) * scale);
+        x[i] = st<T>(ld(x[i]) * scale);
 }
 
 extern "C" int pl_cuk_scale(pl_cuda_stream s, void *x, int64_t n_elems, float scale)
@@ -314,6 +377,14 @@ extern "C" int pl_cuk_scale(pl_cuda_stream s, void *x, int64_t n_elems, float sc
     if (n_elems <= 0)
         return 0;
     scale_kernel<<<grid_for(n_elems, 256), 256, 0, s>>>((__nv_bfloat16 *)x, n_elems, scale);
+    return launch_status();
+}
+
+extern "C" int pl_cuk_scale_f32(pl_cuda_stream s, void *x, int64_t n_elems, float scale)
+{
+    if (n_elems <= 0)
+        return 0;
+    scale_kernel<<<grid_for(n_elems, 256), 256, 0, s>>>((float *)x, n_elems, scale);
     return launch_status();
 }
 

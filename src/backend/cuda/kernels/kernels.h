@@ -56,6 +56,25 @@ int pl_cuk_scale(pl_cuda_stream s, void *x, int64_t n_elems, float scale);
 /* x (fp32) = cap * tanh(x / cap). */
 int pl_cuk_softcap(pl_cuda_stream s, float *x, int64_t n_elems, float cap);
 
+/* The float32 mode's versions of the activation kernels above (fp32 activations, the same
+ * arithmetic; rmsnorm's residual sum is not rounded). */
+int pl_cuk_embed_f32(pl_cuda_stream s, void *out, const void *table, int table_dtype,
+                     int64_t dim, const int32_t *ids, int n);
+int pl_cuk_rmsnorm_f32(pl_cuda_stream s, void *out, void *residual, const void *x, const void *w,
+                       int w_dtype, int n_rows, int dim, float eps);
+int pl_cuk_rope_f32(pl_cuda_stream s, void *q, void *k, const int32_t *positions,
+                    const int32_t *seq_lens, int n, int n_heads, int n_kv_heads, int head_dim,
+                    struct pl_cuk_rope r);
+int pl_cuk_silu_mul_f32(pl_cuda_stream s, void *out, const void *gate, const void *up,
+                        int64_t n_elems);
+int pl_cuk_gelu_tanh_mul_f32(pl_cuda_stream s, void *out, const void *gate, const void *up,
+                             int64_t n_elems);
+int pl_cuk_scale_f32(pl_cuda_stream s, void *x, int64_t n_elems, float scale);
+/* Paged attention over an fp32 KV cache (attention_f32.cu; struct pl_cuk_attn below, every
+ * rule of backend.h): one block per (query row, head), the context in tiles. */
+struct pl_cuk_attn;
+int pl_cuk_attention_f32(pl_cuda_stream s, const struct pl_cuk_attn *a);
+
 /* Row copies of row_bytes bytes: dst[dst_idx[i] or i] = src[src_idx[i] or i]; a
  * negative index skips the row. Serves store_kv (twice) and get_rows. */
 int pl_cuk_copy_rows(pl_cuda_stream s, void *dst, const int32_t *dst_idx, const void *src,
@@ -78,6 +97,26 @@ int pl_cuk_f32_to_bf16_bias(pl_cuda_stream s, void *out, int ld_out, const float
 int pl_cuk_add_bias(pl_cuda_stream s, void *out, int ld_out, const void *bias, int bias_dtype,
                     int n, int cols);
 
+/* The moe op's device side (moe.cu; host side cuda_moe.c). route: logits (fp32 [n,
+ * n_experts], overwritten with the probabilities) -> ids / w ([n, top_k]: the choices in
+ * order, weights renormalised when norm_topk_prob) and counts[n_experts] (zeroed first).
+ * group: offsets = exclusive scan of counts; entry i = (token i / top_k, choice i % top_k)
+ * gets row inv[i] of its expert's group, src[row] = its token (cursor: scratch [n_experts]).
+ * combine: out[t] = sum_i w[t, i] * y[inv[t, i]] (+ sigmoid(shared_gate_logit[t]) *
+ * shared_out[t] when shared_out != NULL), bf16 rows of `hidden`; top_k <= 64. */
+int pl_cuk_moe_route(pl_cuda_stream s, float *logits, int n, int n_experts, int top_k,
+                     int norm_topk_prob, int32_t *ids, float *w, int32_t *counts);
+int pl_cuk_moe_group(pl_cuda_stream s, const int32_t *ids, const int32_t *counts, int n_entries,
+                     int n_experts, int top_k, int32_t *offsets, int32_t *cursor, int32_t *src,
+                     int32_t *inv);
+int pl_cuk_moe_combine(pl_cuda_stream s, void *out, const void *y, const float *w,
+                       const int32_t *inv, int n, int top_k, int hidden,
+                       const float *shared_gate_logit, const void *shared_out);
+/* combine with fp32 rows (the float32 mode). */
+int pl_cuk_moe_combine_f32(pl_cuda_stream s, void *out, const void *y, const float *w,
+                           const int32_t *inv, int n, int top_k, int hidden,
+                           const float *shared_gate_logit, const void *shared_out);
+
 /* Paged attention, per backend.h. */
 struct pl_cuk_attn {
     void *out;
@@ -97,9 +136,10 @@ struct pl_cuk_attn {
     int head_dim;
     float scale;
     int window;
+    float softcap; /* scores = softcap * tanh(scores / softcap) after the scale; 0 = none */
 };
 
-/* Whether the attention kernels handle this shape (head_dim a power of two in
+/* Whether the attention kernels handle this shape (head_dim a multiple of 8 in
  * [8, 256], n_heads / n_kv_heads <= 16). */
 int pl_cuk_attention_supported(int head_dim, int group);
 

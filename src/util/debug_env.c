@@ -1,0 +1,30 @@
+/*
+ * debug_env.c -- the one reader of the library's PAGELLM_* debugging and test
+ * variables (see debug_env.h).
+ */
+#include "util/debug_env.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Set and not "0". */
+static bool on(const char *name)
+{
+    const char *v = getenv(name);
+    return v && *v && strcmp(v, "0");
+}
+
+static const char *nonempty(const char *name)
+{
+    const char *v = getenv(name);
+    return v && *v ? v : NULL;
+}
+
+void pl_debug_env_read(struct pl_debug_env *out)
+{
+    out->log_level = nonempty("PAGELLM_LOG_LEVEL");
+    out->profile = on("PAGELLM_PROFILE");
+    out->cuda_profile = on("PAGELLM_CUDA_PROFILE");
+    out->test_stall_file = nonempty("PAGELLM_TEST_STALL_FILE");
+    out->test_fail_step_file = nonempty("PAGELLM_TEST_FAIL_STEP_FILE");
+}

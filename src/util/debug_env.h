@@ -1,0 +1,34 @@
+/*
+ * debug_env.h -- the environment variables the library itself still reads.
+ *
+ * Owns: the one reader of them (debug_env.c). Every engine, model and backend
+ * setting is a field of struct pl_llm_params (include/pagellm.h) or of the
+ * internal params under it; what is left here is for debugging and tests and
+ * is documented in docs/library.md ("Environment variables"):
+ *   PAGELLM_LOG_LEVEL            debug | info | warn | error | off (util/log.c)
+ *   PAGELLM_PROFILE              not 0: engine wall time per step phase, printed when
+ *                                the engine is freed (engine.c)
+ *   PAGELLM_CUDA_PROFILE         not 0: GPU time per op label (cuda_profile.c)
+ *   PAGELLM_TEST_STALL_FILE      test hook: the engine thread stalls while this file
+ *                                exists (async_engine.c)
+ *   PAGELLM_TEST_FAIL_STEP_FILE  test hook: model runs fail while this file exists
+ *                                (llm.c)
+ * They are read at each call (tests change them between handles); the
+ * strings point into the environment (copy them to keep them).
+ */
+#ifndef PL_UTIL_DEBUG_ENV_H
+#define PL_UTIL_DEBUG_ENV_H
+
+#include <stdbool.h>
+
+struct pl_debug_env {
+    const char *log_level;           /* NULL: unset */
+    bool profile;
+    bool cuda_profile;
+    const char *test_stall_file;     /* NULL: unset or empty */
+    const char *test_fail_step_file; /* NULL: unset or empty */
+};
+
+void pl_debug_env_read(struct pl_debug_env *out);
+
+#endif
