@@ -228,6 +228,8 @@ class CLLMParams(ctypes.Structure):
         ("cpu_scalar_kernels", ctypes.c_bool),
         ("cuda_cublas_only", ctypes.c_bool),
         ("tensor_parallel_size", ctypes.c_int),
+        ("quantization", ctypes.c_char_p),
+        ("kv_cache_dtype", ctypes.c_char_p),
     ]
 
 
