@@ -340,6 +340,14 @@ struct pl_llm_params {
     int tensor_parallel_size;      /* vLLM's --tensor-parallel-size (1): the model is sharded
                                       over this many GPUs (the first of CUDA_VISIBLE_DEVICES),
                                       or CPU ranks; docs/parallel.md */
+    /* Appended in round 2, after the fields above (quantized models). */
+    const char *quantization;      /* vLLM's --quantization: NULL / "none": the checkpoint's
+                                      quantization_config; its method name (awq, gptq,
+                                      compressed-tensors, fp8 and vLLM's *_marlin aliases) must
+                                      match it; "fp8" on an unquantized checkpoint quantizes
+                                      the weights to FP8 at load (docs/quantization.md) */
+    const char *kv_cache_dtype;    /* vLLM's --kv-cache-dtype: NULL / "auto"; "fp8" /
+                                      "fp8_e4m3" where the backend has an FP8 KV cache */
 };
 
 PL_API void pl_llm_params_default(struct pl_llm_params *p);

@@ -15,11 +15,13 @@ from .engine.arg_utils import AsyncEngineArgs, EngineArgs  # noqa: E402
 from .engine.async_llm_engine import AsyncLLMEngine  # noqa: E402
 from .llm import LLM  # noqa: E402
 from .outputs import CompletionOutput, Logprob, RequestMetrics, RequestOutput  # noqa: E402
-from .sampling_params import RequestOutputKind, SamplingParams  # noqa: E402
+from .sampling_params import (GuidedDecodingParams, RequestOutputKind,  # noqa: E402
+                              SamplingParams, StructuredOutputsParams)
 from .tokenizer import Tokenizer  # noqa: E402
 
 __all__ = [
-    "LLM", "SamplingParams", "RequestOutputKind", "AsyncLLMEngine", "AsyncEngineArgs",
+    "LLM", "SamplingParams", "StructuredOutputsParams", "GuidedDecodingParams",
+    "RequestOutputKind", "AsyncLLMEngine", "AsyncEngineArgs",
     "EngineArgs", "RequestOutput", "CompletionOutput", "Logprob", "RequestMetrics", "Tokenizer",
     "PagellmError", "InvalidArgumentError", "UnsupportedError", "NotFoundError",
     "OutOfMemoryError", "LibraryNotFoundError", "library_path", "__version__",

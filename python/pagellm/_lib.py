@@ -121,6 +121,9 @@ class CSamplingParams(ctypes.Structure):
         ("beam_width", ctypes.c_int),
         ("length_penalty", ctypes.c_float),
         ("early_stopping", ctypes.c_bool),
+        ("constraint_kind", ctypes.c_int),  # enum pl_constraint_kind
+        ("constraint", ctypes.c_char_p),
+        ("whitespace_pattern", ctypes.c_char_p),
         ("owned", ctypes.c_void_p),
     ]
 
@@ -136,6 +139,8 @@ class CLogprobEntry(ctypes.Structure):
     ]
 
 
+(PL_CONSTRAINT_NONE, PL_CONSTRAINT_JSON, PL_CONSTRAINT_JSON_OBJECT, PL_CONSTRAINT_REGEX,
+ PL_CONSTRAINT_CHOICE, PL_CONSTRAINT_GRAMMAR) = range(6)
 PL_FINISH_NONE, PL_FINISH_STOP, PL_FINISH_LENGTH, PL_FINISH_ABORT, PL_FINISH_ERROR = range(5)
 FINISH_REASONS = {PL_FINISH_NONE: None, PL_FINISH_STOP: "stop", PL_FINISH_LENGTH: "length",
                   PL_FINISH_ABORT: "abort", PL_FINISH_ERROR: "error"}
@@ -223,6 +228,8 @@ class CLLMParams(ctypes.Structure):
         ("cpu_scalar_kernels", ctypes.c_bool),
         ("cuda_cublas_only", ctypes.c_bool),
         ("tensor_parallel_size", ctypes.c_int),
+        ("quantization", ctypes.c_char_p),
+        ("kv_cache_dtype", ctypes.c_char_p),
     ]
 
 

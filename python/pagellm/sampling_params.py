@@ -7,6 +7,7 @@ which checks every request when it is submitted and names the field at fault.
 """
 import ctypes
 import enum
+import json
 from typing import Any, Dict, List, Optional, Union
 
 from . import _lib
@@ -20,7 +21,68 @@ class RequestOutputKind(enum.IntEnum):
 
 
 # vLLM fields pagellm does not implement: allowed only at their "off" value.
-_UNSUPPORTED = ("bad_words", "logits_processors", "guided_decoding", "structured_outputs")
+_UNSUPPORTED = ("bad_words", "logits_processors")
+
+
+class StructuredOutputsParams:
+    """vLLM's StructuredOutputsParams (older name: GuidedDecodingParams): exactly one of
+    json (a JSON Schema: dict or JSON text), regex, choice (list of str), grammar
+    (GBNF/EBNF text, start rule "root"), json_object=True; whitespace_pattern (a regex for
+    the whitespace between JSON tokens). The output is constrained to match it; the C
+    library compiles it when the request is submitted and names what it cannot express."""
+
+    def __init__(self, json: Any = None, regex: Optional[str] = None,
+                 choice: Optional[List[str]] = None, grammar: Optional[str] = None,
+                 json_object: Optional[bool] = None, whitespace_pattern: Optional[str] = None,
+                 **unsupported: Any):
+        bad = sorted(k for k, v in unsupported.items() if v not in (None, False, ""))
+        if bad:
+            raise ValueError("structured outputs: %s not supported by pagellm" % ", ".join(bad))
+        self.json, self.regex, self.choice = json, regex, choice
+        self.grammar, self.json_object = grammar, json_object
+        self.whitespace_pattern = whitespace_pattern
+        given = [k for k in ("json", "regex", "choice", "grammar", "json_object")
+                 if getattr(self, k) not in (None, False)]
+        if len(given) != 1:
+            raise ValueError("structured outputs: give exactly one of json, regex, choice, "
+                             "grammar, json_object (got %s)" % (", ".join(given) or "none"))
+
+    @classmethod
+    def _of(cls, v: Any) -> Optional["StructuredOutputsParams"]:
+        if v is None or isinstance(v, cls):
+            return v
+        if isinstance(v, dict):
+            return cls(**v)
+        # another library's object of the same shape (vLLM's own dataclass)
+        names = ("json", "regex", "choice", "grammar", "json_object", "whitespace_pattern")
+        if any(hasattr(v, k) for k in names):
+            return cls(**{k: getattr(v, k, None) for k in names})
+        raise TypeError("structured outputs: expected StructuredOutputsParams or a dict, got %r"
+                        % (v,))
+
+    def _kind_text(self):
+        if self.json is not None:
+            text = self.json if isinstance(self.json, str) else json.dumps(self.json)
+            return _lib.PL_CONSTRAINT_JSON, text
+        if self.regex is not None:
+            return _lib.PL_CONSTRAINT_REGEX, str(self.regex)
+        if self.choice is not None:
+            if isinstance(self.choice, str) or not all(isinstance(c, str) for c in self.choice):
+                raise TypeError("structured outputs: choice must be a list of str")
+            return _lib.PL_CONSTRAINT_CHOICE, json.dumps(list(self.choice))
+        if self.grammar is not None:
+            return _lib.PL_CONSTRAINT_GRAMMAR, str(self.grammar)
+        return _lib.PL_CONSTRAINT_JSON_OBJECT, None
+
+    def __eq__(self, other):
+        return isinstance(other, StructuredOutputsParams) and self.__dict__ == other.__dict__
+
+    def __repr__(self):
+        return "StructuredOutputsParams(%s)" % ", ".join(
+            "%s=%r" % kv for kv in self.__dict__.items() if kv[1] is not None)
+
+
+GuidedDecodingParams = StructuredOutputsParams  # vLLM's earlier name
 
 
 class SamplingParams:
@@ -102,8 +164,12 @@ class SamplingParams:
                                  % truncate_prompt_tokens)
         self.truncate_prompt_tokens = truncate_prompt_tokens
         self.output_kind = RequestOutputKind(output_kind)
-        self.guided_decoding = None
-        self.structured_outputs = None
+        if guided_decoding is not None and structured_outputs is not None:
+            raise ValueError("SamplingParams: give structured_outputs or guided_decoding, "
+                             "not both")
+        self.structured_outputs = StructuredOutputsParams._of(
+            structured_outputs if structured_outputs is not None else guided_decoding)
+        self.guided_decoding = self.structured_outputs
         if logit_bias is None:
             logit_bias = {}
         if not isinstance(logit_bias, dict):
@@ -142,7 +208,7 @@ class SamplingParams:
                 "include_stop_str_in_output", "ignore_eos", "max_tokens", "min_tokens",
                 "logprobs", "prompt_logprobs", "skip_special_tokens",
                 "spaces_between_special_tokens", "truncate_prompt_tokens", "logit_bias",
-                "allowed_token_ids", "use_beam_search")
+                "allowed_token_ids", "use_beam_search", "structured_outputs")
         return "SamplingParams(%s)" % ", ".join("%s=%r" % (k, getattr(self, k)) for k in keys)
 
     def __eq__(self, other):
@@ -192,6 +258,18 @@ class SamplingParams:
             keep.append(arr)
             c.allowed_token_ids = arr
             c.n_allowed_token_ids = len(self.allowed_token_ids)
+        if self.structured_outputs is not None:
+            kind, text = self.structured_outputs._kind_text()
+            c.constraint_kind = kind
+            if text is not None:
+                b = text.encode("utf-8")
+                keep.append(b)
+                c.constraint = b
+            ws = self.structured_outputs.whitespace_pattern
+            if ws is not None:
+                b = str(ws).encode("utf-8")
+                keep.append(b)
+                c.whitespace_pattern = b
         return c, keep
 
     @classmethod
@@ -215,7 +293,25 @@ class SamplingParams:
             allowed_token_ids=(arr(c.allowed_token_ids, c.n_allowed_token_ids)
                                if c.allowed_token_ids else None),
             use_beam_search=c.use_beam_search, beam_width=c.beam_width,
-            length_penalty=c.length_penalty, early_stopping=c.early_stopping)
+            length_penalty=c.length_penalty, early_stopping=c.early_stopping,
+            structured_outputs=_structured_from_c(c))
+
+
+def _structured_from_c(c) -> Optional[StructuredOutputsParams]:
+    kind = c.constraint_kind
+    if kind == _lib.PL_CONSTRAINT_NONE:
+        return None
+    text = c.constraint.decode("utf-8") if c.constraint else None
+    ws = c.whitespace_pattern.decode("utf-8") if c.whitespace_pattern else None
+    if kind == _lib.PL_CONSTRAINT_JSON:
+        return StructuredOutputsParams(json=text, whitespace_pattern=ws)
+    if kind == _lib.PL_CONSTRAINT_REGEX:
+        return StructuredOutputsParams(regex=text)
+    if kind == _lib.PL_CONSTRAINT_CHOICE:
+        return StructuredOutputsParams(choice=json.loads(text or "[]"))
+    if kind == _lib.PL_CONSTRAINT_GRAMMAR:
+        return StructuredOutputsParams(grammar=text)
+    return StructuredOutputsParams(json_object=True, whitespace_pattern=ws)
 
 
 def _int(name, v):

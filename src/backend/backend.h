@@ -46,13 +46,41 @@
 struct pl_backend; /* opaque; each backend defines it and puts `ops` first */
 
 /* A weight matrix [rows, cols] (out_features x in_features, as HF stores it),
- * or a vector [cols] with rows == 1. data is backend memory. */
+ * or a vector [cols] with rows == 1. data is backend memory.
+ * PL_DTYPE_Q4 (packed int4 weights, only where supports(PL_OP_MATMUL, PL_DTYPE_Q4)): data
+ * is one buffer laid out as pl_q4_layout says. */
 struct pl_weight {
     const void *data;
     enum pl_dtype dtype;
     int64_t rows;
     int64_t cols;
 };
+
+/* The PL_DTYPE_Q4 buffer of a [rows, cols] weight (cols % 8 == 0) with n_groups scale
+ * groups per row, every section 16-byte aligned:
+ *   header int32[4] = {group, n_groups, has_gidx, 0} at 0;
+ *   codes  uint32 [rows, cols / 8] at 16: input k at bits 4 (k % 8) of word k / 8;
+ *   scales fp32 [rows, n_groups] at scale_off;
+ *   zeros  uint8 [rows, n_groups] at zero_off;
+ *   gidx   int32 [cols] at gidx_off when has_gidx (act-order: input k's group), else the
+ *          group of k is k / group.
+ * w[r][k] = (code - zero) * scale, exactly model/quant.h's dequantizing reference. */
+struct pl_q4_layout {
+    int64_t scale_off, zero_off, gidx_off, n_bytes;
+};
+
+static inline int64_t pl_q4_align16(int64_t x) { return (x + 15) & ~(int64_t)15; }
+
+static inline struct pl_q4_layout pl_q4_layout_of(int64_t rows, int64_t cols, int64_t n_groups,
+                                                  int has_gidx)
+{
+    struct pl_q4_layout l;
+    l.scale_off = 16 + pl_q4_align16(rows * (cols / 8) * 4);
+    l.zero_off = l.scale_off + pl_q4_align16(rows * n_groups * 4);
+    l.gidx_off = l.zero_off + pl_q4_align16(rows * n_groups);
+    l.n_bytes = l.gidx_off + (has_gidx ? pl_q4_align16(cols * 4) : 0);
+    return l;
+}
 
 enum pl_op {
     PL_OP_EMBED,
@@ -301,7 +329,16 @@ struct pl_backend_ops {
      * at TP > 1). */
     void (*copy_2d)(struct pl_backend *be, void *dst, size_t dst_pitch, const void *src,
                     size_t src_pitch, size_t width, size_t height);
+    /* The KV cache's element type (vLLM's --kv-cache-dtype). Optional: where NULL, the KV
+     * cache has act_dtype. set_kv_dtype, called before any KV buffer is sized, makes
+     * store_kv, attention and copy_blocks use `dtype` for every KV buffer from then on
+     * (PL_DTYPE_F8_E4M3: e4m3 values x / scale on store, x * scale on read, vLLM's
+     * k_scale / v_scale); PL_STATUS_UNSUPPORTED for a dtype the backend cannot hold. */
+    pl_status (*set_kv_dtype)(struct pl_backend *be, enum pl_dtype dtype, float k_scale,
+                              float v_scale);
+    enum pl_dtype (*kv_dtype)(struct pl_backend *be);
 };
+
 
 /* The fill op's uniform in [0, 1): the top 24 bits of splitmix64(seed + i * golden gamma).
  * Backends implement exactly this (CUDA has a device copy in kernels/elementwise.cu). */
@@ -317,6 +354,12 @@ static inline float pl_fill_uniform(uint64_t seed, uint64_t i)
 struct pl_backend {
     const struct pl_backend_ops *ops;
 };
+
+/* The KV cache's element type on this backend (act_dtype unless set_kv_dtype changed it). */
+static inline enum pl_dtype pl_backend_kv_dtype(struct pl_backend *be)
+{
+    return be->ops->kv_dtype ? be->ops->kv_dtype(be) : be->ops->act_dtype;
+}
 
 /* Creates the CPU backend with n_threads worker threads (0 = one per core). */
 pl_status pl_backend_cpu_new(int n_threads, struct pl_backend **out, struct pl_err *err);

@@ -20,6 +20,7 @@
 #include "engine/block_manager.h"
 #include "model/config.h"
 #include "model/hub.h"
+#include "model/quant.h"
 #include "util/dtype.h"
 
 #include <jansson.h>
@@ -429,6 +430,22 @@ int pl_cli_flags_value(struct pl_cli_flags *f, const char *cmd, const char *flag
         lp->dtype = val;
         return 1;
     }
+    if (!strcmp(flag, "--quantization")) {
+        if (!pl_quant_flag_known(val)) {
+            char what[160];
+            snprintf(what, sizeof(what), "one of %s", pl_quant_flag_values());
+            return bad_value(cmd, flag, val, what);
+        }
+        lp->quantization = val;
+        return 1;
+    }
+    if (!strcmp(flag, "--kv-cache-dtype")) {
+        enum pl_kv_cache_dtype kd;
+        if (!pl_kv_cache_dtype_parse(val, &kd))
+            return bad_value(cmd, flag, val, "one of auto, fp8, fp8_e4m3");
+        lp->kv_cache_dtype = val;
+        return 1;
+    }
     if (!strcmp(flag, "--kv-cache-bytes")) {
         long long b;
         char *end;
@@ -750,5 +767,10 @@ const char *pl_cli_flags_help_engine(void)
            "                              CUDA), bfloat16, float16 (half), float32 (float:\n"
            "                              on CUDA the float32 mode, every op in fp32, for\n"
            "                              comparing with transformers; the CPU always\n"
-           "                              computes in float32)\n";
+           "                              computes in float32)\n"
+           "  --quantization Q            none (the checkpoint's quantization_config), awq,\n"
+           "                              gptq, compressed-tensors, fp8 (fp8 also quantizes an\n"
+           "                              unquantized checkpoint at load); docs/quantization.md\n"
+           "  --kv-cache-dtype D          auto | fp8 | fp8_e4m3 (an FP8 KV cache where the\n"
+           "                              backend has one)\n";
 }

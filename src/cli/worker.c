@@ -14,6 +14,7 @@
 #include "engine/async_engine.h"
 #include "engine/llm_internal.h"
 #include "server/openai.h"
+#include "model/quant.h"
 #include "tokenizer/tokenizer.h"
 #include "worker/runpod.h"
 
@@ -58,8 +59,9 @@ static const char *help =
     "llama3_json, mistral; default: the one the chat template shows).\n"
     "Engine flags (below) override the environment (MAX_MODEL_LEN, MAX_NUM_SEQS,\n"
     "MAX_NUM_BATCHED_TOKENS, BLOCK_SIZE, SEED, ENABLE_PREFIX_CACHING, DTYPE,\n"
-    "GPU_MEMORY_UTILIZATION, OVERRIDE_GENERATION_CONFIG). Sampling defaults apply to\n"
-    "jobs that do not set the field, over the worker's per-mode defaults too.\n\n";
+    "GPU_MEMORY_UTILIZATION, OVERRIDE_GENERATION_CONFIG, QUANTIZATION, KV_CACHE_DTYPE).\n"
+    "Sampling defaults apply to jobs that do not set the field, over the worker's\n"
+    "per-mode defaults too.\n\n";
 
 /* A flag's integer value in [lo, hi]; false (with a message) otherwise. */
 static bool parse_count(const char *flag, const char *val, long lo, long hi, int *out)
@@ -115,6 +117,25 @@ static int apply_env(struct pl_cli_flags *f)
             return -1;
         }
         lp->dtype = v;
+    }
+    v = getenv("QUANTIZATION");
+    if (v && *v) {
+        if (!pl_quant_flag_known(v)) {
+            fprintf(stderr, "pagellm worker: QUANTIZATION='%s' is not one of %s\n", v,
+                    pl_quant_flag_values());
+            return -1;
+        }
+        lp->quantization = v;
+    }
+    v = getenv("KV_CACHE_DTYPE");
+    if (v && *v) {
+        enum pl_kv_cache_dtype kd;
+        if (!pl_kv_cache_dtype_parse(v, &kd)) {
+            fprintf(stderr, "pagellm worker: KV_CACHE_DTYPE='%s' is not one of auto, fp8, "
+                            "fp8_e4m3\n", v);
+            return -1;
+        }
+        lp->kv_cache_dtype = v;
     }
     /* worker-vllm's default is 0.95 (the engine's own is vLLM's 0.9) */
     lp->gpu_memory_utilization = 0.95;

@@ -299,6 +299,15 @@ static pl_status llm_open(struct pl_llm *llm, const struct pl_llm_params *p, str
     rp.enforce_eager = p->enforce_eager;
     rp.cpu_scalar_kernels = p->cpu_scalar_kernels;
     rp.cuda_cublas_only = p->cuda_cublas_only;
+    rp.quantization = p->quantization;
+    if (!pl_quant_flag_known(p->quantization))
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                          "quantization: '%s' is not one of %s", p->quantization,
+                          pl_quant_flag_values());
+    if (p->kv_cache_dtype && !pl_kv_cache_dtype_parse(p->kv_cache_dtype, &rp.kv_cache_dtype))
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                          "kv_cache_dtype: '%s' is not one of auto, fp8, fp8_e4m3",
+                          p->kv_cache_dtype);
     st = pl_model_runner_new(&rp, &llm->runner, err);
     if (st != PL_STATUS_OK)
         return st;

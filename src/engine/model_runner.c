@@ -892,7 +892,7 @@ pl_status pl_kv_cache_init(struct pl_kv_cache *kv, struct pl_backend *be,
     kv->n_blocks = n_blocks;
     kv->block_size = block_size;
     kv->kv_dim = cfg->n_kv_heads * cfg->head_dim;
-    size_t elem = pl_dtype_size(be->ops->act_dtype);
+    size_t elem = pl_dtype_size(pl_backend_kv_dtype(be));
     size_t per_layer = (size_t)n_blocks * (size_t)block_size * (size_t)kv->kv_dim * elem;
     if (per_layer / elem / (size_t)kv->kv_dim / (size_t)block_size != (size_t)n_blocks)
         return pl_err_set(err, PL_STATUS_LIMIT, "kv cache: size overflows");
@@ -963,6 +963,7 @@ static pl_status bind_model(struct pl_model_runner *r, int max_blocks_per_seq, s
 
 void pl_model_runner_params_default(struct pl_model_runner_params *p)
 {
+    memset(p, 0, sizeof(*p)); /* fields added later default to zero */
     p->model_dir = NULL;
     p->n_threads = 0;
     p->block_size = 16;
@@ -1107,7 +1108,7 @@ static pl_status runner_setup(struct pl_model_runner *r, const struct pl_model_r
     r->max_seqs = p->max_num_seqs > 0 ? p->max_num_seqs : 256;
 
     const size_t kv_dim = (size_t)c->n_kv_heads * (size_t)c->head_dim;
-    const size_t elem = pl_dtype_size(r->be->ops->act_dtype);
+    const size_t elem = pl_dtype_size(pl_backend_kv_dtype(r->be));
     const size_t block_bytes = 2 * (size_t)c->n_layers * (size_t)r->block_size * kv_dim * elem;
     /* the longest sequence asked for (or the model's): what one sequence may need */
     long long want_len = p->max_model_len > 0 ? p->max_model_len : derived_max_len(c);
@@ -1195,12 +1196,15 @@ static pl_status runner_setup(struct pl_model_runner *r, const struct pl_model_r
     double kv_bytes = (double)block_bytes * r->n_blocks;
     char note[200];
     cap_note(&plan, r->max_seqs, want_len, note, sizeof(note));
+    const enum pl_dtype kvt = pl_backend_kv_dtype(r->be);
     PL_INFO("%smemory plan (%s backend): weights %.1f MiB (%s), KV cache %.1f MiB = %d blocks x "
-            "%d tokens = %lld tokens (%.1f KiB/token)%s, max_model_len %d, max concurrency at "
-            "max_model_len %.2f",
+            "%d tokens = %lld tokens (%.1f KiB/token%s%s)%s, max_model_len %d, max concurrency "
+            "at max_model_len %.2f",
             r->log_prefix, r->be->ops->name, mib((double)r->w->n_bytes), weights_dtype_name(r->w),
             mib(kv_bytes), r->n_blocks, r->block_size, capacity,
-            (double)block_bytes / r->block_size / 1024.0, note, r->max_model_len,
+            (double)block_bytes / r->block_size / 1024.0,
+            kvt != r->be->ops->act_dtype ? ", " : "",
+            kvt != r->be->ops->act_dtype ? pl_dtype_torch_name(kvt) : "", note, r->max_model_len,
             (double)capacity / r->max_model_len);
     return PL_STATUS_OK;
 }
@@ -1229,6 +1233,25 @@ static pl_status runner_open(struct pl_model_runner *r, const struct pl_model_ru
     if (st == PL_STATUS_OK) {
         r->be = r->be_owned;
         st = precheck_backend(&r->cfg, r->be, err);
+    }
+    if (st == PL_STATUS_OK && p->kv_cache_dtype == PL_KV_CACHE_FP8_E4M3) {
+        /* vLLM's scales without calibrated ones: 1.0 for k and v */
+        const struct pl_backend_ops *o = r->be->ops;
+        if (!o->set_kv_dtype || !o->supports(r->be, PL_OP_ATTENTION, PL_DTYPE_F8_E4M3) ||
+            o->set_kv_dtype(r->be, PL_DTYPE_F8_E4M3, 1.0f, 1.0f) != PL_STATUS_OK)
+            st = pl_err_set(err, PL_STATUS_UNSUPPORTED,
+                            "--kv-cache-dtype fp8: the %s backend has no FP8 KV cache (it keeps "
+                            "the KV cache in %s); use --kv-cache-dtype auto",
+                            o->name, pl_dtype_torch_name(o->act_dtype));
+    }
+    if (st == PL_STATUS_OK && r->cfg.quant.method != PL_QUANT_NONE) {
+        char what[160];
+        pl_quant_describe(&r->cfg.quant, what, sizeof(what));
+        if (dummy)
+            PL_INFO("quantization: %s; dummy weights: int4 modules packed where the %s backend "
+                    "runs them packed, the rest unquantized", what, r->be->ops->name);
+        else
+            PL_INFO("quantization: %s, dequantized at load (the reference path)", what);
     }
     if (st == PL_STATUS_OK) {
         double t0 = pl_clock_seconds();
@@ -1286,6 +1309,8 @@ pl_status pl_model_runner_new(const struct pl_model_runner_params *p,
         return pl_err_set(err, PL_STATUS_NO_MEMORY, "model runner: out of memory");
     bool dummy = false;
     pl_status st = pl_model_config_load(p->model_dir, &r->cfg, err);
+    if (st == PL_STATUS_OK)
+        st = pl_quant_config_apply_flag(&r->cfg.quant, p->quantization, err);
     if (st == PL_STATUS_OK)
         st = check_load_format(p, &dummy, err);
     if (st == PL_STATUS_OK && !dummy)
@@ -1450,7 +1475,7 @@ pl_status pl_model_runner_copy_blocks(struct pl_model_runner *r, const struct pl
     if (!r->has_kv)
         return pl_err_set(err, PL_STATUS_INTERNAL, "copy_blocks: the runner has no KV cache");
     size_t block_bytes = (size_t)r->block_size * (size_t)r->kv.kv_dim *
-                         pl_dtype_size(r->be->ops->act_dtype);
+                         pl_dtype_size(pl_backend_kv_dtype(r->be));
     int32_t pairs[2 * COPY_GROUP];
     for (int i0 = 0; i0 < n_copies; i0 += COPY_GROUP) {
         int n = n_copies - i0 < COPY_GROUP ? n_copies - i0 : COPY_GROUP;

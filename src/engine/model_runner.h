@@ -112,6 +112,10 @@ struct pl_model_runner_params {
                                    of n_threads / N threads each) the model is sharded over
                                    (vLLM's --tensor-parallel-size; default 1); see
                                    engine/tensor_parallel.h */
+    const char *quantization;   /* vLLM's --quantization (model/quant.h's
+                                   pl_quant_config_apply_flag); NULL: the checkpoint's */
+    enum pl_kv_cache_dtype kv_cache_dtype; /* vLLM's --kv-cache-dtype; FP8 is refused by a
+                                   backend without an FP8 KV cache */
 };
 
 #define PL_TP_MAX_RANKS 64

@@ -244,17 +244,16 @@ static bool arch_has_experts(const struct pl_arch *a)
     return false;
 }
 
-/* Features pagellm does not run, refused by name before anything else. */
+/* Features pagellm does not run, refused by name before anything else (and
+ * quantization_config, read by model/quant.c, which refuses what it does not load). */
 static pl_status refuse_unsupported(const char *file, const json_t *root,
                                     struct pl_model_config *c, struct pl_err *err)
 {
     const json_t *q = field(root, "quantization_config");
     if (q) {
-        const json_t *m = json_is_object(q) ? json_object_get(q, "quant_method") : NULL;
-        return pl_err_set(err, PL_STATUS_UNSUPPORTED,
-                          "%s: quantization_config (%s) is not supported: pagellm loads "
-                          "unquantized F32/F16/BF16 checkpoints",
-                          file, json_is_string(m) ? json_string_value(m) : "unknown method");
+        pl_status st = pl_quant_config_parse(file, q, &c->quant, err);
+        if (st != PL_STATUS_OK)
+            return st;
     }
     static const char *const moe_keys[] = {"num_experts", "num_local_experts", "n_routed_experts"};
     for (size_t i = 0; !arch_has_experts(c->arch) && i < sizeof(moe_keys) / sizeof(moe_keys[0]);

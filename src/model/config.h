@@ -15,6 +15,7 @@
 #ifndef PL_MODEL_CONFIG_H
 #define PL_MODEL_CONFIG_H
 
+#include "model/quant.h"
 #include "util/dtype.h"
 #include "util/err.h"
 
@@ -114,6 +115,8 @@ struct pl_model_config {
     int n_eos_token_ids;
     int pad_token_id;            /* -1 when absent */
     struct pl_generation_config gen; /* generation_config.json (all has_* false when absent) */
+    struct pl_quant_config quant; /* quantization_config (method PL_QUANT_NONE when absent; the
+                                     --quantization flag may change it: model/quant.h) */
 };
 
 /*

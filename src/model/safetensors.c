@@ -61,8 +61,8 @@ struct range {
 /* The dtypes the safetensors format defines. Known-but-unloadable ones are
  * refused as unsupported; anything else is a malformed header. */
 static const char *const known_other_dtypes[] = {
-    "BOOL", "U8", "I8", "I16", "U16", "I32", "U32", "I64", "U64", "F64", "C64",
-    "F8_E4M3", "F8_E5M2", "F8_E8M0", "F6_E2M3", "F6_E3M2", "F4",
+    "BOOL", "I16", "U16", "U32", "U64", "F64", "C64",
+    "F8_E5M2", "F8_E8M0", "F6_E2M3", "F6_E3M2", "F4",
 };
 
 static struct pl_safetensors *st_new(void) { return calloc(1, sizeof(struct pl_safetensors)); }
@@ -124,6 +124,16 @@ static bool parse_dtype(const char *s, enum pl_dtype *out)
         *out = PL_DTYPE_F16;
     else if (strcmp(s, "BF16") == 0)
         *out = PL_DTYPE_BF16;
+    else if (strcmp(s, "I32") == 0) /* quantized checkpoints: packed weights, zeros, g_idx */
+        *out = PL_DTYPE_I32;
+    else if (strcmp(s, "I64") == 0) /* compressed-tensors weight_shape */
+        *out = PL_DTYPE_I64;
+    else if (strcmp(s, "F8_E4M3") == 0) /* FP8 checkpoints */
+        *out = PL_DTYPE_F8_E4M3;
+    else if (strcmp(s, "I8") == 0) /* carried by some quantized checkpoints, not read */
+        *out = PL_DTYPE_I8;
+    else if (strcmp(s, "U8") == 0)
+        *out = PL_DTYPE_U8;
     else
         return false;
     return true;
@@ -178,7 +188,8 @@ static pl_status parse_entry(struct pl_safetensors *st, int file_idx, const char
     if (!parse_dtype(dname, &dtype)) {
         if (is_known_other_dtype(dname))
             return pl_err_set(err, PL_STATUS_UNSUPPORTED,
-                              "%s: tensor '%s': dtype %s is not supported (F32, F16, BF16 only)",
+                              "%s: tensor '%s': dtype %s is not supported (F32, F16, BF16, I32, I64, "
+                              "F8_E4M3, I8, U8 only)",
                               fname, name, dname);
         return pl_err_set(err, PL_STATUS_FORMAT, "%s: tensor '%s': unknown dtype '%s'", fname,
                           name, dname);

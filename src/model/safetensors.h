@@ -26,7 +26,9 @@
 
 struct pl_tensor_info {
     const char *name;       /* owned by the pl_safetensors */
-    enum pl_dtype dtype;    /* F32, F16 or BF16 (others are refused at open) */
+    enum pl_dtype dtype;    /* F32, F16, BF16; I32, I64, F8_E4M3, I8, U8 (quantized
+                               checkpoints' packed weights, zeros, indices, fp8 weights);
+                               others are refused at open */
     int n_dims;
     int64_t shape[PL_SAFETENSORS_MAX_DIMS];
     int64_t n_elements;

@@ -196,6 +196,10 @@ static const struct preset PRESETS[] = {
      NO_SCALING, false, "1e-05", PL_DTYPE_F16, false, 0, false, 0, 1, true, false, 0x1007, NULL, 0, 0, 0, 0, false, 0},
     {"llama-f32", "Llama, float32 weights", ARCH_LLAMA, 64, 2, 4, 2, 0, 128, 512, 512, "10000.0",
      NO_SCALING, false, "1e-05", PL_DTYPE_F32, false, 0, false, 0, 1, true, false, 0x1008, NULL, 0, 0, 0, 0, false, 0},
+    {"llama-quant", "Llama, hidden 256 / MLP 512 (every quantized format's groups fit), bf16; "
+     "pl-mkmodel --quant packs it", ARCH_LLAMA, 256, 2, 4, 2, 0, 512, 512, 512, "10000.0",
+     NO_SCALING, false, "1e-05", PL_DTYPE_BF16, false, 0, false, 0, 1, false, false, 0x1101, NULL,
+     0, 0, 0, 0, false, 0},
     {"llama-sharded", "Llama, 3 layers in 2 safetensors shards + index", ARCH_LLAMA, 64, 3, 4, 2,
      0, 128, 512, 512, "10000.0", NO_SCALING, false, "1e-05", PL_DTYPE_BF16, false, 0, false, 0,
      2, true, false, 0x1009, NULL, 0, 0, 0, 0, false, 0},

@@ -34,6 +34,7 @@
 
 #include "model/arch.h"
 #include "model/shard.h"
+#include "model/quant.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -94,6 +95,52 @@ static void dummy_range(enum pl_op op, const struct pl_tensor_spec *t, int64_t c
     }
 }
 
+static pl_status convert_from(struct loader *L, const char *file, enum pl_dtype from,
+                              const char *name, const void *src, size_t n, enum pl_dtype to,
+                              void **out, size_t *out_bytes);
+
+/* A packed int4 dummy weight (PL_DTYPE_Q4) for a quantization_config the backend runs
+ * packed: random codes, zero 8 and scales a / 7.5 per group (weights within +-a, a =
+ * 1/sqrt(in_features) as the dense dummies), no act-order; built on the host. */
+static pl_status dummy_q4_slot(struct loader *L, const char *name, int64_t rows, int64_t cols,
+                               struct pl_weight *slot)
+{
+    const int group = L->cfg->quant.group_size > 0 ? L->cfg->quant.group_size : (int)cols;
+    const int64_t n_groups = (cols + group - 1) / group;
+    const struct pl_q4_layout lay = pl_q4_layout_of(rows, cols, n_groups, 0);
+    char *buf = malloc((size_t)lay.n_bytes);
+    if (!buf)
+        return pl_err_set(L->err, PL_STATUS_NO_MEMORY, "dummy tensor '%s': out of memory", name);
+    const int32_t head[4] = {group, (int32_t)n_groups, 0, 0};
+    memcpy(buf, head, sizeof(head));
+    uint32_t *codes = (uint32_t *)(buf + 16);
+    uint64_t s = L->seed++ * 0x632BE59BD9B4E019ull;
+    for (int64_t i = 0; i < rows * (cols / 8); i += 2) {
+        uint64_t z = (s += 0x9E3779B97F4A7C15ull);
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        z ^= z >> 31;
+        codes[i] = (uint32_t)z;
+        if (i + 1 < rows * (cols / 8))
+            codes[i + 1] = (uint32_t)(z >> 32);
+    }
+    const float sc = 1.0f / sqrtf((float)cols) / 7.5f;
+    for (int64_t i = 0; i < rows * n_groups; i++) {
+        ((float *)(buf + lay.scale_off))[i] = sc;
+        ((uint8_t *)(buf + lay.zero_off))[i] = 8;
+    }
+    void *p = NULL;
+    size_t n_bytes = 0;
+    pl_status st = convert_from(L, "dummy", PL_DTYPE_U8, name, buf, (size_t)lay.n_bytes,
+                                PL_DTYPE_U8, &p, &n_bytes);
+    free(buf);
+    if (st != PL_STATUS_OK)
+        return st;
+    *slot = (struct pl_weight){.data = p, .dtype = PL_DTYPE_Q4, .rows = rows, .cols = cols};
+    L->w->n_bytes += n_bytes;
+    return PL_STATUS_OK;
+}
+
 /* A dummy tensor: allocated on the backend and filled there (no host copy); each
  * tensor gets its own seed so no two tensors repeat each other. */
 static pl_status dummy_slot(struct loader *L, const struct pl_tensor_spec *t, const char *name,
@@ -151,11 +198,11 @@ static pl_status plus_one_slot(struct loader *L, const struct pl_tensor_info *ti
     return PL_STATUS_OK;
 }
 
-/* n elements of a tensor stored as `from` (at src), converted to `to` into backend memory
- * (see the top). */
-static pl_status convert_slot(struct loader *L, const struct pl_tensor_info *ti, const char *name,
-                              const void *src, size_t n, enum pl_dtype to, void **out,
-                              size_t *out_bytes)
+/* n elements of type `from` at src (host memory; a tensor of `file`, or dequantized
+ * weights), converted to `to` into backend memory (see the top). */
+static pl_status convert_from(struct loader *L, const char *file, enum pl_dtype from,
+                              const char *name, const void *src, size_t n, enum pl_dtype to,
+                              void **out, size_t *out_bytes)
 {
     const struct pl_backend_ops *ops = L->be->ops;
     struct pl_weights *w = L->w;
@@ -177,11 +224,11 @@ static pl_status convert_slot(struct loader *L, const struct pl_tensor_info *ti,
                           pl_dtype_torch_name(to));
     }
     pl_status st = PL_STATUS_OK;
-    if (to == ti->dtype) /* a gathered shard: copied, not converted */
+    if (from == to) /* a plain copy (the int4 layout's bytes) */
         memcpy(host, src, n_bytes);
-    if (to != ti->dtype && !pl_dtype_convert(host, to, src, ti->dtype, n))
+    if (from != to && !pl_dtype_convert(host, to, src, from, n))
         st = pl_err_set(L->err, PL_STATUS_UNSUPPORTED, "%s: tensor '%s' of dtype %s cannot be "
-                        "converted to %s", ti->file, name, pl_dtype_name(ti->dtype),
+                        "converted to %s", file, name, pl_dtype_name(from),
                         pl_dtype_torch_name(to));
     /* sync: the host copy is freed next, so the upload must have read it */
     else if (ops->upload(L->be, p, host, n_bytes) != PL_STATUS_OK ||
@@ -197,6 +244,127 @@ static pl_status convert_slot(struct loader *L, const struct pl_tensor_info *ti,
     *out = p;
     *out_bytes = n_bytes;
     return PL_STATUS_OK;
+}
+
+static pl_status convert_slot(struct loader *L, const struct pl_tensor_info *ti, const char *name,
+                              const void *src, size_t n, enum pl_dtype to, void **out,
+                              size_t *out_bytes)
+{
+    return convert_from(L, ti->file, ti->dtype, name, src, n, to, out, out_bytes);
+}
+
+/* An int4 module kept packed where the backend multiplies PL_DTYPE_Q4 weights itself
+ * (backend.h): the checkpoint's codes, zeros and scales in pl_q4_layout_of's one buffer
+ * (act-order kept as a g_idx table, so no permutation of the inputs). */
+static pl_status q4_slot(struct loader *L, const char *name, const char *module, int64_t rows,
+                         int64_t cols, int64_t src_rows, int64_t row_off, struct pl_weight *slot)
+{
+    void *buf = NULL, *p = NULL;
+    size_t len = 0, n_bytes = 0;
+    pl_status st = pl_quant_q4_buffer(&L->cfg->quant, L->st, module, src_rows, cols, row_off,
+                                      row_off + rows, &buf, &len, L->err);
+    /* bytes as they are: U8 to U8 is a plain copy */
+    if (st == PL_STATUS_OK)
+        st = convert_from(L, "packed", PL_DTYPE_U8, name, buf, len, PL_DTYPE_U8, &p, &n_bytes);
+    free(buf);
+    if (st != PL_STATUS_OK)
+        return st;
+    *slot = (struct pl_weight){.data = p, .dtype = PL_DTYPE_Q4, .rows = rows, .cols = cols};
+    L->w->n_bytes += n_bytes;
+    return PL_STATUS_OK;
+}
+
+/* The dtype dequantized weights are held in: the target dtype when converting, else fp32
+ * where the backend computes in fp32 (the CPU: the reference is exact), else the
+ * checkpoint's dtype where the backend's matmul runs it, else bf16. */
+static enum pl_dtype dequant_dtype(const struct loader *L)
+{
+    struct pl_backend *be = L->be;
+    if (L->want >= 0)
+        return (enum pl_dtype)L->want;
+    if (be->ops->act_dtype == PL_DTYPE_F32 && be->ops->supports(be, PL_OP_MATMUL, PL_DTYPE_F32))
+        return PL_DTYPE_F32;
+    if (be->ops->supports(be, PL_OP_MATMUL, L->cfg->dtype))
+        return L->cfg->dtype;
+    return PL_DTYPE_BF16;
+}
+
+/* A quantizable slot the quantization_config stores packed (module: the HF name without
+ * ".weight"): the dequantizing reference (model/quant.h) makes the slot's rows in fp32 on
+ * the host, which are converted and copied into backend memory as a --dtype conversion
+ * is. --quantization fp8 (online) reads the float tensor and rounds it through e4m3 with
+ * one scale per checkpoint tensor. */
+static pl_status quant_slot(struct loader *L, const struct pl_tensor_spec *t, const char *name,
+                            const char *module, int64_t rows, int64_t cols, int64_t src_rows,
+                            int64_t row_off, struct pl_weight *slot)
+{
+    const struct pl_quant_config *q = &L->cfg->quant;
+    if (pl_quant_is_int4(q) && t->scope != PL_SCOPE_EXPERT && cols % 8 == 0 &&
+        L->be->ops->supports(L->be, t->op, PL_DTYPE_Q4))
+        return q4_slot(L, name, module, rows, cols, src_rows, row_off, slot);
+    const enum pl_dtype to = dequant_dtype(L);
+    if (!L->be->ops->supports(L->be, t->op, to))
+        return pl_err_set(L->err, PL_STATUS_UNSUPPORTED,
+                          "tensor '%s': the %s backend does not run %s weights", name,
+                          L->be->ops->name, pl_dtype_torch_name(to));
+    const size_t n = (size_t)rows * (size_t)cols;
+    float *host;
+    pl_status st = PL_STATUS_OK;
+    const char *file = "dequantized";
+    if (q->online) {
+        const struct pl_tensor_info *ti = pl_safetensors_find(L->st, name);
+        if (!ti)
+            return pl_err_set(L->err, PL_STATUS_NOT_FOUND,
+                              "tensor '%s' is missing from the checkpoint", name);
+        if (ti->n_dims != 2 || ti->shape[0] != src_rows || ti->shape[1] != cols)
+            return pl_err_set(L->err, PL_STATUS_FORMAT,
+                              "%s: tensor '%s' has the wrong shape, the config needs [%lld, %lld]",
+                              ti->file, name, (long long)src_rows, (long long)cols);
+        const size_t all = (size_t)src_rows * (size_t)cols;
+        host = malloc(sizeof(float) * (all ? all : 1));
+        if (!host)
+            return pl_err_set(L->err, PL_STATUS_NO_MEMORY, "tensor '%s': out of memory", name);
+        if (!pl_dtype_convert(host, PL_DTYPE_F32, ti->data, ti->dtype, all)) {
+            free(host);
+            return pl_err_set(L->err, PL_STATUS_UNSUPPORTED,
+                              "%s: tensor '%s' has dtype %s; --quantization fp8 quantizes float "
+                              "checkpoints", ti->file, name, pl_dtype_name(ti->dtype));
+        }
+        pl_quant_fp8_roundtrip(host, all);
+        memmove(host, host + (size_t)row_off * (size_t)cols, sizeof(float) * n);
+        file = ti->file;
+    } else {
+        host = malloc(sizeof(float) * (n ? n : 1));
+        if (!host)
+            return pl_err_set(L->err, PL_STATUS_NO_MEMORY, "tensor '%s': out of memory", name);
+        st = pl_quant_dequant(q, L->st, module, src_rows, cols, row_off, row_off + rows, host,
+                              L->err);
+    }
+    void *p = NULL;
+    size_t n_bytes = 0;
+    if (st == PL_STATUS_OK)
+        st = convert_from(L, file, PL_DTYPE_F32, name, host, n, to, &p, &n_bytes);
+    free(host);
+    if (st != PL_STATUS_OK)
+        return st;
+    *slot = (struct pl_weight){.data = p, .dtype = to, .rows = rows, .cols = cols};
+    L->w->n_bytes += n_bytes;
+    return PL_STATUS_OK;
+}
+
+/* The module a quantizable weight belongs to ("model.layers.0.mlp.up_proj" for
+ * "...up_proj.weight") when the quantization_config stores it quantized; false else. */
+static bool quantized_module(const struct loader *L, const struct pl_tensor_spec *t,
+                             const char *name, char *module, size_t cap)
+{
+    if (L->cfg->quant.method == PL_QUANT_NONE || !(t->flags & PL_TENSOR_QUANTIZABLE))
+        return false;
+    const size_t len = strlen(name), suf = strlen(".weight");
+    if (len <= suf || len - suf >= cap || strcmp(name + len - suf, ".weight"))
+        return false;
+    memcpy(module, name, len - suf);
+    module[len - suf] = '\0';
+    return pl_quant_module_is_quantized(&L->cfg->quant, module);
 }
 
 /* Fills one slot of spec t: from the checkpoint after checking its shape ([rows, cols]
@@ -219,8 +387,20 @@ static pl_status load_slot(struct loader *L, const struct pl_tensor_spec *t, con
     const int64_t row_off = (fused ? pl_arch_dim(F, t->row_off) : 0) +
                             (rows ? pl_shard_start(L->shard, c, t->rows) : 0);
     const int64_t col_off = pl_shard_start(L->shard, c, t->cols);
+    char module[192];
+    const bool quantized = quantized_module(L, t, name, module, sizeof(module));
+    if (quantized && L->shard)
+        return pl_err_set(L->err, PL_STATUS_UNSUPPORTED,
+                          "tensor '%s': quantized weights (%s) are not sharded for tensor "
+                          "parallelism yet; run this model with tensor_parallel_size 1",
+                          name, c->quant.method_name);
+    if (!L->st && quantized && pl_quant_is_int4(&c->quant) && t->scope != PL_SCOPE_EXPERT &&
+        cols % 8 == 0 && L->be->ops->supports(L->be, t->op, PL_DTYPE_Q4))
+        return dummy_q4_slot(L, name, rows, cols, slot);
     if (!L->st)
         return dummy_slot(L, t, name, rows, cols, full_cols, slot);
+    if (quantized)
+        return quant_slot(L, t, name, module, rows, cols, src_rows, row_off, slot);
     const struct pl_tensor_info *ti = pl_safetensors_find(L->st, name);
     if (!ti)
         return pl_err_set(L->err, PL_STATUS_NOT_FOUND, "tensor '%s' is missing from the checkpoint",

@@ -11,6 +11,11 @@ const char *pl_dtype_name(enum pl_dtype t)
     case PL_DTYPE_F16: return "F16";
     case PL_DTYPE_BF16: return "BF16";
     case PL_DTYPE_I32: return "I32";
+    case PL_DTYPE_I64: return "I64";
+    case PL_DTYPE_F8_E4M3: return "F8_E4M3";
+    case PL_DTYPE_I8: return "I8";
+    case PL_DTYPE_U8: return "U8";
+    case PL_DTYPE_Q4: return "Q4";
     default: return "?";
     }
 }
@@ -22,6 +27,11 @@ const char *pl_dtype_torch_name(enum pl_dtype t)
     case PL_DTYPE_F16: return "float16";
     case PL_DTYPE_BF16: return "bfloat16";
     case PL_DTYPE_I32: return "int32";
+    case PL_DTYPE_I64: return "int64";
+    case PL_DTYPE_F8_E4M3: return "float8_e4m3fn";
+    case PL_DTYPE_I8: return "int8";
+    case PL_DTYPE_U8: return "uint8";
+    case PL_DTYPE_Q4: return "int4";
     default: return "?";
     }
 }

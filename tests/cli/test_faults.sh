@@ -44,6 +44,7 @@ export PAGELLM_LOG_LEVEL=warn
 # start_server NAME MODEL ARGS...: starts it in the background; sets PID and PORT.
 start_server() {
   local name=$1 model=$2; shift 2
+  : >"$work/$name.log" # exists before the poll reads it (under set -e a failed sed ends the test)
   "$bin" serve --model "$model" --port 0 --threads 1 "$@" >"$work/$name.log" 2>&1 &
   PID=$!
   pids+=("$PID")

@@ -171,6 +171,7 @@ want3=$(greedy 3)
 # start_server NAME ARGS...: sets PID and PORT (polls the log; the loop only guards a hang)
 start_server() {
   local name=$1; shift
+  : >"$dir/$name.log" # exists before the poll reads it (under set -e a failed sed ends the test)
   "$PAGELLM" serve --model "$m" --port 0 --threads 1 "$@" >"$dir/$name.log" 2>&1 &
   PID=$!
   pids+=("$PID")

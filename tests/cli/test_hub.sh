@@ -333,6 +333,7 @@ check '[ $rc = 0 ] && [ -n "$out" ]' "chat --model ORG/NAME (from the cache)"
 export HF_HOME=$w/serve-home
 start_server() {
   local name=$1; shift
+  : >"$w/$name.log" # exists before the poll reads it
   "$bin" serve "$@" --port 0 >"$w/$name.log" 2>&1 &
   PID=$!
   pids+=("$PID")

@@ -35,6 +35,8 @@ int main(void)
     F(pl_sampling_params, allowed_token_ids); F(pl_sampling_params, n_allowed_token_ids);
     F(pl_sampling_params, use_beam_search); F(pl_sampling_params, beam_width);
     F(pl_sampling_params, length_penalty); F(pl_sampling_params, early_stopping);
+    F(pl_sampling_params, constraint_kind); F(pl_sampling_params, constraint);
+    F(pl_sampling_params, whitespace_pattern);
     F(pl_sampling_params, owned);
 
     S(pl_logprob_entry);
@@ -81,6 +83,7 @@ int main(void)
     F(pl_llm_params, allow_long_max_model_len); F(pl_llm_params, enforce_eager);
     F(pl_llm_params, host_sampling); F(pl_llm_params, cpu_scalar_kernels);
     F(pl_llm_params, cuda_cublas_only); F(pl_llm_params, tensor_parallel_size);
+    F(pl_llm_params, quantization); F(pl_llm_params, kv_cache_dtype);
 
     S(pl_prompt);
     F(pl_prompt, text); F(pl_prompt, token_ids); F(pl_prompt, n_token_ids);

@@ -37,7 +37,10 @@ class TestLayout(unittest.TestCase):
         for f in names:
             base = {"has_seed": "seed", "n_stop": "stop", "n_stop_token_ids": "stop_token_ids",
                     "n_logit_bias": "logit_bias",
-                    "n_allowed_token_ids": "allowed_token_ids"}.get(f, f)
+                    "n_allowed_token_ids": "allowed_token_ids",
+                    "constraint_kind": "structured_outputs",
+                    "constraint": "structured_outputs",
+                    "whitespace_pattern": "structured_outputs"}.get(f, f)
             self.assertIn(base, py, f)
 
     def test_round_trip_through_c(self):

@@ -98,14 +98,26 @@ class TestOptions(unittest.TestCase):
         model = pltest.tiny_model()
         for kwargs, word in (({"pipeline_parallel_size": 2}, "pipeline_parallel_size"),
                              ({"tensor_parallel_size": 0}, "tensor_parallel_size"),
-                             ({"quantization": "awq"}, "quantization"),
                              ({"dtype": "int8"}, "dtype"),
-                             ({"enable_lora": True}, "LoRA"),
-                             ({"kv_cache_dtype": "fp8"}, "kv_cache_dtype")):
+                             ({"enable_lora": True}, "LoRA")):
             with self.assertRaisesRegex(ValueError, word):
                 LLM(model=model, **kwargs)
         with self.assertRaisesRegex(TypeError, "no_such_option"):
             LLM(model=model, no_such_option=1)
+
+    def test_quantization_options_reach_the_library(self):
+        model = pltest.tiny_model()
+        # awq named for an unquantized checkpoint: the library's refusal, naming it
+        with self.assertRaises(pagellm.PagellmError) as cm:
+            LLM(model=model, device="cpu", quantization="awq")
+        self.assertIn("awq", str(cm.exception))
+        with self.assertRaises(pagellm.PagellmError) as cm:
+            LLM(model=model, device="cpu", kv_cache_dtype="int3")
+        self.assertIn("kv_cache_dtype", str(cm.exception))
+        # an FP8 KV cache on the CPU backend (its reference implementation) generates
+        fp8 = LLM(model=model, device="cpu", kv_cache_dtype="fp8")
+        out = fp8.generate([[1, 2, 3]], SamplingParams(temperature=0, max_tokens=4))
+        self.assertEqual(len(out[0].outputs[0].token_ids), 4)
 
     def test_tensor_parallel_gives_tp1_tokens(self):
         # tensor_parallel_size reaches the C engine: on the CPU backend 2 ranks of the

@@ -1,5 +1,6 @@
 """LLM.generate, chat, the tokenizer and outputs, checked against the CLI (`pagellm
 generate --json`, the C library's own output path) on the tiny model."""
+import json
 import math
 import unittest
 
@@ -165,6 +166,42 @@ class TestGenerate(unittest.TestCase):
         self.assertEqual(c.finish_reason, "stop")
         self.assertEqual(c.stop_reason, tid)
         self.assertEqual(c.token_ids, base.token_ids[:base.token_ids.index(tid) + 1])
+
+    def test_structured_outputs(self):
+        # a random-weight model is the hardest case for a constraint: every output must
+        # still be what the constraint says, and equal the CLI's constrained output
+        from pagellm.sampling_params import GuidedDecodingParams, StructuredOutputsParams
+        schema = {"type": "object", "properties": {"a": {"type": "integer"},
+                                                   "b": {"enum": ["x", "y"]}},
+                  "required": ["a", "b"], "additionalProperties": False}
+        outs = llm.generate(PROMPTS, SamplingParams(
+            temperature=1.0, seed=3, max_tokens=60,
+            structured_outputs=StructuredOutputsParams(json=schema)))
+        for o in outs:
+            c = o.outputs[0]
+            if c.finish_reason == "stop":
+                v = json.loads(c.text)
+                self.assertEqual(sorted(v), ["a", "b"])
+                self.assertIsInstance(v["a"], int)
+                self.assertIn(v["b"], ("x", "y"))
+        choices = ["red", "green", "blue"]
+        outs = llm.generate(PROMPTS, SamplingParams(
+            temperature=1.0, seed=7, max_tokens=10,
+            guided_decoding=GuidedDecodingParams(choice=choices)))
+        for o in outs:
+            self.assertIn(o.outputs[0].text, choices)
+            self.assertEqual(o.outputs[0].finish_reason, "stop")
+        # a dict works too, and the result equals the CLI's --choice
+        got = llm.generate(["Hello"], SamplingParams(temperature=0, max_tokens=10,
+                                                     structured_outputs={"choice": choices}))
+        ref = pltest.cli_generate(pltest.tiny_model(), ["Hello"], "--temperature", 0,
+                                  "--max-tokens", 10, "--choice", ",".join(choices))
+        self.assertEqual(got[0].outputs[0].token_ids, ref[0]["outputs"][0]["token_ids"])
+        with self.assertRaises(ValueError):
+            StructuredOutputsParams(regex="a", choice=["b"])
+        with self.assertRaises(Exception) as cm:
+            llm.generate(["Hello"], SamplingParams(structured_outputs={"json": {"not": {}}}))
+        self.assertIn("not", str(cm.exception))
 
     def test_logit_bias_and_allowed_tokens(self):
         c = llm.generate(["Hello"], SamplingParams(temperature=0, max_tokens=4,

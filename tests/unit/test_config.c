@@ -610,8 +610,12 @@ static void test_unsupported(void)
     expect_fail(LLAMA32_1B, "{\"architectures\": \"__delete__\", \"model_type\": \"gpt2\"}",
                 PL_STATUS_UNSUPPORTED, "gpt2");
     expect_fail(LLAMA32_1B, "{\"hidden_act\": \"gelu\"}", PL_STATUS_UNSUPPORTED, "hidden_act");
-    expect_fail(LLAMA32_1B, "{\"quantization_config\": {\"quant_method\": \"awq\", \"bits\": 4}}",
-                PL_STATUS_UNSUPPORTED, "quantization_config");
+    expect_fail(LLAMA32_1B,
+                "{\"quantization_config\": {\"quant_method\": \"bitsandbytes\", "
+                "\"load_in_4bit\": true}}",
+                PL_STATUS_UNSUPPORTED, "quant_method bitsandbytes; fields: quant_method, load_in_4bit");
+    expect_fail(LLAMA32_1B, "{\"quantization_config\": {\"quant_method\": \"awq\", \"bits\": 3}}",
+                PL_STATUS_UNSUPPORTED, "AWQ bits must be 4");
     expect_fail(LLAMA32_1B, "{\"num_experts\": 8}", PL_STATUS_UNSUPPORTED, "num_experts");
     expect_fail(MISTRAL_7B, "{\"num_local_experts\": 8}", PL_STATUS_UNSUPPORTED,
                 "num_local_experts");

@@ -139,10 +139,10 @@ static void test_malformed_headers(void)
          PL_STATUS_FORMAT, "'w'"},
         {"dtype unknown", "{\"w\": {\"dtype\": \"Q4_K\", \"shape\": [1], \"data_offsets\": [0, 4]}}",
          8, PL_STATUS_FORMAT, "Q4_K"},
-        {"dtype I64", "{\"pos\": {\"dtype\": \"I64\", \"shape\": [1], \"data_offsets\": [0, 8]}}", 8,
+        {"dtype U64", "{\"pos\": {\"dtype\": \"U64\", \"shape\": [1], \"data_offsets\": [0, 8]}}", 8,
          PL_STATUS_UNSUPPORTED, "'pos'"},
-        {"dtype F8", "{\"w8\": {\"dtype\": \"F8_E4M3\", \"shape\": [4], \"data_offsets\": [0, 4]}}",
-         8, PL_STATUS_UNSUPPORTED, "F8_E4M3"},
+        {"dtype F8 e5m2", "{\"w8\": {\"dtype\": \"F8_E5M2\", \"shape\": [4], \"data_offsets\": [0, 4]}}",
+         8, PL_STATUS_UNSUPPORTED, "F8_E5M2"},
         {"shape missing", "{\"w\": {\"dtype\": \"F32\", \"data_offsets\": [0, 4]}}", 8,
          PL_STATUS_FORMAT, "'w'"},
         {"shape not array", "{\"w\": {\"dtype\": \"F32\", \"shape\": 4, \"data_offsets\": [0, 16]}}",
@@ -320,6 +320,35 @@ static void check_bad_dir(const char *index_json, pl_status want, const char *n1
 #define SH1 "model-00001-of-00002.safetensors"
 #define SH2 "model-00002-of-00002.safetensors"
 
+/* The dtypes of quantized checkpoints: int32 packed weights, int64 shapes, fp8 weights, a
+ * scalar scale (shape []), int8/uint8 side tensors. */
+static void test_quantized_dtypes(void)
+{
+    const char *h = "{\"qw\": {\"dtype\": \"I32\", \"shape\": [2, 2], \"data_offsets\": [0, 16]}, "
+                    "\"ws\": {\"dtype\": \"I64\", \"shape\": [2], \"data_offsets\": [16, 32]}, "
+                    "\"w8\": {\"dtype\": \"F8_E4M3\", \"shape\": [2, 4], \"data_offsets\": [32, 40]}, "
+                    "\"s\": {\"dtype\": \"F32\", \"shape\": [], \"data_offsets\": [40, 44]}, "
+                    "\"z\": {\"dtype\": \"I8\", \"shape\": [2], \"data_offsets\": [44, 46]}, "
+                    "\"u\": {\"dtype\": \"U8\", \"shape\": [2], \"data_offsets\": [46, 48]}}";
+    static const char data[48];
+    struct pl_safetensors *st = NULL;
+    struct pl_err err = {0};
+    REQUIRE(pl_safetensors_parse_header(h, strlen(h), data, sizeof(data), "mem", &st, &err) ==
+            PL_STATUS_OK);
+    CHECK(pl_safetensors_find(st, "qw")->dtype == PL_DTYPE_I32);
+    CHECK(pl_safetensors_find(st, "ws")->dtype == PL_DTYPE_I64);
+    CHECK(pl_safetensors_find(st, "w8")->dtype == PL_DTYPE_F8_E4M3 &&
+          pl_safetensors_find(st, "w8")->n_bytes == 8);
+    CHECK(pl_safetensors_find(st, "s")->n_dims == 0 && pl_safetensors_find(st, "s")->n_elements == 1);
+    CHECK(pl_safetensors_find(st, "z")->dtype == PL_DTYPE_I8);
+    CHECK(pl_safetensors_find(st, "u")->dtype == PL_DTYPE_U8);
+    pl_safetensors_free(st);
+    /* a wrong byte count for the dtype is still refused */
+    const char *bad = "{\"w8\": {\"dtype\": \"F8_E4M3\", \"shape\": [2, 4], \"data_offsets\": [0, 16]}}";
+    CHECK(pl_safetensors_parse_header(bad, strlen(bad), data, sizeof(data), "mem", NULL, &err) ==
+          PL_STATUS_FORMAT);
+}
+
 static void test_sharded_valid(void)
 {
     char *dir = make_sharded("{\"metadata\": {\"total_size\": 24}, \"weight_map\": {"
@@ -419,6 +448,7 @@ int main(void)
     PL_RUN(test_zero_size_tensors_do_not_overlap);
     PL_RUN(test_bad_lengths);
     PL_RUN(test_parse_header_in_memory);
+    PL_RUN(test_quantized_dtypes);
     PL_RUN(test_sharded_valid);
     PL_RUN(test_sharded_errors);
     PL_RUN(test_duplicate_across_shards);

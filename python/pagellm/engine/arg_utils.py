@@ -31,7 +31,8 @@ class EngineArgs:
     graphs. pagellm's own: kv_cache_bytes (KV memory on the CPU backend), n_threads (CPU
     threads, 0: one per core), allow_long_max_model_len, and the reference paths
     host_sampling, cpu_scalar_kernels, cuda_cublas_only (docs/library.md). Options pagellm cannot honour (tensor parallelism,
-    quantization methods, LoRA, ...) are refused when the engine is created.
+    LoRA, ...) are refused when the engine is created; quantization and kv_cache_dtype go
+    to the library (docs/quantization.md).
     """
     model: str = "facebook/opt-125m"
     tokenizer: Optional[str] = None
@@ -97,11 +98,10 @@ class EngineArgs:
                 refuse(name, "only tensor parallelism is implemented (docs/parallel.md)")
         if self.distributed_executor_backend not in (None, "mp", "uni"):
             refuse("distributed_executor_backend", "a model runs on one device")
-        if self.quantization is not None:
-            refuse("quantization", "pagellm runs F32, F16 and BF16 checkpoints "
-                   "(docs/models.md); quantized checkpoints are refused at load")
-        if self.kv_cache_dtype != "auto":
-            refuse("kv_cache_dtype", "the KV cache has the activations' dtype")
+        for name in ("quantization", "kv_cache_dtype"):
+            v = getattr(self, name)
+            if v is not None and not isinstance(v, str):
+                raise ValueError("%s must be a str or None, got %r" % (name, v))
         if self.tokenizer_mode not in ("auto", "hf"):
             refuse("tokenizer_mode", "pagellm reads tokenizer.json (tokenizer_mode 'auto')")
         if self.skip_tokenizer_init:
@@ -165,6 +165,10 @@ class EngineArgs:
         p.gpu_memory_utilization = float(self.gpu_memory_utilization)
         p.n_threads = int(self.n_threads)
         p.tensor_parallel_size = int(self.tensor_parallel_size or 1)
+        if self.quantization is not None:
+            p.quantization = s(self.quantization)
+        if self.kv_cache_dtype is not None:
+            p.kv_cache_dtype = s(self.kv_cache_dtype)
         for name in ("allow_long_max_model_len", "enforce_eager", "host_sampling",
                      "cpu_scalar_kernels", "cuda_cublas_only"):
             setattr(p, name, bool(getattr(self, name)))

@@ -49,6 +49,8 @@ struct cpu_backend {
     size_t copy_budget, copied_bytes;
     void **copies; /* [n_copies] */
     size_t n_copies, cap_copies;
+    bool kv_fp8;                /* the KV cache holds e4m3 (set_kv_dtype), else fp32 */
+    float k_scale, v_scale;     /* fp8: stored = e4m3(x / scale), read = stored * scale */
 };
 
 static struct cpu_backend *cpu(struct pl_backend *be) { return (struct cpu_backend *)be; }
@@ -160,12 +162,13 @@ static bool cpu_supports(struct pl_backend *be, enum pl_op op, enum pl_dtype dty
     case PL_OP_LOGITS:
     case PL_OP_FILL:
         return dtype == PL_DTYPE_F32 || dtype == PL_DTYPE_F16 || dtype == PL_DTYPE_BF16;
-    case PL_OP_ROPE:
-    case PL_OP_SILU_MUL:
     case PL_OP_STORE_KV:
     case PL_OP_ATTENTION:
-    case PL_OP_GET_ROWS:
     case PL_OP_COPY_BLOCKS:
+        return dtype == PL_DTYPE_F32 || dtype == PL_DTYPE_F8_E4M3; /* the KV cache's types */
+    case PL_OP_ROPE:
+    case PL_OP_SILU_MUL:
+    case PL_OP_GET_ROWS:
     case PL_OP_GELU_TANH_MUL:
     case PL_OP_SCALE:
     case PL_OP_SOFTCAP:
@@ -519,9 +522,30 @@ static pl_status cpu_mem_info(struct pl_backend *be, size_t *free_bytes, size_t 
 
 /* ---- store_kv / copy_blocks / get_rows ------------------------------------------------ */
 
+/* An fp8 KV row: e4m3(x / scale), saturating at +-448 as vLLM's scaled conversion does. */
+static void store_fp8_row(uint8_t *dst, const float *x, int n, float scale)
+{
+    const float inv = 1.0f / scale;
+    for (int i = 0; i < n; i++)
+        dst[i] = pl_f32_to_f8e4m3(x[i] * inv);
+}
+
 static void cpu_store_kv(struct pl_backend *be, void *k_cache, void *v_cache, const void *k,
                          const void *v, const int32_t *slot_mapping, int n, int kv_dim)
 {
+    const struct cpu_backend *c = cpu(be);
+    if (c->kv_fp8) {
+        for (int i = 0; i < n; i++) {
+            int32_t slot = slot_mapping[i];
+            if (slot < 0)
+                continue;
+            store_fp8_row((uint8_t *)k_cache + (size_t)slot * (size_t)kv_dim,
+                          (const float *)k + (size_t)i * (size_t)kv_dim, kv_dim, c->k_scale);
+            store_fp8_row((uint8_t *)v_cache + (size_t)slot * (size_t)kv_dim,
+                          (const float *)v + (size_t)i * (size_t)kv_dim, kv_dim, c->v_scale);
+        }
+        return;
+    }
     size_t row = (size_t)kv_dim * sizeof(float);
     for (int i = 0; i < n; i++) {
         int32_t slot = slot_mapping[i];
@@ -584,10 +608,14 @@ static void cpu_fill(struct pl_backend *be, void *dst, enum pl_dtype dtype, size
 
 struct attn_job {
     float *out;
-    const float *q, *k_cache, *v_cache;
+    const float *q, *k_cache, *v_cache; /* fp32 caches; or e4m3 ones when fp8 */
     const struct pl_attn_meta *m;
     bool simd;
+    bool fp8;
+    float k_scale, v_scale;
 };
+
+#define ATTN_MAX_HEAD_DIM 1024
 
 /* The sequence owning query row t: the s with cu[s] <= t < cu[s+1] (binary search). */
 static int seq_of_row(const int32_t *cu, int n_seqs, int t)
@@ -627,6 +655,9 @@ static void attend_one(const struct attn_job *j, int t, int h)
     float run_max = -FLT_MAX, run_sum = 0.0f;
     float score[ATTN_CHUNK];
     const float *vrow[ATTN_CHUNK];
+    const uint8_t *v8[ATTN_CHUNK];
+    float kbuf[ATTN_MAX_HEAD_DIM];
+    assert(hd <= ATTN_MAX_HEAD_DIM);
     for (int c0 = lo; c0 <= pos; c0 += ATTN_CHUNK) {
         int cn = pos - c0 + 1 < ATTN_CHUNK ? pos - c0 + 1 : ATTN_CHUNK;
         float chunk_max = -FLT_MAX;
@@ -634,9 +665,17 @@ static void attend_one(const struct attn_job *j, int t, int h)
             int c = c0 + i;
             size_t slot = (size_t)table[c / m->block_size] * (size_t)m->block_size +
                           (size_t)(c % m->block_size);
-            const float *krow = j->k_cache + slot * kv_row + (size_t)kvh * (size_t)hd;
-            vrow[i] = j->v_cache + slot * kv_row + (size_t)kvh * (size_t)hd;
-            score[i] = pl_cpu_dot(j->simd, q, krow, hd) * m->scale;
+            const size_t at = slot * kv_row + (size_t)kvh * (size_t)hd;
+            if (j->fp8) { /* the stored e4m3 values times the scale, in fp32 */
+                const uint8_t *k8 = (const uint8_t *)j->k_cache + at;
+                for (int d = 0; d < hd; d++)
+                    kbuf[d] = pl_f8e4m3_to_f32(k8[d]) * j->k_scale;
+                v8[i] = (const uint8_t *)j->v_cache + at;
+                score[i] = pl_cpu_dot(j->simd, q, kbuf, hd) * m->scale;
+            } else {
+                vrow[i] = j->v_cache + at;
+                score[i] = pl_cpu_dot(j->simd, q, j->k_cache + at, hd) * m->scale;
+            }
             if (m->softcap > 0) /* Gemma 2: the scaled score, soft-capped */
                 score[i] = tanhf(score[i] / m->softcap) * m->softcap;
             if (score[i] > chunk_max)
@@ -652,6 +691,11 @@ static void attend_one(const struct attn_job *j, int t, int h)
         for (int i = 0; i < cn; i++) {
             float p = expf(score[i] - run_max);
             run_sum += p;
+            if (j->fp8) {
+                for (int d = 0; d < hd; d++)
+                    o[d] += p * (pl_f8e4m3_to_f32(v8[i][d]) * j->v_scale);
+                continue;
+            }
             const float *v = vrow[i];
             for (int d = 0; d < hd; d++)
                 o[d] += p * v[d];
@@ -673,10 +717,30 @@ static void attn_rows(void *ctx, int r0, int r1)
 static void cpu_attention(struct pl_backend *be, void *out, const void *q, const void *k_cache,
                           const void *v_cache, const struct pl_attn_meta *m)
 {
-    struct attn_job j = {out, q, k_cache, v_cache, m, cpu(be)->simd};
+    const struct cpu_backend *c = cpu(be);
+    struct attn_job j = {out, q, k_cache, v_cache, m, c->simd, c->kv_fp8, c->k_scale, c->v_scale};
     /* Work items are (query row, head) pairs; cost grows with the context. */
     size_t per_item = (size_t)m->head_dim * (size_t)(m->max_context_len > 0 ? m->max_context_len : 1);
     parallel_rows(cpu(be), m->n_tokens * m->n_heads, per_item, attn_rows, &j);
+}
+
+static pl_status cpu_set_kv_dtype(struct pl_backend *be, enum pl_dtype dtype, float k_scale,
+                                  float v_scale)
+{
+    if (dtype != PL_DTYPE_F32 && dtype != PL_DTYPE_F8_E4M3)
+        return PL_STATUS_UNSUPPORTED;
+    if (!(k_scale > 0.0f) || !(v_scale > 0.0f) || !isfinite(k_scale) || !isfinite(v_scale))
+        return PL_STATUS_INVALID_ARGUMENT;
+    struct cpu_backend *c = cpu(be);
+    c->kv_fp8 = dtype == PL_DTYPE_F8_E4M3;
+    c->k_scale = k_scale;
+    c->v_scale = v_scale;
+    return PL_STATUS_OK;
+}
+
+static enum pl_dtype cpu_kv_dtype(struct pl_backend *be)
+{
+    return cpu(be)->kv_fp8 ? PL_DTYPE_F8_E4M3 : PL_DTYPE_F32;
 }
 
 /* ---- sampling ------------------------------------------------------------------------- */
@@ -742,6 +806,8 @@ static const struct pl_backend_ops cpu_ops = {
     .logits = cpu_logits,
     .copy_blocks = cpu_copy_blocks,
     .copy_2d = cpu_copy_2d,
+    .set_kv_dtype = cpu_set_kv_dtype,
+    .kv_dtype = cpu_kv_dtype,
     .fill = cpu_fill,
     .sample = cpu_sample,
     .device_memory = false,

@@ -181,6 +181,13 @@ static bool cuda_supports(struct pl_backend *be, enum pl_op op, enum pl_dtype dt
     case PL_OP_FILL:
         return dtype == PL_DTYPE_F32 || dtype == PL_DTYPE_F16 || dtype == PL_DTYPE_BF16;
     case PL_OP_MATMUL:
+        /* packed int4 (quantized checkpoints): cuda_matmul.c's int4 GEMV / dequant + GEMM
+         * serve it (test_cuda_quant drives them directly), but they have not passed their
+         * parity run on a GPU yet, so models do not use them: the loader dequantizes int4
+         * weights to bf16 at load (the reference path) until that run has passed */
+        if (dtype == PL_DTYPE_Q4)
+            return false;
+        /* fall through */
     case PL_OP_LOGITS:
         /* cuBLASLt runs bf16 x bf16 and fp16 x fp16; F32 weights are refused at load */
         return dtype == PL_DTYPE_F16 || dtype == PL_DTYPE_BF16;

@@ -32,10 +32,16 @@
  * scratch allocated here at creation and walks the rows in chunks that fit it,
  * so no op allocates (each chunk is still a compute-bound GEMM of >= 1000 rows
  * for Llama-sized dims).
+ *
+ * Packed int4 weights (PL_DTYPE_Q4, quantized checkpoints): n <= PL_Q4_GEMV_MAX_N rows go
+ * to the int4 GEMV (kernels/qgemv.cu: weights dequantized in registers); larger n expand
+ * the weight into a bf16 scratch (grown on demand like the fp16 path's, to the largest
+ * weight; int4 models run without decode graphs) and run the bf16 GEMM.
  */
 #include "backend/cuda/cuda_backend.h"
 
 #include "backend/cuda/kernels/gemv.h"
+#include "backend/cuda/kernels/qgemv.h"
 #include "backend/cuda/kernels/kernels.h"
 
 #include <cublasLt.h>
@@ -77,6 +83,8 @@ struct pl_cuda_matmul {
     float *y32;      /* fp32 product before the bf16 conversion (fp16-weight path) */
     size_t y32_bytes;
     void *glu_up;    /* GLU_SCRATCH_BYTES: the up product of the gate-up fallback */
+    void *q4_deq;    /* bf16 copy of a packed int4 weight (n > PL_Q4_GEMV_MAX_N) */
+    size_t q4_deq_bytes;
 };
 
 pl_status pl_cuda_matmul_new(void *stream, struct pl_cuda_matmul **out, struct pl_err *err)
@@ -135,6 +143,7 @@ void pl_cuda_matmul_free(struct pl_cuda_matmul *mm)
     cudaFree(mm->x16);
     cudaFree(mm->y32);
     cudaFree(mm->glu_up);
+    cudaFree(mm->q4_deq);
     cublasLtDestroy(mm->lt);
     free(mm);
 }
@@ -350,6 +359,27 @@ bool pl_cuda_matmul_run(struct pl_backend *be, struct pl_cuda_matmul *mm, void *
 {
     if (n <= 0)
         return true;
+    if (w->dtype == PL_DTYPE_Q4) {
+        if (out_f32) {
+            pl_cuda_fail(be, "matmul: an fp32 product of int4 weights is not supported");
+            return false;
+        }
+        if (pl_cuk_q4_ok(x, w->cols, n))
+            return gemv_status(be, "int4 gemv",
+                               pl_cuk_q4_gemv((pl_cuda_stream)mm->stream, w->data, w->rows,
+                                              w->cols, x, n, bias ? bias->data : NULL,
+                                              bias ? (int)bias->dtype : 0, out, ld_out));
+        if (!scratch(&mm->q4_deq, &mm->q4_deq_bytes, (size_t)w->rows * (size_t)w->cols * 2)) {
+            pl_cuda_fail(be, "matmul: cannot allocate the int4 dequantization scratch");
+            return false;
+        }
+        if (!gemv_status(be, "int4 dequant", pl_cuk_q4_dequant((pl_cuda_stream)mm->stream,
+                                                               w->data, w->rows, w->cols,
+                                                               mm->q4_deq)))
+            return false;
+        const struct pl_weight d = {mm->q4_deq, PL_DTYPE_BF16, w->rows, w->cols};
+        return gemm(be, mm, out, ld_out, CUDA_R_16BF, x, CUDA_R_16BF, &d, bias, n);
+    }
     if (gemv_takes(x, w, n)) {
         struct pl_gemv_mat g = {w->data, out_f32 ? NULL : bias ? bias->data : NULL,
                                 bias ? (int)bias->dtype : 0, out, w->rows, ld_out};
