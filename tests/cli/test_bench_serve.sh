@@ -47,6 +47,7 @@ PY
 
 # 2. pagellm serve: all complete
 "$(dirname "$PAGELLM")/pl-mkmodel" --preset default --out "$dir/m" >/dev/null
+: >"$dir/serve.log" # exists before the poll reads it (under set -e a failed sed ends the test)
 "$PAGELLM" serve --model "$dir/m" --port 0 --threads 1 >"$dir/serve.log" 2>&1 &
 pids+=($!)
 port=

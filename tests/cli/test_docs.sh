@@ -37,6 +37,7 @@ work=$(mktemp -d)
 pid=
 trap 'if [ -n "$pid" ]; then kill -KILL "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi; rm -rf "$work"' EXIT
 "$(dirname "$PAGELLM")/pl-mkmodel" --preset default --out "$work/model" >/dev/null
+: >"$work/serve.log" # exists before the poll reads it (under set -e a failed sed ends the test)
 "$PAGELLM" serve --model "$work/model" --port 0 --threads 1 >"$work/serve.log" 2>&1 &
 pid=$!
 port=
