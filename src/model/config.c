@@ -784,7 +784,8 @@ static pl_status parse_generation_sampling(const char *file, bool is_override, c
     g->temperature = to_float(v);
     if ((st = pl_cfg_get_num(file, "", root, "top_p", &v, &g->has_top_p, err)))
         return st;
-    if (g->has_top_p && !(v > 0 && v <= 1))
+    /* checked as stored (a float): 1e-99 is positive, its float is not */
+    if (g->has_top_p && !(to_float(v) > 0 && v <= 1))
         return pl_err_set(err, PL_STATUS_FORMAT, "%s: top_p = %g is not in (0, 1]", file, v);
     g->top_p = to_float(v);
     if ((st = pl_cfg_get_num(file, "", root, "min_p", &v, &g->has_min_p, err)))
@@ -795,7 +796,7 @@ static pl_status parse_generation_sampling(const char *file, bool is_override, c
     if ((st = pl_cfg_get_num(file, "", root, "repetition_penalty", &v,
                              &g->has_repetition_penalty, err)))
         return st;
-    if (g->has_repetition_penalty && !(v > 0))
+    if (g->has_repetition_penalty && !(to_float(v) > 0))
         return pl_err_set(err, PL_STATUS_FORMAT, "%s: repetition_penalty = %g must be positive",
                           file, v);
     g->repetition_penalty = to_float(v);

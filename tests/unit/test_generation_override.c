@@ -59,6 +59,9 @@ static void test_refusals_name_the_key(void)
         {"{\"top_k\": -2}", "--o: top_k = -2 is negative"},
         {"{\"max_new_tokens\": 0}", "--o: max_new_tokens = 0 is not positive"},
         {"{\"repetition_penalty\": 0}", "--o: repetition_penalty = 0 must be positive"},
+        /* positive as a double, 0 as the float it is stored in (the fuzzer's find) */
+        {"{\"repetition_penalty\": 2e-99}", "--o: repetition_penalty = 2e-99 must be positive"},
+        {"{\"top_p\": 1e-60}", "--o: top_p = 1e-60 is not in (0, 1]"},
         {"[1, 2]", "--o: not a JSON object"},
         {"{", "--o: not valid JSON"},
     };
