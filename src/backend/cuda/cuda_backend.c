@@ -798,91 +798,59 @@ static const char *cuda_last_error_op(struct pl_backend *be);
 static pl_status cuda_check_model(struct pl_backend *be, const struct pl_model_needs *n,
                                   struct pl_err *err);
 
+/* The op table's entries shared by both modes (the bf16 default and the float32 mode). */
+#define CUDA_OPS_COMMON \
+    .version = PL_BACKEND_OPS_VERSION, \
+    .name = "cuda", \
+    .destroy = cuda_destroy, \
+    .alloc = cuda_alloc, \
+    .free = cuda_free, \
+    .map_weight = cuda_map_weight, \
+    .unmap_weight = cuda_unmap_weight, \
+    .upload = cuda_upload, \
+    .download = cuda_download, \
+    .sync = cuda_sync, \
+    .supports = cuda_supports, \
+    .embed = cuda_embed, \
+    .rmsnorm = cuda_rmsnorm, \
+    .matmul = cuda_matmul, \
+    .rope = cuda_rope, \
+    .silu_mul = cuda_silu_mul, \
+    .store_kv = cuda_store_kv, \
+    .attention = cuda_attention, \
+    .get_rows = cuda_get_rows, \
+    .logits = cuda_logits, \
+    .copy_blocks = cuda_copy_blocks, \
+    .fill = cuda_fill, \
+    .host_alloc = cuda_host_alloc, \
+    .host_free = cuda_host_free, \
+    .graph_begin = cuda_graph_begin, \
+    .graph_end = cuda_graph_end, \
+    .graph_launch = cuda_graph_launch, \
+    .graph_free = cuda_graph_free, \
+    .sample = cuda_sample, \
+    .copy_2d = cuda_copy_2d, \
+    .gelu_tanh_mul = cuda_gelu_tanh_mul, \
+    .scale = cuda_scale, \
+    .softcap = cuda_softcap, \
+    .moe = pl_cuda_moe, \
+    .device_memory = true, \
+    .mem_info = cuda_mem_info_op, \
+    .last_error = cuda_last_error_op, \
+    .check_model = cuda_check_model,
+
 static const struct pl_backend_ops cuda_ops = {
-    .version = PL_BACKEND_OPS_VERSION,
-    .name = "cuda",
+    CUDA_OPS_COMMON
     .act_dtype = PL_DTYPE_BF16,
-    .destroy = cuda_destroy,
-    .alloc = cuda_alloc,
-    .free = cuda_free,
-    .map_weight = cuda_map_weight,
-    .unmap_weight = cuda_unmap_weight,
-    .upload = cuda_upload,
-    .download = cuda_download,
-    .sync = cuda_sync,
-    .supports = cuda_supports,
-    .embed = cuda_embed,
-    .rmsnorm = cuda_rmsnorm,
-    .matmul = cuda_matmul,
-    .rope = cuda_rope,
-    .silu_mul = cuda_silu_mul,
-    .store_kv = cuda_store_kv,
-    .attention = cuda_attention,
-    .get_rows = cuda_get_rows,
-    .logits = cuda_logits,
-    .copy_blocks = cuda_copy_blocks,
-    .fill = cuda_fill,
-    .host_alloc = cuda_host_alloc,
-    .host_free = cuda_host_free,
-    .graph_begin = cuda_graph_begin,
-    .graph_end = cuda_graph_end,
-    .graph_launch = cuda_graph_launch,
-    .graph_free = cuda_graph_free,
-    .sample = cuda_sample,
     .matmul_group = cuda_matmul_group,
     .gate_up_silu = cuda_gate_up_silu,
-    .copy_2d = cuda_copy_2d,
-    .gelu_tanh_mul = cuda_gelu_tanh_mul,
-    .scale = cuda_scale,
-    .softcap = cuda_softcap,
-    .moe = pl_cuda_moe,
-    .device_memory = true,
-    .mem_info = cuda_mem_info_op,
-    .last_error = cuda_last_error_op,
-    .check_model = cuda_check_model,
 };
 
 /* The float32 mode's table: the same ops, fp32 activations; no fused small-batch products
  * (their kernels are bf16), so callers use matmul and silu_mul. */
 static const struct pl_backend_ops cuda_ops_f32 = {
-    .version = PL_BACKEND_OPS_VERSION,
-    .name = "cuda",
+    CUDA_OPS_COMMON
     .act_dtype = PL_DTYPE_F32,
-    .destroy = cuda_destroy,
-    .alloc = cuda_alloc,
-    .free = cuda_free,
-    .map_weight = cuda_map_weight,
-    .unmap_weight = cuda_unmap_weight,
-    .upload = cuda_upload,
-    .download = cuda_download,
-    .sync = cuda_sync,
-    .supports = cuda_supports,
-    .embed = cuda_embed,
-    .rmsnorm = cuda_rmsnorm,
-    .matmul = cuda_matmul,
-    .rope = cuda_rope,
-    .silu_mul = cuda_silu_mul,
-    .store_kv = cuda_store_kv,
-    .attention = cuda_attention,
-    .get_rows = cuda_get_rows,
-    .logits = cuda_logits,
-    .copy_blocks = cuda_copy_blocks,
-    .fill = cuda_fill,
-    .host_alloc = cuda_host_alloc,
-    .host_free = cuda_host_free,
-    .graph_begin = cuda_graph_begin,
-    .graph_end = cuda_graph_end,
-    .graph_launch = cuda_graph_launch,
-    .graph_free = cuda_graph_free,
-    .sample = cuda_sample,
-    .gelu_tanh_mul = cuda_gelu_tanh_mul,
-    .scale = cuda_scale,
-    .softcap = cuda_softcap,
-    .moe = pl_cuda_moe,
-    .device_memory = true,
-    .mem_info = cuda_mem_info_op,
-    .last_error = cuda_last_error_op,
-    .check_model = cuda_check_model,
 };
 
 pl_status pl_backend_cuda_new(int device, struct pl_backend **out, struct pl_err *err)
