@@ -27,12 +27,14 @@ if [ "${1:-}" = --pack ]; then
         cp $m/tokenizer_config.json .carry/tok/$p/
         gzip -c $m/tokenizer.json >.carry/tok/$p/tokenizer.json.gz
     done
-    (cd .carry && tar cJf pack.tar.xz bin libs tok && rm -rf bin libs tok)
+    mkdir -p .carry/dbg && cp build/test_cuda_parity .carry/dbg/
+    (cd .carry && tar cJf pack.tar.xz bin libs tok dbg && rm -rf bin libs tok dbg)
     ls -la .carry/pack.tar.xz
     exit 0
 fi
-OUT=${OUT:-/tmp/pl_all}
-mkdir -p "$OUT"
+FINAL=${OUT:-/tmp/pl_all}
+OUT=/tmp/pl_all_work
+mkdir -p "$OUT" "$FINAL"
 cd "$ROOT"
 [ -d .carry/bin ] || tar xJf .carry/pack.tar.xz -C .carry
 B=$ROOT/.carry/bin
@@ -54,6 +56,17 @@ fi
 timeout 200 "$B/test_cuda_parity" >"$OUT/parity.log" 2>&1
 parity_rc=$?
 echo "[$(el)] test_cuda_parity rc=$parity_rc"
+if [ $parity_rc -ge 128 ] && [ -x .carry/dbg/test_cuda_parity ]; then
+    # a crash: its backtrace (symbols from the unstripped copy), then the rest without it
+    if command -v gdb >/dev/null; then
+        timeout 120 gdb -batch -ex run -ex bt -ex "info registers rip" .carry/dbg/test_cuda_parity \
+            >"$OUT/parity_gdb.log" 2>&1
+    else
+        echo "no gdb" >"$OUT/parity_gdb.log"
+    fi
+    last=$(grep -E '^(ok|FAIL) ' "$OUT/parity.log" | tail -1 | awk '{print $2}')
+    echo "[$(el)] crash after ${last:-the start}; gdb: $(grep -m3 -E '^#' "$OUT/parity_gdb.log" | tr '\n' ' ')"
+fi
 timeout 90 "$B/test_golden" --device cuda >"$OUT/golden_cuda.log" 2>&1
 golden_rc=$?
 echo "[$(el)] test_golden --device cuda rc=$golden_rc"
@@ -99,6 +112,15 @@ for f in awq_g32 awq_g128 gptq_g128 gptq_g32_act gptq_v2_g128_asym_act ct_w4a16_
 done
 echo "[$(el)] quant e2e done; waiting for the references"
 wait
+echo "[$(el)] references done"
+# the new golden fixtures on CUDA too, from this call's references
+if ls "$OUT"/golden/*.json >/dev/null 2>&1; then
+    cp -n "$OUT"/golden/*.json tests/fixtures/golden/
+    timeout 90 "$B/test_golden" --device cuda >"$OUT/golden_cuda_new.log" 2>&1
+    golden_new_rc=$?
+    timeout 150 "$B/test_cuda_parity" --golden >"$OUT/parity_golden_new.log" 2>&1
+    pg_new_rc=$?
+fi
 echo "[$(el)] all done"
 
 echo "==== background references"
@@ -112,5 +134,10 @@ echo "==== test_golden --device cuda (rc $golden_rc)"
 grep -E "CHECK failed|REQUIRE failed|FAIL|skip" "$OUT/golden_cuda.log" | head -15; tail -3 "$OUT/golden_cuda.log"
 echo "==== test_cuda_quant (rc $quant_rc)"
 grep -E "CHECK failed|----" "$OUT/quant_parity.log" | head -8
+echo "==== with this call's new golden fixtures: test_golden --device cuda rc ${golden_new_rc:-none}, test_cuda_parity --golden rc ${pg_new_rc:-none}"
+[ -f "$OUT/golden_cuda_new.log" ] && grep -E "CHECK failed|FAIL|passed" "$OUT/golden_cuda_new.log" | head -12
+[ -f "$OUT/parity_golden_new.log" ] && grep -E "CHECK failed|FAIL|golden on cuda|top-2|passed" "$OUT/parity_golden_new.log" | head -14
 echo "==== greedy tokens, cuda vs cpu"; printf "%s" "$e2e"
 echo "==== int4 formats, cuda vs cpu"; printf "%s" "$qe2e"
+tar czf "$FINAL/all.tgz" -C "$OUT" . 2>/dev/null
+ls -la "$FINAL/all.tgz"

@@ -19,17 +19,21 @@
  *     normalizer / pre-tokenizer / decoder (apply_class_pipeline below). For
  *     Llama 2 files this changes results: no Prepend normalizer, a Metaspace
  *     pre-tokenizer (prepend "always" when legacy is true, else "first").
- *  2. When tokenizer_config.json sets add_bos_token or add_eos_token (or the
- *     file has no post_processor), the post-processor is replaced by a
- *     template "[bos] $A [eos]" (TokenizersBackend.update_post_processor).
+ *  2. When tokenizer_config.json sets add_bos_token or add_eos_token to true
+ *     (or the file has no post_processor), the post-processor is replaced by a
+ *     template "[bos] $A [eos]" (TokenizersBackend.update_post_processor). A
+ *     false value does not remove a BOS the file's post-processor adds:
+ *     transformers 5.17 keeps it (the tokenizer fixtures gemma3_no_bos.json and
+ *     spm_phi3.json were made with it).
  *  3. Named special tokens of the config (bos, eos, unk, pad,
  *     additional_special_tokens, extra_special_tokens) count as special.
  *  4. clean_up_tokenization_spaces is ignored on decode for BPE models (every
  *     model we load), so decode is the backend decode unchanged.
  *  5. In a model directory whose config.json names a model_type transformers
  *     lists as shipping a wrong tokenizer_class (its tokenization_auto
- *     MODELS_WITH_INCORRECT_HUB_TOKENIZER_CLASS: phi3, deepseek_v2/v3), the
- *     class is ignored and tokenizer.json is used as written (TokenizersBackend):
+ *     MODELS_WITH_INCORRECT_HUB_TOKENIZER_CLASS: phi3, deepseek_v2/v3), or that
+ *     its tokenizer mapping sends to TokenizersBackend (mistral, mixtral: the
+ *     Mistral v0.1 / Mixtral directories name LlamaTokenizer), the class is ignored and tokenizer.json is used as written (TokenizersBackend):
  *     a Phi-3 directory keeps its Prepend + Replace normalizer, so " " is
  *     [BOS, "▁▁"] there while the bare files give [BOS, "▁"] (rule 1).
  *     pl_tokenizer_load reads model_type from the directory's config.json for this.
@@ -641,7 +645,8 @@ static pl_status parse_literal(const char *json, char *buf, size_t cap, struct t
 /* Model types whose tokenizer_class transformers 5 ignores (rule 5 of the file comment). */
 static bool class_ignored_for(const char *model_type)
 {
-    static const char *const types[] = {"phi3", "deepseek_v2", "deepseek_v3"};
+    static const char *const types[] = {"phi3", "deepseek_v2", "deepseek_v3", "mistral",
+                                        "mixtral"};
     for (size_t i = 0; model_type && i < sizeof(types) / sizeof(types[0]); i++)
         if (!strcmp(model_type, types[i]))
             return true;
@@ -791,8 +796,8 @@ static pl_status load_json(const struct tok_json *root, const struct tok_json *c
     }
 
     const struct tok_json *pp = tok_json_get(root, "post_processor");
-    bool explicit_bos_eos = cfg && (tok_json_get(cfg, "add_bos_token") ||
-                                    tok_json_get(cfg, "add_eos_token"));
+    bool explicit_bos_eos = cfg && (json_bool(cfg, "add_bos_token", false) ||
+                                    json_bool(cfg, "add_eos_token", false));
     if (explicit_bos_eos || tok_json_is_null(pp)) {
         st = set_bos_eos_template(t, cfg && json_bool(cfg, "add_bos_token", false),
                                   cfg && json_bool(cfg, "add_eos_token", false), err);
