@@ -135,6 +135,9 @@ size_t pl_moe_scratch_elems(const struct pl_moe_args *a, int n)
     size_t k = (size_t)(a->top_k > 0 ? a->top_k : 1), hid = (size_t)(a->hidden > 0 ? a->hidden : 0);
     size_t grouped = 2 * (size_t)a->n_experts + 8 * k + k * (2 * hid + 2 * (size_t)a->inter) +
                      2 * (size_t)a->sh_inter + hid + 2;
-    size_t per = ref > grouped ? ref : grouped;
-    return per * (size_t)(n > 0 ? n : 1) + 6 * (size_t)a->n_experts + 16 * 128;
+    /* the once-only part is counted per token as well, so that n tokens need exactly n
+     * times one token's scratch: the CPU reference strides its rows by
+     * pl_moe_scratch_elems(a, 1), and the model sizes its scratch per token */
+    size_t per = (ref > grouped ? ref : grouped) + 6 * (size_t)a->n_experts + 16 * 128;
+    return per * (size_t)(n > 0 ? n : 1);
 }

@@ -394,7 +394,8 @@ const char *pl_backend_resolve(const char *name);
 /* Devices the backend `name` ("auto" resolved) can use: accelerators visible to this
  * process (CUDA_VISIBLE_DEVICES applies), 1 for the CPU, 0 for one not built in. */
 int pl_backend_device_count(const char *name);
-/* Elements of the moe op's scratch for n tokens. */
+/* Elements of the moe op's scratch for n tokens: exactly n times one token's (the CPU
+ * reference strides its rows by pl_moe_scratch_elems(a, 1)). */
 size_t pl_moe_scratch_elems(const struct pl_moe_args *a, int n);
 
 /* Destroys any backend (NULL is a no-op). */

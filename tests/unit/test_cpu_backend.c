@@ -713,6 +713,67 @@ static void test_thread_placement(void)
     sched_setaffinity(0, sizeof(set), &set);
 }
 
+/* The moe op in a scratch of exactly pl_moe_scratch_elems(a, n) elements (ASan sees any
+ * overrun: test_cuda_parity crashed on one when the CPU strided its rows wider than the
+ * size promised), and each token's output independent of the batch around it. */
+static void test_moe_scratch(void)
+{
+    struct pl_backend *be = new_backend(2);
+    const int E = 8, k = 2, hid = 64, inter = 96, sh = 80, n = 37;
+    struct ew {
+        struct pl_weight g, u, d;
+    } ex[8];
+    void *bufs[32];
+    int nb = 0;
+    float *v;
+    for (int e = 0; e < E; e++) {
+        ex[e].g = (struct pl_weight){bufs[nb++] = make_weight(PL_DTYPE_BF16, (size_t)inter * hid, &v),
+                                     PL_DTYPE_BF16, inter, hid};
+        free(v);
+        ex[e].u = (struct pl_weight){bufs[nb++] = make_weight(PL_DTYPE_BF16, (size_t)inter * hid, &v),
+                                     PL_DTYPE_BF16, inter, hid};
+        free(v);
+        ex[e].d = (struct pl_weight){bufs[nb++] = make_weight(PL_DTYPE_BF16, (size_t)hid * inter, &v),
+                                     PL_DTYPE_BF16, hid, inter};
+        free(v);
+    }
+    struct pl_weight router = {bufs[nb++] = make_weight(PL_DTYPE_BF16, (size_t)E * hid, &v),
+                               PL_DTYPE_BF16, E, hid};
+    free(v);
+    struct pl_weight shw[4];
+    const int64_t shape[4][2] = {{sh, hid}, {sh, hid}, {hid, sh}, {1, hid}};
+    for (int i = 0; i < 4; i++) {
+        shw[i] = (struct pl_weight){
+            bufs[nb++] = make_weight(PL_DTYPE_BF16, (size_t)(shape[i][0] * shape[i][1]), &v),
+            PL_DTYPE_BF16, shape[i][0], shape[i][1]};
+        free(v);
+    }
+    struct pl_moe_args a = {.n_experts = E, .top_k = k, .hidden = hid, .norm_topk_prob = true,
+                            .router = &router, .w_gate = &ex[0].g, .w_up = &ex[0].u,
+                            .w_down = &ex[0].d, .expert_stride = sizeof(struct ew),
+                            .inter = inter, .sh_gate = &shw[0], .sh_up = &shw[1],
+                            .sh_down = &shw[2], .sh_router = &shw[3], .sh_inter = sh};
+    CHECK(pl_moe_scratch_elems(&a, n) == (size_t)n * pl_moe_scratch_elems(&a, 1));
+    float *x = malloc(sizeof(float) * (size_t)n * hid), *out = malloc(sizeof(float) * (size_t)n * hid);
+    fill(x, (size_t)n * hid);
+    float *scratch = malloc(sizeof(float) * pl_moe_scratch_elems(&a, n));
+    be->ops->moe(be, out, x, n, hid, &a, scratch);
+    float one[64], *s1 = malloc(sizeof(float) * pl_moe_scratch_elems(&a, 1));
+    for (int t = 0; t < n; t += 12) {
+        be->ops->moe(be, one, x + (size_t)t * hid, 1, hid, &a, s1);
+        for (int i = 0; i < hid; i++)
+            CHECKF(one[i] == out[(size_t)t * hid + i], "token %d [%d]: %g alone, %g in the batch",
+                   t, i, (double)one[i], (double)out[(size_t)t * hid + i]);
+    }
+    free(s1);
+    free(scratch);
+    free(x);
+    free(out);
+    for (int i = 0; i < nb; i++)
+        free(bufs[i]);
+    pl_backend_free(be);
+}
+
 int main(void)
 {
     PL_RUN(test_matmul_against_reference);
@@ -728,5 +789,6 @@ int main(void)
     PL_RUN(test_supports);
     PL_RUN(test_map_weight_copies);
     PL_RUN(test_thread_placement);
+    PL_RUN(test_moe_scratch);
     return pl_test_summary();
 }

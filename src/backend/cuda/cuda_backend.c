@@ -181,12 +181,11 @@ static bool cuda_supports(struct pl_backend *be, enum pl_op op, enum pl_dtype dt
     case PL_OP_FILL:
         return dtype == PL_DTYPE_F32 || dtype == PL_DTYPE_F16 || dtype == PL_DTYPE_BF16;
     case PL_OP_MATMUL:
-        /* packed int4 (quantized checkpoints): cuda_matmul.c's int4 GEMV / dequant + GEMM
-         * serve it (test_cuda_quant drives them directly), but they have not passed their
-         * parity run on a GPU yet, so models do not use them: the loader dequantizes int4
-         * weights to bf16 at load (the reference path) until that run has passed */
+        /* packed int4 (quantized checkpoints): cuda_matmul.c's int4 GEMV (n <= 8) and
+         * dequant + GEMM above; test_cuda_quant's parity (148 GEMV and 63 GEMM cases, every
+         * int4 format and group size, H100, 2026-12-07) passed before this was turned on */
         if (dtype == PL_DTYPE_Q4)
-            return false;
+            return true;
         /* fall through */
     case PL_OP_LOGITS:
         /* cuBLASLt runs bf16 x bf16 and fp16 x fp16; F32 weights are refused at load */
