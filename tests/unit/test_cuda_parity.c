@@ -40,6 +40,11 @@
  */
 #include "test.h"
 
+#include <execinfo.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+
 #include "backend/backend.h"
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/kernels/gemv.h"
@@ -2458,9 +2463,32 @@ static bool skipped(const char *name)
             PL_RUN(fn);                                                               \
     } while (0)
 
+
+/* A crash prints its backtrace as raw addresses with the executable's load address (the
+ * GPU machine has no debugger; `addr2line -e build/test_cuda_parity` maps them). */
+static void on_crash(int sig)
+{
+    void *frames[48];
+    int n = backtrace(frames, 48);
+    static const char msg[] = "\n---- crash backtrace ----\n";
+    if (write(2, msg, sizeof(msg) - 1) < 0)
+        _exit(128 + sig);
+    backtrace_symbols_fd(frames, n, 2);
+    int fd = open("/proc/self/maps", O_RDONLY);
+    char buf[4096];
+    ssize_t r;
+    while (fd >= 0 && (r = read(fd, buf, sizeof(buf))) > 0)
+        if (write(2, buf, (size_t)r) < 0)
+            break;
+    _exit(128 + sig);
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0); /* a crash keeps the lines before it */
+    signal(SIGSEGV, on_crash);
+    signal(SIGBUS, on_crash);
+    signal(SIGABRT, on_crash);
     if (pl_cuda_device_count() <= 0) {
         fprintf(stderr, "no CUDA device: skipped\n");
         return 77;
