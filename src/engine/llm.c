@@ -923,6 +923,22 @@ static pl_status generate(struct pl_llm *llm, const struct pl_prompt *prompts, i
     return st;
 }
 
+/* True (with the message in err) while requests from pl_llm_submit are unfinished. A
+ * request counts from pl_llm_submit's return (the engine thread may not have taken it
+ * yet), so the answer does not depend on that thread's pace. Called without llm's lock:
+ * the engine thread takes its own lock, then llm's (through the ops). */
+static bool submitted_unfinished(struct pl_llm *llm, struct pl_err *err)
+{
+    lock(llm);
+    struct pl_async_engine *ae = llm->ae;
+    unlock(llm);
+    if (!ae || pl_async_engine_num_unfinished(ae) == 0)
+        return false;
+    pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+               "generate: requests submitted with pl_llm_submit are still unfinished");
+    return true;
+}
+
 pl_status pl_llm_generate(struct pl_llm *llm, const struct pl_prompt *prompts, int n_prompts,
                           const struct pl_sampling_params *params, int n_params,
                           struct pl_outputs *out)
@@ -932,6 +948,8 @@ pl_status pl_llm_generate(struct pl_llm *llm, const struct pl_prompt *prompts, i
     if (not_open(llm))
         return PL_STATUS_INVALID_ARGUMENT;
     struct pl_err err;
+    if (submitted_unfinished(llm, &err))
+        return fail(llm, &err, PL_STATUS_INVALID_ARGUMENT);
     lock(llm);
     pl_status st = generate(llm, prompts, n_prompts, params, n_params, true, out, &err);
     unlock(llm);
@@ -1043,6 +1061,8 @@ pl_status pl_llm_chat(struct pl_llm *llm, const char *const *conversations, int 
         prompts[i].text = texts[i];
     }
     /* the template placed the special tokens: tokenize without adding more */
+    if (st == PL_STATUS_OK && submitted_unfinished(llm, &err))
+        st = PL_STATUS_INVALID_ARGUMENT;
     if (st == PL_STATUS_OK) {
         lock(llm);
         st = generate(llm, prompts, n_conversations, params, n_params, false, out, &err);

@@ -218,10 +218,31 @@ static void check_fixture(const char *path)
     REQUIRE(mkdtemp(tmpl));
     struct pl_err err;
     REQUIRE(pl_tiny_model_write(f.preset, tmpl, &err) == PL_STATUS_OK);
-    bool dynamic = strstr(f.preset, "dynamic") != NULL;
+    /* the model's own length bounds max_model_len (phi3's presets have 64) but for
+     * dynamic NTK; length-
+     * dependent ropes (dynamic NTK, longrope) are not chunked, as test_golden does */
+    int mml = 128;
+    bool dynamic = false;
+    {
+        char cp[4200];
+        snprintf(cp, sizeof(cp), "%s/config.json", tmpl);
+        json_t *cfg = json_load_file(cp, 0, NULL);
+        json_t *rope = json_object_get(cfg, "rope_scaling");
+        if (!json_is_object(rope))
+            rope = json_object_get(cfg, "rope_parameters");
+        const char *rt = json_string_value(json_object_get(rope, "rope_type"));
+        if (!rt)
+            rt = json_string_value(json_object_get(rope, "type"));
+        dynamic = rt && (!strcmp(rt, "dynamic") || !strcmp(rt, "longrope"));
+        /* dynamic NTK grows past max_position_embeddings by design (its prompts do) */
+        json_t *mp = json_object_get(cfg, "max_position_embeddings");
+        if (!(rt && !strcmp(rt, "dynamic")) && json_is_integer(mp) && json_integer_value(mp) < mml)
+            mml = (int)json_integer_value(mp);
+        json_decref(cfg);
+    }
 
     /* together, then again on the same LLM: prefix-cache hits */
-    struct pl_llm *llm = open_llm(tmpl, 8, 0, 256, 16, 128);
+    struct pl_llm *llm = open_llm(tmpl, 8, 0, 256, 16, mml);
     REQUIRE(llm);
     CHECKF(run_range(llm, &f, 0, f.n, "together", NULL), "%s", f.preset);
     int cached[64] = {0};
@@ -237,7 +258,7 @@ static void check_fixture(const char *path)
     pl_llm_free(llm);
 
     /* one by one */
-    llm = open_llm(tmpl, 16, 0, 256, 16, 128);
+    llm = open_llm(tmpl, 16, 0, 256, 16, mml);
     REQUIRE(llm);
     for (int i = 0; i < f.n; i++)
         CHECKF(run_range(llm, &f, i, i + 1, "alone", NULL), "%s", f.preset);
@@ -261,7 +282,7 @@ static void check_fixture(const char *path)
 
     /* chunked prefill under a tiny budget */
     if (!dynamic) {
-        llm = open_llm(tmpl, 16, 0, 4, 4, 128);
+        llm = open_llm(tmpl, 16, 0, 4, 4, mml);
         REQUIRE(llm);
         CHECKF(run_range(llm, &f, 0, f.n, "chunked", NULL), "%s", f.preset);
         pl_llm_free(llm);

@@ -193,6 +193,22 @@ static void test_refusals(void)
     CHECK(pl_llm_submit(g_llm, NULL, &none, &sp, &s) == PL_STATUS_INVALID_ARGUMENT && !s);
 }
 
+/* PAGELLM_TEST_STALL_FILE (set in main): while the file exists the engine thread applies
+ * commands (submit, abort) but runs no step, so "unfinished" does not depend on how fast
+ * the engine is next to this thread (a loaded CI machine finished the request first). */
+static char g_stall[64];
+
+static void stall(bool on)
+{
+    if (on) {
+        FILE *f = fopen(g_stall, "w");
+        REQUIRE(f);
+        fclose(f);
+    } else {
+        unlink(g_stall);
+    }
+}
+
 static void test_abort_and_modes(void)
 {
     struct pl_sampling_params sp;
@@ -204,13 +220,11 @@ static void test_abort_and_modes(void)
     CHECK(pl_llm_submit(g_llm, "long", &pr, &sp, &s) == PL_STATUS_INVALID_ARGUMENT && !s);
     CHECK(strstr(pl_llm_errmsg(g_llm), "max_tokens") != NULL);
     sp.max_tokens = 200;
-    REQUIRE(pl_llm_submit(g_llm, "long", &pr, &sp, &s) == PL_STATUS_OK);
-    struct pl_request_output *d = NULL;
-    REQUIRE(pl_llm_stream_next(s, HANG_GUARD_S, &d) == PL_STATUS_OK && d);
-    CHECK(!d->finished && d->prompt_token_ids && d->n_outputs == 1);
-    pl_request_output_free(d);
 
-    /* a streamed request is unfinished: generate refuses, the request interface is closed */
+    /* a streamed request is unfinished (the engine is held): generate refuses, the request
+     * interface is closed; an abort ends it with finish_reason abort, no error */
+    stall(true);
+    REQUIRE(pl_llm_submit(g_llm, "long", &pr, &sp, &s) == PL_STATUS_OK);
     struct pl_outputs out;
     struct pl_sampling_params short_sp = sp;
     short_sp.max_tokens = 2;
@@ -219,8 +233,10 @@ static void test_abort_and_modes(void)
     CHECK(pl_llm_add_request(g_llm, "x", &pr, &short_sp) == PL_STATUS_INVALID_ARGUMENT);
     struct pl_outputs polled;
     CHECK(pl_llm_poll(g_llm, &polled) == PL_STATUS_INVALID_ARGUMENT);
-
     pl_llm_stream_abort(s);
+    /* the abort is queued before the engine may step again: it is applied first */
+    stall(false);
+    struct pl_request_output *d = NULL;
     int n_after = 0;
     bool fin = false;
     while (!fin && pl_llm_stream_next(s, HANG_GUARD_S, &d) == PL_STATUS_OK && d) {
@@ -233,6 +249,22 @@ static void test_abort_and_modes(void)
         n_after++;
     }
     CHECK(fin && n_after >= 1);
+    pl_llm_stream_free(s);
+
+    /* the first delta of a running request: unfinished (one delta per step, 200 to go),
+     * with the prompt's ids; then it runs to its length */
+    REQUIRE(pl_llm_submit(g_llm, "long2", &pr, &sp, &s) == PL_STATUS_OK);
+    REQUIRE(pl_llm_stream_next(s, HANG_GUARD_S, &d) == PL_STATUS_OK && d);
+    CHECK(!d->finished && d->prompt_token_ids && d->n_outputs == 1);
+    pl_request_output_free(d);
+    fin = false;
+    while (!fin && pl_llm_stream_next(s, HANG_GUARD_S, &d) == PL_STATUS_OK && d) {
+        fin = d->finished;
+        if (fin)
+            CHECK(d->finish_reason == PL_FINISH_LENGTH && !d->error);
+        pl_request_output_free(d);
+    }
+    CHECK(fin);
     pl_llm_stream_free(s);
 
     /* nothing unfinished: generate runs again */
@@ -291,6 +323,9 @@ int main(void)
         fprintf(stderr, "%s\n", err.msg);
         return 1;
     }
+    snprintf(g_stall, sizeof(g_stall), "/tmp/pl_llm_stream_stall_%d", (int)getpid());
+    unlink(g_stall);
+    setenv("PAGELLM_TEST_STALL_FILE", g_stall, 1); /* read when the engine starts */
     struct pl_llm_params lp;
     pl_llm_params_default(&lp);
     lp.model = dir;
