@@ -69,6 +69,11 @@ struct pl_q4_layout {
     int64_t scale_off, zero_off, gidx_off, n_bytes;
 };
 
+/* A backend's matmul runs packed int4 weights of up to this many rows without any
+ * scratch (CUDA: its int4 GEMV), so decode graphs may record them; larger products
+ * dequantize into a scratch sized lazily and run eagerly. */
+#define PL_Q4_SCRATCHLESS_N 8
+
 static inline int64_t pl_q4_align16(int64_t x) { return (x + 15) & ~(int64_t)15; }
 
 static inline struct pl_q4_layout pl_q4_layout_of(int64_t rows, int64_t cols, int64_t n_groups,

@@ -94,6 +94,7 @@ struct pl_model {
     /* decode graphs by padded size; graph_mb: the block-table width they were recorded
      * with (a batch of another width re-records) */
     bool use_graphs;
+    int graph_max_n; /* decode batches above it run eagerly (int4 weights: 8) */
     void *graphs[MAX_GRAPHS][CTX_BUCKETS];
     int graph_mb[MAX_GRAPHS][CTX_BUCKETS];
     int n_graphs_recorded;
@@ -166,6 +167,7 @@ struct weight_check {
     struct pl_err *err;
     pl_status st;
     bool all_bf16_matmuls; /* graph eligibility */
+    bool other_than_q4;    /* some matmul weight is neither bf16 nor packed int4 */
 };
 
 /* One slot: present, shaped [rows, cols] (vectors [1, cols]), a dtype the backend runs. */
@@ -174,8 +176,11 @@ static void check_slot(void *ctx, const struct pl_tensor_spec *t, int layer, int
 {
     struct weight_check *k = ctx;
     if (t->op == PL_OP_MATMUL && t->rows != PL_DIM_NONE && w && w->data &&
-        w->dtype != PL_DTYPE_BF16)
+        w->dtype != PL_DTYPE_BF16) {
         k->all_bf16_matmuls = false;
+        if (w->dtype != PL_DTYPE_Q4)
+            k->other_than_q4 = true;
+    }
     if (k->st != PL_STATUS_OK)
         return;
     char name[192];
@@ -311,7 +316,7 @@ pl_status pl_model_new(const struct pl_model_config *cfg, const struct pl_weight
     if (w->n_layers != cfg->n_layers || !w->layers)
         return pl_err_set(err, PL_STATUS_FORMAT, "model: weights have %d layers, config %d",
                           w->n_layers, cfg->n_layers);
-    struct weight_check wc = {cfg, be, err, PL_STATUS_OK, true};
+    struct weight_check wc = {cfg, be, err, PL_STATUS_OK, true, false};
     pl_weights_foreach(cfg, w, check_slot, &wc);
     if (wc.st == PL_STATUS_OK && !cfg->tie_word_embeddings && !w->lm_head.data)
         wc.st = pl_err_set(err, PL_STATUS_NOT_FOUND, "model: weight lm_head.weight is missing");
@@ -391,9 +396,11 @@ pl_status pl_model_new(const struct pl_model_config *cfg, const struct pl_weight
                           pl_status_str(st));
     }
     /* Decode graphs need ops that allocate nothing while recording: the backend's bf16
-     * matmuls (fp16 weights take a lazily sized scratch) and a forward without host-side
-     * decisions; pl_model_set_eager turns them off (vLLM's enforce_eager). */
-    m->use_graphs = be->ops->graph_begin && wc.all_bf16_matmuls && !m->arch->no_graphs;
+     * matmuls (fp16 weights take a lazily sized scratch), packed int4 ones up to
+     * PL_Q4_SCRATCHLESS_N rows (above, a dequantization scratch), and a forward without
+     * host-side decisions; pl_model_set_eager turns them off (vLLM's enforce_eager). */
+    m->use_graphs = be->ops->graph_begin && !wc.other_than_q4 && !m->arch->no_graphs;
+    m->graph_max_n = wc.all_bf16_matmuls ? INT32_MAX : PL_Q4_SCRATCHLESS_N;
     *out = m;
     return PL_STATUS_OK;
 }
@@ -611,6 +618,8 @@ static pl_status upload_batch(struct pl_model *m, const struct pl_batch *b, int 
 static int graph_slot(const struct pl_model *m, int n, int *n_pad)
 {
     const int cap = m->max_seqs < m->max_tokens ? m->max_seqs : m->max_tokens;
+    if (n > m->graph_max_n)
+        return -1;
     int size = n <= 1 ? 1 : n <= 2 ? 2 : n <= 4 ? 4 : (n + 7) / 8 * 8;
     if (size > cap)
         size = cap; /* the last size is the cap itself (>= n), a slot of its own */

@@ -353,6 +353,9 @@ static bool gemv_status(struct pl_backend *be, const char *what, int e)
     return e == 0;
 }
 
+_Static_assert(PL_Q4_GEMV_MAX_N == PL_Q4_SCRATCHLESS_N,
+               "the runner records int4 decode graphs up to the GEMV's rows");
+
 bool pl_cuda_matmul_run(struct pl_backend *be, struct pl_cuda_matmul *mm, void *out, int ld_out,
                         bool out_f32, const void *x, const struct pl_weight *w,
                         const struct pl_weight *bias, int n)
