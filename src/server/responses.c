@@ -88,10 +88,13 @@ static const char *const resp_keys[] = {
     "stop", "ignore_eos", "min_tokens", "skip_special_tokens", "request_id", "priority",
     "chat_template_kwargs", NULL};
 
+/* The fields the chat request gets as they are (the tool fields in the Responses layout,
+ * which the chat parser reads as such: openai_ext.h). */
 static const char *const passed_keys[] = {
     "temperature", "top_p", "top_k", "min_p", "repetition_penalty", "presence_penalty",
     "frequency_penalty", "seed", "stop", "ignore_eos", "min_tokens", "skip_special_tokens",
-    "request_id", "priority", "chat_template_kwargs", "model", NULL};
+    "request_id", "priority", "chat_template_kwargs", "model", "tools", "tool_choice",
+    "parallel_tool_calls", NULL};
 
 /* One input content value (a string or a list of text parts; input[i].<field>) as text. */
 static pl_status content_text(const json_t *c, size_t i, const char *field, struct pl_sbuf *b,
@@ -355,13 +358,9 @@ static json_t *chat_body(const json_t *root, bool *stream, struct pl_openai_erro
             json_object_set(body, passed_keys[i], v);
     if ((v = json_object_get(root, "max_output_tokens")))
         json_object_set(body, "max_tokens", v);
-    /* read by the chat parser in the Responses layout (openai_ext.h) */
+    /* text.format as it is: the chat parser reads it in the Responses layout */
     if ((v = json_object_get(json_object_get(root, "text"), "format")))
         json_object_set(body, "response_format", v);
-    static const char *const tool_keys[] = {"tools", "tool_choice", "parallel_tool_calls", NULL};
-    for (int i = 0; tool_keys[i]; i++)
-        if ((v = json_object_get(root, tool_keys[i])))
-            json_object_set(body, tool_keys[i], v);
     if (*stream) {
         json_object_set_new(body, "stream", json_true());
         json_t *so = json_object();
