@@ -16,7 +16,8 @@
  *   full: the response object (output: a "reasoning" item when the reasoning
  *   parser found some, the "message" item with one output_text part when there
  *   is content or no call, then one "function_call" item per call {id fc_...,
- *   call_id (the chat call id, call_...), name, arguments}; status "completed",
+ *   call_id (the chat call's id: call_..., or the mistral parser's nine
+ *   characters), name, arguments}; status "completed",
  *   or "incomplete" with reason max_output_tokens);
  *   stream: the chat chunks (read back from the chat request's SSE text) as
  *   the Responses event sequence -- response.created, response.in_progress,
@@ -47,7 +48,7 @@
 /* One function call of the answer. */
 struct fcall {
     char id[64];          /* the output item's: fc_<hex> */
-    char call_id[64];     /* the chat call's id: call_<hex> */
+    char call_id[64];     /* the chat call's id (tool_call.h): call_<hex> */
     char name[256];
     struct pl_sbuf args;  /* the arguments text so far */
     int index;            /* its output index */
