@@ -505,42 +505,50 @@ static pl_status parse_prompts(const struct pl_openai *o, const json_t *root,
  * OpenAI's response_format (text, json_object, json_schema with its schema and
  * strict) onto the params' constraint, after vLLM's guided_* / structured_outputs
  * were read; a constraint from those is checked here too, so that a schema or
- * grammar the compiler refuses is a 400 naming the keyword.
+ * grammar the compiler refuses is a 400 naming the keyword. In the Responses layout
+ * the field is text.format: json_schema's name, schema and strict sit beside its type,
+ * and name and schema are required (as that API has them).
  */
-static bool parse_response_format(const json_t *root, struct pl_sampling_params *sp,
-                                  struct pl_openai_error *e)
+static bool parse_response_format(const json_t *root, enum pl_openai_layout layout,
+                                  struct pl_sampling_params *sp, struct pl_openai_error *e)
 {
     struct pl_err err;
+    bool is_flat = layout == PL_OPENAI_LAYOUT_RESPONSES;
+    const char *field = is_flat ? "text.format" : "response_format";
     json_t *v = json_object_get(root, "response_format");
     if (v && !json_is_null(v)) {
         json_t *t = json_object_get(v, "type");
         if (!json_is_object(v) || !json_is_string(t))
-            return fail(e, 400, "response_format", "response_format: expected {\"type\": ...}"),
-                   false;
+            return fail(e, 400, field, "%s: expected {\"type\": ...}", field), false;
         const char *type = json_string_value(t);
         if (!strcmp(type, "text"))
             goto check;
         if (sp->constraint_kind != PL_CONSTRAINT_NONE)
-            return fail(e, 400, "response_format",
-                        "response_format: a structured output constraint is already given "
-                        "(guided_* or structured_outputs)"),
+            return fail(e, 400, field,
+                        "%s: a structured output constraint is already given "
+                        "(guided_* or structured_outputs)",
+                        field),
                    false;
         pl_status st;
         if (!strcmp(type, "json_object")) {
             st = pl_sampling_params_set_constraint(sp, PL_CONSTRAINT_JSON_OBJECT, NULL,
                                                    sp->whitespace_pattern, &err);
         } else if (!strcmp(type, "json_schema")) {
-            json_t *js = json_object_get(v, "json_schema");
+            json_t *js = is_flat ? v : json_object_get(v, "json_schema");
+            const char *js_field = is_flat ? "text.format" : "response_format.json_schema";
             if (!json_is_object(js))
-                return fail(e, 400, "response_format",
-                            "response_format: type json_schema needs a json_schema object"),
+                return fail(e, 400, field, "%s: type json_schema needs a json_schema object",
+                            field),
                        false;
             json_t *strict = json_object_get(js, "strict");
             if (strict && !json_is_null(strict) && !json_is_boolean(strict))
-                return fail(e, 400, "response_format",
-                            "response_format.json_schema.strict: expected a boolean"),
-                       false;
+                return fail(e, 400, field, "%s.strict: expected a boolean", js_field), false;
             json_t *schema = json_object_get(js, "schema");
+            if (is_flat && !json_is_string(json_object_get(js, "name")))
+                return fail(e, 400, field, "%s.name: expected a string", js_field), false;
+            if (is_flat && !json_is_object(schema))
+                return fail(e, 400, field, "%s.schema: expected a JSON Schema object", js_field),
+                       false;
             if (!schema || json_is_null(schema))
                 schema = json_object_get(js, "json_schema"); /* some clients nest it so */
             char *text = schema && !json_is_null(schema)
@@ -552,15 +560,14 @@ static bool parse_response_format(const json_t *root, struct pl_sampling_params 
                                                    sp->whitespace_pattern, &err);
             free(text);
         } else {
-            return fail(e, 400, "response_format",
-                        "response_format type '%s' is not supported (text, json_object, "
-                        "json_schema)",
+            return fail(e, 400, field,
+                        "%s type '%s' is not supported (text, json_object, json_schema)", field,
                         type),
                    false;
         }
         if (st != PL_STATUS_OK)
-            return fail(e, st == PL_STATUS_NO_MEMORY ? 503 : 400, "response_format",
-                        "response_format: %s", err.msg),
+            return fail(e, st == PL_STATUS_NO_MEMORY ? 503 : 400, field, "%s: %s", field,
+                        err.msg),
                    false;
         return true;
     }
@@ -573,7 +580,8 @@ check:
 }
 
 static pl_status parse_chat_prompt(const struct pl_openai *o, const json_t *root,
-                                   struct pl_openai_request *r, struct pl_openai_error *e)
+                                   enum pl_openai_layout layout, struct pl_openai_request *r,
+                                   struct pl_openai_error *e)
 {
     bool add_gen, cont, add_special;
     if (!get_bool(root, "add_generation_prompt", true, &add_gen, e) ||
@@ -595,7 +603,7 @@ static pl_status parse_chat_prompt(const struct pl_openai *o, const json_t *root
         return fail(e, 400, "documents", "documents: not supported");
 
     struct pl_tool_request tools;
-    if (pl_tool_request_parse(root, o->tool_parser, &r->sp, &tools, e) != PL_STATUS_OK)
+    if (pl_tool_request_parse(root, layout, o->tool_parser, &r->sp, &tools, e) != PL_STATUS_OK)
         return PL_STATUS_INVALID_ARGUMENT;
     r->tool_parser = tools.parser;
     r->tool_max_calls = tools.max_calls;
@@ -659,8 +667,10 @@ out:
     return st;
 }
 
-pl_status pl_openai_parse(const struct pl_openai *o, enum pl_openai_kind kind, const char *body,
-                          size_t len, struct pl_openai_request *r, struct pl_openai_error *e)
+/* pl_openai_parse, with a chat request's fields in layout. */
+static pl_status parse_request(const struct pl_openai *o, enum pl_openai_kind kind,
+                               enum pl_openai_layout layout, const char *body, size_t len,
+                               struct pl_openai_request *r, struct pl_openai_error *e)
 {
     memset(r, 0, sizeof(*r));
     memset(e, 0, sizeof(*e));
@@ -730,7 +740,7 @@ pl_status pl_openai_parse(const struct pl_openai *o, enum pl_openai_kind kind, c
         fail(e, 400, "use_beam_search", "use_beam_search: not supported by the server yet");
         goto out;
     }
-    if (!parse_response_format(root, &r->sp, e))
+    if (!parse_response_format(root, layout, &r->sp, e))
         goto out;
     if (!max_given && kind == PL_OPENAI_COMPLETION) {
         json_t *mv = json_object_get(root, "max_tokens");
@@ -786,7 +796,7 @@ pl_status pl_openai_parse(const struct pl_openai *o, enum pl_openai_kind kind, c
         if (parse_prompts(o, root, r, e) != PL_STATUS_OK)
             goto out;
     } else {
-        if (parse_chat_prompt(o, root, r, e) != PL_STATUS_OK)
+        if (parse_chat_prompt(o, root, layout, r, e) != PL_STATUS_OK)
             goto out;
     }
 
@@ -834,6 +844,12 @@ out:
     return st;
 }
 
+pl_status pl_openai_parse(const struct pl_openai *o, enum pl_openai_kind kind, const char *body,
+                          size_t len, struct pl_openai_request *r, struct pl_openai_error *e)
+{
+    return parse_request(o, kind, PL_OPENAI_LAYOUT_CHAT, body, len, r, e);
+}
+
 pl_status pl_openai_prepare_prompt(const struct pl_openai *o, enum pl_openai_kind kind,
                                    const json_t *root, struct pl_openai_prompt *out,
                                    struct pl_openai_error *e)
@@ -844,8 +860,9 @@ pl_status pl_openai_prepare_prompt(const struct pl_openai *o, enum pl_openai_kin
     memset(out, 0, sizeof(*out));
     pl_sampling_params_default(&r.sp);
     r.kind = kind;
-    pl_status st = kind == PL_OPENAI_CHAT ? parse_chat_prompt(o, root, &r, e)
-                                          : parse_prompts(o, root, &r, e);
+    pl_status st = kind == PL_OPENAI_CHAT
+                       ? parse_chat_prompt(o, root, PL_OPENAI_LAYOUT_CHAT, &r, e)
+                       : parse_prompts(o, root, &r, e);
     if (st == PL_STATUS_OK && r.n_prompts != 1)
         st = fail(e, 400, "prompt", "prompt: expected one prompt");
     if (st == PL_STATUS_OK) {
@@ -914,6 +931,7 @@ struct sub {
 struct pl_openai_gen {
     struct pl_openai *o;
     struct pl_openai_request req;
+    enum pl_openai_layout layout; /* how the body spelt its fields (call ids follow it) */
     struct sub *subs;        /* [n_subs]: one engine request per prompt */
     int n_subs;
     struct choice *choices;  /* [n_choices] = n_prompts * n */
@@ -1299,7 +1317,7 @@ static void take_sample(struct pl_openai_gen *g, struct sub *sb, const struct pl
         for (int k = 0; k < to.n_calls; k++) {
             char id[64] = "";
             if (to.calls[k].is_first)
-                pl_tool_call_id(g->o, g->o->tool_format, id, sizeof(id));
+                pl_tool_call_id(g->o, g->o->tool_format, g->layout, id, sizeof(id));
             if (!calls)
                 calls = json_array();
             json_array_append_new(calls, pl_tool_call_delta_json(&to.calls[k], id));
@@ -1496,7 +1514,7 @@ bool pl_openai_gen_result(struct pl_openai_gen *g, json_t **resp, struct pl_open
                 memset(&to.content, 0, sizeof(to.content));
                 for (int k = 0; k < to.n_calls; k++) {
                     char id[64];
-                    pl_tool_call_id(g->o, g->o->tool_format, id, sizeof(id));
+                    pl_tool_call_id(g->o, g->o->tool_format, g->layout, id, sizeof(id));
                     if (!calls)
                         calls = json_array();
                     json_array_append_new(calls, pl_tool_call_json(id, to.calls[k].name,
@@ -1546,8 +1564,9 @@ bool pl_openai_gen_result(struct pl_openai_gen *g, json_t **resp, struct pl_open
     return true;
 }
 
-pl_status pl_openai_gen_new(struct pl_openai *o, enum pl_openai_kind kind, const char *body,
-                            size_t len, struct pl_openai_gen **out, struct pl_openai_error *e)
+static pl_status gen_new(struct pl_openai *o, enum pl_openai_kind kind,
+                         enum pl_openai_layout layout, const char *body, size_t len,
+                         struct pl_openai_gen **out, struct pl_openai_error *e)
 {
     *out = NULL;
     struct pl_openai_gen *g = calloc(1, sizeof(*g));
@@ -1570,7 +1589,8 @@ pl_status pl_openai_gen_new(struct pl_openai *o, enum pl_openai_kind kind, const
         return PL_STATUS_OK;
     }
     g->route = kind == PL_OPENAI_CHAT ? "/v1/chat/completions" : "/v1/completions";
-    pl_status st = pl_openai_parse(o, kind, body, len, &g->req, e);
+    g->layout = layout;
+    pl_status st = parse_request(o, kind, layout, body, len, &g->req, e);
     if (st != PL_STATUS_OK) {
         free(g);
         return st;
@@ -1599,6 +1619,19 @@ pl_status pl_openai_gen_new(struct pl_openai *o, enum pl_openai_kind kind, const
     }
     *out = g;
     return PL_STATUS_OK;
+}
+
+pl_status pl_openai_gen_new(struct pl_openai *o, enum pl_openai_kind kind, const char *body,
+                            size_t len, struct pl_openai_gen **out, struct pl_openai_error *e)
+{
+    return gen_new(o, kind, PL_OPENAI_LAYOUT_CHAT, body, len, out, e);
+}
+
+pl_status pl_openai_gen_new_chat(struct pl_openai *o, enum pl_openai_layout layout,
+                                 const char *body, size_t len, struct pl_openai_gen **out,
+                                 struct pl_openai_error *e)
+{
+    return gen_new(o, PL_OPENAI_CHAT, layout, body, len, out, e);
 }
 
 void pl_openai_make_id(struct pl_openai *o, const char *prefix, char *buf, size_t cap)
@@ -1931,7 +1964,7 @@ static void h_tokenize(void *user, const struct pl_http_request *req,
     }
     pl_status st;
     if (json_object_get(root, "messages")) {
-        st = parse_chat_prompt(o, root, &r, &e);
+        st = parse_chat_prompt(o, root, PL_OPENAI_LAYOUT_CHAT, &r, &e);
     } else {
         json_t *pr = json_object_get(root, "prompt");
         if (!json_is_string(pr)) {

@@ -38,6 +38,21 @@ pl_status pl_openai_responses_new(struct pl_openai *o, const char *body, size_t 
                                   void **state, const struct pl_openai_gen_ops **ops,
                                   struct pl_openai_error *e);
 
+/*
+ * How a chat request spells its structured-output and tool fields. CHAT is chat
+ * completions' own layout. RESPONSES is the one responses.c hands a /v1/responses
+ * request over in: "response_format" holds text.format as the Responses API writes it
+ * ({"type": "json_schema", "name", "schema", "strict"}, no json_schema wrapper), tools
+ * and a named tool_choice are flat (tool_call.h), and errors name the Responses fields
+ * (text.format, tools[i].name). The rules behind the fields are the same code either way.
+ */
+enum pl_openai_layout { PL_OPENAI_LAYOUT_CHAT, PL_OPENAI_LAYOUT_RESPONSES };
+
+/* pl_openai_gen_new of a PL_OPENAI_CHAT request whose fields come in layout. */
+pl_status pl_openai_gen_new_chat(struct pl_openai *o, enum pl_openai_layout layout,
+                                 const char *body, size_t len, struct pl_openai_gen **out,
+                                 struct pl_openai_error *e);
+
 /* ---- helpers of openai.c ---- */
 
 /* Sets e (status, param or NULL, message) and returns the matching pl_status. */

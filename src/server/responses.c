@@ -1,27 +1,40 @@
 /*
- * responses.c -- /v1/responses, the OpenAI Responses API (text only).
+ * responses.c -- /v1/responses, the OpenAI Responses API (text, structured output,
+ * function tools).
  *
  * Owns: the responses request kind behind the generation interface
- * (openai_ext.h). A request becomes one chat request of the server's own
- * (input -> messages, instructions -> a system message first,
- * max_output_tokens -> max_tokens, temperature, top_p and vLLM's sampling
- * extras passed on), so chat templates, validation, the reasoning parser and
- * the engine path are the chat route's. Its answers are turned into the
- * Responses shapes:
+ * (openai_ext.h). A request becomes one chat request of the server's own, in the
+ * Responses layout (PL_OPENAI_LAYOUT_RESPONSES): input -> messages (function_call
+ * items -> an assistant message's tool_calls, function_call_output items -> role
+ * "tool" messages with their tool_call_id), instructions -> a system message first,
+ * max_output_tokens -> max_tokens, text.format -> response_format, tools,
+ * tool_choice and parallel_tool_calls as sent; temperature, top_p and vLLM's
+ * sampling extras passed on. So chat templates, validation, structured-output
+ * grammars, the tool rules and parsers (tool_call.h), the reasoning parser and the
+ * engine path are the chat route's, and their errors name the Responses fields.
+ * Its answers are turned into the Responses shapes:
  *   full: the response object (output: a "reasoning" item when the reasoning
- *   parser found some, then the "message" item with one output_text part;
- *   status "completed", or "incomplete" with reason max_output_tokens);
+ *   parser found some, the "message" item with one output_text part when there
+ *   is content or no call, then one "function_call" item per call {id fc_...,
+ *   call_id (the chat call's id: call_..., or the mistral parser's nine
+ *   characters), name, arguments}; status "completed",
+ *   or "incomplete" with reason max_output_tokens);
  *   stream: the chat chunks (read back from the chat request's SSE text) as
  *   the Responses event sequence -- response.created, response.in_progress,
- *   response.output_item.added, response.content_part.added,
- *   response.output_text.delta (response.reasoning_text.delta) ...,
- *   response.output_text.done, response.content_part.done,
- *   response.output_item.done, response.completed (or response.incomplete;
- *   an engine failure: error then response.failed) -- each as
- *   "event: <type>" plus "data: <json>" with a sequence_number.
+ *   then per item as it opens response.output_item.added (a message or reasoning
+ *   item also response.content_part.added), its deltas
+ *   (response.output_text.delta, response.reasoning_text.delta,
+ *   response.function_call_arguments.delta), and at the end for every item in
+ *   output order its done events (response.output_text.done or
+ *   response.reasoning_text.done and response.content_part.done, or
+ *   response.function_call_arguments.done; then response.output_item.done),
+ *   then response.completed (or response.incomplete; an engine failure: error
+ *   then response.failed) -- each as "event: <type>" plus "data: <json>" with
+ *   a sequence_number. Items are numbered in the order they open.
  * Nothing is stored: previous_response_id, conversation and background are
- * refused, store is accepted and reported false; tools are refused (no tool
- * calling yet); reasoning items in the input are skipped.
+ * refused, store is accepted and reported false; a function_call_output must
+ * answer a function_call earlier in the same input; reasoning items in the
+ * input are skipped.
  */
 #include "server/openai_ext.h"
 
@@ -31,6 +44,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+/* One function call of the answer. */
+struct fcall {
+    char id[64];          /* the output item's: fc_<hex> */
+    char call_id[64];     /* the chat call's id (tool_call.h): call_<hex> */
+    char name[256];
+    struct pl_sbuf args;  /* the arguments text so far */
+    int index;            /* its output index */
+};
 
 struct resp {
     struct pl_openai *o;
@@ -47,6 +69,8 @@ struct resp {
     int n_items;
     struct pl_sbuf pending;     /* chat SSE bytes not yet read */
     struct pl_sbuf text, reasoning;
+    struct fcall *calls;        /* [n_calls] in the answer's order */
+    int n_calls;
     char finish[16];            /* the chat finish_reason */
     json_t *usage;              /* the chat usage */
     bool failed;
@@ -65,13 +89,16 @@ static const char *const resp_keys[] = {
     "stop", "ignore_eos", "min_tokens", "skip_special_tokens", "request_id", "priority",
     "chat_template_kwargs", NULL};
 
+/* The fields the chat request gets as they are (the tool fields in the Responses layout,
+ * which the chat parser reads as such: openai_ext.h). */
 static const char *const passed_keys[] = {
     "temperature", "top_p", "top_k", "min_p", "repetition_penalty", "presence_penalty",
     "frequency_penalty", "seed", "stop", "ignore_eos", "min_tokens", "skip_special_tokens",
-    "request_id", "priority", "chat_template_kwargs", "model", NULL};
+    "request_id", "priority", "chat_template_kwargs", "model", "tools", "tool_choice",
+    "parallel_tool_calls", NULL};
 
-/* One input content value (a string or a list of text parts) as text. */
-static pl_status content_text(const json_t *c, size_t i, struct pl_sbuf *b,
+/* One input content value (a string or a list of text parts; input[i].<field>) as text. */
+static pl_status content_text(const json_t *c, size_t i, const char *field, struct pl_sbuf *b,
                               struct pl_openai_error *e)
 {
     if (json_is_string(c)) {
@@ -80,8 +107,8 @@ static pl_status content_text(const json_t *c, size_t i, struct pl_sbuf *b,
     }
     if (!json_is_array(c))
         return pl_openai_fail(e, 400, "input",
-                              "input[%zu].content: expected a string or a list of content parts",
-                              i);
+                              "input[%zu].%s: expected a string or a list of content parts", i,
+                              field);
     size_t k;
     json_t *part;
     json_array_foreach(c, k, part)
@@ -91,9 +118,9 @@ static pl_status content_text(const json_t *c, size_t i, struct pl_sbuf *b,
         if (!type || !json_is_string(text) ||
             (strcmp(type, "input_text") && strcmp(type, "output_text") && strcmp(type, "text")))
             return pl_openai_fail(e, 400, "input",
-                                  "input[%zu].content[%zu]: content parts of type '%s' are not "
+                                  "input[%zu].%s[%zu]: content parts of type '%s' are not "
                                   "supported (text only)",
-                                  i, k, type ? type : "?");
+                                  i, field, k, type ? type : "?");
         if (b->len)
             pl_sbuf_append(b, "\n", 1);
         pl_sbuf_append(b, json_string_value(text), json_string_length(text));
@@ -101,10 +128,93 @@ static pl_status content_text(const json_t *c, size_t i, struct pl_sbuf *b,
     return PL_STATUS_OK;
 }
 
+/* input[i]'s string field key, or NULL with e set. */
+static const char *item_string(const json_t *item, size_t i, const char *key,
+                               struct pl_openai_error *e)
+{
+    const json_t *v = json_object_get(item, key);
+    if (!json_is_string(v)) {
+        pl_openai_fail(e, 400, "input", "input[%zu].%s: %s", i, key,
+                       v && !json_is_null(v) ? "expected a string" : "field required");
+        return NULL;
+    }
+    return json_string_value(v);
+}
+
+/*
+ * A function_call item (an earlier call of the model) into msgs: a call of the assistant
+ * message that ends msgs (the text it came with, or the calls before it), else of a new
+ * one. calls (call_id -> true) records it for the outputs that answer it.
+ */
+static pl_status input_call(json_t *msgs, const json_t *item, size_t i, json_t *calls,
+                            struct pl_openai_error *e)
+{
+    const char *call_id = item_string(item, i, "call_id", e);
+    const char *name = call_id ? item_string(item, i, "name", e) : NULL;
+    const char *args = name ? item_string(item, i, "arguments", e) : NULL;
+    if (!args)
+        return PL_STATUS_INVALID_ARGUMENT;
+    if (*args) {
+        /* the template gets the arguments as a value (chat_template.h): say here which item
+         * is at fault rather than which chat message */
+        json_error_t je;
+        json_t *v = json_loads(args, JSON_DECODE_ANY, &je);
+        if (!v)
+            return pl_openai_fail(e, 400, "input", "input[%zu].arguments: not valid JSON: %s", i,
+                                  je.text);
+        json_decref(v);
+    }
+    json_t *call = json_pack("{s:s, s:s, s:{s:s, s:s}}", "id", call_id, "type", "function",
+                             "function", "name", name, "arguments", args);
+    json_t *last = json_array_get(msgs, json_array_size(msgs) - 1);
+    const char *role = json_string_value(json_object_get(last, "role"));
+    if (!last || !role || strcmp(role, "assistant")) {
+        last = json_pack("{s:s, s:n}", "role", "assistant", "content");
+        json_array_append_new(msgs, last);
+    }
+    json_t *list = json_object_get(last, "tool_calls");
+    if (!json_is_array(list)) {
+        list = json_array();
+        json_object_set_new(last, "tool_calls", list);
+    }
+    json_array_append_new(list, call);
+    json_object_set_new(calls, call_id, json_true());
+    return PL_STATUS_OK;
+}
+
+/* A function_call_output item (a tool's result) into msgs: a "tool" message answering a
+ * call of calls. */
+static pl_status input_call_output(json_t *msgs, const json_t *item, size_t i,
+                                   const json_t *calls, struct pl_openai_error *e)
+{
+    const char *call_id = item_string(item, i, "call_id", e);
+    if (!call_id)
+        return PL_STATUS_INVALID_ARGUMENT;
+    if (!json_object_get(calls, call_id))
+        return pl_openai_fail(e, 400, "input",
+                              "input[%zu].call_id: no function_call item before it has call_id "
+                              "'%.200s' (responses are not stored: send the call too)",
+                              i, call_id);
+    const json_t *output = json_object_get(item, "output");
+    if (!output || json_is_null(output))
+        return pl_openai_fail(e, 400, "input", "input[%zu].output: field required", i);
+    struct pl_sbuf b = {0};
+    if (content_text(output, i, "output", &b, e) != PL_STATUS_OK) {
+        pl_sbuf_fini(&b);
+        return PL_STATUS_INVALID_ARGUMENT;
+    }
+    json_t *m = json_pack("{s:s, s:s, s:s%}", "role", "tool", "tool_call_id", call_id, "content",
+                          b.data ? b.data : "", b.len);
+    pl_sbuf_fini(&b);
+    json_array_append_new(msgs, m);
+    return PL_STATUS_OK;
+}
+
 /* input (+ instructions) -> chat messages. */
 static json_t *messages(const json_t *root, struct pl_openai_error *e)
 {
     json_t *msgs = json_array();
+    json_t *calls = json_object(); /* the call_ids of the function_call items so far */
     json_t *ins = json_object_get(root, "instructions");
     if (ins && !json_is_null(ins)) {
         if (!json_is_string(ins)) {
@@ -126,6 +236,7 @@ static json_t *messages(const json_t *root, struct pl_openai_error *e)
         json_object_set_new(m, "role", json_string("user"));
         json_object_set(m, "content", in);
         json_array_append_new(msgs, m);
+        json_decref(calls);
         return msgs;
     }
     if (!json_is_array(in)) {
@@ -144,10 +255,20 @@ static json_t *messages(const json_t *root, struct pl_openai_error *e)
         const char *type = json_string_value(json_object_get(item, "type"));
         if (type && !strcmp(type, "reasoning"))
             continue; /* the model's earlier thoughts: chat templates leave them out too */
+        if (type && !strcmp(type, "function_call")) {
+            if (input_call(msgs, item, i, calls, e) != PL_STATUS_OK)
+                goto bad;
+            continue;
+        }
+        if (type && !strcmp(type, "function_call_output")) {
+            if (input_call_output(msgs, item, i, calls, e) != PL_STATUS_OK)
+                goto bad;
+            continue;
+        }
         if (type && strcmp(type, "message")) {
             pl_openai_fail(e, 400, "input",
-                           "input[%zu]: items of type '%s' are not supported (text messages "
-                           "only; no tool calls)",
+                           "input[%zu]: items of type '%s' are not supported (message, "
+                           "function_call, function_call_output and reasoning items only)",
                            i, type);
             goto bad;
         }
@@ -157,7 +278,7 @@ static json_t *messages(const json_t *root, struct pl_openai_error *e)
             goto bad;
         }
         struct pl_sbuf b = {0};
-        if (content_text(json_object_get(item, "content"), i, &b, e) != PL_STATUS_OK) {
+        if (content_text(json_object_get(item, "content"), i, "content", &b, e) != PL_STATUS_OK) {
             pl_sbuf_fini(&b);
             goto bad;
         }
@@ -167,8 +288,10 @@ static json_t *messages(const json_t *root, struct pl_openai_error *e)
         pl_sbuf_fini(&b);
         json_array_append_new(msgs, m);
     }
+    json_decref(calls);
     return msgs;
 bad:
+    json_decref(calls);
     json_decref(msgs);
     return NULL;
 }
@@ -197,26 +320,9 @@ static json_t *chat_body(const json_t *root, bool *stream, struct pl_openai_erro
         pl_openai_fail(e, 400, "prompt", "prompt: stored prompt templates are not supported");
         return NULL;
     }
-    if ((v = json_object_get(root, "tools")) && !json_is_null(v) &&
-        !(json_is_array(v) && json_array_size(v) == 0)) {
-        pl_openai_fail(e, 400, "tools", "tools: tool calling is not supported yet");
+    if ((v = json_object_get(root, "text")) && !json_is_null(v) && !json_is_object(v)) {
+        pl_openai_fail(e, 400, "text", "text: expected an object");
         return NULL;
-    }
-    if ((v = json_object_get(root, "tool_choice")) && !json_is_null(v) &&
-        !(json_is_string(v) &&
-          (!strcmp(json_string_value(v), "none") || !strcmp(json_string_value(v), "auto")))) {
-        pl_openai_fail(e, 400, "tool_choice", "tool_choice: tool calling is not supported yet");
-        return NULL;
-    }
-    if ((v = json_object_get(root, "text")) && !json_is_null(v)) {
-        json_t *f = json_object_get(v, "format");
-        const char *t = json_string_value(json_object_get(f, "type"));
-        if (!json_is_object(v) || (f && !json_is_null(f) && (!t || strcmp(t, "text")))) {
-            pl_openai_fail(e, 400, "text",
-                           "text.format: only {\"type\": \"text\"} is supported (structured "
-                           "output is not implemented)");
-            return NULL;
-        }
     }
     if ((v = json_object_get(root, "top_logprobs")) && !json_is_null(v) &&
         !(json_is_integer(v) && json_integer_value(v) == 0)) {
@@ -253,6 +359,9 @@ static json_t *chat_body(const json_t *root, bool *stream, struct pl_openai_erro
             json_object_set(body, passed_keys[i], v);
     if ((v = json_object_get(root, "max_output_tokens")))
         json_object_set(body, "max_tokens", v);
+    /* text.format as it is: the chat parser reads it in the Responses layout */
+    if ((v = json_object_get(json_object_get(root, "text"), "format")))
+        json_object_set(body, "response_format", v);
     if (*stream) {
         json_object_set_new(body, "stream", json_true());
         json_t *so = json_object();
@@ -262,7 +371,8 @@ static json_t *chat_body(const json_t *root, bool *stream, struct pl_openai_erro
     return body;
 }
 
-/* Chat's names for the fields of a refused request, as the Responses body names them. */
+/* Chat's names for the fields of a refused request, as the Responses body names them (the
+ * structured-output and tool fields are named so by the parser already). */
 static void rename_param(struct pl_openai_error *e)
 {
     if (!strcmp(e->param, "max_tokens"))
@@ -295,7 +405,16 @@ static json_t *echo_fields(const json_t *root)
     json_t *md = json_object_get(root, "metadata");
     json_object_set_new(m, "metadata", json_is_object(md) ? json_incref(md) : json_object());
     json_t *tc = json_object_get(root, "tool_choice");
-    json_object_set_new(m, "tool_choice", json_is_string(tc) ? json_incref(tc) : json_string("auto"));
+    json_object_set_new(m, "tool_choice",
+                        tc && !json_is_null(tc) ? json_incref(tc) : json_string("auto"));
+    json_t *tools = json_object_get(root, "tools");
+    json_object_set_new(m, "tools", json_is_array(tools) ? json_incref(tools) : json_array());
+    json_t *text = json_object_get(root, "text");
+    text = json_is_object(text) ? json_deep_copy(text) : json_object();
+    json_t *fmt = json_object_get(text, "format");
+    if (!fmt || json_is_null(fmt))
+        json_object_set_new(text, "format", json_pack("{s:s}", "type", "text"));
+    json_object_set_new(m, "text", text);
     json_t *ptc = json_object_get(root, "parallel_tool_calls");
     json_object_set_new(m, "parallel_tool_calls",
                         json_is_boolean(ptc) ? json_incref(ptc) : json_true());
@@ -352,9 +471,55 @@ static json_t *reasoning_item(const struct resp *r, const char *status, const ch
     return m;
 }
 
+static json_t *call_item(const struct fcall *c, const char *status, bool with_args)
+{
+    json_t *m = json_object();
+    json_object_set_new(m, "type", json_string("function_call"));
+    json_object_set_new(m, "id", json_string(c->id));
+    json_object_set_new(m, "call_id", json_string(c->call_id));
+    json_object_set_new(m, "name", json_string(c->name));
+    json_object_set_new(m, "arguments", with_args ? pl_http_json_string_lossy(
+                                                        c->args.data ? c->args.data : "",
+                                                        c->args.len)
+                                                  : json_string(""));
+    json_object_set_new(m, "status", json_string(status));
+    return m;
+}
+
+/* A new call of the answer, the next output item; NULL when out of memory. */
+static struct fcall *add_call(struct resp *r, const char *call_id, const char *name)
+{
+    struct fcall *grown = realloc(r->calls, sizeof(*grown) * (size_t)(r->n_calls + 1));
+    if (!grown)
+        return NULL;
+    r->calls = grown;
+    struct fcall *c = &r->calls[r->n_calls++];
+    memset(c, 0, sizeof(*c));
+    pl_openai_make_id(r->o, "fc", c->id, sizeof(c->id));
+    c->id[2] = '_'; /* fc_<hex>, as OpenAI's item ids look */
+    snprintf(c->call_id, sizeof(c->call_id), "%s", call_id ? call_id : "");
+    snprintf(c->name, sizeof(c->name), "%s", name ? name : "");
+    c->index = r->n_items++;
+    return c;
+}
+
 static bool incomplete(const struct resp *r)
 {
     return !strcmp(r->finish, "length");
+}
+
+/* Output item i (items are numbered in the order they opened) in its final state. */
+static json_t *item_at(const struct resp *r, int i)
+{
+    const char *st = incomplete(r) ? "incomplete" : "completed";
+    if (i == r->rs_index)
+        return reasoning_item(r, st, r->reasoning.data, r->reasoning.len, true);
+    if (i == r->msg_index)
+        return message_item(r, st, r->text.data, r->text.len, true);
+    for (int k = 0; k < r->n_calls; k++)
+        if (r->calls[k].index == i)
+            return call_item(&r->calls[k], st, true);
+    return json_null(); /* every index is one of the above */
 }
 
 /* The response object: status "in_progress" (stream start), or final from r's text. */
@@ -387,12 +552,6 @@ static json_t *response_object(const struct resp *r, const char *status, json_t 
     json_object_set_new(o, "previous_response_id", json_null());
     json_object_set_new(o, "service_tier", json_string("auto"));
     json_object_set_new(o, "store", json_false());
-    json_t *text = json_object();
-    json_t *fmt = json_object();
-    json_object_set_new(fmt, "type", json_string("text"));
-    json_object_set_new(text, "format", fmt);
-    json_object_set_new(o, "text", text);
-    json_object_set_new(o, "tools", json_array());
     json_object_set_new(o, "top_logprobs", json_integer(0));
     json_object_set_new(o, "usage", usage ? usage : json_null());
     return o;
@@ -418,14 +577,12 @@ static json_t *usage_of(const json_t *u)
     return r;
 }
 
-/* The final output list from r->reasoning / r->text (full responses and response.completed). */
+/* The final output list (full responses and response.completed). */
 static json_t *final_output(const struct resp *r)
 {
-    const char *st = incomplete(r) ? "incomplete" : "completed";
     json_t *out = json_array();
-    if (r->reasoning.len > 0)
-        json_array_append_new(out, reasoning_item(r, st, r->reasoning.data, r->reasoning.len, true));
-    json_array_append_new(out, message_item(r, st, r->text.data, r->text.len, true));
+    for (int i = 0; i < r->n_items; i++)
+        json_array_append_new(out, item_at(r, i));
     return out;
 }
 
@@ -457,10 +614,31 @@ static bool r_result(void *state, json_t **resp, struct pl_openai_error *e)
     const char *fr = json_string_value(json_object_get(choice, "finish_reason"));
     snprintf(r->finish, sizeof(r->finish), "%s", fr ? fr : "stop");
     json_t *c = json_object_get(msg, "content"), *rc = json_object_get(msg, "reasoning_content");
+    json_t *tcs = json_object_get(msg, "tool_calls");
     if (json_is_string(c))
         pl_sbuf_append(&r->text, json_string_value(c), json_string_length(c));
     if (json_is_string(rc))
         pl_sbuf_append(&r->reasoning, json_string_value(rc), json_string_length(rc));
+    /* the items in the order a stream opens them: reasoning, content, calls */
+    if (r->reasoning.len > 0)
+        r->rs_index = r->n_items++;
+    if (r->text.len > 0 || json_array_size(tcs) == 0)
+        r->msg_index = r->n_items++;
+    size_t k;
+    json_t *tc;
+    json_array_foreach(tcs, k, tc)
+    {
+        json_t *fn = json_object_get(tc, "function");
+        json_t *args = json_object_get(fn, "arguments");
+        struct fcall *call = add_call(r, json_string_value(json_object_get(tc, "id")),
+                                      json_string_value(json_object_get(fn, "name")));
+        if (!call) {
+            json_decref(chat);
+            pl_openai_fail(e, 503, NULL, "out of memory");
+            return true;
+        }
+        pl_sbuf_append(&call->args, json_string_value(args), json_string_length(args));
+    }
     *resp = response_object(r, incomplete(r) ? "incomplete" : "completed", final_output(r),
                             usage_of(json_object_get(chat, "usage")));
     json_decref(chat);
@@ -490,6 +668,9 @@ static void r_free(void *state)
     pl_sbuf_fini(&r->pending);
     pl_sbuf_fini(&r->text);
     pl_sbuf_fini(&r->reasoning);
+    for (int i = 0; i < r->n_calls; i++)
+        pl_sbuf_fini(&r->calls[i].args);
+    free(r->calls);
     free(r);
 }
 
@@ -577,6 +758,62 @@ static void close_item(struct resp *r, struct pl_sbuf *out, bool is_msg)
           obj2("output_index", json_integer(idx), "item", item));
 }
 
+/* One chat tool_calls delta ({index, id, type, function: {name, arguments}} opening a call,
+ * {index, function: {arguments}} after): the call's item opens, its arguments stream. */
+static void call_delta_event(struct resp *r, struct pl_sbuf *out, const json_t *d)
+{
+    json_t *idx = json_object_get(d, "index");
+    json_t *fn = json_object_get(d, "function");
+    json_t *args = json_object_get(fn, "arguments");
+    if (!json_is_integer(idx))
+        return;
+    json_int_t k = json_integer_value(idx);
+    if (k == r->n_calls) {
+        struct fcall *c = add_call(r, json_string_value(json_object_get(d, "id")),
+                                   json_string_value(json_object_get(fn, "name")));
+        if (!c) {
+            out->failed = true;
+            return;
+        }
+        event(r, out, "response.output_item.added",
+              obj2("output_index", json_integer(c->index), "item",
+                   call_item(c, "in_progress", false)));
+    } else if (k < 0 || k > r->n_calls) {
+        return; /* the chat layer numbers calls 0, 1, ... */
+    }
+    if (!json_is_string(args) || json_string_length(args) == 0)
+        return;
+    struct fcall *c = &r->calls[k];
+    pl_sbuf_append(&c->args, json_string_value(args), json_string_length(args));
+    json_t *ev = obj2("item_id", json_string(c->id), "output_index", json_integer(c->index));
+    json_object_set_new(ev, "delta", json_incref(args));
+    event(r, out, "response.function_call_arguments.delta", ev);
+}
+
+/* The done events of a call's item. */
+static void close_call(struct resp *r, struct pl_sbuf *out, const struct fcall *c)
+{
+    json_t *d = obj2("item_id", json_string(c->id), "output_index", json_integer(c->index));
+    json_object_set_new(d, "name", json_string(c->name));
+    json_object_set_new(d, "arguments",
+                        pl_http_json_string_lossy(c->args.data ? c->args.data : "", c->args.len));
+    event(r, out, "response.function_call_arguments.done", d);
+    event(r, out, "response.output_item.done",
+          obj2("output_index", json_integer(c->index), "item", item_at(r, c->index)));
+}
+
+/* The done events of output item i. */
+static void close_at(struct resp *r, struct pl_sbuf *out, int i)
+{
+    if (i == r->rs_index || i == r->msg_index) {
+        close_item(r, out, i == r->msg_index);
+        return;
+    }
+    for (int k = 0; k < r->n_calls; k++)
+        if (r->calls[k].index == i)
+            close_call(r, out, &r->calls[k]);
+}
+
 /* One chat SSE payload. */
 static void take_chunk(struct resp *r, struct pl_sbuf *out, const char *payload, size_t len)
 {
@@ -611,6 +848,10 @@ static void take_chunk(struct resp *r, struct pl_sbuf *out, const char *payload,
         delta_event(r, out, false, rc);
     if (json_is_string(ct) && json_string_length(ct) > 0)
         delta_event(r, out, true, ct);
+    size_t k;
+    json_t *tc;
+    json_array_foreach(json_object_get(delta, "tool_calls"), k, tc)
+        call_delta_event(r, out, tc);
     const char *fr = json_string_value(json_object_get(choice, "finish_reason"));
     if (fr)
         snprintf(r->finish, sizeof(r->finish), "%s", fr);
@@ -660,20 +901,14 @@ static bool r_produce(void *state, struct pl_sbuf *out)
               obj2("response", response_object(r, "failed", NULL, usage_of(r->usage)), NULL,
                    NULL));
     } else {
-        if (r->msg_index < 0)
+        if (r->msg_index < 0 && r->n_calls == 0)
             open_item(r, out, true); /* an empty answer still has its message */
         for (int i = 0; i < r->n_items; i++)
-            close_item(r, out, i == r->msg_index);
-        json_t *output = json_array();
+            close_at(r, out, i);
         const char *st = incomplete(r) ? "incomplete" : "completed";
-        for (int i = 0; i < r->n_items; i++)
-            json_array_append_new(output, i == r->msg_index
-                                              ? message_item(r, st, r->text.data, r->text.len,
-                                                             true)
-                                              : reasoning_item(r, st, r->reasoning.data,
-                                                               r->reasoning.len, true));
         event(r, out, incomplete(r) ? "response.incomplete" : "response.completed",
-              obj2("response", response_object(r, st, output, usage_of(r->usage)), NULL, NULL));
+              obj2("response", response_object(r, st, final_output(r), usage_of(r->usage)), NULL,
+                   NULL));
     }
     r->ended = true;
     return false;
@@ -705,7 +940,8 @@ pl_status pl_openai_responses_new(struct pl_openai *o, const char *body, size_t 
         st = PL_STATUS_INVALID_ARGUMENT;
     if (st == PL_STATUS_OK) {
         char *text = json_dumps(cb, JSON_COMPACT);
-        st = text ? pl_openai_gen_new(o, PL_OPENAI_CHAT, text, strlen(text), &r->chat, e)
+        st = text ? pl_openai_gen_new_chat(o, PL_OPENAI_LAYOUT_RESPONSES, text, strlen(text),
+                                           &r->chat, e)
                   : pl_openai_fail(e, 503, NULL, "out of memory");
         free(text);
         if (st != PL_STATUS_OK)

@@ -1,6 +1,7 @@
 /*
- * tool_call.c -- tools, tool_choice and parallel_tool_calls on the chat route, and the
- * tool_calls objects of answers (see tool_call.h).
+ * tool_call.c -- tools, tool_choice and parallel_tool_calls on the chat route (in chat
+ * completions' layout or, for /v1/responses, the Responses API's), and the tool_calls
+ * objects of answers (see tool_call.h).
  */
 #include "server/tool_call.h"
 
@@ -11,11 +12,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* One tool as vLLM's ChatCompletionToolsParam.model_dump() writes it. */
-static json_t *normalize_tool(const json_t *t, size_t i, struct pl_openai_error *e)
+/* One tool as vLLM's ChatCompletionToolsParam.model_dump() writes it, from the chat
+ * form or (is_flat) the Responses API's flat one. */
+static json_t *normalize_tool(const json_t *t, size_t i, bool is_flat, struct pl_openai_error *e)
 {
-    char where[64];
+    char where[64], fn_where[80];
     snprintf(where, sizeof(where), "tools[%zu]", i);
+    snprintf(fn_where, sizeof(fn_where), is_flat ? "%s" : "%s.function", where);
     if (!json_is_object(t)) {
         pl_openai_fail(e, 400, "tools", "%s: expected an object", where);
         return NULL;
@@ -23,10 +26,15 @@ static json_t *normalize_tool(const json_t *t, size_t i, struct pl_openai_error 
     json_t *type = json_object_get(t, "type");
     if (type && !json_is_null(type) &&
         !(json_is_string(type) && !strcmp(json_string_value(type), "function"))) {
-        pl_openai_fail(e, 400, "tools", "%s.type: only \"function\" tools are supported", where);
+        if (json_is_string(type))
+            pl_openai_fail(e, 400, "tools",
+                           "%s.type: '%.64s' tools are not supported (only \"function\" tools)",
+                           where, json_string_value(type));
+        else
+            pl_openai_fail(e, 400, "tools", "%s.type: expected \"function\"", where);
         return NULL;
     }
-    const json_t *fn = json_object_get(t, "function");
+    const json_t *fn = is_flat ? t : json_object_get(t, "function");
     if (!json_is_object(fn)) {
         pl_openai_fail(e, 400, "tools", "%s.function: expected an object", where);
         return NULL;
@@ -35,18 +43,17 @@ static json_t *normalize_tool(const json_t *t, size_t i, struct pl_openai_error 
     if (!json_is_string(name) || json_string_length(name) == 0 ||
         json_string_length(name) >= 256 ||
         strlen(json_string_value(name)) != json_string_length(name)) {
-        pl_openai_fail(e, 400, "tools", "%s.function.name: expected a non-empty string", where);
+        pl_openai_fail(e, 400, "tools", "%s.name: expected a non-empty string", fn_where);
         return NULL;
     }
     const json_t *desc = json_object_get(fn, "description");
     if (desc && !json_is_null(desc) && !json_is_string(desc)) {
-        pl_openai_fail(e, 400, "tools", "%s.function.description: expected a string", where);
+        pl_openai_fail(e, 400, "tools", "%s.description: expected a string", fn_where);
         return NULL;
     }
     const json_t *params = json_object_get(fn, "parameters");
     if (params && !json_is_null(params) && !json_is_object(params)) {
-        pl_openai_fail(e, 400, "tools", "%s.function.parameters: expected a JSON Schema object",
-                       where);
+        pl_openai_fail(e, 400, "tools", "%s.parameters: expected a JSON Schema object", fn_where);
         return NULL;
     }
     json_t *f = json_object();
@@ -55,15 +62,17 @@ static json_t *normalize_tool(const json_t *t, size_t i, struct pl_openai_error 
     json_object_set_new(f, "parameters", params ? json_deep_copy(params) : json_null());
     const char *k;
     json_t *v;
+    /* the function's other keys (strict, ...) after those three; flat, every key but type */
     json_object_foreach((json_t *)fn, k, v)
-    if (!json_object_get(f, k))
+    if (!json_object_get(f, k) && !(is_flat && !strcmp(k, "type")))
         json_object_set_new(f, k, json_deep_copy(v));
     json_t *out = json_object();
     json_object_set_new(out, "type", json_string("function"));
     json_object_set_new(out, "function", f);
-    json_object_foreach((json_t *)t, k, v)
-    if (!json_object_get(out, k))
-        json_object_set_new(out, k, json_deep_copy(v));
+    if (!is_flat)
+        json_object_foreach((json_t *)t, k, v)
+        if (!json_object_get(out, k))
+            json_object_set_new(out, k, json_deep_copy(v));
     return out;
 }
 
@@ -145,11 +154,13 @@ static pl_status constrain(struct pl_sampling_params *sp, const char *schema,
     return PL_STATUS_OK;
 }
 
-pl_status pl_tool_request_parse(const json_t *root, enum pl_tool_parser_kind server_parser,
+pl_status pl_tool_request_parse(const json_t *root, enum pl_openai_layout layout,
+                                enum pl_tool_parser_kind server_parser,
                                 struct pl_sampling_params *sp, struct pl_tool_request *out,
                                 struct pl_openai_error *e)
 {
     memset(out, 0, sizeof(*out));
+    bool is_flat = layout == PL_OPENAI_LAYOUT_RESPONSES;
     const json_t *tools = json_object_get(root, "tools");
     const json_t *choice = json_object_get(root, "tool_choice");
     const json_t *ptc = json_object_get(root, "parallel_tool_calls");
@@ -169,7 +180,7 @@ pl_status pl_tool_request_parse(const json_t *root, enum pl_tool_parser_kind ser
         json_t *t;
         json_array_foreach(tools, i, t)
         {
-            json_t *n = normalize_tool(t, i, e);
+            json_t *n = normalize_tool(t, i, is_flat, e);
             if (!n) {
                 pl_tool_request_fini(out);
                 return PL_STATUS_INVALID_ARGUMENT;
@@ -182,12 +193,15 @@ pl_status pl_tool_request_parse(const json_t *root, enum pl_tool_parser_kind ser
     if (choice && !json_is_string(choice) && !json_is_object(choice)) {
         pl_tool_request_fini(out);
         return pl_openai_fail(e, 400, "tool_choice",
-                              "tool_choice: expected \"none\", \"auto\", \"required\" or "
-                              "{\"type\": \"function\", \"function\": {\"name\": ...}}");
+                              "tool_choice: expected \"none\", \"auto\", \"required\" or %s",
+                              is_flat ? "{\"type\": \"function\", \"name\": ...}"
+                                      : "{\"type\": \"function\", \"function\": {\"name\": ...}}");
     }
     const char *mode = choice ? json_string_value(choice) : n_tools ? "auto" : "none";
     if (mode && !strcmp(mode, "none"))
         return PL_STATUS_OK;
+    if (is_flat && n_tools == 0 && mode && !strcmp(mode, "auto"))
+        return PL_STATUS_OK; /* the Responses API: auto with nothing to call is plain text */
     pl_status st = PL_STATUS_INVALID_ARGUMENT;
     if (!tools) {
         pl_openai_fail(e, 400, "tool_choice", "When using `tool_choice`, `tools` must be set.");
@@ -206,14 +220,29 @@ pl_status pl_tool_request_parse(const json_t *root, enum pl_tool_parser_kind ser
     if (constrained && sp->constraint_kind != PL_CONSTRAINT_NONE) {
         pl_openai_fail(e, 400, "tool_choice",
                        "tool_choice \"required\" or a named function cannot be combined with "
-                       "another structured output constraint (response_format, guided_*)");
+                       "another structured output constraint (%s)",
+                       is_flat ? "text.format" : "response_format, guided_*");
         goto bad;
     }
     if (!mode) { /* a named function */
         static const char usage[] =
             "Correct usage: `{\"type\": \"function\", \"function\": {\"name\": \"my_function\"}}`";
-        const json_t *fn = json_object_get(choice, "function");
+        static const char flat_usage[] =
+            "Correct usage: `{\"type\": \"function\", \"name\": \"my_function\"}`";
+        const json_t *type = json_object_get(choice, "type");
+        if (is_flat && !(json_is_string(type) && !strcmp(json_string_value(type), "function"))) {
+            pl_openai_fail(e, 400, "tool_choice",
+                           "tool_choice.type: '%.64s' is not supported (function tools only)! %s",
+                           json_is_string(type) ? json_string_value(type) : "?", flat_usage);
+            goto bad;
+        }
+        const json_t *fn = is_flat ? choice : json_object_get(choice, "function");
         const json_t *name = json_object_get(fn, "name");
+        if (is_flat && (!json_is_string(name) || json_string_length(name) == 0)) {
+            pl_openai_fail(e, 400, "tool_choice",
+                           "tool_choice.name: expected a non-empty string! %s", flat_usage);
+            goto bad;
+        }
         if (!json_is_object(fn)) {
             pl_openai_fail(e, 400, "tool_choice",
                            "Invalid value for `function` in `tool_choice`! %s", usage);
@@ -281,10 +310,14 @@ void pl_tool_request_fini(struct pl_tool_request *t)
     memset(t, 0, sizeof(*t));
 }
 
-void pl_tool_call_id(struct pl_openai *o, enum pl_tool_parser_kind parser, char *buf, size_t cap)
+void pl_tool_call_id(struct pl_openai *o, enum pl_tool_parser_kind parser,
+                     enum pl_openai_layout layout, char *buf, size_t cap)
 {
     char full[64];
-    pl_openai_make_id(o, "chatcmpl-tool", full, sizeof(full));
+    bool is_flat = layout == PL_OPENAI_LAYOUT_RESPONSES;
+    pl_openai_make_id(o, is_flat ? "call" : "chatcmpl-tool", full, sizeof(full));
+    if (is_flat)
+        full[4] = '_'; /* call_<hex>, as OpenAI's Responses ids look */
     if (parser != PL_TOOL_PARSER_MISTRAL) {
         snprintf(buf, cap, "%s", full);
         return;

@@ -29,11 +29,20 @@
  *     "length" stays "length".
  *   - call ids: "chatcmpl-tool-<hex>" (vLLM's form); with the mistral parser nine
  *     letters and digits (Mistral's templates refuse other ids).
+ *
+ * The same rules serve /v1/responses (responses.c), whose fields come in the Responses
+ * layout (PL_OPENAI_LAYOUT_RESPONSES, openai_ext.h): tools are flat, {"type": "function",
+ * "name", "description", "parameters", "strict"}, and reach the template in the chat form
+ * above (the function's keys under "function"); any other tool type (web_search,
+ * file_search, mcp, ...) is a 400 saying it is not supported; a named tool_choice is
+ * {"type": "function", "name": N}; tool_choice "auto" or "none" without tools is plain
+ * content (OpenAI's Responses API accepts them so); call ids are "call_<hex>" (mistral's
+ * nine characters stay). Errors name the fields as that layout spells them.
  */
 #ifndef PL_SERVER_TOOL_CALL_H
 #define PL_SERVER_TOOL_CALL_H
 
-#include "server/openai.h"
+#include "server/openai_ext.h"
 #include "server/tool_parser.h"
 
 #include <jansson.h>
@@ -46,12 +55,14 @@ struct pl_tool_request {
 };
 
 /*
- * Reads root's tools, tool_choice and parallel_tool_calls. server_parser is the
- * server's auto parser (NONE without --enable-auto-tool-choice). For required and
- * named tool choices the constraint is set on sp (which must not carry one);
- * for auto, sp's skip_special_tokens is turned off. On failure e names the field.
+ * Reads root's tools, tool_choice and parallel_tool_calls, spelt as layout says.
+ * server_parser is the server's auto parser (NONE without --enable-auto-tool-choice).
+ * For required and named tool choices the constraint is set on sp (which must not
+ * carry one); for auto, sp's skip_special_tokens is turned off. On failure e names
+ * the field.
  */
-pl_status pl_tool_request_parse(const json_t *root, enum pl_tool_parser_kind server_parser,
+pl_status pl_tool_request_parse(const json_t *root, enum pl_openai_layout layout,
+                                enum pl_tool_parser_kind server_parser,
                                 struct pl_sampling_params *sp, struct pl_tool_request *out,
                                 struct pl_openai_error *e);
 void pl_tool_request_fini(struct pl_tool_request *t);
@@ -60,9 +71,9 @@ void pl_tool_request_fini(struct pl_tool_request *t);
  * e set (conflicting $defs between tools). max_calls 1: at most one call. */
 char *pl_tool_required_schema(const json_t *tools, int max_calls, struct pl_openai_error *e);
 
-/* A new call id into buf (cap >= 48). */
-void pl_tool_call_id(struct pl_openai *o, enum pl_tool_parser_kind parser, char *buf,
-                     size_t cap);
+/* A new call id, in layout's form, into buf (cap >= 48). */
+void pl_tool_call_id(struct pl_openai *o, enum pl_tool_parser_kind parser,
+                     enum pl_openai_layout layout, char *buf, size_t cap);
 
 /* {"id", "type": "function", "function": {"name", "arguments"}} (a message's call). */
 json_t *pl_tool_call_json(const char *id, const char *name, const char *args, size_t n_args);

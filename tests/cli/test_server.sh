@@ -4,6 +4,8 @@
 #      and bad input / load / disconnect
 #      tests (tests/node/server_*.mjs; references: `pagellm generate`, @huggingface/jinja),
 #      tool calling on a third server (--enable-auto-tool-choice, a Hermes-style template),
+#      Responses function tools and text.format on it and on a fourth (--tool-call-parser
+#      llama3_json),
 #      the embeddings / Responses / models.retrieve / lenient-body tests with a second
 #      server running --reasoning-parser deepseek_r1 under a template that opens <think>;
 #   2. the curl examples of docs/server.md;
@@ -85,12 +87,17 @@ TOOLS_TEMPLATE=$src/tests/fixtures/chat_template/templates/hermes_tools.jinja
 start_server tools --served-model-name tiny --api-key "$KEY" --enable-auto-tool-choice \
   --chat-template "$TOOLS_TEMPLATE"
 TOOLS_PORT=$PORT
+# the same with the llama3_json parser (its calls are plain JSON, which text.format can force)
+start_server llama3 --served-model-name tiny --api-key "$KEY" --enable-auto-tool-choice \
+  --tool-call-parser llama3_json
+export PL_LLAMA3_TOOLS_BASE_URL=http://127.0.0.1:$PORT
 export PL_TOOLS_BASE_URL=http://127.0.0.1:$TOOLS_PORT PL_TOOLS_TEMPLATE=$TOOLS_TEMPLATE
 export PL_BASE_URL=http://127.0.0.1:$MAIN_PORT PL_API_KEY=$KEY PL_MODEL_NAME=tiny PAGELLM=$bin \
   PL_MODEL_DIR=$work/model PL_MAX_BODY_BYTES=65536 PL_KEEP_ALIVE_S=2 \
   PL_REASONING_BASE_URL=http://127.0.0.1:$REASON_PORT PL_THINK_TEMPLATE=$THINK_TEMPLATE
 PORT=$MAIN_PORT
-for t in server_openai server_langchain server_robustness server_api server_structured server_tools; do
+for t in server_openai server_langchain server_robustness server_api server_structured server_tools \
+         server_responses_tools; do
   echo "-- $t"
   if node "$src/tests/node/$t.mjs"; then ok "$t"; else bad "$t"; fi
 done

@@ -176,7 +176,9 @@ test('responses.create stream: the event sequence; deltas equal the full answer'
 
 test('responses.create: what is not supported is refused clearly', async () => {
   await rejects(client.responses.create({ model: MODEL, input: 'x', previous_response_id: 'resp_123' }), 400, 'not stored');
-  await rejects(client.responses.create({ model: MODEL, input: 'x', tools: [{ type: 'function', name: 'f', parameters: {} }] }), 400, 'tool');
+  await rejects(client.responses.create({ model: MODEL, input: 'x', tools: [{ type: 'web_search' }] }), 400, "'web_search' tools are not supported");
+  // function tools work (tests/node/server_responses_tools.mjs); auto needs the flag, as on chat
+  await rejects(client.responses.create({ model: MODEL, input: 'x', tools: [{ type: 'function', name: 'f', parameters: {} }] }), 400, '--enable-auto-tool-choice');
   await rejects(client.responses.create({ model: MODEL, input: [{ role: 'user', content: [{ type: 'input_image', image_url: 'https://x/y.png' }] }] }), 400, 'input_image');
   await rejects(client.responses.create({ model: MODEL, input: 'x', background: true }), 400, 'background');
   await rejects(noKey.responses.create({ model: MODEL, input: 'x' }), 401);

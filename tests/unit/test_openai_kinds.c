@@ -9,6 +9,9 @@
  * pieces), so chat and Responses answers, full and streamed, can be checked
  * against the script's split; the fake engine's embedding function
  * (fake_engine.h) for /v1/embeddings, with base64 decoded here independently.
+ * Responses tools and text.format are checked against the chat route itself:
+ * the same conversation and tools sent as a chat request must give the same
+ * prompt and the same constraint, and the same refusal text.
  */
 #include "engine/async_engine.h"
 #include "fake_engine.h"
@@ -120,7 +123,9 @@ struct script_engine {
     int n_pieces;
     struct script_req reqs[64];
     int n_reqs;
-    char last_prompt[4096]; /* the decoded prompt of the last request */
+    char last_prompt[8192]; /* the decoded prompt of the last request */
+    int last_constraint_kind; /* the last request's structured-output constraint */
+    char last_constraint[4096];
 };
 
 static struct script_engine se;
@@ -142,6 +147,9 @@ static pl_status se_add(void *e, const struct pl_engine_request *rq, struct pl_e
     if (pl_tokenizer_decode(tok, prompt, n_prompt, false, &text, &len, NULL) == PL_STATUS_OK)
         snprintf(s->last_prompt, sizeof(s->last_prompt), "%s", text);
     free(text);
+    s->last_constraint_kind = sp->constraint_kind;
+    snprintf(s->last_constraint, sizeof(s->last_constraint), "%s",
+             sp->constraint ? sp->constraint : "");
     struct script_req *r = &s->reqs[s->n_reqs++];
     memset(r, 0, sizeof(*r));
     r->id = id;
@@ -589,15 +597,16 @@ static void test_responses(void)
         const char *body, *param, *needle;
     } bad[] = {
         {"{\"input\":\"x\",\"previous_response_id\":\"resp_1\"}", "previous_response_id", "stored"},
-        {"{\"input\":\"x\",\"tools\":[{\"type\":\"function\",\"name\":\"f\"}]}", "tools", "tool"},
+        {"{\"input\":\"x\",\"tools\":[{\"type\":\"web_search\"}]}", "tools", "not supported"},
         {"{\"input\":\"x\",\"background\":true}", "background", "background"},
         {"{\"input\":[{\"role\":\"user\",\"content\":[{\"type\":\"input_image\",\"image_url\":"
          "\"u\"}]}]}",
          "input", "input_image"},
         {"{\"input\":[{\"type\":\"function_call_output\",\"call_id\":\"c\",\"output\":\"o\"}]}",
-         "input", "function_call_output"},
+         "input", "no function_call item"},
         {"{\"input\":\"x\",\"max_output_tokens\":0}", "max_output_tokens", "max_output_tokens"},
-        {"{\"input\":\"x\",\"text\":{\"format\":{\"type\":\"json_schema\"}}}", "text", "text"},
+        {"{\"input\":\"x\",\"text\":{\"format\":{\"type\":\"json_schema\"}}}", "text.format",
+         "text.format.name"},
         {"{\"instructions\":\"x\"}", "input", "required"},
         {"{\"input\":\"x\",\"model\":\"gpt-5\"}", "model", "does not exist"},
         {"{\"input\":\"x\",\"temperature\":\"hot\"}", "temperature", "temperature"},
@@ -610,6 +619,550 @@ static void test_responses(void)
                e.message);
         json_decref(resp);
         free(sse);
+    }
+    pl_openai_free(o);
+    pl_async_engine_free(ae);
+}
+
+/* ---- Responses: function tools and text.format ------------------------------------ */
+
+/* Function tools as the Responses API writes them, and the same tools in chat's form. */
+static const char R_TOOLS[] =
+    "[{\"type\":\"function\",\"name\":\"get_weather\",\"description\":\"Weather\","
+    "\"parameters\":{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"}},"
+    "\"required\":[\"city\"]},\"strict\":true},{\"type\":\"function\",\"name\":\"now\"}]";
+static const char C_TOOLS[] =
+    "[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"description\":\"Weather\","
+    "\"parameters\":{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"}},"
+    "\"required\":[\"city\"]},\"strict\":true}},{\"type\":\"function\",\"function\":{\"name\":"
+    "\"now\"}}]";
+
+/* A layer with auto tool choice and the tests' Hermes-style template (tools in the system
+ * turn, calls as <tool_call> blocks, results as <tool_response> turns). */
+static struct pl_openai *new_tools_openai(struct pl_async_engine *ae)
+{
+    const char *path = "tests/fixtures/chat_template/templates/hermes_tools.jinja";
+    FILE *f = fopen(pl_test_path(path), "rb");
+    if (!f)
+        return NULL;
+    static char tmpl[16384];
+    size_t n = fread(tmpl, 1, sizeof(tmpl) - 1, f);
+    fclose(f);
+    tmpl[n] = '\0';
+    const char *names[] = {"tiny"};
+    struct pl_openai_params p = {.served_names = names,
+                                 .n_served_names = 1,
+                                 .model_root = "/m",
+                                 .max_model_len = 4096,
+                                 .tok = tok,
+                                 .chat_template = tmpl,
+                                 .ae = ae,
+                                 .enable_auto_tool_choice = true};
+    struct pl_openai *o = NULL;
+    struct pl_err err = {0};
+    if (pl_openai_new(&p, &o, &err) != PL_STATUS_OK)
+        fprintf(stderr, "openai: %s\n", err.msg);
+    return o;
+}
+
+/* What the engine got for a request: its prompt and constraint. */
+struct seen {
+    char prompt[8192];
+    int constraint_kind;
+    char constraint[4096];
+};
+
+static void take_seen(struct seen *s)
+{
+    snprintf(s->prompt, sizeof(s->prompt), "%s", se.last_prompt);
+    s->constraint_kind = se.last_constraint_kind;
+    snprintf(s->constraint, sizeof(s->constraint), "%s", se.last_constraint);
+}
+
+/* Runs a Responses body (full) and a chat body: both must reach the engine with the same
+ * prompt and constraint. Returns the Responses object (the caller frees it). */
+static json_t *same_as_chat(struct pl_openai *o, const char *rbody, const char *cbody)
+{
+    json_t *resp = NULL, *chat = NULL;
+    char *sse = NULL;
+    struct pl_openai_error e;
+    bool ok = run_gen(o, PL_OPENAI_RESPONSES, rbody, &resp, &sse, &e);
+    CHECKF(ok && resp, "%s: %s", rbody, e.message);
+    struct seen a, b;
+    take_seen(&a);
+    ok = run_gen(o, PL_OPENAI_CHAT, cbody, &chat, &sse, &e);
+    CHECKF(ok && chat, "%s: %s", cbody, e.message);
+    take_seen(&b);
+    CHECKF(!strcmp(a.prompt, b.prompt), "prompts differ:\n  responses: %s\n  chat:      %s",
+           a.prompt, b.prompt);
+    CHECKF(a.constraint_kind == b.constraint_kind && !strcmp(a.constraint, b.constraint),
+           "constraints differ: %d '%s' / %d '%s'", a.constraint_kind, a.constraint,
+           b.constraint_kind, b.constraint);
+    json_decref(chat);
+    return resp;
+}
+
+/* The output items as "type" or "function_call name(arguments) status", joined by '|'. */
+static void output_shape(const json_t *resp, struct pl_sbuf *b)
+{
+    size_t i;
+    json_t *item;
+    json_array_foreach(json_object_get(resp, "output"), i, item)
+    {
+        const char *type = jstr(item, "type");
+        if (i)
+            pl_sbuf_puts(b, "|");
+        if (type && !strcmp(type, "function_call")) {
+            const char *id = jstr(item, "id"), *call_id = jstr(item, "call_id");
+            CHECKF(id && !strncmp(id, "fc_", 3) && call_id && !strncmp(call_id, "call_", 5),
+                   "ids %s %s", id ? id : "-", call_id ? call_id : "-");
+            pl_sbuf_printf(b, "%s(%s) %s", jstr(item, "name"), jstr(item, "arguments"),
+                           jstr(item, "status"));
+        } else if (type && !strcmp(type, "message")) {
+            const char *t = jstr(item, "content.0.text");
+            pl_sbuf_printf(b, "message '%s'", t ? t : "-");
+        } else {
+            pl_sbuf_puts(b, type ? type : "?");
+        }
+    }
+}
+
+/*
+ * The stream of rbody: sequence numbers count up, every delta belongs to an opened item
+ * and adds up to what its done events report, the events come in want_order (deltas left
+ * out), and the final object is full's but for ids and times.
+ */
+static void check_stream(struct pl_openai *o, const char *rbody, const json_t *full,
+                         const char *want_order)
+{
+    json_t *resp;
+    char *sse;
+    struct pl_openai_error e;
+    REQUIRE(run_gen(o, PL_OPENAI_RESPONSES, rbody, &resp, &sse, &e) && sse);
+    json_t *evs = sse_events(sse);
+    json_t *acc = json_object();  /* output_index -> the deltas so far */
+    json_t *opened = json_object(); /* output_index -> the item as added */
+    struct pl_sbuf order = {0};
+    json_t *final = NULL;
+    size_t i;
+    json_t *ev;
+    json_array_foreach(evs, i, ev)
+    {
+        const char *name = json_string_value(json_object_get(ev, "event"));
+        json_t *d = json_object_get(ev, "data");
+        REQUIRE(name && json_is_object(d));
+        CHECKF(!strcmp(name, jstr(d, "type")), "event %s carries type %s", name, jstr(d, "type"));
+        CHECKF(json_integer_value(json_object_get(d, "sequence_number")) == (json_int_t)i,
+               "sequence_number of event %zu", i);
+        char key[32];
+        snprintf(key, sizeof(key), "%lld",
+                 (long long)json_integer_value(json_object_get(d, "output_index")));
+        const char *delta = jstr(d, "delta");
+        if (delta) {
+            json_t *item = json_object_get(opened, key);
+            CHECKF(item && !strcmp(jstr(item, "id"), jstr(d, "item_id")), "%s: item %s not open",
+                   name, jstr(d, "item_id"));
+            const char *had = json_string_value(json_object_get(acc, key));
+            char *joined = NULL;
+            REQUIRE(asprintf(&joined, "%s%s", had ? had : "", delta) >= 0);
+            json_object_set_new(acc, key, json_string(joined));
+            free(joined);
+            continue;
+        }
+        pl_sbuf_printf(&order, "%s%s", order.len ? " " : "", name + strlen("response."));
+        if (!strcmp(name, "response.output_item.added")) {
+            json_t *item = json_object_get(d, "item");
+            CHECKF(!strcmp(jstr(item, "status"), "in_progress"), "added %s", jstr(item, "status"));
+            json_object_set(opened, key, item);
+        } else if (!strcmp(name, "response.function_call_arguments.done")) {
+            const char *got = json_string_value(json_object_get(acc, key));
+            CHECKF(!strcmp(jstr(d, "arguments"), got ? got : ""), "arguments %s, deltas %s",
+                   jstr(d, "arguments"), got ? got : "");
+            CHECKF(!strcmp(jstr(d, "name"), jstr(json_object_get(opened, key), "name")), "name");
+        } else if (!strcmp(name, "response.output_item.done")) {
+            json_t *item = json_object_get(d, "item"), *was = json_object_get(opened, key);
+            const char *got = json_string_value(json_object_get(acc, key));
+            const char *type = jstr(item, "type");
+            const char *text = !strcmp(type, "function_call") ? jstr(item, "arguments")
+                                                              : jstr(item, "content.0.text");
+            CHECKF(was && !strcmp(jstr(was, "id"), jstr(item, "id")), "done %s not opened", key);
+            CHECKF(text && !strcmp(text, got ? got : ""), "item %s: '%s', deltas '%s'", key,
+                   text ? text : "-", got ? got : "");
+            if (!strcmp(type, "function_call"))
+                CHECK(!strcmp(jstr(item, "call_id"), jstr(was, "call_id")) &&
+                      !strcmp(jstr(item, "name"), jstr(was, "name")));
+        } else if (!strcmp(name, "response.completed") || !strcmp(name, "response.incomplete")) {
+            final = json_object_get(d, "response");
+        }
+    }
+    CHECKF(order.data && !strcmp(order.data, want_order), "events: %s\n  want:   %s", order.data,
+           want_order);
+    REQUIRE(final);
+    json_t *a = json_deep_copy(final), *b = json_deep_copy(full);
+    json_t *objs[2] = {a, b};
+    for (int k = 0; k < 2; k++) {
+        json_object_del(objs[k], "id");
+        json_object_del(objs[k], "created_at");
+        size_t j;
+        json_t *item;
+        json_array_foreach(json_object_get(objs[k], "output"), j, item)
+        {
+            json_object_del(item, "id");
+            json_object_del(item, "call_id");
+        }
+    }
+    char *sa = json_dumps(a, JSON_SORT_KEYS), *sb = json_dumps(b, JSON_SORT_KEYS);
+    CHECKF(!strcmp(sa, sb), "stream final %s\nfull %s", sa, sb);
+    free(sa), free(sb);
+    json_decref(a), json_decref(b);
+    json_decref(acc);
+    json_decref(opened);
+    pl_sbuf_fini(&order);
+    json_decref(evs);
+    free(sse);
+}
+
+/* Full and streamed: rbody's output is want (output_shape's form); with a chat body, the
+ * prompt and the constraint are the chat route's. */
+static void expect_output(struct pl_openai *o, const char *rbody, const char *cbody,
+                          const char *want, const char *want_order)
+{
+    json_t *resp = same_as_chat(o, rbody, cbody);
+    REQUIRE(resp);
+    struct pl_sbuf got = {0};
+    output_shape(resp, &got);
+    CHECKF(got.data && !strcmp(got.data, want), "%s:\n  output %s\n  want   %s", rbody, got.data,
+           want);
+    pl_sbuf_fini(&got);
+    char *sbody = malloc(strlen(rbody) + 32);
+    snprintf(sbody, strlen(rbody) + 32, "%.*s,\"stream\":true}", (int)strlen(rbody) - 1, rbody);
+    check_stream(o, sbody, resp, want_order);
+    free(sbody);
+    json_decref(resp);
+}
+
+static void test_responses_tools(void)
+{
+    struct pl_err err;
+    struct pl_async_engine *ae = NULL;
+    REQUIRE(pl_async_engine_new(&se_ops, &se, NULL, &ae, &err) == PL_STATUS_OK);
+    struct pl_openai *o = new_tools_openai(ae);
+    REQUIRE(o);
+    char rb[4096], cb[4096];
+    const char *user_c = "\"messages\":[{\"role\":\"user\",\"content\":\"w?\"}]";
+
+    /* auto (the Hermes parser the template shows): content, then the call */
+    static const char *const hermes[] = {"Let me look.\n<tool",
+                                         "_call>\n{\"name\": \"get_weather\", \"argu",
+                                         "ments\": {\"city\": \"Pa", "ris\"}}\n</tool_call>"};
+    set_script(hermes, 4);
+    snprintf(rb, sizeof(rb), "{\"input\":\"w?\",\"tools\":%s}", R_TOOLS);
+    snprintf(cb, sizeof(cb), "{%s,\"tools\":%s}", user_c, C_TOOLS);
+    expect_output(o, rb, cb,
+                  "message 'Let me look.\n'|get_weather({\"city\": \"Paris\"}) completed",
+                  "created in_progress output_item.added content_part.added output_item.added "
+                  "output_text.done content_part.done output_item.done "
+                  "function_call_arguments.done output_item.done completed");
+    /* the template saw the tools in chat's form (vLLM's dump: name, description, parameters,
+     * then the other keys) */
+    CHECKF(strstr(se.last_prompt, "{\"type\": \"function\", \"function\": {\"name\": "
+                                  "\"get_weather\", \"description\": \"Weather\", \"parameters\": "
+                                  "{\"type\": \"object\", \"properties\": {\"city\": {\"type\": "
+                                  "\"string\"}}, \"required\": [\"city\"]}, \"strict\": true}}"),
+           "prompt: %s", se.last_prompt);
+    /* the response reports the request's tools, tool_choice and text.format */
+    json_t *resp;
+    char *sse;
+    struct pl_openai_error e;
+    REQUIRE(run_gen(o, PL_OPENAI_RESPONSES, rb, &resp, &sse, &e) && resp);
+    json_t *want_tools = json_loads(R_TOOLS, 0, NULL);
+    CHECK(json_equal(json_object_get(resp, "tools"), want_tools));
+    json_decref(want_tools);
+    CHECK(!strcmp(jstr(resp, "tool_choice"), "auto") &&
+          !strcmp(jstr(resp, "text.format.type"), "text"));
+    CHECK(!strcmp(jstr(resp, "status"), "completed"));
+    json_decref(resp);
+
+    /* tool_choice none: the same text is plain content */
+    snprintf(rb, sizeof(rb), "{\"input\":\"w?\",\"tools\":%s,\"tool_choice\":\"none\"}", R_TOOLS);
+    snprintf(cb, sizeof(cb), "{%s,\"tools\":%s,\"tool_choice\":\"none\"}", user_c, C_TOOLS);
+    expect_output(o, rb, cb,
+                  "message 'Let me look.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": "
+                  "{\"city\": \"Paris\"}}\n</tool_call>'",
+                  "created in_progress output_item.added content_part.added output_text.done "
+                  "content_part.done output_item.done completed");
+
+    /* required: vLLM's list of calls under the chat route's grammar; no message item */
+    static const char *const list[] = {"[{\"name\": \"get_weather\", \"param",
+                                       "eters\": {\"city\": \"Oslo\"}}, ",
+                                       "{\"name\": \"now\", \"parameters\": {}}]"};
+    set_script(list, 3);
+    snprintf(rb, sizeof(rb), "{\"input\":\"w?\",\"tools\":%s,\"tool_choice\":\"required\"}",
+             R_TOOLS);
+    snprintf(cb, sizeof(cb), "{%s,\"tools\":%s,\"tool_choice\":\"required\"}", user_c, C_TOOLS);
+    expect_output(o, rb, cb,
+                  "get_weather({\"city\": \"Oslo\"}) completed|now({}) completed",
+                  "created in_progress output_item.added output_item.added "
+                  "function_call_arguments.done output_item.done function_call_arguments.done "
+                  "output_item.done completed");
+    CHECK(se.last_constraint_kind == PL_CONSTRAINT_JSON && strstr(se.last_constraint, "anyOf"));
+    /* parallel_tool_calls false: one call (the grammar's maxItems, the parser's limit) */
+    snprintf(rb, sizeof(rb),
+             "{\"input\":\"w?\",\"tools\":%s,\"tool_choice\":\"required\",\"parallel_tool_calls\":"
+             "false}",
+             R_TOOLS);
+    snprintf(cb, sizeof(cb),
+             "{%s,\"tools\":%s,\"tool_choice\":\"required\",\"parallel_tool_calls\":false}", user_c,
+             C_TOOLS);
+    expect_output(o, rb, cb, "get_weather({\"city\": \"Oslo\"}) completed",
+                  "created in_progress output_item.added function_call_arguments.done "
+                  "output_item.done completed");
+    CHECK(strstr(se.last_constraint, "\"maxItems\":1"));
+
+    /* a named function: the whole answer is its arguments */
+    static const char *const args[] = {"{\"city\"", ": \"Li", "ma\"}"};
+    set_script(args, 3);
+    snprintf(rb, sizeof(rb),
+             "{\"input\":\"w?\",\"tools\":%s,\"tool_choice\":{\"type\":\"function\",\"name\":"
+             "\"get_weather\"}}",
+             R_TOOLS);
+    snprintf(cb, sizeof(cb),
+             "{%s,\"tools\":%s,\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":"
+             "\"get_weather\"}}}",
+             user_c, C_TOOLS);
+    expect_output(o, rb, cb, "get_weather({\"city\": \"Lima\"}) completed",
+                  "created in_progress output_item.added function_call_arguments.done "
+                  "output_item.done completed");
+    CHECK(se.last_constraint_kind == PL_CONSTRAINT_JSON &&
+          !strncmp(se.last_constraint, "{\"type\":\"object\"", 16));
+    REQUIRE(run_gen(o, PL_OPENAI_RESPONSES, rb, &resp, &sse, &e) && resp);
+    CHECK(!strcmp(jstr(resp, "tool_choice.name"), "get_weather"));
+    json_decref(resp);
+    /* cut by max_output_tokens: the call keeps what it got, and it is incomplete */
+    snprintf(rb, sizeof(rb),
+             "{\"input\":\"w?\",\"tools\":%s,\"tool_choice\":{\"type\":\"function\",\"name\":"
+             "\"get_weather\"},\"max_output_tokens\":2}",
+             R_TOOLS);
+    snprintf(cb, sizeof(cb),
+             "{%s,\"tools\":%s,\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":"
+             "\"get_weather\"}},\"max_tokens\":2}",
+             user_c, C_TOOLS);
+    expect_output(o, rb, cb, "get_weather({\"city\": \"Li) incomplete",
+                  "created in_progress output_item.added function_call_arguments.done "
+                  "output_item.done incomplete");
+
+    /* text.format: the chat route's response_format constraint */
+    static const char *const json_text[] = {"{\"n\":", " 4}"};
+    set_script(json_text, 2);
+    const char *schema = "{\"type\":\"object\",\"properties\":{\"n\":{\"type\":\"integer\"}},"
+                         "\"required\":[\"n\"]}";
+    snprintf(rb, sizeof(rb),
+             "{\"input\":\"w?\",\"text\":{\"format\":{\"type\":\"json_schema\",\"name\":\"n\","
+             "\"schema\":%s,\"strict\":true}}}",
+             schema);
+    snprintf(cb, sizeof(cb),
+             "{%s,\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"n\","
+             "\"schema\":%s,\"strict\":true}}}",
+             user_c, schema);
+    expect_output(o, rb, cb, "message '{\"n\": 4}'",
+                  "created in_progress output_item.added content_part.added output_text.done "
+                  "content_part.done output_item.done completed");
+    CHECK(se.last_constraint_kind == PL_CONSTRAINT_JSON && !strcmp(se.last_constraint, schema));
+    REQUIRE(run_gen(o, PL_OPENAI_RESPONSES, rb, &resp, &sse, &e) && resp);
+    CHECK(!strcmp(jstr(resp, "text.format.type"), "json_schema") &&
+          !strcmp(jstr(resp, "text.format.name"), "n"));
+    json_decref(resp);
+    snprintf(rb, sizeof(rb), "{\"input\":\"w?\",\"text\":{\"format\":{\"type\":\"json_object\"}}}");
+    snprintf(cb, sizeof(cb), "{%s,\"response_format\":{\"type\":\"json_object\"}}", user_c);
+    resp = same_as_chat(o, rb, cb);
+    CHECK(se.last_constraint_kind == PL_CONSTRAINT_JSON_OBJECT);
+    json_decref(resp);
+    snprintf(rb, sizeof(rb), "{\"input\":\"w?\",\"text\":{\"format\":{\"type\":\"text\"}}}");
+    resp = same_as_chat(o, rb, "{\"messages\":[{\"role\":\"user\",\"content\":\"w?\"}]}");
+    CHECK(se.last_constraint_kind == PL_CONSTRAINT_NONE);
+    json_decref(resp);
+    /* auto with a constraint: the constraint shapes the text the parser reads */
+    set_script(hermes, 4);
+    snprintf(rb, sizeof(rb),
+             "{\"input\":\"w?\",\"tools\":%s,\"text\":{\"format\":{\"type\":\"json_object\"}}}",
+             R_TOOLS);
+    snprintf(cb, sizeof(cb), "{%s,\"tools\":%s,\"response_format\":{\"type\":\"json_object\"}}",
+             user_c, C_TOOLS);
+    resp = same_as_chat(o, rb, cb);
+    json_decref(resp);
+
+    /* input: earlier calls and their results become the chat messages the template gets */
+    const char *r_input =
+        "\"input\":[{\"role\":\"user\",\"content\":\"w?\"},{\"type\":\"message\",\"role\":"
+        "\"assistant\",\"content\":[{\"type\":\"output_text\",\"text\":\"Let me look.\"}]},"
+        "{\"type\":\"function_call\",\"id\":\"fc_1\",\"call_id\":\"call_a\",\"name\":"
+        "\"get_weather\",\"arguments\":\"{\\\"city\\\": \\\"Paris\\\"}\",\"status\":"
+        "\"completed\"},{\"type\":\"function_call\",\"call_id\":\"call_b\",\"name\":\"now\","
+        "\"arguments\":\"\"},{\"type\":\"reasoning\",\"summary\":[]},{\"type\":"
+        "\"function_call_output\",\"call_id\":\"call_a\",\"output\":\"22 C\"},{\"type\":"
+        "\"function_call_output\",\"call_id\":\"call_b\",\"output\":[{\"type\":\"input_text\","
+        "\"text\":\"noon\"}]},{\"role\":\"user\",\"content\":\"And now?\"}]";
+    const char *c_msgs =
+        "\"messages\":[{\"role\":\"user\",\"content\":\"w?\"},{\"role\":\"assistant\",\"content\":"
+        "\"Let me look.\",\"tool_calls\":[{\"id\":\"call_a\",\"type\":\"function\",\"function\":{"
+        "\"name\":\"get_weather\",\"arguments\":\"{\\\"city\\\": \\\"Paris\\\"}\"}},{\"id\":"
+        "\"call_b\",\"type\":\"function\",\"function\":{\"name\":\"now\",\"arguments\":\"\"}}]},"
+        "{\"role\":\"tool\",\"tool_call_id\":\"call_a\",\"content\":\"22 C\"},{\"role\":\"tool\","
+        "\"tool_call_id\":\"call_b\",\"content\":\"noon\"},{\"role\":\"user\",\"content\":"
+        "\"And now?\"}]";
+    set_script(json_text, 2);
+    snprintf(rb, sizeof(rb),
+             "{\"instructions\":\"Be brief.\",%s,\"tools\":%s,\"tool_choice\":\"none\"}", r_input,
+             R_TOOLS);
+    snprintf(cb, sizeof(cb),
+             "{\"messages\":[{\"role\":\"system\",\"content\":\"Be brief.\"},%s,\"tools\":%s,"
+             "\"tool_choice\":\"none\"}",
+             c_msgs + strlen("\"messages\":["), C_TOOLS);
+    resp = same_as_chat(o, rb, cb);
+    json_decref(resp);
+    CHECKF(strstr(se.last_prompt,
+                  "<|im_start|>assistant\nLet me look.\n<tool_call>\n{\"name\": \"get_weather\", "
+                  "\"arguments\": {\"city\": \"Paris\"}}\n</tool_call>\n<tool_call>\n{\"name\": "
+                  "\"now\", \"arguments\": {}}\n</tool_call><|im_end|>\n<|im_start|>user\n"
+                  "<tool_response>\n22 C\n</tool_response><|im_end|>\n<|im_start|>user\n"
+                  "<tool_response>\nnoon\n</tool_response><|im_end|>\n<|im_start|>user\nAnd now?"),
+           "prompt: %s", se.last_prompt);
+    /* a call with no text before it opens its own assistant message */
+    snprintf(rb, sizeof(rb),
+             "{\"input\":[{\"role\":\"user\",\"content\":\"w?\"},{\"type\":\"function_call\","
+             "\"call_id\":\"c1\",\"name\":\"now\",\"arguments\":\"{}\"},{\"type\":"
+             "\"function_call_output\",\"call_id\":\"c1\",\"output\":\"noon\"}],\"tools\":%s,"
+             "\"tool_choice\":\"none\"}",
+             R_TOOLS);
+    snprintf(cb, sizeof(cb),
+             "{%.*s,{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"c1\","
+             "\"type\":\"function\",\"function\":{\"name\":\"now\",\"arguments\":\"{}\"}}]},"
+             "{\"role\":\"tool\",\"tool_call_id\":\"c1\",\"content\":\"noon\"}],\"tools\":%s,"
+             "\"tool_choice\":\"none\"}",
+             (int)strlen(user_c) - 1, user_c, C_TOOLS);
+    resp = same_as_chat(o, rb, cb);
+    json_decref(resp);
+
+    /* refusals: a 400 naming the Responses field */
+    struct {
+        const char *body, *param, *needle;
+    } bad[] = {
+        {"{\"input\":\"x\",\"tools\":[{\"type\":\"web_search\"}]}", "tools",
+         "tools[0].type: 'web_search' tools are not supported"},
+        {"{\"input\":\"x\",\"tools\":[{\"type\":\"function\",\"name\":\"f\"},{\"type\":"
+         "\"file_search\",\"vector_store_ids\":[]}]}",
+         "tools", "tools[1].type: 'file_search'"},
+        {"{\"input\":\"x\",\"tools\":{}}", "tools", "list"},
+        {"{\"input\":\"x\",\"tools\":[{\"type\":\"function\"}]}", "tools", "tools[0].name"},
+        {"{\"input\":\"x\",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}]}",
+         "tools", "tools[0].name"},
+        {"{\"input\":\"x\",\"tools\":[{\"type\":\"function\",\"name\":\"f\",\"parameters\":[]}]}",
+         "tools", "tools[0].parameters"},
+        {"{\"input\":\"x\",\"tools\":[{\"type\":\"function\",\"name\":\"f\"}],\"tool_choice\":{"
+         "\"type\":\"function\",\"name\":\"g\"}}",
+         "tool_choice", "does not match"},
+        {"{\"input\":\"x\",\"tools\":[{\"type\":\"function\",\"name\":\"f\"}],\"tool_choice\":{"
+         "\"type\":\"function\"}}",
+         "tool_choice", "tool_choice.name"},
+        {"{\"input\":\"x\",\"tools\":[{\"type\":\"function\",\"name\":\"f\"}],\"tool_choice\":{"
+         "\"type\":\"mcp\",\"server_label\":\"s\"}}",
+         "tool_choice", "'mcp' is not supported"},
+        {"{\"input\":\"x\",\"tools\":[{\"type\":\"function\",\"name\":\"f\"}],\"tool_choice\":"
+         "\"sometimes\"}",
+         "tool_choice", "Invalid value"},
+        {"{\"input\":\"x\",\"tool_choice\":\"required\"}", "tool_choice", "`tools` must be set"},
+        {"{\"input\":\"x\",\"tools\":[{\"type\":\"function\",\"name\":\"f\"}],\"tool_choice\":"
+         "\"required\",\"text\":{\"format\":{\"type\":\"json_object\"}}}",
+         "tool_choice", "(text.format)"},
+        {"{\"input\":\"x\",\"tools\":[{\"type\":\"function\",\"name\":\"f\",\"parameters\":{"
+         "\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"array\",\"uniqueItems\":true}}}}],"
+         "\"tool_choice\":\"required\"}",
+         "tools", "uniqueItems"},
+        {"{\"input\":\"x\",\"tools\":[],\"parallel_tool_calls\":\"yes\"}", "parallel_tool_calls",
+         "boolean"},
+        {"{\"input\":\"x\",\"text\":\"json\"}", "text", "text: expected an object"},
+        {"{\"input\":\"x\",\"text\":{\"format\":\"json\"}}", "text.format",
+         "text.format: expected"},
+        {"{\"input\":\"x\",\"text\":{\"format\":{\"type\":\"xml\"}}}", "text.format",
+         "text.format type 'xml' is not supported"},
+        {"{\"input\":\"x\",\"text\":{\"format\":{\"type\":\"json_schema\",\"name\":\"p\"}}}",
+         "text.format", "text.format.schema"},
+        {"{\"input\":\"x\",\"text\":{\"format\":{\"type\":\"json_schema\",\"name\":\"p\","
+         "\"schema\":{},\"strict\":\"yes\"}}}",
+         "text.format", "text.format.strict"},
+        {"{\"input\":[{\"type\":\"function_call_output\",\"output\":\"o\"}]}", "input",
+         "input[0].call_id: field required"},
+        {"{\"input\":[{\"type\":\"function_call_output\",\"call_id\":7,\"output\":\"o\"}]}",
+         "input", "input[0].call_id: expected a string"},
+        {"{\"input\":[{\"type\":\"function_call\",\"call_id\":\"a\",\"name\":\"f\",\"arguments\":"
+         "\"{}\"},{\"type\":\"function_call_output\",\"call_id\":\"b\",\"output\":\"o\"}]}",
+         "input", "input[1].call_id: no function_call item before it has call_id 'b'"},
+        {"{\"input\":[{\"type\":\"function_call\",\"call_id\":\"a\",\"name\":\"f\",\"arguments\":"
+         "\"{}\"},{\"type\":\"function_call_output\",\"call_id\":\"a\"}]}",
+         "input", "input[1].output: field required"},
+        {"{\"input\":[{\"type\":\"function_call\",\"call_id\":\"a\",\"name\":\"f\",\"arguments\":"
+         "\"{}\"},{\"type\":\"function_call_output\",\"call_id\":\"a\",\"output\":[{\"type\":"
+         "\"input_image\",\"image_url\":\"u\"}]}]}",
+         "input", "input[1].output[0]: content parts of type 'input_image'"},
+        {"{\"input\":[{\"type\":\"function_call\",\"call_id\":\"a\",\"arguments\":\"{}\"}]}",
+         "input", "input[0].name: field required"},
+        {"{\"input\":[{\"type\":\"function_call\",\"name\":\"f\",\"arguments\":\"{}\"}]}", "input",
+         "input[0].call_id: field required"},
+        {"{\"input\":[{\"type\":\"function_call\",\"call_id\":\"a\",\"name\":\"f\",\"arguments\":"
+         "{}}]}",
+         "input", "input[0].arguments: expected a string"},
+        {"{\"input\":[{\"type\":\"function_call\",\"call_id\":\"a\",\"name\":\"f\",\"arguments\":"
+         "\"{x\"}]}",
+         "input", "input[0].arguments: not valid JSON"},
+        {"{\"input\":[{\"type\":\"web_search_call\",\"id\":\"ws_1\"}]}", "input",
+         "items of type 'web_search_call' are not supported"},
+    };
+    for (size_t k = 0; k < sizeof(bad) / sizeof(bad[0]); k++) {
+        bool ok = run_gen(o, PL_OPENAI_RESPONSES, bad[k].body, &resp, &sse, &e);
+        CHECKF(!ok && e.status == 400 && !strcmp(e.param, bad[k].param) &&
+                   strstr(e.message, bad[k].needle),
+               "%s: ok %d status %d param '%s' message '%s'", bad[k].body, ok, e.status, e.param,
+               e.message);
+        json_decref(resp);
+        free(sse);
+    }
+    /* a schema the compiler refuses: chat's message, named text.format */
+    struct pl_openai_error ce;
+    const char *bad_schema = "{\"type\":\"object\",\"properties\":{\"n\":{\"type\":\"integer\","
+                             "\"multipleOf\":3}}}";
+    snprintf(rb, sizeof(rb),
+             "{\"input\":\"x\",\"text\":{\"format\":{\"type\":\"json_schema\",\"name\":\"p\","
+             "\"schema\":%s}}}",
+             bad_schema);
+    snprintf(cb, sizeof(cb),
+             "{%s,\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"p\","
+             "\"schema\":%s}}}",
+             user_c, bad_schema);
+    CHECK(!run_gen(o, PL_OPENAI_RESPONSES, rb, &resp, &sse, &e) &&
+          !run_gen(o, PL_OPENAI_CHAT, cb, &resp, &sse, &ce));
+    CHECKF(e.status == 400 && !strcmp(e.param, "text.format") &&
+               !strncmp(e.message, "text.format: ", 13) &&
+               !strncmp(ce.message, "response_format: ", 17) &&
+               !strcmp(e.message + 13, ce.message + 17) && strstr(e.message, "multipleOf"),
+           "'%s' / '%s'", e.message, ce.message);
+    pl_openai_free(o);
+
+    /* without --enable-auto-tool-choice: tools need a tool_choice other than auto (as chat);
+     * auto or none with nothing to call is plain text */
+    o = new_openai(ae, NULL, NULL);
+    REQUIRE(o);
+    CHECK(!run_gen(o, PL_OPENAI_RESPONSES,
+                   "{\"input\":\"x\",\"tools\":[{\"type\":\"function\",\"name\":\"f\"}]}", &resp,
+                   &sse, &e) &&
+          !strcmp(e.param, "tool_choice") && strstr(e.message, "--enable-auto-tool-choice"));
+    set_script(json_text, 2);
+    const char *plain[] = {"{\"input\":\"x\",\"tool_choice\":\"auto\"}",
+                           "{\"input\":\"x\",\"tools\":[],\"tool_choice\":\"auto\"}",
+                           "{\"input\":\"x\",\"tool_choice\":\"none\"}"};
+    for (int k = 0; k < 3; k++) {
+        REQUIRE(run_gen(o, PL_OPENAI_RESPONSES, plain[k], &resp, &sse, &e) && resp);
+        CHECKF(!strcmp(jstr(resp, "output.0.content.0.text"), "{\"n\": 4}"), "%s", plain[k]);
+        json_decref(resp);
     }
     pl_openai_free(o);
     pl_async_engine_free(ae);
@@ -811,6 +1364,7 @@ int main(void)
     PL_RUN(test_parser);
     PL_RUN(test_chat_reasoning);
     PL_RUN(test_responses);
+    PL_RUN(test_responses_tools);
     PL_RUN(test_embeddings);
     PL_RUN(test_serving_log);
     pl_tokenizer_free(tok);

@@ -526,7 +526,8 @@ static void test_render_references(void)
         pl_sampling_params_default(&sp);
         struct pl_tool_request tr;
         struct pl_openai_error e;
-        REQUIRE(pl_tool_request_parse(root, PL_TOOL_PARSER_NONE, &sp, &tr, &e) == PL_STATUS_OK);
+        REQUIRE(pl_tool_request_parse(root, PL_OPENAI_LAYOUT_CHAT, PL_TOOL_PARSER_NONE, &sp, &tr,
+                                      &e) == PL_STATUS_OK);
         const struct pl_chat_apply apply = {
             .bos_token = json_string_value(json_object_get(c, "bos_token")),
             .eos_token = json_string_value(json_object_get(c, "eos_token")),
@@ -552,22 +553,28 @@ static void test_render_references(void)
     json_decref(fx);
 }
 
-/* With the mistral parser the ids are nine letters and digits (Mistral's templates). */
+/* With the mistral parser the ids are nine letters and digits (Mistral's templates), in
+ * either layout; otherwise chatcmpl-tool-<hex> (chat) or call_<hex> (Responses). */
 static void test_ids(void)
 {
     struct pl_err err = {0};
     struct pl_openai *o = new_openai(NULL, true, "mistral", NULL, &err);
     REQUIRE(o);
     char a[64], b[64];
-    pl_tool_call_id(o, PL_TOOL_PARSER_MISTRAL, a, sizeof(a));
-    pl_tool_call_id(o, PL_TOOL_PARSER_MISTRAL, b, sizeof(b));
-    CHECK(strlen(a) == 9 && strcmp(a, b));
-    for (int i = 0; i < 9; i++)
-        CHECK((a[i] >= '0' && a[i] <= '9') || (a[i] >= 'a' && a[i] <= 'z') ||
-              (a[i] >= 'A' && a[i] <= 'Z'));
-    pl_tool_call_id(o, PL_TOOL_PARSER_HERMES, a, sizeof(a));
-    pl_tool_call_id(o, PL_TOOL_PARSER_HERMES, b, sizeof(b));
+    for (int layout = 0; layout < 2; layout++) {
+        pl_tool_call_id(o, PL_TOOL_PARSER_MISTRAL, layout, a, sizeof(a));
+        pl_tool_call_id(o, PL_TOOL_PARSER_MISTRAL, layout, b, sizeof(b));
+        CHECK(strlen(a) == 9 && strcmp(a, b));
+        for (int i = 0; i < 9; i++)
+            CHECK((a[i] >= '0' && a[i] <= '9') || (a[i] >= 'a' && a[i] <= 'z') ||
+                  (a[i] >= 'A' && a[i] <= 'Z'));
+    }
+    pl_tool_call_id(o, PL_TOOL_PARSER_HERMES, PL_OPENAI_LAYOUT_CHAT, a, sizeof(a));
+    pl_tool_call_id(o, PL_TOOL_PARSER_HERMES, PL_OPENAI_LAYOUT_CHAT, b, sizeof(b));
     CHECK(!strncmp(a, "chatcmpl-tool-", 14) && strcmp(a, b));
+    pl_tool_call_id(o, PL_TOOL_PARSER_HERMES, PL_OPENAI_LAYOUT_RESPONSES, a, sizeof(a));
+    pl_tool_call_id(o, PL_TOOL_PARSER_HERMES, PL_OPENAI_LAYOUT_RESPONSES, b, sizeof(b));
+    CHECKF(!strncmp(a, "call_", 5) && strlen(a) > 5 && !strchr(a, '-') && strcmp(a, b), "%s", a);
     pl_openai_free(o);
 }
 
