@@ -50,6 +50,12 @@ struct pl_batch {
     int32_t *hidden_rows;    /* [n_hidden] token indices */
     int n_hidden;
     float *hidden;           /* output, [n_hidden, hidden_size] */
+    /* Called (when set) once per run that samples on the backend, after the forward's
+     * kernels are launched and before the sample op reads the sampler rows' token masks:
+     * the engine computes the masks there, on the host, while an asynchronous backend
+     * runs the layers. NULL: the masks are ready. */
+    void (*before_sample)(void *user);
+    void *before_sample_user;
 };
 
 struct pl_rng; /* util/rng.h */

@@ -121,6 +121,10 @@ struct pl_engine {
     struct pl_grammar_cache *gcache;
     uint32_t *masks;                   /* [max_rows][mask_words] token masks of this step */
     size_t mask_words;
+    /* this step's constrained rows whose masks are still to compute (fill_masks) */
+    struct pl_grammar_matcher **mask_gm; /* [max_rows] */
+    int *mask_row;                       /* [max_rows] */
+    int n_masks_pending;
     /* pooling: allocated with the first pooling request */
     float *hidden;                     /* [max_num_batched_tokens][hidden_size] */
     int32_t *hidden_rows;              /* [max_num_batched_tokens] token index of each row */
@@ -296,6 +300,12 @@ void pl_engine_free(struct pl_engine *e)
                 (unsigned long long)e->n_steps_host_sampling, e->seconds,
                 100 * e->prof_sched / e->seconds, 100 * e->prof_model / e->seconds,
                 100 * e->prof_post / e->seconds, 1e3 * e->seconds / (double)e->prof_steps);
+    if (e->profile && e->gcache) {
+        uint64_t hits = 0, misses = 0;
+        pl_grammar_cache_stats(e->gcache, &hits, &misses);
+        PL_INFO("engine profile: grammar masks %llu from the cache, %llu computed",
+                (unsigned long long)hits, (unsigned long long)misses);
+    }
     struct req *r = e->head;
     while (r) {
         struct req *next = r->next;
@@ -319,6 +329,8 @@ void pl_engine_free(struct pl_engine *e)
     free(e->row_index);
     free(e->row_src);
     free(e->masks);
+    free(e->mask_gm);
+    free(e->mask_row);
     pl_grammar_cache_free(e->gcache);
     free(e->hidden);
     free(e->hidden_rows);
@@ -400,7 +412,9 @@ static pl_status constraint_prepare(struct pl_engine *e, struct req *r, struct p
     if (!e->gcache) {
         e->mask_words = PL_GRAMMAR_MASK_WORDS(e->vocab);
         e->masks = malloc((size_t)e->max_rows * e->mask_words * sizeof(uint32_t));
-        if (!e->masks)
+        e->mask_gm = malloc((size_t)e->max_rows * sizeof(*e->mask_gm));
+        e->mask_row = malloc((size_t)e->max_rows * sizeof(*e->mask_row));
+        if (!e->masks || !e->mask_gm || !e->mask_row)
             return pl_err_set(err, PL_STATUS_NO_MEMORY, "out of memory for token masks");
         if ((st = pl_grammar_cache_new(e->p.grammar_vocab, 64, &e->gcache, err)))
             return st;
@@ -571,6 +585,20 @@ bool pl_engine_has_pending(const struct pl_engine *e)
 {
     return e->head != NULL;
 }
+
+/* Computes the token masks of this step's constrained rows (the grammar matchers' states
+ * after their last token): called by the model run once the forward is launched, so the
+ * host's mask work overlaps the GPU's (vLLM / xgrammar do the same), or before sampling
+ * on the host. Allocates nothing. */
+static void fill_masks(struct pl_engine *e)
+{
+    for (int i = 0; i < e->n_masks_pending; i++)
+        pl_grammar_matcher_fill_mask(e->mask_gm[i],
+                                     e->masks + (size_t)e->mask_row[i] * e->mask_words);
+    e->n_masks_pending = 0;
+}
+
+static void fill_masks_cb(void *user) { fill_masks(user); }
 
 /* ---- post-processing ---- */
 
@@ -924,6 +952,7 @@ static pl_status run_plan(struct pl_engine *e, struct pl_sched_plan *plan, doubl
     /* sampler rows in plan order */
     int row = 0;
     bool basic = true;
+    e->n_masks_pending = 0;
     for (int s = 0; s < plan->n_seqs; s++) {
         const struct pl_sched_seq *en = &plan->seqs[s];
         const struct pl_seq *q = en->seq;
@@ -941,9 +970,10 @@ static pl_status run_plan(struct pl_engine *e, struct pl_sched_plan *plan, doubl
             sr->rng = r->params.has_seed ? &r->st[idx].rng : NULL;
             sr->token_mask = NULL;
             if (r->st[idx].gm) {
-                uint32_t *mask = e->masks + (size_t)row * e->mask_words;
-                pl_grammar_matcher_fill_mask(r->st[idx].gm, mask);
-                sr->token_mask = mask;
+                /* computed by fill_masks, after the forward is launched */
+                sr->token_mask = e->masks + (size_t)row * e->mask_words;
+                e->mask_gm[e->n_masks_pending] = r->st[idx].gm;
+                e->mask_row[e->n_masks_pending++] = row;
             }
             e->row_index[row] = idx;
             basic = basic && pl_sampler_row_is_basic(sr);
@@ -951,6 +981,7 @@ static pl_status run_plan(struct pl_engine *e, struct pl_sched_plan *plan, doubl
     }
 
     double t_model = pl_clock_seconds();
+    b.before_sample = NULL;
     if (e->model.run_sample && n_plp == 0 && basic) {
         /*
          * Sampling where the logits live: the engine draws the uniforms (the
@@ -961,12 +992,18 @@ static pl_status run_plan(struct pl_engine *e, struct pl_sched_plan *plan, doubl
         pl_sampler_draw(e->sampler, e->rows, n_rows, e->uniforms);
         b.logits_rows = e->logits_rows;
         b.n_logits = n_uniq;
+        if (e->n_masks_pending) { /* host work beside the GPU's */
+            b.before_sample = fill_masks_cb;
+            b.before_sample_user = e;
+        }
         st = e->model.run_sample(e->model.ctx, &b, e->row_src, n_rows, e->rows, e->uniforms,
                                  e->results, err);
+        fill_masks(e); /* none left unless the run sampled nothing */
         if (st != PL_STATUS_OK)
             return pl_err_prefix(err, "model");
         e->n_steps_backend_sampling++;
     } else {
+        fill_masks(e);
         st = host_sample_step(e, &b, n_uniq, n_plp, n_rows, err);
         if (st != PL_STATUS_OK)
             return st;

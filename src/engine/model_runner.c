@@ -782,6 +782,8 @@ static pl_status emit_logits(struct pl_model *m, const struct pl_batch *b, float
             s1++;
         }
         if (s1 > s0 && m->tp_rank == 0) {
+            if (s0 == 0 && b->before_sample)
+                b->before_sample(b->before_sample_user); /* overlaps the queued kernels */
             st = op->sample(be, sample_logits, rn, sample_vocab, m->h_row_map, s1 - s0,
                             job->rows + s0, job->uniforms + s0, job->out + s0, err);
             if (st != PL_STATUS_OK)
