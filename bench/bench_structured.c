@@ -56,8 +56,8 @@ static char *schema_50(void)
         "{\"enum\":[\"low\",\"medium\",\"high\",\"critical\"]}",
         "{\"type\":\"array\",\"items\":{\"type\":\"string\"},\"maxItems\":8}",
         "{\"type\":\"string\",\"format\":\"date-time\"}",
-        "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"},\"b\":{\"type\":"
-        "[\"string\",\"null\"]}},\"required\":[\"a\"]}",
+        ("{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"},\"b\":{\"type\":"
+         "[\"string\",\"null\"]}},\"required\":[\"a\"]}"),
         "{\"anyOf\":[{\"type\":\"string\",\"format\":\"uuid\"},{\"type\":\"null\"}]}",
         "{\"type\":\"string\",\"pattern\":\"[a-z]{2,8}(-[a-z]{2,8})*\"}",
     };

@@ -266,9 +266,12 @@ static pl_status parse_ct(const char *file, const json_t *q, struct pl_quant_con
     if (!json_is_object(groups) || json_object_size(groups) != 1)
         return refuse(file, q, "compressed-tensors config_groups must hold exactly one scheme",
                       err);
-    const char *gname;
-    json_t *g;
+    const char *gname = NULL;
+    json_t *g = NULL;
     json_object_foreach((json_t *)groups, gname, g) break;
+    if (!gname || !g)
+        return refuse(file, q, "compressed-tensors config_groups must hold exactly one scheme",
+                      err);
     char pre[96];
     snprintf(pre, sizeof(pre), P "config_groups.%s.", gname);
     if (!json_is_object(g))

@@ -955,7 +955,7 @@ static pl_status read_model_type(const char *path, char *buf, size_t cap, struct
             snprintf(buf, cap, "%s", mt->u.str);
         tok_json_free(doc);
     } else {
-        pl_err_prefix(err, path);
+        pl_err_prefix(err, "%s", path);
     }
     free(data);
     return st;
