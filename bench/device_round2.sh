@@ -17,22 +17,10 @@
 #      ONLY="S2 S3 ..." runs only those steps (DEC S4 S2 S1 S6 S3 S7 FIG HF PROF).
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-B=${BIN:-$ROOT/.carry/bin}
-case $B in /*) ;; *) B=$ROOT/$B ;; esac
 OUT=${OUT:-/tmp/pl_round2}
-DEV=${DEVICE:-cuda}
-SMALL=${SMALL:-0}
 BUDGET=${BUDGET:-540}
-TOK=${TOK:-$ROOT/.carry/tok/llama3}
-mkdir -p "$OUT"
-export LD_LIBRARY_PATH=$ROOT/.carry/libs:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
-export PAGELLM_LOG_LEVEL=info PL_SOURCE_DIR=$ROOT
-T0=$(date +%s)
-left() { echo $((BUDGET - ($(date +%s) - T0))); }
-# a step's timeout: its own, cut so that it ends 15 s before the budget (the call's limit is 600 s)
-lim() { local l=$(( $(left) - 15 )); [ $l -lt $1 ] && echo $(( l > 5 ? l : 5 )) || echo $1; }
+. "$ROOT/bench/device_env.sh"
 want() { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]]; }
-note() { echo "[$(( $(date +%s) - T0 ))s] $*" | tee -a "$OUT/steps.txt"; }
 W=$(mktemp -d /tmp/pl_round2.XXXX)
 trap 'rm -rf "$W"' EXIT
 if [ "$DEV" = cuda ]; then

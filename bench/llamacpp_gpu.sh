@@ -24,22 +24,13 @@
 #      BUDGET (570 s: every step's timeout ends before it).
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-B=${BIN:-$ROOT/.carry/bin}
-case $B in /*) ;; *) B=$ROOT/$B ;; esac
 OUT=${OUT:-/tmp/pl_llamacpp_gpu}
-DEV=${DEVICE:-cuda}
-SMALL=${SMALL:-0}
+BUDGET=${BUDGET:-570}
+. "$ROOT/bench/device_env.sh"
 PEER=${PEER:-$ROOT/.carry/peers/llama.cpp-src.tar.gz}
 WORK=${LLAMACPP_WORK:-/tmp/pl_llamacpp}
-TOK=${TOK:-$ROOT/.carry/tok/llama3}
 PY=${PYTHON:-python3}
-mkdir -p "$OUT" "$WORK"
-export LD_LIBRARY_PATH=$ROOT/.carry/libs:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
-export PAGELLM_LOG_LEVEL=info
-T0=$(date +%s)
-BUDGET=${BUDGET:-570} # seconds: a step's timeout never runs past it (the call's limit is 600)
-lim() { local l=$((BUDGET - ($(date +%s) - T0) - 15)); [ $l -lt $1 ] && echo $(( l > 5 ? l : 5 )) || echo $1; }
-note() { echo "[$(( $(date +%s) - T0 ))s] $*" | tee -a "$OUT/steps.txt"; }
+mkdir -p "$WORK"
 if [ "$DEV" = cuda ]; then
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >"$OUT/device.txt" 2>&1
   NGL=(-ngl 99)

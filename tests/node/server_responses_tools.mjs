@@ -15,6 +15,7 @@ import OpenAI from 'openai';
 import { zodTextFormat, zodResponsesFunction } from 'openai/helpers/zod';
 import { z } from 'zod';
 import { test, run, assert, eq, MODEL, API_KEY } from './server_util.mjs';
+import { weather, clock, checkArgs } from './tool_fixtures.mjs';
 
 const TOOLS_URL = process.env.PL_TOOLS_BASE_URL;
 const LLAMA3_URL = process.env.PL_LLAMA3_TOOLS_BASE_URL;
@@ -26,34 +27,10 @@ const client = new OpenAI({ baseURL: `${TOOLS_URL}/v1`, apiKey: API_KEY, maxRetr
 const llama3 = new OpenAI({ baseURL: `${LLAMA3_URL}/v1`, apiKey: API_KEY, maxRetries: 0 });
 
 // The tools as the Responses API writes them (flat) and as chat completions does.
-const weatherParams = {
-  type: 'object',
-  properties: { city: { type: 'string', maxLength: 12 }, unit: { type: 'string', enum: ['celsius', 'fahrenheit'] } },
-  required: ['city', 'unit'],
-  additionalProperties: false,
-};
-const clockParams = { type: 'object', properties: { tz: { type: 'integer' } }, required: ['tz'], additionalProperties: false };
-const tools = [
-  { type: 'function', name: 'get_weather', description: 'The current weather in a city', parameters: weatherParams, strict: true },
-  { type: 'function', name: 'get_time', description: 'The time in a zone', parameters: clockParams, strict: true },
-];
+const tools = [weather, clock].map(({ type, function: fn }) => ({ type, ...fn, strict: true }));
 const chatTools = tools.map(({ type, ...fn }) => ({ type, function: fn }));
 const INPUT = 'What is the weather in Paris?';
 const base = { model: MODEL, input: INPUT, tools, temperature: 0, max_output_tokens: 80 };
-
-// A call's arguments validate against its tool's schema.
-function checkArgs(name, args) {
-  const a = JSON.parse(args);
-  if (name === 'get_weather') {
-    eq(Object.keys(a).sort(), ['city', 'unit'], `get_weather keys: ${args}`);
-    assert(typeof a.city === 'string' && a.city.length <= 12, args);
-    assert(['celsius', 'fahrenheit'].includes(a.unit), args);
-  } else {
-    eq(name, 'get_time');
-    eq(Object.keys(a), ['tz'], args);
-    assert(Number.isInteger(a.tz), args);
-  }
-}
 
 // A function_call output item's shape.
 function checkCallItem(item, status = 'completed') {

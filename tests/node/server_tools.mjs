@@ -15,46 +15,16 @@ import { HumanMessage, ToolMessage } from '@langchain/core/messages';
 import { Template } from '@huggingface/jinja';
 import { readFileSync } from 'node:fs';
 import { test, run, assert, eq, MODEL, API_KEY } from './server_util.mjs';
+import { weather, clock, checkArgs } from './tool_fixtures.mjs';
 
 const TOOLS_URL = process.env.PL_TOOLS_BASE_URL;
 const TEMPLATE = readFileSync(process.env.PL_TOOLS_TEMPLATE, 'utf8');
 if (!TOOLS_URL) { console.error('server_tools needs PL_TOOLS_BASE_URL'); process.exit(2); }
 const client = new OpenAI({ baseURL: `${TOOLS_URL}/v1`, apiKey: API_KEY, maxRetries: 0 });
 
-const weather = {
-  type: 'function',
-  function: {
-    name: 'get_weather',
-    description: 'The current weather in a city',
-    parameters: {
-      type: 'object',
-      properties: { city: { type: 'string', maxLength: 12 }, unit: { type: 'string', enum: ['celsius', 'fahrenheit'] } },
-      required: ['city', 'unit'],
-      additionalProperties: false,
-    },
-  },
-};
-const clock = {
-  type: 'function',
-  function: { name: 'get_time', description: 'The time in a zone', parameters: { type: 'object', properties: { tz: { type: 'integer' } }, required: ['tz'], additionalProperties: false } },
-};
 const tools = [weather, clock];
 const messages = [{ role: 'user', content: 'What is the weather in Paris?' }];
 const base = { model: MODEL, messages, tools, temperature: 0, max_tokens: 80 };
-
-// A call's arguments validate against its tool's schema (the two schemas above).
-function checkArgs(name, args) {
-  const a = JSON.parse(args);
-  if (name === 'get_weather') {
-    eq(Object.keys(a).sort(), ['city', 'unit'], `get_weather keys: ${args}`);
-    assert(typeof a.city === 'string' && a.city.length <= 12, args);
-    assert(['celsius', 'fahrenheit'].includes(a.unit), args);
-  } else {
-    eq(name, 'get_time');
-    eq(Object.keys(a), ['tz'], args);
-    assert(Number.isInteger(a.tz), args);
-  }
-}
 
 // The stream folded by hand: content, calls [{id, name, arguments}], finish_reason. A call's
 // first delta must carry its index, id, type and name; later ones only arguments.
