@@ -382,23 +382,15 @@ static void run_tiny_pool(const struct fixture *f, const char *model_dir)
     pl_model_runner_free(r);
 }
 
-/* rope_scaling (or transformers 5's rope_parameters) says "dynamic" or "longrope": rope
- * that depends on how long the forward's sequence is. */
+/* Rope that depends on how long the forward's sequence is (dynamic NTK, longrope), as the
+ * model's config.json says through the project's own config loader. */
 static bool uses_dynamic_rope(const char *model_dir)
 {
-    char path[2048];
-    snprintf(path, sizeof(path), "%s/config.json", model_dir);
-    json_t *cfg = json_load_file(path, 0, NULL);
-    json_t *rope = json_object_get(cfg, "rope_scaling");
-    if (!json_is_object(rope))
-        rope = json_object_get(cfg, "rope_parameters");
-    json_t *type = json_object_get(rope, "rope_type");
-    if (!type)
-        type = json_object_get(rope, "type");
-    bool dynamic = json_is_string(type) && (!strcmp(json_string_value(type), "dynamic") ||
-                                            !strcmp(json_string_value(type), "longrope"));
-    json_decref(cfg);
-    return dynamic;
+    struct pl_model_config cfg;
+    struct pl_err err;
+    if (pl_model_config_load(model_dir, &cfg, &err) != PL_STATUS_OK)
+        return false;
+    return cfg.rope.type == PL_ROPE_DYNAMIC || cfg.rope.type == PL_ROPE_LONGROPE;
 }
 
 static void test_fixture(void)

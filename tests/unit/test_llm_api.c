@@ -23,6 +23,7 @@
  */
 #include "test.h"
 
+#include "model/config.h"
 #include "model/tiny_model.h"
 #include "pagellm.h"
 
@@ -219,27 +220,14 @@ static void check_fixture(const char *path)
     struct pl_err err;
     REQUIRE(pl_tiny_model_write(f.preset, tmpl, &err) == PL_STATUS_OK);
     /* the model's own length bounds max_model_len (phi3's presets have 64) but for
-     * dynamic NTK; length-
-     * dependent ropes (dynamic NTK, longrope) are not chunked, as test_golden does */
-    int mml = 128;
-    bool dynamic = false;
-    {
-        char cp[4200];
-        snprintf(cp, sizeof(cp), "%s/config.json", tmpl);
-        json_t *cfg = json_load_file(cp, 0, NULL);
-        json_t *rope = json_object_get(cfg, "rope_scaling");
-        if (!json_is_object(rope))
-            rope = json_object_get(cfg, "rope_parameters");
-        const char *rt = json_string_value(json_object_get(rope, "rope_type"));
-        if (!rt)
-            rt = json_string_value(json_object_get(rope, "type"));
-        dynamic = rt && (!strcmp(rt, "dynamic") || !strcmp(rt, "longrope"));
-        /* dynamic NTK grows past max_position_embeddings by design (its prompts do) */
-        json_t *mp = json_object_get(cfg, "max_position_embeddings");
-        if (!(rt && !strcmp(rt, "dynamic")) && json_is_integer(mp) && json_integer_value(mp) < mml)
-            mml = (int)json_integer_value(mp);
-        json_decref(cfg);
-    }
+     * dynamic NTK, which grows past it by design (its prompts do); length-dependent ropes
+     * (dynamic NTK, longrope) are not chunked, as test_golden does */
+    struct pl_model_config mc;
+    REQUIRE(pl_model_config_load(tmpl, &mc, &err) == PL_STATUS_OK);
+    const bool dynamic = mc.rope.type == PL_ROPE_DYNAMIC || mc.rope.type == PL_ROPE_LONGROPE;
+    const int mml = mc.rope.type != PL_ROPE_DYNAMIC && mc.max_position_embeddings < 128
+                        ? mc.max_position_embeddings
+                        : 128;
 
     /* together, then again on the same LLM: prefix-cache hits */
     struct pl_llm *llm = open_llm(tmpl, 8, 0, 256, 16, mml);
