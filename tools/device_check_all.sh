@@ -72,17 +72,7 @@ golden_rc=$?
 echo "[$(el)] test_golden --device cuda rc=$golden_rc"
 
 M=/tmp/pl_models
-cmp_tokens() { # a.jsonl b.jsonl
-    python3 -c "
-import json,sys
-try:
-    a=[json.loads(l)['outputs'][0]['token_ids'] for l in open('$1')]
-    b=[json.loads(l)['outputs'][0]['token_ids'] for l in open('$2')]
-except Exception as e:
-    print('no output:', str(e)[:80]); sys.exit()
-same=sum(x==y for x,y in zip(a,b)); tok=sum(sum(u==v for u,v in zip(x,y)) for x,y in zip(a,b)); tot=sum(len(x) for x in a)
-print(f'{same}/{len(a)} prompts identical, {tok}/{tot} tokens equal' + ('' if len(a)==len(b) else f' (cuda {len(b)} lines)'))"
-}
+cmp_tokens() { python3 "$ROOT/tools/cmp_greedy.py" "$1" "$2"; } # reference, other
 e2e=""
 PRESETS=${PRESETS:-phi3 phi3-partial gemma2 gemma3 mixtral qwen2moe qwen3moe llama llama-mha-tied llama3-rope llama-f16 llama-f32 llama-sharded mistral-swa qwen2 qwen2-swa qwen3 llama-yarn-rope llama-linear-rope}
 for p in $PRESETS; do

@@ -31,12 +31,7 @@ print(max(q['max_tokens'] for q in f['prompts']))")
     "$B/pagellm" generate --model "$M/$p" $ids --max-tokens "$n" --temperature 0 --ignore-eos \
       --max-model-len 256 --device $d --json --no-progress >"$OUT/gen_${p}_$d.jsonl" 2>"$OUT/gen_${p}_$d.err"
   done
-  r=$(python3 -c "
-import json
-a=[json.loads(l)['outputs'][0]['token_ids'] for l in open('$OUT/gen_${p}_cpu.jsonl')]
-b=[json.loads(l)['outputs'][0]['token_ids'] for l in open('$OUT/gen_${p}_cuda.jsonl')]
-same=sum(x==y for x,y in zip(a,b)); tok=sum(sum(u==v for u,v in zip(x,y)) for x,y in zip(a,b)); tot=sum(len(x) for x in a)
-print(f'{same}/{len(a)} prompts identical, {tok}/{tot} tokens equal')" 2>&1)
+  r=$(python3 "$ROOT/tools/cmp_greedy.py" "$OUT/gen_${p}_cpu.jsonl" "$OUT/gen_${p}_cuda.jsonl")
   summary+="$p: $r"$'\n'
 done
 "$B/pl-mkmodel" --preset bench-100m --out "$M/bench-100m" >/dev/null

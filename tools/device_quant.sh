@@ -35,12 +35,7 @@ for f in awq_g32 awq_g128 gptq_g128 gptq_g32_act gptq_v2_g128_asym_act ct_w4a16_
       --max-tokens 24 --temperature 0 --ignore-eos --max-model-len 256 --device $d --json \
       --no-progress >"$OUT/gen_${f}_$d.jsonl" 2>"$OUT/gen_${f}_$d.err"
   done
-  r=$(python3 -c "
-import json
-a=[json.loads(l)['outputs'][0]['token_ids'] for l in open('$OUT/gen_${f}_cpu.jsonl')]
-b=[json.loads(l)['outputs'][0]['token_ids'] for l in open('$OUT/gen_${f}_cuda.jsonl')]
-tok=sum(sum(u==v for u,v in zip(x,y)) for x,y in zip(a,b)); tot=sum(len(x) for x in a)
-print(f'{tok}/{tot} tokens equal')" 2>&1)
+  r=$(python3 "$ROOT/tools/cmp_greedy.py" "$OUT/gen_${f}_cpu.jsonl" "$OUT/gen_${f}_cuda.jsonl")
   summary+="$f: $r"$'\n'
 done
 echo "==== llama-quant int4 formats, cuda vs cpu greedy"; printf "%s" "$summary"
