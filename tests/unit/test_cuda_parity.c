@@ -1422,6 +1422,17 @@ static pl_status golden_open(struct pl_backend *be, const char *dir, struct pl_m
     return st;
 }
 
+/* Whether the comma-separated list in environment variable var names `name`. */
+static bool in_env_list(const char *var, const char *name)
+{
+    const char *l = getenv(var);
+    size_t n = strlen(name);
+    for (const char *p = l ? strstr(l, name) : NULL; p; p = strstr(p + 1, name))
+        if ((p == l || p[-1] == ',') && (p[n] == ',' || p[n] == 0))
+            return true;
+    return false;
+}
+
 static void golden_fixture(const char *path)
 {
     json_error_t jerr;
@@ -1606,11 +1617,7 @@ static void test_golden(void)
             char name[256];
             snprintf(name, sizeof(name), "%s", strrchr(paths[i], '/') + 1);
             name[strlen(name) - 5] = 0; /* .json */
-            bool want = false;
-            size_t nl = strlen(name);
-            for (const char *p = strstr(only, name); p && !want; p = strstr(p + 1, name))
-                want = (p == only || p[-1] == ',') && (p[nl] == ',' || p[nl] == 0);
-            if (!want)
+            if (!in_env_list("PL_GOLDEN_ONLY", name))
                 continue;
         }
         fprintf(stderr, "-- golden on cuda: %s\n", strrchr(paths[i], '/') + 1);
@@ -2492,17 +2499,7 @@ static void bench_gemv(void)
 
 /* PL_PARITY_SKIP=name,name...: leave those tests out (a crashing test need not hide the
  * rest of the table while it is being fixed). */
-static bool skipped(const char *name)
-{
-    const char *l = getenv("PL_PARITY_SKIP");
-    if (!l)
-        return false;
-    size_t n = strlen(name);
-    for (const char *p = strstr(l, name); p; p = strstr(p + 1, name))
-        if ((p == l || p[-1] == ',') && (p[n] == ',' || p[n] == 0))
-            return true;
-    return false;
-}
+static bool skipped(const char *name) { return in_env_list("PL_PARITY_SKIP", name); }
 #define RUN(fn)                                                                       \
     do {                                                                              \
         if (skipped(#fn))                                                             \
