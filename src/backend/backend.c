@@ -128,16 +128,17 @@ size_t pl_moe_scratch_elems(const struct pl_moe_args *a, int n)
      *  - a grouped one (CUDA, bf16 elements): fp32 router logits, the choices' ids,
      *    weights, rows (4 x top_k 32-bit values), per choice the gathered input and the
      *    expert's output [hidden] and its gate and up [inter], the shared expert's gate,
-     *    up and output, its fp32 gate logit;
-     * plus, once, three [n_experts] int32 arrays and room to align each of 16 sections. */
+     *    up and output, its fp32 gate logit, and a tile list of at most top_k +
+     *    n_experts int32 entries;
+     * plus, once, three [n_experts] int32 arrays and room to align each of 20 sections. */
     size_t w = (size_t)(a->inter > a->sh_inter ? a->inter : a->sh_inter);
     size_t ref = (size_t)a->n_experts + 2 * w + 1;
     size_t k = (size_t)(a->top_k > 0 ? a->top_k : 1), hid = (size_t)(a->hidden > 0 ? a->hidden : 0);
     size_t grouped = 2 * (size_t)a->n_experts + 8 * k + k * (2 * hid + 2 * (size_t)a->inter) +
-                     2 * (size_t)a->sh_inter + hid + 2;
+                     2 * (size_t)a->sh_inter + hid + 2 + 2 * (k + (size_t)a->n_experts);
     /* the once-only part is counted per token as well, so that n tokens need exactly n
      * times one token's scratch: the CPU reference strides its rows by
      * pl_moe_scratch_elems(a, 1), and the model sizes its scratch per token */
-    size_t per = (ref > grouped ? ref : grouped) + 6 * (size_t)a->n_experts + 16 * 128;
+    size_t per = (ref > grouped ? ref : grouped) + 6 * (size_t)a->n_experts + 20 * 128;
     return per * (size_t)(n > 0 ? n : 1);
 }

@@ -175,8 +175,10 @@ static void check_slot(void *ctx, const struct pl_tensor_spec *t, int layer, int
                        const struct pl_weight *w)
 {
     struct weight_check *k = ctx;
-    if (t->op == PL_OP_MATMUL && t->rows != PL_DIM_NONE && w && w->data &&
-        w->dtype != PL_DTYPE_BF16) {
+    /* the moe op's weights too: its grouped path records only with bf16 experts, and the
+     * shared expert runs as matmuls */
+    if ((t->op == PL_OP_MATMUL || t->op == PL_OP_MOE) && t->rows != PL_DIM_NONE && w &&
+        w->data && w->dtype != PL_DTYPE_BF16) {
         k->all_bf16_matmuls = false;
         if (w->dtype != PL_DTYPE_Q4)
             k->other_than_q4 = true;
@@ -399,7 +401,7 @@ pl_status pl_model_new(const struct pl_model_config *cfg, const struct pl_weight
      * matmuls (fp16 weights take a lazily sized scratch), packed int4 ones up to
      * PL_Q4_SCRATCHLESS_N rows (above, a dequantization scratch), and a forward without
      * host-side decisions; pl_model_set_eager turns them off (vLLM's enforce_eager). */
-    m->use_graphs = be->ops->graph_begin && !wc.other_than_q4 && !m->arch->no_graphs;
+    m->use_graphs = be->ops->graph_begin && !wc.other_than_q4;
     m->graph_max_n = wc.all_bf16_matmuls ? INT32_MAX : PL_Q4_SCRATCHLESS_N;
     *out = m;
     return PL_STATUS_OK;

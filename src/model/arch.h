@@ -186,7 +186,6 @@ struct pl_arch {
     /* Optional: load-time needs beyond the tensors' ops (an op the backend may lack, a
      * shape its kernels may not take); sets the reason. NULL: nothing more. */
     pl_status (*check)(const struct pl_model_config *c, struct pl_backend *be, struct pl_err *err);
-    bool no_graphs; /* the forward cannot be recorded into op graphs (host-side routing) */
 };
 
 /* The HF name of spec t for a layer and an expert ("{L}", "{E}" substituted). */

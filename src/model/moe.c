@@ -305,7 +305,6 @@ const struct pl_arch pl_arch_mixtral = {
     .n_tensors = (int)(sizeof(MIXTRAL_TENSORS) / sizeof(MIXTRAL_TENSORS[0])),
     .scratch = moe_scratch,
     .forward = moe_forward,
-    .no_graphs = true, /* the CUDA moe op reads the experts' token counts on the host */
 };
 
 const struct pl_arch pl_arch_qwen2_moe = {
@@ -321,7 +320,6 @@ const struct pl_arch pl_arch_qwen2_moe = {
     .n_tensors = (int)(sizeof(QWEN_MOE_TENSORS) / sizeof(QWEN_MOE_TENSORS[0])),
     .scratch = moe_scratch,
     .forward = moe_forward,
-    .no_graphs = true, /* the CUDA moe op reads the experts' token counts on the host */
 };
 
 const struct pl_arch pl_arch_qwen3_moe = {
@@ -337,5 +335,4 @@ const struct pl_arch pl_arch_qwen3_moe = {
     .n_tensors = (int)(sizeof(QWEN_MOE_TENSORS) / sizeof(QWEN_MOE_TENSORS[0])),
     .scratch = moe_scratch,
     .forward = moe_forward,
-    .no_graphs = true, /* the CUDA moe op reads the experts' token counts on the host */
 };

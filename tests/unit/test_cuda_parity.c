@@ -516,8 +516,8 @@ static void test_gemma_ops(void)
 }
 
 
-/* The moe op: CUDA (routing on the device, tokens grouped by expert, GEMMs per expert)
- * against the CPU reference, for Mixtral-, Qwen2-MoE- (shared expert) and Qwen3-MoE-like
+/* The moe op: CUDA (routing on the device, tokens grouped by expert, grouped GEMMs)
+ * against the CPU reference, its replay from a recorded graph, for Mixtral-, Qwen2-MoE- (shared expert) and Qwen3-MoE-like
  * shapes, batch sizes from one decode row to a prefill chunk. Router weights are scaled
  * so routing is decisive (a near-tie between two experts may pick either in bf16). */
 static void run_moe(int n, int hidden, int E, int k, int inter, int sh_inter, bool norm,
@@ -592,6 +592,21 @@ static void run_moe(int n, int hidden, int E, int k, int inter, int sh_inter, bo
     g_gpu->ops->moe(g_gpu, og2, xg, n, hidden, &ag, sg);
     float *a1 = gpu_get(og, xh), *a2 = gpu_get(og2, xh);
     CHECKF(n_diff(a1, a2, xh) == 0, "moe: %s: two runs differ", what);
+    /* the op records into a graph (no host synchronisation) and the replay gives the
+     * same bits */
+    void *og3 = gpu_buf(NULL, xh), *graph = NULL;
+    CHECKF(g_gpu->ops->graph_begin(g_gpu) == PL_STATUS_OK, "moe: %s: graph_begin", what);
+    g_gpu->ops->moe(g_gpu, og3, xg, n, hidden, &ag, sg);
+    CHECKF(g_gpu->ops->graph_end(g_gpu, &graph) == PL_STATUS_OK && graph,
+           "moe: %s: the op does not record into a graph", what);
+    if (graph) {
+        CHECKF(g_gpu->ops->graph_launch(g_gpu, graph) == PL_STATUS_OK, "moe: %s: replay", what);
+        float *a3 = gpu_get(og3, xh);
+        CHECKF(n_diff(a1, a3, xh) == 0, "moe: %s: the graph's replay differs", what);
+        free(a3);
+        g_gpu->ops->graph_free(g_gpu, graph);
+    }
+    g_gpu->ops->free(g_gpu, og3);
     free(a1);
     free(a2);
     g_gpu->ops->free(g_gpu, og2);
@@ -627,6 +642,11 @@ static void test_moe(void)
     run_moe(3, 256, 64, 8, 64, 0, true, false, "qwen3-moe-like 64 x top8 n=3");
     run_moe(300, 256, 64, 8, 64, 0, true, false, "qwen3-moe-like 64 x top8 n=300");
     run_moe(9, 128, 8, 2, 128, 0, true, true, "gelu-tanh experts n=9");
+    run_moe(200, 128, 8, 2, 136, 0, true, true, "gelu-tanh experts n=200 (64-row tiles)");
+    /* the Qwen3-30B-A3B block's shape: decode batches and a prefill chunk */
+    run_moe(1, 2048, 128, 8, 768, 0, true, false, "qwen3-30b-a3b-shaped n=1");
+    run_moe(24, 2048, 128, 8, 768, 0, true, false, "qwen3-30b-a3b-shaped n=24");
+    run_moe(400, 2048, 128, 8, 768, 0, true, false, "qwen3-30b-a3b-shaped n=400");
     gpu_sync_ok();
 }
 

@@ -913,6 +913,13 @@ pl_status pl_backend_cuda_new_act(int device, enum pl_dtype act, struct pl_backe
 
 void *pl_cuda_stream_of(struct pl_backend *be) { return cb(be)->stream; }
 
+bool pl_cuda_capturing(struct pl_backend *be)
+{
+    enum cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
+    return cudaStreamIsCapturing(cb(be)->stream, &st) == cudaSuccess &&
+           st != cudaStreamCaptureStatusNone;
+}
+
 int32_t *pl_cuda_moe_host_counts(struct pl_backend *be) { return cb(be)->moe_counts; }
 
 static pl_status cuda_mem_info_op(struct pl_backend *be, size_t *free_bytes, size_t *total_bytes)

@@ -92,6 +92,9 @@ bool pl_cuda_gate_up_silu_run(struct pl_backend *be, struct pl_cuda_matmul *mm, 
 
 /* The backend's stream (a cudaStream_t). */
 void *pl_cuda_stream_of(struct pl_backend *be);
+/* Whether the backend's stream is recording a graph (an op that must synchronise
+ * cannot run then). */
+bool pl_cuda_capturing(struct pl_backend *be);
 
 /* The moe op (cuda_moe.c) and the pinned host array of PL_CUDA_MOE_MAX_EXPERTS counts it
  * reads the experts' token counts into. */

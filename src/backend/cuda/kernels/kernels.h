@@ -117,6 +117,37 @@ int pl_cuk_moe_combine_f32(pl_cuda_stream s, void *out, const void *y, const flo
                            const int32_t *inv, int n, int top_k, int hidden,
                            const float *shared_gate_logit, const void *shared_out);
 
+/* The grouped expert products (moe_gemm.cu). Entries grouped by expert (offsets /
+ * counts per expert, as the group step leaves them) are cut into tiles of tile_rows
+ * rows: tile_rows = pl_cuk_moe_tile_rows(entries, experts) (16 or 64), and a launch
+ * covers max_tiles = pl_cuk_moe_max_tiles(...) tile slots, both known on the host
+ * without the counts. moe_tiles: offsets / cursor (the group step's scan) and the
+ * tile list. moe_gemm: out[row, :n] for every grouped row: gated, act(a W0e^T) *
+ * (a W1e^T) with act gelu-tanh or silu; else a W0e^T; a's row is a_rows[row] when
+ * a_rows is set, else row; bf16 everywhere, k and n multiples of 8, w0 / w1 the
+ * experts' [n, k] weights (device pointers, by expert). */
+#define PL_CUK_MOE_MAX_EXPERTS 1024
+struct pl_cuk_moe_gemm {
+    const void *a;          /* bf16 [.., k] */
+    const int32_t *a_rows;  /* NULL: a is in grouped order */
+    const int32_t *offsets; /* [n_experts] */
+    const int32_t *counts;  /* [n_experts] */
+    const int32_t *tiles;   /* [max_tiles] */
+    void *out;              /* bf16 [entries, n] in grouped order */
+    int k, n;
+    const void *w0[PL_CUK_MOE_MAX_EXPERTS];
+    const void *w1[PL_CUK_MOE_MAX_EXPERTS];
+};
+int pl_cuk_moe_tile_rows(int n_entries, int n_experts);
+int pl_cuk_moe_max_tiles(int n_entries, int n_experts, int tile_rows);
+int pl_cuk_moe_tiles(pl_cuda_stream s, const int32_t *counts, int n_experts, int tile_rows,
+                     int max_tiles, int32_t *offsets, int32_t *cursor, int32_t *tiles);
+int pl_cuk_moe_gemm(pl_cuda_stream s, const struct pl_cuk_moe_gemm *p, int tile_rows,
+                    int max_tiles, int gated, int gelu);
+/* the place half of moe_group (offsets / cursor already set, e.g. by moe_tiles) */
+int pl_cuk_moe_place(pl_cuda_stream s, const int32_t *ids, int n_entries, int top_k,
+                     int32_t *cursor, int32_t *src, int32_t *inv);
+
 /* Paged attention, per backend.h. */
 struct pl_cuk_attn {
     void *out;

@@ -160,6 +160,16 @@ extern "C" int pl_cuk_moe_group(pl_cuda_stream s, const int32_t *ids, const int3
     return launch_status();
 }
 
+extern "C" int pl_cuk_moe_place(pl_cuda_stream s, const int32_t *ids, int n_entries, int top_k,
+                                int32_t *cursor, int32_t *src, int32_t *inv)
+{
+    if (n_entries <= 0)
+        return 0;
+    moe_place_kernel<<<(n_entries + 255) / 256, 256, 0, s>>>(ids, n_entries, top_k, cursor, src,
+                                                             inv);
+    return launch_status();
+}
+
 extern "C" int pl_cuk_moe_combine(pl_cuda_stream s, void *out, const void *y, const float *w,
                                   const int32_t *inv, int n, int top_k, int hidden,
                                   const float *shared_gate_logit, const void *shared_out)
