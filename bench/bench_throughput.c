@@ -10,6 +10,7 @@
  *        [--tensor-parallel-size N]
  *        [--load-format auto|dummy] [--gpu-memory-utilization F] [--warmup 0|1]
  *        [--ttft 0|1] [--dtype auto|bfloat16|float16|float32]
+ *        [--enforce-eager 0|1] (no decode graphs: with PAGELLM_CUDA_PROFILE=1, per-op times)
  *        [--allow-long-max-model-len 0|1]   (VLLM_ALLOW_LONG_MAX_MODEL_LEN=1 too: a context
  *        past the config's max_position_embeddings, e.g. 32K on the Llama-3-8B shape)
  * --warmup 1 runs one short request first (one-time costs such as GEMM plan
@@ -44,7 +45,7 @@ static int usage(void)
                     "[--output-len N] [--max-num-seqs N] [--max-num-batched-tokens N] "
                     "[--num-kv-blocks N] [--threads N] [--device D] [--seed S] [--tensor-parallel-size N] "
                     "[--load-format F] [--gpu-memory-utilization F] [--warmup 0|1] [--ttft 0|1] [--dtype T] "
-                    "[--allow-long-max-model-len 0|1]\n");
+                    "[--enforce-eager 0|1] [--allow-long-max-model-len 0|1]\n");
     return 2;
 }
 
@@ -85,6 +86,8 @@ int main(int argc, char **argv)
             lp.tensor_parallel_size = atoi(v);
         else if (!strcmp(a, "--warmup"))
             warmup = atoi(v);
+        else if (!strcmp(a, "--enforce-eager"))
+            lp.enforce_eager = atoi(v) != 0;
         else if (!strcmp(a, "--allow-long-max-model-len"))
             lp.allow_long_max_model_len = atoi(v) != 0;
         else if (!strcmp(a, "--dtype"))
