@@ -321,12 +321,14 @@ struct pl_backend_ops {
                          const void *x, const struct pl_weight *ws[],
                          const struct pl_weight *biases[], int n);
 
-    /* out[n, dim] = silu(x[n, K] @ wg^T (+ bg)) * (x @ wu^T (+ bu)); wg and wu are [dim, K],
-     * bg and bu may be NULL. Equals matmul (gate), matmul (up), silu_mul, except that a
-     * backend may keep gate and up in fp32 instead of rounding them to act_dtype first. */
-    void (*gate_up_silu)(struct pl_backend *be, void *out, const void *x,
-                         const struct pl_weight *wg, const struct pl_weight *wu,
-                         const struct pl_weight *bg, const struct pl_weight *bu, int n, int dim);
+    /* out[n, dim] = act(x[n, K] @ wg^T (+ bg)) * (x @ wu^T (+ bu)), act silu, or gelu-tanh
+     * when gelu_tanh; wg and wu are [dim, K], bg and bu may be NULL. Equals matmul (gate),
+     * matmul (up), silu_mul / gelu_tanh_mul, except that a backend may keep gate and up in
+     * fp32 instead of rounding them to act_dtype first. */
+    void (*gate_up_act)(struct pl_backend *be, void *out, const void *x,
+                        const struct pl_weight *wg, const struct pl_weight *wu,
+                        const struct pl_weight *bg, const struct pl_weight *bu, int n, int dim,
+                        bool gelu_tanh);
 
     /* Optional: height rows of width bytes from src (row pitch src_pitch bytes) to dst (row
      * pitch dst_pitch), backend memory both; enqueued like an op. Tensor parallelism places

@@ -43,7 +43,7 @@
 
 #include "model/config_json.h"
 
-/* Batches of at most this many rows use the backend's fused gate_up_silu op (CUDA routes
+/* Batches of at most this many rows use the backend's fused gate_up_act op (CUDA routes
  * n <= 4 to its GEMV kernels, where the fused op keeps gate and up on chip). */
 #define FUSED_MLP_MAX_ROWS 4
 
@@ -141,9 +141,11 @@ void pl_llama_mlp(const struct pl_fwd *f, int l)
     const struct pl_weight *no_bias = NULL;
     /* the fused op at decode sizes only: there gate and up stay on chip (CUDA); larger
      * batches run the two GEMMs at the tensor cores' rate into the activation scratch */
-    if (c->act == PL_ACT_SILU && op->gate_up_silu && n <= FUSED_MLP_MAX_ROWS) {
-        op->gate_up_silu(be, s[PL_LLAMA_GATE], s[PL_LLAMA_X], &L->w_gate, &L->w_up,
-                         bias ? &L->b_gate : no_bias, bias ? &L->b_up : no_bias, n, inter);
+    if ((c->act == PL_ACT_SILU || c->act == PL_ACT_GELU_TANH) && op->gate_up_act &&
+        n <= FUSED_MLP_MAX_ROWS) {
+        op->gate_up_act(be, s[PL_LLAMA_GATE], s[PL_LLAMA_X], &L->w_gate, &L->w_up,
+                        bias ? &L->b_gate : no_bias, bias ? &L->b_up : no_bias, n, inter,
+                        c->act == PL_ACT_GELU_TANH);
     } else {
         op->matmul(be, s[PL_LLAMA_GATE], inter, s[PL_LLAMA_X], &L->w_gate,
                    bias ? &L->b_gate : no_bias, n);

@@ -40,6 +40,13 @@
  * partial traffic and the reduce. */
 #define DECODE_CTAS_PER_SM 2
 
+/* One chunk of the sub-allocator: bump-allocated, freed when its last block is. */
+struct pool_chunk {
+    char *base;
+    size_t used;
+    int live;
+};
+
 struct cuda_backend {
     struct pl_backend base; /* must be first */
     int device;
@@ -54,6 +61,8 @@ struct cuda_backend {
     struct cuda_sampling *smp; /* the sample op's buffers, made at its first call */
     int32_t *moe_counts; /* pinned [PL_CUDA_MOE_MAX_EXPERTS]: the moe op's counts per expert */
     bool f32; /* the float32 mode: fp32 activations, KV cache and weights (cuda_ops_f32) */
+    struct pool_chunk *chunks; /* the sub-allocator's chunks, sorted by base (see cuda_alloc) */
+    int n_chunks, cap_chunks, cur_chunk;
     bool failed;
     char err_msg[512];
 };
@@ -101,9 +110,82 @@ int pl_cuda_device_count(void)
 
 /* ---- memory --------------------------------------------------------------------------- */
 
+/*
+ * The sub-allocator. cudaMalloc hands out memory in 2 MiB pages, so a 3 MiB tensor takes
+ * 4 MiB: a MoE checkpoint's 18,432 expert tensors of 3 MiB (Qwen3-30B-A3B) would lose
+ * 18 GiB to the rounding. Blocks of POOL_MIN..POOL_MAX bytes that would waste more than
+ * an eighth of themselves are carved (256-byte aligned) from POOL_CHUNK chunks instead;
+ * a chunk is bump-allocated and goes back to the driver when its last block is freed.
+ * Blocks are allocated at load and freed at teardown (no op allocates), so the space of
+ * a block freed early is not reused.
+ */
+#define POOL_CHUNK ((size_t)128 << 20)
+#define POOL_MIN ((size_t)64 << 10)
+#define POOL_MAX ((size_t)16 << 20)
+#define PAGE ((size_t)2 << 20)
+
+static bool pooled(size_t n)
+{
+    const size_t paged = (n + PAGE - 1) / PAGE * PAGE;
+    return n >= POOL_MIN && n <= POOL_MAX && paged - n > n / 8;
+}
+
+/* The chunk holding p, or -1 (binary search over the bases). */
+static int chunk_of(const struct cuda_backend *c, const void *p)
+{
+    int lo = 0, hi = c->n_chunks - 1;
+    while (lo <= hi) {
+        const int mid = (lo + hi) / 2;
+        const char *b = c->chunks[mid].base;
+        if ((const char *)p < b)
+            hi = mid - 1;
+        else if ((const char *)p >= b + POOL_CHUNK)
+            lo = mid + 1;
+        else
+            return mid;
+    }
+    return -1;
+}
+
+static void *pool_alloc(struct cuda_backend *c, size_t n)
+{
+    n = (n + 255) & ~(size_t)255;
+    struct pool_chunk *k = c->cur_chunk >= 0 ? &c->chunks[c->cur_chunk] : NULL;
+    if (!k || k->used + n > POOL_CHUNK) {
+        if (c->n_chunks == c->cap_chunks) {
+            const int cap = c->cap_chunks ? 2 * c->cap_chunks : 64;
+            struct pool_chunk *g = realloc(c->chunks, sizeof(*g) * (size_t)cap);
+            if (!g)
+                return NULL;
+            c->chunks = g;
+            c->cap_chunks = cap;
+        }
+        char *base = NULL;
+        if (cudaMalloc((void **)&base, POOL_CHUNK) != cudaSuccess) {
+            cudaGetLastError();
+            return NULL;
+        }
+        int at = c->n_chunks;
+        while (at > 0 && c->chunks[at - 1].base > base) {
+            c->chunks[at] = c->chunks[at - 1];
+            at--;
+        }
+        c->chunks[at] = (struct pool_chunk){.base = base};
+        c->n_chunks++;
+        c->cur_chunk = at;
+        k = &c->chunks[at];
+    }
+    void *p = k->base + k->used;
+    k->used += n;
+    k->live++;
+    return p;
+}
+
 static void *cuda_alloc(struct pl_backend *be, size_t n_bytes)
 {
     void *p = NULL;
+    if (pooled(n_bytes) && (p = pool_alloc(cb(be), n_bytes)))
+        return p;
     if (cudaMalloc(&p, n_bytes ? n_bytes : 256) != cudaSuccess) {
         cudaGetLastError(); /* out of memory is reported by the NULL, not sticky */
         return NULL;
@@ -113,8 +195,23 @@ static void *cuda_alloc(struct pl_backend *be, size_t n_bytes)
 
 static void cuda_free(struct pl_backend *be, void *p)
 {
-    if (p)
+    if (!p)
+        return;
+    struct cuda_backend *c = cb(be);
+    const int i = chunk_of(c, p);
+    if (i < 0) {
         cudaFree(p);
+        return;
+    }
+    if (--c->chunks[i].live > 0)
+        return;
+    cudaFree(c->chunks[i].base);
+    memmove(&c->chunks[i], &c->chunks[i + 1], sizeof(*c->chunks) * (size_t)(c->n_chunks - i - 1));
+    c->n_chunks--;
+    if (c->cur_chunk == i)
+        c->cur_chunk = -1;
+    else if (c->cur_chunk > i)
+        c->cur_chunk--;
 }
 
 static void *cuda_map_weight(struct pl_backend *be, const void *host, size_t n_bytes)
@@ -259,12 +356,13 @@ static void cuda_matmul_group(struct pl_backend *be, int n_mats, void *outs[], c
     pl_cuda_matmul_group_run(be, cb(be)->mm, n_mats, outs, ld_outs, x, ws, biases, n);
 }
 
-static void cuda_gate_up_silu(struct pl_backend *be, void *out, const void *x,
-                              const struct pl_weight *wg, const struct pl_weight *wu,
-                              const struct pl_weight *bg, const struct pl_weight *bu, int n, int dim)
+static void cuda_gate_up_act(struct pl_backend *be, void *out, const void *x,
+                             const struct pl_weight *wg, const struct pl_weight *wu,
+                             const struct pl_weight *bg, const struct pl_weight *bu, int n, int dim,
+                             bool gelu_tanh)
 {
-    PROF(be, "gate_up_silu %dx%lld n=%d", dim, (long long)wg->cols, n);
-    pl_cuda_gate_up_silu_run(be, cb(be)->mm, out, x, wg, wu, bg, bu, n, dim);
+    PROF(be, "gate_up_%s %dx%lld n=%d", gelu_tanh ? "gelu" : "silu", dim, (long long)wg->cols, n);
+    pl_cuda_gate_up_act_run(be, cb(be)->mm, out, x, wg, wu, bg, bu, n, dim, gelu_tanh);
 }
 
 static void cuda_rope(struct pl_backend *be, void *q, void *k, const int32_t *positions,
@@ -787,6 +885,9 @@ static void cuda_destroy(struct pl_backend *be)
     cudaFree(c->partial);
     if (c->moe_counts)
         cudaFreeHost(c->moe_counts);
+    for (int i = 0; i < c->n_chunks; i++) /* blocks their owners did not free */
+        cudaFree(c->chunks[i].base);
+    free(c->chunks);
     if (c->stream)
         cudaStreamDestroy(c->stream);
     free(c);
@@ -842,7 +943,7 @@ static const struct pl_backend_ops cuda_ops = {
     CUDA_OPS_COMMON
     .act_dtype = PL_DTYPE_BF16,
     .matmul_group = cuda_matmul_group,
-    .gate_up_silu = cuda_gate_up_silu,
+    .gate_up_act = cuda_gate_up_act,
 };
 
 /* The float32 mode's table: the same ops, fp32 activations; no fused small-batch products
@@ -869,6 +970,7 @@ pl_status pl_backend_cuda_new_act(int device, enum pl_dtype act, struct pl_backe
     struct cuda_backend *c = calloc(1, sizeof(*c));
     if (!c)
         return pl_err_set(err, PL_STATUS_NO_MEMORY, "cuda backend: out of memory");
+    c->cur_chunk = -1;
     if (act != PL_DTYPE_BF16 && act != PL_DTYPE_F32) {
         free(c);
         return pl_err_set(err, PL_STATUS_UNSUPPORTED,

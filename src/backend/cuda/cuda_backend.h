@@ -72,7 +72,7 @@ bool pl_cuda_matmul_run(struct pl_backend *be, struct pl_cuda_matmul *mm, void *
                         bool out_f32, const void *x, const struct pl_weight *w,
                         const struct pl_weight *bias, int n);
 
-/* The matmul_group and gate_up_silu ops of backend.h: one GEMV launch (kernels/gemv.h) at
+/* The matmul_group and gate_up_act ops of backend.h: one GEMV launch (kernels/gemv.h) at
  * small n with bf16 weights, cuBLASLt GEMMs (+ silu_mul) otherwise. Return false after
  * recording the failure with pl_cuda_fail. */
 /* The float32 mode's products: out (fp32 [n, w.rows], row stride ld_out) = x (fp32) @ w^T
@@ -85,10 +85,10 @@ bool pl_cuda_matmul_group_run(struct pl_backend *be, struct pl_cuda_matmul *mm, 
                               void *outs[], const int ld_outs[], const void *x,
                               const struct pl_weight *ws[], const struct pl_weight *biases[],
                               int n);
-bool pl_cuda_gate_up_silu_run(struct pl_backend *be, struct pl_cuda_matmul *mm, void *out,
-                              const void *x, const struct pl_weight *wg,
-                              const struct pl_weight *wu, const struct pl_weight *bg,
-                              const struct pl_weight *bu, int n, int dim);
+bool pl_cuda_gate_up_act_run(struct pl_backend *be, struct pl_cuda_matmul *mm, void *out,
+                             const void *x, const struct pl_weight *wg,
+                             const struct pl_weight *wu, const struct pl_weight *bg,
+                             const struct pl_weight *bu, int n, int dim, bool gelu_tanh);
 
 /* The backend's stream (a cudaStream_t). */
 void *pl_cuda_stream_of(struct pl_backend *be);

@@ -25,7 +25,7 @@
  * the GEMV kernels (kernels/gemv.cu), which stream each weight once at close
  * to the memory bandwidth where cuBLASLt's small-n tiles do not (docs/cuda.md,
  * "Skinny GEMMs"); shapes they refuse (K % 8, alignment) stay on cuBLASLt. The
- * grouped forms (matmul_group: q, k, v in one launch; gate_up_silu: both MLP
+ * grouped forms (matmul_group: q, k, v in one launch; gate_up_act: both MLP
  * products and the activation in one launch) use them too, and otherwise fall
  * back to cuBLASLt GEMMs (+ the silu_mul kernel), so every n is served. The
  * gate-up fallback needs one [rows, dim] buffer for the up product: it uses a
@@ -465,10 +465,10 @@ bool pl_cuda_matmul_group_run(struct pl_backend *be, struct pl_cuda_matmul *mm, 
     return true;
 }
 
-bool pl_cuda_gate_up_silu_run(struct pl_backend *be, struct pl_cuda_matmul *mm, void *out,
-                              const void *x, const struct pl_weight *wg,
-                              const struct pl_weight *wu, const struct pl_weight *bg,
-                              const struct pl_weight *bu, int n, int dim)
+bool pl_cuda_gate_up_act_run(struct pl_backend *be, struct pl_cuda_matmul *mm, void *out,
+                             const void *x, const struct pl_weight *wg,
+                             const struct pl_weight *wu, const struct pl_weight *bg,
+                             const struct pl_weight *bu, int n, int dim, bool gelu_tanh)
 {
     if (n <= 0)
         return true;
@@ -479,13 +479,14 @@ bool pl_cuda_gate_up_silu_run(struct pl_backend *be, struct pl_cuda_matmul *mm, 
                                 wg->rows, dim};
         struct pl_gemv_mat u = {wu->data, bu ? bu->data : NULL, bu ? (int)bu->dtype : 0, NULL,
                                 wu->rows, dim};
-        return gemv_status(be, "gemv (gate-up-silu)",
-                           pl_cuk_gemv_gate_up_silu(st, out, dim, &g, &u, x, wg->cols, n));
+        return gemv_status(be, "gemv (gate-up-act)",
+                           pl_cuk_gemv_gate_up_act(st, out, dim, &g, &u, x, wg->cols, n,
+                                                   gelu_tanh));
     }
     /* gate straight into out, up into the scratch a chunk of rows at a time */
     const int64_t chunk = (int64_t)(GLU_SCRATCH_BYTES / ((size_t)dim * 2));
     if (chunk < 1) {
-        pl_cuda_fail(be, "cuda gate_up_silu: intermediate size %d exceeds the scratch", dim);
+        pl_cuda_fail(be, "cuda gate_up_act: intermediate size %d exceeds the scratch", dim);
         return false;
     }
     if (!pl_cuda_matmul_run(be, mm, out, dim, false, x, wg, bg, n))
@@ -496,8 +497,9 @@ bool pl_cuda_gate_up_silu_run(struct pl_backend *be, struct pl_cuda_matmul *mm, 
         char *orow = (char *)out + (size_t)r0 * (size_t)dim * 2;
         if (!pl_cuda_matmul_run(be, mm, mm->glu_up, dim, false, xr, wu, bu, c))
             return false;
-        if (!gemv_status(be, "silu_mul", pl_cuk_silu_mul(st, orow, orow, mm->glu_up,
-                                                         (int64_t)c * dim)))
+        const int e = gelu_tanh ? pl_cuk_gelu_tanh_mul(st, orow, orow, mm->glu_up, (int64_t)c * dim)
+                                : pl_cuk_silu_mul(st, orow, orow, mm->glu_up, (int64_t)c * dim);
+        if (!gemv_status(be, gelu_tanh ? "gelu_tanh_mul" : "silu_mul", e))
             return false;
     }
     return true;

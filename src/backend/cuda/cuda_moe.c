@@ -58,8 +58,8 @@ static void expert_rows(struct pl_backend *be, void *y, const void *x, int n, in
                         const struct pl_weight *wd, int inter, bool gelu, void *g, void *u)
 {
     const struct pl_backend_ops *op = be->ops;
-    if (!gelu && op->gate_up_silu) {
-        op->gate_up_silu(be, g, x, wg, wu, NULL, NULL, n, inter);
+    if (op->gate_up_act) {
+        op->gate_up_act(be, g, x, wg, wu, NULL, NULL, n, inter, gelu);
     } else {
         op->matmul(be, g, inter, x, wg, NULL, n);
         op->matmul(be, u, inter, x, wu, NULL, n);

@@ -1,7 +1,7 @@
 /*
  * gemv.cu -- skinny GEMMs for decode: out[n, M] = x[n, K] @ W[M, K]^T, n <= 8.
  *
- * Owns: the kernels behind pl_cuk_gemv and pl_cuk_gemv_gate_up_silu (gemv.h). At n <= 8
+ * Owns: the kernels behind pl_cuk_gemv and pl_cuk_gemv_gate_up_act (gemv.h). At n <= 8
  * a weight GEMM is a stream over the weight (each byte is used n times: 8 FLOP per 2 bytes
  * at most, far under the tensor-core ridge), so the kernel is built to keep the memory
  * system full, not to use tensor cores:
@@ -20,8 +20,9 @@
  *
  * Forms: up to 3 weights sharing x in one launch (the q, k, v projections: row groups of
  * the weights are numbered one after another, each CTA finds its weight by the running
- * group counts), fp32 out (the LM head), and gate-up-SiLU: a CTA owns R/2 rows of the gate
- * weight and the same R/2 rows of the up weight, and writes silu(g + bg) * (u + bu) for them,
+ * group counts), fp32 out (the LM head), and gate-up-act: a CTA owns R/2 rows of the gate
+ * weight and the same R/2 rows of the up weight, and writes act(g + bg) * (u + bu) for them
+ * (act: SiLU, or GELU-tanh for Gemma),
  * so gate and up never touch device memory (and are not rounded to bf16 on the way).
  * Rows past the end of a weight (M % R) read the weight's last row and store nothing.
  */
@@ -33,7 +34,8 @@
 
 namespace {
 
-enum { MODE_BF16 = 0, MODE_F32 = 1, MODE_GLU = 2 };
+/* MODE_GLU: gate-up with SiLU; MODE_GEGLU: gate-up with GELU-tanh (Gemma) */
+enum { MODE_BF16 = 0, MODE_F32 = 1, MODE_GLU = 2, MODE_GEGLU = 3 };
 
 struct gemv_params {
     struct pl_gemv_mat m[PL_GEMV_MAX_MATS];
@@ -49,6 +51,13 @@ struct gemv_params {
 #define GEMV_ROUTE_N 4
 int g_max_n = GEMV_ROUTE_N;
 int g_variant = 0;
+
+/* GELU with the tanh approximation (the formula of elementwise.cu's gelu_tanh_mul). */
+__device__ __forceinline__ float gelu_tanh(float g)
+{
+    const float k0 = 0.7978845608028654f, k1 = 0.044715f;
+    return 0.5f * g * (1.0f + tanhf(k0 * (g + k1 * g * g * g)));
+}
 
 /* A 16-byte weight load that bypasses L1 (each weight byte is read once per launch). */
 __device__ __forceinline__ uint4 ld_stream(const uint4 *p)
@@ -122,20 +131,20 @@ __device__ __forceinline__ float bias_at(const void *b, int dtype, int64_t i)
 template <int N, int MODE, int NW, int R, int U>
 __global__ void __launch_bounds__(NW * 32) gemv_kernel(const gemv_params p)
 {
-    static_assert(MODE != MODE_GLU || R % 2 == 0, "gate-up needs gate and up rows in pairs");
+    static_assert(MODE < MODE_GLU || R % 2 == 0, "gate-up needs gate and up rows in pairs");
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int64_t g = blockIdx.x;
 
     /* which weight and which rows this CTA owns */
     int mi = 0;
-    if (MODE != MODE_GLU) {
+    if (MODE < MODE_GLU) {
         if (p.n_mats > 1 && g >= p.group_end[0])
             mi = 1;
         if (p.n_mats > 2 && g >= p.group_end[1])
             mi = 2;
     }
     const int64_t g0 = mi == 0 ? 0 : mi == 1 ? p.group_end[0] : p.group_end[1];
-    constexpr int RPM = MODE == MODE_GLU ? R / 2 : R; /* rows per CTA of each weight */
+    constexpr int RPM = MODE >= MODE_GLU ? R / 2 : R; /* rows per CTA of each weight */
     const int64_t row0 = (g - g0) * RPM;
     const int64_t rows = MAT(p, mi, rows);
     const size_t k8 = (size_t)p.k8;
@@ -143,7 +152,7 @@ __global__ void __launch_bounds__(NW * 32) gemv_kernel(const gemv_params p)
     const uint4 *wrow[R];
 #pragma unroll
     for (int r = 0; r < R; r++) {
-        const int src = MODE == MODE_GLU ? (r < RPM ? 0 : 1) : mi;
+        const int src = MODE >= MODE_GLU ? (r < RPM ? 0 : 1) : mi;
         const int64_t row = row0 + (r % RPM) < rows ? row0 + (r % RPM) : rows - 1;
         wrow[r] = (const uint4 *)MAT(p, src, w) + (size_t)row * k8 + lane;
     }
@@ -212,14 +221,14 @@ __global__ void __launch_bounds__(NW * 32) gemv_kernel(const gemv_params p)
 #pragma unroll
     for (int w = 0; w < NW; w++)
         s += part[w][r * N + j];
-    if (MODE == MODE_GLU) {
+    if (MODE >= MODE_GLU) {
         float u = 0.0f;
 #pragma unroll
         for (int w = 0; w < NW; w++)
             u += part[w][(r + RPM) * N + j];
         s += bias_at(p.m[0].bias, p.m[0].bias_dtype, row);
         u += bias_at(p.m[1].bias, p.m[1].bias_dtype, row);
-        const float y = s / (1.0f + __expf(-s)) * u;
+        const float y = MODE == MODE_GEGLU ? gelu_tanh(s) * u : s / (1.0f + __expf(-s)) * u;
         ((__nv_bfloat16 *)p.m[0].out)[(size_t)j * (size_t)p.m[0].ld_out + (size_t)row] =
             __float2bfloat16_rn(y);
     } else if (MODE == MODE_F32) {
@@ -237,9 +246,9 @@ constexpr int D_NW = PL_GEMV_WARPS, D_R = 4, D_U = 2;
 template <int NW, int R, int U, int N, int MODE>
 cudaError_t launch_tile(cudaStream_t s, gemv_params &p)
 {
-    constexpr int RPM = MODE == MODE_GLU ? R / 2 : R;
+    constexpr int RPM = MODE >= MODE_GLU ? R / 2 : R;
     int64_t groups = 0;
-    if (MODE == MODE_GLU) {
+    if (MODE >= MODE_GLU) {
         groups = (p.m[0].rows + RPM - 1) / RPM;
     } else {
         for (int i = 0; i < p.n_mats; i++) {
@@ -313,10 +322,10 @@ extern "C" int pl_cuk_gemv(pl_cuda_stream s, const struct pl_gemv_mat *mats, int
     return (int)(out_f32 ? launch<MODE_F32>(st, p, n) : launch<MODE_BF16>(st, p, n));
 }
 
-extern "C" int pl_cuk_gemv_gate_up_silu(pl_cuda_stream s, void *out, int64_t ld_out,
-                                        const struct pl_gemv_mat *gate,
-                                        const struct pl_gemv_mat *up, const void *x, int64_t K,
-                                        int n)
+extern "C" int pl_cuk_gemv_gate_up_act(pl_cuda_stream s, void *out, int64_t ld_out,
+                                       const struct pl_gemv_mat *gate,
+                                       const struct pl_gemv_mat *up, const void *x, int64_t K,
+                                       int n, int gelu_tanh)
 {
     if (!pl_cuk_gemv_ok(x, gate->w, K, n) || !pl_cuk_gemv_ok(x, up->w, K, n) ||
         gate->rows != up->rows)
@@ -329,7 +338,8 @@ extern "C" int pl_cuk_gemv_gate_up_silu(pl_cuda_stream s, void *out, int64_t ld_
     p.x = (const uint4 *)x;
     p.k8 = (int)(K / 8);
     p.n_mats = 2;
-    return (int)launch<MODE_GLU>((cudaStream_t)s, p, n);
+    return (int)(gelu_tanh ? launch<MODE_GEGLU>((cudaStream_t)s, p, n)
+                           : launch<MODE_GLU>((cudaStream_t)s, p, n));
 }
 
 extern "C" void pl_cuk_gemv_force(int max_n, int variant)

@@ -43,12 +43,13 @@ int pl_cuk_gemv_ok(const void *x, const void *w, int64_t K, int n);
 int pl_cuk_gemv(pl_cuda_stream s, const struct pl_gemv_mat *mats, int n_mats, const void *x,
                 int64_t K, int n, int out_f32);
 
-/* out[n, ld_out] (bf16, first dim columns) = silu(x @ gate.w^T + gate.bias) * (x @ up.w^T +
- * up.bias), gate.rows == up.rows == dim; gate and up of output column i are computed by the
- * same CTA, in fp32, and rounded once. gate.out / up.out are ignored. */
-int pl_cuk_gemv_gate_up_silu(pl_cuda_stream s, void *out, int64_t ld_out,
-                             const struct pl_gemv_mat *gate, const struct pl_gemv_mat *up,
-                             const void *x, int64_t K, int n);
+/* out[n, ld_out] (bf16, first dim columns) = act(x @ gate.w^T + gate.bias) * (x @ up.w^T +
+ * up.bias) with act silu, or gelu-tanh when gelu_tanh; gate.rows == up.rows == dim; gate
+ * and up of output column i are computed by the same CTA, in fp32, and rounded once.
+ * gate.out / up.out are ignored. */
+int pl_cuk_gemv_gate_up_act(pl_cuda_stream s, void *out, int64_t ld_out,
+                            const struct pl_gemv_mat *gate, const struct pl_gemv_mat *up,
+                            const void *x, int64_t K, int n, int gelu_tanh);
 
 /* Test and benchmark knobs, process-wide, not thread-safe (like
  * pl_cuk_attention_prefill_force). max_n: the largest n the backend routes to these kernels

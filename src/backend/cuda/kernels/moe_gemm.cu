@@ -39,29 +39,72 @@ static int launch_status(void) { return (int)cudaGetLastError(); }
 
 /* ---- the tile plan ----------------------------------------------------------------- */
 
-/* One block: offsets / cursor = exclusive scan of counts (as moe_scan_kernel), and
- * tiles[] = (expert << 16 | tile) for each BM-row tile of each group, -1 past the end
- * (up to max_tiles). */
-__global__ void moe_tiles_kernel(const int32_t *counts, int E, int bm, int max_tiles,
-                                 int32_t *offsets, int32_t *cursor, int32_t *tiles)
+/* One block of MOE_SCAN_THREADS threads: offsets / cursor = exclusive scan of counts (as
+ * moe_scan_kernel), and tiles[] = (expert << 16 | tile) for each BM-row tile of each
+ * group, -1 past the end (up to max_tiles). Both scans run over the block at once: each
+ * thread owns MOE_PER_THREAD consecutive experts, warp shuffles scan the threads' sums,
+ * shared memory the warps'. */
+#define MOE_SCAN_THREADS 256
+#define MOE_PER_THREAD (PL_CUK_MOE_MAX_EXPERTS / MOE_SCAN_THREADS)
+
+__global__ void __launch_bounds__(MOE_SCAN_THREADS)
+moe_tiles_kernel(const int32_t *counts, int E, int bm, int max_tiles, int32_t *offsets,
+                 int32_t *cursor, int32_t *tiles)
 {
-    __shared__ int32_t tstart[PL_CUK_MOE_MAX_EXPERTS + 1];
-    if (threadIdx.x == 0) {
-        int acc = 0, t = 0;
-        for (int e = 0; e < E; e++) {
-            offsets[e] = acc;
-            cursor[e] = acc;
-            tstart[e] = t;
-            acc += counts[e];
-            t += (counts[e] + bm - 1) / bm;
+    __shared__ int warp_rows[MOE_SCAN_THREADS / 32], warp_tiles[MOE_SCAN_THREADS / 32];
+    __shared__ int total_tiles;
+    const int t = threadIdx.x, lane = t & 31, w = t >> 5;
+    int c[MOE_PER_THREAD], rows = 0, ntiles = 0;
+#pragma unroll
+    for (int i = 0; i < MOE_PER_THREAD; i++) {
+        const int e = t * MOE_PER_THREAD + i;
+        c[i] = e < E ? counts[e] : 0;
+        rows += c[i];
+        ntiles += (c[i] + bm - 1) / bm;
+    }
+    /* inclusive scans of (rows, ntiles) over the warp, then over the warps */
+    int r_inc = rows, t_inc = ntiles;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+        const int ro = __shfl_up_sync(0xffffffffu, r_inc, o);
+        const int to = __shfl_up_sync(0xffffffffu, t_inc, o);
+        if (lane >= o) {
+            r_inc += ro;
+            t_inc += to;
         }
-        tstart[E] = t;
+    }
+    if (lane == 31) {
+        warp_rows[w] = r_inc;
+        warp_tiles[w] = t_inc;
     }
     __syncthreads();
-    for (int e = threadIdx.x; e < E; e += blockDim.x)
-        for (int j = tstart[e]; j < tstart[e + 1] && j < max_tiles; j++)
-            tiles[j] = (e << 16) | (j - tstart[e]);
-    for (int j = tstart[E] + threadIdx.x; j < max_tiles; j += blockDim.x)
+    if (t == 0) {
+        int ra = 0, ta = 0;
+        for (int i = 0; i < MOE_SCAN_THREADS / 32; i++) {
+            const int r = warp_rows[i], tt = warp_tiles[i];
+            warp_rows[i] = ra;
+            warp_tiles[i] = ta;
+            ra += r;
+            ta += tt;
+        }
+        total_tiles = ta;
+    }
+    __syncthreads();
+    int r_at = warp_rows[w] + r_inc - rows, t_at = warp_tiles[w] + t_inc - ntiles;
+#pragma unroll
+    for (int i = 0; i < MOE_PER_THREAD; i++) {
+        const int e = t * MOE_PER_THREAD + i;
+        if (e >= E)
+            break;
+        offsets[e] = r_at;
+        cursor[e] = r_at;
+        const int nt = (c[i] + bm - 1) / bm;
+        for (int j = 0; j < nt && t_at + j < max_tiles; j++)
+            tiles[t_at + j] = (e << 16) | j;
+        r_at += c[i];
+        t_at += nt;
+    }
+    for (int j = total_tiles + t; j < max_tiles; j += MOE_SCAN_THREADS)
         tiles[j] = -1;
 }
 
@@ -275,8 +318,8 @@ extern "C" int pl_cuk_moe_tiles(pl_cuda_stream s, const int32_t *counts, int n_e
 {
     if (n_experts <= 0 || n_experts > PL_CUK_MOE_MAX_EXPERTS || max_tiles <= 0)
         return (int)cudaErrorInvalidValue;
-    moe_tiles_kernel<<<1, 256, 0, s>>>(counts, n_experts, tile_rows, max_tiles, offsets, cursor,
-                                       tiles);
+    moe_tiles_kernel<<<1, MOE_SCAN_THREADS, 0, s>>>(counts, n_experts, tile_rows, max_tiles,
+                                                    offsets, cursor, tiles);
     return launch_status();
 }
 
