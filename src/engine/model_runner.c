@@ -1252,9 +1252,12 @@ static pl_status runner_open(struct pl_model_runner *r, const struct pl_model_ru
         if (!o->set_kv_dtype || !o->supports(r->be, PL_OP_ATTENTION, PL_DTYPE_F8_E4M3) ||
             o->set_kv_dtype(r->be, PL_DTYPE_F8_E4M3, 1.0f, 1.0f) != PL_STATUS_OK)
             st = pl_err_set(err, PL_STATUS_UNSUPPORTED,
-                            "--kv-cache-dtype fp8: the %s backend has no FP8 KV cache (it keeps "
-                            "the KV cache in %s); use --kv-cache-dtype auto",
-                            o->name, pl_dtype_torch_name(o->act_dtype));
+                            "--kv-cache-dtype fp8: the %s backend has no FP8 KV cache%s (it "
+                            "keeps the KV cache in %s); use --kv-cache-dtype auto",
+                            o->name,
+                            o->act_dtype == PL_DTYPE_F32 && o->device_memory
+                                ? " in its float32 mode" : "",
+                            pl_dtype_torch_name(o->act_dtype));
     }
     if (st == PL_STATUS_OK && r->cfg.quant.method != PL_QUANT_NONE) {
         char what[160];
