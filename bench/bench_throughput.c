@@ -12,6 +12,7 @@
  *        [--ttft 0|1] [--dtype auto|bfloat16|float16|float32]
  *        [--allow-long-max-model-len 0|1]   (VLLM_ALLOW_LONG_MAX_MODEL_LEN=1 too: a context
  *        past the config's max_position_embeddings, e.g. 32K on the Llama-3-8B shape)
+ *        [--quantization Q] [--kv-cache-dtype auto|fp8]   (vLLM's flags)
  * --warmup 1 runs one short request first (one-time costs such as GEMM plan
  * selection stay out of the timed run, as in vLLM's start-up).
  * --ttft 1 first times the same prompts with one output token each (the time to
@@ -44,7 +45,7 @@ static int usage(void)
                     "[--output-len N] [--max-num-seqs N] [--max-num-batched-tokens N] "
                     "[--num-kv-blocks N] [--threads N] [--device D] [--seed S] [--tensor-parallel-size N] "
                     "[--load-format F] [--gpu-memory-utilization F] [--warmup 0|1] [--ttft 0|1] [--dtype T] "
-                    "[--allow-long-max-model-len 0|1]\n");
+                    "[--allow-long-max-model-len 0|1] [--quantization Q] [--kv-cache-dtype D]\n");
     return 2;
 }
 
@@ -89,6 +90,10 @@ int main(int argc, char **argv)
             lp.allow_long_max_model_len = atoi(v) != 0;
         else if (!strcmp(a, "--dtype"))
             lp.dtype = v;
+        else if (!strcmp(a, "--quantization"))
+            lp.quantization = v;
+        else if (!strcmp(a, "--kv-cache-dtype"))
+            lp.kv_cache_dtype = v;
         else if (!strcmp(a, "--ttft"))
             ttft = atoi(v);
         else if (!strcmp(a, "--seed"))
