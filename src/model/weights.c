@@ -157,8 +157,10 @@ static pl_status dummy_f8w_slot(struct loader *L, const char *name, int64_t rows
     if (!buf)
         return pl_err_set(L->err, PL_STATUS_NO_MEMORY, "dummy tensor '%s': out of memory", name);
     const uint64_t seed = L->seed++ * 0x632BE59BD9B4E019ull;
-    for (int64_t i = 0; i < rows * cols; i++)
-        ((uint8_t *)buf)[i] = pl_f32_to_f8e4m3(448.0f * (2.0f * pl_fill_uniform(seed, (uint64_t)i) - 1.0f));
+    for (int64_t i = 0; i < rows * cols; i++) {
+        const float u = 2.0f * pl_fill_uniform(seed, (uint64_t)i) - 1.0f;
+        ((uint8_t *)buf)[i] = pl_f32_to_f8e4m3(448.0f * u);
+    }
     const float sc = 1.0f / sqrtf((float)full_cols) / 448.0f;
     for (int64_t r = 0; r < rows; r++)
         ((float *)(buf + lay.scale_off))[r] = sc;

@@ -7,10 +7,10 @@
  * Activations and the KV cache are bf16 device memory (the KV cache e4m3 after
  * set_kv_dtype); weights are uploaded once by map_weight and used in their own dtype
  * (BF16, F16, packed int4 or FP8 W8A8; F32 weights are refused by supports() for the
- * matmul ops and accepted for norm vectors and embeddings). Every op is enqueued on the backend's one stream, allocates
- * nothing, and records the first CUDA or cuBLAS failure in a sticky error that
- * sync() reports as PL_STATUS_INTERNAL (pl_backend_cuda_last_error gives the
- * message).
+ * matmul ops and accepted for norm vectors and embeddings). Every op is enqueued on the
+ * backend's one stream, allocates nothing, and records the first CUDA or cuBLAS failure in
+ * a sticky error that sync() reports as PL_STATUS_INTERNAL (pl_backend_cuda_last_error
+ * gives the message).
  */
 #ifndef PL_BACKEND_CUDA_BACKEND_H
 #define PL_BACKEND_CUDA_BACKEND_H
