@@ -13,6 +13,7 @@
  *        [--enforce-eager 0|1] (no decode graphs: with PAGELLM_CUDA_PROFILE=1, per-op times)
  *        [--allow-long-max-model-len 0|1]   (VLLM_ALLOW_LONG_MAX_MODEL_LEN=1 too: a context
  *        past the config's max_position_embeddings, e.g. 32K on the Llama-3-8B shape)
+ *        [--quantization Q] [--kv-cache-dtype auto|fp8]   (vLLM's flags)
  * --warmup 1 runs one short request first (one-time costs such as GEMM plan
  * selection stay out of the timed run, as in vLLM's start-up).
  * --ttft 1 first times the same prompts with one output token each (the time to
@@ -45,7 +46,8 @@ static int usage(void)
                     "[--output-len N] [--max-num-seqs N] [--max-num-batched-tokens N] "
                     "[--num-kv-blocks N] [--threads N] [--device D] [--seed S] [--tensor-parallel-size N] "
                     "[--load-format F] [--gpu-memory-utilization F] [--warmup 0|1] [--ttft 0|1] [--dtype T] "
-                    "[--enforce-eager 0|1] [--allow-long-max-model-len 0|1]\n");
+                    "[--enforce-eager 0|1] [--allow-long-max-model-len 0|1] [--quantization Q] "
+                    "[--kv-cache-dtype D]\n");
     return 2;
 }
 
@@ -92,6 +94,10 @@ int main(int argc, char **argv)
             lp.allow_long_max_model_len = atoi(v) != 0;
         else if (!strcmp(a, "--dtype"))
             lp.dtype = v;
+        else if (!strcmp(a, "--quantization"))
+            lp.quantization = v;
+        else if (!strcmp(a, "--kv-cache-dtype"))
+            lp.kv_cache_dtype = v;
         else if (!strcmp(a, "--ttft"))
             ttft = atoi(v);
         else if (!strcmp(a, "--seed"))

@@ -11,13 +11,14 @@
  *
  * Memory: every pointer an op takes is backend memory (from alloc/map_weight,
  * or offsets into such buffers). On the CPU backend that is host memory; on
- * CUDA it is device memory. Activations and the KV cache have the backend's
- * act_dtype (F32 on CPU, BF16 on CUDA); weights have their own dtype.
+ * CUDA it is device memory. Activations have the backend's act_dtype (F32 on CPU,
+ * BF16 on CUDA), the KV cache too unless set_kv_dtype made it FP8; weights have their
+ * own dtype.
  * Ops are enqueued in order; results are visible to the host after sync().
  *
  * Shapes are row-major; "[n, d]" means n rows of d contiguous elements.
  *
- * KV cache layout (one buffer for K and one for V per layer):
+ * KV cache layout (one buffer for K and one for V per layer, elements of the kv dtype):
  *   [n_blocks, block_size, n_kv_heads, head_dim]; token slot s lives at row s,
  *   slot = block_id * block_size + offset_in_block. slot_mapping[t] < 0 means
  *   "do not store" (padding).
@@ -48,7 +49,8 @@ struct pl_backend; /* opaque; each backend defines it and puts `ops` first */
 /* A weight matrix [rows, cols] (out_features x in_features, as HF stores it),
  * or a vector [cols] with rows == 1. data is backend memory.
  * PL_DTYPE_Q4 (packed int4 weights, only where supports(PL_OP_MATMUL, PL_DTYPE_Q4)): data
- * is one buffer laid out as pl_q4_layout says. */
+ * is one buffer laid out as pl_q4_layout says. PL_DTYPE_F8W (FP8 W8A8 weights, only where
+ * supports(PL_OP_MATMUL, PL_DTYPE_F8W)): one buffer laid out as pl_f8w_layout says. */
 struct pl_weight {
     const void *data;
     enum pl_dtype dtype;
@@ -71,7 +73,8 @@ struct pl_q4_layout {
 
 /* A backend's matmul runs packed int4 weights of up to this many rows without any
  * scratch (CUDA: its int4 GEMV), so decode graphs may record them; larger products
- * dequantize into a scratch sized lazily and run eagerly. */
+ * dequantize into a scratch sized lazily and run eagerly. (PL_DTYPE_F8W products allocate
+ * nothing at any number of rows: their activation scratch is made with the backend.) */
 #define PL_Q4_SCRATCHLESS_N 8
 
 static inline int64_t pl_q4_align16(int64_t x) { return (x + 15) & ~(int64_t)15; }
@@ -84,6 +87,45 @@ static inline struct pl_q4_layout pl_q4_layout_of(int64_t rows, int64_t cols, in
     l.zero_off = l.scale_off + pl_q4_align16(rows * n_groups * 4);
     l.gidx_off = l.zero_off + pl_q4_align16(rows * n_groups);
     l.n_bytes = l.gidx_off + (has_gidx ? pl_q4_align16(cols * 4) : 0);
+    return l;
+}
+
+/* The PL_DTYPE_F8W buffer of a [rows, cols] FP8 weight (pl_f8w_shape_ok: rows and cols
+ * multiples of 16, cuBLASLt's FP8 operand rule), every section 16-byte aligned:
+ *   codes  uint8 [rows, cols] at 0: e4m3fn bytes (util/dtype.h), the checkpoint's as stored;
+ *          first, so the GEMM operand keeps the allocation's own alignment;
+ *   scales fp32 [rows] at scale_off: one per output channel (a per-tensor scale repeated);
+ *   header fp32[4] = {input_scale, 0, 0, 0} at head_off: input_scale > 0 is a static
+ *          per-tensor activation scale (the checkpoint's input_scale, vLLM's static
+ *          scheme), 0 asks for dynamic per-token scales.
+ * The weight is w[r][k] = e4m3(code[r][k]) * scale[r], exactly model/quant.h's dequantizing
+ * reference (up to the fp32 rounding of that product). A matmul with it is W8A8: row t of
+ * x is quantized to e4m3 with the scale
+ *   s_t = input_scale when > 0, else max(max_k |x[t][k]| / 448, PL_F8_MIN_SCALE),
+ *   xq[t][k] = e4m3_sat(x[t][k] * (1 / s_t))   (fp32 product, round to nearest even,
+ *                                               saturating at +-448: util/dtype.h's
+ *                                               pl_f32_to_f8e4m3),
+ * and out[t][r] = s_t * scale[r] * sum_k e4m3(xq[t][k]) e4m3(code[r][k]) (+ bias[r]),
+ * accumulated in fp32 and rounded once to the activation dtype. */
+struct pl_f8w_layout {
+    int64_t scale_off, head_off, n_bytes;
+};
+
+/* The smallest dynamic activation scale (vLLM's 1 / (448 * 512)): an all-zero row
+ * quantizes to zeros instead of dividing by zero. */
+#define PL_F8_MIN_SCALE (1.0f / (448.0f * 512.0f))
+
+static inline bool pl_f8w_shape_ok(int64_t rows, int64_t cols)
+{
+    return rows > 0 && cols > 0 && rows % 16 == 0 && cols % 16 == 0;
+}
+
+static inline struct pl_f8w_layout pl_f8w_layout_of(int64_t rows, int64_t cols)
+{
+    struct pl_f8w_layout l;
+    l.scale_off = pl_q4_align16(rows * cols);
+    l.head_off = l.scale_off + pl_q4_align16(rows * 4);
+    l.n_bytes = l.head_off + 16;
     return l;
 }
 
@@ -339,8 +381,11 @@ struct pl_backend_ops {
     /* The KV cache's element type (vLLM's --kv-cache-dtype). Optional: where NULL, the KV
      * cache has act_dtype. set_kv_dtype, called before any KV buffer is sized, makes
      * store_kv, attention and copy_blocks use `dtype` for every KV buffer from then on
-     * (PL_DTYPE_F8_E4M3: e4m3 values x / scale on store, x * scale on read, vLLM's
-     * k_scale / v_scale); PL_STATUS_UNSUPPORTED for a dtype the backend cannot hold. */
+     * (PL_DTYPE_F8_E4M3: the stored byte is e4m3_sat(x * (1 / scale)) (fp32 product,
+     * round to nearest even, pl_f32_to_f8e4m3), read back as e4m3(byte) * scale, vLLM's
+     * k_scale / v_scale; the KV layout above with one byte per element); set_kv_dtype back
+     * to act_dtype undoes it; PL_STATUS_UNSUPPORTED for a dtype the backend cannot hold,
+     * PL_STATUS_INVALID_ARGUMENT for a scale that is not finite and > 0. */
     pl_status (*set_kv_dtype)(struct pl_backend *be, enum pl_dtype dtype, float k_scale,
                               float v_scale);
     enum pl_dtype (*kv_dtype)(struct pl_backend *be);

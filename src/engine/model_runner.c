@@ -166,8 +166,9 @@ struct weight_check {
     struct pl_backend *be;
     struct pl_err *err;
     pl_status st;
-    bool all_bf16_matmuls; /* graph eligibility */
-    bool other_than_q4;    /* some matmul weight is neither bf16 nor packed int4 */
+    bool has_q4;          /* some matmul weight is packed int4 (graphs up to 8 rows) */
+    bool allocating;      /* some matmul weight's product may allocate (no graphs): neither
+                             bf16 nor a packed layout (fp16's lazily sized scratch) */
 };
 
 /* One slot: present, shaped [rows, cols] (vectors [1, cols]), a dtype the backend runs. */
@@ -178,10 +179,10 @@ static void check_slot(void *ctx, const struct pl_tensor_spec *t, int layer, int
     /* the moe op's weights too: its grouped path records only with bf16 experts, and the
      * shared expert runs as matmuls */
     if ((t->op == PL_OP_MATMUL || t->op == PL_OP_MOE) && t->rows != PL_DIM_NONE && w &&
-        w->data && w->dtype != PL_DTYPE_BF16) {
-        k->all_bf16_matmuls = false;
-        if (w->dtype != PL_DTYPE_Q4)
-            k->other_than_q4 = true;
+        w->data) {
+        k->has_q4 |= w->dtype == PL_DTYPE_Q4;
+        k->allocating |= w->dtype != PL_DTYPE_BF16 && w->dtype != PL_DTYPE_Q4 &&
+                         w->dtype != PL_DTYPE_F8W;
     }
     if (k->st != PL_STATUS_OK)
         return;
@@ -318,7 +319,7 @@ pl_status pl_model_new(const struct pl_model_config *cfg, const struct pl_weight
     if (w->n_layers != cfg->n_layers || !w->layers)
         return pl_err_set(err, PL_STATUS_FORMAT, "model: weights have %d layers, config %d",
                           w->n_layers, cfg->n_layers);
-    struct weight_check wc = {cfg, be, err, PL_STATUS_OK, true, false};
+    struct weight_check wc = {cfg, be, err, PL_STATUS_OK, false, false};
     pl_weights_foreach(cfg, w, check_slot, &wc);
     if (wc.st == PL_STATUS_OK && !cfg->tie_word_embeddings && !w->lm_head.data)
         wc.st = pl_err_set(err, PL_STATUS_NOT_FOUND, "model: weight lm_head.weight is missing");
@@ -398,11 +399,12 @@ pl_status pl_model_new(const struct pl_model_config *cfg, const struct pl_weight
                           pl_status_str(st));
     }
     /* Decode graphs need ops that allocate nothing while recording: the backend's bf16
-     * matmuls (fp16 weights take a lazily sized scratch), packed int4 ones up to
+     * matmuls (fp16 weights take a lazily sized scratch), packed FP8 ones (their
+     * activation scratch is the backend's own, made with it), packed int4 ones up to
      * PL_Q4_SCRATCHLESS_N rows (above, a dequantization scratch), and a forward without
      * host-side decisions; pl_model_set_eager turns them off (vLLM's enforce_eager). */
-    m->use_graphs = be->ops->graph_begin && !wc.other_than_q4;
-    m->graph_max_n = wc.all_bf16_matmuls ? INT32_MAX : PL_Q4_SCRATCHLESS_N;
+    m->use_graphs = be->ops->graph_begin && !wc.allocating;
+    m->graph_max_n = wc.has_q4 ? PL_Q4_SCRATCHLESS_N : INT32_MAX;
     *out = m;
     return PL_STATUS_OK;
 }
@@ -1253,18 +1255,24 @@ static pl_status runner_open(struct pl_model_runner *r, const struct pl_model_ru
         if (!o->set_kv_dtype || !o->supports(r->be, PL_OP_ATTENTION, PL_DTYPE_F8_E4M3) ||
             o->set_kv_dtype(r->be, PL_DTYPE_F8_E4M3, 1.0f, 1.0f) != PL_STATUS_OK)
             st = pl_err_set(err, PL_STATUS_UNSUPPORTED,
-                            "--kv-cache-dtype fp8: the %s backend has no FP8 KV cache (it keeps "
-                            "the KV cache in %s); use --kv-cache-dtype auto",
-                            o->name, pl_dtype_torch_name(o->act_dtype));
+                            "--kv-cache-dtype fp8: the %s backend has no FP8 KV cache%s (it "
+                            "keeps the KV cache in %s); use --kv-cache-dtype auto",
+                            o->name,
+                            o->act_dtype == PL_DTYPE_F32 && o->device_memory
+                                ? " in its float32 mode" : "",
+                            pl_dtype_torch_name(o->act_dtype));
     }
     if (st == PL_STATUS_OK && r->cfg.quant.method != PL_QUANT_NONE) {
         char what[160];
         pl_quant_describe(&r->cfg.quant, what, sizeof(what));
         if (dummy)
-            PL_INFO("quantization: %s; dummy weights: int4 modules packed where the %s backend "
-                    "runs them packed, the rest unquantized", what, r->be->ops->name);
+            PL_INFO("quantization: %s; dummy weights: int4 and FP8 W8A8 modules packed where "
+                    "the %s backend runs them packed, the rest unquantized", what,
+                    r->be->ops->name);
         else
-            PL_INFO("quantization: %s, dequantized at load (the reference path)", what);
+            PL_INFO("quantization: %s; kept packed where the %s backend runs the layout (int4, "
+                    "FP8 W8A8 per tensor or channel), else dequantized at load (the reference "
+                    "path)", what, r->be->ops->name);
     }
     if (st == PL_STATUS_OK) {
         double t0 = pl_clock_seconds();

@@ -22,6 +22,8 @@
  *   - --quantization fp8 on an unquantized checkpoint: every quantizable
  *     weight quantized to e4m3 at load with one scale per tensor (vLLM's
  *     online FP8).
+ * A backend that multiplies packed weights itself gets them in its layouts
+ * (backend.h): int4 (pl_quant_q4_buffer) and FP8 W8A8 (pl_quant_f8w_buffer).
  * Anything else is refused naming the method and the fields found.
  * Invariants after a successful parse: method != PL_QUANT_NONE implies bits,
  * group_size and the strategies hold a combination the loader implements.
@@ -136,7 +138,9 @@ bool pl_quant_module_is_quantized(const struct pl_quant_config *q, const char *m
  * shape [n_out, n_in] (for a fused checkpoint tensor, n_out is the fused tensor's rows)
  * and writes w[r - row_begin, k] for output rows [row_begin, row_end) as fp32 into out
  * ([row_end - row_begin, n_in]). Errors name the tensor (missing, mis-shaped, wrong
- * dtype, g_idx out of range, non-finite scale). */
+ * dtype, g_idx out of range, non-finite scale). Online FP8 (q->online) reads the float
+ * tensor module.weight and rounds it through e4m3 with one scale for the whole checkpoint
+ * tensor (pl_quant_fp8_tensor_scale). */
 pl_status pl_quant_dequant(const struct pl_quant_config *q, const struct pl_safetensors *st,
                            const char *module, int64_t n_out, int64_t n_in, int64_t row_begin,
                            int64_t row_end, float *out, struct pl_err *err);
@@ -163,8 +167,26 @@ pl_status pl_quant_q4_buffer(const struct pl_quant_config *q, const struct pl_sa
                              const char *module, int64_t n_out, int64_t n_in, int64_t row_begin,
                              int64_t row_end, void **out, size_t *n_bytes, struct pl_err *err);
 
+/* The FP8 W8A8 device layout (backend.h's pl_f8w_layout, PL_DTYPE_F8W). Whether a config
+ * has it: compressed-tensors float-quantized and quant_method fp8 checkpoints (online
+ * --quantization fp8 included) with quantized activations and weight scales per tensor or
+ * per channel (block-wise scales and W8A16 are dequantized at load instead). */
+bool pl_quant_is_fp8_w8a8(const struct pl_quant_config *q);
+/* The whole PL_DTYPE_F8W buffer of rows [row_begin, row_end) of such a module (the
+ * rows and n_in pl_f8w_shape_ok), malloc'ed into *out (*n_bytes long; the caller frees
+ * it): the checkpoint's e4m3 bytes as stored (online: e4m3(w / s) with the tensor's
+ * scale), each row's scale (a per-tensor scale repeated) and the static input_scale (0
+ * when activations are dynamic), checked as pl_quant_dequant checks them, so that
+ * e4m3(code) * scale is exactly its weight. */
+pl_status pl_quant_f8w_buffer(const struct pl_quant_config *q, const struct pl_safetensors *st,
+                              const char *module, int64_t n_out, int64_t n_in, int64_t row_begin,
+                              int64_t row_end, void **out, size_t *n_bytes, struct pl_err *err);
+
+/* Online FP8's per-tensor scale (vLLM's): max|w| / 448 over w[n], 1 when w is all zero. */
+float pl_quant_fp8_tensor_scale(const float *w, size_t n);
+
 /* Online FP8 (--quantization fp8) of one float weight w[n, k] in place, as vLLM's
- * per-tensor dynamic quantization does: scale = max|w| / 448 (1 when w is all zero),
+ * per-tensor dynamic quantization does: scale = pl_quant_fp8_tensor_scale(w, n),
  * w = e4m3(w / scale) * scale. Returns the scale. */
 float pl_quant_fp8_roundtrip(float *w, size_t n);
 

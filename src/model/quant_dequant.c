@@ -26,8 +26,14 @@
  *     F8_E4M3 [N, K]; weight_scale of one element (per tensor) or [N, 1]
  *     (per channel), or weight_scale_inv [ceil(N/bn), ceil(K/bk)] (blocks).
  *     w = e4m3(q) * s.
+ *   Online FP8 (--quantization fp8): the float weight [N, K] of the checkpoint,
+ *     s = max|w| / 448 over the whole checkpoint tensor (1 when all zero),
+ *     q = e4m3(w / s), w = e4m3(q) * s.
  * Every product is one fp32 rounding of exact operands, so any faithful
  * dequantizer (numpy's, torch's) gives the same bits.
+ * The packed device layouts are written by the same readers: int4 modules into
+ * backend.h's pl_q4_layout (ctx.rp), FP8 W8A8 modules (per tensor or channel) into
+ * pl_f8w_layout (ctx.f8): the checkpoint's e4m3 bytes as they are, scales per row.
  */
 #include "model/quant.h"
 
@@ -45,6 +51,14 @@ struct ctx {
     const char *module;
     struct pl_err *err;
     const struct repack *rp; /* non-NULL: write the int4 device layout instead of floats */
+    const struct f8pack *f8; /* non-NULL: write the FP8 device layout instead of floats */
+};
+
+/* pl_quant_f8w_buffer's outputs: rows [r0, r1) of the module. */
+struct f8pack {
+    uint8_t *codes;     /* [r1 - r0, k] */
+    float *scales;      /* [r1 - r0] */
+    float *input_scale; /* static activation scale, 0 = dynamic */
 };
 
 /* pl_quant_repack_int4's outputs. */
@@ -357,7 +371,7 @@ static pl_status dequant_fp8(struct ctx *c, const struct pl_quant_config *q, int
                              int64_t r0, int64_t r1, float *out)
 {
     pl_status st;
-    const struct pl_tensor_info *w, *sc, *is;
+    const struct pl_tensor_info *w, *sc, *is = NULL;
     if (!(w = find(c, "weight", true, false, PL_DTYPE_F8_E4M3, &st)) ||
         (st = check_shape(c, w, n, k)))
         return st;
@@ -399,6 +413,16 @@ static pl_status dequant_fp8(struct ctx *c, const struct pl_quant_config *q, int
             return st;
     }
     const uint8_t *qv = w->data;
+    if (c->f8) {
+        if (block)
+            return pl_err_set(c->err, PL_STATUS_INVALID_ARGUMENT,
+                              "%s: block-wise FP8 scales have no per-channel layout", c->module);
+        memcpy(c->f8->codes, qv + r0 * k, (size_t)((r1 - r0) * k));
+        for (int64_t r = r0; r < r1; r++)
+            c->f8->scales[r - r0] = per_tensor ? scale_at(sc, 0) : scale_at(sc, r);
+        *c->f8->input_scale = q->act_quant && !q->act_dynamic ? scale_at(is, 0) : 0.0f;
+        return PL_STATUS_OK;
+    }
     for (int64_t r = r0; r < r1; r++) {
         float *o = out + (r - r0) * k;
         for (int64_t i = 0; i < k; i++) {
@@ -408,6 +432,56 @@ static pl_status dequant_fp8(struct ctx *c, const struct pl_quant_config *q, int
             o[i] = pl_f8e4m3_to_f32(qv[r * k + i]) * s;
         }
     }
+    return PL_STATUS_OK;
+}
+
+float pl_quant_fp8_tensor_scale(const float *w, size_t n)
+{
+    float amax = 0.0f;
+    for (size_t i = 0; i < n; i++)
+        amax = fmaxf(amax, fabsf(w[i]));
+    return amax > 0.0f ? amax / 448.0f : 1.0f;
+}
+
+/* Online FP8 (--quantization fp8) of rows [r0, r1) of the float tensor module.weight [n, k]:
+ * one scale for the whole checkpoint tensor (a fused one included), as fp32 weights (out)
+ * or the FP8 layout (c->f8). */
+static pl_status online_fp8(struct ctx *c, int64_t n, int64_t k, int64_t r0, int64_t r1,
+                            float *out)
+{
+    char name[256];
+    snprintf(name, sizeof(name), "%s.weight", c->module);
+    const struct pl_tensor_info *ti = pl_safetensors_find(c->st, name);
+    if (!ti)
+        return pl_err_set(c->err, PL_STATUS_NOT_FOUND, "tensor '%s' is missing from the checkpoint",
+                          name);
+    if (!is_float(ti->dtype))
+        return pl_err_set(c->err, PL_STATUS_UNSUPPORTED,
+                          "%s: tensor '%s' has dtype %s; --quantization fp8 quantizes float "
+                          "checkpoints", ti->file, name, pl_dtype_name(ti->dtype));
+    pl_status st = check_shape(c, ti, n, k);
+    if (st)
+        return st;
+    const size_t all = (size_t)n * (size_t)k;
+    float *w = malloc(sizeof(float) * (all ? all : 1));
+    if (!w)
+        return pl_err_set(c->err, PL_STATUS_NO_MEMORY, "tensor '%s': out of memory", name);
+    pl_dtype_convert(w, PL_DTYPE_F32, ti->data, ti->dtype, all);
+    const float s = pl_quant_fp8_tensor_scale(w, all);
+    for (int64_t r = r0; r < r1; r++)
+        for (int64_t i = 0; i < k; i++) {
+            const uint8_t q = pl_f32_to_f8e4m3(w[r * k + i] / s);
+            if (c->f8)
+                c->f8->codes[(r - r0) * k + i] = q;
+            else
+                out[(r - r0) * k + i] = pl_f8e4m3_to_f32(q) * s;
+        }
+    if (c->f8) {
+        for (int64_t r = r0; r < r1; r++)
+            c->f8->scales[r - r0] = s;
+        *c->f8->input_scale = 0.0f; /* dynamic per token */
+    }
+    free(w);
     return PL_STATUS_OK;
 }
 
@@ -425,12 +499,50 @@ pl_status pl_quant_dequant(const struct pl_quant_config *q, const struct pl_safe
     case PL_QUANT_CT_PACKED: return dequant_ct_packed(&c, q, n_out, n_in, row_begin, row_end, out);
     case PL_QUANT_CT_FP8:
     case PL_QUANT_FP8:
-        if (!q->online)
-            return dequant_fp8(&c, q, n_out, n_in, row_begin, row_end, out);
-        break;
+        if (q->online)
+            return online_fp8(&c, n_out, n_in, row_begin, row_end, out);
+        return dequant_fp8(&c, q, n_out, n_in, row_begin, row_end, out);
     case PL_QUANT_NONE: break;
     }
     return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "%s: not a packed format", module);
+}
+
+bool pl_quant_is_fp8_w8a8(const struct pl_quant_config *q)
+{
+    return (q->method == PL_QUANT_CT_FP8 || q->method == PL_QUANT_FP8) && q->act_quant &&
+           (q->weight_strategy == PL_QSTRAT_TENSOR || q->weight_strategy == PL_QSTRAT_CHANNEL);
+}
+
+pl_status pl_quant_f8w_buffer(const struct pl_quant_config *q, const struct pl_safetensors *st,
+                              const char *module, int64_t n_out, int64_t n_in, int64_t row_begin,
+                              int64_t row_end, void **out, size_t *n_bytes, struct pl_err *err)
+{
+    *out = NULL;
+    *n_bytes = 0;
+    const int64_t rows = row_end - row_begin;
+    if (!pl_quant_is_fp8_w8a8(q) || !pl_f8w_shape_ok(rows, n_in))
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                          "%s: not an FP8 W8A8 layout of [%lld, %lld]", module, (long long)rows,
+                          (long long)n_in);
+    if (row_begin < 0 || row_end > n_out || row_begin > row_end)
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "%s: rows [%lld, %lld) of %lld",
+                          module, (long long)row_begin, (long long)row_end, (long long)n_out);
+    const struct pl_f8w_layout lay = pl_f8w_layout_of(rows, n_in);
+    char *buf = calloc(1, (size_t)lay.n_bytes);
+    if (!buf)
+        return pl_err_set(err, PL_STATUS_NO_MEMORY, "%s: out of memory", module);
+    const struct f8pack f8 = {(uint8_t *)buf, (float *)(buf + lay.scale_off),
+                              (float *)(buf + lay.head_off)};
+    struct ctx c = {.st = st, .module = module, .err = err, .f8 = &f8};
+    pl_status s = q->online ? online_fp8(&c, n_out, n_in, row_begin, row_end, NULL)
+                            : dequant_fp8(&c, q, n_out, n_in, row_begin, row_end, NULL);
+    if (s != PL_STATUS_OK) {
+        free(buf);
+        return s;
+    }
+    *out = buf;
+    *n_bytes = (size_t)lay.n_bytes;
+    return PL_STATUS_OK;
 }
 
 bool pl_quant_is_int4(const struct pl_quant_config *q)
@@ -507,10 +619,7 @@ pl_status pl_quant_q4_buffer(const struct pl_quant_config *q, const struct pl_sa
 
 float pl_quant_fp8_roundtrip(float *w, size_t n)
 {
-    float amax = 0.0f;
-    for (size_t i = 0; i < n; i++)
-        amax = fmaxf(amax, fabsf(w[i]));
-    const float scale = amax > 0.0f ? amax / 448.0f : 1.0f;
+    const float scale = pl_quant_fp8_tensor_scale(w, n);
     for (size_t i = 0; i < n; i++)
         w[i] = pl_f8e4m3_to_f32(pl_f32_to_f8e4m3(w[i] / scale)) * scale;
     return scale;

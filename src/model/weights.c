@@ -26,6 +26,10 @@
  * contiguous row range of the tensor (no copy on the CPU), a row-parallel slot
  * gathers its columns on the host into backend memory (listed in `converted`,
  * like a conversion), so each rank reads only its share of the mmap.
+ * Quantized checkpoints: a quantizable module the quantization_config stores packed is
+ * kept packed in the backend's own layout where the backend runs it (int4: PL_DTYPE_Q4;
+ * FP8 W8A8: PL_DTYPE_F8W; packed_dtype decides, for checkpoints and dummy weights alike),
+ * and dequantized at load otherwise (the reference path, model/quant.h).
  * Tied embeddings: transformers' tie_weights() makes the output projection
  * share the input embedding's parameter, so when tie_word_embeddings is true
  * the embedding is used even if the checkpoint also carries lm_head.weight.
@@ -137,6 +141,37 @@ static pl_status dummy_q4_slot(struct loader *L, const char *name, int64_t rows,
     if (st != PL_STATUS_OK)
         return st;
     *slot = (struct pl_weight){.data = p, .dtype = PL_DTYPE_Q4, .rows = rows, .cols = cols};
+    L->w->n_bytes += n_bytes;
+    return PL_STATUS_OK;
+}
+
+/* A packed FP8 dummy weight (PL_DTYPE_F8W) for an FP8 W8A8 quantization_config the backend
+ * runs packed: codes e4m3(448 u) for u uniform in [-1, 1) (pl_fill_uniform) and every row's
+ * scale a / 448, so the weights are those of the dense dummies (within +-a, a =
+ * 1/sqrt(in_features)) rounded through e4m3; dynamic activation scales; built on the host. */
+static pl_status dummy_f8w_slot(struct loader *L, const char *name, int64_t rows, int64_t cols,
+                                int64_t full_cols, struct pl_weight *slot)
+{
+    const struct pl_f8w_layout lay = pl_f8w_layout_of(rows, cols);
+    char *buf = calloc(1, (size_t)lay.n_bytes);
+    if (!buf)
+        return pl_err_set(L->err, PL_STATUS_NO_MEMORY, "dummy tensor '%s': out of memory", name);
+    const uint64_t seed = L->seed++ * 0x632BE59BD9B4E019ull;
+    for (int64_t i = 0; i < rows * cols; i++) {
+        const float u = 2.0f * pl_fill_uniform(seed, (uint64_t)i) - 1.0f;
+        ((uint8_t *)buf)[i] = pl_f32_to_f8e4m3(448.0f * u);
+    }
+    const float sc = 1.0f / sqrtf((float)full_cols) / 448.0f;
+    for (int64_t r = 0; r < rows; r++)
+        ((float *)(buf + lay.scale_off))[r] = sc;
+    void *p = NULL;
+    size_t n_bytes = 0;
+    pl_status st = convert_from(L, "dummy", PL_DTYPE_U8, name, buf, (size_t)lay.n_bytes,
+                                PL_DTYPE_U8, &p, &n_bytes);
+    free(buf);
+    if (st != PL_STATUS_OK)
+        return st;
+    *slot = (struct pl_weight){.data = p, .dtype = PL_DTYPE_F8W, .rows = rows, .cols = cols};
     L->w->n_bytes += n_bytes;
     return PL_STATUS_OK;
 }
@@ -253,23 +288,47 @@ static pl_status convert_slot(struct loader *L, const struct pl_tensor_info *ti,
     return convert_from(L, ti->file, ti->dtype, name, src, n, to, out, out_bytes);
 }
 
-/* An int4 module kept packed where the backend multiplies PL_DTYPE_Q4 weights itself
- * (backend.h): the checkpoint's codes, zeros and scales in pl_q4_layout_of's one buffer
- * (act-order kept as a g_idx table, so no permutation of the inputs). */
-static pl_status q4_slot(struct loader *L, const char *name, const char *module, int64_t rows,
-                         int64_t cols, int64_t src_rows, int64_t row_off, struct pl_weight *slot)
+/* The packed dtype a quantizable slot keeps on this backend: PL_DTYPE_Q4 (int4 formats)
+ * or PL_DTYPE_F8W (FP8 W8A8, per tensor or channel) where the backend multiplies that
+ * layout itself (backend.h) and the shape fits it; PL_DTYPE_COUNT: dequantized at load.
+ * One rule for checkpoints and dummy weights. MoE experts stay dense (the moe op's
+ * experts are plain matrices). */
+static enum pl_dtype packed_dtype(const struct loader *L, const struct pl_tensor_spec *t,
+                                  int64_t rows, int64_t cols)
+{
+    const struct pl_quant_config *q = &L->cfg->quant;
+    struct pl_backend *be = L->be;
+    if (t->scope == PL_SCOPE_EXPERT)
+        return PL_DTYPE_COUNT;
+    if (pl_quant_is_int4(q) && cols % 8 == 0 && be->ops->supports(be, t->op, PL_DTYPE_Q4))
+        return PL_DTYPE_Q4;
+    if (pl_quant_is_fp8_w8a8(q) && pl_f8w_shape_ok(rows, cols) &&
+        be->ops->supports(be, t->op, PL_DTYPE_F8W))
+        return PL_DTYPE_F8W;
+    return PL_DTYPE_COUNT;
+}
+
+/* A module kept packed (packed_dtype): the checkpoint's codes and scales in the backend
+ * layout's one buffer (int4: pl_q4_layout_of, act-order kept as a g_idx table, so no
+ * permutation of the inputs; FP8: pl_f8w_layout_of, the e4m3 bytes as stored). */
+static pl_status packed_slot(struct loader *L, enum pl_dtype dtype, const char *name,
+                             const char *module, int64_t rows, int64_t cols, int64_t src_rows,
+                             int64_t row_off, struct pl_weight *slot)
 {
     void *buf = NULL, *p = NULL;
     size_t len = 0, n_bytes = 0;
-    pl_status st = pl_quant_q4_buffer(&L->cfg->quant, L->st, module, src_rows, cols, row_off,
-                                      row_off + rows, &buf, &len, L->err);
+    pl_status st = dtype == PL_DTYPE_Q4
+                       ? pl_quant_q4_buffer(&L->cfg->quant, L->st, module, src_rows, cols, row_off,
+                                            row_off + rows, &buf, &len, L->err)
+                       : pl_quant_f8w_buffer(&L->cfg->quant, L->st, module, src_rows, cols,
+                                             row_off, row_off + rows, &buf, &len, L->err);
     /* bytes as they are: U8 to U8 is a plain copy */
     if (st == PL_STATUS_OK)
         st = convert_from(L, "packed", PL_DTYPE_U8, name, buf, len, PL_DTYPE_U8, &p, &n_bytes);
     free(buf);
     if (st != PL_STATUS_OK)
         return st;
-    *slot = (struct pl_weight){.data = p, .dtype = PL_DTYPE_Q4, .rows = rows, .cols = cols};
+    *slot = (struct pl_weight){.data = p, .dtype = dtype, .rows = rows, .cols = cols};
     L->w->n_bytes += n_bytes;
     return PL_STATUS_OK;
 }
@@ -290,60 +349,34 @@ static enum pl_dtype dequant_dtype(const struct loader *L)
 }
 
 /* A quantizable slot the quantization_config stores packed (module: the HF name without
- * ".weight"): the dequantizing reference (model/quant.h) makes the slot's rows in fp32 on
- * the host, which are converted and copied into backend memory as a --dtype conversion
- * is. --quantization fp8 (online) reads the float tensor and rounds it through e4m3 with
- * one scale per checkpoint tensor. */
+ * ".weight"): kept packed where the backend runs the layout (packed_dtype), else the
+ * dequantizing reference (model/quant.h) makes the slot's rows in fp32 on the host, which
+ * are converted and copied into backend memory as a --dtype conversion is. --quantization
+ * fp8 (online) rounds the float tensor through e4m3 with one scale per checkpoint tensor,
+ * packed or not. */
 static pl_status quant_slot(struct loader *L, const struct pl_tensor_spec *t, const char *name,
                             const char *module, int64_t rows, int64_t cols, int64_t src_rows,
                             int64_t row_off, struct pl_weight *slot)
 {
     const struct pl_quant_config *q = &L->cfg->quant;
-    if (pl_quant_is_int4(q) && t->scope != PL_SCOPE_EXPERT && cols % 8 == 0 &&
-        L->be->ops->supports(L->be, t->op, PL_DTYPE_Q4))
-        return q4_slot(L, name, module, rows, cols, src_rows, row_off, slot);
+    const enum pl_dtype packed = packed_dtype(L, t, rows, cols);
+    if (packed != PL_DTYPE_COUNT)
+        return packed_slot(L, packed, name, module, rows, cols, src_rows, row_off, slot);
     const enum pl_dtype to = dequant_dtype(L);
     if (!L->be->ops->supports(L->be, t->op, to))
         return pl_err_set(L->err, PL_STATUS_UNSUPPORTED,
                           "tensor '%s': the %s backend does not run %s weights", name,
                           L->be->ops->name, pl_dtype_torch_name(to));
     const size_t n = (size_t)rows * (size_t)cols;
-    float *host;
-    pl_status st = PL_STATUS_OK;
-    const char *file = "dequantized";
-    if (q->online) {
-        const struct pl_tensor_info *ti = pl_safetensors_find(L->st, name);
-        if (!ti)
-            return pl_err_set(L->err, PL_STATUS_NOT_FOUND,
-                              "tensor '%s' is missing from the checkpoint", name);
-        if (ti->n_dims != 2 || ti->shape[0] != src_rows || ti->shape[1] != cols)
-            return pl_err_set(L->err, PL_STATUS_FORMAT,
-                              "%s: tensor '%s' has the wrong shape, the config needs [%lld, %lld]",
-                              ti->file, name, (long long)src_rows, (long long)cols);
-        const size_t all = (size_t)src_rows * (size_t)cols;
-        host = malloc(sizeof(float) * (all ? all : 1));
-        if (!host)
-            return pl_err_set(L->err, PL_STATUS_NO_MEMORY, "tensor '%s': out of memory", name);
-        if (!pl_dtype_convert(host, PL_DTYPE_F32, ti->data, ti->dtype, all)) {
-            free(host);
-            return pl_err_set(L->err, PL_STATUS_UNSUPPORTED,
-                              "%s: tensor '%s' has dtype %s; --quantization fp8 quantizes float "
-                              "checkpoints", ti->file, name, pl_dtype_name(ti->dtype));
-        }
-        pl_quant_fp8_roundtrip(host, all);
-        memmove(host, host + (size_t)row_off * (size_t)cols, sizeof(float) * n);
-        file = ti->file;
-    } else {
-        host = malloc(sizeof(float) * (n ? n : 1));
-        if (!host)
-            return pl_err_set(L->err, PL_STATUS_NO_MEMORY, "tensor '%s': out of memory", name);
-        st = pl_quant_dequant(q, L->st, module, src_rows, cols, row_off, row_off + rows, host,
-                              L->err);
-    }
+    float *host = malloc(sizeof(float) * (n ? n : 1));
+    if (!host)
+        return pl_err_set(L->err, PL_STATUS_NO_MEMORY, "tensor '%s': out of memory", name);
+    pl_status st = pl_quant_dequant(q, L->st, module, src_rows, cols, row_off, row_off + rows,
+                                    host, L->err);
     void *p = NULL;
     size_t n_bytes = 0;
     if (st == PL_STATUS_OK)
-        st = convert_from(L, file, PL_DTYPE_F32, name, host, n, to, &p, &n_bytes);
+        st = convert_from(L, "dequantized", PL_DTYPE_F32, name, host, n, to, &p, &n_bytes);
     free(host);
     if (st != PL_STATUS_OK)
         return st;
@@ -394,9 +427,11 @@ static pl_status load_slot(struct loader *L, const struct pl_tensor_spec *t, con
                           "tensor '%s': quantized weights (%s) are not sharded for tensor "
                           "parallelism yet; run this model with tensor_parallel_size 1",
                           name, c->quant.method_name);
-    if (!L->st && quantized && pl_quant_is_int4(&c->quant) && t->scope != PL_SCOPE_EXPERT &&
-        cols % 8 == 0 && L->be->ops->supports(L->be, t->op, PL_DTYPE_Q4))
+    const enum pl_dtype packed = quantized ? packed_dtype(L, t, rows, cols) : PL_DTYPE_COUNT;
+    if (!L->st && packed == PL_DTYPE_Q4)
         return dummy_q4_slot(L, name, rows, cols, slot);
+    if (!L->st && packed == PL_DTYPE_F8W)
+        return dummy_f8w_slot(L, name, rows, cols, full_cols, slot);
     if (!L->st)
         return dummy_slot(L, t, name, rows, cols, full_cols, slot);
     if (quantized)

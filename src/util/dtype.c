@@ -16,6 +16,7 @@ const char *pl_dtype_name(enum pl_dtype t)
     case PL_DTYPE_I8: return "I8";
     case PL_DTYPE_U8: return "U8";
     case PL_DTYPE_Q4: return "Q4";
+    case PL_DTYPE_F8W: return "F8W";
     default: return "?";
     }
 }
@@ -32,6 +33,7 @@ const char *pl_dtype_torch_name(enum pl_dtype t)
     case PL_DTYPE_I8: return "int8";
     case PL_DTYPE_U8: return "uint8";
     case PL_DTYPE_Q4: return "int4";
+    case PL_DTYPE_F8W: return "fp8";
     default: return "?";
     }
 }

@@ -25,6 +25,8 @@ enum pl_dtype {
     PL_DTYPE_U8,      /* (compressed-tensors' unpacked zero points of symmetric schemes) */
     PL_DTYPE_Q4,      /* a backend's packed int4 weights (backend.h's struct pl_weight); no
                          element size (pl_dtype_size 0) */
+    PL_DTYPE_F8W,     /* a backend's packed FP8 W8A8 weights: e4m3 codes + per-channel fp32
+                         scales (backend.h's pl_f8w_layout); no element size */
     PL_DTYPE_COUNT
 };
 

@@ -74,6 +74,27 @@ static inline int pl_test_summary(void)
     return pl_tests_failed ? 1 : 0;
 }
 
+/* Whether the comma-separated list in environment variable var names `name`. */
+static inline int pl_test_in_env_list(const char *var, const char *name)
+{
+    const char *l = getenv(var);
+    size_t n = strlen(name);
+    for (const char *p = l ? strstr(l, name) : NULL; p; p = strstr(p + 1, name))
+        if ((p == l || p[-1] == ',') && (p[n] == ',' || p[n] == 0))
+            return 1;
+    return 0;
+}
+
+/* Whether test `name` runs: not listed in PL_PARITY_SKIP and, when PL_PARITY_ONLY is set,
+ * listed there (the GPU test programs' selection; a crashing test need not hide the rest,
+ * and one device call need not run them all). */
+static inline int pl_test_selected(const char *name)
+{
+    if (pl_test_in_env_list("PL_PARITY_SKIP", name))
+        return 0;
+    return !getenv("PL_PARITY_ONLY") || pl_test_in_env_list("PL_PARITY_ONLY", name);
+}
+
 /* $PL_SOURCE_DIR/rel, or ./rel when unset. Returns a static buffer. */
 static inline const char *pl_test_path(const char *rel)
 {

@@ -38,8 +38,27 @@
  * only test_gemv, `--bench-gemv` only the skinny-GEMM timing table (bench_gemv, also
  * printed by `--bench`). `--bench-moe` times the moe op on the Qwen3-30B-A3B block, eager
  * and replayed from a graph.
+ * FP8 (`--fp8` runs only these; the first two also run by default and with `--ops`):
+ *   test_kv_fp8_moves     store_kv into an e4m3 cache (scales 1 and calibrated-looking ones,
+ *                         saturating values) and copy_blocks of e4m3 blocks: the same bytes
+ *                         as the CPU backend (the specification), exactly;
+ *   test_attention_fp8kv  every attention case above (decode, split decode, prefill in each
+ *                         kernel variant, chunked, windows, soft-capping, graph padding; head
+ *                         dims 8..256 incl. 64, 96, 128, 256) over e4m3 caches holding the
+ *                         same bytes on both backends, scales 1 and (0.05, 0.03): TOL_BF16,
+ *                         as the bf16 cache (the values read are exact in bf16);
+ *   test_golden_fp8kv     the golden fixtures with an e4m3 KV cache on CUDA and on the
+ *                         bf16 emulation (whose CPU attention reads the same e4m3 bytes);
+ *   test_golden_fp8w      the golden fixtures under --quantization fp8 (online, packed
+ *                         PL_DTYPE_F8W on CUDA; the emulation runs fp8_ref.h's W8A8);
+ *   both goldens hold CUDA within EMU_TOL_FP8 of the emulation (a first guess of the
+ *   bound, to be measured: the max is printed) and print their own summary lines.
+ * Test selection: PL_PARITY_SKIP / PL_PARITY_ONLY (names of the test functions),
+ * PL_GOLDEN_ONLY (fixtures).
  */
 #include "test.h"
+
+#include "fp8_ref.h"
 
 #include <execinfo.h>
 #include <fcntl.h>
@@ -759,6 +778,104 @@ static void test_kv_moves(void)
     }
 }
 
+/* The KV dtypes of both backends: e4m3 with scales (ks, vs), or back to their defaults. */
+static void set_kv_fp8(bool on, float ks, float vs)
+{
+    pl_status a = g_cpu->ops->set_kv_dtype(g_cpu, on ? PL_DTYPE_F8_E4M3 : PL_DTYPE_F32, ks, vs);
+    pl_status b = g_gpu->ops->set_kv_dtype(g_gpu, on ? PL_DTYPE_F8_E4M3 : PL_DTYPE_BF16, ks, vs);
+    CHECKF(a == PL_STATUS_OK && b == PL_STATUS_OK, "set_kv_dtype(%s, %g, %g): cpu %d, cuda %d",
+           on ? "fp8" : "default", (double)ks, (double)vs, a, b);
+}
+
+/* Random e4m3 bytes (no NaN codes), the contents of a used cache. */
+static void rnd_f8_bytes(uint8_t *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        b[i] = (uint8_t)rnd();
+        if ((b[i] & 0x7f) == 0x7f)
+            b[i] ^= 0x01;
+    }
+}
+
+/* store_kv and copy_blocks into e4m3 caches: the CPU backend's bytes, exactly. */
+static void test_kv_fp8_moves(void)
+{
+    const int kv_dims[] = {128, 1024, 40};
+    const float scales[][2] = {{1.0f, 1.0f}, {0.05f, 0.02f}};
+    for (int si = 0; si < 2; si++) {
+        set_kv_fp8(true, scales[si][0], scales[si][1]);
+        CHECK(pl_backend_kv_dtype(g_gpu) == PL_DTYPE_F8_E4M3);
+        for (int ci = 0; ci < 3; ci++) {
+            const int kv_dim = kv_dims[ci], bs = 16, n_blocks = 12, n = 40;
+            const size_t NC = (size_t)n_blocks * bs * kv_dim, NX = (size_t)n * kv_dim;
+            uint8_t *c0 = malloc(2 * NC);
+            rnd_f8_bytes(c0, 2 * NC);
+            /* rows of different ranges; every 5th row far beyond 448 x scale (saturates) */
+            float *k = malloc(sizeof(float) * NX), *v = malloc(sizeof(float) * NX);
+            for (size_t i = 0; i < NX; i++) {
+                const float range = (i / (size_t)kv_dim) % 5 == 4 ? 4e4f : 3.0f;
+                k[i] = rnd_val(range);
+                v[i] = rnd_val(range * 0.3f);
+            }
+            int32_t slots[40], all[12 * 16];
+            for (int i = 0; i < n_blocks * bs; i++)
+                all[i] = i;
+            shuffle(all, n_blocks * bs);
+            for (int i = 0; i < n; i++)
+                slots[i] = i % 7 == 3 ? -1 : all[i];
+            uint8_t *kcc = g_cpu->ops->alloc(g_cpu, NC), *vcc = g_cpu->ops->alloc(g_cpu, NC);
+            memcpy(kcc, c0, NC);
+            memcpy(vcc, c0 + NC, NC);
+            void *kcg = g_gpu->ops->alloc(g_gpu, NC), *vcg = g_gpu->ops->alloc(g_gpu, NC);
+            g_gpu->ops->upload(g_gpu, kcg, c0, NC);
+            g_gpu->ops->upload(g_gpu, vcg, c0 + NC, NC);
+            float *kx = cpu_buf(k, NX), *vx = cpu_buf(v, NX);
+            void *kxg = gpu_buf(k, NX), *vxg = gpu_buf(v, NX);
+            int32_t *sc = cpu_i32(slots, n);
+            void *sg = gpu_i32(slots, n);
+            g_cpu->ops->store_kv(g_cpu, kcc, vcc, kx, vx, sc, n, kv_dim);
+            g_gpu->ops->store_kv(g_gpu, kcg, vcg, kxg, vxg, sg, n, kv_dim);
+            uint8_t *gk = malloc(NC), *gv = malloc(NC);
+            CHECK(g_gpu->ops->download(g_gpu, gk, kcg, NC) == PL_STATUS_OK);
+            CHECK(g_gpu->ops->download(g_gpu, gv, vcg, NC) == PL_STATUS_OK);
+            size_t d = 0;
+            for (size_t i = 0; i < NC; i++)
+                d += (gk[i] != kcc[i]) + (gv[i] != vcc[i]);
+            CHECKF(d == 0, "store_kv fp8 kv_dim %d scales %g/%g: %zu bytes differ", kv_dim,
+                   (double)scales[si][0], (double)scales[si][1], d);
+            record(PL_OP_STORE_KV, d ? 1.0 : 0.0, 0.0, "store_kv fp8");
+            printf("store_kv fp8 kv_dim %d scales %g/%g: %s (%zu bytes differ)\n", kv_dim,
+                   (double)scales[si][0], (double)scales[si][1], d ? "FAIL" : "PASS", d);
+            int32_t pairs[6] = {3, 9, 0, 11, 7, 2};
+            int32_t *pc = cpu_i32(pairs, 6);
+            void *pg = gpu_i32(pairs, 6);
+            const size_t bb = (size_t)bs * kv_dim; /* one byte per element */
+            g_cpu->ops->copy_blocks(g_cpu, kcc, vcc, pc, 3, bb);
+            g_gpu->ops->copy_blocks(g_gpu, kcg, vcg, pg, 3, bb);
+            CHECK(g_gpu->ops->download(g_gpu, gk, kcg, NC) == PL_STATUS_OK);
+            CHECK(g_gpu->ops->download(g_gpu, gv, vcg, NC) == PL_STATUS_OK);
+            d = 0;
+            for (size_t i = 0; i < NC; i++)
+                d += (gk[i] != kcc[i]) + (gv[i] != vcc[i]);
+            CHECKF(d == 0, "copy_blocks fp8 kv_dim %d: %zu bytes differ", kv_dim, d);
+            record(PL_OP_COPY_BLOCKS, d ? 1.0 : 0.0, 0.0, "copy_blocks fp8");
+            void *cbufs[] = {kcc, vcc, kx, vx, sc, pc};
+            for (int i = 0; i < 6; i++)
+                g_cpu->ops->free(g_cpu, cbufs[i]);
+            void *gbufs[] = {kcg, vcg, kxg, vxg, sg, pg};
+            for (int i = 0; i < 6; i++)
+                g_gpu->ops->free(g_gpu, gbufs[i]);
+            free(c0);
+            free(k);
+            free(v);
+            free(gk);
+            free(gv);
+        }
+    }
+    set_kv_fp8(false, 1.0f, 1.0f);
+    CHECK(pl_backend_kv_dtype(g_gpu) == PL_DTYPE_BF16);
+}
+
 /* ---- attention ------------------------------------------------------------------------ */
 
 struct attn_case {
@@ -777,6 +894,32 @@ struct attn_case {
 
 /* --attn-quick: leave out the largest attention cases (racecheck's pace). */
 static bool g_attn_quick;
+/* test_attention_fp8kv: e4m3 caches with scales (ks, vs) on both backends */
+static struct {
+    bool on;
+    float ks, vs;
+    double max_err;
+    int cases;
+} g_kv8;
+
+/* A cache of values v[n] on both backends: fp32 / bf16, or (g_kv8.on) the same e4m3 bytes
+ * e4m3(v / scale) on both. */
+static void kv_cache_bufs(const float *v, size_t n, float scale, void **cpu, void **gpu)
+{
+    if (!g_kv8.on) {
+        *cpu = cpu_buf(v, n);
+        *gpu = gpu_buf(v, n);
+        return;
+    }
+    uint8_t *b = malloc(n ? n : 1);
+    for (size_t i = 0; i < n; i++)
+        b[i] = pl_f32_to_f8e4m3(v[i] / scale);
+    *cpu = g_cpu->ops->alloc(g_cpu, n ? n : 1);
+    memcpy(*cpu, b, n);
+    *gpu = g_gpu->ops->alloc(g_gpu, n ? n : 1);
+    g_gpu->ops->upload(g_gpu, *gpu, b, n);
+    free(b);
+}
 
 /* softcap: attention soft-capping (Gemma 2), 0 = none. */
 static void run_attention(const struct attn_case *c, float softcap)
@@ -813,9 +956,12 @@ static void run_attention(const struct attn_case *c, float softcap)
         if (c->ctx_lens[s] == 0)
             for (size_t i = (size_t)cu[s] * row_elems; i < (size_t)cu[s + 1] * row_elems; i++)
                 q[i] = NAN;
-    float *kcc = cpu_buf(kc, NC), *vcc = cpu_buf(vc, NC), *qc = cpu_buf(q, NQ);
+    void *kcc, *vcc, *kcg, *vcg;
+    kv_cache_bufs(kc, NC, g_kv8.ks, &kcc, &kcg);
+    kv_cache_bufs(vc, NC, g_kv8.vs, &vcc, &vcg);
+    float *qc = cpu_buf(q, NQ);
     float *oc = cpu_buf(NULL, NQ);
-    void *kcg = gpu_buf(kc, NC), *vcg = gpu_buf(vc, NC), *qg = gpu_buf(q, NQ);
+    void *qg = gpu_buf(q, NQ);
     void *og = gpu_buf(NULL, NQ);
     int32_t *cuc = cpu_i32(cu, S + 1), *ctc = cpu_i32(c->ctx_lens, S);
     int32_t *tbc = cpu_i32(tables, (size_t)S * max_blocks);
@@ -863,7 +1009,16 @@ static void run_attention(const struct attn_case *c, float softcap)
                    c->name, s, bad, e - b);
         }
     }
-    record(PL_OP_ATTENTION, rel_err(got, oc, n_real), TOL_BF16, c->name);
+    char label[160];
+    snprintf(label, sizeof(label), "%s%s", g_kv8.on ? "[fp8 kv] " : "", c->name);
+    const double e0 = rel_err(got, oc, n_real);
+    record(PL_OP_ATTENTION, e0, TOL_BF16, label);
+    if (g_kv8.on) {
+        g_kv8.cases++;
+        g_kv8.max_err = fmax(g_kv8.max_err, isnan(e0) ? INFINITY : e0);
+        printf("attention fp8 kv %-52s scales %g/%g rel err %.3g %s\n", c->name,
+               (double)g_kv8.ks, (double)g_kv8.vs, e0, e0 <= TOL_BF16 ? "PASS" : "FAIL");
+    }
     free(got);
     /* prefill rows: every prefill kernel variant on the same inputs (the
      * CUDA-core one only where it is quick enough for the sanitizers) */
@@ -885,10 +1040,12 @@ static void run_attention(const struct attn_case *c, float softcap)
             }
         }
         double e = rel_err(got, oc, n_cmp);
-        char what[160];
-        snprintf(what, sizeof(what), "%s [prefill variant %d]", c->name, v);
+        char what[200];
+        snprintf(what, sizeof(what), "%s [prefill variant %d]", label, v);
         record(PL_OP_ATTENTION, e, TOL_BF16, what);
-        printf("attention %-52s variant %d  rel err %.3g\n", c->name, v, e);
+        printf("attention %-52s variant %d  rel err %.3g\n", label, v, e);
+        if (g_kv8.on)
+            g_kv8.max_err = fmax(g_kv8.max_err, isnan(e) ? INFINITY : e);
         free(got);
     }
     void *cb_[] = {kcc, vcc, qc, oc, cuc, ctc, tbc};
@@ -904,9 +1061,7 @@ static void run_attention(const struct attn_case *c, float softcap)
     free(tables);
 }
 
-static void test_attention(void)
-{
-    const struct attn_case cases[] = {
+static const struct attn_case g_attn_cases[] = {
         {"decode mha hd64 bs16", 5, {1, 1, 1, 1, 1}, {1, 17, 64, 300, 129},
          4, 4, 64, 16, 0, 0, 0, 0},
         {"decode gqa4 hd128 bs8", 4, {1, 1, 1, 1}, {33, 700, 5, 258}, 32, 8, 128, 8, 0, 0, 0, 0},
@@ -970,14 +1125,12 @@ static void test_attention(void)
         {"prefill + decode mha hd96 bs16", 3, {60, 1, 17}, {60, 200, 40}, 8, 8, 96, 16, 0, 0, 0, 0},
         {"decode + prefill gqa2 hd40", 2, {1, 33}, {129, 33}, 4, 2, 40, 16, 0, 0, 0, 0},
         {"prefill hd80 window30", 1, {90}, {90}, 4, 2, 80, 8, 30, 0, 0, 0},
-    };
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
-        run_attention(&cases[i], 0.0f);
-    /* soft-capping: 50 as Gemma 2 has it, and caps near the scores' size so the tanh bends */
-    const struct {
-        struct attn_case c;
-        float softcap;
-    } capped[] = {
+};
+/* soft-capping: 50 as Gemma 2 has it, and caps near the scores' size so the tanh bends */
+static const struct {
+    struct attn_case c;
+    float softcap;
+} g_attn_capped[] = {
         {{"decode gqa2 hd256 softcap50", 3, {1, 1, 1}, {5, 300, 64}, 8, 4, 256, 16, 0, 0, 0, 0},
          50.0f},
         {{"decode gqa2 hd256 softcap0.2 split3", 2, {1, 1}, {700, 64}, 8, 4, 256, 16, 0, 3, 0, 0},
@@ -988,10 +1141,40 @@ static void test_attention(void)
         {{"mixed gqa4 hd128 softcap0.25 split3", 3, {1, 50, 1}, {400, 80, 9}, 8, 2, 128, 16, 0, 3,
           0, 0},
          0.25f},
-    };
-    for (size_t i = 0; i < sizeof(capped) / sizeof(capped[0]); i++)
-        run_attention(&capped[i].c, capped[i].softcap);
+};
+
+static void test_attention(void)
+{
+    for (size_t i = 0; i < sizeof(g_attn_cases) / sizeof(g_attn_cases[0]); i++)
+        run_attention(&g_attn_cases[i], 0.0f);
+    for (size_t i = 0; i < sizeof(g_attn_capped) / sizeof(g_attn_capped[0]); i++)
+        run_attention(&g_attn_capped[i].c, g_attn_capped[i].softcap);
     gpu_sync_ok();
+}
+
+/* Every case of test_attention over e4m3 caches (the same bytes on both backends), scales 1
+ * on even cases and (0.05, 0.03) on odd ones. */
+static void test_attention_fp8kv(void)
+{
+    const size_t n_plain = sizeof(g_attn_cases) / sizeof(g_attn_cases[0]);
+    const size_t n_capped = sizeof(g_attn_capped) / sizeof(g_attn_capped[0]);
+    for (size_t i = 0; i < n_plain + n_capped; i++) {
+        g_kv8.on = true;
+        g_kv8.ks = i % 2 ? 0.05f : 1.0f;
+        g_kv8.vs = i % 2 ? 0.03f : 1.0f;
+        set_kv_fp8(true, g_kv8.ks, g_kv8.vs);
+        if (i < n_plain)
+            run_attention(&g_attn_cases[i], 0.0f);
+        else
+            run_attention(&g_attn_capped[i - n_plain].c, g_attn_capped[i - n_plain].softcap);
+    }
+    g_kv8.on = false;
+    g_kv8.ks = g_kv8.vs = 1.0f;
+    set_kv_fp8(false, 1.0f, 1.0f);
+    gpu_sync_ok();
+    printf("---- attention over an fp8 kv cache: %d cases, max rel err %.3g (bound %.3g): %s "
+           "----\n", g_kv8.cases, g_kv8.max_err, TOL_BF16,
+           g_kv8.max_err <= TOL_BF16 ? "PASS" : "FAIL");
 }
 
 /* ---- golden fixtures on CUDA ------------------------------------------------------------ */
@@ -1016,7 +1199,16 @@ static void test_attention(void)
  * whole prompts; a chunk's GEMMs have other row counts, so other summation orders, at
  * every chunk of the prompt. */
 #define EMU_TOL_CHUNKED 0.08
+/* The FP8 goldens' bound on CUDA vs the emulation: e4m3 rounding turns a bf16-level
+ * difference of an activation or a K/V value into a whole e4m3 step now and then; a first
+ * guess, printed as measured (g_gold.max_cuda_emu). */
+#define EMU_TOL_FP8 0.1
 #define MAX_STEPS 64
+
+/* The golden runs' mode: 0 as the checkpoint is, 1 an e4m3 KV cache (test_golden_fp8kv),
+ * 2 --quantization fp8 (test_golden_fp8w); and the emulation's bound for it. */
+static int g_golden_fp8;
+static double g_emu_tol = EMU_TOL;
 
 struct emu_backend {
     struct pl_backend base;
@@ -1108,10 +1300,33 @@ static void emu_gemv(float *out, int ld, const float *x, const struct pl_weight 
         }
 }
 
+/* A packed FP8 weight (the emulation's loader keeps them packed in golden mode 2): the W8A8
+ * specification (fp8_ref.h) in double, the bias added before the bf16 rounding as cuBLASLt's
+ * epilogue does. */
+static void emu_f8w_matmul(float *out, int ld, const float *x, const struct pl_weight *w,
+                           const struct pl_weight *b, int n)
+{
+    double *o = malloc(sizeof(double) * (size_t)n * (size_t)w->rows);
+    float *bias = NULL;
+    if (b && b->data) {
+        bias = malloc(sizeof(float) * (size_t)w->rows);
+        for (int64_t r = 0; r < w->rows; r++)
+            bias[r] = pl_dtype_get_f32(b->data, b->dtype, (size_t)r);
+    }
+    pl_fp8_ref_matmul(w->data, w->rows, w->cols, x, n, bias, o, NULL);
+    for (int t = 0; t < n; t++)
+        for (int64_t r = 0; r < w->rows; r++)
+            out[(size_t)t * (size_t)ld + (size_t)r] = (float)o[(size_t)t * (size_t)w->rows + (size_t)r];
+    free(o);
+    free(bias);
+}
+
 static void emu_matmul(struct pl_backend *be, void *out, int ld, const void *x,
                        const struct pl_weight *w, const struct pl_weight *b, int n)
 {
-    if (emu_gemv_route(w, n))
+    if (w->dtype == PL_DTYPE_F8W)
+        emu_f8w_matmul(out, ld, x, w, b, n);
+    else if (emu_gemv_route(w, n))
         emu_gemv(out, ld, x, w, b, n);
     else
         g_cpu->ops->matmul(emu_cpu(be), out, ld, x, w, b, n);
@@ -1221,7 +1436,18 @@ static pl_status emu_download(struct pl_backend *be, void *d, const void *s, siz
 static pl_status emu_sync(struct pl_backend *be) { return g_cpu->ops->sync(emu_cpu(be)); }
 static bool emu_supports(struct pl_backend *be, enum pl_op op, enum pl_dtype t)
 {
+    if (op == PL_OP_MATMUL && t == PL_DTYPE_F8W) /* as CUDA does, in golden mode 2 */
+        return g_golden_fp8 == 2;
     return g_cpu->ops->supports(emu_cpu(be), op, t);
+}
+/* The KV dtype is the wrapped CPU backend's (test_golden_fp8kv sets it there). */
+static pl_status emu_set_kv_dtype(struct pl_backend *be, enum pl_dtype t, float ks, float vs)
+{
+    return g_cpu->ops->set_kv_dtype(emu_cpu(be), t, ks, vs);
+}
+static enum pl_dtype emu_kv_dtype(struct pl_backend *be)
+{
+    return g_cpu->ops->kv_dtype(emu_cpu(be));
 }
 static void emu_store_kv(struct pl_backend *be, void *kc, void *vc, const void *k, const void *v,
                          const int32_t *slots, int n, int kv_dim)
@@ -1277,6 +1503,11 @@ static struct pl_backend *emu_new(void)
     g_emu_ops.scale = emu_scale;
     g_emu_ops.softcap = emu_softcap;
     g_emu_ops.moe = emu_moe;
+    g_emu_ops.set_kv_dtype = emu_set_kv_dtype;
+    g_emu_ops.kv_dtype = emu_kv_dtype;
+    /* the CPU ops that read the CPU backend's own state must not see the wrapper */
+    g_emu_ops.sample = NULL;
+    g_emu_ops.mem_info = NULL;
     struct emu_backend *e = calloc(1, sizeof(*e));
     e->base.ops = &g_emu_ops;
     e->cpu = g_cpu;
@@ -1449,6 +1680,8 @@ static pl_status golden_open(struct pl_backend *be, const char *dir, struct pl_m
                              struct pl_model **m, struct pl_err *err)
 {
     pl_status st = pl_model_config_load(dir, cfg, err);
+    if (st == PL_STATUS_OK && g_golden_fp8 == 2) /* --quantization fp8 */
+        st = pl_quant_config_apply_flag(&cfg->quant, "fp8", err);
     if (st == PL_STATUS_OK)
         st = pl_safetensors_open_dir(dir, sts, err);
     if (st == PL_STATUS_OK)
@@ -1458,16 +1691,6 @@ static pl_status golden_open(struct pl_backend *be, const char *dir, struct pl_m
     return st;
 }
 
-/* Whether the comma-separated list in environment variable var names `name`. */
-static bool in_env_list(const char *var, const char *name)
-{
-    const char *l = getenv(var);
-    size_t n = strlen(name);
-    for (const char *p = l ? strstr(l, name) : NULL; p; p = strstr(p + 1, name))
-        if ((p == l || p[-1] == ',') && (p[n] == ',' || p[n] == 0))
-            return true;
-    return false;
-}
 
 static void golden_fixture(const char *path)
 {
@@ -1539,7 +1762,7 @@ static void golden_fixture(const char *path)
         g_gold.fixtures_skipped++;
     } else if (have_emu) {
         CHECKF(st == PL_STATUS_OK, "%s: %s", preset, err.msg);
-        const double bound = E + EMU_TOL;
+        const double bound = E + g_emu_tol;
         fprintf(stderr, "%s: bf16 error (emulation vs reference) %.4f; CUDA bound %.4f\n", preset,
                 E, bound);
         const struct {
@@ -1584,7 +1807,9 @@ static void golden_fixture(const char *path)
                     }
                     g_gold.max_cuda_err = fmax(g_gold.max_cuda_err, e_ref);
                     g_gold.max_cuda_emu = fmax(g_gold.max_cuda_emu, e_emu);
-                    const double emu_tol = shapes[si].chunk ? EMU_TOL_CHUNKED : EMU_TOL;
+                    /* chunked shapes: their own measured bound, unless the mode's is wider */
+                    const double emu_tol =
+                        shapes[si].chunk && g_emu_tol < EMU_TOL_CHUNKED ? EMU_TOL_CHUNKED : g_emu_tol;
                     CHECKF(moe || e_emu <= emu_tol,
                            "%s bs %d chunk %d prompt %d step %d: CUDA vs bf16 emulation %.4f > %.2f",
                            preset, shapes[si].bs, shapes[si].chunk, i, t, e_emu, emu_tol);
@@ -1654,13 +1879,41 @@ static void test_golden(void)
             char name[256];
             snprintf(name, sizeof(name), "%s", strrchr(paths[i], '/') + 1);
             name[strlen(name) - 5] = 0; /* .json */
-            if (!in_env_list("PL_GOLDEN_ONLY", name))
+            if (!pl_test_in_env_list("PL_GOLDEN_ONLY", name))
                 continue;
         }
         fprintf(stderr, "-- golden on cuda: %s\n", strrchr(paths[i], '/') + 1);
         golden_fixture(paths[i]);
     }
 }
+
+/* test_golden in an FP8 mode (1: e4m3 KV cache, 2: --quantization fp8), with its own
+ * totals printed as a summary line. */
+static void golden_fp8(int mode)
+{
+    const struct golden_totals saved = g_gold;
+    memset(&g_gold, 0, sizeof(g_gold));
+    g_golden_fp8 = mode;
+    g_emu_tol = EMU_TOL_FP8;
+    if (mode == 1)
+        set_kv_fp8(true, 1.0f, 1.0f); /* the runner's scales: no calibrated ones are read */
+    test_golden();
+    if (mode == 1)
+        set_kv_fp8(false, 1.0f, 1.0f);
+    g_golden_fp8 = 0;
+    g_emu_tol = EMU_TOL;
+    printf("golden on cuda with %s: %d fixtures run, %d skipped, %ld steps compared, %ld argmax "
+           "flips; top-2 logprob error: emulation vs reference %.4f, CUDA vs reference %.4f, "
+           "CUDA vs emulation %.4f (bound %.2f): %s\n",
+           mode == 1 ? "an fp8 kv cache" : "--quantization fp8 (W8A8)", g_gold.fixtures_run,
+           g_gold.fixtures_skipped, g_gold.steps, g_gold.flips, g_gold.max_emu_err,
+           g_gold.max_cuda_err, g_gold.max_cuda_emu, EMU_TOL_FP8,
+           pl_test_cur_failed ? "FAIL" : "PASS");
+    g_gold = saved;
+}
+
+static void test_golden_fp8kv(void) { golden_fp8(1); }
+static void test_golden_fp8w(void) { golden_fp8(2); }
 
 /* ---- sampling ---------------------------------------------------------------------------- */
 
@@ -2182,7 +2435,7 @@ static double gemv_compare(const void *og, const float *oc, int rows, int cols, 
     return e;
 }
 
-static double g_gemv_max[4]; /* matmul, logits, matmul_group, gate_up_silu */
+static double g_gemv_max[4]; /* matmul, logits, matmul_group, gate_up_act */
 static int g_gemv_cases[4];
 
 static void gemv_record(int kind, enum pl_op op, double e, double tol, const char *what)
@@ -2390,7 +2643,7 @@ static void test_gemv(void)
 /* One timed configuration of bench_gemv: which op, weights (several copies, cycled, so
  * consecutive calls read cold weights as in a forward pass), x, out. */
 struct gbench {
-    int kind; /* 0 matmul, 1 logits, 2 matmul_group (q, k, v), 3 gate_up_silu */
+    int kind; /* 0 matmul, 1 logits, 2 matmul_group (q, k, v), 3 gate_up_act */
     int n, n_copies, n_w;
     struct pl_weight w[16][3];
     void *x, *out[3];
@@ -2530,7 +2783,7 @@ static void bench_gemv(void)
         {"q/o  4096x4096", 0, {4096}, 1, 4096},       {"k/v  1024x4096", 0, {1024}, 1, 4096},
         {"gate 14336x4096", 0, {14336}, 1, 4096},     {"down 4096x14336", 0, {4096}, 1, 14336},
         {"logits 128256x4096", 1, {128256}, 1, 4096}, {"qkv group", 2, {4096, 1024, 1024}, 3, 4096},
-        {"gate_up_silu", 3, {14336, 14336}, 2, 4096},
+        {"gate_up_act", 3, {14336, 14336}, 2, 4096},
     };
     const int ns[] = {1, 4, 8};
     char table[96][160];
@@ -2588,7 +2841,7 @@ static void bench_gemv(void)
                          b.n, v, t * 1e6, bytes / t / 1e9, t_base / t);
             }
             pl_cuk_gemv_force(-1, 0);
-            /* per layer: qkv group + o (q/o row) + gate_up_silu + down */
+            /* per layer: qkv group + o (q/o row) + gate_up_act + down */
             const double k = si == 0 || si >= 5 || si == 3 ? 1.0 : 0.0;
             layer[ni][0] += k * t_base;
             layer[ni][1] += k * t_def;
@@ -2606,7 +2859,7 @@ static void bench_gemv(void)
     for (int i = 0; i < n_rows; i++)
         printf("%s\n", table[i]);
     for (int ni = 0; ni < 3; ni++)
-        printf("layer weights (qkv + o + gate_up_silu + down) n=%d: cuBLASLt %.1f us, gemv %.1f "
+        printf("layer weights (qkv + o + gate_up_act + down) n=%d: cuBLASLt %.1f us, gemv %.1f "
                "us (x%.2f)\n",
                ns[ni], layer[ni][0] * 1e6, layer[ni][1] * 1e6, layer[ni][0] / layer[ni][1]);
 }
@@ -2614,12 +2867,12 @@ static void bench_gemv(void)
 /* ---- main ------------------------------------------------------------------------------ */
 
 /* PL_PARITY_SKIP=name,name...: leave those tests out (a crashing test need not hide the
- * rest of the table while it is being fixed). */
-static bool skipped(const char *name) { return in_env_list("PL_PARITY_SKIP", name); }
+ * rest of the table while it is being fixed); PL_PARITY_ONLY=name,...: only those
+ * (test.h's pl_test_selected). */
 #define RUN(fn)                                                                       \
     do {                                                                              \
-        if (skipped(#fn))                                                             \
-            fprintf(stderr, "skip %s (PL_PARITY_SKIP)\n", #fn);                       \
+        if (!pl_test_selected(#fn))                                                   \
+            fprintf(stderr, "skip %s (PL_PARITY_SKIP / PL_PARITY_ONLY)\n", #fn);       \
         else                                                                          \
             PL_RUN(fn);                                                               \
     } while (0)
@@ -2669,14 +2922,14 @@ int main(int argc, char **argv)
         bench_gemv();
     } else if (argc > 1 && (!strcmp(argv[1], "--gemv") || !strcmp(argv[1], "--gemv-check"))) {
         /* skinny GEMMs: their checks; with --gemv also the golden fixtures (the model's use
-         * of matmul_group / gate_up_silu). The timing table is --bench-gemv: a separate
+         * of matmul_group / gate_up_act). The timing table is --bench-gemv: a separate
          * process, so that a failed check (a sticky error) cannot void the timing. */
         const bool full = !strcmp(argv[1], "--gemv");
         RUN(test_gemv);
         if (full)
             RUN(test_golden);
         printf("---- gemv parity (%s): matmul %d cases max rel err %.3g; logits %d, %.3g; "
-               "matmul_group %d, %.3g; gate_up_silu %d, %.3g ----\n",
+               "matmul_group %d, %.3g; gate_up_act %d, %.3g ----\n",
                pl_backend_cuda_device_name(g_gpu), g_gemv_cases[0], g_gemv_max[0],
                g_gemv_cases[1], g_gemv_max[1], g_gemv_cases[2], g_gemv_max[2], g_gemv_cases[3],
                g_gemv_max[3]);
@@ -2693,6 +2946,15 @@ int main(int argc, char **argv)
                "emulation %.4f\n",
                g_gold.fixtures_run, g_gold.fixtures_skipped, g_gold.steps, g_gold.flips,
                g_gold.max_emu_err, g_gold.max_cuda_err, g_gold.max_cuda_emu);
+    } else if (argc > 1 && !strcmp(argv[1], "--fp8")) {
+        RUN(test_kv_fp8_moves);
+        RUN(test_attention_fp8kv);
+        RUN(test_golden_fp8kv);
+        RUN(test_golden_fp8w);
+        printf("---- fp8 parity (%s): store_kv/copy_blocks %d cases max err %.3g; attention "
+               "over an fp8 kv cache %d cases max rel err %.3g ----\n",
+               pl_backend_cuda_device_name(g_gpu), g_op_cases[PL_OP_STORE_KV],
+               g_op_max[PL_OP_STORE_KV], g_kv8.cases, g_kv8.max_err);
     } else if (argc > 1 && !strcmp(argv[1], "--sample")) {
         RUN(test_sample); /* the sample op alone (token masks included) */
         printf("sample: %ld rows compared, %ld token differences at a float-rounding boundary, "
@@ -2724,8 +2986,10 @@ int main(int argc, char **argv)
         RUN(test_gemma_ops);
         RUN(test_moe);
         RUN(test_kv_moves);
+        RUN(test_kv_fp8_moves);
         RUN(test_fill);
         RUN(test_attention);
+        RUN(test_attention_fp8kv);
         RUN(test_sample);
         RUN(test_gemv);
         if (!(argc > 1 && !strcmp(argv[1], "--ops")))

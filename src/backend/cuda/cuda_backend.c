@@ -9,7 +9,9 @@
  *   - every op is enqueued on `stream`, in call order, and allocates nothing
  *     (the only exception is the fp16-weight matmul scratch, see
  *     cuda_matmul.c), so a step can later be captured as a CUDA graph;
- *   - activations and the KV cache are bf16; weights keep their dtype;
+ *   - activations are bf16; the KV cache is bf16, or e4m3 bytes after set_kv_dtype
+ *     (store_kv quantizes, the attention kernels convert while reading); weights keep
+ *     their dtype (packed FP8 and int4 ones in backend.h's layouts);
  *   - the first failure (a launch error, a cuBLAS status, an unsupported
  *     shape) is kept in err_msg and every later sync() returns
  *     PL_STATUS_INTERNAL: ops have no status of their own, and a sticky CUDA
@@ -23,6 +25,7 @@
 #include "core/sampler.h"
 
 #include <cuda_runtime.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,6 +66,8 @@ struct cuda_backend {
     bool f32; /* the float32 mode: fp32 activations, KV cache and weights (cuda_ops_f32) */
     struct pool_chunk *chunks; /* the sub-allocator's chunks, sorted by base (see cuda_alloc) */
     int n_chunks, cap_chunks, cur_chunk;
+    bool kv_fp8;            /* set_kv_dtype(F8_E4M3): the KV cache holds e4m3 bytes */
+    float k_scale, v_scale; /* ... stored = e4m3(x / scale), read = stored * scale */
     bool failed;
     char err_msg[512];
 };
@@ -280,19 +285,23 @@ static bool cuda_supports(struct pl_backend *be, enum pl_op op, enum pl_dtype dt
     case PL_OP_MATMUL:
         /* packed int4 (quantized checkpoints): cuda_matmul.c's int4 GEMV (n <= 8) and
          * dequant + GEMM above; test_cuda_quant's parity (148 GEMV and 63 GEMM cases, every
-         * int4 format and group size, H100, 2026-12-07) passed before this was turned on */
-        if (dtype == PL_DTYPE_Q4)
+         * int4 format and group size, H100, 2026-12-07) passed before this was turned on.
+         * Packed FP8 W8A8: per-token e4m3 activations and a cuBLASLt FP8 GEMM (cuda_matmul.c;
+         * Hopper or later) */
+        if (dtype == PL_DTYPE_Q4 || dtype == PL_DTYPE_F8W)
             return true;
         /* fall through */
     case PL_OP_LOGITS:
         /* cuBLASLt runs bf16 x bf16 and fp16 x fp16; F32 weights are refused at load */
         return dtype == PL_DTYPE_F16 || dtype == PL_DTYPE_BF16;
-    case PL_OP_ROPE:
-    case PL_OP_SILU_MUL:
     case PL_OP_STORE_KV:
     case PL_OP_ATTENTION:
-    case PL_OP_GET_ROWS:
     case PL_OP_COPY_BLOCKS:
+        /* the KV cache: bf16, or e4m3 (set_kv_dtype) */
+        return dtype == PL_DTYPE_BF16 || dtype == PL_DTYPE_F8_E4M3;
+    case PL_OP_ROPE:
+    case PL_OP_SILU_MUL:
+    case PL_OP_GET_ROWS:
         return dtype == PL_DTYPE_BF16;
     case PL_OP_GELU_TANH_MUL:
     case PL_OP_SCALE:
@@ -423,7 +432,15 @@ static void cuda_softcap(struct pl_backend *be, float *x, size_t n, float cap)
 static void cuda_store_kv(struct pl_backend *be, void *k_cache, void *v_cache, const void *k,
                           const void *v, const int32_t *slot_mapping, int n, int kv_dim)
 {
-    size_t row = (size_t)kv_dim * (cb(be)->f32 ? 4 : 2);
+    struct cuda_backend *c = cb(be);
+    if (c->kv_fp8) { /* as the CPU reference: x times the reciprocal computed in fp32 */
+        PROF(be, "store_kv fp8");
+        check_launch(be, "store_kv (fp8)",
+                     pl_cuk_store_kv_f8(st(be), k_cache, v_cache, k, v, slot_mapping, n, kv_dim,
+                                        1.0f / c->k_scale, 1.0f / c->v_scale));
+        return;
+    }
+    size_t row = (size_t)kv_dim * (c->f32 ? 4 : 2);
     PROF(be, "store_kv");
     check_launch(be, "store_kv", pl_cuk_copy_rows(st(be), k_cache, slot_mapping, k, NULL, n, row));
     check_launch(be, "store_kv", pl_cuk_copy_rows(st(be), v_cache, slot_mapping, v, NULL, n, row));
@@ -591,6 +608,9 @@ static void cuda_attention(struct pl_backend *be, void *out, const void *q, cons
         .scale = m->scale,
         .window = m->window,
         .softcap = m->softcap,
+        .kv_fp8 = c->kv_fp8,
+        .k_scale = c->k_scale,
+        .v_scale = c->v_scale,
     };
     if (c->f32) {
         PROF(be, "attention f32");
@@ -872,6 +892,28 @@ static pl_status cuda_sample(struct pl_backend *be, const float *logits, int n_l
     return status_of(be);
 }
 
+/* ---- the KV cache's dtype ------------------------------------------------------------ */
+
+/* bf16 (the float32 mode: fp32) or, in the bf16 mode, e4m3 with vLLM's scales. */
+static pl_status cuda_set_kv_dtype(struct pl_backend *be, enum pl_dtype dtype, float k_scale,
+                                   float v_scale)
+{
+    struct cuda_backend *c = cb(be);
+    if (dtype != be->ops->act_dtype && (dtype != PL_DTYPE_F8_E4M3 || c->f32))
+        return PL_STATUS_UNSUPPORTED;
+    if (!(k_scale > 0.0f) || !(v_scale > 0.0f) || !isfinite(k_scale) || !isfinite(v_scale))
+        return PL_STATUS_INVALID_ARGUMENT;
+    c->kv_fp8 = dtype == PL_DTYPE_F8_E4M3;
+    c->k_scale = k_scale;
+    c->v_scale = v_scale;
+    return PL_STATUS_OK;
+}
+
+static enum pl_dtype cuda_kv_dtype(struct pl_backend *be)
+{
+    return cb(be)->kv_fp8 ? PL_DTYPE_F8_E4M3 : be->ops->act_dtype;
+}
+
 /* ---- creation ------------------------------------------------------------------------- */
 
 static void cuda_destroy(struct pl_backend *be)
@@ -934,6 +976,8 @@ static pl_status cuda_check_model(struct pl_backend *be, const struct pl_model_n
     .scale = cuda_scale, \
     .softcap = cuda_softcap, \
     .moe = pl_cuda_moe, \
+    .set_kv_dtype = cuda_set_kv_dtype, \
+    .kv_dtype = cuda_kv_dtype, \
     .device_memory = true, \
     .mem_info = cuda_mem_info_op, \
     .last_error = cuda_last_error_op, \
@@ -978,6 +1022,7 @@ pl_status pl_backend_cuda_new_act(int device, enum pl_dtype act, struct pl_backe
                           pl_dtype_torch_name(act));
     }
     c->f32 = act == PL_DTYPE_F32;
+    c->k_scale = c->v_scale = 1.0f;
     c->base.ops = c->f32 ? &cuda_ops_f32 : &cuda_ops;
     c->device = device;
     struct cudaDeviceProp prop;
@@ -1070,6 +1115,16 @@ const char *pl_backend_cuda_device_name(const struct pl_backend *be)
 void pl_backend_cuda_set_decode_splits(struct pl_backend *be, int n_splits)
 {
     cb(be)->forced_splits = n_splits > 0 ? n_splits : 0;
+}
+
+void pl_backend_cuda_set_fp8_epilogue(struct pl_backend *be, bool on)
+{
+    pl_cuda_matmul_set_fp8_epilogue(cb(be)->mm, on);
+}
+
+long pl_backend_cuda_fp8_epilogue_count(const struct pl_backend *be)
+{
+    return pl_cuda_matmul_fp8_epilogue_count(((const struct cuda_backend *)be)->mm);
 }
 
 void *pl_backend_cuda_stream(struct pl_backend *be) { return cb(be)->stream; }

@@ -4,13 +4,13 @@
  * Owns: the public entry points of src/backend/cuda beyond the op table
  * (backend.h), and the internal interface between cuda_backend.c (memory,
  * op dispatch, the error state) and cuda_matmul.c (cuBLASLt GEMMs).
- * Activations and the KV cache are bf16 device memory; weights are uploaded
- * once by map_weight and used in their own dtype (BF16 or F16; F32 weights are
- * refused by supports() for the matmul ops and accepted for norm vectors and
- * embeddings). Every op is enqueued on the backend's one stream, allocates
- * nothing, and records the first CUDA or cuBLAS failure in a sticky error that
- * sync() reports as PL_STATUS_INTERNAL (pl_backend_cuda_last_error gives the
- * message).
+ * Activations and the KV cache are bf16 device memory (the KV cache e4m3 after
+ * set_kv_dtype); weights are uploaded once by map_weight and used in their own dtype
+ * (BF16, F16, packed int4 or FP8 W8A8; F32 weights are refused by supports() for the
+ * matmul ops and accepted for norm vectors and embeddings). Every op is enqueued on the
+ * backend's one stream, allocates nothing, and records the first CUDA or cuBLAS failure in
+ * a sticky error that sync() reports as PL_STATUS_INTERNAL (pl_backend_cuda_last_error
+ * gives the message).
  */
 #ifndef PL_BACKEND_CUDA_BACKEND_H
 #define PL_BACKEND_CUDA_BACKEND_H
@@ -55,6 +55,13 @@ int pl_backend_cuda_device(const struct pl_backend *be);
  * from the shape and the GPU; for tests and benchmarks). */
 void pl_backend_cuda_set_decode_splits(struct pl_backend *be, int n_splits);
 
+/* Test knob: on, every FP8 W8A8 product (PL_DTYPE_F8W) takes the path of shapes that
+ * cuBLASLt's outer-vector scaling refuses (a unit-scale FP8 GEMM, then the scaling
+ * epilogue kernel); off (the default), that path serves only refused shapes. */
+void pl_backend_cuda_set_fp8_epilogue(struct pl_backend *be, bool on);
+/* FP8 W8A8 products (chunks of rows) that ran through the epilogue path since creation. */
+long pl_backend_cuda_fp8_epilogue_count(const struct pl_backend *be);
+
 /* ---- internal: shared by cuda_backend.c and cuda_matmul.c --------------------------- */
 
 struct pl_cuda_matmul; /* cuBLASLt handle, workspace, plan cache */
@@ -65,6 +72,9 @@ void pl_cuda_fail(struct pl_backend *be, const char *fmt, ...)
 
 pl_status pl_cuda_matmul_new(void *stream, struct pl_cuda_matmul **out, struct pl_err *err);
 void pl_cuda_matmul_free(struct pl_cuda_matmul *mm);
+/* pl_backend_cuda_set_fp8_epilogue / _fp8_epilogue_count on the matmul state. */
+void pl_cuda_matmul_set_fp8_epilogue(struct pl_cuda_matmul *mm, bool on);
+long pl_cuda_matmul_fp8_epilogue_count(const struct pl_cuda_matmul *mm);
 
 /* out (bf16 [n, w.rows], row stride ld_out; or fp32 when out_f32) = x (bf16) @ w^T (+ bias).
  * Returns false after recording the failure with pl_cuda_fail. */

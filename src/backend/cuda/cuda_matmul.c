@@ -37,6 +37,22 @@
  * to the int4 GEMV (kernels/qgemv.cu: weights dequantized in registers); larger n expand
  * the weight into a bf16 scratch (grown on demand like the fp16 path's, to the largest
  * weight; int4 models run without decode graphs) and run the bf16 GEMM.
+ *
+ * Packed FP8 W8A8 weights (PL_DTYPE_F8W, backend.h's pl_f8w_layout): per chunk of rows of
+ * x, kernels/fp8.cu quantizes the chunk to e4m3 with its per-token (or the weight's static)
+ * scales into f8_x / f8_sx, then one cuBLASLt FP8 GEMM (e4m3 x e4m3, fp32 accumulation,
+ * bf16 D; "TN" as above, which is the layout FP8 requires: A = the weight's codes, k-major
+ * with ld K; B = x8, k-major) applies the scales through
+ * CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F: the A scale vector has M elements (the
+ * weight's per-channel scales), the B scale vector n (the tokens'), and D[i][j] =
+ * a_scale[i] b_scale[j] (A B)[i][j]. Where cuBLASLt refuses that mode for a shape, the same
+ * GEMM runs with unit scales and kernels/fp8.cu's scale_out applies both vectors (and the
+ * bias) to the bf16 product in place. f8_x (F8_X_BYTES) and f8_sx are made with the
+ * backend, so FP8 products allocate nothing and may be recorded into decode graphs at any
+ * batch size; a chunk holds min(F8_MAX_ROWS, F8_X_BYTES / K) rows (1170 for K = 14336: still
+ * a compute-bound GEMM). matmul_group and gate_up_act take FP8 weights through these
+ * plain products (each product quantizes x itself: a weight's static input scale lives in
+ * device memory, so two weights cannot be assumed to share one).
  */
 #include "backend/cuda/cuda_backend.h"
 
@@ -54,17 +70,30 @@
 #define N_PLANS 512 /* power of two */
 /* The gate-up fallback's buffer for the up product (see the file comment). */
 #define GLU_SCRATCH_BYTES ((size_t)32 << 20)
+/* The FP8 path's e4m3 activations and the rows a chunk may hold (see the file comment). */
+#define F8_X_BYTES ((size_t)16 << 20)
+#define F8_MAX_ROWS 8192
+
+/* plan_key.scale_mode: how an FP8 GEMM applies its scales. */
+enum scale_mode {
+    SCALE_NONE = 0, /* not an FP8 GEMM */
+    SCALE_OUTER,    /* CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F on A and B */
+    SCALE_UNIT,     /* no scales: scale_out applies them afterwards */
+};
 
 struct plan_key {
     int64_t n, m, k, ld_out;
     int a_type, b_type, d_type; /* cudaDataType */
     int bias_type;              /* cudaDataType of the epilogue bias, -1 = none */
     int align_a, align_b, align_d;
+    int scale_mode;             /* enum scale_mode */
 };
 
 struct plan {
     bool used;
-    bool has_algo;
+    bool has_algo;      /* false: cuBLASLt has no algorithm for the key (remembered, so a
+                           refused shape is not asked about again at every call) */
+    cublasStatus_t why; /* ... and why */
     bool epilogue_bias; /* the plan applies the bias itself */
     struct plan_key key;
     cublasLtMatmulDesc_t desc;
@@ -85,7 +114,21 @@ struct pl_cuda_matmul {
     void *glu_up;    /* GLU_SCRATCH_BYTES: the up product of the gate-up fallback */
     void *q4_deq;    /* bf16 copy of a packed int4 weight (n > PL_Q4_GEMV_MAX_N) */
     size_t q4_deq_bytes;
+    uint8_t *f8_x;   /* F8_X_BYTES: a chunk of x in e4m3 (FP8 weights) */
+    float *f8_sx;    /* [F8_MAX_ROWS]: the chunk's per-token scales */
+    bool f8_force_epilogue; /* test knob: every FP8 product takes the epilogue path */
+    long f8_epilogues;      /* FP8 chunks that took it */
 };
+
+void pl_cuda_matmul_set_fp8_epilogue(struct pl_cuda_matmul *mm, bool on)
+{
+    mm->f8_force_epilogue = on;
+}
+
+long pl_cuda_matmul_fp8_epilogue_count(const struct pl_cuda_matmul *mm)
+{
+    return mm->f8_epilogues;
+}
 
 pl_status pl_cuda_matmul_new(void *stream, struct pl_cuda_matmul **out, struct pl_err *err)
 {
@@ -107,11 +150,14 @@ pl_status pl_cuda_matmul_new(void *stream, struct pl_cuda_matmul **out, struct p
                           cudaGetErrorString(ce));
     }
     ce = cudaMalloc(&mm->glu_up, GLU_SCRATCH_BYTES);
+    if (ce == cudaSuccess)
+        ce = cudaMalloc((void **)&mm->f8_x, F8_X_BYTES);
+    if (ce == cudaSuccess)
+        ce = cudaMalloc((void **)&mm->f8_sx, sizeof(float) * F8_MAX_ROWS);
     if (ce != cudaSuccess) {
-        cudaFree(mm->workspace);
-        cublasLtDestroy(mm->lt);
-        free(mm);
-        return pl_err_set(err, PL_STATUS_NO_MEMORY, "cuda matmul: gate-up scratch: %s",
+        cudaGetLastError();
+        pl_cuda_matmul_free(mm);
+        return pl_err_set(err, PL_STATUS_NO_MEMORY, "cuda matmul: scratch: %s",
                           cudaGetErrorString(ce));
     }
     *out = mm;
@@ -144,6 +190,8 @@ void pl_cuda_matmul_free(struct pl_cuda_matmul *mm)
     cudaFree(mm->y32);
     cudaFree(mm->glu_up);
     cudaFree(mm->q4_deq);
+    cudaFree(mm->f8_x);
+    cudaFree(mm->f8_sx);
     cublasLtDestroy(mm->lt);
     free(mm);
 }
@@ -169,7 +217,10 @@ static uint64_t key_hash(const struct plan_key *k)
 
 static cudaDataType cuda_type(enum pl_dtype t)
 {
-    return t == PL_DTYPE_F16 ? CUDA_R_16F : t == PL_DTYPE_BF16 ? CUDA_R_16BF : CUDA_R_32F;
+    return t == PL_DTYPE_F16    ? CUDA_R_16F
+           : t == PL_DTYPE_BF16 ? CUDA_R_16BF
+           : t == PL_DTYPE_F8W  ? CUDA_R_8F_E4M3
+                                : CUDA_R_32F;
 }
 
 /* Builds descriptors and asks the heuristic for one algorithm. Returns false
@@ -186,6 +237,15 @@ static bool plan_build(struct pl_cuda_matmul *mm, struct plan *p, const struct p
         s = cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &opT, sizeof(opT));
     if (s == CUBLAS_STATUS_SUCCESS)
         s = cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &opN, sizeof(opN));
+    if (s == CUBLAS_STATUS_SUCCESS && k->scale_mode == SCALE_OUTER) {
+        /* per-row scales of A (M: the weight's channels) and of B (n: the tokens) */
+        const int32_t mode = CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F;
+        s = cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &mode,
+                                           sizeof(mode));
+        if (s == CUBLAS_STATUS_SUCCESS)
+            s = cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &mode,
+                                               sizeof(mode));
+    }
     if (s == CUBLAS_STATUS_SUCCESS)
         s = cublasLtMatrixLayoutCreate(&p->a, (cudaDataType)k->a_type, (uint64_t)k->k,
                                        (uint64_t)k->m, k->k);
@@ -255,6 +315,20 @@ static bool plan_build(struct pl_cuda_matmul *mm, struct plan *p, const struct p
     return true;
 }
 
+/* Builds the plan of key k into p; a refused key stays in p as used without an algorithm
+ * (NULL is returned then, and on every later lookup of the key). */
+static struct plan *plan_fill(struct pl_cuda_matmul *mm, struct plan *p, const struct plan_key *k,
+                              cublasStatus_t *why)
+{
+    if (plan_build(mm, p, k, why))
+        return p;
+    memset(p, 0, sizeof(*p));
+    p->used = true;
+    p->key = *k;
+    p->why = *why;
+    return NULL;
+}
+
 static struct plan *plan_get(struct pl_cuda_matmul *mm, const struct plan_key *k,
                              cublasStatus_t *why)
 {
@@ -262,14 +336,16 @@ static struct plan *plan_get(struct pl_cuda_matmul *mm, const struct plan_key *k
     for (int probe = 0; probe < 8; probe++) {
         struct plan *p = &mm->plans[(h + (uint64_t)probe) & (N_PLANS - 1)];
         if (!p->used)
-            return plan_build(mm, p, k, why) ? p : NULL;
-        if (!memcmp(&p->key, k, sizeof(*k)))
-            return p;
+            return plan_fill(mm, p, k, why);
+        if (!memcmp(&p->key, k, sizeof(*k))) {
+            *why = p->why;
+            return p->has_algo ? p : NULL;
+        }
     }
     /* the probe window is full: replace one of its entries (round-robin) */
     struct plan *victim = &mm->plans[(h + (uint64_t)(mm->next_evict++ & 7)) & (N_PLANS - 1)];
     plan_destroy(victim);
-    return plan_build(mm, victim, k, why) ? victim : NULL;
+    return plan_fill(mm, victim, k, why);
 }
 
 /* Grows a scratch buffer (fp16 path only; see the file comment). */
@@ -286,32 +362,60 @@ static bool scratch(void **buf, size_t *have, size_t need)
     return true;
 }
 
-static bool gemm(struct pl_backend *be, struct pl_cuda_matmul *mm, void *out, int64_t ld_out,
-                 cudaDataType d_type, const void *x, cudaDataType b_type,
-                 const struct pl_weight *w, const struct pl_weight *bias, int n)
+/* One product D = op(A) B (+ bias): A the weight [m, k] (a_type), B x [n, k] (b_type), D out
+ * [n, m] with row stride ld_out (d_type). FP8 (scale_mode SCALE_OUTER): a_scale [m] and
+ * b_scale [n] are the outer-vector scales. quiet: a refused key records no failure (the
+ * caller has another way). */
+struct gemm_args {
+    const void *a;
+    cudaDataType a_type;
+    int64_t m, k;
+    const void *b;
+    cudaDataType b_type;
+    void *out;
+    int64_t ld_out;
+    cudaDataType d_type;
+    const struct pl_weight *bias;
+    int n;
+    enum scale_mode scale_mode;
+    const float *a_scale, *b_scale;
+    bool quiet;
+};
+
+/* Runs g; false on failure, with *refused set when cuBLASLt refused the key (no algorithm,
+ * or, when g->quiet, cublasLtMatmul answering NOT_SUPPORTED / INVALID_VALUE: nothing ran).
+ * Every failure is recorded (pl_cuda_fail) except a refusal under g->quiet. */
+static bool gemm_run(struct pl_backend *be, struct pl_cuda_matmul *mm, const struct gemm_args *g,
+                     bool *refused)
 {
     struct plan_key k;
     memset(&k, 0, sizeof(k)); /* padding bytes take part in hashing and memcmp */
-    k.n = n;
-    k.m = w->rows;
-    k.k = w->cols;
-    k.ld_out = ld_out;
-    k.a_type = cuda_type(w->dtype);
-    k.b_type = b_type;
-    k.d_type = d_type;
+    k.n = g->n;
+    k.m = g->m;
+    k.k = g->k;
+    k.ld_out = g->ld_out;
+    k.a_type = g->a_type;
+    k.b_type = g->b_type;
+    k.d_type = g->d_type;
     /* the epilogue adds a bias of D's type; other bias types go through the add kernel
      * (cuBLASLt 13.0 refused an fp32 bias on a bf16 D with CUBLAS_STATUS_INVALID_VALUE when
      * setting the descriptor, seen on the H100, which failed the whole plan) */
-    bool epi_ok = bias && cuda_type(bias->dtype) == d_type;
+    const struct pl_weight *bias = g->bias;
+    bool epi_ok = bias && cuda_type(bias->dtype) == g->d_type;
     k.bias_type = epi_ok ? (int)cuda_type(bias->dtype) : -1;
-    k.align_a = alignment_of(w->data);
-    k.align_b = alignment_of(x);
-    k.align_d = alignment_of(out);
+    k.align_a = alignment_of(g->a);
+    k.align_b = alignment_of(g->b);
+    k.align_d = alignment_of(g->out);
+    k.scale_mode = g->scale_mode;
     cublasStatus_t why = CUBLAS_STATUS_SUCCESS;
     struct plan *p = plan_get(mm, &k, &why);
+    *refused = p == NULL;
     if (!p) {
-        pl_cuda_fail(be, "cuBLASLt has no algorithm for [%d x %lld] @ [%lld x %lld]^T: %s", n,
-                     (long long)k.k, (long long)k.m, (long long)k.k, cublasLtGetStatusString(why));
+        if (!g->quiet)
+            pl_cuda_fail(be, "cuBLASLt has no algorithm for [%d x %lld] @ [%lld x %lld]^T%s: %s",
+                         g->n, (long long)k.k, (long long)k.m, (long long)k.k,
+                         g->scale_mode != SCALE_NONE ? " (fp8)" : "",
+                         cublasLtGetStatusString(why));
         return false;
     }
     if (p->epilogue_bias) {
@@ -319,20 +423,106 @@ static bool gemm(struct pl_backend *be, struct pl_cuda_matmul *mm, void *out, in
         cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bp,
                                        sizeof(bp));
     }
+    if (g->scale_mode == SCALE_OUTER) { /* the plan is shared by every weight of this shape */
+        cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &g->a_scale,
+                                       sizeof(g->a_scale));
+        cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &g->b_scale,
+                                       sizeof(g->b_scale));
+    }
     const float alpha = 1.0f, beta = 0.0f;
-    cublasStatus_t s = cublasLtMatmul(mm->lt, p->desc, &alpha, w->data, p->a, x, p->b, &beta, out,
-                                      p->d, out, p->d, &p->algo, mm->workspace, WORKSPACE_BYTES,
-                                      mm->stream);
+    cublasStatus_t s = cublasLtMatmul(mm->lt, p->desc, &alpha, g->a, p->a, g->b, p->b, &beta,
+                                      g->out, p->d, g->out, p->d, &p->algo, mm->workspace,
+                                      WORKSPACE_BYTES, mm->stream);
+    if (s != CUBLAS_STATUS_SUCCESS && g->quiet &&
+        (s == CUBLAS_STATUS_NOT_SUPPORTED || s == CUBLAS_STATUS_INVALID_VALUE)) {
+        /* refused when called (nothing was launched): remembered as a refused key */
+        plan_destroy(p);
+        p->used = true;
+        p->key = k;
+        p->why = s;
+        *refused = true;
+        return false;
+    }
     if (s != CUBLAS_STATUS_SUCCESS) {
-        pl_cuda_fail(be, "cublasLtMatmul [%d x %lld] @ [%lld x %lld]^T: %s", n, (long long)k.k,
-                     (long long)k.m, (long long)k.k, cublasLtGetStatusString(s));
+        pl_cuda_fail(be, "cublasLtMatmul [%d x %lld] @ [%lld x %lld]^T%s: %s", g->n,
+                     (long long)k.k, (long long)k.m, (long long)k.k,
+                     g->scale_mode != SCALE_NONE ? " (fp8)" : "", cublasLtGetStatusString(s));
         return false;
     }
     if (bias && !p->epilogue_bias) {
-        int e = pl_cuk_add_bias((pl_cuda_stream)mm->stream, out, (int)ld_out, bias->data,
-                                (int)bias->dtype, n, (int)w->rows);
+        int e = pl_cuk_add_bias((pl_cuda_stream)mm->stream, g->out, (int)g->ld_out, bias->data,
+                                (int)bias->dtype, g->n, (int)g->m);
         if (e) {
             pl_cuda_fail(be, "bias add: %s", cudaGetErrorString((cudaError_t)e));
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool gemm(struct pl_backend *be, struct pl_cuda_matmul *mm, void *out, int64_t ld_out,
+                 cudaDataType d_type, const void *x, cudaDataType b_type,
+                 const struct pl_weight *w, const struct pl_weight *bias, int n)
+{
+    const struct gemm_args g = {.a = w->data, .a_type = cuda_type(w->dtype), .m = w->rows,
+                                .k = w->cols, .b = x, .b_type = b_type, .out = out,
+                                .ld_out = ld_out, .d_type = d_type, .bias = bias, .n = n};
+    bool refused;
+    return gemm_run(be, mm, &g, &refused);
+}
+
+/* The FP8 W8A8 product (see the file comment): out (bf16 [n, w.rows], row stride ld_out) =
+ * x (bf16 [n, w.cols]) @ w^T (+ bias), w PL_DTYPE_F8W. */
+static bool f8_matmul(struct pl_backend *be, struct pl_cuda_matmul *mm, void *out, int ld_out,
+                      const void *x, const struct pl_weight *w, const struct pl_weight *bias,
+                      int n)
+{
+    const struct pl_f8w_layout lay = pl_f8w_layout_of(w->rows, w->cols);
+    const char *base = (const char *)w->data;
+    const float *sw = (const float *)(base + lay.scale_off);
+    const float *static_scale = (const float *)(base + lay.head_off);
+    const int64_t K = w->cols, M = w->rows;
+    if (!pl_f8w_shape_ok(M, K)) {
+        pl_cuda_fail(be, "matmul: an fp8 weight of [%lld, %lld] (rows and columns must be "
+                     "multiples of 16)", (long long)M, (long long)K);
+        return false;
+    }
+    int64_t chunk = (int64_t)(F8_X_BYTES / (size_t)K);
+    if (chunk > F8_MAX_ROWS)
+        chunk = F8_MAX_ROWS;
+    pl_cuda_stream st = (pl_cuda_stream)mm->stream;
+    for (int r0 = 0; r0 < n; r0 += (int)chunk) {
+        const int c = n - r0 < chunk ? n - r0 : (int)chunk;
+        const char *xr = (const char *)x + (size_t)r0 * (size_t)K * 2;
+        char *orow = (char *)out + (size_t)r0 * (size_t)ld_out * 2;
+        int e = pl_cuk_f8_quant_rows(st, mm->f8_x, mm->f8_sx, xr, c, K, static_scale);
+        if (e) {
+            pl_cuda_fail(be, "fp8 activation quantization: %s", cudaGetErrorString((cudaError_t)e));
+            return false;
+        }
+        struct gemm_args g = {.a = base, .a_type = CUDA_R_8F_E4M3, .m = M, .k = K,
+                              .b = mm->f8_x, .b_type = CUDA_R_8F_E4M3, .out = orow,
+                              .ld_out = ld_out, .d_type = CUDA_R_16BF, .bias = bias, .n = c,
+                              .scale_mode = SCALE_OUTER, .a_scale = sw, .b_scale = mm->f8_sx,
+                              .quiet = true};
+        bool refused = true;
+        if (!mm->f8_force_epilogue && gemm_run(be, mm, &g, &refused))
+            continue;
+        if (!refused)
+            return false;
+        mm->f8_epilogues++;
+        /* no outer-vector algorithm for this shape: unit scales, then the epilogue kernel
+         * (which adds the bias too) */
+        g.scale_mode = SCALE_UNIT;
+        g.bias = NULL;
+        g.quiet = false;
+        g.a_scale = g.b_scale = NULL;
+        if (!gemm_run(be, mm, &g, &refused))
+            return false;
+        e = pl_cuk_f8_scale_out(st, orow, ld_out, mm->f8_sx, sw, bias ? bias->data : NULL,
+                                bias ? (int)bias->dtype : 0, c, (int)M);
+        if (e) {
+            pl_cuda_fail(be, "fp8 scale epilogue: %s", cudaGetErrorString((cudaError_t)e));
             return false;
         }
     }
@@ -362,6 +552,13 @@ bool pl_cuda_matmul_run(struct pl_backend *be, struct pl_cuda_matmul *mm, void *
 {
     if (n <= 0)
         return true;
+    if (w->dtype == PL_DTYPE_F8W) {
+        if (out_f32) {
+            pl_cuda_fail(be, "matmul: an fp32 product of fp8 weights is not supported");
+            return false;
+        }
+        return f8_matmul(be, mm, out, ld_out, x, w, bias, n);
+    }
     if (w->dtype == PL_DTYPE_Q4) {
         if (out_f32) {
             pl_cuda_fail(be, "matmul: an fp32 product of int4 weights is not supported");

@@ -1,5 +1,6 @@
 /*
- * attention_decode.cu -- paged decode attention over the bf16 KV cache (rules: backend.h).
+ * attention_decode.cu -- paged decode attention over the bf16 or e4m3 KV cache (rules:
+ * backend.h).
  *
  * Owns: the decode kernel (rows of sequences with q_len == 1), the reduce
  * kernel of the split path and pl_cuk_attention_supported. The prefill
@@ -31,6 +32,11 @@
  *     result does not depend on timing (deterministic).
  * Resources (head_dim 128, GM 4): 128 registers, 48 KB of shared memory,
  * 4 CTAs (16 warps) per SM.
+ * An e4m3 cache (KV8, a.kv_fp8): the same lanes and rounds, each lane copying the 8 bytes
+ * of its 8 elements (cp.async of 8 bytes into the low half of its 16-byte ring slot) and
+ * converting them to fp32 in registers; k_scale is folded into q's prescale and v_scale
+ * into the final normalisation, so the scores and outputs are those of the dequantized
+ * values e4m3(byte) * scale.
  *
  * Graph safety (CUDA graphs replay one launch with new device arrays): the
  * grid and every by-value parameter may be upper bounds. n_splits is fixed by
@@ -44,6 +50,7 @@
  */
 #include "attention_common.cuh"
 #include "bf16_vec.cuh"
+#include "fp8_vec.cuh"
 
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -77,6 +84,16 @@ static __device__ __forceinline__ void cp_async16(uint4 *dst, const void *src, b
                  : "memory");
 }
 
+/* 8 bytes global -> shared (through L1: .cg takes 16-byte copies only); zero-filled when
+ * !ok. */
+static __device__ __forceinline__ void cp_async8(void *dst, const void *src, bool ok)
+{
+    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;" ::"r"(d), "l"(src),
+                 "r"(ok ? 8 : 0)
+                 : "memory");
+}
+
 static __device__ __forceinline__ void cp_async_commit(void)
 {
     asm volatile("cp.async.commit_group;" ::: "memory");
@@ -99,12 +116,13 @@ static __device__ __forceinline__ float fast_exp2(float x)
  * GM: query heads per CTA (template, registers); HDT: head_dim when
  * specialised, 0 = read a.head_dim at run time; U: slots per warp round;
  * STAGES: depth of each warp's shared-memory ring; MINB: CTAs per SM the
- * register budget is cut for.
+ * register budget is cut for; KV8: the caches hold e4m3 bytes.
  */
-template <int GM, int HDT, int U, int MINB, int STAGES>
+template <int GM, int HDT, int U, int MINB, int STAGES, bool KV8>
 __global__ void __launch_bounds__(DEC_THREADS, MINB)
 decode_kernel(struct pl_cuk_attn a, int n_splits, int n_chunks, float *partial)
 {
+    constexpr int ES = KV8 ? 1 : 2; /* bytes per cache element */
     constexpr int HDS = HDT ? HDT : MAX_HD; /* shared-memory row size */
     constexpr int RING_U4 = DEC_WARPS * STAGES * U * 2 * 32;
     constexpr int MERGE_F = DEC_WARPS * GM * (HDS + 2);
@@ -158,7 +176,7 @@ decode_kernel(struct pl_cuk_attn a, int n_splits, int n_chunks, float *partial)
         const __nv_bfloat16 *qp =
             (const __nv_bfloat16 *)a.q + ((int64_t)q0 * a.n_heads + h0) * HD + li * 8;
         /* with soft-capping the scores are capped in natural units, then moved to base 2 */
-        const float qscale = cap > 0.0f ? a.scale : a.scale * LOG2E;
+        const float qscale = (cap > 0.0f ? a.scale : a.scale * LOG2E) * (KV8 ? a.k_scale : 1.0f);
 #pragma unroll
         for (int g = 0; g < GM; g++) {
             if (g < gn && lane_ok) {
@@ -178,8 +196,9 @@ decode_kernel(struct pl_cuk_attn a, int n_splits, int n_chunks, float *partial)
         const int bs_shift = __ffs(bs) - 1;
         const int32_t *table = a.block_tables + (int64_t)s * a.max_blocks_per_seq;
         const int64_t row = (int64_t)a.n_kv_heads * HD; /* elements per cache slot */
-        const __nv_bfloat16 *kb = (const __nv_bfloat16 *)a.k_cache + (int64_t)kvh * HD + li * 8;
-        const __nv_bfloat16 *vb = (const __nv_bfloat16 *)a.v_cache + (int64_t)kvh * HD + li * 8;
+        /* this lane's 8 elements of kv head kvh in slot 0 (bytes) */
+        const char *kb = (const char *)a.k_cache + ((int64_t)kvh * HD + li * 8) * ES;
+        const char *vb = (const char *)a.v_cache + ((int64_t)kvh * HD + li * 8) * ES;
         const int stride = DEC_WARPS * TPR;
 
         int blk[U];
@@ -203,9 +222,14 @@ decode_kernel(struct pl_cuk_attn a, int n_splits, int n_chunks, float *partial)
                 const int c = cr + u * TPS + tg;
                 const bool ok = c < c_end && lane_ok;
                 const int off = bs_pow2 ? c & (bs - 1) : c % bs;
-                const int64_t at = ok ? ((int64_t)blk[u] * bs + off) * row : 0;
-                cp_async16(dst + (u * 2) * 32, kb + at, ok);
-                cp_async16(dst + (u * 2 + 1) * 32, vb + at, ok);
+                const int64_t at = ok ? ((int64_t)blk[u] * bs + off) * row * ES : 0;
+                if (KV8) {
+                    cp_async8(dst + (u * 2) * 32, kb + at, ok);
+                    cp_async8(dst + (u * 2 + 1) * 32, vb + at, ok);
+                } else {
+                    cp_async16(dst + (u * 2) * 32, kb + at, ok);
+                    cp_async16(dst + (u * 2 + 1) * 32, vb + at, ok);
+                }
             }
             /* the block ids of the round after, while these copies fly */
 #pragma unroll
@@ -231,8 +255,15 @@ decode_kernel(struct pl_cuk_attn a, int n_splits, int n_chunks, float *partial)
             const uint4 *src = ring + (r % STAGES) * (U * 2 * 32) + lane;
 #pragma unroll
             for (int u = 0; u < U; u++) {
-                kr[u] = src[(u * 2) * 32];
-                vr[u] = src[(u * 2 + 1) * 32];
+                if (KV8) { /* the low 8 bytes of the slot: what cp_async8 wrote */
+                    const uint2 k2 = *(const uint2 *)&src[(u * 2) * 32];
+                    const uint2 v2 = *(const uint2 *)&src[(u * 2 + 1) * 32];
+                    kr[u] = make_uint4(k2.x, k2.y, 0u, 0u);
+                    vr[u] = make_uint4(v2.x, v2.y, 0u, 0u);
+                } else {
+                    kr[u] = src[(u * 2) * 32];
+                    vr[u] = src[(u * 2 + 1) * 32];
+                }
             }
             const int cr = c0 + r * stride;
 
@@ -240,7 +271,10 @@ decode_kernel(struct pl_cuk_attn a, int n_splits, int n_chunks, float *partial)
 #pragma unroll
             for (int u = 0; u < U; u++) {
                 float k[8];
-                bf16x8_to_f32(kr[u], k);
+                if (KV8)
+                    f8x8_to_f32(make_uint2(kr[u].x, kr[u].y), k);
+                else
+                    bf16x8_to_f32(kr[u], k);
 #pragma unroll
                 for (int g = 0; g < GM; g++) {
                     float d = 0.0f;
@@ -291,7 +325,10 @@ decode_kernel(struct pl_cuk_attn a, int n_splits, int n_chunks, float *partial)
 #pragma unroll
             for (int u = 0; u < U; u++) {
                 float v[8];
-                bf16x8_to_f32(vr[u], v);
+                if (KV8)
+                    f8x8_to_f32(make_uint2(vr[u].x, vr[u].y), v);
+                else
+                    bf16x8_to_f32(vr[u], v);
 #pragma unroll
                 for (int g = 0; g < GM; g++) {
                     const float p = fast_exp2(sc[u][g] - m[g]);
@@ -349,7 +386,7 @@ decode_kernel(struct pl_cuk_attn a, int n_splits, int n_chunks, float *partial)
                 O += acc_s[w][g][d] * wt;
             }
         }
-        const float o = L > 0.0f ? O / L : 0.0f;
+        const float o = L > 0.0f ? O / L * (KV8 ? a.v_scale : 1.0f) : 0.0f;
         if (n_splits == 1) {
             ((__nv_bfloat16 *)a.out)[(row0 + g) * HD + d] = __float2bfloat16(o);
         } else {
@@ -402,8 +439,12 @@ static void launch_decode(dim3 grid, pl_cuda_stream st, const struct pl_cuk_attn
     /* fewer slots for 8 heads: q, the accumulators and the scores share the registers */
     constexpr int U = GM >= 8 ? 2 : 4;
     constexpr int MINB = GM >= 8 ? 1 : HDT ? 4 : 3;
-    decode_kernel<GM, HDT, U, MINB, 3>
-        <<<grid, DEC_THREADS, 0, st>>>(*a, n_splits, n_chunks, partial);
+    if (a->kv_fp8)
+        decode_kernel<GM, HDT, U, MINB, 3, true>
+            <<<grid, DEC_THREADS, 0, st>>>(*a, n_splits, n_chunks, partial);
+    else
+        decode_kernel<GM, HDT, U, MINB, 3, false>
+            <<<grid, DEC_THREADS, 0, st>>>(*a, n_splits, n_chunks, partial);
 }
 
 template <int GM>

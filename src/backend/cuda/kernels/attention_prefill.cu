@@ -36,9 +36,17 @@
  * Both compute masks from positions: row j of a sequence sits at position
  * p = context_len - q_len + j and sees c <= p, and c > p - window when
  * window > 0; GQA maps query head h to kv head h / (n_heads / n_kv_heads).
+ *
+ * An e4m3 KV cache (a.kv_fp8): K/V are converted when they are staged in shared memory.
+ * The tensor-core kernel (KV8) loads each thread's 8-byte pieces of a tile into registers
+ * (a batch of loads in flight, then the conversions), converts them exactly to bf16 and
+ * stores them where cp.async would have put bf16 rows, so ldmatrix and the mma see the
+ * same layout; k_scale goes into the score prescale, v_scale into the final
+ * normalisation. The CUDA-core kernel converts to fp32 and scales while staging.
  */
 #include "attention_common.cuh"
 #include "bf16_vec.cuh"
+#include "fp8_vec.cuh"
 #include "mma.cuh"
 
 #include <cuda_bf16.h>
@@ -92,6 +100,8 @@ cc_prefill_kernel(struct pl_cuk_attn a)
     const int32_t *table = a.block_tables + (int64_t)s * a.max_blocks_per_seq;
     const __nv_bfloat16 *kc = (const __nv_bfloat16 *)a.k_cache;
     const __nv_bfloat16 *vc = (const __nv_bfloat16 *)a.v_cache;
+    const uint8_t *kc8 = (const uint8_t *)a.k_cache, *vc8 = (const uint8_t *)a.v_cache;
+    const bool kv8 = a.kv_fp8 != 0;
 
     const int r = threadIdx.x / 8, l8 = threadIdx.x % 8;
     const int my_pos = p_first + r;
@@ -124,7 +134,16 @@ cc_prefill_kernel(struct pl_cuk_attn a)
             const int t = i / LPR, c8 = i % LPR;
             const int c = n0 + t;
             float kf[8], vf[8];
-            if (c <= p_last) {
+            if (c <= p_last && kv8) {
+                const int64_t off = kv_offset(table, a.block_size, c, a.n_kv_heads, kvh, HD);
+                f8x8_to_f32(((const uint2 *)(kc8 + off))[c8], kf);
+                f8x8_to_f32(((const uint2 *)(vc8 + off))[c8], vf);
+#pragma unroll
+                for (int j = 0; j < 8; j++) {
+                    kf[j] *= a.k_scale;
+                    vf[j] *= a.v_scale;
+                }
+            } else if (c <= p_last) {
                 const int64_t off = kv_offset(table, a.block_size, c, a.n_kv_heads, kvh, HD);
                 bf16x8_to_f32(((const uint4 *)(kc + off))[c8], kf);
                 bf16x8_to_f32(((const uint4 *)(vc + off))[c8], vf);
@@ -225,7 +244,7 @@ template <int HD, int NW, int MT> static constexpr size_t tc_smem(void)
  * fragments are re-read per tile to leave registers for the second tile's
  * accumulators.
  */
-template <int HD, int NW, int MT>
+template <int HD, int NW, int MT, bool KV8>
 __global__ void __launch_bounds__(NW * 32, NW == 4 ? 2 : 1)
 tc_prefill_kernel(struct pl_cuk_attn a)
 {
@@ -257,6 +276,7 @@ tc_prefill_kernel(struct pl_cuk_attn a)
     const int32_t *table = a.block_tables + (int64_t)s * a.max_blocks_per_seq;
     const __nv_bfloat16 *kc = (const __nv_bfloat16 *)a.k_cache;
     const __nv_bfloat16 *vc = (const __nv_bfloat16 *)a.v_cache;
+    const uint8_t *kc8 = (const uint8_t *)a.k_cache, *vc8 = (const uint8_t *)a.v_cache;
     const int tid = threadIdx.x;
 
     /* Q tile (rows past q_len zero-filled) */
@@ -273,18 +293,51 @@ tc_prefill_kernel(struct pl_cuk_attn a)
      * column of rows r0, r0 + T/CH, ... (one table lookup per row) */
     auto load_kv = [&](int tile, int stage) {
         const int n0 = tile * BN;
+        if constexpr (KV8) {
+            /* e4m3: LB pieces of K and V loaded (in flight together), then converted to
+             * bf16 and stored; a piece past p_last is stored as zeros */
+            constexpr int PER = BN * CH / T, LB = PER < 4 ? PER : 4;
+            static_assert(PER % LB == 0, "load batches");
+            unsigned char *smem = tc_sm;
 #pragma unroll
-        for (int i = tid; i < BN * CH; i += T) {
-            const int r = i / CH, c8 = i % CH;
-            const int c = n0 + r;
-            const bool ok = c <= p_last;
-            const int64_t off =
-                ok ? kv_offset(table, a.block_size, c, a.n_kv_heads, kvh, HD) + c8 * 8 : 0;
-            const uint32_t dst = (uint32_t)(stage * STAGE_BYTES + (r * LD + c8 * 8) * 2);
-            cp_async16(k_base + dst, kc + off, ok);
-            cp_async16(v_base + dst, vc + off, ok);
+            for (int j0 = 0; j0 < PER; j0 += LB) {
+                uint2 kr[LB], vr[LB];
+#pragma unroll
+                for (int j = 0; j < LB; j++) {
+                    const int i = tid + (j0 + j) * T, r = i / CH, c8 = i % CH;
+                    const int c = n0 + r;
+                    kr[j] = vr[j] = make_uint2(0u, 0u);
+                    if (c <= p_last) {
+                        const int64_t off =
+                            kv_offset(table, a.block_size, c, a.n_kv_heads, kvh, HD) + c8 * 8;
+                        kr[j] = __ldg((const uint2 *)(kc8 + off));
+                        vr[j] = __ldg((const uint2 *)(vc8 + off));
+                    }
+                }
+#pragma unroll
+                for (int j = 0; j < LB; j++) {
+                    const int i = tid + (j0 + j) * T, r = i / CH, c8 = i % CH;
+                    const int dst = stage * STAGE_BYTES + (r * LD + c8 * 8) * 2;
+                    *(uint4 *)(smem + BM * LD * 2 + dst) = f8x8_to_bf16x8(kr[j]);
+                    *(uint4 *)(smem + BM * LD * 2 + 2 * STAGE_BYTES + dst) =
+                        f8x8_to_bf16x8(vr[j]);
+                }
+            }
+        } else {
+#pragma unroll
+            for (int i = tid; i < BN * CH; i += T) {
+                const int r = i / CH, c8 = i % CH;
+                const int c = n0 + r;
+                const bool ok = c <= p_last;
+                const int64_t off =
+                    ok ? kv_offset(table, a.block_size, c, a.n_kv_heads, kvh, HD) + c8 * 8 : 0;
+                const uint32_t dst = (uint32_t)(stage * STAGE_BYTES + (r * LD + c8 * 8) * 2);
+                cp_async16(k_base + dst, kc + off, ok);
+                cp_async16(v_base + dst, vc + off, ok);
+            }
         }
     };
+
     load_kv(t_begin, 0);
     cp_async_commit();
 
@@ -293,7 +346,7 @@ tc_prefill_kernel(struct pl_cuk_attn a)
     const int wrow0 = warp * WR;
     const bool warp_live = wrow0 < n_rows;
     const int pw_first = p_first + wrow0, pw_last = pw_first + WR - 1;
-    const float sl2 = a.scale * 1.4426950408889634f;
+    const float sl2 = a.scale * 1.4426950408889634f * (KV8 ? a.k_scale : 1.0f);
     /* A-fragment address of this lane in Q (row wrow0 + lane % 16, k-half lane / 16) */
     const uint32_t q_lane = q_base + ((wrow0 + (lane & 15)) * LD + (lane >> 4) * 8) * 2;
 
@@ -453,8 +506,9 @@ tc_prefill_kernel(struct pl_cuk_attn a)
             l0 += __shfl_xor_sync(0xffffffffu, l0, off);
             l1 += __shfl_xor_sync(0xffffffffu, l1, off);
         }
-        const float inv0 = l0 > 0.0f ? 1.0f / l0 : 0.0f;
-        const float inv1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
+        const float vs = KV8 ? a.v_scale : 1.0f;
+        const float inv0 = l0 > 0.0f ? vs / l0 : 0.0f;
+        const float inv1 = l1 > 0.0f ? vs / l1 : 0.0f;
         const int r0 = wrow0 + mt * 16 + g, r1 = r0 + 8;
         __nv_bfloat16 *o0 = out + ((int64_t)(q0 + row0 + r0) * a.n_heads + h) * HD + 2 * tq;
         __nv_bfloat16 *o1 = out + ((int64_t)(q0 + row0 + r1) * a.n_heads + h) * HD + 2 * tq;
@@ -497,7 +551,10 @@ static int launch_tc(pl_cuda_stream st, const struct pl_cuk_attn *a)
 {
     constexpr int BM = 16 * MT * NW;
     dim3 grid((unsigned)a->n_heads, (unsigned)a->n_seqs, (unsigned)((a->max_q_len + BM - 1) / BM));
-    tc_prefill_kernel<HD, NW, MT><<<grid, NW * 32, tc_smem<HD, NW, MT>(), st>>>(*a);
+    if (a->kv_fp8)
+        tc_prefill_kernel<HD, NW, MT, true><<<grid, NW * 32, tc_smem<HD, NW, MT>(), st>>>(*a);
+    else
+        tc_prefill_kernel<HD, NW, MT, false><<<grid, NW * 32, tc_smem<HD, NW, MT>(), st>>>(*a);
     return (int)cudaGetLastError();
 }
 
@@ -530,9 +587,14 @@ extern "C" int pl_cuk_attention_prefill(pl_cuda_stream st, const struct pl_cuk_a
 
 template <int HD, int NW, int MT> static cudaError_t tc_init(void)
 {
-    return cudaFuncSetAttribute(tc_prefill_kernel<HD, NW, MT>,
-                                cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                (int)tc_smem<HD, NW, MT>());
+    cudaError_t e = cudaFuncSetAttribute(tc_prefill_kernel<HD, NW, MT, false>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         (int)tc_smem<HD, NW, MT>());
+    if (e == cudaSuccess)
+        e = cudaFuncSetAttribute(tc_prefill_kernel<HD, NW, MT, true>,
+                                 cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 (int)tc_smem<HD, NW, MT>());
+    return e;
 }
 
 extern "C" int pl_cuk_attention_init(void)

@@ -5,7 +5,8 @@
  * the kernels (the .cu files here). Every wrapper enqueues on `stream` and returns
  * the launch's cudaError_t as an int (0 = success); none synchronises, none
  * allocates. Pointers are device memory. "act" buffers are bf16; weights are
- * typed by a pl_dtype code (F32 = 0, F16 = 1, BF16 = 2, as util/dtype.h).
+ * typed by a pl_dtype code (F32 = 0, F16 = 1, BF16 = 2, as util/dtype.h); FP8 buffers hold
+ * e4m3fn bytes.
  * Shapes follow backend.h exactly.
  */
 #ifndef PL_BACKEND_CUDA_KERNELS_H
@@ -97,6 +98,23 @@ int pl_cuk_f32_to_bf16_bias(pl_cuda_stream s, void *out, int ld_out, const float
 int pl_cuk_add_bias(pl_cuda_stream s, void *out, int ld_out, const void *bias, int bias_dtype,
                     int n, int cols);
 
+/* FP8 (fp8.cu; the rules: backend.h's pl_f8w_layout and set_kv_dtype).
+ * quant_rows: row t of x (bf16 [n, K], K % 8 == 0; x8 16-byte aligned) -> x8[t] (e4m3
+ * [n, K]) and sx[t], with the static scale *static_scale (device memory, read by the kernel)
+ * when static_scale is not NULL and it is > 0, else the row's dynamic scale
+ * max(absmax / 448, 1 / (448 * 512)).
+ * scale_out: out (bf16 [n, cols], row stride ld_out) = out * sx[t] * sw[c] (+ bias, of
+ * bias_dtype), in place: the epilogue of an FP8 product made with unit scales.
+ * store_kv_f8: rows [n, kv_dim] of k and v (bf16) -> the e4m3 caches at slots[i] (skip < 0)
+ * as e4m3(x * inv), inv = 1 / k_scale or 1 / v_scale; kv_dim % 8 == 0. */
+int pl_cuk_f8_quant_rows(pl_cuda_stream s, uint8_t *x8, float *sx, const void *x, int n,
+                         int64_t K, const float *static_scale);
+int pl_cuk_f8_scale_out(pl_cuda_stream s, void *out, int ld_out, const float *sx,
+                        const float *sw, const void *bias, int bias_dtype, int n, int cols);
+int pl_cuk_store_kv_f8(pl_cuda_stream s, void *k_cache, void *v_cache, const void *k,
+                       const void *v, const int32_t *slots, int n, int kv_dim, float inv_k,
+                       float inv_v);
+
 /* The moe op's device side (moe.cu; host side cuda_moe.c). route: logits (fp32 [n,
  * n_experts], overwritten with the probabilities) -> ids / w ([n, top_k]: the choices in
  * order, weights renormalised when norm_topk_prob) and counts[n_experts] (zeroed first).
@@ -168,6 +186,10 @@ struct pl_cuk_attn {
     float scale;
     int window;
     float softcap; /* scores = softcap * tanh(scores / softcap) after the scale; 0 = none */
+    /* the caches hold e4m3 bytes (set_kv_dtype): K = e4m3(byte) * k_scale, V likewise;
+     * 0: bf16 caches (the float32 mode: fp32 ones) and the scales are not read */
+    int kv_fp8;
+    float k_scale, v_scale;
 };
 
 /* Whether the attention kernels handle this shape (head_dim a multiple of 8 in
