@@ -7,11 +7,18 @@
  *      --rounds times in one process on one engine; the first constrained round (cold
  *      mask cache) is reported apart, the rest as medians;
  *   2. grammar compilation of a 50-property schema (median of 20), and the same plus
- *      the first token mask over the model's vocabulary.
+ *      the first token mask over the model's vocabulary;
+ *   3. the host's mask work alone (no model): --batch sequences of --output-len tokens
+ *      through the nested schema on one grammar cache, each token drawn uniformly from
+ *      those its mask allows (as a random-weight model does), one engine step being one
+ *      mask per sequence; a cold round (empty caches) then a warm one (new draws, same
+ *      caches): masks computed per step, time per computed mask (a cache miss) and per
+ *      step. --grammar-only 1 stops there (no model needed, only --tokenizer).
  *
  * Usage: bench_structured --model DIR [--tokenizer DIR] [--device cpu|cuda|auto]
  *        [--load-format auto|dummy] [--batch 64] [--input-len 32] [--output-len 128]
  *        [--rounds 3] [--threads N] [--gpu-memory-utilization F] [--max-model-len N]
+ *        [--grammar-only 0|1]
  * The last lines are markdown rows for docs/results.md.
  */
 #include "grammar/grammar.h"
@@ -86,12 +93,117 @@ static double median(double *v, int n)
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
+/* 3. One round of the mask simulation: stats of the masks computed (cache misses). */
+struct sim_stats {
+    double total_s;   /* all fill_mask calls */
+    double miss_s;    /* the calls that computed their mask */
+    double miss_max_s;
+    double miss_p50_s;
+    long n_masks, n_misses;
+    int n_steps;
+    uint64_t draws; /* a hash of the tokens drawn: equal masks give equal draws */
+};
+
+static uint64_t xorshift(uint64_t *x)
+{
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    return *x;
+}
+
+static int sim_round(struct pl_grammar_cache *c, int V, int32_t eos, int batch, int steps,
+                     uint64_t seed, struct sim_stats *st)
+{
+    struct pl_err err;
+    size_t W = PL_GRAMMAR_MASK_WORDS(V);
+    uint32_t *mask = malloc(W * sizeof(uint32_t));
+    struct pl_grammar_matcher **m = calloc((size_t)batch, sizeof(*m));
+    double *miss_t = malloc(sizeof(double) * (size_t)batch * (size_t)steps);
+    if (!mask || !m || !miss_t)
+        return 1;
+    for (int i = 0; i < batch; i++)
+        if (pl_grammar_matcher_new(c, PL_CONSTRAINT_JSON, nested_schema, NULL, &m[i], &err) !=
+            PL_STATUS_OK) {
+            fprintf(stderr, "bench_structured: matcher: %s\n", err.msg);
+            return 1;
+        }
+    memset(st, 0, sizeof(*st));
+    uint64_t x = seed | 1;
+    for (int s = 0; s < steps; s++) {
+        for (int i = 0; i < batch; i++) {
+            if (!m[i])
+                continue;
+            uint64_t h0, m0, h1, m1;
+            pl_grammar_cache_stats(c, &h0, &m0);
+            double t0 = now_s();
+            pl_grammar_matcher_fill_mask(m[i], mask);
+            double dt = now_s() - t0;
+            pl_grammar_cache_stats(c, &h1, &m1);
+            st->total_s += dt;
+            st->n_masks++;
+            if (m1 != m0) {
+                st->miss_s += dt;
+                miss_t[st->n_misses++] = dt;
+                if (dt > st->miss_max_s)
+                    st->miss_max_s = dt;
+            }
+            /* a uniform draw among the allowed tokens, eos left out (ignore_eos) */
+            if (eos >= 0 && eos < V)
+                mask[eos >> 5] &= ~(1u << (eos & 31));
+            long n_allowed = 0;
+            for (size_t w = 0; w < W; w++)
+                n_allowed += __builtin_popcount(mask[w]);
+            int32_t pick = -1;
+            if (n_allowed > 0) {
+                long k = (long)(xorshift(&x) % (uint64_t)n_allowed);
+                size_t w = 0;
+                while (k >= __builtin_popcount(mask[w]))
+                    k -= __builtin_popcount(mask[w++]);
+                uint32_t bits = mask[w];
+                while (k-- > 0)
+                    bits &= bits - 1;
+                pick = (int32_t)(w * 32 + (size_t)__builtin_ctz(bits));
+            }
+            st->draws = (st->draws ^ (uint64_t)(pick + 2)) * 0x100000001b3ull;
+            if (pick < 0 || !pl_grammar_matcher_accept_token(m[i], pick) ||
+                pl_grammar_matcher_is_complete(m[i])) {
+                pl_grammar_matcher_free(m[i]);
+                m[i] = NULL;
+            }
+        }
+        st->n_steps++;
+    }
+    if (st->n_misses > 0)
+        st->miss_p50_s = median(miss_t, (int)st->n_misses);
+    for (int i = 0; i < batch; i++)
+        pl_grammar_matcher_free(m[i]);
+    free(m);
+    free(mask);
+    free(miss_t);
+    return 0;
+}
+
+static double per_miss(const struct sim_stats *st)
+{
+    return st->n_misses ? st->miss_s / (double)st->n_misses : 0.0;
+}
+
+static void sim_print(const char *what, const struct sim_stats *st, int batch)
+{
+    printf("masks, %s: %d steps x %d sequences: %.2f masks computed per step, %.3f ms per "
+           "computed mask (median %.3f, max %.2f), %.3f ms of mask work per step\n",
+           what, st->n_steps, batch, (double)st->n_misses / st->n_steps,
+           1e3 * per_miss(st), 1e3 * st->miss_p50_s,
+           1e3 * st->miss_max_s, 1e3 * st->total_s / st->n_steps);
+}
+
 static int usage(void)
 {
     fprintf(stderr, "usage: bench_structured --model DIR [--tokenizer DIR] [--device D] "
                     "[--load-format F] [--batch N] [--input-len N] [--output-len N] "
                     "[--rounds N] [--threads N] [--gpu-memory-utilization F] "
-                    "[--max-model-len N]\n");
+                    "[--max-model-len N] [--grammar-only 0|1]\n");
     return 2;
 }
 
@@ -121,7 +233,7 @@ int main(int argc, char **argv)
 {
     struct pl_llm_params lp;
     pl_llm_params_default(&lp);
-    int batch = 64, input_len = 32, output_len = 128, rounds = 3;
+    int batch = 64, input_len = 32, output_len = 128, rounds = 3, grammar_only = 0;
     for (int i = 1; i < argc; i++) {
         if (i + 1 >= argc)
             return usage();
@@ -148,10 +260,13 @@ int main(int argc, char **argv)
             lp.gpu_memory_utilization = atof(v);
         else if (!strcmp(a, "--max-model-len"))
             lp.max_model_len = atoi(v);
+        else if (!strcmp(a, "--grammar-only"))
+            grammar_only = atoi(v);
         else
             return usage();
     }
-    if (!lp.model || batch < 1 || input_len < 1 || output_len < 1 || rounds < 1)
+    if ((!lp.model && !(grammar_only && lp.tokenizer)) || batch < 1 || input_len < 1 ||
+        output_len < 1 || rounds < 1)
         return usage();
     if (lp.max_model_len == 0)
         lp.max_model_len = input_len + output_len + 16;
@@ -199,8 +314,10 @@ int main(int argc, char **argv)
         pl_grammar_matcher_free(m);
         pl_grammar_cache_free(c);
     }
-    /* the costliest common state: inside a string, where most tokens are allowed */
-    double ts[20];
+    /* the costliest common state: inside a string, where most tokens are allowed; its
+     * mask on a fresh cache (position tables built), again from the tables, and by the
+     * full walk (the reference) */
+    double ts[20], tt[20], tw[20];
     for (int k = 0; k < 20; k++) {
         struct pl_grammar_cache *c;
         struct pl_grammar_matcher *m;
@@ -213,23 +330,71 @@ int main(int argc, char **argv)
         double t0 = now_s();
         pl_grammar_matcher_fill_mask(m, mask);
         ts[k] = now_s() - t0;
+        t0 = now_s();
+        pl_grammar_matcher_compute_mask(m, PL_GRAMMAR_MASK_TABLES, mask);
+        tt[k] = now_s() - t0;
+        t0 = now_s();
+        pl_grammar_matcher_compute_mask(m, PL_GRAMMAR_MASK_FULL_WALK, mask);
+        tw[k] = now_s() - t0;
         pl_grammar_matcher_free(m);
         pl_grammar_cache_free(c);
     }
-    double s_med = median(ts, 20);
+    double s_med = median(ts, 20), t_med = median(tt, 20), w_med = median(tw, 20);
     int n_allowed = 0;
     for (int i = 0; i < V; i++)
         n_allowed += (mask[i >> 5] >> (i & 31)) & 1u;
     double c_med = median(tc, 20), m_med = median(tm, 20);
     free(mask);
+
+    /* 3. the masks alone: a cold round, then a warm one on the same caches; the full
+     * walk (the baseline) and then the position tables, each on a fresh cache, the same
+     * draws (both compute the same masks) */
+    struct sim_stats cold_st[2], warm_st[2];
+    struct pl_grammar_table_stats tab_st;
+    for (int mode = 0; mode < 2; mode++) {
+        struct pl_grammar_cache *sc;
+        if (pl_grammar_cache_new(gv, 64, &sc, &err) != PL_STATUS_OK)
+            return 1;
+        pl_grammar_cache_set_mask_mode(sc, mode ? PL_GRAMMAR_MASK_TABLES
+                                                : PL_GRAMMAR_MASK_FULL_WALK);
+        if (sim_round(sc, V, eos, batch, output_len, 1, &cold_st[mode]) ||
+            sim_round(sc, V, eos, batch, output_len, 2, &warm_st[mode]))
+            return 1;
+        pl_grammar_cache_table_stats(sc, &tab_st);
+        pl_grammar_cache_free(sc);
+    }
     pl_grammar_vocab_free(gv);
     pl_tokenizer_free(tok);
     printf("grammar: 50-property schema (%zu bytes) compiles in %.2f ms (median of 20); with "
            "the first mask over %d tokens %.2f ms; vocabulary preparation %.1f ms\n",
            strlen(s50), 1e3 * c_med, V, 1e3 * m_med, 1e3 * t_vocab);
-    printf("grammar: an uncached mask inside a string (%d of %d tokens allowed) %.2f ms "
-           "(median of 20); cached masks are a lookup and a copy\n",
-           n_allowed, V, 1e3 * s_med);
+    printf("grammar: an uncached mask inside a string (%d of %d tokens allowed): %.2f ms on "
+           "a fresh cache (position tables built), %.3f ms from the tables, %.2f ms by the full "
+           "walk (medians of 20); cached masks are a lookup and a copy\n",
+           n_allowed, V, 1e3 * s_med, 1e3 * t_med, 1e3 * w_med);
+    sim_print("full walk, cold caches", &cold_st[0], batch);
+    sim_print("full walk, warm caches", &warm_st[0], batch);
+    sim_print("position tables, cold caches", &cold_st[1], batch);
+    sim_print("position tables, warm caches", &warm_st[1], batch);
+    printf("the same tokens drawn with either: %s\n",
+           cold_st[0].draws == cold_st[1].draws && warm_st[0].draws == warm_st[1].draws
+               ? "yes"
+               : "NO (the masks differ)");
+    printf("position tables after both rounds: %zu tables, %.1f MiB, %llu built, %llu "
+           "uncertain tokens walked\n",
+           tab_st.n_tables, (double)tab_st.bytes / (1 << 20),
+           (unsigned long long)tab_st.n_built, (unsigned long long)tab_st.n_uncertain_walked);
+    printf("| masks, nested schema, %d x %d tokens, position tables (warm caches) | %.3f ms per "
+           "computed mask, %.3f ms per step | full walk %.3f ms, %.3f ms | %.2f masks computed "
+           "per step |\n",
+           batch, output_len, 1e3 * per_miss(&warm_st[1]),
+           1e3 * warm_st[1].total_s / warm_st[1].n_steps, 1e3 * per_miss(&warm_st[0]),
+           1e3 * warm_st[0].total_s / warm_st[0].n_steps,
+           (double)warm_st[1].n_misses / warm_st[1].n_steps);
+    if (grammar_only) {
+        free(s50);
+        return 0;
+    }
 
     /* 1. per output token */
     struct pl_llm *llm;

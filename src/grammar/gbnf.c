@@ -934,6 +934,43 @@ static bool derive_first(struct pl_grammar *G)
     return true;
 }
 
+/*
+ * follow[] / el_rule[]: for each reference to rule x at position q of an alternative of
+ * rule y, follow[x] gets first[q + 1], and follow[y] too when the rest from q + 1 can be
+ * empty (a tail call's continuation is its caller's); grown until nothing changes.
+ */
+static bool derive_follow(struct pl_grammar *G)
+{
+    G->follow = calloc((size_t)(G->n_rules ? G->n_rules : 1), sizeof(*G->follow));
+    G->el_rule = malloc((size_t)(G->n_el ? G->n_el : 1) * sizeof(int32_t));
+    if (!G->follow || !G->el_rule)
+        return false;
+    for (int r = 0; r < G->n_rules; r++)
+        for (int a = G->rule_alt0[r]; a < G->rule_alt0[r + 1]; a++)
+            for (int p = G->alt_start[a];; p++) {
+                G->el_rule[p] = r;
+                if (G->el[p].kind == GR_END)
+                    break;
+            }
+    for (bool changed = true; changed;) {
+        changed = false;
+        for (int p = 0; p < G->n_el; p++) {
+            if (G->el[p].kind != GR_REF)
+                continue;
+            uint32_t *fx = G->follow[G->el[p].arg];
+            const uint32_t *fy = G->follow[G->el_rule[p]];
+            for (int w = 0; w < 8; w++) {
+                uint32_t v = fx[w] | G->first[p + 1][w] | (G->tail_nullable[p + 1] ? fy[w] : 0);
+                if (v != fx[w]) {
+                    fx[w] = v;
+                    changed = true;
+                }
+            }
+        }
+    }
+    return true;
+}
+
 static pl_status finish(struct gb *g, struct pl_grammar **out)
 {
     for (int r = 0; r < g->n_rules; r++)
@@ -1012,7 +1049,7 @@ static pl_status finish(struct gb *g, struct pl_grammar **out)
     G->n_alts = k;
     G->n_rules = g->n_rules;
     G->root = root;
-    if (!derive_first(G)) {
+    if (!derive_first(G) || !derive_follow(G)) {
         pl_grammar_free(G);
         return oom(g);
     }
@@ -1053,5 +1090,7 @@ void pl_grammar_free(struct pl_grammar *G)
     free(G->first);
     free(G->tail_nullable);
     free(G->rule_nullable);
+    free(G->follow);
+    free(G->el_rule);
     free(G);
 }

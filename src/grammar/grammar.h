@@ -124,6 +124,34 @@ void pl_grammar_cache_free(struct pl_grammar_cache *c);
 /* Mask lookups answered from the cache, and masks computed (benchmarks, tests). */
 void pl_grammar_cache_stats(const struct pl_grammar_cache *c, uint64_t *hits, uint64_t *misses);
 
+/* How a mask that is not in the cache is computed. */
+enum pl_grammar_mask_mode {
+    /* the default: per grammar position, the tokens it decides whatever the stack below
+     * (built once per position), and a walk of the few others from the state */
+    PL_GRAMMAR_MASK_TABLES,
+    /* the reference: the whole vocabulary walked from the state */
+    PL_GRAMMAR_MASK_FULL_WALK,
+};
+/* Test and benchmark hooks: the mode of computed masks; the byte budget of the position
+ * tables (64 MiB by default; least recently used tables go first, those of the state
+ * being computed stay) and how many uncertain tokens a table may leave before deeper
+ * stacks key it one frame deeper (256 by default; -1: always, INT_MAX: never). Tables
+ * built before keep their keys: every combination gives the same masks. */
+void pl_grammar_cache_set_mask_mode(struct pl_grammar_cache *c, enum pl_grammar_mask_mode mode);
+void pl_grammar_cache_set_table_limits(struct pl_grammar_cache *c, size_t bytes, int refine_unc);
+
+struct pl_grammar_table_stats {
+    uint64_t n_built;            /* tables built (a rebuilt evicted one counts again) */
+    uint64_t n_evicted;
+    uint64_t n_uncertain_walked; /* uncertain tokens walked from a state, in all */
+    uint64_t n_overflows;        /* operations whose scratch overflowed (a very ambiguous
+                                  * grammar: stacks were dropped, some tokens refused) */
+    size_t n_tables;             /* tables held now */
+    size_t bytes;                /* their size */
+};
+void pl_grammar_cache_table_stats(const struct pl_grammar_cache *c,
+                                  struct pl_grammar_table_stats *out);
+
 /* ---- matchers: one per constrained sequence ----------------------------------------- */
 
 struct pl_grammar_matcher;
@@ -143,6 +171,10 @@ void pl_grammar_matcher_free(struct pl_grammar_matcher *m);
 /* Writes the mask of the tokens allowed next into mask[PL_GRAMMAR_MASK_WORDS(vocab)].
  * Allocates nothing (the state's mask usually comes from the cache). */
 void pl_grammar_matcher_fill_mask(struct pl_grammar_matcher *m, uint32_t *mask);
+/* The same mask computed in the given mode, bypassing the mask cache (tests compare the
+ * modes; the position tables it builds are kept). */
+void pl_grammar_matcher_compute_mask(struct pl_grammar_matcher *m,
+                                     enum pl_grammar_mask_mode mode, uint32_t *mask);
 /* Advances by one token; false (state unchanged) when the token is not allowed. An
  * eos id is accepted where the state accepts and ends the matcher. */
 bool pl_grammar_matcher_accept_token(struct pl_grammar_matcher *m, int32_t token);

@@ -8,7 +8,8 @@
  * Rule r's alternatives start at el[alt_start[rule_alt0[r] .. rule_alt0[r + 1])].
  * No rule is left-recursive (checked at compile time), so expanding references
  * always terminates; a reference followed by GR_END is a tail call (matcher.c
- * does not push its continuation).
+ * does not push its continuation). The derived arrays (first, nullable, follow)
+ * are computed once at compile time (gbnf.c).
  */
 #ifndef PL_GRAMMAR_INTERNAL_H
 #define PL_GRAMMAR_INTERNAL_H
@@ -42,6 +43,12 @@ struct pl_grammar {
     uint32_t (*first)[8];  /* [n_el] */
     bool *tail_nullable;   /* [n_el] */
     bool *rule_nullable;   /* [n_rules] */
+    /* derived (matcher.c's position tables): per rule, the bytes that can come right after
+     * it in some derivation (its FOLLOW set; a rule called in tail position inherits its
+     * caller's), so whatever stack lies below a position of rule r can consume first only
+     * bytes of follow[r]; and per element, the rule whose alternative holds it */
+    uint32_t (*follow)[8]; /* [n_rules] */
+    int32_t *el_rule;      /* [n_el] */
 };
 
 static inline bool gr_set_has(const uint32_t *set, unsigned b)

