@@ -181,9 +181,10 @@ static bool cuda_supports(struct pl_backend *be, enum pl_op op, enum pl_dtype dt
     case PL_OP_FILL:
         return dtype == PL_DTYPE_F32 || dtype == PL_DTYPE_F16 || dtype == PL_DTYPE_BF16;
     case PL_OP_MATMUL:
-        /* packed int4 (quantized checkpoints): cuda_matmul.c's int4 GEMV (n <= 8) and
-         * dequant + GEMM above; test_cuda_quant's parity (148 GEMV and 63 GEMM cases, every
-         * int4 format and group size, H100, 2026-12-07) passed before this was turned on */
+        /* packed int4 (quantized checkpoints): cuda_matmul.c's int4 GEMV (n <= 8), int4
+         * tensor-core GEMM and dequant + GEMM above; test_cuda_quant's parity (148 GEMV and
+         * 63 GEMM cases, every int4 format and group size, H100, 2026-12-07) passed before
+         * this was turned on */
         if (dtype == PL_DTYPE_Q4)
             return true;
         /* fall through */
@@ -968,6 +969,11 @@ const char *pl_backend_cuda_device_name(const struct pl_backend *be)
 void pl_backend_cuda_set_decode_splits(struct pl_backend *be, int n_splits)
 {
     cb(be)->forced_splits = n_splits > 0 ? n_splits : 0;
+}
+
+void pl_backend_cuda_set_q4_gemm(struct pl_backend *be, int max_n, int splits)
+{
+    pl_cuda_matmul_set_q4_gemm(cb(be)->mm, max_n, splits);
 }
 
 void *pl_backend_cuda_stream(struct pl_backend *be) { return cb(be)->stream; }
