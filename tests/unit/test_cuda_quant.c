@@ -534,6 +534,7 @@ static int bench(void)
         {"8B gate/up_proj", 14336, 4096, 128, false},
         {"8B down_proj", 4096, 14336, 128, false},
         {"8B gate/up g_idx", 14336, 4096, 128, true},
+        {"8B down g_idx", 4096, 14336, 128, true},
         {"70B gate/up_proj", 28672, 8192, 128, false},
         {"70B down_proj", 8192, 28672, 128, false},
     };
