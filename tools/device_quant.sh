@@ -2,8 +2,10 @@
 # device_quant.sh -- quantized models on the GPU machine (device tool), from binaries built on
 # the development machine and carried in .carry/bin (shared libraries the GPU image lacks in
 # .carry/libs), as tools/device_e2e.sh does:
-#   1. test_cuda_quant: the packed int4 matmul (GEMV n <= 8, dequantize + GEMM above) against
-#      the dequantizing reference, every int4 format and group size, shapes up to 28672;
+#   1. test_cuda_quant: the packed int4 matmul (GEMV n <= 8, the tensor-core GEMM and
+#      dequantize + GEMM above) against the dequantizing reference, every int4 format and
+#      group size, shapes up to 28672 (`test_cuda_quant --bench` times the paths: run it
+#      on its own);
 #   2. every int4 test format of llama-quant through `pagellm generate`, cuda against cpu
 #      (the CPU path is the reference): greedy tokens compared;
 #   3. figures with dummy weights (bench/models/*/config.json) in the same call: Llama-3-8B
@@ -14,7 +16,7 @@
 #   cp build/pl-mkmodel build/pagellm build/bench_throughput build/test_cuda_quant .carry/bin/ &&
 #   cp /lib/x86_64-linux-gnu/libjansson.so.4 /lib/x86_64-linux-gnu/libpcre2-8.so.0 \
 #     /lib/x86_64-linux-gnu/libutf8proc.so.2 .carry/libs/
-# Run (device tool, carry [".carry"]): tools/device_quant.sh   (about 4 minutes)
+# Run (device tool, carry [".carry"]): tools/device_quant.sh   (about 5 minutes)
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 B=$ROOT/.carry/bin
@@ -23,8 +25,8 @@ mkdir -p "$OUT"
 export LD_LIBRARY_PATH=$ROOT/.carry/libs:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 export PL_SOURCE_DIR=$ROOT PAGELLM_LOG_LEVEL=warn
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
-timeout 240 "$B/test_cuda_quant" >"$OUT/parity.log" 2>&1
-echo "test_cuda_quant rc=$? $(grep -- '----' "$OUT/parity.log")"
+timeout 360 "$B/test_cuda_quant" >"$OUT/parity.log" 2>&1
+echo "test_cuda_quant rc=$? $(grep -A4 -- '----' "$OUT/parity.log")"
 grep -m5 "CHECK failed" "$OUT/parity.log"
 M=/tmp/pl_quant_models
 summary=""

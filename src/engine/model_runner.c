@@ -94,7 +94,7 @@ struct pl_model {
     /* decode graphs by padded size; graph_mb: the block-table width they were recorded
      * with (a batch of another width re-records) */
     bool use_graphs;
-    int graph_max_n; /* decode batches above it run eagerly (int4 weights: 8) */
+    int graph_max_n; /* decode batches above it run eagerly (int4: PL_Q4_SCRATCHLESS_N) */
     void *graphs[MAX_GRAPHS][CTX_BUCKETS];
     int graph_mb[MAX_GRAPHS][CTX_BUCKETS];
     int n_graphs_recorded;
@@ -401,8 +401,8 @@ pl_status pl_model_new(const struct pl_model_config *cfg, const struct pl_weight
     /* Decode graphs need ops that allocate nothing while recording: the backend's bf16
      * matmuls (fp16 weights take a lazily sized scratch), packed FP8 ones (their
      * activation scratch is the backend's own, made with it), packed int4 ones up to
-     * PL_Q4_SCRATCHLESS_N rows (above, a dequantization scratch), and a forward without
-     * host-side decisions; pl_model_set_eager turns them off (vLLM's enforce_eager). */
+     * PL_Q4_SCRATCHLESS_N rows (above, possibly a dequantization scratch), and a forward
+     * without host-side decisions; pl_model_set_eager turns them off (vLLM's enforce_eager). */
     m->use_graphs = be->ops->graph_begin && !wc.allocating;
     m->graph_max_n = wc.has_q4 ? PL_Q4_SCRATCHLESS_N : INT32_MAX;
     *out = m;

@@ -150,7 +150,8 @@ pl_status pl_quant_dequant(const struct pl_quant_config *q, const struct pl_safe
  * pack-quantized 4-bit), codes uint32 [rows, n_in / 8] (input k at bits 4 (k % 8) of word
  * k / 8, unsigned codes), zeros uint8 [rows, groups] and scales fp32 [rows, groups] such
  * that w[r][k] = (code - zero) * scale of group g(k) exactly as pl_quant_dequant gives it;
- * g(k) = gidx[k] when *has_gidx (act-order: gidx int32 [n_in] written), else k / *group.
+ * g(k) = gidx[k] when *has_gidx (act-order: gidx int32 [n_in] written), else k / *group
+ * (also when the checkpoint's g_idx equals k / group: such a table is dropped).
  * *n_groups receives the groups per row. Whether a config has this layout:
  * pl_quant_is_int4. */
 bool pl_quant_is_int4(const struct pl_quant_config *q);

@@ -72,17 +72,29 @@ struct repack {
     int64_t *n_groups;
 };
 
+/* Whether g_idx names the groups the layout gives without it (k / group): compressed-tensors
+ * may store such a table without act-order. */
+static bool gidx_trivial(const int32_t *g, int64_t k, int64_t group)
+{
+    for (int64_t i = 0; i < k; i++)
+        if (g[i] != i / group)
+            return false;
+    return true;
+}
+
 /* Writes the device layout of rows [r0, r1): code(r, k), zero(r, g), scale(r, g) come from
  * the format's accessors (expressions of r, i (the input) and gg (the group)); gk NULL
- * means group i / group_. */
+ * means group i / group_. A trivial gk is dropped (the same groups; the CUDA kernels take
+ * their faster path without a table). */
 #define REPACK_ROWS(c, r0, r1, k, G, group_, gk, CODE, ZERO, SCALE)                             \
     do {                                                                                          \
         const struct repack *rp_ = (c)->rp;                                                       \
+        const int32_t *gk_ = (gk) && !gidx_trivial((gk), (k), (group_)) ? (gk) : NULL;            \
         *rp_->group = (int)(group_);                                                              \
         *rp_->n_groups = (G);                                                                     \
-        *rp_->has_gidx = (gk) != NULL;                                                            \
-        if (gk)                                                                                   \
-            memcpy(rp_->gidx, (gk), sizeof(int32_t) * (size_t)(k));                              \
+        *rp_->has_gidx = gk_ != NULL;                                                             \
+        if (gk_)                                                                                  \
+            memcpy(rp_->gidx, gk_, sizeof(int32_t) * (size_t)(k));                               \
         for (int64_t r = (r0); r < (r1); r++) {                                                   \
             uint32_t *cw = rp_->codes + (r - (r0)) * ((k) / 8);                                   \
             for (int64_t i = 0; i < (k); i++) {                                                   \

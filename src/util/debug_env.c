@@ -4,6 +4,7 @@
  */
 #include "util/debug_env.h"
 
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,6 +21,17 @@ static const char *nonempty(const char *name)
     return v && *v ? v : NULL;
 }
 
+/* A number in [0, INT_MAX], else -1. */
+static int count(const char *name)
+{
+    const char *v = nonempty(name);
+    if (!v)
+        return -1;
+    char *end = NULL;
+    long n = strtol(v, &end, 10);
+    return *end || n < 0 || n > INT_MAX ? -1 : (int)n;
+}
+
 void pl_debug_env_read(struct pl_debug_env *out)
 {
     out->log_level = nonempty("PAGELLM_LOG_LEVEL");
@@ -30,4 +42,5 @@ void pl_debug_env_read(struct pl_debug_env *out)
     const char *w = getenv("PAGELLM_CPU_WEIGHTS");
     out->cpu_weights_mmap = w && !strcmp(w, "mmap");
     out->cpu_affinity = on("PAGELLM_CPU_AFFINITY");
+    out->q4_gemm_max_n = count("PAGELLM_Q4_GEMM_MAX_N");
 }

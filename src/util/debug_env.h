@@ -17,6 +17,9 @@
  *                                instead of copying them into huge pages (cpu_backend.c)
  *   PAGELLM_CPU_AFFINITY         not 0: the CPU thread pool pins thread i to the i-th CPU
  *                                of the affinity mask (threadpool.c)
+ *   PAGELLM_Q4_GEMM_MAX_N        a number: int4 products of up to that many rows run the
+ *                                int4 tensor-core GEMM, larger ones dequantize + cuBLASLt
+ *                                (cuda_matmul.c; for measuring the threshold)
  * They are read at each call (tests change them between handles); the
  * strings point into the environment (copy them to keep them).
  */
@@ -33,6 +36,7 @@ struct pl_debug_env {
     const char *test_fail_step_file; /* NULL: unset or empty */
     bool cpu_weights_mmap;
     bool cpu_affinity;
+    int q4_gemm_max_n;               /* -1: unset or not a number >= 0 */
 };
 
 void pl_debug_env_read(struct pl_debug_env *out);

@@ -470,6 +470,63 @@ static void test_int4_repack_matches_reference(void)
     }
 }
 
+/* A compressed-tensors weight_g_idx that equals k / group (stored without act-order) is
+ * dropped by the repack (the same groups), and a scrambled one is kept. */
+static void test_int4_trivial_g_idx(void)
+{
+    struct pl_quant_config q = parse_ok(pl_quant_format_config("ct_w4a16_g128"));
+    const int64_t N = 16, K = 512;
+    float *w = malloc(sizeof(float) * N * K), *ref = malloc(sizeof(float) * N * K);
+    uint32_t *codes = malloc(sizeof(uint32_t) * N * K / 8);
+    uint8_t *zeros = malloc(N * 4);
+    float *scales = malloc(sizeof(float) * N * 4);
+    int32_t *gidx = malloc(sizeof(int32_t) * K);
+    REQUIRE(w && ref && codes && zeros && scales && gidx);
+    for (int64_t i = 0; i < N * K; i++)
+        w[i] = (float)((i * 7919) % 101) / 1000.0f - 0.05f;
+    for (int scrambled = 0; scrambled < 2; scrambled++) {
+        struct pl_err err = {0};
+        struct pl_qt_list l = {0};
+        REQUIRE(pl_quant_pack(&q, "m", w, N, K, PL_DTYPE_BF16, 3, &l, ref, &err) ==
+                PL_STATUS_OK);
+        struct pl_qt_tensor *t = pl_qt_add(&l, "m.weight_g_idx", PL_DTYPE_I32, 1, K, 0);
+        REQUIRE(t);
+        for (int64_t k = 0; k < K; k++) /* scrambled: groups swapped in pairs */
+            ((int32_t *)t->data)[k] = (int32_t)(scrambled ? (k / 128) ^ 1 : k / 128);
+        char path[600];
+        snprintf(path, sizeof(path), "%s/gidx_%d.safetensors", g_root, scrambled);
+        REQUIRE(pl_qt_write_safetensors(path, &l, &err) == PL_STATUS_OK);
+        pl_qt_list_free(&l);
+        struct pl_safetensors *st = NULL;
+        REQUIRE(pl_safetensors_open_file(path, &st, &err) == PL_STATUS_OK);
+        bool has_gidx = true;
+        int group = 0;
+        int64_t groups = 0;
+        CHECK(pl_quant_dequant(&q, st, "m", N, K, 0, N, ref, &err) == PL_STATUS_OK);
+        CHECKF(pl_quant_repack_int4(&q, st, "m", N, K, 0, N, codes, zeros, scales, gidx,
+                                    &has_gidx, &group, &groups, &err) == PL_STATUS_OK,
+               "%s", err.msg);
+        CHECK(has_gidx == (scrambled == 1) && group == 128 && groups == 4);
+        int bad = 0;
+        for (int64_t r = 0; r < N && !bad; r++)
+            for (int64_t k = 0; k < K && !bad; k++) {
+                const int64_t g = has_gidx ? gidx[k] : k / group;
+                const int code = (int)((codes[r * (K / 8) + k / 8] >> (4 * (k % 8))) & 15u);
+                const float v = (float)(code - zeros[r * groups + g]) * scales[r * groups + g];
+                bad = v != ref[r * K + k];
+            }
+        CHECKF(!bad, "g_idx %s: the repacked weights differ from the reference",
+               scrambled ? "scrambled" : "trivial");
+        pl_safetensors_free(st);
+    }
+    free(w);
+    free(ref);
+    free(codes);
+    free(zeros);
+    free(scales);
+    free(gidx);
+}
+
 /* The quantization is real: a 4-bit model's logprobs move away from the bf16 model's. */
 static void test_quantized_differs_from_dense(void)
 {
@@ -718,6 +775,7 @@ int main(void)
         return 1;
     PL_RUN(test_formats_match_dequantized_reference);
     PL_RUN(test_int4_repack_matches_reference);
+    PL_RUN(test_int4_trivial_g_idx);
     PL_RUN(test_quantized_differs_from_dense);
     PL_RUN(test_online_fp8);
     PL_RUN(test_kv_cache_fp8_attention);

@@ -283,11 +283,11 @@ static bool cuda_supports(struct pl_backend *be, enum pl_op op, enum pl_dtype dt
     case PL_OP_FILL:
         return dtype == PL_DTYPE_F32 || dtype == PL_DTYPE_F16 || dtype == PL_DTYPE_BF16;
     case PL_OP_MATMUL:
-        /* packed int4 (quantized checkpoints): cuda_matmul.c's int4 GEMV (n <= 8) and
-         * dequant + GEMM above; test_cuda_quant's parity (148 GEMV and 63 GEMM cases, every
-         * int4 format and group size, H100, 2026-12-07) passed before this was turned on.
-         * Packed FP8 W8A8: per-token e4m3 activations and a cuBLASLt FP8 GEMM (cuda_matmul.c;
-         * Hopper or later) */
+        /* packed int4 (quantized checkpoints): cuda_matmul.c's int4 GEMV (n <= 8), int4
+         * tensor-core GEMM and dequant + GEMM above; test_cuda_quant's parity (148 GEMV and
+         * 63 GEMM cases, every int4 format and group size, H100, 2026-12-07) passed before
+         * this was turned on. Packed FP8 W8A8: per-token e4m3 activations and a cuBLASLt
+         * FP8 GEMM (cuda_matmul.c; Hopper or later) */
         if (dtype == PL_DTYPE_Q4 || dtype == PL_DTYPE_F8W)
             return true;
         /* fall through */
@@ -1125,6 +1125,11 @@ void pl_backend_cuda_set_fp8_epilogue(struct pl_backend *be, bool on)
 long pl_backend_cuda_fp8_epilogue_count(const struct pl_backend *be)
 {
     return pl_cuda_matmul_fp8_epilogue_count(((const struct cuda_backend *)be)->mm);
+}
+
+void pl_backend_cuda_set_q4_gemm(struct pl_backend *be, int max_n, int splits)
+{
+    pl_cuda_matmul_set_q4_gemm(cb(be)->mm, max_n, splits);
 }
 
 void *pl_backend_cuda_stream(struct pl_backend *be) { return cb(be)->stream; }

@@ -61,6 +61,11 @@ void pl_backend_cuda_set_decode_splits(struct pl_backend *be, int n_splits);
 void pl_backend_cuda_set_fp8_epilogue(struct pl_backend *be, bool on);
 /* FP8 W8A8 products (chunks of rows) that ran through the epilogue path since creation. */
 long pl_backend_cuda_fp8_epilogue_count(const struct pl_backend *be);
+/* The int4 products' paths (tests and benchmarks): packed int4 products of 9 up to max_n
+ * rows run the int4 tensor-core GEMM, larger ones dequantize + cuBLASLt (max_n < 0: the
+ * default, PAGELLM_Q4_GEMM_MAX_N or 1024; 8 or less: never the GEMM outside graph
+ * recording); splits > 0 fixes the GEMM's K slices (0: chosen per shape). */
+void pl_backend_cuda_set_q4_gemm(struct pl_backend *be, int max_n, int splits);
 
 /* ---- internal: shared by cuda_backend.c and cuda_matmul.c --------------------------- */
 
@@ -75,6 +80,9 @@ void pl_cuda_matmul_free(struct pl_cuda_matmul *mm);
 /* pl_backend_cuda_set_fp8_epilogue / _fp8_epilogue_count on the matmul state. */
 void pl_cuda_matmul_set_fp8_epilogue(struct pl_cuda_matmul *mm, bool on);
 long pl_cuda_matmul_fp8_epilogue_count(const struct pl_cuda_matmul *mm);
+
+/* pl_backend_cuda_set_q4_gemm's settings. */
+void pl_cuda_matmul_set_q4_gemm(struct pl_cuda_matmul *mm, int max_n, int splits);
 
 /* out (bf16 [n, w.rows], row stride ld_out; or fp32 when out_f32) = x (bf16) @ w^T (+ bias).
  * Returns false after recording the failure with pl_cuda_fail. */

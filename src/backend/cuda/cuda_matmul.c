@@ -34,9 +34,15 @@
  * for Llama-sized dims).
  *
  * Packed int4 weights (PL_DTYPE_Q4, quantized checkpoints): n <= PL_Q4_GEMV_MAX_N rows go
- * to the int4 GEMV (kernels/qgemv.cu: weights dequantized in registers); larger n expand
- * the weight into a bf16 scratch (grown on demand like the fp16 path's, to the largest
- * weight; int4 models run without decode graphs) and run the bf16 GEMM.
+ * to the int4 GEMV (kernels/qgemv.cu: weights dequantized in registers); up to
+ * q4_gemm_max_n rows (Q4_GEMM_MAX_N, or PAGELLM_Q4_GEMM_MAX_N) to the int4 tensor-core GEMM
+ * (kernels/qgemm.cu: weights read packed, dequantized in registers into mma fragments; it
+ * splits K through the cuBLASLt workspace and a small counter array allocated here, so it
+ * allocates nothing either); larger n (prefill chunks, where one dequantization is spread
+ * over many rows) expand the weight into a bf16 scratch (grown on demand like the fp16
+ * path's, to the largest weight) and run the bf16 GEMM. While the stream records a graph,
+ * every int4 product takes the GEMV or the GEMM whatever the threshold, so decode graphs of
+ * int4 models record up to PL_Q4_SCRATCHLESS_N rows (backend.h).
  *
  * Packed FP8 W8A8 weights (PL_DTYPE_F8W, backend.h's pl_f8w_layout): per chunk of rows of
  * x, kernels/fp8.cu quantizes the chunk to e4m3 with its per-token (or the weight's static)
@@ -57,8 +63,10 @@
 #include "backend/cuda/cuda_backend.h"
 
 #include "backend/cuda/kernels/gemv.h"
+#include "backend/cuda/kernels/qgemm.h"
 #include "backend/cuda/kernels/qgemv.h"
 #include "backend/cuda/kernels/kernels.h"
+#include "util/debug_env.h"
 
 #include <cublasLt.h>
 #include <cuda_runtime.h>
@@ -80,6 +88,16 @@ enum scale_mode {
     SCALE_OUTER,    /* CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F on A and B */
     SCALE_UNIT,     /* no scales: scale_out applies them afterwards */
 };
+/* int4 products of up to this many rows run the int4 GEMM, larger ones dequantize +
+ * cuBLASLt. Not measured yet: test_cuda_quant --bench prints both paths per shape and n
+ * (docs/cuda.md); PAGELLM_Q4_GEMM_MAX_N overrides it. */
+#define Q4_GEMM_MAX_N 1024
+/* The int4 GEMM's split-K tile counters (one per output tile of a split launch; a launch
+ * splits only when its tiles are fewer than the GPU holds, far fewer than this). */
+#define Q4_GEMM_COUNTERS 4096
+
+_Static_assert(Q4_GEMM_MAX_N >= PL_Q4_SCRATCHLESS_N,
+               "eager int4 products up to the graphs' size take the same kernels as recorded ones");
 
 struct plan_key {
     int64_t n, m, k, ld_out;
@@ -112,12 +130,16 @@ struct pl_cuda_matmul {
     float *y32;      /* fp32 product before the bf16 conversion (fp16-weight path) */
     size_t y32_bytes;
     void *glu_up;    /* GLU_SCRATCH_BYTES: the up product of the gate-up fallback */
-    void *q4_deq;    /* bf16 copy of a packed int4 weight (n > PL_Q4_GEMV_MAX_N) */
+    void *q4_deq;    /* bf16 copy of a packed int4 weight (n > q4_gemm_max_n) */
     size_t q4_deq_bytes;
     uint8_t *f8_x;   /* F8_X_BYTES: a chunk of x in e4m3 (FP8 weights) */
     float *f8_sx;    /* [F8_MAX_ROWS]: the chunk's per-token scales */
     bool f8_force_epilogue; /* test knob: every FP8 product takes the epilogue path */
     long f8_epilogues;      /* FP8 chunks that took it */
+    int32_t *q4_counters; /* Q4_GEMM_COUNTERS, zero between launches (the int4 GEMM) */
+    int n_sms;
+    int q4_gemm_max_n;    /* int4 GEMM up to this n, dequantize + GEMM above */
+    int q4_splits;        /* the int4 GEMM's K slices, 0: chosen per shape (tests) */
 };
 
 void pl_cuda_matmul_set_fp8_epilogue(struct pl_cuda_matmul *mm, bool on)
@@ -160,6 +182,28 @@ pl_status pl_cuda_matmul_new(void *stream, struct pl_cuda_matmul **out, struct p
         return pl_err_set(err, PL_STATUS_NO_MEMORY, "cuda matmul: scratch: %s",
                           cudaGetErrorString(ce));
     }
+    int dev = 0;
+    ce = cudaMalloc((void **)&mm->q4_counters, sizeof(int32_t) * Q4_GEMM_COUNTERS);
+    if (ce == cudaSuccess)
+        ce = cudaMemsetAsync(mm->q4_counters, 0, sizeof(int32_t) * Q4_GEMM_COUNTERS, mm->stream);
+    if (ce == cudaSuccess)
+        ce = cudaGetDevice(&dev);
+    if (ce == cudaSuccess)
+        ce = cudaDeviceGetAttribute(&mm->n_sms, cudaDevAttrMultiProcessorCount, dev);
+    if (ce == cudaSuccess)
+        ce = (cudaError_t)pl_cuk_q4_gemm_init();
+    if (ce != cudaSuccess) {
+        cudaFree(mm->q4_counters);
+        cudaFree(mm->glu_up);
+        cudaFree(mm->workspace);
+        cublasLtDestroy(mm->lt);
+        free(mm);
+        return pl_err_set(err, PL_STATUS_INTERNAL, "cuda matmul: int4 GEMM set-up: %s",
+                          cudaGetErrorString(ce));
+    }
+    struct pl_debug_env dbg;
+    pl_debug_env_read(&dbg);
+    mm->q4_gemm_max_n = dbg.q4_gemm_max_n >= 0 ? dbg.q4_gemm_max_n : Q4_GEMM_MAX_N;
     *out = mm;
     return PL_STATUS_OK;
 }
@@ -192,6 +236,7 @@ void pl_cuda_matmul_free(struct pl_cuda_matmul *mm)
     cudaFree(mm->q4_deq);
     cudaFree(mm->f8_x);
     cudaFree(mm->f8_sx);
+    cudaFree(mm->q4_counters);
     cublasLtDestroy(mm->lt);
     free(mm);
 }
@@ -543,8 +588,49 @@ static bool gemv_status(struct pl_backend *be, const char *what, int e)
     return e == 0;
 }
 
-_Static_assert(PL_Q4_GEMV_MAX_N == PL_Q4_SCRATCHLESS_N,
-               "the runner records int4 decode graphs up to the GEMV's rows");
+void pl_cuda_matmul_set_q4_gemm(struct pl_cuda_matmul *mm, int max_n, int splits)
+{
+    struct pl_debug_env dbg;
+    pl_debug_env_read(&dbg);
+    mm->q4_gemm_max_n = max_n >= 0 ? max_n : dbg.q4_gemm_max_n >= 0 ? dbg.q4_gemm_max_n
+                                                                    : Q4_GEMM_MAX_N;
+    mm->q4_splits = splits > 0 ? splits : 0;
+}
+
+/* out = x @ dequant(w)^T (+ bias) for packed int4 weights (see the file comment). */
+static bool q4_matmul(struct pl_backend *be, struct pl_cuda_matmul *mm, void *out, int ld_out,
+                      const void *x, const struct pl_weight *w, const struct pl_weight *bias,
+                      int n)
+{
+    pl_cuda_stream st = (pl_cuda_stream)mm->stream;
+    const void *bp = bias ? bias->data : NULL;
+    const int bt = bias ? (int)bias->dtype : 0;
+    if (pl_cuk_q4_ok(x, w->cols, n))
+        return gemv_status(be, "int4 gemv", pl_cuk_q4_gemv(st, w->data, w->rows, w->cols, x, n,
+                                                          bp, bt, out, ld_out));
+    if (pl_cuk_q4_gemm_ok(w->data, x, w->cols, n) &&
+        (n <= mm->q4_gemm_max_n || pl_cuda_capturing(be))) {
+        const struct pl_cuk_q4_gemm_ws ws = {(float *)mm->workspace, WORKSPACE_BYTES / 4,
+                                             mm->q4_counters, Q4_GEMM_COUNTERS, mm->n_sms,
+                                             mm->q4_splits};
+        return gemv_status(be, "int4 gemm", pl_cuk_q4_gemm(st, w->data, w->rows, w->cols, x, n,
+                                                          bp, bt, out, ld_out, &ws));
+    }
+    if (pl_cuda_capturing(be)) {
+        pl_cuda_fail(be, "matmul: an int4 product of %d rows with an unaligned input cannot be "
+                         "recorded into a graph", n);
+        return false;
+    }
+    if (!scratch(&mm->q4_deq, &mm->q4_deq_bytes, (size_t)w->rows * (size_t)w->cols * 2)) {
+        pl_cuda_fail(be, "matmul: cannot allocate the int4 dequantization scratch");
+        return false;
+    }
+    if (!gemv_status(be, "int4 dequant",
+                     pl_cuk_q4_dequant(st, w->data, w->rows, w->cols, mm->q4_deq)))
+        return false;
+    const struct pl_weight d = {mm->q4_deq, PL_DTYPE_BF16, w->rows, w->cols};
+    return gemm(be, mm, out, ld_out, CUDA_R_16BF, x, CUDA_R_16BF, &d, bias, n);
+}
 
 bool pl_cuda_matmul_run(struct pl_backend *be, struct pl_cuda_matmul *mm, void *out, int ld_out,
                         bool out_f32, const void *x, const struct pl_weight *w,
@@ -564,21 +650,7 @@ bool pl_cuda_matmul_run(struct pl_backend *be, struct pl_cuda_matmul *mm, void *
             pl_cuda_fail(be, "matmul: an fp32 product of int4 weights is not supported");
             return false;
         }
-        if (pl_cuk_q4_ok(x, w->cols, n))
-            return gemv_status(be, "int4 gemv",
-                               pl_cuk_q4_gemv((pl_cuda_stream)mm->stream, w->data, w->rows,
-                                              w->cols, x, n, bias ? bias->data : NULL,
-                                              bias ? (int)bias->dtype : 0, out, ld_out));
-        if (!scratch(&mm->q4_deq, &mm->q4_deq_bytes, (size_t)w->rows * (size_t)w->cols * 2)) {
-            pl_cuda_fail(be, "matmul: cannot allocate the int4 dequantization scratch");
-            return false;
-        }
-        if (!gemv_status(be, "int4 dequant", pl_cuk_q4_dequant((pl_cuda_stream)mm->stream,
-                                                               w->data, w->rows, w->cols,
-                                                               mm->q4_deq)))
-            return false;
-        const struct pl_weight d = {mm->q4_deq, PL_DTYPE_BF16, w->rows, w->cols};
-        return gemm(be, mm, out, ld_out, CUDA_R_16BF, x, CUDA_R_16BF, &d, bias, n);
+        return q4_matmul(be, mm, out, ld_out, x, w, bias, n);
     }
     if (gemv_takes(x, w, n)) {
         struct pl_gemv_mat g = {w->data, out_f32 ? NULL : bias ? bias->data : NULL,

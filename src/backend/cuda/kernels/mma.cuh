@@ -1,7 +1,7 @@
 /*
  * mma.cuh -- the tensor-core building blocks the CUDA kernels share (device code only):
- * shared-memory addresses, cp.async copies, ldmatrix and mma.sync m16n8k16 in bf16
- * with fp32 accumulators.
+ * shared-memory addresses, cp.async copies (16 and 4 bytes), ldmatrix and mma.sync
+ * m16n8k16 in bf16 with fp32 accumulators.
  *
  * Fragment layouts (PTX ISA, mma.m16n8k16 and ldmatrix), lane = 4 g + tq:
  *   A (16x16): a0 (row g, k 2tq..2tq+1), a1 (row g+8), a2 (k + 8), a3 (row g+8, k + 8)
@@ -28,6 +28,15 @@ static __device__ __forceinline__ void cp_async16(uint32_t dst, const void *src,
 {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
                  "r"(ok ? 16 : 0)
+                 : "memory");
+}
+
+/* 4-byte global -> shared copy through L1 (src and dst 4-byte aligned), zero-filling
+ * when !ok like cp_async16. */
+static __device__ __forceinline__ void cp_async4(uint32_t dst, const void *src, bool ok)
+{
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src),
+                 "r"(ok ? 4 : 0)
                  : "memory");
 }
 

@@ -13,6 +13,7 @@
  * once per launch whatever n is: decode is bandwidth bound on the weight stream.
  */
 #include "backend/cuda/kernels/bf16_vec.cuh"
+#include "backend/cuda/kernels/q4.cuh"
 #include "backend/cuda/kernels/qgemv.h"
 
 #include <cuda_bf16.h>
@@ -21,30 +22,6 @@
 #include <stdint.h>
 
 namespace {
-
-struct q4_view {
-    const uint32_t *codes;
-    const float *scales;
-    const uint8_t *zeros;
-    const int32_t *gidx; /* NULL: group k / group */
-    int group, n_groups;
-};
-
-__device__ __forceinline__ q4_view view_of(const void *buf, int64_t rows, int64_t cols)
-{
-    const int32_t *h = (const int32_t *)buf;
-    q4_view v;
-    v.group = h[0];
-    v.n_groups = h[1];
-    const int64_t scale_off = 16 + ((rows * (cols / 8) * 4 + 15) & ~(int64_t)15);
-    const int64_t zero_off = scale_off + ((rows * (int64_t)v.n_groups * 4 + 15) & ~(int64_t)15);
-    const int64_t gidx_off = zero_off + ((rows * (int64_t)v.n_groups + 15) & ~(int64_t)15);
-    v.codes = (const uint32_t *)((const char *)buf + 16);
-    v.scales = (const float *)((const char *)buf + scale_off);
-    v.zeros = (const uint8_t *)buf + zero_off;
-    v.gidx = h[2] ? (const int32_t *)((const char *)buf + gidx_off) : nullptr;
-    return v;
-}
 
 template <int N>
 __global__ void __launch_bounds__(128) q4_gemv_kernel(const void *wbuf, int64_t rows, int64_t K,
@@ -56,7 +33,7 @@ __global__ void __launch_bounds__(128) q4_gemv_kernel(const void *wbuf, int64_t 
     const int64_t r = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
     if (r >= rows)
         return;
-    const q4_view v = view_of(wbuf, rows, K);
+    const q4_view v = q4_view_of(wbuf, rows, K);
     const uint32_t *cw = v.codes + r * (K / 8);
     const float *sc = v.scales + r * v.n_groups;
     const uint8_t *zr = v.zeros + r * v.n_groups;
@@ -121,7 +98,7 @@ __global__ void q4_dequant_kernel(const void *wbuf, int64_t rows, int64_t K, __n
     const int64_t n_words = rows * (K / 8);
     if (i >= n_words)
         return;
-    const q4_view v = view_of(wbuf, rows, K);
+    const q4_view v = q4_view_of(wbuf, rows, K);
     const int64_t r = i / (K / 8), k0 = (i % (K / 8)) * 8;
     const uint32_t word = v.codes[i];
     float w[8];
