@@ -72,12 +72,13 @@ struct pl_q4_layout {
 };
 
 /* A backend's matmul (and matmul_group, gate_up_act) runs packed int4 weights of up to
- * this many rows without allocating (CUDA: its int4 GEMV up to 8 rows, its int4 tensor-core
- * GEMM above, the only paths taken while a graph records), so decode graphs may record
- * them; larger products may dequantize into a scratch sized lazily and run eagerly.
+ * this many rows without allocating (CUDA: its int4 GEMV up to 8 rows; its int4
+ * tensor-core GEMM, which would allow up to 1024, is off until it passes its parity test),
+ * so decode graphs may record them; larger products may dequantize into a scratch sized
+ * lazily and run eagerly.
  * (PL_DTYPE_F8W products allocate nothing at any number of rows: their activation scratch
  * is made with the backend.) */
-#define PL_Q4_SCRATCHLESS_N 1024
+#define PL_Q4_SCRATCHLESS_N 8
 
 static inline int64_t pl_q4_align16(int64_t x) { return (x + 15) & ~(int64_t)15; }
 

@@ -10,7 +10,8 @@
  * expert e owns rows [offsets[e], offsets[e] + counts[e]) of the grouped
  * activations. The tile plan cuts each group into tiles of BM rows and lists them
  * as (expert, tile) pairs; a launch has one CTA column per possible tile (at most
- * ceil(entries / BM) + n_experts, known on the host without reading the counts),
+ * ceil(entries / BM) + n_experts, and at most one per entry: known on the host
+ * without reading the counts),
  * and CTAs past the plan's end return at once. A CTA computes BM rows x 64 output
  * columns of its expert:
  *   gated:  out = act(bf16(x We_gate^T)) * bf16(x We_up^T), both products in the
@@ -309,7 +310,9 @@ extern "C" int pl_cuk_moe_tile_rows(int n_entries, int n_experts)
 
 extern "C" int pl_cuk_moe_max_tiles(int n_entries, int n_experts, int tile_rows)
 {
-    return (n_entries + tile_rows - 1) / tile_rows + n_experts;
+    /* each expert adds at most one partial tile, and every tile holds a row */
+    const int bound = (n_entries + tile_rows - 1) / tile_rows + n_experts;
+    return bound < n_entries ? bound : n_entries;
 }
 
 extern "C" int pl_cuk_moe_tiles(pl_cuda_stream s, const int32_t *counts, int n_experts,
