@@ -73,7 +73,8 @@ struct pl_q4_layout {
 
 /* A backend's matmul (and matmul_group, gate_up_act) runs packed int4 weights of up to
  * this many rows without allocating (CUDA: its int4 GEMV up to 8 rows; its int4
- * tensor-core GEMM, which would allow up to 1024, is off until it passes its parity test),
+ * tensor-core GEMM, which would allow up to 1024, is off until its disagreement with the
+ * dequantize path is understood),
  * so decode graphs may record them; larger products may dequantize into a scratch sized
  * lazily and run eagerly.
  * (PL_DTYPE_F8W products allocate nothing at any number of rows: their activation scratch
