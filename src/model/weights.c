@@ -103,6 +103,26 @@ static pl_status convert_from(struct loader *L, const char *file, enum pl_dtype 
                               const char *name, const void *src, size_t n, enum pl_dtype to,
                               void **out, size_t *out_bytes);
 
+/* A packed weight's one buffer (host memory, freed here whatever happens) into backend
+ * memory as the slot of a [rows, cols] weight of `dtype` (PL_DTYPE_Q4 or PL_DTYPE_F8W).
+ * st: the status of making buf; anything but OK is passed on. */
+static pl_status upload_packed(struct loader *L, pl_status st, const char *file, const char *name,
+                               void *buf, size_t len, enum pl_dtype dtype, int64_t rows,
+                               int64_t cols, struct pl_weight *slot)
+{
+    void *p = NULL;
+    size_t n_bytes = 0;
+    /* bytes as they are: U8 to U8 is a plain copy */
+    if (st == PL_STATUS_OK)
+        st = convert_from(L, file, PL_DTYPE_U8, name, buf, len, PL_DTYPE_U8, &p, &n_bytes);
+    free(buf);
+    if (st != PL_STATUS_OK)
+        return st;
+    *slot = (struct pl_weight){.data = p, .dtype = dtype, .rows = rows, .cols = cols};
+    L->w->n_bytes += n_bytes;
+    return PL_STATUS_OK;
+}
+
 /* A packed int4 dummy weight (PL_DTYPE_Q4) for a quantization_config the backend runs
  * packed: random codes, zero 8 and scales a / 7.5 per group (weights within +-a, a =
  * 1/sqrt(in_features) as the dense dummies), no act-order; built on the host. */
@@ -133,16 +153,8 @@ static pl_status dummy_q4_slot(struct loader *L, const char *name, int64_t rows,
         ((float *)(buf + lay.scale_off))[i] = sc;
         ((uint8_t *)(buf + lay.zero_off))[i] = 8;
     }
-    void *p = NULL;
-    size_t n_bytes = 0;
-    pl_status st = convert_from(L, "dummy", PL_DTYPE_U8, name, buf, (size_t)lay.n_bytes,
-                                PL_DTYPE_U8, &p, &n_bytes);
-    free(buf);
-    if (st != PL_STATUS_OK)
-        return st;
-    *slot = (struct pl_weight){.data = p, .dtype = PL_DTYPE_Q4, .rows = rows, .cols = cols};
-    L->w->n_bytes += n_bytes;
-    return PL_STATUS_OK;
+    return upload_packed(L, PL_STATUS_OK, "dummy", name, buf, (size_t)lay.n_bytes, PL_DTYPE_Q4,
+                         rows, cols, slot);
 }
 
 /* A packed FP8 dummy weight (PL_DTYPE_F8W) for an FP8 W8A8 quantization_config the backend
@@ -164,16 +176,8 @@ static pl_status dummy_f8w_slot(struct loader *L, const char *name, int64_t rows
     const float sc = 1.0f / sqrtf((float)full_cols) / 448.0f;
     for (int64_t r = 0; r < rows; r++)
         ((float *)(buf + lay.scale_off))[r] = sc;
-    void *p = NULL;
-    size_t n_bytes = 0;
-    pl_status st = convert_from(L, "dummy", PL_DTYPE_U8, name, buf, (size_t)lay.n_bytes,
-                                PL_DTYPE_U8, &p, &n_bytes);
-    free(buf);
-    if (st != PL_STATUS_OK)
-        return st;
-    *slot = (struct pl_weight){.data = p, .dtype = PL_DTYPE_F8W, .rows = rows, .cols = cols};
-    L->w->n_bytes += n_bytes;
-    return PL_STATUS_OK;
+    return upload_packed(L, PL_STATUS_OK, "dummy", name, buf, (size_t)lay.n_bytes,
+                         PL_DTYPE_F8W, rows, cols, slot);
 }
 
 /* A dummy tensor: allocated on the backend and filled there (no host copy); each
@@ -315,22 +319,14 @@ static pl_status packed_slot(struct loader *L, enum pl_dtype dtype, const char *
                              const char *module, int64_t rows, int64_t cols, int64_t src_rows,
                              int64_t row_off, struct pl_weight *slot)
 {
-    void *buf = NULL, *p = NULL;
-    size_t len = 0, n_bytes = 0;
+    void *buf = NULL;
+    size_t len = 0;
     pl_status st = dtype == PL_DTYPE_Q4
                        ? pl_quant_q4_buffer(&L->cfg->quant, L->st, module, src_rows, cols, row_off,
                                             row_off + rows, &buf, &len, L->err)
                        : pl_quant_f8w_buffer(&L->cfg->quant, L->st, module, src_rows, cols,
                                              row_off, row_off + rows, &buf, &len, L->err);
-    /* bytes as they are: U8 to U8 is a plain copy */
-    if (st == PL_STATUS_OK)
-        st = convert_from(L, "packed", PL_DTYPE_U8, name, buf, len, PL_DTYPE_U8, &p, &n_bytes);
-    free(buf);
-    if (st != PL_STATUS_OK)
-        return st;
-    *slot = (struct pl_weight){.data = p, .dtype = dtype, .rows = rows, .cols = cols};
-    L->w->n_bytes += n_bytes;
-    return PL_STATUS_OK;
+    return upload_packed(L, st, "packed", name, buf, len, dtype, rows, cols, slot);
 }
 
 /* The dtype dequantized weights are held in: the target dtype when converting, else fp32
