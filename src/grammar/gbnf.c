@@ -351,44 +351,17 @@ static bool cls_add(struct gb *g, struct cls *c, uint32_t lo, uint32_t hi)
     return true;
 }
 
-static int cmp_range(const void *a, const void *b)
-{
-    const uint32_t *x = a, *y = b;
-    return x[0] < y[0] ? -1 : x[0] > y[0];
-}
-
-static void cls_normalize(struct cls *c)
-{
-    if (c->n == 0)
-        return;
-    qsort(c->r, (size_t)c->n, sizeof(c->r[0]), cmp_range);
-    int m = 0;
-    for (int i = 1; i < c->n; i++) {
-        if (c->r[i][0] <= c->r[m][1] + 1) {
-            if (c->r[i][1] > c->r[m][1])
-                c->r[m][1] = c->r[i][1];
-        } else {
-            c->r[++m][0] = c->r[i][0];
-            c->r[m][1] = c->r[i][1];
-        }
-    }
-    c->n = m + 1;
-}
+static void cls_normalize(struct cls *c) { c->n = gr_ranges_normalize(c->r, c->n); }
 
 static bool cls_negate(struct gb *g, struct cls *c)
 {
     cls_normalize(c);
-    struct cls o = {0};
-    uint32_t next = 0;
-    for (int i = 0; i < c->n; i++) {
-        if (c->r[i][0] > next && !cls_add(g, &o, next, c->r[i][0] - 1))
-            return free(o.r), false;
-        next = c->r[i][1] + 1;
-    }
-    if (next <= 0x10FFFF && !cls_add(g, &o, next, 0x10FFFF))
-        return free(o.r), false;
+    uint32_t(*o)[2] = malloc((size_t)(c->n + 1) * sizeof(*o));
+    if (!o)
+        return oom(g), false;
+    const int n = gr_ranges_complement((const uint32_t(*)[2])c->r, c->n, o);
     free(c->r);
-    *c = o;
+    *c = (struct cls){.r = o, .n = n, .cap = c->n + 1};
     return true;
 }
 

@@ -2,7 +2,8 @@
  * grammar.c -- constraints (enum pl_constraint_kind + text) -> compiled grammars.
  *
  * Owns: the dispatch from a constraint kind to its GBNF translation, the choice
- * translation, pl_grammar_check and pl_sampling_params_set_constraint.
+ * translation, pl_grammar_check and pl_sampling_params_set_constraint, and the code
+ * point range helpers both class parsers share (gr_ranges_*).
  */
 #include "grammar/grammar_internal.h"
 #include "engine/sampling_params.h"
@@ -10,6 +11,51 @@
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
+
+static int cmp_range(const void *a, const void *b)
+{
+    const uint32_t *x = a, *y = b;
+    return x[0] < y[0] ? -1 : x[0] > y[0];
+}
+
+int gr_ranges_normalize(uint32_t (*r)[2], int n)
+{
+    if (n <= 0)
+        return 0;
+    qsort(r, (size_t)n, sizeof(r[0]), cmp_range);
+    int m = 0;
+    for (int i = 1; i < n; i++) {
+        if (r[i][0] <= r[m][1] + 1) {
+            if (r[i][1] > r[m][1])
+                r[m][1] = r[i][1];
+        } else {
+            m++;
+            r[m][0] = r[i][0];
+            r[m][1] = r[i][1];
+        }
+    }
+    return m + 1;
+}
+
+int gr_ranges_complement(const uint32_t (*r)[2], int n, uint32_t (*out)[2])
+{
+    int k = 0;
+    uint32_t next = 0;
+    for (int i = 0; i < n; i++) {
+        if (r[i][0] > next) {
+            out[k][0] = next;
+            out[k][1] = r[i][0] - 1;
+            k++;
+        }
+        next = r[i][1] + 1;
+    }
+    if (next <= 0x10FFFF) {
+        out[k][0] = next;
+        out[k][1] = 0x10FFFF;
+        k++;
+    }
+    return k;
+}
 
 pl_status pl_grammar_choice_to_gbnf(const char *choices_json, const char *rule_prefix,
                                     char **gbnf, struct pl_err *err)

@@ -82,6 +82,13 @@ void gr_buf_literal(struct gr_buf *b, const char *s, size_t n);
 /* Appends a codepoint inside a GBNF character class, escaped. */
 void gr_buf_class_char(struct gr_buf *b, uint32_t cp);
 
+/* Code point ranges [lo, hi] (the character classes of GBNF and regexes; grammar.c).
+ * normalize sorts r and merges overlapping or adjacent ranges in place, and returns the
+ * new count. complement writes the ranges of [0, 0x10FFFF] that n normalized ranges leave
+ * out into out, which must have room for n + 1, and returns their count. */
+int gr_ranges_normalize(uint32_t (*r)[2], int n);
+int gr_ranges_complement(const uint32_t (*r)[2], int n, uint32_t (*out)[2]);
+
 /*
  * Regex -> GBNF expression (regex.c), appended to b. json_string: the regex
  * describes the decoded content of a JSON string: characters that JSON escapes

@@ -62,51 +62,18 @@ static bool cadd(struct rx *x, struct rcls *c, uint32_t lo, uint32_t hi)
     return true;
 }
 
-static int rcmp(const void *a, const void *b)
-{
-    const uint32_t *p = a, *q = b;
-    return p[0] < q[0] ? -1 : p[0] > q[0];
-}
+static void cnorm(struct rcls *c) { c->n = gr_ranges_normalize(c->r, c->n); }
 
-static void cnorm(struct rcls *c)
-{
-    if (!c->n)
-        return;
-    qsort(c->r, (size_t)c->n, sizeof(c->r[0]), rcmp);
-    int m = 0;
-    for (int i = 1; i < c->n; i++) {
-        if (c->r[i][0] <= c->r[m][1] + 1) {
-            if (c->r[i][1] > c->r[m][1])
-                c->r[m][1] = c->r[i][1];
-        } else {
-            m++;
-            c->r[m][0] = c->r[i][0];
-            c->r[m][1] = c->r[i][1];
-        }
-    }
-    c->n = m + 1;
-}
-
-static void cneg(struct rcls *c)
+/* c = its complement; false (the error set) when that has more than MAX_RANGES ranges */
+static bool cneg(struct rx *x, struct rcls *c)
 {
     cnorm(c);
+    if (c->n >= MAX_RANGES) /* the complement may have c->n + 1 */
+        return rfail(x, "a negated character class with more than %d ranges", MAX_RANGES - 1);
     struct rcls o;
-    o.n = 0;
-    uint32_t next = 0;
-    for (int i = 0; i < c->n; i++) {
-        if (c->r[i][0] > next) {
-            o.r[o.n][0] = next;
-            o.r[o.n][1] = c->r[i][0] - 1;
-            o.n++;
-        }
-        next = c->r[i][1] + 1;
-    }
-    if (next <= 0x10FFFF) {
-        o.r[o.n][0] = next;
-        o.r[o.n][1] = 0x10FFFF;
-        o.n++;
-    }
+    o.n = gr_ranges_complement((const uint32_t(*)[2])c->r, c->n, o.r);
     *c = o;
+    return true;
 }
 
 /* c minus [lo, hi] */
@@ -164,8 +131,10 @@ static bool shorthand(struct rx *x, char e, struct rcls *c, bool *ok)
     default:
         return false;
     }
-    if (e == 'D' || e == 'W' || e == 'S')
-        cneg(&t);
+    if ((e == 'D' || e == 'W' || e == 'S') && !cneg(x, &t)) {
+        *ok = false;
+        return true;
+    }
     for (int i = 0; i < t.n && *ok; i++)
         *ok = cadd(x, c, t.r[i][0], t.r[i][1]);
     return true;
@@ -336,8 +305,8 @@ static bool parse_class(struct rx *x)
         if (!cadd(x, &c, lo, hi))
             return false;
     }
-    if (neg)
-        cneg(&c);
+    if (neg && !cneg(x, &c))
+        return false;
     return emit_class(x, &c);
 }
 
@@ -459,8 +428,7 @@ static bool parse_seq(struct rx *x)
             struct rcls a;
             a.n = 0;
             cadd(x, &a, '\n', '\n');
-            cneg(&a);
-            if (!emit_class(x, &a))
+            if (!cneg(x, &a) || !emit_class(x, &a))
                 return false;
         } else if (c == '\\' && x->pos + 1 < x->len) {
             struct rcls a;

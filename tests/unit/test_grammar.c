@@ -203,6 +203,36 @@ static void test_regex(void)
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
         CHECKF(matches(g_cache, PL_CONSTRAINT_REGEX, cases[i].re, cases[i].s) == cases[i].ok,
                "regex '%s' on '%s'", cases[i].re, cases[i].s);
+    /* a negated class of the most ranges a class holds (512 code points, none adjacent):
+     * its complement has one range more, which must be refused cleanly, not written past
+     * the class (ASan) */
+    {
+        char re[4096];
+        size_t at = 0;
+        re[at++] = '[';
+        re[at++] = '^';
+        for (int i = 0; i < 512; i++) { /* U+0101, U+0103, ...: two bytes each */
+            const uint32_t cp = 0x101 + 2u * (uint32_t)i;
+            re[at++] = (char)(0xC0 | (cp >> 6));
+            re[at++] = (char)(0x80 | (cp & 0x3F));
+        }
+        re[at++] = ']';
+        re[at] = 0;
+        char *gbnf = NULL;
+        struct pl_err err = {0};
+        const pl_status st = pl_grammar_regex_to_gbnf(re, NULL, &gbnf, &err);
+        CHECKF(st == PL_STATUS_INVALID_ARGUMENT && strstr(err.msg, "ranges"),
+               "a class whose complement exceeds the range limit: status %d (%s)", (int)st,
+               err.msg);
+        free(gbnf);
+        /* one range fewer fits: its complement has 512 */
+        re[at - 3] = ']';
+        re[at - 2] = 0;
+        gbnf = NULL;
+        CHECKF(pl_grammar_regex_to_gbnf(re, NULL, &gbnf, &err) == PL_STATUS_OK,
+               "a negated class of 511 ranges: %s", err.msg);
+        free(gbnf);
+    }
     CHECK(matches(g_cache, PL_CONSTRAINT_CHOICE, "[\"yes\", \"no\", \"maybe so\"]", "maybe so"));
     CHECK(!matches(g_cache, PL_CONSTRAINT_CHOICE, "[\"yes\", \"no\"]", "yesno"));
     CHECK(matches(g_cache, PL_CONSTRAINT_CHOICE, "[\"a\\\"b\"]", "a\"b"));
