@@ -96,7 +96,7 @@ struct pl_http_server {
     int n_routes;
     struct route fallback;   /* fn NULL: none (404/405) */
     struct MHD_Daemon *daemon;
-    int listen_fd;
+    int listen_fd; /* ours before the daemon starts and after it is quiesced (drain); -1 else */
     int port;
     atomic_bool draining;
     atomic_int n_active;     /* requests in the pool plus async replies not yet closed */
@@ -1479,9 +1479,15 @@ void pl_http_server_drain(struct pl_http_server *s)
     if (atomic_exchange(&s->draining, true))
         return;
     if (s->daemon) {
+        /* The daemon's threads may still hold the socket (in their epoll set) until
+         * MHD_stop_daemon, so it is not closed here (its number could be reused under
+         * them): shutdown takes it out of the listening state, so new connections are
+         * refused at once, and pl_http_server_free closes it after the stop. */
         MHD_socket fd = MHD_quiesce_daemon(s->daemon);
-        if (fd != MHD_INVALID_SOCKET)
-            close(fd);
+        if (fd != MHD_INVALID_SOCKET) {
+            shutdown(fd, SHUT_RDWR);
+            s->listen_fd = fd;
+        }
     } else if (s->listen_fd >= 0) {
         close(s->listen_fd);
         s->listen_fd = -1;

@@ -104,7 +104,8 @@ static pl_status fake_add_params(void *e, uint64_t id, const int32_t *prompt, in
     r->prompt_logprobs = sp->prompt_logprobs;
     for (int i = 0; i < sp->n_stop_token_ids && i < 8; i++)
         r->stop_ids[r->n_stop_ids++] = sp->stop_token_ids[i];
-    f->reqs[f->n_reqs++] = r;
+    f->reqs[f->n_reqs] = r;
+    __atomic_store_n(&f->n_reqs, f->n_reqs + 1, __ATOMIC_SEQ_CST); /* tests poll it */
     f->last_constraint_kind = (int)sp->constraint_kind;
     snprintf(f->last_constraint, sizeof(f->last_constraint), "%s",
              sp->constraint ? sp->constraint : "");
@@ -158,8 +159,10 @@ static pl_status fake_step(void *e, struct pl_err *err)
     if (f->step_delay_us)
         usleep(f->step_delay_us);
     f->steps++;
-    if (f->fail_steps > 0) {
-        f->fail_steps--;
+    /* a test may arm it from its own thread */
+    const int fail = __atomic_load_n(&f->fail_steps, __ATOMIC_SEQ_CST);
+    if (fail > 0) {
+        __atomic_store_n(&f->fail_steps, fail - 1, __ATOMIC_SEQ_CST);
         for (int i = 0; i < f->n_reqs && !f->fail_silently; i++) {
             struct fake_req *r = f->reqs[i];
             for (int j = 0; j < r->n; j++) {
@@ -328,7 +331,8 @@ static int fake_poll(void *e, struct pl_request_output *items, int cap)
         if (done) {
             free(r->prompt);
             free(r);
-            f->reqs[i] = f->reqs[--f->n_reqs];
+            f->reqs[i] = f->reqs[f->n_reqs - 1];
+            __atomic_store_n(&f->n_reqs, f->n_reqs - 1, __ATOMIC_SEQ_CST); /* tests poll it */
         } else {
             i++;
         }

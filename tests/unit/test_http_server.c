@@ -1448,7 +1448,8 @@ static void arm_failing_step(struct fixture *fx)
     for (int i = 0; i < 6000 && __atomic_load_n(&fx->fake.n_reqs, __ATOMIC_SEQ_CST) > 0; i++)
         sleep_ms(10);
     REQUIRE(__atomic_load_n(&fx->fake.n_reqs, __ATOMIC_SEQ_CST) == 0);
-    fx->fake.fail_steps = 1; /* read by the engine thread after the next submit */
+    /* read by the engine thread after the next submit */
+    __atomic_store_n(&fx->fake.fail_steps, 1, __ATOMIC_SEQ_CST);
 }
 
 static void test_engine_failure_errors(void)
