@@ -10,7 +10,7 @@
  * loses nothing either: its news waits for a later poll. The async engine does
  * the same with what it routes: with allocations failing, a non-final delta is
  * dropped but the last one arrives, in the struct and outbox slot reserved at
- * submit. Under AddressSanitizer (which owns malloc) the test skips.
+ * submit. Under AddressSanitizer or ThreadSanitizer (which own malloc) the test skips.
  */
 #include "test.h"
 
@@ -21,11 +21,11 @@
 #include <stdatomic.h>
 
 #if defined(__has_feature)
-#if __has_feature(address_sanitizer)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
 #define PL_TEST_ASAN 1
 #endif
 #endif
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 #define PL_TEST_ASAN 1
 #endif
 
@@ -230,7 +230,7 @@ static void test_async_last_delta_reserved(void)
 int main(void)
 {
 #ifdef PL_TEST_ASAN
-    fprintf(stderr, "SKIP: AddressSanitizer owns malloc; no allocation-failure hook\n");
+    fprintf(stderr, "SKIP: the sanitizer owns malloc; no allocation-failure hook\n");
     return 0;
 #else
     PL_RUN(test_finish_survives_oom);
