@@ -626,6 +626,21 @@ static void truncate_to(struct pl_grammar_cache *c, int d)
     c->n_nodes = c->levels[d].node_end;
 }
 
+/* Walks token bytes t[from..len) on the levels kept up to depth from (the token shares
+ * t[0..from) with the previous one walked): len when the token can come (every stack
+ * dying on its last byte is fine when that byte completes an accepting state), else the
+ * depth at which every stack died (tokens sharing t[0..depth] fail too). */
+static int walk_token(struct pl_grammar_cache *c, const unsigned char *t, int from, int len)
+{
+    truncate_to(c, from);
+    for (int d = from; d < len; d++) {
+        advance(c, d, t[d]);
+        if (level_size(c, d + 1) == 0 && !(d + 1 == len && c->levels[d + 1].acc))
+            return d;
+    }
+    return len;
+}
+
 /* Rebuilds m's state as level 0 of the scratch. */
 static void load(struct pl_grammar_cache *c, const struct pl_grammar_matcher *m)
 {
@@ -920,17 +935,8 @@ static void compute_mask(struct pl_grammar_cache *c, bool acc, uint32_t *mask)
             int len = v->sorted_len[i];
             const unsigned char *t = (const unsigned char *)v->sbytes + v->sorted_off[i];
             int L = v->lcp[i] < valid ? v->lcp[i] : valid;
-            truncate_to(c, L);
-            int d = L;
-            bool ok = true;
-            while (d < len) {
-                advance(c, d, t[d]);
-                if (level_size(c, d + 1) == 0 && !(d + 1 == len && c->levels[d + 1].acc)) {
-                    ok = false;
-                    break;
-                }
-                d++;
-            }
+            const int d = walk_token(c, t, L, len);
+            const bool ok = d == len;
             if (ok) {
                 int32_t id = v->sorted_id[i];
                 mask[id >> 5] |= 1u << (id & 31);
@@ -1239,17 +1245,8 @@ static void walk_uncertain(struct pl_grammar_cache *c, uint32_t *mask)
             while (L < n && q[L] == t[L])
                 L++;
         }
-        truncate_to(c, L);
-        int d = L;
-        bool ok = true;
-        while (d < len) {
-            advance(c, d, t[d]);
-            if (level_size(c, d + 1) == 0 && !(d + 1 == len && c->levels[d + 1].acc)) {
-                ok = false;
-                break;
-            }
-            d++;
-        }
+        const int d = walk_token(c, t, L, len);
+        const bool ok = d == len;
         prev = i;
         if (ok) {
             mask[id >> 5] |= 1u << (id & 31);

@@ -22,14 +22,14 @@
 
 #if defined(__has_feature)
 #if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define PL_TEST_ASAN 1
+#define PL_TEST_SANITIZER_MALLOC 1
 #endif
 #endif
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define PL_TEST_ASAN 1
+#define PL_TEST_SANITIZER_MALLOC 1
 #endif
 
-#ifndef PL_TEST_ASAN
+#ifndef PL_TEST_SANITIZER_MALLOC
 static atomic_bool g_fail_allocs;
 
 extern void *__libc_malloc(size_t n);
@@ -225,11 +225,11 @@ static void test_async_last_delta_reserved(void)
     pl_async_engine_free(ae);
 }
 
-#endif /* !PL_TEST_ASAN */
+#endif /* !PL_TEST_SANITIZER_MALLOC */
 
 int main(void)
 {
-#ifdef PL_TEST_ASAN
+#ifdef PL_TEST_SANITIZER_MALLOC
     fprintf(stderr, "SKIP: the sanitizer owns malloc; no allocation-failure hook\n");
     return 0;
 #else
