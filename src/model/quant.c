@@ -58,26 +58,61 @@ static pl_status refuse(const char *file, const json_t *q, const char *what, str
 }
 
 /* Whether a "re:" pattern is one pagellm compiles: POSIX ERE that regcomp accepts, with at
- * most 16 repetition operators and no operator repeating another ("a++", "a*{3}"): glibc's
- * regcomp copies a subtree per nested repetition, so a hostile pattern could exhaust
- * memory. The producers' patterns (".*mlp\\.gate$", "model.layers.[0-9]+.mlp") pass. */
+ * most 16 repetition operators, counts ("{m,n}") of at most 64, no operator repeating
+ * another ("a++", "a*{3}") and repetitions nested at most two deep ("(a*)*" but not "((a*)*)*"): glibc's regcomp copies
+ * a subtree per nested repetition and its epsilon closures grow exponentially with the
+ * nesting, so a hostile pattern could exhaust memory or time (a fuzzer's
+ * "((((((((((a*)*)*)*)*)*)*..." ran for minutes). Bracket expressions are skipped: their
+ * '*' and '(' are literal. The producers' patterns (".*mlp\\.gate$",
+ * "model.layers.[0-9]+.mlp", "model\\.layers\\.[0-9]+\\.(self_attn|mlp)\\..*") pass. */
+#define REGEX_MAX_GROUPS 32
+
 static bool regex_ok(const char *pat)
 {
-    int n_rep = 0;
+    int n_rep = 0, top = 0;
+    int depth[REGEX_MAX_GROUPS + 1] = {0}; /* per open group: its deepest repetition nesting */
+    int last = 0;                          /* the nesting inside the atom just read */
     bool prev_rep = false;
     for (const char *p = pat; *p; p++) {
         if (*p == '\\' && p[1]) {
             p++;
+        } else if (*p == '[') { /* to the closing ']' ("[]" and "[^]" start with a literal ']') */
+            p += p[1] == '^' ? 2 : 1;
+            if (*p == ']')
+                p++;
+            while (*p && *p != ']')
+                p++;
+            if (!*p)
+                return false;
+        } else if (*p == '(') {
+            if (++top > REGEX_MAX_GROUPS)
+                return false;
+            depth[top] = 0;
+        } else if (*p == ')' && top > 0) {
+            last = depth[top--];
+            if (depth[top] < last)
+                depth[top] = last;
             prev_rep = false;
             continue;
+        } else if (*p == '*' || *p == '+' || *p == '?' || *p == '{') {
+            const int d = last + 1;
+            if (prev_rep || ++n_rep > 16 || d > 2)
+                return false;
+            if (depth[top] < d)
+                depth[top] = d;
+            if (*p == '{') { /* counts at most 64: regcomp copies the operand per count */
+                for (int v = 0; p[1] && *p != '}'; p++) {
+                    if (p[1] < '0' || p[1] > '9')
+                        v = 0;
+                    else if ((v = v * 10 + (p[1] - '0')) > 64)
+                        return false;
+                }
+            }
+            prev_rep = true;
+            continue;
         }
-        const bool rep = *p == '*' || *p == '+' || *p == '?' || *p == '{';
-        if (rep && (prev_rep || ++n_rep > 16))
-            return false;
-        if (*p == '{')
-            while (p[1] && *p != '}')
-                p++;
-        prev_rep = rep;
+        last = 0;
+        prev_rep = false;
     }
     regex_t re;
     char full[PL_QUANT_NAME_LEN + 8];
@@ -115,7 +150,9 @@ static pl_status read_ignore(const char *file, const json_t *q, const char *key,
         if (!strncmp(s, "re:", 3) && !regex_ok(s + 3))
             return pl_err_set(err, PL_STATUS_UNSUPPORTED,
                               "%s: " P "%s[%zu] '%s' is not a regular expression pagellm "
-                              "reads (POSIX extended, at most 16 repetitions)", file, key, i, s);
+                              "reads (POSIX extended, at most 16 repetitions of counts up to "
+                              "64, nested at most two deep)",
+                              file, key, i, s);
         snprintf(out->ignore[out->n_ignore++], PL_QUANT_NAME_LEN, "%s", s);
     }
     return PL_STATUS_OK;

@@ -122,6 +122,22 @@ static void test_parse_refusals(void)
     /* nested repetitions make glibc's regcomp copy subtrees without bound (fuzzer-found) */
     parse_fails("{\"quant_method\": \"fp8\", \"ignored_layers\": [\"re:a+++++++++\"]}",
                 PL_STATUS_UNSUPPORTED, "at most 16 repetitions");
+    /* repetitions nested deep make its epsilon closures explode: this one (fuzzer-found,
+     * 16 repetitions, none adjacent) ran for minutes */
+    parse_fails("{\"quant_method\": \"fp8\", \"ignored_layers\": "
+                "[\"re:((((((((((a*)*)*)*)*)*)*(((a*)*)*)*))*)+)*\"]}",
+                PL_STATUS_UNSUPPORTED, "nested at most two deep");
+    parse_fails("{\"quant_method\": \"fp8\", \"ignored_layers\": [\"re:((a*)*)*\"]}",
+                PL_STATUS_UNSUPPORTED, "nested at most two deep");
+    parse_fails("{\"quant_method\": \"fp8\", \"ignored_layers\": [\"re:(a{1,255}){2}\"]}",
+                PL_STATUS_UNSUPPORTED, "counts up to 64");
+    parse_fails("{\"quant_method\": \"fp8\", \"ignored_layers\": [\"re:[a-z\"]}",
+                PL_STATUS_UNSUPPORTED, "re:[a-z");
+    /* two deep, bracket contents literal, groups of alternatives: read */
+    const struct pl_quant_config q = parse_ok(
+        "{\"quant_method\": \"fp8\", \"ignored_layers\": [\"re:(a*)*\", \"re:[*(]+x{2,64}\", "
+        "\"re:model\\\\.layers\\\\.[0-9]+\\\\.(self_attn|mlp)\\\\..*\"]}");
+    CHECK(q.n_ignore == 3);
     parse_fails("{\"quant_method\": \"compressed-tensors\", \"format\": \"int-quantized\", "
                 "\"config_groups\": {\"g\": {\"targets\": [\"Linear\"], \"weights\": {\"num_bits\": "
                 "8, \"type\": \"int\", \"strategy\": \"channel\"}}}}",
