@@ -43,4 +43,5 @@ void pl_debug_env_read(struct pl_debug_env *out)
     out->cpu_weights_mmap = w && !strcmp(w, "mmap");
     out->cpu_affinity = on("PAGELLM_CPU_AFFINITY");
     out->q4_gemm_max_n = count("PAGELLM_Q4_GEMM_MAX_N");
+    out->moe_gemv_entries = count("PAGELLM_MOE_GEMV_ENTRIES");
 }

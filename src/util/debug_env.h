@@ -20,6 +20,9 @@
  *   PAGELLM_Q4_GEMM_MAX_N        a number: int4 products of up to that many rows run the
  *                                int4 tensor-core GEMM, larger ones dequantize + cuBLASLt
  *                                (cuda_matmul.c; for measuring the threshold)
+ *   PAGELLM_MOE_GEMV_ENTRIES     a number: moe ops of up to that many (token, choice)
+ *                                entries run the experts as GEMVs, larger ones as grouped
+ *                                GEMMs (cuda_moe.c; 0: never; for measuring the threshold)
  * They are read at each call (tests change them between handles); the
  * strings point into the environment (copy them to keep them).
  */
@@ -37,6 +40,7 @@ struct pl_debug_env {
     bool cpu_weights_mmap;
     bool cpu_affinity;
     int q4_gemm_max_n;               /* -1: unset or not a number >= 0 */
+    int moe_gemv_entries;            /* -1: unset or not a number >= 0 */
 };
 
 void pl_debug_env_read(struct pl_debug_env *out);

@@ -667,6 +667,27 @@ static void test_moe(void)
     run_moe(1, 2048, 128, 8, 768, 0, true, false, "qwen3-30b-a3b-shaped n=1");
     run_moe(24, 2048, 128, 8, 768, 0, true, false, "qwen3-30b-a3b-shaped n=24");
     run_moe(400, 2048, 128, 8, 768, 0, true, false, "qwen3-30b-a3b-shaped n=400");
+    /* the decode path (GEMVs; by default up to 16 entries) taken for every shape it can
+     * serve, each tile variant, and the grouped GEMMs for the shapes it takes by default */
+    for (int v = 0; v < 3; v++) {
+        pl_cuk_moe_gemv_force(65535, v);
+        char what[96];
+        snprintf(what, sizeof(what), "gemv path v%d: qwen2-moe-like shared expert n=5", v);
+        run_moe(5, 128, 16, 4, 96, 320, false, false, what);
+        snprintf(what, sizeof(what), "gemv path v%d: gelu-tanh experts n=9", v);
+        run_moe(9, 128, 8, 2, 136, 0, true, true, what);
+        snprintf(what, sizeof(what), "gemv path v%d: qwen3-moe-like n=37 (K %% 256 tails)", v);
+        run_moe(37, 264, 64, 8, 72, 0, true, false, what);
+        snprintf(what, sizeof(what), "gemv path v%d: qwen3-30b-a3b-shaped n=1", v);
+        run_moe(1, 2048, 128, 8, 768, 0, true, false, what);
+        snprintf(what, sizeof(what), "gemv path v%d: qwen3-30b-a3b-shaped n=4", v);
+        run_moe(4, 2048, 128, 8, 768, 0, true, false, what);
+    }
+    pl_cuk_moe_gemv_force(0, 0);
+    run_moe(1, 256, 8, 2, 512, 0, true, false, "grouped path: mixtral-like n=1");
+    run_moe(1, 2048, 128, 8, 768, 0, true, false, "grouped path: qwen3-30b-a3b-shaped n=1");
+    run_moe(2, 128, 16, 4, 96, 320, false, false, "grouped path: shared expert n=2");
+    pl_cuk_moe_gemv_force(-1, 0);
     gpu_sync_ok();
 }
 
@@ -2730,10 +2751,22 @@ static void bench_moe(void)
         .expert_stride = sizeof(struct pl_expert_w), .inter = inter,
     };
     printf("---- moe op, Qwen3-30B-A3B block (%s) ----\n", pl_backend_cuda_device_name(g_gpu));
-    printf("%6s %12s %12s %10s %10s\n", "n", "eager us", "graph us", "experts", "TB/s");
-    const int ns[] = {1, 4, 16, 64, 256, 1024, 4096};
-    for (size_t i = 0; i < sizeof(ns) / sizeof(ns[0]); i++) {
-        const int n = ns[i];
+    printf("%-14s %6s %12s %12s %10s %10s\n", "path", "n", "eager us", "graph us", "experts",
+           "TB/s");
+    /* the default route, then at the decode sizes the grouped GEMMs and each GEMV variant */
+    static const struct {
+        const char *path;
+        int max_entries, variant, n;
+    } runs[] = {{"default", -1, 0, 1},    {"default", -1, 0, 2},    {"default", -1, 0, 4},
+                {"default", -1, 0, 16},   {"default", -1, 0, 64},   {"default", -1, 0, 256},
+                {"default", -1, 0, 1024}, {"default", -1, 0, 4096}, {"grouped", 0, 0, 1},
+                {"grouped", 0, 0, 2},     {"gemv v0", 64, 0, 1},    {"gemv v1", 64, 1, 1},
+                {"gemv v2", 64, 2, 1},    {"gemv v0", 64, 0, 2},    {"gemv v1", 64, 1, 2},
+                {"gemv v2", 64, 2, 2},    {"gemv v0", 64, 0, 4},    {"grouped", 0, 0, 4},
+                {"gemv v1", 64, 1, 4}};
+    for (size_t i = 0; i < sizeof(runs) / sizeof(runs[0]); i++) {
+        const int n = runs[i].n;
+        pl_cuk_moe_gemv_force(runs[i].max_entries, runs[i].variant);
         void *x = gpu_rand_bf16((size_t)n * hidden), *out = gpu_rand_bf16((size_t)n * hidden);
         const size_t se = pl_moe_scratch_elems(&a, n);
         void *sc = g_gpu->ops->alloc(g_gpu, 2 * se);
@@ -2751,14 +2784,15 @@ static void bench_moe(void)
          * bound them by n x k (exact at n = 1) */
         const int active = n * k < E ? n * k : E;
         const double bytes = 3.0 * (double)wbytes * active;
-        printf("%6d %12.1f %12.1f %10d %10.2f\n", n, t_eager * 1e6, t_graph * 1e6, active,
-               graph ? bytes / t_graph / 1e12 : 0.0);
+        printf("%-14s %6d %12.1f %12.1f %10d %10.2f\n", runs[i].path, n, t_eager * 1e6,
+               t_graph * 1e6, active, graph ? bytes / t_graph / 1e12 : 0.0);
         if (graph)
             g_gpu->ops->graph_free(g_gpu, graph);
         g_gpu->ops->free(g_gpu, sc);
         g_gpu->ops->free(g_gpu, x);
         g_gpu->ops->free(g_gpu, out);
     }
+    pl_cuk_moe_gemv_force(-1, 0);
     gpu_sync_ok();
     for (int e = 0; e < E; e++) {
         g_gpu->ops->free(g_gpu, (void *)ew[e].g.data);

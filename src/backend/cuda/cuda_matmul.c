@@ -206,6 +206,8 @@ pl_status pl_cuda_matmul_new(void *stream, struct pl_cuda_matmul **out, struct p
     struct pl_debug_env dbg;
     pl_debug_env_read(&dbg);
     mm->q4_gemm_max_n = dbg.q4_gemm_max_n >= 0 ? dbg.q4_gemm_max_n : Q4_GEMM_MAX_N;
+    if (dbg.moe_gemv_entries >= 0) /* (the moe op's route is process-wide: a debug knob) */
+        pl_cuk_moe_gemv_force(dbg.moe_gemv_entries, 0);
     *out = mm;
     return PL_STATUS_OK;
 }

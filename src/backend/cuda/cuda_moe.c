@@ -18,6 +18,12 @@
  *   5. the shared expert (Qwen2-MoE) over every token, its sigmoid gate through the
  *      logits op;
  *   6. out[t] = the weighted sum of its choices' rows (+ the gated shared output).
+ * The decode path (bf16 experts, at most 16 (token, choice) entries by default): steps 1-2,
+ * the shared expert, then two GEMV launches (kernels/gemv.cu): every entry's gate and up
+ * rows with the activation, then every token's down products summed with their routing
+ * weights (and the gated shared output) into out. At one token per expert a GEMM's tiles
+ * are mostly empty rows; the GEMVs stream just the chosen experts' weights over every SM,
+ * with no tile plan, no grouping and no combination launch.
  * The host path (other expert dtypes: the float32 mode): steps 1-3, then the counts
  * come to the host (one synchronisation per MoE layer) and each expert with tokens
  * runs its products as ordinary matmul ops over its gathered rows. It cannot be
@@ -28,6 +34,7 @@
  */
 #include "backend/cuda/cuda_backend.h"
 
+#include "backend/cuda/kernels/gemv.h"
 #include "backend/cuda/kernels/kernels.h"
 
 #include <cuda_runtime.h>
@@ -219,6 +226,32 @@ void pl_cuda_moe(struct pl_backend *be, void *out, const void *x, int n, int hid
         pl_cuda_fail(be, "cuda moe routing: %s", cudaGetErrorString((cudaError_t)e));
         return;
     }
+    if (a->sh_gate) {
+        expert_rows(be, sh_y, x, n, hidden, a->sh_gate, a->sh_up, a->sh_down, a->sh_inter,
+                    a->gelu_tanh, sh_g, sh_u);
+        be->ops->logits(be, sh_logit, x, a->sh_router, n);
+    }
+    if (grouped && pl_cuk_moe_gemv_ok(n, k, hidden, a->inter)) {
+        struct pl_cuk_moe_gemm p = {.a = x, .out = g, .k = hidden, .n = a->inter};
+        for (int x_e = 0; x_e < E; x_e++) {
+            p.w0[x_e] = EXPERT(a->w_gate, x_e)->data;
+            p.w1[x_e] = EXPERT(a->w_up, x_e)->data;
+        }
+        e = pl_cuk_moe_gemv_gate_up(s, &p, ids, (int)nk, k, a->gelu_tanh);
+        p.a = g;
+        p.out = out;
+        p.k = a->inter;
+        p.n = hidden;
+        for (int x_e = 0; x_e < E; x_e++) {
+            p.w0[x_e] = EXPERT(a->w_down, x_e)->data;
+            p.w1[x_e] = NULL;
+        }
+        if (!e)
+            e = pl_cuk_moe_gemv_down(s, &p, ids, w, n, k, sh_logit, sh_y);
+        if (e)
+            pl_cuda_fail(be, "cuda moe experts: %s", cudaGetErrorString((cudaError_t)e));
+        return;
+    }
     if (grouped) {
         e = grouped_experts(s, a, x, n, hidden, ids, counts, offsets, cursor, tiles, src, inv,
                             g, y);
@@ -229,11 +262,6 @@ void pl_cuda_moe(struct pl_backend *be, void *out, const void *x, int n, int hid
     } else if (!host_experts(be, a, x, nk, hidden, ids, counts, offsets, cursor, src, inv, xg,
                              y, g, u)) {
         return;
-    }
-    if (a->sh_gate) {
-        expert_rows(be, sh_y, x, n, hidden, a->sh_gate, a->sh_up, a->sh_down, a->sh_inter,
-                    a->gelu_tanh, sh_g, sh_u);
-        be->ops->logits(be, sh_logit, x, a->sh_router, n);
     }
     e = (es == 4 ? pl_cuk_moe_combine_f32 : pl_cuk_moe_combine)(s, out, y, w, inv, n, k, hidden,
                                                                 sh_logit, sh_y);

@@ -113,6 +113,66 @@ __device__ __forceinline__ void chunk_fma(float (&acc)[R][N], const uint4 *(&wro
     fma_vec<N, R>(acc, wv, xv);
 }
 
+/* acc[r][j] = the part of dot(row r, x row j) that warp `warp` of `nw` owns: its slice of
+ * K's 256-element chunks, U chunks of loads in flight, and the K % 256 tail when it is the
+ * last warp (lanes past the tail idle). wrow / xp point at the lane's first vector. */
+template <int N, int R, int U>
+__device__ __forceinline__ void dot_rows(float (&acc)[R][N], const uint4 *(&wrow)[R],
+                                         const uint4 *xp, size_t k8, int warp, int nw, int lane)
+{
+#pragma unroll
+    for (int r = 0; r < R; r++)
+#pragma unroll
+        for (int j = 0; j < N; j++)
+            acc[r][j] = 0.0f;
+    const int n_chunks = (int)(k8 >> 5); /* full 256-element chunks */
+    const int c_end = (int)((int64_t)(warp + 1) * n_chunks / nw);
+    int c = (int)((int64_t)warp * n_chunks / nw);
+    for (; c + U <= c_end; c += U) {
+        uint4 wv[U][R];
+#pragma unroll
+        for (int u = 0; u < U; u++)
+#pragma unroll
+            for (int r = 0; r < R; r++)
+                wv[u][r] = ld_stream(wrow[r] + (size_t)(c + u) * 32);
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            uint4 xv[N];
+#pragma unroll
+            for (int j = 0; j < N; j++)
+                xv[j] = __ldg(xp + (size_t)j * k8 + (size_t)(c + u) * 32);
+            fma_vec<N, R>(acc, wv[u], xv);
+        }
+    }
+    for (; c < c_end; c++)
+        chunk_fma<N, R>(acc, wrow, xp, k8, c);
+    if (warp == nw - 1 && (size_t)n_chunks * 32 + lane < k8) /* the K % 256 tail */
+        chunk_fma<N, R>(acc, wrow, xp, k8, n_chunks);
+}
+
+/* The warp's sums (xor-shuffle tree) into part[r * N + j] (lane 0 stores). */
+template <int N, int R>
+__device__ __forceinline__ void warp_sum_to(float (&acc)[R][N], float *part, int lane)
+{
+#pragma unroll
+    for (int r = 0; r < R; r++)
+#pragma unroll
+        for (int j = 0; j < N; j++) {
+            float v = acc[r][j];
+#pragma unroll
+            for (int off = 16; off > 0; off >>= 1)
+                v += __shfl_xor_sync(0xffffffffu, v, off);
+            acc[r][j] = v;
+        }
+    if (lane == 0) {
+#pragma unroll
+        for (int r = 0; r < R; r++)
+#pragma unroll
+            for (int j = 0; j < N; j++)
+                part[r * N + j] = acc[r][j];
+    }
+}
+
 __device__ __forceinline__ float bias_at(const void *b, int dtype, int64_t i)
 {
     if (!b)
@@ -159,54 +219,9 @@ __global__ void __launch_bounds__(NW * 32) gemv_kernel(const gemv_params p)
     const uint4 *xp = p.x + lane;
 
     float acc[R][N];
-#pragma unroll
-    for (int r = 0; r < R; r++)
-#pragma unroll
-        for (int j = 0; j < N; j++)
-            acc[r][j] = 0.0f;
-
-    const int n_chunks = p.k8 >> 5; /* full 256-element chunks */
-    const int c_end = (int)((int64_t)(warp + 1) * n_chunks / NW);
-    int c = (int)((int64_t)warp * n_chunks / NW);
-    for (; c + U <= c_end; c += U) {
-        uint4 wv[U][R];
-#pragma unroll
-        for (int u = 0; u < U; u++)
-#pragma unroll
-            for (int r = 0; r < R; r++)
-                wv[u][r] = ld_stream(wrow[r] + (size_t)(c + u) * 32);
-#pragma unroll
-        for (int u = 0; u < U; u++) {
-            uint4 xv[N];
-#pragma unroll
-            for (int j = 0; j < N; j++)
-                xv[j] = __ldg(xp + (size_t)j * k8 + (size_t)(c + u) * 32);
-            fma_vec<N, R>(acc, wv[u], xv);
-        }
-    }
-    for (; c < c_end; c++)
-        chunk_fma<N, R>(acc, wrow, xp, k8, c);
-    if (warp == NW - 1 && n_chunks * 32 + lane < p.k8) /* the K % 256 tail */
-        chunk_fma<N, R>(acc, wrow, xp, k8, n_chunks);
-
+    dot_rows<N, R, U>(acc, wrow, xp, k8, warp, NW, lane);
     __shared__ float part[NW][R * N];
-#pragma unroll
-    for (int r = 0; r < R; r++)
-#pragma unroll
-        for (int j = 0; j < N; j++) {
-            float v = acc[r][j];
-#pragma unroll
-            for (int off = 16; off > 0; off >>= 1)
-                v += __shfl_xor_sync(0xffffffffu, v, off);
-            acc[r][j] = v;
-        }
-    if (lane == 0) {
-#pragma unroll
-        for (int r = 0; r < R; r++)
-#pragma unroll
-            for (int j = 0; j < N; j++)
-                part[warp][r * N + j] = acc[r][j];
-    }
+    warp_sum_to<N, R>(acc, part[warp], lane);
     __syncthreads();
 
     /* thread t writes x row j = t / RPM, weight row r = t % RPM: neighbours store neighbours */
@@ -296,6 +311,120 @@ cudaError_t launch(cudaStream_t s, gemv_params &p, int n)
 
 bool aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
 
+/* ---- MoE decode: the chosen experts' products as GEMVs ----------------------------------
+ * Gate-up: CTA (row group, entry): entry i = (token i / top_k, choice i % top_k) reads its
+ * expert's R/2 gate rows and the same R/2 up rows over the token's hidden state and writes
+ * act(g) * u, rounded once, to g[i, row]. */
+template <int GELU, int NW, int R, int U>
+__global__ void __launch_bounds__(NW * 32)
+    moe_gemv_gate_up_kernel(const __grid_constant__ struct pl_cuk_moe_gemm p, const int32_t *ids,
+                            int top_k)
+{
+    constexpr int RPM = R / 2;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int entry = blockIdx.y;
+    const int e = ids[entry];
+    const size_t k8 = (size_t)p.k / 8;
+    const int64_t rows = p.n, row0 = (int64_t)blockIdx.x * RPM;
+    const uint4 *wg = (const uint4 *)p.w0[e], *wu = (const uint4 *)p.w1[e];
+    const uint4 *wrow[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        const int64_t row = row0 + (r % RPM) < rows ? row0 + (r % RPM) : rows - 1;
+        wrow[r] = (r < RPM ? wg : wu) + (size_t)row * k8 + lane;
+    }
+    const uint4 *xp = (const uint4 *)p.a + (size_t)(entry / top_k) * k8 + lane;
+    float acc[R][1];
+    dot_rows<1, R, U>(acc, wrow, xp, k8, warp, NW, lane);
+    __shared__ float part[NW][R];
+    warp_sum_to<1, R>(acc, part[warp], lane);
+    __syncthreads();
+    const int r = threadIdx.x;
+    if (r >= RPM || row0 + r >= rows)
+        return;
+    float gs = 0.0f, us = 0.0f;
+#pragma unroll
+    for (int w = 0; w < NW; w++) {
+        gs += part[w][r];
+        us += part[w][r + RPM];
+    }
+    const float y = GELU ? gelu_tanh(gs) * us : gs / (1.0f + __expf(-gs)) * us;
+    ((__nv_bfloat16 *)p.out)[(size_t)entry * (size_t)rows + (size_t)(row0 + r)] =
+        __float2bfloat16_rn(y);
+}
+
+/* Down and combination: CTA (row group of R output columns, token t). Warp w takes the
+ * choices w, w + NW, ... of the token, each over the whole K (the expert's row of g);
+ * then out[t, row] = sum_i wt[t, i] * dot_i in choice order (+ sigmoid(gl[t]) * sh[t, row]),
+ * rounded once: the combination needs no expert rows in memory. */
+template <int NW, int R, int U>
+__global__ void __launch_bounds__(NW * 32)
+    moe_gemv_down_kernel(const __grid_constant__ struct pl_cuk_moe_gemm p, const int32_t *ids,
+                         const float *wt, int top_k, const float *gl,
+                         const __nv_bfloat16 *sh)
+{
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int t = blockIdx.y;
+    const size_t k8 = (size_t)p.k / 8;
+    const int64_t rows = p.n, row0 = (int64_t)blockIdx.x * R;
+    __shared__ float part[64][R];
+    for (int i = warp; i < top_k; i += NW) {
+        const int entry = t * top_k + i;
+        const uint4 *wd = (const uint4 *)p.w0[ids[entry]];
+        const uint4 *wrow[R];
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            const int64_t row = row0 + r < rows ? row0 + r : rows - 1;
+            wrow[r] = wd + (size_t)row * k8 + lane;
+        }
+        const uint4 *xp = (const uint4 *)p.a + (size_t)entry * k8 + lane;
+        float acc[R][1];
+        dot_rows<1, R, U>(acc, wrow, xp, k8, 0, 1, lane);
+        warp_sum_to<1, R>(acc, part[i], lane);
+    }
+    __syncthreads();
+    const int r = threadIdx.x;
+    if (r >= R || row0 + r >= rows)
+        return;
+    float s = 0.0f;
+    for (int i = 0; i < top_k; i++)
+        s += wt[t * top_k + i] * part[i][r];
+    if (sh)
+        s += 1.0f / (1.0f + expf(-gl[t])) *
+             __bfloat162float(sh[(size_t)t * (size_t)rows + (size_t)(row0 + r)]);
+    ((__nv_bfloat16 *)p.out)[(size_t)t * (size_t)rows + (size_t)(row0 + r)] =
+        __float2bfloat16_rn(s);
+}
+
+/* Up to 16 entries (top 8 of two tokens, top 2 of eight) by default: above, the grouped
+ * GEMMs read an expert chosen twice once (docs/cuda.md has the measurements). */
+#define MOE_GEMV_ENTRIES 16
+int g_moe_max_entries = MOE_GEMV_ENTRIES;
+int g_moe_variant = 0;
+
+template <int NW, int R, int U>
+cudaError_t launch_moe_gate_up(cudaStream_t s, const struct pl_cuk_moe_gemm *p, const int32_t *ids,
+                               int n_entries, int top_k, int gelu)
+{
+    const dim3 grid((unsigned)((p->n + R / 2 - 1) / (R / 2)), (unsigned)n_entries);
+    if (gelu)
+        moe_gemv_gate_up_kernel<1, NW, R, U><<<grid, NW * 32, 0, s>>>(*p, ids, top_k);
+    else
+        moe_gemv_gate_up_kernel<0, NW, R, U><<<grid, NW * 32, 0, s>>>(*p, ids, top_k);
+    return cudaGetLastError();
+}
+
+template <int NW, int R, int U>
+cudaError_t launch_moe_down(cudaStream_t s, const struct pl_cuk_moe_gemm *p, const int32_t *ids,
+                            const float *wt, int n_tokens, int top_k, const float *gl,
+                            const void *sh)
+{
+    const dim3 grid((unsigned)((p->n + R - 1) / R), (unsigned)n_tokens);
+    moe_gemv_down_kernel<NW, R, U><<<grid, NW * 32, 0, s>>>(*p, ids, wt, top_k, gl,
+                                                           (const __nv_bfloat16 *)sh);
+    return cudaGetLastError();
+}
+
 } /* namespace */
 
 extern "C" int pl_cuk_gemv_ok(const void *x, const void *w, int64_t K, int n)
@@ -349,3 +478,51 @@ extern "C" void pl_cuk_gemv_force(int max_n, int variant)
 }
 
 extern "C" int pl_cuk_gemv_max_n(void) { return g_max_n; }
+
+extern "C" int pl_cuk_moe_gemv_ok(int n_tokens, int top_k, int hidden, int inter)
+{
+    const int64_t entries = (int64_t)n_tokens * top_k;
+    return n_tokens >= 1 && top_k >= 1 && top_k <= 64 && entries <= g_moe_max_entries &&
+           entries <= 65535 && hidden > 0 && hidden % 8 == 0 && inter > 0 && inter % 8 == 0;
+}
+
+extern "C" int pl_cuk_moe_gemv_gate_up(pl_cuda_stream st, const struct pl_cuk_moe_gemm *p,
+                                       const int32_t *ids, int n_entries, int top_k, int gelu)
+{
+    if (n_entries <= 0 || p->n <= 0)
+        return 0;
+    if (p->k <= 0 || p->k % 8 || p->n % 8 || n_entries > 65535 || !aligned16(p->a))
+        return (int)cudaErrorInvalidValue;
+    cudaStream_t s = (cudaStream_t)st;
+    switch (g_moe_variant) {
+    case 1: return (int)launch_moe_gate_up<4, 8, 2>(s, p, ids, n_entries, top_k, gelu);
+    case 2: return (int)launch_moe_gate_up<8, 4, 2>(s, p, ids, n_entries, top_k, gelu);
+    default: return (int)launch_moe_gate_up<4, 4, 2>(s, p, ids, n_entries, top_k, gelu);
+    }
+}
+
+extern "C" int pl_cuk_moe_gemv_down(pl_cuda_stream st, const struct pl_cuk_moe_gemm *p,
+                                    const int32_t *ids, const float *wt, int n_tokens, int top_k,
+                                    const float *shared_gate_logit, const void *shared_out)
+{
+    if (n_tokens <= 0 || p->n <= 0)
+        return 0;
+    if (p->k <= 0 || p->k % 8 || p->n % 8 || top_k > 64 || n_tokens > 65535 ||
+        !aligned16(p->a))
+        return (int)cudaErrorInvalidValue;
+    cudaStream_t s = (cudaStream_t)st;
+    switch (g_moe_variant) {
+    case 1: return (int)launch_moe_down<8, 4, 2>(s, p, ids, wt, n_tokens, top_k,
+                                                 shared_gate_logit, shared_out);
+    case 2: return (int)launch_moe_down<8, 2, 3>(s, p, ids, wt, n_tokens, top_k,
+                                                 shared_gate_logit, shared_out);
+    default: return (int)launch_moe_down<4, 4, 2>(s, p, ids, wt, n_tokens, top_k,
+                                                  shared_gate_logit, shared_out);
+    }
+}
+
+extern "C" void pl_cuk_moe_gemv_force(int max_entries, int variant)
+{
+    g_moe_max_entries = max_entries < 0 ? MOE_GEMV_ENTRIES : max_entries;
+    g_moe_variant = variant;
+}

@@ -51,6 +51,28 @@ int pl_cuk_gemv_gate_up_act(pl_cuda_stream s, void *out, int64_t ld_out,
                             const struct pl_gemv_mat *gate, const struct pl_gemv_mat *up,
                             const void *x, int64_t K, int n, int gelu_tanh);
 
+/* The moe op's decode path (cuda_moe.c): the chosen experts' products as GEMVs, reading
+ * each entry's expert through the weight table of p (kernels.h's struct pl_cuk_moe_gemm,
+ * passed by value like the grouped GEMMs'; offsets, counts, tiles and a_rows are not read).
+ * moe_gemv_ok: whether the path takes n_tokens x top_k entries (at most the routed limit,
+ * 16 entries by default) of these widths.
+ * gate_up: g[i, :p->n] (bf16, row stride p->n) = act(x_t W0e^T) * (x_t W1e^T) for entry
+ * i = (token t = i / top_k, choice i % top_k) with e = ids[i], x_t row t of p->a (bf16,
+ * stride p->k); act silu or gelu-tanh. p->out = g.
+ * down: out[t, :p->n] (bf16, stride p->n) = sum_i wt[t, i] * (g_(t,i) W0e^T) over the
+ * token's choices in choice order (+ sigmoid(shared_gate_logit[t]) * shared_out[t] when
+ * shared_out is set), fp32, rounded once; p->a = g (the gate-up output), p->w0 the down
+ * weights, p->out = out. */
+int pl_cuk_moe_gemv_ok(int n_tokens, int top_k, int hidden, int inter);
+int pl_cuk_moe_gemv_gate_up(pl_cuda_stream s, const struct pl_cuk_moe_gemm *p,
+                            const int32_t *ids, int n_entries, int top_k, int gelu);
+int pl_cuk_moe_gemv_down(pl_cuda_stream s, const struct pl_cuk_moe_gemm *p, const int32_t *ids,
+                         const float *wt, int n_tokens, int top_k,
+                         const float *shared_gate_logit, const void *shared_out);
+/* max_entries: the largest n_tokens x top_k routed to the GEMV path (-1: the default 16,
+ * 0: never); variant: the tiles (0 default; 1, 2 alternatives timed by --bench-moe). */
+void pl_cuk_moe_gemv_force(int max_entries, int variant);
+
 /* Test and benchmark knobs, process-wide, not thread-safe (like
  * pl_cuk_attention_prefill_force). max_n: the largest n the backend routes to these kernels
  * (default PL_GEMV_MAX_N; 0 = never, i.e. cuBLASLt everywhere: the baseline). variant:

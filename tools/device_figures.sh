@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# device_figures.sh -- issues 13 and 17 on the GPU machine in ONE device call (about 9
+# minutes on an H100): the checks of the MoE and int4 kernels first, then the figures with
+# their baselines in the same call. Steps run in this order and a step is skipped when the
+# call's budget (BUDGET, 570 s) cannot hold it; the table of what ran is printed last.
+#   moe      test_cuda_parity's moe op parity (grouped GEMMs and the GEMV decode path,
+#            every tile variant, graph replay) and --bench-moe (both paths per n)
+#   quant    test_cuda_quant: int4 GEMV / GEMM / dequantize + cuBLASLt against the CPU
+#            reference and against each other, FP8 W8A8; then --bench (int4 GEMM against
+#            dequantize + cuBLASLt and bf16 cuBLASLt per n: Q4_GEMM_MAX_N's measurement)
+#   fig13    batch 1, 128 in / 256 out: the Qwen3-30B-A3B shape (the default MoE route, then
+#            PAGELLM_MOE_GEMV_ENTRIES=0: the grouped GEMMs only, the baseline) and the
+#            Gemma-3-12B shape
+#   s1q      S1 (1024 x 512 in / 256 out) on the Llama-3-8B shape: bf16 (the baseline), FP8
+#            W8A8 weights, an FP8 KV cache, AWQ int4 with the int4 GEMM on
+#            (PAGELLM_Q4_GEMM_MAX_N=1024) and with it off (dequantize + cuBLASLt)
+#   golden   test_cuda_parity --golden for gemma2 and gemma3 (the fused GELU-tanh gate-up)
+# Binaries from `tools/device_check_all.sh --pack` (.carry/pack.tar.xz, carried).
+# Env: BUDGET (570), ONLY ("moe quant fig13 s1q golden" or a subset), S1_PROMPTS (1024).
+set -uo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+OUT=${OUT:-/tmp/pl_figures}
+BUDGET=${BUDGET:-570}
+mkdir -p "$OUT"
+cd "$ROOT"
+[ -d .carry/bin ] || tar xJf .carry/pack.tar.xz -C .carry
+B=$ROOT/.carry/bin
+export LD_LIBRARY_PATH=$ROOT/.carry/libs:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+export PL_SOURCE_DIR=$ROOT PAGELLM_LOG_LEVEL=info
+T0=$(date +%s)
+left() { echo $((BUDGET - ($(date +%s) - T0))); }
+want() { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]]; }
+# run NEED_S TIMEOUT LOG cmd...: runs when NEED_S seconds are left, within TIMEOUT (cut to the budget)
+run() {
+  local need=$1 to=$2 log=$3; shift 3
+  local l; l=$(left)
+  if [ "$l" -lt "$need" ]; then echo "[skip: $l s left] $log" | tee -a "$OUT/steps.txt"; return 99; fi
+  [ "$to" -gt $((l - 10)) ] && to=$((l - 10))
+  echo "[$(( $(date +%s) - T0 ))s] $log" >>"$OUT/steps.txt"
+  timeout "$to" "$@" >"$OUT/$log" 2>&1
+}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/device.txt"
+BM=$ROOT/bench/models
+BT=$B/bench_throughput
+rate() { awk '/output tokens\/s/ {print $NF; exit}' "$OUT/$1" 2>/dev/null; }
+
+if want moe; then
+  PL_PARITY_ONLY=test_moe run 60 150 moe_parity.log "$B/test_cuda_parity"
+  echo "moe parity rc=$?: $(grep -c 'rel err' "$OUT/moe_parity.log") cases; $(grep -E 'passed|failed' "$OUT/moe_parity.log" | tail -1)"
+  grep -m5 "CHECK failed" "$OUT/moe_parity.log"
+  run 40 90 moe_bench.log "$B/test_cuda_parity" --bench-moe
+fi
+if want quant; then
+  run 60 240 quant.log "$B/test_cuda_quant"
+  echo "test_cuda_quant rc=$?"
+  grep -E "cases, max normalised|^---- " "$OUT/quant.log"
+  grep -m6 "CHECK failed" "$OUT/quant.log"
+  run 40 90 quant_bench.log "$B/test_cuda_quant" --bench
+fi
+if want fig13; then
+  run 100 150 moe_b1.log "$BT" --model "$BM/qwen3-30b-a3b" --load-format dummy --device cuda --warmup 1 \
+    --num-prompts 1 --input-len 128 --output-len 256 --gpu-memory-utilization 0.95
+  PAGELLM_MOE_GEMV_ENTRIES=0 run 100 150 moe_b1_grouped.log "$BT" --model "$BM/qwen3-30b-a3b" \
+    --load-format dummy --device cuda --warmup 1 --num-prompts 1 --input-len 128 --output-len 256 \
+    --gpu-memory-utilization 0.95
+  run 60 120 gemma_b1.log "$BT" --model "$BM/gemma-3-12b" --load-format dummy --device cuda --warmup 1 \
+    --num-prompts 1 --input-len 128 --output-len 256
+fi
+if want s1q; then
+  N=${S1_PROMPTS:-1024}
+  S1=(--load-format dummy --device cuda --warmup 1 --num-prompts "$N" --input-len 512 --output-len 256
+      --max-num-seqs 512 --max-num-batched-tokens 8192)
+  run 60 120 s1_bf16.log "$BT" --model "$BM/llama-3-8b" "${S1[@]}"
+  run 60 120 s1_fp8.log "$BT" --model "$BM/llama-3-8b-fp8" "${S1[@]}"
+  run 60 120 s1_kv8.log "$BT" --model "$BM/llama-3-8b" "${S1[@]}" --kv-cache-dtype fp8
+  PAGELLM_Q4_GEMM_MAX_N=1024 run 60 120 s1_awq_gemm.log "$BT" --model "$BM/llama-3-8b-awq" "${S1[@]}"
+  run 60 120 s1_awq_deq.log "$BT" --model "$BM/llama-3-8b-awq" "${S1[@]}"
+fi
+if want golden; then
+  PL_GOLDEN_ONLY=gemma2,gemma3 run 30 120 golden_gemma.log "$B/test_cuda_parity" --golden
+  echo "gemma golden on cuda rc=$?: $(grep -E 'passed|failed' "$OUT/golden_gemma.log" | tail -1)"
+  grep -m5 "CHECK failed" "$OUT/golden_gemma.log"
+fi
+
+echo "==== moe op (--bench-moe)"
+grep -A20 -- "---- moe op" "$OUT/moe_bench.log" 2>/dev/null | head -22
+echo "==== int4 bench (test_cuda_quant --bench)"
+grep -v "^\[" "$OUT/quant_bench.log" 2>/dev/null | head -40
+echo "==== memory plans / errors"
+grep -h -E "memory plan|cuda graphs|error|refused" "$OUT"/moe_b1.log "$OUT"/s1_*.log 2>/dev/null | cut -c1-200 | head -14
+echo "==== figures ($(cat "$OUT/device.txt"))"
+printf "%-34s %12s\n" "run" "output tok/s"
+for l in moe_b1 moe_b1_grouped gemma_b1 s1_bf16 s1_fp8 s1_kv8 s1_awq_gemm s1_awq_deq; do
+  [ -f "$OUT/$l.log" ] && printf "%-34s %12s\n" "$l" "$(rate $l.log)"
+done
+echo "[$(( $(date +%s) - T0 ))s] done" | tee -a "$OUT/steps.txt"
