@@ -11,7 +11,8 @@
 #   fig13    batch 1, 128 in / 256 out: the Qwen3-30B-A3B shape (the default MoE route, then
 #            PAGELLM_MOE_GEMV_ENTRIES=0: the grouped GEMMs only, the baseline) and the
 #            Gemma-3-12B shape
-#   s1q      S1 (1024 x 512 in / 256 out) on the Llama-3-8B shape: bf16 (the baseline), FP8
+#   s1q      batch 1 (128 / 256) bf16 and AWQ int4 (the int4 GEMV), then
+#            S1 (1024 x 512 in / 256 out) on the Llama-3-8B shape: bf16 (the baseline), FP8
 #            W8A8 weights, an FP8 KV cache, AWQ int4 with the int4 GEMM on
 #            (PAGELLM_Q4_GEMM_MAX_N=1024) and with it off (dequantize + cuBLASLt)
 #   golden   test_cuda_parity --golden for gemma2 and gemma3 (the fused GELU-tanh gate-up)
@@ -70,6 +71,9 @@ if want s1q; then
   N=${S1_PROMPTS:-1024}
   S1=(--load-format dummy --device cuda --warmup 1 --num-prompts "$N" --input-len 512 --output-len 256
       --max-num-seqs 512 --max-num-batched-tokens 8192)
+  B1=(--load-format dummy --device cuda --warmup 1 --num-prompts 1 --input-len 128 --output-len 256)
+  run 40 60 b1_bf16.log "$BT" --model "$BM/llama-3-8b" "${B1[@]}"
+  run 40 60 b1_awq.log "$BT" --model "$BM/llama-3-8b-awq" "${B1[@]}"
   run 60 120 s1_bf16.log "$BT" --model "$BM/llama-3-8b" "${S1[@]}"
   run 60 120 s1_fp8.log "$BT" --model "$BM/llama-3-8b-fp8" "${S1[@]}"
   run 60 120 s1_kv8.log "$BT" --model "$BM/llama-3-8b" "${S1[@]}" --kv-cache-dtype fp8
@@ -90,7 +94,7 @@ echo "==== memory plans / errors"
 grep -h -E "memory plan|cuda graphs|error|refused" "$OUT"/moe_b1.log "$OUT"/s1_*.log 2>/dev/null | cut -c1-200 | head -14
 echo "==== figures ($(cat "$OUT/device.txt"))"
 printf "%-34s %12s\n" "run" "output tok/s"
-for l in moe_b1 moe_b1_grouped gemma_b1 s1_bf16 s1_fp8 s1_kv8 s1_awq_gemm s1_awq_deq; do
+for l in moe_b1 moe_b1_grouped gemma_b1 b1_bf16 b1_awq s1_bf16 s1_fp8 s1_kv8 s1_awq_gemm s1_awq_deq; do
   [ -f "$OUT/$l.log" ] && printf "%-34s %12s\n" "$l" "$(rate $l.log)"
 done
 echo "[$(( $(date +%s) - T0 ))s] done" | tee -a "$OUT/steps.txt"

@@ -50,6 +50,7 @@
 #include "backend/backend.h"
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/kernels/kernels.h"
+#include "backend/cuda/kernels/qgemv.h"
 #include "model/quant.h"
 #include "model/quant_pack.h"
 #include "model/safetensors.h"
@@ -462,6 +463,23 @@ static void test_edges(void)
     run_raw(8, 8, -1, false, NS(9, 20), &(struct run_opts){0, 0, true});
     run_raw(1, 64, 32, false, NS(9, 70), &(struct run_opts){1, 0, true});
     run_raw(3, 4096, 128, true, NS(12), &(struct run_opts){0, 0, true});
+}
+
+/* The GEMV's other tiles (pl_cuk_q4_gemv_force; the default is checked everywhere above):
+ * the fast path, act-order and odd groups through the general path, K % 32 != 0. */
+static void test_gemv_variants(void)
+{
+    const struct run_opts op = {0, 0, true};
+    for (int v = 1; v < 3; v++) {
+        pl_cuk_q4_gemv_force(v);
+        run_format("awq_g128", 136, 1024, NS(1, 2, 3, 5, 8), &op);
+        run_format("gptq_g32_act", 256, 512, NS(1, 4, 7), &op);
+        run_format("ct_w4a16_channel", 264, 512, NS(2, 6), &op);
+        run_raw(1000, 1032, -1, false, NS(1, 8), &(struct run_opts){3, 0, true});
+        run_raw(264, 1000, 24, false, NS(3, 8), &op);
+        run_format("gptq_g64_asym", 4104, 4096, NS(1, 8), &op);
+    }
+    pl_cuk_q4_gemv_force(0);
 }
 
 static void test_real_shapes(void)
@@ -966,6 +984,22 @@ static int bench(void)
         o->fill(g_gpu, dx, PL_DTYPE_BF16, (size_t)max_n * (size_t)K, 6, -2.0f, 2.0f);
         const struct pl_weight Wq = {dq, PL_DTYPE_Q4, N, K}, Wb = {dbf, PL_DTYPE_BF16, N, K};
         const double q4_bytes = (double)h.len, bf_bytes = (double)(N * K) * 2;
+        /* the GEMV (n <= 8) in each tile variant, against the bf16 product (the bf16 GEMV) */
+        for (int n = 1; n <= 8; n *= 2) {
+            double tv[3];
+            for (int v = 0; v < 3; v++) {
+                pl_cuk_q4_gemv_force(v);
+                tv[v] = time_matmul(&Wq, dx, dout, (int)N, n);
+            }
+            pl_cuk_q4_gemv_force(0);
+            const double tb = time_matmul(&Wb, dx, dout, (int)N, n);
+            const double io = (double)n * (double)(K + N) * 2;
+            printf("%-18s %5d | gemv us v0 %7.1f (%5.2f TB/s) v1 %7.1f v2 %7.1f | bf16 %7.1f "
+                   "(%5.2f TB/s) | bf16/v0 %5.2fx\n",
+                   shapes[s].name, n, tv[0], (q4_bytes + io) / tv[0] * 1e-6, tv[1], tv[2], tb,
+                   (bf_bytes + io) / tb * 1e-6, tb / tv[0]);
+            fflush(stdout);
+        }
         for (size_t i = 0; i < sizeof(ns) / sizeof(ns[0]); i++) {
             const int n = ns[i];
             pl_backend_cuda_set_q4_gemm(g_gpu, INT_MAX, 0);
@@ -1019,6 +1053,7 @@ int main(int argc, char **argv)
         return 1;
     RUN(test_formats_small);
     RUN(test_edges);
+    RUN(test_gemv_variants);
     RUN(test_graph);
     RUN(test_real_shapes);
     RUN(test_fp8_quant_rows);

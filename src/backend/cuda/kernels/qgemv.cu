@@ -5,11 +5,17 @@
  * for the cuBLASLt GEMM of larger batches (vLLM's AWQ path does the same above its
  * GEMV threshold).
  *
- * GEMV: one warp per output row; lane l walks the row's 32-bit code words l, l + 32, ...
- * (8 inputs each, 128 contiguous bytes per warp step), reads the group's scale and zero
- * (through the g_idx table under act-order, so the inputs are never permuted), forms
- * w = (code - zero) * scale in fp32 exactly as the reference does, and accumulates
- * x . w for every row of x in fp32; a shuffle reduction ends each row. Weights are read
+ * GEMV. A warp owns R output rows (R = 2 for n <= 2, 4 above: each x value loaded feeds R
+ * rows). The fast path (no act-order, group a multiple of 32, K a multiple of 32): lane l
+ * walks 16-byte vectors of codes l, l + 32, ... of each row (32 inputs of one group; a warp
+ * step reads 512 contiguous bytes of a row), U vectors of every row in flight
+ * (ld.global.nc.L1::no_allocate: streamed). For each vector it sums (code - zero) * x in
+ * fp32 for every x row (code - zero exact: one byte permute makes 2^23 + code, minus
+ * 2^23 + zero), then adds scale * that sum: one multiply by the scale per 32 inputs instead
+ * of one per input. Otherwise (act-order g_idx, odd groups) the general path walks the
+ * row's 32-bit code words l, l + 32, ..., reads each input's group through the g_idx table
+ * (the inputs are never permuted) and accumulates x * ((code - zero) * scale) as the
+ * reference does. Both end with a shuffle reduction per (row, x row). Weights are read
  * once per launch whatever n is: decode is bandwidth bound on the weight stream.
  */
 #include "backend/cuda/kernels/bf16_vec.cuh"
@@ -23,24 +29,14 @@
 
 namespace {
 
+/* The general path's part of one row: lane's words l, l + 32, ...; any group, g_idx. */
 template <int N>
-__global__ void __launch_bounds__(128) q4_gemv_kernel(const void *wbuf, int64_t rows, int64_t K,
-                                                       const __nv_bfloat16 *x,
-                                                       const void *bias, int bias_dtype,
-                                                       __nv_bfloat16 *out, int64_t ld_out)
+__device__ __forceinline__ void row_general(const q4_view &v, int64_t r, int64_t K,
+                                            const __nv_bfloat16 *x, int lane, float (&acc)[N])
 {
-    const int lane = threadIdx.x & 31;
-    const int64_t r = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
-    if (r >= rows)
-        return;
-    const q4_view v = q4_view_of(wbuf, rows, K);
     const uint32_t *cw = v.codes + r * (K / 8);
     const float *sc = v.scales + r * v.n_groups;
     const uint8_t *zr = v.zeros + r * v.n_groups;
-    float acc[N];
-#pragma unroll
-    for (int j = 0; j < N; j++)
-        acc[j] = 0.0f;
     const int64_t n_words = K / 8;
     for (int64_t wi = lane; wi < n_words; wi += 32) {
         const uint32_t word = __ldg(cw + wi);
@@ -71,23 +67,136 @@ __global__ void __launch_bounds__(128) q4_gemv_kernel(const void *wbuf, int64_t 
                 acc[j] = fmaf(w[e], xf[e], acc[j]);
         }
     }
+}
+
+/* A 16-byte code load that bypasses L1 (each weight byte is read once per launch). */
+__device__ __forceinline__ uint4 ld_codes(const uint4 *p)
+{
+    uint4 v;
+    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+        : "l"(p));
+    return v;
+}
+
+__device__ __forceinline__ uint32_t word_of(const uint4 &q, int w)
+{
+    return w == 0 ? q.x : w == 1 ? q.y : w == 2 ? q.z : q.w;
+}
+
+/* R rows per warp, 4 warps per CTA; U vectors of every row in flight per lane. */
+template <int N, int R, int U>
+__global__ void __launch_bounds__(128) q4_gemv_kernel(const void *wbuf, int64_t rows, int64_t K,
+                                                       const __nv_bfloat16 *x,
+                                                       const void *bias, int bias_dtype,
+                                                       __nv_bfloat16 *out, int64_t ld_out)
+{
+    const int lane = threadIdx.x & 31;
+    const int64_t r0 = ((int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32) * R;
+    if (r0 >= rows)
+        return;
+    const q4_view v = q4_view_of(wbuf, rows, K);
+    int64_t row[R];
 #pragma unroll
-    for (int j = 0; j < N; j++) {
-        float a = acc[j];
+    for (int r = 0; r < R; r++)
+        row[r] = r0 + r < rows ? r0 + r : rows - 1;
+    float acc[R][N];
 #pragma unroll
-        for (int o = 16; o > 0; o >>= 1)
-            a += __shfl_xor_sync(0xffffffffu, a, o);
-        acc[j] = a;
-    }
-    if (lane == 0) {
-        float b = 0.0f;
-        if (bias)
-            b = bias_dtype == 0   ? ((const float *)bias)[r]
-                : bias_dtype == 1 ? __half2float(((const __half *)bias)[r])
-                                  : __bfloat162float(((const __nv_bfloat16 *)bias)[r]);
+    for (int r = 0; r < R; r++)
 #pragma unroll
         for (int j = 0; j < N; j++)
-            out[(int64_t)j * ld_out + r] = __float2bfloat16(acc[j] + b);
+            acc[r][j] = 0.0f;
+    if (v.gidx || v.group % 32 != 0 || K % 32 != 0) {
+#pragma unroll
+        for (int r = 0; r < R; r++)
+            row_general<N>(v, row[r], K, x, lane, acc[r]);
+    } else {
+        const int64_t nv = K / 32; /* 16-byte code vectors per row */
+        const int vpg = v.group / 32;
+        const uint4 *crow[R];
+        const float *srow[R];
+        const uint8_t *zrow[R];
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            crow[r] = (const uint4 *)(v.codes + row[r] * (K / 8));
+            srow[r] = v.scales + row[r] * v.n_groups;
+            zrow[r] = v.zeros + row[r] * v.n_groups;
+        }
+        for (int64_t v0 = lane; v0 < nv; v0 += 32 * U) {
+            uint4 q[U][R];
+#pragma unroll
+            for (int u = 0; u < U; u++)
+#pragma unroll
+                for (int r = 0; r < R; r++)
+                    q[u][r] = v0 + 32 * u < nv ? ld_codes(crow[r] + v0 + 32 * u)
+                                               : make_uint4(0, 0, 0, 0);
+#pragma unroll
+            for (int u = 0; u < U; u++) {
+                const int64_t vi = v0 + 32 * u;
+                if (vi >= nv)
+                    break;
+                const int g = (int)(vi / vpg);
+                float sc[R], mz[R], ga[R][N];
+#pragma unroll
+                for (int r = 0; r < R; r++) {
+                    sc[r] = __ldg(srow[r] + g);
+                    mz[r] = __uint_as_float(0x4B000000u | (uint32_t)__ldg(zrow[r] + g));
+#pragma unroll
+                    for (int j = 0; j < N; j++)
+                        ga[r][j] = 0.0f;
+                }
+#pragma unroll
+                for (int w = 0; w < 4; w++) {
+                    const int64_t k0 = vi * 32 + w * 8;
+                    float xf[N][8];
+#pragma unroll
+                    for (int j = 0; j < N; j++)
+                        bf16x8_to_f32(__ldg((const uint4 *)(x + (int64_t)j * K + k0)), xf[j]);
+#pragma unroll
+                    for (int r = 0; r < R; r++) {
+                        const uint32_t word = word_of(q[u][r], w);
+#pragma unroll
+                        for (int e = 0; e < 8; e++) {
+                            const float c =
+                                __uint_as_float(0x4B000000u | ((word >> (4 * e)) & 15u)) - mz[r];
+#pragma unroll
+                            for (int j = 0; j < N; j++)
+                                ga[r][j] = fmaf(c, xf[j][e], ga[r][j]);
+                        }
+                    }
+                }
+#pragma unroll
+                for (int r = 0; r < R; r++)
+#pragma unroll
+                    for (int j = 0; j < N; j++)
+                        acc[r][j] = fmaf(sc[r], ga[r][j], acc[r][j]);
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < R; r++)
+#pragma unroll
+        for (int j = 0; j < N; j++) {
+            float a = acc[r][j];
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1)
+                a += __shfl_xor_sync(0xffffffffu, a, o);
+            acc[r][j] = a;
+        }
+    /* lane r * N + j stores (row r, x row j); R * N <= 32 */
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        if (r0 + r >= rows)
+            break;
+        float b = 0.0f;
+        if (bias)
+            b = bias_dtype == 0   ? ((const float *)bias)[r0 + r]
+                : bias_dtype == 1 ? __half2float(((const __half *)bias)[r0 + r])
+                                  : __bfloat162float(((const __nv_bfloat16 *)bias)[r0 + r]);
+#pragma unroll
+        for (int j = 0; j < N; j++)
+            if (lane == r * N + j)
+                out[(int64_t)j * ld_out + r0 + r] = __float2bfloat16(acc[r][j] + b);
     }
 }
 
@@ -111,15 +220,33 @@ __global__ void q4_dequant_kernel(const void *wbuf, int64_t rows, int64_t K, __n
     *(uint4 *)(out + r * K + k0) = f32_to_bf16x8(w);
 }
 
+int g_variant = 0; /* pl_cuk_q4_gemv_force */
+
+template <int N, int R, int U>
+cudaError_t launch_tile(cudaStream_t s, const void *w, int64_t rows, int64_t K, const void *x,
+                        const void *bias, int bias_dtype, void *out, int64_t ld_out)
+{
+    static_assert(R * N <= 32, "a lane per (row, x row) stores");
+    const int warps = 4;
+    const int64_t grid = (rows + warps * R - 1) / (warps * R);
+    if (grid > 0x7fffffff)
+        return cudaErrorInvalidValue;
+    q4_gemv_kernel<N, R, U><<<(unsigned)grid, warps * 32, 0, s>>>(
+        w, rows, K, (const __nv_bfloat16 *)x, bias, bias_dtype, (__nv_bfloat16 *)out, ld_out);
+    return cudaGetLastError();
+}
+
+/* Rows per warp and vectors in flight: 2 x 4 up to n = 2, 4 x 2 above (variant 1: 1 row x 4,
+ * the old one-row warp with wide loads; variant 2: 4 x 2 everywhere; for --bench). */
 template <int N>
 cudaError_t launch_gemv(cudaStream_t s, const void *w, int64_t rows, int64_t K, const void *x,
                         const void *bias, int bias_dtype, void *out, int64_t ld_out)
 {
-    const int warps = 4;
-    const unsigned grid = (unsigned)((rows + warps - 1) / warps);
-    q4_gemv_kernel<N><<<grid, warps * 32, 0, s>>>(w, rows, K, (const __nv_bfloat16 *)x, bias,
-                                                  bias_dtype, (__nv_bfloat16 *)out, ld_out);
-    return cudaGetLastError();
+    if (g_variant == 1)
+        return launch_tile<N, 1, 4>(s, w, rows, K, x, bias, bias_dtype, out, ld_out);
+    if (N <= 2 && g_variant != 2)
+        return launch_tile<N, 2, 4>(s, w, rows, K, x, bias, bias_dtype, out, ld_out);
+    return launch_tile<N, 4, 2>(s, w, rows, K, x, bias, bias_dtype, out, ld_out);
 }
 
 } // namespace
@@ -156,3 +283,5 @@ extern "C" int pl_cuk_q4_dequant(pl_cuda_stream st, const void *w, int64_t rows,
                         (cudaStream_t)st>>>(w, rows, K, (__nv_bfloat16 *)out);
     return (int)cudaGetLastError();
 }
+
+extern "C" void pl_cuk_q4_gemv_force(int variant) { g_variant = variant; }

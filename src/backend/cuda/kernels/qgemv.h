@@ -21,9 +21,14 @@ extern "C" {
 /* Whether the GEMV takes this x, K and n (1..PL_Q4_GEMV_MAX_N, K % 8, x aligned). */
 int pl_cuk_q4_ok(const void *x, int64_t K, int n);
 
-/* out = x @ dequant(w)^T (+ bias), fp32 accumulation of fp32 weights (code - zero) * scale. */
+/* out = x @ dequant(w)^T (+ bias), fp32 accumulation: per 32 inputs of a group, scale x the
+ * sum of x * (code - zero) (act-order and odd groups: x * ((code - zero) * scale) each). */
 int pl_cuk_q4_gemv(pl_cuda_stream s, const void *w, int64_t rows, int64_t K, const void *x,
                    int n, const void *bias, int bias_dtype, void *out, int64_t ld_out);
+
+/* The GEMV's tile, for tests and --bench: 0 the default, 1 one row a warp, 2 four rows a
+ * warp at every n (qgemv.cu). Process-wide, not thread-safe. */
+void pl_cuk_q4_gemv_force(int variant);
 
 /* out bf16 [rows, K] = dequant(w), rounded to bf16 (the larger batches' GEMM input). */
 int pl_cuk_q4_dequant(pl_cuda_stream s, const void *w, int64_t rows, int64_t K, void *out);
