@@ -28,7 +28,7 @@ if [ "${1:-}" = --pack ]; then
         gzip -c $m/tokenizer.json >.carry/tok/$p/tokenizer.json.gz
     done
     mkdir -p .carry/dbg && cp build/test_cuda_parity .carry/dbg/
-    (cd .carry && tar cJf pack.tar.xz bin libs tok dbg && rm -rf bin libs tok dbg)
+    (cd .carry && XZ_OPT=-9 tar cJf pack.tar.xz bin libs tok dbg && rm -rf bin libs tok dbg)
     ls -la .carry/pack.tar.xz
     exit 0
 fi
