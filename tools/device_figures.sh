@@ -66,6 +66,13 @@ if want fig13; then
     --gpu-memory-utilization 0.95
   run 60 120 gemma_b1.log "$BT" --model "$BM/gemma-3-12b" --load-format dummy --device cuda --warmup 1 \
     --num-prompts 1 --input-len 128 --output-len 256
+  # where a batch-1 step's time goes (per-op GPU time; eager, so launch gaps are not in it)
+  PAGELLM_PROFILE=1 PAGELLM_CUDA_PROFILE=1 run 60 90 moe_b1_prof.log "$BT" --model "$BM/qwen3-30b-a3b" \
+    --load-format dummy --device cuda --warmup 1 --num-prompts 1 --input-len 128 --output-len 64 \
+    --gpu-memory-utilization 0.95 --enforce-eager 1
+  PAGELLM_PROFILE=1 PAGELLM_CUDA_PROFILE=1 run 60 90 gemma_b1_prof.log "$BT" --model "$BM/gemma-3-12b" \
+    --load-format dummy --device cuda --warmup 1 --num-prompts 1 --input-len 128 --output-len 64 \
+    --enforce-eager 1
 fi
 if want s1q; then
   N=${S1_PROMPTS:-1024}
@@ -90,6 +97,9 @@ echo "==== moe op (--bench-moe)"
 grep -A20 -- "---- moe op" "$OUT/moe_bench.log" 2>/dev/null | head -22
 echo "==== int4 bench (test_cuda_quant --bench)"
 grep -v "^\[" "$OUT/quant_bench.log" 2>/dev/null | head -40
+for l in moe_b1_prof gemma_b1_prof; do
+  [ -f "$OUT/$l.log" ] && { echo "==== $l"; grep -A16 "cuda profile" "$OUT/$l.log" | head -17; }
+done
 echo "==== memory plans / errors"
 grep -h -E "memory plan|cuda graphs|error|refused" "$OUT"/moe_b1.log "$OUT"/s1_*.log 2>/dev/null | cut -c1-200 | head -14
 echo "==== figures ($(cat "$OUT/device.txt"))"
