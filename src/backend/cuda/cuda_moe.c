@@ -231,7 +231,7 @@ void pl_cuda_moe(struct pl_backend *be, void *out, const void *x, int n, int hid
                     a->gelu_tanh, sh_g, sh_u);
         be->ops->logits(be, sh_logit, x, a->sh_router, n);
     }
-    if (grouped && pl_cuk_moe_gemv_ok(n, k, hidden, a->inter)) {
+    if (grouped && pl_cuk_moe_gemv_ok(x, n, k, hidden, a->inter)) {
         struct pl_cuk_moe_gemm p = {.a = x, .out = g, .k = hidden, .n = a->inter};
         for (int x_e = 0; x_e < E; x_e++) {
             p.w0[x_e] = EXPERT(a->w_gate, x_e)->data;

@@ -479,10 +479,10 @@ extern "C" void pl_cuk_gemv_force(int max_n, int variant)
 
 extern "C" int pl_cuk_gemv_max_n(void) { return g_max_n; }
 
-extern "C" int pl_cuk_moe_gemv_ok(int n_tokens, int top_k, int hidden, int inter)
+extern "C" int pl_cuk_moe_gemv_ok(const void *x, int n_tokens, int top_k, int hidden, int inter)
 {
     const int64_t entries = (int64_t)n_tokens * top_k;
-    return n_tokens >= 1 && top_k >= 1 && top_k <= 64 && entries <= g_moe_max_entries &&
+    return aligned16(x) && n_tokens >= 1 && top_k >= 1 && top_k <= 64 && entries <= g_moe_max_entries &&
            entries <= 65535 && hidden > 0 && hidden % 8 == 0 && inter > 0 && inter % 8 == 0;
 }
 

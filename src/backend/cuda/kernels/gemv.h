@@ -54,8 +54,9 @@ int pl_cuk_gemv_gate_up_act(pl_cuda_stream s, void *out, int64_t ld_out,
 /* The moe op's decode path (cuda_moe.c): the chosen experts' products as GEMVs, reading
  * each entry's expert through the weight table of p (kernels.h's struct pl_cuk_moe_gemm,
  * passed by value like the grouped GEMMs'; offsets, counts, tiles and a_rows are not read).
- * moe_gemv_ok: whether the path takes n_tokens x top_k entries (at most the routed limit,
- * 16 entries by default) of these widths.
+ * moe_gemv_ok: whether the path takes hidden states x (16-byte aligned) of n_tokens x
+ * top_k entries (at most the routed limit, 16 entries by default) of these widths; the
+ * experts' weights are 16-byte aligned (the backend's allocations are).
  * gate_up: g[i, :p->n] (bf16, row stride p->n) = act(x_t W0e^T) * (x_t W1e^T) for entry
  * i = (token t = i / top_k, choice i % top_k) with e = ids[i], x_t row t of p->a (bf16,
  * stride p->k); act silu or gelu-tanh. p->out = g.
@@ -63,7 +64,7 @@ int pl_cuk_gemv_gate_up_act(pl_cuda_stream s, void *out, int64_t ld_out,
  * token's choices in choice order (+ sigmoid(shared_gate_logit[t]) * shared_out[t] when
  * shared_out is set), fp32, rounded once; p->a = g (the gate-up output), p->w0 the down
  * weights, p->out = out. */
-int pl_cuk_moe_gemv_ok(int n_tokens, int top_k, int hidden, int inter);
+int pl_cuk_moe_gemv_ok(const void *x, int n_tokens, int top_k, int hidden, int inter);
 int pl_cuk_moe_gemv_gate_up(pl_cuda_stream s, const struct pl_cuk_moe_gemm *p,
                             const int32_t *ids, int n_entries, int top_k, int gelu);
 int pl_cuk_moe_gemv_down(pl_cuda_stream s, const struct pl_cuk_moe_gemm *p, const int32_t *ids,
