@@ -21,7 +21,8 @@
 #   PEER=<bundle or tar.gz> LLAMACPP_WORK=/tmp/pl_llamacpp bash bench/llamacpp_gpu.sh
 # Env: PEER (.carry/peers/llama.cpp-src.tar.gz), LLAMACPP_WORK (/tmp/pl_llamacpp: the source
 #      and builds; a finished build there is reused), JOBS (16), PYTHON (python3, with numpy),
-#      BUDGET (570 s: every step's timeout ends before it).
+#      BUDGET (570 s: every step's timeout ends before it), PREP_ONLY (1: unpack, GGUF and
+#      build only, no benchmarks: a previous call's background work).
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-/tmp/pl_llamacpp_gpu}
@@ -59,6 +60,7 @@ else
 fi
 
 # ---- pagellm first, same shapes (bf16 dummy weights): a slow build cannot starve its rows
+if [ "${PREP_ONLY:-0}" != 1 ]; then
 note "pagellm"
 ENG=(--device "$DEV" --load-format dummy)
 timeout $(lim 90) "$B/bench_throughput" --model "$M" "${ENG[@]}" --warmup 1 --num-prompts 1 --input-len $IN \
@@ -69,6 +71,7 @@ VLLM_ALLOW_LONG_MAX_MODEL_LEN=1 timeout $(lim 120) "$B/bench_throughput" --model
   --warmup 1 --ttft 1 --num-prompts 1 \
   --input-len $CTX --output-len $(( TG + 1 )) --max-num-seqs 8 --max-num-batched-tokens 8192 \
   >"$OUT/pl_ctx.log" 2>&1
+fi
 
 # ---- the source, then the GGUF (background) beside the build
 note "unpack + GGUF + build"
@@ -85,6 +88,10 @@ bin=$(timeout $(lim 480) bash "$ROOT/bench/llamacpp_build.sh" "$PEER" "$WORK" "$
 [ -n "$gguf_pid" ] && wait $gguf_pid
 note "built: ${bin:-FAILED ($(tail -3 "$OUT/build.err" | tr '\n' ' '))}; gguf: $(tail -1 "$OUT/gguf.log" 2>/dev/null)"
 cp "$WORK"/build-"$DEV".log "$OUT/" 2>/dev/null
+# PREP_ONLY=1: only the source, the GGUF and the build (in the background of another call's
+# GPU work, on a machine that stays warm for the next call; LLAMACPP_WORK inside the
+# checkout keeps them there)
+[ "${PREP_ONLY:-0}" = 1 ] && { note "prepared"; exit 0; }
 
 # ---- llama.cpp
 if [ -n "$bin" ] && [ -x "$bin/llama-bench" ] && [ -s "$GGUF" ]; then
