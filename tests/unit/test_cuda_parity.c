@@ -1162,6 +1162,12 @@ static const struct {
         {{"mixed gqa4 hd128 softcap0.25 split3", 3, {1, 50, 1}, {400, 80, 9}, 8, 2, 128, 16, 0, 3,
           0, 0},
          0.25f},
+        /* the gemma2 golden preset's attention: head_dim 32, window 8, cap 5, chunks of 3
+         * over a cached context mixed with decodes */
+        {{"chunked+decode gqa2 hd32 window8 softcap5", 4, {3, 1, 3, 1}, {9, 12, 20, 3}, 4, 2, 32,
+          16, 8, 0, 0, 0},
+         5.0f},
+        {{"chunked gqa2 hd32 softcap0.3", 2, {3, 2}, {30, 5}, 4, 2, 32, 16, 0, 0, 0, 0}, 0.3f},
 };
 
 static void test_attention(void)
@@ -1893,6 +1899,11 @@ static void test_golden(void)
     }
     closedir(d);
     CHECK(n > 0);
+    /* PL_GOLDEN_GEMV=0: every bf16 product through cuBLASLt (no GEMV kernels), to tell a
+     * GEMV fault from another */
+    const char *gv = getenv("PL_GOLDEN_GEMV");
+    if (gv && !strcmp(gv, "0"))
+        pl_cuk_gemv_force(0, 0);
     /* PL_GOLDEN_ONLY=a,b: only those presets (one device call cannot run them all) */
     const char *only = getenv("PL_GOLDEN_ONLY");
     for (int i = 0; i < n; i++) {

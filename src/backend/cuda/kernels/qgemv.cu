@@ -5,8 +5,8 @@
  * for the cuBLASLt GEMM of larger batches (vLLM's AWQ path does the same above its
  * GEMV threshold).
  *
- * GEMV. A warp owns R output rows (R = 2 for n <= 2, 4 above: each x value loaded feeds R
- * rows). The fast path (no act-order, group a multiple of 32, K a multiple of 32): lane l
+ * GEMV. A warp owns R output rows (R = 4 for weights of 2048 rows or more: each x value
+ * loaded feeds R rows; R = 1 for smaller ones, which need the CTAs). The fast path (no act-order, group a multiple of 32, K a multiple of 32): lane l
  * walks 16-byte vectors of codes l, l + 32, ... of each row (32 inputs of one group; a warp
  * step reads 512 contiguous bytes of a row), U vectors of every row in flight
  * (ld.global.nc.L1::no_allocate: streamed). For each vector it sums (code - zero) * x in
@@ -236,15 +236,19 @@ cudaError_t launch_tile(cudaStream_t s, const void *w, int64_t rows, int64_t K, 
     return cudaGetLastError();
 }
 
-/* Rows per warp and vectors in flight: 2 x 4 up to n = 2, 4 x 2 above (variant 1: 1 row x 4,
- * the old one-row warp with wide loads; variant 2: 4 x 2 everywhere; for --bench). */
+/* Rows per warp and vectors in flight. On the H100 (test_cuda_quant --bench, 2026-12-07)
+ * 4 rows x 2 vectors was the fastest on the Llama-3-8B shapes of 4096 rows and more (q/o
+ * 8.2 us, gate/up 21.3, down 23.4 at n = 1), one row x 4 on the 1024-row k/v (5.2 us: four
+ * times the CTAs). Variants for tests and --bench: 1 one row x 4, 2 four rows x 2, 3 two
+ * rows x 4. */
 template <int N>
 cudaError_t launch_gemv(cudaStream_t s, const void *w, int64_t rows, int64_t K, const void *x,
                         const void *bias, int bias_dtype, void *out, int64_t ld_out)
 {
-    if (g_variant == 1)
+    const int v = g_variant ? g_variant : rows >= 2048 ? 2 : 1;
+    if (v == 1)
         return launch_tile<N, 1, 4>(s, w, rows, K, x, bias, bias_dtype, out, ld_out);
-    if (N <= 2 && g_variant != 2)
+    if (v == 3)
         return launch_tile<N, 2, 4>(s, w, rows, K, x, bias, bias_dtype, out, ld_out);
     return launch_tile<N, 4, 2>(s, w, rows, K, x, bias, bias_dtype, out, ld_out);
 }

@@ -26,8 +26,8 @@ int pl_cuk_q4_ok(const void *x, int64_t K, int n);
 int pl_cuk_q4_gemv(pl_cuda_stream s, const void *w, int64_t rows, int64_t K, const void *x,
                    int n, const void *bias, int bias_dtype, void *out, int64_t ld_out);
 
-/* The GEMV's tile, for tests and --bench: 0 the default, 1 one row a warp, 2 four rows a
- * warp at every n (qgemv.cu). Process-wide, not thread-safe. */
+/* The GEMV's tile, for tests and --bench: 0 the default (by the weight's rows), 1 one row a
+ * warp, 2 four rows a warp, 3 two rows a warp (qgemv.cu). Process-wide, not thread-safe. */
 void pl_cuk_q4_gemv_force(int variant);
 
 /* out bf16 [rows, K] = dequant(w), rounded to bf16 (the larger batches' GEMM input). */
