@@ -325,13 +325,6 @@ static bool plan_build(struct pl_cuda_matmul *mm, struct plan *p, const struct p
     if (s == CUBLAS_STATUS_SUCCESS)
         s = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
                                                  &al_d, sizeof(al_d));
-    /* split-K partial sums only in the compute type (fp32): the output-type schemes (INPLACE,
-     * OUTPUT_TYPE) add bf16-rounded partials, which on the H100 put a small product (300 x
-     * 2048 at n = 100) 2% off (test_cuda_quant's GEMM-vs-dequantize check) */
-    uint32_t red = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
-    if (s == CUBLAS_STATUS_SUCCESS)
-        s = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
-                                                 &red, sizeof(red));
     cublasLtMatmulHeuristicResult_t res;
     int n_res = 0;
     if (s == CUBLAS_STATUS_SUCCESS && k->bias_type >= 0) {
