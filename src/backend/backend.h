@@ -73,8 +73,8 @@ struct pl_q4_layout {
 
 /* A backend's matmul (and matmul_group, gate_up_act) runs packed int4 weights of up to
  * this many rows without allocating (CUDA: its int4 GEMV up to 8 rows; its int4
- * tensor-core GEMM, which would allow up to 1024, is off until its disagreement with the
- * dequantize path is understood),
+ * tensor-core GEMM allocates nothing either and serves 9..128 rows, but decode graphs of
+ * more than 8 rows of an int4 model have not run end to end on a GPU yet),
  * so decode graphs may record them; larger products may dequantize into a scratch sized
  * lazily and run eagerly.
  * (PL_DTYPE_F8W products allocate nothing at any number of rows: their activation scratch

@@ -89,11 +89,14 @@ enum scale_mode {
     SCALE_UNIT,     /* no scales: scale_out applies them afterwards */
 };
 /* int4 products of up to this many rows run the int4 GEMM, larger ones dequantize +
- * cuBLASLt. 8: the GEMM is off. On its first H100 run (2026-12-07) it stayed within the
- * CPU reference's bound, but differed from dequantize + cuBLASLt by more than summation
- * order allows (five bf16 steps at K = 8), so it stays off until that is understood;
- * PAGELLM_Q4_GEMM_MAX_N turns it on for that work. */
-#define Q4_GEMM_MAX_N 8
+ * cuBLASLt. Measured on the H100 (test_cuda_quant --bench, 2026-12-07, Llama-3-8B shapes,
+ * group 128): the GEMM takes 44.5 / 60.7 / 97.4 / 156.4 us at n = 16 / 64 / 128 / 256 on
+ * gate/up (dequantize + cuBLASLt: 169 / 167 / 168 / 178), 34.8 against 52.2 on q/o at 128
+ * but 57.0 against 55.9 at 256, and loses everywhere above 256. Its disagreements with the
+ * dequantize path were that path's (its rounding before the bias kernel, and act-order
+ * shapes where it is off the exact bf16-weight sum while the GEMM is on it).
+ * PAGELLM_Q4_GEMM_MAX_N moves it. */
+#define Q4_GEMM_MAX_N 128
 /* The int4 GEMM's split-K tile counters (one per output tile of a split launch; a launch
  * splits only when its tiles are fewer than the GPU holds, far fewer than this). */
 #define Q4_GEMM_COUNTERS 4096
