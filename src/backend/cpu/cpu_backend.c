@@ -961,6 +961,17 @@ enum pl_cpu_matmul_mode pl_backend_cpu_set_matmul_mode(struct pl_backend *be,
     return mm_of(c).bf16_dot ? PL_CPU_MATMUL_BF16 : PL_CPU_MATMUL_FP32;
 }
 
+enum pl_cpu_isa pl_backend_cpu_isa(const struct pl_backend *be)
+{
+    return ((const struct cpu_backend *)be)->isa;
+}
+
+enum pl_cpu_matmul_mode pl_backend_cpu_matmul_mode(const struct pl_backend *be)
+{
+    return mm_of((const struct cpu_backend *)be).bf16_dot ? PL_CPU_MATMUL_BF16
+                                                          : PL_CPU_MATMUL_FP32;
+}
+
 int pl_backend_cpu_n_threads(const struct pl_backend *be)
 {
     return pl_threadpool_size(((const struct cpu_backend *)be)->pool);

@@ -53,6 +53,10 @@ enum pl_cpu_isa pl_backend_cpu_set_isa(struct pl_backend *be, enum pl_cpu_isa is
 enum pl_cpu_matmul_mode pl_backend_cpu_set_matmul_mode(struct pl_backend *be,
                                                        enum pl_cpu_matmul_mode mode);
 
+/* The ISA the kernels use now, and the mode bf16 weights get now. */
+enum pl_cpu_isa pl_backend_cpu_isa(const struct pl_backend *be);
+enum pl_cpu_matmul_mode pl_backend_cpu_matmul_mode(const struct pl_backend *be);
+
 /* The number of threads of the backend's pool. */
 int pl_backend_cpu_n_threads(const struct pl_backend *be);
 
