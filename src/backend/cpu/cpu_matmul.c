@@ -53,7 +53,7 @@
 #endif
 
 /* Bytes of x per token block: about half of a typical L2. */
-#define X_BLOCK_BYTES (256 * 1024)
+#define X_BLOCK_BYTES ((size_t)256 * 1024)
 
 bool pl_cpu_has_avx2(void)
 {
@@ -292,58 +292,89 @@ TGT512_INLINE float hsum16(__m512 v)
     return _mm_cvtss_f32(s4);
 }
 
-/* One NT x NR tile (compile-time constants at every call site, so the accumulators live
- * in registers after unrolling) over weight rows row0.. ; rows past row_last repeat it
- * (a partial tile) and only the first nr rows are written. */
-#define DEFINE_TILE512(SUFFIX)                                                                 \
-    TGT512_INLINE void tile512_##SUFFIX(const float *x, size_t ldx, const void *w, size_t row0, \
-                                        size_t row_last, size_t ldw, int K, float *out,         \
-                                        size_t ldo, const float *bias, int nr, const int NT,    \
-                                        const int NR)                                          \
-    {                                                                                          \
-        __m512 acc[4][NR1_512];                                                                \
-        size_t wo[NR1_512];                                                                    \
-        for (int j = 0; j < NR; j++)                                                           \
-            wo[j] = (row0 + (size_t)j < row_last ? row0 + (size_t)j : row_last) * ldw;        \
-        for (int i = 0; i < NT; i++)                                                           \
-            for (int j = 0; j < NR; j++)                                                       \
-                acc[i][j] = _mm512_setzero_ps();                                               \
-        int k = 0;                                                                             \
-        for (; k + 16 <= K; k += 16) {                                                         \
-            if (NT == 1) {                                                                     \
-                __m512 xv = _mm512_loadu_ps(x + (size_t)k);                                    \
-                for (int j = 0; j < NR; j++)                                                   \
-                    acc[0][j] = _mm512_fmadd_ps(xv, load16_##SUFFIX(w, wo[j] + (size_t)k),     \
-                                                acc[0][j]);                                    \
-            } else {                                                                           \
-                __m512 wv[NR1_512];                                                            \
-                for (int j = 0; j < NR; j++)                                                   \
-                    wv[j] = load16_##SUFFIX(w, wo[j] + (size_t)k);                             \
-                for (int i = 0; i < NT; i++) {                                                 \
-                    __m512 xv = _mm512_loadu_ps(x + (size_t)i * ldx + (size_t)k);              \
-                    for (int j = 0; j < NR; j++)                                               \
-                        acc[i][j] = _mm512_fmadd_ps(xv, wv[j], acc[i][j]);                     \
-                }                                                                              \
-            }                                                                                  \
-        }                                                                                      \
-        if (k < K) {                                                                           \
-            __mmask16 m = (__mmask16)((1u << (K - k)) - 1u);                                   \
-            __m512 wv[NR1_512];                                                                \
-            for (int j = 0; j < NR; j++)                                                       \
-                wv[j] = loadm16_##SUFFIX(w, wo[j] + (size_t)k, m);                             \
-            for (int i = 0; i < NT; i++) {                                                     \
-                __m512 xv = _mm512_maskz_loadu_ps(m, x + (size_t)i * ldx + (size_t)k);         \
-                for (int j = 0; j < NR; j++)                                                   \
-                    acc[i][j] = _mm512_fmadd_ps(xv, wv[j], acc[i][j]);                         \
-            }                                                                                  \
-        }                                                                                      \
-        for (int i = 0; i < NT; i++) {                                                         \
-            for (int j = 0; j < NR && j < nr; j++) {                                           \
-                float s = hsum16(acc[i][j]);                                                   \
-                out[(size_t)i * ldo + (size_t)j] = bias ? s + bias[j] : s;                     \
-            }                                                                                  \
-        }                                                                                      \
-    }                                                                                          \
+/* The tiles below name every accumulator (a<i>_<j>: token i, row j) and weight vector
+ * (w<j>) as its own variable, expanded by these macros for i < 4, j < 16; those past the
+ * tile's NT x NR are never used and vanish. (An array of accumulators indexed in unrolled
+ * loops is not reliably kept in registers: GCC kept a 4 x 6 tile's on the stack, a load and
+ * a store around every FMA.) */
+#define FOR_J16(M, A) M(A, 0) M(A, 1) M(A, 2) M(A, 3) M(A, 4) M(A, 5) M(A, 6) M(A, 7)        \
+    M(A, 8) M(A, 9) M(A, 10) M(A, 11) M(A, 12) M(A, 13) M(A, 14) M(A, 15)
+#define FOR_I4J16(M) FOR_J16(M, 0) FOR_J16(M, 1) FOR_J16(M, 2) FOR_J16(M, 3)
+#define FOR_I4(M, A) M(0, A) M(1, A) M(2, A) M(3, A)
+
+/* Row offsets: rows past row_last repeat it (a partial tile). */
+#define ROW_OFF(_, j)                                                                         \
+    const size_t o##j = (row0 + (size_t)(j) < row_last ? row0 + (size_t)(j) : row_last) * ldw;
+#define ACC_ZERO(i, j) __m512 a##i##_##j = _mm512_setzero_ps();
+/* The sums out: out[i, j] = hsum16(a<i>_<j>) (+ bias[j]) for i < NT, j < nr. */
+#define ACC_STORE(i, j)                                                                       \
+    if ((i) < NT && (j) < NR && (j) < nr) {                                                   \
+        float s_ = hsum16(a##i##_##j);                                                        \
+        out[(size_t)(i) * ldo + (j)] = bias ? s_ + bias[j] : s_;                              \
+    }
+
+TGT512_INLINE __m512 load16(const void *w, size_t i, const enum pl_dtype DT)
+{
+    return DT == PL_DTYPE_F32 ? load16_f32(w, i) : DT == PL_DTYPE_BF16 ? load16_bf16(w, i)
+                                                                        : load16_f16(w, i);
+}
+TGT512_INLINE __m512 loadm16(const void *w, size_t i, __mmask16 m, const enum pl_dtype DT)
+{
+    return DT == PL_DTYPE_F32    ? loadm16_f32(w, i, m)
+           : DT == PL_DTYPE_BF16 ? loadm16_bf16(w, i, m)
+                                 : loadm16_f16(w, i, m);
+}
+
+/* One NT x NR tile of weights of dtype DT (NT, NR, DT compile-time constants at every call
+ * site) over weight rows row0.. ; only the first nr rows are written. */
+TGT512_INLINE void tile512(const float *x, size_t ldx, const void *w, size_t row0,
+                           size_t row_last, size_t ldw, int K, float *out, size_t ldo,
+                           const float *bias, int nr, const enum pl_dtype DT, const int NT,
+                           const int NR)
+{
+    FOR_J16(ROW_OFF, _)
+    FOR_I4J16(ACC_ZERO)
+    int k = 0;
+    for (; k + 16 <= K; k += 16) {
+        if (NT == 1) { /* decode: each weight vector feeds one FMA */
+            const __m512 x0 = _mm512_loadu_ps(x + (size_t)k);
+#define FMA_STREAM(_, j)                                                                      \
+    if ((j) < NR)                                                                             \
+        a0_##j = _mm512_fmadd_ps(x0, load16(w, o##j + (size_t)k, DT), a0_##j);
+            FOR_J16(FMA_STREAM, _)
+#undef FMA_STREAM
+        } else {
+#define LOAD_W(_, j) const __m512 w##j = (j) < NR ? load16(w, o##j + (size_t)k, DT) : _mm512_setzero_ps();
+            FOR_J16(LOAD_W, _)
+#undef LOAD_W
+#define FMA_IJ(i, j)                                                                          \
+    if ((j) < NR)                                                                             \
+        a##i##_##j = _mm512_fmadd_ps(xv, w##j, a##i##_##j);
+#define FMA_ROW(i, _)                                                                         \
+    if ((i) < NT) {                                                                           \
+        const __m512 xv = _mm512_loadu_ps(x + (size_t)(i) * ldx + (size_t)k);                 \
+        FOR_J16(FMA_IJ, i)                                                                    \
+    }
+            FOR_I4(FMA_ROW, _)
+        }
+    }
+    if (k < K) {
+        const __mmask16 m = (__mmask16)((1u << (K - k)) - 1u);
+#define LOADM_W(_, j) const __m512 w##j = (j) < NR ? loadm16(w, o##j + (size_t)k, m, DT) : _mm512_setzero_ps();
+        FOR_J16(LOADM_W, _)
+#undef LOADM_W
+#define FMAM_ROW(i, _)                                                                        \
+    if ((i) < NT) {                                                                           \
+        const __m512 xv = _mm512_maskz_loadu_ps(m, x + (size_t)(i) * ldx + (size_t)k);       \
+        FOR_J16(FMA_IJ, i)                                                                    \
+    }
+        FOR_I4(FMAM_ROW, _)
+#undef FMAM_ROW
+    }
+    FOR_I4J16(ACC_STORE)
+}
+
+#define DEFINE_TILES512(SUFFIX, DT)                                                            \
     static TGT512 void tiles512_##SUFFIX(const float *x, size_t ldx, const void *w, size_t row0, \
                                          size_t row_last, size_t ldw, int K, float *out,        \
                                          size_t ldo, const float *bias, int nt, int nr,         \
@@ -351,36 +382,30 @@ TGT512_INLINE float hsum16(__m512 v)
     {                                                                                          \
         switch (nt * 32 + nr_tile) {                                                           \
         case 1 * 32 + NR1_512:                                                                 \
-            tile512_##SUFFIX(x, ldx, w, row0, row_last, ldw, K, out, ldo, bias, nr, 1,        \
-                             NR1_512);                                                         \
+            tile512(x, ldx, w, row0, row_last, ldw, K, out, ldo, bias, nr, DT, 1, NR1_512);   \
             break;                                                                             \
         case 2 * 32 + NR2_512:                                                                 \
-            tile512_##SUFFIX(x, ldx, w, row0, row_last, ldw, K, out, ldo, bias, nr, 2,        \
-                             NR2_512);                                                         \
+            tile512(x, ldx, w, row0, row_last, ldw, K, out, ldo, bias, nr, DT, 2, NR2_512);   \
             break;                                                                             \
         case 1 * 32 + NR4_512:                                                                 \
-            tile512_##SUFFIX(x, ldx, w, row0, row_last, ldw, K, out, ldo, bias, nr, 1,        \
-                             NR4_512);                                                         \
+            tile512(x, ldx, w, row0, row_last, ldw, K, out, ldo, bias, nr, DT, 1, NR4_512);   \
             break;                                                                             \
         case 2 * 32 + NR4_512:                                                                 \
-            tile512_##SUFFIX(x, ldx, w, row0, row_last, ldw, K, out, ldo, bias, nr, 2,        \
-                             NR4_512);                                                         \
+            tile512(x, ldx, w, row0, row_last, ldw, K, out, ldo, bias, nr, DT, 2, NR4_512);   \
             break;                                                                             \
         case 3 * 32 + NR4_512:                                                                 \
-            tile512_##SUFFIX(x, ldx, w, row0, row_last, ldw, K, out, ldo, bias, nr, 3,        \
-                             NR4_512);                                                         \
+            tile512(x, ldx, w, row0, row_last, ldw, K, out, ldo, bias, nr, DT, 3, NR4_512);   \
             break;                                                                             \
         case 4 * 32 + NR4_512:                                                                 \
-            tile512_##SUFFIX(x, ldx, w, row0, row_last, ldw, K, out, ldo, bias, nr, 4,        \
-                             NR4_512);                                                         \
+            tile512(x, ldx, w, row0, row_last, ldw, K, out, ldo, bias, nr, DT, 4, NR4_512);   \
             break;                                                                             \
         default: assert(!"tiles512: no kernel for this tile shape"); break;                    \
         }                                                                                      \
     }
 
-DEFINE_TILE512(f32)
-DEFINE_TILE512(bf16)
-DEFINE_TILE512(f16)
+DEFINE_TILES512(f32, PL_DTYPE_F32)
+DEFINE_TILES512(bf16, PL_DTYPE_BF16)
+DEFINE_TILES512(f16, PL_DTYPE_F16)
 
 static TGT512 float dot_avx512(const float *a, const float *b, int n)
 {
@@ -424,53 +449,51 @@ static TGTBF void round_rows_bf16(const float *x, size_t ldx, int n, int K, uint
 }
 
 /* One NT x NR tile of the BF16 mode: xs bf16 [NT, ldx] (zero-padded to a multiple of 32),
- * w bf16 weights; rows as in tile512. */
+ * w bf16 weights; rows, accumulators and the store as in tile512. */
 TGTBF_INLINE void tile_dot(const uint16_t *xs, size_t ldx, const uint16_t *w, size_t row0,
                            size_t row_last, size_t ldw, int K, float *out, size_t ldo,
                            const float *bias, int nr, const int NT, const int NR)
 {
-    __m512 acc[4][NR1_512];
-    size_t wo[NR1_512];
-    for (int j = 0; j < NR; j++)
-        wo[j] = (row0 + (size_t)j < row_last ? row0 + (size_t)j : row_last) * ldw;
-    for (int i = 0; i < NT; i++)
-        for (int j = 0; j < NR; j++)
-            acc[i][j] = _mm512_setzero_ps();
+    FOR_J16(ROW_OFF, _)
+    FOR_I4J16(ACC_ZERO)
     int k = 0;
+#define DP_IJ(i, j)                                                                           \
+    if ((j) < NR)                                                                             \
+        a##i##_##j = _mm512_dpbf16_ps(a##i##_##j, xv, w##j);
+#define DP_ROW(i, _)                                                                          \
+    if ((i) < NT) {                                                                           \
+        const __m512bh xv = (__m512bh)_mm512_loadu_si512(xs + (size_t)(i) * ldx + (size_t)k); \
+        FOR_J16(DP_IJ, i)                                                                     \
+    }
     for (; k + 32 <= K; k += 32) {
         if (NT == 1) {
-            __m512bh xv = (__m512bh)_mm512_loadu_si512(xs + (size_t)k);
-            for (int j = 0; j < NR; j++)
-                acc[0][j] = _mm512_dpbf16_ps(
-                    acc[0][j], xv, (__m512bh)_mm512_loadu_si512(w + wo[j] + (size_t)k));
+            const __m512bh x0 = (__m512bh)_mm512_loadu_si512(xs + (size_t)k);
+#define DP_STREAM(_, j)                                                                       \
+    if ((j) < NR)                                                                             \
+        a0_##j = _mm512_dpbf16_ps(a0_##j, x0, (__m512bh)_mm512_loadu_si512(w + o##j + (size_t)k));
+            FOR_J16(DP_STREAM, _)
+#undef DP_STREAM
         } else {
-            __m512bh wv[NR1_512];
-            for (int j = 0; j < NR; j++)
-                wv[j] = (__m512bh)_mm512_loadu_si512(w + wo[j] + (size_t)k);
-            for (int i = 0; i < NT; i++) {
-                __m512bh xv = (__m512bh)_mm512_loadu_si512(xs + (size_t)i * ldx + (size_t)k);
-                for (int j = 0; j < NR; j++)
-                    acc[i][j] = _mm512_dpbf16_ps(acc[i][j], xv, wv[j]);
-            }
+#define LOAD_WB(_, j)                                                                         \
+    const __m512bh w##j = (__m512bh)((j) < NR ? _mm512_loadu_si512(w + o##j + (size_t)k)      \
+                                              : _mm512_setzero_si512());
+            FOR_J16(LOAD_WB, _)
+#undef LOAD_WB
+            FOR_I4(DP_ROW, _)
         }
     }
     if (k < K) { /* the activations are zero past K; the weights are read only up to K */
-        __mmask32 m = (__mmask32)((1ull << (K - k)) - 1ull);
-        __m512bh wv[NR1_512];
-        for (int j = 0; j < NR; j++)
-            wv[j] = (__m512bh)_mm512_maskz_loadu_epi16(m, w + wo[j] + (size_t)k);
-        for (int i = 0; i < NT; i++) {
-            __m512bh xv = (__m512bh)_mm512_loadu_si512(xs + (size_t)i * ldx + (size_t)k);
-            for (int j = 0; j < NR; j++)
-                acc[i][j] = _mm512_dpbf16_ps(acc[i][j], xv, wv[j]);
-        }
+        const __mmask32 m = (__mmask32)((1ull << (K - k)) - 1ull);
+#define LOADM_WB(_, j)                                                                        \
+    const __m512bh w##j = (__m512bh)((j) < NR ? _mm512_maskz_loadu_epi16(m, w + o##j + (size_t)k) \
+                                              : _mm512_setzero_si512());
+        FOR_J16(LOADM_WB, _)
+#undef LOADM_WB
+        FOR_I4(DP_ROW, _)
     }
-    for (int i = 0; i < NT; i++) {
-        for (int j = 0; j < NR && j < nr; j++) {
-            float s = hsum16(acc[i][j]);
-            out[(size_t)i * ldo + (size_t)j] = bias ? s + bias[j] : s;
-        }
-    }
+#undef DP_ROW
+#undef DP_IJ
+    FOR_I4J16(ACC_STORE)
 }
 
 static TGTBF void tiles_dot(const uint16_t *xs, size_t ldx, const uint16_t *w, size_t row0,
@@ -603,8 +626,10 @@ static void mm_worker(void *ctx, int ith, int nth)
     isa = PL_CPU_ISA_SCALAR;
 #endif
 
-    /* Tokens per block: x block within X_BLOCK_BYTES, a multiple of 4, at least 4. */
-    int tb = (int)(X_BLOCK_BYTES / ((size_t)K * sizeof(float)));
+    /* Tokens per block: the x block as the kernels read it (fp32, or bf16 in the BF16 mode)
+     * within X_BLOCK_BYTES, a multiple of 4, at least 4. */
+    size_t token_bytes = dot ? (size_t)kpad * sizeof(uint16_t) : (size_t)K * sizeof(float);
+    int tb = (int)(X_BLOCK_BYTES / token_bytes);
     tb = tb < 4 ? 4 : tb & ~3;
     if (dot && tb_dot < tb)
         tb = tb_dot < 4 ? tb_dot : tb_dot & ~3;
