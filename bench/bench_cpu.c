@@ -21,6 +21,7 @@
 #include "backend/cpu/threadpool.h"
 #include "engine/model_runner.h"
 #include "model/arch.h"
+#include "util/debug_env.h"
 #include "util/log.h"
 
 #include <stdio.h>
@@ -358,10 +359,17 @@ int main(int argc, char **argv)
     machine_name(machine, sizeof(machine));
     const char *name = model ? model : "synthetic-1b (bf16, Llama-3.2-1B shape)";
     printf("bench_cpu: %s\n", name);
-    printf("  machine            %s, %d threads, AVX2 kernels %s\n", machine, threads,
-           pl_cpu_has_avx2() && !p.cpu_scalar_kernels
-               ? "on"
-               : "off (PAGELLM_CPU_SIMD=0: plain scalar reference)");
+    struct pl_debug_env dbg;
+    pl_debug_env_read(&dbg);
+    enum pl_cpu_isa isa = pl_cpu_best_isa();
+    if (dbg.cpu_isa && !strcmp(dbg.cpu_isa, "avx2") && isa > PL_CPU_ISA_AVX2)
+        isa = PL_CPU_ISA_AVX2;
+    if (p.cpu_scalar_kernels || (dbg.cpu_isa && !strcmp(dbg.cpu_isa, "scalar")))
+        isa = PL_CPU_ISA_SCALAR;
+    bool bf16_mode = dbg.cpu_matmul && !strcmp(dbg.cpu_matmul, "bf16") &&
+                     isa == PL_CPU_ISA_AVX512 && pl_cpu_has_avx512_bf16();
+    printf("  machine            %s, %d threads, %s kernels, matmul %s\n", machine, threads,
+           pl_cpu_isa_name(isa), bf16_mode ? "bf16 (PAGELLM_CPU_MATMUL=bf16)" : "fp32");
     printf("  weights            %.1f MiB (%s), load %.2f s\n", (double)w->n_bytes / 1048576.0,
            pl_dtype_name(w->embed.dtype), t_load);
     printf("  memory bandwidth   copy %.1f GB/s, triad %.1f GB/s\n", copy_gbs, triad_gbs);

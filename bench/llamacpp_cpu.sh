@@ -13,6 +13,10 @@
 # cores). The machine is shared, so each figure is the median of its REPS runs, the ratio is
 # taken between medians, and the spread (min-max over the runs) is printed beside it; the
 # STREAM-style bandwidth bench_cpu measures in every run shows how loaded the machine was.
+# PL_MODES picks pagellm's CPU matmul settings, each run in every round as its own engine:
+#   fp32 (the default: the exact path, the best ISA), bf16 (PAGELLM_CPU_MATMUL=bf16: bf16
+#   weights times bf16-rounded activations, AVX512-BF16), avx2 (PAGELLM_CPU_ISA=avx2: the
+#   AVX2 kernels, for comparing against the earlier path); e.g. PL_MODES="fp32 bf16 avx2".
 # Env: PEER (required unless LLAMACPP_WORK holds a build: a git bundle of llama.cpp's source,
 #      or the .tar.gz that bench/carry_prep.sh --peer makes), REPS (3), SHAPES ("llama-3-toy
 #      llama-3.2-1b"), DTYPES ("bf16 f16"), THREADS (nproc), PP (128), TG (32), BPP (32),
@@ -28,6 +32,7 @@ PEER=${PEER:-}
 REPS=${REPS:-3} THREADS=${THREADS:-$(nproc)}
 PP=${PP:-128} TG=${TG:-32} BPP=${BPP:-32} BTG=${BTG:-16}
 SHAPES=${SHAPES:-"llama-3-toy llama-3.2-1b"} DTYPES=${DTYPES:-"bf16 f16"}
+PL_MODES=${PL_MODES:-fp32}
 PY=${PYTHON:-python3}
 $PY -c "import numpy" 2>/dev/null || PY=/usr/bin/python3
 mkdir -p "$OUT" "$WORK"
@@ -65,6 +70,16 @@ for l in open(sys.argv[1]):
         if all(str(o.get(k)) == v for k, v in (a.split('=') for a in sys.argv[3:])):
             print(o[sys.argv[2]]); break" "$@" 2>/dev/null; }
 pl_num() { awk -v k="$2" '$1 == k { print $2; exit }' "$1"; }
+mode_env() { # the environment of pagellm's matmul mode $1
+  case $1 in
+    fp32) echo "PAGELLM_CPU_MATMUL=fp32" ;;
+    bf16) echo "PAGELLM_CPU_MATMUL=bf16" ;;
+    avx2) echo "PAGELLM_CPU_ISA=avx2" ;;
+    *) echo "llamacpp_cpu: unknown PL_MODES entry $1" >&2; exit 1 ;;
+  esac
+}
+engine_of() { [ "$1" = fp32 ] && echo pagellm || echo "pagellm-$1"; }
+for m in $PL_MODES; do mode_env "$m" >/dev/null || exit 1; done
 
 for rep in $(seq 1 "$REPS"); do
   for s in $SHAPES; do
@@ -75,18 +90,23 @@ for rep in $(seq 1 "$REPS"); do
       "$bin/llama-bench" -m "$g" -t "$THREADS" -p "$PP" -n "$TG" -r 1 -o jsonl >"$log-lb.jsonl" 2>"$log-lb.err"
       rec $s $dt llama.cpp prefill "$(field "$log-lb.jsonl" avg_ts n_prompt=$PP)"
       rec $s $dt llama.cpp decode "$(field "$log-lb.jsonl" avg_ts n_gen=$TG)"
-      "$build/bench_cpu" --model "$ROOT/bench/models/$s" --load-format dummy --dtype $torch \
-        --threads "$THREADS" --prompt-len "$PP" --gen-len "$TG" >"$log-pl.txt" 2>&1
-      gbs=$(awk '/memory bandwidth/ {print $4}' "$log-pl.txt")
-      rec $s $dt pagellm prefill "$(pl_num "$log-pl.txt" prefill)" "$gbs"
-      rec $s $dt pagellm decode "$(pl_num "$log-pl.txt" decode)" "$gbs"
+      for m in $PL_MODES; do
+        env "$(mode_env $m)" "$build/bench_cpu" --model "$ROOT/bench/models/$s" --load-format dummy \
+          --dtype $torch --threads "$THREADS" --prompt-len "$PP" --gen-len "$TG" >"$log-pl-$m.txt" 2>&1
+        gbs=$(awk '/memory bandwidth/ {print $4}' "$log-pl-$m.txt")
+        rec $s $dt "$(engine_of $m)" prefill "$(pl_num "$log-pl-$m.txt" prefill)" "$gbs"
+        rec $s $dt "$(engine_of $m)" decode "$(pl_num "$log-pl-$m.txt" decode)" "$gbs"
+      done
       "$bin/llama-batched-bench" -m "$g" -t "$THREADS" -c $(( 16 * (BPP + BTG) + 64 )) -npp "$BPP" \
         -ntg "$BTG" -npl 16 --output-format jsonl >"$log-bb.txt" 2>&1
       rec $s $dt llama.cpp batched16 "$(field "$log-bb.txt" speed_tg pl=16)"
-      "$build/bench_cpu" --model "$ROOT/bench/models/$s" --load-format dummy --dtype $torch \
-        --threads "$THREADS" --prompt-len "$BPP" --gen-len "$BTG" --batch 16 >"$log-pl16.txt" 2>&1
-      rec $s $dt pagellm batched16 "$(pl_num "$log-pl16.txt" decode)" \
-        "$(awk '/memory bandwidth/ {print $4}' "$log-pl16.txt")"
+      for m in $PL_MODES; do
+        env "$(mode_env $m)" "$build/bench_cpu" --model "$ROOT/bench/models/$s" --load-format dummy \
+          --dtype $torch --threads "$THREADS" --prompt-len "$BPP" --gen-len "$BTG" --batch 16 \
+          >"$log-pl16-$m.txt" 2>&1
+        rec $s $dt "$(engine_of $m)" batched16 "$(pl_num "$log-pl16-$m.txt" decode)" \
+          "$(awk '/memory bandwidth/ {print $4}' "$log-pl16-$m.txt")"
+      done
     done
   done
 done
@@ -100,7 +120,11 @@ gbs = [r["gbs"] for r in rows if r["gbs"]]
 if gbs:
     print(f"STREAM bandwidth during pagellm's runs: {min(gbs):.1f}-{max(gbs):.1f} GB/s "
           f"(median {statistics.median(gbs):.1f})")
-print(f"{'shape':<14} {'dtype':<5} {'metric':<10} {'pagellm':>22} {'llama.cpp':>22} {'ratio':>6}")
+print(f"{'shape':<14} {'dtype':<5} {'metric':<10} {'engine':<13} {'tok/s':>22} {'llama.cpp':>22} {'ratio':>6}")
+engines = []
+for r in rows:
+    if r["engine"] != "llama.cpp" and r["engine"] not in engines:
+        engines.append(r["engine"])
 keys = []
 for r in rows:
     k = (r["shape"], r["dtype"], r["metric"])
@@ -110,8 +134,10 @@ for k in keys:
     def vals(engine):
         return [r["value"] for r in rows if (r["shape"], r["dtype"], r["metric"]) == k
                 and r["engine"] == engine and r["value"] is not None]
-    a, b = vals("pagellm"), vals("llama.cpp")
     fmt = lambda v: (f"{statistics.median(v):.1f} [{min(v):.1f}-{max(v):.1f}]" if v else "-")
-    ratio = f"{statistics.median(a) / statistics.median(b):.2f}" if a and b else "-"
-    print(f"{k[0]:<14} {k[1]:<5} {k[2]:<10} {fmt(a):>22} {fmt(b):>22} {ratio:>6}")
+    b = vals("llama.cpp")
+    for e in engines:
+        a = vals(e)
+        ratio = f"{statistics.median(a) / statistics.median(b):.2f}" if a and b else "-"
+        print(f"{k[0]:<14} {k[1]:<5} {k[2]:<10} {e:<13} {fmt(a):>22} {fmt(b):>22} {ratio:>6}")
 PY

@@ -334,7 +334,7 @@ struct pl_llm_params {
     bool host_sampling;            /* sample on the host from downloaded logits (the
                                       reference path) instead of on the backend */
     bool cpu_scalar_kernels;       /* CPU: the plain scalar kernels (the reference
-                                      implementation) instead of AVX2/FMA ones */
+                                      implementation) instead of AVX-512 / AVX2 ones */
     bool cuda_cublas_only;         /* CUDA: every matmul through cuBLASLt, none through the
                                       small-batch GEMV kernels (process-wide) */
     int tensor_parallel_size;      /* vLLM's --tensor-parallel-size (1): the model is sharded

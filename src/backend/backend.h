@@ -419,8 +419,8 @@ static inline enum pl_dtype pl_backend_kv_dtype(struct pl_backend *be)
 
 /* Creates the CPU backend with n_threads worker threads (0 = one per core). */
 pl_status pl_backend_cpu_new(int n_threads, struct pl_backend **out, struct pl_err *err);
-/* on: the AVX2/FMA kernels where the CPU has them (the default); off: the plain scalar
- * kernels, the reference implementation benchmarks compare against. */
+/* on: the best SIMD kernels the CPU has (AVX-512, else AVX2/FMA; the default); off: the
+ * plain scalar kernels, the reference implementation benchmarks compare against. */
 void pl_backend_cpu_use_simd(struct pl_backend *be, bool on);
 
 /* ---- selection by name (backend.c) ---- */
@@ -430,7 +430,7 @@ struct pl_backend_params {
     int device;     /* accelerator index */
     bool float32;   /* compute in float32: an accelerator's float32 mode (CUDA: fp32
                        activations, KV cache and products); the CPU always does */
-    bool cpu_scalar_kernels; /* CPU: scalar reference kernels only (no AVX2/FMA) */
+    bool cpu_scalar_kernels; /* CPU: scalar reference kernels only (no AVX-512 / AVX2) */
     bool cuda_cublas_only;   /* CUDA: no small-batch GEMV kernels (process-wide switch) */
 };
 

@@ -42,6 +42,8 @@ void pl_debug_env_read(struct pl_debug_env *out)
     const char *w = getenv("PAGELLM_CPU_WEIGHTS");
     out->cpu_weights_mmap = w && !strcmp(w, "mmap");
     out->cpu_affinity = on("PAGELLM_CPU_AFFINITY");
+    out->cpu_matmul = nonempty("PAGELLM_CPU_MATMUL");
+    out->cpu_isa = nonempty("PAGELLM_CPU_ISA");
     out->q4_gemm_max_n = count("PAGELLM_Q4_GEMM_MAX_N");
     out->moe_gemv_entries = count("PAGELLM_MOE_GEMV_ENTRIES");
 }

@@ -17,6 +17,10 @@
  *                                instead of copying them into huge pages (cpu_backend.c)
  *   PAGELLM_CPU_AFFINITY         not 0: the CPU thread pool pins thread i to the i-th CPU
  *                                of the affinity mask (threadpool.c)
+ *   PAGELLM_CPU_MATMUL           fp32 (default) | bf16: bf16 weights multiply bf16-rounded
+ *                                activations with AVX512-BF16 dot products (cpu_matmul.c)
+ *   PAGELLM_CPU_ISA              scalar | avx2 | avx512: the most the CPU kernels may use
+ *                                (default: the best this CPU has; for tests and A/B runs)
  *   PAGELLM_Q4_GEMM_MAX_N        a number: int4 products of up to that many rows run the
  *                                int4 tensor-core GEMM, larger ones dequantize + cuBLASLt
  *                                (cuda_matmul.c; for measuring the threshold)
@@ -39,6 +43,8 @@ struct pl_debug_env {
     const char *test_fail_step_file; /* NULL: unset or empty */
     bool cpu_weights_mmap;
     bool cpu_affinity;
+    const char *cpu_matmul;          /* NULL: unset or empty */
+    const char *cpu_isa;             /* NULL: unset or empty */
     int q4_gemm_max_n;               /* -1: unset or not a number >= 0 */
     int moe_gemv_entries;            /* -1: unset or not a number >= 0 */
 };

@@ -1,7 +1,8 @@
 /*
  * test_cpu_backend.c -- every CPU op against a naive double-precision
  * reference written here, on random shapes and bf16/f16/f32 weights, with
- * both the AVX2 kernels and the scalar fallback. Attention is checked as
+ * the best SIMD kernels the CPU has and the scalar fallback (test_cpu_matmul.c
+ * covers each ISA and the BF16 mode of the matmul). Attention is checked as
  * plain contiguous softmax attention (no paging) against the paged op with
  * shuffled block tables, chunked prefill, GQA and sliding windows; rope
  * against the direct rotate-half formula and pl_rope_build against the

@@ -1,8 +1,8 @@
 /*
  * cpu_backend.c -- the CPU backend: the readable specification of every op.
  *
- * Owns: struct cpu_backend (the op table, a persistent thread pool, whether
- * the AVX2 kernels are in use) and every op of struct pl_backend_ops except
+ * Owns: struct cpu_backend (the op table, a persistent thread pool, the
+ * kernels' ISA and matmul mode with the BF16 mode's scratch) and every op of struct pl_backend_ops except
  * the matmul kernels (cpu_matmul.c). Activations and the KV cache are fp32
  * host memory; weights are host memory in F32, F16 or BF16.
  *
@@ -41,7 +41,11 @@
 struct cpu_backend {
     struct pl_backend base; /* must be first */
     struct pl_threadpool *pool;
-    bool simd;
+    enum pl_cpu_isa isa;        /* the kernels in use (cpu_backend.h) */
+    enum pl_cpu_isa isa_cap;    /* PAGELLM_CPU_ISA: the most set_simd turns on */
+    enum pl_cpu_matmul_mode matmul_mode;
+    uint16_t **mm_scratch;      /* [pool threads] PL_CPU_MM_SCRATCH_BYTES: the BF16 mode's
+                                   bf16 activations (NULL without AVX512-BF16) */
     struct pl_sampler *sampler; /* sample()'s scratch, made at the first call for its vocab */
     int sampler_vocab;
     /* map_weight: copies made (freed by unmap_weight), their bytes and the budget */
@@ -254,16 +258,28 @@ static void cpu_rmsnorm(struct pl_backend *be, void *out, void *residual, const 
 
 /* ---- matmul / logits ------------------------------------------------------------------ */
 
+static struct pl_cpu_mm mm_of(const struct cpu_backend *c)
+{
+    return (struct pl_cpu_mm){
+        .isa = c->isa,
+        .bf16_dot = c->matmul_mode == PL_CPU_MATMUL_BF16 && c->isa == PL_CPU_ISA_AVX512 &&
+                    c->mm_scratch != NULL,
+        .scratch = c->mm_scratch,
+    };
+}
+
 static void cpu_matmul(struct pl_backend *be, void *out, int ld_out, const void *x,
                        const struct pl_weight *w, const struct pl_weight *bias, int n)
 {
-    pl_cpu_matmul(cpu(be)->pool, cpu(be)->simd, out, ld_out, x, w, bias, n);
+    struct pl_cpu_mm mm = mm_of(cpu(be));
+    pl_cpu_matmul(cpu(be)->pool, &mm, out, ld_out, x, w, bias, n);
 }
 
 static void cpu_logits(struct pl_backend *be, float *out, const void *x, const struct pl_weight *w,
                        int n)
 {
-    pl_cpu_matmul(cpu(be)->pool, cpu(be)->simd, out, (int)w->rows, x, w, NULL, n);
+    struct pl_cpu_mm mm = mm_of(cpu(be));
+    pl_cpu_matmul(cpu(be)->pool, &mm, out, (int)w->rows, x, w, NULL, n);
 }
 
 /* ---- rope ----------------------------------------------------------------------------- */
@@ -610,7 +626,7 @@ struct attn_job {
     float *out;
     const float *q, *k_cache, *v_cache; /* fp32 caches; or e4m3 ones when fp8 */
     const struct pl_attn_meta *m;
-    bool simd;
+    enum pl_cpu_isa isa;
     bool fp8;
     float k_scale, v_scale;
 };
@@ -671,10 +687,10 @@ static void attend_one(const struct attn_job *j, int t, int h)
                 for (int d = 0; d < hd; d++)
                     kbuf[d] = pl_f8e4m3_to_f32(k8[d]) * j->k_scale;
                 v8[i] = (const uint8_t *)j->v_cache + at;
-                score[i] = pl_cpu_dot(j->simd, q, kbuf, hd) * m->scale;
+                score[i] = pl_cpu_dot(j->isa, q, kbuf, hd) * m->scale;
             } else {
                 vrow[i] = j->v_cache + at;
-                score[i] = pl_cpu_dot(j->simd, q, j->k_cache + at, hd) * m->scale;
+                score[i] = pl_cpu_dot(j->isa, q, j->k_cache + at, hd) * m->scale;
             }
             if (m->softcap > 0) /* Gemma 2: the scaled score, soft-capped */
                 score[i] = tanhf(score[i] / m->softcap) * m->softcap;
@@ -718,7 +734,7 @@ static void cpu_attention(struct pl_backend *be, void *out, const void *q, const
                           const void *v_cache, const struct pl_attn_meta *m)
 {
     const struct cpu_backend *c = cpu(be);
-    struct attn_job j = {out, q, k_cache, v_cache, m, c->simd, c->kv_fp8, c->k_scale, c->v_scale};
+    struct attn_job j = {out, q, k_cache, v_cache, m, c->isa, c->kv_fp8, c->k_scale, c->v_scale};
     /* Work items are (query row, head) pairs; cost grows with the context. */
     size_t per_item = (size_t)m->head_dim * (size_t)(m->max_context_len > 0 ? m->max_context_len : 1);
     parallel_rows(cpu(be), m->n_tokens * m->n_heads, per_item, attn_rows, &j);
@@ -771,10 +787,21 @@ static pl_status cpu_sample(struct pl_backend *be, const float *logits, int n_lo
 
 /* ---- the table ------------------------------------------------------------------------ */
 
+static void free_scratch(struct cpu_backend *c)
+{
+    if (!c->mm_scratch)
+        return;
+    for (int i = 0; i < pl_threadpool_size(c->pool); i++)
+        free(c->mm_scratch[i]);
+    free(c->mm_scratch);
+    c->mm_scratch = NULL;
+}
+
 static void cpu_destroy(struct pl_backend *be)
 {
     struct cpu_backend *c = cpu(be);
     pl_sampler_free(c->sampler);
+    free_scratch(c);
     pl_threadpool_free(c->pool);
     for (size_t i = 0; i < c->n_copies; i++) /* weights never unmapped */
         free(c->copies[i]);
@@ -820,7 +847,51 @@ static const struct pl_backend_ops cpu_ops = {
 
 void pl_backend_cpu_use_simd(struct pl_backend *be, bool on)
 {
-    cpu(be)->simd = on && pl_cpu_has_avx2();
+    pl_backend_cpu_set_simd(be, on);
+}
+
+/* PAGELLM_CPU_ISA / PAGELLM_CPU_MATMUL values; false for an unknown one. */
+static bool parse_isa(const char *v, enum pl_cpu_isa *out)
+{
+    static const enum pl_cpu_isa all[] = {PL_CPU_ISA_SCALAR, PL_CPU_ISA_AVX2, PL_CPU_ISA_AVX512};
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
+        if (!strcmp(v, pl_cpu_isa_name(all[i]))) {
+            *out = all[i];
+            return true;
+        }
+    }
+    return false;
+}
+
+static bool parse_matmul_mode(const char *v, enum pl_cpu_matmul_mode *out)
+{
+    if (!strcmp(v, "fp32"))
+        *out = PL_CPU_MATMUL_FP32;
+    else if (!strcmp(v, "bf16"))
+        *out = PL_CPU_MATMUL_BF16;
+    else
+        return false;
+    return true;
+}
+
+/* One PL_CPU_MM_SCRATCH_BYTES buffer per pool thread, where the CPU can use them. */
+static pl_status alloc_scratch(struct cpu_backend *c, struct pl_err *err)
+{
+    if (!pl_cpu_has_avx512_bf16())
+        return PL_STATUS_OK;
+    int n = pl_threadpool_size(c->pool);
+    c->mm_scratch = calloc((size_t)n, sizeof(*c->mm_scratch));
+    if (!c->mm_scratch)
+        return pl_err_set(err, PL_STATUS_NO_MEMORY, "cpu backend: out of memory");
+    for (int i = 0; i < n; i++) {
+        void *p = NULL;
+        if (posix_memalign(&p, 64, PL_CPU_MM_SCRATCH_BYTES) != 0) {
+            free_scratch(c);
+            return pl_err_set(err, PL_STATUS_NO_MEMORY, "cpu backend: out of memory");
+        }
+        c->mm_scratch[i] = p;
+    }
+    return PL_STATUS_OK;
 }
 
 pl_status pl_backend_cpu_new(int n_threads, struct pl_backend **out, struct pl_err *err)
@@ -829,13 +900,25 @@ pl_status pl_backend_cpu_new(int n_threads, struct pl_backend **out, struct pl_e
         return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT, "cpu backend: %d threads", n_threads);
     if (n_threads == 0)
         n_threads = pl_cpu_count();
+    struct pl_debug_env dbg;
+    pl_debug_env_read(&dbg);
+    enum pl_cpu_isa isa_cap = PL_CPU_ISA_AVX512;
+    enum pl_cpu_matmul_mode mode = PL_CPU_MATMUL_FP32;
+    if (dbg.cpu_isa && !parse_isa(dbg.cpu_isa, &isa_cap))
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                          "cpu backend: PAGELLM_CPU_ISA=%s (expected scalar, avx2 or avx512)",
+                          dbg.cpu_isa);
+    if (dbg.cpu_matmul && !parse_matmul_mode(dbg.cpu_matmul, &mode))
+        return pl_err_set(err, PL_STATUS_INVALID_ARGUMENT,
+                          "cpu backend: PAGELLM_CPU_MATMUL=%s (expected fp32 or bf16)",
+                          dbg.cpu_matmul);
     struct cpu_backend *c = calloc(1, sizeof(*c));
     if (!c)
         return pl_err_set(err, PL_STATUS_NO_MEMORY, "cpu backend: out of memory");
     c->base.ops = &cpu_ops;
-    c->simd = pl_cpu_has_avx2(); /* pl_backend_cpu_use_simd turns them off */
-    struct pl_debug_env dbg;
-    pl_debug_env_read(&dbg);
+    c->isa_cap = isa_cap;
+    c->isa = pl_cpu_best_isa() < isa_cap ? pl_cpu_best_isa() : isa_cap;
+    c->matmul_mode = mode;
     c->copy_weights = !dbg.cpu_weights_mmap;
     size_t free_b = 0, total_b = 0;
     if (cpu_mem_info(&c->base, &free_b, &total_b) == PL_STATUS_OK)
@@ -845,6 +928,12 @@ pl_status pl_backend_cpu_new(int n_threads, struct pl_backend **out, struct pl_e
         free(c);
         return pl_err_prefix(err, "cpu backend");
     }
+    st = alloc_scratch(c, err);
+    if (st != PL_STATUS_OK) {
+        pl_threadpool_free(c->pool);
+        free(c);
+        return st;
+    }
     *out = &c->base;
     return PL_STATUS_OK;
 }
@@ -852,8 +941,35 @@ pl_status pl_backend_cpu_new(int n_threads, struct pl_backend **out, struct pl_e
 bool pl_backend_cpu_set_simd(struct pl_backend *be, bool enable)
 {
     struct cpu_backend *c = cpu(be);
-    c->simd = enable && pl_cpu_has_avx2();
-    return c->simd;
+    enum pl_cpu_isa best = pl_cpu_best_isa() < c->isa_cap ? pl_cpu_best_isa() : c->isa_cap;
+    c->isa = enable ? best : PL_CPU_ISA_SCALAR;
+    return c->isa != PL_CPU_ISA_SCALAR;
+}
+
+enum pl_cpu_isa pl_backend_cpu_set_isa(struct pl_backend *be, enum pl_cpu_isa isa)
+{
+    struct cpu_backend *c = cpu(be);
+    c->isa = pl_cpu_best_isa() < isa ? pl_cpu_best_isa() : isa;
+    return c->isa;
+}
+
+enum pl_cpu_matmul_mode pl_backend_cpu_set_matmul_mode(struct pl_backend *be,
+                                                       enum pl_cpu_matmul_mode mode)
+{
+    struct cpu_backend *c = cpu(be);
+    c->matmul_mode = mode;
+    return mm_of(c).bf16_dot ? PL_CPU_MATMUL_BF16 : PL_CPU_MATMUL_FP32;
+}
+
+enum pl_cpu_isa pl_backend_cpu_isa(const struct pl_backend *be)
+{
+    return ((const struct cpu_backend *)be)->isa;
+}
+
+enum pl_cpu_matmul_mode pl_backend_cpu_matmul_mode(const struct pl_backend *be)
+{
+    return mm_of((const struct cpu_backend *)be).bf16_dot ? PL_CPU_MATMUL_BF16
+                                                          : PL_CPU_MATMUL_FP32;
 }
 
 int pl_backend_cpu_n_threads(const struct pl_backend *be)

@@ -3,8 +3,23 @@
  *
  * Owns: the knobs and internal entry points shared by the CPU backend's
  * files (cpu_backend.c: memory, elementwise ops, attention; cpu_matmul.c:
- * the weight matmuls). Tests and benchmarks may use the two public knobs;
- * model code never does (it sees only struct pl_backend_ops).
+ * the weight matmuls). Tests and benchmarks may use the public knobs; model
+ * code never does (it sees only struct pl_backend_ops).
+ *
+ * Two independent choices decide how a matmul computes:
+ *   - the instruction set (enum pl_cpu_isa): scalar, AVX2+FMA+F16C or AVX-512
+ *     (F/BW/VL/DQ), the best the CPU has unless capped (PAGELLM_CPU_ISA or
+ *     pl_backend_cpu_set_isa). Each sums a dot product in its own fixed order,
+ *     so the ISAs agree to fp32 rounding, not bit for bit;
+ *   - the matmul mode (enum pl_cpu_matmul_mode): FP32 (the default, the
+ *     specification: fp32 products, fp32 accumulation) or BF16, opt-in
+ *     (PAGELLM_CPU_MATMUL=bf16): bf16 weights multiply activations rounded
+ *     to bf16 with AVX512-BF16 dot products (two products per fp32 lane), as
+ *     llama.cpp does for bf16 models. BF16 applies only to bf16 weights and
+ *     only where the ISA is AVX-512 and the CPU has AVX512-BF16; other
+ *     weights, and other CPUs, keep the FP32 path.
+ * Within one ISA and mode every output element is summed in one order
+ * whatever the batch, tile or thread split (batch invariance).
  */
 #ifndef PL_BACKEND_CPU_BACKEND_H
 #define PL_BACKEND_CPU_BACKEND_H
@@ -13,23 +28,69 @@
 #include "backend/cpu/threadpool.h"
 
 #include <stdbool.h>
+#include <stdint.h>
 
-/* Turns the AVX2+FMA kernels on or off (on by default where the CPU has
- * AVX2, FMA and F16C). Returns whether they are in use afterwards. */
+enum pl_cpu_isa {
+    PL_CPU_ISA_SCALAR, /* the plain loops: the readable reference */
+    PL_CPU_ISA_AVX2,   /* AVX2 + FMA + F16C, 8 lanes */
+    PL_CPU_ISA_AVX512, /* AVX-512 F/BW/VL/DQ, 16 lanes */
+};
+
+enum pl_cpu_matmul_mode {
+    PL_CPU_MATMUL_FP32, /* exact: fp32 products and sums (default) */
+    PL_CPU_MATMUL_BF16, /* bf16 weights: bf16-rounded activations, AVX512-BF16 dot products */
+};
+
+/* Turns the SIMD kernels on (the best ISA the CPU has) or off (scalar). Returns
+ * whether SIMD kernels are in use afterwards. */
 bool pl_backend_cpu_set_simd(struct pl_backend *be, bool enable);
+
+/* Caps the kernels' ISA at isa (lowered to what the CPU has); returns the ISA in use. */
+enum pl_cpu_isa pl_backend_cpu_set_isa(struct pl_backend *be, enum pl_cpu_isa isa);
+
+/* Selects the matmul mode; returns the mode bf16 weights will actually get (BF16 only
+ * where the ISA in use is AVX-512 and the CPU has AVX512-BF16). */
+enum pl_cpu_matmul_mode pl_backend_cpu_set_matmul_mode(struct pl_backend *be,
+                                                       enum pl_cpu_matmul_mode mode);
+
+/* The ISA the kernels use now, and the mode bf16 weights get now. */
+enum pl_cpu_isa pl_backend_cpu_isa(const struct pl_backend *be);
+enum pl_cpu_matmul_mode pl_backend_cpu_matmul_mode(const struct pl_backend *be);
 
 /* The number of threads of the backend's pool. */
 int pl_backend_cpu_n_threads(const struct pl_backend *be);
 
-/* Whether this CPU can run the AVX2+FMA+F16C kernels. */
+/* Whether this CPU (and OS) can run the AVX2+FMA+F16C kernels, the AVX-512 ones, and
+ * the AVX512-BF16 dot products. */
 bool pl_cpu_has_avx2(void);
+bool pl_cpu_has_avx512(void);
+bool pl_cpu_has_avx512_bf16(void);
+
+/* The best ISA this CPU has. */
+enum pl_cpu_isa pl_cpu_best_isa(void);
+
+/* "scalar", "avx2", "avx512". */
+const char *pl_cpu_isa_name(enum pl_cpu_isa isa);
+
+/* Bytes of bf16 activation scratch each pool thread needs for the BF16 mode. */
+#define PL_CPU_MM_SCRATCH_BYTES ((size_t)256 * 1024)
+
+/* How pl_cpu_matmul computes (the backend fills one per call from its settings). */
+struct pl_cpu_mm {
+    enum pl_cpu_isa isa;
+    bool bf16_dot;      /* bf16 weights take the BF16 mode (isa is AVX-512 and the CPU
+                           has AVX512-BF16) */
+    uint16_t **scratch; /* [pool threads] PL_CPU_MM_SCRATCH_BYTES each, 64-byte aligned;
+                           needed when bf16_dot */
+};
 
 /* Internal: the matmul shared by the matmul and logits ops.
  * out[n, w->rows] (row stride ld_out) = x[n, w->cols] @ w^T (+ bias). */
-void pl_cpu_matmul(struct pl_threadpool *pool, bool simd, float *out, int ld_out, const float *x,
-                   const struct pl_weight *w, const struct pl_weight *bias, int n);
+void pl_cpu_matmul(struct pl_threadpool *pool, const struct pl_cpu_mm *mm, float *out,
+                   int ld_out, const float *x, const struct pl_weight *w,
+                   const struct pl_weight *bias, int n);
 
-/* Internal: q . k over n floats (SIMD when asked), used by attention. */
-float pl_cpu_dot(bool simd, const float *a, const float *b, int n);
+/* Internal: q . k over n floats with the given ISA's kernel, used by attention. */
+float pl_cpu_dot(enum pl_cpu_isa isa, const float *a, const float *b, int n);
 
 #endif

@@ -10,23 +10,38 @@
  *   - threads split the output rows (features) into contiguous ranges; each
  *     thread streams only its own slice of W;
  *   - inside a range, a tile of NT input rows (tokens) x NR weight rows keeps
- *     NT*NR 8-lane fp32 accumulators in registers: each weight vector loaded
- *     (and widened) once feeds NT tokens, so prefill reuses every weight load
+ *     NT*NR vector accumulators in registers: each weight vector loaded (and
+ *     widened) once feeds NT tokens, so prefill reuses every weight load
  *     across tokens while decode (NT = 1) is a pure stream over W;
  *   - tokens are walked in blocks whose x slice fits in L2, so W is re-read
  *     from memory once per block, not once per token tile.
- * The AVX2+FMA(+F16C) kernels are compiled with target attributes and chosen
- * at run time (the build is not -march=native); the scalar loop is the
- * fallback and the readable statement of what the kernels compute.
+ * Three instruction sets (cpu_backend.h): the scalar loop (the fallback and
+ * the readable statement of what the kernels compute), AVX2+FMA+F16C (8
+ * lanes, tiles up to 4 tokens x 3 rows / 1 x 8) and AVX-512 (16 lanes and 32
+ * registers: tiles up to 4 tokens x 6 rows / 1 x 16). Both SIMD sets are
+ * compiled with target attributes and chosen at run time (the build is not
+ * -march=native). With AVX512-BF16 the opt-in BF16 mode multiplies bf16
+ * weights by activations rounded to bf16 once per call (into the calling
+ * thread's scratch), 32 products per vdpbf16ps, fp32 accumulation.
  *
- * Invariant (batch invariance): every output element is one dot product
- * accumulated in the same order (8 lanes over k ascending, a fixed lane
- * reduction, then the scalar tail, then + bias) whatever the tile shape, the
- * token block or the thread split. So a token's result does not depend on
- * which other tokens share the batch.
+ * Invariant (batch invariance): within one ISA and mode, every output element
+ * is one dot product accumulated in the same order whatever the tile shape,
+ * the token block or the thread split, so a token's result does not depend on
+ * which other tokens share the batch:
+ *   scalar   k ascending, then + bias;
+ *   AVX2     8 lanes over k ascending (lane = k mod 8), a fixed lane
+ *            reduction, then the scalar tail, then + bias;
+ *   AVX-512  16 lanes over k ascending (lane = k mod 16), the last partial
+ *            vector by masked loads, a fixed lane reduction, then + bias;
+ *   BF16     16 lanes of pairs (lane = (k / 2) mod 16), vdpbf16ps over k
+ *            ascending, the tail by masked loads, the same lane reduction,
+ *            then + bias.
+ * Partial tiles (fewer rows left than NR) repeat their last row instead of
+ * using another kernel, so one kernel per tile shape covers every row count.
  */
 #include "backend/cpu/cpu_backend.h"
 
+#include <assert.h>
 #include <stdint.h>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -38,7 +53,7 @@
 #endif
 
 /* Bytes of x per token block: about half of a typical L2. */
-#define X_BLOCK_BYTES (256 * 1024)
+#define X_BLOCK_BYTES ((size_t)256 * 1024)
 
 bool pl_cpu_has_avx2(void)
 {
@@ -52,6 +67,46 @@ bool pl_cpu_has_avx2(void)
 #else
     return false;
 #endif
+}
+
+bool pl_cpu_has_avx512(void)
+{
+#if PL_HAVE_X86
+    /* __builtin_cpu_supports checks that the OS saves the zmm state (XCR0) too */
+    return pl_cpu_has_avx2() && __builtin_cpu_supports("avx512f") &&
+           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx512dq");
+#else
+    return false;
+#endif
+}
+
+bool pl_cpu_has_avx512_bf16(void)
+{
+#if PL_HAVE_X86
+    /* AVX512_BF16: CPUID.(EAX=7, ECX=1):EAX bit 5 */
+    unsigned a, b, c, d;
+    return pl_cpu_has_avx512() && __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a & (1u << 5));
+#else
+    return false;
+#endif
+}
+
+enum pl_cpu_isa pl_cpu_best_isa(void)
+{
+    return pl_cpu_has_avx512() ? PL_CPU_ISA_AVX512
+           : pl_cpu_has_avx2() ? PL_CPU_ISA_AVX2
+                               : PL_CPU_ISA_SCALAR;
+}
+
+const char *pl_cpu_isa_name(enum pl_cpu_isa isa)
+{
+    switch (isa) {
+    case PL_CPU_ISA_SCALAR: return "scalar";
+    case PL_CPU_ISA_AVX2: return "avx2";
+    case PL_CPU_ISA_AVX512: return "avx512";
+    }
+    return "?";
 }
 
 /* ---- scalar reference kernel ---------------------------------------------------------- */
@@ -179,12 +234,292 @@ static TGT float dot_avx2(const float *a, const float *b, int n)
         s += a[k] * b[k];
     return s;
 }
+
+/* ---- AVX-512 kernels ------------------------------------------------------------------ */
+
+#define TGT512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")))
+#define TGT512_INLINE                                                                         \
+    static inline __attribute__((always_inline,                                              \
+                                 target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")))
+
+/* Rows per tile: decode (1 token) streams NR1 rows at once (independent FMA chains to
+ * cover the latency, and few calls for a vocabulary of short rows); 2 tokens x NR2;
+ * prefill 4 tokens x NR4 (24 accumulators + 6 weight vectors + 1 x of the 32 registers;
+ * the last token tile of a block, 1-3 tokens, keeps NR4). */
+#define NR1_512 16
+#define NR2_512 8
+#define NR4_512 6
+
+/* 16 weights from w[i..i+16) widened to fp32; the masked forms read only the lanes in m
+ * (the rest are 0) and never touch memory past them. */
+TGT512_INLINE __m512 load16_f32(const void *w, size_t i)
+{
+    return _mm512_loadu_ps((const float *)w + i);
+}
+TGT512_INLINE __m512 loadm16_f32(const void *w, size_t i, __mmask16 m)
+{
+    return _mm512_maskz_loadu_ps(m, (const float *)w + i);
+}
+TGT512_INLINE __m512 widen16_bf16(__m256i h)
+{
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+TGT512_INLINE __m512 load16_bf16(const void *w, size_t i)
+{
+    return widen16_bf16(_mm256_loadu_si256((const __m256i *)((const uint16_t *)w + i)));
+}
+TGT512_INLINE __m512 loadm16_bf16(const void *w, size_t i, __mmask16 m)
+{
+    return widen16_bf16(_mm256_maskz_loadu_epi16(m, (const uint16_t *)w + i));
+}
+TGT512_INLINE __m512 load16_f16(const void *w, size_t i)
+{
+    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)w + i)));
+}
+TGT512_INLINE __m512 loadm16_f16(const void *w, size_t i, __mmask16 m)
+{
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const uint16_t *)w + i));
+}
+
+/* A fixed reduction order for the 16 lanes: lane i + lane i+8, then i + i+4, i + i+2,
+ * i + i+1. */
+TGT512_INLINE float hsum16(__m512 v)
+{
+    __m256 s8 = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+    s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    s4 = _mm_add_ss(s4, _mm_movehdup_ps(s4));
+    return _mm_cvtss_f32(s4);
+}
+
+/* The tiles below name every accumulator (a<i>_<j>: token i, row j) and weight vector
+ * (w<j>) as its own variable, expanded by these macros for i < 4, j < 16; those past the
+ * tile's NT x NR are never used and vanish. (An array of accumulators indexed in unrolled
+ * loops is not reliably kept in registers: GCC kept a 4 x 6 tile's on the stack, a load and
+ * a store around every FMA.) */
+#define FOR_J16(M, A) M(A, 0) M(A, 1) M(A, 2) M(A, 3) M(A, 4) M(A, 5) M(A, 6) M(A, 7)        \
+    M(A, 8) M(A, 9) M(A, 10) M(A, 11) M(A, 12) M(A, 13) M(A, 14) M(A, 15)
+#define FOR_I4J16(M) FOR_J16(M, 0) FOR_J16(M, 1) FOR_J16(M, 2) FOR_J16(M, 3)
+#define FOR_I4(M, A) M(0, A) M(1, A) M(2, A) M(3, A)
+
+/* Row offsets: rows past row_last repeat it (a partial tile). */
+#define ROW_OFF(_, j)                                                                         \
+    const size_t o##j = (row0 + (size_t)(j) < row_last ? row0 + (size_t)(j) : row_last) * ldw;
+#define ACC_ZERO(i, j) __m512 a##i##_##j = _mm512_setzero_ps();
+/* The sums out: out[i, j] = hsum16(a<i>_<j>) (+ bias[j]) for i < NT, j < nr. */
+#define ACC_STORE(i, j)                                                                       \
+    if ((i) < NT && (j) < NR && (j) < nr) {                                                   \
+        float s_ = hsum16(a##i##_##j);                                                        \
+        out[(size_t)(i) * ldo + (j)] = bias ? s_ + bias[j] : s_;                              \
+    }
+
+TGT512_INLINE __m512 load16(const void *w, size_t i, const enum pl_dtype DT)
+{
+    return DT == PL_DTYPE_F32 ? load16_f32(w, i) : DT == PL_DTYPE_BF16 ? load16_bf16(w, i)
+                                                                        : load16_f16(w, i);
+}
+TGT512_INLINE __m512 loadm16(const void *w, size_t i, __mmask16 m, const enum pl_dtype DT)
+{
+    return DT == PL_DTYPE_F32    ? loadm16_f32(w, i, m)
+           : DT == PL_DTYPE_BF16 ? loadm16_bf16(w, i, m)
+                                 : loadm16_f16(w, i, m);
+}
+
+/* One NT x NR tile of weights of dtype DT (NT, NR, DT compile-time constants at every call
+ * site) over weight rows row0.. ; only the first nr rows are written. */
+TGT512_INLINE void tile512(const float *x, size_t ldx, const void *w, size_t row0,
+                           size_t row_last, size_t ldw, int K, float *out, size_t ldo,
+                           const float *bias, int nr, const enum pl_dtype DT, const int NT,
+                           const int NR)
+{
+    FOR_J16(ROW_OFF, _)
+    FOR_I4J16(ACC_ZERO)
+    int k = 0;
+    for (; k + 16 <= K; k += 16) {
+        if (NT == 1) { /* decode: each weight vector feeds one FMA */
+            const __m512 x0 = _mm512_loadu_ps(x + (size_t)k);
+#define FMA_STREAM(_, j)                                                                      \
+    if ((j) < NR)                                                                             \
+        a0_##j = _mm512_fmadd_ps(x0, load16(w, o##j + (size_t)k, DT), a0_##j);
+            FOR_J16(FMA_STREAM, _)
+#undef FMA_STREAM
+        } else {
+#define LOAD_W(_, j) const __m512 w##j = (j) < NR ? load16(w, o##j + (size_t)k, DT) : _mm512_setzero_ps();
+            FOR_J16(LOAD_W, _)
+#undef LOAD_W
+#define FMA_IJ(i, j)                                                                          \
+    if ((j) < NR)                                                                             \
+        a##i##_##j = _mm512_fmadd_ps(xv, w##j, a##i##_##j);
+#define FMA_ROW(i, _)                                                                         \
+    if ((i) < NT) {                                                                           \
+        const __m512 xv = _mm512_loadu_ps(x + (size_t)(i) * ldx + (size_t)k);                 \
+        FOR_J16(FMA_IJ, i)                                                                    \
+    }
+            FOR_I4(FMA_ROW, _)
+        }
+    }
+    if (k < K) {
+        const __mmask16 m = (__mmask16)((1u << (K - k)) - 1u);
+#define LOADM_W(_, j) const __m512 w##j = (j) < NR ? loadm16(w, o##j + (size_t)k, m, DT) : _mm512_setzero_ps();
+        FOR_J16(LOADM_W, _)
+#undef LOADM_W
+#define FMAM_ROW(i, _)                                                                        \
+    if ((i) < NT) {                                                                           \
+        const __m512 xv = _mm512_maskz_loadu_ps(m, x + (size_t)(i) * ldx + (size_t)k);       \
+        FOR_J16(FMA_IJ, i)                                                                    \
+    }
+        FOR_I4(FMAM_ROW, _)
+#undef FMAM_ROW
+    }
+    FOR_I4J16(ACC_STORE)
+}
+
+#define DEFINE_TILES512(SUFFIX, DT)                                                            \
+    static TGT512 void tiles512_##SUFFIX(const float *x, size_t ldx, const void *w, size_t row0, \
+                                         size_t row_last, size_t ldw, int K, float *out,        \
+                                         size_t ldo, const float *bias, int nt, int nr,         \
+                                         int nr_tile)                                          \
+    {                                                                                          \
+        switch (nt * 32 + nr_tile) {                                                           \
+        case 1 * 32 + NR1_512:                                                                 \
+            tile512(x, ldx, w, row0, row_last, ldw, K, out, ldo, bias, nr, DT, 1, NR1_512);   \
+            break;                                                                             \
+        case 2 * 32 + NR2_512:                                                                 \
+            tile512(x, ldx, w, row0, row_last, ldw, K, out, ldo, bias, nr, DT, 2, NR2_512);   \
+            break;                                                                             \
+        case 1 * 32 + NR4_512:                                                                 \
+            tile512(x, ldx, w, row0, row_last, ldw, K, out, ldo, bias, nr, DT, 1, NR4_512);   \
+            break;                                                                             \
+        case 2 * 32 + NR4_512:                                                                 \
+            tile512(x, ldx, w, row0, row_last, ldw, K, out, ldo, bias, nr, DT, 2, NR4_512);   \
+            break;                                                                             \
+        case 3 * 32 + NR4_512:                                                                 \
+            tile512(x, ldx, w, row0, row_last, ldw, K, out, ldo, bias, nr, DT, 3, NR4_512);   \
+            break;                                                                             \
+        case 4 * 32 + NR4_512:                                                                 \
+            tile512(x, ldx, w, row0, row_last, ldw, K, out, ldo, bias, nr, DT, 4, NR4_512);   \
+            break;                                                                             \
+        default: assert(!"tiles512: no kernel for this tile shape"); break;                    \
+        }                                                                                      \
+    }
+
+DEFINE_TILES512(f32, PL_DTYPE_F32)
+DEFINE_TILES512(bf16, PL_DTYPE_BF16)
+DEFINE_TILES512(f16, PL_DTYPE_F16)
+
+static TGT512 float dot_avx512(const float *a, const float *b, int n)
+{
+    __m512 acc = _mm512_setzero_ps();
+    int k = 0;
+    for (; k + 16 <= n; k += 16)
+        acc = _mm512_fmadd_ps(_mm512_loadu_ps(a + k), _mm512_loadu_ps(b + k), acc);
+    if (k < n) {
+        __mmask16 m = (__mmask16)((1u << (n - k)) - 1u);
+        acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + k), _mm512_maskz_loadu_ps(m, b + k),
+                              acc);
+    }
+    return hsum16(acc);
+}
+
+/* ---- AVX512-BF16 kernels (the BF16 mode) ---------------------------------------------- */
+
+#define TGTBF                                                                                 \
+    __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma,f16c")))
+#define TGTBF_INLINE                                                                          \
+    static inline __attribute__((                                                            \
+        always_inline, target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma,f16c")))
+
+/* x[n, K] fp32 (row stride ldx) -> xs[n, kpad] bf16, rounded to nearest even, zero-padded
+ * from K to kpad (a multiple of 32). */
+static TGTBF void round_rows_bf16(const float *x, size_t ldx, int n, int K, uint16_t *xs,
+                                  int kpad)
+{
+    for (int t = 0; t < n; t++) {
+        const float *xr = x + (size_t)t * ldx;
+        uint16_t *d = xs + (size_t)t * (size_t)kpad;
+        for (int k = 0; k < kpad; k += 16) {
+            int left = K - k;
+            __mmask16 m = left >= 16 ? (__mmask16)0xffff
+                          : left <= 0 ? (__mmask16)0
+                                      : (__mmask16)((1u << left) - 1u);
+            __m256bh h = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, xr + k));
+            _mm256_storeu_si256((__m256i *)(d + k), (__m256i)h);
+        }
+    }
+}
+
+/* One NT x NR tile of the BF16 mode: xs bf16 [NT, ldx] (zero-padded to a multiple of 32),
+ * w bf16 weights; rows, accumulators and the store as in tile512. */
+TGTBF_INLINE void tile_dot(const uint16_t *xs, size_t ldx, const uint16_t *w, size_t row0,
+                           size_t row_last, size_t ldw, int K, float *out, size_t ldo,
+                           const float *bias, int nr, const int NT, const int NR)
+{
+    FOR_J16(ROW_OFF, _)
+    FOR_I4J16(ACC_ZERO)
+    int k = 0;
+#define DP_IJ(i, j)                                                                           \
+    if ((j) < NR)                                                                             \
+        a##i##_##j = _mm512_dpbf16_ps(a##i##_##j, xv, w##j);
+#define DP_ROW(i, _)                                                                          \
+    if ((i) < NT) {                                                                           \
+        const __m512bh xv = (__m512bh)_mm512_loadu_si512(xs + (size_t)(i) * ldx + (size_t)k); \
+        FOR_J16(DP_IJ, i)                                                                     \
+    }
+    for (; k + 32 <= K; k += 32) {
+        if (NT == 1) {
+            const __m512bh x0 = (__m512bh)_mm512_loadu_si512(xs + (size_t)k);
+#define DP_STREAM(_, j)                                                                       \
+    if ((j) < NR)                                                                             \
+        a0_##j = _mm512_dpbf16_ps(a0_##j, x0, (__m512bh)_mm512_loadu_si512(w + o##j + (size_t)k));
+            FOR_J16(DP_STREAM, _)
+#undef DP_STREAM
+        } else {
+#define LOAD_WB(_, j)                                                                         \
+    const __m512bh w##j = (__m512bh)((j) < NR ? _mm512_loadu_si512(w + o##j + (size_t)k)      \
+                                              : _mm512_setzero_si512());
+            FOR_J16(LOAD_WB, _)
+#undef LOAD_WB
+            FOR_I4(DP_ROW, _)
+        }
+    }
+    if (k < K) { /* the activations are zero past K; the weights are read only up to K */
+        const __mmask32 m = (__mmask32)((1ull << (K - k)) - 1ull);
+#define LOADM_WB(_, j)                                                                        \
+    const __m512bh w##j = (__m512bh)((j) < NR ? _mm512_maskz_loadu_epi16(m, w + o##j + (size_t)k) \
+                                              : _mm512_setzero_si512());
+        FOR_J16(LOADM_WB, _)
+#undef LOADM_WB
+        FOR_I4(DP_ROW, _)
+    }
+#undef DP_ROW
+#undef DP_IJ
+    FOR_I4J16(ACC_STORE)
+}
+
+static TGTBF void tiles_dot(const uint16_t *xs, size_t ldx, const uint16_t *w, size_t row0,
+                            size_t row_last, size_t ldw, int K, float *out, size_t ldo,
+                            const float *bias, int nt, int nr, int nr_tile)
+{
+#define TD(NT, NR) tile_dot(xs, ldx, w, row0, row_last, ldw, K, out, ldo, bias, nr, NT, NR)
+    switch (nt * 32 + nr_tile) {
+    case 1 * 32 + NR1_512: TD(1, NR1_512); break;
+    case 2 * 32 + NR2_512: TD(2, NR2_512); break;
+    case 1 * 32 + NR4_512: TD(1, NR4_512); break;
+    case 2 * 32 + NR4_512: TD(2, NR4_512); break;
+    case 3 * 32 + NR4_512: TD(3, NR4_512); break;
+    case 4 * 32 + NR4_512: TD(4, NR4_512); break;
+    default: assert(!"tiles_dot: no kernel for this tile shape"); break;
+    }
+#undef TD
+}
 #endif /* PL_HAVE_X86 */
 
-float pl_cpu_dot(bool simd, const float *a, const float *b, int n)
+float pl_cpu_dot(enum pl_cpu_isa isa, const float *a, const float *b, int n)
 {
 #if PL_HAVE_X86
-    if (simd)
+    if (isa == PL_CPU_ISA_AVX512)
+        return dot_avx512(a, b, n);
+    if (isa == PL_CPU_ISA_AVX2)
         return dot_avx2(a, b, n);
 #endif
     float s = 0.0f;
@@ -202,15 +537,53 @@ struct mm_job {
     const struct pl_weight *w;
     const struct pl_weight *bias_w;
     int n;
-    bool simd;
+    const struct pl_cpu_mm *mm;
 };
 
-typedef void (*tiles_fn)(const float *x, size_t ldx, const void *w, size_t row0, size_t ldw,
-                         int K, float *out, size_t ldo, const float *bias, int nt, int nr);
+/* A tile function: nt tokens x nr rows written; nr_tile, the kernel's row count, and
+ * row_last (the last row of the thread's range, repeated by partial tiles) matter only
+ * to the AVX-512 kernels. */
+typedef void (*tiles_fn)(const float *x, size_t ldx, const void *w, size_t row0,
+                         size_t row_last, size_t ldw, int K, float *out, size_t ldo,
+                         const float *bias, int nt, int nr, int nr_tile);
+
+static void tiles_scalar(enum pl_dtype wt, const float *x, size_t ldx, const void *w,
+                         size_t row0, size_t ldw, int K, float *out, size_t ldo,
+                         const float *bias, int nt, int nr)
+{
+    tile_scalar(x, ldx, w, wt, row0, ldw, K, out, ldo, bias, nt, nr);
+}
+
+#if PL_HAVE_X86
+#define DEFINE_TILES2(SUFFIX)                                                                  \
+    static void tiles2_##SUFFIX(const float *x, size_t ldx, const void *w, size_t row0,         \
+                                size_t row_last, size_t ldw, int K, float *out, size_t ldo,    \
+                                const float *bias, int nt, int nr, int nr_tile)               \
+    {                                                                                          \
+        (void)row_last, (void)nr_tile;                                                         \
+        tiles_##SUFFIX(x, ldx, w, row0, ldw, K, out, ldo, bias, nt, nr);                       \
+    }
+DEFINE_TILES2(f32)
+DEFINE_TILES2(bf16)
+DEFINE_TILES2(f16)
+#endif
+
+/* Rows per tile for a token block of nb tokens. */
+static int rows_per_tile(enum pl_cpu_isa isa, int nb)
+{
+    if (isa == PL_CPU_ISA_AVX512)
+        return nb >= 3 ? NR4_512 : nb == 2 ? NR2_512 : NR1_512;
+    /* AVX2 and scalar: up to 12 accumulators, 4 tokens x 3 rows for prefill, 2 tokens x 4
+     * rows, and 1 token x 8 rows for decode (8 independent FMA chains cover the FMA
+     * latency, and short rows -- a vocabulary of 128K rows of a few hundred columns -- pay
+     * one call per 8 rows) */
+    return nb >= 3 ? 3 : nb == 2 ? 4 : 8;
+}
 
 static void mm_worker(void *ctx, int ith, int nth)
 {
     const struct mm_job *job = ctx;
+    const struct pl_cpu_mm *mm = job->mm;
     const struct pl_weight *w = job->w;
     const int64_t R = w->rows;
     const int K = (int)w->cols;
@@ -221,28 +594,54 @@ static void mm_worker(void *ctx, int ith, int nth)
         return;
 
     tiles_fn tiles = NULL;
+    enum pl_cpu_isa isa = mm->isa;
+    /* The BF16 mode: bf16 weights, and a token block's activations rounded into this
+     * thread's scratch (kpad bf16 per token: K rounded up to 32, zero-padded). */
+    const int kpad = (K + 31) & ~31;
+    bool dot = false;
+    uint16_t *xs = NULL;
+    int tb_dot = 0;
 #if PL_HAVE_X86
-    if (job->simd) {
+    if (isa == PL_CPU_ISA_AVX512 && mm->bf16_dot && w->dtype == PL_DTYPE_BF16 && mm->scratch) {
+        tb_dot = (int)(PL_CPU_MM_SCRATCH_BYTES / ((size_t)kpad * sizeof(uint16_t)));
+        dot = tb_dot >= 1; /* rows longer than the scratch (K > 128K) keep the fp32 path */
+        xs = mm->scratch[ith];
+    }
+    if (isa == PL_CPU_ISA_AVX512) {
         switch (w->dtype) {
-        case PL_DTYPE_F32: tiles = tiles_f32; break;
-        case PL_DTYPE_BF16: tiles = tiles_bf16; break;
-        case PL_DTYPE_F16: tiles = tiles_f16; break;
-        default: break;
+        case PL_DTYPE_F32: tiles = tiles512_f32; break;
+        case PL_DTYPE_BF16: tiles = tiles512_bf16; break;
+        case PL_DTYPE_F16: tiles = tiles512_f16; break;
+        default: isa = PL_CPU_ISA_SCALAR; break;
+        }
+    } else if (isa == PL_CPU_ISA_AVX2) {
+        switch (w->dtype) {
+        case PL_DTYPE_F32: tiles = tiles2_f32; break;
+        case PL_DTYPE_BF16: tiles = tiles2_bf16; break;
+        case PL_DTYPE_F16: tiles = tiles2_f16; break;
+        default: isa = PL_CPU_ISA_SCALAR; break;
         }
     }
+#else
+    isa = PL_CPU_ISA_SCALAR;
 #endif
 
-    /* Tokens per block: x block within X_BLOCK_BYTES, a multiple of 4, at least 4. */
-    int tb = (int)(X_BLOCK_BYTES / ((size_t)K * sizeof(float)));
+    /* Tokens per block: the x block as the kernels read it (fp32, or bf16 in the BF16 mode)
+     * within X_BLOCK_BYTES, a multiple of 4, at least 4. */
+    size_t token_bytes = dot ? (size_t)kpad * sizeof(uint16_t) : (size_t)K * sizeof(float);
+    int tb = (int)(X_BLOCK_BYTES / token_bytes);
     tb = tb < 4 ? 4 : tb & ~3;
-    /* Up to 12 accumulators: 4 tokens x 3 rows for prefill, 2 tokens x 4 rows, and 1 token x
-     * 8 rows for decode (8 independent FMA chains cover the FMA latency, and short rows -- a
-     * vocabulary of 128K rows of a few hundred columns -- pay one call per 8 rows). */
+    if (dot && tb_dot < tb)
+        tb = tb_dot < 4 ? tb_dot : tb_dot & ~3;
     const int n = job->n;
-    float bias_buf[8];
+    float bias_buf[NR1_512];
     for (int t0 = 0; t0 < n; t0 += tb) {
         int t_end = t0 + tb < n ? t0 + tb : n;
-        int nr_max = (t_end - t0) >= 3 ? 3 : (t_end - t0) == 2 ? 4 : 8;
+        int nr_max = rows_per_tile(isa, t_end - t0);
+#if PL_HAVE_X86
+        if (dot)
+            round_rows_bf16(job->x + (size_t)t0 * ldx, ldx, t_end - t0, K, xs, kpad);
+#endif
         for (int64_t r = r0; r < r1; r += nr_max) {
             int nr = (int)(r1 - r < nr_max ? r1 - r : nr_max);
             const float *bias = NULL;
@@ -256,19 +655,28 @@ static void mm_worker(void *ctx, int ith, int nth)
                 int nt = t_end - t < 4 ? t_end - t : 4;
                 const float *xt = job->x + (size_t)t * ldx;
                 float *ot = job->out + (size_t)t * job->ld_out + (size_t)r;
+#if PL_HAVE_X86
+                if (dot) {
+                    tiles_dot(xs + (size_t)(t - t0) * (size_t)kpad, (size_t)kpad, w->data,
+                              (size_t)r, (size_t)(r1 - 1), (size_t)K, K, ot, job->ld_out, bias,
+                              nt, nr, nr_max);
+                    continue;
+                }
+#endif
                 if (tiles)
-                    tiles(xt, ldx, w->data, (size_t)r, (size_t)K, K, ot, job->ld_out, bias, nt,
-                          nr);
+                    tiles(xt, ldx, w->data, (size_t)r, (size_t)(r1 - 1), (size_t)K, K, ot,
+                          job->ld_out, bias, nt, nr, nr_max);
                 else
-                    tile_scalar(xt, ldx, w->data, w->dtype, (size_t)r, (size_t)K, K, ot,
-                                job->ld_out, bias, nt, nr);
+                    tiles_scalar(w->dtype, xt, ldx, w->data, (size_t)r, (size_t)K, K, ot,
+                                 job->ld_out, bias, nt, nr);
             }
         }
     }
 }
 
-void pl_cpu_matmul(struct pl_threadpool *pool, bool simd, float *out, int ld_out, const float *x,
-                   const struct pl_weight *w, const struct pl_weight *bias, int n)
+void pl_cpu_matmul(struct pl_threadpool *pool, const struct pl_cpu_mm *mm, float *out,
+                   int ld_out, const float *x, const struct pl_weight *w,
+                   const struct pl_weight *bias, int n)
 {
     if (n <= 0 || w->rows <= 0)
         return;
@@ -279,7 +687,7 @@ void pl_cpu_matmul(struct pl_threadpool *pool, bool simd, float *out, int ld_out
         .w = w,
         .bias_w = (bias && bias->data) ? bias : NULL,
         .n = n,
-        .simd = simd,
+        .mm = mm,
     };
     pl_threadpool_run(pool, mm_worker, &job);
 }
