@@ -78,6 +78,23 @@ static void expert_rows(struct pl_backend *be, void *y, const void *x, int n, in
     op->matmul(be, y, hidden, g, wd, NULL, n);
 }
 
+/* The kernels' expert weight tables (by value in their parameters): gate and up, then down. */
+static void table_gate_up(struct pl_cuk_moe_gemm *p, const struct pl_moe_args *a)
+{
+    for (int x_e = 0; x_e < a->n_experts; x_e++) {
+        p->w0[x_e] = EXPERT(a->w_gate, x_e)->data;
+        p->w1[x_e] = EXPERT(a->w_up, x_e)->data;
+    }
+}
+
+static void table_down(struct pl_cuk_moe_gemm *p, const struct pl_moe_args *a)
+{
+    for (int x_e = 0; x_e < a->n_experts; x_e++) {
+        p->w0[x_e] = EXPERT(a->w_down, x_e)->data;
+        p->w1[x_e] = NULL;
+    }
+}
+
 /* Whether every expert's three weights are bf16 (the grouped path's kernels). */
 static bool grouped_path(const struct pl_moe_args *a, size_t es, int hidden)
 {
@@ -106,10 +123,7 @@ static int grouped_experts(pl_cuda_stream s, const struct pl_moe_args *a, const 
     /* kernel parameters (by value: a recorded graph keeps them) */
     struct pl_cuk_moe_gemm p = {.a = x, .a_rows = src, .offsets = offsets, .counts = counts,
                                  .tiles = tiles, .out = g, .k = hidden, .n = a->inter};
-    for (int x_e = 0; x_e < E; x_e++) {
-        p.w0[x_e] = EXPERT(a->w_gate, x_e)->data;
-        p.w1[x_e] = EXPERT(a->w_up, x_e)->data;
-    }
+    table_gate_up(&p, a);
     if (!e)
         e = pl_cuk_moe_gemm(s, &p, bm, max_tiles, 1, a->gelu_tanh);
     p.a = g;
@@ -117,10 +131,7 @@ static int grouped_experts(pl_cuda_stream s, const struct pl_moe_args *a, const 
     p.out = y;
     p.k = a->inter;
     p.n = hidden;
-    for (int x_e = 0; x_e < E; x_e++) {
-        p.w0[x_e] = EXPERT(a->w_down, x_e)->data;
-        p.w1[x_e] = NULL;
-    }
+    table_down(&p, a);
     if (!e)
         e = pl_cuk_moe_gemm(s, &p, bm, max_tiles, 0, 0);
     return e;
@@ -233,19 +244,13 @@ void pl_cuda_moe(struct pl_backend *be, void *out, const void *x, int n, int hid
     }
     if (grouped && pl_cuk_moe_gemv_ok(x, n, k, hidden, a->inter)) {
         struct pl_cuk_moe_gemm p = {.a = x, .out = g, .k = hidden, .n = a->inter};
-        for (int x_e = 0; x_e < E; x_e++) {
-            p.w0[x_e] = EXPERT(a->w_gate, x_e)->data;
-            p.w1[x_e] = EXPERT(a->w_up, x_e)->data;
-        }
+        table_gate_up(&p, a);
         e = pl_cuk_moe_gemv_gate_up(s, &p, ids, (int)nk, k, a->gelu_tanh);
         p.a = g;
         p.out = out;
         p.k = a->inter;
         p.n = hidden;
-        for (int x_e = 0; x_e < E; x_e++) {
-            p.w0[x_e] = EXPERT(a->w_down, x_e)->data;
-            p.w1[x_e] = NULL;
-        }
+        table_down(&p, a);
         if (!e)
             e = pl_cuk_moe_gemv_down(s, &p, ids, w, n, k, sh_logit, sh_y);
         if (e)

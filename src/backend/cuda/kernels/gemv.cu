@@ -27,6 +27,7 @@
  * Rows past the end of a weight (M % R) read the weight's last row and store nothing.
  */
 #include "backend/cuda/kernels/gemv.h"
+#include "backend/cuda/kernels/bf16_vec.cuh"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -59,15 +60,6 @@ __device__ __forceinline__ float gelu_tanh(float g)
     return 0.5f * g * (1.0f + tanhf(k0 * (g + k1 * g * g * g)));
 }
 
-/* A 16-byte weight load that bypasses L1 (each weight byte is read once per launch). */
-__device__ __forceinline__ uint4 ld_stream(const uint4 *p)
-{
-    uint4 v;
-    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-        : "l"(p));
-    return v;
-}
 
 __device__ __forceinline__ float lo_f(uint32_t u) { return __uint_as_float(u << 16); }
 __device__ __forceinline__ float hi_f(uint32_t u) { return __uint_as_float(u & 0xffff0000u); }
@@ -106,7 +98,7 @@ __device__ __forceinline__ void chunk_fma(float (&acc)[R][N], const uint4 *(&wro
     uint4 wv[R], xv[N];
 #pragma unroll
     for (int r = 0; r < R; r++)
-        wv[r] = ld_stream(wrow[r] + (size_t)c * 32);
+        wv[r] = ld_stream16(wrow[r] + (size_t)c * 32);
 #pragma unroll
     for (int j = 0; j < N; j++)
         xv[j] = __ldg(xp + (size_t)j * k8 + (size_t)c * 32);
@@ -134,7 +126,7 @@ __device__ __forceinline__ void dot_rows(float (&acc)[R][N], const uint4 *(&wrow
         for (int u = 0; u < U; u++)
 #pragma unroll
             for (int r = 0; r < R; r++)
-                wv[u][r] = ld_stream(wrow[r] + (size_t)(c + u) * 32);
+                wv[u][r] = ld_stream16(wrow[r] + (size_t)(c + u) * 32);
 #pragma unroll
         for (int u = 0; u < U; u++) {
             uint4 xv[N];

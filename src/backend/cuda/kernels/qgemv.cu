@@ -69,16 +69,6 @@ __device__ __forceinline__ void row_general(const q4_view &v, int64_t r, int64_t
     }
 }
 
-/* A 16-byte code load that bypasses L1 (each weight byte is read once per launch). */
-__device__ __forceinline__ uint4 ld_codes(const uint4 *p)
-{
-    uint4 v;
-    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-        : "l"(p));
-    return v;
-}
-
 __device__ __forceinline__ uint32_t word_of(const uint4 &q, int w)
 {
     return w == 0 ? q.x : w == 1 ? q.y : w == 2 ? q.z : q.w;
@@ -128,7 +118,7 @@ __global__ void __launch_bounds__(128) q4_gemv_kernel(const void *wbuf, int64_t 
             for (int u = 0; u < U; u++)
 #pragma unroll
                 for (int r = 0; r < R; r++)
-                    q[u][r] = v0 + 32 * u < nv ? ld_codes(crow[r] + v0 + 32 * u)
+                    q[u][r] = v0 + 32 * u < nv ? ld_stream16(crow[r] + v0 + 32 * u)
                                                : make_uint4(0, 0, 0, 0);
 #pragma unroll
             for (int u = 0; u < U; u++) {
