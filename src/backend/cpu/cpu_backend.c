@@ -715,9 +715,10 @@ static void attend_one(const struct attn_job *j, int t, int h)
         for (int i = 0; i < cn; i++) {
             float p = expf(score[i] - run_max);
             run_sum += p;
-            if (j->fp8) {
+            if (j->fp8) { /* widened, then the same p*v as an fp32 cache's */
                 for (int d = 0; d < hd; d++)
-                    o[d] += p * (pl_f8e4m3_to_f32(v8[i][d]) * j->v_scale);
+                    kbuf[d] = pl_f8e4m3_to_f32(v8[i][d]) * j->v_scale;
+                pl_cpu_vec_axpy(j->isa, o, p, kbuf, hd);
                 continue;
             }
             pl_cpu_vec_axpy(j->isa, o, p, vrow[i], hd);
