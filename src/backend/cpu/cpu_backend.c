@@ -16,9 +16,14 @@
  * one TLB entry and one stop of the hardware prefetchers per 4 KiB).
  *
  * Each op is written to be read first: one loop nest that says what it
- * computes, split over threads by rows (tokens, or (token, head) pairs for
- * attention). Every output element is computed by exactly one thread, in an
- * order that does not depend on the batch, so results are batch-invariant.
+ * computes, split over threads by rows (contiguous ranges of tokens; for
+ * attention, (token, head) pairs handed out dearest first from a shared
+ * counter). The per-row vector loops (rmsnorm, residual add, silu/gelu_tanh,
+ * rope's rotation, attention's p*v) are cpu_vec.c's, in the backend's ISA;
+ * attention's q.k is cpu_matmul.c's pl_cpu_dot. Every output element is
+ * computed by exactly one thread, in an order that depends only on its row
+ * and the ISA, never on the batch or the thread split, so results are
+ * batch-invariant and deterministic within one ISA.
  * Ops run synchronously: sync() has nothing to wait for.
  */
 #include "backend/cpu/cpu_backend.h"
@@ -29,6 +34,7 @@
 #include <assert.h>
 #include <float.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -224,8 +230,11 @@ struct rmsnorm_job {
     const struct pl_weight *w;
     int dim;
     float eps;
+    enum pl_cpu_isa isa;
 };
 
+/* Per row: residual += x (when given), then out = w * norm(residual or x); the vector
+ * loops are cpu_vec.c's. */
 static void rmsnorm_rows(void *ctx, int r0, int r1)
 {
     struct rmsnorm_job *j = ctx;
@@ -236,23 +245,17 @@ static void rmsnorm_rows(void *ctx, int r0, int r1)
         const float *src = x;
         if (j->residual) {
             float *res = j->residual + (size_t)r * d;
-            for (size_t i = 0; i < d; i++)
-                res[i] += x[i];
+            pl_cpu_vec_add(j->isa, res, x, j->dim);
             src = res;
         }
-        double ss = 0.0;
-        for (size_t i = 0; i < d; i++)
-            ss += (double)src[i] * (double)src[i];
-        float inv = (float)(1.0 / sqrt(ss / (double)d + (double)j->eps));
-        for (size_t i = 0; i < d; i++)
-            out[i] = pl_dtype_get_f32(j->w->data, j->w->dtype, i) * (src[i] * inv);
+        pl_cpu_vec_rmsnorm(j->isa, out, src, j->w, j->dim, j->eps);
     }
 }
 
 static void cpu_rmsnorm(struct pl_backend *be, void *out, void *residual, const void *x,
                         const struct pl_weight *w, int n_rows, int dim, float eps)
 {
-    struct rmsnorm_job j = {out, residual, x, w, dim, eps};
+    struct rmsnorm_job j = {out, residual, x, w, dim, eps, cpu(be)->isa};
     parallel_rows(cpu(be), n_rows, (size_t)dim, rmsnorm_rows, &j);
 }
 
@@ -290,7 +293,11 @@ struct rope_job {
     const int32_t *seq_lens;
     int n_heads, n_kv_heads, head_dim;
     const struct pl_rope *rope;
+    enum pl_cpu_isa isa;
 };
+
+/* The largest rot_dim / 2 (rope_rows keeps one token's cos/sin on the stack). */
+#define ROPE_MAX_HALF 512
 
 /* The inverse frequency of pair i for a token: the table's, unless dynamic NTK
  * applies to this token's sequence length L (HF's dynamic rule: a larger base), or
@@ -311,13 +318,13 @@ static float rope_inv_freq(const struct pl_rope *r, int i, int32_t seq_len)
     return r->inv_freq[i];
 }
 
-static void rotate_heads(float *x, int n_heads, int head_dim, int half, int i, float c, float s)
+/* Every head's pairs (v[i], v[i + half]) rotated by (c[i], s[i]). */
+static void rotate_heads(enum pl_cpu_isa isa, float *x, int n_heads, int head_dim, int half,
+                         const float *c, const float *s)
 {
     for (int h = 0; h < n_heads; h++) {
         float *v = x + (size_t)h * (size_t)head_dim;
-        float x1 = v[i], x2 = v[i + half];
-        v[i] = x1 * c - x2 * s;
-        v[i + half] = x2 * c + x1 * s;
+        pl_cpu_vec_rotate(isa, v, v + half, c, s, half);
     }
 }
 
@@ -326,6 +333,8 @@ static void rope_rows(void *ctx, int r0, int r1)
     struct rope_job *j = ctx;
     const struct pl_rope *r = j->rope;
     int half = r->rot_dim / 2;
+    float cos_t[ROPE_MAX_HALF], sin_t[ROPE_MAX_HALF];
+    assert(half <= ROPE_MAX_HALF);
     for (int t = r0; t < r1; t++) {
         float pos = (float)j->positions[t] * r->pos_scale;
         int32_t L = j->seq_lens ? j->seq_lens[t] : 0;
@@ -333,11 +342,11 @@ static void rope_rows(void *ctx, int r0, int r1)
         float *kt = j->k + (size_t)t * (size_t)j->n_kv_heads * (size_t)j->head_dim;
         for (int i = 0; i < half; i++) {
             float angle = pos * rope_inv_freq(r, i, L); /* fp32, as HF computes freqs */
-            float c = cosf(angle) * r->attn_scale;
-            float s = sinf(angle) * r->attn_scale;
-            rotate_heads(qt, j->n_heads, j->head_dim, half, i, c, s);
-            rotate_heads(kt, j->n_kv_heads, j->head_dim, half, i, c, s);
+            cos_t[i] = cosf(angle) * r->attn_scale;
+            sin_t[i] = sinf(angle) * r->attn_scale;
         }
+        rotate_heads(j->isa, qt, j->n_heads, j->head_dim, half, cos_t, sin_t);
+        rotate_heads(j->isa, kt, j->n_kv_heads, j->head_dim, half, cos_t, sin_t);
     }
 }
 
@@ -345,7 +354,8 @@ static void cpu_rope(struct pl_backend *be, void *q, void *k, const int32_t *pos
                      const int32_t *seq_lens, int n, int n_heads, int n_kv_heads, int head_dim,
                      const struct pl_rope *rope)
 {
-    struct rope_job j = {q, k, positions, seq_lens, n_heads, n_kv_heads, head_dim, rope};
+    struct rope_job j = {q,       k,          positions, seq_lens, n_heads,
+                         n_kv_heads, head_dim, rope,      cpu(be)->isa};
     parallel_rows(cpu(be), n, (size_t)(n_heads + n_kv_heads) * (size_t)rope->rot_dim * 4,
                   rope_rows, &j);
 }
@@ -356,43 +366,41 @@ struct silu_job {
     float *out;
     const float *gate, *up;
     int dim;
+    enum pl_cpu_isa isa;
 };
 
+/* One call per row (cpu_vec.c), so an element's result never depends on where a thread's
+ * range starts. */
 static void silu_rows(void *ctx, int r0, int r1)
 {
     struct silu_job *j = ctx;
-    size_t a = (size_t)r0 * (size_t)j->dim, b = (size_t)r1 * (size_t)j->dim;
-    for (size_t i = a; i < b; i++) {
-        float g = j->gate[i];
-        j->out[i] = g / (1.0f + expf(-g)) * j->up[i];
+    for (int r = r0; r < r1; r++) {
+        size_t at = (size_t)r * (size_t)j->dim;
+        pl_cpu_vec_silu_mul(j->isa, j->out + at, j->gate + at, j->up + at, j->dim);
     }
 }
 
 static void cpu_silu_mul(struct pl_backend *be, void *out, const void *gate, const void *up,
                          int n, int dim)
 {
-    struct silu_job j = {out, gate, up, dim};
+    struct silu_job j = {out, gate, up, dim, cpu(be)->isa};
     parallel_rows(cpu(be), n, (size_t)dim, silu_rows, &j);
 }
 
-/* gelu_tanh(x) * up, PyTorch's gelu(approximate="tanh"):
- * 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). */
+/* gelu_tanh(x) * up, PyTorch's gelu(approximate="tanh"), one row per call. */
 static void gelu_rows(void *ctx, int r0, int r1)
 {
     struct silu_job *j = ctx;
-    const float k0 = 0.7978845608028654f, k1 = 0.044715f;
-    size_t a = (size_t)r0 * (size_t)j->dim, b = (size_t)r1 * (size_t)j->dim;
-    for (size_t i = a; i < b; i++) {
-        float g = j->gate[i];
-        float inner = k0 * (g + k1 * g * g * g);
-        j->out[i] = 0.5f * g * (1.0f + tanhf(inner)) * j->up[i];
+    for (int r = r0; r < r1; r++) {
+        size_t at = (size_t)r * (size_t)j->dim;
+        pl_cpu_vec_gelu_tanh_mul(j->isa, j->out + at, j->gate + at, j->up + at, j->dim);
     }
 }
 
 static void cpu_gelu_tanh_mul(struct pl_backend *be, void *out, const void *gate, const void *up,
                               int n, int dim)
 {
-    struct silu_job j = {out, gate, up, dim};
+    struct silu_job j = {out, gate, up, dim, cpu(be)->isa};
     parallel_rows(cpu(be), n, (size_t)dim, gelu_rows, &j);
 }
 
@@ -629,6 +637,8 @@ struct attn_job {
     enum pl_cpu_isa isa;
     bool fp8;
     float k_scale, v_scale;
+    int n_items, grain;  /* (row, head) items, and how many a thread takes at once */
+    atomic_int next;     /* items handed out so far (attn_worker) */
 };
 
 #define ATTN_MAX_HEAD_DIM 1024
@@ -662,8 +672,7 @@ static void attend_one(const struct attn_job *j, int t, int h)
 
     const float *q = j->q + ((size_t)t * (size_t)m->n_heads + (size_t)h) * (size_t)hd;
     float *o = j->out + ((size_t)t * (size_t)m->n_heads + (size_t)h) * (size_t)hd;
-    for (int d = 0; d < hd; d++)
-        o[d] = 0.0f;
+    memset(o, 0, sizeof(float) * (size_t)hd);
 
     int lo = 0;
     if (m->window > 0 && pos - m->window + 1 > 0)
@@ -700,44 +709,64 @@ static void attend_one(const struct attn_job *j, int t, int h)
         if (chunk_max > run_max) {
             float alpha = expf(run_max - chunk_max); /* 0 on the first chunk */
             run_sum *= alpha;
-            for (int d = 0; d < hd; d++)
-                o[d] *= alpha;
+            pl_cpu_vec_scale(j->isa, o, alpha, hd);
             run_max = chunk_max;
         }
         for (int i = 0; i < cn; i++) {
             float p = expf(score[i] - run_max);
             run_sum += p;
-            if (j->fp8) {
+            if (j->fp8) { /* widened, then the same p*v as an fp32 cache's */
                 for (int d = 0; d < hd; d++)
-                    o[d] += p * (pl_f8e4m3_to_f32(v8[i][d]) * j->v_scale);
+                    kbuf[d] = pl_f8e4m3_to_f32(v8[i][d]) * j->v_scale;
+                pl_cpu_vec_axpy(j->isa, o, p, kbuf, hd);
                 continue;
             }
-            const float *v = vrow[i];
-            for (int d = 0; d < hd; d++)
-                o[d] += p * v[d];
+            pl_cpu_vec_axpy(j->isa, o, p, vrow[i], hd);
         }
     }
     float inv = 1.0f / run_sum; /* run_sum >= 1: the max position contributes exp(0) */
-    for (int d = 0; d < hd; d++)
-        o[d] *= inv;
+    pl_cpu_vec_scale(j->isa, o, inv, hd);
 }
 
-static void attn_rows(void *ctx, int r0, int r1)
+/* Work items are (query row, head) pairs, handed out from a shared counter in grains, last
+ * item first: in a causal prefill a row's cost grows with its position, so the dearest
+ * rows go first and the cheap ones fill in at the end, and a thread the OS slows down
+ * simply takes fewer grains. Which thread computes an item never changes its result. */
+static void attn_worker(void *ctx, int ith, int nth)
 {
     struct attn_job *j = ctx;
-    int nh = j->m->n_heads;
-    for (int item = r0; item < r1; item++)
-        attend_one(j, item / nh, item % nh);
+    const int nh = j->m->n_heads;
+    (void)ith, (void)nth;
+    for (;;) {
+        int k0 = atomic_fetch_add_explicit(&j->next, j->grain, memory_order_relaxed);
+        if (k0 >= j->n_items)
+            return;
+        int k1 = k0 + j->grain < j->n_items ? k0 + j->grain : j->n_items;
+        for (int k = k0; k < k1; k++) {
+            int item = j->n_items - 1 - k;
+            attend_one(j, item / nh, item % nh);
+        }
+    }
 }
 
 static void cpu_attention(struct pl_backend *be, void *out, const void *q, const void *k_cache,
                           const void *v_cache, const struct pl_attn_meta *m)
 {
-    const struct cpu_backend *c = cpu(be);
-    struct attn_job j = {out, q, k_cache, v_cache, m, c->isa, c->kv_fp8, c->k_scale, c->v_scale};
-    /* Work items are (query row, head) pairs; cost grows with the context. */
+    struct cpu_backend *c = cpu(be);
+    struct attn_job j = {.out = out, .q = q, .k_cache = k_cache, .v_cache = v_cache, .m = m,
+                         .isa = c->isa, .fp8 = c->kv_fp8, .k_scale = c->k_scale,
+                         .v_scale = c->v_scale, .n_items = m->n_tokens * m->n_heads};
+    if (j.n_items <= 0)
+        return;
+    int nth = pl_threadpool_size(c->pool);
+    /* about 8 grains a thread: few enough atomics, small enough a last grain */
+    j.grain = j.n_items / (8 * nth) > 1 ? j.n_items / (8 * nth) : 1;
+    atomic_init(&j.next, 0);
     size_t per_item = (size_t)m->head_dim * (size_t)(m->max_context_len > 0 ? m->max_context_len : 1);
-    parallel_rows(cpu(be), m->n_tokens * m->n_heads, per_item, attn_rows, &j);
+    if (nth == 1 || j.n_items == 1 || (size_t)j.n_items * per_item < PAR_MIN_ELEMS)
+        attn_worker(&j, 0, 1);
+    else
+        pl_threadpool_run(c->pool, attn_worker, &j);
 }
 
 static pl_status cpu_set_kv_dtype(struct pl_backend *be, enum pl_dtype dtype, float k_scale,

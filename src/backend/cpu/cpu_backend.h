@@ -93,4 +93,24 @@ void pl_cpu_matmul(struct pl_threadpool *pool, const struct pl_cpu_mm *mm, float
 /* Internal: q . k over n floats with the given ISA's kernel, used by attention. */
 float pl_cpu_dot(enum pl_cpu_isa isa, const float *a, const float *b, int n);
 
+/* Internal: the element-wise row kernels (cpu_vec.c), each in the given ISA; one call per
+ * row, n elements. The ISAs agree to a few fp32 roundings (silu and gelu_tanh: a
+ * polynomial exp, about 1 ulp), and within one ISA an element's result depends only on
+ * its row. */
+void pl_cpu_vec_axpy(enum pl_cpu_isa isa, float *y, float a, const float *x, int n); /* y += a x */
+void pl_cpu_vec_scale(enum pl_cpu_isa isa, float *y, float a, int n);              /* y *= a */
+void pl_cpu_vec_add(enum pl_cpu_isa isa, float *y, const float *x, int n);         /* y += x */
+/* out = w * (x / sqrt(mean(x^2) + eps)), the sum of squares in double; w: n F32/F16/BF16. */
+void pl_cpu_vec_rmsnorm(enum pl_cpu_isa isa, float *out, const float *x,
+                        const struct pl_weight *w, int n, float eps);
+/* out = silu(gate) * up; out = gelu_tanh(gate) * up. */
+void pl_cpu_vec_silu_mul(enum pl_cpu_isa isa, float *out, const float *gate, const float *up,
+                         int n);
+void pl_cpu_vec_gelu_tanh_mul(enum pl_cpu_isa isa, float *out, const float *gate, const float *up,
+                              int n);
+/* Rope's rotation of the pairs (x1[i], x2[i]) by (c[i], s[i]):
+ * x1' = x1 c - x2 s, x2' = x2 c + x1 s. */
+void pl_cpu_vec_rotate(enum pl_cpu_isa isa, float *x1, float *x2, const float *c, const float *s,
+                       int n);
+
 #endif
