@@ -296,7 +296,7 @@ struct rope_job {
     enum pl_cpu_isa isa;
 };
 
-/* The largest rot_dim / 2 (rope_rows keeps one token's cos/sin on the stack). */
+/* rope_rows' cos/sin tables on the stack: pairs of a token in pieces of this many. */
 #define ROPE_MAX_HALF 512
 
 /* The inverse frequency of pair i for a token: the table's, unless dynamic NTK
@@ -318,13 +318,13 @@ static float rope_inv_freq(const struct pl_rope *r, int i, int32_t seq_len)
     return r->inv_freq[i];
 }
 
-/* Every head's pairs (v[i], v[i + half]) rotated by (c[i], s[i]). */
+/* Every head's pairs (v[i0 + i], v[i0 + i + half]), i < m, rotated by (c[i], s[i]). */
 static void rotate_heads(enum pl_cpu_isa isa, float *x, int n_heads, int head_dim, int half,
-                         const float *c, const float *s)
+                         int i0, int m, const float *c, const float *s)
 {
     for (int h = 0; h < n_heads; h++) {
-        float *v = x + (size_t)h * (size_t)head_dim;
-        pl_cpu_vec_rotate(isa, v, v + half, c, s, half);
+        float *v = x + (size_t)h * (size_t)head_dim + i0;
+        pl_cpu_vec_rotate(isa, v, v + half, c, s, m);
     }
 }
 
@@ -334,19 +334,23 @@ static void rope_rows(void *ctx, int r0, int r1)
     const struct pl_rope *r = j->rope;
     int half = r->rot_dim / 2;
     float cos_t[ROPE_MAX_HALF], sin_t[ROPE_MAX_HALF];
-    assert(half <= ROPE_MAX_HALF);
     for (int t = r0; t < r1; t++) {
         float pos = (float)j->positions[t] * r->pos_scale;
         int32_t L = j->seq_lens ? j->seq_lens[t] : 0;
         float *qt = j->q + (size_t)t * (size_t)j->n_heads * (size_t)j->head_dim;
         float *kt = j->k + (size_t)t * (size_t)j->n_kv_heads * (size_t)j->head_dim;
-        for (int i = 0; i < half; i++) {
-            float angle = pos * rope_inv_freq(r, i, L); /* fp32, as HF computes freqs */
-            cos_t[i] = cosf(angle) * r->attn_scale;
-            sin_t[i] = sinf(angle) * r->attn_scale;
+        /* pairs in pieces of the tables' size (any head size; each pair on its own) */
+        for (int i0 = 0; i0 < half; i0 += ROPE_MAX_HALF) {
+            const int m = half - i0 < ROPE_MAX_HALF ? half - i0 : ROPE_MAX_HALF;
+            for (int i = 0; i < m; i++) {
+                /* fp32, as HF computes freqs */
+                float angle = pos * rope_inv_freq(r, i0 + i, L);
+                cos_t[i] = cosf(angle) * r->attn_scale;
+                sin_t[i] = sinf(angle) * r->attn_scale;
+            }
+            rotate_heads(j->isa, qt, j->n_heads, j->head_dim, half, i0, m, cos_t, sin_t);
+            rotate_heads(j->isa, kt, j->n_kv_heads, j->head_dim, half, i0, m, cos_t, sin_t);
         }
-        rotate_heads(j->isa, qt, j->n_heads, j->head_dim, half, cos_t, sin_t);
-        rotate_heads(j->isa, kt, j->n_kv_heads, j->head_dim, half, cos_t, sin_t);
     }
 }
 
