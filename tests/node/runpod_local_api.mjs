@@ -124,7 +124,11 @@ async function queueBounds() {
   } finally { await stopWorker(w); }
 }
 
-// C1: N connections at once, each asks /health and stays open; all must be answered.
+// C1: N connections at once, each asks /health and stays open; all must be answered. A
+// connection the server closes unanswered (its header deadline, 5 s from the accept, can
+// pass when the machine is overloaded: seen on a loaded 2-core CI machine, 121 of 3000) is
+// asked again once, after the waves, while all the others stay open: a server that could
+// not hold N connections fails the retry too.
 async function manyConnections() {
   let limit = 0;
   try { limit = Number(execFileSync('bash', ['-c', 'ulimit -n']).toString().trim()); } catch { /* unknown */ }
@@ -137,15 +141,17 @@ async function manyConnections() {
   const socks = [];
   try {
     const port = await apiPort(w);
-    let answered = 0, errors = 0;
+    let answered = 0;
+    // resolves true when answered, false when closed or failed unanswered
     const one = () => new Promise((resolve) => {
       const s = net.connect(port, '127.0.0.1');
       socks.push(s);
-      let b = '';
+      let b = '', done = false;
+      const end = (ok) => { if (!done) { done = true; if (ok) answered++; resolve(ok); } };
       s.on('connect', () => s.write('GET /health HTTP/1.1\r\nHost: x\r\n\r\n'));
-      s.on('data', (d) => { b += d; if (/^HTTP\/1\.1 200/.test(b) && b.includes('"jobs"')) { answered++; resolve(); } });
-      s.on('error', () => { errors++; resolve(); });
-      s.on('close', () => resolve());
+      s.on('data', (d) => { b += d; if (/^HTTP\/1\.1 200/.test(b) && b.includes('"jobs"')) end(true); });
+      s.on('error', () => end(false));
+      s.on('close', () => end(false));
     });
     // opened in waves of 500 (the listen backlog is 1024); every socket stays open
     const all = [];
@@ -155,8 +161,13 @@ async function manyConnections() {
       all.push(...wave);
       await Promise.all(wave);
     }
-    await Promise.all(all);
-    check(answered === N && errors === 0, 'C1', `${answered} of ${N} connections answered, ${errors} errors`);
+    const first = await Promise.all(all);
+    const missed = first.filter((ok) => !ok).length;
+    const answeredFirst = answered;
+    let errors = 0;
+    for (let i = 0; i < missed; i++) if (!(await one())) errors++;
+    check(answered === N && errors === 0, 'C1',
+      `${answered} of ${N} connections answered (${answeredFirst} at once, ${missed} asked again), ${errors} unanswered twice`);
     const r = await request(port, 'POST', '/runsync', { input: inA });
     check(r.json && r.json.status === 'COMPLETED', 'C1', `a job beside them: ${r.body}`);
   } finally {
