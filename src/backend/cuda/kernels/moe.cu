@@ -62,6 +62,10 @@ __global__ void moe_route_kernel(float *logits, int n, int E, int k, int norm, i
                 be = oe;
             }
         }
+        /* only NaN probabilities (an overflowed hidden state) leave no candidate: take
+         * expert i rather than an id past the expert tables and the counts */
+        if (be >= E)
+            be = i;
         if (lane == 0) {
             ids[t * k + i] = be;
             w[t * k + i] = bp;
