@@ -8,7 +8,7 @@
  *   dequant  n > 8 with the GEMM turned off: dequantize + cuBLASLt;
  * and the GEMM against dequantize + cuBLASLt directly (class "gemm vs dequant": the same
  * bf16 weights, so they differ by the fp32 accumulation order and the output rounding only;
- * where they differ by more, the GEMM must match the exact sum over the bf16 weights).
+ * a failure names the path that is off the exact sum over the bf16 weights).
  *
  * Each case packs a random weight with pl_quant_pack (the producer's layout) and reads it
  * back through pl_quant_q4_buffer (the loader's device layout), or builds the device layout
@@ -71,7 +71,6 @@ enum { C_GEMV, C_GEMM, C_DEQ, C_DIFF, C_COUNT };
 static const char *const g_class[C_COUNT] = {"gemv (n <= 8)", "gemm (tensor cores)",
                                              "dequant + cuBLASLt", "gemm vs dequant"};
 static double g_max_err[C_COUNT]; /* normalised error */
-static int g_deq_off; /* check_diff: elements where the dequantize path was the one off */
 static int g_cases[C_COUNT], g_bad[C_COUNT];
 
 static uint64_t g_rng = 0x1234567u;
@@ -322,26 +321,19 @@ static void check_diff(const struct q4_host *h, const uint16_t *x, const uint16_
             if (!(norm <= g_max_err[C_DIFF]))
                 g_max_err[C_DIFF] = isnan(norm) ? INFINITY : norm;
             if (!(e <= big / 64.0 + pre / 256.0 + rowmax / 4096.0)) {
-                /* which one is off: the exact sum over the bf16-rounded weights both use.
-                 * The GEMM must be within the same bound of it; the dequantize path has
-                 * been seen off it on act-order shapes (H100, 2026-12-07: 300 x 2048 at
-                 * n = 100, 2%), which is counted and printed, not failed: that path keeps
-                 * the CPU reference's bound (C_DEQ) */
+                /* which one is off: the exact sum over the bf16-rounded weights both use
+                 * (on the H100, 2026-12-07, the dequantize path on two act-order shapes:
+                 * docs/cuda.md); either way the two paths disagree and the case fails */
                 double emu = bias ? bias[r] : 0.0;
                 for (int64_t k = 0; k < h->K; k++)
                     emu += (double)pl_bf16_to_f32(pl_f32_to_bf16(h->deq[r * h->K + k])) *
                            pl_bf16_to_f32(x[(int64_t)j * h->K + k]);
-                const double eg = fabs(va - emu);
-                if (!(eg <= fabs(emu) / 64.0 + rowmax / 4096.0)) {
-                    CHECKF(0, "%s %s n=%d row %d out %lld: gemm %g, dequant + cuBLASLt %g, "
-                              "exact over the bf16 weights %g (bias %g)", h->label, what, n,
-                           j, (long long)r, va, vb, emu, bias ? bias[r] : 0.0);
-                    bad++;
-                } else if (g_deq_off++ < 3) {
-                    printf("note: %s %s n=%d row %d out %lld: dequant + cuBLASLt %g is off the "
-                           "exact sum over the bf16 weights %g (the GEMM: %g)\n", h->label,
-                           what, n, j, (long long)r, vb, emu, va);
-                }
+                const bool gemm_off = !(fabs(va - emu) <= fabs(emu) / 64.0 + rowmax / 4096.0);
+                CHECKF(0, "%s %s n=%d row %d out %lld: gemm %g, dequant + cuBLASLt %g, exact "
+                          "over the bf16 weights %g (bias %g): %s is off", h->label, what, n, j,
+                       (long long)r, va, vb, emu, bias ? bias[r] : 0.0,
+                       gemm_off ? "the GEMM" : "dequantize + cuBLASLt");
+                bad++;
             }
         }
     }
@@ -1080,9 +1072,6 @@ int main(int argc, char **argv)
     for (int c = 0; c < C_COUNT; c++)
         printf("%-22s %4d cases, max normalised error %.3g: %s\n", g_class[c], g_cases[c],
                g_max_err[c], g_bad[c] ? "FAIL" : "PASS");
-    if (g_deq_off)
-        printf("(gemm vs dequant: %d elements where dequantize + cuBLASLt was the one off the "
-               "exact sum and the GEMM on it)\n", g_deq_off);
     printf("---- fp8 W8A8 parity (%s): outer-vector scales %d cases, max normalised error "
            "%.3g; scaling epilogue %d cases, %.3g (bound: 2^-7 |ref| + 2^-11 sum |terms|) "
            "----\n",
