@@ -15,9 +15,13 @@
 #            S1 (1024 x 512 in / 256 out) on the Llama-3-8B shape: bf16 (the baseline), FP8
 #            W8A8 weights, an FP8 KV cache, AWQ int4 with the int4 GEMM on
 #            (PAGELLM_Q4_GEMM_MAX_N=1024) and with it off (dequantize + cuBLASLt)
+#   gdiag    the Gemma 2 chunked fault: its golden fixture with graphs off, GEMV kernels off,
+#            both, and test_attention
+#   (quant and s1q also run with PAGELLM_CUBLASLT_REDUCTION=any: split-K in bf16 allowed)
 #   golden   test_cuda_parity --golden for gemma2 and gemma3 (the fused GELU-tanh gate-up)
 # Binaries from `tools/device_check_all.sh --pack` (.carry/pack.tar.xz, carried).
-# Env: BUDGET (570), ONLY ("moe quant fig13 s1q golden" or a subset), S1_PROMPTS (1024).
+# Env: BUDGET (570), ONLY ("moe quant gdiag fig13 s1q golden" or a subset), S1_PROMPTS (1024),
+# SKIP_LOGS (runs to leave out by log name, e.g. "b1_awq s1_kv8").
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-/tmp/pl_figures}
@@ -34,6 +38,7 @@ want() { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]]; }
 # run NEED_S TIMEOUT LOG cmd...: runs when NEED_S seconds are left, within TIMEOUT (cut to the budget)
 run() {
   local need=$1 to=$2 log=$3; shift 3
+  if [[ " ${SKIP_LOGS:-} " == *" ${log%.log} "* ]]; then return 98; fi
   local l; l=$(left)
   if [ "$l" -lt "$need" ]; then echo "[skip: $l s left] $log" | tee -a "$OUT/steps.txt"; return 99; fi
   [ "$to" -gt $((l - 10)) ] && to=$((l - 10))
@@ -56,6 +61,10 @@ if want quant; then
   echo "test_cuda_quant rc=$?"
   grep -E "cases, max normalised|^---- " "$OUT/quant.log"
   grep -m6 "CHECK failed" "$OUT/quant.log"
+  # the same with cuBLASLt free to reduce split-K partial sums in bf16 (the old default)
+  PAGELLM_CUBLASLT_REDUCTION=any run 60 240 quant_anyred.log "$B/test_cuda_quant"
+  echo "test_cuda_quant (PAGELLM_CUBLASLT_REDUCTION=any) rc=$?: $(grep -c 'CHECK failed' "$OUT/quant_anyred.log") failed checks"
+  grep -m3 "CHECK failed" "$OUT/quant_anyred.log"
   run 40 90 quant_bench.log "$B/test_cuda_quant" --bench
 fi
 if want fig13; then
@@ -82,10 +91,24 @@ if want s1q; then
   run 40 60 b1_bf16.log "$BT" --model "$BM/llama-3-8b" "${B1[@]}"
   run 40 60 b1_awq.log "$BT" --model "$BM/llama-3-8b-awq" "${B1[@]}"
   run 60 120 s1_bf16.log "$BT" --model "$BM/llama-3-8b" "${S1[@]}"
+  PAGELLM_CUBLASLT_REDUCTION=any run 60 120 s1_bf16_anyred.log "$BT" --model "$BM/llama-3-8b" "${S1[@]}"
   run 60 120 s1_fp8.log "$BT" --model "$BM/llama-3-8b-fp8" "${S1[@]}"
   run 60 120 s1_kv8.log "$BT" --model "$BM/llama-3-8b" "${S1[@]}" --kv-cache-dtype fp8
   PAGELLM_Q4_GEMM_MAX_N=1024 run 60 120 s1_awq_gemm.log "$BT" --model "$BM/llama-3-8b-awq" "${S1[@]}"
   run 60 120 s1_awq_deq.log "$BT" --model "$BM/llama-3-8b-awq" "${S1[@]}"
+fi
+if want gdiag; then
+  # the Gemma 2 chunked-prefill fault on CUDA, isolated: graphs off, GEMV kernels off, both,
+  # and the attention op's cases of its shape
+  PL_GOLDEN_ONLY=gemma2 run 30 90 gdiag_default.log "$B/test_cuda_parity" --golden
+  PL_GOLDEN_ONLY=gemma2 PL_GOLDEN_EAGER=1 run 30 90 gdiag_eager.log "$B/test_cuda_parity" --golden
+  PL_GOLDEN_ONLY=gemma2 PL_GOLDEN_GEMV=0 run 30 90 gdiag_nogemv.log "$B/test_cuda_parity" --golden
+  PL_GOLDEN_ONLY=gemma2 PL_GOLDEN_EAGER=1 PL_GOLDEN_GEMV=0 run 30 90 gdiag_neither.log \
+    "$B/test_cuda_parity" --golden
+  PL_PARITY_ONLY=test_attention run 30 120 gdiag_attn.log "$B/test_cuda_parity"
+  for l in default eager nogemv neither attn; do
+    echo "gemma2 $l: $(grep -c 'CHECK failed' "$OUT/gdiag_$l.log") failed checks; $(grep -m2 'CHECK failed' "$OUT/gdiag_$l.log" | cut -c1-220)"
+  done
 fi
 if want golden; then
   PL_GOLDEN_ONLY=gemma2,gemma3 run 30 120 golden_gemma.log "$B/test_cuda_parity" --golden
@@ -104,7 +127,7 @@ echo "==== memory plans / errors"
 grep -h -E "memory plan|cuda graphs|error|refused" "$OUT"/moe_b1.log "$OUT"/s1_*.log 2>/dev/null | cut -c1-200 | head -14
 echo "==== figures ($(cat "$OUT/device.txt"))"
 printf "%-34s %12s\n" "run" "output tok/s"
-for l in moe_b1 moe_b1_grouped gemma_b1 b1_bf16 b1_awq s1_bf16 s1_fp8 s1_kv8 s1_awq_gemm s1_awq_deq; do
+for l in moe_b1 moe_b1_grouped gemma_b1 b1_bf16 b1_awq s1_bf16 s1_bf16_anyred s1_fp8 s1_kv8 s1_awq_gemm s1_awq_deq; do
   [ -f "$OUT/$l.log" ] && printf "%-34s %12s\n" "$l" "$(rate $l.log)"
 done
 echo "[$(( $(date +%s) - T0 ))s] done" | tee -a "$OUT/steps.txt"

@@ -46,4 +46,6 @@ void pl_debug_env_read(struct pl_debug_env *out)
     out->cpu_isa = nonempty("PAGELLM_CPU_ISA");
     out->q4_gemm_max_n = count("PAGELLM_Q4_GEMM_MAX_N");
     out->moe_gemv_entries = count("PAGELLM_MOE_GEMV_ENTRIES");
+    const char *red = nonempty("PAGELLM_CUBLASLT_REDUCTION");
+    out->cublaslt_any_reduction = red && !strcmp(red, "any");
 }

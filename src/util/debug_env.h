@@ -27,6 +27,9 @@
  *   PAGELLM_MOE_GEMV_ENTRIES     a number: moe ops of up to that many (token, choice)
  *                                entries run the experts as GEMVs, larger ones as grouped
  *                                GEMMs (cuda_moe.c; 0: never; for measuring the threshold)
+ *   PAGELLM_CUBLASLT_REDUCTION   any: cuBLASLt may pick split-K algorithms that reduce in the
+ *                                output type (bf16 partial sums); by default only fp32
+ *                                reductions are allowed (cuda_matmul.c; for A/B runs)
  * They are read at each call (tests change them between handles); the
  * strings point into the environment (copy them to keep them).
  */
@@ -47,6 +50,7 @@ struct pl_debug_env {
     const char *cpu_isa;             /* NULL: unset or empty */
     int q4_gemm_max_n;               /* -1: unset or not a number >= 0 */
     int moe_gemv_entries;            /* -1: unset or not a number >= 0 */
+    bool cublaslt_any_reduction;     /* PAGELLM_CUBLASLT_REDUCTION=any */
 };
 
 void pl_debug_env_read(struct pl_debug_env *out);

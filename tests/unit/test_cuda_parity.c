@@ -1784,6 +1784,10 @@ static void golden_fixture(const char *path)
     /* 2. CUDA, in three shapes */
     if (st == PL_STATUS_OK)
         st = golden_open(g_gpu, dir, &cfg, &sts, &w, &m, &err);
+    /* PL_GOLDEN_EAGER=1: no decode graphs (to tell a graph fault from a kernel's) */
+    const char *eager = getenv("PL_GOLDEN_EAGER");
+    if (st == PL_STATUS_OK && eager && !strcmp(eager, "1"))
+        pl_model_set_eager(m);
     if (st == PL_STATUS_UNSUPPORTED) {
         fprintf(stderr, "note: %s skipped on CUDA: %s\n", preset, err.msg);
         g_gold.fixtures_skipped++;

@@ -145,6 +145,7 @@ struct pl_cuda_matmul {
     int n_sms;
     int q4_gemm_max_n;    /* int4 GEMM up to this n, dequantize + GEMM above */
     int q4_splits;        /* the int4 GEMM's K slices, 0: chosen per shape (tests) */
+    uint32_t reduction_mask; /* cuBLASLt split-K reductions allowed (see plan_build) */
 };
 
 void pl_cuda_matmul_set_fp8_epilogue(struct pl_cuda_matmul *mm, bool on)
@@ -209,6 +210,8 @@ pl_status pl_cuda_matmul_new(void *stream, struct pl_cuda_matmul **out, struct p
     struct pl_debug_env dbg;
     pl_debug_env_read(&dbg);
     mm->q4_gemm_max_n = dbg.q4_gemm_max_n >= 0 ? dbg.q4_gemm_max_n : Q4_GEMM_MAX_N;
+    mm->reduction_mask = dbg.cublaslt_any_reduction ? (uint32_t)CUBLASLT_REDUCTION_SCHEME_MASK
+                                                    : (uint32_t)CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
     if (dbg.moe_gemv_entries >= 0) /* (the moe op's route is process-wide: a debug knob) */
         pl_cuk_moe_gemv_force(dbg.moe_gemv_entries, 0);
     *out = mm;
@@ -328,6 +331,13 @@ static bool plan_build(struct pl_cuda_matmul *mm, struct plan *p, const struct p
     if (s == CUBLAS_STATUS_SUCCESS)
         s = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
                                                  &al_d, sizeof(al_d));
+    /* Split-K algorithms only where the partial sums are reduced in fp32 (the compute type):
+     * a reduction in the output type (in place or in a bf16 buffer) rounds every partial
+     * sum to bf16, which on small-M x N products with cancelling terms was 2% off the exact
+     * sum (test_cuda_quant's act-order shapes). */
+    if (s == CUBLAS_STATUS_SUCCESS)
+        s = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
+                                                 &mm->reduction_mask, sizeof(mm->reduction_mask));
     cublasLtMatmulHeuristicResult_t res;
     int n_res = 0;
     if (s == CUBLAS_STATUS_SUCCESS && k->bias_type >= 0) {
@@ -353,6 +363,16 @@ static bool plan_build(struct pl_cuda_matmul *mm, struct plan *p, const struct p
     if (s == CUBLAS_STATUS_SUCCESS && n_res == 0)
         s = cublasLtMatmulAlgoGetHeuristic(mm->lt, p->desc, p->a, p->b, p->d, p->d, pref, 1, &res,
                                            &n_res);
+    if (s == CUBLAS_STATUS_SUCCESS && n_res == 0 &&
+        mm->reduction_mask != (uint32_t)CUBLASLT_REDUCTION_SCHEME_MASK) {
+        /* no algorithm with fp32 reductions only: any (a shape is never refused for it) */
+        const uint32_t any = CUBLASLT_REDUCTION_SCHEME_MASK;
+        s = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
+                                                 &any, sizeof(any));
+        if (s == CUBLAS_STATUS_SUCCESS)
+            s = cublasLtMatmulAlgoGetHeuristic(mm->lt, p->desc, p->a, p->b, p->d, p->d, pref, 1,
+                                               &res, &n_res);
+    }
     if (pref)
         cublasLtMatmulPreferenceDestroy(pref);
     if (s == CUBLAS_STATUS_SUCCESS && n_res == 0)
