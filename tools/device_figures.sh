@@ -18,6 +18,8 @@
 #   gdiag    the Gemma 2 chunked fault: its golden fixture with graphs off, GEMV kernels off,
 #            both, and test_attention
 #   (quant and s1q also run with PAGELLM_CUBLASLT_REDUCTION=any: split-K in bf16 allowed)
+#   pdl      batch 1 (128 / 256) on Llama-3-8B, Gemma-3-12B and Qwen3-30B-A3B with programmatic
+#            dependent launch on (the default) and off (PAGELLM_CUDA_PDL=0)
 #   golden   test_cuda_parity --golden for gemma2 and gemma3 (the fused GELU-tanh gate-up)
 # Binaries from `tools/device_check_all.sh --pack` (.carry/pack.tar.xz, carried).
 # Env: BUDGET (570), ONLY ("moe quant gdiag fig13 s1q golden" or a subset), S1_PROMPTS (1024),
@@ -66,6 +68,15 @@ if want quant; then
   echo "test_cuda_quant (PAGELLM_CUBLASLT_REDUCTION=any) rc=$?: $(grep -c 'CHECK failed' "$OUT/quant_anyred.log") failed checks"
   grep -m3 "CHECK failed" "$OUT/quant_anyred.log"
   run 40 90 quant_bench.log "$B/test_cuda_quant" --bench
+fi
+if want pdl; then
+  # programmatic dependent launch (kernels/pdl.cuh) on and off, batch 1, same call
+  B1=(--load-format dummy --device cuda --warmup 1 --num-prompts 1 --input-len 128 --output-len 256)
+  for m in llama-3-8b gemma-3-12b qwen3-30b-a3b; do
+    run 40 90 pdl_on_$m.log "$BT" --model "$BM/$m" "${B1[@]}" --gpu-memory-utilization 0.95
+    PAGELLM_CUDA_PDL=0 run 40 90 pdl_off_$m.log "$BT" --model "$BM/$m" "${B1[@]}" --gpu-memory-utilization 0.95
+    echo "pdl $m: on $(rate pdl_on_$m.log) off $(rate pdl_off_$m.log) output tok/s"
+  done
 fi
 if want fig13; then
   run 100 150 moe_b1.log "$BT" --model "$BM/qwen3-30b-a3b" --load-format dummy --device cuda --warmup 1 \

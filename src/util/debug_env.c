@@ -48,4 +48,6 @@ void pl_debug_env_read(struct pl_debug_env *out)
     out->moe_gemv_entries = count("PAGELLM_MOE_GEMV_ENTRIES");
     const char *red = nonempty("PAGELLM_CUBLASLT_REDUCTION");
     out->cublaslt_any_reduction = red && !strcmp(red, "any");
+    const char *pdl = nonempty("PAGELLM_CUDA_PDL");
+    out->cuda_pdl_off = pdl && !strcmp(pdl, "0");
 }

@@ -30,6 +30,9 @@
  *   PAGELLM_CUBLASLT_REDUCTION   any: cuBLASLt may pick split-K algorithms that reduce in the
  *                                output type (bf16 partial sums); by default only fp32
  *                                reductions are allowed (cuda_matmul.c; for A/B runs)
+ *   PAGELLM_CUDA_PDL             0: the decode path's kernels are launched in plain stream
+ *                                order, without programmatic dependent launch
+ *                                (kernels/pdl.cuh; for A/B runs)
  * They are read at each call (tests change them between handles); the
  * strings point into the environment (copy them to keep them).
  */
@@ -51,6 +54,7 @@ struct pl_debug_env {
     int q4_gemm_max_n;               /* -1: unset or not a number >= 0 */
     int moe_gemv_entries;            /* -1: unset or not a number >= 0 */
     bool cublaslt_any_reduction;     /* PAGELLM_CUBLASLT_REDUCTION=any */
+    bool cuda_pdl_off;               /* PAGELLM_CUDA_PDL=0 */
 };
 
 void pl_debug_env_read(struct pl_debug_env *out);

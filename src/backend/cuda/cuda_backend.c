@@ -23,6 +23,7 @@
 #include "backend/cuda/kernels/kernels.h"
 #include "backend/cuda/kernels/sampling.h"
 #include "core/sampler.h"
+#include "util/debug_env.h"
 
 #include <cuda_runtime.h>
 #include <math.h>
@@ -1032,6 +1033,11 @@ pl_status pl_backend_cuda_new_act(int device, enum pl_dtype act, struct pl_backe
     if (e == cudaSuccess) {
         c->n_sms = prop.multiProcessorCount;
         snprintf(c->device_name, sizeof(c->device_name), "%s", prop.name);
+        /* programmatic dependent launch of the decode path's kernels (kernels/pdl.cuh):
+         * Hopper and later, unless PAGELLM_CUDA_PDL=0 */
+        struct pl_debug_env dbg;
+        pl_debug_env_read(&dbg);
+        pl_cuk_set_pdl(prop.major >= 9 && !dbg.cuda_pdl_off);
         e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking);
     }
     if (e == cudaSuccess)

@@ -51,6 +51,7 @@
 #include "attention_common.cuh"
 #include "bf16_vec.cuh"
 #include "fp8_vec.cuh"
+#include "pdl.cuh"
 
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -123,6 +124,7 @@ __global__ void __launch_bounds__(DEC_THREADS, MINB)
 decode_kernel(struct pl_cuk_attn a, int n_splits, int n_chunks, float *partial)
 {
     constexpr int ES = KV8 ? 1 : 2; /* bytes per cache element */
+    pdl_enter();
     constexpr int HDS = HDT ? HDT : MAX_HD; /* shared-memory row size */
     constexpr int RING_U4 = DEC_WARPS * STAGES * U * 2 * 32;
     constexpr int MERGE_F = DEC_WARPS * GM * (HDS + 2);
@@ -403,6 +405,7 @@ decode_kernel(struct pl_cuk_attn a, int n_splits, int n_chunks, float *partial)
 /* Combines the splits of one (sequence, head): weights l_i * 2^(m_i - M). */
 __global__ void decode_reduce_kernel(struct pl_cuk_attn a, int n_splits, const float *partial)
 {
+    pdl_enter();
     const int h = blockIdx.x, s = blockIdx.y;
     const int q0 = a.cu_seqlens_q[s];
     if (a.cu_seqlens_q[s + 1] - q0 != 1)
@@ -440,11 +443,11 @@ static void launch_decode(dim3 grid, pl_cuda_stream st, const struct pl_cuk_attn
     constexpr int U = GM >= 8 ? 2 : 4;
     constexpr int MINB = GM >= 8 ? 1 : HDT ? 4 : 3;
     if (a->kv_fp8)
-        decode_kernel<GM, HDT, U, MINB, 3, true>
-            <<<grid, DEC_THREADS, 0, st>>>(*a, n_splits, n_chunks, partial);
+        pdl_launch(decode_kernel<GM, HDT, U, MINB, 3, true>, grid, dim3(DEC_THREADS), 0, st, *a,
+                   n_splits, n_chunks, partial);
     else
-        decode_kernel<GM, HDT, U, MINB, 3, false>
-            <<<grid, DEC_THREADS, 0, st>>>(*a, n_splits, n_chunks, partial);
+        pdl_launch(decode_kernel<GM, HDT, U, MINB, 3, false>, grid, dim3(DEC_THREADS), 0, st, *a,
+                   n_splits, n_chunks, partial);
 }
 
 template <int GM>
@@ -480,6 +483,6 @@ extern "C" int pl_cuk_attention_decode(pl_cuda_stream st, const struct pl_cuk_at
     if (err || n_splits == 1)
         return err;
     dim3 rgrid((unsigned)a->n_heads, (unsigned)a->n_seqs);
-    decode_reduce_kernel<<<rgrid, 128, 0, st>>>(*a, n_splits, partial);
+    pdl_launch(decode_reduce_kernel, rgrid, dim3(128), 0, st, *a, n_splits, partial);
     return (int)cudaGetLastError();
 }

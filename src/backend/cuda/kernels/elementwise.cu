@@ -14,6 +14,7 @@
  */
 #include "kernels.h"
 #include "bf16_vec.cuh"
+#include "pdl.cuh"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -48,11 +49,18 @@ static inline bool aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; 
 
 static inline int launch_status(void) { return (int)cudaGetLastError(); }
 
+/* pdl.cuh: programmatic dependent launch of the decode path's kernels */
+extern "C" {
+int pl_cuk_pdl_on = 0;
+void pl_cuk_set_pdl(int on) { pl_cuk_pdl_on = on != 0; }
+}
+
 /* ---- embed ------------------------------------------------------------------------- */
 
 template <typename T>
 __global__ void embed_kernel(T *out, const void *table, int dtype, int64_t dim, const int32_t *ids)
 {
+    pdl_enter();
     const int64_t row = blockIdx.x;
     const int64_t src = (int64_t)ids[row] * dim;
     for (int64_t c = threadIdx.x; c < dim; c += blockDim.x) /* id < 0: zeros (backend.h) */
@@ -63,6 +71,7 @@ __global__ void embed_kernel(T *out, const void *table, int dtype, int64_t dim, 
 __global__ void embed_bf16_vec_kernel(uint4 *out, const uint4 *table, const int32_t *ids,
                                       int64_t row_vecs)
 {
+    pdl_enter();
     const int64_t row = blockIdx.x;
     const int64_t id = ids[row];
     for (int64_t c = threadIdx.x; c < row_vecs; c += blockDim.x)
@@ -75,10 +84,10 @@ extern "C" int pl_cuk_embed(pl_cuda_stream s, void *out, const void *table, int 
     if (n <= 0)
         return 0;
     if (table_dtype == DT_BF16 && dim % 8 == 0 && aligned16(out) && aligned16(table)) {
-        embed_bf16_vec_kernel<<<n, 128, 0, s>>>((uint4 *)out, (const uint4 *)table, ids, dim / 8);
+        pdl_launch(embed_bf16_vec_kernel, dim3(n), dim3(128), 0, s, (uint4 *)out, (const uint4 *)table, ids, dim / 8);
         return launch_status();
     }
-    embed_kernel<<<n, 256, 0, s>>>((__nv_bfloat16 *)out, table, table_dtype, dim, ids);
+    pdl_launch(embed_kernel<__nv_bfloat16>, dim3(n), dim3(256), 0, s, (__nv_bfloat16 *)out, table, table_dtype, dim, ids);
     return launch_status();
 }
 
@@ -87,7 +96,7 @@ extern "C" int pl_cuk_embed_f32(pl_cuda_stream s, void *out, const void *table, 
 {
     if (n <= 0)
         return 0;
-    embed_kernel<<<n, 256, 0, s>>>((float *)out, table, table_dtype, dim, ids);
+    pdl_launch(embed_kernel<float>, dim3(n), dim3(256), 0, s, (float *)out, table, table_dtype, dim, ids);
     return launch_status();
 }
 
@@ -116,6 +125,7 @@ __global__ void rmsnorm_vec_kernel(__nv_bfloat16 *out, __nv_bfloat16 *residual,
                                    const __nv_bfloat16 *x, const void *w, int w_dtype, int dim,
                                    float eps)
 {
+    pdl_enter();
     __shared__ float red[32];
     const int64_t base = (int64_t)blockIdx.x * dim;
     const int n_vec = dim / 8;
@@ -154,6 +164,7 @@ template <typename T>
 __global__ void rmsnorm_scalar_kernel(T *out, T *residual, const T *x, const void *w, int w_dtype,
                                       int dim, float eps)
 {
+    pdl_enter();
     __shared__ float red[32];
     const int64_t base = (int64_t)blockIdx.x * dim;
     float ss = 0.0f;
@@ -184,12 +195,12 @@ extern "C" int pl_cuk_rmsnorm(pl_cuda_stream s, void *out, void *residual, const
     int threads = (work + 31) / 32 * 32;
     threads = threads < 32 ? 32 : threads > 256 ? 256 : threads;
     if (vec)
-        rmsnorm_vec_kernel<<<n_rows, threads, 0, s>>>((__nv_bfloat16 *)out,
+        pdl_launch(rmsnorm_vec_kernel, dim3(n_rows), dim3(threads), 0, s, (__nv_bfloat16 *)out,
                                                      (__nv_bfloat16 *)residual,
                                                      (const __nv_bfloat16 *)x, w, w_dtype, dim,
                                                      eps);
     else
-        rmsnorm_scalar_kernel<<<n_rows, threads, 0, s>>>((__nv_bfloat16 *)out,
+        pdl_launch(rmsnorm_scalar_kernel<__nv_bfloat16>, dim3(n_rows), dim3(threads), 0, s, (__nv_bfloat16 *)out,
                                                         (__nv_bfloat16 *)residual,
                                                         (const __nv_bfloat16 *)x, w, w_dtype,
                                                         dim, eps);
@@ -203,7 +214,7 @@ extern "C" int pl_cuk_rmsnorm_f32(pl_cuda_stream s, void *out, void *residual, c
         return 0;
     int threads = (dim + 31) / 32 * 32;
     threads = threads < 32 ? 32 : threads > 256 ? 256 : threads;
-    rmsnorm_scalar_kernel<<<n_rows, threads, 0, s>>>((float *)out, (float *)residual,
+    pdl_launch(rmsnorm_scalar_kernel<float>, dim3(n_rows), dim3(threads), 0, s, (float *)out, (float *)residual,
                                                     (const float *)x, w, w_dtype, dim, eps);
     return launch_status();
 }
@@ -218,6 +229,7 @@ __global__ void rope_kernel(T *q, T *k, const int32_t *positions,
                             const int32_t *seq_lens, int n_heads, int n_kv_heads, int head_dim,
                             struct pl_cuk_rope r)
 {
+    pdl_enter();
     extern __shared__ float cs[]; /* [half] cos, then [half] sin */
     const int t = blockIdx.x;
     const int half = r.rot_dim / 2;
@@ -264,7 +276,7 @@ extern "C" int pl_cuk_rope(pl_cuda_stream s, void *q, void *k, const int32_t *po
     if (n <= 0 || r.rot_dim <= 0)
         return 0;
     size_t smem = sizeof(float) * (size_t)r.rot_dim;
-    rope_kernel<<<n, 128, smem, s>>>((__nv_bfloat16 *)q, (__nv_bfloat16 *)k, positions, seq_lens,
+    pdl_launch(rope_kernel<__nv_bfloat16>, dim3(n), dim3(128), smem, s, (__nv_bfloat16 *)q, (__nv_bfloat16 *)k, positions, seq_lens,
                                      n_heads, n_kv_heads, head_dim, r);
     return launch_status();
 }
@@ -276,7 +288,7 @@ extern "C" int pl_cuk_rope_f32(pl_cuda_stream s, void *q, void *k, const int32_t
     if (n <= 0 || r.rot_dim <= 0)
         return 0;
     size_t smem = sizeof(float) * (size_t)r.rot_dim;
-    rope_kernel<<<n, 128, smem, s>>>((float *)q, (float *)k, positions, seq_lens, n_heads,
+    pdl_launch(rope_kernel<float>, dim3(n), dim3(128), smem, s, (float *)q, (float *)k, positions, seq_lens, n_heads,
                                      n_kv_heads, head_dim, r);
     return launch_status();
 }
@@ -290,6 +302,7 @@ static __device__ __forceinline__ float silu_mul1(float g, float u)
 
 __global__ void silu_mul_vec_kernel(uint4 *out, const uint4 *gate, const uint4 *up, int64_t n_vec)
 {
+    pdl_enter();
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n_vec;
          i += (int64_t)gridDim.x * blockDim.x) {
         float g[8], u[8];
@@ -305,6 +318,7 @@ __global__ void silu_mul_vec_kernel(uint4 *out, const uint4 *gate, const uint4 *
 template <typename T>
 __global__ void silu_mul_kernel(T *out, const T *gate, const T *up, int64_t n)
 {
+    pdl_enter();
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x)
         out[i] = st<T>(silu_mul1(ld(gate[i]), ld(up[i])));
@@ -322,10 +336,10 @@ extern "C" int pl_cuk_silu_mul(pl_cuda_stream s, void *out, const void *gate, co
     if (n_elems <= 0)
         return 0;
     if (n_elems % 8 == 0 && aligned16(out) && aligned16(gate) && aligned16(up))
-        silu_mul_vec_kernel<<<grid_for(n_elems / 8, 256), 256, 0, s>>>(
+        pdl_launch(silu_mul_vec_kernel, dim3(grid_for(n_elems / 8, 256)), dim3(256), 0, s, 
             (uint4 *)out, (const uint4 *)gate, (const uint4 *)up, n_elems / 8);
     else
-        silu_mul_kernel<<<grid_for(n_elems, 256), 256, 0, s>>>(
+        pdl_launch(silu_mul_kernel<__nv_bfloat16>, dim3(grid_for(n_elems, 256)), dim3(256), 0, s, 
             (__nv_bfloat16 *)out, (const __nv_bfloat16 *)gate, (const __nv_bfloat16 *)up,
             n_elems);
     return launch_status();
@@ -336,7 +350,7 @@ extern "C" int pl_cuk_silu_mul_f32(pl_cuda_stream s, void *out, const void *gate
 {
     if (n_elems <= 0)
         return 0;
-    silu_mul_kernel<<<grid_for(n_elems, 256), 256, 0, s>>>((float *)out, (const float *)gate,
+    pdl_launch(silu_mul_kernel<float>, dim3(grid_for(n_elems, 256)), dim3(256), 0, s, (float *)out, (const float *)gate,
                                                            (const float *)up, n_elems);
     return launch_status();
 }
@@ -352,6 +366,7 @@ static __device__ __forceinline__ float gelu_tanh_mul1(float g, float u)
 template <typename T>
 __global__ void gelu_tanh_mul_kernel(T *out, const T *gate, const T *up, int64_t n)
 {
+    pdl_enter();
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x)
         out[i] = st<T>(gelu_tanh_mul1(ld(gate[i]), ld(up[i])));
@@ -362,7 +377,7 @@ extern "C" int pl_cuk_gelu_tanh_mul(pl_cuda_stream s, void *out, const void *gat
 {
     if (n_elems <= 0)
         return 0;
-    gelu_tanh_mul_kernel<<<grid_for(n_elems, 256), 256, 0, s>>>(
+    pdl_launch(gelu_tanh_mul_kernel<__nv_bfloat16>, dim3(grid_for(n_elems, 256)), dim3(256), 0, s, 
         (__nv_bfloat16 *)out, (const __nv_bfloat16 *)gate, (const __nv_bfloat16 *)up, n_elems);
     return launch_status();
 }
@@ -372,13 +387,14 @@ extern "C" int pl_cuk_gelu_tanh_mul_f32(pl_cuda_stream s, void *out, const void 
 {
     if (n_elems <= 0)
         return 0;
-    gelu_tanh_mul_kernel<<<grid_for(n_elems, 256), 256, 0, s>>>(
+    pdl_launch(gelu_tanh_mul_kernel<float>, dim3(grid_for(n_elems, 256)), dim3(256), 0, s, 
         (float *)out, (const float *)gate, (const float *)up, n_elems);
     return launch_status();
 }
 
 template <typename T> __global__ void scale_kernel(T *x, int64_t n, float scale)
 {
+    pdl_enter();
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x)
         x[i] = st<T>(ld(x[i]) * scale);
@@ -388,7 +404,7 @@ extern "C" int pl_cuk_scale(pl_cuda_stream s, void *x, int64_t n_elems, float sc
 {
     if (n_elems <= 0)
         return 0;
-    scale_kernel<<<grid_for(n_elems, 256), 256, 0, s>>>((__nv_bfloat16 *)x, n_elems, scale);
+    pdl_launch(scale_kernel<__nv_bfloat16>, dim3(grid_for(n_elems, 256)), dim3(256), 0, s, (__nv_bfloat16 *)x, n_elems, scale);
     return launch_status();
 }
 
@@ -396,12 +412,13 @@ extern "C" int pl_cuk_scale_f32(pl_cuda_stream s, void *x, int64_t n_elems, floa
 {
     if (n_elems <= 0)
         return 0;
-    scale_kernel<<<grid_for(n_elems, 256), 256, 0, s>>>((float *)x, n_elems, scale);
+    pdl_launch(scale_kernel<float>, dim3(grid_for(n_elems, 256)), dim3(256), 0, s, (float *)x, n_elems, scale);
     return launch_status();
 }
 
 __global__ void softcap_kernel(float *x, int64_t n, float cap)
 {
+    pdl_enter();
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x)
         x[i] = tanhf(x[i] / cap) * cap;
@@ -411,7 +428,7 @@ extern "C" int pl_cuk_softcap(pl_cuda_stream s, float *x, int64_t n_elems, float
 {
     if (n_elems <= 0)
         return 0;
-    softcap_kernel<<<grid_for(n_elems, 256), 256, 0, s>>>(x, n_elems, cap);
+    pdl_launch(softcap_kernel, dim3(grid_for(n_elems, 256)), dim3(256), 0, s, x, n_elems, cap);
     return launch_status();
 }
 
@@ -420,6 +437,7 @@ extern "C" int pl_cuk_softcap(pl_cuda_stream s, float *x, int64_t n_elems, float
 __global__ void copy_rows_vec_kernel(uint4 *dst, const int32_t *dst_idx, const uint4 *src,
                                      const int32_t *src_idx, int64_t row_vecs)
 {
+    pdl_enter();
     const int i = blockIdx.x;
     const int64_t d = dst_idx ? dst_idx[i] : i;
     const int64_t sr = src_idx ? src_idx[i] : i;
@@ -433,6 +451,7 @@ __global__ void copy_rows_kernel(unsigned char *dst, const int32_t *dst_idx,
                                  const unsigned char *src, const int32_t *src_idx,
                                  int64_t row_bytes)
 {
+    pdl_enter();
     const int i = blockIdx.x;
     const int64_t d = dst_idx ? dst_idx[i] : i;
     const int64_t sr = src_idx ? src_idx[i] : i;
@@ -450,10 +469,10 @@ extern "C" int pl_cuk_copy_rows(pl_cuda_stream s, void *dst, const int32_t *dst_
     if (row_bytes % 16 == 0 && aligned16(dst) && aligned16(src)) {
         int64_t vecs = (int64_t)(row_bytes / 16);
         int threads = vecs >= 256 ? 256 : (int)((vecs + 31) / 32 * 32);
-        copy_rows_vec_kernel<<<n, threads, 0, s>>>((uint4 *)dst, dst_idx, (const uint4 *)src,
+        pdl_launch(copy_rows_vec_kernel, dim3(n), dim3(threads), 0, s, (uint4 *)dst, dst_idx, (const uint4 *)src,
                                                    src_idx, vecs);
     } else {
-        copy_rows_kernel<<<n, 256, 0, s>>>((unsigned char *)dst, dst_idx,
+        pdl_launch(copy_rows_kernel, dim3(n), dim3(256), 0, s, (unsigned char *)dst, dst_idx,
                                            (const unsigned char *)src, src_idx,
                                            (int64_t)row_bytes);
     }
@@ -511,6 +530,7 @@ extern "C" int pl_cuk_bf16_to_f16(pl_cuda_stream s, void *out, const void *in, i
 __global__ void f32_to_bf16_bias_kernel(__nv_bfloat16 *out, int ld_out, const float *in,
                                         const void *bias, int bias_dtype, int cols)
 {
+    pdl_enter();
     const int64_t r = blockIdx.x;
     for (int c = threadIdx.x; c < cols; c += blockDim.x) {
         float v = in[r * cols + c];
@@ -525,7 +545,7 @@ extern "C" int pl_cuk_f32_to_bf16_bias(pl_cuda_stream s, void *out, int ld_out, 
 {
     if (n <= 0)
         return 0;
-    f32_to_bf16_bias_kernel<<<n, 256, 0, s>>>((__nv_bfloat16 *)out, ld_out, in, bias, bias_dtype,
+    pdl_launch(f32_to_bf16_bias_kernel, dim3(n), dim3(256), 0, s, (__nv_bfloat16 *)out, ld_out, in, bias, bias_dtype,
                                               cols);
     return launch_status();
 }
@@ -533,6 +553,7 @@ extern "C" int pl_cuk_f32_to_bf16_bias(pl_cuda_stream s, void *out, int ld_out, 
 __global__ void add_bias_kernel(__nv_bfloat16 *out, int ld_out, const void *bias, int bias_dtype,
                                 int cols)
 {
+    pdl_enter();
     const int64_t r = blockIdx.x;
     for (int c = threadIdx.x; c < cols; c += blockDim.x)
         out[r * ld_out + c] =
@@ -544,7 +565,7 @@ extern "C" int pl_cuk_add_bias(pl_cuda_stream s, void *out, int ld_out, const vo
 {
     if (n <= 0)
         return 0;
-    add_bias_kernel<<<n, 256, 0, s>>>((__nv_bfloat16 *)out, ld_out, bias, bias_dtype, cols);
+    pdl_launch(add_bias_kernel, dim3(n), dim3(256), 0, s, (__nv_bfloat16 *)out, ld_out, bias, bias_dtype, cols);
     return launch_status();
 }
 

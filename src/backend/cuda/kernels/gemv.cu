@@ -27,6 +27,7 @@
  * Rows past the end of a weight (M % R) read the weight's last row and store nothing.
  */
 #include "backend/cuda/kernels/gemv.h"
+#include "backend/cuda/kernels/pdl.cuh"
 #include "backend/cuda/kernels/bf16_vec.cuh"
 
 #include <cuda_bf16.h>
@@ -184,6 +185,7 @@ template <int N, int MODE, int NW, int R, int U>
 __global__ void __launch_bounds__(NW * 32) gemv_kernel(const gemv_params p)
 {
     static_assert(MODE < MODE_GLU || R % 2 == 0, "gate-up needs gate and up rows in pairs");
+    pdl_enter();
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int64_t g = blockIdx.x;
 
@@ -267,7 +269,7 @@ cudaError_t launch_tile(cudaStream_t s, gemv_params &p)
         return cudaSuccess;
     if (groups > 0x7fffffff)
         return cudaErrorInvalidValue;
-    gemv_kernel<N, MODE, NW, R, U><<<(unsigned)groups, NW * 32, 0, s>>>(p);
+    pdl_launch(gemv_kernel<N, MODE, NW, R, U>, dim3((unsigned)groups), dim3(NW * 32), 0, s, p);
     return cudaGetLastError();
 }
 
@@ -313,6 +315,7 @@ __global__ void __launch_bounds__(NW * 32)
                             int top_k)
 {
     constexpr int RPM = R / 2;
+    pdl_enter();
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int entry = blockIdx.y;
     const int e = ids[entry];
@@ -355,6 +358,7 @@ __global__ void __launch_bounds__(NW * 32)
                          const float *wt, int top_k, const float *gl,
                          const __nv_bfloat16 *sh)
 {
+    pdl_enter();
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int t = blockIdx.y;
     const size_t k8 = (size_t)p.k / 8;
@@ -400,9 +404,9 @@ cudaError_t launch_moe_gate_up(cudaStream_t s, const struct pl_cuk_moe_gemm *p, 
 {
     const dim3 grid((unsigned)((p->n + R / 2 - 1) / (R / 2)), (unsigned)n_entries);
     if (gelu)
-        moe_gemv_gate_up_kernel<1, NW, R, U><<<grid, NW * 32, 0, s>>>(*p, ids, top_k);
+        pdl_launch(moe_gemv_gate_up_kernel<1, NW, R, U>, grid, dim3(NW * 32), 0, s, *p, ids, top_k);
     else
-        moe_gemv_gate_up_kernel<0, NW, R, U><<<grid, NW * 32, 0, s>>>(*p, ids, top_k);
+        pdl_launch(moe_gemv_gate_up_kernel<0, NW, R, U>, grid, dim3(NW * 32), 0, s, *p, ids, top_k);
     return cudaGetLastError();
 }
 
@@ -412,8 +416,8 @@ cudaError_t launch_moe_down(cudaStream_t s, const struct pl_cuk_moe_gemm *p, con
                             const void *sh)
 {
     const dim3 grid((unsigned)((p->n + R - 1) / R), (unsigned)n_tokens);
-    moe_gemv_down_kernel<NW, R, U><<<grid, NW * 32, 0, s>>>(*p, ids, wt, top_k, gl,
-                                                           (const __nv_bfloat16 *)sh);
+    pdl_launch(moe_gemv_down_kernel<NW, R, U>, grid, dim3(NW * 32), 0, s, *p, ids, wt, top_k, gl,
+               (const __nv_bfloat16 *)sh);
     return cudaGetLastError();
 }
 

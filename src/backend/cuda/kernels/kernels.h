@@ -22,6 +22,11 @@ extern "C" {
 /* The CUDA stream type without including cuda_runtime.h in C headers. */
 typedef struct CUstream_st *pl_cuda_stream;
 
+/* Launches the decode path's kernels with programmatic dependent launch (pdl.cuh) when on:
+ * each may be scheduled while the one before it drains. Process-wide; set by the backend
+ * at creation (compute capability 9.0 and up, unless PAGELLM_CUDA_PDL=0). */
+void pl_cuk_set_pdl(int on);
+
 int pl_cuk_embed(pl_cuda_stream s, void *out, const void *table, int table_dtype, int64_t dim,
                  const int32_t *ids, int n);
 

@@ -19,6 +19,7 @@
  * once per launch whatever n is: decode is bandwidth bound on the weight stream.
  */
 #include "backend/cuda/kernels/bf16_vec.cuh"
+#include "backend/cuda/kernels/pdl.cuh"
 #include "backend/cuda/kernels/q4.cuh"
 #include "backend/cuda/kernels/qgemv.h"
 
@@ -81,6 +82,7 @@ __global__ void __launch_bounds__(128) q4_gemv_kernel(const void *wbuf, int64_t 
                                                        const void *bias, int bias_dtype,
                                                        __nv_bfloat16 *out, int64_t ld_out)
 {
+    pdl_enter();
     const int lane = threadIdx.x & 31;
     const int64_t r0 = ((int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32) * R;
     if (r0 >= rows)
@@ -221,8 +223,8 @@ cudaError_t launch_tile(cudaStream_t s, const void *w, int64_t rows, int64_t K, 
     const int64_t grid = (rows + warps * R - 1) / (warps * R);
     if (grid > 0x7fffffff)
         return cudaErrorInvalidValue;
-    q4_gemv_kernel<N, R, U><<<(unsigned)grid, warps * 32, 0, s>>>(
-        w, rows, K, (const __nv_bfloat16 *)x, bias, bias_dtype, (__nv_bfloat16 *)out, ld_out);
+    pdl_launch(q4_gemv_kernel<N, R, U>, dim3((unsigned)grid), dim3(warps * 32), 0, s, w, rows, K,
+               (const __nv_bfloat16 *)x, bias, bias_dtype, (__nv_bfloat16 *)out, ld_out);
     return cudaGetLastError();
 }
 
