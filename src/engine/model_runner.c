@@ -92,11 +92,14 @@ struct pl_model {
     int32_t *h_ids, *h_pos, *h_seq_lens, *h_slots, *h_cu, *h_ctx, *h_tables, *h_logit_rows;
 
     /* decode graphs by padded size; graph_mb: the block-table width they were recorded
-     * with (a batch of another width re-records) */
+     * with (a batch of another width re-records); graph_kv: the signature of the KV cache
+     * they were recorded over (its buffers' addresses and geometry are baked into the
+     * kernels' parameters: a forward over another cache frees them all) */
     bool use_graphs;
     int graph_max_n; /* decode batches above it run eagerly (int4: PL_Q4_SCRATCHLESS_N) */
     void *graphs[MAX_GRAPHS][CTX_BUCKETS];
     int graph_mb[MAX_GRAPHS][CTX_BUCKETS];
+    uint64_t graph_kv;
     int n_graphs_recorded;
 
     /* tensor parallelism (pl_model_set_tp): this rank's communicator, its vocabulary rows
@@ -414,6 +417,17 @@ void pl_model_set_eager(struct pl_model *m)
     m->use_graphs = false;
 }
 
+/* Frees every recorded decode graph (they are recorded again as batches need them). */
+static void graphs_free(struct pl_model *m)
+{
+    for (int i = 0; i < MAX_GRAPHS; i++)
+        for (int j = 0; j < CTX_BUCKETS; j++)
+            if (m->graphs[i][j]) {
+                m->be->ops->graph_free(m->be, m->graphs[i][j]);
+                m->graphs[i][j] = NULL;
+            }
+}
+
 void pl_model_free(struct pl_model *m)
 {
     if (!m)
@@ -425,10 +439,7 @@ void pl_model_free(struct pl_model *m)
                     m->d_seq_lens, m->d_slots, m->d_logit_rows, m->d_cu, m->d_ctx, m->d_tables};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
         be_release(be, bufs[i]);
-    for (int i = 0; i < MAX_GRAPHS; i++)
-        for (int j = 0; j < CTX_BUCKETS; j++)
-            if (m->graphs[i][j])
-                be->ops->graph_free(be, m->graphs[i][j]);
+    graphs_free(m);
     if (m->h_stage_pinned)
         be->ops->host_free(be, m->h_stage);
     else
@@ -634,6 +645,24 @@ static int graph_slot(const struct pl_model *m, int n, int *n_pad)
     return slot;
 }
 
+/* What a recorded graph knows of a KV cache: the block geometry and every layer's K and V
+ * buffer (FNV-1a over them). */
+static uint64_t kv_signature(const struct pl_kv_cache *kv)
+{
+    uint64_t h = 1469598103934665603ull;
+    const uint64_t geo[3] = {(uint64_t)kv->n_blocks, (uint64_t)kv->block_size,
+                             (uint64_t)kv->kv_dim};
+    for (int i = 0; i < 3 + 2 * kv->n_layers; i++) {
+        const uint64_t v = i < 3       ? geo[i]
+                           : (i - 3) % 2 ? (uint64_t)(uintptr_t)kv->v[(i - 3) / 2]
+                                         : (uint64_t)(uintptr_t)kv->k[(i - 3) / 2];
+        for (int b = 0; b < 8; b++)
+            h = (h ^ ((v >> (8 * b)) & 0xffu)) * 1099511628211ull;
+    }
+    return h;
+}
+
+
 /* Runs the layer loop of a decode-only batch from the graph of its (size, context
  * bucket), recorded now if there is none yet. Returns false when graphs cannot serve
  * this batch. */
@@ -654,6 +683,11 @@ static bool run_layers_graph(struct pl_model *m, const struct pl_batch *b,
     if (bucket + 1 == CTX_BUCKETS || bound > table_ctx)
         bound = table_ctx; /* the last bucket covers whatever the tables can hold */
     struct pl_backend *be = m->be;
+    const uint64_t kv_sig = kv_signature(kv);
+    if (kv_sig != m->graph_kv) { /* another KV cache than the graphs were recorded over */
+        graphs_free(m);
+        m->graph_kv = kv_sig;
+    }
     *st = upload_batch(m, b, n_pad);
     if (*st != PL_STATUS_OK)
         return true;
