@@ -15,8 +15,8 @@
 #            S1 (1024 x 512 in / 256 out) on the Llama-3-8B shape: bf16 (the baseline), FP8
 #            W8A8 weights, an FP8 KV cache, AWQ int4 with the int4 GEMM on
 #            (PAGELLM_Q4_GEMM_MAX_N=1024) and with it off (dequantize + cuBLASLt)
-#   gdiag    the Gemma 2 chunked fault: its golden fixture with graphs off, GEMV kernels off,
-#            both, and test_attention
+#   gdiag    golden fixtures on CUDA (GDIAG_PRESETS; gemma2's chunked shape: decode graphs over
+#            a new KV cache) and test_attention
 #   (quant and s1q also run with PAGELLM_CUBLASLT_REDUCTION=any: split-K in bf16 allowed)
 #   pdl      batch 1 (128 / 256) on Llama-3-8B, Gemma-3-12B and Qwen3-30B-A3B with programmatic
 #            dependent launch on (the default) and off (PAGELLM_CUDA_PDL=0)
@@ -109,17 +109,14 @@ if want s1q; then
   run 60 120 s1_awq_deq.log "$BT" --model "$BM/llama-3-8b-awq" "${S1[@]}"
 fi
 if want gdiag; then
-  # the Gemma 2 chunked-prefill fault on CUDA, isolated: graphs off, GEMV kernels off, both,
-  # and the attention op's cases of its shape
-  PL_GOLDEN_ONLY=gemma2 run 30 90 gdiag_default.log "$B/test_cuda_parity" --golden
-  PL_GOLDEN_ONLY=gemma2 PL_GOLDEN_EAGER=1 run 30 90 gdiag_eager.log "$B/test_cuda_parity" --golden
-  PL_GOLDEN_ONLY=gemma2 PL_GOLDEN_GEMV=0 run 30 90 gdiag_nogemv.log "$B/test_cuda_parity" --golden
-  PL_GOLDEN_ONLY=gemma2 PL_GOLDEN_EAGER=1 PL_GOLDEN_GEMV=0 run 30 90 gdiag_neither.log \
-    "$B/test_cuda_parity" --golden
+  # the golden fixtures on CUDA (each shape's KV cache elsewhere than the last: decode graphs
+  # must be recorded again), gemma2's chunked shape among them, and the attention op
+  PL_GOLDEN_ONLY=${GDIAG_PRESETS:-gemma2,gemma3,qwen3,mistral-swa,llama,qwen2-swa,phi3,mixtral,qwen3moe} \
+    run 30 200 gdiag_golden.log "$B/test_cuda_parity" --golden
+  echo "golden on cuda: $(grep -c 'CHECK failed' "$OUT/gdiag_golden.log") failed checks; $(grep -E 'passed|failed' "$OUT/gdiag_golden.log" | tail -1)"
+  grep -m4 'CHECK failed' "$OUT/gdiag_golden.log" | cut -c1-220
   PL_PARITY_ONLY=test_attention run 30 120 gdiag_attn.log "$B/test_cuda_parity"
-  for l in default eager nogemv neither attn; do
-    echo "gemma2 $l: $(grep -c 'CHECK failed' "$OUT/gdiag_$l.log") failed checks; $(grep -m2 'CHECK failed' "$OUT/gdiag_$l.log" | cut -c1-220)"
-  done
+  echo "attention parity: $(grep -c 'CHECK failed' "$OUT/gdiag_attn.log") failed checks; $(grep -E 'passed|failed' "$OUT/gdiag_attn.log" | tail -1)"
 fi
 if want golden; then
   PL_GOLDEN_ONLY=gemma2,gemma3 run 30 120 golden_gemma.log "$B/test_cuda_parity" --golden
