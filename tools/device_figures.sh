@@ -19,7 +19,8 @@
 #            a new KV cache) and test_attention
 #   (quant and s1q also run with PAGELLM_CUBLASLT_REDUCTION=any: split-K in bf16 allowed)
 #   pdl      batch 1 (128 / 256) on Llama-3-8B, Gemma-3-12B and Qwen3-30B-A3B with programmatic
-#            dependent launch on (the default) and off (PAGELLM_CUDA_PDL=0)
+#            dependent launch on (the default) and off (PAGELLM_CUDA_PDL=0), and with the fused
+#            qk_rope_store off (PAGELLM_CUDA_FUSE=0)
 #   golden   test_cuda_parity --golden for gemma2 and gemma3 (the fused GELU-tanh gate-up)
 # Binaries from `tools/device_check_all.sh --pack` (.carry/pack.tar.xz, carried).
 # Env: BUDGET (570), ONLY ("moe quant gdiag fig13 s1q golden" or a subset), S1_PROMPTS (1024),
@@ -75,7 +76,8 @@ if want pdl; then
   for m in llama-3-8b gemma-3-12b qwen3-30b-a3b; do
     run 40 90 pdl_on_$m.log "$BT" --model "$BM/$m" "${B1[@]}" --gpu-memory-utilization 0.95
     PAGELLM_CUDA_PDL=0 run 40 90 pdl_off_$m.log "$BT" --model "$BM/$m" "${B1[@]}" --gpu-memory-utilization 0.95
-    echo "pdl $m: on $(rate pdl_on_$m.log) off $(rate pdl_off_$m.log) output tok/s"
+    PAGELLM_CUDA_FUSE=0 run 40 90 fuse_off_$m.log "$BT" --model "$BM/$m" "${B1[@]}" --gpu-memory-utilization 0.95
+    echo "batch 1 $m: default $(rate pdl_on_$m.log), PDL off $(rate pdl_off_$m.log), qk_rope_store unfused $(rate fuse_off_$m.log) output tok/s"
   done
 fi
 if want fig13; then
@@ -115,8 +117,9 @@ if want gdiag; then
     run 30 200 gdiag_golden.log "$B/test_cuda_parity" --golden
   echo "golden on cuda: $(grep -c 'CHECK failed' "$OUT/gdiag_golden.log") failed checks; $(grep -E 'passed|failed' "$OUT/gdiag_golden.log" | tail -1)"
   grep -m4 'CHECK failed' "$OUT/gdiag_golden.log" | cut -c1-220
-  PL_PARITY_ONLY=test_attention run 30 120 gdiag_attn.log "$B/test_cuda_parity"
-  echo "attention parity: $(grep -c 'CHECK failed' "$OUT/gdiag_attn.log") failed checks; $(grep -E 'passed|failed' "$OUT/gdiag_attn.log" | tail -1)"
+  PL_PARITY_ONLY=test_attention,test_qk_rope_store,test_rope,test_rmsnorm run 30 120 gdiag_attn.log "$B/test_cuda_parity"
+  grep -m4 'CHECK failed' "$OUT/gdiag_attn.log" | cut -c1-220
+  echo "attention / qk_rope_store parity: $(grep -c 'CHECK failed' "$OUT/gdiag_attn.log") failed checks; $(grep -E 'passed|failed' "$OUT/gdiag_attn.log" | tail -1)"
 fi
 if want golden; then
   PL_GOLDEN_ONLY=gemma2,gemma3 run 30 120 golden_gemma.log "$B/test_cuda_parity" --golden

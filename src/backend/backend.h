@@ -376,6 +376,18 @@ struct pl_backend_ops {
                         const struct pl_weight *bg, const struct pl_weight *bu, int n, int dim,
                         bool gelu_tanh);
 
+    /* A layer's attention inputs in one op: q [n, n_heads, head_dim] and k [n, n_kv_heads,
+     * head_dim] normed per head by q_norm / k_norm (both NULL: no norms; rows of head_dim,
+     * eps), rotated by rope at positions, then the k and v rows [n, n_kv_heads * head_dim]
+     * stored at slot_mapping (skip < 0). Equals rmsnorm (q), rmsnorm (k), rope, store_kv.
+     * Optional like the fused products above (NULL: callers use those four); on CUDA one
+     * launch per layer instead of five. */
+    void (*qk_rope_store)(struct pl_backend *be, void *q, void *k, const void *v,
+                          const struct pl_weight *q_norm, const struct pl_weight *k_norm,
+                          float eps, const int32_t *positions, const int32_t *seq_lens, int n,
+                          int n_heads, int n_kv_heads, int head_dim, const struct pl_rope *rope,
+                          void *k_cache, void *v_cache, const int32_t *slot_mapping);
+
     /* Optional: height rows of width bytes from src (row pitch src_pitch bytes) to dst (row
      * pitch dst_pitch), backend memory both; enqueued like an op. Tensor parallelism places
      * each rank's vocabulary columns of the gathered logits with it (NULL: the host samples

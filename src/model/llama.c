@@ -95,17 +95,27 @@ void pl_llama_attention(const struct pl_fwd *f, int l)
         op->matmul(be, s[PL_LLAMA_V], kv_dim, s[PL_LLAMA_X], &L->wv, qkv_bias ? &L->bv : no_bias,
                    n);
     }
-    if (L->q_norm.data) { /* Qwen3, Gemma 3: RMSNorm over each head's values, before rope */
-        op->rmsnorm(be, s[PL_LLAMA_Q], NULL, s[PL_LLAMA_Q], &L->q_norm, n * c->n_heads,
-                    c->head_dim, c->rms_norm_eps);
-        op->rmsnorm(be, s[PL_LLAMA_K], NULL, s[PL_LLAMA_K], &L->k_norm, n * c->n_kv_heads,
-                    c->head_dim, c->rms_norm_eps);
-    }
     const int window = c->layer_sliding_window[l];
     const struct pl_rope *rope = &f->rope[window > 0 && c->has_local_rope ? 1 : 0];
-    op->rope(be, s[PL_LLAMA_Q], s[PL_LLAMA_K], f->pos, f->seq_lens, n, c->n_heads, c->n_kv_heads,
-             c->head_dim, rope);
-    op->store_kv(be, f->kv->k[l], f->kv->v[l], s[PL_LLAMA_K], s[PL_LLAMA_V], f->slots, n, kv_dim);
+    /* Qwen3, Gemma 3: RMSNorm over each head's values, before rope */
+    const bool qk_norm = L->q_norm.data != NULL;
+    if (op->qk_rope_store) {
+        op->qk_rope_store(be, s[PL_LLAMA_Q], s[PL_LLAMA_K], s[PL_LLAMA_V],
+                          qk_norm ? &L->q_norm : NULL, qk_norm ? &L->k_norm : NULL,
+                          c->rms_norm_eps, f->pos, f->seq_lens, n, c->n_heads, c->n_kv_heads,
+                          c->head_dim, rope, f->kv->k[l], f->kv->v[l], f->slots);
+    } else {
+        if (qk_norm) {
+            op->rmsnorm(be, s[PL_LLAMA_Q], NULL, s[PL_LLAMA_Q], &L->q_norm, n * c->n_heads,
+                        c->head_dim, c->rms_norm_eps);
+            op->rmsnorm(be, s[PL_LLAMA_K], NULL, s[PL_LLAMA_K], &L->k_norm, n * c->n_kv_heads,
+                        c->head_dim, c->rms_norm_eps);
+        }
+        op->rope(be, s[PL_LLAMA_Q], s[PL_LLAMA_K], f->pos, f->seq_lens, n, c->n_heads,
+                 c->n_kv_heads, c->head_dim, rope);
+        op->store_kv(be, f->kv->k[l], f->kv->v[l], s[PL_LLAMA_K], s[PL_LLAMA_V], f->slots, n,
+                     kv_dim);
+    }
     struct pl_attn_meta meta = {
         .n_seqs = f->n_seqs,
         .n_tokens = n,

@@ -50,4 +50,6 @@ void pl_debug_env_read(struct pl_debug_env *out)
     out->cublaslt_any_reduction = red && !strcmp(red, "any");
     const char *pdl = nonempty("PAGELLM_CUDA_PDL");
     out->cuda_pdl_off = pdl && !strcmp(pdl, "0");
+    const char *fuse = nonempty("PAGELLM_CUDA_FUSE");
+    out->cuda_fuse_off = fuse && !strcmp(fuse, "0");
 }

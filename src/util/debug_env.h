@@ -33,6 +33,8 @@
  *   PAGELLM_CUDA_PDL             0: the decode path's kernels are launched in plain stream
  *                                order, without programmatic dependent launch
  *                                (kernels/pdl.cuh; for A/B runs)
+ *   PAGELLM_CUDA_FUSE            0: the CUDA qk_rope_store op runs the four kernels it
+ *                                stands for instead of its one fused launch (for A/B runs)
  * They are read at each call (tests change them between handles); the
  * strings point into the environment (copy them to keep them).
  */
@@ -55,6 +57,7 @@ struct pl_debug_env {
     int moe_gemv_entries;            /* -1: unset or not a number >= 0 */
     bool cublaslt_any_reduction;     /* PAGELLM_CUBLASLT_REDUCTION=any */
     bool cuda_pdl_off;               /* PAGELLM_CUDA_PDL=0 */
+    bool cuda_fuse_off;              /* PAGELLM_CUDA_FUSE=0 */
 };
 
 void pl_debug_env_read(struct pl_debug_env *out);

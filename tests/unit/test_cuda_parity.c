@@ -480,6 +480,125 @@ static void test_rope(void)
     }
 }
 
+/* The fused qk_rope_store op against the four ops it stands for, on the GPU (bit-identical:
+ * the same arithmetic in one launch) and against the CPU backend's four ops. */
+static void test_qk_rope_store(void)
+{
+    struct {
+        int head_dim, rot_dim, n_heads, n_kv_heads;
+        bool norms;
+        enum pl_dtype wt;
+        int long_max;
+    } cases[] = {
+        {128, 128, 32, 8, false, PL_DTYPE_BF16, 0}, /* Llama-3-8B */
+        {128, 128, 16, 4, true, PL_DTYPE_BF16, 0},  /* Qwen3: q/k norms */
+        {256, 256, 16, 8, true, PL_DTYPE_F32, 0},   /* Gemma 3: (1 + w) norms in fp32 */
+        {32, 32, 4, 2, false, PL_DTYPE_BF16, 0},    /* the tiny presets */
+        {96, 72, 8, 2, false, PL_DTYPE_BF16, 40},   /* Phi-3-like: partial rotary, longrope */
+        {64, 64, 8, 8, true, PL_DTYPE_F16, 0},
+    };
+    for (size_t ci = 0; ci < sizeof(cases) / sizeof(cases[0]); ci++) {
+        const int n = 13, hd = cases[ci].head_dim, rot = cases[ci].rot_dim;
+        const int nh = cases[ci].n_heads, nkv = cases[ci].n_kv_heads, kvd = nkv * hd;
+        const int n_slots = 40;
+        const size_t NQ = (size_t)n * nh * hd, NK = (size_t)n * kvd, NC = (size_t)n_slots * kvd;
+        float inv[256];
+        for (int i = 0; i < rot / 2; i++) {
+            inv[i] = (float)(1.0 / pow(10000.0, (double)(2 * i) / rot));
+            inv[rot / 2 + i] = inv[i] / (1.0f + 0.5f * (float)i);
+        }
+        int32_t pos[13], lens[13], slots[13];
+        for (int i = 0; i < n; i++) {
+            pos[i] = rnd_int(i < 3 ? 8 : 5000);
+            lens[i] = pos[i] + 1 + rnd_int(60);
+            slots[i] = i % 5 == 3 ? -1 : (i * 7 + 3) % n_slots; /* distinct, some skipped */
+        }
+        float *q = rnd_vec(NQ, 2.0f), *k = rnd_vec(NK, 2.0f), *v = rnd_vec(NK, 2.0f);
+        float *cache0 = rnd_vec(NC, 1.0f), *qw = rnd_vec((size_t)hd, 1.0f),
+              *kw = rnd_vec((size_t)hd, 1.0f);
+        const enum pl_dtype wt = cases[ci].wt;
+        void *qwb = encode(qw, (size_t)hd, wt), *kwb = encode(kw, (size_t)hd, wt);
+        const size_t wbytes = (size_t)hd * pl_dtype_size(wt);
+        struct pl_weight qwc = {qwb, wt, 1, hd}, kwc = {kwb, wt, 1, hd};
+        struct pl_weight qwg = {g_gpu->ops->map_weight(g_gpu, qwb, wbytes), wt, 1, hd};
+        struct pl_weight kwg = {g_gpu->ops->map_weight(g_gpu, kwb, wbytes), wt, 1, hd};
+        float *ic = cpu_buf(inv, (size_t)rot);
+        float *ig = g_gpu->ops->alloc(g_gpu, sizeof(float) * (size_t)rot);
+        g_gpu->ops->upload(g_gpu, ig, inv, sizeof(float) * (size_t)rot);
+        int32_t *pc = cpu_i32(pos, n), *lc = cpu_i32(lens, n), *sc = cpu_i32(slots, n);
+        void *pg = gpu_i32(pos, n), *lg = gpu_i32(lens, n), *sg = gpu_i32(slots, n);
+        const int lm = cases[ci].long_max;
+        struct pl_rope r = {rot, ic, 1.0f, 1.0f, 0, 0.0f, 10000.0f, lm, lm ? ic + rot / 2 : NULL};
+        struct pl_rope rg = r;
+        rg.inv_freq = ig;
+        rg.long_inv_freq = lm ? ig + rot / 2 : NULL;
+        const bool nm = cases[ci].norms;
+        const float eps = 1e-6f;
+        /* the CPU's four ops */
+        float *qc = cpu_buf(q, NQ), *kc = cpu_buf(k, NK), *vc = cpu_buf(v, NK);
+        float *kcc = cpu_buf(cache0, NC), *vcc = cpu_buf(cache0, NC);
+        if (nm) {
+            g_cpu->ops->rmsnorm(g_cpu, qc, NULL, qc, &qwc, n * nh, hd, eps);
+            g_cpu->ops->rmsnorm(g_cpu, kc, NULL, kc, &kwc, n * nkv, hd, eps);
+        }
+        g_cpu->ops->rope(g_cpu, qc, kc, pc, lc, n, nh, nkv, hd, &r);
+        g_cpu->ops->store_kv(g_cpu, kcc, vcc, kc, vc, sc, n, kvd);
+        /* the GPU's four ops, then the fused op on copies of the same inputs */
+        void *q1 = gpu_buf(q, NQ), *k1 = gpu_buf(k, NK), *v1 = gpu_buf(v, NK);
+        void *kc1 = gpu_buf(cache0, NC), *vc1 = gpu_buf(cache0, NC);
+        void *q2 = gpu_buf(q, NQ), *k2 = gpu_buf(k, NK), *v2 = gpu_buf(v, NK);
+        void *kc2 = gpu_buf(cache0, NC), *vc2 = gpu_buf(cache0, NC);
+        if (nm) {
+            g_gpu->ops->rmsnorm(g_gpu, q1, NULL, q1, &qwg, n * nh, hd, eps);
+            g_gpu->ops->rmsnorm(g_gpu, k1, NULL, k1, &kwg, n * nkv, hd, eps);
+        }
+        g_gpu->ops->rope(g_gpu, q1, k1, pg, lg, n, nh, nkv, hd, &rg);
+        g_gpu->ops->store_kv(g_gpu, kc1, vc1, k1, v1, sg, n, kvd);
+        REQUIRE(g_gpu->ops->qk_rope_store != NULL);
+        g_gpu->ops->qk_rope_store(g_gpu, q2, k2, v2, nm ? &qwg : NULL, nm ? &kwg : NULL, eps, pg,
+                                  lg, n, nh, nkv, hd, &rg, kc2, vc2, sg);
+        char what[96];
+        snprintf(what, sizeof(what), "hd %d rot %d heads %d/%d norms %d (%s) long %d", hd, rot,
+                 nh, nkv, nm, pl_dtype_name(wt), lm);
+        void *sep[4] = {q1, k1, kc1, vc1}, *fus[4] = {q2, k2, kc2, vc2};
+        const float *cpu[4] = {qc, kc, kcc, vcc};
+        const size_t cnt[4] = {NQ, NK, NC, NC};
+        static const char *const names[4] = {"q", "k", "k cache", "v cache"};
+        for (int b = 0; b < 4; b++) {
+            float *a = gpu_get(sep[b], cnt[b]), *f = gpu_get(fus[b], cnt[b]);
+            size_t diff = 0;
+            for (size_t i = 0; i < cnt[b]; i++)
+                diff += memcmp(&a[i], &f[i], sizeof(float)) != 0;
+            CHECKF(diff == 0, "qk_rope_store %s: %s: %zu of %zu values differ from the four ops",
+                   what, names[b], diff, cnt[b]);
+            record(PL_OP_ROPE, rel_err(f, cpu[b], cnt[b]), TOL_BF16, what);
+            free(a);
+            free(f);
+        }
+        for (int b = 0; b < 4; b++) {
+            g_gpu->ops->free(g_gpu, sep[b]);
+            g_gpu->ops->free(g_gpu, fus[b]);
+            g_cpu->ops->free(g_cpu, (void *)cpu[b]);
+        }
+        void *gfree[] = {v1, v2, ig, pg, lg, sg};
+        for (size_t i = 0; i < sizeof(gfree) / sizeof(gfree[0]); i++)
+            g_gpu->ops->free(g_gpu, gfree[i]);
+        void *cfree[] = {vc, ic, pc, lc, sc};
+        for (size_t i = 0; i < sizeof(cfree) / sizeof(cfree[0]); i++)
+            g_cpu->ops->free(g_cpu, cfree[i]);
+        g_gpu->ops->unmap_weight(g_gpu, (void *)qwg.data);
+        g_gpu->ops->unmap_weight(g_gpu, (void *)kwg.data);
+        free(qwb);
+        free(kwb);
+        free(q);
+        free(k);
+        free(v);
+        free(cache0);
+        free(qw);
+        free(kw);
+    }
+}
+
 static void test_silu_mul(void)
 {
     const int dims[][2] = {{13, 1000}, {5, 77}, {64, 14336}};
@@ -3042,6 +3161,7 @@ int main(int argc, char **argv)
         RUN(test_rmsnorm);
         RUN(test_matmul);
         RUN(test_rope);
+        RUN(test_qk_rope_store);
         RUN(test_silu_mul);
         RUN(test_gemma_ops);
         RUN(test_moe);

@@ -68,6 +68,7 @@ struct cuda_backend {
     struct pool_chunk *chunks; /* the sub-allocator's chunks, sorted by base (see cuda_alloc) */
     int n_chunks, cap_chunks, cur_chunk;
     bool kv_fp8;            /* set_kv_dtype(F8_E4M3): the KV cache holds e4m3 bytes */
+    bool no_fuse;           /* PAGELLM_CUDA_FUSE=0: qk_rope_store runs its four ops */
     float k_scale, v_scale; /* ... stored = e4m3(x / scale), read = stored * scale */
     bool failed;
     char err_msg[512];
@@ -445,6 +446,55 @@ static void cuda_store_kv(struct pl_backend *be, void *k_cache, void *v_cache, c
     PROF(be, "store_kv");
     check_launch(be, "store_kv", pl_cuk_copy_rows(st(be), k_cache, slot_mapping, k, NULL, n, row));
     check_launch(be, "store_kv", pl_cuk_copy_rows(st(be), v_cache, slot_mapping, v, NULL, n, row));
+}
+
+/* The bf16 table's qk_rope_store: one launch (kernels.h); an e4m3 cache or a shape the fused
+ * kernel does not take runs the four ops it stands for. */
+static void cuda_qk_rope_store(struct pl_backend *be, void *q, void *k, const void *v,
+                               const struct pl_weight *q_norm, const struct pl_weight *k_norm,
+                               float eps, const int32_t *positions, const int32_t *seq_lens, int n,
+                               int n_heads, int n_kv_heads, int head_dim,
+                               const struct pl_rope *rope, void *k_cache, void *v_cache,
+                               const int32_t *slot_mapping)
+{
+    const bool norms = q_norm && k_norm;
+    const bool fused = !cb(be)->no_fuse && !cb(be)->kv_fp8 && head_dim % 8 == 0 && head_dim <= 256 &&
+                       (q_norm == NULL) == (k_norm == NULL) &&
+                       (!norms || q_norm->dtype == k_norm->dtype) &&
+                       rope->rot_dim > 0 && rope->rot_dim <= head_dim &&
+                       (((uintptr_t)q | (uintptr_t)k | (uintptr_t)v | (uintptr_t)k_cache |
+                         (uintptr_t)v_cache) & 15u) == 0;
+    if (!fused) {
+        if (q_norm)
+            cuda_rmsnorm(be, q, NULL, q, q_norm, n * n_heads, head_dim, eps);
+        if (k_norm)
+            cuda_rmsnorm(be, k, NULL, k, k_norm, n * n_kv_heads, head_dim, eps);
+        cuda_rope(be, q, k, positions, seq_lens, n, n_heads, n_kv_heads, head_dim, rope);
+        cuda_store_kv(be, k_cache, v_cache, k, v, slot_mapping, n, n_kv_heads * head_dim);
+        return;
+    }
+    if ((rope->dyn_original_max > 0 || rope->long_original_max > 0) && !seq_lens) {
+        pl_cuda_fail(be, "cuda rope: dynamic NTK and longrope need per-token sequence lengths");
+        return;
+    }
+    struct pl_cuk_rope r = {
+        .rot_dim = rope->rot_dim,
+        .inv_freq = rope->inv_freq,
+        .attn_scale = rope->attn_scale,
+        .pos_scale = rope->pos_scale,
+        .dyn_original_max = rope->dyn_original_max,
+        .dyn_factor = rope->dyn_factor,
+        .dyn_theta = rope->dyn_theta,
+        .long_original_max = rope->long_original_max,
+        .long_inv_freq = rope->long_inv_freq,
+    };
+    PROF(be, "qk_rope_store%s", norms ? " +norms" : "");
+    check_launch(be, "qk_rope_store",
+                 pl_cuk_qk_rope_store(st(be), q, k, v, norms ? q_norm->data : NULL,
+                                      norms ? k_norm->data : NULL,
+                                      norms ? (int)q_norm->dtype : 0, eps, positions, seq_lens, n,
+                                      n_heads, n_kv_heads, head_dim, r, k_cache, v_cache,
+                                      slot_mapping));
 }
 
 static void cuda_get_rows(struct pl_backend *be, void *out, const void *x, const int32_t *rows,
@@ -989,6 +1039,7 @@ static const struct pl_backend_ops cuda_ops = {
     .act_dtype = PL_DTYPE_BF16,
     .matmul_group = cuda_matmul_group,
     .gate_up_act = cuda_gate_up_act,
+    .qk_rope_store = cuda_qk_rope_store,
 };
 
 /* The float32 mode's table: the same ops, fp32 activations; no fused small-batch products
@@ -1038,6 +1089,7 @@ pl_status pl_backend_cuda_new_act(int device, enum pl_dtype act, struct pl_backe
         struct pl_debug_env dbg;
         pl_debug_env_read(&dbg);
         pl_cuk_set_pdl(prop.major >= 9 && !dbg.cuda_pdl_off);
+        c->no_fuse = dbg.cuda_fuse_off;
         e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking);
     }
     if (e == cudaSuccess)

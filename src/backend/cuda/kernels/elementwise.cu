@@ -293,6 +293,122 @@ extern "C" int pl_cuk_rope_f32(pl_cuda_stream s, void *q, void *k, const int32_t
     return launch_status();
 }
 
+/* ---- q/k norms, rope and the KV store in one launch --------------------------------- */
+
+/*
+ * One block per token, computing exactly what rmsnorm_vec_kernel (q_norm, k_norm over
+ * head_dim-wide rows), rope_kernel and two copy_rows_vec_kernel launches compute, in one
+ * launch: (1) with norms, a warp per head, lane i holding the head's 16-byte vector i,
+ * the same per-lane sum of squares and the same xor-shuffle tree as rmsnorm_vec_kernel's
+ * one-warp block (head_dim <= 256), the normed head rounded to bf16 in place; (2) the rope
+ * table and rotation of rope_kernel; (3) k and v rows into the caches at slots[t] (none
+ * when < 0). Global writes of one phase are read by other threads of the block in the
+ * next, after __syncthreads.
+ */
+__global__ void qk_rope_store_kernel(__nv_bfloat16 *q, __nv_bfloat16 *k, const uint4 *v,
+                                     const void *qn, const void *kn, int norm_dtype, float eps,
+                                     const int32_t *positions, const int32_t *seq_lens,
+                                     int n_heads, int n_kv_heads, int head_dim,
+                                     struct pl_cuk_rope r, uint4 *k_cache, uint4 *v_cache,
+                                     const int32_t *slots)
+{
+    pdl_enter();
+    extern __shared__ float cs[]; /* [half] cos, then [half] sin */
+    const int t = blockIdx.x;
+    if (qn) {
+        const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+        const int nv = head_dim / 8;
+        for (int h = warp; h < n_heads + n_kv_heads; h += (int)(blockDim.x >> 5)) {
+            __nv_bfloat16 *x = h < n_heads ? q + ((int64_t)t * n_heads + h) * head_dim
+                                           : k + ((int64_t)t * n_kv_heads + (h - n_heads)) * head_dim;
+            const void *w = h < n_heads ? qn : kn;
+            float f[8];
+            float ss = 0.0f;
+            if (lane < nv) {
+                bf16x8_to_f32(((const uint4 *)x)[lane], f);
+#pragma unroll
+                for (int j = 0; j < 8; j++)
+                    ss += f[j] * f[j];
+            }
+            for (int o = 16; o > 0; o >>= 1)
+                ss += __shfl_xor_sync(0xffffffffu, ss, o);
+            const float inv = rsqrtf(ss / (float)head_dim + eps);
+            if (lane < nv) {
+#pragma unroll
+                for (int j = 0; j < 8; j++)
+                    f[j] = load_w(w, norm_dtype, (int64_t)lane * 8 + j) * (f[j] * inv);
+                ((uint4 *)x)[lane] = f32_to_bf16x8(f);
+            }
+        }
+    }
+    const int half = r.rot_dim / 2;
+    const float pos = (float)positions[t] * r.pos_scale;
+    const int32_t L = seq_lens ? seq_lens[t] : 0;
+    const bool dyn = r.dyn_original_max > 0 && L > r.dyn_original_max;
+    double base = 0.0;
+    if (dyn) {
+        double d = (double)r.rot_dim, fct = (double)r.dyn_factor;
+        base = (double)r.dyn_theta *
+               pow(fct * (double)L / (double)r.dyn_original_max - (fct - 1.0), d / (d - 2.0));
+    }
+    for (int i = threadIdx.x; i < half; i += blockDim.x) {
+        float inv;
+        if (dyn) {
+            float expo = (float)(2 * i) / (float)r.rot_dim;
+            inv = (float)(1.0 / pow(base, (double)expo));
+        } else if (r.long_original_max > 0 && L > r.long_original_max) {
+            inv = r.long_inv_freq[i];
+        } else {
+            inv = r.inv_freq[i];
+        }
+        float angle = pos * inv;
+        cs[i] = cosf(angle) * r.attn_scale;
+        cs[half + i] = sinf(angle) * r.attn_scale;
+    }
+    __syncthreads();
+    const int total = (n_heads + n_kv_heads) * half;
+    for (int idx = threadIdx.x; idx < total; idx += blockDim.x) {
+        int h = idx / half, i = idx % half;
+        __nv_bfloat16 *x = h < n_heads ? q + ((int64_t)t * n_heads + h) * head_dim
+                                       : k + ((int64_t)t * n_kv_heads + (h - n_heads)) * head_dim;
+        float x1 = ld(x[i]), x2 = ld(x[i + half]);
+        float c = cs[i], sn = cs[half + i];
+        x[i] = st<__nv_bfloat16>(x1 * c - x2 * sn);
+        x[i + half] = st<__nv_bfloat16>(x2 * c + x1 * sn);
+    }
+    const int64_t slot = slots[t];
+    if (slot < 0)
+        return;
+    __syncthreads();
+    const int64_t row_vecs = (int64_t)n_kv_heads * head_dim / 8;
+    const uint4 *kr = (const uint4 *)(k + (int64_t)t * n_kv_heads * head_dim);
+    for (int64_t c = threadIdx.x; c < row_vecs; c += blockDim.x) {
+        k_cache[slot * row_vecs + c] = kr[c];
+        v_cache[slot * row_vecs + c] = v[(int64_t)t * row_vecs + c];
+    }
+}
+
+extern "C" int pl_cuk_qk_rope_store(pl_cuda_stream s, void *q, void *k, const void *v,
+                                    const void *q_norm, const void *k_norm, int norm_dtype,
+                                    float eps, const int32_t *positions, const int32_t *seq_lens,
+                                    int n, int n_heads, int n_kv_heads, int head_dim,
+                                    struct pl_cuk_rope r, void *k_cache, void *v_cache,
+                                    const int32_t *slots)
+{
+    if (n <= 0)
+        return 0;
+    if (head_dim % 8 != 0 || head_dim > 256 || r.rot_dim <= 0 || r.rot_dim > head_dim ||
+        (q_norm == NULL) != (k_norm == NULL) || !aligned16(q) || !aligned16(k) ||
+        !aligned16(v) || !aligned16(k_cache) || !aligned16(v_cache))
+        return (int)cudaErrorInvalidValue;
+    size_t smem = sizeof(float) * (size_t)r.rot_dim;
+    pdl_launch(qk_rope_store_kernel, dim3(n), dim3(128), smem, s, (__nv_bfloat16 *)q,
+               (__nv_bfloat16 *)k, (const uint4 *)v, q_norm, k_norm, norm_dtype, eps, positions,
+               seq_lens, n_heads, n_kv_heads, head_dim, r, (uint4 *)k_cache, (uint4 *)v_cache,
+               slots);
+    return launch_status();
+}
+
 /* ---- silu_mul ---------------------------------------------------------------------- */
 
 static __device__ __forceinline__ float silu_mul1(float g, float u)

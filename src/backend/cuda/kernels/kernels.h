@@ -50,6 +50,17 @@ int pl_cuk_rope(pl_cuda_stream s, void *q, void *k, const int32_t *positions,
                 const int32_t *seq_lens, int n, int n_heads, int n_kv_heads, int head_dim,
                 struct pl_cuk_rope r);
 
+/* One launch for a layer's q/k per-head RMSNorm (q_norm, k_norm: both NULL for none; dtype
+ * norm_dtype), rope and the store of k and v rows [n, n_kv_heads * head_dim] into the
+ * caches at slots (skip < 0): the same values as pl_cuk_rmsnorm (twice), pl_cuk_rope and
+ * pl_cuk_copy_rows (twice). bf16; head_dim a multiple of 8 up to 256, 16-byte aligned
+ * buffers (cudaErrorInvalidValue otherwise: use the separate kernels). */
+int pl_cuk_qk_rope_store(pl_cuda_stream s, void *q, void *k, const void *v, const void *q_norm,
+                         const void *k_norm, int norm_dtype, float eps, const int32_t *positions,
+                         const int32_t *seq_lens, int n, int n_heads, int n_kv_heads,
+                         int head_dim, struct pl_cuk_rope r, void *k_cache, void *v_cache,
+                         const int32_t *slots);
+
 int pl_cuk_silu_mul(pl_cuda_stream s, void *out, const void *gate, const void *up, int64_t n_elems);
 
 /* out = gelu_tanh(gate) * up (PyTorch's gelu approximate="tanh"), bf16. */
