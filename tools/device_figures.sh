@@ -117,7 +117,7 @@ if want gdiag; then
     run 30 200 gdiag_golden.log "$B/test_cuda_parity" --golden
   echo "golden on cuda: $(grep -c 'CHECK failed' "$OUT/gdiag_golden.log") failed checks; $(grep -E 'passed|failed' "$OUT/gdiag_golden.log" | tail -1)"
   grep -m4 'CHECK failed' "$OUT/gdiag_golden.log" | cut -c1-220
-  PL_PARITY_ONLY=test_attention,test_qk_rope_store,test_rope,test_rmsnorm run 30 120 gdiag_attn.log "$B/test_cuda_parity"
+  PL_PARITY_ONLY=test_attention,test_qk_rope_store,test_norm_add_norm,test_rope,test_rmsnorm,test_gemma_ops run 30 120 gdiag_attn.log "$B/test_cuda_parity"
   grep -m4 'CHECK failed' "$OUT/gdiag_attn.log" | cut -c1-220
   echo "attention / qk_rope_store parity: $(grep -c 'CHECK failed' "$OUT/gdiag_attn.log") failed checks; $(grep -E 'passed|failed' "$OUT/gdiag_attn.log" | tail -1)"
 fi

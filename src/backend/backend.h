@@ -382,6 +382,13 @@ struct pl_backend_ops {
      * stored at slot_mapping (skip < 0). Equals rmsnorm (q), rmsnorm (k), rope, store_kv.
      * Optional like the fused products above (NULL: callers use those four); on CUDA one
      * launch per layer instead of five. */
+    /* Gemma's sandwich norms where one block ends and the next begins: h = rmsnorm(h) * w_post
+     * (in place), residual += h, out = rmsnorm(residual) * w_pre. Equals rmsnorm(h, NULL, h,
+     * w_post) then rmsnorm(out, residual, h, w_pre). Optional (NULL: those two calls). */
+    void (*norm_add_norm)(struct pl_backend *be, void *out, void *residual, void *h,
+                          const struct pl_weight *w_post, const struct pl_weight *w_pre,
+                          int n_rows, int dim, float eps);
+
     void (*qk_rope_store)(struct pl_backend *be, void *q, void *k, const void *v,
                           const struct pl_weight *q_norm, const struct pl_weight *k_norm,
                           float eps, const int32_t *positions, const int32_t *seq_lens, int n,

@@ -43,18 +43,30 @@ static void gemma_forward(const struct pl_fwd *f)
 
     pl_fwd_embed(f, s[PL_LLAMA_RES]);
     op->scale(be, s[PL_LLAMA_RES], (size_t)n * (size_t)hid, c->embed_scale);
+    /* h = post_norm(h); res += h; x = pre_norm(res): one op where the backend fuses it */
+    const bool fuse = op->norm_add_norm != NULL;
     for (int l = 0; l < c->n_layers; l++) {
         const struct pl_layer_weights *L = &f->w->layers[l];
         if (l == 0)
             op->rmsnorm(be, s[PL_LLAMA_X], NULL, s[PL_LLAMA_RES], &L->attn_norm, n, hid, eps);
-        else /* res += previous layer's (post-normed) MLP output; x = norm(res) */
+        else if (!fuse) /* res += previous layer's (post-normed) MLP output; x = norm(res) */
             op->rmsnorm(be, s[PL_LLAMA_X], s[PL_LLAMA_RES], s[PL_LLAMA_H], &L->attn_norm, n, hid,
                         eps);
         pl_llama_attention(f, l);
-        op->rmsnorm(be, s[PL_LLAMA_H], NULL, s[PL_LLAMA_H], &L->attn_post_norm, n, hid, eps);
-        op->rmsnorm(be, s[PL_LLAMA_X], s[PL_LLAMA_RES], s[PL_LLAMA_H], &L->ffn_norm, n, hid, eps);
+        if (fuse) {
+            op->norm_add_norm(be, s[PL_LLAMA_X], s[PL_LLAMA_RES], s[PL_LLAMA_H], &L->attn_post_norm,
+                              &L->ffn_norm, n, hid, eps);
+        } else {
+            op->rmsnorm(be, s[PL_LLAMA_H], NULL, s[PL_LLAMA_H], &L->attn_post_norm, n, hid, eps);
+            op->rmsnorm(be, s[PL_LLAMA_X], s[PL_LLAMA_RES], s[PL_LLAMA_H], &L->ffn_norm, n, hid,
+                        eps);
+        }
         pl_llama_mlp(f, l);
-        op->rmsnorm(be, s[PL_LLAMA_H], NULL, s[PL_LLAMA_H], &L->ffn_post_norm, n, hid, eps);
+        if (fuse && l + 1 < c->n_layers) /* with the next layer's input norm */
+            op->norm_add_norm(be, s[PL_LLAMA_X], s[PL_LLAMA_RES], s[PL_LLAMA_H],
+                              &L->ffn_post_norm, &f->w->layers[l + 1].attn_norm, n, hid, eps);
+        else /* the last layer's: the final norm adds it (the logits section) */
+            op->rmsnorm(be, s[PL_LLAMA_H], NULL, s[PL_LLAMA_H], &L->ffn_post_norm, n, hid, eps);
     }
 }
 

@@ -480,6 +480,65 @@ static void test_rope(void)
     }
 }
 
+/* The fused norm_add_norm op (Gemma's sandwich) against its two rmsnorm calls, on the GPU
+ * (bit-identical) and against the CPU backend's. */
+static void test_norm_add_norm(void)
+{
+    struct {
+        int n, dim;
+        enum pl_dtype wt;
+    } cases[] = {{1, 3840, PL_DTYPE_F32}, {7, 2304, PL_DTYPE_F32}, {33, 64, PL_DTYPE_BF16},
+                 {3, 4104, PL_DTYPE_F32}};
+    for (size_t ci = 0; ci < sizeof(cases) / sizeof(cases[0]); ci++) {
+        const int n = cases[ci].n, dim = cases[ci].dim;
+        const enum pl_dtype wt = cases[ci].wt;
+        const size_t N = (size_t)n * dim, wb = (size_t)dim * pl_dtype_size(wt);
+        float *h = rnd_vec(N, 3.0f), *res = rnd_vec(N, 2.0f);
+        float *wa = rnd_vec((size_t)dim, 1.5f), *wbv = rnd_vec((size_t)dim, 1.5f);
+        void *ea = encode(wa, (size_t)dim, wt), *eb = encode(wbv, (size_t)dim, wt);
+        struct pl_weight pc = {ea, wt, 1, dim}, qc = {eb, wt, 1, dim};
+        struct pl_weight pg = {g_gpu->ops->map_weight(g_gpu, ea, wb), wt, 1, dim};
+        struct pl_weight qg = {g_gpu->ops->map_weight(g_gpu, eb, wb), wt, 1, dim};
+        const float eps = 1e-6f;
+        float *hc = cpu_buf(h, N), *rc = cpu_buf(res, N), *oc = cpu_buf(NULL, N);
+        g_cpu->ops->rmsnorm(g_cpu, hc, NULL, hc, &pc, n, dim, eps);
+        g_cpu->ops->rmsnorm(g_cpu, oc, rc, hc, &qc, n, dim, eps);
+        void *h1 = gpu_buf(h, N), *r1 = gpu_buf(res, N), *o1 = gpu_buf(NULL, N);
+        void *h2 = gpu_buf(h, N), *r2 = gpu_buf(res, N), *o2 = gpu_buf(NULL, N);
+        g_gpu->ops->rmsnorm(g_gpu, h1, NULL, h1, &pg, n, dim, eps);
+        g_gpu->ops->rmsnorm(g_gpu, o1, r1, h1, &qg, n, dim, eps);
+        REQUIRE(g_gpu->ops->norm_add_norm != NULL);
+        g_gpu->ops->norm_add_norm(g_gpu, o2, r2, h2, &pg, &qg, n, dim, eps);
+        char what[64];
+        snprintf(what, sizeof(what), "norm_add_norm n %d dim %d w %s", n, dim, pl_dtype_name(wt));
+        void *sep[3] = {h1, r1, o1}, *fus[3] = {h2, r2, o2};
+        const float *cpu[3] = {hc, rc, oc};
+        static const char *const names[3] = {"h", "residual", "out"};
+        for (int b = 0; b < 3; b++) {
+            float *a = gpu_get(sep[b], N), *f = gpu_get(fus[b], N);
+            size_t diff = 0;
+            for (size_t i = 0; i < N; i++)
+                diff += memcmp(&a[i], &f[i], sizeof(float)) != 0;
+            CHECKF(diff == 0, "%s: %s: %zu of %zu values differ from the two rmsnorm calls", what,
+                   names[b], diff, N);
+            record(PL_OP_RMSNORM, rel_err(f, cpu[b], N), TOL_BF16, what);
+            free(a);
+            free(f);
+            g_gpu->ops->free(g_gpu, sep[b]);
+            g_gpu->ops->free(g_gpu, fus[b]);
+            g_cpu->ops->free(g_cpu, (void *)cpu[b]);
+        }
+        g_gpu->ops->unmap_weight(g_gpu, (void *)pg.data);
+        g_gpu->ops->unmap_weight(g_gpu, (void *)qg.data);
+        free(ea);
+        free(eb);
+        free(h);
+        free(res);
+        free(wa);
+        free(wbv);
+    }
+}
+
 /* The fused qk_rope_store op against the four ops it stands for, on the GPU (bit-identical:
  * the same arithmetic in one launch) and against the CPU backend's four ops. */
 static void test_qk_rope_store(void)
@@ -3162,6 +3221,7 @@ int main(int argc, char **argv)
         RUN(test_matmul);
         RUN(test_rope);
         RUN(test_qk_rope_store);
+        RUN(test_norm_add_norm);
         RUN(test_silu_mul);
         RUN(test_gemma_ops);
         RUN(test_moe);

@@ -448,6 +448,24 @@ static void cuda_store_kv(struct pl_backend *be, void *k_cache, void *v_cache, c
     check_launch(be, "store_kv", pl_cuk_copy_rows(st(be), v_cache, slot_mapping, v, NULL, n, row));
 }
 
+/* The bf16 table's norm_add_norm: one launch (kernels.h), or the two rmsnorm launches it
+ * stands for where the fused kernel does not take the shape. */
+static void cuda_norm_add_norm(struct pl_backend *be, void *out, void *residual, void *h,
+                               const struct pl_weight *w_post, const struct pl_weight *w_pre,
+                               int n_rows, int dim, float eps)
+{
+    if (cb(be)->no_fuse || w_post->dtype != w_pre->dtype || dim % 8 != 0 ||
+        (((uintptr_t)out | (uintptr_t)residual | (uintptr_t)h) & 15u) != 0) {
+        cuda_rmsnorm(be, h, NULL, h, w_post, n_rows, dim, eps);
+        cuda_rmsnorm(be, out, residual, h, w_pre, n_rows, dim, eps);
+        return;
+    }
+    PROF(be, "norm_add_norm");
+    check_launch(be, "norm_add_norm",
+                 pl_cuk_norm_add_norm(st(be), out, residual, h, w_post->data, w_pre->data,
+                                      (int)w_post->dtype, n_rows, dim, eps));
+}
+
 /* The bf16 table's qk_rope_store: one launch (kernels.h); an e4m3 cache or a shape the fused
  * kernel does not take runs the four ops it stands for. */
 static void cuda_qk_rope_store(struct pl_backend *be, void *q, void *k, const void *v,
@@ -1040,6 +1058,7 @@ static const struct pl_backend_ops cuda_ops = {
     .matmul_group = cuda_matmul_group,
     .gate_up_act = cuda_gate_up_act,
     .qk_rope_store = cuda_qk_rope_store,
+    .norm_add_norm = cuda_norm_add_norm,
 };
 
 /* The float32 mode's table: the same ops, fp32 activations; no fused small-batch products

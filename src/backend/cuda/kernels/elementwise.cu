@@ -160,6 +160,80 @@ __global__ void rmsnorm_vec_kernel(__nv_bfloat16 *out, __nv_bfloat16 *residual,
     }
 }
 
+/* Gemma's sandwich between two blocks, one block per row: h = rmsnorm(h) * w_post (rounded,
+ * stored), residual += h (rounded, stored), out = rmsnorm(residual) * w_pre: exactly
+ * rmsnorm_vec_kernel on (h, no residual) then on (h, residual), the same threads walking the
+ * same vectors, so the two phases need no exchange but the reduction buffer's. */
+__global__ void norm_add_norm_kernel(__nv_bfloat16 *out, __nv_bfloat16 *residual,
+                                     __nv_bfloat16 *h, const void *w_post, const void *w_pre,
+                                     int w_dtype, int dim, float eps)
+{
+    pdl_enter();
+    __shared__ float red[32];
+    const int64_t base = (int64_t)blockIdx.x * dim;
+    const int n_vec = dim / 8;
+    uint4 *hv = (uint4 *)(h + base), *rv = (uint4 *)(residual + base);
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < n_vec; i += blockDim.x) {
+        float f[8];
+        bf16x8_to_f32(hv[i], f);
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+            ss += f[j] * f[j];
+    }
+    ss = block_sum(ss, red);
+    float inv = rsqrtf(ss / (float)dim + eps);
+    for (int i = threadIdx.x; i < n_vec; i += blockDim.x) {
+        float f[8];
+        bf16x8_to_f32(hv[i], f);
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+            f[j] = load_w(w_post, w_dtype, (int64_t)i * 8 + j) * (f[j] * inv);
+        hv[i] = f32_to_bf16x8(f);
+    }
+    __syncthreads(); /* red is reused */
+    ss = 0.0f;
+    for (int i = threadIdx.x; i < n_vec; i += blockDim.x) {
+        float f[8], r[8];
+        bf16x8_to_f32(hv[i], f);
+        bf16x8_to_f32(rv[i], r);
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+            r[j] += f[j];
+        const uint4 packed = f32_to_bf16x8(r);
+        rv[i] = packed;
+        bf16x8_to_f32(packed, f);
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+            ss += f[j] * f[j];
+    }
+    ss = block_sum(ss, red);
+    inv = rsqrtf(ss / (float)dim + eps);
+    for (int i = threadIdx.x; i < n_vec; i += blockDim.x) {
+        float f[8];
+        bf16x8_to_f32(rv[i], f);
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+            f[j] = load_w(w_pre, w_dtype, (int64_t)i * 8 + j) * (f[j] * inv);
+        ((uint4 *)(out + base))[i] = f32_to_bf16x8(f);
+    }
+}
+
+extern "C" int pl_cuk_norm_add_norm(pl_cuda_stream s, void *out, void *residual, void *h,
+                                    const void *w_post, const void *w_pre, int w_dtype,
+                                    int n_rows, int dim, float eps)
+{
+    if (n_rows <= 0)
+        return 0;
+    if (dim % 8 != 0 || !aligned16(out) || !aligned16(residual) || !aligned16(h))
+        return (int)cudaErrorInvalidValue;
+    int threads = (dim / 8 + 31) / 32 * 32;
+    threads = threads < 32 ? 32 : threads > 256 ? 256 : threads;
+    pdl_launch(norm_add_norm_kernel, dim3(n_rows), dim3(threads), 0, s, (__nv_bfloat16 *)out,
+               (__nv_bfloat16 *)residual, (__nv_bfloat16 *)h, w_post, w_pre, w_dtype, dim, eps);
+    return launch_status();
+}
+
 template <typename T>
 __global__ void rmsnorm_scalar_kernel(T *out, T *residual, const T *x, const void *w, int w_dtype,
                                       int dim, float eps)

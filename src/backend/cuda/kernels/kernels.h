@@ -50,6 +50,13 @@ int pl_cuk_rope(pl_cuda_stream s, void *q, void *k, const int32_t *positions,
                 const int32_t *seq_lens, int n, int n_heads, int n_kv_heads, int head_dim,
                 struct pl_cuk_rope r);
 
+/* Gemma's sandwich norms between two blocks in one launch: h = rmsnorm(h) * w_post, residual
+ * += h, out = rmsnorm(residual) * w_pre (w_post and w_pre of one dtype), the values of two
+ * pl_cuk_rmsnorm calls. bf16, dim a multiple of 8, 16-byte aligned (cudaErrorInvalidValue
+ * otherwise). */
+int pl_cuk_norm_add_norm(pl_cuda_stream s, void *out, void *residual, void *h, const void *w_post,
+                         const void *w_pre, int w_dtype, int n_rows, int dim, float eps);
+
 /* One launch for a layer's q/k per-head RMSNorm (q_norm, k_norm: both NULL for none; dtype
  * norm_dtype), rope and the store of k and v rows [n, n_kv_heads * head_dim] into the
  * caches at slots (skip < 0): the same values as pl_cuk_rmsnorm (twice), pl_cuk_rope and
