@@ -18,9 +18,10 @@
 #   gdiag    golden fixtures on CUDA (GDIAG_PRESETS; gemma2's chunked shape: decode graphs over
 #            a new KV cache) and test_attention
 #   (quant and s1q also run with PAGELLM_CUBLASLT_REDUCTION=any: split-K in bf16 allowed)
-#   pdl      batch 1 (128 / 256) on Llama-3-8B, Gemma-3-12B and Qwen3-30B-A3B with programmatic
-#            dependent launch on (the default) and off (PAGELLM_CUDA_PDL=0), and with the fused
-#            qk_rope_store off (PAGELLM_CUDA_FUSE=0)
+#   pdl      batch 1 (128 / 256) on Llama-3-8B, Gemma-3-12B and Qwen3-30B-A3B (PDL_MODELS) with
+#            programmatic dependent launch and the fused qk_rope_store / norm_add_norm kernels
+#            (PAGELLM_CUDA_PDL=1 PAGELLM_CUDA_FUSE=1), PDL only, and neither
+#   gdiag runs the golden fixtures with both on
 #   golden   test_cuda_parity --golden for gemma2 and gemma3 (the fused GELU-tanh gate-up)
 # Binaries from `tools/device_check_all.sh --pack` (.carry/pack.tar.xz, carried).
 # Env: BUDGET (570), ONLY ("moe quant gdiag fig13 s1q golden" or a subset), S1_PROMPTS (1024),
@@ -71,13 +72,14 @@ if want quant; then
   run 40 90 quant_bench.log "$B/test_cuda_quant" --bench
 fi
 if want pdl; then
-  # programmatic dependent launch (kernels/pdl.cuh) on and off, batch 1, same call
+  # programmatic dependent launch (kernels/pdl.cuh) and the fused qk_rope_store / norm_add_norm
+  # kernels, batch 1, same call: both on, PDL only, neither (the baseline)
   B1=(--load-format dummy --device cuda --warmup 1 --num-prompts 1 --input-len 128 --output-len 256)
-  for m in llama-3-8b gemma-3-12b qwen3-30b-a3b; do
-    run 40 90 pdl_on_$m.log "$BT" --model "$BM/$m" "${B1[@]}" --gpu-memory-utilization 0.95
-    PAGELLM_CUDA_PDL=0 run 40 90 pdl_off_$m.log "$BT" --model "$BM/$m" "${B1[@]}" --gpu-memory-utilization 0.95
-    PAGELLM_CUDA_FUSE=0 run 40 90 fuse_off_$m.log "$BT" --model "$BM/$m" "${B1[@]}" --gpu-memory-utilization 0.95
-    echo "batch 1 $m: default $(rate pdl_on_$m.log), PDL off $(rate pdl_off_$m.log), qk_rope_store unfused $(rate fuse_off_$m.log) output tok/s"
+  for m in ${PDL_MODELS:-llama-3-8b gemma-3-12b qwen3-30b-a3b}; do
+    PAGELLM_CUDA_PDL=1 PAGELLM_CUDA_FUSE=1 run 40 90 new_$m.log "$BT" --model "$BM/$m" "${B1[@]}" --gpu-memory-utilization 0.95
+    PAGELLM_CUDA_PDL=1 PAGELLM_CUDA_FUSE=0 run 40 90 pdlonly_$m.log "$BT" --model "$BM/$m" "${B1[@]}" --gpu-memory-utilization 0.95
+    PAGELLM_CUDA_PDL=0 PAGELLM_CUDA_FUSE=0 run 40 90 base_$m.log "$BT" --model "$BM/$m" "${B1[@]}" --gpu-memory-utilization 0.95
+    echo "batch 1 $m: PDL + fused $(rate new_$m.log), PDL only $(rate pdlonly_$m.log), neither $(rate base_$m.log) output tok/s"
   done
 fi
 if want fig13; then
@@ -113,7 +115,8 @@ fi
 if want gdiag; then
   # the golden fixtures on CUDA (each shape's KV cache elsewhere than the last: decode graphs
   # must be recorded again), gemma2's chunked shape among them, and the attention op
-  PL_GOLDEN_ONLY=${GDIAG_PRESETS:-gemma2,gemma3,qwen3,mistral-swa,llama,qwen2-swa,phi3,mixtral,qwen3moe} \
+  PAGELLM_CUDA_PDL=1 PAGELLM_CUDA_FUSE=1 \
+    PL_GOLDEN_ONLY=${GDIAG_PRESETS:-gemma2,gemma3,qwen3,mistral-swa,llama,qwen2-swa,phi3,mixtral,qwen3moe} \
     run 30 200 gdiag_golden.log "$B/test_cuda_parity" --golden
   echo "golden on cuda: $(grep -c 'CHECK failed' "$OUT/gdiag_golden.log") failed checks; $(grep -E 'passed|failed' "$OUT/gdiag_golden.log" | tail -1)"
   grep -m4 'CHECK failed' "$OUT/gdiag_golden.log" | cut -c1-220

@@ -49,7 +49,7 @@ void pl_debug_env_read(struct pl_debug_env *out)
     const char *red = nonempty("PAGELLM_CUBLASLT_REDUCTION");
     out->cublaslt_any_reduction = red && !strcmp(red, "any");
     const char *pdl = nonempty("PAGELLM_CUDA_PDL");
-    out->cuda_pdl_off = pdl && !strcmp(pdl, "0");
+    out->cuda_pdl = pdl ? strcmp(pdl, "0") != 0 : -1;
     const char *fuse = nonempty("PAGELLM_CUDA_FUSE");
-    out->cuda_fuse_off = fuse && !strcmp(fuse, "0");
+    out->cuda_fuse = fuse ? strcmp(fuse, "0") != 0 : -1;
 }

@@ -30,11 +30,12 @@
  *   PAGELLM_CUBLASLT_REDUCTION   any: cuBLASLt may pick split-K algorithms that reduce in the
  *                                output type (bf16 partial sums); by default only fp32
  *                                reductions are allowed (cuda_matmul.c; for A/B runs)
- *   PAGELLM_CUDA_PDL             0: the decode path's kernels are launched in plain stream
- *                                order, without programmatic dependent launch
- *                                (kernels/pdl.cuh; for A/B runs)
- *   PAGELLM_CUDA_FUSE            0: the CUDA qk_rope_store op runs the four kernels it
- *                                stands for instead of its one fused launch (for A/B runs)
+ *   PAGELLM_CUDA_PDL             1 / 0: the decode path's kernels are launched with / without
+ *                                programmatic dependent launch (kernels/pdl.cuh; default in
+ *                                cuda_backend.c, PL_CUDA_PDL_DEFAULT)
+ *   PAGELLM_CUDA_FUSE            1 / 0: the CUDA qk_rope_store and norm_add_norm ops run
+ *                                their one fused launch / the kernels they stand for
+ *                                (default: PL_CUDA_FUSE_DEFAULT)
  * They are read at each call (tests change them between handles); the
  * strings point into the environment (copy them to keep them).
  */
@@ -56,8 +57,8 @@ struct pl_debug_env {
     int q4_gemm_max_n;               /* -1: unset or not a number >= 0 */
     int moe_gemv_entries;            /* -1: unset or not a number >= 0 */
     bool cublaslt_any_reduction;     /* PAGELLM_CUBLASLT_REDUCTION=any */
-    bool cuda_pdl_off;               /* PAGELLM_CUDA_PDL=0 */
-    bool cuda_fuse_off;              /* PAGELLM_CUDA_FUSE=0 */
+    int cuda_pdl;                    /* PAGELLM_CUDA_PDL: 0, 1; -1 unset */
+    int cuda_fuse;                   /* PAGELLM_CUDA_FUSE: 0, 1; -1 unset */
 };
 
 void pl_debug_env_read(struct pl_debug_env *out);

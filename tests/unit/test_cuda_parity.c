@@ -480,6 +480,10 @@ static void test_rope(void)
     }
 }
 
+/* Whether the fused kernels were on when the backend was made (PAGELLM_CUDA_FUSE or the
+ * default): the fused-op tests turn them on for their call and restore this. */
+static bool g_fused_default;
+
 /* The fused norm_add_norm op (Gemma's sandwich) against its two rmsnorm calls, on the GPU
  * (bit-identical) and against the CPU backend's. */
 static void test_norm_add_norm(void)
@@ -508,7 +512,9 @@ static void test_norm_add_norm(void)
         g_gpu->ops->rmsnorm(g_gpu, h1, NULL, h1, &pg, n, dim, eps);
         g_gpu->ops->rmsnorm(g_gpu, o1, r1, h1, &qg, n, dim, eps);
         REQUIRE(g_gpu->ops->norm_add_norm != NULL);
+        pl_backend_cuda_set_fused(g_gpu, true);
         g_gpu->ops->norm_add_norm(g_gpu, o2, r2, h2, &pg, &qg, n, dim, eps);
+        pl_backend_cuda_set_fused(g_gpu, g_fused_default);
         char what[64];
         snprintf(what, sizeof(what), "norm_add_norm n %d dim %d w %s", n, dim, pl_dtype_name(wt));
         void *sep[3] = {h1, r1, o1}, *fus[3] = {h2, r2, o2};
@@ -614,8 +620,10 @@ static void test_qk_rope_store(void)
         g_gpu->ops->rope(g_gpu, q1, k1, pg, lg, n, nh, nkv, hd, &rg);
         g_gpu->ops->store_kv(g_gpu, kc1, vc1, k1, v1, sg, n, kvd);
         REQUIRE(g_gpu->ops->qk_rope_store != NULL);
+        pl_backend_cuda_set_fused(g_gpu, true);
         g_gpu->ops->qk_rope_store(g_gpu, q2, k2, v2, nm ? &qwg : NULL, nm ? &kwg : NULL, eps, pg,
                                   lg, n, nh, nkv, hd, &rg, kc2, vc2, sg);
+        pl_backend_cuda_set_fused(g_gpu, g_fused_default);
         char what[96];
         snprintf(what, sizeof(what), "hd %d rot %d heads %d/%d norms %d (%s) long %d", hd, rot,
                  nh, nkv, nm, pl_dtype_name(wt), lm);
@@ -3150,6 +3158,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "cuda backend: %s\n", err.msg);
         return 1;
     }
+    g_fused_default = pl_backend_cuda_fused(g_gpu);
     if (pl_backend_cpu_new(2, &g_cpu, &err) != PL_STATUS_OK) {
         fprintf(stderr, "cpu backend: %s\n", err.msg);
         return 1;

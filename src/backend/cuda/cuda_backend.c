@@ -32,6 +32,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Programmatic dependent launch of the decode path's kernels (kernels/pdl.cuh) and the fused
+ * qk_rope_store / norm_add_norm kernels, where PAGELLM_CUDA_PDL / PAGELLM_CUDA_FUSE do not
+ * say: both off until they have run on a GPU (docs/cuda.md). */
+#define PL_CUDA_PDL_DEFAULT false
+#define PL_CUDA_FUSE_DEFAULT false
+
 /* Split-decode partial results: (seq, head, split) x (head_dim + 2) floats. */
 #define PARTIAL_BYTES ((size_t)32 << 20)
 #define MAX_SPLITS 32
@@ -1107,8 +1113,9 @@ pl_status pl_backend_cuda_new_act(int device, enum pl_dtype act, struct pl_backe
          * Hopper and later, unless PAGELLM_CUDA_PDL=0 */
         struct pl_debug_env dbg;
         pl_debug_env_read(&dbg);
-        pl_cuk_set_pdl(prop.major >= 9 && !dbg.cuda_pdl_off);
-        c->no_fuse = dbg.cuda_fuse_off;
+        const bool pdl = dbg.cuda_pdl >= 0 ? dbg.cuda_pdl != 0 : PL_CUDA_PDL_DEFAULT;
+        pl_cuk_set_pdl(prop.major >= 9 && pdl);
+        c->no_fuse = !(dbg.cuda_fuse >= 0 ? dbg.cuda_fuse != 0 : PL_CUDA_FUSE_DEFAULT);
         e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking);
     }
     if (e == cudaSuccess)
@@ -1192,6 +1199,16 @@ const char *pl_backend_cuda_device_name(const struct pl_backend *be)
 void pl_backend_cuda_set_decode_splits(struct pl_backend *be, int n_splits)
 {
     cb(be)->forced_splits = n_splits > 0 ? n_splits : 0;
+}
+
+void pl_backend_cuda_set_fused(struct pl_backend *be, bool on)
+{
+    cb(be)->no_fuse = !on;
+}
+
+bool pl_backend_cuda_fused(const struct pl_backend *be)
+{
+    return !((const struct cuda_backend *)be)->no_fuse;
 }
 
 void pl_backend_cuda_set_fp8_epilogue(struct pl_backend *be, bool on)

@@ -55,6 +55,12 @@ int pl_backend_cuda_device(const struct pl_backend *be);
  * from the shape and the GPU; for tests and benchmarks). */
 void pl_backend_cuda_set_decode_splits(struct pl_backend *be, int n_splits);
 
+/* Turns the fused qk_rope_store and norm_add_norm kernels on or off (off: each op runs the
+ * kernels it stands for); the default is PL_CUDA_FUSE_DEFAULT unless PAGELLM_CUDA_FUSE says
+ * otherwise (for tests and A/B runs). */
+void pl_backend_cuda_set_fused(struct pl_backend *be, bool on);
+bool pl_backend_cuda_fused(const struct pl_backend *be);
+
 /* Test knob: on, every FP8 W8A8 product (PL_DTYPE_F8W) takes the path of shapes that
  * cuBLASLt's outer-vector scaling refuses (a unit-scale FP8 GEMM, then the scaling
  * epilogue kernel); off (the default), that path serves only refused shapes. */
