@@ -78,6 +78,9 @@
 #define N_PLANS 512 /* power of two */
 /* The gate-up fallback's buffer for the up product (see the file comment). */
 #define GLU_SCRATCH_BYTES ((size_t)32 << 20)
+/* Products of at most this many output elements (M x N) allow only fp32 split-K reductions
+ * (plan_build). */
+#define SMALL_PRODUCT ((int64_t)1 << 19)
 /* The FP8 path's e4m3 activations and the rows a chunk may hold (see the file comment). */
 #define F8_X_BYTES ((size_t)16 << 20)
 #define F8_MAX_ROWS 8192
@@ -331,13 +334,17 @@ static bool plan_build(struct pl_cuda_matmul *mm, struct plan *p, const struct p
     if (s == CUBLAS_STATUS_SUCCESS)
         s = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
                                                  &al_d, sizeof(al_d));
-    /* Split-K algorithms only where the partial sums are reduced in fp32 (the compute type):
-     * a reduction in the output type (in place or in a bf16 buffer) rounds every partial
-     * sum to bf16, which on small-M x N products with cancelling terms was 2% off the exact
-     * sum (test_cuda_quant's act-order shapes). */
+    /* Products of small M x N (where the heuristic splits K): split-K algorithms only where the
+     * partial sums are reduced in fp32 (the compute type). A reduction in the output type (in
+     * place or in a bf16 buffer) rounds every partial sum to bf16, which on small products
+     * with cancelling terms was 2% off the exact sum (test_cuda_quant's act-order shapes).
+     * Larger products (prefill, large decode batches) keep cuBLASLt's full choice. */
+    const uint32_t red_mask = (int64_t)k->m * (int64_t)k->n <= SMALL_PRODUCT
+                                  ? mm->reduction_mask
+                                  : (uint32_t)CUBLASLT_REDUCTION_SCHEME_MASK;
     if (s == CUBLAS_STATUS_SUCCESS)
         s = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
-                                                 &mm->reduction_mask, sizeof(mm->reduction_mask));
+                                                 &red_mask, sizeof(red_mask));
     cublasLtMatmulHeuristicResult_t res;
     int n_res = 0;
     if (s == CUBLAS_STATUS_SUCCESS && k->bias_type >= 0) {
@@ -364,7 +371,7 @@ static bool plan_build(struct pl_cuda_matmul *mm, struct plan *p, const struct p
         s = cublasLtMatmulAlgoGetHeuristic(mm->lt, p->desc, p->a, p->b, p->d, p->d, pref, 1, &res,
                                            &n_res);
     if (s == CUBLAS_STATUS_SUCCESS && n_res == 0 &&
-        mm->reduction_mask != (uint32_t)CUBLASLT_REDUCTION_SCHEME_MASK) {
+        red_mask != (uint32_t)CUBLASLT_REDUCTION_SCHEME_MASK) {
         /* no algorithm with fp32 reductions only: any (a shape is never refused for it) */
         const uint32_t any = CUBLASLT_REDUCTION_SCHEME_MASK;
         s = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
