@@ -382,6 +382,80 @@ static void test_dot(void)
     }
 }
 
+/* A packed int4 weight (backend.h's PL_DTYPE_Q4 layout: random codes, zeros and scales;
+ * act-order g_idx when gidx) into a malloc'ed buffer, and its values dequantized as the
+ * reference does, (code - zero) * scale in fp32, into *vals. */
+static void *make_q4(int rows, int K, int group, bool gidx, float **vals)
+{
+    const int G = gidx ? (K + group - 1) / group : K / group;
+    const struct pl_q4_layout lay = pl_q4_layout_of(rows, K, G, gidx);
+    char *buf = calloc(1, (size_t)lay.n_bytes);
+    int32_t *h = (int32_t *)buf;
+    h[0] = group, h[1] = G, h[2] = gidx;
+    uint32_t *codes = (uint32_t *)(buf + 16);
+    float *sc = (float *)(buf + lay.scale_off);
+    uint8_t *z = (uint8_t *)(buf + lay.zero_off);
+    int32_t *gi = (int32_t *)(buf + lay.gidx_off);
+    if (gidx)
+        for (int k = 0; k < K; k++)
+            gi[k] = rnd_int(0, G - 1); /* act-order: any group per input */
+    for (int i = 0; i < rows * G; i++) {
+        sc[i] = rnd_f() * 0.05f + 0.001f;
+        z[i] = (uint8_t)rnd_int(0, 15);
+    }
+    *vals = malloc(sizeof(float) * (size_t)rows * K);
+    for (int r = 0; r < rows; r++)
+        for (int k = 0; k < K; k++) {
+            const uint32_t c = rnd_u32() & 15u;
+            codes[(size_t)r * (K / 8) + k / 8] |= c << (4 * (k % 8));
+            const int g = gidx ? gi[k] : k / group;
+            (*vals)[(size_t)r * K + k] = (float)((int)c - (int)z[r * G + g]) * sc[r * G + g];
+        }
+    return buf;
+}
+
+/* Packed int4 weights against the same values dequantized into an F32 weight (what the
+ * reference path held before the CPU kept them packed): bit-identical in every ISA, token
+ * count, group size and with act-order, with and without a bias, on 1 and 3 threads. */
+static void test_q4_equals_dequantized(void)
+{
+    for (int th = 1; th <= 3; th += 2) {
+        struct pl_backend *be = new_backend(th);
+        REQUIRE(be->ops->supports(be, PL_OP_MATMUL, PL_DTYPE_Q4));
+        for (int ii = 0; ii < 3; ii++) {
+            if (!use_isa(be, isas[ii], "int4"))
+                continue;
+            long n_diff = 0, n_vals = 0;
+            for (int iter = 0; iter < 24; iter++) {
+                static const int groups[4] = {32, 64, 128, 16};
+                const int group = groups[iter % 4];
+                const bool gidx = iter % 5 == 2;
+                const int K = group * rnd_int(1, 6) + (iter % 6 == 5 ? 8 : 0); /* a tail */
+                const int rows = rnd_int(1, 45), n = 1 + (iter * 7) % 19;
+                float *vals;
+                void *q = make_q4(rows, K, group, gidx || K % group != 0, &vals);
+                float *bv = NULL;
+                void *b = iter % 2 ? make_weight(PL_DTYPE_BF16, (size_t)rows, &bv) : NULL;
+                float *x = malloc(sizeof(float) * (size_t)n * K);
+                fill(x, (size_t)n * K);
+                float *o1 = malloc(sizeof(float) * (size_t)n * rows);
+                float *o2 = malloc(sizeof(float) * (size_t)n * rows);
+                struct pl_weight Wq = {q, PL_DTYPE_Q4, rows, K}, Wf = {vals, PL_DTYPE_F32, rows, K};
+                struct pl_weight B = {b, PL_DTYPE_BF16, 1, rows};
+                be->ops->matmul(be, o1, rows, x, &Wq, b ? &B : NULL, n);
+                be->ops->matmul(be, o2, rows, x, &Wf, b ? &B : NULL, n);
+                for (int i = 0; i < n * rows; i++)
+                    n_diff += memcmp(&o1[i], &o2[i], sizeof(float)) != 0;
+                n_vals += (long)n * rows;
+                free(q), free(vals), free(b), free(bv), free(x), free(o1), free(o2);
+            }
+            CHECKF(n_diff == 0, "%s, %d threads: %ld of %ld int4 outputs differ from the "
+                   "dequantized weight's", pl_cpu_isa_name(isas[ii]), th, n_diff, n_vals);
+        }
+        pl_backend_free(be);
+    }
+}
+
 int main(void)
 {
     unsetenv("PAGELLM_CPU_ISA");
@@ -395,5 +469,6 @@ int main(void)
     PL_RUN(test_bf16_mode_leaves_other_paths);
     PL_RUN(test_env);
     PL_RUN(test_dot);
+    PL_RUN(test_q4_equals_dequantized);
     return pl_test_summary();
 }

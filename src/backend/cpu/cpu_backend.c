@@ -52,6 +52,10 @@ struct cpu_backend {
     enum pl_cpu_matmul_mode matmul_mode;
     uint16_t **mm_scratch;      /* [pool threads] PL_CPU_MM_SCRATCH_BYTES: the BF16 mode's
                                    bf16 activations (NULL without AVX512-BF16) */
+    float **q4_rows;            /* [pool threads] PL_CPU_Q4_TILE_ROWS x q4_cols floats, made at
+                                   the first product of a packed int4 weight, grown for a
+                                   wider one (pl_cpu_mm) */
+    int64_t q4_cols;
     struct pl_sampler *sampler; /* sample()'s scratch, made at the first call for its vocab */
     int sampler_vocab;
     /* map_weight: copies made (freed by unmap_weight), their bytes and the budget */
@@ -166,9 +170,11 @@ static pl_status cpu_sync(struct pl_backend *be) { return PL_STATUS_OK; }
 static bool cpu_supports(struct pl_backend *be, enum pl_op op, enum pl_dtype dtype)
 {
     switch (op) {
+    case PL_OP_MATMUL: /* packed int4 too (pl_cpu_matmul) */
+        return dtype == PL_DTYPE_F32 || dtype == PL_DTYPE_F16 || dtype == PL_DTYPE_BF16 ||
+               dtype == PL_DTYPE_Q4;
     case PL_OP_EMBED:
     case PL_OP_RMSNORM:
-    case PL_OP_MATMUL:
     case PL_OP_LOGITS:
     case PL_OP_FILL:
         return dtype == PL_DTYPE_F32 || dtype == PL_DTYPE_F16 || dtype == PL_DTYPE_BF16;
@@ -268,12 +274,37 @@ static struct pl_cpu_mm mm_of(const struct cpu_backend *c)
         .bf16_dot = c->matmul_mode == PL_CPU_MATMUL_BF16 && c->isa == PL_CPU_ISA_AVX512 &&
                     c->mm_scratch != NULL,
         .scratch = c->mm_scratch,
+        .q4_rows = c->q4_rows,
+        .q4_cols = c->q4_cols,
     };
+}
+
+/* The packed int4 tiles' scratch for weights of `cols` inputs: made (or grown) once, at the
+ * first product that needs it; where memory is short the old one stays and such products
+ * take the slower path without it (pl_cpu_matmul). */
+static void q4_scratch(struct cpu_backend *c, int64_t cols)
+{
+    if (c->q4_rows && c->q4_cols >= cols)
+        return;
+    const int n = pl_threadpool_size(c->pool);
+    if (!c->q4_rows && !(c->q4_rows = calloc((size_t)n, sizeof(*c->q4_rows))))
+        return;
+    const size_t bytes = sizeof(float) * PL_CPU_Q4_TILE_ROWS * (size_t)cols;
+    for (int i = 0; i < n; i++) {
+        void *p = NULL;
+        if (posix_memalign(&p, 64, bytes) != 0)
+            return; /* q4_cols unchanged: every buffer still holds the old width */
+        free(c->q4_rows[i]);
+        c->q4_rows[i] = p;
+    }
+    c->q4_cols = cols;
 }
 
 static void cpu_matmul(struct pl_backend *be, void *out, int ld_out, const void *x,
                        const struct pl_weight *w, const struct pl_weight *bias, int n)
 {
+    if (w->dtype == PL_DTYPE_Q4)
+        q4_scratch(cpu(be), w->cols);
     struct pl_cpu_mm mm = mm_of(cpu(be));
     pl_cpu_matmul(cpu(be)->pool, &mm, out, ld_out, x, w, bias, n);
 }
@@ -281,6 +312,8 @@ static void cpu_matmul(struct pl_backend *be, void *out, int ld_out, const void 
 static void cpu_logits(struct pl_backend *be, float *out, const void *x, const struct pl_weight *w,
                        int n)
 {
+    if (w->dtype == PL_DTYPE_Q4)
+        q4_scratch(cpu(be), w->cols);
     struct pl_cpu_mm mm = mm_of(cpu(be));
     pl_cpu_matmul(cpu(be)->pool, &mm, out, (int)w->rows, x, w, NULL, n);
 }
@@ -835,6 +868,9 @@ static void cpu_destroy(struct pl_backend *be)
     struct cpu_backend *c = cpu(be);
     pl_sampler_free(c->sampler);
     free_scratch(c);
+    for (int i = 0; c->q4_rows && i < pl_threadpool_size(c->pool); i++)
+        free(c->q4_rows[i]);
+    free(c->q4_rows);
     pl_threadpool_free(c->pool);
     for (size_t i = 0; i < c->n_copies; i++) /* weights never unmapped */
         free(c->copies[i]);

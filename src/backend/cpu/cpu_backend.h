@@ -76,16 +76,27 @@ const char *pl_cpu_isa_name(enum pl_cpu_isa isa);
 #define PL_CPU_MM_SCRATCH_BYTES ((size_t)256 * 1024)
 
 /* How pl_cpu_matmul computes (the backend fills one per call from its settings). */
+/* Rows of a packed int4 weight (PL_DTYPE_Q4) dequantized at a time: the most rows of a
+ * matmul tile. */
+#define PL_CPU_Q4_TILE_ROWS 16
+
 struct pl_cpu_mm {
     enum pl_cpu_isa isa;
     bool bf16_dot;      /* bf16 weights take the BF16 mode (isa is AVX-512 and the CPU
                            has AVX512-BF16) */
     uint16_t **scratch; /* [pool threads] PL_CPU_MM_SCRATCH_BYTES each, 64-byte aligned;
                            needed when bf16_dot */
+    float **q4_rows;    /* [pool threads] PL_CPU_Q4_TILE_ROWS x q4_cols floats: a tile of a
+                           packed int4 weight's rows dequantized (NULL: none; such weights
+                           then take a slower path that needs no scratch) */
+    int64_t q4_cols;
 };
 
 /* Internal: the matmul shared by the matmul and logits ops.
- * out[n, w->rows] (row stride ld_out) = x[n, w->cols] @ w^T (+ bias). */
+ * out[n, w->rows] (row stride ld_out) = x[n, w->cols] @ w^T (+ bias). A packed int4 weight
+ * (PL_DTYPE_Q4, backend.h's layout) is dequantized a tile of rows at a time into mm->q4_rows
+ * and multiplied by the fp32 kernels exactly as the same weight dequantized at load would
+ * be (the dequantizing reference: the same values, tiles and order, so the same bits). */
 void pl_cpu_matmul(struct pl_threadpool *pool, const struct pl_cpu_mm *mm, float *out,
                    int ld_out, const float *x, const struct pl_weight *w,
                    const struct pl_weight *bias, int n);

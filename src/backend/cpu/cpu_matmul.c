@@ -580,6 +580,97 @@ static int rows_per_tile(enum pl_cpu_isa isa, int nb)
     return nb >= 3 ? 3 : nb == 2 ? 4 : 8;
 }
 
+/* ---- packed int4 weights (PL_DTYPE_Q4) ------------------------------------------------ */
+
+/* The layout's sections (backend.h, pl_q4_layout_of) of a weight. */
+struct q4_view {
+    const uint32_t *codes; /* [rows, cols / 8] */
+    const float *scales;   /* [rows, n_groups] */
+    const uint8_t *zeros;  /* [rows, n_groups] */
+    const int32_t *gidx;   /* [cols] or NULL: group k / group */
+    int group;
+    int64_t n_groups;
+};
+
+static struct q4_view q4_view_of(const struct pl_weight *w)
+{
+    const int32_t *h = w->data;
+    struct q4_view v = {0};
+    v.group = h[0];
+    v.n_groups = h[1];
+    const struct pl_q4_layout lay = pl_q4_layout_of(w->rows, w->cols, v.n_groups, h[2]);
+    const char *base = w->data;
+    v.codes = (const uint32_t *)(base + 16);
+    v.scales = (const float *)(base + lay.scale_off);
+    v.zeros = (const uint8_t *)(base + lay.zero_off);
+    v.gidx = h[2] ? (const int32_t *)(base + lay.gidx_off) : NULL;
+    return v;
+}
+
+/* w[r][k] = (code - zero) * scale, as the dequantizing reference (model/quant_dequant.c). */
+static inline float q4_at(const struct q4_view *v, int64_t r, int64_t K, int64_t k)
+{
+    const uint32_t c = (v->codes[r * (K / 8) + k / 8] >> (4 * (k % 8))) & 15u;
+    const int64_t g = v->gidx ? v->gidx[k] : k / v->group;
+    return (float)((int)c - (int)v->zeros[r * v->n_groups + g]) * v->scales[r * v->n_groups + g];
+}
+
+#if PL_HAVE_X86
+/* 16 inputs of one group: the 8 code bytes' nibbles in input order, widened, minus the
+ * zero, converted (exact: small integers) and times the scale (one fp32 rounding, as
+ * q4_at). */
+static TGT512 void q4_row_avx512(const struct q4_view *v, int64_t r, int64_t K, float *out)
+{
+    const uint8_t *cb = (const uint8_t *)(v->codes + r * (K / 8));
+    const uint8_t *z = v->zeros + r * v->n_groups;
+    const float *sc = v->scales + r * v->n_groups;
+    const __m128i lo4 = _mm_set1_epi8(0x0f);
+    for (int64_t k = 0; k < K; k += 16) {
+        const int64_t g = k / v->group;
+        const __m128i b = _mm_loadl_epi64((const __m128i *)(cb + k / 2));
+        const __m128i lo = _mm_and_si128(b, lo4);
+        const __m128i hi = _mm_and_si128(_mm_srli_epi16(b, 4), lo4);
+        const __m512i q = _mm512_cvtepu8_epi32(_mm_unpacklo_epi8(lo, hi));
+        const __m512i d = _mm512_sub_epi32(q, _mm512_set1_epi32((int)z[g]));
+        _mm512_storeu_ps(out + k, _mm512_mul_ps(_mm512_cvtepi32_ps(d), _mm512_set1_ps(sc[g])));
+    }
+}
+#endif
+
+/* Rows [r, r + nr) of a packed int4 weight into out [nr, K] floats. */
+static void q4_rows(const struct q4_view *v, int64_t r, int nr, int64_t K, enum pl_cpu_isa isa,
+                    float *out)
+{
+#if PL_HAVE_X86
+    if (isa == PL_CPU_ISA_AVX512 && !v->gidx && v->group % 16 == 0 && K % 16 == 0) {
+        for (int j = 0; j < nr; j++)
+            q4_row_avx512(v, r + j, K, out + (size_t)j * (size_t)K);
+        return;
+    }
+#endif
+    (void)isa;
+    for (int j = 0; j < nr; j++)
+        for (int64_t k = 0; k < K; k++)
+            out[(size_t)j * (size_t)K + (size_t)k] = q4_at(v, r + j, K, k);
+}
+
+/* Without a scratch (its allocation failed): each output a plain fp32 sum over k in order
+ * (the same products, another summation order than the tiles). */
+static void q4_direct(const struct q4_view *v, const float *x, size_t ldx, int64_t K,
+                      float *out, size_t ldo, const struct pl_weight *bias, int n, int64_t r0,
+                      int64_t r1)
+{
+    for (int t = 0; t < n; t++)
+        for (int64_t r = r0; r < r1; r++) {
+            float acc = 0.0f;
+            for (int64_t k = 0; k < K; k++)
+                acc += x[(size_t)t * ldx + (size_t)k] * q4_at(v, r, K, k);
+            if (bias)
+                acc += pl_dtype_get_f32(bias->data, bias->dtype, (size_t)r);
+            out[(size_t)t * ldo + (size_t)r] = acc;
+        }
+}
+
 static void mm_worker(void *ctx, int ith, int nth)
 {
     const struct mm_job *job = ctx;
@@ -592,6 +683,21 @@ static void mm_worker(void *ctx, int ith, int nth)
     int64_t r1 = R * (ith + 1) / nth;
     if (r0 >= r1)
         return;
+
+    /* packed int4: a tile of rows dequantized into this thread's scratch, then the fp32
+     * kernels on it */
+    const bool q4 = w->dtype == PL_DTYPE_Q4;
+    struct q4_view qv = {0};
+    float *qrows = NULL;
+    if (q4) {
+        qv = q4_view_of(w);
+        if (!mm->q4_rows || mm->q4_cols < K) {
+            q4_direct(&qv, job->x, ldx, K, job->out, job->ld_out, job->bias_w, job->n, r0, r1);
+            return;
+        }
+        qrows = mm->q4_rows[ith];
+    }
+    const enum pl_dtype wt = q4 ? PL_DTYPE_F32 : w->dtype; /* what the kernels read */
 
     tiles_fn tiles = NULL;
     enum pl_cpu_isa isa = mm->isa;
@@ -608,14 +714,14 @@ static void mm_worker(void *ctx, int ith, int nth)
         xs = mm->scratch[ith];
     }
     if (isa == PL_CPU_ISA_AVX512) {
-        switch (w->dtype) {
+        switch (wt) {
         case PL_DTYPE_F32: tiles = tiles512_f32; break;
         case PL_DTYPE_BF16: tiles = tiles512_bf16; break;
         case PL_DTYPE_F16: tiles = tiles512_f16; break;
         default: isa = PL_CPU_ISA_SCALAR; break;
         }
     } else if (isa == PL_CPU_ISA_AVX2) {
-        switch (w->dtype) {
+        switch (wt) {
         case PL_DTYPE_F32: tiles = tiles2_f32; break;
         case PL_DTYPE_BF16: tiles = tiles2_bf16; break;
         case PL_DTYPE_F16: tiles = tiles2_f16; break;
@@ -644,6 +750,15 @@ static void mm_worker(void *ctx, int ith, int nth)
 #endif
         for (int64_t r = r0; r < r1; r += nr_max) {
             int nr = (int)(r1 - r < nr_max ? r1 - r : nr_max);
+            /* the weight rows the kernels read: the matrix's, or this tile's dequantized */
+            const void *wd = w->data;
+            size_t wr = (size_t)r, wlast = (size_t)(r1 - 1);
+            if (q4) {
+                q4_rows(&qv, r, nr, K, mm->isa, qrows);
+                wd = qrows;
+                wr = 0;
+                wlast = (size_t)nr - 1; /* = r1 - 1 when the tile is partial */
+            }
             const float *bias = NULL;
             if (job->bias_w) {
                 for (int j = 0; j < nr; j++)
@@ -664,11 +779,11 @@ static void mm_worker(void *ctx, int ith, int nth)
                 }
 #endif
                 if (tiles)
-                    tiles(xt, ldx, w->data, (size_t)r, (size_t)(r1 - 1), (size_t)K, K, ot,
-                          job->ld_out, bias, nt, nr, nr_max);
+                    tiles(xt, ldx, wd, wr, wlast, (size_t)K, K, ot, job->ld_out, bias, nt, nr,
+                          nr_max);
                 else
-                    tiles_scalar(w->dtype, xt, ldx, w->data, (size_t)r, (size_t)K, K, ot,
-                                 job->ld_out, bias, nt, nr);
+                    tiles_scalar(wt, xt, ldx, wd, wr, (size_t)K, K, ot, job->ld_out, bias, nt,
+                                 nr);
             }
         }
     }
