@@ -625,14 +625,18 @@ static TGT512 void q4_row_avx512(const struct q4_view *v, int64_t r, int64_t K, 
     const uint8_t *z = v->zeros + r * v->n_groups;
     const float *sc = v->scales + r * v->n_groups;
     const __m128i lo4 = _mm_set1_epi8(0x0f);
-    for (int64_t k = 0; k < K; k += 16) {
-        const int64_t g = k / v->group;
-        const __m128i b = _mm_loadl_epi64((const __m128i *)(cb + k / 2));
-        const __m128i lo = _mm_and_si128(b, lo4);
-        const __m128i hi = _mm_and_si128(_mm_srli_epi16(b, 4), lo4);
-        const __m512i q = _mm512_cvtepu8_epi32(_mm_unpacklo_epi8(lo, hi));
-        const __m512i d = _mm512_sub_epi32(q, _mm512_set1_epi32((int)z[g]));
-        _mm512_storeu_ps(out + k, _mm512_mul_ps(_mm512_cvtepi32_ps(d), _mm512_set1_ps(sc[g])));
+    const int64_t group = v->group;
+    for (int64_t g = 0, k0 = 0; k0 < K; g++, k0 += group) {
+        const __m512i zv = _mm512_set1_epi32((int)z[g]);
+        const __m512 sv = _mm512_set1_ps(sc[g]);
+        const int64_t k1 = k0 + group < K ? k0 + group : K;
+        for (int64_t k = k0; k < k1; k += 16) {
+            const __m128i b = _mm_loadl_epi64((const __m128i *)(cb + k / 2));
+            const __m128i lo = _mm_and_si128(b, lo4);
+            const __m128i hi = _mm_and_si128(_mm_srli_epi16(b, 4), lo4);
+            const __m512i q = _mm512_cvtepu8_epi32(_mm_unpacklo_epi8(lo, hi));
+            _mm512_storeu_ps(out + k, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(q, zv)), sv));
+        }
     }
 }
 #endif
