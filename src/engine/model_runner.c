@@ -645,23 +645,27 @@ static int graph_slot(const struct pl_model *m, int n, int *n_pad)
     return slot;
 }
 
+static uint64_t fnv1a64(uint64_t h, uint64_t v)
+{
+    for (int b = 0; b < 8; b++)
+        h = (h ^ ((v >> (8 * b)) & 0xffu)) * 1099511628211ull;
+    return h;
+}
+
 /* What a recorded graph knows of a KV cache: the block geometry and every layer's K and V
  * buffer (FNV-1a over them). */
 static uint64_t kv_signature(const struct pl_kv_cache *kv)
 {
     uint64_t h = 1469598103934665603ull;
-    const uint64_t geo[3] = {(uint64_t)kv->n_blocks, (uint64_t)kv->block_size,
-                             (uint64_t)kv->kv_dim};
-    for (int i = 0; i < 3 + 2 * kv->n_layers; i++) {
-        const uint64_t v = i < 3       ? geo[i]
-                           : (i - 3) % 2 ? (uint64_t)(uintptr_t)kv->v[(i - 3) / 2]
-                                         : (uint64_t)(uintptr_t)kv->k[(i - 3) / 2];
-        for (int b = 0; b < 8; b++)
-            h = (h ^ ((v >> (8 * b)) & 0xffu)) * 1099511628211ull;
+    h = fnv1a64(h, (uint64_t)kv->n_blocks);
+    h = fnv1a64(h, (uint64_t)kv->block_size);
+    h = fnv1a64(h, (uint64_t)kv->kv_dim);
+    for (int l = 0; l < kv->n_layers; l++) {
+        h = fnv1a64(h, (uint64_t)(uintptr_t)kv->k[l]);
+        h = fnv1a64(h, (uint64_t)(uintptr_t)kv->v[l]);
     }
     return h;
 }
-
 
 /* Runs the layer loop of a decode-only batch from the graph of its (size, context
  * bucket), recorded now if there is none yet. Returns false when graphs cannot serve

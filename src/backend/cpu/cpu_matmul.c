@@ -646,7 +646,8 @@ static void q4_rows(const struct q4_view *v, int64_t r, int nr, int64_t K, enum 
                     float *out)
 {
 #if PL_HAVE_X86
-    if (isa == PL_CPU_ISA_AVX512 && !v->gidx && v->group % 16 == 0 && K % 16 == 0) {
+    if (isa == PL_CPU_ISA_AVX512 && !v->gidx && v->group > 0 && v->group % 16 == 0 &&
+        K % 16 == 0) {
         for (int j = 0; j < nr; j++)
             q4_row_avx512(v, r + j, K, out + (size_t)j * (size_t)K);
         return;

@@ -74,7 +74,7 @@ struct cuda_backend {
     struct pool_chunk *chunks; /* the sub-allocator's chunks, sorted by base (see cuda_alloc) */
     int n_chunks, cap_chunks, cur_chunk;
     bool kv_fp8;            /* set_kv_dtype(F8_E4M3): the KV cache holds e4m3 bytes */
-    bool no_fuse;           /* PAGELLM_CUDA_FUSE=0: qk_rope_store runs its four ops */
+    bool no_fuse;           /* qk_rope_store / norm_add_norm run the kernels they stand for */
     float k_scale, v_scale; /* ... stored = e4m3(x / scale), read = stored * scale */
     bool failed;
     char err_msg[512];
@@ -382,15 +382,16 @@ static void cuda_gate_up_act(struct pl_backend *be, void *out, const void *x,
     pl_cuda_gate_up_act_run(be, cb(be)->mm, out, x, wg, wu, bg, bu, n, dim, gelu_tanh);
 }
 
-static void cuda_rope(struct pl_backend *be, void *q, void *k, const int32_t *positions,
-                      const int32_t *seq_lens, int n, int n_heads, int n_kv_heads, int head_dim,
-                      const struct pl_rope *rope)
+/* The kernels' rope parameters; false (the backend failed with the reason) when the rope
+ * needs per-token sequence lengths the caller did not give. */
+static bool cuk_rope_of(struct pl_backend *be, const struct pl_rope *rope,
+                        const int32_t *seq_lens, struct pl_cuk_rope *r)
 {
     if ((rope->dyn_original_max > 0 || rope->long_original_max > 0) && !seq_lens) {
         pl_cuda_fail(be, "cuda rope: dynamic NTK and longrope need per-token sequence lengths");
-        return;
+        return false;
     }
-    struct pl_cuk_rope r = {
+    *r = (struct pl_cuk_rope){
         .rot_dim = rope->rot_dim,
         .inv_freq = rope->inv_freq,
         .attn_scale = rope->attn_scale,
@@ -401,6 +402,16 @@ static void cuda_rope(struct pl_backend *be, void *q, void *k, const int32_t *po
         .long_original_max = rope->long_original_max,
         .long_inv_freq = rope->long_inv_freq,
     };
+    return true;
+}
+
+static void cuda_rope(struct pl_backend *be, void *q, void *k, const int32_t *positions,
+                      const int32_t *seq_lens, int n, int n_heads, int n_kv_heads, int head_dim,
+                      const struct pl_rope *rope)
+{
+    struct pl_cuk_rope r;
+    if (!cuk_rope_of(be, rope, seq_lens, &r))
+        return;
     PROF(be, "rope");
     check_launch(be, "rope", (cb(be)->f32 ? pl_cuk_rope_f32 : pl_cuk_rope)(
                                  st(be), q, k, positions, seq_lens, n, n_heads, n_kv_heads,
@@ -497,21 +508,9 @@ static void cuda_qk_rope_store(struct pl_backend *be, void *q, void *k, const vo
         cuda_store_kv(be, k_cache, v_cache, k, v, slot_mapping, n, n_kv_heads * head_dim);
         return;
     }
-    if ((rope->dyn_original_max > 0 || rope->long_original_max > 0) && !seq_lens) {
-        pl_cuda_fail(be, "cuda rope: dynamic NTK and longrope need per-token sequence lengths");
+    struct pl_cuk_rope r;
+    if (!cuk_rope_of(be, rope, seq_lens, &r))
         return;
-    }
-    struct pl_cuk_rope r = {
-        .rot_dim = rope->rot_dim,
-        .inv_freq = rope->inv_freq,
-        .attn_scale = rope->attn_scale,
-        .pos_scale = rope->pos_scale,
-        .dyn_original_max = rope->dyn_original_max,
-        .dyn_factor = rope->dyn_factor,
-        .dyn_theta = rope->dyn_theta,
-        .long_original_max = rope->long_original_max,
-        .long_inv_freq = rope->long_inv_freq,
-    };
     PROF(be, "qk_rope_store%s", norms ? " +norms" : "");
     check_launch(be, "qk_rope_store",
                  pl_cuk_qk_rope_store(st(be), q, k, v, norms ? q_norm->data : NULL,
@@ -1109,8 +1108,9 @@ pl_status pl_backend_cuda_new_act(int device, enum pl_dtype act, struct pl_backe
     if (e == cudaSuccess) {
         c->n_sms = prop.multiProcessorCount;
         snprintf(c->device_name, sizeof(c->device_name), "%s", prop.name);
-        /* programmatic dependent launch of the decode path's kernels (kernels/pdl.cuh):
-         * Hopper and later, unless PAGELLM_CUDA_PDL=0 */
+        /* programmatic dependent launch of the decode path's kernels (kernels/pdl.cuh, Hopper
+         * and later) and the fused kernels: PAGELLM_CUDA_PDL / PAGELLM_CUDA_FUSE, else the
+         * defaults above */
         struct pl_debug_env dbg;
         pl_debug_env_read(&dbg);
         const bool pdl = dbg.cuda_pdl >= 0 ? dbg.cuda_pdl != 0 : PL_CUDA_PDL_DEFAULT;

@@ -295,17 +295,13 @@ extern "C" int pl_cuk_rmsnorm_f32(pl_cuda_stream s, void *out, void *residual, c
 
 /* ---- rope -------------------------------------------------------------------------- */
 
-/* One block per token: the cos/sin of each rotated pair are computed once into
- * shared memory (fp32 angle = position * inv_freq, as the CPU backend and HF
- * compute it), then every (head, pair) of q and k is rotated. */
+/* Token t's rotation, by the whole block: the cos/sin of each rotated pair computed once
+ * into cs (shared, rot_dim floats), then every (head, pair) of q and k rotated. */
 template <typename T>
-__global__ void rope_kernel(T *q, T *k, const int32_t *positions,
-                            const int32_t *seq_lens, int n_heads, int n_kv_heads, int head_dim,
-                            struct pl_cuk_rope r)
+static __device__ void rope_token(T *q, T *k, int t, const int32_t *positions,
+                                  const int32_t *seq_lens, int n_heads, int n_kv_heads,
+                                  int head_dim, const struct pl_cuk_rope &r, float *cs)
 {
-    pdl_enter();
-    extern __shared__ float cs[]; /* [half] cos, then [half] sin */
-    const int t = blockIdx.x;
     const int half = r.rot_dim / 2;
     const float pos = (float)positions[t] * r.pos_scale;
     const int32_t L = seq_lens ? seq_lens[t] : 0;
@@ -343,6 +339,18 @@ __global__ void rope_kernel(T *q, T *k, const int32_t *positions,
     }
 }
 
+/* One block per token (the fp32 angle = position * inv_freq, as the CPU backend and HF
+ * compute it). */
+template <typename T>
+__global__ void rope_kernel(T *q, T *k, const int32_t *positions,
+                            const int32_t *seq_lens, int n_heads, int n_kv_heads, int head_dim,
+                            struct pl_cuk_rope r)
+{
+    pdl_enter();
+    extern __shared__ float cs[]; /* [half] cos, then [half] sin */
+    rope_token(q, k, blockIdx.x, positions, seq_lens, n_heads, n_kv_heads, head_dim, r, cs);
+}
+
 extern "C" int pl_cuk_rope(pl_cuda_stream s, void *q, void *k, const int32_t *positions,
                            const int32_t *seq_lens, int n, int n_heads, int n_kv_heads,
                            int head_dim, struct pl_cuk_rope r)
@@ -374,8 +382,8 @@ extern "C" int pl_cuk_rope_f32(pl_cuda_stream s, void *q, void *k, const int32_t
  * head_dim-wide rows), rope_kernel and two copy_rows_vec_kernel launches compute, in one
  * launch: (1) with norms, a warp per head, lane i holding the head's 16-byte vector i,
  * the same per-lane sum of squares and the same xor-shuffle tree as rmsnorm_vec_kernel's
- * one-warp block (head_dim <= 256), the normed head rounded to bf16 in place; (2) the rope
- * table and rotation of rope_kernel; (3) k and v rows into the caches at slots[t] (none
+ * one-warp block (head_dim <= 256), the normed head rounded to bf16 in place; (2) rope_token,
+ * rope_kernel's rotation; (3) k and v rows into the caches at slots[t] (none
  * when < 0). Global writes of one phase are read by other threads of the block in the
  * next, after __syncthreads.
  */
@@ -415,41 +423,7 @@ __global__ void qk_rope_store_kernel(__nv_bfloat16 *q, __nv_bfloat16 *k, const u
             }
         }
     }
-    const int half = r.rot_dim / 2;
-    const float pos = (float)positions[t] * r.pos_scale;
-    const int32_t L = seq_lens ? seq_lens[t] : 0;
-    const bool dyn = r.dyn_original_max > 0 && L > r.dyn_original_max;
-    double base = 0.0;
-    if (dyn) {
-        double d = (double)r.rot_dim, fct = (double)r.dyn_factor;
-        base = (double)r.dyn_theta *
-               pow(fct * (double)L / (double)r.dyn_original_max - (fct - 1.0), d / (d - 2.0));
-    }
-    for (int i = threadIdx.x; i < half; i += blockDim.x) {
-        float inv;
-        if (dyn) {
-            float expo = (float)(2 * i) / (float)r.rot_dim;
-            inv = (float)(1.0 / pow(base, (double)expo));
-        } else if (r.long_original_max > 0 && L > r.long_original_max) {
-            inv = r.long_inv_freq[i];
-        } else {
-            inv = r.inv_freq[i];
-        }
-        float angle = pos * inv;
-        cs[i] = cosf(angle) * r.attn_scale;
-        cs[half + i] = sinf(angle) * r.attn_scale;
-    }
-    __syncthreads();
-    const int total = (n_heads + n_kv_heads) * half;
-    for (int idx = threadIdx.x; idx < total; idx += blockDim.x) {
-        int h = idx / half, i = idx % half;
-        __nv_bfloat16 *x = h < n_heads ? q + ((int64_t)t * n_heads + h) * head_dim
-                                       : k + ((int64_t)t * n_kv_heads + (h - n_heads)) * head_dim;
-        float x1 = ld(x[i]), x2 = ld(x[i + half]);
-        float c = cs[i], sn = cs[half + i];
-        x[i] = st<__nv_bfloat16>(x1 * c - x2 * sn);
-        x[i + half] = st<__nv_bfloat16>(x2 * c + x1 * sn);
-    }
+    rope_token(q, k, t, positions, seq_lens, n_heads, n_kv_heads, head_dim, r, cs);
     const int64_t slot = slots[t];
     if (slot < 0)
         return;
