@@ -96,7 +96,9 @@ struct pl_cpu_mm {
  * out[n, w->rows] (row stride ld_out) = x[n, w->cols] @ w^T (+ bias). A packed int4 weight
  * (PL_DTYPE_Q4, backend.h's layout) is dequantized a tile of rows at a time into mm->q4_rows
  * and multiplied by the fp32 kernels exactly as the same weight dequantized at load would
- * be (the dequantizing reference: the same values, tiles and order, so the same bits). */
+ * be (the dequantizing reference: the same values, tiles and order, so the same bits); with
+ * AVX-512 and at most 8 tokens its codes are expanded in registers instead, to the same
+ * bits (cpu_matmul.c). */
 void pl_cpu_matmul(struct pl_threadpool *pool, const struct pl_cpu_mm *mm, float *out,
                    int ld_out, const float *x, const struct pl_weight *w,
                    const struct pl_weight *bias, int n);

@@ -4,7 +4,9 @@
  * Owns: the kernels behind the matmul and logits ops. W is [rows, cols] in
  * F32, F16 or BF16 (as HF stores it, one output feature per row); x and out
  * are fp32. Half-precision weights are widened to fp32 on the fly, so the
- * weights stay in the mmap untouched.
+ * weights stay in the mmap untouched. Packed int4 weights (PL_DTYPE_Q4) are
+ * expanded to the fp32 values of the dequantizing reference, a tile of rows
+ * into a scratch for prefill or in registers for decode (the section below).
  *
  * Shape of the work (why it is fast):
  *   - threads split the output rows (features) into contiguous ranges; each
@@ -43,6 +45,7 @@
 
 #include <assert.h>
 #include <stdint.h>
+#include <string.h>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
@@ -641,6 +644,157 @@ static TGT512 void q4_row_avx512(const struct q4_view *v, int64_t r, int64_t K, 
 }
 #endif
 
+#if PL_HAVE_X86
+/* The fused path for a few tokens (decode): the codes are expanded in registers, not through
+ * the scratch. A 16-input vector is read by one 64-bit broadcast of its two code words; lane i
+ * shifts its copy right by 4 * (i / 2), so it holds the nibble of input Q4_LANE_IN[i] =
+ * 8 * (i % 2) + i / 2 in its low 4 bits, which index a table of the group's 16 values
+ * ((code - zero) * scale, the same fp32 roundings as q4_at) through one permute. The
+ * activations are permuted into the same lane order once per call, so each lane sums the
+ * same products in the same order as the dense kernels' lane Q4_LANE_IN[i]; the accumulator
+ * is permuted back (Q4_LANE_BACK) before the fixed lane reduction (hsum16): bit-identical to
+ * tile512 on the dequantized weight. Up to 8 tokens (in tiles of at most 4, each expanding
+ * the codes again): measured on the Llama-3.2-1B shape, 1.6x the scratch path's decode at 1
+ * token, 1.4x at 4, 1.15x at 8 and parity at 16. */
+#define Q4_FUSED_MAX_N 8
+static const int32_t Q4_LANE_IN[16] = {0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15};
+static const int32_t Q4_LANE_BACK[16] = {0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15};
+static const int32_t Q4_LANE_SHIFT[16] = {0, 0, 4, 4, 8, 8, 12, 12, 16, 16, 20, 20, 24, 24, 28, 28};
+static const int32_t Q4_IOTA[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+
+/* x [nt, K] (row stride ldx) into xp [nt, K] with each 16-input vector in the lane order. */
+static TGT512 void q4_permute_x(const float *x, size_t ldx, int nt, int64_t K, float *xp)
+{
+    const __m512i in = _mm512_loadu_si512(Q4_LANE_IN);
+    for (int t = 0; t < nt; t++)
+        for (int64_t k = 0; k < K; k += 16)
+            _mm512_storeu_ps(xp + (size_t)t * (size_t)K + (size_t)k,
+                             _mm512_permutexvar_ps(in, _mm512_loadu_ps(x + (size_t)t * ldx +
+                                                                       (size_t)k)));
+}
+
+#define FOR_Q4J(M, A) M(A, 0) M(A, 1) M(A, 2) M(A, 3) M(A, 4) M(A, 5) M(A, 6) M(A, 7)
+#define FOR_Q4IJ(M) FOR_Q4J(M, 0) FOR_Q4J(M, 1) FOR_Q4J(M, 2) FOR_Q4J(M, 3)
+
+/* Rows [r, r + nr) (nr <= NR; rows past nr repeat row r + nr - 1 and are not written) for NT
+ * tokens of permuted activations xp [NT, K]: out[i * ldo + j] (+ bias[j]). */
+TGT512_INLINE void q4_fused_tile(const struct q4_view *v, const float *xp, int64_t K, int64_t r,
+                                 int nr, float *out, size_t ldo, const float *bias,
+                                 const int NT, const int NR)
+{
+    const uint8_t *cb = (const uint8_t *)v->codes;
+    const size_t row_bytes = (size_t)K / 2;
+    const __m512i shift = _mm512_loadu_si512(Q4_LANE_SHIFT);
+    const __m512i iota = _mm512_loadu_si512(Q4_IOTA);
+#define Q4_ROW(_, j)                                                                          \
+    const int64_t r##j = r + ((j) < nr ? (j) : nr - 1);                                       \
+    const uint8_t *c##j = cb + (size_t)r##j * row_bytes;
+    FOR_Q4J(Q4_ROW, _)
+#undef Q4_ROW
+#define Q4_ACC(i, j) __m512 a##i##_##j = _mm512_setzero_ps();
+    FOR_Q4IJ(Q4_ACC)
+#undef Q4_ACC
+    const int64_t group = v->group;
+    for (int64_t g = 0, k0 = 0; k0 < K; g++, k0 += group) {
+        const int64_t k1 = k0 + group < K ? k0 + group : K;
+#define Q4_TABLE(_, j)                                                                        \
+    const __m512 t##j = (j) < NR ? _mm512_mul_ps(                                            \
+        _mm512_cvtepi32_ps(_mm512_sub_epi32(                                                 \
+            iota, _mm512_set1_epi32((int)v->zeros[r##j * v->n_groups + g]))),                \
+        _mm512_set1_ps(v->scales[r##j * v->n_groups + g])) : _mm512_setzero_ps();
+        FOR_Q4J(Q4_TABLE, _)
+#undef Q4_TABLE
+        for (int64_t k = k0; k < k1; k += 16) {
+#define Q4_W(_, j)                                                                            \
+    __m512 w##j = _mm512_setzero_ps();                                                       \
+    if ((j) < NR) {                                                                          \
+        uint64_t q_;                                                                         \
+        memcpy(&q_, c##j + k / 2, sizeof(q_));                                               \
+        w##j = _mm512_permutexvar_ps(_mm512_srlv_epi32(_mm512_set1_epi64((long long)q_), shift), \
+                                     t##j);                                                  \
+    }
+            FOR_Q4J(Q4_W, _)
+#undef Q4_W
+#define Q4_FMA(i, j)                                                                          \
+    if ((i) < NT && (j) < NR)                                                                 \
+        a##i##_##j = _mm512_fmadd_ps(x##i, w##j, a##i##_##j);
+#define Q4_X(i, _)                                                                            \
+    const __m512 x##i = (i) < NT ? _mm512_loadu_ps(xp + (size_t)(i) * (size_t)K + (size_t)k) \
+                                 : _mm512_setzero_ps();
+            Q4_X(0, _) Q4_X(1, _) Q4_X(2, _) Q4_X(3, _)
+#undef Q4_X
+            FOR_Q4IJ(Q4_FMA)
+#undef Q4_FMA
+        }
+    }
+    const __m512i back = _mm512_loadu_si512(Q4_LANE_BACK);
+#define Q4_STORE(i, j)                                                                        \
+    if ((i) < NT && (j) < NR && (j) < nr) {                                                   \
+        const float s_ = hsum16(_mm512_permutexvar_ps(back, a##i##_##j));                     \
+        out[(size_t)(i) * ldo + (j)] = bias ? s_ + bias[j] : s_;                              \
+    }
+    FOR_Q4IJ(Q4_STORE)
+#undef Q4_STORE
+}
+
+/* Rows per fused tile for NT tokens: NR tables + NT x NR accumulators + NR weight vectors +
+ * NT activations within the 32 registers. */
+static int q4_fused_rows(int nt)
+{
+    return nt == 1 ? 8 : nt == 2 ? 6 : 4;
+}
+
+static TGT512 void q4_fused_tiles(const struct q4_view *v, const float *xp, int64_t K,
+                                  int64_t r, int nr, float *out, size_t ldo, const float *bias,
+                                  int nt)
+{
+#define QF(NT, NR) q4_fused_tile(v, xp, K, r, nr, out, ldo, bias, NT, NR)
+    switch (nt) {
+    case 1: QF(1, 8); break;
+    case 2: QF(2, 6); break;
+    case 3: QF(3, 4); break;
+    case 4: QF(4, 4); break;
+    default: assert(!"q4_fused_tiles: no kernel for this token count"); break;
+    }
+#undef QF
+}
+
+/* Rows [r0, r1) for n <= Q4_FUSED_MAX_N tokens by the fused tiles, 4 tokens at a time; xp:
+ * the thread's scratch (at least 4 x K floats). */
+static void q4_fused(const struct q4_view *v, const float *x, size_t ldx, int64_t K, int n,
+                     float *xp, float *out, size_t ldo, const struct pl_weight *bias,
+                     int64_t r0, int64_t r1)
+{
+    if (n > 4) {
+        for (int t = 0; t < n; t += 4)
+            q4_fused(v, x + (size_t)t * ldx, ldx, K, n - t < 4 ? n - t : 4, xp,
+                     out + (size_t)t * ldo, ldo, bias, r0, r1);
+        return;
+    }
+    q4_permute_x(x, ldx, n, K, xp);
+    const int nr_max = q4_fused_rows(n);
+    float bias_buf[8];
+    for (int64_t r = r0; r < r1; r += nr_max) {
+        const int nr = (int)(r1 - r < nr_max ? r1 - r : nr_max);
+        const float *b = NULL;
+        if (bias) {
+            for (int j = 0; j < nr; j++)
+                bias_buf[j] = pl_dtype_get_f32(bias->data, bias->dtype, (size_t)(r + j));
+            b = bias_buf;
+        }
+        q4_fused_tiles(v, xp, K, r, nr, out + r, ldo, b, n);
+    }
+}
+
+/* The fused path serves n tokens of this weight in this ISA: AVX-512, no act-order, whole
+ * 16-input vectors in every group. */
+static bool q4_fused_ok(const struct q4_view *v, int64_t K, int n, enum pl_cpu_isa isa)
+{
+    return isa == PL_CPU_ISA_AVX512 && n <= Q4_FUSED_MAX_N && !v->gidx && v->group > 0 &&
+           v->group % 16 == 0 && K % 16 == 0;
+}
+#endif
+
 /* Rows [r, r + nr) of a packed int4 weight into out [nr, K] floats. */
 static void q4_rows(const struct q4_view *v, int64_t r, int nr, int64_t K, enum pl_cpu_isa isa,
                     float *out)
@@ -701,6 +855,13 @@ static void mm_worker(void *ctx, int ith, int nth)
             return;
         }
         qrows = mm->q4_rows[ith];
+#if PL_HAVE_X86
+        if (q4_fused_ok(&qv, K, job->n, mm->isa)) {
+            q4_fused(&qv, job->x, ldx, K, job->n, qrows, job->out, job->ld_out, job->bias_w, r0,
+                     r1);
+            return;
+        }
+#endif
     }
     const enum pl_dtype wt = q4 ? PL_DTYPE_F32 : w->dtype; /* what the kernels read */
 
