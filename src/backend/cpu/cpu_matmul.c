@@ -759,20 +759,119 @@ static TGT512 void q4_fused_tiles(const struct q4_view *v, const float *xp, int6
 #undef QF
 }
 
+/* AVX2: 8 inputs are one code word, and lane i shifts it right by 4 * i, so the lanes are in
+ * input order (the dense AVX2 kernels' lane = k mod 8) and nothing is permuted. Each weight
+ * is (code - zero) converted, times the scale: q4_at's roundings. */
+static const int32_t Q4_SHIFT8[8] = {0, 4, 8, 12, 16, 20, 24, 28};
+
+TGT_INLINE __m256 q4_vec8(uint32_t word, __m256i shift, __m256i zero, __m256 scale)
+{
+    const __m256i q = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)word), shift),
+                                       _mm256_set1_epi32(15));
+    return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(q, zero)), scale);
+}
+
+/* One row into out [K] (no act-order; groups and K multiples of 8). */
+static TGT void q4_row_avx2(const struct q4_view *v, int64_t r, int64_t K, float *out)
+{
+    const uint32_t *cw = v->codes + r * (K / 8);
+    const uint8_t *z = v->zeros + r * v->n_groups;
+    const float *sc = v->scales + r * v->n_groups;
+    const __m256i shift = _mm256_loadu_si256((const __m256i *)Q4_SHIFT8);
+    for (int64_t g = 0, k0 = 0; k0 < K; g++, k0 += v->group) {
+        const __m256i zv = _mm256_set1_epi32((int)z[g]);
+        const __m256 sv = _mm256_set1_ps(sc[g]);
+        const int64_t k1 = k0 + v->group < K ? k0 + v->group : K;
+        for (int64_t k = k0; k < k1; k += 8)
+            _mm256_storeu_ps(out + k, q4_vec8(cw[k / 8], shift, zv, sv));
+    }
+}
+
+/* The AVX2 fused tile: rows [r, r + nr) (nr <= NR, rows past nr repeat the last and are not
+ * written) for NT tokens of x (row stride ldx), the dense AVX2 tile's order (8 lanes over k
+ * ascending, hsum8, + bias). */
+TGT_INLINE void q4_fused_tile2(const struct q4_view *v, const float *x, size_t ldx, int64_t K,
+                               int64_t r, int nr, float *out, size_t ldo, const float *bias,
+                               const int NT, const int NR)
+{
+    const __m256i shift = _mm256_loadu_si256((const __m256i *)Q4_SHIFT8);
+#define Q4_ROW2(_, j)                                                                         \
+    const int64_t r##j = r + ((j) < nr ? (j) : nr - 1);                                       \
+    const uint32_t *c##j = v->codes + r##j * (K / 8);
+    FOR_Q4J(Q4_ROW2, _)
+#undef Q4_ROW2
+#define Q4_ACC2(i, j) __m256 a##i##_##j = _mm256_setzero_ps();
+    FOR_Q4IJ(Q4_ACC2)
+#undef Q4_ACC2
+    for (int64_t g = 0, k0 = 0; k0 < K; g++, k0 += v->group) {
+        const int64_t k1 = k0 + v->group < K ? k0 + v->group : K;
+#define Q4_ZS2(_, j)                                                                          \
+    const __m256i z##j = _mm256_set1_epi32((j) < NR ? (int)v->zeros[r##j * v->n_groups + g] : 0); \
+    const __m256 s##j = _mm256_set1_ps((j) < NR ? v->scales[r##j * v->n_groups + g] : 0.0f);
+        FOR_Q4J(Q4_ZS2, _)
+#undef Q4_ZS2
+        for (int64_t k = k0; k < k1; k += 8) {
+#define Q4_W2(_, j)                                                                           \
+    const __m256 w##j = (j) < NR ? q4_vec8(c##j[k / 8], shift, z##j, s##j) : _mm256_setzero_ps();
+            FOR_Q4J(Q4_W2, _)
+#undef Q4_W2
+#define Q4_X2(i, _)                                                                           \
+    const __m256 x##i = (i) < NT ? _mm256_loadu_ps(x + (size_t)(i) * ldx + (size_t)k)        \
+                                 : _mm256_setzero_ps();
+            Q4_X2(0, _) Q4_X2(1, _) Q4_X2(2, _) Q4_X2(3, _)
+#undef Q4_X2
+#define Q4_FMA2(i, j)                                                                         \
+    if ((i) < NT && (j) < NR)                                                                 \
+        a##i##_##j = _mm256_fmadd_ps(x##i, w##j, a##i##_##j);
+            FOR_Q4IJ(Q4_FMA2)
+#undef Q4_FMA2
+        }
+    }
+#define Q4_STORE2(i, j)                                                                       \
+    if ((i) < NT && (j) < NR && (j) < nr) {                                                   \
+        const float s_ = hsum8(a##i##_##j);                                                   \
+        out[(size_t)(i) * ldo + (j)] = bias ? s_ + bias[j] : s_;                              \
+    }
+    FOR_Q4IJ(Q4_STORE2)
+#undef Q4_STORE2
+}
+
+static int q4_fused_rows2(int nt)
+{
+    return nt == 1 ? 4 : nt == 2 ? 3 : 2;
+}
+
+static TGT void q4_fused_tiles2(const struct q4_view *v, const float *x, size_t ldx, int64_t K,
+                                int64_t r, int nr, float *out, size_t ldo, const float *bias,
+                                int nt)
+{
+#define QF2(NT, NR) q4_fused_tile2(v, x, ldx, K, r, nr, out, ldo, bias, NT, NR)
+    switch (nt) {
+    case 1: QF2(1, 4); break;
+    case 2: QF2(2, 3); break;
+    case 3: QF2(3, 2); break;
+    case 4: QF2(4, 2); break;
+    default: assert(!"q4_fused_tiles2: no kernel for this token count"); break;
+    }
+#undef QF2
+}
+
 /* Rows [r0, r1) for n <= Q4_FUSED_MAX_N tokens by the fused tiles, 4 tokens at a time; xp:
  * the thread's scratch (at least 4 x K floats). */
-static void q4_fused(const struct q4_view *v, const float *x, size_t ldx, int64_t K, int n,
-                     float *xp, float *out, size_t ldo, const struct pl_weight *bias,
-                     int64_t r0, int64_t r1)
+static void q4_fused(const struct q4_view *v, enum pl_cpu_isa isa, const float *x, size_t ldx,
+                     int64_t K, int n, float *xp, float *out, size_t ldo,
+                     const struct pl_weight *bias, int64_t r0, int64_t r1)
 {
     if (n > 4) {
         for (int t = 0; t < n; t += 4)
-            q4_fused(v, x + (size_t)t * ldx, ldx, K, n - t < 4 ? n - t : 4, xp,
+            q4_fused(v, isa, x + (size_t)t * ldx, ldx, K, n - t < 4 ? n - t : 4, xp,
                      out + (size_t)t * ldo, ldo, bias, r0, r1);
         return;
     }
-    q4_permute_x(x, ldx, n, K, xp);
-    const int nr_max = q4_fused_rows(n);
+    const bool avx512 = isa == PL_CPU_ISA_AVX512;
+    if (avx512)
+        q4_permute_x(x, ldx, n, K, xp);
+    const int nr_max = avx512 ? q4_fused_rows(n) : q4_fused_rows2(n);
     float bias_buf[8];
     for (int64_t r = r0; r < r1; r += nr_max) {
         const int nr = (int)(r1 - r < nr_max ? r1 - r : nr_max);
@@ -782,16 +881,19 @@ static void q4_fused(const struct q4_view *v, const float *x, size_t ldx, int64_
                 bias_buf[j] = pl_dtype_get_f32(bias->data, bias->dtype, (size_t)(r + j));
             b = bias_buf;
         }
-        q4_fused_tiles(v, xp, K, r, nr, out + r, ldo, b, n);
+        if (avx512)
+            q4_fused_tiles(v, xp, K, r, nr, out + r, ldo, b, n);
+        else
+            q4_fused_tiles2(v, x, ldx, K, r, nr, out + r, ldo, b, n);
     }
 }
 
-/* The fused path serves n tokens of this weight in this ISA: AVX-512, no act-order, whole
- * 16-input vectors in every group. */
-static bool q4_fused_ok(const struct q4_view *v, int64_t K, int n, enum pl_cpu_isa isa)
+/* The vector paths (the fused tiles and the rows into the scratch) serve this weight in this
+ * ISA: AVX-512 or AVX2, no act-order, whole vectors (16 or 8 inputs) in every group. */
+static bool q4_vector_ok(const struct q4_view *v, int64_t K, enum pl_cpu_isa isa)
 {
-    return isa == PL_CPU_ISA_AVX512 && n <= Q4_FUSED_MAX_N && !v->gidx && v->group > 0 &&
-           v->group % 16 == 0 && K % 16 == 0;
+    const int lanes = isa == PL_CPU_ISA_AVX512 ? 16 : isa == PL_CPU_ISA_AVX2 ? 8 : 0;
+    return lanes && !v->gidx && v->group > 0 && v->group % lanes == 0 && K % lanes == 0;
 }
 #endif
 
@@ -800,17 +902,34 @@ static void q4_rows(const struct q4_view *v, int64_t r, int nr, int64_t K, enum 
                     float *out)
 {
 #if PL_HAVE_X86
-    if (isa == PL_CPU_ISA_AVX512 && !v->gidx && v->group > 0 && v->group % 16 == 0 &&
-        K % 16 == 0) {
-        for (int j = 0; j < nr; j++)
-            q4_row_avx512(v, r + j, K, out + (size_t)j * (size_t)K);
+    if (q4_vector_ok(v, K, isa)) {
+        for (int j = 0; j < nr; j++) {
+            if (isa == PL_CPU_ISA_AVX512)
+                q4_row_avx512(v, r + j, K, out + (size_t)j * (size_t)K);
+            else
+                q4_row_avx2(v, r + j, K, out + (size_t)j * (size_t)K);
+        }
         return;
     }
 #endif
     (void)isa;
-    for (int j = 0; j < nr; j++)
-        for (int64_t k = 0; k < K; k++)
-            out[(size_t)j * (size_t)K + (size_t)k] = q4_at(v, r + j, K, k);
+    for (int j = 0; j < nr; j++) {
+        float *o = out + (size_t)j * (size_t)K;
+        if (v->gidx || v->group <= 0) {
+            for (int64_t k = 0; k < K; k++)
+                o[k] = q4_at(v, r + j, K, k);
+            continue;
+        }
+        /* a group at a time: q4_at's values without a division per input */
+        const uint32_t *cw = v->codes + (r + j) * (K / 8);
+        for (int64_t g = 0, k0 = 0; k0 < K; g++, k0 += v->group) {
+            const int zero = v->zeros[(r + j) * v->n_groups + g];
+            const float scale = v->scales[(r + j) * v->n_groups + g];
+            const int64_t k1 = k0 + v->group < K ? k0 + v->group : K;
+            for (int64_t k = k0; k < k1; k++)
+                o[k] = (float)((int)((cw[k / 8] >> (4 * (k % 8))) & 15u) - zero) * scale;
+        }
+    }
 }
 
 /* Without a scratch (its allocation failed): each output a plain fp32 sum over k in order
@@ -856,9 +975,9 @@ static void mm_worker(void *ctx, int ith, int nth)
         }
         qrows = mm->q4_rows[ith];
 #if PL_HAVE_X86
-        if (q4_fused_ok(&qv, K, job->n, mm->isa)) {
-            q4_fused(&qv, job->x, ldx, K, job->n, qrows, job->out, job->ld_out, job->bias_w, r0,
-                     r1);
+        if (job->n <= Q4_FUSED_MAX_N && q4_vector_ok(&qv, K, mm->isa)) {
+            q4_fused(&qv, mm->isa, job->x, ldx, K, job->n, qrows, job->out, job->ld_out,
+                     job->bias_w, r0, r1);
             return;
         }
 #endif
