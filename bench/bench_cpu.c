@@ -24,6 +24,7 @@
 #include "util/debug_env.h"
 #include "util/log.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -329,7 +330,19 @@ int main(int argc, char **argv)
     const double embed_bytes = (double)c->vocab_size * c->hidden_size * pl_dtype_size(w->embed.dtype);
     /* a decode step streams every weight except the embedding table (only its rows are
      * read; tied models read it whole as the LM head, which n_bytes counts once) */
-    const double weight_bytes = (double)w->n_bytes - (c->tie_word_embeddings ? 0.0 : embed_bytes);
+    double weight_bytes = (double)w->n_bytes - (c->tie_word_embeddings ? 0.0 : embed_bytes);
+    if (c->n_experts > 0) { /* MoE: of each sparse layer's experts, a step reads those its
+                               tokens choose, E (1 - (1 - k / E)^batch) with uniform routing
+                               (about what dummy weights give) */
+        int moe_layers = 0;
+        for (int l = 0; l < c->n_layers; l++)
+            moe_layers += c->layer_moe[l];
+        const double E = c->n_experts, k = c->n_experts_per_tok;
+        const double expert_bytes = 3.0 * c->moe_intermediate_size * c->hidden_size *
+                                    pl_dtype_size(w->embed.dtype);
+        const double read = E * (1.0 - pow(1.0 - k / E, batch));
+        weight_bytes -= moe_layers * (E - read) * expert_bytes;
+    }
     double t_decode = 0, bytes = 0;
     for (int step = 0; step < gen_len; step++) {
         for (int s = 0; s < batch; s++) {

@@ -2,9 +2,9 @@
 # llamacpp_build.sh SOURCE WORK cpu|cuda|src [JOBS] -- builds llama.cpp, the benchmark peer,
 # from a git bundle of its source (or the .tar.gz that bench/carry_prep.sh --peer makes
 # from a clone of it): clones or unpacks SOURCE into WORK/src (once), configures
-# WORK/build-<kind> and builds only llama-bench and llama-batched-bench (static, Release;
-# cuda: sm_90 with flash attention, the way the H100 runs it). Idempotent: a finished
-# build is reused. Prints the directory holding the two binaries on its last line (src:
+# WORK/build-<kind> and builds only llama-bench, llama-batched-bench and llama-quantize
+# (static, Release; cuda: sm_90 with flash attention, the way the H100 runs it). Idempotent:
+# a finished build is reused. Prints the directory holding the binaries on its last line (src:
 # only unpacks, and prints the source directory).
 # Used by bench/llamacpp_cpu.sh and bench/llamacpp_gpu.sh; never part of pagellm's build.
 set -euo pipefail
@@ -22,7 +22,8 @@ if [ "$kind" = src ]; then
   echo "$src"
   exit 0
 fi
-if [ -x "$build/bin/llama-bench" ] && [ -x "$build/bin/llama-batched-bench" ]; then
+if [ -x "$build/bin/llama-bench" ] && [ -x "$build/bin/llama-batched-bench" ] &&
+   [ -x "$build/bin/llama-quantize" ]; then
   echo "$build/bin"
   exit 0
 fi
@@ -38,8 +39,9 @@ if [ "$kind" = cuda ]; then
 else
   args+=(-DGGML_NATIVE=ON) # the peer at its best on this CPU (AVX512-BF16 where present)
 fi
-cmake -S "$src" -B "$build" "${gen[@]}" "${args[@]}" >"$work/configure-$kind.log" 2>&1 ||
+[ -f "$build/CMakeCache.txt" ] ||
+  cmake -S "$src" -B "$build" "${gen[@]}" "${args[@]}" >"$work/configure-$kind.log" 2>&1 ||
   { tail -30 "$work/configure-$kind.log" >&2; exit 1; }
-cmake --build "$build" --target llama-bench llama-batched-bench -j"$jobs" >"$work/build-$kind.log" 2>&1 ||
+cmake --build "$build" --target llama-bench llama-batched-bench llama-quantize -j"$jobs" >"$work/build-$kind.log" 2>&1 ||
   { tail -30 "$work/build-$kind.log" >&2; exit 1; }
 echo "$build/bin"

@@ -17,6 +17,11 @@
 #   fp32 (the default: the exact path, the best ISA), bf16 (PAGELLM_CPU_MATMUL=bf16: bf16
 #   weights times bf16-rounded activations, AVX512-BF16), avx2 (PAGELLM_CPU_ISA=avx2: the
 #   AVX2 kernels, for comparing against the earlier path); e.g. PL_MODES="fp32 bf16 avx2".
+# Int4 (DTYPES entries q4_0 and q4_0d): llama.cpp runs a Q4_0 GGUF made from the bf16 one by
+# llama-quantize (q4_0: the token embedding / LM head kept bf16, so both engines read the
+# same bytes; q4_0d: llama-quantize's default, the embedding in q6_K), pagellm the same
+# shape with an AWQ quantization_config (4 bits, group 128, zero points; dummy codes; the LM
+# head bf16, as AWQ checkpoints keep it).
 # Env: PEER (required unless LLAMACPP_WORK holds a build: a git bundle of llama.cpp's source,
 #      or the .tar.gz that bench/carry_prep.sh --peer makes), REPS (3), SHAPES ("llama-3-toy
 #      llama-3.2-1b"), DTYPES ("bf16 f16"), THREADS (nproc), PP (128), TG (32), BPP (32),
@@ -49,12 +54,37 @@ for d in "$ROOT/tests/node/node_modules" "$ROOT/.carry/tok"; do
   [ -n "$tok" ] && break
 done
 [ -n "$tok" ] || { echo "llamacpp_cpu: no Llama-3 tokenizer (scripts/bootstrap.sh)"; exit 1; }
+gguf_of() { # gguf_of SHAPE DTYPE: writes $WORK/SHAPE-DTYPE.gguf once
+  local g=$WORK/$1-$2.gguf
+  [ -s "$g" ] && return 0
+  case $2 in
+    q4_0) gguf_of "$1" bf16 && "$bin/llama-quantize" --token-embedding-type bf16 \
+            "$WORK/$1-bf16.gguf" "$g.tmp" Q4_0 "$THREADS" >"$g.log" 2>&1 ;;
+    q4_0d) gguf_of "$1" bf16 && "$bin/llama-quantize" "$WORK/$1-bf16.gguf" "$g.tmp" Q4_0 \
+             "$THREADS" >"$g.log" 2>&1 ;;
+    *) $PY "$ROOT/bench/gguf_write.py" --config "$ROOT/bench/models/$1/config.json" \
+         --tokenizer "$tok" --dtype "$2" --out "$g.tmp" --gguf-py "$WORK/src/gguf-py" ;;
+  esac && mv "$g.tmp" "$g"
+}
+model_of() { # model_of SHAPE DTYPE: the model directory pagellm runs
+  case $2 in
+    q4_0*)
+      local d=$WORK/$1-awq
+      mkdir -p "$d"
+      $PY - "$ROOT/bench/models/$1/config.json" "$d/config.json" <<'PY' || return 1
+import json, sys
+c = json.load(open(sys.argv[1]))
+c["quantization_config"] = {"quant_method": "awq", "bits": 4, "group_size": 128,
+                            "zero_point": True, "version": "gemm"}
+json.dump(c, open(sys.argv[2], "w"), indent=1)
+PY
+      echo "$d" ;;
+    *) echo "$ROOT/bench/models/$1" ;;
+  esac
+}
 for s in $SHAPES; do
   for dt in $DTYPES; do
-    g=$WORK/$s-$dt.gguf
-    [ -s "$g" ] && continue
-    $PY "$ROOT/bench/gguf_write.py" --config "$ROOT/bench/models/$s/config.json" --tokenizer "$tok" \
-      --dtype "$dt" --out "$g.tmp" --gguf-py "$WORK/src/gguf-py" && mv "$g.tmp" "$g" || exit 1
+    gguf_of "$s" "$dt" || { echo "llamacpp_cpu: cannot write the $dt GGUF of $s" >&2; exit 1; }
   done
 done
 
@@ -85,13 +115,14 @@ for rep in $(seq 1 "$REPS"); do
   for s in $SHAPES; do
     for dt in $DTYPES; do
       g=$WORK/$s-$dt.gguf
-      torch=$([ $dt = bf16 ] && echo bfloat16 || echo float16)
+      torch=$([ $dt = f16 ] && echo float16 || echo bfloat16)
+      md=$(model_of "$s" "$dt") || exit 1
       log=$OUT/r$rep-$s-$dt
       "$bin/llama-bench" -m "$g" -t "$THREADS" -p "$PP" -n "$TG" -r 1 -o jsonl >"$log-lb.jsonl" 2>"$log-lb.err"
       rec $s $dt llama.cpp prefill "$(field "$log-lb.jsonl" avg_ts n_prompt=$PP)"
       rec $s $dt llama.cpp decode "$(field "$log-lb.jsonl" avg_ts n_gen=$TG)"
       for m in $PL_MODES; do
-        env "$(mode_env $m)" "$build/bench_cpu" --model "$ROOT/bench/models/$s" --load-format dummy \
+        env "$(mode_env $m)" "$build/bench_cpu" --model "$md" --load-format dummy \
           --dtype $torch --threads "$THREADS" --prompt-len "$PP" --gen-len "$TG" >"$log-pl-$m.txt" 2>&1
         gbs=$(awk '/memory bandwidth/ {print $4}' "$log-pl-$m.txt")
         rec $s $dt "$(engine_of $m)" prefill "$(pl_num "$log-pl-$m.txt" prefill)" "$gbs"
@@ -101,7 +132,7 @@ for rep in $(seq 1 "$REPS"); do
         -ntg "$BTG" -npl 16 --output-format jsonl >"$log-bb.txt" 2>&1
       rec $s $dt llama.cpp batched16 "$(field "$log-bb.txt" speed_tg pl=16)"
       for m in $PL_MODES; do
-        env "$(mode_env $m)" "$build/bench_cpu" --model "$ROOT/bench/models/$s" --load-format dummy \
+        env "$(mode_env $m)" "$build/bench_cpu" --model "$md" --load-format dummy \
           --dtype $torch --threads "$THREADS" --prompt-len "$BPP" --gen-len "$BTG" --batch 16 \
           >"$log-pl16-$m.txt" 2>&1
         rec $s $dt "$(engine_of $m)" batched16 "$(pl_num "$log-pl16-$m.txt" decode)" \

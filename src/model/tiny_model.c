@@ -169,6 +169,21 @@ static const char *const QWEN3_MOE_EXTRA[] = {
     "output_router_logits", "false",
     NULL};
 
+/* Qwen3-MoE wide enough for every quantized format's groups (experts of 256 x 256). */
+static const char *const QWEN3_MOE_QUANT_EXTRA[] = {
+    "num_experts", "4",
+    "num_experts_per_tok", "2",
+    "moe_intermediate_size", "256",
+    "norm_topk_prob", "true",
+    "decoder_sparse_step", "1",
+    "mlp_only_layers", "[]",
+    "use_sliding_window", "false",
+    "sliding_window", "null",
+    "max_window_layers", "2",
+    "attention_bias", "false",
+    "output_router_logits", "false",
+    NULL};
+
 static const struct preset PRESETS[] = {
     {"llama", "Llama, GQA 4:2, untied, bf16", ARCH_LLAMA, 64, 2, 4, 2, 0, 128, 512, 512,
      "10000.0", NO_SCALING, false, "1e-05", PL_DTYPE_BF16, false, 0, false, 0, 1, true, false,
@@ -243,6 +258,11 @@ static const struct preset PRESETS[] = {
      ARCH_QWEN3_MOE, 64, 4, 4, 2, 32, 128, 512, 512, "1000000.0", NO_SCALING, false, "1e-06",
      PL_DTYPE_BF16, false, 0, false, 2, 1, true, false, 0x1014, QWEN3_MOE_EXTRA, 8, 40, 0, 0x2,
      false, 0},
+    {"qwen3moe-quant", "Qwen3-MoE, hidden 256, 4 experts of width 256 top-2 in both layers, "
+                       "bf16 (every quantized format's groups fit; test_quant packs it)",
+     ARCH_QWEN3_MOE, 256, 2, 4, 2, 64, 512, 512, 512, "1000000.0", NO_SCALING, false, "1e-06",
+     PL_DTYPE_BF16, false, 0, false, 2, 1, false, false, 0x1102, QWEN3_MOE_QUANT_EXTRA, 4, 256, 0,
+     0x3, false, 0},
     {"bench-100m", "Llama ~100M parameters (768 x 12 layers, vocab 32000), bf16, for CPU benchmarks",
      ARCH_LLAMA, 768, 12, 12, 4, 0, 2048, 32000, 2048, "10000.0", NO_SCALING, false, "1e-05",
      PL_DTYPE_BF16, true, 0, false, 0, 1, false, false, 0x2001, NULL, 0, 0, 0, 0, false, 0},

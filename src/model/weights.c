@@ -306,15 +306,13 @@ static pl_status convert_slot(struct loader *L, const struct pl_tensor_info *ti,
 /* The packed dtype a quantizable slot keeps on this backend: PL_DTYPE_Q4 (int4 formats)
  * or PL_DTYPE_F8W (FP8 W8A8, per tensor or channel) where the backend multiplies that
  * layout itself (backend.h) and the shape fits it; PL_DTYPE_COUNT: dequantized at load.
- * One rule for checkpoints and dummy weights. MoE experts stay dense (the moe op's
- * experts are plain matrices). */
+ * One rule for checkpoints and dummy weights. MoE experts (the moe op's slots) stay packed
+ * where the backend's moe op takes int4 experts (the CPU's), else dense. */
 static enum pl_dtype packed_dtype(const struct loader *L, const struct pl_tensor_spec *t,
                                   int64_t rows, int64_t cols)
 {
     const struct pl_quant_config *q = &L->cfg->quant;
     struct pl_backend *be = L->be;
-    if (t->scope == PL_SCOPE_EXPERT)
-        return PL_DTYPE_COUNT;
     if (pl_quant_is_int4(q) && cols % 8 == 0 && be->ops->supports(be, t->op, PL_DTYPE_Q4))
         return PL_DTYPE_Q4;
     if (pl_quant_is_fp8_w8a8(q) && pl_f8w_shape_ok(rows, cols) &&

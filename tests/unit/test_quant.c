@@ -399,24 +399,30 @@ static void compare_runs(const char *what, struct pl_greedy_seq a[2], struct pl_
 
 static char *g_root;
 
+/* Every format on the dense preset and on the MoE one (whose int4 experts the CPU keeps
+ * packed and multiplies in the moe op's products) against the same model with the weights
+ * dequantized into its checkpoint. */
 static void test_formats_match_dequantized_reference(void)
 {
     int n = 0;
     const char *const *formats = pl_quant_format_list(&n);
-    for (int f = 0; f < n; f++) {
-        char qdir[512], ddir[512];
-        snprintf(qdir, sizeof(qdir), "%s/%s", g_root, formats[f]);
-        snprintf(ddir, sizeof(ddir), "%s/%s.dense", g_root, formats[f]);
+    static const char *const presets[2] = {"llama-quant", "qwen3moe-quant"};
+    for (int f = 0; f < 2 * n; f++) {
+        const char *preset = presets[f / n], *format = formats[f % n];
+        char qdir[512], ddir[520];
+        /* the dense preset's at <root>/<format>, which the tests below reuse */
+        snprintf(qdir, sizeof(qdir), "%s/%s%s", g_root, f < n ? "" : "moe-", format);
+        snprintf(ddir, sizeof(ddir), "%s.dense", qdir);
         struct pl_err err = {0};
-        pl_status st = pl_quant_write_model("llama-quant", formats[f], qdir, ddir, &err);
-        CHECKF(st == PL_STATUS_OK, "%s: %s", formats[f], err.msg);
+        pl_status st = pl_quant_write_model(preset, format, qdir, ddir, &err);
+        CHECKF(st == PL_STATUS_OK, "%s %s: %s", preset, format, err.msg);
         if (st != PL_STATUS_OK)
             continue;
         struct pl_greedy_seq q[2], d[2];
         if (run_model(qdir, NULL, q)) {
             if (run_model(ddir, NULL, d)) {
                 /* both compute in fp32 over the same fp32 weights: the same bits */
-                compare_runs(formats[f], q, d, 0.0f);
+                compare_runs(qdir, q, d, 0.0f);
                 for (int i = 0; i < 2; i++)
                     pl_greedy_seq_fini(&d[i]);
             }

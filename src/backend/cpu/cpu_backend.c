@@ -189,8 +189,9 @@ static bool cpu_supports(struct pl_backend *be, enum pl_op op, enum pl_dtype dty
     case PL_OP_SCALE:
     case PL_OP_SOFTCAP:
         return dtype == PL_DTYPE_F32;
-    case PL_OP_MOE:
-        return dtype == PL_DTYPE_F32 || dtype == PL_DTYPE_F16 || dtype == PL_DTYPE_BF16;
+    case PL_OP_MOE: /* the experts' products are matmuls: packed int4 experts too */
+        return dtype == PL_DTYPE_F32 || dtype == PL_DTYPE_F16 || dtype == PL_DTYPE_BF16 ||
+               dtype == PL_DTYPE_Q4;
     case PL_OP_COUNT:
         break;
     }
@@ -454,120 +455,155 @@ static void cpu_softcap(struct pl_backend *be, float *x, size_t n, float cap)
         x[i] = tanhf(x[i] / cap) * cap;
 }
 
-/* ---- moe: the reference MoE block ---------------------------------------------------- */
+/* ---- moe: the MoE block ---------------------------------------------------------------
+ *
+ * As transformers computes it, in products of the matmul kernels:
+ *   1. the router's logits of every token in one product, then per token a softmax in
+ *      fp32 and the top-k by probability (ties to the lower expert id, torch.topk's
+ *      order), renormalised when norm_topk_prob;
+ *   2. the (token, choice) pairs grouped by expert (a counting sort, tokens in order), the
+ *      tokens' inputs gathered, and each chosen expert's gate and up as products over its
+ *      tokens, the activation over all rows at once, then each expert's down product;
+ *   3. per token, out = sum of weight * down output in its top-k order, then + sigmoid
+ *      gate * the shared expert (Qwen2-MoE), itself three products over all tokens.
+ * A product row's sum has the matmul's order whatever other rows share the product, so a
+ * token's result does not depend on the batch; with the scalar kernels every sum is the
+ * plain k-ascending loop of the reference. Products run threaded over the weight rows,
+ * with packed int4 experts kept packed. */
 
-struct moe_job {
-    struct cpu_backend *be;
+struct moe_combine {
     float *out;
-    const float *x;
-    int hidden;
-    const struct pl_moe_args *a;
-    float *scratch; /* per token: [n_experts] probs, [2 * inter] gate/up, [2 * sh_inter] */
-    size_t per_token;
+    const float *d, *ws, *sh_out, *sh_logit;
+    const int32_t *row;
+    int hid, k;
+    enum pl_cpu_isa isa;
 };
 
-static float act_of(bool gelu_tanh, float g)
+static void moe_combine_rows(void *ctx, int t0, int t1)
 {
-    if (gelu_tanh) {
-        float inner = 0.7978845608028654f * (g + 0.044715f * g * g * g);
-        return 0.5f * g * (1.0f + tanhf(inner));
-    }
-    return g / (1.0f + expf(-g));
-}
-
-/* out[r] = w[r, :] . x for r < w->rows, fp32 accumulation in index order. */
-static void matvec(float *out, const struct pl_weight *w, const float *x)
-{
-    for (int64_t r = 0; r < w->rows; r++) {
-        float acc = 0.0f;
-        size_t base = (size_t)r * (size_t)w->cols;
-        for (int64_t c = 0; c < w->cols; c++)
-            acc += pl_dtype_get_f32(w->data, w->dtype, base + (size_t)c) * x[c];
-        out[r] = acc;
+    const struct moe_combine *j = ctx;
+    for (int t = t0; t < t1; t++) {
+        float *o = j->out + (size_t)t * (size_t)j->hid;
+        memset(o, 0, sizeof(float) * (size_t)j->hid);
+        for (int i = 0; i < j->k; i++)
+            pl_cpu_vec_axpy(j->isa, o, j->ws[t * j->k + i],
+                            j->d + (size_t)j->row[t * j->k + i] * (size_t)j->hid, j->hid);
+        if (j->sh_out) {
+            const float gate = 1.0f / (1.0f + expf(-j->sh_logit[t]));
+            pl_cpu_vec_axpy(j->isa, o, gate, j->sh_out + (size_t)t * (size_t)j->hid, j->hid);
+        }
     }
 }
 
-/* out[hid] += w * down(act(gate x) * up x) for one expert (or the shared one);
- * gu: [2 * inter + hid] scratch. */
-static void expert_mlp(const float *x, int hid, const struct pl_weight *wg,
-                       const struct pl_weight *wu, const struct pl_weight *wd, int inter,
-                       bool gelu, float w, float *gu, float *out)
+/* act(gate) * up into gate: [n, dim] rows. */
+static void moe_act(struct pl_backend *be, const struct pl_moe_args *a, float *g,
+                    const float *u, int n, int dim)
 {
-    float *g = gu, *u = gu + inter;
-    matvec(g, wg, x);
-    matvec(u, wu, x);
-    for (int i = 0; i < inter; i++)
-        g[i] = act_of(gelu, g[i]) * u[i];
-    for (int r = 0; r < hid; r++) {
-        float acc = 0.0f;
-        size_t base = (size_t)r * (size_t)inter;
-        for (int i = 0; i < inter; i++)
-            acc += pl_dtype_get_f32(wd->data, wd->dtype, base + (size_t)i) * g[i];
-        out[r] += w * acc;
-    }
+    if (a->gelu_tanh)
+        cpu_gelu_tanh_mul(be, g, g, u, n, dim);
+    else
+        cpu_silu_mul(be, g, g, u, n, dim);
 }
 
-static void moe_rows(void *ctx, int r0, int r1)
+static void cpu_moe(struct pl_backend *be, void *out, const void *x, int n, int hidden,
+                    const struct pl_moe_args *a, void *scratch)
 {
-    struct moe_job *j = ctx;
-    const struct pl_moe_args *a = j->a;
-    const int hid = j->hidden, E = a->n_experts;
-    for (int t = r0; t < r1; t++) {
-        const float *x = j->x + (size_t)t * (size_t)hid;
-        float *o = j->out + (size_t)t * (size_t)hid;
-        float *p = j->scratch + (size_t)t * j->per_token;
-        float *gu = p + E;
-        /* router logits, softmax in fp32 */
-        matvec(p, a->router, x);
-        float mx = -FLT_MAX, sum = 0.0f;
+    if (n <= 0)
+        return;
+    const int E = a->n_experts, k = a->top_k, hid = hidden, I = a->inter;
+    const int nk = n * k;
+    /* the scratch, within pl_moe_scratch_elems(a, n) floats (its grouped layout's count) */
+    float *probs = scratch;                          /* [n, E] */
+    float *ws = probs + (size_t)n * E;               /* [n, k] the choices' weights */
+    int32_t *ids = (int32_t *)(ws + nk);             /* [n, k] the choices' experts */
+    int32_t *row = ids + nk;                         /* [n, k] each choice's grouped row */
+    int32_t *src = row + nk;                         /* [n * k] each grouped row's token */
+    int32_t *start = src + nk;                       /* [E + 1] each expert's first row */
+    float *xg = (float *)(start + E + 1);            /* [n * k, hid] gathered inputs */
+    float *g = xg + (size_t)nk * hid;                /* [n * k, I] gate, then act * up */
+    float *u = g + (size_t)nk * I;                   /* [n * k, I] */
+    float *d = u + (size_t)nk * I;                   /* [n * k, hid] down outputs */
+    float *sg = d + (size_t)nk * hid;                /* [n, sh_inter] shared gate, up */
+    float *su = sg + (size_t)n * a->sh_inter;
+    float *so = su + (size_t)n * a->sh_inter;        /* [n, hid] shared output */
+    float *sl = so + (size_t)n * hid;                /* [n] shared gate logits */
+    assert((size_t)(sl + n - probs) <= pl_moe_scratch_elems(a, n));
+
+    /* 1. routing */
+    cpu_matmul(be, probs, E, x, a->router, NULL, n);
+    for (int t = 0; t < n; t++) {
+        float *p = probs + (size_t)t * E, mx = -FLT_MAX, sum = 0.0f, wsum = 0.0f;
         for (int e = 0; e < E; e++)
             mx = p[e] > mx ? p[e] : mx;
         for (int e = 0; e < E; e++)
             sum += (p[e] = expf(p[e] - mx));
         for (int e = 0; e < E; e++)
             p[e] /= sum;
-        /* top-k by probability, ties to the lower expert id (torch.topk's order) */
-        int ids[64];
-        float ws[64], wsum = 0.0f;
-        int k = a->top_k < 64 ? a->top_k : 64;
+        int32_t *id = ids + (size_t)t * k;
+        float *w = ws + (size_t)t * k;
         for (int i = 0; i < k; i++) {
             int best = -1;
             for (int e = 0; e < E; e++) {
                 bool taken = false;
                 for (int q = 0; q < i && !taken; q++)
-                    taken = ids[q] == e;
+                    taken = id[q] == e;
                 if (!taken && (best < 0 || p[e] > p[best]))
                     best = e;
             }
-            ids[i] = best;
-            ws[i] = p[best];
+            id[i] = best;
+            w[i] = p[best];
             wsum += p[best];
         }
         if (a->norm_topk_prob)
             for (int i = 0; i < k; i++)
-                ws[i] /= wsum;
-        memset(o, 0, sizeof(float) * (size_t)hid);
-#define EXPERT(w, e) ((const struct pl_weight *)((const char *)(w) + (size_t)(e) * a->expert_stride))
-        for (int i = 0; i < k; i++)
-            expert_mlp(x, hid, EXPERT(a->w_gate, ids[i]), EXPERT(a->w_up, ids[i]),
-                       EXPERT(a->w_down, ids[i]), a->inter, a->gelu_tanh, ws[i], gu, o);
-#undef EXPERT
-        if (a->sh_gate) { /* Qwen2-MoE: sigmoid(x . g) * shared_expert(x) */
-            float gl = 0.0f;
-            matvec(&gl, a->sh_router, x);
-            float gate = 1.0f / (1.0f + expf(-gl));
-            expert_mlp(x, hid, a->sh_gate, a->sh_up, a->sh_down, a->sh_inter, a->gelu_tanh, gate,
-                       gu, o);
-        }
+                w[i] /= wsum;
     }
-}
 
-static void cpu_moe(struct pl_backend *be, void *out, const void *x, int n, int hidden,
-                    const struct pl_moe_args *a, void *scratch)
-{
-    struct moe_job j = {cpu(be), out, x, hidden, a, scratch, pl_moe_scratch_elems(a, 1)};
-    parallel_rows(cpu(be), n, (size_t)hidden * (size_t)(a->inter + 1) * (size_t)a->top_k,
-                  moe_rows, &j);
+    /* 2. grouped by expert */
+    memset(start, 0, sizeof(int32_t) * (size_t)(E + 1));
+    for (int c = 0; c < nk; c++)
+        start[ids[c] + 1]++;
+    for (int e = 0; e < E; e++)
+        start[e + 1] += start[e];
+    for (int c = 0; c < nk; c++) { /* start[e] walks to the next expert's start, then back */
+        row[c] = start[ids[c]]++;
+        src[row[c]] = c / k;
+    }
+    for (int e = E; e > 0; e--)
+        start[e] = start[e - 1];
+    start[0] = 0;
+    for (int r = 0; r < nk; r++)
+        memcpy(xg + (size_t)r * hid, (const float *)x + (size_t)src[r] * hid,
+               sizeof(float) * (size_t)hid);
+#define EXPERT(w, e) ((const struct pl_weight *)((const char *)(w) + (size_t)(e) * a->expert_stride))
+    for (int e = 0; e < E; e++) {
+        const int r0 = start[e], m = start[e + 1] - r0;
+        if (m == 0)
+            continue;
+        cpu_matmul(be, g + (size_t)r0 * I, I, xg + (size_t)r0 * hid, EXPERT(a->w_gate, e), NULL, m);
+        cpu_matmul(be, u + (size_t)r0 * I, I, xg + (size_t)r0 * hid, EXPERT(a->w_up, e), NULL, m);
+    }
+    moe_act(be, a, g, u, nk, I);
+    for (int e = 0; e < E; e++) {
+        const int r0 = start[e], m = start[e + 1] - r0;
+        if (m > 0)
+            cpu_matmul(be, d + (size_t)r0 * hid, hid, g + (size_t)r0 * I, EXPERT(a->w_down, e),
+                       NULL, m);
+    }
+#undef EXPERT
+
+    /* 3. the shared expert, and each token's sum */
+    if (a->sh_gate) {
+        cpu_matmul(be, sl, 1, x, a->sh_router, NULL, n);
+        cpu_matmul(be, sg, a->sh_inter, x, a->sh_gate, NULL, n);
+        cpu_matmul(be, su, a->sh_inter, x, a->sh_up, NULL, n);
+        moe_act(be, a, sg, su, n, a->sh_inter);
+        cpu_matmul(be, so, hid, sg, a->sh_down, NULL, n);
+    }
+    struct moe_combine j = {out,         d,   ws,     a->sh_gate ? so : NULL,
+                            sl,          row, hid,    k,
+                            cpu(be)->isa};
+    parallel_rows(cpu(be), n, (size_t)hid * (size_t)k, moe_combine_rows, &j);
 }
 
 static pl_status cpu_mem_info(struct pl_backend *be, size_t *free_bytes, size_t *total_bytes)
