@@ -30,6 +30,16 @@
 #include <string.h>
 #include <time.h>
 
+/* A weight's bytes in memory (a packed int4 weight's whole buffer). */
+static double bytes_of(const struct pl_weight *w)
+{
+    if (w->dtype == PL_DTYPE_Q4) {
+        const int32_t *h = w->data;
+        return (double)pl_q4_layout_of(w->rows, w->cols, h[1], h[2]).n_bytes;
+    }
+    return (double)w->rows * (double)w->cols * (double)pl_dtype_size(w->dtype);
+}
+
 static double now_s(void)
 {
     struct timespec t;
@@ -334,12 +344,13 @@ int main(int argc, char **argv)
     if (c->n_experts > 0) { /* MoE: of each sparse layer's experts, a step reads those its
                                tokens choose, E (1 - (1 - k / E)^batch) with uniform routing
                                (about what dummy weights give) */
-        int moe_layers = 0;
+        int moe_layers = 0, first = -1;
         for (int l = 0; l < c->n_layers; l++)
-            moe_layers += c->layer_moe[l];
+            if (c->layer_moe[l])
+                moe_layers++, first = first < 0 ? l : first;
         const double E = c->n_experts, k = c->n_experts_per_tok;
-        const double expert_bytes = 3.0 * c->moe_intermediate_size * c->hidden_size *
-                                    pl_dtype_size(w->embed.dtype);
+        const struct pl_expert_weights *x0 = &w->layers[first].experts[0];
+        const double expert_bytes = bytes_of(&x0->w_gate) + bytes_of(&x0->w_up) + bytes_of(&x0->w_down);
         const double read = E * (1.0 - pow(1.0 - k / E, batch));
         weight_bytes -= moe_layers * (E - read) * expert_bytes;
     }

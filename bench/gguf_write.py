@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""gguf_write.py -- a random-weight GGUF of a Llama-family shape, for llama.cpp beside pagellm.
+"""gguf_write.py -- a random-weight GGUF of a Llama-family or Qwen3-MoE shape, for llama.cpp
+beside pagellm.
 
-Writes an f16 (or --dtype bf16) GGUF (llama architecture) of the shape in a Hugging Face config.json, with
+Writes an f16 (or --dtype bf16) GGUF (llama or qwen3moe architecture) of the shape in a Hugging
+Face config.json, with
 random weights and the tokenizer metadata of a tokenizer.json (+ tokenizer_config.json):
 the byte-level BPE vocabulary, merges, token types, BOS/EOS and the chat template. The
 weights' values do not matter to a speed benchmark, only their shapes and dtype: one
@@ -54,7 +56,9 @@ def load_tokenizer(folder):
 
 
 def tensor_list(c):
-    """(gguf name, numpy shape [rows, cols] as HF stores it, is_norm) of a Llama model."""
+    """(gguf name, numpy shape as HF stores it ([rows, cols]; experts stacked as [E, rows,
+    cols]), is_norm) of a Llama model, or of a Qwen3-MoE one (q/k norms; every layer sparse)."""
+    moe = c.get("model_type") == "qwen3_moe"
     h, inter, L = c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"]
     nh = c["num_attention_heads"]
     nkv = c.get("num_key_value_heads", nh)
@@ -70,10 +74,19 @@ def tensor_list(c):
                 (b + "attn_k.weight", (nkv * hd, h), False),
                 (b + "attn_v.weight", (nkv * hd, h), False),
                 (b + "attn_output.weight", (h, nh * hd), False),
-                (b + "ffn_norm.weight", (h,), True),
-                (b + "ffn_gate.weight", (inter, h), False),
-                (b + "ffn_up.weight", (inter, h), False),
-                (b + "ffn_down.weight", (h, inter), False)]
+                (b + "ffn_norm.weight", (h,), True)]
+        if not moe:
+            out += [(b + "ffn_gate.weight", (inter, h), False),
+                    (b + "ffn_up.weight", (inter, h), False),
+                    (b + "ffn_down.weight", (h, inter), False)]
+            continue
+        E, mi = c["num_experts"], c["moe_intermediate_size"]
+        out += [(b + "attn_q_norm.weight", (hd,), True),
+                (b + "attn_k_norm.weight", (hd,), True),
+                (b + "ffn_gate_inp.weight", (E, h), False),
+                (b + "ffn_gate_exps.weight", (E, mi, h), False),
+                (b + "ffn_up_exps.weight", (E, mi, h), False),
+                (b + "ffn_down_exps.weight", (E, h, mi), False)]
     return out, hd
 
 
@@ -92,8 +105,11 @@ def main():
     import gguf
 
     c = json.load(open(a.config))
-    if c.get("model_type") not in ("llama", "mistral"):
-        raise SystemExit("gguf_write: %s is not a Llama-family config" % a.config)
+    if c.get("model_type") not in ("llama", "mistral", "qwen3_moe"):
+        raise SystemExit("gguf_write: %s is not a Llama-family or Qwen3-MoE config" % a.config)
+    moe = c["model_type"] == "qwen3_moe"
+    if moe and (c.get("mlp_only_layers") or c.get("decoder_sparse_step", 1) != 1):
+        raise SystemExit("gguf_write: only Qwen3-MoE configs with every layer sparse are written")
     tokens, types, merges, bos, eos, template = load_tokenizer(a.tokenizer)
     if len(tokens) > c["vocab_size"]:
         raise SystemExit("gguf_write: the tokenizer has %d ids, the config's vocabulary %d"
@@ -103,7 +119,7 @@ def main():
         types.append(5)
     tensors, hd = tensor_list(c)
 
-    w = gguf.GGUFWriter(a.out, "llama")
+    w = gguf.GGUFWriter(a.out, "qwen3moe" if moe else "llama")
     w.add_name("pagellm-bench random %s" % os.path.basename(os.path.dirname(os.path.abspath(a.config))))
     bf16 = a.dtype == "bf16"
     w.add_file_type(gguf.LlamaFileType.MOSTLY_BF16 if bf16 else gguf.LlamaFileType.MOSTLY_F16)
@@ -119,6 +135,10 @@ def main():
     w.add_rope_freq_base(float(c.get("rope_theta", 10000.0)))
     w.add_layer_norm_rms_eps(float(c.get("rms_norm_eps", 1e-5)))
     w.add_vocab_size(c["vocab_size"])
+    if moe:
+        w.add_expert_count(c["num_experts"])
+        w.add_expert_used_count(c["num_experts_per_tok"])
+        w.add_expert_feed_forward_length(c["moe_intermediate_size"])
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre("llama-bpe")
     w.add_token_list(tokens)

@@ -8,7 +8,8 @@
 #   batched   llama-batched-bench B=16 decode  | bench_cpu decode at batch 16
 #             (speed_tg: 16 x tg / decode time)  (16 prompts of $BPP tokens, $BTG steps)
 # Shapes: bench/models/llama-3-toy (274 MiB in bf16: the Llama-3 vocabulary on a small body)
-# and bench/models/llama-3.2-1b (2.3 GiB); pagellm runs dummy weights (--dtype bfloat16 or
+# and bench/models/llama-3.2-1b (2.3 GiB); also bench/models/qwen3-moe-4l (4 layers of the
+# Qwen3-30B-A3B shape, 128 experts top-8: 5.8 GiB in bf16), by SHAPES; pagellm runs dummy weights (--dtype bfloat16 or
 # float16), llama.cpp the GGUF of the same dtype. Both use $THREADS threads (default: the
 # cores). The machine is shared, so each figure is the median of its REPS runs, the ratio is
 # taken between medians, and the spread (min-max over the runs) is printed beside it; the
@@ -18,8 +19,8 @@
 #   weights times bf16-rounded activations, AVX512-BF16), avx2 (PAGELLM_CPU_ISA=avx2: the
 #   AVX2 kernels, for comparing against the earlier path); e.g. PL_MODES="fp32 bf16 avx2".
 # Int4 (DTYPES entries q4_0 and q4_0d): llama.cpp runs a Q4_0 GGUF made from the bf16 one by
-# llama-quantize (q4_0: the token embedding / LM head kept bf16, so both engines read the
-# same bytes; q4_0d: llama-quantize's default, the embedding in q6_K), pagellm the same
+# llama-quantize (q4_0: the token embedding and the LM head kept bf16, so both engines read
+# the same bytes; q4_0d: llama-quantize's default, the LM head in q6_K), pagellm the same
 # shape with an AWQ quantization_config (4 bits, group 128, zero points; dummy codes; the LM
 # head bf16, as AWQ checkpoints keep it).
 # Env: PEER (required unless LLAMACPP_WORK holds a build: a git bundle of llama.cpp's source,
@@ -59,7 +60,7 @@ gguf_of() { # gguf_of SHAPE DTYPE: writes $WORK/SHAPE-DTYPE.gguf once
   [ -s "$g" ] && return 0
   case $2 in
     q4_0) gguf_of "$1" bf16 && "$bin/llama-quantize" --token-embedding-type bf16 \
-            "$WORK/$1-bf16.gguf" "$g.tmp" Q4_0 "$THREADS" >"$g.log" 2>&1 ;;
+            --output-tensor-type bf16 "$WORK/$1-bf16.gguf" "$g.tmp" Q4_0 "$THREADS" >"$g.log" 2>&1 ;;
     q4_0d) gguf_of "$1" bf16 && "$bin/llama-quantize" "$WORK/$1-bf16.gguf" "$g.tmp" Q4_0 \
              "$THREADS" >"$g.log" 2>&1 ;;
     *) $PY "$ROOT/bench/gguf_write.py" --config "$ROOT/bench/models/$1/config.json" \
