@@ -600,9 +600,9 @@ static void cpu_moe(struct pl_backend *be, void *out, const void *x, int n, int 
         moe_act(be, a, sg, su, n, a->sh_inter);
         cpu_matmul(be, so, hid, sg, a->sh_down, NULL, n);
     }
-    struct moe_combine j = {out,         d,   ws,     a->sh_gate ? so : NULL,
-                            sl,          row, hid,    k,
-                            cpu(be)->isa};
+    struct moe_combine j = {.out = out, .d = d, .ws = ws, .sh_out = a->sh_gate ? so : NULL,
+                            .sh_logit = sl, .row = row, .hid = hid, .k = k,
+                            .isa = cpu(be)->isa};
     parallel_rows(cpu(be), n, (size_t)hid * (size_t)k, moe_combine_rows, &j);
 }
 
