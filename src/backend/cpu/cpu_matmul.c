@@ -642,6 +642,29 @@ static TGT512 void q4_row_avx512(const struct q4_view *v, int64_t r, int64_t K, 
         }
     }
 }
+
+/* Act-order (a g_idx table): 16 inputs at a time, each one's zero and scale gathered by its
+ * group. The zeros are gathered as 32-bit words at byte offsets and masked to their low
+ * byte: the last zeros' 3 bytes past them lie in the g_idx section that follows (present
+ * with act-order), inside the buffer. */
+static TGT512 void q4_row_avx512_gidx(const struct q4_view *v, int64_t r, int64_t K, float *out)
+{
+    const uint8_t *cb = (const uint8_t *)(v->codes + r * (K / 8));
+    const uint8_t *z = v->zeros + r * v->n_groups;
+    const float *sc = v->scales + r * v->n_groups;
+    const __m128i lo4 = _mm_set1_epi8(0x0f);
+    const __m512i byte = _mm512_set1_epi32(0xff);
+    for (int64_t k = 0; k < K; k += 16) {
+        const __m128i b = _mm_loadl_epi64((const __m128i *)(cb + k / 2));
+        const __m128i lo = _mm_and_si128(b, lo4);
+        const __m128i hi = _mm_and_si128(_mm_srli_epi16(b, 4), lo4);
+        const __m512i q = _mm512_cvtepu8_epi32(_mm_unpacklo_epi8(lo, hi));
+        const __m512i gi = _mm512_loadu_si512(v->gidx + k);
+        const __m512i zv = _mm512_and_si512(_mm512_i32gather_epi32(gi, z, 1), byte);
+        const __m512 sv = _mm512_i32gather_ps(gi, sc, 4);
+        _mm512_storeu_ps(out + k, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(q, zv)), sv));
+    }
+}
 #endif
 
 #if PL_HAVE_X86
@@ -787,6 +810,25 @@ static TGT void q4_row_avx2(const struct q4_view *v, int64_t r, int64_t K, float
     }
 }
 
+/* Act-order with AVX2: 8 inputs at a time, zeros and scales gathered as in
+ * q4_row_avx512_gidx. */
+static TGT void q4_row_avx2_gidx(const struct q4_view *v, int64_t r, int64_t K, float *out)
+{
+    const uint32_t *cw = v->codes + r * (K / 8);
+    const int *z = (const int *)(const void *)(v->zeros + r * v->n_groups);
+    const float *sc = v->scales + r * v->n_groups;
+    const __m256i shift = _mm256_loadu_si256((const __m256i *)Q4_SHIFT8);
+    const __m256i m15 = _mm256_set1_epi32(15), byte = _mm256_set1_epi32(0xff);
+    for (int64_t k = 0; k < K; k += 8) {
+        const __m256i q = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)cw[k / 8]), shift),
+                                           m15);
+        const __m256i gi = _mm256_loadu_si256((const __m256i *)(v->gidx + k));
+        const __m256i zv = _mm256_and_si256(_mm256_i32gather_epi32(z, gi, 1), byte);
+        const __m256 sv = _mm256_i32gather_ps(sc, gi, 4);
+        _mm256_storeu_ps(out + k, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(q, zv)), sv));
+    }
+}
+
 /* The AVX2 fused tile: rows [r, r + nr) (nr <= NR, rows past nr repeat the last and are not
  * written) for NT tokens of x (row stride ldx), the dense AVX2 tile's order (8 lanes over k
  * ascending, hsum8, + bias). */
@@ -908,6 +950,15 @@ static void q4_rows(const struct q4_view *v, int64_t r, int nr, int64_t K, enum 
                 q4_row_avx512(v, r + j, K, out + (size_t)j * (size_t)K);
             else
                 q4_row_avx2(v, r + j, K, out + (size_t)j * (size_t)K);
+        }
+        return;
+    }
+    if (v->gidx && ((isa == PL_CPU_ISA_AVX512 && K % 16 == 0) || isa == PL_CPU_ISA_AVX2)) {
+        for (int j = 0; j < nr; j++) {
+            if (isa == PL_CPU_ISA_AVX512)
+                q4_row_avx512_gidx(v, r + j, K, out + (size_t)j * (size_t)K);
+            else
+                q4_row_avx2_gidx(v, r + j, K, out + (size_t)j * (size_t)K);
         }
         return;
     }
