@@ -433,9 +433,12 @@ static void test_q4_equals_dequantized(void)
                 const bool few = iter >= 24;
                 const int group = groups[iter % 4];
                 const bool gidx = !few && iter % 5 == 2;
-                /* iterations 7 and 17: act-order over 33-40 groups (more than the 32 the
-                 * AVX-512 path looks up by permutes: the gathers) */
-                const int n_groups = gidx && iter % 10 == 7 ? rnd_int(33, 40) : rnd_int(1, 6);
+                /* act-order over many groups: iteration 7 33-40 (AVX-512 looks them up by
+                 * several permutes), iteration 12 129-136 (past its 128: the gathers) */
+                const int n_groups = !gidx       ? rnd_int(1, 6)
+                                     : iter == 7  ? rnd_int(33, 40)
+                                     : iter == 12 ? rnd_int(129, 136)
+                                                  : rnd_int(1, 6);
                 const int K = group * n_groups + (!few && iter % 6 == 5 ? 8 : 0); /* a tail */
                 const int rows = rnd_int(1, 45), n = few ? 1 + iter % 8 : 1 + (iter * 7) % 19;
                 float *vals;

@@ -649,9 +649,10 @@ static TGT512 void q4_row_avx512(const struct q4_view *v, int64_t r, int64_t K, 
 }
 
 /* Act-order (a g_idx table): 16 inputs at a time, each one's zero and scale looked up by its
- * group: by permutes of the row's tables up to 32 groups, else gathered. The zeros are gathered as 32-bit words at byte offsets and masked to their low
- * byte: the last zeros' 3 bytes past them lie in the g_idx section that follows (present
- * with act-order), inside the buffer. */
+ * group: by permutes of the row's tables up to 128 groups, else gathered. The zeros are
+ * gathered as 32-bit words at byte offsets and masked to their low byte: the last zeros' 3
+ * bytes past them lie in the g_idx section that follows (present with act-order), inside
+ * the buffer. */
 static TGT512 void q4_row_avx512_gidx(const struct q4_view *v, int64_t r, int64_t K, float *out)
 {
     const uint8_t *cb = (const uint8_t *)(v->codes + r * (K / 8));
@@ -659,23 +660,37 @@ static TGT512 void q4_row_avx512_gidx(const struct q4_view *v, int64_t r, int64_
     const float *sc = v->scales + r * v->n_groups;
     const __m128i lo4 = _mm_set1_epi8(0x0f);
     const __m512i byte = _mm512_set1_epi32(0xff);
-    if (v->n_groups <= 32) { /* the row's zeros and scales in two registers each: a
-                                two-register permute by group instead of two gathers */
+    if (v->n_groups <= 128) { /* the row's zeros and scales in 16-entry tables: each pair
+                                 one two-register permute (gi's low 5 bits), the pair
+                                 chosen by gi / 32, instead of two gathers */
         const int64_t G = v->n_groups;
-        const __mmask16 m0 = G >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << G) - 1u);
-        const __mmask16 m1 = G <= 16 ? 0 : G >= 32 ? (__mmask16)0xffff
-                                                   : (__mmask16)((1u << (G - 16)) - 1u);
-        const __m512i z0 = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m0, z));
-        const __m512i z1 = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m1, z + 16));
-        const __m512 s0 = _mm512_maskz_loadu_ps(m0, sc), s1 = _mm512_maskz_loadu_ps(m1, sc + 16);
+        const int pairs = (int)((G + 31) / 32);
+        __m512i zt[8];
+        __m512 st[8];
+        for (int i = 0; i < 2 * pairs; i++) {
+            const int64_t left = G - 16 * (int64_t)i;
+            const __mmask16 m = left >= 16 ? (__mmask16)0xffff
+                                : left <= 0 ? (__mmask16)0
+                                            : (__mmask16)((1u << left) - 1u);
+            zt[i] = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, z + 16 * i));
+            st[i] = _mm512_maskz_loadu_ps(m, sc + 16 * i);
+        }
         for (int64_t k = 0; k < K; k += 16) {
             const __m128i b = _mm_loadl_epi64((const __m128i *)(cb + k / 2));
             const __m128i lo = _mm_and_si128(b, lo4);
             const __m128i hi = _mm_and_si128(_mm_srli_epi16(b, 4), lo4);
             const __m512i q = _mm512_cvtepu8_epi32(_mm_unpacklo_epi8(lo, hi));
             const __m512i gi = _mm512_loadu_si512(v->gidx + k);
-            const __m512i zv = _mm512_permutex2var_epi32(z0, gi, z1);
-            const __m512 sv = _mm512_permutex2var_ps(s0, gi, s1);
+            __m512i zv = _mm512_permutex2var_epi32(zt[0], gi, zt[1]);
+            __m512 sv = _mm512_permutex2var_ps(st[0], gi, st[1]);
+            const __m512i pair = _mm512_srli_epi32(gi, 5);
+            for (int p = 1; p < pairs; p++) {
+                const __mmask16 m = _mm512_cmpeq_epi32_mask(pair, _mm512_set1_epi32(p));
+                zv = _mm512_mask_mov_epi32(zv, m, _mm512_permutex2var_epi32(zt[2 * p], gi,
+                                                                           zt[2 * p + 1]));
+                sv = _mm512_mask_mov_ps(sv, m, _mm512_permutex2var_ps(st[2 * p], gi,
+                                                                      st[2 * p + 1]));
+            }
             _mm512_storeu_ps(out + k,
                              _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(q, zv)), sv));
         }
