@@ -1406,12 +1406,14 @@ static void test_attention_fp8kv(void)
  *        reference's top-2 gap is below 2 (E + EMU_TOL): the most two logprobs
  *        can move towards each other. Such steps are counted and printed.
  */
-#define EMU_TOL 0.05
-/* Chunked prefill shapes (the emulation runs the same chunking): measured on an H100 on
- * 2026-12-07 up to 0.0507 (qwen2, chunks of 3, batch 8: one step), against <= 0.05 for
- * whole prompts; a chunk's GEMMs have other row counts, so other summation orders, at
- * every chunk of the prompt. */
-#define EMU_TOL_CHUNKED 0.08
+/* Measured on an H100, 2026-12-08, all 19 fixtures against the emulation on the scalar CPU
+ * kernels: up to 0.084 (llama-sharded and phi3, whole prompts and chunks alike). Until
+ * 2026-12-07 the emulation ran on the CPU's AVX2 matmul and scalar element-wise kernels and
+ * measured up to 0.05 (0.0507 chunked); its AVX-512 and vector element-wise kernels moved
+ * it by as much (gemma3 0.0996), so the scalar kernels, the specification, now run it and
+ * the bound is what they measure, rounded up. */
+#define EMU_TOL 0.1
+#define EMU_TOL_CHUNKED 0.1
 /* The FP8 goldens' bound on CUDA vs the emulation: e4m3 rounding turns a bf16-level
  * difference of an activation or a K/V value into a whole e4m3 step now and then; a first
  * guess, printed as measured (g_gold.max_cuda_emu). */
@@ -1686,7 +1688,12 @@ static void emu_copy_blocks(struct pl_backend *be, void *kc, void *vc, const int
     g_cpu->ops->copy_blocks(emu_cpu(be), kc, vc, pairs, n, bytes);
 }
 
-static void emu_destroy(struct pl_backend *be) { free(be); }
+static void emu_destroy(struct pl_backend *be)
+{
+    if (emu_cpu(be) != g_cpu)
+        pl_backend_free(emu_cpu(be));
+    free(be);
+}
 
 static struct pl_backend *emu_new(void)
 {
@@ -1723,7 +1730,16 @@ static struct pl_backend *emu_new(void)
     g_emu_ops.mem_info = NULL;
     struct emu_backend *e = calloc(1, sizeof(*e));
     e->base.ops = &g_emu_ops;
+    /* its own CPU backend on the scalar kernels, the specification: the SIMD kernels' other
+     * summation orders and polynomial exp, rounded to bf16 at every op, moved the emulation
+     * of gemma3 to 0.154 from the reference against CUDA's 0.1125 (the scalar one: 0.1125,
+     * CUDA within 0.032 of it; H100, 2026-12-08; EMU_TOL) */
+    struct pl_err err = {0};
     e->cpu = g_cpu;
+    if (pl_backend_cpu_new(2, &e->cpu, &err) == PL_STATUS_OK)
+        pl_backend_cpu_use_simd(e->cpu, false);
+    else
+        e->cpu = g_cpu;
     return &e->base;
 }
 

@@ -34,9 +34,10 @@
 
 /* Programmatic dependent launch of the decode path's kernels (kernels/pdl.cuh) and the fused
  * qk_rope_store / norm_add_norm kernels, where PAGELLM_CUDA_PDL / PAGELLM_CUDA_FUSE do not
- * say: both off until they have run on a GPU (docs/cuda.md). */
-#define PL_CUDA_PDL_DEFAULT false
-#define PL_CUDA_FUSE_DEFAULT false
+ * say: both on since their H100 run of 2026-12-08 (every golden fixture passes with them;
+ * batch 1 1.02-1.07x, docs/results.md). */
+#define PL_CUDA_PDL_DEFAULT true
+#define PL_CUDA_FUSE_DEFAULT true
 
 /* Split-decode partial results: (seq, head, split) x (head_dim + 2) floats. */
 #define PARTIAL_BYTES ((size_t)32 << 20)
