@@ -2291,7 +2291,7 @@ static void test_sample(void)
         struct pl_sample_result a[NR], b[NR];
         int32_t map[NR];
         double u[NR];
-        static uint32_t masks[NR][(128256 + 31) / 32];
+        static uint32_t masks[NR][(262208 + 31) / 32]; /* the largest vocabulary above */
         for (int round = 0; round < 3; round++) {
             for (int r = 0; r < NR; r++) {
                 sample_params(&d[r], &rows[r], r % 9, V);
