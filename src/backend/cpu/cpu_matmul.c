@@ -624,6 +624,16 @@ static inline float q4_at(const struct q4_view *v, int64_t r, int64_t K, int64_t
 }
 
 #if PL_HAVE_X86
+/* The codes of inputs k..k+15 of a row (cb: its code bytes), in input order, widened. */
+TGT512_INLINE __m512i q4_codes16(const uint8_t *cb, int64_t k)
+{
+    const __m128i lo4 = _mm_set1_epi8(0x0f);
+    const __m128i b = _mm_loadl_epi64((const __m128i *)(cb + k / 2));
+    const __m128i lo = _mm_and_si128(b, lo4);
+    const __m128i hi = _mm_and_si128(_mm_srli_epi16(b, 4), lo4);
+    return _mm512_cvtepu8_epi32(_mm_unpacklo_epi8(lo, hi));
+}
+
 /* 16 inputs of one group: the 8 code bytes' nibbles in input order, widened, minus the
  * zero, converted (exact: small integers) and times the scale (one fp32 rounding, as
  * q4_at). */
@@ -632,17 +642,13 @@ static TGT512 void q4_row_avx512(const struct q4_view *v, int64_t r, int64_t K, 
     const uint8_t *cb = (const uint8_t *)(v->codes + r * (K / 8));
     const uint8_t *z = v->zeros + r * v->n_groups;
     const float *sc = v->scales + r * v->n_groups;
-    const __m128i lo4 = _mm_set1_epi8(0x0f);
     const int64_t group = v->group;
     for (int64_t g = 0, k0 = 0; k0 < K; g++, k0 += group) {
         const __m512i zv = _mm512_set1_epi32((int)z[g]);
         const __m512 sv = _mm512_set1_ps(sc[g]);
         const int64_t k1 = k0 + group < K ? k0 + group : K;
         for (int64_t k = k0; k < k1; k += 16) {
-            const __m128i b = _mm_loadl_epi64((const __m128i *)(cb + k / 2));
-            const __m128i lo = _mm_and_si128(b, lo4);
-            const __m128i hi = _mm_and_si128(_mm_srli_epi16(b, 4), lo4);
-            const __m512i q = _mm512_cvtepu8_epi32(_mm_unpacklo_epi8(lo, hi));
+            const __m512i q = q4_codes16(cb, k);
             _mm512_storeu_ps(out + k, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(q, zv)), sv));
         }
     }
@@ -658,7 +664,6 @@ static TGT512 void q4_row_avx512_gidx(const struct q4_view *v, int64_t r, int64_
     const uint8_t *cb = (const uint8_t *)(v->codes + r * (K / 8));
     const uint8_t *z = v->zeros + r * v->n_groups;
     const float *sc = v->scales + r * v->n_groups;
-    const __m128i lo4 = _mm_set1_epi8(0x0f);
     const __m512i byte = _mm512_set1_epi32(0xff);
     if (v->n_groups <= 128) { /* the row's zeros and scales in 16-entry tables: each pair
                                  one two-register permute (gi's low 5 bits), the pair
@@ -676,10 +681,7 @@ static TGT512 void q4_row_avx512_gidx(const struct q4_view *v, int64_t r, int64_
             st[i] = _mm512_maskz_loadu_ps(m, sc + 16 * i);
         }
         for (int64_t k = 0; k < K; k += 16) {
-            const __m128i b = _mm_loadl_epi64((const __m128i *)(cb + k / 2));
-            const __m128i lo = _mm_and_si128(b, lo4);
-            const __m128i hi = _mm_and_si128(_mm_srli_epi16(b, 4), lo4);
-            const __m512i q = _mm512_cvtepu8_epi32(_mm_unpacklo_epi8(lo, hi));
+            const __m512i q = q4_codes16(cb, k);
             const __m512i gi = _mm512_loadu_si512(v->gidx + k);
             __m512i zv = _mm512_permutex2var_epi32(zt[0], gi, zt[1]);
             __m512 sv = _mm512_permutex2var_ps(st[0], gi, st[1]);
@@ -697,10 +699,7 @@ static TGT512 void q4_row_avx512_gidx(const struct q4_view *v, int64_t r, int64_
         return;
     }
     for (int64_t k = 0; k < K; k += 16) {
-        const __m128i b = _mm_loadl_epi64((const __m128i *)(cb + k / 2));
-        const __m128i lo = _mm_and_si128(b, lo4);
-        const __m128i hi = _mm_and_si128(_mm_srli_epi16(b, 4), lo4);
-        const __m512i q = _mm512_cvtepu8_epi32(_mm_unpacklo_epi8(lo, hi));
+        const __m512i q = q4_codes16(cb, k);
         const __m512i gi = _mm512_loadu_si512(v->gidx + k);
         const __m512i zv = _mm512_and_si512(_mm512_i32gather_epi32(gi, z, 1), byte);
         const __m512 sv = _mm512_i32gather_ps(gi, sc, 4);
